@@ -1,0 +1,147 @@
+"""Training cost and in-process scoring latency of every model, against baselines measured in the same run.
+
+Absolute seconds depend on the machine; ratios to a baseline measured in the same process do not (much),
+so each figure is printed next to one: fit time relative to the popularity model, and per-request
+recommend latency relative to a plain numpy full-scan top-k over random factors of the same size.
+Results are appended to ``benchmarks/results/`` as JSON and as a row of a Markdown history table.
+
+    python -m benchmarks.training_cost [--customers 5000 --items 2000 --events 200000 --requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from engine.models.base import UserBatch  # noqa: E402
+from engine.ranking import top_k  # noqa: E402
+from training.config import DataSection, TrainConfig  # noqa: E402
+from training.console_output import print_table  # noqa: E402
+from training.prepared_data import prepare  # noqa: E402
+from training.synthetic_shop import ShopConfig, generate_shop  # noqa: E402
+from training.train_job import fit_models  # noqa: E402
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    a = np.asarray(samples_ms)
+    return {
+        "p50_ms": float(np.percentile(a, 50)),
+        "p95_ms": float(np.percentile(a, 95)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "max_ms": float(a.max()),
+        "throughput_per_s": float(len(a) / (a.sum() / 1000.0)),
+    }
+
+
+def time_requests(score_one: Any, n: int) -> list[float]:
+    samples = []
+    for i in range(n):
+        started = time.perf_counter()
+        score_one(i)
+        samples.append((time.perf_counter() - started) * 1000.0)
+    return samples
+
+
+def run(customers: int, items: int, events: int, requests: int, k: int = 20) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "shop"
+        generate_shop(data_dir, ShopConfig(customers=customers, items=items, events=events))
+        config = TrainConfig(data=DataSection(path=str(data_dir)))
+        prepared = prepare(config)
+    models, fit_seconds = fit_models(prepared, config, show_progress=False)
+    data = prepared.training_set
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, data.n_users, size=requests)
+
+    def batch_of(i: int) -> UserBatch:
+        r = int(rows[i])
+        return UserBatch(np.asarray([r]), data.user_mix[r : r + 1], data.user_demographics[r : r + 1])
+
+    factors = rng.standard_normal((data.n_items, 64)).astype(np.float32)
+    user_vectors = rng.standard_normal((requests, 64)).astype(np.float32)
+    baseline = percentiles(time_requests(lambda i: top_k(user_vectors[i : i + 1] @ factors.T, k), requests))
+    latency: dict[str, dict[str, float]] = {}
+    for name, model in models.items():
+        latency[name] = percentiles(
+            time_requests(lambda i, m=model: m.recommend(batch_of(i), k, exclude=data.interactions[rows[i]]), requests)
+        )
+        latency[name]["p99_ratio_to_numpy_topk"] = latency[name]["p99_ms"] / baseline["p99_ms"]
+    base_fit = fit_seconds.get("popularity") or min(fit_seconds.values())
+    return {
+        "benchmark": "training_cost",
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "size": {"customers": data.n_users, "items": data.n_items, "interactions": int(data.interactions.nnz)},
+        "fit_seconds": fit_seconds,
+        "fit_ratio_to_popularity": {m: s / base_fit for m, s in fit_seconds.items()},
+        "recommend_latency": latency,
+        "baseline_numpy_topk_64d": baseline,
+        "k": k,
+        "requests": requests,
+    }
+
+
+def write_results(result: dict[str, Any]) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = result["time"].replace(":", "").replace("-", "")
+    path = RESULTS_DIR / f"training_cost-{stamp}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    history = RESULTS_DIR / "training_cost.md"
+    if not history.exists():
+        history.write_text(
+            "| time | customers x items | model | fit s | fit / popularity | p50 ms | p99 ms | req/s | p99 / numpy top-k |\n"
+            "|---|---|---|---|---|---|---|---|---|\n",
+            encoding="utf-8",
+        )
+    size = f"{result['size']['customers']} x {result['size']['items']}"
+    with history.open("a", encoding="utf-8") as out:
+        for model, seconds in result["fit_seconds"].items():
+            lat = result["recommend_latency"][model]
+            out.write(
+                f"| {result['time']} | {size} | {model} | {seconds:.2f} | "
+                f"{result['fit_ratio_to_popularity'][model]:.1f} | {lat['p50_ms']:.3f} | {lat['p99_ms']:.3f} | "
+                f"{lat['throughput_per_s']:.0f} | {lat['p99_ratio_to_numpy_topk']:.2f} |\n"
+            )
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=5_000)
+    parser.add_argument("--items", type=int, default=2_000)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--requests", type=int, default=2_000)
+    args = parser.parse_args()
+    result = run(args.customers, args.items, args.events, args.requests)
+    rows = []
+    for model, seconds in result["fit_seconds"].items():
+        lat = result["recommend_latency"][model]
+        rows.append([model, seconds, result["fit_ratio_to_popularity"][model], lat["p50_ms"], lat["p95_ms"],
+                     lat["p99_ms"], lat["throughput_per_s"], lat["p99_ratio_to_numpy_topk"]])
+    base = result["baseline_numpy_topk_64d"]
+    rows.append(["numpy top-k baseline", 0.0, 0.0, base["p50_ms"], base["p95_ms"], base["p99_ms"],
+                 base["throughput_per_s"], 1.0])
+    print_table(
+        f"training cost and single-request latency ({result['size']['customers']} customers x "
+        f"{result['size']['items']} items, k={result['k']})",
+        ["model", "fit s", "fit / pop", "p50 ms", "p95 ms", "p99 ms", "req/s", "p99 / numpy"],
+        rows,
+    )
+    print(f"results: {write_results(result)}")
+
+
+if __name__ == "__main__":
+    main()

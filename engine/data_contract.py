@@ -1,0 +1,215 @@
+"""The data contract: the tables persona-engine reads, their columns and what each column means.
+
+Everything that enters the engine passes through these schemas, whether it comes from the synthetic
+shop, a shop's own export or an adapter. Keeping them in one place means the loader, the generator,
+the README and the error messages can never disagree about what a column is called or what it holds.
+
+Conventions shared by every table:
+- ids are strings (integer ids in a file are read as their decimal text);
+- timestamps are ISO 8601; a timestamp without an offset is taken as UTC;
+- list columns are Parquet ``list<string>``, or in CSV one cell with the values joined by ``|``;
+- booleans in CSV are ``true``/``false`` (also ``1``/``0``, ``yes``/``no``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ColumnKind(StrEnum):
+    """How a column's cells are parsed and what type they have once loaded."""
+
+    STRING = "string"
+    FLOAT = "float"
+    INT = "int"
+    BOOL = "bool"
+    TIMESTAMP = "timestamp"  # loaded as polars Datetime("us", "UTC")
+    DATE = "date"
+    STRING_LIST = "string_list"  # loaded as polars List(Utf8)
+
+
+EVENT_TYPES: tuple[str, ...] = ("view", "cart", "purchase")
+OFFER_KINDS: tuple[str, ...] = ("percent_off", "bundle", "free_shipping", "loyalty_points", "early_access")
+DECISION_TYPES: tuple[str, ...] = ("offer", "layout")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table in the contract."""
+
+    name: str
+    kind: ColumnKind
+    description: str
+    required: bool = True  # the column must be present in the file
+    nullable: bool = False  # cells may be empty
+    allowed: tuple[str, ...] | None = None  # closed vocabulary for STRING columns
+    min_value: float | None = None  # inclusive lower bound for numeric columns
+    max_value: float | None = None  # inclusive upper bound for numeric columns
+    unique: bool = False  # values must not repeat (primary key)
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """A table of the contract: its name (also the default file stem) and its columns."""
+
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+
+    @property
+    def key(self) -> Column | None:
+        """The primary-key column, if the table has one."""
+        return next((c for c in self.columns if c.unique), None)
+
+    def column(self, name: str) -> Column:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(f"table {self.name!r} has no column {name!r}")
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.required)
+
+
+EVENTS = TableSchema(
+    name="events",
+    description="Behavioral events: one row per view, add-to-cart or purchase of one item by one customer.",
+    columns=(
+        Column("event_id", ColumnKind.STRING, "Unique id of the event; makes ingestion idempotent.", unique=True),
+        Column("customer_id", ColumnKind.STRING, "The customer who acted."),
+        Column("item_id", ColumnKind.STRING, "The item acted on; must exist in `items`."),
+        Column("event_type", ColumnKind.STRING, "What happened.", allowed=EVENT_TYPES),
+        Column("timestamp", ColumnKind.TIMESTAMP, "When it happened (ISO 8601, UTC when no offset is given)."),
+        Column(
+            "price_paid",
+            ColumnKind.FLOAT,
+            "Unit price the customer saw or paid, after discount.",
+            required=False,
+            nullable=True,
+            min_value=0.0,
+        ),
+        Column(
+            "discount",
+            ColumnKind.FLOAT,
+            "Fraction taken off the list price, 0 for none (0.2 = 20% off).",
+            required=False,
+            nullable=True,
+            min_value=0.0,
+            max_value=1.0,
+        ),
+        Column(
+            "channel",
+            ColumnKind.STRING,
+            "Traffic source: direct, search, email, social, app_push, ...",
+            required=False,
+            nullable=True,
+        ),
+        Column(
+            "device", ColumnKind.STRING, "desktop, mobile, tablet, app, ...", required=False, nullable=True
+        ),
+    ),
+)
+
+ITEMS = TableSchema(
+    name="items",
+    description="The catalog: every item that events, offers or recommendations may name.",
+    columns=(
+        Column("item_id", ColumnKind.STRING, "Unique id of the item.", unique=True),
+        Column("title", ColumnKind.STRING, "Human-readable name.", required=False, nullable=True),
+        Column("category", ColumnKind.STRING, "Category the item is shelved in."),
+        Column("brand", ColumnKind.STRING, "Brand name.", required=False, nullable=True),
+        Column("price", ColumnKind.FLOAT, "Current list price.", min_value=0.0),
+        Column(
+            "tags",
+            ColumnKind.STRING_LIST,
+            "Attribute tags (organic, sustainable, new-tech, premium, ...).",
+            required=False,
+            nullable=True,
+        ),
+        Column("in_stock", ColumnKind.BOOL, "Whether the item can be sold now.", required=False, nullable=True),
+    ),
+)
+
+CUSTOMERS = TableSchema(
+    name="customers",
+    description="Customer attributes known at signup; optional, used for cold start and persona demographics.",
+    columns=(
+        Column("customer_id", ColumnKind.STRING, "Unique id of the customer.", unique=True),
+        Column("age_band", ColumnKind.STRING, "Age band, e.g. 18-24, 25-34.", required=False, nullable=True),
+        Column("region", ColumnKind.STRING, "Region or country.", required=False, nullable=True),
+        Column("income_band", ColumnKind.STRING, "low, middle, high, ...", required=False, nullable=True),
+        Column("signup_date", ColumnKind.DATE, "Date the account was created.", required=False, nullable=True),
+    ),
+)
+
+OFFERS = TableSchema(
+    name="offers",
+    description="Offers the shop can make, with the rules that say who may receive them.",
+    columns=(
+        Column("offer_id", ColumnKind.STRING, "Unique id of the offer.", unique=True),
+        Column("kind", ColumnKind.STRING, "What the offer gives.", allowed=OFFER_KINDS),
+        Column("description", ColumnKind.STRING, "Text shown to people.", required=False, nullable=True),
+        Column(
+            "eligible_categories",
+            ColumnKind.STRING_LIST,
+            "Categories the offer applies to; empty means every category.",
+            required=False,
+            nullable=True,
+        ),
+        Column(
+            "eligible_brands",
+            ColumnKind.STRING_LIST,
+            "Brands the offer applies to; empty means every brand.",
+            required=False,
+            nullable=True,
+        ),
+        Column(
+            "min_basket",
+            ColumnKind.FLOAT,
+            "Smallest basket value that qualifies, 0 for none.",
+            required=False,
+            nullable=True,
+            min_value=0.0,
+        ),
+        Column("cost", ColumnKind.FLOAT, "Expected cost to the shop per redemption.", min_value=0.0),
+    ),
+)
+
+LAYOUTS = TableSchema(
+    name="layouts",
+    description="Website layout variants: an ordered list of slots the page fills.",
+    columns=(
+        Column("variant_id", ColumnKind.STRING, "Unique id of the variant.", unique=True),
+        Column("description", ColumnKind.STRING, "What the variant emphasises.", required=False, nullable=True),
+        Column("slots", ColumnKind.STRING_LIST, "Slot names in page order (hero_deals, recommended, ...)."),
+    ),
+)
+
+DECISIONS = TableSchema(
+    name="decisions",
+    description="Logged offer and layout decisions with the propensity of the chosen arm and the outcome.",
+    columns=(
+        Column("decision_id", ColumnKind.STRING, "Unique id of the decision.", unique=True),
+        Column("customer_id", ColumnKind.STRING, "Who the decision was made for."),
+        Column("timestamp", ColumnKind.TIMESTAMP, "When it was made."),
+        Column("context", ColumnKind.STRING, "Shopping context, e.g. weekday or weekend_holiday."),
+        Column("decision_type", ColumnKind.STRING, "offer or layout.", allowed=DECISION_TYPES),
+        Column("arm_id", ColumnKind.STRING, "The chosen offer_id or variant_id."),
+        Column(
+            "propensity",
+            ColumnKind.FLOAT,
+            "Probability with which the logging policy chose this arm.",
+            min_value=0.0,
+            max_value=1.0,
+        ),
+        Column("outcome", ColumnKind.FLOAT, "Reward observed: 1 converted/redeemed, 0 not.", min_value=0.0),
+    ),
+)
+
+TABLES: dict[str, TableSchema] = {
+    t.name: t for t in (EVENTS, ITEMS, CUSTOMERS, OFFERS, LAYOUTS, DECISIONS)
+}
+REQUIRED_TABLES: tuple[str, ...] = ("events", "items")
+LIST_SEPARATOR = "|"

@@ -1,0 +1,105 @@
+"""Mapping between external ids (strings) and dense row/column indices.
+
+Ids are mapped once, at the edge of the engine; every model, matrix and artifact works on dense indices.
+An id's index is its position in the array, so a map can be saved as one `.npy` file and extending it
+never moves an existing id (a model trained on the old map stays valid for the old ids).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+MISSING = -1
+
+
+class UnknownIdError(KeyError):
+    """Raised by strict look-ups; names the first unknown ids so the caller can report them."""
+
+    def __init__(self, kind: str, unknown: Sequence[str]) -> None:
+        shown = ", ".join(repr(u) for u in list(unknown)[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        super().__init__(f"unknown {kind} id(s): {shown}{more}")
+        self.kind = kind
+        self.unknown = list(unknown)
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0])
+
+
+class IdMap:
+    """An immutable, ordered set of string ids with O(1) id -> index look-up."""
+
+    def __init__(self, ids: Iterable[str], kind: str = "item") -> None:
+        values = ids.tolist() if isinstance(ids, np.ndarray) else [str(v) for v in ids]
+        if any("\x00" in v for v in values):
+            # numpy's fixed-width strings drop trailing NULs, so such ids would not survive save/load
+            raise ValueError(f"{kind} ids must not contain NUL characters")
+        array = np.asarray(values, dtype=np.str_)
+        if array.ndim != 1:
+            raise ValueError("ids must be one-dimensional")
+        self._ids: NDArray[np.str_] = array
+        self.kind = kind
+        self._index: dict[str, int] = {str(v): i for i, v in enumerate(array.tolist())}
+        if len(self._index) != len(array):
+            raise ValueError(f"{kind} ids are not unique")
+
+    @classmethod
+    def from_values(cls, values: Iterable[str], kind: str = "item") -> IdMap:
+        """Build a map from values that may repeat; ids are kept in order of first appearance."""
+        seen: dict[str, None] = dict.fromkeys(str(v) for v in values)
+        return cls(list(seen), kind=kind)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, external_id: object) -> bool:
+        return external_id in self._index
+
+    @property
+    def ids(self) -> NDArray[np.str_]:
+        return self._ids
+
+    def index(self, external_id: str) -> int:
+        """The index of one id; raises UnknownIdError naming it when absent."""
+        try:
+            return self._index[external_id]
+        except KeyError:
+            raise UnknownIdError(self.kind, [external_id]) from None
+
+    def to_internal(self, external_ids: Iterable[str], *, strict: bool = True) -> NDArray[np.int64]:
+        """Indices of many ids. With strict=False unknown ids map to MISSING (-1) instead of raising."""
+        values = external_ids if isinstance(external_ids, list) else list(external_ids)
+        lookup = self._index.get
+        out = np.fromiter((lookup(str(e), MISSING) for e in values), dtype=np.int64, count=len(values))
+        if strict and (out == MISSING).any():
+            unknown = [str(values[i]) for i in np.flatnonzero(out == MISSING)]
+            raise UnknownIdError(self.kind, unknown)
+        return out
+
+    def to_external(self, indices: NDArray[np.integer] | Sequence[int]) -> NDArray[np.str_]:
+        return self._ids[np.asarray(indices, dtype=np.int64)]
+
+    def add_ids(self, new_ids: Iterable[str]) -> IdMap:
+        """A new map with the unseen ids appended; existing ids keep their indices."""
+        extra = [i for i in dict.fromkeys(str(v) for v in new_ids) if i not in self._index]
+        return IdMap(np.concatenate([self._ids, np.asarray(extra, dtype=np.str_)]), kind=self.kind)
+
+    def save(self, path: Path) -> None:
+        np.save(path, self._ids, allow_pickle=False)
+
+    @classmethod
+    def load(cls, path: Path, kind: str = "item") -> IdMap:
+        return cls(np.load(path, allow_pickle=False), kind=kind)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IdMap) and np.array_equal(self._ids, other._ids)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._ids.tolist()))
+
+    def __repr__(self) -> str:
+        return f"IdMap(kind={self.kind!r}, size={len(self)})"

@@ -1,0 +1,207 @@
+"""The one interface every recommendation model implements, and the data it is trained and queried on.
+
+Models never see external ids: the training job maps ids once (``engine.id_map``) and hands models
+dense matrices. A query is a ``UserBatch``: known customers by index, each with the persona mix to
+condition on and their demographic features; index -1 means a customer the model never saw, who is
+scored from mix and demographics alone (cold start). Batches are the primary path; a single customer
+is a batch of one.
+
+Saved models are a folder with ``model.json`` (kind, format version, config) and one ``.npy`` per
+array, loaded with ``allow_pickle=False`` so a model file can never run code.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from engine.ranking import top_k
+
+MODEL_FORMAT_VERSION = 1
+MODEL_MANIFEST = "model.json"
+
+
+class ModelFitError(RuntimeError):
+    """Training produced an unusable model (for example NaN factors); the message says which model and why."""
+
+
+class ModelFormatError(ValueError):
+    """A saved model folder that cannot be loaded: missing file, unknown kind, wrong version or shape."""
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Everything a model may learn from, as dense-index matrices.
+
+    interactions:      (n_users, n_items) float32 CSR, implicit-feedback confidence per pair (> 0).
+    user_mix:          (n_users, n_personas) float64, each row on the simplex (inferred persona mixes).
+    user_demographics: (n_users, n_demographic_features) CSR, one-hot demographic attributes.
+    item_features:     (n_items, n_item_features) CSR, item attributes (category, brand, tags, price
+                       band); no identity columns, models add those themselves if they want them.
+    """
+
+    interactions: sp.csr_matrix
+    user_mix: NDArray[np.float64]
+    user_demographics: sp.csr_matrix
+    item_features: sp.csr_matrix
+    persona_names: tuple[str, ...]
+    demographic_feature_names: tuple[str, ...]
+    item_feature_names: tuple[str, ...]
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        n_users, n_items = self.interactions.shape
+        checks = [
+            (self.user_mix.shape == (n_users, len(self.persona_names)), "user_mix", self.user_mix.shape),
+            (
+                self.user_demographics.shape == (n_users, len(self.demographic_feature_names)),
+                "user_demographics",
+                self.user_demographics.shape,
+            ),
+            (
+                self.item_features.shape == (n_items, len(self.item_feature_names)),
+                "item_features",
+                self.item_features.shape,
+            ),
+        ]
+        for ok, name, shape in checks:
+            if not ok:
+                raise ValueError(f"TrainingSet.{name} has shape {shape}, inconsistent with interactions {n_users}x{n_items}")
+
+    @property
+    def n_users(self) -> int:
+        return int(self.interactions.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.interactions.shape[1])
+
+
+@dataclass(frozen=True)
+class UserBatch:
+    """Whom to score: user_index (n,) with -1 for unknown customers, mix (n, n_personas), demographics CSR."""
+
+    user_index: NDArray[np.int64]
+    mix: NDArray[np.float64]
+    demographics: sp.csr_matrix
+
+    def __post_init__(self) -> None:
+        n = len(self.user_index)
+        if self.mix.ndim != 2 or self.mix.shape[0] != n or self.demographics.shape[0] != n:
+            raise ValueError(
+                f"UserBatch rows disagree: {n} users, mix {self.mix.shape}, demographics {self.demographics.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.user_index)
+
+    @classmethod
+    def for_personas(cls, n_personas: int, n_demographic_features: int) -> UserBatch:
+        """One row per pure persona, no id and no demographics: 'what would this persona want'."""
+        return cls(
+            user_index=np.full(n_personas, -1, dtype=np.int64),
+            mix=np.eye(n_personas, dtype=np.float64),
+            demographics=sp.csr_matrix((n_personas, n_demographic_features), dtype=np.float32),
+        )
+
+
+class Recommender(ABC):
+    """fit, score, recommend, save, load: the contract shared by every model (tested once for all)."""
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def fit(self, data: TrainingSet, *, show_progress: bool = False) -> None:
+        """Learn from ``data``; raises ModelFitError if the result is unusable."""
+
+    @abstractmethod
+    def score(self, users: UserBatch) -> NDArray[np.float32]:
+        """Scores (n_users, n_items); higher is better. Works for unknown users (index -1) too."""
+
+    @abstractmethod
+    def get_config(self) -> dict[str, Any]:
+        """Hyperparameters as plain JSON values; ``cls(**config)`` rebuilds an unfitted twin."""
+
+    @abstractmethod
+    def _arrays(self) -> dict[str, NDArray[Any]]:
+        """The fitted state as named arrays (what ``save`` writes)."""
+
+    @abstractmethod
+    def _restore(self, arrays: dict[str, NDArray[Any]]) -> None:
+        """Set the fitted state from arrays read by ``load``; validate shapes."""
+
+    @property
+    @abstractmethod
+    def n_items(self) -> int: ...
+
+    def recommend(
+        self,
+        users: UserBatch,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        item_mask: NDArray[np.bool_] | None = None,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Top-k item indices and scores per user, best first; -1 pads rows with too few candidates."""
+        return top_k(self.score(users), k, exclude=exclude, item_mask=item_mask)
+
+    def save(self, directory: Path) -> list[Path]:
+        """Write model.json and one .npy per array into ``directory``; returns the files written."""
+        directory.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+        arrays = self._arrays()
+        for name, array in arrays.items():
+            path = directory / f"{name}.npy"
+            np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+            written.append(path)
+        manifest = {
+            "kind": self.kind,
+            "format_version": MODEL_FORMAT_VERSION,
+            "config": self.get_config(),
+            "arrays": sorted(arrays),
+        }
+        manifest_path = directory / MODEL_MANIFEST
+        manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        written.append(manifest_path)
+        return written
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        """Rebuild a fitted model from ``save`` output; never unpickles."""
+        manifest = read_model_manifest(directory)
+        if manifest["kind"] != cls.kind:
+            raise ModelFormatError(f"{directory}: holds a {manifest['kind']!r} model, not {cls.kind!r}")
+        model = cls(**manifest["config"])
+        arrays: dict[str, NDArray[Any]] = {}
+        for name in manifest["arrays"]:
+            path = directory / f"{name}.npy"
+            if not path.is_file():
+                raise ModelFormatError(f"{directory}: missing array file {path.name}")
+            arrays[name] = np.load(path, allow_pickle=False)
+        model._restore(arrays)
+        return model
+
+
+def read_model_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / MODEL_MANIFEST
+    if not path.is_file():
+        raise ModelFormatError(f"{directory}: no {MODEL_MANIFEST}; not a saved model folder")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ModelFormatError(f"{path}: not valid JSON ({error})") from None
+    for key in ("kind", "format_version", "config", "arrays"):
+        if key not in manifest:
+            raise ModelFormatError(f"{path}: missing key {key!r}")
+    if manifest["format_version"] != MODEL_FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{path}: format version {manifest['format_version']} is not supported (expected {MODEL_FORMAT_VERSION})"
+        )
+    return dict(manifest)

@@ -1,0 +1,50 @@
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from training.config import ConfigError, load_config, parse_config
+from training.split import split_events
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_demo_config_loads() -> None:
+    config = load_config(REPO / "training" / "configs" / "demo.toml")
+    assert set(config.models) == {"popularity", "persona_popularity", "als", "bpr", "lightfm_hybrid"}
+    assert config.evaluation.k == 10
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"split": {"test_dayz": 3}}, r"\[split\] has unknown key\(s\) \['test_dayz'\]"),
+        ({"split": {"test_days": "3"}}, r"\[split\] test_days must be int"),
+        ({"split": {"cold_start_share": 1.5}}, "cold_start_share must be in"),
+        ({"models": {"svd": {}}}, r"\[models.svd\] is not a known model"),
+        ({"interactions": {"view": -1}}, "positive weights"),
+        ({"trainng": {}}, r"unknown section\(s\) \['trainng'\]"),
+    ],
+)
+def test_bad_configs_name_the_key(document: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_config(document, source="my.toml")
+    assert str(info.value).startswith("my.toml: ")
+
+
+def test_time_split_and_stable_cold_holdout() -> None:
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    events = pl.DataFrame(
+        {
+            "customer_id": [f"c{i % 50}" for i in range(500)],
+            "timestamp": [start + dt.timedelta(hours=7 * i) for i in range(500)],
+        }
+    )
+    split = split_events(events, test_days=20, cold_start_share=0.2, seed=1)
+    assert split.train_events["timestamp"].max() < split.test_start <= split.test_events["timestamp"].min()
+    assert split.train_events.height + split.test_events.height == 500
+    assert not set(split.warm_customers) & set(split.cold_customers)
+    assert 3 <= len(split.cold_customers) <= 20
+    again = split_events(events.reverse(), test_days=20, cold_start_share=0.2, seed=1)
+    assert set(again.cold_customers) == set(split.cold_customers)

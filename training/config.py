@@ -1,0 +1,155 @@
+"""The training configuration: one TOML file that says which data, which personas, which models.
+
+Validated strictly (unknown keys are errors that name the key and the file), because a misspelt
+hyperparameter silently falling back to its default is the classic way to waste a day of training.
+The resolved config is stored in the artifact manifest so every model can be traced to its settings.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.interactions import DEFAULT_EVENT_WEIGHTS
+
+KNOWN_MODEL_KINDS: tuple[str, ...] = ("popularity", "persona_popularity", "als", "bpr", "lightfm_hybrid")
+
+
+class ConfigError(ValueError):
+    """An invalid training config; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class DataSection:
+    path: str = "data/demo"
+    skip_invalid: bool = False
+
+
+@dataclass(frozen=True)
+class PersonaSection:
+    catalog: str = "default"
+    inference: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SplitSection:
+    test_days: int = 28
+    cold_start_share: float = 0.1
+    seed: int = 13
+
+
+@dataclass(frozen=True)
+class EvaluationSection:
+    k: int = 10
+
+
+@dataclass(frozen=True)
+class OutputSection:
+    root: str = "artifacts"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataSection = field(default_factory=DataSection)
+    personas: PersonaSection = field(default_factory=PersonaSection)
+    split: SplitSection = field(default_factory=SplitSection)
+    interactions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    models: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {kind: {} for kind in KNOWN_MODEL_KINDS}
+    )
+    evaluation: EvaluationSection = field(default_factory=EvaluationSection)
+    output: OutputSection = field(default_factory=OutputSection)
+    source: str = "<defaults>"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("source")
+        return out
+
+
+def _section(raw: Any, cls: type, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{where}] must be a table")
+    allowed = {f for f in cls.__dataclass_fields__}
+    unknown = set(raw) - allowed
+    if unknown:
+        raise ConfigError(f"[{where}] has unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    defaults = cls()
+    for key, value in raw.items():
+        expected = type(getattr(defaults, key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(f"[{where}] {key} must be {expected.__name__}, got {value!r}")
+    return cls(**raw)
+
+
+def parse_config(document: dict[str, Any], source: str = "<memory>", base_dir: Path | None = None) -> TrainConfig:
+    """Validate a parsed TOML document; relative data/output paths resolve against ``base_dir``."""
+    try:
+        allowed = {"data", "personas", "split", "interactions", "models", "evaluation", "output"}
+        unknown = set(document) - allowed
+        if unknown:
+            raise ConfigError(f"unknown section(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        data = _section(document.get("data", {}), DataSection, "data")
+        personas = _section(document.get("personas", {}), PersonaSection, "personas")
+        split = _section(document.get("split", {}), SplitSection, "split")
+        evaluation = _section(document.get("evaluation", {}), EvaluationSection, "evaluation")
+        output = _section(document.get("output", {}), OutputSection, "output")
+        if split.test_days < 1:
+            raise ConfigError(f"[split] test_days must be >= 1, got {split.test_days}")
+        if not 0 <= split.cold_start_share < 1:
+            raise ConfigError(f"[split] cold_start_share must be in [0, 1), got {split.cold_start_share}")
+        if not 1 <= evaluation.k <= 1000:
+            raise ConfigError(f"[evaluation] k must be in 1..1000, got {evaluation.k}")
+        weights = document.get("interactions", dict(DEFAULT_EVENT_WEIGHTS))
+        if not isinstance(weights, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in weights.values()
+        ):
+            raise ConfigError("[interactions] must map event types to positive weights, e.g. purchase = 5.0")
+        models = document.get("models")
+        if models is None:
+            models = {kind: {} for kind in KNOWN_MODEL_KINDS}
+        if not isinstance(models, dict) or not models:
+            raise ConfigError("[models] must name at least one model, e.g. [models.als]")
+        for name, params in models.items():
+            if name not in KNOWN_MODEL_KINDS:
+                raise ConfigError(f"[models.{name}] is not a known model; known: {', '.join(KNOWN_MODEL_KINDS)}")
+            if not isinstance(params, dict):
+                raise ConfigError(f"[models.{name}] must be a table of hyperparameters")
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    if base_dir is not None:
+        data = DataSection(path=str(_resolve(data.path, base_dir)), skip_invalid=data.skip_invalid)
+        output = OutputSection(root=str(_resolve(output.root, base_dir)))
+        catalog = personas.catalog
+        if catalog.endswith(".toml"):
+            personas = PersonaSection(catalog=str(_resolve(catalog, base_dir)), inference=personas.inference)
+    return TrainConfig(
+        data=data,
+        personas=personas,
+        split=split,
+        interactions={str(k): float(v) for k, v in weights.items()},
+        models={str(k): dict(v) for k, v in models.items()},
+        evaluation=evaluation,
+        output=output,
+        source=source,
+    )
+
+
+def _resolve(path: str, base_dir: Path) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else (base_dir / p)
+
+
+def load_config(path: Path) -> TrainConfig:
+    """Read a TOML config; relative paths in it are taken relative to the current directory."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: training config not found")
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    return parse_config(document, source=str(path), base_dir=Path.cwd())

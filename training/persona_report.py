@@ -1,0 +1,25 @@
+"""Persona-inference accuracy against planted ground truth, when the data set carries one.
+
+Only generated shops know each customer's true mix; for them the job reports how close inference
+came (mean total-variation distance, dominant-persona accuracy), overall and per context.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from engine.persona_accuracy import compare_with_planted
+from training.prepared_data import PreparedData
+
+TRUTH_FILE = "customer_mixes.parquet"
+
+
+def persona_accuracy(prepared: PreparedData, truth_dir: Path) -> dict[str, Any] | None:
+    path = truth_dir / TRUTH_FILE
+    if not path.is_file():
+        return None
+    truth = pl.read_parquet(path)
+    return compare_with_planted(prepared.mixes, truth, prepared.split.train_events)

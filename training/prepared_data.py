@@ -1,0 +1,220 @@
+"""Everything the training and evaluation jobs derive from raw data before any model is fitted.
+
+Both jobs must see exactly the same split, id maps, features and persona mixes, or an evaluation
+would silently score a model on rows it was trained on. Building them in one place, from the config
+alone, makes ``persona-engine evaluate`` reproduce what ``train`` measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from engine.data_loading import load_shop
+from engine.feature_space import DEMOGRAPHIC_COLUMNS, ITEM_FEATURE_COLUMNS, FeatureSpace, with_price_band
+from engine.id_map import IdMap
+from engine.interactions import interaction_matrix, relevant_matrix
+from engine.models.base import TrainingSet, UserBatch
+from engine.persona_catalog import PersonaCatalog, load_catalog
+from engine.persona_inference import DemographicMixPrior, InferredMixes, PersonaInferenceConfig, PersonaInferenceModel
+from engine.shop_data import ShopData
+from training.config import TrainConfig
+from training.split import TimeSplit, split_events
+
+
+@dataclass(frozen=True)
+class EvaluationSegment:
+    """A group of customers scored the same way: who they are to the model and what they went on to do."""
+
+    name: str
+    customer_ids: NDArray[np.str_]
+    users: UserBatch
+    exclude: sp.csr_matrix  # items each customer already engaged with (filtered from their lists)
+    relevant: sp.csr_matrix  # held-out positives
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    shop: ShopData
+    catalog: PersonaCatalog
+    split: TimeSplit
+    items: IdMap
+    item_frame: pl.DataFrame  # items in IdMap order, with price_band
+    item_space: FeatureSpace
+    item_features: sp.csr_matrix
+    customers: IdMap  # every customer the artifact knows: history in training period or in the customers table
+    demographic_space: FeatureSpace
+    customer_demographics: sp.csr_matrix  # rows follow ``customers``
+    inference: PersonaInferenceModel
+    mixes: InferredMixes  # rows follow ``customers``
+    demographic_prior: DemographicMixPrior
+    model_customers: IdMap  # the warm customers the models are trained on
+    training_set: TrainingSet
+    history: sp.csr_matrix  # (customers x items) training-period interactions of every known customer
+
+    def customer_rows(self, ids: NDArray[np.str_] | list[str]) -> NDArray[np.int64]:
+        return self.customers.to_internal(list(ids))
+
+
+def prepare(config: TrainConfig, *, data_path: Path | None = None) -> PreparedData:
+    """Load, split, map ids, build features and infer persona mixes from the training period only."""
+    shop = load_shop(Path(data_path or config.data.path), skip_invalid=config.data.skip_invalid)
+    catalog = load_catalog(config.personas.catalog)
+    split = split_events(
+        shop.events,
+        test_days=config.split.test_days,
+        cold_start_share=config.split.cold_start_share,
+        seed=config.split.seed,
+    )
+    item_frame = with_price_band(shop.items)
+    items = IdMap(item_frame["item_id"].to_list(), kind="item")
+    item_space = FeatureSpace.from_frame(item_frame, ITEM_FEATURE_COLUMNS)
+    item_features = item_space.encode(item_frame, ITEM_FEATURE_COLUMNS)
+
+    known = list(split.train_events["customer_id"].unique(maintain_order=True).to_list())
+    if shop.customers is not None:
+        known += shop.customers["customer_id"].to_list()
+    customers = IdMap.from_values(known, kind="customer")
+    customer_frame = _customer_frame(shop, customers)
+    demographic_space = FeatureSpace.from_frame(customer_frame, DEMOGRAPHIC_COLUMNS)
+    customer_demographics = demographic_space.encode(customer_frame, DEMOGRAPHIC_COLUMNS)
+
+    inference = PersonaInferenceModel(PersonaInferenceConfig(**config.personas.inference))
+    train_shop = dataclasses.replace(shop, events=split.train_events)
+    mixes = inference.fit(train_shop, catalog, customer_ids=customers)
+    demographic_prior = DemographicMixPrior.fit(mixes, customer_frame)
+
+    history = interaction_matrix(split.train_events, customers, items, event_weights=config.interactions)
+    model_customers = IdMap(list(split.warm_customers), kind="customer")
+    warm_rows = customers.to_internal(list(split.warm_customers))
+    training_set = TrainingSet(
+        interactions=history[warm_rows],
+        user_mix=mixes.overall[warm_rows],
+        user_demographics=customer_demographics[warm_rows],
+        item_features=item_features,
+        persona_names=catalog.ids,
+        demographic_feature_names=demographic_space.names,
+        item_feature_names=item_space.names,
+        seed=config.split.seed,
+    )
+    return PreparedData(
+        shop=shop,
+        catalog=catalog,
+        split=split,
+        items=items,
+        item_frame=item_frame,
+        item_space=item_space,
+        item_features=item_features,
+        customers=customers,
+        demographic_space=demographic_space,
+        customer_demographics=customer_demographics,
+        inference=inference,
+        mixes=mixes,
+        demographic_prior=demographic_prior,
+        model_customers=model_customers,
+        training_set=training_set,
+        history=history,
+    )
+
+
+def _customer_frame(shop: ShopData, customers: IdMap) -> pl.DataFrame:
+    """Demographic columns for every known customer in IdMap order (nulls where unknown)."""
+    base = pl.DataFrame({"customer_id": customers.ids.tolist()}, schema={"customer_id": pl.Utf8})
+    if shop.customers is None:
+        return base.with_columns([pl.lit(None, dtype=pl.Utf8).alias(c) for c in DEMOGRAPHIC_COLUMNS])
+    attributes = shop.customers.select(["customer_id", *[c for c in DEMOGRAPHIC_COLUMNS if c in shop.customers.columns]])
+    return base.join(attributes, on="customer_id", how="left", maintain_order="left")
+
+
+def evaluation_segments(prepared: PreparedData) -> list[EvaluationSegment]:
+    """Warm customers (overall and by dominant persona), held-out cold-start customers, new customers.
+
+    Warm customers are scored as known users under their inferred mix; cold-start customers with
+    index -1 under the mix inferred from their (unseen-by-the-model) history plus demographics; new
+    customers, who first appear in the test period, from the demographic prior mix alone.
+    """
+    split = prepared.split
+    test = split.test_events
+    segments: list[EvaluationSegment] = []
+
+    def build(name: str, ids: list[str], model_index: NDArray[np.int64], mix: NDArray[np.float64],
+              demographics: sp.csr_matrix, exclude: sp.csr_matrix) -> None:
+        if not ids:
+            return
+        local = IdMap(ids, kind="customer")
+        relevant = relevant_matrix(test, local, prepared.items, exclude=exclude)
+        has_target = np.asarray(relevant.getnnz(axis=1) > 0)
+        if not has_target.any():
+            return
+        keep = np.flatnonzero(has_target)
+        segments.append(
+            EvaluationSegment(
+                name=name,
+                customer_ids=local.ids[keep],
+                users=UserBatch(user_index=model_index[keep], mix=mix[keep], demographics=demographics[keep]),
+                exclude=exclude[keep],
+                relevant=relevant[keep],
+            )
+        )
+
+    warm_ids = list(split.warm_customers)
+    warm_rows = prepared.customer_rows(warm_ids)
+    build(
+        "all",
+        warm_ids,
+        prepared.model_customers.to_internal(warm_ids),
+        prepared.mixes.overall[warm_rows],
+        prepared.customer_demographics[warm_rows],
+        prepared.history[warm_rows],
+    )
+    if segments:
+        everyone = segments[0]
+        dominant = np.argmax(everyone.users.mix, axis=1)
+        for k, persona in enumerate(prepared.catalog.ids):
+            rows = np.flatnonzero(dominant == k)
+            if rows.size:
+                segments.append(
+                    EvaluationSegment(
+                        name=f"persona:{persona}",
+                        customer_ids=everyone.customer_ids[rows],
+                        users=UserBatch(
+                            user_index=everyone.users.user_index[rows],
+                            mix=everyone.users.mix[rows],
+                            demographics=everyone.users.demographics[rows],
+                        ),
+                        exclude=everyone.exclude[rows],
+                        relevant=everyone.relevant[rows],
+                    )
+                )
+    cold_ids = list(split.cold_customers)
+    if cold_ids:
+        cold_rows = prepared.customer_rows(cold_ids)
+        build(
+            "cold_start",
+            cold_ids,
+            np.full(len(cold_ids), -1, dtype=np.int64),
+            prepared.mixes.overall[cold_rows],
+            prepared.customer_demographics[cold_rows],
+            prepared.history[cold_rows],
+        )
+    seen = set(prepared.split.train_events["customer_id"].unique().to_list())
+    new_ids = [c for c in test["customer_id"].unique(maintain_order=True).to_list() if c not in seen]
+    if new_ids:
+        frame = _customer_frame(prepared.shop, IdMap(new_ids, kind="customer"))
+        demographics = prepared.demographic_space.encode(frame, DEMOGRAPHIC_COLUMNS)
+        mix = prepared.demographic_prior.mix_for_frame(frame)
+        build(
+            "new_customers",
+            new_ids,
+            np.full(len(new_ids), -1, dtype=np.int64),
+            mix,
+            demographics,
+            sp.csr_matrix((len(new_ids), len(prepared.items)), dtype=np.float32),
+        )
+    return segments

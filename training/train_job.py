@@ -1,0 +1,228 @@
+"""``persona-engine train``: data -> persona mixes -> models -> evaluation -> a versioned artifact.
+
+The artifact is the only thing serving reads, so it carries everything serving needs (id maps, item
+attributes for filters, mixes, persona inference parameters, offer and layout estimates, the catalog)
+as plain arrays and JSON, each file checksummed in the manifest. ``latest`` moves only after the
+artifact is complete, so a crash mid-training can never be served.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from engine.arm_estimates import ArmEstimates
+from engine.artifact import ArtifactWriter, data_fingerprint, library_versions, new_version
+from engine.models.base import Recommender
+from engine.models.registry import create_model
+from engine.persona_catalog import catalog_to_toml
+from engine.shopping_context import CONTEXTS
+from training.config import TrainConfig
+from training.console_output import progress_bar
+from training.evaluation import SegmentResult, best_model, evaluate_models, ratio_to_baseline
+from training.persona_report import persona_accuracy
+from training.prepared_data import PreparedData, evaluation_segments, prepare
+
+ARTIFACT_FORMAT = "persona-engine-artifact"
+
+
+@dataclass
+class TrainResult:
+    artifact_path: Path
+    version: str
+    results: list[SegmentResult]
+    fit_seconds: dict[str, float]
+    persona_accuracy: dict[str, Any] | None
+    decision_quality: dict[str, Any]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def fit_models(prepared: PreparedData, config: TrainConfig, *, show_progress: bool) -> tuple[dict[str, Recommender], dict[str, float]]:
+    models: dict[str, Recommender] = {}
+    seconds: dict[str, float] = {}
+    with progress_bar(show_progress) as progress:
+        task = progress.add_task("training models", total=len(config.models))
+        for kind, params in config.models.items():
+            progress.update(task, description=f"training {kind}")
+            model = create_model(kind, **params)
+            started = time.perf_counter()
+            model.fit(prepared.training_set, show_progress=False)
+            seconds[kind] = time.perf_counter() - started
+            models[kind] = model
+            progress.advance(task)
+    return models, seconds
+
+
+def fit_decisions(prepared: PreparedData) -> dict[str, ArmEstimates]:
+    """Per persona x arm response estimates from logged decisions of the training period.
+
+    Each decision is attributed to the customer's mix *for the decision's context*, because the same
+    customer responds to a weekend offer as the persona they are on weekends.
+    """
+    decisions = prepared.shop.decisions
+    if decisions is None or decisions.height == 0:
+        return {}
+    decisions = decisions.filter(pl.col("timestamp") < prepared.split.test_start)
+    estimates: dict[str, ArmEstimates] = {}
+    arm_tables = {"offer": (prepared.shop.offers, "offer_id"), "layout": (prepared.shop.layouts, "variant_id")}
+    for decision_type, (table, id_column) in arm_tables.items():
+        rows = decisions.filter(pl.col("decision_type") == decision_type)
+        arm_ids = (
+            table[id_column].to_list() if table is not None else sorted(rows["arm_id"].unique().to_list())
+        )
+        if rows.height == 0 or not arm_ids:
+            continue
+        customer_index = prepared.customers.to_internal(rows["customer_id"].to_list(), strict=False)
+        known = customer_index >= 0
+        context_lookup = {c: i for i, c in enumerate(CONTEXTS)}
+        context_index = np.asarray([context_lookup.get(c, 0) for c in rows["context"].to_list()], dtype=np.int64)
+        mix = np.tile(prepared.mixes.overall.mean(axis=0), (rows.height, 1))  # unknown customers: population mix
+        mix[known] = prepared.mixes.by_context[customer_index[known], context_index[known]]
+        arm_lookup = {a: i for i, a in enumerate(arm_ids)}
+        arm_index = np.asarray([arm_lookup[a] for a in rows["arm_id"].to_list()], dtype=np.int64)
+        estimates[decision_type] = ArmEstimates.fit(
+            mix=mix,
+            arm_index=arm_index,
+            outcome=rows["outcome"].to_numpy().clip(0.0, 1.0),
+            arm_ids=tuple(arm_ids),
+            persona_ids=prepared.catalog.ids,
+        )
+    return estimates
+
+
+def decision_quality(estimates: dict[str, ArmEstimates], truth_dir: Path) -> dict[str, Any]:
+    """Mean absolute error of the per-persona response estimates against planted rates, when known."""
+    path = truth_dir / "response_rates.json"
+    out: dict[str, Any] = {}
+    if not path.is_file():
+        return out
+    truth = json.loads(path.read_text(encoding="utf-8"))
+    for decision_type, estimate in estimates.items():
+        planted = truth.get(decision_type, {})
+        errors = []
+        means = estimate.mean()
+        for k, persona in enumerate(estimate.persona_ids):
+            for a, arm in enumerate(estimate.arm_ids):
+                if persona in planted and arm in planted[persona]:
+                    errors.append(abs(float(means[k, a]) - float(planted[persona][arm])))
+        if errors:
+            out[decision_type] = {"mean_abs_error": float(np.mean(errors)), "pairs": len(errors)}
+    return out
+
+
+def _write_csr(writer: ArtifactWriter, prefix: str, matrix: sp.csr_matrix) -> None:
+    matrix = matrix.tocsr()
+    writer.write_array(f"{prefix}.data.npy", matrix.data)
+    writer.write_array(f"{prefix}.indices.npy", matrix.indices)
+    writer.write_array(f"{prefix}.indptr.npy", matrix.indptr)
+    writer.write_array(f"{prefix}.shape.npy", np.asarray(matrix.shape, dtype=np.int64))
+
+
+def _string_array(values: list[Any]) -> NDArray[np.str_]:
+    return np.asarray(["" if v is None else str(v) for v in values], dtype=np.str_)
+
+
+def write_artifact(
+    prepared: PreparedData,
+    config: TrainConfig,
+    models: dict[str, Recommender],
+    estimates: dict[str, ArmEstimates],
+    manifest_fields: dict[str, Any],
+) -> tuple[Path, str]:
+    root = Path(config.output.root)
+    root.mkdir(parents=True, exist_ok=True)
+    version = new_version(root)
+    with ArtifactWriter(root, version) as writer:
+        writer.path("persona_catalog.toml").write_text(catalog_to_toml(prepared.catalog), encoding="utf-8")
+        prepared.items.save(writer.path("ids/items.npy"))
+        prepared.customers.save(writer.path("ids/customers.npy"))
+        prepared.model_customers.save(writer.path("ids/model_customers.npy"))
+        items = prepared.item_frame
+        writer.write_array("items/title.npy", _string_array(items["title"].to_list()))
+        writer.write_array("items/category.npy", _string_array(items["category"].to_list()))
+        writer.write_array("items/brand.npy", _string_array(items["brand"].to_list()))
+        writer.write_array("items/price.npy", items["price"].to_numpy().astype(np.float64))
+        writer.write_array("items/in_stock.npy", items["in_stock"].fill_null(True).to_numpy().astype(bool))
+        _write_csr(writer, "items/features", prepared.item_features)
+        writer.write_json("features/item_features.json", list(prepared.item_space.names))
+        writer.write_json("features/demographic_features.json", list(prepared.demographic_space.names))
+        _write_csr(writer, "customers/demographics", prepared.customer_demographics)
+        _write_csr(writer, "customers/history", prepared.history)
+        writer.write_array("customers/mix_overall.npy", prepared.mixes.overall)
+        writer.write_array("customers/mix_by_context.npy", prepared.mixes.by_context)
+        writer.write_array("customers/n_events.npy", prepared.mixes.n_events)
+        writer.write_json("customers/contexts.json", list(CONTEXTS))
+        prepared.inference.save(writer.path("personas/inference"))
+        prepared.demographic_prior.save(writer.path("personas/demographic_prior"))
+        for name, model in models.items():
+            model.save(writer.path(f"models/{name}"))
+        for decision_type, estimate in estimates.items():
+            estimate.save(writer.path(f"decisions/{decision_type}"))
+        shop = prepared.shop
+        if shop.offers is not None:
+            writer.write_json("decisions/offers.json", shop.offers.to_dicts())
+        if shop.layouts is not None:
+            writer.write_json("decisions/layouts.json", shop.layouts.to_dicts())
+        path = writer.commit({"format": ARTIFACT_FORMAT, **manifest_fields})
+    return path, version
+
+
+def run_training(config: TrainConfig, *, show_progress: bool = True, data_path: Path | None = None) -> TrainResult:
+    started = time.perf_counter()
+    data_dir = Path(data_path or config.data.path)
+    prepared = prepare(config, data_path=data_dir)
+    models, fit_seconds = fit_models(prepared, config, show_progress=show_progress)
+    segments = evaluation_segments(prepared)
+    results = evaluate_models(models, segments, config.evaluation.k)
+    accuracy = persona_accuracy(prepared, data_dir / "truth")
+    estimates = fit_decisions(prepared)
+    quality = decision_quality(estimates, data_dir / "truth")
+    ratios = ratio_to_baseline(results)
+    best = best_model(results) if any(r.segment == "all" for r in results) else None
+    summary = {
+        "best_model": best,
+        "best_ndcg_ratio_to_popularity": ratios.get((best, "all")) if best else None,
+        "cold_start_ndcg_ratio_to_popularity": (
+            max((ratios[(m, "cold_start")] for m in models if (m, "cold_start") in ratios and m != "popularity"),
+                default=None)
+        ),
+        "customers": len(prepared.customers),
+        "model_customers": len(prepared.model_customers),
+        "items": len(prepared.items),
+        "train_events": prepared.split.train_events.height,
+        "test_events": prepared.split.test_events.height,
+        "test_start": prepared.split.test_start.isoformat(),
+        "skipped_rows": prepared.shop.report.rows_skipped,
+    }
+    manifest_fields = {
+        "created_by": "persona-engine train",
+        "config": config.to_dict(),
+        "data_fingerprint": data_fingerprint(sorted(p for p in data_dir.glob("*.*") if p.is_file())),
+        "library_versions": library_versions(),
+        "metrics": [r.to_dict() for r in results],
+        "persona_accuracy": accuracy,
+        "decision_quality": quality,
+        "fit_seconds": fit_seconds,
+        "summary": summary,
+        "models": sorted(models),
+        "personas": list(prepared.catalog.ids),
+    }
+    path, version = write_artifact(prepared, config, models, estimates, manifest_fields)
+    summary["seconds"] = time.perf_counter() - started
+    return TrainResult(
+        artifact_path=path,
+        version=version,
+        results=results,
+        fit_seconds=fit_seconds,
+        persona_accuracy=accuracy,
+        decision_quality=quality,
+        summary=summary,
+    )
