@@ -31,6 +31,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check engine training serving benchmarks tests
 	$(BIN)/mypy
 
+# Regenerate serving/generated/ from proto/ after editing a .proto file (tests fail while it is stale).
+# Phony: without it make would take the proto/ directory itself for the target and do nothing.
+.PHONY: proto
+proto: $(STAMP)
+	$(BIN)/python -m serving.proto_codegen
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.training_cost
 

@@ -22,15 +22,15 @@ from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from engine.models.base import UserBatch  # noqa: E402
-from engine.ranking import top_k  # noqa: E402
-from training.config import DataSection, TrainConfig  # noqa: E402
-from training.console_output import print_table  # noqa: E402
-from training.prepared_data import prepare  # noqa: E402
-from training.synthetic_shop import ShopConfig, generate_shop  # noqa: E402
-from training.train_job import fit_models  # noqa: E402
+from engine.models.base import UserBatch
+from engine.ranking import top_k
+from training.config import DataSection, TrainConfig
+from training.console_output import print_table
+from training.prepared_data import prepare
+from training.synthetic_shop import ShopConfig, generate_shop
+from training.train_job import fit_models
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -76,15 +76,25 @@ def run(customers: int, items: int, events: int, requests: int, k: int = 20) -> 
     latency: dict[str, dict[str, float]] = {}
     for name, model in models.items():
         latency[name] = percentiles(
-            time_requests(lambda i, m=model: m.recommend(batch_of(i), k, exclude=data.interactions[rows[i]]), requests)
+            time_requests(
+                lambda i, m=model: m.recommend(batch_of(i), k, exclude=data.interactions[rows[i]]), requests
+            )
         )
         latency[name]["p99_ratio_to_numpy_topk"] = latency[name]["p99_ms"] / baseline["p99_ms"]
     base_fit = fit_seconds.get("popularity") or min(fit_seconds.values())
     return {
         "benchmark": "training_cost",
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "size": {"customers": data.n_users, "items": data.n_items, "interactions": int(data.interactions.nnz)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "size": {
+            "customers": data.n_users,
+            "items": data.n_items,
+            "interactions": int(data.interactions.nnz),
+        },
         "fit_seconds": fit_seconds,
         "fit_ratio_to_popularity": {m: s / base_fit for m, s in fit_seconds.items()},
         "recommend_latency": latency,
@@ -102,7 +112,8 @@ def write_results(result: dict[str, Any]) -> Path:
     history = RESULTS_DIR / "training_cost.md"
     if not history.exists():
         history.write_text(
-            "| time | customers x items | model | fit s | fit / popularity | p50 ms | p99 ms | req/s | p99 / numpy top-k |\n"
+            "| time | customers x items | model | fit s | fit / popularity | p50 ms | p99 ms | req/s "
+            "| p99 / numpy top-k |\n"
             "|---|---|---|---|---|---|---|---|---|\n",
             encoding="utf-8",
         )
@@ -112,14 +123,17 @@ def write_results(result: dict[str, Any]) -> Path:
             lat = result["recommend_latency"][model]
             out.write(
                 f"| {result['time']} | {size} | {model} | {seconds:.2f} | "
-                f"{result['fit_ratio_to_popularity'][model]:.1f} | {lat['p50_ms']:.3f} | {lat['p99_ms']:.3f} | "
+                f"{result['fit_ratio_to_popularity'][model]:.1f} | {lat['p50_ms']:.3f} | "
+                f"{lat['p99_ms']:.3f} | "
                 f"{lat['throughput_per_s']:.0f} | {lat['p99_ratio_to_numpy_topk']:.2f} |\n"
             )
     return path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--customers", type=int, default=5_000)
     parser.add_argument("--items", type=int, default=2_000)
     parser.add_argument("--events", type=int, default=200_000)
@@ -129,11 +143,31 @@ def main() -> None:
     rows = []
     for model, seconds in result["fit_seconds"].items():
         lat = result["recommend_latency"][model]
-        rows.append([model, seconds, result["fit_ratio_to_popularity"][model], lat["p50_ms"], lat["p95_ms"],
-                     lat["p99_ms"], lat["throughput_per_s"], lat["p99_ratio_to_numpy_topk"]])
+        rows.append(
+            [
+                model,
+                seconds,
+                result["fit_ratio_to_popularity"][model],
+                lat["p50_ms"],
+                lat["p95_ms"],
+                lat["p99_ms"],
+                lat["throughput_per_s"],
+                lat["p99_ratio_to_numpy_topk"],
+            ]
+        )
     base = result["baseline_numpy_topk_64d"]
-    rows.append(["numpy top-k baseline", 0.0, 0.0, base["p50_ms"], base["p95_ms"], base["p99_ms"],
-                 base["throughput_per_s"], 1.0])
+    rows.append(
+        [
+            "numpy top-k baseline",
+            0.0,
+            0.0,
+            base["p50_ms"],
+            base["p95_ms"],
+            base["p99_ms"],
+            base["throughput_per_s"],
+            1.0,
+        ]
+    )
     print_table(
         f"training cost and single-request latency ({result['size']['customers']} customers x "
         f"{result['size']['items']} items, k={result['k']})",

@@ -77,11 +77,15 @@ EVENTS = TableSchema(
     name="events",
     description="Behavioral events: one row per view, add-to-cart or purchase of one item by one customer.",
     columns=(
-        Column("event_id", ColumnKind.STRING, "Unique id of the event; makes ingestion idempotent.", unique=True),
+        Column(
+            "event_id", ColumnKind.STRING, "Unique id of the event; makes ingestion idempotent.", unique=True
+        ),
         Column("customer_id", ColumnKind.STRING, "The customer who acted."),
         Column("item_id", ColumnKind.STRING, "The item acted on; must exist in `items`."),
         Column("event_type", ColumnKind.STRING, "What happened.", allowed=EVENT_TYPES),
-        Column("timestamp", ColumnKind.TIMESTAMP, "When it happened (ISO 8601, UTC when no offset is given)."),
+        Column(
+            "timestamp", ColumnKind.TIMESTAMP, "When it happened (ISO 8601, UTC when no offset is given)."
+        ),
         Column(
             "price_paid",
             ColumnKind.FLOAT,
@@ -128,19 +132,23 @@ ITEMS = TableSchema(
             required=False,
             nullable=True,
         ),
-        Column("in_stock", ColumnKind.BOOL, "Whether the item can be sold now.", required=False, nullable=True),
+        Column(
+            "in_stock", ColumnKind.BOOL, "Whether the item can be sold now.", required=False, nullable=True
+        ),
     ),
 )
 
 CUSTOMERS = TableSchema(
     name="customers",
-    description="Customer attributes known at signup; optional, used for cold start and persona demographics.",
+    description="Customer attributes known at signup; optional; used for cold start and demographics.",
     columns=(
         Column("customer_id", ColumnKind.STRING, "Unique id of the customer.", unique=True),
         Column("age_band", ColumnKind.STRING, "Age band, e.g. 18-24, 25-34.", required=False, nullable=True),
         Column("region", ColumnKind.STRING, "Region or country.", required=False, nullable=True),
         Column("income_band", ColumnKind.STRING, "low, middle, high, ...", required=False, nullable=True),
-        Column("signup_date", ColumnKind.DATE, "Date the account was created.", required=False, nullable=True),
+        Column(
+            "signup_date", ColumnKind.DATE, "Date the account was created.", required=False, nullable=True
+        ),
     ),
 )
 
@@ -182,7 +190,9 @@ LAYOUTS = TableSchema(
     description="Website layout variants: an ordered list of slots the page fills.",
     columns=(
         Column("variant_id", ColumnKind.STRING, "Unique id of the variant.", unique=True),
-        Column("description", ColumnKind.STRING, "What the variant emphasises.", required=False, nullable=True),
+        Column(
+            "description", ColumnKind.STRING, "What the variant emphasises.", required=False, nullable=True
+        ),
         Column("slots", ColumnKind.STRING_LIST, "Slot names in page order (hero_deals, recommended, ...)."),
     ),
 )
@@ -208,8 +218,6 @@ DECISIONS = TableSchema(
     ),
 )
 
-TABLES: dict[str, TableSchema] = {
-    t.name: t for t in (EVENTS, ITEMS, CUSTOMERS, OFFERS, LAYOUTS, DECISIONS)
-}
+TABLES: dict[str, TableSchema] = {t.name: t for t in (EVENTS, ITEMS, CUSTOMERS, OFFERS, LAYOUTS, DECISIONS)}
 REQUIRED_TABLES: tuple[str, ...] = ("events", "items")
 LIST_SEPARATOR = "|"

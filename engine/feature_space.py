@@ -33,7 +33,7 @@ class FeatureSpace:
 
     @property
     def index(self) -> Mapping[str, int]:
-        return self._index  # type: ignore[attr-defined,no-any-return]
+        return self._index  # type: ignore[attr-defined]
 
     @classmethod
     def from_frame(cls, frame: pl.DataFrame, columns: Sequence[str]) -> FeatureSpace:
@@ -114,9 +114,9 @@ def with_price_band(items: pl.DataFrame) -> pl.DataFrame:
     Relative bands, not absolute prices, because 'expensive' means different things for socks and TVs.
     """
     ranked = items.with_columns(
-        (
-            (pl.col("price").rank("average").over("category") - 0.5) / pl.len().over("category")
-        ).alias("_price_pct")
+        ((pl.col("price").rank("average").over("category") - 0.5) / pl.len().over("category")).alias(
+            "_price_pct"
+        )
     )
     return ranked.with_columns(
         pl.when(pl.col("_price_pct") < 1 / 3)

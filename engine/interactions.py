@@ -18,6 +18,12 @@ from engine.id_map import IdMap
 DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = {"view": 1.0, "cart": 3.0, "purchase": 5.0}
 
 
+def empty_csr_matrix(rows: int, columns: int) -> sp.csr_matrix:
+    """An all-zero float32 CSR matrix without allocating a dense array."""
+    empty = np.zeros(0, dtype=np.int64)
+    return sp.csr_matrix((np.zeros(0, dtype=np.float32), (empty, empty)), shape=(rows, columns))
+
+
 def interaction_matrix(
     events: pl.DataFrame,
     customers: IdMap,
@@ -31,7 +37,7 @@ def interaction_matrix(
     train on, e.g. without the cold-start hold-out); every item must be in ``items``.
     """
     if events.height == 0:
-        return sp.csr_matrix((len(customers), len(items)), dtype=np.float32)
+        return empty_csr_matrix(len(customers), len(items))
     unknown_types = set(events["event_type"].unique().to_list()) - set(event_weights)
     if unknown_types:
         raise ValueError(f"no confidence weight for event type(s) {sorted(unknown_types)}")
@@ -69,7 +75,8 @@ def relevant_matrix(
     matrix.sum_duplicates()
     matrix.data[:] = 1.0
     if exclude is not None:
-        seen = (exclude != 0).astype(np.float32)
+        seen = exclude.tocsr(copy=True).astype(np.float32)
+        seen.data[:] = 1.0
         matrix = (matrix - matrix.multiply(seen)).tocsr()
         matrix.eliminate_zeros()
     return matrix.astype(np.float32)

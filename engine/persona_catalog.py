@@ -162,7 +162,9 @@ def _parse_persona(raw: Any, where: str) -> Persona:
         raise CatalogError(f"{where} must be a table")
     unknown = set(raw) - _PERSONA_KEYS
     if unknown:
-        raise CatalogError(f"{where} has unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(_PERSONA_KEYS))}")
+        raise CatalogError(
+            f"{where} has unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(_PERSONA_KEYS))}"
+        )
     persona_id = _text(raw.get("id"), f"{where}.id")
     if not _ID_PATTERN.match(persona_id):
         raise CatalogError(f"{where}.id {persona_id!r} must be lower_snake_case (letters, digits, _)")
@@ -248,12 +250,21 @@ def catalog_to_toml(catalog: PersonaCatalog) -> str:
         return "[" + ", ".join(fmt(v) for v in value) + "]"
 
     for p in catalog.personas:
-        lines += ["[[personas]]", f"id = {fmt(p.id)}", f"name = {fmt(p.name)}", f"description = {fmt(p.description)}"]
+        lines += [
+            "[[personas]]",
+            f"id = {fmt(p.id)}",
+            f"name = {fmt(p.name)}",
+            f"description = {fmt(p.description)}",
+        ]
         for key in ("goals", "pain_points", "preferred_channels", "decision_factors"):
             lines.append(f"{key} = {fmt(getattr(p, key))}")
         lines.append("[personas.demographics]")
         d = p.demographics
-        lines += [f"age_bands = {fmt(d.age_bands)}", f"income_bands = {fmt(d.income_bands)}", f"regions = {fmt(d.regions)}"]
+        lines += [
+            f"age_bands = {fmt(d.age_bands)}",
+            f"income_bands = {fmt(d.income_bands)}",
+            f"regions = {fmt(d.regions)}",
+        ]
         if d.summary:
             lines.append(f"summary = {fmt(d.summary)}")
         lines.append("[personas.signals]")

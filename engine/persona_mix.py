@@ -59,7 +59,9 @@ class PersonaMix:
             try:
                 value = float(raw)
             except (TypeError, ValueError):
-                raise PersonaMixError(f"weight of persona {name!r} is not a number: {raw!r}", field=name) from None
+                raise PersonaMixError(
+                    f"weight of persona {name!r} is not a number: {raw!r}", field=name
+                ) from None
             if math.isnan(value) or math.isinf(value):
                 raise PersonaMixError(f"weight of persona {name!r} must be finite, got {value}", field=name)
             if value < 0:
@@ -94,14 +96,20 @@ class PersonaMix:
         return float(0.5 * np.abs(self.weights - other.weights).sum())
 
 
-def normalize_rows(matrix: NDArray[np.floating], *, fallback: NDArray[np.floating] | None = None) -> NDArray[np.float64]:
-    """Row-normalise non-negative weights onto the simplex; all-zero rows take ``fallback`` (default uniform)."""
+def normalize_rows(
+    matrix: NDArray[np.floating], *, fallback: NDArray[np.floating] | None = None
+) -> NDArray[np.float64]:
+    """Row-normalise non-negative weights onto the simplex; all-zero rows take ``fallback`` (or uniform)."""
     m = np.asarray(matrix, dtype=np.float64)
     totals = m.sum(axis=1, keepdims=True)
     out = np.divide(m, totals, out=np.zeros_like(m), where=totals > 0)
-    empty = (totals[:, 0] <= 0)
+    empty = totals[:, 0] <= 0
     if empty.any():
-        fill = np.full(m.shape[1], 1.0 / m.shape[1]) if fallback is None else np.asarray(fallback, dtype=np.float64)
+        fill = (
+            np.full(m.shape[1], 1.0 / m.shape[1])
+            if fallback is None
+            else np.asarray(fallback, dtype=np.float64)
+        )
         out[empty] = fill
     return out
 

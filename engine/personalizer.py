@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from engine.artifact import Artifact, open_artifact
 from engine.feature_space import FeatureSpace
 from engine.id_map import IdMap
+from engine.interactions import empty_csr_matrix
 from engine.models.base import Recommender, UserBatch
 from engine.models.registry import load_model
 from engine.persona_catalog import PersonaCatalog, parse_catalog
@@ -49,14 +50,14 @@ class Recommendation:
 
 
 def _read_csr(artifact: Artifact, prefix: str) -> sp.csr_matrix:
-    shape = tuple(int(x) for x in artifact.load_array(f"{prefix}.shape.npy"))
+    rows, columns = (int(x) for x in artifact.load_array(f"{prefix}.shape.npy"))
     return sp.csr_matrix(
         (
             artifact.load_array(f"{prefix}.data.npy"),
             artifact.load_array(f"{prefix}.indices.npy"),
             artifact.load_array(f"{prefix}.indptr.npy"),
         ),
-        shape=shape,
+        shape=(rows, columns),
     )
 
 
@@ -84,13 +85,17 @@ class Personalizer:
         self.history = _read_csr(artifact, "customers/history")
         self.mix_overall = artifact.load_array("customers/mix_overall.npy")
         self.mix_by_context = artifact.load_array("customers/mix_by_context.npy")
-        self.population_mix = self.mix_overall.mean(axis=0) if len(self.mix_overall) else np.full(
-            len(self.catalog), 1.0 / len(self.catalog)
+        self.population_mix = (
+            self.mix_overall.mean(axis=0)
+            if len(self.mix_overall)
+            else np.full(len(self.catalog), 1.0 / len(self.catalog))
         )
         available = list(manifest.get("models", []))
         chosen = model_name or manifest.get("summary", {}).get("best_model") or available[0]
         if chosen not in available:
-            raise ValueError(f"artifact {artifact.path} has no model {chosen!r}; it has {', '.join(available)}")
+            raise ValueError(
+                f"artifact {artifact.path} has no model {chosen!r}; it has {', '.join(available)}"
+            )
         self.model_name: str = chosen
         self.model: Recommender = load_model(artifact.path / "models" / chosen)
         self.backfill: Recommender | None = (
@@ -134,20 +139,32 @@ class Personalizer:
         row = -1 if unknown else self.customers.index(customer_id)
         model_row = int(self._model_row[row]) if row >= 0 else -1
         demographics = (
-            self.demographics[row] if row >= 0 else sp.csr_matrix((1, len(self.demographic_space)), dtype=np.float32)
+            self.demographics[row]
+            if row >= 0
+            else empty_csr_matrix(1, len(self.demographic_space))
         )
         users = UserBatch(
-            user_index=np.asarray([model_row], dtype=np.int64), mix=used.weights[None, :], demographics=demographics
+            user_index=np.asarray([model_row], dtype=np.int64),
+            mix=used.weights[None, :],
+            demographics=demographics,
         )
         exclude = self.history[row] if (exclude_seen and row >= 0) else None
         ids, scores = self.model.recommend(users, k, exclude=exclude, item_mask=self.in_stock)
         reason = "personalized" if model_row >= 0 else "persona"
-        picked: list[tuple[int, float, str]] = [(int(i), float(s), reason) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        picked: list[tuple[int, float, str]] = [
+            (int(i), float(s), reason) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0
+        ]
         if len(picked) < k and self.backfill is not None:
             mask = self.in_stock.copy()
             mask[[i for i, _, _ in picked]] = False
-            more, more_scores = self.backfill.recommend(users, k - len(picked), exclude=exclude, item_mask=mask)
-            picked += [(int(i), float(s), "popular_backfill") for i, s in zip(more[0], more_scores[0], strict=True) if i >= 0]
+            more, more_scores = self.backfill.recommend(
+                users, k - len(picked), exclude=exclude, item_mask=mask
+            )
+            picked += [
+                (int(i), float(s), "popular_backfill")
+                for i, s in zip(more[0], more_scores[0], strict=True)
+                if i >= 0
+            ]
         items = [
             RecommendedItem(
                 item_id=str(self.items.ids[i]),

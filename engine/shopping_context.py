@@ -37,7 +37,9 @@ def context_of(timestamp: dt.datetime, holidays: Iterable[tuple[int, int]] = DEF
     return WEEKDAY
 
 
-def context_expr(column: str = "timestamp", holidays: Iterable[tuple[int, int]] = DEFAULT_HOLIDAYS) -> pl.Expr:
+def context_expr(
+    column: str = "timestamp", holidays: Iterable[tuple[int, int]] = DEFAULT_HOLIDAYS
+) -> pl.Expr:
     """A polars expression giving the context of each row's timestamp, for vectorised use on events."""
     ts = pl.col(column)
     month_day = ts.dt.month().cast(pl.Int32) * 100 + ts.dt.day().cast(pl.Int32)

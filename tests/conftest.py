@@ -6,9 +6,9 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy/implicit load: see implicit's BLAS warning
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -17,5 +17,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def shared_data() -> Path:
     """../shared/data, or a skip that says why: the real data sets are never copied into the project."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not available: {SHARED_DATA} is absent (CI and developer machines have ../shared)")
+        pytest.skip(
+            f"real data not available: {SHARED_DATA} is absent (CI and developer machines have ../shared)"
+        )
     return SHARED_DATA

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# implicit warns (and slows down) when OpenBLAS runs its own threads next to implicit's; set before numpy loads.
+# implicit warns (and slows down) when OpenBLAS runs threads next to implicit's own; set before numpy loads.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from training.console_output import print_table, stderr_console, stdout_console  # noqa: E402
+from training.console_output import print_table, stderr_console, stdout_console
 
 EXAMPLES = {
     "generate": """
@@ -93,7 +93,9 @@ def _parser() -> argparse.ArgumentParser:
             epilog=textwrap.dedent(EXAMPLES[name]),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of tables")
+        p.add_argument(
+            "--json", action="store_true", help="print one JSON document on stdout instead of tables"
+        )
         return p
 
     g = command("generate", "write a synthetic shop with planted personas and its ground truth")
@@ -104,8 +106,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=7)
     g.add_argument("--days", type=int, default=182, help="length of the simulated period")
     g.add_argument("--drift-share", type=float, default=0.10, help="share of customers whose mix drifts")
-    g.add_argument("--hidden-segment-share", type=float, default=0.03,
-                   help="share of customers driven by a persona missing from the catalog")
+    g.add_argument(
+        "--hidden-segment-share",
+        type=float,
+        default=0.03,
+        help="share of customers driven by a persona missing from the catalog",
+    )
     g.add_argument("--format", choices=("parquet", "csv"), default="parquet")
 
     t = command("train", "train the configured models and write a versioned artifact")
@@ -114,14 +120,19 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--output", type=Path, help="artifact root; overrides [output] root of the config")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    e = command("evaluate", "re-evaluate an artifact's models on its data split, overall, per persona and cold start")
+    e = command(
+        "evaluate", "re-evaluate an artifact's models on its data split, overall, per persona and cold start"
+    )
     e.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
     e.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
 
     r = command("recommend", "top products for a customer, or for any persona mix")
     r.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
     r.add_argument("--customer", required=True, help="customer id; unknown ids are served as cold start")
-    r.add_argument("--mix", help="persona mix to use instead of the inferred one, e.g. bargain_hunter=0.6,luxury_enthusiast=0.4")
+    r.add_argument(
+        "--mix",
+        help="persona mix to use instead of the inferred one, e.g. bargain_hunter=0.6,luxury_enthusiast=0.4",
+    )
     r.add_argument("--context", help="weekday or weekend_holiday: use the customer's mix for that context")
     r.add_argument("-k", type=int, default=10, help="number of products")
     r.add_argument("--model", help="model to use (default: the artifact's best)")
@@ -132,9 +143,13 @@ def _parser() -> argparse.ArgumentParser:
     d = command("discover", "find customer segments that no catalog persona explains")
     d.add_argument("--data", type=Path, required=True)
     d.add_argument("--catalog", default="default")
-    d.add_argument("--min-share", type=float, default=0.01, help="smallest segment to report, as a share of customers")
+    d.add_argument(
+        "--min-share", type=float, default=0.01, help="smallest segment to report, as a share of customers"
+    )
 
-    s = command("summary", "a readable summary of an artifact: metrics and a few customers with mix and products")
+    s = command(
+        "summary", "a readable summary of an artifact: metrics and a few customers with mix and products"
+    )
     s.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
     s.add_argument("--customers", type=int, default=3, help="how many example customers to show")
     return parser
@@ -178,15 +193,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
         _emit_json({"out_dir": str(summary.out_dir), "counts": summary.counts, "seconds": summary.seconds})
     else:
         rows = [[table, count] for table, count in summary.counts.items()]
-        print_table(f"synthetic shop written to {summary.out_dir} in {summary.seconds:.1f} s", ["table", "rows"], rows)
+        print_table(
+            f"synthetic shop written to {summary.out_dir} in {summary.seconds:.1f} s", ["table", "rows"], rows
+        )
     return 0
 
 
 def _print_results(results: list[Any], k: int, title: str) -> None:
-    from training.evaluation import results_table
+    from training.evaluation import results_table, segment_table
 
     columns, rows = results_table(results, k)
     print_table(title, columns, rows)
+    columns, rows = segment_table(results, k)
+    print_table("", columns, rows)
 
 
 def _print_persona_accuracy(accuracy: dict[str, Any] | None) -> None:
@@ -221,7 +240,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    _print_results(result.results, config.evaluation.k, f"evaluation (held-out last {config.split.test_days} days)")
+    _print_results(
+        result.results, config.evaluation.k, f"evaluation (held-out last {config.split.test_days} days)"
+    )
     print_table("training time", ["model", "seconds"], [[m, s] for m, s in result.fit_seconds.items()])
     _print_persona_accuracy(result.persona_accuracy)
     if result.decision_quality:
@@ -232,7 +253,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     s = result.summary
     stdout_console.print(
-        f"best model: [bold]{s['best_model']}[/bold], NDCG ratio to popularity {s['best_ndcg_ratio_to_popularity']:.2f}; "
+        f"best model: [bold]{s['best_model']}[/bold], "
+        f"NDCG ratio to popularity {s['best_ndcg_ratio_to_popularity']:.2f}; "
         f"cold start ratio {s['cold_start_ndcg_ratio_to_popularity'] or float('nan'):.2f}"
     )
     stdout_console.print(f"artifact: {result.artifact_path} (version {result.version}, {s['seconds']:.1f} s)")
@@ -287,14 +309,19 @@ def _resolve_mix_names(catalog: Any, mix: dict[str, float]) -> dict[str, float]:
 def _print_recommendation(personalizer: Any, result: Any) -> None:
     names = dict(zip(personalizer.catalog.ids, personalizer.catalog.names, strict=True))
     mix_text = ", ".join(
-        f"{names[p]} {w:.0%}" for p, w in sorted(result.mix.as_dict().items(), key=lambda kv: -kv[1]) if w >= 0.05
+        f"{names[p]} {w:.0%}"
+        for p, w in sorted(result.mix.as_dict().items(), key=lambda kv: -kv[1])
+        if w >= 0.05
     )
     status = "cold start" if result.cold_start else "known customer"
     stdout_console.print(f"[bold]{result.customer_id}[/bold] ({status}, model {result.model}): {mix_text}")
     print_table(
         "",
         ["rank", "item", "title", "category", "price", "score", "reason"],
-        [[i + 1, it.item_id, it.title, it.category, it.price, it.score, it.reason] for i, it in enumerate(result.items)],
+        [
+            [i + 1, it.item_id, it.title, it.category, it.price, it.score, it.reason]
+            for i, it in enumerate(result.items)
+        ],
     )
 
 
@@ -303,23 +330,28 @@ def cmd_personas(args: argparse.Namespace) -> int:
 
     catalog = load_catalog(args.catalog)
     if args.json:
-        _emit_json([
-            {
-                "id": p.id,
-                "name": p.name,
-                "description": p.description,
-                "preferred_channels": list(p.preferred_channels),
-                "decision_factors": list(p.decision_factors),
-                "goals": list(p.goals),
-                "pain_points": list(p.pain_points),
-            }
-            for p in catalog.personas
-        ])
+        _emit_json(
+            [
+                {
+                    "id": p.id,
+                    "name": p.name,
+                    "description": p.description,
+                    "preferred_channels": list(p.preferred_channels),
+                    "decision_factors": list(p.decision_factors),
+                    "goals": list(p.goals),
+                    "pain_points": list(p.pain_points),
+                }
+                for p in catalog.personas
+            ]
+        )
         return 0
     print_table(
         f"personas ({catalog.source})",
         ["id", "name", "preferred channels", "decision factors"],
-        [[p.id, p.name, ", ".join(p.preferred_channels), ", ".join(p.decision_factors)] for p in catalog.personas],
+        [
+            [p.id, p.name, ", ".join(p.preferred_channels), ", ".join(p.decision_factors)]
+            for p in catalog.personas
+        ],
     )
     return 0
 
@@ -327,19 +359,34 @@ def cmd_personas(args: argparse.Namespace) -> int:
 def cmd_discover(args: argparse.Namespace) -> int:
     from training.discovery_job import run_discovery
 
-    segments = run_discovery(args.data, args.catalog, min_share=args.min_share)
+    report = run_discovery(args.data, args.catalog, min_share=args.min_share)
     if args.json:
-        _emit_json(segments)
+        _emit_json(report)
         return 0
-    if not segments:
-        stdout_console.print("every sizeable group of customers is explained by the catalog personas")
+    stdout_console.print(
+        f"{report['customers_scored']:,} customers scored, {report['poorly_explained']:,} poorly explained "
+        "by the catalog personas"
+    )
+    if not report["segments"]:
+        stdout_console.print("no sizeable group of them resembles each other: the catalog covers this shop")
         return 0
-    for i, segment in enumerate(segments, 1):
+    for i, segment in enumerate(report["segments"], 1):
         print_table(
             f"unexplained segment {i}: {segment['size']:,} customers ({segment['share']:.1%}), "
             f"e.g. {', '.join(segment['examples'][:3])}",
+            ["what they do", "observed", "personas predict"],
+            [
+                [f["description"], f["observed_share"], f["expected_share"]]
+                for f in segment["unexplained_features"]
+            ],
+        )
+        print_table(
+            "",
             ["trait", "segment", "population", "z"],
-            [[t["trait"], t["segment_value"], t["population_value"], t["z_score"]] for t in segment["traits"]],
+            [
+                [t["description"], t["segment_mean"], t["population_mean"], t["z_score"]]
+                for t in segment["traits"]
+            ],
         )
     return 0
 
@@ -376,7 +423,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (UserError, DataValidationError, CatalogError, ConfigError, ArtifactError, PersonaMixError) as error:
+    except (
+        UserError,
+        DataValidationError,
+        CatalogError,
+        ConfigError,
+        ArtifactError,
+        PersonaMixError,
+    ) as error:
         stderr_console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False)
         return 2
     except FileNotFoundError as error:

@@ -7,14 +7,16 @@ The resolved config is stored in the artifact manifest so every model can be tra
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.interactions import DEFAULT_EVENT_WEIGHTS
+from engine.models.registry import MODEL_KINDS
 
-KNOWN_MODEL_KINDS: tuple[str, ...] = ("popularity", "persona_popularity", "als", "bpr", "lightfm_hybrid")
+KNOWN_MODEL_KINDS: tuple[str, ...] = tuple(MODEL_KINDS)
 
 
 class ConfigError(ValueError):
@@ -72,10 +74,12 @@ class TrainConfig:
 def _section(raw: Any, cls: type, where: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"[{where}] must be a table")
-    allowed = {f for f in cls.__dataclass_fields__}
+    allowed = {f.name for f in dataclasses.fields(cls)}
     unknown = set(raw) - allowed
     if unknown:
-        raise ConfigError(f"[{where}] has unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        raise ConfigError(
+            f"[{where}] has unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
     defaults = cls()
     for key, value in raw.items():
         expected = type(getattr(defaults, key))
@@ -86,7 +90,9 @@ def _section(raw: Any, cls: type, where: str) -> Any:
     return cls(**raw)
 
 
-def parse_config(document: dict[str, Any], source: str = "<memory>", base_dir: Path | None = None) -> TrainConfig:
+def parse_config(
+    document: dict[str, Any], source: str = "<memory>", base_dir: Path | None = None
+) -> TrainConfig:
     """Validate a parsed TOML document; relative data/output paths resolve against ``base_dir``."""
     try:
         allowed = {"data", "personas", "split", "interactions", "models", "evaluation", "output"}
@@ -116,7 +122,9 @@ def parse_config(document: dict[str, Any], source: str = "<memory>", base_dir: P
             raise ConfigError("[models] must name at least one model, e.g. [models.als]")
         for name, params in models.items():
             if name not in KNOWN_MODEL_KINDS:
-                raise ConfigError(f"[models.{name}] is not a known model; known: {', '.join(KNOWN_MODEL_KINDS)}")
+                raise ConfigError(
+                    f"[models.{name}] is not a known model; known: {', '.join(KNOWN_MODEL_KINDS)}"
+                )
             if not isinstance(params, dict):
                 raise ConfigError(f"[models.{name}] must be a table of hyperparameters")
     except ConfigError as error:

@@ -11,17 +11,23 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-stdout_console = Console()
-stderr_console = Console(stderr=True)
+# Piped output (CI logs, `make demo | tee`) has no terminal width; give tables room instead of truncating.
+_PIPED_WIDTH = 120
+stdout_console = Console(width=None if sys.stdout.isatty() else _PIPED_WIDTH)
+stderr_console = Console(stderr=True, width=None if sys.stderr.isatty() else _PIPED_WIDTH)
 
 
 def format_value(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.1f}"
+        if value != value:  # NaN
+            return "-"
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:,.1f}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
@@ -31,18 +37,21 @@ def print_table(
     title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, console: Console | None = None
 ) -> None:
     """Right-aligned numbers, left-aligned text, one row per entry."""
-    table = Table(title=title, title_justify="left", header_style="bold")
+    out = console or stdout_console
+    if title:
+        out.print(f"[bold]{escape(title)}[/bold]", highlight=False)
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     first = rows[0] if rows else [""] * len(columns)
     for name, sample in zip(columns, first, strict=False):
         table.add_column(name, justify="right" if isinstance(sample, int | float) else "left")
     for row in rows:
         table.add_row(*(format_value(v) for v in row))
-    (console or stdout_console).print(table)
+    out.print(table)
 
 
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator[Progress]:
-    """A rich progress display on stderr (so ``--json`` stdout stays clean); disabled when not a TTY-ish run."""
+    """A rich progress display on stderr, so that ``--json`` output on stdout stays clean."""
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -54,7 +63,3 @@ def progress_bar(enabled: bool = True) -> Iterator[Progress]:
     )
     with progress:
         yield progress
-
-
-def is_interactive() -> bool:
-    return sys.stderr.isatty()

@@ -37,7 +37,9 @@ def _example_customers(personalizer: Personalizer, n: int) -> list[str]:
     return picked
 
 
-def summarize(artifact_path: Path, *, n_customers: int = 3, k: int = 5, print_tables: bool = True) -> dict[str, Any]:
+def summarize(
+    artifact_path: Path, *, n_customers: int = 3, k: int = 5, print_tables: bool = True
+) -> dict[str, Any]:
     personalizer = Personalizer.from_path(artifact_path)
     manifest = personalizer.artifact.manifest
     names = dict(zip(personalizer.catalog.ids, personalizer.catalog.names, strict=True))
@@ -49,8 +51,10 @@ def summarize(artifact_path: Path, *, n_customers: int = 3, k: int = 5, print_ta
     first_persona = personalizer.catalog.ids[0]
     if requests:
         requests.append(
-            (f"given mix: pure {names[first_persona]}",
-             personalizer.recommend(requests[0][1].customer_id, k, mix={first_persona: 1.0}))
+            (
+                f"given mix: pure {names[first_persona]}",
+                personalizer.recommend(requests[0][1].customer_id, k, mix={first_persona: 1.0}),
+            )
         )
     requests.append(("unknown visitor", personalizer.recommend("visitor-never-seen", k)))
     for label, rec in requests:
@@ -69,7 +73,9 @@ def summarize(artifact_path: Path, *, n_customers: int = 3, k: int = 5, print_ta
     if not print_tables:
         return document
     stdout_console.rule(f"persona-engine artifact {personalizer.version}")
-    metrics = [m for m in manifest.get("metrics", []) if m["segment"] in ("all", "cold_start", "new_customers")]
+    metrics = [
+        m for m in manifest.get("metrics", []) if m["segment"] in ("all", "cold_start", "new_customers")
+    ]
     if metrics:
         print_table(
             "NDCG@10 by model (held-out period)",

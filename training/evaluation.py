@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.models.base import Recommender
-from engine.ranking_metrics import catalog_coverage, ranking_metrics
+from engine.ranking_metrics import ranking_metrics
 from training.prepared_data import EvaluationSegment
 
 METRIC_NAMES: tuple[str, ...] = ("precision", "recall", "ndcg", "map", "hit_rate")
@@ -28,8 +28,13 @@ class SegmentResult:
     coverage: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "segment": self.segment, "users": self.users, **self.metrics,
-                "coverage": self.coverage}
+        return {
+            "model": self.model,
+            "segment": self.segment,
+            "users": self.users,
+            **self.metrics,
+            "coverage": self.coverage,
+        }
 
 
 def evaluate_models(
@@ -39,14 +44,21 @@ def evaluate_models(
     for name, model in models.items():
         for segment in segments:
             recommended, _ = model.recommend(segment.users, k, exclude=segment.exclude)
-            per_user = ranking_metrics(recommended, segment.relevant, k)
+            scored = ranking_metrics(recommended, segment.relevant)
+            per_user = {
+                "precision": scored.precision,
+                "recall": scored.recall,
+                "ndcg": scored.ndcg,
+                "map": scored.average_precision,
+                "hit_rate": scored.hit,
+            }
             results.append(
                 SegmentResult(
                     model=name,
                     segment=segment.name,
-                    users=int(per_user.n_users),
-                    metrics={m: float(per_user.mean(m)) for m in METRIC_NAMES},
-                    coverage=float(catalog_coverage(recommended, model.n_items)),
+                    users=scored.n_evaluated,
+                    metrics={m: float(v.mean()) if len(v) else float("nan") for m, v in per_user.items()},
+                    coverage=scored.coverage,
                 )
             )
     return results
@@ -71,12 +83,38 @@ def best_model(results: list[SegmentResult], segment: str = "all", metric: str =
 
 
 def results_table(results: list[SegmentResult], k: int) -> tuple[list[str], list[list[Any]]]:
+    """All metrics for every model on the warm customers, with the NDCG ratio to popularity."""
     ratios = ratio_to_baseline(results)
-    columns = ["model", "segment", "users", f"P@{k}", f"R@{k}", f"NDCG@{k}", f"MAP@{k}", f"HR@{k}", "coverage",
-               "NDCG / pop"]
+    columns = ["model", "users", f"P@{k}", f"R@{k}", f"NDCG@{k}", f"MAP@{k}", f"HR@{k}", "cover", "x pop"]
     rows = [
-        [r.model, r.segment, r.users, *(r.metrics[m] for m in METRIC_NAMES), r.coverage,
-         ratios.get((r.model, r.segment), float("nan"))]
+        [
+            r.model,
+            r.users,
+            *(r.metrics[m] for m in METRIC_NAMES),
+            r.coverage,
+            ratios.get((r.model, r.segment)),
+        ]
         for r in results
+        if r.segment == "all"
+    ]
+    return columns, rows
+
+
+def segment_table(
+    results: list[SegmentResult], k: int, metric: str = "ndcg"
+) -> tuple[list[str], list[list[Any]]]:
+    """One row per segment (all, each dominant persona, cold start, new customers), one column per model."""
+    models = list(dict.fromkeys(r.model for r in results))
+    segments = list(dict.fromkeys(r.segment for r in results))
+    value = {(r.model, r.segment): r.metrics[metric] for r in results}
+    users = {r.segment: r.users for r in results}
+    columns = [f"{metric.upper()}@{k} by segment", "users", *models]
+    rows = [
+        [
+            segment.removeprefix("persona:"),
+            users[segment],
+            *(value.get((m, segment), float("nan")) for m in models),
+        ]
+        for segment in segments
     ]
     return columns, rows

@@ -19,10 +19,15 @@ from numpy.typing import NDArray
 from engine.data_loading import load_shop
 from engine.feature_space import DEMOGRAPHIC_COLUMNS, ITEM_FEATURE_COLUMNS, FeatureSpace, with_price_band
 from engine.id_map import IdMap
-from engine.interactions import interaction_matrix, relevant_matrix
+from engine.interactions import empty_csr_matrix, interaction_matrix, relevant_matrix
 from engine.models.base import TrainingSet, UserBatch
 from engine.persona_catalog import PersonaCatalog, load_catalog
-from engine.persona_inference import DemographicMixPrior, InferredMixes, PersonaInferenceConfig, PersonaInferenceModel
+from engine.persona_inference import (
+    DemographicMixPrior,
+    InferredMixes,
+    PersonaInferenceConfig,
+    PersonaInferenceModel,
+)
 from engine.shop_data import ShopData
 from training.config import TrainConfig
 from training.split import TimeSplit, split_events
@@ -48,7 +53,9 @@ class PreparedData:
     item_frame: pl.DataFrame  # items in IdMap order, with price_band
     item_space: FeatureSpace
     item_features: sp.csr_matrix
-    customers: IdMap  # every customer the artifact knows: history in training period or in the customers table
+    customers: (
+        IdMap  # every customer the artifact knows: history in training period or in the customers table
+    )
     demographic_space: FeatureSpace
     customer_demographics: sp.csr_matrix  # rows follow ``customers``
     inference: PersonaInferenceModel
@@ -128,7 +135,9 @@ def _customer_frame(shop: ShopData, customers: IdMap) -> pl.DataFrame:
     base = pl.DataFrame({"customer_id": customers.ids.tolist()}, schema={"customer_id": pl.Utf8})
     if shop.customers is None:
         return base.with_columns([pl.lit(None, dtype=pl.Utf8).alias(c) for c in DEMOGRAPHIC_COLUMNS])
-    attributes = shop.customers.select(["customer_id", *[c for c in DEMOGRAPHIC_COLUMNS if c in shop.customers.columns]])
+    attributes = shop.customers.select(
+        ["customer_id", *[c for c in DEMOGRAPHIC_COLUMNS if c in shop.customers.columns]]
+    )
     return base.join(attributes, on="customer_id", how="left", maintain_order="left")
 
 
@@ -143,8 +152,14 @@ def evaluation_segments(prepared: PreparedData) -> list[EvaluationSegment]:
     test = split.test_events
     segments: list[EvaluationSegment] = []
 
-    def build(name: str, ids: list[str], model_index: NDArray[np.int64], mix: NDArray[np.float64],
-              demographics: sp.csr_matrix, exclude: sp.csr_matrix) -> None:
+    def build(
+        name: str,
+        ids: list[str],
+        model_index: NDArray[np.int64],
+        mix: NDArray[np.float64],
+        demographics: sp.csr_matrix,
+        exclude: sp.csr_matrix,
+    ) -> None:
         if not ids:
             return
         local = IdMap(ids, kind="customer")
@@ -215,6 +230,6 @@ def evaluation_segments(prepared: PreparedData) -> list[EvaluationSegment]:
             np.full(len(new_ids), -1, dtype=np.int64),
             mix,
             demographics,
-            sp.csr_matrix((len(new_ids), len(prepared.items)), dtype=np.float32),
+            empty_csr_matrix(len(new_ids), len(prepared.items)),
         )
     return segments

@@ -42,9 +42,13 @@ def split_events(events: pl.DataFrame, *, test_days: int, cold_start_share: floa
     train = events.filter(pl.col("timestamp") < test_start)
     test = events.filter(pl.col("timestamp") >= test_start)
     if train.height == 0:
-        raise ValueError(f"no events before the test period starting {test_start.isoformat()}; lower test_days")
+        raise ValueError(
+            f"no events before the test period starting {test_start.isoformat()}; lower test_days"
+        )
     train_customers = train["customer_id"].unique(maintain_order=True).to_list()
     cold = tuple(c for c in train_customers if _holdout(c, seed, cold_start_share))
     cold_set = set(cold)
     warm = tuple(c for c in train_customers if c not in cold_set)
-    return TimeSplit(test_start=test_start, train_events=train, test_events=test, warm_customers=warm, cold_customers=cold)
+    return TimeSplit(
+        test_start=test_start, train_events=train, test_events=test, warm_customers=warm, cold_customers=cold
+    )

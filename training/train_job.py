@@ -45,7 +45,9 @@ class TrainResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def fit_models(prepared: PreparedData, config: TrainConfig, *, show_progress: bool) -> tuple[dict[str, Recommender], dict[str, float]]:
+def fit_models(
+    prepared: PreparedData, config: TrainConfig, *, show_progress: bool
+) -> tuple[dict[str, Recommender], dict[str, float]]:
     models: dict[str, Recommender] = {}
     seconds: dict[str, float] = {}
     with progress_bar(show_progress) as progress:
@@ -70,29 +72,29 @@ def fit_decisions(prepared: PreparedData) -> dict[str, ArmEstimates]:
     decisions = prepared.shop.decisions
     if decisions is None or decisions.height == 0:
         return {}
-    decisions = decisions.filter(pl.col("timestamp") < prepared.split.test_start)
+    known = pl.Series(prepared.customers.ids.tolist(), dtype=pl.Utf8)
+    decisions = decisions.filter(
+        (pl.col("timestamp") < prepared.split.test_start) & pl.col("customer_id").is_in(known.implode())
+    )
+    context_mixes = np.transpose(prepared.mixes.by_context, (1, 0, 2))  # (contexts, customers, personas)
     estimates: dict[str, ArmEstimates] = {}
-    arm_tables = {"offer": (prepared.shop.offers, "offer_id"), "layout": (prepared.shop.layouts, "variant_id")}
+    arm_tables = {
+        "offer": (prepared.shop.offers, "offer_id"),
+        "layout": (prepared.shop.layouts, "variant_id"),
+    }
     for decision_type, (table, id_column) in arm_tables.items():
         rows = decisions.filter(pl.col("decision_type") == decision_type)
+        if rows.height == 0:
+            continue
         arm_ids = (
             table[id_column].to_list() if table is not None else sorted(rows["arm_id"].unique().to_list())
         )
-        if rows.height == 0 or not arm_ids:
-            continue
-        customer_index = prepared.customers.to_internal(rows["customer_id"].to_list(), strict=False)
-        known = customer_index >= 0
-        context_lookup = {c: i for i, c in enumerate(CONTEXTS)}
-        context_index = np.asarray([context_lookup.get(c, 0) for c in rows["context"].to_list()], dtype=np.int64)
-        mix = np.tile(prepared.mixes.overall.mean(axis=0), (rows.height, 1))  # unknown customers: population mix
-        mix[known] = prepared.mixes.by_context[customer_index[known], context_index[known]]
-        arm_lookup = {a: i for i, a in enumerate(arm_ids)}
-        arm_index = np.asarray([arm_lookup[a] for a in rows["arm_id"].to_list()], dtype=np.int64)
-        estimates[decision_type] = ArmEstimates.fit(
-            mix=mix,
-            arm_index=arm_index,
-            outcome=rows["outcome"].to_numpy().clip(0.0, 1.0),
-            arm_ids=tuple(arm_ids),
+        estimates[decision_type] = ArmEstimates.fit_decisions(
+            rows,
+            decision_type=decision_type,
+            arm_ids=arm_ids,
+            customers=prepared.customers,
+            mixes=context_mixes,
             persona_ids=prepared.catalog.ids,
         )
     return estimates
@@ -175,7 +177,9 @@ def write_artifact(
     return path, version
 
 
-def run_training(config: TrainConfig, *, show_progress: bool = True, data_path: Path | None = None) -> TrainResult:
+def run_training(
+    config: TrainConfig, *, show_progress: bool = True, data_path: Path | None = None
+) -> TrainResult:
     started = time.perf_counter()
     data_dir = Path(data_path or config.data.path)
     prepared = prepare(config, data_path=data_dir)
@@ -191,8 +195,14 @@ def run_training(config: TrainConfig, *, show_progress: bool = True, data_path: 
         "best_model": best,
         "best_ndcg_ratio_to_popularity": ratios.get((best, "all")) if best else None,
         "cold_start_ndcg_ratio_to_popularity": (
-            max((ratios[(m, "cold_start")] for m in models if (m, "cold_start") in ratios and m != "popularity"),
-                default=None)
+            max(
+                (
+                    ratios[(m, "cold_start")]
+                    for m in models
+                    if (m, "cold_start") in ratios and m != "popularity"
+                ),
+                default=None,
+            )
         ),
         "customers": len(prepared.customers),
         "model_customers": len(prepared.model_customers),

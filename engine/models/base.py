@@ -73,7 +73,10 @@ class TrainingSet:
         ]
         for ok, name, shape in checks:
             if not ok:
-                raise ValueError(f"TrainingSet.{name} has shape {shape}, inconsistent with interactions {n_users}x{n_items}")
+                raise ValueError(
+                    f"TrainingSet.{name} has shape {shape}, "
+                    f"inconsistent with interactions {n_users}x{n_items}"
+                )
 
     @property
     def n_users(self) -> int:
@@ -96,7 +99,8 @@ class UserBatch:
         n = len(self.user_index)
         if self.mix.ndim != 2 or self.mix.shape[0] != n or self.demographics.shape[0] != n:
             raise ValueError(
-                f"UserBatch rows disagree: {n} users, mix {self.mix.shape}, demographics {self.demographics.shape}"
+                f"UserBatch rows disagree: {n} users, mix {self.mix.shape}, "
+                f"demographics {self.demographics.shape}"
             )
 
     def __len__(self) -> int:
@@ -108,7 +112,7 @@ class UserBatch:
         return cls(
             user_index=np.full(n_personas, -1, dtype=np.int64),
             mix=np.eye(n_personas, dtype=np.float64),
-            demographics=sp.csr_matrix((n_personas, n_demographic_features), dtype=np.float32),
+            demographics=sp.csr_matrix(np.zeros((n_personas, n_demographic_features), dtype=np.float32)),
         )
 
 
@@ -202,6 +206,7 @@ def read_model_manifest(directory: Path) -> dict[str, Any]:
             raise ModelFormatError(f"{path}: missing key {key!r}")
     if manifest["format_version"] != MODEL_FORMAT_VERSION:
         raise ModelFormatError(
-            f"{path}: format version {manifest['format_version']} is not supported (expected {MODEL_FORMAT_VERSION})"
+            f"{path}: format version {manifest['format_version']} is not supported "
+            f"(expected {MODEL_FORMAT_VERSION})"
         )
     return dict(manifest)

@@ -29,7 +29,7 @@ def test_add_ids_never_moves_existing_ids(ids: list[str], extra: list[str]) -> N
 
 def test_strict_lookup_names_unknown_ids() -> None:
     m = IdMap(["a", "b"], kind="customer")
-    with pytest.raises(UnknownIdError, match="unknown customer id.*'zz'"):
+    with pytest.raises(UnknownIdError, match=r"unknown customer id.*'zz'"):
         m.to_internal(["a", "zz"])
     assert m.to_internal(["a", "zz"], strict=False).tolist() == [0, MISSING]
 

@@ -24,11 +24,17 @@ price_level = "high"
 
 def test_default_catalog_has_the_required_personas() -> None:
     catalog = load_catalog()
-    assert {"Bargain Hunter", "Brand Loyalist", "Health Enthusiast", "Tech-Savvy Shopper", "Luxury Enthusiast"} <= set(
-        catalog.names
-    )
+    assert {
+        "Bargain Hunter",
+        "Brand Loyalist",
+        "Health Enthusiast",
+        "Tech-Savvy Shopper",
+        "Luxury Enthusiast",
+    } <= set(catalog.names)
     for persona in catalog.personas:
-        assert persona.goals and persona.pain_points and persona.preferred_channels and persona.decision_factors
+        assert (
+            persona.goals and persona.pain_points and persona.preferred_channels and persona.decision_factors
+        )
     assert catalog.resolve("tech-savvy shopper") == "tech_savvy"
 
 
@@ -40,15 +46,25 @@ def test_catalog_round_trips_through_toml() -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda t: t.replace('discount_share = "high"', 'discount_share = "sometimes"'),
-         r"persona 'saver'\.signals\.discount_share must be one of high, low"),
-        (lambda t: t.replace('price_level = "high"', 'price_levle = "high"'),
-         r"persona 'spender'\.signals has unknown signal\(s\) \['price_levle'\]"),
+        (
+            lambda t: t.replace('discount_share = "high"', 'discount_share = "sometimes"'),
+            r"persona 'saver'\.signals\.discount_share must be one of high, low",
+        ),
+        (
+            lambda t: t.replace('price_level = "high"', 'price_levle = "high"'),
+            r"persona 'spender'\.signals has unknown signal\(s\) \['price_levle'\]",
+        ),
         (lambda t: t.replace('id = "spender"', 'id = "saver"'), "duplicate persona id 'saver'"),
         (lambda t: t.replace('id = "saver"', 'id = "Saver Person"'), "must be lower_snake_case"),
-        (lambda t: t.replace('name = "Spender"\n', ""), r"persona 'spender'\.name must be a non-empty string"),
-        (lambda t: t.replace('description = "Buys premium."', 'descripton = "x"'), r"unknown key\(s\) \['descripton'\]"),
-        (lambda t: t.split("[[personas]]\nid = \"spender\"")[0], "at least two"),
+        (
+            lambda t: t.replace('name = "Spender"\n', ""),
+            r"persona 'spender'\.name must be a non-empty string",
+        ),
+        (
+            lambda t: t.replace('description = "Buys premium."', 'descripton = "x"'),
+            r"unknown key\(s\) \['descripton'\]",
+        ),
+        (lambda t: t.split('[[personas]]\nid = "spender"')[0], "at least two"),
         (lambda t: t + "\n[extra]\nx = 1\n", r"unknown top-level key\(s\) \['extra'\]"),
     ],
 )

@@ -22,8 +22,12 @@ def test_top_k_pads_when_too_few_candidates() -> None:
     assert np.isneginf(top[0, 1:]).all()
 
 
-@given(arrays(np.float32, st.tuples(st.integers(1, 4), st.integers(1, 30)),
-              elements=st.floats(-1e3, 1e3, width=32)), st.integers(1, 35))
+@given(
+    arrays(
+        np.float32, st.tuples(st.integers(1, 4), st.integers(1, 30)), elements=st.floats(-1e3, 1e3, width=32)
+    ),
+    st.integers(1, 35),
+)
 def test_top_k_matches_full_sort(scores: np.ndarray, k: int) -> None:
     ids, top = top_k(scores, k)
     for row in range(scores.shape[0]):

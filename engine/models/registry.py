@@ -1,0 +1,67 @@
+"""Model kinds by name: the one place that turns a kind string into a model class.
+
+Training configs and saved ``model.json`` files name a model by its ``kind``. Dispatching on that
+string here, and nowhere else, means a new model is added by listing it once, and an unknown kind
+is reported with the list of known ones instead of a ``KeyError`` from deep inside a job.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+from engine.models.base import ModelFormatError, Recommender, read_model_manifest
+from engine.models.implicit_factors import ImplicitALSModel, ImplicitBPRModel
+from engine.models.lightfm_hybrid import LightFMHybridModel
+from engine.models.popularity import PersonaPopularityModel, PopularityModel
+
+MODEL_KINDS: dict[str, type[Recommender]] = {
+    model.kind: model
+    for model in (
+        PopularityModel,
+        PersonaPopularityModel,
+        LightFMHybridModel,
+        ImplicitALSModel,
+        ImplicitBPRModel,
+    )
+}
+
+
+class UnknownModelKindError(ValueError):
+    """A configuration names a model kind that is not registered."""
+
+
+def model_class(kind: str) -> type[Recommender]:
+    if kind not in MODEL_KINDS:
+        raise UnknownModelKindError(f"unknown model kind {kind!r}; known kinds: {', '.join(MODEL_KINDS)}")
+    return MODEL_KINDS[kind]
+
+
+def model_parameters(kind: str) -> tuple[str, ...]:
+    """The hyperparameter names ``create_model`` accepts for ``kind``."""
+    signature = inspect.signature(model_class(kind).__init__)
+    return tuple(name for name in signature.parameters if name != "self")
+
+
+def create_model(kind: str, **params: Any) -> Recommender:
+    """An unfitted model of ``kind``; unknown parameter names are rejected by name, not ignored."""
+    known = model_parameters(kind)
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ValueError(
+            f"model kind {kind!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"its parameters: {', '.join(known) or '(none)'}"
+        )
+    return model_class(kind)(**params)
+
+
+def load_model(directory: Path) -> Recommender:
+    """Load a saved model of whatever kind its ``model.json`` names."""
+    kind = read_model_manifest(directory)["kind"]
+    if kind not in MODEL_KINDS:
+        raise ModelFormatError(
+            f"{directory}: model.json names unknown model kind {kind!r}; "
+            f"known kinds: {', '.join(MODEL_KINDS)}"
+        )
+    return MODEL_KINDS[kind].load(directory)

@@ -1,0 +1,1 @@
+"""Generated from proto/persona/ by `python -m serving.proto_codegen`; do not edit."""

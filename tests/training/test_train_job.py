@@ -1,0 +1,178 @@
+"""End to end: generate a small shop, train every model kind, write the artifact, read it back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from engine.artifact import ArtifactError, open_artifact
+from engine.personalizer import Personalizer
+from training.cli import main
+from training.config import parse_config
+from training.evaluate_job import run_evaluation
+from training.synthetic_shop import ShopConfig, generate_shop
+from training.train_job import TrainResult, run_training
+
+FAST_MODELS = {
+    "popularity": {},
+    "persona_popularity": {},
+    "als": {"factors": 16, "iterations": 5},
+    "bpr": {"factors": 16, "iterations": 20},
+    "lightfm_hybrid": {"no_components": 8, "epochs": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def shop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("shop")
+    generate_shop(out, ShopConfig(customers=600, items=300, events=24_000, seed=5))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(shop_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    root = tmp_path_factory.mktemp("artifacts")
+    config = parse_config(
+        {
+            "data": {"path": str(shop_dir)},
+            "split": {"test_days": 28, "cold_start_share": 0.15},
+            "models": FAST_MODELS,
+            "output": {"root": str(root)},
+        }
+    )
+    return run_training(config, show_progress=False)
+
+
+def test_artifact_is_complete_verified_and_pickle_free(trained: TrainResult) -> None:
+    artifact = open_artifact(trained.artifact_path.parent / "latest")
+    assert artifact.version == trained.version
+    manifest = artifact.manifest
+    assert set(manifest["models"]) == set(FAST_MODELS)
+    for key in ("data_fingerprint", "config", "metrics", "library_versions", "persona_accuracy"):
+        assert manifest[key], key
+    for npy in artifact.path.rglob("*.npy"):
+        np.load(npy, allow_pickle=False)
+    assert not [p for p in artifact.path.rglob("*") if p.suffix in {".pkl", ".pickle", ".joblib"}]
+
+
+def test_tampered_artifact_is_refused_naming_the_file(trained: TrainResult, tmp_path: Path) -> None:
+    copy = tmp_path / trained.version
+    shutil.copytree(trained.artifact_path, copy)
+    target = copy / "customers" / "mix_overall.npy"
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"mix_overall\.npy"):
+        open_artifact(copy)
+
+
+def test_evaluation_covers_segments_and_reproduces_the_manifest(trained: TrainResult) -> None:
+    segments = {r.segment for r in trained.results}
+    assert {"all", "cold_start"} <= segments
+    assert any(s.startswith("persona:") for s in segments)
+    report = run_evaluation(trained.artifact_path)
+    assert report.data_matches_artifact
+    stored = {
+        (m["model"], m["segment"]): m["ndcg"]
+        for m in open_artifact(trained.artifact_path).manifest["metrics"]
+    }
+    for result in report.results:
+        assert result.metrics["ndcg"] == pytest.approx(stored[(result.model, result.segment)], rel=1e-9)
+
+
+def test_persona_accuracy_and_decision_quality_are_reported(trained: TrainResult) -> None:
+    assert trained.persona_accuracy is not None
+    assert 0.0 <= trained.persona_accuracy["mean_tv"] < 0.5
+    assert set(trained.decision_quality) == {"offer", "layout"}
+
+
+def test_personalizer_serves_known_unknown_and_given_mix(trained: TrainResult) -> None:
+    personalizer = Personalizer.from_path(trained.artifact_path)
+    customer = str(personalizer.model_customers.ids[0])
+    known = personalizer.recommend(customer, 10)
+    assert not known.cold_start and len(known.items) == 10
+    seen = set(
+        personalizer.items.to_external(personalizer.history[personalizer.customers.index(customer)].indices)
+    )
+    assert not seen & {item.item_id for item in known.items}
+    unknown = personalizer.recommend("nobody-knows-me", 10)
+    assert unknown.cold_start and len(unknown.items) == 10
+    bargain = personalizer.recommend("nobody-knows-me", 10, mix={"bargain_hunter": 1.0})
+    luxury = personalizer.recommend("nobody-knows-me", 10, mix={"luxury_enthusiast": 1.0})
+    assert np.mean([i.price for i in bargain.items]) < np.mean([i.price for i in luxury.items])
+
+
+def test_cli_train_json_and_summary(
+    shop_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[data]\npath = "{shop_dir}"\n[models.popularity]\n[models.persona_popularity]\n'
+        f'[output]\nroot = "{tmp_path / "artifacts"}"\n',
+        encoding="utf-8",
+    )
+    assert main(["train", "--config", str(config), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert {m["model"] for m in document["metrics"]} == {"popularity", "persona_popularity"}
+    assert main(["summary", "--artifact", str(tmp_path / "artifacts" / "latest"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    requests = [c["request"] for c in summary["customers"]]
+    assert "unknown visitor" in requests and any(r.startswith("given mix") for r in requests)
+    assert (
+        main(
+            [
+                "recommend",
+                "--artifact",
+                str(tmp_path / "artifacts" / "latest"),
+                "--customer",
+                "x",
+                "--mix",
+                "Bargain Hunter=2,tech_savvy=2",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["persona_mix"]["bargain_hunter"] == pytest.approx(0.5) and rec["cold_start"]
+
+
+def test_cli_reports_bad_data_with_file_row_and_column(
+    shop_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(shop_dir / "items.parquet", bad / "items.parquet")
+    events = (
+        pl.read_parquet(shop_dir / "events.parquet").head(50).with_columns(pl.col("timestamp").cast(pl.Utf8))
+    )
+    events = events.with_columns(
+        pl.when(pl.int_range(pl.len()) == 6)
+        .then(pl.lit("2026-13-01T00:00:00"))
+        .otherwise(pl.col("timestamp"))
+        .alias("timestamp")
+    )
+    events.write_csv(bad / "events.csv")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[data]\npath = "{bad}"\n[models.popularity]\n', encoding="utf-8")
+    assert main(["train", "--config", str(config), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "events.csv" in err and "row 7" in err and "timestamp" in err and "2026-13-01" in err
+
+
+def test_cli_rejects_bad_mix_and_unknown_config_key(
+    trained: TrainResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["recommend", "--artifact", str(trained.artifact_path), "--customer", "x", "--mix", "wizard=1"]
+    )
+    assert code == 2 and "unknown persona 'wizard'" in capsys.readouterr().err
+    config = tmp_path / "c.toml"
+    config.write_text("[split]\ntest_dayz = 3\n", encoding="utf-8")
+    assert main(["train", "--config", str(config)]) == 2
+    assert "test_dayz" in capsys.readouterr().err
