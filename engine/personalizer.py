@@ -1,32 +1,65 @@
 """A trained artifact, loaded and verified, answering "what should this customer see".
 
-This is the domain-level entry point that the CLI and the gRPC server share: it resolves a customer
-id to a model row (or to cold start), picks the persona mix (given, per context, or inferred), scores,
-filters what the customer already has, and backfills from persona-mixed popularity so a list is
-always full. Everything is precomputed at load; a request is a lookup, a product and a top-k.
+This is the domain-level entry point that the CLI and the gRPC server share. Per request it resolves
+the customer (known to the model, known only to the artifact, or never seen), picks the persona mix
+(``engine.mix_resolution``), scores every target of the request in one model batch, applies the
+filters, promotions and diversity (``engine.list_assembly``), explains scores per persona when asked
+(``engine.score_explanation``), and decides offers and the layout (``engine.page_decision``).
+
+Everything that does not depend on the request is computed at load: item attribute codes, padded
+per-customer matrices, the priors of customers without events, the pure-persona scores behind
+explanations and diversity, the compiled offer rules and policies. A request is then look-ups, one
+matrix product per batch, masks and a top-k per target.
+
+Every decision carries a decision id (a UUID4 string); the random generator of offers and layouts is
+seeded from it, so the same request with the same decision id against the same artifact makes the
+same choices, which is what replaying a decision log needs.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import NDArray
 
 from engine.artifact import Artifact, open_artifact
+from engine.decision_policy import DEFAULT_EPSILON, PolicyMode
+from engine.diversity import DiversitySpace
 from engine.feature_space import FeatureSpace
 from engine.id_map import IdMap
 from engine.interactions import empty_csr_matrix
+from engine.item_catalog import ItemCatalog
+from engine.item_filters import ItemFilters
+from engine.list_assembly import ItemReason, ListEntry, assemble_list
+from engine.mix_explanations import MixExplanations
+from engine.mix_resolution import UNKNOWN_ROW, CustomerMixes, MixSource, ResolvedMix
 from engine.models.base import Recommender, UserBatch
 from engine.models.registry import load_model
+from engine.offer_eligibility import EligibilityContext
+from engine.page_decision import LayoutDecision, PageDecisions, RankedOffer, eligibility_context, fill_slots
 from engine.persona_catalog import PersonaCatalog, parse_catalog
+from engine.persona_inference import DemographicMixPrior
 from engine.persona_mix import PersonaMix
-from engine.shopping_context import CONTEXTS
+from engine.persona_profile import PersonaProfile, evidence_for, leading_personas
+from engine.personalization_request import CustomerTarget, ProductRequest, SessionContext
+from engine.promotions import CompiledPromotions
+from engine.score_explanation import PersonaAffinity
+from engine.shopping_context import CONTEXTS, DEFAULT_HOLIDAYS, context_of
 
 BACKFILL_MODEL = "persona_popularity"
+EXPLANATIONS_FOLDER = "personas/explanations"
+PURCHASES_PREFIX = "customers/purchases"
+# The (month, day) holidays training counted as weekend_holiday; serving must derive contexts alike.
+HOLIDAYS_FILE = "customers/holidays.json"
+# Targets scored per model call: bounds the dense (targets x items) score matrix of big batches.
+SCORING_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -34,19 +67,93 @@ class RecommendedItem:
     item_id: str
     title: str
     category: str
+    brand: str
     price: float
     score: float
-    reason: str  # "personalized" | "persona" | "popular_backfill"
+    rank: int
+    reason: ItemReason
+    promotion_id: str = ""
+    # (persona id, share), highest first; empty unless the request asked for explanations
+    persona_shares: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
-class Recommendation:
+class DecisionInfo:
+    """How a response was produced: which mix from where, which model, and the id to log outcomes by."""
+
+    decision_id: str
+    mix: PersonaMix
+    mix_source: MixSource
+    cold_start: bool  # the model has no history for the customer: scored from mix and demographics
+    shopping_context: str | None  # None: the overall mix was used (CLI without --context)
+    model_version: str
+    model_name: str
+
+
+@dataclass(frozen=True)
+class ProductList:
     customer_id: str
     items: list[RecommendedItem]
-    mix: PersonaMix
-    cold_start: bool
-    model: str
-    model_version: str
+    decision: DecisionInfo
+
+    @property
+    def mix(self) -> PersonaMix:
+        return self.decision.mix
+
+    @property
+    def cold_start(self) -> bool:
+        return self.decision.cold_start
+
+    @property
+    def model(self) -> str:
+        return self.decision.model_name
+
+    @property
+    def model_version(self) -> str:
+        return self.decision.model_version
+
+
+@dataclass(frozen=True)
+class PagePersonalization:
+    items: list[RecommendedItem]
+    offers: list[RankedOffer]
+    layout: LayoutDecision | None  # None when the artifact has no layouts table
+    decision: DecisionInfo
+
+
+@dataclass(frozen=True)
+class OfferRanking:
+    offers: list[RankedOffer]
+    decision: DecisionInfo
+
+
+@dataclass(frozen=True)
+class LayoutSelection:
+    layout: LayoutDecision | None
+    decision: DecisionInfo
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """One target after resolution: its mix and model row, and what it must never be shown."""
+
+    target: CustomerTarget
+    resolved: ResolvedMix
+    model_row: int
+    excluded: list[NDArray[np.int64]] = field(default_factory=list)
+
+
+def new_decision_id() -> str:
+    return str(uuid.uuid4())
+
+
+def decision_rng(decision_id: str) -> np.random.Generator:
+    """The random generator of one decision, seeded from its id so the decision can be replayed."""
+    try:
+        seed = uuid.UUID(decision_id).int
+    except ValueError:
+        seed = int.from_bytes(decision_id.encode("utf-8"), "big")
+    return np.random.default_rng(seed)
 
 
 def _read_csr(artifact: Artifact, prefix: str) -> sp.csr_matrix:
@@ -61,35 +168,92 @@ def _read_csr(artifact: Artifact, prefix: str) -> sp.csr_matrix:
     )
 
 
-class Personalizer:
-    """Scores customers and persona mixes with one model of a verified artifact."""
+def _with_empty_row(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """``matrix`` plus one all-zero last row, so row -1 (unknown customer) indexes an empty row."""
+    return sp.csr_matrix(sp.vstack([matrix, empty_csr_matrix(1, matrix.shape[1])], format="csr"))
 
-    def __init__(self, artifact: Artifact, model_name: str | None = None) -> None:
+
+def _row_indices(matrix: sp.csr_matrix, row: int) -> NDArray[np.int32]:
+    """Column indices of one CSR row (negative rows count from the end), without building a matrix."""
+    row = row % matrix.shape[0]
+    return np.asarray(matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]])
+
+
+class Personalizer:
+    """Serves one model of a verified artifact: product lists, pages, offers, layouts and profiles."""
+
+    def __init__(
+        self,
+        artifact: Artifact,
+        model_name: str | None = None,
+        *,
+        decision_epsilon: float = DEFAULT_EPSILON,
+        decision_mode: PolicyMode = PolicyMode.EPSILON_GREEDY,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        """``clock`` gives the current time for requests without a timestamp (UTC now by default)."""
         self.artifact = artifact
         manifest = artifact.manifest
         self.version = artifact.version
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.catalog: PersonaCatalog = parse_catalog(
             tomllib.loads((artifact.path / "persona_catalog.toml").read_text(encoding="utf-8")),
             source=f"{artifact.path}/persona_catalog.toml",
         )
+        personas = self.catalog.ids
         self.items = IdMap.load(artifact.path / "ids/items.npy", kind="item")
+        self.item_catalog = ItemCatalog(
+            self.items,
+            titles=artifact.load_array("items/title.npy"),
+            categories=artifact.load_array("items/category.npy"),
+            brands=artifact.load_array("items/brand.npy"),
+            prices=artifact.load_array("items/price.npy"),
+            in_stock=artifact.load_array("items/in_stock.npy"),
+        )
         self.customers = IdMap.load(artifact.path / "ids/customers.npy", kind="customer")
         self.model_customers = IdMap.load(artifact.path / "ids/model_customers.npy", kind="customer")
         self._model_row = self.model_customers.to_internal(self.customers.ids.tolist(), strict=False)
-        self.titles = artifact.load_array("items/title.npy")
-        self.categories = artifact.load_array("items/category.npy")
-        self.prices = artifact.load_array("items/price.npy")
-        self.in_stock = artifact.load_array("items/in_stock.npy")
         self.demographic_space = FeatureSpace(tuple(artifact.read_json("features/demographic_features.json")))
         self.demographics = _read_csr(artifact, "customers/demographics")
         self.history = _read_csr(artifact, "customers/history")
-        self.mix_overall = artifact.load_array("customers/mix_overall.npy")
-        self.mix_by_context = artifact.load_array("customers/mix_by_context.npy")
-        self.population_mix = (
-            self.mix_overall.mean(axis=0)
-            if len(self.mix_overall)
-            else np.full(len(self.catalog), 1.0 / len(self.catalog))
+        # Artifacts written before purchases were stored fall back to all engagement (stricter).
+        self.purchases = (
+            _read_csr(artifact, PURCHASES_PREFIX)
+            if f"{PURCHASES_PREFIX}.shape.npy" in artifact.files
+            else self.history
         )
+        self._demographics_padded = _with_empty_row(self.demographics)
+        self._purchases_padded = _with_empty_row(self.purchases)
+        self.mix_overall = artifact.load_array("customers/mix_overall.npy")
+        n_events = artifact.load_array("customers/n_events.npy")
+        self.holidays: tuple[tuple[int, int], ...] = (
+            tuple((int(month), int(day)) for month, day in artifact.read_json(HOLIDAYS_FILE))
+            if HOLIDAYS_FILE in artifact.files
+            else DEFAULT_HOLIDAYS
+        )
+        prior_path = artifact.path / "personas/demographic_prior"
+        if prior_path.is_file():
+            self.mixes = CustomerMixes.with_demographic_prior(
+                personas,
+                self.customers,
+                overall=self.mix_overall,
+                by_context=artifact.load_array("customers/mix_by_context.npy"),
+                n_events=n_events,
+                prior=DemographicMixPrior.load(prior_path),
+                demographics=self.demographics,
+                demographic_space=self.demographic_space,
+            )
+        else:
+            with_events = self.mix_overall[n_events > 0]
+            self.mixes = CustomerMixes(
+                personas,
+                self.customers,
+                overall=self.mix_overall,
+                by_context=artifact.load_array("customers/mix_by_context.npy"),
+                n_events=n_events,
+                population_mix=with_events.mean(axis=0) if len(with_events) else np.ones(len(personas)),
+            )
+        self.population_mix = self.mixes.population_mix
         available = list(manifest.get("models", []))
         chosen = model_name or manifest.get("summary", {}).get("best_model") or available[0]
         if chosen not in available:
@@ -101,24 +265,207 @@ class Personalizer:
         self.backfill: Recommender | None = (
             load_model(artifact.path / "models" / BACKFILL_MODEL) if BACKFILL_MODEL in available else None
         )
+        self.model_knows_customers = self._scores_depend_on_identity()
+        self.affinity = PersonaAffinity.of_model(self.model, len(personas), len(self.demographic_space))
+        self.diversity_space = DiversitySpace(
+            category=self.item_catalog.category_codes, persona=self.affinity.favourite_persona()
+        )
+        self.explanations: MixExplanations | None = (
+            MixExplanations.load(artifact.path / EXPLANATIONS_FOLDER)
+            if (artifact.path / EXPLANATIONS_FOLDER).is_dir()
+            else None
+        )
+        self.decisions = PageDecisions.from_artifact_folder(
+            artifact.path / "decisions",
+            personas,
+            self.catalog.names,
+            epsilon=decision_epsilon,
+            mode=decision_mode,
+        )
+
+    def _scores_depend_on_identity(self, sample: int = 3) -> bool:
+        """Whether the model scores a known customer differently from a stranger with the same mix.
+
+        Only then is a list PERSONALIZED (built on the customer's own history); a persona popularity
+        model, say, scores everyone from their mix alone, so its lists are PERSONA for everyone.
+        """
+        modelled = np.flatnonzero(self._model_row >= 0)[:sample]
+        if modelled.size == 0:
+            return False
+        known = UserBatch(
+            user_index=self._model_row[modelled].astype(np.int64),
+            mix=self.mixes.overall[modelled],
+            demographics=self.demographics[modelled],
+        )
+        stranger = UserBatch(np.full(modelled.size, -1, dtype=np.int64), known.mix, known.demographics)
+        return not np.allclose(self.model.score(known), self.model.score(stranger))
 
     @classmethod
     def from_path(cls, path: Path, model_name: str | None = None) -> Personalizer:
         return cls(open_artifact(path), model_name)
 
+    # ------------------------------------------------------------------ context and mixes
+
+    def shopping_context(self, session: SessionContext) -> str:
+        """The request's context: given explicitly, else from its timestamp, else from the clock."""
+        if session.shopping_context is not None:
+            return session.shopping_context
+        moment = session.timestamp or self._clock()
+        return context_of(moment.astimezone(dt.UTC), self.holidays)
+
     def mix_for(self, customer_id: str, context: str | None = None) -> tuple[PersonaMix, bool]:
-        """The customer's inferred mix (per context when given) and whether they are unknown."""
-        personas = self.catalog.ids
-        if customer_id not in self.customers:
-            return PersonaMix(personas, self.population_mix / self.population_mix.sum()), True
-        row = self.customers.index(customer_id)
-        if context is not None:
-            if context not in CONTEXTS:
-                raise ValueError(f"unknown context {context!r}; expected one of {', '.join(CONTEXTS)}")
-            weights = self.mix_by_context[row, CONTEXTS.index(context)]
-        else:
-            weights = self.mix_overall[row]
-        return PersonaMix(personas, np.asarray(weights, dtype=np.float64) / float(np.sum(weights))), False
+        """The customer's stored mix (per context when given) and whether the artifact never saw them."""
+        row = self.mixes.row_of(customer_id)
+        return self.mixes.stored(row, context), row == UNKNOWN_ROW
+
+    def persona_mix(self, weights: Mapping[str, float]) -> PersonaMix:
+        """A request's weights as a validated mix over the artifact's personas (PersonaMixError if not)."""
+        return PersonaMix.from_mapping(weights, self.catalog.ids)
+
+    def _decision(self, resolved: ResolvedMix, context: str | None, decision_id: str) -> DecisionInfo:
+        return DecisionInfo(
+            decision_id=decision_id,
+            mix=resolved.mix,
+            mix_source=resolved.source,
+            cold_start=self._model_row_of(resolved.row) < 0,
+            shopping_context=context,
+            model_version=self.version,
+            model_name=self.model_name,
+        )
+
+    def _model_row_of(self, row: int) -> int:
+        return int(self._model_row[row]) if row != UNKNOWN_ROW else -1
+
+    # ------------------------------------------------------------------ products
+
+    def recommend_products(
+        self,
+        targets: Sequence[CustomerTarget],
+        request: ProductRequest,
+        session: SessionContext | None = None,
+        *,
+        decision_ids: Sequence[str] | None = None,
+    ) -> list[ProductList]:
+        """One product list per target, in order; all targets are scored in one model batch."""
+        session = session or SessionContext()
+        context = self.shopping_context(session)
+        return self._product_lists(targets, request, session, context, decision_ids=decision_ids)
+
+    def _product_lists(
+        self,
+        targets: Sequence[CustomerTarget],
+        request: ProductRequest,
+        session: SessionContext,
+        context: str | None,
+        *,
+        decision_ids: Sequence[str] | None = None,
+        extra_exclusions: Sequence[NDArray[np.int64]] | None = None,
+    ) -> list[ProductList]:
+        if decision_ids is not None and len(decision_ids) != len(targets):
+            raise ValueError(f"{len(decision_ids)} decision ids for {len(targets)} targets")
+        promotions = request.promotions.compile(request.k, self.item_catalog)
+        shared = request.filters.shared_mask(self.item_catalog)
+        cart = self.item_catalog.indices(session.cart_item_ids)
+        scored = []
+        for i, target in enumerate(targets):
+            resolved = self.mixes.resolve(target.customer_id, target.mix, context)
+            excluded = [cart, self.item_catalog.indices(target.exclude_item_ids)]
+            if extra_exclusions is not None:
+                excluded.append(extra_exclusions[i])
+            scored.append(_Scored(target, resolved, self._model_row_of(resolved.row), excluded))
+        results: list[ProductList] = []
+        for start in range(0, len(scored), SCORING_CHUNK):
+            chunk = scored[start : start + SCORING_CHUNK]
+            batch = self._batch(chunk)
+            scores = self.model.score(batch)
+            backfill = self.backfill.score(batch) if self.backfill is not None else None
+            for j, entry in enumerate(chunk):
+                items = self._list_for(
+                    entry,
+                    request,
+                    request.filters,
+                    shared,
+                    promotions,
+                    scores[j],
+                    None if backfill is None else backfill[j],
+                )
+                number = start + j
+                decision_id = decision_ids[number] if decision_ids is not None else new_decision_id()
+                results.append(
+                    ProductList(
+                        entry.target.customer_id, items, self._decision(entry.resolved, context, decision_id)
+                    )
+                )
+        return results
+
+    def _batch(self, chunk: Sequence[_Scored]) -> UserBatch:
+        rows = np.asarray([entry.resolved.row for entry in chunk], dtype=np.int64)
+        return UserBatch(
+            user_index=np.asarray([entry.model_row for entry in chunk], dtype=np.int64),
+            mix=np.vstack([entry.resolved.mix.weights for entry in chunk]),
+            demographics=self._demographics_padded[rows],
+        )
+
+    def _list_for(
+        self,
+        entry: _Scored,
+        request: ProductRequest,
+        filters: ItemFilters,
+        shared: NDArray[np.bool_],
+        promotions: CompiledPromotions,
+        scores: NDArray[np.floating],
+        backfill: NDArray[np.floating] | None,
+    ) -> list[RecommendedItem]:
+        purchased = _row_indices(self._purchases_padded, entry.resolved.row)
+        eligible = filters.customer_mask(shared, purchased=purchased, excluded=entry.excluded)
+        entries = assemble_list(
+            k=request.k,
+            scores=scores,
+            eligible=eligible,
+            backfill_scores=backfill,
+            promotions=promotions,
+            diversity=request.diversity,
+            space=self.diversity_space,
+            model_reason=(
+                ItemReason.PERSONALIZED
+                if entry.model_row >= 0 and self.model_knows_customers
+                else ItemReason.PERSONA
+            ),
+        )
+        shares = self._shares(entry.resolved.mix, entries) if request.explain else None
+        return [
+            self._item(e, rank, None if shares is None else shares[rank - 1])
+            for rank, e in enumerate(entries, 1)
+        ]
+
+    def _shares(self, mix: PersonaMix, entries: Sequence[ListEntry]) -> list[tuple[tuple[str, float], ...]]:
+        if not entries:
+            return []
+        values = self.affinity.shares(mix.weights, np.asarray([e.item for e in entries], dtype=np.int64))
+        out = []
+        for entry, row in zip(entries, values, strict=True):
+            if entry.reason is ItemReason.PINNED:
+                row = np.zeros_like(row)
+            order = np.lexsort((np.arange(len(row)), -row))
+            out.append(tuple((mix.personas[k], float(row[k])) for k in order))
+        return out
+
+    def _item(
+        self, entry: ListEntry, rank: int, shares: tuple[tuple[str, float], ...] | None
+    ) -> RecommendedItem:
+        i, catalog = entry.item, self.item_catalog
+        return RecommendedItem(
+            item_id=str(catalog.ids.ids[i]),
+            title=str(catalog.titles[i]),
+            category=str(catalog.categories[i]),
+            brand=str(catalog.brands[i]),
+            price=float(catalog.prices[i]),
+            score=entry.score,
+            rank=rank,
+            reason=entry.reason,
+            promotion_id=entry.promotion_id,
+            persona_shares=shares or (),
+        )
 
     def recommend(
         self,
@@ -128,59 +475,126 @@ class Personalizer:
         mix: Mapping[str, float] | PersonaMix | None = None,
         context: str | None = None,
         exclude_seen: bool = True,
-    ) -> Recommendation:
-        inferred, unknown = self.mix_for(customer_id, context)
-        if mix is None:
-            used = inferred
-        elif isinstance(mix, PersonaMix):
-            used = mix
-        else:
-            used = PersonaMix.from_mapping(mix, self.catalog.ids)
-        row = -1 if unknown else self.customers.index(customer_id)
-        model_row = int(self._model_row[row]) if row >= 0 else -1
-        demographics = (
-            self.demographics[row]
-            if row >= 0
-            else empty_csr_matrix(1, len(self.demographic_space))
+    ) -> ProductList:
+        """The CLI's view: top-k for a customer, with everything they engaged with left out.
+
+        Unlike the API's default (only purchases are left out), ``exclude_seen`` drops every item the
+        customer viewed, carted or bought in training: the offline-evaluation protocol, so the CLI
+        shows what the metrics measured. Without ``context`` the overall mix is used.
+        """
+        given = mix if isinstance(mix, PersonaMix) or mix is None else self.persona_mix(mix)
+        row = self.mixes.row_of(customer_id)
+        seen = (
+            _row_indices(self.history, row).astype(np.int64)
+            if exclude_seen and row != UNKNOWN_ROW
+            else np.zeros(0, dtype=np.int64)
         )
-        users = UserBatch(
-            user_index=np.asarray([model_row], dtype=np.int64),
-            mix=used.weights[None, :],
-            demographics=demographics,
+        return self._product_lists(
+            [CustomerTarget(customer_id, given)],
+            ProductRequest(k=k, filters=ItemFilters(include_purchased=not exclude_seen)),
+            SessionContext(shopping_context=context),
+            context,
+            extra_exclusions=[seen],
+        )[0]
+
+    # ------------------------------------------------------------------ pages, offers and layouts
+
+    def personalize(
+        self,
+        target: CustomerTarget,
+        request: ProductRequest,
+        session: SessionContext | None = None,
+        *,
+        num_offers: int = 3,
+        decision_id: str | None = None,
+    ) -> PagePersonalization:
+        """Products, offers and a filled layout under one mix and one decision id."""
+        if num_offers < 1:
+            raise ValueError(f"num_offers must be >= 1, got {num_offers}")
+        session = session or SessionContext()
+        decision_id = decision_id or new_decision_id()
+        context = self.shopping_context(session)
+        products = self._product_lists([target], request, session, context, decision_ids=[decision_id])[0]
+        rng = decision_rng(decision_id)
+        mix = products.decision.mix
+        offers = self.decisions.rank_offers(mix, self._eligibility(session), num_offers, rng)
+        layout = self.decisions.choose_layout(mix, rng)
+        if layout is not None:
+            slots = fill_slots(
+                [slot.name for slot in layout.slots],
+                [item.item_id for item in products.items],
+                [offer.offer_id for offer in offers],
+            )
+            layout = LayoutDecision(
+                layout.variant_id, layout.description, slots, layout.score, layout.propensity
+            )
+        return PagePersonalization(products.items, offers, layout, products.decision)
+
+    def _eligibility(self, session: SessionContext) -> EligibilityContext:
+        return eligibility_context(
+            self.item_catalog,
+            self.item_catalog.indices(session.session_item_ids),
+            self.item_catalog.indices(session.cart_item_ids),
+            session.basket_value,
         )
-        exclude = self.history[row] if (exclude_seen and row >= 0) else None
-        ids, scores = self.model.recommend(users, k, exclude=exclude, item_mask=self.in_stock)
-        reason = "personalized" if model_row >= 0 else "persona"
-        picked: list[tuple[int, float, str]] = [
-            (int(i), float(s), reason) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0
-        ]
-        if len(picked) < k and self.backfill is not None:
-            mask = self.in_stock.copy()
-            mask[[i for i, _, _ in picked]] = False
-            more, more_scores = self.backfill.recommend(
-                users, k - len(picked), exclude=exclude, item_mask=mask
-            )
-            picked += [
-                (int(i), float(s), "popular_backfill")
-                for i, s in zip(more[0], more_scores[0], strict=True)
-                if i >= 0
-            ]
-        items = [
-            RecommendedItem(
-                item_id=str(self.items.ids[i]),
-                title=str(self.titles[i]),
-                category=str(self.categories[i]),
-                price=float(self.prices[i]),
-                score=s,
-                reason=r,
-            )
-            for i, s, r in picked
-        ]
-        return Recommendation(
+
+    def rank_offers(
+        self,
+        target: CustomerTarget,
+        session: SessionContext | None = None,
+        *,
+        num_offers: int = 3,
+        candidate_offer_ids: Sequence[str] = (),
+        decision_id: str | None = None,
+    ) -> OfferRanking:
+        if num_offers < 1:
+            raise ValueError(f"num_offers must be >= 1, got {num_offers}")
+        session = session or SessionContext()
+        decision_id = decision_id or new_decision_id()
+        context = self.shopping_context(session)
+        resolved = self.mixes.resolve(target.customer_id, target.mix, context)
+        offers = self.decisions.rank_offers(
+            resolved.mix,
+            self._eligibility(session),
+            num_offers,
+            decision_rng(decision_id),
+            candidate_offer_ids,
+        )
+        return OfferRanking(offers, self._decision(resolved, context, decision_id))
+
+    def select_layout(
+        self,
+        target: CustomerTarget,
+        session: SessionContext | None = None,
+        *,
+        candidate_variant_ids: Sequence[str] = (),
+        decision_id: str | None = None,
+    ) -> LayoutSelection:
+        session = session or SessionContext()
+        decision_id = decision_id or new_decision_id()
+        context = self.shopping_context(session)
+        resolved = self.mixes.resolve(target.customer_id, target.mix, context)
+        layout = self.decisions.choose_layout(resolved.mix, decision_rng(decision_id), candidate_variant_ids)
+        return LayoutSelection(layout, self._decision(resolved, context, decision_id))
+
+    # ------------------------------------------------------------------ profiles
+
+    def persona_profile(self, customer_id: str) -> PersonaProfile:
+        """Mixes, evidence and leading personas of one customer; unknown ids get a cold-start profile."""
+        resolved = self.mixes.resolve(customer_id)
+        row = resolved.row
+        signals = (
+            self.explanations.signals(row)
+            if resolved.has_events and self.explanations is not None and row < self.explanations.n_customers
+            else {}
+        )
+        return PersonaProfile(
             customer_id=customer_id,
-            items=items,
-            mix=used,
-            cold_start=model_row < 0,
-            model=self.model_name,
+            cold_start=not resolved.has_events,
+            mix=resolved.mix,
+            mix_source=resolved.source,
+            context_mixes=tuple((c, self.mixes.stored(row, c)) for c in CONTEXTS),
+            evidence=evidence_for(resolved.mix, signals) if resolved.has_events else (),
+            leading_personas=leading_personas(resolved.mix, self.catalog),
             model_version=self.version,
         )

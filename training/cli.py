@@ -152,7 +152,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
     s.add_argument("--customers", type=int, default=3, help="how many example customers to show")
+
+    sv = sub.add_parser(
+        "serve",
+        help="serve an artifact over gRPC (personalization, admin, health, reflection, metrics)",
+        description="Serve a trained artifact over gRPC, with Prometheus metrics on their own port.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_serve_arguments(sv)
     return parser
+
+
+def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    from serving.server import add_serve_arguments
+
+    add_serve_arguments(parser)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from serving.server import run_from_args
+
+    return run_from_args(args)
 
 
 def _emit_json(document: Any) -> None:
@@ -254,7 +274,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     s = result.summary
     stdout_console.print(
         f"best model: [bold]{s['best_model']}[/bold], "
-        f"NDCG ratio to popularity {s['best_ndcg_ratio_to_popularity']:.2f}; "
+        f"NDCG ratio to popularity {s['best_ndcg_ratio_to_popularity'] or float('nan'):.2f}; "
         f"cold start ratio {s['cold_start_ndcg_ratio_to_popularity'] or float('nan'):.2f}"
     )
     stdout_console.print(f"artifact: {result.artifact_path} (version {result.version}, {s['seconds']:.1f} s)")
@@ -408,6 +428,7 @@ COMMANDS = {
     "personas": cmd_personas,
     "discover": cmd_discover,
     "summary": cmd_summary,
+    "serve": cmd_serve,
 }
 
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from engine.personalizer import Personalizer, Recommendation
+from engine.personalizer import Personalizer, ProductList
 from engine.shopping_context import CONTEXTS
 from training.console_output import print_table, stdout_console
 
 
-def _mix_text(rec: Recommendation, names: dict[str, str]) -> str:
+def _mix_text(rec: ProductList, names: dict[str, str]) -> str:
     pairs = sorted(rec.mix.as_dict().items(), key=lambda kv: -kv[1])
     return ", ".join(f"{names[p]} {w:.0%}" for p, w in pairs if w >= 0.05)
 
@@ -45,17 +45,18 @@ def summarize(
     names = dict(zip(personalizer.catalog.ids, personalizer.catalog.names, strict=True))
     summary = manifest.get("summary", {})
     document: dict[str, Any] = {"version": personalizer.version, "summary": summary, "customers": []}
-    requests: list[tuple[str, Recommendation]] = []
+    requests: list[tuple[str, ProductList]] = []
     for customer in _example_customers(personalizer, n_customers):
         requests.append(("inferred mix", personalizer.recommend(customer, k)))
-    first_persona = personalizer.catalog.ids[0]
-    if requests:
-        requests.append(
-            (
-                f"given mix: pure {names[first_persona]}",
-                personalizer.recommend(requests[0][1].customer_id, k, mix={first_persona: 1.0}),
-            )
-        )
+    # A visitor the engine has never seen, who told us (a quiz, a landing page) they shop like the
+    # persona least represented among the examples above: the given mix alone drives the list.
+    shown = {rec.mix.dominant for _, rec in requests}
+    given = next(
+        (p for p in reversed(personalizer.catalog.ids) if p not in shown), personalizer.catalog.ids[-1]
+    )
+    requests.append(
+        (f"given mix: {names[given]}", personalizer.recommend("new-visitor-with-quiz", k, mix={given: 1.0}))
+    )
     requests.append(("unknown visitor", personalizer.recommend("visitor-never-seen", k)))
     for label, rec in requests:
         entry = {
@@ -101,6 +102,6 @@ def summarize(
         print_table(
             "",
             ["rank", "title", "category", "price", "reason"],
-            [[i + 1, it.title, it.category, it.price, it.reason] for i, it in enumerate(rec.items)],
+            [[i + 1, it.title, it.category, f"{it.price:,.2f}", it.reason] for i, it in enumerate(rec.items)],
         )
     return document

@@ -9,6 +9,7 @@ artifact is complete, so a crash mid-training can never be served.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,12 @@ from numpy.typing import NDArray
 
 from engine.arm_estimates import ArmEstimates
 from engine.artifact import ArtifactWriter, data_fingerprint, library_versions, new_version
+from engine.interactions import interaction_matrix
+from engine.mix_explanations import MixExplanations
 from engine.models.base import Recommender
 from engine.models.registry import create_model
 from engine.persona_catalog import catalog_to_toml
+from engine.personalizer import EXPLANATIONS_FOLDER, HOLIDAYS_FILE, PURCHASES_PREFIX
 from engine.shopping_context import CONTEXTS
 from training.config import TrainConfig
 from training.console_output import progress_bar
@@ -128,6 +132,18 @@ def _write_csr(writer: ArtifactWriter, prefix: str, matrix: sp.csr_matrix) -> No
     writer.write_array(f"{prefix}.shape.npy", np.asarray(matrix.shape, dtype=np.int64))
 
 
+def purchases_matrix(prepared: PreparedData) -> sp.csr_matrix:
+    """(customers x items) 1 where the customer bought the item, over *all* loaded events.
+
+    Serving leaves purchased items out of recommendations by default, and an item bought in the
+    evaluation period is just as bought; views and carts do not count (see ``engine.item_filters``).
+    """
+    bought = prepared.shop.events.filter(pl.col("event_type") == "purchase")
+    matrix = interaction_matrix(bought, prepared.customers, prepared.items, event_weights={"purchase": 1.0})
+    matrix.data[:] = 1.0
+    return matrix
+
+
 def _string_array(values: list[Any]) -> NDArray[np.str_]:
     return np.asarray(["" if v is None else str(v) for v in values], dtype=np.str_)
 
@@ -158,12 +174,16 @@ def write_artifact(
         writer.write_json("features/demographic_features.json", list(prepared.demographic_space.names))
         _write_csr(writer, "customers/demographics", prepared.customer_demographics)
         _write_csr(writer, "customers/history", prepared.history)
+        _write_csr(writer, PURCHASES_PREFIX, purchases_matrix(prepared))
         writer.write_array("customers/mix_overall.npy", prepared.mixes.overall)
         writer.write_array("customers/mix_by_context.npy", prepared.mixes.by_context)
         writer.write_array("customers/n_events.npy", prepared.mixes.n_events)
         writer.write_json("customers/contexts.json", list(CONTEXTS))
+        writer.write_json(HOLIDAYS_FILE, [list(pair) for pair in prepared.inference.config.holidays])
         prepared.inference.save(writer.path("personas/inference"))
         prepared.demographic_prior.save(writer.path("personas/demographic_prior"))
+        # About a millisecond per customer: serving cannot explain mixes without the events.
+        MixExplanations.build(prepared.inference, prepared.mixes).save(writer.path(EXPLANATIONS_FOLDER))
         for name, model in models.items():
             model.save(writer.path(f"models/{name}"))
         for decision_type, estimate in estimates.items():
@@ -189,21 +209,18 @@ def run_training(
     accuracy = persona_accuracy(prepared, data_dir / "truth")
     estimates = fit_decisions(prepared)
     quality = decision_quality(estimates, data_dir / "truth")
-    ratios = ratio_to_baseline(results)
-    best = best_model(results) if any(r.segment == "all" for r in results) else None
+    # Ratios are NaN without a popularity baseline; the manifest is strict JSON, so those become null.
+    ratios = {key: value for key, value in ratio_to_baseline(results).items() if math.isfinite(value)}
+    best = (
+        best_model(results) if any(r.segment == "all" and r.model != "popularity" for r in results) else None
+    )
+    cold_ratios = [
+        ratios[(m, "cold_start")] for m in models if (m, "cold_start") in ratios and m != "popularity"
+    ]
     summary = {
         "best_model": best,
         "best_ndcg_ratio_to_popularity": ratios.get((best, "all")) if best else None,
-        "cold_start_ndcg_ratio_to_popularity": (
-            max(
-                (
-                    ratios[(m, "cold_start")]
-                    for m in models
-                    if (m, "cold_start") in ratios and m != "popularity"
-                ),
-                default=None,
-            )
-        ),
+        "cold_start_ndcg_ratio_to_popularity": max(cold_ratios, default=None),
         "customers": len(prepared.customers),
         "model_customers": len(prepared.model_customers),
         "items": len(prepared.items),

@@ -24,6 +24,7 @@ from engine.id_map import IdMap
 from engine.persona_accuracy import compare_with_planted
 from engine.persona_catalog import PersonaCatalog, load_catalog, parse_catalog
 from engine.persona_inference import (
+    FORMAT_VERSION,
     DemographicMixPrior,
     InferredMixes,
     PersonaInferenceConfig,
@@ -427,7 +428,7 @@ def test_save_and_load_give_identical_inference(
     with pytest.raises(PersonaModelFormatError, match="format_version"):
         PersonaInferenceModel.load(tmp_path / "personas")
     (tmp_path / "personas" / "offsets.npy").unlink()
-    document["format_version"] = 1
+    document["format_version"] = FORMAT_VERSION
     manifest.write_text(json.dumps(document))
     with pytest.raises(PersonaModelFormatError, match=r"offsets\.npy"):
         PersonaInferenceModel.load(tmp_path / "personas")

@@ -1,0 +1,138 @@
+"""AdminService: what the server serves, and switching it to another artifact, behind a bearer token.
+
+The token is compared with ``hmac.compare_digest`` so the time a wrong guess takes says nothing about
+how much of it was right, and it is never logged or echoed. Status codes follow the contract
+(``admin_service.proto``): no ``authorization: Bearer <token>`` entry -> UNAUTHENTICATED, any other
+token -> PERMISSION_DENIED, and a server started without an admin token answers every call
+PERMISSION_DENIED (the service exists, so reflection and clients see it, but it is switched off).
+
+ReloadModel's semantics (verification, atomic swap, rollback policy, several workers) live in
+``serving.model_holder``; this module maps them onto the contract's status codes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from typing import Final, NoReturn
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from serving.generated.persona.v1 import admin_service_pb2, admin_service_pb2_grpc
+from serving.model_holder import ModelHolder, ModelReloader, ReloadError
+
+AUTHORIZATION_KEY: Final = "authorization"
+BEARER_SCHEME: Final = "bearer"
+# A reload waits at most this long for peer workers to follow, and never past the caller's deadline.
+MAX_PEER_WAIT_S: Final = 30.0
+_DEADLINE_MARGIN_S: Final = 0.25
+
+_REFUSAL_CODES: Final = {
+    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "failed_precondition": grpc.StatusCode.FAILED_PRECONDITION,
+}
+_OUTCOMES: Final = {
+    "reloaded": admin_service_pb2.RELOAD_OUTCOME_RELOADED,
+    "unchanged": admin_service_pb2.RELOAD_OUTCOME_UNCHANGED,
+}
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    context.abort(code, message)
+
+
+def _timestamp(moment: dt.datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _duration(seconds: float) -> Duration:
+    duration = Duration()
+    duration.FromNanoseconds(round(seconds * 1e9))
+    return duration
+
+
+def parse_created_utc(value: object, where: str) -> dt.datetime:
+    """The manifest's ``created_utc`` (``2026-01-05T10:15:00Z``) as an aware datetime."""
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: created_utc is missing or not a string")
+    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
+    """AdminService over one process's model holder; ``admin_token`` None switches the service off."""
+
+    def __init__(self, holder: ModelHolder, reloader: ModelReloader, admin_token: str | None) -> None:
+        if admin_token is not None and not admin_token:
+            raise ValueError("admin_token is empty; pass None to switch the admin service off")
+        self.holder = holder
+        self.reloader = reloader
+        self._token = None if admin_token is None else admin_token.encode("utf-8")
+
+    def _authorize(self, context: grpc.ServicerContext) -> None:
+        if self._token is None:
+            _abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                "the admin service is disabled: the server was started without an admin token",
+            )
+        values = [value for key, value in (context.invocation_metadata() or ()) if key == AUTHORIZATION_KEY]
+        if not values:
+            _abort(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing 'authorization: Bearer <token>' metadata",
+            )
+        scheme, _, presented = str(values[0]).partition(" ")
+        if scheme.lower() != BEARER_SCHEME or not presented.strip():
+            _abort(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "the authorization metadata must have the form 'Bearer <token>'",
+            )
+        if not hmac.compare_digest(presented.strip().encode("utf-8"), self._token):
+            _abort(context, grpc.StatusCode.PERMISSION_DENIED, "the admin token is not valid")
+
+    def GetModelInfo(  # noqa: N802 (servicer methods are named after the RPCs)
+        self, request: admin_service_pb2.GetModelInfoRequest, context: grpc.ServicerContext
+    ) -> admin_service_pb2.GetModelInfoResponse:
+        self._authorize(context)
+        serving = self.holder.snapshot()
+        personalizer = serving.personalizer
+        manifest = personalizer.artifact.manifest
+        return admin_service_pb2.GetModelInfoResponse(
+            artifact_version=personalizer.version,
+            artifact_path=str(serving.path),
+            artifact_created_at=_timestamp(
+                parse_created_utc(manifest.get("created_utc"), str(serving.path / "manifest.json"))
+            ),
+            available_models=[str(name) for name in manifest.get("models", [])],
+            serving_model=personalizer.model_name,
+            persona_ids=list(personalizer.catalog.ids),
+            num_items=len(personalizer.items),
+            num_customers=len(personalizer.customers),
+            loaded_at=_timestamp(serving.loaded_at),
+            load_duration=_duration(serving.load_seconds),
+        )
+
+    def ReloadModel(  # noqa: N802 (servicer methods are named after the RPCs)
+        self, request: admin_service_pb2.ReloadModelRequest, context: grpc.ServicerContext
+    ) -> admin_service_pb2.ReloadModelResponse:
+        self._authorize(context)
+        wait_s = min(MAX_PEER_WAIT_S, context.time_remaining() - _DEADLINE_MARGIN_S)
+        try:
+            result = self.reloader.reload(request.artifact_path, request.model_name, wait_s=wait_s)
+        except ReloadError as refusal:
+            _abort(context, _REFUSAL_CODES[refusal.outcome], refusal.message)
+        return admin_service_pb2.ReloadModelResponse(
+            outcome=_OUTCOMES[result.outcome],
+            previous_version=result.previous_version,
+            new_version=result.new_version,
+            serving_model=result.serving_model,
+            load_duration=_duration(result.load_seconds),
+        )

@@ -1,0 +1,249 @@
+"""Prometheus metrics of the gRPC server, correct with one process or with several workers.
+
+Operators need to see latency per method, error rates by status code, load, which model each worker is
+serving, how often customers are unknown (cold start) and what the decision policies choose. Names
+follow the Prometheus conventions: prefix ``persona_engine_``, base units (seconds), counters ending in
+``_total``. Every known label value is created up front, so a series reads 0 rather than being absent
+before its first event (rate() and absent() alerts need that).
+
+With several worker processes each one writes its values to memory-mapped files in
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode, chosen by that variable being set
+before prometheus_client is imported), and the parent process exports the merged view with
+``MultiProcessCollector``. That decides the gauge modes below: the in-flight gauge is summed over live
+workers (``livesum``), the model gauges are kept per live worker (``liveall``, which adds a ``pid``
+label) so a rollout can be watched worker by worker. Counters and histograms are summed, including
+the counts of workers that have exited.
+
+Series:
+
+- ``persona_engine_requests_total{service,method,code}``: finished unary calls by gRPC status code.
+- ``persona_engine_request_duration_seconds{service,method}``: latency histogram, 0.25 ms to 1 s.
+- ``persona_engine_requests_in_flight{service,method}``: calls being handled now.
+- ``persona_engine_customers_total{cold_start}``: customers served; ``cold_start="true"`` over the
+  sum is the cold-start share.
+- ``persona_engine_decisions_total{kind,arm}``: offers (``kind="offer"``) and layout variants
+  (``kind="layout"``) the personalization service chose, per arm.
+- ``persona_engine_model_info{version,model}``: 1 for the serving artifact version and model, 0 for
+  ones served earlier by the same process.
+- ``persona_engine_model_load_seconds`` and ``persona_engine_model_loaded_timestamp_seconds``: how long
+  the serving artifact took to verify and load, and when that finished (Unix time).
+- ``persona_engine_model_reloads_total{trigger,outcome}``: reload attempts; ``trigger`` is ``admin``
+  (a ReloadModel call) or ``peer`` (a worker following another worker's reload).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Final
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.context_managers import InprogressTracker
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from engine.data_contract import DECISION_TYPES
+
+PREFIX: Final = "persona_engine"
+MULTIPROC_DIR_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+
+# Responses take fractions of a millisecond to tens of milliseconds; batches and reloads go higher.
+REQUEST_LATENCY_BUCKETS: Final = (
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+DECISION_KINDS: Final = DECISION_TYPES
+RELOAD_TRIGGERS: Final = ("admin", "peer")
+# "reloaded" and "unchanged" are the proto's ReloadOutcome values; the others name the refusal.
+RELOAD_OUTCOMES: Final = ("reloaded", "unchanged", "invalid_argument", "not_found", "failed_precondition")
+
+
+def split_method(full_method: str) -> tuple[str, str]:
+    """``/persona.v1.AdminService/ReloadModel`` -> ``("persona.v1.AdminService", "ReloadModel")``."""
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    if not service or not method:
+        raise ValueError(f"not a gRPC method path: {full_method!r} (expected /package.Service/Method)")
+    return service, method
+
+
+class ServingMetrics:
+    """The server's metrics, registered on ``registry``; one instance per process.
+
+    In multiprocess mode the values live in the worker's files, whatever registry is given; a fresh
+    ``CollectorRegistry`` per instance keeps tests and several servers in one process apart.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, methods: Iterable[str] = ()) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            f"{PREFIX}_requests",
+            "Finished gRPC calls by method and status code.",
+            ["service", "method", "code"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            f"{PREFIX}_request_duration_seconds",
+            "Time from the start of a gRPC call's handler to its end, by method.",
+            ["service", "method"],
+            buckets=REQUEST_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            f"{PREFIX}_requests_in_flight",
+            "gRPC calls being handled now, by method.",
+            ["service", "method"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.customers = Counter(
+            f"{PREFIX}_customers",
+            "Customers served, by whether the serving artifact knew them (cold_start=false) or not.",
+            ["cold_start"],
+            registry=registry,
+        )
+        self.decisions = Counter(
+            f"{PREFIX}_decisions",
+            "Offers (kind=offer) and layout variants (kind=layout) chosen, per arm.",
+            ["kind", "arm"],
+            registry=registry,
+        )
+        self.model_info = Gauge(
+            f"{PREFIX}_model_info",
+            "1 for the artifact version and model this process serves, 0 for ones it served before.",
+            ["version", "model"],
+            multiprocess_mode="liveall",
+            registry=registry,
+        )
+        self.model_load_seconds = Gauge(
+            f"{PREFIX}_model_load_seconds",
+            "Seconds it took to verify and load the serving artifact.",
+            multiprocess_mode="liveall",
+            registry=registry,
+        )
+        self.model_loaded_timestamp = Gauge(
+            f"{PREFIX}_model_loaded_timestamp_seconds",
+            "Unix time at which the serving artifact finished loading.",
+            multiprocess_mode="liveall",
+            registry=registry,
+        )
+        self.reloads = Counter(
+            f"{PREFIX}_model_reloads",
+            "Artifact reload attempts by trigger (admin call or peer worker) and outcome.",
+            ["trigger", "outcome"],
+            registry=registry,
+        )
+        self._serving: tuple[str, str] | None = None
+        for cold_start in (True, False):
+            self.customers.labels(cold_start=_flag(cold_start))
+        for trigger in RELOAD_TRIGGERS:
+            for outcome in RELOAD_OUTCOMES:
+                self.reloads.labels(trigger=trigger, outcome=outcome)
+        self.declare_methods(methods)
+
+    def declare_methods(self, full_methods: Iterable[str]) -> None:
+        """Create the per-method series (code OK) before the first call, so they read 0, not absent."""
+        for full_method in full_methods:
+            service, method = split_method(full_method)
+            self.requests.labels(service=service, method=method, code=grpc.StatusCode.OK.name)
+            self.request_duration.labels(service=service, method=method)
+            self.in_flight.labels(service=service, method=method)
+
+    def declare_arms(self, arms: Mapping[str, Sequence[str]]) -> None:
+        """Create the decision series of an artifact's arms, e.g. ``{"offer": ["free_ship", ...]}``."""
+        for kind, arm_ids in arms.items():
+            _check_kind(kind)
+            for arm_id in arm_ids:
+                self.decisions.labels(kind=kind, arm=arm_id)
+
+    def track_in_flight(self, service: str, method: str) -> InprogressTracker:
+        return self.in_flight.labels(service=service, method=method).track_inprogress()
+
+    def observe_request(self, service: str, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        self.requests.labels(service=service, method=method, code=code.name).inc()
+        self.request_duration.labels(service=service, method=method).observe(seconds)
+
+    def record_customer(self, cold_start: bool) -> None:
+        self.customers.labels(cold_start=_flag(cold_start)).inc()
+
+    def record_decision(self, kind: str, arm_id: str) -> None:
+        _check_kind(kind)
+        self.decisions.labels(kind=kind, arm=arm_id).inc()
+
+    def set_model(
+        self,
+        version: str,
+        model_name: str,
+        load_seconds: float,
+        loaded_at_unix: float,
+        arms: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        """Publish the artifact this process now serves (after startup and after every swap)."""
+        if self._serving is not None and self._serving != (version, model_name):
+            previous_version, previous_model = self._serving
+            self.model_info.labels(version=previous_version, model=previous_model).set(0)
+        self.model_info.labels(version=version, model=model_name).set(1)
+        self._serving = (version, model_name)
+        self.model_load_seconds.set(load_seconds)
+        self.model_loaded_timestamp.set(loaded_at_unix)
+        if arms:
+            self.declare_arms(arms)
+
+    def record_reload(self, trigger: str, outcome: str) -> None:
+        if trigger not in RELOAD_TRIGGERS:
+            raise ValueError(f"reload trigger {trigger!r} is not one of {', '.join(RELOAD_TRIGGERS)}")
+        if outcome not in RELOAD_OUTCOMES:
+            raise ValueError(f"reload outcome {outcome!r} is not one of {', '.join(RELOAD_OUTCOMES)}")
+        self.reloads.labels(trigger=trigger, outcome=outcome).inc()
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in DECISION_KINDS:
+        raise ValueError(f"decision kind {kind!r} is not one of {', '.join(DECISION_KINDS)}")
+
+
+def multiprocess_mode_enabled() -> bool:
+    """Whether prometheus_client writes values to per-process files (decided by the environment)."""
+    return MULTIPROC_DIR_ENV in os.environ
+
+
+def multiprocess_registry(directory: Path) -> CollectorRegistry:
+    """A registry that merges the files every worker wrote in ``directory``; for the exporting parent."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    return registry
+
+
+def mark_worker_dead(pid: int, directory: Path) -> None:
+    """Drop an exited worker's live gauges (in flight, model) so they stop counting in the merge."""
+    mark_process_dead(pid, str(directory))
+
+
+class MetricsEndpoint:
+    """The ``/metrics`` HTTP endpoint, served from a daemon thread until ``close()``."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+        self._server: WSGIServer = server
+        self._thread = thread
+        self.port: int = server.server_port
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

@@ -1,0 +1,499 @@
+"""Which model a server process answers with, how it is replaced, and how worker processes agree on it.
+
+A request must see one whole model from start to end, and a reload must never make requests wait or
+fail. So the serving model is one immutable record behind one reference: a request reads it once
+(``ModelHolder.current()``, no lock), a reload verifies and loads the new artifact completely on the
+admin call's thread while requests keep using the old record, then replaces the reference in a single
+assignment. Requests in flight finish on the model they started with; the old model is freed when the
+last of them lets go.
+
+With several worker processes a ReloadModel call reaches one of them, chosen by the kernel. That
+worker verifies and loads the artifact and, only if that succeeded, records it as the desired model in
+a small state file in the run directory the workers share (``desired-model.json``, with a generation
+number that only increases; writes are serialised across workers by ``flock`` on ``reload.lock`` and
+made atomic by rename). Every worker polls that file every half second and loads a newer generation;
+each reports what it serves in ``workers/<pid>.json``. The worker that took the call answers once every
+live worker reports the new generation (or when its wait budget runs out; a peer that cannot load the
+artifact keeps its old model, logs the error and counts it in ``persona_engine_model_reloads_total``
+with ``trigger="peer"``; repeating the ReloadModel call makes it try again).
+
+Version policy: ReloadModel switches to exactly the artifact it names, older or newer. Versions only
+increase when training writes them, so an older one is a deliberate rollback by an operator holding the
+admin token; it is allowed and logged as a rollback. Asking for what every worker already serves
+(same version, same model) changes nothing and answers ``RELOAD_OUTCOME_UNCHANGED``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from engine.arm_estimates import ArmEstimates
+from engine.artifact import LATEST, MANIFEST
+from engine.personalizer import Personalizer
+from serving.metrics import ServingMetrics
+
+LOGGER = logging.getLogger("persona_engine.model")
+
+MAX_ARTIFACT_PATH_CHARS: Final = 4096
+STATE_FILE: Final = "desired-model.json"
+LOCK_FILE: Final = "reload.lock"
+WORKERS_DIR: Final = "workers"
+FOLLOW_INTERVAL_S: Final = 0.5
+_REPORT_POLL_S: Final = 0.05
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """The model a process serves, with where it came from and what loading it cost."""
+
+    personalizer: Personalizer
+    path: Path
+    loaded_at: dt.datetime
+    load_seconds: float
+
+    @property
+    def version(self) -> str:
+        return self.personalizer.version
+
+    @property
+    def model_name(self) -> str:
+        return self.personalizer.model_name
+
+
+class ModelHolder:
+    """The one reference every request reads; replaced atomically by ``swap``.
+
+    Reading is lock-free: ``current()`` returns whatever record the reference points to, and a single
+    attribute assignment is atomic in CPython. Writers are serialised by a lock so two swaps never
+    interleave their bookkeeping. Read ``snapshot()`` when several attributes must agree (path,
+    version and load time of the same model).
+    """
+
+    def __init__(
+        self,
+        personalizer: Personalizer,
+        path: Path,
+        *,
+        load_seconds: float = 0.0,
+        loaded_at: dt.datetime | None = None,
+    ) -> None:
+        self._write_lock = threading.Lock()
+        self._serving = ServingModel(
+            personalizer, Path(path), loaded_at or dt.datetime.now(dt.UTC), float(load_seconds)
+        )
+
+    def current(self) -> Personalizer:
+        return self._serving.personalizer
+
+    def snapshot(self) -> ServingModel:
+        return self._serving
+
+    def swap(self, personalizer: Personalizer, path: Path, *, load_seconds: float = 0.0) -> Personalizer:
+        """Serve ``personalizer`` from now on; returns the one it replaces."""
+        replacement = ServingModel(personalizer, Path(path), dt.datetime.now(dt.UTC), float(load_seconds))
+        with self._write_lock:
+            previous = self._serving
+            self._serving = replacement
+        return previous.personalizer
+
+    @property
+    def path(self) -> Path:
+        return self._serving.path
+
+    @property
+    def loaded_at(self) -> dt.datetime:
+        return self._serving.loaded_at
+
+    @property
+    def load_seconds(self) -> float:
+        return self._serving.load_seconds
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    personalizer: Personalizer
+    path: Path
+    load_seconds: float
+
+
+def resolve_artifact_path(path: Path) -> Path:
+    """The versioned folder ``path`` means: ``ROOT`` is ``ROOT/latest``, symlinks are resolved.
+
+    Resolving once, up front, pins the version: ``latest`` may be repointed by training at any moment,
+    and every worker must load the same folder.
+    """
+    path = Path(path)
+    if not (path / MANIFEST).exists() and (path / LATEST).exists():
+        path = path / LATEST
+    return path.resolve()
+
+
+def load_model(path: Path, model_name: str | None = None) -> LoadedModel:
+    """Verify every checksum of the artifact at ``path`` and load it; raises on any problem.
+
+    ``model_name`` None or empty picks the artifact's best model. Errors are ``ArtifactError`` (a file
+    missing, extra or not matching the manifest) and ``ValueError`` (a model the artifact lacks), each
+    naming the artifact and the file or model.
+    """
+    started = time.perf_counter()
+    resolved = resolve_artifact_path(path)
+    personalizer = Personalizer.from_path(resolved, model_name or None)
+    return LoadedModel(personalizer, resolved, time.perf_counter() - started)
+
+
+def decision_arms(personalizer: Personalizer) -> dict[str, tuple[str, ...]]:
+    """The offer and layout arms an artifact's decision estimates cover, for the metrics' label sets."""
+    arms: dict[str, tuple[str, ...]] = {}
+    files = personalizer.artifact.files
+    for kind in ("offer", "layout"):
+        folder = f"decisions/{kind}"
+        if any(name.startswith(folder + "/") for name in files):
+            arms[kind] = ArmEstimates.load(personalizer.artifact.file(folder)).arm_ids
+    return arms
+
+
+def publish_model_metrics(metrics: ServingMetrics, serving: ServingModel) -> None:
+    metrics.set_model(
+        serving.version,
+        serving.model_name,
+        serving.load_seconds,
+        serving.loaded_at.timestamp(),
+        decision_arms(serving.personalizer),
+    )
+
+
+@dataclass(frozen=True)
+class DesiredModel:
+    """What every worker should serve: a verified artifact folder and model, and its generation."""
+
+    generation: int
+    artifact_path: str
+    model_name: str  # empty: the artifact's best model
+    version: str  # empty until a reload has verified it
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    pid: int
+    generation: int
+    version: str
+    model_name: str
+
+
+def _write_json_atomically(path: Path, document: dict[str, Any]) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    temporary.write_text(json.dumps(document, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SharedModelState:
+    """The run-directory files through which worker processes agree on the serving model."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.state_file = self.run_dir / STATE_FILE
+        self.lock_file = self.run_dir / LOCK_FILE
+        self.workers_dir = self.run_dir / WORKERS_DIR
+
+    @classmethod
+    def create(cls, run_dir: Path, artifact_path: Path, model_name: str) -> SharedModelState:
+        """Start a run: generation 0 is the artifact the server was started with."""
+        state = cls(run_dir)
+        state.workers_dir.mkdir(parents=True, exist_ok=True)
+        for stale in state.workers_dir.glob("*.json"):
+            stale.unlink()
+        state._write(DesiredModel(0, str(artifact_path), model_name, ""))
+        return state
+
+    def _write(self, desired: DesiredModel) -> None:
+        _write_json_atomically(
+            self.state_file,
+            {
+                "generation": desired.generation,
+                "artifact_path": desired.artifact_path,
+                "model_name": desired.model_name,
+                "version": desired.version,
+            },
+        )
+
+    def read(self) -> DesiredModel:
+        try:
+            document = json.loads(self.state_file.read_text(encoding="utf-8"))
+            return DesiredModel(
+                generation=int(document["generation"]),
+                artifact_path=str(document["artifact_path"]),
+                model_name=str(document["model_name"]),
+                version=str(document["version"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise RuntimeError(f"{self.state_file}: unreadable shared model state ({error})") from error
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the run's reload lock: one verified publication at a time across all workers."""
+        with open(self.lock_file, "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def publish(self, artifact_path: Path, model_name: str, version: str) -> DesiredModel:
+        """Record a verified artifact as the next generation; call while holding ``exclusive()``."""
+        desired = DesiredModel(self.read().generation + 1, str(artifact_path), model_name, version)
+        self._write(desired)
+        return desired
+
+    def report(self, pid: int, generation: int, serving: ServingModel) -> None:
+        """Tell the other workers which generation this one has applied and what it serves."""
+        self.workers_dir.mkdir(parents=True, exist_ok=True)
+        _write_json_atomically(
+            self.workers_dir / f"{pid}.json",
+            {
+                "pid": pid,
+                "generation": generation,
+                "version": serving.version,
+                "model_name": serving.model_name,
+            },
+        )
+
+    def reports(self) -> list[WorkerReport]:
+        """The reports of workers that are still alive."""
+        found: list[WorkerReport] = []
+        for path in sorted(self.workers_dir.glob("*.json")):
+            try:
+                document = json.loads(path.read_text(encoding="utf-8"))
+                report = WorkerReport(
+                    int(document["pid"]),
+                    int(document["generation"]),
+                    str(document["version"]),
+                    str(document["model_name"]),
+                )
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # removed while listing; a report is only ever replaced whole
+            if _process_alive(report.pid):
+                found.append(report)
+        return found
+
+    def forget(self, pid: int) -> None:
+        """Drop an exited worker's report (the parent calls this when it reaps the worker)."""
+        (self.workers_dir / f"{pid}.json").unlink(missing_ok=True)
+
+    def wait_until_applied(self, generation: int, timeout_s: float) -> tuple[int, ...]:
+        """Wait until every live worker has applied ``generation`` (loaded it, or failed to); returns the
+        pids still behind."""
+        deadline = time.monotonic() + max(timeout_s, 0.0)
+        while True:
+            behind = tuple(r.pid for r in self.reports() if r.generation < generation)
+            if not behind or time.monotonic() >= deadline:
+                return behind
+            time.sleep(_REPORT_POLL_S)
+
+
+class ReloadError(Exception):
+    """A reload that did not happen; ``outcome`` names why (a ``RELOAD_OUTCOMES`` refusal value)."""
+
+    def __init__(self, outcome: str, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    outcome: str  # "reloaded" or "unchanged"
+    previous_version: str
+    new_version: str
+    serving_model: str
+    load_seconds: float
+    workers_behind: tuple[int, ...] = ()
+
+
+class ModelReloader:
+    """Replaces one process's model on request (admin) or when a peer worker published a newer one.
+
+    ``shared`` is None for a single-process server. ``applied_generation`` is the shared generation the
+    holder's model corresponds to.
+    """
+
+    def __init__(
+        self,
+        holder: ModelHolder,
+        metrics: ServingMetrics,
+        shared: SharedModelState | None = None,
+        *,
+        applied_generation: int = 0,
+    ) -> None:
+        self.holder = holder
+        self.metrics = metrics
+        self.shared = shared
+        self._applied = applied_generation
+        self._lock = threading.Lock()
+
+    @property
+    def applied_generation(self) -> int:
+        return self._applied
+
+    def report(self) -> None:
+        if self.shared is not None:
+            self.shared.report(os.getpid(), self._applied, self.holder.snapshot())
+
+    def reload(self, artifact_path: str, model_name: str = "", *, wait_s: float = 0.0) -> ReloadResult:
+        """Verify and load ``artifact_path``, then serve it; raises ``ReloadError`` and keeps the old
+        model on any failure. With workers, waits up to ``wait_s`` for the peers to follow."""
+        try:
+            result = self._reload(artifact_path, model_name, wait_s)
+        except ReloadError as refusal:
+            self.metrics.record_reload("admin", refusal.outcome)
+            LOGGER.warning("reload of %r refused (%s): %s", artifact_path, refusal.outcome, refusal.message)
+            raise
+        self.metrics.record_reload("admin", result.outcome)
+        return result
+
+    def _reload(self, artifact_path: str, model_name: str, wait_s: float) -> ReloadResult:
+        if not artifact_path:
+            raise ReloadError("invalid_argument", "artifact_path: required")
+        if len(artifact_path) > MAX_ARTIFACT_PATH_CHARS:
+            raise ReloadError(
+                "invalid_argument",
+                f"artifact_path: {len(artifact_path)} characters, at most {MAX_ARTIFACT_PATH_CHARS} allowed",
+            )
+        if "\x00" in artifact_path:
+            raise ReloadError("invalid_argument", "artifact_path: contains a NUL character")
+        path = Path(artifact_path)
+        if not path.exists():
+            raise ReloadError("not_found", f"artifact_path: {artifact_path} does not exist on the server")
+        with self._lock, self.shared.exclusive() if self.shared else contextlib.nullcontext():
+            previous = self.holder.snapshot()
+            try:
+                loaded = load_model(path, model_name or None)
+            except Exception as error:  # any failure means the artifact cannot be served as it is
+                LOGGER.debug("loading %s failed", path, exc_info=True)
+                raise ReloadError("failed_precondition", str(error) or type(error).__name__) from error
+            candidate = loaded.personalizer
+            if self._everyone_serves(candidate.version, candidate.model_name):
+                return ReloadResult("unchanged", previous.version, previous.version, previous.model_name, 0.0)
+            generation = self._applied
+            if self.shared is not None:
+                generation = self.shared.publish(
+                    loaded.path, candidate.model_name, candidate.version
+                ).generation
+            self._swap(loaded, generation)
+        if candidate.version < previous.version:
+            LOGGER.warning("rollback: serving %s, older than %s", candidate.version, previous.version)
+        LOGGER.info(
+            "reloaded: %s (%s) -> %s (%s) from %s in %.3fs",
+            previous.version,
+            previous.model_name,
+            candidate.version,
+            candidate.model_name,
+            loaded.path,
+            loaded.load_seconds,
+        )
+        behind: tuple[int, ...] = ()
+        if self.shared is not None:
+            self.shared.wait_until_applied(generation, wait_s)
+            behind = tuple(
+                r.pid
+                for r in self.shared.reports()
+                if (r.version, r.model_name) != (candidate.version, candidate.model_name)
+            )
+            if behind:
+                LOGGER.error(
+                    "generation %d (%s): workers %s do not serve it yet (still loading, or failed: see "
+                    "their log); calling ReloadModel again retries",
+                    generation,
+                    candidate.version,
+                    ", ".join(map(str, behind)),
+                )
+        return ReloadResult(
+            "reloaded",
+            previous.version,
+            candidate.version,
+            candidate.model_name,
+            loaded.load_seconds,
+            behind,
+        )
+
+    def _everyone_serves(self, version: str, model_name: str) -> bool:
+        current = self.holder.snapshot()
+        if (current.version, current.model_name) != (version, model_name):
+            return False
+        if self.shared is None:
+            return True
+        return all((r.version, r.model_name) == (version, model_name) for r in self.shared.reports())
+
+    def _swap(self, loaded: LoadedModel, generation: int) -> None:
+        self.holder.swap(loaded.personalizer, loaded.path, load_seconds=loaded.load_seconds)
+        self._applied = generation
+        publish_model_metrics(self.metrics, self.holder.snapshot())
+        self.report()
+
+    def follow_once(self) -> bool:
+        """Apply a newer generation a peer published; returns whether the model was replaced."""
+        if self.shared is None or self.shared.read().generation <= self._applied:
+            return False
+        with self._lock:
+            desired = self.shared.read()
+            if desired.generation <= self._applied:
+                return False
+            current = self.holder.snapshot()
+            if (current.version, current.model_name) == (desired.version, desired.model_name):
+                self._applied = desired.generation
+                self.report()
+                return False
+            try:
+                loaded = load_model(Path(desired.artifact_path), desired.model_name or None)
+            except Exception:  # keep serving the old model; the operator sees the log and the metric
+                LOGGER.exception(
+                    "generation %d: cannot load %s published by a peer worker; still serving %s",
+                    desired.generation,
+                    desired.artifact_path,
+                    current.version,
+                )
+                self.metrics.record_reload("peer", "failed_precondition")
+                self._applied = desired.generation
+                self.report()
+                return False
+            self._swap(loaded, desired.generation)
+        self.metrics.record_reload("peer", "reloaded")
+        LOGGER.info(
+            "followed generation %d: %s (%s) -> %s (%s)",
+            desired.generation,
+            current.version,
+            current.model_name,
+            desired.version,
+            desired.model_name,
+        )
+        return True
+
+    def follow(self, stop: threading.Event, interval_s: float = FOLLOW_INTERVAL_S) -> None:
+        """Poll the shared state until ``stop`` is set (the body of a worker's follower thread)."""
+        while not stop.wait(interval_s):
+            try:
+                self.follow_once()
+            except Exception:  # an unreadable state file must not kill the thread; retry next tick
+                LOGGER.exception(
+                    "checking %s for a newer model failed", self.shared and self.shared.state_file
+                )

@@ -1,0 +1,356 @@
+"""From PersonalizationService protobuf requests to the engine's request values, enforcing every limit.
+
+The limits are the ones the ``.proto`` comments promise (list lengths, string lengths, numeric ranges,
+enum values); a request outside them raises ``InvalidRequestError`` whose message starts with the
+field path, e.g. ``targets[3].persona_mix.weights[1].weight: must be >= 0, got -0.2``. Checks that
+need the serving artifact (persona ids, pinned items) take the personalizer serving the request, so
+one request is validated and served against the same model.
+
+Proto3 scalars cannot say "unset", so "0 means the default" fields (num_results, num_offers) map 0 to
+the default here; optional fields (basket_value, price_min, price_max) are read only when present.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, TypeVar
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from engine.invalid_request import InvalidRequestError
+from engine.item_catalog import ItemCatalog
+from engine.item_filters import ItemFilters
+from engine.persona_mix import PersonaMix, PersonaMixError
+from engine.personalization_request import (
+    DEFAULT_OFFERS,
+    DEFAULT_RESULTS,
+    CustomerTarget,
+    ProductRequest,
+    SessionContext,
+)
+from engine.personalizer import Personalizer
+from engine.promotions import PinnedItem, PromotionRule, Promotions
+from engine.shopping_context import WEEKDAY, WEEKEND_HOLIDAY
+from serving.generated.persona.v1 import personalization_service_pb2 as pb
+from serving.generated.persona.v1 import types_pb2
+
+MAX_CUSTOMER_ID_CHARS: Final = 256
+MAX_RESULTS: Final = 200
+MAX_OFFERS: Final = 20
+MAX_TARGETS: Final = 1000
+MAX_EXCLUDED_ITEMS: Final = 1000
+MAX_CONTEXT_ITEMS: Final = 200
+MAX_CONTEXT_STRING_CHARS: Final = 64
+MAX_CATEGORIES: Final = 100
+MAX_RULES: Final = 10
+MAX_PROMOTION_ID_CHARS: Final = 64
+MAX_RULE_NAMES: Final = 100
+MAX_RULE_ITEMS: Final = 1000
+MAX_PINS: Final = 20
+MAX_CANDIDATE_OFFERS: Final = 1000
+MAX_CANDIDATE_VARIANTS: Final = 100
+
+SHOPPING_CONTEXTS: Final = {
+    types_pb2.SHOPPING_CONTEXT_WEEKDAY: WEEKDAY,
+    types_pb2.SHOPPING_CONTEXT_WEEKEND_HOLIDAY: WEEKEND_HOLIDAY,
+}
+
+
+_Entry = TypeVar("_Entry")
+
+
+@dataclass(frozen=True)
+class PersonalizeCall:
+    target: CustomerTarget
+    products: ProductRequest
+    session: SessionContext
+    num_offers: int
+
+
+@dataclass(frozen=True)
+class RecommendProductsCall:
+    targets: tuple[CustomerTarget, ...]
+    products: ProductRequest
+    session: SessionContext
+
+
+@dataclass(frozen=True)
+class RankOffersCall:
+    target: CustomerTarget
+    session: SessionContext
+    num_offers: int
+    candidate_offer_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SelectLayoutCall:
+    target: CustomerTarget
+    session: SessionContext
+    candidate_variant_ids: tuple[str, ...]
+
+
+def _at_most(values: Sequence[_Entry], limit: int, field: str) -> tuple[_Entry, ...]:
+    if len(values) > limit:
+        raise InvalidRequestError(field, f"at most {limit} entries, got {len(values)}")
+    return tuple(values)
+
+
+def _text(value: str, field: str, *, low: int, high: int) -> str:
+    if not low <= len(value) <= high:
+        raise InvalidRequestError(field, f"must be {low} to {high} characters, got {len(value)}")
+    return value
+
+
+def customer_id(value: str, field: str = "customer_id") -> str:
+    return _text(value, field, low=1, high=MAX_CUSTOMER_ID_CHARS)
+
+
+def count(value: int, field: str, *, default: int, high: int) -> int:
+    """A "0 means the default" count: 0 -> default, otherwise 1..high."""
+    if value == 0:
+        return default
+    if not 1 <= value <= high:
+        raise InvalidRequestError(field, f"must be 1..{high} (0 for the default, {default}), got {value}")
+    return value
+
+
+def fraction(value: float, field: str) -> float:
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise InvalidRequestError(field, f"must be in [0, 1], got {value}")
+    return value
+
+
+def persona_mix(message: types_pb2.PersonaMix, personas: Sequence[str], field: str) -> PersonaMix:
+    """A request's mix, validated entry by entry so the message names the offending weight."""
+    if not message.weights:
+        raise InvalidRequestError(
+            f"{field}.weights",
+            "empty; give at least one persona with a positive weight, or leave the mix unset",
+        )
+    seen: dict[str, int] = {}
+    known = set(personas)
+    weights: dict[str, float] = {}
+    for i, entry in enumerate(message.weights):
+        where = f"{field}.weights[{i}]"
+        if entry.persona_id not in known:
+            raise InvalidRequestError(
+                f"{where}.persona_id", f"unknown persona {entry.persona_id!r}; known: {', '.join(personas)}"
+            )
+        if entry.persona_id in seen:
+            raise InvalidRequestError(
+                f"{where}.persona_id",
+                f"{entry.persona_id!r} already appears in {field}.weights[{seen[entry.persona_id]}]",
+            )
+        seen[entry.persona_id] = i
+        if not math.isfinite(entry.weight):
+            raise InvalidRequestError(f"{where}.weight", f"must be finite, got {entry.weight}")
+        if entry.weight < 0:
+            raise InvalidRequestError(f"{where}.weight", f"must be >= 0, got {entry.weight}")
+        weights[entry.persona_id] = entry.weight
+    if not any(w > 0 for w in weights.values()):
+        raise InvalidRequestError(f"{field}.weights", "all weights are zero; at least one must be positive")
+    try:
+        return PersonaMix.from_mapping(weights, personas)
+    except PersonaMixError as error:  # every case is checked above; this keeps the contract if it grows
+        raise InvalidRequestError(field, str(error)) from None
+
+
+def _timestamp(message: Timestamp, field: str) -> dt.datetime:
+    try:
+        return message.ToDatetime(tzinfo=dt.UTC)
+    except (ValueError, OverflowError) as error:
+        raise InvalidRequestError(field, f"not a representable time ({error})") from None
+
+
+def session_context(message: types_pb2.RequestContext, field: str = "context") -> SessionContext:
+    shopping: str | None = None
+    if message.shopping_context != types_pb2.SHOPPING_CONTEXT_UNSPECIFIED:
+        if message.shopping_context not in SHOPPING_CONTEXTS:
+            raise InvalidRequestError(
+                f"{field}.shopping_context", f"unknown value {message.shopping_context}"
+            )
+        shopping = SHOPPING_CONTEXTS[message.shopping_context]
+    if message.page_type not in types_pb2.PageType.values():
+        raise InvalidRequestError(f"{field}.page_type", f"unknown value {message.page_type}")
+    page_type = (
+        ""
+        if message.page_type == types_pb2.PAGE_TYPE_UNSPECIFIED
+        else types_pb2.PageType.Name(message.page_type).removeprefix("PAGE_TYPE_").lower()
+    )
+    basket_value: float | None = None
+    if message.HasField("basket_value"):
+        basket_value = message.basket_value
+        if not (math.isfinite(basket_value) and basket_value >= 0):
+            raise InvalidRequestError(
+                f"{field}.basket_value", f"must be a finite number >= 0, got {basket_value}"
+            )
+    return SessionContext(
+        timestamp=_timestamp(message.timestamp, f"{field}.timestamp")
+        if message.HasField("timestamp")
+        else None,
+        shopping_context=shopping,
+        channel=_text(message.channel, f"{field}.channel", low=0, high=MAX_CONTEXT_STRING_CHARS),
+        device=_text(message.device, f"{field}.device", low=0, high=MAX_CONTEXT_STRING_CHARS),
+        page_type=page_type,
+        session_item_ids=_at_most(message.session_item_ids, MAX_CONTEXT_ITEMS, f"{field}.session_item_ids"),
+        cart_item_ids=_at_most(message.cart_item_ids, MAX_CONTEXT_ITEMS, f"{field}.cart_item_ids"),
+        basket_value=basket_value,
+    )
+
+
+def item_filters(message: types_pb2.ItemFilters, field: str = "filters") -> ItemFilters:
+    try:
+        return ItemFilters(
+            exclude_item_ids=_at_most(message.exclude_item_ids, MAX_EXCLUDED_ITEMS, "exclude_item_ids"),
+            include_purchased=message.include_purchased,
+            include_categories=_at_most(message.include_categories, MAX_CATEGORIES, "include_categories"),
+            exclude_categories=_at_most(message.exclude_categories, MAX_CATEGORIES, "exclude_categories"),
+            price_min=message.price_min if message.HasField("price_min") else None,
+            price_max=message.price_max if message.HasField("price_max") else None,
+            include_out_of_stock=message.include_out_of_stock,
+        )
+    except InvalidRequestError as error:
+        raise error.within(field) from None
+
+
+def _rule(message: types_pb2.PromotionRule) -> PromotionRule:
+    _text(message.promotion_id, "promotion_id", low=1, high=MAX_PROMOTION_ID_CHARS)
+    return PromotionRule(
+        promotion_id=message.promotion_id,
+        share=message.share,
+        categories=_at_most(message.categories, MAX_RULE_NAMES, "categories"),
+        brands=_at_most(message.brands, MAX_RULE_NAMES, "brands"),
+        item_ids=_at_most(message.item_ids, MAX_RULE_ITEMS, "item_ids"),
+    )
+
+
+def promotions(
+    message: types_pb2.Promotions, k: int, items: ItemCatalog, field: str = "promotions"
+) -> Promotions:
+    """Rules and pins, checked against the list length and the artifact's items."""
+    try:
+        _at_most(message.rules, MAX_RULES, "rules")
+        _at_most(message.pins, MAX_PINS, "pins")
+        rules = []
+        for i, rule in enumerate(message.rules):
+            try:
+                rules.append(_rule(rule))
+            except InvalidRequestError as error:
+                raise error.within(f"rules[{i}]") from None
+        result = Promotions(
+            rules=tuple(rules), pins=tuple(PinnedItem(pin.item_id, pin.position) for pin in message.pins)
+        )
+        result.check_for(k, items)
+    except InvalidRequestError as error:
+        raise error.within(field) from None
+    return result
+
+
+def product_request(
+    *,
+    num_results: int,
+    filters: types_pb2.ItemFilters,
+    promotion_message: types_pb2.Promotions,
+    diversity: float,
+    explain: bool,
+    items: ItemCatalog,
+) -> ProductRequest:
+    k = count(num_results, "num_results", default=DEFAULT_RESULTS, high=MAX_RESULTS)
+    return ProductRequest(
+        k=k,
+        filters=item_filters(filters),
+        promotions=promotions(promotion_message, k, items),
+        diversity=fraction(diversity, "diversity"),
+        explain=explain,
+    )
+
+
+def _target(
+    customer: str, mix: types_pb2.PersonaMix | None, personas: Sequence[str], prefix: str = ""
+) -> CustomerTarget:
+    return CustomerTarget(
+        customer_id(customer, f"{prefix}customer_id"),
+        None if mix is None else persona_mix(mix, personas, f"{prefix}persona_mix"),
+    )
+
+
+def personalize_call(request: pb.PersonalizeRequest, personalizer: Personalizer) -> PersonalizeCall:
+    personas = personalizer.catalog.ids
+    return PersonalizeCall(
+        target=_target(
+            request.customer_id, request.persona_mix if request.HasField("persona_mix") else None, personas
+        ),
+        products=product_request(
+            num_results=request.num_results,
+            filters=request.filters,
+            promotion_message=request.promotions,
+            diversity=request.diversity,
+            explain=request.explain,
+            items=personalizer.item_catalog,
+        ),
+        session=session_context(request.context),
+        num_offers=count(request.num_offers, "num_offers", default=DEFAULT_OFFERS, high=MAX_OFFERS),
+    )
+
+
+def recommend_products_call(
+    request: pb.RecommendProductsRequest, personalizer: Personalizer
+) -> RecommendProductsCall:
+    if not 1 <= len(request.targets) <= MAX_TARGETS:
+        raise InvalidRequestError(
+            "targets", f"must hold 1 to {MAX_TARGETS} targets, got {len(request.targets)}"
+        )
+    personas = personalizer.catalog.ids
+    targets = []
+    for i, target in enumerate(request.targets):
+        prefix = f"targets[{i}]."
+        resolved = _target(
+            target.customer_id,
+            target.persona_mix if target.HasField("persona_mix") else None,
+            personas,
+            prefix,
+        )
+        excluded = _at_most(target.exclude_item_ids, MAX_EXCLUDED_ITEMS, f"{prefix}exclude_item_ids")
+        targets.append(CustomerTarget(resolved.customer_id, resolved.mix, excluded))
+    return RecommendProductsCall(
+        targets=tuple(targets),
+        products=product_request(
+            num_results=request.num_results,
+            filters=request.filters,
+            promotion_message=request.promotions,
+            diversity=request.diversity,
+            explain=request.explain,
+            items=personalizer.item_catalog,
+        ),
+        session=session_context(request.context),
+    )
+
+
+def rank_offers_call(request: pb.RankOffersRequest, personalizer: Personalizer) -> RankOffersCall:
+    personas = personalizer.catalog.ids
+    return RankOffersCall(
+        target=_target(
+            request.customer_id, request.persona_mix if request.HasField("persona_mix") else None, personas
+        ),
+        session=session_context(request.context),
+        num_offers=count(request.num_offers, "num_offers", default=DEFAULT_OFFERS, high=MAX_OFFERS),
+        candidate_offer_ids=_at_most(
+            request.candidate_offer_ids, MAX_CANDIDATE_OFFERS, "candidate_offer_ids"
+        ),
+    )
+
+
+def select_layout_call(request: pb.SelectLayoutRequest, personalizer: Personalizer) -> SelectLayoutCall:
+    personas = personalizer.catalog.ids
+    return SelectLayoutCall(
+        target=_target(
+            request.customer_id, request.persona_mix if request.HasField("persona_mix") else None, personas
+        ),
+        session=session_context(request.context),
+        candidate_variant_ids=_at_most(
+            request.candidate_variant_ids, MAX_CANDIDATE_VARIANTS, "candidate_variant_ids"
+        ),
+    )
