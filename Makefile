@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(BIN)/persona-engine train --config training/configs/demo.toml
 	$(BIN)/persona-engine evaluate --artifact artifacts/latest
 	$(BIN)/persona-engine summary --artifact artifacts/latest
+	$(BIN)/python -m serving.demo --artifact artifacts/latest
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
