@@ -41,5 +41,17 @@ proto: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.training_cost
 
+# Serving latency and throughput of the real gRPC server against in-process and numpy top-k baselines
+# (benchmarks/README.md). Extra flags through BENCH_SERVING_ARGS, e.g. BENCH_SERVING_ARGS=--profile
+# (needs py-spy in the venv) or BENCH_SERVING_ARGS=--json.
+.PHONY: bench-serving bench-serving-large
+bench-serving: $(STAMP)
+	$(BIN)/python -m benchmarks.serving_latency $(BENCH_SERVING_ARGS)
+
+bench-serving-large: $(STAMP)
+	$(BIN)/python -m benchmarks.serving_latency --customers 1000000 --items 100000 --events 10000000 \
+		--config benchmarks/configs/serving_large.toml --workers 1 2 --concurrency 16 \
+		--duration 10 --warmup 2 $(BENCH_SERVING_ARGS)
+
 clean:
 	rm -rf $(VENV) artifacts data .pytest_cache .mypy_cache .ruff_cache *.egg-info

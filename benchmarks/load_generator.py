@@ -200,9 +200,7 @@ def own_connection_ports(server_port: int) -> set[int]:
 def connection_owner(server_port: int, client_port: int, server_pids: Sequence[int]) -> int | None:
     """The server process that holds the accepted end of the connection from ``client_port``."""
     inodes = {
-        inode
-        for local, remote, inode in _tcp_connections()
-        if local == server_port and remote == client_port
+        inode for local, remote, inode in _tcp_connections() if local == server_port and remote == client_port
     }
     for pid in server_pids:
         if inodes & _socket_inodes(pid):
@@ -305,7 +303,9 @@ async def closed_loop(
     return recorder
 
 
-def arrival_offsets(rate: float, duration_s: float, arrivals: str, max_requests: int, seed: int) -> np.ndarray:
+def arrival_offsets(
+    rate: float, duration_s: float, arrivals: str, max_requests: int, seed: int
+) -> np.ndarray:
     """Send times in seconds from the start of a phase, within ``duration_s`` and ``max_requests``."""
     expected = int(rate * duration_s)
     if arrivals == "fixed":
@@ -350,7 +350,10 @@ async def open_loop(
 
 
 async def run_load(
-    spec: PhaseSpec, calls: Sequence[grpc.aio.UnaryUnaryMultiCallable], requests: Sequence[bytes], seconds: float
+    spec: PhaseSpec,
+    calls: Sequence[grpc.aio.UnaryUnaryMultiCallable],
+    requests: Sequence[bytes],
+    seconds: float,
 ) -> _Recorder:
     """One loop of ``spec``'s mode for ``seconds`` (the warm-up or the measured phase)."""
     if spec.mode == "closed":
@@ -459,7 +462,9 @@ def main() -> int:
                 else:
                     raise ProtocolError(f"unknown command {name!r}; expected connect, phase, go or quit")
             except (ProtocolError, KeyError, TypeError, ValueError, OSError, TimeoutError) as error:
-                session.send({"event": "error", "command": name, "message": f"{type(error).__name__}: {error}"})
+                session.send(
+                    {"event": "error", "command": name, "message": f"{type(error).__name__}: {error}"}
+                )
         return 0
     finally:
         session.close()

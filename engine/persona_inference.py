@@ -1108,13 +1108,13 @@ def _mix_posterior_step(
     bounds = np.empty((n_components, lengths.size))
     updated = np.empty_like(gamma)
     tilts: list[NDArray[np.float64]] = []
-    totals: list[NDArray[np.float64]] = []
     for c in range(n_components):
         alpha = prior.alphas[c][:, None]
         expected_log = digamma(gamma[c]) - digamma(gamma[c].sum(axis=0))
         top = expected_log.max(axis=0)
         tilt = np.exp(expected_log - top)
-        joint = likelihoods * np.repeat(tilt, lengths, axis=1)
+        joint = np.repeat(tilt, lengths, axis=1)
+        joint *= likelihoods
         total = joint.sum(axis=0)
         joint *= weight / total
         updated[c] = alpha + _sum_segments(joint, indptr)
@@ -1128,7 +1128,6 @@ def _mix_posterior_step(
             + fit
         )
         tilts.append(tilt)
-        totals.append(total)
     scores = log_weights + bounds
     best = scores.max(axis=0)
     component = np.exp(scores - best)
@@ -1136,10 +1135,14 @@ def _mix_posterior_step(
     component /= normaliser
     responsibilities = None
     if with_responsibilities:
-        share = np.zeros_like(likelihoods)
+        # A second pass recomputes each component's event posteriors instead of keeping them all, so
+        # memory stays a few (personas x events) arrays whatever the number of components.
+        responsibilities = np.zeros_like(likelihoods)
         for c in range(n_components):
-            share += np.repeat(tilts[c] * component[c], lengths, axis=1) / totals[c]
-        responsibilities = likelihoods * share * weight
+            joint = np.repeat(tilts[c], lengths, axis=1)
+            joint *= likelihoods
+            joint *= np.repeat(component[c], lengths) * weight / joint.sum(axis=0)
+            responsibilities += joint
     return _MixPosterior(updated, component, np.log(normaliser) + best, responsibilities)
 
 

@@ -21,15 +21,20 @@ from training.synthetic_personas import (
     HIDDEN_PERSONA_ID,
     LUXURY_CATEGORIES,
     PLANTED_PERSONAS,
+    SIGNALLED_MASS,
     TAGS,
     TECH_CATEGORIES,
     PlantedPersona,
     planted_persona,
 )
 from training.synthetic_shop import (
+    CART_RATE,
+    IN_STOCK_RATE,
+    PURCHASE_GIVEN_CART,
     TRUTH_MIX_PREFIXES,
     GenerationSummary,
     ShopConfig,
+    _build_items,
     _SegmentedSampler,
     generate_shop,
     mix_columns,
@@ -399,6 +404,7 @@ def test_planted_price_discount_and_brand_behaviour(shop: GenerationSummary) -> 
     per_persona = events.group_by("dominant").agg(
         (pl.col("discount") > 0).mean().alias("discounted"),
         pl.col("price_rank").mean(),
+        pl.col("price_rank").is_between(1 / 3, 2 / 3).mean().alias("mid_priced"),
         pl.col("category").is_in(TECH_CATEGORIES).mean().alias("tech"),
     )
     stats = {row["dominant"]: row for row in per_persona.iter_rows(named=True)}
@@ -408,6 +414,10 @@ def test_planted_price_discount_and_brand_behaviour(shop: GenerationSummary) -> 
     assert stats["bargain_hunter"]["price_rank"] < 0.45 < 0.55 < stats["luxury_enthusiast"]["price_rank"]
     assert stats["tech_savvy"]["tech"] > 0.5
     assert stats["tech_savvy"]["tech"] > 1.4 * max(v["tech"] for k, v in stats.items() if k != "tech_savvy")
+    # Loyalists shop their favourite brands like loyalists: mid-priced staples, not the cheap end.
+    assert stats["brand_loyalist"]["mid_priced"] > 1.1 * max(
+        v["mid_priced"] for k, v in stats.items() if k != "brand_loyalist"
+    )
 
     top_two_brands = (
         events.group_by("customer_id", "dominant", "brand")
@@ -421,6 +431,28 @@ def test_planted_price_discount_and_brand_behaviour(shop: GenerationSummary) -> 
     concentration = dict(zip(top_two_brands["dominant"], top_two_brands["top2"], strict=True))
     others = [v for k, v in concentration.items() if k != "brand_loyalist"]
     assert concentration["brand_loyalist"] > sum(others) / len(others) + 0.1
+
+
+def test_funnel_rates_are_the_planted_ones(shop: GenerationSummary) -> None:
+    """About one in-stock view in ten is carted and a third of carts are bought (tolerances: ~4 sigma)."""
+    counts = read(shop, "events")["event_type"].value_counts()
+    n = dict(zip(counts["event_type"], counts["count"], strict=True))
+    assert n["cart"] / n["view"] == pytest.approx(CART_RATE * IN_STOCK_RATE, abs=0.01)
+    assert n["purchase"] / n["cart"] == pytest.approx(PURCHASE_GIVEN_CART, abs=0.045)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_taste_clusters_are_niches_on_the_price_ladder(seed: int) -> None:
+    """Items of a cluster sit close together in their category's price order (std 0.29 if random)."""
+    items = _build_items(2_000, np.random.default_rng(seed))
+    frame = pl.DataFrame({"category": items.category, "price": items.price, "cluster": items.cluster})
+    spread = (
+        frame.with_columns(((pl.col("price").rank() - 0.5) / pl.len()).over("category").alias("percentile"))
+        .group_by("cluster")
+        .agg(pl.col("percentile").std(), pl.col("category").n_unique().alias("categories"))
+    )
+    assert (spread["categories"] == 1).all()
+    assert spread["percentile"].mean() < 0.2
 
 
 def test_hidden_segment_shops_gifts_on_social_near_holidays(tmp_path: Path) -> None:
@@ -496,7 +528,8 @@ def test_channel_shares_favour_signalled_values() -> None:
     persona = PlantedPersona(persona_id="x", population_share=0.1, weekend_gain=1.0, channels=("email",))
     shares = persona.channel_shares()
     assert sum(shares.values()) == pytest.approx(1.0)
-    assert shares["email"] == pytest.approx(0.5 + 0.5 * 0.15)
+    assert shares["email"] == pytest.approx(SIGNALLED_MASS + (1 - SIGNALLED_MASS) * 0.15)
+    assert shares["search"] == pytest.approx((1 - SIGNALLED_MASS) * 0.30)
     with pytest.raises(ValueError, match=r"x.devices names unknown value\(s\) \['fax'\]"):
         dataclasses.replace(persona, devices=("fax",)).device_shares()
 
