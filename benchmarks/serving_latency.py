@@ -19,8 +19,10 @@ with it). Results go to ``benchmarks/results/serving_latency-<UTC stamp>.json`` 
 RPC and mode is appended to ``benchmarks/results/serving_latency.md``.
 
     python -m benchmarks.serving_latency                      # quick: demo-sized shop, ~2 minutes
-    python -m benchmarks.serving_latency --customers 1000000 --items 100000 --events 20000000 \\
-        --config benchmarks/configs/serving_large.toml --workers 1 2 --duration 10 --profile
+    python -m benchmarks.serving_latency --customers 1000000 --items 100000 --events 10000000 \\
+        --config benchmarks/configs/serving_large.toml --workers 1 2 --concurrency 16 --duration 10 \\
+        --warmup 2 --profile                                   # what make bench-serving-large runs, + py-spy
+    python -m benchmarks.serving_latency --artifact benchmarks/.cache/<entry>/artifacts/latest ...
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ from serving.generated.persona.v1 import personalization_service_pb2 as pb
 from serving.metrics import ServingMetrics
 from serving.model_holder import ModelHolder, load_model
 from serving.personalization_servicer import PersonalizationServicer
-from training.console_output import print_table, stderr_console
+from training.console_output import print_table, stderr_console, stdout_console
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 BENCHMARKS_DIR: Final = Path(__file__).resolve().parent
@@ -158,8 +160,9 @@ def ensure_artifact(
 ) -> tuple[Path, dict[str, Any]]:
     """The artifact for ``size`` trained with ``config`` by this code version, built when missing.
 
-    The cache key covers the size, the config's text and the code version, so a stale artifact is never
-    reused; older builds of the same size and config are removed when a new one is made.
+    The cache key covers the size, the served model, the config's text and the code version, so a
+    stale artifact is never reused; older builds of the same size and config are removed when a new
+    one is made. (``--artifact`` serves a kept build across code changes, when that is what is wanted.)
     """
     config_text = config.read_text(encoding="utf-8")
     key = hashlib.sha256(f"{size}\n{model}\n{config_text}\n{code_version()}".encode()).hexdigest()[:12]
@@ -199,6 +202,9 @@ def ensure_artifact(
         "key": key,
         "code_version": code_version(),
         "config": str(config.relative_to(REPO_ROOT) if config.is_relative_to(REPO_ROOT) else config),
+        "customers": size.customers,
+        "items": size.items,
+        "events": size.events,
         "generate_seconds": generate.seconds,
         "generate_peak_rss_mb": generate.peak_rss_mb,
         "train_seconds": train.seconds,
@@ -274,6 +280,20 @@ def build_serving_artifact(
         "train_events": prepared.split.train_events.height,
         "model_customers": len(prepared.model_customers),
     }
+
+
+def existing_build(artifact: Path) -> dict[str, Any]:
+    """What is known of how an artifact given with ``--artifact`` was built: its cache entry's record
+    when it comes from ``benchmarks/.cache``, else nothing."""
+    for folder in (artifact, *artifact.resolve().parents):
+        marker = folder / "build.json"
+        if marker.is_file():
+            build: dict[str, Any] = json.loads(marker.read_text(encoding="utf-8"))
+            build["cached"] = True
+            return build
+        if folder == CACHE_DIR:
+            break
+    return {"cached": True}
 
 
 # -- workloads ----------------------------------------------------------------------------------------------
@@ -1086,6 +1106,11 @@ def report_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def short_rpc(rpc: str) -> str:
+    """RPC names short enough for the wide tables of a 120-column terminal."""
+    return rpc.replace("RecommendProducts", "Recommend").replace("GetPersonaProfile", "Profile")
+
+
 def ratio_rows(result: Mapping[str, Any]) -> list[list[Any]]:
     """Per RPC and worker count: open-loop end-to-end p50 against in-process and the numpy baseline."""
     rows: list[list[Any]] = []
@@ -1101,7 +1126,7 @@ def ratio_rows(result: Mapping[str, Any]) -> list[list[Any]]:
             base = _g(kinds.get("baseline", {}), "p50_ms")
             rows.append(
                 [
-                    rpc,
+                    short_rpc(rpc),
                     run["workers"],
                     e2e,
                     server,
@@ -1164,15 +1189,19 @@ def print_report(result: Mapping[str, Any]) -> None:
     size = result["size"]
     build = result["build"]
     stderr_console.print()
-    print_table(
+    title = (
         f"artifact: {size['customers']:,} customers x {size['items']:,} items, {size['events']:,} events "
-        f"(model {result['model']})",
-        ["step", "seconds", "peak RSS MB"],
-        [
-            ["generate", build["generate_seconds"], build["generate_peak_rss_mb"]],
-            ["train", build["train_seconds"], build["train_peak_rss_mb"]],
-        ],
+        f"(model {result['model']}{', cached build' if build.get('cached') else ''})"
     )
+    if "train_seconds" in build:
+        steps = [["generate shop", build["generate_seconds"], build["generate_peak_rss_mb"]]]
+        steps += [
+            [f"  train: {name}", seconds, NAN] for name, seconds in build["train_steps_seconds"].items()
+        ]
+        steps += [["train, total", build["train_seconds"], build["train_peak_rss_mb"]]]
+        print_table(title, ["build step", "seconds", "peak RSS MB"], steps)
+    else:
+        stdout_console.print(f"[bold]{title}[/bold]: built elsewhere, no build figures")
     rows = report_rows(result)
     client_keys = ["calls", "errors", "p50_ms", "p95_ms", "p99_ms", "max_ms", "calls_per_s"]
     print_table(
@@ -1193,13 +1222,13 @@ def print_report(result: Mapping[str, Any]) -> None:
             "p95 ms",
             "p99 ms",
             "mean ms",
-            "CPU ms/call",
-            "server cores",
-            "client cores",
-            "late p99 ms",
+            "CPU ms",
+            "srv cores",
+            "gen cores",
+            "late p99",
         ],
         [
-            [r["rpc"], r["mode"], str(r["workers"]), *(r.get(k, NAN) for k in server_keys)]
+            [short_rpc(r["rpc"]), r["mode"], str(r["workers"]), *(r.get(k, NAN) for k in server_keys)]
             for r in rows
             if r["workers"] != "-"
         ],
@@ -1210,13 +1239,13 @@ def print_report(result: Mapping[str, Any]) -> None:
             "rpc",
             "workers",
             "e2e ms",
-            "srv mean ms",
-            "servicer ms",
+            "srv mean",
+            "servicer",
             "engine ms",
             "numpy ms",
-            "e2e/engine",
-            "servicer/engine",
-            "engine/numpy",
+            "e2e/eng",
+            "svc/eng",
+            "eng/numpy",
         ],
         ratio_rows(result),
     )
@@ -1253,12 +1282,14 @@ def write_results(result: Mapping[str, Any]) -> Path:
     history = RESULTS_DIR / "serving_latency.md"
     if not history.exists():
         history.write_text(
-            "| time | customers x items | rpc | mode | workers | calls | errors | p50 ms | p95 ms | p99 ms "
-            "| max ms | calls/s | server p50 ms | server p99 ms |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| time | customers x items | load avg | rpc | mode | workers | calls | errors | p50 ms | p95 ms "
+            "| p99 ms | max ms | calls/s | server p50 ms | server p99 ms |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
             encoding="utf-8",
         )
     size = f"{result['size']['customers']} x {result['size']['items']}"
+    # The 1-minute load average when the run started: other work on the machine skews every figure.
+    load = result["machine"].get("load_average_at_start", [NAN])[0]
 
     def cell(value: Any) -> str:
         return (
@@ -1273,7 +1304,7 @@ def write_results(result: Mapping[str, Any]) -> Path:
         for r in report_rows(result):
             values = [r.get(k, NAN) for k in ("calls", "errors", "p50_ms", "p95_ms", "p99_ms", "max_ms")]
             out.write(
-                f"| {result['time']} | {size} | {r['rpc']} | {r['mode']} | {r['workers']} | "
+                f"| {result['time']} | {size} | {load:.1f} | {r['rpc']} | {r['mode']} | {r['workers']} | "
                 + " | ".join(cell(v) for v in values)
                 + f" | {r.get('calls_per_s', NAN):.0f} | {cell(r.get('server_p50_ms', NAN))} | "
                 f"{cell(r.get('server_p99_ms', NAN))} |\n"
@@ -1298,6 +1329,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     size.add_argument("--config", type=Path, default=QUICK_CONFIG, help="training config (TOML)")
     size.add_argument("--model", default="als", help="model to serve (default: als)")
     size.add_argument("--rebuild", action="store_true", help="build the artifact even when it is cached")
+    size.add_argument(
+        "--artifact",
+        type=Path,
+        help="serve this existing artifact instead of building one (size flags are then ignored); "
+        "e.g. a cached build kept across code changes, or a production artifact",
+    )
     server = parser.add_argument_group("server")
     server.add_argument("--workers", type=int, nargs="+", default=[2], help="worker counts to run, e.g. 1 2")
     server.add_argument("--threads", type=int, default=16, help="handler threads per worker")
@@ -1353,7 +1390,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     size = ShopSize(args.customers, args.items, args.events, args.seed)
-    artifact, build = ensure_artifact(size, args.config.resolve(), args.model, rebuild=args.rebuild)
+    if args.artifact is not None:
+        artifact, build = args.artifact, existing_build(args.artifact)
+    else:
+        artifact, build = ensure_artifact(size, args.config.resolve(), args.model, rebuild=args.rebuild)
     stderr_console.print(f"loading {artifact.resolve()} in-process")
     loaded = load_model(artifact, args.model)
     workloads = build_workloads(
@@ -1410,7 +1450,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # Other work on the machine skews every figure; the load average at the start tells.
             "load_average_at_start": load_at_start,
         },
-        "size": {"customers": n_customers, "items": n_items, "events": args.events, "seed": args.seed},
+        "size": {
+            "customers": n_customers,
+            "items": n_items,
+            "events": build.get("events", args.events) if args.artifact else args.events,
+            "seed": args.seed,
+        },
         "artifact_version": version,
         "model": args.model,
         "build": build,

@@ -115,13 +115,6 @@ DEMOGRAPHIC_FIDELITY = 0.6  # share of customers whose bands come from their dom
 TASTE_CLUSTER_SIZE = 40  # items per latent taste cluster, on average
 CLUSTER_PRICE_NOISE = 0.15
 POPULARITY_EXPONENT = 0.7  # Zipf exponent of base item popularity (rank r gets r ** -exponent)
-# Each persona also has hits of its own (the luxury crowd's it-bag, the bargain hunters' cult deal):
-# an item's appeal to a persona is its popularity times (the persona's own Zipf popularity over its
-# own ranking / the global popularity) ** this, so one item can be up to ~1.7x more or less appealing
-# to a persona than to shoppers at large, beyond what its category, price and tags say. Without it
-# every persona ranked items by the very same popularity, and a customer's mix barely beat knowing
-# nothing about them (cold-start NDCG 1.19-1.30x popularity over eight seeds; 1.26-1.35x with it).
-PERSONA_HIT_EXPONENT = 0.1
 DEAL_RATE = {False: 0.30, True: 0.08}  # chance an item is a deal item, by premium brand tier
 IN_STOCK_RATE = 0.95
 PREMIUM_BRAND_SHARE = 0.25
@@ -636,12 +629,6 @@ def _category_counts(n_items: int) -> IntArray:
     return counts + 5
 
 
-def _zipf_popularity(n_items: int, rng: np.random.Generator) -> FloatArray:
-    """Zipf popularity over a random ranking of the items, summing to 1."""
-    popularity = (1.0 + rng.permutation(n_items).astype(np.float64)) ** -POPULARITY_EXPONENT
-    return np.asarray(popularity / popularity.sum(), dtype=np.float64)
-
-
 def _build_items(n_items: int, rng: np.random.Generator) -> _Items:
     if tuple(c.name for c in CATEGORY_SPECS) != CATEGORIES:
         raise ValueError("CATEGORY_SPECS must list exactly the shop vocabulary's categories, in order")
@@ -680,7 +667,8 @@ def _build_items(n_items: int, rng: np.random.Generator) -> _Items:
     within_rank[price_rank] = np.arange(n_items) - np.repeat(starts, counts)
     price_tertile = np.minimum(3 * within_rank // counts[category], 2).astype(np.int64)
 
-    popularity = _zipf_popularity(n_items, rng)
+    popularity = (1.0 + rng.permutation(n_items).astype(np.float64)) ** -POPULARITY_EXPONENT
+    popularity /= popularity.sum()
     item_premium = brand_premium[brand]
     deal = rng.random(n_items) < np.where(item_premium, DEAL_RATE[True], DEAL_RATE[False])
     tags = _draw_tags(category, item_premium, price_tertile, popularity, counts, rng)
@@ -778,7 +766,7 @@ class _PersonaTables:
         return self.ids.index(HIDDEN_PERSONA_ID)
 
 
-def _persona_item_weights(persona: PlantedPersona, items: _Items, own_popularity: FloatArray) -> FloatArray:
+def _persona_item_weights(persona: PlantedPersona, items: _Items) -> FloatArray:
     for where, factors in (("category_boost", persona.category_boost), ("tag_boost", persona.tag_boost)):
         bad = {k: v for k, v in factors.items() if v <= 0}
         if bad:
@@ -794,8 +782,7 @@ def _persona_item_weights(persona: PlantedPersona, items: _Items, own_popularity
     penalising = np.where(items.tags, np.minimum(tag_factor, 1.0), 1.0).min(axis=1)
     tertile_factor = np.asarray(persona.price_tertile_boost, dtype=np.float64)[items.price_tertile]
     deal_factor = np.where(items.deal, persona.deal_boost, 1.0)
-    appeal = items.popularity * (own_popularity / items.popularity) ** PERSONA_HIT_EXPONENT
-    return appeal * category_factor * favouring * penalising * tertile_factor * deal_factor
+    return items.popularity * category_factor * favouring * penalising * tertile_factor * deal_factor
 
 
 def _band_cdf(preferred: Sequence[str], vocabulary: Sequence[str], where: str) -> FloatArray:
@@ -810,7 +797,7 @@ def _band_cdf(preferred: Sequence[str], vocabulary: Sequence[str], where: str) -
     return np.cumsum(mixed)
 
 
-def _build_persona_tables(catalog: PersonaCatalog, items: _Items, rng: np.random.Generator) -> _PersonaTables:
+def _build_persona_tables(catalog: PersonaCatalog, items: _Items) -> _PersonaTables:
     if HIDDEN_PERSONA_ID in catalog.ids:
         raise ValueError(
             f"persona {HIDDEN_PERSONA_ID!r} is the synthetic shop's hidden segment; rename it in the catalog"
@@ -820,10 +807,7 @@ def _build_persona_tables(catalog: PersonaCatalog, items: _Items, rng: np.random
     shares = np.array([p.population_share for p in planted[:-1]])
     if (shares <= 0).any():
         raise ValueError("every catalog persona needs a positive planted population_share")
-    own_popularity = [_zipf_popularity(len(items), rng) for _ in planted]
-    weights = np.stack(
-        [_persona_item_weights(p, items, own) for p, own in zip(planted, own_popularity, strict=True)]
-    )
+    weights = np.stack([_persona_item_weights(p, items) for p in planted])
     n_items = len(items)
     item_sampler = _SegmentedSampler.build(
         np.repeat(np.arange(len(ids), dtype=np.int64), n_items), weights.ravel(), len(ids)
@@ -907,9 +891,7 @@ class _ShopModel:
     @classmethod
     def build(cls, config: ShopConfig, catalog: PersonaCatalog) -> _ShopModel:
         items = _build_items(config.items, np.random.default_rng(np.random.SeedSequence([config.seed, 0])))
-        personas = _build_persona_tables(
-            catalog, items, np.random.default_rng(np.random.SeedSequence([config.seed, 2]))
-        )
+        personas = _build_persona_tables(catalog, items)
         calendar = _Calendar.build(
             config.start, config.days, personas.planted[personas.hidden_index].holiday_activity
         )

@@ -36,6 +36,7 @@ from training.synthetic_shop import (
     ShopConfig,
     _build_items,
     _SegmentedSampler,
+    _ShopModel,
     generate_shop,
     mix_columns,
 )
@@ -404,7 +405,6 @@ def test_planted_price_discount_and_brand_behaviour(shop: GenerationSummary) -> 
     per_persona = events.group_by("dominant").agg(
         (pl.col("discount") > 0).mean().alias("discounted"),
         pl.col("price_rank").mean(),
-        pl.col("price_rank").is_between(1 / 3, 2 / 3).mean().alias("mid_priced"),
         pl.col("category").is_in(TECH_CATEGORIES).mean().alias("tech"),
     )
     stats = {row["dominant"]: row for row in per_persona.iter_rows(named=True)}
@@ -414,10 +414,6 @@ def test_planted_price_discount_and_brand_behaviour(shop: GenerationSummary) -> 
     assert stats["bargain_hunter"]["price_rank"] < 0.45 < 0.55 < stats["luxury_enthusiast"]["price_rank"]
     assert stats["tech_savvy"]["tech"] > 0.5
     assert stats["tech_savvy"]["tech"] > 1.4 * max(v["tech"] for k, v in stats.items() if k != "tech_savvy")
-    # Loyalists shop their favourite brands like loyalists: mid-priced staples, not the cheap end.
-    assert stats["brand_loyalist"]["mid_priced"] > 1.1 * max(
-        v["mid_priced"] for k, v in stats.items() if k != "brand_loyalist"
-    )
 
     top_two_brands = (
         events.group_by("customer_id", "dominant", "brand")
@@ -431,6 +427,26 @@ def test_planted_price_discount_and_brand_behaviour(shop: GenerationSummary) -> 
     concentration = dict(zip(top_two_brands["dominant"], top_two_brands["top2"], strict=True))
     others = [v for k, v in concentration.items() if k != "brand_loyalist"]
     assert concentration["brand_loyalist"] > sum(others) / len(others) + 0.1
+
+
+def test_favourite_brand_items_are_picked_with_the_shopping_personas_taste() -> None:
+    """Within one brand, a luxury enthusiast picks the dear end and a bargain hunter the cheap end."""
+    model = _ShopModel.build(ShopConfig(items=2_000, seed=3), load_catalog())
+    personas, items = model.personas, model.items
+    sizes = np.bincount(items.brand, minlength=len(items.brand_names))
+    tertile_spread = np.array(
+        [np.unique(items.price_tertile[items.brand == b]).size for b in range(sizes.size)]
+    )
+    brand = int(np.argmax(np.where(tertile_spread == 3, sizes, 0)))
+    rng = np.random.default_rng(0)
+
+    def picks(persona_id: str) -> np.ndarray:
+        segment = np.full(20_000, personas.ids.index(persona_id) * len(items.brand_names) + brand)
+        return personas.brand_item_sampler.draw(segment, rng.random(20_000)) % len(items)
+
+    luxury, bargain = picks("luxury_enthusiast"), picks("bargain_hunter")
+    assert (items.brand[luxury] == brand).all() and (items.brand[bargain] == brand).all()
+    assert items.price_tertile[luxury].mean() > items.price_tertile[bargain].mean() + 0.5
 
 
 def test_funnel_rates_are_the_planted_ones(shop: GenerationSummary) -> None:
