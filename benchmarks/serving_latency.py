@@ -730,16 +730,16 @@ def start_server(artifact: Path, model: str, workers: int, threads: int, workdir
     return server
 
 
-def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
-    """User + system CPU seconds of each process so far (Linux ``/proc``)."""
+def cpu_seconds(pids: Sequence[int]) -> dict[int, tuple[float, float]]:
+    """User and system CPU seconds of each process so far (Linux ``/proc``)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    out: dict[int, float] = {}
+    out: dict[int, tuple[float, float]] = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
         except OSError:
             continue
-        out[pid] = (int(fields[11]) + int(fields[12])) / ticks
+        out[pid] = (int(fields[11]) / ticks, int(fields[12]) / ticks)
     return out
 
 
@@ -951,7 +951,12 @@ def run_phase(
     client["client_cpu_cores"] = result["client_cpu_s"] / result["wall_s"]
     if result["send_lateness_ms"]:
         client["send_lateness_ms"] = result["send_lateness_ms"]
-    worker_cpu = {pid: cpu_after.get(pid, 0.0) - cpu_before.get(pid, 0.0) for pid in server.worker_pids}
+    zero = (0.0, 0.0)
+    used = {
+        pid: tuple(a - b for a, b in zip(cpu_after.get(pid, zero), cpu_before.get(pid, zero), strict=True))
+        for pid in server.worker_pids
+    }
+    worker_cpu = {pid: user + system for pid, (user, system) in used.items()}
     out: dict[str, Any] = {
         "client": client,
         "server": server_side(before, after, method),
@@ -960,6 +965,9 @@ def run_phase(
             round(v / max(sum(worker_cpu.values()), 1e-9), 3) for v in worker_cpu.values()
         ],
         "server_cpu_ms_per_call": sum(worker_cpu.values()) * 1000.0 / max(client.get("calls", 0), 1),
+        # Kernel time: page faults of fresh large arrays, thread wake-ups, socket I/O.
+        "server_cpu_system_share": sum(system for _, system in used.values())
+        / max(sum(worker_cpu.values()), 1e-9),
     }
     if outputs:
         raw = "\n".join(p.read_text(encoding="utf-8") for p in outputs if p.is_file())
