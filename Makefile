@@ -40,6 +40,7 @@ proto: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.training_cost
+	$(BIN)/python -m benchmarks.serving_latency $(BENCH_SERVING_ARGS)
 
 # Serving latency and throughput of the real gRPC server against in-process and numpy top-k baselines
 # (benchmarks/README.md). Extra flags through BENCH_SERVING_ARGS, e.g. BENCH_SERVING_ARGS=--profile

@@ -1478,7 +1478,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SystemExit unwinds through the finally blocks that stop the server and the load generator.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
     if args.build_artifact is not None:
         shop, root = args.build_artifact
