@@ -111,7 +111,10 @@ DEMOGRAPHIC_FIDELITY = 0.6  # share of customers whose bands come from their dom
 # A niche is a style at a price point, so items are grouped by their place on the category's price
 # ladder, blurred by this much noise (in price-percentile units) so that neighbouring niches overlap.
 # Price-coherent niches make a persona's favourite niches typical of it (bargain hunters' niches
-# are the cheap ends of shelves), which is what lets cold-start customers be served from their mix.
+# are the cheap ends of shelves), which is what lets cold-start customers be served from their mix:
+# over four seeds, cold-start NDCG went from 1.26x to 1.30x popularity (worst seed 1.10x to 1.26x)
+# against niches drawn at random within a category. Niches of 40 rather than 25 items leave a
+# customer's niches fresh items to discover in the test weeks (best-model NDCG +0.07x popularity).
 TASTE_CLUSTER_SIZE = 40  # items per latent taste cluster, on average
 CLUSTER_PRICE_NOISE = 0.15
 POPULARITY_EXPONENT = 0.7  # Zipf exponent of base item popularity (rank r gets r ** -exponent)
