@@ -74,12 +74,12 @@ def _cards(inputs: ReportInputs, sections: dict[str, ReportSection]) -> list[Car
                 f"{ratio:.2f}\u00d7 NDCG" if isinstance(ratio, int | float) else best,
             )
         )
-    mix = sections[mix_distribution.SECTION_ID].values
+    mix = sections[mix_distribution.SECTION_ID].values if mix_distribution.SECTION_ID in sections else {}
     if mix.get("dominant_shares"):
         persona, share = max(mix["dominant_shares"].items(), key=lambda item: item[1])
         cards.append(Card(f"of customers are led by {inputs.catalog.get(persona).name}", f"{share:.0%}"))
-    planted = sections[planted_mixes.SECTION_ID]
-    if planted.available:
+    planted = sections.get(planted_mixes.SECTION_ID)
+    if planted is not None and planted.available:
         cards.append(
             Card("leading persona recovered (generated data)", f"{planted.values['dominant_accuracy']:.0%}")
         )

@@ -117,7 +117,8 @@ def format_cell(value: Any, fmt: Format) -> str:
     if fmt is Format.PERCENT:
         return f"{float(value):.1%}"
     if fmt is Format.POINTS:
-        return f"{float(value) * 100:+.1f} pp"
+        points = float(value) * 100
+        return "0.0 pp" if abs(points) < 0.05 else f"{points:+.1f} pp"
     if fmt is Format.RATIO:
         return f"{float(value):.2f}\u00d7"
     return f"{float(value):.3f}"

@@ -249,10 +249,14 @@ def calibration_grid(
     diagonal means inference over-states that persona, above it under-states it.
     """
     k = len(names)
+    ncols = min(k, 3)
+    nrows = -(-k // ncols)
     with plt.rc_context(_STYLE):
-        fig, axes = _figure(2.6 * k, 2.9, ncols=k)
+        fig, axes = _figure(3.3 * ncols, 3.4 * nrows, ncols=ncols, nrows=nrows)
+        for spare in axes.flat[k:]:
+            spare.set_visible(False)
         edges = np.linspace(0.0, 1.0, bins + 1)
-        for j, (ax, name, color) in enumerate(zip(axes[0], names, series_colors(k), strict=True)):
+        for j, (ax, name, color) in enumerate(zip(axes.flat[:k], names, series_colors(k), strict=True)):
             ax.scatter(inferred[:, j], planted[:, j], s=3, alpha=0.15, color=color, linewidths=0)
             which = np.clip(np.digitize(inferred[:, j], edges) - 1, 0, bins - 1)
             centres, means = [], []
@@ -269,7 +273,7 @@ def calibration_grid(
             ax.grid(True, axis="both")
             ax.set_title(name, loc="left", fontsize=10)
             ax.set_xlabel("inferred weight")
-            if j == 0:
+            if j % ncols == 0:
                 ax.set_ylabel("planted weight")
             _percent_axis(ax)
             _percent_axis(ax, "x")
