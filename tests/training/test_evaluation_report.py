@@ -8,6 +8,7 @@ import io
 import json
 import math
 import re
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,8 @@ def test_every_section_is_present_and_computed_for_a_generated_shop(
     assert list(document["sections"]) == list(SECTION_IDS)
     for section_id, section in document["sections"].items():
         assert section["available"], (section_id, section["notes"])
-        assert section["lead"] and section["tables"], section_id
+        assert section["lead"] and section["tables"] and section["finding"], section_id
+        assert escape(section["finding"]) in html  # listed under the key findings at the top
     for persona_name in document["personas"].values():
         assert persona_name in html
 

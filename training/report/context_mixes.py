@@ -126,6 +126,12 @@ def build(inputs: ReportInputs) -> ReportSection:
         "Total variation is half the summed absolute difference of two mixes: 0% means identical, "
         "100% means no persona in common."
     )
+    shift = float(mean_b[biggest] - mean_a[biggest])
+    finding = (
+        f"At weekends and holidays {names[biggest]} {'gains' if shift > 0 else 'loses'} the most "
+        f"({shift * 100:+.1f} points); {float(switched.mean()):.0%} of customers change their leading "
+        "persona."
+    )
     values: dict[str, Any] = {
         "customers_compared": n,
         "mean_mix": {
@@ -144,6 +150,7 @@ def build(inputs: ReportInputs) -> ReportSection:
         title=TITLE,
         lead=lead,
         tables=[table, summary, switches],
+        finding=finding,
         charts=[chart],
         notes=notes,
         values=values,

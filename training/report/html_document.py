@@ -71,6 +71,9 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 td:first-child { white-space: nowrap; }
 tbody tr:hover { background: #fafbfc; }
 .table-wrap { overflow-x: auto; }
+ul.findings { padding-left: 20px; margin: 6px 0 20px; }
+ul.findings li { margin: 4px 0; }
+ul.findings a { color: var(--accent); font-size: 13px; text-decoration: none; }
 ul.notes { color: var(--muted); font-size: 14px; padding-left: 20px; }
 .unavailable { color: var(--muted); font-style: italic; }
 .personas {
@@ -154,13 +157,15 @@ def _section(section: ReportSection) -> str:
         parts.extend(f'<p class="unavailable">{escape(note)}</p>' for note in section.notes)
         parts.append("</section>")
         return "\n".join(parts)
+    before = section.tables[: section.tables_before_charts]
+    parts.extend(render_table(table) for table in before)
     for chart in section.charts:
         data = base64.b64encode(chart.png).decode("ascii")
         parts.append(
             f'<figure><img src="data:image/png;base64,{data}" alt="{escape(chart.alt)}">'
             f"<figcaption>{escape(chart.caption)}</figcaption></figure>"
         )
-    parts.extend(render_table(table) for table in section.tables)
+    parts.extend(render_table(table) for table in section.tables[len(before) :])
     if section.notes:
         parts.append('<ul class="notes">' + "".join(f"<li>{escape(n)}</li>" for n in section.notes) + "</ul>")
     parts.append("</section>")
@@ -190,6 +195,10 @@ def render_document(
         for p in personas
     )
     warning_html = "".join(f'<div class="warning">{escape(w)}</div>' for w in warnings)
+    findings = "".join(
+        f'<li>{escape(s.finding)} <a href="#{escape(s.id)}">more</a></li>' for s in sections if s.finding
+    )
+    findings_html = f'<h3>Key findings</h3><ul class="findings">{findings}</ul>' if findings else ""
     body = "\n".join(_section(s) for s in sections)
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -207,6 +216,7 @@ def render_document(
 </header>
 {warning_html}
 <div class="cards">{card_html}</div>
+{findings_html}
 <h3>The personas</h3>
 <div class="personas">{legend}</div>
 <nav class="toc"><ol>{toc}</ol></nav>

@@ -128,7 +128,14 @@ def build(inputs: ReportInputs) -> ReportSection:
         notes.append(
             f"The most common leading persona is {leader} ({float(shares[order[0]]):.0%} of customers)."
         )
+    finding = (
+        f"{leader} leads the most customers ({float(shares[order[0]]):.0%}); {mostly_one:.0%} of customers "
+        f"are mostly one persona and {truly_mixed:.0%} have no majority persona."
+        if leader
+        else ""
+    )
     return ReportSection(
+        finding=finding,
         id=SECTION_ID,
         title=TITLE,
         lead=lead,

@@ -27,6 +27,7 @@ from training.report.report_section import Chart, Column, Format, ReportSection,
 SECTION_ID = "drift"
 TITLE = "Drift: how the persona mix changes month by month"
 MIN_DAYS = 7  # months with fewer days of data (a period's ragged ends) are listed but not drawn
+STABLE_TV = 0.02  # an average mix that moved less than this (total variation) is called stable
 MAX_CUSTOMERS = 20_000  # customers sampled for the monthly re-inference on large shops
 _MONTH = "%Y-%m"
 _MONTH_WIDTH = 7  # "2026-01": fixed width, so "<month>|<customer>" keys never collide
@@ -141,6 +142,7 @@ def build(inputs: ReportInputs, *, max_customers: int = MAX_CUSTOMERS) -> Report
         },
     }
     notes = []
+    finding = ""
     drawn = np.flatnonzero(full)
     if drawn.size >= 2:
         first, last = drawn[0], drawn[-1]
@@ -151,6 +153,11 @@ def build(inputs: ReportInputs, *, max_customers: int = MAX_CUSTOMERS) -> Report
         values["change_first_to_last"] = {p: float(c) for p, c in zip(inputs.personas, change, strict=True)}
         values["tv_first_to_last"] = float(moved)
         biggest = int(np.argmax(np.abs(change)))
+        state = "stable" if moved < STABLE_TV else "shifting"
+        finding = (
+            f"The customer base is {state}: from {month_names[first]} to {month_names[last]} the average "
+            f"mix moved by {moved:.1%}, most for {names[biggest]} ({change[biggest] * 100:+.1f} points)."
+        )
         notes.append(
             f"From {month_names[first]} to {month_names[last]} the average mix moved by {moved:.1%} "
             f"(total variation); the largest change is {names[biggest]}, {change[biggest] * 100:+.1f} "
@@ -232,5 +239,12 @@ def build(inputs: ReportInputs, *, max_customers: int = MAX_CUSTOMERS) -> Report
             )
         )
     return ReportSection(
-        id=SECTION_ID, title=TITLE, lead=lead, tables=tables, charts=charts, notes=notes, values=values
+        id=SECTION_ID,
+        title=TITLE,
+        lead=lead,
+        tables=tables,
+        charts=charts,
+        notes=notes,
+        values=values,
+        finding=finding,
     )

@@ -140,14 +140,36 @@ def build(inputs: ReportInputs) -> ReportSection:
         "Products a customer already engaged with during training are left out of their list, so "
         "these numbers measure discovery, not repetition.",
     ]
-    if best:
+    finding = ""
+    if best and (best, "all") in by_key:
+        value = by_key[(best, "all")]["ndcg"]
+        best_ratio = ratio(best, "all")
+        groups = [(s, by_key[(best, s)]["ndcg"]) for s in persona_segments if (best, s) in by_key]
+        finding = f"The best model, {best}, scores NDCG@{k} {value:.3f}" + (
+            f", {best_ratio:.1f}\u00d7 the best-sellers-for-everyone baseline" if best_ratio else ""
+        )
+        if groups:
+            weakest = min(groups, key=lambda group: group[1])
+            finding += (
+                f"; it serves {segment_label(weakest[0], inputs)} customers least well ({weakest[1]:.3f})"
+            )
+        finding += "."
         notes.insert(0, f"Best persona-aware model: {best}.")
+    small = [
+        segment_label(s, inputs)
+        for s in segments
+        if next(m["users"] for m in metrics if m["segment"] == s) < 50
+    ]
+    if small:
+        notes.append(f"Groups of fewer than 50 customers ({', '.join(small)}) give noisy numbers.")
     return ReportSection(
         id=SECTION_ID,
         title=TITLE,
         lead=lead,
         tables=[overall, by_segment],
         charts=charts,
+        finding=finding,
+        tables_before_charts=1,
         notes=notes,
         values=values,
     )

@@ -140,8 +140,24 @@ def build(inputs: ReportInputs, *, max_customers: int = MAX_CUSTOMERS) -> Report
         "Catalog coverage here is over these customers' full lists; the evaluation table's coverage is "
         "over the customers scored in the held-out period only, so the two can differ.",
     ]
+    widest = max(per_model, key=lambda name: per_model[name]["coverage"])
+    best = inputs.artifact.manifest.get("summary", {}).get("best_model")
+    finding = f"{widest} spreads its lists widest ({per_model[widest]['coverage']:.0%} of the catalog)"
+    if best in per_model:
+        finding += (
+            f"; the best model, {best}, gives {per_model[best]['top_10pct_share']:.0%} of its list places "
+            f"to the top 10% of products, which get {interaction_shares[0.10]:.0%} of customer interactions"
+        )
+    finding += "."
     if len(chosen) < n_known:
         notes.append(f"{len(chosen):,} of {n_known:,} known customers, chosen at random, are used.")
     return ReportSection(
-        id=SECTION_ID, title=TITLE, lead=lead, tables=[table], charts=[chart], notes=notes, values=values
+        id=SECTION_ID,
+        title=TITLE,
+        lead=lead,
+        tables=[table],
+        charts=[chart],
+        notes=notes,
+        values=values,
+        finding=finding,
     )

@@ -28,6 +28,7 @@ _PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#
 _MODEL_PALETTE = ("#264653", "#2A9D8F", "#8AB17D", "#E9C46A", "#F4A261", "#E76F51", "#6D597A", "#B5838D")
 NEUTRAL = "#7f7f7f"
 _DPI = 110
+MAX_DOTS = 5_000
 # Typed Any: matplotlib types rc keys as a Literal union that a plain dict literal does not match.
 _STYLE: Any = {
     "font.size": 10,
@@ -256,8 +257,10 @@ def calibration_grid(
         for spare in axes.flat[k:]:
             spare.set_visible(False)
         edges = np.linspace(0.0, 1.0, bins + 1)
+        # Dots for a sample (a million would be one smear and a slow PNG); binned means use everyone.
+        dots = np.random.default_rng(0).permutation(len(inferred))[:MAX_DOTS]
         for j, (ax, name, color) in enumerate(zip(axes.flat[:k], names, series_colors(k), strict=True)):
-            ax.scatter(inferred[:, j], planted[:, j], s=3, alpha=0.15, color=color, linewidths=0)
+            ax.scatter(inferred[dots, j], planted[dots, j], s=3, alpha=0.15, color=color, linewidths=0)
             which = np.clip(np.digitize(inferred[:, j], edges) - 1, 0, bins - 1)
             centres, means = [], []
             for b in range(bins):

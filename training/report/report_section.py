@@ -71,11 +71,14 @@ class ReportSection:
     notes: list[str] = field(default_factory=list)
     values: dict[str, Any] = field(default_factory=dict)
     available: bool = True
+    finding: str = ""  # the one sentence a reader should take away (listed at the top of the page)
+    tables_before_charts: int = 0  # e.g. 1: the main table first, then the charts, then the rest
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "title": self.title,
             "lead": self.lead,
+            "finding": self.finding,
             "available": self.available,
             "values": self.values,
             "tables": [table.to_dict() for table in self.tables],
