@@ -26,6 +26,7 @@ from training.report.html_document import format_cell
 from training.report.mix_distribution import normalised_entropy
 from training.report.popularity_bias import concentration_curve, top_items
 from training.report.report_inputs import load_inputs
+from training.report.report_plots import month_labels
 from training.report.report_section import Format
 
 _VOID = {"meta", "img", "br", "hr", "link", "input"}
@@ -252,3 +253,7 @@ def test_helpers_on_hand_computed_cases() -> None:
     assert format_cell(float("nan"), Format.NUMBER) == format_cell(None, Format.RATIO) == "\u2013"
     assert format_cell(12345, Format.INTEGER) == "12,345" and format_cell(2.139, Format.RATIO) == "2.14\u00d7"
     assert not re.search(r"\d", format_cell(math.inf, Format.NUMBER))
+
+
+def test_month_ticks_name_the_year_only_where_it_changes() -> None:
+    assert month_labels(["2010-12", "2011-01", "2011-02"]) == ["Dec\n2010", "Jan\n2011", "Feb"]

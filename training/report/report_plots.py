@@ -6,6 +6,7 @@ reader who learned a persona's colour in one chart can find it in the next.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -60,6 +61,16 @@ def model_colors(n: int) -> list[str]:
 def wrap_label(text: str, width: int = 12) -> str:
     """Break a long tick label onto lines at spaces, so neighbouring labels do not run into each other."""
     return textwrap.fill(text, width=width, break_long_words=False) if len(text) > width else text
+
+
+def month_labels(months: Sequence[str]) -> list[str]:
+    """Tick labels for "YYYY-MM" months ("Jan" and "Jan 2026" on two lines): the year is shown only on
+    the first month and on each January, so a year of monthly ticks fits without overlapping."""
+    labels = []
+    for i, month in enumerate(months):
+        moment = dt.datetime.strptime(month, "%Y-%m")
+        labels.append(moment.strftime("%b\n%Y") if i == 0 or moment.month == 1 else moment.strftime("%b"))
+    return labels
 
 
 def _figure(
@@ -192,9 +203,9 @@ def monthly_mix_lines(
                 fontsize=8,
                 va="bottom",
             )
-        ax.set_xticks(x, list(months))
+        ax.set_xticks(x, month_labels(months))
         ax.set_ylabel("mean persona weight")
-        _percent_axis(ax)
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
         title = "Mean persona mix of the customers active each month"
         if planted is not None:
             title += " (dashed: planted)"
