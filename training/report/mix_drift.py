@@ -212,7 +212,6 @@ def build(inputs: ReportInputs, *, max_customers: int = MAX_CUSTOMERS) -> Report
         )
     if sampled:
         notes.append(f"For speed, {max_customers:,} randomly chosen customers are followed.")
-    test_month = shop.test_start.strftime(_MONTH)
     notes.append(
         f"The models were trained on events before {shop.test_start:%Y-%m-%d}; later months are the "
         "held-out period, whose mixes come from events the inference model never saw."
@@ -233,7 +232,7 @@ def build(inputs: ReportInputs, *, max_customers: int = MAX_CUSTOMERS) -> Report
                     inferred_by_month[drawn],
                     names,
                     planted=None if planted_by_month is None else planted_by_month[drawn],
-                    test_start_month=test_month,
+                    test_start=shop.test_start.date(),
                 ),
                 alt="Line chart of the average persona weight per month",
             )

@@ -23,10 +23,10 @@ TITLE = "Check on generated data: inferred versus planted mixes"
 
 def build(inputs: ReportInputs) -> ReportSection:
     lead = (
-        "This shop was generated with known persona mixes, so we can check how well the engine recovers "
-        "them from behaviour alone. Look at the share of customers whose leading persona is right, and "
-        "at whether the dots in each panel follow the diagonal: below it the engine over-states that "
-        "persona, above it under-states it."
+        "A shop made by 'persona-engine generate' has known, planted persona mixes, so on such data we "
+        "can check how well the engine recovers them from behaviour alone. Look at the share of "
+        "customers whose leading persona is right, and at whether the dots in each panel follow the "
+        "diagonal: below it the engine over-states that persona, above it under-states it."
     )
     shop = inputs.shop
     if shop is None:

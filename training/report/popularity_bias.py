@@ -120,7 +120,7 @@ def build(inputs: ReportInputs, *, max_customers: int = MAX_CUSTOMERS) -> Report
         caption="Products ordered from most to least popular (left to right, log scale for the first "
         "percent); each line climbs by the share of recommendations (or, dashed black, of customer "
         "interactions) that product receives. A line above the dashed one means the model favours hits "
-        "more than customers do; the dotted diagonal is a perfectly even spread.",
+        "more than customers do; the dotted line is a perfectly even spread.",
         png=report_plots.concentration_curves(curves, reference=INTERACTIONS),
         alt="Concentration curves of recommendations on popular products per model",
     )

@@ -6,6 +6,7 @@ reader who learned a persona's colour in one chart can find it in the next.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import io
 import textwrap
@@ -181,7 +182,7 @@ def monthly_mix_lines(
     names: Sequence[str],
     *,
     planted: NDArray[np.float64] | None = None,
-    test_start_month: str | None = None,
+    test_start: dt.date | None = None,
 ) -> bytes:
     """The population's mean persona weight per month, one line per persona (planted dashed, if known)."""
     with plt.rc_context(_STYLE):
@@ -192,12 +193,15 @@ def monthly_mix_lines(
             ax.plot(x, inferred[:, k], marker="o", color=color, label=name, linewidth=2)
             if planted is not None:
                 ax.plot(x, planted[:, k], linestyle="--", color=color, linewidth=1.2, alpha=0.9)
-        if test_start_month is not None and test_start_month in months:
-            position = months.index(test_start_month)
-            ax.axvline(position - 0.5, color=NEUTRAL, linestyle=":", linewidth=1)
+        start_month = test_start.strftime("%Y-%m") if test_start is not None else None
+        if test_start is not None and start_month in months:
+            # Each month's point sits at its middle: the month spans position - 0.5 .. position + 0.5.
+            days = calendar.monthrange(test_start.year, test_start.month)[1]
+            position = months.index(start_month) - 0.5 + (test_start.day - 1) / days
+            ax.axvline(position, color=NEUTRAL, linestyle=":", linewidth=1)
             ax.annotate(
                 "held-out period \u2192",
-                (position - 0.45, 0.03),
+                (position + 0.05, 0.03),
                 xycoords=("data", "axes fraction"),
                 color=NEUTRAL,
                 fontsize=8,
