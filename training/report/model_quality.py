@@ -161,7 +161,7 @@ def build(inputs: ReportInputs) -> ReportSection:
         if next(m["users"] for m in metrics if m["segment"] == s) < 50
     ]
     if small:
-        notes.append(f"Groups of fewer than 50 customers ({', '.join(small)}) give noisy numbers.")
+        notes.append(f"Groups of fewer than 50 customers give noisy numbers: {'; '.join(small)}.")
     return ReportSection(
         id=SECTION_ID,
         title=TITLE,

@@ -144,13 +144,15 @@ def grouped_bars(
                     fontsize=8,
                     padding=2,
                 )
-        ax.set_xticks(x, [wrap_label(c) for c in categories])
+        labels = [wrap_label(c) for c in categories]
+        ax.set_xticks(x, labels)
         ax.set_ylabel(ylabel)
         ax.set_title(title, loc="left")
         if percent:
             _percent_axis(ax)
         if n > 1:
-            ax.legend(ncols=min(n, 5), loc="upper center", bbox_to_anchor=(0.5, -0.12))
+            lines = max(label.count("\n") + 1 for label in labels) if labels else 1
+            ax.legend(ncols=min(n, 5), loc="upper center", bbox_to_anchor=(0.5, -0.05 - 0.065 * lines))
         ax.margins(y=0.12)
     return to_png(fig)
 
