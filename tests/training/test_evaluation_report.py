@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from engine.artifact import open_artifact
@@ -257,3 +259,22 @@ def test_helpers_on_hand_computed_cases() -> None:
 
 def test_month_ticks_name_the_year_only_where_it_changes() -> None:
     assert month_labels(["2010-12", "2011-01", "2011-02"]) == ["Dec\n2010", "Jan\n2011", "Feb"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    counts=st.lists(st.integers(min_value=0, max_value=50), min_size=1, max_size=40).filter(
+        lambda c: sum(c) > 0
+    ),
+    share=st.floats(min_value=0.001, max_value=1.0),
+)
+def test_concentration_curves_and_top_items_hold_for_any_counts(counts: list[int], share: float) -> None:
+    values = np.asarray(counts, dtype=np.float64)
+    order = np.argsort(-values, kind="stable").astype(np.int64)
+    x, y = concentration_curve(values, order)
+    assert x[0] == y[0] == 0.0 and x[-1] == pytest.approx(1.0) and y[-1] == pytest.approx(1.0)
+    assert np.all(np.diff(y) >= -1e-12)
+    assert np.all(y >= x - 1e-12)  # most popular first: never below an even spread
+    top = top_items(values, share)
+    assert len(top) == max(1, math.ceil(share * len(values)))
+    assert values[top].min() >= np.delete(values, top).max(initial=0.0)

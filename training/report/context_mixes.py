@@ -33,7 +33,7 @@ def build(inputs: ReportInputs) -> ReportSection:
     weekday, weekend = CONTEXTS.index(WEEKDAY), CONTEXTS.index(WEEKEND_HOLIDAY)
     notes: list[str] = []
     if inputs.shop is not None:
-        counts = inputs.stored_mixes().n_events_by_context
+        counts = inputs.context_event_counts
         both = (counts[:, weekday] > 0) & (counts[:, weekend] > 0)
         notes.append(
             f"Compared on the {int(both.sum()):,} customers with training events in both contexts; the "

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from numpy.typing import NDArray
 
 from engine.id_map import IdMap
 from engine.persona_accuracy import planted_targets
@@ -68,8 +69,7 @@ def build(inputs: ReportInputs, *, max_customers: int = MAX_CUSTOMERS) -> Report
     mixes = model.infer(keyed.drop("_customer", "_month"), shop.items, customer_ids=keys)
 
     truth = shop.truth
-    planted_rows: np.ndarray | None = None
-    planted = None
+    planted: NDArray[np.float64] | None = None
     inferred = mixes.overall
     key_months = np.asarray([key[:_MONTH_WIDTH] for key in keys.ids.tolist()])
     if truth is not None:
@@ -85,10 +85,10 @@ def build(inputs: ReportInputs, *, max_customers: int = MAX_CUSTOMERS) -> Report
             how="inner",
         ).drop("_customer")
         targets = planted_targets(mixes, truth_keyed, keyed.drop("_customer", "_month"), inputs.holidays)
-        planted_rows = targets.rows
+        # Like with like: both lines (and the table's persona columns) over the compared customer-months.
         planted = targets.expected
         inferred = targets.inferred
-        key_months = key_months[planted_rows]
+        key_months = key_months[targets.rows]
 
     month_names = months_frame["_month"].to_list()
     k = len(inputs.personas)
@@ -98,7 +98,7 @@ def build(inputs: ReportInputs, *, max_customers: int = MAX_CUSTOMERS) -> Report
         rows = key_months == month
         if rows.any():
             inferred_by_month[m] = inferred[rows].mean(axis=0)
-            if planted_by_month is not None and planted is not None:
+            if planted_by_month is not None and planted is not None:  # both set together
                 planted_by_month[m] = planted[rows].mean(axis=0)
     full = np.asarray(months_frame["days"].to_numpy() >= MIN_DAYS) & ~np.isnan(inferred_by_month[:, 0])
     names = inputs.persona_names
@@ -198,8 +198,9 @@ def build(inputs: ReportInputs, *, max_customers: int = MAX_CUSTOMERS) -> Report
         values["mean_tv_inferred_vs_planted_by_month"] = float(gap.mean()) if gap.size else None
         notes.append(
             "This is a generated shop, so the planted mixes are known: dashed lines are the planted mixes "
-            "in force at the same events, averaged the same way (customers of the hidden segment, whom "
-            f"no catalog persona describes, are left out). The monthly averages differ by {gap.mean():.1%} "
+            "in force at the same events, averaged the same way. Customers of the hidden segment, whom "
+            "no catalog persona describes, are left out of both lines and of the persona columns of the "
+            f"table. The monthly averages differ by {gap.mean():.1%} "
             "on average (total variation)."
             if gap.size
             else "Planted mixes are known, but no month has enough days of data to compare."

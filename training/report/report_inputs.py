@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import tomllib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +87,9 @@ class ReportInputs:
             shape=(rows, columns),
         )
 
-    def stored_mixes(self) -> InferredMixes:
-        """The artifact's mixes as ``InferredMixes`` (per-context counts from the training events)."""
+    @cached_property
+    def context_event_counts(self) -> NDArray[np.int64]:
+        """(customers, contexts) training events per customer and context (needs the data)."""
         if self.shop is None:
             raise ValueError("per-context event counts need the training data")
         counts = np.zeros((len(self.customers), len(CONTEXTS)), dtype=np.int64)
@@ -102,13 +104,17 @@ class ReportInputs:
         columns = np.asarray([CONTEXTS.index(c) for c in per_cell["context"].to_list()], dtype=np.int64)
         known = rows >= 0
         counts[rows[known], columns[known]] = per_cell["len"].to_numpy()[known]
+        return counts
+
+    def stored_mixes(self) -> InferredMixes:
+        """The artifact's mixes as ``InferredMixes`` (per-context counts from the training events)."""
         return InferredMixes(
             customer_ids=self.customers,
             persona_ids=self.personas,
             overall=self.mix_overall,
             by_context=self.mix_by_context,
             n_events=self.n_events,
-            n_events_by_context=counts,
+            n_events_by_context=self.context_event_counts,
         )
 
 
