@@ -8,12 +8,14 @@ import io
 import json
 import math
 import re
+import shutil
 from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -278,3 +280,15 @@ def test_concentration_curves_and_top_items_hold_for_any_counts(counts: list[int
     top = top_items(values, share)
     assert len(top) == max(1, math.ceil(share * len(values)))
     assert values[top].min() >= np.delete(values, top).max(initial=0.0)
+
+
+def test_data_other_than_the_training_data_is_flagged(artifact: Path, tmp_path: Path) -> None:
+    shop = Path(open_artifact(artifact).manifest["config"]["data"]["path"])
+    copy = tmp_path / "shop"
+    shutil.copytree(shop, copy)
+    assert load_inputs(artifact, copy).data_note == ""  # an identical copy elsewhere is the same data
+    items = pl.read_parquet(copy / "items.parquet")
+    items.with_columns(pl.col("price") * 2).write_parquet(copy / "items.parquet")
+    inputs = load_inputs(artifact, copy)
+    assert inputs.shop is not None and not inputs.shop.matches_artifact
+    assert "not the data this artifact was trained on" in inputs.data_note
