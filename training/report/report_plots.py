@@ -247,7 +247,9 @@ def concentration_curves(
         ax.set_xscale("symlog", linthresh=0.01)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.01)
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}" if v >= 0.01 else f"{v:.1%}"))
+        ax.xaxis.set_major_formatter(
+            FuncFormatter(lambda v, _: f"{v:.0%}" if v >= 0.01 or v == 0 else f"{v:.1%}")
+        )
         ax.set_xticks([0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0])
         _percent_axis(ax)
         ax.grid(True, axis="both")
