@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_DATA := data/demo
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean report
 
 install: $(STAMP)
 
@@ -22,7 +22,12 @@ demo: $(STAMP)
 	$(BIN)/persona-engine train --config training/configs/demo.toml
 	$(BIN)/persona-engine evaluate --artifact artifacts/latest
 	$(BIN)/persona-engine summary --artifact artifacts/latest
+	$(BIN)/persona-engine report artifacts/latest --out reports/report.html
 	$(BIN)/python -m serving.demo --artifact artifacts/latest
+
+# A self-contained HTML report on the latest artifact (and its numbers in report.json beside it).
+report: $(STAMP)
+	$(BIN)/persona-engine report artifacts/latest --out reports/report.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -55,4 +60,4 @@ bench-serving-large: $(STAMP)
 		--duration 10 --warmup 2 $(BENCH_SERVING_ARGS)
 
 clean:
-	rm -rf $(VENV) artifacts data .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) artifacts data reports .pytest_cache .mypy_cache .ruff_cache *.egg-info

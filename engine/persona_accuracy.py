@@ -10,9 +10,11 @@ catalog mix to recover and are left out; discovery is what should find them.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+from numpy.typing import NDArray
 
 from engine.persona_inference import InferredMixes
 from engine.persona_mix import total_variation_rows
@@ -22,13 +24,30 @@ POST_DRIFT_PREFIX = "post_drift_"
 REALIZED_PREFIX = "realized"
 
 
-def compare_with_planted(
+@dataclass(frozen=True)
+class PlantedTargets:
+    """Per-customer pairs of inferred and planted mixes, the rows every accuracy measure is computed on.
+
+    ``rows`` index ``mixes`` (customers compared, in truth-table order); ``expected`` is the planted
+    mix averaged over each customer's events; ``realized`` the persona shares the events actually
+    came from, when the truth table carries them.
+    """
+
+    rows: NDArray[np.int64]
+    inferred: NDArray[np.float64]
+    expected: NDArray[np.float64]
+    realized: NDArray[np.float64] | None
+    n_hidden_excluded: int
+    n_without_inferred_mix: int
+
+
+def planted_targets(
     mixes: InferredMixes,
     truth: pl.DataFrame,
     events: pl.DataFrame,
     holidays: Iterable[tuple[int, int]] = DEFAULT_HOLIDAYS,
-) -> dict[str, float | int]:
-    """Mean total-variation distance and dominant-persona accuracy of ``mixes.overall`` against the truth.
+) -> PlantedTargets:
+    """The planted mix each compared customer's events were drawn from, beside their inferred mix.
 
     ``truth`` has customer_id, ``<context>__<persona>`` columns for every catalog persona, and
     optionally ``post_drift_<context>__<persona>``, ``drift_date``, ``hidden_segment`` and
@@ -96,24 +115,49 @@ def compare_with_planted(
     expected = per_customer.select([f"_expected__{p}" for p in personas]).to_numpy().astype(np.float64)
     totals = expected.sum(axis=1, keepdims=True)
     expected = np.divide(expected, totals, out=np.full_like(expected, 1.0 / len(personas)), where=totals > 0)
-    inferred = mixes.overall[rows]
+    realized: NDArray[np.float64] | None = None
+    if has_realized:
+        realized = per_customer.select(realized_columns).to_numpy().astype(np.float64)
+        realized_totals = realized.sum(axis=1, keepdims=True)
+        realized = np.divide(
+            realized, realized_totals, out=np.zeros_like(realized), where=realized_totals > 0
+        )
+    return PlantedTargets(
+        rows=rows.astype(np.int64),
+        inferred=mixes.overall[rows],
+        expected=expected,
+        realized=realized,
+        n_hidden_excluded=n_hidden,
+        n_without_inferred_mix=int((~known).sum()),
+    )
+
+
+def compare_with_planted(
+    mixes: InferredMixes,
+    truth: pl.DataFrame,
+    events: pl.DataFrame,
+    holidays: Iterable[tuple[int, int]] = DEFAULT_HOLIDAYS,
+) -> dict[str, float | int]:
+    """Mean total-variation distance and dominant-persona accuracy of ``mixes.overall`` against the truth.
+
+    The inputs are those of ``planted_targets``. ``mean_tv_to_realized`` and
+    ``realized_noise_floor_tv`` are reported when the truth carries realised persona shares.
+    """
+    targets = planted_targets(mixes, truth, events, holidays)
+    rows, inferred, expected = targets.rows, targets.inferred, targets.expected
     distance = total_variation_rows(inferred, expected)
     result: dict[str, float | int] = {
         "n_compared": int(rows.size),
-        "n_hidden_excluded": n_hidden,
-        "n_without_inferred_mix": int((~known).sum()),
+        "n_hidden_excluded": targets.n_hidden_excluded,
+        "n_without_inferred_mix": targets.n_without_inferred_mix,
         "mean_tv": float(distance.mean()) if rows.size else float("nan"),
         "median_tv": float(np.median(distance)) if rows.size else float("nan"),
         "dominant_accuracy": float((inferred.argmax(axis=1) == expected.argmax(axis=1)).mean())
         if rows.size
         else float("nan"),
     }
-    if has_realized and rows.size:
-        realized = per_customer.select(realized_columns).to_numpy().astype(np.float64)
-        realized_totals = realized.sum(axis=1, keepdims=True)
-        realized = np.divide(
-            realized, realized_totals, out=np.zeros_like(realized), where=realized_totals > 0
-        )
+    if targets.realized is not None and rows.size:
+        realized = targets.realized
         result["mean_tv_to_realized"] = float(total_variation_rows(inferred, realized).mean())
         result["realized_noise_floor_tv"] = float(total_variation_rows(realized, expected).mean())
     return result

@@ -60,6 +60,12 @@ EXAMPLES = {
         examples:
           persona-engine summary --artifact artifacts/latest --customers 3
         """,
+    "report": """
+        examples:
+          persona-engine report artifacts/latest
+          persona-engine report artifacts/latest --out reports/shop.html --data data/demo
+          persona-engine report artifacts/20261123T150000Z --json
+        """,
 }
 
 
@@ -152,6 +158,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
     s.add_argument("--customers", type=int, default=3, help="how many example customers to show")
+
+    rp = command(
+        "report", "write a self-contained HTML report on an artifact (and its numbers as report.json)"
+    )
+    rp.add_argument("artifact", type=Path, help="artifact folder (ROOT, ROOT/latest or ROOT/<version>)")
+    rp.add_argument(
+        "--out", type=Path, default=Path("report.html"), help="HTML file; report.json is written beside it"
+    )
+    rp.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
 
     sv = sub.add_parser(
         "serve",
@@ -420,6 +435,28 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from training.report.evaluation_report import write_report
+
+    if args.out.suffix.lower() not in (".html", ".htm"):
+        raise UserError(f"--out {args.out}: the report is HTML; give a file name ending in .html")
+    with stderr_console.status("writing report") as status:
+        written = write_report(
+            args.artifact,
+            args.out,
+            data_path=args.data,
+            progress=None if args.json else lambda section: status.update(f"report: {section}"),
+        )
+    if args.json:
+        _emit_json(written.document)
+        return 0
+    stdout_console.print(
+        f"report written to [bold]{written.html_path}[/bold] (numbers in {written.json_path}, "
+        f"{written.seconds:.1f} s)"
+    )
+    return 0
+
+
 COMMANDS = {
     "generate": cmd_generate,
     "train": cmd_train,
@@ -428,6 +465,7 @@ COMMANDS = {
     "personas": cmd_personas,
     "discover": cmd_discover,
     "summary": cmd_summary,
+    "report": cmd_report,
     "serve": cmd_serve,
 }
 

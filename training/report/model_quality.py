@@ -1,0 +1,175 @@
+"""Section: how well each model predicted what customers did in the held-out period.
+
+The numbers are the ones training measured and stored in the manifest (never recomputed here), so
+the report and ``persona-engine train`` always agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from training.evaluation import BASELINE, METRIC_NAMES
+from training.report import report_plots
+from training.report.report_inputs import ReportInputs
+from training.report.report_section import Chart, Column, Format, ReportSection, Table, unavailable
+
+SECTION_ID = "model_quality"
+TITLE = "How well the models predict what customers do next"
+_METRIC_LABELS = {
+    "precision": "precision",
+    "recall": "recall",
+    "ndcg": "NDCG",
+    "map": "MAP",
+    "hit_rate": "hit rate",
+}
+_SPECIAL_SEGMENTS = {
+    "all": "all known customers",
+    "cold_start": "cold start (held out of training)",
+    "new_customers": "new customers (first seen in the test period)",
+}
+
+
+def segment_label(segment: str, inputs: ReportInputs) -> str:
+    """A segment as people read it: persona segments by the persona's catalog name."""
+    if segment.startswith("persona:"):
+        persona = segment.removeprefix("persona:")
+        return inputs.catalog.get(persona).name if persona in inputs.personas else persona
+    return _SPECIAL_SEGMENTS.get(segment, segment)
+
+
+def build(inputs: ReportInputs) -> ReportSection:
+    manifest = inputs.artifact.manifest
+    metrics: list[dict[str, Any]] = list(manifest.get("metrics", []))
+    k = inputs.config.evaluation.k
+    test_days = inputs.config.split.test_days
+    lead = (
+        f"Each model was trained on all but the last {test_days} days and then asked for {k} products per "
+        f"customer; these tables show how many of the products customers went on to view, add to cart or "
+        f"buy in those {test_days} days were among them. Look for models well above the popularity "
+        "baseline (the same best-sellers for everyone), and for persona groups where they are not."
+    )
+    if not metrics:
+        return unavailable(SECTION_ID, TITLE, lead, "The artifact's manifest holds no evaluation results.")
+    models = inputs.model_order
+    by_key = {(m["model"], m["segment"]): m for m in metrics}
+    baseline = {m["segment"]: m["ndcg"] for m in metrics if m["model"] == BASELINE}
+
+    def ratio(model: str, segment: str) -> float | None:
+        base = baseline.get(segment)
+        value = by_key[(model, segment)]["ndcg"]
+        return value / base if base else None
+
+    overall = Table(
+        f"All known customers, top {k} products",
+        (
+            Column("model", Format.TEXT),
+            Column("customers scored", Format.INTEGER),
+            *(Column(f"{_METRIC_LABELS[m]}@{k}") for m in METRIC_NAMES),
+            Column("catalog coverage", Format.PERCENT),
+            Column("NDCG vs popularity", Format.RATIO),
+        ),
+        [
+            [
+                model,
+                by_key[(model, "all")]["users"],
+                *(by_key[(model, "all")][m] for m in METRIC_NAMES),
+                by_key[(model, "all")]["coverage"],
+                ratio(model, "all"),
+            ]
+            for model in models
+            if (model, "all") in by_key
+        ],
+    )
+    segments = list(dict.fromkeys(m["segment"] for m in metrics))
+    by_segment = Table(
+        f"NDCG@{k} by customer group (a persona group: customers whose largest weight is that persona)",
+        (
+            Column("customer group", Format.TEXT),
+            Column("customers", Format.INTEGER),
+            *(Column(model) for model in models),
+        ),
+        [
+            [
+                segment_label(segment, inputs),
+                next(m["users"] for m in metrics if m["segment"] == segment),
+                *(
+                    by_key[(model, segment)]["ndcg"] if (model, segment) in by_key else None
+                    for model in models
+                ),
+            ]
+            for segment in segments
+        ],
+    )
+    persona_segments = [s for s in segments if s.startswith("persona:")]
+    charts = []
+    if persona_segments:
+        charts.append(
+            Chart(
+                caption=f"NDCG@{k} for each dominant-persona group: bars of one colour are one model. A "
+                "group where every model is low is a group the engine serves poorly.",
+                png=report_plots.grouped_bars(
+                    [segment_label(s, inputs) for s in persona_segments],
+                    {
+                        model: [
+                            by_key.get((model, s), {}).get("ndcg", float("nan")) for s in persona_segments
+                        ]
+                        for model in models
+                    },
+                    title=f"NDCG@{k} by dominant persona",
+                    ylabel=f"NDCG@{k}",
+                    colors=report_plots.model_colors(len(models)),
+                ),
+                alt=f"Bar chart of NDCG@{k} per dominant persona and model",
+            )
+        )
+    summary = manifest.get("summary", {})
+    best = summary.get("best_model")
+    values: dict[str, Any] = {
+        "k": k,
+        "test_days": test_days,
+        "best_model": best,
+        "best_ndcg_ratio_to_popularity": summary.get("best_ndcg_ratio_to_popularity"),
+        "cold_start_ndcg_ratio_to_popularity": summary.get("cold_start_ndcg_ratio_to_popularity"),
+        "metrics": metrics,
+    }
+    notes = [
+        "NDCG rewards putting the right products near the top of the list (1.0 would be perfect); "
+        "recall is the share of a customer's later products found in the list; hit rate the share of "
+        "customers with at least one. Catalog coverage is the share of all products recommended to "
+        "anyone in this evaluation.",
+        "Products a customer already engaged with during training are left out of their list, so "
+        "these numbers measure discovery, not repetition.",
+    ]
+    finding = ""
+    if best and (best, "all") in by_key:
+        value = by_key[(best, "all")]["ndcg"]
+        best_ratio = ratio(best, "all")
+        groups = [(s, by_key[(best, s)]["ndcg"]) for s in persona_segments if (best, s) in by_key]
+        finding = f"The best model, {best}, scores NDCG@{k} {value:.3f}" + (
+            f", {best_ratio:.1f}\u00d7 the best-sellers-for-everyone baseline" if best_ratio else ""
+        )
+        if groups:
+            weakest = min(groups, key=lambda group: group[1])
+            finding += (
+                f"; it serves {segment_label(weakest[0], inputs)} customers least well ({weakest[1]:.3f})"
+            )
+        finding += "."
+        notes.insert(0, f"Best persona-aware model: {best}.")
+    small = [
+        segment_label(s, inputs)
+        for s in segments
+        if next(m["users"] for m in metrics if m["segment"] == s) < 50
+    ]
+    if small:
+        notes.append(f"Groups of fewer than 50 customers give noisy numbers: {'; '.join(small)}.")
+    return ReportSection(
+        id=SECTION_ID,
+        title=TITLE,
+        lead=lead,
+        tables=[overall, by_segment],
+        charts=charts,
+        finding=finding,
+        tables_before_charts=1,
+        notes=notes,
+        values=values,
+    )

@@ -1,0 +1,184 @@
+"""Everything a report reads, loaded once: the verified artifact and, when found, its training data.
+
+The artifact alone gives model metrics, mixes and recommendations. Drift over time and the comparison
+with planted mixes need the events, so the data folder is loaded when it can be found (``--data`` or
+the path in the artifact's config); the split is rebuilt from the stored config exactly as
+``persona-engine evaluate`` does, so "training events" here are the ones the mixes were inferred from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from engine.artifact import Artifact, ArtifactError, data_fingerprint, open_artifact
+from engine.data_loading import load_shop
+from engine.id_map import IdMap
+from engine.persona_catalog import PersonaCatalog, parse_catalog
+from engine.persona_inference import InferredMixes
+from engine.personalizer import HOLIDAYS_FILE
+from engine.shopping_context import CONTEXTS, DEFAULT_HOLIDAYS, context_expr
+from training.config import TrainConfig, parse_config
+from training.persona_report import TRUTH_FILE
+from training.split import split_events
+from training.synthetic_shop import TRUTH_DIR
+
+
+@dataclass(frozen=True)
+class ShopEvidence:
+    """The events behind an artifact: all of them, the training part, and planted truth if generated."""
+
+    data_dir: Path
+    events: pl.DataFrame
+    items: pl.DataFrame
+    train_events: pl.DataFrame
+    test_start: dt.datetime
+    matches_artifact: bool  # same data fingerprint as the artifact was trained on
+    truth: pl.DataFrame | None  # truth/customer_mixes.parquet of a generated shop
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    artifact: Artifact
+    config: TrainConfig
+    catalog: PersonaCatalog
+    customers: IdMap
+    mix_overall: NDArray[np.float64]  # (customers, personas)
+    mix_by_context: NDArray[np.float64]  # (customers, contexts, personas)
+    n_events: NDArray[np.int64]  # training events per customer
+    holidays: tuple[tuple[int, int], ...]
+    shop: ShopEvidence | None
+    data_note: str  # why ``shop`` is missing or what to know about it; empty when all is well
+
+    @property
+    def personas(self) -> tuple[str, ...]:
+        return self.catalog.ids
+
+    @property
+    def persona_names(self) -> tuple[str, ...]:
+        return self.catalog.names
+
+    @property
+    def model_order(self) -> list[str]:
+        """The artifact's models in evaluation order (baseline first), the same in every table and chart."""
+        stored = list(self.artifact.manifest.get("models", []))
+        evaluated = [m["model"] for m in self.artifact.manifest.get("metrics", [])]
+        return [m for m in dict.fromkeys(evaluated) if m in stored] + [
+            m for m in stored if m not in evaluated
+        ]
+
+    def csr(self, prefix: str) -> sp.csr_matrix:
+        """A sparse matrix stored as ``<prefix>.{data,indices,indptr,shape}.npy`` (as training writes it)."""
+        rows, columns = (int(x) for x in self.artifact.load_array(f"{prefix}.shape.npy"))
+        return sp.csr_matrix(
+            (
+                self.artifact.load_array(f"{prefix}.data.npy"),
+                self.artifact.load_array(f"{prefix}.indices.npy"),
+                self.artifact.load_array(f"{prefix}.indptr.npy"),
+            ),
+            shape=(rows, columns),
+        )
+
+    @cached_property
+    def context_event_counts(self) -> NDArray[np.int64]:
+        """(customers, contexts) training events per customer and context (needs the data)."""
+        if self.shop is None:
+            raise ValueError("per-context event counts need the training data")
+        counts = np.zeros((len(self.customers), len(CONTEXTS)), dtype=np.int64)
+        per_cell = (
+            self.shop.train_events.select(
+                pl.col("customer_id").cast(pl.Utf8), context_expr("timestamp", self.holidays).alias("context")
+            )
+            .group_by("customer_id", "context")
+            .len()
+        )
+        rows = self.customers.to_internal(per_cell["customer_id"].to_list(), strict=False)
+        columns = np.asarray([CONTEXTS.index(c) for c in per_cell["context"].to_list()], dtype=np.int64)
+        known = rows >= 0
+        counts[rows[known], columns[known]] = per_cell["len"].to_numpy()[known]
+        return counts
+
+    def stored_mixes(self) -> InferredMixes:
+        """The artifact's mixes as ``InferredMixes`` (per-context counts from the training events)."""
+        return InferredMixes(
+            customer_ids=self.customers,
+            persona_ids=self.personas,
+            overall=self.mix_overall,
+            by_context=self.mix_by_context,
+            n_events=self.n_events,
+            n_events_by_context=self.context_event_counts,
+        )
+
+
+def load_inputs(artifact_path: Path, data_path: Path | None = None) -> ReportInputs:
+    """Open and verify the artifact, then load its data if it can be found (a note says if not)."""
+    artifact = open_artifact(artifact_path)
+    manifest = artifact.manifest
+    config = parse_config(manifest["config"], source=f"{artifact.path}/manifest.json")
+    catalog = parse_catalog(
+        tomllib.loads(artifact.file("persona_catalog.toml").read_text(encoding="utf-8")),
+        source=f"{artifact.path}/persona_catalog.toml",
+    )
+    if list(catalog.ids) != list(manifest.get("personas", catalog.ids)):
+        raise ArtifactError(f"artifact {artifact.version}: persona catalog and manifest disagree on personas")
+    holidays = (
+        tuple((int(month), int(day)) for month, day in artifact.read_json(HOLIDAYS_FILE))
+        if HOLIDAYS_FILE in artifact.files
+        else DEFAULT_HOLIDAYS
+    )
+    data_dir = Path(data_path or config.data.path)
+    shop: ShopEvidence | None = None
+    if data_dir.is_dir():
+        shop = _load_evidence(data_dir, config, manifest.get("data_fingerprint"))
+        note = (
+            ""
+            if shop.matches_artifact
+            else f"The data in {data_dir} is not the data this artifact was trained on (its fingerprint "
+            "differs); sections computed from events describe that data, not the training data."
+        )
+    else:
+        note = (
+            f"The data folder {data_dir} was not found, so the sections that need events (drift over "
+            "time, planted mixes) are left out. Give --data to include them."
+        )
+    return ReportInputs(
+        artifact=artifact,
+        config=config,
+        catalog=catalog,
+        customers=IdMap.load(artifact.file("ids/customers.npy"), kind="customer"),
+        mix_overall=artifact.load_array("customers/mix_overall.npy"),
+        mix_by_context=artifact.load_array("customers/mix_by_context.npy"),
+        n_events=artifact.load_array("customers/n_events.npy"),
+        holidays=holidays,
+        shop=shop,
+        data_note=note,
+    )
+
+
+def _load_evidence(data_dir: Path, config: TrainConfig, fingerprint: str | None) -> ShopEvidence:
+    shop = load_shop(data_dir, skip_invalid=config.data.skip_invalid)
+    split = split_events(
+        shop.events,
+        test_days=config.split.test_days,
+        cold_start_share=config.split.cold_start_share,
+        seed=config.split.seed,
+    )
+    truth_path = data_dir / TRUTH_DIR / TRUTH_FILE
+    return ShopEvidence(
+        data_dir=data_dir,
+        events=shop.events,
+        items=shop.items,
+        train_events=split.train_events,
+        test_start=split.test_start,
+        matches_artifact=data_fingerprint(sorted(p for p in data_dir.glob("*.*") if p.is_file()))
+        == fingerprint,
+        truth=pl.read_parquet(truth_path) if truth_path.is_file() else None,
+    )
