@@ -273,6 +273,7 @@ def _as_text(values: pl.Series, *, strip: bool) -> pl.Series:
     """Text, with integral float ids written as integers (pandas stores an id column with gaps as float)."""
     dtype = values.dtype
     if dtype.is_float():
+        values = values.fill_nan(None)  # pandas writes a missing id as NaN
         integral = (values == values.round(0)).fill_null(True).all()
         text = values.cast(pl.Int64).cast(pl.String) if integral else values.cast(pl.String)
     else:
@@ -284,7 +285,7 @@ def _as_text(values: pl.Series, *, strip: bool) -> pl.Series:
 
 def _as_number(values: pl.Series) -> tuple[pl.Series, pl.Series]:
     if values.dtype.is_numeric():
-        number = values.cast(pl.Float64)
+        number = values.cast(pl.Float64).fill_nan(None)  # NaN is how pandas writes an empty cell
         return number, ~number.is_finite()
     text = _as_text(values, strip=True)
     number = text.cast(pl.Float64, strict=False)

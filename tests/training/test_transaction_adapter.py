@@ -147,7 +147,7 @@ def test_parquet_export_with_typed_columns(tmp_path: Path) -> None:
             "sku": ["x", "y", "x"],
             "price": [2.0, 5.0, 2.5],
             "at": [dt.datetime(2024, 1, 1, 12), dt.datetime(2024, 1, 2), dt.datetime(2024, 1, 3)],
-            "who": [17850.0, None, 12.0],
+            "who": [17850.0, float("nan"), 12.0],  # pandas' missing id
             "pct": [10.0, 0.0, 0.0],
         }
     )
@@ -168,7 +168,8 @@ def test_parquet_export_with_typed_columns(tmp_path: Path) -> None:
         "inline.toml",
     )
     report = adapt_transactions(mapping, source, tmp_path / "out")
-    assert report.rows_kept == 2
+    assert report.rows_kept == 2 and report.reasons[0].reason == "missing_customer"
+    assert report.reasons[0].dropped == 1
     shop = load_shop(tmp_path / "out")
     assert shop.events["customer_id"].to_list() == ["17850", "12"]
     assert shop.events["discount"].to_list() == [0.1, 0.0]
