@@ -134,7 +134,9 @@ def adapt_transactions(
         raise DataValidationError(bad.issues, bad.total)
     masks = _drop_reasons(parsed, raw, mapping, bad.row_mask if skip_invalid else None)
     reasons, keep, first_reason = _count(parsed, masks)
-    kept = parsed.filter(keep)
+    # in time order (stable: exports are usually already sorted, which makes this cheap), so that an
+    # item's title or a customer's country is simply the last one seen
+    kept = parsed.filter(keep).sort(Field.TIMESTAMP.value, maintain_order=True)
     if kept.height == 0:
         summary = ", ".join(f"{r.reason}: {r.dropped}" for r in reasons if r.dropped)
         raise DataValidationError(
@@ -443,10 +445,24 @@ def _drop_reasons(
     if mapping.drop_missing_description:
         add("missing_description", "no product description", col(Field.DESCRIPTION.value).is_null())
     if mapping.drop_duplicate_rows:
-        mapped = [c for c in raw.columns if c != _ROW]
-        repeat = ~raw.select(pl.struct(mapped).is_first_distinct())[:, 0]
-        reasons.append(_Reason("duplicate_row", "repeats an earlier line exactly", repeat))
+        reasons.append(_Reason("duplicate_row", "repeats an earlier line exactly", _repeated_rows(raw)))
     return reasons
+
+
+def _repeated_rows(raw: pl.DataFrame) -> pl.Series:
+    """True for every row equal in all mapped columns to an earlier row.
+
+    Comparing whole rows is slow (seconds per million), so rows are hashed first; only rows whose hash
+    repeats (the true repeats, plus the rare collision) are compared exactly.
+    """
+    mapped = raw.select(pl.exclude(_ROW))
+    candidates = mapped.hash_rows(seed=0).is_duplicated()
+    repeat = pl.repeat(False, raw.height, dtype=pl.Boolean, eager=True)
+    if not candidates.any():
+        return repeat
+    indices = candidates.arg_true()
+    exact = ~mapped.filter(candidates).select(pl.struct(pl.all()).is_first_distinct()).to_series()
+    return repeat.scatter(indices.filter(exact), True)
 
 
 def _count(
@@ -501,8 +517,8 @@ def _events(kept: pl.DataFrame, mapping: TransactionMapping) -> pl.DataFrame:
 
 
 def _latest(name: str) -> pl.Expr:
-    """The value of the item's (or customer's) latest line that has one."""
-    return pl.col(name).sort_by(pl.col(Field.TIMESTAMP.value)).drop_nulls().last().alias(name)
+    """The value of the item's (or customer's) latest line that has one; lines are in time order."""
+    return pl.col(name).drop_nulls().last().alias(name)
 
 
 def _items(kept: pl.DataFrame, mapping: TransactionMapping) -> pl.DataFrame:
