@@ -129,10 +129,12 @@ def adapt_transactions(
     """
     started = time.perf_counter()
     raw = _read(mapping, source)
+    repeated = _repeated_rows(raw) if mapping.drop_duplicate_rows else None
     parsed, bad = _parse(raw, mapping, source)
+    del raw  # the export's text columns are the biggest thing held; free them before the tables are built
     if bad.issues and not skip_invalid:
         raise DataValidationError(bad.issues, bad.total)
-    masks = _drop_reasons(parsed, raw, mapping, bad.row_mask if skip_invalid else None)
+    masks = _drop_reasons(parsed, repeated, mapping, bad.row_mask if skip_invalid else None)
     reasons, keep, first_reason = _count(parsed, masks)
     # in time order (stable: exports are usually already sorted, which makes this cheap), so that an
     # item's title or a customer's country is simply the last one seen
@@ -399,7 +401,10 @@ class _Reason:
 
 
 def _drop_reasons(
-    parsed: pl.DataFrame, raw: pl.DataFrame, mapping: TransactionMapping, unparseable: pl.Series | None
+    parsed: pl.DataFrame,
+    repeated: pl.Series | None,
+    mapping: TransactionMapping,
+    unparseable: pl.Series | None,
 ) -> list[_Reason]:
     """Each reason's mask over all rows, in the order rows are attributed to reasons."""
     reasons: list[_Reason] = []
@@ -444,8 +449,8 @@ def _drop_reasons(
         add("not_a_product", "product code is not a product (postage, fees, vouchers, ...)", excluded)
     if mapping.drop_missing_description:
         add("missing_description", "no product description", col(Field.DESCRIPTION.value).is_null())
-    if mapping.drop_duplicate_rows:
-        reasons.append(_Reason("duplicate_row", "repeats an earlier line exactly", _repeated_rows(raw)))
+    if repeated is not None:
+        reasons.append(_Reason("duplicate_row", "repeats an earlier line exactly", repeated))
     return reasons
 
 
