@@ -513,6 +513,8 @@ def _events(kept: pl.DataFrame, mapping: TransactionMapping) -> pl.DataFrame:
         pl.col(Field.TIMESTAMP.value).alias("timestamp"),
         pl.col(Field.UNIT_PRICE.value).alias("price_paid"),
     ]
+    if mapping.has(Field.QUANTITY):
+        columns.append(pl.col(Field.QUANTITY.value).alias("quantity"))
     if "discount_fraction" in kept.columns:
         columns.append(pl.col("discount_fraction").alias("discount"))
     for f in (Field.CHANNEL, Field.DEVICE):
