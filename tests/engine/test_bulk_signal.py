@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import tomllib
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -23,7 +24,7 @@ ITEMS = pl.DataFrame(
 )
 
 
-def events(quantities: dict[str, list[float | None]]) -> pl.DataFrame:
+def events(quantities: Mapping[str, Sequence[float | None]]) -> pl.DataFrame:
     rows = []
     start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     for customer, amounts in quantities.items():
