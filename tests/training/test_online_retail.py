@@ -13,6 +13,7 @@ import pytest
 
 from engine.data_loading import load_shop
 from engine.persona_catalog import load_catalog
+from engine.persona_traits import BULK_QUANTITY
 from training.config import load_config
 from training.transaction_adapter import AdaptationReport, adapt_transactions
 from training.transaction_mapping import load_mapping
@@ -72,6 +73,10 @@ def test_catalog_signals_exist_in_the_adapted_data(adapted: tuple[AdaptationRepo
         shelf = items.filter(pl.col("category").is_in(list(persona.signals.categories)))
         tagged = items.filter(pl.col("tags").list.set_intersection(list(persona.signals.tags)).list.len() > 0)
         assert shelf.height + tagged.height >= 50 or persona.signals.price_level is not None, persona.id
+    events = pl.read_parquet(out / "events.parquet")
+    bulk = float((events["quantity"] >= BULK_QUANTITY).mean() or 0.0)
+    assert 0.1 < bulk < 0.9  # wholesale lines exist, but not everywhere: bulk_share can tell personas apart
+    assert any(p.signals.bulk_share == "high" for p in catalog.personas)
     other = items.filter(pl.col("category") == "other").height
     assert other < 0.25 * items.height  # the keyword rules shelve most products
 
