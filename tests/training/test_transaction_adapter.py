@@ -317,3 +317,36 @@ def test_every_row_is_kept_or_counted_once(tmp_path_factory: pytest.TempPathFact
     assert lefts == sorted(lefts, reverse=True) and lefts[-1] == report.rows_kept
     assert all(r.dropped <= r.matching for r in report.reasons)
     assert load_shop(folder / "out").events.height == len(keepable)
+
+
+def test_timestamp_format_is_sniffed_when_the_mapping_gives_none(tmp_path: Path) -> None:
+    export = write(
+        tmp_path, "s.csv", "SKU,Price,SoldAt,Card\nA,1.0,31/01/2024 14:05,1\nB,2.0,01/02/2024 09:00,2\n"
+    )
+    mapping = parse_mapping(
+        {
+            "columns": {
+                k: v
+                for k, v in BASIC_COLUMNS.items()
+                if k in ("product_code", "unit_price", "timestamp", "customer")
+            }
+        },
+        "m.toml",
+    )
+    adapt_transactions(mapping, export, tmp_path / "out")
+    stamps = load_shop(tmp_path / "out").events.sort("event_id")["timestamp"].to_list()
+    assert stamps == [
+        dt.datetime(2024, 1, 31, 14, 5, tzinfo=dt.UTC),
+        dt.datetime(2024, 2, 1, 9, tzinfo=dt.UTC),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("absent.csv", "transaction file not found"), ("book.xlsx", "unsupported file type '.xlsx'")],
+)
+def test_unusable_sources_are_named(tmp_path: Path, mapping_file: Path, name: str, message: str) -> None:
+    if name.endswith(".xlsx"):
+        write(tmp_path, name, "not a spreadsheet")
+    with pytest.raises(MappingError, match=message):
+        adapt_transactions(load_mapping(mapping_file), tmp_path / name, tmp_path / "out")
