@@ -148,13 +148,15 @@ def adapt_transactions(
     events = _events(kept, mapping)
     items = _items(kept, mapping)
     customers = _customers(kept, mapping)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files: dict[str, str] = {}
-    for name, frame in (("events", events), ("items", items), ("customers", customers)):
+    tables = (("events", events), ("items", items), ("customers", customers))
+    for name, _ in tables:
         stale = out_dir / f"{name}.csv"
         if stale.exists():
             # load_shop refuses a table given both as CSV and Parquet; say so now, not at training
             raise MappingError(f"{out_dir} already holds {stale.name}; remove it or choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    for name, frame in tables:
         path = out_dir / f"{name}.parquet"
         if frame is None:
             path.unlink(missing_ok=True)
@@ -222,7 +224,6 @@ class _BadCells:
     """Cells present in the export that do not parse; ``row_mask`` marks their rows."""
 
     file: str
-    height: int
     issues: list[DataIssue] = field(default_factory=list)
     total: int = 0
     row_mask: pl.Series | None = None
@@ -244,7 +245,7 @@ class _BadCells:
 
 def _parse(raw: pl.DataFrame, mapping: TransactionMapping, source: Path) -> tuple[pl.DataFrame, _BadCells]:
     """Every mapped field in its type: text stripped (blank = missing), numbers, UTC timestamps, flags."""
-    bad = _BadCells(source.name, raw.height)
+    bad = _BadCells(source.name)
     rows = raw[_ROW]
     columns: list[pl.Series] = [rows]
     for f in Field:

@@ -350,3 +350,14 @@ def test_unusable_sources_are_named(tmp_path: Path, mapping_file: Path, name: st
         write(tmp_path, name, "not a spreadsheet")
     with pytest.raises(MappingError, match=message):
         adapt_transactions(load_mapping(mapping_file), tmp_path / name, tmp_path / "out")
+
+
+def test_an_output_folder_holding_csv_tables_is_refused_before_writing(
+    tmp_path: Path, export: Path, mapping_file: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    write(out, "items.csv", "item_id,category,price\nx,y,1\n")
+    with pytest.raises(MappingError, match="already holds items.csv"):
+        adapt_transactions(load_mapping(mapping_file), export, out)
+    assert sorted(p.name for p in out.iterdir()) == ["items.csv"]
