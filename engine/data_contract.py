@@ -95,6 +95,14 @@ EVENTS = TableSchema(
             min_value=0.0,
         ),
         Column(
+            "quantity",
+            ColumnKind.FLOAT,
+            "Units bought on the line (purchases from transaction exports); empty when not recorded.",
+            required=False,
+            nullable=True,
+            min_value=0.0,
+        ),
+        Column(
             "discount",
             ColumnKind.FLOAT,
             "Fraction taken off the list price, 0 for none (0.2 = 20% off).",

@@ -41,8 +41,8 @@ def interaction_matrix(
     unknown_types = set(events["event_type"].unique().to_list()) - set(event_weights)
     if unknown_types:
         raise ValueError(f"no confidence weight for event type(s) {sorted(unknown_types)}")
-    user = customers.to_internal(events["customer_id"].to_list(), strict=False)
-    item = items.to_internal(events["item_id"].to_list(), strict=True)
+    user = customers.to_internal(events["customer_id"], strict=False)
+    item = items.to_internal(events["item_id"], strict=True)
     weight = events["event_type"].replace_strict(dict(event_weights), return_dtype=pl.Float32).to_numpy()
     keep = user >= 0
     matrix = sp.csr_matrix(
@@ -65,8 +65,8 @@ def relevant_matrix(
     Evaluation asks "did the model surface items the customer went on to engage with and had not
     engaged with before", the standard protocol in which already-seen items are filtered from lists.
     """
-    user = customers.to_internal(events["customer_id"].to_list(), strict=False)
-    item = items.to_internal(events["item_id"].to_list(), strict=True)
+    user = customers.to_internal(events["customer_id"], strict=False)
+    item = items.to_internal(events["item_id"], strict=True)
     keep = user >= 0
     matrix = sp.csr_matrix(
         (np.ones(int(keep.sum()), dtype=np.float32), (user[keep], item[keep])),

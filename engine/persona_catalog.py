@@ -24,12 +24,15 @@ DEFAULT_CATALOG = "default"
 #   discount_share      share of the persona's events on discounted items: "high" or "low"
 #   price_level         where its items sit within their category's price range: "low", "mid" or "high"
 #   brand_concentration whether it keeps buying the same brands: "high" or "low"
+#   bulk_share          share of its purchase lines of a dozen units or more (wholesale, stocking up):
+#                       "high" or "low"; needs the events' quantity column
 #   tags, categories    item tags / categories it favours
 #   channels, devices   traffic sources and devices it favours
 LEVEL_SIGNALS: dict[str, tuple[str, ...]] = {
     "discount_share": ("high", "low"),
     "price_level": ("low", "mid", "high"),
     "brand_concentration": ("high", "low"),
+    "bulk_share": ("high", "low"),
 }
 LIST_SIGNALS: tuple[str, ...] = ("tags", "categories", "channels", "devices")
 SIGNAL_KEYS: tuple[str, ...] = (*LEVEL_SIGNALS, *LIST_SIGNALS)
@@ -68,6 +71,7 @@ class PersonaSignals:
     discount_share: str | None = None
     price_level: str | None = None
     brand_concentration: str | None = None
+    bulk_share: str | None = None
     tags: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     channels: tuple[str, ...] = ()

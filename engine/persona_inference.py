@@ -47,6 +47,7 @@ from engine.persona_catalog import PersonaCatalog, PersonaSignals
 from engine.persona_mix import PersonaMix
 from engine.persona_traits import (
     BRAND_REPEAT,
+    BULK,
     CATEGORY,
     CHANNEL,
     DEVICE,
@@ -91,7 +92,7 @@ class PersonaInferenceConfig:
     profile_prior_share:    strength of the pull of each persona's behaviour towards the catalog seed,
                             as a share of the average number of events per persona.
     seed_tilt:              factor on the odds of a value a persona's signals name (e.g. its categories).
-    seed_damping:           factor on the odds of "yes" for a "low" discount or brand signal.
+    seed_damping:           factor on the odds of "yes" for a "low" discount, brand or bulk signal.
     """
 
     max_iterations: int = 200
@@ -1278,7 +1279,7 @@ def _seed(
 def _signal_tilts(signals: PersonaSignals, tilt: float, damping: float) -> list[tuple[str, str, float]]:
     """(feature group, value, factor) for every signal of a persona."""
     tilts: list[tuple[str, str, float]] = []
-    level_groups = {"discount_share": DISCOUNTED, "brand_concentration": BRAND_REPEAT}
+    level_groups = {"discount_share": DISCOUNTED, "brand_concentration": BRAND_REPEAT, "bulk_share": BULK}
     for signal, group in level_groups.items():
         level = getattr(signals, signal)
         if level == "high":

@@ -6,8 +6,8 @@ category, is it the customer's usual brand, which category and tags, which chann
 feature group takes one value per event (tags are independent yes/no features), encoded as a sparse
 0/1 matrix so the inference can score millions of events with one sparse product.
 
-Groups are either facts of the event (discount, brand repeat, channel, device) or facts of the item
-(category, price level, tags). The split matters to inference: item facts are strongly correlated
+Groups are either facts of the event (discount, brand repeat, bulk quantity, channel, device) or facts
+of the item (category, price level, tags). The split matters to inference: item facts are strongly correlated
 through the catalog (premium items are expensive, new-tech items are electronics), so they are
 modelled jointly as a choice among items rather than as independent features; the item matrix and
 each event's item index are kept for that.
@@ -38,6 +38,7 @@ NO = "no"
 DISCOUNTED = "discounted"
 PRICE_LEVEL = "price_level"
 BRAND_REPEAT = "brand_repeat"
+BULK = "bulk_quantity"
 CATEGORY = "category"
 CHANNEL = "channel"
 DEVICE = "device"
@@ -47,6 +48,10 @@ PRICE_LEVELS: tuple[str, ...] = ("low", "mid", "high")
 # most frequent brand or holds this share of their branded events: loyal shoppers often keep two or
 # three brands, and counting only the single top one would hide half of their loyalty.
 HABITUAL_BRAND_SHARE = 0.1
+# A purchase line of at least this many units is a bulk purchase: a dozen is the smallest case size
+# wholesalers and shops restocking buy in, and a fixed count means the same line is "bulk" at training
+# and at serving time, whatever else the data holds.
+BULK_QUANTITY = 12.0
 _MICROSECONDS_PER_DAY = 86_400_000_000
 
 
@@ -106,11 +111,17 @@ class EventFeatureSpace:
         tags: Iterable[str],
         channels: Iterable[str],
         devices: Iterable[str],
+        *,
+        quantities: bool = False,
     ) -> EventFeatureSpace:
-        """The space for a shop's vocabulary; a group with no observed value (no channel data) is left out."""
+        """The space for a shop's vocabulary; a group with no observed value (no channel data) is left out.
+
+        ``quantities`` says whether the events record quantities; only then is there a bulk group.
+        """
         specs: list[tuple[str, GroupKind, tuple[str, ...], bool]] = [
             (DISCOUNTED, GroupKind.CATEGORICAL, (YES, NO), False),
             (BRAND_REPEAT, GroupKind.CATEGORICAL, (YES, NO), False),
+            (BULK, GroupKind.CATEGORICAL, (YES, NO) if quantities else (), False),
             (CHANNEL, GroupKind.CATEGORICAL, tuple(sorted(set(channels))), False),
             (DEVICE, GroupKind.CATEGORICAL, tuple(sorted(set(devices))), False),
             (PRICE_LEVEL, GroupKind.CATEGORICAL, PRICE_LEVELS, True),
@@ -203,6 +214,8 @@ def describe_feature(column_name: str) -> str:
         f"{DISCOUNTED}={NO}": "full-price share",
         f"{BRAND_REPEAT}={YES}": "brand concentration (share of events on their habitual brands)",
         f"{BRAND_REPEAT}={NO}": "share of events on brands they rarely buy",
+        f"{BULK}={YES}": f"bulk share (purchase lines of {BULK_QUANTITY:g} units or more)",
+        f"{BULK}={NO}": f"share of purchase lines under {BULK_QUANTITY:g} units",
         f"{PRICE_LEVEL}=low": "share of low-priced items (bottom third of their category)",
         f"{PRICE_LEVEL}=mid": "share of mid-priced items (middle third of their category)",
         f"{PRICE_LEVEL}=high": "share of high-priced items (top third of their category)",
@@ -329,13 +342,13 @@ def build_event_features(
     _require_columns(events, ("customer_id", "item_id", "timestamp"), "events")
     item_info = _item_info(items)
     item_ids = IdMap(item_info["item_id"].to_list(), kind="item")
-    optional = [c for c in ("discount", "channel", "device") if c in events.columns]
+    optional = [c for c in ("discount", "quantity", "channel", "device") if c in events.columns]
     frame = events.select(
         pl.col("customer_id").cast(pl.Utf8), pl.col("item_id").cast(pl.Utf8), "timestamp", *optional
     )
-    for column in ("discount", "channel", "device"):
+    for column in ("discount", "quantity", "channel", "device"):
         if column not in optional:
-            dtype = pl.Float64 if column == "discount" else pl.Utf8
+            dtype = pl.Float64 if column in ("discount", "quantity") else pl.Utf8
             frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(column))
     frame = frame.join(
         item_info.select("item_id", "_item", "brand", "price_percentile"),
@@ -383,6 +396,12 @@ def build_event_features(
         .then(pl.lit(YES))
         .otherwise(pl.lit(NO))
         .alias(DISCOUNTED),
+        pl.when(pl.col("quantity").is_null())
+        .then(None)
+        .when(pl.col("quantity") >= BULK_QUANTITY)
+        .then(pl.lit(YES))
+        .otherwise(pl.lit(NO))
+        .alias(BULK),
         context_expr("timestamp", holidays)
         .replace_strict({name: i for i, name in enumerate(CONTEXTS)}, return_dtype=pl.Int64)
         .alias("_context"),
@@ -396,6 +415,7 @@ def build_event_features(
             tags=tag_values,
             channels=frame["channel"].drop_nulls().unique().to_list(),
             devices=frame["device"].drop_nulls().unique().to_list(),
+            quantities=bool(frame["quantity"].is_not_null().any()),
         )
 
     item_matrix = _item_matrix(item_info, space)

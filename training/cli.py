@@ -66,6 +66,44 @@ EXAMPLES = {
           persona-engine report artifacts/latest --out reports/shop.html --data data/demo
           persona-engine report artifacts/20261123T150000Z --json
         """,
+    "adapt": """
+        examples:
+          persona-engine adapt transactions --mapping training/mappings/online_retail.toml \\
+              --source ../shared/data/online-retail/online_retail.parquet --out data/online-retail
+        run 'persona-engine adapt SOURCE --help' for the options of each kind of source.
+        """,
+    "adapt transactions": """
+        examples:
+          persona-engine adapt transactions --mapping training/mappings/online_retail.toml \\
+              --source ../shared/data/online-retail/online_retail.parquet --out data/online-retail
+          persona-engine adapt transactions --mapping my_shop.toml --source export.csv --out data/my-shop \\
+              --skip-invalid --json
+
+        the mapping file (TOML) names the export's column for each field:
+          [columns]      invoice, product_code, description, quantity, unit_price, discount, coupon, brand,
+                         private_label, category, timestamp, customer, country | region, age_band,
+                         income_band, channel, device (product_code, unit_price, timestamp and customer
+                         are required)
+          [source]       name, timestamp_format, timezone, strip_ids
+          [discount]     kind = fraction | percent | amount_per_unit | amount_per_line; coupon_fraction
+          [drop]         cancellation_invoice_prefix, product_codes, product_code_pattern,
+                         missing_description, duplicate_rows
+          [category]     default, [[category.rules]] category + pattern (+ field)
+          [[tags.rules]] tag + pattern (+ field);  [price_bands] edges + tags;  [brand] private_labels
+        see training/mappings/online_retail.toml for a commented example.
+        """,
+    "batch-recommend": """
+        examples:
+          persona-engine batch-recommend --artifact artifacts/latest --out campaign/top10.parquet
+          persona-engine batch-recommend --artifact artifacts/latest --out top5.parquet -k 5 \\
+              --customers c0000001,c0000002
+          persona-engine batch-recommend --artifact artifacts/latest --out top.parquet --customers ids.csv
+        """,
+    "segments": """
+        examples:
+          persona-engine segments --artifact artifacts/latest --out campaign/segments.csv
+          persona-engine segments --artifact artifacts/latest --out segments.parquet --threshold 0.5 --json
+        """,
 }
 
 
@@ -167,6 +205,32 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("report.html"), help="HTML file; report.json is written beside it"
     )
     rp.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
+    _add_adapt_commands(sub)
+
+    b = command(
+        "batch-recommend", "top-k products for every customer (or a list of them) into a Parquet file"
+    )
+    b.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
+    b.add_argument("--out", type=Path, required=True, help="Parquet file to write (parent folders created)")
+    b.add_argument(
+        "--customers",
+        help="customer ids separated by commas, or a .csv/.parquet/.txt file of them "
+        "(a customer_id column, or one id per line); default: every customer of the artifact",
+    )
+    b.add_argument("-k", "--k", type=int, default=10, help="products per customer")
+    b.add_argument("--model", help="model to use (default: the artifact's best)")
+    b.add_argument("--chunk", type=int, default=4096, help="customers scored and written per step")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    sg = command("segments", "per persona, the customers it describes, with the channel to reach each")
+    sg.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
+    sg.add_argument("--out", type=Path, required=True, help=".parquet or .csv file to write")
+    sg.add_argument(
+        "--threshold",
+        type=float,
+        default=0.4,
+        help="smallest mix weight that puts a customer in a persona's segment (0 < threshold <= 1)",
+    )
 
     sv = sub.add_parser(
         "serve",
@@ -176,6 +240,66 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_serve_arguments(sv)
     return parser
+
+
+def _add_adapt_commands(sub: Any) -> None:
+    """``adapt SOURCE``: one sub-subcommand per kind of external data; each sets its own handler."""
+    adapt = sub.add_parser(
+        "adapt",
+        help="turn an external data set into the data contract's tables (a folder train can read)",
+        description="Turn an external data set into the data contract's tables (events, items, customers).",
+        epilog=textwrap.dedent(EXAMPLES["adapt"]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    kinds = adapt.add_subparsers(dest="adapt_source", required=True, metavar="SOURCE")
+
+    t = kinds.add_parser(
+        "transactions",
+        help="a transaction export (CSV or Parquet) read through a mapping file",
+        description="Map a transaction export's columns onto the data contract with a TOML mapping file; "
+        "drop returns, cancellations, non-positive prices and rows without a customer, counted per reason.",
+        epilog=textwrap.dedent(EXAMPLES["adapt transactions"]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t.add_argument("--mapping", type=Path, required=True, help="mapping file (TOML)")
+    t.add_argument("--source", type=Path, required=True, help="the export: a .csv or .parquet file")
+    t.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    t.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="drop and count rows with cells that do not parse, instead of failing",
+    )
+    t.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of tables")
+    t.set_defaults(adapt_handler=cmd_adapt_transactions)
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    handler: Any = args.adapt_handler
+    return int(handler(args))
+
+
+def cmd_adapt_transactions(args: argparse.Namespace) -> int:
+    from engine.data_loading import load_shop
+    from training.transaction_adapter import adapt_transactions
+    from training.transaction_mapping import load_mapping
+
+    mapping = load_mapping(args.mapping)
+    report = adapt_transactions(mapping, args.source, args.out, skip_invalid=args.skip_invalid)
+    shop = load_shop(args.out)  # the folder must load as it is: a contract break here is a bug to surface
+    if args.json:
+        _emit_json({**report.to_dict(), "verified_rows": shop.report.rows_read})
+        return 0
+    print_table(
+        f"{mapping.name}: {report.rows_read:,} rows read from {args.source}",
+        ["reason", "what", "matching", "dropped", "rows left"],
+        [[r.reason, r.description, r.matching, r.dropped, r.rows_left] for r in report.reasons],
+    )
+    print_table(
+        f"written to {report.out_dir} in {report.seconds:.1f} s (load_shop reads it back)",
+        ["table", "rows"],
+        [[name, count] for name, count in report.tables.items()],
+    )
+    return 0
 
 
 def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -457,6 +581,87 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch_recommend(args: argparse.Namespace) -> int:
+    from engine.personalizer import Personalizer
+    from training.batch_recommend import CustomerListError, batch_recommend, read_customer_ids
+    from training.console_output import progress_bar
+
+    if args.k < 1:
+        raise UserError("--k must be at least 1")
+    if args.chunk < 1:
+        raise UserError("--chunk must be at least 1")
+    if args.out.suffix.lower() != ".parquet":
+        raise UserError(f"--out {args.out}: batch recommendations are written as .parquet")
+    try:
+        ids = read_customer_ids(args.customers) if args.customers else None
+    except CustomerListError as error:
+        raise UserError(str(error)) from None
+    personalizer = Personalizer.from_path(args.artifact, args.model)
+    total = len(ids) if ids is not None else len(personalizer.customers)
+    with progress_bar(enabled=not (args.json or args.no_progress)) as progress:
+        task = progress.add_task("recommending", total=total)
+        report = batch_recommend(
+            personalizer,
+            args.out,
+            customer_ids=ids,
+            k=args.k,
+            chunk=args.chunk,
+            on_progress=lambda done: progress.advance(task, done),
+        )
+    if args.json:
+        _emit_json({**vars(report), "customers_per_second": report.customers_per_second})
+        return 0
+    print_table(
+        f"top {report.k} for {report.customers:,} customers written to {report.out}",
+        ["measure", "value"],
+        [
+            ["model", f"{report.model} ({report.model_version})"],
+            ["rows", report.rows],
+            ["customers unknown to the artifact (cold start)", report.unknown_customers],
+            ["seconds", report.seconds],
+            ["customers per second", report.customers_per_second],
+        ],
+    )
+    return 0
+
+
+def cmd_segments(args: argparse.Namespace) -> int:
+    from engine.personalizer import Personalizer
+    from training.persona_segments import persona_segments
+
+    if not 0 < args.threshold <= 1:
+        raise UserError(f"--threshold must be in (0, 1], got {args.threshold}")
+    if args.out.suffix.lower() not in (".csv", ".parquet"):
+        raise UserError(f"--out {args.out}: write segments to a .csv or .parquet file")
+    personalizer = Personalizer.from_path(args.artifact)
+    report = persona_segments(personalizer, args.out, threshold=args.threshold)
+    if args.json:
+        _emit_json(
+            {
+                **{key: value for key, value in vars(report).items() if key != "segments"},
+                "segments": [vars(segment) for segment in report.segments],
+            }
+        )
+        return 0
+    print_table(
+        f"persona segments (mix weight >= {report.threshold:g}) of {report.customers:,} customers; "
+        f"channels from {report.channel_data}",
+        ["persona", "name", "customers", "share", "channels"],
+        [
+            [
+                s.persona_id,
+                s.name,
+                s.customers,
+                s.share,
+                ", ".join(f"{c or '-'} {n:,}" for c, n in s.channels.items()),
+            ]
+            for s in report.segments
+        ],
+    )
+    stdout_console.print(f"{report.rows:,} rows written to {report.out}")
+    return 0
+
+
 COMMANDS = {
     "generate": cmd_generate,
     "train": cmd_train,
@@ -467,6 +672,9 @@ COMMANDS = {
     "summary": cmd_summary,
     "report": cmd_report,
     "serve": cmd_serve,
+    "adapt": cmd_adapt,
+    "batch-recommend": cmd_batch_recommend,
+    "segments": cmd_segments,
 }
 
 
@@ -478,6 +686,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from engine.persona_catalog import CatalogError
     from engine.persona_mix import PersonaMixError
     from training.config import ConfigError
+    from training.transaction_mapping import MappingError
 
     args = _parser().parse_args(argv)
     try:
@@ -489,6 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ConfigError,
         ArtifactError,
         PersonaMixError,
+        MappingError,
     ) as error:
         stderr_console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False)
         return 2

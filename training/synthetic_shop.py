@@ -428,10 +428,19 @@ _ARROW_TYPES: dict[ColumnKind, pa.DataType] = {
 }
 
 
+UNSIMULATED_COLUMNS: frozenset[tuple[str, str]] = frozenset({("events", "quantity")})
+"""Optional contract columns the simulation plants nothing for; left out of the files (loaders add them
+empty), as a shop without that data would."""
+
+
 def _arrow_schema(table_name: str) -> pa.Schema:
     """The Arrow schema of a contract table, so the files match the contract by construction."""
     return pa.schema(
-        [pa.field(c.name, _ARROW_TYPES[c.kind], nullable=c.nullable) for c in TABLES[table_name].columns]
+        [
+            pa.field(c.name, _ARROW_TYPES[c.kind], nullable=c.nullable)
+            for c in TABLES[table_name].columns
+            if (table_name, c.name) not in UNSIMULATED_COLUMNS
+        ]
     )
 
 

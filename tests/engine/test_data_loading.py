@@ -77,6 +77,7 @@ def test_csv_shop_loads_with_contract_types_defaults_and_extra_columns_dropped(t
             "event_type": pl.String,
             "timestamp": pl.Datetime("us", "UTC"),
             "price_paid": pl.Float64,
+            "quantity": pl.Float64,
             "discount": pl.Float64,
             "channel": pl.String,
             "device": pl.String,

@@ -1,0 +1,144 @@
+"""batch-recommend and segments on a small trained artifact of the synthetic shop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from engine.data_loading import load_shop
+from engine.personalization_request import CustomerTarget, ProductRequest
+from engine.personalizer import Personalizer
+from tests.engine.small_artifact import train_small_artifact
+from training.batch_recommend import batch_recommend, read_customer_ids
+from training.cli import main
+from training.persona_segments import persona_segments
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_small_artifact(tmp_path_factory.mktemp("batch-jobs"))
+
+
+@pytest.fixture(scope="module")
+def personalizer(artifact: Path) -> Personalizer:
+    return Personalizer.from_path(artifact)
+
+
+def test_every_customer_gets_k_unpurchased_items_as_the_api_would(
+    personalizer: Personalizer, tmp_path: Path
+) -> None:
+    out = tmp_path / "top.parquet"
+    report = batch_recommend(personalizer, out, k=5, chunk=97)
+    frame = pl.read_parquet(out)
+    n = len(personalizer.customers)
+    assert report.customers == n and report.rows == frame.height == 5 * n
+    assert frame.group_by("customer_id").agg(pl.col("rank").sort()).get_column("rank").to_list()[0] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
+    customer = str(personalizer.customers.ids[7])
+    mine = frame.filter(pl.col("customer_id") == customer).sort("rank")
+    mix = personalizer.mix_for(customer)[0]
+    expected = personalizer.recommend_products([CustomerTarget(customer, mix)], ProductRequest(k=5))[0]
+    assert mine["item_id"].to_list() == [item.item_id for item in expected.items]
+    purchased = personalizer.purchases[personalizer.customers.index(customer)].indices
+    assert not set(mine["item_id"].to_list()) & set(personalizer.items.ids[purchased].tolist())
+
+    # chunking only bounds memory: another chunk size writes the same lists
+    batch_recommend(personalizer, tmp_path / "big-chunks.parquet", k=5, chunk=10_000)
+    assert pl.read_parquet(tmp_path / "big-chunks.parquet").equals(frame)
+
+
+def test_a_customer_list_with_unknown_ids_is_served_cold_start(
+    personalizer: Personalizer, tmp_path: Path
+) -> None:
+    known = str(personalizer.customers.ids[0])
+    ids = read_customer_ids(f"{known}, stranger-1 ,{known}")
+    assert ids == [known, "stranger-1"]
+    report = batch_recommend(personalizer, tmp_path / "few.parquet", customer_ids=ids, k=3)
+    frame = pl.read_parquet(tmp_path / "few.parquet")
+    assert report.unknown_customers == 1 and frame.height == 6
+    assert frame.filter(pl.col("customer_id") == "stranger-1")["cold_start"].all()
+    assert frame.filter(pl.col("customer_id") == "stranger-1")["mix_source"].unique().to_list() == ["prior"]
+
+
+def test_customer_lists_from_files(tmp_path: Path) -> None:
+    pl.DataFrame({"customer_id": ["a", "b", None, "a"], "x": [1, 2, 3, 4]}).write_csv(tmp_path / "ids.csv")
+    assert read_customer_ids(str(tmp_path / "ids.csv")) == ["a", "b"]
+    (tmp_path / "ids.txt").write_text("c\n\nd\n", encoding="utf-8")
+    assert read_customer_ids(str(tmp_path / "ids.txt")) == ["c", "d"]
+
+
+def test_batch_recommend_cli(artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli.parquet"
+    assert main(["batch-recommend", "--artifact", str(artifact), "--out", str(out), "-k", "2", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["rows"] == pl.read_parquet(out).height == 2 * document["customers"]
+
+    pl.DataFrame({"id": ["x"]}).write_parquet(tmp_path / "wrong.parquet")
+    code = main(
+        [
+            "batch-recommend",
+            "--artifact",
+            str(artifact),
+            "--out",
+            str(out),
+            "--customers",
+            str(tmp_path / "wrong.parquet"),
+        ]
+    )
+    assert code == 2
+    assert "needs a customer_id column (columns found: id)" in capsys.readouterr().err.replace("\n", "")
+
+
+def test_segments_hold_customers_above_the_threshold_with_a_reachable_channel(
+    personalizer: Personalizer, artifact: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "segments.parquet"
+    report = persona_segments(personalizer, out, threshold=0.4)
+    frame = pl.read_parquet(out)
+    mixes = personalizer.mixes.overall
+    for k, persona in enumerate(personalizer.catalog.personas):
+        rows = frame.filter(pl.col("persona_id") == persona.id)
+        assert rows.height == int((mixes[:, k] >= 0.4).sum()) == report.segments[k].customers
+        assert (rows["weight"] >= 0.4).all()
+    assert report.channel_data.startswith("events in ")
+
+    shop = load_shop(Path(json.loads((artifact / "manifest.json").read_text())["config"]["data"]["path"]))
+    used = shop.events.filter(pl.col("channel").is_not_null()).group_by("customer_id", "channel").len()
+    own = frame.filter(pl.col("channel_source") == "customer_events")
+    assert own.height > 0.5 * frame.height
+    for row in own.head(200).iter_rows(named=True):
+        persona = personalizer.catalog.get(row["persona_id"])
+        assert row["channel"] in persona.preferred_channels
+        counts = used.filter(pl.col("customer_id") == row["customer_id"])
+        best_preferred = counts.filter(pl.col("channel").is_in(list(persona.preferred_channels)))["len"].max()
+        assert counts.filter(pl.col("channel") == row["channel"])["len"].item() == best_preferred
+
+
+def test_segments_fall_back_to_catalog_channels_without_channel_data(
+    personalizer: Personalizer, tmp_path: Path
+) -> None:
+    out = tmp_path / "segments.csv"
+    report = persona_segments(personalizer, out, threshold=0.5, data_dir=tmp_path / "absent")
+    frame = pl.read_csv(out, schema_overrides={"customer_id": pl.String})
+    assert "not found" in report.channel_data
+    assert frame["channel_source"].unique().to_list() == ["persona_catalog"]
+    first = {p.id: p.preferred_channels[0] for p in personalizer.catalog.personas}
+    assert all(first[p] == c for p, c in frame.select("persona_id", "channel").iter_rows())
+    assert (frame["weight"] >= 0.5).all()
+
+
+def test_segments_cli(artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s.csv"
+    assert main(["segments", "--artifact", str(artifact), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "persona segments" in printed and "bargain_hunter" in printed and out.is_file()
+    assert main(["segments", "--artifact", str(artifact), "--out", str(out), "--threshold", "0"]) == 2
+    assert "--threshold must be in (0, 1]" in capsys.readouterr().err
