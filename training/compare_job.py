@@ -175,11 +175,17 @@ def verdict(models: list[ComparedModel]) -> dict[str, Any]:
 
 
 def run_comparison(
-    config_path: Path | TrainConfig, *, data_path: Path | None = None, show_progress: bool = True
+    config_path: Path | TrainConfig,
+    *,
+    data_path: Path | None = None,
+    show_progress: bool = True,
+    prepared: PreparedData | None = None,
 ) -> ComparisonReport:
+    """Compare on the config's data and split; ``prepared`` reuses data already prepared from it."""
     config = config_path if isinstance(config_path, TrainConfig) else load_config(config_path)
     data_dir = Path(data_path or config.data.path)
-    prepared = prepare(config, data_path=data_dir)
+    if prepared is None:
+        prepared = prepare(config, data_path=data_dir)
     models = compare_prepared(prepared, config, show_progress=show_progress)
     users = {
         name: r.users for m in models for name, r in m.results.items() if name in (WARM_SEGMENT, COLD_SEGMENT)

@@ -258,15 +258,17 @@ def _events(ratings: list[Rating], threshold: int) -> pl.DataFrame:
             "customer_id": [r.user for r in kept],
             "item_id": [r.item for r in kept],
             "event_type": ["purchase"] * len(kept),
-            "timestamp": [dt.datetime.fromtimestamp(r.timestamp, dt.UTC) for r in kept],
+            "timestamp": [r.timestamp for r in kept],
         },
         schema={
             "event_id": pl.Utf8,
             "customer_id": pl.Utf8,
             "item_id": pl.Utf8,
             "event_type": pl.Utf8,
-            "timestamp": pl.Datetime("us", "UTC"),
+            "timestamp": pl.Int64,
         },
+    ).with_columns(
+        pl.from_epoch("timestamp", time_unit="s").dt.replace_time_zone("UTC").dt.cast_time_unit("us")
     )
 
 
