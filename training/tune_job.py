@@ -43,12 +43,17 @@ Sampler = Callable[[np.random.Generator], Any]
 MAX_TRIALS_PER_DIMENSION = 20
 
 
+def _round(value: float) -> float:
+    """Four significant digits: finer differences are noise, and the written config stays readable."""
+    return float(f"{value:.4g}")
+
+
 def _log_uniform(low: float, high: float) -> Sampler:
-    return lambda rng: float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    return lambda rng: _round(math.exp(rng.uniform(math.log(low), math.log(high))))
 
 
 def _uniform(low: float, high: float) -> Sampler:
-    return lambda rng: float(rng.uniform(low, high))
+    return lambda rng: _round(rng.uniform(low, high))
 
 
 def _choice(*values: Any) -> Sampler:
