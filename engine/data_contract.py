@@ -147,9 +147,7 @@ CUSTOMERS = TableSchema(
         Column("region", ColumnKind.STRING, "Region or country.", required=False, nullable=True),
         Column("income_band", ColumnKind.STRING, "low, middle, high, ...", required=False, nullable=True),
         Column("gender", ColumnKind.STRING, "Gender as the shop records it.", required=False, nullable=True),
-        Column(
-            "occupation", ColumnKind.STRING, "Occupation or profession.", required=False, nullable=True
-        ),
+        Column("occupation", ColumnKind.STRING, "Occupation or profession.", required=False, nullable=True),
         Column(
             "signup_date", ColumnKind.DATE, "Date the account was created.", required=False, nullable=True
         ),
