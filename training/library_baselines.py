@@ -23,6 +23,7 @@ other model; they are never registered, saved in artifacts or served.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -52,8 +53,9 @@ class LibraryDefaultModel(Recommender):
         """The library's defaults in force (for reports), plus anything we set."""
         return {}
 
+    @abstractmethod
     def _vectors(self, data: TrainingSet) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        raise NotImplementedError
+        """Fit the library model with its defaults; user and item vectors whose dot product scores."""
 
     def fit(self, data: TrainingSet, *, show_progress: bool = False) -> None:
         shape = FittedShape.of(data)

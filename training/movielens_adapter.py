@@ -273,7 +273,7 @@ def _events(ratings: list[Rating], threshold: int) -> pl.DataFrame:
 
 
 def _check_references(
-    source: Path, base: list[Rating], test: list[Rating], users: pl.DataFrame, items: pl.DataFrame
+    base: list[Rating], test: list[Rating], users: pl.DataFrame, items: pl.DataFrame
 ) -> None:
     known_users = set(users["customer_id"].to_list())
     known_items = set(items["item_id"].to_list())
@@ -302,7 +302,7 @@ def adapt_movielens(source: Path, out_dir: Path, *, positive_threshold: int = 1)
     test = read_ratings(source / "ua.test")
     users = read_users(source / "u.user")
     items = read_items(source / "u.item", genres, base)
-    _check_references(source, base, test, users, items)
+    _check_references(base, test, users, items)
     train_events = _events(base, positive_threshold)
     test_events = _events(test, positive_threshold)
     events = pl.concat([train_events, test_events]).sort("timestamp", "event_id")
