@@ -154,6 +154,8 @@ CUSTOMERS = TableSchema(
         Column("age_band", ColumnKind.STRING, "Age band, e.g. 18-24, 25-34.", required=False, nullable=True),
         Column("region", ColumnKind.STRING, "Region or country.", required=False, nullable=True),
         Column("income_band", ColumnKind.STRING, "low, middle, high, ...", required=False, nullable=True),
+        Column("gender", ColumnKind.STRING, "Gender as the shop records it.", required=False, nullable=True),
+        Column("occupation", ColumnKind.STRING, "Occupation or profession.", required=False, nullable=True),
         Column(
             "signup_date", ColumnKind.DATE, "Date the account was created.", required=False, nullable=True
         ),

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-DEMOGRAPHIC_COLUMNS: tuple[str, ...] = ("age_band", "region", "income_band")
+DEMOGRAPHIC_COLUMNS: tuple[str, ...] = ("age_band", "region", "income_band", "gender", "occupation")
 PRICE_BANDS: tuple[str, ...] = ("low", "mid", "high")
 
 

@@ -1296,7 +1296,7 @@ def _signal_tilts(signals: PersonaSignals, tilt: float, damping: float) -> list[
 
 
 # ---------------------------------------------------------------------- demographic prior
-DEMOGRAPHIC_ATTRIBUTES: tuple[str, ...] = ("age_band", "region", "income_band")
+DEMOGRAPHIC_ATTRIBUTES: tuple[str, ...] = ("age_band", "region", "income_band", "gender", "occupation")
 
 
 @dataclass(frozen=True)

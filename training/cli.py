@@ -104,6 +104,24 @@ EXAMPLES = {
           persona-engine segments --artifact artifacts/latest --out campaign/segments.csv
           persona-engine segments --artifact artifacts/latest --out segments.parquet --threshold 0.5 --json
         """,
+    "adapt movielens": """
+        examples:
+          persona-engine adapt movielens --source ../shared/data/ml-100k --out data/ml100k
+          persona-engine adapt movielens --source ../shared/data/ml-100k --out data/ml100k-liked \\
+              --positive-threshold 4
+        """,
+    "compare": """
+        examples:
+          persona-engine compare --config training/configs/ml100k.toml
+          persona-engine compare --config training/configs/demo.toml --json > compare.json
+          persona-engine compare --config training/configs/ml100k.toml --output compare-ml100k.json
+        """,
+    "tune": """
+        examples:
+          persona-engine tune --config training/configs/ml100k.toml --budget-seconds 600
+          persona-engine tune --config training/configs/demo.toml --budget-seconds 300 \\
+              --models als,bpr --write-config training/configs/demo-tuned.toml
+        """,
 }
 
 
@@ -232,6 +250,29 @@ def _parser() -> argparse.ArgumentParser:
         help="smallest mix weight that puts a customer in a persona's segment (0 < threshold <= 1)",
     )
 
+    c = command(
+        "compare",
+        "compare the engine's models with popularity and raw library defaults on one split",
+    )
+    c.add_argument("--config", type=Path, required=True, help="training config (TOML): data, split, models")
+    c.add_argument("--data", type=Path, help="data folder; overrides [data] path of the config")
+    c.add_argument("--output", type=Path, help="also write the JSON report to this file")
+    c.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    tu = command(
+        "tune",
+        "time-boxed random search of the engine's model hyperparameters on a validation split",
+    )
+    tu.add_argument("--config", type=Path, required=True, help="training config (TOML) to start from")
+    tu.add_argument("--data", type=Path, help="data folder; overrides [data] path of the config")
+    tu.add_argument("--budget-seconds", type=float, required=True, help="wall-clock budget of the search")
+    tu.add_argument("--models", help="comma-separated model kinds to tune (default: every tunable one)")
+    tu.add_argument("--seed", type=int, default=0, help="seed of the random search")
+    tu.add_argument(
+        "--write-config", type=Path, help="where to write the tuned config (default: CONFIG with -tuned)"
+    )
+    tu.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     sv = sub.add_parser(
         "serve",
         help="serve an artifact over gRPC (personalization, admin, health, reflection, metrics)",
@@ -271,6 +312,25 @@ def _add_adapt_commands(sub: Any) -> None:
     )
     t.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of tables")
     t.set_defaults(adapt_handler=cmd_adapt_transactions)
+
+    m = kinds.add_parser(
+        "movielens",
+        help="MovieLens 100K (ratings, genres, users) with its ua.base/ua.test split",
+        description="Convert MovieLens 100K into the data contract's tables plus test_events.csv "
+        "(the ids of the ua.test ratings) for a predefined split.",
+        epilog=textwrap.dedent(EXAMPLES["adapt movielens"]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    m.add_argument("--source", type=Path, required=True, help="folder of the original files (read only)")
+    m.add_argument("--out", type=Path, required=True, help="output shop folder (created)")
+    m.add_argument(
+        "--positive-threshold",
+        type=int,
+        default=1,
+        help="lowest rating kept as a positive interaction (1: every rating, as in LightFM's protocol)",
+    )
+    m.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of tables")
+    m.set_defaults(adapt_handler=cmd_adapt_movielens)
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
@@ -399,9 +459,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    _print_results(
-        result.results, config.evaluation.k, f"evaluation (held-out last {config.split.test_days} days)"
+    held_out = (
+        f"predefined test events of {config.split.test_events}"
+        if config.split.method == "predefined"
+        else f"held-out last {config.split.test_days} days"
     )
+    _print_results(result.results, config.evaluation.k, f"evaluation ({held_out})")
     print_table("training time", ["model", "seconds"], [[m, s] for m, s in result.fit_seconds.items()])
     _print_persona_accuracy(result.persona_accuracy)
     if result.decision_quality:
@@ -662,6 +725,55 @@ def cmd_segments(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adapt_movielens(args: argparse.Namespace) -> int:
+    from training.movielens_adapter import MovieLensSourceError, adapt_movielens
+
+    try:
+        summary = adapt_movielens(args.source, args.out, positive_threshold=args.positive_threshold)
+    except MovieLensSourceError as error:
+        raise UserError(str(error)) from None
+    if args.json:
+        _emit_json({"out_dir": str(summary.out_dir), "counts": summary.counts})
+    else:
+        rows = [[name, count] for name, count in summary.counts.items()]
+        print_table(f"MovieLens written to {summary.out_dir}", ["what", "rows"], rows)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from training.compare_job import print_comparison, run_comparison
+
+    show_progress = not (args.json or args.no_progress)
+    report = run_comparison(args.config, data_path=args.data, show_progress=show_progress)
+    if args.output:
+        args.output.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if args.json:
+        _emit_json(report.to_dict())
+    else:
+        print_comparison(report)
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from training.tune_job import print_tuning, run_tuning
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    result = run_tuning(
+        args.config,
+        budget_seconds=args.budget_seconds,
+        data_path=args.data,
+        models=models,
+        seed=args.seed,
+        write_config=args.write_config,
+        show_progress=not (args.json or args.no_progress),
+    )
+    if args.json:
+        _emit_json(result.to_dict())
+    else:
+        print_tuning(result)
+    return 0
+
+
 COMMANDS = {
     "generate": cmd_generate,
     "train": cmd_train,
@@ -675,6 +787,8 @@ COMMANDS = {
     "adapt": cmd_adapt,
     "batch-recommend": cmd_batch_recommend,
     "segments": cmd_segments,
+    "compare": cmd_compare,
+    "tune": cmd_tune,
 }
 
 

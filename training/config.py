@@ -35,9 +35,18 @@ class PersonaSection:
     inference: dict[str, Any] = field(default_factory=dict)
 
 
+SPLIT_METHODS: tuple[str, ...] = ("time", "predefined")
+
+
 @dataclass(frozen=True)
 class SplitSection:
+    """``time``: the last ``test_days`` are the test period. ``predefined``: the events listed in
+    ``test_events`` (a CSV with an ``event_id`` column, relative to the data folder) are the test set,
+    as public benchmarks ship them (MovieLens ua.test)."""
+
+    method: str = "time"
     test_days: int = 28
+    test_events: str = "test_events.csv"
     cold_start_share: float = 0.1
     seed: int = 13
 
@@ -104,6 +113,10 @@ def parse_config(
         split = _section(document.get("split", {}), SplitSection, "split")
         evaluation = _section(document.get("evaluation", {}), EvaluationSection, "evaluation")
         output = _section(document.get("output", {}), OutputSection, "output")
+        if split.method not in SPLIT_METHODS:
+            raise ConfigError(
+                f"[split] method must be one of {', '.join(SPLIT_METHODS)}; got {split.method!r}"
+            )
         if split.test_days < 1:
             raise ConfigError(f"[split] test_days must be >= 1, got {split.test_days}")
         if not 0 <= split.cold_start_share < 1:

@@ -30,7 +30,7 @@ from engine.persona_inference import (
 )
 from engine.shop_data import ShopData
 from training.config import TrainConfig
-from training.split import TimeSplit, split_events
+from training.split import TimeSplit, read_test_event_ids, split_events, split_predefined
 
 
 @dataclass(frozen=True)
@@ -72,13 +72,13 @@ class PreparedData:
 def prepare(config: TrainConfig, *, data_path: Path | None = None) -> PreparedData:
     """Load, split, map ids, build features and infer persona mixes from the training period only."""
     shop = load_shop(Path(data_path or config.data.path), skip_invalid=config.data.skip_invalid)
+    split = split_for(config, shop, Path(data_path or config.data.path))
+    return prepare_split(config, shop, split)
+
+
+def prepare_split(config: TrainConfig, shop: ShopData, split: TimeSplit) -> PreparedData:
+    """``prepare`` on a given split; hyperparameter search passes a validation split carved from training."""
     catalog = load_catalog(config.personas.catalog)
-    split = split_events(
-        shop.events,
-        test_days=config.split.test_days,
-        cold_start_share=config.split.cold_start_share,
-        seed=config.split.seed,
-    )
     item_frame = with_price_band(shop.items)
     items = IdMap(item_frame["item_id"].to_list(), kind="item")
     item_space = FeatureSpace.from_frame(item_frame, ITEM_FEATURE_COLUMNS)
@@ -127,6 +127,21 @@ def prepare(config: TrainConfig, *, data_path: Path | None = None) -> PreparedDa
         model_customers=model_customers,
         training_set=training_set,
         history=history,
+    )
+
+
+def split_for(config: TrainConfig, shop: ShopData, data_dir: Path) -> TimeSplit:
+    """The configured split: time-based, or the data folder's predefined test events."""
+    if config.split.method == "predefined":
+        test_ids = read_test_event_ids(data_dir / config.split.test_events, shop.events)
+        return split_predefined(
+            shop.events, test_ids, cold_start_share=config.split.cold_start_share, seed=config.split.seed
+        )
+    return split_events(
+        shop.events,
+        test_days=config.split.test_days,
+        cold_start_share=config.split.cold_start_share,
+        seed=config.split.seed,
     )
 
 

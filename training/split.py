@@ -1,9 +1,12 @@
-"""Time-based train/test split with a cold-start hold-out.
+"""Train/test splits with a cold-start hold-out: a time split, or a predefined one shipped with the data.
 
-Recommendation quality must be judged on the future, never on a random shuffle of the past: the last
-``test_days`` of events are the test period. A seeded share of customers is also held out of model
-training entirely: the models never see their ids, but persona inference still reads their history,
-the way a brand-new customer's first session or signup survey gives a mix before any model retrain.
+Recommendation quality must be judged on the future, never on a random shuffle of the past: by default
+the last ``test_days`` of events are the test period. Public benchmarks instead come with a fixed split
+(MovieLens ua.base/ua.test: 10 ratings per user), and figures are only comparable with published ones
+on that very split, so a data folder may name its test events in a file (``split_predefined``).
+A seeded share of customers is also held out of model training entirely: the models never see their
+ids, but persona inference still reads their history, the way a brand-new customer's first session
+or signup survey gives a mix before any model retrain.
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
+
+from engine.data_loading import DataIssue, DataValidationError
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,7 @@ class TimeSplit:
     test_events: pl.DataFrame
     warm_customers: tuple[str, ...]  # have training events and are not held out: the models' users
     cold_customers: tuple[str, ...]  # held out of model training, have training events (for their mix)
+    method: str = "time"  # "time", or "predefined" (test_start is then the earliest test event)
 
 
 def _holdout(customer_id: str, seed: int, share: float) -> bool:
@@ -45,10 +52,81 @@ def split_events(events: pl.DataFrame, *, test_days: int, cold_start_share: floa
         raise ValueError(
             f"no events before the test period starting {test_start.isoformat()}; lower test_days"
         )
+    warm, cold = _hold_out_customers(train, cold_start_share, seed)
+    return TimeSplit(
+        test_start=test_start, train_events=train, test_events=test, warm_customers=warm, cold_customers=cold
+    )
+
+
+def _hold_out_customers(
+    train: pl.DataFrame, cold_start_share: float, seed: int
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     train_customers = train["customer_id"].unique(maintain_order=True).to_list()
     cold = tuple(c for c in train_customers if _holdout(c, seed, cold_start_share))
     cold_set = set(cold)
     warm = tuple(c for c in train_customers if c not in cold_set)
+    return warm, cold
+
+
+def read_test_event_ids(path: Path, events: pl.DataFrame) -> pl.Series:
+    """The ``event_id`` column of a predefined split's test file; every id must be a loaded event.
+
+    Errors name the file, row and column, like every data error: a test file that silently matched
+    nothing would evaluate on an empty test set.
+    """
+    if not path.is_file():
+        raise DataValidationError(
+            [DataIssue(str(path), None, None, "predefined split: no test events file", "missing_table")]
+        )
+    try:
+        frame = pl.read_csv(path, infer_schema=False)
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as error:
+        raise DataValidationError(
+            [DataIssue(path.name, None, None, f"not a readable CSV file: {error}", "unreadable_file")]
+        ) from None
+    if "event_id" not in frame.columns:
+        raise DataValidationError(
+            [DataIssue(path.name, None, "event_id", "missing column 'event_id'", "missing_column")]
+        )
+    ids = frame["event_id"]
+    known = events["event_id"].cast(pl.Utf8)
+    problems = (ids.is_null() | ~ids.is_in(known.implode()) | ids.is_duplicated()).to_numpy()
+    issues = []
+    for row in problems.nonzero()[0][:20].tolist():
+        value = ids[row]
+        if value is None:
+            message = "empty event id"
+        elif ids.is_duplicated()[row]:
+            message = f"event id {value!r} is listed more than once"
+        else:
+            message = f"event id {value!r} is not in the events table"
+        issues.append(DataIssue(path.name, row + 1, "event_id", message, "unknown_event", line=row + 2))
+    if issues:
+        raise DataValidationError(issues, total=int(problems.sum()))
+    if ids.len() == 0:
+        raise DataValidationError(
+            [DataIssue(path.name, None, "event_id", "lists no test events", "empty_file")]
+        )
+    return ids
+
+
+def split_predefined(
+    events: pl.DataFrame, test_event_ids: pl.Series, *, cold_start_share: float, seed: int
+) -> TimeSplit:
+    """Test events are the listed ones, the rest is training; cold-start hold-out as in the time split."""
+    is_test = events["event_id"].cast(pl.Utf8).is_in(test_event_ids.implode())
+    train = events.filter(~is_test)
+    test = events.filter(is_test)
+    if train.height == 0 or test.height == 0:
+        raise ValueError(f"predefined split leaves {train.height} training and {test.height} test events")
+    warm, cold = _hold_out_customers(train, cold_start_share, seed)
+    first_test = test["timestamp"].min()
+    assert isinstance(first_test, dt.datetime)
     return TimeSplit(
-        test_start=test_start, train_events=train, test_events=test, warm_customers=warm, cold_customers=cold
+        test_start=first_test,
+        train_events=train,
+        test_events=test,
+        warm_customers=warm,
+        cold_customers=cold,
+        method="predefined",
     )

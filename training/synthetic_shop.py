@@ -1281,6 +1281,9 @@ def _simulate_chunk(
             ),
             "income_band": pa.array(INCOME_BANDS).take(pa.array(income)),
             "signup_date": pa.array((epoch_start + first_day - signup_lag).astype(np.int32), pa.date32()),
+            # Not simulated: the planted personas do not depend on them (MovieLens has them).
+            "gender": pa.nulls(n, pa.string()),
+            "occupation": pa.nulls(n, pa.string()),
         },
         schema=_arrow_schema("customers"),
     )

@@ -69,8 +69,8 @@ def test_unknown_ids_get_the_population_mix_as_a_prior() -> None:
 def test_demographic_frame_decodes_one_hot_rows() -> None:
     frame = demographic_frame(sp.csr_matrix(np.asarray([[1, 0, 1], [0, 0, 0]])), SPACE)
     assert frame.to_dicts() == [
-        {"age_band": "18-24", "region": "north", "income_band": None},
-        {"age_band": None, "region": None, "income_band": None},
+        {"age_band": "18-24", "region": "north", "income_band": None, "gender": None, "occupation": None},
+        {"age_band": None, "region": None, "income_band": None, "gender": None, "occupation": None},
     ]
 
 

@@ -1,0 +1,195 @@
+"""The comparison and tuning jobs on a small synthetic shop: every row scored by the same rules."""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from engine.models.base import UserBatch
+from training.cli import main
+from training.compare_job import ComparisonReport, run_comparison
+from training.config import load_config, parse_config
+from training.library_baselines import ImplicitALSDefaults, LightFMWarpDefaults
+from training.prepared_data import PreparedData, prepare
+from training.split import TimeSplit
+from training.synthetic_shop import ShopConfig, generate_shop
+from training.tune_job import run_tuning, validation_split
+
+FAST_ENGINE = {
+    "popularity": {},
+    "persona_popularity": {},
+    "als": {"factors": 16, "iterations": 5},
+    "lightfm_hybrid": {"no_components": 8, "epochs": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def shop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("shop")
+    generate_shop(out, ShopConfig(customers=300, items=150, events=8_000, seed=3))
+    return out
+
+
+@pytest.fixture(scope="module")
+def config_file(shop_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    lines = [
+        "[data]",
+        f'path = "{shop_dir}"',
+        "[split]",
+        "test_days = 28",
+        "cold_start_share = 0.15",
+        *(
+            f"[models.{kind}]\n" + "\n".join(f"{k} = {v}" for k, v in p.items())
+            for kind, p in FAST_ENGINE.items()
+        ),
+    ]
+    path = tmp_path_factory.mktemp("config") / "small.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def prepared(config_file: Path) -> PreparedData:
+    return prepare(load_config(config_file))
+
+
+@pytest.fixture(scope="module")
+def report(config_file: Path, prepared: PreparedData) -> ComparisonReport:
+    return run_comparison(config_file, show_progress=False, prepared=prepared)
+
+
+def test_every_model_family_is_compared_on_the_same_customers(report: ComparisonReport) -> None:
+    names = [m.name for m in report.models]
+    assert names == [
+        "popularity",
+        "persona_popularity",
+        "implicit_als_defaults",
+        "implicit_bpr_defaults",
+        "lightfm_warp_defaults",
+        "engine:als",
+        "engine:lightfm_hybrid",
+    ]
+    warm_users = {m.results["all"].users for m in report.models}
+    assert warm_users == {report.users["all"]}
+    for model in report.models:
+        for metric in ("precision", "recall", "ndcg", "map"):
+            assert 0.0 <= model.results["all"].metrics[metric] <= 1.0
+        assert model.fit_seconds >= 0.0
+
+
+def test_library_defaults_are_the_documented_ones_and_skip_cold_start(report: ComparisonReport) -> None:
+    rows = {m.name: m for m in report.models}
+    assert rows["implicit_als_defaults"].parameters == {
+        "factors": 100,
+        "regularization": 0.01,
+        "alpha": 1.0,
+        "iterations": 15,
+        "seed": 13,
+    }
+    assert rows["lightfm_warp_defaults"].parameters["no_components"] == 10
+    assert rows["lightfm_warp_defaults"].parameters["epochs"] == 30
+    for name in ("implicit_als_defaults", "implicit_bpr_defaults", "lightfm_warp_defaults"):
+        assert "cold_start" not in rows[name].results
+    for name in ("popularity", "persona_popularity", "engine:als"):
+        assert rows[name].results["cold_start"].users == report.users["cold_start"] > 0
+
+
+def test_verdict_follows_the_numbers(report: ComparisonReport) -> None:
+    v = report.verdict
+    rows = {m.name: m for m in report.models}
+    engine = max((m for m in report.models if m.family == "engine"), key=lambda m: m.metric("all") or 0)
+    assert v["engine_best"]["model"] == engine.name
+    library_best = max(
+        (rows[n].metric("all") or 0.0)
+        for n in ("implicit_als_defaults", "implicit_bpr_defaults", "lightfm_warp_defaults")
+    )
+    assert v["library_best"]["ndcg"] == library_best
+    assert v["engine_beats_library_defaults"] == ((engine.metric("all") or 0) > library_best)
+    assert v["cold_start"]["popularity_ndcg"] == rows["popularity"].metric("cold_start")
+
+
+def test_cli_compare_json_and_table(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "compare.json"
+    assert main(["compare", "--config", str(config_file), "--json", "--output", str(out)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text(encoding="utf-8")) == document
+    assert {m["name"] for m in document["models"]} >= {"popularity", "lightfm_warp_defaults", "engine:als"}
+
+
+def test_library_default_models_refuse_unknown_customers_and_save_without_pickle(
+    prepared: PreparedData, tmp_path: Path
+) -> None:
+    data = prepared.training_set
+    model = LightFMWarpDefaults(random_state=1)
+    model.fit(data)
+    unknown = UserBatch.for_personas(len(data.persona_names), len(data.demographic_feature_names))
+    with pytest.raises(ValueError, match="scores known customers only"):
+        model.score(unknown)
+    als = ImplicitALSDefaults(random_state=1)
+    als.fit(data)
+    als.save(tmp_path / "als")
+    twin = ImplicitALSDefaults.load(tmp_path / "als")
+    known = UserBatch(
+        user_index=np.arange(3, dtype=np.int64),
+        mix=data.user_mix[:3],
+        demographics=data.user_demographics[:3],
+    )
+    np.testing.assert_array_equal(twin.score(known), als.score(known))
+
+
+def test_validation_split_of_a_predefined_split_never_touches_test_events() -> None:
+    import datetime as dt
+
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    rows = [(f"c{c}", f"e{c}-{i}", start + dt.timedelta(hours=i)) for c in range(30) for i in range(30)]
+    events = pl.DataFrame(rows, schema=["customer_id", "event_id", "timestamp"], orient="row")
+    is_test = pl.col("event_id").str.ends_with("-0") | pl.col("event_id").str.ends_with("-1")
+    split = TimeSplit(
+        test_start=start,
+        train_events=events.filter(~is_test),
+        test_events=events.filter(is_test),
+        warm_customers=tuple(f"c{c}" for c in range(27)),
+        cold_customers=("c27", "c28", "c29"),
+        method="predefined",
+    )
+    carved = validation_split(split, test_days=28, cold_start_share=0.1, seed=5)
+    assert not set(carved.test_events["event_id"]) & set(split.test_events["event_id"])
+    assert set(carved.test_events["event_id"]) | set(carved.train_events["event_id"]) == set(
+        split.train_events["event_id"]
+    )
+    assert set(carved.test_events.group_by("customer_id").len()["len"].to_list()) == {2}  # as in test
+    assert carved.cold_customers == split.cold_customers
+    again = validation_split(split, test_days=28, cold_start_share=0.1, seed=5)
+    assert again.test_events["event_id"].sort().to_list() == carved.test_events["event_id"].sort().to_list()
+
+
+def test_tune_starts_from_the_config_and_writes_a_loadable_config(config_file: Path, tmp_path: Path) -> None:
+    written = tmp_path / "tuned.toml"
+    result = run_tuning(
+        config_file, budget_seconds=3.0, models=["als", "persona_popularity"], seed=1, write_config=written
+    )
+    assert {t.kind for t in result.trials if t.started_from_config} == {"als", "persona_popularity"}
+    for kind, best in result.best.items():
+        start = next(t for t in result.trials if t.kind == kind and t.started_from_config)
+        assert best.ndcg >= start.ndcg and math.isfinite(best.ndcg)
+    config = load_config(written)
+    assert config.models["als"]["factors"] == result.best["als"].parameters["factors"]
+    assert config.models["lightfm_hybrid"] == FAST_ENGINE["lightfm_hybrid"]  # untouched kinds keep theirs
+    assert tomllib.loads(written.read_text(encoding="utf-8"))["split"]["cold_start_share"] == 0.15
+
+
+def test_tune_rejects_unknown_kinds_and_bad_budgets(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["tune", "--config", str(config_file), "--budget-seconds", "1", "--models", "svd"]) == 2
+    assert "cannot tune svd" in capsys.readouterr().err
+    assert main(["tune", "--config", str(config_file), "--budget-seconds", "0"]) == 2
+    assert parse_config({"models": {"als": {}}}).models == {"als": {}}

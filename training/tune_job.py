@@ -1,0 +1,348 @@
+"""``persona-engine tune``: a time-boxed random search of the engine's hyperparameters.
+
+The search never looks at the test set. It carves a validation split out of the *training* events
+and scores every trial there, in the same way the real split is carved:
+
+- time split: the last ``test_days`` of the training period become validation (the future, again);
+- predefined split: each customer's training events lose a seeded random handful, as many as the
+  median customer has in the test file (MovieLens ua.test: 10), mirroring the benchmark's protocol.
+
+Cold-start hold-out customers stay held out (the same seeded hash). Each model kind starts from the
+config's own parameters, so the best trial is never worse on validation than where the search began;
+further trials draw from ``SEARCH_SPACES`` (log-uniform for rates and strengths). Kinds take turns,
+and a trial starts only if the kind's last fit time still fits in the budget. The winner per kind is
+written into a new training config, so ``persona-engine train`` or ``compare`` use it directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import time
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from engine.data_loading import load_shop
+from engine.models.registry import create_model
+from training.config import ConfigError, load_config
+from training.console_output import print_table, progress_bar, stdout_console
+from training.evaluation import evaluate_models
+from training.prepared_data import evaluation_segments, prepare_split, split_for
+from training.split import TimeSplit, split_events
+
+Sampler = Callable[[np.random.Generator], Any]
+# A cheap model with one knob (persona popularity) would otherwise spend its whole share of the
+# budget re-sampling that knob; 20 draws per dimension cover a small space well enough.
+MAX_TRIALS_PER_DIMENSION = 20
+
+
+def _round(value: float) -> float:
+    """Four significant digits: finer differences are noise, and the written config stays readable."""
+    return float(f"{value:.4g}")
+
+
+def _log_uniform(low: float, high: float) -> Sampler:
+    return lambda rng: _round(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+def _uniform(low: float, high: float) -> Sampler:
+    return lambda rng: _round(rng.uniform(low, high))
+
+
+def _choice(*values: Any) -> Sampler:
+    return lambda rng: values[int(rng.integers(len(values)))]
+
+
+SEARCH_SPACES: dict[str, dict[str, Sampler]] = {
+    "persona_popularity": {"prior_strength": _log_uniform(1.0, 1000.0)},
+    "als": {
+        "factors": _choice(32, 64, 100, 128, 192),
+        "regularization": _log_uniform(0.01, 100.0),
+        "alpha": _log_uniform(0.5, 50.0),
+        "iterations": _choice(10, 15, 20, 30),
+        "persona_blend": _uniform(0.0, 0.6),
+        "demographic_weight": _uniform(0.0, 0.6),
+    },
+    "bpr": {
+        "factors": _choice(32, 64, 100, 128),
+        "learning_rate": _log_uniform(0.005, 0.1),
+        "regularization": _log_uniform(1e-4, 0.1),
+        "iterations": _choice(50, 100, 200),
+        "persona_blend": _uniform(0.0, 1.0),
+    },
+    "lightfm_hybrid": {
+        "no_components": _choice(16, 32, 64),
+        "learning_rate": _log_uniform(0.01, 0.1),
+        "epochs": _choice(10, 20, 30, 50),
+        "persona_weight": _uniform(0.0, 2.0),
+        "demographic_weight": _uniform(0.0, 1.0),
+        "item_attribute_weight": _uniform(0.0, 1.0),
+        "item_alpha": _log_uniform(1e-8, 1e-5),
+        "user_alpha": _log_uniform(1e-8, 1e-5),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Trial:
+    kind: str
+    parameters: dict[str, Any]
+    ndcg: float
+    cold_start_ndcg: float | None
+    fit_seconds: float
+    started_from_config: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TuningResult:
+    config_path: Path
+    written_config: Path
+    budget_seconds: float
+    seconds: float
+    validation: dict[str, Any]
+    trials: list[Trial] = field(default_factory=list)
+    best: dict[str, Trial] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": str(self.config_path),
+            "written_config": str(self.written_config),
+            "budget_seconds": self.budget_seconds,
+            "seconds": self.seconds,
+            "validation": self.validation,
+            "best": {kind: t.to_dict() for kind, t in self.best.items()},
+            "trials": [t.to_dict() for t in self.trials],
+        }
+
+
+def _rank_key(seed: int) -> pl.Expr:
+    """A seeded pseudo-random number per event, stable across runs and row orders."""
+    return (
+        pl.col("event_id")
+        .cast(pl.Utf8)
+        .map_elements(
+            lambda event_id: int.from_bytes(
+                hashlib.blake2b(f"{seed}:{event_id}".encode(), digest_size=8).digest(), "big"
+            ),
+            return_dtype=pl.UInt64,
+        )
+    )
+
+
+def validation_split(split: TimeSplit, *, test_days: int, cold_start_share: float, seed: int) -> TimeSplit:
+    """A validation split carved from ``split.train_events`` only (see the module docstring)."""
+    train = split.train_events
+    if split.method != "predefined":
+        return split_events(train, test_days=test_days, cold_start_share=cold_start_share, seed=seed)
+    per_customer = split.test_events.group_by("customer_id").len()["len"]
+    median = per_customer.median()
+    holdout = max(1, int(median)) if isinstance(median, int | float) else 1
+    ranked = train.with_columns(_rank_key(seed).alias("_key")).with_columns(
+        pl.col("_key").rank("ordinal").over("customer_id").alias("_rank"),
+        pl.len().over("customer_id").alias("_n"),
+    )
+    # Keep at least half of every customer's history for training.
+    is_validation = pl.col("_rank") <= pl.min_horizontal(pl.lit(holdout), pl.col("_n") // 2)
+    validation = ranked.filter(is_validation).drop("_key", "_rank", "_n")
+    kept = ranked.filter(~is_validation).drop("_key", "_rank", "_n")
+    warm_set = set(split.warm_customers)
+    first = validation["timestamp"].min()
+    return TimeSplit(
+        test_start=first if first is not None else split.test_start,  # type: ignore[arg-type]
+        train_events=kept,
+        test_events=validation,
+        warm_customers=tuple(c for c in kept["customer_id"].unique(maintain_order=True) if c in warm_set),
+        cold_customers=split.cold_customers,
+        method="predefined",
+    )
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def to_toml(document: Mapping[str, Any], header: str = "") -> str:
+    """A config document as TOML: scalars first in each table, then its sub-tables."""
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+
+    def table(name: str, body: Mapping[str, Any]) -> None:
+        scalars = {k: v for k, v in body.items() if not isinstance(v, Mapping)}
+        tables = {k: v for k, v in body.items() if isinstance(v, Mapping)}
+        if name and (scalars or not tables):
+            lines.append("")
+            lines.append(f"[{name}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+        for key, sub in tables.items():
+            table(f"{name}.{key}" if name else key, sub)
+
+    table("", document)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def tuned_document(original: Mapping[str, Any], best: Mapping[str, Trial]) -> dict[str, Any]:
+    """The original config document with each tuned kind's parameters replaced by its best trial's."""
+    document = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in original.items()}
+    models = {k: dict(v) for k, v in document.get("models", {}).items()}
+    for kind, trial in best.items():
+        models[kind] = {**models.get(kind, {}), **trial.parameters}
+    document["models"] = models
+    return document
+
+
+def run_tuning(
+    config_path: Path,
+    *,
+    budget_seconds: float,
+    data_path: Path | None = None,
+    models: list[str] | None = None,
+    seed: int = 0,
+    write_config: Path | None = None,
+    show_progress: bool = True,
+) -> TuningResult:
+    if not budget_seconds > 0:
+        raise ConfigError(f"--budget-seconds must be positive, got {budget_seconds}")
+    started = time.perf_counter()
+    config = load_config(config_path)
+    kinds = models or [kind for kind in config.models if kind in SEARCH_SPACES]
+    unknown = [kind for kind in kinds if kind not in SEARCH_SPACES]
+    if unknown:
+        raise ConfigError(
+            f"--models: cannot tune {', '.join(unknown)}; tunable kinds: {', '.join(SEARCH_SPACES)}"
+        )
+    if not kinds:
+        raise ConfigError(f"{config_path}: no tunable model in [models]; tunable: {', '.join(SEARCH_SPACES)}")
+    data_dir = Path(data_path or config.data.path)
+    shop = load_shop(data_dir, skip_invalid=config.data.skip_invalid)
+    split = split_for(config, shop, data_dir)
+    carved = validation_split(
+        split,
+        test_days=config.split.test_days,
+        cold_start_share=config.split.cold_start_share,
+        seed=config.split.seed,
+    )
+    training_only = dataclasses.replace(shop, events=split.train_events)  # the test set stays unseen
+    prepared = prepare_split(config, training_only, carved)
+    segments = [s for s in evaluation_segments(prepared) if s.name in ("all", "cold_start")]
+    k = config.evaluation.k
+    rng = np.random.default_rng(seed)
+    result = TuningResult(
+        config_path=config_path,
+        written_config=write_config or config_path.with_name(f"{config_path.stem}-tuned.toml"),
+        budget_seconds=budget_seconds,
+        seconds=0.0,
+        validation={
+            "method": carved.method,
+            "train_events": carved.train_events.height,
+            "validation_events": carved.test_events.height,
+            "customers_scored": next((s.relevant.shape[0] for s in segments if s.name == "all"), 0),
+        },
+    )
+    last_fit: dict[str, float] = {}
+    spent: dict[str, float] = {}
+    tried: dict[str, int] = {}
+    first_trial = {kind: True for kind in kinds}
+    search_started = time.perf_counter()
+    result.validation["preparation_seconds"] = search_started - started
+    # The budget is for the search; loading and persona inference run once before it, whatever it is.
+    deadline = search_started + budget_seconds
+    with progress_bar(show_progress) as progress:
+        task = progress.add_task("tuning", total=budget_seconds)
+        while True:
+            runnable = [
+                kind
+                for kind in kinds
+                if first_trial[kind]
+                or (
+                    time.perf_counter() + last_fit.get(kind, 0.0) <= deadline
+                    and tried.get(kind, 0) < MAX_TRIALS_PER_DIMENSION * len(SEARCH_SPACES[kind])
+                )
+            ]
+            if not runnable or (time.perf_counter() >= deadline and not any(first_trial.values())):
+                break
+            # Each kind gets an equal share of the search time: the one with least time so far goes next.
+            kind = min(runnable, key=lambda name: (not first_trial[name], spent.get(name, 0.0)))
+            if first_trial[kind]:
+                parameters = dict(config.models.get(kind, {}))
+            else:
+                parameters = {
+                    **config.models.get(kind, {}),
+                    **{name: draw(rng) for name, draw in SEARCH_SPACES[kind].items()},
+                }
+            model = create_model(kind, **parameters)
+            fit_started = time.perf_counter()
+            model.fit(prepared.training_set, show_progress=False)
+            last_fit[kind] = time.perf_counter() - fit_started
+            spent[kind] = spent.get(kind, 0.0) + last_fit[kind]
+            scores = {r.segment: r.metrics["ndcg"] for r in evaluate_models({kind: model}, segments, k)}
+            spent[kind] += time.perf_counter() - fit_started - last_fit[kind]
+            tried[kind] = tried.get(kind, 0) + 1
+            trial = Trial(
+                kind=kind,
+                parameters=model.get_config(),
+                ndcg=scores.get("all", float("nan")),
+                cold_start_ndcg=scores.get("cold_start"),
+                fit_seconds=last_fit[kind],
+                started_from_config=first_trial[kind],
+            )
+            first_trial[kind] = False
+            result.trials.append(trial)
+            if kind not in result.best or trial.ndcg > result.best[kind].ndcg:
+                result.best[kind] = trial
+            progress.update(
+                task,
+                completed=min(budget_seconds, time.perf_counter() - search_started),
+                description=f"tuning ({len(result.trials)} trials, {kind})",
+            )
+    original = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
+    header = (
+        f"Tuned by `persona-engine tune --config {config_path} --budget-seconds {budget_seconds:g}`:\n"
+        f"{len(result.trials)} trials, NDCG@{k} on a validation split carved from the training events\n"
+        f"({carved.method}; the test events were never used). Best validation NDCG@{k} per model:\n"
+        + "\n".join(f"  {kind}: {t.ndcg:.4f}" for kind, t in result.best.items())
+    )
+    result.written_config.write_text(to_toml(tuned_document(original, result.best), header), encoding="utf-8")
+    load_config(result.written_config)  # what we wrote must be a valid config
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def print_tuning(result: TuningResult) -> None:
+    v = result.validation
+    rows = []
+    for kind, best in result.best.items():
+        start = next(t for t in result.trials if t.kind == kind and t.started_from_config)
+        n = sum(1 for t in result.trials if t.kind == kind)
+        rows.append([kind, n, start.ndcg, best.ndcg, best.cold_start_ndcg, best.fit_seconds])
+    print_table(
+        f"hyperparameter search: {len(result.trials)} trials, {result.seconds:.0f} s in all "
+        f"(search budget {result.budget_seconds:g} s); validation = {v['validation_events']:,} of the "
+        f"training events ({v['method']}), {v['customers_scored']:,} customers",
+        ["model", "trials", "NDCG start", "NDCG best", "cold NDCG", "fit s"],
+        rows,
+    )
+    for kind, best in result.best.items():
+        settings = ", ".join(
+            f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
+            for name, value in best.parameters.items()
+            if name in SEARCH_SPACES[kind]
+        )
+        stdout_console.print(f"{kind}: {settings}", highlight=False)
+    stdout_console.print(f"tuned config written to {result.written_config}", highlight=False)
