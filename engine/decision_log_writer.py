@@ -16,15 +16,20 @@ decisions.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from engine.event_log import EventLog
 from engine.live_events import ServedDecision
+from engine.page_decision import LayoutDecision, RankedOffer
+
+if TYPE_CHECKING:
+    from engine.personalizer import DecisionInfo
 
 LOGGER = logging.getLogger("persona_engine.decision_log")
 
@@ -32,10 +37,52 @@ DEFAULT_QUEUE_SIZE: Final = 10_000
 MAX_DECISIONS_PER_COMMIT: Final = 1_000
 
 
-class DecisionLogWriter:
-    """Writes served decisions to the event log at ``path`` from a background thread."""
+def served_arms(
+    decision: DecisionInfo,
+    customer_id: str,
+    timestamp: dt.datetime,
+    offers: Sequence[RankedOffer] = (),
+    layout: LayoutDecision | None = None,
+) -> list[ServedDecision]:
+    """One record per arm a response served (each offer, the layout), all under its decision id."""
+    mix = tuple(
+        (persona, float(weight))
+        for persona, weight in zip(decision.mix.personas, decision.mix.weights, strict=True)
+    )
 
-    def __init__(self, path: Path, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+    def arm(decision_type: str, arm_id: str, propensity: float) -> ServedDecision:
+        return ServedDecision(
+            decision_id=decision.decision_id,
+            customer_id=customer_id,
+            timestamp=timestamp,
+            context=decision.shopping_context or "",
+            decision_type=decision_type,
+            arm_id=arm_id,
+            propensity=propensity,
+            persona_mix=mix,
+            model_version=decision.model_version,
+        )
+
+    served = [arm("offer", offer.offer_id, offer.propensity) for offer in offers]
+    if layout is not None:
+        served.append(arm("layout", layout.variant_id, layout.propensity))
+    return served
+
+
+class DecisionLogWriter:
+    """Writes served decisions to the event log at ``path`` from a background thread.
+
+    ``on_commit(written, failed)`` is called from the writer thread after each commit (for metrics).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        on_commit: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self._on_commit = on_commit
         self._log = EventLog.open(path, durable=False)
         self._queue: queue.Queue[ServedDecision | None] = queue.Queue(maxsize=queue_size)
         self._closed = False
@@ -84,11 +131,16 @@ class DecisionLogWriter:
                     stopping = True
                 else:
                     batch.append(item)
+            written = failed = 0
             try:
-                self.written += self._log.log_decisions(batch)
+                written = self._log.log_decisions(batch)
             except Exception:  # a full disk or a locked log must not kill the writer; later batches retry
-                self.failed += len(batch)
+                failed = len(batch)
                 LOGGER.exception("could not log %d served decisions to %s", len(batch), self._log.path)
             finally:
+                self.written += written
+                self.failed += failed
+                if self._on_commit is not None and batch:
+                    self._on_commit(written, failed)
                 for _ in range(taken):
                     self._queue.task_done()
