@@ -1541,7 +1541,12 @@ def print_mixed_report(result: Mapping[str, Any]) -> None:
             "srv p99",
         ],
         [
-            [r["rpc"].split(" (")[0], r["mode"], str(r["workers"]), *(r.get(k, NAN) for k in keys)]
+            [
+                short_rpc(r["rpc"].split(" (")[0]),
+                r["mode"].removeprefix("mixed "),
+                str(r["workers"]),
+                *(r.get(k, NAN) for k in keys),
+            ]
             for r in mixed_rows(result)
         ],
     )
