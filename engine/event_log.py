@@ -7,10 +7,10 @@ worker process of a server (and readable by training while the server writes):
 - ``append`` writes one batch of events and outcomes in a ``BEGIN IMMEDIATE`` transaction with
   ``synchronous=FULL``, so when it returns the batch is in the fsynced write-ahead log. The fsync is
   the cost of a durable write (milliseconds on most disks), so batches that arrive from several
-  threads while one commits share the next commit (group commit), each in a savepoint of its own. The event id is
-  the primary key of its table and rows go in with ``INSERT OR IGNORE``: the first record with an id
-  wins, and a later one with the same id (a retry, whatever its content) is a duplicate. Events and
-  outcomes are separate tables, so each has its own id space.
+  threads while one commits share the next commit (group commit), each in a savepoint of its own.
+  The event id is the primary key of its table and rows go in with ``INSERT OR IGNORE``: the first
+  record with an id wins, and a later one with the same id (a retry, whatever its content) is a
+  duplicate. Events and outcomes are separate tables, so each has its own id space.
 - ``log_decisions`` records what the server served. Decisions are not acknowledged to anyone, so a log
   opened with ``durable=False`` (``synchronous=NORMAL``) writes them: in WAL mode that survives a crash
   of the process, and only a power loss may drop the last few. One served response can carry several
@@ -360,11 +360,35 @@ class EventLog:
         rows = self._query(f"SELECT {_DECISION_COLUMNS} FROM decisions ORDER BY timestamp_us, rowid")
         return [_served_decision(row) for row in rows]
 
-    def outcomes(self) -> list[DecisionOutcome]:
-        """Every stored outcome in arrival order."""
+    def behavior_events(self, since: dt.datetime | None = None) -> list[BehaviorEvent]:
+        """Stored events in arrival order, those that happened at or after ``since`` when given: what a
+        restarted live state replays to catch up."""
+        rows = self._query(
+            "SELECT event_id, customer_id, item_id, event_type, timestamp_us, price_paid, discount, channel, "
+            "device FROM events WHERE timestamp_us >= ? ORDER BY rowid",
+            (_since(since),),
+        )
+        return [
+            BehaviorEvent(
+                event_id=row[0],
+                customer_id=row[1],
+                item_id=row[2],
+                event_type=row[3],
+                timestamp=from_micros(row[4]),
+                price_paid=row[5],
+                discount=row[6],
+                channel=row[7],
+                device=row[8],
+            )
+            for row in rows
+        ]
+
+    def outcomes(self, since: dt.datetime | None = None) -> list[DecisionOutcome]:
+        """Stored outcomes in arrival order, those that happened at or after ``since`` when given."""
         rows = self._query(
             "SELECT event_id, decision_id, customer_id, kind, timestamp_us, arm_id, revenue "
-            "FROM outcomes ORDER BY rowid"
+            "FROM outcomes WHERE timestamp_us >= ? ORDER BY rowid",
+            (_since(since),),
         )
         return [
             DecisionOutcome(
@@ -465,6 +489,10 @@ class EventLog:
             ).alias("decision_id"),
         )
         return frame.select([column.name for column in DECISIONS.columns] + ["served_decision_id", "shown"])
+
+
+def _since(moment: dt.datetime | None) -> int:
+    return to_micros(moment) if moment is not None else -(2**63)
 
 
 def _utc_micros(column: str) -> pl.Expr:

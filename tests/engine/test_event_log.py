@@ -51,6 +51,9 @@ def test_a_retried_batch_is_stored_once_and_reported_as_duplicates(tmp_path: Pat
         assert first.duplicate_events == 0
         assert again.new_events == () and again.duplicate_events == 2
         assert log.counts()["events"] == 2
+        assert log.behavior_events() == batch
+        assert log.behavior_events(since=T0) == batch
+        assert log.behavior_events(since=batch[0].timestamp + dt.timedelta(microseconds=1)) == []
 
 
 def test_the_first_record_with_an_id_wins_even_within_one_batch(tmp_path: Path) -> None:
