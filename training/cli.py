@@ -8,6 +8,7 @@ naming the file, row and column, never a traceback.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -59,6 +60,19 @@ EXAMPLES = {
     "summary": """
         examples:
           persona-engine summary --artifact artifacts/latest --customers 3
+        """,
+    "evaluate-policy": """
+        policies: uniform, always:ARM, greedy, epsilon-greedy:EPS, thompson[:DRAWS]
+        optional decisions columns: mix__<persona_id> (the mix each candidate sees; default: the
+        artifact's stored mix of the customer for the decision's context)
+
+        examples:
+          persona-engine evaluate-policy --decisions data/demo/decisions.parquet \\
+              --artifact artifacts/latest --policy greedy --policy uniform --policy epsilon-greedy:0.1
+          persona-engine evaluate-policy --decisions data/demo/decisions.parquet \\
+              --artifact artifacts/latest --policy thompson --decision-type layout \\
+              --truth data/demo/truth --json
+          persona-engine evaluate-policy --decisions log.csv --policy always:offer_freeship_all
         """,
 }
 
@@ -152,6 +166,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
     s.add_argument("--customers", type=int, default=3, help="how many example customers to show")
+
+    ep = command(
+        "evaluate-policy",
+        "estimate what candidate offer or layout policies would have earned on logged decisions "
+        "(IPS, self-normalised IPS, doubly robust)",
+    )
+    ep.add_argument("--decisions", type=Path, required=True, help="decisions table (.parquet or .csv)")
+    ep.add_argument(
+        "--policy", action="append", required=True, help="candidate policy spec; repeat for several"
+    )
+    ep.add_argument("--artifact", type=Path, help="artifact with persona mixes and arm estimates")
+    ep.add_argument("--decision-type", choices=("offer", "layout"), default="offer")
+    ep.add_argument("--truth", type=Path, help="synthetic shop truth/ folder: add true values and coverage")
+    ep.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
+    ep.add_argument("--folds", type=int, default=5, help="cross-fitting folds of the DR reward model")
+    ep.add_argument("--seed", type=int, default=0, help="seed of Thompson's Monte-Carlo propensities")
+    period = ep.add_mutually_exclusive_group()
+    period.add_argument(
+        "--since",
+        help="evaluate decisions from this ISO date or time on (default with --artifact: its test period, "
+        "which its estimates never saw)",
+    )
+    period.add_argument(
+        "--all-decisions", action="store_true", help="evaluate the whole log, even what the artifact saw"
+    )
 
     sv = sub.add_parser(
         "serve",
@@ -420,6 +459,54 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_policy(args: argparse.Namespace) -> int:
+    from training.policy_evaluation_job import PolicyEvaluationInputError, run, table_rows
+
+    if not 0 < args.level < 1:
+        raise UserError(f"--level must be in (0, 1), got {args.level}")
+    if args.folds < 2:
+        raise UserError(f"--folds must be at least 2, got {args.folds}")
+    since = None
+    if args.since:
+        try:
+            since = dt.datetime.fromisoformat(args.since)
+        except ValueError:
+            raise UserError(f"--since: not an ISO date or time: {args.since!r}") from None
+        since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
+    try:
+        report = run(
+            args.decisions,
+            args.policy,
+            decision_type=args.decision_type,
+            artifact=args.artifact,
+            truth=args.truth,
+            level=args.level,
+            n_folds=args.folds,
+            seed=args.seed,
+            since=since,
+            all_decisions=args.all_decisions,
+        )
+    except PolicyEvaluationInputError as error:
+        raise UserError(str(error)) from None
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    columns, rows = table_rows(report)
+    period = f" from {report['since']}" if report["since"] else ""
+    title = (
+        f"{report['decision_type']} policies on {report['decisions']:,} logged decisions{period} "
+        f"({args.level:.0%} intervals; mixes from {report['mix_source'] or 'nowhere'}, "
+        f"estimates from {report['estimates_source'] or 'nowhere'})"
+    )
+    print_table(title, columns, rows)
+    if "coverage" in report:
+        coverage = report["coverage"]
+        stdout_console.print(
+            f"intervals covering the true value: {coverage['covered']} of {coverage['intervals']}"
+        )
+    return 0
+
+
 COMMANDS = {
     "generate": cmd_generate,
     "train": cmd_train,
@@ -429,6 +516,7 @@ COMMANDS = {
     "discover": cmd_discover,
     "summary": cmd_summary,
     "serve": cmd_serve,
+    "evaluate-policy": cmd_evaluate_policy,
 }
 
 
