@@ -70,8 +70,9 @@ def test_snips_stays_within_the_reward_range(rewards: np.ndarray, data: st.DataO
 def test_estimators_are_unbiased_and_cover_a_known_value_by_simulation() -> None:
     # Logging: arm 0 with 0.8, arm 1 with 0.2; rates 0.1 and 0.6; the candidate always plays arm 1.
     rng = np.random.default_rng(3)
-    n, covered, values = 4_000, {e: 0 for e in Estimator}, {e: [] for e in Estimator}
-    runs = 60
+    n, runs = 4_000, 60
+    covered = dict.fromkeys(Estimator, 0)
+    values: dict[Estimator, list[float]] = {e: [] for e in Estimator}
     for _ in range(runs):
         arm = (rng.random(n) < 0.2).astype(np.int64)
         reward = (rng.random(n) < np.where(arm == 1, 0.6, 0.1)).astype(float)
