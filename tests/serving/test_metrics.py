@@ -42,6 +42,8 @@ EXPECTED_FAMILIES = {
     "persona_engine_model_load_seconds": "gauge",
     "persona_engine_model_loaded_timestamp_seconds": "gauge",
     "persona_engine_model_reloads": "counter",
+    "persona_engine_live_records": "counter",
+    "persona_engine_decisions_logged": "counter",
 }
 
 
@@ -71,6 +73,8 @@ def test_names_follow_prometheus_conventions_and_known_series_start_at_zero() ->
     assert _value(registry, "persona_engine_requests_total", code="OK", **personalize) == 0
     assert _value(registry, "persona_engine_requests_in_flight", **personalize) == 0
     assert _value(registry, "persona_engine_request_duration_seconds_count", **personalize) == 0
+    assert _value(registry, "persona_engine_live_records_total", record="outcome", result="rejected") == 0
+    assert _value(registry, "persona_engine_decisions_logged_total", result="failed") == 0
     buckets = {
         float(s.labels["le"])
         for s in families["persona_engine_request_duration_seconds"].samples
