@@ -74,6 +74,15 @@ EXAMPLES = {
               --truth data/demo/truth --json
           persona-engine evaluate-policy --decisions log.csv --policy always:offer_freeship_all
         """,
+    "experiment-report": """
+        a decision converted when a reward was reported for it; the rate difference interval is
+        Newcombe's (Wilson score based), the revenue per decision difference a bootstrap interval.
+
+        examples:
+          persona-engine experiment-report --event-log run/events.sqlite
+          persona-engine experiment-report --event-log run/events.sqlite --control static --json
+          persona-engine experiment-report --decisions decisions.parquet --decision-type offer
+        """,
 }
 
 
@@ -191,6 +200,20 @@ def _parser() -> argparse.ArgumentParser:
     period.add_argument(
         "--all-decisions", action="store_true", help="evaluate the whole log, even what the artifact saw"
     )
+
+    xr = command(
+        "experiment-report",
+        "per experiment arm: decisions, conversions, revenue, and the difference to the control arm",
+    )
+    source = xr.add_mutually_exclusive_group(required=True)
+    source.add_argument("--event-log", type=Path, help="the server's event log (SQLite)")
+    source.add_argument(
+        "--decisions", type=Path, help="decisions table with an experiment_arm (and optional revenue) column"
+    )
+    xr.add_argument("--control", help="the control arm (default: the arm named 'control')")
+    xr.add_argument("--decision-type", choices=("offer", "layout"), help="only decisions of this type")
+    xr.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
+    xr.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for revenue")
 
     sv = sub.add_parser(
         "serve",
@@ -507,6 +530,33 @@ def cmd_evaluate_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment_report(args: argparse.Namespace) -> int:
+    from training.experiment_report_job import ExperimentReportInputError, run, table_rows
+
+    if not 0 < args.level < 1:
+        raise UserError(f"--level must be in (0, 1), got {args.level}")
+    if args.resamples < 100:
+        raise UserError(f"--resamples must be at least 100, got {args.resamples}")
+    try:
+        report = run(
+            event_log=args.event_log,
+            decisions=args.decisions,
+            control=args.control,
+            decision_type=args.decision_type,
+            level=args.level,
+            resamples=args.resamples,
+        )
+    except ExperimentReportInputError as error:
+        raise UserError(str(error)) from None
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    columns, rows = table_rows(report)
+    title = f"experiment arms vs {report['control']} ({args.level:.0%} intervals of the differences)"
+    print_table(title, columns, rows)
+    return 0
+
+
 COMMANDS = {
     "generate": cmd_generate,
     "train": cmd_train,
@@ -517,6 +567,7 @@ COMMANDS = {
     "summary": cmd_summary,
     "serve": cmd_serve,
     "evaluate-policy": cmd_evaluate_policy,
+    "experiment-report": cmd_experiment_report,
 }
 
 
