@@ -36,6 +36,7 @@ def test_closed_form_small_log() -> None:
     assert doubly_robust(rewards, weights, [0.5, 0.5], [0.4, 0.4]).value == pytest.approx(0.4)
 
 
+@settings(max_examples=50, deadline=None)
 @given(rates)
 def test_on_policy_weights_reduce_every_estimator_to_the_mean_reward(rewards: np.ndarray) -> None:
     weights = np.ones(len(rewards))
@@ -45,6 +46,7 @@ def test_on_policy_weights_reduce_every_estimator_to_the_mean_reward(rewards: np
     assert effective_sample_size(weights) == pytest.approx(len(rewards))
 
 
+@settings(max_examples=50, deadline=None)
 @given(rates, st.data())
 def test_dr_with_zero_model_is_ips_and_with_exact_model_is_exact(
     rewards: np.ndarray, data: st.DataObject
@@ -58,6 +60,7 @@ def test_dr_with_zero_model_is_ips_and_with_exact_model_is_exact(
     assert doubly_robust(rewards, weights, rewards, target).value == pytest.approx(target.mean())
 
 
+@settings(max_examples=50, deadline=None)
 @given(rates, st.data())
 def test_snips_stays_within_the_reward_range(rewards: np.ndarray, data: st.DataObject) -> None:
     weights = data.draw(arrays(np.float64, len(rewards), elements=st.floats(0.01, 50)))
