@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ from engine.state_store import MemoryStateStore
 from serving.client import PersonaEngineClient
 from serving.generated.persona.v1 import admin_service_pb2 as admin
 from serving.generated.persona.v1 import admin_service_pb2_grpc as admin_grpc
+from serving.server import ServeConfigError, add_serve_arguments, serve, settings_from_args
 from tests.serving.server_harness import InProcessServer, in_process_server, trained_artifacts
 from training.cli import main
 
@@ -165,3 +169,49 @@ def test_experiment_report_reads_the_servers_log(live: Live, capsys: pytest.Capt
     report = json.loads(capsys.readouterr().out)
     assert {arm["arm"] for arm in report["arms"]} <= {"static", "bandit"}
     assert sum(arm["decisions"] for arm in report["arms"]) == 30
+
+
+def test_serve_starts_the_experiment_of_its_config_file(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    artifact = trained_artifacts(tmp_path_factory).older
+    config = tmp_path / "experiment.toml"
+    config.write_text(
+        '[experiment]\nname = "from-file"\ncontrol = "a"\n'
+        "[experiment.arms.a]\nshare = 0.5\n"
+        '[experiment.arms.b]\nshare = 0.5\npolicy = "online-bandit"\n',
+        encoding="utf-8",
+    )
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    base = ["--artifact", str(artifact), "--address", "127.0.0.1:0", "--metrics-port", "0"]
+    settings = settings_from_args(parser.parse_args([*base, "--experiment", str(config)]), {})
+    assert settings.experiment == config.resolve()
+    broken = tmp_path / "broken.toml"
+    broken.write_text(
+        config.read_text(encoding="utf-8").replace("share = 0.5\npolicy", "share = 0.6\npolicy")
+    )
+    with pytest.raises(ServeConfigError, match=r"--experiment: .*sum to 1"):
+        settings_from_args(parser.parse_args([*base, "--experiment", str(broken)]), {})
+
+    stop, ready = threading.Event(), queue.Queue[int]()
+    thread = threading.Thread(target=serve, args=(settings,), kwargs={"stop": stop, "on_ready": ready.put})
+    thread.start()
+    try:
+        port = ready.get(timeout=60)
+        with PersonaEngineClient(f"127.0.0.1:{port}", timeout_s=10.0) as client:
+            for customer in ("c001", "c002", "someone-new"):
+                arm = client.rank_offers(customer).experiment_arm
+                assert (
+                    arm
+                    == Experiment(
+                        "from-file",
+                        "a",
+                        (ExperimentArm("a", 0.5), ExperimentArm("b", 0.5, ArmPolicy.ONLINE_BANDIT)),
+                    )
+                    .assign(customer)
+                    .name
+                )
+    finally:
+        stop.set()
+        thread.join(timeout=30)
