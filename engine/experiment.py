@@ -217,7 +217,8 @@ class CurrentExperiment:
     def set(self, experiment: Experiment | None) -> None:
         """Start, change or (with None) stop the experiment, for every replica sharing the store."""
         document = {} if experiment is None else experiment.as_dict()
-        self._store.set(self.KEY, json.dumps(document, sort_keys=True).encode("utf-8"))
+        # Not sort_keys: the order of the arms decides which part of [0, 1) each covers.
+        self._store.set(self.KEY, json.dumps(document).encode("utf-8"))
         with self._lock:
             self._cached, self._read_at = experiment, self._clock()
 

@@ -73,6 +73,8 @@ EXAMPLES = {
               --artifact artifacts/latest --policy thompson --decision-type layout \\
               --truth data/demo/truth --json
           persona-engine evaluate-policy --decisions log.csv --policy always:offer_freeship_all
+          persona-engine evaluate-policy --event-log run/events.sqlite --artifact artifacts/latest \\
+              --all-decisions --policy greedy --policy thompson
         """,
     "experiment-report": """
         a decision converted when a reward was reported for it; the rate difference interval is
@@ -181,7 +183,11 @@ def _parser() -> argparse.ArgumentParser:
         "estimate what candidate offer or layout policies would have earned on logged decisions "
         "(IPS, self-normalised IPS, doubly robust)",
     )
-    ep.add_argument("--decisions", type=Path, required=True, help="decisions table (.parquet or .csv)")
+    log_source = ep.add_mutually_exclusive_group(required=True)
+    log_source.add_argument("--decisions", type=Path, help="decisions table (.parquet or .csv)")
+    log_source.add_argument(
+        "--event-log", type=Path, help="the server's event log (SQLite): served decisions with their mixes"
+    )
     ep.add_argument(
         "--policy", action="append", required=True, help="candidate policy spec; repeat for several"
     )
@@ -508,6 +514,7 @@ def cmd_evaluate_policy(args: argparse.Namespace) -> int:
             seed=args.seed,
             since=since,
             all_decisions=args.all_decisions,
+            event_log=args.event_log,
         )
     except PolicyEvaluationInputError as error:
         raise UserError(str(error)) from None

@@ -8,6 +8,9 @@ candidate policies' inputs as extra columns:
   candidate policy sees for that decision. Without them, ``--artifact`` supplies each customer's stored
   mix for the decision's context (customers the artifact never saw get its population mix).
 
+The server's event log (engine/event_log.py) is read directly too (``--event-log``): there every
+served decision carries the mix it was made for, and the first-ranked arm of each decision is used.
+
 Greedy, epsilon-greedy and Thompson candidates use the artifact's per persona x arm estimates
 (``decisions/<type>/`` of the artifact); without an artifact they are fitted on the log itself, which
 the output flags. A policy fitted on the decisions it is evaluated on looks better than it is: it
@@ -45,7 +48,9 @@ from engine.arm_estimates import ArmEstimateError, ArmEstimates
 from engine.candidate_policy import CandidatePolicy, CandidatePolicyError
 from engine.data_contract import DECISION_TYPES, DECISIONS
 from engine.data_loading import load_table
+from engine.event_log import EventLog, EventLogError
 from engine.id_map import IdMap
+from engine.live_events import ServedDecision
 from engine.off_policy_evaluation import (
     DEFAULT_LEVEL,
     OffPolicyEvaluationError,
@@ -53,7 +58,7 @@ from engine.off_policy_evaluation import (
     evaluate_policy,
 )
 from engine.persona_catalog import parse_catalog
-from engine.shopping_context import CONTEXTS, context_index
+from engine.shopping_context import CONTEXTS, context_index, context_of
 
 MIX_PREFIX = "mix__"
 DEFAULT_FOLDS = 5
@@ -143,14 +148,94 @@ def artifact_test_start(artifact: Path) -> dt.datetime | None:
     return dt.datetime.fromisoformat(start) if start else None
 
 
+@dataclass(frozen=True)
+class DecisionLog:
+    """A decisions table as read, before filtering: every row, with the mix columns if it had them."""
+
+    frame: pl.DataFrame
+    mixes: NDArray[np.float64] | None  # (rows, K) from mix__* columns or the event log
+    persona_ids: tuple[str, ...]
+    source: str
+    mix_source: str = "columns"
+
+
+def read_decisions_file(path: Path) -> DecisionLog:
+    """A file in the decisions table format, with optional ``mix__<persona_id>`` columns."""
+    frame, _ = load_table(path, DECISIONS)
+    names = _mix_columns(path)
+    mixes = _read_mix_columns(path, names, np.ones(frame.height, dtype=bool)) if names else None
+    return DecisionLog(frame, mixes, tuple(n.removeprefix(MIX_PREFIX) for n in names), str(path))
+
+
+def read_event_log(path: Path) -> DecisionLog:
+    """The served decisions of a server's event log, one row per decision id and type.
+
+    An offer decision ranks several offers; only the first (logged first, in rank order) is kept,
+    because only its propensity is unconditional. Its outcome is 1 when a reward was reported for
+    that arm (or for the decision without naming an arm). The mix each decision was made for is in
+    the log, so candidate policies see exactly what the serving policy saw.
+    """
+    if not path.is_file():
+        raise PolicyEvaluationInputError(f"{path}: no such event log")
+    try:
+        with EventLog.open(path) as log:
+            served = log.served_decisions()
+            outcomes = log.outcomes()
+    except EventLogError as error:
+        raise PolicyEvaluationInputError(str(error)) from None
+    rewarded: set[tuple[str, str, str | None]] = {
+        (o.decision_id, o.kind.decision_type, o.arm_id) for o in outcomes if o.kind.is_reward
+    }
+    first: dict[tuple[str, str], ServedDecision] = {}
+    for decision in served:
+        first.setdefault((decision.decision_id, decision.decision_type), decision)
+    rows = list(first.values())
+    if not rows:
+        raise PolicyEvaluationInputError(f"{path}: the event log has no served decisions")
+    persona_ids = tuple(p for p, _ in rows[0].persona_mix)
+    mixes = np.zeros((len(rows), len(persona_ids)))
+    position = {p: k for k, p in enumerate(persona_ids)}
+    for i, decision in enumerate(rows):
+        for persona, weight in decision.persona_mix:
+            if persona not in position:
+                raise PolicyEvaluationInputError(
+                    f"{path}: decision {decision.decision_id!r} has a mix over persona {persona!r}, "
+                    f"the first decision's over {', '.join(persona_ids)}"
+                )
+            mixes[i, position[persona]] = weight
+    frame = pl.DataFrame(
+        {
+            "decision_id": [d.decision_id for d in rows],
+            "customer_id": [d.customer_id for d in rows],
+            "timestamp": [d.timestamp for d in rows],
+            "context": [d.context or context_of(d.timestamp) for d in rows],
+            "decision_type": [d.decision_type for d in rows],
+            "arm_id": [d.arm_id for d in rows],
+            "propensity": [d.propensity for d in rows],
+            "outcome": [
+                float(
+                    (d.decision_id, d.decision_type, d.arm_id) in rewarded
+                    or (d.decision_id, d.decision_type, None) in rewarded
+                )
+                for d in rows
+            ],
+        },
+        schema_overrides={"timestamp": pl.Datetime("us", "UTC")},
+    )
+    return DecisionLog(frame, mixes, persona_ids, str(path), mix_source="event log")
+
+
 def load_decisions(
-    path: Path, decision_type: str, artifact: Path | None, since: dt.datetime | None = None
+    log: DecisionLog | Path, decision_type: str, artifact: Path | None, since: dt.datetime | None = None
 ) -> LoggedDecisions:
+    """The decisions of one type (from ``since`` on) with the mixes and estimates the candidates use."""
     if decision_type not in DECISION_TYPES:
         raise PolicyEvaluationInputError(
             f"decision type must be one of {', '.join(DECISION_TYPES)}, got {decision_type!r}"
         )
-    frame, _ = load_table(path, DECISIONS)
+    if isinstance(log, Path):
+        log = read_decisions_file(log)
+    frame, path = log.frame, log.source
     bad_context = ~frame["context"].is_in(list(CONTEXTS))
     if bad_context.any():
         row = int(np.flatnonzero(bad_context.to_numpy())[0])
@@ -184,14 +269,13 @@ def load_decisions(
                 raise PolicyEvaluationInputError(str(error)) from None
             estimates_source = "artifact"
 
-    mix_names = _mix_columns(path)
     mixes: NDArray[np.float64] | None = None
     persona_ids: tuple[str, ...] = ()
     mix_source = ""
-    if mix_names:
-        mixes = _read_mix_columns(path, mix_names, keep)
-        persona_ids = tuple(name.removeprefix(MIX_PREFIX) for name in mix_names)
-        mix_source = "columns"
+    if log.mixes is not None:
+        mixes = log.mixes[keep]
+        persona_ids = log.persona_ids
+        mix_source = log.mix_source
     elif artifact is not None:
         mixes, persona_ids = _artifact_mixes(artifact, rows)
         mix_source = "artifact"
@@ -374,7 +458,7 @@ def results_json(
 
 
 def run(
-    decisions_path: Path,
+    decisions_path: Path | None,
     policy_specs: Sequence[str],
     *,
     decision_type: str = "offer",
@@ -385,6 +469,7 @@ def run(
     seed: int = 0,
     since: dt.datetime | None = None,
     all_decisions: bool = False,
+    event_log: Path | None = None,
 ) -> dict[str, Any]:
     """Parse the policies, load the log and evaluate; every input problem is a PolicyEvaluationInputError.
 
@@ -395,7 +480,10 @@ def run(
         policies = [CandidatePolicy.parse(spec) for spec in policy_specs]
         if since is None and artifact is not None and not all_decisions:
             since = artifact_test_start(artifact)
-        decisions = load_decisions(decisions_path, decision_type, artifact, since)
+        if (decisions_path is None) == (event_log is None):
+            raise PolicyEvaluationInputError("give exactly one of a decisions file and an event log")
+        log = read_event_log(event_log) if event_log is not None else read_decisions_file(decisions_path)  # type: ignore[arg-type]
+        decisions = load_decisions(log, decision_type, artifact, since)
         results = evaluate_policies(
             decisions,
             policies,

@@ -107,8 +107,14 @@ def test_current_experiment_is_shared_through_the_store_and_can_stop() -> None:
     assert reader.assign("c1") == ""  # cached for up to a second
     now[0] = 2.0
     assert reader.assign("c1") in {"control", "treatment"}
+    # Arm order decides assignment, so it must survive the store: "treatment" sorts after "control",
+    # an arm list in reverse alphabetical order must come back as it went in.
+    reversed_arms = Experiment("exp", "zeta", (ExperimentArm("zeta", 0.5), ExperimentArm("alpha", 0.5)))
+    writer.set(reversed_arms)
+    now[0] = 3.0
+    assert reader.get() == reversed_arms
     writer.set(None)
-    now[0] = 4.0
+    now[0] = 5.0
     assert reader.get() is None
 
 

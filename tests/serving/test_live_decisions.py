@@ -169,6 +169,13 @@ def test_experiment_report_reads_the_servers_log(live: Live, capsys: pytest.Capt
     report = json.loads(capsys.readouterr().out)
     assert {arm["arm"] for arm in report["arms"]} <= {"static", "bandit"}
     assert sum(arm["decisions"] for arm in report["arms"]) == 30
+    # The same log feeds off-policy evaluation, with the mixes the server decided on.
+    artifact = str(live.server.holder.snapshot().path)
+    args = ["evaluate-policy", "--event-log", str(live.log_path), "--artifact", artifact, "--json"]
+    assert main([*args, "--all-decisions", "--policy", "uniform", "--policy", "greedy"]) == 0
+    evaluation = json.loads(capsys.readouterr().out)
+    assert evaluation["decisions"] == 30 and evaluation["mix_source"] == "event log"
+    assert [p["policy"] for p in evaluation["policies"]] == ["uniform", "greedy"]
 
 
 def test_serve_starts_the_experiment_of_its_config_file(
