@@ -244,3 +244,31 @@ def test_journey_tracker_counts_live_events() -> None:
     assert tracker.history("nobody") == CustomerHistory()
     combined = CustomerHistory(5, 0, NOW - dt.timedelta(days=100)).combined(history)
     assert journey_stage(combined, cart_items=0, now=NOW) is JourneyStage.REPEAT_BUYER
+
+
+def test_the_bandit_learns_each_personas_best_arm_from_live_outcomes() -> None:
+    # Truth: persona 0 redeems "a" (40%), persona 1 redeems "c" (40%); everything else 5%. The seed
+    # knows nothing (Beta(1, 1) everywhere), so only live outcomes can teach it.
+    truth = np.array([[0.4, 0.05, 0.05], [0.05, 0.05, 0.4]])
+    seed = ArmEstimates(ARMS, PERSONAS, np.ones((2, 3)), np.ones((2, 3)))
+    bandit = OnlineBandit(
+        "offer", seed, MemoryStateStore(), BanditConfig(thompson_draws=64), clock=lambda: NOW
+    )
+    rng = np.random.default_rng(7)
+    late_best = late = 0
+    for i in range(900):
+        persona = int(rng.random() < 0.5)
+        mix = np.array([0.9, 0.1]) if persona == 0 else np.array([0.1, 0.9])
+        decision = bandit.choose(
+            decision_id=f"s{i}", customer_id="c", mix=mix, stage=JourneyStage.BROWSING, rng=rng
+        )
+        arm = ARMS.index(decision.choices[0].arm_id)
+        bandit.update(_outcome(f"s{i}", OutcomeKind.OFFER_SHOWN, ARMS[arm]))
+        if rng.random() < mix @ truth[:, arm]:
+            bandit.update(_outcome(f"s{i}", OutcomeKind.OFFER_REDEEMED, ARMS[arm]))
+        if i >= 600:
+            late += 1
+            late_best += arm == (0 if persona == 0 else 2)
+    assert late_best / late > 0.75  # uniform play would pick the best arm a third of the time
+    means = bandit.posterior(JourneyStage.BROWSING).mean()
+    assert means[0].argmax() == 0 and means[1].argmax() == 2
