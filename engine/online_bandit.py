@@ -23,7 +23,8 @@ Each decision's arms, mix and stage are kept in the StateStore under its decisio
 ``decision_ttl_seconds``), so an outcome arriving at any replica updates the right cells; repeated
 exposures or rewards of one decision and arm are counted once.
 
-Choice and propensities. ``thompson_draws`` posterior draws of rho give, for the customer's mix, the
+Choice and propensities. ``thompson_draws`` posterior draws of each arm's response for the customer's
+mix (normal with the exact posterior mean and variance of mix @ rho, see ``_draw_scores``) give the
 share of draws each eligible arm wins: the Thompson probabilities. Mixed with the exploration floor,
 p = floor + (1 - n_eligible * floor) * thompson, every eligible arm keeps at least ``exploration_floor``
 (so off-policy evaluation of any other policy stays possible). The arm is then drawn from p itself, so
@@ -229,10 +230,20 @@ class OnlineBandit:
     def _draw_scores(
         self, posterior: ArmEstimates, mix: NDArray[np.float64], rng: np.random.Generator
     ) -> NDArray[np.float64]:
-        rho = rng.beta(
-            posterior.alpha, posterior.beta, size=(self.config.thompson_draws, *posterior.alpha.shape)
-        )
-        return np.asarray(np.einsum("k,dka->da", mix, rho))
+        """(draws, A) posterior draws of each arm's response for this mix, mix @ rho.
+
+        Drawn from the normal with the exact mean and variance of sum_k mix_k rho_k under the
+        independent Beta posteriors, rather than from the Betas themselves: 256 Beta draws of every
+        persona x arm cost about 12 ms per decision, the normal draws 0.05 ms. The approximation only
+        shapes how the Thompson shares explore; the propensity returned stays exact, because the arm is
+        drawn from the very distribution that is returned.
+        """
+        alpha, beta = posterior.alpha, posterior.beta
+        total = alpha + beta
+        mean = mix @ (alpha / total)
+        variance = (mix * mix) @ (alpha * beta / (total * total * (total + 1.0)))
+        noise = rng.standard_normal((self.config.thompson_draws, len(mean)))
+        return np.asarray(mean + np.sqrt(variance) * noise)
 
     @staticmethod
     def _wins(scores: NDArray[np.float64], remaining: NDArray[np.bool_]) -> NDArray[np.float64]:
