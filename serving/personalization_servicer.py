@@ -19,6 +19,11 @@ and RecordEvents checks a batch record by record (``serving.event_translation``)
 records to the log in one durable transaction, and only then hands the newly accepted ones (never a
 retried duplicate) to the registered ``LiveEventObserver``s. An observer that fails is logged and
 skipped: the records are already durable and acknowledged, and the caller must not retry them.
+
+Experiments (with ``live``, ``engine.live_decisions``): each request's customer is assigned an
+experiment arm, which every response names and every logged decision records with the journey stage.
+An arm may use another recommender of the artifact, and an ``online-bandit`` arm gets its offers and
+layout from the online bandit instead of the artifact's policy; the bandit learns from RecordEvents.
 """
 
 from __future__ import annotations
