@@ -17,7 +17,9 @@ true rates moved after training, a cap of 100 had won back half the static polic
 oracle by the last quarter of 20,000 decisions (0.147 against 0.118, oracle 0.176) and a cap of 1,000
 a third (0.136); without such a change the cap of 100 cost 0.002 of conversion rate against 1,000
 (0.153 against 0.155 over 6,000 decisions). The exploration floor costs about its share of traffic:
-0.01 x 12 offers explores 12% of decisions uniformly. An outcome is attributed to personas as EM does offline:
+0.01 x 12 offers explores 12% of decisions uniformly.
+
+An outcome is attributed to personas as EM does offline:
 
 - exposure (``*_shown``, or the first reward of an unexposed decision): N[k] += mix_k;
 - reward (``offer_redeemed`` / ``layout_converted``): the success goes to persona k with
