@@ -157,6 +157,10 @@ class OnlineBandit:
         self._beta0 = seed.beta * shrink
         self._store = store
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        # Counter names in (persona, arm) row-major order, built once: a decision reads them all.
+        cells = [(persona, arm) for persona in self.persona_ids for arm in self.arm_ids]
+        self._success_keys = [_counter(persona, arm, "s") for persona, arm in cells]
+        self._trial_keys = [_counter(persona, arm, "n") for persona, arm in cells]
 
     # ------------------------------------------------------------------ statistics
 
@@ -172,10 +176,10 @@ class OnlineBandit:
         successes = np.zeros_like(self._alpha0)
         trials = np.zeros_like(self._alpha0)
         if counters:
-            for k, persona in enumerate(self.persona_ids):
-                for a, arm in enumerate(self.arm_ids):
-                    successes[k, a] = counters.get(_counter(persona, arm, "s"), 0.0)
-                    trials[k, a] = counters.get(_counter(persona, arm, "n"), 0.0)
+            size = successes.size
+            successes = np.fromiter((counters.get(k, 0.0) for k in self._success_keys), float, size)
+            trials = np.fromiter((counters.get(k, 0.0) for k in self._trial_keys), float, size)
+            successes, trials = successes.reshape(self._alpha0.shape), trials.reshape(self._alpha0.shape)
         # Fractional counts can leave a hair of negative failures through float rounding.
         failures = np.maximum(trials - successes, 0.0)
         return ArmEstimates(
