@@ -243,6 +243,23 @@ class LiveDecisions:
             variant.variant_id, variant.description, slots, choice.expected_response, choice.propensity
         )
 
+    def remember(
+        self,
+        personalizer: Personalizer,
+        *,
+        decision_id: str,
+        mix: PersonaMix,
+        stage: JourneyStage,
+        offers: Sequence[RankedOffer] = (),
+        layout: LayoutDecision | None = None,
+    ) -> None:
+        """Let the bandits learn from the outcomes of a decision the artifact's policy made."""
+        bandits = self.bandits(personalizer)
+        if bandits.offer is not None and offers:
+            bandits.offer.remember(decision_id, mix.weights, stage, [o.offer_id for o in offers])
+        if bandits.layout is not None and layout is not None:
+            bandits.layout.remember(decision_id, mix.weights, stage, [layout.variant_id])
+
     # ------------------------------------------------------------------ learning
 
     def observe(self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome]) -> None:

@@ -313,13 +313,7 @@ class OnlineBandit:
             choices.append(BanditChoice(self.arm_ids[arm], rank, float(p[arm]), float(expected[arm])))
             remaining[arm] = False
         assert first is not None
-        self._store.set(
-            self._decision_key(decision_id),
-            json.dumps(
-                {"stage": stage.value, "mix": weights.tolist(), "arms": [c.arm_id for c in choices]}
-            ).encode("utf-8"),
-            ttl_seconds=self.config.decision_ttl_seconds,
-        )
+        self.remember(decision_id, weights, stage, [c.arm_id for c in choices])
         served = ServedDecision(
             decision_id=decision_id,
             customer_id=customer_id,
@@ -343,6 +337,26 @@ class OnlineBandit:
         )
 
     # ------------------------------------------------------------------ learning
+
+    def remember(
+        self, decision_id: str, mix: NDArray[np.floating], stage: JourneyStage, arm_ids: Sequence[str]
+    ) -> None:
+        """Keep what an outcome of this decision needs (mix, stage, arms served) for its updates.
+
+        ``choose`` calls it; the live loop also calls it for decisions another policy made (the
+        artifact's, in a control arm): the per persona x arm statistics do not depend on which policy
+        chose the arm, so those outcomes teach the bandit too.
+        """
+        unknown = [arm for arm in arm_ids if arm not in self._arm_position]
+        if unknown:
+            raise OnlineBanditError(f"unknown {self.decision_type} arm(s): {', '.join(unknown)}")
+        self._store.set(
+            self._decision_key(decision_id),
+            json.dumps({"stage": stage.value, "mix": self._mix(mix).tolist(), "arms": list(arm_ids)}).encode(
+                "utf-8"
+            ),
+            ttl_seconds=self.config.decision_ttl_seconds,
+        )
 
     def observe(self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome]) -> None:
         """Update from the outcomes of this decision type (events are the journey tracker's business)."""

@@ -300,6 +300,16 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
             self._metrics.record_decision("offer", offer.offer_id)
         if layout is not None:
             self._metrics.record_decision("layout", layout.variant_id)
+        if live is not None and self._live is not None and not live.uses_bandit:
+            # Outcomes of the artifact's decisions teach the bandit too (see OnlineBandit.remember).
+            self._live.remember(
+                live.personalizer,
+                decision_id=decision.decision_id,
+                mix=decision.mix,
+                stage=live.stage,
+                offers=offers,
+                layout=layout,
+            )
         if self._decision_writer is not None and (offers or layout is not None):
             moment = (session.timestamp if session is not None else None) or dt.datetime.now(dt.UTC)
             self._decision_writer.submit(

@@ -135,10 +135,13 @@ def test_responses_name_the_arm_and_the_bandit_arm_learns_and_is_logged(live: Li
     assert offer_bandit is not None
     stages = list(JourneyStage)
     before = {stage: offer_bandit.posterior(stage).alpha.sum() for stage in stages}
+    # Redemptions in both arms teach the bandit: the control arm's offers were chosen by the
+    # artifact's policy, but the per persona x arm statistics do not depend on who chose.
     outcomes = [
         DecisionOutcome(f"r-{d}", d, c, OutcomeKind.OFFER_REDEEMED, NOW, o, revenue=10.0)
-        for d, c, o in bandit_decisions
+        for d, (c, _, o) in served.items()
     ]
+    assert len(outcomes) > len(bandit_decisions)
     response = live.client.record_events(outcomes=outcomes)
     assert response.accepted_outcomes == len(outcomes)
     after = {stage: offer_bandit.posterior(stage).alpha.sum() for stage in stages}
