@@ -252,6 +252,8 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         self._live = live
         if live is not None:
             self._observers.append(live)
+            # Built now, so outcomes of decisions served before a restart (state in Redis) still teach.
+            live.bandits(holder.current())
 
     def add_observer(self, observer: LiveEventObserver) -> None:
         self._observers.append(observer)
