@@ -47,6 +47,9 @@ def served_arms(
     timestamp: dt.datetime,
     offers: Sequence[RankedOffer] = (),
     layout: LayoutDecision | None = None,
+    *,
+    experiment_arm: str = "",
+    journey_stage: str = "",
 ) -> list[ServedDecision]:
     """One record per arm a response served (each offer, the layout), all under its decision id."""
     mix = tuple(
@@ -64,6 +67,8 @@ def served_arms(
             arm_id=arm_id,
             propensity=propensity,
             persona_mix=mix,
+            journey_stage=journey_stage,
+            experiment_arm=experiment_arm,
             model_version=decision.model_version,
         )
 

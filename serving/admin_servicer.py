@@ -8,21 +8,34 @@ PERMISSION_DENIED (the service exists, so reflection and clients see it, but it 
 
 ReloadModel's semantics (verification, atomic swap, rollback policy, several workers) live in
 ``serving.model_holder``; this module maps them onto the contract's status codes.
+
+GetExperiment and SetExperiment read and replace the running experiment (``engine.experiment``),
+which lives in the server's state store: every replica sharing the store applies a change within
+about a second, without a restart. A definition is validated whole before anything changes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hmac
+import logging
 from typing import Final, NoReturn
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from engine.experiment import (
+    ArmPolicy,
+    CurrentExperiment,
+    Experiment,
+    ExperimentArm,
+    ExperimentError,
+)
 from serving.generated.persona.v1 import admin_service_pb2, admin_service_pb2_grpc
 from serving.model_holder import ModelHolder, ModelReloader, ReloadError
 
+LOGGER = logging.getLogger("persona_engine.admin")
 AUTHORIZATION_KEY: Final = "authorization"
 BEARER_SCHEME: Final = "bearer"
 # A reload waits at most this long for peer workers to follow, and never past the caller's deadline.
@@ -64,14 +77,64 @@ def parse_created_utc(value: object, where: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
-    """AdminService over one process's model holder; ``admin_token`` None switches the service off."""
+_ARM_POLICIES: Final = {
+    admin_service_pb2.ARM_POLICY_UNSPECIFIED: ArmPolicy.ARTIFACT,
+    admin_service_pb2.ARM_POLICY_ARTIFACT: ArmPolicy.ARTIFACT,
+    admin_service_pb2.ARM_POLICY_ONLINE_BANDIT: ArmPolicy.ONLINE_BANDIT,
+}
+_ARM_POLICY_PROTOS: Final = {
+    ArmPolicy.ARTIFACT: admin_service_pb2.ARM_POLICY_ARTIFACT,
+    ArmPolicy.ONLINE_BANDIT: admin_service_pb2.ARM_POLICY_ONLINE_BANDIT,
+}
 
-    def __init__(self, holder: ModelHolder, reloader: ModelReloader, admin_token: str | None) -> None:
+
+def experiment_to_proto(experiment: Experiment) -> admin_service_pb2.Experiment:
+    return admin_service_pb2.Experiment(
+        name=experiment.name,
+        control_arm=experiment.control,
+        arms=[
+            admin_service_pb2.ExperimentArm(
+                name=arm.name, share=arm.share, policy=_ARM_POLICY_PROTOS[arm.policy], model=arm.model
+            )
+            for arm in experiment.arms
+        ],
+    )
+
+
+def experiment_from_proto(message: admin_service_pb2.Experiment, available_models: list[str]) -> Experiment:
+    """The engine's experiment; ExperimentError names the field (``experiment.arms[i].policy``...)."""
+    arms = []
+    for i, arm in enumerate(message.arms):
+        if arm.policy not in _ARM_POLICIES:
+            raise ExperimentError(f"experiment.arms[{i}].policy: unknown value {arm.policy}")
+        if arm.model and arm.model not in available_models:
+            raise ExperimentError(
+                f"experiment.arms[{i}].model: the artifact has no model {arm.model!r} "
+                f"(it has {', '.join(available_models)})"
+            )
+        arms.append(ExperimentArm(arm.name, arm.share, _ARM_POLICIES[arm.policy], arm.model))
+    return Experiment(message.name, message.control_arm, tuple(arms))
+
+
+class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
+    """AdminService over one process's model holder; ``admin_token`` None switches the service off.
+
+    ``experiment`` is the deployment's running experiment; without it the experiment calls answer
+    FAILED_PRECONDITION.
+    """
+
+    def __init__(
+        self,
+        holder: ModelHolder,
+        reloader: ModelReloader,
+        admin_token: str | None,
+        experiment: CurrentExperiment | None = None,
+    ) -> None:
         if admin_token is not None and not admin_token:
             raise ValueError("admin_token is empty; pass None to switch the admin service off")
         self.holder = holder
         self.reloader = reloader
+        self.experiment = experiment
         self._token = None if admin_token is None else admin_token.encode("utf-8")
 
     def _authorize(self, context: grpc.ServicerContext) -> None:
@@ -136,3 +199,40 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             serving_model=result.serving_model,
             load_duration=_duration(result.load_seconds),
         )
+
+    def _current_experiment(self, context: grpc.ServicerContext) -> CurrentExperiment:
+        if self.experiment is None:
+            _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "this server runs no live decision loop")
+        return self.experiment
+
+    def GetExperiment(  # noqa: N802 (servicer methods are named after the RPCs)
+        self, request: admin_service_pb2.GetExperimentRequest, context: grpc.ServicerContext
+    ) -> admin_service_pb2.GetExperimentResponse:
+        self._authorize(context)
+        running = self._current_experiment(context).get()
+        response = admin_service_pb2.GetExperimentResponse()
+        if running is not None:
+            response.experiment.CopyFrom(experiment_to_proto(running))
+        return response
+
+    def SetExperiment(  # noqa: N802 (servicer methods are named after the RPCs)
+        self, request: admin_service_pb2.SetExperimentRequest, context: grpc.ServicerContext
+    ) -> admin_service_pb2.SetExperimentResponse:
+        self._authorize(context)
+        current = self._current_experiment(context)
+        new: Experiment | None = None
+        if request.HasField("experiment"):
+            models = [str(m) for m in self.holder.current().artifact.manifest.get("models", [])]
+            try:
+                new = experiment_from_proto(request.experiment, models)
+            except ExperimentError as error:
+                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        previous = current.get()
+        current.set(new)
+        LOGGER.info("experiment %s -> %s", previous.name if previous else "none", new.name if new else "none")
+        response = admin_service_pb2.SetExperimentResponse()
+        if previous is not None:
+            response.previous.CopyFrom(experiment_to_proto(previous))
+        if new is not None:
+            response.experiment.CopyFrom(experiment_to_proto(new))
+        return response

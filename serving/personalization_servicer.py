@@ -21,6 +21,11 @@ retried duplicate) to the registered ``LiveEventObserver``s. An observer that fa
 skipped: the records are already durable and acknowledged, and the caller must not retry them.
 Observers run on the handler threads, so several calls may reach one observer at once, and with
 several worker processes each process's observers see only the batches that process stored.
+
+Experiments (with ``live``, ``engine.live_decisions``): each request's customer is assigned an
+experiment arm, which every response names and every logged decision records with the journey stage.
+An arm may use another recommender of the artifact, and an ``online-bandit`` arm gets its offers and
+layout from the online bandit instead of the artifact's policy; the bandit learns from RecordEvents.
 """
 
 from __future__ import annotations
@@ -28,13 +33,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Final, TypeVar
 
 import grpc
 
 from engine.decision_log_writer import DecisionLogWriter, served_arms
 from engine.event_log import EventLog
+from engine.experiment import ArmPolicy
 from engine.invalid_request import InvalidRequestError
+from engine.journey_stage import JourneyStage
+from engine.live_decisions import Assignment, LiveDecisions
 from engine.live_events import LiveEventObserver
 from engine.mix_resolution import MixSource
 from engine.page_decision import LayoutDecision, RankedOffer
@@ -42,7 +51,7 @@ from engine.persona_catalog import Persona
 from engine.persona_mix import PersonaMix
 from engine.persona_profile import PersonaProfile, by_weight
 from engine.personalization_request import SessionContext
-from engine.personalizer import DecisionInfo, Personalizer, RecommendedItem
+from engine.personalizer import DecisionInfo, Personalizer, ProductList, RecommendedItem
 from engine.shopping_context import CONTEXTS
 from serving import event_translation
 from serving import request_validation as validate
@@ -206,6 +215,19 @@ def persona_to_proto(persona: Persona) -> pb.Persona:
     )
 
 
+@dataclass(frozen=True)
+class _LiveContext:
+    """One request's place in the live loop: its experiment arm, the personalizer and journey stage."""
+
+    assignment: Assignment
+    personalizer: Personalizer
+    stage: JourneyStage
+
+    @property
+    def uses_bandit(self) -> bool:
+        return self.assignment.policy is ArmPolicy.ONLINE_BANDIT
+
+
 class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
     """The PersonalizationService RPCs over the model ``holder`` currently serves.
 
@@ -221,12 +243,19 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         event_log: EventLog | None = None,
         decision_writer: DecisionLogWriter | None = None,
         observers: Sequence[LiveEventObserver] = (),
+        live: LiveDecisions | None = None,
     ) -> None:
         self._holder = holder
         self._metrics = metrics
         self._event_log = event_log
         self._decision_writer = decision_writer
         self._observers: list[LiveEventObserver] = list(observers)
+        # Experiments, journey stages and the online bandit; it learns from RecordEvents like any observer.
+        self._live = live
+        if live is not None:
+            self._observers.append(live)
+            # Built now, so outcomes of decisions served before a restart (state in Redis) still teach.
+            live.bandits(holder.current())
 
     def add_observer(self, observer: LiveEventObserver) -> None:
         self._observers.append(observer)
@@ -268,15 +297,46 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         layout: LayoutDecision | None,
         customer_id: str = "",
         session: SessionContext | None = None,
+        live: _LiveContext | None = None,
     ) -> None:
         self._metrics.record_customer(decision.cold_start)
         for offer in offers:
             self._metrics.record_decision("offer", offer.offer_id)
         if layout is not None:
             self._metrics.record_decision("layout", layout.variant_id)
+        if live is not None and self._live is not None and not live.uses_bandit:
+            # Outcomes of the artifact's decisions teach the bandit too (see OnlineBandit.remember).
+            self._live.remember(
+                live.personalizer,
+                decision_id=decision.decision_id,
+                mix=decision.mix,
+                stage=live.stage,
+                offers=offers,
+                layout=layout,
+            )
         if self._decision_writer is not None and (offers or layout is not None):
             moment = (session.timestamp if session is not None else None) or dt.datetime.now(dt.UTC)
-            self._decision_writer.submit(served_arms(decision, customer_id, moment, offers, layout))
+            self._decision_writer.submit(
+                served_arms(
+                    decision,
+                    customer_id,
+                    moment,
+                    offers,
+                    layout,
+                    experiment_arm=live.assignment.experiment_arm if live else "",
+                    journey_stage=live.stage.value if live else "",
+                )
+            )
+
+    def _live_context(
+        self, personalizer: Personalizer, customer_id: str, session: SessionContext
+    ) -> _LiveContext | None:
+        """The experiment arm, its personalizer and the journey stage; None without a live loop."""
+        if self._live is None:
+            return None
+        assignment = self._live.assign(customer_id)
+        chosen = self._live.personalizer_for(personalizer, assignment)
+        return _LiveContext(assignment, chosen, self._live.stage(chosen, customer_id, session))
 
     # ------------------------------------------------------------------ RPCs
 
@@ -284,17 +344,44 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         self, request: pb.PersonalizeRequest, context: grpc.ServicerContext
     ) -> pb.PersonalizeResponse:
         def serve(personalizer: Personalizer, call: validate.PersonalizeCall) -> pb.PersonalizeResponse:
+            customer_id = call.target.customer_id
+            live = self._live_context(personalizer, customer_id, call.session)
+            if live is not None:
+                personalizer = live.personalizer
             page = personalizer.personalize(
                 call.target, call.products, call.session, num_offers=call.num_offers
             )
-            self._record(page.decision, page.offers, page.layout, call.target.customer_id, call.session)
+            offers, layout = page.offers, page.layout
+            if live is not None and self._live is not None and live.uses_bandit:
+                decision_id = page.decision.decision_id
+                offers = self._live.rank_offers(
+                    personalizer,
+                    decision_id=decision_id,
+                    customer_id=customer_id,
+                    mix=page.decision.mix,
+                    session=call.session,
+                    stage=live.stage,
+                    n=call.num_offers,
+                )
+                layout = self._live.choose_layout(
+                    personalizer,
+                    decision_id=decision_id,
+                    customer_id=customer_id,
+                    mix=page.decision.mix,
+                    stage=live.stage,
+                    timestamp=call.session.timestamp,
+                    item_ids=[item.item_id for item in page.items],
+                    offer_ids=[offer.offer_id for offer in offers],
+                )
+            self._record(page.decision, offers, layout, customer_id, call.session, live)
             response = pb.PersonalizeResponse(
                 items=[item_to_proto(item) for item in page.items],
-                offers=[offer_to_proto(offer) for offer in page.offers],
+                offers=[offer_to_proto(offer) for offer in offers],
                 decision=decision_to_proto(page.decision),
+                experiment_arm=live.assignment.experiment_arm if live else "",
             )
-            if page.layout is not None:
-                response.layout.CopyFrom(layout_to_proto(page.layout))
+            if layout is not None:
+                response.layout.CopyFrom(layout_to_proto(layout))
             return response
 
         return self._handle("Personalize", context, lambda p: validate.personalize_call(request, p), serve)
@@ -305,7 +392,23 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         def serve(
             personalizer: Personalizer, call: validate.RecommendProductsCall
         ) -> pb.RecommendProductsResponse:
-            lists = personalizer.recommend_products(call.targets, call.products, call.session)
+            arms = [""] * len(call.targets)
+            if self._live is None:
+                lists = personalizer.recommend_products(call.targets, call.products, call.session)
+            else:
+                # Targets in arms with their own recommender are scored in one batch per recommender.
+                groups: dict[int, tuple[Personalizer, list[int]]] = {}
+                for i, target in enumerate(call.targets):
+                    assignment = self._live.assign(target.customer_id)
+                    arms[i] = assignment.experiment_arm
+                    chosen = self._live.personalizer_for(personalizer, assignment)
+                    groups.setdefault(id(chosen), (chosen, []))[1].append(i)
+                by_position: dict[int, ProductList] = {}
+                for chosen, positions in groups.values():
+                    targets = [call.targets[i] for i in positions]
+                    scored = chosen.recommend_products(targets, call.products, call.session)
+                    by_position.update(zip(positions, scored, strict=True))
+                lists = [by_position[i] for i in range(len(call.targets))]
             for products in lists:
                 self._record(products.decision, (), None)
             return pb.RecommendProductsResponse(
@@ -314,8 +417,9 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
                         customer_id=products.customer_id,
                         items=[item_to_proto(item) for item in products.items],
                         decision=decision_to_proto(products.decision),
+                        experiment_arm=arm,
                     )
-                    for products in lists
+                    for products, arm in zip(lists, arms, strict=True)
                 ]
             )
 
@@ -327,16 +431,33 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         self, request: pb.RankOffersRequest, context: grpc.ServicerContext
     ) -> pb.RankOffersResponse:
         def serve(personalizer: Personalizer, call: validate.RankOffersCall) -> pb.RankOffersResponse:
+            customer_id = call.target.customer_id
+            live = self._live_context(personalizer, customer_id, call.session)
+            if live is not None:
+                personalizer = live.personalizer
             ranking = personalizer.rank_offers(
                 call.target,
                 call.session,
                 num_offers=call.num_offers,
                 candidate_offer_ids=call.candidate_offer_ids,
             )
-            self._record(ranking.decision, ranking.offers, None, call.target.customer_id, call.session)
+            offers = ranking.offers
+            if live is not None and self._live is not None and live.uses_bandit:
+                offers = self._live.rank_offers(
+                    personalizer,
+                    decision_id=ranking.decision.decision_id,
+                    customer_id=customer_id,
+                    mix=ranking.decision.mix,
+                    session=call.session,
+                    stage=live.stage,
+                    n=call.num_offers,
+                    candidates=call.candidate_offer_ids,
+                )
+            self._record(ranking.decision, offers, None, customer_id, call.session, live)
             return pb.RankOffersResponse(
-                offers=[offer_to_proto(offer) for offer in ranking.offers],
+                offers=[offer_to_proto(offer) for offer in offers],
                 decision=decision_to_proto(ranking.decision),
+                experiment_arm=live.assignment.experiment_arm if live else "",
             )
 
         return self._handle("RankOffers", context, lambda p: validate.rank_offers_call(request, p), serve)
@@ -345,13 +466,31 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         self, request: pb.SelectLayoutRequest, context: grpc.ServicerContext
     ) -> pb.SelectLayoutResponse:
         def serve(personalizer: Personalizer, call: validate.SelectLayoutCall) -> pb.SelectLayoutResponse:
+            customer_id = call.target.customer_id
+            live = self._live_context(personalizer, customer_id, call.session)
+            if live is not None:
+                personalizer = live.personalizer
             selection = personalizer.select_layout(
                 call.target, call.session, candidate_variant_ids=call.candidate_variant_ids
             )
-            self._record(selection.decision, (), selection.layout, call.target.customer_id, call.session)
-            response = pb.SelectLayoutResponse(decision=decision_to_proto(selection.decision))
-            if selection.layout is not None:
-                response.layout.CopyFrom(layout_to_proto(selection.layout))
+            layout = selection.layout
+            if live is not None and self._live is not None and live.uses_bandit:
+                layout = self._live.choose_layout(
+                    personalizer,
+                    decision_id=selection.decision.decision_id,
+                    customer_id=customer_id,
+                    mix=selection.decision.mix,
+                    stage=live.stage,
+                    timestamp=call.session.timestamp,
+                    candidates=call.candidate_variant_ids,
+                )
+            self._record(selection.decision, (), layout, customer_id, call.session, live)
+            response = pb.SelectLayoutResponse(
+                decision=decision_to_proto(selection.decision),
+                experiment_arm=live.assignment.experiment_arm if live else "",
+            )
+            if layout is not None:
+                response.layout.CopyFrom(layout_to_proto(layout))
             return response
 
         return self._handle("SelectLayout", context, lambda p: validate.select_layout_call(request, p), serve)

@@ -60,7 +60,10 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from engine.decision_log_writer import DecisionLogWriter
 from engine.event_log import EventLog, EventLogError
+from engine.experiment import ExperimentError, load_experiment
+from engine.live_decisions import LiveDecisions
 from engine.live_events import LiveEventObserver
+from engine.state_store import MemoryStateStore, StateStore
 from serving.admin_servicer import AdminServicer
 from serving.generated.persona.v1 import (
     admin_service_pb2,
@@ -208,6 +211,7 @@ def create_server(
     event_log: EventLog | None = None,
     decision_writer: DecisionLogWriter | None = None,
     observers: Sequence[LiveEventObserver] = (),
+    live: LiveDecisions | None = None,
 ) -> tuple[grpc.Server, int]:
     """A bound, not yet started server with every service; returns it and the port it bound.
 
@@ -217,7 +221,8 @@ def create_server(
     Pass ``health_servicer`` to keep control of health (to report NOT_SERVING when stopping) and
     ``reloader`` when workers share reloads; the default reloads this process only. ``event_log``
     enables RecordEvents, ``decision_writer`` logs served decisions, and ``observers`` are told of
-    every newly accepted batch (the caller owns and closes the log and the writer).
+    every newly accepted batch (the caller owns and closes the log and the writer). ``live`` adds
+    experiments, journey stages and the online bandit (and the admin experiment calls).
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="persona-grpc"),
@@ -226,12 +231,23 @@ def create_server(
     )
     personalization_service_pb2_grpc.add_PersonalizationServiceServicer_to_server(
         PersonalizationServicer(
-            holder, metrics, event_log=event_log, decision_writer=decision_writer, observers=observers
+            holder,
+            metrics,
+            event_log=event_log,
+            decision_writer=decision_writer,
+            observers=observers,
+            live=live,
         ),
         server,
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(holder, reloader or ModelReloader(holder, metrics), admin_token), server
+        AdminServicer(
+            holder,
+            reloader or ModelReloader(holder, metrics),
+            admin_token,
+            live.experiment if live is not None else None,
+        ),
+        server,
     )
     health_servicer = health_servicer or health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -269,6 +285,7 @@ class ServeSettings:
     tls_files: tuple[str, ...] = ()  # the TLS flags as given, passed on to workers
     log_level: str = "info"
     event_log: Path | None = None
+    experiment: Path | None = None  # TOML file with an [experiment] section, validated at start
 
     @property
     def host(self) -> str:
@@ -308,8 +325,13 @@ def serve(
     stop: threading.Event | None = None,
     on_ready: Callable[[int], None] | None = None,
     observers: Sequence[LiveEventObserver] = (),
+    state_store: StateStore | None = None,
 ) -> int:
     """Serve one process until SIGTERM/SIGINT (or ``stop`` is set); returns the exit status.
+
+    ``state_store`` holds the live loop's shared state (bandit statistics, budgets, journeys, the
+    running experiment); the default is this process's memory, which several workers or replicas
+    do not share (give them one Redis-backed store so that they agree).
 
     In a worker (``settings.worker_index`` set) the model comes from the run directory's shared state,
     the port is shared and metrics go to the multiprocess files. ``on_ready`` gets the bound port once
@@ -355,6 +377,14 @@ def serve(
                 if event_log is not None:
                     event_log.close()
                 return EXIT_USAGE
+        live = LiveDecisions(state_store or MemoryStateStore())
+        if settings.experiment is not None:
+            try:
+                live.experiment.set(load_experiment(settings.experiment))
+            except ExperimentError as error:
+                LOGGER.error("--experiment: %s", error)
+                _close_event_log(event_log, decision_writer)
+                return EXIT_USAGE
         try:
             server, port = create_server(
                 holder,
@@ -369,6 +399,7 @@ def serve(
                 event_log=event_log,
                 decision_writer=decision_writer,
                 observers=observers,
+                live=live,
             )
             if settings.metrics_port and shared is None:
                 endpoint = MetricsEndpoint(metrics.registry, _bare_host(settings.host), settings.metrics_port)
@@ -475,6 +506,8 @@ def _worker_command(settings: ServeSettings, address: str, run_dir: Path, index:
         command += ["--model", settings.model_name]
     if settings.event_log is not None:
         command += ["--event-log", str(settings.event_log)]
+    if settings.experiment is not None:
+        command += ["--experiment", str(settings.experiment)]
     return command
 
 
@@ -668,6 +701,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         f"{ENV_EVENT_LOG}); without it RecordEvents is refused. Training reads it with [data] event_log",
     )
     parser.add_argument(
+        "--experiment",
+        type=Path,
+        help="TOML file with an [experiment] section (named arms, shares, control; see "
+        "engine/experiment.py) to run from the start; the admin service's SetExperiment changes it live",
+    )
+    parser.add_argument(
         "--run-dir",
         type=Path,
         help="with --workers > 1: directory the workers share (metrics files, reload state); "
@@ -753,6 +792,13 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
             EventLog.open(event_log).close()
         except EventLogError as error:
             raise ServeConfigError(f"{source}: {error}") from None
+    experiment = None
+    if args.experiment is not None:
+        experiment = args.experiment.resolve()
+        try:  # validated once here, so a bad file fails before any worker starts
+            load_experiment(experiment)
+        except ExperimentError as error:
+            raise ServeConfigError(f"--experiment: {error}") from None
     return ServeSettings(
         artifact=artifact,
         model_name=args.model or None,
@@ -772,6 +818,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         tls_files=tls_files,
         log_level=args.log_level,
         event_log=event_log,
+        experiment=experiment,
     )
 
 

@@ -102,7 +102,12 @@ def test_reflection_lists_every_service_and_resolves_their_files(server: ServerP
         }
         admin_file = database.FindFileContainingSymbol(ADMIN_SERVICE)
         assert admin_file.name == "persona/v1/admin_service.proto"
-        assert [m.name for m in admin_file.service[0].method] == ["GetModelInfo", "ReloadModel"]
+        assert [m.name for m in admin_file.service[0].method] == [
+            "GetModelInfo",
+            "ReloadModel",
+            "GetExperiment",
+            "SetExperiment",
+        ]
 
 
 def test_request_id_is_echoed_or_generated(server: ServerProcess) -> None:

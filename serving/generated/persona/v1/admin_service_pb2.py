@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epersona/v1/admin_service.proto\x12\npersona.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n\x13GetModelInfoRequest\"\xd1\x02\n\x14GetModelInfoResponse\x12\x18\n\x10\x61rtifact_version\x18\x01 \x01(\t\x12\x15\n\rartifact_path\x18\x02 \x01(\t\x12\x37\n\x13\x61rtifact_created_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x61vailable_models\x18\x04 \x03(\t\x12\x15\n\rserving_model\x18\x05 \x01(\t\x12\x13\n\x0bpersona_ids\x18\x06 \x03(\t\x12\x11\n\tnum_items\x18\x07 \x01(\x03\x12\x15\n\rnum_customers\x18\x08 \x01(\x03\x12-\n\tloaded_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\rload_duration\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\"?\n\x12ReloadModelRequest\x12\x15\n\rartifact_path\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\"\xb9\x01\n\x13ReloadModelResponse\x12*\n\x07outcome\x18\x01 \x01(\x0e\x32\x19.persona.v1.ReloadOutcome\x12\x18\n\x10previous_version\x18\x02 \x01(\t\x12\x13\n\x0bnew_version\x18\x03 \x01(\t\x12\x15\n\rserving_model\x18\x04 \x01(\t\x12\x30\n\rload_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration*j\n\rReloadOutcome\x12\x1e\n\x1aRELOAD_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17RELOAD_OUTCOME_RELOADED\x10\x01\x12\x1c\n\x18RELOAD_OUTCOME_UNCHANGED\x10\x02\x32\xb6\x01\n\x0c\x41\x64minService\x12V\n\x0cGetModelInfo\x12\x1f.persona.v1.GetModelInfoRequest\x1a .persona.v1.GetModelInfoResponse\"\x03\x90\x02\x01\x12N\n\x0bReloadModel\x12\x1e.persona.v1.ReloadModelRequest\x1a\x1f.persona.v1.ReloadModelResponseB\xa6\x01\n\x18personaengine.persona.v1B\x11\x41\x64minServiceProtoP\x01Z\"personaengine/persona/v1;personav1\xaa\x02\x18PersonaEngine.Persona.V1\xca\x02\x18PersonaEngine\\Persona\\V1\xea\x02\x1aPersonaEngine::Persona::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1epersona/v1/admin_service.proto\x12\npersona.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n\rExperimentArm\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05share\x18\x02 \x01(\x01\x12%\n\x06policy\x18\x03 \x01(\x0e\x32\x15.persona.v1.ArmPolicy\x12\r\n\x05model\x18\x04 \x01(\t\"X\n\nExperiment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x63ontrol_arm\x18\x02 \x01(\t\x12\'\n\x04\x61rms\x18\x03 \x03(\x0b\x32\x19.persona.v1.ExperimentArm\"\x16\n\x14GetExperimentRequest\"C\n\x15GetExperimentResponse\x12*\n\nexperiment\x18\x01 \x01(\x0b\x32\x16.persona.v1.Experiment\"B\n\x14SetExperimentRequest\x12*\n\nexperiment\x18\x01 \x01(\x0b\x32\x16.persona.v1.Experiment\"m\n\x15SetExperimentResponse\x12(\n\x08previous\x18\x01 \x01(\x0b\x32\x16.persona.v1.Experiment\x12*\n\nexperiment\x18\x02 \x01(\x0b\x32\x16.persona.v1.Experiment\"\x15\n\x13GetModelInfoRequest\"\xd1\x02\n\x14GetModelInfoResponse\x12\x18\n\x10\x61rtifact_version\x18\x01 \x01(\t\x12\x15\n\rartifact_path\x18\x02 \x01(\t\x12\x37\n\x13\x61rtifact_created_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x61vailable_models\x18\x04 \x03(\t\x12\x15\n\rserving_model\x18\x05 \x01(\t\x12\x13\n\x0bpersona_ids\x18\x06 \x03(\t\x12\x11\n\tnum_items\x18\x07 \x01(\x03\x12\x15\n\rnum_customers\x18\x08 \x01(\x03\x12-\n\tloaded_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\rload_duration\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\"?\n\x12ReloadModelRequest\x12\x15\n\rartifact_path\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\"\xb9\x01\n\x13ReloadModelResponse\x12*\n\x07outcome\x18\x01 \x01(\x0e\x32\x19.persona.v1.ReloadOutcome\x12\x18\n\x10previous_version\x18\x02 \x01(\t\x12\x13\n\x0bnew_version\x18\x03 \x01(\t\x12\x15\n\rserving_model\x18\x04 \x01(\t\x12\x30\n\rload_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration*^\n\tArmPolicy\x12\x1a\n\x16\x41RM_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41RM_POLICY_ARTIFACT\x10\x01\x12\x1c\n\x18\x41RM_POLICY_ONLINE_BANDIT\x10\x02*j\n\rReloadOutcome\x12\x1e\n\x1aRELOAD_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17RELOAD_OUTCOME_RELOADED\x10\x01\x12\x1c\n\x18RELOAD_OUTCOME_UNCHANGED\x10\x02\x32\xec\x02\n\x0c\x41\x64minService\x12V\n\x0cGetModelInfo\x12\x1f.persona.v1.GetModelInfoRequest\x1a .persona.v1.GetModelInfoResponse\"\x03\x90\x02\x01\x12N\n\x0bReloadModel\x12\x1e.persona.v1.ReloadModelRequest\x1a\x1f.persona.v1.ReloadModelResponse\x12Y\n\rGetExperiment\x12 .persona.v1.GetExperimentRequest\x1a!.persona.v1.GetExperimentResponse\"\x03\x90\x02\x01\x12Y\n\rSetExperiment\x12 .persona.v1.SetExperimentRequest\x1a!.persona.v1.SetExperimentResponse\"\x03\x90\x02\x02\x42\xa6\x01\n\x18personaengine.persona.v1B\x11\x41\x64minServiceProtoP\x01Z\"personaengine/persona/v1;personav1\xaa\x02\x18PersonaEngine.Persona.V1\xca\x02\x18PersonaEngine\\Persona\\V1\xea\x02\x1aPersonaEngine::Persona::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,16 +36,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\030personaengine.persona.v1B\021AdminServiceProtoP\001Z\"personaengine/persona/v1;personav1\252\002\030PersonaEngine.Persona.V1\312\002\030PersonaEngine\\Persona\\V1\352\002\032PersonaEngine::Persona::V1'
   _globals['_ADMINSERVICE'].methods_by_name['GetModelInfo']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['GetModelInfo']._serialized_options = b'\220\002\001'
-  _globals['_RELOADOUTCOME']._serialized_start=727
-  _globals['_RELOADOUTCOME']._serialized_end=833
-  _globals['_GETMODELINFOREQUEST']._serialized_start=111
-  _globals['_GETMODELINFOREQUEST']._serialized_end=132
-  _globals['_GETMODELINFORESPONSE']._serialized_start=135
-  _globals['_GETMODELINFORESPONSE']._serialized_end=472
-  _globals['_RELOADMODELREQUEST']._serialized_start=474
-  _globals['_RELOADMODELREQUEST']._serialized_end=537
-  _globals['_RELOADMODELRESPONSE']._serialized_start=540
-  _globals['_RELOADMODELRESPONSE']._serialized_end=725
-  _globals['_ADMINSERVICE']._serialized_start=836
-  _globals['_ADMINSERVICE']._serialized_end=1018
+  _globals['_ADMINSERVICE'].methods_by_name['GetExperiment']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['GetExperiment']._serialized_options = b'\220\002\001'
+  _globals['_ADMINSERVICE'].methods_by_name['SetExperiment']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['SetExperiment']._serialized_options = b'\220\002\002'
+  _globals['_ARMPOLICY']._serialized_start=1189
+  _globals['_ARMPOLICY']._serialized_end=1283
+  _globals['_RELOADOUTCOME']._serialized_start=1285
+  _globals['_RELOADOUTCOME']._serialized_end=1391
+  _globals['_EXPERIMENTARM']._serialized_start=111
+  _globals['_EXPERIMENTARM']._serialized_end=209
+  _globals['_EXPERIMENT']._serialized_start=211
+  _globals['_EXPERIMENT']._serialized_end=299
+  _globals['_GETEXPERIMENTREQUEST']._serialized_start=301
+  _globals['_GETEXPERIMENTREQUEST']._serialized_end=323
+  _globals['_GETEXPERIMENTRESPONSE']._serialized_start=325
+  _globals['_GETEXPERIMENTRESPONSE']._serialized_end=392
+  _globals['_SETEXPERIMENTREQUEST']._serialized_start=394
+  _globals['_SETEXPERIMENTREQUEST']._serialized_end=460
+  _globals['_SETEXPERIMENTRESPONSE']._serialized_start=462
+  _globals['_SETEXPERIMENTRESPONSE']._serialized_end=571
+  _globals['_GETMODELINFOREQUEST']._serialized_start=573
+  _globals['_GETMODELINFOREQUEST']._serialized_end=594
+  _globals['_GETMODELINFORESPONSE']._serialized_start=597
+  _globals['_GETMODELINFORESPONSE']._serialized_end=934
+  _globals['_RELOADMODELREQUEST']._serialized_start=936
+  _globals['_RELOADMODELREQUEST']._serialized_end=999
+  _globals['_RELOADMODELRESPONSE']._serialized_start=1002
+  _globals['_RELOADMODELRESPONSE']._serialized_end=1187
+  _globals['_ADMINSERVICE']._serialized_start=1394
+  _globals['_ADMINSERVICE']._serialized_end=1758
 # @@protoc_insertion_point(module_scope)

@@ -32,6 +32,30 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ArmPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ArmPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ArmPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ARM_POLICY_UNSPECIFIED: _ArmPolicy.ValueType  # 0
+    """Not set; treated as ARM_POLICY_ARTIFACT."""
+    ARM_POLICY_ARTIFACT: _ArmPolicy.ValueType  # 1
+    """The artifact's decision policy for offers and layouts (epsilon-greedy or Thompson, as configured)."""
+    ARM_POLICY_ONLINE_BANDIT: _ArmPolicy.ValueType  # 2
+    """The online bandit: Thompson sampling per persona x journey stage, learning from RecordEvents."""
+
+class ArmPolicy(_ArmPolicy, metaclass=_ArmPolicyEnumTypeWrapper):
+    """How a customer's requests are decided in one experiment arm."""
+
+ARM_POLICY_UNSPECIFIED: ArmPolicy.ValueType  # 0
+"""Not set; treated as ARM_POLICY_ARTIFACT."""
+ARM_POLICY_ARTIFACT: ArmPolicy.ValueType  # 1
+"""The artifact's decision policy for offers and layouts (epsilon-greedy or Thompson, as configured)."""
+ARM_POLICY_ONLINE_BANDIT: ArmPolicy.ValueType  # 2
+"""The online bandit: Thompson sampling per persona x journey stage, learning from RecordEvents."""
+Global___ArmPolicy: _TypeAlias = ArmPolicy  # noqa: Y015
+
 class _ReloadOutcome:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -55,6 +79,174 @@ RELOAD_OUTCOME_RELOADED: ReloadOutcome.ValueType  # 1
 RELOAD_OUTCOME_UNCHANGED: ReloadOutcome.ValueType  # 2
 """The requested artifact version and model were already serving; nothing changed."""
 Global___ReloadOutcome: _TypeAlias = ReloadOutcome  # noqa: Y015
+
+@_typing.final
+class ExperimentArm(_message.Message):
+    """One arm of an experiment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SHARE_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The arm's name, 1 to 64 letters, digits, '_', '-' or '.'; unique within the experiment."""
+    share: _builtins.float
+    """Share of customers in this arm, in (0, 1]; the shares of all arms sum to 1."""
+    policy: Global___ArmPolicy.ValueType
+    """How offers and layouts are decided for this arm's customers."""
+    model: _builtins.str
+    """The recommender for this arm's products, one of the artifact's models; empty means the serving
+    model.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        share: _builtins.float = ...,
+        policy: Global___ArmPolicy.ValueType = ...,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "name", b"name", "policy", b"policy", "share", b"share"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExperimentArm: _TypeAlias = ExperimentArm  # noqa: Y015
+
+@_typing.final
+class Experiment(_message.Message):
+    """An A/B experiment: each customer is in one arm, chosen by SHA-256 of the experiment name and the
+    customer id, read as a point u in [0, 1); the arm is the first whose cumulative share exceeds u.
+    So assignment is stable across requests, replicas and restarts, and a new experiment name reshuffles.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CONTROL_ARM_FIELD_NUMBER: _builtins.int
+    ARMS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The experiment's name, 1 to 64 letters, digits, '_', '-' or '.'."""
+    control_arm: _builtins.str
+    """The arm the others are compared with; one of arms."""
+    @_builtins.property
+    def arms(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExperimentArm]:
+        """The arms in order (the order decides which part of [0, 1) each covers)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        control_arm: _builtins.str = ...,
+        arms: _abc.Iterable[Global___ExperimentArm] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arms", b"arms", "control_arm", b"control_arm", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Experiment: _TypeAlias = Experiment  # noqa: Y015
+
+@_typing.final
+class GetExperimentRequest(_message.Message):
+    """Request of GetExperiment. Empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetExperimentRequest: _TypeAlias = GetExperimentRequest  # noqa: Y015
+
+@_typing.final
+class GetExperimentResponse(_message.Message):
+    """Response of GetExperiment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPERIMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def experiment(self) -> Global___Experiment:
+        """The running experiment; unset when none is running."""
+
+    def __init__(
+        self,
+        *,
+        experiment: Global___Experiment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetExperimentResponse: _TypeAlias = GetExperimentResponse  # noqa: Y015
+
+@_typing.final
+class SetExperimentRequest(_message.Message):
+    """Request of SetExperiment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPERIMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def experiment(self) -> Global___Experiment:
+        """The experiment to run from now on; unset stops the running experiment (responses then carry an
+        empty experiment_arm).
+        """
+
+    def __init__(
+        self,
+        *,
+        experiment: Global___Experiment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetExperimentRequest: _TypeAlias = SetExperimentRequest  # noqa: Y015
+
+@_typing.final
+class SetExperimentResponse(_message.Message):
+    """Response of SetExperiment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREVIOUS_FIELD_NUMBER: _builtins.int
+    EXPERIMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def previous(self) -> Global___Experiment:
+        """The experiment running before the call; unset when none was."""
+
+    @_builtins.property
+    def experiment(self) -> Global___Experiment:
+        """The experiment running after the call; unset when stopped."""
+
+    def __init__(
+        self,
+        *,
+        previous: Global___Experiment | None = ...,
+        experiment: Global___Experiment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment", "previous", b"previous"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment", "previous", b"previous"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetExperimentResponse: _TypeAlias = SetExperimentResponse  # noqa: Y015
 
 @_typing.final
 class GetModelInfoRequest(_message.Message):

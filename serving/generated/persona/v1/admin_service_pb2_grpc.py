@@ -45,6 +45,16 @@ class AdminServiceStub:
                 request_serializer=persona_dot_v1_dot_admin__service__pb2.ReloadModelRequest.SerializeToString,
                 response_deserializer=persona_dot_v1_dot_admin__service__pb2.ReloadModelResponse.FromString,
                 _registered_method=True)
+        self.GetExperiment = channel.unary_unary(
+                '/persona.v1.AdminService/GetExperiment',
+                request_serializer=persona_dot_v1_dot_admin__service__pb2.GetExperimentRequest.SerializeToString,
+                response_deserializer=persona_dot_v1_dot_admin__service__pb2.GetExperimentResponse.FromString,
+                _registered_method=True)
+        self.SetExperiment = channel.unary_unary(
+                '/persona.v1.AdminService/SetExperiment',
+                request_serializer=persona_dot_v1_dot_admin__service__pb2.SetExperimentRequest.SerializeToString,
+                response_deserializer=persona_dot_v1_dot_admin__service__pb2.SetExperimentResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -69,6 +79,24 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetExperiment(self, request, context):
+        """The running experiment, if any.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetExperiment(self, request, context):
+        """Start, change or stop the experiment without a restart. The new definition is validated as a
+        whole (INVALID_ARGUMENT naming the field: a bad name, shares not summing to 1, an unknown control
+        arm or policy) and then applies to every replica sharing the server's state store within about a
+        second. Customers keep their arm as long as the experiment name and their share of [0, 1) are
+        unchanged (see Experiment). Idempotent: setting the same definition again changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +109,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ReloadModel,
                     request_deserializer=persona_dot_v1_dot_admin__service__pb2.ReloadModelRequest.FromString,
                     response_serializer=persona_dot_v1_dot_admin__service__pb2.ReloadModelResponse.SerializeToString,
+            ),
+            'GetExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExperiment,
+                    request_deserializer=persona_dot_v1_dot_admin__service__pb2.GetExperimentRequest.FromString,
+                    response_serializer=persona_dot_v1_dot_admin__service__pb2.GetExperimentResponse.SerializeToString,
+            ),
+            'SetExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetExperiment,
+                    request_deserializer=persona_dot_v1_dot_admin__service__pb2.SetExperimentRequest.FromString,
+                    response_serializer=persona_dot_v1_dot_admin__service__pb2.SetExperimentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,6 +176,60 @@ class AdminService:
             '/persona.v1.AdminService/ReloadModel',
             persona_dot_v1_dot_admin__service__pb2.ReloadModelRequest.SerializeToString,
             persona_dot_v1_dot_admin__service__pb2.ReloadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/persona.v1.AdminService/GetExperiment',
+            persona_dot_v1_dot_admin__service__pb2.GetExperimentRequest.SerializeToString,
+            persona_dot_v1_dot_admin__service__pb2.GetExperimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/persona.v1.AdminService/SetExperiment',
+            persona_dot_v1_dot_admin__service__pb2.SetExperimentRequest.SerializeToString,
+            persona_dot_v1_dot_admin__service__pb2.SetExperimentResponse.FromString,
             options,
             channel_credentials,
             insecure,

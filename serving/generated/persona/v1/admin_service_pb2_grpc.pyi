@@ -53,6 +53,15 @@ class AdminServiceStub:
     (a checksum, its manifest, or the requested model), INVALID_ARGUMENT for an empty path. Not
     idempotent in effect (it replaces the server's state), so clients must not retry it blindly.
     """
+    GetExperiment: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetExperimentRequest, _admin_service_pb2.GetExperimentResponse]
+    """The running experiment, if any."""
+    SetExperiment: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SetExperimentRequest, _admin_service_pb2.SetExperimentResponse]
+    """Start, change or stop the experiment without a restart. The new definition is validated as a
+    whole (INVALID_ARGUMENT naming the field: a bad name, shares not summing to 1, an unknown control
+    arm or policy) and then applies to every replica sharing the server's state store within about a
+    second. Customers keep their arm as long as the experiment name and their share of [0, 1) are
+    unchanged (see Experiment). Idempotent: setting the same definition again changes nothing.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -67,6 +76,15 @@ class AdminServiceAsyncStub(AdminServiceStub):
     NOT_FOUND when the path does not exist, FAILED_PRECONDITION when the artifact fails verification
     (a checksum, its manifest, or the requested model), INVALID_ARGUMENT for an empty path. Not
     idempotent in effect (it replaces the server's state), so clients must not retry it blindly.
+    """
+    GetExperiment: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetExperimentRequest, _admin_service_pb2.GetExperimentResponse]  # type: ignore[assignment]
+    """The running experiment, if any."""
+    SetExperiment: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SetExperimentRequest, _admin_service_pb2.SetExperimentResponse]  # type: ignore[assignment]
+    """Start, change or stop the experiment without a restart. The new definition is validated as a
+    whole (INVALID_ARGUMENT naming the field: a bad name, shares not summing to 1, an unknown control
+    arm or policy) and then applies to every replica sharing the server's state store within about a
+    second. Customers keep their arm as long as the experiment name and their share of [0, 1) are
+    unchanged (see Experiment). Idempotent: setting the same definition again changes nothing.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -91,6 +109,27 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         NOT_FOUND when the path does not exist, FAILED_PRECONDITION when the artifact fails verification
         (a checksum, its manifest, or the requested model), INVALID_ARGUMENT for an empty path. Not
         idempotent in effect (it replaces the server's state), so clients must not retry it blindly.
+        """
+
+    @_abc_1.abstractmethod
+    def GetExperiment(
+        self,
+        request: _admin_service_pb2.GetExperimentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.GetExperimentResponse, _abc.Awaitable[_admin_service_pb2.GetExperimentResponse]]:
+        """The running experiment, if any."""
+
+    @_abc_1.abstractmethod
+    def SetExperiment(
+        self,
+        request: _admin_service_pb2.SetExperimentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.SetExperimentResponse, _abc.Awaitable[_admin_service_pb2.SetExperimentResponse]]:
+        """Start, change or stop the experiment without a restart. The new definition is validated as a
+        whole (INVALID_ARGUMENT naming the field: a bad name, shares not summing to 1, an unknown control
+        arm or policy) and then applies to every replica sharing the server's state store within about a
+        second. Customers keep their arm as long as the experiment name and their share of [0, 1) are
+        unchanged (see Experiment). Idempotent: setting the same definition again changes nothing.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

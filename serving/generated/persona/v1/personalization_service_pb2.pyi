@@ -206,6 +206,12 @@ class PersonalizeResponse(_message.Message):
     OFFERS_FIELD_NUMBER: _builtins.int
     LAYOUT_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
+    EXPERIMENT_ARM_FIELD_NUMBER: _builtins.int
+    experiment_arm: _builtins.str
+    """The experiment arm this customer is in (a stable hash of the customer id decides it; the admin
+    service's SetExperiment defines the arms and their shares), also recorded with every logged
+    decision so experiment-report can compare the arms. Empty when no experiment is running.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.RecommendedItem]:
         """Ranked products, best first."""
@@ -229,10 +235,11 @@ class PersonalizeResponse(_message.Message):
         offers: _abc.Iterable[_types_pb2.RankedOffer] | None = ...,
         layout: _types_pb2.LayoutDecision | None = ...,
         decision: _types_pb2.DecisionInfo | None = ...,
+        experiment_arm: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "layout", b"layout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "items", b"items", "layout", b"layout", "offers", b"offers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "experiment_arm", b"experiment_arm", "items", b"items", "layout", b"layout", "offers", b"offers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -339,8 +346,14 @@ class ProductRecommendation(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
+    EXPERIMENT_ARM_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """The target's customer id, echoed so results can be matched without relying on order alone."""
+    experiment_arm: _builtins.str
+    """The experiment arm this target's customer is in (a stable hash of the customer id decides it; the admin
+    service's SetExperiment defines the arms and their shares), also recorded with every logged
+    decision so experiment-report can compare the arms. Empty when no experiment is running.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.RecommendedItem]:
         """Ranked products, best first."""
@@ -355,10 +368,11 @@ class ProductRecommendation(_message.Message):
         customer_id: _builtins.str = ...,
         items: _abc.Iterable[_types_pb2.RecommendedItem] | None = ...,
         decision: _types_pb2.DecisionInfo | None = ...,
+        experiment_arm: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "decision", b"decision", "items", b"items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "decision", b"decision", "experiment_arm", b"experiment_arm", "items", b"items"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -442,6 +456,12 @@ class RankOffersResponse(_message.Message):
 
     OFFERS_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
+    EXPERIMENT_ARM_FIELD_NUMBER: _builtins.int
+    experiment_arm: _builtins.str
+    """The experiment arm this customer is in (a stable hash of the customer id decides it; the admin
+    service's SetExperiment defines the arms and their shares), also recorded with every logged
+    decision so experiment-report can compare the arms. Empty when no experiment is running.
+    """
     @_builtins.property
     def offers(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.RankedOffer]:
         """Ranked offers, best first; empty when no offer is eligible."""
@@ -455,10 +475,11 @@ class RankOffersResponse(_message.Message):
         *,
         offers: _abc.Iterable[_types_pb2.RankedOffer] | None = ...,
         decision: _types_pb2.DecisionInfo | None = ...,
+        experiment_arm: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "offers", b"offers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "experiment_arm", b"experiment_arm", "offers", b"offers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -514,6 +535,12 @@ class SelectLayoutResponse(_message.Message):
 
     LAYOUT_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
+    EXPERIMENT_ARM_FIELD_NUMBER: _builtins.int
+    experiment_arm: _builtins.str
+    """The experiment arm this customer is in (a stable hash of the customer id decides it; the admin
+    service's SetExperiment defines the arms and their shares), also recorded with every logged
+    decision so experiment-report can compare the arms. Empty when no experiment is running.
+    """
     @_builtins.property
     def layout(self) -> _types_pb2.LayoutDecision:
         """The chosen variant; its slots list names only (Personalize fills them)."""
@@ -527,10 +554,11 @@ class SelectLayoutResponse(_message.Message):
         *,
         layout: _types_pb2.LayoutDecision | None = ...,
         decision: _types_pb2.DecisionInfo | None = ...,
+        experiment_arm: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "layout", b"layout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "layout", b"layout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "experiment_arm", b"experiment_arm", "layout", b"layout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

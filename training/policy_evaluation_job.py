@@ -1,0 +1,526 @@
+"""``persona-engine evaluate-policy``: what candidate offer or layout policies would have earned on a log.
+
+The input is any file in the ``decisions`` table format (engine/data_contract.py: decision_id,
+customer_id, timestamp, context, decision_type, arm_id, propensity, outcome), optionally with the
+candidate policies' inputs as extra columns:
+
+- ``mix__<persona_id>`` (one float column per persona, each row on the simplex): the persona mix the
+  candidate policy sees for that decision. Without them, ``--artifact`` supplies each customer's stored
+  mix for the decision's context (customers the artifact never saw get its population mix).
+
+The server's event log (engine/event_log.py) is read directly too (``--event-log``): there every
+served decision carries the mix it was made for, and the first-ranked arm of each decision is used.
+
+Greedy, epsilon-greedy and Thompson candidates use the artifact's per persona x arm estimates
+(``decisions/<type>/`` of the artifact); without an artifact they are fitted on the log itself, which
+the output flags. A policy fitted on the decisions it is evaluated on looks better than it is: it
+picked the arms that were lucky in that very sample (on a 600-customer shop, in-sample greedy was
+over-estimated by 0.09 against a true value of 0.11, and no interval covered it). So with an artifact
+only the decisions from its test period on (``summary.test_start`` of the manifest, which its
+estimates never saw) are evaluated unless ``since`` says otherwise.
+
+Estimators (engine/off_policy_evaluation.py): IPS, SNIPS, and DR with a reward model of per persona x
+arm rates fitted by EM (engine/arm_estimates.py) and cross-fitted: decisions are split into folds by a
+stable hash of the customer id, and each fold's predictions come from the model fitted on the others.
+Without mixes the reward model is per (context, arm) rates, cross-fitted the same way.
+
+``--truth DIR`` (the ``truth/`` folder of training/synthetic_shop.py) adds each policy's true value on
+the logged contexts, mean_i sum_a pi(a | x_i) * true_mix_i @ rho_true[:, a], with the error of every
+estimate and whether its interval covers the truth.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tomllib
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from numpy.typing import NDArray
+
+from engine.arm_estimates import ArmEstimateError, ArmEstimates
+from engine.candidate_policy import CandidatePolicy, CandidatePolicyError
+from engine.data_contract import DECISION_TYPES, DECISIONS
+from engine.data_loading import load_table
+from engine.event_log import EventLog, EventLogError
+from engine.id_map import IdMap
+from engine.live_events import ServedDecision
+from engine.off_policy_evaluation import (
+    DEFAULT_LEVEL,
+    OffPolicyEvaluationError,
+    PolicyEvaluation,
+    evaluate_policy,
+)
+from engine.persona_catalog import parse_catalog
+from engine.shopping_context import CONTEXTS, context_index, context_of
+
+MIX_PREFIX = "mix__"
+DEFAULT_FOLDS = 5
+_MIX_TOLERANCE = 1e-4
+
+
+class PolicyEvaluationInputError(ValueError):
+    """A decisions file, artifact or truth folder that cannot be used; names the file, row and column."""
+
+
+@dataclass(frozen=True)
+class LoggedDecisions:
+    """The decisions of one type, with the mix each candidate policy sees."""
+
+    frame: pl.DataFrame
+    arm_ids: tuple[str, ...]
+    arm_index: NDArray[np.int64]
+    mixes: NDArray[np.float64] | None  # (n, K) or None without mix columns and artifact
+    persona_ids: tuple[str, ...]
+    mix_source: str  # "columns", "artifact" or ""
+    estimates: ArmEstimates | None  # for greedy / epsilon-greedy / Thompson
+    estimates_source: str  # "artifact", "log (in-sample)" or ""
+
+
+def _mix_columns(path: Path) -> list[str]:
+    if path.suffix.lower() == ".csv":
+        header = pl.scan_csv(path, infer_schema=False).collect_schema().names()
+    else:
+        header = list(pl.read_parquet_schema(path))
+    return [name for name in header if name.startswith(MIX_PREFIX)]
+
+
+def _read_mix_columns(path: Path, columns: list[str], keep: NDArray[np.bool_]) -> NDArray[np.float64]:
+    if path.suffix.lower() == ".csv":
+        frame = pl.read_csv(path, columns=columns, infer_schema=False)
+    else:
+        frame = pl.read_parquet(path, columns=columns)
+    values = np.empty((frame.height, len(columns)))
+    for j, name in enumerate(columns):
+        try:
+            values[:, j] = frame[name].cast(pl.Float64, strict=True).fill_null(np.nan).to_numpy()
+        except pl.exceptions.PolarsError:
+            raise PolicyEvaluationInputError(f"{path}: column {name!r} must hold numbers") from None
+    bad = ~np.all(np.isfinite(values) & (values >= 0), axis=1) | (
+        np.abs(values.sum(axis=1) - 1.0) > _MIX_TOLERANCE
+    )
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise PolicyEvaluationInputError(
+            f"{path}: row {row + 1}: the {MIX_PREFIX}* columns must be finite weights >= 0 summing to 1, "
+            f"got {values[row].tolist()}"
+        )
+    return values[keep]
+
+
+def _artifact_mixes(artifact: Path, frame: pl.DataFrame) -> tuple[NDArray[np.float64], tuple[str, ...]]:
+    """Each decision's customer's stored mix for its context; unknown customers get the population mix."""
+    try:
+        catalog = parse_catalog(
+            tomllib.loads((artifact / "persona_catalog.toml").read_text(encoding="utf-8")),
+            source=str(artifact / "persona_catalog.toml"),
+        )
+        customers = IdMap.load(artifact / "ids/customers.npy", kind="customer")
+        by_context = np.load(artifact / "customers/mix_by_context.npy", allow_pickle=False)
+        overall = np.load(artifact / "customers/mix_overall.npy", allow_pickle=False)
+        n_events = np.load(artifact / "customers/n_events.npy", allow_pickle=False)
+    except FileNotFoundError as error:
+        raise PolicyEvaluationInputError(f"{artifact}: not a complete artifact ({error})") from None
+    with_events = overall[n_events > 0]
+    population = (
+        with_events.mean(axis=0) if len(with_events) else np.full(overall.shape[1], 1 / overall.shape[1])
+    )
+    rows = customers.to_internal(frame["customer_id"].to_list(), strict=False)
+    contexts = context_index(frame["context"].to_list())
+    mixes = np.tile(population, (len(rows), 1))
+    known = rows >= 0
+    mixes[known] = by_context[rows[known], contexts[known]]
+    return mixes.astype(np.float64), catalog.ids
+
+
+def artifact_test_start(artifact: Path) -> dt.datetime | None:
+    """When the artifact's held-out period starts (its estimates saw only decisions before it)."""
+    manifest_path = artifact / "manifest.json"
+    if not manifest_path.is_file():
+        raise PolicyEvaluationInputError(f"{artifact}: no manifest.json; not an artifact")
+    start = json.loads(manifest_path.read_text(encoding="utf-8")).get("summary", {}).get("test_start")
+    return dt.datetime.fromisoformat(start) if start else None
+
+
+@dataclass(frozen=True)
+class DecisionLog:
+    """A decisions table as read, before filtering: every row, with the mix columns if it had them."""
+
+    frame: pl.DataFrame
+    mixes: NDArray[np.float64] | None  # (rows, K) from mix__* columns or the event log
+    persona_ids: tuple[str, ...]
+    source: str
+    mix_source: str = "columns"
+
+
+def read_decisions_file(path: Path) -> DecisionLog:
+    """A file in the decisions table format, with optional ``mix__<persona_id>`` columns."""
+    frame, _ = load_table(path, DECISIONS)
+    names = _mix_columns(path)
+    mixes = _read_mix_columns(path, names, np.ones(frame.height, dtype=bool)) if names else None
+    return DecisionLog(frame, mixes, tuple(n.removeprefix(MIX_PREFIX) for n in names), str(path))
+
+
+def read_event_log(path: Path) -> DecisionLog:
+    """The served decisions of a server's event log, one row per decision id and type.
+
+    An offer decision ranks several offers; only the first (logged first, in rank order) is kept,
+    because only its propensity is unconditional. Its outcome is 1 when a reward was reported for
+    that arm (or for the decision without naming an arm). The mix each decision was made for is in
+    the log, so candidate policies see exactly what the serving policy saw.
+    """
+    if not path.is_file():
+        raise PolicyEvaluationInputError(f"{path}: no such event log")
+    try:
+        with EventLog.open(path) as log:
+            served = log.served_decisions()
+            outcomes = log.outcomes()
+    except EventLogError as error:
+        raise PolicyEvaluationInputError(str(error)) from None
+    rewarded: set[tuple[str, str, str | None]] = {
+        (o.decision_id, o.kind.decision_type, o.arm_id) for o in outcomes if o.kind.is_reward
+    }
+    first: dict[tuple[str, str], ServedDecision] = {}
+    for decision in served:
+        first.setdefault((decision.decision_id, decision.decision_type), decision)
+    rows = list(first.values())
+    if not rows:
+        raise PolicyEvaluationInputError(f"{path}: the event log has no served decisions")
+    persona_ids = tuple(p for p, _ in rows[0].persona_mix)
+    mixes = np.zeros((len(rows), len(persona_ids)))
+    position = {p: k for k, p in enumerate(persona_ids)}
+    for i, decision in enumerate(rows):
+        for persona, weight in decision.persona_mix:
+            if persona not in position:
+                raise PolicyEvaluationInputError(
+                    f"{path}: decision {decision.decision_id!r} has a mix over persona {persona!r}, "
+                    f"the first decision's over {', '.join(persona_ids)}"
+                )
+            mixes[i, position[persona]] = weight
+    frame = pl.DataFrame(
+        {
+            "decision_id": [d.decision_id for d in rows],
+            "customer_id": [d.customer_id for d in rows],
+            "timestamp": [d.timestamp for d in rows],
+            "context": [d.context or context_of(d.timestamp) for d in rows],
+            "decision_type": [d.decision_type for d in rows],
+            "arm_id": [d.arm_id for d in rows],
+            "propensity": [d.propensity for d in rows],
+            "outcome": [
+                float(
+                    (d.decision_id, d.decision_type, d.arm_id) in rewarded
+                    or (d.decision_id, d.decision_type, None) in rewarded
+                )
+                for d in rows
+            ],
+        },
+        schema_overrides={"timestamp": pl.Datetime("us", "UTC")},
+    )
+    return DecisionLog(frame, mixes, persona_ids, str(path), mix_source="event log")
+
+
+def load_decisions(
+    log: DecisionLog | Path, decision_type: str, artifact: Path | None, since: dt.datetime | None = None
+) -> LoggedDecisions:
+    """The decisions of one type (from ``since`` on) with the mixes and estimates the candidates use."""
+    if decision_type not in DECISION_TYPES:
+        raise PolicyEvaluationInputError(
+            f"decision type must be one of {', '.join(DECISION_TYPES)}, got {decision_type!r}"
+        )
+    if isinstance(log, Path):
+        log = read_decisions_file(log)
+    frame, path = log.frame, log.source
+    bad_context = ~frame["context"].is_in(list(CONTEXTS))
+    if bad_context.any():
+        row = int(np.flatnonzero(bad_context.to_numpy())[0])
+        raise PolicyEvaluationInputError(
+            f"{path}: row {row + 1}, column 'context': unknown context {frame['context'][row]!r}; "
+            f"expected one of {', '.join(CONTEXTS)}"
+        )
+    keep = (frame["decision_type"] == decision_type).to_numpy()
+    if since is not None:
+        keep &= (frame["timestamp"] >= since).to_numpy()
+    zero = keep & (frame["propensity"].to_numpy() <= 0)
+    if zero.any():
+        row = int(np.flatnonzero(zero)[0])
+        raise PolicyEvaluationInputError(
+            f"{path}: row {row + 1}, column 'propensity': 0 means the logging policy could not have "
+            "chosen this arm; off-policy evaluation needs the probability it actually had"
+        )
+    rows = frame.filter(pl.Series(keep))
+    if rows.height == 0:
+        after = f" from {since.isoformat()} on" if since is not None else ""
+        raise PolicyEvaluationInputError(f"{path}: no decisions of type {decision_type!r}{after}")
+
+    estimates: ArmEstimates | None = None
+    estimates_source = ""
+    if artifact is not None:
+        folder = artifact / "decisions" / decision_type
+        if folder.is_dir():
+            try:
+                estimates = ArmEstimates.load(folder)
+            except ArmEstimateError as error:
+                raise PolicyEvaluationInputError(str(error)) from None
+            estimates_source = "artifact"
+
+    mixes: NDArray[np.float64] | None = None
+    persona_ids: tuple[str, ...] = ()
+    mix_source = ""
+    if log.mixes is not None:
+        mixes = log.mixes[keep]
+        persona_ids = log.persona_ids
+        mix_source = log.mix_source
+    elif artifact is not None:
+        mixes, persona_ids = _artifact_mixes(artifact, rows)
+        mix_source = "artifact"
+    if estimates is not None and persona_ids and estimates.persona_ids != persona_ids:
+        raise PolicyEvaluationInputError(
+            f"the mixes are over personas {', '.join(persona_ids)}, the artifact's estimates over "
+            f"{', '.join(estimates.persona_ids)}"
+        )
+
+    logged = sorted(set(rows["arm_id"].to_list()))
+    if estimates is not None:
+        unknown = [arm for arm in logged if arm not in estimates.arm_ids]
+        if unknown:
+            raise PolicyEvaluationInputError(
+                f"{path}: arm {unknown[0]!r} is not one of the artifact's {decision_type} arms "
+                f"({', '.join(estimates.arm_ids)})"
+            )
+        arm_ids = estimates.arm_ids
+    else:
+        arm_ids = tuple(logged)  # an arm the log never shows cannot be evaluated from it
+    arm_map = IdMap(list(arm_ids), kind=f"{decision_type} arm")
+    arm_index = arm_map.to_internal(rows["arm_id"].to_list())
+
+    if estimates is None and mixes is not None:
+        estimates = ArmEstimates.fit(
+            mixes,
+            arm_index,
+            rows["outcome"].clip(0.0, 1.0).to_numpy(),
+            len(arm_ids),
+            arm_ids=arm_ids,
+            persona_ids=persona_ids,
+        )
+        estimates_source = "log (in-sample)"
+    return LoggedDecisions(
+        rows, arm_ids, arm_index, mixes, persona_ids, mix_source, estimates, estimates_source
+    )
+
+
+def customer_folds(customer_ids: Sequence[str], n_folds: int) -> NDArray[np.int64]:
+    """A stable fold per customer (CRC32 of the id), so a customer's decisions never straddle folds."""
+    return np.array([zlib.crc32(c.encode("utf-8")) % n_folds for c in customer_ids], dtype=np.int64)
+
+
+def cross_fitted_rewards(decisions: LoggedDecisions, n_folds: int = DEFAULT_FOLDS) -> NDArray[np.float64]:
+    """(n, A) predicted reward of every arm for every decision, from a model that never saw its fold.
+
+    With mixes: per persona x arm EM rates (outcomes clipped to [0, 1] for the fit, so revenue-like
+    outcomes are modelled as conversion). Without: per (context, arm) Beta(1, 1)-smoothed rates.
+    """
+    rows = decisions.frame
+    n, n_arms = rows.height, len(decisions.arm_ids)
+    rewards = rows["outcome"].clip(0.0, 1.0).to_numpy()
+    folds = customer_folds(rows["customer_id"].to_list(), n_folds)
+    contexts = context_index(rows["context"].to_list())
+    predictions = np.empty((n, n_arms))
+    for fold in range(n_folds):
+        test, train = folds == fold, folds != fold
+        if not test.any():
+            continue
+        if decisions.mixes is not None:
+            model = ArmEstimates.fit(
+                decisions.mixes[train], decisions.arm_index[train], rewards[train], n_arms
+            )
+            predictions[test] = decisions.mixes[test] @ model.mean()
+        else:
+            successes = np.zeros((len(CONTEXTS), n_arms))
+            trials = np.zeros((len(CONTEXTS), n_arms))
+            np.add.at(successes, (contexts[train], decisions.arm_index[train]), rewards[train])
+            np.add.at(trials, (contexts[train], decisions.arm_index[train]), 1.0)
+            predictions[test] = ((successes + 1.0) / (trials + 2.0))[contexts[test]]
+    return predictions
+
+
+def true_arm_rewards(truth: Path, decisions: LoggedDecisions, decision_type: str) -> NDArray[np.float64]:
+    """(n, A) true expected reward: the planted mix in force at each decision @ the planted rates."""
+    rates_path, mixes_path = truth / "response_rates.json", truth / "customer_mixes.parquet"
+    for required in (rates_path, mixes_path):
+        if not required.is_file():
+            raise PolicyEvaluationInputError(f"{truth}: no {required.name}; not a synthetic shop's truth/")
+    planted: dict[str, dict[str, float]] = json.loads(rates_path.read_text(encoding="utf-8"))[decision_type]
+    personas = list(planted)
+    try:
+        rho = np.array([[planted[p][arm] for arm in decisions.arm_ids] for p in personas])
+    except KeyError as error:
+        raise PolicyEvaluationInputError(f"{rates_path}: no planted rate for arm {error}") from None
+    truth_frame = pl.read_parquet(mixes_path)
+    rows = decisions.frame.join(
+        truth_frame.with_columns(pl.col("drift_date").cast(pl.Datetime("us", "UTC"))),
+        on="customer_id",
+        how="left",
+    )
+    if rows["hidden_segment"].null_count():
+        missing = rows.filter(pl.col("hidden_segment").is_null())["customer_id"][0]
+        raise PolicyEvaluationInputError(f"{mixes_path}: no planted mix for customer {missing!r}")
+    drifted = (rows["drift_date"].is_not_null() & (rows["timestamp"] >= rows["drift_date"])).to_numpy()
+    contexts = rows["context"].to_numpy()
+    mix = np.empty((rows.height, len(personas)))
+    for phase, prefix in ((False, ""), (True, "post_drift_")):
+        for context in CONTEXTS:
+            select = (drifted == phase) & (contexts == context)
+            if select.any():
+                columns = [f"{prefix}{context}__{p}" for p in personas]
+                mix[select] = rows.select(columns).to_numpy()[select]
+    return mix @ rho
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    policy: CandidatePolicy
+    evaluation: PolicyEvaluation
+    true_value: float | None
+
+
+def evaluate_policies(
+    decisions: LoggedDecisions,
+    policies: Sequence[CandidatePolicy],
+    *,
+    level: float = DEFAULT_LEVEL,
+    n_folds: int = DEFAULT_FOLDS,
+    truth: Path | None = None,
+    decision_type: str = "offer",
+    seed: int = 0,
+) -> list[PolicyResult]:
+    rows = decisions.frame
+    rewards = rows["outcome"].to_numpy().astype(np.float64)
+    propensity = rows["propensity"].to_numpy().astype(np.float64)
+    reward_model = cross_fitted_rewards(decisions, n_folds)
+    true_rewards = true_arm_rewards(truth, decisions, decision_type) if truth is not None else None
+    results = []
+    for policy in policies:
+        probabilities = policy.probabilities(
+            decisions.arm_ids,
+            decisions.mixes,
+            decisions.estimates,
+            np.random.default_rng(seed),
+            n=rows.height,
+        )
+        evaluation = evaluate_policy(
+            rewards, propensity, probabilities, decisions.arm_index, reward_model, level=level
+        )
+        true_value = (
+            float(np.mean(np.sum(probabilities * true_rewards, axis=1))) if true_rewards is not None else None
+        )
+        results.append(PolicyResult(policy, evaluation, true_value))
+    return results
+
+
+def results_json(
+    results: Sequence[PolicyResult], decisions: LoggedDecisions, decision_type: str
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "decision_type": decision_type,
+        "decisions": decisions.frame.height,
+        "arms": list(decisions.arm_ids),
+        "mix_source": decisions.mix_source or None,
+        "estimates_source": decisions.estimates_source or None,
+        "policies": [],
+    }
+    covered = total = 0
+    for result in results:
+        entry: dict[str, Any] = {
+            "policy": result.policy.spec,
+            "effective_sample_size": result.evaluation.effective_sample_size,
+            "mean_weight": result.evaluation.mean_weight,
+            "true_value": result.true_value,
+            "estimates": [],
+        }
+        for estimate in result.evaluation.estimates:
+            item: dict[str, Any] = estimate.as_json()
+            if result.true_value is not None and np.isfinite(estimate.value):
+                item["error"] = estimate.value - result.true_value
+                item["covers_truth"] = estimate.covers(result.true_value)
+                covered += int(item["covers_truth"])
+                total += 1
+            entry["estimates"].append(item)
+        out["policies"].append(entry)
+    if total:
+        out["coverage"] = {"covered": covered, "intervals": total, "share": covered / total}
+    return out
+
+
+def run(
+    decisions_path: Path | None,
+    policy_specs: Sequence[str],
+    *,
+    decision_type: str = "offer",
+    artifact: Path | None = None,
+    truth: Path | None = None,
+    level: float = DEFAULT_LEVEL,
+    n_folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+    since: dt.datetime | None = None,
+    all_decisions: bool = False,
+    event_log: Path | None = None,
+) -> dict[str, Any]:
+    """Parse the policies, load the log and evaluate; every input problem is a PolicyEvaluationInputError.
+
+    The evaluated decisions start at ``since``, else (with an artifact, unless ``all_decisions``) at
+    the artifact's test period.
+    """
+    try:
+        policies = [CandidatePolicy.parse(spec) for spec in policy_specs]
+        if since is None and artifact is not None and not all_decisions:
+            since = artifact_test_start(artifact)
+        if (decisions_path is None) == (event_log is None):
+            raise PolicyEvaluationInputError("give exactly one of a decisions file and an event log")
+        log = read_event_log(event_log) if event_log is not None else read_decisions_file(decisions_path)  # type: ignore[arg-type]
+        decisions = load_decisions(log, decision_type, artifact, since)
+        results = evaluate_policies(
+            decisions,
+            policies,
+            level=level,
+            n_folds=n_folds,
+            truth=truth,
+            decision_type=decision_type,
+            seed=seed,
+        )
+    except (CandidatePolicyError, OffPolicyEvaluationError, ArmEstimateError) as error:
+        raise PolicyEvaluationInputError(str(error)) from None
+    report = results_json(results, decisions, decision_type)
+    report["since"] = since.isoformat() if since is not None else None
+    return report
+
+
+def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    with_truth = any(p["true_value"] is not None for p in report["policies"])
+    columns = ["policy", "estimator", "estimate", "ci low", "ci high", "ESS"]
+    if with_truth:
+        columns += ["true value", "error", "covers"]
+    rows: list[list[Any]] = []
+    for policy in report["policies"]:
+        for estimate in policy["estimates"]:
+            row: list[Any] = [
+                policy["policy"],
+                estimate["estimator"],
+                estimate["value"],
+                estimate["ci_low"],
+                estimate["ci_high"],
+                round(policy["effective_sample_size"], 1),
+            ]
+            if with_truth:
+                row += [
+                    policy["true_value"],
+                    estimate.get("error", float("nan")),
+                    "yes" if estimate.get("covers_truth") else "no",
+                ]
+            rows.append(row)
+    return columns, rows
