@@ -491,6 +491,48 @@ class PersonaInferenceModel:
         """(events, personas) log-likelihood of each event under each persona, up to a per-event constant."""
         return np.asarray(features.matrix @ self._parameters) + self._offsets[None, :]
 
+    def column_log_likelihoods(self, column: int) -> NDArray[np.float64]:
+        """(personas,) what one event-level feature value (a column of ``space``) adds to an event's score.
+
+        Live scoring adds these to a precomputed per-item score instead of encoding events through
+        polars: an event's log-likelihood is its item's row plus one of these per known event fact.
+        """
+        if self.space.item_columns[column]:
+            raise ValueError(f"column {column} is item-level; its part is in the item scores")
+        return np.asarray(self._parameters[column], dtype=np.float64).copy()
+
+    def mixes_of_scored_events(
+        self,
+        log_likelihoods: NDArray[np.float64],
+        weight: NDArray[np.float64],
+        indptr: NDArray[np.int64],
+    ) -> NDArray[np.float64]:
+        """(groups, personas) posterior mean mixes of groups of already scored events, under the mix prior.
+
+        ``log_likelihoods`` is (events, personas) from ``event_log_likelihoods`` or live scoring, the
+        events of group g at rows ``indptr[g]:indptr[g + 1]``; ``weight`` scales each event's evidence
+        (time decay, repeats). The same posterior as ``infer``, without encoding events again, so a
+        window of recent events can be folded in many times (drift detection) or in microseconds.
+        """
+        self.space  # noqa: B018 - raises when not fitted
+        scores = np.asarray(log_likelihoods, dtype=np.float64)
+        if scores.ndim != 2 or scores.shape[1] != len(self._persona_ids) or scores.shape[0] != weight.size:
+            raise ValueError(
+                f"log_likelihoods has shape {scores.shape}, expected ({weight.size}, {len(self._persona_ids)})"
+            )
+        likelihoods = np.ascontiguousarray((scores - scores.max(axis=1, keepdims=True)).T)
+        np.exp(likelihoods, out=likelihoods)
+        mix_prior = self.mix_prior
+        posterior = _fold_in_mixture(
+            likelihoods,
+            np.asarray(weight, dtype=np.float64),
+            np.asarray(indptr, dtype=np.int64),
+            mix_prior,
+            mix_prior.log_weights(),
+            self.config.fold_in_iterations,
+        )
+        return posterior.mean
+
     # ------------------------------------------------------------------ reading the model
     def explain(
         self, mixes: InferredMixes, customer_index: int, top: int = 3
