@@ -24,7 +24,10 @@ demo: $(STAMP)
 	$(BIN)/persona-engine summary --artifact artifacts/latest
 	$(BIN)/python -m serving.demo --artifact artifacts/latest
 
+# The Redis state store is tested against a real redis-server; the script installs it (Debian
+# package, needs root) when it is missing.
 test: $(STAMP)
+	./scripts/install-redis.sh
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
