@@ -62,6 +62,7 @@ from serving.generated.persona.v1 import (
     personalization_service_pb2_grpc,
 )
 from serving.interceptors import ObservabilityInterceptor
+from serving.live_state import LiveState
 from serving.metrics import (
     MULTIPROC_DIR_ENV,
     MetricsEndpoint,
@@ -78,6 +79,7 @@ from serving.model_holder import (
     resolve_artifact_path,
 )
 from serving.personalization_servicer import PersonalizationServicer
+from serving.redis_state_store import MEMORY, StateStoreError, open_state_store
 
 LOGGER = logging.getLogger("persona_engine.server")
 
@@ -85,6 +87,7 @@ ENV_ADDRESS: Final = "PERSONA_ENGINE_ADDRESS"
 ENV_METRICS_PORT: Final = "PERSONA_ENGINE_METRICS_PORT"
 ENV_WORKERS: Final = "PERSONA_ENGINE_WORKERS"
 ENV_ADMIN_TOKEN: Final = "PERSONA_ENGINE_ADMIN_TOKEN"
+ENV_STATE: Final = "PERSONA_ENGINE_STATE"
 DEFAULT_ADDRESS: Final = "0.0.0.0:50051"
 DEFAULT_METRICS_PORT: Final = 9464
 DEFAULT_WORKERS: Final = 1
@@ -118,12 +121,14 @@ SERVE_EXAMPLES: Final = f"""
       persona-engine serve --artifact artifacts/latest --tls-cert server.pem --tls-key server.key \\
           --tls-client-ca clients-ca.pem
       {ENV_WORKERS}=2 {ENV_ADMIN_TOKEN}=s3cret persona-engine serve --artifact artifacts/latest
+      persona-engine serve --artifact artifacts/latest --workers 4 --state redis://127.0.0.1:6379/0
 
     environment (a flag given on the command line wins):
       {ENV_ADDRESS}       like --address
       {ENV_METRICS_PORT}  like --metrics-port
       {ENV_WORKERS}       like --workers
       {ENV_ADMIN_TOKEN}   the admin token itself (--admin-token-file wins)
+      {ENV_STATE}         like --state
 
     admin calls carry the metadata 'authorization: Bearer <token>'. A server started without a token
     refuses every admin call with PERMISSION_DENIED; a call without the metadata gets UNAUTHENTICATED, a wrong
@@ -250,6 +255,7 @@ class ServeSettings:
     worker_index: int | None = None  # set only in a worker process started by the supervisor
     tls_files: tuple[str, ...] = ()  # the TLS flags as given, passed on to workers
     log_level: str = "info"
+    state: str = MEMORY  # where live customer state is kept: "memory" or a redis:// URL
 
     @property
     def host(self) -> str:
@@ -288,12 +294,13 @@ def serve(
     *,
     stop: threading.Event | None = None,
     on_ready: Callable[[int], None] | None = None,
+    on_live_state: Callable[[LiveState], None] | None = None,
 ) -> int:
     """Serve one process until SIGTERM/SIGINT (or ``stop`` is set); returns the exit status.
 
     In a worker (``settings.worker_index`` set) the model comes from the run directory's shared state,
     the port is shared and metrics go to the multiprocess files. ``on_ready`` gets the bound port once
-    the server is serving.
+    the server is serving; ``on_live_state`` the live customer state (a LiveEventObserver) before that.
     """
     stop = stop or threading.Event()
     with _stop_on_signals(stop):
@@ -317,7 +324,16 @@ def serve(
             return EXIT_USAGE
         disable_created_metrics()  # *_created series double the output and nothing here reads them
         metrics = ServingMetrics(CollectorRegistry())
-        holder = ModelHolder(loaded.personalizer, loaded.path, load_seconds=loaded.load_seconds)
+        try:
+            live = LiveState(open_state_store(settings.state), metrics)
+            holder = ModelHolder(
+                loaded.personalizer, loaded.path, load_seconds=loaded.load_seconds, prepare=live.attach
+            )
+        except StateStoreError as error:
+            LOGGER.error("%s", error)
+            return EXIT_USAGE
+        if on_live_state is not None:
+            on_live_state(live)
         publish_model_metrics(metrics, holder.snapshot())
         reloader = ModelReloader(holder, metrics, shared, applied_generation=generation)
         health_servicer = health.HealthServicer()
@@ -421,6 +437,8 @@ def _worker_command(settings: ServeSettings, address: str, run_dir: Path, index:
         str(index),
         "--log-level",
         settings.log_level,
+        "--state",
+        settings.state,
         *settings.tls_files,
     ]
     if settings.model_name:
@@ -612,6 +630,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "without a token every admin call is refused",
     )
     parser.add_argument(
+        "--state",
+        help=f"where live customer state (session mixes, drift) is kept (env {ENV_STATE}): 'memory' "
+        "(default; per process) or redis://host:port/db, shared by all workers and replicas",
+    )
+    parser.add_argument(
         "--run-dir",
         type=Path,
         help="with --workers > 1: directory the workers share (metrics files, reload state); "
@@ -707,7 +730,18 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         worker_index=args.worker_index,
         tls_files=tls_files,
         log_level=args.log_level,
+        state=_state_setting(getattr(args, "state", None), environ),
     )
+
+
+def _state_setting(given: str | None, environ: Mapping[str, str]) -> str:
+    """``--state`` or its variable; only the form is checked here, the server is reached at startup."""
+    value, source = (given, "--state") if given else (environ.get(ENV_STATE), ENV_STATE)
+    if not value:
+        return MEMORY
+    if value != MEMORY and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ServeConfigError(f"{source} {value!r}: expected 'memory' or a redis://host:port/db URL")
+    return value
 
 
 def run_from_args(args: argparse.Namespace) -> int:
