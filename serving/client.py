@@ -36,6 +36,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2
 
+from engine.live_events import BehaviorEvent, DecisionOutcome
 from serving.generated.persona.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -199,6 +200,39 @@ def _timestamp(moment: dt.datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(moment)
     return stamp
+
+
+def behavior_event_to_proto(event: BehaviorEvent) -> personalization_service_pb2.BehaviorEvent:
+    message = personalization_service_pb2.BehaviorEvent(
+        event_id=event.event_id,
+        customer_id=event.customer_id,
+        item_id=event.item_id,
+        event_type=personalization_service_pb2.EventType.Value(
+            _enum_key(
+                personalization_service_pb2.EventType.keys(), "EVENT_TYPE_", event.event_type, "event_type"
+            )
+        ),
+        timestamp=_timestamp(event.timestamp),
+        channel=event.channel or "",
+        device=event.device or "",
+    )
+    if event.price_paid is not None:
+        message.price_paid = event.price_paid
+    if event.discount is not None:
+        message.discount = event.discount
+    return message
+
+
+def decision_outcome_to_proto(outcome: DecisionOutcome) -> personalization_service_pb2.DecisionOutcome:
+    return personalization_service_pb2.DecisionOutcome(
+        event_id=outcome.event_id,
+        decision_id=outcome.decision_id,
+        customer_id=outcome.customer_id,
+        kind=personalization_service_pb2.OutcomeKind.Value(f"OUTCOME_KIND_{outcome.kind.name}"),
+        timestamp=_timestamp(outcome.timestamp),
+        arm_id=outcome.arm_id or "",
+        revenue=outcome.revenue,
+    )
 
 
 def _enum_key(names: Sequence[str], prefix: str, name: str, field: str) -> str:
@@ -468,6 +502,25 @@ class PersonaEngineClient:
             request.context.CopyFrom(context.to_proto())
         return self._call(
             self._personalization.RankOffers, f"/{PERSONALIZATION_SERVICE}/RankOffers", request, timeout_s
+        )
+
+    def record_events(
+        self,
+        events: Sequence[BehaviorEvent] = (),
+        outcomes: Sequence[DecisionOutcome] = (),
+        *,
+        timeout_s: float | None = None,
+    ) -> personalization_service_pb2.RecordEventsResponse:
+        """Record events and decision outcomes; check the response's errors for rejected records.
+
+        Safe to retry (it is, on UNAVAILABLE): records already accepted come back as duplicates.
+        """
+        request = personalization_service_pb2.RecordEventsRequest(
+            events=[behavior_event_to_proto(event) for event in events],
+            outcomes=[decision_outcome_to_proto(outcome) for outcome in outcomes],
+        )
+        return self._call(
+            self._personalization.RecordEvents, f"/{PERSONALIZATION_SERVICE}/RecordEvents", request, timeout_s
         )
 
     def select_layout(

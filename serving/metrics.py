@@ -23,6 +23,11 @@ Series:
   sum is the cold-start share.
 - ``persona_engine_decisions_total{kind,arm}``: offers (``kind="offer"``) and layout variants
   (``kind="layout"``) the personalization service chose, per arm.
+- ``persona_engine_live_records_total{record,result}``: RecordEvents records by ``record`` (``event``,
+  ``outcome``) and ``result``: ``accepted`` (newly stored), ``duplicate`` (id already stored: a retry)
+  or ``rejected`` (invalid, answered with a per-record error).
+- ``persona_engine_decisions_logged_total{result}``: served offer and layout arms written to the event
+  log (``written``) or lost to a storage error (``failed``).
 - ``persona_engine_model_info{version,model}``: 1 for the serving artifact version and model, 0 for
   ones served earlier by the same process.
 - ``persona_engine_model_load_seconds`` and ``persona_engine_model_loaded_timestamp_seconds``: how long
@@ -71,6 +76,9 @@ REQUEST_LATENCY_BUCKETS: Final = (
 )
 DECISION_KINDS: Final = DECISION_TYPES
 RELOAD_TRIGGERS: Final = ("admin", "peer")
+LIVE_RECORDS: Final = ("event", "outcome")
+LIVE_RECORD_RESULTS: Final = ("accepted", "duplicate", "rejected")
+DECISION_LOG_RESULTS: Final = ("written", "failed")
 # "reloaded" and "unchanged" are the proto's ReloadOutcome values; the others name the refusal.
 RELOAD_OUTCOMES: Final = ("reloaded", "unchanged", "invalid_argument", "not_found", "failed_precondition")
 
@@ -165,7 +173,24 @@ class ServingMetrics:
             ["drifting"],
             registry=registry,
         )
+        self.live_records = Counter(
+            f"{PREFIX}_live_records",
+            "RecordEvents records by kind (event, outcome) and result (accepted, duplicate, rejected).",
+            ["record", "result"],
+            registry=registry,
+        )
+        self.decisions_logged = Counter(
+            f"{PREFIX}_decisions_logged",
+            "Served offer and layout arms written to the event log, or lost to a storage error.",
+            ["result"],
+            registry=registry,
+        )
         self._serving: tuple[str, str] | None = None
+        for record in LIVE_RECORDS:
+            for result in LIVE_RECORD_RESULTS:
+                self.live_records.labels(record=record, result=result)
+        for result in DECISION_LOG_RESULTS:
+            self.decisions_logged.labels(result=result)
         for flag in (True, False):
             self.customers.labels(cold_start=_flag(flag))
             self.drift_profiles.labels(drifting=_flag(flag))
@@ -211,6 +236,20 @@ class ServingMetrics:
     def record_decision(self, kind: str, arm_id: str) -> None:
         _check_kind(kind)
         self.decisions.labels(kind=kind, arm=arm_id).inc()
+
+    def record_live_records(self, record: str, accepted: int, duplicate: int, rejected: int) -> None:
+        """Count one RecordEvents call's records of one kind."""
+        if record not in LIVE_RECORDS:
+            raise ValueError(f"record {record!r} is not one of {', '.join(LIVE_RECORDS)}")
+        for result, count in zip(LIVE_RECORD_RESULTS, (accepted, duplicate, rejected), strict=True):
+            if count:
+                self.live_records.labels(record=record, result=result).inc(count)
+
+    def record_decisions_logged(self, written: int, failed: int) -> None:
+        if written:
+            self.decisions_logged.labels(result="written").inc(written)
+        if failed:
+            self.decisions_logged.labels(result="failed").inc(failed)
 
     def set_model(
         self,

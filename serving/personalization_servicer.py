@@ -12,25 +12,38 @@ path; anything unexpected is logged with its traceback and answered INTERNAL wit
 so internal details (paths, array shapes, library messages) never reach callers. Request counts and
 latency are measured by the server's interceptor; this module records what only it knows: whether
 each customer was served cold, and which offers and layouts were chosen.
+
+The live loop: with an event log configured, every offer and layout served by Personalize, RankOffers
+and SelectLayout is queued for the decision log (``engine.decision_log_writer``; off the request path),
+and RecordEvents checks a batch record by record (``serving.event_translation``), appends the valid
+records to the log in one durable transaction, and only then hands the newly accepted ones (never a
+retried duplicate) to the registered ``LiveEventObserver``s. An observer that fails is logged and
+skipped: the records are already durable and acknowledged, and the caller must not retry them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 from typing import Final, TypeVar
 
 import grpc
 
+from engine.decision_log_writer import DecisionLogWriter, served_arms
 from engine.drift_detection import DriftStatus
+from engine.event_log import EventLog
 from engine.invalid_request import InvalidRequestError
+from engine.live_events import LiveEventObserver
 from engine.mix_resolution import MixSource
 from engine.page_decision import LayoutDecision, RankedOffer
 from engine.persona_catalog import Persona
 from engine.persona_mix import PersonaMix
 from engine.persona_profile import PersonaProfile, by_weight
+from engine.personalization_request import SessionContext
 from engine.personalizer import DecisionInfo, Personalizer, RecommendedItem
 from engine.shopping_context import CONTEXTS
+from serving import event_translation
 from serving import request_validation as validate
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 from serving.generated.persona.v1 import personalization_service_pb2_grpc as pb_grpc
@@ -209,11 +222,29 @@ def persona_to_proto(persona: Persona) -> pb.Persona:
 
 
 class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
-    """The six PersonalizationService RPCs over the model ``holder`` currently serves."""
+    """The PersonalizationService RPCs over the model ``holder`` currently serves.
 
-    def __init__(self, holder: ModelHolder, metrics: ServingMetrics) -> None:
+    ``event_log`` enables RecordEvents; ``decision_writer`` logs served decisions; ``observers`` learn
+    from accepted records (more can be added with ``add_observer`` before the server starts).
+    """
+
+    def __init__(
+        self,
+        holder: ModelHolder,
+        metrics: ServingMetrics,
+        *,
+        event_log: EventLog | None = None,
+        decision_writer: DecisionLogWriter | None = None,
+        observers: Sequence[LiveEventObserver] = (),
+    ) -> None:
         self._holder = holder
         self._metrics = metrics
+        self._event_log = event_log
+        self._decision_writer = decision_writer
+        self._observers: list[LiveEventObserver] = list(observers)
+
+    def add_observer(self, observer: LiveEventObserver) -> None:
+        self._observers.append(observer)
 
     def _handle(
         self,
@@ -246,13 +277,21 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         context.abort(code, message)
 
     def _record(
-        self, decision: DecisionInfo, offers: Sequence[RankedOffer], layout: LayoutDecision | None
+        self,
+        decision: DecisionInfo,
+        offers: Sequence[RankedOffer],
+        layout: LayoutDecision | None,
+        customer_id: str = "",
+        session: SessionContext | None = None,
     ) -> None:
         self._metrics.record_customer(decision.cold_start)
         for offer in offers:
             self._metrics.record_decision("offer", offer.offer_id)
         if layout is not None:
             self._metrics.record_decision("layout", layout.variant_id)
+        if self._decision_writer is not None and (offers or layout is not None):
+            moment = (session.timestamp if session is not None else None) or dt.datetime.now(dt.UTC)
+            self._decision_writer.submit(served_arms(decision, customer_id, moment, offers, layout))
 
     # ------------------------------------------------------------------ RPCs
 
@@ -263,7 +302,7 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
             page = personalizer.personalize(
                 call.target, call.products, call.session, num_offers=call.num_offers
             )
-            self._record(page.decision, page.offers, page.layout)
+            self._record(page.decision, page.offers, page.layout, call.target.customer_id, call.session)
             response = pb.PersonalizeResponse(
                 items=[item_to_proto(item) for item in page.items],
                 offers=[offer_to_proto(offer) for offer in page.offers],
@@ -309,7 +348,7 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
                 num_offers=call.num_offers,
                 candidate_offer_ids=call.candidate_offer_ids,
             )
-            self._record(ranking.decision, ranking.offers, None)
+            self._record(ranking.decision, ranking.offers, None, call.target.customer_id, call.session)
             return pb.RankOffersResponse(
                 offers=[offer_to_proto(offer) for offer in ranking.offers],
                 decision=decision_to_proto(ranking.decision),
@@ -324,7 +363,7 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
             selection = personalizer.select_layout(
                 call.target, call.session, candidate_variant_ids=call.candidate_variant_ids
             )
-            self._record(selection.decision, (), selection.layout)
+            self._record(selection.decision, (), selection.layout, call.target.customer_id, call.session)
             response = pb.SelectLayoutResponse(decision=decision_to_proto(selection.decision))
             if selection.layout is not None:
                 response.layout.CopyFrom(layout_to_proto(selection.layout))
@@ -359,6 +398,48 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
                 personas=[persona_to_proto(persona) for persona in personalizer.catalog.personas],
                 model_version=personalizer.version,
             ),
+        )
+
+    def RecordEvents(  # noqa: N802 (servicer methods are named after the RPCs)
+        self, request: pb.RecordEventsRequest, context: grpc.ServicerContext
+    ) -> pb.RecordEventsResponse:
+        log = self._event_log
+        if log is None:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "RecordEvents: this server has no event log; start it with --event-log PATH",
+            )
+        try:
+            batch = event_translation.record_batch(request, dt.datetime.now(dt.UTC), log.decision)
+        except InvalidRequestError as error:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "RecordEvents: the deadline passed before storing"
+            )
+        try:
+            stored = log.append(batch.events, batch.outcomes)
+        except Exception:  # nothing of the batch was stored (one transaction); a retry is safe
+            LOGGER.exception("RecordEvents could not store a batch in %s", log.path)
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "RecordEvents: the event log could not store the batch; nothing was accepted, retry later",
+            )
+        self._metrics.record_live_records(
+            "event", len(stored.new_events), stored.duplicate_events, batch.rejected_events
+        )
+        self._metrics.record_live_records(
+            "outcome", len(stored.new_outcomes), stored.duplicate_outcomes, batch.rejected_outcomes
+        )
+        if stored.new_events or stored.new_outcomes:
+            for observer in self._observers:
+                try:
+                    observer.observe(stored.new_events, stored.new_outcomes)
+                except Exception:  # the records are durable and acknowledged; one observer must not undo that
+                    LOGGER.exception("live event observer %r failed on an accepted batch", observer)
+        return event_translation.record_events_response(
+            batch, len(stored.new_events), len(stored.new_outcomes)
         )
 
 

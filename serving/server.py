@@ -21,6 +21,10 @@ every worker on the same artifact after a ReloadModel (see ``serving.model_holde
 forwards SIGTERM to the workers, waits for them to drain, and exits after them; if a worker dies on
 its own, the parent stops the others and exits non-zero, leaving restarts to the supervisor (systemd,
 Kubernetes) that started it.
+
+``--event-log PATH`` enables the live loop: RecordEvents appends to that SQLite event log
+(``engine.event_log``) and every served offer and layout is logged there too. All workers open the
+same file; SQLite's WAL mode lets them write it concurrently and training read it while they do.
 """
 
 from __future__ import annotations
@@ -54,6 +58,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]  # no stubs in dev deps
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
+from engine.decision_log_writer import DecisionLogWriter
+from engine.event_log import EventLog, EventLogError
+from engine.live_events import LiveEventObserver
 from serving.admin_servicer import AdminServicer
 from serving.generated.persona.v1 import (
     admin_service_pb2,
@@ -88,6 +95,7 @@ ENV_METRICS_PORT: Final = "PERSONA_ENGINE_METRICS_PORT"
 ENV_WORKERS: Final = "PERSONA_ENGINE_WORKERS"
 ENV_ADMIN_TOKEN: Final = "PERSONA_ENGINE_ADMIN_TOKEN"
 ENV_STATE: Final = "PERSONA_ENGINE_STATE"
+ENV_EVENT_LOG: Final = "PERSONA_ENGINE_EVENT_LOG"
 DEFAULT_ADDRESS: Final = "0.0.0.0:50051"
 DEFAULT_METRICS_PORT: Final = 9464
 DEFAULT_WORKERS: Final = 1
@@ -122,6 +130,7 @@ SERVE_EXAMPLES: Final = f"""
           --tls-client-ca clients-ca.pem
       {ENV_WORKERS}=2 {ENV_ADMIN_TOKEN}=s3cret persona-engine serve --artifact artifacts/latest
       persona-engine serve --artifact artifacts/latest --workers 4 --state redis://127.0.0.1:6379/0
+      persona-engine serve --artifact artifacts/latest --workers 4 --event-log /var/lib/persona/events.db
 
     environment (a flag given on the command line wins):
       {ENV_ADDRESS}       like --address
@@ -129,6 +138,7 @@ SERVE_EXAMPLES: Final = f"""
       {ENV_WORKERS}       like --workers
       {ENV_ADMIN_TOKEN}   the admin token itself (--admin-token-file wins)
       {ENV_STATE}         like --state
+      {ENV_EVENT_LOG}    like --event-log
 
     admin calls carry the metadata 'authorization: Bearer <token>'. A server started without a token
     refuses every admin call with PERMISSION_DENIED; a call without the metadata gets UNAUTHENTICATED, a wrong
@@ -200,6 +210,9 @@ def create_server(
     reuse_port: bool = False,
     health_servicer: health.HealthServicer | None = None,
     reloader: ModelReloader | None = None,
+    event_log: EventLog | None = None,
+    decision_writer: DecisionLogWriter | None = None,
+    observers: Sequence[LiveEventObserver] = (),
 ) -> tuple[grpc.Server, int]:
     """A bound, not yet started server with every service; returns it and the port it bound.
 
@@ -207,7 +220,9 @@ def create_server(
     holder already has a verified model. ``reuse_port`` lets several processes bind one port (workers);
     it is off otherwise so that a second server on a busy port fails instead of silently sharing it.
     Pass ``health_servicer`` to keep control of health (to report NOT_SERVING when stopping) and
-    ``reloader`` when workers share reloads; the default reloads this process only.
+    ``reloader`` when workers share reloads; the default reloads this process only. ``event_log``
+    enables RecordEvents, ``decision_writer`` logs served decisions, and ``observers`` are told of
+    every newly accepted batch (the caller owns and closes the log and the writer).
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="persona-grpc"),
@@ -215,7 +230,10 @@ def create_server(
         options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
     personalization_service_pb2_grpc.add_PersonalizationServiceServicer_to_server(
-        PersonalizationServicer(holder, metrics), server
+        PersonalizationServicer(
+            holder, metrics, event_log=event_log, decision_writer=decision_writer, observers=observers
+        ),
+        server,
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(holder, reloader or ModelReloader(holder, metrics), admin_token), server
@@ -256,6 +274,7 @@ class ServeSettings:
     tls_files: tuple[str, ...] = ()  # the TLS flags as given, passed on to workers
     log_level: str = "info"
     state: str = MEMORY  # where live customer state is kept: "memory" or a redis:// URL
+    event_log: Path | None = None
 
     @property
     def host(self) -> str:
@@ -295,12 +314,14 @@ def serve(
     stop: threading.Event | None = None,
     on_ready: Callable[[int], None] | None = None,
     on_live_state: Callable[[LiveState], None] | None = None,
+    observers: Sequence[LiveEventObserver] = (),
 ) -> int:
     """Serve one process until SIGTERM/SIGINT (or ``stop`` is set); returns the exit status.
 
     In a worker (``settings.worker_index`` set) the model comes from the run directory's shared state,
     the port is shared and metrics go to the multiprocess files. ``on_ready`` gets the bound port once
-    the server is serving; ``on_live_state`` the live customer state (a LiveEventObserver) before that.
+    the server is serving; ``on_live_state`` the live customer state before that. ``observers`` learn
+    from RecordEvents batches (with ``settings.event_log``), after the live customer state.
     """
     stop = stop or threading.Event()
     with _stop_on_signals(stop):
@@ -338,6 +359,19 @@ def serve(
         reloader = ModelReloader(holder, metrics, shared, applied_generation=generation)
         health_servicer = health.HealthServicer()
         endpoint: MetricsEndpoint | None = None
+        event_log: EventLog | None = None
+        decision_writer: DecisionLogWriter | None = None
+        if settings.event_log is not None:
+            try:
+                event_log = EventLog.open(settings.event_log)
+                decision_writer = DecisionLogWriter(
+                    settings.event_log, on_commit=metrics.record_decisions_logged
+                )
+            except EventLogError as error:
+                LOGGER.error("--event-log: %s", error)
+                if event_log is not None:
+                    event_log.close()
+                return EXIT_USAGE
         try:
             server, port = create_server(
                 holder,
@@ -349,11 +383,15 @@ def serve(
                 reuse_port=shared is not None,
                 health_servicer=health_servicer,
                 reloader=reloader,
+                event_log=event_log,
+                decision_writer=decision_writer,
+                observers=(live, *observers),
             )
             if settings.metrics_port and shared is None:
                 endpoint = MetricsEndpoint(metrics.registry, _bare_host(settings.host), settings.metrics_port)
         except OSError as error:
             LOGGER.error("%s", error)
+            _close_event_log(event_log, decision_writer)
             return EXIT_USAGE
         server.start()
         reloader.report()
@@ -374,6 +412,8 @@ def serve(
             f", metrics on port {endpoint.port}" if endpoint else "",
             f", worker {settings.worker_index}" if settings.worker_index is not None else "",
         )
+        if event_log is not None:
+            LOGGER.info("recording events and served decisions in %s", event_log.path)
         if on_ready is not None:
             on_ready(port)
         parent = os.getppid()
@@ -389,8 +429,17 @@ def serve(
             follower.join(timeout=5)
         if endpoint is not None:
             endpoint.close()
+        _close_event_log(event_log, decision_writer)
         LOGGER.info("stopped")
         return EXIT_OK
+
+
+def _close_event_log(event_log: EventLog | None, decision_writer: DecisionLogWriter | None) -> None:
+    """After the server stopped: write the decisions still queued, then close the log."""
+    if decision_writer is not None:
+        decision_writer.close()
+    if event_log is not None:
+        event_log.close()
 
 
 def _bare_host(host: str) -> str:
@@ -443,6 +492,8 @@ def _worker_command(settings: ServeSettings, address: str, run_dir: Path, index:
     ]
     if settings.model_name:
         command += ["--model", settings.model_name]
+    if settings.event_log is not None:
+        command += ["--event-log", str(settings.event_log)]
     return command
 
 
@@ -635,6 +686,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "(default; per process) or redis://host:port/db, shared by all workers and replicas",
     )
     parser.add_argument(
+        "--event-log",
+        type=Path,
+        help=f"SQLite event log (created if missing) for RecordEvents and served decisions (env "
+        f"{ENV_EVENT_LOG}); without it RecordEvents is refused. Training reads it with [data] event_log",
+    )
+    parser.add_argument(
         "--run-dir",
         type=Path,
         help="with --workers > 1: directory the workers share (metrics files, reload state); "
@@ -712,6 +769,14 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         tls_files = ("--tls-cert", str(args.tls_cert.resolve()), "--tls-key", str(args.tls_key.resolve()))
         if args.tls_client_ca is not None:
             tls_files += ("--tls-client-ca", str(args.tls_client_ca.resolve()))
+    event_log_text = args.event_log or environ.get(ENV_EVENT_LOG)
+    event_log = None if not event_log_text else Path(event_log_text).resolve()
+    if event_log is not None:
+        source = "--event-log" if args.event_log else ENV_EVENT_LOG
+        try:  # open once here: a bad path fails before any worker starts, and the schema exists for them
+            EventLog.open(event_log).close()
+        except EventLogError as error:
+            raise ServeConfigError(f"{source}: {error}") from None
     return ServeSettings(
         artifact=artifact,
         model_name=args.model or None,
@@ -731,6 +796,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         tls_files=tls_files,
         log_level=args.log_level,
         state=_state_setting(getattr(args, "state", None), environ),
+        event_log=event_log,
     )
 
 

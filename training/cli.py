@@ -277,6 +277,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"NDCG ratio to popularity {s['best_ndcg_ratio_to_popularity'] or float('nan'):.2f}; "
         f"cold start ratio {s['cold_start_ndcg_ratio_to_popularity'] or float('nan'):.2f}"
     )
+    if "event_log" in s:
+        logged = s["event_log"]
+        stdout_console.print(
+            f"event log {logged['path']}: {logged['added']:,} of {logged['read']:,} events added "
+            f"({logged['already_in_shop']:,} already in the shop's events, "
+            f"{logged['unknown_items']:,} for items the shop does not list)",
+            highlight=False,
+        )
     stdout_console.print(f"artifact: {result.artifact_path} (version {result.version}, {s['seconds']:.1f} s)")
     return 0
 
@@ -437,6 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from engine.artifact import ArtifactError
     from engine.data_loading import DataValidationError
+    from engine.event_log import EventLogError
     from engine.persona_catalog import CatalogError
     from engine.persona_mix import PersonaMixError
     from training.config import ConfigError
@@ -451,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ConfigError,
         ArtifactError,
         PersonaMixError,
+        EventLogError,
     ) as error:
         stderr_console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False)
         return 2

@@ -27,6 +27,9 @@ class ConfigError(ValueError):
 class DataSection:
     path: str = "data/demo"
     skip_invalid: bool = False
+    # A server's event log (serve --event-log): its events are added to the shop's, deduplicated by
+    # event_id. Empty: the shop's events only.
+    event_log: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,11 @@ def parse_config(
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
     if base_dir is not None:
-        data = DataSection(path=str(_resolve(data.path, base_dir)), skip_invalid=data.skip_invalid)
+        data = DataSection(
+            path=str(_resolve(data.path, base_dir)),
+            skip_invalid=data.skip_invalid,
+            event_log=str(_resolve(data.event_log, base_dir)) if data.event_log else "",
+        )
         output = OutputSection(root=str(_resolve(output.root, base_dir)))
         catalog = personas.catalog
         if catalog.endswith(".toml"):

@@ -20,6 +20,7 @@ from engine.data_loading import load_shop
 from engine.feature_space import DEMOGRAPHIC_COLUMNS, ITEM_FEATURE_COLUMNS, FeatureSpace, with_price_band
 from engine.id_map import IdMap
 from engine.interactions import empty_csr_matrix, interaction_matrix, relevant_matrix
+from engine.logged_events import LoggedEventsMerge, merge_logged_events, read_logged_events
 from engine.models.base import TrainingSet, UserBatch
 from engine.persona_catalog import PersonaCatalog, load_catalog
 from engine.persona_inference import (
@@ -64,6 +65,7 @@ class PreparedData:
     model_customers: IdMap  # the warm customers the models are trained on
     training_set: TrainingSet
     history: sp.csr_matrix  # (customers x items) training-period interactions of every known customer
+    logged_events: LoggedEventsMerge | None = None  # what [data] event_log added, when configured
 
     def customer_rows(self, ids: NDArray[np.str_] | list[str]) -> NDArray[np.int64]:
         return self.customers.to_internal(list(ids))
@@ -72,6 +74,10 @@ class PreparedData:
 def prepare(config: TrainConfig, *, data_path: Path | None = None) -> PreparedData:
     """Load, split, map ids, build features and infer persona mixes from the training period only."""
     shop = load_shop(Path(data_path or config.data.path), skip_invalid=config.data.skip_invalid)
+    logged_events = None
+    if config.data.event_log:
+        logged_events = merge_logged_events(shop, read_logged_events(Path(config.data.event_log)))
+        shop = logged_events.shop
     catalog = load_catalog(config.personas.catalog)
     split = split_events(
         shop.events,
@@ -127,6 +133,7 @@ def prepare(config: TrainConfig, *, data_path: Path | None = None) -> PreparedDa
         model_customers=model_customers,
         training_set=training_set,
         history=history,
+        logged_events=logged_events,
     )
 
 

@@ -217,7 +217,7 @@ def run_training(
     cold_ratios = [
         ratios[(m, "cold_start")] for m in models if (m, "cold_start") in ratios and m != "popularity"
     ]
-    summary = {
+    summary: dict[str, Any] = {
         "best_model": best,
         "best_ndcg_ratio_to_popularity": ratios.get((best, "all")) if best else None,
         "cold_start_ndcg_ratio_to_popularity": max(cold_ratios, default=None),
@@ -229,6 +229,8 @@ def run_training(
         "test_start": prepared.split.test_start.isoformat(),
         "skipped_rows": prepared.shop.report.rows_skipped,
     }
+    if prepared.logged_events is not None:
+        summary["event_log"] = {"path": config.data.event_log, **prepared.logged_events.to_dict()}
     manifest_fields = {
         "created_by": "persona-engine train",
         "config": config.to_dict(),

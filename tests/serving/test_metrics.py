@@ -45,6 +45,8 @@ EXPECTED_FAMILIES = {
     "persona_engine_live_events": "counter",
     "persona_engine_drift_started": "counter",
     "persona_engine_drift_profiles": "counter",
+    "persona_engine_live_records": "counter",
+    "persona_engine_decisions_logged": "counter",
 }
 
 
@@ -74,6 +76,8 @@ def test_names_follow_prometheus_conventions_and_known_series_start_at_zero() ->
     assert _value(registry, "persona_engine_requests_total", code="OK", **personalize) == 0
     assert _value(registry, "persona_engine_requests_in_flight", **personalize) == 0
     assert _value(registry, "persona_engine_request_duration_seconds_count", **personalize) == 0
+    assert _value(registry, "persona_engine_live_records_total", record="outcome", result="rejected") == 0
+    assert _value(registry, "persona_engine_decisions_logged_total", result="failed") == 0
     buckets = {
         float(s.labels["le"])
         for s in families["persona_engine_request_duration_seconds"].samples

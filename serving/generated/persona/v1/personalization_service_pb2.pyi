@@ -6,12 +6,22 @@ The personalization API an e-commerce backend calls while rendering pages, email
 
 Errors use the standard gRPC status codes:
 - INVALID_ARGUMENT: a request outside the documented limits; the message names the field path.
+- FAILED_PRECONDITION: RecordEvents on a server started without an event log (--event-log).
 - UNAVAILABLE: the server is starting or overloaded; safe to retry with backoff, every RPC of this
   service is idempotent.
 - DEADLINE_EXCEEDED: the caller's deadline passed; callers should always set one (a page render
   typically allows 50-300 ms).
 A customer id the serving artifact has never seen is not an error: it is served as cold start, from
 the request's persona mix or a prior.
+
+RecordEvents is how the shop tells the engine what happened: behavioural events (views, carts,
+purchases) and the outcomes of the decisions the server returned (offer shown or redeemed, layout
+shown or converted). Its batch policy: the records of a batch are checked one by one; the valid ones
+are accepted and the invalid ones are answered with one RecordError each (never a failed call), so a
+bad record never holds back good ones. Only a batch over the size limits fails whole, with
+INVALID_ARGUMENT. Accepted records are durable (on disk, fsynced) when the call returns, and the
+event id makes retries safe: a record whose id was already accepted is counted as a duplicate and
+not stored or learned from again.
 """
 
 from collections import abc as _abc
@@ -19,6 +29,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from serving.generated.persona.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
 import sys
@@ -30,6 +41,90 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _EventType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EVENT_TYPE_UNSPECIFIED: _EventType.ValueType  # 0
+    """Not set; a record without a type is rejected."""
+    EVENT_TYPE_VIEW: _EventType.ValueType  # 1
+    """The customer viewed the item's page."""
+    EVENT_TYPE_CART: _EventType.ValueType  # 2
+    """The customer added the item to their cart."""
+    EVENT_TYPE_PURCHASE: _EventType.ValueType  # 3
+    """The customer bought the item."""
+
+class EventType(_EventType, metaclass=_EventTypeEnumTypeWrapper):
+    """What a customer did with an item, as in the events table's event_type column."""
+
+EVENT_TYPE_UNSPECIFIED: EventType.ValueType  # 0
+"""Not set; a record without a type is rejected."""
+EVENT_TYPE_VIEW: EventType.ValueType  # 1
+"""The customer viewed the item's page."""
+EVENT_TYPE_CART: EventType.ValueType  # 2
+"""The customer added the item to their cart."""
+EVENT_TYPE_PURCHASE: EventType.ValueType  # 3
+"""The customer bought the item."""
+Global___EventType: _TypeAlias = EventType  # noqa: Y015
+
+class _OutcomeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OutcomeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OutcomeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OUTCOME_KIND_UNSPECIFIED: _OutcomeKind.ValueType  # 0
+    """Not set; a record without a kind is rejected."""
+    OUTCOME_KIND_OFFER_SHOWN: _OutcomeKind.ValueType  # 1
+    """The offer was displayed to the customer (exposure)."""
+    OUTCOME_KIND_OFFER_REDEEMED: _OutcomeKind.ValueType  # 2
+    """The customer redeemed the offer (a reward)."""
+    OUTCOME_KIND_LAYOUT_SHOWN: _OutcomeKind.ValueType  # 3
+    """The layout variant was displayed to the customer (exposure)."""
+    OUTCOME_KIND_LAYOUT_CONVERTED: _OutcomeKind.ValueType  # 4
+    """The customer converted on the page rendered with the layout variant (a reward)."""
+
+class OutcomeKind(_OutcomeKind, metaclass=_OutcomeKindEnumTypeWrapper):
+    """What the customer did with an offer or layout the server chose."""
+
+OUTCOME_KIND_UNSPECIFIED: OutcomeKind.ValueType  # 0
+"""Not set; a record without a kind is rejected."""
+OUTCOME_KIND_OFFER_SHOWN: OutcomeKind.ValueType  # 1
+"""The offer was displayed to the customer (exposure)."""
+OUTCOME_KIND_OFFER_REDEEMED: OutcomeKind.ValueType  # 2
+"""The customer redeemed the offer (a reward)."""
+OUTCOME_KIND_LAYOUT_SHOWN: OutcomeKind.ValueType  # 3
+"""The layout variant was displayed to the customer (exposure)."""
+OUTCOME_KIND_LAYOUT_CONVERTED: OutcomeKind.ValueType  # 4
+"""The customer converted on the page rendered with the layout variant (a reward)."""
+Global___OutcomeKind: _TypeAlias = OutcomeKind  # noqa: Y015
+
+class _RecordKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RecordKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RecordKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RECORD_KIND_UNSPECIFIED: _RecordKind.ValueType  # 0
+    """Not set; never returned by the server."""
+    RECORD_KIND_EVENT: _RecordKind.ValueType  # 1
+    """RecordEventsRequest.events."""
+    RECORD_KIND_OUTCOME: _RecordKind.ValueType  # 2
+    """RecordEventsRequest.outcomes."""
+
+class RecordKind(_RecordKind, metaclass=_RecordKindEnumTypeWrapper):
+    """Which list of a RecordEventsRequest a RecordError is about."""
+
+RECORD_KIND_UNSPECIFIED: RecordKind.ValueType  # 0
+"""Not set; never returned by the server."""
+RECORD_KIND_EVENT: RecordKind.ValueType  # 1
+"""RecordEventsRequest.events."""
+RECORD_KIND_OUTCOME: RecordKind.ValueType  # 2
+"""RecordEventsRequest.outcomes."""
+Global___RecordKind: _TypeAlias = RecordKind  # noqa: Y015
 
 @_typing.final
 class PersonalizeRequest(_message.Message):
@@ -873,3 +968,239 @@ class ListPersonasResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPersonasResponse: _TypeAlias = ListPersonasResponse  # noqa: Y015
+
+@_typing.final
+class BehaviorEvent(_message.Message):
+    """One behavioural event: a row of the events table, sent live."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    PRICE_PAID_FIELD_NUMBER: _builtins.int
+    DISCOUNT_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique id of the event in the shop's systems, 1 to 128 characters: the idempotency key. A record
+    whose id was already accepted is a duplicate, whatever its other fields.
+    """
+    customer_id: _builtins.str
+    """The customer who acted, 1 to 256 characters."""
+    item_id: _builtins.str
+    """The item acted on, 1 to 256 characters. Items the serving model does not know yet (added to the
+    catalog since it was trained) are accepted: the next training run uses the event once the shop's
+    items table lists the item, and leaves it out otherwise.
+    """
+    event_type: Global___EventType.ValueType
+    """What happened; required."""
+    price_paid: _builtins.float
+    """Unit price the customer saw or paid, after discount; finite and >= 0 when set."""
+    discount: _builtins.float
+    """Fraction taken off the list price, 0 to 1 (0.2 = 20% off), when set."""
+    channel: _builtins.str
+    """Traffic source (direct, search, email, social, app_push, ...), at most 64 characters; may be empty."""
+    device: _builtins.str
+    """Device (desktop, mobile, tablet, app, ...), at most 64 characters; may be empty."""
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """When it happened; required, and at most 24 hours ahead of the server's clock."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        item_id: _builtins.str = ...,
+        event_type: Global___EventType.ValueType = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+        price_paid: _builtins.float | None = ...,
+        discount: _builtins.float | None = ...,
+        channel: _builtins.str = ...,
+        device: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_discount", b"_discount", "_price_paid", b"_price_paid", "discount", b"discount", "price_paid", b"price_paid", "timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_discount", b"_discount", "_price_paid", b"_price_paid", "channel", b"channel", "customer_id", b"customer_id", "device", b"device", "discount", b"discount", "event_id", b"event_id", "event_type", b"event_type", "item_id", b"item_id", "price_paid", b"price_paid", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__discount: _TypeAlias = _typing.Literal["discount"]  # noqa: Y015
+    _WhichOneofArgType__discount: _TypeAlias = _typing.Literal["_discount", b"_discount"]  # noqa: Y015
+    _WhichOneofReturnType__price_paid: _TypeAlias = _typing.Literal["price_paid"]  # noqa: Y015
+    _WhichOneofArgType__price_paid: _TypeAlias = _typing.Literal["_price_paid", b"_price_paid"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__discount) -> _WhichOneofReturnType__discount | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__price_paid) -> _WhichOneofReturnType__price_paid | None: ...
+
+Global___BehaviorEvent: _TypeAlias = BehaviorEvent  # noqa: Y015
+
+@_typing.final
+class DecisionOutcome(_message.Message):
+    """The outcome of a decision the server returned, tied to it by the decision id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    ARM_ID_FIELD_NUMBER: _builtins.int
+    REVENUE_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique id of this outcome report, 1 to 128 characters: the idempotency key, in a namespace of its
+    own (an outcome may reuse the id of a behavioural event).
+    """
+    decision_id: _builtins.str
+    """The DecisionInfo.decision_id of the response that served the offer or layout, 1 to 128 characters."""
+    customer_id: _builtins.str
+    """The customer the decision was made for, 1 to 256 characters."""
+    kind: Global___OutcomeKind.ValueType
+    """What happened; required."""
+    arm_id: _builtins.str
+    """The offer id (offer outcomes) or variant id (layout outcomes) the outcome is about, at most 256
+    characters. May be left empty when the decision served exactly one arm of that kind (a layout, or
+    a single offer): the server fills it in from its decision log. When the logged decision served
+    several offers an empty arm_id is rejected, and a non-empty one must be among those it served.
+    An outcome for a decision the log does not hold (served by a server without an event log, or
+    logged a moment later) is accepted as sent.
+    """
+    revenue: _builtins.float
+    """Revenue attributed to the outcome in the shop's currency, finite and >= 0; 0 when unset."""
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp:
+        """When it happened; required, and at most 24 hours ahead of the server's clock."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        decision_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        kind: Global___OutcomeKind.ValueType = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+        arm_id: _builtins.str = ...,
+        revenue: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_revenue", b"_revenue", "revenue", b"revenue", "timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_revenue", b"_revenue", "arm_id", b"arm_id", "customer_id", b"customer_id", "decision_id", b"decision_id", "event_id", b"event_id", "kind", b"kind", "revenue", b"revenue", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__revenue: _TypeAlias = _typing.Literal["revenue"]  # noqa: Y015
+    _WhichOneofArgType__revenue: _TypeAlias = _typing.Literal["_revenue", b"_revenue"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__revenue) -> _WhichOneofReturnType__revenue | None: ...
+
+Global___DecisionOutcome: _TypeAlias = DecisionOutcome  # noqa: Y015
+
+@_typing.final
+class RecordEventsRequest(_message.Message):
+    """Request of RecordEvents: a batch of records, in any mix of the two kinds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___BehaviorEvent]:
+        """Behavioural events, at most 1000 per call."""
+
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___DecisionOutcome]:
+        """Decision outcomes, at most 1000 per call."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___BehaviorEvent] | None = ...,
+        outcomes: _abc.Iterable[Global___DecisionOutcome] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "outcomes", b"outcomes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordEventsRequest: _TypeAlias = RecordEventsRequest  # noqa: Y015
+
+@_typing.final
+class RecordError(_message.Message):
+    """Why one record of a batch was rejected. The record was not stored; fix it and send it again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    kind: Global___RecordKind.ValueType
+    """The list the record is in."""
+    index: _builtins.int
+    """The record's 0-based position in that list."""
+    event_id: _builtins.str
+    """The record's event_id as sent (may be empty or invalid when that is the problem)."""
+    field: _builtins.str
+    """Path of the offending field from the request, e.g. "events[3].timestamp"."""
+    message: _builtins.str
+    """What is wrong and what was expected, e.g. "required"."""
+    def __init__(
+        self,
+        *,
+        kind: Global___RecordKind.ValueType = ...,
+        index: _builtins.int = ...,
+        event_id: _builtins.str = ...,
+        field: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "field", b"field", "index", b"index", "kind", b"kind", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordError: _TypeAlias = RecordError  # noqa: Y015
+
+@_typing.final
+class RecordEventsResponse(_message.Message):
+    """Response of RecordEvents. For each list, accepted + duplicate + rejected = the number of records sent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_EVENTS_FIELD_NUMBER: _builtins.int
+    DUPLICATE_EVENTS_FIELD_NUMBER: _builtins.int
+    ACCEPTED_OUTCOMES_FIELD_NUMBER: _builtins.int
+    DUPLICATE_OUTCOMES_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    accepted_events: _builtins.int
+    """Events newly stored by this call."""
+    duplicate_events: _builtins.int
+    """Events whose event_id was already stored (by an earlier call or earlier in this batch): not stored
+    again. A retried batch answers with its events here.
+    """
+    accepted_outcomes: _builtins.int
+    """Outcomes newly stored by this call."""
+    duplicate_outcomes: _builtins.int
+    """Outcomes whose event_id was already stored: not stored again."""
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordError]:
+        """One entry per rejected record, events first, each list in request order; empty when all were valid."""
+
+    def __init__(
+        self,
+        *,
+        accepted_events: _builtins.int = ...,
+        duplicate_events: _builtins.int = ...,
+        accepted_outcomes: _builtins.int = ...,
+        duplicate_outcomes: _builtins.int = ...,
+        errors: _abc.Iterable[Global___RecordError] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_events", b"accepted_events", "accepted_outcomes", b"accepted_outcomes", "duplicate_events", b"duplicate_events", "duplicate_outcomes", b"duplicate_outcomes", "errors", b"errors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordEventsResponse: _TypeAlias = RecordEventsResponse  # noqa: Y015

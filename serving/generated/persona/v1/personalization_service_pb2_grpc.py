@@ -65,6 +65,11 @@ class PersonalizationServiceStub:
                 request_serializer=persona_dot_v1_dot_personalization__service__pb2.ListPersonasRequest.SerializeToString,
                 response_deserializer=persona_dot_v1_dot_personalization__service__pb2.ListPersonasResponse.FromString,
                 _registered_method=True)
+        self.RecordEvents = channel.unary_unary(
+                '/persona.v1.PersonalizationService/RecordEvents',
+                request_serializer=persona_dot_v1_dot_personalization__service__pb2.RecordEventsRequest.SerializeToString,
+                response_deserializer=persona_dot_v1_dot_personalization__service__pb2.RecordEventsResponse.FromString,
+                _registered_method=True)
 
 
 class PersonalizationServiceServicer:
@@ -117,6 +122,15 @@ class PersonalizationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordEvents(self, request, context):
+        """Record a batch of behavioural events and decision outcomes in the server's event log, where the
+        live state and the next training run pick them up. Valid records are accepted and invalid ones
+        reported per record (see RecordEventsResponse.errors); retrying a batch is safe.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PersonalizationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +163,11 @@ def add_PersonalizationServiceServicer_to_server(servicer, server):
                     servicer.ListPersonas,
                     request_deserializer=persona_dot_v1_dot_personalization__service__pb2.ListPersonasRequest.FromString,
                     response_serializer=persona_dot_v1_dot_personalization__service__pb2.ListPersonasResponse.SerializeToString,
+            ),
+            'RecordEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordEvents,
+                    request_deserializer=persona_dot_v1_dot_personalization__service__pb2.RecordEventsRequest.FromString,
+                    response_serializer=persona_dot_v1_dot_personalization__service__pb2.RecordEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +333,33 @@ class PersonalizationService:
             '/persona.v1.PersonalizationService/ListPersonas',
             persona_dot_v1_dot_personalization__service__pb2.ListPersonasRequest.SerializeToString,
             persona_dot_v1_dot_personalization__service__pb2.ListPersonasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/persona.v1.PersonalizationService/RecordEvents',
+            persona_dot_v1_dot_personalization__service__pb2.RecordEventsRequest.SerializeToString,
+            persona_dot_v1_dot_personalization__service__pb2.RecordEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,12 +6,22 @@ The personalization API an e-commerce backend calls while rendering pages, email
 
 Errors use the standard gRPC status codes:
 - INVALID_ARGUMENT: a request outside the documented limits; the message names the field path.
+- FAILED_PRECONDITION: RecordEvents on a server started without an event log (--event-log).
 - UNAVAILABLE: the server is starting or overloaded; safe to retry with backoff, every RPC of this
   service is idempotent.
 - DEADLINE_EXCEEDED: the caller's deadline passed; callers should always set one (a page render
   typically allows 50-300 ms).
 A customer id the serving artifact has never seen is not an error: it is served as cold start, from
 the request's persona mix or a prior.
+
+RecordEvents is how the shop tells the engine what happened: behavioural events (views, carts,
+purchases) and the outcomes of the decisions the server returned (offer shown or redeemed, layout
+shown or converted). Its batch policy: the records of a batch are checked one by one; the valid ones
+are accepted and the invalid ones are answered with one RecordError each (never a failed call), so a
+bad record never holds back good ones. Only a batch over the size limits fails whole, with
+INVALID_ARGUMENT. Accepted records are durable (on disk, fsynced) when the call returns, and the
+event id makes retries safe: a record whose id was already accepted is counted as a duplicate and
+not stored or learned from again.
 """
 
 from collections import abc as _abc
@@ -63,6 +73,11 @@ class PersonalizationServiceStub:
     """
     ListPersonas: _grpc.UnaryUnaryMultiCallable[_personalization_service_pb2.ListPersonasRequest, _personalization_service_pb2.ListPersonasResponse]
     """The persona catalog the serving artifact was trained with."""
+    RecordEvents: _grpc.UnaryUnaryMultiCallable[_personalization_service_pb2.RecordEventsRequest, _personalization_service_pb2.RecordEventsResponse]
+    """Record a batch of behavioural events and decision outcomes in the server's event log, where the
+    live state and the next training run pick them up. Valid records are accepted and invalid ones
+    reported per record (see RecordEventsResponse.errors); retrying a batch is safe.
+    """
 
 @_typing.type_check_only
 class PersonalizationServiceAsyncStub(PersonalizationServiceStub):
@@ -88,6 +103,11 @@ class PersonalizationServiceAsyncStub(PersonalizationServiceStub):
     """
     ListPersonas: _aio.UnaryUnaryMultiCallable[_personalization_service_pb2.ListPersonasRequest, _personalization_service_pb2.ListPersonasResponse]  # type: ignore[assignment]
     """The persona catalog the serving artifact was trained with."""
+    RecordEvents: _aio.UnaryUnaryMultiCallable[_personalization_service_pb2.RecordEventsRequest, _personalization_service_pb2.RecordEventsResponse]  # type: ignore[assignment]
+    """Record a batch of behavioural events and decision outcomes in the server's event log, where the
+    live state and the next training run pick them up. Valid records are accepted and invalid ones
+    reported per record (see RecordEventsResponse.errors); retrying a batch is safe.
+    """
 
 class PersonalizationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Persona-conditioned recommendations, offers and layouts, and the persona profiles behind them."""
@@ -146,5 +166,16 @@ class PersonalizationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_personalization_service_pb2.ListPersonasResponse, _abc.Awaitable[_personalization_service_pb2.ListPersonasResponse]]:
         """The persona catalog the serving artifact was trained with."""
+
+    @_abc_1.abstractmethod
+    def RecordEvents(
+        self,
+        request: _personalization_service_pb2.RecordEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_personalization_service_pb2.RecordEventsResponse, _abc.Awaitable[_personalization_service_pb2.RecordEventsResponse]]:
+        """Record a batch of behavioural events and decision outcomes in the server's event log, where the
+        live state and the next training run pick them up. Valid records are accepted and invalid ones
+        reported per record (see RecordEventsResponse.errors); retrying a batch is safe.
+        """
 
 def add_PersonalizationServiceServicer_to_server(servicer: PersonalizationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

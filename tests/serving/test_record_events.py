@@ -1,0 +1,218 @@
+"""RecordEvents and decision logging over real gRPC: idempotency, per-record errors, observers, metrics."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+
+from engine.decision_log_writer import DecisionLogWriter
+from engine.event_log import EventLog
+from engine.live_events import BehaviorEvent, DecisionOutcome, OutcomeKind
+from serving.client import PageContext, PersonaEngineClient
+from serving.generated.persona.v1 import personalization_service_pb2 as pb
+from serving.generated.persona.v1 import personalization_service_pb2_grpc as pb_grpc
+from tests.serving.server_harness import InProcessServer, in_process_server, trained_artifacts
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+@dataclass
+class RecordingObserver:
+    """A real observer that keeps what it was told (the live state and the bandits plug in the same way)."""
+
+    events: list[BehaviorEvent] = field(default_factory=list)
+    outcomes: list[DecisionOutcome] = field(default_factory=list)
+
+    def observe(self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome]) -> None:
+        self.events += events
+        self.outcomes += outcomes
+
+
+class FailingObserver:
+    def observe(self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome]) -> None:
+        raise RuntimeError("observer bug")
+
+
+@dataclass
+class LiveServer:
+    server: InProcessServer
+    client: PersonaEngineClient
+    log: EventLog
+    writer: DecisionLogWriter
+    observer: RecordingObserver
+
+    @property
+    def customer(self) -> str:
+        return str(self.server.holder.current().model_customers.ids[0])
+
+    @property
+    def item(self) -> str:
+        return str(self.server.holder.current().item_catalog.ids.ids[0])
+
+
+@pytest.fixture
+def live(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    artifact = trained_artifacts(tmp_path_factory).older
+    path = tmp_path / "events.db"
+    log = EventLog.open(path)
+    writer = DecisionLogWriter(path)
+    observer = RecordingObserver()
+    with (
+        in_process_server(
+            artifact,
+            event_log=log,
+            decision_writer=writer,
+            observers=[FailingObserver(), observer],
+        ) as server,
+        PersonaEngineClient(server.address, timeout_s=10.0) as client,
+    ):
+        yield LiveServer(server, client, log, writer, observer)
+    writer.close()
+    log.close()
+
+
+def events(customer: str, item: str, count: int, prefix: str = "e") -> list[BehaviorEvent]:
+    return [
+        BehaviorEvent(f"{prefix}{n}", customer, item, "view", NOW - dt.timedelta(minutes=n))
+        for n in range(count)
+    ]
+
+
+def test_a_retried_batch_is_stored_and_observed_once(live: LiveServer) -> None:
+    batch = events(live.customer, live.item, 5)
+    first = live.client.record_events(batch)
+    retry = live.client.record_events(batch)
+    assert (first.accepted_events, first.duplicate_events, list(first.errors)) == (5, 0, [])
+    assert (retry.accepted_events, retry.duplicate_events) == (0, 5)
+    assert live.log.counts()["events"] == 5
+    assert live.observer.events == batch  # the failing observer before it did not stop it
+    assert live.server.metric("persona_engine_live_records_total", record="event", result="accepted") == 5
+    assert live.server.metric("persona_engine_live_records_total", record="event", result="duplicate") == 5
+
+
+def test_invalid_records_get_errors_naming_their_field_and_valid_ones_are_accepted(live: LiveServer) -> None:
+    good = pb.BehaviorEvent(
+        event_id="ok-1", customer_id=live.customer, item_id=live.item, event_type=pb.EVENT_TYPE_PURCHASE
+    )
+    good.timestamp.FromDatetime(NOW)
+    good.price_paid = 12.5
+    no_time = pb.BehaviorEvent(event_id="bad-1", customer_id="c", item_id="i", event_type=pb.EVENT_TYPE_VIEW)
+    bad_type = pb.BehaviorEvent(event_id="bad-2", customer_id="c", item_id="i", event_type=7)  # type: ignore[arg-type]
+    bad_type.timestamp.FromDatetime(NOW)
+    bad_discount = pb.BehaviorEvent()
+    bad_discount.CopyFrom(good)
+    bad_discount.event_id, bad_discount.discount = "bad-3", 1.5
+    future = pb.BehaviorEvent()
+    future.CopyFrom(good)
+    future.event_id = "bad-4"
+    future.timestamp.FromDatetime(NOW + dt.timedelta(days=3))
+    new_item = pb.BehaviorEvent()
+    new_item.CopyFrom(good)
+    new_item.event_id, new_item.item_id = "ok-2", "item-added-after-training"
+    no_kind = pb.DecisionOutcome(event_id="bad-o", decision_id="d", customer_id="c")
+    no_kind.timestamp.FromDatetime(NOW)
+    stub = pb_grpc.PersonalizationServiceStub(grpc.insecure_channel(live.server.address))
+    response = stub.RecordEvents(
+        pb.RecordEventsRequest(
+            events=[good, no_time, bad_type, bad_discount, future, new_item, pb.BehaviorEvent()],
+            outcomes=[no_kind],
+        ),
+        timeout=10,
+    )
+    assert (response.accepted_events, response.duplicate_events, response.accepted_outcomes) == (2, 0, 0)
+    errors = [(e.kind, e.index, e.event_id, e.field) for e in response.errors]
+    assert errors == [
+        (pb.RECORD_KIND_EVENT, 1, "bad-1", "events[1].timestamp"),
+        (pb.RECORD_KIND_EVENT, 2, "bad-2", "events[2].event_type"),
+        (pb.RECORD_KIND_EVENT, 3, "bad-3", "events[3].discount"),
+        (pb.RECORD_KIND_EVENT, 4, "bad-4", "events[4].timestamp"),
+        (pb.RECORD_KIND_EVENT, 6, "", "events[6].event_id"),
+        (pb.RECORD_KIND_OUTCOME, 0, "bad-o", "outcomes[0].kind"),
+    ]
+    messages = {e.field: e.message for e in response.errors}
+    assert messages["events[1].timestamp"] == "required"
+    assert "unknown value 7" in messages["events[2].event_type"]
+    assert "hours ahead" in messages["events[4].timestamp"]
+    assert live.log.event_ids() == {"ok-1", "ok-2"}
+    assert live.server.metric("persona_engine_live_records_total", record="event", result="rejected") == 5
+
+
+def test_a_batch_over_the_limit_is_refused_whole_naming_the_field(live: LiveServer) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        live.client.record_events(events(live.customer, live.item, 1001))
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (raised.value.details() or "").startswith("events: at most 1000")
+    assert live.log.counts()["events"] == 0
+
+
+def test_served_decisions_are_logged_and_outcomes_resolve_their_arm(live: LiveServer) -> None:
+    page = live.client.personalize(
+        live.customer, context=PageContext(timestamp=NOW, basket_value=500.0), num_offers=3
+    )
+    layout = live.client.select_layout(live.customer, context=PageContext(timestamp=NOW))
+    live.writer.flush()
+    logged = live.log.decision(page.decision.decision_id)
+    assert [(d.decision_type, d.arm_id) for d in logged] == [
+        *(("offer", o.offer_id) for o in page.offers),
+        ("layout", page.layout.variant_id),
+    ]
+    assert [d.propensity for d in logged] == pytest.approx(
+        [*(o.propensity for o in page.offers), page.layout.propensity]
+    )
+    assert all(d.customer_id == live.customer and d.timestamp == NOW for d in logged)
+    assert dict(logged[0].persona_mix) == pytest.approx(
+        {w.persona_id: w.weight for w in page.decision.persona_mix.weights}
+    )
+    assert len(live.log.decision(layout.decision.decision_id)) == 1
+    assert len(page.offers) >= 2  # the basket value makes several offers eligible
+
+    def outcome(event_id: str, kind: OutcomeKind, arm: str | None, decision: str = "") -> DecisionOutcome:
+        return DecisionOutcome(
+            event_id, decision or page.decision.decision_id, live.customer, kind, NOW, arm, revenue=3.0
+        )
+
+    response = live.client.record_events(
+        outcomes=[
+            outcome("o1", OutcomeKind.LAYOUT_CONVERTED, None),  # the decision's one layout is filled in
+            outcome("o2", OutcomeKind.OFFER_REDEEMED, page.offers[1].offer_id),
+            outcome("o3", OutcomeKind.OFFER_REDEEMED, None),  # ambiguous: several offers
+            outcome("o4", OutcomeKind.OFFER_SHOWN, "not-served"),
+            outcome("o5", OutcomeKind.OFFER_SHOWN, None, decision="never-logged"),
+        ]
+    )
+    assert response.accepted_outcomes == 3
+    served_offers = ", ".join(o.offer_id for o in page.offers)
+    decision_id = page.decision.decision_id
+    assert {e.field: e.message for e in response.errors} == {
+        "outcomes[2].arm_id": f"required: decision {decision_id} served {len(page.offers)} offers "
+        f"({served_offers})",
+        "outcomes[3].arm_id": f"decision {decision_id} served offers {served_offers}; not 'not-served'",
+    }
+    assert [(o.event_id, o.arm_id) for o in live.observer.outcomes] == [
+        ("o1", page.layout.variant_id),
+        ("o2", page.offers[1].offer_id),
+        ("o5", None),
+    ]
+    frame = live.log.decisions_frame()
+    rewarded = set(frame.filter(frame["outcome"] == 1.0)["decision_id"].to_list())
+    assert rewarded == {
+        f"{decision_id}:layout:{page.layout.variant_id}",
+        f"{decision_id}:offer:{page.offers[1].offer_id}",
+    }
+
+
+def test_without_an_event_log_record_events_is_refused(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with (
+        in_process_server(trained_artifacts(tmp_path_factory).older) as server,
+        PersonaEngineClient(server.address, timeout_s=10.0) as client,
+    ):
+        with pytest.raises(grpc.RpcError) as raised:
+            client.record_events(events("c", "i", 1))
+        assert raised.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "--event-log" in (raised.value.details() or "")
+        client.personalize("c")  # serving without a log logs no decisions and works as before
