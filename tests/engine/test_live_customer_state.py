@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Iterator
 
 import numpy as np
 import polars as pl
@@ -38,6 +39,9 @@ class Clock:
         return self.now
 
 
+Live = tuple[LiveCustomerStates, Clock, list[str]]
+
+
 @pytest.fixture(scope="module")
 def personalizer(tmp_path_factory: pytest.TempPathFactory) -> Personalizer:
     return Personalizer.from_path(train_small_artifact(tmp_path_factory.mktemp("live")), "als")
@@ -49,7 +53,7 @@ def scorer(personalizer: Personalizer) -> LiveEventScorer:
 
 
 @pytest.fixture
-def live(personalizer: Personalizer, scorer: LiveEventScorer):  # type: ignore[no-untyped-def]
+def live(personalizer: Personalizer, scorer: LiveEventScorer) -> Iterator[Live]:
     clock = Clock()
     started: list[str] = []
     states = LiveCustomerStates(
@@ -113,7 +117,7 @@ def test_live_scores_equal_training_scores_without_brand_repeat(
 def test_session_events_move_the_mix_towards_their_persona_then_decay(
     personalizer: Personalizer,
     scorer: LiveEventScorer,
-    live,  # type: ignore[no-untyped-def]
+    live: Live,
 ) -> None:
     states, clock, _ = live
     persona = 0
@@ -143,7 +147,7 @@ def test_session_events_move_the_mix_towards_their_persona_then_decay(
 def test_a_mix_given_in_the_request_is_never_overridden(
     personalizer: Personalizer,
     scorer: LiveEventScorer,
-    live,  # type: ignore[no-untyped-def]
+    live: Live,
 ) -> None:
     states, _, _ = live
     customer = known_customer(personalizer, 1)
@@ -154,7 +158,7 @@ def test_a_mix_given_in_the_request_is_never_overridden(
     assert resolved.mix == given
 
 
-def test_an_item_just_bought_is_not_recommended_next(personalizer: Personalizer, live) -> None:  # type: ignore[no-untyped-def]
+def test_an_item_just_bought_is_not_recommended_next(personalizer: Personalizer, live: Live) -> None:
     states, _, _ = live
     customer = known_customer(personalizer, 2)
     request = ProductRequest(k=10)
@@ -169,7 +173,7 @@ def test_an_item_just_bought_is_not_recommended_next(personalizer: Personalizer,
 def test_unknown_items_are_ignored_but_do_not_lose_the_rest(
     personalizer: Personalizer,
     scorer: LiveEventScorer,
-    live,  # type: ignore[no-untyped-def]
+    live: Live,
 ) -> None:
     states, _, _ = live
     customer = known_customer(personalizer, 0)
@@ -183,7 +187,7 @@ def test_unknown_items_are_ignored_but_do_not_lose_the_rest(
 def test_online_drift_starts_when_recent_days_diverge_and_ends_when_they_return(
     personalizer: Personalizer,
     scorer: LiveEventScorer,
-    live,  # type: ignore[no-untyped-def]
+    live: Live,
 ) -> None:
     states, clock, started = live
     persona = 3
