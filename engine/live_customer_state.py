@@ -6,8 +6,9 @@ Each accepted behaviour event updates its customer's state at once (``observe``,
   the artifact was trained on;
 - every event with an item the artifact knows is kept (time, item, discounted, channel, device; the
   last ``max_events``) as evidence for the session mix;
-- drift is re-checked (``engine.drift_detection``): the mix of the decayed recent events (half-life
-  ``drift.half_life_days``) against the long-term mix, with the date the current drift started.
+- drift is re-checked (``engine.drift_detection``, the same rule as offline): the mix of the decayed
+  recent events (half-life ``drift.half_life_days``) against the long-term mix, with the date the
+  current drift started.
 
 The session mix is a blend, computed per request from the kept events (``live_view``):
 
@@ -249,8 +250,10 @@ class LiveCustomerStates:
         scores, weights = self._scored(customer_id, state, moment, drift.half_life_days * _SECONDS_PER_DAY)
         if weights.size == 0:
             return
-        recent = self.scorer.model.mixes_of_scored_events(scores, weights, np.asarray([0, weights.size]))[0]
         long_term = self._long_term(customer_id).weights
+        recent = self.scorer.model.mixes_of_scored_events(
+            scores, weights, np.asarray([0, weights.size]), long_term[None, :], drift.prior_strength
+        )[0]
         divergence = float(js_divergence(recent, long_term))
         evidence = float(weights.sum())
         state.drift_divergence, state.drift_evidence = divergence, evidence
