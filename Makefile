@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(BIN)/persona-engine train --config training/configs/demo.toml
 	$(BIN)/persona-engine evaluate --artifact artifacts/latest
 	$(BIN)/persona-engine summary --artifact artifacts/latest
+	$(BIN)/persona-engine drift --artifact artifacts/latest --limit 5
 	$(BIN)/python -m serving.demo --artifact artifacts/latest
 
 # The Redis state store is tested against a real redis-server; the script installs it (Debian

@@ -227,20 +227,25 @@ class LiveCustomerStates:
     def _update(self, customer_id: str, events: Sequence[BehaviorEvent]) -> None:
         cfg = self.config
         state = self.state_of(customer_id) or LiveCustomerState()
-        for event in events:
-            if event.item_id not in self.scorer.item_positions:
-                continue  # no evidence, and an item the artifact cannot recommend anyway
-            discounted = None if event.discount is None else event.discount > 0
-            state.events.append(
-                KeptEvent(event.timestamp.timestamp(), event.item_id, discounted, event.channel, event.device)
-            )
-            if event.event_type == PURCHASE and event.item_id not in state.purchased:
-                state.purchased.append(event.item_id)
-        state.events.sort(key=lambda e: e.timestamp)
-        del state.events[: max(0, len(state.events) - cfg.max_events)]
-        del state.purchased[: max(0, len(state.purchased) - cfg.max_purchases)]
         was_drifting = state.drift_since is not None
-        self._check_drift(customer_id, state, events[-1].timestamp if events else self._clock())
+        for n, event in enumerate(events):
+            if event.item_id in self.scorer.item_positions:  # others: no evidence, and not recommendable
+                discounted = None if event.discount is None else event.discount > 0
+                state.events.append(
+                    KeptEvent(
+                        event.timestamp.timestamp(), event.item_id, discounted, event.channel, event.device
+                    )
+                )
+                if event.event_type == PURCHASE and event.item_id not in state.purchased:
+                    state.purchased.append(event.item_id)
+            # Drift is checked at the last event of each UTC day, as offline, so a batch replaying weeks
+            # of history dates the drift's start as if the events had arrived one by one.
+            following = events[n + 1] if n + 1 < len(events) else None
+            if following is None or following.timestamp.date() != event.timestamp.date():
+                state.events.sort(key=lambda e: e.timestamp)
+                del state.events[: max(0, len(state.events) - cfg.max_events)]
+                self._check_drift(customer_id, state, event.timestamp)
+        del state.purchased[: max(0, len(state.purchased) - cfg.max_purchases)]
         self.store.set(self.key(customer_id), state.to_bytes(), ttl_seconds=cfg.ttl_days * _SECONDS_PER_DAY)
         if not was_drifting and state.drift_since is not None and self._on_drift_started is not None:
             self._on_drift_started(customer_id, self._drift_status(customer_id, state))

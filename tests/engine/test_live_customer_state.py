@@ -260,3 +260,27 @@ def test_unreadable_state_is_dropped_rather_than_served() -> None:
 def test_config_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="session_half_life_minutes"):
         LiveStateConfig(session_half_life_minutes=0)
+
+
+def test_a_batch_replaying_days_of_history_dates_the_drift_as_if_it_had_arrived_live(
+    personalizer: Personalizer, scorer: LiveEventScorer, live: Live
+) -> None:
+    states, clock, _ = live
+    persona = 3
+    customer = str(
+        personalizer.mixes.customers.ids[np.flatnonzero(personalizer.mixes.overall[:, persona] < 0.1)[5]]
+    )
+    away = typical_items(scorer, persona, 12)
+    days = [START + dt.timedelta(days=d) for d in range(8)]
+    clock.now = days[-1]
+    states.observe(
+        [
+            event(customer, away[(2 * n + j) % 12], day, n=10 * n + j)
+            for n, day in enumerate(days)
+            for j in range(2)
+        ],
+        [],
+    )
+    drift = personalizer.persona_profile(customer).drift
+    assert drift is not None and drift.drifting and drift.since is not None
+    assert drift.since < days[-1]  # not the moment the batch arrived
