@@ -98,13 +98,6 @@ class KeptEvent:
     channel: str | None
     device: str | None
 
-    def as_event(self, customer_id: str) -> BehaviorEvent:
-        discount = None if self.discounted is None else (1.0 if self.discounted else 0.0)
-        moment = dt.datetime.fromtimestamp(self.timestamp, dt.UTC)
-        return BehaviorEvent(
-            "", customer_id, self.item_id, "view", moment, None, discount, self.channel, self.device
-        )
-
 
 @dataclass
 class LiveCustomerState:
@@ -166,13 +159,12 @@ def session_blend(
         return long_term.copy()
     likelihoods = np.exp(scores - scores.max(axis=1, keepdims=True))
     prior = strength * long_term
-    total = float(weights.sum()) + strength
+    scale = 1.0 / (float(weights.sum()) + strength)
     theta = long_term.copy()
     for _ in range(_EM_STEPS):
-        joint = likelihoods * theta
-        joint *= (weights / joint.sum(axis=1))[:, None]
-        updated = (joint.sum(axis=0) + prior) / total
-        change = float(np.abs(updated - theta).max())
+        # sum_i w_i r_i with r_i = theta * L_i / (L_i . theta), as two matrix-vector products
+        updated = (theta * ((weights / (likelihoods @ theta)) @ likelihoods) + prior) * scale
+        change = float(np.max(np.abs(updated - theta)))
         theta = updated
         if change < _EM_TOLERANCE:
             break
@@ -318,11 +310,10 @@ class LiveCustomerStates:
         for g in groups:
             counts[g] = counts.get(g, 0) + 1
         weights = weights / np.asarray([counts[g] for g in groups], dtype=np.float64)
-        scores = np.vstack([self._score(e, customer_id) for e in chosen])
+        scores = self.scorer.score_facts(
+            [e.item_id for e in chosen],
+            [e.discounted for e in chosen],
+            [e.channel for e in chosen],
+            [e.device for e in chosen],
+        )
         return scores, weights
-
-    def _score(self, event: KeptEvent, customer_id: str) -> NDArray[np.float64]:
-        scored = self.scorer.score(event.as_event(customer_id))
-        if scored is None:  # filtered out above; kept for type narrowing
-            return np.zeros(len(self.scorer.persona_ids))
-        return scored

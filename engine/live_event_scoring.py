@@ -67,6 +67,9 @@ class LiveEventScorer:
                 column = space.column(group, value)
                 if column is not None:
                     self._facts[(group, value)] = model.column_log_likelihoods(column)
+        self._fact_rows = list(self._facts)
+        self._fact_index = {key: i for i, key in enumerate(self._fact_rows)}
+        self._fact_matrix = np.vstack([*self._facts.values(), np.zeros(len(self.persona_ids))])
 
     @classmethod
     def from_artifact(cls, artifact: Artifact) -> LiveEventScorer:
@@ -90,8 +93,27 @@ class LiveEventScorer:
                 scores += self._facts.get((group, value), 0.0)
         return scores
 
-    def score_many(self, events: Sequence[BehaviorEvent]) -> list[NDArray[np.float64] | None]:
-        return [self.score(event) for event in events]
+    def score_facts(
+        self,
+        item_ids: Sequence[str],
+        discounted: Sequence[bool | None],
+        channels: Sequence[str | None],
+        devices: Sequence[str | None],
+    ) -> NDArray[np.float64]:
+        """(events, personas) scores of events given as columns of facts; every item must be known.
+
+        The per-request path: one gather of item rows and one of fact rows, instead of an event object
+        per row.
+        """
+        rows = [self.item_positions[item] for item in item_ids]
+        scores = self.item_scores[rows]
+        none = len(self._fact_rows)  # the all-zero last row of _fact_matrix: fact unknown
+        facts = self._fact_index
+        for group, values in ((CHANNEL, channels), (DEVICE, devices)):
+            scores += self._fact_matrix[[facts.get((group, v), none) if v else none for v in values]]
+        keys = [none if d is None else facts.get((DISCOUNTED, YES if d else NO), none) for d in discounted]
+        scores += self._fact_matrix[keys]
+        return scores
 
 
 def artifact_items(artifact: Artifact) -> pl.DataFrame:

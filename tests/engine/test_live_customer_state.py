@@ -112,6 +112,16 @@ def test_live_scores_equal_training_scores_without_brand_repeat(
         assert got is not None
         np.testing.assert_allclose(got, expected[row], atol=1e-9)
     assert scorer.score(event("a", "no-such-item", START)) is None
+    facts = scorer.score_facts(
+        ids[:3], [True, False, None], ["web", None, "no-such-channel"], [None, "app", None]
+    )
+    for row, (item, discounted, channel, device) in enumerate(
+        zip(ids[:3], [0.3, 0.0, None], ["web", None, "no-such-channel"], [None, "app", None], strict=True)
+    ):
+        one = BehaviorEvent("x", "a", item, "view", START, None, discounted, channel, device)
+        single = scorer.score(one)
+        assert single is not None
+        np.testing.assert_allclose(facts[row], single)
 
 
 def test_session_events_move_the_mix_towards_their_persona_then_decay(
