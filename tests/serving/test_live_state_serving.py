@@ -89,7 +89,7 @@ def test_a_session_recorded_on_one_replica_moves_the_mix_served_by_the_other(
         after = b.get_persona_profile(customer)
         assert after.persona_mix_source == types_pb2.PERSONA_MIX_SOURCE_LIVE
         assert weights(after.persona_mix)[persona_id] > weights(before.persona_mix)[persona_id] + 0.2
-        assert after.HasField("drift") and not after.drift.drifting
+        assert after.HasField("drift") and after.drift.from_persona_id != persona_id
         page = b.personalize(customer)
         assert page.decision.persona_mix_source == types_pb2.PERSONA_MIX_SOURCE_LIVE
 
