@@ -823,6 +823,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"persona-engine serve: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     if settings.workers > 1 and settings.worker_index is None:
+        if settings.state == MEMORY:
+            LOGGER.warning(
+                "--workers %d with in-memory live state: each worker keeps its own sessions; "
+                "use --state redis://... to share them",
+                settings.workers,
+            )
         return supervise(settings)
     return serve(settings)
 
