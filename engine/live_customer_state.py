@@ -23,9 +23,11 @@ defaults (kappa 3, half-life 30 minutes) one typical session of three fresh inte
 mix half-way to what the session shows, and an hour later its weight has dropped to a fifth.
 
 State is one JSON document per customer in a StateStore (never pickle), rewritten with a TTL on every
-event, so idle customers expire. The update is read-modify-write: two replicas writing the same
-customer in the same millisecond can drop one event from the *live* state (the event log, which is
-what learning replays, keeps every event); a customer's events normally arrive through one call.
+event, so idle customers expire. The update is read-modify-write. Within a process, updates of one
+customer are serialised (RecordEvents handlers run on several threads); two *replicas* writing the
+same customer in the same millisecond can still drop one event from the live state (the event log,
+which is what learning replays, keeps every event), and a customer's events normally arrive through
+one call anyway.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import threading
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +60,7 @@ _EM_STEPS = 50
 _EM_TOLERANCE = 1e-4
 # Session events weighing less than this no longer move the mix; skipping them bounds per-request work.
 _NEGLIGIBLE_WEIGHT = 1.0 / 64
+_UPDATE_LOCKS = 64  # updates of one customer share a lock; different customers rarely collide
 
 
 @dataclass(frozen=True)
@@ -199,6 +204,7 @@ class LiveCustomerStates:
         self.config = config or LiveStateConfig()
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._on_drift_started = on_drift_started
+        self._locks = [threading.Lock() for _ in range(_UPDATE_LOCKS)]
 
     @staticmethod
     def key(customer_id: str) -> str:
@@ -215,7 +221,9 @@ class LiveCustomerStates:
         for event in events:
             by_customer.setdefault(event.customer_id, []).append(event)
         for customer_id, own in by_customer.items():
-            self._update(customer_id, sorted(own, key=lambda e: e.timestamp))
+            lock = self._locks[zlib.crc32(customer_id.encode("utf-8")) % _UPDATE_LOCKS]
+            with lock:
+                self._update(customer_id, sorted(own, key=lambda e: e.timestamp))
 
     def _update(self, customer_id: str, events: Sequence[BehaviorEvent]) -> None:
         cfg = self.config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -294,3 +295,23 @@ def test_a_batch_replaying_days_of_history_dates_the_drift_as_if_it_had_arrived_
     drift = personalizer.persona_profile(customer).drift
     assert drift is not None and drift.drifting and drift.since is not None
     assert drift.since < days[-1]  # not the moment the batch arrived
+
+
+def test_concurrent_batches_of_one_customer_keep_every_event(
+    personalizer: Personalizer, scorer: LiveEventScorer, live: Live
+) -> None:
+    states, _, _ = live
+    customer = known_customer(personalizer, 1)
+    items = scorer.items.ids.tolist()[:40]
+
+    def record(worker: int) -> None:
+        for n in range(5):
+            states.observe([event(customer, items[worker * 5 + n], START, n=worker * 5 + n)], [])
+
+    threads = [threading.Thread(target=record, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    state = states.state_of(customer)
+    assert state is not None and sorted(e.item_id for e in state.events) == sorted(items)
