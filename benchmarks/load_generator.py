@@ -33,6 +33,12 @@ connection to one worker, so a handful of connections can land unevenly. Given t
 number, reading which process owns each accepted socket from ``/proc`` (Linux); the counts are
 reported either way.
 
+Mixed phases: with ``mixed_method``, ``mixed_requests_file`` and ``mixed_share`` set, each send goes
+to the mixed method instead with probability ``mixed_share`` (a seeded draw per send), e.g. RecordEvents
+writes among Personalize reads. The mixed requests are taken in order and never reused while the file
+lasts (across warm-up and measured phase), because a write that repeats an earlier one is a duplicate
+and costs the server less; how many had to be reused is reported. Latencies are kept per method.
+
 Every phase is bounded by its duration and request count, every call by its deadline, and the final
 drain by the deadline plus a second.
 """
@@ -111,6 +117,9 @@ class PhaseSpec:
     timeout_s: float = 2.0
     max_in_flight: int = 2000  # open loop: sends beyond this many unanswered calls are dropped
     seed: int = 0
+    mixed_method: str = ""  # mixed phases: the second method, its requests and its share of sends
+    mixed_requests_file: str = ""
+    mixed_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in ("closed", "open"):
@@ -127,6 +136,10 @@ class PhaseSpec:
         for name in ("max_requests", "concurrency", "max_in_flight"):
             if getattr(self, name) < 1:
                 raise ProtocolError(f"phase {self.name}: {name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.mixed_share < 1.0:
+            raise ProtocolError(f"phase {self.name}: mixed_share must be in [0, 1), got {self.mixed_share}")
+        if self.mixed_share > 0 and not (self.mixed_method and self.mixed_requests_file):
+            raise ProtocolError(f"phase {self.name}: mixed_share needs mixed_method and mixed_requests_file")
 
 
 @dataclass
@@ -142,6 +155,10 @@ class PhaseResult:
     wall_s: float = 0.0
     client_cpu_s: float = 0.0
     send_lateness_ms: dict[str, float] = field(default_factory=dict)  # open loop only
+    mixed_latencies_ms: list[float] = field(default_factory=list)  # mixed phases: the second method
+    mixed_errors: dict[str, int] = field(default_factory=dict)
+    mixed_sent: int = 0
+    mixed_reused: int = 0  # mixed requests sent a second time because the file ran out
 
 
 @dataclass
@@ -151,6 +168,37 @@ class _Recorder:
     lateness_ms: list[float] = field(default_factory=list)
     sent: int = 0
     dropped: int = 0
+
+
+class _Mix:
+    """The second method of a mixed phase: which sends go to it, its requests in order, its recorder."""
+
+    def __init__(
+        self,
+        calls: Sequence[grpc.aio.UnaryUnaryMultiCallable],
+        requests: Sequence[bytes],
+        share: float,
+        seed: int,
+    ) -> None:
+        self.calls = calls
+        self.requests = requests
+        self.share = share
+        self.rng = np.random.default_rng(seed + 1_000_003)
+        self.taken = 0
+        self.recorder = _Recorder()
+
+    def pick(self, channel: int) -> tuple[grpc.aio.UnaryUnaryMultiCallable, bytes] | None:
+        """The call and request for this send when it goes to the mixed method, else None."""
+        if self.rng.random() >= self.share:
+            return None
+        request = self.requests[self.taken % len(self.requests)]
+        self.taken += 1
+        self.recorder.sent += 1
+        return self.calls[channel % len(self.calls)], request
+
+    @property
+    def reused(self) -> int:
+        return max(self.taken - len(self.requests), 0)
 
 
 # -- connections to server workers ----------------------------------------------------------------------
@@ -285,6 +333,7 @@ async def closed_loop(
     duration_s: float,
     max_requests: int,
     timeout_s: float,
+    mixed: _Mix | None = None,
 ) -> _Recorder:
     recorder = _Recorder()
     end = time.perf_counter() + duration_s
@@ -296,6 +345,10 @@ async def closed_loop(
         while time.perf_counter() < end and next_request < max_requests:
             request = requests[next_request % len(requests)]
             next_request += 1
+            other = mixed.pick(index) if mixed is not None else None
+            if other is not None and mixed is not None:
+                await _timed_call(other[0], other[1], time.perf_counter(), timeout_s, mixed.recorder)
+                continue
             recorder.sent += 1
             await _timed_call(call, request, time.perf_counter(), timeout_s, recorder)
 
@@ -325,6 +378,7 @@ async def open_loop(
     offsets: np.ndarray,
     timeout_s: float,
     max_in_flight: int,
+    mixed: _Mix | None = None,
 ) -> _Recorder:
     recorder = _Recorder()
     pending: set[asyncio.Task[None]] = set()
@@ -337,6 +391,12 @@ async def open_loop(
         recorder.lateness_ms.append(max(time.perf_counter() - scheduled, 0.0) * 1000.0)
         if len(pending) >= max_in_flight:
             recorder.dropped += 1
+            continue
+        other = mixed.pick(i) if mixed is not None else None
+        if other is not None and mixed is not None:
+            task = asyncio.create_task(_timed_call(other[0], other[1], scheduled, timeout_s, mixed.recorder))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
             continue
         recorder.sent += 1
         task = asyncio.create_task(
@@ -354,14 +414,15 @@ async def run_load(
     calls: Sequence[grpc.aio.UnaryUnaryMultiCallable],
     requests: Sequence[bytes],
     seconds: float,
+    mixed: _Mix | None = None,
 ) -> _Recorder:
     """One loop of ``spec``'s mode for ``seconds`` (the warm-up or the measured phase)."""
     if spec.mode == "closed":
         return await closed_loop(
-            calls, requests, spec.concurrency, seconds, spec.max_requests, spec.timeout_s
+            calls, requests, spec.concurrency, seconds, spec.max_requests, spec.timeout_s, mixed
         )
     offsets = arrival_offsets(spec.rate, seconds, spec.arrivals, spec.max_requests, spec.seed)
-    return await open_loop(calls, requests, offsets, spec.timeout_s, spec.max_in_flight)
+    return await open_loop(calls, requests, offsets, spec.timeout_s, spec.max_in_flight, mixed)
 
 
 def _lateness_summary(lateness_ms: list[float]) -> dict[str, float]:
@@ -405,14 +466,26 @@ class _Session:
         spec = PhaseSpec(**command["spec"])
         requests = read_requests(Path(spec.requests_file))
         calls = _calls(self.channels, spec.method)
+        mixed = (
+            _Mix(
+                _calls(self.channels, spec.mixed_method),
+                read_requests(Path(spec.mixed_requests_file)),
+                spec.mixed_share,
+                spec.seed,
+            )
+            if spec.mixed_share > 0
+            else None
+        )
         if spec.warmup_s > 0:
-            self.loop.run_until_complete(run_load(spec, calls, requests, spec.warmup_s))
+            self.loop.run_until_complete(run_load(spec, calls, requests, spec.warmup_s, mixed))
+        if mixed is not None:
+            mixed.recorder = _Recorder()  # the measured phase goes on with the next unused requests
         self.send({"event": "warm", "name": spec.name})
         go = _read_command()
         if go is None or go.get("command") != "go":
             raise ProtocolError(f"phase {spec.name}: expected the go command, got {go!r}")
         cpu_before, wall_before = time.process_time(), time.perf_counter()
-        recorder = self.loop.run_until_complete(run_load(spec, calls, requests, spec.duration_s))
+        recorder = self.loop.run_until_complete(run_load(spec, calls, requests, spec.duration_s, mixed))
         result = PhaseResult(
             name=spec.name,
             mode=spec.mode,
@@ -424,6 +497,11 @@ class _Session:
             client_cpu_s=time.process_time() - cpu_before,
             send_lateness_ms=_lateness_summary(recorder.lateness_ms),
         )
+        if mixed is not None:
+            result.mixed_latencies_ms = [round(x, 4) for x in mixed.recorder.latencies_ms]
+            result.mixed_errors = dict(mixed.recorder.errors)
+            result.mixed_sent = mixed.recorder.sent
+            result.mixed_reused = mixed.reused
         self.send({"event": "result", **asdict(result)})
 
     def close(self) -> None:

@@ -18,11 +18,17 @@ config and code version and cached under ``benchmarks/.cache/`` (build time and 
 with it). Results go to ``benchmarks/results/serving_latency-<UTC stamp>.json`` and one Markdown row per
 RPC and mode is appended to ``benchmarks/results/serving_latency.md``.
 
+With ``--mixed-write-share 0.1`` a mixed workload runs too, on a server started with ``--event-log``:
+Personalize reads with 10% of the calls replaced by RecordEvents writes (``--write-batch`` events each,
+every one new, so every write is a durable commit), closed and open loop, each RPC reported on its
+own and Personalize against the Personalize-only phases of the same run.
+
     python -m benchmarks.serving_latency                      # quick: demo-sized shop, ~2 minutes
     python -m benchmarks.serving_latency --customers 1000000 --items 100000 --events 10000000 \\
         --config benchmarks/configs/serving_large.toml --workers 1 2 --concurrency 16 --duration 10 \\
         --warmup 2 --profile                                   # what make bench-serving-large runs, + py-spy
     python -m benchmarks.serving_latency --artifact benchmarks/.cache/<entry>/artifacts/latest ...
+    python -m benchmarks.serving_latency --mixed-write-share 0.1   # quick, plus the mixed workload
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.load_generator import PhaseSpec, write_requests
+from engine.event_log import EventLog
 from engine.personalizer import Personalizer
 from serving import request_validation as validate
 from serving.client import Filters, PageContext, PersonaEngineClient, Target
@@ -691,14 +698,16 @@ class ServerProcess:
             return self.process.wait()
 
 
-def start_server(artifact: Path, model: str, workers: int, threads: int, workdir: Path) -> ServerProcess:
+def start_server(
+    artifact: Path, model: str, workers: int, threads: int, workdir: Path, extra_args: Sequence[str] = ()
+) -> ServerProcess:
     """``python -m serving.server`` on an ephemeral loopback port; returns once health says SERVING."""
-    log_path = workdir / f"server-{workers}w.log"
+    log_path = workdir / f"server-{workers}w{'-' + extra_args[0].strip('-') if extra_args else ''}.log"
     metrics_port = free_port()
     command = [
         sys.executable, "-m", "serving.server", "--artifact", str(artifact), "--model", model,
         "--address", "127.0.0.1:0", "--metrics-port", str(metrics_port), "--workers", str(workers),
-        "--threads", str(threads), "--grace-seconds", "2",
+        "--threads", str(threads), "--grace-seconds", "2", *extra_args,
     ]  # fmt: skip
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -1264,6 +1273,8 @@ def print_report(result: Mapping[str, Any]) -> None:
             ["target", "workers", "measured", "target", "share within", "met"],
             targets,
         )
+    if result.get("mixed_runs"):
+        print_mixed_report(result)
     for run in result["server_runs"]:
         profiled = run["phases"].get("Personalize|closed-profiled")
         if profiled is None:
@@ -1309,7 +1320,7 @@ def write_results(result: Mapping[str, Any]) -> Path:
         )
 
     with history.open("a", encoding="utf-8") as out:
-        for r in report_rows(result):
+        for r in report_rows(result) + mixed_rows(result):
             values = [r.get(k, NAN) for k in ("calls", "errors", "p50_ms", "p95_ms", "p99_ms", "max_ms")]
             out.write(
                 f"| {result['time']} | {size} | {load:.1f} | {r['rpc']} | {r['mode']} | {r['workers']} | "
@@ -1318,6 +1329,258 @@ def write_results(result: Mapping[str, Any]) -> Path:
                 f"{cell(r.get('server_p99_ms', NAN))} |\n"
             )
     return path
+
+
+# -- mixed workload: Personalize reads with RecordEvents writes -------------------------------------------
+
+MAX_WRITE_BATCH: Final = 1000
+MIXED_RPCS: Final = ("Personalize", "RecordEvents")
+
+
+@dataclass(frozen=True)
+class MixedPlan:
+    """The mixed workload: Personalize requests, a share of writes, and one pool of new writes per phase."""
+
+    share: float
+    write_batch: int
+    rate: float
+    reads: list[Message]
+    writes: dict[str, list[bytes]]  # phase mode -> serialized RecordEventsRequest, every event id new
+
+    @classmethod
+    def build(
+        cls,
+        personalizer: Personalizer,
+        rng: np.random.Generator,
+        *,
+        share: float,
+        write_batch: int,
+        pool: int,
+        rate: float,
+        reads: list[Message],
+    ) -> MixedPlan:
+        """Writes of ``write_batch`` view/cart/purchase events of sampled customers and catalog items."""
+        customers = sample_customers(personalizer, 2_000, rng)
+        items = personalizer.items.ids
+        kinds = (pb.EVENT_TYPE_VIEW, pb.EVENT_TYPE_VIEW, pb.EVENT_TYPE_VIEW, pb.EVENT_TYPE_CART,
+                 pb.EVENT_TYPE_PURCHASE)  # fmt: skip
+        now = dt.datetime.now(dt.UTC)
+        run = now.strftime("%Y%m%dT%H%M%S")
+        writes: dict[str, list[bytes]] = {}
+        for mode in ("closed", "open"):
+            requests = []
+            for n in range(pool):
+                events = []
+                for j in range(write_batch):
+                    event = pb.BehaviorEvent(
+                        event_id=f"bench-{run}-{mode}-{n:07d}-{j:04d}",
+                        customer_id=customers[int(rng.integers(len(customers)))],
+                        item_id=str(items[int(rng.integers(len(items)))]),
+                        event_type=kinds[int(rng.integers(len(kinds)))],
+                        channel="web",
+                        device="mobile",
+                    )
+                    event.timestamp.FromDatetime(now)
+                    events.append(event)
+                requests.append(pb.RecordEventsRequest(events=events).SerializeToString())
+            writes[mode] = requests
+        return cls(share, write_batch, rate, reads, writes)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "write_share": self.share,
+            "events_per_write": self.write_batch,
+            "open_rate": self.rate,
+            "writes_per_phase_prepared": len(self.writes["closed"]),
+        }
+
+
+def run_mixed_phase(
+    generator: LoadGenerator, server: ServerProcess, spec: PhaseSpec, write_batch: int
+) -> dict[str, Any]:
+    """One mixed warm-up plus measured phase; client and server figures per RPC."""
+    generator.send({"command": "phase", "spec": spec.__dict__})
+    generator.expect("warm", spec.warmup_s + spec.timeout_s + 60)
+    before = MetricsSnapshot.scrape(server.metrics_port)
+    cpu_before = cpu_seconds(server.worker_pids)
+    generator.send({"command": "go"})
+    result = generator.expect("result", spec.duration_s + spec.timeout_s + 60)
+    after = MetricsSnapshot.scrape(server.metrics_port)
+    cpu_after = cpu_seconds(server.worker_pids)
+    zero = (0.0, 0.0)
+    cpu = sum(sum(cpu_after.get(pid, zero)) - sum(cpu_before.get(pid, zero)) for pid in server.worker_pids)
+    out: dict[str, Any] = {"server_cpu_cores": cpu / result["wall_s"]}
+    for rpc, latencies, errors, sent, per_call in (
+        ("Personalize", result["latencies_ms"], result["errors"], result["sent"], 1),
+        (
+            "RecordEvents",
+            result["mixed_latencies_ms"],
+            result["mixed_errors"],
+            result["mixed_sent"],
+            write_batch,
+        ),
+    ):
+        client = latency_summary(latencies, result["wall_s"], per_call)
+        client["errors"] = errors
+        client["sent"] = sent
+        client["dropped"] = 0
+        out[rpc] = {"client": client, "server": server_side(before, after, rpc)}
+    out["RecordEvents"]["client"]["reused_writes"] = result["mixed_reused"]
+    out["RecordEvents"]["client"]["dropped"] = result["dropped"]  # open loop drops are not split by RPC
+    total = result["sent"] + result["mixed_sent"]
+    out["write_share_measured"] = result["mixed_sent"] / total if total else NAN
+    return out
+
+
+def run_mixed_phases(
+    artifact: Path, model: str, workers: int, threads: int, plan: MixedPlan, load: LoadSettings, workdir: Path
+) -> dict[str, Any]:
+    """A server with a fresh event log; closed and open mixed phases; then the log is checked."""
+    log_path = workdir / f"events-{workers}w.db"
+    stderr_console.print(f"starting the server with {workers} worker(s) and an event log ({log_path})")
+    server = start_server(artifact, model, workers, threads, workdir, ["--event-log", str(log_path)])
+    generator: LoadGenerator | None = None
+    phases: dict[str, dict[str, Any]] = {}
+    try:
+        generator = LoadGenerator(workdir)
+        channels = max(load.channels, workers)
+        channels -= channels % workers
+        generator.send(
+            {
+                "command": "connect",
+                "target": server.address,
+                "channels": channels,
+                "server_pids": server.worker_pids if workers > 1 else [],
+            }
+        )
+        generator.expect("connected", 120)
+        reads_file = workdir / "mixed-reads.bin"
+        write_requests(reads_file, [r.SerializeToString() for r in plan.reads])
+        for index, mode in enumerate(("closed", "open")):
+            writes_file = workdir / f"mixed-writes-{workers}w-{mode}.bin"
+            write_requests(writes_file, plan.writes[mode])
+            spec = PhaseSpec(
+                name=f"mixed {mode}",
+                method=f"/{SERVICE}/Personalize",
+                requests_file=str(reads_file),
+                mode=mode,
+                duration_s=load.duration_s,
+                max_requests=load.max_requests,
+                warmup_s=load.warmup_s,
+                concurrency=load.concurrency,
+                rate=plan.rate,
+                arrivals=load.arrivals,
+                timeout_s=load.timeout_s,
+                seed=100 + index,
+                mixed_method=f"/{SERVICE}/RecordEvents",
+                mixed_requests_file=str(writes_file),
+                mixed_share=plan.share,
+            )
+            stderr_console.print(f"load: mixed {mode} ({workers} worker(s)), {plan.share:.0%} RecordEvents")
+            phases[mode] = run_mixed_phase(generator, server, spec, plan.write_batch)
+    finally:
+        if generator is not None:
+            generator.stop()
+        status = server.stop()
+        if status != 0:
+            stderr_console.print(
+                f"[yellow]server exited with status {status}; log: {server.log_path}[/yellow]"
+            )
+    with EventLog.open(log_path) as log:
+        counts = log.counts()
+    return {"workers": workers, "threads": threads, "phases": phases, "event_log_rows": counts}
+
+
+def mixed_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per mixed phase and RPC, in the shape of ``report_rows``."""
+    rows: list[dict[str, Any]] = []
+    mixed: dict[str, Any] = result.get("mixed") or {}
+    for run in result.get("mixed_runs", []):
+        for mode, phase in run["phases"].items():
+            label = (
+                f"mixed closed c={result['load']['concurrency']}"
+                if mode == "closed"
+                else f"mixed open {mixed['open_rate']:g}/s"
+            )
+            for rpc in MIXED_RPCS:
+                c = phase[rpc]["client"]
+                name = rpc if rpc == "Personalize" else f"RecordEvents[{mixed['events_per_write']}]"
+                rows.append(
+                    {
+                        "rpc": f"{name} ({mixed['write_share']:.0%} writes)",
+                        "mode": label,
+                        "workers": run["workers"],
+                        **c,
+                        "errors": sum(c["errors"].values()) + c["dropped"],
+                        "server_p50_ms": phase[rpc]["server"].get("p50_ms", NAN),
+                        "server_p99_ms": phase[rpc]["server"].get("p99_ms", NAN),
+                    }
+                )
+    return rows
+
+
+def print_mixed_report(result: Mapping[str, Any]) -> None:
+    mixed = result["mixed"]
+    keys = ["calls", "errors", "p50_ms", "p95_ms", "p99_ms", "calls_per_s", "server_p50_ms", "server_p99_ms"]
+    print_table(
+        f"mixed workload: Personalize with {mixed['write_share']:.0%} of calls RecordEvents "
+        f"({mixed['events_per_write']} new events each, durable event log; served decisions logged)",
+        [
+            "rpc",
+            "mode",
+            "workers",
+            "calls",
+            "errors",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "calls/s",
+            "srv p50",
+            "srv p99",
+        ],
+        [
+            [
+                short_rpc(r["rpc"].split(" (")[0]),
+                r["mode"].removeprefix("mixed "),
+                str(r["workers"]),
+                *(r.get(k, NAN) for k in keys),
+            ]
+            for r in mixed_rows(result)
+        ],
+    )
+    ratios = []
+    for run in result["mixed_runs"]:
+        alone = next((r for r in result["server_runs"] if r["workers"] == run["workers"]), None)
+        for mode, phase in run["phases"].items():
+            reference = (alone or {}).get("phases", {}).get(f"Personalize|{mode}")
+            if reference is None:
+                continue
+            mixed_client, alone_client = phase["Personalize"]["client"], reference["client"]
+            ratios.append(
+                [
+                    mode,
+                    str(run["workers"]),
+                    _g(mixed_client, "p50_ms") / _g(alone_client, "p50_ms"),
+                    _g(mixed_client, "p99_ms") / _g(alone_client, "p99_ms"),
+                    _g(mixed_client, "calls_per_s") / _g(alone_client, "calls_per_s"),
+                    phase["write_share_measured"],
+                    run["event_log_rows"]["events"],
+                ]
+            )
+    if ratios:
+        print_table(
+            "Personalize in the mixed workload / Personalize alone (same run, same load)",
+            [
+                "mode",
+                "workers",
+                "p50 ratio",
+                "p99 ratio",
+                "calls/s ratio",
+                "write share",
+                "events logged (run)",
+            ],
+            ratios,
+        )
 
 
 # -- entry point --------------------------------------------------------------------------------------------
@@ -1370,6 +1633,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=RPC_CHOICES,
         help="only these RPCs (default: all, RecommendProducts twice)",
     )
+    mixed = parser.add_argument_group("mixed workload")
+    mixed.add_argument(
+        "--mixed-write-share",
+        type=float,
+        default=0.0,
+        help="also run Personalize with this share of calls replaced by RecordEvents writes, on a server "
+        "with an event log, e.g. 0.1 (default 0: not run)",
+    )
+    mixed.add_argument("--write-batch", type=int, default=10, help="events per RecordEvents call")
+    mixed.add_argument(
+        "--write-pool",
+        type=int,
+        default=5000,
+        help="distinct RecordEvents calls prepared per phase (all events new; reuse is reported)",
+    )
     parser.add_argument("--profile", action="store_true", help="also run a Personalize phase under py-spy")
     parser.add_argument("--json", action="store_true", help="print the result document on stdout, no tables")
     # Internal: the artifact build step, run by the benchmark in its own process to measure its memory.
@@ -1378,13 +1656,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     positive = ("customers", "items", "events", "threads", "concurrency", "batch_size", "channels",
-                "in_process_requests", "max_requests")  # fmt: skip
+                "in_process_requests", "max_requests", "write_batch", "write_pool")  # fmt: skip
     for name in positive:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     for name in ("rate", "batch_rate", "duration", "timeout"):
         if not getattr(args, name) > 0:
             parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if not 0.0 <= args.mixed_write_share < 1.0:
+        parser.error(f"--mixed-write-share must be in [0, 1), got {args.mixed_write_share}")
+    if args.write_batch > MAX_WRITE_BATCH:
+        parser.error(
+            f"--write-batch must be <= {MAX_WRITE_BATCH} (RecordEvents' limit), got {args.write_batch}"
+        )
     if any(w < 1 for w in args.workers):
         parser.error(f"--workers must all be >= 1, got {args.workers}")
     if not args.config.is_file():
@@ -1411,11 +1695,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rate=args.rate,
         batch_rate=args.batch_rate,
     )
+    personalize_reads = next(w for w in workloads if w.name == "Personalize").requests
     if args.rpcs:
         unknown = set(args.rpcs) - {w.name.split("[")[0] for w in workloads}
         if unknown:
             raise SystemExit(f"--rpcs: unknown {sorted(unknown)}; choose from {RPC_CHOICES}")
         workloads = [w for w in workloads if w.name.split("[")[0] in args.rpcs]
+    mixed_plan = (
+        MixedPlan.build(
+            loaded.personalizer,
+            np.random.default_rng(args.seed + 1),
+            share=args.mixed_write_share,
+            write_batch=args.write_batch,
+            pool=args.write_pool,
+            rate=args.rate,
+            reads=personalize_reads,
+        )
+        if args.mixed_write_share > 0
+        else None
+    )
     in_process = measure_in_process(workloads, args.in_process_requests)
     for w in workloads:  # the engine copy is not needed any more; the servers load their own
         w.engine_call = w.servicer_call = lambda i: None
@@ -1434,6 +1732,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.channels,
     )
     server_runs = []
+    mixed_runs = []
     with tempfile.TemporaryDirectory(prefix="serving-latency-") as tmp:
         for workers in args.workers:
             server_runs.append(
@@ -1448,6 +1747,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     args.profile,
                 )
             )
+            if mixed_plan is not None:
+                mixed_runs.append(
+                    run_mixed_phases(
+                        artifact.resolve(), args.model, workers, args.threads, mixed_plan, load, Path(tmp)
+                    )
+                )
     return {
         "benchmark": "serving_latency",
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -1474,6 +1779,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "load": load.__dict__,
         "in_process": in_process,
         "server_runs": server_runs,
+        **({"mixed": mixed_plan.describe(), "mixed_runs": mixed_runs} if mixed_plan is not None else {}),
         "seconds": time.perf_counter() - started,
     }
 

@@ -2,9 +2,11 @@
 
 Every Personalize, RankOffers and SelectLayout response is a decision to log (what was served, with
 which propensity, for which mix), and a page render should not wait for a disk write. So the handler
-only puts the decisions on a queue; a writer thread takes whatever has accumulated and stores it in
-one transaction of the event log (``EventLog.log_decisions``), so under load many responses share one
-commit.
+only puts the decisions on a queue; a writer thread collects what arrives within ``flush_interval_s``
+(0.1 s by default) and stores it in one transaction of the event log (``EventLog.log_decisions``). Few
+commits matter because every write transaction takes the log's one write lock, which RecordEvents
+calls of every worker process also need; an outcome, which is what needs its decision in the log,
+comes seconds after the page was served.
 
 Durability, stated plainly: decisions are not acknowledged to anyone. A decision is durable once the
 writer has committed it, normally well under a millisecond after the response; ``close()`` (graceful
@@ -20,6 +22,7 @@ import datetime as dt
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger("persona_engine.decision_log")
 
 DEFAULT_QUEUE_SIZE: Final = 10_000
+DEFAULT_FLUSH_INTERVAL_S: Final = 0.1
 MAX_DECISIONS_PER_COMMIT: Final = 1_000
 
 
@@ -80,9 +84,11 @@ class DecisionLogWriter:
         path: Path,
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         on_commit: Callable[[int, int], None] | None = None,
     ) -> None:
         self._on_commit = on_commit
+        self._flush_interval_s = flush_interval_s
         self._log = EventLog.open(path, durable=False)
         self._queue: queue.Queue[ServedDecision | None] = queue.Queue(maxsize=queue_size)
         self._closed = False
@@ -121,9 +127,10 @@ class DecisionLogWriter:
                 stopping = True
             else:
                 batch.append(first)
-            while len(batch) < MAX_DECISIONS_PER_COMMIT:
+            deadline = time.monotonic() + self._flush_interval_s
+            while not stopping and len(batch) < MAX_DECISIONS_PER_COMMIT:
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
                 except queue.Empty:
                     break
                 taken += 1

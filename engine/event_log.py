@@ -4,11 +4,13 @@ An event the server has acknowledged must survive a crash of the server, and a b
 after a timeout must not be counted twice. The log is one SQLite database in WAL mode, shared by every
 worker process of a server (and readable by training while the server writes):
 
-- ``append`` writes one batch of events and outcomes in one ``BEGIN IMMEDIATE`` transaction with
-  ``synchronous=FULL``, so when it returns the batch is in the fsynced write-ahead log. The event id is
-  the primary key of its table and rows go in with ``INSERT OR IGNORE``: the first record with an id
-  wins, and a later one with the same id (a retry, whatever its content) is a duplicate. Events and
-  outcomes are separate tables, so each has its own id space.
+- ``append`` writes one batch of events and outcomes in a ``BEGIN IMMEDIATE`` transaction with
+  ``synchronous=FULL``, so when it returns the batch is in the fsynced write-ahead log. The fsync is
+  the cost of a durable write (milliseconds on most disks), so batches that arrive from several
+  threads while one commits share the next commit (group commit), each in a savepoint of its own.
+  The event id is the primary key of its table and rows go in with ``INSERT OR IGNORE``: the first
+  record with an id wins, and a later one with the same id (a retry, whatever its content) is a
+  duplicate. Events and outcomes are separate tables, so each has its own id space.
 - ``log_decisions`` records what the server served. Decisions are not acknowledged to anyone, so a log
   opened with ``durable=False`` (``synchronous=NORMAL``) writes them: in WAL mode that survives a crash
   of the process, and only a power loss may drop the last few. One served response can carry several
@@ -113,6 +115,17 @@ class AppendResult:
     duplicate_outcomes: int
 
 
+@dataclass
+class _PendingBatch:
+    """One caller's batch waiting for (or in) a group commit."""
+
+    events: tuple[BehaviorEvent, ...]
+    outcomes: tuple[DecisionOutcome, ...]
+    done: bool = False
+    result: AppendResult | None = None
+    error: BaseException | None = None
+
+
 def to_micros(moment: dt.datetime) -> int:
     """Microseconds since the epoch; a naive datetime is taken as UTC, as everywhere in the contract."""
     if moment.tzinfo is None:
@@ -131,7 +144,11 @@ class EventLog:
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         self.path = path
         self._connection = connection
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one user of the connection at a time
+        self._group = threading.Condition()  # group commit of appends (see ``append``)
+        self._pending: list[_PendingBatch] = []
+        self._committing = False
+        self.commits = 0  # append transactions so far: fewer than appends when batches shared one
 
     @classmethod
     def open(
@@ -196,47 +213,100 @@ class EventLog:
     def append(
         self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome] = ()
     ) -> AppendResult:
-        """Store a batch in one transaction; returns the records that were not already stored."""
+        """Store a batch durably; returns the records that were not already stored.
+
+        Group commit: batches that arrive from other threads while a commit is in progress wait for
+        it, then share the next transaction and its one fsync; each batch is stored whole or not at
+        all (a savepoint of its own), and each caller returns only after the commit that holds its
+        batch. A failed commit raises in every caller whose batch it held, none of which was stored.
+        """
+        slot = _PendingBatch(tuple(events), tuple(outcomes))
+        with self._group:
+            self._pending.append(slot)
+            while not slot.done:
+                if self._committing:
+                    self._group.wait()
+                    continue
+                self._committing = True
+                group, self._pending = self._pending, []
+                self._group.release()
+                try:
+                    self._commit_group(group)
+                finally:
+                    self._group.acquire()
+                    self._committing = False
+                    self._group.notify_all()
+        if slot.error is not None:
+            raise slot.error
+        assert slot.result is not None  # set by the commit that marked the slot done
+        return slot.result
+
+    def _commit_group(self, group: list[_PendingBatch]) -> None:
+        """One transaction for ``group``; marks every slot done with its result or its error."""
+        try:
+            with self._transaction() as connection:
+                self.commits += 1
+                for number, slot in enumerate(group):
+                    connection.execute(f"SAVEPOINT batch_{number}")
+                    try:
+                        slot.result = self._insert(connection, slot.events, slot.outcomes)
+                    except sqlite3.Error as error:  # this batch only; the others still commit
+                        connection.execute(f"ROLLBACK TO batch_{number}")
+                        slot.error = error
+                    connection.execute(f"RELEASE batch_{number}")
+        except BaseException as error:
+            for slot in group:
+                slot.result, slot.error = None, error
+            raise
+        finally:
+            for slot in group:
+                slot.done = True
+
+    def _insert(
+        self,
+        connection: sqlite3.Connection,
+        events: Sequence[BehaviorEvent],
+        outcomes: Sequence[DecisionOutcome],
+    ) -> AppendResult:
         received = to_micros(dt.datetime.now(dt.UTC))
         new_events: list[BehaviorEvent] = []
         new_outcomes: list[DecisionOutcome] = []
-        with self._transaction() as connection:
-            for event in events:
-                cursor = connection.execute(
-                    "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        event.event_id,
-                        event.customer_id,
-                        event.item_id,
-                        event.event_type,
-                        to_micros(event.timestamp),
-                        event.price_paid,
-                        event.discount,
-                        event.channel,
-                        event.device,
-                        received,
-                    ),
-                )
-                if cursor.rowcount == 1:
-                    new_events.append(event)
-            for outcome in outcomes:
-                cursor = connection.execute(
-                    "INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        outcome.event_id,
-                        outcome.decision_id,
-                        outcome.customer_id,
-                        outcome.kind.value,
-                        outcome.kind.decision_type,
-                        int(outcome.kind.is_reward),
-                        to_micros(outcome.timestamp),
-                        outcome.arm_id,
-                        float(outcome.revenue),
-                        received,
-                    ),
-                )
-                if cursor.rowcount == 1:
-                    new_outcomes.append(outcome)
+        for event in events:
+            cursor = connection.execute(
+                "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.event_id,
+                    event.customer_id,
+                    event.item_id,
+                    event.event_type,
+                    to_micros(event.timestamp),
+                    event.price_paid,
+                    event.discount,
+                    event.channel,
+                    event.device,
+                    received,
+                ),
+            )
+            if cursor.rowcount == 1:
+                new_events.append(event)
+        for outcome in outcomes:
+            cursor = connection.execute(
+                "INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    outcome.event_id,
+                    outcome.decision_id,
+                    outcome.customer_id,
+                    outcome.kind.value,
+                    outcome.kind.decision_type,
+                    int(outcome.kind.is_reward),
+                    to_micros(outcome.timestamp),
+                    outcome.arm_id,
+                    float(outcome.revenue),
+                    received,
+                ),
+            )
+            if cursor.rowcount == 1:
+                new_outcomes.append(outcome)
         return AppendResult(
             tuple(new_events),
             tuple(new_outcomes),
@@ -290,11 +360,35 @@ class EventLog:
         rows = self._query(f"SELECT {_DECISION_COLUMNS} FROM decisions ORDER BY timestamp_us, rowid")
         return [_served_decision(row) for row in rows]
 
-    def outcomes(self) -> list[DecisionOutcome]:
-        """Every stored outcome in arrival order."""
+    def behavior_events(self, since: dt.datetime | None = None) -> list[BehaviorEvent]:
+        """Stored events in arrival order, those that happened at or after ``since`` when given: what a
+        restarted live state replays to catch up."""
+        rows = self._query(
+            "SELECT event_id, customer_id, item_id, event_type, timestamp_us, price_paid, discount, channel, "
+            "device FROM events WHERE timestamp_us >= ? ORDER BY rowid",
+            (_since(since),),
+        )
+        return [
+            BehaviorEvent(
+                event_id=row[0],
+                customer_id=row[1],
+                item_id=row[2],
+                event_type=row[3],
+                timestamp=from_micros(row[4]),
+                price_paid=row[5],
+                discount=row[6],
+                channel=row[7],
+                device=row[8],
+            )
+            for row in rows
+        ]
+
+    def outcomes(self, since: dt.datetime | None = None) -> list[DecisionOutcome]:
+        """Stored outcomes in arrival order, those that happened at or after ``since`` when given."""
         rows = self._query(
             "SELECT event_id, decision_id, customer_id, kind, timestamp_us, arm_id, revenue "
-            "FROM outcomes ORDER BY rowid"
+            "FROM outcomes WHERE timestamp_us >= ? ORDER BY rowid",
+            (_since(since),),
         )
         return [
             DecisionOutcome(
@@ -395,6 +489,10 @@ class EventLog:
             ).alias("decision_id"),
         )
         return frame.select([column.name for column in DECISIONS.columns] + ["served_decision_id", "shown"])
+
+
+def _since(moment: dt.datetime | None) -> int:
+    return to_micros(moment) if moment is not None else -(2**63)
 
 
 def _utc_micros(column: str) -> pl.Expr:

@@ -19,6 +19,8 @@ and RecordEvents checks a batch record by record (``serving.event_translation``)
 records to the log in one durable transaction, and only then hands the newly accepted ones (never a
 retried duplicate) to the registered ``LiveEventObserver``s. An observer that fails is logged and
 skipped: the records are already durable and acknowledged, and the caller must not retry them.
+Observers run on the handler threads, so several calls may reach one observer at once, and with
+several worker processes each process's observers see only the batches that process stored.
 """
 
 from __future__ import annotations

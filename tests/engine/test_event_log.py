@@ -6,6 +6,7 @@ import datetime as dt
 import multiprocessing
 import sqlite3
 import tempfile
+import threading
 from pathlib import Path
 
 import polars as pl
@@ -50,6 +51,9 @@ def test_a_retried_batch_is_stored_once_and_reported_as_duplicates(tmp_path: Pat
         assert first.duplicate_events == 0
         assert again.new_events == () and again.duplicate_events == 2
         assert log.counts()["events"] == 2
+        assert log.behavior_events() == batch
+        assert log.behavior_events(since=T0) == batch
+        assert log.behavior_events(since=batch[0].timestamp + dt.timedelta(microseconds=1)) == []
 
 
 def test_the_first_record_with_an_id_wins_even_within_one_batch(tmp_path: Path) -> None:
@@ -185,3 +189,28 @@ def test_each_id_is_new_exactly_once_over_any_sequence_of_batches(batches: list[
 def test_timestamps_round_trip_exactly(moment: dt.datetime) -> None:
     aware = moment.replace(tzinfo=dt.UTC)
     assert from_micros(to_micros(aware)) == aware
+
+
+def test_concurrent_appends_share_commits_and_each_id_is_new_exactly_once(tmp_path: Path) -> None:
+    threads, batches = 8, 15
+    results: list[list[str]] = [[] for _ in range(threads)]
+    with EventLog.open(tmp_path / "log.db") as log:
+
+        def send(worker: int) -> None:
+            for batch in range(batches):
+                # each batch has ids of its own and one id that every thread sends
+                result = log.append(
+                    [event(f"t{worker}-{batch}-{n}") for n in range(5)] + [event(f"all-{batch}")]
+                )
+                assert len(result.new_events) + result.duplicate_events == 6
+                results[worker] += [e.event_id for e in result.new_events]
+
+        pool = [threading.Thread(target=send, args=(worker,)) for worker in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        new = [event_id for worker in results for event_id in worker]
+        assert len(new) == len(set(new)) == threads * batches * 5 + batches
+        assert log.event_ids() == set(new)
+        assert 1 <= log.commits <= threads * batches

@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.live_events import BehaviorEvent, DecisionOutcome, OutcomeKind
 from serving.client import (
     PERSONALIZATION_SERVICE,
     RETRYABLE_METHODS,
@@ -168,6 +169,14 @@ class ScriptedPersonalization(personalization_service_pb2_grpc.PersonalizationSe
         self.script.serve("ListPersonas", request, context)
         return personalization_service_pb2.ListPersonasResponse(
             personas=[personalization_service_pb2.Persona(persona_id="bargain_hunter", name="Bargain Hunter")]
+        )
+
+    def RecordEvents(  # noqa: N802 (servicer methods are named after the RPCs)
+        self, request: personalization_service_pb2.RecordEventsRequest, context: grpc.ServicerContext
+    ) -> personalization_service_pb2.RecordEventsResponse:
+        self.script.serve("RecordEvents", request, context)
+        return personalization_service_pb2.RecordEventsResponse(
+            accepted_events=len(request.events), accepted_outcomes=len(request.outcomes)
         )
 
 
@@ -336,6 +345,35 @@ def test_unavailable_is_retried_with_backoff_until_it_succeeds(fake: FakeServer)
     assert len(page.items) == 2
     assert fake.script.count("Personalize") == 3
     assert elapsed >= 0.025 + 0.05  # two pauses: at least half of 0.05 s, then half of 0.1 s (jitter)
+
+
+def test_record_events_sends_every_field_and_is_retried_on_unavailable(fake: FakeServer) -> None:
+    moment = dt.datetime(2026, 3, 2, 9, 30, 15, 250_000, tzinfo=dt.UTC)
+    fake.script.failures["RecordEvents"] = [grpc.StatusCode.UNAVAILABLE]
+    with PersonaEngineClient(fake.address, timeout_s=3, retries=2, backoff_s=0.01) as engine:
+        response = engine.record_events(
+            [
+                BehaviorEvent(
+                    "e1", "c1", "i1", "purchase", moment, price_paid=9.5, discount=0.0, channel="email"
+                ),
+                BehaviorEvent("e2", "c1", "i2", "view", moment),
+            ],
+            [DecisionOutcome("o1", "d1", "c1", OutcomeKind.OFFER_REDEEMED, moment, "free_ship", revenue=4.0)],
+        )
+        with pytest.raises(ValueError, match="event_type: unknown value 'click'"):
+            engine.record_events([BehaviorEvent("e3", "c1", "i1", "click", moment)])
+    assert (response.accepted_events, response.accepted_outcomes) == (2, 1)
+    assert fake.script.count("RecordEvents") == 2
+    request = fake.script.last_request("RecordEvents")
+    assert isinstance(request, personalization_service_pb2.RecordEventsRequest)
+    purchase, view = request.events
+    assert purchase.event_type == personalization_service_pb2.EVENT_TYPE_PURCHASE
+    assert purchase.timestamp.ToDatetime(tzinfo=dt.UTC) == moment
+    assert (purchase.price_paid, purchase.HasField("discount"), purchase.discount) == (9.5, True, 0.0)
+    assert not view.HasField("price_paid") and view.channel == ""
+    (outcome,) = request.outcomes
+    assert outcome.kind == personalization_service_pb2.OUTCOME_KIND_OFFER_REDEEMED
+    assert (outcome.arm_id, outcome.revenue) == ("free_ship", 4.0)
 
 
 def test_retries_stop_after_the_configured_number(fake: FakeServer) -> None:

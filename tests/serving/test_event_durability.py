@@ -10,6 +10,7 @@ counting the ones that had landed as duplicates.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import signal
 import sqlite3
@@ -22,6 +23,7 @@ import pytest
 from engine.event_log import EventLog
 from engine.live_events import BehaviorEvent
 from serving.client import PersonaEngineClient
+from serving.server import ENV_EVENT_LOG, ServeConfigError, add_serve_arguments, settings_from_args
 from tests.serving.server_harness import running_server, start_server, trained_artifacts
 
 BATCH = 25
@@ -58,7 +60,7 @@ def test_every_acknowledged_event_survives_a_sigkill(
                     return
                 assert response.accepted_events == BATCH and not response.errors
                 acknowledged.append(number)
-                if len(acknowledged) >= 40:
+                if len(acknowledged) >= 20:
                     enough.set()
                 number += 1
 
@@ -98,3 +100,44 @@ def test_every_acknowledged_event_survives_a_sigkill(
     with EventLog.open(log_path) as log:
         assert log.counts()["events"] == BATCH * len(sent)
     assert landed in (0, BATCH)  # at most the batch in flight at the kill had reached the disk
+
+
+def test_workers_share_one_log_and_a_graceful_stop_writes_every_served_decision(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    artifact = trained_artifacts(tmp_path_factory).older
+    log_path = tmp_path / "events.db"
+    clients = 2
+    with running_server(
+        artifact, tmp_path, workers=2, metrics=False, extra_env={ENV_EVENT_LOG: str(log_path)}
+    ) as server:
+        decision_ids = set()
+        for client_number in range(clients):  # one connection each: the kernel spreads them over workers
+            with server.client() as client:
+                for number in range(3):
+                    response = client.record_events(batch_of(client_number * 100 + number))
+                    assert response.accepted_events == BATCH
+                    page = client.personalize(f"c{client_number}", num_offers=2)
+                    decision_ids.add(page.decision.decision_id)
+    assert server.process.returncode == 0
+    with EventLog.open(log_path) as log:
+        assert log.counts()["events"] == clients * 3 * BATCH
+        for decision_id in decision_ids:
+            assert {d.decision_type for d in log.decision(decision_id)} == {"offer", "layout"}
+
+
+@pytest.mark.parametrize("source", ["flag", "environment"])
+def test_an_unusable_event_log_path_is_refused_naming_its_source(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, source: str
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    missing = tmp_path / "no-such-folder" / "events.db"
+    argv = ["--artifact", str(trained_artifacts(tmp_path_factory).older)]
+    environ = {ENV_EVENT_LOG: str(missing)} if source == "environment" else {}
+    if source == "flag":
+        argv += ["--event-log", str(missing)]
+    with pytest.raises(ServeConfigError) as error:
+        settings_from_args(parser.parse_args(argv), environ)
+    expected = ENV_EVENT_LOG if source == "environment" else "--event-log"
+    assert str(error.value).startswith(f"{expected}: event log {missing}: folder")

@@ -14,6 +14,7 @@ from engine.decision_log_writer import DecisionLogWriter
 from engine.event_log import EventLog
 from engine.live_events import BehaviorEvent, DecisionOutcome, OutcomeKind
 from serving.client import PageContext, PersonaEngineClient
+from serving.examples import record_events
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 from serving.generated.persona.v1 import personalization_service_pb2_grpc as pb_grpc
 from tests.serving.server_harness import InProcessServer, in_process_server, trained_artifacts
@@ -216,3 +217,25 @@ def test_without_an_event_log_record_events_is_refused(tmp_path_factory: pytest.
         assert raised.value.code() is grpc.StatusCode.FAILED_PRECONDITION
         assert "--event-log" in (raised.value.details() or "")
         client.personalize("c")  # serving without a log logs no decisions and works as before
+
+
+def test_the_pipeline_example_delivers_retries_as_duplicates_and_reports_rejections(
+    live: LiveServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--target", live.server.address, "--customer", live.customer]
+    assert record_events.main([*argv, "--item", live.item, "--event-type", "purchase", "--price", "3"]) == 0
+    assert "accepted 1, duplicates 0, rejected 0" in capsys.readouterr().out
+    (stored,) = live.log.behavior_events()
+    assert (stored.event_type, stored.price_paid) == ("purchase", 3.0)
+
+    batch = events(live.customer, live.item, 1500, prefix="bulk-")  # two calls of at most 1000
+    first = record_events.deliver(live.client, batch[:1200])
+    again = record_events.deliver(live.client, batch)  # a pipeline resending after a crash
+    assert (first.accepted, first.duplicates, again.accepted, again.duplicates) == (1200, 0, 300, 1200)
+
+    page = live.client.select_layout(live.customer, context=PageContext(timestamp=NOW))
+    live.writer.flush()
+    outcome = [*argv, "--decision-id", page.decision.decision_id, "--outcome", "layout_converted"]
+    assert record_events.main(outcome) == 0
+    assert record_events.main([*outcome, "--arm", "not-a-variant"]) == 2
+    assert "outcomes[0].arm_id: decision" in capsys.readouterr().err
