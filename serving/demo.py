@@ -94,7 +94,7 @@ def _live_loop(engine: PersonaEngineClient, artifact: Path, customers: Sequence[
     target = _persona_other_than(scorer, dominant, ("tech_savvy", "health_enthusiast", "luxury_enthusiast"))
     _heading(f"RecordEvents: {shopper} browses {scorer.persona_ids[target]} items in a session")
     print(f"  mix before: {_mix_line(before.persona_mix, before.persona_mix_source)}")
-    first = engine.personalize(shopper, k=3)
+    first = engine.personalize(shopper, k=5)
     session = [
         BehaviorEvent(
             f"demo-{shopper}-{i}",
@@ -113,9 +113,11 @@ def _live_loop(engine: PersonaEngineClient, artifact: Path, customers: Sequence[
     after = engine.get_persona_profile(shopper)
     print(f"  recorded {len(session)} views")
     print(f"  mix after:  {_mix_line(after.persona_mix, after.persona_mix_source)}")
-    second = engine.personalize(shopper, k=3)
+    second = engine.personalize(shopper, k=5)
     print(f"  top products before: {', '.join(i.title for i in first.items)}")
     print(f"  top products after:  {', '.join(i.title for i in second.items)}")
+    print(f"  offers before: {', '.join(o.offer_id for o in first.offers)}")
+    print(f"  offers after:  {', '.join(o.offer_id for o in second.offers)}")
 
     drifter = customers[-1]
     home = engine.get_persona_profile(drifter).persona_mix.weights[0].persona_id
