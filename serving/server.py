@@ -372,6 +372,14 @@ def serve(
                 if event_log is not None:
                     event_log.close()
                 return EXIT_USAGE
+            if live.is_process_local:
+                started = time.perf_counter()
+                replayed = live.catch_up(event_log)
+                LOGGER.info(
+                    "live state rebuilt from %d logged events in %.1fs",
+                    replayed,
+                    time.perf_counter() - started,
+                )
         try:
             server, port = create_server(
                 holder,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +120,33 @@ def test_days_of_other_behaviour_show_as_drift_on_the_other_replica(
     since = profile.drift.since.ToDatetime(tzinfo=dt.UTC)
     assert start <= since <= start + dt.timedelta(days=6)
     assert first.metric("persona_engine_drift_started_total") >= 1
+
+
+def test_in_memory_live_state_is_rebuilt_from_the_event_log_after_a_restart(
+    artifacts: TrainedArtifacts, scorer: LiveEventScorer, tmp_path: Path
+) -> None:
+    persona = 0
+    customer = customer_far_from(artifacts, persona, 2)
+    log = ["--event-log", str(tmp_path / "events.db")]
+    now = dt.datetime.now(dt.UTC)
+    session = [
+        view(customer, item, now - dt.timedelta(minutes=2), i)
+        for i, item in enumerate(typical_items(scorer, persona, 3))
+    ]
+    with (
+        running_server(artifacts.older, tmp_path / "first", extra_args=log) as server,
+        server.client() as client,
+    ):
+        assert not client.record_events(session).errors
+        moved = client.get_persona_profile(customer)
+    assert moved.persona_mix_source == types_pb2.PERSONA_MIX_SOURCE_LIVE
+    with (
+        running_server(artifacts.older, tmp_path / "second", extra_args=log) as server,
+        server.client() as client,
+    ):
+        rebuilt = client.get_persona_profile(customer)
+    assert rebuilt.persona_mix_source == types_pb2.PERSONA_MIX_SOURCE_LIVE
+    assert weights(rebuilt.persona_mix)[scorer.persona_ids[persona]] == pytest.approx(
+        weights(moved.persona_mix)[scorer.persona_ids[persona]], abs=0.02
+    )
+    assert "live state rebuilt from 3 logged events" in server.log()
