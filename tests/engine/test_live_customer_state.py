@@ -315,3 +315,20 @@ def test_concurrent_batches_of_one_customer_keep_every_event(
         t.join()
     state = states.state_of(customer)
     assert state is not None and sorted(e.item_id for e in state.events) == sorted(items)
+
+
+def test_a_remembered_view_never_outlives_a_change_of_state(
+    personalizer: Personalizer, scorer: LiveEventScorer, live: Live
+) -> None:
+    states, _, _ = live
+    customer = known_customer(personalizer, 2)
+    items = typical_items(scorer, 2, 4)
+    states.observe([event(customer, items[0], START)], [])
+    first = personalizer.mixes.resolve(customer)
+    assert personalizer.mixes.resolve(customer).mix == first.mix  # same state, same moment: remembered
+    states.observe([event(customer, item, START, n=i + 1) for i, item in enumerate(items[1:])], [])
+    second = personalizer.mixes.resolve(customer)
+    assert second.mix.weights[2] > first.mix.weights[2]
+    states.observe([event(customer, items[0], START, "purchase", n=9)], [])
+    assert personalizer.mixes.resolve(customer).live is not None
+    assert items[0] in personalizer.mixes.resolve(customer).live.purchased_item_ids  # type: ignore[union-attr]
