@@ -10,20 +10,27 @@ In order of precedence:
 4. an id the artifact has never seen gets the population's average mix: source PRIOR. (The
    demographic prior would need demographics, which requests do not carry.)
 
+When live state is attached (``CustomerMixes.live``, see ``engine.live_customer_state``), the mix of
+2-4 is handed to it as the long-term mix: a customer with recent session events gets the blend of
+that mix and their session's (source LIVE), and whatever the live state holds (items just bought,
+drift) travels with the resolved mix. A mix given in the request is never overridden.
+
 Priors for the customers without events are computed once at load, so resolving is a look-up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from engine.drift_detection import DriftStatus
 from engine.feature_space import DEMOGRAPHIC_COLUMNS, FeatureSpace
 from engine.id_map import IdMap
 from engine.persona_inference import DemographicMixPrior
@@ -37,6 +44,26 @@ class MixSource(StrEnum):
     REQUEST = "request"
     INFERRED = "inferred"
     PRIOR = "prior"
+    LIVE = "live"  # the inferred or prior mix, moved by the customer's current session
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """What a customer's live state changes about serving them right now.
+
+    ``mix`` is None when no session evidence is left (the long-term mix stands); ``purchased_item_ids``
+    are bought since the artifact was trained and must not be recommended again.
+    """
+
+    mix: PersonaMix | None
+    purchased_item_ids: tuple[str, ...] = ()
+    drift: DriftStatus | None = None
+
+
+class LiveMixes(Protocol):
+    """Live customer state as mix resolution sees it (``engine.live_customer_state.LiveCustomerStates``)."""
+
+    def live_view(self, customer_id: str, long_term: PersonaMix) -> LiveView | None: ...
 
 
 @dataclass(frozen=True)
@@ -48,6 +75,7 @@ class ResolvedMix:
     mix: PersonaMix
     source: MixSource
     has_events: bool
+    live: LiveView | None = field(default=None, compare=False)
 
 
 def demographic_frame(demographics: sp.csr_matrix, space: FeatureSpace) -> pl.DataFrame:
@@ -92,6 +120,7 @@ class CustomerMixes:
             contexts.shape
         )
         self.has_events = np.asarray(n_events) > 0
+        self.live: LiveMixes | None = None  # attached by the server when it keeps live state
         if prior_for_eventless is not None:
             eventless = np.flatnonzero(~self.has_events)
             prior = normalize_rows(
@@ -152,4 +181,8 @@ class CustomerMixes:
                 )
             return ResolvedMix(customer_id, row, requested, MixSource.REQUEST, has_events)
         source = MixSource.INFERRED if has_events else MixSource.PRIOR
-        return ResolvedMix(customer_id, row, self.stored(row, context), source, has_events)
+        stored = self.stored(row, context)
+        view = self.live.live_view(customer_id, stored) if self.live is not None else None
+        if view is not None and view.mix is not None:
+            return ResolvedMix(customer_id, row, view.mix, MixSource.LIVE, has_events, view)
+        return ResolvedMix(customer_id, row, stored, source, has_events, view)

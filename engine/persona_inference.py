@@ -492,6 +492,58 @@ class PersonaInferenceModel:
         """(events, personas) log-likelihood of each event under each persona, up to a per-event constant."""
         return np.asarray(features.matrix @ self._parameters) + self._offsets[None, :]
 
+    def column_log_likelihoods(self, column: int) -> NDArray[np.float64]:
+        """(personas,) what one event-level feature value (a column of ``space``) adds to an event's score.
+
+        Live scoring adds these to a precomputed per-item score instead of encoding events through
+        polars: an event's log-likelihood is its item's row plus one of these per known event fact.
+        """
+        if self.space.item_columns[column]:
+            raise ValueError(f"column {column} is item-level; its part is in the item scores")
+        return np.asarray(self._parameters[column], dtype=np.float64).copy()
+
+    def mixes_of_scored_events(
+        self,
+        log_likelihoods: NDArray[np.float64],
+        weight: NDArray[np.float64],
+        indptr: NDArray[np.int64],
+        centre: NDArray[np.float64],
+        strength: float,
+        tolerance: float = 1e-4,
+    ) -> NDArray[np.float64]:
+        """(groups, personas) MAP mixes of groups of already scored events, each with its own prior centre.
+
+        ``log_likelihoods`` is (events, personas) from ``event_log_likelihoods`` or live scoring, the
+        events of group g at rows ``indptr[g]:indptr[g + 1]``; ``weight`` scales each event's evidence
+        (time decay, repeats). Group g's mix has a Dirichlet prior centred on ``centre[g]`` worth
+        ``strength`` events, as context mixes are folded in around the overall mix: with the customer's
+        long-term mix as centre this is "what their recent events say, given who they have been", and
+        windows of recent events can be folded in by the ten thousand (drift detection). Iterations stop
+        when no share moves by more than ``tolerance``: 1e-4 is far below any drift threshold, and took
+        a quarter of the steps of training's 1e-6 on the synthetic shop.
+        """
+        self.space  # noqa: B018 - raises when not fitted
+        scores = np.asarray(log_likelihoods, dtype=np.float64)
+        k = len(self._persona_ids)
+        groups = np.asarray(indptr, dtype=np.int64)
+        if scores.ndim != 2 or scores.shape != (weight.size, k) or groups[-1] != weight.size:
+            raise ValueError(f"log_likelihoods has shape {scores.shape}, expected ({weight.size}, {k})")
+        centres = np.asarray(centre, dtype=np.float64)
+        if centres.shape != (groups.size - 1, k):
+            raise ValueError(f"centre has shape {centres.shape}, expected ({groups.size - 1}, {k})")
+        likelihoods = np.ascontiguousarray((scores - scores.max(axis=1, keepdims=True)).T)
+        np.exp(likelihoods, out=likelihoods)
+        group_of_event = np.repeat(np.arange(groups.size - 1), np.diff(groups))
+        return _fold_in(
+            likelihoods,
+            np.asarray(weight, dtype=np.float64),
+            group_of_event,
+            centres,
+            strength,
+            self.config.fold_in_iterations,
+            tolerance,
+        )
+
     # ------------------------------------------------------------------ reading the model
     def explain(
         self, mixes: InferredMixes, customer_index: int, top: int = 3
@@ -879,6 +931,7 @@ def _fold_in(
     centre: NDArray[np.float64],
     strength: float,
     iterations: int,
+    tolerance: float = _FOLD_IN_TOLERANCE,
 ) -> NDArray[np.float64]:
     """MAP (groups x personas) mixes of groups of events with the persona behaviour held fixed.
 
@@ -901,7 +954,7 @@ def _fold_in(
         updated = (_sum_segments(joint, indptr) + prior) / (sizes + strength)
         change = float(np.abs(updated - theta).max()) if updated.size else 0.0
         theta = updated
-        if change < _FOLD_IN_TOLERANCE:
+        if change < tolerance:
             break
     return np.ascontiguousarray(theta.T, dtype=np.float64)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.drift_detection import DriftStatus
 from engine.mix_resolution import MixSource
 from engine.persona_catalog import PersonaCatalog
 from engine.persona_inference import SignalContribution
@@ -53,6 +54,7 @@ class PersonaProfile:
     evidence: tuple[PersonaEvidence, ...]
     leading_personas: tuple[LeadingPersona, ...]
     model_version: str
+    drift: DriftStatus | None = None  # None while the server keeps no live state for the customer
 
 
 def by_weight(mix: PersonaMix) -> NDArray[np.int64]:

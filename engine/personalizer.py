@@ -417,6 +417,9 @@ class Personalizer:
         backfill: NDArray[np.floating] | None,
     ) -> list[RecommendedItem]:
         purchased = _row_indices(self._purchases_padded, entry.resolved.row)
+        live = entry.resolved.live
+        if live is not None and live.purchased_item_ids:  # bought since training, through live events
+            purchased = np.concatenate([purchased, self.item_catalog.indices(live.purchased_item_ids)])
         eligible = filters.customer_mask(shared, purchased=purchased, excluded=entry.excluded)
         entries = assemble_list(
             k=request.k,
@@ -597,4 +600,5 @@ class Personalizer:
             evidence=evidence_for(resolved.mix, signals) if resolved.has_events else (),
             leading_personas=leading_personas(resolved.mix, self.catalog),
             model_version=self.version,
+            drift=resolved.live.drift if resolved.live is not None else None,
         )

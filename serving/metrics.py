@@ -34,6 +34,11 @@ Series:
   the serving artifact took to verify and load, and when that finished (Unix time).
 - ``persona_engine_model_reloads_total{trigger,outcome}``: reload attempts; ``trigger`` is ``admin``
   (a ReloadModel call) or ``peer`` (a worker following another worker's reload).
+- ``persona_engine_live_events_total``: behaviour events folded into live customer state.
+- ``persona_engine_drift_started_total``: customers whose live state started drifting (recent mix
+  past the drift threshold); a rise is a shift in what customers are after, worth a retrain.
+- ``persona_engine_drift_profiles_total{drifting}``: persona profiles served with a drift status, by
+  whether the customer was drifting.
 """
 
 from __future__ import annotations
@@ -152,6 +157,22 @@ class ServingMetrics:
             ["trigger", "outcome"],
             registry=registry,
         )
+        self.live_events = Counter(
+            f"{PREFIX}_live_events",
+            "Behaviour events folded into live customer state.",
+            registry=registry,
+        )
+        self.drift_started = Counter(
+            f"{PREFIX}_drift_started",
+            "Customers whose live state started drifting away from their long-term persona mix.",
+            registry=registry,
+        )
+        self.drift_profiles = Counter(
+            f"{PREFIX}_drift_profiles",
+            "Persona profiles served with a drift status, by whether the customer was drifting.",
+            ["drifting"],
+            registry=registry,
+        )
         self.live_records = Counter(
             f"{PREFIX}_live_records",
             "RecordEvents records by kind (event, outcome) and result (accepted, duplicate, rejected).",
@@ -170,8 +191,9 @@ class ServingMetrics:
                 self.live_records.labels(record=record, result=result)
         for result in DECISION_LOG_RESULTS:
             self.decisions_logged.labels(result=result)
-        for cold_start in (True, False):
-            self.customers.labels(cold_start=_flag(cold_start))
+        for flag in (True, False):
+            self.customers.labels(cold_start=_flag(flag))
+            self.drift_profiles.labels(drifting=_flag(flag))
         for trigger in RELOAD_TRIGGERS:
             for outcome in RELOAD_OUTCOMES:
                 self.reloads.labels(trigger=trigger, outcome=outcome)
@@ -201,6 +223,15 @@ class ServingMetrics:
 
     def record_customer(self, cold_start: bool) -> None:
         self.customers.labels(cold_start=_flag(cold_start)).inc()
+
+    def record_live_events(self, count: int) -> None:
+        self.live_events.inc(count)
+
+    def record_drift_started(self) -> None:
+        self.drift_started.inc()
+
+    def record_drift_profile(self, drifting: bool) -> None:
+        self.drift_profiles.labels(drifting=_flag(drifting)).inc()
 
     def record_decision(self, kind: str, arm_id: str) -> None:
         _check_kind(kind)

@@ -33,7 +33,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -87,8 +87,13 @@ class ModelHolder:
         *,
         load_seconds: float = 0.0,
         loaded_at: dt.datetime | None = None,
+        prepare: Callable[[Personalizer], object] | None = None,
     ) -> None:
+        """``prepare`` runs on every model before it serves (here and in ``swap``): live state hooks in."""
         self._write_lock = threading.Lock()
+        self._prepare = prepare
+        if prepare is not None:
+            prepare(personalizer)
         self._serving = ServingModel(
             personalizer, Path(path), loaded_at or dt.datetime.now(dt.UTC), float(load_seconds)
         )
@@ -101,6 +106,8 @@ class ModelHolder:
 
     def swap(self, personalizer: Personalizer, path: Path, *, load_seconds: float = 0.0) -> Personalizer:
         """Serve ``personalizer`` from now on; returns the one it replaces."""
+        if self._prepare is not None:
+            self._prepare(personalizer)
         replacement = ServingModel(personalizer, Path(path), dt.datetime.now(dt.UTC), float(load_seconds))
         with self._write_lock:
             previous = self._serving

@@ -39,6 +39,7 @@ from typing import Final, TypeVar
 import grpc
 
 from engine.decision_log_writer import DecisionLogWriter, served_arms
+from engine.drift_detection import DriftStatus
 from engine.event_log import EventLog
 from engine.experiment import ArmPolicy
 from engine.invalid_request import InvalidRequestError
@@ -67,6 +68,7 @@ MIX_SOURCES: Final = {
     MixSource.REQUEST: types_pb2.PERSONA_MIX_SOURCE_REQUEST,
     MixSource.INFERRED: types_pb2.PERSONA_MIX_SOURCE_INFERRED,
     MixSource.PRIOR: types_pb2.PERSONA_MIX_SOURCE_PRIOR,
+    MixSource.LIVE: types_pb2.PERSONA_MIX_SOURCE_LIVE,
 }
 SHOPPING_CONTEXT_VALUES: Final = {name: value for value, name in validate.SHOPPING_CONTEXTS.items()}
 
@@ -150,9 +152,21 @@ def layout_to_proto(layout: LayoutDecision) -> types_pb2.LayoutDecision:
     )
 
 
+def drift_to_proto(drift: DriftStatus) -> pb.DriftStatus:
+    message = pb.DriftStatus(
+        drifting=drift.drifting,
+        divergence=drift.divergence,
+        from_persona_id=drift.from_persona,
+        to_persona_id=drift.to_persona,
+    )
+    if drift.since is not None:
+        message.since.FromDatetime(drift.since)
+    return message
+
+
 def profile_to_proto(profile: PersonaProfile) -> pb.GetPersonaProfileResponse:
-    """Drift stays unset: the artifact holds no recent-versus-long-run mixes; the live loop fills it."""
-    return pb.GetPersonaProfileResponse(
+    """Drift is set only when the server keeps live state for the customer (events recorded live)."""
+    response = pb.GetPersonaProfileResponse(
         customer_id=profile.customer_id,
         cold_start=profile.cold_start,
         persona_mix=mix_to_proto(profile.mix),
@@ -194,6 +208,9 @@ def profile_to_proto(profile: PersonaProfile) -> pb.GetPersonaProfileResponse:
         ],
         model_version=profile.model_version,
     )
+    if profile.drift is not None:
+        response.drift.CopyFrom(drift_to_proto(profile.drift))
+    return response
 
 
 def persona_to_proto(persona: Persona) -> pb.Persona:
@@ -502,8 +519,14 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
             "GetPersonaProfile",
             context,
             lambda p: validate.customer_id(request.customer_id),
-            lambda personalizer, customer: profile_to_proto(personalizer.persona_profile(customer)),
+            lambda personalizer, customer: self._profile(personalizer, customer),
         )
+
+    def _profile(self, personalizer: Personalizer, customer_id: str) -> pb.GetPersonaProfileResponse:
+        profile = personalizer.persona_profile(customer_id)
+        if profile.drift is not None:
+            self._metrics.record_drift_profile(profile.drift.drifting)
+        return profile_to_proto(profile)
 
     def ListPersonas(  # noqa: N802 (servicer methods are named after the RPCs)
         self, request: pb.ListPersonasRequest, context: grpc.ServicerContext

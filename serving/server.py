@@ -63,7 +63,7 @@ from engine.event_log import EventLog, EventLogError
 from engine.experiment import ExperimentError, load_experiment
 from engine.live_decisions import LiveDecisions
 from engine.live_events import LiveEventObserver
-from engine.state_store import MemoryStateStore, StateStore
+from engine.state_store import StateStore
 from serving.admin_servicer import AdminServicer
 from serving.generated.persona.v1 import (
     admin_service_pb2,
@@ -72,6 +72,7 @@ from serving.generated.persona.v1 import (
     personalization_service_pb2_grpc,
 )
 from serving.interceptors import ObservabilityInterceptor
+from serving.live_state import LiveState
 from serving.metrics import (
     MULTIPROC_DIR_ENV,
     MetricsEndpoint,
@@ -88,6 +89,7 @@ from serving.model_holder import (
     resolve_artifact_path,
 )
 from serving.personalization_servicer import PersonalizationServicer
+from serving.redis_state_store import MEMORY, StateStoreError, open_state_store
 
 LOGGER = logging.getLogger("persona_engine.server")
 
@@ -95,6 +97,7 @@ ENV_ADDRESS: Final = "PERSONA_ENGINE_ADDRESS"
 ENV_METRICS_PORT: Final = "PERSONA_ENGINE_METRICS_PORT"
 ENV_WORKERS: Final = "PERSONA_ENGINE_WORKERS"
 ENV_ADMIN_TOKEN: Final = "PERSONA_ENGINE_ADMIN_TOKEN"
+ENV_STATE: Final = "PERSONA_ENGINE_STATE"
 ENV_EVENT_LOG: Final = "PERSONA_ENGINE_EVENT_LOG"
 DEFAULT_ADDRESS: Final = "0.0.0.0:50051"
 DEFAULT_METRICS_PORT: Final = 9464
@@ -129,6 +132,7 @@ SERVE_EXAMPLES: Final = f"""
       persona-engine serve --artifact artifacts/latest --tls-cert server.pem --tls-key server.key \\
           --tls-client-ca clients-ca.pem
       {ENV_WORKERS}=2 {ENV_ADMIN_TOKEN}=s3cret persona-engine serve --artifact artifacts/latest
+      persona-engine serve --artifact artifacts/latest --workers 4 --state redis://127.0.0.1:6379/0
       persona-engine serve --artifact artifacts/latest --workers 4 --event-log /var/lib/persona/events.db
 
     environment (a flag given on the command line wins):
@@ -136,6 +140,7 @@ SERVE_EXAMPLES: Final = f"""
       {ENV_METRICS_PORT}  like --metrics-port
       {ENV_WORKERS}       like --workers
       {ENV_ADMIN_TOKEN}   the admin token itself (--admin-token-file wins)
+      {ENV_STATE}         like --state
       {ENV_EVENT_LOG}    like --event-log
 
     admin calls carry the metadata 'authorization: Bearer <token>'. A server started without a token
@@ -284,6 +289,7 @@ class ServeSettings:
     worker_index: int | None = None  # set only in a worker process started by the supervisor
     tls_files: tuple[str, ...] = ()  # the TLS flags as given, passed on to workers
     log_level: str = "info"
+    state: str = MEMORY  # where live customer state is kept: "memory" or a redis:// URL
     event_log: Path | None = None
     experiment: Path | None = None  # TOML file with an [experiment] section, validated at start
 
@@ -324,18 +330,20 @@ def serve(
     *,
     stop: threading.Event | None = None,
     on_ready: Callable[[int], None] | None = None,
+    on_live_state: Callable[[LiveState], None] | None = None,
     observers: Sequence[LiveEventObserver] = (),
     state_store: StateStore | None = None,
 ) -> int:
     """Serve one process until SIGTERM/SIGINT (or ``stop`` is set); returns the exit status.
 
-    ``state_store`` holds the live loop's shared state (bandit statistics, budgets, journeys, the
-    running experiment); the default is this process's memory, which several workers or replicas
-    do not share (give them one Redis-backed store so that they agree).
+    ``state_store`` holds the live loop's shared state (customer sessions, bandit statistics, budgets,
+    journeys, the running experiment); the default is the store ``settings.state`` names (``--state``:
+    this process's memory, or Redis so that several workers or replicas agree).
 
     In a worker (``settings.worker_index`` set) the model comes from the run directory's shared state,
     the port is shared and metrics go to the multiprocess files. ``on_ready`` gets the bound port once
-    the server is serving. ``observers`` learn from RecordEvents batches (with ``settings.event_log``).
+    the server is serving; ``on_live_state`` the live customer state before that. ``observers`` learn
+    from RecordEvents batches (with ``settings.event_log``), after the live customer state.
     """
     stop = stop or threading.Event()
     with _stop_on_signals(stop):
@@ -359,7 +367,16 @@ def serve(
             return EXIT_USAGE
         disable_created_metrics()  # *_created series double the output and nothing here reads them
         metrics = ServingMetrics(CollectorRegistry())
-        holder = ModelHolder(loaded.personalizer, loaded.path, load_seconds=loaded.load_seconds)
+        try:
+            live_state = LiveState(state_store or open_state_store(settings.state), metrics)
+            holder = ModelHolder(
+                loaded.personalizer, loaded.path, load_seconds=loaded.load_seconds, prepare=live_state.attach
+            )
+        except StateStoreError as error:
+            LOGGER.error("%s", error)
+            return EXIT_USAGE
+        if on_live_state is not None:
+            on_live_state(live_state)
         publish_model_metrics(metrics, holder.snapshot())
         reloader = ModelReloader(holder, metrics, shared, applied_generation=generation)
         health_servicer = health.HealthServicer()
@@ -377,7 +394,15 @@ def serve(
                 if event_log is not None:
                     event_log.close()
                 return EXIT_USAGE
-        live = LiveDecisions(state_store or MemoryStateStore())
+            if live_state.is_process_local:
+                started = time.perf_counter()
+                replayed = live_state.catch_up(event_log)
+                LOGGER.info(
+                    "live state rebuilt from %d logged events in %.1fs",
+                    replayed,
+                    time.perf_counter() - started,
+                )
+        live = LiveDecisions(live_state.store)
         if settings.experiment is not None:
             try:
                 live.experiment.set(load_experiment(settings.experiment))
@@ -398,7 +423,7 @@ def serve(
                 reloader=reloader,
                 event_log=event_log,
                 decision_writer=decision_writer,
-                observers=observers,
+                observers=(live_state, *observers),
                 live=live,
             )
             if settings.metrics_port and shared is None:
@@ -500,6 +525,8 @@ def _worker_command(settings: ServeSettings, address: str, run_dir: Path, index:
         str(index),
         "--log-level",
         settings.log_level,
+        "--state",
+        settings.state,
         *settings.tls_files,
     ]
     if settings.model_name:
@@ -695,6 +722,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "without a token every admin call is refused",
     )
     parser.add_argument(
+        "--state",
+        help=f"where live customer state (session mixes, drift) is kept (env {ENV_STATE}): 'memory' "
+        "(default; per process) or redis://host:port/db, shared by all workers and replicas",
+    )
+    parser.add_argument(
         "--event-log",
         type=Path,
         help=f"SQLite event log (created if missing) for RecordEvents and served decisions (env "
@@ -817,9 +849,20 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         worker_index=args.worker_index,
         tls_files=tls_files,
         log_level=args.log_level,
+        state=_state_setting(getattr(args, "state", None), environ),
         event_log=event_log,
         experiment=experiment,
     )
+
+
+def _state_setting(given: str | None, environ: Mapping[str, str]) -> str:
+    """``--state`` or its variable; only the form is checked here, the server is reached at startup."""
+    value, source = (given, "--state") if given else (environ.get(ENV_STATE), ENV_STATE)
+    if not value:
+        return MEMORY
+    if value != MEMORY and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ServeConfigError(f"{source} {value!r}: expected 'memory' or a redis://host:port/db URL")
+    return value
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -835,6 +878,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"persona-engine serve: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     if settings.workers > 1 and settings.worker_index is None:
+        if settings.state == MEMORY:
+            LOGGER.warning(
+                "--workers %d with in-memory live state: each worker keeps its own sessions; "
+                "use --state redis://... to share them",
+                settings.workers,
+            )
         return supervise(settings)
     return serve(settings)
 

@@ -147,6 +147,17 @@ EXAMPLES = {
           persona-engine experiment-report --event-log run/events.sqlite --control static --json
           persona-engine experiment-report --decisions decisions.parquet --decision-type offer
         """,
+    "drift": """
+        examples:
+          persona-engine drift --artifact artifacts/latest
+          persona-engine drift --artifact artifacts/latest --data data/demo --threshold 0.1 --limit 50
+          persona-engine drift --artifact artifacts/latest --json > drift.json
+
+        A customer drifts when the Jensen-Shannon divergence (bits, 0-1) between the mix of their recent
+        events (decayed with --half-life-days) and their long-term mix in the artifact exceeds
+        --threshold, with at least --min-evidence recent events behind it. With planted truth beside the
+        data (the synthetic shop's truth/), precision, recall and the median detection delay are shown.
+        """,
 }
 
 
@@ -340,6 +351,26 @@ def _parser() -> argparse.ArgumentParser:
     xr.add_argument("--decision-type", choices=("offer", "layout"), help="only decisions of this type")
     xr.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
     xr.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for revenue")
+
+    dr = command("drift", "customers whose recent behaviour moved away from their long-term persona mix")
+    dr.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
+    dr.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
+    # Defaults live in engine.drift_detection.DriftConfig (importing it here would slow every command).
+    dr.add_argument(
+        "--threshold",
+        type=float,
+        help="Jensen-Shannon divergence above which a customer drifts (default 0.08)",
+    )
+    dr.add_argument(
+        "--half-life-days", type=float, help="how fast old events stop counting as recent (default 14)"
+    )
+    dr.add_argument(
+        "--min-evidence",
+        type=float,
+        help="decayed recent events needed before drift can be flagged (default 2)",
+    )
+    dr.add_argument("--limit", type=int, default=20, help="drifting customers to list (default 20)")
+    dr.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sv = sub.add_parser(
         "serve",
@@ -689,6 +720,66 @@ def cmd_discover(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drift(args: argparse.Namespace) -> int:
+    from engine.drift_detection import DriftConfig
+    from training.drift_job import run_drift_report
+
+    if args.limit < 0:
+        raise UserError("--limit must be 0 or more")
+    try:
+        given = {
+            "threshold": args.threshold,
+            "half_life_days": args.half_life_days,
+            "min_evidence": args.min_evidence,
+        }
+        config = DriftConfig(**{name: value for name, value in given.items() if value is not None})
+    except ValueError as error:
+        raise UserError(str(error).replace("DriftConfig.", "--").replace("_", "-")) from None
+    report = run_drift_report(
+        args.artifact, data_path=args.data, config=config, show_progress=not (args.json or args.no_progress)
+    )
+    if args.json:
+        _emit_json(report.to_dict())
+        return 0
+    shown = report.drifting[: args.limit]
+    stdout_console.print(
+        f"{len(report.drifting):,} of {report.customers_checked:,} customers drifting at the end of "
+        f"{report.data} (JS divergence > {config.threshold:g}, half-life {config.half_life_days:g} days)"
+    )
+    if shown:
+        print_table(
+            f"drifting customers, strongest first ({len(shown)} shown)",
+            ["customer", "from persona", "to persona", "JS divergence", "since"],
+            [
+                [
+                    f.customer_id,
+                    f.status.from_persona,
+                    f.status.to_persona,
+                    f.status.divergence,
+                    f.status.since.date().isoformat() if f.status.since else "-",
+                ]
+                for f in shown
+            ],
+        )
+    if report.accuracy is not None:
+        a = report.accuracy
+        print_table(
+            "against the planted drift (truth/)",
+            ["measure", "value"],
+            [
+                ["customers with planted drift", a.n_planted],
+                ["customers flagged", a.n_flagged],
+                ["precision", a.precision],
+                ["recall", a.recall],
+                [
+                    "median detection delay (days)",
+                    "-" if a.median_delay_days is None else a.median_delay_days,
+                ],
+            ],
+        )
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from training.demo_summary import summarize
 
@@ -935,6 +1026,7 @@ COMMANDS = {
     "discover": cmd_discover,
     "summary": cmd_summary,
     "report": cmd_report,
+    "drift": cmd_drift,
     "serve": cmd_serve,
     "adapt": cmd_adapt,
     "batch-recommend": cmd_batch_recommend,

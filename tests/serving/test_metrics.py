@@ -42,6 +42,9 @@ EXPECTED_FAMILIES = {
     "persona_engine_model_load_seconds": "gauge",
     "persona_engine_model_loaded_timestamp_seconds": "gauge",
     "persona_engine_model_reloads": "counter",
+    "persona_engine_live_events": "counter",
+    "persona_engine_drift_started": "counter",
+    "persona_engine_drift_profiles": "counter",
     "persona_engine_live_records": "counter",
     "persona_engine_decisions_logged": "counter",
 }

@@ -330,6 +330,17 @@ def test_flags_win_over_environment_which_wins_over_defaults(
     )
 
 
+def test_live_state_goes_in_memory_unless_a_redis_url_is_given(artifacts: TrainedArtifacts) -> None:
+    base = ["--artifact", str(artifacts.root)]
+    assert settings_from_args(_parse(base), {}).state == "memory"
+    from_env = settings_from_args(_parse(base), {"PERSONA_ENGINE_STATE": "redis://10.0.0.1:6379/2"})
+    assert from_env.state == "redis://10.0.0.1:6379/2"
+    from_flag = settings_from_args(
+        _parse([*base, "--state", "memory"]), {"PERSONA_ENGINE_STATE": "redis://x:1/0"}
+    )
+    assert from_flag.state == "memory"
+
+
 @pytest.mark.parametrize(
     ("argv", "environ", "message"),
     [
@@ -341,6 +352,8 @@ def test_flags_win_over_environment_which_wins_over_defaults(
         ([], {ENV_ADMIN_TOKEN: "has space inside"}, "printable ASCII without spaces"),
         (["--tls-cert", "x.pem"], {}, "--tls-cert and --tls-key go together"),
         (["--grace-seconds", "-1"], {}, "--grace-seconds -1.0"),
+        (["--state", "postgres://db"], {}, "--state 'postgres://db': expected 'memory' or a redis://"),
+        ([], {"PERSONA_ENGINE_STATE": "mysql://db"}, "PERSONA_ENGINE_STATE 'mysql://db'"),
     ],
 )
 def test_invalid_settings_are_refused_naming_the_flag_or_variable(

@@ -625,10 +625,20 @@ class DriftStatus(_message.Message):
     DRIFTING_FIELD_NUMBER: _builtins.int
     DIVERGENCE_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
+    FROM_PERSONA_ID_FIELD_NUMBER: _builtins.int
+    TO_PERSONA_ID_FIELD_NUMBER: _builtins.int
     drifting: _builtins.bool
-    """True when the recent mix differs from the long-run mix by more than the server's threshold."""
+    """True when the recent mix differs from the long-run mix by more than the server's threshold, with
+    enough recent evidence behind it.
+    """
     divergence: _builtins.float
-    """Total-variation distance between the recent and the long-run mix, 0 to 1."""
+    """Jensen-Shannon divergence (base 2) between the recent mix (time-decayed recent events) and the
+    long-run mix, 0 to 1.
+    """
+    from_persona_id: _builtins.str
+    """Dominant persona of the long-run mix."""
+    to_persona_id: _builtins.str
+    """Dominant persona of the recent mix."""
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
         """When the drift started (the first evidence past the threshold); unset when not drifting."""
@@ -639,10 +649,12 @@ class DriftStatus(_message.Message):
         drifting: _builtins.bool = ...,
         divergence: _builtins.float = ...,
         since: _timestamp_pb2.Timestamp | None = ...,
+        from_persona_id: _builtins.str = ...,
+        to_persona_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["divergence", b"divergence", "drifting", b"drifting", "since", b"since"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["divergence", b"divergence", "drifting", b"drifting", "from_persona_id", b"from_persona_id", "since", b"since", "to_persona_id", b"to_persona_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -790,7 +802,9 @@ class GetPersonaProfileResponse(_message.Message):
     demographics when known, otherwise the population's average) and there is no evidence.
     """
     persona_mix_source: _types_pb2.PersonaMixSource.ValueType
-    """Where persona_mix came from: PERSONA_MIX_SOURCE_INFERRED or PERSONA_MIX_SOURCE_PRIOR."""
+    """Where persona_mix came from: PERSONA_MIX_SOURCE_INFERRED or PERSONA_MIX_SOURCE_PRIOR, or
+    PERSONA_MIX_SOURCE_LIVE when recent live events moved it.
+    """
     model_version: _builtins.str
     """Version of the serving artifact the profile comes from."""
     @_builtins.property
@@ -803,7 +817,9 @@ class GetPersonaProfileResponse(_message.Message):
 
     @_builtins.property
     def drift(self) -> Global___DriftStatus:
-        """Drift of the customer's recent behaviour; unset while the server does not track drift."""
+        """Drift of the customer's recent behaviour; unset while the server has no live state for the
+        customer (no events recorded since the artifact was trained, or the state expired).
+        """
 
     @_builtins.property
     def evidence(self) -> _containers.RepeatedCompositeFieldContainer[Global___PersonaEvidence]:

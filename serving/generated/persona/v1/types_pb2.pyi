@@ -47,6 +47,10 @@ class _PersonaMixSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Pers
     """The customer has no events: a prior from their demographics when the shop knows them, otherwise
     the population's average mix.
     """
+    PERSONA_MIX_SOURCE_LIVE: _PersonaMixSource.ValueType  # 4
+    """The inferred or prior mix moved towards what the customer's current session shows (events
+    recorded live): a blend weighted by the session's time-decayed evidence.
+    """
 
 class PersonaMixSource(_PersonaMixSource, metaclass=_PersonaMixSourceEnumTypeWrapper):
     """Where the persona mix a response used came from."""
@@ -60,6 +64,10 @@ PERSONA_MIX_SOURCE_INFERRED: PersonaMixSource.ValueType  # 2
 PERSONA_MIX_SOURCE_PRIOR: PersonaMixSource.ValueType  # 3
 """The customer has no events: a prior from their demographics when the shop knows them, otherwise
 the population's average mix.
+"""
+PERSONA_MIX_SOURCE_LIVE: PersonaMixSource.ValueType  # 4
+"""The inferred or prior mix moved towards what the customer's current session shows (events
+recorded live): a blend weighted by the session's time-decayed evidence.
 """
 Global___PersonaMixSource: _TypeAlias = PersonaMixSource  # noqa: Y015
 
