@@ -185,6 +185,8 @@ class ImplicitFactorsModel(Recommender):
         vectors = np.array(persona_part, dtype=np.float32, copy=True)
         own = state["user_factors"][users.user_index[known]]
         vectors[known] = (1.0 - self.persona_blend) * own + self.persona_blend * persona_part[known]
+        if known.all():
+            return vectors  # demographics only shape cold-start vectors
         demographics = sp.csr_matrix(users.demographics, dtype=np.float64)
         attribute_mass = np.asarray(demographics.sum(axis=1), dtype=np.float64).ravel()
         cold_with_attributes = ~known & (attribute_mass > 0)
@@ -199,6 +201,12 @@ class ImplicitFactorsModel(Recommender):
     def score(self, users: UserBatch) -> NDArray[np.float32]:
         _, state = self._fitted()
         return np.asarray(self.user_vectors(users) @ state["item_factors"].T, dtype=np.float32)
+
+    def item_vectors(self) -> NDArray[np.float32]:
+        return self._fitted()[1]["item_factors"]
+
+    def query_vectors(self, users: UserBatch) -> NDArray[np.float32]:
+        return self.user_vectors(users)
 
     @property
     def n_items(self) -> int:
