@@ -103,6 +103,9 @@ class DecisionPolicy:
                 f"{len(self.persona_names)} persona names for the estimates' {estimates.n_personas} personas"
             )
         self.conversion_value = conversion_value
+        # Posterior means, computed once: a policy decides under fixed estimates (new estimates make a
+        # new policy), and every decision needs them.
+        self._mean = estimates.mean()
         # Score per unit of response: 1 (plain response) or value - cost of each arm.
         self._unit_value = np.ones(estimates.n_arms)
         if conversion_value is not None:
@@ -200,6 +203,8 @@ class DecisionPolicy:
 
     def expected_scores(self, mix: PersonaMix | NDArray[np.floating]) -> NDArray[np.float64]:
         """(A,) expected response, or expected net value per decision for valued offers."""
+        if isinstance(mix, PersonaMix):  # validated on construction: skip the simplex checks
+            return (self._mix(mix) @ self._mean) * self._unit_value
         return self.estimates.expected_response(self._mix(mix)) * self._unit_value
 
     def _thompson_draws(self, mix: NDArray[np.float64], rng: np.random.Generator) -> NDArray[np.float64]:
@@ -253,7 +258,7 @@ class DecisionPolicy:
             raise DecisionPolicyError(f"n must be positive, got {n}")
         weights = self._mix(mix)
         remaining = self._eligible(eligible_mask).copy()
-        scores = self.expected_scores(weights)
+        scores = self.expected_scores(mix)
         draws = self._thompson_draws(weights, rng) if self.mode is PolicyMode.THOMPSON else None
         ranked: list[RankedArm] = []
         for position in range(min(n, int(remaining.sum()))):
@@ -309,7 +314,7 @@ class DecisionPolicy:
         is not always the dominant persona: a 0.3 share of an enthusiastic persona can outweigh 0.7 of an
         indifferent one.
         """
-        rates = self.estimates.mean()[:, arm]
+        rates = self._mean[:, arm]
         response = float(mix @ rates)
         driver = int(np.argmax(mix * rates))
         if self.scored_by_value:

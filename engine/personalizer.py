@@ -19,10 +19,11 @@ same choices, which is what replaying a decision log needs.
 from __future__ import annotations
 
 import datetime as dt
+import time
 import tomllib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -334,11 +335,13 @@ class Personalizer:
         self.model_knows_customers = self._scores_depend_on_identity()
         self.index_settings = candidate_index or CandidateIndexSettings()
         item_vectors = self.model.item_vectors()
+        started = time.perf_counter()
         self.index: CandidateIndex | None = (
             CandidateIndex.build(item_vectors, self.index_settings)
             if item_vectors is not None and self.index_settings.wants_index(len(item_vectors))
             else None
         )
+        self.index_build_seconds = time.perf_counter() - started if self.index is not None else 0.0
         self.affinity = PersonaAffinity.of_model(self.model, len(personas), len(self.demographic_space))
         self.diversity_space = DiversitySpace(
             category=self.item_catalog.category_codes, persona=self.affinity.favourite_persona()
@@ -461,6 +464,15 @@ class Personalizer:
                 )
         return results
 
+    def scoring_batch(self, customer_ids: Sequence[str], context: str | None = None) -> UserBatch:
+        """The model batch these customers are scored with, as requests without a given mix would be
+        (for measuring the scoring path, e.g. the candidate index's recall, outside a request)."""
+        chunk = []
+        for customer_id in customer_ids:
+            resolved = self.mixes.resolve(customer_id, None, context)
+            chunk.append(_Scored(CustomerTarget(customer_id), resolved, self._model_row_of(resolved.row)))
+        return self._batch(chunk)
+
     def _batch(self, chunk: Sequence[_Scored]) -> UserBatch:
         rows = np.asarray([entry.resolved.row for entry in chunk], dtype=np.int64)
         return UserBatch(
@@ -505,10 +517,7 @@ class Personalizer:
                 model_reason=reason,
             )
         shares = self._shares(entry.resolved.mix, entries) if request.explain else None
-        return [
-            self._item(e, rank, None if shares is None else shares[rank - 1])
-            for rank, e in enumerate(entries, 1)
-        ]
+        return self._items(entries, shares)
 
     def _from_candidates(
         self,
@@ -559,7 +568,7 @@ class Personalizer:
         )
         if not _complete(entries, local, request.k):
             return None
-        return [replace(e, item=int(items[e.item])) for e in entries]
+        return [ListEntry(int(items[e.item]), e.score, e.reason, e.promotion_id) for e in entries]
 
     def _item_scores(self, query: NDArray[np.float32], items: NDArray[np.int64]) -> NDArray[np.float32]:
         vectors = self.model.item_vectors()
@@ -578,22 +587,32 @@ class Personalizer:
             out.append(tuple((mix.personas[k], float(row[k])) for k in order))
         return out
 
-    def _item(
-        self, entry: ListEntry, rank: int, shares: tuple[tuple[str, float], ...] | None
-    ) -> RecommendedItem:
-        i, catalog = entry.item, self.item_catalog
-        return RecommendedItem(
-            item_id=str(catalog.ids.ids[i]),
-            title=str(catalog.titles[i]),
-            category=str(catalog.categories[i]),
-            brand=str(catalog.brands[i]),
-            price=float(catalog.prices[i]),
-            score=entry.score,
-            rank=rank,
-            reason=entry.reason,
-            promotion_id=entry.promotion_id,
-            persona_shares=shares or (),
-        )
+    def _items(
+        self, entries: Sequence[ListEntry], shares: Sequence[tuple[tuple[str, float], ...]] | None
+    ) -> list[RecommendedItem]:
+        """Result objects for the listed entries; catalog columns are gathered once for the whole list."""
+        catalog = self.item_catalog
+        index = np.fromiter((e.item for e in entries), dtype=np.int64, count=len(entries))
+        ids = catalog.ids.ids[index].tolist()
+        titles = catalog.titles[index].tolist()
+        categories = catalog.categories[index].tolist()
+        brands = catalog.brands[index].tolist()
+        prices = catalog.prices[index].tolist()
+        return [
+            RecommendedItem(
+                item_id=str(ids[n]),
+                title=titles[n],
+                category=categories[n],
+                brand=brands[n],
+                price=prices[n],
+                score=e.score,
+                rank=n + 1,
+                reason=e.reason,
+                promotion_id=e.promotion_id,
+                persona_shares=(shares[n] if shares is not None else ()),
+            )
+            for n, e in enumerate(entries)
+        ]
 
     def recommend(
         self,

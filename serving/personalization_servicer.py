@@ -23,6 +23,7 @@ from typing import Final, TypeVar
 import grpc
 
 from engine.invalid_request import InvalidRequestError
+from engine.list_assembly import ItemReason
 from engine.mix_resolution import MixSource
 from engine.page_decision import LayoutDecision, RankedOffer
 from engine.persona_catalog import Persona
@@ -45,6 +46,10 @@ MIX_SOURCES: Final = {
     MixSource.PRIOR: types_pb2.PERSONA_MIX_SOURCE_PRIOR,
 }
 SHOPPING_CONTEXT_VALUES: Final = {name: value for value, name in validate.SHOPPING_CONTEXTS.items()}
+# Looked up once: an enum lookup by name per item costs more than building the rest of the item.
+REASON_CODES: Final = {
+    reason: types_pb2.ReasonCode.Value(f"REASON_CODE_{reason.value.upper()}") for reason in ItemReason
+}
 
 _Call = TypeVar("_Call")
 _Response = TypeVar("_Response")
@@ -75,7 +80,7 @@ def decision_to_proto(decision: DecisionInfo) -> types_pb2.DecisionInfo:
 
 
 def item_to_proto(item: RecommendedItem) -> types_pb2.RecommendedItem:
-    return types_pb2.RecommendedItem(
+    message = types_pb2.RecommendedItem(
         item_id=item.item_id,
         score=item.score,
         rank=item.rank,
@@ -83,13 +88,15 @@ def item_to_proto(item: RecommendedItem) -> types_pb2.RecommendedItem:
         category=item.category,
         brand=item.brand,
         price=item.price,
-        reason=types_pb2.ReasonCode.Value(f"REASON_CODE_{item.reason.value.upper()}"),
+        reason=REASON_CODES[item.reason],
         promotion_id=item.promotion_id,
-        persona_contributions=[
+    )
+    if item.persona_shares:
+        message.persona_contributions.extend(
             types_pb2.PersonaContribution(persona_id=persona, share=share)
             for persona, share in item.persona_shares
-        ],
-    )
+        )
+    return message
 
 
 def offer_kind(kind: str) -> types_pb2.OfferKind.ValueType:
