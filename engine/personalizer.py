@@ -497,12 +497,14 @@ class Personalizer:
             if entry.model_row >= 0 and self.model_knows_customers
             else ItemReason.PERSONA
         )
-        entries = (
+        listed = (
             self._from_candidates(scores.query(j), request, eligible, promotions, reason)
             if self.index is not None
             else None
         )
-        if entries is None:
+        if listed is not None:
+            entries, catalog_index = listed
+        else:
             row = scores.row(j)
             scorable = int(np.count_nonzero(eligible & np.isfinite(row)))
             entries = assemble_list(
@@ -516,8 +518,9 @@ class Personalizer:
                 space=self.diversity_space,
                 model_reason=reason,
             )
-        shares = self._shares(entry.resolved.mix, entries) if request.explain else None
-        return self._items(entries, shares)
+            catalog_index = np.fromiter((e.item for e in entries), dtype=np.int64, count=len(entries))
+        shares = self._shares(entry.resolved.mix, entries, catalog_index) if request.explain else None
+        return self._items(entries, catalog_index, shares)
 
     def _from_candidates(
         self,
@@ -526,8 +529,10 @@ class Personalizer:
         eligible: NDArray[np.bool_],
         promotions: CompiledPromotions,
         reason: ItemReason,
-    ) -> list[ListEntry] | None:
+    ) -> tuple[list[ListEntry], NDArray[np.int64]] | None:
         """The list built from the index's candidates alone, or None when they cannot fill it.
+
+        Entries index the candidates; the array maps them to catalog items (entry by entry).
 
         The candidates hold every eligible item of the probed lists, so promotion rules and diversity
         work among them as they would over the catalog; pins are added with their exact scores.
@@ -568,17 +573,20 @@ class Personalizer:
         )
         if not _complete(entries, local, request.k):
             return None
-        return [ListEntry(int(items[e.item]), e.score, e.reason, e.promotion_id) for e in entries]
+        positions = np.fromiter((e.item for e in entries), dtype=np.int64, count=len(entries))
+        return entries, items[positions]
 
     def _item_scores(self, query: NDArray[np.float32], items: NDArray[np.int64]) -> NDArray[np.float32]:
         vectors = self.model.item_vectors()
         assert vectors is not None
         return np.asarray(vectors[items] @ query, dtype=np.float32)
 
-    def _shares(self, mix: PersonaMix, entries: Sequence[ListEntry]) -> list[tuple[tuple[str, float], ...]]:
+    def _shares(
+        self, mix: PersonaMix, entries: Sequence[ListEntry], catalog_index: NDArray[np.int64]
+    ) -> list[tuple[tuple[str, float], ...]]:
         if not entries:
             return []
-        values = self.affinity.shares(mix.weights, np.asarray([e.item for e in entries], dtype=np.int64))
+        values = self.affinity.shares(mix.weights, catalog_index)
         out = []
         for entry, row in zip(entries, values, strict=True):
             if entry.reason is ItemReason.PINNED:
@@ -588,11 +596,14 @@ class Personalizer:
         return out
 
     def _items(
-        self, entries: Sequence[ListEntry], shares: Sequence[tuple[tuple[str, float], ...]] | None
+        self,
+        entries: Sequence[ListEntry],
+        index: NDArray[np.int64],
+        shares: Sequence[tuple[tuple[str, float], ...]] | None,
     ) -> list[RecommendedItem]:
-        """Result objects for the listed entries; catalog columns are gathered once for the whole list."""
+        """Result objects for the listed entries (catalog items ``index``); catalog columns are gathered
+        once for the whole list."""
         catalog = self.item_catalog
-        index = np.fromiter((e.item for e in entries), dtype=np.int64, count=len(entries))
         ids = catalog.ids.ids[index].tolist()
         titles = catalog.titles[index].tolist()
         categories = catalog.categories[index].tolist()

@@ -99,13 +99,11 @@ def item_to_proto(item: RecommendedItem) -> types_pb2.RecommendedItem:
     return message
 
 
+_OFFER_KINDS: Final = {name: types_pb2.OfferKind.Value(name) for name in types_pb2.OfferKind.keys()}  # noqa: SIM118
+
+
 def offer_kind(kind: str) -> types_pb2.OfferKind.ValueType:
-    name = f"OFFER_KIND_{kind.upper()}"
-    return (
-        types_pb2.OfferKind.Value(name)
-        if name in types_pb2.OfferKind.keys()  # noqa: SIM118 (an enum wrapper, not a dict)
-        else types_pb2.OFFER_KIND_UNSPECIFIED
-    )
+    return _OFFER_KINDS.get(f"OFFER_KIND_{kind.upper()}", types_pb2.OFFER_KIND_UNSPECIFIED)
 
 
 def offer_to_proto(offer: RankedOffer) -> types_pb2.RankedOffer:
