@@ -187,12 +187,14 @@ class ImplicitFactorsModel(Recommender):
         vectors[known] = (1.0 - self.persona_blend) * own + self.persona_blend * persona_part[known]
         if known.all():
             return vectors  # demographics only shape cold-start vectors
-        demographics = sp.csr_matrix(users.demographics, dtype=np.float64)
-        attribute_mass = np.asarray(demographics.sum(axis=1), dtype=np.float64).ravel()
+        # Dense: a batch has at most a few hundred rows of a few dozen attributes, and scipy's
+        # per-operation overhead outweighs that work many times over.
+        demographics = np.asarray(users.demographics.toarray(), dtype=np.float64)
+        attribute_mass = demographics.sum(axis=1)
         cold_with_attributes = ~known & (attribute_mass > 0)
         if cold_with_attributes.any():
             rows = np.flatnonzero(cold_with_attributes)
-            weights = sp.diags(1.0 / attribute_mass[rows]) @ demographics[rows]
+            weights = demographics[rows] / attribute_mass[rows, None]
             demographic_part = np.asarray(weights @ state["demographic_factors"], dtype=np.float32)
             w = self.demographic_weight
             vectors[rows] = (1.0 - w) * persona_part[rows] + w * demographic_part

@@ -83,7 +83,7 @@ def test_a_probe_cap_bounds_the_work_and_says_the_result_is_not_certified() -> N
 def test_settings_decide_when_a_catalog_gets_an_index() -> None:
     settings_ = CandidateIndexSettings(min_items=1000)
     assert not settings_.wants_index(999) and settings_.wants_index(1000)
-    assert CandidateIndexSettings().n_clusters(100_000) == 79
+    assert CandidateIndexSettings().n_clusters(100_000) == 40
     with pytest.raises(ValueError, match="probe_share"):
         CandidateIndexSettings(probe_share=0.0)
 
