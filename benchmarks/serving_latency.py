@@ -67,6 +67,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.load_generator import PhaseSpec, write_requests
+from engine.candidate_index import candidates_top_k, exact_top_k
 from engine.event_log import EventLog
 from engine.personalizer import Personalizer
 from serving import request_validation as validate
@@ -92,6 +93,7 @@ K: Final = 20
 NUM_OFFERS: Final = 3
 DISTINCT_REQUESTS: Final = 500
 COLD_START_SHARE: Final = 0.05  # anonymous visitors: ids the artifact never saw
+INDEX_QUALITY_QUERIES: Final = 1000  # customers whose candidate-index search is checked against a full scan
 SERVER_READY_TIMEOUT_S: Final = 600.0  # a large artifact is verified (every checksum) before it serves
 SERVER_STOP_TIMEOUT_S: Final = 30.0
 IN_PROCESS_BUDGET_S: Final = 20.0  # per RPC and kind, whatever --in-process-requests says
@@ -349,6 +351,51 @@ class FactorBaseline:
         part = np.argpartition(-scores, self.k - 1, axis=1)[:, : self.k]
         order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1)
         return np.take_along_axis(part, order, axis=1)
+
+
+def candidate_index_quality(personalizer: Personalizer, customers: Sequence[str], k: int) -> dict[str, Any]:
+    """Recall@k of the served candidate index against the exact full scan, on the benchmark's customers.
+
+    Each customer's query vector (their resolved mix, model row and demographics, as a request without
+    filters scores them) is searched both ways; also reported: the share of searches whose stopping
+    bound certified the top-k, candidates scored per search, and search against full-scan time.
+    """
+    index = personalizer.index
+    settings = personalizer.index_settings
+    base: dict[str, Any] = {"used": index is not None, "min_items": settings.min_items}
+    item_vectors = personalizer.model.item_vectors()
+    if index is None or item_vectors is None:
+        return base
+    queries = personalizer.model.query_vectors(personalizer.scoring_batch(list(customers)))
+    hits, certified, candidates, search_ms, scan_ms = 0, 0, [], [], []
+    for query in queries:
+        t0 = time.perf_counter()
+        found = index.search(query, k)
+        top = candidates_top_k(found, k)
+        t1 = time.perf_counter()
+        exact = exact_top_k(item_vectors @ query, k)
+        t2 = time.perf_counter()
+        hits += len(np.intersect1d(top, exact))
+        certified += found.certified
+        candidates.append(len(found.items))
+        search_ms.append((t1 - t0) * 1000.0)
+        scan_ms.append((t2 - t1) * 1000.0)
+    return {
+        **base,
+        "k": k,
+        "queries": len(queries),
+        "recall_at_k": hits / (len(queries) * k),
+        "certified_share": certified / len(queries),
+        "lists": index.n_lists,
+        "max_probe": index.max_probe,
+        "build_seconds": personalizer.index_build_seconds,
+        "candidates_p50": float(np.percentile(candidates, 50)),
+        "candidates_p99": float(np.percentile(candidates, 99)),
+        "search_p50_ms": float(np.percentile(search_ms, 50)),
+        "search_p99_ms": float(np.percentile(search_ms, 99)),
+        "full_scan_p50_ms": float(np.percentile(scan_ms, 50)),
+        "full_scan_p99_ms": float(np.percentile(scan_ms, 99)),
+    }
 
 
 def sample_customers(personalizer: Personalizer, n: int, rng: np.random.Generator) -> list[str]:
@@ -826,6 +873,7 @@ PROFILE_INNERMOST: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("decision id and its seeded RNG", ("decision_rng (", "new_decision_id (")),
     ("mix resolution", ("engine/mix_resolution.py", "engine/persona_mix.py")),
     ("model scoring", ("engine/models/",)),
+    ("candidate index search", ("engine/candidate_index.py",)),
     ("filters", ("engine/item_filters.py",)),
     ("top-k and list assembly", ("engine/list_assembly.py", "engine/diversity.py", "engine/promotions.py")),
     (
@@ -837,7 +885,7 @@ PROFILE_INNERMOST: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             "engine/arm_estimates.py",
         ),
     ),
-    ("result item objects", ("Personalizer._item (",)),
+    ("result item objects", ("Personalizer._item (", "Personalizer._items (")),
     ("persona profile", ("engine/persona_profile.py", "engine/mix_explanations.py")),
     ("engine, other", ("engine/",)),
     ("servicer and interceptor, other", ("serving/",)),
@@ -1266,6 +1314,22 @@ def print_report(result: Mapping[str, Any]) -> None:
         ],
         ratio_rows(result),
     )
+    quality = result.get("candidate_index", {})
+    if quality.get("queries"):
+        print_table(
+            f"candidate index ({quality['lists']} lists, at most {quality['max_probe']} probed, built in "
+            f"{quality['build_seconds']:.1f} s) against the exact full scan, {quality['queries']} customers",
+            ["recall@k", "certified", "candidates p50", "candidates p99", "search p50 ms", "search p99 ms",
+             "full scan p50 ms", "full scan p99 ms"],
+            [[quality["recall_at_k"], quality["certified_share"], quality["candidates_p50"],
+              quality["candidates_p99"], quality["search_p50_ms"], quality["search_p99_ms"],
+              quality["full_scan_p50_ms"], quality["full_scan_p99_ms"]]],
+        )  # fmt: skip
+    elif quality:
+        stdout_console.print(
+            "candidate index: not used (exact full scan; catalogs from "
+            f"{quality['min_items']:,} items get one)"
+        )
     targets = target_rows(result)
     if targets:
         print_table(
@@ -1320,6 +1384,15 @@ def write_results(result: Mapping[str, Any]) -> Path:
         )
 
     with history.open("a", encoding="utf-8") as out:
+        quality = result.get("candidate_index", {})
+        if quality.get("queries"):
+            out.write(
+                f"| {result['time']} | {size} | {load:.1f} | candidate index | "
+                f"recall@{quality['k']} {quality['recall_at_k']:.4f}, "
+                f"certified {quality['certified_share']:.3f} | "
+                f"- | {quality['queries']} | - | {quality['search_p50_ms']:.3f} | - | "
+                f"{quality['search_p99_ms']:.3f} | - | - | - | - |\n"
+            )
         for r in report_rows(result) + mixed_rows(result):
             values = [r.get(k, NAN) for k in ("calls", "errors", "p50_ms", "p95_ms", "p99_ms", "max_ms")]
             out.write(
@@ -1715,6 +1788,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else None
     )
     in_process = measure_in_process(workloads, args.in_process_requests)
+    index_quality = candidate_index_quality(
+        loaded.personalizer,
+        sample_customers(loaded.personalizer, INDEX_QUALITY_QUERIES, np.random.default_rng(args.seed + 1)),
+        K,
+    )
     for w in workloads:  # the engine copy is not needed any more; the servers load their own
         w.engine_call = w.servicer_call = lambda i: None
         w.baseline_call = None
@@ -1778,6 +1856,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rates": {w.name: w.rate for w in workloads},
         "load": load.__dict__,
         "in_process": in_process,
+        "candidate_index": index_quality,
         "server_runs": server_runs,
         **({"mixed": mixed_plan.describe(), "mixed_runs": mixed_runs} if mixed_plan is not None else {}),
         "seconds": time.perf_counter() - started,

@@ -103,6 +103,9 @@ class DecisionPolicy:
                 f"{len(self.persona_names)} persona names for the estimates' {estimates.n_personas} personas"
             )
         self.conversion_value = conversion_value
+        # Posterior means, computed once: a policy decides under fixed estimates (new estimates make a
+        # new policy), and every decision needs them.
+        self._mean = estimates.mean()
         # Score per unit of response: 1 (plain response) or value - cost of each arm.
         self._unit_value = np.ones(estimates.n_arms)
         if conversion_value is not None:
@@ -200,6 +203,8 @@ class DecisionPolicy:
 
     def expected_scores(self, mix: PersonaMix | NDArray[np.floating]) -> NDArray[np.float64]:
         """(A,) expected response, or expected net value per decision for valued offers."""
+        if isinstance(mix, PersonaMix):  # validated on construction: skip the simplex checks
+            return (self._mix(mix) @ self._mean) * self._unit_value
         return self.estimates.expected_response(self._mix(mix)) * self._unit_value
 
     def _thompson_draws(self, mix: NDArray[np.float64], rng: np.random.Generator) -> NDArray[np.float64]:
@@ -253,8 +258,10 @@ class DecisionPolicy:
             raise DecisionPolicyError(f"n must be positive, got {n}")
         weights = self._mix(mix)
         remaining = self._eligible(eligible_mask).copy()
-        scores = self.expected_scores(weights)
-        draws = self._thompson_draws(weights, rng) if self.mode is PolicyMode.THOMPSON else None
+        scores = self.expected_scores(mix)
+        if self.mode is PolicyMode.EPSILON_GREEDY:
+            return self._rank_greedy(weights, scores, remaining, n, rng)
+        draws = self._thompson_draws(weights, rng)
         ranked: list[RankedArm] = []
         for position in range(min(n, int(remaining.sum()))):
             base = self._base(scores, draws, remaining)
@@ -263,10 +270,41 @@ class DecisionPolicy:
             if explore:
                 arm = int(rng.choice(np.flatnonzero(remaining)))
             else:
-                arm = int(rng.choice(len(base), p=base)) if draws is not None else int(np.argmax(base))
+                arm = int(rng.choice(len(base), p=base))
             reason = self._reason(weights, arm, position, explore, float(base[arm]), int(remaining.sum()))
             ranked.append(RankedArm(self.arm_ids[arm], float(scores[arm]), float(propensity[arm]), reason))
             remaining[arm] = False
+        return ranked
+
+    def _rank_greedy(
+        self,
+        weights: NDArray[np.float64],
+        scores: NDArray[np.float64],
+        remaining: NDArray[np.bool_],
+        n: int,
+        rng: np.random.Generator,
+    ) -> list[RankedArm]:
+        """Epsilon-greedy ranking with plain Python numbers per position (the request path's hot spot).
+
+        The same choices, propensities and random draws as the general loop in ``_rank``: the greedy
+        arm is the best remaining (ties to the earliest), its base probability is 1 and every other
+        arm's 0, so ``_mixed`` reduces to ``(1 - epsilon) [arm is greedy] + epsilon / |remaining|``.
+        """
+        eligible = np.flatnonzero(remaining)
+        # Best first, ties to the earliest arm: the order np.argmax picks greedy arms in.
+        greedy_order = eligible[np.lexsort((eligible, -scores[eligible]))].tolist()
+        left = eligible.tolist()
+        ranked: list[RankedArm] = []
+        for position in range(min(n, len(left))):
+            greedy = next(arm for arm in greedy_order if arm in left)
+            n_left = len(left)
+            explore = rng.random() < self.epsilon
+            arm = int(rng.choice(np.asarray(left, dtype=np.int64))) if explore else greedy
+            base = 1.0 if arm == greedy else 0.0
+            propensity = (1.0 - self.epsilon) * base + self.epsilon / n_left
+            reason = self._reason(weights, arm, position, explore, base, n_left)
+            ranked.append(RankedArm(self.arm_ids[arm], float(scores[arm]), propensity, reason))
+            left.remove(arm)
         return ranked
 
     def rank_offers(
@@ -309,7 +347,7 @@ class DecisionPolicy:
         is not always the dominant persona: a 0.3 share of an enthusiastic persona can outweigh 0.7 of an
         indifferent one.
         """
-        rates = self.estimates.mean()[:, arm]
+        rates = self._mean[:, arm]
         response = float(mix @ rates)
         driver = int(np.argmax(mix * rates))
         if self.scored_by_value:

@@ -21,6 +21,7 @@ layout (they are still in the response), and likewise for products.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -90,6 +91,7 @@ class LayoutDecision:
     propensity: float
 
 
+@functools.lru_cache(maxsize=1024)
 def is_offer_slot(name: str) -> bool:
     return any(word in OFFER_SLOT_WORDS for word in _WORD_SPLIT.split(name.lower()))
 
@@ -200,6 +202,7 @@ class PageDecisions:
         }
         self.rules: OfferRules | None = None
         self.offer_policy: DecisionPolicy | None = None
+        self._rules_in_arm_order: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         if self.offers:
             self.rules = OfferRules(
                 pl.DataFrame(
@@ -223,6 +226,8 @@ class PageDecisions:
             self.offer_policy = DecisionPolicy.for_offers(
                 estimates, mode=mode, epsilon=epsilon, persona_names=persona_names
             )
+            # Rule positions in the policy's arm order, looked up once instead of per decision.
+            self._rules_in_arm_order = self.rules.indices(self.offer_policy.arm_ids)
         self.layout_policy: DecisionPolicy | None = None
         if self.layouts:
             estimates = _aligned(layout_estimates, list(self.layouts), persona_ids, f"{source} layouts")
@@ -279,7 +284,7 @@ class PageDecisions:
                 raise InvalidRequestError("candidate_offer_ids[0]", f"unknown offer {candidates[0]!r}")
             return []
         arms = self.offer_policy.arm_ids
-        eligible = self.rules.eligible(context, order=arms)
+        eligible = self.rules.eligible(context)[self._rules_in_arm_order]
         restricted = _candidate_mask(arms, candidates, "candidate_offer_ids", "offer")
         if restricted is not None:
             eligible &= restricted

@@ -19,6 +19,7 @@ same choices, which is what replaying a decision log needs.
 from __future__ import annotations
 
 import datetime as dt
+import time
 import tomllib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -30,8 +31,9 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from engine.artifact import Artifact, open_artifact
+from engine.candidate_index import CandidateIndex, CandidateIndexSettings
 from engine.decision_policy import DEFAULT_EPSILON, PolicyMode
-from engine.diversity import DiversitySpace
+from engine.diversity import DiversitySpace, pool_size
 from engine.feature_space import FeatureSpace
 from engine.id_map import IdMap
 from engine.interactions import empty_csr_matrix
@@ -173,10 +175,69 @@ def _with_empty_row(matrix: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix(sp.vstack([matrix, empty_csr_matrix(1, matrix.shape[1])], format="csr"))
 
 
+def _rows_of(matrix: sp.csr_matrix, rows: NDArray[np.int64]) -> sp.csr_matrix:
+    """``matrix[rows]`` for a handful of rows, sliced from the CSR arrays (scipy's fancy indexing is
+    several times slower for the one or few rows of a request)."""
+    rows = rows % matrix.shape[0]
+    starts, ends = matrix.indptr[rows], matrix.indptr[rows + 1]
+    picked = np.concatenate([np.arange(a, b) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)])
+    indptr = np.concatenate([[0], np.cumsum(ends - starts)])
+    return sp.csr_matrix(
+        (matrix.data[picked], matrix.indices[picked], indptr), shape=(len(rows), matrix.shape[1])
+    )
+
+
+def _complete(entries: Sequence[ListEntry], promotions: CompiledPromotions, k: int) -> bool:
+    """Whether a list built from candidates got everything it asked for: k entries, no backfill, and
+    every promotion rule its slots. Otherwise the exact full-catalog path decides (it may find more)."""
+    if len(entries) < k or any(e.reason is ItemReason.POPULAR_BACKFILL for e in entries):
+        return False
+    free = k - len(promotions.pin_items)
+    for rule_id, slots in zip(promotions.rule_ids, promotions.rule_slots, strict=True):
+        got = sum(1 for e in entries if e.reason is ItemReason.PROMOTED and e.promotion_id == rule_id)
+        if got < min(slots, free):
+            return False
+        free -= got
+    return True
+
+
 def _row_indices(matrix: sp.csr_matrix, row: int) -> NDArray[np.int32]:
     """Column indices of one CSR row (negative rows count from the end), without building a matrix."""
     row = row % matrix.shape[0]
     return np.asarray(matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]])
+
+
+class _ChunkScores:
+    """Scores of one chunk of targets, computed only as far as a list needs them.
+
+    With a candidate index only the query vectors are needed; the full score rows (and the backfill
+    model's) are computed on first use, for targets whose list the candidates could not fill.
+    """
+
+    def __init__(self, personalizer: Personalizer, batch: UserBatch) -> None:
+        self._personalizer = personalizer
+        self._batch = batch
+        self._queries: NDArray[np.float32] | None = None
+        self._rows: NDArray[np.float32] | None = None
+        self._backfill: NDArray[np.float32] | None = None
+
+    def query(self, j: int) -> NDArray[np.float32]:
+        if self._queries is None:
+            self._queries = self._personalizer.model.query_vectors(self._batch)
+        return self._queries[j]
+
+    def row(self, j: int) -> NDArray[np.float32]:
+        if self._rows is None:
+            self._rows = self._personalizer.model.score(self._batch)
+        return self._rows[j]
+
+    def backfill(self, j: int) -> NDArray[np.float32] | None:
+        backfill = self._personalizer.backfill
+        if backfill is None:
+            return None
+        if self._backfill is None:
+            self._backfill = backfill.score(self._batch)
+        return self._backfill[j]
 
 
 class Personalizer:
@@ -190,8 +251,14 @@ class Personalizer:
         decision_epsilon: float = DEFAULT_EPSILON,
         decision_mode: PolicyMode = PolicyMode.EPSILON_GREEDY,
         clock: Callable[[], dt.datetime] | None = None,
+        candidate_index: CandidateIndexSettings | None = None,
     ) -> None:
-        """``clock`` gives the current time for requests without a timestamp (UTC now by default)."""
+        """``clock`` gives the current time for requests without a timestamp (UTC now by default).
+
+        ``candidate_index`` decides whether the served model is searched through an IVF index
+        (``engine.candidate_index``; built here, at load, for inner-product models over catalogs of
+        at least ``min_items``) or scanned in full.
+        """
         self.artifact = artifact
         manifest = artifact.manifest
         self.version = artifact.version
@@ -266,6 +333,15 @@ class Personalizer:
             load_model(artifact.path / "models" / BACKFILL_MODEL) if BACKFILL_MODEL in available else None
         )
         self.model_knows_customers = self._scores_depend_on_identity()
+        self.index_settings = candidate_index or CandidateIndexSettings()
+        item_vectors = self.model.item_vectors()
+        started = time.perf_counter()
+        self.index: CandidateIndex | None = (
+            CandidateIndex.build(item_vectors, self.index_settings)
+            if item_vectors is not None and self.index_settings.wants_index(len(item_vectors))
+            else None
+        )
+        self.index_build_seconds = time.perf_counter() - started if self.index is not None else 0.0
         self.affinity = PersonaAffinity.of_model(self.model, len(personas), len(self.demographic_space))
         self.diversity_space = DiversitySpace(
             category=self.item_catalog.category_codes, persona=self.affinity.favourite_persona()
@@ -376,19 +452,9 @@ class Personalizer:
         results: list[ProductList] = []
         for start in range(0, len(scored), SCORING_CHUNK):
             chunk = scored[start : start + SCORING_CHUNK]
-            batch = self._batch(chunk)
-            scores = self.model.score(batch)
-            backfill = self.backfill.score(batch) if self.backfill is not None else None
+            scores = _ChunkScores(self, self._batch(chunk))
             for j, entry in enumerate(chunk):
-                items = self._list_for(
-                    entry,
-                    request,
-                    request.filters,
-                    shared,
-                    promotions,
-                    scores[j],
-                    None if backfill is None else backfill[j],
-                )
+                items = self._list_for(entry, request, shared, promotions, scores, j)
                 number = start + j
                 decision_id = decision_ids[number] if decision_ids is not None else new_decision_id()
                 results.append(
@@ -398,53 +464,132 @@ class Personalizer:
                 )
         return results
 
+    def scoring_batch(self, customer_ids: Sequence[str], context: str | None = None) -> UserBatch:
+        """The model batch these customers are scored with, as requests without a given mix would be
+        (for measuring the scoring path, e.g. the candidate index's recall, outside a request)."""
+        chunk = []
+        for customer_id in customer_ids:
+            resolved = self.mixes.resolve(customer_id, None, context)
+            chunk.append(_Scored(CustomerTarget(customer_id), resolved, self._model_row_of(resolved.row)))
+        return self._batch(chunk)
+
     def _batch(self, chunk: Sequence[_Scored]) -> UserBatch:
         rows = np.asarray([entry.resolved.row for entry in chunk], dtype=np.int64)
         return UserBatch(
             user_index=np.asarray([entry.model_row for entry in chunk], dtype=np.int64),
             mix=np.vstack([entry.resolved.mix.weights for entry in chunk]),
-            demographics=self._demographics_padded[rows],
+            demographics=_rows_of(self._demographics_padded, rows),
         )
 
     def _list_for(
         self,
         entry: _Scored,
         request: ProductRequest,
-        filters: ItemFilters,
         shared: NDArray[np.bool_],
         promotions: CompiledPromotions,
-        scores: NDArray[np.floating],
-        backfill: NDArray[np.floating] | None,
+        scores: _ChunkScores,
+        j: int,
     ) -> list[RecommendedItem]:
         purchased = _row_indices(self._purchases_padded, entry.resolved.row)
         live = entry.resolved.live
         if live is not None and live.purchased_item_ids:  # bought since training, through live events
             purchased = np.concatenate([purchased, self.item_catalog.indices(live.purchased_item_ids)])
-        eligible = filters.customer_mask(shared, purchased=purchased, excluded=entry.excluded)
+        eligible = request.filters.customer_mask(shared, purchased=purchased, excluded=entry.excluded)
+        reason = (
+            ItemReason.PERSONALIZED
+            if entry.model_row >= 0 and self.model_knows_customers
+            else ItemReason.PERSONA
+        )
+        listed = (
+            self._from_candidates(scores.query(j), request, eligible, promotions, reason)
+            if self.index is not None
+            else None
+        )
+        if listed is not None:
+            entries, catalog_index = listed
+        else:
+            row = scores.row(j)
+            scorable = int(np.count_nonzero(eligible & np.isfinite(row)))
+            entries = assemble_list(
+                k=request.k,
+                scores=row,
+                eligible=eligible,
+                # Backfill only fills what the model leaves empty: skip scoring it when nothing can be.
+                backfill_scores=scores.backfill(j) if scorable < request.k else None,
+                promotions=promotions,
+                diversity=request.diversity,
+                space=self.diversity_space,
+                model_reason=reason,
+            )
+            catalog_index = np.fromiter((e.item for e in entries), dtype=np.int64, count=len(entries))
+        shares = self._shares(entry.resolved.mix, entries, catalog_index) if request.explain else None
+        return self._items(entries, catalog_index, shares)
+
+    def _from_candidates(
+        self,
+        query: NDArray[np.float32],
+        request: ProductRequest,
+        eligible: NDArray[np.bool_],
+        promotions: CompiledPromotions,
+        reason: ItemReason,
+    ) -> tuple[list[ListEntry], NDArray[np.int64]] | None:
+        """The list built from the index's candidates alone, or None when they cannot fill it.
+
+        Entries index the candidates; the array maps them to catalog items (entry by entry).
+
+        The candidates hold every eligible item of the probed lists, so promotion rules and diversity
+        work among them as they would over the catalog; pins are added with their exact scores.
+        """
+        assert self.index is not None
+        wanted = pool_size(request.k, request.diversity, self.index.n_items) + int(sum(promotions.rule_slots))
+        found = self.index.search(query, wanted, allowed=eligible)
+        items, scores = found.items, found.scores
+        pins = promotions.pin_items
+        if pins.size:
+            missing = np.setdiff1d(pins, items)
+            items = np.concatenate([items, missing])
+            scores = np.concatenate([scores, self._item_scores(query, missing)])
+        position = {int(item): i for i, item in enumerate(pins.tolist())}
+        local_pins = np.zeros(len(pins), dtype=np.int64)
+        if pins.size:
+            where = np.flatnonzero(np.isin(items, pins))
+            for i in where.tolist():
+                local_pins[position[int(items[i])]] = i
+        local = CompiledPromotions(
+            promotions.rule_ids,
+            promotions.rule_masks[:, items],
+            promotions.rule_slots,
+            local_pins,
+            promotions.pin_positions,
+        )
         entries = assemble_list(
             k=request.k,
             scores=scores,
-            eligible=eligible,
-            backfill_scores=backfill,
-            promotions=promotions,
+            eligible=eligible[items],
+            backfill_scores=None,
+            promotions=local,
             diversity=request.diversity,
-            space=self.diversity_space,
-            model_reason=(
-                ItemReason.PERSONALIZED
-                if entry.model_row >= 0 and self.model_knows_customers
-                else ItemReason.PERSONA
+            space=DiversitySpace(
+                category=self.diversity_space.category[items], persona=self.diversity_space.persona[items]
             ),
+            model_reason=reason,
         )
-        shares = self._shares(entry.resolved.mix, entries) if request.explain else None
-        return [
-            self._item(e, rank, None if shares is None else shares[rank - 1])
-            for rank, e in enumerate(entries, 1)
-        ]
+        if not _complete(entries, local, request.k):
+            return None
+        positions = np.fromiter((e.item for e in entries), dtype=np.int64, count=len(entries))
+        return entries, items[positions]
 
-    def _shares(self, mix: PersonaMix, entries: Sequence[ListEntry]) -> list[tuple[tuple[str, float], ...]]:
+    def _item_scores(self, query: NDArray[np.float32], items: NDArray[np.int64]) -> NDArray[np.float32]:
+        vectors = self.model.item_vectors()
+        assert vectors is not None
+        return np.asarray(vectors[items] @ query, dtype=np.float32)
+
+    def _shares(
+        self, mix: PersonaMix, entries: Sequence[ListEntry], catalog_index: NDArray[np.int64]
+    ) -> list[tuple[tuple[str, float], ...]]:
         if not entries:
             return []
-        values = self.affinity.shares(mix.weights, np.asarray([e.item for e in entries], dtype=np.int64))
+        values = self.affinity.shares(mix.weights, catalog_index)
         out = []
         for entry, row in zip(entries, values, strict=True):
             if entry.reason is ItemReason.PINNED:
@@ -453,22 +598,35 @@ class Personalizer:
             out.append(tuple((mix.personas[k], float(row[k])) for k in order))
         return out
 
-    def _item(
-        self, entry: ListEntry, rank: int, shares: tuple[tuple[str, float], ...] | None
-    ) -> RecommendedItem:
-        i, catalog = entry.item, self.item_catalog
-        return RecommendedItem(
-            item_id=str(catalog.ids.ids[i]),
-            title=str(catalog.titles[i]),
-            category=str(catalog.categories[i]),
-            brand=str(catalog.brands[i]),
-            price=float(catalog.prices[i]),
-            score=entry.score,
-            rank=rank,
-            reason=entry.reason,
-            promotion_id=entry.promotion_id,
-            persona_shares=shares or (),
-        )
+    def _items(
+        self,
+        entries: Sequence[ListEntry],
+        index: NDArray[np.int64],
+        shares: Sequence[tuple[tuple[str, float], ...]] | None,
+    ) -> list[RecommendedItem]:
+        """Result objects for the listed entries (catalog items ``index``); catalog columns are gathered
+        once for the whole list."""
+        catalog = self.item_catalog
+        ids = catalog.ids.ids[index].tolist()
+        titles = catalog.titles[index].tolist()
+        categories = catalog.categories[index].tolist()
+        brands = catalog.brands[index].tolist()
+        prices = catalog.prices[index].tolist()
+        return [
+            RecommendedItem(
+                item_id=str(ids[n]),
+                title=titles[n],
+                category=categories[n],
+                brand=brands[n],
+                price=prices[n],
+                score=e.score,
+                rank=n + 1,
+                reason=e.reason,
+                promotion_id=e.promotion_id,
+                persona_shares=(shares[n] if shares is not None else ()),
+            )
+            for n, e in enumerate(entries)
+        ]
 
     def recommend(
         self,

@@ -46,7 +46,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -186,6 +186,9 @@ class ServingMetrics:
             registry=registry,
         )
         self._serving: tuple[str, str] | None = None
+        # Labelled children by metric and label values: ``labels()`` takes a lock and validates its
+        # arguments on every call, several times per request; a dict lookup does not.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         for record in LIVE_RECORDS:
             for result in LIVE_RECORD_RESULTS:
                 self.live_records.labels(record=record, result=result)
@@ -214,15 +217,24 @@ class ServingMetrics:
             for arm_id in arm_ids:
                 self.decisions.labels(kind=kind, arm=arm_id)
 
+    def _child(self, metric: Counter | Gauge | Histogram, *values: str) -> Any:
+        """``metric.labels(*values)`` (values in the metric's label order), looked up once."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def track_in_flight(self, service: str, method: str) -> InprogressTracker:
-        return self.in_flight.labels(service=service, method=method).track_inprogress()
+        tracker: InprogressTracker = self._child(self.in_flight, service, method).track_inprogress()
+        return tracker
 
     def observe_request(self, service: str, method: str, code: grpc.StatusCode, seconds: float) -> None:
-        self.requests.labels(service=service, method=method, code=code.name).inc()
-        self.request_duration.labels(service=service, method=method).observe(seconds)
+        self._child(self.requests, service, method, code.name).inc()
+        self._child(self.request_duration, service, method).observe(seconds)
 
     def record_customer(self, cold_start: bool) -> None:
-        self.customers.labels(cold_start=_flag(cold_start)).inc()
+        self._child(self.customers, _flag(cold_start)).inc()
 
     def record_live_events(self, count: int) -> None:
         self.live_events.inc(count)
@@ -235,7 +247,7 @@ class ServingMetrics:
 
     def record_decision(self, kind: str, arm_id: str) -> None:
         _check_kind(kind)
-        self.decisions.labels(kind=kind, arm=arm_id).inc()
+        self._child(self.decisions, kind, arm_id).inc()
 
     def record_live_records(self, record: str, accepted: int, duplicate: int, rejected: int) -> None:
         """Count one RecordEvents call's records of one kind."""

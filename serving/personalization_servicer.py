@@ -44,6 +44,7 @@ from engine.event_log import EventLog
 from engine.experiment import ArmPolicy
 from engine.invalid_request import InvalidRequestError
 from engine.journey_stage import JourneyStage
+from engine.list_assembly import ItemReason
 from engine.live_decisions import Assignment, LiveDecisions
 from engine.live_events import LiveEventObserver
 from engine.mix_resolution import MixSource
@@ -71,6 +72,10 @@ MIX_SOURCES: Final = {
     MixSource.LIVE: types_pb2.PERSONA_MIX_SOURCE_LIVE,
 }
 SHOPPING_CONTEXT_VALUES: Final = {name: value for value, name in validate.SHOPPING_CONTEXTS.items()}
+# Looked up once: an enum lookup by name per item costs more than building the rest of the item.
+REASON_CODES: Final = {
+    reason: types_pb2.ReasonCode.Value(f"REASON_CODE_{reason.value.upper()}") for reason in ItemReason
+}
 
 _Call = TypeVar("_Call")
 _Response = TypeVar("_Response")
@@ -101,7 +106,7 @@ def decision_to_proto(decision: DecisionInfo) -> types_pb2.DecisionInfo:
 
 
 def item_to_proto(item: RecommendedItem) -> types_pb2.RecommendedItem:
-    return types_pb2.RecommendedItem(
+    message = types_pb2.RecommendedItem(
         item_id=item.item_id,
         score=item.score,
         rank=item.rank,
@@ -109,22 +114,22 @@ def item_to_proto(item: RecommendedItem) -> types_pb2.RecommendedItem:
         category=item.category,
         brand=item.brand,
         price=item.price,
-        reason=types_pb2.ReasonCode.Value(f"REASON_CODE_{item.reason.value.upper()}"),
+        reason=REASON_CODES[item.reason],
         promotion_id=item.promotion_id,
-        persona_contributions=[
+    )
+    if item.persona_shares:
+        message.persona_contributions.extend(
             types_pb2.PersonaContribution(persona_id=persona, share=share)
             for persona, share in item.persona_shares
-        ],
-    )
+        )
+    return message
+
+
+_OFFER_KINDS: Final = {name: types_pb2.OfferKind.Value(name) for name in types_pb2.OfferKind.keys()}  # noqa: SIM118
 
 
 def offer_kind(kind: str) -> types_pb2.OfferKind.ValueType:
-    name = f"OFFER_KIND_{kind.upper()}"
-    return (
-        types_pb2.OfferKind.Value(name)
-        if name in types_pb2.OfferKind.keys()  # noqa: SIM118 (an enum wrapper, not a dict)
-        else types_pb2.OFFER_KIND_UNSPECIFIED
-    )
+    return _OFFER_KINDS.get(f"OFFER_KIND_{kind.upper()}", types_pb2.OFFER_KIND_UNSPECIFIED)
 
 
 def offer_to_proto(offer: RankedOffer) -> types_pb2.RankedOffer:

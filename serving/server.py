@@ -103,6 +103,8 @@ DEFAULT_ADDRESS: Final = "0.0.0.0:50051"
 DEFAULT_METRICS_PORT: Final = 9464
 DEFAULT_WORKERS: Final = 1
 DEFAULT_THREADS: Final = 16
+# Successful calls logged: one in this many (failed and slow calls always); see serving.interceptors.
+DEFAULT_ACCESS_LOG_EVERY: Final = 100
 DEFAULT_GRACE_SECONDS: Final = 10.0
 MAX_WORKERS: Final = 64
 
@@ -210,6 +212,7 @@ def create_server(
     admin_token: str | None = None,
     tls: TlsConfig | None = None,
     max_workers: int = DEFAULT_THREADS,
+    access_log_every: int = 1,
     reuse_port: bool = False,
     health_servicer: health.HealthServicer | None = None,
     reloader: ModelReloader | None = None,
@@ -231,7 +234,7 @@ def create_server(
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="persona-grpc"),
-        interceptors=[ObservabilityInterceptor(metrics)],
+        interceptors=[ObservabilityInterceptor(metrics, access_log_every=access_log_every)],
         options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
     personalization_service_pb2_grpc.add_PersonalizationServiceServicer_to_server(
@@ -292,6 +295,7 @@ class ServeSettings:
     state: str = MEMORY  # where live customer state is kept: "memory" or a redis:// URL
     event_log: Path | None = None
     experiment: Path | None = None  # TOML file with an [experiment] section, validated at start
+    access_log_every: int = DEFAULT_ACCESS_LOG_EVERY
 
     @property
     def host(self) -> str:
@@ -418,6 +422,7 @@ def serve(
                 admin_token=settings.admin_token,
                 tls=settings.tls,
                 max_workers=settings.threads,
+                access_log_every=settings.access_log_every,
                 reuse_port=shared is not None,
                 health_servicer=health_servicer,
                 reloader=reloader,
@@ -527,6 +532,8 @@ def _worker_command(settings: ServeSettings, address: str, run_dir: Path, index:
         settings.log_level,
         "--state",
         settings.state,
+        "--access-log-every",
+        str(settings.access_log_every),
         *settings.tls_files,
     ]
     if settings.model_name:
@@ -747,6 +754,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), default="info", help="default: info"
     )
+    parser.add_argument(
+        "--access-log-every",
+        type=int,
+        default=DEFAULT_ACCESS_LOG_EVERY,
+        metavar="N",
+        help="log one in N successful calls; failed calls and calls slower than 100 ms are always "
+        f"logged, and Prometheus counts every call (default {DEFAULT_ACCESS_LOG_EVERY}; 1 logs every call)",
+    )
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
 
 
@@ -803,6 +818,8 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
     split_address(address)
     if args.worker_index is not None and args.run_dir is None:
         raise ServeConfigError("--worker-index is set by the supervising process, together with --run-dir")
+    if args.access_log_every < 1:
+        raise ServeConfigError(f"--access-log-every {args.access_log_every}: must be at least 1")
     if args.threads < 1:
         raise ServeConfigError(f"--threads {args.threads}: must be at least 1")
     if not args.grace_seconds >= 0:
@@ -852,6 +869,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         state=_state_setting(getattr(args, "state", None), environ),
         event_log=event_log,
         experiment=experiment,
+        access_log_every=args.access_log_every,
     )
 
 

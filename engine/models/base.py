@@ -145,6 +145,18 @@ class Recommender(ABC):
     @abstractmethod
     def n_items(self) -> int: ...
 
+    def item_vectors(self) -> NDArray[np.float32] | None:
+        """(n_items, d) when the model scores by inner product, ``score == query_vectors @ item_vectors.T``.
+
+        Such a model can be served through a candidate index (``engine.candidate_index``) instead of
+        a full scan; None (the default) means its scores have no such form.
+        """
+        return None
+
+    def query_vectors(self, users: UserBatch) -> NDArray[np.float32]:
+        """(n_users, d) vectors whose inner products with ``item_vectors()`` are the scores."""
+        raise NotImplementedError(f"{self.kind} model does not score by inner product")
+
     def recommend(
         self,
         users: UserBatch,

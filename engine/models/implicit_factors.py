@@ -185,12 +185,16 @@ class ImplicitFactorsModel(Recommender):
         vectors = np.array(persona_part, dtype=np.float32, copy=True)
         own = state["user_factors"][users.user_index[known]]
         vectors[known] = (1.0 - self.persona_blend) * own + self.persona_blend * persona_part[known]
-        demographics = sp.csr_matrix(users.demographics, dtype=np.float64)
-        attribute_mass = np.asarray(demographics.sum(axis=1), dtype=np.float64).ravel()
+        if known.all():
+            return vectors  # demographics only shape cold-start vectors
+        # Dense: a batch has at most a few hundred rows of a few dozen attributes, and scipy's
+        # per-operation overhead outweighs that work many times over.
+        demographics = np.asarray(users.demographics.toarray(), dtype=np.float64)
+        attribute_mass = demographics.sum(axis=1)
         cold_with_attributes = ~known & (attribute_mass > 0)
         if cold_with_attributes.any():
             rows = np.flatnonzero(cold_with_attributes)
-            weights = sp.diags(1.0 / attribute_mass[rows]) @ demographics[rows]
+            weights = demographics[rows] / attribute_mass[rows, None]
             demographic_part = np.asarray(weights @ state["demographic_factors"], dtype=np.float32)
             w = self.demographic_weight
             vectors[rows] = (1.0 - w) * persona_part[rows] + w * demographic_part
@@ -199,6 +203,12 @@ class ImplicitFactorsModel(Recommender):
     def score(self, users: UserBatch) -> NDArray[np.float32]:
         _, state = self._fitted()
         return np.asarray(self.user_vectors(users) @ state["item_factors"].T, dtype=np.float32)
+
+    def item_vectors(self) -> NDArray[np.float32]:
+        return self._fitted()[1]["item_factors"]
+
+    def query_vectors(self, users: UserBatch) -> NDArray[np.float32]:
+        return self.user_vectors(users)
 
     @property
     def n_items(self) -> int:

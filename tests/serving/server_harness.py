@@ -300,6 +300,8 @@ def start_server(
         "--metrics-port", str(metrics_port or 0),
         "--workers", str(workers),
         "--grace-seconds", str(grace_seconds),
+        # Every call in the log: tests read it line by line (the server's default samples successes).
+        "--access-log-every", "1",
         *extra_args,
     ]  # fmt: skip
     with open(log_path, "wb") as log:

@@ -152,9 +152,12 @@ def test_traffic_shows_up_on_the_metrics_page(artifacts: TrainedArtifacts) -> No
 
 
 @contextlib.contextmanager
-def _test_server(metrics: ServingMetrics, handlers: dict[str, Any]) -> Iterator[str]:
+def _test_server(
+    metrics: ServingMetrics, handlers: dict[str, Any], *, access_log_every: int = 1
+) -> Iterator[str]:
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=2), interceptors=[ObservabilityInterceptor(metrics)]
+        futures.ThreadPoolExecutor(max_workers=2),
+        interceptors=[ObservabilityInterceptor(metrics, access_log_every=access_log_every)],
     )
     server.add_generic_rpc_handlers(
         (
@@ -216,6 +219,37 @@ def test_every_outcome_is_counted_and_handlers_see_the_request_id(caplog: pytest
     lines = [r.getMessage() for r in caplog.records if r.name == "persona_engine.requests"]
     assert len(lines) == 3
     assert lines[0].startswith("/test.Probe/Echo OK ") and "request_id=req-7" in lines[0]
+
+
+def test_a_sampled_access_log_keeps_every_failure_and_every_nth_success(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = CollectorRegistry()
+    metrics = ServingMetrics(registry)
+
+    def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return request
+
+    def refuse(request: bytes, context: grpc.ServicerContext) -> bytes:
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no")
+
+    caplog.set_level(logging.INFO, logger="persona_engine.requests")
+    with (
+        _test_server(metrics, {"Echo": echo, "Refuse": refuse}, access_log_every=3) as address,
+        grpc.insecure_channel(address) as channel,
+    ):
+        for _ in range(7):
+            channel.unary_unary("/test.Probe/Echo", _raw, _raw)(b"x", timeout=5)
+        for _ in range(2):
+            with pytest.raises(grpc.RpcError):
+                channel.unary_unary("/test.Probe/Refuse", _raw, _raw)(b"x", timeout=5)
+    lines = [r.getMessage() for r in caplog.records if r.name == "persona_engine.requests"]
+    assert sum(line.startswith("/test.Probe/Echo OK ") for line in lines) == 3  # calls 1, 4 and 7
+    assert sum(" FAILED_PRECONDITION " in line for line in lines) == 2
+    echoed = {"service": "test.Probe", "method": "Echo", "code": "OK"}
+    assert _value(registry, "persona_engine_requests_total", **echoed) == 7
+    with pytest.raises(ValueError, match="access_log_every"):
+        ObservabilityInterceptor(metrics, access_log_every=0)
 
 
 class _ExpiredContext:
