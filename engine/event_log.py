@@ -435,7 +435,9 @@ class EventLog:
             },
             orient="row",
         )
-        return frame.with_columns(_utc_micros("timestamp")).select(names)
+        # Contract columns that live events do not carry (a transaction line's quantity) are empty.
+        missing = [pl.lit(None, dtype=pl.Float64).alias(name) for name in names if name not in frame.columns]
+        return frame.with_columns(_utc_micros("timestamp"), *missing).select(names)
 
     def decisions_frame(self) -> pl.DataFrame:
         """The ``decisions`` table of the data contract: one row per served arm.

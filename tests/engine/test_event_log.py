@@ -76,6 +76,7 @@ def test_events_frame_has_the_contract_columns_and_types(tmp_path: Path) -> None
         "event_type": "cart",
         "timestamp": T0 + dt.timedelta(seconds=3),
         "price_paid": 3.0,
+        "quantity": None,  # live events do not carry it
         "discount": 0.0,
         "channel": None,
         "device": "app",
