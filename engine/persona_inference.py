@@ -964,20 +964,30 @@ def _fold_in(
     order = np.argsort(group_of_event, kind="stable")  # groups contiguous: gathers and sums become segments
     likelihoods, weight = likelihoods[:, order], weight[order]
     lengths = np.bincount(group_of_event, minlength=n_groups)
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     sizes = _sum_segments(weight[None, :], indptr)[0]
     prior = strength * np.ascontiguousarray(centre.T)
-    theta = np.ascontiguousarray(centre.T)
+    theta_all = np.ascontiguousarray(centre.T, dtype=np.float64)
+    # Groups without events keep their centre; the others iterate until their own mix settles (each
+    # group's update depends only on its own events, so settled groups drop out of later passes).
+    moving = np.flatnonzero(lengths > 0)
+    likelihoods, weight, indptr = _select_groups(likelihoods, weight, indptr, lengths > 0)
+    prior, sizes, theta = prior[:, moving], sizes[moving], theta_all[:, moving]
     for _ in range(iterations):
-        joint = np.repeat(theta, lengths, axis=1)
+        if moving.size == 0:
+            break
+        joint = np.take(theta, _owners(indptr), axis=1)
         joint *= likelihoods
         joint *= weight / joint.sum(axis=0)
         updated = (_sum_segments(joint, indptr) + prior) / (sizes + strength)
-        change = float(np.abs(updated - theta).max()) if updated.size else 0.0
+        still = np.abs(updated - theta).max(axis=0) >= _FOLD_IN_TOLERANCE
+        theta_all[:, moving] = updated
         theta = updated
-        if change < _FOLD_IN_TOLERANCE:
-            break
-    return np.ascontiguousarray(theta.T, dtype=np.float64)
+        if not still.all():
+            moving = moving[still]
+            likelihoods, weight, indptr = _select_groups(likelihoods, weight, indptr, still)
+            prior, sizes, theta = prior[:, still], sizes[still], theta[:, still]
+    return np.ascontiguousarray(theta_all.T, dtype=np.float64)
 
 
 _MIN_COMPONENT_WEIGHT = 1e-4  # keeps every persona possible as someone's dominant one
@@ -1223,6 +1233,7 @@ def _mix_posterior_step(
     are ``log_weights`` (components x groups, or x 1) plus each component's bound, normalised.
     """
     lengths = np.diff(indptr)
+    owner = _owners(indptr)
     sizes = _sum_segments(weight[None, :], indptr)[0]
     n_components = gamma.shape[0]
     bounds = np.empty((n_components, lengths.size))
@@ -1230,7 +1241,7 @@ def _mix_posterior_step(
     for c in range(n_components):
         alpha = prior.alphas[c][:, None]
         expected_log, top, tilt = _expected_log_mix(gamma[c])
-        joint = np.repeat(tilt, lengths, axis=1)
+        joint = np.take(tilt, owner, axis=1)
         joint *= likelihoods
         total = joint.sum(axis=0)
         joint *= weight / total
@@ -1274,12 +1285,12 @@ def _event_responsibilities(
     they are recomputed one component at a time rather than kept, so memory stays a few (personas x
     events) arrays whatever the number of components.
     """
-    lengths = np.diff(indptr)
+    owner = _owners(indptr)
     responsibilities = np.zeros_like(likelihoods)
     for c in range(gamma.shape[0]):
-        joint = np.repeat(_expected_log_mix(gamma[c])[2], lengths, axis=1)
+        joint = np.take(_expected_log_mix(gamma[c])[2], owner, axis=1)
         joint *= likelihoods
-        joint *= np.repeat(component[c], lengths) * weight / joint.sum(axis=0)
+        joint *= component[c][owner] * weight / joint.sum(axis=0)
         responsibilities += joint
     return responsibilities
 
@@ -1295,17 +1306,57 @@ def _fold_in_mixture(
 ) -> _MixPosterior:
     """Posterior mixes of groups of contiguous events with the persona behaviour held fixed.
 
-    Iterates ``_mix_posterior_step`` until no mix moves by more than ``_MIX_FOLD_IN_TOLERANCE``; a
-    group without events keeps the prior mean of its component weights.
+    Iterates ``_mix_posterior_step`` per group until its mix moves by less than
+    ``_MIX_FOLD_IN_TOLERANCE`` (or ``iterations`` steps); a group without events keeps the prior
+    mean of its component weights. Groups are independent given the persona behaviour, so each stops
+    on its own and later steps cover only the groups still moving: a single slow customer used to keep
+    all the others iterating (on 200,000 customers, 95 steps over every customer where most converge
+    in a few). It also makes a customer's mix independent of who else is in the batch.
     """
     state = prior.starting_posterior(weight, indptr) if gamma is None else gamma
     posterior = _mix_posterior_step(likelihoods, weight, indptr, state, prior, log_weights)
+    gamma_all, component, evidence = posterior.gamma, posterior.component, posterior.log_evidence
+    mean = posterior.mean
+    moving = np.arange(mean.shape[0])
     for _ in range(iterations - 1):
-        previous = posterior.mean
-        posterior = _mix_posterior_step(likelihoods, weight, indptr, posterior.gamma, prior, log_weights)
-        if previous.size == 0 or float(np.abs(posterior.mean - previous).max()) < _MIX_FOLD_IN_TOLERANCE:
+        if moving.size == 0:
             break
-    return posterior
+        step = _mix_posterior_step(likelihoods, weight, indptr, gamma_all[:, :, moving], prior, log_weights)
+        step_mean = step.mean
+        moved = np.abs(step_mean - mean[moving]).max(axis=1)
+        gamma_all[:, :, moving] = step.gamma
+        component[:, moving] = step.component
+        evidence[moving] = step.log_evidence
+        mean[moving] = step_mean
+        still = moved >= _MIX_FOLD_IN_TOLERANCE
+        if not still.all():
+            moving = moving[still]
+            likelihoods, weight, indptr = _select_groups(likelihoods, weight, indptr, still)
+            if log_weights.shape[1] > 1:
+                log_weights = log_weights[:, still]
+    return _MixPosterior(gamma_all, component, evidence)
+
+
+def _owners(indptr: NDArray[np.int64]) -> NDArray[np.int64]:
+    """The group of each event of contiguous groups (``indptr`` as in CSR)."""
+    return np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+
+
+def _select_groups(
+    likelihoods: NDArray[np.float64],
+    weight: NDArray[np.float64],
+    indptr: NDArray[np.int64],
+    keep: NDArray[np.bool_],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
+    """The events of the groups where ``keep`` holds, still contiguous per group, and their indptr."""
+    lengths = np.diff(indptr)
+    events = np.repeat(keep, lengths)
+    kept = lengths[keep]
+    return (
+        np.ascontiguousarray(likelihoods[:, events]),
+        weight[events],
+        np.concatenate([[0], np.cumsum(kept)]).astype(np.int64),
+    )
 
 
 def _population_marginals(features: EventFeatures) -> NDArray[np.float64]:
