@@ -427,7 +427,9 @@ class PersonaInferenceModel:
             iteration, converged, objective, features.n_events, features.n_customers
         )
         # The mixes are the converged fold-in under the final model, so ``infer`` on the same events
-        # gives the same mixes.
+        # gives the same mixes. The EM's (personas x events) arrays go first: on 10 million events
+        # each is 400 MB, and the fold-ins below need several of their own.
+        del joint, responsibilities, posterior
         likelihoods, _ = _scaled_likelihoods(features.matrix, parameters, offsets)
         final = _fold_in_mixture(
             likelihoods, weight, indptr, mix_prior, mix_prior.log_weights(), cfg.fold_in_iterations, gamma
@@ -971,7 +973,7 @@ def _fold_in(
     # Groups without events keep their centre; the others iterate until their own mix settles (each
     # group's update depends only on its own events, so settled groups drop out of later passes).
     moving = np.flatnonzero(lengths > 0)
-    likelihoods, weight, indptr = _select_groups(likelihoods, weight, indptr, lengths > 0)
+    indptr = np.concatenate([[0], np.cumsum(lengths[moving])]).astype(np.int64)  # every event stays
     prior, sizes, theta = prior[:, moving], sizes[moving], theta_all[:, moving]
     for _ in range(iterations):
         if moving.size == 0:
