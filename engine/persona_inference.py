@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +250,7 @@ class FitSummary:
     objective_per_event: float
     n_events: int
     n_customers: int
+    seconds: float | None = None  # wall-clock time of the whole fit (None in models saved before it)
 
 
 class PersonaInferenceModel:
@@ -335,6 +337,7 @@ class PersonaInferenceModel:
 
         Customers in ``customer_ids`` without events get the population mix.
         """
+        started = time.perf_counter()
         cfg = self.config
         features = build_event_features(
             shop.events, shop.items, customer_ids=customer_ids, holidays=cfg.holidays
@@ -434,7 +437,9 @@ class PersonaInferenceModel:
         final = _fold_in_mixture(
             likelihoods, weight, indptr, mix_prior, mix_prior.log_weights(), cfg.fold_in_iterations, gamma
         )
-        return self._mixes_from(features, final.mean, likelihoods)
+        mixes = self._mixes_from(features, final.mean, likelihoods)
+        self.fit_summary = replace(self.fit_summary, seconds=time.perf_counter() - started)
+        return mixes
 
     def infer(
         self,

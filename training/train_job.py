@@ -234,6 +234,9 @@ def run_training(
         "best_model": best,
         "best_ndcg_ratio_to_popularity": ratios.get((best, "all")) if best else None,
         "cold_start_ndcg_ratio_to_popularity": max(cold_ratios, default=None),
+        "persona_inference_seconds": (
+            prepared.inference.fit_summary.seconds if prepared.inference.fit_summary else None
+        ),  # part of the prepare stage
         "customers": len(prepared.customers),
         "model_customers": len(prepared.model_customers),
         "items": len(prepared.items),

@@ -123,6 +123,7 @@ def test_cli_train_json_and_summary(
     document = json.loads(capsys.readouterr().out)
     assert {m["model"] for m in document["metrics"]} == {"popularity", "persona_popularity"}
     stages = document["summary"]["stages"]
+    assert 0 < document["summary"]["persona_inference_seconds"] < stages[0]["seconds"]
     assert [s["stage"] for s in stages] == [*STAGES, "write_artifact"]
     assert all(s["seconds"] >= 0 and s["cpu_seconds"] >= 0 and s["peak_rss_mb"] > 0 for s in stages)
     assert main(["summary", "--artifact", str(tmp_path / "artifacts" / "latest"), "--json"]) == 0
