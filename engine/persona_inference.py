@@ -383,9 +383,11 @@ class PersonaInferenceModel:
             scale = joint.max(axis=0)
             joint -= scale
             np.exp(joint, out=joint)
-            posterior = _mix_posterior_step(joint, weight, indptr, gamma, mix_prior, mix_prior.log_weights())
+            posterior = _mix_posterior_step(
+                joint, weight, indptr, gamma, mix_prior, mix_prior.log_weights(), keep_tilts=True
+            )
             # personas x events, weighted by the events' weights
-            responsibilities = _event_responsibilities(joint, weight, indptr, gamma, posterior.component)
+            responsibilities = _event_responsibilities(joint, weight, indptr, posterior)
             log_likelihood = float(posterior.log_evidence[active].sum() + weight @ scale)
             gamma = posterior.gamma
 
@@ -1215,6 +1217,9 @@ class _MixPosterior:
     gamma: NDArray[np.float64]
     component: NDArray[np.float64]
     log_evidence: NDArray[np.float64]
+    # (components x personas x groups) exp(E[log theta] - its max) under the gamma the step started
+    # from, kept on request for ``_event_responsibilities`` (saves recomputing the digammas).
+    tilts: NDArray[np.float64] | None = field(default=None, repr=False)
 
     @property
     def mean(self) -> NDArray[np.float64]:
@@ -1230,6 +1235,8 @@ def _mix_posterior_step(
     gamma: NDArray[np.float64],
     prior: MixPrior,
     log_weights: NDArray[np.float64],
+    *,
+    keep_tilts: bool = False,
 ) -> _MixPosterior:
     """One coordinate-ascent update of every group's posterior, per prior component.
 
@@ -1245,9 +1252,12 @@ def _mix_posterior_step(
     n_components = gamma.shape[0]
     bounds = np.empty((n_components, lengths.size))
     updated = np.empty_like(gamma)
+    tilts = np.empty_like(gamma) if keep_tilts else None
     for c in range(n_components):
         alpha = prior.alphas[c][:, None]
         expected_log, top, tilt = _expected_log_mix(gamma[c])
+        if tilts is not None:
+            tilts[c] = tilt
         joint = np.take(tilt, owner, axis=1)
         joint *= likelihoods
         total = joint.sum(axis=0)
@@ -1267,7 +1277,7 @@ def _mix_posterior_step(
     component = np.exp(scores - best)
     normaliser = component.sum(axis=0)
     component /= normaliser
-    return _MixPosterior(updated, component, np.log(normaliser) + best)
+    return _MixPosterior(updated, component, np.log(normaliser) + best, tilts)
 
 
 def _expected_log_mix(
@@ -1283,19 +1293,21 @@ def _event_responsibilities(
     likelihoods: NDArray[np.float64],
     weight: NDArray[np.float64],
     indptr: NDArray[np.int64],
-    gamma: NDArray[np.float64],
-    component: NDArray[np.float64],
+    posterior: _MixPosterior,
 ) -> NDArray[np.float64]:
     """(personas x events) each event's persona posterior, averaged over components, times its weight.
 
-    The per-component event posteriors are those ``_mix_posterior_step`` used with the same ``gamma``;
-    they are recomputed one component at a time rather than kept, so memory stays a few (personas x
-    events) arrays whatever the number of components.
+    The per-component event posteriors are those the ``_mix_posterior_step`` that made ``posterior``
+    used (its kept tilts); they are recomputed one component at a time rather than kept, so memory
+    stays a few (personas x events) arrays whatever the number of components.
     """
+    if posterior.tilts is None:
+        raise ValueError("responsibilities need a posterior step run with keep_tilts=True")
     owner = _owners(indptr)
+    component = posterior.component
     responsibilities = np.zeros_like(likelihoods)
-    for c in range(gamma.shape[0]):
-        joint = np.take(_expected_log_mix(gamma[c])[2], owner, axis=1)
+    for c in range(posterior.tilts.shape[0]):
+        joint = np.take(posterior.tilts[c], owner, axis=1)
         joint *= likelihoods
         joint *= component[c][owner] * weight / joint.sum(axis=0)
         responsibilities += joint
