@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,9 @@ _FOLD_IN_TOLERANCE = 1e-6
 # all events, and the last digits of a posterior mean change nothing downstream (1e-6 took 30 steps
 # on the default shop, this 20, for mixes within 2e-5 of each other).
 _MIX_FOLD_IN_TOLERANCE = 1e-5
+# Explaining every customer works on chunks of customers of about this many customer x column x
+# persona cells (a few arrays of 8 bytes per cell: tens of MB).
+_EXPLAIN_CELLS_PER_CHUNK = 1 << 22
 
 
 class PersonaInferenceError(RuntimeError):
@@ -170,6 +174,26 @@ class SignalContribution:
     contribution: float
 
 
+SIGNAL_VALUES: tuple[str, ...] = ("customer_value", "population_value", "persona_value", "contribution")
+
+
+@dataclass(frozen=True)
+class StrongestSignals:
+    """``explain`` for many customers as arrays: per customer and persona the ``top`` strongest columns.
+
+    column:  (customers, personas, top) int32 feature-space column of each signal, strongest first,
+             -1 after the last positive contribution.
+    values:  per name in ``SIGNAL_VALUES``, (customers, personas, top) float32 (0 where column is -1),
+             the fields of ``SignalContribution``.
+    names, descriptions: per feature-space column.
+    """
+
+    names: tuple[str, ...]
+    descriptions: tuple[str, ...]
+    column: NDArray[np.int32]
+    values: dict[str, NDArray[np.float32]]
+
+
 @dataclass(frozen=True)
 class InferredMixes:
     """Persona mixes of a set of customers: overall, per shopping context, and the evidence behind them.
@@ -227,6 +251,7 @@ class FitSummary:
     objective_per_event: float
     n_events: int
     n_customers: int
+    seconds: float | None = None  # wall-clock time of the whole fit (None in models saved before it)
 
 
 class PersonaInferenceModel:
@@ -313,6 +338,7 @@ class PersonaInferenceModel:
 
         Customers in ``customer_ids`` without events get the population mix.
         """
+        started = time.perf_counter()
         cfg = self.config
         features = build_event_features(
             shop.events, shop.items, customer_ids=customer_ids, holidays=cfg.holidays
@@ -358,9 +384,11 @@ class PersonaInferenceModel:
             scale = joint.max(axis=0)
             joint -= scale
             np.exp(joint, out=joint)
-            posterior = _mix_posterior_step(joint, weight, indptr, gamma, mix_prior, mix_prior.log_weights())
+            posterior = _mix_posterior_step(
+                joint, weight, indptr, gamma, mix_prior, mix_prior.log_weights(), keep_tilts=True
+            )
             # personas x events, weighted by the events' weights
-            responsibilities = _event_responsibilities(joint, weight, indptr, gamma, posterior.component)
+            responsibilities = _event_responsibilities(joint, weight, indptr, posterior)
             log_likelihood = float(posterior.log_evidence[active].sum() + weight @ scale)
             gamma = posterior.gamma
 
@@ -405,12 +433,16 @@ class PersonaInferenceModel:
             iteration, converged, objective, features.n_events, features.n_customers
         )
         # The mixes are the converged fold-in under the final model, so ``infer`` on the same events
-        # gives the same mixes.
+        # gives the same mixes. The EM's (personas x events) arrays go first: on 10 million events
+        # each is 400 MB, and the fold-ins below need several of their own.
+        del joint, responsibilities, posterior
         likelihoods, _ = _scaled_likelihoods(features.matrix, parameters, offsets)
         final = _fold_in_mixture(
             likelihoods, weight, indptr, mix_prior, mix_prior.log_weights(), cfg.fold_in_iterations, gamma
         )
-        return self._mixes_from(features, final.mean, likelihoods)
+        mixes = self._mixes_from(features, final.mean, likelihoods)
+        self.fit_summary = replace(self.fit_summary, seconds=time.perf_counter() - started)
+        return mixes
 
     def infer(
         self,
@@ -555,48 +587,109 @@ class PersonaInferenceModel:
         tilt times how much more often than the population the customer's events show the value.
         Only values that pulled towards the persona are listed.
         """
-        space = self.space
         features = self._evidence_of(mixes)
         if not 0 <= customer_index < features.n_customers:
             raise IndexError(f"customer index {customer_index} out of range 0..{features.n_customers - 1}")
-        start, stop = features.customer_indptr[customer_index], features.customer_indptr[customer_index + 1]
-        explanations: dict[str, list[SignalContribution]] = {p: [] for p in self._persona_ids}
-        if stop == start:
-            return explanations
-        # One customer's events are a few dozen rows: dense arithmetic on them beats sparse slicing,
-        # which matters because training explains every customer (about 5,000 calls per demo run).
-        columns = self._column_facts(space)
-        rows = _dense_rows(features.matrix, int(start), int(stop))  # events x columns
-        weight = features.weight[start:stop]
-        scores = rows @ self._parameters + self._offsets[None, :]
-        joint = np.exp(scores - scores.max(axis=1, keepdims=True)) * mixes.overall[customer_index][None, :]
-        responsibilities = joint * (weight / joint.sum(axis=1))[:, None]  # events x personas
-        weighted = rows.T @ responsibilities  # (columns, personas)
-        item_columns = columns.item_columns
-        marginals = self._marginals[:, None]
-        contribution = weighted * (self._parameters - np.log(marginals))
-        centred = weighted - responsibilities.sum(axis=0)[None, :] * marginals
-        contribution[item_columns] = (self._parameters * centred)[item_columns]
-        counts = rows.sum(axis=0)
-        known = np.bincount(columns.group, weights=counts, minlength=len(space.groups))[columns.group]
-        known[columns.binary_columns] = stop - start
-        shares = np.divide(counts, known, out=np.zeros_like(counts), where=known > 0)
-        names = columns.names
+        columns = self._column_facts(self.space)
+        column, values = self._strongest_signals_of(
+            features, mixes.overall, customer_index, customer_index + 1, top
+        )
+        explanations: dict[str, list[SignalContribution]] = {}
         for k, persona in enumerate(self._persona_ids):
-            for j in np.argsort(-contribution[:, k], kind="stable")[:top]:
-                if contribution[j, k] <= 0:
-                    break
-                explanations[persona].append(
-                    SignalContribution(
-                        feature=names[j],
-                        description=columns.descriptions[j],
-                        customer_value=float(shares[j]),
-                        population_value=float(self._marginals[j]),
-                        persona_value=float(self._probabilities[j, k]),
-                        contribution=float(contribution[j, k]),
-                    )
+            chosen = column[0, k][column[0, k] >= 0]
+            explanations[persona] = [
+                SignalContribution(
+                    feature=columns.names[j],
+                    description=columns.descriptions[j],
+                    **{name: float(values[name][0, k, slot]) for name in SIGNAL_VALUES},
                 )
+                for slot, j in enumerate(chosen)
+            ]
         return explanations
+
+    def strongest_signals(
+        self, mixes: InferredMixes, top: int = 3, *, cells_per_chunk: int = _EXPLAIN_CELLS_PER_CHUNK
+    ) -> StrongestSignals:
+        """``explain`` for every customer of ``mixes`` at once, as arrays (rows in ``mixes`` order).
+
+        Customers are processed in chunks of contiguous events, vectorised within a chunk, so that
+        memory stays bounded (about ``cells_per_chunk`` customer x column x persona cells per array)
+        and a million customers take seconds rather than the quarter of an hour a loop over
+        ``explain`` took.
+        """
+        if top < 1:
+            raise ValueError(f"top must be >= 1, got {top}")
+        features = self._evidence_of(mixes)
+        n, k = features.n_customers, len(self._persona_ids)
+        column = np.full((n, k, top), -1, dtype=np.int32)
+        values = {name: np.zeros((n, k, top), dtype=np.float32) for name in SIGNAL_VALUES}
+        step = max(1, cells_per_chunk // max(1, self.space.n_columns * k))
+        for first in range(0, n, step):
+            last = min(n, first + step)
+            chunk_column, chunk_values = self._strongest_signals_of(features, mixes.overall, first, last, top)
+            column[first:last] = chunk_column
+            for name in SIGNAL_VALUES:
+                values[name][first:last] = chunk_values[name]
+        columns = self._column_facts(self.space)
+        return StrongestSignals(columns.names, columns.descriptions, column, values)
+
+    def _strongest_signals_of(
+        self, features: EventFeatures, overall: NDArray[np.float64], first: int, last: int, top: int
+    ) -> tuple[NDArray[np.int32], dict[str, NDArray[np.float64]]]:
+        """(customers, personas, top) strongest columns of customers ``first:last`` and their values.
+
+        Per customer c, event e and persona k: responsibility r[e, k] of the persona for the event
+        under the customer's mix; per column j the responsibility-weighted count
+        W[c, j, k] = sum over c's events of x[e, j] r[e, k], one sparse (customer*column x events)
+        product with r for the whole chunk. Contributions follow from W as documented in ``explain``;
+        columns are ranked per customer and persona (stable, so ties keep column order) and only
+        positive contributions kept (-1 pads the rest).
+        """
+        columns = self._column_facts(self.space)
+        n_columns, k = self.space.n_columns, len(self._persona_ids)
+        indptr = features.customer_indptr
+        start, stop = int(indptr[first]), int(indptr[last])
+        n = last - first
+        lengths = np.diff(indptr[first : last + 1])
+        owner = np.repeat(np.arange(n), lengths)
+        rows = features.matrix[start:stop]
+        scores = np.asarray(rows @ self._parameters) + self._offsets[None, :]
+        joint = np.exp(scores - scores.max(axis=1, keepdims=True)) * overall[first:last][owner]
+        responsibilities = joint * (features.weight[start:stop] / joint.sum(axis=1))[:, None]
+        event_of_entry = np.repeat(np.arange(stop - start), np.diff(rows.indptr))
+        cell = owner[event_of_entry] * n_columns + rows.indices
+        by_cell = sp.csr_matrix((rows.data, (cell, event_of_entry)), shape=(n * n_columns, stop - start))
+        weighted = np.asarray(by_cell @ responsibilities).reshape(n, n_columns, k)
+        marginals = self._marginals[None, :, None]
+        contribution = weighted * (self._parameters - np.log(self._marginals)[:, None])[None]
+        centred = (
+            weighted
+            - _sum_segments(responsibilities.T, indptr[first : last + 1] - start).T[:, None, :] * marginals
+        )
+        item = columns.item_columns
+        contribution[:, item, :] = self._parameters[None, item, :] * centred[:, item, :]
+        counts = np.bincount(cell, weights=rows.data, minlength=n * n_columns).astype(np.float64)
+        counts = counts.reshape(n, n_columns)
+        known = np.bincount(
+            np.repeat(np.arange(n), n_columns) * len(self.space.groups) + np.tile(columns.group, n),
+            weights=counts.ravel(),
+            minlength=n * len(self.space.groups),
+        ).reshape(n, len(self.space.groups))[:, columns.group]
+        known[:, columns.binary_columns] = lengths[:, None]
+        shares = np.divide(counts, known, out=np.zeros_like(counts), where=known > 0)
+
+        ranked = np.argsort(-contribution, axis=1, kind="stable")[:, :top, :].transpose(0, 2, 1)
+        strength = np.take_along_axis(contribution.transpose(0, 2, 1), ranked, axis=2)
+        kept = np.logical_and.accumulate(~(strength <= 0), axis=2)
+        column = np.where(kept, ranked, -1).astype(np.int32)
+        persona = np.broadcast_to(np.arange(k)[None, :, None], ranked.shape)
+        values = {
+            "customer_value": np.take_along_axis(shares[:, None, :], ranked, axis=2),
+            "population_value": self._marginals[ranked],
+            "persona_value": self._probabilities[ranked, persona],
+            "contribution": strength,
+        }
+        return column, {name: np.where(kept, value, 0.0) for name, value in values.items()}
 
     def persona_profiles(self) -> pl.DataFrame:
         """What the data says each persona does: per feature value its share of the persona's events,
@@ -849,15 +942,6 @@ class _ColumnFacts:
         )
 
 
-def _dense_rows(matrix: sp.csr_matrix, start: int, stop: int) -> NDArray[np.float64]:
-    """Rows ``start:stop`` of a CSR matrix as a dense array, read straight from its index arrays."""
-    begin, end = matrix.indptr[start], matrix.indptr[stop]
-    dense = np.zeros((stop - start, matrix.shape[1]))
-    row_of = np.repeat(np.arange(stop - start), np.diff(matrix.indptr[start : stop + 1]))
-    np.add.at(dense, (row_of, matrix.indices[begin:end]), matrix.data[begin:end])
-    return dense
-
-
 def _scaled_likelihoods(
     matrix: sp.csr_matrix, parameters: NDArray[np.float64], offsets: NDArray[np.float64]
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -943,20 +1027,30 @@ def _fold_in(
     order = np.argsort(group_of_event, kind="stable")  # groups contiguous: gathers and sums become segments
     likelihoods, weight = likelihoods[:, order], weight[order]
     lengths = np.bincount(group_of_event, minlength=n_groups)
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     sizes = _sum_segments(weight[None, :], indptr)[0]
     prior = strength * np.ascontiguousarray(centre.T)
-    theta = np.ascontiguousarray(centre.T)
+    theta_all = np.ascontiguousarray(centre.T, dtype=np.float64)
+    # Groups without events keep their centre; the others iterate until their own mix settles (each
+    # group's update depends only on its own events, so settled groups drop out of later passes).
+    moving = np.flatnonzero(lengths > 0)
+    indptr = np.concatenate([[0], np.cumsum(lengths[moving])]).astype(np.int64)  # every event stays
+    prior, sizes, theta = prior[:, moving], sizes[moving], theta_all[:, moving]
     for _ in range(iterations):
-        joint = np.repeat(theta, lengths, axis=1)
+        if moving.size == 0:
+            break
+        joint = np.take(theta, _owners(indptr), axis=1)
         joint *= likelihoods
         joint *= weight / joint.sum(axis=0)
         updated = (_sum_segments(joint, indptr) + prior) / (sizes + strength)
-        change = float(np.abs(updated - theta).max()) if updated.size else 0.0
+        still = np.abs(updated - theta).max(axis=0) >= tolerance
+        theta_all[:, moving] = updated
         theta = updated
-        if change < tolerance:
-            break
-    return np.ascontiguousarray(theta.T, dtype=np.float64)
+        if not still.all():
+            moving = moving[still]
+            likelihoods, weight, indptr = _select_groups(likelihoods, weight, indptr, still)
+            prior, sizes, theta = prior[:, still], sizes[still], theta[:, still]
+    return np.ascontiguousarray(theta_all.T, dtype=np.float64)
 
 
 _MIN_COMPONENT_WEIGHT = 1e-4  # keeps every persona possible as someone's dominant one
@@ -1177,6 +1271,9 @@ class _MixPosterior:
     gamma: NDArray[np.float64]
     component: NDArray[np.float64]
     log_evidence: NDArray[np.float64]
+    # (components x personas x groups) exp(E[log theta] - its max) under the gamma the step started
+    # from, kept on request for ``_event_responsibilities`` (saves recomputing the digammas).
+    tilts: NDArray[np.float64] | None = field(default=None, repr=False)
 
     @property
     def mean(self) -> NDArray[np.float64]:
@@ -1192,6 +1289,8 @@ def _mix_posterior_step(
     gamma: NDArray[np.float64],
     prior: MixPrior,
     log_weights: NDArray[np.float64],
+    *,
+    keep_tilts: bool = False,
 ) -> _MixPosterior:
     """One coordinate-ascent update of every group's posterior, per prior component.
 
@@ -1202,14 +1301,18 @@ def _mix_posterior_step(
     are ``log_weights`` (components x groups, or x 1) plus each component's bound, normalised.
     """
     lengths = np.diff(indptr)
+    owner = _owners(indptr)
     sizes = _sum_segments(weight[None, :], indptr)[0]
     n_components = gamma.shape[0]
     bounds = np.empty((n_components, lengths.size))
     updated = np.empty_like(gamma)
+    tilts = np.empty_like(gamma) if keep_tilts else None
     for c in range(n_components):
         alpha = prior.alphas[c][:, None]
         expected_log, top, tilt = _expected_log_mix(gamma[c])
-        joint = np.repeat(tilt, lengths, axis=1)
+        if tilts is not None:
+            tilts[c] = tilt
+        joint = np.take(tilt, owner, axis=1)
         joint *= likelihoods
         total = joint.sum(axis=0)
         joint *= weight / total
@@ -1228,7 +1331,7 @@ def _mix_posterior_step(
     component = np.exp(scores - best)
     normaliser = component.sum(axis=0)
     component /= normaliser
-    return _MixPosterior(updated, component, np.log(normaliser) + best)
+    return _MixPosterior(updated, component, np.log(normaliser) + best, tilts)
 
 
 def _expected_log_mix(
@@ -1244,21 +1347,23 @@ def _event_responsibilities(
     likelihoods: NDArray[np.float64],
     weight: NDArray[np.float64],
     indptr: NDArray[np.int64],
-    gamma: NDArray[np.float64],
-    component: NDArray[np.float64],
+    posterior: _MixPosterior,
 ) -> NDArray[np.float64]:
     """(personas x events) each event's persona posterior, averaged over components, times its weight.
 
-    The per-component event posteriors are those ``_mix_posterior_step`` used with the same ``gamma``;
-    they are recomputed one component at a time rather than kept, so memory stays a few (personas x
-    events) arrays whatever the number of components.
+    The per-component event posteriors are those the ``_mix_posterior_step`` that made ``posterior``
+    used (its kept tilts); they are recomputed one component at a time rather than kept, so memory
+    stays a few (personas x events) arrays whatever the number of components.
     """
-    lengths = np.diff(indptr)
+    if posterior.tilts is None:
+        raise ValueError("responsibilities need a posterior step run with keep_tilts=True")
+    owner = _owners(indptr)
+    component = posterior.component
     responsibilities = np.zeros_like(likelihoods)
-    for c in range(gamma.shape[0]):
-        joint = np.repeat(_expected_log_mix(gamma[c])[2], lengths, axis=1)
+    for c in range(posterior.tilts.shape[0]):
+        joint = np.take(posterior.tilts[c], owner, axis=1)
         joint *= likelihoods
-        joint *= np.repeat(component[c], lengths) * weight / joint.sum(axis=0)
+        joint *= component[c][owner] * weight / joint.sum(axis=0)
         responsibilities += joint
     return responsibilities
 
@@ -1274,17 +1379,57 @@ def _fold_in_mixture(
 ) -> _MixPosterior:
     """Posterior mixes of groups of contiguous events with the persona behaviour held fixed.
 
-    Iterates ``_mix_posterior_step`` until no mix moves by more than ``_MIX_FOLD_IN_TOLERANCE``; a
-    group without events keeps the prior mean of its component weights.
+    Iterates ``_mix_posterior_step`` per group until its mix moves by less than
+    ``_MIX_FOLD_IN_TOLERANCE`` (or ``iterations`` steps); a group without events keeps the prior
+    mean of its component weights. Groups are independent given the persona behaviour, so each stops
+    on its own and later steps cover only the groups still moving: a single slow customer used to keep
+    all the others iterating (on 200,000 customers, 95 steps over every customer where most converge
+    in a few). It also makes a customer's mix independent of who else is in the batch.
     """
     state = prior.starting_posterior(weight, indptr) if gamma is None else gamma
     posterior = _mix_posterior_step(likelihoods, weight, indptr, state, prior, log_weights)
+    gamma_all, component, evidence = posterior.gamma, posterior.component, posterior.log_evidence
+    mean = posterior.mean
+    moving = np.arange(mean.shape[0])
     for _ in range(iterations - 1):
-        previous = posterior.mean
-        posterior = _mix_posterior_step(likelihoods, weight, indptr, posterior.gamma, prior, log_weights)
-        if previous.size == 0 or float(np.abs(posterior.mean - previous).max()) < _MIX_FOLD_IN_TOLERANCE:
+        if moving.size == 0:
             break
-    return posterior
+        step = _mix_posterior_step(likelihoods, weight, indptr, gamma_all[:, :, moving], prior, log_weights)
+        step_mean = step.mean
+        moved = np.abs(step_mean - mean[moving]).max(axis=1)
+        gamma_all[:, :, moving] = step.gamma
+        component[:, moving] = step.component
+        evidence[moving] = step.log_evidence
+        mean[moving] = step_mean
+        still = moved >= _MIX_FOLD_IN_TOLERANCE
+        if not still.all():
+            moving = moving[still]
+            likelihoods, weight, indptr = _select_groups(likelihoods, weight, indptr, still)
+            if log_weights.shape[1] > 1:
+                log_weights = log_weights[:, still]
+    return _MixPosterior(gamma_all, component, evidence)
+
+
+def _owners(indptr: NDArray[np.int64]) -> NDArray[np.int64]:
+    """The group of each event of contiguous groups (``indptr`` as in CSR)."""
+    return np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+
+
+def _select_groups(
+    likelihoods: NDArray[np.float64],
+    weight: NDArray[np.float64],
+    indptr: NDArray[np.int64],
+    keep: NDArray[np.bool_],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
+    """The events of the groups where ``keep`` holds, still contiguous per group, and their indptr."""
+    lengths = np.diff(indptr)
+    events = np.repeat(keep, lengths)
+    kept = lengths[keep]
+    return (
+        np.ascontiguousarray(likelihoods[:, events]),
+        weight[events],
+        np.concatenate([[0], np.cumsum(kept)]).astype(np.int64),
+    )
 
 
 def _population_marginals(features: EventFeatures) -> NDArray[np.float64]:

@@ -34,6 +34,7 @@ from training.console_output import progress_bar
 from training.evaluation import SegmentResult, best_model, evaluate_models, ratio_to_baseline
 from training.persona_report import persona_accuracy
 from training.prepared_data import PreparedData, evaluation_segments, prepare
+from training.stage_timings import StageTimings
 
 ARTIFACT_FORMAT = "persona-engine-artifact"
 
@@ -154,7 +155,9 @@ def write_artifact(
     models: dict[str, Recommender],
     estimates: dict[str, ArmEstimates],
     manifest_fields: dict[str, Any],
+    explanations: MixExplanations | None = None,
 ) -> tuple[Path, str]:
+    """Write the artifact; ``explanations`` are built here when not given (serving needs them)."""
     root = Path(config.output.root)
     root.mkdir(parents=True, exist_ok=True)
     version = new_version(root)
@@ -182,8 +185,10 @@ def write_artifact(
         writer.write_json(HOLIDAYS_FILE, [list(pair) for pair in prepared.inference.config.holidays])
         prepared.inference.save(writer.path("personas/inference"))
         prepared.demographic_prior.save(writer.path("personas/demographic_prior"))
-        # About a millisecond per customer: serving cannot explain mixes without the events.
-        MixExplanations.build(prepared.inference, prepared.mixes).save(writer.path(EXPLANATIONS_FOLDER))
+        # Serving cannot explain mixes without the events, so every customer is explained now.
+        if explanations is None:
+            explanations = MixExplanations.build(prepared.inference, prepared.mixes)
+        explanations.save(writer.path(EXPLANATIONS_FOLDER))
         for name, model in models.items():
             model.save(writer.path(f"models/{name}"))
         for decision_type, estimate in estimates.items():
@@ -201,14 +206,22 @@ def run_training(
     config: TrainConfig, *, show_progress: bool = True, data_path: Path | None = None
 ) -> TrainResult:
     started = time.perf_counter()
+    timings = StageTimings()
     data_dir = Path(data_path or config.data.path)
-    prepared = prepare(config, data_path=data_dir)
-    models, fit_seconds = fit_models(prepared, config, show_progress=show_progress)
-    segments = evaluation_segments(prepared)
-    results = evaluate_models(models, segments, config.evaluation.k)
-    accuracy = persona_accuracy(prepared, data_dir / "truth")
-    estimates = fit_decisions(prepared)
-    quality = decision_quality(estimates, data_dir / "truth")
+    with timings.stage("prepare"):  # load, split, features, persona inference, interaction matrices
+        prepared = prepare(config, data_path=data_dir)
+    with timings.stage("fit_models"):
+        models, fit_seconds = fit_models(prepared, config, show_progress=show_progress)
+    with timings.stage("evaluation"):
+        segments = evaluation_segments(prepared)
+        results = evaluate_models(models, segments, config.evaluation.k)
+    with timings.stage("persona_accuracy"):
+        accuracy = persona_accuracy(prepared, data_dir / "truth")
+    with timings.stage("decisions"):
+        estimates = fit_decisions(prepared)
+        quality = decision_quality(estimates, data_dir / "truth")
+    with timings.stage("explanations"):
+        explanations = MixExplanations.build(prepared.inference, prepared.mixes)
     # Ratios are NaN without a popularity baseline; the manifest is strict JSON, so those become null.
     ratios = {key: value for key, value in ratio_to_baseline(results).items() if math.isfinite(value)}
     best = (
@@ -221,6 +234,9 @@ def run_training(
         "best_model": best,
         "best_ndcg_ratio_to_popularity": ratios.get((best, "all")) if best else None,
         "cold_start_ndcg_ratio_to_popularity": max(cold_ratios, default=None),
+        "persona_inference_seconds": (
+            prepared.inference.fit_summary.seconds if prepared.inference.fit_summary else None
+        ),  # part of the prepare stage
         "customers": len(prepared.customers),
         "model_customers": len(prepared.model_customers),
         "items": len(prepared.items),
@@ -240,12 +256,16 @@ def run_training(
         "persona_accuracy": accuracy,
         "decision_quality": quality,
         "fit_seconds": fit_seconds,
+        # Every stage but writing the artifact itself (which ends with this manifest).
+        "stages": timings.to_json(),
         "summary": summary,
         "models": sorted(models),
         "personas": list(prepared.catalog.ids),
     }
-    path, version = write_artifact(prepared, config, models, estimates, manifest_fields)
+    with timings.stage("write_artifact"):
+        path, version = write_artifact(prepared, config, models, estimates, manifest_fields, explanations)
     summary["seconds"] = time.perf_counter() - started
+    summary["stages"] = timings.to_json()
     return TrainResult(
         artifact_path=path,
         version=version,

@@ -410,6 +410,24 @@ def test_infer_folds_in_without_refitting(
         )
 
 
+def test_a_customers_inferred_mix_does_not_depend_on_the_rest_of_the_batch(
+    planted: PlantedShop, fitted: tuple[PersonaInferenceModel, InferredMixes]
+) -> None:
+    """Each customer's fold-in stops on its own, so inferring a few customers alone gives their mixes
+    from the whole batch (a slow customer elsewhere no longer moves everyone else's last digits)."""
+    model, _ = fitted
+    everyone = model.infer(planted.shop.events, planted.shop.items, customer_ids=planted.customer_ids)
+    few = [str(c) for c in planted.customer_ids.ids[::37]]
+    alone = model.infer(
+        planted.shop.events.filter(pl.col("customer_id").is_in(few)),
+        planted.shop.items,
+        customer_ids=IdMap(few, kind="customer"),
+    )
+    rows = planted.customer_ids.to_internal(few)
+    np.testing.assert_allclose(alone.overall, everyone.overall[rows], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(alone.by_context, everyone.by_context[rows], rtol=0, atol=1e-12)
+
+
 def test_save_and_load_give_identical_inference(
     tmp_path: Path, planted: PlantedShop, fitted: tuple[PersonaInferenceModel, InferredMixes]
 ) -> None:

@@ -25,6 +25,8 @@ FAST_MODELS = {
     "bpr": {"factors": 16, "iterations": 20},
     "lightfm_hybrid": {"no_components": 8, "epochs": 3},
 }
+# What the manifest records the cost of (the artifact write itself is reported by ``--json`` only).
+STAGES = ("prepare", "fit_models", "evaluation", "persona_accuracy", "decisions", "explanations")
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +57,7 @@ def test_artifact_is_complete_verified_and_pickle_free(trained: TrainResult) -> 
     assert set(manifest["models"]) == set(FAST_MODELS)
     for key in ("data_fingerprint", "config", "metrics", "library_versions", "persona_accuracy"):
         assert manifest[key], key
+    assert [stage["stage"] for stage in manifest["stages"]] == list(STAGES)
     for npy in artifact.path.rglob("*.npy"):
         np.load(npy, allow_pickle=False)
     assert not [p for p in artifact.path.rglob("*") if p.suffix in {".pkl", ".pickle", ".joblib"}]
@@ -119,6 +122,10 @@ def test_cli_train_json_and_summary(
     assert main(["train", "--config", str(config), "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert {m["model"] for m in document["metrics"]} == {"popularity", "persona_popularity"}
+    stages = document["summary"]["stages"]
+    assert 0 < document["summary"]["persona_inference_seconds"] < stages[0]["seconds"]
+    assert [s["stage"] for s in stages] == [*STAGES, "write_artifact"]
+    assert all(s["seconds"] >= 0 and s["cpu_seconds"] >= 0 and s["peak_rss_mb"] > 0 for s in stages)
     assert main(["summary", "--artifact", str(tmp_path / "artifacts" / "latest"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     requests = [c["request"] for c in summary["customers"]]
