@@ -1030,7 +1030,7 @@ def _fold_in(
     indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     sizes = _sum_segments(weight[None, :], indptr)[0]
     prior = strength * np.ascontiguousarray(centre.T)
-    theta_all = np.ascontiguousarray(centre.T, dtype=np.float64)
+    theta_all = np.array(centre.T, dtype=np.float64, order="C")  # a copy: filled in place below
     # Groups without events keep their centre; the others iterate until their own mix settles (each
     # group's update depends only on its own events, so settled groups drop out of later passes).
     moving = np.flatnonzero(lengths > 0)

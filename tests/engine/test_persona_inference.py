@@ -32,6 +32,7 @@ from engine.persona_inference import (
     PersonaInferenceError,
     PersonaInferenceModel,
     PersonaModelFormatError,
+    _fold_in,
     _tied_dirichlet_mle,
 )
 from engine.persona_mix import total_variation_rows
@@ -656,3 +657,17 @@ def test_fold_in_with_a_centre_leans_towards_it(
     centre[0, health] = 0.8
     leaning = model.infer(few, planted.shop.items, ids, prior=centre)
     assert leaning.overall[0, health] > plain.overall[0, health] + 0.1
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+def test_fold_in_leaves_the_callers_centre_alone(groups: int) -> None:
+    """One group's (1, k) centre transposes to an array that is already contiguous: it must be copied,
+    or the fold-in overwrites the caller's long-term mix (and drift is measured against itself)."""
+    rng = np.random.default_rng(groups)
+    k, n = 4, 12
+    centre = rng.dirichlet(np.ones(k), size=groups)
+    before = centre.copy()
+    likelihoods = rng.random((k, n)) * np.array([[4.0], [1.0], [1.0], [1.0]])
+    mixes = _fold_in(likelihoods, np.ones(n), rng.integers(0, groups, n), centre, 3.0, 100)
+    assert np.array_equal(centre, before)
+    assert not np.allclose(mixes, centre)
