@@ -51,8 +51,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -102,6 +105,57 @@ class BanditConfig:
         for offer_id, cap in self.budgets.items():
             if not (np.isfinite(cap) and cap >= 0):
                 raise OnlineBanditError(f"budgets.{offer_id} must be a finite number >= 0, got {cap}")
+
+
+_BANDIT_KEYS = {
+    "exploration_floor": float,
+    "thompson_draws": int,
+    "seed_strength": float,
+    "decision_ttl_hours": float,
+    "budget_period_hours": float,
+    "budgets": dict,
+}
+
+
+def load_bandit_config(path: Path) -> BanditConfig:
+    """The ``[bandit]`` section of a TOML file: exploration, seeding and per-offer cost caps.
+
+    A deployment sets budgets here (``[bandit.budgets] offer_id = cap``, in the offers table's cost
+    unit per ``budget_period_hours``) because a cap has to hold from the first request on; unknown keys
+    are errors, so a typo'd key never silently leaves an offer uncapped.
+    """
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OnlineBanditError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise OnlineBanditError(f"{path}: not valid TOML ({error})") from None
+    section = document.get("bandit")
+    if not isinstance(section, dict) or set(document) != {"bandit"}:
+        raise OnlineBanditError(f"{path}: expected exactly one [bandit] section")
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        kind = _BANDIT_KEYS.get(key)
+        if kind is None:
+            raise OnlineBanditError(f"{path}: bandit.{key}: unknown key (known: {', '.join(_BANDIT_KEYS)})")
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise OnlineBanditError(f"{path}: bandit.{key}: expected {kind.__name__}, got {value!r}")
+        values[key] = value
+    budgets: dict[str, float] = {}
+    for offer_id, cap in values.pop("budgets", {}).items():
+        if isinstance(cap, bool) or not isinstance(cap, int | float):
+            raise OnlineBanditError(f"{path}: bandit.budgets.{offer_id}: expected a number, got {cap!r}")
+        budgets[offer_id] = float(cap)
+    hours = {"decision_ttl_hours": "decision_ttl_seconds", "budget_period_hours": "budget_period_seconds"}
+    for key, field_name in hours.items():
+        if key in values:
+            values[field_name] = values.pop(key) * 3600.0
+    try:
+        return BanditConfig(**values, budgets=budgets)
+    except OnlineBanditError as error:
+        raise OnlineBanditError(f"{path}: bandit.{error}") from None
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ from engine.event_log import EventLog, EventLogError
 from engine.experiment import ExperimentError, load_experiment
 from engine.live_decisions import LiveDecisions
 from engine.live_events import LiveEventObserver
+from engine.online_bandit import BanditConfig, OnlineBanditError, load_bandit_config
 from engine.state_store import StateStore
 from serving.admin_servicer import AdminServicer
 from serving.generated.persona.v1 import (
@@ -295,6 +296,8 @@ class ServeSettings:
     state: str = MEMORY  # where live customer state is kept: "memory" or a redis:// URL
     event_log: Path | None = None
     experiment: Path | None = None  # TOML file with an [experiment] section, validated at start
+    bandit: BanditConfig | None = None  # the online bandit's exploration and offer budgets ([bandit])
+    bandit_file: Path | None = None  # where ``bandit`` came from, passed on to worker processes
     access_log_every: int = DEFAULT_ACCESS_LOG_EVERY
 
     @property
@@ -406,7 +409,7 @@ def serve(
                     replayed,
                     time.perf_counter() - started,
                 )
-        live = LiveDecisions(live_state.store)
+        live = LiveDecisions(live_state.store, config=settings.bandit)
         if settings.experiment is not None:
             try:
                 live.experiment.set(load_experiment(settings.experiment))
@@ -542,6 +545,8 @@ def _worker_command(settings: ServeSettings, address: str, run_dir: Path, index:
         command += ["--event-log", str(settings.event_log)]
     if settings.experiment is not None:
         command += ["--experiment", str(settings.experiment)]
+    if settings.bandit_file is not None:
+        command += ["--bandit", str(settings.bandit_file)]
     return command
 
 
@@ -746,6 +751,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "engine/experiment.py) to run from the start; the admin service's SetExperiment changes it live",
     )
     parser.add_argument(
+        "--bandit",
+        type=Path,
+        help="TOML file with a [bandit] section: exploration_floor, thompson_draws, seed_strength, "
+        "decision_ttl_hours, budget_period_hours and [bandit.budgets] offer_id = cost cap per period",
+    )
+    parser.add_argument(
         "--run-dir",
         type=Path,
         help="with --workers > 1: directory the workers share (metrics files, reload state); "
@@ -848,6 +859,11 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
             load_experiment(experiment)
         except ExperimentError as error:
             raise ServeConfigError(f"--experiment: {error}") from None
+    bandit_file = args.bandit.resolve() if args.bandit is not None else None
+    try:  # read once here, so a bad file fails before any worker starts
+        bandit = load_bandit_config(bandit_file) if bandit_file is not None else None
+    except OnlineBanditError as error:
+        raise ServeConfigError(f"--bandit: {error}") from None
     return ServeSettings(
         artifact=artifact,
         model_name=args.model or None,
@@ -869,6 +885,8 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         state=_state_setting(getattr(args, "state", None), environ),
         event_log=event_log,
         experiment=experiment,
+        bandit=bandit,
+        bandit_file=bandit_file,
         access_log_every=args.access_log_every,
     )
 

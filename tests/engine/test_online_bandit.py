@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,13 @@ from hypothesis.extra.numpy import arrays
 from engine.arm_estimates import ArmEstimates
 from engine.journey_stage import CustomerHistory, JourneyStage, JourneyTracker, journey_stage
 from engine.live_events import BehaviorEvent, DecisionOutcome, OutcomeKind
-from engine.online_bandit import BanditConfig, NoEligibleArmsError, OnlineBandit, OnlineBanditError
+from engine.online_bandit import (
+    BanditConfig,
+    NoEligibleArmsError,
+    OnlineBandit,
+    OnlineBanditError,
+    load_bandit_config,
+)
 from engine.state_store import MemoryStateStore
 
 NOW = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC)
@@ -272,3 +279,35 @@ def test_the_bandit_learns_each_personas_best_arm_from_live_outcomes() -> None:
     assert late_best / late > 0.75  # uniform play would pick the best arm a third of the time
     means = bandit.posterior(JourneyStage.BROWSING).mean()
     assert means[0].argmax() == 0 and means[1].argmax() == 2
+
+
+def test_bandit_config_file_sets_floor_period_and_budgets(tmp_path: Path) -> None:
+    path = tmp_path / "bandit.toml"
+    path.write_text(
+        "[bandit]\nexploration_floor = 0.05\nbudget_period_hours = 12\n"
+        "[bandit.budgets]\noffer_a = 250\noffer_b = 99.5\n",
+        encoding="utf-8",
+    )
+    config = load_bandit_config(path)
+    assert config.exploration_floor == 0.05
+    assert config.budget_period_seconds == 12 * 3600.0
+    assert dict(config.budgets) == {"offer_a": 250.0, "offer_b": 99.5}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[bandit]\nexploration_flor = 0.1\n", r"bandit\.exploration_flor: unknown key"),
+        ("[bandit]\nthompson_draws = 'many'\n", r"bandit\.thompson_draws: expected int"),
+        ("[bandit]\nexploration_floor = 2.0\n", r"exploration_floor must be in \[0, 1\]"),
+        ("[bandit.budgets]\noffer_a = -1\n", r"budgets\.offer_a must be a finite number >= 0"),
+        ("[bandit.budgets]\noffer_a = 'lots'\n", r"bandit\.budgets\.offer_a: expected a number"),
+        ("[experiment]\nname = 'x'\n", r"exactly one \[bandit\] section"),
+        ("[bandit\n", r"not valid TOML"),
+    ],
+)
+def test_bad_bandit_config_files_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bandit.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(OnlineBanditError, match=message):
+        load_bandit_config(path)

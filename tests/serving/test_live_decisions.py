@@ -203,6 +203,15 @@ def test_serve_starts_the_experiment_of_its_config_file(
     )
     with pytest.raises(ServeConfigError, match=r"--experiment: .*sum to 1"):
         settings_from_args(parser.parse_args([*base, "--experiment", str(broken)]), {})
+    bandit = tmp_path / "bandit.toml"
+    bandit.write_text("[bandit.budgets]\noffer_freeship_all = 100\n", encoding="utf-8")
+    with_budget = settings_from_args(parser.parse_args([*base, "--bandit", str(bandit)]), {})
+    assert with_budget.bandit is not None and dict(with_budget.bandit.budgets) == {
+        "offer_freeship_all": 100.0
+    }
+    bandit.write_text("[bandit]\nfloor = 0.1\n", encoding="utf-8")
+    with pytest.raises(ServeConfigError, match=r"--bandit: .*bandit\.floor: unknown key"):
+        settings_from_args(parser.parse_args([*base, "--bandit", str(bandit)]), {})
 
     stop, ready = threading.Event(), queue.Queue[int]()
     thread = threading.Thread(target=serve, args=(settings,), kwargs={"stop": stop, "on_ready": ready.put})
