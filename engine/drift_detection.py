@@ -23,7 +23,6 @@ threshold: a customer who crossed, fell back and crossed again drifts since the 
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ import polars as pl
 from numpy.typing import NDArray
 
 from engine.id_map import IdMap
+from engine.numeric_settings import check_numeric_settings
 from engine.persona_inference import PersonaInferenceModel
 from engine.persona_traits import build_event_features
 
@@ -64,15 +64,7 @@ class DriftConfig:
             ("min_evidence", self.min_evidence >= 0, ">= 0"),
             ("prior_strength", self.prior_strength > 0, "> 0"),
         ]
-        for name, ok, requirement in checks:
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or not ok
-            ):
-                raise ValueError(f"DriftConfig.{name} must be {requirement}, got {value!r}")
+        check_numeric_settings(self, checks)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import threading
 import zlib
 from collections.abc import Callable, Sequence
@@ -48,6 +47,7 @@ from engine.drift_detection import DriftConfig, DriftStatus, decay_weights, js_d
 from engine.live_event_scoring import LiveEventScorer
 from engine.live_events import BehaviorEvent, DecisionOutcome
 from engine.mix_resolution import CustomerMixes, LiveView
+from engine.numeric_settings import check_numeric_settings
 from engine.persona_mix import PersonaMix
 from engine.state_store import StateStore
 
@@ -86,15 +86,7 @@ class LiveStateConfig:
             ("max_purchases", self.max_purchases >= 0, "an integer >= 0"),
             ("ttl_days", self.ttl_days > 0, "> 0"),
         ]
-        for name, ok, requirement in checks:
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or not ok
-            ):
-                raise ValueError(f"LiveStateConfig.{name} must be {requirement}, got {value!r}")
+        check_numeric_settings(self, checks)
 
 
 @dataclass(frozen=True)
