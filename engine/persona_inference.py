@@ -404,7 +404,9 @@ class PersonaInferenceModel:
                 seed_tilts[item_columns],
                 strength,
             )
-            parameters = np.where(item_columns[:, None], 0.0, np.log(probabilities))
+            # Item-choice rows are tilts, not probabilities (theirs may be 0): log only the others.
+            parameters = np.empty_like(probabilities)
+            parameters[~item_columns] = np.log(probabilities[~item_columns])
             parameters[item_columns] = tilts
             offsets = -item_choice.log_normalisers(tilts)
 
