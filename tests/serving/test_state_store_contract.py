@@ -71,6 +71,79 @@ def test_counter_sums_match_float_addition(deltas: list[float]) -> None:
     assert store.get_floats("c")["x"] == pytest.approx(sum(deltas), abs=1e-6)
 
 
+@pytest.mark.parametrize("ttl", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_ttl_that_is_not_a_positive_number_is_refused(store: StateStore, ttl: float) -> None:
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        store.set("k", b"v", ttl_seconds=ttl)
+    assert store.get("k") is None
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_memory_values_expire_after_their_ttl_and_expired_ones_are_dropped() -> None:
+    clock = _Clock()
+    store = MemoryStateStore(clock=clock)
+    store.set("decision", b"d", ttl_seconds=10)
+    store.set("forever", b"f")
+    clock.now += 9.9
+    assert store.get("decision") == b"d"
+    clock.now += 0.2
+    assert store.get("decision") is None
+    assert store.get("forever") == b"f"
+    for i in range(5):
+        store.set(f"short{i}", b"s", ttl_seconds=1)
+    clock.now += 2
+    store.set("new", b"n", ttl_seconds=1)  # expired values are dropped as new ones arrive
+    assert store.value_count() == 2  # "forever" and "new"
+    for _ in range(200):  # rewriting one key many times leaves no pile of stale expiries behind
+        store.set("busy", b"b", ttl_seconds=1000)
+    assert len(store._expiries) <= 2 * store.value_count() + 64
+    assert [store.get(f"short{i}") for i in range(5)] == [None] * 5
+
+
+def test_memory_store_keeps_the_most_recently_written_values_within_its_bound() -> None:
+    store = MemoryStateStore(max_values=3)
+    for key in ("a", "b", "c"):
+        store.set(key, key.encode())
+    store.set("a", b"a2")  # rewriting makes "a" the newest
+    store.set("d", b"d")
+    assert store.value_count() == 3
+    assert [store.get(k) for k in ("a", "b", "c", "d")] == [b"a2", None, b"c", b"d"]
+    store.add_floats("arm", {"alpha": 1.0})
+    for i in range(10):
+        store.set(f"k{i}", b"x")
+    assert store.get_floats("arm") == {"alpha": 1.0}  # statistics are never dropped
+    with pytest.raises(ValueError, match="max_values"):
+        MemoryStateStore(max_values=0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    bound=st.integers(1, 5),
+    writes=st.lists(st.tuples(st.sampled_from("abcdefg"), st.binary(max_size=3)), max_size=30),
+)
+def test_memory_store_matches_a_bounded_last_writes_model(
+    bound: int, writes: list[tuple[str, bytes]]
+) -> None:
+    store = MemoryStateStore(max_values=bound)
+    model: dict[str, bytes] = {}
+    for key, value in writes:
+        store.set(key, value)
+        model.pop(key, None)
+        model[key] = value
+        while len(model) > bound:
+            del model[next(iter(model))]
+    assert store.value_count() == len(model)
+    for key in "abcdefg":
+        assert store.get(key) == model.get(key)
+
+
 def test_redis_values_expire_after_their_ttl(redis_url: str) -> None:
     store = RedisStateStore.from_url(redis_url, prefix="ttl:")
     store.set("short", b"v", ttl_seconds=0.2)  # rounded up to Redis's one second
