@@ -475,10 +475,18 @@ class Personalizer:
 
     def _batch(self, chunk: Sequence[_Scored]) -> UserBatch:
         rows = np.asarray([entry.resolved.row for entry in chunk], dtype=np.int64)
+        user_index = np.asarray([entry.model_row for entry in chunk], dtype=np.int64)
+        mix = np.vstack([entry.resolved.mix.weights for entry in chunk])
+        # Known customers' histories were learned under their overall mix; the mix scored here may be
+        # another (context, live session, request), which the model then puts in its place.
+        base_mix = mix.copy()
+        modelled = np.flatnonzero(user_index >= 0)
+        base_mix[modelled] = self.mix_overall[rows[modelled]]
         return UserBatch(
-            user_index=np.asarray([entry.model_row for entry in chunk], dtype=np.int64),
-            mix=np.vstack([entry.resolved.mix.weights for entry in chunk]),
+            user_index=user_index,
+            mix=mix,
             demographics=_rows_of(self._demographics_padded, rows),
+            base_mix=base_mix,
         )
 
     def _list_for(

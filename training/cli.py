@@ -1062,10 +1062,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         MappingError,
         EventLogError,
     ) as error:
-        stderr_console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False)
+        stderr_console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False, soft_wrap=True)
         return 2
     except FileNotFoundError as error:
-        stderr_console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False)
+        stderr_console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False, soft_wrap=True)
         return 2
 
 

@@ -89,11 +89,19 @@ class TrainingSet:
 
 @dataclass(frozen=True)
 class UserBatch:
-    """Whom to score: user_index (n,) with -1 for unknown customers, mix (n, n_personas), demographics CSR."""
+    """Whom to score: user_index (n,) with -1 for unknown customers, mix (n, n_personas), demographics CSR.
+
+    ``base_mix`` (n, n_personas) is the mix each known customer's own history was learned under (their
+    overall inferred mix). When ``mix`` differs from it (a shopping context, a live session, a mix
+    given in the request), models that hold a vector per customer move that vector by the difference
+    of the two mixes, so the mix replaces the customer's persona instead of being averaged with it.
+    None means the two are the same (offline evaluation, which scores the inferred mix).
+    """
 
     user_index: NDArray[np.int64]
     mix: NDArray[np.float64]
     demographics: sp.csr_matrix
+    base_mix: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.user_index)
@@ -102,6 +110,8 @@ class UserBatch:
                 f"UserBatch rows disagree: {n} users, mix {self.mix.shape}, "
                 f"demographics {self.demographics.shape}"
             )
+        if self.base_mix is not None and self.base_mix.shape != self.mix.shape:
+            raise ValueError(f"UserBatch base_mix has shape {self.base_mix.shape}, mix {self.mix.shape}")
 
     def __len__(self) -> int:
         return len(self.user_index)

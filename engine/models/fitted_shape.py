@@ -95,6 +95,8 @@ class FittedShape:
                 field="mix",
             )
         self._check_mix_rows(users.mix, kind)
+        if users.base_mix is not None:
+            self._check_mix_rows(users.base_mix, kind, field="base_mix")
         if users.demographics.shape[1] != self.n_demographic_features:
             raise UserBatchError(
                 f"{kind} model: demographics has {users.demographics.shape[1]} columns, "
@@ -108,20 +110,20 @@ class FittedShape:
             )
 
     @staticmethod
-    def _check_mix_rows(mix: NDArray[np.float64], kind: str) -> None:
+    def _check_mix_rows(mix: NDArray[np.float64], kind: str, field: str = "mix") -> None:
         bad_value = np.flatnonzero(~np.isfinite(mix).all(axis=1) | (mix < 0).any(axis=1))
         if bad_value.size:
             row = int(bad_value[0])
             raise UserBatchError(
-                f"{kind} model: mix row {row} has a negative or non-finite weight: {mix[row].tolist()}",
-                field="mix",
+                f"{kind} model: {field} row {row} has a negative or non-finite weight: {mix[row].tolist()}",
+                field=field,
             )
         sums = mix.sum(axis=1)
         off_simplex = np.flatnonzero(np.abs(sums - 1.0) > MIX_SUM_TOLERANCE)
         if off_simplex.size:
             row = int(off_simplex[0])
             raise UserBatchError(
-                f"{kind} model: mix row {row} sums to {float(sums[row]):.6f}, not 1", field="mix"
+                f"{kind} model: {field} row {row} sums to {float(sums[row]):.6f}, not 1", field=field
             )
 
     def check_training_set(self, data: TrainingSet, kind: str) -> None:

@@ -6,9 +6,14 @@ nothing of personas. Personas enter afterwards, in vector space:
 - persona vector ``p_k = sum_c theta_ck u_c / sum_c theta_ck``: the membership-weighted mean of the
   vectors of the customers in persona k (customers without interactions, whose vectors carry no
   signal, are left out);
-- a known customer scored under mix m uses ``u' = (1 - persona_blend) * u_c + persona_blend * (m @ P)``,
-  so the same customer is nudged toward weekend personas on a weekend; ``persona_blend`` = 0 is
-  plain ALS/BPR, 1 scores every customer as their mix;
+- a known customer scored under their own inferred mix b uses
+  ``u' = (1 - persona_blend) * u_c + persona_blend * (b @ P)``; ``persona_blend`` = 0 is plain
+  ALS/BPR, 1 scores every customer as their mix;
+- scored under another mix m (a weekend context, a live session, a mix the request gives), the
+  customer's own vector first trades persona b for m, ``u_c + (m - b) @ P`` (their individual taste
+  kept, their persona replaced), and is then blended with ``m @ P`` as above. Blending alone would
+  move a customer's vector by only ``persona_blend`` of a persona vector that is already short
+  (a mean), and a mix given in a request barely changed their list;
 - an unknown customer (index -1) uses ``(1 - demographic_weight) * (m @ P) + demographic_weight * d``,
   where ``d`` is the mean of the demographic vectors of the attributes in their row and a
   demographic vector is the mean vector of the training customers with that attribute; without
@@ -184,6 +189,9 @@ class ImplicitFactorsModel(Recommender):
         known = users.user_index >= 0
         vectors = np.array(persona_part, dtype=np.float32, copy=True)
         own = state["user_factors"][users.user_index[known]]
+        if users.base_mix is not None:
+            base_part = np.asarray(users.base_mix[known], dtype=np.float32) @ state["persona_factors"]
+            own = own + (persona_part[known] - base_part)
         vectors[known] = (1.0 - self.persona_blend) * own + self.persona_blend * persona_part[known]
         if known.all():
             return vectors  # demographics only shape cold-start vectors

@@ -12,7 +12,7 @@ from engine.item_filters import ItemFilters
 from engine.list_assembly import ItemReason
 from engine.mix_resolution import MixSource
 from engine.personalization_request import CustomerTarget, ProductRequest, SessionContext
-from engine.personalizer import Personalizer
+from engine.personalizer import Personalizer, _Scored
 from engine.promotions import PinnedItem, PromotionRule, Promotions
 from engine.shopping_context import CONTEXTS
 from tests.engine.small_artifact import train_small_artifact
@@ -49,6 +49,31 @@ def test_a_batch_gives_the_same_lists_as_one_call_per_target(personalizer: Perso
         assert [i.score for i in together.items] == pytest.approx([i.score for i in alone.items], rel=1e-5)
         np.testing.assert_array_equal(together.decision.mix.weights, alone.decision.mix.weights)
     assert len({r.decision.decision_id for r in batch}) == 3
+
+
+def test_known_customers_are_scored_against_the_mix_their_history_was_learned_under(
+    personalizer: Personalizer,
+) -> None:
+    known = known_customer(personalizer)
+    row = personalizer.mixes.row_of(known)
+    given = personalizer.persona_mix({"tech_savvy": 1.0})
+    chunk = [
+        _Scored(CustomerTarget(known, given), personalizer.mixes.resolve(known, given), 0),
+        _Scored(CustomerTarget("never-seen", given), personalizer.mixes.resolve("never-seen", given), -1),
+    ]
+    batch = personalizer._batch(chunk)
+    assert batch.base_mix is not None
+    np.testing.assert_array_equal(batch.mix, [given.weights, given.weights])
+    # The known customer's base is their overall mix; a stranger has no history to re-base.
+    np.testing.assert_allclose(batch.base_mix, [personalizer.mix_overall[row], given.weights])
+    # Stating the customer's own weekday mix in the request changes nothing on a weekday.
+    request, session = ProductRequest(k=10), SessionContext(timestamp=TUESDAY)
+    weekday = personalizer.mix_for(known, personalizer.shopping_context(session))[0]
+    plain = personalizer.recommend_products([CustomerTarget(known)], request, session)[0]
+    restated = personalizer.recommend_products([CustomerTarget(known, weekday)], request, session)[0]
+    assert restated.decision.mix_source is MixSource.REQUEST
+    assert [i.item_id for i in plain.items] == [i.item_id for i in restated.items]
+    assert [i.score for i in plain.items] == pytest.approx([i.score for i in restated.items], rel=1e-6)
 
 
 def test_known_and_unknown_customers_are_scored_with_the_right_reason_and_source(

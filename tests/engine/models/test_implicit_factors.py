@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from types import SimpleNamespace
 
@@ -9,7 +10,7 @@ import pytest
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from engine.models.base import ModelFitError
-from engine.models.fitted_shape import FittedShape
+from engine.models.fitted_shape import FittedShape, UserBatchError
 from engine.models.implicit_factors import (
     ImplicitALSModel,
     ImplicitBPRModel,
@@ -93,6 +94,44 @@ def test_cold_customers_blend_mix_and_demographics(kind: str, checkerboard: Chec
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_another_mix_replaces_a_known_customers_persona(kind: str, checkerboard: Checkerboard) -> None:
+    model = make(kind, persona_blend=0.3)
+    model.fit(checkerboard.data)
+    state = model._arrays()
+    users = [0, 1]
+    own_mix = GROUP_MIX[checkerboard.group[users]]
+    other_mix = GROUP_MIX[1 - checkerboard.group[users]]
+    # Under their own mix, a base_mix changes nothing.
+    plain = model.user_vectors(checkerboard.batch(users))
+    same = checkerboard.batch(users)
+    np.testing.assert_allclose(
+        model.user_vectors(dataclasses.replace(same, base_mix=same.mix)), plain, rtol=1e-6
+    )
+    # Under another mix, the own vector trades persona for persona before the blend.
+    moved = model.user_vectors(dataclasses.replace(checkerboard.batch(users, other_mix), base_mix=own_mix))
+    own, personas = state["user_factors"][users], state["persona_factors"]
+    expected = 0.7 * (own + (other_mix - own_mix) @ personas) + 0.3 * (other_mix @ personas)
+    np.testing.assert_allclose(moved, expected, rtol=1e-5, atol=1e-6)
+    # ...which moves the customer further toward the other group's block than blending alone.
+    blended = model.user_vectors(checkerboard.batch(users, other_mix))
+    for row, user in enumerate(users):
+        other_block = checkerboard.block(1 - checkerboard.group[user])
+        items = state["item_factors"][other_block]
+        assert (items @ moved[row]).mean() > (items @ blended[row]).mean()
+
+
+def test_a_base_mix_off_the_simplex_is_refused_naming_it(checkerboard: Checkerboard) -> None:
+    model = make("als")
+    model.fit(checkerboard.data)
+    batch = checkerboard.batch([0])
+    with pytest.raises(UserBatchError, match="base_mix row 0") as error:
+        model.score(dataclasses.replace(batch, base_mix=np.array([[0.5, 0.2, 0.1]])))
+    assert error.value.field == "base_mix"
+    with pytest.raises(ValueError, match="base_mix has shape"):
+        dataclasses.replace(batch, base_mix=np.array([1.0]))
 
 
 def test_bpr_blending_keeps_the_item_bias_column(checkerboard: Checkerboard) -> None:
