@@ -1062,10 +1062,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         MappingError,
         EventLogError,
     ) as error:
-        stderr_console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False, soft_wrap=True)
+        stderr_console.print(
+            f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False, soft_wrap=True
+        )
         return 2
     except FileNotFoundError as error:
-        stderr_console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False, soft_wrap=True)
+        stderr_console.print(
+            f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False, soft_wrap=True
+        )
         return 2
 
 
