@@ -341,7 +341,8 @@ class ModelReloader:
     """Replaces one process's model on request (admin) or when a peer worker published a newer one.
 
     ``shared`` is None for a single-process server. ``applied_generation`` is the shared generation the
-    holder's model corresponds to.
+    holder's model corresponds to. ``after_swap`` runs after every swap (the server settles its heap,
+    ``serving.heap_freeze``).
     """
 
     def __init__(
@@ -351,11 +352,13 @@ class ModelReloader:
         shared: SharedModelState | None = None,
         *,
         applied_generation: int = 0,
+        after_swap: Callable[[], object] | None = None,
     ) -> None:
         self.holder = holder
         self.metrics = metrics
         self.shared = shared
         self._applied = applied_generation
+        self._after_swap = after_swap
         self._lock = threading.Lock()
 
     @property
@@ -456,6 +459,8 @@ class ModelReloader:
         self._applied = generation
         publish_model_metrics(self.metrics, self.holder.snapshot())
         self.report()
+        if self._after_swap is not None:
+            self._after_swap()
 
     def follow_once(self) -> bool:
         """Apply a newer generation a peer published; returns whether the model was replaced."""

@@ -72,6 +72,7 @@ from serving.generated.persona.v1 import (
     personalization_service_pb2,
     personalization_service_pb2_grpc,
 )
+from serving.heap_freeze import settle_heap, settle_heap_later
 from serving.interceptors import ObservabilityInterceptor
 from serving.live_state import LiveState
 from serving.metrics import (
@@ -385,7 +386,9 @@ def serve(
         if on_live_state is not None:
             on_live_state(live_state)
         publish_model_metrics(metrics, holder.snapshot())
-        reloader = ModelReloader(holder, metrics, shared, applied_generation=generation)
+        reloader = ModelReloader(
+            holder, metrics, shared, applied_generation=generation, after_swap=settle_heap_later
+        )
         health_servicer = health.HealthServicer()
         endpoint: MetricsEndpoint | None = None
         event_log: EventLog | None = None
@@ -440,6 +443,7 @@ def serve(
             LOGGER.error("%s", error)
             _close_event_log(event_log, decision_writer)
             return EXIT_USAGE
+        LOGGER.info("heap settled in %.3fs (the model is kept out of full collections)", settle_heap())
         server.start()
         reloader.report()
         following = threading.Event()

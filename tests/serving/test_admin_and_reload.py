@@ -257,7 +257,14 @@ def test_a_worker_follows_published_generations_and_keeps_its_model_when_one_can
     loaded = load_model(artifacts.older)
     holder = ModelHolder(loaded.personalizer, loaded.path, load_seconds=loaded.load_seconds)
     registry = CollectorRegistry()
-    follower = ModelReloader(holder, ServingMetrics(registry), state, applied_generation=0)
+    swaps: list[str] = []
+    follower = ModelReloader(
+        holder,
+        ServingMetrics(registry),
+        state,
+        applied_generation=0,
+        after_swap=lambda: swaps.append(holder.current().version),
+    )
     assert follower.follow_once() is False
     with state.exclusive():
         state.publish(artifacts.newer, loaded.personalizer.model_name, artifacts.newer.name)
@@ -275,6 +282,7 @@ def test_a_worker_follows_published_generations_and_keeps_its_model_when_one_can
     assert follower.follow_once() is False  # a generation that failed is not retried every poll
     assert holder.current().version == artifacts.newer.name
     assert follower.applied_generation == 2
+    assert swaps == [artifacts.newer.name]  # once per swap, after it; never for a refused model
     failed = {"trigger": "peer", "outcome": "failed_precondition"}
     assert registry.get_sample_value("persona_engine_model_reloads_total", failed) == 1
     assert [(r.generation, r.version) for r in state.reports()] == [(2, artifacts.newer.name)]
