@@ -23,6 +23,12 @@ from typing import Final, Protocol
 DEFAULT_MAX_VALUES: Final = 1_000_000
 
 
+def check_ttl(ttl_seconds: float | None) -> None:
+    """Refuse a TTL no backend can honour; every store applies the same rule."""
+    if ttl_seconds is not None and not (math.isfinite(ttl_seconds) and ttl_seconds > 0):
+        raise ValueError(f"ttl_seconds must be a positive number, got {ttl_seconds!r}")
+
+
 class StateStore(Protocol):
     """Key-value state shared by everything that serves one deployment."""
 
@@ -81,8 +87,7 @@ class MemoryStateStore:
             return value
 
     def set(self, key: str, value: bytes, ttl_seconds: float | None = None) -> None:
-        if ttl_seconds is not None and not (math.isfinite(ttl_seconds) and ttl_seconds > 0):
-            raise ValueError(f"ttl_seconds must be a positive number, got {ttl_seconds!r}")
+        check_ttl(ttl_seconds)
         with self._lock:
             now = self._clock()
             expires = None if ttl_seconds is None else now + ttl_seconds

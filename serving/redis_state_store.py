@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import redis
 
-from engine.state_store import MemoryStateStore, StateStore
+from engine.state_store import MemoryStateStore, StateStore, check_ttl
 
 DEFAULT_PREFIX = "persona-engine:"
 MEMORY = "memory"
@@ -52,11 +52,10 @@ class RedisStateStore:
         return None if value is None else bytes(value)  # type: ignore[arg-type]
 
     def set(self, key: str, value: bytes, ttl_seconds: float | None = None) -> None:
+        check_ttl(ttl_seconds)
         if ttl_seconds is None:
             self._client.set(self._key(key), value)
             return
-        if not (math.isfinite(ttl_seconds) and ttl_seconds > 0):
-            raise ValueError(f"ttl_seconds must be a positive number, got {ttl_seconds!r}")
         # Whole seconds, never 0 (EX 0 is an error): a sub-second TTL still lives one second.
         self._client.set(self._key(key), value, ex=max(1, math.ceil(ttl_seconds)))
 

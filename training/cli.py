@@ -1061,12 +1061,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         PersonaMixError,
         MappingError,
         EventLogError,
+        FileNotFoundError,
     ) as error:
-        stderr_console.print(
-            f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False, soft_wrap=True
-        )
-        return 2
-    except FileNotFoundError as error:
         stderr_console.print(
             f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False, soft_wrap=True
         )
