@@ -4,7 +4,7 @@ Customers are drawn from the shop; each decision's true conversion rate is the c
 weekday mix times the planted per-persona offer rates (truth/), while every policy sees only what
 serving sees: the artifact's inferred mix and its estimates. Static policies (uniform, greedy,
 epsilon-greedy, Thompson on the artifact's estimates) are scored exactly, as the mean true rate of
-the arms they would choose; the online bandit (engine/online_bandit.py) plays the decisions one by
+the arms they would choose; the online bandit (engine/decisions/online_bandit.py) plays the decisions one by
 one and learns from Bernoulli outcomes drawn from the truth. ``--drift`` moves every arm's audience
 to the next arm after training (the planted rates rolled by one arm), which is where learning online
 has something to win.
@@ -26,13 +26,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 import polars as pl
 
-from engine.arm_estimates import ArmEstimates
-from engine.candidate_policy import CandidatePolicy
-from engine.id_map import IdMap
-from engine.journey_stage import JourneyStage
-from engine.live_events import DecisionOutcome, OutcomeKind
-from engine.online_bandit import BanditConfig, OnlineBandit
-from engine.state_store import MemoryStateStore
+from engine.data.id_map import IdMap
+from engine.decisions.arm_estimates import ArmEstimates
+from engine.decisions.candidate_policy import CandidatePolicy
+from engine.decisions.journey_stage import JourneyStage
+from engine.decisions.online_bandit import BanditConfig, OnlineBandit
+from engine.live.events import DecisionOutcome, OutcomeKind
+from engine.live.state_store import MemoryStateStore
 from training.console_output import print_table
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -36,9 +36,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 import polars as pl
 
-from engine.data_loading import load_shop
-from engine.id_map import IdMap
-from engine.interactions import interaction_matrix
+from engine.data.id_map import IdMap
+from engine.data.interactions import interaction_matrix
+from engine.data.loading import load_shop
 from training.console_output import print_table
 from training.transaction_adapter import adapt_transactions
 from training.transaction_mapping import parse_mapping

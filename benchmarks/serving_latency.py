@@ -67,9 +67,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.load_generator import PhaseSpec, write_requests
-from engine.candidate_index import candidates_top_k, exact_top_k
-from engine.event_log import EventLog
+from engine.live.event_log import EventLog
 from engine.personalizer import Personalizer
+from engine.ranking.candidate_index import candidates_top_k, exact_top_k
 from serving import request_validation as validate
 from serving.client import Filters, PageContext, PersonaEngineClient, Target
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
@@ -871,22 +871,25 @@ PROFILE_ENCLOSING: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
 PROFILE_INNERMOST: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("protobuf building", ("google/protobuf/",)),
     ("decision id and its seeded RNG", ("decision_rng (", "new_decision_id (")),
-    ("mix resolution", ("engine/mix_resolution.py", "engine/persona_mix.py")),
+    ("mix resolution", ("engine/personas/mix_resolution.py", "engine/personas/mix.py")),
     ("model scoring", ("engine/models/",)),
-    ("candidate index search", ("engine/candidate_index.py",)),
-    ("filters", ("engine/item_filters.py",)),
-    ("top-k and list assembly", ("engine/list_assembly.py", "engine/diversity.py", "engine/promotions.py")),
+    ("candidate index search", ("engine/ranking/candidate_index.py",)),
+    ("filters", ("engine/ranking/filters.py",)),
+    (
+        "top-k and list assembly",
+        ("engine/ranking/list_assembly.py", "engine/ranking/diversity.py", "engine/ranking/promotions.py"),
+    ),
     (
         "offers and layout",
         (
-            "engine/page_decision.py",
-            "engine/decision_policy.py",
-            "engine/offer_eligibility.py",
-            "engine/arm_estimates.py",
+            "engine/decisions/page_decision.py",
+            "engine/decisions/decision_policy.py",
+            "engine/decisions/offer_eligibility.py",
+            "engine/decisions/arm_estimates.py",
         ),
     ),
     ("result item objects", ("Personalizer._item (", "Personalizer._items (")),
-    ("persona profile", ("engine/persona_profile.py", "engine/mix_explanations.py")),
+    ("persona profile", ("engine/personas/profile.py", "engine/personas/explanations.py")),
     ("engine, other", ("engine/",)),
     ("servicer and interceptor, other", ("serving/",)),
     ("gRPC Python layer", ("grpc/",)),

@@ -26,7 +26,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 from engine.models.base import UserBatch
-from engine.ranking import top_k
+from engine.ranking.top_k import top_k
 from training.config import DataSection, TrainConfig
 from training.console_output import print_table
 from training.prepared_data import prepare

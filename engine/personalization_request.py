@@ -13,10 +13,10 @@ import math
 from dataclasses import dataclass, field
 
 from engine.invalid_request import InvalidRequestError
-from engine.item_filters import ItemFilters
-from engine.persona_mix import PersonaMix
-from engine.promotions import Promotions
-from engine.shopping_context import CONTEXTS
+from engine.personas.mix import PersonaMix
+from engine.personas.shopping_context import CONTEXTS
+from engine.ranking.filters import ItemFilters
+from engine.ranking.promotions import Promotions
 
 DEFAULT_RESULTS = 10
 DEFAULT_OFFERS = 3

@@ -2,9 +2,10 @@
 
 This is the domain-level entry point that the CLI and the gRPC server share. Per request it resolves
 the customer (known to the model, known only to the artifact, or never seen), picks the persona mix
-(``engine.mix_resolution``), scores every target of the request in one model batch, applies the
-filters, promotions and diversity (``engine.list_assembly``), explains scores per persona when asked
-(``engine.score_explanation``), and decides offers and the layout (``engine.page_decision``).
+(``engine.personas.mix_resolution``), scores every target of the request in one model batch, applies the
+filters, promotions and diversity (``engine.ranking.list_assembly``), explains scores per persona when
+asked (``engine.ranking.score_explanation``), and decides offers and the layout
+(``engine.decisions.page_decision``).
 
 Everything that does not depend on the request is computed at load: item attribute codes, padded
 per-customer matrices, the priors of customers without events, the pure-persona scores behind
@@ -31,29 +32,35 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from engine.artifact import Artifact, open_artifact
-from engine.candidate_index import CandidateIndex, CandidateIndexSettings
-from engine.decision_policy import DEFAULT_EPSILON, PolicyMode
-from engine.diversity import DiversitySpace, pool_size
-from engine.feature_space import FeatureSpace
-from engine.id_map import IdMap
-from engine.interactions import empty_csr_matrix
-from engine.item_catalog import ItemCatalog
-from engine.item_filters import ItemFilters
-from engine.list_assembly import ItemReason, ListEntry, assemble_list
-from engine.mix_explanations import MixExplanations
-from engine.mix_resolution import UNKNOWN_ROW, CustomerMixes, MixSource, ResolvedMix
+from engine.data.feature_space import FeatureSpace
+from engine.data.id_map import IdMap
+from engine.data.interactions import empty_csr_matrix
+from engine.data.item_catalog import ItemCatalog
+from engine.decisions.decision_policy import DEFAULT_EPSILON, PolicyMode
+from engine.decisions.offer_eligibility import EligibilityContext
+from engine.decisions.page_decision import (
+    LayoutDecision,
+    PageDecisions,
+    RankedOffer,
+    eligibility_context,
+    fill_slots,
+)
 from engine.models.base import Recommender, UserBatch
 from engine.models.registry import load_model
-from engine.offer_eligibility import EligibilityContext
-from engine.page_decision import LayoutDecision, PageDecisions, RankedOffer, eligibility_context, fill_slots
-from engine.persona_catalog import PersonaCatalog, parse_catalog
-from engine.persona_inference import DemographicMixPrior
-from engine.persona_mix import PersonaMix
-from engine.persona_profile import PersonaProfile, evidence_for, leading_personas
 from engine.personalization_request import CustomerTarget, ProductRequest, SessionContext
-from engine.promotions import CompiledPromotions
-from engine.score_explanation import PersonaAffinity
-from engine.shopping_context import CONTEXTS, DEFAULT_HOLIDAYS, context_of
+from engine.personas.catalog import PersonaCatalog, parse_catalog
+from engine.personas.explanations import MixExplanations
+from engine.personas.inference import DemographicMixPrior
+from engine.personas.mix import PersonaMix
+from engine.personas.mix_resolution import UNKNOWN_ROW, CustomerMixes, MixSource, ResolvedMix
+from engine.personas.profile import PersonaProfile, evidence_for, leading_personas
+from engine.personas.shopping_context import CONTEXTS, DEFAULT_HOLIDAYS, context_of
+from engine.ranking.candidate_index import CandidateIndex, CandidateIndexSettings
+from engine.ranking.diversity import DiversitySpace, pool_size
+from engine.ranking.filters import ItemFilters
+from engine.ranking.list_assembly import ItemReason, ListEntry, assemble_list
+from engine.ranking.promotions import CompiledPromotions
+from engine.ranking.score_explanation import PersonaAffinity
 
 BACKFILL_MODEL = "persona_popularity"
 EXPLANATIONS_FOLDER = "personas/explanations"
@@ -256,7 +263,7 @@ class Personalizer:
         """``clock`` gives the current time for requests without a timestamp (UTC now by default).
 
         ``candidate_index`` decides whether the served model is searched through an IVF index
-        (``engine.candidate_index``; built here, at load, for inner-product models over catalogs of
+        (``engine.ranking.candidate_index``; built here, at load, for inner-product models over catalogs of
         at least ``min_items``) or scanned in full.
         """
         self.artifact = artifact

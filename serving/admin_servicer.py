@@ -9,7 +9,7 @@ PERMISSION_DENIED (the service exists, so reflection and clients see it, but it 
 ReloadModel's semantics (verification, atomic swap, rollback policy, several workers) live in
 ``serving.model_holder``; this module maps them onto the contract's status codes.
 
-GetExperiment and SetExperiment read and replace the running experiment (``engine.experiment``),
+GetExperiment and SetExperiment read and replace the running experiment (``engine.decisions.experiment``),
 which lives in the server's state store: every replica sharing the store applies a change within
 about a second, without a restart. A definition is validated whole before anything changes.
 """
@@ -25,7 +25,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from engine.experiment import (
+from engine.decisions.experiment import (
     ArmPolicy,
     CurrentExperiment,
     Experiment,

@@ -36,7 +36,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2
 
-from engine.live_events import BehaviorEvent, DecisionOutcome
+from engine.live.events import BehaviorEvent, DecisionOutcome
 from serving.generated.persona.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.artifact import open_artifact
-from engine.live_event_scoring import LiveEventScorer
-from engine.live_events import BehaviorEvent
+from engine.live.event_scoring import LiveEventScorer
+from engine.live.events import BehaviorEvent
 from serving.client import PersonaEngineClient
 from serving.examples.personalize_page import describe
 from serving.generated.persona.v1 import types_pb2

@@ -23,9 +23,9 @@ from typing import Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from engine.data_contract import EVENT_TYPES
+from engine.data.contract import EVENT_TYPES
 from engine.invalid_request import InvalidRequestError
-from engine.live_events import BehaviorEvent, DecisionOutcome, OutcomeKind, ServedDecision
+from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind, ServedDecision
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 
 MAX_EVENTS: Final = 1000

@@ -1,7 +1,7 @@
 """The server's live customer state: one StateStore, attached to every model the process serves.
 
 Each artifact the server loads (at startup and on every reload) gets its own
-``engine.live_customer_state.LiveCustomerStates`` (its persona model scores events, its mixes are the
+``engine.live.customer_state.LiveCustomerStates`` (its persona model scores events, its mixes are the
 long-term ones), attached to the model's mix resolution before the model starts serving, so the first
 request a new model answers already sees live state. The state itself lives in the StateStore and
 outlives reloads. As a LiveEventObserver, this object hands accepted events to the states of the
@@ -19,13 +19,13 @@ import datetime as dt
 import threading
 from collections.abc import Sequence
 
-from engine.drift_detection import WINDOW_HALF_LIVES, DriftStatus
-from engine.event_log import EventLog
-from engine.live_customer_state import LiveCustomerStates, LiveStateConfig
-from engine.live_event_scoring import LiveEventScorer
-from engine.live_events import BehaviorEvent, DecisionOutcome
+from engine.live.customer_state import LiveCustomerStates, LiveStateConfig
+from engine.live.event_log import EventLog
+from engine.live.event_scoring import LiveEventScorer
+from engine.live.events import BehaviorEvent, DecisionOutcome
+from engine.live.state_store import MemoryStateStore, StateStore
 from engine.personalizer import Personalizer
-from engine.state_store import MemoryStateStore, StateStore
+from engine.personas.drift import WINDOW_HALF_LIVES, DriftStatus
 from serving.metrics import ServingMetrics
 
 _REPLAY_CHUNK = 5_000  # events per observe call when catching up

@@ -54,7 +54,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.context_managers import InprogressTracker
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from engine.data_contract import DECISION_TYPES
+from engine.data.contract import DECISION_TYPES
 
 PREFIX: Final = "persona_engine"
 MULTIPROC_DIR_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"

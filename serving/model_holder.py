@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from engine.arm_estimates import ArmEstimates
 from engine.artifact import LATEST, MANIFEST
+from engine.decisions.arm_estimates import ArmEstimates
 from engine.personalizer import Personalizer
 from serving.metrics import ServingMetrics
 

@@ -14,7 +14,7 @@ latency are measured by the server's interceptor; this module records what only 
 each customer was served cold, and which offers and layouts were chosen.
 
 The live loop: with an event log configured, every offer and layout served by Personalize, RankOffers
-and SelectLayout is queued for the decision log (``engine.decision_log_writer``; off the request path),
+and SelectLayout is queued for the decision log (``engine.live.decision_log_writer``; off the request path),
 and RecordEvents checks a batch record by record (``serving.event_translation``), appends the valid
 records to the log in one durable transaction, and only then hands the newly accepted ones (never a
 retried duplicate) to the registered ``LiveEventObserver``s. An observer that fails is logged and
@@ -22,7 +22,7 @@ skipped: the records are already durable and acknowledged, and the caller must n
 Observers run on the handler threads, so several calls may reach one observer at once, and with
 several worker processes each process's observers see only the batches that process stored.
 
-Experiments (with ``live``, ``engine.live_decisions``): each request's customer is assigned an
+Experiments (with ``live``, ``engine.live.decisions``): each request's customer is assigned an
 experiment arm, which every response names and every logged decision records with the journey stage.
 An arm may use another recommender of the artifact, and an ``online-bandit`` arm gets its offers and
 layout from the online bandit instead of the artifact's policy; the bandit learns from RecordEvents.
@@ -38,23 +38,23 @@ from typing import Final, TypeVar
 
 import grpc
 
-from engine.decision_log_writer import DecisionLogWriter, served_arms
-from engine.drift_detection import DriftStatus
-from engine.event_log import EventLog
-from engine.experiment import ArmPolicy
+from engine.decisions.experiment import ArmPolicy
+from engine.decisions.journey_stage import JourneyStage
+from engine.decisions.page_decision import LayoutDecision, RankedOffer
 from engine.invalid_request import InvalidRequestError
-from engine.journey_stage import JourneyStage
-from engine.list_assembly import ItemReason
-from engine.live_decisions import Assignment, LiveDecisions
-from engine.live_events import LiveEventObserver
-from engine.mix_resolution import MixSource
-from engine.page_decision import LayoutDecision, RankedOffer
-from engine.persona_catalog import Persona
-from engine.persona_mix import PersonaMix
-from engine.persona_profile import PersonaProfile, by_weight
+from engine.live.decision_log_writer import DecisionLogWriter, served_arms
+from engine.live.decisions import Assignment, LiveDecisions
+from engine.live.event_log import EventLog
+from engine.live.events import LiveEventObserver
 from engine.personalization_request import SessionContext
 from engine.personalizer import DecisionInfo, Personalizer, ProductList, RecommendedItem
-from engine.shopping_context import CONTEXTS
+from engine.personas.catalog import Persona
+from engine.personas.drift import DriftStatus
+from engine.personas.mix import PersonaMix
+from engine.personas.mix_resolution import MixSource
+from engine.personas.profile import PersonaProfile, by_weight
+from engine.personas.shopping_context import CONTEXTS
+from engine.ranking.list_assembly import ItemReason
 from serving import event_translation
 from serving import request_validation as validate
 from serving.generated.persona.v1 import personalization_service_pb2 as pb

@@ -6,7 +6,7 @@ one update land together or not at all, whichever replica sends them. Keys are p
 ``persona-engine:``) so the engine can share a Redis with other applications.
 
 ``--state redis://host:port/db`` (or ``PERSONA_ENGINE_STATE``) on ``persona-engine serve`` selects it;
-``memory`` (the default) keeps state in the process (``engine.state_store.MemoryStateStore``).
+``memory`` (the default) keeps state in the process (``engine.live.state_store.MemoryStateStore``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import redis
 
-from engine.state_store import MemoryStateStore, StateStore, check_ttl
+from engine.live.state_store import MemoryStateStore, StateStore, check_ttl
 
 DEFAULT_PREFIX = "persona-engine:"
 MEMORY = "memory"

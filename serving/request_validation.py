@@ -20,10 +20,8 @@ from typing import Final, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from engine.data.item_catalog import ItemCatalog
 from engine.invalid_request import InvalidRequestError
-from engine.item_catalog import ItemCatalog
-from engine.item_filters import ItemFilters
-from engine.persona_mix import PersonaMix, PersonaMixError
 from engine.personalization_request import (
     DEFAULT_OFFERS,
     DEFAULT_RESULTS,
@@ -32,8 +30,10 @@ from engine.personalization_request import (
     SessionContext,
 )
 from engine.personalizer import Personalizer
-from engine.promotions import PinnedItem, PromotionRule, Promotions
-from engine.shopping_context import WEEKDAY, WEEKEND_HOLIDAY
+from engine.personas.mix import PersonaMix, PersonaMixError
+from engine.personas.shopping_context import WEEKDAY, WEEKEND_HOLIDAY
+from engine.ranking.filters import ItemFilters
+from engine.ranking.promotions import PinnedItem, PromotionRule, Promotions
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 from serving.generated.persona.v1 import types_pb2
 

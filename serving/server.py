@@ -23,7 +23,7 @@ its own, the parent stops the others and exits non-zero, leaving restarts to the
 Kubernetes) that started it.
 
 ``--event-log PATH`` enables the live loop: RecordEvents appends to that SQLite event log
-(``engine.event_log``) and every served offer and layout is logged there too. All workers open the
+(``engine.live.event_log``) and every served offer and layout is logged there too. All workers open the
 same file; SQLite's WAL mode lets them write it concurrently and training read it while they do.
 """
 
@@ -58,13 +58,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]  # no stubs in dev deps
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
-from engine.decision_log_writer import DecisionLogWriter
-from engine.event_log import EventLog, EventLogError
-from engine.experiment import ExperimentError, load_experiment
-from engine.live_decisions import LiveDecisions
-from engine.live_events import LiveEventObserver
-from engine.online_bandit import BanditConfig, OnlineBanditError, load_bandit_config
-from engine.state_store import StateStore
+from engine.decisions.experiment import ExperimentError, load_experiment
+from engine.decisions.online_bandit import BanditConfig, OnlineBanditError, load_bandit_config
+from engine.live.decision_log_writer import DecisionLogWriter
+from engine.live.decisions import LiveDecisions
+from engine.live.event_log import EventLog, EventLogError
+from engine.live.events import LiveEventObserver
+from engine.live.state_store import StateStore
 from serving.admin_servicer import AdminServicer
 from serving.generated.persona.v1 import (
     admin_service_pb2,
@@ -752,7 +752,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--experiment",
         type=Path,
         help="TOML file with an [experiment] section (named arms, shares, control; see "
-        "engine/experiment.py) to run from the start; the admin service's SetExperiment changes it live",
+        "engine/decisions/experiment.py) to run from the start; the admin service's SetExperiment "
+        "changes it live",
     )
     parser.add_argument(
         "--bandit",

@@ -20,9 +20,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.persona_mix import PersonaMix
 from engine.personalization_request import CustomerTarget, ProductRequest, SessionContext
 from engine.personalizer import Personalizer, ProductList
+from engine.personas.mix import PersonaMix
 
 OUTPUT_SCHEMA = pa.schema(
     [

@@ -355,7 +355,7 @@ def _parser() -> argparse.ArgumentParser:
     dr = command("drift", "customers whose recent behaviour moved away from their long-term persona mix")
     dr.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
     dr.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
-    # Defaults live in engine.drift_detection.DriftConfig (importing it here would slow every command).
+    # Defaults live in engine.personas.drift.DriftConfig (importing it here would slow every command).
     dr.add_argument(
         "--threshold",
         type=float,
@@ -438,7 +438,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 
 def cmd_adapt_transactions(args: argparse.Namespace) -> int:
-    from engine.data_loading import load_shop
+    from engine.data.loading import load_shop
     from training.transaction_adapter import adapt_transactions
     from training.transaction_mapping import load_mapping
 
@@ -655,7 +655,7 @@ def _print_recommendation(personalizer: Any, result: Any) -> None:
 
 
 def cmd_personas(args: argparse.Namespace) -> int:
-    from engine.persona_catalog import load_catalog
+    from engine.personas.catalog import load_catalog
 
     catalog = load_catalog(args.catalog)
     if args.json:
@@ -721,7 +721,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from engine.drift_detection import DriftConfig
+    from engine.personas.drift import DriftConfig
     from training.drift_job import run_drift_report
 
     if args.limit < 0:
@@ -1042,10 +1042,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.markup import escape
 
     from engine.artifact import ArtifactError
-    from engine.data_loading import DataValidationError
-    from engine.event_log import EventLogError
-    from engine.persona_catalog import CatalogError
-    from engine.persona_mix import PersonaMixError
+    from engine.data.loading import DataValidationError
+    from engine.live.event_log import EventLogError
+    from engine.personas.catalog import CatalogError
+    from engine.personas.mix import PersonaMixError
     from training.config import ConfigError
     from training.transaction_mapping import MappingError
 

@@ -9,7 +9,7 @@ On one data set and one split (the training config's), the same evaluation score
 
 Everything is trained on the same ``TrainingSet`` (``training.prepared_data``), items a customer
 engaged with in training are excluded from their list, and metrics come from
-``training.evaluation``/``engine.ranking_metrics``, so no model is scored by different rules. The
+``training.evaluation``/``engine.evaluation.ranking_metrics``, so no model is scored by different rules. The
 verdict compares the engine's best model with the best library default and with popularity on the
 known customers, and the best persona-conditioned model with popularity on the cold-start customers
 (held out of model training; scored from the mix their history gives).

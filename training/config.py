@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.interactions import DEFAULT_EVENT_WEIGHTS
+from engine.data.interactions import DEFAULT_EVENT_WEIGHTS
 from engine.models.registry import MODEL_KINDS
 
 KNOWN_MODEL_KINDS: tuple[str, ...] = tuple(MODEL_KINDS)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from engine.personalizer import Personalizer, ProductList
-from engine.shopping_context import CONTEXTS
+from engine.personas.shopping_context import CONTEXTS
 from training.console_output import print_table, stdout_console
 
 

@@ -11,10 +11,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from engine.data_loading import load_shop
-from engine.persona_catalog import load_catalog
-from engine.persona_discovery import DiscoveryConfig, discover_segments
-from engine.persona_inference import PersonaInferenceModel
+from engine.data.loading import load_shop
+from engine.personas.catalog import load_catalog
+from engine.personas.discovery import DiscoveryConfig, discover_segments
+from engine.personas.inference import PersonaInferenceModel
 
 
 def run_discovery(data_path: Path, catalog_name: str, *, min_share: float = 0.005) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """``persona-engine drift``: which customers' recent behaviour has left their long-term persona mix.
 
 Replays the event history of a shop (by default the data the artifact was trained on) through the
-drift rule of ``engine.drift_detection``, with the artifact's persona model and long-term mixes, and
+drift rule of ``engine.personas.drift``, with the artifact's persona model and long-term mixes, and
 lists the customers drifting at the end of it. When the data has planted truth (the synthetic shop's
 ``truth/customer_mixes.parquet`` with ``drift_date``), the report also scores the detection:
 precision, recall and the median delay from the planted date to the flagged start.
@@ -17,11 +17,11 @@ import numpy as np
 import polars as pl
 
 from engine.artifact import ArtifactError, open_artifact
-from engine.data_loading import load_shop
-from engine.drift_detection import DriftAccuracy, DriftConfig, DriftFinding, score_drift, trace_drift
-from engine.id_map import IdMap
-from engine.live_event_scoring import INFERENCE_FOLDER
-from engine.persona_inference import PersonaInferenceModel
+from engine.data.id_map import IdMap
+from engine.data.loading import load_shop
+from engine.live.event_scoring import INFERENCE_FOLDER
+from engine.personas.drift import DriftAccuracy, DriftConfig, DriftFinding, score_drift, trace_drift
+from engine.personas.inference import PersonaInferenceModel
 from training.console_output import progress_bar
 
 TRUTH_MIXES = Path("truth") / "customer_mixes.parquet"

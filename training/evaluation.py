@@ -1,7 +1,7 @@
 """Offline evaluation of fitted models on the held-out period, per customer segment.
 
-Metrics come from ``engine.ranking_metrics`` (implemented once, tested against hand-computed cases);
-this module decides *whom* to score and how: segments, the k, exclusion of already-seen items, and the
+Metrics come from ``engine.evaluation.ranking_metrics`` (implemented once, tested against hand-computed
+cases); this module decides *whom* to score and how: segments, the k, exclusion of already-seen items, and the
 ratio to popularity that tells whether personalisation is worth its cost.
 """
 
@@ -15,8 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from engine.evaluation.ranking_metrics import ranking_metrics
 from engine.models.base import Recommender, UserBatch
-from engine.ranking_metrics import ranking_metrics
 from training.prepared_data import EvaluationSegment
 
 METRIC_NAMES: tuple[str, ...] = ("precision", "recall", "ndcg", "map", "hit_rate")

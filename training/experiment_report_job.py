@@ -1,13 +1,13 @@
 """``persona-engine experiment-report``: per experiment arm, decisions, conversions, revenue and the
-difference to the control arm with confidence intervals (engine/experiment_report.py).
+difference to the control arm with confidence intervals (engine/evaluation/experiment_report.py).
 
 Inputs, one of:
 
-- ``--event-log PATH``: the server's event log (engine/event_log.py). A decision is one served
+- ``--event-log PATH``: the server's event log (engine/live/event_log.py). A decision is one served
   response (one decision id); its arm is the ``experiment_arm`` it was served under; it converted when
   any reward outcome (offer redeemed, layout converted) was reported for it, and its revenue is the
   sum of those outcomes' revenue. Decisions served outside any experiment (empty arm) are left out.
-- ``--decisions FILE``: a file in the ``decisions`` table format (engine/data_contract.py) with the
+- ``--decisions FILE``: a file in the ``decisions`` table format (engine/data/contract.py) with the
   extra column ``experiment_arm`` and optionally ``revenue`` (float, default 0). One row is one
   decision; it converted when ``outcome`` > 0.
 """
@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from engine.data_contract import DECISION_TYPES, DECISIONS
-from engine.data_loading import load_table
-from engine.event_log import EventLog, EventLogError
-from engine.experiment_report import DEFAULT_LEVEL, ExperimentReportError, summarize_arms
+from engine.data.contract import DECISION_TYPES, DECISIONS
+from engine.data.loading import load_table
+from engine.evaluation.experiment_report import DEFAULT_LEVEL, ExperimentReportError, summarize_arms
+from engine.live.event_log import EventLog, EventLogError
 
 ARM_COLUMN = "experiment_arm"
 REVENUE_COLUMN = "revenue"

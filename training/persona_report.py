@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from engine.persona_accuracy import compare_with_planted
+from engine.evaluation.persona_accuracy import compare_with_planted
 from training.prepared_data import PreparedData
 
 TRUTH_FILE = "customer_mixes.parquet"

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from engine.data_loading import load_shop
+from engine.data.loading import load_shop
 from engine.personalizer import Personalizer
 from training.config import parse_config
 

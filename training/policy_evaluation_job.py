@@ -1,6 +1,6 @@
 """``persona-engine evaluate-policy``: what candidate offer or layout policies would have earned on a log.
 
-The input is any file in the ``decisions`` table format (engine/data_contract.py: decision_id,
+The input is any file in the ``decisions`` table format (engine/data/contract.py: decision_id,
 customer_id, timestamp, context, decision_type, arm_id, propensity, outcome), optionally with the
 candidate policies' inputs as extra columns:
 
@@ -8,7 +8,7 @@ candidate policies' inputs as extra columns:
   candidate policy sees for that decision. Without them, ``--artifact`` supplies each customer's stored
   mix for the decision's context (customers the artifact never saw get its population mix).
 
-The server's event log (engine/event_log.py) is read directly too (``--event-log``): there every
+The server's event log (engine/live/event_log.py) is read directly too (``--event-log``): there every
 served decision carries the mix it was made for, and the first-ranked arm of each decision is used.
 
 Greedy, epsilon-greedy and Thompson candidates use the artifact's per persona x arm estimates
@@ -19,9 +19,10 @@ over-estimated by 0.09 against a true value of 0.11, and no interval covered it)
 only the decisions from its test period on (``summary.test_start`` of the manifest, which its
 estimates never saw) are evaluated unless ``since`` says otherwise.
 
-Estimators (engine/off_policy_evaluation.py): IPS, SNIPS, and DR with a reward model of per persona x
-arm rates fitted by EM (engine/arm_estimates.py) and cross-fitted: decisions are split into folds by a
-stable hash of the customer id, and each fold's predictions come from the model fitted on the others.
+Estimators (engine/evaluation/off_policy_evaluation.py): IPS, SNIPS, and DR with a reward model of per
+persona x arm rates fitted by EM (engine/decisions/arm_estimates.py) and cross-fitted: decisions are split
+into folds by a stable hash of the customer id, and each fold's predictions come from the model fitted on
+the others.
 Without mixes the reward model is per (context, arm) rates, cross-fitted the same way.
 
 ``--truth DIR`` (the ``truth/`` folder of training/synthetic_shop.py) adds each policy's true value on
@@ -44,21 +45,21 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from engine.arm_estimates import ArmEstimateError, ArmEstimates
-from engine.candidate_policy import CandidatePolicy, CandidatePolicyError
-from engine.data_contract import DECISION_TYPES, DECISIONS
-from engine.data_loading import load_table
-from engine.event_log import EventLog, EventLogError
-from engine.id_map import IdMap
-from engine.live_events import ServedDecision
-from engine.off_policy_evaluation import (
+from engine.data.contract import DECISION_TYPES, DECISIONS
+from engine.data.id_map import IdMap
+from engine.data.loading import load_table
+from engine.decisions.arm_estimates import ArmEstimateError, ArmEstimates
+from engine.decisions.candidate_policy import CandidatePolicy, CandidatePolicyError
+from engine.evaluation.off_policy_evaluation import (
     DEFAULT_LEVEL,
     OffPolicyEvaluationError,
     PolicyEvaluation,
     evaluate_policy,
 )
-from engine.persona_catalog import parse_catalog
-from engine.shopping_context import CONTEXTS, context_index, context_of
+from engine.live.event_log import EventLog, EventLogError
+from engine.live.events import ServedDecision
+from engine.personas.catalog import parse_catalog
+from engine.personas.shopping_context import CONTEXTS, context_index, context_of
 
 MIX_PREFIX = "mix__"
 DEFAULT_FOLDS = 5

@@ -16,21 +16,21 @@ import polars as pl
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from engine.data_loading import load_shop
-from engine.feature_space import DEMOGRAPHIC_COLUMNS, ITEM_FEATURE_COLUMNS, FeatureSpace, with_price_band
-from engine.id_map import IdMap
-from engine.interactions import empty_csr_matrix, interaction_matrix, relevant_matrix
-from engine.logged_events import LoggedEventsMerge, merge_logged_events, read_logged_events
+from engine.data.feature_space import DEMOGRAPHIC_COLUMNS, ITEM_FEATURE_COLUMNS, FeatureSpace, with_price_band
+from engine.data.id_map import IdMap
+from engine.data.interactions import empty_csr_matrix, interaction_matrix, relevant_matrix
+from engine.data.loading import load_shop
+from engine.data.shop_data import ShopData
 from engine.models.base import TrainingSet, UserBatch
-from engine.persona_catalog import PersonaCatalog, load_catalog
-from engine.persona_inference import (
+from engine.personas.catalog import PersonaCatalog, load_catalog
+from engine.personas.inference import (
     DemographicMixPrior,
     InferredMixes,
     PersonaInferenceConfig,
     PersonaInferenceModel,
 )
-from engine.shop_data import ShopData
 from training.config import TrainConfig
+from training.logged_events import LoggedEventsMerge, merge_logged_events, read_logged_events
 from training.split import TimeSplit, read_test_event_ids, split_events, split_predefined
 
 

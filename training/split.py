@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.data_loading import DataIssue, DataValidationError
+from engine.data.loading import DataIssue, DataValidationError
 
 
 @dataclass(frozen=True)

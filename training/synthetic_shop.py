@@ -36,9 +36,9 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 from rich.progress import Progress
 
-from engine.data_contract import LIST_SEPARATOR, OFFER_KINDS, TABLES, ColumnKind
-from engine.persona_catalog import PersonaCatalog, load_catalog
-from engine.shopping_context import (
+from engine.data.contract import LIST_SEPARATOR, OFFER_KINDS, TABLES, ColumnKind
+from engine.personas.catalog import PersonaCatalog, load_catalog
+from engine.personas.shopping_context import (
     CONTEXTS,
     DEFAULT_HOLIDAYS,
     WEEKDAY,

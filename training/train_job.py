@@ -20,15 +20,15 @@ import polars as pl
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from engine.arm_estimates import ArmEstimates
 from engine.artifact import ArtifactWriter, data_fingerprint, library_versions, new_version
-from engine.interactions import interaction_matrix
-from engine.mix_explanations import MixExplanations
+from engine.data.interactions import interaction_matrix
+from engine.decisions.arm_estimates import ArmEstimates
 from engine.models.base import Recommender
 from engine.models.registry import create_model
-from engine.persona_catalog import catalog_to_toml
 from engine.personalizer import EXPLANATIONS_FOLDER, HOLIDAYS_FILE, PURCHASES_PREFIX
-from engine.shopping_context import CONTEXTS
+from engine.personas.catalog import catalog_to_toml
+from engine.personas.explanations import MixExplanations
+from engine.personas.shopping_context import CONTEXTS
 from training.config import TrainConfig
 from training.console_output import progress_bar
 from training.evaluation import SegmentResult, best_model, evaluate_models, ratio_to_baseline
@@ -137,7 +137,7 @@ def purchases_matrix(prepared: PreparedData) -> sp.csr_matrix:
     """(customers x items) 1 where the customer bought the item, over *all* loaded events.
 
     Serving leaves purchased items out of recommendations by default, and an item bought in the
-    evaluation period is just as bought; views and carts do not count (see ``engine.item_filters``).
+    evaluation period is just as bought; views and carts do not count (see ``engine.ranking.filters``).
     """
     bought = prepared.shop.events.filter(pl.col("event_type") == "purchase")
     matrix = interaction_matrix(bought, prepared.customers, prepared.items, event_weights={"purchase": 1.0})

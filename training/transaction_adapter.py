@@ -17,7 +17,7 @@ How it works, and why:
   unit price (wholesale exports charge one product at several prices), the category a mapped column
   or the first matching rule, the tags every matching rule plus price band and private label. Rules
   run once per item, not per line, so they cost nothing at ten million lines.
-- The output is a folder that ``engine.data_loading.load_shop`` reads unchanged: events, items and,
+- The output is a folder that ``engine.data.loading.load_shop`` reads unchanged: events, items and,
   when the mapping names customer attributes, customers; plus the adaptation report as JSON.
 """
 
@@ -32,7 +32,7 @@ from typing import Any
 
 import polars as pl
 
-from engine.data_loading import DataIssue, DataValidationError
+from engine.data.loading import DataIssue, DataValidationError
 from training.transaction_mapping import (
     DiscountKind,
     Field,

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from engine.data_loading import load_shop
+from engine.data.loading import load_shop
 from engine.models.registry import create_model
 from training.config import ConfigError, load_config
 from training.console_output import print_table, progress_bar, stdout_console

@@ -1,6 +1,6 @@
 """The one interface every recommendation model implements, and the data it is trained and queried on.
 
-Models never see external ids: the training job maps ids once (``engine.id_map``) and hands models
+Models never see external ids: the training job maps ids once (``engine.data.id_map``) and hands models
 dense matrices. A query is a ``UserBatch``: known customers by index, each with the persona mix to
 condition on and their demographic features; index -1 means a customer the model never saw, who is
 scored from mix and demographics alone (cold start). Batches are the primary path; a single customer
@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from engine.ranking import top_k
+from engine.ranking.top_k import top_k
 
 MODEL_FORMAT_VERSION = 1
 MODEL_MANIFEST = "model.json"
@@ -158,7 +158,7 @@ class Recommender(ABC):
     def item_vectors(self) -> NDArray[np.float32] | None:
         """(n_items, d) when the model scores by inner product, ``score == query_vectors @ item_vectors.T``.
 
-        Such a model can be served through a candidate index (``engine.candidate_index``) instead of
+        Such a model can be served through a candidate index (``engine.ranking.candidate_index``) instead of
         a full scan; None (the default) means its scores have no such form.
         """
         return None

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from engine.live_events import BehaviorEvent, DecisionOutcome, OutcomeKind
+from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind
 from serving.client import DEFAULT_TARGET, PersonaEngineClient
 
 MAX_RECORDS_PER_CALL = 1000

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from engine.invalid_request import InvalidRequestError
-from engine.item_filters import ItemFilters
-from engine.list_assembly import ItemReason
-from engine.mix_resolution import MixSource
 from engine.personalization_request import CustomerTarget, ProductRequest, SessionContext
 from engine.personalizer import Personalizer, _Scored
-from engine.promotions import PinnedItem, PromotionRule, Promotions
-from engine.shopping_context import CONTEXTS
+from engine.personas.mix_resolution import MixSource
+from engine.personas.shopping_context import CONTEXTS
+from engine.ranking.filters import ItemFilters
+from engine.ranking.list_assembly import ItemReason
+from engine.ranking.promotions import PinnedItem, PromotionRule, Promotions
 from tests.engine.small_artifact import train_small_artifact
 
 SATURDAY = dt.datetime(2026, 3, 7, 12, tzinfo=dt.UTC)

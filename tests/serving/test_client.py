@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.live_events import BehaviorEvent, DecisionOutcome, OutcomeKind
+from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind
 from serving.client import (
     PERSONALIZATION_SERVICE,
     RETRYABLE_METHODS,

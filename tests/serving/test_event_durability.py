@@ -20,8 +20,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from engine.event_log import EventLog
-from engine.live_events import BehaviorEvent
+from engine.live.event_log import EventLog
+from engine.live.events import BehaviorEvent
 from serving.client import PersonaEngineClient
 from serving.server import ENV_EVENT_LOG, ServeConfigError, add_serve_arguments, settings_from_args
 from tests.serving.server_harness import running_server, start_server, trained_artifacts

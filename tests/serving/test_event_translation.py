@@ -9,8 +9,8 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.data_contract import EVENT_TYPES
-from engine.live_events import OutcomeKind, ServedDecision
+from engine.data.contract import EVENT_TYPES
+from engine.live.events import OutcomeKind, ServedDecision
 from serving.event_translation import MAX_FUTURE, record_batch
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 

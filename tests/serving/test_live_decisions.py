@@ -14,13 +14,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from engine.decision_log_writer import DecisionLogWriter
-from engine.event_log import EventLog
-from engine.experiment import ArmPolicy, Experiment, ExperimentArm
-from engine.journey_stage import JourneyStage
-from engine.live_decisions import LiveDecisions
-from engine.live_events import DecisionOutcome, OutcomeKind
-from engine.state_store import MemoryStateStore
+from engine.decisions.experiment import ArmPolicy, Experiment, ExperimentArm
+from engine.decisions.journey_stage import JourneyStage
+from engine.live.decision_log_writer import DecisionLogWriter
+from engine.live.decisions import LiveDecisions
+from engine.live.event_log import EventLog
+from engine.live.events import DecisionOutcome, OutcomeKind
+from engine.live.state_store import MemoryStateStore
 from serving.client import PersonaEngineClient
 from serving.generated.persona.v1 import admin_service_pb2 as admin
 from serving.generated.persona.v1 import admin_service_pb2_grpc as admin_grpc

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from engine.artifact import open_artifact
-from engine.live_event_scoring import LiveEventScorer
-from engine.live_events import BehaviorEvent
+from engine.live.event_scoring import LiveEventScorer
+from engine.live.events import BehaviorEvent
 from serving.generated.persona.v1 import types_pb2
 from tests.serving.redis_server import running_redis
 from tests.serving.server_harness import ServerProcess, TrainedArtifacts, running_server, trained_artifacts

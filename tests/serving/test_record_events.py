@@ -10,9 +10,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from engine.decision_log_writer import DecisionLogWriter
-from engine.event_log import EventLog
-from engine.live_events import BehaviorEvent, DecisionOutcome, OutcomeKind
+from engine.live.decision_log_writer import DecisionLogWriter
+from engine.live.event_log import EventLog
+from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind
 from serving.client import PageContext, PersonaEngineClient
 from serving.examples import record_events
 from serving.generated.persona.v1 import personalization_service_pb2 as pb

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (  # ty
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from engine.id_map import IdMap
+from engine.data.id_map import IdMap
 from serving.client import PERSONALIZATION_SERVICE, PersonaEngineClient
 from serving.generated.persona.v1 import personalization_service_pb2, personalization_service_pb2_grpc
 from serving.server import (

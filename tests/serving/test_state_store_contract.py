@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.state_store import MemoryStateStore, StateStore
+from engine.live.state_store import MemoryStateStore, StateStore
 from serving.redis_state_store import RedisStateStore, StateStoreError, open_state_store
 from tests.serving.redis_server import running_redis
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.data_loading import load_shop
+from engine.data.loading import load_shop
 from engine.personalization_request import CustomerTarget, ProductRequest
 from engine.personalizer import Personalizer
 from tests.engine.small_artifact import train_small_artifact

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from engine.evaluation.ranking_metrics import ranking_metrics
 from engine.models.base import Recommender, UserBatch
 from engine.models.registry import create_model
-from engine.ranking_metrics import ranking_metrics
 from tests.engine.models.checkerboard import N_ITEMS, SMALL_CONFIGS, Checkerboard, make_checkerboard
 from training.evaluation import evaluate_models, recommend_in_chunks
 from training.prepared_data import EvaluationSegment

@@ -9,8 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.event_log import EventLog
-from engine.live_events import BehaviorEvent
+from engine.live.event_log import EventLog
+from engine.live.events import BehaviorEvent
 from training.cli import main
 from training.config import parse_config
 from training.prepared_data import prepare

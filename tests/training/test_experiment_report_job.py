@@ -10,8 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.event_log import EventLog
-from engine.live_events import DecisionOutcome, OutcomeKind, ServedDecision
+from engine.live.event_log import EventLog
+from engine.live.events import DecisionOutcome, OutcomeKind, ServedDecision
 from training.cli import main
 
 NOW = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC)

@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.data_loading import DataValidationError, load_shop
-from engine.persona_catalog import load_catalog
+from engine.data.loading import DataValidationError, load_shop
+from engine.personas.catalog import load_catalog
 from training.cli import main
 from training.config import ConfigError, parse_config
 from training.movielens_adapter import (

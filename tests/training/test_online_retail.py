@@ -11,9 +11,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.data_loading import load_shop
-from engine.persona_catalog import load_catalog
-from engine.persona_traits import BULK_QUANTITY
+from engine.data.loading import load_shop
+from engine.personas.catalog import load_catalog
+from engine.personas.traits import BULK_QUANTITY
 from training.config import load_config
 from training.transaction_adapter import AdaptationReport, adapt_transactions
 from training.transaction_mapping import load_mapping

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.data_contract import TABLES, ColumnKind
-from engine.data_loading import load_shop
-from engine.persona_catalog import load_catalog
-from engine.shopping_context import context_expr
+from engine.data.contract import TABLES, ColumnKind
+from engine.data.loading import load_shop
+from engine.personas.catalog import load_catalog
+from engine.personas.shopping_context import context_expr
 from training.synthetic_personas import (
     CATEGORIES,
     CHANNELS,

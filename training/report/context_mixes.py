@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.persona_mix import total_variation_rows
-from engine.shopping_context import CONTEXTS, WEEKDAY, WEEKEND_HOLIDAY
+from engine.personas.mix import total_variation_rows
+from engine.personas.shopping_context import CONTEXTS, WEEKDAY, WEEKEND_HOLIDAY
 from training.report import report_plots
 from training.report.report_inputs import ReportInputs
 from training.report.report_section import Chart, Column, Format, ReportSection, Table, unavailable

@@ -17,10 +17,10 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from engine.id_map import IdMap
-from engine.persona_accuracy import planted_targets
-from engine.persona_inference import PersonaInferenceModel
-from engine.persona_mix import total_variation_rows
+from engine.data.id_map import IdMap
+from engine.evaluation.persona_accuracy import planted_targets
+from engine.personas.inference import PersonaInferenceModel
+from engine.personas.mix import total_variation_rows
 from training.report import report_plots
 from training.report.report_inputs import ReportInputs
 from training.report.report_section import Chart, Column, Format, ReportSection, Table, unavailable

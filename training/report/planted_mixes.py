@@ -1,8 +1,8 @@
 """Section: on a generated shop, how close the inferred mixes come to the mixes that were planted.
 
 Only ``persona-engine generate`` data has a ``truth/`` folder; real shops skip this section. The
-comparison is ``engine.persona_accuracy``'s (each customer's planted mix averaged over the events the
-mixes were inferred from), so its headline numbers are the ones training stored in the manifest.
+comparison is ``engine.evaluation.persona_accuracy``'s (each customer's planted mix averaged over the
+events the mixes were inferred from), so its headline numbers are the ones training stored in the manifest.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.persona_accuracy import planted_targets
-from engine.persona_mix import total_variation_rows
+from engine.evaluation.persona_accuracy import planted_targets
+from engine.personas.mix import total_variation_rows
 from training.report import report_plots
 from training.report.report_inputs import ReportInputs
 from training.report.report_section import Chart, Column, Format, ReportSection, Table, unavailable

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.id_map import IdMap
+from engine.data.id_map import IdMap
 from engine.models.base import UserBatch
 from engine.models.registry import load_model
 from training.report import report_plots

@@ -20,12 +20,12 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from engine.artifact import Artifact, ArtifactError, data_fingerprint, open_artifact
-from engine.data_loading import load_shop
-from engine.id_map import IdMap
-from engine.persona_catalog import PersonaCatalog, parse_catalog
-from engine.persona_inference import InferredMixes
+from engine.data.id_map import IdMap
+from engine.data.loading import load_shop
 from engine.personalizer import HOLIDAYS_FILE
-from engine.shopping_context import CONTEXTS, DEFAULT_HOLIDAYS, context_expr
+from engine.personas.catalog import PersonaCatalog, parse_catalog
+from engine.personas.inference import InferredMixes
+from engine.personas.shopping_context import CONTEXTS, DEFAULT_HOLIDAYS, context_expr
 from training.config import TrainConfig, parse_config
 from training.persona_report import TRUTH_FILE
 from training.split import split_events

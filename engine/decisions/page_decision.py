@@ -1,0 +1,328 @@
+"""Offers and layout variants for one page: eligibility, the decision policy, and filling the slots.
+
+Offers: the offers table's rules decide which offers may be shown for what the customer is looking at
+(``engine.decisions.offer_eligibility``: items in the session and the cart, the basket value); the decision
+policy (``engine.decisions.decision_policy``, epsilon-greedy by default) ranks the eligible ones under the
+customer's mix and reports the propensity of every placement, so each decision can be evaluated
+off-policy later. Layouts: the policy chooses one variant of the layouts table.
+
+Without logged decisions for an arm set (a new shop), the estimates are the Beta(1, 1) prior for
+every persona and arm: every arm scores the same and the policy explores uniformly among the
+eligible ones, with exact propensities all the same.
+
+Slot filling (``fill_slots``) is deliberately simple, because slot names are the shop's own words:
+a slot whose name has a word such as "offer", "deal", "coupon", "promo" or "voucher" (split on
+``_``, ``-`` and spaces, e.g. "hero_deals") is an *offer slot*; every other slot is a *product slot*.
+The ranked products are dealt into the product slots in page order as consecutive runs of nearly
+equal length (earlier slots get the extra item, since page order is prominence); the ranked offers
+are dealt into the offer slots the same way. A page without offer slots shows no offers in its
+layout (they are still in the response), and likewise for products.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from numpy.typing import NDArray
+
+from engine.data.item_catalog import ItemCatalog
+from engine.decisions.arm_estimates import ArmEstimates
+from engine.decisions.decision_policy import DecisionPolicy, NoEligibleArmError, PolicyMode
+from engine.decisions.offer_eligibility import EligibilityContext, OfferRules
+from engine.invalid_request import InvalidRequestError
+from engine.personas.mix import PersonaMix
+
+OFFER_SLOT_WORDS = frozenset(
+    {"offer", "offers", "deal", "deals", "coupon", "coupons", "promo", "promos", "voucher", "vouchers"}
+)
+_WORD_SPLIT = re.compile(r"[_\-\s]+")
+
+
+class PageDecisionError(ValueError):
+    """Offer or layout tables that do not fit their estimates; names the file and the arms."""
+
+
+@dataclass(frozen=True)
+class Offer:
+    offer_id: str
+    kind: str
+    description: str
+
+
+@dataclass(frozen=True)
+class LayoutVariant:
+    variant_id: str
+    description: str
+    slots: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RankedOffer:
+    offer_id: str
+    kind: str
+    description: str
+    rank: int
+    score: float
+    propensity: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class FilledSlot:
+    name: str
+    item_ids: tuple[str, ...] = ()
+    offer_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LayoutDecision:
+    variant_id: str
+    description: str
+    slots: tuple[FilledSlot, ...]
+    score: float
+    propensity: float
+
+
+@functools.lru_cache(maxsize=1024)
+def is_offer_slot(name: str) -> bool:
+    return any(word in OFFER_SLOT_WORDS for word in _WORD_SPLIT.split(name.lower()))
+
+
+def _deal(values: Sequence[str], n_slots: int) -> list[tuple[str, ...]]:
+    """Consecutive runs of nearly equal length, the earlier runs one longer when it does not divide."""
+    if n_slots == 0:
+        return []
+    base, extra = divmod(len(values), n_slots)
+    runs, start = [], 0
+    for slot in range(n_slots):
+        size = base + (1 if slot < extra else 0)
+        runs.append(tuple(values[start : start + size]))
+        start += size
+    return runs
+
+
+def fill_slots(
+    slots: Sequence[str], item_ids: Sequence[str], offer_ids: Sequence[str]
+) -> tuple[FilledSlot, ...]:
+    """The variant's slots with products and offers dealt in (see the module docstring)."""
+    offer_slots = [i for i, name in enumerate(slots) if is_offer_slot(name)]
+    product_slots = [i for i, name in enumerate(slots) if not is_offer_slot(name)]
+    items = dict(zip(product_slots, _deal(item_ids, len(product_slots)), strict=True))
+    offers = dict(zip(offer_slots, _deal(offer_ids, len(offer_slots)), strict=True))
+    return tuple(
+        FilledSlot(name, item_ids=items.get(i, ()), offer_ids=offers.get(i, ()))
+        for i, name in enumerate(slots)
+    )
+
+
+def eligibility_context(
+    catalog: ItemCatalog, in_view: NDArray[np.int64], in_cart: NDArray[np.int64], basket_value: float | None
+) -> EligibilityContext:
+    """What offer rules are checked against; the basket value defaults to the cart's list prices."""
+    items = np.concatenate([in_view, in_cart]).astype(np.int64)
+    value = float(catalog.prices[in_cart].sum()) if basket_value is None else float(basket_value)
+    return EligibilityContext(
+        categories=tuple(str(c) for c in catalog.categories[items]),
+        brands=tuple(catalog.brand_or_none(int(i)) for i in items),
+        basket_value=value,
+    )
+
+
+def _prior_estimates(arm_ids: Sequence[str], persona_ids: Sequence[str]) -> ArmEstimates:
+    shape = (len(persona_ids), len(arm_ids))
+    return ArmEstimates(tuple(arm_ids), tuple(persona_ids), np.ones(shape), np.ones(shape))
+
+
+def _aligned(
+    estimates: ArmEstimates | None, arm_ids: Sequence[str], persona_ids: Sequence[str], where: str
+) -> ArmEstimates:
+    if estimates is None:
+        return _prior_estimates(arm_ids, persona_ids)
+    if estimates.persona_ids != tuple(persona_ids):
+        raise PageDecisionError(
+            f"{where}: estimates are over personas {estimates.persona_ids}, not {persona_ids}"
+        )
+    if set(estimates.arm_ids) != set(arm_ids):
+        raise PageDecisionError(
+            f"{where}: estimates cover arms {sorted(estimates.arm_ids)}, the table {sorted(arm_ids)}"
+        )
+    return estimates
+
+
+def _candidate_mask(
+    arm_ids: Sequence[str], candidates: Sequence[str], field: str, kind: str
+) -> NDArray[np.bool_] | None:
+    if not candidates:
+        return None
+    position = {arm: i for i, arm in enumerate(arm_ids)}
+    mask = np.zeros(len(arm_ids), dtype=bool)
+    for i, arm in enumerate(candidates):
+        if arm not in position:
+            raise InvalidRequestError(f"{field}[{i}]", f"unknown {kind} {arm!r}")
+        mask[position[arm]] = True
+    return mask
+
+
+class PageDecisions:
+    """The offers and layouts of one artifact with their policies, ready to decide per request."""
+
+    def __init__(
+        self,
+        persona_ids: Sequence[str],
+        persona_names: Sequence[str],
+        *,
+        offers: Sequence[Mapping[str, Any]] = (),
+        offer_estimates: ArmEstimates | None = None,
+        layouts: Sequence[Mapping[str, Any]] = (),
+        layout_estimates: ArmEstimates | None = None,
+        epsilon: float = 0.1,
+        mode: PolicyMode = PolicyMode.EPSILON_GREEDY,
+        source: str = "<memory>",
+    ) -> None:
+        """``offers`` and ``layouts`` are rows of the offers and layouts tables (data contract)."""
+        self.offers = {
+            str(row["offer_id"]): Offer(
+                str(row["offer_id"]), str(row["kind"]), str(row.get("description") or "")
+            )
+            for row in offers
+        }
+        self.layouts = {
+            str(row["variant_id"]): LayoutVariant(
+                str(row["variant_id"]), str(row.get("description") or ""), tuple(str(s) for s in row["slots"])
+            )
+            for row in layouts
+        }
+        self.rules: OfferRules | None = None
+        self.offer_policy: DecisionPolicy | None = None
+        self._rules_in_arm_order: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        if self.offers:
+            self.rules = OfferRules(
+                pl.DataFrame(
+                    {
+                        "offer_id": list(self.offers),
+                        "cost": [float(row["cost"]) for row in offers],
+                        "min_basket": [float(row.get("min_basket") or 0.0) for row in offers],
+                        "eligible_categories": [list(row.get("eligible_categories") or []) for row in offers],
+                        "eligible_brands": [list(row.get("eligible_brands") or []) for row in offers],
+                    },
+                    schema={
+                        "offer_id": pl.Utf8,
+                        "cost": pl.Float64,
+                        "min_basket": pl.Float64,
+                        "eligible_categories": pl.List(pl.Utf8),
+                        "eligible_brands": pl.List(pl.Utf8),
+                    },
+                )
+            )
+            estimates = _aligned(offer_estimates, list(self.offers), persona_ids, f"{source} offers")
+            self.offer_policy = DecisionPolicy.for_offers(
+                estimates, mode=mode, epsilon=epsilon, persona_names=persona_names
+            )
+            # Rule positions in the policy's arm order, looked up once instead of per decision.
+            self._rules_in_arm_order = self.rules.indices(self.offer_policy.arm_ids)
+        self.layout_policy: DecisionPolicy | None = None
+        if self.layouts:
+            estimates = _aligned(layout_estimates, list(self.layouts), persona_ids, f"{source} layouts")
+            self.layout_policy = DecisionPolicy.for_layouts(
+                estimates, mode=mode, epsilon=epsilon, persona_names=persona_names
+            )
+
+    @classmethod
+    def from_artifact_folder(
+        cls,
+        decisions: Path,
+        persona_ids: Sequence[str],
+        persona_names: Sequence[str],
+        *,
+        epsilon: float = 0.1,
+        mode: PolicyMode = PolicyMode.EPSILON_GREEDY,
+    ) -> PageDecisions:
+        """Read ``decisions/`` of an artifact: offers.json, layouts.json and the estimates per arm type."""
+
+        def table(name: str) -> list[dict[str, Any]]:
+            path = decisions / name
+            return list(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else []
+
+        def estimates(name: str) -> ArmEstimates | None:
+            return ArmEstimates.load(decisions / name) if (decisions / name).is_dir() else None
+
+        return cls(
+            persona_ids,
+            persona_names,
+            offers=table("offers.json"),
+            offer_estimates=estimates("offer"),
+            layouts=table("layouts.json"),
+            layout_estimates=estimates("layout"),
+            epsilon=epsilon,
+            mode=mode,
+            source=str(decisions),
+        )
+
+    def rank_offers(
+        self,
+        mix: PersonaMix,
+        context: EligibilityContext,
+        n: int,
+        rng: np.random.Generator,
+        candidates: Sequence[str] = (),
+    ) -> list[RankedOffer]:
+        """Up to n eligible offers, best first; none when no offer is eligible (or the shop has none).
+
+        ``candidates`` restricts the choice to these offer ids; an unknown id is an InvalidRequestError
+        naming ``candidate_offer_ids[i]``.
+        """
+        if self.offer_policy is None or self.rules is None:
+            if candidates:
+                raise InvalidRequestError("candidate_offer_ids[0]", f"unknown offer {candidates[0]!r}")
+            return []
+        arms = self.offer_policy.arm_ids
+        eligible = self.rules.eligible(context)[self._rules_in_arm_order]
+        restricted = _candidate_mask(arms, candidates, "candidate_offer_ids", "offer")
+        if restricted is not None:
+            eligible &= restricted
+        try:
+            ranked = self.offer_policy.rank_offers(mix, eligible, n, rng)
+        except NoEligibleArmError:
+            return []
+        return [
+            RankedOffer(
+                offer_id=arm.arm_id,
+                kind=self.offers[arm.arm_id].kind,
+                description=self.offers[arm.arm_id].description,
+                rank=rank,
+                score=arm.score,
+                propensity=arm.propensity,
+                reason=arm.reason,
+            )
+            for rank, arm in enumerate(ranked, start=1)
+        ]
+
+    def choose_layout(
+        self, mix: PersonaMix, rng: np.random.Generator, candidates: Sequence[str] = ()
+    ) -> LayoutDecision | None:
+        """The chosen variant with unfilled slots, or None when the shop has no layouts table."""
+        if self.layout_policy is None:
+            if candidates:
+                raise InvalidRequestError(
+                    "candidate_variant_ids[0]", f"unknown layout variant {candidates[0]!r}"
+                )
+            return None
+        arms = self.layout_policy.arm_ids
+        restricted = _candidate_mask(arms, candidates, "candidate_variant_ids", "layout variant")
+        chosen = self.layout_policy.choose_layout(mix, rng, restricted)
+        variant = self.layouts[chosen.arm_id]
+        return LayoutDecision(
+            variant_id=variant.variant_id,
+            description=variant.description,
+            slots=tuple(FilledSlot(name) for name in variant.slots),
+            score=chosen.score,
+            propensity=chosen.propensity,
+        )

@@ -1,0 +1,138 @@
+"""The evidence behind every known customer's persona mix, precomputed at training time for serving.
+
+Explaining a mix needs the customer's encoded events, which the artifact does not carry (serving
+never reads the raw events). So training explains every customer at once
+(``PersonaInferenceModel.strongest_signals``, vectorised over chunks of customers: a loop calling
+``explain`` per customer took about a millisecond each, 17 minutes for a million customers) and
+stores the strongest signals per customer and persona as plain arrays:
+
+    features.json            the signal vocabulary: feature name and description per column
+    feature.npy              (customers, personas, top) int32 column of each signal, -1 where none
+    customer_value.npy       (customers, personas, top) float32, and likewise
+    population_value.npy     population_value, persona_value and contribution
+    persona_value.npy
+    contribution.npy
+
+A profile request then reads one (personas, top) slice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.personas.inference import SIGNAL_VALUES, InferredMixes, PersonaInferenceModel, SignalContribution
+
+DEFAULT_TOP = 5
+_VALUES = SIGNAL_VALUES
+_FEATURES_FILE = "features.json"
+_FEATURE_FILE = "feature.npy"
+
+
+class MixExplanationsError(ValueError):
+    """Stored explanations that do not fit together; the message names the file and the shapes."""
+
+
+class MixExplanations:
+    """Per customer and persona, the top signals that pulled the customer towards the persona."""
+
+    def __init__(
+        self,
+        persona_ids: Sequence[str],
+        features: Sequence[tuple[str, str]],
+        feature: NDArray[np.integer],
+        values: Mapping[str, NDArray[np.floating]],
+    ) -> None:
+        self.persona_ids = tuple(persona_ids)
+        self.features = tuple(features)
+        self.feature = np.asarray(feature, dtype=np.int32)
+        if self.feature.ndim != 3 or self.feature.shape[1] != len(self.persona_ids):
+            raise MixExplanationsError(
+                f"feature has shape {self.feature.shape}, expected (customers, {len(self.persona_ids)}, top)"
+            )
+        if self.feature.size and (self.feature.max() >= len(self.features) or self.feature.min() < -1):
+            raise MixExplanationsError(f"feature indices outside the {len(self.features)} known signals")
+        self.values = {name: np.asarray(values[name], dtype=np.float32) for name in _VALUES}
+        for name, array in self.values.items():
+            if array.shape != self.feature.shape:
+                raise MixExplanationsError(f"{name} has shape {array.shape}, feature {self.feature.shape}")
+
+    @property
+    def n_customers(self) -> int:
+        return int(self.feature.shape[0])
+
+    @classmethod
+    def build(
+        cls, inference: PersonaInferenceModel, mixes: InferredMixes, top: int = DEFAULT_TOP
+    ) -> MixExplanations:
+        """Explain every customer of ``mixes`` (rows in ``mixes.customer_ids`` order).
+
+        The signal vocabulary lists only the feature values some customer's explanation uses, in the
+        order they first occur (customer by customer, persona by persona, strongest first).
+        """
+        strongest = inference.strongest_signals(mixes, top=top)
+        column = strongest.column
+        used = column[column >= 0]
+        distinct, first = np.unique(used, return_index=True)
+        vocabulary = distinct[np.argsort(first, kind="stable")]
+        position = np.full(len(strongest.names), -1, dtype=np.int32)
+        position[vocabulary] = np.arange(vocabulary.size, dtype=np.int32)
+        feature = np.where(column >= 0, position[np.maximum(column, 0)], -1).astype(np.int32)
+        descriptions = [(strongest.names[j], strongest.descriptions[j]) for j in vocabulary]
+        return cls(mixes.persona_ids, descriptions, feature, strongest.values)
+
+    def signals(self, row: int) -> dict[str, list[SignalContribution]]:
+        """One customer's signals per persona, strongest first (empty lists when there is no evidence)."""
+        if not 0 <= row < self.n_customers:
+            raise IndexError(f"customer row {row} outside 0..{self.n_customers - 1}")
+        out: dict[str, list[SignalContribution]] = {}
+        for p, persona in enumerate(self.persona_ids):
+            entries = []
+            for slot in range(self.feature.shape[2]):
+                column = int(self.feature[row, p, slot])
+                if column < 0:
+                    break
+                name, description = self.features[column]
+                entries.append(
+                    SignalContribution(
+                        feature=name,
+                        description=description,
+                        **{value: float(self.values[value][row, p, slot]) for value in _VALUES},
+                    )
+                )
+            out[persona] = entries
+        return out
+
+    def save(self, directory: Path) -> list[Path]:
+        directory.mkdir(parents=True, exist_ok=True)
+        document = {
+            "persona_ids": list(self.persona_ids),
+            "features": [{"feature": f, "description": d} for f, d in self.features],
+        }
+        written = [directory / _FEATURES_FILE]
+        written[0].write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        np.save(directory / _FEATURE_FILE, self.feature, allow_pickle=False)
+        written.append(directory / _FEATURE_FILE)
+        for name, array in self.values.items():
+            np.save(directory / f"{name}.npy", array, allow_pickle=False)
+            written.append(directory / f"{name}.npy")
+        return written
+
+    @classmethod
+    def load(cls, directory: Path) -> MixExplanations:
+        try:
+            document = json.loads((directory / _FEATURES_FILE).read_text(encoding="utf-8"))
+            features = [(str(f["feature"]), str(f["description"])) for f in document["features"]]
+            persona_ids = [str(p) for p in document["persona_ids"]]
+            feature = np.load(directory / _FEATURE_FILE, allow_pickle=False)
+            values = {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in _VALUES}
+        except (OSError, KeyError, TypeError, ValueError) as error:
+            raise MixExplanationsError(f"{directory}: cannot read mix explanations: {error}") from None
+        try:
+            return cls(persona_ids, features, feature, values)
+        except MixExplanationsError as error:
+            raise MixExplanationsError(f"{directory}: {error}") from None

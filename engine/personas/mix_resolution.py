@@ -1,0 +1,188 @@
+"""Which persona mix a request is served with, and where that mix came from.
+
+In order of precedence:
+
+1. the mix the request gives (validated and normalised by ``PersonaMix.from_mapping``): source REQUEST;
+2. the customer's inferred mix for the request's shopping context (weekday or weekend/holiday), or
+   the overall inferred mix when no context is given: source INFERRED;
+3. a customer the artifact knows without events (only in the customers table) gets the demographic
+   prior of their age band, region and income band: source PRIOR;
+4. an id the artifact has never seen gets the population's average mix: source PRIOR. (The
+   demographic prior would need demographics, which requests do not carry.)
+
+When live state is attached (``CustomerMixes.live``, see ``engine.live.customer_state``), the mix of
+2-4 is handed to it as the long-term mix: a customer with recent session events gets the blend of
+that mix and their session's (source LIVE), and whatever the live state holds (items just bought,
+drift) travels with the resolved mix. A mix given in the request is never overridden.
+
+Priors for the customers without events are computed once at load, so resolving is a look-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from engine.data.feature_space import DEMOGRAPHIC_COLUMNS, FeatureSpace
+from engine.data.id_map import IdMap
+from engine.personas.drift import DriftStatus
+from engine.personas.inference import DemographicMixPrior
+from engine.personas.mix import PersonaMix, normalize_rows
+from engine.personas.shopping_context import CONTEXTS
+
+UNKNOWN_ROW = -1
+
+
+class MixSource(StrEnum):
+    REQUEST = "request"
+    INFERRED = "inferred"
+    PRIOR = "prior"
+    LIVE = "live"  # the inferred or prior mix, moved by the customer's current session
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """What a customer's live state changes about serving them right now.
+
+    ``mix`` is None when no session evidence is left (the long-term mix stands); ``purchased_item_ids``
+    are bought since the artifact was trained and must not be recommended again.
+    """
+
+    mix: PersonaMix | None
+    purchased_item_ids: tuple[str, ...] = ()
+    drift: DriftStatus | None = None
+
+
+class LiveMixes(Protocol):
+    """Live customer state as mix resolution sees it (``engine.live.customer_state.LiveCustomerStates``)."""
+
+    def live_view(self, customer_id: str, long_term: PersonaMix) -> LiveView | None: ...
+
+
+@dataclass(frozen=True)
+class ResolvedMix:
+    """The mix a request uses; ``row`` is the customer's artifact row, or -1 for unknown ids."""
+
+    customer_id: str
+    row: int
+    mix: PersonaMix
+    source: MixSource
+    has_events: bool
+    live: LiveView | None = field(default=None, compare=False)
+
+
+def demographic_frame(demographics: sp.csr_matrix, space: FeatureSpace) -> pl.DataFrame:
+    """Decode one-hot ``column=value`` rows back into one string column per demographic attribute."""
+    columns: dict[str, list[str | None]] = {c: [None] * demographics.shape[0] for c in DEMOGRAPHIC_COLUMNS}
+    coo = demographics.tocoo()
+    for row, column in zip(coo.row.tolist(), coo.col.tolist(), strict=True):
+        attribute, _, value = space.names[column].partition("=")
+        if attribute in columns:
+            columns[attribute][row] = value
+    return pl.DataFrame(columns, schema=dict.fromkeys(DEMOGRAPHIC_COLUMNS, pl.Utf8))
+
+
+class CustomerMixes:
+    """Every known customer's mixes (overall and per context), with priors for those without events."""
+
+    def __init__(
+        self,
+        persona_ids: Sequence[str],
+        customers: IdMap,
+        *,
+        overall: NDArray[np.floating],
+        by_context: NDArray[np.floating],
+        n_events: NDArray[np.integer],
+        population_mix: NDArray[np.floating],
+        prior_for_eventless: NDArray[np.floating] | None = None,
+    ) -> None:
+        """``prior_for_eventless`` holds one prior mix per customer with no events, in row order."""
+        self.persona_ids = tuple(persona_ids)
+        self.customers = customers
+        k, n = len(self.persona_ids), len(customers)
+        population = np.asarray(population_mix, dtype=np.float64)
+        self.population_mix = population / population.sum()
+        self.overall = normalize_rows(np.asarray(overall, dtype=np.float64), fallback=self.population_mix)
+        contexts = np.asarray(by_context, dtype=np.float64)
+        if self.overall.shape != (n, k) or contexts.shape != (n, len(CONTEXTS), k):
+            raise ValueError(
+                f"mixes have shapes {self.overall.shape} and {contexts.shape}, "
+                f"expected ({n}, {k}) and ({n}, {len(CONTEXTS)}, {k})"
+            )
+        self.by_context = normalize_rows(contexts.reshape(-1, k), fallback=self.population_mix).reshape(
+            contexts.shape
+        )
+        self.has_events = np.asarray(n_events) > 0
+        self.live: LiveMixes | None = None  # attached by the server when it keeps live state
+        if prior_for_eventless is not None:
+            eventless = np.flatnonzero(~self.has_events)
+            prior = normalize_rows(
+                np.asarray(prior_for_eventless, dtype=np.float64), fallback=self.population_mix
+            )
+            if prior.shape != (len(eventless), k):
+                raise ValueError(f"{prior.shape[0]} priors for {len(eventless)} customers without events")
+            self.overall[eventless] = prior
+            self.by_context[eventless] = prior[:, None, :]
+
+    @classmethod
+    def with_demographic_prior(
+        cls,
+        persona_ids: Sequence[str],
+        customers: IdMap,
+        *,
+        overall: NDArray[np.floating],
+        by_context: NDArray[np.floating],
+        n_events: NDArray[np.integer],
+        prior: DemographicMixPrior,
+        demographics: sp.csr_matrix,
+        demographic_space: FeatureSpace,
+    ) -> CustomerMixes:
+        eventless = np.flatnonzero(np.asarray(n_events) <= 0)
+        frame = demographic_frame(demographics[eventless], demographic_space)
+        return cls(
+            persona_ids,
+            customers,
+            overall=overall,
+            by_context=by_context,
+            n_events=n_events,
+            population_mix=prior.population_mix,
+            prior_for_eventless=prior.mix_for_frame(frame) if len(eventless) else None,
+        )
+
+    def row_of(self, customer_id: str) -> int:
+        return self.customers.index(customer_id) if customer_id in self.customers else UNKNOWN_ROW
+
+    def stored(self, row: int, context: str | None = None) -> PersonaMix:
+        """The stored mix of a known row (overall, or for a context), or the population's for -1."""
+        if row == UNKNOWN_ROW:
+            return PersonaMix(self.persona_ids, self.population_mix.copy())
+        if context is None:
+            return PersonaMix(self.persona_ids, self.overall[row].copy())
+        if context not in CONTEXTS:
+            raise ValueError(f"unknown context {context!r}; expected one of {', '.join(CONTEXTS)}")
+        return PersonaMix(self.persona_ids, self.by_context[row, CONTEXTS.index(context)].copy())
+
+    def resolve(
+        self, customer_id: str, requested: PersonaMix | None = None, context: str | None = None
+    ) -> ResolvedMix:
+        row = self.row_of(customer_id)
+        has_events = row != UNKNOWN_ROW and bool(self.has_events[row])
+        if requested is not None:
+            if requested.personas != self.persona_ids:
+                raise ValueError(
+                    f"mix is over personas {requested.personas}, the artifact's {self.persona_ids}"
+                )
+            return ResolvedMix(customer_id, row, requested, MixSource.REQUEST, has_events)
+        source = MixSource.INFERRED if has_events else MixSource.PRIOR
+        stored = self.stored(row, context)
+        view = self.live.live_view(customer_id, stored) if self.live is not None else None
+        if view is not None and view.mix is not None:
+            return ResolvedMix(customer_id, row, view.mix, MixSource.LIVE, has_events, view)
+        return ResolvedMix(customer_id, row, stored, source, has_events, view)

@@ -1,0 +1,87 @@
+"""Which catalog items a request allows to be recommended.
+
+Filters are business rules, so they are applied as hard masks before ranking, never as score
+penalties: an excluded item must not appear however well it scores. The mask is split in two because
+a batch request shares one set of filters across up to a thousand customers: the part every customer
+shares (stock, categories, prices, excluded ids) is computed once per request by ``shared_mask``,
+and only the per-customer part (their purchases, their cart, their own exclusions) per customer by
+``customer_mask``.
+
+"Already purchased" means purchase events, not views or carts: a viewed item is often exactly what
+the customer still wants, while a bought one is what ``include_purchased`` exists to bring back for
+repeat-purchase shops.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.data.item_catalog import ItemCatalog
+from engine.invalid_request import InvalidRequestError
+
+
+@dataclass(frozen=True)
+class ItemFilters:
+    """Conditions every recommended item must meet; the defaults are the safe behaviour.
+
+    Unknown item ids and category names match nothing and are ignored. ``exclude_categories`` wins
+    over ``include_categories``; an empty ``include_categories`` means every category. Prices are
+    inclusive bounds on the list price.
+    """
+
+    exclude_item_ids: tuple[str, ...] = ()
+    include_purchased: bool = False
+    include_categories: tuple[str, ...] = ()
+    exclude_categories: tuple[str, ...] = ()
+    price_min: float | None = None
+    price_max: float | None = None
+    include_out_of_stock: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("price_min", "price_max"):
+            value = getattr(self, name)
+            if value is not None and (not math.isfinite(value) or value < 0):
+                raise InvalidRequestError(name, f"must be a finite number >= 0, got {value}")
+        if self.price_min is not None and self.price_max is not None and self.price_max < self.price_min:
+            raise InvalidRequestError(
+                "price_max", f"must be >= price_min ({self.price_min}), got {self.price_max}"
+            )
+
+    def shared_mask(self, catalog: ItemCatalog) -> NDArray[np.bool_]:
+        """(n_items,) True where an item passes every condition that does not depend on the customer."""
+        mask = np.ones(len(catalog), dtype=bool) if self.include_out_of_stock else catalog.in_stock.copy()
+        if self.include_categories:
+            mask &= catalog.category_mask(self.include_categories)
+        if self.exclude_categories:
+            mask &= ~catalog.category_mask(self.exclude_categories)
+        if self.price_min is not None:
+            mask &= catalog.prices >= self.price_min
+        if self.price_max is not None:
+            mask &= catalog.prices <= self.price_max
+        if self.exclude_item_ids:
+            mask[catalog.indices(self.exclude_item_ids)] = False
+        return mask
+
+    def customer_mask(
+        self,
+        shared: NDArray[np.bool_],
+        *,
+        purchased: NDArray[np.integer],
+        excluded: Iterable[NDArray[np.integer]] = (),
+    ) -> NDArray[np.bool_]:
+        """``shared`` minus this customer's purchases (unless included) and their excluded item indices.
+
+        ``excluded`` holds the per-customer index sets that are never recommended back, such as the
+        cart and the target's own ``exclude_item_ids``.
+        """
+        mask = shared.copy()
+        if not self.include_purchased:
+            mask[np.asarray(purchased, dtype=np.int64)] = False
+        for indices in excluded:
+            mask[np.asarray(indices, dtype=np.int64)] = False
+        return mask

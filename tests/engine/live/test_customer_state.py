@@ -1,0 +1,334 @@
+"""Live customer state on a real trained artifact: session mixes, live exclusions, online drift."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.live.customer_state import (
+    KeptEvent,
+    LiveCustomerState,
+    LiveCustomerStates,
+    LiveStateConfig,
+    session_blend,
+)
+from engine.live.event_scoring import LiveEventScorer, artifact_items
+from engine.live.events import BehaviorEvent
+from engine.live.state_store import MemoryStateStore
+from engine.personalization_request import CustomerTarget, ProductRequest
+from engine.personalizer import Personalizer
+from engine.personas.mix_resolution import MixSource
+from engine.personas.traits import build_event_features
+from tests.engine.small_artifact import train_small_artifact
+
+START = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+Live = tuple[LiveCustomerStates, Clock, list[str]]
+
+
+@pytest.fixture(scope="module")
+def personalizer(tmp_path_factory: pytest.TempPathFactory) -> Personalizer:
+    return Personalizer.from_path(train_small_artifact(tmp_path_factory.mktemp("live")), "als")
+
+
+@pytest.fixture(scope="module")
+def scorer(personalizer: Personalizer) -> LiveEventScorer:
+    return LiveEventScorer.from_artifact(personalizer.artifact)
+
+
+@pytest.fixture
+def live(personalizer: Personalizer, scorer: LiveEventScorer) -> Iterator[Live]:
+    clock = Clock()
+    started: list[str] = []
+    states = LiveCustomerStates(
+        MemoryStateStore(),
+        scorer,
+        personalizer.mixes,
+        clock=clock,
+        on_drift_started=lambda customer, status: started.append(customer),
+    )
+    personalizer.mixes.live = states
+    yield states, clock, started
+    personalizer.mixes.live = None
+
+
+def typical_items(scorer: LiveEventScorer, persona: int, n: int) -> list[str]:
+    """Items whose choice says most clearly that persona ``persona`` is shopping."""
+    scores = scorer.item_scores
+    others = np.delete(scores, persona, axis=1).max(axis=1)
+    order = np.argsort(-(scores[:, persona] - others))
+    return [str(scorer.items.ids[i]) for i in order[:n]]
+
+
+def event(customer: str, item: str, at: dt.datetime, kind: str = "view", n: int = 0) -> BehaviorEvent:
+    return BehaviorEvent(f"live-{customer}-{item}-{n}", customer, item, kind, at, None, 0.0, None, None)
+
+
+def known_customer(personalizer: Personalizer, persona: int) -> str:
+    """A customer with events whose overall mix gives ``persona`` little weight."""
+    mixes = personalizer.mixes
+    rows = np.flatnonzero(mixes.has_events & (mixes.overall[:, persona] < 0.1))
+    return str(mixes.customers.ids[rows[0]])
+
+
+def test_live_scores_equal_training_scores_without_brand_repeat(
+    personalizer: Personalizer, scorer: LiveEventScorer
+) -> None:
+    # Brand repeat needs the whole history, so live scoring leaves it unknown; so does this reference.
+    items = artifact_items(personalizer.artifact).with_columns(pl.lit(None, dtype=pl.Utf8).alias("brand"))
+    ids = scorer.items.ids.tolist()[:40]
+    events = pl.DataFrame(
+        {
+            "customer_id": ["a"] * 20 + ["b"] * 20,
+            "item_id": ids,
+            "timestamp": [START + dt.timedelta(minutes=i) for i in range(40)],
+            "discount": [0.2 if i % 3 == 0 else 0.0 for i in range(40)],
+        }
+    )
+    expected = scorer.model.event_log_likelihoods(
+        build_event_features(events, items, space=scorer.model.space, holidays=scorer.model.config.holidays)
+    )
+    for row, raw in enumerate(events.to_dicts()):
+        live = dataclasses.replace(
+            event(raw["customer_id"], raw["item_id"], raw["timestamp"]), discount=raw["discount"]
+        )
+        got = scorer.score(live)
+        assert got is not None
+        np.testing.assert_allclose(got, expected[row], atol=1e-9)
+    assert scorer.score(event("a", "no-such-item", START)) is None
+    facts = scorer.score_facts(
+        ids[:3], [True, False, None], ["web", None, "no-such-channel"], [None, "app", None]
+    )
+    for row, (item, discounted, channel, device) in enumerate(
+        zip(ids[:3], [0.3, 0.0, None], ["web", None, "no-such-channel"], [None, "app", None], strict=True)
+    ):
+        one = BehaviorEvent("x", "a", item, "view", START, None, discounted, channel, device)
+        single = scorer.score(one)
+        assert single is not None
+        np.testing.assert_allclose(facts[row], single)
+
+
+def test_session_events_move_the_mix_towards_their_persona_then_decay(
+    personalizer: Personalizer,
+    scorer: LiveEventScorer,
+    live: Live,
+) -> None:
+    states, clock, _ = live
+    persona = 0
+    customer = known_customer(personalizer, persona)
+    before = personalizer.mixes.resolve(customer)
+    assert before.source is MixSource.INFERRED
+    items = typical_items(scorer, persona, 4)
+    states.observe(
+        [event(customer, item, START - dt.timedelta(minutes=4 - i)) for i, item in enumerate(items)], []
+    )
+
+    during = personalizer.mixes.resolve(customer)
+    assert during.source is MixSource.LIVE
+    assert during.mix.weights[persona] > before.mix.weights[persona] + 0.2
+    products = personalizer.recommend_products([CustomerTarget(customer)], ProductRequest(k=5))[0]
+    assert products.decision.mix_source is MixSource.LIVE
+    in_context = personalizer.mixes.resolve(customer, context=products.decision.shopping_context)
+    np.testing.assert_allclose(products.mix.weights, in_context.mix.weights)
+
+    clock.now = START + dt.timedelta(hours=2)  # four half-lives: a sixteenth of the weight is left
+    later = personalizer.mixes.resolve(customer)
+    assert before.mix.weights[persona] < later.mix.weights[persona] < during.mix.weights[persona]
+    clock.now = START + dt.timedelta(hours=5)  # nothing left that counts
+    assert personalizer.mixes.resolve(customer).source is MixSource.INFERRED
+
+
+def test_a_mix_given_in_the_request_is_never_overridden(
+    personalizer: Personalizer,
+    scorer: LiveEventScorer,
+    live: Live,
+) -> None:
+    states, _, _ = live
+    customer = known_customer(personalizer, 1)
+    states.observe([event(customer, item, START) for item in typical_items(scorer, 1, 3)], [])
+    given = personalizer.persona_mix({personalizer.catalog.ids[0]: 1.0})
+    resolved = personalizer.mixes.resolve(customer, given)
+    assert resolved.source is MixSource.REQUEST
+    assert resolved.mix == given
+
+
+def test_an_item_just_bought_is_not_recommended_next(personalizer: Personalizer, live: Live) -> None:
+    states, _, _ = live
+    customer = known_customer(personalizer, 2)
+    request = ProductRequest(k=10)
+    first = personalizer.recommend_products([CustomerTarget(customer)], request)[0]
+    bought = first.items[0].item_id
+    states.observe([event(customer, bought, START, "purchase")], [])
+    second = personalizer.recommend_products([CustomerTarget(customer)], request)[0]
+    assert bought not in {item.item_id for item in second.items}
+    assert len(second.items) == len(first.items)
+
+
+def test_unknown_items_are_ignored_but_do_not_lose_the_rest(
+    personalizer: Personalizer,
+    scorer: LiveEventScorer,
+    live: Live,
+) -> None:
+    states, _, _ = live
+    customer = known_customer(personalizer, 0)
+    known = typical_items(scorer, 0, 1)[0]
+    states.observe([event(customer, "not-in-artifact", START), event(customer, known, START)], [])
+    state = states.state_of(customer)
+    assert state is not None
+    assert [e.item_id for e in state.events] == [known]
+
+
+def test_online_drift_starts_when_recent_days_diverge_and_ends_when_they_return(
+    personalizer: Personalizer,
+    scorer: LiveEventScorer,
+    live: Live,
+) -> None:
+    states, clock, started = live
+    persona = 3
+    customer = known_customer(personalizer, persona)
+    home = int(np.argmax(personalizer.mixes.stored(personalizer.mixes.row_of(customer)).weights))
+    away = typical_items(scorer, persona, 12)
+    days = [START + dt.timedelta(days=d) for d in range(6)]
+    for n, day in enumerate(days):
+        clock.now = day
+        states.observe([event(customer, away[(2 * n + j) % len(away)], day, n=n) for j in range(2)], [])
+    profile = personalizer.persona_profile(customer)
+    assert profile.drift is not None and profile.drift.drifting
+    assert profile.drift.to_persona == personalizer.catalog.ids[persona]
+    assert profile.drift.since is not None and days[0] <= profile.drift.since <= days[-1]
+    assert started == [customer]
+    # Weeks of behaviour like the long-term mix again: the drift ends.
+    back = typical_items(scorer, home, 12)
+    for n in range(12):
+        day = days[-1] + dt.timedelta(days=3 * (n + 1))
+        clock.now = day
+        states.observe([event(customer, back[(2 * n + j) % len(back)], day, n=100 + n) for j in range(2)], [])
+    profile = personalizer.persona_profile(customer)
+    assert profile.drift is not None and not profile.drift.drifting and profile.drift.since is None
+
+
+def test_blend_is_long_term_and_session_shares_weighted_by_evidence() -> None:
+    rng = np.random.default_rng(3)
+    long_term = np.array([0.6, 0.3, 0.1])
+    scores = rng.normal(size=(5, 3))
+    weights = rng.uniform(0.2, 1.0, 5)
+    kappa = 3.0
+    live = session_blend(long_term, scores, weights, kappa)
+    responsibilities = np.exp(scores) * live
+    responsibilities /= responsibilities.sum(axis=1, keepdims=True)
+    evidence = weights.sum()
+    session = (weights[:, None] * responsibilities).sum(axis=0) / evidence
+    lam = evidence / (evidence + kappa)
+    np.testing.assert_allclose(live, (1 - lam) * long_term + lam * session, atol=1e-3)
+    np.testing.assert_allclose(session_blend(long_term, scores[:0], weights[:0], kappa), long_term)
+
+
+kept_events = st.builds(
+    KeptEvent,
+    timestamp=st.floats(0, 2e9, allow_nan=False),
+    item_id=st.text(min_size=1, max_size=8),
+    discounted=st.none() | st.booleans(),
+    channel=st.none() | st.text(max_size=6),
+    device=st.none() | st.text(max_size=6),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    events=st.lists(kept_events, max_size=5),
+    purchased=st.lists(st.text(max_size=8), max_size=4),
+    since=st.none() | st.floats(0, 2e9, allow_nan=False),
+)
+def test_state_survives_its_stored_form(
+    events: list[KeptEvent], purchased: list[str], since: float | None
+) -> None:
+    state = LiveCustomerState(events, purchased, since, 0.25, 4.5, "tech_savvy")
+    assert LiveCustomerState.from_bytes(state.to_bytes()) == state
+
+
+def test_unreadable_state_is_dropped_rather_than_served() -> None:
+    assert LiveCustomerState.from_bytes(b"not json") == LiveCustomerState()
+    assert LiveCustomerState.from_bytes(b'{"v": 99}') == LiveCustomerState()
+
+
+def test_config_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="session_half_life_minutes"):
+        LiveStateConfig(session_half_life_minutes=0)
+
+
+def test_a_batch_replaying_days_of_history_dates_the_drift_as_if_it_had_arrived_live(
+    personalizer: Personalizer, scorer: LiveEventScorer, live: Live
+) -> None:
+    states, clock, _ = live
+    persona = 3
+    customer = str(
+        personalizer.mixes.customers.ids[np.flatnonzero(personalizer.mixes.overall[:, persona] < 0.1)[5]]
+    )
+    away = typical_items(scorer, persona, 12)
+    days = [START + dt.timedelta(days=d) for d in range(8)]
+    clock.now = days[-1]
+    states.observe(
+        [
+            event(customer, away[(2 * n + j) % 12], day, n=10 * n + j)
+            for n, day in enumerate(days)
+            for j in range(2)
+        ],
+        [],
+    )
+    drift = personalizer.persona_profile(customer).drift
+    assert drift is not None and drift.drifting and drift.since is not None
+    assert drift.since < days[-1]  # not the moment the batch arrived
+
+
+def test_concurrent_batches_of_one_customer_keep_every_event(
+    personalizer: Personalizer, scorer: LiveEventScorer, live: Live
+) -> None:
+    states, _, _ = live
+    customer = known_customer(personalizer, 1)
+    items = scorer.items.ids.tolist()[:40]
+
+    def record(worker: int) -> None:
+        for n in range(5):
+            states.observe([event(customer, items[worker * 5 + n], START, n=worker * 5 + n)], [])
+
+    threads = [threading.Thread(target=record, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    state = states.state_of(customer)
+    assert state is not None and sorted(e.item_id for e in state.events) == sorted(items)
+
+
+def test_a_remembered_view_never_outlives_a_change_of_state(
+    personalizer: Personalizer, scorer: LiveEventScorer, live: Live
+) -> None:
+    states, _, _ = live
+    customer = known_customer(personalizer, 2)
+    items = typical_items(scorer, 2, 4)
+    states.observe([event(customer, items[0], START)], [])
+    first = personalizer.mixes.resolve(customer)
+    assert personalizer.mixes.resolve(customer).mix == first.mix  # same state, same moment: remembered
+    states.observe([event(customer, item, START, n=i + 1) for i, item in enumerate(items[1:])], [])
+    second = personalizer.mixes.resolve(customer)
+    assert second.mix.weights[2] > first.mix.weights[2]
+    states.observe([event(customer, items[0], START, "purchase", n=9)], [])
+    assert personalizer.mixes.resolve(customer).live is not None
+    assert items[0] in personalizer.mixes.resolve(customer).live.purchased_item_ids  # type: ignore[union-attr]

@@ -1,0 +1,192 @@
+"""Stored mix explanations: what training writes is what a profile reads back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from engine.data.id_map import IdMap
+from engine.data.loading import load_shop
+from engine.personas.catalog import load_catalog
+from engine.personas.explanations import MixExplanations, MixExplanationsError
+from engine.personas.inference import InferredMixes, PersonaInferenceModel, SignalContribution
+from engine.personas.traits import describe_feature
+from training.synthetic_shop import ShopConfig, generate_shop
+
+PERSONAS = ("a", "b")
+FEATURES = [("channel=email", "share of visits from channel email"), ("tag:organic", "items tagged organic")]
+
+
+def explanations() -> MixExplanations:
+    feature = np.full((3, 2, 2), -1, dtype=np.int32)
+    feature[0, 0] = [1, 0]
+    feature[0, 1, 0] = 0
+    values = {
+        name: np.arange(12, dtype=np.float32).reshape(3, 2, 2) / 10 + offset
+        for offset, name in enumerate(("customer_value", "population_value", "persona_value", "contribution"))
+    }
+    return MixExplanations(PERSONAS, FEATURES, feature, values)
+
+
+def test_signals_stop_at_the_padding_and_carry_every_value() -> None:
+    signals = explanations().signals(0)
+    assert [s.feature for s in signals["a"]] == ["tag:organic", "channel=email"]
+    assert [s.feature for s in signals["b"]] == ["channel=email"]
+    first = signals["a"][0]
+    assert first.description == "items tagged organic"
+    assert (first.customer_value, first.population_value, first.contribution) == pytest.approx(
+        (0.0, 1.0, 3.0)
+    )
+    assert explanations().signals(2) == {"a": [], "b": []}
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    original = explanations()
+    original.save(tmp_path / "explanations")
+    loaded = MixExplanations.load(tmp_path / "explanations")
+    assert loaded.persona_ids == PERSONAS and loaded.features == tuple(FEATURES)
+    for row in range(3):
+        assert loaded.signals(row) == original.signals(row)
+
+
+def test_inconsistent_arrays_and_rows_are_refused(tmp_path: Path) -> None:
+    good = explanations()
+    with pytest.raises(MixExplanationsError, match="outside the 1 known signals"):
+        MixExplanations(PERSONAS, FEATURES[:1], good.feature, good.values)
+    with pytest.raises(MixExplanationsError, match="contribution has shape"):
+        MixExplanations(
+            PERSONAS, FEATURES, good.feature, {**good.values, "contribution": np.zeros((3, 2, 1))}
+        )
+    with pytest.raises(IndexError, match="customer row 3"):
+        good.signals(3)
+    with pytest.raises(MixExplanationsError, match="cannot read"):
+        MixExplanations.load(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------- built for every customer at once
+TOP = 4
+VALUE_NAMES = ("customer_value", "population_value", "persona_value", "contribution")
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[PersonaInferenceModel, InferredMixes]:
+    """Persona inference fitted on the small synthetic shop, plus a customer without any events."""
+    folder = tmp_path_factory.mktemp("shop")
+    generate_shop(folder, ShopConfig(customers=600, items=300, events=24_000, seed=5))
+    shop = load_shop(folder)
+    known = shop.events["customer_id"].unique(maintain_order=True).to_list()
+    customers = IdMap([*known[:300], "nobody", *known[300:]], kind="customer")
+    model = PersonaInferenceModel()
+    return model, model.fit(shop, load_catalog("default"), customer_ids=customers)
+
+
+def reference_explain(
+    model: PersonaInferenceModel, mixes: InferredMixes, row: int, top: int
+) -> dict[str, list[SignalContribution]]:
+    """One customer's explanation computed the direct way: dense arithmetic on their own event rows."""
+    features = mixes.evidence
+    assert features is not None
+    space = model.space
+    start, stop = features.customer_indptr[row], features.customer_indptr[row + 1]
+    out: dict[str, list[SignalContribution]] = {p: [] for p in mixes.persona_ids}
+    if stop == start:
+        return out
+    rows = features.matrix[start:stop].toarray()
+    parameters, marginals = model._parameters, model._marginals
+    scores = rows @ parameters + model._offsets[None, :]
+    joint = np.exp(scores - scores.max(axis=1, keepdims=True)) * mixes.overall[row][None, :]
+    responsibilities = joint * (features.weight[start:stop] / joint.sum(axis=1))[:, None]
+    weighted = rows.T @ responsibilities
+    contribution = weighted * (parameters - np.log(marginals[:, None]))
+    centred = weighted - responsibilities.sum(axis=0)[None, :] * marginals[:, None]
+    contribution[space.item_columns] = (parameters * centred)[space.item_columns]
+    counts = rows.sum(axis=0)
+    group = space.column_group
+    known = np.bincount(group, weights=counts, minlength=len(space.groups))[group]
+    known[space.binary_columns] = stop - start
+    shares = np.divide(counts, known, out=np.zeros_like(counts), where=known > 0)
+    for k, persona in enumerate(mixes.persona_ids):
+        for j in np.argsort(-contribution[:, k], kind="stable")[:top]:
+            if contribution[j, k] <= 0:
+                break
+            out[persona].append(
+                SignalContribution(
+                    feature=space.column_names[j],
+                    description=describe_feature(space.column_names[j]),
+                    customer_value=float(shares[j]),
+                    population_value=float(marginals[j]),
+                    persona_value=float(model._probabilities[j, k]),
+                    contribution=float(contribution[j, k]),
+                )
+            )
+    return out
+
+
+def assert_same_signals(got: list[SignalContribution], expected: list[SignalContribution]) -> None:
+    assert [(s.feature, s.description) for s in got] == [(s.feature, s.description) for s in expected]
+    np.testing.assert_allclose(
+        [[getattr(s, name) for name in VALUE_NAMES] for s in got],
+        [[getattr(s, name) for name in VALUE_NAMES] for s in expected],
+        rtol=1e-5,
+        atol=1e-9,
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(
+    synthetic: tuple[PersonaInferenceModel, InferredMixes],
+) -> list[dict[str, list[SignalContribution]]]:
+    model, mixes = synthetic
+    return [reference_explain(model, mixes, row, TOP) for row in range(len(mixes.customer_ids))]
+
+
+def as_arrays(
+    explanations: list[dict[str, list[SignalContribution]]], persona_ids: tuple[str, ...]
+) -> tuple[NDArray[np.str_], NDArray[np.float64]]:
+    """(customers, personas, top) feature names ("" for none) and (..., 4) values, for bulk comparison."""
+    names = np.full((len(explanations), len(persona_ids), TOP), "", dtype=object)
+    values = np.zeros((*names.shape, len(VALUE_NAMES)))
+    for row, explained in enumerate(explanations):
+        for k, persona in enumerate(persona_ids):
+            for slot, signal in enumerate(explained[persona]):
+                names[row, k, slot] = signal.feature
+                values[row, k, slot] = [getattr(signal, name) for name in VALUE_NAMES]
+    return names.astype(np.str_), values
+
+
+@pytest.mark.parametrize("cells_per_chunk", [5_000, 1 << 22])  # several chunks (~12 customers), one
+def test_build_matches_explaining_each_customer_directly(
+    synthetic: tuple[PersonaInferenceModel, InferredMixes],
+    reference: list[dict[str, list[SignalContribution]]],
+    cells_per_chunk: int,
+) -> None:
+    model, mixes = synthetic
+    strongest = model.strongest_signals(mixes, top=TOP, cells_per_chunk=cells_per_chunk)
+    expected_names, expected_values = as_arrays(reference, mixes.persona_ids)
+    names = np.asarray([*strongest.names, ""], dtype=np.str_)[strongest.column]
+    np.testing.assert_array_equal(names, expected_names)
+    values = np.stack([strongest.values[name] for name in VALUE_NAMES], axis=-1)
+    np.testing.assert_allclose(values, expected_values, rtol=1e-5, atol=1e-9)
+    nobody = mixes.customer_ids.index("nobody")
+    assert (strongest.column[nobody] == -1).all() and (strongest.column[0] >= 0).any()
+
+
+def test_build_stores_the_signals_explain_returns(
+    synthetic: tuple[PersonaInferenceModel, InferredMixes],
+    reference: list[dict[str, list[SignalContribution]]],
+    tmp_path: Path,
+) -> None:
+    model, mixes = synthetic
+    stored = MixExplanations.build(model, mixes, top=TOP)
+    used = {name for name, _ in stored.features}
+    assert len(used) == len(stored.features) and stored.n_customers == len(mixes.customer_ids)
+    stored.save(tmp_path / "explanations")
+    loaded = MixExplanations.load(tmp_path / "explanations")
+    for row in range(0, len(mixes.customer_ids), 7):
+        explained = model.explain(mixes, row, top=TOP)
+        for persona in mixes.persona_ids:
+            assert_same_signals(loaded.signals(row)[persona], explained[persona])
+            assert_same_signals(explained[persona], reference[row][persona])

@@ -1,0 +1,88 @@
+"""Which mix a request uses: request > inferred (per context) > demographic prior > population."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from engine.data.feature_space import FeatureSpace
+from engine.data.id_map import IdMap
+from engine.personas.inference import DemographicMixPrior
+from engine.personas.mix import PersonaMix
+from engine.personas.mix_resolution import CustomerMixes, MixSource, demographic_frame
+
+PERSONAS = ("a", "b", "c")
+OVERALL = np.asarray([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [1 / 3, 1 / 3, 1 / 3]])
+BY_CONTEXT = np.stack([OVERALL, OVERALL[:, ::-1]], axis=1)  # weekday = overall, weekend reversed
+SPACE = FeatureSpace(("age_band=18-24", "age_band=65+", "region=north"))
+
+
+def prior() -> DemographicMixPrior:
+    return DemographicMixPrior(
+        PERSONAS,
+        population_mix=np.asarray([0.5, 0.25, 0.25]),
+        attribute_mixes={"age_band": {"65+": np.asarray([0.1, 0.1, 0.8])}},
+    )
+
+
+def mixes() -> CustomerMixes:
+    demographics = sp.csr_matrix(np.asarray([[1, 0, 1], [0, 0, 0], [0, 1, 0]], dtype=np.float32))
+    return CustomerMixes.with_demographic_prior(
+        PERSONAS,
+        IdMap(["known", "other", "eventless"], kind="customer"),
+        overall=OVERALL,
+        by_context=BY_CONTEXT,
+        n_events=np.asarray([12, 3, 0]),
+        prior=prior(),
+        demographics=demographics,
+        demographic_space=SPACE,
+    )
+
+
+def test_a_requested_mix_wins_over_everything() -> None:
+    given = PersonaMix.from_mapping({"c": 2.0}, PERSONAS)
+    resolved = mixes().resolve("known", given, "weekend_holiday")
+    assert resolved.source is MixSource.REQUEST and resolved.mix is given and resolved.has_events
+
+
+def test_known_customers_get_their_context_mix_or_overall_without_context() -> None:
+    weekend = mixes().resolve("known", None, "weekend_holiday")
+    assert weekend.source is MixSource.INFERRED
+    np.testing.assert_allclose(weekend.mix.weights, OVERALL[0, ::-1])
+    np.testing.assert_allclose(mixes().resolve("known").mix.weights, OVERALL[0])
+
+
+def test_customers_without_events_get_the_prior_of_their_demographics() -> None:
+    resolved = mixes().resolve("eventless", None, "weekday")
+    assert resolved.source is MixSource.PRIOR and not resolved.has_events
+    np.testing.assert_allclose(resolved.mix.weights, prior().mix_for(age_band="65+"))
+    assert resolved.mix.dominant == "c"
+
+
+def test_unknown_ids_get_the_population_mix_as_a_prior() -> None:
+    resolved = mixes().resolve("never-seen", None, "weekday")
+    assert resolved.row == -1 and resolved.source is MixSource.PRIOR and not resolved.has_events
+    np.testing.assert_allclose(resolved.mix.weights, [0.5, 0.25, 0.25])
+
+
+def test_demographic_frame_decodes_one_hot_rows() -> None:
+    frame = demographic_frame(sp.csr_matrix(np.asarray([[1, 0, 1], [0, 0, 0]])), SPACE)
+    assert frame.to_dicts() == [
+        {"age_band": "18-24", "region": "north", "income_band": None, "gender": None, "occupation": None},
+        {"age_band": None, "region": None, "income_band": None, "gender": None, "occupation": None},
+    ]
+
+
+def test_mixes_over_other_personas_and_bad_shapes_are_refused() -> None:
+    with pytest.raises(ValueError, match="personas"):
+        mixes().resolve("known", PersonaMix.from_mapping({"x": 1.0}, ("x", "y", "z")))
+    with pytest.raises(ValueError, match="shapes"):
+        CustomerMixes(
+            PERSONAS,
+            IdMap(["one"], kind="customer"),
+            overall=OVERALL,
+            by_context=BY_CONTEXT,
+            n_events=np.ones(3, dtype=np.int64),
+            population_mix=np.ones(3),
+        )

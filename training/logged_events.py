@@ -1,0 +1,74 @@
+"""Adding the events recorded live (the event log) to a shop's own events, for the next training run.
+
+A shop's export and the live log overlap: a backend that sends events to RecordEvents usually also
+writes them to its own tables, which the next export then contains. The event id is the key in both,
+so an event of the log whose id the shop's events already hold is the same event and is left out (the
+shop's row wins: its export is the shop's record of truth and may carry corrections).
+
+Events for items the shop's items table does not list are left out and counted: the log accepts them
+because an item may be added to the catalog after the serving model was trained, and such an event
+becomes usable as soon as an export lists the item, but training cannot place an item it knows nothing
+about (no category, no price).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from engine.data.shop_data import ShopData
+from engine.live.event_log import EventLog
+
+LOG_TABLE = "event_log"  # the name under which the load report counts the log's rows
+
+
+@dataclass(frozen=True)
+class LoggedEventsMerge:
+    """The shop with the log's events added, and what happened to each logged event."""
+
+    shop: ShopData
+    read: int  # events in the log
+    added: int  # added to the shop's events
+    already_in_shop: int  # same event id as one of the shop's events
+    unknown_items: int  # item not in the shop's items table
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "read": self.read,
+            "added": self.added,
+            "already_in_shop": self.already_in_shop,
+            "unknown_items": self.unknown_items,
+        }
+
+
+def merge_logged_events(shop: ShopData, logged: pl.DataFrame) -> LoggedEventsMerge:
+    """``shop`` with the rows of ``logged`` (an ``events`` frame) that are new and usable appended."""
+    known_ids = shop.events.select("event_id")
+    fresh = logged.join(known_ids, on="event_id", how="anti")
+    usable = fresh.join(shop.items.select("item_id"), on="item_id", how="semi")
+    columns = shop.events.columns
+    addition = usable.select([pl.col(c).cast(shop.events.schema[c]) for c in columns])
+    rows_read = {**shop.report.rows_read, LOG_TABLE: logged.height}
+    merged = dataclasses.replace(
+        shop,
+        events=pl.concat([shop.events, addition], how="vertical"),
+        report=dataclasses.replace(shop.report, rows_read=rows_read),
+    )
+    return LoggedEventsMerge(
+        shop=merged,
+        read=logged.height,
+        added=addition.height,
+        already_in_shop=logged.height - fresh.height,
+        unknown_items=fresh.height - usable.height,
+    )
+
+
+def read_logged_events(path: Path) -> pl.DataFrame:
+    """The ``events`` frame of the log at ``path``; a missing file is an error (a typo, not an empty log)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"event log {path}: no such file (the server creates it with --event-log)")
+    with EventLog.open(path) as log:
+        return log.events_frame()
