@@ -9,8 +9,10 @@ field names.
 
 from __future__ import annotations
 
+from engine.errors import PersonaEngineError
 
-class InvalidRequestError(ValueError):
+
+class InvalidRequestError(PersonaEngineError, ValueError):
     """A request outside the documented limits; ``field`` is the path of the offending field."""
 
     def __init__(self, field: str, problem: str) -> None:

@@ -40,6 +40,7 @@ from typing import Any, Final
 
 from engine.artifact import LATEST, MANIFEST
 from engine.decisions.arm_estimates import ArmEstimates
+from engine.errors import PersonaEngineError
 from engine.personalizer import Personalizer
 from serving.metrics import ServingMetrics
 
@@ -318,7 +319,7 @@ class SharedModelState:
             time.sleep(_REPORT_POLL_S)
 
 
-class ReloadError(Exception):
+class ReloadError(PersonaEngineError):
     """A reload that did not happen; ``outcome`` names why (a ``RELOAD_OUTCOMES`` refusal value)."""
 
     def __init__(self, outcome: str, message: str) -> None:

@@ -33,6 +33,8 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 
+from engine.errors import PersonaEngineError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO_ROOT / "proto"
 OUTPUT_ROOT = REPO_ROOT / "serving" / "generated"
@@ -61,7 +63,7 @@ _ENUM_VALUE = 2
 _SERVICE_METHOD = 2
 
 
-class CodegenError(RuntimeError):
+class CodegenError(PersonaEngineError, RuntimeError):
     """protoc failed, a plugin is missing, or the contract breaks a documentation rule."""
 
 

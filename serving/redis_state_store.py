@@ -17,13 +17,14 @@ from urllib.parse import urlparse
 
 import redis
 
+from engine.errors import PersonaEngineError
 from engine.live.state_store import MemoryStateStore, StateStore, check_ttl
 
 DEFAULT_PREFIX = "persona-engine:"
 MEMORY = "memory"
 
 
-class StateStoreError(ValueError):
+class StateStoreError(PersonaEngineError, ValueError):
     """A ``--state`` setting that names no usable store; the message says what was expected."""
 
 

@@ -49,6 +49,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
+from engine.errors import PersonaEngineError
+
 # One BLAS thread per handler thread: requests already run in parallel, and OpenBLAS threads started
 # inside each of them would oversubscribe the cores. Set before numpy loads (via the imports below).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -156,7 +158,7 @@ SERVE_EXAMPLES: Final = f"""
     """
 
 
-class ServeConfigError(ValueError):
+class ServeConfigError(PersonaEngineError, ValueError):
     """An invalid serve flag or environment variable; the message names it."""
 
 

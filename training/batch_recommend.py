@@ -20,6 +20,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engine.errors import PersonaEngineError
 from engine.personalization_request import CustomerTarget, ProductRequest, SessionContext
 from engine.personalizer import Personalizer, ProductList
 from engine.personas.mix import PersonaMix
@@ -40,7 +41,7 @@ OUTPUT_SCHEMA = pa.schema(
 )
 
 
-class CustomerListError(ValueError):
+class CustomerListError(PersonaEngineError, ValueError):
     """A customer list that cannot be read; names the file (and column) at fault."""
 
 

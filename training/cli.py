@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.errors import PersonaEngineError
+
 # implicit warns (and slows down) when OpenBLAS runs threads next to implicit's own; set before numpy loads.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -161,7 +163,7 @@ EXAMPLES = {
 }
 
 
-class UserError(Exception):
+class UserError(PersonaEngineError):
     """An error in what the user gave us (files, flags); printed without a traceback, exit status 2."""
 
 
@@ -1041,28 +1043,13 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     from rich.markup import escape
 
-    from engine.artifact import ArtifactError
-    from engine.data.loading import DataValidationError
-    from engine.live.event_log import EventLogError
-    from engine.personas.catalog import CatalogError
-    from engine.personas.mix import PersonaMixError
-    from training.config import ConfigError
-    from training.transaction_mapping import MappingError
+    from engine.errors import PersonaEngineError
 
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (
-        UserError,
-        DataValidationError,
-        CatalogError,
-        ConfigError,
-        ArtifactError,
-        PersonaMixError,
-        MappingError,
-        EventLogError,
-        FileNotFoundError,
-    ) as error:
+    # A missing file the user named is theirs to fix too; anything else that escapes is a bug.
+    except (PersonaEngineError, FileNotFoundError) as error:
         stderr_console.print(
             f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False, soft_wrap=True
         )

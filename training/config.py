@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from engine.data.interactions import DEFAULT_EVENT_WEIGHTS
+from engine.errors import PersonaEngineError
 from engine.models.registry import MODEL_KINDS
 
 KNOWN_MODEL_KINDS: tuple[str, ...] = tuple(MODEL_KINDS)
 
 
-class ConfigError(ValueError):
+class ConfigError(PersonaEngineError, ValueError):
     """An invalid training config; the message names the file and the key."""
 
 

@@ -23,6 +23,7 @@ import polars as pl
 
 from engine.data.contract import DECISION_TYPES, DECISIONS
 from engine.data.loading import load_table
+from engine.errors import PersonaEngineError
 from engine.evaluation.experiment_report import DEFAULT_LEVEL, ExperimentReportError, summarize_arms
 from engine.live.event_log import EventLog, EventLogError
 
@@ -30,7 +31,7 @@ ARM_COLUMN = "experiment_arm"
 REVENUE_COLUMN = "revenue"
 
 
-class ExperimentReportInputError(ValueError):
+class ExperimentReportInputError(PersonaEngineError, ValueError):
     """A log or decisions file that cannot make a report; names the file and column."""
 
 

@@ -36,6 +36,8 @@ from typing import Any
 
 import polars as pl
 
+from engine.errors import PersonaEngineError
+
 PLACEHOLDER_PRICE = 1.0
 TEST_EVENTS_FILE = "test_events.csv"
 ADAPTER_REPORT_FILE = "adapter.json"
@@ -53,7 +55,7 @@ AGE_BANDS: tuple[tuple[int, str], ...] = (
 )
 
 
-class MovieLensSourceError(ValueError):
+class MovieLensSourceError(PersonaEngineError, ValueError):
     """A MovieLens source file that cannot be read as documented; names the file, line and field."""
 
 

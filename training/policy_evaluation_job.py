@@ -50,6 +50,7 @@ from engine.data.id_map import IdMap
 from engine.data.loading import load_table
 from engine.decisions.arm_estimates import ArmEstimateError, ArmEstimates
 from engine.decisions.candidate_policy import CandidatePolicy, CandidatePolicyError
+from engine.errors import PersonaEngineError
 from engine.evaluation.off_policy_evaluation import (
     DEFAULT_LEVEL,
     OffPolicyEvaluationError,
@@ -66,7 +67,7 @@ DEFAULT_FOLDS = 5
 _MIX_TOLERANCE = 1e-4
 
 
-class PolicyEvaluationInputError(ValueError):
+class PolicyEvaluationInputError(PersonaEngineError, ValueError):
     """A decisions file, artifact or truth folder that cannot be used; names the file, row and column."""
 
 

@@ -25,8 +25,10 @@ from typing import Any
 
 import polars as pl
 
+from engine.errors import PersonaEngineError
 
-class MappingError(ValueError):
+
+class MappingError(PersonaEngineError, ValueError):
     """An invalid mapping, or one that does not fit the data file; names the file, key and column."""
 
 

@@ -15,10 +15,12 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
+from engine.errors import PersonaEngineError
+
 MISSING = -1
 
 
-class UnknownIdError(KeyError):
+class UnknownIdError(PersonaEngineError, KeyError):
     """Raised by strict look-ups; names the first unknown ids so the caller can report them."""
 
     def __init__(self, kind: str, unknown: Sequence[str]) -> None:

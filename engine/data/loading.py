@@ -36,6 +36,7 @@ import polars as pl
 
 from engine.data.contract import LIST_SEPARATOR, REQUIRED_TABLES, TABLES, Column, ColumnKind, TableSchema
 from engine.data.shop_data import LoadReport, ShopData
+from engine.errors import PersonaEngineError
 
 MAX_ISSUES_SHOWN = 20
 """How many issues ``str(DataValidationError)`` lists before summarising the rest as "... and N more"."""
@@ -129,7 +130,7 @@ class DataIssue:
         return f"{', '.join(where)}: {self.message}"
 
 
-class DataValidationError(ValueError):
+class DataValidationError(PersonaEngineError, ValueError):
     """The data breaks the contract. ``issues`` holds the kept issues; ``total`` counts all that were found.
 
     Subclasses ValueError so callers that only know "bad input" still catch it.

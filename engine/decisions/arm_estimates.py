@@ -39,6 +39,7 @@ from scipy.special import betaincinv
 
 from engine.data.contract import DECISION_TYPES
 from engine.data.id_map import IdMap, UnknownIdError
+from engine.errors import PersonaEngineError
 from engine.personas.shopping_context import CONTEXTS, context_index
 
 FORMAT_VERSION = 1
@@ -50,7 +51,7 @@ _MIX_TOLERANCE = 1e-6
 _RATE_FLOOR = 1e-9
 
 
-class ArmEstimateError(ValueError):
+class ArmEstimateError(PersonaEngineError, ValueError):
     """Invalid input to fitting, or an unusable saved estimate; the message names the field or file."""
 
 

@@ -27,13 +27,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.decisions.arm_estimates import ArmEstimates
+from engine.errors import PersonaEngineError
 
 DEFAULT_THOMPSON_DRAWS = 400
 # Decisions per block when scoring Thompson draws, bounding the (draws, block, arms) array.
 _BLOCK = 2_048
 
 
-class CandidatePolicyError(ValueError):
+class CandidatePolicyError(PersonaEngineError, ValueError):
     """A spec that names no known policy, or a parameter out of range; the message shows the spec."""
 
 

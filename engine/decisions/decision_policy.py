@@ -39,6 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.decisions.arm_estimates import ArmEstimates
+from engine.errors import PersonaEngineError
 from engine.personas.mix import PersonaMix
 
 DEFAULT_EPSILON = 0.1
@@ -55,7 +56,7 @@ class ArmKind(StrEnum):
     LAYOUT = "layout"
 
 
-class DecisionPolicyError(ValueError):
+class DecisionPolicyError(PersonaEngineError, ValueError):
     """A policy that cannot be built or a request it cannot answer; the message names the field or arm."""
 
 

@@ -43,6 +43,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from engine.errors import PersonaEngineError
 from engine.live.state_store import StateStore
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -51,7 +52,7 @@ _EXPERIMENT_KEYS = {"name", "control", "arms"}
 _ARM_KEYS = {"share", "policy", "model"}
 
 
-class ExperimentError(ValueError):
+class ExperimentError(PersonaEngineError, ValueError):
     """An invalid experiment; the message names the file (when there is one) and the key at fault."""
 
 

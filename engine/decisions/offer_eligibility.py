@@ -28,15 +28,16 @@ import polars as pl
 from numpy.typing import NDArray
 
 from engine.data.id_map import IdMap, UnknownIdError
+from engine.errors import PersonaEngineError
 
 _ABSENT = -1
 
 
-class OfferEligibilityError(ValueError):
+class OfferEligibilityError(PersonaEngineError, ValueError):
     """Bad offer rules or a bad request; names the offer, item or column at fault."""
 
 
-class UnknownOfferError(KeyError):
+class UnknownOfferError(PersonaEngineError, KeyError):
     """An offer id that the offers table does not have."""
 
     def __init__(self, unknown: Sequence[str], known: Sequence[str]) -> None:
@@ -45,7 +46,7 @@ class UnknownOfferError(KeyError):
         super().__init__(f"unknown offer id(s): {shown}{more}; the offers table has {len(known)} offers")
         self.unknown = list(unknown)
 
-    def __str__(self) -> str:
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
         return str(self.args[0])
 
 

@@ -63,6 +63,7 @@ from numpy.typing import NDArray
 from engine.data.contract import DECISION_TYPES
 from engine.decisions.arm_estimates import ArmEstimates
 from engine.decisions.journey_stage import JourneyStage
+from engine.errors import PersonaEngineError
 from engine.live.events import BehaviorEvent, DecisionOutcome, ServedDecision
 from engine.live.state_store import StateStore
 
@@ -74,7 +75,7 @@ DEFAULT_BUDGET_PERIOD_SECONDS = 24 * 3600.0
 _PREFIX = "bandit"
 
 
-class OnlineBanditError(ValueError):
+class OnlineBanditError(PersonaEngineError, ValueError):
     """A bad bandit configuration or request; the message names the field or arm."""
 
 

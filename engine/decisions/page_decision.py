@@ -37,6 +37,7 @@ from engine.data.item_catalog import ItemCatalog
 from engine.decisions.arm_estimates import ArmEstimates
 from engine.decisions.decision_policy import DecisionPolicy, NoEligibleArmError, PolicyMode
 from engine.decisions.offer_eligibility import EligibilityContext, OfferRules
+from engine.errors import PersonaEngineError
 from engine.invalid_request import InvalidRequestError
 from engine.personas.mix import PersonaMix
 
@@ -46,7 +47,7 @@ OFFER_SLOT_WORDS = frozenset(
 _WORD_SPLIT = re.compile(r"[_\-\s]+")
 
 
-class PageDecisionError(ValueError):
+class PageDecisionError(PersonaEngineError, ValueError):
     """Offer or layout tables that do not fit their estimates; names the file and the arms."""
 
 

@@ -26,11 +26,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import norm
 
+from engine.errors import PersonaEngineError
+
 DEFAULT_LEVEL = 0.95
 DEFAULT_BOOTSTRAP = 2_000
 
 
-class ExperimentReportError(ValueError):
+class ExperimentReportError(PersonaEngineError, ValueError):
     """Inputs that cannot make a report (no control arm, mismatched lengths, a bad level)."""
 
 

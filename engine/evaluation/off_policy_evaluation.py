@@ -32,10 +32,12 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import norm
 
+from engine.errors import PersonaEngineError
+
 DEFAULT_LEVEL = 0.95
 
 
-class OffPolicyEvaluationError(ValueError):
+class OffPolicyEvaluationError(PersonaEngineError, ValueError):
     """Inputs the estimators cannot use; the message names the array and the first bad row."""
 
 

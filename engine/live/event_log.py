@@ -39,6 +39,7 @@ from typing import Any, Final
 import polars as pl
 
 from engine.data.contract import DECISIONS, EVENTS
+from engine.errors import PersonaEngineError
 from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind, ServedDecision
 
 SCHEMA_VERSION: Final = 1
@@ -101,7 +102,7 @@ _DECISION_COLUMNS: Final = (
 _DECISION_VALUES: Final = ", ".join("?" * len(_DECISION_COLUMNS.split(",")))
 
 
-class EventLogError(RuntimeError):
+class EventLogError(PersonaEngineError, RuntimeError):
     """The event log cannot be opened or used; the message names the file."""
 
 

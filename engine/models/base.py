@@ -22,17 +22,18 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from engine.errors import PersonaEngineError
 from engine.ranking.top_k import top_k
 
 MODEL_FORMAT_VERSION = 1
 MODEL_MANIFEST = "model.json"
 
 
-class ModelFitError(RuntimeError):
+class ModelFitError(PersonaEngineError, RuntimeError):
     """Training produced an unusable model (for example NaN factors); the message says which model and why."""
 
 
-class ModelFormatError(ValueError):
+class ModelFormatError(PersonaEngineError, ValueError):
     """A saved model folder that cannot be loaded: missing file, unknown kind, wrong version or shape."""
 
 

@@ -15,16 +15,17 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.errors import PersonaEngineError
 from engine.models.base import ModelFitError, ModelFormatError, TrainingSet, UserBatch
 
 MIX_SUM_TOLERANCE = 1e-4
 
 
-class ModelNotFittedError(RuntimeError):
+class ModelNotFittedError(PersonaEngineError, RuntimeError):
     """A model was asked to score, recommend or save before ``fit`` or ``load`` gave it a state."""
 
 
-class UserBatchError(ValueError):
+class UserBatchError(PersonaEngineError, ValueError):
     """A ``UserBatch`` that does not fit the model it was sent to; ``field`` names the culprit."""
 
     def __init__(self, message: str, field: str) -> None:

@@ -11,6 +11,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+from engine.errors import PersonaEngineError
 from engine.models.base import ModelFormatError, Recommender, read_model_manifest
 from engine.models.implicit_factors import ImplicitALSModel, ImplicitBPRModel
 from engine.models.lightfm_hybrid import LightFMHybridModel
@@ -28,7 +29,7 @@ MODEL_KINDS: dict[str, type[Recommender]] = {
 }
 
 
-class UnknownModelKindError(ValueError):
+class UnknownModelKindError(PersonaEngineError, ValueError):
     """A configuration names a model kind that is not registered."""
 
 

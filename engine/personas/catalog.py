@@ -18,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from engine.errors import PersonaEngineError
+
 DEFAULT_CATALOG = "default"
 
 # Signal key -> allowed values (None: a list of free strings, checked against the data at inference).
@@ -52,7 +54,7 @@ _DEMOGRAPHIC_KEYS = {"age_bands", "income_bands", "regions", "summary"}
 _ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class CatalogError(ValueError):
+class CatalogError(PersonaEngineError, ValueError):
     """An invalid persona catalog; the message names the file and the persona/key at fault."""
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.errors import PersonaEngineError
 from engine.personas.inference import SIGNAL_VALUES, InferredMixes, PersonaInferenceModel, SignalContribution
 
 DEFAULT_TOP = 5
@@ -33,7 +34,7 @@ _FEATURES_FILE = "features.json"
 _FEATURE_FILE = "feature.npy"
 
 
-class MixExplanationsError(ValueError):
+class MixExplanationsError(PersonaEngineError, ValueError):
     """Stored explanations that do not fit together; the message names the file and the shapes."""
 
 

@@ -45,6 +45,7 @@ from scipy.special import digamma, gammaln, polygamma
 
 from engine.data.id_map import IdMap
 from engine.data.shop_data import ShopData
+from engine.errors import PersonaEngineError
 from engine.personas.catalog import PersonaCatalog, PersonaSignals
 from engine.personas.mix import PersonaMix
 from engine.personas.shopping_context import CONTEXTS, DEFAULT_HOLIDAYS
@@ -77,11 +78,11 @@ _MIX_FOLD_IN_TOLERANCE = 1e-5
 _EXPLAIN_CELLS_PER_CHUNK = 1 << 22
 
 
-class PersonaInferenceError(RuntimeError):
+class PersonaInferenceError(PersonaEngineError, RuntimeError):
     """The model cannot do what was asked: not fitted yet, or mixes that do not fit this model."""
 
 
-class PersonaModelFormatError(ValueError):
+class PersonaModelFormatError(PersonaEngineError, ValueError):
     """A saved persona inference model that cannot be loaded; the message names the file and the problem."""
 
 

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.errors import PersonaEngineError
 
-class PersonaMixError(ValueError):
+
+class PersonaMixError(PersonaEngineError, ValueError):
     """A mix that cannot be used; ``field`` names the persona (or ``"persona_mix"`` for the whole mix)."""
 
     def __init__(self, message: str, field: str = "persona_mix") -> None:

@@ -40,6 +40,8 @@ from typing import Any, Self
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.errors import PersonaEngineError
+
 ARTIFACT_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LATEST = "latest"
@@ -61,7 +63,7 @@ _LIBRARIES = {
 }
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(PersonaEngineError, RuntimeError):
     """An artifact that cannot be written or trusted; the message names the artifact and the file."""
 
 
