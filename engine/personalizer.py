@@ -50,7 +50,7 @@ from engine.models.registry import load_model
 from engine.personalization_request import CustomerTarget, ProductRequest, SessionContext
 from engine.personas.catalog import PersonaCatalog, parse_catalog
 from engine.personas.explanations import MixExplanations
-from engine.personas.inference import DemographicMixPrior
+from engine.personas.inference.demographic_prior import DemographicMixPrior
 from engine.personas.mix import PersonaMix
 from engine.personas.mix_resolution import UNKNOWN_ROW, CustomerMixes, MixSource, ResolvedMix
 from engine.personas.profile import PersonaProfile, evidence_for, leading_personas

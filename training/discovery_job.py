@@ -14,7 +14,7 @@ from typing import Any
 from engine.data.loading import load_shop
 from engine.personas.catalog import load_catalog
 from engine.personas.discovery import DiscoveryConfig, discover_segments
-from engine.personas.inference import PersonaInferenceModel
+from engine.personas.inference.model import PersonaInferenceModel
 
 
 def run_discovery(data_path: Path, catalog_name: str, *, min_share: float = 0.005) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from engine.data.id_map import IdMap
 from engine.data.loading import load_shop
 from engine.live.event_scoring import INFERENCE_FOLDER
 from engine.personas.drift import DriftAccuracy, DriftConfig, DriftFinding, score_drift, trace_drift
-from engine.personas.inference import PersonaInferenceModel
+from engine.personas.inference.model import PersonaInferenceModel
 from training.console_output import progress_bar
 
 TRUTH_MIXES = Path("truth") / "customer_mixes.parquet"

@@ -23,12 +23,10 @@ from engine.data.loading import load_shop
 from engine.data.shop_data import ShopData
 from engine.models.base import TrainingSet, UserBatch
 from engine.personas.catalog import PersonaCatalog, load_catalog
-from engine.personas.inference import (
-    DemographicMixPrior,
-    InferredMixes,
-    PersonaInferenceConfig,
-    PersonaInferenceModel,
-)
+from engine.personas.inference.config import PersonaInferenceConfig
+from engine.personas.inference.demographic_prior import DemographicMixPrior
+from engine.personas.inference.inferred_mixes import InferredMixes
+from engine.personas.inference.model import PersonaInferenceModel
 from training.config import TrainConfig
 from training.logged_events import LoggedEventsMerge, merge_logged_events, read_logged_events
 from training.split import TimeSplit, read_test_event_ids, split_events, split_predefined

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from engine.personas.inference import InferredMixes
+from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.mix import total_variation_rows
 from engine.personas.shopping_context import CONTEXTS, DEFAULT_HOLIDAYS, context_expr
 

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from engine.artifact import Artifact
 from engine.data.id_map import MISSING, IdMap
 from engine.live.events import BehaviorEvent
-from engine.personas.inference import PersonaInferenceModel
+from engine.personas.inference.model import PersonaInferenceModel
 from engine.personas.traits import CHANNEL, DEVICE, DISCOUNTED, NO, YES, build_event_features
 
 INFERENCE_FOLDER = "personas/inference"

@@ -21,7 +21,9 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 from scipy.cluster.vq import kmeans2
 
-from engine.personas.inference import InferredMixes, PersonaInferenceError, PersonaInferenceModel
+from engine.personas.inference.errors import PersonaInferenceError
+from engine.personas.inference.inferred_mixes import InferredMixes
+from engine.personas.inference.model import PersonaInferenceModel
 from engine.personas.traits import EventFeatureSpace, customer_traits, describe_feature, describe_trait
 
 _ASPECT_CAP = 3.0  # an aspect adds at most this many standard deviations (squared) to a misfit

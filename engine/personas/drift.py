@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 
 from engine.data.id_map import IdMap
 from engine.numeric_settings import check_numeric_settings
-from engine.personas.inference import PersonaInferenceModel
+from engine.personas.inference.model import PersonaInferenceModel
 from engine.personas.traits import build_event_features
 
 _MICROSECONDS_PER_DAY = 86_400_000_000

@@ -26,7 +26,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.errors import PersonaEngineError
-from engine.personas.inference import SIGNAL_VALUES, InferredMixes, PersonaInferenceModel, SignalContribution
+from engine.personas.inference.inferred_mixes import InferredMixes
+from engine.personas.inference.model import PersonaInferenceModel
+from engine.personas.inference.signals import SIGNAL_VALUES, SignalContribution
 
 DEFAULT_TOP = 5
 _VALUES = SIGNAL_VALUES

@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from engine.data.feature_space import DEMOGRAPHIC_COLUMNS, FeatureSpace
 from engine.data.id_map import IdMap
 from engine.personas.drift import DriftStatus
-from engine.personas.inference import DemographicMixPrior
+from engine.personas.inference.demographic_prior import DemographicMixPrior
 from engine.personas.mix import PersonaMix, normalize_rows
 from engine.personas.shopping_context import CONTEXTS
 

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from engine.personas.catalog import PersonaCatalog
 from engine.personas.drift import DriftStatus
-from engine.personas.inference import SignalContribution
+from engine.personas.inference.signals import SignalContribution
 from engine.personas.mix import PersonaMix
 from engine.personas.mix_resolution import MixSource
 

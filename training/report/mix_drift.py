@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from engine.data.id_map import IdMap
 from engine.evaluation.persona_accuracy import planted_targets
-from engine.personas.inference import PersonaInferenceModel
+from engine.personas.inference.model import PersonaInferenceModel
 from engine.personas.mix import total_variation_rows
 from training.report import report_plots
 from training.report.report_inputs import ReportInputs

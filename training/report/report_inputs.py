@@ -24,7 +24,7 @@ from engine.data.id_map import IdMap
 from engine.data.loading import load_shop
 from engine.personalizer import HOLIDAYS_FILE
 from engine.personas.catalog import PersonaCatalog, parse_catalog
-from engine.personas.inference import InferredMixes
+from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.shopping_context import CONTEXTS, DEFAULT_HOLIDAYS, context_expr
 from training.config import TrainConfig, parse_config
 from training.persona_report import TRUTH_FILE

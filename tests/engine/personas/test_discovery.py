@@ -7,7 +7,9 @@ import pytest
 
 from engine.personas.catalog import load_catalog
 from engine.personas.discovery import DiscoveryConfig, DiscoveryResult, discover_segments, misfit_scores
-from engine.personas.inference import InferredMixes, PersonaInferenceError, PersonaInferenceModel
+from engine.personas.inference.errors import PersonaInferenceError
+from engine.personas.inference.inferred_mixes import InferredMixes
+from engine.personas.inference.model import PersonaInferenceModel
 from tests.engine.personas.test_inference import PlantedShop, planted_shop
 
 

@@ -21,7 +21,7 @@ from engine.personas.drift import (
     score_drift,
     trace_drift,
 )
-from engine.personas.inference import PersonaInferenceModel
+from engine.personas.inference.model import PersonaInferenceModel
 from tests.engine.small_artifact import train_small_artifact
 
 mixes = (

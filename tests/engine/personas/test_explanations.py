@@ -12,7 +12,9 @@ from engine.data.id_map import IdMap
 from engine.data.loading import load_shop
 from engine.personas.catalog import load_catalog
 from engine.personas.explanations import MixExplanations, MixExplanationsError
-from engine.personas.inference import InferredMixes, PersonaInferenceModel, SignalContribution
+from engine.personas.inference.inferred_mixes import InferredMixes
+from engine.personas.inference.model import PersonaInferenceModel
+from engine.personas.inference.signals import SignalContribution
 from engine.personas.traits import describe_feature
 from training.synthetic_shop import ShopConfig, generate_shop
 
@@ -95,8 +97,8 @@ def reference_explain(
     if stop == start:
         return out
     rows = features.matrix[start:stop].toarray()
-    parameters, marginals = model._parameters, model._marginals
-    scores = rows @ parameters + model._offsets[None, :]
+    parameters, marginals = model.behaviour.parameters, model.behaviour.marginals
+    scores = rows @ parameters + model.behaviour.offsets[None, :]
     joint = np.exp(scores - scores.max(axis=1, keepdims=True)) * mixes.overall[row][None, :]
     responsibilities = joint * (features.weight[start:stop] / joint.sum(axis=1))[:, None]
     weighted = rows.T @ responsibilities
@@ -118,7 +120,7 @@ def reference_explain(
                     description=describe_feature(space.column_names[j]),
                     customer_value=float(shares[j]),
                     population_value=float(marginals[j]),
-                    persona_value=float(model._probabilities[j, k]),
+                    persona_value=float(model.behaviour.probabilities[j, k]),
                     contribution=float(contribution[j, k]),
                 )
             )

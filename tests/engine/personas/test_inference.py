@@ -24,18 +24,14 @@ from engine.data.id_map import IdMap
 from engine.data.shop_data import ShopData
 from engine.evaluation.persona_accuracy import compare_with_planted
 from engine.personas.catalog import PersonaCatalog, load_catalog, parse_catalog
-from engine.personas.inference import (
-    FORMAT_VERSION,
-    DemographicMixPrior,
-    InferredMixes,
-    MixPrior,
-    PersonaInferenceConfig,
-    PersonaInferenceError,
-    PersonaInferenceModel,
-    PersonaModelFormatError,
-    _fold_in,
-    _tied_dirichlet_mle,
-)
+from engine.personas.inference.config import PersonaInferenceConfig
+from engine.personas.inference.demographic_prior import DemographicMixPrior
+from engine.personas.inference.errors import PersonaInferenceError, PersonaModelFormatError
+from engine.personas.inference.fold_in import fold_in
+from engine.personas.inference.inferred_mixes import InferredMixes
+from engine.personas.inference.mix_prior import MixPrior, _tied_dirichlet_mle
+from engine.personas.inference.model import PersonaInferenceModel
+from engine.personas.inference.model_files import FORMAT_VERSION
 from engine.personas.mix import total_variation_rows
 from engine.personas.shopping_context import CONTEXTS
 
@@ -668,6 +664,6 @@ def test_fold_in_leaves_the_callers_centre_alone(groups: int) -> None:
     centre = rng.dirichlet(np.ones(k), size=groups)
     before = centre.copy()
     likelihoods = rng.random((k, n)) * np.array([[4.0], [1.0], [1.0], [1.0]])
-    mixes = _fold_in(likelihoods, np.ones(n), rng.integers(0, groups, n), centre, 3.0, 100)
+    mixes = fold_in(likelihoods, np.ones(n), rng.integers(0, groups, n), centre, 3.0, 100)
     assert np.array_equal(centre, before)
     assert not np.allclose(mixes, centre)

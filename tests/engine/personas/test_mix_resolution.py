@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from engine.data.feature_space import FeatureSpace
 from engine.data.id_map import IdMap
-from engine.personas.inference import DemographicMixPrior
+from engine.personas.inference.demographic_prior import DemographicMixPrior
 from engine.personas.mix import PersonaMix
 from engine.personas.mix_resolution import CustomerMixes, MixSource, demographic_frame
 

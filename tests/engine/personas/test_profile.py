@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.personas.catalog import load_catalog
-from engine.personas.inference import SignalContribution
+from engine.personas.inference.signals import SignalContribution
 from engine.personas.mix import PersonaMix
 from engine.personas.profile import by_weight, evidence_for, leading_personas
 

@@ -1,0 +1,86 @@
+"""The settings of persona inference: what a training config's ``[personas.inference]`` table holds.
+
+Kept apart from the model because training configs, saved model manifests and tests build and
+compare these settings without fitting anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from engine.personas.shopping_context import DEFAULT_HOLIDAYS
+
+
+@dataclass(frozen=True)
+class PersonaInferenceConfig:
+    """Knobs of the fit. Prior strengths are in pseudo-events, so they compare directly with event counts.
+
+    mix_prior_strength:     starting concentration (pseudo-events) of each "mostly one persona" component
+                            of the mix prior; the fit replaces it by the empirical-Bayes estimate.
+    mix_prior_dominant_share: starting share of the dominant persona in those components (also fitted).
+    context_prior_strength: pseudo-events pulling a context mix towards the customer's overall mix.
+    profile_prior_share:    strength of the pull of each persona's behaviour towards the catalog seed,
+                            as a share of the average number of events per persona.
+    seed_tilt:              factor on the odds of a value a persona's signals name (e.g. its categories).
+    seed_damping:           factor on the odds of "yes" for a "low" discount, brand or bulk signal.
+    """
+
+    max_iterations: int = 200
+    tolerance: float = 1e-5  # stop when the objective per event improves by less than this
+    mix_prior_strength: float = 4.0
+    mix_prior_dominant_share: float = 0.6
+    context_prior_strength: float = 6.0
+    profile_prior_share: float = 0.05
+    seed_tilt: float = 3.5
+    seed_damping: float = 0.4
+    fold_in_iterations: int = 100
+    holidays: tuple[tuple[int, int], ...] = DEFAULT_HOLIDAYS
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[str, bool, str]] = [
+            ("max_iterations", self.max_iterations >= 1, "an integer >= 1"),
+            ("tolerance", self.tolerance >= 0, ">= 0"),
+            ("mix_prior_strength", self.mix_prior_strength > 0, "> 0"),
+            ("mix_prior_dominant_share", 0 < self.mix_prior_dominant_share < 1, "in (0, 1)"),
+            ("context_prior_strength", self.context_prior_strength > 0, "> 0"),
+            ("profile_prior_share", self.profile_prior_share > 0, "> 0"),
+            ("seed_tilt", self.seed_tilt >= 1, ">= 1"),
+            ("seed_damping", 0 < self.seed_damping <= 1, "in (0, 1]"),
+            ("fold_in_iterations", self.fold_in_iterations >= 1, "an integer >= 1"),
+        ]
+        integers = {"max_iterations", "fold_in_iterations"}
+        for name, ok, requirement in checks:
+            value = getattr(self, name)
+            allowed = int if name in integers else int | float
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, allowed)
+                or not math.isfinite(value)
+                or not ok
+            ):
+                raise ValueError(f"PersonaInferenceConfig.{name} must be {requirement}, got {value!r}")
+        try:
+            holidays = tuple((int(month), int(day)) for month, day in self.holidays)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"PersonaInferenceConfig.holidays must be (month, day) pairs, got {self.holidays!r}"
+            ) from None
+        object.__setattr__(self, "holidays", holidays)
+
+    def to_json(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["holidays"] = [list(pair) for pair in self.holidays]
+        return document
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> PersonaInferenceConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(document) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown persona inference setting(s) {unknown}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**dict(document))
