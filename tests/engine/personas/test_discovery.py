@@ -10,7 +10,7 @@ from engine.personas.discovery import DiscoveryConfig, DiscoveryResult, discover
 from engine.personas.inference.errors import PersonaInferenceError
 from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.inference.model import PersonaInferenceModel
-from tests.engine.personas.test_inference import PlantedShop, planted_shop
+from tests.engine.personas.planted_shop import PlantedShop, planted_shop
 
 
 def _discover(shop: PlantedShop) -> tuple[PersonaInferenceModel, InferredMixes, DiscoveryResult]:
