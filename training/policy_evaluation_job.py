@@ -25,7 +25,7 @@ into folds by a stable hash of the customer id, and each fold's predictions come
 the others.
 Without mixes the reward model is per (context, arm) rates, cross-fitted the same way.
 
-``--truth DIR`` (the ``truth/`` folder of training/synthetic_shop.py) adds each policy's true value on
+``--truth DIR`` (the ``truth/`` folder of training/synthetic_shop/) adds each policy's true value on
 the logged contexts, mean_i sum_a pi(a | x_i) * true_mix_i @ rho_true[:, a], with the error of every
 estimate and whether its interval covers the truth.
 """
