@@ -37,8 +37,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check engine training serving benchmarks tests
-	$(BIN)/ruff format --check engine training serving benchmarks tests
+	$(BIN)/ruff check engine training serving benchmarks tests cli
+	$(BIN)/ruff format --check engine training serving benchmarks tests cli
 	$(BIN)/mypy
 
 # Regenerate serving/generated/ from proto/ after editing a .proto file (tests fail while it is stale).

@@ -191,7 +191,7 @@ def ensure_artifact(
         stderr_console.print(f"building the {size.label()} shop and artifact in {folder} (log: {log})")
         generate = run_measured(
             [
-                python, "-m", "training.cli", "generate", "--out", str(folder / "shop"),
+                python, "-m", "cli", "generate", "--out", str(folder / "shop"),
                 "--customers", str(size.customers), "--items", str(size.items),
                 "--events", str(size.events), "--seed", str(size.seed),
             ],

@@ -52,3 +52,16 @@ def test_the_import_check_sees_a_forbidden_import(tmp_path: Path) -> None:
 def test_engine_is_organised_in_packages_with_few_loose_modules() -> None:
     loose = sorted(p.name for p in ENGINE.glob("*.py"))
     assert len(loose) <= 10, loose
+
+
+def _below_the_command_line() -> list[Path]:
+    return sorted(p for layer in ("engine", "training", "serving") for p in (ROOT / layer).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _below_the_command_line(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_nothing_below_the_command_line_imports_it(path: Path) -> None:
+    """cli/ drives training jobs and the server; a job or the server importing it would be a cycle."""
+    offending = [
+        f"line {line}: {module}" for line, module in _imported_modules(path) if module.split(".")[0] == "cli"
+    ]
+    assert not offending, f"{path.relative_to(ROOT)} imports {offending}"

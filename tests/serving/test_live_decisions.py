@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from cli.main import main
 from engine.decisions.experiment import ArmPolicy, Experiment, ExperimentArm
 from engine.decisions.journey_stage import JourneyStage
 from engine.live.decision_log_writer import DecisionLogWriter
@@ -26,7 +27,6 @@ from serving.generated.persona.v1 import admin_service_pb2 as admin
 from serving.generated.persona.v1 import admin_service_pb2_grpc as admin_grpc
 from serving.server import ServeConfigError, add_serve_arguments, serve, settings_from_args
 from tests.serving.server_harness import InProcessServer, in_process_server, trained_artifacts
-from training.cli import main
 
 TOKEN = "live-token"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)

@@ -8,12 +8,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from cli.main import main
 from engine.data.loading import load_shop
 from engine.personalization_request import CustomerTarget, ProductRequest
 from engine.personalizer import Personalizer
 from tests.engine.small_artifact import train_small_artifact
 from training.batch_recommend import batch_recommend, read_customer_ids
-from training.cli import main
 from training.persona_segments import persona_segments
 
 

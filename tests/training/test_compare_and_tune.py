@@ -11,8 +11,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from cli.main import main
 from engine.models.base import UserBatch
-from training.cli import main
 from training.compare_job import ComparisonReport, run_comparison
 from training.config import load_config, parse_config
 from training.library_baselines import ImplicitALSDefaults, LightFMWarpDefaults

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from tests.engine.small_artifact import train_small_artifact
-from training.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from cli.main import main
 from engine.artifact import open_artifact
 from tests.engine.small_artifact import train_small_artifact
-from training.cli import main
 from training.report import context_mixes, mix_drift, planted_mixes
 from training.report.evaluation_report import SECTION_IDS, build_document
 from training.report.html_document import format_cell

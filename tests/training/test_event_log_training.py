@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from cli.main import main
 from engine.live.event_log import EventLog
 from engine.live.events import BehaviorEvent
-from training.cli import main
 from training.config import parse_config
 from training.prepared_data import prepare
 from training.synthetic_shop import ShopConfig, generate_shop

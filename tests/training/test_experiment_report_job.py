@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from cli.main import main
 from engine.live.event_log import EventLog
 from engine.live.events import DecisionOutcome, OutcomeKind, ServedDecision
-from training.cli import main
 
 NOW = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC)
 

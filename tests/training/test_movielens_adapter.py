@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from cli.main import main
 from engine.data.loading import DataValidationError, load_shop
 from engine.personas.catalog import load_catalog
-from training.cli import main
 from training.config import ConfigError, parse_config
 from training.movielens_adapter import (
     TEST_EVENTS_FILE,

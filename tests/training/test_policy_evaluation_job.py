@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from cli.main import main
 from tests.engine.small_artifact import train_small_artifact
-from training.cli import main
 from training.policy_evaluation_job import customer_folds
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from cli.main import main
 from engine.artifact import ArtifactError, open_artifact
 from engine.personalizer import Personalizer
-from training.cli import main
 from training.config import parse_config
 from training.evaluate_job import run_evaluation
 from training.synthetic_shop import ShopConfig, generate_shop

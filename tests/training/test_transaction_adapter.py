@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cli.main import main
 from engine.data.loading import DataValidationError, load_shop
-from training.cli import main
 from training.transaction_adapter import REJECTED_ROWS_FILE, REPORT_FILE, adapt_transactions
 from training.transaction_mapping import MappingError, load_mapping, parse_mapping
 

@@ -1,0 +1,297 @@
+"""Commands about the data: generate a synthetic shop, adapt external data sets, show and test the catalog.
+
+``generate`` and ``adapt`` write folders that ``train`` reads; ``personas`` shows the catalog and
+``discover`` looks for customers it does not explain. Imports of the jobs stay inside the functions
+so that ``--help`` does not load numpy, polars or the models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from pathlib import Path
+
+from cli.errors import UserError
+from cli.json_output import emit_json
+from cli.subcommand import Subcommands, add_command
+from training.console_output import print_table, stdout_console
+
+GENERATE_EXAMPLES = """
+    examples:
+      persona-engine generate --out data/demo
+      persona-engine generate --out data/big --customers 1000000 --items 100000 --events 50000000
+      persona-engine generate --out data/csv-shop --format csv --seed 3
+    """
+
+PERSONAS_EXAMPLES = """
+    examples:
+      persona-engine personas
+      persona-engine personas --catalog my_catalog.toml --json
+    """
+
+DISCOVER_EXAMPLES = """
+    examples:
+      persona-engine discover --data data/demo
+      persona-engine discover --data data/demo --catalog my_catalog.toml --json
+    """
+
+ADAPT_EXAMPLES = """
+    examples:
+      persona-engine adapt transactions --mapping training/mappings/online_retail.toml \\
+          --source ../shared/data/online-retail/online_retail.parquet --out data/online-retail
+    run 'persona-engine adapt SOURCE --help' for the options of each kind of source.
+    """
+
+ADAPT_TRANSACTIONS_EXAMPLES = """
+    examples:
+      persona-engine adapt transactions --mapping training/mappings/online_retail.toml \\
+          --source ../shared/data/online-retail/online_retail.parquet --out data/online-retail
+      persona-engine adapt transactions --mapping my_shop.toml --source export.csv --out data/my-shop \\
+          --skip-invalid --json
+
+    the mapping file (TOML) names the export's column for each field:
+      [columns]      invoice, product_code, description, quantity, unit_price, discount, coupon, brand,
+                     private_label, category, timestamp, customer, country | region, age_band,
+                     income_band, channel, device (product_code, unit_price, timestamp and customer
+                     are required)
+      [source]       name, timestamp_format, timezone, strip_ids
+      [discount]     kind = fraction | percent | amount_per_unit | amount_per_line; coupon_fraction
+      [drop]         cancellation_invoice_prefix, product_codes, product_code_pattern,
+                     missing_description, duplicate_rows
+      [category]     default, [[category.rules]] category + pattern (+ field)
+      [[tags.rules]] tag + pattern (+ field);  [price_bands] edges + tags;  [brand] private_labels
+    see training/mappings/online_retail.toml for a commented example.
+    """
+
+ADAPT_MOVIELENS_EXAMPLES = """
+    examples:
+      persona-engine adapt movielens --source ../shared/data/ml-100k --out data/ml100k
+      persona-engine adapt movielens --source ../shared/data/ml-100k --out data/ml100k-liked \\
+          --positive-threshold 4
+    """
+
+
+def add_generate_command(sub: Subcommands) -> None:
+    g = add_command(
+        sub,
+        "generate",
+        "write a synthetic shop with planted personas and its ground truth",
+        GENERATE_EXAMPLES,
+        cmd_generate,
+    )
+    g.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    g.add_argument("--customers", type=int, default=5_000)
+    g.add_argument("--items", type=int, default=2_000)
+    g.add_argument("--events", type=int, default=200_000, help="approximate number of event rows")
+    g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--days", type=int, default=182, help="length of the simulated period")
+    g.add_argument("--drift-share", type=float, default=0.10, help="share of customers whose mix drifts")
+    g.add_argument(
+        "--hidden-segment-share",
+        type=float,
+        default=0.03,
+        help="share of customers driven by a persona missing from the catalog",
+    )
+    g.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from training.synthetic_shop import ShopConfig, generate_shop
+
+    for flag in ("customers", "items", "events", "days"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag} must be at least 1")
+    config = ShopConfig(
+        customers=args.customers,
+        items=args.items,
+        events=args.events,
+        seed=args.seed,
+        days=args.days,
+        drift_share=args.drift_share,
+        hidden_segment_share=args.hidden_segment_share,
+        file_format=args.format,
+    )
+    summary = generate_shop(args.out, config, show_progress=not args.json)
+    if args.json:
+        emit_json({"out_dir": str(summary.out_dir), "counts": summary.counts, "seconds": summary.seconds})
+    else:
+        rows = [[table, count] for table, count in summary.counts.items()]
+        print_table(
+            f"synthetic shop written to {summary.out_dir} in {summary.seconds:.1f} s", ["table", "rows"], rows
+        )
+    return 0
+
+
+def add_adapt_command(sub: Subcommands) -> None:
+    """``adapt SOURCE``: one sub-subcommand per kind of external data, each with its own handler."""
+    adapt = sub.add_parser(
+        "adapt",
+        help="turn an external data set into the data contract's tables (a folder train can read)",
+        description="Turn an external data set into the data contract's tables (events, items, customers).",
+        epilog=textwrap.dedent(ADAPT_EXAMPLES),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    kinds = adapt.add_subparsers(dest="adapt_source", required=True, metavar="SOURCE")
+
+    t = kinds.add_parser(
+        "transactions",
+        help="a transaction export (CSV or Parquet) read through a mapping file",
+        description="Map a transaction export's columns onto the data contract with a TOML mapping file; "
+        "drop returns, cancellations, non-positive prices and rows without a customer, counted per reason.",
+        epilog=textwrap.dedent(ADAPT_TRANSACTIONS_EXAMPLES),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t.add_argument("--mapping", type=Path, required=True, help="mapping file (TOML)")
+    t.add_argument("--source", type=Path, required=True, help="the export: a .csv or .parquet file")
+    t.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    t.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="drop and count rows with cells that do not parse, instead of failing",
+    )
+    t.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of tables")
+    t.set_defaults(handler=cmd_adapt_transactions)
+
+    m = kinds.add_parser(
+        "movielens",
+        help="MovieLens 100K (ratings, genres, users) with its ua.base/ua.test split",
+        description="Convert MovieLens 100K into the data contract's tables plus test_events.csv "
+        "(the ids of the ua.test ratings) for a predefined split.",
+        epilog=textwrap.dedent(ADAPT_MOVIELENS_EXAMPLES),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    m.add_argument("--source", type=Path, required=True, help="folder of the original files (read only)")
+    m.add_argument("--out", type=Path, required=True, help="output shop folder (created)")
+    m.add_argument(
+        "--positive-threshold",
+        type=int,
+        default=1,
+        help="lowest rating kept as a positive interaction (1: every rating, as in LightFM's protocol)",
+    )
+    m.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of tables")
+    m.set_defaults(handler=cmd_adapt_movielens)
+
+
+def cmd_adapt_transactions(args: argparse.Namespace) -> int:
+    from engine.data.loading import load_shop
+    from training.transaction_adapter import adapt_transactions
+    from training.transaction_mapping import load_mapping
+
+    mapping = load_mapping(args.mapping)
+    report = adapt_transactions(mapping, args.source, args.out, skip_invalid=args.skip_invalid)
+    shop = load_shop(args.out)  # the folder must load as it is: a contract break here is a bug to surface
+    if args.json:
+        emit_json({**report.to_dict(), "verified_rows": shop.report.rows_read})
+        return 0
+    print_table(
+        f"{mapping.name}: {report.rows_read:,} rows read from {args.source}",
+        ["reason", "what", "matching", "dropped", "rows left"],
+        [[r.reason, r.description, r.matching, r.dropped, r.rows_left] for r in report.reasons],
+    )
+    print_table(
+        f"written to {report.out_dir} in {report.seconds:.1f} s (load_shop reads it back)",
+        ["table", "rows"],
+        [[name, count] for name, count in report.tables.items()],
+    )
+    return 0
+
+
+def cmd_adapt_movielens(args: argparse.Namespace) -> int:
+    from training.movielens_adapter import MovieLensSourceError, adapt_movielens
+
+    try:
+        summary = adapt_movielens(args.source, args.out, positive_threshold=args.positive_threshold)
+    except MovieLensSourceError as error:
+        raise UserError(str(error)) from None
+    if args.json:
+        emit_json({"out_dir": str(summary.out_dir), "counts": summary.counts})
+    else:
+        rows = [[name, count] for name, count in summary.counts.items()]
+        print_table(f"MovieLens written to {summary.out_dir}", ["what", "rows"], rows)
+    return 0
+
+
+def add_personas_command(sub: Subcommands) -> None:
+    p = add_command(sub, "personas", "show the persona catalog", PERSONAS_EXAMPLES, cmd_personas)
+    p.add_argument("--catalog", default="default", help="bundled catalog name or a TOML file")
+
+
+def cmd_personas(args: argparse.Namespace) -> int:
+    from engine.personas.catalog import load_catalog
+
+    catalog = load_catalog(args.catalog)
+    if args.json:
+        emit_json(
+            [
+                {
+                    "id": p.id,
+                    "name": p.name,
+                    "description": p.description,
+                    "preferred_channels": list(p.preferred_channels),
+                    "decision_factors": list(p.decision_factors),
+                    "goals": list(p.goals),
+                    "pain_points": list(p.pain_points),
+                }
+                for p in catalog.personas
+            ]
+        )
+        return 0
+    print_table(
+        f"personas ({catalog.source})",
+        ["id", "name", "preferred channels", "decision factors"],
+        [
+            [p.id, p.name, ", ".join(p.preferred_channels), ", ".join(p.decision_factors)]
+            for p in catalog.personas
+        ],
+    )
+    return 0
+
+
+def add_discover_command(sub: Subcommands) -> None:
+    d = add_command(
+        sub,
+        "discover",
+        "find customer segments that no catalog persona explains",
+        DISCOVER_EXAMPLES,
+        cmd_discover,
+    )
+    d.add_argument("--data", type=Path, required=True)
+    d.add_argument("--catalog", default="default")
+    d.add_argument(
+        "--min-share", type=float, default=0.01, help="smallest segment to report, as a share of customers"
+    )
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    from training.discovery_job import run_discovery
+
+    report = run_discovery(args.data, args.catalog, min_share=args.min_share)
+    if args.json:
+        emit_json(report)
+        return 0
+    stdout_console.print(
+        f"{report['customers_scored']:,} customers scored, {report['poorly_explained']:,} poorly explained "
+        "by the catalog personas"
+    )
+    if not report["segments"]:
+        stdout_console.print("no sizeable group of them resembles each other: the catalog covers this shop")
+        return 0
+    for i, segment in enumerate(report["segments"], 1):
+        print_table(
+            f"unexplained segment {i}: {segment['size']:,} customers ({segment['share']:.1%}), "
+            f"e.g. {', '.join(segment['examples'][:3])}",
+            ["what they do", "observed", "personas predict"],
+            [
+                [f["description"], f["observed_share"], f["expected_share"]]
+                for f in segment["unexplained_features"]
+            ],
+        )
+        print_table(
+            "",
+            ["trait", "segment", "population", "z"],
+            [
+                [t["description"], t["segment_mean"], t["population_mean"], t["z_score"]]
+                for t in segment["traits"]
+            ],
+        )
+    return 0

@@ -1,0 +1,172 @@
+"""Commands about page decisions (offers, layouts): off-policy evaluation and experiment reports.
+
+Both read logged decisions (a table or the server's event log) rather than an artifact's models;
+``evaluate-policy`` asks what other policies would have earned, ``experiment-report`` what the
+arms of a live A/B experiment did. Imports stay inside the functions so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from pathlib import Path
+
+from cli.errors import UserError
+from cli.subcommand import Subcommands, add_command
+from training.console_output import print_table, stdout_console
+
+EVALUATE_POLICY_EXAMPLES = """
+    policies: uniform, always:ARM, greedy, epsilon-greedy:EPS, thompson[:DRAWS]
+    optional decisions columns: mix__<persona_id> (the mix each candidate sees; default: the
+    artifact's stored mix of the customer for the decision's context)
+
+    examples:
+      persona-engine evaluate-policy --decisions data/demo/decisions.parquet \\
+          --artifact artifacts/latest --policy greedy --policy uniform --policy epsilon-greedy:0.1
+      persona-engine evaluate-policy --decisions data/demo/decisions.parquet \\
+          --artifact artifacts/latest --policy thompson --decision-type layout \\
+          --truth data/demo/truth --json
+      persona-engine evaluate-policy --decisions log.csv --policy always:offer_freeship_all
+      persona-engine evaluate-policy --event-log run/events.sqlite --artifact artifacts/latest \\
+          --all-decisions --policy greedy --policy thompson
+    """
+
+EXPERIMENT_REPORT_EXAMPLES = """
+    a decision converted when a reward was reported for it; the rate difference interval is
+    Newcombe's (Wilson score based), the revenue per decision difference a bootstrap interval.
+
+    examples:
+      persona-engine experiment-report --event-log run/events.sqlite
+      persona-engine experiment-report --event-log run/events.sqlite --control static --json
+      persona-engine experiment-report --decisions decisions.parquet --decision-type offer
+    """
+
+
+def add_evaluate_policy_command(sub: Subcommands) -> None:
+    ep = add_command(
+        sub,
+        "evaluate-policy",
+        "estimate what candidate offer or layout policies would have earned on logged decisions "
+        "(IPS, self-normalised IPS, doubly robust)",
+        EVALUATE_POLICY_EXAMPLES,
+        cmd_evaluate_policy,
+    )
+    log_source = ep.add_mutually_exclusive_group(required=True)
+    log_source.add_argument("--decisions", type=Path, help="decisions table (.parquet or .csv)")
+    log_source.add_argument(
+        "--event-log", type=Path, help="the server's event log (SQLite): served decisions with their mixes"
+    )
+    ep.add_argument(
+        "--policy", action="append", required=True, help="candidate policy spec; repeat for several"
+    )
+    ep.add_argument("--artifact", type=Path, help="artifact with persona mixes and arm estimates")
+    ep.add_argument("--decision-type", choices=("offer", "layout"), default="offer")
+    ep.add_argument("--truth", type=Path, help="synthetic shop truth/ folder: add true values and coverage")
+    ep.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
+    ep.add_argument("--folds", type=int, default=5, help="cross-fitting folds of the DR reward model")
+    ep.add_argument("--seed", type=int, default=0, help="seed of Thompson's Monte-Carlo propensities")
+    period = ep.add_mutually_exclusive_group()
+    period.add_argument(
+        "--since",
+        help="evaluate decisions from this ISO date or time on (default with --artifact: its test period, "
+        "which its estimates never saw)",
+    )
+    period.add_argument(
+        "--all-decisions", action="store_true", help="evaluate the whole log, even what the artifact saw"
+    )
+
+
+def cmd_evaluate_policy(args: argparse.Namespace) -> int:
+    from training.policy_evaluation_job import PolicyEvaluationInputError, run, table_rows
+
+    if not 0 < args.level < 1:
+        raise UserError(f"--level must be in (0, 1), got {args.level}")
+    if args.folds < 2:
+        raise UserError(f"--folds must be at least 2, got {args.folds}")
+    since = None
+    if args.since:
+        try:
+            since = dt.datetime.fromisoformat(args.since)
+        except ValueError:
+            raise UserError(f"--since: not an ISO date or time: {args.since!r}") from None
+        since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
+    try:
+        report = run(
+            args.decisions,
+            args.policy,
+            decision_type=args.decision_type,
+            artifact=args.artifact,
+            truth=args.truth,
+            level=args.level,
+            n_folds=args.folds,
+            seed=args.seed,
+            since=since,
+            all_decisions=args.all_decisions,
+            event_log=args.event_log,
+        )
+    except PolicyEvaluationInputError as error:
+        raise UserError(str(error)) from None
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    columns, rows = table_rows(report)
+    period = f" from {report['since']}" if report["since"] else ""
+    title = (
+        f"{report['decision_type']} policies on {report['decisions']:,} logged decisions{period} "
+        f"({args.level:.0%} intervals; mixes from {report['mix_source'] or 'nowhere'}, "
+        f"estimates from {report['estimates_source'] or 'nowhere'})"
+    )
+    print_table(title, columns, rows)
+    if "coverage" in report:
+        coverage = report["coverage"]
+        stdout_console.print(
+            f"intervals covering the true value: {coverage['covered']} of {coverage['intervals']}"
+        )
+    return 0
+
+
+def add_experiment_report_command(sub: Subcommands) -> None:
+    xr = add_command(
+        sub,
+        "experiment-report",
+        "per experiment arm: decisions, conversions, revenue, and the difference to the control arm",
+        EXPERIMENT_REPORT_EXAMPLES,
+        cmd_experiment_report,
+    )
+    source = xr.add_mutually_exclusive_group(required=True)
+    source.add_argument("--event-log", type=Path, help="the server's event log (SQLite)")
+    source.add_argument(
+        "--decisions", type=Path, help="decisions table with an experiment_arm (and optional revenue) column"
+    )
+    xr.add_argument("--control", help="the control arm (default: the arm named 'control')")
+    xr.add_argument("--decision-type", choices=("offer", "layout"), help="only decisions of this type")
+    xr.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
+    xr.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for revenue")
+
+
+def cmd_experiment_report(args: argparse.Namespace) -> int:
+    from training.experiment_report_job import ExperimentReportInputError, run, table_rows
+
+    if not 0 < args.level < 1:
+        raise UserError(f"--level must be in (0, 1), got {args.level}")
+    if args.resamples < 100:
+        raise UserError(f"--resamples must be at least 100, got {args.resamples}")
+    try:
+        report = run(
+            event_log=args.event_log,
+            decisions=args.decisions,
+            control=args.control,
+            decision_type=args.decision_type,
+            level=args.level,
+            resamples=args.resamples,
+        )
+    except ExperimentReportInputError as error:
+        raise UserError(str(error)) from None
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    columns, rows = table_rows(report)
+    title = f"experiment arms vs {report['control']} ({args.level:.0%} intervals of the differences)"
+    print_table(title, columns, rows)
+    return 0

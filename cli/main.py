@@ -1,0 +1,35 @@
+"""The ``persona-engine`` command line: generate data, train, evaluate, inspect and explain.
+
+Output is for people by default (progress bars, aligned tables); ``--json`` prints one JSON document
+on stdout for scripts. Errors in the user's files end the command with exit status 2 and a message
+naming the file, row and column, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+# implicit warns (and slows down) when OpenBLAS runs threads next to implicit's own; set before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from cli.parser import build_parser
+from cli.subcommand import Handler
+from engine.errors import PersonaEngineError
+from training.console_output import stderr_console
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status, or 2 (with a one-line message) for an error the user can fix."""
+    from rich.markup import escape
+
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    # A missing file the user named is theirs to fix too; anything else that escapes is a bug.
+    except (PersonaEngineError, FileNotFoundError) as error:
+        stderr_console.print(
+            f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False, soft_wrap=True
+        )
+        return 2

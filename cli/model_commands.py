@@ -1,0 +1,392 @@
+"""Commands about models and artifacts: train, evaluate, compare, tune, summarize, report and drift.
+
+``train`` writes an artifact; the others read one (or a training config) and print what it is
+worth. Imports of the jobs stay inside the functions so that ``--help`` does not load the models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from cli.errors import UserError
+from cli.json_output import emit_json
+from cli.subcommand import Subcommands, add_command
+from training.console_output import print_table, stderr_console, stdout_console
+
+TRAIN_EXAMPLES = """
+    examples:
+      persona-engine train --config training/configs/demo.toml
+      persona-engine train --config my.toml --data data/shop --output artifacts
+      persona-engine train --config my.toml --json > train.json
+    """
+
+EVALUATE_EXAMPLES = """
+    examples:
+      persona-engine evaluate --artifact artifacts/latest
+      persona-engine evaluate --artifact artifacts/20261123T150000Z --data data/demo --json
+    """
+
+SUMMARY_EXAMPLES = """
+    examples:
+      persona-engine summary --artifact artifacts/latest --customers 3
+    """
+
+REPORT_EXAMPLES = """
+    examples:
+      persona-engine report artifacts/latest
+      persona-engine report artifacts/latest --out reports/shop.html --data data/demo
+      persona-engine report artifacts/20261123T150000Z --json
+    """
+
+COMPARE_EXAMPLES = """
+    examples:
+      persona-engine compare --config training/configs/ml100k.toml
+      persona-engine compare --config training/configs/demo.toml --json > compare.json
+      persona-engine compare --config training/configs/ml100k.toml --output compare-ml100k.json
+    """
+
+TUNE_EXAMPLES = """
+    examples:
+      persona-engine tune --config training/configs/ml100k.toml --budget-seconds 600
+      persona-engine tune --config training/configs/demo.toml --budget-seconds 300 \\
+          --models als,bpr --write-config training/configs/demo-tuned.toml
+    """
+
+DRIFT_EXAMPLES = """
+    examples:
+      persona-engine drift --artifact artifacts/latest
+      persona-engine drift --artifact artifacts/latest --data data/demo --threshold 0.1 --limit 50
+      persona-engine drift --artifact artifacts/latest --json > drift.json
+
+    A customer drifts when the Jensen-Shannon divergence (bits, 0-1) between the mix of their recent
+    events (decayed with --half-life-days) and their long-term mix in the artifact exceeds
+    --threshold, with at least --min-evidence recent events behind it. With planted truth beside the
+    data (the synthetic shop's truth/), precision, recall and the median detection delay are shown.
+    """
+
+
+def add_train_command(sub: Subcommands) -> None:
+    t = add_command(
+        sub,
+        "train",
+        "train the configured models and write a versioned artifact",
+        TRAIN_EXAMPLES,
+        cmd_train,
+    )
+    t.add_argument("--config", type=Path, required=True, help="training config (TOML)")
+    t.add_argument("--data", type=Path, help="data folder; overrides [data] path of the config")
+    t.add_argument("--output", type=Path, help="artifact root; overrides [output] root of the config")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from training.config import OutputSection, load_config
+    from training.train_job import run_training
+
+    config = load_config(args.config)
+    if args.output:
+        config = dataclasses.replace(config, output=OutputSection(root=str(args.output)))
+    if args.data:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, path=str(args.data)))
+    result = run_training(config, show_progress=not (args.json or args.no_progress))
+    if args.json:
+        emit_json(
+            {
+                "artifact": str(result.artifact_path),
+                "version": result.version,
+                "metrics": [r.to_dict() for r in result.results],
+                "fit_seconds": result.fit_seconds,
+                "persona_accuracy": result.persona_accuracy,
+                "decision_quality": result.decision_quality,
+                "summary": result.summary,
+            }
+        )
+        return 0
+    held_out = (
+        f"predefined test events of {config.split.test_events}"
+        if config.split.method == "predefined"
+        else f"held-out last {config.split.test_days} days"
+    )
+    _print_results(result.results, config.evaluation.k, f"evaluation ({held_out})")
+    print_table("training time", ["model", "seconds"], [[m, s] for m, s in result.fit_seconds.items()])
+    _print_persona_accuracy(result.persona_accuracy)
+    if result.decision_quality:
+        print_table(
+            "offer and layout response estimates vs planted rates",
+            ["decision", "mean abs error", "persona x arm pairs"],
+            [[d, q["mean_abs_error"], q["pairs"]] for d, q in result.decision_quality.items()],
+        )
+    s = result.summary
+    stdout_console.print(
+        f"best model: [bold]{s['best_model']}[/bold], "
+        f"NDCG ratio to popularity {s['best_ndcg_ratio_to_popularity'] or float('nan'):.2f}; "
+        f"cold start ratio {s['cold_start_ndcg_ratio_to_popularity'] or float('nan'):.2f}"
+    )
+    if "event_log" in s:
+        logged = s["event_log"]
+        stdout_console.print(
+            f"event log {logged['path']}: {logged['added']:,} of {logged['read']:,} events added "
+            f"({logged['already_in_shop']:,} already in the shop's events, "
+            f"{logged['unknown_items']:,} for items the shop does not list)",
+            highlight=False,
+        )
+    stdout_console.print(f"artifact: {result.artifact_path} (version {result.version}, {s['seconds']:.1f} s)")
+    return 0
+
+
+def add_evaluate_command(sub: Subcommands) -> None:
+    e = add_command(
+        sub,
+        "evaluate",
+        "re-evaluate an artifact's models on its data split, overall, per persona and cold start",
+        EVALUATE_EXAMPLES,
+        cmd_evaluate,
+    )
+    e.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
+    e.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate_job import run_evaluation
+
+    report = run_evaluation(args.artifact, data_path=args.data)
+    if args.json:
+        emit_json(report.to_dict())
+        return 0
+    _print_results(report.results, report.k, f"evaluation of artifact {report.version}")
+    _print_persona_accuracy(report.persona_accuracy)
+    return 0
+
+
+def _print_results(results: list[Any], k: int, title: str) -> None:
+    from training.evaluation import results_table, segment_table
+
+    columns, rows = results_table(results, k)
+    print_table(title, columns, rows)
+    columns, rows = segment_table(results, k)
+    print_table("", columns, rows)
+
+
+def _print_persona_accuracy(accuracy: dict[str, Any] | None) -> None:
+    if not accuracy:
+        return
+    rows = [[key, value] for key, value in accuracy.items() if isinstance(value, int | float)]
+    print_table("persona inference vs planted mixes", ["measure", "value"], rows)
+
+
+def add_summary_command(sub: Subcommands) -> None:
+    s = add_command(
+        sub,
+        "summary",
+        "a readable summary of an artifact: metrics and a few customers with mix and products",
+        SUMMARY_EXAMPLES,
+        cmd_summary,
+    )
+    s.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
+    s.add_argument("--customers", type=int, default=3, help="how many example customers to show")
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from training.demo_summary import summarize
+
+    document = summarize(args.artifact, n_customers=args.customers, print_tables=not args.json)
+    if args.json:
+        emit_json(document)
+    return 0
+
+
+def add_report_command(sub: Subcommands) -> None:
+    rp = add_command(
+        sub,
+        "report",
+        "write a self-contained HTML report on an artifact (and its numbers as report.json)",
+        REPORT_EXAMPLES,
+        cmd_report,
+    )
+    rp.add_argument("artifact", type=Path, help="artifact folder (ROOT, ROOT/latest or ROOT/<version>)")
+    rp.add_argument(
+        "--out", type=Path, default=Path("report.html"), help="HTML file; report.json is written beside it"
+    )
+    rp.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from training.report.evaluation_report import write_report
+
+    if args.out.suffix.lower() not in (".html", ".htm"):
+        raise UserError(f"--out {args.out}: the report is HTML; give a file name ending in .html")
+    with stderr_console.status("writing report") as status:
+        written = write_report(
+            args.artifact,
+            args.out,
+            data_path=args.data,
+            progress=None if args.json else lambda section: status.update(f"report: {section}"),
+        )
+    if args.json:
+        emit_json(written.document)
+        return 0
+    stdout_console.print(
+        f"report written to [bold]{written.html_path}[/bold] (numbers in {written.json_path}, "
+        f"{written.seconds:.1f} s)"
+    )
+    return 0
+
+
+def add_compare_command(sub: Subcommands) -> None:
+    c = add_command(
+        sub,
+        "compare",
+        "compare the engine's models with popularity and raw library defaults on one split",
+        COMPARE_EXAMPLES,
+        cmd_compare,
+    )
+    c.add_argument("--config", type=Path, required=True, help="training config (TOML): data, split, models")
+    c.add_argument("--data", type=Path, help="data folder; overrides [data] path of the config")
+    c.add_argument("--output", type=Path, help="also write the JSON report to this file")
+    c.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from training.compare_job import print_comparison, run_comparison
+
+    show_progress = not (args.json or args.no_progress)
+    report = run_comparison(args.config, data_path=args.data, show_progress=show_progress)
+    if args.output:
+        args.output.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if args.json:
+        emit_json(report.to_dict())
+    else:
+        print_comparison(report)
+    return 0
+
+
+def add_tune_command(sub: Subcommands) -> None:
+    tu = add_command(
+        sub,
+        "tune",
+        "time-boxed random search of the engine's model hyperparameters on a validation split",
+        TUNE_EXAMPLES,
+        cmd_tune,
+    )
+    tu.add_argument("--config", type=Path, required=True, help="training config (TOML) to start from")
+    tu.add_argument("--data", type=Path, help="data folder; overrides [data] path of the config")
+    tu.add_argument("--budget-seconds", type=float, required=True, help="wall-clock budget of the search")
+    tu.add_argument("--models", help="comma-separated model kinds to tune (default: every tunable one)")
+    tu.add_argument("--seed", type=int, default=0, help="seed of the random search")
+    tu.add_argument(
+        "--write-config", type=Path, help="where to write the tuned config (default: CONFIG with -tuned)"
+    )
+    tu.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from training.tune_job import print_tuning, run_tuning
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    result = run_tuning(
+        args.config,
+        budget_seconds=args.budget_seconds,
+        data_path=args.data,
+        models=models,
+        seed=args.seed,
+        write_config=args.write_config,
+        show_progress=not (args.json or args.no_progress),
+    )
+    if args.json:
+        emit_json(result.to_dict())
+    else:
+        print_tuning(result)
+    return 0
+
+
+def add_drift_command(sub: Subcommands) -> None:
+    dr = add_command(
+        sub,
+        "drift",
+        "customers whose recent behaviour moved away from their long-term persona mix",
+        DRIFT_EXAMPLES,
+        cmd_drift,
+    )
+    dr.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
+    dr.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
+    # Defaults live in engine.personas.drift.DriftConfig (importing it here would slow every command).
+    dr.add_argument(
+        "--threshold",
+        type=float,
+        help="Jensen-Shannon divergence above which a customer drifts (default 0.08)",
+    )
+    dr.add_argument(
+        "--half-life-days", type=float, help="how fast old events stop counting as recent (default 14)"
+    )
+    dr.add_argument(
+        "--min-evidence",
+        type=float,
+        help="decayed recent events needed before drift can be flagged (default 2)",
+    )
+    dr.add_argument("--limit", type=int, default=20, help="drifting customers to list (default 20)")
+    dr.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from engine.personas.drift import DriftConfig
+    from training.drift_job import run_drift_report
+
+    if args.limit < 0:
+        raise UserError("--limit must be 0 or more")
+    try:
+        given = {
+            "threshold": args.threshold,
+            "half_life_days": args.half_life_days,
+            "min_evidence": args.min_evidence,
+        }
+        config = DriftConfig(**{name: value for name, value in given.items() if value is not None})
+    except ValueError as error:
+        raise UserError(str(error).replace("DriftConfig.", "--").replace("_", "-")) from None
+    report = run_drift_report(
+        args.artifact, data_path=args.data, config=config, show_progress=not (args.json or args.no_progress)
+    )
+    if args.json:
+        emit_json(report.to_dict())
+        return 0
+    shown = report.drifting[: args.limit]
+    stdout_console.print(
+        f"{len(report.drifting):,} of {report.customers_checked:,} customers drifting at the end of "
+        f"{report.data} (JS divergence > {config.threshold:g}, half-life {config.half_life_days:g} days)"
+    )
+    if shown:
+        print_table(
+            f"drifting customers, strongest first ({len(shown)} shown)",
+            ["customer", "from persona", "to persona", "JS divergence", "since"],
+            [
+                [
+                    f.customer_id,
+                    f.status.from_persona,
+                    f.status.to_persona,
+                    f.status.divergence,
+                    f.status.since.date().isoformat() if f.status.since else "-",
+                ]
+                for f in shown
+            ],
+        )
+    if report.accuracy is not None:
+        a = report.accuracy
+        print_table(
+            "against the planted drift (truth/)",
+            ["measure", "value"],
+            [
+                ["customers with planted drift", a.n_planted],
+                ["customers flagged", a.n_flagged],
+                ["precision", a.precision],
+                ["recall", a.recall],
+                [
+                    "median detection delay (days)",
+                    "-" if a.median_delay_days is None else a.median_delay_days,
+                ],
+            ],
+        )
+    return 0

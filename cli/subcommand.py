@@ -1,0 +1,37 @@
+"""How a command joins the parser: the same help layout, examples and ``--json`` flag for every one.
+
+Each command's parser is built next to the function that runs it (in the ``*_commands`` modules);
+this module keeps the parts they all share in one place, so ``--help`` looks the same everywhere and
+the parsed arguments carry the function to run (``args.handler``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from collections.abc import Callable
+from typing import TypeAlias
+
+Handler: TypeAlias = Callable[[argparse.Namespace], int]
+"""Runs one command on its parsed arguments and returns the exit status."""
+
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""What ``add_subparsers`` returns: where commands are added."""
+
+
+def add_command(
+    sub: Subcommands, name: str, help_text: str, examples: str, handler: Handler
+) -> argparse.ArgumentParser:
+    """A command whose ``--help`` ends with ``examples`` and which can print JSON instead of tables."""
+    parser = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=textwrap.dedent(examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON document on stdout instead of tables"
+    )
+    parser.set_defaults(handler=handler)
+    return parser
