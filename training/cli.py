@@ -464,7 +464,7 @@ def cmd_adapt_transactions(args: argparse.Namespace) -> int:
 
 
 def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    from serving.server import add_serve_arguments
+    from serving.settings import add_serve_arguments
 
     add_serve_arguments(parser)
 
