@@ -256,7 +256,7 @@ def add_serve_command(sub: Subcommands) -> None:
 
 
 def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    from serving.server import add_serve_arguments
+    from serving.settings import add_serve_arguments
 
     add_serve_arguments(parser)
 

@@ -20,14 +20,8 @@ from serving.client import PersonaEngineClient
 from serving.generated.persona.v1 import admin_service_pb2, admin_service_pb2_grpc
 from serving.metrics import ServingMetrics
 from serving.model_holder import ModelHolder, ModelReloader, SharedModelState, load_model
-from tests.serving.server_harness import (
-    ServerProcess,
-    TrainedArtifacts,
-    corrupt_copy,
-    in_process_server,
-    running_server,
-    trained_artifacts,
-)
+from serving.server_process import ServerProcess, running_server
+from tests.serving.server_harness import TrainedArtifacts, corrupt_copy, in_process_server, trained_artifacts
 
 TOKEN = "adm1n-Token-for-tests-0123456789abcdef"
 

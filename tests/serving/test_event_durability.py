@@ -23,8 +23,9 @@ import pytest
 from engine.live.event_log import EventLog
 from engine.live.events import BehaviorEvent
 from serving.client import PersonaEngineClient
-from serving.server import ENV_EVENT_LOG, ServeConfigError, add_serve_arguments, settings_from_args
-from tests.serving.server_harness import running_server, start_server, trained_artifacts
+from serving.server_process import running_server, start_server
+from serving.settings import ENV_EVENT_LOG, ServeConfigError, add_serve_arguments, settings_from_args
+from tests.serving.server_harness import trained_artifacts
 
 BATCH = 25
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)

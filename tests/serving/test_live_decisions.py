@@ -25,7 +25,8 @@ from engine.live.state_store import MemoryStateStore
 from serving.client import PersonaEngineClient
 from serving.generated.persona.v1 import admin_service_pb2 as admin
 from serving.generated.persona.v1 import admin_service_pb2_grpc as admin_grpc
-from serving.server import ServeConfigError, add_serve_arguments, serve, settings_from_args
+from serving.server import serve
+from serving.settings import ServeConfigError, add_serve_arguments, settings_from_args
 from tests.serving.server_harness import InProcessServer, in_process_server, trained_artifacts
 
 TOKEN = "live-token"

@@ -17,8 +17,9 @@ from engine.artifact import open_artifact
 from engine.live.event_scoring import LiveEventScorer
 from engine.live.events import BehaviorEvent
 from serving.generated.persona.v1 import types_pb2
+from serving.server_process import ServerProcess, running_server
 from tests.serving.redis_server import running_redis
-from tests.serving.server_harness import ServerProcess, TrainedArtifacts, running_server, trained_artifacts
+from tests.serving.server_harness import TrainedArtifacts, trained_artifacts
 
 
 @pytest.fixture(scope="module")

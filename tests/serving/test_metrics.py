@@ -24,13 +24,8 @@ from serving.metrics import (
     ServingMetrics,
 )
 from serving.model_holder import decision_arms
-from tests.serving.server_harness import (
-    TrainedArtifacts,
-    in_process_server,
-    metric_value,
-    scrape,
-    trained_artifacts,
-)
+from serving.server_process import metric_value, scrape_metrics
+from tests.serving.server_harness import TrainedArtifacts, in_process_server, trained_artifacts
 
 EXPECTED_FAMILIES = {
     "persona_engine_requests": "counter",
@@ -121,7 +116,7 @@ def test_traffic_shows_up_on_the_metrics_page(artifacts: TrainedArtifacts) -> No
         known = str(personalizer.customers.ids[0])
         endpoint = MetricsEndpoint(server.registry, "127.0.0.1", 0)
         try:
-            before = scrape(endpoint.port)
+            before = scrape_metrics(endpoint.port)
             for arm in arms["layout"]:
                 assert metric_value(before, "persona_engine_decisions_total", kind="layout", arm=arm) == 0
             with PersonaEngineClient(server.address, timeout_s=10) as client:
@@ -129,7 +124,7 @@ def test_traffic_shows_up_on_the_metrics_page(artifacts: TrainedArtifacts) -> No
                 with pytest.raises(grpc.RpcError) as invalid:
                     client.personalize(known, k=1000)
                 assert invalid.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-            after = scrape(endpoint.port)
+            after = scrape_metrics(endpoint.port)
         finally:
             endpoint.close()
     personalize = {"service": "persona.v1.PersonalizationService", "method": "Personalize"}

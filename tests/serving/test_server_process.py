@@ -21,8 +21,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from engine.data.id_map import IdMap
 from serving.client import PERSONALIZATION_SERVICE, PersonaEngineClient
 from serving.generated.persona.v1 import personalization_service_pb2, personalization_service_pb2_grpc
-from serving.server import (
-    ADMIN_SERVICE,
+from serving.server import ADMIN_SERVICE, run_from_args
+from serving.server_process import ServerProcess, running_server, start_server
+from serving.settings import (
     DEFAULT_ADDRESS,
     DEFAULT_METRICS_PORT,
     ENV_ADDRESS,
@@ -32,17 +33,13 @@ from serving.server import (
     ServeConfigError,
     TlsConfig,
     add_serve_arguments,
-    run_from_args,
     settings_from_args,
 )
 from tests.serving.server_harness import (
-    ServerProcess,
     TrainedArtifacts,
     corrupt_copy,
     in_process_server,
     make_test_pki,
-    running_server,
-    start_server,
     trained_artifacts,
 )
 

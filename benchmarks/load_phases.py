@@ -1,0 +1,246 @@
+"""The end-to-end part of the serving benchmark: a real server under closed- and open-loop load.
+
+The server is started through ``serving.server_process`` (the helper the tests use too) and driven
+by the load generator; around each measured phase its metrics are scraped and its workers' CPU time
+read from ``/proc``, and with ``--profile`` one more phase runs under py-spy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import os
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from benchmarks.latency_statistics import NAN, MetricsSnapshot, latency_summary, server_side
+from benchmarks.load_generator import PhaseSpec, write_requests
+from benchmarks.load_generator_client import LoadGenerator
+from benchmarks.server_profile import PROFILE_RATE_HZ, categorize_profile, profiling
+from benchmarks.serving_artifact_cache import CACHE_DIR
+from benchmarks.serving_workloads import Workload
+from serving.client import PersonaEngineClient
+from serving.server_process import ServerProcess, ServerTimeoutError, start_server
+from training.console_output import stderr_console
+
+SERVER_READY_TIMEOUT_S: Final = 600.0  # a large artifact is verified (every checksum) before it serves
+SERVER_STOP_TIMEOUT_S: Final = 30.0
+TARGETS: Final = {"server_p99_ms": 5.0, "end_to_end_p99_ms": 10.0, "throughput_per_s": 1000.0}
+
+
+def cpu_seconds(pids: Sequence[int]) -> dict[int, tuple[float, float]]:
+    """User and system CPU seconds of each process so far (Linux ``/proc``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[float, float]] = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) / ticks, int(fields[12]) / ticks)
+    return out
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    concurrency: int
+    arrivals: str
+    duration_s: float
+    warmup_s: float
+    max_requests: int
+    timeout_s: float
+    channels: int
+
+
+def start_benchmark_server(
+    artifact: Path, model: str, workers: int, threads: int, workdir: Path, extra_args: Sequence[str] = ()
+) -> ServerProcess:
+    """``persona-engine serve`` as in production (sampled access log) on an ephemeral loopback port,
+    with metrics; returns once its ready file and health say it serves."""
+    return start_server(
+        artifact,
+        workdir,
+        workers=workers,
+        model=model,
+        threads=threads,
+        grace_seconds=2.0,
+        access_log_every=None,
+        extra_args=extra_args,
+        ready_timeout_s=SERVER_READY_TIMEOUT_S,
+        name=f"server-{workers}w{'-' + extra_args[0].strip('-') if extra_args else ''}",
+    )
+
+
+def metrics_port(server: ServerProcess) -> int:
+    if server.metrics_port is None:
+        raise RuntimeError("the benchmark's servers are started with metrics")
+    return server.metrics_port
+
+
+def connect(
+    generator: LoadGenerator, server: ServerProcess, load: LoadSettings, workers: int
+) -> dict[str, Any]:
+    """Open the generator's channels, a multiple of the worker count, spread evenly over the workers."""
+    channels = max(load.channels, workers)
+    channels -= channels % workers
+    generator.send(
+        {
+            "command": "connect",
+            "target": server.address,
+            "channels": channels,
+            "server_pids": server.worker_pids if workers > 1 else [],
+        }
+    )
+    return generator.expect("connected", 120)
+
+
+def stop_processes(server: ServerProcess, generator: LoadGenerator | None) -> None:
+    """Stop the generator and the server whatever happened; a server that fails to stop cleanly is
+    reported, not raised, so the run's other results are kept."""
+    if generator is not None:
+        generator.stop()
+    try:
+        status = server.stop(timeout_s=SERVER_STOP_TIMEOUT_S)
+    except ServerTimeoutError:
+        status = -signal.SIGKILL
+    if status != 0:
+        stderr_console.print(f"[yellow]server exited with status {status}; log: {server.log_path}[/yellow]")
+
+
+def run_phase(
+    generator: LoadGenerator,
+    server: ServerProcess,
+    spec: PhaseSpec,
+    targets_per_call: int,
+    profile_folder: Path | None = None,
+) -> dict[str, Any]:
+    """One warm-up plus measured phase; client and server figures of the measured part."""
+    generator.send({"command": "phase", "spec": spec.__dict__})
+    generator.expect("warm", spec.warmup_s + spec.timeout_s + 60)
+    before = MetricsSnapshot.scrape(metrics_port(server))
+    cpu_before = cpu_seconds(server.worker_pids)
+    method = spec.method.rsplit("/", 1)[1]
+    with contextlib.ExitStack() as stack:
+        outputs = (
+            stack.enter_context(profiling(server.worker_pids, spec.duration_s, profile_folder))
+            if profile_folder is not None
+            else []
+        )
+        generator.send({"command": "go"})
+        result = generator.expect("result", spec.duration_s + spec.timeout_s + 60)
+    after = MetricsSnapshot.scrape(metrics_port(server))
+    cpu_after = cpu_seconds(server.worker_pids)
+    client = latency_summary(result["latencies_ms"], result["wall_s"], targets_per_call)
+    client["errors"] = result["errors"]
+    attempted = result["sent"] + result["dropped"]
+    within = sum(1 for x in result["latencies_ms"] if x <= TARGETS["end_to_end_p99_ms"])
+    # Failed and dropped calls count as late: a caller that got an error did not get its page.
+    client["share_within_target"] = within / attempted if attempted else NAN
+    client["sent"] = result["sent"]
+    client["dropped"] = result["dropped"]
+    client["client_cpu_cores"] = result["client_cpu_s"] / result["wall_s"]
+    if result["send_lateness_ms"]:
+        client["send_lateness_ms"] = result["send_lateness_ms"]
+    zero = (0.0, 0.0)
+    used = {
+        pid: tuple(a - b for a, b in zip(cpu_after.get(pid, zero), cpu_before.get(pid, zero), strict=True))
+        for pid in server.worker_pids
+    }
+    worker_cpu = {pid: user + system for pid, (user, system) in used.items()}
+    out: dict[str, Any] = {
+        "client": client,
+        "server": server_side(before, after, method),
+        "server_cpu_cores": sum(worker_cpu.values()) / result["wall_s"],
+        "server_cpu_share_per_worker": [
+            round(v / max(sum(worker_cpu.values()), 1e-9), 3) for v in worker_cpu.values()
+        ],
+        "server_cpu_ms_per_call": sum(worker_cpu.values()) * 1000.0 / max(client.get("calls", 0), 1),
+        # Kernel time: page faults of fresh large arrays, thread wake-ups, socket I/O.
+        "server_cpu_system_share": sum(system for _, system in used.values())
+        / max(sum(worker_cpu.values()), 1e-9),
+    }
+    if outputs:
+        raw = "\n".join(p.read_text(encoding="utf-8") for p in outputs if p.is_file())
+        out["profile"] = categorize_profile(raw)
+        out["profile"]["gil_ms_per_call"] = (
+            out["profile"]["samples"] / PROFILE_RATE_HZ * 1000.0 / max(client.get("calls", 0), 1)
+        )
+        out["profile"]["raw_files"] = [str(p) for p in outputs]
+    return out
+
+
+def check_responses(server: ServerProcess, workloads: Sequence[Workload], n: int = 10) -> dict[str, Any]:
+    """What the responses hold (mean over ``n`` requests per RPC), through the typed client."""
+    out: dict[str, Any] = {}
+    with PersonaEngineClient(server.address, timeout_s=30) as client:
+        for w in workloads:
+            shapes = [w.check(client, i) for i in range(min(n, len(w.requests)))]
+            out[w.name] = {key: float(np.mean([s[key] for s in shapes])) for key in shapes[0]}
+    return out
+
+
+def run_server_phases(
+    artifact: Path,
+    model: str,
+    workers: int,
+    threads: int,
+    workloads: Sequence[Workload],
+    load: LoadSettings,
+    workdir: Path,
+    profile: bool,
+) -> dict[str, Any]:
+    """Start the server, check responses, run closed and open phases per RPC; always stops both processes."""
+    stderr_console.print(f"starting the server with {workers} worker(s)")
+    server = start_benchmark_server(artifact, model, workers, threads, workdir)
+    generator: LoadGenerator | None = None
+    try:
+        responses = check_responses(server, workloads)
+        generator = LoadGenerator(workdir)
+        connected = connect(generator, server, load, workers)
+        phases: dict[str, dict[str, Any]] = {}
+        for index, w in enumerate(workloads):
+            requests_file = workdir / f"requests-{index}.bin"
+            write_requests(requests_file, [r.SerializeToString() for r in w.requests])
+            closed = PhaseSpec(
+                name=f"{w.name} closed",
+                method=w.method,
+                requests_file=str(requests_file),
+                mode="closed",
+                duration_s=load.duration_s,
+                max_requests=load.max_requests,
+                warmup_s=load.warmup_s,
+                concurrency=load.concurrency,
+                timeout_s=load.timeout_s,
+                seed=index,
+            )
+            opened = dataclasses.replace(
+                closed, name=f"{w.name} open", mode="open", rate=w.rate, arrivals=load.arrivals
+            )
+            stderr_console.print(f"load: {w.name} ({workers} worker(s)): closed c={load.concurrency}")
+            phases[f"{w.name}|closed"] = run_phase(generator, server, closed, w.targets_per_call)
+            stderr_console.print(f"load: {w.name} ({workers} worker(s)): open {w.rate:g}/s {load.arrivals}")
+            phases[f"{w.name}|open"] = run_phase(generator, server, opened, w.targets_per_call)
+            if profile and w.name == "Personalize":
+                stderr_console.print(f"profile: {w.name} closed loop under py-spy")
+                profiled = dataclasses.replace(closed, name=f"{w.name} closed (profiled)")
+                stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+                profile_folder = CACHE_DIR / "profiles" / f"{stamp}-{workers}w"
+                profile_folder.mkdir(parents=True, exist_ok=True)
+                phases[f"{w.name}|closed-profiled"] = run_phase(
+                    generator, server, profiled, w.targets_per_call, profile_folder=profile_folder
+                )
+        return {
+            "workers": workers,
+            "threads": threads,
+            "responses": responses,
+            "connections": connected,
+            "phases": phases,
+        }
+    finally:
+        stop_processes(server, generator)

@@ -1,0 +1,423 @@
+"""What ``persona-engine serve`` is told: its flags, their environment variables, and the resolved settings.
+
+Every flag with an environment variable resolves the same way (flag, then variable, then default), and
+every mistake is found here, before a port is bound or a worker started, with a ``ServeConfigError``
+that names the flag or variable (never the admin token's value). The supervisor passes the resolved
+settings on to its workers as flags, so one resolution serves the whole process tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import grpc
+
+from engine.decisions.experiment import ExperimentError, load_experiment
+from engine.decisions.online_bandit import BanditConfig, OnlineBanditError, load_bandit_config
+from engine.errors import PersonaEngineError
+from engine.live.event_log import EventLog, EventLogError
+from serving.redis_state_store import MEMORY
+
+LOGGER = logging.getLogger("persona_engine.server")
+
+ENV_ADDRESS: Final = "PERSONA_ENGINE_ADDRESS"
+ENV_METRICS_PORT: Final = "PERSONA_ENGINE_METRICS_PORT"
+ENV_WORKERS: Final = "PERSONA_ENGINE_WORKERS"
+ENV_ADMIN_TOKEN: Final = "PERSONA_ENGINE_ADMIN_TOKEN"
+ENV_STATE: Final = "PERSONA_ENGINE_STATE"
+ENV_EVENT_LOG: Final = "PERSONA_ENGINE_EVENT_LOG"
+ENV_READY_FILE: Final = "PERSONA_ENGINE_READY_FILE"
+# Every variable the server reads: a harness that configures a server by flags clears them all.
+SERVE_ENVIRONMENT: Final = (
+    ENV_ADDRESS,
+    ENV_METRICS_PORT,
+    ENV_WORKERS,
+    ENV_ADMIN_TOKEN,
+    ENV_STATE,
+    ENV_EVENT_LOG,
+    ENV_READY_FILE,
+)
+DEFAULT_ADDRESS: Final = "0.0.0.0:50051"
+DEFAULT_METRICS_PORT: Final = 9464
+DEFAULT_WORKERS: Final = 1
+DEFAULT_THREADS: Final = 16
+# Successful calls logged: one in this many (failed and slow calls always); see serving.interceptors.
+DEFAULT_ACCESS_LOG_EVERY: Final = 100
+DEFAULT_GRACE_SECONDS: Final = 10.0
+MAX_WORKERS: Final = 64
+
+SERVE_EXAMPLES: Final = f"""
+    examples:
+      persona-engine serve --artifact artifacts/latest
+      persona-engine serve --artifact artifacts/latest --address 127.0.0.1:50051 --metrics-port 0
+      persona-engine serve --artifact artifacts/latest --workers 4 --admin-token-file /run/secrets/admin
+      persona-engine serve --artifact artifacts/latest --tls-cert server.pem --tls-key server.key \\
+          --tls-client-ca clients-ca.pem
+      {ENV_WORKERS}=2 {ENV_ADMIN_TOKEN}=s3cret persona-engine serve --artifact artifacts/latest
+      persona-engine serve --artifact artifacts/latest --workers 4 --state redis://127.0.0.1:6379/0
+      persona-engine serve --artifact artifacts/latest --workers 4 --event-log /var/lib/persona/events.db
+      persona-engine serve --artifact artifacts/latest --address 127.0.0.1:0 --workers 2 \\
+          --ready-file /run/persona/ready.json
+
+    environment (a flag given on the command line wins):
+      {ENV_ADDRESS}       like --address
+      {ENV_METRICS_PORT}  like --metrics-port
+      {ENV_WORKERS}       like --workers
+      {ENV_ADMIN_TOKEN}   the admin token itself (--admin-token-file wins)
+      {ENV_STATE}         like --state
+      {ENV_EVENT_LOG}     like --event-log
+      {ENV_READY_FILE}    like --ready-file
+
+    ready file: once every worker serves, the server writes (to a temporary file renamed into place,
+    so a reader never sees half of it) a JSON document such as
+      {{"address": "127.0.0.1:41234", "port": 41234, "metrics_port": 9464, "pid": 4711,
+       "worker_pids": [4712, 4713]}}
+    with the port actually bound (the one to use after --address host:0) and metrics_port null when
+    metrics are off. A ready file left from an earlier run is removed at start, and the file is removed
+    again when the server starts to stop.
+
+    admin calls carry the metadata 'authorization: Bearer <token>'. A server started without a token
+    refuses every admin call with PERMISSION_DENIED; a call without the metadata gets UNAUTHENTICATED, a wrong
+    token PERMISSION_DENIED. ReloadModel switches to exactly the artifact it names, so naming an older
+    version is a rollback; with several workers it returns once all of them serve it.
+
+    SIGTERM or SIGINT: health turns NOT_SERVING, calls in flight get --grace-seconds, exit status 0.
+    """
+
+
+class ServeConfigError(PersonaEngineError, ValueError):
+    """An invalid serve flag or environment variable; the message names it."""
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """The server's certificate and key (PEM); with ``client_ca``, clients must present a certificate
+    signed by it (mutual TLS)."""
+
+    certificate_chain: bytes
+    private_key: bytes = field(repr=False)
+    client_ca: bytes | None = None
+
+    @classmethod
+    def from_files(cls, certificate: Path, key: Path, client_ca: Path | None = None) -> TlsConfig:
+        def read(path: Path, flag: str) -> bytes:
+            try:
+                data = Path(path).read_bytes()
+            except OSError as error:
+                raise ServeConfigError(f"{flag} {path}: cannot read ({error.strerror})") from None
+            if b"-----BEGIN" not in data:
+                raise ServeConfigError(f"{flag} {path}: not a PEM file")
+            return data
+
+        return cls(
+            read(certificate, "--tls-cert"),
+            read(key, "--tls-key"),
+            None if client_ca is None else read(client_ca, "--tls-client-ca"),
+        )
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.private_key, self.certificate_chain)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.client_ca is not None,
+        )
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything ``serve`` and the worker supervisor need, resolved from flags and environment."""
+
+    artifact: Path
+    model_name: str | None = None
+    address: str = DEFAULT_ADDRESS
+    metrics_port: int = DEFAULT_METRICS_PORT
+    workers: int = DEFAULT_WORKERS
+    threads: int = DEFAULT_THREADS
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+    tls: TlsConfig | None = None
+    admin_token: str | None = field(default=None, repr=False)
+    run_dir: Path | None = None
+    worker_index: int | None = None  # set only in a worker process started by the supervisor
+    tls_files: tuple[str, ...] = ()  # the TLS flags as given, passed on to workers
+    log_level: str = "info"
+    state: str = MEMORY  # where live customer state is kept: "memory" or a redis:// URL
+    event_log: Path | None = None
+    experiment: Path | None = None  # TOML file with an [experiment] section, validated at start
+    bandit: BanditConfig | None = None  # the online bandit's exploration and offer budgets ([bandit])
+    bandit_file: Path | None = None  # where ``bandit`` came from, passed on to worker processes
+    access_log_every: int = DEFAULT_ACCESS_LOG_EVERY
+    ready_file: Path | None = None  # written once every worker serves (serving.ready_file)
+
+    @property
+    def host(self) -> str:
+        return split_address(self.address)[0]
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``[::]:50051`` for IPv6) -> host and port; the error names the flag."""
+    host, _, port_text = address.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ServeConfigError(f"--address {address!r}: expected host:port, e.g. 0.0.0.0:50051")
+    return host, int(port_text)
+
+
+def bare_host(host: str) -> str:
+    """The host of an address without the brackets of an IPv6 literal, as sockets want it."""
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``persona-engine serve``; environment variables fill in flags not given."""
+    if parser.epilog is None:
+        parser.epilog = textwrap.dedent(SERVE_EXAMPLES)
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "--artifact",
+        type=Path,
+        required=True,
+        help="artifact to serve: ROOT (its latest), ROOT/latest or ROOT/<version>; every checksum is "
+        "verified before the port opens",
+    )
+    parser.add_argument("--model", help="model of the artifact to serve (default: the artifact's best)")
+    parser.add_argument(
+        "--address",
+        help=f"host:port to listen on (env {ENV_ADDRESS}; default {DEFAULT_ADDRESS}); "
+        "port 0 picks a free one",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help=f"port of the Prometheus /metrics endpoint, on the --address host (env {ENV_METRICS_PORT}; "
+        f"default {DEFAULT_METRICS_PORT}; 0 disables it)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help=f"worker processes sharing the port via SO_REUSEPORT (env {ENV_WORKERS}; default "
+        f"{DEFAULT_WORKERS}; at most {MAX_WORKERS}); use about one per CPU core",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        help=f"request handler threads per process (default {DEFAULT_THREADS})",
+    )
+    parser.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=DEFAULT_GRACE_SECONDS,
+        help="on SIGTERM/SIGINT, how long calls in flight may take to finish "
+        f"(default {DEFAULT_GRACE_SECONDS:g})",
+    )
+    parser.add_argument(
+        "--tls-cert", type=Path, help="server certificate chain (PEM); enables TLS with --tls-key"
+    )
+    parser.add_argument("--tls-key", type=Path, help="private key of --tls-cert (PEM)")
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        help="CA certificates (PEM) that client certificates must chain to; clients without one are refused",
+    )
+    parser.add_argument(
+        "--admin-token-file",
+        type=Path,
+        help=f"file holding the AdminService token (env {ENV_ADMIN_TOKEN} holds the token itself); "
+        "without a token every admin call is refused",
+    )
+    parser.add_argument(
+        "--state",
+        help=f"where live customer state (session mixes, drift) is kept (env {ENV_STATE}): 'memory' "
+        "(default; per process) or redis://host:port/db, shared by all workers and replicas",
+    )
+    parser.add_argument(
+        "--event-log",
+        type=Path,
+        help=f"SQLite event log (created if missing) for RecordEvents and served decisions (env "
+        f"{ENV_EVENT_LOG}); without it RecordEvents is refused. Training reads it with [data] event_log",
+    )
+    parser.add_argument(
+        "--experiment",
+        type=Path,
+        help="TOML file with an [experiment] section (named arms, shares, control; see "
+        "engine/decisions/experiment.py) to run from the start; the admin service's SetExperiment "
+        "changes it live",
+    )
+    parser.add_argument(
+        "--bandit",
+        type=Path,
+        help="TOML file with a [bandit] section: exploration_floor, thompson_draws, seed_strength, "
+        "decision_ttl_hours, budget_period_hours and [bandit.budgets] offer_id = cost cap per period",
+    )
+    parser.add_argument(
+        "--ready-file",
+        type=Path,
+        metavar="PATH",
+        help=f"once every worker serves, write PATH (atomically) with the bound port, the metrics port, "
+        f"the pid and the worker pids as JSON (env {ENV_READY_FILE}); removed again on stopping. For "
+        "supervisors and tests that start the server on port 0",
+    )
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        help="with --workers > 1: directory the workers share (metrics files, reload state); "
+        "default: a new temporary directory, removed at exit",
+    )
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default="info", help="default: info"
+    )
+    parser.add_argument(
+        "--access-log-every",
+        type=int,
+        default=DEFAULT_ACCESS_LOG_EVERY,
+        metavar="N",
+        help="log one in N successful calls; failed calls and calls slower than 100 ms are always "
+        f"logged, and Prometheus counts every call (default {DEFAULT_ACCESS_LOG_EVERY}; 1 logs every call)",
+    )
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+
+
+def _int_setting(
+    given: int | None, environ: Mapping[str, str], variable: str, flag: str, default: int, low: int, high: int
+) -> int:
+    if given is not None:
+        value, source = given, flag
+    elif variable in environ:
+        source = variable
+        try:
+            value = int(environ[variable])
+        except ValueError:
+            raise ServeConfigError(f"{variable}={environ[variable]!r}: not a whole number") from None
+    else:
+        return default
+    if not low <= value <= high:
+        raise ServeConfigError(f"{source} {value}: must be between {low} and {high}")
+    return value
+
+
+def _admin_token(path: Path | None, environ: Mapping[str, str]) -> str | None:
+    """The admin token from the file (flag) or the environment; errors name the source, never the token."""
+    if path is not None:
+        source = f"--admin-token-file {path}"
+        try:
+            text = path.read_text(encoding="utf-8")
+            shared_with_others = path.stat().st_mode & 0o077
+        except (OSError, UnicodeDecodeError) as error:
+            raise ServeConfigError(f"{source}: cannot read ({error})") from None
+        if shared_with_others:
+            LOGGER.warning("%s: other users may read this file; restrict it with chmod 600", source)
+    elif ENV_ADMIN_TOKEN in environ:
+        source, text = ENV_ADMIN_TOKEN, environ[ENV_ADMIN_TOKEN]
+    else:
+        return None
+    token = text.strip()
+    if not token:
+        raise ServeConfigError(f"{source}: the admin token is empty")
+    if not all(33 <= ord(character) < 127 for character in token):
+        raise ServeConfigError(f"{source}: the admin token must be printable ASCII without spaces")
+    if len(token) < 16:
+        LOGGER.warning("%s: the admin token has fewer than 16 characters; use a long random one", source)
+    return token
+
+
+def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServeSettings:
+    """Resolve flags, then environment variables, then defaults; raises ServeConfigError naming the flag."""
+    environ = os.environ if environ is None else environ
+    artifact: Path = args.artifact
+    if not artifact.exists():
+        raise ServeConfigError(f"--artifact {artifact}: no such folder")
+    address = args.address or environ.get(ENV_ADDRESS) or DEFAULT_ADDRESS
+    split_address(address)
+    if args.worker_index is not None and args.run_dir is None:
+        raise ServeConfigError("--worker-index is set by the supervising process, together with --run-dir")
+    if args.access_log_every < 1:
+        raise ServeConfigError(f"--access-log-every {args.access_log_every}: must be at least 1")
+    if args.threads < 1:
+        raise ServeConfigError(f"--threads {args.threads}: must be at least 1")
+    if not args.grace_seconds >= 0:
+        raise ServeConfigError(f"--grace-seconds {args.grace_seconds}: must be 0 or more")
+    tls: TlsConfig | None = None
+    tls_files: tuple[str, ...] = ()
+    if args.tls_cert is not None or args.tls_key is not None or args.tls_client_ca is not None:
+        if args.tls_cert is None or args.tls_key is None:
+            raise ServeConfigError("--tls-cert and --tls-key go together (and --tls-client-ca needs both)")
+        tls = TlsConfig.from_files(args.tls_cert, args.tls_key, args.tls_client_ca)
+        tls_files = ("--tls-cert", str(args.tls_cert.resolve()), "--tls-key", str(args.tls_key.resolve()))
+        if args.tls_client_ca is not None:
+            tls_files += ("--tls-client-ca", str(args.tls_client_ca.resolve()))
+    event_log_text = args.event_log or environ.get(ENV_EVENT_LOG)
+    event_log = None if not event_log_text else Path(event_log_text).resolve()
+    if event_log is not None:
+        source = "--event-log" if args.event_log else ENV_EVENT_LOG
+        try:  # open once here: a bad path fails before any worker starts, and the schema exists for them
+            EventLog.open(event_log).close()
+        except EventLogError as error:
+            raise ServeConfigError(f"{source}: {error}") from None
+    experiment = None
+    if args.experiment is not None:
+        experiment = args.experiment.resolve()
+        try:  # validated once here, so a bad file fails before any worker starts
+            load_experiment(experiment)
+        except ExperimentError as error:
+            raise ServeConfigError(f"--experiment: {error}") from None
+    bandit_file = args.bandit.resolve() if args.bandit is not None else None
+    try:  # read once here, so a bad file fails before any worker starts
+        bandit = load_bandit_config(bandit_file) if bandit_file is not None else None
+    except OnlineBanditError as error:
+        raise ServeConfigError(f"--bandit: {error}") from None
+    return ServeSettings(
+        artifact=artifact,
+        model_name=args.model or None,
+        address=address,
+        metrics_port=_int_setting(
+            args.metrics_port, environ, ENV_METRICS_PORT, "--metrics-port", DEFAULT_METRICS_PORT, 0, 65535
+        ),
+        workers=_int_setting(
+            args.workers, environ, ENV_WORKERS, "--workers", DEFAULT_WORKERS, 1, MAX_WORKERS
+        ),
+        threads=args.threads,
+        grace_seconds=args.grace_seconds,
+        tls=tls,
+        admin_token=_admin_token(args.admin_token_file, environ),
+        run_dir=args.run_dir,
+        worker_index=args.worker_index,
+        tls_files=tls_files,
+        log_level=args.log_level,
+        state=_state_setting(getattr(args, "state", None), environ),
+        event_log=event_log,
+        experiment=experiment,
+        bandit=bandit,
+        bandit_file=bandit_file,
+        access_log_every=args.access_log_every,
+        ready_file=_ready_file_setting(getattr(args, "ready_file", None), environ),
+    )
+
+
+def _state_setting(given: str | None, environ: Mapping[str, str]) -> str:
+    """``--state`` or its variable; only the form is checked here, the server is reached at startup."""
+    value, source = (given, "--state") if given else (environ.get(ENV_STATE), ENV_STATE)
+    if not value:
+        return MEMORY
+    if value != MEMORY and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ServeConfigError(f"{source} {value!r}: expected 'memory' or a redis://host:port/db URL")
+    return value
+
+
+def _ready_file_setting(given: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """``--ready-file`` or its variable, made absolute; its folder must exist, so a typo fails at once
+    instead of after the model loaded, when the file could not be written."""
+    source, value = ("--ready-file", given) if given else (ENV_READY_FILE, environ.get(ENV_READY_FILE))
+    if not value:
+        return None
+    path = Path(value).resolve()
+    if path.is_dir():
+        raise ServeConfigError(f"{source} {value}: is a folder; name the file to write")
+    if not path.parent.is_dir():
+        raise ServeConfigError(f"{source} {value}: no such folder {path.parent}")
+    return path
