@@ -67,6 +67,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.load_generator import PhaseSpec, write_requests
+from engine.artifact.layout import LAYOUT
 from engine.live.event_log import EventLog
 from engine.personalizer import Personalizer
 from engine.ranking.candidate_index import candidates_top_k, exact_top_k
@@ -343,7 +344,7 @@ class FactorBaseline:
 
     @classmethod
     def of(cls, personalizer: Personalizer, k: int) -> FactorBaseline | None:
-        model_dir = personalizer.artifact.path / "models" / personalizer.model_name
+        model_dir = personalizer.artifact.folder.file(LAYOUT.models.component(personalizer.model_name).path)
         return cls(model_dir, k) if (model_dir / "item_factors.npy").is_file() else None
 
     def top_k(self, rows: np.ndarray) -> np.ndarray:
