@@ -13,7 +13,7 @@ Layout::
     ROOT/
       20261123T153012Z/        one folder per version; names sort in creation order
         manifest.json
-        ...                     arrays, id maps, persona catalog, JSON, model subfolders
+        ...                     the entries of engine.artifact.layout
       latest -> 20261123T153012Z
 
 One writer per root at a time is assumed; a second writer that commits an older version than one
