@@ -26,7 +26,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 import polars as pl
 
-from engine.data.id_map import IdMap
+from engine.artifact.contents import load_artifact
 from engine.decisions.arm_estimates import ArmEstimates
 from engine.decisions.candidate_policy import CandidatePolicy
 from engine.decisions.journey_stage import JourneyStage
@@ -42,9 +42,10 @@ STATIC = ("uniform", "greedy", "epsilon-greedy:0.1", "thompson")
 def simulate(
     data: Path, artifact: Path, decisions: int, drift: bool, seed_strengths: list[float], floor: float
 ) -> list[dict[str, Any]]:
-    estimates = ArmEstimates.load(artifact / "decisions" / "offer")
-    customers = IdMap.load(artifact / "ids/customers.npy", kind="customer")
-    inferred = np.load(artifact / "customers/mix_by_context.npy", allow_pickle=False)[:, 0]  # weekday
+    loaded = load_artifact(artifact)
+    estimates = loaded.arm_estimates["offer"]
+    customers = loaded.customers
+    inferred = loaded.mix_by_context[:, 0]  # weekday
     truth = pl.read_parquet(data / "truth/customer_mixes.parquet")
     planted = json.loads((data / "truth/response_rates.json").read_text(encoding="utf-8"))["offer"]
     personas = list(planted)

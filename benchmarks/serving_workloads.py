@@ -17,6 +17,7 @@ import numpy as np
 from google.protobuf.message import Message
 from prometheus_client import CollectorRegistry
 
+from engine.artifact.layout import LAYOUT
 from engine.personalizer import Personalizer
 from serving import request_validation as validate
 from serving.client import Filters, PageContext, PersonaEngineClient, Target
@@ -68,7 +69,7 @@ class FactorBaseline:
 
     @classmethod
     def of(cls, personalizer: Personalizer, k: int) -> FactorBaseline | None:
-        model_dir = personalizer.artifact.path / "models" / personalizer.model_name
+        model_dir = personalizer.artifact.folder.file(LAYOUT.models.component(personalizer.model_name).path)
         return cls(model_dir, k) if (model_dir / "item_factors.npy").is_file() else None
 
     def top_k(self, rows: np.ndarray) -> np.ndarray:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import tomllib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,11 +30,8 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from engine.artifact import Artifact, open_artifact
-from engine.data.feature_space import FeatureSpace
-from engine.data.id_map import IdMap
+from engine.artifact.contents import LoadedArtifact, load_artifact
 from engine.data.interactions import empty_csr_matrix
-from engine.data.item_catalog import ItemCatalog
 from engine.decisions.decision_policy import DEFAULT_EPSILON, PolicyMode
 from engine.decisions.offer_eligibility import EligibilityContext
 from engine.decisions.page_decision import (
@@ -46,15 +42,13 @@ from engine.decisions.page_decision import (
     fill_slots,
 )
 from engine.models.base import Recommender, UserBatch
-from engine.models.registry import load_model
 from engine.personalization_request import CustomerTarget, ProductRequest, SessionContext
-from engine.personas.catalog import PersonaCatalog, parse_catalog
+from engine.personas.catalog import PersonaCatalog
 from engine.personas.explanations import MixExplanations
-from engine.personas.inference.demographic_prior import DemographicMixPrior
 from engine.personas.mix import PersonaMix
 from engine.personas.mix_resolution import UNKNOWN_ROW, CustomerMixes, MixSource, ResolvedMix
 from engine.personas.profile import PersonaProfile, evidence_for, leading_personas
-from engine.personas.shopping_context import CONTEXTS, DEFAULT_HOLIDAYS, context_of
+from engine.personas.shopping_context import CONTEXTS, context_of
 from engine.ranking.candidate_index import CandidateIndex, CandidateIndexSettings
 from engine.ranking.diversity import DiversitySpace, pool_size
 from engine.ranking.filters import ItemFilters
@@ -63,10 +57,6 @@ from engine.ranking.promotions import CompiledPromotions
 from engine.ranking.score_explanation import PersonaAffinity
 
 BACKFILL_MODEL = "persona_popularity"
-EXPLANATIONS_FOLDER = "personas/explanations"
-PURCHASES_PREFIX = "customers/purchases"
-# The (month, day) holidays training counted as weekend_holiday; serving must derive contexts alike.
-HOLIDAYS_FILE = "customers/holidays.json"
 # Targets scored per model call: bounds the dense (targets x items) score matrix of big batches.
 SCORING_CHUNK = 256
 
@@ -165,18 +155,6 @@ def decision_rng(decision_id: str) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _read_csr(artifact: Artifact, prefix: str) -> sp.csr_matrix:
-    rows, columns = (int(x) for x in artifact.load_array(f"{prefix}.shape.npy"))
-    return sp.csr_matrix(
-        (
-            artifact.load_array(f"{prefix}.data.npy"),
-            artifact.load_array(f"{prefix}.indices.npy"),
-            artifact.load_array(f"{prefix}.indptr.npy"),
-        ),
-        shape=(rows, columns),
-    )
-
-
 def _with_empty_row(matrix: sp.csr_matrix) -> sp.csr_matrix:
     """``matrix`` plus one all-zero last row, so row -1 (unknown customer) indexes an empty row."""
     return sp.csr_matrix(sp.vstack([matrix, empty_csr_matrix(1, matrix.shape[1])], format="csr"))
@@ -252,7 +230,7 @@ class Personalizer:
 
     def __init__(
         self,
-        artifact: Artifact,
+        artifact: LoadedArtifact,
         model_name: str | None = None,
         *,
         decision_epsilon: float = DEFAULT_EPSILON,
@@ -264,56 +242,39 @@ class Personalizer:
 
         ``candidate_index`` decides whether the served model is searched through an IVF index
         (``engine.ranking.candidate_index``; built here, at load, for inner-product models over catalogs of
-        at least ``min_items``) or scanned in full.
+        at least ``min_items``) or scanned in full. Personalizers of other models over the same loaded
+        artifact share its arrays.
         """
         self.artifact = artifact
         manifest = artifact.manifest
         self.version = artifact.version
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self.catalog: PersonaCatalog = parse_catalog(
-            tomllib.loads((artifact.path / "persona_catalog.toml").read_text(encoding="utf-8")),
-            source=f"{artifact.path}/persona_catalog.toml",
-        )
+        self.catalog: PersonaCatalog = artifact.catalog
         personas = self.catalog.ids
-        self.items = IdMap.load(artifact.path / "ids/items.npy", kind="item")
-        self.item_catalog = ItemCatalog(
-            self.items,
-            titles=artifact.load_array("items/title.npy"),
-            categories=artifact.load_array("items/category.npy"),
-            brands=artifact.load_array("items/brand.npy"),
-            prices=artifact.load_array("items/price.npy"),
-            in_stock=artifact.load_array("items/in_stock.npy"),
-        )
-        self.customers = IdMap.load(artifact.path / "ids/customers.npy", kind="customer")
-        self.model_customers = IdMap.load(artifact.path / "ids/model_customers.npy", kind="customer")
+        self.item_catalog = artifact.item_catalog
+        self.items = self.item_catalog.ids
+        self.customers = artifact.customers
+        self.model_customers = artifact.model_customers
         self._model_row = self.model_customers.to_internal(self.customers.ids.tolist(), strict=False)
-        self.demographic_space = FeatureSpace(tuple(artifact.read_json("features/demographic_features.json")))
-        self.demographics = _read_csr(artifact, "customers/demographics")
-        self.history = _read_csr(artifact, "customers/history")
+        self.demographic_space = artifact.demographic_space
+        self.demographics = artifact.demographics
+        self.history = artifact.history
         # Artifacts written before purchases were stored fall back to all engagement (stricter).
-        self.purchases = (
-            _read_csr(artifact, PURCHASES_PREFIX)
-            if f"{PURCHASES_PREFIX}.shape.npy" in artifact.files
-            else self.history
-        )
+        self.purchases = artifact.purchases if artifact.purchases is not None else self.history
         self._demographics_padded = _with_empty_row(self.demographics)
         self._purchases_padded = _with_empty_row(self.purchases)
-        self.mix_overall = artifact.load_array("customers/mix_overall.npy")
-        n_events = artifact.load_array("customers/n_events.npy")
-        self.holidays: tuple[tuple[int, int], ...] = (
-            tuple((int(month), int(day)) for month, day in artifact.read_json(HOLIDAYS_FILE))
-            if HOLIDAYS_FILE in artifact.files
-            else DEFAULT_HOLIDAYS
-        )
-        prior_path = artifact.path / "personas/demographic_prior"
-        if prior_path.is_file():
+        self.mix_overall = artifact.mix_overall
+        n_events = artifact.n_events
+        self.holidays: tuple[tuple[int, int], ...] = artifact.holidays
+        prior = artifact.demographic_prior
+        if prior is not None:
             self.mixes = CustomerMixes.with_demographic_prior(
                 personas,
                 self.customers,
                 overall=self.mix_overall,
-                by_context=artifact.load_array("customers/mix_by_context.npy"),
+                by_context=artifact.mix_by_context,
                 n_events=n_events,
-                prior=DemographicMixPrior.load(prior_path),
+                prior=prior,
                 demographics=self.demographics,
                 demographic_space=self.demographic_space,
             )
@@ -323,21 +284,21 @@ class Personalizer:
                 personas,
                 self.customers,
                 overall=self.mix_overall,
-                by_context=artifact.load_array("customers/mix_by_context.npy"),
+                by_context=artifact.mix_by_context,
                 n_events=n_events,
                 population_mix=with_events.mean(axis=0) if len(with_events) else np.ones(len(personas)),
             )
         self.population_mix = self.mixes.population_mix
-        available = list(manifest.get("models", []))
+        available = list(artifact.models)
         chosen = model_name or manifest.get("summary", {}).get("best_model") or available[0]
         if chosen not in available:
             raise ValueError(
                 f"artifact {artifact.path} has no model {chosen!r}; it has {', '.join(available)}"
             )
         self.model_name: str = chosen
-        self.model: Recommender = load_model(artifact.path / "models" / chosen)
+        self.model: Recommender = artifact.models[chosen]
         self.backfill: Recommender | None = (
-            load_model(artifact.path / "models" / BACKFILL_MODEL) if BACKFILL_MODEL in available else None
+            artifact.models[BACKFILL_MODEL] if BACKFILL_MODEL in available else None
         )
         self.model_knows_customers = self._scores_depend_on_identity()
         self.index_settings = candidate_index or CandidateIndexSettings()
@@ -353,18 +314,8 @@ class Personalizer:
         self.diversity_space = DiversitySpace(
             category=self.item_catalog.category_codes, persona=self.affinity.favourite_persona()
         )
-        self.explanations: MixExplanations | None = (
-            MixExplanations.load(artifact.path / EXPLANATIONS_FOLDER)
-            if (artifact.path / EXPLANATIONS_FOLDER).is_dir()
-            else None
-        )
-        self.decisions = PageDecisions.from_artifact_folder(
-            artifact.path / "decisions",
-            personas,
-            self.catalog.names,
-            epsilon=decision_epsilon,
-            mode=decision_mode,
-        )
+        self.explanations: MixExplanations | None = artifact.explanations
+        self.decisions = PageDecisions.from_artifact(artifact, epsilon=decision_epsilon, mode=decision_mode)
 
     def _scores_depend_on_identity(self, sample: int = 3) -> bool:
         """Whether the model scores a known customer differently from a stranger with the same mix.
@@ -385,7 +336,8 @@ class Personalizer:
 
     @classmethod
     def from_path(cls, path: Path, model_name: str | None = None) -> Personalizer:
-        return cls(open_artifact(path), model_name)
+        """The personalizer of the verified artifact at ``path`` (see ``load_artifact``)."""
+        return cls(load_artifact(path), model_name)
 
     # ------------------------------------------------------------------ context and mixes
 

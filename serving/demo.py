@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.artifact import open_artifact
+from engine.artifact.contents import load_artifact
 from engine.live.event_scoring import LiveEventScorer
 from engine.live.events import BehaviorEvent
 from serving.client import PersonaEngineClient
@@ -44,9 +44,10 @@ def _free_port() -> int:
 
 def _example_customers(artifact: Path, n: int) -> list[str]:
     """Known customers with the most pronounced mixes, one per dominant persona where possible."""
-    ids = np.load(artifact / "ids" / "customers.npy", allow_pickle=False)
-    modelled = set(np.load(artifact / "ids" / "model_customers.npy", allow_pickle=False).tolist())
-    mixes = np.load(artifact / "customers" / "mix_overall.npy", allow_pickle=False)
+    loaded = load_artifact(artifact)
+    ids = loaded.customers.ids
+    modelled = set(loaded.model_customers.ids.tolist())
+    mixes = loaded.mix_overall
     picked: list[str] = []
     for k in range(mixes.shape[1]):
         order = np.argsort(-mixes[:, k])
@@ -86,7 +87,7 @@ def _persona_other_than(scorer: LiveEventScorer, persona: str, preferred: Sequen
 
 def _live_loop(engine: PersonaEngineClient, artifact: Path, customers: Sequence[str]) -> None:
     """A session moving one customer's mix, and weeks of new behaviour making another drift."""
-    scorer = LiveEventScorer.from_artifact(open_artifact(artifact))
+    scorer = LiveEventScorer.from_artifact(load_artifact(artifact))
     now = dt.datetime.now(dt.UTC)
     shopper = customers[0]
     before = engine.get_persona_profile(shopper)

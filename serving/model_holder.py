@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from engine.artifact import LATEST, MANIFEST
-from engine.decisions.arm_estimates import ArmEstimates
 from engine.errors import PersonaEngineError
 from engine.personalizer import Personalizer
 from serving.metrics import ServingMetrics
@@ -162,13 +161,8 @@ def load_model(path: Path, model_name: str | None = None) -> LoadedModel:
 
 def decision_arms(personalizer: Personalizer) -> dict[str, tuple[str, ...]]:
     """The offer and layout arms an artifact's decision estimates cover, for the metrics' label sets."""
-    arms: dict[str, tuple[str, ...]] = {}
-    files = personalizer.artifact.files
-    for kind in ("offer", "layout"):
-        folder = f"decisions/{kind}"
-        if any(name.startswith(folder + "/") for name in files):
-            arms[kind] = ArmEstimates.load(personalizer.artifact.file(folder)).arm_ids
-    return arms
+    estimates = personalizer.artifact.arm_estimates
+    return {kind: estimates[kind].arm_ids for kind in ("offer", "layout") if kind in estimates}
 
 
 def publish_model_metrics(metrics: ServingMetrics, serving: ServingModel) -> None:

@@ -16,12 +16,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from engine.artifact import ArtifactError, open_artifact
-from engine.data.id_map import IdMap
+from engine.artifact import ArtifactError
+from engine.artifact.contents import load_artifact
 from engine.data.loading import load_shop
-from engine.live.event_scoring import INFERENCE_FOLDER
 from engine.personas.drift import DriftAccuracy, DriftConfig, DriftFinding, score_drift, trace_drift
-from engine.personas.inference.model import PersonaInferenceModel
 from training.console_output import progress_bar
 
 TRUTH_MIXES = Path("truth") / "customer_mixes.parquet"
@@ -58,7 +56,7 @@ def run_drift_report(
     show_progress: bool = True,
 ) -> DriftReport:
     config = config or DriftConfig()
-    artifact = open_artifact(artifact_path)
+    artifact = load_artifact(artifact_path)
     if data_path is None:
         configured = artifact.manifest.get("config", {}).get("data", {}).get("path")
         if not configured:
@@ -69,9 +67,9 @@ def run_drift_report(
     with progress_bar(show_progress) as progress:
         task = progress.add_task("loading events", total=3)
         shop = load_shop(Path(data_path))
-        model = PersonaInferenceModel.load(artifact.path / INFERENCE_FOLDER)
-        customers = IdMap.load(artifact.path / "ids/customers.npy", kind="customer")
-        long_term = np.asarray(artifact.load_array("customers/mix_overall.npy"), dtype=np.float64)
+        model = artifact.inference
+        customers = artifact.customers
+        long_term = np.asarray(artifact.mix_overall, dtype=np.float64)
         progress.update(task, advance=1, description="replaying recent mixes")
         trace = trace_drift(
             model,

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.artifact import ArtifactError, data_fingerprint, open_artifact
-from engine.models.registry import load_model
+from engine.artifact import MANIFEST, ArtifactError, data_fingerprint
+from engine.artifact.contents import load_artifact
 from training.config import parse_config
 from training.evaluation import SegmentResult, evaluate_models
 from training.persona_report import persona_accuracy
@@ -38,17 +38,17 @@ class EvaluationReport:
 
 
 def run_evaluation(artifact_path: Path, *, data_path: Path | None = None) -> EvaluationReport:
-    artifact = open_artifact(artifact_path)
+    artifact = load_artifact(artifact_path)
     manifest = artifact.manifest
     if "config" not in manifest:
         raise ArtifactError(f"{artifact.path}: manifest has no training config; cannot rebuild its split")
-    config = parse_config(manifest["config"], source=f"{artifact.path}/manifest.json")
+    config = parse_config(manifest["config"], source=f"{artifact.path}/{MANIFEST}")
     data_dir = Path(data_path or config.data.path)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data folder {data_dir} not found (give --data)")
     fingerprint = data_fingerprint(sorted(p for p in data_dir.glob("*.*") if p.is_file()))
     prepared = prepare(config, data_path=data_dir)
-    models = {name: load_model(artifact.path / "models" / name) for name in manifest.get("models", [])}
+    models = {name: artifact.models[name] for name in manifest.get("models", [])}
     results = evaluate_models(models, evaluation_segments(prepared), config.evaluation.k)
     return EvaluationReport(
         version=artifact.version,

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import tomllib
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +44,8 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
+from engine.artifact import ArtifactError
+from engine.artifact.contents import LoadedArtifact, load_artifact
 from engine.data.contract import DECISION_TYPES, DECISIONS
 from engine.data.id_map import IdMap
 from engine.data.loading import load_table
@@ -59,7 +60,6 @@ from engine.evaluation.off_policy_evaluation import (
 )
 from engine.live.event_log import EventLog, EventLogError
 from engine.live.events import ServedDecision
-from engine.personas.catalog import parse_catalog
 from engine.personas.shopping_context import CONTEXTS, context_index, context_of
 
 MIX_PREFIX = "mix__"
@@ -116,19 +116,12 @@ def _read_mix_columns(path: Path, columns: list[str], keep: NDArray[np.bool_]) -
     return values[keep]
 
 
-def _artifact_mixes(artifact: Path, frame: pl.DataFrame) -> tuple[NDArray[np.float64], tuple[str, ...]]:
+def _artifact_mixes(
+    artifact: LoadedArtifact, frame: pl.DataFrame
+) -> tuple[NDArray[np.float64], tuple[str, ...]]:
     """Each decision's customer's stored mix for its context; unknown customers get the population mix."""
-    try:
-        catalog = parse_catalog(
-            tomllib.loads((artifact / "persona_catalog.toml").read_text(encoding="utf-8")),
-            source=str(artifact / "persona_catalog.toml"),
-        )
-        customers = IdMap.load(artifact / "ids/customers.npy", kind="customer")
-        by_context = np.load(artifact / "customers/mix_by_context.npy", allow_pickle=False)
-        overall = np.load(artifact / "customers/mix_overall.npy", allow_pickle=False)
-        n_events = np.load(artifact / "customers/n_events.npy", allow_pickle=False)
-    except FileNotFoundError as error:
-        raise PolicyEvaluationInputError(f"{artifact}: not a complete artifact ({error})") from None
+    catalog, customers = artifact.catalog, artifact.customers
+    by_context, overall, n_events = artifact.mix_by_context, artifact.mix_overall, artifact.n_events
     with_events = overall[n_events > 0]
     population = (
         with_events.mean(axis=0) if len(with_events) else np.full(overall.shape[1], 1 / overall.shape[1])
@@ -141,12 +134,9 @@ def _artifact_mixes(artifact: Path, frame: pl.DataFrame) -> tuple[NDArray[np.flo
     return mixes.astype(np.float64), catalog.ids
 
 
-def artifact_test_start(artifact: Path) -> dt.datetime | None:
+def artifact_test_start(artifact: LoadedArtifact) -> dt.datetime | None:
     """When the artifact's held-out period starts (its estimates saw only decisions before it)."""
-    manifest_path = artifact / "manifest.json"
-    if not manifest_path.is_file():
-        raise PolicyEvaluationInputError(f"{artifact}: no manifest.json; not an artifact")
-    start = json.loads(manifest_path.read_text(encoding="utf-8")).get("summary", {}).get("test_start")
+    start = artifact.manifest.get("summary", {}).get("test_start")
     return dt.datetime.fromisoformat(start) if start else None
 
 
@@ -228,7 +218,10 @@ def read_event_log(path: Path) -> DecisionLog:
 
 
 def load_decisions(
-    log: DecisionLog | Path, decision_type: str, artifact: Path | None, since: dt.datetime | None = None
+    log: DecisionLog | Path,
+    decision_type: str,
+    artifact: LoadedArtifact | None,
+    since: dt.datetime | None = None,
 ) -> LoggedDecisions:
     """The decisions of one type (from ``since`` on) with the mixes and estimates the candidates use."""
     if decision_type not in DECISION_TYPES:
@@ -263,12 +256,11 @@ def load_decisions(
     estimates: ArmEstimates | None = None
     estimates_source = ""
     if artifact is not None:
-        folder = artifact / "decisions" / decision_type
-        if folder.is_dir():
-            try:
-                estimates = ArmEstimates.load(folder)
-            except ArmEstimateError as error:
-                raise PolicyEvaluationInputError(str(error)) from None
+        try:
+            estimates = artifact.arm_estimates.get(decision_type)
+        except ArmEstimateError as error:
+            raise PolicyEvaluationInputError(str(error)) from None
+        if estimates is not None:
             estimates_source = "artifact"
 
     mixes: NDArray[np.float64] | None = None
@@ -480,12 +472,13 @@ def run(
     """
     try:
         policies = [CandidatePolicy.parse(spec) for spec in policy_specs]
-        if since is None and artifact is not None and not all_decisions:
-            since = artifact_test_start(artifact)
+        loaded = load_artifact(artifact) if artifact is not None else None
+        if since is None and loaded is not None and not all_decisions:
+            since = artifact_test_start(loaded)
         if (decisions_path is None) == (event_log is None):
             raise PolicyEvaluationInputError("give exactly one of a decisions file and an event log")
         log = read_event_log(event_log) if event_log is not None else read_decisions_file(decisions_path)  # type: ignore[arg-type]
-        decisions = load_decisions(log, decision_type, artifact, since)
+        decisions = load_decisions(log, decision_type, loaded, since)
         results = evaluate_policies(
             decisions,
             policies,
@@ -495,7 +488,7 @@ def run(
             decision_type=decision_type,
             seed=seed,
         )
-    except (CandidatePolicyError, OffPolicyEvaluationError, ArmEstimateError) as error:
+    except (CandidatePolicyError, OffPolicyEvaluationError, ArmEstimateError, ArtifactError) as error:
         raise PolicyEvaluationInputError(str(error)) from None
     report = results_json(results, decisions, decision_type)
     report["since"] = since.isoformat() if since is not None else None

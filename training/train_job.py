@@ -21,12 +21,12 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from engine.artifact import ArtifactWriter, data_fingerprint, library_versions, new_version
+from engine.artifact.contents import ArtifactContents, write_contents
 from engine.data.interactions import interaction_matrix
+from engine.data.item_catalog import ItemCatalog
 from engine.decisions.arm_estimates import ArmEstimates
 from engine.models.base import Recommender
 from engine.models.registry import create_model
-from engine.personalizer import EXPLANATIONS_FOLDER, HOLIDAYS_FILE, PURCHASES_PREFIX
-from engine.personas.catalog import catalog_to_toml
 from engine.personas.explanations import MixExplanations
 from engine.personas.shopping_context import CONTEXTS
 from training.config import TrainConfig
@@ -125,14 +125,6 @@ def decision_quality(estimates: dict[str, ArmEstimates], truth_dir: Path) -> dic
     return out
 
 
-def _write_csr(writer: ArtifactWriter, prefix: str, matrix: sp.csr_matrix) -> None:
-    matrix = matrix.tocsr()
-    writer.write_array(f"{prefix}.data.npy", matrix.data)
-    writer.write_array(f"{prefix}.indices.npy", matrix.indices)
-    writer.write_array(f"{prefix}.indptr.npy", matrix.indptr)
-    writer.write_array(f"{prefix}.shape.npy", np.asarray(matrix.shape, dtype=np.int64))
-
-
 def purchases_matrix(prepared: PreparedData) -> sp.csr_matrix:
     """(customers x items) 1 where the customer bought the item, over *all* loaded events.
 
@@ -161,43 +153,44 @@ def write_artifact(
     root = Path(config.output.root)
     root.mkdir(parents=True, exist_ok=True)
     version = new_version(root)
+    # Serving cannot explain mixes without the events, so every customer is explained now.
+    if explanations is None:
+        explanations = MixExplanations.build(prepared.inference, prepared.mixes)
+    items = prepared.item_frame
+    shop = prepared.shop
+    contents = ArtifactContents(
+        catalog=prepared.catalog,
+        item_catalog=ItemCatalog(
+            prepared.items,
+            titles=_string_array(items["title"].to_list()),
+            categories=_string_array(items["category"].to_list()),
+            brands=_string_array(items["brand"].to_list()),
+            prices=items["price"].to_numpy().astype(np.float64),
+            in_stock=items["in_stock"].fill_null(True).to_numpy().astype(bool),
+        ),
+        customers=prepared.customers,
+        model_customers=prepared.model_customers,
+        item_space=prepared.item_space,
+        item_features=prepared.item_features,
+        demographic_space=prepared.demographic_space,
+        demographics=prepared.customer_demographics,
+        history=prepared.history,
+        purchases=purchases_matrix(prepared),
+        mix_overall=prepared.mixes.overall,
+        mix_by_context=prepared.mixes.by_context,
+        n_events=prepared.mixes.n_events,
+        contexts=CONTEXTS,
+        holidays=prepared.inference.config.holidays,
+        inference=prepared.inference,
+        demographic_prior=prepared.demographic_prior,
+        explanations=explanations,
+        models=models,
+        arm_estimates=estimates,
+        offers=shop.offers.to_dicts() if shop.offers is not None else None,
+        layouts=shop.layouts.to_dicts() if shop.layouts is not None else None,
+    )
     with ArtifactWriter(root, version) as writer:
-        writer.path("persona_catalog.toml").write_text(catalog_to_toml(prepared.catalog), encoding="utf-8")
-        prepared.items.save(writer.path("ids/items.npy"))
-        prepared.customers.save(writer.path("ids/customers.npy"))
-        prepared.model_customers.save(writer.path("ids/model_customers.npy"))
-        items = prepared.item_frame
-        writer.write_array("items/title.npy", _string_array(items["title"].to_list()))
-        writer.write_array("items/category.npy", _string_array(items["category"].to_list()))
-        writer.write_array("items/brand.npy", _string_array(items["brand"].to_list()))
-        writer.write_array("items/price.npy", items["price"].to_numpy().astype(np.float64))
-        writer.write_array("items/in_stock.npy", items["in_stock"].fill_null(True).to_numpy().astype(bool))
-        _write_csr(writer, "items/features", prepared.item_features)
-        writer.write_json("features/item_features.json", list(prepared.item_space.names))
-        writer.write_json("features/demographic_features.json", list(prepared.demographic_space.names))
-        _write_csr(writer, "customers/demographics", prepared.customer_demographics)
-        _write_csr(writer, "customers/history", prepared.history)
-        _write_csr(writer, PURCHASES_PREFIX, purchases_matrix(prepared))
-        writer.write_array("customers/mix_overall.npy", prepared.mixes.overall)
-        writer.write_array("customers/mix_by_context.npy", prepared.mixes.by_context)
-        writer.write_array("customers/n_events.npy", prepared.mixes.n_events)
-        writer.write_json("customers/contexts.json", list(CONTEXTS))
-        writer.write_json(HOLIDAYS_FILE, [list(pair) for pair in prepared.inference.config.holidays])
-        prepared.inference.save(writer.path("personas/inference"))
-        prepared.demographic_prior.save(writer.path("personas/demographic_prior"))
-        # Serving cannot explain mixes without the events, so every customer is explained now.
-        if explanations is None:
-            explanations = MixExplanations.build(prepared.inference, prepared.mixes)
-        explanations.save(writer.path(EXPLANATIONS_FOLDER))
-        for name, model in models.items():
-            model.save(writer.path(f"models/{name}"))
-        for decision_type, estimate in estimates.items():
-            estimate.save(writer.path(f"decisions/{decision_type}"))
-        shop = prepared.shop
-        if shop.offers is not None:
-            writer.write_json("decisions/offers.json", shop.offers.to_dicts())
-        if shop.layouts is not None:
-            writer.write_json("decisions/layouts.json", shop.layouts.to_dicts())
+        write_contents(writer, contents)
         path = writer.commit({"format": ARTIFACT_FORMAT, **manifest_fields})
     return path, version
 

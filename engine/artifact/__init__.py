@@ -2,7 +2,10 @@
 
 ``folder`` makes a versioned folder appear complete or not at all and checks every file against the
 manifest's checksums on open; ``arrays`` is the one way any component writes and reads its arrays
-(``.npy`` without pickle). The names below are the package's public interface.
+(``.npy`` without pickle); ``layout`` names every entry of an artifact once; ``contents`` writes an
+artifact's contents and reads them back (``load_artifact``). The names below are the folder's public
+interface; ``contents`` is imported from its module, because it depends on the components (models, id
+maps...) that themselves import ``arrays`` from this package.
 """
 
 from engine.artifact.folder import (

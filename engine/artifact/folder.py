@@ -13,7 +13,7 @@ Layout::
     ROOT/
       20261123T153012Z/        one folder per version; names sort in creation order
         manifest.json
-        ...                     arrays, id maps, persona catalog, JSON, model subfolders
+        ...                     the entries of engine.artifact.layout
       latest -> 20261123T153012Z
 
 One writer per root at a time is assumed; a second writer that commits an older version than one
@@ -37,9 +37,9 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any, Self
 
-import numpy as np
 from numpy.typing import NDArray
 
+from engine.artifact.arrays import ARRAY_SUFFIX, load_array, save_array
 from engine.errors import PersonaEngineError
 
 ARTIFACT_FORMAT_VERSION = 1
@@ -256,16 +256,20 @@ class ArtifactWriter:
         target.write_text(text + "\n", encoding="utf-8")
         return target
 
+    def write_text(self, rel: str, text: str) -> Path:
+        target = self.path(rel)
+        target.write_text(text, encoding="utf-8")
+        return target
+
     def write_array(self, rel: str, array: NDArray[Any]) -> Path:
-        if not rel.endswith(".npy"):
-            raise ArtifactError(f"array file {rel!r} must end in .npy")
+        if not rel.endswith(ARRAY_SUFFIX):
+            raise ArtifactError(f"array file {rel!r} must end in {ARRAY_SUFFIX}")
         target = self.path(rel)
         try:
-            np.save(target, np.ascontiguousarray(array), allow_pickle=False)
+            return save_array(target, array)
         except ValueError as error:  # object arrays need pickle, which artifacts never hold
             target.unlink(missing_ok=True)
             raise ArtifactError(f"cannot write {rel}: {error}") from None
-        return target
 
     def abort(self) -> None:
         """Discard everything written so far."""
@@ -370,12 +374,10 @@ class Artifact:
         return self.path.joinpath(*PurePosixPath(key).parts)
 
     def load_array(self, rel: str) -> NDArray[Any]:
-        try:
-            return np.load(self.file(rel), allow_pickle=False)
-        except ValueError as error:
-            raise ArtifactError(
-                f"artifact {self.version}: {rel} is not a plain .npy array: {error}"
-            ) from None
+        return load_array(self.file(rel), error=ArtifactError)
+
+    def read_text(self, rel: str) -> str:
+        return self.file(rel).read_text(encoding="utf-8")
 
     def read_json(self, rel: str) -> Any:
         try:

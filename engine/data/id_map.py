@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
+from engine.artifact.arrays import load_array, save_array
 from engine.errors import PersonaEngineError
 
 MISSING = -1
@@ -115,11 +116,12 @@ class IdMap:
         return IdMap(np.concatenate([self._ids, np.asarray(extra, dtype=np.str_)]), kind=self.kind)
 
     def save(self, path: Path) -> None:
-        np.save(path, self._ids, allow_pickle=False)
+        save_array(path, self._ids)
 
     @classmethod
     def load(cls, path: Path, kind: str = "item") -> IdMap:
-        return cls(np.load(path, allow_pickle=False), kind=kind)
+        """Read a map ``save`` wrote; a missing or unreadable file is a PersonaEngineError naming it."""
+        return cls(load_array(path), kind=kind)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, IdMap) and np.array_equal(self._ids, other._ids)

@@ -37,6 +37,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 from scipy.special import betaincinv
 
+from engine.artifact.arrays import load_arrays, save_arrays
 from engine.data.contract import DECISION_TYPES
 from engine.data.id_map import IdMap, UnknownIdError
 from engine.errors import PersonaEngineError
@@ -44,8 +45,8 @@ from engine.personas.shopping_context import CONTEXTS, context_index
 
 FORMAT_VERSION = 1
 _META_FILE = "arm_estimates.json"
-_ALPHA_FILE = "alpha.npy"
-_BETA_FILE = "beta.npy"
+_ALPHA = "alpha"  # alpha.npy and beta.npy
+_BETA = "beta"
 _MIX_TOLERANCE = 1e-6
 # Rates are kept this far from 0 and 1 during EM so that no responsibility divides by zero.
 _RATE_FLOOR = 1e-9
@@ -282,9 +283,7 @@ class ArmEstimates:
 
     def save(self, directory: Path) -> list[Path]:
         """alpha.npy, beta.npy and arm_estimates.json (ids, prior, fit diagnostics) in ``directory``."""
-        directory.mkdir(parents=True, exist_ok=True)
-        np.save(directory / _ALPHA_FILE, self.alpha, allow_pickle=False)
-        np.save(directory / _BETA_FILE, self.beta, allow_pickle=False)
+        written = save_arrays(directory, {_ALPHA: self.alpha, _BETA: self.beta})
         meta = {
             "format_version": FORMAT_VERSION,
             "arm_ids": list(self.arm_ids),
@@ -296,7 +295,7 @@ class ArmEstimates:
         (directory / _META_FILE).write_text(
             json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
-        return [directory / _ALPHA_FILE, directory / _BETA_FILE, directory / _META_FILE]
+        return [*written, directory / _META_FILE]
 
     @classmethod
     def load(cls, directory: Path) -> ArmEstimates:
@@ -309,17 +308,13 @@ class ArmEstimates:
             raise ArmEstimateError(f"{meta_path}: not valid JSON ({error})") from None
         if meta.get("format_version") != FORMAT_VERSION:
             raise ArmEstimateError(f"{meta_path}: unknown format_version {meta.get('format_version')!r}")
-        arrays = {}
-        for name in (_ALPHA_FILE, _BETA_FILE):
-            if not (directory / name).is_file():
-                raise ArmEstimateError(f"{directory}: missing {name}")
-            arrays[name] = np.load(directory / name, allow_pickle=False).astype(np.float64)
+        arrays = load_arrays(directory, (_ALPHA, _BETA), error=ArmEstimateError)
         try:
             return cls(
                 arm_ids=tuple(meta["arm_ids"]),
                 persona_ids=tuple(meta["persona_ids"]),
-                alpha=arrays[_ALPHA_FILE],
-                beta=arrays[_BETA_FILE],
+                alpha=arrays[_ALPHA].astype(np.float64),
+                beta=arrays[_BETA].astype(np.float64),
                 prior=(float(meta["prior"][0]), float(meta["prior"][1])),
                 iterations=int(meta["iterations"]),
                 converged=bool(meta["converged"]),

@@ -22,17 +22,16 @@ layout (they are still in the response), and likewise for products.
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
+from engine.artifact.layout import LAYOUT
 from engine.data.item_catalog import ItemCatalog
 from engine.decisions.arm_estimates import ArmEstimates
 from engine.decisions.decision_policy import DecisionPolicy, NoEligibleArmError, PolicyMode
@@ -40,6 +39,9 @@ from engine.decisions.offer_eligibility import EligibilityContext, OfferRules
 from engine.errors import PersonaEngineError
 from engine.invalid_request import InvalidRequestError
 from engine.personas.mix import PersonaMix
+
+if TYPE_CHECKING:
+    from engine.artifact.contents import LoadedArtifact
 
 OFFER_SLOT_WORDS = frozenset(
     {"offer", "offers", "deal", "deals", "coupon", "coupons", "promo", "promos", "voucher", "vouchers"}
@@ -237,34 +239,20 @@ class PageDecisions:
             )
 
     @classmethod
-    def from_artifact_folder(
-        cls,
-        decisions: Path,
-        persona_ids: Sequence[str],
-        persona_names: Sequence[str],
-        *,
-        epsilon: float = 0.1,
-        mode: PolicyMode = PolicyMode.EPSILON_GREEDY,
+    def from_artifact(
+        cls, artifact: LoadedArtifact, *, epsilon: float = 0.1, mode: PolicyMode = PolicyMode.EPSILON_GREEDY
     ) -> PageDecisions:
-        """Read ``decisions/`` of an artifact: offers.json, layouts.json and the estimates per arm type."""
-
-        def table(name: str) -> list[dict[str, Any]]:
-            path = decisions / name
-            return list(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else []
-
-        def estimates(name: str) -> ArmEstimates | None:
-            return ArmEstimates.load(decisions / name) if (decisions / name).is_dir() else None
-
+        """The decisions of an artifact: its offers and layouts tables and the estimates per arm type."""
         return cls(
-            persona_ids,
-            persona_names,
-            offers=table("offers.json"),
-            offer_estimates=estimates("offer"),
-            layouts=table("layouts.json"),
-            layout_estimates=estimates("layout"),
+            artifact.catalog.ids,
+            artifact.catalog.names,
+            offers=artifact.offers or [],
+            offer_estimates=artifact.arm_estimates.get("offer"),
+            layouts=artifact.layouts or [],
+            layout_estimates=artifact.arm_estimates.get("layout"),
             epsilon=epsilon,
             mode=mode,
-            source=str(decisions),
+            source=f"{artifact.path}/{LAYOUT.arm_estimates.path}",
         )
 
     def rank_offers(

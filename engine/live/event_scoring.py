@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from engine.artifact import Artifact
+from engine.artifact.contents import LoadedArtifact
 from engine.data.id_map import MISSING, IdMap
 from engine.live.events import BehaviorEvent
 from engine.personas.inference.model import PersonaInferenceModel
 from engine.personas.traits import CHANNEL, DEVICE, DISCOUNTED, NO, YES, build_event_features
 
-INFERENCE_FOLDER = "personas/inference"
 _TAG_FEATURE_PREFIX = "tag="
 
 
@@ -72,9 +70,9 @@ class LiveEventScorer:
         self._fact_matrix = np.vstack([*self._facts.values(), np.zeros(len(self.persona_ids))])
 
     @classmethod
-    def from_artifact(cls, artifact: Artifact) -> LiveEventScorer:
+    def from_artifact(cls, artifact: LoadedArtifact) -> LiveEventScorer:
         """The scorer of a verified artifact: its persona model and its items, tags from the item features."""
-        return cls(PersonaInferenceModel.load(artifact.path / INFERENCE_FOLDER), artifact_items(artifact))
+        return cls(artifact.inference, artifact_items(artifact))
 
     def item_index(self, item_id: str) -> int:
         """The artifact's index of an item, or -1 (MISSING) for an item it does not know."""
@@ -116,17 +114,16 @@ class LiveEventScorer:
         return scores
 
 
-def artifact_items(artifact: Artifact) -> pl.DataFrame:
+def artifact_items(artifact: LoadedArtifact) -> pl.DataFrame:
     """The items table as training saw it (id, category, brand, price, tags), rebuilt from the artifact.
 
     Tags are not stored as a column; they are the ``tag=...`` columns of the item feature matrix.
     """
-    path: Path = artifact.path
-    ids = np.load(path / "ids/items.npy", allow_pickle=False)
-    names: list[str] = list(artifact.read_json("features/item_features.json"))
-    rows, columns = (int(x) for x in artifact.load_array("items/features.shape.npy"))
-    indptr = artifact.load_array("items/features.indptr.npy")
-    indices = artifact.load_array("items/features.indices.npy")
+    items = artifact.item_catalog
+    names = artifact.item_space.names
+    features = artifact.item_features
+    rows, columns = features.shape
+    indptr, indices = features.indptr, features.indices
     tag_of = {
         j: name.removeprefix(_TAG_FEATURE_PREFIX)
         for j, name in enumerate(names)
@@ -135,16 +132,16 @@ def artifact_items(artifact: Artifact) -> pl.DataFrame:
     tags = [
         [tag_of[int(j)] for j in indices[indptr[i] : indptr[i + 1]] if int(j) in tag_of] for i in range(rows)
     ]
-    if len(ids) != rows or len(names) != columns:
+    if len(items) != rows or len(names) != columns:
         raise ValueError(
-            f"artifact {path}: item features have shape ({rows}, {columns}) for {len(ids)} items"
+            f"artifact {artifact.path}: item features have shape ({rows}, {columns}) for {len(items)} items"
         )
     return pl.DataFrame(
         {
-            "item_id": ids.tolist(),
-            "category": artifact.load_array("items/category.npy").tolist(),
-            "brand": artifact.load_array("items/brand.npy").tolist(),
-            "price": artifact.load_array("items/price.npy").astype(np.float64),
+            "item_id": items.ids.ids.tolist(),
+            "category": items.categories.tolist(),
+            "brand": items.brands.tolist(),
+            "price": items.prices.astype(np.float64),
             "tags": tags,
         },
         schema={

@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from engine.artifact.arrays import load_arrays, save_arrays
 from engine.errors import PersonaEngineError
 from engine.ranking.top_k import top_k
 
@@ -181,13 +182,8 @@ class Recommender(ABC):
 
     def save(self, directory: Path) -> list[Path]:
         """Write model.json and one .npy per array into ``directory``; returns the files written."""
-        directory.mkdir(parents=True, exist_ok=True)
-        written: list[Path] = []
         arrays = self._arrays()
-        for name, array in arrays.items():
-            path = directory / f"{name}.npy"
-            np.save(path, np.ascontiguousarray(array), allow_pickle=False)
-            written.append(path)
+        written = save_arrays(directory, arrays)
         manifest = {
             "kind": self.kind,
             "format_version": MODEL_FORMAT_VERSION,
@@ -206,13 +202,7 @@ class Recommender(ABC):
         if manifest["kind"] != cls.kind:
             raise ModelFormatError(f"{directory}: holds a {manifest['kind']!r} model, not {cls.kind!r}")
         model = cls(**manifest["config"])
-        arrays: dict[str, NDArray[Any]] = {}
-        for name in manifest["arrays"]:
-            path = directory / f"{name}.npy"
-            if not path.is_file():
-                raise ModelFormatError(f"{directory}: missing array file {path.name}")
-            arrays[name] = np.load(path, allow_pickle=False)
-        model._restore(arrays)
+        model._restore(load_arrays(directory, manifest["arrays"], error=ModelFormatError))
         return model
 
 

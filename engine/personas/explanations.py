@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.artifact.arrays import load_arrays, save_arrays
 from engine.errors import PersonaEngineError
 from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.inference.model import PersonaInferenceModel
@@ -33,7 +34,7 @@ from engine.personas.inference.signals import SIGNAL_VALUES, SignalContribution
 DEFAULT_TOP = 5
 _VALUES = SIGNAL_VALUES
 _FEATURES_FILE = "features.json"
-_FEATURE_FILE = "feature.npy"
+_FEATURE = "feature"  # feature.npy
 
 
 class MixExplanationsError(PersonaEngineError, ValueError):
@@ -118,11 +119,7 @@ class MixExplanations:
         }
         written = [directory / _FEATURES_FILE]
         written[0].write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        np.save(directory / _FEATURE_FILE, self.feature, allow_pickle=False)
-        written.append(directory / _FEATURE_FILE)
-        for name, array in self.values.items():
-            np.save(directory / f"{name}.npy", array, allow_pickle=False)
-            written.append(directory / f"{name}.npy")
+        written += save_arrays(directory, {_FEATURE: self.feature, **self.values})
         return written
 
     @classmethod
@@ -131,10 +128,10 @@ class MixExplanations:
             document = json.loads((directory / _FEATURES_FILE).read_text(encoding="utf-8"))
             features = [(str(f["feature"]), str(f["description"])) for f in document["features"]]
             persona_ids = [str(p) for p in document["persona_ids"]]
-            feature = np.load(directory / _FEATURE_FILE, allow_pickle=False)
-            values = {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in _VALUES}
         except (OSError, KeyError, TypeError, ValueError) as error:
             raise MixExplanationsError(f"{directory}: cannot read mix explanations: {error}") from None
+        values = load_arrays(directory, (_FEATURE, *_VALUES), error=MixExplanationsError)
+        feature = values.pop(_FEATURE)
         try:
             return cls(persona_ids, features, feature, values)
         except MixExplanationsError as error:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.artifact import open_artifact
+from engine.artifact.contents import load_artifact
 from engine.live.event_scoring import LiveEventScorer
 from engine.live.events import BehaviorEvent
 from serving.generated.persona.v1 import types_pb2
@@ -43,7 +43,7 @@ def replicas(
 
 @pytest.fixture(scope="module")
 def scorer(artifacts: TrainedArtifacts) -> LiveEventScorer:
-    return LiveEventScorer.from_artifact(open_artifact(artifacts.older))
+    return LiveEventScorer.from_artifact(load_artifact(artifacts.older))
 
 
 def typical_items(scorer: LiveEventScorer, persona: int, n: int) -> list[str]:
@@ -57,10 +57,8 @@ def weights(mix: types_pb2.PersonaMix) -> dict[str, float]:
 
 
 def customer_far_from(artifacts: TrainedArtifacts, persona: int, skip: int) -> str:
-    artifact = open_artifact(artifacts.older)
-    mixes = artifact.load_array("customers/mix_overall.npy")
-    n_events = artifact.load_array("customers/n_events.npy")
-    ids = np.load(artifacts.older / "ids/customers.npy")
+    artifact = load_artifact(artifacts.older)
+    mixes, n_events, ids = artifact.mix_overall, artifact.n_events, artifact.customers.ids
     rows = np.flatnonzero((n_events > 0) & (mixes[:, persona] < 0.1))
     return str(ids[rows[skip]])
 

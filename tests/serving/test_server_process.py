@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (  # ty
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from engine.data.id_map import IdMap
+from engine.artifact.contents import load_artifact
 from serving.client import PERSONALIZATION_SERVICE, PersonaEngineClient
 from serving.generated.persona.v1 import personalization_service_pb2, personalization_service_pb2_grpc
 from serving.server import ADMIN_SERVICE, run_from_args
@@ -61,7 +61,7 @@ def server(artifacts: TrainedArtifacts, tmp_path_factory: pytest.TempPathFactory
 
 def _customers(artifact: Path, count: int) -> list[str]:
     """``count`` known customer ids of the artifact, repeating them when it has fewer."""
-    known = [str(c) for c in IdMap.load(artifact / "ids/customers.npy", kind="customer").ids]
+    known = [str(c) for c in load_artifact(artifact).customers.ids]
     return [known[i % len(known)] for i in range(count)]
 
 

@@ -23,6 +23,7 @@ from PIL import Image
 
 from cli.main import main
 from engine.artifact import open_artifact
+from engine.artifact.contents import load_artifact
 from tests.engine.small_artifact import train_small_artifact
 from training.report import context_mixes, mix_drift, planted_mixes
 from training.report.evaluation_report import SECTION_IDS, build_document
@@ -197,8 +198,8 @@ def test_mix_and_context_numbers_are_consistent_with_the_stored_mixes(
     artifact: Path, report: tuple[str, dict[str, Any], _Page]
 ) -> None:
     _, document, _ = report
-    stored = open_artifact(artifact)
-    overall = stored.load_array("customers/mix_overall.npy")[stored.load_array("customers/n_events.npy") > 0]
+    stored = load_artifact(artifact)
+    overall = stored.mix_overall[stored.n_events > 0]
     mix = document["sections"]["persona_mix"]["values"]
     personas = list(document["personas"])
     counts = np.bincount(overall.argmax(axis=1), minlength=len(personas))

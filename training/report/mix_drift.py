@@ -19,7 +19,6 @@ from numpy.typing import NDArray
 
 from engine.data.id_map import IdMap
 from engine.evaluation.persona_accuracy import planted_targets
-from engine.personas.inference.model import PersonaInferenceModel
 from engine.personas.mix import total_variation_rows
 from training.report import report_plots
 from training.report.report_inputs import ReportInputs
@@ -30,7 +29,6 @@ TITLE = "Drift: how the persona mix changes month by month"
 MIN_DAYS = 7  # months with fewer days of data (a period's ragged ends) are listed but not drawn
 STABLE_TV = 0.02  # an average mix that moved less than this (total variation) is called stable
 MAX_CUSTOMERS = 20_000  # customers sampled for the monthly re-inference on large shops
-INFERENCE_FOLDER = "personas/inference"
 _MONTH = "%Y-%m"
 _MONTH_WIDTH = 7  # "2026-01": fixed width, so "<month>|<customer>" keys never collide
 
@@ -45,10 +43,6 @@ def build(inputs: ReportInputs, *, max_customers: int = MAX_CUSTOMERS) -> Report
     shop = inputs.shop
     if shop is None:
         return unavailable(SECTION_ID, TITLE, lead, inputs.data_note)
-    if not any(name.startswith(f"{INFERENCE_FOLDER}/") for name in inputs.artifact.files):
-        return unavailable(
-            SECTION_ID, TITLE, lead, "The artifact stores no persona inference model to re-infer mixes with."
-        )
     events = shop.events
     customers = events["customer_id"].cast(pl.Utf8).unique().sort()
     sampled = customers.len() > max_customers
@@ -69,7 +63,7 @@ def build(inputs: ReportInputs, *, max_customers: int = MAX_CUSTOMERS) -> Report
         )
         .sort("_month")
     )
-    model = PersonaInferenceModel.load(inputs.artifact.file(INFERENCE_FOLDER))
+    model = inputs.artifact.inference
     keys = IdMap(keyed["customer_id"].unique().sort().to_list(), kind="customer")
     mixes = model.infer(keyed.drop("_customer", "_month"), shop.items, customer_ids=keys)
 

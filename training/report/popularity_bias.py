@@ -15,9 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.data.id_map import IdMap
 from engine.models.base import UserBatch
-from engine.models.registry import load_model
 from training.report import report_plots
 from training.report.report_inputs import ReportInputs
 from training.report.report_section import Chart, Column, Format, ReportSection, Table, unavailable
@@ -58,17 +56,17 @@ def build(inputs: ReportInputs, *, max_customers: int = MAX_CUSTOMERS) -> Report
     models = inputs.model_order
     if not models:
         return unavailable(SECTION_ID, TITLE, lead, "The artifact holds no models.")
-    history = inputs.csr("customers/history")
+    history = inputs.artifact.history
     n_items = history.shape[1]
     popularity = np.asarray(history.getnnz(axis=0), dtype=np.float64)
-    model_customers = IdMap.load(inputs.artifact.file("ids/model_customers.npy"), kind="customer")
+    model_customers = inputs.artifact.model_customers
     n_known = len(model_customers)
     if n_known == 0 or popularity.sum() == 0:
         return unavailable(SECTION_ID, TITLE, lead, "No known customers or no training interactions.")
     rng = np.random.default_rng(0)
     chosen = np.sort(rng.choice(n_known, size=min(n_known, max_customers), replace=False)).astype(np.int64)
     rows = inputs.customers.to_internal(model_customers.ids[chosen].tolist())
-    demographics = inputs.csr("customers/demographics")
+    demographics = inputs.artifact.demographics
     tops = {share: top_items(popularity, share) for share in TOP_SHARES}
     order = np.argsort(-popularity, kind="stable").astype(np.int64)
     curves = {INTERACTIONS: concentration_curve(popularity, order)}
@@ -78,7 +76,7 @@ def build(inputs: ReportInputs, *, max_customers: int = MAX_CUSTOMERS) -> Report
     result_rows: list[list[Any]] = [[INTERACTIONS, None, *(interaction_shares[s] for s in TOP_SHARES), None]]
     per_model: dict[str, dict[str, float]] = {}
     for name in models:
-        model = load_model(inputs.artifact.file(f"models/{name}"))
+        model = inputs.artifact.models[name]
         slots = np.zeros(n_items, dtype=np.float64)
         for start in range(0, len(chosen), _CHUNK):
             part = slice(start, start + _CHUNK)

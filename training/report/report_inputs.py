@@ -9,23 +9,21 @@ the path in the artifact's config); the split is rebuilt from the stored config 
 from __future__ import annotations
 
 import datetime as dt
-import tomllib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from engine.artifact import Artifact, ArtifactError, data_fingerprint, open_artifact
+from engine.artifact import MANIFEST, ArtifactError, data_fingerprint
+from engine.artifact.contents import LoadedArtifact, load_artifact
 from engine.data.id_map import IdMap
 from engine.data.loading import load_shop
-from engine.personalizer import HOLIDAYS_FILE
-from engine.personas.catalog import PersonaCatalog, parse_catalog
+from engine.personas.catalog import PersonaCatalog
 from engine.personas.inference.inferred_mixes import InferredMixes
-from engine.personas.shopping_context import CONTEXTS, DEFAULT_HOLIDAYS, context_expr
+from engine.personas.shopping_context import CONTEXTS, context_expr
 from training.config import TrainConfig, parse_config
 from training.persona_report import TRUTH_FILE
 from training.split import split_events
@@ -47,16 +45,37 @@ class ShopEvidence:
 
 @dataclass(frozen=True)
 class ReportInputs:
-    artifact: Artifact
+    artifact: LoadedArtifact
     config: TrainConfig
-    catalog: PersonaCatalog
-    customers: IdMap
-    mix_overall: NDArray[np.float64]  # (customers, personas)
-    mix_by_context: NDArray[np.float64]  # (customers, contexts, personas)
-    n_events: NDArray[np.int64]  # training events per customer
-    holidays: tuple[tuple[int, int], ...]
     shop: ShopEvidence | None
     data_note: str  # why ``shop`` is missing or what to know about it; empty when all is well
+
+    @property
+    def catalog(self) -> PersonaCatalog:
+        return self.artifact.catalog
+
+    @property
+    def customers(self) -> IdMap:
+        return self.artifact.customers
+
+    @property
+    def mix_overall(self) -> NDArray[np.float64]:
+        """(customers, personas)"""
+        return self.artifact.mix_overall
+
+    @property
+    def mix_by_context(self) -> NDArray[np.float64]:
+        """(customers, contexts, personas)"""
+        return self.artifact.mix_by_context
+
+    @property
+    def n_events(self) -> NDArray[np.int64]:
+        """Training events per customer."""
+        return self.artifact.n_events
+
+    @property
+    def holidays(self) -> tuple[tuple[int, int], ...]:
+        return self.artifact.holidays
 
     @property
     def personas(self) -> tuple[str, ...]:
@@ -74,18 +93,6 @@ class ReportInputs:
         return [m for m in dict.fromkeys(evaluated) if m in stored] + [
             m for m in stored if m not in evaluated
         ]
-
-    def csr(self, prefix: str) -> sp.csr_matrix:
-        """A sparse matrix stored as ``<prefix>.{data,indices,indptr,shape}.npy`` (as training writes it)."""
-        rows, columns = (int(x) for x in self.artifact.load_array(f"{prefix}.shape.npy"))
-        return sp.csr_matrix(
-            (
-                self.artifact.load_array(f"{prefix}.data.npy"),
-                self.artifact.load_array(f"{prefix}.indices.npy"),
-                self.artifact.load_array(f"{prefix}.indptr.npy"),
-            ),
-            shape=(rows, columns),
-        )
 
     @cached_property
     def context_event_counts(self) -> NDArray[np.int64]:
@@ -120,20 +127,12 @@ class ReportInputs:
 
 def load_inputs(artifact_path: Path, data_path: Path | None = None) -> ReportInputs:
     """Open and verify the artifact, then load its data if it can be found (a note says if not)."""
-    artifact = open_artifact(artifact_path)
+    artifact = load_artifact(artifact_path)
     manifest = artifact.manifest
-    config = parse_config(manifest["config"], source=f"{artifact.path}/manifest.json")
-    catalog = parse_catalog(
-        tomllib.loads(artifact.file("persona_catalog.toml").read_text(encoding="utf-8")),
-        source=f"{artifact.path}/persona_catalog.toml",
-    )
+    config = parse_config(manifest["config"], source=f"{artifact.path}/{MANIFEST}")
+    catalog = artifact.catalog
     if list(catalog.ids) != list(manifest.get("personas", catalog.ids)):
         raise ArtifactError(f"artifact {artifact.version}: persona catalog and manifest disagree on personas")
-    holidays = (
-        tuple((int(month), int(day)) for month, day in artifact.read_json(HOLIDAYS_FILE))
-        if HOLIDAYS_FILE in artifact.files
-        else DEFAULT_HOLIDAYS
-    )
     data_dir = Path(data_path or config.data.path)
     shop: ShopEvidence | None = None
     if data_dir.is_dir():
@@ -149,18 +148,7 @@ def load_inputs(artifact_path: Path, data_path: Path | None = None) -> ReportInp
             f"The data folder {data_dir} was not found, so the sections that need events (drift over "
             "time, planted mixes) are left out. Give --data to include them."
         )
-    return ReportInputs(
-        artifact=artifact,
-        config=config,
-        catalog=catalog,
-        customers=IdMap.load(artifact.file("ids/customers.npy"), kind="customer"),
-        mix_overall=artifact.load_array("customers/mix_overall.npy"),
-        mix_by_context=artifact.load_array("customers/mix_by_context.npy"),
-        n_events=artifact.load_array("customers/n_events.npy"),
-        holidays=holidays,
-        shop=shop,
-        data_note=note,
-    )
+    return ReportInputs(artifact=artifact, config=config, shop=shop, data_note=note)
 
 
 def _load_evidence(data_dir: Path, config: TrainConfig, fingerprint: str | None) -> ShopEvidence:

@@ -150,7 +150,7 @@ def test_save_load_round_trip(fitted: ArmEstimates, tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.beta, fitted.beta)
     assert (loaded.prior, loaded.iterations, loaded.converged) == (fitted.prior, fitted.iterations, True)
     (tmp_path / "offers" / "beta.npy").unlink()
-    with pytest.raises(ArmEstimateError, match=r"missing beta\.npy"):
+    with pytest.raises(ArmEstimateError, match=r"missing array file beta\.npy"):
         ArmEstimates.load(tmp_path / "offers")
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from engine.data.id_map import IdMap
+from engine.artifact.contents import load_artifact
 from engine.personas.drift import (
     DriftConfig,
     DriftFinding,
@@ -21,7 +21,6 @@ from engine.personas.drift import (
     score_drift,
     trace_drift,
 )
-from engine.personas.inference.model import PersonaInferenceModel
 from tests.engine.small_artifact import train_small_artifact
 
 mixes = (
@@ -84,9 +83,8 @@ def shop_and_artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
 
 def test_planted_drifters_diverge_more_and_are_found_more_often(shop_and_artifact: tuple[Path, Path]) -> None:
     shop, artifact = shop_and_artifact
-    model = PersonaInferenceModel.load(artifact / "personas/inference")
-    customers = IdMap.load(artifact / "ids/customers.npy", kind="customer")
-    long_term = np.load(artifact / "customers/mix_overall.npy")
+    loaded = load_artifact(artifact)
+    model, customers, long_term = loaded.inference, loaded.customers, loaded.mix_overall
     events = pl.read_parquet(shop / "events.parquet")
     items = pl.read_parquet(shop / "items.parquet")
     truth = pl.read_parquet(shop / "truth/customer_mixes.parquet")
