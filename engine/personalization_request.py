@@ -83,3 +83,41 @@ class ProductRequest:
             raise InvalidRequestError("num_results", f"must be >= 1, got {self.k}")
         if not (math.isfinite(self.diversity) and 0.0 <= self.diversity <= 1.0):
             raise InvalidRequestError("diversity", f"must be in [0, 1], got {self.diversity}")
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """A whole page for one customer: products, offers and a layout under one mix and decision id."""
+
+    target: CustomerTarget
+    products: ProductRequest = field(default_factory=ProductRequest)
+    session: SessionContext = field(default_factory=SessionContext)
+    num_offers: int = DEFAULT_OFFERS
+
+
+@dataclass(frozen=True)
+class ProductListsRequest:
+    """One product list per target, all built the same way and scored in one batch."""
+
+    targets: tuple[CustomerTarget, ...]
+    products: ProductRequest = field(default_factory=ProductRequest)
+    session: SessionContext = field(default_factory=SessionContext)
+
+
+@dataclass(frozen=True)
+class OfferRankingRequest:
+    """Offers for one customer, optionally only among ``candidate_offer_ids``."""
+
+    target: CustomerTarget
+    session: SessionContext = field(default_factory=SessionContext)
+    num_offers: int = DEFAULT_OFFERS
+    candidate_offer_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LayoutRequest:
+    """A layout variant for one customer, optionally only among ``candidate_variant_ids``."""
+
+    target: CustomerTarget
+    session: SessionContext = field(default_factory=SessionContext)
+    candidate_variant_ids: tuple[str, ...] = ()

@@ -46,7 +46,14 @@ from engine.personalization_request import CustomerTarget, ProductRequest, Sessi
 from engine.personas.catalog import PersonaCatalog
 from engine.personas.explanations import MixExplanations
 from engine.personas.mix import PersonaMix
-from engine.personas.mix_resolution import UNKNOWN_ROW, CustomerMixes, MixSource, ResolvedMix
+from engine.personas.mix_resolution import (
+    UNKNOWN_ROW,
+    CustomerMixes,
+    LiveMixes,
+    MixResolver,
+    MixSource,
+    ResolvedMix,
+)
 from engine.personas.profile import PersonaProfile, evidence_for, leading_personas
 from engine.personas.shopping_context import CONTEXTS, context_of
 from engine.ranking.candidate_index import CandidateIndex, CandidateIndexSettings
@@ -289,6 +296,7 @@ class Personalizer:
                 population_mix=with_events.mean(axis=0) if len(with_events) else np.ones(len(personas)),
             )
         self.population_mix = self.mixes.population_mix
+        self.resolver = MixResolver(self.mixes)  # without live state until ``use_live_state``
         available = list(artifact.models)
         chosen = model_name or manifest.get("summary", {}).get("best_model") or available[0]
         if chosen not in available:
@@ -353,6 +361,14 @@ class Personalizer:
         row = self.mixes.row_of(customer_id)
         return self.mixes.stored(row, context), row == UNKNOWN_ROW
 
+    def use_live_state(self, live: LiveMixes) -> None:
+        """Serve with ``live`` customer state from now on; call before this model serves.
+
+        The resolver is replaced, not changed: one built with the live state from the start, so a
+        request that already holds the old one resolves consistently.
+        """
+        self.resolver = MixResolver(self.mixes, live)
+
     def persona_mix(self, weights: Mapping[str, float]) -> PersonaMix:
         """A request's weights as a validated mix over the artifact's personas (PersonaMixError if not)."""
         return PersonaMix.from_mapping(weights, self.catalog.ids)
@@ -403,7 +419,7 @@ class Personalizer:
         cart = self.item_catalog.indices(session.cart_item_ids)
         scored = []
         for i, target in enumerate(targets):
-            resolved = self.mixes.resolve(target.customer_id, target.mix, context)
+            resolved = self.resolver.resolve(target.customer_id, target.mix, context)
             excluded = [cart, self.item_catalog.indices(target.exclude_item_ids)]
             if extra_exclusions is not None:
                 excluded.append(extra_exclusions[i])
@@ -428,7 +444,7 @@ class Personalizer:
         (for measuring the scoring path, e.g. the candidate index's recall, outside a request)."""
         chunk = []
         for customer_id in customer_ids:
-            resolved = self.mixes.resolve(customer_id, None, context)
+            resolved = self.resolver.resolve(customer_id, None, context)
             chunk.append(_Scored(CustomerTarget(customer_id), resolved, self._model_row_of(resolved.row)))
         return self._batch(chunk)
 
@@ -680,7 +696,7 @@ class Personalizer:
         session = session or SessionContext()
         decision_id = decision_id or new_decision_id()
         context = self.shopping_context(session)
-        resolved = self.mixes.resolve(target.customer_id, target.mix, context)
+        resolved = self.resolver.resolve(target.customer_id, target.mix, context)
         offers = self.decisions.rank_offers(
             resolved.mix,
             self._eligibility(session),
@@ -701,7 +717,7 @@ class Personalizer:
         session = session or SessionContext()
         decision_id = decision_id or new_decision_id()
         context = self.shopping_context(session)
-        resolved = self.mixes.resolve(target.customer_id, target.mix, context)
+        resolved = self.resolver.resolve(target.customer_id, target.mix, context)
         layout = self.decisions.choose_layout(resolved.mix, decision_rng(decision_id), candidate_variant_ids)
         return LayoutSelection(layout, self._decision(resolved, context, decision_id))
 
@@ -709,7 +725,7 @@ class Personalizer:
 
     def persona_profile(self, customer_id: str) -> PersonaProfile:
         """Mixes, evidence and leading personas of one customer; unknown ids get a cold-start profile."""
-        resolved = self.mixes.resolve(customer_id)
+        resolved = self.resolver.resolve(customer_id)
         row = resolved.row
         signals = (
             self.explanations.signals(row)

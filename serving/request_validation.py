@@ -4,7 +4,8 @@ The limits are the ones the ``.proto`` comments promise (list lengths, string le
 enum values); a request outside them raises ``InvalidRequestError`` whose message starts with the
 field path, e.g. ``targets[3].persona_mix.weights[1].weight: must be >= 0, got -0.2``. Checks that
 need the serving artifact (persona ids, pinned items) take the personalizer serving the request, so
-one request is validated and served against the same model.
+one request is validated and served against the same model. A persona mix is validated once, by the
+engine as it builds the mix (``PersonaMix.from_entries``), with the mix's path in the request.
 
 Proto3 scalars cannot say "unset", so "0 means the default" fields (num_results, num_offers) map 0 to
 the default here; optional fields (basket_value, price_min, price_max) are read only when present.
@@ -15,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -26,11 +26,15 @@ from engine.personalization_request import (
     DEFAULT_OFFERS,
     DEFAULT_RESULTS,
     CustomerTarget,
+    LayoutRequest,
+    OfferRankingRequest,
+    PageRequest,
+    ProductListsRequest,
     ProductRequest,
     SessionContext,
 )
 from engine.personalizer import Personalizer
-from engine.personas.mix import PersonaMix, PersonaMixError
+from engine.personas.mix import PersonaMix
 from engine.personas.shopping_context import WEEKDAY, WEEKEND_HOLIDAY
 from engine.ranking.filters import ItemFilters
 from engine.ranking.promotions import PinnedItem, PromotionRule, Promotions
@@ -60,36 +64,6 @@ SHOPPING_CONTEXTS: Final = {
 
 
 _Entry = TypeVar("_Entry")
-
-
-@dataclass(frozen=True)
-class PersonalizeCall:
-    target: CustomerTarget
-    products: ProductRequest
-    session: SessionContext
-    num_offers: int
-
-
-@dataclass(frozen=True)
-class RecommendProductsCall:
-    targets: tuple[CustomerTarget, ...]
-    products: ProductRequest
-    session: SessionContext
-
-
-@dataclass(frozen=True)
-class RankOffersCall:
-    target: CustomerTarget
-    session: SessionContext
-    num_offers: int
-    candidate_offer_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class SelectLayoutCall:
-    target: CustomerTarget
-    session: SessionContext
-    candidate_variant_ids: tuple[str, ...]
 
 
 def _at_most(values: Sequence[_Entry], limit: int, field: str) -> tuple[_Entry, ...]:
@@ -124,38 +98,11 @@ def fraction(value: float, field: str) -> float:
 
 
 def persona_mix(message: types_pb2.PersonaMix, personas: Sequence[str], field: str) -> PersonaMix:
-    """A request's mix, validated entry by entry so the message names the offending weight."""
-    if not message.weights:
-        raise InvalidRequestError(
-            f"{field}.weights",
-            "empty; give at least one persona with a positive weight, or leave the mix unset",
-        )
-    seen: dict[str, int] = {}
-    known = set(personas)
-    weights: dict[str, float] = {}
-    for i, entry in enumerate(message.weights):
-        where = f"{field}.weights[{i}]"
-        if entry.persona_id not in known:
-            raise InvalidRequestError(
-                f"{where}.persona_id", f"unknown persona {entry.persona_id!r}; known: {', '.join(personas)}"
-            )
-        if entry.persona_id in seen:
-            raise InvalidRequestError(
-                f"{where}.persona_id",
-                f"{entry.persona_id!r} already appears in {field}.weights[{seen[entry.persona_id]}]",
-            )
-        seen[entry.persona_id] = i
-        if not math.isfinite(entry.weight):
-            raise InvalidRequestError(f"{where}.weight", f"must be finite, got {entry.weight}")
-        if entry.weight < 0:
-            raise InvalidRequestError(f"{where}.weight", f"must be >= 0, got {entry.weight}")
-        weights[entry.persona_id] = entry.weight
-    if not any(w > 0 for w in weights.values()):
-        raise InvalidRequestError(f"{field}.weights", "all weights are zero; at least one must be positive")
-    try:
-        return PersonaMix.from_mapping(weights, personas)
-    except PersonaMixError as error:  # every case is checked above; this keeps the contract if it grows
-        raise InvalidRequestError(field, str(error)) from None
+    """A request's mix; the engine validates it entry by entry, so the message names the offending
+    weight by its path in the request."""
+    return PersonaMix.from_entries(
+        [(entry.persona_id, entry.weight) for entry in message.weights], personas, field
+    )
 
 
 def _timestamp(message: Timestamp, field: str) -> dt.datetime:
@@ -277,9 +224,9 @@ def _target(
     )
 
 
-def personalize_call(request: pb.PersonalizeRequest, personalizer: Personalizer) -> PersonalizeCall:
+def personalize_call(request: pb.PersonalizeRequest, personalizer: Personalizer) -> PageRequest:
     personas = personalizer.catalog.ids
-    return PersonalizeCall(
+    return PageRequest(
         target=_target(
             request.customer_id, request.persona_mix if request.HasField("persona_mix") else None, personas
         ),
@@ -298,7 +245,7 @@ def personalize_call(request: pb.PersonalizeRequest, personalizer: Personalizer)
 
 def recommend_products_call(
     request: pb.RecommendProductsRequest, personalizer: Personalizer
-) -> RecommendProductsCall:
+) -> ProductListsRequest:
     if not 1 <= len(request.targets) <= MAX_TARGETS:
         raise InvalidRequestError(
             "targets", f"must hold 1 to {MAX_TARGETS} targets, got {len(request.targets)}"
@@ -315,7 +262,7 @@ def recommend_products_call(
         )
         excluded = _at_most(target.exclude_item_ids, MAX_EXCLUDED_ITEMS, f"{prefix}exclude_item_ids")
         targets.append(CustomerTarget(resolved.customer_id, resolved.mix, excluded))
-    return RecommendProductsCall(
+    return ProductListsRequest(
         targets=tuple(targets),
         products=product_request(
             num_results=request.num_results,
@@ -329,9 +276,9 @@ def recommend_products_call(
     )
 
 
-def rank_offers_call(request: pb.RankOffersRequest, personalizer: Personalizer) -> RankOffersCall:
+def rank_offers_call(request: pb.RankOffersRequest, personalizer: Personalizer) -> OfferRankingRequest:
     personas = personalizer.catalog.ids
-    return RankOffersCall(
+    return OfferRankingRequest(
         target=_target(
             request.customer_id, request.persona_mix if request.HasField("persona_mix") else None, personas
         ),
@@ -343,9 +290,9 @@ def rank_offers_call(request: pb.RankOffersRequest, personalizer: Personalizer) 
     )
 
 
-def select_layout_call(request: pb.SelectLayoutRequest, personalizer: Personalizer) -> SelectLayoutCall:
+def select_layout_call(request: pb.SelectLayoutRequest, personalizer: Personalizer) -> LayoutRequest:
     personas = personalizer.catalog.ids
-    return SelectLayoutCall(
+    return LayoutRequest(
         target=_target(
             request.customer_id, request.persona_mix if request.HasField("persona_mix") else None, personas
         ),

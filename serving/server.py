@@ -48,6 +48,8 @@ from engine.live.decision_log_writer import DecisionLogWriter
 from engine.live.decisions import LiveDecisions
 from engine.live.event_log import EventLog, EventLogError
 from engine.live.events import LiveEventObserver
+from engine.live.live_loop import LiveLoop
+from engine.live.live_state import LiveState
 from engine.live.state_store import StateStore
 from serving.admin_servicer import AdminServicer
 from serving.generated.persona.v1 import (
@@ -58,7 +60,6 @@ from serving.generated.persona.v1 import (
 )
 from serving.heap_freeze import settle_heap, settle_heap_later
 from serving.interceptors import ObservabilityInterceptor
-from serving.live_state import LiveState
 from serving.metrics import MetricsEndpoint, ServingMetrics
 from serving.model_holder import (
     ModelHolder,
@@ -143,10 +144,9 @@ def create_server(
         PersonalizationServicer(
             holder,
             metrics,
-            event_log=event_log,
-            decision_writer=decision_writer,
-            observers=observers,
-            live=live,
+            LiveLoop(
+                decisions=live, event_log=event_log, decision_writer=decision_writer, observers=observers
+            ),
         ),
         server,
     )

@@ -1,8 +1,8 @@
 """The live loop at request time: which experiment arm a customer is in, their journey stage, and the
 online bandit's offers and layout for arms that use it.
 
-The Personalizer answers from the artifact alone; this layer sits beside it (the gRPC servicer calls
-both) so that the artifact's request path stays as it is for customers outside the bandit arm. For a
+The Personalizer answers from the artifact alone; this layer sits beside it (``engine.live.live_loop``
+calls both) so that the artifact's request path stays as it is for customers outside the bandit arm. For a
 customer in an ``online-bandit`` arm the artifact's offers and layout are replaced by the bandit's:
 same eligibility rules and candidate restrictions, the bandit's ranking and exact propensities, and
 the layout's slots refilled with the same products and the new offers.
@@ -12,8 +12,8 @@ StateStore, so replicas behind a Redis store agree. The bandits are rebuilt, see
 artifact's estimates, when the serving artifact changes; their live statistics are keyed by persona
 and arm ids and so carry over.
 
-It is a LiveEventObserver: register it with the event log's RecordEvents path and it forwards each
-accepted batch to the journey tracker and to the current bandits.
+It is a LiveEventObserver: the live loop hands it each accepted batch, which it forwards to the
+journey tracker and to the current bandits.
 """
 
 from __future__ import annotations

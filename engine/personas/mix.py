@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.errors import PersonaEngineError
+from engine.invalid_request import InvalidRequestError
 
 
 class PersonaMixError(PersonaEngineError, ValueError):
@@ -45,7 +46,7 @@ class PersonaMix:
 
     @classmethod
     def from_mapping(cls, weights: Mapping[str, float], personas: Sequence[str]) -> PersonaMix:
-        """Validate and normalise user-given weights (for example from a request) against a catalog.
+        """Validate and normalise user-given weights (for example from the CLI) against a catalog.
 
         Personas not named get weight 0. Unknown names, negative, NaN or infinite weights, and a mix
         whose weights are all zero are rejected with a message naming the persona at fault.
@@ -64,14 +65,55 @@ class PersonaMix:
                 raise PersonaMixError(
                     f"weight of persona {name!r} is not a number: {raw!r}", field=name
                 ) from None
-            if math.isnan(value) or math.isinf(value):
-                raise PersonaMixError(f"weight of persona {name!r} must be finite, got {value}", field=name)
-            if value < 0:
-                raise PersonaMixError(f"weight of persona {name!r} must be >= 0, got {value}", field=name)
+            problem = _weight_problem(value)
+            if problem is not None:
+                raise PersonaMixError(f"weight of persona {name!r} {problem}", field=name)
             vector[order[name]] = value
         total = vector.sum()
         if total <= 0:
             raise PersonaMixError("persona mix weights are all zero; at least one must be positive")
+        return cls(tuple(personas), vector / total)
+
+    @classmethod
+    def from_entries(
+        cls, entries: Sequence[tuple[str, float]], personas: Sequence[str], field: str = "persona_mix"
+    ) -> PersonaMix:
+        """Validate and normalise a request's list of (persona id, weight) entries against a catalog.
+
+        A request's mix is a list, so unlike ``from_mapping`` it can name a persona twice, and its
+        errors are ``InvalidRequestError``s whose path starts at ``field``, the mix's place in the
+        request (``targets[3].persona_mix.weights[1].weight: must be >= 0, got -0.2``); a duplicate's
+        message names the entry it repeats by its full path too. This is the request path's one
+        validation of the mix.
+        """
+        if not entries:
+            raise InvalidRequestError(
+                f"{field}.weights",
+                "empty; give at least one persona with a positive weight, or leave the mix unset",
+            )
+        order = {name: i for i, name in enumerate(personas)}
+        seen: dict[str, int] = {}
+        vector = np.zeros(len(personas), dtype=np.float64)
+        for i, (name, value) in enumerate(entries):
+            where = f"{field}.weights[{i}]"
+            if name not in order:
+                raise InvalidRequestError(
+                    f"{where}.persona_id", f"unknown persona {name!r}; known: {', '.join(personas)}"
+                )
+            if name in seen:
+                raise InvalidRequestError(
+                    f"{where}.persona_id", f"{name!r} already appears in {field}.weights[{seen[name]}]"
+                )
+            seen[name] = i
+            problem = _weight_problem(value)
+            if problem is not None:
+                raise InvalidRequestError(f"{where}.weight", problem)
+            vector[order[name]] = value
+        total = vector.sum()
+        if total <= 0:
+            raise InvalidRequestError(
+                f"{field}.weights", "all weights are zero; at least one must be positive"
+            )
         return cls(tuple(personas), vector / total)
 
     @classmethod
@@ -96,6 +138,15 @@ class PersonaMix:
         if other.personas != self.personas:
             raise PersonaMixError("cannot compare mixes over different persona lists")
         return float(0.5 * np.abs(self.weights - other.weights).sum())
+
+
+def _weight_problem(value: float) -> str | None:
+    """What is wrong with one given weight (the rule both ways of giving a mix share), or None."""
+    if math.isnan(value) or math.isinf(value):
+        return f"must be finite, got {value}"
+    if value < 0:
+        return f"must be >= 0, got {value}"
+    return None
 
 
 def normalize_rows(

@@ -2,7 +2,8 @@
 
 In order of precedence:
 
-1. the mix the request gives (validated and normalised by ``PersonaMix.from_mapping``): source REQUEST;
+1. the mix the request gives (validated once, where it is built: ``PersonaMix.from_entries`` for a
+   gRPC request, ``from_mapping`` for the CLI): source REQUEST;
 2. the customer's inferred mix for the request's shopping context (weekday or weekend/holiday), or
    the overall inferred mix when no context is given: source INFERRED;
 3. a customer the artifact knows without events (only in the customers table) gets the demographic
@@ -10,10 +11,13 @@ In order of precedence:
 4. an id the artifact has never seen gets the population's average mix: source PRIOR. (The
    demographic prior would need demographics, which requests do not carry.)
 
-When live state is attached (``CustomerMixes.live``, see ``engine.live.customer_state``), the mix of
-2-4 is handed to it as the long-term mix: a customer with recent session events gets the blend of
-that mix and their session's (source LIVE), and whatever the live state holds (items just bought,
-drift) travels with the resolved mix. A mix given in the request is never overridden.
+``CustomerMixes`` holds the stored mixes (2-4) and ``MixResolver`` applies the order above. A
+resolver built with live state (``engine.live.customer_state``) hands the mix of 2-4 to it as the
+long-term mix: a customer with recent session events gets the blend of that mix and their session's
+(source LIVE), and whatever the live state holds (items just bought, drift) travels with the resolved
+mix. A mix given in the request is never overridden. The live state is a constructor argument, never
+set on a resolver afterwards, so a resolver resolves the same way for its whole life; a model that
+gains live state gets a new resolver (``Personalizer.use_live_state``).
 
 Priors for the customers without events are computed once at load, so resolving is a look-up.
 """
@@ -120,7 +124,6 @@ class CustomerMixes:
             contexts.shape
         )
         self.has_events = np.asarray(n_events) > 0
-        self.live: LiveMixes | None = None  # attached by the server when it keeps live state
         if prior_for_eventless is not None:
             eventless = np.flatnonzero(~self.has_events)
             prior = normalize_rows(
@@ -169,20 +172,33 @@ class CustomerMixes:
             raise ValueError(f"unknown context {context!r}; expected one of {', '.join(CONTEXTS)}")
         return PersonaMix(self.persona_ids, self.by_context[row, CONTEXTS.index(context)].copy())
 
+
+class MixResolver:
+    """The mix each request is served with: the request's, else the stored one moved by live state."""
+
+    def __init__(self, mixes: CustomerMixes, live: LiveMixes | None = None) -> None:
+        self.mixes = mixes
+        self._live = live
+
+    @property
+    def live(self) -> LiveMixes | None:
+        return self._live
+
     def resolve(
         self, customer_id: str, requested: PersonaMix | None = None, context: str | None = None
     ) -> ResolvedMix:
-        row = self.row_of(customer_id)
-        has_events = row != UNKNOWN_ROW and bool(self.has_events[row])
+        mixes = self.mixes
+        row = mixes.row_of(customer_id)
+        has_events = row != UNKNOWN_ROW and bool(mixes.has_events[row])
         if requested is not None:
-            if requested.personas != self.persona_ids:
+            if requested.personas != mixes.persona_ids:
                 raise ValueError(
-                    f"mix is over personas {requested.personas}, the artifact's {self.persona_ids}"
+                    f"mix is over personas {requested.personas}, the artifact's {mixes.persona_ids}"
                 )
             return ResolvedMix(customer_id, row, requested, MixSource.REQUEST, has_events)
         source = MixSource.INFERRED if has_events else MixSource.PRIOR
-        stored = self.stored(row, context)
-        view = self.live.live_view(customer_id, stored) if self.live is not None else None
+        stored = mixes.stored(row, context)
+        view = self._live.live_view(customer_id, stored) if self._live is not None else None
         if view is not None and view.mix is not None:
             return ResolvedMix(customer_id, row, view.mix, MixSource.LIVE, has_events, view)
         return ResolvedMix(customer_id, row, stored, source, has_events, view)

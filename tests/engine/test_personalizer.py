@@ -58,8 +58,8 @@ def test_known_customers_are_scored_against_the_mix_their_history_was_learned_un
     row = personalizer.mixes.row_of(known)
     given = personalizer.persona_mix({"tech_savvy": 1.0})
     chunk = [
-        _Scored(CustomerTarget(known, given), personalizer.mixes.resolve(known, given), 0),
-        _Scored(CustomerTarget("never-seen", given), personalizer.mixes.resolve("never-seen", given), -1),
+        _Scored(CustomerTarget(known, given), personalizer.resolver.resolve(known, given), 0),
+        _Scored(CustomerTarget("never-seen", given), personalizer.resolver.resolve("never-seen", given), -1),
     ]
     batch = personalizer._batch(chunk)
     assert batch.base_mix is not None

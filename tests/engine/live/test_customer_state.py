@@ -64,9 +64,10 @@ def live(personalizer: Personalizer, scorer: LiveEventScorer) -> Iterator[Live]:
         clock=clock,
         on_drift_started=lambda customer, status: started.append(customer),
     )
-    personalizer.mixes.live = states
+    without_live = personalizer.resolver
+    personalizer.use_live_state(states)
     yield states, clock, started
-    personalizer.mixes.live = None
+    personalizer.resolver = without_live
 
 
 def typical_items(scorer: LiveEventScorer, persona: int, n: int) -> list[str]:
@@ -133,26 +134,26 @@ def test_session_events_move_the_mix_towards_their_persona_then_decay(
     states, clock, _ = live
     persona = 0
     customer = known_customer(personalizer, persona)
-    before = personalizer.mixes.resolve(customer)
+    before = personalizer.resolver.resolve(customer)
     assert before.source is MixSource.INFERRED
     items = typical_items(scorer, persona, 4)
     states.observe(
         [event(customer, item, START - dt.timedelta(minutes=4 - i)) for i, item in enumerate(items)], []
     )
 
-    during = personalizer.mixes.resolve(customer)
+    during = personalizer.resolver.resolve(customer)
     assert during.source is MixSource.LIVE
     assert during.mix.weights[persona] > before.mix.weights[persona] + 0.2
     products = personalizer.recommend_products([CustomerTarget(customer)], ProductRequest(k=5))[0]
     assert products.decision.mix_source is MixSource.LIVE
-    in_context = personalizer.mixes.resolve(customer, context=products.decision.shopping_context)
+    in_context = personalizer.resolver.resolve(customer, context=products.decision.shopping_context)
     np.testing.assert_allclose(products.mix.weights, in_context.mix.weights)
 
     clock.now = START + dt.timedelta(hours=2)  # four half-lives: a sixteenth of the weight is left
-    later = personalizer.mixes.resolve(customer)
+    later = personalizer.resolver.resolve(customer)
     assert before.mix.weights[persona] < later.mix.weights[persona] < during.mix.weights[persona]
     clock.now = START + dt.timedelta(hours=5)  # nothing left that counts
-    assert personalizer.mixes.resolve(customer).source is MixSource.INFERRED
+    assert personalizer.resolver.resolve(customer).source is MixSource.INFERRED
 
 
 def test_a_mix_given_in_the_request_is_never_overridden(
@@ -164,7 +165,7 @@ def test_a_mix_given_in_the_request_is_never_overridden(
     customer = known_customer(personalizer, 1)
     states.observe([event(customer, item, START) for item in typical_items(scorer, 1, 3)], [])
     given = personalizer.persona_mix({personalizer.catalog.ids[0]: 1.0})
-    resolved = personalizer.mixes.resolve(customer, given)
+    resolved = personalizer.resolver.resolve(customer, given)
     assert resolved.source is MixSource.REQUEST
     assert resolved.mix == given
 
@@ -324,11 +325,11 @@ def test_a_remembered_view_never_outlives_a_change_of_state(
     customer = known_customer(personalizer, 2)
     items = typical_items(scorer, 2, 4)
     states.observe([event(customer, items[0], START)], [])
-    first = personalizer.mixes.resolve(customer)
-    assert personalizer.mixes.resolve(customer).mix == first.mix  # same state, same moment: remembered
+    first = personalizer.resolver.resolve(customer)
+    assert personalizer.resolver.resolve(customer).mix == first.mix  # same state, same moment: remembered
     states.observe([event(customer, item, START, n=i + 1) for i, item in enumerate(items[1:])], [])
-    second = personalizer.mixes.resolve(customer)
+    second = personalizer.resolver.resolve(customer)
     assert second.mix.weights[2] > first.mix.weights[2]
     states.observe([event(customer, items[0], START, "purchase", n=9)], [])
-    assert personalizer.mixes.resolve(customer).live is not None
-    assert items[0] in personalizer.mixes.resolve(customer).live.purchased_item_ids  # type: ignore[union-attr]
+    assert personalizer.resolver.resolve(customer).live is not None
+    assert items[0] in personalizer.resolver.resolve(customer).live.purchased_item_ids  # type: ignore[union-attr]

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.invalid_request import InvalidRequestError
 from engine.personas.mix import PersonaMix, PersonaMixError, normalize_rows, total_variation_rows
 
 PERSONAS = ("bargain_hunter", "brand_loyalist", "luxury_enthusiast")
@@ -51,3 +52,38 @@ def test_normalize_rows_uses_fallback_for_empty_rows() -> None:
     out = normalize_rows(np.array([[2.0, 2.0, 0.0], [0.0, 0.0, 0.0]]))
     assert out.tolist() == [[0.5, 0.5, 0.0], [1 / 3, 1 / 3, 1 / 3]]
     assert total_variation_rows(out[:1], np.array([[1.0, 0.0, 0.0]])).tolist() == [0.5]
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([], "targets[3].persona_mix.weights: empty"),
+        (
+            [("bargain_huntr", 1.0)],
+            "targets[3].persona_mix.weights[0].persona_id: unknown persona 'bargain_huntr'",
+        ),
+        (
+            [("luxury_enthusiast", 1.0), ("luxury_enthusiast", 2.0)],
+            "targets[3].persona_mix.weights[1].persona_id: 'luxury_enthusiast' already appears in "
+            "targets[3].persona_mix.weights[0]",
+        ),
+        (
+            [("bargain_hunter", 1.0), ("brand_loyalist", -0.2)],
+            "targets[3].persona_mix.weights[1].weight: must be >= 0",
+        ),
+        ([("bargain_hunter", float("nan"))], "targets[3].persona_mix.weights[0].weight: must be finite"),
+        ([("bargain_hunter", 0.0)], "targets[3].persona_mix.weights: all weights are zero"),
+    ],
+)
+def test_a_requests_entries_are_validated_with_their_path(
+    entries: list[tuple[str, float]], message: str
+) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        PersonaMix.from_entries(entries, PERSONAS, "targets[3].persona_mix")
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_a_requests_entries_normalise_like_a_mapping() -> None:
+    entries = [("luxury_enthusiast", 3.0), ("bargain_hunter", 1.0)]
+    mix = PersonaMix.from_entries(entries, PERSONAS)
+    assert mix.as_dict() == pytest.approx(PersonaMix.from_mapping(dict(entries), PERSONAS).as_dict())

@@ -10,7 +10,13 @@ from engine.data.feature_space import FeatureSpace
 from engine.data.id_map import IdMap
 from engine.personas.inference.demographic_prior import DemographicMixPrior
 from engine.personas.mix import PersonaMix
-from engine.personas.mix_resolution import CustomerMixes, MixSource, demographic_frame
+from engine.personas.mix_resolution import (
+    CustomerMixes,
+    LiveView,
+    MixResolver,
+    MixSource,
+    demographic_frame,
+)
 
 PERSONAS = ("a", "b", "c")
 OVERALL = np.asarray([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [1 / 3, 1 / 3, 1 / 3]])
@@ -40,28 +46,44 @@ def mixes() -> CustomerMixes:
     )
 
 
+def resolver() -> MixResolver:
+    return MixResolver(mixes())
+
+
+class SessionMixes:
+    """Live state that moves every customer to one mix and remembers what it was asked."""
+
+    def __init__(self, mix: PersonaMix) -> None:
+        self.mix = mix
+        self.asked: list[tuple[str, PersonaMix]] = []
+
+    def live_view(self, customer_id: str, long_term: PersonaMix) -> LiveView | None:
+        self.asked.append((customer_id, long_term))
+        return LiveView(self.mix, ("bought-today",))
+
+
 def test_a_requested_mix_wins_over_everything() -> None:
     given = PersonaMix.from_mapping({"c": 2.0}, PERSONAS)
-    resolved = mixes().resolve("known", given, "weekend_holiday")
+    resolved = resolver().resolve("known", given, "weekend_holiday")
     assert resolved.source is MixSource.REQUEST and resolved.mix is given and resolved.has_events
 
 
 def test_known_customers_get_their_context_mix_or_overall_without_context() -> None:
-    weekend = mixes().resolve("known", None, "weekend_holiday")
+    weekend = resolver().resolve("known", None, "weekend_holiday")
     assert weekend.source is MixSource.INFERRED
     np.testing.assert_allclose(weekend.mix.weights, OVERALL[0, ::-1])
-    np.testing.assert_allclose(mixes().resolve("known").mix.weights, OVERALL[0])
+    np.testing.assert_allclose(resolver().resolve("known").mix.weights, OVERALL[0])
 
 
 def test_customers_without_events_get_the_prior_of_their_demographics() -> None:
-    resolved = mixes().resolve("eventless", None, "weekday")
+    resolved = resolver().resolve("eventless", None, "weekday")
     assert resolved.source is MixSource.PRIOR and not resolved.has_events
     np.testing.assert_allclose(resolved.mix.weights, prior().mix_for(age_band="65+"))
     assert resolved.mix.dominant == "c"
 
 
 def test_unknown_ids_get_the_population_mix_as_a_prior() -> None:
-    resolved = mixes().resolve("never-seen", None, "weekday")
+    resolved = resolver().resolve("never-seen", None, "weekday")
     assert resolved.row == -1 and resolved.source is MixSource.PRIOR and not resolved.has_events
     np.testing.assert_allclose(resolved.mix.weights, [0.5, 0.25, 0.25])
 
@@ -76,7 +98,7 @@ def test_demographic_frame_decodes_one_hot_rows() -> None:
 
 def test_mixes_over_other_personas_and_bad_shapes_are_refused() -> None:
     with pytest.raises(ValueError, match="personas"):
-        mixes().resolve("known", PersonaMix.from_mapping({"x": 1.0}, ("x", "y", "z")))
+        resolver().resolve("known", PersonaMix.from_mapping({"x": 1.0}, ("x", "y", "z")))
     with pytest.raises(ValueError, match="shapes"):
         CustomerMixes(
             PERSONAS,
@@ -86,3 +108,17 @@ def test_mixes_over_other_personas_and_bad_shapes_are_refused() -> None:
             n_events=np.ones(3, dtype=np.int64),
             population_mix=np.ones(3),
         )
+
+
+def test_a_resolver_built_with_live_state_moves_stored_mixes_but_never_a_requested_one() -> None:
+    session = PersonaMix.from_mapping({"b": 1.0}, PERSONAS)
+    live = SessionMixes(session)
+    with_live = MixResolver(mixes(), live)
+    moved = with_live.resolve("known", None, "weekend_holiday")
+    assert moved.source is MixSource.LIVE and moved.mix is session and moved.has_events
+    assert moved.live is not None and moved.live.purchased_item_ids == ("bought-today",)
+    np.testing.assert_allclose(live.asked[0][1].weights, OVERALL[0, ::-1])  # the context's stored mix
+    given = PersonaMix.from_mapping({"c": 1.0}, PERSONAS)
+    assert with_live.resolve("known", given).source is MixSource.REQUEST
+    assert len(live.asked) == 1
+    assert resolver().resolve("known").source is MixSource.INFERRED  # another resolver: no live state

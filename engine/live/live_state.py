@@ -1,11 +1,12 @@
-"""The server's live customer state: one StateStore, attached to every model the process serves.
+"""A deployment's live customer state: one StateStore, attached to every model the process serves.
 
-Each artifact the server loads (at startup and on every reload) gets its own
+Each artifact served (at startup and on every reload) gets its own
 ``engine.live.customer_state.LiveCustomerStates`` (its persona model scores events, its mixes are the
-long-term ones), attached to the model's mix resolution before the model starts serving, so the first
+long-term ones), built into the model's mix resolution before the model starts serving, so the first
 request a new model answers already sees live state. The state itself lives in the StateStore and
 outlives reloads. As a LiveEventObserver, this object hands accepted events to the states of the
-model attached last, and counts them and the drifts they start in the metrics.
+model attached last, and counts them and the drifts they start in the metrics it is given (the
+server's; anything with the two ``record_`` methods of ``LiveStateMetrics``).
 
 With ``--workers N`` and the default in-memory store each worker keeps its own state; a
 ``--state redis://...`` store is shared by all workers and replicas and survives restarts. An
@@ -18,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Sequence
+from typing import Protocol
 
 from engine.live.customer_state import LiveCustomerStates, LiveStateConfig
 from engine.live.event_log import EventLog
@@ -26,16 +28,26 @@ from engine.live.events import BehaviorEvent, DecisionOutcome
 from engine.live.state_store import MemoryStateStore, StateStore
 from engine.personalizer import Personalizer
 from engine.personas.drift import WINDOW_HALF_LIVES, DriftStatus
-from serving.metrics import ServingMetrics
 
 _REPLAY_CHUNK = 5_000  # events per observe call when catching up
+
+
+class LiveStateMetrics(Protocol):
+    """What live state counts: events folded into customer state, and drifts those events start."""
+
+    def record_live_events(self, count: int) -> None: ...
+
+    def record_drift_started(self) -> None: ...
 
 
 class LiveState:
     """Attaches live customer state to models and feeds it accepted events."""
 
     def __init__(
-        self, store: StateStore, metrics: ServingMetrics | None = None, config: LiveStateConfig | None = None
+        self,
+        store: StateStore,
+        metrics: LiveStateMetrics | None = None,
+        config: LiveStateConfig | None = None,
     ) -> None:
         self.store = store
         self.config = config or LiveStateConfig()
@@ -44,7 +56,7 @@ class LiveState:
         self._lock = threading.Lock()
 
     def attach(self, personalizer: Personalizer) -> LiveCustomerStates:
-        """Give ``personalizer`` live state; call before it serves (ModelHolder's ``prepare`` hook)."""
+        """Give ``personalizer`` live state; call before it serves (the server's model ``prepare`` hook)."""
         states = LiveCustomerStates(
             self.store,
             LiveEventScorer.from_artifact(personalizer.artifact),
@@ -52,7 +64,7 @@ class LiveState:
             self.config,
             on_drift_started=self._drift_started,
         )
-        personalizer.mixes.live = states
+        personalizer.use_live_state(states)
         with self._lock:
             self._current = states
         return states

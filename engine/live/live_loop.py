@@ -1,0 +1,327 @@
+"""The live loop around the Personalizer: one engine call per request and one per batch of events.
+
+The Personalizer answers from the artifact alone. A deployment that learns online wraps each of its
+answers in the same steps, and they belong together, in the core, not in whichever transport serves
+them (the gRPC servicer only translates messages around these calls):
+
+- the customer is assigned an experiment arm (``engine.decisions.experiment``), which may serve
+  another recommender of the artifact; the result names the arm;
+- the journey stage is read (``engine.decisions.journey_stage``); an ``online-bandit`` arm gets its
+  offers and layout from the online bandit (``engine.live.decisions``) with the bandit's exact
+  propensities, and the artifact's decisions in other arms are remembered so their outcomes teach
+  the bandit too;
+- every offer and layout served is queued for the decision log (``DecisionLogWriter``, off the
+  request path) with its arm and stage.
+
+Recording events is the other half: a batch is appended to the event log in one durable transaction
+and only then are the newly accepted records (never a retried duplicate) handed to the observers: the
+live customer state, any extra observers, and last the experiment's journeys and bandits. An
+observer that fails is logged and skipped: the records are already durable and acknowledged, and the
+caller must not retry them. Calls may arrive from several threads at once.
+
+Without ``decisions`` there is no experiment and no bandit (every arm is ``""``); without an event
+log nothing is recorded and ``record_events`` refuses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from engine.decisions.experiment import ArmPolicy
+from engine.decisions.journey_stage import JourneyStage
+from engine.decisions.page_decision import LayoutDecision, RankedOffer
+from engine.errors import PersonaEngineError
+from engine.live.decision_log_writer import DecisionLogWriter, served_arms
+from engine.live.decisions import Assignment, LiveDecisions
+from engine.live.event_log import AppendResult, EventLog
+from engine.live.events import BehaviorEvent, DecisionOutcome, LiveEventObserver, ServedDecision
+from engine.personalization_request import (
+    LayoutRequest,
+    OfferRankingRequest,
+    PageRequest,
+    ProductListsRequest,
+    SessionContext,
+)
+from engine.personalizer import (
+    DecisionInfo,
+    LayoutSelection,
+    OfferRanking,
+    PagePersonalization,
+    Personalizer,
+    ProductList,
+)
+
+LOGGER = logging.getLogger("persona_engine.live")
+
+
+class NoEventLogError(PersonaEngineError, RuntimeError):
+    """Events were sent to a deployment that keeps no event log."""
+
+
+class EventsNotStoredError(PersonaEngineError, RuntimeError):
+    """The event log could not store a batch; nothing of it was stored, so a retry is safe."""
+
+
+@dataclass(frozen=True)
+class ServedPage:
+    page: PagePersonalization  # offers and layout are the bandit's in an online-bandit arm
+    experiment_arm: str = ""  # "" outside any experiment
+
+
+@dataclass(frozen=True)
+class ServedProductLists:
+    lists: list[ProductList]  # one per target, in request order
+    experiment_arms: list[str]  # each target's arm, in the same order
+
+
+@dataclass(frozen=True)
+class ServedOffers:
+    ranking: OfferRanking
+    experiment_arm: str = ""
+
+
+@dataclass(frozen=True)
+class ServedLayout:
+    selection: LayoutSelection
+    experiment_arm: str = ""
+
+
+@dataclass(frozen=True)
+class _ArmContext:
+    """One request's place in the live loop: its experiment arm, the personalizer and journey stage."""
+
+    assignment: Assignment
+    personalizer: Personalizer
+    stage: JourneyStage
+
+    @property
+    def uses_bandit(self) -> bool:
+        return self.assignment.policy is ArmPolicy.ONLINE_BANDIT
+
+
+class LiveLoop:
+    """Serves requests with a Personalizer inside the live loop, and records the events that feed it.
+
+    The Personalizer is an argument of every call rather than of the loop: a server swaps models on
+    reload, and each call must use the one model it started with from translation to response.
+    """
+
+    def __init__(
+        self,
+        *,
+        decisions: LiveDecisions | None = None,
+        event_log: EventLog | None = None,
+        decision_writer: DecisionLogWriter | None = None,
+        observers: Sequence[LiveEventObserver] = (),
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        """``observers`` learn from accepted batches, before ``decisions`` (which learns from them too).
+
+        ``clock`` dates logged decisions whose request carries no timestamp (UTC now by default).
+        """
+        self._decisions = decisions
+        self._event_log = event_log
+        self._decision_writer = decision_writer
+        self._observers: list[LiveEventObserver] = list(observers)
+        if decisions is not None:
+            self._observers.append(decisions)
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+
+    def prepare(self, personalizer: Personalizer) -> None:
+        """Build the bandits for the serving model now, so outcomes of decisions served before a
+        restart (their state kept in a shared store) teach them from the first batch on."""
+        if self._decisions is not None:
+            self._decisions.bandits(personalizer)
+
+    def add_observer(self, observer: LiveEventObserver) -> None:
+        """Register before serving starts; it learns after those given at construction."""
+        self._observers.insert(len(self._observers) - (self._decisions is not None), observer)
+
+    # ------------------------------------------------------------------ decisions
+
+    def personalize(self, personalizer: Personalizer, request: PageRequest) -> ServedPage:
+        customer_id = request.target.customer_id
+        arm = self._arm(personalizer, customer_id, request.session)
+        chosen = arm.personalizer if arm is not None else personalizer
+        page = chosen.personalize(
+            request.target, request.products, request.session, num_offers=request.num_offers
+        )
+        if arm is not None and arm.uses_bandit and self._decisions is not None:
+            decision_id, mix = page.decision.decision_id, page.decision.mix
+            offers = self._decisions.rank_offers(
+                chosen,
+                decision_id=decision_id,
+                customer_id=customer_id,
+                mix=mix,
+                session=request.session,
+                stage=arm.stage,
+                n=request.num_offers,
+            )
+            layout = self._decisions.choose_layout(
+                chosen,
+                decision_id=decision_id,
+                customer_id=customer_id,
+                mix=mix,
+                stage=arm.stage,
+                timestamp=request.session.timestamp,
+                item_ids=[item.item_id for item in page.items],
+                offer_ids=[offer.offer_id for offer in offers],
+            )
+            page = replace(page, offers=offers, layout=layout)
+        self._served(page.decision, page.offers, page.layout, customer_id, request.session, arm)
+        return ServedPage(page, _arm_name(arm))
+
+    def recommend_products(
+        self, personalizer: Personalizer, request: ProductListsRequest
+    ) -> ServedProductLists:
+        """Product lists carry no offers or layout: nothing is logged or taught, only arms are named."""
+        arms = [""] * len(request.targets)
+        if self._decisions is None:
+            lists = personalizer.recommend_products(request.targets, request.products, request.session)
+            return ServedProductLists(lists, arms)
+        # Targets in arms with their own recommender are scored in one batch per recommender.
+        groups: dict[int, tuple[Personalizer, list[int]]] = {}
+        for i, target in enumerate(request.targets):
+            assignment = self._decisions.assign(target.customer_id)
+            arms[i] = assignment.experiment_arm
+            chosen = self._decisions.personalizer_for(personalizer, assignment)
+            groups.setdefault(id(chosen), (chosen, []))[1].append(i)
+        by_position: dict[int, ProductList] = {}
+        for chosen, positions in groups.values():
+            targets = [request.targets[i] for i in positions]
+            scored = chosen.recommend_products(targets, request.products, request.session)
+            by_position.update(zip(positions, scored, strict=True))
+        return ServedProductLists([by_position[i] for i in range(len(request.targets))], arms)
+
+    def rank_offers(self, personalizer: Personalizer, request: OfferRankingRequest) -> ServedOffers:
+        customer_id = request.target.customer_id
+        arm = self._arm(personalizer, customer_id, request.session)
+        chosen = arm.personalizer if arm is not None else personalizer
+        ranking = chosen.rank_offers(
+            request.target,
+            request.session,
+            num_offers=request.num_offers,
+            candidate_offer_ids=request.candidate_offer_ids,
+        )
+        if arm is not None and arm.uses_bandit and self._decisions is not None:
+            offers = self._decisions.rank_offers(
+                chosen,
+                decision_id=ranking.decision.decision_id,
+                customer_id=customer_id,
+                mix=ranking.decision.mix,
+                session=request.session,
+                stage=arm.stage,
+                n=request.num_offers,
+                candidates=request.candidate_offer_ids,
+            )
+            ranking = replace(ranking, offers=offers)
+        self._served(ranking.decision, ranking.offers, None, customer_id, request.session, arm)
+        return ServedOffers(ranking, _arm_name(arm))
+
+    def select_layout(self, personalizer: Personalizer, request: LayoutRequest) -> ServedLayout:
+        customer_id = request.target.customer_id
+        arm = self._arm(personalizer, customer_id, request.session)
+        chosen = arm.personalizer if arm is not None else personalizer
+        selection = chosen.select_layout(
+            request.target, request.session, candidate_variant_ids=request.candidate_variant_ids
+        )
+        if arm is not None and arm.uses_bandit and self._decisions is not None:
+            layout = self._decisions.choose_layout(
+                chosen,
+                decision_id=selection.decision.decision_id,
+                customer_id=customer_id,
+                mix=selection.decision.mix,
+                stage=arm.stage,
+                timestamp=request.session.timestamp,
+                candidates=request.candidate_variant_ids,
+            )
+            selection = replace(selection, layout=layout)
+        self._served(selection.decision, (), selection.layout, customer_id, request.session, arm)
+        return ServedLayout(selection, _arm_name(arm))
+
+    def _arm(
+        self, personalizer: Personalizer, customer_id: str, session: SessionContext
+    ) -> _ArmContext | None:
+        """The experiment arm, its personalizer and the journey stage; None without experiments."""
+        if self._decisions is None:
+            return None
+        assignment = self._decisions.assign(customer_id)
+        chosen = self._decisions.personalizer_for(personalizer, assignment)
+        return _ArmContext(assignment, chosen, self._decisions.stage(chosen, customer_id, session))
+
+    def _served(
+        self,
+        decision: DecisionInfo,
+        offers: Sequence[RankedOffer],
+        layout: LayoutDecision | None,
+        customer_id: str,
+        session: SessionContext,
+        arm: _ArmContext | None,
+    ) -> None:
+        """Teach the bandits from the artifact's choices and queue the served arms for the log."""
+        if arm is not None and self._decisions is not None and not arm.uses_bandit:
+            # Outcomes of the artifact's decisions teach the bandit too (see OnlineBandit.remember).
+            self._decisions.remember(
+                arm.personalizer,
+                decision_id=decision.decision_id,
+                mix=decision.mix,
+                stage=arm.stage,
+                offers=offers,
+                layout=layout,
+            )
+        if self._decision_writer is not None and (offers or layout is not None):
+            self._decision_writer.submit(
+                served_arms(
+                    decision,
+                    customer_id,
+                    session.timestamp or self._clock(),
+                    offers,
+                    layout,
+                    experiment_arm=_arm_name(arm),
+                    journey_stage=arm.stage.value if arm is not None else "",
+                )
+            )
+
+    # ------------------------------------------------------------------ events
+
+    @property
+    def records_events(self) -> bool:
+        return self._event_log is not None
+
+    def logged_decision(self, decision_id: str) -> tuple[ServedDecision, ...]:
+        """Every arm the event log holds for ``decision_id`` (outcomes are checked against it)."""
+        if self._event_log is None:
+            return ()
+        return self._event_log.decision(decision_id)
+
+    def record_events(
+        self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome] = ()
+    ) -> AppendResult:
+        """Store a batch durably, then let every observer learn from its newly accepted records.
+
+        Raises ``EventsNotStoredError`` when the log fails (nothing was stored: one transaction).
+        """
+        log = self._event_log
+        if log is None:
+            raise NoEventLogError("this deployment keeps no event log, so it cannot record events")
+        try:
+            stored = log.append(events, outcomes)
+        except Exception as error:  # nothing of the batch was stored (one transaction); a retry is safe
+            LOGGER.exception("could not store a batch of events in %s", log.path)
+            raise EventsNotStoredError(
+                "the event log could not store the batch; nothing was accepted, retry later"
+            ) from error
+        if stored.new_events or stored.new_outcomes:
+            for observer in self._observers:
+                try:
+                    observer.observe(stored.new_events, stored.new_outcomes)
+                except Exception:  # the records are durable and acknowledged; one observer must not undo that
+                    LOGGER.exception("live event observer %r failed on an accepted batch", observer)
+        return stored
+
+
+def _arm_name(arm: _ArmContext | None) -> str:
+    return arm.assignment.experiment_arm if arm is not None else ""
