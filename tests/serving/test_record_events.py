@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -17,26 +17,10 @@ from serving.client import PageContext, PersonaEngineClient
 from serving.examples import record_events
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 from serving.generated.persona.v1 import personalization_service_pb2_grpc as pb_grpc
+from tests.engine.live.recording_observers import FailingObserver, RecordingObserver
 from tests.serving.server_harness import InProcessServer, in_process_server, trained_artifacts
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-
-@dataclass
-class RecordingObserver:
-    """A real observer that keeps what it was told (the live state and the bandits plug in the same way)."""
-
-    events: list[BehaviorEvent] = field(default_factory=list)
-    outcomes: list[DecisionOutcome] = field(default_factory=list)
-
-    def observe(self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome]) -> None:
-        self.events += events
-        self.outcomes += outcomes
-
-
-class FailingObserver:
-    def observe(self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome]) -> None:
-        raise RuntimeError("observer bug")
 
 
 @dataclass

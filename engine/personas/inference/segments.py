@@ -23,6 +23,8 @@ def sum_segments(values: NDArray[np.float64], indptr: NDArray[np.int64]) -> NDAr
 
 def sum_by(group: NDArray[np.int64], values: NDArray[np.float64], n_groups: int) -> NDArray[np.float64]:
     """(rows x groups) sums of each row of ``values`` (rows x events) over the events of each group."""
+    if values.shape[0] == 0:
+        return np.zeros((0, n_groups))
     return np.vstack([np.bincount(group, weights=row, minlength=n_groups) for row in values])
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ from engine.personalization_request import (
     SessionContext,
 )
 from engine.personalizer import Personalizer
+from tests.engine.live.recording_observers import FailingObserver, RecordingObserver
 from tests.engine.small_artifact import train_small_artifact
 
 NOW = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
@@ -36,21 +37,6 @@ EXPERIMENT = Experiment(
     "static",
     (ExperimentArm("static", 0.5), ExperimentArm("bandit", 0.5, ArmPolicy.ONLINE_BANDIT)),
 )
-
-
-@dataclass
-class RecordingObserver:
-    events: list[BehaviorEvent] = field(default_factory=list)
-    outcomes: list[DecisionOutcome] = field(default_factory=list)
-
-    def observe(self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome]) -> None:
-        self.events += events
-        self.outcomes += outcomes
-
-
-class FailingObserver:
-    def observe(self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome]) -> None:
-        raise RuntimeError("observer bug")
 
 
 @dataclass

@@ -1,0 +1,108 @@
+"""The confidence matrix against a naive sum per pair; the edges: empty input, unknown types and ids."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.data.id_map import IdMap, UnknownIdError
+from engine.data.interactions import (
+    DEFAULT_EVENT_WEIGHTS,
+    empty_csr_matrix,
+    interaction_matrix,
+    relevant_matrix,
+)
+
+CUSTOMERS = IdMap(["a", "b", "c"], kind="customer")
+ITEMS = IdMap(["x", "y"])
+SCHEMA = {"customer_id": pl.Utf8, "item_id": pl.Utf8, "event_type": pl.Utf8}
+
+
+def frame(rows: list[tuple[str, str, str]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=SCHEMA, orient="row")
+
+
+def test_empty_csr_matrix_has_the_shape_and_no_entries() -> None:
+    m = empty_csr_matrix(4, 7)
+    assert (m.shape, m.nnz, m.dtype) == ((4, 7), 0, np.float32)
+
+
+def test_no_events_give_an_all_zero_matrix_of_the_full_shape() -> None:
+    for build in (interaction_matrix, relevant_matrix):
+        m = build(frame([]), CUSTOMERS, ITEMS)
+        assert (m.shape, m.nnz, m.dtype) == ((3, 2), 0, np.float32)
+
+
+def test_an_event_type_without_a_weight_is_refused_by_name() -> None:
+    events = frame([("a", "x", "view"), ("a", "x", "wishlist"), ("zz", "y", "click")])
+    with pytest.raises(ValueError, match=r"\['click', 'wishlist'\]"):
+        interaction_matrix(events, CUSTOMERS, ITEMS)
+
+
+def test_an_unknown_item_is_an_error_but_an_unknown_customer_is_skipped() -> None:
+    with pytest.raises(UnknownIdError, match="'z'"):
+        interaction_matrix(frame([("a", "z", "view")]), CUSTOMERS, ITEMS)
+    with pytest.raises(UnknownIdError, match="'z'"):
+        relevant_matrix(frame([("a", "z", "view")]), CUSTOMERS, ITEMS)
+    only_strangers = interaction_matrix(frame([("zz", "x", "purchase")]), CUSTOMERS, ITEMS)
+    assert only_strangers.shape == (3, 2) and only_strangers.nnz == 0
+
+
+def test_custom_weights_replace_the_defaults() -> None:
+    events = frame([("b", "y", "like"), ("b", "y", "like"), ("c", "x", "view")])
+    m = interaction_matrix(events, CUSTOMERS, ITEMS, event_weights={"like": 0.5, "view": 9.0})
+    expected = [[0.0, 0.0], [0.0, math.log1p(1.0)], [math.log1p(9.0), 0.0]]
+    np.testing.assert_allclose(m.toarray(), expected, rtol=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "ghost"]),
+            st.sampled_from(["x", "y"]),
+            st.sampled_from(list(DEFAULT_EVENT_WEIGHTS)),
+        ),
+        max_size=25,
+    )
+)
+def test_interaction_matrix_is_log1p_of_summed_weights_per_pair(rows: list[tuple[str, str, str]]) -> None:
+    totals: dict[tuple[str, str], float] = {}
+    for customer, item, kind in rows:
+        if customer in CUSTOMERS:
+            totals[customer, item] = totals.get((customer, item), 0.0) + DEFAULT_EVENT_WEIGHTS[kind]
+    m = interaction_matrix(frame(rows), CUSTOMERS, ITEMS)
+    assert m.dtype == np.float32 and m.nnz == len(totals)  # one stored entry per pair
+    expected = np.zeros((3, 2))
+    for (customer, item), total in totals.items():
+        expected[CUSTOMERS.index(customer), ITEMS.index(item)] = math.log1p(total)
+    np.testing.assert_allclose(m.toarray(), expected, rtol=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["a", "b", "c", "ghost"]), st.sampled_from(["x", "y"])), max_size=15),
+    st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["x", "y"])), max_size=6),
+)
+def test_relevant_matrix_is_the_binary_pairs_not_seen_in_training(
+    later: list[tuple[str, str]], seen: list[tuple[str, str]]
+) -> None:
+    training = interaction_matrix(frame([(c, i, "purchase") for c, i in seen]), CUSTOMERS, ITEMS)
+    rel = relevant_matrix(frame([(c, i, "view") for c, i in later]), CUSTOMERS, ITEMS, exclude=training)
+    assert rel.dtype == np.float32
+    expected = np.zeros((3, 2))
+    for customer, item in set(later) - set(seen):
+        if customer in CUSTOMERS:
+            expected[CUSTOMERS.index(customer), ITEMS.index(item)] = 1.0
+    assert rel.toarray().tolist() == expected.tolist()
+    assert rel.nnz == int(expected.sum())  # excluded pairs are dropped, not stored as zeros
+    without = relevant_matrix(frame([(c, i, "view") for c, i in later]), CUSTOMERS, ITEMS)
+    assert set(zip(*without.nonzero(), strict=True)) == {
+        (CUSTOMERS.index(c), ITEMS.index(i)) for c, i in later if c in CUSTOMERS
+    }
+    assert set(without.data.tolist()) <= {1.0}

@@ -1,0 +1,147 @@
+"""LiveState's wiring: what attach builds, where events go, what is counted, what catch_up replays.
+
+The customer states themselves are tested on a real artifact in test_customer_state.py and
+test_live_loop.py; here they are replaced by a recorder, so each promise of LiveState is checked alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from engine.live import live_state as live_state_module
+from engine.live.customer_state import LiveStateConfig
+from engine.live.event_log import EventLog
+from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind
+from engine.live.live_state import LiveState
+from engine.live.state_store import MemoryStateStore
+from engine.personas.drift import DriftConfig, DriftStatus
+
+NOW = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
+
+
+class RecordingStates:
+    """Stands in for LiveCustomerStates: keeps what it was built with and every batch it observes."""
+
+    def __init__(
+        self,
+        store: object,
+        scorer: object,
+        mixes: object,
+        config: LiveStateConfig,
+        *,
+        on_drift_started: Callable[[str, DriftStatus], None],
+    ) -> None:
+        self.built_with = (store, scorer, mixes, config)
+        self.on_drift_started = on_drift_started
+        self.batches: list[tuple[list[BehaviorEvent], tuple[DecisionOutcome, ...]]] = []
+
+    def observe(self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome]) -> None:
+        self.batches.append((list(events), tuple(outcomes)))
+
+
+class Scorer:
+    @classmethod
+    def from_artifact(cls, artifact: object) -> tuple[str, object]:
+        return ("scorer of", artifact)
+
+
+@dataclass
+class Model:
+    artifact: object = field(default_factory=object)
+    mixes: object = field(default_factory=object)
+    live: object = None
+
+    def use_live_state(self, live: object) -> None:
+        self.live = live
+
+
+@dataclass
+class Metrics:
+    events: list[int] = field(default_factory=list)
+    drifts: int = 0
+
+    def record_live_events(self, count: int) -> None:
+        self.events.append(count)
+
+    def record_drift_started(self) -> None:
+        self.drifts += 1
+
+
+@pytest.fixture(autouse=True)
+def recording(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(live_state_module, "LiveCustomerStates", RecordingStates)
+    monkeypatch.setattr(live_state_module, "LiveEventScorer", Scorer)
+
+
+def view(n: int, at: dt.datetime) -> BehaviorEvent:
+    return BehaviorEvent(f"e{n}", f"c{n % 2}", "i1", "view", at)
+
+
+def test_attach_builds_states_on_the_shared_store_and_gives_them_to_the_model() -> None:
+    store, config = MemoryStateStore(), LiveStateConfig(max_events=8)
+    live = LiveState(store, config=config)
+    assert LiveState(store).config == LiveStateConfig()
+    with pytest.raises(RuntimeError, match="no model attached"):
+        _ = live.states
+    model = Model()
+    states = live.attach(model)  # type: ignore[arg-type]
+    assert states.built_with == (store, ("scorer of", model.artifact), model.mixes, config)
+    assert model.live is states and live.states is states
+
+
+def test_events_go_to_the_model_attached_last_and_are_counted() -> None:
+    metrics = Metrics()
+    live = LiveState(MemoryStateStore(), metrics)
+    live.observe([view(0, NOW)], [])  # nothing attached yet: dropped, not counted
+    old = live.attach(Model())  # type: ignore[arg-type]
+    new = live.attach(Model())  # type: ignore[arg-type]
+    events = [view(1, NOW), view(2, NOW)]
+    outcome = DecisionOutcome("o1", "d1", "c1", OutcomeKind.OFFER_SHOWN, NOW)
+    live.observe(events, [outcome])
+    live.observe([], [outcome])  # outcomes alone are the bandits' business
+    assert old.batches == []
+    assert new.batches == [(events, (outcome,))]
+    assert metrics.events == [2]
+
+
+def test_a_drift_the_states_start_is_counted_in_the_metrics() -> None:
+    metrics = Metrics()
+    states = LiveState(MemoryStateStore(), metrics).attach(Model())  # type: ignore[arg-type]
+    status = DriftStatus(
+        drifting=True, divergence=0.3, since=NOW, from_persona="p0", to_persona="p1", evidence=4.0
+    )
+    states.on_drift_started("c1", status)
+    states.on_drift_started("c2", status)
+    assert metrics.drifts == 2
+    LiveState(MemoryStateStore()).attach(Model()).on_drift_started("c1", status)  # type: ignore[arg-type]
+
+
+def test_only_an_in_memory_store_is_process_local() -> None:
+    class SharedStore:  # stands in for Redis: the state outlives the process
+        pass
+
+    assert LiveState(MemoryStateStore()).is_process_local
+    assert not LiveState(SharedStore()).is_process_local  # type: ignore[arg-type]
+
+
+def test_catch_up_replays_the_drift_window_in_arrival_order_and_in_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live_state_module, "_REPLAY_CHUNK", 2)
+    config = LiveStateConfig(drift=DriftConfig(half_life_days=1.5))  # window: 4 half-lives = 6 days
+    ages = [dt.timedelta(days=d) for d in (7, 6, 0.5, 3, 6.0001, 1, 2)]
+    with EventLog.open(tmp_path / "events.db") as log:
+        log.append([view(n, NOW - age) for n, age in enumerate(ages)])
+        live = LiveState(MemoryStateStore(), config=config)
+        with pytest.raises(RuntimeError, match="no model attached"):
+            live.catch_up(log, now=NOW)
+        states = live.attach(Model())  # type: ignore[arg-type]
+        assert live.catch_up(log, now=NOW) == 5
+    replayed = [[e.event_id for e in events] for events, _ in states.batches]
+    assert replayed == [["e1", "e2"], ["e3", "e5"], ["e6"]]  # e0 and e4 are older than the window
+    assert all(outcomes == () for _, outcomes in states.batches)
