@@ -369,6 +369,13 @@ class Personalizer:
         """
         self.resolver = MixResolver(self.mixes, live)
 
+    def with_model(self, model_name: str) -> Personalizer:
+        """The same artifact served by another of its models (an experiment arm's), resolving mixes
+        exactly as this one does: same customers, same live state."""
+        sibling = Personalizer(self.artifact, model_name)
+        sibling.resolver = self.resolver
+        return sibling
+
     def persona_mix(self, weights: Mapping[str, float]) -> PersonaMix:
         """A request's weights as a validated mix over the artifact's personas (PersonaMixError if not)."""
         return PersonaMix.from_mapping(weights, self.catalog.ids)

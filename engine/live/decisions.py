@@ -101,7 +101,7 @@ class LiveDecisions:
             if cached is None:
                 # Drop models of artifacts no longer serving, so a reload frees them.
                 self._models = {k: v for k, v in self._models.items() if k[0] == serving.version}
-                cached = Personalizer(serving.artifact, assignment.model)
+                cached = serving.with_model(assignment.model)
                 self._models[key] = cached
         return cached
 

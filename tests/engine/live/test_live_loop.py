@@ -12,7 +12,7 @@ import pytest
 from engine.decisions.experiment import ArmPolicy, Experiment, ExperimentArm
 from engine.decisions.journey_stage import JourneyStage
 from engine.live.decision_log_writer import DecisionLogWriter
-from engine.live.decisions import LiveDecisions
+from engine.live.decisions import Assignment, LiveDecisions
 from engine.live.event_log import EventLog
 from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind
 from engine.live.live_loop import EventsNotStoredError, LiveLoop, NoEventLogError
@@ -238,3 +238,20 @@ def test_a_batch_the_log_cannot_store_is_refused_and_not_observed(
     with pytest.raises(EventsNotStoredError, match="nothing was accepted"):
         loop.loop.record_events([event])
     assert loop.observer.events == []
+
+
+def test_an_arm_served_by_another_model_sees_the_same_live_state(
+    personalizer: Personalizer, loop: Loop
+) -> None:
+    customer = customers(personalizer, 1)[0]
+    item = str(personalizer.item_catalog.ids.ids[0])
+    loop.loop.record_events(
+        [BehaviorEvent("arm-p1", customer, item, "purchase", NOW - dt.timedelta(minutes=1))]
+    )
+    assignment = Assignment("popularity-arm", ArmPolicy.ARTIFACT, "popularity")
+    arm = loop.decisions.personalizer_for(personalizer, assignment)
+    assert arm.model_name == "popularity"
+    resolved = arm.resolver.resolve(customer)
+    assert resolved.live is not None and item in resolved.live.purchased_item_ids
+    served = personalizer.resolver.resolve(customer)
+    assert (resolved.source, resolved.mix.as_dict()) == (served.source, served.mix.as_dict())
