@@ -51,17 +51,22 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.training_cost
 	$(BIN)/python -m benchmarks.serving_latency $(BENCH_SERVING_ARGS)
 
-# Serving latency and throughput of the real gRPC server against in-process and numpy top-k baselines
-# (benchmarks/README.md). Extra flags through BENCH_SERVING_ARGS, e.g. BENCH_SERVING_ARGS=--profile
-# (needs py-spy in the venv) or BENCH_SERVING_ARGS=--json.
+# Serving latency and throughput of the real gRPC server against the gRPC floor (the same server with
+# --benchmark-floor: Personalize without the engine), in-process and numpy top-k baselines, with the
+# mixed read/write workload; prints the floor, the ratios and the targets' verdicts (benchmarks/README.md).
+# Personalize runs open loop at 300/s (--rate) and 1,000/s (--personalize-extra-rates, default).
+# Extra flags through BENCH_SERVING_ARGS, e.g. BENCH_SERVING_ARGS=--profile (needs py-spy in the venv),
+# BENCH_SERVING_ARGS=--json or BENCH_SERVING_ARGS=--no-floor.
+BENCH_SERVING_MIXED := --mixed-write-share 0.1
 .PHONY: bench-serving bench-serving-large
 bench-serving: $(STAMP)
-	$(BIN)/python -m benchmarks.serving_latency $(BENCH_SERVING_ARGS)
+	$(BIN)/python -m benchmarks.serving_latency $(BENCH_SERVING_MIXED) $(BENCH_SERVING_ARGS)
 
 bench-serving-large: $(STAMP)
 	$(BIN)/python -m benchmarks.serving_latency --customers 1000000 --items 100000 --events 10000000 \
 		--config benchmarks/configs/serving_large.toml --workers 1 2 --concurrency 16 \
-		--duration 10 --warmup 2 $(BENCH_SERVING_ARGS)
+		--duration 10 --warmup 2 --rate 300 --personalize-extra-rates 1000 $(BENCH_SERVING_MIXED) \
+		$(BENCH_SERVING_ARGS)
 
 clean:
 	rm -rf $(VENV) artifacts data reports .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -13,7 +13,11 @@ Absolute milliseconds depend on the machine, so every RPC is measured three ways
 - **baseline**: a plain numpy full-scan top-k over the served model's item factors, same k.
 
 The ratios between them (server / in-process / baseline) show what gRPC and the servicer add and what
-the engine costs over a bare top-k, on any machine. The artifact is built once per size, training
+the engine costs over a bare top-k, on any machine. Per worker count, the **gRPC floor**
+(``benchmarks.floor_phase``) measures the same server stack answering Personalize from a prepared
+response (``--benchmark-floor``), the ceiling of any Python server here; the result's ``ratios`` set
+Personalize against it and against the servicer, and ``targets`` judges the issue's targets
+(``benchmarks.serving_targets``): met, or missed by how much. The artifact is built once per size, training
 config and code version and cached under ``benchmarks/.cache/`` (build time and peak memory are kept
 with it). Results go to ``benchmarks/results/serving_latency-<UTC stamp>.json`` and one Markdown row per
 RPC and mode is appended to ``benchmarks/results/serving_latency.md``.
@@ -29,6 +33,7 @@ own and Personalize against the Personalize-only phases of the same run.
         --warmup 2 --profile                                   # what make bench-serving-large runs, + py-spy
     python -m benchmarks.serving_latency --artifact benchmarks/.cache/<entry>/artifacts/latest ...
     python -m benchmarks.serving_latency --mixed-write-share 0.1   # quick, plus the mixed workload
+    python -m benchmarks.serving_latency --rpcs Personalize --no-floor   # Personalize only, no floor
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
+from benchmarks.floor_phase import floor_section, run_floor, skipped_floor
 from benchmarks.in_process_latency import INDEX_QUALITY_QUERIES, candidate_index_quality, measure_in_process
 from benchmarks.load_phases import LoadSettings, run_server_phases
 from benchmarks.mixed_workload import MAX_WRITE_BATCH, MixedPlan, run_mixed_phases
@@ -63,6 +69,7 @@ from benchmarks.serving_artifact_cache import (
     existing_build,
 )
 from benchmarks.serving_report import print_report, write_results
+from benchmarks.serving_targets import HIGH_RATE, ratios, targets_section
 from benchmarks.serving_workloads import NUM_OFFERS, RPC_CHOICES, K, build_workloads, sample_customers
 from serving.model_holder import load_model
 from training.console_output import stderr_console
@@ -99,6 +106,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--rate", type=float, default=300.0, help="open-loop calls per second (single-target RPCs)"
     )
     load.add_argument(
+        "--personalize-extra-rates",
+        type=float,
+        nargs="*",
+        default=[HIGH_RATE],
+        metavar="RATE",
+        help="further open-loop Personalize rates, calls/s, after the one at --rate (default: "
+        f"{HIGH_RATE:g}, a target's rate; none: no further phase)",
+    )
+    load.add_argument(
         "--batch-rate", type=float, default=10.0, help="open-loop calls per second of the batch RPC"
     )
     load.add_argument("--batch-size", type=int, default=50, help="targets per batched RecommendProducts call")
@@ -132,6 +148,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=5000,
         help="distinct RecordEvents calls prepared per phase (all events new; reuse is reported)",
     )
+    parser.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the gRPC floor: the same server with --benchmark-floor, Personalize from a prepared "
+        "response (default: on; skipped with a reason when the server has no such flag)",
+    )
     parser.add_argument("--profile", action="store_true", help="also run a Personalize phase under py-spy")
     parser.add_argument("--json", action="store_true", help="print the result document on stdout, no tables")
     # Internal: the artifact build step, run by the benchmark in its own process to measure its memory.
@@ -147,6 +170,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("rate", "batch_rate", "duration", "timeout"):
         if not getattr(args, name) > 0:
             parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if any(not rate > 0 for rate in args.personalize_extra_rates):
+        parser.error(f"--personalize-extra-rates must all be > 0, got {args.personalize_extra_rates}")
     if not 0.0 <= args.mixed_write_share < 1.0:
         parser.error(f"--mixed-write-share must be in [0, 1), got {args.mixed_write_share}")
     if args.write_batch > MAX_WRITE_BATCH:
@@ -221,6 +246,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.channels,
     )
     server_runs = []
+    floor_runs = []
     mixed_runs = []
     with tempfile.TemporaryDirectory(prefix="serving-latency-") as tmp:
         for workers in args.workers:
@@ -234,7 +260,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     load,
                     Path(tmp),
                     args.profile,
+                    personalize_extra_rates=args.personalize_extra_rates,
                 )
+            )
+            floor_runs.append(
+                run_floor(artifact.resolve(), args.model, workers, args.threads, workloads, load, Path(tmp))
+                if args.floor
+                else skipped_floor(workers, "--no-floor")
             )
             if mixed_plan is not None:
                 mixed_runs.append(
@@ -242,7 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         artifact.resolve(), args.model, workers, args.threads, mixed_plan, load, Path(tmp)
                     )
                 )
-    return {
+    result: dict[str, Any] = {
         "benchmark": "serving_latency",
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -265,13 +297,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "num_offers": NUM_OFFERS,
         "batch_size": args.batch_size,
         "rates": {w.name: w.rate for w in workloads},
+        "personalize_extra_rates": args.personalize_extra_rates,
         "load": load.__dict__,
         "in_process": in_process,
         "candidate_index": index_quality,
         "server_runs": server_runs,
+        "floor": floor_section(floor_runs),
         **({"mixed": mixed_plan.describe(), "mixed_runs": mixed_runs} if mixed_plan is not None else {}),
-        "seconds": time.perf_counter() - started,
     }
+    result["ratios"] = ratios(result)
+    result["targets"] = targets_section(result)
+    result["seconds"] = time.perf_counter() - started
+    return result
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from benchmarks.latency_statistics import NAN
-from benchmarks.load_phases import TARGETS
 from benchmarks.mixed_workload import MIXED_RPCS
 from benchmarks.serving_artifact_cache import BENCHMARKS_DIR
+from benchmarks.serving_targets import RATIO_KEYS, ratios, target_rows, targets_title, verdict_summary
 from benchmarks.serving_workloads import K
 from training.console_output import print_table, stderr_console, stdout_console
 
@@ -43,7 +43,7 @@ def report_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             label = (
                 f"closed c={result['load']['concurrency']}"
                 if mode == "closed"
-                else f"open {result['rates'][rpc]:g}/s"
+                else f"open {phase.get('rate', result['rates'][rpc]):g}/s"
             )
             rows.append(
                 {
@@ -98,50 +98,6 @@ def ratio_rows(result: Mapping[str, Any]) -> list[list[Any]]:
                 ]
             )
     return rows
-
-
-def target_rows(result: Mapping[str, Any]) -> list[list[Any]]:
-    """The issue's Personalize targets against this run (they are set for 100k items, 1M customers).
-
-    The server-side check is exact although the quantile is estimated: 5 ms is a bucket bound, so the
-    share of calls within it is known, and the target holds when that share is at least 99%.
-    """
-    rows: list[list[Any]] = []
-    concurrency = result["load"]["concurrency"]
-    for run in result["server_runs"]:
-        open_phase = run["phases"].get("Personalize|open")
-        closed_phase = run["phases"].get("Personalize|closed")
-        w = run["workers"]
-        if open_phase is not None:
-            rate = result["rates"]["Personalize"]
-            bound = TARGETS["server_p99_ms"]
-            within = open_phase["server"].get("share_within_ms", {}).get(f"{bound:g}", NAN)
-            server_p99 = _g(open_phase["server"], "p99_ms")
-            rows.append(
-                [f"server p99 at {rate:g}/s open", w, server_p99, bound, within, _met(within >= 0.99)]
-            )
-            e2e_p99 = _g(open_phase["client"], "p99_ms")
-            e2e_bound = TARGETS["end_to_end_p99_ms"]
-            e2e_within = _g(open_phase["client"], "share_within_target")
-            rows.append(
-                [
-                    f"end-to-end p99 at {rate:g}/s open",
-                    w,
-                    e2e_p99,
-                    e2e_bound,
-                    e2e_within,
-                    _met(e2e_within >= 0.99),
-                ]
-            )
-        if closed_phase is not None:
-            calls = _g(closed_phase["client"], "calls_per_s")
-            floor = TARGETS["throughput_per_s"]
-            rows.append([f"calls/s closed c={concurrency}", w, calls, floor, NAN, _met(calls >= floor)])
-    return rows
-
-
-def _met(ok: bool) -> str:
-    return "yes" if ok else "NO"
 
 
 def print_report(result: Mapping[str, Any]) -> None:
@@ -224,13 +180,6 @@ def print_report(result: Mapping[str, Any]) -> None:
             "candidate index: not used (exact full scan; catalogs from "
             f"{quality['min_items']:,} items get one)"
         )
-    targets = target_rows(result)
-    if targets:
-        print_table(
-            "Personalize against the issue's targets",
-            ["target", "workers", "measured", "target", "share within", "met"],
-            targets,
-        )
     if result.get("mixed_runs"):
         print_mixed_report(result)
     for run in result["server_runs"]:
@@ -249,6 +198,33 @@ def print_report(result: Mapping[str, Any]) -> None:
             # descheduled, so on a busy machine GIL time runs ahead of the CPU time actually spent.
             [[name, share, share * cpu_ms] for name, share in shares.items()],
         )
+    print_verdicts(result)
+
+
+def print_verdicts(result: Mapping[str, Any]) -> None:
+    """The gRPC floor, the ratios and the targets' verdicts: the last tables, the ones to read first."""
+    print_floor_report(result)
+    by_workers = ratios(result)["by_workers"]
+    if by_workers:
+        print_table(
+            f"ratios (JSON 'ratios': {', '.join(RATIO_KEYS)}; the top-level keys are the "
+            f"{max(int(w) for w in by_workers)}-worker run's)",
+            [
+                "workers",
+                "Personalize/floor calls/s",
+                "server CPU/servicer",
+                "srv <= 5 ms at 300/s",
+                "mixed p99/alone",
+            ],
+            [[w, *(NAN if v[k] is None else v[k] for k in RATIO_KEYS)] for w, v in by_workers.items()],
+        )
+    rows = target_rows(result)
+    print_table(
+        targets_title(result),
+        ["target", "workers", "measured", "target", "verdict"],
+        [r.cells() for r in rows],
+    )
+    stdout_console.print(f"targets: {verdict_summary(rows)}", highlight=False)
 
 
 def write_results(result: Mapping[str, Any]) -> Path:
@@ -287,7 +263,7 @@ def write_results(result: Mapping[str, Any]) -> Path:
                 f"- | {quality['queries']} | - | {quality['search_p50_ms']:.3f} | - | "
                 f"{quality['search_p99_ms']:.3f} | - | - | - | - |\n"
             )
-        for r in report_rows(result) + mixed_rows(result):
+        for r in report_rows(result) + mixed_rows(result) + floor_rows(result):
             values = [r.get(k, NAN) for k in ("calls", "errors", "p50_ms", "p95_ms", "p99_ms", "max_ms")]
             out.write(
                 f"| {result['time']} | {size} | {load:.1f} | {r['rpc']} | {r['mode']} | {r['workers']} | "
@@ -388,3 +364,73 @@ def print_mixed_report(result: Mapping[str, Any]) -> None:
             ],
             ratios,
         )
+
+
+def floor_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per floor phase, shaped as ``report_rows``; history label ``Personalize (gRPC floor)``."""
+    rows: list[dict[str, Any]] = []
+    for run in (result.get("floor") or {}).get("runs", []):
+        for key, phase in run.get("phases", {}).items():
+            mode = key.split("|")[1]
+            c = phase["client"]
+            rows.append(
+                {
+                    "rpc": "Personalize (gRPC floor)",
+                    "mode": f"closed c={result['load']['concurrency']}"
+                    if mode == "closed"
+                    else f"open {phase.get('rate', NAN):g}/s",
+                    "workers": run["workers"],
+                    **c,
+                    "errors": sum(c["errors"].values()) + c["dropped"],
+                    "server_p50_ms": phase["server"].get("p50_ms", NAN),
+                    "server_p99_ms": phase["server"].get("p99_ms", NAN),
+                    "server_cpu_ms_per_call": phase["server_cpu_ms_per_call_with_supervisor"],
+                }
+            )
+    return rows
+
+
+def print_floor_report(result: Mapping[str, Any]) -> None:
+    """Personalize against the floor, per worker count; a skipped floor says why."""
+    floor = result.get("floor")
+    if not floor:
+        return
+    rows = []
+    for run in floor["runs"]:
+        if run.get("skipped"):
+            stdout_console.print(
+                f"gRPC floor ({run['workers']} worker(s)): skipped: {run['skipped']}", highlight=False
+            )
+            continue
+        alone: Mapping[str, Any] = next(
+            (r for r in result["server_runs"] if r["workers"] == run["workers"]), {}
+        )
+        closed = alone.get("phases", {}).get("Personalize|closed", {})
+        opened = alone.get("phases", {}).get("Personalize|open", {})
+        real_bytes = alone.get("responses", {}).get("Personalize", {}).get("response_bytes", NAN)
+
+        def number(value: Any) -> float:
+            return NAN if value is None else float(value)
+
+        rows.append(
+            [
+                str(run["workers"]),
+                number(run["calls_per_s"]),
+                _g(closed.get("client", {}), "calls_per_s"),
+                number(run["server_cpu_ms_per_call"]),
+                _g(closed, "server_cpu_ms_per_call_with_supervisor"),
+                number(run["server_p99_ms"]),
+                _g(opened.get("server", {}), "p99_ms"),
+                number(run["response_bytes"]),
+                float(real_bytes),
+            ]
+        )
+    if rows:
+        print_table(
+            f"gRPC floor: the same server ({floor['server_flag']}) answering Personalize with one response "
+            f"prepared at start, no engine call; closed c={result['load']['concurrency']}, server p99 open "
+            f"{result['rates'].get('Personalize', NAN):g}/s",
+            ["workers", "floor calls/s", "Pers. calls/s", "floor CPU ms", "Pers. CPU ms", "floor srv p99",
+             "Pers. srv p99", "floor bytes", "Pers. bytes"],
+            rows,
+        )  # fmt: skip

@@ -59,7 +59,7 @@ def time_requests(score_one: Any, n: int) -> list[float]:
 def raw_implicit_als_seconds(interactions: Any) -> float:
     """Fit time of implicit's ALS with its documented defaults: the cost a data scientist pays anyway."""
     from implicit.als import AlternatingLeastSquares
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # no stubs, no py.typed
 
     with threadpool_limits(1, "blas"):
         model = AlternatingLeastSquares(random_state=0)

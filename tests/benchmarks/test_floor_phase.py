@@ -1,0 +1,110 @@
+"""The gRPC floor's plumbing: a server without ``--benchmark-floor`` skips the floor with a reason and
+null figures, never a crash; a floor run that happened carries its headline figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import benchmarks.floor_phase as floor_phase
+from benchmarks.floor_phase import (
+    FLOOR_FLAG,
+    floor_figures,
+    floor_section,
+    floor_start_failure,
+    run_floor,
+    skipped_floor,
+)
+from benchmarks.load_phases import LoadSettings
+from benchmarks.serving_workloads import Workload
+from serving.server_process import ServerStartError, start_server
+from tests.benchmarks.result_documents import phase
+
+USAGE_ERROR = (
+    "server exited with status 2; log:\n"
+    "usage: persona-engine serve [-h] --artifact ARTIFACT [--model MODEL]\n"
+    f"persona-engine serve: error: unrecognized arguments: {FLOOR_FLAG}\n"
+)
+LOAD = LoadSettings(8, "poisson", 1.0, 0.0, 100, 2.0, 2)
+
+
+def workload(name: str) -> Workload:
+    """A workload that is never called: the floor only looks at its name before starting a server."""
+    return Workload(name, f"/svc/{name}", [], 300.0, 1, print, print, None, lambda client, i: {})
+
+
+def test_a_usage_error_naming_the_flag_means_a_server_without_the_floor() -> None:
+    reason = floor_start_failure(USAGE_ERROR)
+    assert reason.startswith(f"the server does not support {FLOOR_FLAG}")
+
+
+def test_any_other_start_failure_is_quoted_from_the_end_of_the_log() -> None:
+    reason = floor_start_failure("server exited with status 1; log:\nloading\nArtifactError: no manifest\n")
+    assert reason == "the floor server did not start: server exited with status 1; log: | loading | " + (
+        "ArtifactError: no manifest"
+    )
+    assert len(floor_start_failure("x" * 5000)) < 400
+
+
+def test_a_skipped_floor_has_its_reason_and_null_figures() -> None:
+    run = skipped_floor(2, "why")
+    assert run["skipped"] == "why" and run["phases"] == {}
+    assert all(run[key] is None for key in ("calls_per_s", "server_cpu_ms_per_call", "server_p99_ms"))
+
+
+def test_run_floor_turns_a_server_that_rejects_the_flag_into_a_skip(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    started: list[tuple[str, ...]] = []
+
+    def rejecting_server(*args: Any, extra_args: tuple[str, ...] = (), **kwargs: Any) -> dict[str, Any]:
+        started.append(tuple(extra_args))
+        raise ServerStartError(USAGE_ERROR)
+
+    monkeypatch.setattr(floor_phase, "run_server_phases", rejecting_server)
+    run = run_floor(tmp_path, "als", 2, 16, [workload("Personalize")], LOAD, tmp_path)
+    assert started == [(FLOOR_FLAG,)]
+    assert run == skipped_floor(2, floor_start_failure(USAGE_ERROR))
+    section = floor_section([run])
+    assert section["skipped"] == run["skipped"]
+    assert section["server_flag"] == FLOOR_FLAG
+
+
+def test_run_floor_without_personalize_starts_no_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(floor_phase, "run_server_phases", pytest.fail)
+    run = run_floor(tmp_path, "als", 1, 16, [workload("GetPersonaProfile")], LOAD, tmp_path)
+    assert run["skipped"] == "Personalize is not among --rpcs"
+
+
+def test_a_floor_run_that_happened_carries_its_headline_figures() -> None:
+    run = {
+        "workers": 2,
+        "responses": {"Personalize": {"response_bytes": 2400.0}},
+        "phases": {
+            "Personalize|closed": phase(calls_per_s=3000.0, cpu_ms=0.4),
+            "Personalize|open": phase(rate=300.0, server_p99_ms=1.5),
+        },
+    }
+    figures = floor_figures(run)
+    assert figures["skipped"] is None
+    assert (figures["calls_per_s"], figures["server_cpu_ms_per_call"]) == (3000.0, 0.4)
+    assert (figures["server_p99_ms"], figures["response_bytes"]) == (1.5, 2400.0)
+    assert floor_section([figures, skipped_floor(1, "why")])["skipped"] is None
+
+
+def test_the_real_server_either_rejects_the_flag_with_a_usage_error_or_accepts_it(tmp_path: Path) -> None:
+    """The message the skip rule reads is the real server's: today's server rejects the flag before it
+    loads anything; one with the flag gets past argument parsing and fails on the missing artifact."""
+    with pytest.raises(ServerStartError) as raised:
+        start_server(tmp_path / "no-artifact", tmp_path, extra_args=[FLOOR_FLAG], ready_timeout_s=60)
+    message = str(raised.value)
+    reason = floor_start_failure(message)
+    if "unrecognized arguments" in message:
+        assert "status 2" in message
+        assert reason.startswith(f"the server does not support {FLOOR_FLAG}")
+    else:
+        assert reason.startswith("the floor server did not start")
