@@ -85,12 +85,12 @@ def add_train_command(sub: Subcommands) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from training.config import OutputSection, load_config
+    from training.config import load_config
     from training.train_job import run_training
 
     config = load_config(args.config)
     if args.output:
-        config = dataclasses.replace(config, output=OutputSection(root=str(args.output)))
+        config = dataclasses.replace(config, output=dataclasses.replace(config.output, root=str(args.output)))
     if args.data:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, path=str(args.data)))
     result = run_training(config, show_progress=not (args.json or args.no_progress))
@@ -103,6 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "fit_seconds": result.fit_seconds,
                 "persona_accuracy": result.persona_accuracy,
                 "decision_quality": result.decision_quality,
+                "served_models": result.served_models,
                 "summary": result.summary,
             }
         )
@@ -113,7 +114,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         else f"held-out last {config.split.test_days} days"
     )
     _print_results(result.results, config.evaluation.k, f"evaluation ({held_out})")
-    print_table("training time", ["model", "seconds"], [[m, s] for m, s in result.fit_seconds.items()])
+    served = result.served_models
+    refit = served["refit_on_all_events"]
+    if refit:
+        print_table(
+            "training time (seconds)",
+            ["model", "on the split", "refit on all events"],
+            [[m, s, served["fit_seconds"].get(m, float("nan"))] for m, s in result.fit_seconds.items()],
+        )
+    else:
+        print_table("training time", ["model", "seconds"], [[m, s] for m, s in result.fit_seconds.items()])
     _print_persona_accuracy(result.persona_accuracy)
     if result.decision_quality:
         print_table(
@@ -135,8 +145,29 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{logged['unknown_items']:,} for items the shop does not list)",
             highlight=False,
         )
+    _print_served_models(served)
+    stages = ", ".join(f"{stage['stage']} {stage['seconds']:.1f}" for stage in s["stages"])
+    stdout_console.print(f"time by stage (s): {stages}", highlight=False)
     stdout_console.print(f"artifact: {result.artifact_path} (version {result.version}, {s['seconds']:.1f} s)")
     return 0
+
+
+def _print_served_models(served: dict[str, Any]) -> None:
+    """Say what the artifact serves: the figures above are always those of the split's models."""
+    from training.served_models import ServedModels
+
+    described = ServedModels.of({"served_models": served}).describe()
+    if served["refit_on_all_events"]:
+        stdout_console.print(
+            f"served models: [bold]{described}[/bold] in {served['seconds']:.1f} s, after the evaluation "
+            "above (which is of the same models fitted on the split)",
+            highlight=False,
+        )
+    else:
+        stdout_console.print(
+            f"served models: {described} ([output] refit_on_all_events = false): the evaluated models",
+            highlight=False,
+        )
 
 
 def add_evaluate_command(sub: Subcommands) -> None:
@@ -149,16 +180,44 @@ def add_evaluate_command(sub: Subcommands) -> None:
     )
     e.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
     e.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate_job import run_evaluation
 
-    report = run_evaluation(args.artifact, data_path=args.data)
+    report = run_evaluation(
+        args.artifact, data_path=args.data, show_progress=not (args.json or args.no_progress)
+    )
     if args.json:
         emit_json(report.to_dict())
         return 0
-    _print_results(report.results, report.k, f"evaluation of artifact {report.version}")
+    if report.served_models.refit_on_all_events:
+        stdout_console.print(
+            f"The models artifact {report.version} serves were {report.served_models.describe()}, so they "
+            "have seen this test period; scored here are the split's models, fitted again from the "
+            "artifact's config (the models train evaluated).",
+            highlight=False,
+        )
+        title = f"evaluation of artifact {report.version} (split models fitted again)"
+    else:
+        title = f"evaluation of artifact {report.version} (its own models, fitted on the split)"
+    _print_results(report.results, report.k, title)
+    same = [model for model, equal in report.matches_manifest.items() if equal]
+    differ = [model for model, equal in report.matches_manifest.items() if not equal]
+    if not differ:
+        stdout_console.print("every figure reproduces train's (in the manifest)", highlight=False)
+    else:
+        why = []
+        if report.served_models.refit_on_all_events:
+            why.append("BPR and LightFM train with several Hogwild threads, so a refit differs slightly")
+        if not report.data_matches_artifact:
+            why.append("the data is not the data the artifact was trained on")
+        stdout_console.print(
+            f"reproduces train's figures: {', '.join(same) or 'none'}; differs from them: {', '.join(differ)}"
+            + (f" ({'; '.join(why)})" if why else ""),
+            highlight=False,
+        )
     _print_persona_accuracy(report.persona_accuracy)
     return 0
 

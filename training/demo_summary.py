@@ -15,6 +15,8 @@ import numpy as np
 from engine.personalizer import Personalizer, ProductList
 from engine.personas.shopping_context import CONTEXTS
 from training.console_output import print_table, stdout_console
+from training.served_models import MANIFEST_KEY as SERVED_MODELS
+from training.served_models import ServedModels
 
 
 def _mix_text(rec: ProductList, names: dict[str, str]) -> str:
@@ -44,7 +46,13 @@ def summarize(
     manifest = personalizer.artifact.manifest
     names = dict(zip(personalizer.catalog.ids, personalizer.catalog.names, strict=True))
     summary = manifest.get("summary", {})
-    document: dict[str, Any] = {"version": personalizer.version, "summary": summary, "customers": []}
+    served = ServedModels.of(manifest)
+    document: dict[str, Any] = {
+        "version": personalizer.version,
+        "summary": summary,
+        "served_models": manifest.get(SERVED_MODELS),
+        "customers": [],
+    }
     requests: list[tuple[str, ProductList]] = []
     for customer in _example_customers(personalizer, n_customers):
         requests.append(("inferred mix", personalizer.recommend(customer, k)))
@@ -82,6 +90,11 @@ def summarize(
             "NDCG@10 by model (held-out period)",
             ["model", "segment", "users", "NDCG", "recall", "coverage"],
             [[m["model"], m["segment"], m["users"], m["ndcg"], m["recall"], m["coverage"]] for m in metrics],
+        )
+    if served.refit_on_all_events:
+        stdout_console.print(
+            f"These are the models fitted on the split; the ones served below were then {served.describe()}.",
+            highlight=False,
         )
     accuracy = manifest.get("persona_accuracy")
     if accuracy:
