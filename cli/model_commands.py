@@ -124,7 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     else:
         print_table("training time", ["model", "seconds"], [[m, s] for m, s in result.fit_seconds.items()])
-    _print_persona_accuracy(result.persona_accuracy)
+    _print_persona_accuracy(result.persona_accuracy, served["persona_accuracy"] if refit else None)
     if result.decision_quality:
         print_table(
             "offer and layout response estimates vs planted rates",
@@ -146,8 +146,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             highlight=False,
         )
     _print_served_models(served)
-    stages = ", ".join(f"{stage['stage']} {stage['seconds']:.1f}" for stage in s["stages"])
-    stdout_console.print(f"time by stage (s): {stages}", highlight=False)
+    stages = s["stages"]
+    print_table("time by stage (seconds)", [x["stage"] for x in stages], [[x["seconds"] for x in stages]])
     stdout_console.print(f"artifact: {result.artifact_path} (version {result.version}, {s['seconds']:.1f} s)")
     return 0
 
@@ -159,8 +159,8 @@ def _print_served_models(served: dict[str, Any]) -> None:
     described = ServedModels.of({"served_models": served}).describe()
     if served["refit_on_all_events"]:
         stdout_console.print(
-            f"served models: [bold]{described}[/bold] in {served['seconds']:.1f} s, after the evaluation "
-            "above (which is of the same models fitted on the split)",
+            f"served models: [bold]{described}[/bold] ({served['seconds']:.1f} s); the evaluation above "
+            "is of the same models fitted on the split",
             highlight=False,
         )
     else:
@@ -231,11 +231,19 @@ def _print_results(results: list[Any], k: int, title: str) -> None:
     print_table("", columns, rows)
 
 
-def _print_persona_accuracy(accuracy: dict[str, Any] | None) -> None:
+def _print_persona_accuracy(
+    accuracy: dict[str, Any] | None, refit_accuracy: dict[str, Any] | None = None
+) -> None:
+    """The split's mixes against planted truth, and the served mixes' beside them after a refit."""
     if not accuracy:
         return
-    rows = [[key, value] for key, value in accuracy.items() if isinstance(value, int | float)]
-    print_table("persona inference vs planted mixes", ["measure", "value"], rows)
+    title = "persona inference vs planted mixes"
+    keys = [key for key, value in accuracy.items() if isinstance(value, int | float)]
+    if refit_accuracy:
+        rows = [[key, accuracy[key], refit_accuracy.get(key, float("nan"))] for key in keys]
+        print_table(title, ["measure", "split", "refit on all events"], rows)
+    else:
+        print_table(title, ["measure", "value"], [[key, accuracy[key]] for key in keys])
 
 
 def add_summary_command(sub: Subcommands) -> None:
