@@ -159,8 +159,8 @@ def _print_served_models(served: dict[str, Any]) -> None:
     described = ServedModels.of({"served_models": served}).describe()
     if served["refit_on_all_events"]:
         stdout_console.print(
-            f"served models: [bold]{described}[/bold] ({served['seconds']:.1f} s); the evaluation above "
-            "is of the same models fitted on the split",
+            f"served models: [bold]{described}[/bold] ({served['seconds']:.1f} s)\n"
+            "  (the evaluation above is of the same models fitted on the split)",
             highlight=False,
         )
     else:
@@ -194,9 +194,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     if report.served_models.refit_on_all_events:
         stdout_console.print(
-            f"The models artifact {report.version} serves were {report.served_models.describe()}, so they "
-            "have seen this test period; scored here are the split's models, fitted again from the "
-            "artifact's config (the models train evaluated).",
+            f"Artifact {report.version} serves models {report.served_models.describe()}: they have seen "
+            "this test period, so the split's models are fitted again from its config and scored instead, "
+            "as train evaluated them.",
             highlight=False,
         )
         title = f"evaluation of artifact {report.version} (split models fitted again)"

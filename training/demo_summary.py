@@ -91,15 +91,20 @@ def summarize(
             ["model", "segment", "users", "NDCG", "recall", "coverage"],
             [[m["model"], m["segment"], m["users"], m["ndcg"], m["recall"], m["coverage"]] for m in metrics],
         )
+    accuracy = manifest.get("persona_accuracy")
+    of_mixes = ""
     if served.refit_on_all_events:
         stdout_console.print(
-            f"These are the models fitted on the split; the ones served below were then {served.describe()}.",
+            f"served models: {served.describe()}\n"
+            "  (the figures above are of the same models fitted on the split)",
             highlight=False,
         )
-    accuracy = manifest.get("persona_accuracy")
+        # The mixes shown below are the served ones, inferred from every event.
+        accuracy = manifest.get(SERVED_MODELS, {}).get("persona_accuracy") or accuracy
+        of_mixes = " (all events)"
     if accuracy:
         stdout_console.print(
-            f"persona inference vs planted mixes: mean total-variation distance "
+            f"persona inference vs planted mixes{of_mixes}: mean total-variation distance "
             f"{accuracy.get('mean_tv', float('nan')):.3f}, dominant persona right "
             f"{accuracy.get('dominant_accuracy', float('nan')):.1%}"
         )

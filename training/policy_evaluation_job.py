@@ -94,7 +94,7 @@ class LoggedDecisions:
     estimates_source: str  # "artifact", SPLIT_SOURCE, "log (in-sample)" or ""
 
 
-SPLIT_SOURCE = "split (fitted again from the artifact's config)"
+SPLIT_SOURCE = "the split (fitted again)"
 
 
 class DecisionInputs(Protocol):
@@ -553,11 +553,14 @@ def run(
         log = read_event_log(event_log) if event_log is not None else read_decisions_file(decisions_path)  # type: ignore[arg-type]
         inputs: DecisionInputs | None = loaded
         source = "artifact"
+        served = ServedModels.of(loaded.manifest) if loaded is not None else None
         if since is None and loaded is not None and not all_decisions:
             since = artifact_test_start(loaded)
-            served = ServedModels.of(loaded.manifest)
-            if served.refit_on_all_events:
+            if served is not None and served.refit_on_all_events:
                 since, inputs, source = _unseen_by_refit(loaded, served, log, decision_type)
+        elif _in_sample(served, since):  # asked for explicitly: say what it means
+            assert served is not None and served.data_until is not None
+            source = f"artifact (in-sample: refit on every decision up to {served.data_until:%Y-%m-%d})"
         decisions = load_decisions(log, decision_type, inputs, since, source=source)
         results = evaluate_policies(
             decisions,
@@ -573,6 +576,13 @@ def run(
     report = results_json(results, decisions, decision_type)
     report["since"] = since.isoformat() if since is not None else None
     return report
+
+
+def _in_sample(served: ServedModels | None, since: dt.datetime | None) -> bool:
+    """Whether decisions from ``since`` on include some the artifact's refit estimates were fitted on."""
+    if served is None or not served.refit_on_all_events or served.data_until is None:
+        return False
+    return since is None or since <= served.data_until
 
 
 def _unseen_by_refit(

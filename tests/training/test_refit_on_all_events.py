@@ -204,6 +204,11 @@ def test_evaluate_policy_uses_the_split_estimates_on_the_training_log(
     assert as_trained["estimates_source"] == "artifact"
     assert rebuilt["since"] == as_trained["since"] == refit.manifest["summary"]["test_start"]
     assert rebuilt["policies"] == as_trained["policies"]  # the split's estimates, fitted again exactly
+    # Asked for explicitly, the refit estimates score decisions they were fitted on, and say so.
+    explicit = evaluate_policies(
+        log, policies, artifact=refit.path, since=dt.datetime.fromisoformat(rebuilt["since"])
+    )
+    assert explicit["estimates_source"].startswith("artifact (in-sample: refit on every decision up to")
     # A log of later decisions (the server's, after training) is evaluated with the served estimates.
     later = pl.read_parquet(log).with_columns(pl.col("timestamp") + dt.timedelta(days=60))
     later.write_parquet(tmp_path / "later.parquet")

@@ -169,7 +169,7 @@ def test_cli_train_says_what_the_served_models_learned_from(
     assert main(["train", "--config", str(config), "--output", str(tmp_path / "a"), "--no-progress"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert f"served models: refit on all {events:,} events and 600 customers" in text
-    assert "the evaluation above is of the same models fitted on the split" in text
+    assert "(the evaluation above is of the same models fitted on the split)" in text
     assert "time by stage (seconds)" in text and " refit " in text
     # Switched off in the config; --output must not switch it back on.
     config.write_text(
