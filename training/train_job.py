@@ -34,6 +34,7 @@ from engine.artifact import ArtifactWriter, data_fingerprint, library_versions, 
 from engine.artifact.contents import ArtifactContents, write_contents
 from engine.data.interactions import interaction_matrix
 from engine.data.item_catalog import ItemCatalog
+from engine.data.shop_data import ShopData
 from engine.decisions.arm_estimates import ArmEstimates
 from engine.models.base import Recommender
 from engine.models.registry import create_model
@@ -42,6 +43,7 @@ from engine.personas.shopping_context import CONTEXTS
 from training.config import TrainConfig
 from training.console_output import progress_bar
 from training.evaluation import SegmentResult, best_model, evaluate_models, ratio_to_baseline
+from training.logged_events import LoggedEventsMerge
 from training.persona_report import persona_accuracy
 from training.prepared_data import PreparedData, evaluation_segments, prepare, prepare_all_events
 from training.served_models import MANIFEST_KEY as SERVED_MODELS
@@ -88,16 +90,20 @@ def _fit_each(
 
 
 def refit_on_all_events(
-    split: PreparedData, config: TrainConfig, *, show_progress: bool
+    shop: ShopData,
+    config: TrainConfig,
+    *,
+    logged_events: LoggedEventsMerge | None = None,
+    show_progress: bool,
 ) -> tuple[PreparedData, dict[str, Recommender], dict[str, float]]:
-    """Persona inference, id maps, history and every model again, on all of ``split.shop``'s events.
+    """Persona inference, id maps, history and every model again, on all of ``shop``'s events.
 
     Same config, same hyperparameters, no cold-start hold-out: the served models are the evaluated
     ones given the data the evaluation had to hold back.
     """
     with progress_bar(show_progress) as progress:
         task = progress.add_task("refit on all events: personas", total=1 + len(config.models))
-        prepared = prepare_all_events(config, split.shop, logged_events=split.logged_events)
+        prepared = prepare_all_events(config, shop, logged_events=logged_events)
         progress.advance(task)
         models, seconds = _fit_each(prepared, config, progress, task, "refit on all events:")
     return prepared, models, seconds
@@ -250,17 +256,17 @@ def run_training(
     with timings.stage("fit_models"):
         models, fit_seconds = fit_models(prepared, config, show_progress=show_progress)
     with timings.stage("evaluation"):
-        segments = evaluation_segments(prepared)
-        results = evaluate_models(models, segments, config.evaluation.k)
+        results = evaluate_models(models, evaluation_segments(prepared), config.evaluation.k)
     with timings.stage("persona_accuracy"):
         accuracy = persona_accuracy(prepared, data_dir / "truth")
     summary = _summary(prepared, results, models)  # the split's figures, before it may be dropped
     served_fit_seconds, refit_seconds, served_accuracy = fit_seconds, None, accuracy
     if config.output.refit_on_all_events:
+        shop, logged_events = prepared.shop, prepared.logged_events
+        del prepared, models  # the split's matrices and models: freed before the refit builds its own
         with timings.stage("refit"):
-            # Rebinding drops the split's models and matrices as soon as the refit's replace them.
             prepared, models, served_fit_seconds = refit_on_all_events(
-                prepared, config, show_progress=show_progress
+                shop, config, logged_events=logged_events, show_progress=show_progress
             )
             served_accuracy = persona_accuracy(prepared, data_dir / "truth")
         refit_seconds = timings.stages[-1]["seconds"]
