@@ -61,7 +61,7 @@ class TrainResult:
     persona_accuracy: dict[str, Any] | None  # of the split's mixes
     decision_quality: dict[str, Any]  # of the artifact's estimates
     summary: dict[str, Any] = field(default_factory=dict)
-    served_models: dict[str, Any] = field(default_factory=dict)  # the manifest's record, see below
+    served_models: dict[str, Any] = field(default_factory=dict)  # the manifest record: served_models_record
 
 
 def fit_models(
