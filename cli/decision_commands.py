@@ -69,8 +69,9 @@ def add_evaluate_policy_command(sub: Subcommands) -> None:
     period = ep.add_mutually_exclusive_group()
     period.add_argument(
         "--since",
-        help="evaluate decisions from this ISO date or time on (default with --artifact: its test period, "
-        "which its estimates never saw)",
+        help="evaluate decisions from this ISO date or time on (default with --artifact: what its "
+        "estimates never saw: its test period, or, when it was refit on all events, the decisions after "
+        "its data, else its test period with the split's estimates fitted again)",
     )
     period.add_argument(
         "--all-decisions", action="store_true", help="evaluate the whole log, even what the artifact saw"

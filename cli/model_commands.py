@@ -85,12 +85,12 @@ def add_train_command(sub: Subcommands) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from training.config import OutputSection, load_config
+    from training.config import load_config
     from training.train_job import run_training
 
     config = load_config(args.config)
     if args.output:
-        config = dataclasses.replace(config, output=OutputSection(root=str(args.output)))
+        config = dataclasses.replace(config, output=dataclasses.replace(config.output, root=str(args.output)))
     if args.data:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, path=str(args.data)))
     result = run_training(config, show_progress=not (args.json or args.no_progress))
@@ -103,6 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "fit_seconds": result.fit_seconds,
                 "persona_accuracy": result.persona_accuracy,
                 "decision_quality": result.decision_quality,
+                "served_models": result.served_models,
                 "summary": result.summary,
             }
         )
@@ -113,8 +114,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         else f"held-out last {config.split.test_days} days"
     )
     _print_results(result.results, config.evaluation.k, f"evaluation ({held_out})")
-    print_table("training time", ["model", "seconds"], [[m, s] for m, s in result.fit_seconds.items()])
-    _print_persona_accuracy(result.persona_accuracy)
+    served = result.served_models
+    refit = served["refit_on_all_events"]
+    if refit:
+        print_table(
+            "training time (seconds)",
+            ["model", "on the split", "refit on all events"],
+            [[m, s, served["fit_seconds"].get(m, float("nan"))] for m, s in result.fit_seconds.items()],
+        )
+    else:
+        print_table("training time", ["model", "seconds"], [[m, s] for m, s in result.fit_seconds.items()])
+    _print_persona_accuracy(result.persona_accuracy, served["persona_accuracy"] if refit else None)
     if result.decision_quality:
         print_table(
             "offer and layout response estimates vs planted rates",
@@ -135,8 +145,29 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{logged['unknown_items']:,} for items the shop does not list)",
             highlight=False,
         )
+    _print_served_models(served)
+    stages = s["stages"]
+    print_table("time by stage (seconds)", [x["stage"] for x in stages], [[x["seconds"] for x in stages]])
     stdout_console.print(f"artifact: {result.artifact_path} (version {result.version}, {s['seconds']:.1f} s)")
     return 0
+
+
+def _print_served_models(served: dict[str, Any]) -> None:
+    """Say what the artifact serves: the figures above are always those of the split's models."""
+    from training.served_models import ServedModels
+
+    described = ServedModels.of({"served_models": served}).describe()
+    if served["refit_on_all_events"]:
+        stdout_console.print(
+            f"served models: [bold]{described}[/bold] ({served['seconds']:.1f} s)\n"
+            "  (the evaluation above is of the same models fitted on the split)",
+            highlight=False,
+        )
+    else:
+        stdout_console.print(
+            f"served models: {described} ([output] refit_on_all_events = false): the evaluated models",
+            highlight=False,
+        )
 
 
 def add_evaluate_command(sub: Subcommands) -> None:
@@ -149,16 +180,44 @@ def add_evaluate_command(sub: Subcommands) -> None:
     )
     e.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
     e.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate_job import run_evaluation
 
-    report = run_evaluation(args.artifact, data_path=args.data)
+    report = run_evaluation(
+        args.artifact, data_path=args.data, show_progress=not (args.json or args.no_progress)
+    )
     if args.json:
         emit_json(report.to_dict())
         return 0
-    _print_results(report.results, report.k, f"evaluation of artifact {report.version}")
+    if report.served_models.refit_on_all_events:
+        stdout_console.print(
+            f"Artifact {report.version} serves models {report.served_models.describe()}: they have seen "
+            "this test period, so the split's models are fitted again from its config and scored instead, "
+            "as train evaluated them.",
+            highlight=False,
+        )
+        title = f"evaluation of artifact {report.version} (split models fitted again)"
+    else:
+        title = f"evaluation of artifact {report.version} (its own models, fitted on the split)"
+    _print_results(report.results, report.k, title)
+    same = [model for model, equal in report.matches_manifest.items() if equal]
+    differ = [model for model, equal in report.matches_manifest.items() if not equal]
+    if not differ:
+        stdout_console.print("every figure reproduces train's (in the manifest)", highlight=False)
+    else:
+        why = []
+        if report.served_models.refit_on_all_events:
+            why.append("BPR and LightFM train with several Hogwild threads, so a refit differs slightly")
+        if not report.data_matches_artifact:
+            why.append("the data is not the data the artifact was trained on")
+        stdout_console.print(
+            f"reproduces train's figures: {', '.join(same) or 'none'}; differs from them: {', '.join(differ)}"
+            + (f" ({'; '.join(why)})" if why else ""),
+            highlight=False,
+        )
     _print_persona_accuracy(report.persona_accuracy)
     return 0
 
@@ -172,11 +231,19 @@ def _print_results(results: list[Any], k: int, title: str) -> None:
     print_table("", columns, rows)
 
 
-def _print_persona_accuracy(accuracy: dict[str, Any] | None) -> None:
+def _print_persona_accuracy(
+    accuracy: dict[str, Any] | None, refit_accuracy: dict[str, Any] | None = None
+) -> None:
+    """The split's mixes against planted truth, and the served mixes' beside them after a refit."""
     if not accuracy:
         return
-    rows = [[key, value] for key, value in accuracy.items() if isinstance(value, int | float)]
-    print_table("persona inference vs planted mixes", ["measure", "value"], rows)
+    title = "persona inference vs planted mixes"
+    keys = [key for key, value in accuracy.items() if isinstance(value, int | float)]
+    if refit_accuracy:
+        rows = [[key, accuracy[key], refit_accuracy.get(key, float("nan"))] for key in keys]
+        print_table(title, ["measure", "split", "refit on all events"], rows)
+    else:
+        print_table(title, ["measure", "value"], [[key, accuracy[key]] for key in keys])
 
 
 def add_summary_command(sub: Subcommands) -> None:

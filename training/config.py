@@ -62,7 +62,13 @@ class EvaluationSection:
 
 @dataclass(frozen=True)
 class OutputSection:
+    """``refit_on_all_events``: after evaluation on the split, refit every model (and the persona mixes,
+    id maps, history and decision estimates) on all events and all customers for the artifact, so the
+    served models know the freshest behaviour and the cold-start hold-out. False serves the models
+    that were evaluated, fitted on the split's training part only."""
+
     root: str = "artifacts"
+    refit_on_all_events: bool = True
 
 
 @dataclass(frozen=True)
@@ -152,7 +158,7 @@ def parse_config(
             skip_invalid=data.skip_invalid,
             event_log=str(_resolve(data.event_log, base_dir)) if data.event_log else "",
         )
-        output = OutputSection(root=str(_resolve(output.root, base_dir)))
+        output = dataclasses.replace(output, root=str(_resolve(output.root, base_dir)))
         catalog = personas.catalog
         if catalog.endswith(".toml"):
             personas = PersonaSection(catalog=str(_resolve(catalog, base_dir)), inference=personas.inference)

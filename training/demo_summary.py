@@ -15,6 +15,8 @@ import numpy as np
 from engine.personalizer import Personalizer, ProductList
 from engine.personas.shopping_context import CONTEXTS
 from training.console_output import print_table, stdout_console
+from training.served_models import MANIFEST_KEY as SERVED_MODELS
+from training.served_models import ServedModels
 
 
 def _mix_text(rec: ProductList, names: dict[str, str]) -> str:
@@ -44,7 +46,13 @@ def summarize(
     manifest = personalizer.artifact.manifest
     names = dict(zip(personalizer.catalog.ids, personalizer.catalog.names, strict=True))
     summary = manifest.get("summary", {})
-    document: dict[str, Any] = {"version": personalizer.version, "summary": summary, "customers": []}
+    served = ServedModels.of(manifest)
+    document: dict[str, Any] = {
+        "version": personalizer.version,
+        "summary": summary,
+        "served_models": manifest.get(SERVED_MODELS),
+        "customers": [],
+    }
     requests: list[tuple[str, ProductList]] = []
     for customer in _example_customers(personalizer, n_customers):
         requests.append(("inferred mix", personalizer.recommend(customer, k)))
@@ -84,9 +92,19 @@ def summarize(
             [[m["model"], m["segment"], m["users"], m["ndcg"], m["recall"], m["coverage"]] for m in metrics],
         )
     accuracy = manifest.get("persona_accuracy")
+    of_mixes = ""
+    if served.refit_on_all_events:
+        stdout_console.print(
+            f"served models: {served.describe()}\n"
+            "  (the figures above are of the same models fitted on the split)",
+            highlight=False,
+        )
+        # The mixes shown below are the served ones, inferred from every event.
+        accuracy = manifest.get(SERVED_MODELS, {}).get("persona_accuracy") or accuracy
+        of_mixes = " (all events)"
     if accuracy:
         stdout_console.print(
-            f"persona inference vs planted mixes: mean total-variation distance "
+            f"persona inference vs planted mixes{of_mixes}: mean total-variation distance "
             f"{accuracy.get('mean_tv', float('nan')):.3f}, dominant persona right "
             f"{accuracy.get('dominant_accuracy', float('nan')):.1%}"
         )

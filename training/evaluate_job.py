@@ -1,22 +1,47 @@
-"""``persona-engine evaluate``: re-score an artifact's models on the split its config defines.
+"""``persona-engine evaluate``: score an artifact's models, as trained, on the split its config defines.
 
-Evaluation rebuilds the split, id maps and mixes from the stored config (deterministic), loads the
-models from the artifact (never refits them) and checks that the data is the data the artifact was
-trained on, so a number printed here can be compared with the one in the manifest.
+Evaluation rebuilds the split, id maps and mixes from the stored config (deterministic) and checks
+that the data is the data the artifact was trained on, so a number printed here can be compared with
+the one in the manifest.
+
+Which models it scores depends on what the artifact serves (``training.served_models``):
+
+- models fitted on the split (``[output] refit_on_all_events = false``, or artifacts written before
+  the refit existed) are loaded from the artifact and scored as they are;
+- models refit on all events have seen the test period and the cold-start customers, so scoring
+  them there would measure memory, not prediction. Evaluate then fits the split's models again from
+  the stored config (same data, same hyperparameters, same seeds) and scores those: the models whose
+  figures the manifest holds. Popularity, persona popularity and ALS fit deterministically and
+  reproduce train's figures exactly; BPR and LightFM train with several Hogwild threads and come out
+  slightly different each run. ``matches_manifest`` says, model by model, which reproduced them.
+
+It never prints figures of a model scored on events it was trained on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.artifact import MANIFEST, ArtifactError, data_fingerprint
 from engine.artifact.contents import load_artifact
+from engine.models.base import Recommender
 from training.config import parse_config
 from training.evaluation import SegmentResult, evaluate_models
 from training.persona_report import persona_accuracy
 from training.prepared_data import evaluation_segments, prepare
+from training.served_models import ServedModels
+from training.train_job import fit_models
+
+ARTIFACT_MODELS = "artifact"  # the artifact's own models, fitted on the split
+# The artifact's models were refit on all events: the split's models, fitted again from the config.
+SPLIT_REFIT = "split models fitted again"
+# Figures this close to the manifest's count as reproduced (floating-point summation order only).
+_REPRODUCED = 1e-9
 
 
 @dataclass(frozen=True)
@@ -26,18 +51,26 @@ class EvaluationReport:
     results: list[SegmentResult]
     persona_accuracy: dict[str, Any] | None
     data_matches_artifact: bool
+    models_scored: str = ARTIFACT_MODELS  # ARTIFACT_MODELS or SPLIT_REFIT
+    served_models: ServedModels = field(default_factory=lambda: ServedModels(refit_on_all_events=False))
+    matches_manifest: dict[str, bool] = field(default_factory=dict)  # model -> every figure equals train's
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version,
             "k": self.k,
+            "models_scored": self.models_scored,
+            "served_models_refit_on_all_events": self.served_models.refit_on_all_events,
+            "matches_manifest": self.matches_manifest,
             "metrics": [r.to_dict() for r in self.results],
             "persona_accuracy": self.persona_accuracy,
             "data_matches_artifact": self.data_matches_artifact,
         }
 
 
-def run_evaluation(artifact_path: Path, *, data_path: Path | None = None) -> EvaluationReport:
+def run_evaluation(
+    artifact_path: Path, *, data_path: Path | None = None, show_progress: bool = False
+) -> EvaluationReport:
     artifact = load_artifact(artifact_path)
     manifest = artifact.manifest
     if "config" not in manifest:
@@ -48,7 +81,18 @@ def run_evaluation(artifact_path: Path, *, data_path: Path | None = None) -> Eva
         raise FileNotFoundError(f"data folder {data_dir} not found (give --data)")
     fingerprint = data_fingerprint(sorted(p for p in data_dir.glob("*.*") if p.is_file()))
     prepared = prepare(config, data_path=data_dir)
-    models = {name: artifact.models[name] for name in manifest.get("models", [])}
+    served = ServedModels.of(manifest)
+    kinds = list(manifest.get("models", []))
+    models: Mapping[str, Recommender]
+    if served.refit_on_all_events:
+        # The config's order, as train scored them; only the kinds the artifact holds.
+        held = {kind: params for kind, params in config.models.items() if kind in kinds}
+        split_config = dataclasses.replace(config, models=held)
+        models, _ = fit_models(prepared, split_config, show_progress=show_progress, label="fitting split")
+        scored = SPLIT_REFIT
+    else:
+        models = {name: artifact.models[name] for name in kinds}
+        scored = ARTIFACT_MODELS
     results = evaluate_models(models, evaluation_segments(prepared), config.evaluation.k)
     return EvaluationReport(
         version=artifact.version,
@@ -56,4 +100,27 @@ def run_evaluation(artifact_path: Path, *, data_path: Path | None = None) -> Eva
         results=results,
         persona_accuracy=persona_accuracy(prepared, data_dir / "truth"),
         data_matches_artifact=fingerprint == manifest.get("data_fingerprint"),
+        models_scored=scored,
+        served_models=served,
+        matches_manifest=matches_manifest(results, manifest.get("metrics", [])),
     )
+
+
+def matches_manifest(results: list[SegmentResult], stored: list[dict[str, Any]]) -> dict[str, bool]:
+    """Per model: whether every figure of every segment equals the one train stored in the manifest."""
+    by_key = {(m.get("model"), m.get("segment")): m for m in stored}
+    out: dict[str, bool] = {}
+    for result in results:
+        before = by_key.get((result.model, result.segment))
+        same = before is not None and before.get("users") == result.users
+        if same and before is not None:
+            figures = {**result.metrics, "coverage": result.coverage}
+            same = all(_same_figure(before.get(name), value) for name, value in figures.items())
+        out[result.model] = out.get(result.model, True) and same
+    return out
+
+
+def _same_figure(stored: Any, value: float) -> bool:
+    if stored is None or (isinstance(stored, float) and math.isnan(stored)):
+        return math.isnan(value)
+    return isinstance(stored, int | float) and math.isclose(stored, value, rel_tol=_REPRODUCED, abs_tol=1e-12)

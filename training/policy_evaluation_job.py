@@ -19,6 +19,13 @@ over-estimated by 0.09 against a true value of 0.11, and no interval covered it)
 only the decisions from its test period on (``summary.test_start`` of the manifest, which its
 estimates never saw) are evaluated unless ``since`` says otherwise.
 
+An artifact whose estimates were refit on every logged decision (``served_models`` in the manifest,
+``training.served_models``) has seen its test period too. By default only the decisions after its
+data (``served_models.data_until``) are then evaluated with it, a later log such as the server's;
+when the log has none (it is the training data's own log), the test period is evaluated with the
+split's mixes and estimates, fitted again from the artifact's config and data (``split_decision_inputs``),
+as they were before the refit.
+
 Estimators (engine/evaluation/off_policy_evaluation.py): IPS, SNIPS, and DR with a reward model of per
 persona x arm rates fitted by EM (engine/decisions/arm_estimates.py) and cross-fitted: decisions are split
 into folds by a stable hash of the customer id, and each fold's predictions come from the model fitted on
@@ -35,10 +42,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -60,7 +67,9 @@ from engine.evaluation.off_policy_evaluation import (
 )
 from engine.live.event_log import EventLog, EventLogError
 from engine.live.events import ServedDecision
+from engine.personas.catalog import PersonaCatalog
 from engine.personas.shopping_context import CONTEXTS, context_index, context_of
+from training.served_models import ServedModels
 
 MIX_PREFIX = "mix__"
 DEFAULT_FOLDS = 5
@@ -80,9 +89,72 @@ class LoggedDecisions:
     arm_index: NDArray[np.int64]
     mixes: NDArray[np.float64] | None  # (n, K) or None without mix columns and artifact
     persona_ids: tuple[str, ...]
-    mix_source: str  # "columns", "artifact" or ""
+    mix_source: str  # "columns", "artifact", SPLIT_SOURCE or ""
     estimates: ArmEstimates | None  # for greedy / epsilon-greedy / Thompson
-    estimates_source: str  # "artifact", "log (in-sample)" or ""
+    estimates_source: str  # "artifact", SPLIT_SOURCE, "log (in-sample)" or ""
+
+
+SPLIT_SOURCE = "the split (fitted again)"
+
+
+class DecisionInputs(Protocol):
+    """What candidate policies take from an artifact: mixes per customer and context, arm estimates."""
+
+    @property
+    def catalog(self) -> PersonaCatalog: ...
+
+    @property
+    def customers(self) -> IdMap: ...
+
+    @property
+    def mix_overall(self) -> NDArray[np.float64]: ...
+
+    @property
+    def mix_by_context(self) -> NDArray[np.float64]: ...
+
+    @property
+    def n_events(self) -> NDArray[np.int64]: ...
+
+    @property
+    def arm_estimates(self) -> Mapping[str, ArmEstimates]: ...
+
+
+@dataclass(frozen=True)
+class SplitDecisionInputs:
+    """The split's mixes and estimates of a refit artifact, as train fitted them before the refit."""
+
+    catalog: PersonaCatalog
+    customers: IdMap
+    mix_overall: NDArray[np.float64]
+    mix_by_context: NDArray[np.float64]
+    n_events: NDArray[np.int64]
+    arm_estimates: Mapping[str, ArmEstimates]
+
+
+def split_decision_inputs(artifact: LoadedArtifact, reason: str) -> SplitDecisionInputs:
+    """Rebuild the artifact's split from its config and data and fit the decision estimates on it."""
+    # Imported here: the training stack (models, inference) is only needed on this path.
+    from training.config import parse_config
+    from training.prepared_data import prepare
+    from training.train_job import fit_decisions
+
+    config = parse_config(artifact.manifest["config"], source=f"{artifact.path}/manifest.json")
+    data_dir = Path(config.data.path)
+    if not data_dir.is_dir():
+        raise PolicyEvaluationInputError(
+            f"{reason}; evaluating its test period needs the split's estimates fitted again from the "
+            f"training data, and {data_dir} is not found (or give --since to evaluate later decisions)"
+        )
+    prepared = prepare(config, data_path=data_dir)
+    mixes = prepared.mixes
+    return SplitDecisionInputs(
+        catalog=prepared.catalog,
+        customers=prepared.customers,
+        mix_overall=mixes.overall,
+        mix_by_context=mixes.by_context,
+        n_events=mixes.n_events,
+        arm_estimates=fit_decisions(prepared),
+    )
 
 
 def _mix_columns(path: Path) -> list[str]:
@@ -117,7 +189,7 @@ def _read_mix_columns(path: Path, columns: list[str], keep: NDArray[np.bool_]) -
 
 
 def _artifact_mixes(
-    artifact: LoadedArtifact, frame: pl.DataFrame
+    artifact: DecisionInputs, frame: pl.DataFrame
 ) -> tuple[NDArray[np.float64], tuple[str, ...]]:
     """Each decision's customer's stored mix for its context; unknown customers get the population mix."""
     catalog, customers = artifact.catalog, artifact.customers
@@ -220,10 +292,13 @@ def read_event_log(path: Path) -> DecisionLog:
 def load_decisions(
     log: DecisionLog | Path,
     decision_type: str,
-    artifact: LoadedArtifact | None,
+    artifact: DecisionInputs | None,
     since: dt.datetime | None = None,
+    *,
+    source: str = "artifact",
 ) -> LoggedDecisions:
-    """The decisions of one type (from ``since`` on) with the mixes and estimates the candidates use."""
+    """The decisions of one type (from ``since`` on) with the mixes and estimates the candidates use;
+    ``source`` names where ``artifact``'s come from in the report."""
     if decision_type not in DECISION_TYPES:
         raise PolicyEvaluationInputError(
             f"decision type must be one of {', '.join(DECISION_TYPES)}, got {decision_type!r}"
@@ -261,7 +336,7 @@ def load_decisions(
         except ArmEstimateError as error:
             raise PolicyEvaluationInputError(str(error)) from None
         if estimates is not None:
-            estimates_source = "artifact"
+            estimates_source = source
 
     mixes: NDArray[np.float64] | None = None
     persona_ids: tuple[str, ...] = ()
@@ -272,7 +347,7 @@ def load_decisions(
         mix_source = log.mix_source
     elif artifact is not None:
         mixes, persona_ids = _artifact_mixes(artifact, rows)
-        mix_source = "artifact"
+        mix_source = source
     if estimates is not None and persona_ids and estimates.persona_ids != persona_ids:
         raise PolicyEvaluationInputError(
             f"the mixes are over personas {', '.join(persona_ids)}, the artifact's estimates over "
@@ -473,12 +548,20 @@ def run(
     try:
         policies = [CandidatePolicy.parse(spec) for spec in policy_specs]
         loaded = load_artifact(artifact) if artifact is not None else None
-        if since is None and loaded is not None and not all_decisions:
-            since = artifact_test_start(loaded)
         if (decisions_path is None) == (event_log is None):
             raise PolicyEvaluationInputError("give exactly one of a decisions file and an event log")
         log = read_event_log(event_log) if event_log is not None else read_decisions_file(decisions_path)  # type: ignore[arg-type]
-        decisions = load_decisions(log, decision_type, loaded, since)
+        inputs: DecisionInputs | None = loaded
+        source = "artifact"
+        served = ServedModels.of(loaded.manifest) if loaded is not None else None
+        if since is None and loaded is not None and not all_decisions:
+            since = artifact_test_start(loaded)
+            if served is not None and served.refit_on_all_events:
+                since, inputs, source = _unseen_by_refit(loaded, served, log, decision_type)
+        elif _in_sample(served, since):  # asked for explicitly: say what it means
+            assert served is not None and served.data_until is not None
+            source = f"artifact (in-sample: refit on every decision up to {served.data_until:%Y-%m-%d})"
+        decisions = load_decisions(log, decision_type, inputs, since, source=source)
         results = evaluate_policies(
             decisions,
             policies,
@@ -493,6 +576,32 @@ def run(
     report = results_json(results, decisions, decision_type)
     report["since"] = since.isoformat() if since is not None else None
     return report
+
+
+def _in_sample(served: ServedModels | None, since: dt.datetime | None) -> bool:
+    """Whether decisions from ``since`` on include some the artifact's refit estimates were fitted on."""
+    if served is None or not served.refit_on_all_events or served.data_until is None:
+        return False
+    return since is None or since <= served.data_until
+
+
+def _unseen_by_refit(
+    artifact: LoadedArtifact, served: ServedModels, log: DecisionLog, decision_type: str
+) -> tuple[dt.datetime | None, DecisionInputs, str]:
+    """Where to start, and with what, for an artifact refit on every decision: see the module docstring."""
+    until = served.data_until
+    frame = log.frame
+    if until is not None:
+        after = until + dt.timedelta(microseconds=1)
+        later = (frame["decision_type"] == decision_type) & (frame["timestamp"] >= after)
+        if later.any():
+            return after, artifact, "artifact"
+    seen = until.isoformat() if until else "its end"
+    reason = (
+        f"the artifact's estimates were refit on every decision up to {seen} and {log.source} has no "
+        f"{decision_type} decision after that"
+    )
+    return artifact_test_start(artifact), split_decision_inputs(artifact, reason), SPLIT_SOURCE
 
 
 def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:

@@ -29,7 +29,13 @@ from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.inference.model import PersonaInferenceModel
 from training.config import TrainConfig
 from training.logged_events import LoggedEventsMerge, merge_logged_events, read_logged_events
-from training.split import TimeSplit, read_test_event_ids, split_events, split_predefined
+from training.split import (
+    TimeSplit,
+    all_events_split,
+    read_test_event_ids,
+    split_events,
+    split_predefined,
+)
 
 
 @dataclass(frozen=True)
@@ -52,9 +58,7 @@ class PreparedData:
     item_frame: pl.DataFrame  # items in IdMap order, with price_band
     item_space: FeatureSpace
     item_features: sp.csr_matrix
-    customers: (
-        IdMap  # every customer the artifact knows: history in training period or in the customers table
-    )
+    customers: IdMap  # every customer the artifact knows: training events or in the customers table
     demographic_space: FeatureSpace
     customer_demographics: sp.csr_matrix  # rows follow ``customers``
     inference: PersonaInferenceModel
@@ -135,6 +139,19 @@ def prepare_split(
         history=history,
         logged_events=logged_events,
     )
+
+
+def prepare_all_events(
+    config: TrainConfig, shop: ShopData, *, logged_events: LoggedEventsMerge | None = None
+) -> PreparedData:
+    """``prepare_split`` on every event with no customer held out: the data the served models learn from.
+
+    Persona inference, id maps, demographics, history and the models' training set are all rebuilt,
+    so a customer seen only in the test period or held out as cold start becomes a known customer
+    with a mix, a history and a row in every model. The config's settings are the split's, so the
+    served models are the evaluated ones fitted on more data, not different models.
+    """
+    return prepare_split(config, shop, all_events_split(shop.events), logged_events=logged_events)
 
 
 def split_for(config: TrainConfig, shop: ShopData, data_dir: Path) -> TimeSplit:

@@ -20,6 +20,8 @@ import polars as pl
 
 from engine.data.loading import DataIssue, DataValidationError
 
+ALL_EVENTS = "all_events"  # the split method of ``all_events_split``: nothing held out
+
 
 @dataclass(frozen=True)
 class TimeSplit:
@@ -28,7 +30,13 @@ class TimeSplit:
     test_events: pl.DataFrame
     warm_customers: tuple[str, ...]  # have training events and are not held out: the models' users
     cold_customers: tuple[str, ...]  # held out of model training, have training events (for their mix)
-    method: str = "time"  # "time", or "predefined" (test_start is then the earliest test event)
+    # "time", "predefined" (test_start is then the earliest test event), or ALL_EVENTS
+    method: str = "time"
+
+    @property
+    def holds_out(self) -> bool:
+        """Whether anything is held out: False for the all-events data the served models are refit on."""
+        return self.method != ALL_EVENTS
 
 
 def _holdout(customer_id: str, seed: int, share: float) -> bool:
@@ -55,6 +63,28 @@ def split_events(events: pl.DataFrame, *, test_days: int, cold_start_share: floa
     warm, cold = _hold_out_customers(train, cold_start_share, seed)
     return TimeSplit(
         test_start=test_start, train_events=train, test_events=test, warm_customers=warm, cold_customers=cold
+    )
+
+
+def all_events_split(events: pl.DataFrame) -> TimeSplit:
+    """Every event for training and no customer held out: the data the served models are refit on.
+
+    Once the split has measured what the models are worth, holding the freshest weeks and a tenth of
+    the customers back from the models that are served would only make production worse. Nothing is
+    left to test: ``test_events`` is empty and ``test_start`` lies just after the last event.
+    """
+    if events.height == 0:
+        raise ValueError("cannot train on an empty events table")
+    last = events["timestamp"].max()
+    assert isinstance(last, dt.datetime)
+    customers = tuple(events["customer_id"].unique(maintain_order=True).to_list())
+    return TimeSplit(
+        test_start=last + dt.timedelta(microseconds=1),
+        train_events=events,
+        test_events=events.clear(),
+        warm_customers=customers,
+        cold_customers=(),
+        method=ALL_EVENTS,
     )
 
 

@@ -1,4 +1,12 @@
-"""``persona-engine train``: data -> persona mixes -> models -> evaluation -> a versioned artifact.
+"""``persona-engine train``: data -> persona mixes -> models -> evaluation -> refit -> a versioned artifact.
+
+Models are evaluated on the split (fitted on the training part, scored on the held-out period and
+the cold-start hold-out). Then, unless ``[output] refit_on_all_events = false``, persona inference,
+id maps, history, decision estimates and every model are refitted with the same settings on all
+events and all customers: what the split held back (the freshest weeks, a tenth of the customers)
+is exactly what production recommendations need most. The manifest keeps the split's figures, the
+honest estimate of the served models' quality, and records in ``served_models`` what they were
+fitted on.
 
 The artifact is the only thing serving reads, so it carries everything serving needs (id maps, item
 attributes for filters, mixes, persona inference parameters, offer and layout estimates, the catalog)
@@ -8,6 +16,7 @@ artifact is complete, so a crash mid-training can never be served.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import time
@@ -19,11 +28,13 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 from numpy.typing import NDArray
+from rich.progress import Progress, TaskID
 
 from engine.artifact import ArtifactWriter, data_fingerprint, library_versions, new_version
 from engine.artifact.contents import ArtifactContents, write_contents
 from engine.data.interactions import interaction_matrix
 from engine.data.item_catalog import ItemCatalog
+from engine.data.shop_data import ShopData
 from engine.decisions.arm_estimates import ArmEstimates
 from engine.models.base import Recommender
 from engine.models.registry import create_model
@@ -32,8 +43,10 @@ from engine.personas.shopping_context import CONTEXTS
 from training.config import TrainConfig
 from training.console_output import progress_bar
 from training.evaluation import SegmentResult, best_model, evaluate_models, ratio_to_baseline
+from training.logged_events import LoggedEventsMerge
 from training.persona_report import persona_accuracy
-from training.prepared_data import PreparedData, evaluation_segments, prepare
+from training.prepared_data import PreparedData, evaluation_segments, prepare, prepare_all_events
+from training.served_models import MANIFEST_KEY as SERVED_MODELS
 from training.stage_timings import StageTimings
 
 ARTIFACT_FORMAT = "persona-engine-artifact"
@@ -44,43 +57,80 @@ class TrainResult:
     artifact_path: Path
     version: str
     results: list[SegmentResult]
-    fit_seconds: dict[str, float]
-    persona_accuracy: dict[str, Any] | None
-    decision_quality: dict[str, Any]
+    fit_seconds: dict[str, float]  # of the evaluated (split) models
+    persona_accuracy: dict[str, Any] | None  # of the split's mixes
+    decision_quality: dict[str, Any]  # of the artifact's estimates
     summary: dict[str, Any] = field(default_factory=dict)
+    served_models: dict[str, Any] = field(default_factory=dict)  # the manifest record: served_models_record
 
 
 def fit_models(
-    prepared: PreparedData, config: TrainConfig, *, show_progress: bool
+    prepared: PreparedData, config: TrainConfig, *, show_progress: bool, label: str = "training"
+) -> tuple[dict[str, Recommender], dict[str, float]]:
+    """Every configured model fitted on ``prepared.training_set``, with its fit time in seconds."""
+    with progress_bar(show_progress) as progress:
+        task = progress.add_task(f"{label} models", total=len(config.models))
+        return _fit_each(prepared, config, progress, task, label)
+
+
+def _fit_each(
+    prepared: PreparedData, config: TrainConfig, progress: Progress, task: TaskID, label: str
 ) -> tuple[dict[str, Recommender], dict[str, float]]:
     models: dict[str, Recommender] = {}
     seconds: dict[str, float] = {}
-    with progress_bar(show_progress) as progress:
-        task = progress.add_task("training models", total=len(config.models))
-        for kind, params in config.models.items():
-            progress.update(task, description=f"training {kind}")
-            model = create_model(kind, **params)
-            started = time.perf_counter()
-            model.fit(prepared.training_set, show_progress=False)
-            seconds[kind] = time.perf_counter() - started
-            models[kind] = model
-            progress.advance(task)
+    for kind, params in config.models.items():
+        progress.update(task, description=f"{label} {kind}")
+        model = create_model(kind, **params)
+        started = time.perf_counter()
+        model.fit(prepared.training_set, show_progress=False)
+        seconds[kind] = time.perf_counter() - started
+        models[kind] = model
+        progress.advance(task)
     return models, seconds
 
 
+def refit_on_all_events(
+    shop: ShopData,
+    config: TrainConfig,
+    *,
+    logged_events: LoggedEventsMerge | None = None,
+    show_progress: bool,
+) -> tuple[PreparedData, dict[str, Recommender], dict[str, float]]:
+    """Persona inference, id maps, history and every model again, on all of ``shop``'s events.
+
+    Same config, same hyperparameters, no cold-start hold-out: the served models are the evaluated
+    ones given the data the evaluation had to hold back.
+    """
+    with progress_bar(show_progress) as progress:
+        task = progress.add_task("refit on all events: personas", total=1 + len(config.models))
+        prepared = prepare_all_events(config, shop, logged_events=logged_events)
+        progress.advance(task)
+        models, seconds = _fit_each(prepared, config, progress, task, "refit on all events:")
+    return prepared, models, seconds
+
+
+def logged_decisions(prepared: PreparedData) -> pl.DataFrame | None:
+    """The logged decisions the estimates learn from: known customers' decisions before the test
+    period, or every known customer's decision when nothing is held out (the refit on all events)."""
+    decisions = prepared.shop.decisions
+    if decisions is None or decisions.height == 0:
+        return None
+    known = pl.Series(prepared.customers.ids.tolist(), dtype=pl.Utf8)
+    decisions = decisions.filter(pl.col("customer_id").is_in(known.implode()))
+    if prepared.split.holds_out:
+        decisions = decisions.filter(pl.col("timestamp") < prepared.split.test_start)
+    return decisions
+
+
 def fit_decisions(prepared: PreparedData) -> dict[str, ArmEstimates]:
-    """Per persona x arm response estimates from logged decisions of the training period.
+    """Per persona x arm response estimates from the logged decisions (``logged_decisions``).
 
     Each decision is attributed to the customer's mix *for the decision's context*, because the same
     customer responds to a weekend offer as the persona they are on weekends.
     """
-    decisions = prepared.shop.decisions
-    if decisions is None or decisions.height == 0:
+    decisions = logged_decisions(prepared)
+    if decisions is None:
         return {}
-    known = pl.Series(prepared.customers.ids.tolist(), dtype=pl.Utf8)
-    decisions = decisions.filter(
-        (pl.col("timestamp") < prepared.split.test_start) & pl.col("customer_id").is_in(known.implode())
-    )
     context_mixes = np.transpose(prepared.mixes.by_context, (1, 0, 2))  # (contexts, customers, personas)
     estimates: dict[str, ArmEstimates] = {}
     arm_tables = {
@@ -206,38 +256,32 @@ def run_training(
     with timings.stage("fit_models"):
         models, fit_seconds = fit_models(prepared, config, show_progress=show_progress)
     with timings.stage("evaluation"):
-        segments = evaluation_segments(prepared)
-        results = evaluate_models(models, segments, config.evaluation.k)
+        results = evaluate_models(models, evaluation_segments(prepared), config.evaluation.k)
     with timings.stage("persona_accuracy"):
         accuracy = persona_accuracy(prepared, data_dir / "truth")
+    summary = _summary(prepared, results, models)  # the split's figures, before it may be dropped
+    served_fit_seconds, refit_seconds, served_accuracy = fit_seconds, None, accuracy
+    if config.output.refit_on_all_events:
+        shop, logged_events = prepared.shop, prepared.logged_events
+        del prepared, models  # the split's matrices and models: freed before the refit builds its own
+        with timings.stage("refit"):
+            prepared, models, served_fit_seconds = refit_on_all_events(
+                shop, config, logged_events=logged_events, show_progress=show_progress
+            )
+            served_accuracy = persona_accuracy(prepared, data_dir / "truth")
+        refit_seconds = timings.stages[-1]["seconds"]
+    served = served_models_record(
+        prepared,
+        refit=config.output.refit_on_all_events,
+        fit_seconds=served_fit_seconds,
+        seconds=refit_seconds,
+        persona_accuracy=served_accuracy,
+    )
     with timings.stage("decisions"):
         estimates = fit_decisions(prepared)
         quality = decision_quality(estimates, data_dir / "truth")
     with timings.stage("explanations"):
         explanations = MixExplanations.build(prepared.inference, prepared.mixes)
-    # Ratios are NaN without a popularity baseline; the manifest is strict JSON, so those become null.
-    ratios = {key: value for key, value in ratio_to_baseline(results).items() if math.isfinite(value)}
-    best = (
-        best_model(results) if any(r.segment == "all" and r.model != "popularity" for r in results) else None
-    )
-    cold_ratios = [
-        ratios[(m, "cold_start")] for m in models if (m, "cold_start") in ratios and m != "popularity"
-    ]
-    summary: dict[str, Any] = {
-        "best_model": best,
-        "best_ndcg_ratio_to_popularity": ratios.get((best, "all")) if best else None,
-        "cold_start_ndcg_ratio_to_popularity": max(cold_ratios, default=None),
-        "persona_inference_seconds": (
-            prepared.inference.fit_summary.seconds if prepared.inference.fit_summary else None
-        ),  # part of the prepare stage
-        "customers": len(prepared.customers),
-        "model_customers": len(prepared.model_customers),
-        "items": len(prepared.items),
-        "train_events": prepared.split.train_events.height,
-        "test_events": prepared.split.test_events.height,
-        "test_start": prepared.split.test_start.isoformat(),
-        "skipped_rows": prepared.shop.report.rows_skipped,
-    }
     if prepared.logged_events is not None:
         summary["event_log"] = {"path": config.data.event_log, **prepared.logged_events.to_dict()}
     manifest_fields = {
@@ -245,10 +289,12 @@ def run_training(
         "config": config.to_dict(),
         "data_fingerprint": data_fingerprint(sorted(p for p in data_dir.glob("*.*") if p.is_file())),
         "library_versions": library_versions(),
+        # Figures of the models fitted on the split, whatever the artifact serves (see served_models).
         "metrics": [r.to_dict() for r in results],
         "persona_accuracy": accuracy,
         "decision_quality": quality,
         "fit_seconds": fit_seconds,
+        SERVED_MODELS: served,
         # Every stage but writing the artifact itself (which ends with this manifest).
         "stages": timings.to_json(),
         "summary": summary,
@@ -267,4 +313,68 @@ def run_training(
         persona_accuracy=accuracy,
         decision_quality=quality,
         summary=summary,
+        served_models=served,
     )
+
+
+def _summary(
+    prepared: PreparedData, results: list[SegmentResult], models: dict[str, Recommender]
+) -> dict[str, Any]:
+    """The manifest's summary: headline figures of the evaluation and the split they were measured on."""
+    # Ratios are NaN without a popularity baseline; the manifest is strict JSON, so those become null.
+    ratios = {key: value for key, value in ratio_to_baseline(results).items() if math.isfinite(value)}
+    best = (
+        best_model(results) if any(r.segment == "all" and r.model != "popularity" for r in results) else None
+    )
+    cold_ratios = [
+        ratios[(m, "cold_start")] for m in models if (m, "cold_start") in ratios and m != "popularity"
+    ]
+    return {
+        "best_model": best,
+        "best_ndcg_ratio_to_popularity": ratios.get((best, "all")) if best else None,
+        "cold_start_ndcg_ratio_to_popularity": max(cold_ratios, default=None),
+        "persona_inference_seconds": (
+            prepared.inference.fit_summary.seconds if prepared.inference.fit_summary else None
+        ),  # part of the prepare stage
+        "customers": len(prepared.customers),
+        "model_customers": len(prepared.model_customers),
+        "items": len(prepared.items),
+        "train_events": prepared.split.train_events.height,
+        "test_events": prepared.split.test_events.height,
+        "test_start": prepared.split.test_start.isoformat(),
+        "skipped_rows": prepared.shop.report.rows_skipped,
+    }
+
+
+def served_models_record(
+    prepared: PreparedData,
+    *,
+    refit: bool,
+    fit_seconds: dict[str, float],
+    seconds: float | None,
+    persona_accuracy: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The manifest's ``served_models``: what the artifact's models, mixes and estimates were fitted on.
+
+    Any job that scores held-out events reads it (``training.served_models``): models refit on all
+    events have seen the test period and must not be scored on it.
+    """
+    decisions = logged_decisions(prepared)
+    moments = [prepared.split.train_events["timestamp"].max()]
+    if decisions is not None and decisions.height:
+        moments.append(decisions["timestamp"].max())
+    return {
+        "refit_on_all_events": refit,
+        # The newest event or decision behind the models, mixes and estimates: they saw nothing later.
+        "data_until": max(m for m in moments if isinstance(m, dt.datetime)).isoformat(),
+        "events": prepared.split.train_events.height,
+        "customers": len(prepared.customers),
+        "model_customers": len(prepared.model_customers),
+        "decisions": 0 if decisions is None else decisions.height,
+        "fit_seconds": fit_seconds,
+        "persona_inference_seconds": (
+            prepared.inference.fit_summary.seconds if prepared.inference.fit_summary else None
+        ),
+        "seconds": seconds,  # the refit stage's wall time; None when the split's models are served
+        "persona_accuracy": persona_accuracy,  # of the served mixes against planted truth, when known
+    }

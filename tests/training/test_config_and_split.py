@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from training.config import ConfigError, load_config, parse_config
-from training.split import split_events
+from training.split import all_events_split, split_events
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,12 +25,40 @@ def test_demo_config_loads() -> None:
         ({"models": {"svd": {}}}, r"\[models.svd\] is not a known model"),
         ({"interactions": {"view": -1}}, "positive weights"),
         ({"trainng": {}}, r"unknown section\(s\) \['trainng'\]"),
+        ({"output": {"refit_on_all_events": "no"}}, r"\[output\] refit_on_all_events must be bool, got 'no'"),
+        ({"output": {"refit_on_all_events": 0}}, r"\[output\] refit_on_all_events must be bool, got 0"),
+        ({"output": {"refit": False}}, r"\[output\] has unknown key\(s\) \['refit'\]"),
     ],
 )
 def test_bad_configs_name_the_key(document: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         parse_config(document, source="my.toml")
     assert str(info.value).startswith("my.toml: ")
+
+
+def test_refit_switch_defaults_on_and_survives_path_resolution(tmp_path: Path) -> None:
+    assert parse_config({}).output.refit_on_all_events
+    path = tmp_path / "c.toml"
+    path.write_text('[output]\nroot = "out"\nrefit_on_all_events = false\n', encoding="utf-8")
+    config = load_config(path)
+    assert not config.output.refit_on_all_events and Path(config.output.root).is_absolute()
+    assert config.to_dict()["output"]["refit_on_all_events"] is False  # what the manifest stores
+    path.write_text("[output]\nrefit_on_all_events = 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="refit_on_all_events must be bool") as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_all_events_split_holds_nothing_out() -> None:
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    events = pl.DataFrame(
+        {"customer_id": ["a", "b", "a", "c"], "timestamp": [start + dt.timedelta(days=d) for d in range(4)]}
+    )
+    split = all_events_split(events)
+    assert split.train_events.height == 4 and split.test_events.height == 0
+    assert split.warm_customers == ("a", "b", "c") and split.cold_customers == ()
+    assert split.test_start > events["timestamp"].max() and not split.holds_out  # type: ignore[operator]
+    assert split_events(events, test_days=1, cold_start_share=0.0, seed=1).holds_out
 
 
 def test_time_split_and_stable_cold_holdout() -> None:

@@ -36,7 +36,7 @@ def build(inputs: ReportInputs) -> ReportSection:
         counts = inputs.context_event_counts
         both = (counts[:, weekday] > 0) & (counts[:, weekend] > 0)
         notes.append(
-            f"Compared on the {int(both.sum()):,} customers with training events in both contexts; the "
+            f"Compared on the {int(both.sum()):,} customers with events in both contexts; the "
             "others have no separate mix for the context they never shopped in."
         )
     else:

@@ -1,6 +1,6 @@
 """Section: who the customers are, as persona mixes: which persona leads, and how mixed they are.
 
-Only customers with training events are counted: a customer known only from the customers table has
+Only customers with events behind their mix are counted: a customer known only from the customers table has
 the population's mix by construction, which says nothing about them.
 """
 
@@ -117,7 +117,7 @@ def build(inputs: ReportInputs) -> ReportSection:
         "(where blending personas matters more than picking one)."
     )
     notes = [
-        f"{n:,} customers with events in the training period are counted"
+        f"{n:,} customers with events behind their mix are counted"
         + (
             f" ({int((~active).sum()):,} known only from the customers table are not)."
             if (~active).any()

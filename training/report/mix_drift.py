@@ -212,10 +212,17 @@ def build(inputs: ReportInputs, *, max_customers: int = MAX_CUSTOMERS) -> Report
         )
     if sampled:
         notes.append(f"For speed, {max_customers:,} randomly chosen customers are followed.")
-    notes.append(
-        f"The models were trained on events before {shop.test_start:%Y-%m-%d}; later months are the "
-        "held-out period, whose mixes come from events the inference model never saw."
-    )
+    if inputs.served.refit_on_all_events:
+        notes.append(
+            f"The evaluated models were trained on events before {shop.test_start:%Y-%m-%d} (later months "
+            "are their held-out period); the persona inference model used here, like the served models, "
+            "was then refit on every event, so it has seen all the months shown."
+        )
+    else:
+        notes.append(
+            f"The models were trained on events before {shop.test_start:%Y-%m-%d}; later months are the "
+            "held-out period, whose mixes come from events the inference model never saw."
+        )
     charts = []
     if drawn.size:
         charts.append(

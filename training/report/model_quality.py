@@ -1,7 +1,8 @@
 """Section: how well each model predicted what customers did in the held-out period.
 
 The numbers are the ones training measured and stored in the manifest (never recomputed here), so
-the report and ``persona-engine train`` always agree.
+the report and ``persona-engine train`` always agree. They are always those of the models fitted on
+the split; when the served models were refit on all events afterwards, a note says so.
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ def build(inputs: ReportInputs) -> ReportSection:
         "best_ndcg_ratio_to_popularity": summary.get("best_ndcg_ratio_to_popularity"),
         "cold_start_ndcg_ratio_to_popularity": summary.get("cold_start_ndcg_ratio_to_popularity"),
         "metrics": metrics,
+        "served_models_refit_on_all_events": inputs.served.refit_on_all_events,
     }
     notes = [
         "NDCG rewards putting the right products near the top of the list (1.0 would be perfect); "
@@ -162,6 +164,12 @@ def build(inputs: ReportInputs) -> ReportSection:
     ]
     if small:
         notes.append(f"Groups of fewer than 50 customers give noisy numbers: {'; '.join(small)}.")
+    if inputs.served.refit_on_all_events:
+        notes.append(
+            "These are the figures of the models fitted on the split. The models this artifact serves "
+            f"were then {inputs.served.describe()}, with the same settings, held-out period included: "
+            "they cannot be scored on it, and these figures are the honest estimate of their quality."
+        )
     return ReportSection(
         id=SECTION_ID,
         title=TITLE,

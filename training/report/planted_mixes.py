@@ -2,7 +2,9 @@
 
 Only ``persona-engine generate`` data has a ``truth/`` folder; real shops skip this section. The
 comparison is ``engine.evaluation.persona_accuracy``'s (each customer's planted mix averaged over the
-events the mixes were inferred from), so its headline numbers are the ones training stored in the manifest.
+events the mixes were inferred from), so its headline numbers are the ones training stored in the
+manifest for the artifact's mixes: ``served_models.persona_accuracy`` when they were refit on all
+events, else ``persona_accuracy`` (the split's).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def build(inputs: ReportInputs) -> ReportSection:
             f"{shop.data_dir} has no truth/ folder: planted mixes exist only for shops made by "
             "'persona-engine generate', so there is nothing to compare with.",
         )
-    targets = planted_targets(inputs.stored_mixes(), shop.truth, shop.train_events, inputs.holidays)
+    targets = planted_targets(inputs.stored_mixes(), shop.truth, shop.mix_events, inputs.holidays)
     inferred, planted = targets.inferred, targets.expected
     n = len(targets.rows)
     if n == 0:
@@ -131,7 +133,7 @@ def build(inputs: ReportInputs) -> ReportSection:
         alt="Scatter plots of inferred against planted persona weight, one panel per persona",
     )
     notes = [
-        f"{n:,} customers with training events are compared with their planted mix.",
+        f"{n:,} customers with events behind their mix are compared with their planted mix.",
         "Total-variation distance is half the summed absolute difference between two mixes: 0% is a "
         "perfect match, 100% means no persona in common.",
         "Even perfect inference cannot beat the noise floor: a customer with few events simply did not "

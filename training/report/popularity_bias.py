@@ -1,10 +1,11 @@
 """Section: do the models spread recommendations over the catalog or pile them on a few hits?
 
-Every model is asked for the same top-k lists for the same known customers (their own training-period
-products left out, as in evaluation), and the share of list slots taken by the most popular 1% and 10%
+Every model is asked for the same top-k lists for the same known customers (the products in their
+history left out, as in evaluation), and the share of list slots taken by the most popular 1% and 10%
 of products is set against those products' share of customer interactions. A model that recommends
 hits more often than customers engage with them amplifies popularity; one below it surfaces the long
-tail. Popularity is the number of customers who viewed, carted or bought the product in training.
+tail. Popularity is the number of customers who viewed, carted or bought the product in the events the
+artifact's models were fitted on (the split's training part, or every event when they were refit).
 """
 
 from __future__ import annotations

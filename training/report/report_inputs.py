@@ -3,7 +3,9 @@
 The artifact alone gives model metrics, mixes and recommendations. Drift over time and the comparison
 with planted mixes need the events, so the data folder is loaded when it can be found (``--data`` or
 the path in the artifact's config); the split is rebuilt from the stored config exactly as
-``persona-engine evaluate`` does, so "training events" here are the ones the mixes were inferred from.
+``persona-engine evaluate`` does. The artifact's mixes were inferred from the split's training events,
+or from every event when its models were refit on all events (``training.served_models``); the
+sections that compare mixes with events use exactly those events (``ShopEvidence.mix_events``).
 """
 
 from __future__ import annotations
@@ -26,19 +28,20 @@ from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.shopping_context import CONTEXTS, context_expr
 from training.config import TrainConfig, parse_config
 from training.persona_report import TRUTH_FILE
-from training.split import split_events
+from training.prepared_data import split_for
+from training.served_models import ServedModels
 from training.synthetic_shop import TRUTH_DIR
 
 
 @dataclass(frozen=True)
 class ShopEvidence:
-    """The events behind an artifact: all of them, the training part, and planted truth if generated."""
+    """The events behind an artifact: all of them, those its mixes came from, planted truth if generated."""
 
     data_dir: Path
     events: pl.DataFrame
     items: pl.DataFrame
-    train_events: pl.DataFrame
-    test_start: dt.datetime
+    mix_events: pl.DataFrame  # the events the artifact's mixes were inferred from
+    test_start: dt.datetime  # where the evaluation's held-out period starts
     matches_artifact: bool  # same data fingerprint as the artifact was trained on
     truth: pl.DataFrame | None  # truth/customer_mixes.parquet of a generated shop
 
@@ -53,6 +56,11 @@ class ReportInputs:
     @property
     def catalog(self) -> PersonaCatalog:
         return self.artifact.catalog
+
+    @property
+    def served(self) -> ServedModels:
+        """What the artifact's models and mixes were fitted on (the split, or all events)."""
+        return ServedModels.of(self.artifact.manifest)
 
     @property
     def customers(self) -> IdMap:
@@ -96,12 +104,12 @@ class ReportInputs:
 
     @cached_property
     def context_event_counts(self) -> NDArray[np.int64]:
-        """(customers, contexts) training events per customer and context (needs the data)."""
+        """(customers, contexts) events behind the mixes, per customer and context (needs the data)."""
         if self.shop is None:
             raise ValueError("per-context event counts need the training data")
         counts = np.zeros((len(self.customers), len(CONTEXTS)), dtype=np.int64)
         per_cell = (
-            self.shop.train_events.select(
+            self.shop.mix_events.select(
                 pl.col("customer_id").cast(pl.Utf8), context_expr("timestamp", self.holidays).alias("context")
             )
             .group_by("customer_id", "context")
@@ -114,7 +122,7 @@ class ReportInputs:
         return counts
 
     def stored_mixes(self) -> InferredMixes:
-        """The artifact's mixes as ``InferredMixes`` (per-context counts from the training events)."""
+        """The artifact's mixes as ``InferredMixes`` (per-context counts from the events behind them)."""
         return InferredMixes(
             customer_ids=self.customers,
             persona_ids=self.personas,
@@ -136,7 +144,8 @@ def load_inputs(artifact_path: Path, data_path: Path | None = None) -> ReportInp
     data_dir = Path(data_path or config.data.path)
     shop: ShopEvidence | None = None
     if data_dir.is_dir():
-        shop = _load_evidence(data_dir, config, manifest.get("data_fingerprint"))
+        refit = ServedModels.of(manifest).refit_on_all_events
+        shop = _load_evidence(data_dir, config, manifest.get("data_fingerprint"), refit=refit)
         note = (
             ""
             if shop.matches_artifact
@@ -151,20 +160,17 @@ def load_inputs(artifact_path: Path, data_path: Path | None = None) -> ReportInp
     return ReportInputs(artifact=artifact, config=config, shop=shop, data_note=note)
 
 
-def _load_evidence(data_dir: Path, config: TrainConfig, fingerprint: str | None) -> ShopEvidence:
+def _load_evidence(
+    data_dir: Path, config: TrainConfig, fingerprint: str | None, *, refit: bool
+) -> ShopEvidence:
     shop = load_shop(data_dir, skip_invalid=config.data.skip_invalid)
-    split = split_events(
-        shop.events,
-        test_days=config.split.test_days,
-        cold_start_share=config.split.cold_start_share,
-        seed=config.split.seed,
-    )
+    split = split_for(config, shop, data_dir)
     truth_path = data_dir / TRUTH_DIR / TRUTH_FILE
     return ShopEvidence(
         data_dir=data_dir,
         events=shop.events,
         items=shop.items,
-        train_events=split.train_events,
+        mix_events=shop.events if refit else split.train_events,
         test_start=split.test_start,
         matches_artifact=data_fingerprint(sorted(p for p in data_dir.glob("*.*") if p.is_file()))
         == fingerprint,
