@@ -106,6 +106,8 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
                 pending.future.exception()  # processed just before: mark it seen, or asyncio logs it
             elif pending in self._queue:
                 self._queue.remove(pending)
+                if not self._queue and self._filled is not None:
+                    _wake(self._filled)  # nobody left to wait for: let the batcher go idle
             raise
 
     async def _work(self) -> None:
@@ -151,27 +153,27 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         if not batch:
             return
         started = time.perf_counter()
+        failure: Exception | None = None
+        outcomes: Sequence[ResultT | BaseException] = ()
         try:
             outcomes = self._process([pending.request for pending in batch])
             if len(outcomes) != len(batch):
-                raise ValueError(f"process returned {len(outcomes)} outcomes for {len(batch)} requests")
+                failure = ValueError(f"process returned {len(outcomes)} outcomes for {len(batch)} requests")
         except Exception as error:
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(error)
+            failure = error
         except BaseException:  # KeyboardInterrupt, SystemExit: stop, but leave no caller waiting
             for pending in batch:
                 pending.future.cancel()
             raise
-        else:
-            for pending, outcome in zip(batch, outcomes, strict=True):
-                if pending.future.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    pending.future.set_exception(outcome)
-                else:
-                    pending.future.set_result(outcome)
         seconds = time.perf_counter() - started
+        for n, pending in enumerate(batch):
+            if pending.future.done():
+                continue
+            outcome = failure if failure is not None else outcomes[n]
+            if isinstance(outcome, BaseException):
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(outcome)
         if self._on_batch is not None:
             try:
                 self._on_batch(len(batch), seconds)

@@ -235,6 +235,25 @@ def test_a_caller_cancelled_while_queued_is_dropped_before_processing() -> None:
     assert process.batches == [[0], [1, 3, 4, 5]]
 
 
+def test_when_every_queued_caller_gave_up_the_batcher_goes_idle_at_once() -> None:
+    later: list[asyncio.Task[int]] = []
+    process = Doubler()
+    batcher = DynamicBatcher(process, max_batch_size=4, max_wait_s=FOREVER_S)
+    process.during[0] = spawn(batcher, [1], later)
+
+    async def scenario() -> int:
+        await batcher.submit(0)
+        while batcher.queued < 1:
+            await asyncio.sleep(0)
+        later[0].cancel()
+        while not batcher.idle:  # not after max_wait (an hour): the hang guard would fail the test
+            await asyncio.sleep(0)
+        return await batcher.submit(2)
+
+    assert run(scenario) == 4
+    assert process.batches == [[0], [2]]
+
+
 def test_a_failing_batch_callback_is_logged_and_ignored(caplog: pytest.LogCaptureFixture) -> None:
     def broken(size: int, seconds: float) -> None:
         raise RuntimeError("metrics down")
