@@ -40,7 +40,15 @@ from engine.data.item_catalog import ItemCatalog
 from engine.personalizer import Personalizer, RecommendedItem
 from engine.ranking.list_assembly import ItemReason
 from serving.generated.persona.v1 import types_pb2
-from serving.protobuf_wire import double, field_key, string_field, varint, varint_field
+from serving.protobuf_wire import (
+    SMALL_LIMIT,
+    SMALL_VARINTS,
+    double,
+    field_key,
+    string_field,
+    varint,
+    varint_field,
+)
 
 _ITEM = types_pb2.RecommendedItem
 STATIC_FIELDS: Final = ("item_id", "title", "category", "brand", "price")
@@ -60,15 +68,13 @@ _TAILS: Final = {
     reason: tuple(varint_field(_RANK, rank) + varint_field(_REASON, code) for rank in range(_RANKS))
     for reason, code in REASON_CODES.items()
 }
-_SMALL: Final = 1 << 14
-_SMALL_VARINTS: Final = tuple(varint(n) for n in range(_SMALL))
 _MAX_REMEMBERED_PERSONAS: Final = 1024
 _BUILD_CHUNK: Final = 8192
 
 
 def _length(data: bytes) -> bytes:
     size = len(data)
-    return _SMALL_VARINTS[size] if size < _SMALL else varint(size)
+    return SMALL_VARINTS[size] if size < SMALL_LIMIT else varint(size)
 
 
 def static_fields(item_id: str, title: str, category: str, brand: str, price: float) -> bytes:
@@ -202,7 +208,7 @@ def append_items(
     """
     fragments = prepared._fragments if prepared is not None else None
     position_of = prepared._position if prepared is not None else None
-    tails, small = _TAILS, _SMALL_VARINTS
+    tails, small = _TAILS, SMALL_VARINTS
     for item in items:
         static: bytes | None = None
         if fragments is not None and position_of is not None:
@@ -221,4 +227,10 @@ def append_items(
         if item.promotion_id or item.persona_shares:
             tail += _extras(item)
         size = len(static) + 8 + len(tail)
-        parts += (field, small[size] if size < _SMALL else varint(size), static, double(item.score), tail)
+        parts += (
+            field,
+            small[size] if size < SMALL_LIMIT else varint(size),
+            static,
+            double(item.score),
+            tail,
+        )

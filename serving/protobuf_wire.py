@@ -30,7 +30,7 @@ VARINT: Final = 0
 FIXED64: Final = 1
 LENGTH_DELIMITED: Final = 2
 
-_SMALL_LIMIT: Final = 1 << 14  # lengths and ranks below this are looked up (one or two bytes)
+SMALL_LIMIT: Final = 1 << 14  # varints below this (one or two bytes) come from SMALL_VARINTS
 _UINT64: Final = 1 << 64
 
 double: Final[Callable[[float], bytes]] = struct.Struct("<d").pack
@@ -48,13 +48,14 @@ def _encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-_SMALL_VARINTS: Final = tuple(_encode_varint(n) for n in range(_SMALL_LIMIT))
+SMALL_VARINTS: Final = tuple(_encode_varint(n) for n in range(SMALL_LIMIT))
+"""``varint(n)`` for every n below ``SMALL_LIMIT``: hot loops index it rather than call ``varint``."""
 
 
 def varint(value: int) -> bytes:
     """Base-128 varint of an int32, enum or length; values below 16384 come from a table."""
-    if 0 <= value < _SMALL_LIMIT:
-        return _SMALL_VARINTS[value]
+    if 0 <= value < SMALL_LIMIT:
+        return SMALL_VARINTS[value]
     return _encode_varint(value)
 
 
@@ -98,11 +99,11 @@ def string_field(field_key: bytes, value: str) -> bytes:
 def append_strings(parts: list[bytes], field_key: bytes, values: Iterable[str]) -> None:
     """A repeated string field's entries, appended to ``parts`` (one call for the whole list: a call
     per entry would cost more than the encoding)."""
-    small = _SMALL_VARINTS
+    small = SMALL_VARINTS
     for value in values:
         encoded = value.encode("utf-8")
         size = len(encoded)
-        parts += (field_key, small[size] if size < _SMALL_LIMIT else _encode_varint(size), encoded)
+        parts += (field_key, small[size] if size < SMALL_LIMIT else _encode_varint(size), encoded)
 
 
 def double_field(field_key: bytes, value: float) -> bytes:
