@@ -1,27 +1,48 @@
 """From the engine's answers to PersonalizationService protobuf responses.
 
-One function per message, kept apart from the servicer so that the RPC handlers read as "translate,
-serve, translate". Responses carry exactly what the engine decided, in the order and with the enum
-values the ``.proto`` contract documents. Enum look-ups are built once at
-import, since a look-up by name per item costs more than building the rest of the item.
+Kept apart from the servicer so that the RPC handlers read as "translate, serve, translate". Responses
+carry exactly what the engine decided, in the order and with the enum values the ``.proto`` contract
+documents.
+
+The four responses on the page path (Personalize, RecommendProducts, RankOffers, SelectLayout) are
+encoded as wire bytes and parsed in one call rather than built field by field:
+``serving.protobuf_wire`` says why that is several times cheaper and why the bytes sent are the same.
+What does not change between calls is encoded once: the items' catalog fields per artifact
+(``serving.item_messages``, prepared when a model loads and passed in as ``items``), and the static
+fields of offers (id, kind, description), layout variants (id, description), slot names, personas and
+the model's identity on first use, remembered under the values themselves, so a fragment can never be
+stale and nothing needs preparing per artifact. The profile and catalog responses are built field by
+field: they are off the page path.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable, Hashable, Sequence
+from typing import Final, Generic, TypeVar
+
+from google.protobuf.message import Message
 
 from engine.decisions.page_decision import LayoutDecision, RankedOffer
 from engine.live.live_loop import ServedLayout, ServedOffers, ServedPage, ServedProductLists
-from engine.personalizer import DecisionInfo, RecommendedItem
+from engine.personalizer import DecisionInfo
 from engine.personas.catalog import Persona
 from engine.personas.drift import DriftStatus
 from engine.personas.mix import PersonaMix
 from engine.personas.mix_resolution import MixSource
 from engine.personas.profile import PersonaProfile, by_weight
 from engine.personas.shopping_context import CONTEXTS
-from engine.ranking.list_assembly import ItemReason
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 from serving.generated.persona.v1 import types_pb2
+from serving.item_messages import PreparedItems, append_items
+from serving.protobuf_wire import (
+    append_strings,
+    double,
+    field_key,
+    length_delimited,
+    string_field,
+    varint,
+    varint_field,
+)
 from serving.request_validation import SHOPPING_CONTEXTS
 
 MIX_SOURCES: Final = {
@@ -31,10 +52,6 @@ MIX_SOURCES: Final = {
     MixSource.LIVE: types_pb2.PERSONA_MIX_SOURCE_LIVE,
 }
 SHOPPING_CONTEXT_VALUES: Final = {name: value for value, name in SHOPPING_CONTEXTS.items()}
-# Looked up once: an enum lookup by name per item costs more than building the rest of the item.
-REASON_CODES: Final = {
-    reason: types_pb2.ReasonCode.Value(f"REASON_CODE_{reason.value.upper()}") for reason in ItemReason
-}
 
 
 def mix_to_proto(mix: PersonaMix) -> types_pb2.PersonaMix:
@@ -47,70 +64,11 @@ def mix_to_proto(mix: PersonaMix) -> types_pb2.PersonaMix:
     )
 
 
-def decision_to_proto(decision: DecisionInfo) -> types_pb2.DecisionInfo:
-    return types_pb2.DecisionInfo(
-        decision_id=decision.decision_id,
-        persona_mix=mix_to_proto(decision.mix),
-        persona_mix_source=MIX_SOURCES[decision.mix_source],
-        cold_start=decision.cold_start,
-        shopping_context=SHOPPING_CONTEXT_VALUES.get(
-            decision.shopping_context or "", types_pb2.SHOPPING_CONTEXT_UNSPECIFIED
-        ),
-        model_version=decision.model_version,
-        model_name=decision.model_name,
-    )
-
-
-def item_to_proto(item: RecommendedItem) -> types_pb2.RecommendedItem:
-    message = types_pb2.RecommendedItem(
-        item_id=item.item_id,
-        score=item.score,
-        rank=item.rank,
-        title=item.title,
-        category=item.category,
-        brand=item.brand,
-        price=item.price,
-        reason=REASON_CODES[item.reason],
-        promotion_id=item.promotion_id,
-    )
-    if item.persona_shares:
-        message.persona_contributions.extend(
-            types_pb2.PersonaContribution(persona_id=persona, share=share)
-            for persona, share in item.persona_shares
-        )
-    return message
-
-
 _OFFER_KINDS: Final = {name: types_pb2.OfferKind.Value(name) for name in types_pb2.OfferKind.keys()}  # noqa: SIM118
 
 
 def offer_kind(kind: str) -> types_pb2.OfferKind.ValueType:
     return _OFFER_KINDS.get(f"OFFER_KIND_{kind.upper()}", types_pb2.OFFER_KIND_UNSPECIFIED)
-
-
-def offer_to_proto(offer: RankedOffer) -> types_pb2.RankedOffer:
-    return types_pb2.RankedOffer(
-        offer_id=offer.offer_id,
-        kind=offer_kind(offer.kind),
-        description=offer.description,
-        rank=offer.rank,
-        score=offer.score,
-        propensity=offer.propensity,
-        reason=offer.reason,
-    )
-
-
-def layout_to_proto(layout: LayoutDecision) -> types_pb2.LayoutDecision:
-    return types_pb2.LayoutDecision(
-        variant_id=layout.variant_id,
-        description=layout.description,
-        slots=[
-            types_pb2.LayoutSlot(name=slot.name, item_ids=list(slot.item_ids), offer_ids=list(slot.offer_ids))
-            for slot in layout.slots
-        ],
-        score=layout.score,
-        propensity=layout.propensity,
-    )
 
 
 def drift_to_proto(drift: DriftStatus) -> pb.DriftStatus:
@@ -193,46 +151,217 @@ def persona_to_proto(persona: Persona) -> pb.Persona:
     )
 
 
-def page_response(served: ServedPage) -> pb.PersonalizeResponse:
-    page = served.page
-    response = pb.PersonalizeResponse(
-        items=[item_to_proto(item) for item in page.items],
-        offers=[offer_to_proto(offer) for offer in page.offers],
-        decision=decision_to_proto(page.decision),
-        experiment_arm=served.experiment_arm,
+# ------------------------------------------------------------------ the page path, as wire bytes
+
+_Key = TypeVar("_Key", bound=Hashable)
+_REMEMBERED_LIMIT: Final = 4096
+
+
+class _Remembered(Generic[_Key]):
+    """Wire bytes of values that recur across calls, encoded on first use under the values themselves.
+
+    A changed value is a new key, so a fragment is never stale (a reloaded artifact with a reworded
+    offer gets new bytes). Full means a process has met thousands of distinct values (artifacts
+    reloaded for days); it then starts over rather than grow.
+    """
+
+    def __init__(self, encode: Callable[[_Key], bytes]) -> None:
+        self._encode = encode
+        self._fragments: dict[_Key, bytes] = {}
+
+    def __call__(self, value: _Key) -> bytes:
+        fragment = self._fragments.get(value)
+        if fragment is None:
+            fragment = self._encode(value)
+            if len(self._fragments) >= _REMEMBERED_LIMIT:
+                self._fragments.clear()
+            self._fragments[value] = fragment
+        return fragment
+
+
+def _keys(message: type[Message], *names: str) -> tuple[bytes, ...]:
+    return tuple(field_key(message, name) for name in names)
+
+
+(_MIX_WEIGHTS,) = _keys(types_pb2.PersonaMix, "weights")
+_WEIGHT_PERSONA, _WEIGHT_VALUE = _keys(types_pb2.PersonaWeight, "persona_id", "weight")
+_DECISION_ID, _DECISION_MIX, _DECISION_SOURCE, _DECISION_COLD, _DECISION_CONTEXT = _keys(
+    types_pb2.DecisionInfo,
+    "decision_id",
+    "persona_mix",
+    "persona_mix_source",
+    "cold_start",
+    "shopping_context",
+)
+_MODEL_VERSION, _MODEL_NAME = _keys(types_pb2.DecisionInfo, "model_version", "model_name")
+_OFFER_ID, _OFFER_KIND, _OFFER_DESCRIPTION, _OFFER_RANK, _OFFER_SCORE, _OFFER_PROPENSITY, _OFFER_REASON = (
+    _keys(types_pb2.RankedOffer, "offer_id", "kind", "description", "rank", "score", "propensity", "reason")
+)
+_VARIANT_ID, _VARIANT_DESCRIPTION, _SLOTS, _LAYOUT_SCORE, _LAYOUT_PROPENSITY = _keys(
+    types_pb2.LayoutDecision, "variant_id", "description", "slots", "score", "propensity"
+)
+_SLOT_NAME, _SLOT_ITEM, _SLOT_OFFER = _keys(types_pb2.LayoutSlot, "name", "item_ids", "offer_ids")
+_PAGE_ITEMS, _PAGE_OFFERS, _PAGE_LAYOUT, _PAGE_DECISION, _PAGE_ARM = _keys(
+    pb.PersonalizeResponse, "items", "offers", "layout", "decision", "experiment_arm"
+)
+(_RESULTS,) = _keys(pb.RecommendProductsResponse, "results")
+_RESULT_CUSTOMER, _RESULT_ITEMS, _RESULT_DECISION, _RESULT_ARM = _keys(
+    pb.ProductRecommendation, "customer_id", "items", "decision", "experiment_arm"
+)
+_RANKING_OFFERS, _RANKING_DECISION, _RANKING_ARM = _keys(
+    pb.RankOffersResponse, "offers", "decision", "experiment_arm"
+)
+_SELECTION_LAYOUT, _SELECTION_DECISION, _SELECTION_ARM = _keys(
+    pb.SelectLayoutResponse, "layout", "decision", "experiment_arm"
+)
+
+_SOURCE_FIELDS: Final = {
+    source: varint_field(_DECISION_SOURCE, value) for source, value in MIX_SOURCES.items()
+}
+_CONTEXT_FIELDS: Final = {
+    name: varint_field(_DECISION_CONTEXT, value) for name, value in SHOPPING_CONTEXT_VALUES.items()
+}
+_COLD_START: Final = varint_field(_DECISION_COLD, True)
+
+
+def _weight_head(persona_id: str) -> bytes:
+    """A PersonaWeight entry up to its weight's 8 bytes: key, length, persona id, the weight's key."""
+    persona = string_field(_WEIGHT_PERSONA, persona_id)
+    return _MIX_WEIGHTS + varint(len(persona) + 1 + 8) + persona + _WEIGHT_VALUE
+
+
+def _model_identity(identity: tuple[str, str]) -> bytes:
+    return string_field(_MODEL_VERSION, identity[0]) + string_field(_MODEL_NAME, identity[1])
+
+
+def _offer_static(offer: tuple[str, str, str]) -> bytes:
+    offer_id, kind, description = offer
+    return b"".join(
+        (
+            string_field(_OFFER_ID, offer_id),
+            varint_field(_OFFER_KIND, offer_kind(kind)),
+            string_field(_OFFER_DESCRIPTION, description),
+        )
     )
-    if page.layout is not None:
-        response.layout.CopyFrom(layout_to_proto(page.layout))
-    return response
 
 
-def product_lists_response(served: ServedProductLists) -> pb.RecommendProductsResponse:
-    return pb.RecommendProductsResponse(
-        results=[
-            pb.ProductRecommendation(
-                customer_id=products.customer_id,
-                items=[item_to_proto(item) for item in products.items],
-                decision=decision_to_proto(products.decision),
-                experiment_arm=arm,
+def _variant_static(variant: tuple[str, str]) -> bytes:
+    return string_field(_VARIANT_ID, variant[0]) + string_field(_VARIANT_DESCRIPTION, variant[1])
+
+
+_weight_heads: Final = _Remembered(_weight_head)
+_model_identities: Final = _Remembered(_model_identity)
+_offer_statics: Final = _Remembered(_offer_static)
+_variant_statics: Final = _Remembered(_variant_static)
+_slot_names: Final[_Remembered[str]] = _Remembered(lambda name: string_field(_SLOT_NAME, name))
+
+
+def _mix_bytes(mix: PersonaMix) -> bytes:
+    """The PersonaMix message: every persona, highest weight first, ties in catalog order.
+
+    ``sorted`` is stable, also with ``reverse``, so ties keep catalog order exactly as ``by_weight``
+    (a lexsort) orders them, without numpy's per-call overhead on a handful of personas.
+    """
+    weights = mix.weights.tolist()
+    personas = mix.personas
+    parts: list[bytes] = []
+    for k in sorted(range(len(weights)), key=weights.__getitem__, reverse=True):
+        parts.append(_weight_heads(personas[k]))
+        parts.append(double(weights[k]))
+    return b"".join(parts)
+
+
+def _decision_field(field: bytes, decision: DecisionInfo) -> bytes:
+    body = b"".join(
+        (
+            string_field(_DECISION_ID, decision.decision_id),
+            length_delimited(_DECISION_MIX, _mix_bytes(decision.mix)),
+            _SOURCE_FIELDS[decision.mix_source],
+            _COLD_START if decision.cold_start else b"",
+            _CONTEXT_FIELDS.get(decision.shopping_context or "", b""),
+            _model_identities((decision.model_version, decision.model_name)),
+        )
+    )
+    return length_delimited(field, body)
+
+
+def _append_offers(parts: list[bytes], field: bytes, offers: Sequence[RankedOffer]) -> None:
+    for offer in offers:
+        body = b"".join(
+            (
+                _offer_statics((offer.offer_id, offer.kind, offer.description)),
+                varint_field(_OFFER_RANK, offer.rank),
+                _OFFER_SCORE,
+                double(offer.score),
+                _OFFER_PROPENSITY,
+                double(offer.propensity),
+                string_field(_OFFER_REASON, offer.reason),
             )
-            for products, arm in zip(served.lists, served.experiment_arms, strict=True)
-        ]
-    )
+        )
+        parts.append(field)
+        parts.append(varint(len(body)))
+        parts.append(body)
+
+
+def _layout_field(field: bytes, layout: LayoutDecision) -> bytes:
+    parts = [_variant_statics((layout.variant_id, layout.description))]
+    for slot in layout.slots:
+        slot_parts = [_slot_names(slot.name)]
+        append_strings(slot_parts, _SLOT_ITEM, slot.item_ids)
+        append_strings(slot_parts, _SLOT_OFFER, slot.offer_ids)
+        parts.append(length_delimited(_SLOTS, b"".join(slot_parts)))
+    parts.append(_LAYOUT_SCORE)
+    parts.append(double(layout.score))
+    parts.append(_LAYOUT_PROPENSITY)
+    parts.append(double(layout.propensity))
+    return length_delimited(field, b"".join(parts))
+
+
+def page_response(served: ServedPage, items: PreparedItems | None = None) -> pb.PersonalizeResponse:
+    """``items``: the serving artifact's prepared items (``item_messages.prepared_items``); without
+    them every item's catalog fields are encoded from the result, which gives the same response."""
+    page = served.page
+    parts: list[bytes] = []
+    append_items(parts, _PAGE_ITEMS, page.items, items)
+    _append_offers(parts, _PAGE_OFFERS, page.offers)
+    if page.layout is not None:
+        parts.append(_layout_field(_PAGE_LAYOUT, page.layout))
+    parts.append(_decision_field(_PAGE_DECISION, page.decision))
+    if served.experiment_arm:
+        parts.append(string_field(_PAGE_ARM, served.experiment_arm))
+    return pb.PersonalizeResponse.FromString(b"".join(parts))
+
+
+def product_lists_response(
+    served: ServedProductLists, items: PreparedItems | None = None
+) -> pb.RecommendProductsResponse:
+    """``items`` as in ``page_response``."""
+    parts: list[bytes] = []
+    for products, arm in zip(served.lists, served.experiment_arms, strict=True):
+        result = [string_field(_RESULT_CUSTOMER, products.customer_id)]
+        append_items(result, _RESULT_ITEMS, products.items, items)
+        result.append(_decision_field(_RESULT_DECISION, products.decision))
+        if arm:
+            result.append(string_field(_RESULT_ARM, arm))
+        parts.append(length_delimited(_RESULTS, b"".join(result)))
+    return pb.RecommendProductsResponse.FromString(b"".join(parts))
 
 
 def offers_response(served: ServedOffers) -> pb.RankOffersResponse:
-    return pb.RankOffersResponse(
-        offers=[offer_to_proto(offer) for offer in served.ranking.offers],
-        decision=decision_to_proto(served.ranking.decision),
-        experiment_arm=served.experiment_arm,
-    )
+    parts: list[bytes] = []
+    _append_offers(parts, _RANKING_OFFERS, served.ranking.offers)
+    parts.append(_decision_field(_RANKING_DECISION, served.ranking.decision))
+    if served.experiment_arm:
+        parts.append(string_field(_RANKING_ARM, served.experiment_arm))
+    return pb.RankOffersResponse.FromString(b"".join(parts))
 
 
 def layout_response(served: ServedLayout) -> pb.SelectLayoutResponse:
     selection = served.selection
-    response = pb.SelectLayoutResponse(
-        decision=decision_to_proto(selection.decision), experiment_arm=served.experiment_arm
-    )
+    parts: list[bytes] = []
     if selection.layout is not None:
-        response.layout.CopyFrom(layout_to_proto(selection.layout))
-    return response
+        parts.append(_layout_field(_SELECTION_LAYOUT, selection.layout))
+    parts.append(_decision_field(_SELECTION_DECISION, selection.decision))
+    if served.experiment_arm:
+        parts.append(string_field(_SELECTION_ARM, served.experiment_arm))
+    return pb.SelectLayoutResponse.FromString(b"".join(parts))

@@ -1,0 +1,181 @@
+"""Requests that arrive together are served together: a dynamic batcher for asyncio servers.
+
+Scoring one request costs a model call with a fixed overhead (Python dispatch, numpy set-up, a matrix
+product too small to use the CPU well); scoring twenty in one call costs far less than twenty calls.
+An asyncio server handles many requests at once, so it can gather those that wait at the same moment
+into one call, as Triton's dynamic batcher does, without making a lone request wait:
+
+- A request that arrives while the batcher is idle is processed at once: no timer, no waiting for
+  company. It is processed by a worker task started for it, so requests whose handlers reach
+  ``submit`` in the same event-loop turn (a burst the server read at once) still share its batch.
+- ``process`` is synchronous and CPU-bound and runs on the event loop, so while a batch is being
+  processed nothing else runs: requests that arrive meanwhile queue up. When it returns, the worker
+  yields once to let them reach the queue; the queued requests (up to ``max_batch_size``) form the
+  next batch, and when fewer than ``max_batch_size`` are queued the worker waits at most
+  ``max_wait_s`` (a fraction of a millisecond; 0 disables waiting) for more. An empty queue after a
+  batch makes the batcher idle again.
+- Errors stay with the requests they concern. ``process`` returns one outcome per request, in order:
+  a result, or an exception instance that ``submit`` raises for that request alone, so one bad
+  request does not fail the others. If ``process`` itself raises, every request of that batch gets
+  the exception (its caller answers INTERNAL).
+- A caller whose task is cancelled while queued (the client went away, its deadline passed) is taken
+  out of the queue and never processed. Batches are formed in arrival order.
+- ``on_batch(size, seconds)`` is told each batch's size and processing time, for a batch-size
+  histogram and a batch counter; a failing callback is logged and ignored.
+
+One batcher serves one event loop; call ``submit`` from that loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+LOGGER = logging.getLogger("persona_engine.batcher")
+
+RequestT = TypeVar("RequestT")
+ResultT = TypeVar("ResultT")
+
+
+class _Pending(Generic[RequestT, ResultT]):
+    """One queued request and the future its caller awaits (compared by identity, for removal)."""
+
+    __slots__ = ("future", "request")
+
+    def __init__(self, request: RequestT, future: asyncio.Future[ResultT]) -> None:
+        self.request = request
+        self.future = future
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class DynamicBatcher(Generic[RequestT, ResultT]):
+    """Gathers concurrent ``submit`` calls into batches for ``process`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        process: Callable[[Sequence[RequestT]], Sequence[ResultT | BaseException]],
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        on_batch: Callable[[int, float], object] | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        if not (math.isfinite(max_wait_s) and max_wait_s >= 0):
+            raise ValueError(f"max_wait_s must be a finite number >= 0, got {max_wait_s}")
+        self._process = process
+        self._max_batch_size = max_batch_size
+        self._max_wait_s = max_wait_s
+        self._on_batch = on_batch
+        self._queue: collections.deque[_Pending[RequestT, ResultT]] = collections.deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._filled: asyncio.Future[None] | None = None  # set while waiting for a fuller batch
+
+    @property
+    def idle(self) -> bool:
+        """No batch is being processed or formed: the next request is processed at once."""
+        return self._worker is None
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a batch (not counting the one being processed)."""
+        return len(self._queue)
+
+    async def submit(self, request: RequestT) -> ResultT:
+        """``request``'s result, processed in a batch; raises its exception, or the batch's."""
+        loop = asyncio.get_running_loop()
+        pending: _Pending[RequestT, ResultT] = _Pending(request, loop.create_future())
+        self._queue.append(pending)
+        if self._worker is None:
+            self._worker = loop.create_task(self._work())
+        elif self._filled is not None and len(self._queue) >= self._max_batch_size:
+            _wake(self._filled)
+        try:
+            return await pending.future
+        except asyncio.CancelledError:
+            if pending.future.done() and not pending.future.cancelled():
+                pending.future.exception()  # processed just before: mark it seen, or asyncio logs it
+            elif pending in self._queue:
+                self._queue.remove(pending)
+                if not self._queue and self._filled is not None:
+                    _wake(self._filled)  # nobody left to wait for: let the batcher go idle
+            raise
+
+    async def _work(self) -> None:
+        """Process batches until the queue is empty after one, then let the batcher go idle."""
+        try:
+            first = True
+            while self._queue:
+                if not first:
+                    await self._fill()
+                first = False
+                self._run(self._take())
+                await asyncio.sleep(0)  # requests that arrived during the batch reach the queue
+        finally:
+            self._worker = None
+            if self._queue:  # the worker itself was cancelled (the loop is closing): free its callers
+                for pending in self._queue:
+                    pending.future.cancel()
+                self._queue.clear()
+
+    async def _fill(self) -> None:
+        """Wait until ``max_batch_size`` requests are queued or ``max_wait_s`` has passed."""
+        if self._max_wait_s <= 0 or len(self._queue) >= self._max_batch_size:
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(self._max_wait_s, _wake, waiter)
+        self._filled = waiter
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._filled = None
+
+    def _take(self) -> list[_Pending[RequestT, ResultT]]:
+        batch: list[_Pending[RequestT, ResultT]] = []
+        while self._queue and len(batch) < self._max_batch_size:
+            pending = self._queue.popleft()
+            if not pending.future.done():  # a cancelled caller is dropped here at the latest
+                batch.append(pending)
+        return batch
+
+    def _run(self, batch: list[_Pending[RequestT, ResultT]]) -> None:
+        if not batch:
+            return
+        started = time.perf_counter()
+        failure: Exception | None = None
+        outcomes: Sequence[ResultT | BaseException] = ()
+        try:
+            outcomes = self._process([pending.request for pending in batch])
+            if len(outcomes) != len(batch):
+                failure = ValueError(f"process returned {len(outcomes)} outcomes for {len(batch)} requests")
+        except Exception as error:
+            failure = error
+        except BaseException:  # KeyboardInterrupt, SystemExit: stop, but leave no caller waiting
+            for pending in batch:
+                pending.future.cancel()
+            raise
+        seconds = time.perf_counter() - started
+        for n, pending in enumerate(batch):
+            if pending.future.done():
+                continue
+            outcome = failure if failure is not None else outcomes[n]
+            if isinstance(outcome, BaseException):
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(outcome)
+        if self._on_batch is not None:
+            try:
+                self._on_batch(len(batch), seconds)
+            except Exception:  # a metric must never fail the requests it counts
+                LOGGER.exception("the batch callback failed")

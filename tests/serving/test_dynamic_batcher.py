@@ -1,0 +1,343 @@
+"""The dynamic batcher's semantics, driven deterministically on a real event loop.
+
+Requests "arriving while a batch is processed" are submitted by tasks that ``process`` itself creates:
+they can only run once it returns, exactly like requests a server reads while the loop is busy. No
+test depends on how fast anything runs; a timeout only guards against a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from serving.dynamic_batcher import DynamicBatcher
+
+T = TypeVar("T")
+HANG_GUARD_S = 30.0
+FOREVER_S = 3600.0
+
+
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    async def guarded() -> T:
+        return await asyncio.wait_for(scenario(), HANG_GUARD_S)
+
+    return asyncio.run(guarded())
+
+
+class Doubler:
+    """``process``: doubles each request, fails negative ones alone, records every batch, and runs
+    ``during[n]`` while processing batch n (that is how tests make requests arrive meanwhile)."""
+
+    def __init__(self, during: dict[int, Callable[[], object]] | None = None, sleep_s: float = 0.0) -> None:
+        self.batches: list[list[int]] = []
+        self.during = during or {}
+        self.sleep_s = sleep_s
+
+    def __call__(self, requests: Sequence[int]) -> list[int | BaseException]:
+        self.batches.append(list(requests))
+        if hook := self.during.get(len(self.batches) - 1):
+            hook()
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        return [ValueError(f"negative: {r}") if r < 0 else 2 * r for r in requests]
+
+
+def spawn(batcher: DynamicBatcher[int, int], requests: Sequence[int], into: list[Any]) -> Callable[[], None]:
+    """A hook that starts one submitting task per request (they run after the current batch)."""
+    return lambda: into.extend(asyncio.get_running_loop().create_task(batcher.submit(r)) for r in requests)
+
+
+def test_a_request_to_an_idle_batcher_is_processed_at_once_without_waiting() -> None:
+    process = Doubler()
+    sizes: list[int] = []
+    batcher = DynamicBatcher(
+        process, max_batch_size=8, max_wait_s=FOREVER_S, on_batch=lambda n, s: sizes.append(n)
+    )
+
+    async def scenario() -> list[int]:
+        results = [await batcher.submit(3)]
+        while not batcher.idle:  # the batcher looks for requests that arrived during the batch
+            await asyncio.sleep(0)
+        results.append(await batcher.submit(4))
+        return results
+
+    assert run(scenario) == [6, 8]
+    assert process.batches == [[3], [4]] and sizes == [1, 1] and batcher.queued == 0
+
+
+def test_requests_that_arrive_during_a_batch_form_the_next_one() -> None:
+    later: list[asyncio.Task[int]] = []
+    process = Doubler()
+    batcher = DynamicBatcher(process, max_batch_size=8, max_wait_s=0.0005)
+    process.during[0] = spawn(batcher, [1, 2, 3, 4, 5], later)
+
+    async def scenario() -> list[int]:
+        first = await batcher.submit(0)
+        return [first, *await asyncio.gather(*later)]
+
+    assert run(scenario) == [0, 2, 4, 6, 8, 10]
+    assert process.batches == [[0], [1, 2, 3, 4, 5]]
+
+
+def test_batches_never_exceed_the_maximum_and_keep_arrival_order() -> None:
+    later: list[asyncio.Task[int]] = []
+    process = Doubler()
+    batcher = DynamicBatcher(process, max_batch_size=8, max_wait_s=0.0)
+    process.during[0] = spawn(batcher, list(range(1, 21)), later)
+
+    async def scenario() -> list[int]:
+        await batcher.submit(0)
+        return list(await asyncio.gather(*later))
+
+    assert run(scenario) == [2 * r for r in range(1, 21)]
+    assert process.batches == [[0], list(range(1, 9)), list(range(9, 17)), list(range(17, 21))]
+
+
+def test_many_concurrent_callers_share_batches_and_each_gets_its_own_result() -> None:
+    process = Doubler(sleep_s=0.001)
+    sizes: list[int] = []
+    batcher = DynamicBatcher(
+        process, max_batch_size=16, max_wait_s=0.0005, on_batch=lambda n, s: sizes.append(n)
+    )
+
+    async def caller(n: int) -> int:
+        await asyncio.sleep(0.0002 * (n % 7))  # staggered arrivals, some while a batch is processed
+        return await batcher.submit(n)
+
+    async def scenario() -> list[int]:
+        return list(await asyncio.gather(*(caller(n) for n in range(50))))
+
+    assert run(scenario) == [2 * n for n in range(50)]
+    assert sorted(r for batch in process.batches for r in batch) == list(range(50))
+    assert sizes == [len(batch) for batch in process.batches]
+    assert max(sizes) > 1 and max(sizes) <= 16
+
+
+def test_a_short_batch_waits_for_more_until_it_is_full() -> None:
+    later: list[asyncio.Task[int]] = []
+    process = Doubler()
+    batcher = DynamicBatcher(process, max_batch_size=3, max_wait_s=FOREVER_S)
+    process.during[0] = spawn(batcher, [1], later)
+
+    async def scenario() -> list[int]:
+        await batcher.submit(0)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert process.batches == [[0]] and batcher.queued == 1, "one queued, short of three: waiting"
+        later.append(asyncio.create_task(batcher.submit(2)))
+        await asyncio.sleep(0.001)
+        assert process.batches == [[0]], "still short"
+        later.append(asyncio.create_task(batcher.submit(3)))  # full: processed without the rest of the wait
+        return list(await asyncio.gather(*later))
+
+    assert run(scenario) == [2, 4, 6]
+    assert process.batches == [[0], [1, 2, 3]]
+
+
+def test_the_wait_for_more_ends_after_max_wait() -> None:
+    later: list[asyncio.Task[int]] = []
+    released = asyncio.Event()
+    process = Doubler()
+    batcher = DynamicBatcher(
+        process,
+        max_batch_size=3,
+        max_wait_s=0.002,
+        on_batch=lambda n, s: released.set() if len(process.batches) == 2 else None,
+    )
+    process.during[0] = spawn(batcher, [1], later)
+
+    async def late() -> int:
+        await released.wait()  # arrives only once the short batch went without it
+        return await batcher.submit(2)
+
+    async def scenario() -> list[int]:
+        await batcher.submit(0)
+        return list(await asyncio.gather(*later, late()))
+
+    assert run(scenario) == [2, 4]
+    assert process.batches == [[0], [1], [2]]
+
+
+def test_one_failing_request_fails_alone() -> None:
+    later: list[asyncio.Task[int]] = []
+    process = Doubler()
+    batcher = DynamicBatcher(process, max_batch_size=8, max_wait_s=0.0)
+    process.during[0] = spawn(batcher, [1, -2, 3], later)
+
+    async def scenario() -> list[object]:
+        await batcher.submit(0)
+        return list(await asyncio.gather(*later, return_exceptions=True))
+
+    one, failed, three = run(scenario)
+    assert (one, three) == (2, 6)
+    assert isinstance(failed, ValueError) and str(failed) == "negative: -2"
+    assert process.batches == [[0], [1, -2, 3]]
+
+
+def test_a_batch_that_fails_as_a_whole_fails_every_request_in_it_and_only_those() -> None:
+    batches: list[list[int]] = []
+    later: list[asyncio.Task[int]] = []
+
+    def process(requests: Sequence[int]) -> list[int]:
+        batches.append(list(requests))
+        if len(batches) == 1:
+            spawn(batcher, [1, 2], later)()
+            raise RuntimeError("model exploded")
+        return [10 * r for r in requests]
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(process, max_batch_size=8, max_wait_s=0.0)
+
+    async def scenario() -> tuple[BaseException | int, list[int]]:
+        first = (await asyncio.gather(batcher.submit(0), return_exceptions=True))[0]
+        return first, list(await asyncio.gather(*later))
+
+    first, rest = run(scenario)
+    assert isinstance(first, RuntimeError) and str(first) == "model exploded"
+    assert rest == [10, 20]
+
+
+def test_a_wrong_number_of_outcomes_fails_the_batch() -> None:
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(lambda rs: [], max_batch_size=4, max_wait_s=0.0)
+
+    async def scenario() -> None:
+        await batcher.submit(1)
+
+    with pytest.raises(ValueError, match="0 outcomes for 1 requests"):
+        run(scenario)
+
+
+def test_a_caller_cancelled_while_queued_is_dropped_before_processing() -> None:
+    later: list[asyncio.Task[int]] = []
+    process = Doubler()
+    batcher = DynamicBatcher(process, max_batch_size=4, max_wait_s=FOREVER_S)
+    process.during[0] = spawn(batcher, [1, 2, 3], later)
+
+    async def scenario() -> list[object]:
+        await batcher.submit(0)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert batcher.queued == 3
+        later[1].cancel()  # the client of request 2 went away
+        await asyncio.sleep(0)
+        assert batcher.queued == 2
+        later.append(asyncio.create_task(batcher.submit(4)))
+        later.append(asyncio.create_task(batcher.submit(5)))
+        return list(await asyncio.gather(*later, return_exceptions=True))
+
+    outcomes = run(scenario)
+    assert outcomes[0] == 2 and isinstance(outcomes[1], asyncio.CancelledError) and outcomes[2:] == [6, 8, 10]
+    assert process.batches == [[0], [1, 3, 4, 5]]
+
+
+def test_when_every_queued_caller_gave_up_the_batcher_goes_idle_at_once() -> None:
+    later: list[asyncio.Task[int]] = []
+    process = Doubler()
+    batcher = DynamicBatcher(process, max_batch_size=4, max_wait_s=FOREVER_S)
+    process.during[0] = spawn(batcher, [1], later)
+
+    async def scenario() -> int:
+        await batcher.submit(0)
+        while batcher.queued < 1:
+            await asyncio.sleep(0)
+        later[0].cancel()
+        while not batcher.idle:  # not after max_wait (an hour): the hang guard would fail the test
+            await asyncio.sleep(0)
+        return await batcher.submit(2)
+
+    assert run(scenario) == 4
+    assert process.batches == [[0], [2]]
+
+
+def test_a_failing_batch_callback_is_logged_and_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(size: int, seconds: float) -> None:
+        raise RuntimeError("metrics down")
+
+    batcher = DynamicBatcher(Doubler(), max_batch_size=2, max_wait_s=0.0, on_batch=broken)
+
+    async def scenario() -> int:
+        return await batcher.submit(21)
+
+    assert run(scenario) == 42
+    assert "batch callback failed" in caplog.text
+
+
+@pytest.mark.parametrize(("size", "wait"), [(0, 0.0), (1, -1.0), (1, float("nan")), (1, float("inf"))])
+def test_settings_are_checked(size: int, wait: float) -> None:
+    with pytest.raises(ValueError):
+        DynamicBatcher(Doubler(), max_batch_size=size, max_wait_s=wait)
+
+
+# ---------------------------------------------------------------------------------------- property
+
+_callers = st.lists(
+    st.tuples(
+        st.integers(-3, 20),  # the request (negative ones fail alone)
+        st.integers(0, 6),  # loop turns before it is submitted
+        st.one_of(st.none(), st.integers(0, 6)),  # loop turns after which its caller gives up
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(callers=_callers, max_batch_size=st.integers(1, 5), max_wait_s=st.sampled_from([0.0, 0.0003]))
+def test_every_caller_gets_exactly_its_own_outcome(
+    callers: list[tuple[int, int, int | None]], max_batch_size: int, max_wait_s: float
+) -> None:
+    log: list[tuple[str, int]] = []  # what happened, in order: ("processed" | "cancelled", caller)
+
+    def process(requests: Sequence[tuple[int, int]]) -> list[int | BaseException]:
+        log.extend(("processed", n) for n, _ in requests)
+        return [ValueError(n) if r < 0 else 2 * r for n, r in requests]
+
+    batcher = DynamicBatcher(process, max_batch_size=max_batch_size, max_wait_s=max_wait_s)
+    sizes: list[int] = []
+    batcher._on_batch = lambda size, seconds: sizes.append(size)
+
+    async def caller(n: int, request: int, turns: int) -> int:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return await batcher.submit((n, request))
+
+    async def give_up(task: asyncio.Task[int], n: int, turns: int) -> None:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        if not task.done():
+            log.append(("cancelled", n))
+            task.cancel()
+
+    async def scenario() -> list[object]:
+        tasks = [asyncio.create_task(caller(n, r, t)) for n, (r, t, _) in enumerate(callers)]
+        quitters = [
+            asyncio.create_task(give_up(tasks[n], n, quit_after))
+            for n, (_, _, quit_after) in enumerate(callers)
+            if quit_after is not None
+        ]
+        outcomes = list(await asyncio.gather(*tasks, return_exceptions=True))
+        await asyncio.gather(*quitters)
+        return outcomes
+
+    outcomes = run(scenario)
+    processed = [n for kind, n in log if kind == "processed"]
+    event(f"largest batch {max(sizes, default=0)}")
+    dropped = sum(
+        1 for n, o in enumerate(outcomes) if isinstance(o, asyncio.CancelledError) and n not in processed
+    )
+    event("a queued caller gave up" if dropped else "no queued caller gave up")
+    assert len(processed) == len(set(processed)), "no request is processed twice"
+    assert all(size <= max_batch_size for size in sizes) and sum(sizes) == len(processed)
+    for n, ((request, _, _), outcome) in enumerate(zip(callers, outcomes, strict=True)):
+        if isinstance(outcome, asyncio.CancelledError):
+            if n in processed:  # then it was processed before its caller gave up, never after
+                assert log.index(("processed", n)) < log.index(("cancelled", n))
+        elif request < 0:
+            assert isinstance(outcome, ValueError) and outcome.args == (n,)
+        else:
+            assert outcome == 2 * request and n in processed
