@@ -25,6 +25,7 @@ import functools
 from collections.abc import Callable
 from typing import Final, Protocol, TypeVar
 
+from engine.errors import PersonaEngineError
 from engine.personalizer import Personalizer
 
 # Calls scoring more targets than this run in a thread; a handful of targets is a page's worth.
@@ -40,8 +41,8 @@ class Deadline(Protocol):
     def time_remaining(self) -> float | None: ...
 
 
-class DeadlinePassedError(Exception):
-    """The call's deadline passed while it waited for a thread; it was not served."""
+class DeadlinePassedError(PersonaEngineError, TimeoutError):
+    """The call's deadline passed before it was served (answered DEADLINE_EXCEEDED)."""
 
 
 class EngineCalls:
