@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import logging.handlers
 import os
+import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -89,6 +92,7 @@ from serving.settings import (
 from serving.worker_supervisor import supervise
 
 LOGGER = logging.getLogger("persona_engine.server")
+LOG_FORMAT: Final = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 PERSONALIZATION_SERVICE: Final = personalization_service_pb2.DESCRIPTOR.services_by_name[
     "PersonalizationService"
@@ -445,13 +449,36 @@ def _close_event_log(event_log: EventLog | None, decision_writer: DecisionLogWri
         event_log.close()
 
 
+@contextlib.contextmanager
+def _logging_off_the_loop(level: str) -> Iterator[None]:
+    """Log to stderr from a background thread: a handler only queues the record (its message merged),
+    and the listener thread formats the line and writes it. A slow stderr (a full pipe to a log
+    collector) then never blocks the event loop, and a signal handler can log without deadlocking on
+    a handler's lock. The listener writes what is queued before the process exits."""
+    if logging.getLogger().handlers:  # configured already (embedding code, tests): leave it alone
+        yield
+        return
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logging.Formatter(LOG_FORMAT))
+    queued = logging.handlers.QueueHandler(records)
+    queued.setFormatter(logging.Formatter("%(message)s"))  # the message (and traceback) only
+    logging.basicConfig(level=level.upper(), handlers=[queued])
+    listener = logging.handlers.QueueListener(records, stderr)
+    listener.start()
+    try:
+        yield
+    finally:
+        listener.stop()
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     """``persona-engine serve``: configure logging, resolve settings, serve; returns the exit status."""
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    with _logging_off_the_loop(args.log_level):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
     except ServeConfigError as error:
