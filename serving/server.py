@@ -207,6 +207,7 @@ class _Process:
     endpoint: MetricsEndpoint | None = None
     following: threading.Event = field(default_factory=threading.Event)
     follower: threading.Thread | None = None
+    started: bool = False  # the gRPC server started (and so is "stopped" at the end)
 
     def start_follower(self) -> None:
         """A worker applies the reloads its peers publish, loading on a thread of its own."""
@@ -261,7 +262,8 @@ def serve(
             )
         finally:
             process.close()
-            LOGGER.info("stopped")
+            if process.started:
+                LOGGER.info("stopped")
 
 
 def _prepare(
@@ -370,6 +372,7 @@ async def _serve(
     endpoint = process.endpoint
     LOGGER.info("heap settled in %.3fs (the model is kept out of full collections)", settle_heap())
     await server.start()
+    process.started = True
     process.reloader.report()
     process.start_follower()
     LOGGER.info(
