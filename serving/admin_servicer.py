@@ -7,7 +7,11 @@ token -> PERMISSION_DENIED, and a server started without an admin token answers 
 PERMISSION_DENIED (the service exists, so reflection and clients see it, but it is switched off).
 
 ReloadModel's semantics (verification, atomic swap, rollback policy, several workers) live in
-``serving.model_holder``; this module maps them onto the contract's status codes.
+``serving.model_holder``; this module maps them onto the contract's status codes. The handlers are
+coroutines on the server's event loop, and everything that waits runs in a thread: a reload (verifying
+and loading an artifact takes seconds, then waiting for the peer workers) on a thread of its own, so it
+never holds a thread that calls need, and the experiment calls, which read and write the state store
+(Redis, possibly), on the loop's blocking-work threads.
 
 GetExperiment and SetExperiment read and replace the running experiment (``engine.decisions.experiment``),
 which lives in the server's state store: every replica sharing the store applies a change within
@@ -16,10 +20,12 @@ about a second, without a restart. A definition is validated whole before anythi
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
 import logging
-from typing import Final, NoReturn
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final, NoReturn
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -53,8 +59,11 @@ _OUTCOMES: Final = {
 }
 
 
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-    context.abort(code, message)
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+async def _abort(context: Context, code: grpc.StatusCode, message: str) -> NoReturn:
+    await context.abort(code, message)
 
 
 def _timestamp(moment: dt.datetime) -> Timestamp:
@@ -136,35 +145,37 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         self.reloader = reloader
         self.experiment = experiment
         self._token = None if admin_token is None else admin_token.encode("utf-8")
+        # Reloads are serialised by the reloader anyway; one thread keeps them off the shared pool.
+        self._reloads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="persona-reload")
 
-    def _authorize(self, context: grpc.ServicerContext) -> None:
+    async def _authorize(self, context: Context) -> None:
         if self._token is None:
-            _abort(
+            await _abort(
                 context,
                 grpc.StatusCode.PERMISSION_DENIED,
                 "the admin service is disabled: the server was started without an admin token",
             )
         values = [value for key, value in (context.invocation_metadata() or ()) if key == AUTHORIZATION_KEY]
         if not values:
-            _abort(
+            await _abort(
                 context,
                 grpc.StatusCode.UNAUTHENTICATED,
                 "missing 'authorization: Bearer <token>' metadata",
             )
         scheme, _, presented = str(values[0]).partition(" ")
         if scheme.lower() != BEARER_SCHEME or not presented.strip():
-            _abort(
+            await _abort(
                 context,
                 grpc.StatusCode.UNAUTHENTICATED,
                 "the authorization metadata must have the form 'Bearer <token>'",
             )
         if not hmac.compare_digest(presented.strip().encode("utf-8"), self._token):
-            _abort(context, grpc.StatusCode.PERMISSION_DENIED, "the admin token is not valid")
+            await _abort(context, grpc.StatusCode.PERMISSION_DENIED, "the admin token is not valid")
 
-    def GetModelInfo(  # noqa: N802 (servicer methods are named after the RPCs)
-        self, request: admin_service_pb2.GetModelInfoRequest, context: grpc.ServicerContext
+    async def GetModelInfo(  # noqa: N802 (servicer methods are named after the RPCs)
+        self, request: admin_service_pb2.GetModelInfoRequest, context: Context
     ) -> admin_service_pb2.GetModelInfoResponse:
-        self._authorize(context)
+        await self._authorize(context)
         serving = self.holder.snapshot()
         personalizer = serving.personalizer
         manifest = personalizer.artifact.manifest
@@ -183,15 +194,21 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             load_duration=_duration(serving.load_seconds),
         )
 
-    def ReloadModel(  # noqa: N802 (servicer methods are named after the RPCs)
-        self, request: admin_service_pb2.ReloadModelRequest, context: grpc.ServicerContext
+    async def ReloadModel(  # noqa: N802 (servicer methods are named after the RPCs)
+        self, request: admin_service_pb2.ReloadModelRequest, context: Context
     ) -> admin_service_pb2.ReloadModelResponse:
-        self._authorize(context)
-        wait_s = min(MAX_PEER_WAIT_S, context.time_remaining() - _DEADLINE_MARGIN_S)
+        await self._authorize(context)
+        remaining = context.time_remaining()
+        wait_s = MAX_PEER_WAIT_S
+        if remaining is not None:
+            wait_s = min(wait_s, remaining - _DEADLINE_MARGIN_S)
         try:
-            result = self.reloader.reload(request.artifact_path, request.model_name, wait_s=wait_s)
+            result = await asyncio.get_running_loop().run_in_executor(
+                self._reloads,
+                lambda: self.reloader.reload(request.artifact_path, request.model_name, wait_s=wait_s),
+            )
         except ReloadError as refusal:
-            _abort(context, _REFUSAL_CODES[refusal.outcome], refusal.message)
+            await _abort(context, _REFUSAL_CODES[refusal.outcome], refusal.message)
         return admin_service_pb2.ReloadModelResponse(
             outcome=_OUTCOMES[result.outcome],
             previous_version=result.previous_version,
@@ -200,35 +217,36 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             load_duration=_duration(result.load_seconds),
         )
 
-    def _current_experiment(self, context: grpc.ServicerContext) -> CurrentExperiment:
+    async def _current_experiment(self, context: Context) -> CurrentExperiment:
         if self.experiment is None:
-            _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "this server runs no live decision loop")
+            await _abort(
+                context, grpc.StatusCode.FAILED_PRECONDITION, "this server runs no live decision loop"
+            )
         return self.experiment
 
-    def GetExperiment(  # noqa: N802 (servicer methods are named after the RPCs)
-        self, request: admin_service_pb2.GetExperimentRequest, context: grpc.ServicerContext
+    async def GetExperiment(  # noqa: N802 (servicer methods are named after the RPCs)
+        self, request: admin_service_pb2.GetExperimentRequest, context: Context
     ) -> admin_service_pb2.GetExperimentResponse:
-        self._authorize(context)
-        running = self._current_experiment(context).get()
+        await self._authorize(context)
+        running = await asyncio.to_thread((await self._current_experiment(context)).get)
         response = admin_service_pb2.GetExperimentResponse()
         if running is not None:
             response.experiment.CopyFrom(experiment_to_proto(running))
         return response
 
-    def SetExperiment(  # noqa: N802 (servicer methods are named after the RPCs)
-        self, request: admin_service_pb2.SetExperimentRequest, context: grpc.ServicerContext
+    async def SetExperiment(  # noqa: N802 (servicer methods are named after the RPCs)
+        self, request: admin_service_pb2.SetExperimentRequest, context: Context
     ) -> admin_service_pb2.SetExperimentResponse:
-        self._authorize(context)
-        current = self._current_experiment(context)
+        await self._authorize(context)
+        current = await self._current_experiment(context)
         new: Experiment | None = None
         if request.HasField("experiment"):
             models = [str(m) for m in self.holder.current().artifact.manifest.get("models", [])]
             try:
                 new = experiment_from_proto(request.experiment, models)
             except ExperimentError as error:
-                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        previous = current.get()
-        current.set(new)
+                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        previous = await asyncio.to_thread(_replace, current, new)
         LOGGER.info("experiment %s -> %s", previous.name if previous else "none", new.name if new else "none")
         response = admin_service_pb2.SetExperimentResponse()
         if previous is not None:
@@ -236,3 +254,10 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         if new is not None:
             response.experiment.CopyFrom(experiment_to_proto(new))
         return response
+
+
+def _replace(current: CurrentExperiment, new: Experiment | None) -> Experiment | None:
+    """Set the running experiment; returns the one it replaced (both read the state store)."""
+    previous = current.get()
+    current.set(new)
+    return previous

@@ -1,38 +1,43 @@
 """What happens around every unary gRPC call: deadline check, request id, metrics and an access log line.
 
-One interceptor does all of it so the order is fixed and nothing is counted twice:
+One ``grpc.aio`` interceptor does all of it so the order is fixed and nothing is counted twice:
 
-1. A call whose deadline has already passed when a handler thread picks it up (it waited in the
-   queue behind others) is answered DEADLINE_EXCEEDED without running the handler: the caller has
-   given up, and doing the work anyway only delays the calls behind it.
+1. A call whose deadline has already passed when its handler starts (it waited behind others on the
+   event loop) is answered DEADLINE_EXCEEDED without running the handler: the caller has given up,
+   and doing the work anyway only delays the calls behind it.
 2. The caller's ``x-request-id`` metadata is kept when it is a sane token (1 to 128 characters of
-   letters, digits and ``-_.:``), otherwise a new one is generated. It is sent back as initial
-   metadata, so clients can quote it, and exposed to handlers through ``current_request_id()`` for
-   their own log lines.
+   letters, digits and ``-_.:``), otherwise a new one is made (this process's random prefix and a
+   counter: unique, and cheaper than a fresh UUID per call). It is sent back as initial metadata, so
+   clients can quote it, and exposed to handlers through ``current_request_id()`` (a context variable:
+   each call is its own asyncio task, and engine calls sent to threads take it along).
 3. The call is counted in flight, timed in a ``finally`` block, and counted by method and status
-   code, whatever the handler did (returned, aborted, or raised).
+   code, whatever the handler did (returned, aborted, raised, or was cancelled by the client or its
+   deadline).
 4. One log line per call: method, status code, duration, request id and peer address. Never
    metadata (it carries the admin token) and never message contents (they carry customer data).
    With ``access_log_every`` N > 1 only every N-th successful call is logged (failed calls and calls
    slower than ``SLOW_CALL_SECONDS`` always are): at a thousand calls a second a line per call costs
-   a measurable share of the interpreter lock and says nothing the request metrics do not, while
-   errors and outliers are what an operator reads the log for.
+   a measurable share of the CPU and says nothing the request metrics do not, while errors and
+   outliers are what an operator reads the log for.
+
+The wrapped handler of each method is built once and kept, so a call costs a dictionary lookup here,
+not a new handler object. Handlers must be coroutine functions (every servicer of this server is).
 
 Streaming methods (health ``Watch``, server reflection) pass through untouched: they live as long as
-the client keeps them open, which would make nonsense of a latency histogram, and wrapping them would
-also defeat the health servicer's non-blocking ``Watch``.
+the client keeps them open, which would make nonsense of a latency histogram.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import itertools
 import logging
+import os
 import re
 import time
-import uuid
-from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, cast
 
 import grpc
 
@@ -45,24 +50,32 @@ _REQUEST_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SLOW_CALL_SECONDS: Final = 0.1
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("persona_engine_request_id", default="")
 
-_Request = TypeVar("_Request")
-_Response = TypeVar("_Response")
+# Generated request ids: 64 random bits per process, then a counter (32 hex characters in all).
+_ID_PREFIX: Final = os.urandom(8).hex()
+_id_counter = itertools.count()
+
+Context = grpc.aio.ServicerContext[Any, Any]
+_Behaviour = Callable[[Any, Context], Awaitable[Any]]
 
 
 def current_request_id() -> str:
-    """The request id of the call being handled on this thread ("" outside a call)."""
+    """The request id of the call being handled ("" outside a call)."""
     return _request_id.get()
 
 
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
 def request_id_from(metadata: Any) -> str:
-    """The caller's ``x-request-id`` if it is a sane token, else a fresh random one."""
+    """The caller's ``x-request-id`` if it is a sane token, else a fresh one."""
     for key, value in metadata or ():
         if key == REQUEST_ID_KEY and isinstance(value, str) and _REQUEST_ID_PATTERN.match(value):
             return value
-    return uuid.uuid4().hex
+    return new_request_id()
 
 
-class ObservabilityInterceptor(grpc.ServerInterceptor):
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     """Deadline check, request id, metrics and access log for every unary-unary call (module doc)."""
 
     def __init__(
@@ -73,70 +86,79 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
         self.metrics = metrics
         self.logger = logger
         self.access_log_every = access_log_every
-        # itertools.count's next() is atomic under the GIL: no lock needed between handler threads.
         self._successes = itertools.count()
+        # Per method: the handler grpc resolved and the observed handler built around it.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[_Request, _Response] | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[_Request, _Response] | None:
-        handler = continuation(handler_call_details)
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        # grpc's handler types are the sync stack's; on this aio server every unary behaviour is a
+        # coroutine function (the servicers', health's Check), hence the cast below.
+        handler = await continuation(handler_call_details)
         if handler is None or handler.request_streaming or handler.response_streaming:
             return handler
+        full_method = handler_call_details.method
+        cached = self._wrapped.get(full_method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         behaviour = handler.unary_unary
         if behaviour is None:
             return handler
-        service, method = split_method(handler_call_details.method)
-        full_method = handler_call_details.method
-
-        def observed(request: _Request, context: grpc.ServicerContext) -> _Response:
-            return self._observe(behaviour, request, context, full_method, service, method)
-
-        return grpc.unary_unary_rpc_method_handler(
-            observed,
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._observer(cast(_Behaviour, behaviour), full_method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+        self._wrapped[full_method] = (handler, wrapped)
+        return wrapped
 
-    def _observe(
-        self,
-        behaviour: Callable[[_Request, grpc.ServicerContext], _Response],
-        request: _Request,
-        context: grpc.ServicerContext,
-        full_method: str,
-        service: str,
-        method: str,
-    ) -> _Response:
-        started = time.perf_counter()
-        request_id = request_id_from(context.invocation_metadata())
-        token = _request_id.set(request_id)
-        code = grpc.StatusCode.UNKNOWN
-        try:
-            with self.metrics.track_in_flight(service, method):
-                if context.time_remaining() <= 0:
+    def _observer(self, behaviour: _Behaviour, full_method: str) -> _Behaviour:
+        service, method = split_method(full_method)
+        requests, durations, in_flight = self.metrics.method_children(service, method)
+
+        async def observed(request: Any, context: Context) -> Any:
+            started = time.perf_counter()
+            request_id = request_id_from(context.invocation_metadata())
+            token = _request_id.set(request_id)
+            code = grpc.StatusCode.UNKNOWN
+            in_flight.inc()
+            try:
+                remaining = context.time_remaining()
+                if remaining is not None and remaining <= 0:
                     code = grpc.StatusCode.DEADLINE_EXCEEDED
-                    context.abort(code, f"{full_method}: the deadline passed before the call was handled")
-                context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-                response = behaviour(request, context)
+                    await context.abort(
+                        code, f"{full_method}: the deadline passed before the call was handled"
+                    )
+                await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+                response = await behaviour(request, context)
                 code = _outcome(context, grpc.StatusCode.OK)
                 return response
-        except BaseException:
-            code = _outcome(context, code)
-            raise
-        finally:
-            seconds = time.perf_counter() - started
-            self.metrics.observe_request(service, method, code, seconds)
-            if self._logs(code, seconds):
-                self.logger.info(
-                    "%s %s %.2fms request_id=%s peer=%s",
-                    full_method,
-                    code.name,
-                    seconds * 1000.0,
-                    request_id,
-                    _peer(context),
-                )
-            _request_id.reset(token)
+            except asyncio.CancelledError:  # the client hung up, or its deadline passed, mid-call
+                code = _cancelled(context)
+                raise
+            except BaseException:
+                code = _outcome(context, code)
+                raise
+            finally:
+                in_flight.dec()
+                seconds = time.perf_counter() - started
+                requests(code).inc()
+                durations.observe(seconds)
+                if self._logs(code, seconds):
+                    self.logger.info(
+                        "%s %s %.2fms request_id=%s peer=%s",
+                        full_method,
+                        code.name,
+                        seconds * 1000.0,
+                        request_id,
+                        _peer(context),
+                    )
+                _request_id.reset(token)
+
+        return observed
 
     def _logs(self, code: grpc.StatusCode, seconds: float) -> bool:
         if code is not grpc.StatusCode.OK or seconds >= SLOW_CALL_SECONDS or self.access_log_every == 1:
@@ -144,20 +166,20 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
         return next(self._successes) % self.access_log_every == 0
 
 
-def _outcome(context: grpc.ServicerContext, otherwise: grpc.StatusCode) -> grpc.StatusCode:
-    """The status the caller sees: the code the handler set or aborted with; else, when the call has
-    ended under the handler (deadline passed, client cancelled), that; else ``otherwise``."""
-    code = context.code()  # type: ignore[attr-defined]  # grpc's server context has code() since 1.38
-    if isinstance(code, grpc.StatusCode):
-        return code
-    if not context.is_active():
-        return (
-            grpc.StatusCode.DEADLINE_EXCEEDED if context.time_remaining() <= 0 else grpc.StatusCode.CANCELLED
-        )
-    return otherwise
+def _outcome(context: Context, otherwise: grpc.StatusCode) -> grpc.StatusCode:
+    """The status the caller sees: the code the handler set or aborted with, else ``otherwise``."""
+    code = context.code()
+    return code if isinstance(code, grpc.StatusCode) else otherwise
 
 
-def _peer(context: grpc.ServicerContext) -> str:
+def _cancelled(context: Context) -> grpc.StatusCode:
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
+def _peer(context: Context) -> str:
     try:
         return context.peer()
     except Exception:  # a context whose call already ended may not know its peer any more

@@ -39,12 +39,14 @@ Series:
   past the drift threshold); a rise is a shift in what customers are after, worth a retrain.
 - ``persona_engine_drift_profiles_total{drifting}``: persona profiles served with a drift status, by
   whether the customer was drifting.
+- ``persona_engine_worker_restarts_total``: worker processes that died on their own and were replaced
+  (``--workers N``; exported by the supervising process, ``worker_restarts_counter``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 from wsgiref.simple_server import WSGIServer
@@ -225,6 +227,24 @@ class ServingMetrics:
             child = self._children[key] = metric.labels(*values)
         return child
 
+    def method_children(self, service: str, method: str) -> tuple[Callable[[grpc.StatusCode], Any], Any, Any]:
+        """One method's series, for a caller that records every call of it (the interceptor): the
+        request counter by status code, the latency histogram and the in-flight gauge, each resolved
+        once here so that a call costs the metric updates alone."""
+        by_code: dict[grpc.StatusCode, Any] = {}
+
+        def requests(code: grpc.StatusCode) -> Any:
+            child = by_code.get(code)
+            if child is None:
+                child = by_code[code] = self._child(self.requests, service, method, code.name)
+            return child
+
+        return (
+            requests,
+            self._child(self.request_duration, service, method),
+            self._child(self.in_flight, service, method),
+        )
+
     def track_in_flight(self, service: str, method: str) -> InprogressTracker:
         tracker: InprogressTracker = self._child(self.in_flight, service, method).track_inprogress()
         return tracker
@@ -297,6 +317,19 @@ def _flag(value: bool) -> str:
 def _check_kind(kind: str) -> None:
     if kind not in DECISION_KINDS:
         raise ValueError(f"decision kind {kind!r} is not one of {', '.join(DECISION_KINDS)}")
+
+
+def worker_restarts_counter(registry: CollectorRegistry) -> Counter:
+    """The supervisor's count of workers it replaced, on the registry its endpoint exports.
+
+    The supervisor is not a worker: its own counter lives in its memory (it does not write the
+    multiprocess files) and is exported beside the merged workers' series.
+    """
+    return Counter(
+        f"{PREFIX}_worker_restarts",
+        "Worker processes that died on their own and were replaced by the supervisor.",
+        registry=registry,
+    )
 
 
 def multiprocess_mode_enabled() -> bool:

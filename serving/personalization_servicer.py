@@ -1,4 +1,4 @@
-"""The PersonalizationService RPCs: protobuf in, one engine call, protobuf out.
+"""The PersonalizationService RPCs: protobuf in, one engine call, protobuf out, on the event loop.
 
 Each call reads the serving model once (``ModelHolder.current()``) and uses that object from
 validation to response, so a reload in the middle of a call never mixes two models. A call is three
@@ -7,6 +7,11 @@ serving it with the engine's live loop (``engine.live.live_loop``: experiment ar
 the online bandit, decision logging and event recording all live there), and translating the answer
 (``serving.response_translation``). Between the first two the caller's deadline is checked, so a
 request whose deadline has already passed is refused with DEADLINE_EXCEEDED before any scoring is done.
+
+The handlers are coroutines run by ``grpc.aio`` on the process's event loop. The engine call is one
+awaited step, ``EngineCalls.run`` (``serving.engine_calls``): inline for a page render, in a thread
+when it would wait on a network store or score a big batch. RecordEvents always goes to a thread: its
+append ends with an fsync, and checking outcomes reads the event log.
 
 Errors: a request outside the documented limits is INVALID_ARGUMENT with the message naming the field
 path; anything unexpected is logged with its traceback and answered INTERNAL with a generic message,
@@ -19,16 +24,24 @@ were chosen, how many records were accepted, and drift in the profiles served.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 
 from engine.decisions.page_decision import LayoutDecision, RankedOffer
 from engine.invalid_request import InvalidRequestError
-from engine.live.live_loop import EventsNotStoredError, LiveLoop
+from engine.live.live_loop import (
+    EventsNotStoredError,
+    LiveLoop,
+    ServedLayout,
+    ServedOffers,
+    ServedPage,
+    ServedProductLists,
+)
 from engine.personalization_request import (
     LayoutRequest,
     OfferRankingRequest,
@@ -36,9 +49,11 @@ from engine.personalization_request import (
     ProductListsRequest,
 )
 from engine.personalizer import DecisionInfo, Personalizer
+from engine.personas.profile import PersonaProfile
 from serving import event_translation
 from serving import request_validation as validate
 from serving import response_translation as translate
+from serving.engine_calls import DeadlinePassedError, EngineCalls
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 from serving.generated.persona.v1 import personalization_service_pb2_grpc as pb_grpc
 from serving.metrics import ServingMetrics
@@ -46,45 +61,57 @@ from serving.model_holder import ModelHolder
 
 LOGGER = logging.getLogger("persona_engine.personalization")
 
-_Request = TypeVar("_Request")
+Context = grpc.aio.ServicerContext[Any, Any]
+_Call = TypeVar("_Call")
+_Served = TypeVar("_Served")
 _Response = TypeVar("_Response")
+
+
+def _expired(context: Context) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
 
 
 class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
     """The PersonalizationService RPCs over the model ``holder`` currently serves.
 
     ``live_loop`` serves every call and records events; the default has no experiment, no decision
-    log and no event log (RecordEvents then fails with FAILED_PRECONDITION).
+    log and no event log (RecordEvents then fails with FAILED_PRECONDITION). ``engine`` decides where
+    engine calls run (the default: page renders on the loop, big batches in a thread).
     """
 
     def __init__(
-        self, holder: ModelHolder, metrics: ServingMetrics, live_loop: LiveLoop | None = None
+        self,
+        holder: ModelHolder,
+        metrics: ServingMetrics,
+        live_loop: LiveLoop | None = None,
+        engine: EngineCalls | None = None,
     ) -> None:
         self._holder = holder
         self._metrics = metrics
         self._loop = live_loop or LiveLoop()
+        self._engine = engine or EngineCalls()
         self._loop.prepare(holder.current())
 
-    def _handle(
+    async def _handle(
         self,
         method: str,
-        context: grpc.ServicerContext,
-        parse: Callable[[Personalizer], _Request],
-        serve: Callable[[Personalizer, _Request], _Response],
+        context: Context,
+        parse: Callable[[Personalizer], _Call],
+        serve: Callable[[Personalizer, _Call], Awaitable[_Served]],
+        respond: Callable[[_Served], _Response],
     ) -> _Response:
+        """Validate, check the deadline, await the engine step, translate; abort with the right code."""
         personalizer = self._holder.current()
         try:
             call = parse(personalizer)
-            remaining = context.time_remaining()
-            if remaining is not None and remaining <= 0:
-                code, message = (
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    f"{method}: the deadline passed before serving",
-                )
-            else:
-                return serve(personalizer, call)
+            if _expired(context):
+                raise DeadlinePassedError("the deadline passed before serving")
+            return respond(await serve(personalizer, call))
         except InvalidRequestError as error:
             code, message = grpc.StatusCode.INVALID_ARGUMENT, str(error)
+        except DeadlinePassedError as error:
+            code, message = grpc.StatusCode.DEADLINE_EXCEEDED, f"{method}: {error}"
         except Exception:  # never leak internals to callers; the log keeps the traceback
             LOGGER.exception(
                 "%s failed on model %s (%s)", method, personalizer.version, personalizer.model_name
@@ -93,7 +120,7 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
                 grpc.StatusCode.INTERNAL,
                 f"{method}: internal error; the server log has the details",
             )
-        context.abort(code, message)
+        await context.abort(code, message)
 
     def _count(
         self, decision: DecisionInfo, offers: Sequence[RankedOffer] = (), layout: LayoutDecision | None = None
@@ -104,100 +131,145 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         if layout is not None:
             self._metrics.record_decision("layout", layout.variant_id)
 
+    # ------------------------------------------------------------------ responses
+
+    def _page_response(self, served: ServedPage) -> pb.PersonalizeResponse:
+        self._count(served.page.decision, served.page.offers, served.page.layout)
+        return translate.page_response(served)
+
+    def _product_lists_response(self, served: ServedProductLists) -> pb.RecommendProductsResponse:
+        for products in served.lists:
+            self._count(products.decision)
+        return translate.product_lists_response(served)
+
+    def _offers_response(self, served: ServedOffers) -> pb.RankOffersResponse:
+        self._count(served.ranking.decision, served.ranking.offers)
+        return translate.offers_response(served)
+
+    def _layout_response(self, served: ServedLayout) -> pb.SelectLayoutResponse:
+        self._count(served.selection.decision, layout=served.selection.layout)
+        return translate.layout_response(served)
+
+    def _profile_response(self, profile: PersonaProfile) -> pb.GetPersonaProfileResponse:
+        if profile.drift is not None:
+            self._metrics.record_drift_profile(profile.drift.drifting)
+        return translate.profile_to_proto(profile)
+
     # ------------------------------------------------------------------ RPCs
 
-    def Personalize(  # noqa: N802 (servicer methods are named after the RPCs)
-        self, request: pb.PersonalizeRequest, context: grpc.ServicerContext
+    async def Personalize(  # noqa: N802 (servicer methods are named after the RPCs)
+        self, request: pb.PersonalizeRequest, context: Context
     ) -> pb.PersonalizeResponse:
-        def serve(personalizer: Personalizer, call: PageRequest) -> pb.PersonalizeResponse:
-            served = self._loop.personalize(personalizer, call)
-            self._count(served.page.decision, served.page.offers, served.page.layout)
-            return translate.page_response(served)
+        async def serve(personalizer: Personalizer, call: PageRequest) -> ServedPage:
+            return await self._engine.run(context, self._loop.personalize, personalizer, call)
 
-        return self._handle("Personalize", context, lambda p: validate.personalize_call(request, p), serve)
-
-    def RecommendProducts(  # noqa: N802 (servicer methods are named after the RPCs)
-        self, request: pb.RecommendProductsRequest, context: grpc.ServicerContext
-    ) -> pb.RecommendProductsResponse:
-        def serve(personalizer: Personalizer, call: ProductListsRequest) -> pb.RecommendProductsResponse:
-            served = self._loop.recommend_products(personalizer, call)
-            for products in served.lists:
-                self._count(products.decision)
-            return translate.product_lists_response(served)
-
-        return self._handle(
-            "RecommendProducts", context, lambda p: validate.recommend_products_call(request, p), serve
-        )
-
-    def RankOffers(  # noqa: N802 (servicer methods are named after the RPCs)
-        self, request: pb.RankOffersRequest, context: grpc.ServicerContext
-    ) -> pb.RankOffersResponse:
-        def serve(personalizer: Personalizer, call: OfferRankingRequest) -> pb.RankOffersResponse:
-            served = self._loop.rank_offers(personalizer, call)
-            self._count(served.ranking.decision, served.ranking.offers)
-            return translate.offers_response(served)
-
-        return self._handle("RankOffers", context, lambda p: validate.rank_offers_call(request, p), serve)
-
-    def SelectLayout(  # noqa: N802 (servicer methods are named after the RPCs)
-        self, request: pb.SelectLayoutRequest, context: grpc.ServicerContext
-    ) -> pb.SelectLayoutResponse:
-        def serve(personalizer: Personalizer, call: LayoutRequest) -> pb.SelectLayoutResponse:
-            served = self._loop.select_layout(personalizer, call)
-            self._count(served.selection.decision, layout=served.selection.layout)
-            return translate.layout_response(served)
-
-        return self._handle("SelectLayout", context, lambda p: validate.select_layout_call(request, p), serve)
-
-    def GetPersonaProfile(  # noqa: N802 (servicer methods are named after the RPCs)
-        self, request: pb.GetPersonaProfileRequest, context: grpc.ServicerContext
-    ) -> pb.GetPersonaProfileResponse:
-        def serve(personalizer: Personalizer, customer_id: str) -> pb.GetPersonaProfileResponse:
-            profile = personalizer.persona_profile(customer_id)
-            if profile.drift is not None:
-                self._metrics.record_drift_profile(profile.drift.drifting)
-            return translate.profile_to_proto(profile)
-
-        return self._handle(
-            "GetPersonaProfile", context, lambda p: validate.customer_id(request.customer_id), serve
-        )
-
-    def ListPersonas(  # noqa: N802 (servicer methods are named after the RPCs)
-        self, request: pb.ListPersonasRequest, context: grpc.ServicerContext
-    ) -> pb.ListPersonasResponse:
-        return self._handle(
-            "ListPersonas",
+        return await self._handle(
+            "Personalize",
             context,
-            lambda p: None,
-            lambda personalizer, _: pb.ListPersonasResponse(
+            lambda p: validate.personalize_call(request, p),
+            serve,
+            self._page_response,
+        )
+
+    async def RecommendProducts(  # noqa: N802 (servicer methods are named after the RPCs)
+        self, request: pb.RecommendProductsRequest, context: Context
+    ) -> pb.RecommendProductsResponse:
+        async def serve(personalizer: Personalizer, call: ProductListsRequest) -> ServedProductLists:
+            return await self._engine.run(
+                context, self._loop.recommend_products, personalizer, call, targets=len(call.targets)
+            )
+
+        return await self._handle(
+            "RecommendProducts",
+            context,
+            lambda p: validate.recommend_products_call(request, p),
+            serve,
+            self._product_lists_response,
+        )
+
+    async def RankOffers(  # noqa: N802 (servicer methods are named after the RPCs)
+        self, request: pb.RankOffersRequest, context: Context
+    ) -> pb.RankOffersResponse:
+        async def serve(personalizer: Personalizer, call: OfferRankingRequest) -> ServedOffers:
+            return await self._engine.run(context, self._loop.rank_offers, personalizer, call)
+
+        return await self._handle(
+            "RankOffers",
+            context,
+            lambda p: validate.rank_offers_call(request, p),
+            serve,
+            self._offers_response,
+        )
+
+    async def SelectLayout(  # noqa: N802 (servicer methods are named after the RPCs)
+        self, request: pb.SelectLayoutRequest, context: Context
+    ) -> pb.SelectLayoutResponse:
+        async def serve(personalizer: Personalizer, call: LayoutRequest) -> ServedLayout:
+            return await self._engine.run(context, self._loop.select_layout, personalizer, call)
+
+        return await self._handle(
+            "SelectLayout",
+            context,
+            lambda p: validate.select_layout_call(request, p),
+            serve,
+            self._layout_response,
+        )
+
+    async def GetPersonaProfile(  # noqa: N802 (servicer methods are named after the RPCs)
+        self, request: pb.GetPersonaProfileRequest, context: Context
+    ) -> pb.GetPersonaProfileResponse:
+        async def serve(personalizer: Personalizer, customer_id: str) -> PersonaProfile:
+            return await self._engine.run(context, _persona_profile, personalizer, customer_id)
+
+        return await self._handle(
+            "GetPersonaProfile",
+            context,
+            lambda p: validate.customer_id(request.customer_id),
+            serve,
+            self._profile_response,
+        )
+
+    async def ListPersonas(  # noqa: N802 (servicer methods are named after the RPCs)
+        self, request: pb.ListPersonasRequest, context: Context
+    ) -> pb.ListPersonasResponse:
+        async def serve(personalizer: Personalizer, _: None) -> pb.ListPersonasResponse:
+            return pb.ListPersonasResponse(
                 personas=[translate.persona_to_proto(persona) for persona in personalizer.catalog.personas],
                 model_version=personalizer.version,
-            ),
-        )
+            )
 
-    def RecordEvents(  # noqa: N802 (servicer methods are named after the RPCs)
-        self, request: pb.RecordEventsRequest, context: grpc.ServicerContext
+        return await self._handle("ListPersonas", context, lambda p: None, serve, lambda response: response)
+
+    async def RecordEvents(  # noqa: N802 (servicer methods are named after the RPCs)
+        self, request: pb.RecordEventsRequest, context: Context
     ) -> pb.RecordEventsResponse:
         if not self._loop.records_events:
-            context.abort(
+            await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "RecordEvents: this server has no event log; start it with --event-log PATH",
             )
-        try:
-            batch = event_translation.record_batch(
-                request, dt.datetime.now(dt.UTC), self._loop.logged_decision
-            )
+        try:  # reading logged decisions, the fsynced append and the observers all wait: off the loop
+            return await asyncio.to_thread(self._record_events, request, context)
         except InvalidRequestError as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "RecordEvents: the deadline passed before storing"
-            )
-        try:
-            stored = self._loop.record_events(batch.events, batch.outcomes)
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(error)
+        except DeadlinePassedError as error:
+            code, message = grpc.StatusCode.DEADLINE_EXCEEDED, f"RecordEvents: {error}"
         except EventsNotStoredError as error:
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"RecordEvents: {error}")
+            code, message = grpc.StatusCode.UNAVAILABLE, f"RecordEvents: {error}"
+        except Exception:  # never leak internals to callers; the log keeps the traceback
+            LOGGER.exception("RecordEvents failed")
+            code, message = (
+                grpc.StatusCode.INTERNAL,
+                "RecordEvents: internal error; the server log has the details",
+            )
+        await context.abort(code, message)
+
+    def _record_events(self, request: pb.RecordEventsRequest, context: Context) -> pb.RecordEventsResponse:
+        """RecordEvents' work, on a blocking-work thread: translate, check the deadline, store, count."""
+        batch = event_translation.record_batch(request, dt.datetime.now(dt.UTC), self._loop.logged_decision)
+        if _expired(context):
+            raise DeadlinePassedError("the deadline passed before storing")
+        stored = self._loop.record_events(batch.events, batch.outcomes)
         self._metrics.record_live_records(
             "event", len(stored.new_events), stored.duplicate_events, batch.rejected_events
         )
@@ -209,5 +281,9 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         )
 
 
-def add_to_server(servicer: PersonalizationServicer, server: grpc.Server) -> None:
+def _persona_profile(personalizer: Personalizer, customer_id: str) -> PersonaProfile:
+    return personalizer.persona_profile(customer_id)
+
+
+def add_to_server(servicer: PersonalizationServicer, server: grpc.aio.Server) -> None:
     pb_grpc.add_PersonalizationServiceServicer_to_server(servicer, server)

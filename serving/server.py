@@ -10,11 +10,13 @@ once), the port stops accepting, calls in flight get ``--grace-seconds`` to fini
 exits 0. Open health ``Watch`` streams count as in flight, so a watcher that does not hang up holds the
 stop for the whole grace period.
 
-This module is one serving process: ``create_server`` builds the gRPC server with every service, and
-``serve`` runs it until told to stop, alone or as one of the workers that ``--workers N`` starts
-(``serving.worker_supervisor``); flags and environment are resolved in ``serving.settings``. With
-``--ready-file`` a process serving alone writes the ready file (``serving.ready_file``) once it serves;
-under a supervisor the supervisor writes it.
+This module is one serving process: ``create_server`` builds the ``grpc.aio`` server with every
+service, and ``serve`` runs it on one event loop (``serving.event_loop``) until told to stop, alone or
+as one of the workers that ``--workers N`` starts (``serving.worker_supervisor``); flags and
+environment are resolved in ``serving.settings``. Page renders run on the loop; whatever waits (event
+log commits, Redis round trips, reloads, big batches) runs in the loop's ``--threads`` blocking-work
+threads (``serving.engine_calls``). With ``--ready-file`` a process serving alone writes the ready
+file (``serving.ready_file``) once it serves; under a supervisor the supervisor writes it.
 
 ``--event-log PATH`` enables the live loop: RecordEvents appends to that SQLite event log
 (``engine.live.event_log``) and every served offer and layout is logged there too. All workers open the
@@ -24,18 +26,22 @@ same file; SQLite's WAL mode lets them write it concurrently and training read i
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
+import logging.handlers
 import os
+import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent import futures
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-# One BLAS thread per handler thread: requests already run in parallel, and OpenBLAS threads started
-# inside each of them would oversubscribe the cores. Set before numpy loads (via the imports below).
+# One BLAS thread per process: requests already run in parallel across worker processes, and
+# OpenBLAS threads started by each call would oversubscribe the cores. Set before numpy loads.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import grpc
@@ -51,7 +57,10 @@ from engine.live.events import LiveEventObserver
 from engine.live.live_loop import LiveLoop
 from engine.live.live_state import LiveState
 from engine.live.state_store import StateStore
+from serving import event_loop
 from serving.admin_servicer import AdminServicer
+from serving.benchmark_floor import FloorPersonalizationServicer
+from serving.engine_calls import EngineCalls
 from serving.generated.persona.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -73,7 +82,6 @@ from serving.process_lifecycle import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, POLL_S,
 from serving.ready_file import ServerReady, remove_ready_file, remove_stale_ready_file, write_ready_file
 from serving.redis_state_store import MEMORY, StateStoreError, open_state_store
 from serving.settings import (
-    DEFAULT_THREADS,
     ServeConfigError,
     ServeSettings,
     TlsConfig,
@@ -84,6 +92,7 @@ from serving.settings import (
 from serving.worker_supervisor import supervise
 
 LOGGER = logging.getLogger("persona_engine.server")
+LOG_FORMAT: Final = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 PERSONALIZATION_SERVICE: Final = personalization_service_pb2.DESCRIPTOR.services_by_name[
     "PersonalizationService"
@@ -107,46 +116,51 @@ def unary_methods() -> list[str]:
     return [*names, f"/{HEALTH_SERVICE}/Check"]
 
 
-def create_server(
+async def create_server(
     holder: ModelHolder,
     metrics: ServingMetrics,
     *,
     address: str = "127.0.0.1:0",
     admin_token: str | None = None,
     tls: TlsConfig | None = None,
-    max_workers: int = DEFAULT_THREADS,
     access_log_every: int = 1,
     reuse_port: bool = False,
-    health_servicer: health.HealthServicer | None = None,
+    health_servicer: health.aio.HealthServicer | None = None,
     reloader: ModelReloader | None = None,
     event_log: EventLog | None = None,
     decision_writer: DecisionLogWriter | None = None,
     observers: Sequence[LiveEventObserver] = (),
     live: LiveDecisions | None = None,
-) -> tuple[grpc.Server, int]:
+    blocking_state: bool = False,
+    benchmark_floor: bool = False,
+) -> tuple[grpc.aio.Server, int]:
     """A bound, not yet started server with every service; returns it and the port it bound.
 
-    Health is SERVING for ``""`` and PersonalizationService as soon as the server starts, since the
-    holder already has a verified model. ``reuse_port`` lets several processes bind one port (workers);
-    it is off otherwise so that a second server on a busy port fails instead of silently sharing it.
-    Pass ``health_servicer`` to keep control of health (to report NOT_SERVING when stopping) and
-    ``reloader`` when workers share reloads; the default reloads this process only. ``event_log``
-    enables RecordEvents, ``decision_writer`` logs served decisions, and ``observers`` are told of
-    every newly accepted batch (the caller owns and closes the log and the writer). ``live`` adds
-    experiments, journey stages and the online bandit (and the admin experiment calls).
+    Call on the event loop that will run it. Health is SERVING for ``""`` and PersonalizationService
+    as soon as the server starts, since the holder already has a verified model. ``reuse_port`` lets
+    several processes bind one port (workers); it is off otherwise so that a second server on a busy
+    port fails instead of silently sharing it. Pass ``health_servicer`` to keep control of health (to
+    report NOT_SERVING when stopping) and ``reloader`` when workers share reloads; the default reloads
+    this process only. ``event_log`` enables RecordEvents, ``decision_writer`` logs served decisions,
+    and ``observers`` are told of every newly accepted batch (the caller owns and closes the log and
+    the writer). ``live`` adds experiments, journey stages and the online bandit (and the admin
+    experiment calls). ``blocking_state`` says live state is in a network store: every engine call
+    then runs in a thread (``serving.engine_calls``). ``benchmark_floor`` makes Personalize answer one
+    prepared response (``serving.benchmark_floor``).
     """
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="persona-grpc"),
+    server = grpc.aio.server(
         interceptors=[ObservabilityInterceptor(metrics, access_log_every=access_log_every)],
         options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
     )
+    servicer = FloorPersonalizationServicer if benchmark_floor else PersonalizationServicer
     personalization_service_pb2_grpc.add_PersonalizationServiceServicer_to_server(
-        PersonalizationServicer(
+        servicer(
             holder,
             metrics,
             LiveLoop(
                 decisions=live, event_log=event_log, decision_writer=decision_writer, observers=observers
             ),
+            EngineCalls(blocking_state=blocking_state),
         ),
         server,
     )
@@ -159,7 +173,7 @@ def create_server(
         ),
         server,
     )
-    health_servicer = health_servicer or health.HealthServicer()
+    health_servicer = health_servicer or health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)
     metrics.declare_methods(unary_methods())
@@ -173,8 +187,43 @@ def create_server(
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     for name in HEALTH_REPORTED:
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port
+
+
+@dataclass
+class _Process:
+    """What one serving process holds besides its gRPC server: built before the event loop starts
+    (loading blocks, and nothing serves yet), closed after it ended."""
+
+    holder: ModelHolder
+    metrics: ServingMetrics
+    live_state: LiveState
+    reloader: ModelReloader
+    live: LiveDecisions
+    shared: SharedModelState | None = None
+    event_log: EventLog | None = None
+    decision_writer: DecisionLogWriter | None = None
+    endpoint: MetricsEndpoint | None = None
+    following: threading.Event = field(default_factory=threading.Event)
+    follower: threading.Thread | None = None
+    started: bool = False  # the gRPC server started (and so is "stopped" at the end)
+
+    def start_follower(self) -> None:
+        """A worker applies the reloads its peers publish, loading on a thread of its own."""
+        if self.shared is not None:
+            self.follower = threading.Thread(
+                target=self.reloader.follow, args=(self.following,), name="model-follower", daemon=True
+            )
+            self.follower.start()
+
+    def close(self) -> None:
+        self.following.set()
+        if self.follower is not None:
+            self.follower.join(timeout=5)
+        if self.endpoint is not None:
+            self.endpoint.close()
+        _close_event_log(self.event_log, self.decision_writer)
 
 
 def serve(
@@ -194,150 +243,184 @@ def serve(
 
     In a worker (``settings.worker_index`` set) the model comes from the run directory's shared state,
     the port is shared and metrics go to the multiprocess files. ``on_ready`` gets the bound port once
-    the server is serving; ``on_live_state`` the live customer state before that. ``observers`` learn
-    from RecordEvents batches (with ``settings.event_log``), after the live customer state.
+    the server is serving (called on the event loop); ``on_live_state`` the live customer state before
+    that. ``observers`` learn from RecordEvents batches (with ``settings.event_log``), after the live
+    customer state. May run on any thread; signals are handled only on the main thread.
     """
     stop = stop or threading.Event()
     if settings.ready_file is not None and settings.worker_index is None:
         remove_stale_ready_file(settings.ready_file)
     with stop_on_signals(stop):
-        shared = (
-            SharedModelState(settings.run_dir)
-            if settings.worker_index is not None and settings.run_dir is not None
-            else None
+        process = _prepare(settings, on_live_state, state_store)
+        if isinstance(process, int):
+            return process
+        try:
+            return event_loop.run(
+                _serve(settings, process, stop, on_ready, observers),
+                kind=settings.event_loop,
+                threads=settings.threads,
+            )
+        finally:
+            process.close()
+            if process.started:
+                LOGGER.info("stopped")
+
+
+def _prepare(
+    settings: ServeSettings,
+    on_live_state: Callable[[LiveState], None] | None,
+    state_store: StateStore | None,
+) -> _Process | int:
+    """Load the model, open the state store and the event log; an exit status when that fails."""
+    shared = (
+        SharedModelState(settings.run_dir)
+        if settings.worker_index is not None and settings.run_dir is not None
+        else None
+    )
+    artifact, model_name, generation = settings.artifact, settings.model_name, 0
+    if shared is not None:
+        desired = shared.read()
+        artifact, model_name, generation = (
+            Path(desired.artifact_path),
+            desired.model_name or None,
+            desired.generation,
         )
-        artifact, model_name, generation = settings.artifact, settings.model_name, 0
-        if shared is not None:
-            desired = shared.read()
-            artifact, model_name, generation = (
-                Path(desired.artifact_path),
-                desired.model_name or None,
-                desired.generation,
-            )
-        try:
-            loaded = load_model(artifact, model_name)
-        except Exception as error:  # the message names the artifact and the bad file or model
-            LOGGER.error("cannot serve %s: %s", artifact, error)
-            return EXIT_USAGE
-        disable_created_metrics()  # *_created series double the output and nothing here reads them
-        metrics = ServingMetrics(CollectorRegistry())
-        try:
-            live_state = LiveState(state_store or open_state_store(settings.state), metrics)
-            holder = ModelHolder(
-                loaded.personalizer, loaded.path, load_seconds=loaded.load_seconds, prepare=live_state.attach
-            )
-        except StateStoreError as error:
-            LOGGER.error("%s", error)
-            return EXIT_USAGE
-        if on_live_state is not None:
-            on_live_state(live_state)
-        publish_model_metrics(metrics, holder.snapshot())
-        reloader = ModelReloader(
-            holder, metrics, shared, applied_generation=generation, after_swap=settle_heap_later
+    try:
+        loaded = load_model(artifact, model_name)
+    except Exception as error:  # the message names the artifact and the bad file or model
+        LOGGER.error("cannot serve %s: %s", artifact, error)
+        return EXIT_USAGE
+    disable_created_metrics()  # *_created series double the output and nothing here reads them
+    metrics = ServingMetrics(CollectorRegistry())
+    try:
+        live_state = LiveState(state_store or open_state_store(settings.state), metrics)
+        holder = ModelHolder(
+            loaded.personalizer, loaded.path, load_seconds=loaded.load_seconds, prepare=live_state.attach
         )
-        health_servicer = health.HealthServicer()
-        endpoint: MetricsEndpoint | None = None
-        event_log: EventLog | None = None
-        decision_writer: DecisionLogWriter | None = None
-        if settings.event_log is not None:
-            try:
-                event_log = EventLog.open(settings.event_log)
-                decision_writer = DecisionLogWriter(
-                    settings.event_log, on_commit=metrics.record_decisions_logged
-                )
-            except EventLogError as error:
-                LOGGER.error("--event-log: %s", error)
-                if event_log is not None:
-                    event_log.close()
-                return EXIT_USAGE
-            if live_state.is_process_local:
-                started = time.perf_counter()
-                replayed = live_state.catch_up(event_log)
-                LOGGER.info(
-                    "live state rebuilt from %d logged events in %.1fs",
-                    replayed,
-                    time.perf_counter() - started,
-                )
-        live = LiveDecisions(live_state.store, config=settings.bandit)
-        if settings.experiment is not None:
-            try:
-                live.experiment.set(load_experiment(settings.experiment))
-            except ExperimentError as error:
-                LOGGER.error("--experiment: %s", error)
-                _close_event_log(event_log, decision_writer)
-                return EXIT_USAGE
+    except StateStoreError as error:
+        LOGGER.error("%s", error)
+        return EXIT_USAGE
+    if on_live_state is not None:
+        on_live_state(live_state)
+    publish_model_metrics(metrics, holder.snapshot())
+    reloader = ModelReloader(
+        holder, metrics, shared, applied_generation=generation, after_swap=settle_heap_later
+    )
+    event_log: EventLog | None = None
+    decision_writer: DecisionLogWriter | None = None
+    if settings.event_log is not None:
         try:
-            server, port = create_server(
-                holder,
-                metrics,
-                address=settings.address,
-                admin_token=settings.admin_token,
-                tls=settings.tls,
-                max_workers=settings.threads,
-                access_log_every=settings.access_log_every,
-                reuse_port=shared is not None,
-                health_servicer=health_servicer,
-                reloader=reloader,
-                event_log=event_log,
-                decision_writer=decision_writer,
-                observers=(live_state, *observers),
-                live=live,
+            event_log = EventLog.open(settings.event_log)
+            decision_writer = DecisionLogWriter(settings.event_log, on_commit=metrics.record_decisions_logged)
+        except EventLogError as error:
+            LOGGER.error("--event-log: %s", error)
+            if event_log is not None:
+                event_log.close()
+            return EXIT_USAGE
+        if live_state.is_process_local:
+            started = time.perf_counter()
+            replayed = live_state.catch_up(event_log)
+            LOGGER.info(
+                "live state rebuilt from %d logged events in %.1fs", replayed, time.perf_counter() - started
             )
-            if settings.metrics_port and shared is None:
-                endpoint = MetricsEndpoint(metrics.registry, bare_host(settings.host), settings.metrics_port)
-        except OSError as error:
-            LOGGER.error("%s", error)
+    live = LiveDecisions(live_state.store, config=settings.bandit)
+    if settings.experiment is not None:
+        try:
+            live.experiment.set(load_experiment(settings.experiment))
+        except ExperimentError as error:
+            LOGGER.error("--experiment: %s", error)
             _close_event_log(event_log, decision_writer)
             return EXIT_USAGE
-        LOGGER.info("heap settled in %.3fs (the model is kept out of full collections)", settle_heap())
-        server.start()
-        reloader.report()
-        following = threading.Event()
-        follower = None
-        if shared is not None:
-            follower = threading.Thread(
-                target=reloader.follow, args=(following,), name="model-follower", daemon=True
-            )
-            follower.start()
-        LOGGER.info(
-            "listening on %s:%d (%s) serving artifact %s, model %s%s%s",
-            settings.host,
-            port,
-            "tls" if settings.tls else "plaintext",
-            holder.snapshot().version,
-            holder.snapshot().model_name,
-            f", metrics on port {endpoint.port}" if endpoint else "",
-            f", worker {settings.worker_index}" if settings.worker_index is not None else "",
+    return _Process(holder, metrics, live_state, reloader, live, shared, event_log, decision_writer)
+
+
+async def _serve(
+    settings: ServeSettings,
+    process: _Process,
+    stop: threading.Event,
+    on_ready: Callable[[int], None] | None,
+    observers: Sequence[LiveEventObserver],
+) -> int:
+    """The event loop's part: build and start the server, serve until ``stop``, drain, stop."""
+    health_servicer = health.aio.HealthServicer()
+    holder = process.holder
+    try:
+        server, port = await create_server(
+            holder,
+            process.metrics,
+            address=settings.address,
+            admin_token=settings.admin_token,
+            tls=settings.tls,
+            access_log_every=settings.access_log_every,
+            reuse_port=process.shared is not None,
+            health_servicer=health_servicer,
+            reloader=process.reloader,
+            event_log=process.event_log,
+            decision_writer=process.decision_writer,
+            observers=(process.live_state, *observers),
+            live=process.live,
+            blocking_state=not process.live_state.is_process_local,
+            benchmark_floor=settings.benchmark_floor,
         )
-        if event_log is not None:
-            LOGGER.info("recording events and served decisions in %s", event_log.path)
-        if on_ready is not None:
-            on_ready(port)
-        # A worker leaves the ready file to its supervisor, which writes it once all workers serve.
-        ready_file = settings.ready_file if settings.worker_index is None else None
-        status = EXIT_OK
-        try:
-            if ready_file is not None:
-                status = _write_ready_file(ready_file, settings, port, endpoint)
-            parent = os.getppid()
-            while status == EXIT_OK and not stop.wait(POLL_S):
-                if shared is not None and os.getppid() != parent:
-                    LOGGER.error("the supervising process exited; stopping this worker")
-                    break
-        finally:
-            if ready_file is not None:
-                remove_ready_file(ready_file, os.getpid())
-        LOGGER.info("stopping: NOT_SERVING, up to %.1fs for calls in flight", settings.grace_seconds)
-        health_servicer.enter_graceful_shutdown()
-        server.stop(settings.grace_seconds).wait()
-        following.set()
-        if follower is not None:
-            follower.join(timeout=5)
-        if endpoint is not None:
-            endpoint.close()
-        _close_event_log(event_log, decision_writer)
-        LOGGER.info("stopped")
-        return status
+        if settings.metrics_port and process.shared is None:
+            process.endpoint = MetricsEndpoint(
+                process.metrics.registry, bare_host(settings.host), settings.metrics_port
+            )
+    except OSError as error:
+        LOGGER.error("%s", error)
+        return EXIT_USAGE
+    endpoint = process.endpoint
+    LOGGER.info("heap settled in %.3fs (the model is kept out of full collections)", settle_heap())
+    await server.start()
+    process.started = True
+    process.reloader.report()
+    process.start_follower()
+    LOGGER.info(
+        "listening on %s:%d (%s) serving artifact %s, model %s%s%s, %s event loop",
+        settings.host,
+        port,
+        "tls" if settings.tls else "plaintext",
+        holder.snapshot().version,
+        holder.snapshot().model_name,
+        f", metrics on port {endpoint.port}" if endpoint else "",
+        f", worker {settings.worker_index}" if settings.worker_index is not None else "",
+        settings.event_loop,
+    )
+    if settings.benchmark_floor:
+        LOGGER.warning(
+            "benchmark floor: Personalize answers one response prepared at start, without the engine; "
+            "for benchmarks only"
+        )
+    if process.event_log is not None:
+        LOGGER.info("recording events and served decisions in %s", process.event_log.path)
+    if on_ready is not None:
+        on_ready(port)
+    # A worker leaves the ready file to its supervisor, which writes it once all workers serve.
+    ready_file = settings.ready_file if settings.worker_index is None else None
+    status = EXIT_OK
+    try:
+        if ready_file is not None:
+            status = await asyncio.to_thread(_write_ready_file, ready_file, settings, port, endpoint)
+        if status == EXIT_OK:
+            await _wait_for_stop(stop, supervised=process.shared is not None)
+    finally:
+        if ready_file is not None:
+            remove_ready_file(ready_file, os.getpid())
+    LOGGER.info("stopping: NOT_SERVING, up to %.1fs for calls in flight", settings.grace_seconds)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(settings.grace_seconds)
+    return status
+
+
+async def _wait_for_stop(stop: threading.Event, *, supervised: bool) -> None:
+    """Until ``stop`` is set (by a signal or the caller); a worker also stops when its supervisor is
+    gone (it was reparented), rather than serving on unsupervised."""
+    parent = os.getppid()
+    while not stop.is_set():
+        await asyncio.sleep(POLL_S)
+        if supervised and os.getppid() != parent:
+            LOGGER.error("the supervising process exited; stopping this worker")
+            return
 
 
 def _write_ready_file(
@@ -369,13 +452,36 @@ def _close_event_log(event_log: EventLog | None, decision_writer: DecisionLogWri
         event_log.close()
 
 
+@contextlib.contextmanager
+def _logging_off_the_loop(level: str) -> Iterator[None]:
+    """Log to stderr from a background thread: a handler only queues the record (its message merged),
+    and the listener thread formats the line and writes it. A slow stderr (a full pipe to a log
+    collector) then never blocks the event loop, and a signal handler can log without deadlocking on
+    a handler's lock. The listener writes what is queued before the process exits."""
+    if logging.getLogger().handlers:  # configured already (embedding code, tests): leave it alone
+        yield
+        return
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logging.Formatter(LOG_FORMAT))
+    queued = logging.handlers.QueueHandler(records)
+    queued.setFormatter(logging.Formatter("%(message)s"))  # the message (and traceback) only
+    logging.basicConfig(level=level.upper(), handlers=[queued])
+    listener = logging.handlers.QueueListener(records, stderr)
+    listener.start()
+    try:
+        yield
+    finally:
+        listener.stop()
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     """``persona-engine serve``: configure logging, resolve settings, serve; returns the exit status."""
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    with _logging_off_the_loop(args.log_level):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
     except ServeConfigError as error:

@@ -9,6 +9,7 @@ settings on to its workers as flags, so one resolution serves the whole process 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import textwrap
@@ -34,6 +35,8 @@ ENV_ADMIN_TOKEN: Final = "PERSONA_ENGINE_ADMIN_TOKEN"
 ENV_STATE: Final = "PERSONA_ENGINE_STATE"
 ENV_EVENT_LOG: Final = "PERSONA_ENGINE_EVENT_LOG"
 ENV_READY_FILE: Final = "PERSONA_ENGINE_READY_FILE"
+ENV_EVENT_LOOP: Final = "PERSONA_ENGINE_EVENT_LOOP"
+ENV_BENCHMARK_FLOOR: Final = "PERSONA_ENGINE_BENCHMARK_FLOOR"
 # Every variable the server reads: a harness that configures a server by flags clears them all.
 SERVE_ENVIRONMENT: Final = (
     ENV_ADDRESS,
@@ -43,11 +46,17 @@ SERVE_ENVIRONMENT: Final = (
     ENV_STATE,
     ENV_EVENT_LOG,
     ENV_READY_FILE,
+    ENV_EVENT_LOOP,
+    ENV_BENCHMARK_FLOOR,
 )
 DEFAULT_ADDRESS: Final = "0.0.0.0:50051"
 DEFAULT_METRICS_PORT: Final = 9464
 DEFAULT_WORKERS: Final = 1
+# Threads per process for blocking work (event log commits, Redis round trips, big batches, reloads).
 DEFAULT_THREADS: Final = 16
+# The event loops a worker can run: the standard library's, or uvloop's (libuv) when it is installed.
+EVENT_LOOPS: Final = ("asyncio", "uvloop")
+DEFAULT_EVENT_LOOP: Final = "asyncio"
 # Successful calls logged: one in this many (failed and slow calls always); see serving.interceptors.
 DEFAULT_ACCESS_LOG_EVERY: Final = 100
 DEFAULT_GRACE_SECONDS: Final = 10.0
@@ -74,6 +83,8 @@ SERVE_EXAMPLES: Final = f"""
       {ENV_STATE}         like --state
       {ENV_EVENT_LOG}     like --event-log
       {ENV_READY_FILE}    like --ready-file
+      {ENV_EVENT_LOOP}    like --event-loop
+      {ENV_BENCHMARK_FLOOR}=1  like --benchmark-floor (for benchmarks only)
 
     ready file: once every worker serves, the server writes (to a temporary file renamed into place,
     so a reader never sees half of it) a JSON document such as
@@ -89,6 +100,8 @@ SERVE_EXAMPLES: Final = f"""
     version is a rollback; with several workers it returns once all of them serve it.
 
     SIGTERM or SIGINT: health turns NOT_SERVING, calls in flight get --grace-seconds, exit status 0.
+    With --workers N a worker that dies is restarted (persona_engine_worker_restarts_total); more than
+    5 deaths within 60 s stop the server with exit status 1.
     """
 
 
@@ -154,6 +167,8 @@ class ServeSettings:
     bandit_file: Path | None = None  # where ``bandit`` came from, passed on to worker processes
     access_log_every: int = DEFAULT_ACCESS_LOG_EVERY
     ready_file: Path | None = None  # written once every worker serves (serving.ready_file)
+    event_loop: str = DEFAULT_EVENT_LOOP  # "asyncio" or "uvloop"
+    benchmark_floor: bool = False  # Personalize answers one prepared response (serving.benchmark_floor)
 
     @property
     def host(self) -> str:
@@ -207,7 +222,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=DEFAULT_THREADS,
-        help=f"request handler threads per process (default {DEFAULT_THREADS})",
+        help="threads per process for blocking work, which never runs on the event loop: event log "
+        "commits, Redis round trips, batches of many targets, model reloads "
+        f"(default {DEFAULT_THREADS}); page renders run on the event loop itself",
+    )
+    parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        help=f"event loop of each worker (env {ENV_EVENT_LOOP}; default {DEFAULT_EVENT_LOOP}); uvloop "
+        "needs the uvloop package",
     )
     parser.add_argument(
         "--grace-seconds",
@@ -279,6 +302,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="log one in N successful calls; failed calls and calls slower than 100 ms are always "
         f"logged, and Prometheus counts every call (default {DEFAULT_ACCESS_LOG_EVERY}; 1 logs every call)",
+    )
+    parser.add_argument(
+        "--benchmark-floor",
+        action="store_true",
+        default=None,
+        help=f"for benchmarks only (env {ENV_BENCHMARK_FLOOR}=1): the whole server stack as usual, but "
+        "Personalize returns one response prepared at start instead of calling the engine, so a load "
+        "test measures the ceiling of the transport, interceptor and metrics alone",
     )
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
 
@@ -396,7 +427,35 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         bandit_file=bandit_file,
         access_log_every=args.access_log_every,
         ready_file=_ready_file_setting(getattr(args, "ready_file", None), environ),
+        event_loop=_event_loop_setting(getattr(args, "event_loop", None), environ),
+        benchmark_floor=_flag_setting(
+            getattr(args, "benchmark_floor", None), environ, ENV_BENCHMARK_FLOOR, "--benchmark-floor"
+        ),
     )
+
+
+def _event_loop_setting(given: str | None, environ: Mapping[str, str]) -> str:
+    """``--event-loop`` or its variable; uvloop must be importable, so a missing package fails at start."""
+    value, source = (given, "--event-loop") if given else (environ.get(ENV_EVENT_LOOP), ENV_EVENT_LOOP)
+    if not value:
+        return DEFAULT_EVENT_LOOP
+    if value not in EVENT_LOOPS:
+        raise ServeConfigError(f"{source} {value!r}: expected one of {', '.join(EVENT_LOOPS)}")
+    if value == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ServeConfigError(f"{source} uvloop: the uvloop package is not installed (pip install uvloop)")
+    return value
+
+
+def _flag_setting(given: bool | None, environ: Mapping[str, str], variable: str, flag: str) -> bool:
+    """A switch: the flag, else its variable (``1``/``true``/``yes`` or ``0``/``false``/``no``/empty)."""
+    if given:
+        return True
+    text = environ.get(variable, "").strip().lower()
+    if text in ("", "0", "false", "no"):
+        return False
+    if text in ("1", "true", "yes"):
+        return True
+    raise ServeConfigError(f"{variable}={environ[variable]!r}: expected 1 or 0 (like {flag})")
 
 
 def _state_setting(given: str | None, environ: Mapping[str, str]) -> str:

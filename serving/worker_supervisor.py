@@ -1,6 +1,6 @@
 """Several worker processes on one port: ``persona-engine serve --workers N``.
 
-One process serves with a thread pool; Python threads share one interpreter lock, so CPU-bound
+One process serves on one event loop; Python threads share one interpreter lock, so CPU-bound
 scoring scales with processes. This follows gRPC's multiprocessing example: the parent reserves the
 port with SO_REUSEPORT and starts N worker processes (fresh interpreters running ``python -m
 serving.server``, started before and without any gRPC object in the parent), each of which binds the
@@ -9,9 +9,17 @@ gRPC object at all. It owns a run directory shared with the workers: ``metrics/`
 ``PROMETHEUS_MULTIPROC_DIR`` (the parent exports the merged metrics), and the model state files keep
 every worker on the same artifact after a ReloadModel (see ``serving.model_holder``). Once every worker
 reports that it serves, the parent writes the ready file (``serving.ready_file``) if asked to. It
-forwards SIGTERM to the workers, waits for them to drain, and exits after them; if a worker dies on its
-own, the parent stops the others and exits non-zero, leaving restarts to the supervisor (systemd,
-Kubernetes) that started it.
+forwards SIGTERM to the workers, waits for them to drain, and exits after them.
+
+A worker that dies on its own (killed, crashed, out of memory) is replaced: the parent logs its pid,
+exit status and the new pid, counts it in ``persona_engine_worker_restarts_total``, drops the dead
+worker's live gauges and its model report, and starts a new worker with the same index, which loads
+the model the others serve now (the shared state's latest generation). The other workers keep
+serving meanwhile; the ready file lists the workers serving at each moment, so it loses the dead pid
+at once and gains the new one when it serves. Two cases stop the whole server instead, leaving it to
+whatever started it (systemd, Kubernetes): a worker that exits with status 2 cannot start with this
+configuration (a replacement would fail the same way), and more than ``MAX_RESTARTS`` deaths within
+``RESTART_WINDOW_S`` seconds are a crash loop (exit status 1, with the reason in the log).
 """
 
 from __future__ import annotations
@@ -26,11 +34,21 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
-from serving.metrics import MULTIPROC_DIR_ENV, MetricsEndpoint, mark_worker_dead, multiprocess_registry
+from prometheus_client import CollectorRegistry, Counter
+
+from serving.metrics import (
+    MULTIPROC_DIR_ENV,
+    MetricsEndpoint,
+    mark_worker_dead,
+    multiprocess_registry,
+    worker_restarts_counter,
+)
 from serving.model_holder import SharedModelState, resolve_artifact_path
 from serving.process_lifecycle import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, POLL_S, stop_on_signals
 from serving.ready_file import ServerReady, remove_ready_file, remove_stale_ready_file, write_ready_file
@@ -41,6 +59,9 @@ LOGGER = logging.getLogger("persona_engine.server")
 _METRICS_SUBDIR: Final = "metrics"
 # After the grace period a worker still needs a moment to close its server and files.
 _WORKER_EXIT_MARGIN_S: Final = 10.0
+# More worker deaths than this within the window are a crash loop: the server stops.
+MAX_RESTARTS: Final = 5
+RESTART_WINDOW_S: Final = 60.0
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
@@ -87,6 +108,8 @@ def _worker_command(settings: ServeSettings, address: str, run_dir: Path, index:
         settings.state,
         "--access-log-every",
         str(settings.access_log_every),
+        "--event-loop",
+        settings.event_loop,
         *settings.tls_files,
     ]
     if settings.model_name:
@@ -97,6 +120,8 @@ def _worker_command(settings: ServeSettings, address: str, run_dir: Path, index:
         command += ["--experiment", str(settings.experiment)]
     if settings.bandit_file is not None:
         command += ["--bandit", str(settings.bandit_file)]
+    if settings.benchmark_floor:
+        command += ["--benchmark-floor"]
     return command
 
 
@@ -134,6 +159,152 @@ def supervise(settings: ServeSettings, *, stop: threading.Event | None = None) -
                 shutil.rmtree(run_dir, ignore_errors=True)
 
 
+class RestartBudget:
+    """Worker deaths in a sliding window: ``allow()`` records one and says whether it may be
+    restarted (at most ``limit`` within ``window_s``); past that the workers are crash-looping."""
+
+    def __init__(
+        self,
+        limit: int = MAX_RESTARTS,
+        window_s: float = RESTART_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._deaths: deque[float] = deque()
+
+    def allow(self) -> bool:
+        now = self._clock()
+        self._deaths.append(now)
+        while self._deaths and self._deaths[0] <= now - self.window_s:
+            self._deaths.popleft()
+        return len(self._deaths) <= self.limit
+
+    @property
+    def recent_deaths(self) -> int:
+        return len(self._deaths)
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def exit_description(code: int) -> str:
+    """``status 3``, or ``signal SIGKILL`` for a process a signal ended (Popen's negative codes)."""
+    if code >= 0:
+        return f"status {code}"
+    try:
+        return f"signal {signal.Signals(-code).name}"
+    except ValueError:
+        return f"signal {-code}"
+
+
+class _WorkerPool:
+    """The workers of one run: starts them, replaces the ones that die, and stops them all."""
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        address: str,
+        run_dir: Path,
+        shared: SharedModelState,
+        restarts: Counter,
+        budget: RestartBudget,
+    ) -> None:
+        self.settings = settings
+        self.address = address
+        self.run_dir = run_dir
+        self.metrics_dir = run_dir / _METRICS_SUBDIR
+        self.shared = shared
+        self.restarts = restarts
+        self.budget = budget
+        self._environment = _worker_environment(settings, self.metrics_dir)
+        self.workers = [self._start(index) for index in range(settings.workers)]
+
+    def _start(self, index: int) -> _Worker:
+        command = _worker_command(self.settings, self.address, self.run_dir, index)
+        return _Worker(index, subprocess.Popen(command, env=self._environment))
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return tuple(worker.pid for worker in self.workers)
+
+    def serving_pids(self) -> tuple[int, ...]:
+        """The workers that report serving (their report is written once their server started)."""
+        reported = {report.pid for report in self.shared.reports()}
+        return tuple(worker.pid for worker in self.workers if worker.pid in reported)
+
+    def replace_dead(self) -> int | None:
+        """Restart every worker that exited; an exit status when the server must stop instead."""
+        for slot, worker in enumerate(self.workers):
+            code = worker.process.poll()
+            if code is None:
+                continue
+            self._clean_up(worker.pid)
+            if code == EXIT_USAGE:
+                LOGGER.error(
+                    "worker %d (index %d) exited with status %d: it cannot start with this configuration; "
+                    "stopping the server",
+                    worker.pid,
+                    worker.index,
+                    code,
+                )
+                return EXIT_USAGE
+            if not self.budget.allow():
+                LOGGER.error(
+                    "worker %d (index %d) exited with %s; %d worker deaths within %.0fs (at most %d are "
+                    "restarted): a crash loop, stopping the server",
+                    worker.pid,
+                    worker.index,
+                    exit_description(code),
+                    self.budget.recent_deaths,
+                    self.budget.window_s,
+                    self.budget.limit,
+                )
+                return EXIT_FAILURE
+            replacement = self._start(worker.index)
+            self.workers[slot] = replacement
+            self.restarts.inc()
+            LOGGER.error(
+                "worker %d (index %d) exited with %s; restarted as worker %d",
+                worker.pid,
+                worker.index,
+                exit_description(code),
+                replacement.pid,
+            )
+        return None
+
+    def _clean_up(self, pid: int) -> None:
+        """A worker is gone: its live gauges stop counting, its model report goes."""
+        mark_worker_dead(pid, self.metrics_dir)
+        self.shared.forget(pid)
+
+    def stop(self, grace_seconds: float, status: int) -> int:
+        """SIGTERM every worker, wait for them to drain, clean up after each; returns the exit status."""
+        for worker in self.workers:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds + _WORKER_EXIT_MARGIN_S
+        for worker in self.workers:
+            try:
+                code = worker.process.wait(timeout=max(deadline - time.monotonic(), 0.0))
+            except subprocess.TimeoutExpired:
+                LOGGER.error("worker %d did not stop in time; killing it", worker.pid)
+                worker.process.kill()
+                code = worker.process.wait()
+            if code != 0 and status == EXIT_OK:
+                status = EXIT_FAILURE
+            self._clean_up(worker.pid)
+        return status
+
+
 def _supervise(settings: ServeSettings, run_dir: Path, stop: threading.Event) -> int:
     host, port = split_address(settings.address)
     metrics_dir = run_dir / _METRICS_SUBDIR
@@ -150,25 +321,22 @@ def _supervise(settings: ServeSettings, run_dir: Path, stop: threading.Event) ->
         return EXIT_USAGE
     with reserved:
         address = f"{host}:{reserved.getsockname()[1]}"
-        environment = _worker_environment(settings, metrics_dir)
-        workers = [
-            subprocess.Popen(_worker_command(settings, address, run_dir, index), env=environment)
-            for index in range(settings.workers)
-        ]
+        registry = multiprocess_registry(metrics_dir) if settings.metrics_port else CollectorRegistry()
+        pool = _WorkerPool(
+            settings, address, run_dir, shared, worker_restarts_counter(registry), RestartBudget()
+        )
         LOGGER.info(
             "listening on %s with %d workers (pids %s), run directory %s",
             address,
-            len(workers),
-            ", ".join(str(w.pid) for w in workers),
+            len(pool.workers),
+            ", ".join(str(pid) for pid in pool.pids),
             run_dir,
         )
         endpoint: MetricsEndpoint | None = None
         status = EXIT_OK
         try:
             if settings.metrics_port:
-                endpoint = MetricsEndpoint(
-                    multiprocess_registry(metrics_dir), bare_host(host), settings.metrics_port
-                )
+                endpoint = MetricsEndpoint(registry, bare_host(host), settings.metrics_port)
                 LOGGER.info("metrics of all workers on port %d", endpoint.port)
         except OSError as error:
             LOGGER.error("cannot serve metrics on port %d: %s", settings.metrics_port, error)
@@ -178,15 +346,15 @@ def _supervise(settings: ServeSettings, run_dir: Path, stop: threading.Event) ->
             port=reserved.getsockname()[1],
             metrics_port=endpoint.port if endpoint is not None else None,
             pid=os.getpid(),
-            worker_pids=tuple(worker.pid for worker in workers),
+            worker_pids=pool.pids,
         )
         try:
             if status == EXIT_OK:
-                status = _watch_workers(workers, shared, stop, lambda: _announce(ready, settings.ready_file))
+                status = _watch_workers(pool, stop, ready, settings.ready_file)
         finally:
             if settings.ready_file is not None:
                 remove_ready_file(settings.ready_file, ready.pid)
-        status = _stop_workers(workers, settings.grace_seconds, metrics_dir, shared, status)
+        status = pool.stop(settings.grace_seconds, status)
         if endpoint is not None:
             endpoint.close()
     LOGGER.info("stopped")
@@ -194,59 +362,34 @@ def _supervise(settings: ServeSettings, run_dir: Path, stop: threading.Event) ->
 
 
 def _watch_workers(
-    workers: Sequence[subprocess.Popen[bytes]],
-    shared: SharedModelState,
-    stop: threading.Event,
-    announce: Callable[[], None],
+    pool: _WorkerPool, stop: threading.Event, ready: ServerReady, ready_file: Path | None
 ) -> int:
-    """Wait for a stop request; a worker exiting on its own ends the wait with a failure status.
-    ``announce`` runs once, when every worker has reported that it serves."""
-    announced = False
+    """Replace dead workers until a stop request; returns the exit status. Once every worker serves
+    the server is announced; from then on the ready file follows the set of serving workers."""
+    announced: tuple[int, ...] | None = None
     while not stop.wait(POLL_S):
-        for worker in workers:
-            code = worker.poll()
-            if code is not None:
-                LOGGER.error("worker %d exited with status %d; stopping the server", worker.pid, code)
-                return code if code > 0 else EXIT_FAILURE
-        if not announced and len(shared.reports()) == len(workers):
-            try:
-                announce()
-            except OSError as error:
-                LOGGER.error("cannot write the ready file: %s; stopping the server", error)
-                return EXIT_FAILURE
-            announced = True
+        status = pool.replace_dead()
+        if status is not None:
+            return status
+        serving = pool.serving_pids()
+        if serving == announced or (announced is None and len(serving) < len(pool.workers)):
+            continue
+        try:
+            _announce(replace(ready, worker_pids=serving), ready_file, first=announced is None)
+        except OSError as error:
+            LOGGER.error("cannot write the ready file: %s; stopping the server", error)
+            return EXIT_FAILURE
+        announced = serving
     return EXIT_OK
 
 
-def _announce(ready: ServerReady, ready_file: Path | None) -> None:
-    """Every worker serves: say so in the log and, when asked, in the ready file."""
-    LOGGER.info("all %d workers serving on %s", len(ready.worker_pids), ready.address)
+def _announce(ready: ServerReady, ready_file: Path | None, *, first: bool) -> None:
+    """Every worker serves (``first``), or the set of serving workers changed: say so in the log and,
+    when asked, in the ready file."""
+    if first:
+        LOGGER.info("all %d workers serving on %s", len(ready.worker_pids), ready.address)
+    else:
+        LOGGER.info("workers serving: %s", ", ".join(map(str, ready.worker_pids)))
     if ready_file is not None:
         write_ready_file(ready_file, ready)
         LOGGER.info("ready file written: %s", ready_file)
-
-
-def _stop_workers(
-    workers: Sequence[subprocess.Popen[bytes]],
-    grace_seconds: float,
-    metrics_dir: Path,
-    shared: SharedModelState,
-    status: int,
-) -> int:
-    """SIGTERM every worker, wait for them to drain, and clean up after each; returns the exit status."""
-    for worker in workers:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_seconds + _WORKER_EXIT_MARGIN_S
-    for worker in workers:
-        try:
-            code = worker.wait(timeout=max(deadline - time.monotonic(), 0.0))
-        except subprocess.TimeoutExpired:
-            LOGGER.error("worker %d did not stop in time; killing it", worker.pid)
-            worker.kill()
-            code = worker.wait()
-        if code != 0 and status == EXIT_OK:
-            status = EXIT_FAILURE
-        mark_worker_dead(worker.pid, metrics_dir)
-        shared.forget(worker.pid)
-    return status

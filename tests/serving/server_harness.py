@@ -1,5 +1,6 @@
 """What the serving tests need besides a server process: small trained artifacts, a throwaway PKI for
-TLS, and servers started with ``create_server`` in the test process.
+TLS, and servers started with ``create_server`` in the test process (on an event loop of their own,
+in a background thread: ``serving.event_loop.EventLoopThread``).
 
 Server subprocesses come from ``serving.server_process`` (the helper the benchmarks use too); the
 in-process server here is for tests that need the server's metrics registry or holder directly.
@@ -30,6 +31,7 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
+from serving.event_loop import EventLoopThread
 from serving.metrics import ServingMetrics
 from serving.model_holder import ModelHolder, load_model
 from serving.server import create_server
@@ -176,7 +178,7 @@ def make_test_pki(directory: Path) -> ThrowawayPki:
 class InProcessServer:
     """A server started with ``create_server`` in the test process, with its registry and holder."""
 
-    server: grpc.Server
+    server: grpc.aio.Server
     port: int
     holder: ModelHolder
     metrics: ServingMetrics
@@ -196,15 +198,22 @@ class InProcessServer:
 
 
 @contextlib.contextmanager
-def in_process_server(artifact: Path, **create_server_kwargs: Any) -> Iterator[InProcessServer]:
-    """``create_server`` on ``127.0.0.1:0`` in this process, started; stopped at the end of the block."""
+def in_process_server(
+    artifact: Path, *, threads: int = 4, **create_server_kwargs: Any
+) -> Iterator[InProcessServer]:
+    """``create_server`` on ``127.0.0.1:0`` in this process, started on an event loop thread with
+    ``threads`` blocking-work threads; stopped at the end of the block."""
     loaded = load_model(artifact)
     registry = CollectorRegistry()
     metrics = ServingMetrics(registry)
     holder = ModelHolder(loaded.personalizer, loaded.path, load_seconds=loaded.load_seconds)
-    server, port = create_server(holder, metrics, address="127.0.0.1:0", **create_server_kwargs)
-    server.start()
+    loop = EventLoopThread(threads=threads, name="in-process-server")
     try:
-        yield InProcessServer(server, port, holder, metrics, registry)
+        server, port = loop.run(create_server(holder, metrics, address="127.0.0.1:0", **create_server_kwargs))
+        loop.run(server.start())
+        try:
+            yield InProcessServer(server, port, holder, metrics, registry)
+        finally:
+            loop.run(server.stop(0))
     finally:
-        server.stop(0).wait()
+        loop.close()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
-from concurrent import futures
 from typing import Any, NoReturn, cast
 
 import grpc
@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from serving.client import PersonaEngineClient
+from serving.event_loop import EventLoopThread
 from serving.interceptors import REQUEST_ID_KEY, ObservabilityInterceptor, current_request_id, request_id_from
 from serving.metrics import (
     RELOAD_OUTCOMES,
@@ -146,12 +147,10 @@ def test_traffic_shows_up_on_the_metrics_page(artifacts: TrainedArtifacts) -> No
 # -- the interceptor on its own -------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _test_server(
-    metrics: ServingMetrics, handlers: dict[str, Any], *, access_log_every: int = 1
-) -> Iterator[str]:
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=2),
+async def _start_probe(
+    metrics: ServingMetrics, handlers: dict[str, Any], access_log_every: int
+) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server(
         interceptors=[ObservabilityInterceptor(metrics, access_log_every=access_log_every)],
     )
     server.add_generic_rpc_handlers(
@@ -162,11 +161,24 @@ def _test_server(
         )
     )
     port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    await server.start()
+    return server, port
+
+
+@contextlib.contextmanager
+def _test_server(
+    metrics: ServingMetrics, handlers: dict[str, Any], *, access_log_every: int = 1
+) -> Iterator[str]:
+    """The interceptor in front of coroutine ``handlers`` of a ``test.Probe`` service, on an aio server."""
+    loop = EventLoopThread(threads=2, name="probe-server")
     try:
-        yield f"127.0.0.1:{port}"
+        server, port = loop.run(_start_probe(metrics, handlers, access_log_every))
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            loop.run(server.stop(0))
     finally:
-        server.stop(0).wait()
+        loop.close()
 
 
 def test_every_outcome_is_counted_and_handlers_see_the_request_id(caplog: pytest.LogCaptureFixture) -> None:
@@ -174,14 +186,14 @@ def test_every_outcome_is_counted_and_handlers_see_the_request_id(caplog: pytest
     metrics = ServingMetrics(registry)
     seen_ids: list[str] = []
 
-    def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+    async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         seen_ids.append(current_request_id())
         return request
 
-    def refuse(request: bytes, context: grpc.ServicerContext) -> bytes:
-        context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no")
+    async def refuse(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no")
 
-    def crash(request: bytes, context: grpc.ServicerContext) -> bytes:
+    async def crash(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         raise RuntimeError("boom")
 
     caplog.set_level(logging.INFO, logger="persona_engine.requests")
@@ -222,11 +234,11 @@ def test_a_sampled_access_log_keeps_every_failure_and_every_nth_success(
     registry = CollectorRegistry()
     metrics = ServingMetrics(registry)
 
-    def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+    async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         return request
 
-    def refuse(request: bytes, context: grpc.ServicerContext) -> bytes:
-        context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no")
+    async def refuse(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no")
 
     caplog.set_level(logging.INFO, logger="persona_engine.requests")
     with (
@@ -265,11 +277,11 @@ class _ExpiredContext:
     def code(self) -> grpc.StatusCode | None:
         return self.status
 
-    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
+    async def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
         self.status = code
         raise RuntimeError(details)
 
-    def send_initial_metadata(self, metadata: object) -> None:
+    async def send_initial_metadata(self, metadata: object) -> None:
         raise AssertionError("an expired call must not start answering")
 
     def peer(self) -> str:
@@ -281,7 +293,7 @@ def test_a_call_already_past_its_deadline_is_refused_without_running_the_handler
     metrics = ServingMetrics(registry)
     ran: list[bytes] = []
 
-    def handler(request: bytes, context: grpc.ServicerContext) -> bytes:
+    async def handler(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         ran.append(request)
         return request
 
@@ -290,11 +302,15 @@ def test_a_call_already_past_its_deadline_is_refused_without_running_the_handler
         grpc.HandlerCallDetails,
         type("Details", (), {"method": "/test.Probe/Echo", "invocation_metadata": ()})(),
     )
-    wrapped = ObservabilityInterceptor(metrics).intercept_service(lambda _: details, call)
+
+    async def resolve(_: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes]:
+        return details
+
+    wrapped = asyncio.run(ObservabilityInterceptor(metrics).intercept_service(resolve, call))
     assert wrapped is not None and wrapped.unary_unary is not None
     context = _ExpiredContext()
     with pytest.raises(RuntimeError, match="deadline passed before the call was handled"):
-        wrapped.unary_unary(b"x", cast(grpc.ServicerContext, context))
+        asyncio.run(wrapped.unary_unary(b"x", cast(grpc.ServicerContext, context)))
     assert ran == []
     assert context.status is grpc.StatusCode.DEADLINE_EXCEEDED
     labels = {"service": "test.Probe", "method": "Echo"}

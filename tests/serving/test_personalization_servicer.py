@@ -1,17 +1,19 @@
 """The PersonalizationService over real gRPC transport, on a small trained artifact.
 
-A real ``grpc.server`` on a free loopback port serves ``PersonalizationServicer`` with a real model
-holder and real metrics; calls go through ``serving.client.PersonaEngineClient`` (or, for requests
-the client refuses to build, the generated stub). Every RPC is exercised, and every documented limit
-is checked to fail with INVALID_ARGUMENT and a message naming the field path.
+A real ``grpc.aio`` server on a free loopback port (on an event loop thread) serves
+``PersonalizationServicer`` with a real model holder and real metrics; calls go through
+``serving.client.PersonaEngineClient`` (or, for requests the client refuses to build, the generated
+stub). Every RPC is exercised, and every documented limit is checked to fail with INVALID_ARGUMENT and
+a message naming the field path.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, cast
@@ -25,6 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from engine.personalizer import Personalizer
 from serving.client import Filters, PageContext, PersonaEngineClient, Promotion, Target
+from serving.event_loop import EventLoopThread
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 from serving.generated.persona.v1 import personalization_service_pb2_grpc as pb_grpc
 from serving.generated.persona.v1 import types_pb2
@@ -53,12 +56,26 @@ class Served:
         return self.registry.get_sample_value(name, labels) or 0.0
 
 
-def start_server(holder: ModelHolder, metrics: ServingMetrics) -> tuple[grpc.Server, str]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+async def _start(holder: ModelHolder, metrics: ServingMetrics) -> tuple[grpc.aio.Server, str]:
+    server = grpc.aio.server()
     add_to_server(PersonalizationServicer(holder, metrics), server)
     port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    await server.start()
     return server, f"127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def serving(holder: ModelHolder, metrics: ServingMetrics) -> Iterator[str]:
+    """The servicer alone on an aio server on a loopback port; yields its address."""
+    loop = EventLoopThread(threads=4, name="servicer-test")
+    try:
+        server, target = loop.run(_start(holder, metrics))
+        try:
+            yield target
+        finally:
+            loop.run(server.stop(None))
+    finally:
+        loop.close()
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +83,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     artifact = train_small_artifact(tmp_path_factory.mktemp("servicer"))
     personalizer = Personalizer.from_path(artifact, "als")
     registry = CollectorRegistry()
-    server, target = start_server(ModelHolder(personalizer, artifact), ServingMetrics(registry))
-    channel = grpc.insecure_channel(target)
-    with PersonaEngineClient(target, timeout_s=TIMEOUT_S) as client:
-        yield Served(client, pb_grpc.PersonalizationServiceStub(channel), personalizer, registry, artifact)
-    channel.close()
-    server.stop(grace=None)
+    with serving(ModelHolder(personalizer, artifact), ServingMetrics(registry)) as target:
+        channel = grpc.insecure_channel(target)
+        with PersonaEngineClient(target, timeout_s=TIMEOUT_S) as client:
+            stub = pb_grpc.PersonalizationServiceStub(channel)
+            yield Served(client, stub, personalizer, registry, artifact)
+        channel.close()
 
 
 # ---------------------------------------------------------------------------------------------- RPCs
@@ -535,7 +552,7 @@ class ExpiredContext:
     def time_remaining(self) -> float:
         return 0.0
 
-    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
+    async def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
         raise AbortedError(code, details)
 
 
@@ -544,8 +561,10 @@ def test_a_request_whose_deadline_passed_is_refused_before_scoring(served: Serve
         ModelHolder(served.personalizer, served.artifact), ServingMetrics(CollectorRegistry())
     )
     with pytest.raises(AbortedError) as aborted:
-        servicer.Personalize(
-            pb.PersonalizeRequest(customer_id="c"), cast(grpc.ServicerContext, ExpiredContext())
+        asyncio.run(
+            servicer.Personalize(
+                pb.PersonalizeRequest(customer_id="c"), cast(grpc.aio.ServicerContext, ExpiredContext())
+            )
         )
     assert aborted.value.code == grpc.StatusCode.DEADLINE_EXCEEDED and "Personalize" in aborted.value.details
 
@@ -559,8 +578,7 @@ def test_unexpected_failures_are_internal_without_details(
         raise RuntimeError("secret: /srv/models/als/item_factors.npy is corrupt")
 
     monkeypatch.setattr(broken.model, "score", fail)
-    server, target = start_server(ModelHolder(broken, served.artifact), ServingMetrics(CollectorRegistry()))
-    try:
+    with serving(ModelHolder(broken, served.artifact), ServingMetrics(CollectorRegistry())) as target:
         with (
             PersonaEngineClient(target, timeout_s=TIMEOUT_S) as client,
             pytest.raises(grpc.RpcError) as caught,
@@ -572,5 +590,3 @@ def test_unexpected_failures_are_internal_without_details(
         assert "secret" in caplog.text, "the detail goes to the server log"
         with PersonaEngineClient(target, timeout_s=TIMEOUT_S) as client:
             assert client.list_personas().personas, "other RPCs keep working"
-    finally:
-        server.stop(grace=None)
