@@ -7,7 +7,8 @@ baseline, so the ratios between them say what each layer adds on any machine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -55,7 +56,7 @@ class _BenchmarkContext:
     def time_remaining(self) -> float | None:
         return None
 
-    def abort(self, code: grpc.StatusCode, details: str) -> None:
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
         raise RuntimeError(f"servicer aborted with {code.name}: {details}")
 
 
@@ -146,10 +147,17 @@ def build_workloads(
     single_calls = [validate.recommend_products_call(r, personalizer) for r in single]
     batch_calls = [validate.recommend_products_call(r, personalizer) for r in batches]
 
-    def served(method: Callable[[Any, Any], Message], requests: Sequence[Message]) -> Callable[[int], object]:
+    # The servicer's handlers are coroutines (grpc.aio); one loop runs them all, as in a worker.
+    loop = asyncio.new_event_loop()
+
+    def served(
+        method: Callable[[Any, Any], Awaitable[Message]], requests: Sequence[Message]
+    ) -> Callable[[int], object]:
         wire = [r.SerializeToString() for r in requests]
         kind = type(requests[0])
-        return lambda i: method(kind.FromString(wire[i]), context).SerializeToString()
+        return lambda i: loop.run_until_complete(
+            method(kind.FromString(wire[i]), context)
+        ).SerializeToString()
 
     def baseline_of(rows_per_call: int) -> Callable[[int], object] | None:
         if baseline is None:

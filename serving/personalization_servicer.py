@@ -56,6 +56,7 @@ from serving import response_translation as translate
 from serving.engine_calls import DeadlinePassedError, EngineCalls
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 from serving.generated.persona.v1 import personalization_service_pb2_grpc as pb_grpc
+from serving.item_messages import prepared_items
 from serving.metrics import ServingMetrics
 from serving.model_holder import ModelHolder
 
@@ -99,7 +100,7 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         context: Context,
         parse: Callable[[Personalizer], _Call],
         serve: Callable[[Personalizer, _Call], Awaitable[_Served]],
-        respond: Callable[[_Served], _Response],
+        respond: Callable[[Personalizer, _Served], _Response],
     ) -> _Response:
         """Validate, check the deadline, await the engine step, translate; abort with the right code."""
         personalizer = self._holder.current()
@@ -107,7 +108,7 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
             call = parse(personalizer)
             if _expired(context):
                 raise DeadlinePassedError("the deadline passed before serving")
-            return respond(await serve(personalizer, call))
+            return respond(personalizer, await serve(personalizer, call))
         except InvalidRequestError as error:
             code, message = grpc.StatusCode.INVALID_ARGUMENT, str(error)
         except DeadlinePassedError as error:
@@ -133,24 +134,28 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
 
     # ------------------------------------------------------------------ responses
 
-    def _page_response(self, served: ServedPage) -> pb.PersonalizeResponse:
+    def _page_response(self, personalizer: Personalizer, served: ServedPage) -> pb.PersonalizeResponse:
         self._count(served.page.decision, served.page.offers, served.page.layout)
-        return translate.page_response(served)
+        return translate.page_response(served, prepared_items(personalizer))
 
-    def _product_lists_response(self, served: ServedProductLists) -> pb.RecommendProductsResponse:
+    def _product_lists_response(
+        self, personalizer: Personalizer, served: ServedProductLists
+    ) -> pb.RecommendProductsResponse:
         for products in served.lists:
             self._count(products.decision)
-        return translate.product_lists_response(served)
+        return translate.product_lists_response(served, prepared_items(personalizer))
 
-    def _offers_response(self, served: ServedOffers) -> pb.RankOffersResponse:
+    def _offers_response(self, _personalizer: Personalizer, served: ServedOffers) -> pb.RankOffersResponse:
         self._count(served.ranking.decision, served.ranking.offers)
         return translate.offers_response(served)
 
-    def _layout_response(self, served: ServedLayout) -> pb.SelectLayoutResponse:
+    def _layout_response(self, _personalizer: Personalizer, served: ServedLayout) -> pb.SelectLayoutResponse:
         self._count(served.selection.decision, layout=served.selection.layout)
         return translate.layout_response(served)
 
-    def _profile_response(self, profile: PersonaProfile) -> pb.GetPersonaProfileResponse:
+    def _profile_response(
+        self, _personalizer: Personalizer, profile: PersonaProfile
+    ) -> pb.GetPersonaProfileResponse:
         if profile.drift is not None:
             self._metrics.record_drift_profile(profile.drift.drifting)
         return translate.profile_to_proto(profile)
@@ -238,7 +243,9 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
                 model_version=personalizer.version,
             )
 
-        return await self._handle("ListPersonas", context, lambda p: None, serve, lambda response: response)
+        return await self._handle(
+            "ListPersonas", context, lambda p: None, serve, lambda p, response: response
+        )
 
     async def RecordEvents(  # noqa: N802 (servicer methods are named after the RPCs)
         self, request: pb.RecordEventsRequest, context: Context

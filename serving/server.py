@@ -57,6 +57,7 @@ from engine.live.events import LiveEventObserver
 from engine.live.live_loop import LiveLoop
 from engine.live.live_state import LiveState
 from engine.live.state_store import StateStore
+from engine.personalizer import Personalizer
 from serving import event_loop
 from serving.admin_servicer import AdminServicer
 from serving.benchmark_floor import FloorPersonalizationServicer
@@ -69,6 +70,7 @@ from serving.generated.persona.v1 import (
 )
 from serving.heap_freeze import settle_heap, settle_heap_later
 from serving.interceptors import ObservabilityInterceptor
+from serving.item_messages import prepare_items
 from serving.metrics import MetricsEndpoint, ServingMetrics
 from serving.model_holder import (
     ModelHolder,
@@ -266,6 +268,17 @@ def serve(
                 LOGGER.info("stopped")
 
 
+def _preparation(live_state: LiveState) -> Callable[[Personalizer], None]:
+    """What every model gets before it serves (at start and on each reload): the live state, and its
+    items' response fragments built now rather than by the first request (~0.2 s at 100k items)."""
+
+    def prepare(personalizer: Personalizer) -> None:
+        live_state.attach(personalizer)
+        prepare_items(personalizer)
+
+    return prepare
+
+
 def _prepare(
     settings: ServeSettings,
     on_live_state: Callable[[LiveState], None] | None,
@@ -295,7 +308,10 @@ def _prepare(
     try:
         live_state = LiveState(state_store or open_state_store(settings.state), metrics)
         holder = ModelHolder(
-            loaded.personalizer, loaded.path, load_seconds=loaded.load_seconds, prepare=live_state.attach
+            loaded.personalizer,
+            loaded.path,
+            load_seconds=loaded.load_seconds,
+            prepare=_preparation(live_state),
         )
     except StateStoreError as error:
         LOGGER.error("%s", error)
