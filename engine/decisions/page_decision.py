@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from engine.artifact.layout import LAYOUT
 from engine.data.item_catalog import ItemCatalog
 from engine.decisions.arm_estimates import ArmEstimates
-from engine.decisions.decision_policy import DecisionPolicy, NoEligibleArmError, PolicyMode
+from engine.decisions.decision_policy import DecisionPolicy, Draws, NoEligibleArmError, PolicyMode, RankedArm
 from engine.decisions.offer_eligibility import EligibilityContext, OfferRules
 from engine.errors import PersonaEngineError
 from engine.invalid_request import InvalidRequestError
@@ -260,7 +260,7 @@ class PageDecisions:
         mix: PersonaMix,
         context: EligibilityContext,
         n: int,
-        rng: np.random.Generator,
+        rng: Draws,
         candidates: Sequence[str] = (),
     ) -> list[RankedOffer]:
         """Up to n eligible offers, best first; none when no offer is eligible (or the shop has none).
@@ -272,20 +272,50 @@ class PageDecisions:
             if candidates:
                 raise InvalidRequestError("candidate_offer_ids[0]", f"unknown offer {candidates[0]!r}")
             return []
-        arms = self.offer_policy.arm_ids
         eligible = self.rules.eligible(context)[self._rules_in_arm_order]
-        restricted = _candidate_mask(arms, candidates, "candidate_offer_ids", "offer")
+        restricted = _candidate_mask(self.offer_policy.arm_ids, candidates, "candidate_offer_ids", "offer")
         if restricted is not None:
             eligible &= restricted
+        return self._offers(self.offer_policy, mix, eligible, n, rng, None)
+
+    def rank_offers_many(
+        self,
+        mixes: Sequence[PersonaMix],
+        contexts: Sequence[EligibilityContext],
+        ns: Sequence[int],
+        draws: Sequence[Draws],
+    ) -> list[list[RankedOffer]]:
+        """``rank_offers`` (without candidates) for many pages: the expected scores of every mix come
+        from one pass over the batch, then each page is ranked with its own draws. Page i gets exactly
+        what ``rank_offers`` gives it alone (the scores are computed row by row, see ``mixed_scores``)."""
+        policy, rules = self.offer_policy, self.rules
+        if policy is None or rules is None:
+            return [[] for _ in mixes]
+        scores = policy.expected_scores_many(np.vstack([mix.weights for mix in mixes]))
+        return [
+            self._offers(policy, mix, rules.eligible(context)[self._rules_in_arm_order], n, rng, row)
+            for mix, context, n, rng, row in zip(mixes, contexts, ns, draws, scores, strict=True)
+        ]
+
+    def _offers(
+        self,
+        policy: DecisionPolicy,
+        mix: PersonaMix,
+        eligible: NDArray[np.bool_],
+        n: int,
+        rng: Draws,
+        scores: NDArray[np.float64] | None,
+    ) -> list[RankedOffer]:
         try:
-            ranked = self.offer_policy.rank_offers(mix, eligible, n, rng)
+            ranked = policy.rank_offers(mix, eligible, n, rng, scores)
         except NoEligibleArmError:
             return []
+        offers = self.offers
         return [
             RankedOffer(
                 offer_id=arm.arm_id,
-                kind=self.offers[arm.arm_id].kind,
-                description=self.offers[arm.arm_id].description,
+                kind=offers[arm.arm_id].kind,
+                description=offers[arm.arm_id].description,
                 rank=rank,
                 score=arm.score,
                 propensity=arm.propensity,
@@ -295,7 +325,7 @@ class PageDecisions:
         ]
 
     def choose_layout(
-        self, mix: PersonaMix, rng: np.random.Generator, candidates: Sequence[str] = ()
+        self, mix: PersonaMix, rng: Draws, candidates: Sequence[str] = ()
     ) -> LayoutDecision | None:
         """The chosen variant with unfilled slots, or None when the shop has no layouts table."""
         if self.layout_policy is None:
@@ -306,7 +336,23 @@ class PageDecisions:
             return None
         arms = self.layout_policy.arm_ids
         restricted = _candidate_mask(arms, candidates, "candidate_variant_ids", "layout variant")
-        chosen = self.layout_policy.choose_layout(mix, rng, restricted)
+        return self._layout(self.layout_policy.choose_layout(mix, rng, restricted))
+
+    def choose_layouts_many(
+        self, mixes: Sequence[PersonaMix], draws: Sequence[Draws]
+    ) -> list[LayoutDecision | None]:
+        """``choose_layout`` (without candidates) for many pages, scored in one pass like
+        ``rank_offers_many``; page i gets exactly what ``choose_layout`` gives it alone."""
+        policy = self.layout_policy
+        if policy is None:
+            return [None for _ in mixes]
+        scores = policy.expected_scores_many(np.vstack([mix.weights for mix in mixes]))
+        return [
+            self._layout(policy.choose_layout(mix, rng, None, row))
+            for mix, rng, row in zip(mixes, draws, scores, strict=True)
+        ]
+
+    def _layout(self, chosen: RankedArm) -> LayoutDecision:
         variant = self.layouts[chosen.arm_id]
         return LayoutDecision(
             variant_id=variant.variant_id,
