@@ -74,7 +74,12 @@ class FittedShape:
         return cls(n_users, n_items, n_personas, n_demographic_features)
 
     def check_batch(self, users: UserBatch, kind: str) -> None:
-        """Reject a batch that was built for different dimensions or holds unusable mixes."""
+        """Reject a batch that was built for different dimensions or holds unusable mixes.
+
+        A batch the engine marked ``validated`` (built from checked values) is trusted as it is.
+        """
+        if users.validated:
+            return
         index = np.asarray(users.user_index)
         if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
             raise UserBatchError(
