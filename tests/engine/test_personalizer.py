@@ -9,7 +9,7 @@ import pytest
 
 from engine.invalid_request import InvalidRequestError
 from engine.personalization_request import CustomerTarget, ProductRequest, SessionContext
-from engine.personalizer import Personalizer, _Scored
+from engine.personalizer import Personalizer
 from engine.personas.mix_resolution import MixSource
 from engine.personas.shopping_context import CONTEXTS
 from engine.ranking.filters import ItemFilters
@@ -57,11 +57,12 @@ def test_known_customers_are_scored_against_the_mix_their_history_was_learned_un
     known = known_customer(personalizer)
     row = personalizer.mixes.row_of(known)
     given = personalizer.persona_mix({"tech_savvy": 1.0})
+    spec = personalizer._spec(ProductRequest())
     chunk = [
-        _Scored(CustomerTarget(known, given), personalizer.resolver.resolve(known, given), 0),
-        _Scored(CustomerTarget("never-seen", given), personalizer.resolver.resolve("never-seen", given), -1),
+        personalizer._row(CustomerTarget(known, given), spec, None, None),
+        personalizer._row(CustomerTarget("never-seen", given), spec, None, None),
     ]
-    batch = personalizer._batch(chunk)
+    batch = personalizer.lists.user_batch(chunk)
     assert batch.base_mix is not None
     np.testing.assert_array_equal(batch.mix, [given.weights, given.weights])
     # The known customer's base is their overall mix; a stranger has no history to re-base.

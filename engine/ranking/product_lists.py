@@ -1,0 +1,399 @@
+"""Product lists for many rows at once: one user batch, one query build, then each row's list.
+
+A row is one customer to list products for, under one request's filters, promotions, diversity and
+explanations; a batch holds the rows of many requests (the targets of a RecommendProducts call, or
+the pages of concurrent Personalize calls), and rows of different requests can differ in everything.
+What the rows share is computed once: the model batch (mixes, model rows, demographics) and the query
+vectors or score rows of every row; the filters' shared mask and the compiled promotions once per
+distinct request (``ListSpec``). Then each row's list is built on its own: candidates from the index
+when the model has one (``engine.ranking.candidate_index``), else the full score row, through
+``engine.ranking.list_assembly``.
+
+A row's list never depends on the other rows of its batch, to the last bit of every score: a page
+served alone and the same page served in a batch of 32 must be identical, or the decision log would
+record what cannot be replayed. BLAS products do not give that (a matrix product rounds each row
+differently depending on how many rows it multiplies: measured with OpenBLAS, rows of ``U[:n] @ V.T``
+differ in the last bit from those of ``U @ V.T`` for every n tried), so every product here is either
+row-independent by construction (query vectors, see ``ImplicitFactorsModel.user_vectors``; models
+that declare ``row_independent_scores``) or a matrix-vector product per row (the index's candidate
+scores, full score rows of inner-product models), and models that guarantee neither are scored one
+row at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from engine.data.item_catalog import ItemCatalog
+from engine.models.base import Recommender, UserBatch
+from engine.personas.mix import PersonaMix
+from engine.personas.mix_resolution import ResolvedMix
+from engine.ranking.candidate_index import CandidateIndex
+from engine.ranking.diversity import DiversitySpace, pool_size
+from engine.ranking.filters import ItemFilters
+from engine.ranking.list_assembly import ItemReason, ListEntry, assemble_list
+from engine.ranking.promotions import CompiledPromotions, Promotions
+from engine.ranking.score_explanation import PersonaAffinity
+
+# Rows scored per model call: bounds the dense (rows x items) score matrix of big batches.
+SCORING_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class RecommendedItem:
+    item_id: str
+    title: str
+    category: str
+    brand: str
+    price: float
+    score: float
+    rank: int
+    reason: ItemReason
+    promotion_id: str = ""
+    # (persona id, share), highest first; empty unless the request asked for explanations
+    persona_shares: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class ListSpec:
+    """How one request's lists are built, compiled once for all its rows.
+
+    ``shared`` is the filters' customer-independent mask (``ItemFilters.shared_mask``), ``promotions``
+    the request's rules and pins compiled for its k.
+    """
+
+    k: int
+    filters: ItemFilters
+    shared: NDArray[np.bool_]
+    promotions: CompiledPromotions
+    diversity: float
+    explain: bool
+
+    @classmethod
+    def compile(
+        cls,
+        catalog: ItemCatalog,
+        *,
+        k: int,
+        filters: ItemFilters,
+        promotions: Promotions,
+        diversity: float,
+        explain: bool,
+    ) -> ListSpec:
+        """Raises InvalidRequestError for pins that do not fit (see ``Promotions.check_for``)."""
+        return cls(
+            k, filters, filters.shared_mask(catalog), promotions.compile(k, catalog), diversity, explain
+        )
+
+
+@dataclass(frozen=True)
+class ListRow:
+    """One customer's list to build: their resolved mix and model row (-1: unknown to the model), the
+    request's spec, and the item indices never to show them (cart, their own exclusions, ...)."""
+
+    resolved: ResolvedMix
+    model_row: int
+    spec: ListSpec
+    excluded: tuple[NDArray[np.int64], ...] = ()
+
+
+def rows_of(matrix: sp.csr_matrix, rows: NDArray[np.int64]) -> sp.csr_matrix:
+    """``matrix[rows]`` for a handful of rows (negative rows count from the end), sliced from the CSR
+    arrays: scipy's fancy indexing is several times slower for the one or few rows of a request."""
+    rows = rows % matrix.shape[0]
+    starts, ends = matrix.indptr[rows], matrix.indptr[rows + 1]
+    lengths = ends - starts
+    indptr = np.zeros(len(rows) + 1, dtype=matrix.indptr.dtype)
+    np.cumsum(lengths, out=indptr[1:])
+    picked = np.repeat(starts - indptr[:-1], lengths) + np.arange(int(indptr[-1]))
+    return sp.csr_matrix(
+        (matrix.data[picked], matrix.indices[picked], indptr), shape=(len(rows), matrix.shape[1])
+    )
+
+
+def row_indices(matrix: sp.csr_matrix, row: int) -> NDArray[np.int32]:
+    """Column indices of one CSR row (negative rows count from the end), without building a matrix."""
+    row = row % matrix.shape[0]
+    return np.asarray(matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]])
+
+
+def _complete(entries: Sequence[ListEntry], promotions: CompiledPromotions, k: int) -> bool:
+    """Whether a list built from candidates got everything it asked for: k entries, no backfill, and
+    every promotion rule its slots. Otherwise the exact full-catalog path decides (it may find more)."""
+    if len(entries) < k or any(e.reason is ItemReason.POPULAR_BACKFILL for e in entries):
+        return False
+    free = k - len(promotions.pin_items)
+    for rule_id, slots in zip(promotions.rule_ids, promotions.rule_slots, strict=True):
+        got = sum(1 for e in entries if e.reason is ItemReason.PROMOTED and e.promotion_id == rule_id)
+        if got < min(slots, free):
+            return False
+        free -= got
+    return True
+
+
+def score_rows(model: Recommender, batch: UserBatch) -> NDArray[np.float32]:
+    """(rows, items) scores, each row exactly what the model gives that row in a batch of its own."""
+    if len(batch) == 1 or model.row_independent_scores:
+        return model.score(batch)
+    return np.vstack([model.score(batch.rows(np.arange(j, j + 1))) for j in range(len(batch))])
+
+
+class _ChunkScores:
+    """Scores of one chunk of rows, computed only as far as the lists need them.
+
+    With a candidate index only the query vectors are needed; full score rows (and the backfill
+    model's) are computed on first use, for rows whose list the candidates could not fill.
+    """
+
+    def __init__(self, builder: ProductListBuilder, batch: UserBatch) -> None:
+        self._builder = builder
+        self._batch = batch
+        self._queries: NDArray[np.float32] | None = None
+        self._rows: dict[int, NDArray[np.float32]] = {}
+        self._full: NDArray[np.float32] | None = None
+        self._backfill: NDArray[np.float32] | None = None
+
+    def query(self, j: int) -> NDArray[np.float32]:
+        if self._queries is None:
+            self._queries = self._builder.model.query_vectors(self._batch)
+        return self._queries[j]
+
+    def row(self, j: int) -> NDArray[np.float32]:
+        vectors = self._builder.item_vectors
+        if vectors is not None:  # one matrix-vector product per row: the same for any batch
+            if j not in self._rows:
+                self._rows[j] = np.asarray(vectors @ self.query(j), dtype=np.float32)
+            return self._rows[j]
+        if self._full is None:
+            self._full = score_rows(self._builder.model, self._batch)
+        return self._full[j]
+
+    def backfill(self, j: int) -> NDArray[np.float32] | None:
+        backfill = self._builder.backfill
+        if backfill is None:
+            return None
+        if self._backfill is None:
+            self._backfill = score_rows(backfill, self._batch)
+        return self._backfill[j]
+
+
+class ProductListBuilder:
+    """Builds the product lists of a batch of rows from one served model (see the module docstring).
+
+    Everything here is fixed at load: the model and its backfill, the candidate index, the catalog,
+    per-customer purchases and demographics (each with an empty last row, so row -1 of an unknown
+    customer indexes nothing), the mixes known customers were learned under, and the item spaces of
+    diversity and explanations.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: Recommender,
+        backfill: Recommender | None,
+        index: CandidateIndex | None,
+        catalog: ItemCatalog,
+        purchases_padded: sp.csr_matrix,
+        demographics_padded: sp.csr_matrix,
+        mix_overall: NDArray[np.float64],
+        diversity_space: DiversitySpace,
+        affinity: PersonaAffinity,
+        model_knows_customers: bool,
+    ) -> None:
+        self.model = model
+        self.backfill = backfill
+        self.index = index
+        self.catalog = catalog
+        self.item_vectors = model.item_vectors()
+        self._purchases = purchases_padded
+        self._demographics = demographics_padded
+        self._mix_overall = mix_overall
+        self.diversity_space = diversity_space
+        self.affinity = affinity
+        self.model_knows_customers = model_knows_customers
+        # Catalog columns as Python lists once, so a list of 20 items is 20 look-ups, not 5 gathers.
+        self._ids: list[str] = [str(i) for i in catalog.ids.ids.tolist()]
+        self._titles: list[str] = catalog.titles.tolist()
+        self._categories: list[str] = catalog.categories.tolist()
+        self._brands: list[str] = catalog.brands.tolist()
+        self._prices: list[float] = catalog.prices.tolist()
+
+    def build(self, rows: Sequence[ListRow]) -> list[list[RecommendedItem]]:
+        """Each row's list, in row order; rows are scored in chunks of ``SCORING_CHUNK``."""
+        lists: list[list[RecommendedItem]] = []
+        for start in range(0, len(rows), SCORING_CHUNK):
+            chunk = rows[start : start + SCORING_CHUNK]
+            scores = _ChunkScores(self, self.user_batch(chunk))
+            lists.extend(self._list_for(row, scores, j) for j, row in enumerate(chunk))
+        return lists
+
+    def user_batch(self, rows: Sequence[ListRow]) -> UserBatch:
+        """The model batch of these rows: their mixes, model rows and demographics.
+
+        Known customers' histories were learned under their overall mix; the mix scored here may be
+        another (context, live session, request), which the model then puts in its place. The batch is
+        marked validated: every value in it is a validated PersonaMix or the artifact's own data.
+        """
+        n = len(rows)
+        customer_rows = np.fromiter((row.resolved.row for row in rows), dtype=np.int64, count=n)
+        user_index = np.fromiter((row.model_row for row in rows), dtype=np.int64, count=n)
+        mix = np.vstack([row.resolved.mix.weights for row in rows])
+        base_mix = mix.copy()
+        modelled = np.flatnonzero(user_index >= 0)
+        base_mix[modelled] = self._mix_overall[customer_rows[modelled]]
+        return UserBatch(
+            user_index=user_index,
+            mix=mix,
+            demographics=rows_of(self._demographics, customer_rows),
+            base_mix=base_mix,
+            validated=True,
+        )
+
+    def _list_for(self, row: ListRow, scores: _ChunkScores, j: int) -> list[RecommendedItem]:
+        spec = row.spec
+        resolved = row.resolved
+        purchased = row_indices(self._purchases, resolved.row)
+        live = resolved.live
+        if live is not None and live.purchased_item_ids:  # bought since training, through live events
+            purchased = np.concatenate([purchased, self.catalog.indices(live.purchased_item_ids)])
+        eligible = spec.filters.customer_mask(spec.shared, purchased=purchased, excluded=row.excluded)
+        reason = (
+            ItemReason.PERSONALIZED
+            if row.model_row >= 0 and self.model_knows_customers
+            else ItemReason.PERSONA
+        )
+        listed = (
+            self._from_candidates(scores.query(j), spec, eligible, reason) if self.index is not None else None
+        )
+        if listed is not None:
+            entries, catalog_index = listed
+        else:
+            full = scores.row(j)
+            scorable = int(np.count_nonzero(eligible & np.isfinite(full)))
+            entries = assemble_list(
+                k=spec.k,
+                scores=full,
+                eligible=eligible,
+                # Backfill only fills what the model leaves empty: skip scoring it when nothing can be.
+                backfill_scores=scores.backfill(j) if scorable < spec.k else None,
+                promotions=spec.promotions,
+                diversity=spec.diversity,
+                space=self.diversity_space,
+                model_reason=reason,
+            )
+            catalog_index = np.fromiter((e.item for e in entries), dtype=np.int64, count=len(entries))
+        shares = self._shares(resolved.mix, entries, catalog_index) if spec.explain else None
+        return self._items(entries, catalog_index.tolist(), shares)
+
+    def _from_candidates(
+        self, query: NDArray[np.float32], spec: ListSpec, eligible: NDArray[np.bool_], reason: ItemReason
+    ) -> tuple[list[ListEntry], NDArray[np.int64]] | None:
+        """The list built from the index's candidates alone, or None when they cannot fill it.
+
+        Entries index the candidates; the array maps them to catalog items (entry by entry).
+
+        The candidates hold every eligible item of the probed lists, so promotion rules and diversity
+        work among them as they would over the catalog; pins are added with their exact scores.
+        """
+        index = self.index
+        assert index is not None
+        promotions = spec.promotions
+        wanted = pool_size(spec.k, spec.diversity, index.n_items) + int(sum(promotions.rule_slots))
+        found = index.search(query, wanted, allowed=eligible)
+        items, scores = found.items, found.scores
+        pins = promotions.pin_items
+        plain = not pins.size and not promotions.rule_ids
+        if pins.size:
+            missing = np.setdiff1d(pins, items)
+            items = np.concatenate([items, missing])
+            scores = np.concatenate([scores, self._item_scores(query, missing)])
+        local_pins = np.zeros(len(pins), dtype=np.int64)
+        if pins.size:
+            position = {int(item): i for i, item in enumerate(pins.tolist())}
+            for i in np.flatnonzero(np.isin(items, pins)).tolist():
+                local_pins[position[int(items[i])]] = i
+        local = (
+            promotions
+            if plain
+            else CompiledPromotions(
+                promotions.rule_ids,
+                promotions.rule_masks[:, items],
+                promotions.rule_slots,
+                local_pins,
+                promotions.pin_positions,
+            )
+        )
+        space = self.diversity_space
+        entries = assemble_list(
+            k=spec.k,
+            scores=scores,
+            # Candidates are eligible by construction (``allowed``), pins are added regardless.
+            eligible=eligible[items] if pins.size else np.ones(len(items), dtype=bool),
+            backfill_scores=None,
+            promotions=local,
+            diversity=spec.diversity,
+            space=(
+                DiversitySpace(category=space.category[items], persona=space.persona[items])
+                if spec.diversity > 0
+                else space
+            ),
+            model_reason=reason,
+        )
+        if not _complete(entries, local, spec.k):
+            return None
+        positions = np.fromiter((e.item for e in entries), dtype=np.int64, count=len(entries))
+        return entries, items[positions]
+
+    def _item_scores(self, query: NDArray[np.float32], items: NDArray[np.int64]) -> NDArray[np.float32]:
+        vectors = self.item_vectors
+        assert vectors is not None
+        return np.asarray(vectors[items] @ query, dtype=np.float32)
+
+    def _shares(
+        self, mix: PersonaMix, entries: Sequence[ListEntry], catalog_index: NDArray[np.int64]
+    ) -> list[tuple[tuple[str, float], ...]]:
+        if not entries:
+            return []
+        values = self.affinity.shares(mix.weights, catalog_index)
+        out = []
+        for entry, row in zip(entries, values, strict=True):
+            if entry.reason is ItemReason.PINNED:
+                row = np.zeros_like(row)
+            order = np.lexsort((np.arange(len(row)), -row))
+            out.append(tuple((mix.personas[k], float(row[k])) for k in order))
+        return out
+
+    def _items(
+        self,
+        entries: Sequence[ListEntry],
+        index: list[int],
+        shares: Sequence[tuple[tuple[str, float], ...]] | None,
+    ) -> list[RecommendedItem]:
+        """Result objects for the listed entries (catalog items ``index``)."""
+        ids, titles, categories, brands, prices = (
+            self._ids,
+            self._titles,
+            self._categories,
+            self._brands,
+            self._prices,
+        )
+        return [
+            RecommendedItem(
+                ids[i],
+                titles[i],
+                categories[i],
+                brands[i],
+                prices[i],
+                e.score,
+                n + 1,
+                e.reason,
+                e.promotion_id,
+                shares[n] if shares is not None else (),
+            )
+            for n, (e, i) in enumerate(zip(entries, index, strict=True))
+        ]
