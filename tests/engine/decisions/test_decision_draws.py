@@ -13,7 +13,7 @@ from engine.decisions.decision_draws import DecisionDraws, new_decision_id
 from engine.decisions.decision_policy import DecisionPolicy, PolicyMode
 
 # A fixed set of ids (UUID5s, so the test never depends on a random source) for the statistics.
-IDS = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"decision/{i}")) for i in range(10_000)]
+IDS = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"persona-engine/decision/{i}")) for i in range(10_000)]
 
 
 def test_the_same_id_and_stream_always_give_the_same_draws() -> None:
