@@ -91,7 +91,10 @@ class TrainingSet:
 
 @dataclass(frozen=True)
 class UserBatch:
-    """Whom to score: user_index (n,) with -1 for unknown customers, mix (n, n_personas), demographics CSR.
+    """Whom to score: user_index (n,) with -1 for unknown customers, mix (n, n_personas), demographics.
+
+    ``demographics`` (n, n_demographic_features) is a CSR matrix (training, evaluation: many rows) or
+    a dense array (the request path: a few rows, where building a CSR matrix costs more than scoring).
 
     ``base_mix`` (n, n_personas) is the mix each known customer's own history was learned under (their
     overall inferred mix). When ``mix`` differs from it (a shopping context, a live session, a mix
@@ -106,7 +109,7 @@ class UserBatch:
 
     user_index: NDArray[np.int64]
     mix: NDArray[np.float64]
-    demographics: sp.csr_matrix
+    demographics: sp.csr_matrix | NDArray[np.floating]
     base_mix: NDArray[np.float64] | None = None
     validated: bool = False
 
@@ -123,12 +126,22 @@ class UserBatch:
     def __len__(self) -> int:
         return len(self.user_index)
 
+    def dense_demographics(self) -> NDArray[np.float64]:
+        """(n, n_demographic_features) as a dense float64 array, whichever form the batch holds."""
+        if isinstance(self.demographics, np.ndarray):
+            return np.asarray(self.demographics, dtype=np.float64)
+        return np.asarray(self.demographics.toarray(), dtype=np.float64)
+
     def rows(self, indices: NDArray[np.int64]) -> UserBatch:
         """The batch of these rows only, in this order."""
         return UserBatch(
             user_index=self.user_index[indices],
             mix=self.mix[indices],
-            demographics=sp.csr_matrix(self.demographics[indices]),
+            demographics=(
+                self.demographics[indices]
+                if isinstance(self.demographics, np.ndarray)
+                else sp.csr_matrix(self.demographics[indices])
+            ),
             base_mix=self.base_mix[indices] if self.base_mix is not None else None,
             validated=self.validated,
         )

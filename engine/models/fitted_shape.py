@@ -109,7 +109,8 @@ class FittedShape:
                 f"the model knows {self.n_demographic_features}",
                 field="demographics",
             )
-        values = users.demographics.data
+        demographics = users.demographics
+        values = demographics if isinstance(demographics, np.ndarray) else demographics.data
         if values.size and (not np.all(np.isfinite(values)) or (values < 0).any()):
             raise UserBatchError(
                 f"{kind} model: demographics must be finite and non-negative", field="demographics"

@@ -205,15 +205,14 @@ class ImplicitFactorsModel(Recommender):
         known = users.user_index >= 0
         vectors = np.array(persona_part, dtype=np.float32, copy=True)
         own = state["user_factors"][users.user_index[known]]
-        if users.base_mix is not None:
-            base_part = ordered_product(users.base_mix[known], state["persona_factors"])
-            own = own + (persona_part[known] - base_part)
+        if users.base_mix is not None:  # trade the persona learned for the one scored: u + (m - b) @ P
+            own = own + ordered_product(users.mix[known] - users.base_mix[known], state["persona_factors"])
         vectors[known] = (1.0 - self.persona_blend) * own + self.persona_blend * persona_part[known]
         if known.all():
             return vectors  # demographics only shape cold-start vectors
         # Dense: a batch has at most a few hundred rows of a few dozen attributes, and scipy's
         # per-operation overhead outweighs that work many times over.
-        demographics = np.asarray(users.demographics.toarray(), dtype=np.float64)
+        demographics = users.dense_demographics()
         attribute_mass = demographics.sum(axis=1)
         cold_with_attributes = ~known & (attribute_mass > 0)
         if cold_with_attributes.any():
