@@ -493,9 +493,17 @@ class Personalizer:
         ]
         items = self.lists.build(rows)
         mixes = [row.resolved.mix for row in rows]
+        catalog = self.item_catalog
         offers = self.decisions.rank_offers_many(
             mixes,
-            [self._eligibility(r.session) for r in requests],
+            [
+                self.decisions.page_eligibility(
+                    catalog.indices(r.session.session_item_ids),
+                    catalog.indices(r.session.cart_item_ids),
+                    r.session.basket_value,
+                )
+                for r in requests
+            ],
             [r.num_offers for r in requests],
             [DecisionDraws(i, OFFER_STREAM) for i in ids],
         )

@@ -189,8 +189,14 @@ class PageDecisions:
         epsilon: float = 0.1,
         mode: PolicyMode = PolicyMode.EPSILON_GREEDY,
         source: str = "<memory>",
+        catalog: ItemCatalog | None = None,
     ) -> None:
-        """``offers`` and ``layouts`` are rows of the offers and layouts tables (data contract)."""
+        """``offers`` and ``layouts`` are rows of the offers and layouts tables (data contract).
+
+        With the ``catalog`` served, the offers' category and brand rules are compiled per item at
+        load, so a page's eligibility is a gather (``page_eligibility``).
+        """
+        self.catalog = catalog
         self.offers = {
             str(row["offer_id"]): Offer(
                 str(row["offer_id"]), str(row["kind"]), str(row.get("description") or "")
@@ -205,6 +211,7 @@ class PageDecisions:
         }
         self.rules: OfferRules | None = None
         self.offer_policy: DecisionPolicy | None = None
+        self._item_rules: NDArray[np.bool_] | None = None
         self._rules_in_arm_order: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         if self.offers:
             self.rules = OfferRules(
@@ -231,6 +238,10 @@ class PageDecisions:
             )
             # Rule positions in the policy's arm order, looked up once instead of per decision.
             self._rules_in_arm_order = self.rules.indices(self.offer_policy.arm_ids)
+            if catalog is not None:
+                self._item_rules = self.rules.item_rules(
+                    catalog.categories.tolist(), [brand or None for brand in catalog.brands.tolist()]
+                )
         self.layout_policy: DecisionPolicy | None = None
         if self.layouts:
             estimates = _aligned(layout_estimates, list(self.layouts), persona_ids, f"{source} layouts")
@@ -253,6 +264,7 @@ class PageDecisions:
             epsilon=epsilon,
             mode=mode,
             source=f"{artifact.path}/{LAYOUT.arm_estimates.path}",
+            catalog=artifact.item_catalog,
         )
 
     def rank_offers(
@@ -278,23 +290,39 @@ class PageDecisions:
             eligible &= restricted
         return self._offers(self.offer_policy, mix, eligible, n, rng, None)
 
+    def page_eligibility(
+        self, in_view: NDArray[np.int64], in_cart: NDArray[np.int64], basket_value: float | None
+    ) -> NDArray[np.bool_]:
+        """Which offers (in table order) a page with these catalog items may show: what
+        ``eligibility_context`` and ``OfferRules.eligible`` give, from the rules compiled per item at
+        load. The basket value defaults to the cart's list prices."""
+        if self.rules is None:
+            return np.zeros(0, dtype=bool)
+        if self._item_rules is None or self.catalog is None:
+            raise PageDecisionError("page_eligibility needs the catalog the decisions were built with")
+        value = float(self.catalog.prices[in_cart].sum()) if basket_value is None else float(basket_value)
+        items = np.concatenate([in_view, in_cart]) if in_cart.size else in_view
+        return self.rules.eligible_for_items(self._item_rules, items, value)
+
     def rank_offers_many(
         self,
         mixes: Sequence[PersonaMix],
-        contexts: Sequence[EligibilityContext],
+        eligible: Sequence[NDArray[np.bool_]],
         ns: Sequence[int],
         draws: Sequence[Draws],
     ) -> list[list[RankedOffer]]:
-        """``rank_offers`` (without candidates) for many pages: the expected scores of every mix come
-        from one pass over the batch, then each page is ranked with its own draws. Page i gets exactly
-        what ``rank_offers`` gives it alone (the scores are computed row by row, see ``mixed_scores``)."""
-        policy, rules = self.offer_policy, self.rules
-        if policy is None or rules is None:
+        """``rank_offers`` (without candidates) for many pages, given each page's eligible offers in
+        table order (``page_eligibility``): the expected scores of every mix come from one pass over
+        the batch, then each page is ranked with its own draws. Page i gets exactly what
+        ``rank_offers`` gives it alone (the scores are computed row by row, see ``mixed_scores``)."""
+        policy = self.offer_policy
+        if policy is None:
             return [[] for _ in mixes]
         scores = policy.expected_scores_many(np.vstack([mix.weights for mix in mixes]))
+        order = self._rules_in_arm_order
         return [
-            self._offers(policy, mix, rules.eligible(context)[self._rules_in_arm_order], n, rng, row)
-            for mix, context, n, rng, row in zip(mixes, contexts, ns, draws, scores, strict=True)
+            self._offers(policy, mix, mask[order], n, rng, row)
+            for mix, mask, n, rng, row in zip(mixes, eligible, ns, draws, scores, strict=True)
         ]
 
     def _offers(
