@@ -61,6 +61,31 @@ def _best(scores: NDArray[np.floating], allowed: NDArray[np.bool_], n: int) -> N
     return candidates[order].astype(np.int64)
 
 
+def ranked_only(scores: NDArray[np.floating], k: int) -> tuple[NDArray[np.int64], NDArray[np.float64]] | None:
+    """``assemble_list`` of a list with nothing but the ranking, without building its entries.
+
+    For ``scores`` of items that are all eligible (a candidate search's results) and a list without
+    promotions, pins, diversity or backfill, the list is the k best items, best first, ties to the
+    lower index: this returns their positions and scores (as ``assemble_list``'s entries hold them),
+    the same as it would, computed the same way. None when a score is not finite (then
+    ``assemble_list`` decides which items can be listed at all).
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    if not np.isfinite(values).all():
+        return None
+    n = min(k, len(values))
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    candidates = np.arange(len(values))
+    if n < len(values):  # as _best does, so ties among the k-th best resolve identically
+        keep = np.argpartition(-values, n - 1)[:n]
+        candidates, picked = candidates[keep], values[keep]
+    else:
+        picked = values
+    order = np.lexsort((candidates, -picked))
+    return candidates[order].astype(np.int64), picked[order]
+
+
 def _merge_by_score(promoted: list[ListEntry], ranked: list[ListEntry]) -> list[ListEntry]:
     promoted = sorted(promoted, key=lambda e: -e.score)
     merged: list[ListEntry] = []

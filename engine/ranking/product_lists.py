@@ -36,7 +36,7 @@ from engine.personas.mix_resolution import ResolvedMix
 from engine.ranking.candidate_index import CandidateIndex
 from engine.ranking.diversity import DiversitySpace, pool_size
 from engine.ranking.filters import ItemFilters
-from engine.ranking.list_assembly import ItemReason, ListEntry, assemble_list
+from engine.ranking.list_assembly import ItemReason, ListEntry, assemble_list, ranked_only
 from engine.ranking.promotions import CompiledPromotions, Promotions
 from engine.ranking.score_explanation import PersonaAffinity
 
@@ -75,6 +75,11 @@ class ListSpec:
     promotions: CompiledPromotions
     diversity: float
     explain: bool
+
+    @property
+    def plain(self) -> bool:
+        """Nothing but the ranking: no promotion rules, pins or diversity."""
+        return not self.promotions.rule_ids and not self.promotions.pin_items.size and self.diversity <= 0
 
     @classmethod
     def compile(
@@ -271,6 +276,12 @@ class ProductListBuilder:
             if row.model_row >= 0 and self.model_knows_customers
             else ItemReason.PERSONA
         )
+        if self.index is not None and spec.plain:
+            ranked = self._ranked_candidates(scores.query(j), spec.k, eligible)
+            if ranked is not None:
+                index, values = ranked
+                shares = self._shares(resolved.mix, index, None) if spec.explain else None
+                return self._ranked_items(index.tolist(), values.tolist(), reason, shares)
         listed = (
             self._from_candidates(scores.query(j), spec, eligible, reason) if self.index is not None else None
         )
@@ -291,8 +302,26 @@ class ProductListBuilder:
                 model_reason=reason,
             )
             catalog_index = np.fromiter((e.item for e in entries), dtype=np.int64, count=len(entries))
-        shares = self._shares(resolved.mix, entries, catalog_index) if spec.explain else None
+        shares = (
+            self._shares(resolved.mix, catalog_index, [e.reason is ItemReason.PINNED for e in entries])
+            if spec.explain
+            else None
+        )
         return self._items(entries, catalog_index.tolist(), shares)
+
+    def _ranked_candidates(
+        self, query: NDArray[np.float32], k: int, eligible: NDArray[np.bool_]
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64]] | None:
+        """A list with nothing but the ranking, from the index's candidates: the catalog items and
+        scores ``_from_candidates`` would list, without assembling entries; None when the candidates
+        cannot fill it (the full path decides then)."""
+        assert self.index is not None
+        found = self.index.search(query, pool_size(k, 0.0, self.index.n_items), allowed=eligible)
+        ranked = ranked_only(found.scores, k)
+        if ranked is None or len(ranked[0]) < k:
+            return None
+        positions, values = ranked
+        return found.items[positions], values
 
     def _from_candidates(
         self, query: NDArray[np.float32], spec: ListSpec, eligible: NDArray[np.bool_], reason: ItemReason
@@ -359,18 +388,50 @@ class ProductListBuilder:
         return np.asarray(vectors[items] @ query, dtype=np.float32)
 
     def _shares(
-        self, mix: PersonaMix, entries: Sequence[ListEntry], catalog_index: NDArray[np.int64]
+        self, mix: PersonaMix, catalog_index: NDArray[np.int64], pinned: Sequence[bool] | None
     ) -> list[tuple[tuple[str, float], ...]]:
-        if not entries:
+        """Each listed item's persona shares, highest first (pinned items: none of them, all zero)."""
+        if not len(catalog_index):
             return []
         values = self.affinity.shares(mix.weights, catalog_index)
         out = []
-        for entry, row in zip(entries, values, strict=True):
-            if entry.reason is ItemReason.PINNED:
+        for n, row in enumerate(values):
+            if pinned is not None and pinned[n]:
                 row = np.zeros_like(row)
             order = np.lexsort((np.arange(len(row)), -row))
             out.append(tuple((mix.personas[k], float(row[k])) for k in order))
         return out
+
+    def _ranked_items(
+        self,
+        index: list[int],
+        scores: list[float],
+        reason: ItemReason,
+        shares: Sequence[tuple[tuple[str, float], ...]] | None,
+    ) -> list[RecommendedItem]:
+        """Result objects for a list with nothing but the ranking (catalog items ``index``)."""
+        ids, titles, categories, brands, prices = (
+            self._ids,
+            self._titles,
+            self._categories,
+            self._brands,
+            self._prices,
+        )
+        return [
+            RecommendedItem(
+                ids[i],
+                titles[i],
+                categories[i],
+                brands[i],
+                prices[i],
+                score,
+                n + 1,
+                reason,
+                "",
+                shares[n] if shares is not None else (),
+            )
+            for n, (i, score) in enumerate(zip(index, scores, strict=True))
+        ]
 
     def _items(
         self,
