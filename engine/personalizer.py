@@ -46,7 +46,6 @@ from engine.decisions.page_decision import (
     PageDecisions,
     RankedOffer,
     eligibility_context,
-    fill_slots,
 )
 from engine.models.base import Recommender, UserBatch
 from engine.personalization_request import (
@@ -507,26 +506,20 @@ class Personalizer:
             [r.num_offers for r in requests],
             [DecisionDraws(i, OFFER_STREAM) for i in ids],
         )
-        layouts = self.decisions.choose_layouts_many(mixes, [DecisionDraws(i, LAYOUT_STREAM) for i in ids])
-        pages = []
-        for row, listed, offered, layout, context, decision_id in zip(
-            rows, items, offers, layouts, contexts, ids, strict=True
-        ):
-            if layout is not None:
-                slots = fill_slots(
-                    [slot.name for slot in layout.slots],
-                    [item.item_id for item in listed],
-                    [offer.offer_id for offer in offered],
-                )
-                layout = LayoutDecision(
-                    layout.variant_id, layout.description, slots, layout.score, layout.propensity
-                )
-            pages.append(
-                PagePersonalization(
-                    listed, offered, layout, self._decision(row.resolved, context, decision_id)
-                )
+        layouts = self.decisions.choose_layouts_many(
+            mixes,
+            [DecisionDraws(i, LAYOUT_STREAM) for i in ids],
+            [
+                ([item.item_id for item in listed], [offer.offer_id for offer in offered])
+                for listed, offered in zip(items, offers, strict=True)
+            ],
+        )
+        return [
+            PagePersonalization(listed, offered, layout, self._decision(row.resolved, context, decision_id))
+            for row, listed, offered, layout, context, decision_id in zip(
+                rows, items, offers, layouts, contexts, ids, strict=True
             )
-        return pages
+        ]
 
     def _eligibility(self, session: SessionContext) -> EligibilityContext:
         catalog = self.item_catalog

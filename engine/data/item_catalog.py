@@ -62,7 +62,10 @@ class ItemCatalog:
 
     def indices(self, item_ids: Iterable[str]) -> NDArray[np.int64]:
         """Indices of the known ids among ``item_ids``, in order; unknown ids are dropped."""
-        index = self.ids.to_internal(list(item_ids), strict=False)
+        ids = list(item_ids)
+        if not ids:  # most requests name no items: skip the look-up machinery
+            return np.zeros(0, dtype=np.int64)
+        index = self.ids.to_internal(ids, strict=False)
         return index[index != MISSING]
 
     def mask_of(self, item_ids: Iterable[str]) -> NDArray[np.bool_]:

@@ -331,10 +331,10 @@ class DecisionPolicy:
         remaining arms, used only when exploring (taken anyway, so position p always reads draws 2p and
         2p + 1 and a replay does not depend on earlier positions' outcomes).
         """
-        eligible = np.flatnonzero(remaining)
+        values = scores.tolist()
+        left = [arm for arm, ok in enumerate(remaining.tolist()) if ok]
         # Best first, ties to the earliest arm: the order np.argmax picks greedy arms in.
-        greedy_order = eligible[np.lexsort((eligible, -scores[eligible]))].tolist()
-        left = eligible.tolist()
+        greedy_order = sorted(left, key=lambda arm: -values[arm])  # stable: ties keep arm order
         mix_list = weights.tolist()
         ranked: list[RankedArm] = []
         for position in range(min(n, len(left))):
@@ -346,7 +346,7 @@ class DecisionPolicy:
             base = 1.0 if arm == greedy else 0.0
             propensity = (1.0 - self.epsilon) * base + self.epsilon / n_left
             reason = self._reason(mix_list, arm, position, explore, base, n_left)
-            ranked.append(RankedArm(self.arm_ids[arm], float(scores[arm]), propensity, reason))
+            ranked.append(RankedArm(self.arm_ids[arm], values[arm], propensity, reason))
             left.remove(arm)
         return ranked
 

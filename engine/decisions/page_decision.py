@@ -99,6 +99,16 @@ def is_offer_slot(name: str) -> bool:
     return any(word in OFFER_SLOT_WORDS for word in _WORD_SPLIT.split(name.lower()))
 
 
+@functools.lru_cache(maxsize=1024)
+def _slot_kinds(slots: tuple[str, ...]) -> tuple[list[int], list[int]]:
+    """Positions of the product slots and of the offer slots of a variant (a variant has few names,
+    and every page of it asks again)."""
+    return (
+        [i for i, name in enumerate(slots) if not is_offer_slot(name)],
+        [i for i, name in enumerate(slots) if is_offer_slot(name)],
+    )
+
+
 def _deal(values: Sequence[str], n_slots: int) -> list[tuple[str, ...]]:
     """Consecutive runs of nearly equal length, the earlier runs one longer when it does not divide."""
     if n_slots == 0:
@@ -116,8 +126,7 @@ def fill_slots(
     slots: Sequence[str], item_ids: Sequence[str], offer_ids: Sequence[str]
 ) -> tuple[FilledSlot, ...]:
     """The variant's slots with products and offers dealt in (see the module docstring)."""
-    offer_slots = [i for i, name in enumerate(slots) if is_offer_slot(name)]
-    product_slots = [i for i, name in enumerate(slots) if not is_offer_slot(name)]
+    product_slots, offer_slots = _slot_kinds(tuple(slots))
     items = dict(zip(product_slots, _deal(item_ids, len(product_slots)), strict=True))
     offers = dict(zip(offer_slots, _deal(offer_ids, len(offer_slots)), strict=True))
     return tuple(
@@ -318,7 +327,7 @@ class PageDecisions:
         policy = self.offer_policy
         if policy is None:
             return [[] for _ in mixes]
-        scores = policy.expected_scores_many(np.vstack([mix.weights for mix in mixes]))
+        scores = policy.expected_scores_many(np.array([mix.weights for mix in mixes], dtype=np.float64))
         order = self._rules_in_arm_order
         return [
             self._offers(policy, mix, mask[order], n, rng, row)
@@ -367,25 +376,31 @@ class PageDecisions:
         return self._layout(self.layout_policy.choose_layout(mix, rng, restricted))
 
     def choose_layouts_many(
-        self, mixes: Sequence[PersonaMix], draws: Sequence[Draws]
+        self,
+        mixes: Sequence[PersonaMix],
+        draws: Sequence[Draws],
+        contents: Sequence[tuple[Sequence[str], Sequence[str]]] | None = None,
     ) -> list[LayoutDecision | None]:
         """``choose_layout`` (without candidates) for many pages, scored in one pass like
-        ``rank_offers_many``; page i gets exactly what ``choose_layout`` gives it alone."""
+        ``rank_offers_many``; page i gets exactly what ``choose_layout`` gives it alone, its slots
+        filled (``fill_slots``) with ``contents[i]``, its (item ids, offer ids), when given."""
         policy = self.layout_policy
         if policy is None:
             return [None for _ in mixes]
-        scores = policy.expected_scores_many(np.vstack([mix.weights for mix in mixes]))
+        scores = policy.expected_scores_many(np.array([mix.weights for mix in mixes], dtype=np.float64))
+        fill = contents if contents is not None else [None] * len(mixes)
         return [
-            self._layout(policy.choose_layout(mix, rng, None, row))
-            for mix, rng, row in zip(mixes, draws, scores, strict=True)
+            self._layout(policy.choose_layout(mix, rng, None, row), page)
+            for mix, rng, row, page in zip(mixes, draws, scores, fill, strict=True)
         ]
 
-    def _layout(self, chosen: RankedArm) -> LayoutDecision:
+    def _layout(
+        self, chosen: RankedArm, contents: tuple[Sequence[str], Sequence[str]] | None = None
+    ) -> LayoutDecision:
         variant = self.layouts[chosen.arm_id]
-        return LayoutDecision(
-            variant_id=variant.variant_id,
-            description=variant.description,
-            slots=tuple(FilledSlot(name) for name in variant.slots),
-            score=chosen.score,
-            propensity=chosen.propensity,
+        slots = (
+            fill_slots(variant.slots, *contents)
+            if contents is not None
+            else tuple(FilledSlot(name) for name in variant.slots)
         )
+        return LayoutDecision(variant.variant_id, variant.description, slots, chosen.score, chosen.propensity)

@@ -113,9 +113,13 @@ def dense_rows(matrix: sp.csr_matrix, rows: NDArray[np.int64]) -> NDArray[np.flo
     """``matrix[rows]`` as a dense array (negative rows count from the end), filled from the CSR arrays:
     for the few rows of a request this is a few microseconds, a scipy matrix several times that."""
     rows = rows % matrix.shape[0]
+    out = np.zeros((len(rows), matrix.shape[1]), dtype=matrix.dtype)
+    if len(rows) == 1:  # a page: one slice
+        start, end = matrix.indptr[rows[0]], matrix.indptr[rows[0] + 1]
+        out[0, matrix.indices[start:end]] = matrix.data[start:end]
+        return out
     starts, ends = matrix.indptr[rows], matrix.indptr[rows + 1]
     lengths = ends - starts
-    out = np.zeros((len(rows), matrix.shape[1]), dtype=matrix.dtype)
     total = int(lengths.sum())
     if total:
         offsets = np.zeros(len(rows), dtype=np.int64)
@@ -248,12 +252,11 @@ class ProductListBuilder:
         another (context, live session, request), which the model then puts in its place. The batch is
         marked validated: every value in it is a validated PersonaMix or the artifact's own data.
         """
-        n = len(rows)
-        customer_rows = np.fromiter((row.resolved.row for row in rows), dtype=np.int64, count=n)
-        user_index = np.fromiter((row.model_row for row in rows), dtype=np.int64, count=n)
-        mix = np.vstack([row.resolved.mix.weights for row in rows])
+        customer_rows = np.array([row.resolved.row for row in rows], dtype=np.int64)
+        user_index = np.array([row.model_row for row in rows], dtype=np.int64)
+        mix = np.array([row.resolved.mix.weights for row in rows], dtype=np.float64)
         base_mix = mix.copy()
-        modelled = np.flatnonzero(user_index >= 0)
+        modelled = user_index >= 0
         base_mix[modelled] = self._mix_overall[customer_rows[modelled]]
         return UserBatch(
             user_index=user_index,
@@ -394,13 +397,16 @@ class ProductListBuilder:
         if not len(catalog_index):
             return []
         values = self.affinity.shares(mix.weights, catalog_index)
-        out = []
-        for n, row in enumerate(values):
-            if pinned is not None and pinned[n]:
-                row = np.zeros_like(row)
-            order = np.lexsort((np.arange(len(row)), -row))
-            out.append(tuple((mix.personas[k], float(row[k])) for k in order))
-        return out
+        if pinned is not None and any(pinned):
+            values[np.asarray(pinned, dtype=bool)] = 0.0
+        # Highest first, ties to the earlier persona (a stable sort of the negated shares).
+        order = np.argsort(-values, axis=1, kind="stable")
+        ranked = np.take_along_axis(values, order, axis=1).tolist()
+        personas = mix.personas
+        return [
+            tuple((personas[k], share) for k, share in zip(row_order, row_shares, strict=True))
+            for row_order, row_shares in zip(order.tolist(), ranked, strict=True)
+        ]
 
     def _ranked_items(
         self,
