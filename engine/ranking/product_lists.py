@@ -292,6 +292,13 @@ class ProductListBuilder:
             entries, catalog_index = listed
         else:
             full = scores.row(j)
+            if spec.plain:  # the k best scorable items, as assemble_list picks them, when there are k
+                scorable_items = np.flatnonzero(eligible & np.isfinite(full))
+                ranked = ranked_only(full[scorable_items], spec.k)
+                if ranked is not None and len(scorable_items) >= spec.k:
+                    index = scorable_items[ranked[0]]
+                    shares = self._shares(resolved.mix, index, None) if spec.explain else None
+                    return self._ranked_items(index.tolist(), ranked[1].tolist(), reason, shares)
             scorable = int(np.count_nonzero(eligible & np.isfinite(full)))
             entries = assemble_list(
                 k=spec.k,

@@ -14,7 +14,7 @@ from engine.personalization_request import CustomerTarget, ProductRequest
 from engine.personalizer import Personalizer
 from engine.ranking.candidate_index import CandidateIndexSettings
 from engine.ranking.filters import ItemFilters
-from engine.ranking.list_assembly import ItemReason
+from engine.ranking.list_assembly import ItemReason, assemble_list
 from engine.ranking.product_lists import dense_rows, row_indices, score_rows
 from engine.ranking.promotions import PinnedItem, Promotions
 from tests.engine.small_artifact import train_small_artifact
@@ -93,3 +93,42 @@ def test_a_spec_is_plain_only_without_promotions_pins_and_diversity(indexed: Per
     assert indexed._spec(ProductRequest(k=4)).plain
     assert not indexed._spec(ProductRequest(k=4, diversity=0.2)).plain
     assert not indexed._spec(ProductRequest(k=4, promotions=Promotions(pins=(PinnedItem(item, 1),)))).plain
+
+
+@pytest.fixture(scope="module")
+def scanned(indexed: Personalizer) -> Personalizer:
+    """The same artifact without an index: every list comes from the full score row."""
+    served = Personalizer(indexed.artifact, "als")
+    assert served.index is None
+    return served
+
+
+def test_the_lean_full_scan_path_lists_what_assemble_list_lists(scanned: Personalizer) -> None:
+    builder = scanned.lists
+    vectors = scanned.model.item_vectors()
+    assert vectors is not None
+    for k in (1, 7, 30):
+        spec = scanned._spec(ProductRequest(k=k, filters=ItemFilters(price_max=60.0 if k == 7 else None)))
+        for customer in [str(c) for c in scanned.model_customers.ids[:12]] + ["stranger"]:
+            row = scanned._row(CustomerTarget(customer), spec, None, None)
+            listed = builder.build([row])[0]
+            full = vectors @ scanned.model.query_vectors(builder.user_batch([row]))[0]
+            eligible = spec.filters.customer_mask(
+                spec.shared, purchased=row_indices(scanned.purchases, row.resolved.row), excluded=()
+            )
+            reason = ItemReason.PERSONALIZED if row.model_row >= 0 else ItemReason.PERSONA
+            entries = assemble_list(
+                k=k,
+                scores=full,
+                eligible=eligible,
+                backfill_scores=scanned.backfill.score(builder.user_batch([row]))[0]
+                if scanned.backfill
+                else None,
+                promotions=spec.promotions,
+                diversity=0.0,
+                space=scanned.diversity_space,
+                model_reason=reason,
+            )
+            assert [(i.item_id, i.score, i.reason) for i in listed] == [
+                (str(scanned.items.ids[e.item]), e.score, e.reason) for e in entries
+            ]
