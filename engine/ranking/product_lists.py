@@ -229,12 +229,11 @@ class ProductListBuilder:
         self.diversity_space = diversity_space
         self.affinity = affinity
         self.model_knows_customers = model_knows_customers
-        # Catalog columns as Python lists once, so a list of 20 items is 20 look-ups, not 5 gathers.
-        self._ids: list[str] = [str(i) for i in catalog.ids.ids.tolist()]
-        self._titles: list[str] = catalog.titles.tolist()
-        self._categories: list[str] = catalog.categories.tolist()
-        self._brands: list[str] = catalog.brands.tolist()
-        self._prices: list[float] = catalog.prices.tolist()
+        # Paid at load, not by the first request: the catalog's columns as lists, and the compiled
+        # search (numba compiles it, or reads it from its cache, on first use).
+        catalog.listing_columns  # noqa: B018
+        if index is not None:
+            index.search(np.zeros(index.vectors.shape[1], dtype=np.float32), 1)
 
     def build(self, rows: Sequence[ListRow]) -> list[list[RecommendedItem]]:
         """Each row's list, in row order; rows are scored in chunks of ``SCORING_CHUNK``."""
@@ -423,13 +422,7 @@ class ProductListBuilder:
         shares: Sequence[tuple[tuple[str, float], ...]] | None,
     ) -> list[RecommendedItem]:
         """Result objects for a list with nothing but the ranking (catalog items ``index``)."""
-        ids, titles, categories, brands, prices = (
-            self._ids,
-            self._titles,
-            self._categories,
-            self._brands,
-            self._prices,
-        )
+        ids, titles, categories, brands, prices = self.catalog.listing_columns
         return [
             RecommendedItem(
                 ids[i],
@@ -453,13 +446,7 @@ class ProductListBuilder:
         shares: Sequence[tuple[tuple[str, float], ...]] | None,
     ) -> list[RecommendedItem]:
         """Result objects for the listed entries (catalog items ``index``)."""
-        ids, titles, categories, brands, prices = (
-            self._ids,
-            self._titles,
-            self._categories,
-            self._brands,
-            self._prices,
-        )
+        ids, titles, categories, brands, prices = self.catalog.listing_columns
         return [
             RecommendedItem(
                 ids[i],
