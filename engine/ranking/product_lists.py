@@ -46,7 +46,8 @@ SCORING_CHUNK = 256
 
 # Not frozen: a page builds dozens of these per call, and a frozen dataclass costs five times as much
 # to construct (every field goes through object.__setattr__); results are built per call, never shared.
-@dataclass(slots=True)
+# No slots either: callers read them as plain records (``vars(item)``).
+@dataclass
 class RecommendedItem:
     item_id: str
     title: str
