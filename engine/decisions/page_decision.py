@@ -325,7 +325,7 @@ class PageDecisions:
         the batch, then each page is ranked with its own draws. Page i gets exactly what
         ``rank_offers`` gives it alone (the scores are computed row by row, see ``mixed_scores``)."""
         policy = self.offer_policy
-        if policy is None:
+        if policy is None or not mixes:
             return [[] for _ in mixes]
         scores = policy.expected_scores_many(np.array([mix.weights for mix in mixes], dtype=np.float64))
         order = self._rules_in_arm_order
@@ -385,7 +385,7 @@ class PageDecisions:
         ``rank_offers_many``; page i gets exactly what ``choose_layout`` gives it alone, its slots
         filled (``fill_slots``) with ``contents[i]``, its (item ids, offer ids), when given."""
         policy = self.layout_policy
-        if policy is None:
+        if policy is None or not mixes:
             return [None for _ in mixes]
         scores = policy.expected_scores_many(np.array([mix.weights for mix in mixes], dtype=np.float64))
         fill = contents if contents is not None else [None] * len(mixes)

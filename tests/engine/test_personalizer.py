@@ -81,6 +81,7 @@ def test_pages_served_together_are_the_pages_served_alone(personalizer: Personal
     for a, b in zip(together, alone, strict=True):
         assert (a.items, a.offers, a.layout) == (b.items, b.offers, b.layout)
         assert a.decision.decision_id == b.decision.decision_id
+    assert personalizer.personalize_many([]) == [] and personalizer.recommend_products_many([]) == []
     with pytest.raises(ValueError, match="2 decision ids for 3 pages"):
         personalizer.personalize_many(pages, decision_ids=["x", "y"])
     with pytest.raises(ValueError, match="num_offers"):
