@@ -334,7 +334,7 @@ class DecisionPolicy:
         values = scores.tolist()
         left = [arm for arm, ok in enumerate(remaining.tolist()) if ok]
         # Best first, ties to the earliest arm: the order np.argmax picks greedy arms in.
-        greedy_order = sorted(left, key=lambda arm: -values[arm])  # stable: ties keep arm order
+        greedy_order = sorted(left, key=values.__getitem__, reverse=True)  # stable: ties keep arm order
         mix_list = weights.tolist()
         ranked: list[RankedArm] = []
         for position in range(min(n, len(left))):
