@@ -201,15 +201,20 @@ class ImplicitFactorsModel(Recommender):
         """
         shape, state = self._fitted()
         shape.check_batch(users, self.kind)
-        persona_part = ordered_product(users.mix, state["persona_factors"])
+        # A known customer is keep * (u + (m - b) @ P) + blend * (m @ P), i.e. keep * u + (m - keep b) @ P:
+        # one persona product per row, whoever the customer is (b = m when no base mix is given).
+        keep = 1.0 - self.persona_blend
+        base = users.base_mix if users.base_mix is not None else users.mix
         known = users.user_index >= 0
-        vectors = np.array(persona_part, dtype=np.float32, copy=True)
-        own = state["user_factors"][users.user_index[known]]
-        if users.base_mix is not None:  # trade the persona learned for the one scored: u + (m - b) @ P
-            own = own + ordered_product(users.mix[known] - users.base_mix[known], state["persona_factors"])
-        vectors[known] = (1.0 - self.persona_blend) * own + self.persona_blend * persona_part[known]
-        if known.all():
-            return vectors  # demographics only shape cold-start vectors
+        if known.all():  # the common page: a customer the model knows; demographics play no part
+            vectors = ordered_product(users.mix - keep * base, state["persona_factors"])
+            vectors += np.float32(keep) * state["user_factors"][users.user_index]
+            return vectors
+        coefficients = np.array(users.mix, dtype=np.float64)
+        coefficients[known] -= keep * base[known]
+        vectors = ordered_product(coefficients, state["persona_factors"])  # m @ P for cold rows
+        vectors[known] += np.float32(keep) * state["user_factors"][users.user_index[known]]
+        persona_part = vectors
         # Dense: a batch has at most a few hundred rows of a few dozen attributes, and scipy's
         # per-operation overhead outweighs that work many times over.
         demographics = users.dense_demographics()
@@ -221,7 +226,7 @@ class ImplicitFactorsModel(Recommender):
             demographic_part = ordered_product(weights, state["demographic_factors"])
             w = self.demographic_weight
             vectors[rows] = (1.0 - w) * persona_part[rows] + w * demographic_part
-        return vectors
+        return np.asarray(vectors, dtype=np.float32)
 
     def score(self, users: UserBatch) -> NDArray[np.float32]:
         _, state = self._fitted()
