@@ -142,6 +142,8 @@ class Candidates:
     items: NDArray[np.int64]
     scores: NDArray[np.float32]
     certified: bool
+    # positions (in ``items``) of the k best candidates, best first, ties to the earlier position
+    best: NDArray[np.int64]
 
 
 class CandidateIndex:
@@ -245,7 +247,7 @@ class CandidateIndex:
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
         cap = self.max_probe if max_probe is None else max(1, min(int(max_probe), self.n_lists))
-        items, scores, certified = search_lists(
+        items, scores, certified, best = search_lists(
             self.vectors,
             self.order,
             self.offsets,
@@ -259,7 +261,7 @@ class CandidateIndex:
             int(cap),
             max(4 * int(k), 256),
         )
-        return Candidates(items, scores, bool(certified))
+        return Candidates(items, scores, bool(certified), best)
 
 
 def exact_top_k(scores: NDArray[np.floating], k: int) -> NDArray[np.int64]:

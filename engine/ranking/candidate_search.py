@@ -85,6 +85,74 @@ def _heap_push(heap: NDArray[np.float32], size: int, value: np.float32) -> None:
     heap[i] = value
 
 
+@numba.njit(cache=True, nogil=True)
+def top_positions(values: NDArray[np.floating], n: int) -> NDArray[np.int64]:
+    """Positions of the n largest values, best first, ties to the lower position, exactly.
+
+    One pass with a heap of the n best so far (its root the worst of them: the lowest value, the
+    higher position among equals), then an insertion sort of those n. numpy's argpartition gives
+    the same set except when values tie at the n-th place, where it picks any of them; here the
+    lower positions win, so a list's ties always resolve the same way.
+    """
+    n = min(n, values.shape[0])
+    heap_values = np.empty(n, dtype=np.float64)
+    heap_positions = np.empty(n, dtype=np.int64)
+    size = 0
+    for position in range(values.shape[0]):
+        value = float(values[position])
+        if size < n:  # sift up: a parent is worse than (or as bad as) its children
+            i = size
+            size += 1
+            while i > 0:
+                parent = (i - 1) // 2
+                if heap_values[parent] < value or (
+                    heap_values[parent] == value and heap_positions[parent] > position
+                ):
+                    break
+                heap_values[i] = heap_values[parent]
+                heap_positions[i] = heap_positions[parent]
+                i = parent
+            heap_values[i] = value
+            heap_positions[i] = position
+        elif n > 0 and value > heap_values[0]:  # a later position only beats the root with more
+            i = 0
+            while True:
+                child = 2 * i + 1
+                if child >= n:
+                    break
+                right = child + 1
+                if right < n and (
+                    heap_values[right] < heap_values[child]
+                    or (
+                        heap_values[right] == heap_values[child]
+                        and heap_positions[right] > heap_positions[child]
+                    )
+                ):
+                    child = right
+                if heap_values[child] > value or (
+                    heap_values[child] == value and heap_positions[child] < position
+                ):
+                    break
+                heap_values[i] = heap_values[child]
+                heap_positions[i] = heap_positions[child]
+                i = child
+            heap_values[i] = value
+            heap_positions[i] = position
+    # best first: higher value, then lower position
+    for i in range(1, size):
+        value, position = heap_values[i], heap_positions[i]
+        j = i - 1
+        while j >= 0 and (
+            heap_values[j] < value or (heap_values[j] == value and heap_positions[j] > position)
+        ):
+            heap_values[j + 1] = heap_values[j]
+            heap_positions[j + 1] = heap_positions[j]
+            j -= 1
+        heap_values[j + 1] = value
+        heap_positions[j + 1] = position
+    return heap_positions[:size].copy()
+
+
 @numba.njit(cache=True, nogil=True, fastmath=_FLAGS)
 def search_lists(
     vectors: NDArray[np.float32],
@@ -99,9 +167,10 @@ def search_lists(
     use_allowed: bool,
     cap: int,
     first_items: int,
-) -> tuple[NDArray[np.int64], NDArray[np.float32], bool]:
-    """Every allowed item of the probed lists (catalog indices) with its score, and whether the
-    stopping bound certified the top k (see the module docstring)."""
+) -> tuple[NDArray[np.int64], NDArray[np.float32], bool, NDArray[np.int64]]:
+    """Every allowed item of the probed lists (catalog indices) with its score, whether the stopping
+    bound certified the top k (see the module docstring), and the positions of the k best among
+    them, best first, ties to the earlier candidate (``top_positions``)."""
     n_lists = centroids.shape[0]
     d = query.shape[0]
     bounds = bounds_of(centroids, max_norm, radius, query)
@@ -144,7 +213,8 @@ def search_lists(
                 count += 1
         probed = target
         if probed >= n_lists:
-            return items[:count].copy(), scores[:count].copy(), True
+            certified = True
+            break
         if count >= k:
             kth = float(heap[0])
             # Lists whose bound reaches kth may hold an item that beats or ties it.
@@ -152,9 +222,13 @@ def search_lists(
             while needed < n_lists and bounds[ranked[needed]] >= kth:
                 needed += 1
             if needed <= probed:
-                return items[:count].copy(), scores[:count].copy(), True
+                certified = True
+                break
         else:
             needed = int(np.searchsorted(reach, 2 * reach[probed - 1])) + 1
         if probed >= cap:
-            return items[:count].copy(), scores[:count].copy(), False
+            certified = False
+            break
         target = min(cap, max(needed, probed + 1), n_lists)
+    found_scores = scores[:count].copy()
+    return items[:count].copy(), found_scores, certified, top_positions(found_scores, k)

@@ -231,8 +231,9 @@ class ProductListBuilder:
         self.affinity = affinity
         self.model_knows_customers = model_knows_customers
         # Paid at load, not by the first request: the catalog's columns as lists, and the compiled
-        # search (numba compiles it, or reads it from its cache, on first use).
+        # search and top-k (numba compiles them, or reads them from its cache, on first use).
         catalog.listing_columns  # noqa: B018
+        ranked_only(np.zeros(1, dtype=np.float32), 1)
         if index is not None:
             index.search(np.zeros(index.vectors.shape[1], dtype=np.float32), 1)
 
@@ -327,11 +328,10 @@ class ProductListBuilder:
         cannot fill it (the full path decides then)."""
         assert self.index is not None
         found = self.index.search(query, pool_size(k, 0.0, self.index.n_items), allowed=eligible)
-        ranked = ranked_only(found.scores, k)
-        if ranked is None or len(ranked[0]) < k:
+        positions = found.best  # the search's own top k: what ranked_only would pick among them
+        if len(positions) < k or not np.isfinite(found.scores).all():
             return None
-        positions, values = ranked
-        return found.items[positions], values
+        return found.items[positions], found.scores[positions].astype(np.float64)
 
     def _from_candidates(
         self, query: NDArray[np.float32], spec: ListSpec, eligible: NDArray[np.bool_], reason: ItemReason

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.ranking.candidate_index import CandidateIndex, CandidateIndexSettings, exact_top_k
-from engine.ranking.candidate_search import bounds_of, search_lists
+from engine.ranking.candidate_search import bounds_of, search_lists, top_positions
 
 
 def _index(n: int, d: int, clusters: int, seed: int) -> tuple[CandidateIndex, np.random.Generator]:
@@ -50,11 +50,11 @@ def test_a_certified_search_holds_the_exact_top_k_and_is_the_same_every_time(
     query = rng.normal(size=6).astype(np.float32)
     allowed = rng.random(n) < 0.6 if masked else np.zeros(0, dtype=bool)
 
-    def search() -> tuple[np.ndarray, np.ndarray, bool]:
+    def search() -> tuple[np.ndarray, np.ndarray, bool, np.ndarray]:
         args = (index.vectors, index.order, index.offsets, index.centroids, index.max_norm, index.radius)
         return search_lists(*args, query, k, allowed, masked, index.n_lists, first)
 
-    items, scores, certified = search()
+    items, scores, certified, top = search()
     assert certified
     again = search()
     np.testing.assert_array_equal(again[0], items)
@@ -64,6 +64,16 @@ def test_a_certified_search_holds_the_exact_top_k_and_is_the_same_every_time(
     exact = np.where(ok, index.vectors[np.argsort(index.order)] @ query, -np.inf)
     wanted = min(k, int(ok.sum()))
     best = exact_top_k(exact, wanted)
-    found_best = items[np.argsort(-scores, kind="stable")[:wanted]]
+    found_best = items[top]
+    np.testing.assert_array_equal(top, np.argsort(-scores, kind="stable")[:wanted])
     # the same items up to float32 ties at the boundary
     np.testing.assert_allclose(np.sort(exact[found_best]), np.sort(exact[best]), rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.integers(-4, 4), max_size=60), n=st.integers(0, 70))
+def test_top_positions_are_the_best_first_with_ties_to_the_lower_position(values: list[int], n: int) -> None:
+    """Scores are small integers, so most of them tie: the reference is a stable sort."""
+    array = np.asarray(values, dtype=np.float32)
+    expected = np.argsort(-array.astype(np.float64), kind="stable")[:n]
+    np.testing.assert_array_equal(top_positions(array, n), expected)
