@@ -1,19 +1,34 @@
 """The in-process side of the serving benchmark: the engine, the servicer and the baseline timed one
 call at a time on the requests the server gets, and the candidate index checked against a full scan.
+
+``measure_batched`` times the engine's batched entry point (``LiveLoop.personalize_many``) on the same
+Personalize requests in batches of 1, 8 and 32, per request, interleaved with one-at-a-time calls so
+that all figures share the machine's weather. Run on its own:
+
+    python -m benchmarks.in_process_latency ARTIFACT [--model als] [--requests 2000]
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Final
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
 from benchmarks.latency_statistics import latency_summary
-from benchmarks.serving_workloads import Workload
+from benchmarks.serving_workloads import Workload, build_workloads
+from engine.live.live_loop import LiveLoop
+from engine.personalization_request import PageRequest
 from engine.personalizer import Personalizer
 from engine.ranking.candidate_index import candidates_top_k, exact_top_k
+from serving import request_validation as validate
+from serving.model_holder import load_model
 from training.console_output import stderr_console
 
 INDEX_QUALITY_QUERIES: Final = 1000  # customers whose candidate-index search is checked against a full scan
@@ -101,3 +116,87 @@ def candidate_index_quality(personalizer: Personalizer, customers: Sequence[str]
         "full_scan_p50_ms": float(np.percentile(scan_ms, 50)),
         "full_scan_p99_ms": float(np.percentile(scan_ms, 99)),
     }
+
+
+BATCH_SIZES: Final = (1, 8, 32)
+
+
+def _quantiles(samples_ms: Sequence[float]) -> dict[str, float]:
+    a = np.asarray(samples_ms, dtype=np.float64)
+    return {
+        "calls": int(a.size),
+        "p50_ms": float(np.percentile(a, 50)),
+        "p95_ms": float(np.percentile(a, 95)),
+    }
+
+
+def measure_batched(
+    personalizer: Personalizer,
+    requests: Sequence[PageRequest],
+    n: int,
+    sizes: Sequence[int] = BATCH_SIZES,
+    rounds: int = 5,
+) -> dict[str, dict[str, float]]:
+    """Per-request wall and CPU time of Personalize one at a time and in batches of ``sizes``.
+
+    ``n`` requests per kind, split into ``rounds`` that alternate the kinds, so that a busy minute on
+    a shared machine weighs on all of them alike. A batch's time is divided by its size: what each of
+    its requests cost.
+    """
+    loop = LiveLoop()
+    for i in range(min(20, len(requests))):  # warm caches and the compiled search
+        loop.personalize(personalizer, requests[i])
+    wall: dict[str, list[float]] = {"single": [], **{f"batch_{b}": [] for b in sizes}}
+    cpu: dict[str, list[float]] = {kind: [] for kind in wall}
+    per_round = max(1, n // rounds)
+    cursor = 0
+    for _ in range(rounds):
+        for kind in wall:
+            size = 1 if kind == "single" else int(kind.split("_")[1])
+            done = 0
+            while done < per_round:
+                batch = [requests[(cursor + j) % len(requests)] for j in range(size)]
+                cursor += size
+                w0, c0 = time.perf_counter(), time.thread_time()
+                if kind == "single":
+                    loop.personalize(personalizer, batch[0])
+                else:
+                    loop.personalize_many(personalizer, batch)
+                w1, c1 = time.perf_counter(), time.thread_time()
+                wall[kind].append((w1 - w0) * 1000.0 / size)
+                cpu[kind].append((c1 - c0) * 1000.0 / size)
+                done += size
+    out = {}
+    for kind in wall:
+        w, c = _quantiles(wall[kind]), _quantiles(cpu[kind])
+        out[kind] = {**w, "cpu_p50_ms": c["p50_ms"], "cpu_p95_ms": c["p95_ms"]}
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.in_process_latency", description=__doc__)
+    parser.add_argument("artifact", type=Path)
+    parser.add_argument("--model", default="als")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per kind")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    personalizer = load_model(args.artifact, args.model).personalizer
+    workloads = build_workloads(
+        personalizer, np.random.default_rng(args.seed), batch_size=1, rate=1.0, batch_rate=1.0
+    )
+    pages = [validate.personalize_call(r, personalizer) for r in workloads[0].requests]
+    print(
+        f"{args.artifact} ({len(personalizer.customers)} customers x {len(personalizer.items)} items), "
+        f"Personalize as the serving benchmark sends it, per request:"
+    )
+    for kind, figures in measure_batched(personalizer, pages, args.requests).items():
+        print(
+            f"  {kind:9s} wall p50 {figures['p50_ms']:.3f} p95 {figures['p95_ms']:.3f} ms   "
+            f"cpu p50 {figures['cpu_p50_ms']:.3f} p95 {figures['cpu_p95_ms']:.3f} ms   "
+            f"({figures['calls']} samples)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,28 +2,34 @@
 
 This is the domain-level entry point that the CLI and the gRPC server share. Per request it resolves
 the customer (known to the model, known only to the artifact, or never seen), picks the persona mix
-(``engine.personas.mix_resolution``), scores every target of the request in one model batch, applies the
-filters, promotions and diversity (``engine.ranking.list_assembly``), explains scores per persona when
-asked (``engine.ranking.score_explanation``), and decides offers and the layout
-(``engine.decisions.page_decision``).
+(``engine.personas.mix_resolution``), builds the product lists (``engine.ranking.product_lists``:
+filters, promotions, diversity and explanations over one model batch), and decides offers and the
+layout (``engine.decisions.page_decision``).
+
+Every scoring call is a batch: ``personalize_many`` serves many pages and ``recommend_products_many``
+many product-list requests together, whatever they ask (known, unknown or cold customers, given
+mixes, filters, k, promotions, diversity, numbers of offers, explanations), sharing one user batch,
+one query build and one scoring pass of the offer and layout policies. The single calls are batches
+of one, so a page is served identically alone and in any batch: the same products, scores, offers,
+propensities and layout, given the same decision id.
 
 Everything that does not depend on the request is computed at load: item attribute codes, padded
 per-customer matrices, the priors of customers without events, the pure-persona scores behind
 explanations and diversity, the compiled offer rules and policies. A request is then look-ups, one
-matrix product per batch, masks and a top-k per target.
+query vector, a candidate search or score row, and a top-k.
 
-Every decision carries a decision id (a UUID4 string); the random generator of offers and layouts is
-seeded from it, so the same request with the same decision id against the same artifact makes the
-same choices, which is what replaying a decision log needs.
+Every decision carries a decision id (a UUID4 string unless the caller gives one); the draws of its
+offers and layout are derived from it (``engine.decisions.decision_draws``), so the same request with
+the same decision id against the same artifact makes the same choices, which is what replaying a
+decision log needs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +38,7 @@ from numpy.typing import NDArray
 
 from engine.artifact.contents import LoadedArtifact, load_artifact
 from engine.data.interactions import empty_csr_matrix
+from engine.decisions.decision_draws import DecisionDraws, new_decision_id
 from engine.decisions.decision_policy import DEFAULT_EPSILON, PolicyMode
 from engine.decisions.offer_eligibility import EligibilityContext
 from engine.decisions.page_decision import (
@@ -39,10 +46,15 @@ from engine.decisions.page_decision import (
     PageDecisions,
     RankedOffer,
     eligibility_context,
-    fill_slots,
 )
 from engine.models.base import Recommender, UserBatch
-from engine.personalization_request import CustomerTarget, ProductRequest, SessionContext
+from engine.personalization_request import (
+    CustomerTarget,
+    PageRequest,
+    ProductListsRequest,
+    ProductRequest,
+    SessionContext,
+)
 from engine.personas.catalog import PersonaCatalog
 from engine.personas.explanations import MixExplanations
 from engine.personas.mix import PersonaMix
@@ -57,30 +69,34 @@ from engine.personas.mix_resolution import (
 from engine.personas.profile import PersonaProfile, evidence_for, leading_personas
 from engine.personas.shopping_context import CONTEXTS, context_of
 from engine.ranking.candidate_index import CandidateIndex, CandidateIndexSettings
-from engine.ranking.diversity import DiversitySpace, pool_size
+from engine.ranking.diversity import DiversitySpace
 from engine.ranking.filters import ItemFilters
-from engine.ranking.list_assembly import ItemReason, ListEntry, assemble_list
-from engine.ranking.promotions import CompiledPromotions
+from engine.ranking.product_lists import (
+    SCORING_CHUNK,
+    ListRow,
+    ListSpec,
+    ProductListBuilder,
+    RecommendedItem,
+    row_indices,
+)
 from engine.ranking.score_explanation import PersonaAffinity
 
+__all__ = [
+    "BACKFILL_MODEL",
+    "SCORING_CHUNK",
+    "DecisionInfo",
+    "LayoutSelection",
+    "OfferRanking",
+    "PagePersonalization",
+    "Personalizer",
+    "ProductList",
+    "RecommendedItem",
+    "new_decision_id",
+]
+
 BACKFILL_MODEL = "persona_popularity"
-# Targets scored per model call: bounds the dense (targets x items) score matrix of big batches.
-SCORING_CHUNK = 256
-
-
-@dataclass(frozen=True)
-class RecommendedItem:
-    item_id: str
-    title: str
-    category: str
-    brand: str
-    price: float
-    score: float
-    rank: int
-    reason: ItemReason
-    promotion_id: str = ""
-    # (persona id, share), highest first; empty unless the request asked for explanations
-    persona_shares: tuple[tuple[str, float], ...] = ()
+OFFER_STREAM = "offer"  # the decision-draw streams of a page's offers and its layout
+LAYOUT_STREAM = "layout"
 
 
 @dataclass(frozen=True)
@@ -139,97 +155,18 @@ class LayoutSelection:
     decision: DecisionInfo
 
 
-@dataclass(frozen=True)
-class _Scored:
-    """One target after resolution: its mix and model row, and what it must never be shown."""
-
-    target: CustomerTarget
-    resolved: ResolvedMix
-    model_row: int
-    excluded: list[NDArray[np.int64]] = field(default_factory=list)
-
-
-def new_decision_id() -> str:
-    return str(uuid.uuid4())
-
-
-def decision_rng(decision_id: str) -> np.random.Generator:
-    """The random generator of one decision, seeded from its id so the decision can be replayed."""
-    try:
-        seed = uuid.UUID(decision_id).int
-    except ValueError:
-        seed = int.from_bytes(decision_id.encode("utf-8"), "big")
-    return np.random.default_rng(seed)
-
-
 def _with_empty_row(matrix: sp.csr_matrix) -> sp.csr_matrix:
     """``matrix`` plus one all-zero last row, so row -1 (unknown customer) indexes an empty row."""
     return sp.csr_matrix(sp.vstack([matrix, empty_csr_matrix(1, matrix.shape[1])], format="csr"))
 
 
-def _rows_of(matrix: sp.csr_matrix, rows: NDArray[np.int64]) -> sp.csr_matrix:
-    """``matrix[rows]`` for a handful of rows, sliced from the CSR arrays (scipy's fancy indexing is
-    several times slower for the one or few rows of a request)."""
-    rows = rows % matrix.shape[0]
-    starts, ends = matrix.indptr[rows], matrix.indptr[rows + 1]
-    picked = np.concatenate([np.arange(a, b) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)])
-    indptr = np.concatenate([[0], np.cumsum(ends - starts)])
-    return sp.csr_matrix(
-        (matrix.data[picked], matrix.indices[picked], indptr), shape=(len(rows), matrix.shape[1])
-    )
-
-
-def _complete(entries: Sequence[ListEntry], promotions: CompiledPromotions, k: int) -> bool:
-    """Whether a list built from candidates got everything it asked for: k entries, no backfill, and
-    every promotion rule its slots. Otherwise the exact full-catalog path decides (it may find more)."""
-    if len(entries) < k or any(e.reason is ItemReason.POPULAR_BACKFILL for e in entries):
-        return False
-    free = k - len(promotions.pin_items)
-    for rule_id, slots in zip(promotions.rule_ids, promotions.rule_slots, strict=True):
-        got = sum(1 for e in entries if e.reason is ItemReason.PROMOTED and e.promotion_id == rule_id)
-        if got < min(slots, free):
-            return False
-        free -= got
-    return True
-
-
-def _row_indices(matrix: sp.csr_matrix, row: int) -> NDArray[np.int32]:
-    """Column indices of one CSR row (negative rows count from the end), without building a matrix."""
-    row = row % matrix.shape[0]
-    return np.asarray(matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]])
-
-
-class _ChunkScores:
-    """Scores of one chunk of targets, computed only as far as a list needs them.
-
-    With a candidate index only the query vectors are needed; the full score rows (and the backfill
-    model's) are computed on first use, for targets whose list the candidates could not fill.
-    """
-
-    def __init__(self, personalizer: Personalizer, batch: UserBatch) -> None:
-        self._personalizer = personalizer
-        self._batch = batch
-        self._queries: NDArray[np.float32] | None = None
-        self._rows: NDArray[np.float32] | None = None
-        self._backfill: NDArray[np.float32] | None = None
-
-    def query(self, j: int) -> NDArray[np.float32]:
-        if self._queries is None:
-            self._queries = self._personalizer.model.query_vectors(self._batch)
-        return self._queries[j]
-
-    def row(self, j: int) -> NDArray[np.float32]:
-        if self._rows is None:
-            self._rows = self._personalizer.model.score(self._batch)
-        return self._rows[j]
-
-    def backfill(self, j: int) -> NDArray[np.float32] | None:
-        backfill = self._personalizer.backfill
-        if backfill is None:
-            return None
-        if self._backfill is None:
-            self._backfill = backfill.score(self._batch)
-        return self._backfill[j]
+def _ids_for(count: int, given: Sequence[str] | None, what: str) -> list[str]:
+    """The decision ids of ``count`` results: the caller's, or new ones."""
+    if given is None:
+        return [new_decision_id() for _ in range(count)]
+    if len(given) != count:
+        raise ValueError(f"{len(given)} decision ids for {count} {what}")
+    return list(given)
 
 
 class Personalizer:
@@ -324,6 +261,18 @@ class Personalizer:
         )
         self.explanations: MixExplanations | None = artifact.explanations
         self.decisions = PageDecisions.from_artifact(artifact, epsilon=decision_epsilon, mode=decision_mode)
+        self.lists = ProductListBuilder(
+            model=self.model,
+            backfill=self.backfill,
+            index=self.index,
+            catalog=self.item_catalog,
+            purchases_padded=self._purchases_padded,
+            demographics_padded=self._demographics_padded,
+            mix_overall=self.mix_overall,
+            diversity_space=self.diversity_space,
+            affinity=self.affinity,
+            model_knows_customers=self.model_knows_customers,
+        )
 
     def _scores_depend_on_identity(self, sample: int = 3) -> bool:
         """Whether the model scores a known customer differently from a stranger with the same mix.
@@ -394,6 +343,36 @@ class Personalizer:
     def _model_row_of(self, row: int) -> int:
         return int(self._model_row[row]) if row != UNKNOWN_ROW else -1
 
+    def _spec(self, request: ProductRequest, filters: ItemFilters | None = None) -> ListSpec:
+        return ListSpec.compile(
+            self.item_catalog,
+            k=request.k,
+            filters=filters or request.filters,
+            promotions=request.promotions,
+            diversity=request.diversity,
+            explain=request.explain,
+        )
+
+    def _row(
+        self,
+        target: CustomerTarget,
+        spec: ListSpec,
+        context: str | None,
+        cart: NDArray[np.int64] | None,
+        extra: NDArray[np.int64] | None = None,
+    ) -> ListRow:
+        """One target resolved into a list row; ``cart`` (indices) and ``extra`` are never listed."""
+        resolved = self.resolver.resolve(target.customer_id, target.mix, context)
+        excluded = [cart] if cart is not None and cart.size else []
+        if target.exclude_item_ids:
+            excluded.append(self.item_catalog.indices(target.exclude_item_ids))
+        if extra is not None and extra.size:
+            excluded.append(extra)
+        return ListRow(resolved, self._model_row_of(resolved.row), spec, tuple(excluded))
+
+    def _cart(self, session: SessionContext) -> NDArray[np.int64] | None:
+        return self.item_catalog.indices(session.cart_item_ids) if session.cart_item_ids else None
+
     # ------------------------------------------------------------------ products
 
     def recommend_products(
@@ -405,218 +384,51 @@ class Personalizer:
         decision_ids: Sequence[str] | None = None,
     ) -> list[ProductList]:
         """One product list per target, in order; all targets are scored in one model batch."""
-        session = session or SessionContext()
-        context = self.shopping_context(session)
-        return self._product_lists(targets, request, session, context, decision_ids=decision_ids)
+        call = ProductListsRequest(tuple(targets), request, session or SessionContext())
+        return self.recommend_products_many(
+            [call], decision_ids=None if decision_ids is None else [decision_ids]
+        )[0]
 
-    def _product_lists(
+    def recommend_products_many(
         self,
-        targets: Sequence[CustomerTarget],
-        request: ProductRequest,
-        session: SessionContext,
-        context: str | None,
+        requests: Sequence[ProductListsRequest],
         *,
-        decision_ids: Sequence[str] | None = None,
-        extra_exclusions: Sequence[NDArray[np.int64]] | None = None,
-    ) -> list[ProductList]:
-        if decision_ids is not None and len(decision_ids) != len(targets):
-            raise ValueError(f"{len(decision_ids)} decision ids for {len(targets)} targets")
-        promotions = request.promotions.compile(request.k, self.item_catalog)
-        shared = request.filters.shared_mask(self.item_catalog)
-        cart = self.item_catalog.indices(session.cart_item_ids)
-        scored = []
-        for i, target in enumerate(targets):
-            resolved = self.resolver.resolve(target.customer_id, target.mix, context)
-            excluded = [cart, self.item_catalog.indices(target.exclude_item_ids)]
-            if extra_exclusions is not None:
-                excluded.append(extra_exclusions[i])
-            scored.append(_Scored(target, resolved, self._model_row_of(resolved.row), excluded))
-        results: list[ProductList] = []
-        for start in range(0, len(scored), SCORING_CHUNK):
-            chunk = scored[start : start + SCORING_CHUNK]
-            scores = _ChunkScores(self, self._batch(chunk))
-            for j, entry in enumerate(chunk):
-                items = self._list_for(entry, request, shared, promotions, scores, j)
-                number = start + j
-                decision_id = decision_ids[number] if decision_ids is not None else new_decision_id()
-                results.append(
-                    ProductList(
-                        entry.target.customer_id, items, self._decision(entry.resolved, context, decision_id)
-                    )
+        decision_ids: Sequence[Sequence[str]] | None = None,
+    ) -> list[list[ProductList]]:
+        """The lists of many requests, scored together; result i is exactly ``recommend_products`` of
+        request i (with the same decision ids: ``decision_ids[i]`` holds one per target of request i,
+        new ones when not given)."""
+        if decision_ids is not None and len(decision_ids) != len(requests):
+            raise ValueError(f"{len(decision_ids)} decision id lists for {len(requests)} requests")
+        ids = [
+            _ids_for(len(r.targets), None if decision_ids is None else decision_ids[i], "targets")
+            for i, r in enumerate(requests)
+        ]
+        contexts = [self.shopping_context(r.session) for r in requests]
+        rows: list[ListRow] = []
+        for request, context in zip(requests, contexts, strict=True):
+            spec = self._spec(request.products)
+            cart = self._cart(request.session)
+            rows.extend(self._row(target, spec, context, cart) for target in request.targets)
+        lists = iter(zip(rows, self.lists.build(rows), strict=True))
+        results = []
+        for request, context, request_ids in zip(requests, contexts, ids, strict=True):
+            out = []
+            for target, decision_id in zip(request.targets, request_ids, strict=True):
+                row, items = next(lists)
+                out.append(
+                    ProductList(target.customer_id, items, self._decision(row.resolved, context, decision_id))
                 )
+            results.append(out)
         return results
 
     def scoring_batch(self, customer_ids: Sequence[str], context: str | None = None) -> UserBatch:
         """The model batch these customers are scored with, as requests without a given mix would be
         (for measuring the scoring path, e.g. the candidate index's recall, outside a request)."""
-        chunk = []
-        for customer_id in customer_ids:
-            resolved = self.resolver.resolve(customer_id, None, context)
-            chunk.append(_Scored(CustomerTarget(customer_id), resolved, self._model_row_of(resolved.row)))
-        return self._batch(chunk)
-
-    def _batch(self, chunk: Sequence[_Scored]) -> UserBatch:
-        rows = np.asarray([entry.resolved.row for entry in chunk], dtype=np.int64)
-        user_index = np.asarray([entry.model_row for entry in chunk], dtype=np.int64)
-        mix = np.vstack([entry.resolved.mix.weights for entry in chunk])
-        # Known customers' histories were learned under their overall mix; the mix scored here may be
-        # another (context, live session, request), which the model then puts in its place.
-        base_mix = mix.copy()
-        modelled = np.flatnonzero(user_index >= 0)
-        base_mix[modelled] = self.mix_overall[rows[modelled]]
-        return UserBatch(
-            user_index=user_index,
-            mix=mix,
-            demographics=_rows_of(self._demographics_padded, rows),
-            base_mix=base_mix,
+        spec = self._spec(ProductRequest())
+        return self.lists.user_batch(
+            [self._row(CustomerTarget(c), spec, context, None) for c in customer_ids]
         )
-
-    def _list_for(
-        self,
-        entry: _Scored,
-        request: ProductRequest,
-        shared: NDArray[np.bool_],
-        promotions: CompiledPromotions,
-        scores: _ChunkScores,
-        j: int,
-    ) -> list[RecommendedItem]:
-        purchased = _row_indices(self._purchases_padded, entry.resolved.row)
-        live = entry.resolved.live
-        if live is not None and live.purchased_item_ids:  # bought since training, through live events
-            purchased = np.concatenate([purchased, self.item_catalog.indices(live.purchased_item_ids)])
-        eligible = request.filters.customer_mask(shared, purchased=purchased, excluded=entry.excluded)
-        reason = (
-            ItemReason.PERSONALIZED
-            if entry.model_row >= 0 and self.model_knows_customers
-            else ItemReason.PERSONA
-        )
-        listed = (
-            self._from_candidates(scores.query(j), request, eligible, promotions, reason)
-            if self.index is not None
-            else None
-        )
-        if listed is not None:
-            entries, catalog_index = listed
-        else:
-            row = scores.row(j)
-            scorable = int(np.count_nonzero(eligible & np.isfinite(row)))
-            entries = assemble_list(
-                k=request.k,
-                scores=row,
-                eligible=eligible,
-                # Backfill only fills what the model leaves empty: skip scoring it when nothing can be.
-                backfill_scores=scores.backfill(j) if scorable < request.k else None,
-                promotions=promotions,
-                diversity=request.diversity,
-                space=self.diversity_space,
-                model_reason=reason,
-            )
-            catalog_index = np.fromiter((e.item for e in entries), dtype=np.int64, count=len(entries))
-        shares = self._shares(entry.resolved.mix, entries, catalog_index) if request.explain else None
-        return self._items(entries, catalog_index, shares)
-
-    def _from_candidates(
-        self,
-        query: NDArray[np.float32],
-        request: ProductRequest,
-        eligible: NDArray[np.bool_],
-        promotions: CompiledPromotions,
-        reason: ItemReason,
-    ) -> tuple[list[ListEntry], NDArray[np.int64]] | None:
-        """The list built from the index's candidates alone, or None when they cannot fill it.
-
-        Entries index the candidates; the array maps them to catalog items (entry by entry).
-
-        The candidates hold every eligible item of the probed lists, so promotion rules and diversity
-        work among them as they would over the catalog; pins are added with their exact scores.
-        """
-        assert self.index is not None
-        wanted = pool_size(request.k, request.diversity, self.index.n_items) + int(sum(promotions.rule_slots))
-        found = self.index.search(query, wanted, allowed=eligible)
-        items, scores = found.items, found.scores
-        pins = promotions.pin_items
-        if pins.size:
-            missing = np.setdiff1d(pins, items)
-            items = np.concatenate([items, missing])
-            scores = np.concatenate([scores, self._item_scores(query, missing)])
-        position = {int(item): i for i, item in enumerate(pins.tolist())}
-        local_pins = np.zeros(len(pins), dtype=np.int64)
-        if pins.size:
-            where = np.flatnonzero(np.isin(items, pins))
-            for i in where.tolist():
-                local_pins[position[int(items[i])]] = i
-        local = CompiledPromotions(
-            promotions.rule_ids,
-            promotions.rule_masks[:, items],
-            promotions.rule_slots,
-            local_pins,
-            promotions.pin_positions,
-        )
-        entries = assemble_list(
-            k=request.k,
-            scores=scores,
-            eligible=eligible[items],
-            backfill_scores=None,
-            promotions=local,
-            diversity=request.diversity,
-            space=DiversitySpace(
-                category=self.diversity_space.category[items], persona=self.diversity_space.persona[items]
-            ),
-            model_reason=reason,
-        )
-        if not _complete(entries, local, request.k):
-            return None
-        positions = np.fromiter((e.item for e in entries), dtype=np.int64, count=len(entries))
-        return entries, items[positions]
-
-    def _item_scores(self, query: NDArray[np.float32], items: NDArray[np.int64]) -> NDArray[np.float32]:
-        vectors = self.model.item_vectors()
-        assert vectors is not None
-        return np.asarray(vectors[items] @ query, dtype=np.float32)
-
-    def _shares(
-        self, mix: PersonaMix, entries: Sequence[ListEntry], catalog_index: NDArray[np.int64]
-    ) -> list[tuple[tuple[str, float], ...]]:
-        if not entries:
-            return []
-        values = self.affinity.shares(mix.weights, catalog_index)
-        out = []
-        for entry, row in zip(entries, values, strict=True):
-            if entry.reason is ItemReason.PINNED:
-                row = np.zeros_like(row)
-            order = np.lexsort((np.arange(len(row)), -row))
-            out.append(tuple((mix.personas[k], float(row[k])) for k in order))
-        return out
-
-    def _items(
-        self,
-        entries: Sequence[ListEntry],
-        index: NDArray[np.int64],
-        shares: Sequence[tuple[tuple[str, float], ...]] | None,
-    ) -> list[RecommendedItem]:
-        """Result objects for the listed entries (catalog items ``index``); catalog columns are gathered
-        once for the whole list."""
-        catalog = self.item_catalog
-        ids = catalog.ids.ids[index].tolist()
-        titles = catalog.titles[index].tolist()
-        categories = catalog.categories[index].tolist()
-        brands = catalog.brands[index].tolist()
-        prices = catalog.prices[index].tolist()
-        return [
-            RecommendedItem(
-                item_id=str(ids[n]),
-                title=titles[n],
-                category=categories[n],
-                brand=brands[n],
-                price=prices[n],
-                score=e.score,
-                rank=n + 1,
-                reason=e.reason,
-                promotion_id=e.promotion_id,
-                persona_shares=(shares[n] if shares is not None else ()),
-            )
-            for n, e in enumerate(entries)
-        ]
 
     def recommend(
         self,
@@ -636,17 +448,14 @@ class Personalizer:
         given = mix if isinstance(mix, PersonaMix) or mix is None else self.persona_mix(mix)
         row = self.mixes.row_of(customer_id)
         seen = (
-            _row_indices(self.history, row).astype(np.int64)
+            row_indices(self.history, row).astype(np.int64)
             if exclude_seen and row != UNKNOWN_ROW
             else np.zeros(0, dtype=np.int64)
         )
-        return self._product_lists(
-            [CustomerTarget(customer_id, given)],
-            ProductRequest(k=k, filters=ItemFilters(include_purchased=not exclude_seen)),
-            SessionContext(shopping_context=context),
-            context,
-            extra_exclusions=[seen],
-        )[0]
+        spec = self._spec(ProductRequest(k=k), ItemFilters(include_purchased=not exclude_seen))
+        listed = self._row(CustomerTarget(customer_id, given), spec, context, None, seen)
+        items = self.lists.build([listed])[0]
+        return ProductList(customer_id, items, self._decision(listed.resolved, context, new_decision_id()))
 
     # ------------------------------------------------------------------ pages, offers and layouts
 
@@ -660,32 +469,64 @@ class Personalizer:
         decision_id: str | None = None,
     ) -> PagePersonalization:
         """Products, offers and a filled layout under one mix and one decision id."""
-        if num_offers < 1:
-            raise ValueError(f"num_offers must be >= 1, got {num_offers}")
-        session = session or SessionContext()
-        decision_id = decision_id or new_decision_id()
-        context = self.shopping_context(session)
-        products = self._product_lists([target], request, session, context, decision_ids=[decision_id])[0]
-        rng = decision_rng(decision_id)
-        mix = products.decision.mix
-        offers = self.decisions.rank_offers(mix, self._eligibility(session), num_offers, rng)
-        layout = self.decisions.choose_layout(mix, rng)
-        if layout is not None:
-            slots = fill_slots(
-                [slot.name for slot in layout.slots],
-                [item.item_id for item in products.items],
-                [offer.offer_id for offer in offers],
+        page = PageRequest(target, request, session or SessionContext(), num_offers)
+        return self.personalize_many([page], decision_ids=None if decision_id is None else [decision_id])[0]
+
+    def personalize_many(
+        self, requests: Sequence[PageRequest], *, decision_ids: Sequence[str] | None = None
+    ) -> list[PagePersonalization]:
+        """Many pages scored together; page i is exactly ``personalize`` of request i with decision id
+        ``decision_ids[i]`` (new ids when not given).
+
+        Offers and layouts are decided for every page in one pass of each policy (the expected scores
+        of all mixes at once), each page then drawing from its own decision id's streams.
+        """
+        ids = _ids_for(len(requests), decision_ids, "pages")
+        for request in requests:
+            if request.num_offers < 1:
+                raise ValueError(f"num_offers must be >= 1, got {request.num_offers}")
+        contexts = [self.shopping_context(r.session) for r in requests]
+        rows = [
+            self._row(r.target, self._spec(r.products), context, self._cart(r.session))
+            for r, context in zip(requests, contexts, strict=True)
+        ]
+        items = self.lists.build(rows)
+        mixes = [row.resolved.mix for row in rows]
+        catalog = self.item_catalog
+        offers = self.decisions.rank_offers_many(
+            mixes,
+            [
+                self.decisions.page_eligibility(
+                    catalog.indices(r.session.session_item_ids),
+                    catalog.indices(r.session.cart_item_ids),
+                    r.session.basket_value,
+                )
+                for r in requests
+            ],
+            [r.num_offers for r in requests],
+            [DecisionDraws(i, OFFER_STREAM) for i in ids],
+        )
+        layouts = self.decisions.choose_layouts_many(
+            mixes,
+            [DecisionDraws(i, LAYOUT_STREAM) for i in ids],
+            [
+                ([item.item_id for item in listed], [offer.offer_id for offer in offered])
+                for listed, offered in zip(items, offers, strict=True)
+            ],
+        )
+        return [
+            PagePersonalization(listed, offered, layout, self._decision(row.resolved, context, decision_id))
+            for row, listed, offered, layout, context, decision_id in zip(
+                rows, items, offers, layouts, contexts, ids, strict=True
             )
-            layout = LayoutDecision(
-                layout.variant_id, layout.description, slots, layout.score, layout.propensity
-            )
-        return PagePersonalization(products.items, offers, layout, products.decision)
+        ]
 
     def _eligibility(self, session: SessionContext) -> EligibilityContext:
+        catalog = self.item_catalog
         return eligibility_context(
-            self.item_catalog,
-            self.item_catalog.indices(session.session_item_ids),
-            self.item_catalog.indices(session.cart_item_ids),
+            catalog,
+            catalog.indices(session.session_item_ids),
+            catalog.indices(session.cart_item_ids),
             session.basket_value,
         )
 
@@ -708,7 +549,7 @@ class Personalizer:
             resolved.mix,
             self._eligibility(session),
             num_offers,
-            decision_rng(decision_id),
+            DecisionDraws(decision_id, OFFER_STREAM),
             candidate_offer_ids,
         )
         return OfferRanking(offers, self._decision(resolved, context, decision_id))
@@ -725,7 +566,9 @@ class Personalizer:
         decision_id = decision_id or new_decision_id()
         context = self.shopping_context(session)
         resolved = self.resolver.resolve(target.customer_id, target.mix, context)
-        layout = self.decisions.choose_layout(resolved.mix, decision_rng(decision_id), candidate_variant_ids)
+        layout = self.decisions.choose_layout(
+            resolved.mix, DecisionDraws(decision_id, LAYOUT_STREAM), candidate_variant_ids
+        )
         return LayoutSelection(layout, self._decision(resolved, context, decision_id))
 
     # ------------------------------------------------------------------ profiles

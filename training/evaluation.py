@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -140,7 +140,11 @@ def _same_inputs(earlier: EvaluationSegment, rows: NDArray[np.int64], segment: E
     return (
         np.array_equal(earlier.users.user_index[rows], segment.users.user_index)
         and np.array_equal(earlier.users.mix[rows], segment.users.mix)
-        and _same_sparse(earlier.users.demographics[rows], segment.users.demographics)
+        # evaluation batches hold CSR demographics (dense ones are the request path's)
+        and _same_sparse(
+            cast(sp.csr_matrix, earlier.users.demographics[rows]),
+            cast(sp.csr_matrix, segment.users.demographics),
+        )
         and _same_sparse(earlier.exclude[rows], segment.exclude)
     )
 

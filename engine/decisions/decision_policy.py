@@ -26,7 +26,14 @@ value and pays the offer's cost only when the offer is redeemed.
 A ranking of n arms applies the same policy position by position to the arms not yet placed; the
 propensity of each entry is the probability of choosing it at that position given the entries above
 it (so the first entry's propensity is that of a single choice, and their product is the probability
-of the whole ranking). Results depend only on the inputs and the state of the given random generator.
+of the whole ranking). Results depend only on the inputs and the given draws: a numpy generator, or a
+decision's own ``DecisionDraws`` (``engine.decisions.decision_draws``), which epsilon-greedy reads
+two numbers per position from (explore or not, and which arm when exploring).
+
+Scores of a mix are summed persona by persona in a fixed order (``mixed_scores``), not with a BLAS
+product, whose rounding depends on how many mixes it multiplies at once: a page scored alone and the
+same page scored in a batch must get the same scores to the last bit, or a near-tie between two arms
+could go either way.
 """
 
 from __future__ import annotations
@@ -39,11 +46,26 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.decisions.arm_estimates import ArmEstimates
+from engine.decisions.decision_draws import DecisionDraws
 from engine.errors import PersonaEngineError
 from engine.personas.mix import PersonaMix
 
 DEFAULT_EPSILON = 0.1
 DEFAULT_THOMPSON_DRAWS = 2000
+
+
+# What a policy draws from: a numpy generator (tests, simulations) or one decision's draws.
+Draws = np.random.Generator | DecisionDraws
+
+
+def mixed_scores(mixes: NDArray[np.float64], per_persona: NDArray[np.float64]) -> NDArray[np.float64]:
+    """(n, A) = mixes (n, K) combined with per-persona values (K, A), persona by persona in order.
+
+    Each row is computed on its own, the same way whatever the number of rows: the reduction runs
+    over the persona axis, which numpy adds term by term in order (pairwise summation only applies to
+    the innermost axis). A BLAS product would round differently for one row and for many.
+    """
+    return np.asarray((mixes[:, :, None] * per_persona[None, :, :]).sum(axis=1), dtype=np.float64)
 
 
 class PolicyMode(StrEnum):
@@ -64,7 +86,7 @@ class NoEligibleArmError(DecisionPolicyError):
     """Every arm was excluded; the caller decides what to show instead (e.g. no offer at all)."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built per position per decision, where frozen construction costs 5x
 class RankedArm:
     """One chosen arm: its id, expected score, the probability it was chosen at its position, and why."""
 
@@ -123,6 +145,9 @@ class DecisionPolicy:
             self._unit_value = conversion_value - np.array(
                 [known[arm] for arm in estimates.arm_ids], dtype=float
             )
+        # The same numbers as Python lists, for the reasons (see ``_reason``).
+        self._rates_by_arm: list[list[float]] = self._mean.T.tolist()
+        self._unit_values: list[float] = self._unit_value.tolist()
 
     @classmethod
     def for_offers(
@@ -204,9 +229,14 @@ class DecisionPolicy:
 
     def expected_scores(self, mix: PersonaMix | NDArray[np.floating]) -> NDArray[np.float64]:
         """(A,) expected response, or expected net value per decision for valued offers."""
-        if isinstance(mix, PersonaMix):  # validated on construction: skip the simplex checks
-            return (self._mix(mix) @ self._mean) * self._unit_value
-        return self.estimates.expected_response(self._mix(mix)) * self._unit_value
+        if not isinstance(mix, PersonaMix):  # a PersonaMix was validated on construction
+            self.estimates.expected_response(self._mix(mix))  # the simplex checks
+        return self.expected_scores_many(self._mix(mix)[None, :])[0]
+
+    def expected_scores_many(self, mixes: NDArray[np.float64]) -> NDArray[np.float64]:
+        """(n, A) expected scores of n validated mixes (rows of PersonaMix weights); row i is exactly
+        ``expected_scores`` of mix i, however many rows there are (see ``mixed_scores``)."""
+        return mixed_scores(mixes, self._mean) * self._unit_value
 
     def _thompson_draws(self, mix: NDArray[np.float64], rng: np.random.Generator) -> NDArray[np.float64]:
         return self.estimates.sample(rng, mix, n_draws=self.thompson_draws) * self._unit_value
@@ -253,16 +283,23 @@ class DecisionPolicy:
         mix: PersonaMix | NDArray[np.floating],
         eligible_mask: NDArray[np.bool_] | None,
         n: int,
-        rng: np.random.Generator,
+        rng: Draws,
+        scores: NDArray[np.float64] | None = None,
     ) -> list[RankedArm]:
+        """``scores``: the mix's expected scores when the caller has them (a batch computes them for
+        every row at once)."""
         if n <= 0:
             raise DecisionPolicyError(f"n must be positive, got {n}")
         weights = self._mix(mix)
         remaining = self._eligible(eligible_mask).copy()
-        scores = self.expected_scores(mix)
+        if scores is None:
+            scores = self.expected_scores(mix)
         if self.mode is PolicyMode.EPSILON_GREEDY:
             return self._rank_greedy(weights, scores, remaining, n, rng)
+        if isinstance(rng, DecisionDraws):
+            rng = rng.generator()
         draws = self._thompson_draws(weights, rng)
+        mix_list = weights.tolist()
         ranked: list[RankedArm] = []
         for position in range(min(n, int(remaining.sum()))):
             base = self._base(scores, draws, remaining)
@@ -272,7 +309,7 @@ class DecisionPolicy:
                 arm = int(rng.choice(np.flatnonzero(remaining)))
             else:
                 arm = int(rng.choice(len(base), p=base))
-            reason = self._reason(weights, arm, position, explore, float(base[arm]), int(remaining.sum()))
+            reason = self._reason(mix_list, arm, position, explore, float(base[arm]), int(remaining.sum()))
             ranked.append(RankedArm(self.arm_ids[arm], float(scores[arm]), float(propensity[arm]), reason))
             remaining[arm] = False
         return ranked
@@ -283,28 +320,33 @@ class DecisionPolicy:
         scores: NDArray[np.float64],
         remaining: NDArray[np.bool_],
         n: int,
-        rng: np.random.Generator,
+        rng: Draws,
     ) -> list[RankedArm]:
         """Epsilon-greedy ranking with plain Python numbers per position (the request path's hot spot).
 
-        The same choices, propensities and random draws as the general loop in ``_rank``: the greedy
-        arm is the best remaining (ties to the earliest), its base probability is 1 and every other
-        arm's 0, so ``_mixed`` reduces to ``(1 - epsilon) [arm is greedy] + epsilon / |remaining|``.
+        The same choices and propensities as the general loop in ``_rank``: the greedy arm is the best
+        remaining (ties to the earliest), its base probability is 1 and every other arm's 0, so
+        ``_mixed`` reduces to ``(1 - epsilon) [arm is greedy] + epsilon / |remaining|``. Each position
+        takes two draws: a uniform number (explore when below epsilon), then a uniform index into the
+        remaining arms, used only when exploring (taken anyway, so position p always reads draws 2p and
+        2p + 1 and a replay does not depend on earlier positions' outcomes).
         """
-        eligible = np.flatnonzero(remaining)
+        values = scores.tolist()
+        left = [arm for arm, ok in enumerate(remaining.tolist()) if ok]
         # Best first, ties to the earliest arm: the order np.argmax picks greedy arms in.
-        greedy_order = eligible[np.lexsort((eligible, -scores[eligible]))].tolist()
-        left = eligible.tolist()
+        greedy_order = sorted(left, key=values.__getitem__, reverse=True)  # stable: ties keep arm order
+        mix_list = weights.tolist()
         ranked: list[RankedArm] = []
         for position in range(min(n, len(left))):
             greedy = next(arm for arm in greedy_order if arm in left)
             n_left = len(left)
             explore = rng.random() < self.epsilon
-            arm = int(rng.choice(np.asarray(left, dtype=np.int64))) if explore else greedy
+            pick = left[int(rng.integers(n_left))]
+            arm = pick if explore else greedy
             base = 1.0 if arm == greedy else 0.0
             propensity = (1.0 - self.epsilon) * base + self.epsilon / n_left
-            reason = self._reason(weights, arm, position, explore, base, n_left)
-            ranked.append(RankedArm(self.arm_ids[arm], float(scores[arm]), propensity, reason))
+            reason = self._reason(mix_list, arm, position, explore, base, n_left)
+            ranked.append(RankedArm(self.arm_ids[arm], values[arm], propensity, reason))
             left.remove(arm)
         return ranked
 
@@ -313,46 +355,51 @@ class DecisionPolicy:
         mix: PersonaMix | NDArray[np.floating],
         eligible_mask: NDArray[np.bool_],
         n: int,
-        rng: np.random.Generator,
+        rng: Draws,
+        scores: NDArray[np.float64] | None = None,
     ) -> list[RankedArm]:
         """Up to n eligible offers (fewer if fewer are eligible), in the order the policy chose them.
 
         ``eligible_mask`` is in ``arm_ids`` order, for example
-        ``OfferRules.eligible(context, order=policy.arm_ids)``.
+        ``OfferRules.eligible(context, order=policy.arm_ids)``; ``scores`` are the mix's
+        ``expected_scores`` when the caller already has them.
         """
         if self.kind is not ArmKind.OFFER:
             raise DecisionPolicyError(
                 f"rank_offers needs an offer policy; this one chooses {self.kind.value}s"
             )
-        return self._rank(mix, eligible_mask, n, rng)
+        return self._rank(mix, eligible_mask, n, rng, scores)
 
     def choose_layout(
         self,
         mix: PersonaMix | NDArray[np.floating],
-        rng: np.random.Generator,
+        rng: Draws,
         eligible_mask: NDArray[np.bool_] | None = None,
+        scores: NDArray[np.float64] | None = None,
     ) -> RankedArm:
         """One layout variant; the caller looks up its slots by ``arm_id``."""
         if self.kind is not ArmKind.LAYOUT:
             raise DecisionPolicyError(
                 f"choose_layout needs a layout policy; this one chooses {self.kind.value}s"
             )
-        return self._rank(mix, eligible_mask, 1, rng)[0]
+        return self._rank(mix, eligible_mask, 1, rng, scores)[0]
 
     def _reason(
-        self, mix: NDArray[np.float64], arm: int, position: int, explored: bool, base: float, n_remaining: int
+        self, mix: list[float], arm: int, position: int, explored: bool, base: float, n_remaining: int
     ) -> str:
         """A sentence a marketer can read: why this arm, and which persona of the mix drives it.
 
         The driver is the persona contributing most to the arm's mixed response (weight x rate), which
         is not always the dominant persona: a 0.3 share of an enthusiastic persona can outweigh 0.7 of an
-        indifferent one.
+        indifferent one. Plain Python over the few personas: every served offer and layout has a
+        reason, and numpy's per-call overhead on a handful of numbers would dominate the page.
         """
-        rates = self._mean[:, arm]
-        response = float(mix @ rates)
-        driver = int(np.argmax(mix * rates))
+        rates = self._rates_by_arm[arm]
+        contributions = [m * r for m, r in zip(mix, rates, strict=True)]
+        response = sum(contributions)
+        driver = max(range(len(contributions)), key=contributions.__getitem__)
         if self.scored_by_value:
-            value = response * float(self._unit_value[arm])
+            value = response * self._unit_values[arm]
             outcome = f"expected net value for this mix: {value:.2f} per decision at {response:.0%} response"
         else:
             outcome = f"expected response for this mix: {response:.0%}"

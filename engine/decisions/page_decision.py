@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from engine.artifact.layout import LAYOUT
 from engine.data.item_catalog import ItemCatalog
 from engine.decisions.arm_estimates import ArmEstimates
-from engine.decisions.decision_policy import DecisionPolicy, NoEligibleArmError, PolicyMode
+from engine.decisions.decision_policy import DecisionPolicy, Draws, NoEligibleArmError, PolicyMode, RankedArm
 from engine.decisions.offer_eligibility import EligibilityContext, OfferRules
 from engine.errors import PersonaEngineError
 from engine.invalid_request import InvalidRequestError
@@ -67,7 +67,10 @@ class LayoutVariant:
     slots: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+# Results built per page (offers, slots, the layout) are plain dataclasses, not frozen: a frozen
+# dataclass sets every field through object.__setattr__ and costs five times as much to construct,
+# and a page builds about a dozen of them. They are never shared between calls.
+@dataclass
 class RankedOffer:
     offer_id: str
     kind: str
@@ -78,14 +81,14 @@ class RankedOffer:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: built per page, where frozen construction costs 5x (see RankedOffer)
 class FilledSlot:
     name: str
     item_ids: tuple[str, ...] = ()
     offer_ids: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: built per page, where frozen construction costs 5x (see RankedOffer)
 class LayoutDecision:
     variant_id: str
     description: str
@@ -97,6 +100,16 @@ class LayoutDecision:
 @functools.lru_cache(maxsize=1024)
 def is_offer_slot(name: str) -> bool:
     return any(word in OFFER_SLOT_WORDS for word in _WORD_SPLIT.split(name.lower()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _slot_kinds(slots: tuple[str, ...]) -> tuple[list[int], list[int]]:
+    """Positions of the product slots and of the offer slots of a variant (a variant has few names,
+    and every page of it asks again)."""
+    return (
+        [i for i, name in enumerate(slots) if not is_offer_slot(name)],
+        [i for i, name in enumerate(slots) if is_offer_slot(name)],
+    )
 
 
 def _deal(values: Sequence[str], n_slots: int) -> list[tuple[str, ...]]:
@@ -116,8 +129,7 @@ def fill_slots(
     slots: Sequence[str], item_ids: Sequence[str], offer_ids: Sequence[str]
 ) -> tuple[FilledSlot, ...]:
     """The variant's slots with products and offers dealt in (see the module docstring)."""
-    offer_slots = [i for i, name in enumerate(slots) if is_offer_slot(name)]
-    product_slots = [i for i, name in enumerate(slots) if not is_offer_slot(name)]
+    product_slots, offer_slots = _slot_kinds(tuple(slots))
     items = dict(zip(product_slots, _deal(item_ids, len(product_slots)), strict=True))
     offers = dict(zip(offer_slots, _deal(offer_ids, len(offer_slots)), strict=True))
     return tuple(
@@ -189,8 +201,14 @@ class PageDecisions:
         epsilon: float = 0.1,
         mode: PolicyMode = PolicyMode.EPSILON_GREEDY,
         source: str = "<memory>",
+        catalog: ItemCatalog | None = None,
     ) -> None:
-        """``offers`` and ``layouts`` are rows of the offers and layouts tables (data contract)."""
+        """``offers`` and ``layouts`` are rows of the offers and layouts tables (data contract).
+
+        With the ``catalog`` served, the offers' category and brand rules are compiled per item at
+        load, so a page's eligibility is a gather (``page_eligibility``).
+        """
+        self.catalog = catalog
         self.offers = {
             str(row["offer_id"]): Offer(
                 str(row["offer_id"]), str(row["kind"]), str(row.get("description") or "")
@@ -205,6 +223,7 @@ class PageDecisions:
         }
         self.rules: OfferRules | None = None
         self.offer_policy: DecisionPolicy | None = None
+        self._item_rules: NDArray[np.bool_] | None = None
         self._rules_in_arm_order: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         if self.offers:
             self.rules = OfferRules(
@@ -231,6 +250,10 @@ class PageDecisions:
             )
             # Rule positions in the policy's arm order, looked up once instead of per decision.
             self._rules_in_arm_order = self.rules.indices(self.offer_policy.arm_ids)
+            if catalog is not None:
+                self._item_rules = self.rules.item_rules(
+                    catalog.categories.tolist(), [brand or None for brand in catalog.brands.tolist()]
+                )
         self.layout_policy: DecisionPolicy | None = None
         if self.layouts:
             estimates = _aligned(layout_estimates, list(self.layouts), persona_ids, f"{source} layouts")
@@ -253,6 +276,7 @@ class PageDecisions:
             epsilon=epsilon,
             mode=mode,
             source=f"{artifact.path}/{LAYOUT.arm_estimates.path}",
+            catalog=artifact.item_catalog,
         )
 
     def rank_offers(
@@ -260,7 +284,7 @@ class PageDecisions:
         mix: PersonaMix,
         context: EligibilityContext,
         n: int,
-        rng: np.random.Generator,
+        rng: Draws,
         candidates: Sequence[str] = (),
     ) -> list[RankedOffer]:
         """Up to n eligible offers, best first; none when no offer is eligible (or the shop has none).
@@ -272,20 +296,66 @@ class PageDecisions:
             if candidates:
                 raise InvalidRequestError("candidate_offer_ids[0]", f"unknown offer {candidates[0]!r}")
             return []
-        arms = self.offer_policy.arm_ids
         eligible = self.rules.eligible(context)[self._rules_in_arm_order]
-        restricted = _candidate_mask(arms, candidates, "candidate_offer_ids", "offer")
+        restricted = _candidate_mask(self.offer_policy.arm_ids, candidates, "candidate_offer_ids", "offer")
         if restricted is not None:
             eligible &= restricted
+        return self._offers(self.offer_policy, mix, eligible, n, rng, None)
+
+    def page_eligibility(
+        self, in_view: NDArray[np.int64], in_cart: NDArray[np.int64], basket_value: float | None
+    ) -> NDArray[np.bool_]:
+        """Which offers (in table order) a page with these catalog items may show: what
+        ``eligibility_context`` and ``OfferRules.eligible`` give, from the rules compiled per item at
+        load. The basket value defaults to the cart's list prices."""
+        if self.rules is None:
+            return np.zeros(0, dtype=bool)
+        if self._item_rules is None or self.catalog is None:
+            raise PageDecisionError("page_eligibility needs the catalog the decisions were built with")
+        value = float(self.catalog.prices[in_cart].sum()) if basket_value is None else float(basket_value)
+        items = np.concatenate([in_view, in_cart]) if in_cart.size else in_view
+        return self.rules.eligible_for_items(self._item_rules, items, value)
+
+    def rank_offers_many(
+        self,
+        mixes: Sequence[PersonaMix],
+        eligible: Sequence[NDArray[np.bool_]],
+        ns: Sequence[int],
+        draws: Sequence[Draws],
+    ) -> list[list[RankedOffer]]:
+        """``rank_offers`` (without candidates) for many pages, given each page's eligible offers in
+        table order (``page_eligibility``): the expected scores of every mix come from one pass over
+        the batch, then each page is ranked with its own draws. Page i gets exactly what
+        ``rank_offers`` gives it alone (the scores are computed row by row, see ``mixed_scores``)."""
+        policy = self.offer_policy
+        if policy is None or not mixes:
+            return [[] for _ in mixes]
+        scores = policy.expected_scores_many(np.array([mix.weights for mix in mixes], dtype=np.float64))
+        order = self._rules_in_arm_order
+        return [
+            self._offers(policy, mix, mask[order], n, rng, row)
+            for mix, mask, n, rng, row in zip(mixes, eligible, ns, draws, scores, strict=True)
+        ]
+
+    def _offers(
+        self,
+        policy: DecisionPolicy,
+        mix: PersonaMix,
+        eligible: NDArray[np.bool_],
+        n: int,
+        rng: Draws,
+        scores: NDArray[np.float64] | None,
+    ) -> list[RankedOffer]:
         try:
-            ranked = self.offer_policy.rank_offers(mix, eligible, n, rng)
+            ranked = policy.rank_offers(mix, eligible, n, rng, scores)
         except NoEligibleArmError:
             return []
+        offers = self.offers
         return [
             RankedOffer(
                 offer_id=arm.arm_id,
-                kind=self.offers[arm.arm_id].kind,
-                description=self.offers[arm.arm_id].description,
+                kind=offers[arm.arm_id].kind,
+                description=offers[arm.arm_id].description,
                 rank=rank,
                 score=arm.score,
                 propensity=arm.propensity,
@@ -295,7 +365,7 @@ class PageDecisions:
         ]
 
     def choose_layout(
-        self, mix: PersonaMix, rng: np.random.Generator, candidates: Sequence[str] = ()
+        self, mix: PersonaMix, rng: Draws, candidates: Sequence[str] = ()
     ) -> LayoutDecision | None:
         """The chosen variant with unfilled slots, or None when the shop has no layouts table."""
         if self.layout_policy is None:
@@ -306,12 +376,34 @@ class PageDecisions:
             return None
         arms = self.layout_policy.arm_ids
         restricted = _candidate_mask(arms, candidates, "candidate_variant_ids", "layout variant")
-        chosen = self.layout_policy.choose_layout(mix, rng, restricted)
+        return self._layout(self.layout_policy.choose_layout(mix, rng, restricted))
+
+    def choose_layouts_many(
+        self,
+        mixes: Sequence[PersonaMix],
+        draws: Sequence[Draws],
+        contents: Sequence[tuple[Sequence[str], Sequence[str]]] | None = None,
+    ) -> list[LayoutDecision | None]:
+        """``choose_layout`` (without candidates) for many pages, scored in one pass like
+        ``rank_offers_many``; page i gets exactly what ``choose_layout`` gives it alone, its slots
+        filled (``fill_slots``) with ``contents[i]``, its (item ids, offer ids), when given."""
+        policy = self.layout_policy
+        if policy is None or not mixes:
+            return [None for _ in mixes]
+        scores = policy.expected_scores_many(np.array([mix.weights for mix in mixes], dtype=np.float64))
+        fill = contents if contents is not None else [None] * len(mixes)
+        return [
+            self._layout(policy.choose_layout(mix, rng, None, row), page)
+            for mix, rng, row, page in zip(mixes, draws, scores, fill, strict=True)
+        ]
+
+    def _layout(
+        self, chosen: RankedArm, contents: tuple[Sequence[str], Sequence[str]] | None = None
+    ) -> LayoutDecision:
         variant = self.layouts[chosen.arm_id]
-        return LayoutDecision(
-            variant_id=variant.variant_id,
-            description=variant.description,
-            slots=tuple(FilledSlot(name) for name in variant.slots),
-            score=chosen.score,
-            propensity=chosen.propensity,
+        slots = (
+            fill_slots(variant.slots, *contents)
+            if contents is not None
+            else tuple(FilledSlot(name) for name in variant.slots)
         )
+        return LayoutDecision(variant.variant_id, variant.description, slots, chosen.score, chosen.propensity)

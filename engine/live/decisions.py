@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.decisions.decision_draws import DecisionDraws
 from engine.decisions.experiment import ArmPolicy, CurrentExperiment, ExperimentArm
 from engine.decisions.journey_stage import CustomerHistory, JourneyStage, JourneyTracker, journey_stage
 from engine.decisions.online_bandit import BanditConfig, NoEligibleArmsError, OnlineBandit
@@ -40,7 +41,7 @@ from engine.invalid_request import InvalidRequestError
 from engine.live.events import BehaviorEvent, DecisionOutcome
 from engine.live.state_store import StateStore
 from engine.personalization_request import SessionContext
-from engine.personalizer import Personalizer, decision_rng
+from engine.personalizer import Personalizer
 from engine.personas.mix import PersonaMix
 from engine.personas.mix_resolution import UNKNOWN_ROW
 
@@ -279,9 +280,9 @@ class LiveDecisions:
 
 
 def _bandit_rng(decision_id: str, decision_type: str) -> np.random.Generator:
-    """Seeded from the decision id (replayable, like the artifact's policy), distinct per decision type."""
-    base = decision_rng(decision_id)
-    return np.random.default_rng([int(base.integers(2**63)), 1 if decision_type == "offer" else 2])
+    """Seeded from the decision id (replayable, like the artifact's policy), distinct per decision type:
+    Thompson sampling needs thousands of normal draws, so here a generator is worth building."""
+    return DecisionDraws(decision_id, f"bandit-{decision_type}").generator()
 
 
 def _candidate_mask(

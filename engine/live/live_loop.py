@@ -21,6 +21,14 @@ caller must not retry them. Calls may arrive from several threads at once.
 
 Without ``decisions`` there is no experiment and no bandit (every arm is ``""``); without an event
 log nothing is recorded and ``record_events`` refuses.
+
+Pages and product lists are served in batches (``personalize_many``, ``recommend_products_many``), a
+single call being a batch of one: a server that collects concurrent calls scores them together, and
+each result is exactly what the call would have got alone, in the same order, with the same side
+effects (bandit memory, decision log entries, in request order). Decision ids come from one source,
+taken in request order (``decision_ids``, UUID4s by default), so a test can replay both ways. A
+request the engine refuses fails the whole batch before any side effect; a caller batching
+independent calls retries them one by one to find the one at fault.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from engine.decisions.decision_draws import new_decision_id
 from engine.decisions.experiment import ArmPolicy
 from engine.decisions.journey_stage import JourneyStage
 from engine.decisions.page_decision import LayoutDecision, RankedOffer
@@ -117,11 +126,14 @@ class LiveLoop:
         decision_writer: DecisionLogWriter | None = None,
         observers: Sequence[LiveEventObserver] = (),
         clock: Callable[[], dt.datetime] | None = None,
+        decision_ids: Callable[[], str] = new_decision_id,
     ) -> None:
         """``observers`` learn from accepted batches, before ``decisions`` (which learns from them too).
 
-        ``clock`` dates logged decisions whose request carries no timestamp (UTC now by default).
+        ``clock`` dates logged decisions whose request carries no timestamp (UTC now by default);
+        ``decision_ids`` gives each decision its id, one call per page or listed target in request order.
         """
+        self._new_decision_id = decision_ids
         self._decisions = decisions
         self._event_log = event_log
         self._decision_writer = decision_writer
@@ -143,58 +155,112 @@ class LiveLoop:
     # ------------------------------------------------------------------ decisions
 
     def personalize(self, personalizer: Personalizer, request: PageRequest) -> ServedPage:
+        return self.personalize_many(personalizer, [request])[0]
+
+    def personalize_many(
+        self, personalizer: Personalizer, requests: Sequence[PageRequest]
+    ) -> list[ServedPage]:
+        """Pages for many requests, scored together per serving model; result i is what
+        ``personalize(requests[i])`` gives when the calls are made one by one in this order."""
+        ids = [self._new_decision_id() for _ in requests]
+        arms = [self._arm(personalizer, r.target.customer_id, r.session) for r in requests]
+        chosen = [arm.personalizer if arm is not None else personalizer for arm in arms]
+        pages: list[PagePersonalization | None] = [None] * len(requests)
+        for model, positions in _grouped(chosen):
+            scored = model.personalize_many(
+                [requests[i] for i in positions], decision_ids=[ids[i] for i in positions]
+            )
+            for i, page in zip(positions, scored, strict=True):
+                pages[i] = page
+        served = []
+        for request, arm, model, scored_page in zip(requests, arms, chosen, pages, strict=True):
+            assert scored_page is not None
+            page = scored_page
+            if arm is not None and arm.uses_bandit:
+                page = self._bandit_page(model, request, arm, page)
+            customer_id = request.target.customer_id
+            self._served(page.decision, page.offers, page.layout, customer_id, request.session, arm)
+            served.append(ServedPage(page, _arm_name(arm)))
+        return served
+
+    def _bandit_page(
+        self, chosen: Personalizer, request: PageRequest, arm: _ArmContext, page: PagePersonalization
+    ) -> PagePersonalization:
+        """The page with the online bandit's offers and layout (the artifact's products stay)."""
+        assert self._decisions is not None
         customer_id = request.target.customer_id
-        arm = self._arm(personalizer, customer_id, request.session)
-        chosen = arm.personalizer if arm is not None else personalizer
-        page = chosen.personalize(
-            request.target, request.products, request.session, num_offers=request.num_offers
+        decision_id, mix = page.decision.decision_id, page.decision.mix
+        offers = self._decisions.rank_offers(
+            chosen,
+            decision_id=decision_id,
+            customer_id=customer_id,
+            mix=mix,
+            session=request.session,
+            stage=arm.stage,
+            n=request.num_offers,
         )
-        if arm is not None and arm.uses_bandit and self._decisions is not None:
-            decision_id, mix = page.decision.decision_id, page.decision.mix
-            offers = self._decisions.rank_offers(
-                chosen,
-                decision_id=decision_id,
-                customer_id=customer_id,
-                mix=mix,
-                session=request.session,
-                stage=arm.stage,
-                n=request.num_offers,
-            )
-            layout = self._decisions.choose_layout(
-                chosen,
-                decision_id=decision_id,
-                customer_id=customer_id,
-                mix=mix,
-                stage=arm.stage,
-                timestamp=request.session.timestamp,
-                item_ids=[item.item_id for item in page.items],
-                offer_ids=[offer.offer_id for offer in offers],
-            )
-            page = replace(page, offers=offers, layout=layout)
-        self._served(page.decision, page.offers, page.layout, customer_id, request.session, arm)
-        return ServedPage(page, _arm_name(arm))
+        layout = self._decisions.choose_layout(
+            chosen,
+            decision_id=decision_id,
+            customer_id=customer_id,
+            mix=mix,
+            stage=arm.stage,
+            timestamp=request.session.timestamp,
+            item_ids=[item.item_id for item in page.items],
+            offer_ids=[offer.offer_id for offer in offers],
+        )
+        return replace(page, offers=offers, layout=layout)
 
     def recommend_products(
         self, personalizer: Personalizer, request: ProductListsRequest
     ) -> ServedProductLists:
         """Product lists carry no offers or layout: nothing is logged or taught, only arms are named."""
-        arms = [""] * len(request.targets)
+        return self.recommend_products_many(personalizer, [request])[0]
+
+    def recommend_products_many(
+        self, personalizer: Personalizer, requests: Sequence[ProductListsRequest]
+    ) -> list[ServedProductLists]:
+        """The lists of many requests; targets in arms with their own recommender are scored in one
+        batch per recommender. Result i is what ``recommend_products(requests[i])`` gives one by one."""
+        ids = [[self._new_decision_id() for _ in r.targets] for r in requests]
         if self._decisions is None:
-            lists = personalizer.recommend_products(request.targets, request.products, request.session)
-            return ServedProductLists(lists, arms)
-        # Targets in arms with their own recommender are scored in one batch per recommender.
-        groups: dict[int, tuple[Personalizer, list[int]]] = {}
-        for i, target in enumerate(request.targets):
-            assignment = self._decisions.assign(target.customer_id)
-            arms[i] = assignment.experiment_arm
-            chosen = self._decisions.personalizer_for(personalizer, assignment)
-            groups.setdefault(id(chosen), (chosen, []))[1].append(i)
-        by_position: dict[int, ProductList] = {}
-        for chosen, positions in groups.values():
-            targets = [request.targets[i] for i in positions]
-            scored = chosen.recommend_products(targets, request.products, request.session)
-            by_position.update(zip(positions, scored, strict=True))
-        return ServedProductLists([by_position[i] for i in range(len(request.targets))], arms)
+            unassigned = personalizer.recommend_products_many(requests, decision_ids=ids)
+            return [ServedProductLists(one, [""] * len(one)) for one in unassigned]
+        decisions = self._decisions
+        arms: list[list[str]] = []
+        # (request, target) positions per recommender, and that recommender's sub-requests
+        chosen: list[Personalizer] = []
+        places: list[tuple[int, list[int]]] = []
+        for r, request in enumerate(requests):
+            assignments = [decisions.assign(target.customer_id) for target in request.targets]
+            arms.append([a.experiment_arm for a in assignments])
+            models = [decisions.personalizer_for(personalizer, a) for a in assignments]
+            for model, positions in _grouped(models):
+                chosen.append(model)
+                places.append((r, positions))
+        results: list[list[ProductList | None]] = [[None] * len(r.targets) for r in requests]
+        for model, groups in _grouped(chosen):
+            calls = [
+                ProductListsRequest(
+                    tuple(requests[places[g][0]].targets[t] for t in places[g][1]),
+                    requests[places[g][0]].products,
+                    requests[places[g][0]].session,
+                )
+                for g in groups
+            ]
+            group_ids = [[ids[places[g][0]][t] for t in places[g][1]] for g in groups]
+            for g, lists in zip(
+                groups, model.recommend_products_many(calls, decision_ids=group_ids), strict=True
+            ):
+                r, positions = places[g]
+                for t, products in zip(positions, lists, strict=True):
+                    results[r][t] = products
+        served = []
+        for one, names in zip(results, arms, strict=True):
+            complete = [products for products in one if products is not None]
+            assert len(complete) == len(one)
+            served.append(ServedProductLists(complete, names))
+        return served
 
     def rank_offers(self, personalizer: Personalizer, request: OfferRankingRequest) -> ServedOffers:
         customer_id = request.target.customer_id
@@ -205,6 +271,7 @@ class LiveLoop:
             request.session,
             num_offers=request.num_offers,
             candidate_offer_ids=request.candidate_offer_ids,
+            decision_id=self._new_decision_id(),
         )
         if arm is not None and arm.uses_bandit and self._decisions is not None:
             offers = self._decisions.rank_offers(
@@ -226,7 +293,10 @@ class LiveLoop:
         arm = self._arm(personalizer, customer_id, request.session)
         chosen = arm.personalizer if arm is not None else personalizer
         selection = chosen.select_layout(
-            request.target, request.session, candidate_variant_ids=request.candidate_variant_ids
+            request.target,
+            request.session,
+            candidate_variant_ids=request.candidate_variant_ids,
+            decision_id=self._new_decision_id(),
         )
         if arm is not None and arm.uses_bandit and self._decisions is not None:
             layout = self._decisions.choose_layout(
@@ -321,6 +391,14 @@ class LiveLoop:
                 except Exception:  # the records are durable and acknowledged; one observer must not undo that
                     LOGGER.exception("live event observer %r failed on an accepted batch", observer)
         return stored
+
+
+def _grouped(models: Sequence[Personalizer]) -> list[tuple[Personalizer, list[int]]]:
+    """Positions per distinct personalizer, in order of first appearance."""
+    groups: dict[int, tuple[Personalizer, list[int]]] = {}
+    for i, model in enumerate(models):
+        groups.setdefault(id(model), (model, []))[1].append(i)
+    return list(groups.values())
 
 
 def _arm_name(arm: _ArmContext | None) -> str:

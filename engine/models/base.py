@@ -91,19 +91,27 @@ class TrainingSet:
 
 @dataclass(frozen=True)
 class UserBatch:
-    """Whom to score: user_index (n,) with -1 for unknown customers, mix (n, n_personas), demographics CSR.
+    """Whom to score: user_index (n,) with -1 for unknown customers, mix (n, n_personas), demographics.
+
+    ``demographics`` (n, n_demographic_features) is a CSR matrix (training, evaluation: many rows) or
+    a dense array (the request path: a few rows, where building a CSR matrix costs more than scoring).
 
     ``base_mix`` (n, n_personas) is the mix each known customer's own history was learned under (their
     overall inferred mix). When ``mix`` differs from it (a shopping context, a live session, a mix
     given in the request), models that hold a vector per customer move that vector by the difference
     of the two mixes, so the mix replaces the customer's persona instead of being averaged with it.
     None means the two are the same (offline evaluation, which scores the inferred mix).
+
+    ``validated``: the engine built the batch from values already checked once (PersonaMix weights
+    are validated on construction, rows come from the artifact itself), so models skip re-checking it
+    (``FittedShape.check_batch``); on the request path those checks cost more than the scoring.
     """
 
     user_index: NDArray[np.int64]
     mix: NDArray[np.float64]
-    demographics: sp.csr_matrix
+    demographics: sp.csr_matrix | NDArray[np.floating]
     base_mix: NDArray[np.float64] | None = None
+    validated: bool = False
 
     def __post_init__(self) -> None:
         n = len(self.user_index)
@@ -117,6 +125,26 @@ class UserBatch:
 
     def __len__(self) -> int:
         return len(self.user_index)
+
+    def dense_demographics(self) -> NDArray[np.float64]:
+        """(n, n_demographic_features) as a dense float64 array, whichever form the batch holds."""
+        if isinstance(self.demographics, np.ndarray):
+            return np.asarray(self.demographics, dtype=np.float64)
+        return np.asarray(self.demographics.toarray(), dtype=np.float64)
+
+    def rows(self, indices: NDArray[np.int64]) -> UserBatch:
+        """The batch of these rows only, in this order."""
+        return UserBatch(
+            user_index=self.user_index[indices],
+            mix=self.mix[indices],
+            demographics=(
+                self.demographics[indices]
+                if isinstance(self.demographics, np.ndarray)
+                else sp.csr_matrix(self.demographics[indices])
+            ),
+            base_mix=self.base_mix[indices] if self.base_mix is not None else None,
+            validated=self.validated,
+        )
 
     @classmethod
     def for_personas(cls, n_personas: int, n_demographic_features: int) -> UserBatch:
@@ -132,6 +160,11 @@ class Recommender(ABC):
     """fit, score, recommend, save, load: the contract shared by every model (tested once for all)."""
 
     kind: ClassVar[str]
+    # Whether row i of ``score(batch)`` depends only on row i of the batch, to the last bit, whatever
+    # the other rows. A BLAS matrix product does not guarantee it (its rounding depends on the number
+    # of rows), so only models that compute each row on its own say so; the serving path scores the
+    # others one row at a time when a batch must give each row what it would get alone.
+    row_independent_scores: ClassVar[bool] = False
 
     @abstractmethod
     def fit(self, data: TrainingSet, *, show_progress: bool = False) -> None:
@@ -166,7 +199,12 @@ class Recommender(ABC):
         return None
 
     def query_vectors(self, users: UserBatch) -> NDArray[np.float32]:
-        """(n_users, d) vectors whose inner products with ``item_vectors()`` are the scores."""
+        """(n_users, d) vectors whose inner products with ``item_vectors()`` are the scores.
+
+        Row i must depend only on row i of the batch, to the last bit (see ``row_independent_scores``):
+        the serving path scores a batch's rows against the items one by one and must give each row
+        what it would get alone.
+        """
         raise NotImplementedError(f"{self.kind} model does not score by inner product")
 
     def recommend(

@@ -74,7 +74,12 @@ class FittedShape:
         return cls(n_users, n_items, n_personas, n_demographic_features)
 
     def check_batch(self, users: UserBatch, kind: str) -> None:
-        """Reject a batch that was built for different dimensions or holds unusable mixes."""
+        """Reject a batch that was built for different dimensions or holds unusable mixes.
+
+        A batch the engine marked ``validated`` (built from checked values) is trusted as it is.
+        """
+        if users.validated:
+            return
         index = np.asarray(users.user_index)
         if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
             raise UserBatchError(
@@ -104,7 +109,8 @@ class FittedShape:
                 f"the model knows {self.n_demographic_features}",
                 field="demographics",
             )
-        values = users.demographics.data
+        demographics = users.demographics
+        values = demographics if isinstance(demographics, np.ndarray) else demographics.data
         if values.size and (not np.all(np.isfinite(values)) or (values < 0).any()):
             raise UserBatchError(
                 f"{kind} model: demographics must be finite and non-negative", field="demographics"

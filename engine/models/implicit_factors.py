@@ -60,6 +60,18 @@ def membership_weighted_means(
     return means.astype(np.float32)
 
 
+def ordered_product(weights: NDArray[np.floating], vectors: NDArray[np.float32]) -> NDArray[np.float32]:
+    """(n, d) = weights (n, m) @ vectors (m, d) in float32, each row computed on its own.
+
+    The terms of each row are added in order (numpy reduces a middle axis term by term), so row i is
+    the same bits whatever the other rows, which a BLAS product does not promise (its rounding depends
+    on the number of rows). ``m`` is small here (personas, demographic attributes), so the
+    (n, m, d) intermediate is too.
+    """
+    w = np.asarray(weights, dtype=np.float32)
+    return np.asarray((w[:, :, None] * vectors[None, :, :]).sum(axis=1), dtype=np.float32)
+
+
 def _check_fraction(name: str, value: float) -> float:
     if not np.isfinite(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be between 0 and 1, got {value}")
@@ -182,31 +194,39 @@ class ImplicitFactorsModel(Recommender):
         return self._shape, self._state
 
     def user_vectors(self, users: UserBatch) -> NDArray[np.float32]:
-        """The blended vector each customer in the batch is scored with (see the module docstring)."""
+        """The blended vector each customer in the batch is scored with (see the module docstring).
+
+        Row i depends only on row i of the batch, to the last bit (``ordered_product``), so serving
+        can score many requests together and give each what it would get alone.
+        """
         shape, state = self._fitted()
         shape.check_batch(users, self.kind)
-        persona_part = np.asarray(users.mix, dtype=np.float32) @ state["persona_factors"]
+        # A known customer is keep * (u + (m - b) @ P) + blend * (m @ P), i.e. keep * u + (m - keep b) @ P:
+        # one persona product per row, whoever the customer is (b = m when no base mix is given).
+        keep = 1.0 - self.persona_blend
+        base = users.base_mix if users.base_mix is not None else users.mix
         known = users.user_index >= 0
-        vectors = np.array(persona_part, dtype=np.float32, copy=True)
-        own = state["user_factors"][users.user_index[known]]
-        if users.base_mix is not None:
-            base_part = np.asarray(users.base_mix[known], dtype=np.float32) @ state["persona_factors"]
-            own = own + (persona_part[known] - base_part)
-        vectors[known] = (1.0 - self.persona_blend) * own + self.persona_blend * persona_part[known]
-        if known.all():
-            return vectors  # demographics only shape cold-start vectors
+        if known.all():  # the common page: a customer the model knows; demographics play no part
+            vectors = ordered_product(users.mix - keep * base, state["persona_factors"])
+            vectors += np.float32(keep) * state["user_factors"][users.user_index]
+            return vectors
+        coefficients = np.array(users.mix, dtype=np.float64)
+        coefficients[known] -= keep * base[known]
+        vectors = ordered_product(coefficients, state["persona_factors"])  # m @ P for cold rows
+        vectors[known] += np.float32(keep) * state["user_factors"][users.user_index[known]]
+        persona_part = vectors
         # Dense: a batch has at most a few hundred rows of a few dozen attributes, and scipy's
         # per-operation overhead outweighs that work many times over.
-        demographics = np.asarray(users.demographics.toarray(), dtype=np.float64)
+        demographics = users.dense_demographics()
         attribute_mass = demographics.sum(axis=1)
         cold_with_attributes = ~known & (attribute_mass > 0)
         if cold_with_attributes.any():
             rows = np.flatnonzero(cold_with_attributes)
             weights = demographics[rows] / attribute_mass[rows, None]
-            demographic_part = np.asarray(weights @ state["demographic_factors"], dtype=np.float32)
+            demographic_part = ordered_product(weights, state["demographic_factors"])
             w = self.demographic_weight
             vectors[rows] = (1.0 - w) * persona_part[rows] + w * demographic_part
-        return vectors
+        return np.asarray(vectors, dtype=np.float32)
 
     def score(self, users: UserBatch) -> NDArray[np.float32]:
         _, state = self._fitted()

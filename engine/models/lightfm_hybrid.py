@@ -47,7 +47,7 @@ def normalise_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
 def user_feature_weights(
     user_index: NDArray[np.int64],
     mix: NDArray[np.float64],
-    demographics: sp.csr_matrix,
+    demographics: sp.csr_matrix | NDArray[np.floating],
     persona_weight: float,
     demographic_weight: float,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], sp.csr_matrix]:

@@ -33,6 +33,7 @@ class PopularityModel(Recommender):
     """
 
     kind = "popularity"
+    row_independent_scores = True  # every row is the same popularity vector
 
     def __init__(self) -> None:
         self._shape: FittedShape | None = None

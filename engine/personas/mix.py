@@ -117,6 +117,16 @@ class PersonaMix:
         return cls(tuple(personas), vector / total)
 
     @classmethod
+    def of_checked(cls, personas: tuple[str, ...], weights: NDArray[np.float64]) -> PersonaMix:
+        """A mix from weights already known to be valid (rows the engine normalised onto the simplex at
+        load), without checking them again: the request path reads a stored mix per call, and the
+        checks would cost more than the look-up. Never for weights that come from outside."""
+        mix = object.__new__(cls)
+        object.__setattr__(mix, "personas", personas)
+        object.__setattr__(mix, "weights", weights)
+        return mix
+
+    @classmethod
     def uniform(cls, personas: Sequence[str]) -> PersonaMix:
         n = len(personas)
         return cls(tuple(personas), np.full(n, 1.0 / n))

@@ -163,14 +163,19 @@ class CustomerMixes:
         return self.customers.index(customer_id) if customer_id in self.customers else UNKNOWN_ROW
 
     def stored(self, row: int, context: str | None = None) -> PersonaMix:
-        """The stored mix of a known row (overall, or for a context), or the population's for -1."""
+        """The stored mix of a known row (overall, or for a context), or the population's for -1.
+
+        Stored mixes were normalised onto the simplex at load, so they are not checked again here.
+        """
         if row == UNKNOWN_ROW:
-            return PersonaMix(self.persona_ids, self.population_mix.copy())
-        if context is None:
-            return PersonaMix(self.persona_ids, self.overall[row].copy())
-        if context not in CONTEXTS:
+            weights = self.population_mix
+        elif context is None:
+            weights = self.overall[row]
+        elif context in CONTEXTS:
+            weights = self.by_context[row, CONTEXTS.index(context)]
+        else:
             raise ValueError(f"unknown context {context!r}; expected one of {', '.join(CONTEXTS)}")
-        return PersonaMix(self.persona_ids, self.by_context[row, CONTEXTS.index(context)].copy())
+        return PersonaMix.of_checked(self.persona_ids, weights.copy())
 
 
 class MixResolver:

@@ -40,8 +40,8 @@ _ASSIGN_CHUNK = 8192
 # (on the 100k-item benchmark model: ~500 candidates per query with these bands, ~1,000 with
 # (0.5, 0.8, 0.95, 0.99)).
 NORM_BAND_QUANTILES = (0.5, 0.9, 0.98, 0.995, 0.999)
-# Relative and absolute widening of the list bounds, far above float32 rounding of a 64-term dot product.
-_BOUND_SLACK = 1e-5
+# Stands for "no mask" in the compiled search, which takes an array either way.
+_NOTHING_ALLOWED = np.zeros(0, dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,8 @@ class Candidates:
     items: NDArray[np.int64]
     scores: NDArray[np.float32]
     certified: bool
+    # positions (in ``items``) of the k best candidates, best first, ties to the earlier position
+    best: NDArray[np.int64]
 
 
 class CandidateIndex:
@@ -215,19 +217,14 @@ class CandidateIndex:
     def bounds(self, query: NDArray[np.float32]) -> NDArray[np.float64]:
         """Upper bound of the score of any item of each list for ``query``.
 
-        Slightly widened (``_BOUND_SLACK``) so that float32 rounding of an item's computed score can
+        Slightly widened (``BOUND_SLACK``) so that float32 rounding of an item's computed score can
         never put it above its list's bound.
         """
-        length = float(np.sqrt(np.dot(query, query)))
-        tight = np.minimum(length * self.max_norm, self.centroids @ query + length * self.radius)
-        return tight + _BOUND_SLACK * length * self.max_norm + _BOUND_SLACK
+        from engine.ranking.candidate_search import bounds_of
 
-    def _positions(self, lists: NDArray[np.int64]) -> NDArray[np.int64]:
-        """Row positions (in index order) of every item of ``lists``, list after list."""
-        starts = self.offsets[lists]
-        lengths = self.offsets[lists + 1] - starts
-        shift = starts - np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        return np.repeat(shift, lengths) + np.arange(int(lengths.sum()))
+        return np.asarray(
+            bounds_of(self.centroids, self.max_norm, self.radius, np.asarray(query, dtype=np.float32))
+        )
 
     def search(
         self,
@@ -241,43 +238,30 @@ class CandidateIndex:
         ``allowed`` is a (n_items,) mask in catalog order (filters, exclusions); items outside it are
         neither returned nor counted toward the k that certify the result. Lists are probed in rounds:
         a first batch holding ``max(4k, 256)`` items, then every list whose bound reaches the k-th best
-        score found so far (doubling the batch while fewer than k allowed items were found).
+        score found so far (doubling the batch while fewer than k allowed items were found). The loop
+        is compiled (``engine.ranking.candidate_search``, imported on first use: numba's import and
+        compilation cost a second, which only a served index should pay).
         """
+        from engine.ranking.candidate_search import search_lists
+
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
-        query = np.asarray(vector, dtype=np.float32)
         cap = self.max_probe if max_probe is None else max(1, min(int(max_probe), self.n_lists))
-        bounds = self.bounds(query)
-        ranked = np.argsort(-bounds, kind="stable")
-        descending = -bounds[ranked]  # ascending, for searchsorted
-        reach = np.cumsum(self.offsets[ranked + 1] - self.offsets[ranked])
-        items = np.zeros(0, dtype=np.int64)
-        scores = np.zeros(0, dtype=np.float32)
-        probed = 0
-        target = min(cap, int(np.searchsorted(reach, max(4 * k, 256))) + 1)
-        while True:
-            positions = self._positions(ranked[probed:target])
-            found = self.order[positions]
-            values = self.vectors[positions] @ query
-            if allowed is not None:
-                keep = allowed[found]
-                found, values = found[keep], values[keep]
-            items = np.concatenate([items, found])
-            scores = np.concatenate([scores, values])
-            probed = target
-            if probed >= self.n_lists:
-                return Candidates(items, scores, True)
-            if len(scores) >= k:
-                kth = float(np.partition(scores, len(scores) - k)[len(scores) - k])
-                # Lists whose bound reaches kth may hold an item that beats or ties it.
-                needed = int(np.searchsorted(descending, -kth, side="right"))
-                if needed <= probed:
-                    return Candidates(items, scores, True)
-            else:
-                needed = int(np.searchsorted(reach, 2 * reach[probed - 1])) + 1
-            if probed >= cap:
-                return Candidates(items, scores, False)
-            target = min(cap, max(needed, probed + 1), self.n_lists)
+        items, scores, certified, best = search_lists(
+            self.vectors,
+            self.order,
+            self.offsets,
+            self.centroids,
+            self.max_norm,
+            self.radius,
+            np.ascontiguousarray(vector, dtype=np.float32),
+            int(k),
+            _NOTHING_ALLOWED if allowed is None else allowed,
+            allowed is not None,
+            int(cap),
+            max(4 * int(k), 256),
+        )
+        return Candidates(items, scores, bool(certified), best)
 
 
 def exact_top_k(scores: NDArray[np.floating], k: int) -> NDArray[np.int64]:

@@ -40,7 +40,7 @@ class ItemReason(StrEnum):
     PINNED = "pinned"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built per listed item per call, where frozen construction costs 5x
 class ListEntry:
     item: int
     score: float
@@ -48,17 +48,35 @@ class ListEntry:
     promotion_id: str = ""
 
 
+def _top(values: NDArray[np.floating], n: int) -> NDArray[np.int64]:
+    """Positions of the n largest values, best first, ties to the lower position (compiled: see
+    ``engine.ranking.candidate_search.top_positions``, imported on first use like the search)."""
+    from engine.ranking.candidate_search import top_positions
+
+    return np.asarray(top_positions(values, n), dtype=np.int64)
+
+
 def _best(scores: NDArray[np.floating], allowed: NDArray[np.bool_], n: int) -> NDArray[np.int64]:
     """Indices of the n best allowed items, best first; ties go to the lower index."""
     candidates = np.flatnonzero(allowed)
     if n <= 0 or candidates.size == 0:
         return np.zeros(0, dtype=np.int64)
-    values = np.asarray(scores)[candidates]
-    if n < candidates.size:
-        keep = np.argpartition(-values, n - 1)[:n]
-        candidates, values = candidates[keep], values[keep]
-    order = np.lexsort((candidates, -values))
-    return candidates[order].astype(np.int64)
+    return candidates[_top(np.asarray(scores, dtype=np.float64)[candidates], n)]
+
+
+def ranked_only(scores: NDArray[np.floating], k: int) -> tuple[NDArray[np.int64], NDArray[np.float64]] | None:
+    """``assemble_list`` of a list with nothing but the ranking, without building its entries.
+
+    For ``scores`` of items that are all eligible and a list without promotions, pins, diversity or
+    backfill, the list is the k best items, best first, ties to the lower index: this returns their
+    positions and scores (as ``assemble_list``'s entries hold them). None when a score is not finite
+    (then ``assemble_list`` decides which items can be listed at all).
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    if not np.isfinite(values).all():
+        return None
+    positions = _top(values, k) if k > 0 else np.zeros(0, dtype=np.int64)
+    return positions, values[positions]
 
 
 def _merge_by_score(promoted: list[ListEntry], ranked: list[ListEntry]) -> list[ListEntry]:

@@ -119,6 +119,8 @@ class Promotions:
 
     def compile(self, k: int, catalog: ItemCatalog) -> CompiledPromotions:
         """Masks and slot counts for a k-item list; call once per request, use for every customer."""
+        if not self.rules and not self.pins:  # most requests: nothing to check or look up
+            return CompiledPromotions.none(len(catalog))
         self.check_for(k, catalog)
         masks = (
             np.vstack([rule.matches(catalog) for rule in self.rules])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from engine.invalid_request import InvalidRequestError
-from engine.personalization_request import CustomerTarget, ProductRequest, SessionContext
-from engine.personalizer import Personalizer, _Scored
+from engine.personalization_request import CustomerTarget, PageRequest, ProductRequest, SessionContext
+from engine.personalizer import Personalizer
 from engine.personas.mix_resolution import MixSource
 from engine.personas.shopping_context import CONTEXTS
 from engine.ranking.filters import ItemFilters
@@ -41,14 +41,67 @@ def test_a_batch_gives_the_same_lists_as_one_call_per_target(personalizer: Perso
     ]
     request = ProductRequest(k=8, diversity=0.4, explain=True)
     session = SessionContext(timestamp=SATURDAY)
-    batch = personalizer.recommend_products(targets, request, session)
-    singles = [personalizer.recommend_products([t], request, session)[0] for t in targets]
+    ids = ["a", "b", "c"]
+    batch = personalizer.recommend_products(targets, request, session, decision_ids=ids)
+    singles = [
+        personalizer.recommend_products([t], request, session, decision_ids=[i])[0]
+        for t, i in zip(targets, ids, strict=True)
+    ]
+    # the same lists to the last bit of every score: each row is scored as if alone
+    assert [r.items for r in batch] == [r.items for r in singles]
     for together, alone in zip(batch, singles, strict=True):
-        # the same lists; scores agree to float32 rounding (a matrix product vs a vector product)
-        assert [(i.item_id, i.reason) for i in together.items] == [(i.item_id, i.reason) for i in alone.items]
-        assert [i.score for i in together.items] == pytest.approx([i.score for i in alone.items], rel=1e-5)
         np.testing.assert_array_equal(together.decision.mix.weights, alone.decision.mix.weights)
-    assert len({r.decision.decision_id for r in batch}) == 3
+    assert [r.decision.decision_id for r in batch] == ids
+    assert (
+        len({r.decision.decision_id for r in personalizer.recommend_products(targets, request, session)}) == 3
+    )
+
+
+def test_pages_served_together_are_the_pages_served_alone(personalizer: Personalizer) -> None:
+    pages = [
+        PageRequest(
+            CustomerTarget(known_customer(personalizer)),
+            ProductRequest(k=5),
+            SessionContext(timestamp=SATURDAY),
+        ),
+        PageRequest(CustomerTarget("never-seen"), ProductRequest(k=3, explain=True), num_offers=1),
+        PageRequest(
+            CustomerTarget(known_customer(personalizer, with_purchases=True)),
+            ProductRequest(k=4, diversity=0.5),
+            SessionContext(timestamp=TUESDAY, cart_item_ids=(str(personalizer.items.ids[3]),)),
+            num_offers=4,
+        ),
+    ]
+    ids = ["p1", "p2", "p3"]
+    together = personalizer.personalize_many(pages, decision_ids=ids)
+    alone = [
+        personalizer.personalize(p.target, p.products, p.session, num_offers=p.num_offers, decision_id=i)
+        for p, i in zip(pages, ids, strict=True)
+    ]
+    for a, b in zip(together, alone, strict=True):
+        assert (a.items, a.offers, a.layout) == (b.items, b.offers, b.layout)
+        assert a.decision.decision_id == b.decision.decision_id
+    assert personalizer.personalize_many([]) == [] and personalizer.recommend_products_many([]) == []
+    with pytest.raises(ValueError, match="2 decision ids for 3 pages"):
+        personalizer.personalize_many(pages, decision_ids=["x", "y"])
+    with pytest.raises(ValueError, match="num_offers"):
+        personalizer.personalize_many([PageRequest(CustomerTarget("c"), num_offers=0)])
+
+
+def test_page_eligibility_is_the_offer_rules_over_the_pages_items(personalizer: Personalizer) -> None:
+    """The per-item rules compiled at load give what the offer rules give for the page's items."""
+    rules = personalizer.decisions.rules
+    assert rules is not None
+    rng = np.random.default_rng(11)
+    ids = personalizer.items.ids
+    for _ in range(60):
+        view = tuple(str(ids[i]) for i in rng.integers(0, len(ids), rng.integers(0, 4)))
+        cart = tuple(str(ids[i]) for i in rng.integers(0, len(ids), rng.integers(0, 3)))
+        basket = None if rng.random() < 0.5 else float(rng.choice([0.0, 40.0, 300.0]))
+        session = SessionContext(session_item_ids=view, cart_item_ids=cart, basket_value=basket)
+        catalog = personalizer.item_catalog
+        fast = personalizer.decisions.page_eligibility(catalog.indices(view), catalog.indices(cart), basket)
+        np.testing.assert_array_equal(fast, rules.eligible(personalizer._eligibility(session)))
 
 
 def test_known_customers_are_scored_against_the_mix_their_history_was_learned_under(
@@ -57,11 +110,12 @@ def test_known_customers_are_scored_against_the_mix_their_history_was_learned_un
     known = known_customer(personalizer)
     row = personalizer.mixes.row_of(known)
     given = personalizer.persona_mix({"tech_savvy": 1.0})
+    spec = personalizer._spec(ProductRequest())
     chunk = [
-        _Scored(CustomerTarget(known, given), personalizer.resolver.resolve(known, given), 0),
-        _Scored(CustomerTarget("never-seen", given), personalizer.resolver.resolve("never-seen", given), -1),
+        personalizer._row(CustomerTarget(known, given), spec, None, None),
+        personalizer._row(CustomerTarget("never-seen", given), spec, None, None),
     ]
-    batch = personalizer._batch(chunk)
+    batch = personalizer.lists.user_batch(chunk)
     assert batch.base_mix is not None
     np.testing.assert_array_equal(batch.mix, [given.weights, given.weights])
     # The known customer's base is their overall mix; a stranger has no history to re-base.

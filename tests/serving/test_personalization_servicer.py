@@ -578,6 +578,7 @@ def test_unexpected_failures_are_internal_without_details(
         raise RuntimeError("secret: /srv/models/als/item_factors.npy is corrupt")
 
     monkeypatch.setattr(broken.model, "score", fail)
+    monkeypatch.setattr(broken.model, "query_vectors", fail)  # what the engine scores inner products with
     with serving(ModelHolder(broken, served.artifact), ServingMetrics(CollectorRegistry())) as target:
         with (
             PersonaEngineClient(target, timeout_s=TIMEOUT_S) as client,

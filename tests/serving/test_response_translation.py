@@ -147,6 +147,7 @@ def _sparse(serving: Personalizer) -> Personalizer:
         return scores
 
     personalizer.model.score = sparse_score  # type: ignore[method-assign]
+    personalizer.lists.item_vectors = None  # score every row through ``score``, not inner products
     return personalizer
 
 

@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from engine.data.id_map import IdMap
 from engine.data.item_catalog import ItemCatalog
 from engine.ranking.diversity import DiversitySpace
-from engine.ranking.list_assembly import ItemReason, ListEntry, assemble_list
+from engine.ranking.list_assembly import ItemReason, ListEntry, assemble_list, ranked_only
 from engine.ranking.promotions import CompiledPromotions, PinnedItem, PromotionRule, Promotions
 
 N_ITEMS = 30
@@ -179,3 +179,29 @@ def test_lists_are_distinct_allowed_and_full_unless_the_filters_leave_too_few(
 def test_k_must_be_positive() -> None:
     with pytest.raises(ValueError, match="k must be positive"):
         build(np.zeros(N_ITEMS), k=0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    values=st.lists(st.integers(-3, 3), min_size=0, max_size=N_ITEMS),
+    k=st.integers(1, N_ITEMS + 3),
+)
+def test_a_list_with_nothing_but_the_ranking_is_the_assembled_one(values: list[int], k: int) -> None:
+    """``ranked_only`` (the lean path of plain lists) lists exactly what ``assemble_list`` does, ties
+    included (scores are small integers, so most of them tie)."""
+    scores = np.asarray(values, dtype=np.float32)
+    assembled = assemble_list(
+        k=k,
+        scores=scores,
+        eligible=np.ones(len(scores), dtype=bool),
+        backfill_scores=None,
+        promotions=CompiledPromotions.none(len(scores)),
+        diversity=0.0,
+        space=DiversitySpace(np.zeros(len(scores), dtype=np.int64), np.zeros(len(scores), dtype=np.int64)),
+        model_reason=ItemReason.PERSONA,
+    )
+    ranked = ranked_only(scores, k)
+    assert ranked is not None
+    assert ranked[0].tolist() == [e.item for e in assembled]
+    assert ranked[1].tolist() == [e.score for e in assembled]
+    assert ranked_only(np.asarray([1.0, np.nan]), 1) is None

@@ -1,0 +1,465 @@
+"""Product lists for many rows at once: one user batch, one query build, then each row's list.
+
+A row is one customer to list products for, under one request's filters, promotions, diversity and
+explanations; a batch holds the rows of many requests (the targets of a RecommendProducts call, or
+the pages of concurrent Personalize calls), and rows of different requests can differ in everything.
+What the rows share is computed once: the model batch (mixes, model rows, demographics) and the query
+vectors or score rows of every row; the filters' shared mask and the compiled promotions once per
+distinct request (``ListSpec``). Then each row's list is built on its own: candidates from the index
+when the model has one (``engine.ranking.candidate_index``), else the full score row, through
+``engine.ranking.list_assembly``.
+
+A row's list never depends on the other rows of its batch, to the last bit of every score: a page
+served alone and the same page served in a batch of 32 must be identical, or the decision log would
+record what cannot be replayed. BLAS products do not give that (a matrix product rounds each row
+differently depending on how many rows it multiplies: measured with OpenBLAS, rows of ``U[:n] @ V.T``
+differ in the last bit from those of ``U @ V.T`` for every n tried), so every product here is either
+row-independent by construction (query vectors, see ``ImplicitFactorsModel.user_vectors``; models
+that declare ``row_independent_scores``) or a matrix-vector product per row (the index's candidate
+scores, full score rows of inner-product models), and models that guarantee neither are scored one
+row at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from engine.data.item_catalog import ItemCatalog
+from engine.models.base import Recommender, UserBatch
+from engine.personas.mix import PersonaMix
+from engine.personas.mix_resolution import ResolvedMix
+from engine.ranking.candidate_index import CandidateIndex
+from engine.ranking.diversity import DiversitySpace, pool_size
+from engine.ranking.filters import ItemFilters
+from engine.ranking.list_assembly import ItemReason, ListEntry, assemble_list, ranked_only
+from engine.ranking.promotions import CompiledPromotions, Promotions
+from engine.ranking.score_explanation import PersonaAffinity
+
+# Rows scored per model call: bounds the dense (rows x items) score matrix of big batches.
+SCORING_CHUNK = 256
+
+
+# Not frozen: a page builds dozens of these per call, and a frozen dataclass costs five times as much
+# to construct (every field goes through object.__setattr__); results are built per call, never shared.
+# No slots either: callers read them as plain records (``vars(item)``).
+@dataclass
+class RecommendedItem:
+    item_id: str
+    title: str
+    category: str
+    brand: str
+    price: float
+    score: float
+    rank: int
+    reason: ItemReason
+    promotion_id: str = ""
+    # (persona id, share), highest first; empty unless the request asked for explanations
+    persona_shares: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class ListSpec:
+    """How one request's lists are built, compiled once for all its rows.
+
+    ``shared`` is the filters' customer-independent mask (``ItemFilters.shared_mask``), ``promotions``
+    the request's rules and pins compiled for its k.
+    """
+
+    k: int
+    filters: ItemFilters
+    shared: NDArray[np.bool_]
+    promotions: CompiledPromotions
+    diversity: float
+    explain: bool
+
+    @property
+    def plain(self) -> bool:
+        """Nothing but the ranking: no promotion rules, pins or diversity."""
+        return not self.promotions.rule_ids and not self.promotions.pin_items.size and self.diversity <= 0
+
+    @classmethod
+    def compile(
+        cls,
+        catalog: ItemCatalog,
+        *,
+        k: int,
+        filters: ItemFilters,
+        promotions: Promotions,
+        diversity: float,
+        explain: bool,
+    ) -> ListSpec:
+        """Raises InvalidRequestError for pins that do not fit (see ``Promotions.check_for``)."""
+        return cls(
+            k, filters, filters.shared_mask(catalog), promotions.compile(k, catalog), diversity, explain
+        )
+
+
+@dataclass(frozen=True)
+class ListRow:
+    """One customer's list to build: their resolved mix and model row (-1: unknown to the model), the
+    request's spec, and the item indices never to show them (cart, their own exclusions, ...)."""
+
+    resolved: ResolvedMix
+    model_row: int
+    spec: ListSpec
+    excluded: tuple[NDArray[np.int64], ...] = ()
+
+
+def dense_rows(matrix: sp.csr_matrix, rows: NDArray[np.int64]) -> NDArray[np.floating]:
+    """``matrix[rows]`` as a dense array (negative rows count from the end), filled from the CSR arrays:
+    for the few rows of a request this is a few microseconds, a scipy matrix several times that."""
+    rows = rows % matrix.shape[0]
+    out = np.zeros((len(rows), matrix.shape[1]), dtype=matrix.dtype)
+    if len(rows) == 1:  # a page: one slice
+        start, end = matrix.indptr[rows[0]], matrix.indptr[rows[0] + 1]
+        out[0, matrix.indices[start:end]] = matrix.data[start:end]
+        return out
+    starts, ends = matrix.indptr[rows], matrix.indptr[rows + 1]
+    lengths = ends - starts
+    total = int(lengths.sum())
+    if total:
+        offsets = np.zeros(len(rows), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        picked = np.repeat(starts - offsets, lengths) + np.arange(total)
+        out[np.repeat(np.arange(len(rows)), lengths), matrix.indices[picked]] = matrix.data[picked]
+    return out
+
+
+def row_indices(matrix: sp.csr_matrix, row: int) -> NDArray[np.int32]:
+    """Column indices of one CSR row (negative rows count from the end), without building a matrix."""
+    row = row % matrix.shape[0]
+    return np.asarray(matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]])
+
+
+def _complete(entries: Sequence[ListEntry], promotions: CompiledPromotions, k: int) -> bool:
+    """Whether a list built from candidates got everything it asked for: k entries, no backfill, and
+    every promotion rule its slots. Otherwise the exact full-catalog path decides (it may find more)."""
+    if len(entries) < k or any(e.reason is ItemReason.POPULAR_BACKFILL for e in entries):
+        return False
+    free = k - len(promotions.pin_items)
+    for rule_id, slots in zip(promotions.rule_ids, promotions.rule_slots, strict=True):
+        got = sum(1 for e in entries if e.reason is ItemReason.PROMOTED and e.promotion_id == rule_id)
+        if got < min(slots, free):
+            return False
+        free -= got
+    return True
+
+
+def score_rows(model: Recommender, batch: UserBatch) -> NDArray[np.float32]:
+    """(rows, items) scores, each row exactly what the model gives that row in a batch of its own."""
+    if len(batch) == 1 or model.row_independent_scores:
+        return model.score(batch)
+    return np.vstack([model.score(batch.rows(np.arange(j, j + 1))) for j in range(len(batch))])
+
+
+class _ChunkScores:
+    """Scores of one chunk of rows, computed only as far as the lists need them.
+
+    With a candidate index only the query vectors are needed; full score rows (and the backfill
+    model's) are computed on first use, for rows whose list the candidates could not fill.
+    """
+
+    def __init__(self, builder: ProductListBuilder, batch: UserBatch) -> None:
+        self._builder = builder
+        self._batch = batch
+        self._queries: NDArray[np.float32] | None = None
+        self._rows: dict[int, NDArray[np.float32]] = {}
+        self._full: NDArray[np.float32] | None = None
+        self._backfill: NDArray[np.float32] | None = None
+
+    def query(self, j: int) -> NDArray[np.float32]:
+        if self._queries is None:
+            self._queries = self._builder.model.query_vectors(self._batch)
+        return self._queries[j]
+
+    def row(self, j: int) -> NDArray[np.float32]:
+        vectors = self._builder.item_vectors
+        if vectors is not None:  # one matrix-vector product per row: the same for any batch
+            if j not in self._rows:
+                self._rows[j] = np.asarray(vectors @ self.query(j), dtype=np.float32)
+            return self._rows[j]
+        if self._full is None:
+            self._full = score_rows(self._builder.model, self._batch)
+        return self._full[j]
+
+    def backfill(self, j: int) -> NDArray[np.float32] | None:
+        backfill = self._builder.backfill
+        if backfill is None:
+            return None
+        if self._backfill is None:
+            self._backfill = score_rows(backfill, self._batch)
+        return self._backfill[j]
+
+
+class ProductListBuilder:
+    """Builds the product lists of a batch of rows from one served model (see the module docstring).
+
+    Everything here is fixed at load: the model and its backfill, the candidate index, the catalog,
+    per-customer purchases and demographics (each with an empty last row, so row -1 of an unknown
+    customer indexes nothing), the mixes known customers were learned under, and the item spaces of
+    diversity and explanations.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: Recommender,
+        backfill: Recommender | None,
+        index: CandidateIndex | None,
+        catalog: ItemCatalog,
+        purchases_padded: sp.csr_matrix,
+        demographics_padded: sp.csr_matrix,
+        mix_overall: NDArray[np.float64],
+        diversity_space: DiversitySpace,
+        affinity: PersonaAffinity,
+        model_knows_customers: bool,
+    ) -> None:
+        self.model = model
+        self.backfill = backfill
+        self.index = index
+        self.catalog = catalog
+        self.item_vectors = model.item_vectors()
+        self._purchases = purchases_padded
+        self._demographics = demographics_padded
+        self._mix_overall = mix_overall
+        self.diversity_space = diversity_space
+        self.affinity = affinity
+        self.model_knows_customers = model_knows_customers
+        # Paid at load, not by the first request: the catalog's columns as lists, and the compiled
+        # search and top-k (numba compiles them, or reads them from its cache, on first use).
+        catalog.listing_columns  # noqa: B018
+        ranked_only(np.zeros(1, dtype=np.float32), 1)
+        if index is not None:
+            index.search(np.zeros(index.vectors.shape[1], dtype=np.float32), 1)
+
+    def build(self, rows: Sequence[ListRow]) -> list[list[RecommendedItem]]:
+        """Each row's list, in row order; rows are scored in chunks of ``SCORING_CHUNK``."""
+        lists: list[list[RecommendedItem]] = []
+        for start in range(0, len(rows), SCORING_CHUNK):
+            chunk = rows[start : start + SCORING_CHUNK]
+            scores = _ChunkScores(self, self.user_batch(chunk))
+            lists.extend(self._list_for(row, scores, j) for j, row in enumerate(chunk))
+        return lists
+
+    def user_batch(self, rows: Sequence[ListRow]) -> UserBatch:
+        """The model batch of these rows: their mixes, model rows and demographics.
+
+        Known customers' histories were learned under their overall mix; the mix scored here may be
+        another (context, live session, request), which the model then puts in its place. The batch is
+        marked validated: every value in it is a validated PersonaMix or the artifact's own data.
+        """
+        customer_rows = np.array([row.resolved.row for row in rows], dtype=np.int64)
+        user_index = np.array([row.model_row for row in rows], dtype=np.int64)
+        mix = np.array([row.resolved.mix.weights for row in rows], dtype=np.float64)
+        base_mix = mix.copy()
+        modelled = user_index >= 0
+        base_mix[modelled] = self._mix_overall[customer_rows[modelled]]
+        return UserBatch(
+            user_index=user_index,
+            mix=mix,
+            demographics=dense_rows(self._demographics, customer_rows),
+            base_mix=base_mix,
+            validated=True,
+        )
+
+    def _list_for(self, row: ListRow, scores: _ChunkScores, j: int) -> list[RecommendedItem]:
+        spec = row.spec
+        resolved = row.resolved
+        purchased = row_indices(self._purchases, resolved.row)
+        live = resolved.live
+        if live is not None and live.purchased_item_ids:  # bought since training, through live events
+            purchased = np.concatenate([purchased, self.catalog.indices(live.purchased_item_ids)])
+        eligible = spec.filters.customer_mask(spec.shared, purchased=purchased, excluded=row.excluded)
+        reason = (
+            ItemReason.PERSONALIZED
+            if row.model_row >= 0 and self.model_knows_customers
+            else ItemReason.PERSONA
+        )
+        if self.index is not None and spec.plain:
+            ranked = self._ranked_candidates(scores.query(j), spec.k, eligible)
+            if ranked is not None:
+                index, values = ranked
+                shares = self._shares(resolved.mix, index, None) if spec.explain else None
+                return self._ranked_items(index.tolist(), values.tolist(), reason, shares)
+        listed = (
+            self._from_candidates(scores.query(j), spec, eligible, reason) if self.index is not None else None
+        )
+        if listed is not None:
+            entries, catalog_index = listed
+        else:
+            full = scores.row(j)
+            if spec.plain:  # the k best scorable items, as assemble_list picks them, when there are k
+                scorable_items = np.flatnonzero(eligible & np.isfinite(full))
+                ranked = ranked_only(full[scorable_items], spec.k)
+                if ranked is not None and len(scorable_items) >= spec.k:
+                    index = scorable_items[ranked[0]]
+                    shares = self._shares(resolved.mix, index, None) if spec.explain else None
+                    return self._ranked_items(index.tolist(), ranked[1].tolist(), reason, shares)
+            scorable = int(np.count_nonzero(eligible & np.isfinite(full)))
+            entries = assemble_list(
+                k=spec.k,
+                scores=full,
+                eligible=eligible,
+                # Backfill only fills what the model leaves empty: skip scoring it when nothing can be.
+                backfill_scores=scores.backfill(j) if scorable < spec.k else None,
+                promotions=spec.promotions,
+                diversity=spec.diversity,
+                space=self.diversity_space,
+                model_reason=reason,
+            )
+            catalog_index = np.fromiter((e.item for e in entries), dtype=np.int64, count=len(entries))
+        shares = (
+            self._shares(resolved.mix, catalog_index, [e.reason is ItemReason.PINNED for e in entries])
+            if spec.explain
+            else None
+        )
+        return self._items(entries, catalog_index.tolist(), shares)
+
+    def _ranked_candidates(
+        self, query: NDArray[np.float32], k: int, eligible: NDArray[np.bool_]
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64]] | None:
+        """A list with nothing but the ranking, from the index's candidates: the catalog items and
+        scores ``_from_candidates`` would list, without assembling entries; None when the candidates
+        cannot fill it (the full path decides then)."""
+        assert self.index is not None
+        found = self.index.search(query, pool_size(k, 0.0, self.index.n_items), allowed=eligible)
+        positions = found.best  # the search's own top k: what ranked_only would pick among them
+        if len(positions) < k or not np.isfinite(found.scores).all():
+            return None
+        return found.items[positions], found.scores[positions].astype(np.float64)
+
+    def _from_candidates(
+        self, query: NDArray[np.float32], spec: ListSpec, eligible: NDArray[np.bool_], reason: ItemReason
+    ) -> tuple[list[ListEntry], NDArray[np.int64]] | None:
+        """The list built from the index's candidates alone, or None when they cannot fill it.
+
+        Entries index the candidates; the array maps them to catalog items (entry by entry).
+
+        The candidates hold every eligible item of the probed lists, so promotion rules and diversity
+        work among them as they would over the catalog; pins are added with their exact scores.
+        """
+        index = self.index
+        assert index is not None
+        promotions = spec.promotions
+        wanted = pool_size(spec.k, spec.diversity, index.n_items) + int(sum(promotions.rule_slots))
+        found = index.search(query, wanted, allowed=eligible)
+        items, scores = found.items, found.scores
+        pins = promotions.pin_items
+        plain = not pins.size and not promotions.rule_ids
+        if pins.size:
+            missing = np.setdiff1d(pins, items)
+            items = np.concatenate([items, missing])
+            scores = np.concatenate([scores, self._item_scores(query, missing)])
+        local_pins = np.zeros(len(pins), dtype=np.int64)
+        if pins.size:
+            position = {int(item): i for i, item in enumerate(pins.tolist())}
+            for i in np.flatnonzero(np.isin(items, pins)).tolist():
+                local_pins[position[int(items[i])]] = i
+        local = (
+            promotions
+            if plain
+            else CompiledPromotions(
+                promotions.rule_ids,
+                promotions.rule_masks[:, items],
+                promotions.rule_slots,
+                local_pins,
+                promotions.pin_positions,
+            )
+        )
+        space = self.diversity_space
+        entries = assemble_list(
+            k=spec.k,
+            scores=scores,
+            # Candidates are eligible by construction (``allowed``), pins are added regardless.
+            eligible=eligible[items] if pins.size else np.ones(len(items), dtype=bool),
+            backfill_scores=None,
+            promotions=local,
+            diversity=spec.diversity,
+            space=(
+                DiversitySpace(category=space.category[items], persona=space.persona[items])
+                if spec.diversity > 0
+                else space
+            ),
+            model_reason=reason,
+        )
+        if not _complete(entries, local, spec.k):
+            return None
+        positions = np.fromiter((e.item for e in entries), dtype=np.int64, count=len(entries))
+        return entries, items[positions]
+
+    def _item_scores(self, query: NDArray[np.float32], items: NDArray[np.int64]) -> NDArray[np.float32]:
+        vectors = self.item_vectors
+        assert vectors is not None
+        return np.asarray(vectors[items] @ query, dtype=np.float32)
+
+    def _shares(
+        self, mix: PersonaMix, catalog_index: NDArray[np.int64], pinned: Sequence[bool] | None
+    ) -> list[tuple[tuple[str, float], ...]]:
+        """Each listed item's persona shares, highest first (pinned items: none of them, all zero)."""
+        if not len(catalog_index):
+            return []
+        values = self.affinity.shares(mix.weights, catalog_index)
+        if pinned is not None and any(pinned):
+            values[np.asarray(pinned, dtype=bool)] = 0.0
+        # Highest first, ties to the earlier persona (a stable sort of the negated shares).
+        order = np.argsort(-values, axis=1, kind="stable")
+        ranked = np.take_along_axis(values, order, axis=1).tolist()
+        personas = mix.personas
+        return [
+            tuple((personas[k], share) for k, share in zip(row_order, row_shares, strict=True))
+            for row_order, row_shares in zip(order.tolist(), ranked, strict=True)
+        ]
+
+    def _ranked_items(
+        self,
+        index: list[int],
+        scores: list[float],
+        reason: ItemReason,
+        shares: Sequence[tuple[tuple[str, float], ...]] | None,
+    ) -> list[RecommendedItem]:
+        """Result objects for a list with nothing but the ranking (catalog items ``index``)."""
+        ids, titles, categories, brands, prices = self.catalog.listing_columns
+        return [
+            RecommendedItem(
+                ids[i],
+                titles[i],
+                categories[i],
+                brands[i],
+                prices[i],
+                score,
+                n + 1,
+                reason,
+                "",
+                shares[n] if shares is not None else (),
+            )
+            for n, (i, score) in enumerate(zip(index, scores, strict=True))
+        ]
+
+    def _items(
+        self,
+        entries: Sequence[ListEntry],
+        index: list[int],
+        shares: Sequence[tuple[tuple[str, float], ...]] | None,
+    ) -> list[RecommendedItem]:
+        """Result objects for the listed entries (catalog items ``index``)."""
+        ids, titles, categories, brands, prices = self.catalog.listing_columns
+        return [
+            RecommendedItem(
+                ids[i],
+                titles[i],
+                categories[i],
+                brands[i],
+                prices[i],
+                e.score,
+                n + 1,
+                e.reason,
+                e.promotion_id,
+                shares[n] if shares is not None else (),
+            )
+            for n, (e, i) in enumerate(zip(entries, index, strict=True))
+        ]
