@@ -22,6 +22,7 @@ from engine.live.live_loop import LiveLoop
 from engine.personalizer import Personalizer
 from serving import request_validation as validate
 from serving import response_translation as translate
+from serving.batched_calls import BatchSettings
 from serving.client import Filters, PageContext
 from serving.engine_calls import EngineCalls
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
@@ -64,8 +65,9 @@ class FloorPersonalizationServicer(PersonalizationServicer):
         metrics: ServingMetrics,
         live_loop: LiveLoop | None = None,
         engine: EngineCalls | None = None,
+        batching: BatchSettings | None = None,
     ) -> None:
-        super().__init__(holder, metrics, live_loop, engine)
+        super().__init__(holder, metrics, live_loop, engine, batching)
         self.prepared = prepared_response(holder.current())
 
     async def Personalize(  # noqa: N802 (servicer methods are named after the RPCs)

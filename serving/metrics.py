@@ -108,6 +108,13 @@ class ServingMetrics:
             ["service", "method", "code"],
             registry=registry,
         )
+        self.batch_size = Histogram(
+            f"{PREFIX}_batch_size",
+            "Calls scored together in one dynamic batch (serving.batched_calls), by method.",
+            ["method"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=registry,
+        )
         self.request_duration = Histogram(
             f"{PREFIX}_request_duration_seconds",
             "Time from the start of a gRPC call's handler to its end, by method.",
@@ -258,6 +265,10 @@ class ServingMetrics:
 
     def record_live_events(self, count: int) -> None:
         self.live_events.inc(count)
+
+    def record_batch(self, method: str, size: int, seconds: float) -> None:
+        """``seconds`` is not exported: the request latency histogram already covers the time."""
+        self._child(self.batch_size, method).observe(size)
 
     def record_drift_started(self) -> None:
         self.drift_started.inc()

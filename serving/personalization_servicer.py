@@ -53,6 +53,7 @@ from engine.personas.profile import PersonaProfile
 from serving import event_translation
 from serving import request_validation as validate
 from serving import response_translation as translate
+from serving.batched_calls import BatchSettings, Call, PageBatchers
 from serving.engine_calls import DeadlinePassedError, EngineCalls
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 from serving.generated.persona.v1 import personalization_service_pb2_grpc as pb_grpc
@@ -78,7 +79,8 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
 
     ``live_loop`` serves every call and records events; the default has no experiment, no decision
     log and no event log (RecordEvents then fails with FAILED_PRECONDITION). ``engine`` decides where
-    engine calls run (the default: page renders on the loop, big batches in a thread).
+    engine calls run (the default: page renders on the loop, big batches in a thread); page renders on
+    the loop are batched with the calls that arrive meanwhile (``serving.batched_calls``, ``batching``).
     """
 
     def __init__(
@@ -87,11 +89,13 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         metrics: ServingMetrics,
         live_loop: LiveLoop | None = None,
         engine: EngineCalls | None = None,
+        batching: BatchSettings | None = None,
     ) -> None:
         self._holder = holder
         self._metrics = metrics
         self._loop = live_loop or LiveLoop()
         self._engine = engine or EngineCalls()
+        self._batches = PageBatchers(self._loop, batching or BatchSettings(), metrics.record_batch)
         self._loop.prepare(holder.current())
 
     async def _handle(
@@ -166,6 +170,8 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         self, request: pb.PersonalizeRequest, context: Context
     ) -> pb.PersonalizeResponse:
         async def serve(personalizer: Personalizer, call: PageRequest) -> ServedPage:
+            if self._engine.runs_inline(1):  # scored with the calls that arrive meanwhile
+                return await self._batches.pages.submit(Call(personalizer, call))
             return await self._engine.run(context, self._loop.personalize, personalizer, call)
 
         return await self._handle(
@@ -180,6 +186,8 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         self, request: pb.RecommendProductsRequest, context: Context
     ) -> pb.RecommendProductsResponse:
         async def serve(personalizer: Personalizer, call: ProductListsRequest) -> ServedProductLists:
+            if self._engine.runs_inline(len(call.targets)):
+                return await self._batches.product_lists.submit(Call(personalizer, call))
             return await self._engine.run(
                 context, self._loop.recommend_products, personalizer, call, targets=len(call.targets)
             )

@@ -60,6 +60,7 @@ from engine.live.state_store import StateStore
 from engine.personalizer import Personalizer
 from serving import event_loop
 from serving.admin_servicer import AdminServicer
+from serving.batched_calls import BatchSettings
 from serving.benchmark_floor import FloorPersonalizationServicer
 from serving.engine_calls import EngineCalls
 from serving.generated.persona.v1 import (
@@ -135,6 +136,7 @@ async def create_server(
     live: LiveDecisions | None = None,
     blocking_state: bool = False,
     benchmark_floor: bool = False,
+    batching: BatchSettings | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """A bound, not yet started server with every service; returns it and the port it bound.
 
@@ -148,7 +150,8 @@ async def create_server(
     the writer). ``live`` adds experiments, journey stages and the online bandit (and the admin
     experiment calls). ``blocking_state`` says live state is in a network store: every engine call
     then runs in a thread (``serving.engine_calls``). ``benchmark_floor`` makes Personalize answer one
-    prepared response (``serving.benchmark_floor``).
+    prepared response (``serving.benchmark_floor``). ``batching`` sets the dynamic batching of page
+    renders (``serving.batched_calls``; default: its defaults).
     """
     server = grpc.aio.server(
         interceptors=[ObservabilityInterceptor(metrics, access_log_every=access_log_every)],
@@ -163,6 +166,7 @@ async def create_server(
                 decisions=live, event_log=event_log, decision_writer=decision_writer, observers=observers
             ),
             EngineCalls(blocking_state=blocking_state),
+            batching,
         ),
         server,
     )
@@ -377,6 +381,7 @@ async def _serve(
             live=process.live,
             blocking_state=not process.live_state.is_process_local,
             benchmark_floor=settings.benchmark_floor,
+            batching=settings.batching,
         )
         if settings.metrics_port and process.shared is None:
             process.endpoint = MetricsEndpoint(

@@ -24,6 +24,7 @@ from engine.decisions.experiment import ExperimentError, load_experiment
 from engine.decisions.online_bandit import BanditConfig, OnlineBanditError, load_bandit_config
 from engine.errors import PersonaEngineError
 from engine.live.event_log import EventLog, EventLogError
+from serving.batched_calls import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_MS, BatchSettings
 from serving.redis_state_store import MEMORY
 
 LOGGER = logging.getLogger("persona_engine.server")
@@ -169,6 +170,7 @@ class ServeSettings:
     ready_file: Path | None = None  # written once every worker serves (serving.ready_file)
     event_loop: str = DEFAULT_EVENT_LOOP  # "asyncio" or "uvloop"
     benchmark_floor: bool = False  # Personalize answers one prepared response (serving.benchmark_floor)
+    batching: BatchSettings = field(default_factory=BatchSettings)  # dynamic batching of page renders (serving.batched_calls)
 
     @property
     def host(self) -> str:
@@ -304,6 +306,22 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         f"logged, and Prometheus counts every call (default {DEFAULT_ACCESS_LOG_EVERY}; 1 logs every call)",
     )
     parser.add_argument(
+        "--batch-max-size",
+        type=int,
+        default=DEFAULT_MAX_BATCH_SIZE,
+        metavar="N",
+        help="score up to N concurrent Personalize (or RecommendProducts) calls of a worker together; "
+        f"an idle worker scores a call at once (default {DEFAULT_MAX_BATCH_SIZE}; 1 turns batching off)",
+    )
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=DEFAULT_MAX_WAIT_MS,
+        metavar="MS",
+        help="while calls are queued behind a batch, wait at most MS for the next batch to fill "
+        f"(default {DEFAULT_MAX_WAIT_MS}; 0 never waits)",
+    )
+    parser.add_argument(
         "--benchmark-floor",
         action="store_true",
         default=None,
@@ -369,6 +387,12 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         raise ServeConfigError("--worker-index is set by the supervising process, together with --run-dir")
     if args.access_log_every < 1:
         raise ServeConfigError(f"--access-log-every {args.access_log_every}: must be at least 1")
+    batch_max_size = getattr(args, "batch_max_size", DEFAULT_MAX_BATCH_SIZE)
+    batch_wait_ms = getattr(args, "batch_wait_ms", DEFAULT_MAX_WAIT_MS)
+    if batch_max_size < 1:
+        raise ServeConfigError(f"--batch-max-size {batch_max_size}: must be at least 1")
+    if not 0 <= batch_wait_ms < 1000:
+        raise ServeConfigError(f"--batch-wait-ms {batch_wait_ms}: must be at least 0 and under 1000")
     if args.threads < 1:
         raise ServeConfigError(f"--threads {args.threads}: must be at least 1")
     if not args.grace_seconds >= 0:
@@ -428,6 +452,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         access_log_every=args.access_log_every,
         ready_file=_ready_file_setting(getattr(args, "ready_file", None), environ),
         event_loop=_event_loop_setting(getattr(args, "event_loop", None), environ),
+        batching=BatchSettings(batch_max_size, batch_wait_ms / 1000),
         benchmark_floor=_flag_setting(
             getattr(args, "benchmark_floor", None), environ, ENV_BENCHMARK_FLOOR, "--benchmark-floor"
         ),

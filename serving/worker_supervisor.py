@@ -110,6 +110,10 @@ def _worker_command(settings: ServeSettings, address: str, run_dir: Path, index:
         str(settings.access_log_every),
         "--event-loop",
         settings.event_loop,
+        "--batch-max-size",
+        str(settings.batching.max_size),
+        "--batch-wait-ms",
+        repr(settings.batching.max_wait_s * 1000),
         *settings.tls_files,
     ]
     if settings.model_name:

@@ -31,6 +31,7 @@ from tests.serving.server_harness import TrainedArtifacts, in_process_server, tr
 EXPECTED_FAMILIES = {
     "persona_engine_requests": "counter",
     "persona_engine_request_duration_seconds": "histogram",
+    "persona_engine_batch_size": "histogram",
     "persona_engine_requests_in_flight": "gauge",
     "persona_engine_customers": "counter",
     "persona_engine_decisions": "counter",

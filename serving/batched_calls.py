@@ -1,0 +1,109 @@
+"""Dynamic batching of page renders: concurrent Personalize and RecommendProducts calls of one worker
+are scored together (``engine.live.live_loop.LiveLoop.personalize_many`` / ``recommend_products_many``).
+
+Why: a worker's event loop serves one call at a time, so under load calls queue anyway; scoring the
+queued ones in one pass shares the user-vector build, the matrix products and the offer and layout
+policy passes, which is what lifts throughput when the server is busiest. An idle worker scores a
+call at once (a batch of one costs what the single path costs); calls arriving while a batch is
+scored form the next one, after waiting at most ``max_wait_s`` for it to fill
+(``serving.dynamic_batcher``).
+
+Answers are exactly those of unbatched calls in arrival order (the engine's batch entry points
+promise it, ``tests/engine/live/test_live_loop_batches.py`` checks it). A batch holds calls against
+whichever model each call read when it arrived, so a reload in between splits the batch by model.
+When a batch fails as a whole, its calls are served one by one, so only a bad call fails, with its
+own error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Generic, TypeVar
+
+from engine.live.live_loop import LiveLoop, ServedPage, ServedProductLists
+from engine.personalization_request import PageRequest, ProductListsRequest
+from engine.personalizer import Personalizer
+from serving.dynamic_batcher import DynamicBatcher
+
+DEFAULT_MAX_BATCH_SIZE: Final = 32
+DEFAULT_MAX_WAIT_MS: Final = 0.2
+
+_Request = TypeVar("_Request")
+_Served = TypeVar("_Served")
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """``max_size`` 1 turns batching off; ``max_wait_s`` 0 never waits for a batch to fill."""
+
+    max_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_wait_s: float = DEFAULT_MAX_WAIT_MS / 1000
+
+    def __post_init__(self) -> None:
+        if self.max_size < 1:
+            raise ValueError(f"batch max size must be at least 1, got {self.max_size}")
+        if not 0 <= self.max_wait_s < 1:
+            raise ValueError(f"batch wait must be at least 0 and under a second, got {self.max_wait_s} s")
+
+
+@dataclass(frozen=True)
+class Call(Generic[_Request]):
+    """One queued call: the model it read on arrival and its validated request."""
+
+    personalizer: Personalizer
+    request: _Request
+
+
+def _serve_batch(
+    calls: Sequence[Call[_Request]],
+    many: Callable[[Personalizer, Sequence[_Request]], list[_Served]],
+    one: Callable[[Personalizer, _Request], _Served],
+) -> list[_Served | BaseException]:
+    results: list[_Served | BaseException] = [Exception("not served")] * len(calls)
+    groups: dict[int, list[int]] = {}
+    for position, call in enumerate(calls):
+        groups.setdefault(id(call.personalizer), []).append(position)
+    for positions in groups.values():
+        personalizer = calls[positions[0]].personalizer
+        try:
+            served = many(personalizer, [calls[i].request for i in positions])
+        except Exception:
+            for i in positions:
+                try:
+                    results[i] = one(personalizer, calls[i].request)
+                except Exception as error:
+                    results[i] = error
+            continue
+        for i, result in zip(positions, served, strict=True):
+            results[i] = result
+    return results
+
+
+class PageBatchers:
+    """The two batchers of one worker's event loop (create on that loop's thread, use from it)."""
+
+    def __init__(
+        self,
+        loop: LiveLoop,
+        settings: BatchSettings,
+        on_batch: Callable[[str, int, float], object] | None = None,
+    ) -> None:
+        def observed(method: str) -> Callable[[int, float], object] | None:
+            if on_batch is None:
+                return None
+            return lambda size, seconds: on_batch(method, size, seconds)
+
+        self.settings = settings
+        self.pages: DynamicBatcher[Call[PageRequest], ServedPage] = DynamicBatcher(
+            lambda calls: _serve_batch(calls, loop.personalize_many, loop.personalize),
+            max_batch_size=settings.max_size,
+            max_wait_s=settings.max_wait_s,
+            on_batch=observed("Personalize"),
+        )
+        self.product_lists: DynamicBatcher[Call[ProductListsRequest], ServedProductLists] = DynamicBatcher(
+            lambda calls: _serve_batch(calls, loop.recommend_products_many, loop.recommend_products),
+            max_batch_size=settings.max_size,
+            max_wait_s=settings.max_wait_s,
+            on_batch=observed("RecommendProducts"),
+        )

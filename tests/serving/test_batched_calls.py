@@ -1,0 +1,117 @@
+"""Dynamic batching in the servicer: concurrent calls scored together answer exactly what the same
+calls answer one at a time (decision ids from the same sequence, so seeded choices match too)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import grpc
+import pytest
+from prometheus_client import CollectorRegistry
+
+from engine.live.live_loop import LiveLoop
+from engine.personalizer import Personalizer
+from serving.batched_calls import BatchSettings, Call, _serve_batch
+from serving.generated.persona.v1 import personalization_service_pb2 as pb
+from serving.generated.persona.v1 import types_pb2
+from serving.metrics import ServingMetrics
+from serving.model_holder import ModelHolder
+from serving.personalization_servicer import PersonalizationServicer
+from tests.engine.small_artifact import train_small_artifact
+
+
+class _Context:
+    def time_remaining(self) -> float | None:
+        return None
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise AssertionError(f"aborted {code.name}: {details}")
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_small_artifact(tmp_path_factory.mktemp("batched"))
+
+
+def _counting_ids() -> Callable[[], str]:
+    counter = itertools.count()
+    return lambda: f"00000000-0000-4000-8000-{next(counter):012d}"
+
+
+def _servicer(artifact: Path, batching: BatchSettings) -> tuple[PersonalizationServicer, CollectorRegistry]:
+    registry = CollectorRegistry()
+    holder = ModelHolder(Personalizer.from_path(artifact, "als"), artifact)
+    servicer = PersonalizationServicer(
+        holder, ServingMetrics(registry), LiveLoop(decision_ids=_counting_ids()), batching=batching
+    )
+    return servicer, registry
+
+
+def _requests(personalizer: Personalizer) -> list[pb.PersonalizeRequest]:
+    known = [str(c) for c in personalizer.model_customers.ids[:12]]
+    requests = [pb.PersonalizeRequest(customer_id=c, num_results=10, num_offers=3) for c in known[:8]]
+    requests += [
+        pb.PersonalizeRequest(customer_id="never-seen", num_results=20, num_offers=2),
+        pb.PersonalizeRequest(customer_id=known[8], num_results=5, explain=True),
+        pb.PersonalizeRequest(
+            customer_id=known[9], num_results=7, filters=types_pb2.ItemFilters(price_max=20.0)
+        ),
+        pb.PersonalizeRequest(
+            customer_id=known[10],
+            num_results=6,
+            persona_mix=types_pb2.PersonaMix(
+                weights=[types_pb2.PersonaWeight(persona_id=personalizer.catalog.ids[0], weight=1.0)]
+            ),
+        ),
+        pb.PersonalizeRequest(customer_id=known[11], num_results=30, diversity=0.5, num_offers=5),
+    ]
+    return requests
+
+
+def _serialized(responses: Sequence[Any]) -> list[bytes]:
+    return [r.SerializeToString() for r in responses]
+
+
+def test_concurrent_calls_batched_answer_what_single_calls_answer(artifact: Path) -> None:
+    batched, registry = _servicer(artifact, BatchSettings(max_size=32, max_wait_s=0.005))
+    single, _ = _servicer(artifact, BatchSettings(max_size=1, max_wait_s=0.0))
+    requests = _requests(Personalizer.from_path(artifact, "als"))
+    context = cast(grpc.aio.ServicerContext, _Context())
+
+    async def concurrently() -> list[pb.PersonalizeResponse]:
+        return list(await asyncio.gather(*(batched.Personalize(r, context) for r in requests)))
+
+    async def one_by_one() -> list[pb.PersonalizeResponse]:
+        return [await single.Personalize(r, context) for r in requests]
+
+    together = asyncio.run(concurrently())
+    alone = asyncio.run(one_by_one())
+    assert _serialized(together) == _serialized(alone)
+    batches = registry.get_sample_value("persona_engine_batch_size_count", {"method": "Personalize"})
+    calls = registry.get_sample_value("persona_engine_batch_size_sum", {"method": "Personalize"})
+    assert calls == len(requests) and batches is not None and batches < len(requests), "calls were batched"
+
+
+def test_a_call_that_breaks_its_batch_fails_alone(artifact: Path) -> None:
+    """When the batch entry point raises, the group is served call by call: only the bad call fails."""
+    personalizer = Personalizer.from_path(artifact, "als")
+    other = Personalizer.from_path(artifact, "als")  # a reload between arrivals: a second group
+
+    def many(_: Personalizer, requests: Sequence[int]) -> list[int]:
+        if any(r < 0 for r in requests):
+            raise ValueError("a bad request in the batch")
+        return [r * 10 for r in requests]
+
+    def one(_: Personalizer, request: int) -> int:
+        if request < 0:
+            raise ValueError(f"bad request {request}")
+        return request * 10
+
+    calls = [Call(personalizer, 1), Call(personalizer, -2), Call(other, 3), Call(personalizer, 4)]
+    results = _serve_batch(calls, many, one)
+    assert results[0] == 10 and results[2] == 30 and results[3] == 40
+    assert isinstance(results[1], ValueError) and str(results[1]) == "bad request -2"
