@@ -170,7 +170,8 @@ class ServeSettings:
     ready_file: Path | None = None  # written once every worker serves (serving.ready_file)
     event_loop: str = DEFAULT_EVENT_LOOP  # "asyncio" or "uvloop"
     benchmark_floor: bool = False  # Personalize answers one prepared response (serving.benchmark_floor)
-    batching: BatchSettings = field(default_factory=BatchSettings)  # dynamic batching of page renders (serving.batched_calls)
+    # dynamic batching of page renders (serving.batched_calls)
+    batching: BatchSettings = field(default_factory=BatchSettings)
 
     @property
     def host(self) -> str:
