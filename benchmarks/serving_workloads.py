@@ -19,6 +19,10 @@ from google.protobuf.message import Message
 from prometheus_client import CollectorRegistry
 
 from engine.artifact.layout import LAYOUT
+from engine.live.decisions import LiveDecisions
+from engine.live.live_loop import LiveLoop
+from engine.live.live_state import LiveState
+from engine.live.state_store import MemoryStateStore
 from engine.personalizer import Personalizer
 from serving import request_validation as validate
 from serving.client import Filters, PageContext, PersonaEngineClient, Target
@@ -93,8 +97,19 @@ def build_workloads(
 ) -> list[Workload]:
     """The benchmarked calls: Personalize (20 products, 3 offers, a layout), RecommendProducts for one
     target and for a batch, and GetPersonaProfile, each over the same sampled customers."""
-    holder = ModelHolder(personalizer, personalizer.artifact.path, load_seconds=0.0)
-    servicer = PersonalizationServicer(holder, ServingMetrics(CollectorRegistry()))
+    # The live loop `serve` runs by default (in-memory state store: live customer state, journey
+    # stages and the decision memories the online bandit learns from), so that the in-process
+    # servicer does the same work per call as the server it is compared with.
+    store = MemoryStateStore()
+    live_state = LiveState(store)
+    holder = ModelHolder(
+        personalizer, personalizer.artifact.path, load_seconds=0.0, prepare=live_state.attach
+    )
+    servicer = PersonalizationServicer(
+        holder,
+        ServingMetrics(CollectorRegistry()),
+        LiveLoop(decisions=LiveDecisions(store), observers=(live_state,)),
+    )
     context = _BenchmarkContext()
     items = personalizer.items.ids
     customers = sample_customers(personalizer, DISTINCT_REQUESTS * max(batch_size, 1), rng)
