@@ -20,8 +20,12 @@ SMALL_MODELS = {
 }
 
 
-def train_small_artifact(folder: Path) -> Path:
-    """Generate a small synthetic shop under ``folder`` and train it; returns the artifact folder."""
+def train_small_artifact(folder: Path, *, refit: bool = False) -> Path:
+    """Generate a small synthetic shop under ``folder`` and train it; returns the artifact folder.
+
+    By default the models are the split's only (``refit=False``): the cold-start hold-out stays out
+    of them, so serving tests have known customers (mix, history) without a model row. ``refit=True``
+    trains as ``persona-engine train`` does by default, refitting on all events."""
     shop = folder / "shop"
     generate_shop(shop, ShopConfig(customers=600, items=300, events=24_000, seed=5))
     config = parse_config(
@@ -29,10 +33,7 @@ def train_small_artifact(folder: Path) -> Path:
             "data": {"path": str(shop)},
             "split": {"test_days": 28, "cold_start_share": 0.15},
             "models": SMALL_MODELS,
-            # Split-only models: the cold-start hold-out stays out of them, so serving tests have
-            # known customers (mix, history) without a model row. Refit artifacts are tested in
-            # tests/training/test_refit_on_all_events.py.
-            "output": {"root": str(folder / "artifacts"), "refit_on_all_events": False},
+            "output": {"root": str(folder / "artifacts"), "refit_on_all_events": refit},
         }
     )
     return run_training(config, show_progress=False).artifact_path

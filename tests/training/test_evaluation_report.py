@@ -104,7 +104,7 @@ class _Page(HTMLParser):
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_small_artifact(tmp_path_factory.mktemp("report"))
+    return train_small_artifact(tmp_path_factory.mktemp("report"), refit=True)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from training.policy_evaluation_job import SPLIT_SOURCE, customer_folds
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_small_artifact(tmp_path_factory.mktemp("ope"))
+    return train_small_artifact(tmp_path_factory.mktemp("ope"), refit=True)
 
 
 def _shop(artifact: Path) -> Path:
