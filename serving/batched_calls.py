@@ -35,16 +35,11 @@ _Served = TypeVar("_Served")
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """``max_size`` 1 turns batching off; ``max_wait_s`` 0 never waits for a batch to fill."""
+    """``max_size`` 1 turns batching off; ``max_wait_s`` 0 never waits for a batch to fill. The
+    batcher checks the values (``DynamicBatcher``), the server's flags name them (``serving.settings``)."""
 
     max_size: int = DEFAULT_MAX_BATCH_SIZE
     max_wait_s: float = DEFAULT_MAX_WAIT_MS / 1000
-
-    def __post_init__(self) -> None:
-        if self.max_size < 1:
-            raise ValueError(f"batch max size must be at least 1, got {self.max_size}")
-        if not 0 <= self.max_wait_s < 1:
-            raise ValueError(f"batch wait must be at least 0 and under a second, got {self.max_wait_s} s")
 
 
 @dataclass(frozen=True)
