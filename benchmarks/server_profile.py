@@ -26,7 +26,18 @@ PROFILE_ENCLOSING: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("protobuf building", ("_to_proto (",)),
 )
 PROFILE_INNERMOST: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
-    ("protobuf building", ("google/protobuf/",)),
+    (
+        "protobuf building",
+        (
+            "google/protobuf/",
+            "serving/protobuf_wire.py",
+            "serving/item_messages.py",
+            "serving/response_translation.py",
+        ),
+    ),
+    ("interceptor (request id, metrics, access log)", ("serving/interceptors.py",)),
+    ("dynamic batching", ("serving/dynamic_batcher.py", "serving/batched_calls.py")),
+    ("live state and bandit memory", ("engine/live/", "engine/decisions/online_bandit.py")),
     ("decision id and its seeded RNG", ("decision_rng (", "new_decision_id (")),
     ("mix resolution", ("engine/personas/mix_resolution.py", "engine/personas/mix.py")),
     ("model scoring", ("engine/models/",)),
@@ -48,7 +59,10 @@ PROFILE_INNERMOST: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("result item objects", ("Personalizer._item (", "Personalizer._items (")),
     ("persona profile", ("engine/personas/profile.py", "engine/personas/explanations.py")),
     ("engine, other", ("engine/",)),
-    ("servicer and interceptor, other", ("serving/",)),
+    ("servicer, other", ("serving/",)),
+    # grpc.aio's Cython core runs its callbacks from the event loop, and py-spy does not see Cython
+    # frames: a sample whose innermost Python frame is the loop's ``Handle._run`` is gRPC's own work.
+    ("gRPC aio core and the event loop", ("asyncio/", "uvloop", "grpc/aio/", "grpc/_cython")),
     ("gRPC Python layer", ("grpc/",)),
 )
 

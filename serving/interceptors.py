@@ -7,9 +7,12 @@ One ``grpc.aio`` interceptor does all of it so the order is fixed and nothing is
    and doing the work anyway only delays the calls behind it.
 2. The caller's ``x-request-id`` metadata is kept when it is a sane token (1 to 128 characters of
    letters, digits and ``-_.:``), otherwise a new one is made (this process's random prefix and a
-   counter: unique, and cheaper than a fresh UUID per call). It is sent back as initial metadata, so
-   clients can quote it, and exposed to handlers through ``current_request_id()`` (a context variable:
-   each call is its own asyncio task, and engine calls sent to threads take it along).
+   counter: unique, and cheaper than a fresh UUID per call). It is sent back as trailing metadata, so
+   clients can quote it (on success and on error alike), and exposed to handlers through
+   ``current_request_id()`` (a context variable: each call is its own asyncio task, and engine calls
+   sent to threads take it along). Trailing, not initial: sending initial metadata on its own is one
+   more operation through gRPC's core per call (about a tenth of a Personalize call's GIL time in the
+   py-spy profile), while trailing metadata leaves with the status in the call's last operation.
 3. The call is counted in flight, timed in a ``finally`` block, and counted by method and status
    code, whatever the handler did (returned, aborted, raised, or was cancelled by the client or its
    deadline).
@@ -132,7 +135,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     await context.abort(
                         code, f"{full_method}: the deadline passed before the call was handled"
                     )
-                await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+                context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
                 response = await behaviour(request, context)
                 code = _outcome(context, grpc.StatusCode.OK)
                 return response

@@ -282,7 +282,7 @@ class _ExpiredContext:
         self.status = code
         raise RuntimeError(details)
 
-    async def send_initial_metadata(self, metadata: object) -> None:
+    def set_trailing_metadata(self, metadata: object) -> None:
         raise AssertionError("an expired call must not start answering")
 
     def peer(self) -> str:

@@ -112,10 +112,19 @@ def test_request_id_is_echoed_or_generated(server: ServerProcess) -> None:
         stub = personalization_service_pb2_grpc.PersonalizationServiceStub(channel)
         request = personalization_service_pb2.ListPersonasRequest()
         _, call = stub.ListPersonas.with_call(request, timeout=5, metadata=(("x-request-id", "abc-123"),))
-        assert ("x-request-id", "abc-123") in call.initial_metadata()
+        assert ("x-request-id", "abc-123") in call.trailing_metadata()
         _, call = stub.ListPersonas.with_call(request, timeout=5)
-        generated = dict(call.initial_metadata())["x-request-id"]
+        generated = dict(call.trailing_metadata())["x-request-id"]
         assert len(str(generated)) == 32
+        # Failed calls carry it too: they are the ones a caller quotes to an operator.
+        with pytest.raises(grpc.RpcError) as failed:
+            stub.GetPersonaProfile(
+                personalization_service_pb2.GetPersonaProfileRequest(),
+                timeout=5,
+                metadata=(("x-request-id", "bad-1"),),
+            )
+        assert failed.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert ("x-request-id", "bad-1") in failed.value.trailing_metadata()
     assert "request_id=abc-123" in server.log()
 
 
