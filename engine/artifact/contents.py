@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from engine.artifact.folder import Artifact, ArtifactError, ArtifactWriter, open_artifact
 from engine.artifact.layout import LAYOUT, CsrFiles
-from engine.artifact.signing import ArtifactVerifier
+from engine.artifact.signing import ArtifactVerifier, ManifestIntegrity
 from engine.data.feature_space import FeatureSpace
 from engine.data.id_map import IdMap
 from engine.data.item_catalog import ItemCatalog
@@ -168,6 +168,11 @@ class LoadedArtifact:
     @property
     def manifest(self) -> dict[str, Any]:
         return self.folder.manifest
+
+    @property
+    def integrity(self) -> ManifestIntegrity:
+        """What protects the manifest (signed and verified, unsigned...)."""
+        return self.folder.integrity
 
     def _has(self, path: str) -> bool:
         return path in self.folder.files

@@ -425,6 +425,22 @@ def _read_manifest(
     return parse_manifest(data, folder), integrity
 
 
+def _version_folder(path: Path) -> Path:
+    path = Path(path)
+    if not (path / MANIFEST).exists() and (path / LATEST).exists():
+        path = path / LATEST
+    folder = path.resolve()
+    if not folder.is_dir():
+        raise ArtifactError(f"{path}: no such artifact folder")
+    return folder
+
+
+def manifest_integrity(path: Path, verifier: ArtifactVerifier | None = None) -> ManifestIntegrity:
+    """What protects the manifest of the artifact at ``path`` (resolved as ``open_artifact`` does),
+    checked as ``open_artifact`` checks it but without reading the other files: cheap, for reports."""
+    return _read_manifest(_version_folder(path), verifier)[1]
+
+
 def open_artifact(path: Path, verifier: ArtifactVerifier | None = None) -> Artifact:
     """Open and verify an artifact: ``ROOT/latest``, ``ROOT/<version>``, or ``ROOT`` itself (means latest).
 
@@ -433,12 +449,7 @@ def open_artifact(path: Path, verifier: ArtifactVerifier | None = None) -> Artif
     every listed file must exist with the listed size and sha256, and no other file may be present. The
     first problem found raises ArtifactError naming the artifact and the file.
     """
-    path = Path(path)
-    if not (path / MANIFEST).exists() and (path / LATEST).exists():
-        path = path / LATEST
-    folder = path.resolve()
-    if not folder.is_dir():
-        raise ArtifactError(f"{path}: no such artifact folder")
+    folder = _version_folder(path)
     manifest, integrity = _read_manifest(folder, verifier)
     listed: dict[str, dict[str, Any]] = manifest["files"]
     for rel, entry in sorted(listed.items()):
