@@ -5,7 +5,9 @@ older version needs the rollback flag. Signed artifacts come from ``run_training
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import shutil
@@ -66,22 +68,43 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 
 @pytest.fixture(scope="module")
 def signed(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Signed:
-    """Two versions trained with the signing key, from the serving tests' shop."""
+    """Two versions trained with the signing key from the serving tests' shop, the second by
+    ``persona-engine train --artifact-key``."""
     unsigned = trained_artifacts(tmp_path_factory)
-    config = parse_config(
-        {
-            "data": {"path": str(unsigned.shop)},
-            "split": {"test_days": 28, "cold_start_share": 0.15},
-            "models": FAST_MODELS,
-            "output": {
-                "root": str(tmp_path_factory.mktemp("signed") / "artifacts"),
-                "refit_on_all_events": False,
-            },
-        }
+    directory = tmp_path_factory.mktemp("signed")
+    sections = {
+        "data": {"path": str(unsigned.shop)},
+        "split": {"test_days": 28, "cold_start_share": 0.15},
+        "models": FAST_MODELS,
+        "output": {"root": str(directory / "artifacts"), "refit_on_all_events": False},
+    }
+    older = run_training(parse_config(sections), show_progress=False, signer=keys.signer).artifact_path
+    config = directory / "train.toml"
+    config.write_text(
+        f"""
+[data]
+path = "{unsigned.shop}"
+[split]
+test_days = 28
+cold_start_share = 0.15
+[models.popularity]
+[models.persona_popularity]
+[models.als]
+factors = 8
+iterations = 3
+[output]
+root = "{directory / "artifacts"}"
+refit_on_all_events = false
+""",
+        encoding="utf-8",
     )
-    older = run_training(config, show_progress=False, signer=keys.signer).artifact_path
-    newer = run_training(config, show_progress=False, signer=keys.signer).artifact_path
-    return Signed(older, newer, unsigned)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert (
+            cli_main(["train", "--config", str(config), "--artifact-key", str(keys.private), "--json"]) == 0
+        )
+    trained = json.loads(printed.getvalue())
+    assert trained["signing_key"] == keys.signer.key_id
+    return Signed(older, Path(trained["artifact"]), unsigned)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +112,9 @@ def server(signed: Signed, keys: Keys, tmp_path_factory: pytest.TempPathFactory)
     """Two workers: the supervisor passes the key on to both."""
     workdir = tmp_path_factory.mktemp("signing-server")
     extra = ["--artifact-key", str(keys.public)]
-    with running_server(signed.older, workdir, workers=2, admin_token=TOKEN, extra_args=extra) as running:
+    with running_server(
+        signed.older, workdir, workers=2, admin_token=TOKEN, extra_args=extra, ready_timeout_s=120
+    ) as running:
         yield running
 
 
@@ -276,3 +301,23 @@ def test_train_reads_its_key_before_training_and_refuses_a_public_one(
     assert cli_main(["train", "--config", str(config)]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"{ENV_ARTIFACT_KEY_FILE}: artifact key" in err and "missing.pem: cannot read" in err
+
+
+def test_summary_says_what_protects_the_manifest_and_verifies_with_the_key_in_the_environment(
+    signed: Signed, keys: Keys, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def summary(artifact: Path) -> tuple[int, str]:
+        status = cli_main(["summary", "--artifact", str(artifact), "--customers", "1", "--json"])
+        captured = capsys.readouterr()
+        return status, json.loads(captured.out)["manifest"] if status == 0 else captured.err
+
+    key_id = keys.signer.key_id
+    assert summary(signed.unsigned.older) == (
+        0,
+        "unsigned (manifest digest checked; train with an artifact key to sign)",
+    )
+    assert summary(signed.older) == (0, f"signed by key {key_id}, not verified (no artifact key configured)")
+    monkeypatch.setenv(ENV_ARTIFACT_KEY_FILE, str(keys.public))
+    assert summary(signed.older) == (0, f"signed by key {key_id}, signature verified")
+    status, err = summary(signed.unsigned.older)
+    assert status == 2 and "is not signed" in " ".join(err.split())
