@@ -43,7 +43,9 @@ from engine.artifact.errors import ArtifactError
 from engine.artifact.manifest import (
     ARTIFACT_FORMAT_VERSION,
     MANIFEST,
+    REQUIRED_KEYS,
     VERSION_PATTERN,
+    WRITER_KEYS,
     is_version,
     parse_manifest,
     unknown_keys,
@@ -60,8 +62,8 @@ from engine.artifact.signing import (
 LATEST = "latest"
 STAGING_PREFIX = ".staging-"
 _MAX_SUFFIX = 9999
-_RESERVED_FIELDS = ("format_version", "artifact_version", "created_utc", "files")
-_REQUIRED_FIELDS = ("data_fingerprint", "config", "metrics")
+_RESERVED_FIELDS = tuple(key for key in WRITER_KEYS if key != "library_versions")
+_REQUIRED_FIELDS = tuple(REQUIRED_KEYS)
 _CHUNK = 1 << 20
 
 # Distribution name -> key in the manifest. lightfm is installed from the rectools fork.

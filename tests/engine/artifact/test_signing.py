@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.artifact import (
     DIGEST_FILE,
@@ -213,3 +215,33 @@ def test_keys_made_with_the_documented_openssl_commands_work(tmp_path: Path) -> 
     subprocess.run(["openssl", "pkey", "-in", private, "-pubout", "-out", public], check=True)
     folder = write(tmp_path / "artifacts", ArtifactSigner.from_file(private))
     assert open_artifact(folder, ArtifactVerifier.from_file(public)).integrity.signed
+
+
+@pytest.fixture(scope="module")
+def signed_folder(tmp_path_factory: pytest.TempPathFactory, keys: tuple[Path, Path]) -> Path:
+    return write(tmp_path_factory.mktemp("signed"), ArtifactSigner.from_file(keys[0]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(position=st.floats(min_value=0, max_value=1, exclude_max=True), flip=st.integers(1, 255))
+def test_any_changed_byte_of_a_signed_manifest_is_refused(
+    signed_folder: Path, keys: tuple[Path, Path], position: float, flip: int
+) -> None:
+    path = signed_folder / MANIFEST
+    original = path.read_bytes()
+    changed = bytearray(original)
+    changed[int(position * len(changed))] ^= flip
+    verifier = ArtifactVerifier.from_file(keys[1])
+    try:
+        path.write_bytes(bytes(changed))
+        (signed_folder / DIGEST_FILE).write_text(
+            f"{hashlib.sha256(changed).hexdigest()}  {MANIFEST}\n", encoding="ascii"
+        )
+        with pytest.raises(ArtifactError):
+            open_artifact(signed_folder, verifier)
+    finally:
+        path.write_bytes(original)
+        (signed_folder / DIGEST_FILE).write_text(
+            f"{hashlib.sha256(original).hexdigest()}  {MANIFEST}\n", encoding="ascii"
+        )
+    assert open_artifact(signed_folder, verifier).integrity.signed
