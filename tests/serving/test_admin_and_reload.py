@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -213,6 +214,29 @@ def test_corrupt_artifact_is_refused_naming_the_file_and_the_old_model_keeps_ser
     assert client.personalize("c0000001").decision.model_version == artifacts.older.name
     refused_after = server.metric("persona_engine_model_reloads_total", outcome="failed_precondition")
     assert refused_after - refused_before == 3
+
+
+def test_a_copy_claiming_a_later_version_is_refused_and_the_old_model_keeps_serving(
+    server: ServerProcess, client: PersonaEngineClient, artifacts: TrainedArtifacts, tmp_path: Path
+) -> None:
+    """Issue 14, finding 2: a copied artifact whose manifest says 29991231T000000Z was served as that."""
+    _serve(client, artifacts.older)
+    copy = tmp_path / artifacts.newer.name
+    shutil.copytree(artifacts.newer, copy)
+    manifest = copy / "manifest.json"
+    document = json.loads(manifest.read_text(encoding="utf-8"))
+    document["artifact_version"] = "29991231T000000Z"
+    data = json.dumps(document).encode("utf-8")
+    manifest.write_bytes(data)
+    edited = _reload_error(client, str(copy))
+    assert edited.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "manifest.json does not match manifest.sha256" in str(edited.details())
+    # someone who can write to the folder rewrites the digest too: the folder name still gives it away
+    (copy / "manifest.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  manifest.json\n", "ascii")
+    renamed = _reload_error(client, str(copy))
+    assert renamed.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "artifact_version '29991231T000000Z' is not the name of its folder" in str(renamed.details())
+    assert client.get_model_info().artifact_version == artifacts.older.name
 
 
 def test_missing_path_is_not_found_and_empty_path_invalid(
