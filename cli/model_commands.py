@@ -9,18 +9,28 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.errors import UserError
 from cli.json_output import emit_json
 from cli.subcommand import Subcommands, add_command
+from engine.errors import PersonaEngineError
 from training.console_output import print_table, stderr_console, stdout_console
+
+if TYPE_CHECKING:
+    from engine.artifact import ArtifactSigner
 
 TRAIN_EXAMPLES = """
     examples:
       persona-engine train --config training/configs/demo.toml
       persona-engine train --config my.toml --data data/shop --output artifacts
       persona-engine train --config my.toml --json > train.json
+      persona-engine train --config my.toml --artifact-key /run/secrets/artifact-signing.pem
+
+    signing: with --artifact-key (or PERSONA_ENGINE_ARTIFACT_KEY_FILE) naming an Ed25519 private key
+    (PEM; make one with 'openssl genpkey -algorithm ed25519 -out artifact-signing.pem'), the artifact's
+    manifest is signed (manifest.sig), and 'serve --artifact-key' with the key (or its public half,
+    'openssl pkey -in artifact-signing.pem -pubout') accepts it. Without a key the artifact is unsigned.
     """
 
 EVALUATE_EXAMPLES = """
@@ -80,20 +90,49 @@ def add_train_command(sub: Subcommands) -> None:
     t.add_argument("--data", type=Path, help="data folder; overrides [data] path of the config")
     t.add_argument("--output", type=Path, help="artifact root; overrides [output] root of the config")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument(
+        "--artifact-key",
+        type=Path,
+        metavar="FILE",
+        help="Ed25519 private key (PEM) that signs the artifact's manifest (env "
+        "PERSONA_ENGINE_ARTIFACT_KEY_FILE); checked before training starts",
+    )
+
+
+def _artifact_signer(flag: Path | None, environ: dict[str, str]) -> ArtifactSigner | None:
+    """The signer of ``--artifact-key`` or its variable, read before an hour of training, or None."""
+    from engine.artifact import ENV_ARTIFACT_KEY_FILE, ArtifactSigner
+
+    path = flag or (Path(environ[ENV_ARTIFACT_KEY_FILE]) if environ.get(ENV_ARTIFACT_KEY_FILE) else None)
+    if path is None:
+        return None
+    source = "--artifact-key" if flag else ENV_ARTIFACT_KEY_FILE
+    try:
+        signer = ArtifactSigner.from_file(path)
+    except PersonaEngineError as error:
+        raise UserError(f"{source}: {error}") from None
+    if path.stat().st_mode & 0o077:
+        stderr_console.print(
+            f"warning: {source} {path}: other users may read this private key; restrict it with chmod 600",
+            highlight=False,
+        )
+    return signer
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
+    import os
 
     from training.config import load_config
     from training.train_job import run_training
 
+    signer = _artifact_signer(args.artifact_key, dict(os.environ))
     config = load_config(args.config)
     if args.output:
         config = dataclasses.replace(config, output=dataclasses.replace(config.output, root=str(args.output)))
     if args.data:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, path=str(args.data)))
-    result = run_training(config, show_progress=not (args.json or args.no_progress))
+    result = run_training(config, show_progress=not (args.json or args.no_progress), signer=signer)
     if args.json:
         emit_json(
             {
@@ -105,6 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "decision_quality": result.decision_quality,
                 "served_models": result.served_models,
                 "summary": result.summary,
+                "signing_key": signer.key_id if signer else None,
             }
         )
         return 0
@@ -149,6 +189,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     stages = s["stages"]
     print_table("time by stage (seconds)", [x["stage"] for x in stages], [[x["seconds"] for x in stages]])
     stdout_console.print(f"artifact: {result.artifact_path} (version {result.version}, {s['seconds']:.1f} s)")
+    stdout_console.print(
+        f"signed with key {signer.key_id}" if signer else "unsigned (no --artifact-key)", highlight=False
+    )
     return 0
 
 
@@ -183,15 +226,32 @@ def add_evaluate_command(sub: Subcommands) -> None:
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _integrity(artifact: Path) -> str:
+    """What protects the artifact's manifest (signed, unsigned...), verified with the key of
+    PERSONA_ENGINE_ARTIFACT_KEY_FILE when it is set; reads the manifest only."""
+    import os
+
+    from engine.artifact import ENV_ARTIFACT_KEY_FILE, ArtifactVerifier, manifest_integrity
+
+    key_file = os.environ.get(ENV_ARTIFACT_KEY_FILE)
+    try:
+        verifier = ArtifactVerifier.from_file(Path(key_file)) if key_file else None
+    except PersonaEngineError as error:
+        raise UserError(f"{ENV_ARTIFACT_KEY_FILE}: {error}") from None
+    return manifest_integrity(artifact, verifier).describe()
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate_job import run_evaluation
 
+    integrity = _integrity(args.artifact)
     report = run_evaluation(
         args.artifact, data_path=args.data, show_progress=not (args.json or args.no_progress)
     )
     if args.json:
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), "manifest": integrity})
         return 0
+    stdout_console.print(f"artifact {report.version}: {integrity}", highlight=False)
     if report.served_models.refit_on_all_events:
         stdout_console.print(
             f"Artifact {report.version} serves models {report.served_models.describe()}: they have seen "
@@ -261,9 +321,12 @@ def add_summary_command(sub: Subcommands) -> None:
 def cmd_summary(args: argparse.Namespace) -> int:
     from training.demo_summary import summarize
 
+    integrity = _integrity(args.artifact)
     document = summarize(args.artifact, n_customers=args.customers, print_tables=not args.json)
     if args.json:
-        emit_json(document)
+        emit_json({**document, "manifest": integrity})
+    else:
+        stdout_console.print(f"manifest: {integrity}", highlight=False)
     return 0
 
 

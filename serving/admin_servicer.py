@@ -6,12 +6,12 @@ how much of it was right, and it is never logged or echoed. Status codes follow 
 token -> PERMISSION_DENIED, and a server started without an admin token answers every call
 PERMISSION_DENIED (the service exists, so reflection and clients see it, but it is switched off).
 
-ReloadModel's semantics (verification, atomic swap, rollback policy, several workers) live in
-``serving.model_holder``; this module maps them onto the contract's status codes. The handlers are
-coroutines on the server's event loop, and everything that waits runs in a thread: a reload (verifying
-and loading an artifact takes seconds, then waiting for the peer workers) on a thread of its own, so it
-never holds a thread that calls need, and the experiment calls, which read and write the state store
-(Redis, possibly), on the loop's blocking-work threads.
+ReloadModel's semantics (verification and the artifact key, atomic swap, the rollback flag, several
+workers) live in ``serving.model_holder``; this module maps them onto the contract's status codes. The
+handlers are coroutines on the server's event loop, and everything that waits runs in a thread: a
+reload (verifying and loading an artifact takes seconds, then waiting for the peer workers) on a thread
+of its own, so it never holds a thread that calls need, and the experiment calls, which read and write
+the state store (Redis, possibly), on the loop's blocking-work threads.
 
 GetExperiment and SetExperiment read and replace the running experiment (``engine.decisions.experiment``),
 which lives in the server's state store: every replica sharing the store applies a change within
@@ -205,7 +205,12 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         try:
             result = await asyncio.get_running_loop().run_in_executor(
                 self._reloads,
-                lambda: self.reloader.reload(request.artifact_path, request.model_name, wait_s=wait_s),
+                lambda: self.reloader.reload(
+                    request.artifact_path,
+                    request.model_name,
+                    wait_s=wait_s,
+                    allow_rollback=request.allow_rollback,
+                ),
             )
         except ReloadError as refusal:
             await _abort(context, _REFUSAL_CODES[refusal.outcome], refusal.message)

@@ -303,7 +303,7 @@ def _prepare(
             desired.generation,
         )
     try:
-        loaded = load_model(artifact, model_name)
+        loaded = load_model(artifact, model_name, settings.artifact_verifier)
     except Exception as error:  # the message names the artifact and the bad file or model
         LOGGER.error("cannot serve %s: %s", artifact, error)
         return EXIT_USAGE
@@ -324,7 +324,12 @@ def _prepare(
         on_live_state(live_state)
     publish_model_metrics(metrics, holder.snapshot())
     reloader = ModelReloader(
-        holder, metrics, shared, applied_generation=generation, after_swap=settle_heap_later
+        holder,
+        metrics,
+        shared,
+        applied_generation=generation,
+        after_swap=settle_heap_later,
+        verifier=settings.artifact_verifier,
     )
     event_log: EventLog | None = None
     decision_writer: DecisionLogWriter | None = None

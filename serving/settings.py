@@ -20,6 +20,7 @@ from typing import Final
 
 import grpc
 
+from engine.artifact import ENV_ARTIFACT_KEY_FILE, ArtifactVerifier
 from engine.decisions.experiment import ExperimentError, load_experiment
 from engine.decisions.online_bandit import BanditConfig, OnlineBanditError, load_bandit_config
 from engine.errors import PersonaEngineError
@@ -49,6 +50,7 @@ SERVE_ENVIRONMENT: Final = (
     ENV_READY_FILE,
     ENV_EVENT_LOOP,
     ENV_BENCHMARK_FLOOR,
+    ENV_ARTIFACT_KEY_FILE,
 )
 DEFAULT_ADDRESS: Final = "0.0.0.0:50051"
 DEFAULT_METRICS_PORT: Final = 9464
@@ -75,6 +77,7 @@ SERVE_EXAMPLES: Final = f"""
       persona-engine serve --artifact artifacts/latest --workers 4 --event-log /var/lib/persona/events.db
       persona-engine serve --artifact artifacts/latest --address 127.0.0.1:0 --workers 2 \\
           --ready-file /run/persona/ready.json
+      persona-engine serve --artifact artifacts/latest --artifact-key /etc/persona/artifact-signing.pub.pem
 
     environment (a flag given on the command line wins):
       {ENV_ADDRESS}       like --address
@@ -86,6 +89,7 @@ SERVE_EXAMPLES: Final = f"""
       {ENV_READY_FILE}    like --ready-file
       {ENV_EVENT_LOOP}    like --event-loop
       {ENV_BENCHMARK_FLOOR}=1  like --benchmark-floor (for benchmarks only)
+      {ENV_ARTIFACT_KEY_FILE}  like --artifact-key
 
     ready file: once every worker serves, the server writes (to a temporary file renamed into place,
     so a reader never sees half of it) a JSON document such as
@@ -97,8 +101,14 @@ SERVE_EXAMPLES: Final = f"""
 
     admin calls carry the metadata 'authorization: Bearer <token>'. A server started without a token
     refuses every admin call with PERMISSION_DENIED; a call without the metadata gets UNAUTHENTICATED, a wrong
-    token PERMISSION_DENIED. ReloadModel switches to exactly the artifact it names, so naming an older
-    version is a rollback; with several workers it returns once all of them serve it.
+    token PERMISSION_DENIED. ReloadModel switches to exactly the artifact it names; an older version
+    than the one serving (a rollback) is refused unless the request sets allow_rollback. With several
+    workers it returns once all of them serve it.
+
+    artifact signing: with --artifact-key the server serves only artifacts whose manifest is signed
+    with that Ed25519 key (train --artifact-key), at start and on every reload; anything unsigned or
+    altered is refused, naming the artifact and what failed, and the old model keeps serving. Without
+    it the manifest's digest is still checked and the log says the artifact is unsigned.
 
     SIGTERM or SIGINT: health turns NOT_SERVING, calls in flight get --grace-seconds, exit status 0.
     With --workers N a worker that dies is restarted (persona_engine_worker_restarts_total); more than
@@ -172,6 +182,9 @@ class ServeSettings:
     benchmark_floor: bool = False  # Personalize answers one prepared response (serving.benchmark_floor)
     # dynamic batching of page renders (serving.batched_calls)
     batching: BatchSettings = field(default_factory=BatchSettings)
+    # the key every served artifact's manifest must be signed with (engine.artifact.signing), and its file
+    artifact_verifier: ArtifactVerifier | None = field(default=None, repr=False)
+    artifact_key: Path | None = None
 
     @property
     def host(self) -> str:
@@ -256,6 +269,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help=f"file holding the AdminService token (env {ENV_ADMIN_TOKEN} holds the token itself); "
         "without a token every admin call is refused",
+    )
+    parser.add_argument(
+        "--artifact-key",
+        type=Path,
+        metavar="FILE",
+        help=f"Ed25519 key (PEM; the public key, or the private one train signs with) that every "
+        f"artifact's manifest must be signed with, at start and on every reload (env "
+        f"{ENV_ARTIFACT_KEY_FILE}); without it unsigned artifacts are served and said to be",
     )
     parser.add_argument(
         "--state",
@@ -376,6 +397,23 @@ def _admin_token(path: Path | None, environ: Mapping[str, str]) -> str | None:
     return token
 
 
+def _artifact_key(
+    given: Path | None, environ: Mapping[str, str]
+) -> tuple[Path | None, ArtifactVerifier | None]:
+    """``--artifact-key`` or its variable, read once here so a bad key fails before any worker starts."""
+    if given is not None:
+        path, source = given, "--artifact-key"
+    elif environ.get(ENV_ARTIFACT_KEY_FILE):
+        path, source = Path(environ[ENV_ARTIFACT_KEY_FILE]), ENV_ARTIFACT_KEY_FILE
+    else:
+        return None, None
+    try:
+        verifier = ArtifactVerifier.from_file(path)
+    except PersonaEngineError as error:
+        raise ServeConfigError(f"{source}: {error}") from None
+    return path.resolve(), verifier
+
+
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServeSettings:
     """Resolve flags, then environment variables, then defaults; raises ServeConfigError naming the flag."""
     environ = os.environ if environ is None else environ
@@ -427,8 +465,11 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         bandit = load_bandit_config(bandit_file) if bandit_file is not None else None
     except OnlineBanditError as error:
         raise ServeConfigError(f"--bandit: {error}") from None
+    artifact_key, artifact_verifier = _artifact_key(getattr(args, "artifact_key", None), environ)
     return ServeSettings(
         artifact=artifact,
+        artifact_key=artifact_key,
+        artifact_verifier=artifact_verifier,
         model_name=args.model or None,
         address=address,
         metrics_port=_int_setting(

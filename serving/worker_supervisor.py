@@ -124,6 +124,8 @@ def _worker_command(settings: ServeSettings, address: str, run_dir: Path, index:
         command += ["--experiment", str(settings.experiment)]
     if settings.bandit_file is not None:
         command += ["--bandit", str(settings.bandit_file)]
+    if settings.artifact_key is not None:
+        command += ["--artifact-key", str(settings.artifact_key)]
     if settings.benchmark_floor:
         command += ["--benchmark-floor"]
     return command

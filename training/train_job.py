@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 from rich.progress import Progress, TaskID
 
-from engine.artifact import ArtifactWriter, data_fingerprint, library_versions, new_version
+from engine.artifact import ArtifactSigner, ArtifactWriter, data_fingerprint, library_versions, new_version
 from engine.artifact.contents import ArtifactContents, write_contents
 from engine.data.interactions import interaction_matrix
 from engine.data.item_catalog import ItemCatalog
@@ -198,8 +198,12 @@ def write_artifact(
     estimates: dict[str, ArmEstimates],
     manifest_fields: dict[str, Any],
     explanations: MixExplanations | None = None,
+    *,
+    signer: ArtifactSigner | None = None,
 ) -> tuple[Path, str]:
-    """Write the artifact; ``explanations`` are built here when not given (serving needs them)."""
+    """Write the artifact; ``explanations`` are built here when not given (serving needs them).
+
+    With ``signer`` the manifest is signed, so servers given its key accept the artifact."""
     root = Path(config.output.root)
     root.mkdir(parents=True, exist_ok=True)
     version = new_version(root)
@@ -239,14 +243,18 @@ def write_artifact(
         offers=shop.offers.to_dicts() if shop.offers is not None else None,
         layouts=shop.layouts.to_dicts() if shop.layouts is not None else None,
     )
-    with ArtifactWriter(root, version) as writer:
+    with ArtifactWriter(root, version, signer=signer) as writer:
         write_contents(writer, contents)
         path = writer.commit({"format": ARTIFACT_FORMAT, **manifest_fields})
     return path, version
 
 
 def run_training(
-    config: TrainConfig, *, show_progress: bool = True, data_path: Path | None = None
+    config: TrainConfig,
+    *,
+    show_progress: bool = True,
+    data_path: Path | None = None,
+    signer: ArtifactSigner | None = None,
 ) -> TrainResult:
     started = time.perf_counter()
     timings = StageTimings()
@@ -302,7 +310,9 @@ def run_training(
         "personas": list(prepared.catalog.ids),
     }
     with timings.stage("write_artifact"):
-        path, version = write_artifact(prepared, config, models, estimates, manifest_fields, explanations)
+        path, version = write_artifact(
+            prepared, config, models, estimates, manifest_fields, explanations, signer=signer
+        )
     summary["seconds"] = time.perf_counter() - started
     summary["stages"] = timings.to_json()
     return TrainResult(
