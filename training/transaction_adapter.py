@@ -11,7 +11,11 @@ How it works, and why:
   cancellation, a return, a non-positive price, a non-product code such as postage, a repeated line)
   are dropped, each counted under the first reason that applies, in a fixed order. Every reason also
   reports how many rows match it on its own, so the counts can be checked against what the data's
-  publisher says. Dropped rows are written to ``rejected_rows.parquet`` with their row and reason:
+  publisher says. Values derived from several cells (the discount fraction from an amount, a price and
+  a quantity) are computed after the drop rules and checked only on the lines they keep: a return of
+  zero units with a refunded amount is a return, not a malformed discount. A derived value out of
+  range names the row and column and shows the formula with the cells it was computed from.
+  Dropped rows are written to ``rejected_rows.parquet`` with their row and reason:
   nothing disappears without a trace.
 - Items are derived from the kept lines: the title is the latest description, the price the median
   unit price (wholesale exports charge one product at several prices), the category a mapped column
@@ -135,6 +139,25 @@ def adapt_transactions(
     if bad.issues and not skip_invalid:
         raise DataValidationError(bad.issues, bad.total)
     masks = _drop_reasons(parsed, repeated, mapping, bad.row_mask if skip_invalid else None)
+    # Derived values (the discount fraction) are computed from several cells and can only be judged on
+    # lines that are purchases: a zero-quantity return has no meaningful per-unit discount. So they are
+    # checked on the lines no drop rule removes, and a line a rule removes is counted under that rule.
+    dropped = pl.repeat(False, parsed.height, dtype=pl.Boolean, eager=True)
+    for reason in masks:
+        dropped = dropped | reason.mask
+    derived_bad = _BadCells(source.name)
+    parsed = _with_discount(parsed, mapping, ~dropped, derived_bad)
+    if derived_bad.issues and not skip_invalid:
+        derived_bad.issues.sort(key=lambda issue: (issue.row or 0, issue.column or ""))
+        raise DataValidationError(derived_bad.issues, derived_bad.total)
+    if derived_bad.row_mask is not None:
+        masks.append(
+            _Reason(
+                "invalid_derived_value",
+                "a value derived from several cells is out of range (--skip-invalid)",
+                derived_bad.row_mask,
+            )
+        )
     reasons, keep, first_reason = _count(parsed, masks)
     # in time order (stable: exports are usually already sorted, which makes this cheap), so that an
     # item's title or a customer's country is simply the last one seen
@@ -242,6 +265,19 @@ class _BadCells:
                 DataIssue(self.file, int(row), column, f"cannot parse {value!r} as {expected}", "bad_value")
             )
 
+    def add_derived(self, rows: pl.Series, mask: pl.Series, column: str, explanations: pl.Series) -> None:
+        """Rows whose derived value is unusable; ``explanations`` say what was computed from what."""
+        mask = mask.fill_null(False)
+        count = int(mask.sum())
+        if count == 0:
+            return
+        self.total += count
+        self.row_mask = mask if self.row_mask is None else (self.row_mask | mask)
+        shown_rows = rows.filter(mask).head(MAX_ISSUES_PER_COLUMN).to_list()
+        shown = explanations.filter(mask).head(MAX_ISSUES_PER_COLUMN).to_list()
+        for row, explanation in zip(shown_rows, shown, strict=True):
+            self.issues.append(DataIssue(self.file, int(row), column, explanation, "bad_value"))
+
 
 def _parse(raw: pl.DataFrame, mapping: TransactionMapping, source: Path) -> tuple[pl.DataFrame, _BadCells]:
     """Every mapped field in its type: text stripped (blank = missing), numbers, UTC timestamps, flags."""
@@ -269,7 +305,6 @@ def _parse(raw: pl.DataFrame, mapping: TransactionMapping, source: Path) -> tupl
             bad.add(rows, values, failed, column, "true/false (private_label)")
             columns.append(flag)
     parsed = pl.DataFrame(columns)
-    parsed = _with_discount(parsed, mapping, rows, bad)
     bad.issues.sort(key=lambda issue: (issue.row or 0, issue.column or ""))
     return parsed, bad
 
@@ -348,9 +383,13 @@ def _to_utc(stamp: pl.Series, timezone: str) -> pl.Series:
 
 
 def _with_discount(
-    parsed: pl.DataFrame, mapping: TransactionMapping, rows: pl.Series, bad: _BadCells
+    parsed: pl.DataFrame, mapping: TransactionMapping, judged: pl.Series, bad: _BadCells
 ) -> pl.DataFrame:
-    """The contract's discount fraction from the mapped discount (in its unit) and coupon columns."""
+    """The contract's discount fraction from the mapped discount (in its unit) and coupon columns.
+
+    Only lines in ``judged`` (those no drop rule removes) are checked; a fraction outside [0, 1] there
+    is reported with the formula and the cells it came from.
+    """
     fraction: pl.Expr | None = None
     if mapping.has(Field.DISCOUNT):
         d, price = pl.col(Field.DISCOUNT.value), pl.col(Field.UNIT_PRICE.value)
@@ -362,18 +401,18 @@ def _with_discount(
         elif kind is DiscountKind.AMOUNT_PER_UNIT:
             fraction = pl.when(d == 0).then(0.0).otherwise(d / (price + d))
         else:
-            per_unit = d / pl.col(Field.QUANTITY.value).abs()
-            fraction = pl.when(d == 0).then(0.0).otherwise(per_unit / (price + per_unit))
-        values = parsed.select(fraction.alias("discount"))["discount"]
-        outside = (values < 0) | (values > 1) | ~values.is_finite()
-        bad.add(
-            rows,
-            parsed[Field.DISCOUNT.value],
-            outside & values.is_not_null(),
+            # amount a off q units at unit price p (after the discount): a / (p * q + a) off the list price
+            line_value = price * pl.col(Field.QUANTITY.value).abs()
+            fraction = pl.when(d == 0).then(0.0).otherwise(d / (line_value + d))
+        values = parsed.select(fraction.cast(pl.Float64).alias("discount"))["discount"]
+        outside = ((values < 0) | (values > 1) | ~values.is_finite()).fill_null(False)
+        bad.add_derived(
+            parsed[_ROW],
+            outside & values.is_not_null() & judged,
             mapping.column(Field.DISCOUNT),
-            f"a discount ({mapping.discount_kind.value}) that takes between 0% and 100% off",
+            _discount_explanations(parsed, kind, values),
         )
-        fraction = pl.when(outside).then(None).otherwise(fraction)
+        fraction = pl.when(pl.Series(outside)).then(None).otherwise(fraction)
     if mapping.has(Field.COUPON):
         coupon = pl.col(Field.COUPON.value)
         has_coupon = coupon.is_not_null() & ~coupon.str.to_lowercase().is_in(list(_NO_COUPON_WORDS))
@@ -389,6 +428,46 @@ def _with_discount(
     if fraction is None:
         return parsed
     return parsed.with_columns(fraction.cast(pl.Float64).alias("discount_fraction"))
+
+
+def _discount_explanations(parsed: pl.DataFrame, kind: DiscountKind, values: pl.Series) -> pl.Series:
+    """Per line: ``discount fraction = amount 2.0 / (unit price 0.0 × quantity 0 + amount 2.0) = NaN ...``."""
+
+    def number(name: str) -> pl.Expr:
+        return pl.col(name).cast(pl.String)
+
+    d = number(Field.DISCOUNT.value)
+    formula: list[pl.Expr | str]
+    if kind is DiscountKind.FRACTION:
+        formula = ["discount fraction = ", d, " as given"]
+    elif kind is DiscountKind.PERCENT:
+        formula = ["discount fraction = percent ", d, " / 100"]
+    elif kind is DiscountKind.AMOUNT_PER_UNIT:
+        formula = ["discount fraction = amount ", d, " / (unit price ", number(Field.UNIT_PRICE.value)]
+        formula += [" + amount ", d, ")"]
+    else:
+        quantity = pl.col(Field.QUANTITY.value)
+        quantity_text = (
+            pl.when(quantity == quantity.round(0))
+            .then(quantity.cast(pl.Int64, strict=False).cast(pl.String))
+            .otherwise(quantity.cast(pl.String))
+        )
+        formula = ["discount fraction = amount ", d, " / (unit price ", number(Field.UNIT_PRICE.value)]
+        formula += [" × quantity ", quantity_text, " + amount ", d, ")"]
+    result = (
+        pl.when(pl.col("_fraction").is_nan())
+        .then(pl.lit("NaN (0 / 0)"))
+        .when(pl.col("_fraction").is_infinite())
+        .then(pl.lit("infinite (division by 0)"))
+        .otherwise(pl.col("_fraction").round_sig_figs(4).cast(pl.String))
+    )
+    parts = [pl.lit(p) if isinstance(p, str) else p for p in formula]
+    parts += [
+        pl.lit(" = "),
+        result,
+        pl.lit(f", which is not a discount ({kind.value}) between 0% and 100% off"),
+    ]
+    return parsed.with_columns(values.alias("_fraction")).select(pl.concat_str(parts).alias("why"))["why"]
 
 
 # --------------------------------------------------------------------------------------------- reasons
