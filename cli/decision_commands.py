@@ -79,7 +79,7 @@ def add_evaluate_policy_command(sub: Subcommands) -> None:
 
 
 def cmd_evaluate_policy(args: argparse.Namespace) -> int:
-    from training.policy_evaluation_job import PolicyEvaluationInputError, run, table_rows
+    from training.policy_evaluation_job import PolicyEvaluationInputError, run, table_rows, table_title
 
     if not 0 < args.level < 1:
         raise UserError(f"--level must be in (0, 1), got {args.level}")
@@ -112,13 +112,7 @@ def cmd_evaluate_policy(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     columns, rows = table_rows(report)
-    period = f" from {report['since']}" if report["since"] else ""
-    title = (
-        f"{report['decision_type']} policies on {report['decisions']:,} logged decisions{period} "
-        f"({args.level:.0%} intervals; mixes from {report['mix_source'] or 'nowhere'}, "
-        f"estimates from {report['estimates_source'] or 'nowhere'})"
-    )
-    print_table(title, columns, rows)
+    print_table(table_title(report, args.level), columns, rows)
     if "coverage" in report:
         coverage = report["coverage"]
         stdout_console.print(
