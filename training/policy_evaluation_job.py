@@ -11,6 +11,13 @@ candidate policies' inputs as extra columns:
 The server's event log (engine/live/event_log.py) is read directly too (``--event-log``): there every
 served decision carries the mix it was made for, and the first-ranked arm of each decision is used.
 
+The arm set (what "uniform" is uniform over, and what every candidate chooses among) is declared:
+``--arm-table`` (the offers or layouts table) or ``--arms``, else the artifact's arms; only without
+either is it inferred from the log, with a warning. Decisions with a ``position`` column choose an arm
+in a slot: the arms are then every declared arm in every declared position (``--positions``, else the
+positions in the log, with a warning), written ``ARM@POSITION``, never just the pairs the log happens to
+show. Arm estimates (which know no positions) count equally for an arm in every position.
+
 Greedy, epsilon-greedy and Thompson candidates use the artifact's per persona x arm estimates
 (``decisions/<type>/`` of the artifact); without an artifact they are fitted on the log itself, which
 the output flags. A policy fitted on the decisions it is evaluated on looks better than it is: it
@@ -56,10 +63,11 @@ from numpy.typing import NDArray
 
 from engine.artifact import ArtifactError
 from engine.artifact.contents import LoadedArtifact, load_artifact
-from engine.data.contract import DECISION_TYPES, DECISIONS
+from engine.data.contract import DECISION_TYPES, DECISIONS, LAYOUTS, OFFERS
 from engine.data.id_map import IdMap
-from engine.data.loading import load_table
+from engine.data.loading import DataValidationError, load_table
 from engine.decisions.arm_estimates import ArmEstimateError, ArmEstimates
+from engine.decisions.arm_set import ArmSet, ArmSetError
 from engine.decisions.candidate_policy import CandidatePolicy, CandidatePolicyError
 from engine.errors import PersonaEngineError
 from engine.evaluation.off_policy_evaluation import (
@@ -96,6 +104,46 @@ class LoggedDecisions:
     mix_source: str  # "columns", "artifact", SPLIT_SOURCE or ""
     estimates: ArmEstimates | None  # for greedy / epsilon-greedy / Thompson
     estimates_source: str  # "artifact", SPLIT_SOURCE, "log (in-sample)" or ""
+    arm_set: ArmSet | None = None  # where arm_ids come from; None only for hand-built instances
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeclaredArms:
+    """The arm set as the user declares it: arm ids (from a flag or the offers/layouts table), positions."""
+
+    arm_ids: tuple[str, ...] | None = None
+    source: str = ""
+    positions: tuple[str, ...] | None = None
+
+
+def declared_arms(
+    decision_type: str,
+    *,
+    arms: Sequence[str] | None = None,
+    arm_table: Path | None = None,
+    positions: Sequence[str] | None = None,
+) -> DeclaredArms:
+    """The declared arms: ``arms`` (``--arms``) or the ids of the offers or layouts table ``arm_table``."""
+    if arms and arm_table is not None:
+        raise PolicyEvaluationInputError("give the arms either as a list (--arms) or a table (--arm-table)")
+    ids: tuple[str, ...] | None = None
+    source = ""
+    if arms:
+        ids, source = tuple(a.strip() for a in arms if a.strip()), "--arms"
+    elif arm_table is not None:
+        schema = OFFERS if decision_type == "offer" else LAYOUTS
+        try:
+            table, _ = load_table(arm_table, schema)
+        except DataValidationError as error:
+            raise PolicyEvaluationInputError(
+                f"{arm_table}: not a {schema.name} table for {decision_type} decisions: {error}"
+            ) from None
+        key = schema.key
+        assert key is not None  # offers and layouts have one
+        ids, source = tuple(table[key.name].to_list()), str(arm_table)
+    cleaned = tuple(p.strip() for p in positions if p.strip()) if positions else None
+    return DeclaredArms(ids, source, cleaned or None)
 
 
 SPLIT_SOURCE = "the split (fitted again)"
@@ -300,9 +348,11 @@ def load_decisions(
     since: dt.datetime | None = None,
     *,
     source: str = "artifact",
+    declared: DeclaredArms | None = None,
 ) -> LoggedDecisions:
     """The decisions of one type (from ``since`` on) with the mixes and estimates the candidates use;
-    ``source`` names where ``artifact``'s come from in the report."""
+    ``source`` names where ``artifact``'s come from in the report, ``declared`` the arm set (else the
+    artifact's arms, else the log's, with a warning)."""
     if decision_type not in DECISION_TYPES:
         raise PolicyEvaluationInputError(
             f"decision type must be one of {', '.join(DECISION_TYPES)}, got {decision_type!r}"
@@ -358,19 +408,15 @@ def load_decisions(
             f"{', '.join(estimates.persona_ids)}"
         )
 
-    logged = sorted(set(rows["arm_id"].to_list()))
-    if estimates is not None:
-        unknown = [arm for arm in logged if arm not in estimates.arm_ids]
-        if unknown:
-            raise PolicyEvaluationInputError(
-                f"{path}: arm {unknown[0]!r} is not one of the artifact's {decision_type} arms "
-                f"({', '.join(estimates.arm_ids)})"
-            )
-        arm_ids = estimates.arm_ids
-    else:
-        arm_ids = tuple(logged)  # an arm the log never shows cannot be evaluated from it
-    arm_map = IdMap(list(arm_ids), kind=f"{decision_type} arm")
-    arm_index = arm_map.to_internal(rows["arm_id"].to_list())
+    arm_set, warnings = _arm_set(rows, keep, path, decision_type, declared or DeclaredArms(), estimates)
+    arm_ids = arm_set.ids
+    positions = rows["position"].to_list() if arm_set.positions else None
+    try:
+        arm_index = arm_set.index(rows["arm_id"].to_list(), positions, (np.flatnonzero(keep) + 1).tolist())
+        if estimates is not None and arm_set.positions:
+            estimates = arm_set.expand(estimates)
+    except ArmSetError as error:
+        raise PolicyEvaluationInputError(f"{path}: {error}") from None
 
     if estimates is None and mixes is not None:
         estimates = ArmEstimates.fit(
@@ -383,8 +429,73 @@ def load_decisions(
         )
         estimates_source = "log (in-sample)"
     return LoggedDecisions(
-        rows, arm_ids, arm_index, mixes, persona_ids, mix_source, estimates, estimates_source
+        rows,
+        arm_ids,
+        arm_index,
+        mixes,
+        persona_ids,
+        mix_source,
+        estimates,
+        estimates_source,
+        arm_set,
+        tuple(warnings),
     )
+
+
+def _arm_set(
+    rows: pl.DataFrame,
+    keep: NDArray[np.bool_],
+    path: str,
+    decision_type: str,
+    declared: DeclaredArms,
+    estimates: ArmEstimates | None,
+) -> tuple[ArmSet, list[str]]:
+    """The declared arm set (flag or table, else the artifact's arms), or the log's with a warning."""
+    warnings: list[str] = []
+    positions = rows["position"] if "position" in rows.columns else None
+    has_positions = positions is not None and positions.is_not_null().any()
+    if has_positions:
+        assert positions is not None
+        empty = positions.is_null().to_numpy()
+        if empty.any():
+            row = int(np.flatnonzero(keep)[np.flatnonzero(empty)[0]]) + 1
+            raise PolicyEvaluationInputError(
+                f"{path}: row {row}, column 'position': empty, while other {decision_type} decisions "
+                "have a position; the arm is the pair arm_id x position, so every decision needs one"
+            )
+    elif declared.positions:
+        raise PolicyEvaluationInputError(
+            f"--positions given, but the {decision_type} decisions of {path} have no position column"
+        )
+    logged_arms = rows["arm_id"].to_list()
+    logged_positions = positions.to_list() if has_positions and positions is not None else None
+    inferred = ArmSet.from_log(logged_arms, logged_positions)
+    if declared.arm_ids is not None:
+        arm_ids, source, arms_inferred = declared.arm_ids, declared.source, False
+    elif estimates is not None:
+        arm_ids, source, arms_inferred = estimates.arm_ids, f"the artifact's {decision_type} arms", False
+    else:
+        arm_ids, source, arms_inferred = inferred.arm_ids, inferred.source, True
+        warnings.append(
+            f"the {decision_type} arm set is inferred from the log ({len(arm_ids)} arms seen): uniform "
+            "and epsilon-greedy spread over these only; declare the arms with --arm-table (the "
+            f"{'offers' if decision_type == 'offer' else 'layouts'} table) or --arms"
+        )
+    if not has_positions:
+        return ArmSet(arm_ids, (), source, inferred=arms_inferred), warnings
+    if declared.positions is not None:
+        slots, slots_inferred = declared.positions, False
+    else:
+        slots, slots_inferred = inferred.positions, True
+        warnings.append(
+            f"the positions are inferred from the log ({len(slots)} seen: {', '.join(slots)}); the arms "
+            "are every arm in every position; declare the positions with --positions"
+        )
+    try:
+        arm_set = ArmSet(arm_ids, slots, source, inferred=arms_inferred, positions_inferred=slots_inferred)
+    except ArmSetError as error:
+        raise PolicyEvaluationInputError(str(error)) from None
+    return arm_set, warnings
 
 
 def customer_folds(customer_ids: Sequence[str], n_folds: int) -> NDArray[np.int64]:
@@ -447,7 +558,8 @@ def true_arm_rewards(truth: Path, decisions: LoggedDecisions, decision_type: str
     planted: dict[str, dict[str, float]] = json.loads(rates_path.read_text(encoding="utf-8"))[decision_type]
     personas = list(planted)
     try:
-        rho = np.array([[planted[p][arm] for arm in decisions.arm_ids] for p in personas])
+        base = decisions.arm_set.base_arm if decisions.arm_set is not None else str
+        rho = np.array([[planted[p][base(arm)] for arm in decisions.arm_ids] for p in personas])
     except KeyError as error:
         raise PolicyEvaluationInputError(f"{rates_path}: no planted rate for arm {error}") from None
     truth_frame = pl.read_parquet(mixes_path)
@@ -519,6 +631,9 @@ def results_json(
         "decision_type": decision_type,
         "decisions": decisions.frame.height,
         "arms": list(decisions.arm_ids),
+        "arm_set_source": decisions.arm_set.source if decisions.arm_set is not None else None,
+        "positions": list(decisions.arm_set.positions) if decisions.arm_set is not None else [],
+        "warnings": list(decisions.warnings),
         "mix_source": decisions.mix_source or None,
         "estimates_source": decisions.estimates_source or None,
         "policies": [],
@@ -559,6 +674,9 @@ def run(
     since: dt.datetime | None = None,
     all_decisions: bool = False,
     event_log: Path | None = None,
+    arms: Sequence[str] | None = None,
+    arm_table: Path | None = None,
+    positions: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Parse the policies, load the log and evaluate; every input problem is a PolicyEvaluationInputError.
 
@@ -581,7 +699,8 @@ def run(
         elif _in_sample(served, since):  # asked for explicitly: say what it means
             assert served is not None and served.data_until is not None
             source = f"artifact (in-sample: refit on every decision up to {served.data_until:%Y-%m-%d})"
-        decisions = load_decisions(log, decision_type, inputs, since, source=source)
+        declared = declared_arms(decision_type, arms=arms, arm_table=arm_table, positions=positions)
+        decisions = load_decisions(log, decision_type, inputs, since, source=source, declared=declared)
         results = evaluate_policies(
             decisions,
             policies,
@@ -591,7 +710,13 @@ def run(
             decision_type=decision_type,
             seed=seed,
         )
-    except (CandidatePolicyError, OffPolicyEvaluationError, ArmEstimateError, ArtifactError) as error:
+    except (
+        CandidatePolicyError,
+        OffPolicyEvaluationError,
+        ArmEstimateError,
+        ArmSetError,
+        ArtifactError,
+    ) as error:
         raise PolicyEvaluationInputError(str(error)) from None
     report = results_json(results, decisions, decision_type)
     report["since"] = since.isoformat() if since is not None else None

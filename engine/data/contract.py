@@ -218,9 +218,17 @@ DECISIONS = TableSchema(
         Column("decision_type", ColumnKind.STRING, "offer or layout.", allowed=DECISION_TYPES),
         Column("arm_id", ColumnKind.STRING, "The chosen offer_id or variant_id."),
         Column(
+            "position",
+            ColumnKind.STRING,
+            "Slot or position the arm was shown in (1, 2, hero, ...); when given, the arm that was chosen "
+            "(and whose propensity is logged) is arm_id in this position.",
+            required=False,
+            nullable=True,
+        ),
+        Column(
             "propensity",
             ColumnKind.FLOAT,
-            "Probability with which the logging policy chose this arm.",
+            "Probability with which the logging policy chose this arm (in this position, when given).",
             min_value=0.0,
             max_value=1.0,
         ),
