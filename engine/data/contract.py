@@ -56,6 +56,7 @@ class TableSchema:
     name: str
     description: str
     columns: tuple[Column, ...]
+    extra_prefix: str | None = None  # columns named <prefix><name> are kept as extra features
 
     @property
     def key(self) -> Column | None:
@@ -146,9 +147,18 @@ ITEMS = TableSchema(
     ),
 )
 
+CUSTOMER_FEATURE_PREFIX = "feature__"
+"""Extra demographic columns of the customers table: ``feature__household_size``, ``feature__children``.
+
+A shop's customers carry more than the fixed demographics (household size, children, home ownership,
+...). Any column named ``feature__<name>`` is kept and used for cold start like the demographics: a
+numeric column (Parquet numbers, or CSV text where every cell is a number) is standardized, any other
+is one-hot per value. The prefix keeps an export's unrelated extra columns out, as before."""
+
 CUSTOMERS = TableSchema(
     name="customers",
     description="Customer attributes known at signup; optional; used for cold start and demographics.",
+    extra_prefix=CUSTOMER_FEATURE_PREFIX,
     columns=(
         Column("customer_id", ColumnKind.STRING, "Unique id of the customer.", unique=True),
         Column("age_band", ColumnKind.STRING, "Age band, e.g. 18-24, 25-34.", required=False, nullable=True),
