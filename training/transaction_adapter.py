@@ -38,7 +38,10 @@ import polars as pl
 
 from engine.data.loading import DataIssue, DataValidationError
 from training.transaction_mapping import (
+    CustomerFeature,
     DiscountKind,
+    ExtraTable,
+    FeatureKind,
     Field,
     MappingError,
     PatternRule,
@@ -65,7 +68,7 @@ _TEXT_FIELDS: tuple[Field, ...] = (
     Field.DEVICE,
     Field.COUPON,
 )
-_NUMBER_FIELDS: tuple[Field, ...] = (Field.QUANTITY, Field.UNIT_PRICE, Field.DISCOUNT)
+_NUMBER_FIELDS: tuple[Field, ...] = (Field.QUANTITY, Field.UNIT_PRICE, Field.LINE_TOTAL, Field.DISCOUNT)
 _ID_FIELDS: tuple[Field, ...] = (Field.INVOICE, Field.PRODUCT_CODE, Field.CUSTOMER)
 _TRUE_WORDS = ("true", "1", "yes", "y", "t")
 _FALSE_WORDS = ("false", "0", "no", "n", "f")
@@ -134,10 +137,26 @@ def adapt_transactions(
     started = time.perf_counter()
     raw = _read(mapping, source)
     repeated = _repeated_rows(raw) if mapping.drop_duplicate_rows else None
-    parsed, bad = _parse(raw, mapping, source)
+    parsed, bad = _parse(raw, mapping.columns, mapping, source.name, mapping.line_features)
     del raw  # the export's text columns are the biggest thing held; free them before the tables are built
-    if bad.issues and not skip_invalid:
-        raise DataValidationError(bad.issues, bad.total)
+    joined = [_joined_table(mapping, table, source) for table in mapping.tables]
+    table_issues = [issue for _, table_bad in joined for issue in table_bad.issues]
+    if (bad.issues or table_issues) and not skip_invalid:
+        raise DataValidationError(
+            [*table_issues, *bad.issues], bad.total + sum(table_bad.total for _, table_bad in joined)
+        )
+    for (table_frame, _), table in zip(joined, mapping.tables, strict=True):
+        parsed = parsed.join(table_frame, on=table.joins.value, how="left", maintain_order="left")
+    if mapping.has(Field.LINE_TOTAL):
+        # a unit price only where there are units: zero or negative quantities are returns, dropped by
+        # their own rule, and never divided by
+        quantity = pl.col(Field.QUANTITY.value)
+        parsed = parsed.with_columns(
+            pl.when(quantity > 0)
+            .then(pl.col(Field.LINE_TOTAL.value) / quantity)
+            .otherwise(None)
+            .alias(Field.UNIT_PRICE.value)
+        )
     masks = _drop_reasons(parsed, repeated, mapping, bad.row_mask if skip_invalid else None)
     # Derived values (the discount fraction) are computed from several cells and can only be judged on
     # lines that are purchases: a zero-quantity return has no meaningful per-unit discount. So they are
@@ -231,7 +250,16 @@ def _read(mapping: TransactionMapping, source: Path) -> pl.DataFrame:
         raise MappingError(
             f"{mapping.source}: {shown}: {source} has no such column (its columns: {', '.join(header)})"
         )
+    features = mapping.line_features
+    missing_features = [f for f in features if f.column not in header]
+    if missing_features:
+        f = missing_features[0]
+        raise MappingError(
+            f"{mapping.source}: [customer_features] {f.name} = {f.column!r}: {source} has no such column "
+            f"(its columns: {', '.join(header)})"
+        )
     selected = [pl.col(column).alias(f.value) for f, column in mapping.columns.items()]
+    selected += [pl.col(f.column).alias(f.output_column) for f in features]
     try:
         return lazy.with_row_index(_ROW, offset=1).select(_ROW, *selected).collect()
     except pl.exceptions.PolarsError as problem:
@@ -279,16 +307,100 @@ class _BadCells:
             self.issues.append(DataIssue(self.file, int(row), column, explanation, "bad_value"))
 
 
-def _parse(raw: pl.DataFrame, mapping: TransactionMapping, source: Path) -> tuple[pl.DataFrame, _BadCells]:
-    """Every mapped field in its type: text stripped (blank = missing), numbers, UTC timestamps, flags."""
-    bad = _BadCells(source.name)
+def _joined_table(
+    mapping: TransactionMapping, table: ExtraTable, lines: Path
+) -> tuple[pl.DataFrame, _BadCells]:
+    """An extra table parsed like the lines (its own file and rows in messages), keyed by the joined field.
+
+    A key that repeats would multiply the lines it joins to, so it is an error naming both rows; with
+    ``skip_invalid`` the table's unparseable rows are left out (their lines keep empty attributes).
+    """
+    path = table.path(lines)
+    where = f"{mapping.source}: [tables.{table.name}]"
+    if not path.is_file():
+        raise MappingError(f"{where} file {path} not found (relative paths start at the folder of {lines})")
+    fields = {table.joins: table.key, **table.columns}
+    raw = _read_columns(path, fields, table.features, where)
+    parsed, bad = _parse(raw, fields, mapping, path.name, table.features)
+    key = parsed[table.joins.value]
+    repeated = key.is_duplicated() & key.is_not_null() & ~key.is_first_distinct()
+    if repeated.any():
+        first_row = {
+            value: int(row)
+            for value, row in zip(
+                parsed.filter(key.is_first_distinct())[table.joins.value].to_list(),
+                parsed.filter(key.is_first_distinct())[_ROW].to_list(),
+                strict=True,
+            )
+        }
+        for value, row in zip(
+            key.filter(repeated).head(MAX_ISSUES_PER_COLUMN).to_list(),
+            parsed[_ROW].filter(repeated).head(MAX_ISSUES_PER_COLUMN).to_list(),
+            strict=True,
+        ):
+            bad.issues.append(
+                DataIssue(
+                    path.name,
+                    int(row),
+                    table.key,
+                    f"{value!r} repeats the key of row {first_row[value]}; each {table.joins.value} may "
+                    f"have one row in the {table.name} table",
+                    "duplicate_id",
+                )
+            )
+        bad.total += int(repeated.sum())
+        bad.row_mask = repeated if bad.row_mask is None else (bad.row_mask | repeated)
+    keep = ~bad.row_mask if bad.row_mask is not None else None
+    frame = parsed.filter(keep) if keep is not None else parsed
+    return frame.drop(_ROW).filter(pl.col(table.joins.value).is_not_null()), bad
+
+
+def _read_columns(
+    path: Path, fields: dict[Field, str], features: Sequence[CustomerFeature], where: str
+) -> pl.DataFrame:
+    """The mapped columns of an extra table, renamed to their fields, plus the 1-based data row."""
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise MappingError(f"{where} file {path}: unsupported file type {suffix!r}; use .csv or .parquet")
+    try:
+        lazy = pl.scan_csv(path, infer_schema=False) if suffix == ".csv" else pl.scan_parquet(path)
+        header = lazy.collect_schema().names()
+    except (OSError, pl.exceptions.PolarsError) as problem:
+        first_line = (str(problem).strip().splitlines() or [type(problem).__name__])[0]
+        raise MappingError(f"{where} file {path}: cannot read: {first_line}") from None
+    wanted = [(f"columns {f.value}", column) for f, column in fields.items()]
+    wanted += [(f"[customer_features] {f.name}", f.column) for f in features]
+    absent = [(key, column) for key, column in wanted if column not in header]
+    if absent:
+        key, column = absent[0]
+        shown = f"{where} {key}" if key.startswith("columns") else f"{where.split(': ')[0]}: {key}"
+        raise MappingError(
+            f"{shown} = {column!r}: {path} has no such column (its columns: {', '.join(header)})"
+        )
+    selected = [pl.col(column).alias(f.value) for f, column in fields.items()]
+    selected += [pl.col(f.column).alias(f.output_column) for f in features]
+    return lazy.with_row_index(_ROW, offset=1).select(_ROW, *selected).collect()
+
+
+def _parse(
+    raw: pl.DataFrame,
+    fields: dict[Field, str],
+    mapping: TransactionMapping,
+    file_name: str,
+    features: Sequence[CustomerFeature] = (),
+) -> tuple[pl.DataFrame, _BadCells]:
+    """Every mapped field in its type: text stripped (blank = missing), numbers, UTC timestamps, flags.
+
+    ``fields`` names the export column of each field in ``raw`` (for messages); extra customer
+    features are numbers or text as their kind says."""
+    bad = _BadCells(file_name)
     rows = raw[_ROW]
     columns: list[pl.Series] = [rows]
     for f in Field:
         if f.value not in raw.columns:
             continue
         values = raw[f.value]
-        column = mapping.column(f)
+        column = fields[f]
         if f in _TEXT_FIELDS:
             columns.append(_as_text(values, strip=mapping.id_strip_chars or f not in _ID_FIELDS))
         elif f in _NUMBER_FIELDS:
@@ -304,6 +416,14 @@ def _parse(raw: pl.DataFrame, mapping: TransactionMapping, source: Path) -> tupl
             flag, failed = _as_flag(values)
             bad.add(rows, values, failed, column, "true/false (private_label)")
             columns.append(flag)
+    for feature in features:
+        values = raw[feature.output_column]
+        if feature.kind is FeatureKind.NUMERIC:
+            number, failed = _as_number(values)
+            bad.add(rows, values, failed, feature.column, f"a number (customer feature {feature.name})")
+            columns.append(number.alias(feature.output_column))
+        else:
+            columns.append(_as_text(values, strip=True))
     parsed = pl.DataFrame(columns)
     bad.issues.sort(key=lambda issue: (issue.row or 0, issue.column or ""))
     return parsed, bad
@@ -496,7 +616,8 @@ def _drop_reasons(
         reasons.append(_Reason("unparseable", "a cell does not parse (--skip-invalid)", unparseable))
     col = pl.col
     add("missing_customer", "no customer id (guest checkout)", col(Field.CUSTOMER.value).is_null())
-    required = [Field.PRODUCT_CODE, Field.UNIT_PRICE, Field.TIMESTAMP]
+    price = Field.LINE_TOTAL if mapping.has(Field.LINE_TOTAL) else Field.UNIT_PRICE
+    required = [Field.PRODUCT_CODE, price, Field.TIMESTAMP]
     if mapping.has(Field.QUANTITY):
         required.append(Field.QUANTITY)
     add(
@@ -693,12 +814,13 @@ def _customers(kept: pl.DataFrame, mapping: TransactionMapping) -> pl.DataFrame 
         Field.AGE_BAND: "age_band",
         Field.INCOME_BAND: "income_band",
     }
-    mapped = [(f, name) for f, name in attributes.items() if mapping.has(f)]
+    mapped = [(f.value, name) for f, name in attributes.items() if mapping.has(f)]
+    mapped += [(feature.output_column, feature.output_column) for feature in mapping.features]
     if not mapped:
         return None
     frame = (
         kept.group_by(Field.CUSTOMER.value)
-        .agg([_latest(f.value).alias(name) for f, name in mapped])
+        .agg([_latest(column).alias(name) for column, name in mapped])
         .sort(Field.CUSTOMER.value)
     )
     return frame.rename({Field.CUSTOMER.value: "customer_id"})

@@ -201,7 +201,7 @@ def test_parquet_export_with_typed_columns(tmp_path: Path) -> None:
         ),
         (
             {"columns": BASIC_COLUMNS, "tags": {"rules": [{"tag": "x", "pattern": "a", "field": "brand"}]}},
-            "[[tags.rules]] #1 field is 'brand', which [columns] does not map",
+            "[[tags.rules]] #1 field is 'brand', which neither [columns] nor [tables] maps",
         ),
         ({"columns": {**BASIC_COLUMNS, "coupon": "C"}}, "[discount] coupon_fraction is required"),
         ({"columns": BASIC_COLUMNS, "price_bands": {"edges": [3, 1], "tags": []}}, "increasing prices"),
