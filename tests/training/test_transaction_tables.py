@@ -8,7 +8,7 @@ import pytest
 
 from engine.data.loading import DataValidationError, load_shop
 from training.transaction_adapter import adapt_transactions
-from training.transaction_mapping import MappingError, load_mapping, parse_mapping
+from training.transaction_mapping import Field, MappingError, load_mapping, parse_mapping
 
 LINES = (
     "BASKET,PRODUCT,QTY,SALES_VALUE,DAY,HH\n"
@@ -18,7 +18,12 @@ LINES = (
     "3,p3,4,10.00,2024-03-03,h2\n"  # 2.50 each
     "4,p2,3,2.70,2024-03-04,h3\n"  # h3 is not in the households table
 )
-PRODUCTS = "PRODUCT_ID,COMMODITY,BRAND,DEPT\np1,Apple juice,Sunny,drinks\np2,Oats,Shopwise,pantry\np3,Tea,Leafy,drinks\n"
+PRODUCTS = (
+    "PRODUCT_ID,COMMODITY,BRAND,DEPT\n"
+    "p1,Apple juice,Sunny,drinks\n"
+    "p2,Oats,Shopwise,pantry\n"
+    "p3,Tea,Leafy,drinks\n"
+)
 HOUSEHOLDS = (
     "hh_key,AGE_DESC,INCOME_DESC,HH_SIZE,KIDS,HOMEOWNER\n"
     "h1,25-34,35-49K,4,2,Homeowner\n"
@@ -150,3 +155,39 @@ def test_a_missing_table_file_or_column_is_named(tmp_path: Path, export: Path) -
     write(tmp_path, "households.csv", HOUSEHOLDS.replace("HH_SIZE", "SIZE"))
     with pytest.raises(MappingError, match=r"\[customer_features\] household_size .*'HH_SIZE'"):
         adapt_transactions(load_mapping(tmp_path / "mapping.toml"), export, tmp_path / "out")
+
+
+MAPPINGS = Path(__file__).resolve().parents[2] / "training" / "mappings"
+
+
+@pytest.mark.parametrize("path", sorted(MAPPINGS.glob("*.toml")), ids=lambda p: p.stem)
+def test_the_example_mappings_are_valid(path: Path) -> None:
+    mapping = load_mapping(path)
+    assert mapping.has(Field.PRODUCT_CODE)
+
+
+def test_the_household_panel_example_adapts_its_three_tables(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "transaction_data.csv",
+        "household_key,BASKET_ID,DAY,PRODUCT_ID,QUANTITY,SALES_VALUE,STORE_ID,RETAIL_DISC\n"
+        "7,b1,2024-01-02,10,2,5.00,s1,1.00\n"
+        "8,b2,2024-01-03,11,0,0.00,s1,0.50\n",
+    )
+    write(
+        tmp_path,
+        "product.csv",
+        "PRODUCT_ID,COMMODITY_DESC,BRAND,DEPARTMENT\n10,COFFEE,National,GROCERY\n11,TEA,Private,GROCERY\n",
+    )
+    write(
+        tmp_path,
+        "hh_demographic.csv",
+        "household_key,AGE_DESC,INCOME_DESC,HOUSEHOLD_SIZE_DESC,KID_CATEGORY_DESC,HOMEOWNER_DESC,"
+        "MARITAL_STATUS_CODE\n7,35-44,50-74K,5+,3+,Homeowner,A\n",
+    )
+    mapping = load_mapping(MAPPINGS / "household_panel.toml")
+    report = adapt_transactions(mapping, tmp_path / "transaction_data.csv", tmp_path / "out")
+    assert report.rows_kept == 1
+    shop = load_shop(tmp_path / "out")
+    assert shop.customers is not None and shop.customers["feature__household_size"].to_list() == ["5+"]
+    assert shop.events["discount"].to_list() == pytest.approx([1.0 / (2.5 * 2 + 1.0)])
