@@ -40,9 +40,9 @@ def shop(tmp_path: Path) -> Path:
             "outcome": (rng.random(n) < 0.1).astype(float),
         }
     ).write_parquet(tmp_path / "decisions.parquet")
-    pl.DataFrame(
-        {"offer_id": list(OFFERS), "kind": ["percent_off"] * 3, "cost": [1.0, 1.0, 1.0]}
-    ).write_csv(tmp_path / "offers.csv")
+    pl.DataFrame({"offer_id": list(OFFERS), "kind": ["percent_off"] * 3, "cost": [1.0, 1.0, 1.0]}).write_csv(
+        tmp_path / "offers.csv"
+    )
     return tmp_path
 
 
