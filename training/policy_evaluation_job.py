@@ -417,6 +417,13 @@ def load_decisions(
             estimates = arm_set.expand(estimates)
     except ArmSetError as error:
         raise PolicyEvaluationInputError(f"{path}: {error}") from None
+    unlogged = [arm_ids[a] for a in np.flatnonzero(np.bincount(arm_index, minlength=len(arm_ids)) == 0)]
+    if unlogged:
+        shown = ", ".join(unlogged[:5]) + (f" and {len(unlogged) - 5} more" if len(unlogged) > 5 else "")
+        warnings.append(
+            f"{len(unlogged)} of the {len(arm_ids)} arms never appear in the log ({shown}): no estimate "
+            "sees their outcomes; IPS counts a policy's share of them as 0, SNIPS and DR extrapolate"
+        )
 
     if estimates is None and mixes is not None:
         estimates = ArmEstimates.fit(
