@@ -95,7 +95,8 @@ def add_evaluate_policy_command(sub: Subcommands) -> None:
 
 
 def cmd_evaluate_policy(args: argparse.Namespace) -> int:
-    from training.policy_evaluation_job import PolicyEvaluationInputError, run, table_rows, table_title
+    from training.policy_evaluation_job import PolicyEvaluationInputError, run
+    from training.policy_evaluation_table import table_rows, table_title
 
     if not 0 < args.level < 1:
         raise UserError(f"--level must be in (0, 1), got {args.level}")

@@ -37,6 +37,14 @@ from typing import Any
 import polars as pl
 
 from engine.data.loading import DataIssue, DataValidationError
+from training.transaction_cells import (
+    MAX_ISSUES_PER_COLUMN,
+    BadCells,
+    as_flag,
+    as_number,
+    as_text,
+    as_timestamp,
+)
 from training.transaction_mapping import (
     CustomerFeature,
     DiscountKind,
@@ -50,9 +58,6 @@ from training.transaction_mapping import (
 
 REJECTED_ROWS_FILE = "rejected_rows.parquet"
 REPORT_FILE = "adaptation_report.json"
-MAX_ISSUES_PER_COLUMN = 20
-"""Bad cells listed per export column in an error; the rest are counted."""
-
 _TEXT_FIELDS: tuple[Field, ...] = (
     Field.INVOICE,
     Field.PRODUCT_CODE,
@@ -70,25 +75,7 @@ _TEXT_FIELDS: tuple[Field, ...] = (
 )
 _NUMBER_FIELDS: tuple[Field, ...] = (Field.QUANTITY, Field.UNIT_PRICE, Field.LINE_TOTAL, Field.DISCOUNT)
 _ID_FIELDS: tuple[Field, ...] = (Field.INVOICE, Field.PRODUCT_CODE, Field.CUSTOMER)
-_TRUE_WORDS = ("true", "1", "yes", "y", "t")
-_FALSE_WORDS = ("false", "0", "no", "n", "f")
 _NO_COUPON_WORDS = ("false", "0", "no", "n", "none", "null", "-")
-_TIMESTAMP_FORMATS: tuple[str, ...] = (
-    "%Y-%m-%d %H:%M:%S",
-    "%Y-%m-%dT%H:%M:%S",
-    "%Y-%m-%d %H:%M:%S%.f",
-    "%Y-%m-%dT%H:%M:%S%.f",
-    "%Y-%m-%dT%H:%M:%S%#z",
-    "%Y-%m-%dT%H:%M:%S%.f%#z",
-    "%Y-%m-%d %H:%M",
-    "%Y-%m-%dT%H:%M",
-    "%d/%m/%Y %H:%M:%S",
-    "%d/%m/%Y %H:%M",
-    "%m/%d/%Y %H:%M",
-    "%Y-%m-%d",
-    "%d/%m/%Y",
-)
-_SNIFF_SAMPLE = 200
 _ROW = "_row"
 
 
@@ -164,7 +151,7 @@ def adapt_transactions(
     dropped = pl.repeat(False, parsed.height, dtype=pl.Boolean, eager=True)
     for reason in masks:
         dropped = dropped | reason.mask
-    derived_bad = _BadCells(source.name)
+    derived_bad = BadCells(source.name)
     parsed = _with_discount(parsed, mapping, ~dropped, derived_bad)
     if derived_bad.issues and not skip_invalid:
         derived_bad.issues.sort(key=lambda issue: (issue.row or 0, issue.column or ""))
@@ -270,46 +257,9 @@ def _read(mapping: TransactionMapping, source: Path) -> pl.DataFrame:
 # --------------------------------------------------------------------------------------------- parsing
 
 
-@dataclass
-class _BadCells:
-    """Cells present in the export that do not parse; ``row_mask`` marks their rows."""
-
-    file: str
-    issues: list[DataIssue] = field(default_factory=list)
-    total: int = 0
-    row_mask: pl.Series | None = None
-
-    def add(self, rows: pl.Series, values: pl.Series, mask: pl.Series, column: str, expected: str) -> None:
-        mask = mask.fill_null(False)
-        count = int(mask.sum())
-        if count == 0:
-            return
-        self.total += count
-        self.row_mask = mask if self.row_mask is None else (self.row_mask | mask)
-        shown_rows = rows.filter(mask).head(MAX_ISSUES_PER_COLUMN).to_list()
-        shown_values = values.filter(mask).head(MAX_ISSUES_PER_COLUMN).to_list()
-        for row, value in zip(shown_rows, shown_values, strict=True):
-            self.issues.append(
-                DataIssue(self.file, int(row), column, f"cannot parse {value!r} as {expected}", "bad_value")
-            )
-
-    def add_derived(self, rows: pl.Series, mask: pl.Series, column: str, explanations: pl.Series) -> None:
-        """Rows whose derived value is unusable; ``explanations`` say what was computed from what."""
-        mask = mask.fill_null(False)
-        count = int(mask.sum())
-        if count == 0:
-            return
-        self.total += count
-        self.row_mask = mask if self.row_mask is None else (self.row_mask | mask)
-        shown_rows = rows.filter(mask).head(MAX_ISSUES_PER_COLUMN).to_list()
-        shown = explanations.filter(mask).head(MAX_ISSUES_PER_COLUMN).to_list()
-        for row, explanation in zip(shown_rows, shown, strict=True):
-            self.issues.append(DataIssue(self.file, int(row), column, explanation, "bad_value"))
-
-
 def _joined_table(
     mapping: TransactionMapping, table: ExtraTable, lines: Path
-) -> tuple[pl.DataFrame, _BadCells]:
+) -> tuple[pl.DataFrame, BadCells]:
     """An extra table parsed like the lines (its own file and rows in messages), keyed by the joined field.
 
     A key that repeats would multiply the lines it joins to, so it is an error naming both rows; with
@@ -388,12 +338,12 @@ def _parse(
     mapping: TransactionMapping,
     file_name: str,
     features: Sequence[CustomerFeature] = (),
-) -> tuple[pl.DataFrame, _BadCells]:
+) -> tuple[pl.DataFrame, BadCells]:
     """Every mapped field in its type: text stripped (blank = missing), numbers, UTC timestamps, flags.
 
     ``fields`` names the export column of each field in ``raw`` (for messages); extra customer
     features are numbers or text as their kind says."""
-    bad = _BadCells(file_name)
+    bad = BadCells(file_name)
     rows = raw[_ROW]
     columns: list[pl.Series] = [rows]
     for f in Field:
@@ -402,108 +352,35 @@ def _parse(
         values = raw[f.value]
         column = fields[f]
         if f in _TEXT_FIELDS:
-            columns.append(_as_text(values, strip=mapping.id_strip_chars or f not in _ID_FIELDS))
+            columns.append(as_text(values, strip=mapping.id_strip_chars or f not in _ID_FIELDS))
         elif f in _NUMBER_FIELDS:
-            number, failed = _as_number(values)
+            number, failed = as_number(values)
             bad.add(rows, values, failed, column, f"a number ({f.value})")
             columns.append(number)
         elif f is Field.TIMESTAMP:
-            stamp, failed = _as_timestamp(values, mapping)
+            stamp, failed = as_timestamp(values, mapping.timestamp_format, mapping.timezone)
             fmt = f" in format {mapping.timestamp_format!r}" if mapping.timestamp_format else ""
             bad.add(rows, values, failed, column, f"a timestamp{fmt} (timestamp)")
             columns.append(stamp)
         elif f is Field.PRIVATE_LABEL:
-            flag, failed = _as_flag(values)
+            flag, failed = as_flag(values)
             bad.add(rows, values, failed, column, "true/false (private_label)")
             columns.append(flag)
     for feature in features:
         values = raw[feature.output_column]
         if feature.kind is FeatureKind.NUMERIC:
-            number, failed = _as_number(values)
+            number, failed = as_number(values)
             bad.add(rows, values, failed, feature.column, f"a number (customer feature {feature.name})")
             columns.append(number.alias(feature.output_column))
         else:
-            columns.append(_as_text(values, strip=True))
+            columns.append(as_text(values, strip=True))
     parsed = pl.DataFrame(columns)
     bad.issues.sort(key=lambda issue: (issue.row or 0, issue.column or ""))
     return parsed, bad
 
 
-def _as_text(values: pl.Series, *, strip: bool) -> pl.Series:
-    """Text, with integral float ids written as integers (pandas stores an id column with gaps as float)."""
-    dtype = values.dtype
-    if dtype.is_float():
-        values = values.fill_nan(None)  # pandas writes a missing id as NaN
-        integral = (values == values.round(0)).fill_null(True).all()
-        text = values.cast(pl.Int64).cast(pl.String) if integral else values.cast(pl.String)
-    else:
-        text = values.cast(pl.String)
-    if strip:
-        text = text.str.strip_chars()
-    return pl.select(pl.when(text == "").then(None).otherwise(text)).to_series().alias(values.name)
-
-
-def _as_number(values: pl.Series) -> tuple[pl.Series, pl.Series]:
-    if values.dtype.is_numeric():
-        number = values.cast(pl.Float64).fill_nan(None)  # NaN is how pandas writes an empty cell
-        return number, ~number.is_finite()
-    text = _as_text(values, strip=True)
-    number = text.cast(pl.Float64, strict=False)
-    failed = (number.is_null() & text.is_not_null()) | ~number.is_finite()
-    return number.alias(values.name), failed
-
-
-def _as_flag(values: pl.Series) -> tuple[pl.Series, pl.Series]:
-    if values.dtype == pl.Boolean:
-        return values, pl.repeat(False, values.len(), eager=True)
-    text = _as_text(values, strip=True).str.to_lowercase()
-    words = {**dict.fromkeys(_TRUE_WORDS, True), **dict.fromkeys(_FALSE_WORDS, False)}
-    flag = text.replace_strict(words, default=None, return_dtype=pl.Boolean)
-    return flag.alias(values.name), flag.is_null() & text.is_not_null()
-
-
-def _as_timestamp(values: pl.Series, mapping: TransactionMapping) -> tuple[pl.Series, pl.Series]:
-    """UTC timestamps; naive values are in the mapping's time zone, text in its format or a sniffed one."""
-    dtype = values.dtype
-    if isinstance(dtype, pl.Datetime | pl.Date):
-        stamp = values.cast(pl.Datetime("us")) if dtype == pl.Date else values.dt.cast_time_unit("us")
-        return _to_utc(stamp, mapping.timezone), pl.repeat(False, values.len(), eager=True)
-    text = _as_text(values, strip=True)
-    formats: Sequence[str]
-    if mapping.timestamp_format is not None:
-        formats = [mapping.timestamp_format]
-    else:
-        sample = text.drop_nulls().head(_SNIFF_SAMPLE)
-        fit = {fmt: int(_parse_with(sample, fmt).is_not_null().sum()) for fmt in _TIMESTAMP_FORMATS}
-        formats = sorted((fmt for fmt in _TIMESTAMP_FORMATS if fit[fmt]), key=lambda fmt: -fit[fmt])
-    stamp = pl.Series(values.name, [None] * values.len(), dtype=pl.Datetime("us", "UTC"))
-    for i, fmt in enumerate(formats):
-        if i == 0:
-            stamp = _to_utc(_parse_with(text, fmt), mapping.timezone)
-            continue
-        failed = stamp.is_null() & text.is_not_null()
-        if not failed.any():
-            break
-        indices = failed.arg_true()
-        stamp = stamp.scatter(indices, _to_utc(_parse_with(text.gather(indices), fmt), mapping.timezone))
-    return stamp.alias(values.name), stamp.is_null() & text.is_not_null()
-
-
-def _parse_with(text: pl.Series, fmt: str) -> pl.Series:
-    return text.str.to_datetime(fmt, time_unit="us", strict=False)
-
-
-def _to_utc(stamp: pl.Series, timezone: str) -> pl.Series:
-    dtype = stamp.dtype
-    if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
-        return stamp.dt.convert_time_zone("UTC")
-    return stamp.dt.replace_time_zone(
-        timezone, ambiguous="earliest", non_existent="null"
-    ).dt.convert_time_zone("UTC")
-
-
 def _with_discount(
-    parsed: pl.DataFrame, mapping: TransactionMapping, judged: pl.Series, bad: _BadCells
+    parsed: pl.DataFrame, mapping: TransactionMapping, judged: pl.Series, bad: BadCells
 ) -> pl.DataFrame:
     """The contract's discount fraction from the mapped discount (in its unit) and coupon columns.
 

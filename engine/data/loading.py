@@ -425,11 +425,10 @@ def _read_file(path: Path, schema: TableSchema, log: _IssueLog) -> pl.DataFrame 
         log.add(None, "is empty (not even a header)", IssueReason.EMPTY_FILE)
         return None
     wanted = [column.name for column in schema.columns]
-    prefix = schema.extra_prefix
 
-    def kept(header: Sequence[str]) -> list[str]:
-        extras = [name for name in header if prefix is not None and name.startswith(prefix)]
-        return [name for name in wanted if name in header] + [e for e in extras if e not in wanted]
+    def kept(header: Sequence[str]) -> list[str]:  # the contract's columns, then the extra features
+        prefix = schema.extra_prefix
+        return [n for n in wanted if n in header] + [n for n in header if prefix and n.startswith(prefix)]
 
     try:
         if log.is_csv:
@@ -531,17 +530,13 @@ def _check_unique(values: pl.Series, name: str, checks: _RowChecks) -> None:
 def _extra_feature(raw: pl.Series) -> pl.Series:
     """An extra feature column (``TableSchema.extra_prefix``): numbers stay numbers, the rest is text.
 
-    CSV cells are text: a column is numeric when every non-empty cell parses as a finite number.
-    """
+    CSV cells are text: a column is numeric when every non-empty cell parses as a finite number."""
     if raw.dtype.is_numeric():
         return raw.cast(pl.Float64).fill_nan(None)
     text = _blank_to_null(raw.cast(pl.String).str.strip_chars())
     number = text.cast(pl.Float64, strict=False)
-    if text.null_count() < text.len() and (number.is_not_null() & number.is_finite()).sum() == (
-        text.len() - text.null_count()
-    ):
-        return number
-    return text
+    filled = text.len() - text.null_count()
+    return number if 0 < filled == int(number.is_finite().fill_null(False).sum()) else text
 
 
 def _complete(frame: pl.DataFrame, schema: TableSchema, height: int) -> pl.DataFrame:

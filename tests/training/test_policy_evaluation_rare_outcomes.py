@@ -18,6 +18,7 @@ import pytest
 
 from cli.main import main
 from engine.personas.shopping_context import CONTEXTS
+from training.policy_evaluation_table import figures, interval_decimals
 
 N_ARMS = 240
 BASE_RATE = 0.004
@@ -90,3 +91,10 @@ def test_the_table_shows_click_through_scale_estimates_with_their_digits(
     # enough digits that the interval's half-width has two significant figures: 0.0040 [0.0032, 0.0048]
     assert all(len(f.split(".")[1]) >= 4 for f in figures), ips_row
     assert "persona mixes: none" in out and "outcomes and propensities" in out
+
+
+def test_digits_follow_the_interval_at_every_scale() -> None:
+    assert str(figures(0.0024, interval_decimals(0.0024, 0.0009, 0.0039))) == "0.0024"
+    assert str(figures(0.11, interval_decimals(0.11, 0.09, 0.13))) == "0.110"
+    assert str(figures(1234.4, interval_decimals(1234.4, 1184.0, 1284.0))) == "1234"
+    assert interval_decimals(0.0, 0.0, 0.0) == 3  # no spread, no value: three decimals
