@@ -101,6 +101,7 @@ class AdaptationReport:
     tables: dict[str, int]
     seconds: float
     files: dict[str, str] = field(default_factory=dict)
+    joined_rows_skipped: dict[str, int] = field(default_factory=dict)  # per joined table, --skip-invalid
 
     @property
     def rows_dropped(self) -> int:
@@ -210,6 +211,11 @@ def adapt_transactions(
         },
         seconds=time.perf_counter() - started,
         files=files,
+        joined_rows_skipped={
+            table.name: int(table_bad.row_mask.sum())
+            for (_, table_bad), table in zip(joined, mapping.tables, strict=True)
+            if table_bad.row_mask is not None
+        },
     )
     (out_dir / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     return report

@@ -93,6 +93,10 @@ def test_a_bad_cell_in_a_joined_table_names_that_file_row_and_column(tmp_path: P
     with pytest.raises(DataValidationError) as error:
         adapt_transactions(load_mapping(tmp_path / "mapping.toml"), export, tmp_path / "out")
     assert "households.csv, row 2, column 'HH_SIZE': cannot parse 'one' as a number" in str(error.value)
+    skipping = adapt_transactions(
+        load_mapping(tmp_path / "mapping.toml"), export, tmp_path / "out", skip_invalid=True
+    )
+    assert skipping.joined_rows_skipped == {"customers": 1} and skipping.rows_kept == 4  # lines stay
 
 
 def test_a_repeated_key_in_a_joined_table_is_an_error(tmp_path: Path, export: Path) -> None:
