@@ -193,6 +193,8 @@ def cmd_adapt_transactions(args: argparse.Namespace) -> int:
         ["table", "rows"],
         [[name, count] for name, count in report.tables.items()],
     )
+    for table, skipped in report.joined_rows_skipped.items():
+        print(f"--skip-invalid: {skipped:,} row(s) of the {table} table left out; their lines are kept")
     return 0
 
 

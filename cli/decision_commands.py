@@ -14,12 +14,13 @@ from pathlib import Path
 
 from cli.errors import UserError
 from cli.subcommand import Subcommands, add_command
-from training.console_output import print_table, stdout_console
+from training.console_output import print_table, stderr_console, stdout_console
 
 EVALUATE_POLICY_EXAMPLES = """
     policies: uniform, always:ARM, greedy, epsilon-greedy:EPS, thompson[:DRAWS]
     optional decisions columns: mix__<persona_id> (the mix each candidate sees; default: the
-    artifact's stored mix of the customer for the decision's context)
+    artifact's stored mix of the customer for the decision's context); position (the slot the arm
+    was shown in: the arms are then arm x position, written ARM@POSITION)
 
     examples:
       persona-engine evaluate-policy --decisions data/demo/decisions.parquet \\
@@ -28,6 +29,8 @@ EVALUATE_POLICY_EXAMPLES = """
           --artifact artifacts/latest --policy thompson --decision-type layout \\
           --truth data/demo/truth --json
       persona-engine evaluate-policy --decisions log.csv --policy always:offer_freeship_all
+      persona-engine evaluate-policy --decisions slotted.parquet --arm-table data/demo/offers.parquet \\
+          --positions 1,2,3 --policy uniform
       persona-engine evaluate-policy --event-log run/events.sqlite --artifact artifacts/latest \\
           --all-decisions --policy greedy --policy thompson
     """
@@ -66,6 +69,19 @@ def add_evaluate_policy_command(sub: Subcommands) -> None:
     ep.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
     ep.add_argument("--folds", type=int, default=5, help="cross-fitting folds of the DR reward model")
     ep.add_argument("--seed", type=int, default=0, help="seed of Thompson's Monte-Carlo propensities")
+    arm_set = ep.add_mutually_exclusive_group()
+    arm_set.add_argument(
+        "--arm-table",
+        type=Path,
+        help="the offers (or, with --decision-type layout, layouts) table: the arms uniform and the other "
+        "candidates choose among (default: the artifact's arms, else those in the log, with a warning)",
+    )
+    arm_set.add_argument("--arms", help="the arms as a comma-separated list, instead of --arm-table")
+    ep.add_argument(
+        "--positions",
+        help="comma-separated positions (slots) of a log with a position column: the arms are every arm "
+        "in every position (default: the positions in the log, with a warning)",
+    )
     period = ep.add_mutually_exclusive_group()
     period.add_argument(
         "--since",
@@ -79,7 +95,8 @@ def add_evaluate_policy_command(sub: Subcommands) -> None:
 
 
 def cmd_evaluate_policy(args: argparse.Namespace) -> int:
-    from training.policy_evaluation_job import PolicyEvaluationInputError, run, table_rows
+    from training.policy_evaluation_job import PolicyEvaluationInputError, run
+    from training.policy_evaluation_table import table_rows, table_title
 
     if not 0 < args.level < 1:
         raise UserError(f"--level must be in (0, 1), got {args.level}")
@@ -105,20 +122,19 @@ def cmd_evaluate_policy(args: argparse.Namespace) -> int:
             since=since,
             all_decisions=args.all_decisions,
             event_log=args.event_log,
+            arms=args.arms.split(",") if args.arms else None,
+            arm_table=args.arm_table,
+            positions=args.positions.split(",") if args.positions else None,
         )
     except PolicyEvaluationInputError as error:
         raise UserError(str(error)) from None
+    for warning in report["warnings"]:
+        stderr_console.print(f"warning: {warning}", highlight=False, markup=False)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     columns, rows = table_rows(report)
-    period = f" from {report['since']}" if report["since"] else ""
-    title = (
-        f"{report['decision_type']} policies on {report['decisions']:,} logged decisions{period} "
-        f"({args.level:.0%} intervals; mixes from {report['mix_source'] or 'nowhere'}, "
-        f"estimates from {report['estimates_source'] or 'nowhere'})"
-    )
-    print_table(title, columns, rows)
+    print_table(table_title(report, args.level), columns, rows)
     if "coverage" in report:
         coverage = report["coverage"]
         stdout_console.print(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any
 
 from rich import box
@@ -43,7 +44,7 @@ def print_table(
     table = Table(header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     first = rows[0] if rows else [""] * len(columns)
     for name, sample in zip(columns, first, strict=False):
-        table.add_column(name, justify="right" if isinstance(sample, int | float) else "left")
+        table.add_column(name, justify="right" if isinstance(sample, int | float | Decimal) else "left")
     for row in rows:
         table.add_row(*(format_value(v) for v in row))
     out.print(table)

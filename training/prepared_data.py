@@ -16,7 +16,13 @@ import polars as pl
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from engine.data.feature_space import DEMOGRAPHIC_COLUMNS, ITEM_FEATURE_COLUMNS, FeatureSpace, with_price_band
+from engine.data.feature_space import (
+    DEMOGRAPHIC_COLUMNS,
+    ITEM_FEATURE_COLUMNS,
+    FeatureSpace,
+    demographic_columns,
+    with_price_band,
+)
 from engine.data.id_map import IdMap
 from engine.data.interactions import empty_csr_matrix, interaction_matrix, relevant_matrix
 from engine.data.loading import load_shop
@@ -27,6 +33,7 @@ from engine.personas.inference.config import PersonaInferenceConfig
 from engine.personas.inference.demographic_prior import DemographicMixPrior
 from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.inference.model import PersonaInferenceModel
+from engine.personas.mix_resolution import demographic_frame
 from training.config import TrainConfig
 from training.logged_events import LoggedEventsMerge, merge_logged_events, read_logged_events
 from training.split import (
@@ -99,13 +106,21 @@ def prepare_split(
         known += shop.customers["customer_id"].to_list()
     customers = IdMap.from_values(known, kind="customer")
     customer_frame = _customer_frame(shop, customers)
-    demographic_space = FeatureSpace.from_frame(customer_frame, DEMOGRAPHIC_COLUMNS)
-    customer_demographics = demographic_space.encode(customer_frame, DEMOGRAPHIC_COLUMNS)
+    columns = demographic_columns(customer_frame)
+    demographic_space = FeatureSpace.from_frame(customer_frame, columns)
+    customer_demographics = demographic_space.encode(customer_frame, columns)
 
     inference = PersonaInferenceModel(PersonaInferenceConfig(**config.personas.inference))
     train_shop = dataclasses.replace(shop, events=split.train_events)
     mixes = inference.fit(train_shop, catalog, customer_ids=customers)
-    demographic_prior = DemographicMixPrior.fit(mixes, customer_frame)
+    # fitted on the encoded demographics, decoded (numeric features standardized), exactly as serving
+    # decodes an eventless customer's stored row
+    demographic_prior = DemographicMixPrior.fit(
+        mixes,
+        demographic_frame(customer_demographics, demographic_space).with_columns(
+            customer_frame["customer_id"]
+        ),
+    )
 
     history = interaction_matrix(split.train_events, customers, items, event_weights=config.interactions)
     model_customers = IdMap(list(split.warm_customers), kind="customer")
@@ -175,7 +190,7 @@ def _customer_frame(shop: ShopData, customers: IdMap) -> pl.DataFrame:
     if shop.customers is None:
         return base.with_columns([pl.lit(None, dtype=pl.Utf8).alias(c) for c in DEMOGRAPHIC_COLUMNS])
     attributes = shop.customers.select(
-        ["customer_id", *[c for c in DEMOGRAPHIC_COLUMNS if c in shop.customers.columns]]
+        ["customer_id", *[c for c in demographic_columns(shop.customers) if c in shop.customers.columns]]
     )
     return base.join(attributes, on="customer_id", how="left", maintain_order="left")
 
@@ -261,8 +276,10 @@ def evaluation_segments(prepared: PreparedData) -> list[EvaluationSegment]:
     new_ids = [c for c in test["customer_id"].unique(maintain_order=True).to_list() if c not in seen]
     if new_ids:
         frame = _customer_frame(prepared.shop, IdMap(new_ids, kind="customer"))
-        demographics = prepared.demographic_space.encode(frame, DEMOGRAPHIC_COLUMNS)
-        mix = prepared.demographic_prior.mix_for_frame(frame)
+        demographics = prepared.demographic_space.encode(frame, demographic_columns(frame))
+        mix = prepared.demographic_prior.mix_for_frame(
+            demographic_frame(demographics, prepared.demographic_space)
+        )
         build(
             "new_customers",
             new_ids,

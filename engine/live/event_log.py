@@ -491,6 +491,7 @@ class EventLog:
                 [pl.col("served_decision_id"), pl.col("decision_type"), pl.col("arm_id")], separator=":"
             ).alias("decision_id"),
         )
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias("position"))  # ranks are not slots
         return frame.select([column.name for column in DECISIONS.columns] + ["served_decision_id", "shown"])
 
 
