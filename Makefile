@@ -22,13 +22,13 @@ demo: $(STAMP)
 	$(BIN)/persona-engine train --config training/configs/demo.toml
 	$(BIN)/persona-engine evaluate --artifact artifacts/latest
 	$(BIN)/persona-engine summary --artifact artifacts/latest
-	$(BIN)/persona-engine report artifacts/latest --out reports/report.html
+	$(BIN)/persona-engine report --artifact artifacts/latest --out reports/report.html
 	$(BIN)/persona-engine drift --artifact artifacts/latest --limit 5
 	$(BIN)/python -m serving.demo --artifact artifacts/latest
 
 # A self-contained HTML report on the latest artifact (and its numbers in report.json beside it).
 report: $(STAMP)
-	$(BIN)/persona-engine report artifacts/latest --out reports/report.html
+	$(BIN)/persona-engine report --artifact artifacts/latest --out reports/report.html
 
 # The Redis state store is tested against a real redis-server; the script installs it (Debian
 # package, needs root) when it is missing.

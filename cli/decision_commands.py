@@ -12,6 +12,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from cli.arguments import at_least, non_negative_int, open_unit
 from cli.errors import UserError
 from cli.subcommand import Subcommands, add_command
 from training.console_output import print_table, stdout_console
@@ -61,11 +62,15 @@ def add_evaluate_policy_command(sub: Subcommands) -> None:
         "--policy", action="append", required=True, help="candidate policy spec; repeat for several"
     )
     ep.add_argument("--artifact", type=Path, help="artifact with persona mixes and arm estimates")
-    ep.add_argument("--decision-type", choices=("offer", "layout"), default="offer")
+    ep.add_argument(
+        "--decision-type", choices=("offer", "layout"), default="offer", help="which decisions to evaluate"
+    )
     ep.add_argument("--truth", type=Path, help="synthetic shop truth/ folder: add true values and coverage")
-    ep.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
-    ep.add_argument("--folds", type=int, default=5, help="cross-fitting folds of the DR reward model")
-    ep.add_argument("--seed", type=int, default=0, help="seed of Thompson's Monte-Carlo propensities")
+    ep.add_argument("--level", type=open_unit, default=0.95, help="confidence level of the intervals")
+    ep.add_argument("--folds", type=at_least(2), default=5, help="cross-fitting folds of the DR reward model")
+    ep.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of Thompson's Monte-Carlo propensities"
+    )
     period = ep.add_mutually_exclusive_group()
     period.add_argument(
         "--since",
@@ -81,10 +86,6 @@ def add_evaluate_policy_command(sub: Subcommands) -> None:
 def cmd_evaluate_policy(args: argparse.Namespace) -> int:
     from training.policy_evaluation_job import PolicyEvaluationInputError, run, table_rows
 
-    if not 0 < args.level < 1:
-        raise UserError(f"--level must be in (0, 1), got {args.level}")
-    if args.folds < 2:
-        raise UserError(f"--folds must be at least 2, got {args.folds}")
     since = None
     if args.since:
         try:
@@ -142,17 +143,13 @@ def add_experiment_report_command(sub: Subcommands) -> None:
     )
     xr.add_argument("--control", help="the control arm (default: the arm named 'control')")
     xr.add_argument("--decision-type", choices=("offer", "layout"), help="only decisions of this type")
-    xr.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
-    xr.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for revenue")
+    xr.add_argument("--level", type=open_unit, default=0.95, help="confidence level of the intervals")
+    xr.add_argument("--resamples", type=at_least(100), default=2000, help="bootstrap resamples for revenue")
 
 
 def cmd_experiment_report(args: argparse.Namespace) -> int:
     from training.experiment_report_job import ExperimentReportInputError, run, table_rows
 
-    if not 0 < args.level < 1:
-        raise UserError(f"--level must be in (0, 1), got {args.level}")
-    if args.resamples < 100:
-        raise UserError(f"--resamples must be at least 100, got {args.resamples}")
     try:
         report = run(
             event_log=args.event_log,

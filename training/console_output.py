@@ -23,7 +23,14 @@ stdout_console = Console(width=None if sys.stdout.isatty() else _PIPED_WIDTH)
 stderr_console = Console(stderr=True, width=None if sys.stderr.isatty() else _PIPED_WIDTH)
 
 
+class Money(float):
+    """A price or amount: always two decimals and thousands separators (58.79, 1,812.70), so a column
+    of prices reads one way whatever the size of each (plain floats switch format at 100)."""
+
+
 def format_value(value: Any) -> str:
+    if isinstance(value, Money):
+        return "-" if value != value else f"{value:,.2f}"
     if isinstance(value, float):
         if value != value:  # NaN
             return "-"
