@@ -13,8 +13,10 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing persona-engine and its dependencies (numpy, implicit, lightfm, grpcio, ...) into $(VENV):"
+	@echo "about 2-6 minutes the first time, seconds afterwards; pip lists each package as it goes"
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -15,7 +15,7 @@ from cli.arguments import non_negative_float, non_negative_int, positive_float
 from cli.errors import UserError
 from cli.json_output import emit_json
 from cli.subcommand import Subcommands, add_artifact_argument, add_command
-from training.console_output import print_table, stderr_console, stdout_console
+from training.console_output import print_table, stage_lines, stderr_console, stdout_console
 
 TRAIN_EXAMPLES = """
     examples:
@@ -114,6 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if config.split.method == "predefined"
         else f"held-out last {config.split.test_days} days"
     )
+    _print_skipped_rows(result.summary.get("skipped_rows") or {})
     _print_results(result.results, config.evaluation.k, f"evaluation ({held_out})")
     served = result.served_models
     refit = served["refit_on_all_events"]
@@ -153,6 +154,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_skipped_rows(skipped: dict[str, dict[str, int]]) -> None:
+    """What ``[data] skip_invalid = true`` left out, per table and reason: data lost must be seen."""
+    rows = [[table, reason, count] for table, reasons in skipped.items() for reason, count in reasons.items()]
+    if not rows:
+        return
+    total = sum(int(row[2]) for row in rows)
+    print_table(f"rows skipped ([data] skip_invalid = true): {total:,}", ["table", "reason", "rows"], rows)
+
+
 def _print_served_models(served: dict[str, Any]) -> None:
     """Say what the artifact serves: the figures above are always those of the split's models."""
     from training.served_models import ServedModels
@@ -187,9 +197,9 @@ def add_evaluate_command(sub: Subcommands) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate_job import run_evaluation
 
-    report = run_evaluation(
-        args.artifact, data_path=args.data, show_progress=not (args.json or args.no_progress)
-    )
+    show_progress = not (args.json or args.no_progress)
+    with stage_lines("evaluate", show_progress) as stage:
+        report = run_evaluation(args.artifact, data_path=args.data, show_progress=show_progress, stage=stage)
     if args.json:
         emit_json(report.to_dict())
         return 0
@@ -211,7 +221,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         why = []
         if report.served_models.refit_on_all_events:
-            why.append("BPR and LightFM train with several Hogwild threads, so a refit differs slightly")
+            why.append(
+                "train ran without [training] deterministic = true: BPR and LightFM fitted with several "
+                "Hogwild threads, which evaluate's single-threaded fit cannot repeat exactly"
+            )
         if not report.data_matches_artifact:
             why.append("the data is not the data the artifact was trained on")
         stdout_console.print(
@@ -288,6 +301,7 @@ def add_report_command(sub: Subcommands) -> None:
         "--out", type=Path, default=Path("report.html"), help="HTML file; report.json is written beside it"
     )
     rp.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
+    rp.add_argument("--no-progress", action="store_true", help="no progress lines")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -306,13 +320,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
     if args.out.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"--out {args.out}: the report is HTML; give a file name ending in .html")
-    with stderr_console.status("writing report") as status:
-        written = write_report(
-            args.artifact,
-            args.out,
-            data_path=args.data,
-            progress=None if args.json else lambda section: status.update(f"report: {section}"),
-        )
+    with stage_lines("report", not (args.json or args.no_progress)) as stage:
+        written = write_report(args.artifact, args.out, data_path=args.data, progress=stage)
     if args.json:
         emit_json(written.document)
         return 0

@@ -7,7 +7,8 @@ stdout, so progress and tables are written to stderr or not at all.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -70,3 +71,20 @@ def progress_bar(enabled: bool = True) -> Iterator[Progress]:
     )
     with progress:
         yield progress
+
+
+@contextmanager
+def stage_lines(command: str, enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """A function that announces each stage of a long command on stderr, one line per stage with the
+    seconds since the start (``evaluate: scoring the models (4.2 s)``), so a run of ten seconds or more
+    never sits silent, in a terminal or in a CI log; disabled, it says nothing."""
+    started = time.perf_counter()
+
+    def announce(stage: str) -> None:
+        if enabled:
+            stderr_console.print(
+                f"[dim]{escape(command)}: {escape(stage)} ({time.perf_counter() - started:.1f} s)[/dim]",
+                highlight=False,
+            )
+
+    yield announce
