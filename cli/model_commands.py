@@ -156,10 +156,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _print_skipped_rows(skipped: dict[str, dict[str, int]]) -> None:
     """What ``[data] skip_invalid = true`` left out, per table and reason: data lost must be seen."""
-    rows = [[table, reason, count] for table, reasons in skipped.items() for reason, count in reasons.items()]
+    rows: list[list[Any]] = [
+        [table, reason, count] for table, reasons in skipped.items() for reason, count in reasons.items()
+    ]
     if not rows:
         return
-    total = sum(int(row[2]) for row in rows)
+    total = sum(count for reasons in skipped.values() for count in reasons.values())
     print_table(f"rows skipped ([data] skip_invalid = true): {total:,}", ["table", "reason", "rows"], rows)
 
 
