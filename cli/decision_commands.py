@@ -38,7 +38,7 @@ EXPERIMENT_REPORT_EXAMPLES = """
     Newcombe's (Wilson score based), the revenue per decision difference a bootstrap interval.
 
     examples:
-      persona-engine experiment-report --event-log run/events.sqlite
+      persona-engine experiment-report --event-log run/events.sqlite --experiment experiment.toml
       persona-engine experiment-report --event-log run/events.sqlite --control static --json
       persona-engine experiment-report --decisions decisions.parquet --decision-type offer
     """
@@ -141,8 +141,19 @@ def add_experiment_report_command(sub: Subcommands) -> None:
     source.add_argument(
         "--decisions", type=Path, help="decisions table with an experiment_arm (and optional revenue) column"
     )
-    xr.add_argument("--control", help="the control arm (default: the arm named 'control')")
-    xr.add_argument("--decision-type", choices=("offer", "layout"), help="only decisions of this type")
+    xr.add_argument(
+        "--experiment",
+        type=Path,
+        help="the experiment's config (the TOML file given to serve --experiment): its control arm is the "
+        "control",
+    )
+    xr.add_argument(
+        "--control",
+        help="the control arm (default: the --experiment config's control, else the arm named 'control')",
+    )
+    xr.add_argument(
+        "--decision-type", choices=("offer", "layout"), help="only decisions of this type (default: both)"
+    )
     xr.add_argument("--level", type=open_unit, default=0.95, help="confidence level of the intervals")
     xr.add_argument("--resamples", type=at_least(100), default=2000, help="bootstrap resamples for revenue")
 
@@ -155,6 +166,7 @@ def cmd_experiment_report(args: argparse.Namespace) -> int:
             event_log=args.event_log,
             decisions=args.decisions,
             control=args.control,
+            experiment=args.experiment,
             decision_type=args.decision_type,
             level=args.level,
             resamples=args.resamples,
@@ -165,6 +177,7 @@ def cmd_experiment_report(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     columns, rows = table_rows(report)
-    title = f"experiment arms vs {report['control']} ({args.level:.0%} intervals of the differences)"
+    name = f"experiment {report['experiment']}: arms" if report["experiment"] else "experiment arms"
+    title = f"{name} vs control {report['control']} ({args.level:.0%} intervals of the differences)"
     print_table(title, columns, rows)
     return 0
