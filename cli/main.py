@@ -34,9 +34,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         message = str(error) if isinstance(error, PersonaEngineError) else _describe_os_error(error)
         stderr_console.print(
-            f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True
+            f"[bold red]error:[/bold red] {escape(_one_problem_one_line(error, message))}",
+            highlight=False,
+            soft_wrap=True,
         )
         return 2
+
+
+def _one_problem_one_line(error: Exception, message: str) -> str:
+    """A data contract error with a single problem on one line (its message lists problems below a
+    heading); imported here, on the error path, because the data loader brings polars with it."""
+    from engine.data.loading import DataValidationError
+
+    if isinstance(error, DataValidationError) and error.total == len(error.issues) == 1:
+        return f"the shop data breaks the data contract: {error.issues[0]}"
+    return message
 
 
 def _describe_os_error(error: OSError) -> str:

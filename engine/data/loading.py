@@ -142,8 +142,6 @@ class DataValidationError(PersonaEngineError, ValueError):
         super().__init__(self._describe())
 
     def _describe(self) -> str:
-        if self.total == len(self.issues) == 1:  # one problem: one line, as the CLI prints errors
-            return f"the shop data breaks the data contract: {self.issues[0]}"
         lines = [f"the shop data breaks the data contract ({self.total} problem(s)):"]
         lines += [str(issue) for issue in self.issues[:MAX_ISSUES_SHOWN]]
         hidden = self.total - min(len(self.issues), MAX_ISSUES_SHOWN)
