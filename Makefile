@@ -13,8 +13,10 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing persona-engine and its dependencies (numpy, implicit, lightfm, grpcio, ...) into $(VENV):"
+	@echo "about 2-6 minutes the first time, seconds afterwards; pip lists each package as it goes"
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,13 +24,13 @@ demo: $(STAMP)
 	$(BIN)/persona-engine train --config training/configs/demo.toml
 	$(BIN)/persona-engine evaluate --artifact artifacts/latest
 	$(BIN)/persona-engine summary --artifact artifacts/latest
-	$(BIN)/persona-engine report artifacts/latest --out reports/report.html
+	$(BIN)/persona-engine report --artifact artifacts/latest --out reports/report.html
 	$(BIN)/persona-engine drift --artifact artifacts/latest --limit 5
 	$(BIN)/python -m serving.demo --artifact artifacts/latest
 
 # A self-contained HTML report on the latest artifact (and its numbers in report.json beside it).
 report: $(STAMP)
-	$(BIN)/persona-engine report artifacts/latest --out reports/report.html
+	$(BIN)/persona-engine report --artifact artifacts/latest --out reports/report.html
 
 # The Redis state store is tested against a real redis-server; the script installs it (Debian
 # package, needs root) when it is missing.

@@ -11,6 +11,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
+from cli.arguments import HelpFormatter, non_negative_int, positive_int, share
 from cli.errors import UserError
 from cli.json_output import emit_json
 from cli.subcommand import Subcommands, add_command
@@ -80,27 +81,26 @@ def add_generate_command(sub: Subcommands) -> None:
         cmd_generate,
     )
     g.add_argument("--out", type=Path, required=True, help="output folder (created)")
-    g.add_argument("--customers", type=int, default=5_000)
-    g.add_argument("--items", type=int, default=2_000)
-    g.add_argument("--events", type=int, default=200_000, help="approximate number of event rows")
-    g.add_argument("--seed", type=int, default=7)
-    g.add_argument("--days", type=int, default=182, help="length of the simulated period")
-    g.add_argument("--drift-share", type=float, default=0.10, help="share of customers whose mix drifts")
+    g.add_argument("--customers", type=positive_int, default=5_000, help="number of customers")
+    g.add_argument("--items", type=positive_int, default=2_000, help="number of items in the catalog")
+    g.add_argument("--events", type=positive_int, default=200_000, help="approximate number of event rows")
+    g.add_argument("--seed", type=non_negative_int, default=7, help="random seed: same seed, same shop")
+    g.add_argument("--days", type=positive_int, default=182, help="length of the simulated period in days")
+    g.add_argument("--drift-share", type=share, default=0.10, help="share of customers whose mix drifts")
     g.add_argument(
         "--hidden-segment-share",
-        type=float,
+        type=share,
         default=0.03,
         help="share of customers driven by a persona missing from the catalog",
     )
-    g.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    g.add_argument(
+        "--format", choices=("parquet", "csv"), default="parquet", help="file format of the tables"
+    )
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from training.synthetic_shop import ShopConfig, generate_shop
 
-    for flag in ("customers", "items", "events", "days"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be at least 1")
     config = ShopConfig(
         customers=args.customers,
         items=args.items,
@@ -129,7 +129,7 @@ def add_adapt_command(sub: Subcommands) -> None:
         help="turn an external data set into the data contract's tables (a folder train can read)",
         description="Turn an external data set into the data contract's tables (events, items, customers).",
         epilog=textwrap.dedent(ADAPT_EXAMPLES),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     kinds = adapt.add_subparsers(dest="adapt_source", required=True, metavar="SOURCE")
 
@@ -139,7 +139,7 @@ def add_adapt_command(sub: Subcommands) -> None:
         description="Map a transaction export's columns onto the data contract with a TOML mapping file; "
         "drop returns, cancellations, non-positive prices and rows without a customer, counted per reason.",
         epilog=textwrap.dedent(ADAPT_TRANSACTIONS_EXAMPLES),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     t.add_argument("--mapping", type=Path, required=True, help="mapping file (TOML)")
     t.add_argument("--source", type=Path, required=True, help="the export: a .csv or .parquet file")
@@ -158,13 +158,15 @@ def add_adapt_command(sub: Subcommands) -> None:
         description="Convert MovieLens 100K into the data contract's tables plus test_events.csv "
         "(the ids of the ua.test ratings) for a predefined split.",
         epilog=textwrap.dedent(ADAPT_MOVIELENS_EXAMPLES),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     m.add_argument("--source", type=Path, required=True, help="folder of the original files (read only)")
     m.add_argument("--out", type=Path, required=True, help="output shop folder (created)")
     m.add_argument(
         "--positive-threshold",
         type=int,
+        choices=range(1, 6),
+        metavar="{1..5}",
         default=1,
         help="lowest rating kept as a positive interaction (1: every rating, as in LightFM's protocol)",
     )
@@ -257,10 +259,10 @@ def add_discover_command(sub: Subcommands) -> None:
         DISCOVER_EXAMPLES,
         cmd_discover,
     )
-    d.add_argument("--data", type=Path, required=True)
-    d.add_argument("--catalog", default="default")
+    d.add_argument("--data", type=Path, required=True, help="data folder (a shop: events, items, customers)")
+    d.add_argument("--catalog", default="default", help="bundled catalog name or a TOML file")
     d.add_argument(
-        "--min-share", type=float, default=0.01, help="smallest segment to report, as a share of customers"
+        "--min-share", type=share, default=0.01, help="smallest segment to report, as a share of customers"
     )
 
 

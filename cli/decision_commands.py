@@ -12,6 +12,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from cli.arguments import at_least, non_negative_int, open_unit
 from cli.errors import UserError
 from cli.subcommand import Subcommands, add_command
 from training.console_output import print_table, stderr_console, stdout_console
@@ -40,7 +41,7 @@ EXPERIMENT_REPORT_EXAMPLES = """
     Newcombe's (Wilson score based), the revenue per decision difference a bootstrap interval.
 
     examples:
-      persona-engine experiment-report --event-log run/events.sqlite
+      persona-engine experiment-report --event-log run/events.sqlite --experiment experiment.toml
       persona-engine experiment-report --event-log run/events.sqlite --control static --json
       persona-engine experiment-report --decisions decisions.parquet --decision-type offer
     """
@@ -64,11 +65,15 @@ def add_evaluate_policy_command(sub: Subcommands) -> None:
         "--policy", action="append", required=True, help="candidate policy spec; repeat for several"
     )
     ep.add_argument("--artifact", type=Path, help="artifact with persona mixes and arm estimates")
-    ep.add_argument("--decision-type", choices=("offer", "layout"), default="offer")
+    ep.add_argument(
+        "--decision-type", choices=("offer", "layout"), default="offer", help="which decisions to evaluate"
+    )
     ep.add_argument("--truth", type=Path, help="synthetic shop truth/ folder: add true values and coverage")
-    ep.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
-    ep.add_argument("--folds", type=int, default=5, help="cross-fitting folds of the DR reward model")
-    ep.add_argument("--seed", type=int, default=0, help="seed of Thompson's Monte-Carlo propensities")
+    ep.add_argument("--level", type=open_unit, default=0.95, help="confidence level of the intervals")
+    ep.add_argument("--folds", type=at_least(2), default=5, help="cross-fitting folds of the DR reward model")
+    ep.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of Thompson's Monte-Carlo propensities"
+    )
     arm_set = ep.add_mutually_exclusive_group()
     arm_set.add_argument(
         "--arm-table",
@@ -98,10 +103,6 @@ def cmd_evaluate_policy(args: argparse.Namespace) -> int:
     from training.policy_evaluation_job import PolicyEvaluationInputError, run
     from training.policy_evaluation_table import table_rows, table_title
 
-    if not 0 < args.level < 1:
-        raise UserError(f"--level must be in (0, 1), got {args.level}")
-    if args.folds < 2:
-        raise UserError(f"--folds must be at least 2, got {args.folds}")
     since = None
     if args.since:
         try:
@@ -156,24 +157,32 @@ def add_experiment_report_command(sub: Subcommands) -> None:
     source.add_argument(
         "--decisions", type=Path, help="decisions table with an experiment_arm (and optional revenue) column"
     )
-    xr.add_argument("--control", help="the control arm (default: the arm named 'control')")
-    xr.add_argument("--decision-type", choices=("offer", "layout"), help="only decisions of this type")
-    xr.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
-    xr.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for revenue")
+    xr.add_argument(
+        "--experiment",
+        type=Path,
+        help="the experiment's config (the TOML file given to serve --experiment): its control arm is the "
+        "control",
+    )
+    xr.add_argument(
+        "--control",
+        help="the control arm (default: the --experiment config's control, else the arm named 'control')",
+    )
+    xr.add_argument(
+        "--decision-type", choices=("offer", "layout"), help="only decisions of this type (default: both)"
+    )
+    xr.add_argument("--level", type=open_unit, default=0.95, help="confidence level of the intervals")
+    xr.add_argument("--resamples", type=at_least(100), default=2000, help="bootstrap resamples for revenue")
 
 
 def cmd_experiment_report(args: argparse.Namespace) -> int:
     from training.experiment_report_job import ExperimentReportInputError, run, table_rows
 
-    if not 0 < args.level < 1:
-        raise UserError(f"--level must be in (0, 1), got {args.level}")
-    if args.resamples < 100:
-        raise UserError(f"--resamples must be at least 100, got {args.resamples}")
     try:
         report = run(
             event_log=args.event_log,
             decisions=args.decisions,
             control=args.control,
+            experiment=args.experiment,
             decision_type=args.decision_type,
             level=args.level,
             resamples=args.resamples,
@@ -184,6 +193,7 @@ def cmd_experiment_report(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     columns, rows = table_rows(report)
-    title = f"experiment arms vs {report['control']} ({args.level:.0%} intervals of the differences)"
+    name = f"experiment {report['experiment']}: arms" if report["experiment"] else "experiment arms"
+    title = f"{name} vs control {report['control']} ({args.level:.0%} intervals of the differences)"
     print_table(title, columns, rows)
     return 0

@@ -11,11 +11,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cli.arguments import non_negative_float, non_negative_int, positive_float
 from cli.errors import UserError
 from cli.json_output import emit_json
-from cli.subcommand import Subcommands, add_command
+from cli.subcommand import Subcommands, add_artifact_argument, add_command
 from engine.errors import PersonaEngineError
-from training.console_output import print_table, stderr_console, stdout_console
+from training.console_output import print_table, stage_lines, stderr_console, stdout_console
 
 if TYPE_CHECKING:
     from engine.artifact import ArtifactSigner
@@ -46,9 +47,9 @@ SUMMARY_EXAMPLES = """
 
 REPORT_EXAMPLES = """
     examples:
-      persona-engine report artifacts/latest
-      persona-engine report artifacts/latest --out reports/shop.html --data data/demo
-      persona-engine report artifacts/20261123T150000Z --json
+      persona-engine report --artifact artifacts/latest
+      persona-engine report --artifact artifacts/latest --out reports/shop.html --data data/demo
+      persona-engine report --artifact artifacts/20261123T150000Z --json
     """
 
 COMPARE_EXAMPLES = """
@@ -153,6 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if config.split.method == "predefined"
         else f"held-out last {config.split.test_days} days"
     )
+    _print_skipped_rows(result.summary.get("skipped_rows") or {})
     _print_results(result.results, config.evaluation.k, f"evaluation ({held_out})")
     served = result.served_models
     refit = served["refit_on_all_events"]
@@ -195,6 +197,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_skipped_rows(skipped: dict[str, dict[str, int]]) -> None:
+    """What ``[data] skip_invalid = true`` left out, per table and reason: data lost must be seen."""
+    rows: list[list[Any]] = [
+        [table, reason, count] for table, reasons in skipped.items() for reason, count in reasons.items()
+    ]
+    if not rows:
+        return
+    total = sum(count for reasons in skipped.values() for count in reasons.values())
+    print_table(f"rows skipped ([data] skip_invalid = true): {total:,}", ["table", "reason", "rows"], rows)
+
+
 def _print_served_models(served: dict[str, Any]) -> None:
     """Say what the artifact serves: the figures above are always those of the split's models."""
     from training.served_models import ServedModels
@@ -221,7 +234,7 @@ def add_evaluate_command(sub: Subcommands) -> None:
         EVALUATE_EXAMPLES,
         cmd_evaluate,
     )
-    e.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
+    add_artifact_argument(e)
     e.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -245,9 +258,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate_job import run_evaluation
 
     integrity = _integrity(args.artifact)
-    report = run_evaluation(
-        args.artifact, data_path=args.data, show_progress=not (args.json or args.no_progress)
-    )
+    show_progress = not (args.json or args.no_progress)
+    with stage_lines("evaluate", show_progress) as stage:
+        report = run_evaluation(args.artifact, data_path=args.data, show_progress=show_progress, stage=stage)
     if args.json:
         emit_json({**report.to_dict(), "manifest": integrity})
         return 0
@@ -270,7 +283,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         why = []
         if report.served_models.refit_on_all_events:
-            why.append("BPR and LightFM train with several Hogwild threads, so a refit differs slightly")
+            why.append(
+                "train ran without [training] deterministic = true: BPR and LightFM fitted with several "
+                "Hogwild threads, which evaluate's single-threaded fit cannot repeat exactly"
+            )
         if not report.data_matches_artifact:
             why.append("the data is not the data the artifact was trained on")
         stdout_console.print(
@@ -314,8 +330,8 @@ def add_summary_command(sub: Subcommands) -> None:
         SUMMARY_EXAMPLES,
         cmd_summary,
     )
-    s.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
-    s.add_argument("--customers", type=int, default=3, help="how many example customers to show")
+    add_artifact_argument(s)
+    s.add_argument("--customers", type=non_negative_int, default=3, help="how many example customers to show")
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -338,25 +354,39 @@ def add_report_command(sub: Subcommands) -> None:
         REPORT_EXAMPLES,
         cmd_report,
     )
-    rp.add_argument("artifact", type=Path, help="artifact folder (ROOT, ROOT/latest or ROOT/<version>)")
+    add_artifact_argument(rp)
+    rp.add_argument(
+        "legacy_artifact",
+        nargs="?",
+        type=Path,
+        metavar="ARTIFACT",
+        help="deprecated: the artifact as a positional argument; use --artifact like every other command",
+    )
     rp.add_argument(
         "--out", type=Path, default=Path("report.html"), help="HTML file; report.json is written beside it"
     )
     rp.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
+    rp.add_argument("--no-progress", action="store_true", help="no progress lines")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from training.report.evaluation_report import write_report
 
+    if args.legacy_artifact is not None:
+        if args.artifact != Path("artifacts/latest") and args.artifact != args.legacy_artifact:
+            raise UserError(
+                f"report: the artifact is given twice ({args.legacy_artifact} and --artifact {args.artifact})"
+            )
+        args.artifact = args.legacy_artifact
+        stderr_console.print(
+            f"note: 'report {args.legacy_artifact}' is deprecated; use 'report --artifact "
+            f"{args.legacy_artifact}' as every other command does",
+            highlight=False,
+        )
     if args.out.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"--out {args.out}: the report is HTML; give a file name ending in .html")
-    with stderr_console.status("writing report") as status:
-        written = write_report(
-            args.artifact,
-            args.out,
-            data_path=args.data,
-            progress=None if args.json else lambda section: status.update(f"report: {section}"),
-        )
+    with stage_lines("report", not (args.json or args.no_progress)) as stage:
+        written = write_report(args.artifact, args.out, data_path=args.data, progress=stage)
     if args.json:
         emit_json(written.document)
         return 0
@@ -405,9 +435,11 @@ def add_tune_command(sub: Subcommands) -> None:
     )
     tu.add_argument("--config", type=Path, required=True, help="training config (TOML) to start from")
     tu.add_argument("--data", type=Path, help="data folder; overrides [data] path of the config")
-    tu.add_argument("--budget-seconds", type=float, required=True, help="wall-clock budget of the search")
+    tu.add_argument(
+        "--budget-seconds", type=positive_float, required=True, help="wall-clock budget of the search"
+    )
     tu.add_argument("--models", help="comma-separated model kinds to tune (default: every tunable one)")
-    tu.add_argument("--seed", type=int, default=0, help="seed of the random search")
+    tu.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random search")
     tu.add_argument(
         "--write-config", type=Path, help="where to write the tuned config (default: CONFIG with -tuned)"
     )
@@ -442,23 +474,25 @@ def add_drift_command(sub: Subcommands) -> None:
         DRIFT_EXAMPLES,
         cmd_drift,
     )
-    dr.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
+    add_artifact_argument(dr)
     dr.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
     # Defaults live in engine.personas.drift.DriftConfig (importing it here would slow every command).
     dr.add_argument(
         "--threshold",
-        type=float,
+        type=positive_float,
         help="Jensen-Shannon divergence above which a customer drifts (default 0.08)",
     )
     dr.add_argument(
-        "--half-life-days", type=float, help="how fast old events stop counting as recent (default 14)"
+        "--half-life-days",
+        type=positive_float,
+        help="how fast old events stop counting as recent (default 14)",
     )
     dr.add_argument(
         "--min-evidence",
-        type=float,
+        type=non_negative_float,
         help="decayed recent events needed before drift can be flagged (default 2)",
     )
-    dr.add_argument("--limit", type=int, default=20, help="drifting customers to list (default 20)")
+    dr.add_argument("--limit", type=non_negative_int, default=20, help="drifting customers to list")
     dr.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -466,8 +500,6 @@ def cmd_drift(args: argparse.Namespace) -> int:
     from engine.personas.drift import DriftConfig
     from training.drift_job import run_drift_report
 
-    if args.limit < 0:
-        raise UserError("--limit must be 0 or more")
     try:
         given = {
             "threshold": args.threshold,

@@ -14,7 +14,7 @@ documented in the ``.proto`` files. Usage::
 
     with PersonaEngineClient("localhost:50051") as engine:
         engine.wait_until_serving(timeout_s=10)
-        page = engine.personalize("c0000042", context=PageContext(page_type="home"), k=8)
+        page = engine.personalize("c0042", context=PageContext(page_type="home"), k=8)
         for item in page.items:
             print(item.rank, item.item_id, item.title)
 """

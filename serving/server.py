@@ -49,7 +49,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]  # no stubs in dev deps
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
-from engine.decisions.experiment import ExperimentError, load_experiment
+from engine.decisions.experiment import Experiment, ExperimentError, load_experiment
 from engine.live.decision_log_writer import DecisionLogWriter
 from engine.live.decisions import LiveDecisions
 from engine.live.event_log import EventLog, EventLogError
@@ -351,12 +351,24 @@ def _prepare(
     live = LiveDecisions(live_state.store, config=settings.bandit)
     if settings.experiment is not None:
         try:
-            live.experiment.set(load_experiment(settings.experiment))
+            experiment = load_experiment(settings.experiment)
+            live.experiment.set(experiment)
+            LOGGER.info("%s", _describe_experiment(experiment))
         except ExperimentError as error:
             LOGGER.error("--experiment: %s", error)
             _close_event_log(event_log, decision_writer)
             return EXIT_USAGE
     return _Process(holder, metrics, live_state, reloader, live, shared, event_log, decision_writer)
+
+
+def _describe_experiment(experiment: Experiment) -> str:
+    """The start-up log's line: ``experiment NAME running: control C; arms A 50% (artifact policy), ...``."""
+    arms = ", ".join(
+        f"{arm.name} {arm.share:.0%} ({arm.policy.value} policy"
+        + (f", model {arm.model})" if arm.model else ")")
+        for arm in experiment.arms
+    )
+    return f"experiment {experiment.name} running: control {experiment.control}; arms {arms}"
 
 
 async def _serve(

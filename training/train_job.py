@@ -78,9 +78,9 @@ def _fit_each(
 ) -> tuple[dict[str, Recommender], dict[str, float]]:
     models: dict[str, Recommender] = {}
     seconds: dict[str, float] = {}
-    for kind, params in config.models.items():
+    for kind in config.models:
         progress.update(task, description=f"{label} {kind}")
-        model = create_model(kind, **params)
+        model = create_model(kind, **config.model_settings(kind))
         started = time.perf_counter()
         model.fit(prepared.training_set, show_progress=False)
         seconds[kind] = time.perf_counter() - started

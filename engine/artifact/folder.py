@@ -224,6 +224,7 @@ class ArtifactWriter:
             raise ArtifactError(f"{self.root}: version {self.version} already exists")
         self.root.mkdir(parents=True, exist_ok=True)
         self._staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{self.version}-", dir=self.root))
+        self._staging.chmod(0o755)  # mkdtemp's 0700 would hide the published version from other accounts
         return self
 
     def __exit__(

@@ -191,5 +191,8 @@ def test_tune_rejects_unknown_kinds_and_bad_budgets(
 ) -> None:
     assert main(["tune", "--config", str(config_file), "--budget-seconds", "1", "--models", "svd"]) == 2
     assert "cannot tune svd" in capsys.readouterr().err
-    assert main(["tune", "--config", str(config_file), "--budget-seconds", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # refused by the parser, before the config is read
+        main(["tune", "--config", str(config_file), "--budget-seconds", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --budget-seconds: must be greater than 0" in capsys.readouterr().err
     assert parse_config({"models": {"als": {}}}).models == {"als": {}}
