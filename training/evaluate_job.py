@@ -31,9 +31,9 @@ from engine.artifact import MANIFEST, ArtifactError, data_fingerprint
 from engine.artifact.contents import load_artifact
 from engine.models.base import Recommender
 from training.config import parse_config
-from training.evaluation import SegmentResult, evaluate_models
+from training.evaluation import ContextMixResult, SegmentResult, evaluate_context_mixes, evaluate_models
 from training.persona_report import persona_accuracy
-from training.prepared_data import evaluation_segments, prepare
+from training.prepared_data import context_segments, evaluation_segments, prepare
 from training.served_models import ServedModels
 from training.train_job import fit_models
 
@@ -54,6 +54,7 @@ class EvaluationReport:
     models_scored: str = ARTIFACT_MODELS  # ARTIFACT_MODELS or SPLIT_REFIT
     served_models: ServedModels = field(default_factory=lambda: ServedModels(refit_on_all_events=False))
     matches_manifest: dict[str, bool] = field(default_factory=dict)  # model -> every figure equals train's
+    context_results: list[ContextMixResult] = field(default_factory=list)  # context mix vs overall mix
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +64,7 @@ class EvaluationReport:
             "served_models_refit_on_all_events": self.served_models.refit_on_all_events,
             "matches_manifest": self.matches_manifest,
             "metrics": [r.to_dict() for r in self.results],
+            "context_evaluation": [r.to_dict() for r in self.context_results],
             "persona_accuracy": self.persona_accuracy,
             "data_matches_artifact": self.data_matches_artifact,
         }
@@ -94,6 +96,7 @@ def run_evaluation(
         models = {name: artifact.models[name] for name in kinds}
         scored = ARTIFACT_MODELS
     results = evaluate_models(models, evaluation_segments(prepared), config.evaluation.k)
+    by_context = evaluate_context_mixes(models, context_segments(prepared), config.evaluation.k)
     return EvaluationReport(
         version=artifact.version,
         k=config.evaluation.k,
@@ -103,6 +106,7 @@ def run_evaluation(
         models_scored=scored,
         served_models=served,
         matches_manifest=matches_manifest(results, manifest.get("metrics", [])),
+        context_results=by_context,
     )
 
 
