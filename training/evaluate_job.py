@@ -35,6 +35,7 @@ from training.evaluation import ContextMixResult, SegmentResult, evaluate_contex
 from training.persona_report import persona_accuracy
 from training.prepared_data import context_segments, evaluation_segments, prepare
 from training.served_models import ServedModels
+from training.steering_evaluation import SteeringResult, steering_results
 from training.train_job import fit_models
 
 ARTIFACT_MODELS = "artifact"  # the artifact's own models, fitted on the split
@@ -55,6 +56,7 @@ class EvaluationReport:
     served_models: ServedModels = field(default_factory=lambda: ServedModels(refit_on_all_events=False))
     matches_manifest: dict[str, bool] = field(default_factory=dict)  # model -> every figure equals train's
     context_results: list[ContextMixResult] = field(default_factory=list)  # context mix vs overall mix
+    steering_results: list[SteeringResult] = field(default_factory=list)  # requested personas per setting
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +67,7 @@ class EvaluationReport:
             "matches_manifest": self.matches_manifest,
             "metrics": [r.to_dict() for r in self.results],
             "context_evaluation": [r.to_dict() for r in self.context_results],
+            "steering_evaluation": [r.to_dict() for r in self.steering_results],
             "persona_accuracy": self.persona_accuracy,
             "data_matches_artifact": self.data_matches_artifact,
         }
@@ -107,6 +110,7 @@ def run_evaluation(
         served_models=served,
         matches_manifest=matches_manifest(results, manifest.get("metrics", [])),
         context_results=by_context,
+        steering_results=steering_results(prepared, models, config.evaluation.k),
     )
 
 

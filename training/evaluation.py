@@ -109,6 +109,7 @@ def recommend_in_chunks(
             mix=users.mix[start:stop],
             demographics=users.demographics[start:stop],
             base_mix=users.base_mix[start:stop] if users.base_mix is not None else None,
+            steering=users.steering[start:stop] if users.steering is not None else None,
         )
         recommended, _ = model.recommend(batch, k, exclude=segment.exclude[start:stop])
         chunks.append(recommended)

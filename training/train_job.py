@@ -62,6 +62,7 @@ from training.prepared_data import (
 )
 from training.served_models import MANIFEST_KEY as SERVED_MODELS
 from training.stage_timings import StageTimings
+from training.steering_evaluation import STEERING_EVALUATION, steering_results
 
 ARTIFACT_FORMAT = "persona-engine-artifact"
 
@@ -273,6 +274,7 @@ def run_training(
     with timings.stage("evaluation"):
         results = evaluate_models(models, evaluation_segments(prepared), config.evaluation.k)
         by_context = evaluate_context_mixes(models, context_segments(prepared), config.evaluation.k)
+        steering = steering_results(prepared, models, config.evaluation.k)
     with timings.stage("persona_accuracy"):
         accuracy = persona_accuracy(prepared, data_dir / "truth")
     summary = _summary(prepared, results, models)  # the split's figures, before it may be dropped
@@ -310,6 +312,9 @@ def run_training(
         # Per shopping context of the held-out events: NDCG with the context's mix (as served) and
         # with the overall mix (as "metrics" scores), with a paired bootstrap interval of the gain.
         CONTEXT_EVALUATION: [r.to_dict() for r in by_context],
+        # Requested pure personas for known customers: share of the top k on that persona's shelves
+        # and NDCG, per steering setting ([personas] steering is the served one).
+        STEERING_EVALUATION: [r.to_dict() for r in steering],
         "persona_accuracy": accuracy,
         "decision_quality": quality,
         "fit_seconds": fit_seconds,
