@@ -22,6 +22,8 @@ RECOMMEND_EXAMPLES = """
       persona-engine recommend --artifact artifacts/latest --customer new-visitor \\
           --mix bargain_hunter=0.7,tech_savvy=0.3
       persona-engine recommend --artifact artifacts/latest --customer c0000042 --context weekend_holiday
+      persona-engine recommend --artifact artifacts/latest --customer c0000042 \
+          --mix luxury_enthusiast=1 --steering 1
     """
 
 BATCH_RECOMMEND_EXAMPLES = """
@@ -56,6 +58,12 @@ def add_recommend_command(sub: Subcommands) -> None:
     r.add_argument("--context", help="weekday or weekend_holiday: use the customer's mix for that context")
     r.add_argument("-k", type=int, default=10, help="number of products")
     r.add_argument("--model", help="model to use (default: the artifact's best)")
+    r.add_argument(
+        "--steering",
+        type=float,
+        help="with --mix for a known customer: how far the mix overrides their history, 0..1 "
+        "(default: the artifact's [personas] steering)",
+    )
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
@@ -63,7 +71,11 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     personalizer = Personalizer.from_path(args.artifact, args.model)
     mix = _resolve_mix_names(personalizer.catalog, _parse_mix(args.mix)) if args.mix else None
-    result = personalizer.recommend(args.customer, args.k, mix=mix, context=args.context)
+    if args.steering is not None and not 0 <= args.steering <= 1:
+        raise UserError(f"--steering must be between 0 and 1, got {args.steering}")
+    result = personalizer.recommend(
+        args.customer, args.k, mix=mix, context=args.context, steering=args.steering
+    )
     if args.json:
         emit_json(
             {
