@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from cli.errors import UserError
 from cli.json_output import emit_json
@@ -160,15 +161,17 @@ def _propose_catalog(args: argparse.Namespace) -> int:
                 p["name"],
                 p["customers"],
                 p["share"],
-                "; ".join(
-                    f"{k}: {', '.join(v) if isinstance(v, list | tuple) else v}" for k, v in p["signals"].items()
-                ),
+                _signals_text(p["signals"]),
             ]
             for p in report["personas"]
         ],
     )
     stdout_console.print(f"catalog written to {report['catalog_file']} (loads as a catalog)", highlight=False)
     return 0
+
+
+def _signals_text(signals: dict[str, Any]) -> str:
+    return "; ".join(f"{k}: {', '.join(v) if isinstance(v, list | tuple) else v}" for k, v in signals.items())
 
 
 def add_adapt_command(sub: Subcommands) -> None:
