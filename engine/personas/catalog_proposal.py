@@ -51,21 +51,24 @@ class ProposalConfig:
     """``personas``: how many to propose; ``min_events``: customers with fewer are not clustered
     (their shares are noise); ``min_lift``: a value becomes a signal when the cluster shows it this
     many times as often as the population (or this many times less, for high/low signals);
-    ``max_values``: at most this many categories, tags, channels or devices per persona."""
+    ``min_difference``: and at least this much more often in absolute terms (a category with 0.5% of
+    events shown at 0.8% is not what sets a persona apart); ``max_values``: at most this many
+    categories, tags, channels or devices per persona."""
 
     personas: int = 5
     min_events: int = 5
     min_lift: float = 1.3
+    min_difference: float = 0.02
     max_values: int = 4
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.personas < 2:
             raise ValueError(f"a catalog needs at least 2 personas, got personas={self.personas}")
-        if self.min_events < 1 or self.min_lift <= 1 or self.max_values < 1:
+        if self.min_events < 1 or self.min_lift <= 1 or self.max_values < 1 or self.min_difference < 0:
             raise ValueError(
-                "ProposalConfig needs min_events >= 1, min_lift > 1 and max_values >= 1, got "
-                f"{self.min_events}, {self.min_lift}, {self.max_values}"
+                "ProposalConfig needs min_events >= 1, min_lift > 1, min_difference >= 0, max_values >= 1; "
+                f"got {self.min_events}, {self.min_lift}, {self.min_difference}, {self.max_values}"
             )
 
 
@@ -133,7 +136,7 @@ def propose_catalog(
         distinctive = tuple(
             Distinctive(names[j], float(mean[j]), float(population[j])) for j in order[:8] if lift[j] != 1.0
         )
-        signals = _signals(names, lift, config)
+        signals = _signals(names, lift, mean - population, config)
         persona_id, name = _naming(signals, taken)
         taken.add(persona_id)
         share = members.size / rows.size
@@ -153,18 +156,24 @@ def propose_catalog(
     return CatalogProposal(catalog, tuple(proposed), int(rows.size))
 
 
-def _signals(names: tuple[str, ...], lift: NDArray[np.float64], config: ProposalConfig) -> PersonaSignals:
-    """The values a cluster shows at least ``min_lift`` times as often as everyone (high/low levels
-    also when it shows them ``min_lift`` times less); its single most distinctive value when none do."""
+def _signals(
+    names: tuple[str, ...], lift: NDArray[np.float64], excess: NDArray[np.float64], config: ProposalConfig
+) -> PersonaSignals:
+    """The values a cluster shows at least ``min_lift`` times (and ``min_difference``) more often than
+    everyone (high/low levels also when it shows them ``min_lift`` times less); when none qualify,
+    the value it shows most in excess of everyone."""
     lists: dict[str, list[tuple[float, str]]] = {"categories": [], "tags": [], "channels": [], "devices": []}
+    excess_of: dict[tuple[str, str], float] = {}
     levels: dict[str, str] = {}
     best_price: tuple[float, str] | None = None
     for j, column in enumerate(names):
         group, _, value = column.partition("=")
         if column.startswith(TAG_PREFIX):
             lists["tags"].append((lift[j], column.removeprefix(TAG_PREFIX)))
+            excess_of[("tags", column.removeprefix(TAG_PREFIX))] = float(excess[j])
         elif group in _LIST_SIGNALS:
             lists[_LIST_SIGNALS[group]].append((lift[j], value))
+            excess_of[(_LIST_SIGNALS[group], value)] = float(excess[j])
         elif group == PRICE_LEVEL and (best_price is None or lift[j] > best_price[0]):
             best_price = (lift[j], value)
         elif group in _LEVEL_SIGNALS and value == YES:
@@ -175,16 +184,22 @@ def _signals(names: tuple[str, ...], lift: NDArray[np.float64], config: Proposal
     if best_price is not None and best_price[0] >= config.min_lift:
         levels["price_level"] = best_price[1]
     chosen = {
-        key: tuple(v for _, v in sorted((c for c in candidates if c[0] >= config.min_lift), reverse=True))[
-            : config.max_values
-        ]
+        key: tuple(
+            v
+            for _, v in sorted(
+                (
+                    c
+                    for c in candidates
+                    if c[0] >= config.min_lift and excess_of[(key, c[1])] >= config.min_difference
+                ),
+                reverse=True,
+            )
+        )[: config.max_values]
         for key, candidates in lists.items()
     }
-    if not any(chosen.values()) and not levels:
-        everything = [(lift_value, key, v) for key, c in lists.items() for lift_value, v in c]
-        if everything:
-            _, key, value = max(everything)
-            chosen[key] = (value,)
+    if not any(chosen.values()) and not levels and excess_of:
+        key, value = max(excess_of, key=lambda pair: (excess_of[pair], pair))
+        chosen[key] = (value,)
     return PersonaSignals(
         discount_share=levels.get("discount_share"),
         price_level=levels.get("price_level"),
@@ -208,6 +223,7 @@ def _naming(signals: PersonaSignals, taken: set[str]) -> tuple[str, str]:
     elif signals.bulk_share == "high":
         words.append("Bulk")
     subject = signals.categories[:2] or signals.tags[:2] or signals.channels[:1] or signals.devices[:1]
+    subject = tuple(v for v in subject if not words or v.lower() != words[0].lower())
     if subject:
         words.append(" & ".join(subject))
     elif signals.brand_concentration == "high":
