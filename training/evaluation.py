@@ -305,7 +305,7 @@ def context_mix_table(results: list[ContextMixResult], k: int) -> tuple[list[str
             r.users,
             r.ndcg_context_mix,
             r.ndcg_overall_mix,
-            r.difference.mean,
+            f"{r.difference.mean:+.4f}",  # differences are a few thousandths: four decimals, signed
             f"[{r.difference.low:+.4f}, {r.difference.high:+.4f}]",
         ]
         for r in sorted(results, key=lambda r: (r.context, r.model))
