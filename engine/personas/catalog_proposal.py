@@ -222,6 +222,8 @@ def _naming(signals: PersonaSignals, taken: set[str]) -> tuple[str, str]:
         words.append("Deal-seeking")
     elif signals.bulk_share == "high":
         words.append("Bulk")
+    elif signals.bulk_share == "low":
+        words.append("Small-quantity")
     subject = signals.categories[:2] or signals.tags[:2] or signals.channels[:1] or signals.devices[:1]
     subject = tuple(v for v in subject if not words or v.lower() != words[0].lower())
     if subject:
