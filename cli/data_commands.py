@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from cli.arguments import HelpFormatter, non_negative_int, positive_int, share
 from cli.errors import UserError
@@ -34,6 +35,10 @@ DISCOVER_EXAMPLES = """
     examples:
       persona-engine discover --data data/demo
       persona-engine discover --data data/demo --catalog my_catalog.toml --json
+      persona-engine discover --data data/online-retail --write-catalog retail_personas.toml --personas 5
+    with --write-catalog, a whole catalog is proposed from the data (clusters of customers' behaviour,
+    named by what sets them apart), written to FILE and compared with --catalog on the last
+    --held-out-days of events (share of customers dominated by one persona, held-out likelihood).
     """
 
 ADAPT_EXAMPLES = """
@@ -120,6 +125,53 @@ def cmd_generate(args: argparse.Namespace) -> int:
             f"synthetic shop written to {summary.out_dir} in {summary.seconds:.1f} s", ["table", "rows"], rows
         )
     return 0
+
+
+def _propose_catalog(args: argparse.Namespace) -> int:
+    from training.discovery_job import run_catalog_proposal
+
+    if args.personas is not None and args.personas < 2:
+        raise UserError(f"--personas must be at least 2, got {args.personas}")
+    if args.held_out_days < 1:
+        raise UserError(f"--held-out-days must be at least 1, got {args.held_out_days}")
+    report = run_catalog_proposal(
+        args.data, args.catalog, args.write_catalog, personas=args.personas, held_out_days=args.held_out_days
+    )
+    if args.json:
+        emit_json(report)
+        return 0
+    fit = report["fit"]
+    print_table(
+        f"catalog fit (fitted before, scored on the last {report['held_out_days']} days)",
+        ["catalog", "personas", "dominated by one persona", "held-out log-likelihood / event", "events"],
+        [
+            [name, f["personas"], f["dominated_share"], f["held_out_log_likelihood"], f["held_out_events"]]
+            for name, f in (
+                ("given: " + report["given_catalog"], fit["given"]),
+                ("proposed", fit["proposed"]),
+            )
+        ],
+    )
+    print_table(
+        f"proposed personas ({report['customers_clustered']:,} customers clustered)",
+        ["id", "name", "customers", "share", "signals"],
+        [
+            [
+                p["id"],
+                p["name"],
+                p["customers"],
+                p["share"],
+                _signals_text(p["signals"]),
+            ]
+            for p in report["personas"]
+        ],
+    )
+    stdout_console.print(f"catalog written to {report['catalog_file']} (loads as a catalog)", highlight=False)
+    return 0
+
+
+def _signals_text(signals: dict[str, Any]) -> str:
+    return "; ".join(f"{k}: {', '.join(v) if isinstance(v, list | tuple) else v}" for k, v in signals.items())
 
 
 def add_adapt_command(sub: Subcommands) -> None:
@@ -264,11 +316,22 @@ def add_discover_command(sub: Subcommands) -> None:
     d.add_argument(
         "--min-share", type=share, default=0.01, help="smallest segment to report, as a share of customers"
     )
+    d.add_argument(
+        "--write-catalog", type=Path, metavar="FILE", help="propose a persona catalog, write it here"
+    )
+    d.add_argument(
+        "--personas", type=int, help="with --write-catalog: how many (default: as many as --catalog)"
+    )
+    d.add_argument(
+        "--held-out-days", type=int, default=28, help="with --write-catalog: days held out to compare fits"
+    )
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
     from training.discovery_job import run_discovery
 
+    if args.write_catalog is not None:
+        return _propose_catalog(args)
     report = run_discovery(args.data, args.catalog, min_share=args.min_share)
     if args.json:
         emit_json(report)

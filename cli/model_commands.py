@@ -276,6 +276,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         title = f"evaluation of artifact {report.version} (its own models, fitted on the split)"
     _print_results(report.results, report.k, title)
+    _print_context_results(report.context_results, report.k)
+    _print_steering_results(report.steering_results, report.k)
     same = [model for model, equal in report.matches_manifest.items() if equal]
     differ = [model for model, equal in report.matches_manifest.items() if not equal]
     if not differ:
@@ -305,6 +307,24 @@ def _print_results(results: list[Any], k: int, title: str) -> None:
     print_table(title, columns, rows)
     columns, rows = segment_table(results, k)
     print_table("", columns, rows)
+
+
+def _print_context_results(results: list[Any], k: int) -> None:
+    """Held-out events by shopping context, scored with the context's mix (as served) and the overall mix."""
+    from training.evaluation import context_mix_table
+
+    if results:
+        columns, rows = context_mix_table(results, k)
+        print_table("held-out events by shopping context: context mix vs overall mix", columns, rows)
+
+
+def _print_steering_results(results: list[Any], k: int) -> None:
+    """Requested pure personas for known customers, per steering setting ([personas] steering)."""
+    from training.steering_evaluation import steering_table
+
+    if results:
+        columns, rows = steering_table(results, k)
+        print_table("steering: a pure persona requested for known customers led by another", columns, rows)
 
 
 def _print_persona_accuracy(

@@ -31,6 +31,8 @@ RECOMMEND_EXAMPLES = """
           --mix bargain_hunter=0.7,tech_savvy=0.3
       persona-engine recommend --artifact artifacts/latest --customer c0042 --context weekend_holiday
       persona-engine recommend --artifact artifacts/latest --customer c0042 --exclude seen -k 5
+      persona-engine recommend --artifact artifacts/latest --customer c0042 \
+          --mix luxury_enthusiast=1 --steering 1
     """
 
 BATCH_RECOMMEND_EXAMPLES = """
@@ -73,12 +75,18 @@ def add_recommend_command(sub: Subcommands) -> None:
     r.add_argument("-k", "--k", type=positive_int, default=10, help="number of products")
     r.add_argument("--model", help="model to use (default: the artifact's best)")
     r.add_argument("--exclude", choices=EXCLUSION_CHOICES, default="purchased", help=EXCLUDE_HELP)
+    r.add_argument(
+        "--steering",
+        type=share,
+        help="with --mix for a known customer: how far the mix overrides their history, 0..1 "
+        "(default: the artifact's [personas] steering)",
+    )
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     from training.batch_recommend import EXCLUSION_RULES, customer_lists
 
-    personalizer = open_personalizer(args.artifact, args.model)
+    personalizer = open_personalizer(args.artifact, args.model, steering=args.steering)
     mix = _request_mix(personalizer, args.mix) if args.mix else None
     result = customer_lists(
         personalizer, [args.customer], k=args.k, context=args.context, mix=mix, exclude=args.exclude
@@ -104,8 +112,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
-def open_personalizer(artifact: Path, model: str | None) -> Any:
-    """The artifact's personalizer, an unknown ``--model`` named as the user's mistake."""
+def open_personalizer(artifact: Path, model: str | None, *, steering: float | None = None) -> Any:
+    """The artifact's personalizer, an unknown ``--model`` named as the user's mistake; ``steering``
+    overrides the artifact's setting (None keeps it)."""
     from engine.artifact.contents import load_artifact
     from engine.personalizer import Personalizer
 
@@ -114,7 +123,7 @@ def open_personalizer(artifact: Path, model: str | None) -> Any:
         raise UserError(
             f"--model {model}: artifact {artifact} has no such model; it has {', '.join(loaded.models)}"
         )
-    return Personalizer(loaded, model)
+    return Personalizer(loaded, model, steering=steering)
 
 
 def _parse_mix(text: str) -> dict[str, float]:

@@ -21,6 +21,7 @@ from engine.data.interactions import DEFAULT_EVENT_WEIGHTS
 from engine.errors import PersonaEngineError
 from engine.models.registry import MODEL_KINDS, create_model, model_settings_schema
 from engine.personas.inference.config import PersonaInferenceConfig
+from engine.personas.steering import DEFAULT_STEERING
 
 KNOWN_MODEL_KINDS: tuple[str, ...] = tuple(MODEL_KINDS)
 
@@ -40,8 +41,13 @@ class DataSection:
 
 @dataclass(frozen=True)
 class PersonaSection:
+    """``steering``: how strongly a mix given in a request overrides a known customer's history when
+    the artifact serves, from 0 (the mix only replaces their persona) to 1 (they are ranked as the mix
+    alone ranks); see ``engine.personas.steering``."""
+
     catalog: str = "default"
     inference: dict[str, Any] = field(default_factory=dict)
+    steering: float = DEFAULT_STEERING
 
 
 SPLIT_METHODS: tuple[str, ...] = ("time", "predefined")
@@ -219,6 +225,8 @@ def parse_config(
             raise ConfigError(f"[split] test_days must be >= 1, got {split.test_days}")
         if not 0 <= split.cold_start_share < 1:
             raise ConfigError(f"[split] cold_start_share must be in [0, 1), got {split.cold_start_share}")
+        if not 0 <= personas.steering <= 1:
+            raise ConfigError(f"[personas] steering must be between 0 and 1, got {personas.steering}")
         if not 1 <= evaluation.k <= 1000:
             raise ConfigError(f"[evaluation] k must be in 1..1000, got {evaluation.k}")
         weights = document.get("interactions", dict(DEFAULT_EVENT_WEIGHTS))
@@ -259,7 +267,7 @@ def parse_config(
         output = dataclasses.replace(output, root=str(_resolve(output.root, base_dir)))
         catalog = personas.catalog
         if catalog.endswith(".toml"):
-            personas = PersonaSection(catalog=str(_resolve(catalog, base_dir)), inference=personas.inference)
+            personas = dataclasses.replace(personas, catalog=str(_resolve(catalog, base_dir)))
     return TrainConfig(
         data=data,
         personas=personas,

@@ -32,10 +32,11 @@ from engine.artifact import MANIFEST, ArtifactError, data_fingerprint
 from engine.artifact.contents import load_artifact
 from engine.models.base import Recommender
 from training.config import TrainingSection, parse_config
-from training.evaluation import SegmentResult, evaluate_models
+from training.evaluation import ContextMixResult, SegmentResult, evaluate_context_mixes, evaluate_models
 from training.persona_report import persona_accuracy
-from training.prepared_data import evaluation_segments, prepare
+from training.prepared_data import context_segments, evaluation_segments, prepare
 from training.served_models import ServedModels
+from training.steering_evaluation import SteeringResult, steering_results
 from training.train_job import fit_models
 
 ARTIFACT_MODELS = "artifact"  # the artifact's own models, fitted on the split
@@ -55,6 +56,8 @@ class EvaluationReport:
     models_scored: str = ARTIFACT_MODELS  # ARTIFACT_MODELS or SPLIT_REFIT
     served_models: ServedModels = field(default_factory=lambda: ServedModels(refit_on_all_events=False))
     matches_manifest: dict[str, bool] = field(default_factory=dict)  # model -> every figure equals train's
+    context_results: list[ContextMixResult] = field(default_factory=list)  # context mix vs overall mix
+    steering_results: list[SteeringResult] = field(default_factory=list)  # requested personas per setting
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +67,8 @@ class EvaluationReport:
             "served_models_refit_on_all_events": self.served_models.refit_on_all_events,
             "matches_manifest": self.matches_manifest,
             "metrics": [r.to_dict() for r in self.results],
+            "context_evaluation": [r.to_dict() for r in self.context_results],
+            "steering_evaluation": [r.to_dict() for r in self.steering_results],
             "persona_accuracy": self.persona_accuracy,
             "data_matches_artifact": self.data_matches_artifact,
         }
@@ -105,6 +110,10 @@ def run_evaluation(
         scored = ARTIFACT_MODELS
     announce("scoring the models on the test period")
     results = evaluate_models(models, evaluation_segments(prepared), config.evaluation.k)
+    announce("scoring the models by shopping context")
+    by_context = evaluate_context_mixes(models, context_segments(prepared), config.evaluation.k)
+    announce("measuring steering towards requested mixes")
+    steering = steering_results(prepared, models, config.evaluation.k)
     announce("checking persona mixes against planted truth")
     return EvaluationReport(
         version=artifact.version,
@@ -115,6 +124,8 @@ def run_evaluation(
         models_scored=scored,
         served_models=served,
         matches_manifest=matches_manifest(results, manifest.get("metrics", [])),
+        context_results=by_context,
+        steering_results=steering,
     )
 
 

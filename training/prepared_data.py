@@ -34,6 +34,7 @@ from engine.personas.inference.demographic_prior import DemographicMixPrior
 from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.inference.model import PersonaInferenceModel
 from engine.personas.mix_resolution import demographic_frame
+from engine.personas.shopping_context import CONTEXTS, context_expr
 from training.config import TrainConfig
 from training.logged_events import LoggedEventsMerge, merge_logged_events, read_logged_events
 from training.split import (
@@ -54,6 +55,22 @@ class EvaluationSegment:
     users: UserBatch
     exclude: sp.csr_matrix  # items each customer already engaged with (filtered from their lists)
     relevant: sp.csr_matrix  # held-out positives
+
+
+@dataclass(frozen=True)
+class ContextSegments:
+    """Warm customers' held-out events of one shopping context, scored two ways.
+
+    ``with_context_mix`` scores them as serving does in that context (the context's mix, their own
+    history learned under the overall mix, so ``base_mix`` is the overall mix); ``with_overall_mix``
+    as the rest of offline evaluation does. Same customers, same exclusions, same held-out positives
+    (only the context's events), so the two can be compared customer by customer.
+    """
+
+    context: str
+    with_context_mix: EvaluationSegment
+    with_overall_mix: EvaluationSegment
+    distinct_mix: NDArray[np.bool_]  # per customer: the context's mix differs from the overall one
 
 
 @dataclass(frozen=True)
@@ -289,3 +306,50 @@ def evaluation_segments(prepared: PreparedData) -> list[EvaluationSegment]:
             empty_csr_matrix(len(new_ids), len(prepared.items)),
         )
     return segments
+
+
+def context_segments(prepared: PreparedData) -> list[ContextSegments]:
+    """Per shopping context, the warm customers with held-out positives in it (see ``ContextSegments``).
+
+    A held-out event's context follows from its timestamp with the holidays persona inference used,
+    exactly as serving derives a request's context; contexts without such customers are left out.
+    """
+    split = prepared.split
+    holidays = prepared.inference.config.holidays
+    test = split.test_events.with_columns(context_expr("timestamp", holidays).alias("_context"))
+    warm_ids = list(split.warm_customers)
+    if not warm_ids:
+        return []
+    local = IdMap(warm_ids, kind="customer")
+    rows = prepared.customer_rows(warm_ids)
+    model_index = prepared.model_customers.to_internal(warm_ids)
+    overall = prepared.mixes.overall[rows]
+    exclude = prepared.history[rows]
+    demographics = prepared.customer_demographics[rows]
+    out: list[ContextSegments] = []
+    for c, context in enumerate(CONTEXTS):
+        events = test.filter(pl.col("_context") == context).drop("_context")
+        relevant = relevant_matrix(events, local, prepared.items, exclude=exclude)
+        keep = np.flatnonzero(np.asarray(relevant.getnnz(axis=1) > 0))
+        if keep.size == 0:
+            continue
+        context_mix = prepared.mixes.by_context[rows[keep], c]
+        users = UserBatch(user_index=model_index[keep], mix=context_mix, demographics=demographics[keep])
+        scored = EvaluationSegment(
+            f"context:{context}:context_mix", local.ids[keep], users, exclude[keep], relevant[keep]
+        )
+        out.append(
+            ContextSegments(
+                context=context,
+                with_context_mix=dataclasses.replace(
+                    scored, users=dataclasses.replace(users, base_mix=overall[keep])
+                ),
+                with_overall_mix=dataclasses.replace(
+                    scored,
+                    name=f"context:{context}:overall_mix",
+                    users=dataclasses.replace(users, mix=overall[keep]),
+                ),
+                distinct_mix=np.asarray(np.abs(context_mix - overall[keep]).sum(axis=1) > 1e-12),
+            )
+        )
+    return out

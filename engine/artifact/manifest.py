@@ -54,6 +54,8 @@ TRAINING_KEYS: Final[Mapping[str, tuple[type, ...]]] = {
     "fit_seconds": _ANY,
     "served_models": _ANY,
     "stages": _ANY,
+    "context_evaluation": (list,),
+    "steering_evaluation": (list,),
 }
 MANIFEST_KEYS: Final[Mapping[str, tuple[type, ...]]] = {**WRITER_KEYS, **REQUIRED_KEYS, **TRAINING_KEYS}
 _JSON_TYPES: Final = {int: "a number", str: "a string", dict: "an object", list: "a list"}

@@ -14,6 +14,8 @@ nothing of personas. Personas enter afterwards, in vector space:
   kept, their persona replaced), and is then blended with ``m @ P`` as above. Blending alone would
   move a customer's vector by only ``persona_blend`` of a persona vector that is already short
   (a mean), and a mix given in a request barely changed their list;
+- a mix the request gives can override the customer's history further (``UserBatch.steering``, see
+  ``_steered``): the vector is turned towards the requested mix's direction by the steering share;
 - an unknown customer (index -1) uses ``(1 - demographic_weight) * (m @ P) + demographic_weight * d``,
   where ``d`` is the mean of the demographic vectors of the attributes in their row and a
   demographic vector is the mean vector of the training customers with that attribute; without
@@ -209,7 +211,7 @@ class ImplicitFactorsModel(Recommender):
         if known.all():  # the common page: a customer the model knows; demographics play no part
             vectors = ordered_product(users.mix - keep * base, state["persona_factors"])
             vectors += np.float32(keep) * state["user_factors"][users.user_index]
-            return vectors
+            return self._steered(vectors, users, state["persona_factors"])
         coefficients = np.array(users.mix, dtype=np.float64)
         coefficients[known] -= keep * base[known]
         vectors = ordered_product(coefficients, state["persona_factors"])  # m @ P for cold rows
@@ -226,7 +228,35 @@ class ImplicitFactorsModel(Recommender):
             demographic_part = ordered_product(weights, state["demographic_factors"])
             w = self.demographic_weight
             vectors[rows] = (1.0 - w) * persona_part[rows] + w * demographic_part
-        return np.asarray(vectors, dtype=np.float32)
+        return self._steered(np.asarray(vectors, dtype=np.float32), users, state["persona_factors"])
+
+    def _steered(
+        self, vectors: NDArray[np.float32], users: UserBatch, persona_factors: NDArray[np.float32]
+    ) -> NDArray[np.float32]:
+        """Known rows with steering s > 0 turned towards their requested mix: ``(1 - s) v + s |v| q / |q|``.
+
+        ``q = m @ P`` is what the requested mix alone points at; it is rescaled to the length of the
+        customer's vector so that s is the share of the direction handed over (persona vectors are
+        means, much shorter than a customer's, and unscaled they would barely move the list until s
+        was nearly 1). At s = 1 a known customer is ranked as the mix alone ranks, minus what they have
+        already seen. BPR's last column (a constant 1 that picks up the item biases) is left as it is.
+        Rows are computed on their own, so a row steers the same alone and in any batch.
+        """
+        steering = users.steering
+        if steering is None:
+            return vectors
+        rows = np.flatnonzero((steering > 0) & (users.user_index >= 0))
+        if rows.size == 0:
+            return vectors
+        width = self.factors  # the taste columns (ALS: all of them; BPR: all but the bias column)
+        aim = ordered_product(users.mix[rows], persona_factors)[:, :width]
+        own = vectors[rows, :width]
+        own_length = np.sqrt(np.einsum("ij,ij->i", own, own))
+        aim_length = np.sqrt(np.einsum("ij,ij->i", aim, aim))
+        scale = np.divide(own_length, aim_length, out=np.zeros_like(own_length), where=aim_length > 0)
+        share = steering[rows].astype(np.float32)[:, None]
+        vectors[rows, :width] = (1.0 - share) * own + share * (scale[:, None] * aim)
+        return vectors
 
     def score(self, users: UserBatch) -> NDArray[np.float32]:
         _, state = self._fitted()

@@ -274,7 +274,36 @@ class LightFMHybridModel(Recommender):
             + personas @ state["persona_biases"]
             + demo @ state["demographic_biases"]
         )
-        return np.asarray(embedding, dtype=np.float32), np.asarray(bias, dtype=np.float32)
+        embedding, bias = np.asarray(embedding, dtype=np.float32), np.asarray(bias, dtype=np.float32)
+        if users.steering is not None:
+            self._steer(users, embedding, bias)
+        return embedding, bias
+
+    def _steer(self, users: UserBatch, embedding: NDArray[np.float32], bias: NDArray[np.float32]) -> None:
+        """Known rows with steering s > 0 become ``(1 - s)`` themselves plus ``s`` a stranger with their mix.
+
+        The requested mix already replaces the customer's mix features; steering also takes weight off
+        their own id (their history): at s = 1 they are scored from the requested mix and their
+        demographics alone, as a new customer with that mix would be. Both representations are on one
+        scale (LightFM's normalised rows), so s is the share of the representation handed over.
+        """
+        assert users.steering is not None
+        rows = np.flatnonzero((users.steering > 0) & (users.user_index >= 0))
+        if rows.size == 0:
+            return
+        _, state = self._fitted()
+        _, personas, demo = user_feature_weights(
+            np.full(rows.size, -1, dtype=np.int64),
+            users.mix[rows],
+            users.demographics[rows],
+            self.persona_weight,
+            self.demographic_weight,
+        )
+        stranger = personas @ state["persona_embeddings"] + demo @ state["demographic_embeddings"]
+        stranger_bias = personas @ state["persona_biases"] + demo @ state["demographic_biases"]
+        share = users.steering[rows]
+        embedding[rows] = (1.0 - share[:, None]) * embedding[rows] + share[:, None] * stranger
+        bias[rows] = (1.0 - share) * bias[rows] + share * stranger_bias
 
     def score(self, users: UserBatch) -> NDArray[np.float32]:
         _, state = self._fitted()
