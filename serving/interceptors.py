@@ -12,7 +12,9 @@ One ``grpc.aio`` interceptor does all of it so the order is fixed and nothing is
    each call is its own asyncio task, and engine calls sent to threads take it along).
 3. The call is counted in flight, timed in a ``finally`` block, and counted by method and status
    code, whatever the handler did (returned, aborted, raised, or was cancelled by the client or its
-   deadline).
+   deadline). A method the servicer leaves to its generated base class, which raises
+   ``NotImplementedError`` (the health service's ``List``), is answered UNIMPLEMENTED without the
+   traceback grpc would log for every such call.
 4. One log line per call: method, status code, duration, request id and peer address. Never
    metadata (it carries the admin token) and never message contents (they carry customer data).
    With ``access_log_every`` N > 1 only every N-th successful call is logged (failed calls and calls
@@ -142,6 +144,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             except asyncio.CancelledError:  # the client hung up, or its deadline passed, mid-call
                 code = _cancelled(context)
                 raise
+            except NotImplementedError:  # a generated base-class method (health List): no traceback
+                code = grpc.StatusCode.UNIMPLEMENTED
+                await context.abort(code, f"{full_method} is not implemented by this server")
             except BaseException:
                 code = _outcome(context, code)
                 raise

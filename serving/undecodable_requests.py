@@ -18,7 +18,9 @@ before this one in the server's interceptor list (it then wraps the guarded hand
 status). The log gets one warning per ``UndecodableRequestLog.interval_s`` with the number of further
 undecodable requests since the last line, never a traceback.
 
-Valid requests pay one class comparison per call; the guarded handler of each method is built once.
+Every request's size goes to ``serving.large_request_memory``, which gives the native memory that
+large requests leave behind back to the system. Valid requests pay that call and one class comparison;
+the guarded handler of each method is built once.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any, Final, NoReturn, cast
 
 import grpc
 
+from serving.large_request_memory import LargeRequestMemoryTrim
 from serving.metrics import ServingMetrics, split_method
 
 LOGGER: Final = logging.getLogger("persona_engine.undecodable_requests")
@@ -74,11 +77,16 @@ def _reason(error: Exception, message_type: str) -> str:
     return text[:1].lower() + text[1:]
 
 
-def tolerant_deserializer(deserializer: Deserializer) -> Deserializer:
-    """``deserializer``, but an ``UndecodableRequest`` instead of an exception for bad bytes."""
+def tolerant_deserializer(
+    deserializer: Deserializer, on_size: Callable[[int], None] | None = None
+) -> Deserializer:
+    """``deserializer``, but an ``UndecodableRequest`` instead of an exception for bad bytes;
+    ``on_size`` learns the size of every request (``serving.large_request_memory``)."""
     message_type = _message_type(deserializer)
 
     def deserialize(data: bytes) -> Any:
+        if on_size is not None:
+            on_size(len(data))
         try:
             return deserializer(data)
         except Exception as error:  # DecodeError, and anything a custom deserializer raises on bad bytes
@@ -135,9 +143,15 @@ class UndecodableRequestLog:
 class UndecodableRequestInterceptor(grpc.aio.ServerInterceptor):
     """Turns undecodable requests into INVALID_ARGUMENT for every method (module doc)."""
 
-    def __init__(self, metrics: ServingMetrics, log: UndecodableRequestLog | None = None) -> None:
+    def __init__(
+        self,
+        metrics: ServingMetrics,
+        log: UndecodableRequestLog | None = None,
+        memory: LargeRequestMemoryTrim | None = None,
+    ) -> None:
         self.metrics = metrics
         self.log = log or UndecodableRequestLog()
+        self.memory = memory or LargeRequestMemoryTrim.for_this_process()
         # Per method: the handler grpc resolved and the guarded handler built around it.
         self._guarded: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
 
@@ -161,7 +175,9 @@ class UndecodableRequestInterceptor(grpc.aio.ServerInterceptor):
         refuse = self._refusal(full_method)
         # grpc's RpcMethodHandler is a namedtuple; the stubs only know the abstract class.
         fields: dict[str, Any] = {
-            "request_deserializer": tolerant_deserializer(cast(Deserializer, handler.request_deserializer))
+            "request_deserializer": tolerant_deserializer(
+                cast(Deserializer, handler.request_deserializer), self.memory.note
+            )
         }
         if handler.unary_unary is not None:
             fields["unary_unary"] = _guard_unary_request(handler.unary_unary, refuse)
