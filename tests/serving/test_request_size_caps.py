@@ -1,10 +1,12 @@
 """Size caps: a whole request above ``--max-request-bytes`` is RESOURCE_EXHAUSTED before it is decoded,
-and every string of a request has a length limit whose error names the field (never quoting it)."""
+and every string of a request has a length limit whose error names the field (never quoting it); the
+memory large requests leave behind is given back (``serving.large_request_memory``)."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -17,6 +19,7 @@ from serving import request_validation as validate
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 from serving.generated.persona.v1 import personalization_service_pb2_grpc as pb_grpc
 from serving.generated.persona.v1 import types_pb2
+from serving.large_request_memory import LARGE_REQUEST_BYTES, LargeRequestMemoryTrim, glibc_malloc_trim
 from serving.settings import (
     DEFAULT_MAX_REQUEST_BYTES,
     ServeConfigError,
@@ -173,3 +176,43 @@ def test_the_request_cap_flag_has_a_default_and_refuses_silly_values(artifacts: 
     for silly in ("0", "100", str(2**40)):
         with pytest.raises(ServeConfigError, match="--max-request-bytes"):
             settings_from_args(_parse([*base, "--max-request-bytes", silly]), {})
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _released() -> int:
+    return 1  # what malloc_trim returns when it gave memory back
+
+
+def test_small_requests_never_start_a_memory_trim() -> None:
+    memory = LargeRequestMemoryTrim(trim=_released, delay_s=0.0, idle_s=0.02)
+    for _ in range(10_000):
+        memory.note(LARGE_REQUEST_BYTES - 1)
+    time.sleep(0.1)
+    assert memory.trims == 0
+
+
+def test_large_requests_are_followed_by_a_trim_once_they_add_up_or_stop() -> None:
+    memory = LargeRequestMemoryTrim(trim_after_bytes=4 << 20, trim=_released, delay_s=0.0, idle_s=0.05)
+    for _ in range(4):
+        memory.note(1 << 20)  # 4 MiB in all: the threshold
+    assert _wait_for(lambda: memory.trims >= 1)
+    done = memory.trims
+    memory.note(1 << 20)  # below the threshold: trimmed once large requests stop (idle_s later)
+    assert _wait_for(lambda: memory.trims == done + 1)
+    time.sleep(0.2)
+    assert memory.trims == done + 1  # and not again while nothing large arrives
+
+
+def test_malloc_trim_is_found_on_glibc() -> None:
+    trim = glibc_malloc_trim()
+    if trim is None:
+        pytest.skip("not a glibc system")
+    assert trim() in (0, 1)
