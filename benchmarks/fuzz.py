@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import grpc
+from rich.console import Console
 
 from benchmarks.fuzz_requests import (
     KIND_WEIGHTS,
@@ -472,21 +473,35 @@ def verdict(result: dict[str, Any], rss_limit: float) -> dict[str, Any]:
     return {"pass": all(checks.values()), "checks": checks, "worst_rss_ratio": worst_ratio}
 
 
+# Column names short enough for a 120-column terminal (the JSON has the full names).
 SHORT_CODES: Final = {
-    "INVALID_ARGUMENT": "INVALID_ARG",
+    "INVALID_ARGUMENT": "INVALID",
     "DEADLINE_EXCEEDED": "DEADLINE",
-    "PERMISSION_DENIED": "PERM_DENIED",
-    "RESOURCE_EXHAUSTED": "EXHAUSTED",
-    "FAILED_PRECONDITION": "PRECONDITION",
+    "NOT_FOUND": "NOTFOUND",
+    "PERMISSION_DENIED": "DENIED",
+    "RESOURCE_EXHAUSTED": "EXHAUST",
+    "FAILED_PRECONDITION": "PRECOND",
     "UNIMPLEMENTED": "UNIMPL",
     "UNAUTHENTICATED": "UNAUTH",
+    "UNAVAILABLE": "UNAVAIL",
+    "CANCELLED": "CANCEL",
+}
+SHORT_RPCS: Final = {
+    "ServerReflection/ServerReflectionInfo": "Reflection",
+    "GetPersonaProfile": "Profile",
+    "RecommendProducts": "Recommend",
+    "GetExperiment": "GetExperim",
+    "SetExperiment": "SetExperim",
+    "unknown_fields": "unknown_fld",
 }
 
 
+# One column per status code seen: wider than rich's default for a pipe, and never squeezed.
+WIDE_CONSOLE: Final = Console(width=160)
+
+
 def _short_rpc(rpc: str) -> str:
-    return rpc.replace("ServerReflection/ServerReflectionInfo", "Reflection").replace(
-        "GetPersonaProfile", "Profile"
-    )
+    return SHORT_RPCS.get(rpc, rpc)
 
 
 def _codes(counters: Sequence[collections.Counter[str]]) -> list[str]:
@@ -512,6 +527,7 @@ def print_report(result: dict[str, Any]) -> None:
             f"{measured['calls_per_s']:,.0f} calls/s",
             [title, "calls", *(SHORT_CODES.get(code, code) for code in codes)],
             rows,
+            console=WIDE_CONSOLE,
         )
     print_table(
         "resident memory per worker (MiB): at start, when the measured part started, at its end",
