@@ -7,6 +7,7 @@ Before the guard, ``ListPersonas`` or ``Health/Check`` with the single byte 0xff
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,15 +84,22 @@ def test_a_string_field_that_is_not_utf8_is_invalid_argument(server: InProcessSe
 
 def test_undecodable_requests_are_counted_per_method_and_code(server: InProcessServer) -> None:
     labels = {"service": "persona.v1.PersonalizationService", "method": "ListPersonas"}
-    undecodable_before = server.metric("persona_engine_undecodable_requests_total", **labels)
-    invalid_before = server.metric("persona_engine_requests_total", code="INVALID_ARGUMENT", **labels)
+
+    def settled_counts() -> tuple[float, float]:
+        """(undecodable, INVALID_ARGUMENT) once equal: the request counter is updated when the call's
+        handler ends, which may be just after the client has its answer."""
+        deadline = time.monotonic() + 5.0
+        while True:
+            undecodable = server.metric("persona_engine_undecodable_requests_total", **labels)
+            invalid = server.metric("persona_engine_requests_total", code="INVALID_ARGUMENT", **labels)
+            if undecodable == invalid or time.monotonic() > deadline:
+                return undecodable, invalid
+            time.sleep(0.01)
+
+    undecodable_before, invalid_before = settled_counts()
     for _ in range(3):
         _raw_unary(server.address, LIST_PERSONAS, b"\xff")
-    assert server.metric("persona_engine_undecodable_requests_total", **labels) == undecodable_before + 3
-    assert (
-        server.metric("persona_engine_requests_total", code="INVALID_ARGUMENT", **labels)
-        == invalid_before + 3
-    )
+    assert settled_counts() == (undecodable_before + 3, invalid_before + 3)
 
 
 def test_streaming_methods_refuse_undecodable_requests_too(server: InProcessServer) -> None:
