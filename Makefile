@@ -70,5 +70,13 @@ bench-serving-large: $(STAMP)
 		--duration 10 --warmup 2 --rate 300 --personalize-extra-rates 1000 $(BENCH_SERVING_MIXED) \
 		$(BENCH_SERVING_ARGS)
 
+# 100,000 generated requests (valid, field-fuzzed, mutated, random, empty, oversized, 1 MiB and 4 MB
+# messages) over every RPC of a real 2-worker server with the event log and admin token on; counts by
+# status code, health and per-worker memory after (benchmarks/fuzz.py). Flags through BENCH_FUZZ_ARGS,
+# e.g. BENCH_FUZZ_ARGS="--requests 5000 --warmup 1000".
+.PHONY: bench-fuzz
+bench-fuzz: $(STAMP)
+	$(BIN)/python -m benchmarks.fuzz $(BENCH_FUZZ_ARGS)
+
 clean:
 	rm -rf $(VENV) artifacts data reports .pytest_cache .mypy_cache .ruff_cache *.egg-info

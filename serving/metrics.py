@@ -19,6 +19,10 @@ Series:
 - ``persona_engine_requests_total{service,method,code}``: finished unary calls by gRPC status code.
 - ``persona_engine_request_duration_seconds{service,method}``: latency histogram, 0.25 ms to 1 s.
 - ``persona_engine_requests_in_flight{service,method}``: calls being handled now.
+- ``persona_engine_undecodable_requests_total{service,method}``: requests (or messages of a request
+  stream) whose bytes were not a valid message, answered INVALID_ARGUMENT
+  (``serving.undecodable_requests``); unary ones are in ``requests_total`` with that code too. Only
+  methods the server has get a series, so garbage method names cannot add series.
 - ``persona_engine_customers_total{cold_start}``: customers served; ``cold_start="true"`` over the
   sum is the cold-start share.
 - ``persona_engine_decisions_total{kind,arm}``: offers (``kind="offer"``) and layout variants
@@ -129,6 +133,12 @@ class ServingMetrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
+        self.undecodable_requests = Counter(
+            f"{PREFIX}_undecodable_requests",
+            "Requests whose bytes were not a valid message (answered INVALID_ARGUMENT), by method.",
+            ["service", "method"],
+            registry=registry,
+        )
         self.customers = Counter(
             f"{PREFIX}_customers",
             "Customers served, by whether the serving artifact knew them (cold_start=false) or not.",
@@ -218,6 +228,7 @@ class ServingMetrics:
             self.requests.labels(service=service, method=method, code=grpc.StatusCode.OK.name)
             self.request_duration.labels(service=service, method=method)
             self.in_flight.labels(service=service, method=method)
+            self.undecodable_requests.labels(service=service, method=method)
 
     def declare_arms(self, arms: Mapping[str, Sequence[str]]) -> None:
         """Create the decision series of an artifact's arms, e.g. ``{"offer": ["free_ship", ...]}``."""
@@ -251,6 +262,10 @@ class ServingMetrics:
             self._child(self.request_duration, service, method),
             self._child(self.in_flight, service, method),
         )
+
+    def undecodable_child(self, service: str, method: str) -> Any:
+        """The undecodable-request counter of one method, resolved once for its guard."""
+        return self._child(self.undecodable_requests, service, method)
 
     def track_in_flight(self, service: str, method: str) -> InprogressTracker:
         tracker: InprogressTracker = self._child(self.in_flight, service, method).track_inprogress()

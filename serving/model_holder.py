@@ -395,7 +395,12 @@ class ModelReloader:
             result = self._reload(artifact_path, model_name, wait_s, allow_rollback)
         except ReloadError as refusal:
             self.metrics.record_reload("admin", refusal.outcome)
-            LOGGER.warning("reload of %r refused (%s): %s", artifact_path, refusal.outcome, refusal.message)
+            quoted = (
+                artifact_path
+                if len(artifact_path) <= 300
+                else f"{artifact_path[:300]}... ({len(artifact_path)} chars)"
+            )
+            LOGGER.warning("reload of %r refused (%s): %s", quoted, refusal.outcome, refusal.message[:1000])
             raise
         self.metrics.record_reload("admin", result.outcome)
         return result
@@ -413,7 +418,13 @@ class ModelReloader:
         if "\x00" in artifact_path:
             raise ReloadError("invalid_argument", "artifact_path: contains a NUL character")
         path = Path(artifact_path)
-        if not path.exists():
+        try:
+            exists = path.exists()
+        except OSError as error:  # a name too long for the file system, say: no such artifact either
+            raise ReloadError(
+                "invalid_argument", f"artifact_path: not a usable path ({error.strerror})"
+            ) from None
+        if not exists:
             raise ReloadError("not_found", f"artifact_path: {artifact_path} does not exist on the server")
         with self._lock, self.shared.exclusive() if self.shared else contextlib.nullcontext():
             previous = self.holder.snapshot()

@@ -85,6 +85,7 @@ from serving.process_lifecycle import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, POLL_S,
 from serving.ready_file import ServerReady, remove_ready_file, remove_stale_ready_file, write_ready_file
 from serving.redis_state_store import MEMORY, StateStoreError, open_state_store
 from serving.settings import (
+    DEFAULT_MAX_REQUEST_BYTES,
     ServeConfigError,
     ServeSettings,
     TlsConfig,
@@ -92,6 +93,7 @@ from serving.settings import (
     bare_host,
     settings_from_args,
 )
+from serving.undecodable_requests import UndecodableRequestInterceptor
 from serving.worker_supervisor import supervise
 
 LOGGER = logging.getLogger("persona_engine.server")
@@ -137,6 +139,7 @@ async def create_server(
     blocking_state: bool = False,
     benchmark_floor: bool = False,
     batching: BatchSettings | None = None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> tuple[grpc.aio.Server, int]:
     """A bound, not yet started server with every service; returns it and the port it bound.
 
@@ -151,11 +154,19 @@ async def create_server(
     experiment calls). ``blocking_state`` says live state is in a network store: every engine call
     then runs in a thread (``serving.engine_calls``). ``benchmark_floor`` makes Personalize answer one
     prepared response (``serving.benchmark_floor``). ``batching`` sets the dynamic batching of page
-    renders (``serving.batched_calls``; default: its defaults).
+    renders (``serving.batched_calls``; default: its defaults). A request larger than
+    ``max_request_bytes`` is refused with RESOURCE_EXHAUSTED before it is decoded (``--max-request-bytes``).
     """
     server = grpc.aio.server(
-        interceptors=[ObservabilityInterceptor(metrics, access_log_every=access_log_every)],
-        options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
+        # Observability first: it then sees the INVALID_ARGUMENT of an undecodable request.
+        interceptors=[
+            ObservabilityInterceptor(metrics, access_log_every=access_log_every),
+            UndecodableRequestInterceptor(metrics),
+        ],
+        options=[
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
+            ("grpc.max_receive_message_length", max_request_bytes),
+        ],
     )
     servicer = FloorPersonalizationServicer if benchmark_floor else PersonalizationServicer
     personalization_service_pb2_grpc.add_PersonalizationServiceServicer_to_server(
@@ -399,6 +410,7 @@ async def _serve(
             blocking_state=not process.live_state.is_process_local,
             benchmark_floor=settings.benchmark_floor,
             batching=settings.batching,
+            max_request_bytes=settings.max_request_bytes,
         )
         if settings.metrics_port and process.shared is None:
             process.endpoint = MetricsEndpoint(

@@ -63,6 +63,12 @@ DEFAULT_EVENT_LOOP: Final = "asyncio"
 # Successful calls logged: one in this many (failed and slow calls always); see serving.interceptors.
 DEFAULT_ACCESS_LOG_EVERY: Final = 100
 DEFAULT_GRACE_SECONDS: Final = 10.0
+# Largest request message accepted (grpc's max receive length; a larger one gets RESOURCE_EXHAUSTED
+# before it is decoded). The largest request the per-field limits allow in practice (RecordEvents with
+# 1,000 events, RecommendProducts with 1,000 targets) is well under 1 MiB; 4 MiB is grpc's own default.
+DEFAULT_MAX_REQUEST_BYTES: Final = 4 * 1024 * 1024
+MIN_MAX_REQUEST_BYTES: Final = 1024
+MAX_MAX_REQUEST_BYTES: Final = 256 * 1024 * 1024
 MAX_WORKERS: Final = 64
 
 SERVE_EXAMPLES: Final = f"""
@@ -185,6 +191,7 @@ class ServeSettings:
     # the key every served artifact's manifest must be signed with (engine.artifact.signing), and its file
     artifact_verifier: ArtifactVerifier | None = field(default=None, repr=False)
     artifact_key: Path | None = None
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # larger requests: RESOURCE_EXHAUSTED
 
     @property
     def host(self) -> str:
@@ -344,6 +351,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default {DEFAULT_MAX_WAIT_MS}; 0 never waits)",
     )
     parser.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=DEFAULT_MAX_REQUEST_BYTES,
+        metavar="BYTES",
+        help="largest request message accepted; a larger one is answered RESOURCE_EXHAUSTED before it is "
+        f"decoded (default {DEFAULT_MAX_REQUEST_BYTES} = 4 MiB; {MIN_MAX_REQUEST_BYTES} to "
+        f"{MAX_MAX_REQUEST_BYTES})",
+    )
+    parser.add_argument(
         "--benchmark-floor",
         action="store_true",
         default=None,
@@ -432,6 +448,12 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         raise ServeConfigError(f"--batch-max-size {batch_max_size}: must be at least 1")
     if not 0 <= batch_wait_ms < 1000:
         raise ServeConfigError(f"--batch-wait-ms {batch_wait_ms}: must be at least 0 and under 1000")
+    max_request_bytes = getattr(args, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)
+    if not MIN_MAX_REQUEST_BYTES <= max_request_bytes <= MAX_MAX_REQUEST_BYTES:
+        raise ServeConfigError(
+            f"--max-request-bytes {max_request_bytes}: must be between {MIN_MAX_REQUEST_BYTES} and "
+            f"{MAX_MAX_REQUEST_BYTES}"
+        )
     if args.threads < 1:
         raise ServeConfigError(f"--threads {args.threads}: must be at least 1")
     if not args.grace_seconds >= 0:
@@ -495,6 +517,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         ready_file=_ready_file_setting(getattr(args, "ready_file", None), environ),
         event_loop=_event_loop_setting(getattr(args, "event_loop", None), environ),
         batching=BatchSettings(batch_max_size, batch_wait_ms / 1000),
+        max_request_bytes=max_request_bytes,
         benchmark_floor=_flag_setting(
             getattr(args, "benchmark_floor", None), environ, ENV_BENCHMARK_FLOOR, "--benchmark-floor"
         ),

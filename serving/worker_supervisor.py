@@ -114,6 +114,8 @@ def _worker_command(settings: ServeSettings, address: str, run_dir: Path, index:
         str(settings.batching.max_size),
         "--batch-wait-ms",
         repr(settings.batching.max_wait_s * 1000),
+        "--max-request-bytes",
+        str(settings.max_request_bytes),
         *settings.tls_files,
     ]
     if settings.model_name:
