@@ -36,6 +36,7 @@ The CPU implementations are used even where a GPU exists, so factors are always 
 
 from __future__ import annotations
 
+import dataclasses
 from abc import abstractmethod
 from collections.abc import Callable
 from functools import partial
@@ -48,6 +49,16 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from engine.models.base import ModelFitError, Recommender, TrainingSet, UserBatch
 from engine.models.fitted_shape import FittedShape, ModelNotFittedError, expect_array, require_finite
+from engine.models.persona_prior import (
+    HOLDOUT_SHARE,
+    activity_level,
+    fit_level_weights,
+    hold_out,
+    interaction_counts,
+    persona_item_scores,
+)
+
+PRIOR_ARRAYS = ("activity_counts", "activity_edges", "level_weights", "persona_item_scores")
 
 
 def membership_weighted_means(
@@ -94,7 +105,10 @@ class ImplicitFactorsModel(Recommender):
     """Shared fitting, persona blending, scoring and saving for the ``implicit`` factor models.
 
     Subclasses choose the algorithm (and so their ``kind``), its hyperparameters and what it is
-    trained on; ``num_threads`` 0 lets implicit use every core.
+    trained on; ``num_threads`` 0 lets implicit use every core. ``persona_prior`` adds the persona
+    popularity of the customer's mix to the scores with weights fitted per ``activity_levels``
+    (``engine.models.persona_prior``); off, with ``persona_blend`` and ``demographic_weight`` 0, the
+    model is plain implicit ALS/BPR for known customers (``without_personas``).
     """
 
     def __init__(
@@ -106,6 +120,8 @@ class ImplicitFactorsModel(Recommender):
         demographic_weight: float,
         num_threads: int,
         random_state: int,
+        persona_prior: bool = True,
+        activity_levels: int = 3,
     ) -> None:
         self.factors = _check_positive_int("factors", factors)
         if not np.isfinite(regularization) or regularization < 0:
@@ -120,8 +136,16 @@ class ImplicitFactorsModel(Recommender):
             )
         self.num_threads = num_threads
         self.random_state = int(random_state)
+        self.persona_prior = bool(persona_prior)
+        self.activity_levels = _check_positive_int("activity_levels", activity_levels)
         self._shape: FittedShape | None = None
         self._state: dict[str, NDArray[np.float32]] | None = None
+        self._item_vectors: NDArray[np.float32] | None = None
+
+    @classmethod
+    def without_personas(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` with persona conditioning off: no persona vectors, no demographics, no prior."""
+        return {**config, "persona_blend": 0.0, "demographic_weight": 0.0, "persona_prior": False}
 
     @abstractmethod
     def _estimator_factory(self) -> Callable[[], Any]:
@@ -145,13 +169,44 @@ class ImplicitFactorsModel(Recommender):
             "demographic_weight": self.demographic_weight,
             "num_threads": self.num_threads,
             "random_state": self.random_state,
+            "persona_prior": self.persona_prior,
+            "activity_levels": self.activity_levels,
         }
 
     def fit(self, data: TrainingSet, *, show_progress: bool = False) -> None:
         shape = FittedShape.of(data)
         shape.check_training_set(data, self.kind)
+        prior = self._fit_prior(data) if self.persona_prior else None
         estimator = self._train(data, show_progress)
         self._adopt(estimator, data, shape)
+        if prior is not None and self._state is not None:
+            self._state.update(prior)
+        self._item_vectors = None
+
+    def _fit_prior(self, data: TrainingSet) -> dict[str, NDArray[np.float32]]:
+        """The persona prior's arrays: weights fitted on held-out items of a twin without the prior."""
+        held = hold_out(data.interactions, HOLDOUT_SHARE, self.random_state)
+        twin = type(self)(**{**self.get_config(), "persona_prior": False})
+        twin.fit(dataclasses.replace(data, interactions=held.kept))
+
+        def score(rows: NDArray[np.int64], cold: bool) -> NDArray[np.float32]:
+            index = np.full(len(rows), -1, dtype=np.int64) if cold else rows
+            batch = UserBatch(index, data.user_mix[rows], sp.csr_matrix(data.user_demographics[rows]))
+            return twin.score(batch)
+
+        edges, weights = fit_level_weights(
+            score,
+            held,
+            data.user_mix,
+            persona_item_scores(held.kept, data.user_mix),
+            self.activity_levels,
+        )
+        return {
+            "activity_counts": interaction_counts(data.interactions).astype(np.float32),
+            "activity_edges": edges.astype(np.float32),
+            "level_weights": weights.astype(np.float32),
+            "persona_item_scores": persona_item_scores(data.interactions, data.user_mix),
+        }
 
     def _train(self, data: TrainingSet, show_progress: bool) -> Any:
         matrix = self._training_matrix(data)
@@ -228,15 +283,36 @@ class ImplicitFactorsModel(Recommender):
             vectors[rows] = (1.0 - w) * persona_part[rows] + w * demographic_part
         return np.asarray(vectors, dtype=np.float32)
 
-    def score(self, users: UserBatch) -> NDArray[np.float32]:
+    def prior_weights(self, users: UserBatch) -> NDArray[np.float32] | None:
+        """The persona prior's weight per customer of the batch (by activity level); None when off."""
         _, state = self._fitted()
-        return np.asarray(self.user_vectors(users) @ state["item_factors"].T, dtype=np.float32)
+        if "level_weights" not in state:
+            return None
+        counts = state["activity_counts"].astype(np.int64)
+        level = activity_level(users.user_index, counts, state["activity_edges"].astype(np.float64))
+        return state["level_weights"][level]
+
+    def score(self, users: UserBatch) -> NDArray[np.float32]:
+        return np.asarray(self.query_vectors(users) @ self.item_vectors().T, dtype=np.float32)
 
     def item_vectors(self) -> NDArray[np.float32]:
-        return self._fitted()[1]["item_factors"]
+        """Item factors, followed by the items' persona popularity columns when the prior is on."""
+        _, state = self._fitted()
+        if "level_weights" not in state:
+            return state["item_factors"]
+        if self._item_vectors is None:
+            self._item_vectors = np.ascontiguousarray(
+                np.hstack([state["item_factors"], state["persona_item_scores"]]), dtype=np.float32
+            )
+        return self._item_vectors
 
     def query_vectors(self, users: UserBatch) -> NDArray[np.float32]:
-        return self.user_vectors(users)
+        vectors = self.user_vectors(users)
+        weights = self.prior_weights(users)
+        if weights is None:
+            return vectors
+        prior = weights[:, None] * np.asarray(users.mix, dtype=np.float32)
+        return np.ascontiguousarray(np.hstack([vectors, prior]), dtype=np.float32)
 
     @property
     def n_items(self) -> int:
@@ -249,14 +325,25 @@ class ImplicitFactorsModel(Recommender):
     def _restore(self, arrays: dict[str, NDArray[Any]]) -> None:
         shape = FittedShape.from_arrays(arrays, self.kind)
         width = self.factor_width
-        expected = {
+        expected: dict[str, tuple[int, ...]] = {
             "user_factors": (shape.n_users, width),
             "item_factors": (shape.n_items, width),
             "persona_factors": (shape.n_personas, width),
             "demographic_factors": (shape.n_demographic_features, width),
         }
+        if self.persona_prior and "level_weights" in arrays:  # absent in models saved before the prior
+            levels = self.activity_levels
+            expected.update(
+                {
+                    "activity_counts": (shape.n_users,),
+                    "activity_edges": (max(levels - 1, 0),),
+                    "level_weights": (levels + 1,),
+                    "persona_item_scores": (shape.n_items, shape.n_personas),
+                }
+            )
         self._state = {name: expect_array(arrays, name, dims, self.kind) for name, dims in expected.items()}
         self._shape = shape
+        self._item_vectors = None
 
 
 class ImplicitALSModel(ImplicitFactorsModel):
@@ -282,9 +369,19 @@ class ImplicitALSModel(ImplicitFactorsModel):
         demographic_weight: float = 0.3,
         num_threads: int = 2,
         random_state: int = 42,
+        persona_prior: bool = True,
+        activity_levels: int = 3,
     ) -> None:
         super().__init__(
-            factors, regularization, iterations, persona_blend, demographic_weight, num_threads, random_state
+            factors,
+            regularization,
+            iterations,
+            persona_blend,
+            demographic_weight,
+            num_threads,
+            random_state,
+            persona_prior,
+            activity_levels,
         )
         self.alpha = _check_positive("alpha", alpha)
 
@@ -336,9 +433,19 @@ class ImplicitBPRModel(ImplicitFactorsModel):
         demographic_weight: float = 0.3,
         num_threads: int = 2,
         random_state: int = 42,
+        persona_prior: bool = True,
+        activity_levels: int = 3,
     ) -> None:
         super().__init__(
-            factors, regularization, iterations, persona_blend, demographic_weight, num_threads, random_state
+            factors,
+            regularization,
+            iterations,
+            persona_blend,
+            demographic_weight,
+            num_threads,
+            random_state,
+            persona_prior,
+            activity_levels,
         )
         self.learning_rate = _check_positive("learning_rate", learning_rate)
         self.verify_negative_samples = bool(verify_negative_samples)
