@@ -8,8 +8,10 @@ On one data set and one split (the training config's), the same evaluation score
   of trials per model and the same validation split carved from the training events, as the engine's
   models (``training.tune_job``);
 - the engine's persona-conditioned models, tuned by that search from the config's hyperparameters
-  (``[models.*]``), and each one's ablation: the tuned model with persona conditioning switched off
-  (``Recommender.without_personas``), everything else identical.
+  (``[models.*]``; the implicit factor models then get their per-activity-level persona weights
+  fitted on the same validation split, ``training.persona_weights``), and each one's ablation: the
+  tuned model with persona conditioning switched off (``Recommender.without_personas``), everything
+  else identical.
 
 Tuning gains and persona gains are thereby separated: the engine's lead over the tuned libraries is
 not a tuning lead, and its lead over its own ablation is what the personas add. Every difference the
@@ -42,6 +44,7 @@ from training.config import ConfigError, TrainConfig, load_config
 from training.console_output import print_table, progress_bar, stdout_console
 from training.evaluation import SegmentResult, evaluate_models
 from training.library_baselines import ENGINE_COUNTERPART, LIBRARY_MODELS, create_library_model
+from training.persona_weights import fit_persona_weights, fits_persona_weights
 from training.prepared_data import PreparedData, evaluation_segments, prepare
 from training.tune_job import (
     LIBRARY_SEARCH_SPACES,
@@ -274,6 +277,9 @@ def compare_prepared(
                     )
                 )
                 continue
+            if validation is not None and fits_persona_weights(spec.name):
+                progress.update(task, description=f"fitting persona weights of {spec.name}")
+                parameters = fit_persona_weights(spec.name, parameters, validation, k)
             name = f"engine:{spec.name}"
             candidates.append(
                 _Candidate(

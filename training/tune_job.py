@@ -79,7 +79,6 @@ SEARCH_SPACES: dict[str, dict[str, Sampler]] = {
         "iterations": _choice(10, 15, 20, 30),
         "persona_blend": _uniform(0.0, 0.6),
         "demographic_weight": _uniform(0.0, 0.6),
-        "persona_prior": _choice(True, False),
     },
     "bpr": {
         "factors": _choice(32, 64, 100, 128),
@@ -87,7 +86,6 @@ SEARCH_SPACES: dict[str, dict[str, Sampler]] = {
         "regularization": _log_uniform(1e-4, 0.1),
         "iterations": _choice(50, 100, 200),
         "persona_blend": _uniform(0.0, 1.0),
-        "persona_prior": _choice(True, False),
     },
     "lightfm_hybrid": {
         "no_components": _choice(16, 32, 64),
@@ -311,7 +309,8 @@ def to_toml(document: Mapping[str, Any], header: str = "") -> str:
     lines = [f"# {line}" if line else "#" for line in header.splitlines()]
 
     def table(name: str, body: Mapping[str, Any]) -> None:
-        scalars = {k: v for k, v in body.items() if not isinstance(v, Mapping)}
+        # TOML has no null: a None parameter is its default, so it is left out
+        scalars = {k: v for k, v in body.items() if not isinstance(v, Mapping) and v is not None}
         tables = {k: v for k, v in body.items() if isinstance(v, Mapping)}
         if name and (scalars or not tables):
             lines.append("")

@@ -147,7 +147,9 @@ def test_tuned_libraries_search_the_same_budget_as_the_engine(report: Comparison
     rows = {m.name: m for m in report.models}
     # the raw ALS search starts from the engine's configured values of the hyperparameters they share
     assert rows["engine:als without personas"].parameters["persona_blend"] == 0.0
-    assert rows["engine:als without personas"].parameters["persona_prior"] is False
+    assert rows["engine:als without personas"].parameters["prior_weights"] is None
+    assert rows["engine:als without personas"].parameters["blend_weights"] is None
+    assert len(rows["engine:als"].parameters["prior_weights"]) == 4  # fitted: cold start + 3 levels
     assert all(m.parameters.get("num_threads", 1) == 1 for m in report.models)
 
 
