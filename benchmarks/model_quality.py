@@ -76,13 +76,15 @@ DATA_SETS: tuple[DataSet, ...] = (
 
 def _cli() -> list[str]:
     script = Path(sys.executable).with_name("persona-engine")
-    return [str(script)] if script.exists() else [sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main())"]
+    return (
+        [str(script)]
+        if script.exists()
+        else [sys.executable, "-c", "import sys; from cli.main import main; sys.exit(main())"]
+    )
 
 
 def _run(arguments: list[str], *, capture: bool = False) -> str:
-    completed = subprocess.run(
-        [*_cli(), *arguments], cwd=ROOT, check=False, text=True, capture_output=True
-    )
+    completed = subprocess.run([*_cli(), *arguments], cwd=ROOT, check=False, text=True, capture_output=True)
     if completed.returncode != 0:
         raise SystemExit(
             f"persona-engine {' '.join(arguments[:2])} failed with status {completed.returncode}:\n"
@@ -177,6 +179,21 @@ def render_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def merge_results(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results document from runs of single data sets (e.g. run in parallel), in DATA_SETS order."""
+    if not documents:
+        raise SystemExit("no results to merge")
+    budgets = {d["trials_per_model"] for d in documents}
+    if len(budgets) > 1:
+        raise SystemExit(f"results with different search budgets cannot share a table: {sorted(budgets)}")
+    rows = {row["data_set"]: (row, d) for d in documents for row in d["data_sets"]}
+    order = [d.name for d in DATA_SETS]
+    merged = dict(documents[-1])
+    merged["data_sets"] = [rows[name][0] for name in sorted(rows, key=lambda n: (order.index(n), n))]
+    merged["file"] = ", ".join(d["file"] for d in documents)
+    return merged
+
+
 def rewrite_readme(readme: Path, table: str) -> None:
     """Replace the text between the model-quality markers (which must both be there) with ``table``."""
     text = readme.read_text(encoding="utf-8")
@@ -188,23 +205,34 @@ def rewrite_readme(readme: Path, table: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help="search trials per model")
     parser.add_argument("--seed", type=int, default=0, help="seed of the hyperparameter search")
     parser.add_argument(
         "--sets", default=",".join(d.name for d in DATA_SETS), help="comma-separated data sets to run"
     )
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README table")
-    parser.add_argument("--render", type=Path, help="only rewrite the README table from this results file")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        nargs="+",
+        help="only rewrite the README table from these results files (data sets of several runs merged)",
+    )
     args = parser.parse_args(argv)
-    if args.render is not None:
-        rewrite_readme(README, render_table(json.loads(args.render.read_text(encoding="utf-8"))))
-        print(f"README table rewritten from {args.render}")
+    if args.render:
+        table = render_table(merge_results([json.loads(p.read_text(encoding="utf-8")) for p in args.render]))
+        rewrite_readme(README, table)
+        print(table)
+        print(f"README table rewritten from {', '.join(map(str, args.render))}")
         return 0
     wanted = [s.strip() for s in args.sets.split(",") if s.strip()]
     unknown = sorted(set(wanted) - {d.name for d in DATA_SETS})
     if unknown:
-        parser.error(f"--sets: unknown data set(s) {', '.join(unknown)}; known: {', '.join(d.name for d in DATA_SETS)}")
+        parser.error(
+            f"--sets: unknown data set(s) {', '.join(unknown)}; known: {', '.join(d.name for d in DATA_SETS)}"
+        )
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     file = f"model_quality-{stamp}.json"
     results: dict[str, Any] = {
@@ -217,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="model-quality-") as work:
         for data_set in (d for d in DATA_SETS if d.name in wanted):
             if data_set.needs and not (SHARED_DATA / data_set.needs).is_dir():
-                reason = f"{SHARED_DATA / data_set.needs} is absent (real data lives in ../shared, never in the repo)"
+                reason = f"{SHARED_DATA / data_set.needs} is absent (real data is never in the repo)"
                 print(f"{data_set.name}: skipped: {reason}", flush=True)
                 results["data_sets"].append({"data_set": data_set.name, "skipped": reason})
                 continue
