@@ -40,16 +40,17 @@ def test_table_rows_show_each_data_sets_verdict_and_skips_say_why() -> None:
     merged["data_sets"].append({"data_set": "elsewhere", "skipped": "../shared/data/x is absent"})
     table = render_table(merged)
     assert (
-        "| ml-100k | engine:als 0.3121 | implicit_als_tuned 0.3050 | [+0.0012, +0.0130] "
+        "| ml-100k | 5 | engine:als 0.3121 | implicit_als_tuned 0.3050 | [+0.0012, +0.0130] "
         "| [-0.0020, +0.0041] |" in table
     )
     assert "0.2100 vs 0.1400 (x1.50, engine:lightfm_hybrid)" in table
-    assert "| elsewhere | skipped: ../shared/data/x is absent |" in table
+    assert "| elsewhere | | skipped: ../shared/data/x is absent |" in table
 
 
-def test_results_of_different_budgets_do_not_share_a_table() -> None:
-    with pytest.raises(SystemExit, match="different search budgets"):
-        merge_results([_result("demo", "a.json", trials=5), _result("ml-100k", "b.json", trials=10)])
+def test_each_row_shows_the_search_budget_it_ran_with() -> None:
+    merged = merge_results([_result("demo", "a.json", trials=2), _result("ml-100k", "b.json", trials=3)])
+    table = render_table(merged)
+    assert "| ml-100k | 3 |" in table and "| demo | 2 |" in table
 
 
 def test_readme_is_rewritten_between_the_markers_only(tmp_path: Path) -> None:
