@@ -38,6 +38,7 @@ from training.config import ConfigError, TrainConfig, load_config
 from training.console_output import print_table, progress_bar, stdout_console
 from training.evaluation import evaluate_models
 from training.library_baselines import ENGINE_COUNTERPART, library_parameters
+from training.persona_weights import fit_persona_weights, fits_persona_weights
 from training.prepared_data import (
     EvaluationSegment,
     PreparedData,
@@ -431,6 +432,12 @@ def run_tuning(
                 completed=min(budget_seconds, time.perf_counter() - search_started),
                 description=f"tuning ({len(result.trials)} trials, {kind})",
             )
+    # The implicit factor models' per-activity-level persona weights are fitted once, on the same
+    # validation split, for the winning factors (training.persona_weights) and written with them.
+    for kind, trial in list(result.best.items()):
+        if fits_persona_weights(kind):
+            weighted = fit_persona_weights(kind, trial.parameters, prepared, k)
+            result.best[kind] = dataclasses.replace(trial, parameters=weighted)
     original = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
     header = (
         f"Tuned by `persona-engine tune --config {config_path} --budget-seconds {budget_seconds:g}`:\n"

@@ -232,6 +232,7 @@ def test_tune_starts_from_the_config_and_writes_a_loadable_config(config_file: P
         assert best.ndcg >= start.ndcg and math.isfinite(best.ndcg)
     config = load_config(written)
     assert config.models["als"]["factors"] == result.best["als"].parameters["factors"]
+    assert len(config.models["als"]["prior_weights"]) == 4  # fitted per activity level on validation
     assert config.models["lightfm_hybrid"] == FAST_ENGINE["lightfm_hybrid"]  # untouched kinds keep theirs
     assert tomllib.loads(written.read_text(encoding="utf-8"))["split"]["cold_start_share"] == 0.15
 
