@@ -202,9 +202,17 @@ def compare_prepared(
         specs.append(("engine", spec))
     if trials > 0:
         for library, engine_kind in ENGINE_COUNTERPART.items():
+            # The engine model's effective values (its defaults where the config is silent: those were
+            # tuned by hand on the synthetic shop, so a library starting elsewhere would hand the
+            # engine a tuning lead), for the hyperparameters the two share.
+            engine_values = (
+                create_model(engine_kind, **config.models[engine_kind]).get_config()
+                if engine_kind in config.models
+                else {}
+            )
             shared = {
                 name: value
-                for name, value in config.models.get(engine_kind, {}).items()
+                for name, value in engine_values.items()
                 if name in LIBRARY_SEARCH_SPACES[library] or name in ("max_sampled",)
             }
             spec = SearchSpec(
