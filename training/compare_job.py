@@ -6,7 +6,7 @@ On one data set and one split (the training config's), the same evaluation score
 - the raw libraries (``training.library_baselines``: implicit ALS and BPR, LightFM WARP without
   features) at their documented defaults, and *tuned*: the same random search, with the same number
   of trials per model and the same validation split carved from the training events, as the engine's
-  models (``training.tune_job``);
+  models (``training.tune_job``), starting from the engine model's values of the shared hyperparameters;
 - the engine's persona-conditioned models, tuned by that search from the config's hyperparameters
   (``[models.*]``; the implicit factor models then get their per-activity-level persona weights
   fitted on the same validation split, ``training.persona_weights``), and each one's ablation: the

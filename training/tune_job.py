@@ -11,7 +11,14 @@ Cold-start hold-out customers stay held out (the same seeded hash). Each model k
 config's own parameters, so the best trial is never worse on validation than where the search began;
 further trials draw from ``SEARCH_SPACES`` (log-uniform for rates and strengths). Kinds take turns,
 and a trial starts only if the kind's last fit time still fits in the budget. The winner per kind is
-written into a new training config, so ``persona-engine train`` or ``compare`` use it directly.
+written into a new training config, so ``persona-engine train`` or ``compare`` use it directly; the
+implicit factor models' per-activity-level persona weights are fitted for the winner on the same
+validation split (``training.persona_weights``) and written with it.
+
+``compare`` reuses the pieces with a budget counted in trials instead of seconds (reproducible):
+``validation_data``, ``SearchSpec``/``random_search`` (a start or two, then seeded random draws per
+model), and ``LIBRARY_SEARCH_SPACES`` (the engine's ranges without the persona knobs) for the raw
+libraries.
 """
 
 from __future__ import annotations
