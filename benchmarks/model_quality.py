@@ -246,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
             f"--sets: unknown data set(s) {', '.join(unknown)}; known: {', '.join(d.name for d in DATA_SETS)}"
         )
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    file = f"model_quality-{stamp}.json"
+    # A run of some of the sets names them, so runs started in the same second never share a file.
+    subset = "" if set(wanted) == {d.name for d in DATA_SETS} else "-" + "-".join(wanted)
+    file = f"model_quality-{stamp}{subset}.json"
     results: dict[str, Any] = {
         "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "file": file,
