@@ -202,6 +202,7 @@ def merge_results(documents: list[dict[str, Any]]) -> dict[str, Any]:
     merged = dict(documents[-1])
     merged["data_sets"] = [rows[name][0] for name in sorted(rows, key=lambda n: (order.index(n), n))]
     merged["file"] = ", ".join(d["file"] for d in documents)
+    merged["generated"] = " / ".join(dict.fromkeys(d["generated"] for d in documents))
     merged["trials_per_model"] = "/".join(sorted({str(d["trials_per_model"]) for d in documents}))
     return merged
 
