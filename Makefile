@@ -78,5 +78,14 @@ bench-serving-large: $(STAMP)
 bench-fuzz: $(STAMP)
 	$(BIN)/python -m benchmarks.fuzz $(BENCH_FUZZ_ARGS)
 
+# Model quality on ml-100k, the synthetic shop and Online Retail: `compare --json` on each (engine vs raw
+# libraries tuned with the same trial budget, persona ablations, paired bootstrap intervals), results in
+# benchmarks/results/model_quality-<timestamp>.json and the README table between the model-quality
+# markers. Real data sets are skipped with the reason when ../shared is absent. MODEL_QUALITY_ARGS, e.g.
+# MODEL_QUALITY_ARGS="--trials 10" or "--sets demo".
+.PHONY: model-quality
+model-quality: $(STAMP)
+	$(BIN)/python -m benchmarks.model_quality $(MODEL_QUALITY_ARGS)
+
 clean:
 	rm -rf $(VENV) artifacts data reports .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -57,6 +57,7 @@ COMPARE_EXAMPLES = """
       persona-engine compare --config training/configs/ml100k.toml
       persona-engine compare --config training/configs/demo.toml --json > compare.json
       persona-engine compare --config training/configs/ml100k.toml --output compare-ml100k.json
+      persona-engine compare --config training/configs/demo.toml --trials 20 --search-seed 1
     """
 
 TUNE_EXAMPLES = """
@@ -428,6 +429,14 @@ def add_compare_command(sub: Subcommands) -> None:
     c.add_argument("--config", type=Path, required=True, help="training config (TOML): data, split, models")
     c.add_argument("--data", type=Path, help="data folder; overrides [data] path of the config")
     c.add_argument("--output", type=Path, help="also write the JSON report to this file")
+    c.add_argument(
+        "--trials",
+        type=int,
+        default=10,
+        help="hyperparameter search budget: trials per engine and raw library model, all on one "
+        "validation split carved from the training events (0: no search, config values; default 10)",
+    )
+    c.add_argument("--search-seed", type=int, default=0, help="seed of the hyperparameter search")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -435,7 +444,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from training.compare_job import print_comparison, run_comparison
 
     show_progress = not (args.json or args.no_progress)
-    report = run_comparison(args.config, data_path=args.data, show_progress=show_progress)
+    report = run_comparison(
+        args.config,
+        data_path=args.data,
+        show_progress=show_progress,
+        trials=args.trials,
+        search_seed=args.search_seed,
+    )
     if args.output:
         args.output.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     if args.json:

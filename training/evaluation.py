@@ -8,7 +8,7 @@ ratio to popularity that tells whether personalisation is worth its cost.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -36,6 +36,9 @@ class SegmentResult:
     users: int
     metrics: dict[str, float]  # metric name -> mean over users with held-out positives
     coverage: float
+    # metric name -> value per scored user, in the segment's row order (users without held-out
+    # positives left out), so two models on one segment can be compared user by user
+    per_user: dict[str, NDArray[np.float64]] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +88,7 @@ def evaluate_models(
                     users=scored.n_evaluated,
                     metrics={m: float(v.mean()) if len(v) else float("nan") for m, v in per_user.items()},
                     coverage=scored.coverage,
+                    per_user=per_user,
                 )
             )
     return results

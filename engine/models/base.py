@@ -175,6 +175,16 @@ class Recommender(ABC):
     # others one row at a time when a batch must give each row what it would get alone.
     row_independent_scores: ClassVar[bool] = False
 
+    @classmethod
+    def without_personas(cls, config: dict[str, Any]) -> dict[str, Any] | None:
+        """``config`` with persona conditioning switched off (no persona vectors, no persona or
+        demographic features), everything else identical: the ablation that measures what personas add.
+
+        None: the model has no such switch (popularity never looks at personas; persona popularity is
+        nothing but personas, its ablation is popularity).
+        """
+        return None
+
     @abstractmethod
     def fit(self, data: TrainingSet, *, show_progress: bool = False) -> None:
         """Learn from ``data``; raises ModelFitError if the result is unusable."""
