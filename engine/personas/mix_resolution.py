@@ -80,6 +80,9 @@ class ResolvedMix:
     source: MixSource
     has_events: bool
     live: LiveView | None = field(default=None, compare=False)
+    # For a mix the request gave a known customer: the mix they would have had in this context (how far
+    # the request moves them decides how much it steers, ``engine.personas.steering``).
+    own: PersonaMix | None = field(default=None, compare=False)
 
 
 def demographic_frame(demographics: sp.csr_matrix, space: FeatureSpace) -> pl.DataFrame:
@@ -220,7 +223,8 @@ class MixResolver:
                 raise ValueError(
                     f"mix is over personas {requested.personas}, the artifact's {mixes.persona_ids}"
                 )
-            return ResolvedMix(customer_id, row, requested, MixSource.REQUEST, has_events)
+            own = mixes.stored(row, context) if row != UNKNOWN_ROW else None
+            return ResolvedMix(customer_id, row, requested, MixSource.REQUEST, has_events, own=own)
         source = MixSource.INFERRED if has_events else MixSource.PRIOR
         stored = mixes.stored(row, context)
         view = self._live.live_view(customer_id, stored) if self._live is not None else None

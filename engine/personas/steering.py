@@ -8,7 +8,8 @@ share of the customer's representation over to the requested mix: 0 is the trade
 (a stranger with that mix), minus what they have seen.
 
 The share a row gets is ``s * d``, where d is the total-variation distance between the requested mix
-and the customer's own (overall) mix: a request that repeats the customer's own mix changes nothing,
+and the customer's own mix in the request's context (the mix they would have been scored with had the
+request given none): a request that restates the customer's own mix changes nothing,
 so their own list keeps its quality, and a pure persona far from their mix gets almost all of s.
 Steering applies only to mixes given in the request; context and live-session mixes are the
 customer's own and are scored as before.

@@ -269,7 +269,11 @@ class ProductListBuilder:
         if any(row.resolved.source is MixSource.REQUEST for row in rows):  # a mix given in a request
             requested = np.array([row.resolved.source is MixSource.REQUEST for row in rows]) & modelled
             settings = np.array([self.steering if row.steering is None else row.steering for row in rows])
-            steering = steering_shares(mix, base_mix, requested, settings)
+            own = base_mix.copy()  # the customer's own mix in the request's context, where known
+            for i, row in enumerate(rows):
+                if requested[i] and row.resolved.own is not None:
+                    own[i] = row.resolved.own.weights
+            steering = steering_shares(mix, own, requested, settings)
         return UserBatch(
             user_index=user_index,
             mix=mix,
