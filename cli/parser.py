@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from cli import data_commands, decision_commands, model_commands, serving_commands
+from cli import data_commands, decision_commands, event_log_commands, model_commands, serving_commands
 
 COMMANDS_IN_HELP_ORDER = (
     data_commands.add_generate_command,
@@ -30,6 +30,7 @@ COMMANDS_IN_HELP_ORDER = (
     decision_commands.add_experiment_report_command,
     model_commands.add_drift_command,
     serving_commands.add_serve_command,
+    event_log_commands.add_archive_events_command,
 )
 
 

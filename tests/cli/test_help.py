@@ -31,6 +31,7 @@ COMMANDS = {
     "experiment-report",
     "drift",
     "serve",
+    "archive-events",
 }
 ADAPT_SOURCES = {"transactions", "movielens"}
 
