@@ -67,6 +67,7 @@ _UPDATE_LOCKS = 64  # updates of one customer share a lock; different customers 
 # weights by 0.4% at the default half-life, far below anything that changes a list.
 _VIEW_SECONDS = 10.0
 _MAX_VIEWS = 50_000
+_MAX_SCORES = 200_000  # remembered event scores (a row of persona scores per item and facts)
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,9 @@ class LiveCustomerState:
             )
         except (ValueError, KeyError, TypeError):
             return cls()
+
+
+_Facts = tuple[str, bool | None, str | None, str | None]  # what an event's score depends on
 
 
 @dataclass
@@ -250,6 +254,7 @@ class LiveCustomerStates:
         self._on_drift_started = on_drift_started
         self._locks = [threading.Lock() for _ in range(_UPDATE_LOCKS)]
         self._views: dict[tuple[str, bytes], tuple[bytes, int, LiveView]] = {}
+        self._scores: dict[_Facts, NDArray[np.float64]] = {}
 
     @staticmethod
     def key(customer_id: str) -> str:
@@ -390,7 +395,11 @@ class LiveCustomerStates:
         return self.mixes.stored(self.mixes.row_of(customer_id))
 
     def _scored(
-        self, customer_id: str, state: LiveCustomerState, moment: dt.datetime, half_life_seconds: float
+        self,
+        customer_id: str,
+        state: LiveCustomerState,
+        moment: dt.datetime,
+        half_life_seconds: float,
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Scores and decayed weights of the kept events that still count at ``moment``."""
         now = moment.timestamp()
@@ -410,10 +419,26 @@ class LiveCustomerStates:
         counts = Counter(groups)
         if len(counts) < len(groups):
             weights = weights / np.fromiter((counts[g] for g in groups), np.float64, len(groups))
-        scores = self.scorer.score_facts(
-            [e.item_id for e in chosen],
-            [e.discounted for e in chosen],
-            [e.channel for e in chosen],
-            [e.device for e in chosen],
+        return self._scores_of(chosen), weights
+
+    def _scores_of(self, events: Sequence[KeptEvent]) -> NDArray[np.float64]:
+        """(events, personas) scores, each set of facts scored once and remembered: a customer's kept
+        events are mostly the same from one check or request to the next."""
+        remembered = self._scores
+        facts = [(e.item_id, e.discounted, e.channel, e.device) for e in events]
+        rows = [remembered.get(f) for f in facts]
+        missing = [n for n, row in enumerate(rows) if row is None]
+        if missing:
+            if len(remembered) + len(missing) > _MAX_SCORES:
+                remembered.clear()  # a crude bound, as for views
+            for n, row in zip(missing, self._score([events[n] for n in missing]), strict=True):
+                rows[n] = remembered[facts[n]] = row
+        return np.array(rows)
+
+    def _score(self, events: Sequence[KeptEvent]) -> NDArray[np.float64]:
+        return self.scorer.score_facts(
+            [e.item_id for e in events],
+            [e.discounted for e in events],
+            [e.channel for e in events],
+            [e.device for e in events],
         )
-        return scores, weights
