@@ -87,5 +87,16 @@ bench-fuzz: $(STAMP)
 model-quality: $(STAMP)
 	$(BIN)/python -m benchmarks.model_quality $(MODEL_QUALITY_ARGS)
 
+# Start-up with a 1M-event log (snapshot + tail) to health SERVING, against an empty-log start; the
+# full-replay cost per event (benchmarks/startup.py). Flags through BENCH_STARTUP_ARGS.
+.PHONY: bench-startup bench-crash
+bench-startup: $(STAMP)
+	$(BIN)/python -m benchmarks.startup $(BENCH_STARTUP_ARGS)
+
+# 20 rounds of RecordEvents bursts, SIGKILL of a 2-worker server, restart: acknowledged events lost
+# (must be 0), duplicates stored (must be 0), restart time (benchmarks/crash.py). Flags: BENCH_CRASH_ARGS.
+bench-crash: $(STAMP)
+	$(BIN)/python -m benchmarks.crash $(BENCH_CRASH_ARGS)
+
 clean:
 	rm -rf $(VENV) artifacts data reports .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -56,6 +56,7 @@ from engine.live.event_log import EventLog, EventLogError
 from engine.live.events import LiveEventObserver
 from engine.live.live_loop import LiveLoop
 from engine.live.live_state import LiveState
+from engine.live.live_state_snapshot import snapshot_folder
 from engine.live.state_store import StateStore
 from engine.personalizer import Personalizer
 from serving import event_loop
@@ -72,6 +73,7 @@ from serving.generated.persona.v1 import (
 from serving.heap_freeze import settle_heap, settle_heap_later
 from serving.interceptors import ObservabilityInterceptor
 from serving.item_messages import prepare_items
+from serving.log_upkeep import LogUpkeep
 from serving.metrics import MetricsEndpoint, ServingMetrics
 from serving.model_holder import (
     ModelHolder,
@@ -222,6 +224,7 @@ class _Process:
     event_log: EventLog | None = None
     decision_writer: DecisionLogWriter | None = None
     endpoint: MetricsEndpoint | None = None
+    upkeep: LogUpkeep | None = None
     following: threading.Event = field(default_factory=threading.Event)
     follower: threading.Thread | None = None
     started: bool = False  # the gRPC server started (and so is "stopped" at the end)
@@ -235,6 +238,8 @@ class _Process:
             self.follower.start()
 
     def close(self) -> None:
+        if self.upkeep is not None:
+            self.upkeep.close()
         self.following.set()
         if self.follower is not None:
             self.follower.join(timeout=5)
@@ -268,9 +273,13 @@ def serve(
     if settings.ready_file is not None and settings.worker_index is None:
         remove_stale_ready_file(settings.ready_file)
     with stop_on_signals(stop):
-        process = _prepare(settings, on_live_state, state_store)
+        process = _prepare(settings, on_live_state, state_store, stop)
         if isinstance(process, int):
             return process
+        if stop.is_set():  # asked to stop while starting: nothing serves yet, nothing to drain
+            process.close()
+            LOGGER.info("stopped during start-up")
+            return EXIT_OK
         try:
             return event_loop.run(
                 _serve(settings, process, stop, on_ready, observers),
@@ -298,8 +307,10 @@ def _prepare(
     settings: ServeSettings,
     on_live_state: Callable[[LiveState], None] | None,
     state_store: StateStore | None,
+    stop: threading.Event,
 ) -> _Process | int:
-    """Load the model, open the state store and the event log; an exit status when that fails."""
+    """Load the model, open the state store and the event log, rebuild in-memory live state; an exit
+    status when that fails, or when ``stop`` is set during the rebuild (a SIGTERM while starting)."""
     shared = (
         SharedModelState(settings.run_dir)
         if settings.worker_index is not None and settings.run_dir is not None
@@ -353,11 +364,23 @@ def _prepare(
             if event_log is not None:
                 event_log.close()
             return EXIT_USAGE
-        if live_state.is_process_local:
+        if live_state.is_process_local and not stop.is_set():
             started = time.perf_counter()
-            replayed = live_state.catch_up(event_log)
+            LOGGER.info("rebuilding live state from the event log %s", settings.event_log)
+            caught_up = live_state.catch_up(
+                event_log, snapshots=snapshot_folder(settings.event_log), stop=stop
+            )
+            if caught_up.stopped:
+                LOGGER.info("asked to stop while rebuilding live state; the log is unchanged")
+                _close_event_log(event_log, decision_writer)
+                return EXIT_OK
             LOGGER.info(
-                "live state rebuilt from %d logged events in %.1fs", replayed, time.perf_counter() - started
+                "live state rebuilt in %.1fs: %d customers from the snapshot through event %d, then %d "
+                "logged events replayed",
+                time.perf_counter() - started,
+                caught_up.restored,
+                caught_up.snapshot_rowid,
+                caught_up.replayed,
             )
     live = LiveDecisions(live_state.store, config=settings.bandit)
     if settings.experiment is not None:
@@ -369,7 +392,10 @@ def _prepare(
             LOGGER.error("--experiment: %s", error)
             _close_event_log(event_log, decision_writer)
             return EXIT_USAGE
-    return _Process(holder, metrics, live_state, reloader, live, shared, event_log, decision_writer)
+    process = _Process(holder, metrics, live_state, reloader, live, shared, event_log, decision_writer)
+    if settings.event_log is not None and settings.worker_index in (None, 0):
+        process.upkeep = LogUpkeep(settings.event_log, live_state)  # started once the server serves
+    return process
 
 
 def _describe_experiment(experiment: Experiment) -> str:
@@ -425,6 +451,8 @@ async def _serve(
     process.started = True
     process.reloader.report()
     process.start_follower()
+    if process.upkeep is not None:
+        process.upkeep.start()
     LOGGER.info(
         "listening on %s:%d (%s) serving artifact %s, model %s%s%s, %s event loop",
         settings.host,

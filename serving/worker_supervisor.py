@@ -307,7 +307,9 @@ class _WorkerPool:
                 LOGGER.error("worker %d did not stop in time; killing it", worker.pid)
                 worker.process.kill()
                 code = worker.process.wait()
-            if code != 0 and status == EXIT_OK:
+            # A worker still importing when told to stop has no handler yet and dies of the SIGTERM
+            # itself: it did what was asked, before serving anything, so that is a clean stop too.
+            if code not in (EXIT_OK, -signal.SIGTERM) and status == EXIT_OK:
                 status = EXIT_FAILURE
             self._clean_up(worker.pid)
         return status

@@ -33,6 +33,7 @@ COMMANDS = {
     "experiment-report",
     "drift",
     "serve",
+    "archive-events",
 }
 ADAPT_SOURCES = {"transactions", "movielens"}
 
