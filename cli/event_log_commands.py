@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
+from cli.arguments import positive_float
 from cli.errors import UserError
 from cli.json_output import emit_json
 from cli.subcommand import Subcommands, add_command
@@ -38,7 +39,7 @@ def add_archive_events_command(sub: Subcommands) -> None:
     command.add_argument("--event-log", type=Path, required=True, help="the server's event log (SQLite)")
     command.add_argument(
         "--older-than-days",
-        type=float,
+        type=positive_float,
         help="move events older than this many days (default: the drift window, 4 drift half-lives)",
     )
 
@@ -56,8 +57,6 @@ def cmd_archive_events(args: argparse.Namespace) -> int:
         if args.older_than_days is None
         else args.older_than_days
     )
-    if not days > 0:
-        raise UserError(f"--older-than-days must be > 0, got {args.older_than_days}")
     before = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
     try:
         with EventLog.open(path) as log:

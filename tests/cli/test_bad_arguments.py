@@ -96,6 +96,11 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["--decisions", "{shop}/decisions.parquet", "--experiment", "{tmp}/none.toml"],
         ["--decisions", "{shop}/decisions.parquet", "--experiment", "{config}"],
     ],
+    "archive-events": [
+        ["--event-log", "{tmp}/no-such.sqlite"],
+        ["--event-log", "{file}", "--older-than-days", "0"],
+        ["--event-log", "{file}", "--older-than-days", "soon"],
+    ],
     "drift": [
         [*A, "--threshold", "-1"],
         [*A, "--limit", "-1"],
