@@ -137,6 +137,7 @@ async def create_server(
     blocking_state: bool = False,
     benchmark_floor: bool = False,
     batching: BatchSettings | None = None,
+    state_store: StateStore | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """A bound, not yet started server with every service; returns it and the port it bound.
 
@@ -151,7 +152,8 @@ async def create_server(
     experiment calls). ``blocking_state`` says live state is in a network store: every engine call
     then runs in a thread (``serving.engine_calls``). ``benchmark_floor`` makes Personalize answer one
     prepared response (``serving.benchmark_floor``). ``batching`` sets the dynamic batching of page
-    renders (``serving.batched_calls``; default: its defaults).
+    renders (``serving.batched_calls``; default: its defaults). ``state_store`` is the live loop's
+    store, whose availability RecordEvents checks and the metrics report.
     """
     server = grpc.aio.server(
         interceptors=[ObservabilityInterceptor(metrics, access_log_every=access_log_every)],
@@ -167,6 +169,7 @@ async def create_server(
             ),
             EngineCalls(blocking_state=blocking_state),
             batching,
+            state_store,
         ),
         server,
     )
@@ -382,6 +385,7 @@ async def _serve(
             blocking_state=not process.live_state.is_process_local,
             benchmark_floor=settings.benchmark_floor,
             batching=settings.batching,
+            state_store=process.live_state.store,
         )
         if settings.metrics_port and process.shared is None:
             process.endpoint = MetricsEndpoint(

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.soak import (
+from benchmarks.soak import SoakSettings, main
+from benchmarks.soak_report import (
     CallRecord,
-    SoakSettings,
     call_accounting,
     latency_windows,
-    main,
     rss_slope,
 )
 from tests.serving.server_harness import trained_artifacts
@@ -99,7 +98,8 @@ def test_a_short_soak_adds_up(tmp_path_factory: pytest.TempPathFactory, tmp_path
     assert {r["outcome"] for r in result["reloads"]["each"]} == {"RELOAD_OUTCOME_RELOADED"}
     assert result["acknowledged_events"] > 0 and result["acknowledged_events_missing"] == 0
     assert sum(w["calls"] for w in result["windows"]) == calls["sent"]
-    # The two original workers and each replacement: a series each.
-    assert len(result["rss"]["series"]) == 2 + replaced
+    # The two original workers and each replacement serving a second before the end: a series each.
+    sampled = sum(1 for kill in kills if "restart_s" in kill and kill["at"] + kill["restart_s"] < 19)
+    assert 2 + sampled <= len(result["rss"]["series"]) <= 2 + replaced
     assert (tmp_path / "soak.md").read_text(encoding="utf-8").count("\n| 20") == 1
     assert status == (0 if result["passed"] else 1)
