@@ -557,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
     else:
-        print_report(result, Console())
+        print_report(result, Console(width=max(Console().width, 120)))
         stderr_console.print(f"results: {path}")
     return 0 if result["passed"] else 1
 
