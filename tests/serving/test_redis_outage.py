@@ -25,6 +25,8 @@ from engine.live.event_log import EventLog
 from engine.live.events import BehaviorEvent
 from engine.live.state_store import StateStoreUnavailableError
 from serving.client import PersonaEngineClient
+from serving.generated.persona.v1.admin_service_pb2 import SetExperimentRequest
+from serving.generated.persona.v1.admin_service_pb2_grpc import AdminServiceStub
 from serving.redis_state_store import RedisStateStore, tracking_live_state
 from serving.response_translation import WITHOUT_LIVE_STATE
 from serving.server_process import ServerProcess, running_server
@@ -32,6 +34,7 @@ from tests.serving.redis_server import RedisProcess
 from tests.serving.server_harness import TrainedArtifacts, trained_artifacts
 
 WAIT_S = 15.0
+ADMIN_TOKEN = "outage-" + "t" * 32
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +163,9 @@ def server(
     artifacts: TrainedArtifacts, redis_process: RedisProcess, tmp_path: Path
 ) -> Iterator[ServerProcess]:
     args = ["--state", redis_process.url, "--event-log", str(tmp_path / "events.db")]
-    with running_server(artifacts.older, tmp_path / "server", workers=2, extra_args=args) as running:
+    with running_server(
+        artifacts.older, tmp_path / "server", workers=2, extra_args=args, admin_token=ADMIN_TOKEN
+    ) as running:
         yield running
 
 
@@ -195,6 +200,12 @@ def test_serving_goes_on_without_live_state_and_recovers_when_redis_returns(
             stored = log.event_ids()
         assert {e.event_id for e in events(customer, items, "before")} <= stored
         assert not {e.event_id for e in refused} & stored
+        # An experiment change Redis cannot take is refused, not answered as done.
+        with grpc.insecure_channel(server.address) as channel, pytest.raises(grpc.RpcError) as raised:
+            AdminServiceStub(channel).SetExperiment(
+                SetExperimentRequest(), metadata=(("authorization", f"Bearer {ADMIN_TOKEN}"),), timeout=10
+            )
+        assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
         wait_for("reported down", lambda: server.metric("persona_engine_state_store_available") == 0)
         assert server.metric("persona_engine_calls_without_live_state_total", method="Personalize") >= 1
         assert server.metric("persona_engine_calls_without_live_state_total", method="GetPersonaProfile") >= 1
