@@ -354,15 +354,21 @@ class Soak:
             model = self.pool.models[(count - 1) % 2]
             entry: dict[str, Any] = {"at": round(self._now(), 3), "model": model}
             started = time.perf_counter()
-            try:
-                response = await reload(
-                    admin_pb.ReloadModelRequest(artifact_path=str(self.artifact), model_name=model),
-                    timeout=RELOAD_TIMEOUT_S,
-                    metadata=metadata,
-                )
-                entry["outcome"] = admin_pb.ReloadOutcome.Name(response.outcome)
-            except grpc.aio.AioRpcError as error:
-                entry["error"] = f"{error.code().name}: {error.details()}"
+            request = admin_pb.ReloadModelRequest(artifact_path=str(self.artifact), model_name=model)
+            # Retried once like any call: the admin connection may be to the worker just killed. A
+            # reload is idempotent (the same model again is "unchanged"), so the retry is safe.
+            for attempt in range(2):
+                try:
+                    response = await reload(
+                        request, timeout=RELOAD_TIMEOUT_S, metadata=metadata, wait_for_ready=attempt > 0
+                    )
+                    entry["outcome"] = admin_pb.ReloadOutcome.Name(response.outcome)
+                    entry.pop("error", None)
+                    break
+                except grpc.aio.AioRpcError as error:
+                    entry["error"] = f"{error.code().name}: {error.details()}"
+                    entry.setdefault("first_error", entry["error"])
+                    await asyncio.sleep(0.1)
             entry["s"] = round(time.perf_counter() - started, 3)
             self.log.reloads.append(entry)
 

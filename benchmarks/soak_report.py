@@ -169,7 +169,12 @@ def analyse(log: RunLog, *, warmup_s: float, window_s: float, missing_events: in
         "calls": accounting,
         "acknowledged_events": len(log.acknowledged_event_ids),
         "acknowledged_events_missing": missing_events,
-        "reloads": {"done": len(log.reloads), "failed": reload_failures, "each": log.reloads},
+        "reloads": {
+            "done": len(log.reloads),
+            "retried": sum(1 for r in log.reloads if "first_error" in r),
+            "failed": reload_failures,
+            "each": log.reloads,
+        },
         "kills": {"done": len(log.kills), "each": log.kills},
         "latency_overall": {
             "p50_ms": round(float(np.percentile(latencies, 50)), 3),
@@ -224,7 +229,10 @@ def print_report(result: dict[str, Any], console: Console) -> None:
         ("failed not at a kill (must be 0)", calls["failed_not_at_a_kill"]),
         ("acknowledged events", result["acknowledged_events"]),
         ("acknowledged events missing (must be 0)", result["acknowledged_events_missing"]),
-        ("reloads done / failed", f"{result['reloads']['done']} / {result['reloads']['failed']}"),
+        (
+            "reloads done / retried / failed",
+            " / ".join(str(result["reloads"][k]) for k in ("done", "retried", "failed")),
+        ),
         ("workers killed", result["kills"]["done"]),
         (
             "worker restart s",

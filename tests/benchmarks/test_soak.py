@@ -95,7 +95,9 @@ def test_a_short_soak_adds_up(tmp_path_factory: pytest.TempPathFactory, tmp_path
     assert "restart_s" in kills[0]
     replaced = sum(1 for kill in kills if "replaced_by" in kill)
     assert result["reloads"]["done"] >= 4 and result["reloads"]["failed"] == 0
-    assert {r["outcome"] for r in result["reloads"]["each"]} == {"RELOAD_OUTCOME_RELOADED"}
+    outcomes = [r["outcome"] for r in result["reloads"]["each"]]
+    assert "RELOAD_OUTCOME_RELOADED" in outcomes
+    assert set(outcomes) <= {"RELOAD_OUTCOME_RELOADED", "RELOAD_OUTCOME_UNCHANGED"}  # after a retry
     assert result["acknowledged_events"] > 0 and result["acknowledged_events_missing"] == 0
     assert sum(w["calls"] for w in result["windows"]) == calls["sent"]
     # The two original workers and each replacement serving a second before the end: a series each.
