@@ -7,7 +7,9 @@ one update land together or not at all, whichever replica sends them. Keys are p
 
 ``--state redis://host:port/db`` (or ``PERSONA_ENGINE_STATE``) on ``persona-engine serve`` selects it;
 ``memory`` (the default) keeps state in the process (``engine.live.state_store.MemoryStateStore``).
-The server must reach Redis when it starts (a wrong URL is a configuration error, exit status 2).
+The server must reach Redis when it starts (a wrong URL is a configuration error, exit status 2); a
+worker that replaces one that died need not (``must_answer``): it starts without live state, as its
+peers serve while Redis is away.
 
 When Redis goes away later, serving goes on without live state (the StateStore contract,
 ``engine.live.state_store``) and comes back by itself:
@@ -123,6 +125,7 @@ class RedisStateStore:
         probe_first_s: float = PROBE_FIRST_S,
         probe_max_s: float = PROBE_MAX_S,
         heartbeat_s: float = HEARTBEAT_S,
+        available: bool = True,
     ) -> None:
         self._client = client
         self._prefix = prefix
@@ -131,19 +134,32 @@ class RedisStateStore:
         self._probe_max_s = probe_max_s
         self._heartbeat_s = heartbeat_s
         self._lock = threading.Lock()
-        self._available = True
-        self._down_since = 0.0
+        self._available = available
+        self._down_since = time.monotonic()
         self._listeners: list[Callable[[bool], None]] = []
         self._closed = threading.Event()
         self._wake = threading.Event()  # set when a call finds Redis gone: probe now
-        self.outages = 0  # times the store became unavailable
+        self.outages = 0 if available else 1  # times the store became unavailable
+        if not available:
+            self._wake.set()  # look for Redis at once
         threading.Thread(target=self._monitor, name="persona-state-monitor", daemon=True).start()
 
     @classmethod
     def from_url(
-        cls, url: str, prefix: str = DEFAULT_PREFIX, *, timeout_s: float = DEFAULT_TIMEOUT_S
+        cls,
+        url: str,
+        prefix: str = DEFAULT_PREFIX,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        must_answer: bool = True,
     ) -> RedisStateStore:
-        """A store for ``redis://[:password@]host:port/db``; checks the server answers before serving."""
+        """A store for ``redis://[:password@]host:port/db``; checks the server answers before serving.
+
+        With ``must_answer`` False a Redis that cannot be reached only starts the store unavailable
+        (it keeps looking for it): for a worker replacing one that died while the deployment, which
+        did reach Redis when it started, serves on without it. Other errors (a refused password, a
+        URL redis-py cannot parse) raise ``StateStoreError`` either way.
+        """
         query = parse_qs(urlparse(url).query)
         options: dict[str, object] = {
             # One immediate reconnect for a connection that went stale (Redis restarted), no more.
@@ -153,11 +169,23 @@ class RedisStateStore:
             options["socket_timeout"] = timeout_s
         if "socket_connect_timeout" not in query:
             options["socket_connect_timeout"] = timeout_s
-        client = redis.Redis.from_url(url, **options)
         try:
+            client = redis.Redis.from_url(url, **options)
             client.ping()
-        except redis.RedisError as error:
-            raise StateStoreError(f"cannot reach the Redis state store at {_safe(url)}: {error}") from error
+        except _UNREACHABLE as error:
+            if must_answer or isinstance(error, redis.AuthenticationError):
+                raise StateStoreError(
+                    f"cannot reach the Redis state store at {_safe(url)}: {error}"
+                ) from error
+            LOGGER.warning(
+                "state store (Redis at %s) unreachable at start: %s; serving without live state until it "
+                "answers",
+                _safe(url),
+                error,
+            )
+            return cls(client, prefix, where=_safe(url), available=False)
+        except (redis.RedisError, ValueError) as error:
+            raise StateStoreError(f"cannot use the Redis state store at {_safe(url)}: {error}") from error
         return cls(client, prefix, where=_safe(url))
 
     # ------------------------------------------------------------------ availability
@@ -322,12 +350,13 @@ def _safe(url: str) -> str:
     return url.replace(f":{parsed.password}@", ":***@", 1)
 
 
-def open_state_store(setting: str) -> StateStore:
-    """The store a ``--state`` setting names: ``memory`` or a ``redis://`` / ``rediss://`` URL."""
+def open_state_store(setting: str, *, must_answer: bool = True) -> StateStore:
+    """The store a ``--state`` setting names: ``memory`` or a ``redis://`` / ``rediss://`` URL
+    (``must_answer``: see ``RedisStateStore.from_url``)."""
     value = setting.strip()
     if value == MEMORY:
         return MemoryStateStore()
     scheme = urlparse(value).scheme
     if scheme in ("redis", "rediss", "unix"):
-        return RedisStateStore.from_url(value)
+        return RedisStateStore.from_url(value, must_answer=must_answer)
     raise StateStoreError(f"--state must be 'memory' or a redis://host:port/db URL, got {setting!r}")

@@ -313,7 +313,11 @@ def _prepare(
     disable_created_metrics()  # *_created series double the output and nothing here reads them
     metrics = ServingMetrics(CollectorRegistry())
     try:
-        live_state = LiveState(state_store or open_state_store(settings.state), metrics)
+        # A worker replacing one that died (its peers serve) starts even while Redis is away.
+        replacing = shared is not None and bool(shared.reports())
+        live_state = LiveState(
+            state_store or open_state_store(settings.state, must_answer=not replacing), metrics
+        )
         holder = ModelHolder(
             loaded.personalizer,
             loaded.path,

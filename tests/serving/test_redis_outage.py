@@ -27,6 +27,7 @@ from engine.live.state_store import StateStoreUnavailableError
 from serving.client import PersonaEngineClient
 from serving.generated.persona.v1.admin_service_pb2 import SetExperimentRequest
 from serving.generated.persona.v1.admin_service_pb2_grpc import AdminServiceStub
+from serving.ready_file import read_ready_file
 from serving.redis_state_store import RedisStateStore, tracking_live_state
 from serving.response_translation import WITHOUT_LIVE_STATE
 from serving.server_process import ServerProcess, running_server
@@ -226,3 +227,28 @@ def test_serving_goes_on_without_live_state_and_recovers_when_redis_returns(
         assert check.exists(f"persona-engine:live:customer:{customer}") == 1
     finally:
         check.close()
+
+
+def test_a_worker_that_dies_while_redis_is_down_is_replaced_and_serves(
+    server: ServerProcess, redis_process: RedisProcess
+) -> None:
+    """A replacement worker must not need Redis to start: otherwise a crash during an outage (exit
+    status 2, "cannot start with this configuration") would stop the whole server."""
+    workers = server.worker_pids
+    redis_process.stop()
+    os.kill(workers[0], signal.SIGKILL)
+
+    def replaced() -> bool:
+        ready = read_ready_file(server.ready_path)
+        return ready is not None and len(ready.worker_pids) == 2 and workers[0] not in ready.worker_pids
+
+    wait_for("the worker replaced", replaced, timeout_s=60)
+    assert server.process.poll() is None
+    with PersonaEngineClient(server.address, timeout_s=10, retries=0) as client:
+        reasons = {client.personalize(f"c000000{n}").decision.degraded_reason for n in range(1, 9)}
+        assert reasons == {WITHOUT_LIVE_STATE}
+        redis_process.start()
+        wait_for(
+            "every worker serving live state",
+            lambda: all(client.personalize("c0000001").decision.degraded_reason == "" for _ in range(8)),
+        )
