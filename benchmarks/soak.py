@@ -5,9 +5,11 @@ benchmark does (``serving.server_process``; 2 workers, an event log and an admin
 ``--duration`` seconds (default 30 minutes):
 
 - sends calls open loop at ``--rate`` per second (Poisson arrivals): Personalize, RecommendProducts and
-  RecordEvents (every write has new event ids) in the ``--mix`` shares. A call that fails is retried
-  once, with the same request (a retried write is a duplicate the log ignores), waiting for the channel
-  to reconnect;
+  RecordEvents (every write has new event ids) in the ``--mix`` shares, over connections spread evenly
+  over the workers. Calls wait for a connection (``wait_for_ready``, as a client should: a channel
+  whose worker was killed reconnects to a live one in its reconnect backoff instead of failing every
+  call meanwhile), so only the calls in flight at a kill fail. A call that fails is retried once, with
+  the same request (a retried write is a duplicate the log ignores);
 - hot-reloads every ``--reload-every`` seconds through the admin ReloadModel call, alternating between
   two models of the artifact so that each reload really loads and swaps a model;
 - SIGKILLs a worker every ``--kill-every`` seconds (the youngest one, so that the other lives the whole
@@ -54,6 +56,7 @@ import grpc
 import numpy as np
 from rich.console import Console
 
+from benchmarks.load_generator import open_channels
 from benchmarks.serving_artifact_cache import BENCHMARKS_DIR, ShopSize, ensure_artifact
 from benchmarks.soak_report import (
     RESULTS_DIR,
@@ -119,8 +122,8 @@ class SoakSettings:
             raise ValueError(
                 f"--workers must be at least 2 (a kill leaves the others serving), got {self.workers}"
             )
-        if self.channels < 1 or self.events_per_write < 1:
-            raise ValueError("--channels and --events-per-write must be at least 1")
+        if self.channels < self.workers or self.events_per_write < 1:
+            raise ValueError("--channels must be at least --workers, and --events-per-write at least 1")
         if len(self.mix) != 3 or min(self.mix) < 0 or sum(self.mix) <= 0:
             raise ValueError(f"--mix needs three shares >= 0 with a positive sum, got {self.mix}")
 
@@ -203,18 +206,6 @@ class RequestPool:
 # -- the run ---------------------------------------------------------------------------------------
 
 
-def _channel(target: str, index: int) -> grpc.aio.Channel:
-    # Own subchannel pool and user agent: one TCP connection per channel (see benchmarks.load_generator).
-    return grpc.aio.insecure_channel(
-        target,
-        options=[
-            ("grpc.use_local_subchannel_pool", 1),
-            ("grpc.primary_user_agent", f"persona-engine-soak/{index}"),
-            ("grpc.enable_retries", 0),
-        ],
-    )
-
-
 def _code(error: BaseException) -> str:
     if isinstance(error, grpc.aio.AioRpcError):
         return str(error.code().name)
@@ -258,11 +249,14 @@ class Soak:
 
     async def run(self) -> RunLog:
         settings = self.settings
-        channels = [_channel(self.server.address, i) for i in range(settings.channels)]
+        # As many connections to each worker (the kernel hashes connections over SO_REUSEPORT
+        # listeners, so a few can all land on one): every worker gets its share of the load.
+        channels, connections, _ = await open_channels(
+            self.server.address, settings.channels, self._workers()
+        )
+        self.log.connections = connections
         admin = grpc.aio.insecure_channel(self.server.address)
         try:
-            for channel in channels:
-                await asyncio.wait_for(channel.channel_ready(), 30)
             self._start = time.monotonic()
             for pid in self._workers():
                 self._born[pid] = 0.0
@@ -324,7 +318,7 @@ class Soak:
         record = CallRecord(rpc, scheduled)
         self.log.calls.append(record)
         try:
-            response = await call(request, timeout=settings.timeout_s)
+            response = await call(request, timeout=settings.timeout_s, wait_for_ready=True)
         except Exception as error:  # every failure is counted, then retried once
             record.first_code = _code(error)
             record.retried = True

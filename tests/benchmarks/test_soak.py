@@ -68,12 +68,14 @@ def test_bad_settings_are_refused_naming_the_flag(capsys: pytest.CaptureFixture[
 
 
 def test_a_short_soak_adds_up(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    # A long first deadline: on a busy shared machine a slow call must not pass for a failure; the
+    # calls in flight at a kill fail at once anyway (the connection drops).
     artifact = trained_artifacts(tmp_path_factory).newer
     status = main(
         [
             "--artifact", str(artifact),
-            "--duration", "20", "--rate", "40",
-            "--reload-every", "4", "--kill-every", "7",
+            "--duration", "20", "--rate", "25", "--timeout", "10",
+            "--reload-every", "4", "--kill-every", "5",
             "--warmup", "3", "--rss-every", "0.5", "--window", "5",
             "--results", str(tmp_path), "--json",
         ]
@@ -82,7 +84,7 @@ def test_a_short_soak_adds_up(tmp_path_factory: pytest.TempPathFactory, tmp_path
     assert len(documents) == 1
     result = json.loads(documents[0].read_text(encoding="utf-8"))
     calls = result["calls"]
-    assert calls["sent"] == sum(calls["sent_by_rpc"].values()) > 400
+    assert calls["sent"] == sum(calls["sent_by_rpc"].values()) > 300
     assert all(calls["sent_by_rpc"][rpc] > 0 for rpc in ("Personalize", "RecommendProducts", "RecordEvents"))
     assert calls["sent"] == calls["succeeded_first_time"] + calls["failed_first_time"]
     assert calls["failed_first_time"] == calls["retried"] == calls["retry_succeeded"] + calls["retry_failed"]
@@ -92,7 +94,6 @@ def test_a_short_soak_adds_up(tmp_path_factory: pytest.TempPathFactory, tmp_path
     # A kill waits until every worker serves again, so a slow restart may leave room for one kill only.
     kills = result["kills"]["each"]
     assert 1 <= len(kills) <= 2
-    assert "restart_s" in kills[0]
     replaced = sum(1 for kill in kills if "replaced_by" in kill)
     assert result["reloads"]["done"] >= 4 and result["reloads"]["failed"] == 0
     outcomes = [r["outcome"] for r in result["reloads"]["each"]]
