@@ -367,20 +367,23 @@ class Soak:
             self.log.reloads.append(entry)
 
     async def _kills(self) -> None:
+        killed: set[int] = set()
         count = 0
         while True:
             count += 1
             await self._sleep_until(count * self.settings.kill_every_s)
             # Only while every worker serves: killing the last one serving would stop the whole server,
             # which is another test (benchmarks/crash), and no retry could succeed.
+            # (The ready file may still list a worker just killed until the supervisor reaps it.)
             workers = self._workers()
-            while len(workers) < self.settings.workers:
+            while len(workers) < self.settings.workers or killed.intersection(workers):
                 await asyncio.sleep(0.1)
                 workers = self._workers()
             # The youngest worker: the oldest then lives the whole run (the longest memory series).
             victim = max(workers, key=lambda pid: (self._born.get(pid, 0.0), pid))
             at = self._now()
             os.kill(victim, signal.SIGKILL)
+            killed.add(victim)
             entry: dict[str, Any] = {"at": round(at, 3), "pid": victim}
             self.log.kills.append(entry)
             self._watchers.add(asyncio.create_task(self._watch_replacement(entry, set(workers))))
