@@ -100,3 +100,11 @@ bench-crash: $(STAMP)
 
 clean:
 	rm -rf $(VENV) artifacts data reports .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# Soak: a 2-worker server with an event log under open-loop mixed load (200 calls/s) for 30 minutes,
+# a hot reload every minute and a worker SIGKILLed every 10 minutes; failed calls and their retries,
+# RSS slope per worker, p99 per minute (benchmarks/soak.py). Flags through BENCH_SOAK_ARGS, e.g.
+# BENCH_SOAK_ARGS="--duration 300 --rate 100".
+.PHONY: bench-soak
+bench-soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak $(BENCH_SOAK_ARGS)

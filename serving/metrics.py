@@ -43,6 +43,11 @@ Series:
   past the drift threshold); a rise is a shift in what customers are after, worth a retrain.
 - ``persona_engine_drift_profiles_total{drifting}``: persona profiles served with a drift status, by
   whether the customer was drifting.
+- ``persona_engine_state_store_available``: 1 while the live-state store answers, 0 while it cannot
+  be reached (Redis down; the lowest over live workers). Calls are then answered without live state.
+- ``persona_engine_calls_without_live_state_total{method}``: calls answered without live state because
+  the store could not be reached; for RecordEvents, calls whose events were stored in the event log
+  but missed their live-state update (Redis went away during the call).
 - ``persona_engine_worker_restarts_total``: worker processes that died on their own and were replaced
   (``--workers N``; exported by the supervising process, ``worker_restarts_counter``).
 """
@@ -82,6 +87,15 @@ REQUEST_LATENCY_BUCKETS: Final = (
 )
 DECISION_KINDS: Final = DECISION_TYPES
 RELOAD_TRIGGERS: Final = ("admin", "peer")
+# The calls that read or write live state (and so can be answered without it).
+LIVE_STATE_METHODS: Final = (
+    "Personalize",
+    "RecommendProducts",
+    "RankOffers",
+    "SelectLayout",
+    "GetPersonaProfile",
+    "RecordEvents",
+)
 LIVE_RECORDS: Final = ("event", "outcome")
 LIVE_RECORD_RESULTS: Final = ("accepted", "duplicate", "rejected")
 DECISION_LOG_RESULTS: Final = ("written", "failed")
@@ -204,6 +218,21 @@ class ServingMetrics:
             ["result"],
             registry=registry,
         )
+        self.state_store_available = Gauge(
+            f"{PREFIX}_state_store_available",
+            "1 while the live-state store answers, 0 while it cannot be reached (no live state is used).",
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
+        self.without_live_state = Counter(
+            f"{PREFIX}_calls_without_live_state",
+            "Calls answered without live state because the state store could not be reached, by method.",
+            ["method"],
+            registry=registry,
+        )
+        self.state_store_available.set(1)
+        for method in LIVE_STATE_METHODS:
+            self.without_live_state.labels(method=method)
         self._serving: tuple[str, str] | None = None
         # Labelled children by metric and label values: ``labels()`` takes a lock and validates its
         # arguments on every call, several times per request; a dict lookup does not.
@@ -302,6 +331,12 @@ class ServingMetrics:
         for result, count in zip(LIVE_RECORD_RESULTS, (accepted, duplicate, rejected), strict=True):
             if count:
                 self.live_records.labels(record=record, result=result).inc(count)
+
+    def record_state_store_available(self, available: bool) -> None:
+        self.state_store_available.set(1 if available else 0)
+
+    def record_without_live_state(self, method: str) -> None:
+        self._child(self.without_live_state, method).inc()
 
     def record_decisions_logged(self, written: int, failed: int) -> None:
         if written:

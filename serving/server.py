@@ -142,6 +142,7 @@ async def create_server(
     benchmark_floor: bool = False,
     batching: BatchSettings | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    state_store: StateStore | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """A bound, not yet started server with every service; returns it and the port it bound.
 
@@ -158,6 +159,7 @@ async def create_server(
     prepared response (``serving.benchmark_floor``). ``batching`` sets the dynamic batching of page
     renders (``serving.batched_calls``; default: its defaults). A request larger than
     ``max_request_bytes`` is refused with RESOURCE_EXHAUSTED before it is decoded (``--max-request-bytes``).
+    ``state_store`` is the live loop's store, whose availability RecordEvents checks and the metrics report.
     """
     server = grpc.aio.server(
         # Observability first: it then sees the INVALID_ARGUMENT of an undecodable request.
@@ -180,6 +182,7 @@ async def create_server(
             ),
             EngineCalls(blocking_state=blocking_state),
             batching,
+            state_store,
         ),
         server,
     )
@@ -332,7 +335,11 @@ def _prepare(
     disable_created_metrics()  # *_created series double the output and nothing here reads them
     metrics = ServingMetrics(CollectorRegistry())
     try:
-        live_state = LiveState(state_store or open_state_store(settings.state), metrics)
+        # A worker replacing one that died (its peers serve) starts even while Redis is away.
+        replacing = shared is not None and bool(shared.reports())
+        live_state = LiveState(
+            state_store or open_state_store(settings.state, must_answer=not replacing), metrics
+        )
         holder = ModelHolder(
             loaded.personalizer,
             loaded.path,
@@ -437,6 +444,7 @@ async def _serve(
             benchmark_floor=settings.benchmark_floor,
             batching=settings.batching,
             max_request_bytes=settings.max_request_bytes,
+            state_store=process.live_state.store,
         )
         if settings.metrics_port and process.shared is None:
             process.endpoint = MetricsEndpoint(

@@ -45,6 +45,8 @@ EXPECTED_FAMILIES = {
     "persona_engine_drift_profiles": "counter",
     "persona_engine_live_records": "counter",
     "persona_engine_decisions_logged": "counter",
+    "persona_engine_state_store_available": "gauge",
+    "persona_engine_calls_without_live_state": "counter",
 }
 
 
