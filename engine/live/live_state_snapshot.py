@@ -37,6 +37,7 @@ from typing import Any, Final
 
 import polars as pl
 
+from engine.errors import PersonaEngineError
 from engine.live.customer_state import LiveStateConfig
 
 LOGGER = logging.getLogger("persona_engine.live")
@@ -51,7 +52,7 @@ _MANIFEST_KEYS: Final = frozenset(
 )
 
 
-class SnapshotError(ValueError):
+class SnapshotError(PersonaEngineError, ValueError):
     """A snapshot on disk cannot be used; the message names the file and what is wrong."""
 
 
