@@ -6,9 +6,9 @@ and recomputing the mean difference keeps each customer's two figures together, 
 the interval reflects how much customers disagree about the change, not the spread of either figure
 alone (which is much larger and would hide a consistent small gain).
 
-Resampling is vectorised: each resample is a row of multinomial counts over customers, and the mean
-difference of a resample is that row times the differences divided by n. Rows are drawn a block at a
-time so memory stays at ``block x n`` counts however many resamples are asked for.
+Resampling is ``engine.evaluation.paired_bootstrap.bootstrap_means`` (the one ``compare`` uses); this
+module adds what the context evaluation needs around it: figures for segments of zero or one customer
+and the result's shape in the manifest (``mean``, ``low``, ``high``, ``n``, ``level``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.evaluation.paired_bootstrap import bootstrap_means
+
 DEFAULT_RESAMPLES = 2000
-_BLOCK_CELLS = 1 << 22  # counts held at once (resamples x customers)
 
 
 @dataclass(frozen=True)
@@ -66,14 +67,7 @@ def paired_bootstrap(
     mean = float(difference.mean())
     if n == 1:
         return PairedDifference(mean, mean, mean, 1, level)
-    rng = np.random.default_rng(seed)
-    block = max(1, _BLOCK_CELLS // n)
-    means = np.empty(resamples, dtype=np.float64)
-    uniform = np.full(n, 1.0 / n)
-    for start in range(0, resamples, block):
-        stop = min(resamples, start + block)
-        counts = rng.multinomial(n, uniform, size=stop - start)
-        means[start:stop] = counts @ difference / n
+    means = bootstrap_means(difference, resamples=resamples, seed=seed)  # the one resampler compare uses
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return PairedDifference(mean, float(low), float(high), n, level)
