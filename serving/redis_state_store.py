@@ -70,8 +70,11 @@ HEARTBEAT_S: Final = 1.0
 LOGGER = logging.getLogger("persona_engine.state")
 _T = TypeVar("_T")
 # Errors that mean "Redis cannot be reached" (refused, reset, timed out, loading its data set), as
-# opposed to a bad command, which is a bug and raises.
-_UNREACHABLE: Final = (redis.ConnectionError, redis.TimeoutError, OSError)
+# opposed to a bad command, which is a bug and raises (redis-py raises those as ResponseError or
+# DataError). ValueError belongs here too: when one thread sees the outage and drops the pooled
+# connections, a thread reading from one of them gets "I/O operation on closed file" from redis-py's
+# socket buffer (a clean checkout's suite caught a reader thread dying of it).
+_UNREACHABLE: Final = (redis.ConnectionError, redis.TimeoutError, OSError, ValueError)
 
 
 class StateStoreError(PersonaEngineError, ValueError):
