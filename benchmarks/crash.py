@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import json
 import os
 import shutil
 import signal
@@ -41,6 +40,7 @@ import grpc
 import numpy as np
 import polars as pl
 
+from benchmarks.result_files import RESULTS_DIR, utc_stamp, write_result
 from benchmarks.startup import bench_artifact
 from engine.live.event_archive import archive_folder
 from engine.live.event_log import EventLog
@@ -51,7 +51,6 @@ from serving.server_process import ServerProcess, start_server
 from training.console_output import print_table
 from training.logged_events import read_logged_events
 
-RESULTS_DIR: Final = Path(__file__).resolve().parent / "results"
 _GONE_TIMEOUT_S: Final = 30.0
 
 
@@ -267,27 +266,22 @@ def run(
 
 
 def write_results(result: dict[str, Any]) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.fromisoformat(result["time"]).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS_DIR / f"crash-{stamp}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    history = RESULTS_DIR / "crash.md"
-    if not history.exists():
-        history.write_text(
-            "| time | rounds | workers | acknowledged events | lost | duplicates stored | torn batches "
-            "| restart p50 s | p95 s | max s | load 1m |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|\n",
-            encoding="utf-8",
-        )
-    with history.open("a", encoding="utf-8") as out:
-        out.write(
-            f"| {result['time']} | {result['rounds']} | {result['workers']} | "
-            f"{result['acknowledged_events']} | {result['lost']} | {result['duplicates_stored']} | "
-            f"{result['torn_batches']} | {result['restart_p50_s']:.2f} | {result['restart_p95_s']:.2f} | "
-            f"{result['restart_max_s']:.2f} | "
-            f"{result['load_average_1m']:.1f} |\n"
-        )
-    return path
+    row = [
+        result["time"],
+        result["rounds"],
+        result["workers"],
+        result["acknowledged_events"],
+        result["lost"],
+        result["duplicates_stored"],
+        result["torn_batches"],
+        f"{result['restart_p50_s']:.2f}",
+        f"{result['restart_p95_s']:.2f}",
+        f"{result['restart_max_s']:.2f}",
+        f"{result['load_average_1m']:.1f}",
+    ]
+    header = ["time", "rounds", "workers", "acknowledged events", "lost", "duplicates stored",
+              "torn batches", "restart p50 s", "p95 s", "max s", "load 1m"]  # fmt: skip
+    return write_result(RESULTS_DIR, "crash", utc_stamp(result["time"]), result, header, [row])
 
 
 def main() -> None:

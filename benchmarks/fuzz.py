@@ -57,13 +57,13 @@ from benchmarks.fuzz_requests import (
     RequestFuzzer,
     fuzz_targets,
 )
+from benchmarks.result_files import RESULTS_DIR, utc_stamp, write_result
 from benchmarks.serving_artifact_cache import BENCHMARKS_DIR, ShopSize, ensure_artifact
 from serving.client import PersonaEngineClient
 from serving.server_process import ServerProcess, metric_value, start_server
 from training.console_output import print_table, stderr_console, stdout_console
 
 QUICK_CONFIG: Final = BENCHMARKS_DIR / "configs" / "serving_quick.toml"
-RESULTS_DIR: Final = BENCHMARKS_DIR / "results"
 FAILURE_CODES: Final = ("INTERNAL", "UNKNOWN")
 CODE_ORDER: Final = tuple(code.name for code in grpc.StatusCode)
 MAX_EXAMPLES: Final = 20
@@ -561,18 +561,6 @@ def print_report(result: dict[str, Any]) -> None:
 
 
 def write_results(result: dict[str, Any]) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.fromisoformat(result["time"]).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS_DIR / f"fuzz-{stamp}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    history = RESULTS_DIR / "fuzz.md"
-    if not history.exists():
-        history.write_text(
-            "| time | load avg | workers | requests | calls/s | INTERNAL | UNKNOWN | INVALID_ARGUMENT "
-            "| healthy | worst RSS end/start | RSS MiB (start -> end, by worker) | MALLOC_ARENA_MAX | log MB "
-            "| tracebacks | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-            encoding="utf-8",
-        )
     measured = result["measured"]
     invalid = sum(c.get("INVALID_ARGUMENT", 0) for c in measured["by_rpc"].values())
     rss = ", ".join(
@@ -595,9 +583,10 @@ def write_results(result: dict[str, Any]) -> Path:
         str(result["server_log"]["tracebacks"]),
         "pass" if result["verdict"]["pass"] else "FAIL",
     ]
-    with history.open("a", encoding="utf-8") as out:
-        out.write("| " + " | ".join(row) + " |\n")
-    return path
+    header = ["time", "load avg", "workers", "requests", "calls/s", "INTERNAL", "UNKNOWN", "INVALID_ARGUMENT",
+              "healthy", "worst RSS end/start", "RSS MiB (start -> end, by worker)", "MALLOC_ARENA_MAX",
+              "log MB", "tracebacks", "verdict"]  # fmt: skip
+    return write_result(RESULTS_DIR, "fuzz", utc_stamp(result["time"]), result, header, [row])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

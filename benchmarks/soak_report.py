@@ -5,7 +5,6 @@ each figure means).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +14,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.serving_artifact_cache import BENCHMARKS_DIR
+from benchmarks.result_files import RESULTS_DIR, utc_stamp, write_result
 from engine.live.event_log import EventLog
 
-RESULTS_DIR: Final = BENCHMARKS_DIR / "results"
 RPCS: Final = ("Personalize", "RecommendProducts", "RecordEvents")
 RSS_TARGET_MB_PER_10_MIN: Final = 5.0
 # A first failure counts as "at a kill" when the call started before the kill plus this margin (the
@@ -282,24 +280,14 @@ def print_report(result: dict[str, Any], console: Console) -> None:
 
 
 _HISTORY_HEADER: Final = (
-    "| time | rate/s | duration s | calls | failed first | retried | retry failed | failed not at kill "
-    "| acked events missing | reloads (failed) | kills | p99 ms | worst minute p99 ms "
-    "| max RSS slope MB/10min | passed |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-)
+    "time", "rate/s", "duration s", "calls", "failed first", "retried", "retry failed", "failed not at kill",
+    "acked events missing", "reloads (failed)", "kills", "p99 ms", "worst minute p99 ms",
+    "max RSS slope MB/10min", "passed",
+)  # fmt: skip
 
 
 def write_results(result: dict[str, Any], folder: Path = RESULTS_DIR) -> Path:
     """The JSON document and a history row; returns the JSON path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = result["started_utc"].replace("-", "").replace(":", "").split("+")[0].split(".")[0]
-    path = folder / f"soak-{stamp}Z.json"
-    path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    history = folder / "soak.md"
-    if not history.is_file():
-        history.write_text(
-            "# Soak runs (`make bench-soak`, benchmarks/soak.py)\n\n" + _HISTORY_HEADER, encoding="utf-8"
-        )
     calls = result["calls"]
     p99s = [w["p99_ms"] for w in result["windows"] if w["p99_ms"] is not None]
     cells = [
@@ -319,6 +307,7 @@ def write_results(result: dict[str, Any], folder: Path = RESULTS_DIR) -> Path:
         _cell(result["rss"]["max_slope_mb_per_10min"]),
         "yes" if result["passed"] else "no",
     ]
-    with history.open("a", encoding="utf-8") as out:
-        out.write("| " + " | ".join(str(c) for c in cells) + " |\n")
-    return path
+    return write_result(
+        folder, "soak", utc_stamp(result["started_utc"]), result, _HISTORY_HEADER, [cells],
+        title="# Soak runs (`make bench-soak`, benchmarks/soak.py)", indent=1,
+    )  # fmt: skip

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import re
 import shutil
@@ -29,6 +28,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from benchmarks.result_files import RESULTS_DIR, utc_stamp, write_result
 from engine.live.event_log import EventLog
 from engine.live.events import BehaviorEvent
 from engine.live.live_state import LiveState
@@ -41,7 +41,6 @@ from training.console_output import print_table
 from training.synthetic_shop import ShopConfig, generate_shop
 from training.train_job import run_training
 
-RESULTS_DIR: Final = Path(__file__).resolve().parent / "results"
 TARGET_S: Final = 5.0
 _SPREAD_DAYS: Final = 50.0
 _APPEND_BATCH: Final = 50_000
@@ -175,29 +174,24 @@ def _rebuild_seconds(line: str) -> float:
 
 
 def write_results(result: dict[str, Any]) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.fromisoformat(result["time"]).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS_DIR / f"startup-{stamp}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    history = RESULTS_DIR / "startup.md"
-    if not history.exists():
-        history.write_text(
-            "| time | events in log | tail | workers | start p50 s | start max s | empty-log p50 s | ratio "
-            "| rebuild max s | full replay ms/event (cpu) | load 1m | target 5 s |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-            encoding="utf-8",
-        )
     replay = result["full_replay"]
-    with history.open("a", encoding="utf-8") as out:
-        out.write(
-            f"| {result['time']} | {result['events_in_log']} | {result['tail_after_snapshot']} | "
-            f"{result['workers']} | {result['start_p50_s']:.2f} | {result['start_max_s']:.2f} | "
-            f"{result['baseline_p50_s']:.2f} | {result['ratio_to_empty_log_p50']:.2f} | "
-            f"{result['rebuild_max_s']:.2f} | "
-            f"{replay['wall_ms_per_event']:.3f} ({replay['cpu_ms_per_event']:.3f}) | "
-            f"{result['load_average_1m']:.1f} | {'met' if result['meets_target'] else 'missed'} |\n"
-        )
-    return path
+    row = [
+        result["time"],
+        result["events_in_log"],
+        result["tail_after_snapshot"],
+        result["workers"],
+        f"{result['start_p50_s']:.2f}",
+        f"{result['start_max_s']:.2f}",
+        f"{result['baseline_p50_s']:.2f}",
+        f"{result['ratio_to_empty_log_p50']:.2f}",
+        f"{result['rebuild_max_s']:.2f}",
+        f"{replay['wall_ms_per_event']:.3f} ({replay['cpu_ms_per_event']:.3f})",
+        f"{result['load_average_1m']:.1f}",
+        "met" if result["meets_target"] else "missed",
+    ]
+    header = ["time", "events in log", "tail", "workers", "start p50 s", "start max s", "empty-log p50 s",
+              "ratio", "rebuild max s", "full replay ms/event (cpu)", "load 1m", "target 5 s"]  # fmt: skip
+    return write_result(RESULTS_DIR, "startup", utc_stamp(result["time"]), result, header, [row])
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.result_files import RESULTS_DIR, write_result
 from benchmarks.serving_artifact_cache import BENCHMARKS_DIR, ShopSize, ensure_artifact
 from engine.live.events import BehaviorEvent
 from serving.client import PersonaEngineClient
@@ -47,7 +48,6 @@ from serving.model_holder import load_model
 from serving.server_process import start_server
 from training.console_output import stderr_console
 
-RESULTS_DIR: Final = BENCHMARKS_DIR / "results"
 QUICK_CONFIG: Final = BENCHMARKS_DIR / "configs" / "serving_quick.toml"
 PHASES: Final = ("up", "down", "hung", "back")
 
@@ -215,29 +215,21 @@ def print_report(result: dict[str, Any]) -> None:
 
 
 def write_results(result: dict[str, Any], folder: Path = RESULTS_DIR) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in PHASES:
+        p = result["phases"][name]
+        rows.append([
+            result["started_utc"][:19], result["load_average"][0], name, p["answered"],
+            sum(p["errors"].values()), f"{p['degraded_share']:.0%}", p["p50_ms"], p["p99_ms"], p["max_ms"],
+            p["p99_ratio_to_up"],
+        ])  # fmt: skip
+    header = ["time", "load avg", "phase", "answered", "errors", "degraded", "p50 ms", "p99 ms", "max ms",
+              "p99 / up"]  # fmt: skip
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = folder / f"state_store_outage-{stamp}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    history = folder / "state_store_outage.md"
-    if not history.is_file():
-        history.write_text(
-            "# Personalize while Redis is down (benchmarks/state_store_outage.py)\n\n"
-            "| time | load avg | phase | answered | errors | degraded | p50 ms | p99 ms | max ms "
-            "| p99 / up |\n"
-            "|---|---|---|---|---|---|---|---|---|---|\n",
-            encoding="utf-8",
-        )
-    with history.open("a", encoding="utf-8") as out:
-        for name in PHASES:
-            p = result["phases"][name]
-            errors = sum(p["errors"].values())
-            out.write(
-                f"| {result['started_utc'][:19]} | {result['load_average'][0]} | {name} | {p['answered']} | "
-                f"{errors} | {p['degraded_share']:.0%} | {p['p50_ms']} | {p['p99_ms']} | {p['max_ms']} | "
-                f"{p['p99_ratio_to_up']} |\n"
-            )
-    return path
+    return write_result(
+        folder, "state_store_outage", stamp, result, header, rows,
+        title="# Personalize while Redis is down (benchmarks/state_store_outage.py)", indent=1,
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
