@@ -83,7 +83,7 @@ from serving.model_holder import (
     publish_model_metrics,
 )
 from serving.personalization_servicer import PersonalizationServicer
-from serving.process_lifecycle import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, POLL_S, stop_on_signals
+from serving.process_lifecycle import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, STOP_CHECK_S, stop_on_signals
 from serving.ready_file import ServerReady, remove_ready_file, remove_stale_ready_file, write_ready_file
 from serving.redis_state_store import MEMORY, StateStoreError, open_state_store
 from serving.settings import (
@@ -503,7 +503,9 @@ async def _wait_for_stop(stop: threading.Event, *, supervised: bool) -> None:
     gone (it was reparented), rather than serving on unsupervised."""
     parent = os.getppid()
     while not stop.is_set():
-        await asyncio.sleep(POLL_S)
+        # A signal does not wake the loop (the handler only sets ``stop``), so the check is frequent:
+        # calls in flight at SIGTERM must see the stop begin while they are still running.
+        await asyncio.sleep(STOP_CHECK_S)
         if supervised and os.getppid() != parent:
             LOGGER.error("the supervising process exited; stopping this worker")
             return
