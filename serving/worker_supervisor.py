@@ -69,6 +69,7 @@ _METRICS_SUBDIR: Final = "metrics"
 # After the grace period a worker still needs a moment to close its server and files.
 _WORKER_EXIT_MARGIN_S: Final = 10.0
 _WAIT_POLL_S: Final = 0.01
+_STARTING_POLL_S: Final = 0.02
 # More worker deaths than this within the window are a crash loop: the server stops.
 MAX_RESTARTS: Final = 5
 RESTART_WINDOW_S: Final = 60.0
@@ -454,7 +455,8 @@ def _watch_workers(
     """Replace dead workers until a stop request; returns the exit status. Once every worker serves
     the server is announced; from then on the ready file follows the set of serving workers."""
     announced: tuple[int, ...] | None = None
-    while not stop.wait(POLL_S):
+    # Until every worker serves the watch is quick: whoever waits for the ready file waits on it.
+    while not stop.wait(POLL_S if announced is not None else _STARTING_POLL_S):
         status = pool.replace_dead()
         if status is not None:
             return status
