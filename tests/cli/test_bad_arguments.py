@@ -111,6 +111,9 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["--artifact", "{tmp}/no-such-artifact"],
         [*A, "--model", "foo"],
         [*A, "--workers", "0"],
+        [*A, "--event-log", "redis://127.0.0.1:1/0"],  # a shared log needs shared live state
+        [*A, "--state", "redis://127.0.0.1:1/0", "--event-log", "redis://127.0.0.1:1/0"],  # unreachable
+        [*A, "--state", "redis://127.0.0.1:1/0", "--event-log", "redis://127.0.0.1:1/0?stream="],
     ],
 }
 STAGE_LINE = re.compile(r"^[a-z-]+: [^:]*\(\d+\.\d s\)$")
