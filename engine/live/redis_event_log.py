@@ -23,8 +23,10 @@ same promises on a Redis server:
 Keys share a prefix (``?stream=NAME`` in the URL; ``persona-engine:event-log`` by default), so the log
 can live in the same Redis as the live state store. Redis failures surface as redis-py exceptions
 (connection refused, timeout): the caller decides (RecordEvents answers UNAVAILABLE, and since a
-batch is one script, a retry is safe whether or not the failed one ran). Retention does not apply
-yet: the stream keeps every event (plan its memory: about 300 bytes per event).
+batch is one script, a retry is safe whether or not the failed one ran). One consequence: when the
+script ran but its answer was lost, the retry reports the batch as duplicates, so the server's live
+state does not learn from it; the log holds it, and training reads it. Retention does not apply yet:
+the stream keeps every event.
 """
 
 from __future__ import annotations
