@@ -83,7 +83,7 @@ SERVE_EXAMPLES: Final = f"""
       {ENV_WORKERS}=2 {ENV_ADMIN_TOKEN}=s3cret persona-engine serve --artifact artifacts/latest
       persona-engine serve --artifact artifacts/latest --workers 4 --state redis://127.0.0.1:6379/0
       persona-engine serve --artifact artifacts/latest --workers 4 --event-log /var/lib/persona/events.db
-      persona-engine serve --artifact artifacts/latest --state redis://redis:6379/0 \
+      persona-engine serve --artifact artifacts/latest --state redis://redis:6379/0 \\
           --event-log 'redis://redis:6379/0?stream=shop-events'
       persona-engine serve --artifact artifacts/latest --address 127.0.0.1:0 --workers 2 \\
           --ready-file /run/persona/ready.json
