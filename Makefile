@@ -98,6 +98,14 @@ bench-startup: $(STAMP)
 bench-crash: $(STAMP)
 	$(BIN)/python -m benchmarks.crash $(BENCH_CRASH_ARGS)
 
+# 20 rounds of two servers sharing one Redis Streams event log (appendfsync always), RecordEvents
+# bursts, SIGKILL of either server mid-burst, restart: acknowledged events lost (must be 0), duplicates
+# stored or read by training (must be 0), per-round times (benchmarks/fleet_event_log.py). Needs
+# redis-server (scripts/install-redis.sh). Flags through BENCH_FLEET_ARGS, e.g. "--rounds 3".
+.PHONY: bench-fleet-log
+bench-fleet-log: $(STAMP)
+	$(BIN)/python -m benchmarks.fleet_event_log $(BENCH_FLEET_ARGS)
+
 clean:
 	rm -rf $(VENV) artifacts data reports .pytest_cache .mypy_cache .ruff_cache *.egg-info
 

@@ -53,10 +53,12 @@ from engine.decisions.experiment import Experiment, ExperimentError, load_experi
 from engine.live.decision_log_writer import DecisionLogWriter
 from engine.live.decisions import LiveDecisions
 from engine.live.event_log import EventLog, EventLogError
+from engine.live.event_store import EventStore
 from engine.live.events import LiveEventObserver
 from engine.live.live_loop import LiveLoop
 from engine.live.live_state import LiveState
 from engine.live.live_state_snapshot import snapshot_folder
+from engine.live.redis_event_log import RedisEventLog
 from engine.live.state_store import StateStore
 from engine.personalizer import Personalizer
 from serving import event_loop
@@ -134,7 +136,7 @@ async def create_server(
     reuse_port: bool = False,
     health_servicer: health.aio.HealthServicer | None = None,
     reloader: ModelReloader | None = None,
-    event_log: EventLog | None = None,
+    event_log: EventStore | None = None,
     decision_writer: DecisionLogWriter | None = None,
     observers: Sequence[LiveEventObserver] = (),
     live: LiveDecisions | None = None,
@@ -224,7 +226,7 @@ class _Process:
     reloader: ModelReloader
     live: LiveDecisions
     shared: SharedModelState | None = None
-    event_log: EventLog | None = None
+    event_log: EventStore | None = None
     decision_writer: DecisionLogWriter | None = None
     endpoint: MetricsEndpoint | None = None
     upkeep: LogUpkeep | None = None
@@ -360,11 +362,22 @@ def _prepare(
         after_swap=settle_heap_later,
         verifier=settings.artifact_verifier,
     )
-    event_log: EventLog | None = None
+    event_log: EventStore | None = None
     decision_writer: DecisionLogWriter | None = None
+    if settings.event_log_url is not None:  # the fleet's shared log; live state is shared too (settings)
+        try:
+            event_log = RedisEventLog.open(settings.event_log_url)
+            decision_writer = DecisionLogWriter(
+                settings.event_log_url, on_commit=metrics.record_decisions_logged
+            )
+        except EventLogError as error:
+            LOGGER.error("--event-log: %s", error)
+            _close_event_log(event_log, None)
+            return EXIT_USAGE
     if settings.event_log is not None:
         try:
-            event_log = EventLog.open(settings.event_log)
+            sqlite_log = EventLog.open(settings.event_log)
+            event_log = sqlite_log
             decision_writer = DecisionLogWriter(settings.event_log, on_commit=metrics.record_decisions_logged)
         except EventLogError as error:
             LOGGER.error("--event-log: %s", error)
@@ -375,7 +388,7 @@ def _prepare(
             started = time.perf_counter()
             LOGGER.info("rebuilding live state from the event log %s", settings.event_log)
             caught_up = live_state.catch_up(
-                event_log, snapshots=snapshot_folder(settings.event_log), stop=stop
+                sqlite_log, snapshots=snapshot_folder(settings.event_log), stop=stop
             )
             if caught_up.stopped:
                 LOGGER.info("asked to stop while rebuilding live state; the log is unchanged")
@@ -532,7 +545,7 @@ def _write_ready_file(
     return EXIT_OK
 
 
-def _close_event_log(event_log: EventLog | None, decision_writer: DecisionLogWriter | None) -> None:
+def _close_event_log(event_log: EventStore | None, decision_writer: DecisionLogWriter | None) -> None:
     """After the server stopped: write the decisions still queued, then close the log."""
     if decision_writer is not None:
         decision_writer.close()

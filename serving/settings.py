@@ -25,6 +25,8 @@ from engine.decisions.experiment import ExperimentError, load_experiment
 from engine.decisions.online_bandit import BanditConfig, OnlineBanditError, load_bandit_config
 from engine.errors import PersonaEngineError
 from engine.live.event_log import EventLog, EventLogError
+from engine.live.event_store import is_shared_log_location
+from engine.live.redis_event_log import RedisEventLog, redacted
 from serving.batched_calls import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_MS, BatchSettings
 from serving.redis_state_store import MEMORY
 
@@ -81,6 +83,8 @@ SERVE_EXAMPLES: Final = f"""
       {ENV_WORKERS}=2 {ENV_ADMIN_TOKEN}=s3cret persona-engine serve --artifact artifacts/latest
       persona-engine serve --artifact artifacts/latest --workers 4 --state redis://127.0.0.1:6379/0
       persona-engine serve --artifact artifacts/latest --workers 4 --event-log /var/lib/persona/events.db
+      persona-engine serve --artifact artifacts/latest --state redis://redis:6379/0 \\
+          --event-log 'redis://redis:6379/0?stream=shop-events'
       persona-engine serve --artifact artifacts/latest --address 127.0.0.1:0 --workers 2 \\
           --ready-file /run/persona/ready.json
       persona-engine serve --artifact artifacts/latest --artifact-key /etc/persona/artifact-signing.pub.pem
@@ -178,7 +182,8 @@ class ServeSettings:
     tls_files: tuple[str, ...] = ()  # the TLS flags as given, passed on to workers
     log_level: str = "info"
     state: str = MEMORY  # where live customer state is kept: "memory" or a redis:// URL
-    event_log: Path | None = None
+    event_log: Path | None = None  # this machine's SQLite log
+    event_log_url: str | None = field(default=None, repr=False)  # the fleet's shared log (Redis URL)
     experiment: Path | None = None  # TOML file with an [experiment] section, validated at start
     bandit: BanditConfig | None = None  # the online bandit's exploration and offer budgets ([bandit])
     bandit_file: Path | None = None  # where ``bandit`` came from, passed on to worker processes
@@ -292,9 +297,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--event-log",
-        type=Path,
-        help=f"SQLite event log (created if missing) for RecordEvents and served decisions (env "
-        f"{ENV_EVENT_LOG}); without it RecordEvents is refused. Training reads it with [data] event_log",
+        metavar="PATH|URL",
+        help=f"event log for RecordEvents and served decisions (env {ENV_EVENT_LOG}): a SQLite file "
+        "(created if missing) for one machine, or redis://host:port/db[?stream=NAME] for one log shared by "
+        "a fleet of servers (Redis with appendonly yes, appendfsync always); without it RecordEvents is "
+        "refused. Training reads it with [data] event_log",
     )
     parser.add_argument(
         "--experiment",
@@ -467,14 +474,8 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         tls_files = ("--tls-cert", str(args.tls_cert.resolve()), "--tls-key", str(args.tls_key.resolve()))
         if args.tls_client_ca is not None:
             tls_files += ("--tls-client-ca", str(args.tls_client_ca.resolve()))
-    event_log_text = args.event_log or environ.get(ENV_EVENT_LOG)
-    event_log = None if not event_log_text else Path(event_log_text).resolve()
-    if event_log is not None:
-        source = "--event-log" if args.event_log else ENV_EVENT_LOG
-        try:  # open once here: a bad path fails before any worker starts, and the schema exists for them
-            EventLog.open(event_log).close()
-        except EventLogError as error:
-            raise ServeConfigError(f"{source}: {error}") from None
+    state = _state_setting(getattr(args, "state", None), environ)
+    event_log, event_log_url = _event_log_setting(args.event_log, environ, state)
     experiment = None
     if args.experiment is not None:
         experiment = args.experiment.resolve()
@@ -508,8 +509,9 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         worker_index=args.worker_index,
         tls_files=tls_files,
         log_level=args.log_level,
-        state=_state_setting(getattr(args, "state", None), environ),
+        state=state,
         event_log=event_log,
+        event_log_url=event_log_url,
         experiment=experiment,
         bandit=bandit,
         bandit_file=bandit_file,
@@ -522,6 +524,34 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
             getattr(args, "benchmark_floor", None), environ, ENV_BENCHMARK_FLOOR, "--benchmark-floor"
         ),
     )
+
+
+def _event_log_setting(
+    given: str | None, environ: Mapping[str, str], state: str
+) -> tuple[Path | None, str | None]:
+    """``--event-log`` or its variable: (a SQLite file, a shared log's URL), at most one of them set.
+
+    Either is opened once here, so a bad path, an unreachable Redis or one that does not fsync every
+    write fails before any worker starts (and a new SQLite file has its schema before they open it).
+    """
+    text, source = (given, "--event-log") if given else (environ.get(ENV_EVENT_LOG), ENV_EVENT_LOG)
+    if not text:
+        return None, None
+    if is_shared_log_location(text) and state == MEMORY:
+        raise ServeConfigError(
+            f"{source} {redacted(text)}: a log shared by a fleet needs live state shared too (--state "
+            "redis://host:port/db); with --state memory each process would have to replay the whole "
+            "fleet's log at every start"
+        )
+    try:
+        if is_shared_log_location(text):
+            RedisEventLog.open(text).close()
+            return None, text
+        path = Path(text).resolve()
+        EventLog.open(path).close()
+    except EventLogError as error:
+        raise ServeConfigError(f"{source}: {error}") from None
+    return path, None
 
 
 def _event_loop_setting(given: str | None, environ: Mapping[str, str]) -> str:

@@ -133,6 +133,8 @@ def _worker_command(settings: ServeSettings, address: str, run_dir: Path, index:
         command += ["--model", settings.model_name]
     if settings.event_log is not None:
         command += ["--event-log", str(settings.event_log)]
+    if settings.event_log_url is not None:
+        command += ["--event-log", settings.event_log_url]
     if settings.experiment is not None:
         command += ["--experiment", str(settings.experiment)]
     if settings.bandit_file is not None:

@@ -19,6 +19,7 @@ from typing import Any
 from engine.data.contract import EVENT_TYPES
 from engine.data.interactions import DEFAULT_EVENT_WEIGHTS
 from engine.errors import PersonaEngineError
+from engine.live.event_store import is_shared_log_location
 from engine.models.registry import MODEL_KINDS, create_model, model_settings_schema
 from engine.personas.inference.config import PersonaInferenceConfig
 from engine.personas.steering import DEFAULT_STEERING
@@ -35,7 +36,8 @@ class DataSection:
     path: str = "data/demo"
     skip_invalid: bool = False
     # A server's event log (serve --event-log): its events are added to the shop's, deduplicated by
-    # event_id. Empty: the shop's events only.
+    # event_id. A SQLite file, or the fleet's shared log as redis://host:port/db?stream=NAME. Empty: the
+    # shop's events only.
     event_log: str = ""
 
 
@@ -262,7 +264,7 @@ def parse_config(
         data = DataSection(
             path=str(_resolve(data.path, base_dir)),
             skip_invalid=data.skip_invalid,
-            event_log=str(_resolve(data.event_log, base_dir)) if data.event_log else "",
+            event_log=_resolve_event_log(data.event_log, base_dir),
         )
         output = dataclasses.replace(output, root=str(_resolve(output.root, base_dir)))
         catalog = personas.catalog
@@ -279,6 +281,13 @@ def parse_config(
         output=output,
         source=source,
     )
+
+
+def _resolve_event_log(location: str, base_dir: Path) -> str:
+    """A SQLite log's path is taken relative to ``base_dir``; a shared log's Redis URL is kept as given."""
+    if not location or is_shared_log_location(location):
+        return location
+    return str(_resolve(location, base_dir))
 
 
 def _resolve(path: str, base_dir: Path) -> Path:

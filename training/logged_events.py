@@ -14,6 +14,10 @@ The log's old events may have moved to its Parquet archive (``engine.live.event_
 read from there, each event once. Reading the log records how far training has read (the log's
 ``training_read_through`` mark), which is what lets retention move those events: an event no
 training run has read stays in the log.
+
+A fleet's shared log (``redis://host:port/db?stream=NAME``, ``engine.live.redis_event_log``) is read
+the same way: every event through its newest position, each once, and the same mark is moved. It has
+no archive (the stream keeps every event).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import polars as pl
 from engine.data.shop_data import ShopData
 from engine.live.event_archive import archive_folder, read_archived_events
 from engine.live.event_log import TRAINING_READ_MARK, EventLog
+from engine.live.event_store import is_shared_log_location
+from engine.live.redis_event_log import RedisEventLog
 
 LOG_TABLE = "event_log"  # the name under which the load report counts the log's rows
 
@@ -72,9 +78,17 @@ def merge_logged_events(shop: ShopData, logged: pl.DataFrame) -> LoggedEventsMer
     )
 
 
-def read_logged_events(path: Path) -> pl.DataFrame:
-    """The ``events`` frame of the log at ``path`` and its archive, each event once, archived first;
-    a missing file is an error (a typo, not an empty log). Marks the log as read up to its newest event."""
+def read_logged_events(location: Path | str) -> pl.DataFrame:
+    """The ``events`` frame of the log at ``location`` (a SQLite file, or a shared log's Redis URL) and
+    its archive, each event once, archived first; a missing file is an error (a typo, not an empty log).
+    Marks the log as read up to its newest event."""
+    if is_shared_log_location(location):
+        with RedisEventLog.open(str(location)) as shared:
+            through = shared.last_event_rowid()
+            logged = shared.events_frame(through)
+            shared.set_mark(TRAINING_READ_MARK, through)
+        return logged.unique("event_id", keep="first", maintain_order=True)
+    path = Path(location)
     if not path.is_file():
         raise FileNotFoundError(f"event log {path}: no such file (the server creates it with --event-log)")
     with EventLog.open(path) as log:

@@ -102,7 +102,7 @@ def prepare(config: TrainConfig, *, data_path: Path | None = None) -> PreparedDa
     shop = load_shop(Path(data_path or config.data.path), skip_invalid=config.data.skip_invalid)
     logged_events = None
     if config.data.event_log:
-        logged_events = merge_logged_events(shop, read_logged_events(Path(config.data.event_log)))
+        logged_events = merge_logged_events(shop, read_logged_events(config.data.event_log))
         shop = logged_events.shop
     split = split_for(config, shop, Path(data_path or config.data.path))
     return prepare_split(config, shop, split, logged_events=logged_events)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from engine.decisions.page_decision import LayoutDecision, RankedOffer
-from engine.live.event_log import EventLog
+from engine.live.event_store import open_event_store
 from engine.live.events import ServedDecision
 
 if TYPE_CHECKING:
@@ -79,14 +79,15 @@ def served_arms(
 
 
 class DecisionLogWriter:
-    """Writes served decisions to the event log at ``path`` from a background thread.
+    """Writes served decisions to the event log at ``path`` (a SQLite file or a shared log's Redis URL)
+    from a background thread.
 
     ``on_commit(written, failed)`` is called from the writer thread after each commit (for metrics).
     """
 
     def __init__(
         self,
-        path: Path,
+        path: Path | str,
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
@@ -94,7 +95,7 @@ class DecisionLogWriter:
     ) -> None:
         self._on_commit = on_commit
         self._flush_interval_s = flush_interval_s
-        self._log = EventLog.open(path, durable=False)
+        self._log = open_event_store(path, durable=False)
         self._queue: queue.Queue[ServedDecision | None] = queue.Queue(maxsize=queue_size)
         self._closed = False
         self.written = 0

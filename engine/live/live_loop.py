@@ -45,7 +45,8 @@ from engine.decisions.page_decision import LayoutDecision, RankedOffer
 from engine.errors import PersonaEngineError
 from engine.live.decision_log_writer import DecisionLogWriter, served_arms
 from engine.live.decisions import Assignment, LiveDecisions
-from engine.live.event_log import AppendResult, EventLog
+from engine.live.event_log import AppendResult
+from engine.live.event_store import EventStore
 from engine.live.events import BehaviorEvent, DecisionOutcome, LiveEventObserver, ServedDecision
 from engine.personalization_request import (
     LayoutRequest,
@@ -122,7 +123,7 @@ class LiveLoop:
         self,
         *,
         decisions: LiveDecisions | None = None,
-        event_log: EventLog | None = None,
+        event_log: EventStore | None = None,
         decision_writer: DecisionLogWriter | None = None,
         observers: Sequence[LiveEventObserver] = (),
         clock: Callable[[], dt.datetime] | None = None,
@@ -370,7 +371,13 @@ class LiveLoop:
         """Every arm the event log holds for ``decision_id`` (outcomes are checked against it)."""
         if self._event_log is None:
             return ()
-        return self._event_log.decision(decision_id)
+        try:
+            return self._event_log.decision(decision_id)
+        except Exception as error:  # the shared log's Redis is away: nothing of the batch is stored yet
+            LOGGER.warning("could not read decision %s from %s: %s", decision_id, self._event_log.path, error)
+            raise EventsNotStoredError(
+                "the event log could not be read; nothing was accepted, retry later"
+            ) from error
 
     def record_events(
         self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome] = ()

@@ -18,7 +18,8 @@ from cli.main import main
 from tests.cli.test_help import COMMANDS
 from tests.engine.small_artifact import train_small_artifact
 
-# {artifact}, {shop}, {config}, {tmp} and {file} (an ordinary file, to put a folder under) are filled in.
+# {artifact}, {shop}, {config}, {unreachable_log_config}, {tmp} and {file} (an ordinary file, to put a
+# folder under) are filled in.
 A = ["--artifact", "{artifact}"]
 BAD_ARGUMENTS: dict[str, list[list[str]]] = {
     "generate": [
@@ -34,6 +35,7 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
     "train": [
         ["--config", "{tmp}/missing.toml"],
         ["--config", "{config}", "--data", "{tmp}/no-such-data"],
+        ["--config", "{unreachable_log_config}"],  # [data] event_log names a Redis that does not answer
     ],
     "evaluate": [[*A, "--data", "{tmp}/no-such-data"], ["--artifact", "{tmp}/no-such-artifact"]],
     "recommend": [
@@ -111,6 +113,9 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["--artifact", "{tmp}/no-such-artifact"],
         [*A, "--model", "foo"],
         [*A, "--workers", "0"],
+        [*A, "--event-log", "redis://127.0.0.1:1/0"],  # a shared log needs shared live state
+        [*A, "--state", "redis://127.0.0.1:1/0", "--event-log", "redis://127.0.0.1:1/0"],  # unreachable
+        [*A, "--state", "redis://127.0.0.1:1/0", "--event-log", "redis://127.0.0.1:1/0?stream="],
     ],
 }
 STAGE_LINE = re.compile(r"^[a-z-]+: [^:]*\(\d+\.\d s\)$")
@@ -123,11 +128,17 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     artifact = train_small_artifact(folder)
     config = folder / "train.toml"
     config.write_text(f'[data]\npath = "{folder / "shop"}"\n[models.popularity]\n', encoding="utf-8")
+    unreachable_log = folder / "unreachable-log.toml"
+    unreachable_log.write_text(
+        f'[data]\npath = "{folder / "shop"}"\nevent_log = "redis://127.0.0.1:1/0"\n[models.popularity]\n',
+        encoding="utf-8",
+    )
     (folder / "a-file").write_text("not a folder\n", encoding="utf-8")
     return {
         "artifact": str(artifact),
         "shop": str(folder / "shop"),
         "config": str(config),
+        "unreachable_log_config": str(unreachable_log),
         "tmp": str(folder / "scratch"),
         "file": str(folder / "a-file"),
     }

@@ -36,15 +36,17 @@ def _free_port() -> int:
 class RedisProcess:
     """One redis-server on a fixed port that a test can stop and start again (a Redis outage)."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, *, durable: bool = False) -> None:
         self.binary = redis_server_binary()
+        self.durable = durable  # append-only file fsynced on every write: what the shared event log needs
         self.folder = folder
         self.port = port or _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        """Start the server (without persistence: a restart comes back empty) and wait until it answers."""
+        """Start the server and wait until it answers: without persistence a restart comes back empty;
+        a durable one reloads its append-only file from ``folder``."""
         process = subprocess.Popen(
             [
                 self.binary,
@@ -57,7 +59,9 @@ class RedisProcess:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.durable else "no",
+                "--appendfsync",
+                "always" if self.durable else "everysec",
                 "--protected-mode",
                 "yes",
             ],
