@@ -13,8 +13,10 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing persona-engine and its dependencies (numpy, implicit, lightfm, grpcio, ...) into $(VENV):"
+	@echo "about 2-6 minutes the first time, seconds afterwards; pip lists each package as it goes"
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,13 +24,13 @@ demo: $(STAMP)
 	$(BIN)/persona-engine train --config training/configs/demo.toml
 	$(BIN)/persona-engine evaluate --artifact artifacts/latest
 	$(BIN)/persona-engine summary --artifact artifacts/latest
-	$(BIN)/persona-engine report artifacts/latest --out reports/report.html
+	$(BIN)/persona-engine report --artifact artifacts/latest --out reports/report.html
 	$(BIN)/persona-engine drift --artifact artifacts/latest --limit 5
 	$(BIN)/python -m serving.demo --artifact artifacts/latest
 
 # A self-contained HTML report on the latest artifact (and its numbers in report.json beside it).
 report: $(STAMP)
-	$(BIN)/persona-engine report artifacts/latest --out reports/report.html
+	$(BIN)/persona-engine report --artifact artifacts/latest --out reports/report.html
 
 # The Redis state store is tested against a real redis-server; the script installs it (Debian
 # package, needs root) when it is missing.
@@ -68,5 +70,41 @@ bench-serving-large: $(STAMP)
 		--duration 10 --warmup 2 --rate 300 --personalize-extra-rates 1000 $(BENCH_SERVING_MIXED) \
 		$(BENCH_SERVING_ARGS)
 
+# 100,000 generated requests (valid, field-fuzzed, mutated, random, empty, oversized, 1 MiB and 4 MB
+# messages) over every RPC of a real 2-worker server with the event log and admin token on; counts by
+# status code, health and per-worker memory after (benchmarks/fuzz.py). Flags through BENCH_FUZZ_ARGS,
+# e.g. BENCH_FUZZ_ARGS="--requests 5000 --warmup 1000".
+.PHONY: bench-fuzz
+bench-fuzz: $(STAMP)
+	$(BIN)/python -m benchmarks.fuzz $(BENCH_FUZZ_ARGS)
+
+# Model quality on ml-100k, the synthetic shop and Online Retail: `compare --json` on each (engine vs raw
+# libraries tuned with the same trial budget, persona ablations, paired bootstrap intervals), results in
+# benchmarks/results/model_quality-<timestamp>.json and the README table between the model-quality
+# markers. Real data sets are skipped with the reason when ../shared is absent. MODEL_QUALITY_ARGS, e.g.
+# MODEL_QUALITY_ARGS="--trials 10" or "--sets demo".
+.PHONY: model-quality
+model-quality: $(STAMP)
+	$(BIN)/python -m benchmarks.model_quality $(MODEL_QUALITY_ARGS)
+
+# Start-up with a 1M-event log (snapshot + tail) to health SERVING, against an empty-log start; the
+# full-replay cost per event (benchmarks/startup.py). Flags through BENCH_STARTUP_ARGS.
+.PHONY: bench-startup bench-crash
+bench-startup: $(STAMP)
+	$(BIN)/python -m benchmarks.startup $(BENCH_STARTUP_ARGS)
+
+# 20 rounds of RecordEvents bursts, SIGKILL of a 2-worker server, restart: acknowledged events lost
+# (must be 0), duplicates stored (must be 0), restart time (benchmarks/crash.py). Flags: BENCH_CRASH_ARGS.
+bench-crash: $(STAMP)
+	$(BIN)/python -m benchmarks.crash $(BENCH_CRASH_ARGS)
+
 clean:
 	rm -rf $(VENV) artifacts data reports .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# Soak: a 2-worker server with an event log under open-loop mixed load (200 calls/s) for 30 minutes,
+# a hot reload every minute and a worker SIGKILLed every 10 minutes; failed calls and their retries,
+# RSS slope per worker, p99 per minute (benchmarks/soak.py). Flags through BENCH_SOAK_ARGS, e.g.
+# BENCH_SOAK_ARGS="--duration 300 --rate 100".
+.PHONY: bench-soak
+bench-soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak $(BENCH_SOAK_ARGS)

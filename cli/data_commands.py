@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import textwrap
 from pathlib import Path
+from typing import Any
 
+from cli.arguments import HelpFormatter, non_negative_int, positive_int, share
 from cli.errors import UserError
 from cli.json_output import emit_json
 from cli.subcommand import Subcommands, add_command
@@ -33,6 +35,10 @@ DISCOVER_EXAMPLES = """
     examples:
       persona-engine discover --data data/demo
       persona-engine discover --data data/demo --catalog my_catalog.toml --json
+      persona-engine discover --data data/online-retail --write-catalog retail_personas.toml --personas 5
+    with --write-catalog, a whole catalog is proposed from the data (clusters of customers' behaviour,
+    named by what sets them apart), written to FILE and compared with --catalog on the last
+    --held-out-days of events (share of customers dominated by one persona, held-out likelihood).
     """
 
 ADAPT_EXAMPLES = """
@@ -80,27 +86,26 @@ def add_generate_command(sub: Subcommands) -> None:
         cmd_generate,
     )
     g.add_argument("--out", type=Path, required=True, help="output folder (created)")
-    g.add_argument("--customers", type=int, default=5_000)
-    g.add_argument("--items", type=int, default=2_000)
-    g.add_argument("--events", type=int, default=200_000, help="approximate number of event rows")
-    g.add_argument("--seed", type=int, default=7)
-    g.add_argument("--days", type=int, default=182, help="length of the simulated period")
-    g.add_argument("--drift-share", type=float, default=0.10, help="share of customers whose mix drifts")
+    g.add_argument("--customers", type=positive_int, default=5_000, help="number of customers")
+    g.add_argument("--items", type=positive_int, default=2_000, help="number of items in the catalog")
+    g.add_argument("--events", type=positive_int, default=200_000, help="approximate number of event rows")
+    g.add_argument("--seed", type=non_negative_int, default=7, help="random seed: same seed, same shop")
+    g.add_argument("--days", type=positive_int, default=182, help="length of the simulated period in days")
+    g.add_argument("--drift-share", type=share, default=0.10, help="share of customers whose mix drifts")
     g.add_argument(
         "--hidden-segment-share",
-        type=float,
+        type=share,
         default=0.03,
         help="share of customers driven by a persona missing from the catalog",
     )
-    g.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    g.add_argument(
+        "--format", choices=("parquet", "csv"), default="parquet", help="file format of the tables"
+    )
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from training.synthetic_shop import ShopConfig, generate_shop
 
-    for flag in ("customers", "items", "events", "days"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be at least 1")
     config = ShopConfig(
         customers=args.customers,
         items=args.items,
@@ -122,6 +127,53 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _propose_catalog(args: argparse.Namespace) -> int:
+    from training.discovery_job import run_catalog_proposal
+
+    if args.personas is not None and args.personas < 2:
+        raise UserError(f"--personas must be at least 2, got {args.personas}")
+    if args.held_out_days < 1:
+        raise UserError(f"--held-out-days must be at least 1, got {args.held_out_days}")
+    report = run_catalog_proposal(
+        args.data, args.catalog, args.write_catalog, personas=args.personas, held_out_days=args.held_out_days
+    )
+    if args.json:
+        emit_json(report)
+        return 0
+    fit = report["fit"]
+    print_table(
+        f"catalog fit (fitted before, scored on the last {report['held_out_days']} days)",
+        ["catalog", "personas", "dominated by one persona", "held-out log-likelihood / event", "events"],
+        [
+            [name, f["personas"], f["dominated_share"], f["held_out_log_likelihood"], f["held_out_events"]]
+            for name, f in (
+                ("given: " + report["given_catalog"], fit["given"]),
+                ("proposed", fit["proposed"]),
+            )
+        ],
+    )
+    print_table(
+        f"proposed personas ({report['customers_clustered']:,} customers clustered)",
+        ["id", "name", "customers", "share", "signals"],
+        [
+            [
+                p["id"],
+                p["name"],
+                p["customers"],
+                p["share"],
+                _signals_text(p["signals"]),
+            ]
+            for p in report["personas"]
+        ],
+    )
+    stdout_console.print(f"catalog written to {report['catalog_file']} (loads as a catalog)", highlight=False)
+    return 0
+
+
+def _signals_text(signals: dict[str, Any]) -> str:
+    return "; ".join(f"{k}: {', '.join(v) if isinstance(v, list | tuple) else v}" for k, v in signals.items())
+
+
 def add_adapt_command(sub: Subcommands) -> None:
     """``adapt SOURCE``: one sub-subcommand per kind of external data, each with its own handler."""
     adapt = sub.add_parser(
@@ -129,7 +181,7 @@ def add_adapt_command(sub: Subcommands) -> None:
         help="turn an external data set into the data contract's tables (a folder train can read)",
         description="Turn an external data set into the data contract's tables (events, items, customers).",
         epilog=textwrap.dedent(ADAPT_EXAMPLES),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     kinds = adapt.add_subparsers(dest="adapt_source", required=True, metavar="SOURCE")
 
@@ -139,7 +191,7 @@ def add_adapt_command(sub: Subcommands) -> None:
         description="Map a transaction export's columns onto the data contract with a TOML mapping file; "
         "drop returns, cancellations, non-positive prices and rows without a customer, counted per reason.",
         epilog=textwrap.dedent(ADAPT_TRANSACTIONS_EXAMPLES),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     t.add_argument("--mapping", type=Path, required=True, help="mapping file (TOML)")
     t.add_argument("--source", type=Path, required=True, help="the export: a .csv or .parquet file")
@@ -158,13 +210,15 @@ def add_adapt_command(sub: Subcommands) -> None:
         description="Convert MovieLens 100K into the data contract's tables plus test_events.csv "
         "(the ids of the ua.test ratings) for a predefined split.",
         epilog=textwrap.dedent(ADAPT_MOVIELENS_EXAMPLES),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     m.add_argument("--source", type=Path, required=True, help="folder of the original files (read only)")
     m.add_argument("--out", type=Path, required=True, help="output shop folder (created)")
     m.add_argument(
         "--positive-threshold",
         type=int,
+        choices=range(1, 6),
+        metavar="{1..5}",
         default=1,
         help="lowest rating kept as a positive interaction (1: every rating, as in LightFM's protocol)",
     )
@@ -193,6 +247,8 @@ def cmd_adapt_transactions(args: argparse.Namespace) -> int:
         ["table", "rows"],
         [[name, count] for name, count in report.tables.items()],
     )
+    for table, skipped in report.joined_rows_skipped.items():
+        print(f"--skip-invalid: {skipped:,} row(s) of the {table} table left out; their lines are kept")
     return 0
 
 
@@ -255,16 +311,27 @@ def add_discover_command(sub: Subcommands) -> None:
         DISCOVER_EXAMPLES,
         cmd_discover,
     )
-    d.add_argument("--data", type=Path, required=True)
-    d.add_argument("--catalog", default="default")
+    d.add_argument("--data", type=Path, required=True, help="data folder (a shop: events, items, customers)")
+    d.add_argument("--catalog", default="default", help="bundled catalog name or a TOML file")
     d.add_argument(
-        "--min-share", type=float, default=0.01, help="smallest segment to report, as a share of customers"
+        "--min-share", type=share, default=0.01, help="smallest segment to report, as a share of customers"
+    )
+    d.add_argument(
+        "--write-catalog", type=Path, metavar="FILE", help="propose a persona catalog, write it here"
+    )
+    d.add_argument(
+        "--personas", type=int, help="with --write-catalog: how many (default: as many as --catalog)"
+    )
+    d.add_argument(
+        "--held-out-days", type=int, default=28, help="with --write-catalog: days held out to compare fits"
     )
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
     from training.discovery_job import run_discovery
 
+    if args.write_catalog is not None:
+        return _propose_catalog(args)
     report = run_discovery(args.data, args.catalog, min_share=args.min_share)
     if args.json:
         emit_json(report)

@@ -12,14 +12,16 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from cli.arguments import at_least, non_negative_int, open_unit
 from cli.errors import UserError
 from cli.subcommand import Subcommands, add_command
-from training.console_output import print_table, stdout_console
+from training.console_output import print_table, stderr_console, stdout_console
 
 EVALUATE_POLICY_EXAMPLES = """
     policies: uniform, always:ARM, greedy, epsilon-greedy:EPS, thompson[:DRAWS]
     optional decisions columns: mix__<persona_id> (the mix each candidate sees; default: the
-    artifact's stored mix of the customer for the decision's context)
+    artifact's stored mix of the customer for the decision's context); position (the slot the arm
+    was shown in: the arms are then arm x position, written ARM@POSITION)
 
     examples:
       persona-engine evaluate-policy --decisions data/demo/decisions.parquet \\
@@ -28,6 +30,8 @@ EVALUATE_POLICY_EXAMPLES = """
           --artifact artifacts/latest --policy thompson --decision-type layout \\
           --truth data/demo/truth --json
       persona-engine evaluate-policy --decisions log.csv --policy always:offer_freeship_all
+      persona-engine evaluate-policy --decisions slotted.parquet --arm-table data/demo/offers.parquet \\
+          --positions 1,2,3 --policy uniform
       persona-engine evaluate-policy --event-log run/events.sqlite --artifact artifacts/latest \\
           --all-decisions --policy greedy --policy thompson
     """
@@ -37,7 +41,7 @@ EXPERIMENT_REPORT_EXAMPLES = """
     Newcombe's (Wilson score based), the revenue per decision difference a bootstrap interval.
 
     examples:
-      persona-engine experiment-report --event-log run/events.sqlite
+      persona-engine experiment-report --event-log run/events.sqlite --experiment experiment.toml
       persona-engine experiment-report --event-log run/events.sqlite --control static --json
       persona-engine experiment-report --decisions decisions.parquet --decision-type offer
     """
@@ -61,11 +65,28 @@ def add_evaluate_policy_command(sub: Subcommands) -> None:
         "--policy", action="append", required=True, help="candidate policy spec; repeat for several"
     )
     ep.add_argument("--artifact", type=Path, help="artifact with persona mixes and arm estimates")
-    ep.add_argument("--decision-type", choices=("offer", "layout"), default="offer")
+    ep.add_argument(
+        "--decision-type", choices=("offer", "layout"), default="offer", help="which decisions to evaluate"
+    )
     ep.add_argument("--truth", type=Path, help="synthetic shop truth/ folder: add true values and coverage")
-    ep.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
-    ep.add_argument("--folds", type=int, default=5, help="cross-fitting folds of the DR reward model")
-    ep.add_argument("--seed", type=int, default=0, help="seed of Thompson's Monte-Carlo propensities")
+    ep.add_argument("--level", type=open_unit, default=0.95, help="confidence level of the intervals")
+    ep.add_argument("--folds", type=at_least(2), default=5, help="cross-fitting folds of the DR reward model")
+    ep.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of Thompson's Monte-Carlo propensities"
+    )
+    arm_set = ep.add_mutually_exclusive_group()
+    arm_set.add_argument(
+        "--arm-table",
+        type=Path,
+        help="the offers (or, with --decision-type layout, layouts) table: the arms uniform and the other "
+        "candidates choose among (default: the artifact's arms, else those in the log, with a warning)",
+    )
+    arm_set.add_argument("--arms", help="the arms as a comma-separated list, instead of --arm-table")
+    ep.add_argument(
+        "--positions",
+        help="comma-separated positions (slots) of a log with a position column: the arms are every arm "
+        "in every position (default: the positions in the log, with a warning)",
+    )
     period = ep.add_mutually_exclusive_group()
     period.add_argument(
         "--since",
@@ -79,12 +100,9 @@ def add_evaluate_policy_command(sub: Subcommands) -> None:
 
 
 def cmd_evaluate_policy(args: argparse.Namespace) -> int:
-    from training.policy_evaluation_job import PolicyEvaluationInputError, run, table_rows
+    from training.policy_evaluation_job import PolicyEvaluationInputError, run
+    from training.policy_evaluation_table import table_rows, table_title
 
-    if not 0 < args.level < 1:
-        raise UserError(f"--level must be in (0, 1), got {args.level}")
-    if args.folds < 2:
-        raise UserError(f"--folds must be at least 2, got {args.folds}")
     since = None
     if args.since:
         try:
@@ -105,20 +123,19 @@ def cmd_evaluate_policy(args: argparse.Namespace) -> int:
             since=since,
             all_decisions=args.all_decisions,
             event_log=args.event_log,
+            arms=args.arms.split(",") if args.arms else None,
+            arm_table=args.arm_table,
+            positions=args.positions.split(",") if args.positions else None,
         )
     except PolicyEvaluationInputError as error:
         raise UserError(str(error)) from None
+    for warning in report["warnings"]:
+        stderr_console.print(f"warning: {warning}", highlight=False, markup=False)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     columns, rows = table_rows(report)
-    period = f" from {report['since']}" if report["since"] else ""
-    title = (
-        f"{report['decision_type']} policies on {report['decisions']:,} logged decisions{period} "
-        f"({args.level:.0%} intervals; mixes from {report['mix_source'] or 'nowhere'}, "
-        f"estimates from {report['estimates_source'] or 'nowhere'})"
-    )
-    print_table(title, columns, rows)
+    print_table(table_title(report, args.level), columns, rows)
     if "coverage" in report:
         coverage = report["coverage"]
         stdout_console.print(
@@ -140,24 +157,32 @@ def add_experiment_report_command(sub: Subcommands) -> None:
     source.add_argument(
         "--decisions", type=Path, help="decisions table with an experiment_arm (and optional revenue) column"
     )
-    xr.add_argument("--control", help="the control arm (default: the arm named 'control')")
-    xr.add_argument("--decision-type", choices=("offer", "layout"), help="only decisions of this type")
-    xr.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
-    xr.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for revenue")
+    xr.add_argument(
+        "--experiment",
+        type=Path,
+        help="the experiment's config (the TOML file given to serve --experiment): its control arm is the "
+        "control",
+    )
+    xr.add_argument(
+        "--control",
+        help="the control arm (default: the --experiment config's control, else the arm named 'control')",
+    )
+    xr.add_argument(
+        "--decision-type", choices=("offer", "layout"), help="only decisions of this type (default: both)"
+    )
+    xr.add_argument("--level", type=open_unit, default=0.95, help="confidence level of the intervals")
+    xr.add_argument("--resamples", type=at_least(100), default=2000, help="bootstrap resamples for revenue")
 
 
 def cmd_experiment_report(args: argparse.Namespace) -> int:
     from training.experiment_report_job import ExperimentReportInputError, run, table_rows
 
-    if not 0 < args.level < 1:
-        raise UserError(f"--level must be in (0, 1), got {args.level}")
-    if args.resamples < 100:
-        raise UserError(f"--resamples must be at least 100, got {args.resamples}")
     try:
         report = run(
             event_log=args.event_log,
             decisions=args.decisions,
             control=args.control,
+            experiment=args.experiment,
             decision_type=args.decision_type,
             level=args.level,
             resamples=args.resamples,
@@ -168,6 +193,7 @@ def cmd_experiment_report(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     columns, rows = table_rows(report)
-    title = f"experiment arms vs {report['control']} ({args.level:.0%} intervals of the differences)"
+    name = f"experiment {report['experiment']}: arms" if report["experiment"] else "experiment arms"
+    title = f"{name} vs control {report['control']} ({args.level:.0%} intervals of the differences)"
     print_table(title, columns, rows)
     return 0

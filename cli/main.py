@@ -27,9 +27,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    # A missing file the user named is theirs to fix too; anything else that escapes is a bug.
-    except (PersonaEngineError, FileNotFoundError) as error:
+    # A path the user named that cannot be read or written (missing, a file where a folder must be,
+    # no permission) is theirs to fix too; anything else that escapes is a bug.
+    except (PersonaEngineError, OSError) as error:
+        if isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and error.filename is None:
+            raise
+        message = str(error) if isinstance(error, PersonaEngineError) else _describe_os_error(error)
         stderr_console.print(
-            f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False, soft_wrap=True
+            f"[bold red]error:[/bold red] {escape(_one_problem_one_line(error, message))}",
+            highlight=False,
+            soft_wrap=True,
         )
         return 2
+
+
+def _one_problem_one_line(error: Exception, message: str) -> str:
+    """A data contract error with a single problem on one line (its message lists problems below a
+    heading); imported here, on the error path, because the data loader brings polars with it."""
+    from engine.data.loading import DataValidationError
+
+    if isinstance(error, DataValidationError) and error.total == len(error.issues) == 1:
+        return f"the shop data breaks the data contract: {error.issues[0]}"
+    return message
+
+
+def _describe_os_error(error: OSError) -> str:
+    """``path: reason`` rather than Python's ``[Errno 20] Not a directory: 'path'``."""
+    if error.filename is None:
+        return str(error)
+    return f"{error.filename}: {(error.strerror or str(error)).lower()}"

@@ -9,18 +9,29 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cli.arguments import non_negative_float, non_negative_int, positive_float
 from cli.errors import UserError
 from cli.json_output import emit_json
-from cli.subcommand import Subcommands, add_command
-from training.console_output import print_table, stderr_console, stdout_console
+from cli.subcommand import Subcommands, add_artifact_argument, add_command
+from engine.errors import PersonaEngineError
+from training.console_output import print_table, stage_lines, stderr_console, stdout_console
+
+if TYPE_CHECKING:
+    from engine.artifact import ArtifactSigner
 
 TRAIN_EXAMPLES = """
     examples:
       persona-engine train --config training/configs/demo.toml
       persona-engine train --config my.toml --data data/shop --output artifacts
       persona-engine train --config my.toml --json > train.json
+      persona-engine train --config my.toml --artifact-key /run/secrets/artifact-signing.pem
+
+    signing: with --artifact-key (or PERSONA_ENGINE_ARTIFACT_KEY_FILE) naming an Ed25519 private key
+    (PEM; make one with 'openssl genpkey -algorithm ed25519 -out artifact-signing.pem'), the artifact's
+    manifest is signed (manifest.sig), and 'serve --artifact-key' with the key (or its public half,
+    'openssl pkey -in artifact-signing.pem -pubout') accepts it. Without a key the artifact is unsigned.
     """
 
 EVALUATE_EXAMPLES = """
@@ -36,9 +47,9 @@ SUMMARY_EXAMPLES = """
 
 REPORT_EXAMPLES = """
     examples:
-      persona-engine report artifacts/latest
-      persona-engine report artifacts/latest --out reports/shop.html --data data/demo
-      persona-engine report artifacts/20261123T150000Z --json
+      persona-engine report --artifact artifacts/latest
+      persona-engine report --artifact artifacts/latest --out reports/shop.html --data data/demo
+      persona-engine report --artifact artifacts/20261123T150000Z --json
     """
 
 COMPARE_EXAMPLES = """
@@ -46,6 +57,7 @@ COMPARE_EXAMPLES = """
       persona-engine compare --config training/configs/ml100k.toml
       persona-engine compare --config training/configs/demo.toml --json > compare.json
       persona-engine compare --config training/configs/ml100k.toml --output compare-ml100k.json
+      persona-engine compare --config training/configs/demo.toml --trials 20 --search-seed 1
     """
 
 TUNE_EXAMPLES = """
@@ -80,20 +92,49 @@ def add_train_command(sub: Subcommands) -> None:
     t.add_argument("--data", type=Path, help="data folder; overrides [data] path of the config")
     t.add_argument("--output", type=Path, help="artifact root; overrides [output] root of the config")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument(
+        "--artifact-key",
+        type=Path,
+        metavar="FILE",
+        help="Ed25519 private key (PEM) that signs the artifact's manifest (env "
+        "PERSONA_ENGINE_ARTIFACT_KEY_FILE); checked before training starts",
+    )
+
+
+def _artifact_signer(flag: Path | None, environ: dict[str, str]) -> ArtifactSigner | None:
+    """The signer of ``--artifact-key`` or its variable, read before an hour of training, or None."""
+    from engine.artifact import ENV_ARTIFACT_KEY_FILE, ArtifactSigner
+
+    path = flag or (Path(environ[ENV_ARTIFACT_KEY_FILE]) if environ.get(ENV_ARTIFACT_KEY_FILE) else None)
+    if path is None:
+        return None
+    source = "--artifact-key" if flag else ENV_ARTIFACT_KEY_FILE
+    try:
+        signer = ArtifactSigner.from_file(path)
+    except PersonaEngineError as error:
+        raise UserError(f"{source}: {error}") from None
+    if path.stat().st_mode & 0o077:
+        stderr_console.print(
+            f"warning: {source} {path}: other users may read this private key; restrict it with chmod 600",
+            highlight=False,
+        )
+    return signer
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
+    import os
 
     from training.config import load_config
     from training.train_job import run_training
 
+    signer = _artifact_signer(args.artifact_key, dict(os.environ))
     config = load_config(args.config)
     if args.output:
         config = dataclasses.replace(config, output=dataclasses.replace(config.output, root=str(args.output)))
     if args.data:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, path=str(args.data)))
-    result = run_training(config, show_progress=not (args.json or args.no_progress))
+    result = run_training(config, show_progress=not (args.json or args.no_progress), signer=signer)
     if args.json:
         emit_json(
             {
@@ -105,6 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "decision_quality": result.decision_quality,
                 "served_models": result.served_models,
                 "summary": result.summary,
+                "signing_key": signer.key_id if signer else None,
             }
         )
         return 0
@@ -113,6 +155,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if config.split.method == "predefined"
         else f"held-out last {config.split.test_days} days"
     )
+    _print_skipped_rows(result.summary.get("skipped_rows") or {})
     _print_results(result.results, config.evaluation.k, f"evaluation ({held_out})")
     served = result.served_models
     refit = served["refit_on_all_events"]
@@ -149,7 +192,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     stages = s["stages"]
     print_table("time by stage (seconds)", [x["stage"] for x in stages], [[x["seconds"] for x in stages]])
     stdout_console.print(f"artifact: {result.artifact_path} (version {result.version}, {s['seconds']:.1f} s)")
+    stdout_console.print(
+        f"signed with key {signer.key_id}" if signer else "unsigned (no --artifact-key)", highlight=False
+    )
     return 0
+
+
+def _print_skipped_rows(skipped: dict[str, dict[str, int]]) -> None:
+    """What ``[data] skip_invalid = true`` left out, per table and reason: data lost must be seen."""
+    rows: list[list[Any]] = [
+        [table, reason, count] for table, reasons in skipped.items() for reason, count in reasons.items()
+    ]
+    if not rows:
+        return
+    total = sum(count for reasons in skipped.values() for count in reasons.values())
+    print_table(f"rows skipped ([data] skip_invalid = true): {total:,}", ["table", "reason", "rows"], rows)
 
 
 def _print_served_models(served: dict[str, Any]) -> None:
@@ -178,20 +235,37 @@ def add_evaluate_command(sub: Subcommands) -> None:
         EVALUATE_EXAMPLES,
         cmd_evaluate,
     )
-    e.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
+    add_artifact_argument(e)
     e.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _integrity(artifact: Path) -> str:
+    """What protects the artifact's manifest (signed, unsigned...), verified with the key of
+    PERSONA_ENGINE_ARTIFACT_KEY_FILE when it is set; reads the manifest only."""
+    import os
+
+    from engine.artifact import ENV_ARTIFACT_KEY_FILE, ArtifactVerifier, manifest_integrity
+
+    key_file = os.environ.get(ENV_ARTIFACT_KEY_FILE)
+    try:
+        verifier = ArtifactVerifier.from_file(Path(key_file)) if key_file else None
+    except PersonaEngineError as error:
+        raise UserError(f"{ENV_ARTIFACT_KEY_FILE}: {error}") from None
+    return manifest_integrity(artifact, verifier).describe()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate_job import run_evaluation
 
-    report = run_evaluation(
-        args.artifact, data_path=args.data, show_progress=not (args.json or args.no_progress)
-    )
+    integrity = _integrity(args.artifact)
+    show_progress = not (args.json or args.no_progress)
+    with stage_lines("evaluate", show_progress) as stage:
+        report = run_evaluation(args.artifact, data_path=args.data, show_progress=show_progress, stage=stage)
     if args.json:
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), "manifest": integrity})
         return 0
+    stdout_console.print(f"artifact {report.version}: {integrity}", highlight=False)
     if report.served_models.refit_on_all_events:
         stdout_console.print(
             f"Artifact {report.version} serves models {report.served_models.describe()}: they have seen "
@@ -203,6 +277,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         title = f"evaluation of artifact {report.version} (its own models, fitted on the split)"
     _print_results(report.results, report.k, title)
+    _print_context_results(report.context_results, report.k)
+    _print_steering_results(report.steering_results, report.k)
     same = [model for model, equal in report.matches_manifest.items() if equal]
     differ = [model for model, equal in report.matches_manifest.items() if not equal]
     if not differ:
@@ -210,7 +286,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         why = []
         if report.served_models.refit_on_all_events:
-            why.append("BPR and LightFM train with several Hogwild threads, so a refit differs slightly")
+            why.append(
+                "train ran without [training] deterministic = true: BPR and LightFM fitted with several "
+                "Hogwild threads, which evaluate's single-threaded fit cannot repeat exactly"
+            )
         if not report.data_matches_artifact:
             why.append("the data is not the data the artifact was trained on")
         stdout_console.print(
@@ -229,6 +308,24 @@ def _print_results(results: list[Any], k: int, title: str) -> None:
     print_table(title, columns, rows)
     columns, rows = segment_table(results, k)
     print_table("", columns, rows)
+
+
+def _print_context_results(results: list[Any], k: int) -> None:
+    """Held-out events by shopping context, scored with the context's mix (as served) and the overall mix."""
+    from training.evaluation import context_mix_table
+
+    if results:
+        columns, rows = context_mix_table(results, k)
+        print_table("held-out events by shopping context: context mix vs overall mix", columns, rows)
+
+
+def _print_steering_results(results: list[Any], k: int) -> None:
+    """Requested pure personas for known customers, per steering setting ([personas] steering)."""
+    from training.steering_evaluation import steering_table
+
+    if results:
+        columns, rows = steering_table(results, k)
+        print_table("steering: a pure persona requested for known customers led by another", columns, rows)
 
 
 def _print_persona_accuracy(
@@ -254,16 +351,19 @@ def add_summary_command(sub: Subcommands) -> None:
         SUMMARY_EXAMPLES,
         cmd_summary,
     )
-    s.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
-    s.add_argument("--customers", type=int, default=3, help="how many example customers to show")
+    add_artifact_argument(s)
+    s.add_argument("--customers", type=non_negative_int, default=3, help="how many example customers to show")
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from training.demo_summary import summarize
 
+    integrity = _integrity(args.artifact)
     document = summarize(args.artifact, n_customers=args.customers, print_tables=not args.json)
     if args.json:
-        emit_json(document)
+        emit_json({**document, "manifest": integrity})
+    else:
+        stdout_console.print(f"manifest: {integrity}", highlight=False)
     return 0
 
 
@@ -275,25 +375,39 @@ def add_report_command(sub: Subcommands) -> None:
         REPORT_EXAMPLES,
         cmd_report,
     )
-    rp.add_argument("artifact", type=Path, help="artifact folder (ROOT, ROOT/latest or ROOT/<version>)")
+    add_artifact_argument(rp)
+    rp.add_argument(
+        "legacy_artifact",
+        nargs="?",
+        type=Path,
+        metavar="ARTIFACT",
+        help="deprecated: the artifact as a positional argument; use --artifact like every other command",
+    )
     rp.add_argument(
         "--out", type=Path, default=Path("report.html"), help="HTML file; report.json is written beside it"
     )
     rp.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
+    rp.add_argument("--no-progress", action="store_true", help="no progress lines")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from training.report.evaluation_report import write_report
 
+    if args.legacy_artifact is not None:
+        if args.artifact != Path("artifacts/latest") and args.artifact != args.legacy_artifact:
+            raise UserError(
+                f"report: the artifact is given twice ({args.legacy_artifact} and --artifact {args.artifact})"
+            )
+        args.artifact = args.legacy_artifact
+        stderr_console.print(
+            f"note: 'report {args.legacy_artifact}' is deprecated; use 'report --artifact "
+            f"{args.legacy_artifact}' as every other command does",
+            highlight=False,
+        )
     if args.out.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"--out {args.out}: the report is HTML; give a file name ending in .html")
-    with stderr_console.status("writing report") as status:
-        written = write_report(
-            args.artifact,
-            args.out,
-            data_path=args.data,
-            progress=None if args.json else lambda section: status.update(f"report: {section}"),
-        )
+    with stage_lines("report", not (args.json or args.no_progress)) as stage:
+        written = write_report(args.artifact, args.out, data_path=args.data, progress=stage)
     if args.json:
         emit_json(written.document)
         return 0
@@ -315,6 +429,14 @@ def add_compare_command(sub: Subcommands) -> None:
     c.add_argument("--config", type=Path, required=True, help="training config (TOML): data, split, models")
     c.add_argument("--data", type=Path, help="data folder; overrides [data] path of the config")
     c.add_argument("--output", type=Path, help="also write the JSON report to this file")
+    c.add_argument(
+        "--trials",
+        type=int,
+        default=10,
+        help="hyperparameter search budget: trials per engine and raw library model, all on one "
+        "validation split carved from the training events (0: no search, config values; default 10)",
+    )
+    c.add_argument("--search-seed", type=int, default=0, help="seed of the hyperparameter search")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -322,7 +444,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from training.compare_job import print_comparison, run_comparison
 
     show_progress = not (args.json or args.no_progress)
-    report = run_comparison(args.config, data_path=args.data, show_progress=show_progress)
+    report = run_comparison(
+        args.config,
+        data_path=args.data,
+        show_progress=show_progress,
+        trials=args.trials,
+        search_seed=args.search_seed,
+    )
     if args.output:
         args.output.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     if args.json:
@@ -342,9 +470,11 @@ def add_tune_command(sub: Subcommands) -> None:
     )
     tu.add_argument("--config", type=Path, required=True, help="training config (TOML) to start from")
     tu.add_argument("--data", type=Path, help="data folder; overrides [data] path of the config")
-    tu.add_argument("--budget-seconds", type=float, required=True, help="wall-clock budget of the search")
+    tu.add_argument(
+        "--budget-seconds", type=positive_float, required=True, help="wall-clock budget of the search"
+    )
     tu.add_argument("--models", help="comma-separated model kinds to tune (default: every tunable one)")
-    tu.add_argument("--seed", type=int, default=0, help="seed of the random search")
+    tu.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random search")
     tu.add_argument(
         "--write-config", type=Path, help="where to write the tuned config (default: CONFIG with -tuned)"
     )
@@ -379,23 +509,25 @@ def add_drift_command(sub: Subcommands) -> None:
         DRIFT_EXAMPLES,
         cmd_drift,
     )
-    dr.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
+    add_artifact_argument(dr)
     dr.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
     # Defaults live in engine.personas.drift.DriftConfig (importing it here would slow every command).
     dr.add_argument(
         "--threshold",
-        type=float,
+        type=positive_float,
         help="Jensen-Shannon divergence above which a customer drifts (default 0.08)",
     )
     dr.add_argument(
-        "--half-life-days", type=float, help="how fast old events stop counting as recent (default 14)"
+        "--half-life-days",
+        type=positive_float,
+        help="how fast old events stop counting as recent (default 14)",
     )
     dr.add_argument(
         "--min-evidence",
-        type=float,
+        type=non_negative_float,
         help="decayed recent events needed before drift can be flagged (default 2)",
     )
-    dr.add_argument("--limit", type=int, default=20, help="drifting customers to list (default 20)")
+    dr.add_argument("--limit", type=non_negative_int, default=20, help="drifting customers to list")
     dr.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -403,8 +535,6 @@ def cmd_drift(args: argparse.Namespace) -> int:
     from engine.personas.drift import DriftConfig
     from training.drift_job import run_drift_report
 
-    if args.limit < 0:
-        raise UserError("--limit must be 0 or more")
     try:
         given = {
             "threshold": args.threshold,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from importlib import metadata
 
-from cli import data_commands, decision_commands, model_commands, serving_commands
+from cli import data_commands, decision_commands, event_log_commands, model_commands, serving_commands
+from cli.arguments import CommandLineParser, HelpFormatter
 
 COMMANDS_IN_HELP_ORDER = (
     data_commands.add_generate_command,
@@ -30,16 +32,17 @@ COMMANDS_IN_HELP_ORDER = (
     decision_commands.add_experiment_report_command,
     model_commands.add_drift_command,
     serving_commands.add_serve_command,
+    event_log_commands.add_archive_events_command,
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; the parsed arguments carry the function to run as ``handler``."""
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = CommandLineParser(
         prog="persona-engine",
         description="Persona-conditioned personalization for e-commerce: learn persona mixes and "
         "persona-aware recommenders from interaction data, evaluate them, and write versioned artifacts.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog=textwrap.dedent(
             """
             a first run:
@@ -50,7 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
             """
         ),
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS_IN_HELP_ORDER:
         add(sub)
     return parser
+
+
+def _version() -> str:
+    """The installed package's version (pyproject.toml), or "unknown" when run from an uninstalled tree."""
+    try:
+        return metadata.version("persona-engine")
+    except metadata.PackageNotFoundError:
+        return "unknown"

@@ -11,25 +11,36 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from cli.arguments import SHOPPING_CONTEXTS, non_empty, positive_int, share
 from cli.errors import UserError
 from cli.json_output import emit_json
-from cli.subcommand import Subcommands, add_command
-from training.console_output import print_table, stdout_console
+from cli.subcommand import Subcommands, add_artifact_argument, add_command
+from training.console_output import Money, print_table, stderr_console, stdout_console
+
+# training.batch_recommend.EXCLUSION_RULES's keys (a test keeps them equal), without importing polars.
+EXCLUSION_CHOICES = ("purchased", "seen")
+EXCLUDE_HELP = (
+    "what to leave out of each list: 'purchased' (items the customer bought, as the API does) or "
+    "'seen' (also items they viewed or carted, as the offline evaluation does)"
+)
 
 RECOMMEND_EXAMPLES = """
     examples:
-      persona-engine recommend --artifact artifacts/latest --customer c0000042
+      persona-engine recommend --artifact artifacts/latest --customer c0042
       persona-engine recommend --artifact artifacts/latest --customer new-visitor \\
           --mix bargain_hunter=0.7,tech_savvy=0.3
-      persona-engine recommend --artifact artifacts/latest --customer c0000042 --context weekend_holiday
+      persona-engine recommend --artifact artifacts/latest --customer c0042 --context weekend_holiday
+      persona-engine recommend --artifact artifacts/latest --customer c0042 --exclude seen -k 5
+      persona-engine recommend --artifact artifacts/latest --customer c0042 \
+          --mix luxury_enthusiast=1 --steering 1
     """
 
 BATCH_RECOMMEND_EXAMPLES = """
     examples:
       persona-engine batch-recommend --artifact artifacts/latest --out campaign/top10.parquet
       persona-engine batch-recommend --artifact artifacts/latest --out top5.parquet -k 5 \\
-          --customers c0000001,c0000002
-      persona-engine batch-recommend --artifact artifacts/latest --out top.parquet --customers ids.csv
+          --customer-ids c0001,c0002
+      persona-engine batch-recommend --artifact artifacts/latest --out top.parquet --customer-ids ids.csv
     """
 
 SEGMENTS_EXAMPLES = """
@@ -47,23 +58,39 @@ def add_recommend_command(sub: Subcommands) -> None:
         RECOMMEND_EXAMPLES,
         cmd_recommend,
     )
-    r.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
-    r.add_argument("--customer", required=True, help="customer id; unknown ids are served as cold start")
+    add_artifact_argument(r)
+    r.add_argument(
+        "--customer", type=non_empty, required=True, help="customer id; unknown ids are served as cold start"
+    )
     r.add_argument(
         "--mix",
-        help="persona mix to use instead of the inferred one, e.g. bargain_hunter=0.6,luxury_enthusiast=0.4",
+        help="persona mix to use instead of the inferred one, e.g. bargain_hunter=0.6,luxury_enthusiast=0.4 "
+        "(weights that do not sum to 1 are rescaled, with a note)",
     )
-    r.add_argument("--context", help="weekday or weekend_holiday: use the customer's mix for that context")
-    r.add_argument("-k", type=int, default=10, help="number of products")
+    r.add_argument(
+        "--context",
+        choices=SHOPPING_CONTEXTS,
+        help="use the customer's mix for this shopping context (default: their overall mix)",
+    )
+    r.add_argument("-k", "--k", type=positive_int, default=10, help="number of products")
     r.add_argument("--model", help="model to use (default: the artifact's best)")
+    r.add_argument("--exclude", choices=EXCLUSION_CHOICES, default="purchased", help=EXCLUDE_HELP)
+    r.add_argument(
+        "--steering",
+        type=share,
+        help="with --mix for a known customer: how far the mix overrides their history, 0..1 "
+        "(default: the artifact's [personas] steering)",
+    )
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from engine.personalizer import Personalizer
+    from training.batch_recommend import EXCLUSION_RULES, customer_lists
 
-    personalizer = Personalizer.from_path(args.artifact, args.model)
-    mix = _resolve_mix_names(personalizer.catalog, _parse_mix(args.mix)) if args.mix else None
-    result = personalizer.recommend(args.customer, args.k, mix=mix, context=args.context)
+    personalizer = open_personalizer(args.artifact, args.model, steering=args.steering)
+    mix = _request_mix(personalizer, args.mix) if args.mix else None
+    result = customer_lists(
+        personalizer, [args.customer], k=args.k, context=args.context, mix=mix, exclude=args.exclude
+    )[0]
     if args.json:
         emit_json(
             {
@@ -72,12 +99,31 @@ def cmd_recommend(args: argparse.Namespace) -> int:
                 "model": result.model,
                 "model_version": result.model_version,
                 "persona_mix": result.mix.as_dict(),
+                "mix_source": result.decision.mix_source.value,
+                "excluded": args.exclude,
                 "items": [vars(item) for item in result.items],
             }
         )
         return 0
     _print_recommendation(personalizer, result)
+    stdout_console.print(
+        f"left out: {EXCLUSION_RULES[args.exclude]} (--exclude {args.exclude})", highlight=False
+    )
     return 0
+
+
+def open_personalizer(artifact: Path, model: str | None, *, steering: float | None = None) -> Any:
+    """The artifact's personalizer, an unknown ``--model`` named as the user's mistake; ``steering``
+    overrides the artifact's setting (None keeps it)."""
+    from engine.artifact.contents import load_artifact
+    from engine.personalizer import Personalizer
+
+    loaded = load_artifact(artifact)
+    if model is not None and model not in loaded.models:
+        raise UserError(
+            f"--model {model}: artifact {artifact} has no such model; it has {', '.join(loaded.models)}"
+        )
+    return Personalizer(loaded, model, steering=steering)
 
 
 def _parse_mix(text: str) -> dict[str, float]:
@@ -90,6 +136,25 @@ def _parse_mix(text: str) -> dict[str, float]:
             mix[name.strip()] = float(value)
         except ValueError:
             raise UserError(f"--mix: weight of {name.strip()!r} is not a number: {value!r}") from None
+    return mix
+
+
+def _request_mix(personalizer: Any, text: str) -> Any:
+    """``--mix`` as a validated mix of the artifact's personas; weights not summing to 1 are rescaled,
+    and a note on stderr says so (the output would otherwise show other weights than were typed)."""
+    from engine.personas.mix import PersonaMixError
+
+    weights = _resolve_mix_names(personalizer.catalog, _parse_mix(text))
+    try:
+        mix = personalizer.persona_mix(weights)
+    except PersonaMixError as error:
+        raise UserError(f"--mix: {error}") from None
+    total = sum(weights.values())
+    if abs(total - 1.0) > 1e-6:
+        rescaled = ", ".join(f"{p}={w:.3g}" for p, w in mix.as_dict().items() if w > 0)
+        stderr_console.print(
+            f"note: --mix weights sum to {total:g}, not 1; rescaled to {rescaled}", highlight=False
+        )
     return mix
 
 
@@ -112,12 +177,15 @@ def _print_recommendation(personalizer: Any, result: Any) -> None:
         if w >= 0.05
     )
     status = "cold start" if result.cold_start else "known customer"
-    stdout_console.print(f"[bold]{result.customer_id}[/bold] ({status}, model {result.model}): {mix_text}")
+    stdout_console.print(
+        f"[bold]{result.customer_id}[/bold] ({status}, model {result.model}, "
+        f"mix {result.decision.mix_source.value}): {mix_text}"
+    )
     print_table(
         "",
         ["rank", "item", "title", "category", "price", "score", "reason"],
         [
-            [i + 1, it.item_id, it.title, it.category, it.price, it.score, it.reason]
+            [i + 1, it.item_id, it.title, it.category, Money(it.price), it.score, it.reason]
             for i, it in enumerate(result.items)
         ],
     )
@@ -131,35 +199,55 @@ def add_batch_recommend_command(sub: Subcommands) -> None:
         BATCH_RECOMMEND_EXAMPLES,
         cmd_batch_recommend,
     )
-    b.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
+    add_artifact_argument(b)
     b.add_argument("--out", type=Path, required=True, help="Parquet file to write (parent folders created)")
     b.add_argument(
-        "--customers",
+        "--customer-ids",
+        metavar="IDS_OR_FILE",
         help="customer ids separated by commas, or a .csv/.parquet/.txt file of them "
         "(a customer_id column, or one id per line); default: every customer of the artifact",
     )
-    b.add_argument("-k", "--k", type=int, default=10, help="products per customer")
+    b.add_argument("--customers", action=_RenamedFlag, new_flag="--customer-ids", help=argparse.SUPPRESS)
+    b.add_argument("-k", "--k", type=positive_int, default=10, help="products per customer")
     b.add_argument("--model", help="model to use (default: the artifact's best)")
-    b.add_argument("--chunk", type=int, default=4096, help="customers scored and written per step")
+    b.add_argument(
+        "--context",
+        choices=SHOPPING_CONTEXTS,
+        help="use each customer's mix for this shopping context (default: their overall mix)",
+    )
+    b.add_argument("--exclude", choices=EXCLUSION_CHOICES, default="purchased", help=EXCLUDE_HELP)
+    b.add_argument("--chunk", type=positive_int, default=4096, help="customers scored and written per step")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+class _RenamedFlag(argparse.Action):
+    """A flag that was renamed: using the old name is an error that names the new one."""
+
+    def __init__(self, *args: Any, new_flag: str, **kwargs: Any) -> None:
+        self.new_flag = new_flag
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any, **__: Any) -> None:
+        parser.error(f"{'/'.join(self.option_strings)} was renamed to {self.new_flag}")
+
+
 def cmd_batch_recommend(args: argparse.Namespace) -> int:
-    from engine.personalizer import Personalizer
-    from training.batch_recommend import CustomerListError, batch_recommend, read_customer_ids
+    from training.batch_recommend import (
+        EXCLUSION_RULES,
+        CustomerListError,
+        batch_recommend,
+        read_customer_ids,
+    )
     from training.console_output import progress_bar
 
-    if args.k < 1:
-        raise UserError("--k must be at least 1")
-    if args.chunk < 1:
-        raise UserError("--chunk must be at least 1")
     if args.out.suffix.lower() != ".parquet":
         raise UserError(f"--out {args.out}: batch recommendations are written as .parquet")
+    args.out.parent.mkdir(parents=True, exist_ok=True)  # a bad --out fails before any work, not after it
     try:
-        ids = read_customer_ids(args.customers) if args.customers else None
+        ids = read_customer_ids(args.customer_ids) if args.customer_ids else None
     except CustomerListError as error:
         raise UserError(str(error)) from None
-    personalizer = Personalizer.from_path(args.artifact, args.model)
+    personalizer = open_personalizer(args.artifact, args.model)
     total = len(ids) if ids is not None else len(personalizer.customers)
     with progress_bar(enabled=not (args.json or args.no_progress)) as progress:
         task = progress.add_task("recommending", total=total)
@@ -168,6 +256,8 @@ def cmd_batch_recommend(args: argparse.Namespace) -> int:
             args.out,
             customer_ids=ids,
             k=args.k,
+            context=args.context,
+            exclude=args.exclude,
             chunk=args.chunk,
             on_progress=lambda done: progress.advance(task, done),
         )
@@ -185,6 +275,11 @@ def cmd_batch_recommend(args: argparse.Namespace) -> int:
             ["customers per second", report.customers_per_second],
         ],
     )
+    stdout_console.print(
+        f"left out: {EXCLUSION_RULES[report.excluded]} (--exclude {report.excluded}); mixes: each "
+        f"customer's {args.context or 'overall'} mix (the mix_source column says where it came from)",
+        highlight=False,
+    )
     return 0
 
 
@@ -196,11 +291,11 @@ def add_segments_command(sub: Subcommands) -> None:
         SEGMENTS_EXAMPLES,
         cmd_segments,
     )
-    sg.add_argument("--artifact", type=Path, default=Path("artifacts/latest"))
+    add_artifact_argument(sg)
     sg.add_argument("--out", type=Path, required=True, help=".parquet or .csv file to write")
     sg.add_argument(
         "--threshold",
-        type=float,
+        type=share,
         default=0.4,
         help="smallest mix weight that puts a customer in a persona's segment (0 < threshold <= 1)",
     )

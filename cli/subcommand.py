@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import textwrap
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeAlias
+
+from cli.arguments import HelpFormatter
 
 Handler: TypeAlias = Callable[[argparse.Namespace], int]
 """Runs one command on its parsed arguments and returns the exit status."""
@@ -28,10 +31,18 @@ def add_command(
         help=help_text,
         description=help_text,
         epilog=textwrap.dedent(examples),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON document on stdout instead of tables"
     )
     parser.set_defaults(handler=handler)
     return parser
+
+
+ARTIFACT_HELP = "artifact folder: ROOT (its latest version), ROOT/latest or ROOT/<version>"
+
+
+def add_artifact_argument(parser: argparse.ArgumentParser) -> None:
+    """``--artifact``, the same flag with the same default in every command that reads an artifact."""
+    parser.add_argument("--artifact", type=Path, default=Path("artifacts/latest"), help=ARTIFACT_HELP)

@@ -26,6 +26,7 @@ decision log needs.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -68,6 +69,7 @@ from engine.personas.mix_resolution import (
 )
 from engine.personas.profile import PersonaProfile, evidence_for, leading_personas
 from engine.personas.shopping_context import CONTEXTS, context_of
+from engine.personas.steering import artifact_steering, check_steering
 from engine.ranking.candidate_index import CandidateIndex, CandidateIndexSettings
 from engine.ranking.diversity import DiversitySpace
 from engine.ranking.filters import ItemFilters
@@ -181,6 +183,7 @@ class Personalizer:
         decision_mode: PolicyMode = PolicyMode.EPSILON_GREEDY,
         clock: Callable[[], dt.datetime] | None = None,
         candidate_index: CandidateIndexSettings | None = None,
+        steering: float | None = None,
     ) -> None:
         """``clock`` gives the current time for requests without a timestamp (UTC now by default).
 
@@ -188,6 +191,10 @@ class Personalizer:
         (``engine.ranking.candidate_index``; built here, at load, for inner-product models over catalogs of
         at least ``min_items``) or scanned in full. Personalizers of other models over the same loaded
         artifact share its arrays.
+
+        ``steering`` is how strongly a mix given in a request overrides a known customer's history
+        (``engine.personas.steering``); None takes the artifact's (its training config's
+        ``[personas] steering``, the default for artifacts written before the setting existed).
         """
         self.artifact = artifact
         manifest = artifact.manifest
@@ -261,6 +268,9 @@ class Personalizer:
         )
         self.explanations: MixExplanations | None = artifact.explanations
         self.decisions = PageDecisions.from_artifact(artifact, epsilon=decision_epsilon, mode=decision_mode)
+        self.steering = check_steering(
+            steering if steering is not None else artifact_steering(manifest), "steering"
+        )
         self.lists = ProductListBuilder(
             model=self.model,
             backfill=self.backfill,
@@ -272,6 +282,7 @@ class Personalizer:
             diversity_space=self.diversity_space,
             affinity=self.affinity,
             model_knows_customers=self.model_knows_customers,
+            steering=self.steering,
         )
 
     def _scores_depend_on_identity(self, sample: int = 3) -> bool:
@@ -321,7 +332,7 @@ class Personalizer:
     def with_model(self, model_name: str) -> Personalizer:
         """The same artifact served by another of its models (an experiment arm's), resolving mixes
         exactly as this one does: same customers, same live state."""
-        sibling = Personalizer(self.artifact, model_name)
+        sibling = Personalizer(self.artifact, model_name, steering=self.steering)
         sibling.resolver = self.resolver
         return sibling
 
@@ -438,13 +449,17 @@ class Personalizer:
         mix: Mapping[str, float] | PersonaMix | None = None,
         context: str | None = None,
         exclude_seen: bool = True,
+        steering: float | None = None,
     ) -> ProductList:
         """The CLI's view: top-k for a customer, with everything they engaged with left out.
 
         Unlike the API's default (only purchases are left out), ``exclude_seen`` drops every item the
         customer viewed, carted or bought in training: the offline-evaluation protocol, so the CLI
-        shows what the metrics measured. Without ``context`` the overall mix is used.
+        shows what the metrics measured. Without ``context`` the overall mix is used. ``steering``
+        overrides the personalizer's setting for this call (it matters only when ``mix`` is given).
         """
+        if steering is not None:
+            check_steering(steering, "steering")
         given = mix if isinstance(mix, PersonaMix) or mix is None else self.persona_mix(mix)
         row = self.mixes.row_of(customer_id)
         seen = (
@@ -454,6 +469,8 @@ class Personalizer:
         )
         spec = self._spec(ProductRequest(k=k), ItemFilters(include_purchased=not exclude_seen))
         listed = self._row(CustomerTarget(customer_id, given), spec, context, None, seen)
+        if steering is not None:
+            listed = dataclasses.replace(listed, steering=steering)
         items = self.lists.build([listed])[0]
         return ProductList(customer_id, items, self._decision(listed.resolved, context, new_decision_id()))
 

@@ -6,16 +6,18 @@ how much of it was right, and it is never logged or echoed. Status codes follow 
 token -> PERMISSION_DENIED, and a server started without an admin token answers every call
 PERMISSION_DENIED (the service exists, so reflection and clients see it, but it is switched off).
 
-ReloadModel's semantics (verification, atomic swap, rollback policy, several workers) live in
-``serving.model_holder``; this module maps them onto the contract's status codes. The handlers are
-coroutines on the server's event loop, and everything that waits runs in a thread: a reload (verifying
-and loading an artifact takes seconds, then waiting for the peer workers) on a thread of its own, so it
-never holds a thread that calls need, and the experiment calls, which read and write the state store
-(Redis, possibly), on the loop's blocking-work threads.
+ReloadModel's semantics (verification and the artifact key, atomic swap, the rollback flag, several
+workers) live in ``serving.model_holder``; this module maps them onto the contract's status codes. The
+handlers are coroutines on the server's event loop, and everything that waits runs in a thread: a
+reload (verifying and loading an artifact takes seconds, then waiting for the peer workers) on a thread
+of its own, so it never holds a thread that calls need, and the experiment calls, which read and write
+the state store (Redis, possibly), on the loop's blocking-work threads.
 
 GetExperiment and SetExperiment read and replace the running experiment (``engine.decisions.experiment``),
 which lives in the server's state store: every replica sharing the store applies a change within
-about a second, without a restart. A definition is validated whole before anything changes.
+about a second, without a restart. A definition is validated whole before anything changes. While
+the store (Redis) cannot be reached both answer UNAVAILABLE rather than "no experiment" or a change
+that was not stored.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from engine.decisions.experiment import (
 )
 from serving.generated.persona.v1 import admin_service_pb2, admin_service_pb2_grpc
 from serving.model_holder import ModelHolder, ModelReloader, ReloadError
+from serving.redis_state_store import tracking_live_state
 
 LOGGER = logging.getLogger("persona_engine.admin")
 AUTHORIZATION_KEY: Final = "authorization"
@@ -47,6 +50,7 @@ BEARER_SCHEME: Final = "bearer"
 # A reload waits at most this long for peer workers to follow, and never past the caller's deadline.
 MAX_PEER_WAIT_S: Final = 30.0
 _DEADLINE_MARGIN_S: Final = 0.25
+_STORE_UNREACHABLE: Final = "the state store (Redis) is unreachable"
 
 _REFUSAL_CODES: Final = {
     "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
@@ -205,7 +209,12 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         try:
             result = await asyncio.get_running_loop().run_in_executor(
                 self._reloads,
-                lambda: self.reloader.reload(request.artifact_path, request.model_name, wait_s=wait_s),
+                lambda: self.reloader.reload(
+                    request.artifact_path,
+                    request.model_name,
+                    wait_s=wait_s,
+                    allow_rollback=request.allow_rollback,
+                ),
             )
         except ReloadError as refusal:
             await _abort(context, _REFUSAL_CODES[refusal.outcome], refusal.message)
@@ -228,7 +237,11 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         self, request: admin_service_pb2.GetExperimentRequest, context: Context
     ) -> admin_service_pb2.GetExperimentResponse:
         await self._authorize(context)
-        running = await asyncio.to_thread((await self._current_experiment(context)).get)
+        current = await self._current_experiment(context)
+        with tracking_live_state() as state:
+            running = await asyncio.to_thread(current.get)
+        if not state.complete:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, f"GetExperiment: {_STORE_UNREACHABLE}")
         response = admin_service_pb2.GetExperimentResponse()
         if running is not None:
             response.experiment.CopyFrom(experiment_to_proto(running))
@@ -246,7 +259,14 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
                 new = experiment_from_proto(request.experiment, models)
             except ExperimentError as error:
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        previous = await asyncio.to_thread(_replace, current, new)
+        with tracking_live_state() as state:  # a write Redis did not take must not be answered OK
+            previous = await asyncio.to_thread(_replace, current, new)
+        if not state.complete:
+            await _abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                f"SetExperiment: {_STORE_UNREACHABLE}; the experiment may not have changed, retry",
+            )
         LOGGER.info("experiment %s -> %s", previous.name if previous else "none", new.name if new else "none")
         response = admin_service_pb2.SetExperimentResponse()
         if previous is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Final
 
 from engine.live.live_loop import LiveLoop
+from engine.live.state_store import StateStore
 from engine.personalizer import Personalizer
 from serving import request_validation as validate
 from serving import response_translation as translate
@@ -66,8 +67,9 @@ class FloorPersonalizationServicer(PersonalizationServicer):
         live_loop: LiveLoop | None = None,
         engine: EngineCalls | None = None,
         batching: BatchSettings | None = None,
+        state_store: StateStore | None = None,
     ) -> None:
-        super().__init__(holder, metrics, live_loop, engine, batching)
+        super().__init__(holder, metrics, live_loop, engine, batching, state_store)
         self.prepared = prepared_response(holder.current())
 
     async def Personalize(  # noqa: N802 (servicer methods are named after the RPCs)

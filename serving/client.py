@@ -14,7 +14,7 @@ documented in the ``.proto`` files. Usage::
 
     with PersonaEngineClient("localhost:50051") as engine:
         engine.wait_until_serving(timeout_s=10)
-        page = engine.personalize("c0000042", context=PageContext(page_type="home"), k=8)
+        page = engine.personalize("c0042", context=PageContext(page_type="home"), k=8)
         for item in page.items:
             print(item.rank, item.item_id, item.title)
 """
@@ -576,16 +576,24 @@ class PersonaEngineClient:
         )
 
     def reload_model(
-        self, artifact_path: str, *, model_name: str = "", timeout_s: float | None = None
+        self,
+        artifact_path: str,
+        *,
+        model_name: str = "",
+        allow_rollback: bool = False,
+        timeout_s: float | None = None,
     ) -> admin_service_pb2.ReloadModelResponse:
         """Switch the server to another artifact (admin token required); never retried.
 
-        The deadline defaults to ``DEFAULT_RELOAD_TIMEOUT_S``, not the client's page-render timeout.
+        A version older than the one serving needs ``allow_rollback``. The deadline defaults to
+        ``DEFAULT_RELOAD_TIMEOUT_S``, not the client's page-render timeout.
         """
         return self._admin_call(
             self._admin.ReloadModel,
             f"/{ADMIN_SERVICE}/ReloadModel",
-            admin_service_pb2.ReloadModelRequest(artifact_path=artifact_path, model_name=model_name),
+            admin_service_pb2.ReloadModelRequest(
+                artifact_path=artifact_path, model_name=model_name, allow_rollback=allow_rollback
+            ),
             DEFAULT_RELOAD_TIMEOUT_S if timeout_s is None else timeout_s,
         )
 

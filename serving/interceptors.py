@@ -15,13 +15,17 @@ One ``grpc.aio`` interceptor does all of it so the order is fixed and nothing is
    py-spy profile), while trailing metadata leaves with the status in the call's last operation.
 3. The call is counted in flight, timed in a ``finally`` block, and counted by method and status
    code, whatever the handler did (returned, aborted, raised, or was cancelled by the client or its
-   deadline).
+   deadline). A method the servicer leaves to its generated base class, which raises
+   ``NotImplementedError`` (the health service's ``List``), is answered UNIMPLEMENTED without the
+   traceback grpc would log for every such call.
 4. One log line per call: method, status code, duration, request id and peer address. Never
    metadata (it carries the admin token) and never message contents (they carry customer data).
    With ``access_log_every`` N > 1 only every N-th successful call is logged (failed calls and calls
    slower than ``SLOW_CALL_SECONDS`` always are): at a thousand calls a second a line per call costs
    a measurable share of the CPU and says nothing the request metrics do not, while errors and
-   outliers are what an operator reads the log for.
+   outliers are what an operator reads the log for. Requests whose bytes were not a valid message
+   are the exception: ``serving.undecodable_requests`` logs those at most once a minute (a fuzzer or
+   a misconfigured client sends thousands), and this interceptor only counts them.
 
 The wrapped handler of each method is built once and kept, so a call costs a dictionary lookup here,
 not a new handler object. Handlers must be coroutine functions (every servicer of this server is).
@@ -45,6 +49,7 @@ from typing import Any, Final, cast
 import grpc
 
 from serving.metrics import ServingMetrics, split_method
+from serving.undecodable_requests import UndecodableRequest
 
 REQUEST_ID_KEY: Final = "x-request-id"
 REQUEST_LOGGER: Final = logging.getLogger("persona_engine.requests")
@@ -142,6 +147,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             except asyncio.CancelledError:  # the client hung up, or its deadline passed, mid-call
                 code = _cancelled(context)
                 raise
+            except NotImplementedError:  # a generated base-class method (health List): no traceback
+                code = grpc.StatusCode.UNIMPLEMENTED
+                await context.abort(code, f"{full_method} is not implemented by this server")
             except BaseException:
                 code = _outcome(context, code)
                 raise
@@ -150,7 +158,10 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 seconds = time.perf_counter() - started
                 requests(code).inc()
                 durations.observe(seconds)
-                if self._logs(code, seconds):
+                if self._logs(code, seconds) and (
+                    code is not grpc.StatusCode.INVALID_ARGUMENT
+                    or request.__class__ is not UndecodableRequest
+                ):
                     self.logger.info(
                         "%s %s %.2fms request_id=%s peer=%s",
                         full_method,

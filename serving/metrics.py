@@ -19,6 +19,10 @@ Series:
 - ``persona_engine_requests_total{service,method,code}``: finished unary calls by gRPC status code.
 - ``persona_engine_request_duration_seconds{service,method}``: latency histogram, 0.25 ms to 1 s.
 - ``persona_engine_requests_in_flight{service,method}``: calls being handled now.
+- ``persona_engine_undecodable_requests_total{service,method}``: requests (or messages of a request
+  stream) whose bytes were not a valid message, answered INVALID_ARGUMENT
+  (``serving.undecodable_requests``); unary ones are in ``requests_total`` with that code too. Only
+  methods the server has get a series, so garbage method names cannot add series.
 - ``persona_engine_customers_total{cold_start}``: customers served; ``cold_start="true"`` over the
   sum is the cold-start share.
 - ``persona_engine_decisions_total{kind,arm}``: offers (``kind="offer"``) and layout variants
@@ -39,6 +43,11 @@ Series:
   past the drift threshold); a rise is a shift in what customers are after, worth a retrain.
 - ``persona_engine_drift_profiles_total{drifting}``: persona profiles served with a drift status, by
   whether the customer was drifting.
+- ``persona_engine_state_store_available``: 1 while the live-state store answers, 0 while it cannot
+  be reached (Redis down; the lowest over live workers). Calls are then answered without live state.
+- ``persona_engine_calls_without_live_state_total{method}``: calls answered without live state because
+  the store could not be reached; for RecordEvents, calls whose events were stored in the event log
+  but missed their live-state update (Redis went away during the call).
 - ``persona_engine_worker_restarts_total``: worker processes that died on their own and were replaced
   (``--workers N``; exported by the supervising process, ``worker_restarts_counter``).
 """
@@ -78,6 +87,15 @@ REQUEST_LATENCY_BUCKETS: Final = (
 )
 DECISION_KINDS: Final = DECISION_TYPES
 RELOAD_TRIGGERS: Final = ("admin", "peer")
+# The calls that read or write live state (and so can be answered without it).
+LIVE_STATE_METHODS: Final = (
+    "Personalize",
+    "RecommendProducts",
+    "RankOffers",
+    "SelectLayout",
+    "GetPersonaProfile",
+    "RecordEvents",
+)
 LIVE_RECORDS: Final = ("event", "outcome")
 LIVE_RECORD_RESULTS: Final = ("accepted", "duplicate", "rejected")
 DECISION_LOG_RESULTS: Final = ("written", "failed")
@@ -127,6 +145,12 @@ class ServingMetrics:
             "gRPC calls being handled now, by method.",
             ["service", "method"],
             multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.undecodable_requests = Counter(
+            f"{PREFIX}_undecodable_requests",
+            "Requests whose bytes were not a valid message (answered INVALID_ARGUMENT), by method.",
+            ["service", "method"],
             registry=registry,
         )
         self.customers = Counter(
@@ -194,6 +218,21 @@ class ServingMetrics:
             ["result"],
             registry=registry,
         )
+        self.state_store_available = Gauge(
+            f"{PREFIX}_state_store_available",
+            "1 while the live-state store answers, 0 while it cannot be reached (no live state is used).",
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
+        self.without_live_state = Counter(
+            f"{PREFIX}_calls_without_live_state",
+            "Calls answered without live state because the state store could not be reached, by method.",
+            ["method"],
+            registry=registry,
+        )
+        self.state_store_available.set(1)
+        for method in LIVE_STATE_METHODS:
+            self.without_live_state.labels(method=method)
         self._serving: tuple[str, str] | None = None
         # Labelled children by metric and label values: ``labels()`` takes a lock and validates its
         # arguments on every call, several times per request; a dict lookup does not.
@@ -218,6 +257,7 @@ class ServingMetrics:
             self.requests.labels(service=service, method=method, code=grpc.StatusCode.OK.name)
             self.request_duration.labels(service=service, method=method)
             self.in_flight.labels(service=service, method=method)
+            self.undecodable_requests.labels(service=service, method=method)
 
     def declare_arms(self, arms: Mapping[str, Sequence[str]]) -> None:
         """Create the decision series of an artifact's arms, e.g. ``{"offer": ["free_ship", ...]}``."""
@@ -251,6 +291,10 @@ class ServingMetrics:
             self._child(self.request_duration, service, method),
             self._child(self.in_flight, service, method),
         )
+
+    def undecodable_child(self, service: str, method: str) -> Any:
+        """The undecodable-request counter of one method, resolved once for its guard."""
+        return self._child(self.undecodable_requests, service, method)
 
     def track_in_flight(self, service: str, method: str) -> InprogressTracker:
         tracker: InprogressTracker = self._child(self.in_flight, service, method).track_inprogress()
@@ -287,6 +331,12 @@ class ServingMetrics:
         for result, count in zip(LIVE_RECORD_RESULTS, (accepted, duplicate, rejected), strict=True):
             if count:
                 self.live_records.labels(record=record, result=result).inc(count)
+
+    def record_state_store_available(self, available: bool) -> None:
+        self.state_store_available.set(1 if available else 0)
+
+    def record_without_live_state(self, method: str) -> None:
+        self._child(self.without_live_state, method).inc()
 
     def record_decisions_logged(self, written: int, failed: int) -> None:
         if written:

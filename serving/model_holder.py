@@ -17,10 +17,17 @@ live worker reports the new generation (or when its wait budget runs out; a peer
 artifact keeps its old model, logs the error and counts it in ``persona_engine_model_reloads_total``
 with ``trigger="peer"``; repeating the ReloadModel call makes it try again).
 
-Version policy: ReloadModel switches to exactly the artifact it names, older or newer. Versions only
-increase when training writes them, so an older one is a deliberate rollback by an operator holding the
-admin token; it is allowed and logged as a rollback. Asking for what every worker already serves
-(same version, same model) changes nothing and answers ``RELOAD_OUTCOME_UNCHANGED``.
+Version policy: ReloadModel switches to exactly the artifact it names when it is the same version or
+newer. Versions only increase when training writes them, so an older one is a rollback: it is refused
+(FAILED_PRECONDITION, naming both versions) unless the request sets ``allow_rollback``, and logged as a
+rollback when it happens. An old artifact copied into place by someone who can write to the artifact
+folder is so never served by accident, even when it is signed. Asking for what every worker already
+serves (same version, same model) changes nothing and answers ``RELOAD_OUTCOME_UNCHANGED``.
+
+Trust: with an artifact key (``serve --artifact-key``) every load, at start, on ReloadModel and when a
+worker follows a peer, requires a manifest signed with it (``engine.artifact.signing``); without one,
+the manifest's digest is still checked and the log says the artifact is unsigned. A refused artifact is
+never served: the old model keeps answering.
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from engine.artifact import LATEST, MANIFEST
+from engine.artifact import LATEST, MANIFEST, ArtifactVerifier
+from engine.artifact.contents import load_artifact
 from engine.errors import PersonaEngineError
 from engine.personalizer import Personalizer
 from serving.metrics import ServingMetrics
@@ -146,16 +154,27 @@ def resolve_artifact_path(path: Path) -> Path:
     return path.resolve()
 
 
-def load_model(path: Path, model_name: str | None = None) -> LoadedModel:
-    """Verify every checksum of the artifact at ``path`` and load it; raises on any problem.
+def load_model(
+    path: Path, model_name: str | None = None, verifier: ArtifactVerifier | None = None
+) -> LoadedModel:
+    """Verify the artifact at ``path`` (its manifest, signed under ``verifier``'s key when given, and
+    every checksum) and load it; raises on any problem, and logs what protects the manifest.
 
     ``model_name`` None or empty picks the artifact's best model. Errors are ``ArtifactError`` (a file
-    missing, extra or not matching the manifest) and ``ValueError`` (a model the artifact lacks), each
-    naming the artifact and the file or model.
+    missing, extra or not matching the manifest; an altered, unsigned or wrongly signed manifest) and
+    ``ValueError`` (a model the artifact lacks), each naming the artifact and the file or model.
     """
     started = time.perf_counter()
     resolved = resolve_artifact_path(path)
-    personalizer = Personalizer.from_path(resolved, model_name or None)
+    artifact = load_artifact(resolved, verifier)
+    personalizer = Personalizer(artifact, model_name or None)
+    integrity = artifact.integrity
+    LOGGER.log(
+        logging.INFO if integrity.signed else logging.WARNING,
+        "artifact %s: %s",
+        artifact.version,
+        integrity.describe(),
+    )
     return LoadedModel(personalizer, resolved, time.perf_counter() - started)
 
 
@@ -337,7 +356,7 @@ class ModelReloader:
 
     ``shared`` is None for a single-process server. ``applied_generation`` is the shared generation the
     holder's model corresponds to. ``after_swap`` runs after every swap (the server settles its heap,
-    ``serving.heap_freeze``).
+    ``serving.heap_freeze``). ``verifier`` is the artifact key every loaded manifest must be signed with.
     """
 
     def __init__(
@@ -348,8 +367,10 @@ class ModelReloader:
         *,
         applied_generation: int = 0,
         after_swap: Callable[[], object] | None = None,
+        verifier: ArtifactVerifier | None = None,
     ) -> None:
         self.holder = holder
+        self.verifier = verifier
         self.metrics = metrics
         self.shared = shared
         self._applied = applied_generation
@@ -364,19 +385,29 @@ class ModelReloader:
         if self.shared is not None:
             self.shared.report(os.getpid(), self._applied, self.holder.snapshot())
 
-    def reload(self, artifact_path: str, model_name: str = "", *, wait_s: float = 0.0) -> ReloadResult:
+    def reload(
+        self, artifact_path: str, model_name: str = "", *, wait_s: float = 0.0, allow_rollback: bool = False
+    ) -> ReloadResult:
         """Verify and load ``artifact_path``, then serve it; raises ``ReloadError`` and keeps the old
-        model on any failure. With workers, waits up to ``wait_s`` for the peers to follow."""
+        model on any failure. A version older than the one served needs ``allow_rollback``. With
+        workers, waits up to ``wait_s`` for the peers to follow."""
         try:
-            result = self._reload(artifact_path, model_name, wait_s)
+            result = self._reload(artifact_path, model_name, wait_s, allow_rollback)
         except ReloadError as refusal:
             self.metrics.record_reload("admin", refusal.outcome)
-            LOGGER.warning("reload of %r refused (%s): %s", artifact_path, refusal.outcome, refusal.message)
+            quoted = (
+                artifact_path
+                if len(artifact_path) <= 300
+                else f"{artifact_path[:300]}... ({len(artifact_path)} chars)"
+            )
+            LOGGER.warning("reload of %r refused (%s): %s", quoted, refusal.outcome, refusal.message[:1000])
             raise
         self.metrics.record_reload("admin", result.outcome)
         return result
 
-    def _reload(self, artifact_path: str, model_name: str, wait_s: float) -> ReloadResult:
+    def _reload(
+        self, artifact_path: str, model_name: str, wait_s: float, allow_rollback: bool
+    ) -> ReloadResult:
         if not artifact_path:
             raise ReloadError("invalid_argument", "artifact_path: required")
         if len(artifact_path) > MAX_ARTIFACT_PATH_CHARS:
@@ -387,16 +418,28 @@ class ModelReloader:
         if "\x00" in artifact_path:
             raise ReloadError("invalid_argument", "artifact_path: contains a NUL character")
         path = Path(artifact_path)
-        if not path.exists():
+        try:
+            exists = path.exists()
+        except OSError as error:  # a name too long for the file system, say: no such artifact either
+            raise ReloadError(
+                "invalid_argument", f"artifact_path: not a usable path ({error.strerror})"
+            ) from None
+        if not exists:
             raise ReloadError("not_found", f"artifact_path: {artifact_path} does not exist on the server")
         with self._lock, self.shared.exclusive() if self.shared else contextlib.nullcontext():
             previous = self.holder.snapshot()
             try:
-                loaded = load_model(path, model_name or None)
+                loaded = load_model(path, model_name or None, self.verifier)
             except Exception as error:  # any failure means the artifact cannot be served as it is
                 LOGGER.debug("loading %s failed", path, exc_info=True)
                 raise ReloadError("failed_precondition", str(error) or type(error).__name__) from error
             candidate = loaded.personalizer
+            if candidate.version < previous.version and not allow_rollback:
+                raise ReloadError(
+                    "failed_precondition",
+                    f"artifact_path: version {candidate.version} is older than the serving version "
+                    f"{previous.version}; set allow_rollback to roll back",
+                )
             if self._everyone_serves(candidate.version, candidate.model_name):
                 return ReloadResult("unchanged", previous.version, previous.version, previous.model_name, 0.0)
             generation = self._applied
@@ -406,7 +449,11 @@ class ModelReloader:
                 ).generation
             self._swap(loaded, generation)
         if candidate.version < previous.version:
-            LOGGER.warning("rollback: serving %s, older than %s", candidate.version, previous.version)
+            LOGGER.warning(
+                "rollback: serving %s, older than %s (allow_rollback set)",
+                candidate.version,
+                previous.version,
+            )
         LOGGER.info(
             "reloaded: %s (%s) -> %s (%s) from %s in %.3fs",
             previous.version,
@@ -471,7 +518,7 @@ class ModelReloader:
                 self.report()
                 return False
             try:
-                loaded = load_model(Path(desired.artifact_path), desired.model_name or None)
+                loaded = load_model(Path(desired.artifact_path), desired.model_name or None, self.verifier)
             except Exception:  # keep serving the old model; the operator sees the log and the metric
                 LOGGER.exception(
                     "generation %d: cannot load %s published by a peer worker; still serving %s",

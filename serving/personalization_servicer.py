@@ -17,9 +17,19 @@ Errors: a request outside the documented limits is INVALID_ARGUMENT with the mes
 path; anything unexpected is logged with its traceback and answered INTERNAL with a generic message,
 so internal details (paths, array shapes, library messages) never reach callers. RecordEvents without
 an event log is FAILED_PRECONDITION, and a batch the log could not store is UNAVAILABLE (nothing was
-stored; a retry is safe). Request counts and latency are measured by the server's interceptor; this
-module records what only it sees: whether each customer was served cold, which offers and layouts
-were chosen, how many records were accepted, and drift in the profiles served.
+stored; a retry is safe).
+
+When the state store (Redis) cannot be reached, every call but RecordEvents is still answered, from
+the artifact alone: the response says so (``degraded_reason`` on each decision, or on the profile) and
+``persona_engine_calls_without_live_state_total`` counts it (``serving.redis_state_store``). A
+RecordEvents batch is refused with UNAVAILABLE before anything is stored while the store does not
+answer, so that the client's retry (the contract's "retry on UNAVAILABLE") lands once it is back and
+updates live state too; a batch stored in the event log is acknowledged, being durable, even when
+Redis went away while its live-state update ran (that update is lost and counted).
+
+Request counts and latency are measured by the server's interceptor; this module records what only
+it sees: whether each customer was served cold, which offers and layouts were chosen, how many
+records were accepted, drift in the profiles served, and calls answered without live state.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from engine.decisions.page_decision import LayoutDecision, RankedOffer
 from engine.invalid_request import InvalidRequestError
@@ -42,6 +53,7 @@ from engine.live.live_loop import (
     ServedPage,
     ServedProductLists,
 )
+from engine.live.state_store import StateStore, StateStoreUnavailableError
 from engine.personalization_request import (
     LayoutRequest,
     OfferRankingRequest,
@@ -60,13 +72,14 @@ from serving.generated.persona.v1 import personalization_service_pb2_grpc as pb_
 from serving.item_messages import prepared_items
 from serving.metrics import ServingMetrics
 from serving.model_holder import ModelHolder
+from serving.redis_state_store import RedisStateStore, tracking_live_state
 
 LOGGER = logging.getLogger("persona_engine.personalization")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _Call = TypeVar("_Call")
 _Served = TypeVar("_Served")
-_Response = TypeVar("_Response")
+_Response = TypeVar("_Response", bound=Message)
 
 
 def _expired(context: Context) -> bool:
@@ -81,6 +94,8 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
     log and no event log (RecordEvents then fails with FAILED_PRECONDITION). ``engine`` decides where
     engine calls run (the default: page renders on the loop, big batches in a thread); page renders on
     the loop are batched with the calls that arrive meanwhile (``serving.batched_calls``, ``batching``).
+    ``state_store`` is the live loop's store: RecordEvents checks that it answers before storing, and a
+    Redis store's availability is exported as a metric.
     """
 
     def __init__(
@@ -90,6 +105,7 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         live_loop: LiveLoop | None = None,
         engine: EngineCalls | None = None,
         batching: BatchSettings | None = None,
+        state_store: StateStore | None = None,
     ) -> None:
         self._holder = holder
         self._metrics = metrics
@@ -97,6 +113,10 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         self._engine = engine or EngineCalls()
         self._batches = PageBatchers(self._loop, batching or BatchSettings(), metrics.record_batch)
         self._loop.prepare(holder.current())
+        self._redis = state_store if isinstance(state_store, RedisStateStore) else None
+        if self._redis is not None:
+            self._redis.add_listener(metrics.record_state_store_available)
+            metrics.record_state_store_available(self._redis.available)
 
     async def _handle(
         self,
@@ -112,7 +132,13 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
             call = parse(personalizer)
             if _expired(context):
                 raise DeadlinePassedError("the deadline passed before serving")
-            return respond(personalizer, await serve(personalizer, call))
+            with tracking_live_state() as state:  # marked by the store if Redis cannot be reached
+                served = await serve(personalizer, call)
+            response = respond(personalizer, served)
+            if not state.complete:
+                translate.mark_without_live_state(response)
+                self._metrics.record_without_live_state(method)
+            return response
         except InvalidRequestError as error:
             code, message = grpc.StatusCode.INVALID_ARGUMENT, str(error)
         except DeadlinePassedError as error:
@@ -269,7 +295,7 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
             code, message = grpc.StatusCode.INVALID_ARGUMENT, str(error)
         except DeadlinePassedError as error:
             code, message = grpc.StatusCode.DEADLINE_EXCEEDED, f"RecordEvents: {error}"
-        except EventsNotStoredError as error:
+        except (EventsNotStoredError, StateStoreUnavailableError) as error:
             code, message = grpc.StatusCode.UNAVAILABLE, f"RecordEvents: {error}"
         except Exception:  # never leak internals to callers; the log keeps the traceback
             LOGGER.exception("RecordEvents failed")
@@ -284,7 +310,18 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         batch = event_translation.record_batch(request, dt.datetime.now(dt.UTC), self._loop.logged_decision)
         if _expired(context):
             raise DeadlinePassedError("the deadline passed before storing")
-        stored = self._loop.record_events(batch.events, batch.outcomes)
+        if self._redis is not None:
+            self._redis.check_reachable()  # refuse before storing: the retry then updates live state too
+        with tracking_live_state() as state:
+            stored = self._loop.record_events(batch.events, batch.outcomes)
+        if not state.complete:
+            LOGGER.warning(
+                "RecordEvents: %d events and %d outcomes stored in the event log missed their live-state "
+                "update (the state store went away during the call)",
+                len(stored.new_events),
+                len(stored.new_outcomes),
+            )
+            self._metrics.record_without_live_state("RecordEvents")
         self._metrics.record_live_records(
             "event", len(stored.new_events), stored.duplicate_events, batch.rejected_events
         )

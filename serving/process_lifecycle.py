@@ -24,6 +24,8 @@ EXIT_USAGE: Final = 2
 
 # How often a main loop wakes to check its children or parent while it waits for a stop.
 POLL_S: Final = 0.2
+# How often a serving loop checks for a stop: a signal handler cannot wake it.
+STOP_CHECK_S: Final = 0.02
 
 
 @contextlib.contextmanager

@@ -2,7 +2,10 @@
 
 The limits are the ones the ``.proto`` comments promise (list lengths, string lengths, numeric ranges,
 enum values); a request outside them raises ``InvalidRequestError`` whose message starts with the
-field path, e.g. ``targets[3].persona_mix.weights[1].weight: must be >= 0, got -0.2``. Checks that
+field path, e.g. ``targets[3].persona_mix.weights[1].weight: must be >= 0, got -0.2``. Every string
+has a length limit, including each id of a repeated field (``filters.exclude_item_ids[7]: at most 256
+characters, got 70000``), so no request makes the server hold, compare or quote an unbounded string:
+messages quote an offending value only once its length is known to be small. Checks that
 need the serving artifact (persona ids, pinned items) take the personalizer serving the request, so
 one request is validated and served against the same model. A persona mix is validated once, by the
 engine as it builds the mix (``PersonaMix.from_entries``), with the mix's path in the request.
@@ -64,6 +67,12 @@ MAX_RULE_ITEMS: Final = 1000
 MAX_PINS: Final = 20
 MAX_CANDIDATE_OFFERS: Final = 1000
 MAX_CANDIDATE_VARIANTS: Final = 100
+# Each string of a repeated field, and the ids the engine checks against the artifact (which quotes them).
+MAX_ITEM_ID_CHARS: Final = 256
+MAX_NAME_CHARS: Final = 128  # categories and brands
+MAX_ARM_ID_CHARS: Final = 256  # candidate offer and layout variant ids
+MAX_PERSONA_ID_CHARS: Final = 64
+MAX_MIX_WEIGHTS: Final = 100
 
 SHOPPING_CONTEXTS: Final = {
     types_pb2.SHOPPING_CONTEXT_WEEKDAY: WEEKDAY,
@@ -88,6 +97,15 @@ def _at_most(values: Sequence[_Entry], limit: int, field: str) -> tuple[_Entry, 
     if size > limit:
         raise InvalidRequestError(field, f"at most {limit} entries, got {size}")
     return tuple(values[:]) if size else ()  # a slice of a upb container is a list: quick to copy
+
+
+def _strings(values: Sequence[str], limit: int, field: str, max_chars: int) -> tuple[str, ...]:
+    """``_at_most`` for a repeated string field, each string at most ``max_chars`` long."""
+    entries = _at_most(values, limit, field)
+    if entries and max(map(len, entries)) > max_chars:
+        i = next(i for i, value in enumerate(entries) if len(value) > max_chars)
+        raise InvalidRequestError(f"{field}[{i}]", f"at most {max_chars} characters, got {len(entries[i])}")
+    return entries
 
 
 def _text(value: str, field: str, *, low: int, high: int) -> str:
@@ -117,10 +135,20 @@ def fraction(value: float, field: str) -> float:
 
 def persona_mix(message: types_pb2.PersonaMix, personas: Sequence[str], field: str) -> PersonaMix:
     """A request's mix; the engine validates it entry by entry, so the message names the offending
-    weight by its path in the request."""
-    return PersonaMix.from_entries(
-        [(entry.persona_id, entry.weight) for entry in message.weights], personas, field
-    )
+    weight by its path in the request. The number of entries and the length of each persona id are
+    checked first: the engine's message quotes an unknown id."""
+    entries = [(entry.persona_id, entry.weight) for entry in message.weights]
+    if len(entries) > MAX_MIX_WEIGHTS:
+        raise InvalidRequestError(
+            f"{field}.weights", f"at most {MAX_MIX_WEIGHTS} entries, got {len(entries)}"
+        )
+    for i, (persona_id, _) in enumerate(entries):
+        if len(persona_id) > MAX_PERSONA_ID_CHARS:
+            raise InvalidRequestError(
+                f"{field}.weights[{i}].persona_id",
+                f"at most {MAX_PERSONA_ID_CHARS} characters, got {len(persona_id)}",
+            )
+    return PersonaMix.from_entries(entries, personas, field)
 
 
 def _timestamp(message: Timestamp, field: str) -> dt.datetime:
@@ -159,8 +187,12 @@ def session_context(message: types_pb2.RequestContext, field: str = "context") -
         channel=channel,
         device=device,
         page_type=page_type,
-        session_item_ids=_at_most(message.session_item_ids, MAX_CONTEXT_ITEMS, f"{field}.session_item_ids"),
-        cart_item_ids=_at_most(message.cart_item_ids, MAX_CONTEXT_ITEMS, f"{field}.cart_item_ids"),
+        session_item_ids=_strings(
+            message.session_item_ids, MAX_CONTEXT_ITEMS, f"{field}.session_item_ids", MAX_ITEM_ID_CHARS
+        ),
+        cart_item_ids=_strings(
+            message.cart_item_ids, MAX_CONTEXT_ITEMS, f"{field}.cart_item_ids", MAX_ITEM_ID_CHARS
+        ),
         basket_value=basket_value,
     )
 
@@ -171,10 +203,16 @@ def item_filters(message: types_pb2.ItemFilters | None, field: str = "filters") 
         return _NO_FILTERS
     try:
         return ItemFilters(
-            exclude_item_ids=_at_most(message.exclude_item_ids, MAX_EXCLUDED_ITEMS, "exclude_item_ids"),
+            exclude_item_ids=_strings(
+                message.exclude_item_ids, MAX_EXCLUDED_ITEMS, "exclude_item_ids", MAX_ITEM_ID_CHARS
+            ),
             include_purchased=message.include_purchased,
-            include_categories=_at_most(message.include_categories, MAX_CATEGORIES, "include_categories"),
-            exclude_categories=_at_most(message.exclude_categories, MAX_CATEGORIES, "exclude_categories"),
+            include_categories=_strings(
+                message.include_categories, MAX_CATEGORIES, "include_categories", MAX_NAME_CHARS
+            ),
+            exclude_categories=_strings(
+                message.exclude_categories, MAX_CATEGORIES, "exclude_categories", MAX_NAME_CHARS
+            ),
             price_min=message.price_min if message.HasField("price_min") else None,
             price_max=message.price_max if message.HasField("price_max") else None,
             include_out_of_stock=message.include_out_of_stock,
@@ -188,9 +226,9 @@ def _rule(message: types_pb2.PromotionRule) -> PromotionRule:
     return PromotionRule(
         promotion_id=message.promotion_id,
         share=message.share,
-        categories=_at_most(message.categories, MAX_RULE_NAMES, "categories"),
-        brands=_at_most(message.brands, MAX_RULE_NAMES, "brands"),
-        item_ids=_at_most(message.item_ids, MAX_RULE_ITEMS, "item_ids"),
+        categories=_strings(message.categories, MAX_RULE_NAMES, "categories", MAX_NAME_CHARS),
+        brands=_strings(message.brands, MAX_RULE_NAMES, "brands", MAX_NAME_CHARS),
+        item_ids=_strings(message.item_ids, MAX_RULE_ITEMS, "item_ids", MAX_ITEM_ID_CHARS),
     )
 
 
@@ -204,6 +242,9 @@ def promotions(
     try:
         _at_most(message.rules, MAX_RULES, "rules")
         _at_most(message.pins, MAX_PINS, "pins")
+        for i, pin in enumerate(message.pins):
+            if len(pin.item_id) > MAX_ITEM_ID_CHARS:
+                _text(pin.item_id, f"pins[{i}].item_id", low=0, high=MAX_ITEM_ID_CHARS)
         rules = []
         for i, rule in enumerate(message.rules):
             try:
@@ -283,7 +324,9 @@ def recommend_products_call(
                 target.persona_mix if target.HasField("persona_mix") else None,
                 personalizer,
             )
-            excluded = _at_most(target.exclude_item_ids, MAX_EXCLUDED_ITEMS, "exclude_item_ids")
+            excluded = _strings(
+                target.exclude_item_ids, MAX_EXCLUDED_ITEMS, "exclude_item_ids", MAX_ITEM_ID_CHARS
+            )
         except InvalidRequestError as error:
             raise error.within(f"targets[{i}]") from None
         targets.append(CustomerTarget(resolved.customer_id, resolved.mix, excluded))
@@ -310,8 +353,8 @@ def rank_offers_call(request: pb.RankOffersRequest, personalizer: Personalizer) 
         ),
         session=session_context(request.context) if request.HasField("context") else _NO_SESSION,
         num_offers=count(request.num_offers, "num_offers", default=DEFAULT_OFFERS, high=MAX_OFFERS),
-        candidate_offer_ids=_at_most(
-            request.candidate_offer_ids, MAX_CANDIDATE_OFFERS, "candidate_offer_ids"
+        candidate_offer_ids=_strings(
+            request.candidate_offer_ids, MAX_CANDIDATE_OFFERS, "candidate_offer_ids", MAX_ARM_ID_CHARS
         ),
     )
 
@@ -324,7 +367,7 @@ def select_layout_call(request: pb.SelectLayoutRequest, personalizer: Personaliz
             personalizer,
         ),
         session=session_context(request.context) if request.HasField("context") else _NO_SESSION,
-        candidate_variant_ids=_at_most(
-            request.candidate_variant_ids, MAX_CANDIDATE_VARIANTS, "candidate_variant_ids"
+        candidate_variant_ids=_strings(
+            request.candidate_variant_ids, MAX_CANDIDATE_VARIANTS, "candidate_variant_ids", MAX_ARM_ID_CHARS
         ),
     )

@@ -365,3 +365,21 @@ def layout_response(served: ServedLayout) -> pb.SelectLayoutResponse:
     if served.experiment_arm:
         parts.append(string_field(_SELECTION_ARM, served.experiment_arm))
     return pb.SelectLayoutResponse.FromString(b"".join(parts))
+
+
+# Said on every decision (or profile) answered without live state: the state store was unreachable.
+WITHOUT_LIVE_STATE: Final = "live state unavailable: the state store is unreachable"
+
+
+def mark_without_live_state(response: Message, reason: str = WITHOUT_LIVE_STATE) -> None:
+    """Set ``degraded_reason`` on every decision of ``response`` (a profile carries its own field).
+
+    Only calls served during a state store outage pay for this second pass over the message.
+    """
+    if isinstance(response, pb.GetPersonaProfileResponse):
+        response.degraded_reason = reason
+    elif isinstance(response, pb.RecommendProductsResponse):
+        for result in response.results:
+            result.decision.degraded_reason = reason
+    elif isinstance(response, pb.PersonalizeResponse | pb.RankOffersResponse | pb.SelectLayoutResponse):
+        response.decision.degraded_reason = reason

@@ -49,13 +49,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]  # no stubs in dev deps
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
-from engine.decisions.experiment import ExperimentError, load_experiment
+from engine.decisions.experiment import Experiment, ExperimentError, load_experiment
 from engine.live.decision_log_writer import DecisionLogWriter
 from engine.live.decisions import LiveDecisions
 from engine.live.event_log import EventLog, EventLogError
 from engine.live.events import LiveEventObserver
 from engine.live.live_loop import LiveLoop
 from engine.live.live_state import LiveState
+from engine.live.live_state_snapshot import snapshot_folder
 from engine.live.state_store import StateStore
 from engine.personalizer import Personalizer
 from serving import event_loop
@@ -72,6 +73,7 @@ from serving.generated.persona.v1 import (
 from serving.heap_freeze import settle_heap, settle_heap_later
 from serving.interceptors import ObservabilityInterceptor
 from serving.item_messages import prepare_items
+from serving.log_upkeep import LogUpkeep
 from serving.metrics import MetricsEndpoint, ServingMetrics
 from serving.model_holder import (
     ModelHolder,
@@ -81,10 +83,11 @@ from serving.model_holder import (
     publish_model_metrics,
 )
 from serving.personalization_servicer import PersonalizationServicer
-from serving.process_lifecycle import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, POLL_S, stop_on_signals
+from serving.process_lifecycle import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, STOP_CHECK_S, stop_on_signals
 from serving.ready_file import ServerReady, remove_ready_file, remove_stale_ready_file, write_ready_file
 from serving.redis_state_store import MEMORY, StateStoreError, open_state_store
 from serving.settings import (
+    DEFAULT_MAX_REQUEST_BYTES,
     ServeConfigError,
     ServeSettings,
     TlsConfig,
@@ -92,6 +95,7 @@ from serving.settings import (
     bare_host,
     settings_from_args,
 )
+from serving.undecodable_requests import UndecodableRequestInterceptor
 from serving.worker_supervisor import supervise
 
 LOGGER = logging.getLogger("persona_engine.server")
@@ -137,6 +141,8 @@ async def create_server(
     blocking_state: bool = False,
     benchmark_floor: bool = False,
     batching: BatchSettings | None = None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    state_store: StateStore | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """A bound, not yet started server with every service; returns it and the port it bound.
 
@@ -151,11 +157,20 @@ async def create_server(
     experiment calls). ``blocking_state`` says live state is in a network store: every engine call
     then runs in a thread (``serving.engine_calls``). ``benchmark_floor`` makes Personalize answer one
     prepared response (``serving.benchmark_floor``). ``batching`` sets the dynamic batching of page
-    renders (``serving.batched_calls``; default: its defaults).
+    renders (``serving.batched_calls``; default: its defaults). A request larger than
+    ``max_request_bytes`` is refused with RESOURCE_EXHAUSTED before it is decoded (``--max-request-bytes``).
+    ``state_store`` is the live loop's store, whose availability RecordEvents checks and the metrics report.
     """
     server = grpc.aio.server(
-        interceptors=[ObservabilityInterceptor(metrics, access_log_every=access_log_every)],
-        options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
+        # Observability first: it then sees the INVALID_ARGUMENT of an undecodable request.
+        interceptors=[
+            ObservabilityInterceptor(metrics, access_log_every=access_log_every),
+            UndecodableRequestInterceptor(metrics),
+        ],
+        options=[
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
+            ("grpc.max_receive_message_length", max_request_bytes),
+        ],
     )
     servicer = FloorPersonalizationServicer if benchmark_floor else PersonalizationServicer
     personalization_service_pb2_grpc.add_PersonalizationServiceServicer_to_server(
@@ -167,6 +182,7 @@ async def create_server(
             ),
             EngineCalls(blocking_state=blocking_state),
             batching,
+            state_store,
         ),
         server,
     )
@@ -211,6 +227,7 @@ class _Process:
     event_log: EventLog | None = None
     decision_writer: DecisionLogWriter | None = None
     endpoint: MetricsEndpoint | None = None
+    upkeep: LogUpkeep | None = None
     following: threading.Event = field(default_factory=threading.Event)
     follower: threading.Thread | None = None
     started: bool = False  # the gRPC server started (and so is "stopped" at the end)
@@ -224,6 +241,8 @@ class _Process:
             self.follower.start()
 
     def close(self) -> None:
+        if self.upkeep is not None:
+            self.upkeep.close()
         self.following.set()
         if self.follower is not None:
             self.follower.join(timeout=5)
@@ -257,9 +276,13 @@ def serve(
     if settings.ready_file is not None and settings.worker_index is None:
         remove_stale_ready_file(settings.ready_file)
     with stop_on_signals(stop):
-        process = _prepare(settings, on_live_state, state_store)
+        process = _prepare(settings, on_live_state, state_store, stop)
         if isinstance(process, int):
             return process
+        if stop.is_set():  # asked to stop while starting: nothing serves yet, nothing to drain
+            process.close()
+            LOGGER.info("stopped during start-up")
+            return EXIT_OK
         try:
             return event_loop.run(
                 _serve(settings, process, stop, on_ready, observers),
@@ -287,8 +310,10 @@ def _prepare(
     settings: ServeSettings,
     on_live_state: Callable[[LiveState], None] | None,
     state_store: StateStore | None,
+    stop: threading.Event,
 ) -> _Process | int:
-    """Load the model, open the state store and the event log; an exit status when that fails."""
+    """Load the model, open the state store and the event log, rebuild in-memory live state; an exit
+    status when that fails, or when ``stop`` is set during the rebuild (a SIGTERM while starting)."""
     shared = (
         SharedModelState(settings.run_dir)
         if settings.worker_index is not None and settings.run_dir is not None
@@ -303,14 +328,18 @@ def _prepare(
             desired.generation,
         )
     try:
-        loaded = load_model(artifact, model_name)
+        loaded = load_model(artifact, model_name, settings.artifact_verifier)
     except Exception as error:  # the message names the artifact and the bad file or model
         LOGGER.error("cannot serve %s: %s", artifact, error)
         return EXIT_USAGE
     disable_created_metrics()  # *_created series double the output and nothing here reads them
     metrics = ServingMetrics(CollectorRegistry())
     try:
-        live_state = LiveState(state_store or open_state_store(settings.state), metrics)
+        # A worker replacing one that died (its peers serve) starts even while Redis is away.
+        replacing = shared is not None and bool(shared.reports())
+        live_state = LiveState(
+            state_store or open_state_store(settings.state, must_answer=not replacing), metrics
+        )
         holder = ModelHolder(
             loaded.personalizer,
             loaded.path,
@@ -324,7 +353,12 @@ def _prepare(
         on_live_state(live_state)
     publish_model_metrics(metrics, holder.snapshot())
     reloader = ModelReloader(
-        holder, metrics, shared, applied_generation=generation, after_swap=settle_heap_later
+        holder,
+        metrics,
+        shared,
+        applied_generation=generation,
+        after_swap=settle_heap_later,
+        verifier=settings.artifact_verifier,
     )
     event_log: EventLog | None = None
     decision_writer: DecisionLogWriter | None = None
@@ -337,21 +371,48 @@ def _prepare(
             if event_log is not None:
                 event_log.close()
             return EXIT_USAGE
-        if live_state.is_process_local:
+        if live_state.is_process_local and not stop.is_set():
             started = time.perf_counter()
-            replayed = live_state.catch_up(event_log)
+            LOGGER.info("rebuilding live state from the event log %s", settings.event_log)
+            caught_up = live_state.catch_up(
+                event_log, snapshots=snapshot_folder(settings.event_log), stop=stop
+            )
+            if caught_up.stopped:
+                LOGGER.info("asked to stop while rebuilding live state; the log is unchanged")
+                _close_event_log(event_log, decision_writer)
+                return EXIT_OK
             LOGGER.info(
-                "live state rebuilt from %d logged events in %.1fs", replayed, time.perf_counter() - started
+                "live state rebuilt in %.1fs: %d customers from the snapshot through event %d, then %d "
+                "logged events replayed",
+                time.perf_counter() - started,
+                caught_up.restored,
+                caught_up.snapshot_rowid,
+                caught_up.replayed,
             )
     live = LiveDecisions(live_state.store, config=settings.bandit)
     if settings.experiment is not None:
         try:
-            live.experiment.set(load_experiment(settings.experiment))
+            experiment = load_experiment(settings.experiment)
+            live.experiment.set(experiment)
+            LOGGER.info("%s", _describe_experiment(experiment))
         except ExperimentError as error:
             LOGGER.error("--experiment: %s", error)
             _close_event_log(event_log, decision_writer)
             return EXIT_USAGE
-    return _Process(holder, metrics, live_state, reloader, live, shared, event_log, decision_writer)
+    process = _Process(holder, metrics, live_state, reloader, live, shared, event_log, decision_writer)
+    if settings.event_log is not None and settings.worker_index in (None, 0):
+        process.upkeep = LogUpkeep(settings.event_log, live_state)  # started once the server serves
+    return process
+
+
+def _describe_experiment(experiment: Experiment) -> str:
+    """The start-up log's line: ``experiment NAME running: control C; arms A 50% (artifact policy), ...``."""
+    arms = ", ".join(
+        f"{arm.name} {arm.share:.0%} ({arm.policy.value} policy"
+        + (f", model {arm.model})" if arm.model else ")")
+        for arm in experiment.arms
+    )
+    return f"experiment {experiment.name} running: control {experiment.control}; arms {arms}"
 
 
 async def _serve(
@@ -382,6 +443,8 @@ async def _serve(
             blocking_state=not process.live_state.is_process_local,
             benchmark_floor=settings.benchmark_floor,
             batching=settings.batching,
+            max_request_bytes=settings.max_request_bytes,
+            state_store=process.live_state.store,
         )
         if settings.metrics_port and process.shared is None:
             process.endpoint = MetricsEndpoint(
@@ -396,6 +459,8 @@ async def _serve(
     process.started = True
     process.reloader.report()
     process.start_follower()
+    if process.upkeep is not None:
+        process.upkeep.start()
     LOGGER.info(
         "listening on %s:%d (%s) serving artifact %s, model %s%s%s, %s event loop",
         settings.host,
@@ -438,7 +503,9 @@ async def _wait_for_stop(stop: threading.Event, *, supervised: bool) -> None:
     gone (it was reparented), rather than serving on unsupervised."""
     parent = os.getppid()
     while not stop.is_set():
-        await asyncio.sleep(POLL_S)
+        # A signal does not wake the loop (the handler only sets ``stop``), so the check is frequent:
+        # calls in flight at SIGTERM must see the stop begin while they are still running.
+        await asyncio.sleep(STOP_CHECK_S)
         if supervised and os.getppid() != parent:
             LOGGER.error("the supervising process exited; stopping this worker")
             return

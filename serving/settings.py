@@ -20,6 +20,7 @@ from typing import Final
 
 import grpc
 
+from engine.artifact import ENV_ARTIFACT_KEY_FILE, ArtifactVerifier
 from engine.decisions.experiment import ExperimentError, load_experiment
 from engine.decisions.online_bandit import BanditConfig, OnlineBanditError, load_bandit_config
 from engine.errors import PersonaEngineError
@@ -49,6 +50,7 @@ SERVE_ENVIRONMENT: Final = (
     ENV_READY_FILE,
     ENV_EVENT_LOOP,
     ENV_BENCHMARK_FLOOR,
+    ENV_ARTIFACT_KEY_FILE,
 )
 DEFAULT_ADDRESS: Final = "0.0.0.0:50051"
 DEFAULT_METRICS_PORT: Final = 9464
@@ -61,6 +63,12 @@ DEFAULT_EVENT_LOOP: Final = "asyncio"
 # Successful calls logged: one in this many (failed and slow calls always); see serving.interceptors.
 DEFAULT_ACCESS_LOG_EVERY: Final = 100
 DEFAULT_GRACE_SECONDS: Final = 10.0
+# Largest request message accepted (grpc's max receive length; a larger one gets RESOURCE_EXHAUSTED
+# before it is decoded). The largest request the per-field limits allow in practice (RecordEvents with
+# 1,000 events, RecommendProducts with 1,000 targets) is well under 1 MiB; 4 MiB is grpc's own default.
+DEFAULT_MAX_REQUEST_BYTES: Final = 4 * 1024 * 1024
+MIN_MAX_REQUEST_BYTES: Final = 1024
+MAX_MAX_REQUEST_BYTES: Final = 256 * 1024 * 1024
 MAX_WORKERS: Final = 64
 
 SERVE_EXAMPLES: Final = f"""
@@ -75,6 +83,7 @@ SERVE_EXAMPLES: Final = f"""
       persona-engine serve --artifact artifacts/latest --workers 4 --event-log /var/lib/persona/events.db
       persona-engine serve --artifact artifacts/latest --address 127.0.0.1:0 --workers 2 \\
           --ready-file /run/persona/ready.json
+      persona-engine serve --artifact artifacts/latest --artifact-key /etc/persona/artifact-signing.pub.pem
 
     environment (a flag given on the command line wins):
       {ENV_ADDRESS}       like --address
@@ -86,6 +95,7 @@ SERVE_EXAMPLES: Final = f"""
       {ENV_READY_FILE}    like --ready-file
       {ENV_EVENT_LOOP}    like --event-loop
       {ENV_BENCHMARK_FLOOR}=1  like --benchmark-floor (for benchmarks only)
+      {ENV_ARTIFACT_KEY_FILE}  like --artifact-key
 
     ready file: once every worker serves, the server writes (to a temporary file renamed into place,
     so a reader never sees half of it) a JSON document such as
@@ -97,8 +107,14 @@ SERVE_EXAMPLES: Final = f"""
 
     admin calls carry the metadata 'authorization: Bearer <token>'. A server started without a token
     refuses every admin call with PERMISSION_DENIED; a call without the metadata gets UNAUTHENTICATED, a wrong
-    token PERMISSION_DENIED. ReloadModel switches to exactly the artifact it names, so naming an older
-    version is a rollback; with several workers it returns once all of them serve it.
+    token PERMISSION_DENIED. ReloadModel switches to exactly the artifact it names; an older version
+    than the one serving (a rollback) is refused unless the request sets allow_rollback. With several
+    workers it returns once all of them serve it.
+
+    artifact signing: with --artifact-key the server serves only artifacts whose manifest is signed
+    with that Ed25519 key (train --artifact-key), at start and on every reload; anything unsigned or
+    altered is refused, naming the artifact and what failed, and the old model keeps serving. Without
+    it the manifest's digest is still checked and the log says the artifact is unsigned.
 
     SIGTERM or SIGINT: health turns NOT_SERVING, calls in flight get --grace-seconds, exit status 0.
     With --workers N a worker that dies is restarted (persona_engine_worker_restarts_total); more than
@@ -172,6 +188,10 @@ class ServeSettings:
     benchmark_floor: bool = False  # Personalize answers one prepared response (serving.benchmark_floor)
     # dynamic batching of page renders (serving.batched_calls)
     batching: BatchSettings = field(default_factory=BatchSettings)
+    # the key every served artifact's manifest must be signed with (engine.artifact.signing), and its file
+    artifact_verifier: ArtifactVerifier | None = field(default=None, repr=False)
+    artifact_key: Path | None = None
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # larger requests: RESOURCE_EXHAUSTED
 
     @property
     def host(self) -> str:
@@ -258,6 +278,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "without a token every admin call is refused",
     )
     parser.add_argument(
+        "--artifact-key",
+        type=Path,
+        metavar="FILE",
+        help=f"Ed25519 key (PEM; the public key, or the private one train signs with) that every "
+        f"artifact's manifest must be signed with, at start and on every reload (env "
+        f"{ENV_ARTIFACT_KEY_FILE}); without it unsigned artifacts are served and said to be",
+    )
+    parser.add_argument(
         "--state",
         help=f"where live customer state (session mixes, drift) is kept (env {ENV_STATE}): 'memory' "
         "(default; per process) or redis://host:port/db, shared by all workers and replicas",
@@ -323,6 +351,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default {DEFAULT_MAX_WAIT_MS}; 0 never waits)",
     )
     parser.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=DEFAULT_MAX_REQUEST_BYTES,
+        metavar="BYTES",
+        help="largest request message accepted; a larger one is answered RESOURCE_EXHAUSTED before it is "
+        f"decoded (default {DEFAULT_MAX_REQUEST_BYTES} = 4 MiB; {MIN_MAX_REQUEST_BYTES} to "
+        f"{MAX_MAX_REQUEST_BYTES})",
+    )
+    parser.add_argument(
         "--benchmark-floor",
         action="store_true",
         default=None,
@@ -376,6 +413,23 @@ def _admin_token(path: Path | None, environ: Mapping[str, str]) -> str | None:
     return token
 
 
+def _artifact_key(
+    given: Path | None, environ: Mapping[str, str]
+) -> tuple[Path | None, ArtifactVerifier | None]:
+    """``--artifact-key`` or its variable, read once here so a bad key fails before any worker starts."""
+    if given is not None:
+        path, source = given, "--artifact-key"
+    elif environ.get(ENV_ARTIFACT_KEY_FILE):
+        path, source = Path(environ[ENV_ARTIFACT_KEY_FILE]), ENV_ARTIFACT_KEY_FILE
+    else:
+        return None, None
+    try:
+        verifier = ArtifactVerifier.from_file(path)
+    except PersonaEngineError as error:
+        raise ServeConfigError(f"{source}: {error}") from None
+    return path.resolve(), verifier
+
+
 def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServeSettings:
     """Resolve flags, then environment variables, then defaults; raises ServeConfigError naming the flag."""
     environ = os.environ if environ is None else environ
@@ -394,6 +448,12 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         raise ServeConfigError(f"--batch-max-size {batch_max_size}: must be at least 1")
     if not 0 <= batch_wait_ms < 1000:
         raise ServeConfigError(f"--batch-wait-ms {batch_wait_ms}: must be at least 0 and under 1000")
+    max_request_bytes = getattr(args, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)
+    if not MIN_MAX_REQUEST_BYTES <= max_request_bytes <= MAX_MAX_REQUEST_BYTES:
+        raise ServeConfigError(
+            f"--max-request-bytes {max_request_bytes}: must be between {MIN_MAX_REQUEST_BYTES} and "
+            f"{MAX_MAX_REQUEST_BYTES}"
+        )
     if args.threads < 1:
         raise ServeConfigError(f"--threads {args.threads}: must be at least 1")
     if not args.grace_seconds >= 0:
@@ -427,8 +487,11 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         bandit = load_bandit_config(bandit_file) if bandit_file is not None else None
     except OnlineBanditError as error:
         raise ServeConfigError(f"--bandit: {error}") from None
+    artifact_key, artifact_verifier = _artifact_key(getattr(args, "artifact_key", None), environ)
     return ServeSettings(
         artifact=artifact,
+        artifact_key=artifact_key,
+        artifact_verifier=artifact_verifier,
         model_name=args.model or None,
         address=address,
         metrics_port=_int_setting(
@@ -454,6 +517,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         ready_file=_ready_file_setting(getattr(args, "ready_file", None), environ),
         event_loop=_event_loop_setting(getattr(args, "event_loop", None), environ),
         batching=BatchSettings(batch_max_size, batch_wait_ms / 1000),
+        max_request_bytes=max_request_bytes,
         benchmark_floor=_flag_setting(
             getattr(args, "benchmark_floor", None), environ, ENV_BENCHMARK_FLOOR, "--benchmark-floor"
         ),

@@ -114,6 +114,8 @@ def _worker_command(settings: ServeSettings, address: str, run_dir: Path, index:
         str(settings.batching.max_size),
         "--batch-wait-ms",
         repr(settings.batching.max_wait_s * 1000),
+        "--max-request-bytes",
+        str(settings.max_request_bytes),
         *settings.tls_files,
     ]
     if settings.model_name:
@@ -124,6 +126,8 @@ def _worker_command(settings: ServeSettings, address: str, run_dir: Path, index:
         command += ["--experiment", str(settings.experiment)]
     if settings.bandit_file is not None:
         command += ["--bandit", str(settings.bandit_file)]
+    if settings.artifact_key is not None:
+        command += ["--artifact-key", str(settings.artifact_key)]
     if settings.benchmark_floor:
         command += ["--benchmark-floor"]
     return command
@@ -303,7 +307,9 @@ class _WorkerPool:
                 LOGGER.error("worker %d did not stop in time; killing it", worker.pid)
                 worker.process.kill()
                 code = worker.process.wait()
-            if code != 0 and status == EXIT_OK:
+            # A worker still importing when told to stop has no handler yet and dies of the SIGTERM
+            # itself: it did what was asked, before serving anything, so that is a clean stop too.
+            if code not in (EXIT_OK, -signal.SIGTERM) and status == EXIT_OK:
                 status = EXIT_FAILURE
             self._clean_up(worker.pid)
         return status

@@ -3,7 +3,10 @@
 Campaign tools (e-mail, direct mail, app push) want one file with each customer's list, computed
 offline from the same artifact the server answers from, so an e-mail and the website never disagree.
 The job goes through ``Personalizer.recommend_products``, the serving path's batched scoring, so the
-lists are exactly what the API would return for the same customer, mix and filters.
+lists are exactly what the API would return for the same customer, mix and filters. ``customer_lists``
+is also what ``persona-engine recommend`` shows for one customer, so the two commands never disagree:
+both leave out what the customer bought (the API's default) unless asked to leave out everything they
+saw (``exclude="seen"``, the offline evaluation's protocol), and both say which rule they applied.
 
 Memory stays bounded whatever the number of customers: customers are processed in chunks, and each
 chunk's rows are appended to the Parquet file as a row group before the next chunk is scored.
@@ -11,6 +14,7 @@ chunk's rows are appended to the Parquet file as a row group before the next chu
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +28,15 @@ from engine.errors import PersonaEngineError
 from engine.personalization_request import CustomerTarget, ProductRequest, SessionContext
 from engine.personalizer import Personalizer, ProductList
 from engine.personas.mix import PersonaMix
+from engine.personas.mix_resolution import MixSource
+from engine.ranking.product_lists import row_indices
+
+# What each exclusion rule leaves out of a customer's list; "purchased" is the API's default.
+EXCLUSION_RULES: dict[str, str] = {
+    "purchased": "items the customer bought",
+    "seen": "items the customer viewed, carted or bought",
+}
+DEFAULT_EXCLUSION = "purchased"
 
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -55,6 +68,7 @@ class BatchRecommendReport:
     unknown_customers: int  # ids the artifact never saw: served the population's mix (cold start)
     rows: int
     seconds: float
+    excluded: str = DEFAULT_EXCLUSION  # a key of EXCLUSION_RULES
 
     @property
     def customers_per_second(self) -> float:
@@ -88,7 +102,7 @@ def read_customer_ids(spec: str) -> list[str]:
         return list(dict.fromkeys(i for i in column.drop_nulls().to_list() if i))
     ids = [part.strip() for part in spec.split(",")]
     if not any(ids):
-        raise CustomerListError(f"--customers {spec!r} names no customer id")
+        raise CustomerListError(f"--customer-ids {spec!r} names no customer id")
     return list(dict.fromkeys(i for i in ids if i))
 
 
@@ -114,11 +128,63 @@ def _rows(lists: Sequence[ProductList]) -> pa.Table:
     return pa.table(columns, schema=OUTPUT_SCHEMA)
 
 
-def _campaign_mix(personalizer: Personalizer, customer_id: str, context: str | None) -> PersonaMix | None:
-    """The overall stored mix of a known customer when no context is asked; else the usual resolution."""
-    if context is not None or customer_id not in personalizer.customers:
-        return None
-    return personalizer.mix_for(customer_id)[0]
+def _target(
+    personalizer: Personalizer, customer_id: str, context: str | None, exclude: str
+) -> tuple[CustomerTarget, MixSource | None]:
+    """The customer's target, and the true source of the mix when it is passed in as the stored one.
+
+    Without a context a known customer is given their overall stored mix (the request path would pick
+    the context of the clock); it is passed as the target's mix, so the list records it as a
+    request's mix unless corrected to where it came from (inferred from events, or a prior).
+    """
+    row = personalizer.mixes.row_of(customer_id)
+    excluded: tuple[str, ...] = ()
+    if exclude == "seen" and row >= 0:
+        excluded = tuple(personalizer.items.ids[row_indices(personalizer.history, row)].tolist())
+    if context is not None or row < 0:
+        return CustomerTarget(customer_id, None, excluded), None
+    source = MixSource.INFERRED if personalizer.mixes.has_events[row] else MixSource.PRIOR
+    return CustomerTarget(customer_id, personalizer.mix_for(customer_id)[0], excluded), source
+
+
+def customer_lists(
+    personalizer: Personalizer,
+    customer_ids: Sequence[str],
+    *,
+    k: int = 10,
+    context: str | None = None,
+    mix: PersonaMix | None = None,
+    exclude: str = DEFAULT_EXCLUSION,
+) -> list[ProductList]:
+    """The top ``k`` of each customer, as ``recommend`` and ``batch-recommend`` show them.
+
+    Without ``context`` each known customer is served their overall mix (a campaign is not sent at a
+    moment of the week); with one, their mix for that context; ``mix`` replaces either. ``exclude``
+    names a rule of ``EXCLUSION_RULES``. Each list's ``mix_source`` says where its mix came from.
+    """
+    if exclude not in EXCLUSION_RULES:
+        raise ValueError(f"exclude must be one of {', '.join(EXCLUSION_RULES)}, got {exclude!r}")
+    targets, sources = [], []
+    for customer_id in customer_ids:
+        target, source = _target(personalizer, customer_id, context, exclude)
+        if mix is not None:
+            target, source = dataclasses.replace(target, mix=mix), None
+        targets.append(target)
+        sources.append(source)
+    lists = personalizer.recommend_products(
+        targets,
+        ProductRequest(k=k),
+        SessionContext(shopping_context=context),
+        decision_ids=[""] * len(targets),
+    )
+    return [
+        product_list
+        if source is None
+        else dataclasses.replace(
+            product_list, decision=dataclasses.replace(product_list.decision, mix_source=source)
+        )
+        for product_list, source in zip(lists, sources, strict=True)
+    ]
 
 
 def batch_recommend(
@@ -128,14 +194,14 @@ def batch_recommend(
     customer_ids: Sequence[str] | None = None,
     k: int = 10,
     context: str | None = None,
+    exclude: str = DEFAULT_EXCLUSION,
     chunk: int = 4096,
     on_progress: Callable[[int], None] | None = None,
 ) -> BatchRecommendReport:
     """Write every customer's (or the given customers') top ``k`` to ``out`` as Parquet.
 
-    Without ``context`` each known customer is served their overall mix (a campaign is not sent at a
-    moment of the week); with one, their mix for that context. Already-purchased items are left out,
-    as the API does by default. ``on_progress`` is called with the number of customers done per chunk.
+    Each list is ``customer_lists``'s (so ``recommend`` shows the same one); ``on_progress`` is
+    called with the number of customers done per chunk.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -144,19 +210,11 @@ def batch_recommend(
     started = time.perf_counter()
     ids = list(personalizer.customers.ids.tolist()) if customer_ids is None else list(customer_ids)
     unknown = sum(1 for i in ids if i not in personalizer.customers)
-    request = ProductRequest(k=k)
-    session = SessionContext(shopping_context=context)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = 0
     with pq.ParquetWriter(out, OUTPUT_SCHEMA) as writer:
         for part in _chunks(ids, chunk):
-            targets = [
-                CustomerTarget(customer_id, _campaign_mix(personalizer, customer_id, context))
-                for customer_id in part
-            ]
-            lists = personalizer.recommend_products(
-                targets, request, session, decision_ids=[""] * len(targets)
-            )
+            lists = customer_lists(personalizer, part, k=k, context=context, exclude=exclude)
             table = _rows(lists)
             writer.write_table(table)
             rows += table.num_rows
@@ -171,4 +229,5 @@ def batch_recommend(
         unknown_customers=unknown,
         rows=rows,
         seconds=time.perf_counter() - started,
+        excluded=exclude,
     )

@@ -1,39 +1,65 @@
-"""``persona-engine compare``: is the engine worth it? Its models against the baselines, on one split.
+"""``persona-engine compare``: is the engine worth it, and is it the personas? Models against baselines.
 
 On one data set and one split (the training config's), the same evaluation scores:
 
-- ``popularity`` and ``persona_popularity`` (per-persona popularity) with their default settings;
-- the raw libraries with their documented defaults (``training.library_baselines``): implicit ALS and
-  BPR, LightFM WARP without features;
-- the engine's persona-conditioned models with the config's hyperparameters (``[models.*]``).
+- ``popularity`` and ``persona_popularity`` (per-persona popularity) with the config's settings;
+- the raw libraries (``training.library_baselines``: implicit ALS and BPR, LightFM WARP without
+  features) at their documented defaults, and *tuned*: the same random search, with the same number
+  of trials per model and the same validation split carved from the training events, as the engine's
+  models (``training.tune_job``), starting from the engine model's values of the shared hyperparameters;
+- the engine's persona-conditioned models, tuned by that search from the config's hyperparameters
+  (``[models.*]``; the implicit factor models then get their per-activity-level persona weights
+  fitted on the same validation split, ``training.persona_weights``), and each one's ablation: the
+  tuned model with persona conditioning switched off (``Recommender.without_personas``), everything
+  else identical.
+
+Tuning gains and persona gains are thereby separated: the engine's lead over the tuned libraries is
+not a tuning lead, and its lead over its own ablation is what the personas add. Every difference the
+verdict states carries a paired bootstrap interval over customers (``training.compare_verdict``).
 
 Everything is trained on the same ``TrainingSet`` (``training.prepared_data``), items a customer
 engaged with in training are excluded from their list, and metrics come from
-``training.evaluation``/``engine.evaluation.ranking_metrics``, so no model is scored by different rules. The
-verdict compares the engine's best model with the best library default and with popularity on the
-known customers, and the best persona-conditioned model with popularity on the cold-start customers
-(held out of model training; scored from the mix their history gives).
+``training.evaluation``/``engine.evaluation.ranking_metrics``, so no model is scored by different rules.
+Fits run on one thread with fixed seeds (threaded LightFM and BPR are Hogwild, so not reproducible)
+and the search budget is a trial count, not seconds: the same seed gives the same figures.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from engine.models.base import Recommender
-from engine.models.registry import create_model
-from training.config import TrainConfig, load_config
+from engine.models.registry import create_model, model_class
+from training.compare_verdict import COLD_SEGMENT, WARM_SEGMENT, verdict
+from training.config import ConfigError, TrainConfig, load_config
 from training.console_output import print_table, progress_bar, stdout_console
 from training.evaluation import SegmentResult, evaluate_models
-from training.library_baselines import LIBRARY_DEFAULTS
+from training.library_baselines import ENGINE_COUNTERPART, LIBRARY_MODELS, create_library_model
+from training.persona_weights import fit_persona_weights, fits_persona_weights
 from training.prepared_data import PreparedData, evaluation_segments, prepare
+from training.tune_job import (
+    LIBRARY_SEARCH_SPACES,
+    SEARCH_SPACES,
+    SearchSpec,
+    Trial,
+    best_trial,
+    random_search,
+    validation_data,
+)
 
 BASELINE_KINDS: tuple[str, ...] = ("popularity", "persona_popularity")
-WARM_SEGMENT = "all"
-COLD_SEGMENT = "cold_start"
 TABLE_METRICS: tuple[str, ...] = ("precision", "recall", "ndcg", "map")
+DEFAULT_TRIALS = 10
+HEADLINE_KEYS: tuple[str, ...] = ("engine_best", "library_best_tuned", "difference_ci95", "persona_lift_ci95")
 
 
 @dataclass(frozen=True)
@@ -41,22 +67,30 @@ class ComparedModel:
     """One row of the comparison: a model, what it is, its settings, how long it trained, its scores."""
 
     name: str
-    family: str  # "baseline", "library default" or "engine"
+    family: str  # "baseline", "library default", "library tuned", "engine" or "engine ablation"
     persona_conditioned: bool
     parameters: dict[str, Any]
     fit_seconds: float
     results: dict[str, SegmentResult]  # segment name -> result
+    ablation_of: str | None = None  # the engine row this row is the persona-free twin of
+    search: dict[str, Any] | None = None  # trials, validation NDCG of the start and of the winner
 
     def metric(self, segment: str, metric: str = "ndcg") -> float | None:
         result = self.results.get(segment)
         return result.metrics[metric] if result else None
+
+    def per_user(self, segment: str, metric: str = "ndcg") -> NDArray[np.float64] | None:
+        result = self.results.get(segment)
+        return result.per_user.get(metric) if result else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "family": self.family,
             "persona_conditioned": self.persona_conditioned,
+            "ablation_of": self.ablation_of,
             "parameters": self.parameters,
+            "search": self.search,
             "fit_seconds": self.fit_seconds,
             "segments": {s: r.to_dict() for s, r in self.results.items()},
         }
@@ -70,108 +104,241 @@ class ComparisonReport:
     k: int
     users: dict[str, int]
     models: list[ComparedModel]
+    tuning: dict[str, Any]
     verdict: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            **{key: self.verdict.get(key) for key in HEADLINE_KEYS},
             "config": self.config_source,
             "data": self.data_path,
             "split": self.split,
             "k": self.k,
             "users": self.users,
+            "tuning": self.tuning,
             "models": [m.to_dict() for m in self.models],
             "verdict": self.verdict,
         }
 
 
-def _fit(model: Recommender, prepared: PreparedData) -> float:
-    started = time.perf_counter()
-    model.fit(prepared.training_set, show_progress=False)
-    return time.perf_counter() - started
+def single_threaded(kind: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """``parameters`` with ``num_threads`` 1 where the model has it: threads are not a hyperparameter,
+    and LightFM's and BPR's threaded training is Hogwild, which no seed makes reproducible."""
+    accepted = inspect.signature(model_class(kind).__init__).parameters
+    return {**parameters, "num_threads": 1} if "num_threads" in accepted else dict(parameters)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    name: str
+    family: str
+    persona_conditioned: bool
+    build: Any  # () -> Recommender
+    parameters: dict[str, Any]
+    ablation_of: str | None = None
+    search: dict[str, Any] | None = None
+
+
+def _engine_builder(kind: str) -> Callable[[dict[str, Any]], Recommender]:
+    return lambda parameters: create_model(kind, **parameters)
+
+
+def _library_builder(kind: str) -> Callable[[dict[str, Any]], Recommender]:
+    return lambda parameters: create_library_model(kind, **parameters)
+
+
+def _search_summary(trials: list[Trial], best: Trial) -> dict[str, Any]:
+    return {
+        "trials": len(trials),
+        "start_validation_ndcg": trials[0].ndcg,
+        "best_validation_ndcg": best.ndcg,
+        "best_trial": trials.index(best),
+        "seconds": sum(t.fit_seconds for t in trials),
+    }
+
+
+def _searched(
+    spec: SearchSpec, validation: PreparedData | None, k: int, trials: int, seed: int, advance: Any
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The winning parameters of a search (or the first start when there is no search) and its summary."""
+    if validation is None:
+        return {**spec.starts[0], **spec.fixed}, None
+    found = random_search(spec, validation, k, trials=trials, seed=seed, on_trial=lambda _: advance())
+    best = best_trial(found)
+    return dict(best.parameters), _search_summary(found, best)
 
 
 def compare_prepared(
-    prepared: PreparedData, config: TrainConfig, *, show_progress: bool = False
-) -> list[ComparedModel]:
-    """Fit and score every compared model on ``prepared`` (the work of ``run_comparison``)."""
+    prepared: PreparedData,
+    config: TrainConfig,
+    *,
+    trials: int = DEFAULT_TRIALS,
+    search_seed: int = 0,
+    show_progress: bool = False,
+) -> tuple[list[ComparedModel], dict[str, Any]]:
+    """Search, fit and score every compared model on ``prepared`` (the work of ``run_comparison``).
+
+    ``trials`` per searched model (0: no search; the engine runs at the config's values and there
+    are no tuned library rows). Returns the rows and a description of the search.
+    """
+    if trials < 0:
+        raise ConfigError(f"--trials must be >= 0, got {trials}")
     segments = evaluation_segments(prepared)
     warm_segments = [s for s in segments if (s.users.user_index >= 0).all()]
     k = config.evaluation.k
     seed = config.split.seed
     engine_kinds = [kind for kind in config.models if kind not in BASELINE_KINDS]
-    candidates: list[tuple[str, str, bool, Recommender, dict[str, Any]]] = [
-        (kind, "baseline", kind != "popularity", create_model(kind), {}) for kind in BASELINE_KINDS
-    ]
-    for cls in LIBRARY_DEFAULTS:
-        library_model = cls(random_state=seed)
-        candidates.append(
-            (cls.kind, "library default", False, library_model, library_model.documented_parameters())
-        )
+    library_fixed = {"random_state": seed, "num_threads": 1}
+    specs: list[tuple[str, SearchSpec]] = []
     for kind in engine_kinds:
-        engine_model = create_model(kind, **config.models[kind])
-        candidates.append((f"engine:{kind}", "engine", True, engine_model, engine_model.get_config()))
+        configured = single_threaded(kind, config.models[kind])
+        spec = SearchSpec(
+            name=kind,
+            build=_engine_builder(kind),
+            starts=(configured, single_threaded(kind, {})),
+            space=SEARCH_SPACES.get(kind, {}),
+            fixed={"num_threads": 1} if "num_threads" in configured else {},
+        )
+        specs.append(("engine", spec))
+    if trials > 0:
+        for library, engine_kind in ENGINE_COUNTERPART.items():
+            # The engine model's effective values (its defaults where the config is silent: those were
+            # tuned by hand on the synthetic shop, so a library starting elsewhere would hand the
+            # engine a tuning lead), for the hyperparameters the two share.
+            engine_values = (
+                create_model(engine_kind, **config.models[engine_kind]).get_config()
+                if engine_kind in config.models
+                else {}
+            )
+            shared = {
+                name: value
+                for name, value in engine_values.items()
+                if name in LIBRARY_SEARCH_SPACES[library] or name in ("max_sampled",)
+            }
+            spec = SearchSpec(
+                name=library,
+                build=_library_builder(library),
+                starts=(shared, {}) if shared else ({},),
+                space=LIBRARY_SEARCH_SPACES[library],
+                fixed=library_fixed,
+                scores_cold_start=False,
+            )
+            specs.append(("library tuned", spec))
+    searched = [(family, spec) for family, spec in specs if spec.space and trials > 0]
+    started = time.perf_counter()
+    validation = validation_data(config, prepared.shop, prepared.split) if searched else None
+    tuning: dict[str, Any] = {
+        "trials_per_model": trials,
+        "seed": search_seed,
+        "validation": None
+        if validation is None
+        else {
+            "method": validation.split.method,
+            "train_events": validation.split.train_events.height,
+            "validation_events": validation.split.test_events.height,
+        },
+    }
 
-    rows: list[ComparedModel] = []
+    candidates: list[_Candidate] = [
+        _Candidate(
+            kind,
+            "baseline",
+            kind != "popularity",
+            partial(create_model, kind, **config.models.get(kind, {})),
+            config.models.get(kind, {}),
+        )
+        for kind in BASELINE_KINDS
+    ]
+    for kind, cls in LIBRARY_MODELS.items():
+        defaults = cls(**library_fixed)
+        candidates.append(
+            _Candidate(
+                f"{kind}_defaults",
+                "library default",
+                False,
+                lambda cls=cls: cls(**library_fixed),
+                defaults.documented_parameters(),
+            )
+        )
     with progress_bar(show_progress) as progress:
+        total = len(searched) * trials
+        task = progress.add_task("searching hyperparameters", total=total)
+        for family, spec in specs:
+            progress.update(task, description=f"searching {spec.name}")
+            parameters, summary = _searched(
+                spec,
+                validation if spec.space else None,
+                k,
+                trials,
+                search_seed,
+                lambda: progress.advance(task),
+            )
+            if family == "library tuned":
+                candidates.append(
+                    _Candidate(
+                        f"{spec.name}_tuned",
+                        family,
+                        False,
+                        lambda spec=spec, parameters=parameters: spec.build(parameters),
+                        parameters,
+                        search=summary,
+                    )
+                )
+                continue
+            if validation is not None and fits_persona_weights(spec.name):
+                progress.update(task, description=f"fitting persona weights of {spec.name}")
+                parameters = fit_persona_weights(spec.name, parameters, validation, k)
+            name = f"engine:{spec.name}"
+            candidates.append(
+                _Candidate(
+                    name,
+                    "engine",
+                    True,
+                    lambda spec=spec, parameters=parameters: spec.build(parameters),
+                    parameters,
+                    search=summary,
+                )
+            )
+            ablated = model_class(spec.name).without_personas(parameters)
+            if ablated is not None:
+                candidates.append(
+                    _Candidate(
+                        f"{name} without personas",
+                        "engine ablation",
+                        False,
+                        lambda spec=spec, ablated=ablated: spec.build(ablated),
+                        ablated,
+                        ablation_of=name,
+                    )
+                )
+        tuning["seconds"] = time.perf_counter() - started
+
+        rows: list[ComparedModel] = []
         task = progress.add_task("comparing models", total=len(candidates))
-        for name, family, conditioned, model, parameters in candidates:
-            progress.update(task, description=f"training {name}")
-            seconds = _fit(model, prepared)
-            scored = segments if conditioned or family == "baseline" else warm_segments
-            results = evaluate_models({name: model}, scored, k)
+        for candidate in candidates:
+            progress.update(task, description=f"training {candidate.name}")
+            model: Recommender = candidate.build()
+            fit_started = time.perf_counter()
+            model.fit(prepared.training_set, show_progress=False)
+            seconds = time.perf_counter() - fit_started
+            scored = (
+                segments if candidate.persona_conditioned or candidate.family == "baseline" else warm_segments
+            )
+            results = evaluate_models({candidate.name: model}, scored, k)
             rows.append(
                 ComparedModel(
-                    name=name,
-                    family=family,
-                    persona_conditioned=conditioned,
-                    parameters=parameters,
+                    name=candidate.name,
+                    family=candidate.family,
+                    persona_conditioned=candidate.persona_conditioned,
+                    parameters=candidate.parameters,
                     fit_seconds=seconds,
                     results={r.segment: r for r in results},
+                    ablation_of=candidate.ablation_of,
+                    search=candidate.search,
                 )
             )
             progress.advance(task)
-    return rows
-
-
-def _best(models: list[ComparedModel], segment: str) -> ComparedModel | None:
-    scored = [m for m in models if m.metric(segment) is not None]
-    return max(scored, key=lambda m: m.metric(segment) or 0.0, default=None)
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
-
-
-def verdict(models: list[ComparedModel]) -> dict[str, Any]:
-    """The three questions of the comparison, answered with the numbers behind each answer."""
-    engine = _best([m for m in models if m.family == "engine"], WARM_SEGMENT)
-    library = _best([m for m in models if m.family == "library default"], WARM_SEGMENT)
-    popularity = next((m for m in models if m.name == "popularity"), None)
-    cold = _best([m for m in models if m.persona_conditioned], COLD_SEGMENT)
-    out: dict[str, Any] = {"metric": "ndcg"}
-    if engine is not None:
-        e = engine.metric(WARM_SEGMENT)
-        lib = library.metric(WARM_SEGMENT) if library else None
-        pop = popularity.metric(WARM_SEGMENT) if popularity else None
-        out["engine_best"] = {"model": engine.name, "ndcg": e}
-        if library is not None:
-            out["library_best"] = {"model": library.name, "ndcg": lib}
-            out["engine_beats_library_defaults"] = bool(e is not None and lib is not None and e > lib)
-            out["engine_to_library_ratio"] = _ratio(e, lib)
-        if popularity is not None:
-            out["popularity_ndcg"] = pop
-            out["engine_at_least_popularity"] = bool(e is not None and pop is not None and e >= pop)
-            out["engine_to_popularity_ratio"] = _ratio(e, pop)
-    if cold is not None and popularity is not None:
-        c, p = cold.metric(COLD_SEGMENT), popularity.metric(COLD_SEGMENT)
-        out["cold_start"] = {
-            "best_persona_conditioned": cold.name,
-            "ndcg": c,
-            "popularity_ndcg": p,
-            "beats_popularity": bool(c is not None and p is not None and c > p),
-            "ratio_to_popularity": _ratio(c, p),
-        }
-    return out
+    return rows, tuning
 
 
 def run_comparison(
@@ -180,13 +347,17 @@ def run_comparison(
     data_path: Path | None = None,
     show_progress: bool = True,
     prepared: PreparedData | None = None,
+    trials: int = DEFAULT_TRIALS,
+    search_seed: int = 0,
 ) -> ComparisonReport:
     """Compare on the config's data and split; ``prepared`` reuses data already prepared from it."""
     config = config_path if isinstance(config_path, TrainConfig) else load_config(config_path)
     data_dir = Path(data_path or config.data.path)
     if prepared is None:
         prepared = prepare(config, data_path=data_dir)
-    models = compare_prepared(prepared, config, show_progress=show_progress)
+    models, tuning = compare_prepared(
+        prepared, config, trials=trials, search_seed=search_seed, show_progress=show_progress
+    )
     users = {
         name: r.users for m in models for name, r in m.results.items() if name in (WARM_SEGMENT, COLD_SEGMENT)
     }
@@ -206,7 +377,8 @@ def run_comparison(
         k=config.evaluation.k,
         users=users,
         models=models,
-        verdict=verdict(models),
+        tuning=tuning,
+        verdict=verdict(models, config.evaluation.k, seed=config.split.seed),
     )
 
 
@@ -220,13 +392,18 @@ def comparison_rows(report: ComparisonReport) -> tuple[list[str], list[list[Any]
     return columns, rows
 
 
+def _interval(values: list[float] | None) -> str:
+    return f"[{values[0]:+.4f}, {values[1]:+.4f}]" if values else "-"
+
+
 def print_comparison(report: ComparisonReport) -> None:
     k = report.k
     split = report.split
     columns, rows = comparison_rows(report)
     print_table(
         f"known customers: {report.users.get(WARM_SEGMENT, 0):,} scored, {split['method']} split, "
-        f"training positives excluded ({report.data_path})",
+        f"training positives excluded ({report.data_path}); searched models: "
+        f"{report.tuning['trials_per_model']} trials each on one validation split",
         columns,
         rows,
     )
@@ -249,28 +426,44 @@ def print_comparison(report: ComparisonReport) -> None:
             cold_rows,
         )
     v = report.verdict
-    if "engine_best" in v:
-        e = v["engine_best"]
-        line = f"engine best: [bold]{e['model']}[/bold] NDCG@{k} {e['ndcg']:.4f}"
-        if "library_best" in v:
-            lib = v["library_best"]
+    print_table(
+        f"differences in NDCG@{k}, paired bootstrap over customers "
+        f"({v['bootstrap']['resamples']:,} resamples, 95% interval)",
+        ["difference", "a", "b", "segment", "users", "mean", "95% interval", "above 0"],
+        [
+            [
+                d["name"],
+                d["a"],
+                d["b"],
+                d["segment"],
+                d["users"],
+                d["mean"],
+                _interval(d["ci95"]),
+                "yes" if d["above_zero"] else "no",
+            ]
+            for d in v["differences"]
+        ],
+    )
+    engine, tuned = v.get("engine_best"), v.get("library_best_tuned")
+    if engine:
+        line = f"engine best: [bold]{engine['model']}[/bold] NDCG@{k} {engine[f'ndcg_at_{k}']:.4f}"
+        if tuned:
             line += (
-                f"; best library default {lib['model']} {lib['ndcg']:.4f} "
-                f"(x{v['engine_to_library_ratio']:.2f}, "
-                f"{'beaten' if v['engine_beats_library_defaults'] else 'NOT beaten'})"
+                f"; library best tuned {tuned['model']} {tuned[f'ndcg_at_{k}']:.4f}, difference "
+                f"{_interval(v['difference_ci95'])} "
+                f"({'beaten' if v['engine_beats_library_tuned'] else 'NOT beaten'} at 95%)"
             )
-        if "popularity_ndcg" in v:
-            line += (
-                f"; popularity {v['popularity_ndcg']:.4f} "
-                f"(x{v['engine_to_popularity_ratio']:.2f}, "
-                f"{'at least popularity' if v['engine_at_least_popularity'] else 'WORSE than popularity'})"
-            )
+        line += (
+            f"; persona lift {_interval(v['persona_lift_ci95'])} "
+            f"({'above 0' if v['persona_lift_above_zero'] else 'NOT above 0'})"
+        )
         stdout_console.print(line, highlight=False)
     if "cold_start" in v:
         c = v["cold_start"]
         stdout_console.print(
-            f"cold start: {c['best_persona_conditioned']} NDCG@{k} {c['ndcg']:.4f} vs popularity "
-            f"{c['popularity_ndcg']:.4f} (x{c['ratio_to_popularity']:.2f}, "
-            f"{'beats' if c['beats_popularity'] else 'does NOT beat'} popularity)",
+            f"cold start: {c['best_persona_conditioned']} NDCG@{k} {c[f'ndcg_at_{k}']:.4f} vs popularity "
+            f"{c[f'popularity_ndcg_at_{k}']:.4f} (x{c['ratio_to_popularity']:.2f}; target "
+            f"x{c['target_ratio']:g} {'met' if c['meets_target'] else 'NOT met'}; difference to the target "
+            f"{_interval(c['difference_to_target_ci95'])})",
             highlight=False,
         )

@@ -8,14 +8,20 @@ The resolved config is stored in the artifact manifest so every model can be tra
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import tomllib
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.data.contract import EVENT_TYPES
 from engine.data.interactions import DEFAULT_EVENT_WEIGHTS
 from engine.errors import PersonaEngineError
-from engine.models.registry import MODEL_KINDS
+from engine.models.registry import MODEL_KINDS, create_model, model_settings_schema
+from engine.personas.inference.config import PersonaInferenceConfig
+from engine.personas.steering import DEFAULT_STEERING
 
 KNOWN_MODEL_KINDS: tuple[str, ...] = tuple(MODEL_KINDS)
 
@@ -35,8 +41,13 @@ class DataSection:
 
 @dataclass(frozen=True)
 class PersonaSection:
+    """``steering``: how strongly a mix given in a request overrides a known customer's history when
+    the artifact serves, from 0 (the mix only replaces their persona) to 1 (they are ranked as the mix
+    alone ranks); see ``engine.personas.steering``."""
+
     catalog: str = "default"
     inference: dict[str, Any] = field(default_factory=dict)
+    steering: float = DEFAULT_STEERING
 
 
 SPLIT_METHODS: tuple[str, ...] = ("time", "predefined")
@@ -61,6 +72,17 @@ class EvaluationSection:
 
 
 @dataclass(frozen=True)
+class TrainingSection:
+    """``deterministic``: every model is fitted single-threaded with its seed fixed, so two runs with
+    the same config on the same data give identical figures. Off by default for ``train`` (BPR and
+    LightFM then fit with several Hogwild threads, faster, and their figures move in the third
+    decimal from run to run); ``compare`` and ``evaluate`` turn it on, since they exist to compare
+    figures."""
+
+    deterministic: bool = False
+
+
+@dataclass(frozen=True)
 class OutputSection:
     """``refit_on_all_events``: after evaluation on the split, refit every model (and the persona mixes,
     id maps, history and decision estimates) on all events and all customers for the artifact, so the
@@ -81,8 +103,20 @@ class TrainConfig:
         default_factory=lambda: {kind: {} for kind in KNOWN_MODEL_KINDS}
     )
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
     output: OutputSection = field(default_factory=OutputSection)
     source: str = "<defaults>"
+
+    def model_settings(self, kind: str) -> dict[str, Any]:
+        """The settings ``kind`` is built with: the config's, on one thread in deterministic mode.
+
+        One thread is all it takes: every model's seed is fixed (``random_state``, default 42), and
+        with one thread the fits of BPR (implicit) and LightFM (Hogwild SGD) are reproducible.
+        """
+        settings = dict(self.models[kind])
+        if self.training.deterministic and "num_threads" in model_settings_schema(kind):
+            settings["num_threads"] = 1
+        return settings
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -90,38 +124,98 @@ class TrainConfig:
         return out
 
 
-def _section(raw: Any, cls: type, where: str) -> Any:
+_EXPECTED = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+Schema = dict[str, tuple[Any, Any]]
+"""Each key of a table: its declared type and default."""
+
+
+def _shown(value: Any) -> str:
+    """A value as the TOML file spells it: true, "64", 64."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def _type_problem(value: Any, expected: Any) -> str | None:
+    """Why ``value`` is not of the declared type, or None; types other than these four are the
+    constructor's to check."""
+    if expected is bool:
+        ok = isinstance(value, bool)
+    elif expected is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif expected is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif expected is str:
+        ok = isinstance(value, str)
+    else:
+        return None
+    return None if ok else f"expected {_EXPECTED[expected]}, got {_shown(value)}"
+
+
+def _did_you_mean(name: str, allowed: list[str], brackets: bool = False) -> str:
+    close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6) or [
+        key for key in allowed if key.startswith(name)
+    ]
+    if close:
+        return f" (did you mean {f'[{close[0]}]' if brackets else repr(close[0])}?)"
+    return f"; allowed: {', '.join(allowed)}"
+
+
+def check_table(raw: Any, schema: Schema, where: str) -> dict[str, Any]:
+    """Every key of a config table known to ``schema`` and of its declared type; the first problem
+    is raised naming the table and the key (``[models.als] factorz: unknown key (did you mean ...)``)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"[{where}] must be a table")
-    allowed = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(raw) - allowed
-    if unknown:
-        raise ConfigError(
-            f"[{where}] has unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}"
-        )
-    defaults = cls()
+    for key in raw:
+        if key not in schema:
+            hint = _did_you_mean(key, list(schema)) if schema else "; this model takes no settings"
+            raise ConfigError(f"[{where}] {key}: unknown key{hint}")
     for key, value in raw.items():
-        expected = type(getattr(defaults, key))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            continue
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise ConfigError(f"[{where}] {key} must be {expected.__name__}, got {value!r}")
-    return cls(**raw)
+        problem = _type_problem(value, schema[key][0])
+        if problem is not None:
+            raise ConfigError(f"[{where}] {key}: {problem}")
+    return raw
+
+
+def _dataclass_schema(cls: type) -> Schema:
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    return {f.name: (hints[f.name], getattr(defaults, f.name)) for f in dataclasses.fields(cls)}
+
+
+def _section(raw: Any, cls: type, where: str) -> Any:
+    return cls(**check_table(raw, _dataclass_schema(cls), where))
+
+
+def _constructed(where: str, build: Any, params: dict[str, Any]) -> Any:
+    """Build from checked settings, the constructor's own range checks reported as config errors."""
+    try:
+        return build(**params)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"[{where}] {error}") from None
 
 
 def parse_config(
     document: dict[str, Any], source: str = "<memory>", base_dir: Path | None = None
 ) -> TrainConfig:
-    """Validate a parsed TOML document; relative data/output paths resolve against ``base_dir``."""
+    """Validate a parsed TOML document; relative data/output paths resolve against ``base_dir``.
+
+    Every key of every section is checked here, the models' settings against their constructors,
+    so a misspelt or mistyped setting stops the run before any data is read or any model trained.
+    """
     try:
-        allowed = {"data", "personas", "split", "interactions", "models", "evaluation", "output"}
-        unknown = set(document) - allowed
-        if unknown:
-            raise ConfigError(f"unknown section(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        allowed = ["data", "personas", "split", "interactions", "models", "evaluation", "training", "output"]
+        for name in document:
+            if name not in allowed:
+                raise ConfigError(f"unknown section [{name}]{_did_you_mean(name, allowed, brackets=True)}")
         data = _section(document.get("data", {}), DataSection, "data")
         personas = _section(document.get("personas", {}), PersonaSection, "personas")
+        inference_schema = _dataclass_schema(PersonaInferenceConfig)
+        check_table(personas.inference, inference_schema, "personas.inference")
+        _constructed("personas.inference", PersonaInferenceConfig, personas.inference)
         split = _section(document.get("split", {}), SplitSection, "split")
         evaluation = _section(document.get("evaluation", {}), EvaluationSection, "evaluation")
+        training = _section(document.get("training", {}), TrainingSection, "training")
         output = _section(document.get("output", {}), OutputSection, "output")
         if split.method not in SPLIT_METHODS:
             raise ConfigError(
@@ -131,9 +225,16 @@ def parse_config(
             raise ConfigError(f"[split] test_days must be >= 1, got {split.test_days}")
         if not 0 <= split.cold_start_share < 1:
             raise ConfigError(f"[split] cold_start_share must be in [0, 1), got {split.cold_start_share}")
+        if not 0 <= personas.steering <= 1:
+            raise ConfigError(f"[personas] steering must be between 0 and 1, got {personas.steering}")
         if not 1 <= evaluation.k <= 1000:
             raise ConfigError(f"[evaluation] k must be in 1..1000, got {evaluation.k}")
         weights = document.get("interactions", dict(DEFAULT_EVENT_WEIGHTS))
+        if isinstance(weights, dict):
+            for event_type in weights:
+                if event_type not in EVENT_TYPES:
+                    hint = _did_you_mean(event_type, list(EVENT_TYPES))
+                    raise ConfigError(f"[interactions] {event_type}: unknown event type{hint}")
         if not isinstance(weights, dict) or not all(
             isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in weights.values()
         ):
@@ -150,8 +251,13 @@ def parse_config(
                 )
             if not isinstance(params, dict):
                 raise ConfigError(f"[models.{name}] must be a table of hyperparameters")
+            check_table(params, model_settings_schema(name), f"models.{name}")
+            _constructed(f"models.{name}", lambda kind=name, **p: create_model(kind, **p), params)
     except ConfigError as error:
-        raise ConfigError(f"{source}: {error}") from None
+        message = str(error)
+        raise ConfigError(
+            f"{source}, {message}" if message.startswith("[") else f"{source}: {message}"
+        ) from None
     if base_dir is not None:
         data = DataSection(
             path=str(_resolve(data.path, base_dir)),
@@ -161,7 +267,7 @@ def parse_config(
         output = dataclasses.replace(output, root=str(_resolve(output.root, base_dir)))
         catalog = personas.catalog
         if catalog.endswith(".toml"):
-            personas = PersonaSection(catalog=str(_resolve(catalog, base_dir)), inference=personas.inference)
+            personas = dataclasses.replace(personas, catalog=str(_resolve(catalog, base_dir)))
     return TrainConfig(
         data=data,
         personas=personas,
@@ -169,6 +275,7 @@ def parse_config(
         interactions={str(k): float(v) for k, v in weights.items()},
         models={str(k): dict(v) for k, v in models.items()},
         evaluation=evaluation,
+        training=training,
         output=output,
         source=source,
     )

@@ -11,9 +11,10 @@ Which models it scores depends on what the artifact serves (``training.served_mo
 - models refit on all events have seen the test period and the cold-start customers, so scoring
   them there would measure memory, not prediction. Evaluate then fits the split's models again from
   the stored config (same data, same hyperparameters, same seeds) and scores those: the models whose
-  figures the manifest holds. Popularity, persona popularity and ALS fit deterministically and
-  reproduce train's figures exactly; BPR and LightFM train with several Hogwild threads and come out
-  slightly different each run. ``matches_manifest`` says, model by model, which reproduced them.
+  figures the manifest holds. That fit runs in deterministic mode (``[training] deterministic``: one
+  thread, fixed seeds), so evaluate's figures are the same on every run, and equal train's when train
+  ran deterministic too; otherwise BPR and LightFM, trained with several Hogwild threads, differ
+  slightly. ``matches_manifest`` says, model by model, which reproduced them.
 
 It never prints figures of a model scored on events it was trained on.
 """
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,12 @@ from typing import Any
 from engine.artifact import MANIFEST, ArtifactError, data_fingerprint
 from engine.artifact.contents import load_artifact
 from engine.models.base import Recommender
-from training.config import parse_config
-from training.evaluation import SegmentResult, evaluate_models
+from training.config import TrainingSection, parse_config
+from training.evaluation import ContextMixResult, SegmentResult, evaluate_context_mixes, evaluate_models
 from training.persona_report import persona_accuracy
-from training.prepared_data import evaluation_segments, prepare
+from training.prepared_data import context_segments, evaluation_segments, prepare
 from training.served_models import ServedModels
+from training.steering_evaluation import SteeringResult, steering_results
 from training.train_job import fit_models
 
 ARTIFACT_MODELS = "artifact"  # the artifact's own models, fitted on the split
@@ -54,6 +56,8 @@ class EvaluationReport:
     models_scored: str = ARTIFACT_MODELS  # ARTIFACT_MODELS or SPLIT_REFIT
     served_models: ServedModels = field(default_factory=lambda: ServedModels(refit_on_all_events=False))
     matches_manifest: dict[str, bool] = field(default_factory=dict)  # model -> every figure equals train's
+    context_results: list[ContextMixResult] = field(default_factory=list)  # context mix vs overall mix
+    steering_results: list[SteeringResult] = field(default_factory=list)  # requested personas per setting
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,14 +67,23 @@ class EvaluationReport:
             "served_models_refit_on_all_events": self.served_models.refit_on_all_events,
             "matches_manifest": self.matches_manifest,
             "metrics": [r.to_dict() for r in self.results],
+            "context_evaluation": [r.to_dict() for r in self.context_results],
+            "steering_evaluation": [r.to_dict() for r in self.steering_results],
             "persona_accuracy": self.persona_accuracy,
             "data_matches_artifact": self.data_matches_artifact,
         }
 
 
 def run_evaluation(
-    artifact_path: Path, *, data_path: Path | None = None, show_progress: bool = False
+    artifact_path: Path,
+    *,
+    data_path: Path | None = None,
+    show_progress: bool = False,
+    stage: Callable[[str], None] | None = None,
 ) -> EvaluationReport:
+    """Score the artifact's models on its split; ``stage`` is told what runs next (for progress)."""
+    announce = stage or (lambda _: None)
+    announce("verifying the artifact")
     artifact = load_artifact(artifact_path)
     manifest = artifact.manifest
     if "config" not in manifest:
@@ -80,6 +93,7 @@ def run_evaluation(
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data folder {data_dir} not found (give --data)")
     fingerprint = data_fingerprint(sorted(p for p in data_dir.glob("*.*") if p.is_file()))
+    announce(f"loading {data_dir}, splitting it, inferring persona mixes")
     prepared = prepare(config, data_path=data_dir)
     served = ServedModels.of(manifest)
     kinds = list(manifest.get("models", []))
@@ -87,13 +101,20 @@ def run_evaluation(
     if served.refit_on_all_events:
         # The config's order, as train scored them; only the kinds the artifact holds.
         held = {kind: params for kind, params in config.models.items() if kind in kinds}
-        split_config = dataclasses.replace(config, models=held)
+        split_config = dataclasses.replace(config, models=held, training=TrainingSection(deterministic=True))
+        announce("fitting the split's models again (deterministic mode)")
         models, _ = fit_models(prepared, split_config, show_progress=show_progress, label="fitting split")
         scored = SPLIT_REFIT
     else:
         models = {name: artifact.models[name] for name in kinds}
         scored = ARTIFACT_MODELS
+    announce("scoring the models on the test period")
     results = evaluate_models(models, evaluation_segments(prepared), config.evaluation.k)
+    announce("scoring the models by shopping context")
+    by_context = evaluate_context_mixes(models, context_segments(prepared), config.evaluation.k)
+    announce("measuring steering towards requested mixes")
+    steering = steering_results(prepared, models, config.evaluation.k)
+    announce("checking persona mixes against planted truth")
     return EvaluationReport(
         version=artifact.version,
         k=config.evaluation.k,
@@ -103,6 +124,8 @@ def run_evaluation(
         models_scored=scored,
         served_models=served,
         matches_manifest=matches_manifest(results, manifest.get("metrics", [])),
+        context_results=by_context,
+        steering_results=steering,
     )
 
 

@@ -8,7 +8,7 @@ ratio to popularity that tells whether personalisation is worth its cost.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -17,10 +17,12 @@ from numpy.typing import NDArray
 
 from engine.evaluation.ranking_metrics import ranking_metrics
 from engine.models.base import Recommender, UserBatch
-from training.prepared_data import EvaluationSegment
+from training.paired_bootstrap import PairedDifference, paired_bootstrap
+from training.prepared_data import ContextSegments, EvaluationSegment
 
 METRIC_NAMES: tuple[str, ...] = ("precision", "recall", "ndcg", "map", "hit_rate")
 BASELINE = "popularity"
+CONTEXT_EVALUATION = "context_evaluation"  # the manifest's key for ``evaluate_context_mixes`` results
 # Scores held at once while recommending: users are scored a chunk at a time so that memory stays at
 # a few hundred MB (scores plus top-k's temporaries) whatever the shop's size; scoring all 428,000
 # evaluation customers of a 100,000-item shop at once needed 160 GiB.
@@ -34,6 +36,9 @@ class SegmentResult:
     users: int
     metrics: dict[str, float]  # metric name -> mean over users with held-out positives
     coverage: float
+    # metric name -> value per scored user, in the segment's row order (users without held-out
+    # positives left out), so two models on one segment can be compared user by user
+    per_user: dict[str, NDArray[np.float64]] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +88,7 @@ def evaluate_models(
                     users=scored.n_evaluated,
                     metrics={m: float(v.mean()) if len(v) else float("nan") for m, v in per_user.items()},
                     coverage=scored.coverage,
+                    per_user=per_user,
                 )
             )
     return results
@@ -106,6 +112,8 @@ def recommend_in_chunks(
             user_index=users.user_index[start:stop],
             mix=users.mix[start:stop],
             demographics=users.demographics[start:stop],
+            base_mix=users.base_mix[start:stop] if users.base_mix is not None else None,
+            steering=users.steering[start:stop] if users.steering is not None else None,
         )
         recommended, _ = model.recommend(batch, k, exclude=segment.exclude[start:stop])
         chunks.append(recommended)
@@ -140,6 +148,7 @@ def _same_inputs(earlier: EvaluationSegment, rows: NDArray[np.int64], segment: E
     return (
         np.array_equal(earlier.users.user_index[rows], segment.users.user_index)
         and np.array_equal(earlier.users.mix[rows], segment.users.mix)
+        and _same_base_mix(earlier.users, rows, segment.users)
         # evaluation batches hold CSR demographics (dense ones are the request path's)
         and _same_sparse(
             cast(sp.csr_matrix, earlier.users.demographics[rows]),
@@ -147,6 +156,13 @@ def _same_inputs(earlier: EvaluationSegment, rows: NDArray[np.int64], segment: E
         )
         and _same_sparse(earlier.exclude[rows], segment.exclude)
     )
+
+
+def _same_base_mix(earlier: UserBatch, rows: NDArray[np.int64], later: UserBatch) -> bool:
+    """Whether both batches learn the customers' histories under the same mixes (None: the mix itself)."""
+    before = earlier.base_mix[rows] if earlier.base_mix is not None else earlier.mix[rows]
+    after = later.base_mix if later.base_mix is not None else later.mix
+    return np.array_equal(before, after)
 
 
 def _same_sparse(a: sp.csr_matrix, b: sp.csr_matrix) -> bool:
@@ -205,5 +221,97 @@ def segment_table(
             *(value.get((m, segment), float("nan")) for m in models),
         ]
         for segment in segments
+    ]
+    return columns, rows
+
+
+@dataclass(frozen=True)
+class ContextMixResult:
+    """One model on one context's held-out events: NDCG with the context's mix and with the overall mix.
+
+    ``difference`` is context minus overall, averaged over the context's customers, with a paired
+    bootstrap interval over customers; ``distinct_mix_users`` counts the customers whose context mix
+    differs from their overall one (the others score the same both ways).
+    """
+
+    model: str
+    context: str
+    users: int
+    distinct_mix_users: int
+    ndcg_context_mix: float
+    ndcg_overall_mix: float
+    difference: PairedDifference
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "context": self.context,
+            "users": self.users,
+            "distinct_mix_users": self.distinct_mix_users,
+            "ndcg_context_mix": self.ndcg_context_mix,
+            "ndcg_overall_mix": self.ndcg_overall_mix,
+            "difference": self.difference.to_dict(),
+        }
+
+
+def evaluate_context_mixes(
+    models: Mapping[str, Recommender],
+    contexts: list[ContextSegments],
+    k: int,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    score_cells_per_chunk: int = SCORE_CELLS_PER_CHUNK,
+) -> list[ContextMixResult]:
+    """Every model on every context's held-out events, scored with the context mix and the overall mix.
+
+    Serving scores a request with the mix of its context, offline evaluation ("all") with the overall
+    mix; this says what the context mix is worth on the events it is used for. The interval is over
+    customers, pairing each customer's two NDCGs (same seed for every model and context).
+    """
+    results: list[ContextMixResult] = []
+    for name, model in models.items():
+        for pair in contexts:
+            ndcg = []
+            for segment in (pair.with_context_mix, pair.with_overall_mix):
+                recommended = recommend_in_chunks(model, segment, k, score_cells_per_chunk)
+                ndcg.append(ranking_metrics(recommended, segment.relevant).ndcg)
+            with_context, with_overall = ndcg
+            results.append(
+                ContextMixResult(
+                    model=name,
+                    context=pair.context,
+                    users=len(with_context),
+                    distinct_mix_users=int(pair.distinct_mix.sum()),
+                    ndcg_context_mix=float(with_context.mean()) if len(with_context) else float("nan"),
+                    ndcg_overall_mix=float(with_overall.mean()) if len(with_overall) else float("nan"),
+                    difference=paired_bootstrap(with_context, with_overall, resamples=resamples, seed=seed),
+                )
+            )
+    return results
+
+
+def context_mix_table(results: list[ContextMixResult], k: int) -> tuple[list[str], list[list[Any]]]:
+    """One row per (context, model): NDCG with each mix, their difference and its 95% interval."""
+    columns = [
+        "context",
+        "model",
+        "users",
+        f"NDCG@{k} context mix",
+        f"NDCG@{k} overall mix",
+        "diff",
+        "95% CI",
+    ]
+    rows = [
+        [
+            r.context,
+            r.model,
+            r.users,
+            r.ndcg_context_mix,
+            r.ndcg_overall_mix,
+            f"{r.difference.mean:+.4f}",  # differences are a few thousandths: four decimals, signed
+            f"[{r.difference.low:+.4f}, {r.difference.high:+.4f}]",
+        ]
+        for r in sorted(results, key=lambda r: (r.context, r.model))
     ]
     return columns, rows

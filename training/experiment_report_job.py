@@ -10,6 +10,10 @@ Inputs, one of:
 - ``--decisions FILE``: a file in the ``decisions`` table format (engine/data/contract.py) with the
   extra column ``experiment_arm`` and optionally ``revenue`` (float, default 0). One row is one
   decision; it converted when ``outcome`` > 0.
+
+The control arm is, in order: ``--control``; the ``control`` of the experiment's config
+(``--experiment FILE``, the file the server ran with ``serve --experiment``); an arm named "control".
+The log records each decision's arm but not the experiment's config, hence the flag.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import polars as pl
 
 from engine.data.contract import DECISION_TYPES, DECISIONS
 from engine.data.loading import load_table
+from engine.decisions.experiment import Experiment, ExperimentError, load_experiment
 from engine.errors import PersonaEngineError
 from engine.evaluation.experiment_report import DEFAULT_LEVEL, ExperimentReportError, summarize_arms
 from engine.live.event_log import EventLog, EventLogError
@@ -120,6 +125,7 @@ def run(
     event_log: Path | None = None,
     decisions: Path | None = None,
     control: str | None = None,
+    experiment: Path | None = None,
     decision_type: str | None = None,
     level: float = DEFAULT_LEVEL,
     resamples: int = 2_000,
@@ -137,11 +143,19 @@ def run(
     present = sorted(set(data.arms))
     if not present:
         raise ExperimentReportInputError(f"{data.source}: no decisions served under an experiment arm")
+    config = _experiment_config(experiment)
+    if control is None and config is not None:
+        control = config.control
+        if control not in present:
+            raise ExperimentReportInputError(
+                f"{data.source}: no decision was served under {experiment}'s control arm {control!r} "
+                f"(arms in the log: {', '.join(present)})"
+            )
     if control is None:
         if "control" not in present:
             raise ExperimentReportInputError(
-                f"{data.source}: no arm named 'control'; name the control arm with --control "
-                f"(arms: {', '.join(present)})"
+                f"{data.source}: no arm named 'control'; give --experiment FILE (the config the server "
+                f"ran) or --control ARM (arms: {', '.join(present)})"
             )
         control = "control"
     try:
@@ -152,11 +166,21 @@ def run(
         raise ExperimentReportInputError(f"{data.source}: {error}") from None
     return {
         "source": data.source,
+        "experiment": config.name if config is not None else None,
         "decision_type": decision_type,
         "control": control,
         "level": level,
         "arms": [summary.as_json() for summary in summaries],
     }
+
+
+def _experiment_config(path: Path | None) -> Experiment | None:
+    if path is None:
+        return None
+    try:
+        return load_experiment(path)
+    except ExperimentError as error:
+        raise ExperimentReportInputError(str(error)) from None
 
 
 def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:

@@ -9,6 +9,11 @@ Events for items the shop's items table does not list are left out and counted: 
 because an item may be added to the catalog after the serving model was trained, and such an event
 becomes usable as soon as an export lists the item, but training cannot place an item it knows nothing
 about (no category, no price).
+
+The log's old events may have moved to its Parquet archive (``engine.live.event_archive``): they are
+read from there, each event once. Reading the log records how far training has read (the log's
+``training_read_through`` mark), which is what lets retention move those events: an event no
+training run has read stays in the log.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from pathlib import Path
 import polars as pl
 
 from engine.data.shop_data import ShopData
-from engine.live.event_log import EventLog
+from engine.live.event_archive import archive_folder, read_archived_events
+from engine.live.event_log import TRAINING_READ_MARK, EventLog
 
 LOG_TABLE = "event_log"  # the name under which the load report counts the log's rows
 
@@ -67,8 +73,15 @@ def merge_logged_events(shop: ShopData, logged: pl.DataFrame) -> LoggedEventsMer
 
 
 def read_logged_events(path: Path) -> pl.DataFrame:
-    """The ``events`` frame of the log at ``path``; a missing file is an error (a typo, not an empty log)."""
+    """The ``events`` frame of the log at ``path`` and its archive, each event once, archived first;
+    a missing file is an error (a typo, not an empty log). Marks the log as read up to its newest event."""
     if not path.is_file():
         raise FileNotFoundError(f"event log {path}: no such file (the server creates it with --event-log)")
     with EventLog.open(path) as log:
-        return log.events_frame()
+        through = log.last_event_rowid()
+        # Archive after the position is fixed: a retention run in between moves rows from the log
+        # (read below, up to ``through``) into the archive, so every event is read in one of them.
+        logged = log.events_frame(through)
+        archived = read_archived_events(archive_folder(path))
+        log.set_mark(TRAINING_READ_MARK, through)
+    return pl.concat([archived, logged], how="vertical").unique("event_id", keep="first", maintain_order=True)

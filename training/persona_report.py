@@ -1,7 +1,8 @@
 """Persona-inference accuracy against planted ground truth, when the data set carries one.
 
 Only generated shops know each customer's true mix; for them the job reports how close inference
-came (mean total-variation distance, dominant-persona accuracy), overall and per context.
+came (mean total-variation distance, dominant-persona accuracy), overall and per context. A catalog
+whose personas were not planted (a proposed one, say) has no truth to compare with.
 """
 
 from __future__ import annotations
@@ -22,4 +23,6 @@ def persona_accuracy(prepared: PreparedData, truth_dir: Path) -> dict[str, Any] 
     if not path.is_file():
         return None
     truth = pl.read_parquet(path)
+    if not all(any(c.endswith(f"__{p}") for c in truth.columns) for p in prepared.mixes.persona_ids):
+        return None  # a catalog other than the planted personas (e.g. a proposed one): nothing to compare
     return compare_with_planted(prepared.mixes, truth, prepared.split.train_events)

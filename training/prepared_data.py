@@ -16,7 +16,13 @@ import polars as pl
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from engine.data.feature_space import DEMOGRAPHIC_COLUMNS, ITEM_FEATURE_COLUMNS, FeatureSpace, with_price_band
+from engine.data.feature_space import (
+    DEMOGRAPHIC_COLUMNS,
+    ITEM_FEATURE_COLUMNS,
+    FeatureSpace,
+    demographic_columns,
+    with_price_band,
+)
 from engine.data.id_map import IdMap
 from engine.data.interactions import empty_csr_matrix, interaction_matrix, relevant_matrix
 from engine.data.loading import load_shop
@@ -27,6 +33,8 @@ from engine.personas.inference.config import PersonaInferenceConfig
 from engine.personas.inference.demographic_prior import DemographicMixPrior
 from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.inference.model import PersonaInferenceModel
+from engine.personas.mix_resolution import demographic_frame
+from engine.personas.shopping_context import CONTEXTS, context_expr
 from training.config import TrainConfig
 from training.logged_events import LoggedEventsMerge, merge_logged_events, read_logged_events
 from training.split import (
@@ -47,6 +55,22 @@ class EvaluationSegment:
     users: UserBatch
     exclude: sp.csr_matrix  # items each customer already engaged with (filtered from their lists)
     relevant: sp.csr_matrix  # held-out positives
+
+
+@dataclass(frozen=True)
+class ContextSegments:
+    """Warm customers' held-out events of one shopping context, scored two ways.
+
+    ``with_context_mix`` scores them as serving does in that context (the context's mix, their own
+    history learned under the overall mix, so ``base_mix`` is the overall mix); ``with_overall_mix``
+    as the rest of offline evaluation does. Same customers, same exclusions, same held-out positives
+    (only the context's events), so the two can be compared customer by customer.
+    """
+
+    context: str
+    with_context_mix: EvaluationSegment
+    with_overall_mix: EvaluationSegment
+    distinct_mix: NDArray[np.bool_]  # per customer: the context's mix differs from the overall one
 
 
 @dataclass(frozen=True)
@@ -99,13 +123,21 @@ def prepare_split(
         known += shop.customers["customer_id"].to_list()
     customers = IdMap.from_values(known, kind="customer")
     customer_frame = _customer_frame(shop, customers)
-    demographic_space = FeatureSpace.from_frame(customer_frame, DEMOGRAPHIC_COLUMNS)
-    customer_demographics = demographic_space.encode(customer_frame, DEMOGRAPHIC_COLUMNS)
+    columns = demographic_columns(customer_frame)
+    demographic_space = FeatureSpace.from_frame(customer_frame, columns)
+    customer_demographics = demographic_space.encode(customer_frame, columns)
 
     inference = PersonaInferenceModel(PersonaInferenceConfig(**config.personas.inference))
     train_shop = dataclasses.replace(shop, events=split.train_events)
     mixes = inference.fit(train_shop, catalog, customer_ids=customers)
-    demographic_prior = DemographicMixPrior.fit(mixes, customer_frame)
+    # fitted on the encoded demographics, decoded (numeric features standardized), exactly as serving
+    # decodes an eventless customer's stored row
+    demographic_prior = DemographicMixPrior.fit(
+        mixes,
+        demographic_frame(customer_demographics, demographic_space).with_columns(
+            customer_frame["customer_id"]
+        ),
+    )
 
     history = interaction_matrix(split.train_events, customers, items, event_weights=config.interactions)
     model_customers = IdMap(list(split.warm_customers), kind="customer")
@@ -175,7 +207,7 @@ def _customer_frame(shop: ShopData, customers: IdMap) -> pl.DataFrame:
     if shop.customers is None:
         return base.with_columns([pl.lit(None, dtype=pl.Utf8).alias(c) for c in DEMOGRAPHIC_COLUMNS])
     attributes = shop.customers.select(
-        ["customer_id", *[c for c in DEMOGRAPHIC_COLUMNS if c in shop.customers.columns]]
+        ["customer_id", *[c for c in demographic_columns(shop.customers) if c in shop.customers.columns]]
     )
     return base.join(attributes, on="customer_id", how="left", maintain_order="left")
 
@@ -261,8 +293,10 @@ def evaluation_segments(prepared: PreparedData) -> list[EvaluationSegment]:
     new_ids = [c for c in test["customer_id"].unique(maintain_order=True).to_list() if c not in seen]
     if new_ids:
         frame = _customer_frame(prepared.shop, IdMap(new_ids, kind="customer"))
-        demographics = prepared.demographic_space.encode(frame, DEMOGRAPHIC_COLUMNS)
-        mix = prepared.demographic_prior.mix_for_frame(frame)
+        demographics = prepared.demographic_space.encode(frame, demographic_columns(frame))
+        mix = prepared.demographic_prior.mix_for_frame(
+            demographic_frame(demographics, prepared.demographic_space)
+        )
         build(
             "new_customers",
             new_ids,
@@ -272,3 +306,50 @@ def evaluation_segments(prepared: PreparedData) -> list[EvaluationSegment]:
             empty_csr_matrix(len(new_ids), len(prepared.items)),
         )
     return segments
+
+
+def context_segments(prepared: PreparedData) -> list[ContextSegments]:
+    """Per shopping context, the warm customers with held-out positives in it (see ``ContextSegments``).
+
+    A held-out event's context follows from its timestamp with the holidays persona inference used,
+    exactly as serving derives a request's context; contexts without such customers are left out.
+    """
+    split = prepared.split
+    holidays = prepared.inference.config.holidays
+    test = split.test_events.with_columns(context_expr("timestamp", holidays).alias("_context"))
+    warm_ids = list(split.warm_customers)
+    if not warm_ids:
+        return []
+    local = IdMap(warm_ids, kind="customer")
+    rows = prepared.customer_rows(warm_ids)
+    model_index = prepared.model_customers.to_internal(warm_ids)
+    overall = prepared.mixes.overall[rows]
+    exclude = prepared.history[rows]
+    demographics = prepared.customer_demographics[rows]
+    out: list[ContextSegments] = []
+    for c, context in enumerate(CONTEXTS):
+        events = test.filter(pl.col("_context") == context).drop("_context")
+        relevant = relevant_matrix(events, local, prepared.items, exclude=exclude)
+        keep = np.flatnonzero(np.asarray(relevant.getnnz(axis=1) > 0))
+        if keep.size == 0:
+            continue
+        context_mix = prepared.mixes.by_context[rows[keep], c]
+        users = UserBatch(user_index=model_index[keep], mix=context_mix, demographics=demographics[keep])
+        scored = EvaluationSegment(
+            f"context:{context}:context_mix", local.ids[keep], users, exclude[keep], relevant[keep]
+        )
+        out.append(
+            ContextSegments(
+                context=context,
+                with_context_mix=dataclasses.replace(
+                    scored, users=dataclasses.replace(users, base_mix=overall[keep])
+                ),
+                with_overall_mix=dataclasses.replace(
+                    scored,
+                    name=f"context:{context}:overall_mix",
+                    users=dataclasses.replace(users, mix=overall[keep]),
+                ),
+                distinct_mix=np.asarray(np.abs(context_mix - overall[keep]).sum(axis=1) > 1e-12),
+            )
+        )
+    return out

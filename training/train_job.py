@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 from rich.progress import Progress, TaskID
 
-from engine.artifact import ArtifactWriter, data_fingerprint, library_versions, new_version
+from engine.artifact import ArtifactSigner, ArtifactWriter, data_fingerprint, library_versions, new_version
 from engine.artifact.contents import ArtifactContents, write_contents
 from engine.data.interactions import interaction_matrix
 from engine.data.item_catalog import ItemCatalog
@@ -42,12 +42,27 @@ from engine.personas.explanations import MixExplanations
 from engine.personas.shopping_context import CONTEXTS
 from training.config import TrainConfig
 from training.console_output import progress_bar
-from training.evaluation import SegmentResult, best_model, evaluate_models, ratio_to_baseline
+from training.evaluation import (
+    CONTEXT_EVALUATION,
+    ContextMixResult,
+    SegmentResult,
+    best_model,
+    evaluate_context_mixes,
+    evaluate_models,
+    ratio_to_baseline,
+)
 from training.logged_events import LoggedEventsMerge
 from training.persona_report import persona_accuracy
-from training.prepared_data import PreparedData, evaluation_segments, prepare, prepare_all_events
+from training.prepared_data import (
+    PreparedData,
+    context_segments,
+    evaluation_segments,
+    prepare,
+    prepare_all_events,
+)
 from training.served_models import MANIFEST_KEY as SERVED_MODELS
 from training.stage_timings import StageTimings
+from training.steering_evaluation import STEERING_EVALUATION, steering_results
 
 ARTIFACT_FORMAT = "persona-engine-artifact"
 
@@ -62,6 +77,7 @@ class TrainResult:
     decision_quality: dict[str, Any]  # of the artifact's estimates
     summary: dict[str, Any] = field(default_factory=dict)
     served_models: dict[str, Any] = field(default_factory=dict)  # the manifest record: served_models_record
+    context_results: list[ContextMixResult] = field(default_factory=list)  # context mix vs overall mix
 
 
 def fit_models(
@@ -78,9 +94,9 @@ def _fit_each(
 ) -> tuple[dict[str, Recommender], dict[str, float]]:
     models: dict[str, Recommender] = {}
     seconds: dict[str, float] = {}
-    for kind, params in config.models.items():
+    for kind in config.models:
         progress.update(task, description=f"{label} {kind}")
-        model = create_model(kind, **params)
+        model = create_model(kind, **config.model_settings(kind))
         started = time.perf_counter()
         model.fit(prepared.training_set, show_progress=False)
         seconds[kind] = time.perf_counter() - started
@@ -198,8 +214,12 @@ def write_artifact(
     estimates: dict[str, ArmEstimates],
     manifest_fields: dict[str, Any],
     explanations: MixExplanations | None = None,
+    *,
+    signer: ArtifactSigner | None = None,
 ) -> tuple[Path, str]:
-    """Write the artifact; ``explanations`` are built here when not given (serving needs them)."""
+    """Write the artifact; ``explanations`` are built here when not given (serving needs them).
+
+    With ``signer`` the manifest is signed, so servers given its key accept the artifact."""
     root = Path(config.output.root)
     root.mkdir(parents=True, exist_ok=True)
     version = new_version(root)
@@ -239,14 +259,18 @@ def write_artifact(
         offers=shop.offers.to_dicts() if shop.offers is not None else None,
         layouts=shop.layouts.to_dicts() if shop.layouts is not None else None,
     )
-    with ArtifactWriter(root, version) as writer:
+    with ArtifactWriter(root, version, signer=signer) as writer:
         write_contents(writer, contents)
         path = writer.commit({"format": ARTIFACT_FORMAT, **manifest_fields})
     return path, version
 
 
 def run_training(
-    config: TrainConfig, *, show_progress: bool = True, data_path: Path | None = None
+    config: TrainConfig,
+    *,
+    show_progress: bool = True,
+    data_path: Path | None = None,
+    signer: ArtifactSigner | None = None,
 ) -> TrainResult:
     started = time.perf_counter()
     timings = StageTimings()
@@ -257,6 +281,8 @@ def run_training(
         models, fit_seconds = fit_models(prepared, config, show_progress=show_progress)
     with timings.stage("evaluation"):
         results = evaluate_models(models, evaluation_segments(prepared), config.evaluation.k)
+        by_context = evaluate_context_mixes(models, context_segments(prepared), config.evaluation.k)
+        steering = steering_results(prepared, models, config.evaluation.k)
     with timings.stage("persona_accuracy"):
         accuracy = persona_accuracy(prepared, data_dir / "truth")
     summary = _summary(prepared, results, models)  # the split's figures, before it may be dropped
@@ -291,6 +317,12 @@ def run_training(
         "library_versions": library_versions(),
         # Figures of the models fitted on the split, whatever the artifact serves (see served_models).
         "metrics": [r.to_dict() for r in results],
+        # Per shopping context of the held-out events: NDCG with the context's mix (as served) and
+        # with the overall mix (as "metrics" scores), with a paired bootstrap interval of the gain.
+        CONTEXT_EVALUATION: [r.to_dict() for r in by_context],
+        # Requested pure personas for known customers: share of the top k on that persona's shelves
+        # and NDCG, per steering setting ([personas] steering is the served one).
+        STEERING_EVALUATION: [r.to_dict() for r in steering],
         "persona_accuracy": accuracy,
         "decision_quality": quality,
         "fit_seconds": fit_seconds,
@@ -302,7 +334,9 @@ def run_training(
         "personas": list(prepared.catalog.ids),
     }
     with timings.stage("write_artifact"):
-        path, version = write_artifact(prepared, config, models, estimates, manifest_fields, explanations)
+        path, version = write_artifact(
+            prepared, config, models, estimates, manifest_fields, explanations, signer=signer
+        )
     summary["seconds"] = time.perf_counter() - started
     summary["stages"] = timings.to_json()
     return TrainResult(
@@ -314,6 +348,7 @@ def run_training(
         decision_quality=quality,
         summary=summary,
         served_models=served,
+        context_results=by_context,
     )
 
 

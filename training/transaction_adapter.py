@@ -11,7 +11,11 @@ How it works, and why:
   cancellation, a return, a non-positive price, a non-product code such as postage, a repeated line)
   are dropped, each counted under the first reason that applies, in a fixed order. Every reason also
   reports how many rows match it on its own, so the counts can be checked against what the data's
-  publisher says. Dropped rows are written to ``rejected_rows.parquet`` with their row and reason:
+  publisher says. Values derived from several cells (the discount fraction from an amount, a price and
+  a quantity) are computed after the drop rules and checked only on the lines they keep: a return of
+  zero units with a refunded amount is a return, not a malformed discount. A derived value out of
+  range names the row and column and shows the formula with the cells it was computed from.
+  Dropped rows are written to ``rejected_rows.parquet`` with their row and reason:
   nothing disappears without a trace.
 - Items are derived from the kept lines: the title is the latest description, the price the median
   unit price (wholesale exports charge one product at several prices), the category a mapped column
@@ -33,8 +37,19 @@ from typing import Any
 import polars as pl
 
 from engine.data.loading import DataIssue, DataValidationError
+from training.transaction_cells import (
+    MAX_ISSUES_PER_COLUMN,
+    BadCells,
+    as_flag,
+    as_number,
+    as_text,
+    as_timestamp,
+)
 from training.transaction_mapping import (
+    CustomerFeature,
     DiscountKind,
+    ExtraTable,
+    FeatureKind,
     Field,
     MappingError,
     PatternRule,
@@ -43,9 +58,6 @@ from training.transaction_mapping import (
 
 REJECTED_ROWS_FILE = "rejected_rows.parquet"
 REPORT_FILE = "adaptation_report.json"
-MAX_ISSUES_PER_COLUMN = 20
-"""Bad cells listed per export column in an error; the rest are counted."""
-
 _TEXT_FIELDS: tuple[Field, ...] = (
     Field.INVOICE,
     Field.PRODUCT_CODE,
@@ -61,27 +73,9 @@ _TEXT_FIELDS: tuple[Field, ...] = (
     Field.DEVICE,
     Field.COUPON,
 )
-_NUMBER_FIELDS: tuple[Field, ...] = (Field.QUANTITY, Field.UNIT_PRICE, Field.DISCOUNT)
+_NUMBER_FIELDS: tuple[Field, ...] = (Field.QUANTITY, Field.UNIT_PRICE, Field.LINE_TOTAL, Field.DISCOUNT)
 _ID_FIELDS: tuple[Field, ...] = (Field.INVOICE, Field.PRODUCT_CODE, Field.CUSTOMER)
-_TRUE_WORDS = ("true", "1", "yes", "y", "t")
-_FALSE_WORDS = ("false", "0", "no", "n", "f")
 _NO_COUPON_WORDS = ("false", "0", "no", "n", "none", "null", "-")
-_TIMESTAMP_FORMATS: tuple[str, ...] = (
-    "%Y-%m-%d %H:%M:%S",
-    "%Y-%m-%dT%H:%M:%S",
-    "%Y-%m-%d %H:%M:%S%.f",
-    "%Y-%m-%dT%H:%M:%S%.f",
-    "%Y-%m-%dT%H:%M:%S%#z",
-    "%Y-%m-%dT%H:%M:%S%.f%#z",
-    "%Y-%m-%d %H:%M",
-    "%Y-%m-%dT%H:%M",
-    "%d/%m/%Y %H:%M:%S",
-    "%d/%m/%Y %H:%M",
-    "%m/%d/%Y %H:%M",
-    "%Y-%m-%d",
-    "%d/%m/%Y",
-)
-_SNIFF_SAMPLE = 200
 _ROW = "_row"
 
 
@@ -107,6 +101,7 @@ class AdaptationReport:
     tables: dict[str, int]
     seconds: float
     files: dict[str, str] = field(default_factory=dict)
+    joined_rows_skipped: dict[str, int] = field(default_factory=dict)  # per joined table, --skip-invalid
 
     @property
     def rows_dropped(self) -> int:
@@ -130,11 +125,46 @@ def adapt_transactions(
     started = time.perf_counter()
     raw = _read(mapping, source)
     repeated = _repeated_rows(raw) if mapping.drop_duplicate_rows else None
-    parsed, bad = _parse(raw, mapping, source)
+    parsed, bad = _parse(raw, mapping.columns, mapping, source.name, mapping.line_features)
     del raw  # the export's text columns are the biggest thing held; free them before the tables are built
-    if bad.issues and not skip_invalid:
-        raise DataValidationError(bad.issues, bad.total)
+    joined = [_joined_table(mapping, table, source) for table in mapping.tables]
+    table_issues = [issue for _, table_bad in joined for issue in table_bad.issues]
+    if (bad.issues or table_issues) and not skip_invalid:
+        raise DataValidationError(
+            [*table_issues, *bad.issues], bad.total + sum(table_bad.total for _, table_bad in joined)
+        )
+    for (table_frame, _), table in zip(joined, mapping.tables, strict=True):
+        parsed = parsed.join(table_frame, on=table.joins.value, how="left", maintain_order="left")
+    if mapping.has(Field.LINE_TOTAL):
+        # a unit price only where there are units: zero or negative quantities are returns, dropped by
+        # their own rule, and never divided by
+        quantity = pl.col(Field.QUANTITY.value)
+        parsed = parsed.with_columns(
+            pl.when(quantity > 0)
+            .then(pl.col(Field.LINE_TOTAL.value) / quantity)
+            .otherwise(None)
+            .alias(Field.UNIT_PRICE.value)
+        )
     masks = _drop_reasons(parsed, repeated, mapping, bad.row_mask if skip_invalid else None)
+    # Derived values (the discount fraction) are computed from several cells and can only be judged on
+    # lines that are purchases: a zero-quantity return has no meaningful per-unit discount. So they are
+    # checked on the lines no drop rule removes, and a line a rule removes is counted under that rule.
+    dropped = pl.repeat(False, parsed.height, dtype=pl.Boolean, eager=True)
+    for reason in masks:
+        dropped = dropped | reason.mask
+    derived_bad = BadCells(source.name)
+    parsed = _with_discount(parsed, mapping, ~dropped, derived_bad)
+    if derived_bad.issues and not skip_invalid:
+        derived_bad.issues.sort(key=lambda issue: (issue.row or 0, issue.column or ""))
+        raise DataValidationError(derived_bad.issues, derived_bad.total)
+    if derived_bad.row_mask is not None:
+        masks.append(
+            _Reason(
+                "invalid_derived_value",
+                "a value derived from several cells is out of range (--skip-invalid)",
+                derived_bad.row_mask,
+            )
+        )
     reasons, keep, first_reason = _count(parsed, masks)
     # in time order (stable: exports are usually already sorted, which makes this cheap), so that an
     # item's title or a customer's country is simply the last one seen
@@ -181,6 +211,11 @@ def adapt_transactions(
         },
         seconds=time.perf_counter() - started,
         files=files,
+        joined_rows_skipped={
+            table.name: int(table_bad.row_mask.sum())
+            for (_, table_bad), table in zip(joined, mapping.tables, strict=True)
+            if table_bad.row_mask is not None
+        },
     )
     (out_dir / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     return report
@@ -208,7 +243,16 @@ def _read(mapping: TransactionMapping, source: Path) -> pl.DataFrame:
         raise MappingError(
             f"{mapping.source}: {shown}: {source} has no such column (its columns: {', '.join(header)})"
         )
+    features = mapping.line_features
+    missing_features = [f for f in features if f.column not in header]
+    if missing_features:
+        f = missing_features[0]
+        raise MappingError(
+            f"{mapping.source}: [customer_features] {f.name} = {f.column!r}: {source} has no such column "
+            f"(its columns: {', '.join(header)})"
+        )
     selected = [pl.col(column).alias(f.value) for f, column in mapping.columns.items()]
+    selected += [pl.col(f.column).alias(f.output_column) for f in features]
     try:
         return lazy.with_row_index(_ROW, offset=1).select(_ROW, *selected).collect()
     except pl.exceptions.PolarsError as problem:
@@ -219,138 +263,136 @@ def _read(mapping: TransactionMapping, source: Path) -> pl.DataFrame:
 # --------------------------------------------------------------------------------------------- parsing
 
 
-@dataclass
-class _BadCells:
-    """Cells present in the export that do not parse; ``row_mask`` marks their rows."""
+def _joined_table(
+    mapping: TransactionMapping, table: ExtraTable, lines: Path
+) -> tuple[pl.DataFrame, BadCells]:
+    """An extra table parsed like the lines (its own file and rows in messages), keyed by the joined field.
 
-    file: str
-    issues: list[DataIssue] = field(default_factory=list)
-    total: int = 0
-    row_mask: pl.Series | None = None
-
-    def add(self, rows: pl.Series, values: pl.Series, mask: pl.Series, column: str, expected: str) -> None:
-        mask = mask.fill_null(False)
-        count = int(mask.sum())
-        if count == 0:
-            return
-        self.total += count
-        self.row_mask = mask if self.row_mask is None else (self.row_mask | mask)
-        shown_rows = rows.filter(mask).head(MAX_ISSUES_PER_COLUMN).to_list()
-        shown_values = values.filter(mask).head(MAX_ISSUES_PER_COLUMN).to_list()
-        for row, value in zip(shown_rows, shown_values, strict=True):
-            self.issues.append(
-                DataIssue(self.file, int(row), column, f"cannot parse {value!r} as {expected}", "bad_value")
+    A key that repeats would multiply the lines it joins to, so it is an error naming both rows; with
+    ``skip_invalid`` the table's unparseable rows are left out (their lines keep empty attributes).
+    """
+    path = table.path(lines)
+    where = f"{mapping.source}: [tables.{table.name}]"
+    if not path.is_file():
+        raise MappingError(f"{where} file {path} not found (relative paths start at the folder of {lines})")
+    fields = {table.joins: table.key, **table.columns}
+    raw = _read_columns(path, fields, table.features, where)
+    parsed, bad = _parse(raw, fields, mapping, path.name, table.features)
+    key = parsed[table.joins.value]
+    repeated = key.is_duplicated() & key.is_not_null() & ~key.is_first_distinct()
+    if repeated.any():
+        first_row = {
+            value: int(row)
+            for value, row in zip(
+                parsed.filter(key.is_first_distinct())[table.joins.value].to_list(),
+                parsed.filter(key.is_first_distinct())[_ROW].to_list(),
+                strict=True,
             )
+        }
+        for value, row in zip(
+            key.filter(repeated).head(MAX_ISSUES_PER_COLUMN).to_list(),
+            parsed[_ROW].filter(repeated).head(MAX_ISSUES_PER_COLUMN).to_list(),
+            strict=True,
+        ):
+            bad.issues.append(
+                DataIssue(
+                    path.name,
+                    int(row),
+                    table.key,
+                    f"{value!r} repeats the key of row {first_row[value]}; each {table.joins.value} may "
+                    f"have one row in the {table.name} table",
+                    "duplicate_id",
+                )
+            )
+        bad.total += int(repeated.sum())
+        bad.row_mask = repeated if bad.row_mask is None else (bad.row_mask | repeated)
+    keep = ~bad.row_mask if bad.row_mask is not None else None
+    frame = parsed.filter(keep) if keep is not None else parsed
+    return frame.drop(_ROW).filter(pl.col(table.joins.value).is_not_null()), bad
 
 
-def _parse(raw: pl.DataFrame, mapping: TransactionMapping, source: Path) -> tuple[pl.DataFrame, _BadCells]:
-    """Every mapped field in its type: text stripped (blank = missing), numbers, UTC timestamps, flags."""
-    bad = _BadCells(source.name)
+def _read_columns(
+    path: Path, fields: dict[Field, str], features: Sequence[CustomerFeature], where: str
+) -> pl.DataFrame:
+    """The mapped columns of an extra table, renamed to their fields, plus the 1-based data row."""
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise MappingError(f"{where} file {path}: unsupported file type {suffix!r}; use .csv or .parquet")
+    try:
+        lazy = pl.scan_csv(path, infer_schema=False) if suffix == ".csv" else pl.scan_parquet(path)
+        header = lazy.collect_schema().names()
+    except (OSError, pl.exceptions.PolarsError) as problem:
+        first_line = (str(problem).strip().splitlines() or [type(problem).__name__])[0]
+        raise MappingError(f"{where} file {path}: cannot read: {first_line}") from None
+    wanted = [(f"columns {f.value}", column) for f, column in fields.items()]
+    wanted += [(f"[customer_features] {f.name}", f.column) for f in features]
+    absent = [(key, column) for key, column in wanted if column not in header]
+    if absent:
+        key, column = absent[0]
+        shown = f"{where} {key}" if key.startswith("columns") else f"{where.split(': ')[0]}: {key}"
+        raise MappingError(
+            f"{shown} = {column!r}: {path} has no such column (its columns: {', '.join(header)})"
+        )
+    selected = [pl.col(column).alias(f.value) for f, column in fields.items()]
+    selected += [pl.col(f.column).alias(f.output_column) for f in features]
+    return lazy.with_row_index(_ROW, offset=1).select(_ROW, *selected).collect()
+
+
+def _parse(
+    raw: pl.DataFrame,
+    fields: dict[Field, str],
+    mapping: TransactionMapping,
+    file_name: str,
+    features: Sequence[CustomerFeature] = (),
+) -> tuple[pl.DataFrame, BadCells]:
+    """Every mapped field in its type: text stripped (blank = missing), numbers, UTC timestamps, flags.
+
+    ``fields`` names the export column of each field in ``raw`` (for messages); extra customer
+    features are numbers or text as their kind says."""
+    bad = BadCells(file_name)
     rows = raw[_ROW]
     columns: list[pl.Series] = [rows]
     for f in Field:
         if f.value not in raw.columns:
             continue
         values = raw[f.value]
-        column = mapping.column(f)
+        column = fields[f]
         if f in _TEXT_FIELDS:
-            columns.append(_as_text(values, strip=mapping.id_strip_chars or f not in _ID_FIELDS))
+            columns.append(as_text(values, strip=mapping.id_strip_chars or f not in _ID_FIELDS))
         elif f in _NUMBER_FIELDS:
-            number, failed = _as_number(values)
+            number, failed = as_number(values)
             bad.add(rows, values, failed, column, f"a number ({f.value})")
             columns.append(number)
         elif f is Field.TIMESTAMP:
-            stamp, failed = _as_timestamp(values, mapping)
+            stamp, failed = as_timestamp(values, mapping.timestamp_format, mapping.timezone)
             fmt = f" in format {mapping.timestamp_format!r}" if mapping.timestamp_format else ""
             bad.add(rows, values, failed, column, f"a timestamp{fmt} (timestamp)")
             columns.append(stamp)
         elif f is Field.PRIVATE_LABEL:
-            flag, failed = _as_flag(values)
+            flag, failed = as_flag(values)
             bad.add(rows, values, failed, column, "true/false (private_label)")
             columns.append(flag)
+    for feature in features:
+        values = raw[feature.output_column]
+        if feature.kind is FeatureKind.NUMERIC:
+            number, failed = as_number(values)
+            bad.add(rows, values, failed, feature.column, f"a number (customer feature {feature.name})")
+            columns.append(number.alias(feature.output_column))
+        else:
+            columns.append(as_text(values, strip=True))
     parsed = pl.DataFrame(columns)
-    parsed = _with_discount(parsed, mapping, rows, bad)
     bad.issues.sort(key=lambda issue: (issue.row or 0, issue.column or ""))
     return parsed, bad
 
 
-def _as_text(values: pl.Series, *, strip: bool) -> pl.Series:
-    """Text, with integral float ids written as integers (pandas stores an id column with gaps as float)."""
-    dtype = values.dtype
-    if dtype.is_float():
-        values = values.fill_nan(None)  # pandas writes a missing id as NaN
-        integral = (values == values.round(0)).fill_null(True).all()
-        text = values.cast(pl.Int64).cast(pl.String) if integral else values.cast(pl.String)
-    else:
-        text = values.cast(pl.String)
-    if strip:
-        text = text.str.strip_chars()
-    return pl.select(pl.when(text == "").then(None).otherwise(text)).to_series().alias(values.name)
-
-
-def _as_number(values: pl.Series) -> tuple[pl.Series, pl.Series]:
-    if values.dtype.is_numeric():
-        number = values.cast(pl.Float64).fill_nan(None)  # NaN is how pandas writes an empty cell
-        return number, ~number.is_finite()
-    text = _as_text(values, strip=True)
-    number = text.cast(pl.Float64, strict=False)
-    failed = (number.is_null() & text.is_not_null()) | ~number.is_finite()
-    return number.alias(values.name), failed
-
-
-def _as_flag(values: pl.Series) -> tuple[pl.Series, pl.Series]:
-    if values.dtype == pl.Boolean:
-        return values, pl.repeat(False, values.len(), eager=True)
-    text = _as_text(values, strip=True).str.to_lowercase()
-    words = {**dict.fromkeys(_TRUE_WORDS, True), **dict.fromkeys(_FALSE_WORDS, False)}
-    flag = text.replace_strict(words, default=None, return_dtype=pl.Boolean)
-    return flag.alias(values.name), flag.is_null() & text.is_not_null()
-
-
-def _as_timestamp(values: pl.Series, mapping: TransactionMapping) -> tuple[pl.Series, pl.Series]:
-    """UTC timestamps; naive values are in the mapping's time zone, text in its format or a sniffed one."""
-    dtype = values.dtype
-    if isinstance(dtype, pl.Datetime | pl.Date):
-        stamp = values.cast(pl.Datetime("us")) if dtype == pl.Date else values.dt.cast_time_unit("us")
-        return _to_utc(stamp, mapping.timezone), pl.repeat(False, values.len(), eager=True)
-    text = _as_text(values, strip=True)
-    formats: Sequence[str]
-    if mapping.timestamp_format is not None:
-        formats = [mapping.timestamp_format]
-    else:
-        sample = text.drop_nulls().head(_SNIFF_SAMPLE)
-        fit = {fmt: int(_parse_with(sample, fmt).is_not_null().sum()) for fmt in _TIMESTAMP_FORMATS}
-        formats = sorted((fmt for fmt in _TIMESTAMP_FORMATS if fit[fmt]), key=lambda fmt: -fit[fmt])
-    stamp = pl.Series(values.name, [None] * values.len(), dtype=pl.Datetime("us", "UTC"))
-    for i, fmt in enumerate(formats):
-        if i == 0:
-            stamp = _to_utc(_parse_with(text, fmt), mapping.timezone)
-            continue
-        failed = stamp.is_null() & text.is_not_null()
-        if not failed.any():
-            break
-        indices = failed.arg_true()
-        stamp = stamp.scatter(indices, _to_utc(_parse_with(text.gather(indices), fmt), mapping.timezone))
-    return stamp.alias(values.name), stamp.is_null() & text.is_not_null()
-
-
-def _parse_with(text: pl.Series, fmt: str) -> pl.Series:
-    return text.str.to_datetime(fmt, time_unit="us", strict=False)
-
-
-def _to_utc(stamp: pl.Series, timezone: str) -> pl.Series:
-    dtype = stamp.dtype
-    if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
-        return stamp.dt.convert_time_zone("UTC")
-    return stamp.dt.replace_time_zone(
-        timezone, ambiguous="earliest", non_existent="null"
-    ).dt.convert_time_zone("UTC")
-
-
 def _with_discount(
-    parsed: pl.DataFrame, mapping: TransactionMapping, rows: pl.Series, bad: _BadCells
+    parsed: pl.DataFrame, mapping: TransactionMapping, judged: pl.Series, bad: BadCells
 ) -> pl.DataFrame:
-    """The contract's discount fraction from the mapped discount (in its unit) and coupon columns."""
+    """The contract's discount fraction from the mapped discount (in its unit) and coupon columns.
+
+    Only lines in ``judged`` (those no drop rule removes) are checked; a fraction outside [0, 1] there
+    is reported with the formula and the cells it came from.
+    """
     fraction: pl.Expr | None = None
     if mapping.has(Field.DISCOUNT):
         d, price = pl.col(Field.DISCOUNT.value), pl.col(Field.UNIT_PRICE.value)
@@ -362,18 +404,18 @@ def _with_discount(
         elif kind is DiscountKind.AMOUNT_PER_UNIT:
             fraction = pl.when(d == 0).then(0.0).otherwise(d / (price + d))
         else:
-            per_unit = d / pl.col(Field.QUANTITY.value).abs()
-            fraction = pl.when(d == 0).then(0.0).otherwise(per_unit / (price + per_unit))
-        values = parsed.select(fraction.alias("discount"))["discount"]
-        outside = (values < 0) | (values > 1) | ~values.is_finite()
-        bad.add(
-            rows,
-            parsed[Field.DISCOUNT.value],
-            outside & values.is_not_null(),
+            # amount a off q units at unit price p (after the discount): a / (p * q + a) off the list price
+            line_value = price * pl.col(Field.QUANTITY.value).abs()
+            fraction = pl.when(d == 0).then(0.0).otherwise(d / (line_value + d))
+        values = parsed.select(fraction.cast(pl.Float64).alias("discount"))["discount"]
+        outside = ((values < 0) | (values > 1) | ~values.is_finite()).fill_null(False)
+        bad.add_derived(
+            parsed[_ROW],
+            outside & values.is_not_null() & judged,
             mapping.column(Field.DISCOUNT),
-            f"a discount ({mapping.discount_kind.value}) that takes between 0% and 100% off",
+            _discount_explanations(parsed, kind, values),
         )
-        fraction = pl.when(outside).then(None).otherwise(fraction)
+        fraction = pl.when(pl.Series(outside)).then(None).otherwise(fraction)
     if mapping.has(Field.COUPON):
         coupon = pl.col(Field.COUPON.value)
         has_coupon = coupon.is_not_null() & ~coupon.str.to_lowercase().is_in(list(_NO_COUPON_WORDS))
@@ -389,6 +431,46 @@ def _with_discount(
     if fraction is None:
         return parsed
     return parsed.with_columns(fraction.cast(pl.Float64).alias("discount_fraction"))
+
+
+def _discount_explanations(parsed: pl.DataFrame, kind: DiscountKind, values: pl.Series) -> pl.Series:
+    """Per line: ``discount fraction = amount 2.0 / (unit price 0.0 × quantity 0 + amount 2.0) = NaN ...``."""
+
+    def number(name: str) -> pl.Expr:
+        return pl.col(name).cast(pl.String)
+
+    d = number(Field.DISCOUNT.value)
+    formula: list[pl.Expr | str]
+    if kind is DiscountKind.FRACTION:
+        formula = ["discount fraction = ", d, " as given"]
+    elif kind is DiscountKind.PERCENT:
+        formula = ["discount fraction = percent ", d, " / 100"]
+    elif kind is DiscountKind.AMOUNT_PER_UNIT:
+        formula = ["discount fraction = amount ", d, " / (unit price ", number(Field.UNIT_PRICE.value)]
+        formula += [" + amount ", d, ")"]
+    else:
+        quantity = pl.col(Field.QUANTITY.value)
+        quantity_text = (
+            pl.when(quantity == quantity.round(0))
+            .then(quantity.cast(pl.Int64, strict=False).cast(pl.String))
+            .otherwise(quantity.cast(pl.String))
+        )
+        formula = ["discount fraction = amount ", d, " / (unit price ", number(Field.UNIT_PRICE.value)]
+        formula += [" × quantity ", quantity_text, " + amount ", d, ")"]
+    result = (
+        pl.when(pl.col("_fraction").is_nan())
+        .then(pl.lit("NaN (0 / 0)"))
+        .when(pl.col("_fraction").is_infinite())
+        .then(pl.lit("infinite (division by 0)"))
+        .otherwise(pl.col("_fraction").round_sig_figs(4).cast(pl.String))
+    )
+    parts = [pl.lit(p) if isinstance(p, str) else p for p in formula]
+    parts += [
+        pl.lit(" = "),
+        result,
+        pl.lit(f", which is not a discount ({kind.value}) between 0% and 100% off"),
+    ]
+    return parsed.with_columns(values.alias("_fraction")).select(pl.concat_str(parts).alias("why"))["why"]
 
 
 # --------------------------------------------------------------------------------------------- reasons
@@ -417,7 +499,8 @@ def _drop_reasons(
         reasons.append(_Reason("unparseable", "a cell does not parse (--skip-invalid)", unparseable))
     col = pl.col
     add("missing_customer", "no customer id (guest checkout)", col(Field.CUSTOMER.value).is_null())
-    required = [Field.PRODUCT_CODE, Field.UNIT_PRICE, Field.TIMESTAMP]
+    price = Field.LINE_TOTAL if mapping.has(Field.LINE_TOTAL) else Field.UNIT_PRICE
+    required = [Field.PRODUCT_CODE, price, Field.TIMESTAMP]
     if mapping.has(Field.QUANTITY):
         required.append(Field.QUANTITY)
     add(
@@ -614,12 +697,13 @@ def _customers(kept: pl.DataFrame, mapping: TransactionMapping) -> pl.DataFrame 
         Field.AGE_BAND: "age_band",
         Field.INCOME_BAND: "income_band",
     }
-    mapped = [(f, name) for f, name in attributes.items() if mapping.has(f)]
+    mapped = [(f.value, name) for f, name in attributes.items() if mapping.has(f)]
+    mapped += [(feature.output_column, feature.output_column) for feature in mapping.features]
     if not mapped:
         return None
     frame = (
         kept.group_by(Field.CUSTOMER.value)
-        .agg([_latest(f.value).alias(name) for f, name in mapped])
+        .agg([_latest(column).alias(name) for column, name in mapped])
         .sort(Field.CUSTOMER.value)
     )
     return frame.rename({Field.CUSTOMER.value: "customer_id"})

@@ -25,6 +25,7 @@ from typing import Any
 
 import polars as pl
 
+from engine.data.contract import CUSTOMER_FEATURE_PREFIX
 from engine.errors import PersonaEngineError
 
 
@@ -40,6 +41,7 @@ class Field(StrEnum):
     DESCRIPTION = "description"
     QUANTITY = "quantity"
     UNIT_PRICE = "unit_price"
+    LINE_TOTAL = "line_total"
     DISCOUNT = "discount"
     COUPON = "coupon"
     BRAND = "brand"
@@ -55,8 +57,14 @@ class Field(StrEnum):
     DEVICE = "device"
 
 
-REQUIRED_FIELDS: tuple[Field, ...] = (Field.PRODUCT_CODE, Field.UNIT_PRICE, Field.TIMESTAMP, Field.CUSTOMER)
-"""Without these no event can be built: which item, at what price, when, and by whom."""
+REQUIRED_FIELDS: tuple[Field, ...] = (Field.PRODUCT_CODE, Field.TIMESTAMP, Field.CUSTOMER)
+"""Without these (and a price: unit_price or line_total) no event can be built: which item, when, by whom."""
+
+TABLE_FIELDS: dict[str, tuple[Field, tuple[Field, ...]]] = {
+    "products": (Field.PRODUCT_CODE, (Field.DESCRIPTION, Field.BRAND, Field.PRIVATE_LABEL, Field.CATEGORY)),
+    "customers": (Field.CUSTOMER, (Field.COUNTRY, Field.REGION, Field.AGE_BAND, Field.INCOME_BAND)),
+}
+"""Extra tables an export may come in: the lines' field they join on, and the fields they may map."""
 
 FIELD_MEANINGS: dict[Field, str] = {
     Field.INVOICE: "invoice / order / basket number (groups lines; cancellations are recognised by it)",
@@ -64,6 +72,7 @@ FIELD_MEANINGS: dict[Field, str] = {
     Field.DESCRIPTION: "product description: becomes the item title; category and tag rules match it",
     Field.QUANTITY: "units on the line; zero or negative lines are returns or corrections",
     Field.UNIT_PRICE: "price of one unit as charged: becomes price_paid; the item's price is its median",
+    Field.LINE_TOTAL: "amount charged for the whole line, instead of unit_price: price = total / quantity",
     Field.DISCOUNT: "discount on the line, in the unit given by [discount] kind",
     Field.COUPON: "coupon code or flag; a non-empty value marks the line discounted",
     Field.BRAND: "brand name",
@@ -106,13 +115,49 @@ class PriceBands:
     tags: tuple[str, ...]
 
 
+class FeatureKind(StrEnum):
+    """How an extra customer feature is used: numbers are standardized, categories one-hot encoded."""
+
+    NUMERIC = "numeric"
+    CATEGORICAL = "categorical"
+
+
+@dataclass(frozen=True)
+class CustomerFeature:
+    """An extra demographic column (``[customer_features]``): becomes ``feature__<name>`` of customers."""
+
+    name: str
+    column: str
+    kind: FeatureKind
+
+    @property
+    def output_column(self) -> str:
+        return f"{CUSTOMER_FEATURE_PREFIX}{self.name}"
+
+
+@dataclass(frozen=True)
+class ExtraTable:
+    """A table joined to the lines (``[tables.products]``, ``[tables.customers]``) on ``joins``."""
+
+    name: str
+    file: str  # relative paths are resolved against the folder of the lines export
+    key: str  # the table's column holding the joined field's value
+    joins: Field
+    columns: dict[Field, str]
+    features: tuple[CustomerFeature, ...] = ()
+
+    def path(self, lines: Path) -> Path:
+        path = Path(self.file)
+        return path if path.is_absolute() else lines.parent / path
+
+
 @dataclass(frozen=True)
 class TransactionMapping:
     """A validated mapping: which column holds each field, and the shop's conventions."""
 
     source: str  # the mapping file, for messages
     name: str
-    columns: dict[Field, str]
+    columns: dict[Field, str]  # columns of the lines export
     timestamp_format: str | None
     timezone: str
     id_strip_chars: bool
@@ -128,12 +173,21 @@ class TransactionMapping:
     tag_rules: tuple[PatternRule, ...]
     price_bands: PriceBands | None
     private_label_brands: tuple[str, ...]
+    tables: tuple[ExtraTable, ...] = ()
+    line_features: tuple[CustomerFeature, ...] = ()  # features read from the lines (no customers table)
 
     def has(self, field: Field) -> bool:
-        return field in self.columns
+        return field in self.columns or any(field in t.columns for t in self.tables)
 
     def column(self, field: Field) -> str:
-        return self.columns[field]
+        """The export column holding ``field``, in the lines or in the extra table that maps it."""
+        if field in self.columns:
+            return self.columns[field]
+        return next(t.columns[field] for t in self.tables if field in t.columns)
+
+    @property
+    def features(self) -> tuple[CustomerFeature, ...]:
+        return self.line_features + tuple(f for t in self.tables for f in t.features)
 
     def where(self, key: str) -> str:
         """How messages point at one key of the mapping file."""
@@ -155,7 +209,12 @@ _SECTIONS: dict[str, set[str]] = {
     "tags": {"rules"},
     "price_bands": {"edges", "tags"},
     "brand": {"private_labels"},
+    "tables": set(TABLE_FIELDS),
+    "customer_features": set(),  # names chosen by the mapping; checked one by one
 }
+_TABLE_KEYS = {"file", "key", "columns"}
+_FEATURE_KEYS = {"column", "kind"}
+_FEATURE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _RULE_KEYS = {"category": {"category", "pattern", "field"}, "tags": {"tag", "pattern", "field"}}
 _TEXT_FIELDS = (Field.DESCRIPTION, Field.PRODUCT_CODE, Field.BRAND, Field.CATEGORY)
 _VALUE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-:. ]*$")
@@ -175,6 +234,8 @@ class _Reader:
         raw = self.document.get(name, {})
         if not isinstance(raw, dict):
             raise self.fail(f"[{name}]", "must be a table")
+        if name == "customer_features":
+            return raw
         unknown = sorted(set(raw) - _SECTIONS[name])
         if unknown:
             raise self.fail(
@@ -236,8 +297,28 @@ def parse_mapping(document: dict[str, Any], source: str = "<memory>") -> Transac
             f"lacks required mapping(s) {missing}; "
             + "; ".join(f"{f} = {FIELD_MEANINGS[Field(f)]}" for f in missing),
         )
-    if Field.COUNTRY in columns and Field.REGION in columns:
+    if Field.UNIT_PRICE in columns and Field.LINE_TOTAL in columns:
+        raise reader.fail("[columns]", "maps both unit_price and line_total; map the one the export has")
+    if Field.UNIT_PRICE not in columns and Field.LINE_TOTAL not in columns:
+        raise reader.fail(
+            "[columns]",
+            f"needs unit_price or line_total; unit_price = {FIELD_MEANINGS[Field.UNIT_PRICE]}; "
+            f"line_total = {FIELD_MEANINGS[Field.LINE_TOTAL]}",
+        )
+    if Field.LINE_TOTAL in columns and Field.QUANTITY not in columns:
+        raise reader.fail("[columns] line_total", "needs [columns] quantity to divide the total by")
+    tables = _tables(reader, columns)
+    mapped = set(columns) | {f for t in tables for f in t.columns}
+    if Field.COUNTRY in mapped and Field.REGION in mapped:
         raise reader.fail("[columns]", "maps both country and region; both become the customer's region")
+    features = _features(reader)
+    customers_table = next((t for t in tables if t.name == "customers"), None)
+    if customers_table is not None:
+        tables = tuple(
+            ExtraTable(t.name, t.file, t.key, t.joins, t.columns, features) if t is customers_table else t
+            for t in tables
+        )
+    line_features = features if customers_table is None else ()
 
     timezone = reader.text(source_raw, "source", "timezone", "UTC") or "UTC"
     try:
@@ -282,19 +363,19 @@ def parse_mapping(document: dict[str, Any], source: str = "<memory>") -> Transac
         else None
     )
     drop_missing_description = reader.flag(drop_raw, "drop", "missing_description", False)
-    if drop_missing_description and Field.DESCRIPTION not in columns:
+    if drop_missing_description and Field.DESCRIPTION not in mapped:
         raise reader.fail("[drop] missing_description", "needs [columns] description")
 
     category_raw = reader.section("category")
     default_category = reader.text(category_raw, "category", "default", "uncategorised") or "uncategorised"
-    category_rules = _rules(reader, category_raw, "category", "category", columns)
+    category_rules = _rules(reader, category_raw, "category", "category", mapped)
     tags_raw = reader.section("tags")
-    tag_rules = _rules(reader, tags_raw, "tags", "tag", columns)
+    tag_rules = _rules(reader, tags_raw, "tags", "tag", mapped)
 
     bands = _price_bands(reader, document) if "price_bands" in document else None
     brand_raw = reader.section("brand")
     private_labels = reader.strings(brand_raw, "brand", "private_labels")
-    if private_labels and Field.BRAND not in columns:
+    if private_labels and Field.BRAND not in mapped:
         raise reader.fail("[brand] private_labels", "needs [columns] brand")
 
     return TransactionMapping(
@@ -316,11 +397,80 @@ def parse_mapping(document: dict[str, Any], source: str = "<memory>") -> Transac
         tag_rules=tag_rules,
         price_bands=bands,
         private_label_brands=private_labels,
+        tables=tables,
+        line_features=line_features,
     )
 
 
+def _tables(reader: _Reader, columns: dict[Field, str]) -> tuple[ExtraTable, ...]:
+    """``[tables.products]`` and ``[tables.customers]``: file, join key and the fields they map."""
+    raw = reader.section("tables")
+    tables: list[ExtraTable] = []
+    for name, entry in raw.items():
+        where = f"[tables.{name}]"
+        if not isinstance(entry, dict):
+            raise reader.fail(where, "must be a table with file, key and columns")
+        unknown = sorted(set(entry) - _TABLE_KEYS)
+        if unknown:
+            raise reader.fail(
+                where, f"has unknown key(s) {unknown}; allowed: {', '.join(sorted(_TABLE_KEYS))}"
+            )
+        file = reader.text(entry, f"tables.{name}", "file")
+        key = reader.text(entry, f"tables.{name}", "key")
+        if file is None or key is None:
+            raise reader.fail(where, "needs file (the table's file) and key (its column the lines join on)")
+        joins, allowed = TABLE_FIELDS[name]
+        mapped_raw = entry.get("columns", {})
+        if not isinstance(mapped_raw, dict):
+            raise reader.fail(f"[tables.{name}.columns]", "must be a table of field = column")
+        mapped: dict[Field, str] = {}
+        for field_name, column in mapped_raw.items():
+            if field_name not in {f.value for f in allowed}:
+                raise reader.fail(
+                    f"[tables.{name}.columns] {field_name}",
+                    f"is not a field of the {name} table; allowed: {', '.join(f.value for f in allowed)}",
+                )
+            if not isinstance(column, str) or column == "":
+                raise reader.fail(
+                    f"[tables.{name}.columns] {field_name}", f"must name a column, got {column!r}"
+                )
+            field = Field(field_name)
+            if field in columns:
+                raise reader.fail(
+                    f"[tables.{name}.columns] {field_name}",
+                    f"{field_name} is mapped twice: [columns] maps it to {columns[field]!r} too",
+                )
+            mapped[field] = column
+        tables.append(ExtraTable(name, file, key, joins, mapped))
+    return tuple(tables)
+
+
+def _features(reader: _Reader) -> tuple[CustomerFeature, ...]:
+    """``[customer_features]``: name = { column = "...", kind = "numeric" | "categorical" }."""
+    raw = reader.section("customer_features")
+    features: list[CustomerFeature] = []
+    for name, entry in raw.items():
+        where = f"[customer_features] {name}"
+        if not _FEATURE_NAME.match(name):
+            raise reader.fail(
+                where, "must be a name of lower-case letters, digits and _, starting with a letter"
+            )
+        if not isinstance(entry, dict) or set(entry) - _FEATURE_KEYS or "column" not in entry:
+            raise reader.fail(
+                where, 'must be { column = "EXPORT_COLUMN", kind = "numeric" or "categorical" }'
+            )
+        column = entry["column"]
+        if not isinstance(column, str) or column == "":
+            raise reader.fail(f"{where} column", f"must name a column, got {column!r}")
+        kind = entry.get("kind", FeatureKind.CATEGORICAL.value)
+        if kind not in {k.value for k in FeatureKind}:
+            raise reader.fail(f"{where} kind", f"must be numeric or categorical, got {kind!r}")
+        features.append(CustomerFeature(name, column, FeatureKind(kind)))
+    return tuple(features)
+
+
 def _rules(
-    reader: _Reader, raw: dict[str, Any], section: str, value_key: str, columns: dict[Field, str]
+    reader: _Reader, raw: dict[str, Any], section: str, value_key: str, columns: set[Field]
 ) -> tuple[PatternRule, ...]:
     rules_raw = raw.get("rules", [])
     if not isinstance(rules_raw, list):
@@ -348,7 +498,9 @@ def _rules(
             )
         field = Field(field_name)
         if field not in columns:
-            raise reader.fail(f"{where} field", f"is {field.value!r}, which [columns] does not map")
+            raise reader.fail(
+                f"{where} field", f"is {field.value!r}, which neither [columns] nor [tables] maps"
+            )
         if "pattern" not in rule:
             raise reader.fail(where, "has no pattern")
         rules.append(PatternRule(value, reader.pattern(rule["pattern"], f"{where} pattern"), field))

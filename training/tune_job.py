@@ -11,7 +11,14 @@ Cold-start hold-out customers stay held out (the same seeded hash). Each model k
 config's own parameters, so the best trial is never worse on validation than where the search began;
 further trials draw from ``SEARCH_SPACES`` (log-uniform for rates and strengths). Kinds take turns,
 and a trial starts only if the kind's last fit time still fits in the budget. The winner per kind is
-written into a new training config, so ``persona-engine train`` or ``compare`` use it directly.
+written into a new training config, so ``persona-engine train`` or ``compare`` use it directly; the
+implicit factor models' per-activity-level persona weights are fitted for the winner on the same
+validation split (``training.persona_weights``) and written with it.
+
+``compare`` reuses the pieces with a budget counted in trials instead of seconds (reproducible):
+``validation_data``, ``SearchSpec``/``random_search`` (a start or two, then seeded random draws per
+model), and ``LIBRARY_SEARCH_SPACES`` (the engine's ranges without the persona knobs) for the raw
+libraries.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import hashlib
 import math
 import time
 import tomllib
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +38,21 @@ import numpy as np
 import polars as pl
 
 from engine.data.loading import load_shop
+from engine.data.shop_data import ShopData
+from engine.models.base import Recommender, TrainingSet
 from engine.models.registry import create_model
-from training.config import ConfigError, load_config
+from training.config import ConfigError, TrainConfig, load_config
 from training.console_output import print_table, progress_bar, stdout_console
 from training.evaluation import evaluate_models
-from training.prepared_data import evaluation_segments, prepare_split, split_for
+from training.library_baselines import ENGINE_COUNTERPART, library_parameters
+from training.persona_weights import fit_persona_weights, fits_persona_weights
+from training.prepared_data import (
+    EvaluationSegment,
+    PreparedData,
+    evaluation_segments,
+    prepare_split,
+    split_for,
+)
 from training.split import TimeSplit, split_events
 
 Sampler = Callable[[np.random.Generator], Any]
@@ -88,6 +106,121 @@ SEARCH_SPACES: dict[str, dict[str, Sampler]] = {
         "user_alpha": _log_uniform(1e-8, 1e-5),
     },
 }
+
+
+# The raw libraries search the same ranges as their engine counterparts, without the persona knobs.
+LIBRARY_SEARCH_SPACES: dict[str, dict[str, Sampler]] = {
+    library: {
+        name: draw for name, draw in SEARCH_SPACES[engine].items() if name in library_parameters(library)
+    }
+    for library, engine in ENGINE_COUNTERPART.items()
+}
+
+
+def search_rng(seed: int, name: str) -> np.random.Generator:
+    """The random draws of one model's search: seeded by the search seed and the model's name, so a
+    model's trials do not change when other models join or leave the search."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """One model's search: how to build it, the parameters to try first, and the ranges to draw from.
+
+    ``starts`` are tried in order before any random draw (the config's values, then the model's own
+    defaults), so the winner is never worse on validation than either.
+    """
+
+    name: str
+    build: Callable[[dict[str, Any]], Recommender]
+    starts: tuple[dict[str, Any], ...]
+    space: Mapping[str, Sampler]
+    fixed: Mapping[str, Any] = field(default_factory=dict)  # set on every trial (seed, threads)
+    scores_cold_start: bool = True  # False: a model with no way to place unseen customers
+
+
+def trial_parameters(spec: SearchSpec, index: int, rng: np.random.Generator) -> dict[str, Any]:
+    """The parameters of trial ``index`` of a search: a start, or the first start with drawn values."""
+    if index < len(spec.starts):
+        return {**spec.starts[index], **spec.fixed}
+    return {**spec.starts[0], **{name: draw(rng) for name, draw in spec.space.items()}, **spec.fixed}
+
+
+def run_trial(
+    spec: SearchSpec,
+    parameters: dict[str, Any],
+    training_set: TrainingSet,
+    segments: list[EvaluationSegment],
+    k: int,
+    *,
+    started_from_config: bool,
+) -> Trial:
+    """Fit one set of parameters on the validation training set and score it on the validation events."""
+    model = spec.build(parameters)
+    fit_started = time.perf_counter()
+    model.fit(training_set, show_progress=False)
+    seconds = time.perf_counter() - fit_started
+    scores = {r.segment: r.metrics["ndcg"] for r in evaluate_models({spec.name: model}, segments, k)}
+    return Trial(
+        kind=spec.name,
+        parameters=model.get_config(),
+        ndcg=scores.get("all", float("nan")),
+        cold_start_ndcg=scores.get("cold_start"),
+        fit_seconds=seconds,
+        started_from_config=started_from_config,
+    )
+
+
+def random_search(
+    spec: SearchSpec,
+    validation: PreparedData,
+    k: int,
+    *,
+    trials: int,
+    seed: int,
+    on_trial: Callable[[Trial], None] | None = None,
+) -> list[Trial]:
+    """``trials`` trials of one model on a validation split: a budget counted in fits, so reproducible."""
+    if trials < 1:
+        raise ConfigError(f"a search needs at least one trial, got {trials}")
+    segments = [s for s in validation_segments(validation) if spec.scores_cold_start or s.name == "all"]
+    rng = search_rng(seed, spec.name)
+    out = []
+    for index in range(trials):
+        trial = run_trial(
+            spec,
+            trial_parameters(spec, index, rng),
+            validation.training_set,
+            segments,
+            k,
+            started_from_config=index == 0,
+        )
+        out.append(trial)
+        if on_trial is not None:
+            on_trial(trial)
+    return out
+
+
+def best_trial(trials: list[Trial]) -> Trial:
+    """The trial with the highest validation NDCG; the earliest one on ties (a start before a draw)."""
+    return max(trials, key=lambda t: (t.ndcg if math.isfinite(t.ndcg) else -1.0, -trials.index(t)))
+
+
+def validation_data(config: TrainConfig, shop: ShopData, split: TimeSplit) -> PreparedData:
+    """The data a search scores on: a validation split carved from ``split``'s training events, with
+    id maps, features and persona mixes rebuilt from the carved training part (the test set unseen)."""
+    carved = validation_split(
+        split,
+        test_days=config.split.test_days,
+        cold_start_share=config.split.cold_start_share,
+        seed=config.split.seed,
+    )
+    training_only = dataclasses.replace(shop, events=split.train_events)
+    return prepare_split(config, training_only, carved)
+
+
+def validation_segments(validation: PreparedData) -> list[EvaluationSegment]:
+    return [s for s in evaluation_segments(validation) if s.name in ("all", "cold_start")]
 
 
 @dataclass(frozen=True)
@@ -184,7 +317,8 @@ def to_toml(document: Mapping[str, Any], header: str = "") -> str:
     lines = [f"# {line}" if line else "#" for line in header.splitlines()]
 
     def table(name: str, body: Mapping[str, Any]) -> None:
-        scalars = {k: v for k, v in body.items() if not isinstance(v, Mapping)}
+        # TOML has no null: a None parameter is its default, so it is left out
+        scalars = {k: v for k, v in body.items() if not isinstance(v, Mapping) and v is not None}
         tables = {k: v for k, v in body.items() if isinstance(v, Mapping)}
         if name and (scalars or not tables):
             lines.append("")
@@ -232,17 +366,11 @@ def run_tuning(
     data_dir = Path(data_path or config.data.path)
     shop = load_shop(data_dir, skip_invalid=config.data.skip_invalid)
     split = split_for(config, shop, data_dir)
-    carved = validation_split(
-        split,
-        test_days=config.split.test_days,
-        cold_start_share=config.split.cold_start_share,
-        seed=config.split.seed,
-    )
-    training_only = dataclasses.replace(shop, events=split.train_events)  # the test set stays unseen
-    prepared = prepare_split(config, training_only, carved)
-    segments = [s for s in evaluation_segments(prepared) if s.name in ("all", "cold_start")]
+    prepared = validation_data(config, shop, split)  # the test set stays unseen
+    carved = prepared.split
+    segments = validation_segments(prepared)
     k = config.evaluation.k
-    rng = np.random.default_rng(seed)
+    rngs = {kind: search_rng(seed, kind) for kind in kinds}
     result = TuningResult(
         config_path=config_path,
         written_config=write_config or config_path.with_name(f"{config_path.stem}-tuned.toml"),
@@ -284,7 +412,7 @@ def run_tuning(
             else:
                 parameters = {
                     **config.models.get(kind, {}),
-                    **{name: draw(rng) for name, draw in SEARCH_SPACES[kind].items()},
+                    **{name: draw(rngs[kind]) for name, draw in SEARCH_SPACES[kind].items()},
                 }
             model = create_model(kind, **parameters)
             fit_started = time.perf_counter()
@@ -311,6 +439,12 @@ def run_tuning(
                 completed=min(budget_seconds, time.perf_counter() - search_started),
                 description=f"tuning ({len(result.trials)} trials, {kind})",
             )
+    # The implicit factor models' per-activity-level persona weights are fitted once, on the same
+    # validation split, for the winning factors (training.persona_weights) and written with them.
+    for kind, trial in list(result.best.items()):
+        if fits_persona_weights(kind):
+            weighted = fit_persona_weights(kind, trial.parameters, prepared, k)
+            result.best[kind] = dataclasses.replace(trial, parameters=weighted)
     original = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
     header = (
         f"Tuned by `persona-engine tune --config {config_path} --budget-seconds {budget_seconds:g}`:\n"

@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 
 from engine.artifact.folder import Artifact, ArtifactError, ArtifactWriter, open_artifact
 from engine.artifact.layout import LAYOUT, CsrFiles
+from engine.artifact.signing import ArtifactVerifier, ManifestIntegrity
 from engine.data.feature_space import FeatureSpace
 from engine.data.id_map import IdMap
 from engine.data.item_catalog import ItemCatalog
@@ -168,6 +169,11 @@ class LoadedArtifact:
     def manifest(self) -> dict[str, Any]:
         return self.folder.manifest
 
+    @property
+    def integrity(self) -> ManifestIntegrity:
+        """What protects the manifest (signed and verified, unsigned...)."""
+        return self.folder.integrity
+
     def _has(self, path: str) -> bool:
         return path in self.folder.files
 
@@ -288,10 +294,11 @@ class LoadedArtifact:
         return f"LoadedArtifact(version={self.version!r}, path={str(self.path)!r})"
 
 
-def load_artifact(path: Path) -> LoadedArtifact:
-    """Open ``ROOT``, ``ROOT/latest`` or ``ROOT/<version>``: verify every checksum, then require every
-    entry of the layout that is not optional; a problem raises ArtifactError naming the file."""
-    folder = open_artifact(path)
+def load_artifact(path: Path, verifier: ArtifactVerifier | None = None) -> LoadedArtifact:
+    """Open ``ROOT``, ``ROOT/latest`` or ``ROOT/<version>``: verify the manifest (its signature under
+    ``verifier``'s key, when given) and every checksum, then require every entry of the layout that is
+    not optional; a problem raises ArtifactError naming the file."""
+    folder = open_artifact(path, verifier)
     missing = LAYOUT.missing(folder.files)
     if missing:
         raise ArtifactError(f"artifact {folder.version} ({folder.path}) has no {', '.join(missing)}")

@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import platform
-import re
 import secrets
 import shutil
 import tempfile
@@ -40,16 +39,31 @@ from typing import Any, Self
 from numpy.typing import NDArray
 
 from engine.artifact.arrays import ARRAY_SUFFIX, load_array, save_array
-from engine.errors import PersonaEngineError
+from engine.artifact.errors import ArtifactError
+from engine.artifact.manifest import (
+    ARTIFACT_FORMAT_VERSION,
+    MANIFEST,
+    REQUIRED_KEYS,
+    VERSION_PATTERN,
+    WRITER_KEYS,
+    is_version,
+    parse_manifest,
+    unknown_keys,
+)
+from engine.artifact.signing import (
+    INTEGRITY_FILES,
+    ArtifactSigner,
+    ArtifactVerifier,
+    ManifestIntegrity,
+    check_manifest,
+    write_integrity_files,
+)
 
-ARTIFACT_FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 LATEST = "latest"
 STAGING_PREFIX = ".staging-"
-_VERSION_PATTERN = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d{4}))?$")
 _MAX_SUFFIX = 9999
-_RESERVED_FIELDS = ("format_version", "artifact_version", "created_utc", "files")
-_REQUIRED_FIELDS = ("data_fingerprint", "config", "metrics")
+_RESERVED_FIELDS = tuple(key for key in WRITER_KEYS if key != "library_versions")
+_REQUIRED_FIELDS = tuple(REQUIRED_KEYS)
 _CHUNK = 1 << 20
 
 # Distribution name -> key in the manifest. lightfm is installed from the rectools fork.
@@ -63,20 +77,12 @@ _LIBRARIES = {
 }
 
 
-class ArtifactError(PersonaEngineError, RuntimeError):
-    """An artifact that cannot be written or trusted; the message names the artifact and the file."""
-
-
-def _is_version(name: str) -> bool:
-    return _VERSION_PATTERN.match(name) is not None
-
-
 def list_versions(root: Path) -> list[str]:
     """Committed versions under ``root``, oldest first (version names sort in creation order)."""
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if _is_version(p.name) and p.is_dir() and not p.is_symlink())
+    return sorted(p.name for p in root.iterdir() if is_version(p.name) and p.is_dir() and not p.is_symlink())
 
 
 def new_version(root: Path, now: dt.datetime | None = None) -> str:
@@ -94,7 +100,7 @@ def new_version(root: Path, now: dt.datetime | None = None) -> str:
     existing = list_versions(root)
     if not existing or candidate > existing[-1]:
         return candidate
-    match = _VERSION_PATTERN.match(existing[-1])
+    match = VERSION_PATTERN.match(existing[-1])
     assert match is not None  # list_versions keeps only matching names
     stamp, suffix = match.group(1), int(match.group(2) or 0)
     if suffix >= _MAX_SUFFIX:
@@ -173,8 +179,8 @@ def _relative(rel: str | os.PathLike[str]) -> PurePosixPath:
         or not path.parts
     ):
         raise ArtifactError(f"artifact file path {text!r} must be relative and stay inside the artifact")
-    if path == PurePosixPath(MANIFEST):
-        raise ArtifactError(f"{MANIFEST} is written by commit(); callers may not write it")
+    if str(path) in (MANIFEST, *INTEGRITY_FILES):
+        raise ArtifactError(f"{path} is written by commit(); callers may not write it")
     return path
 
 
@@ -199,16 +205,17 @@ class ArtifactWriter:
 
     Use as a context manager. An exception inside the ``with`` block, or leaving it without
     ``commit()`` or ``abort()``, removes the staging folder; no version folder appears and ``latest``
-    is left as it was.
+    is left as it was. With ``signer`` the manifest is signed (``engine.artifact.signing``).
     """
 
-    def __init__(self, root: Path, version: str) -> None:
-        if not _is_version(version):
+    def __init__(self, root: Path, version: str, *, signer: ArtifactSigner | None = None) -> None:
+        if not is_version(version):
             raise ArtifactError(
                 f"version {version!r} is not of the form 20261123T153012Z or 20261123T153012Z-0001"
             )
         self.root = Path(root)
         self.version = version
+        self.signer = signer
         self._staging: Path | None = None
         self._closed = False
 
@@ -217,6 +224,7 @@ class ArtifactWriter:
             raise ArtifactError(f"{self.root}: version {self.version} already exists")
         self.root.mkdir(parents=True, exist_ok=True)
         self._staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{self.version}-", dir=self.root))
+        self._staging.chmod(0o755)  # mkdtemp's 0700 would hide the published version from other accounts
         return self
 
     def __exit__(
@@ -281,10 +289,17 @@ class ArtifactWriter:
         """Checksum every file, write the manifest, publish the version and repoint ``latest``.
 
         ``manifest_fields`` must hold ``data_fingerprint``, ``config`` and ``metrics``; it may hold
-        ``library_versions`` (measured here otherwise) and any other JSON fields. The format version,
-        artifact version, creation time and file list are set here and may not be given.
+        ``library_versions`` (measured here otherwise) and the other keys ``engine.artifact.manifest``
+        knows, and nothing else: readers refuse unknown keys, so they are refused here first. The format
+        version, artifact version, creation time and file list are set here and may not be given.
         """
         staging = self.staging
+        unknown = unknown_keys(manifest_fields)
+        if unknown:
+            raise ArtifactError(
+                f"manifest fields {', '.join(unknown)} are unknown; add them to "
+                "engine.artifact.manifest.MANIFEST_KEYS first, or readers would refuse the artifact"
+            )
         missing = [key for key in _REQUIRED_FIELDS if key not in manifest_fields]
         if missing:
             raise ArtifactError(f"manifest fields missing: {', '.join(missing)}")
@@ -320,10 +335,13 @@ class ArtifactWriter:
             text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False)
         except (TypeError, ValueError) as error:
             raise ArtifactError(f"manifest fields are not strict JSON: {error}") from None
-        with open(staging / MANIFEST, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+        data = (text + "\n").encode("utf-8")
+        parse_manifest(data, self.root / self.version)  # what readers will check, before publishing
+        with open(staging / MANIFEST, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        write_integrity_files(staging, data, self.signer)  # of the exact bytes written
         for folder in {staging.joinpath(*rel.parent.parts) for rel in map(PurePosixPath, files)} | {staging}:
             _fsync_dir(folder)
 
@@ -354,11 +372,16 @@ def _point_latest(root: Path, version: str) -> None:
 
 
 class Artifact:
-    """An opened, verified artifact. Files can only be read through it if the manifest lists them."""
+    """An opened, verified artifact. Files can only be read through it if the manifest lists them.
 
-    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+    ``integrity`` says what protects its manifest (signed and verified, unsigned...), for logs and
+    reports.
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any], integrity: ManifestIntegrity) -> None:
         self.path = path
         self.manifest = manifest
+        self.integrity = integrity
         self.version: str = manifest["artifact_version"]
         self._files: dict[str, dict[str, Any]] = manifest["files"]
 
@@ -389,52 +412,52 @@ class Artifact:
         return f"Artifact(version={self.version!r}, path={str(self.path)!r}, files={len(self._files)})"
 
 
-def _read_manifest(folder: Path) -> dict[str, Any]:
+def _read_manifest(
+    folder: Path, verifier: ArtifactVerifier | None
+) -> tuple[dict[str, Any], ManifestIntegrity]:
+    """The manifest's bytes are read once, and the same bytes are checked and parsed."""
     path = folder / MANIFEST
+    if path.is_symlink():
+        raise ArtifactError(
+            f"artifact {folder.name}: {MANIFEST} is a symlink; artifacts hold only regular files"
+        )
     if not path.is_file():
         raise ArtifactError(f"{folder}: no {MANIFEST}; not an artifact version folder")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ArtifactError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(manifest, dict):
-        raise ArtifactError(f"{path}: must hold a JSON object")
-    if manifest.get("format_version") != ARTIFACT_FORMAT_VERSION:
-        raise ArtifactError(
-            f"{path}: unknown format_version {manifest.get('format_version')!r}; "
-            f"this engine reads version {ARTIFACT_FORMAT_VERSION}"
-        )
-    for key in ("artifact_version", "files", *_REQUIRED_FIELDS):
-        if key not in manifest:
-            raise ArtifactError(f"{path}: missing field {key!r}")
-    files = manifest["files"]
-    if not isinstance(files, dict) or not all(
-        isinstance(entry, dict)
-        and isinstance(entry.get("size"), int)
-        and isinstance(entry.get("sha256"), str)
-        for entry in files.values()
-    ):
-        raise ArtifactError(f"{path}: 'files' must map each path to its size and sha256")
-    return manifest
+    data = path.read_bytes()
+    integrity = check_manifest(folder, data, verifier)
+    return parse_manifest(data, folder), integrity
 
 
-def open_artifact(path: Path) -> Artifact:
-    """Open and verify an artifact: ``ROOT/latest``, ``ROOT/<version>``, or ``ROOT`` itself (means latest).
-
-    Every listed file must exist with the listed size and sha256, and no other file may be present;
-    the first problem found raises ArtifactError naming the file.
-    """
+def _version_folder(path: Path) -> Path:
     path = Path(path)
     if not (path / MANIFEST).exists() and (path / LATEST).exists():
         path = path / LATEST
     folder = path.resolve()
     if not folder.is_dir():
         raise ArtifactError(f"{path}: no such artifact folder")
-    manifest = _read_manifest(folder)
+    return folder
+
+
+def manifest_integrity(path: Path, verifier: ArtifactVerifier | None = None) -> ManifestIntegrity:
+    """What protects the manifest of the artifact at ``path`` (resolved as ``open_artifact`` does),
+    checked as ``open_artifact`` checks it but without reading the other files: cheap, for reports."""
+    return _read_manifest(_version_folder(path), verifier)[1]
+
+
+def open_artifact(path: Path, verifier: ArtifactVerifier | None = None) -> Artifact:
+    """Open and verify an artifact: ``ROOT/latest``, ``ROOT/<version>``, or ``ROOT`` itself (means latest).
+
+    The manifest must match its digest (and, with ``verifier``, carry a signature that verifies under
+    its key), hold only known keys and name its folder as its version (``engine.artifact.manifest``);
+    every listed file must exist with the listed size and sha256, and no other file may be present. The
+    first problem found raises ArtifactError naming the artifact and the file.
+    """
+    folder = _version_folder(path)
+    manifest, integrity = _read_manifest(folder, verifier)
     listed: dict[str, dict[str, Any]] = manifest["files"]
     for rel, entry in sorted(listed.items()):
         parts = PurePosixPath(rel).parts
-        if rel == MANIFEST or PurePosixPath(rel).is_absolute() or ".." in parts:
+        if rel in (MANIFEST, *INTEGRITY_FILES) or PurePosixPath(rel).is_absolute() or ".." in parts:
             raise ArtifactError(f"artifact {folder.name}: manifest lists an invalid file path {rel!r}")
         file_path = folder.joinpath(*parts)
         if file_path.is_symlink():
@@ -452,9 +475,10 @@ def open_artifact(path: Path) -> Artifact:
             raise ArtifactError(
                 f"artifact {folder.name}: file {rel} does not match its sha256 in the manifest"
             )
-    extra = sorted(str(rel) for rel in _walk_files(folder) if str(rel) != MANIFEST and str(rel) not in listed)
+    own = {MANIFEST, *INTEGRITY_FILES}
+    extra = sorted(str(rel) for rel in _walk_files(folder) if str(rel) not in own and str(rel) not in listed)
     if extra:
         raise ArtifactError(
             f"artifact {folder.name}: unexpected file(s) not in the manifest: {', '.join(extra)}"
         )
-    return Artifact(folder, manifest)
+    return Artifact(folder, manifest, integrity)

@@ -56,6 +56,7 @@ class TableSchema:
     name: str
     description: str
     columns: tuple[Column, ...]
+    extra_prefix: str | None = None  # columns named <prefix><name> are kept as extra features
 
     @property
     def key(self) -> Column | None:
@@ -146,9 +147,18 @@ ITEMS = TableSchema(
     ),
 )
 
+CUSTOMER_FEATURE_PREFIX = "feature__"
+"""Extra demographic columns of the customers table: ``feature__household_size``, ``feature__children``.
+
+A shop's customers carry more than the fixed demographics (household size, children, home ownership,
+...). Any column named ``feature__<name>`` is kept and used for cold start like the demographics: a
+numeric column (Parquet numbers, or CSV text where every cell is a number) is standardized, any other
+is one-hot per value. The prefix keeps an export's unrelated extra columns out, as before."""
+
 CUSTOMERS = TableSchema(
     name="customers",
     description="Customer attributes known at signup; optional; used for cold start and demographics.",
+    extra_prefix=CUSTOMER_FEATURE_PREFIX,
     columns=(
         Column("customer_id", ColumnKind.STRING, "Unique id of the customer.", unique=True),
         Column("age_band", ColumnKind.STRING, "Age band, e.g. 18-24, 25-34.", required=False, nullable=True),
@@ -218,9 +228,17 @@ DECISIONS = TableSchema(
         Column("decision_type", ColumnKind.STRING, "offer or layout.", allowed=DECISION_TYPES),
         Column("arm_id", ColumnKind.STRING, "The chosen offer_id or variant_id."),
         Column(
+            "position",
+            ColumnKind.STRING,
+            "Slot or position the arm was shown in (1, 2, hero, ...); when given, the arm that was chosen "
+            "(and whose propensity is logged) is arm_id in this position.",
+            required=False,
+            nullable=True,
+        ),
+        Column(
             "propensity",
             ColumnKind.FLOAT,
-            "Probability with which the logging policy chose this arm.",
+            "Probability with which the logging policy chose this arm (in this position, when given).",
             min_value=0.0,
             max_value=1.0,
         ),

@@ -4,26 +4,54 @@ Models take attributes as sparse one-hot rows ("age_band=25-34", "category=fashi
 The names are fixed at training time and saved in the artifact, so serving builds exactly the same
 row for a customer it has never seen, and a value unseen in training is simply absent (not an error:
 a new region should not break cold start).
+
+A numeric column (a customer's ``feature__household_size``) is standardized with the training frame's
+mean and standard deviation, z = (x - mean) / std, and carried as two features, ``<column>:above_mean``
+= max(z, 0) and ``<column>:below_mean`` = max(-z, 0). Every model treats a demographic feature as a
+non-negative mass (ALS/BPR average the vectors of the attributes a customer has, LightFM normalises a
+row by its total), so a signed value would break them; split in two, a far-above-average household
+weighs more than a slightly-above-average one and neither is ever negative. An empty cell (or the
+mean itself) adds nothing, like an unseen category.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from engine.data.contract import CUSTOMER_FEATURE_PREFIX
 
 DEMOGRAPHIC_COLUMNS: tuple[str, ...] = ("age_band", "region", "income_band", "gender", "occupation")
 PRICE_BANDS: tuple[str, ...] = ("low", "mid", "high")
+ABOVE_MEAN = ":above_mean"
+BELOW_MEAN = ":below_mean"
+
+
+def demographic_columns(frame: pl.DataFrame) -> tuple[str, ...]:
+    """The fixed demographics plus the customers table's extra ``feature__<name>`` columns in ``frame``."""
+    extras = sorted(c for c in frame.columns if c.startswith(CUSTOMER_FEATURE_PREFIX))
+    return (*DEMOGRAPHIC_COLUMNS, *extras)
+
+
+def is_numeric(series: pl.Series) -> bool:
+    return series.dtype.is_numeric()
 
 
 @dataclass(frozen=True)
 class FeatureSpace:
-    """An ordered vocabulary of ``column=value`` feature names."""
+    """An ordered vocabulary of ``column=value`` (and numeric ``column:above_mean``/``:below_mean``) names.
+
+    ``scales`` holds each numeric column's (mean, std) from the frame the space was built on; it is
+    needed only to encode raw values, which happens in training (an artifact keeps the encoded rows).
+    """
 
     names: tuple[str, ...]
+    scales: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {name: i for i, name in enumerate(self.names)})
@@ -37,27 +65,62 @@ class FeatureSpace:
 
     @classmethod
     def from_frame(cls, frame: pl.DataFrame, columns: Sequence[str]) -> FeatureSpace:
-        """Vocabulary of every non-null value of the given columns (list columns contribute each element)."""
+        """Vocabulary of every non-null value of the given columns (list columns contribute each element);
+        a numeric column contributes its two standardized features."""
         names: list[str] = []
+        scales: dict[str, tuple[float, float]] = {}
         for column in columns:
             if column not in frame.columns:
                 continue
             series = frame[column]
+            if is_numeric(series):
+                values = series.cast(pl.Float64).drop_nulls()
+                if values.len() == 0:
+                    continue
+                mean = float(values.mean())  # type: ignore[arg-type]
+                std = float(values.std(ddof=0) or 0.0)  # type: ignore[arg-type]
+                scales[column] = (mean, std if std > 0 else 1.0)
+                names.extend((f"{column}{ABOVE_MEAN}", f"{column}{BELOW_MEAN}"))
+                continue
             if isinstance(series.dtype, pl.List):
                 series = series.explode()
-            values = sorted(str(v) for v in series.drop_nulls().unique().to_list() if str(v) != "")
-            names.extend(f"{feature_prefix(column)}={v}" for v in values)
-        return cls(tuple(names))
+            values_text = sorted(str(v) for v in series.drop_nulls().unique().to_list() if str(v) != "")
+            names.extend(f"{feature_prefix(column)}={v}" for v in values_text)
+        return cls(tuple(names), scales)
+
+    def _standardized(self, column: str, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        if column not in self.scales:
+            raise ValueError(
+                f"numeric column {column!r} is not in this feature space's scales (a space read back from "
+                "an artifact encodes no raw values; build it with FeatureSpace.from_frame)"
+            )
+        mean, std = self.scales[column]
+        return (values - mean) / std
 
     def encode(self, frame: pl.DataFrame, columns: Sequence[str]) -> sp.csr_matrix:
         """One row per frame row; unknown values are left out of the row."""
         rows: list[np.ndarray] = []
         cols: list[np.ndarray] = []
+        data: list[np.ndarray] = []
         n = frame.height
+        lookup = self.index
         for column in columns:
             if column not in frame.columns:
                 continue
             series = frame[column]
+            above = lookup.get(f"{column}{ABOVE_MEAN}")
+            if above is not None and is_numeric(series):
+                z = self._standardized(column, series.cast(pl.Float64).fill_null(np.nan).to_numpy())
+                z = np.nan_to_num(z, nan=0.0)
+                for index, part in (
+                    (above, np.maximum(z, 0.0)),
+                    (lookup[f"{column}{BELOW_MEAN}"], np.maximum(-z, 0.0)),
+                ):
+                    present = np.flatnonzero(part > 0)
+                    rows.append(present)
+                    cols.append(np.full(len(present), index, dtype=np.int64))
+                    data.append(part[present])
+                continue
             prefix = feature_prefix(column)
             if isinstance(series.dtype, pl.List):
                 series = series.list.drop_nulls()
@@ -68,37 +131,53 @@ class FeatureSpace:
             else:
                 row_ids = np.arange(n)
                 values = series.cast(pl.Utf8).to_list()
-            lookup = self.index
             col_idx = np.fromiter(
                 (lookup.get(f"{prefix}={v}", -1) if v is not None else -1 for v in values),
                 dtype=np.int64,
                 count=len(values),
             )
             keep = col_idx >= 0
-            rows.append(row_ids[keep])
-            cols.append(col_idx[keep])
+            # a value repeated in one list cell (tags "a|a") is one feature, not two
+            pairs = np.unique(np.stack([row_ids[keep], col_idx[keep]]), axis=1)
+            rows.append(pairs[0])
+            cols.append(pairs[1])
+            data.append(np.ones(pairs.shape[1]))
         row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
         col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-        data = np.ones(len(row), dtype=np.float32)
-        matrix = sp.csr_matrix((data, (row, col)), shape=(n, len(self)), dtype=np.float32)
+        values_out = np.concatenate(data) if data else np.zeros(0)
+        matrix = sp.csr_matrix(
+            (values_out.astype(np.float32), (row, col)), shape=(n, len(self)), dtype=np.float32
+        )
         matrix.sum_duplicates()
-        matrix.data[:] = 1.0
         return matrix
 
-    def encode_one(self, attributes: Mapping[str, str | Iterable[str] | None]) -> sp.csr_matrix:
-        """A single row from ``{"age_band": "25-34", "region": "north"}``; for serving and cold start."""
-        indices = set()
+    def encode_one(self, attributes: Mapping[str, str | float | Iterable[str] | None]) -> sp.csr_matrix:
+        """A single row from ``{"age_band": "25-34", "feature__household_size": 4}``; for cold start."""
+        entries: dict[int, float] = {}
         for column, value in attributes.items():
             if value is None:
                 continue
-            values = [value] if isinstance(value, str) else list(value)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                above = self.index.get(f"{column}{ABOVE_MEAN}")
+                if above is None:
+                    continue
+                z = float(self._standardized(column, np.array([float(value)]))[0])
+                if z > 0:
+                    entries[above] = z
+                elif z < 0:
+                    entries[self.index[f"{column}{BELOW_MEAN}"]] = -z
+                continue
+            values = [value] if isinstance(value, str) else list(value)  # type: ignore[arg-type]
             for v in values:
                 i = self.index.get(f"{feature_prefix(column)}={v}")
                 if i is not None:
-                    indices.add(i)
-        cols = np.asarray(sorted(indices), dtype=np.int64)
+                    entries[i] = 1.0
+        cols = np.asarray(sorted(entries), dtype=np.int64)
         return sp.csr_matrix(
-            (np.ones(len(cols), dtype=np.float32), (np.zeros(len(cols), dtype=np.int64), cols)),
+            (
+                np.asarray([entries[c] for c in cols.tolist()], dtype=np.float32),
+                (np.zeros(len(cols), dtype=np.int64), cols),
+            ),
             shape=(1, len(self)),
         )
 

@@ -22,7 +22,8 @@ line; when a quoted cell spans lines the line would be wrong, so only the row is
 Optional columns absent from a file are added. Most are filled with nulls; those whose contract description
 gives an explicit "none" value get it, and a null cell in them means the same thing, so downstream code never
 handles two spellings of "nothing": discount 0.0, min_basket 0.0, in_stock true, tags and eligible_* [].
-Columns not in the contract are dropped (exports carry extra columns).
+Columns not in the contract are dropped (exports carry extra columns), except the customers table's extra
+features, named ``feature__<name>`` (engine/data/contract.py).
 """
 
 from __future__ import annotations
@@ -405,6 +406,10 @@ def _load_table(path: Path, schema: TableSchema, skip_invalid: bool) -> _LoadedT
     if log.total:
         return table
 
+    if schema.extra_prefix is not None:
+        for name in raw.columns:
+            if name.startswith(schema.extra_prefix) and name not in typed:
+                typed[name] = _extra_feature(raw[name])
     frame = checks.keep(pl.DataFrame(list(typed.values())) if typed else pl.DataFrame())
     table.skipped = checks.skipped
     table.frame = _complete(frame, schema, height=raw.height - int(checks.invalid.sum()))
@@ -420,15 +425,20 @@ def _read_file(path: Path, schema: TableSchema, log: _IssueLog) -> pl.DataFrame 
         log.add(None, "is empty (not even a header)", IssueReason.EMPTY_FILE)
         return None
     wanted = [column.name for column in schema.columns]
+
+    def kept(header: Sequence[str]) -> list[str]:  # the contract's columns, then the extra features
+        prefix = schema.extra_prefix
+        return [n for n in wanted if n in header] + [n for n in header if prefix and n.startswith(prefix)]
+
     try:
         if log.is_csv:
             lazy = pl.scan_csv(path, infer_schema=False)
             header = lazy.collect_schema().names()
-            present = [name for name in wanted if name in header]
+            present = kept(header)
             frame = lazy.select(present).collect() if present else pl.DataFrame()
         else:
             header = list(pl.read_parquet_schema(path))
-            present = [name for name in wanted if name in header]
+            present = kept(header)
             frame = pl.read_parquet(path, columns=present) if present else pl.DataFrame()
     except (OSError, ValueError, pl.exceptions.PolarsError) as problem:
         first_line = str(problem).strip().splitlines()[0] if str(problem).strip() else type(problem).__name__
@@ -517,8 +527,22 @@ def _check_unique(values: pl.Series, name: str, checks: _RowChecks) -> None:
     checks.report(repeats, name, IssueReason.DUPLICATE_ID, describe)
 
 
+def _extra_feature(raw: pl.Series) -> pl.Series:
+    """An extra feature column (``TableSchema.extra_prefix``): numbers stay numbers, the rest is text.
+
+    CSV cells are text: a column is numeric when every non-empty cell parses as a finite number."""
+    if raw.dtype.is_numeric():
+        return raw.cast(pl.Float64).fill_nan(None)
+    text = _blank_to_null(raw.cast(pl.String).str.strip_chars())
+    number = text.cast(pl.Float64, strict=False)
+    filled = text.len() - text.null_count()
+    return number if 0 < filled == int(number.is_finite().fill_null(False).sum()) else text
+
+
 def _complete(frame: pl.DataFrame, schema: TableSchema, height: int) -> pl.DataFrame:
-    """Put columns in contract order, add absent optional ones and fill the documented defaults."""
+    """Put columns in contract order, add absent optional ones and fill the documented defaults.
+
+    Extra feature columns (the schema's ``extra_prefix``) follow the contract's, in file order."""
     columns: list[pl.Series] = []
     for column in schema.columns:
         dtype = _DTYPES[column.kind]
@@ -530,6 +554,8 @@ def _complete(frame: pl.DataFrame, schema: TableSchema, height: int) -> pl.DataF
         else:
             series = pl.select(pl.repeat(pl.lit(default, dtype=dtype), height)).to_series()
         columns.append(series.alias(column.name).cast(dtype))
+    if schema.extra_prefix is not None:
+        columns += [frame[name] for name in frame.columns if name.startswith(schema.extra_prefix)]
     return pl.DataFrame(columns)
 
 

@@ -5,7 +5,8 @@ A spec names a policy and its parameter, e.g. ``uniform``, ``always:offer_free_s
 off-policy needs its probability of *every* arm for each logged context, not one sampled choice, so
 each policy here maps a batch of persona mixes to an (n, A) matrix of probabilities:
 
-- uniform: 1/A for every arm.
+- uniform: 1/A for every arm of the arm set it is given, which callers declare
+  (engine/decisions/arm_set.py): the shop's A arms, not the ones a log happens to show.
 - always:ARM: probability 1 on ARM.
 - greedy: the arm with the highest expected response mix @ mean(rho) (ties shared equally), the
   per persona x arm rates being the artifact's Beta posteriors (engine/decisions/arm_estimates.py).

@@ -32,10 +32,12 @@ one call anyway.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import threading
 import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +67,7 @@ _UPDATE_LOCKS = 64  # updates of one customer share a lock; different customers 
 # weights by 0.4% at the default half-life, far below anything that changes a list.
 _VIEW_SECONDS = 10.0
 _MAX_VIEWS = 50_000
+_MAX_SCORES = 200_000  # remembered event scores (a row of persona scores per item and facts)
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,11 @@ class LiveCustomerState:
     drift_divergence: float = 0.0
     drift_evidence: float = 0.0
     drift_to: str = ""
+    # The UTC day of the last drift check and ``drift_since`` as it was before that day's first check:
+    # a later check of the same day replaces the earlier one instead of adding to it, so the state
+    # after a day does not depend on how that day's events were split into batches.
+    drift_day: int | None = None
+    drift_since_before: float | None = None
 
     def to_bytes(self) -> bytes:
         document: dict[str, Any] = {
@@ -121,6 +129,8 @@ class LiveCustomerState:
                 round(self.drift_divergence, 6),
                 round(self.drift_evidence, 4),
                 self.drift_to,
+                self.drift_day,
+                self.drift_since_before,
             ],
         }
         return json.dumps(document, separators=(",", ":")).encode("utf-8")
@@ -132,7 +142,8 @@ class LiveCustomerState:
             document = json.loads(data)
             if document.get("v") != STATE_FORMAT:
                 return cls()
-            since, divergence, evidence, to = document["d"]
+            since, divergence, evidence, to, *day = document["d"]  # four fields before drift_day
+            check_day, before = day if day else (None, None)
             return cls(
                 events=[KeptEvent(float(t), str(i), d, c, v) for t, i, d, c, v in document["e"]],
                 purchased=[str(p) for p in document["p"]],
@@ -140,9 +151,50 @@ class LiveCustomerState:
                 drift_divergence=float(divergence),
                 drift_evidence=float(evidence),
                 drift_to=str(to),
+                drift_day=None if check_day is None else int(check_day),
+                drift_since_before=None if before is None else float(before),
             )
         except (ValueError, KeyError, TypeError):
             return cls()
+
+
+_Facts = tuple[str, bool | None, str | None, str | None]  # what an event's score depends on
+
+
+@dataclass
+class _DriftCheck:
+    """One drift check: its inputs, taken when the day's last event was folded in, then its result."""
+
+    moment: float  # UTC seconds: the day's last event
+    scores: NDArray[np.float64]
+    weights: NDArray[np.float64]
+    long_term: NDArray[np.float64]
+    divergence: float = 0.0
+    evidence: float = 0.0
+    to: str = ""
+
+    def apply(self, state: LiveCustomerState, drift: DriftConfig) -> None:
+        day = int(self.moment // _SECONDS_PER_DAY)
+        if state.drift_day == day:
+            state.drift_since = state.drift_since_before  # this check replaces the day's earlier one
+        else:
+            state.drift_day, state.drift_since_before = day, state.drift_since
+        state.drift_divergence, state.drift_evidence, state.drift_to = self.divergence, self.evidence, self.to
+        if self.divergence > drift.threshold and self.evidence >= drift.min_evidence:
+            if state.drift_since is None:
+                state.drift_since = self.moment
+        else:
+            state.drift_since = None
+
+
+@dataclass
+class _CustomerUpdate:
+    """One customer's part of an ``observe`` call: the state being updated and its pending checks."""
+
+    customer_id: str
+    state: LiveCustomerState
+    was_drifting: bool
+    checks: list[_DriftCheck] = field(default_factory=list)
 
 
 def session_blend(
@@ -202,6 +254,7 @@ class LiveCustomerStates:
         self._on_drift_started = on_drift_started
         self._locks = [threading.Lock() for _ in range(_UPDATE_LOCKS)]
         self._views: dict[tuple[str, bytes], tuple[bytes, int, LiveView]] = {}
+        self._scores: dict[_Facts, NDArray[np.float64]] = {}
 
     @staticmethod
     def key(customer_id: str) -> str:
@@ -213,21 +266,50 @@ class LiveCustomerStates:
 
     # ------------------------------------------------------------------ writing
     def observe(self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome]) -> None:
-        """Fold newly accepted events into their customers' state (outcomes are the bandits' business)."""
+        """Fold newly accepted events into their customers' state (outcomes are the bandits' business).
+
+        The drift checks of every customer of the batch are folded in together (one batched fold-in
+        instead of one per customer and day, which was most of the cost of replaying a log); each
+        check depends only on its own customer's events, so batching changes no result.
+        """
         by_customer: dict[str, list[BehaviorEvent]] = {}
         for event in events:
             by_customer.setdefault(event.customer_id, []).append(event)
-        for customer_id, own in by_customer.items():
-            lock = self._locks[zlib.crc32(customer_id.encode("utf-8")) % _UPDATE_LOCKS]
-            with lock:
-                self._update(customer_id, sorted(own, key=lambda e: e.timestamp))
+        if not by_customer:
+            return
+        # Updates of one customer are serialised; the locks are taken in index order, so two batches
+        # that share customers never wait on each other in a cycle.
+        indices = sorted({zlib.crc32(c.encode("utf-8")) % _UPDATE_LOCKS for c in by_customer})
+        with contextlib.ExitStack() as held:
+            for index in indices:
+                held.enter_context(self._locks[index])
+            updates = [
+                self._fold_events(customer_id, sorted(own, key=lambda e: e.timestamp))
+                for customer_id, own in by_customer.items()
+            ]
+            self._run_checks([check for update in updates for check in update.checks])
+            ttl = self.config.ttl_days * _SECONDS_PER_DAY
+            for update in updates:
+                state = update.state
+                for check in update.checks:
+                    check.apply(state, self.config.drift)
+                del state.purchased[: max(0, len(state.purchased) - self.config.max_purchases)]
+                self.store.set(self.key(update.customer_id), state.to_bytes(), ttl_seconds=ttl)
+        for update in updates:
+            state = update.state
+            if not update.was_drifting and state.drift_since is not None and self._on_drift_started:
+                self._on_drift_started(update.customer_id, self._drift_status(update.customer_id, state))
 
-    def _update(self, customer_id: str, events: Sequence[BehaviorEvent]) -> None:
+    def _fold_events(self, customer_id: str, events: Sequence[BehaviorEvent]) -> _CustomerUpdate:
+        """Add ``events`` (in time order) to the customer's state and collect the drift checks they call
+        for, with the kept events as each check sees them; the checks themselves run batched."""
         cfg = self.config
         state = self.state_of(customer_id) or LiveCustomerState()
-        was_drifting = state.drift_since is not None
+        update = _CustomerUpdate(customer_id, state, state.drift_since is not None)
+        known = self.scorer.item_positions
+        half_life = cfg.drift.half_life_days * _SECONDS_PER_DAY
         for n, event in enumerate(events):
-            if event.item_id in self.scorer.item_positions:  # others: no evidence, and not recommendable
+            if event.item_id in known:  # others: no evidence, and not recommendable
                 discounted = None if event.discount is None else event.discount > 0
                 state.events.append(
                     KeptEvent(
@@ -242,30 +324,32 @@ class LiveCustomerStates:
             if following is None or following.timestamp.date() != event.timestamp.date():
                 state.events.sort(key=lambda e: e.timestamp)
                 del state.events[: max(0, len(state.events) - cfg.max_events)]
-                self._check_drift(customer_id, state, event.timestamp)
-        del state.purchased[: max(0, len(state.purchased) - cfg.max_purchases)]
-        self.store.set(self.key(customer_id), state.to_bytes(), ttl_seconds=cfg.ttl_days * _SECONDS_PER_DAY)
-        if not was_drifting and state.drift_since is not None and self._on_drift_started is not None:
-            self._on_drift_started(customer_id, self._drift_status(customer_id, state))
+                scores, weights = self._scored(customer_id, state, event.timestamp, half_life)
+                if weights.size:
+                    moment = event.timestamp.timestamp()
+                    long_term = self._long_term(customer_id).weights
+                    update.checks.append(_DriftCheck(moment, scores, weights, long_term))
+        return update
 
-    def _check_drift(self, customer_id: str, state: LiveCustomerState, moment: dt.datetime) -> None:
-        drift = self.config.drift
-        scores, weights = self._scored(customer_id, state, moment, drift.half_life_days * _SECONDS_PER_DAY)
-        if weights.size == 0:
+    def _run_checks(self, checks: Sequence[_DriftCheck]) -> None:
+        """The recent mix of every check, in one fold-in; fills each check's result."""
+        if not checks:
             return
-        long_term = self._long_term(customer_id).weights
+        lengths = np.asarray([check.weights.size for check in checks], dtype=np.int64)
         recent = self.scorer.model.mixes_of_scored_events(
-            scores, weights, np.asarray([0, weights.size]), long_term[None, :], drift.prior_strength
-        )[0]
-        divergence = float(js_divergence(recent, long_term))
-        evidence = float(weights.sum())
-        state.drift_divergence, state.drift_evidence = divergence, evidence
-        state.drift_to = self.scorer.persona_ids[int(np.argmax(recent))]
-        if divergence > drift.threshold and evidence >= drift.min_evidence:
-            if state.drift_since is None:
-                state.drift_since = moment.timestamp()
-        else:
-            state.drift_since = None
+            np.concatenate([check.scores for check in checks]),
+            np.concatenate([check.weights for check in checks]),
+            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            np.vstack([check.long_term for check in checks]),
+            self.config.drift.prior_strength,
+        )
+        long_terms = np.vstack([check.long_term for check in checks])
+        divergences = js_divergence(recent, long_terms)
+        tops = np.argmax(recent, axis=1)
+        for n, check in enumerate(checks):
+            check.divergence = float(divergences[n])
+            check.evidence = float(check.weights.sum())
+            check.to = self.scorer.persona_ids[int(tops[n])]
 
     # ------------------------------------------------------------------ reading
     def live_view(self, customer_id: str, long_term: PersonaMix) -> LiveView | None:
@@ -311,30 +395,50 @@ class LiveCustomerStates:
         return self.mixes.stored(self.mixes.row_of(customer_id))
 
     def _scored(
-        self, customer_id: str, state: LiveCustomerState, moment: dt.datetime, half_life_seconds: float
+        self,
+        customer_id: str,
+        state: LiveCustomerState,
+        moment: dt.datetime,
+        half_life_seconds: float,
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Scores and decayed weights of the kept events that still count at ``moment``."""
         now = moment.timestamp()
-        kept = [e for e in state.events if e.item_id in self.scorer.item_positions]
+        known = self.scorer.item_positions
+        kept = [e for e in state.events if e.item_id in known]
         if not kept:
             return np.zeros((0, len(self.scorer.persona_ids))), np.zeros(0)
-        ages = np.asarray([now - e.timestamp for e in kept]) / half_life_seconds
-        weights = decay_weights(ages, 1.0)
+        stamps = np.fromiter((e.timestamp for e in kept), np.float64, len(kept))
+        weights = decay_weights((now - stamps) / half_life_seconds, 1.0)
         live = weights >= _NEGLIGIBLE_WEIGHT
         if not live.any():
             return np.zeros((0, len(self.scorer.persona_ids))), np.zeros(0)
-        chosen = [e for e, keep in zip(kept, live, strict=True) if keep]
+        chosen = kept if live.all() else [e for e, keep in zip(kept, live.tolist(), strict=True) if keep]
         weights = weights[live]
         # Repeats of an item on one UTC day are one decision (view, cart, purchase), as in training.
         groups = [(e.item_id, int(e.timestamp // _SECONDS_PER_DAY)) for e in chosen]
-        counts: dict[tuple[str, int], int] = {}
-        for g in groups:
-            counts[g] = counts.get(g, 0) + 1
-        weights = weights / np.asarray([counts[g] for g in groups], dtype=np.float64)
-        scores = self.scorer.score_facts(
-            [e.item_id for e in chosen],
-            [e.discounted for e in chosen],
-            [e.channel for e in chosen],
-            [e.device for e in chosen],
+        counts = Counter(groups)
+        if len(counts) < len(groups):
+            weights = weights / np.fromiter((counts[g] for g in groups), np.float64, len(groups))
+        return self._scores_of(chosen), weights
+
+    def _scores_of(self, events: Sequence[KeptEvent]) -> NDArray[np.float64]:
+        """(events, personas) scores, each set of facts scored once and remembered: a customer's kept
+        events are mostly the same from one check or request to the next."""
+        remembered = self._scores
+        facts = [(e.item_id, e.discounted, e.channel, e.device) for e in events]
+        rows = [remembered.get(f) for f in facts]
+        missing = [n for n, row in enumerate(rows) if row is None]
+        if missing:
+            if len(remembered) + len(missing) > _MAX_SCORES:
+                remembered.clear()  # a crude bound, as for views
+            for n, row in zip(missing, self._score([events[n] for n in missing]), strict=True):
+                rows[n] = remembered[facts[n]] = row
+        return np.array(rows)
+
+    def _score(self, events: Sequence[KeptEvent]) -> NDArray[np.float64]:
+        return self.scorer.score_facts(
+            [e.item_id for e in events],
+            [e.discounted for e in events],
+            [e.channel for e in events],
+            [e.device for e in events],
         )
-        return scores, weights

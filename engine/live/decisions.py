@@ -85,6 +85,17 @@ class LiveDecisions:
 
     # ------------------------------------------------------------------ per request
 
+    def bandit_running(self) -> bool:
+        """Whether the running experiment has an online-bandit arm.
+
+        Only then are the artifact's decisions remembered for the bandit (``remember``): a memory is
+        about 1 KB per served decision, kept for ``decision_ttl_seconds`` (days), so remembering every
+        page of a server without a bandit grew each worker by tens of MB an hour (the soak benchmark)
+        and cost a JSON encoding per decision for nothing.
+        """
+        current = self.experiment.get()
+        return current is not None and any(arm.policy is ArmPolicy.ONLINE_BANDIT for arm in current.arms)
+
     def assign(self, customer_id: str) -> Assignment:
         current = self.experiment.get()
         if current is None:

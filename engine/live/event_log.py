@@ -42,7 +42,7 @@ from engine.data.contract import DECISIONS, EVENTS
 from engine.errors import PersonaEngineError
 from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind, ServedDecision
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 DEFAULT_BUSY_TIMEOUT_S: Final = 30.0
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -92,6 +92,16 @@ _SCHEMA: Final = (
         PRIMARY KEY (decision_id, decision_type, arm_id)
     )
     """,
+)
+
+# Version 2 adds marks: named positions in the log (the rowid of the last event training has read).
+_SCHEMA_V2: Final = (
+    "CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL)",
+)
+TRAINING_READ_MARK: Final = "training_read_through"
+
+_EVENT_COLUMNS: Final = (
+    "event_id, customer_id, item_id, event_type, timestamp_us, price_paid, discount, channel, device"
 )
 
 _DECISION_COLUMNS: Final = (
@@ -365,24 +375,80 @@ class EventLog:
         """Stored events in arrival order, those that happened at or after ``since`` when given: what a
         restarted live state replays to catch up."""
         rows = self._query(
-            "SELECT event_id, customer_id, item_id, event_type, timestamp_us, price_paid, discount, channel, "
-            "device FROM events WHERE timestamp_us >= ? ORDER BY rowid",
-            (_since(since),),
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE timestamp_us >= ? ORDER BY rowid", (_since(since),)
         )
-        return [
-            BehaviorEvent(
-                event_id=row[0],
-                customer_id=row[1],
-                item_id=row[2],
-                event_type=row[3],
-                timestamp=from_micros(row[4]),
-                price_paid=row[5],
-                discount=row[6],
-                channel=row[7],
-                device=row[8],
+        return [_behavior_event(row) for row in rows]
+
+    def last_event_rowid(self) -> int:
+        """The position of the newest stored event (0 for none). Positions only grow: rows are added
+        at the end, and retention never removes the newest row (``delete_archived_events``)."""
+        return int(self._query("SELECT COALESCE(MAX(rowid), 0) FROM events")[0][0])
+
+    def behavior_event_pages(
+        self, after_rowid: int, through_rowid: int, since: dt.datetime | None = None, page: int = 5_000
+    ) -> Iterator[tuple[int, list[BehaviorEvent]]]:
+        """Events at positions ``after_rowid < rowid <= through_rowid`` that happened at or after
+        ``since``, in arrival order, a page at a time with the position of the page's last event.
+
+        Each page is one short query, so a long replay never holds the connection or a read
+        transaction, and its reader can stop between pages.
+        """
+        start = after_rowid
+        while start < through_rowid:
+            rows = self._query(
+                f"SELECT rowid, {_EVENT_COLUMNS} FROM events WHERE rowid > ? AND rowid <= ? "
+                "AND timestamp_us >= ? ORDER BY rowid LIMIT ?",
+                (start, through_rowid, _since(since), page),
             )
-            for row in rows
-        ]
+            if not rows:
+                return
+            start = int(rows[-1][0])
+            yield start, [_behavior_event(row[1:]) for row in rows]
+
+    # ------------------------------------------------------------------ marks and retention
+
+    def mark(self, name: str) -> int:
+        """A named position in the log (0 when never set)."""
+        rows = self._query("SELECT value FROM marks WHERE name = ?", (name,))
+        return int(rows[0][0]) if rows else 0
+
+    def set_mark(self, name: str, value: int) -> None:
+        """Move a named position forward (never back: two training runs may finish in any order)."""
+        with self._transaction() as connection:
+            connection.execute(
+                "INSERT INTO marks VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
+                (name, int(value)),
+            )
+
+    def archivable_events(self, through_rowid: int, before: dt.datetime, limit: int) -> pl.DataFrame:
+        """Up to ``limit`` events at positions up to ``through_rowid`` (never the newest row) that
+        happened before ``before``, oldest position first, as an ``events`` frame with ``rowid``."""
+        rows = self._query(
+            f"SELECT rowid, {_EVENT_COLUMNS}, received_us FROM events WHERE rowid <= ? "
+            "AND rowid < (SELECT MAX(rowid) FROM events) AND timestamp_us < ? ORDER BY rowid LIMIT ?",
+            (int(through_rowid), to_micros(before), int(limit)),
+        )
+        schema = {"rowid": pl.Int64, **EVENT_FRAME_SCHEMA, "received_us": pl.Int64}
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+    def delete_archived_events(self, rowids: Sequence[int], event_ids: Sequence[str]) -> int:
+        """Remove events already written to the archive, in one transaction; returns how many went.
+
+        A row goes only when both its position and its id match (a row is never confused with
+        another) and it is not the newest row, so positions keep growing.
+        """
+        removed = 0
+        with self._transaction() as connection:
+            newest = connection.execute("SELECT COALESCE(MAX(rowid), 0) FROM events").fetchone()[0]
+            for rowid, event_id in zip(rowids, event_ids, strict=True):
+                if int(rowid) >= newest:
+                    continue
+                cursor = connection.execute(
+                    "DELETE FROM events WHERE rowid = ? AND event_id = ?", (int(rowid), event_id)
+                )
+                removed += cursor.rowcount
+        return removed
 
     def outcomes(self, since: dt.datetime | None = None) -> list[DecisionOutcome]:
         """Stored outcomes in arrival order, those that happened at or after ``since`` when given."""
@@ -414,31 +480,14 @@ class EventLog:
     def event_ids(self) -> set[str]:
         return {row[0] for row in self._query("SELECT event_id FROM events")}
 
-    def events_frame(self) -> pl.DataFrame:
-        """The ``events`` table of the data contract, in arrival order."""
+    def events_frame(self, through_rowid: int | None = None) -> pl.DataFrame:
+        """The ``events`` table of the data contract, in arrival order (up to a position when given)."""
         rows = self._query(
-            "SELECT event_id, customer_id, item_id, event_type, timestamp_us, price_paid, discount, channel, "
-            "device FROM events ORDER BY rowid"
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE rowid <= ? ORDER BY rowid",
+            (2**63 - 1 if through_rowid is None else int(through_rowid),),
         )
-        names = [column.name for column in EVENTS.columns]
-        frame = pl.DataFrame(
-            rows,
-            schema={
-                "event_id": pl.Utf8,
-                "customer_id": pl.Utf8,
-                "item_id": pl.Utf8,
-                "event_type": pl.Utf8,
-                "timestamp": pl.Int64,
-                "price_paid": pl.Float64,
-                "discount": pl.Float64,
-                "channel": pl.Utf8,
-                "device": pl.Utf8,
-            },
-            orient="row",
-        )
-        # Contract columns that live events do not carry (a transaction line's quantity) are empty.
-        missing = [pl.lit(None, dtype=pl.Float64).alias(name) for name in names if name not in frame.columns]
-        return frame.with_columns(_utc_micros("timestamp"), *missing).select(names)
+        frame = pl.DataFrame(rows, schema=EVENT_FRAME_SCHEMA, orient="row")
+        return contract_events(frame)
 
     def decisions_frame(self) -> pl.DataFrame:
         """The ``decisions`` table of the data contract: one row per served arm.
@@ -491,7 +540,43 @@ class EventLog:
                 [pl.col("served_decision_id"), pl.col("decision_type"), pl.col("arm_id")], separator=":"
             ).alias("decision_id"),
         )
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias("position"))  # ranks are not slots
         return frame.select([column.name for column in DECISIONS.columns] + ["served_decision_id", "shown"])
+
+
+EVENT_FRAME_SCHEMA: Final = {
+    "event_id": pl.Utf8,
+    "customer_id": pl.Utf8,
+    "item_id": pl.Utf8,
+    "event_type": pl.Utf8,
+    "timestamp": pl.Int64,  # microseconds, as stored
+    "price_paid": pl.Float64,
+    "discount": pl.Float64,
+    "channel": pl.Utf8,
+    "device": pl.Utf8,
+}
+
+
+def contract_events(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows in the log's shape (timestamps in microseconds) as the contract's ``events`` table."""
+    names = [column.name for column in EVENTS.columns]
+    # Contract columns that live events do not carry (a transaction line's quantity) are empty.
+    missing = [pl.lit(None, dtype=pl.Float64).alias(name) for name in names if name not in frame.columns]
+    return frame.with_columns(_utc_micros("timestamp"), *missing).select(names)
+
+
+def _behavior_event(row: Sequence[Any]) -> BehaviorEvent:
+    return BehaviorEvent(
+        event_id=row[0],
+        customer_id=row[1],
+        item_id=row[2],
+        event_type=row[3],
+        timestamp=from_micros(row[4]),
+        price_paid=row[5],
+        discount=row[6],
+        channel=row[7],
+        device=row[8],
+    )
 
 
 def _since(moment: dt.datetime | None) -> int:
@@ -524,13 +609,16 @@ def _create_schema(connection: sqlite3.Connection, path: Path) -> None:
     connection.execute("BEGIN IMMEDIATE")
     try:
         version = int(connection.execute("PRAGMA user_version").fetchone()[0])
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             raise EventLogError(
-                f"event log {path}: schema version {version}; this persona-engine reads version "
+                f"event log {path}: schema version {version}; this persona-engine reads versions 1 to "
                 f"{SCHEMA_VERSION}"
             )
         if version == 0:
             for statement in _SCHEMA:
+                connection.execute(statement)
+        if version < SCHEMA_VERSION:  # a new log, or one written before marks: add what is missing
+            for statement in _SCHEMA_V2:
                 connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:

@@ -332,8 +332,13 @@ class LiveLoop:
         arm: _ArmContext | None,
     ) -> None:
         """Teach the bandits from the artifact's choices and queue the served arms for the log."""
-        if arm is not None and self._decisions is not None and not arm.uses_bandit:
-            # Outcomes of the artifact's decisions teach the bandit too (see OnlineBandit.remember).
+        if (
+            arm is not None
+            and self._decisions is not None
+            and not arm.uses_bandit
+            and self._decisions.bandit_running()
+        ):
+            # Outcomes of the artifact's decisions teach the running bandit too (OnlineBandit.remember).
             self._decisions.remember(
                 arm.personalizer,
                 decision_id=decision.decision_id,

@@ -5,6 +5,12 @@ One serving process keeps it in memory; several replicas share it through Redis
 bandits have learned. The operations are the few that both backends can do atomically: whole values
 by key, and float counters added to in place (Redis ``HINCRBYFLOAT``), which is all that sufficient
 statistics of a bandit need.
+
+A network store can become unreachable. The contract for that case: a store that cannot reach its
+backend answers reads as if the key were missing and drops writes (so serving goes on from the
+artifact alone, without live state) and says so through ``available``; whoever must not lose a write
+(RecordEvents, SetExperiment) checks first and refuses with ``StateStoreUnavailableError``. The
+in-memory store is always available.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Final, Protocol
 
+from engine.errors import PersonaEngineError
+
 # Values one in-memory store keeps at most (decision memories, customer sessions): beyond it the
 # least recently written go first. A serving process writes up to two decision memories per page,
 # so without a bound its memory would grow with traffic for days before the first TTL frees any.
@@ -27,6 +35,10 @@ def check_ttl(ttl_seconds: float | None) -> None:
     """Refuse a TTL no backend can honour; every store applies the same rule."""
     if ttl_seconds is not None and not (math.isfinite(ttl_seconds) and ttl_seconds > 0):
         raise ValueError(f"ttl_seconds must be a positive number, got {ttl_seconds!r}")
+
+
+class StateStoreUnavailableError(PersonaEngineError, ConnectionError):
+    """The state store cannot be reached now; nothing was stored, so a retry once it answers is safe."""
 
 
 class StateStore(Protocol):
@@ -41,6 +53,11 @@ class StateStore(Protocol):
         ...
 
     def get_floats(self, key: str) -> dict[str, float]: ...
+
+    @property
+    def available(self) -> bool:
+        """Whether the store can be reached now; when not, reads miss and writes are dropped."""
+        ...
 
 
 class MemoryStateStore:
@@ -68,6 +85,11 @@ class MemoryStateStore:
         self._expiries: list[tuple[float, str]] = []
         self._counters: dict[str, dict[str, float]] = {}
         self._lock = threading.Lock()
+
+    @property
+    def available(self) -> bool:
+        """Always: the state is in this process (see the module doc for stores that can fail)."""
+        return True
 
     def value_count(self) -> int:
         """Values held, counting expired ones not dropped yet. (Not ``__len__``: an empty store must

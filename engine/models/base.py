@@ -102,6 +102,11 @@ class UserBatch:
     of the two mixes, so the mix replaces the customer's persona instead of being averaged with it.
     None means the two are the same (offline evaluation, which scores the inferred mix).
 
+    ``steering`` (n,) in [0, 1] says, per row, how far a mix given in the request overrides the
+    customer's own history (``engine.personas.steering``): 0 (or None for the whole batch) scores them
+    as above; 1 scores a known customer as a stranger with that mix would be scored. Models without
+    per-customer state ignore it.
+
     ``validated``: the engine built the batch from values already checked once (PersonaMix weights
     are validated on construction, rows come from the artifact itself), so models skip re-checking it
     (``FittedShape.check_batch``); on the request path those checks cost more than the scoring.
@@ -112,6 +117,7 @@ class UserBatch:
     demographics: sp.csr_matrix | NDArray[np.floating]
     base_mix: NDArray[np.float64] | None = None
     validated: bool = False
+    steering: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.user_index)
@@ -122,6 +128,8 @@ class UserBatch:
             )
         if self.base_mix is not None and self.base_mix.shape != self.mix.shape:
             raise ValueError(f"UserBatch base_mix has shape {self.base_mix.shape}, mix {self.mix.shape}")
+        if self.steering is not None and self.steering.shape != (n,):
+            raise ValueError(f"UserBatch steering has shape {self.steering.shape}, expected ({n},)")
 
     def __len__(self) -> int:
         return len(self.user_index)
@@ -144,6 +152,7 @@ class UserBatch:
             ),
             base_mix=self.base_mix[indices] if self.base_mix is not None else None,
             validated=self.validated,
+            steering=self.steering[indices] if self.steering is not None else None,
         )
 
     @classmethod
@@ -165,6 +174,16 @@ class Recommender(ABC):
     # of rows), so only models that compute each row on its own say so; the serving path scores the
     # others one row at a time when a batch must give each row what it would get alone.
     row_independent_scores: ClassVar[bool] = False
+
+    @classmethod
+    def without_personas(cls, config: dict[str, Any]) -> dict[str, Any] | None:
+        """``config`` with persona conditioning switched off (no persona vectors, no persona or
+        demographic features), everything else identical: the ablation that measures what personas add.
+
+        None: the model has no such switch (popularity never looks at personas; persona popularity is
+        nothing but personas, its ablation is popularity).
+        """
+        return None
 
     @abstractmethod
     def fit(self, data: TrainingSet, *, show_progress: bool = False) -> None:

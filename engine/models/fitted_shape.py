@@ -103,6 +103,10 @@ class FittedShape:
         self._check_mix_rows(users.mix, kind)
         if users.base_mix is not None:
             self._check_mix_rows(users.base_mix, kind, field="base_mix")
+        if users.steering is not None and not (
+            np.isfinite(users.steering).all() and ((users.steering >= 0) & (users.steering <= 1)).all()
+        ):
+            raise UserBatchError(f"{kind} model: steering must be between 0 and 1", field="steering")
         if users.demographics.shape[1] != self.n_demographic_features:
             raise UserBatchError(
                 f"{kind} model: demographics has {users.demographics.shape[1]} columns, "

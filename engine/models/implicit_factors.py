@@ -14,6 +14,8 @@ nothing of personas. Personas enter afterwards, in vector space:
   kept, their persona replaced), and is then blended with ``m @ P`` as above. Blending alone would
   move a customer's vector by only ``persona_blend`` of a persona vector that is already short
   (a mean), and a mix given in a request barely changed their list;
+- a mix the request gives can override the customer's history further (``UserBatch.steering``, see
+  ``_steered``): the vector is turned towards the requested mix's direction by the steering share;
 - an unknown customer (index -1) uses ``(1 - demographic_weight) * (m @ P) + demographic_weight * d``,
   where ``d`` is the mean of the demographic vectors of the attributes in their row and a
   demographic vector is the mean vector of the training customers with that attribute; without
@@ -46,8 +48,14 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from engine.models.base import ModelFitError, Recommender, TrainingSet, UserBatch
+from engine.models.base import ModelFitError, ModelFormatError, Recommender, TrainingSet, UserBatch
 from engine.models.fitted_shape import FittedShape, ModelNotFittedError, expect_array, require_finite
+from engine.models.persona_prior import (
+    activity_edges,
+    activity_level,
+    interaction_counts,
+    persona_item_scores,
+)
 
 
 def membership_weighted_means(
@@ -84,6 +92,20 @@ def _check_positive_int(name: str, value: int) -> int:
     return value
 
 
+def _level_weights(
+    name: str, weights: list[float] | None, expected: int, upper: float | None
+) -> list[float] | None:
+    """A per-activity-level weight list: ``expected`` finite values >= 0 (and <= ``upper``), or None."""
+    if weights is None:
+        return None
+    values = [float(w) for w in weights]
+    if len(values) != expected or not all(np.isfinite(w) and w >= 0 for w in values):
+        raise ValueError(f"{name} must be {expected} non-negative numbers (one per level), got {weights!r}")
+    if upper is not None and any(w > upper for w in values):
+        raise ValueError(f"{name} must each be at most {upper}, got {weights!r}")
+    return values
+
+
 def _check_positive(name: str, value: float) -> float:
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number, got {value}")
@@ -94,7 +116,12 @@ class ImplicitFactorsModel(Recommender):
     """Shared fitting, persona blending, scoring and saving for the ``implicit`` factor models.
 
     Subclasses choose the algorithm (and so their ``kind``), its hyperparameters and what it is
-    trained on; ``num_threads`` 0 lets implicit use every core.
+    trained on; ``num_threads`` 0 lets implicit use every core. ``blend_weights`` (one per activity
+    level, known customers) replace ``persona_blend`` when given, and ``prior_weights`` (one per level,
+    index 0 for customers the model never saw) add the persona popularity of the mix
+    (``engine.models.persona_prior``; ``training.persona_weights`` fits both on a validation split).
+    With all persona weights 0 the model is plain implicit ALS/BPR for known customers
+    (``without_personas``).
     """
 
     def __init__(
@@ -106,6 +133,9 @@ class ImplicitFactorsModel(Recommender):
         demographic_weight: float,
         num_threads: int,
         random_state: int,
+        activity_levels: int = 3,
+        blend_weights: list[float] | None = None,
+        prior_weights: list[float] | None = None,
     ) -> None:
         self.factors = _check_positive_int("factors", factors)
         if not np.isfinite(regularization) or regularization < 0:
@@ -120,8 +150,23 @@ class ImplicitFactorsModel(Recommender):
             )
         self.num_threads = num_threads
         self.random_state = int(random_state)
+        self.activity_levels = _check_positive_int("activity_levels", activity_levels)
+        self.blend_weights = _level_weights("blend_weights", blend_weights, activity_levels, 1.0)
+        self.prior_weights = _level_weights("prior_weights", prior_weights, activity_levels + 1, None)
         self._shape: FittedShape | None = None
         self._state: dict[str, NDArray[np.float32]] | None = None
+        self._item_vectors: NDArray[np.float32] | None = None
+
+    @classmethod
+    def without_personas(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` with persona conditioning off: no persona vectors, no demographics, no prior."""
+        return {
+            **config,
+            "persona_blend": 0.0,
+            "demographic_weight": 0.0,
+            "blend_weights": None,
+            "prior_weights": None,
+        }
 
     @abstractmethod
     def _estimator_factory(self) -> Callable[[], Any]:
@@ -145,6 +190,9 @@ class ImplicitFactorsModel(Recommender):
             "demographic_weight": self.demographic_weight,
             "num_threads": self.num_threads,
             "random_state": self.random_state,
+            "activity_levels": self.activity_levels,
+            "blend_weights": self.blend_weights,
+            "prior_weights": self.prior_weights,
         }
 
     def fit(self, data: TrainingSet, *, show_progress: bool = False) -> None:
@@ -152,6 +200,36 @@ class ImplicitFactorsModel(Recommender):
         shape.check_training_set(data, self.kind)
         estimator = self._train(data, show_progress)
         self._adopt(estimator, data, shape)
+        counts = interaction_counts(data.interactions)
+        assert self._state is not None
+        self._state["activity_counts"] = counts.astype(np.float32)
+        self._state["activity_edges"] = activity_edges(counts, self.activity_levels).astype(np.float32)
+        self._state["persona_item_scores"] = persona_item_scores(data.interactions, data.user_mix)
+        self._item_vectors = None
+
+    def with_persona_weights(
+        self, blend_weights: list[float] | None, prior_weights: list[float] | None
+    ) -> ImplicitFactorsModel:
+        """The fitted model with other per-level persona weights (no refit: the factors are shared).
+
+        How ``training.persona_weights`` tries weights on a validation split through the model's own
+        scoring code.
+        """
+        shape, state = self._fitted()
+        twin = type(self)(
+            **{**self.get_config(), "blend_weights": blend_weights, "prior_weights": prior_weights}
+        )
+        twin._shape, twin._state = shape, state
+        return twin
+
+    @property
+    def persona_item_scores(self) -> NDArray[np.float32]:
+        """(n_items, n_personas): n_items x each persona's smoothed popularity (the prior's item side)."""
+        return self._fitted()[1]["persona_item_scores"]
+
+    @property
+    def _uses_prior(self) -> bool:
+        return self.prior_weights is not None and any(w != 0.0 for w in self.prior_weights)
 
     def _train(self, data: TrainingSet, show_progress: bool) -> Any:
         matrix = self._training_matrix(data)
@@ -203,17 +281,17 @@ class ImplicitFactorsModel(Recommender):
         shape.check_batch(users, self.kind)
         # A known customer is keep * (u + (m - b) @ P) + blend * (m @ P), i.e. keep * u + (m - keep b) @ P:
         # one persona product per row, whoever the customer is (b = m when no base mix is given).
-        keep = 1.0 - self.persona_blend
+        keep = 1.0 - self._blends(users.user_index)[:, None]  # (n, 1), per activity level when fitted
         base = users.base_mix if users.base_mix is not None else users.mix
         known = users.user_index >= 0
         if known.all():  # the common page: a customer the model knows; demographics play no part
             vectors = ordered_product(users.mix - keep * base, state["persona_factors"])
-            vectors += np.float32(keep) * state["user_factors"][users.user_index]
-            return vectors
+            vectors += keep.astype(np.float32) * state["user_factors"][users.user_index]
+            return self._steered(vectors, users, state["persona_factors"])
         coefficients = np.array(users.mix, dtype=np.float64)
-        coefficients[known] -= keep * base[known]
+        coefficients[known] -= keep[known] * base[known]
         vectors = ordered_product(coefficients, state["persona_factors"])  # m @ P for cold rows
-        vectors[known] += np.float32(keep) * state["user_factors"][users.user_index[known]]
+        vectors[known] += keep[known].astype(np.float32) * state["user_factors"][users.user_index[known]]
         persona_part = vectors
         # Dense: a batch has at most a few hundred rows of a few dozen attributes, and scipy's
         # per-operation overhead outweighs that work many times over.
@@ -226,17 +304,78 @@ class ImplicitFactorsModel(Recommender):
             demographic_part = ordered_product(weights, state["demographic_factors"])
             w = self.demographic_weight
             vectors[rows] = (1.0 - w) * persona_part[rows] + w * demographic_part
-        return np.asarray(vectors, dtype=np.float32)
+        return self._steered(np.asarray(vectors, dtype=np.float32), users, state["persona_factors"])
+
+    def _steered(
+        self, vectors: NDArray[np.float32], users: UserBatch, persona_factors: NDArray[np.float32]
+    ) -> NDArray[np.float32]:
+        """Known rows with steering s > 0 turned towards their requested mix: ``(1 - s) v + s |v| q / |q|``.
+
+        ``q = m @ P`` is what the requested mix alone points at; it is rescaled to the length of the
+        customer's vector so that s is the share of the direction handed over (persona vectors are
+        means, much shorter than a customer's, and unscaled they would barely move the list until s
+        was nearly 1). At s = 1 a known customer is ranked as the mix alone ranks, minus what they have
+        already seen. BPR's last column (a constant 1 that picks up the item biases) is left as it is.
+        Rows are computed on their own, so a row steers the same alone and in any batch.
+        """
+        steering = users.steering
+        if steering is None:
+            return vectors
+        rows = np.flatnonzero((steering > 0) & (users.user_index >= 0))
+        if rows.size == 0:
+            return vectors
+        width = self.factors  # the taste columns (ALS: all of them; BPR: all but the bias column)
+        aim = ordered_product(users.mix[rows], persona_factors)[:, :width]
+        own = vectors[rows, :width]
+        own_length = np.sqrt(np.einsum("ij,ij->i", own, own))
+        aim_length = np.sqrt(np.einsum("ij,ij->i", aim, aim))
+        scale = np.divide(own_length, aim_length, out=np.zeros_like(own_length), where=aim_length > 0)
+        share = steering[rows].astype(np.float32)[:, None]
+        vectors[rows, :width] = (1.0 - share) * own + share * (scale[:, None] * aim)
+        return vectors
+
+    def activity_levels_of(self, user_index: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Activity level per customer: 0 unknown, 1..activity_levels by training interactions."""
+        _, state = self._fitted()
+        if "activity_counts" not in state:  # a model saved before activity levels: one level for all
+            return np.where(np.asarray(user_index) >= 0, 1, 0).astype(np.int64)
+        counts = state["activity_counts"].astype(np.int64)
+        return activity_level(user_index, counts, state["activity_edges"].astype(np.float64))
+
+    def _blends(self, user_index: NDArray[np.int64]) -> NDArray[np.float64]:
+        if self.blend_weights is None:
+            return np.full(len(user_index), self.persona_blend, dtype=np.float64)
+        levels = np.maximum(self.activity_levels_of(user_index), 1) - 1
+        return np.asarray(self.blend_weights, dtype=np.float64)[levels]
+
+    def _prior_weights(self, users: UserBatch) -> NDArray[np.float32] | None:
+        """The persona prior's weight per customer of the batch (by activity level); None when off."""
+        if not self._uses_prior or self.prior_weights is None:
+            return None
+        weights = np.asarray(self.prior_weights, dtype=np.float32)
+        return weights[self.activity_levels_of(users.user_index)]
 
     def score(self, users: UserBatch) -> NDArray[np.float32]:
-        _, state = self._fitted()
-        return np.asarray(self.user_vectors(users) @ state["item_factors"].T, dtype=np.float32)
+        return np.asarray(self.query_vectors(users) @ self.item_vectors().T, dtype=np.float32)
 
     def item_vectors(self) -> NDArray[np.float32]:
-        return self._fitted()[1]["item_factors"]
+        """Item factors, followed by the items' persona popularity columns when the prior is on."""
+        _, state = self._fitted()
+        if not self._uses_prior:
+            return state["item_factors"]
+        if self._item_vectors is None:
+            self._item_vectors = np.ascontiguousarray(
+                np.hstack([state["item_factors"], state["persona_item_scores"]]), dtype=np.float32
+            )
+        return self._item_vectors
 
     def query_vectors(self, users: UserBatch) -> NDArray[np.float32]:
-        return self.user_vectors(users)
+        vectors = self.user_vectors(users)
+        weights = self._prior_weights(users)
+        if weights is None:
+            return vectors
+        prior = weights[:, None] * np.asarray(users.mix, dtype=np.float32)
+        return np.ascontiguousarray(np.hstack([vectors, prior]), dtype=np.float32)
 
     @property
     def n_items(self) -> int:
@@ -249,14 +388,21 @@ class ImplicitFactorsModel(Recommender):
     def _restore(self, arrays: dict[str, NDArray[Any]]) -> None:
         shape = FittedShape.from_arrays(arrays, self.kind)
         width = self.factor_width
-        expected = {
+        expected: dict[str, tuple[int, ...]] = {
             "user_factors": (shape.n_users, width),
             "item_factors": (shape.n_items, width),
             "persona_factors": (shape.n_personas, width),
             "demographic_factors": (shape.n_demographic_features, width),
         }
+        if "activity_counts" in arrays:  # absent in models saved before activity levels
+            expected["activity_counts"] = (shape.n_users,)
+            expected["activity_edges"] = (max(self.activity_levels - 1, 0),)
+            expected["persona_item_scores"] = (shape.n_items, shape.n_personas)
+        elif self._uses_prior:
+            raise ModelFormatError(f"{self.kind} model: prior_weights are set but no prior arrays were saved")
         self._state = {name: expect_array(arrays, name, dims, self.kind) for name, dims in expected.items()}
         self._shape = shape
+        self._item_vectors = None
 
 
 class ImplicitALSModel(ImplicitFactorsModel):
@@ -282,9 +428,21 @@ class ImplicitALSModel(ImplicitFactorsModel):
         demographic_weight: float = 0.3,
         num_threads: int = 2,
         random_state: int = 42,
+        activity_levels: int = 3,
+        blend_weights: list[float] | None = None,
+        prior_weights: list[float] | None = None,
     ) -> None:
         super().__init__(
-            factors, regularization, iterations, persona_blend, demographic_weight, num_threads, random_state
+            factors,
+            regularization,
+            iterations,
+            persona_blend,
+            demographic_weight,
+            num_threads,
+            random_state,
+            activity_levels,
+            blend_weights,
+            prior_weights,
         )
         self.alpha = _check_positive("alpha", alpha)
 
@@ -336,9 +494,21 @@ class ImplicitBPRModel(ImplicitFactorsModel):
         demographic_weight: float = 0.3,
         num_threads: int = 2,
         random_state: int = 42,
+        activity_levels: int = 3,
+        blend_weights: list[float] | None = None,
+        prior_weights: list[float] | None = None,
     ) -> None:
         super().__init__(
-            factors, regularization, iterations, persona_blend, demographic_weight, num_threads, random_state
+            factors,
+            regularization,
+            iterations,
+            persona_blend,
+            demographic_weight,
+            num_threads,
+            random_state,
+            activity_levels,
+            blend_weights,
+            prior_weights,
         )
         self.learning_rate = _check_positive("learning_rate", learning_rate)
         self.verify_negative_samples = bool(verify_negative_samples)

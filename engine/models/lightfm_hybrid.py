@@ -171,10 +171,24 @@ class LightFMHybridModel(Recommender):
             "random_state": self.random_state,
         }
 
+    @classmethod
+    def without_personas(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """No persona, demographic or item attribute features: LightFM on ids alone (plain WARP)."""
+        return {**config, "persona_weight": 0.0, "demographic_weight": 0.0, "item_attribute_weight": 0.0}
+
+    @property
+    def _ids_only_users(self) -> bool:
+        return self.persona_weight == 0.0 and self.demographic_weight == 0.0
+
     def fit(self, data: TrainingSet, *, show_progress: bool = False) -> None:
         shape = FittedShape.of(data)
         shape.check_training_set(data, self.kind)
-        item_features = training_item_features(data, self.item_attribute_weight)
+        # Zero-weight feature blocks are left out, not passed as empty columns: LightFM draws its
+        # initial embeddings for every feature column, so empty ones would change the random stream.
+        if self.item_attribute_weight == 0.0:
+            item_features = sp.identity(data.n_items, dtype=np.float32, format="csr")
+        else:
+            item_features = training_item_features(data, self.item_attribute_weight)
         estimator = self._train(data, item_features, show_progress)
         self._adopt(estimator, item_features, shape)
 
@@ -199,7 +213,11 @@ class LightFMHybridModel(Recommender):
         # Confidence becomes a per-pair weight with mean 1, so the learning rate keeps its meaning
         # whatever scale the shop's event weights are on.
         weights = sp.coo_matrix((confidence / confidence.mean(), (rows, cols)), shape=positives.shape)
-        user_features = training_user_features(data, self.persona_weight, self.demographic_weight)
+        user_features = (
+            sp.identity(data.n_users, dtype=np.float32, format="csr")
+            if self._ids_only_users
+            else training_user_features(data, self.persona_weight, self.demographic_weight)
+        )
         epochs: Iterable[int] = range(self.epochs)
         if show_progress:
             epochs = track(epochs, description=f"{self.kind}: epochs", total=self.epochs)
@@ -227,6 +245,10 @@ class LightFMHybridModel(Recommender):
             item_embeddings=item_embeddings,
             item_biases=item_biases,
         )
+        if self._ids_only_users:  # the persona and demographic blocks were left out: zero embeddings
+            extra = shape.n_personas + shape.n_demographic_features
+            user_embeddings = np.vstack([user_embeddings, np.zeros((extra, self.no_components), np.float32)])
+            user_biases = np.concatenate([user_biases, np.zeros(extra, np.float32)])
         n_user_features = shape.n_users + shape.n_personas + shape.n_demographic_features
         if user_embeddings.shape != (n_user_features, self.no_components) or item_embeddings.shape != (
             item_features.shape[1],
@@ -274,7 +296,36 @@ class LightFMHybridModel(Recommender):
             + personas @ state["persona_biases"]
             + demo @ state["demographic_biases"]
         )
-        return np.asarray(embedding, dtype=np.float32), np.asarray(bias, dtype=np.float32)
+        embedding, bias = np.asarray(embedding, dtype=np.float32), np.asarray(bias, dtype=np.float32)
+        if users.steering is not None:
+            self._steer(users, embedding, bias)
+        return embedding, bias
+
+    def _steer(self, users: UserBatch, embedding: NDArray[np.float32], bias: NDArray[np.float32]) -> None:
+        """Known rows with steering s > 0 become ``(1 - s)`` themselves plus ``s`` a stranger with their mix.
+
+        The requested mix already replaces the customer's mix features; steering also takes weight off
+        their own id (their history): at s = 1 they are scored from the requested mix and their
+        demographics alone, as a new customer with that mix would be. Both representations are on one
+        scale (LightFM's normalised rows), so s is the share of the representation handed over.
+        """
+        assert users.steering is not None
+        rows = np.flatnonzero((users.steering > 0) & (users.user_index >= 0))
+        if rows.size == 0:
+            return
+        _, state = self._fitted()
+        _, personas, demo = user_feature_weights(
+            np.full(rows.size, -1, dtype=np.int64),
+            users.mix[rows],
+            users.demographics[rows],
+            self.persona_weight,
+            self.demographic_weight,
+        )
+        stranger = personas @ state["persona_embeddings"] + demo @ state["demographic_embeddings"]
+        stranger_bias = personas @ state["persona_biases"] + demo @ state["demographic_biases"]
+        share = users.steering[rows]
+        embedding[rows] = (1.0 - share[:, None]) * embedding[rows] + share[:, None] * stranger
+        bias[rows] = (1.0 - share) * bias[rows] + share * stranger_bias
 
     def score(self, users: UserBatch) -> NDArray[np.float32]:
         _, state = self._fitted()

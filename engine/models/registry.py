@@ -8,6 +8,7 @@ is reported with the list of known ones instead of a ``KeyError`` from deep insi
 from __future__ import annotations
 
 import inspect
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,21 @@ def model_parameters(kind: str) -> tuple[str, ...]:
     """The hyperparameter names ``create_model`` accepts for ``kind``."""
     signature = inspect.signature(model_class(kind).__init__)
     return tuple(name for name in signature.parameters if name != "self")
+
+
+def model_settings_schema(kind: str) -> dict[str, tuple[Any, Any]]:
+    """Each setting of ``kind``: its declared type and default, read from the model's constructor.
+
+    The constructor is the one schema of a model's settings: a training config is checked against it
+    (names and types) before any work starts, so a new parameter needs no second list anywhere.
+    """
+    init = model_class(kind).__init__
+    hints = typing.get_type_hints(init)
+    return {
+        name: (hints.get(name, Any), parameter.default)
+        for name, parameter in inspect.signature(init).parameters.items()
+        if name != "self"
+    }
 
 
 def create_model(kind: str, **params: Any) -> Recommender:

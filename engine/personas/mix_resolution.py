@@ -34,7 +34,7 @@ import polars as pl
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from engine.data.feature_space import DEMOGRAPHIC_COLUMNS, FeatureSpace
+from engine.data.feature_space import ABOVE_MEAN, BELOW_MEAN, DEMOGRAPHIC_COLUMNS, FeatureSpace
 from engine.data.id_map import IdMap
 from engine.personas.drift import DriftStatus
 from engine.personas.inference.demographic_prior import DemographicMixPrior
@@ -80,17 +80,40 @@ class ResolvedMix:
     source: MixSource
     has_events: bool
     live: LiveView | None = field(default=None, compare=False)
+    # For a mix the request gave a known customer: the mix they would have had in this context (how far
+    # the request moves them decides how much it steers, ``engine.personas.steering``).
+    own: PersonaMix | None = field(default=None, compare=False)
 
 
 def demographic_frame(demographics: sp.csr_matrix, space: FeatureSpace) -> pl.DataFrame:
-    """Decode one-hot ``column=value`` rows back into one string column per demographic attribute."""
-    columns: dict[str, list[str | None]] = {c: [None] * demographics.shape[0] for c in DEMOGRAPHIC_COLUMNS}
+    """Decode encoded rows back into one column per demographic attribute.
+
+    One-hot ``column=value`` features become a string column; a numeric extra feature's
+    ``:above_mean``/``:below_mean`` pair becomes its standardized value z (0 when neither is set).
+    """
+    n = demographics.shape[0]
+    text_names = list(DEMOGRAPHIC_COLUMNS)
+    numeric_names: list[str] = []
+    for name in space.names:
+        if name.endswith(ABOVE_MEAN):
+            numeric_names.append(name.removesuffix(ABOVE_MEAN))
+        elif "=" in name and name.partition("=")[0] not in text_names:
+            text_names.append(name.partition("=")[0])
+    text: dict[str, list[str | None]] = {c: [None] * n for c in text_names}
+    numbers = {c: np.zeros(n) for c in numeric_names}
     coo = demographics.tocoo()
-    for row, column in zip(coo.row.tolist(), coo.col.tolist(), strict=True):
-        attribute, _, value = space.names[column].partition("=")
-        if attribute in columns:
-            columns[attribute][row] = value
-    return pl.DataFrame(columns, schema=dict.fromkeys(DEMOGRAPHIC_COLUMNS, pl.Utf8))
+    for row, column, value in zip(coo.row.tolist(), coo.col.tolist(), coo.data.tolist(), strict=True):
+        name = space.names[column]
+        if name.endswith(ABOVE_MEAN):
+            numbers[name.removesuffix(ABOVE_MEAN)][row] += value
+        elif name.endswith(BELOW_MEAN):
+            numbers[name.removesuffix(BELOW_MEAN)][row] -= value
+        else:
+            attribute, _, category = name.partition("=")
+            if attribute in text:
+                text[attribute][row] = category
+    frame = pl.DataFrame(text, schema=dict.fromkeys(text_names, pl.Utf8))
+    return frame.with_columns([pl.Series(c, v, dtype=pl.Float64) for c, v in numbers.items()])
 
 
 class CustomerMixes:
@@ -200,7 +223,8 @@ class MixResolver:
                 raise ValueError(
                     f"mix is over personas {requested.personas}, the artifact's {mixes.persona_ids}"
                 )
-            return ResolvedMix(customer_id, row, requested, MixSource.REQUEST, has_events)
+            own = mixes.stored(row, context) if row != UNKNOWN_ROW else None
+            return ResolvedMix(customer_id, row, requested, MixSource.REQUEST, has_events, own=own)
         source = MixSource.INFERRED if has_events else MixSource.PRIOR
         stored = mixes.stored(row, context)
         view = self._live.live_view(customer_id, stored) if self._live is not None else None

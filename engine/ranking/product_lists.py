@@ -32,7 +32,8 @@ from numpy.typing import NDArray
 from engine.data.item_catalog import ItemCatalog
 from engine.models.base import Recommender, UserBatch
 from engine.personas.mix import PersonaMix
-from engine.personas.mix_resolution import ResolvedMix
+from engine.personas.mix_resolution import MixSource, ResolvedMix
+from engine.personas.steering import steering_shares
 from engine.ranking.candidate_index import CandidateIndex
 from engine.ranking.diversity import DiversitySpace, pool_size
 from engine.ranking.filters import ItemFilters
@@ -108,6 +109,7 @@ class ListRow:
     model_row: int
     spec: ListSpec
     excluded: tuple[NDArray[np.int64], ...] = ()
+    steering: float | None = None  # this request's steering (engine.personas.steering); None: the builder's
 
 
 def dense_rows(matrix: sp.csr_matrix, rows: NDArray[np.int64]) -> NDArray[np.floating]:
@@ -218,8 +220,10 @@ class ProductListBuilder:
         diversity_space: DiversitySpace,
         affinity: PersonaAffinity,
         model_knows_customers: bool,
+        steering: float = 0.0,
     ) -> None:
         self.model = model
+        self.steering = steering
         self.backfill = backfill
         self.index = index
         self.catalog = catalog
@@ -250,8 +254,10 @@ class ProductListBuilder:
         """The model batch of these rows: their mixes, model rows and demographics.
 
         Known customers' histories were learned under their overall mix; the mix scored here may be
-        another (context, live session, request), which the model then puts in its place. The batch is
-        marked validated: every value in it is a validated PersonaMix or the artifact's own data.
+        another (context, live session, request), which the model then puts in its place. A mix given
+        in a request also overrides their history by the steering setting (``engine.personas.steering``).
+        The batch is marked validated: every value in it is a validated PersonaMix or the artifact's own
+        data.
         """
         customer_rows = np.array([row.resolved.row for row in rows], dtype=np.int64)
         user_index = np.array([row.model_row for row in rows], dtype=np.int64)
@@ -259,12 +265,22 @@ class ProductListBuilder:
         base_mix = mix.copy()
         modelled = user_index >= 0
         base_mix[modelled] = self._mix_overall[customer_rows[modelled]]
+        steering = None
+        if any(row.resolved.source is MixSource.REQUEST for row in rows):  # a mix given in a request
+            requested = np.array([row.resolved.source is MixSource.REQUEST for row in rows]) & modelled
+            settings = np.array([self.steering if row.steering is None else row.steering for row in rows])
+            own = base_mix.copy()  # the customer's own mix in the request's context, where known
+            for i, row in enumerate(rows):
+                if requested[i] and row.resolved.own is not None:
+                    own[i] = row.resolved.own.weights
+            steering = steering_shares(mix, own, requested, settings)
         return UserBatch(
             user_index=user_index,
             mix=mix,
             demographics=dense_rows(self._demographics, customer_rows),
             base_mix=base_mix,
             validated=True,
+            steering=steering,
         )
 
     def _list_for(self, row: ListRow, scores: _ChunkScores, j: int) -> list[RecommendedItem]:

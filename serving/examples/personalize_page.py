@@ -6,8 +6,8 @@ Start a server first (it listens on localhost:50051 by default):
 
 then ask it for a customer's home page, optionally as a given persona mix:
 
-    python -m serving.examples.personalize_page --customer c0000042
-    python -m serving.examples.personalize_page --customer c0000042 --mix bargain_hunter=0.7,tech_savvy=0.3
+    python -m serving.examples.personalize_page --customer c0042
+    python -m serving.examples.personalize_page --customer c0042 --mix bargain_hunter=0.7,tech_savvy=0.3
 
 The pattern to copy is in ``personalize_or_fallback``: a page must render even when the engine is slow
 or down, so every call has a short deadline and any failure other than a bad request falls back to the

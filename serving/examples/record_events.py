@@ -6,9 +6,9 @@ Start a server with an event log first:
 
 then send an event (or an outcome of a decision the server returned):
 
-    python -m serving.examples.record_events --customer c0000042 --item i000017 --event-type purchase \\
+    python -m serving.examples.record_events --customer c0042 --item i0017 --event-type purchase \\
         --price 12.5
-    python -m serving.examples.record_events --customer c0000042 --decision-id <id> --outcome layout_converted
+    python -m serving.examples.record_events --customer c0042 --decision-id <id> --outcome layout_converted
 
 The pattern to copy is in ``deliver``: the engine acknowledges a record only once it is on disk, and a
 record sent twice is stored once (the event id is the key), so the pipeline keeps its buffer until the

@@ -7,6 +7,8 @@ the pinned list below catches a command that disappears or is renamed by acciden
 from __future__ import annotations
 
 import argparse
+from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +33,7 @@ COMMANDS = {
     "experiment-report",
     "drift",
     "serve",
+    "archive-events",
 }
 ADAPT_SOURCES = {"transactions", "movielens"}
 
@@ -77,3 +80,56 @@ def test_every_command_help_exits_0_with_an_example(
     examples = text.split("examples:", 1)
     assert len(examples) == 2, f"'persona-engine {' '.join(argv)} --help' has no examples section"
     assert f"persona-engine {' '.join(argv)} " in examples[1]
+
+
+def _options(argv: list[str]) -> list[argparse.Action]:
+    parser = build_parser()
+    for name in argv:
+        parser = _subcommands(parser)[name]
+    return [a for a in parser._actions if a.option_strings and a.help != argparse.SUPPRESS]
+
+
+@pytest.mark.parametrize("argv", _command_lines(), ids=" ".join)
+def test_every_option_says_what_it_is_and_its_default(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = " ".join(_help(argv, capsys).split())
+    for action in _options(argv):
+        assert action.help, f"persona-engine {' '.join(argv)} {action.option_strings[0]} has no help"
+        if action.default not in (None, False, argparse.SUPPRESS) and not isinstance(action.default, bool):
+            assert "default" in action.help or f"(default: {action.default})" in text, (
+                f"persona-engine {' '.join(argv)} --help hides the default of {action.option_strings[0]}"
+            )
+
+
+@pytest.mark.parametrize("argv", _command_lines(), ids=" ".join)
+def test_one_flag_convention_in_every_command(argv: list[str]) -> None:
+    flags = {flag: action for action in _options(argv) for flag in action.option_strings}
+    if "-k" in flags or "--k" in flags:
+        assert flags.get("-k") is flags.get("--k"), f"{argv}: -k and --k must be one option"
+    if "--artifact" in flags and argv[0] != "evaluate-policy":  # there the artifact is optional
+        assert flags["--artifact"].default == Path("artifacts/latest") or flags["--artifact"].required
+    if "--customers" in flags:  # a count wherever it appears; lists of ids are --customer-ids
+        assert flags["--customers"].type is not None and flags["--customers"].type("3") == 3
+
+
+def test_report_takes_artifact_as_a_flag_like_every_other_command() -> None:
+    args = build_parser().parse_args(["report", "--artifact", "some/artifact"])
+    assert args.artifact == Path("some/artifact")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"persona-engine {metadata.version('persona-engine')}"
+
+
+def test_choices_spelt_out_for_a_fast_help_match_the_engine() -> None:
+    from cli.arguments import SHOPPING_CONTEXTS
+    from cli.serving_commands import EXCLUSION_CHOICES
+    from engine.personas.shopping_context import CONTEXTS
+    from training.batch_recommend import EXCLUSION_RULES
+
+    assert SHOPPING_CONTEXTS == CONTEXTS
+    assert tuple(EXCLUSION_RULES) == EXCLUSION_CHOICES

@@ -14,9 +14,14 @@ from engine.errors import PersonaEngineError
 
 
 def test_a_bad_flag_value_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["generate", "--out", str(tmp_path / "shop"), "--customers", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--out", str(tmp_path / "shop"), "--customers", "0"])
+    assert exit_info.value.code == 2
     captured = capsys.readouterr()
-    assert captured.err.strip() == "error: --customers must be at least 1"
+    assert captured.err.strip() == (
+        "error: persona-engine generate: argument --customers: must be at least 1, got 0 "
+        "(see 'persona-engine generate --help')"
+    )
     assert captured.out == ""
     assert not (tmp_path / "shop").exists()
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -50,8 +52,8 @@ def client(server: ServerProcess) -> Iterator[PersonaEngineClient]:
 
 
 def _serve(client: PersonaEngineClient, artifact: Path) -> None:
-    """Put the shared server on ``artifact`` whatever earlier tests left it on."""
-    answer = client.reload_model(str(artifact))
+    """Put the shared server on ``artifact`` whatever earlier tests left it on (older or newer)."""
+    answer = client.reload_model(str(artifact), allow_rollback=True)
     assert answer.new_version == artifact.name
 
 
@@ -199,14 +201,42 @@ def test_corrupt_artifact_is_refused_naming_the_file_and_the_old_model_keeps_ser
     manifest = broken / "manifest.json"
     document = json.loads(manifest.read_text(encoding="utf-8"))
     document["format_version"] = 999
-    manifest.write_text(json.dumps(document), encoding="utf-8")
-    incompatible = _reload_error(client, str(broken))
+    data = json.dumps(document).encode("utf-8")
+    manifest.write_bytes(data)
+    edited = _reload_error(client, str(broken))
+    assert edited.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "manifest.json does not match manifest.sha256" in str(edited.details())
+    (broken / "manifest.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  manifest.json\n")
+    incompatible = _reload_error(client, str(broken))  # a newer engine's manifest, say
     assert incompatible.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "format_version 999" in str(incompatible.details())
     assert client.get_model_info().artifact_version == artifacts.older.name
     assert client.personalize("c0000001").decision.model_version == artifacts.older.name
     refused_after = server.metric("persona_engine_model_reloads_total", outcome="failed_precondition")
-    assert refused_after - refused_before == 2
+    assert refused_after - refused_before == 3
+
+
+def test_a_copy_claiming_a_later_version_is_refused_and_the_old_model_keeps_serving(
+    server: ServerProcess, client: PersonaEngineClient, artifacts: TrainedArtifacts, tmp_path: Path
+) -> None:
+    """Issue 14, finding 2: a copied artifact whose manifest says 29991231T000000Z was served as that."""
+    _serve(client, artifacts.older)
+    copy = tmp_path / artifacts.newer.name
+    shutil.copytree(artifacts.newer, copy)
+    manifest = copy / "manifest.json"
+    document = json.loads(manifest.read_text(encoding="utf-8"))
+    document["artifact_version"] = "29991231T000000Z"
+    data = json.dumps(document).encode("utf-8")
+    manifest.write_bytes(data)
+    edited = _reload_error(client, str(copy))
+    assert edited.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "manifest.json does not match manifest.sha256" in str(edited.details())
+    # someone who can write to the folder rewrites the digest too: the folder name still gives it away
+    (copy / "manifest.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  manifest.json\n", "ascii")
+    renamed = _reload_error(client, str(copy))
+    assert renamed.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "artifact_version '29991231T000000Z' is not the name of its folder" in str(renamed.details())
+    assert client.get_model_info().artifact_version == artifacts.older.name
 
 
 def test_missing_path_is_not_found_and_empty_path_invalid(
@@ -221,7 +251,7 @@ def test_missing_path_is_not_found_and_empty_path_invalid(
     assert _reload_error(client, "x" * 5000).code() is grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_same_version_is_unchanged_older_is_a_rollback_and_models_can_be_chosen(
+def test_same_version_is_unchanged_older_needs_the_rollback_flag_and_models_can_be_chosen(
     server: ServerProcess, client: PersonaEngineClient, artifacts: TrainedArtifacts
 ) -> None:
     _serve(client, artifacts.newer)
@@ -231,7 +261,14 @@ def test_same_version_is_unchanged_older_is_a_rollback_and_models_can_be_chosen(
     assert same.outcome == admin_service_pb2.RELOAD_OUTCOME_UNCHANGED
     assert same.previous_version == same.new_version == artifacts.newer.name
     assert same.load_duration.ToTimedelta().total_seconds() == 0
-    rollback = client.reload_model(str(artifacts.older))
+    refused = _reload_error(client, str(artifacts.older))
+    assert refused.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert (
+        f"version {artifacts.older.name} is older than the serving version {artifacts.newer.name}; "
+        "set allow_rollback" in str(refused.details())
+    )
+    assert client.get_model_info().artifact_version == artifacts.newer.name
+    rollback = client.reload_model(str(artifacts.older), allow_rollback=True)
     assert rollback.outcome == admin_service_pb2.RELOAD_OUTCOME_RELOADED
     assert (rollback.previous_version, rollback.new_version) == (artifacts.newer.name, artifacts.older.name)
     assert "rollback: serving " + artifacts.older.name in server.log()

@@ -33,6 +33,7 @@ EXPECTED_FAMILIES = {
     "persona_engine_request_duration_seconds": "histogram",
     "persona_engine_batch_size": "histogram",
     "persona_engine_requests_in_flight": "gauge",
+    "persona_engine_undecodable_requests": "counter",
     "persona_engine_customers": "counter",
     "persona_engine_decisions": "counter",
     "persona_engine_model_info": "gauge",
@@ -44,6 +45,8 @@ EXPECTED_FAMILIES = {
     "persona_engine_drift_profiles": "counter",
     "persona_engine_live_records": "counter",
     "persona_engine_decisions_logged": "counter",
+    "persona_engine_state_store_available": "gauge",
+    "persona_engine_calls_without_live_state": "counter",
 }
 
 

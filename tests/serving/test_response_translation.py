@@ -371,11 +371,12 @@ def test_every_recommended_item_field_is_either_prepared_or_set_per_call() -> No
         (types_pb2.LayoutSlot, {"name", "item_ids", "offer_ids"}),
         (types_pb2.PersonaMix, {"weights"}),
         (types_pb2.PersonaWeight, {"persona_id", "weight"}),
-        # experiment_arm is the response's, as the field-by-field translation had it
+        # experiment_arm is the response's, as the field-by-field translation had it; degraded_reason
+        # is set after encoding, on calls served without live state (mark_without_live_state)
         (
             types_pb2.DecisionInfo,
             {"decision_id", "persona_mix", "persona_mix_source", "cold_start", "shopping_context"}
-            | {"model_version", "model_name", "experiment_arm"},
+            | {"model_version", "model_name", "experiment_arm", "degraded_reason"},
         ),
         (pb.PersonalizeResponse, {"items", "offers", "layout", "decision", "experiment_arm"}),
         (pb.ProductRecommendation, {"customer_id", "items", "decision", "experiment_arm"}),
@@ -462,3 +463,20 @@ def test_special_doubles_keep_their_bits() -> None:
         )
     )
     _same(translate.page_response(served, PreparedItems(CATALOG)), reference.page_response(served))
+
+
+def test_a_response_served_without_live_state_says_so_on_every_decision() -> None:
+    responses: list[Message] = [
+        pb.PersonalizeResponse(),
+        pb.RankOffersResponse(),
+        pb.SelectLayoutResponse(),
+        pb.RecommendProductsResponse(results=[pb.ProductRecommendation(), pb.ProductRecommendation()]),
+        pb.GetPersonaProfileResponse(),
+    ]
+    for response in responses:
+        translate.mark_without_live_state(response)
+    *single, batch, profile = responses
+    reason = translate.WITHOUT_LIVE_STATE
+    assert [r.decision.degraded_reason for r in single] == [reason] * 3  # type: ignore[attr-defined]
+    assert [r.decision.degraded_reason for r in batch.results] == [reason] * 2  # type: ignore[attr-defined]
+    assert profile.degraded_reason == reason  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -89,12 +90,76 @@ def test_batch_recommend_cli(artifact: Path, tmp_path: Path, capsys: pytest.Capt
             str(artifact),
             "--out",
             str(out),
-            "--customers",
+            "--customer-ids",
             str(tmp_path / "wrong.parquet"),
         ]
     )
     assert code == 2
     assert "needs a customer_id column (columns found: id)" in capsys.readouterr().err.replace("\n", "")
+
+
+def _viewer_who_did_not_buy(personalizer: Personalizer) -> str:
+    """A customer the model knows who viewed or carted items they never bought."""
+    for row in range(len(personalizer.customers)):
+        seen = set(personalizer.history[row].indices.tolist())
+        bought = set(personalizer.purchases[row].indices.tolist())
+        if personalizer.mixes.has_events[row] and seen - bought:
+            return str(personalizer.customers.ids[row])
+    raise AssertionError("the small shop has no customer who viewed without buying")
+
+
+def test_recommend_and_batch_recommend_give_the_same_list_with_the_same_rule(
+    personalizer: Personalizer, artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    customer = _viewer_who_did_not_buy(personalizer)
+    out = tmp_path / "one.parquet"
+    base = ["--artifact", str(artifact), "--json"]
+    assert main(["batch-recommend", *base, "--out", str(out), "--customer-ids", customer, "-k", "8"]) == 0
+    batch_document = json.loads(capsys.readouterr().out)
+    assert main(["recommend", *base, "--customer", customer, "-k", "8"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    rows = pl.read_parquet(out).sort("rank")
+    assert rows["item_id"].to_list() == [item["item_id"] for item in one["items"]]
+    assert one["excluded"] == batch_document["excluded"] == "purchased"
+    # the rule is the API's: bought items are left out, viewed ones may come back
+    assert one["mix_source"] == rows["mix_source"][0] == "inferred"
+
+    # and the other rule, asked for in both, leaves out everything seen in both
+    assert (
+        main(["batch-recommend", *base, "--out", str(out), "--customer-ids", customer, "--exclude", "seen"])
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["recommend", *base, "--customer", customer, "--exclude", "seen"]) == 0
+    seen_rule = json.loads(capsys.readouterr().out)
+    assert pl.read_parquet(out).sort("rank")["item_id"].to_list() == [
+        i["item_id"] for i in seen_rule["items"]
+    ]
+    seen = set(
+        personalizer.items.ids[personalizer.history[personalizer.customers.index(customer)].indices].tolist()
+    )
+    assert not seen & {item["item_id"] for item in seen_rule["items"]}
+
+
+def test_batch_recommend_writes_where_each_mix_came_from(personalizer: Personalizer, tmp_path: Path) -> None:
+    out = tmp_path / "sources.parquet"
+    batch_recommend(personalizer, out, k=1)
+    sources = pl.read_parquet(out).select("customer_id", "mix_source")
+    has_events = dict(
+        zip(personalizer.customers.ids.tolist(), personalizer.mixes.has_events.tolist(), strict=True)
+    )
+    expected = ["inferred" if has_events[c] else "prior" for c in sources["customer_id"].to_list()]
+    assert sources["mix_source"].to_list() == expected
+    assert "request" not in expected
+
+
+def test_recommend_and_batch_recommend_state_the_exclusion_rule(
+    artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["recommend", "--artifact", str(artifact), "--customer", "c0042"]) == 0
+    assert "left out: items the customer bought" in capsys.readouterr().out
+    assert main(["batch-recommend", "--artifact", str(artifact), "--out", str(tmp_path / "b.parquet")]) == 0
+    assert "left out: items the customer bought" in capsys.readouterr().out.replace("\n", " ")
 
 
 def test_segments_hold_customers_above_the_threshold_with_a_reachable_channel(
@@ -142,3 +207,20 @@ def test_segments_cli(artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert "persona segments" in printed and "bargain_hunter" in printed and out.is_file()
     assert main(["segments", "--artifact", str(artifact), "--out", str(out), "--threshold", "0"]) == 2
     assert "--threshold must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_a_mix_not_summing_to_one_is_rescaled_with_a_note_and_prices_read_one_way(
+    artifact: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["recommend", "--artifact", str(artifact), "--customer", "c0042", "-k", "20"]
+    assert main([*argv, "--mix", "bargain_hunter=0.7,tech_savvy=0.6"]) == 0
+    captured = capsys.readouterr()
+    assert "note: --mix weights sum to 1.3, not 1; rescaled to bargain_hunter=0.538, tech_savvy=0.462" in (
+        captured.err.replace("\n", " ")
+    )
+    prices = [line.split()[-3] for line in captured.out.splitlines() if re.match(r"\s+\d+\s+i\d+", line)]
+    assert len(prices) == 20
+    assert all(re.fullmatch(r"\d{1,3}(,\d{3})*\.\d\d", price) for price in prices), prices
+
+    assert main([*argv, "--mix", "bargain_hunter=0.4,tech_savvy=0.6"]) == 0
+    assert "rescaled" not in capsys.readouterr().err

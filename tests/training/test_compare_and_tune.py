@@ -15,7 +15,7 @@ from cli.main import main
 from engine.models.base import UserBatch
 from training.compare_job import ComparisonReport, run_comparison
 from training.config import load_config, parse_config
-from training.library_baselines import ImplicitALSDefaults, LightFMWarpDefaults
+from training.library_baselines import ImplicitALS, LightFMWarp
 from training.prepared_data import PreparedData, prepare
 from training.split import TimeSplit
 from training.synthetic_shop import ShopConfig, generate_shop
@@ -27,6 +27,9 @@ FAST_ENGINE = {
     "als": {"factors": 16, "iterations": 5},
     "lightfm_hybrid": {"no_components": 8, "epochs": 3},
 }
+
+
+SEARCH_TRIALS = 3
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +64,7 @@ def prepared(config_file: Path) -> PreparedData:
 
 @pytest.fixture(scope="module")
 def report(config_file: Path, prepared: PreparedData) -> ComparisonReport:
-    return run_comparison(config_file, show_progress=False, prepared=prepared)
+    return run_comparison(config_file, show_progress=False, prepared=prepared, trials=SEARCH_TRIALS)
 
 
 def test_every_model_family_is_compared_on_the_same_customers(report: ComparisonReport) -> None:
@@ -73,7 +76,12 @@ def test_every_model_family_is_compared_on_the_same_customers(report: Comparison
         "implicit_bpr_defaults",
         "lightfm_warp_defaults",
         "engine:als",
+        "engine:als without personas",
         "engine:lightfm_hybrid",
+        "engine:lightfm_hybrid without personas",
+        "implicit_als_tuned",
+        "implicit_bpr_tuned",
+        "lightfm_warp_tuned",
     ]
     warm_users = {m.results["all"].users for m in report.models}
     assert warm_users == {report.users["all"]}
@@ -90,6 +98,7 @@ def test_library_defaults_are_the_documented_ones_and_skip_cold_start(report: Co
         "regularization": 0.01,
         "alpha": 1.0,
         "iterations": 15,
+        "num_threads": 1,
         "seed": 13,
     }
     assert rows["lightfm_warp_defaults"].parameters["no_components"] == 10
@@ -104,39 +113,80 @@ def test_verdict_follows_the_numbers(report: ComparisonReport) -> None:
     v = report.verdict
     rows = {m.name: m for m in report.models}
     engine = max((m for m in report.models if m.family == "engine"), key=lambda m: m.metric("all") or 0)
-    assert v["engine_best"]["model"] == engine.name
-    library_best = max(
-        (rows[n].metric("all") or 0.0)
-        for n in ("implicit_als_defaults", "implicit_bpr_defaults", "lightfm_warp_defaults")
-    )
-    assert v["library_best"]["ndcg"] == library_best
-    assert v["engine_beats_library_defaults"] == ((engine.metric("all") or 0) > library_best)
-    assert v["cold_start"]["popularity_ndcg"] == rows["popularity"].metric("cold_start")
+    tuned = max((m for m in report.models if m.family == "library tuned"), key=lambda m: m.metric("all") or 0)
+    assert v["engine_best"] == {"model": engine.name, "ndcg_at_10": engine.metric("all")}
+    assert v["library_best_tuned"] == {"model": tuned.name, "ndcg_at_10": tuned.metric("all")}
+    stated = {d["name"]: d for d in v["differences"]}
+    headline = stated["engine best - library best tuned"]
+    assert headline["mean"] == pytest.approx((engine.metric("all") or 0) - (tuned.metric("all") or 0))
+    assert headline["ci95"] == v["difference_ci95"]
+    low, high = v["difference_ci95"]
+    assert low <= headline["mean"] <= high
+    lift = stated["persona lift (engine best - its ablation)"]
+    assert lift["b"] == f"{engine.name} without personas" and lift["ci95"] == v["persona_lift_ci95"]
+    assert v["engine_beats_library_tuned"] == (low > 0)
+    assert v["cold_start"]["popularity_ndcg_at_10"] == rows["popularity"].metric("cold_start")
+    assert v["cold_start"]["meets_target"] == (v["cold_start"]["ratio_to_popularity"] >= 1.5)
+    document = report.to_dict()
+    for key in ("engine_best", "library_best_tuned", "difference_ci95", "persona_lift_ci95"):
+        assert document[key] == v[key]  # the headline figures sit at the top of compare --json
 
 
-def test_cli_compare_json_and_table(
-    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_tuned_libraries_search_the_same_budget_as_the_engine(report: ComparisonReport) -> None:
+    searched = [m for m in report.models if m.search is not None]
+    assert {m.name for m in searched} == {
+        "engine:als",
+        "engine:lightfm_hybrid",
+        "implicit_als_tuned",
+        "implicit_bpr_tuned",
+        "lightfm_warp_tuned",
+    }
+    assert {m.search["trials"] for m in searched} == {SEARCH_TRIALS}
+    for model in searched:  # the winner is never worse on validation than where the search started
+        assert model.search["best_validation_ndcg"] >= model.search["start_validation_ndcg"]
+    rows = {m.name: m for m in report.models}
+    # the raw ALS search starts from the engine's configured values of the hyperparameters they share
+    assert rows["engine:als without personas"].parameters["persona_blend"] == 0.0
+    assert rows["engine:als without personas"].parameters["prior_weights"] is None
+    assert rows["engine:als without personas"].parameters["blend_weights"] is None
+    assert len(rows["engine:als"].parameters["prior_weights"]) == 4  # fitted: cold start + 3 levels
+    assert all(m.parameters.get("num_threads", 1) == 1 for m in report.models)
+
+
+def _without_timings(document: object) -> object:
+    if isinstance(document, dict):
+        return {k: _without_timings(v) for k, v in document.items() if "seconds" not in k}
+    if isinstance(document, list):
+        return [_without_timings(v) for v in document]
+    return document
+
+
+def test_a_seeded_compare_reproduces_its_figures(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "compare.json"
-    assert main(["compare", "--config", str(config_file), "--json", "--output", str(out)]) == 0
-    document = json.loads(capsys.readouterr().out)
-    assert json.loads(out.read_text(encoding="utf-8")) == document
-    assert {m["name"] for m in document["models"]} >= {"popularity", "lightfm_warp_defaults", "engine:als"}
+    runs = []
+    for _ in range(2):
+        assert (
+            main(["compare", "--config", str(config_file), "--json", "--trials", "2", "--search-seed", "4"])
+            == 0
+        )
+        runs.append(_without_timings(json.loads(capsys.readouterr().out)))
+    assert runs[0] == runs[1]
 
 
 def test_library_default_models_refuse_unknown_customers_and_save_without_pickle(
     prepared: PreparedData, tmp_path: Path
 ) -> None:
     data = prepared.training_set
-    model = LightFMWarpDefaults(random_state=1)
+    model = LightFMWarp(random_state=1)
     model.fit(data)
     unknown = UserBatch.for_personas(len(data.persona_names), len(data.demographic_feature_names))
     with pytest.raises(ValueError, match="scores known customers only"):
         model.score(unknown)
-    als = ImplicitALSDefaults(random_state=1)
+    als = ImplicitALS(random_state=1)
     als.fit(data)
     als.save(tmp_path / "als")
-    twin = ImplicitALSDefaults.load(tmp_path / "als")
+    twin = ImplicitALS.load(tmp_path / "als")
     known = UserBatch(
         user_index=np.arange(3, dtype=np.int64),
         mix=data.user_mix[:3],
@@ -182,6 +232,7 @@ def test_tune_starts_from_the_config_and_writes_a_loadable_config(config_file: P
         assert best.ndcg >= start.ndcg and math.isfinite(best.ndcg)
     config = load_config(written)
     assert config.models["als"]["factors"] == result.best["als"].parameters["factors"]
+    assert len(config.models["als"]["prior_weights"]) == 4  # fitted per activity level on validation
     assert config.models["lightfm_hybrid"] == FAST_ENGINE["lightfm_hybrid"]  # untouched kinds keep theirs
     assert tomllib.loads(written.read_text(encoding="utf-8"))["split"]["cold_start_share"] == 0.15
 
@@ -191,5 +242,8 @@ def test_tune_rejects_unknown_kinds_and_bad_budgets(
 ) -> None:
     assert main(["tune", "--config", str(config_file), "--budget-seconds", "1", "--models", "svd"]) == 2
     assert "cannot tune svd" in capsys.readouterr().err
-    assert main(["tune", "--config", str(config_file), "--budget-seconds", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # refused by the parser, before the config is read
+        main(["tune", "--config", str(config_file), "--budget-seconds", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --budget-seconds: must be greater than 0" in capsys.readouterr().err
     assert parse_config({"models": {"als": {}}}).models == {"als": {}}

@@ -1,9 +1,12 @@
 import datetime as dt
+import inspect
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from cli.main import main
+from engine.models.registry import MODEL_KINDS, model_settings_schema
 from training.config import ConfigError, load_config, parse_config
 from training.split import all_events_split, split_events
 
@@ -19,21 +22,88 @@ def test_demo_config_loads() -> None:
 @pytest.mark.parametrize(
     ("document", "message"),
     [
-        ({"split": {"test_dayz": 3}}, r"\[split\] has unknown key\(s\) \['test_dayz'\]"),
-        ({"split": {"test_days": "3"}}, r"\[split\] test_days must be int"),
+        ({"split": {"test_dayz": 3}}, r"\[split\] test_dayz: unknown key \(did you mean 'test_days'\?\)"),
+        ({"split": {"test_days": "3"}}, r'\[split\] test_days: expected an integer, got "3"'),
         ({"split": {"cold_start_share": 1.5}}, "cold_start_share must be in"),
         ({"models": {"svd": {}}}, r"\[models.svd\] is not a known model"),
         ({"interactions": {"view": -1}}, "positive weights"),
-        ({"trainng": {}}, r"unknown section\(s\) \['trainng'\]"),
-        ({"output": {"refit_on_all_events": "no"}}, r"\[output\] refit_on_all_events must be bool, got 'no'"),
-        ({"output": {"refit_on_all_events": 0}}, r"\[output\] refit_on_all_events must be bool, got 0"),
-        ({"output": {"refit": False}}, r"\[output\] has unknown key\(s\) \['refit'\]"),
+        ({"interactions": {"purchse": 5.0}}, r"\[interactions\] purchse: unknown event type \(did you mean"),
+        ({"trainng": {}}, r"unknown section \[trainng\] \(did you mean \[training\]\?\)"),
+        (
+            {"output": {"refit_on_all_events": "no"}},
+            r'\[output\] refit_on_all_events: expected true or false, got "no"',
+        ),
+        (
+            {"output": {"refit_on_all_events": 0}},
+            r"\[output\] refit_on_all_events: expected true or false, got 0",
+        ),
+        (
+            {"output": {"refit": False}},
+            r"\[output\] refit: unknown key \(did you mean 'refit_on_all_events'\?\)",
+        ),
+        ({"models": {"als": {"factors": "64"}}}, r'\[models.als\] factors: expected an integer, got "64"'),
+        (
+            {"models": {"als": {"factorz": 64}}},
+            r"\[models.als\] factorz: unknown key \(did you mean 'factors'\?\)",
+        ),
+        ({"models": {"als": {"factors": 0}}}, r"\[models.als\] factors must be a positive integer"),
+        (
+            {"models": {"lightfm_hybrid": {"epochz": 5}}},
+            r"\[models.lightfm_hybrid\] epochz: unknown key \(did you mean 'epochs'\?\)",
+        ),
+        ({"models": {"lightfm_hybrid": {"loss": "hinge"}}}, r"\[models.lightfm_hybrid\] loss must be one of"),
+        (
+            {"models": {"bpr": {"learning_rate": True}}},
+            r"\[models.bpr\] learning_rate: expected a number, got true",
+        ),
+        (
+            {"models": {"popularity": {"k": 3}}},
+            r"\[models.popularity\] k: unknown key; this model takes no settings",
+        ),
+        (
+            {"personas": {"inference": {"max_iteration": 5}}},
+            r"\[personas.inference\] max_iteration: unknown key \(did you mean 'max_iterations'\?\)",
+        ),
+        (
+            {"personas": {"inference": {"tolerance": "small"}}},
+            r'\[personas.inference\] tolerance: expected a number, got "small"',
+        ),
+        (
+            {"training": {"deterministic": "yes"}},
+            r'\[training\] deterministic: expected true or false, got "yes"',
+        ),
     ],
 )
 def test_bad_configs_name_the_key(document: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         parse_config(document, source="my.toml")
-    assert str(info.value).startswith("my.toml: ")
+    assert str(info.value).startswith("my.toml, [") or str(info.value).startswith("my.toml: ")
+
+
+def test_model_settings_are_checked_against_the_model_constructors() -> None:
+    """The settings a config may name are each model's constructor parameters, not a second list."""
+    for kind, cls in MODEL_KINDS.items():
+        names = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        assert list(model_settings_schema(kind)) == names
+    assert model_settings_schema("als")["factors"] == (int, 64)
+    parse_config({"models": {"als": {"factors": 8, "regularization": 1}, "lightfm_hybrid": {"loss": "bpr"}}})
+
+
+def test_a_bad_model_setting_stops_train_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "x.toml"
+    config.write_text(
+        f'[data]\npath = "{tmp_path / "no-data-needed"}"\n[output]\nroot = "{tmp_path / "artifacts"}"\n'
+        "[models.popularity]\n[models.als]\n[models.lightfm_hybrid]\nepochz = 5\n",
+        encoding="utf-8",
+    )
+    assert main(["train", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        f"error: {config}, [models.lightfm_hybrid] epochz: unknown key (did you mean 'epochs'?)"
+    )
+    assert not (tmp_path / "artifacts").exists()
 
 
 def test_refit_switch_defaults_on_and_survives_path_resolution(tmp_path: Path) -> None:
@@ -44,9 +114,9 @@ def test_refit_switch_defaults_on_and_survives_path_resolution(tmp_path: Path) -
     assert not config.output.refit_on_all_events and Path(config.output.root).is_absolute()
     assert config.to_dict()["output"]["refit_on_all_events"] is False  # what the manifest stores
     path.write_text("[output]\nrefit_on_all_events = 1\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="refit_on_all_events must be bool") as info:
+    with pytest.raises(ConfigError, match="refit_on_all_events: expected true or false") as info:
         load_config(path)
-    assert str(info.value).startswith(f"{path}: ")
+    assert str(info.value).startswith(f"{path}, [output]")
 
 
 def test_all_events_split_holds_nothing_out() -> None:

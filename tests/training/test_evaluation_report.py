@@ -183,6 +183,23 @@ def test_model_numbers_are_the_manifest_numbers(
         assert row[7] == metrics["coverage"]
 
 
+def test_context_table_shows_the_manifests_context_evaluation(
+    artifact: Path, report: tuple[str, dict[str, Any], _Page]
+) -> None:
+    _, document, _ = report
+    stored = open_artifact(artifact).manifest["context_evaluation"]
+    assert {r["context"] for r in stored} == {"weekday", "weekend_holiday"}
+    section = document["sections"]["model_quality"]
+    assert section["values"]["context_evaluation"] == stored
+    table = next(t for t in section["tables"] if "shopping context" in t["title"])
+    assert [row[1:5] for row in table["rows"]] == [
+        [r["model"], r["users"], r["ndcg_context_mix"], r["ndcg_overall_mix"]] for r in stored
+    ]
+    assert [row[5:] for row in table["rows"]] == [
+        [r["difference"]["mean"], r["difference"]["low"], r["difference"]["high"]] for r in stored
+    ]
+
+
 def test_planted_comparison_reproduces_the_manifest_accuracy(
     artifact: Path, report: tuple[str, dict[str, Any], _Page]
 ) -> None:

@@ -95,7 +95,53 @@ def test_report_from_decisions_file_and_errors(tmp_path: Path, capsys: pytest.Ca
     report = json.loads(capsys.readouterr().out)
     assert report["control"] == "b" and sum(arm["decisions"] for arm in report["arms"]) == n
     assert main(["experiment-report", "--decisions", str(path)]) == 2
-    assert "no arm named 'control'" in capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        "no arm named 'control'" in err
+        and "--experiment FILE (the config the server ran) or --control ARM" in err
+    )
     frame.drop("experiment_arm").write_csv(path)
     assert main(["experiment-report", "--decisions", str(path), "--control", "b"]) == 2
     assert "experiment_arm" in capsys.readouterr().err
+
+
+EXPERIMENT_TOML = """
+[experiment]
+name = "bandit-vs-static"
+control = "treatment"
+
+[experiment.arms.control]
+share = 0.5
+
+[experiment.arms.treatment]
+share = 0.5
+policy = "online-bandit"
+"""
+
+
+def test_the_control_arm_comes_from_the_experiments_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The control is the one the experiment's config names (here, unusually, 'treatment'), not an arm
+    that happens to be called 'control'; --control still wins."""
+    log = tmp_path / "events.sqlite"
+    _log(log)
+    experiment = tmp_path / "experiment.toml"
+    experiment.write_text(EXPERIMENT_TOML, encoding="utf-8")
+    assert (
+        main(["experiment-report", "--event-log", str(log), "--experiment", str(experiment), "--json"]) == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["control"] == "treatment" and report["experiment"] == "bandit-vs-static"
+    assert report["arms"][0]["arm"] == "treatment"
+    argv = [
+        "experiment-report",
+        "--event-log",
+        str(log),
+        "--experiment",
+        str(experiment),
+        "--control",
+        "control",
+    ]
+    assert main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["control"] == "control"

@@ -64,7 +64,7 @@ def test_mix_columns_replace_the_artifact_and_table_output(
         main(["evaluate-policy", "--decisions", str(path), "--policy", "greedy", "--policy", "uniform"]) == 0
     )
     out = capsys.readouterr().out
-    assert "mixes from columns" in out and "log (in-sample)" in out
+    assert "persona mixes: columns" in out and "arm estimates: log (in-sample)" in out
     assert "snips" in out and "dr" in out
 
 

@@ -222,12 +222,13 @@ def test_evaluate_policy_uses_the_split_estimates_on_the_training_log(
 def test_evaluate_policy_without_the_training_data_says_what_to_do(
     refit: LoadedArtifact, shop_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    copy = tmp_path / "artifact"
+    copy = tmp_path / refit.path.name  # an artifact is served under its own version name
     shutil.copytree(refit.path, copy)
     manifest_path = copy / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     manifest["config"]["data"]["path"] = str(tmp_path / "gone")
     manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    (copy / "manifest.sha256").unlink()  # as an artifact written before manifest digests
     args = ["evaluate-policy", "--decisions", str(shop_dir / "decisions.parquet"), "--artifact", str(copy)]
     assert main([*args, "--policy", "greedy"]) == 2
     err = " ".join(capsys.readouterr().err.split())

@@ -13,6 +13,7 @@ import pytest
 from cli.main import main
 from engine.artifact import ArtifactError, open_artifact
 from engine.personalizer import Personalizer
+from engine.personas.steering import DEFAULT_STEERING
 from training.config import parse_config
 from training.evaluate_job import run_evaluation
 from training.synthetic_shop import ShopConfig, generate_shop
@@ -93,6 +94,38 @@ def test_evaluation_covers_segments_and_reproduces_the_manifest(trained: TrainRe
             assert report.matches_manifest[result.model]
         else:
             assert result.metrics["ndcg"] == pytest.approx(expected, abs=0.05)
+    manifest = open_artifact(trained.artifact_path).manifest
+    document = report.to_dict()
+    for key in ("context_evaluation", "steering_evaluation"):  # deterministic models reproduce train's
+        again = sorted(
+            (r for r in document[key] if r["model"] in DETERMINISTIC),
+            key=lambda r: json.dumps(r, sort_keys=True),
+        )
+        assert again and again == sorted(
+            (r for r in manifest[key] if r["model"] in DETERMINISTIC), key=json.dumps
+        )
+
+
+def test_a_requested_mix_steers_a_known_customer_by_the_setting(trained: TrainResult) -> None:
+    personalizer = Personalizer.from_path(trained.artifact_path, "als")
+    assert personalizer.steering == DEFAULT_STEERING  # the artifact's [personas] steering
+    customer = str(personalizer.model_customers.ids[0])
+    own = personalizer.mixes.stored(personalizer.mixes.row_of(customer))
+    other = int(np.argmin(own.weights))
+    pure = {persona: float(i == other) for i, persona in enumerate(personalizer.catalog.ids)}
+
+    def listed(**kwargs: object) -> list[str]:
+        return [item.item_id for item in personalizer.recommend(customer, 10, **kwargs).items]  # type: ignore[arg-type]
+
+    assert listed(mix=own) == listed()  # the customer's own mix, requested: their own list
+    assert listed(mix=pure, steering=0.0) != listed(mix=pure, steering=1.0)
+    unsteered = Personalizer.from_path(trained.artifact_path, "als")
+    unsteered_zero = Personalizer(unsteered.artifact, "als", steering=0.0)
+    assert [i.item_id for i in unsteered_zero.recommend(customer, 10, mix=pure).items] == listed(
+        mix=pure, steering=0.0
+    )
+    with pytest.raises(ValueError, match="steering"):
+        personalizer.recommend(customer, 10, mix=pure, steering=1.5)
 
 
 def test_persona_accuracy_and_decision_quality_are_reported(trained: TrainResult) -> None:

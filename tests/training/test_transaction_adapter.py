@@ -201,7 +201,7 @@ def test_parquet_export_with_typed_columns(tmp_path: Path) -> None:
         ),
         (
             {"columns": BASIC_COLUMNS, "tags": {"rules": [{"tag": "x", "pattern": "a", "field": "brand"}]}},
-            "[[tags.rules]] #1 field is 'brand', which [columns] does not map",
+            "[[tags.rules]] #1 field is 'brand', which neither [columns] nor [tables] maps",
         ),
         ({"columns": {**BASIC_COLUMNS, "coupon": "C"}}, "[discount] coupon_fraction is required"),
         ({"columns": BASIC_COLUMNS, "price_bands": {"edges": [3, 1], "tags": []}}, "increasing prices"),
@@ -361,3 +361,62 @@ def test_an_output_folder_holding_csv_tables_is_refused_before_writing(
     with pytest.raises(MappingError, match=r"already holds items\.csv"):
         adapt_transactions(load_mapping(mapping_file), export, out)
     assert sorted(p.name for p in out.iterdir()) == ["items.csv"]
+
+
+RETURNS_WITH_DISCOUNT = (
+    "Order,SKU,Qty,Price,SoldAt,Card,Off\n"
+    "1,A,2,1.50,2024-03-01 10:00:00,7,0.60\n"  # 0.30 off each of 2 units at 1.50: 1/6 off
+    "2,A,0,0.00,2024-03-02 10:00:00,7,2.0\n"  # a return with the refunded discount: 0 units
+    "3,B,1,4.00,2024-03-03 10:00:00,8,0\n"
+    "4,B,0,4.00,2024-03-04 10:00:00,8,1.0\n"  # another zero-quantity line
+)
+
+
+def _amount_per_line_mapping() -> object:
+    return parse_mapping(
+        {
+            "columns": {
+                "invoice": "Order",
+                "product_code": "SKU",
+                "quantity": "Qty",
+                "unit_price": "Price",
+                "timestamp": "SoldAt",
+                "customer": "Card",
+                "discount": "Off",
+            },
+            "discount": {"kind": "amount_per_line"},
+        },
+        "lines.toml",
+    )
+
+
+def test_zero_quantity_returns_with_a_discount_are_dropped_as_returns_before_the_discount_is_derived(
+    tmp_path: Path,
+) -> None:
+    export = write(tmp_path, "lines.csv", RETURNS_WITH_DISCOUNT)
+    report = adapt_transactions(_amount_per_line_mapping(), export, tmp_path / "out")  # type: ignore[arg-type]
+    reasons = {r.reason: r.dropped for r in report.reasons}
+    assert reasons["return"] == 2 and report.rows_kept == 2
+    events = load_shop(tmp_path / "out").events.sort("event_id")
+    assert events["discount"].to_list() == pytest.approx([0.6 / (1.5 * 2 + 0.6), 0.0])
+
+
+def test_a_bad_derived_discount_says_what_was_computed_from_what(tmp_path: Path) -> None:
+    export = write(
+        tmp_path,
+        "lines.csv",
+        RETURNS_WITH_DISCOUNT + "5,B,2,1.00,2024-03-05 10:00:00,8,-3.0\n",  # a negative amount off
+    )
+    with pytest.raises(DataValidationError) as error:
+        adapt_transactions(_amount_per_line_mapping(), export, tmp_path / "out")  # type: ignore[arg-type]
+    issues = error.value.issues
+    assert [(i.file, i.row, i.column) for i in issues] == [("lines.csv", 5, "Off")]
+    assert "discount fraction = amount -3.0 / (unit price 1.0 × quantity 2 + amount -3.0)" in str(error.value)
+    report = adapt_transactions(
+        _amount_per_line_mapping(),  # type: ignore[arg-type]
+        export,
+        tmp_path / "out",
+        skip_invalid=True,
+    )
+    assert {r.reason: r.dropped for r in report.reasons}["invalid_derived_value"] == 1
+    assert report.rows_kept == 2

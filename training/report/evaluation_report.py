@@ -138,6 +138,8 @@ def write_report(
 ) -> WrittenReport:
     """Build every section and write ``out`` (HTML) and ``report.json`` in the same folder."""
     started = time.perf_counter()
+    if progress is not None:
+        progress("verifying the artifact and loading its data")
     inputs = load_inputs(artifact_path, data_path)
     sections = []
     for section_id, builder in SECTION_BUILDERS:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from training.evaluation import BASELINE, METRIC_NAMES
+from training.evaluation import BASELINE, CONTEXT_EVALUATION, METRIC_NAMES
 from training.report import report_plots
 from training.report.report_inputs import ReportInputs
 from training.report.report_section import Chart, Column, Format, ReportSection, Table, unavailable
@@ -101,6 +101,10 @@ def build(inputs: ReportInputs) -> ReportSection:
             for segment in segments
         ],
     )
+    tables = [overall, by_segment]
+    context_table = _context_table(manifest.get(CONTEXT_EVALUATION, []), k)
+    if context_table is not None:
+        tables.append(context_table)
     persona_segments = [s for s in segments if s.startswith("persona:")]
     charts = []
     if persona_segments:
@@ -133,6 +137,7 @@ def build(inputs: ReportInputs) -> ReportSection:
         "cold_start_ndcg_ratio_to_popularity": summary.get("cold_start_ndcg_ratio_to_popularity"),
         "metrics": metrics,
         "served_models_refit_on_all_events": inputs.served.refit_on_all_events,
+        "context_evaluation": manifest.get(CONTEXT_EVALUATION, []),
     }
     notes = [
         "NDCG rewards putting the right products near the top of the list (1.0 would be perfect); "
@@ -174,10 +179,43 @@ def build(inputs: ReportInputs) -> ReportSection:
         id=SECTION_ID,
         title=TITLE,
         lead=lead,
-        tables=[overall, by_segment],
+        tables=tables,
         charts=charts,
         finding=finding,
         tables_before_charts=1,
         notes=notes,
         values=values,
+    )
+
+
+def _context_table(results: list[dict[str, Any]], k: int) -> Table | None:
+    """Held-out events by shopping context, scored with the context's mix (as serving does) and with
+    the overall mix (as the tables above); None for artifacts trained before this was measured."""
+    if not results:
+        return None
+    return Table(
+        f"NDCG@{k} by the shopping context of the held-out events: the context's mix against the overall mix",
+        (
+            Column("context", Format.TEXT),
+            Column("model", Format.TEXT),
+            Column("customers", Format.INTEGER),
+            Column("context mix"),
+            Column("overall mix"),
+            Column("difference"),
+            Column("95% interval low"),
+            Column("95% interval high"),
+        ),
+        [
+            [
+                r["context"].replace("_", " / "),
+                r["model"],
+                r["users"],
+                r["ndcg_context_mix"],
+                r["ndcg_overall_mix"],
+                r["difference"]["mean"],
+                r["difference"]["low"],
+                r["difference"]["high"],
+            ]
+            for r in results
+        ],
     )

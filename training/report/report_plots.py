@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, PercentFormatter
+from matplotlib.ticker import FuncFormatter
 from numpy.typing import NDArray
 
 # Colour-blind-friendly (Okabe-Ito) first, then tab10 for larger catalogs.
@@ -90,9 +90,18 @@ def to_png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _percent_axis(ax: Axes, axis: str = "y", decimals: int = 0) -> None:
-    formatter = PercentFormatter(xmax=1.0, decimals=decimals)
-    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(formatter)
+def percent_tick(value: float, _position: int | None = None) -> str:
+    """A share as a percent with the decimals it needs: 5%, 2.5%, 0.25%, never 2.5% shown as "2%"."""
+    percent = value * 100
+    for decimals in range(3):
+        if abs(percent - round(percent, decimals)) < 1e-9:
+            return f"{percent:.{decimals}f}%"
+    return f"{percent:.2f}%"
+
+
+def percent_axis(ax: Axes, axis: str = "y") -> None:
+    """Label an axis of shares as percents (``percent_tick``), so ticks at 2.5% steps read 2.5%, 5%."""
+    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(FuncFormatter(percent_tick))
 
 
 def grouped_bars(
@@ -149,7 +158,7 @@ def grouped_bars(
         ax.set_ylabel(ylabel)
         ax.set_title(title, loc="left")
         if percent:
-            _percent_axis(ax)
+            percent_axis(ax)
         if n > 1:
             lines = max(label.count("\n") + 1 for label in labels) if labels else 1
             ax.legend(ncols=min(n, 5), loc="upper center", bbox_to_anchor=(0.5, -0.05 - 0.065 * lines))
@@ -171,9 +180,9 @@ def histograms(
             ax.set_title(title, loc="left")
             ax.set_xlabel(xlabel)
             ax.set_ylabel("share of customers")
-            _percent_axis(ax)
+            percent_axis(ax)
             if percent_x:
-                _percent_axis(ax, "x")
+                percent_axis(ax, "x")
         fig.tight_layout()
     return to_png(fig)
 
@@ -211,7 +220,7 @@ def monthly_mix_lines(
             )
         ax.set_xticks(x, month_labels(months))
         ax.set_ylabel("mean persona weight")
-        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
+        percent_axis(ax)
         title = "Mean persona mix of the customers active each month"
         if planted is not None:
             title += " (dashed: planted)"
@@ -251,7 +260,7 @@ def concentration_curves(
             FuncFormatter(lambda v, _: f"{v:.0%}" if v >= 0.01 or v == 0 else f"{v:.1%}")
         )
         ax.set_xticks([0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0])
-        _percent_axis(ax)
+        percent_axis(ax)
         ax.grid(True, axis="both")
         ax.set_xlabel("most popular items, as a share of the catalog")
         ax.set_ylabel("cumulative share")
@@ -297,7 +306,7 @@ def calibration_grid(
             ax.set_xlabel("inferred weight")
             if j % ncols == 0:
                 ax.set_ylabel("planted weight")
-            _percent_axis(ax)
-            _percent_axis(ax, "x")
+            percent_axis(ax)
+            percent_axis(ax, "x")
         fig.tight_layout()
     return to_png(fig)

@@ -30,7 +30,9 @@ _ARROW_TYPES: dict[ColumnKind, pa.DataType] = {
 }
 
 
-UNSIMULATED_COLUMNS: frozenset[tuple[str, str]] = frozenset({("events", "quantity")})
+UNSIMULATED_COLUMNS: frozenset[tuple[str, str]] = frozenset(
+    {("events", "quantity"), ("decisions", "position")}
+)
 """Optional contract columns the simulation plants nothing for; left out of the files (loaders add them
 empty), as a shop without that data would."""
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from engine.artifact import MANIFEST, ArtifactError, ArtifactWriter, new_version, open_artifact
+from engine.artifact import DIGEST_FILE, MANIFEST, ArtifactError, ArtifactWriter, new_version, open_artifact
 from engine.artifact.contents import ArtifactContents, LoadedArtifact, load_artifact, write_contents
 from engine.artifact.layout import LAYOUT, CsrFiles
 from engine.data.id_map import IdMap
@@ -118,12 +118,14 @@ def test_layout_paths_are_unique() -> None:
 
 
 def _drop_from_manifest(folder: Path, *names: str) -> None:
-    """Remove files and their manifest entries, as an artifact written before they existed would be."""
+    """Remove files and their manifest entries, as an artifact written before they existed would be
+    (before the manifest's digest existed too: it has no manifest.sha256)."""
     manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     for name in names:
         (folder / name).unlink()
         del manifest["files"][name]
     (folder / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    (folder / DIGEST_FILE).unlink()
 
 
 def test_a_missing_required_entry_is_refused_naming_it(trained: Path, tmp_path: Path) -> None:

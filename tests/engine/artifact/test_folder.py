@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -119,9 +120,7 @@ def test_extra_file_is_named(tmp_path: Path) -> None:
 
 def test_missing_manifest_and_unknown_format_version(tmp_path: Path) -> None:
     folder = write_version(tmp_path)
-    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    manifest["format_version"] = 99
-    (folder / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    _edit_manifest(folder, lambda m: m.update(format_version=99))
     with pytest.raises(ArtifactError, match="unknown format_version 99"):
         open_artifact(folder)
     (folder / MANIFEST).unlink()
@@ -249,3 +248,51 @@ def test_library_versions_name_every_library() -> None:
     assert set(versions) == {"numpy", "scipy", "implicit", "lightfm", "polars", "pyarrow", "python"}
     assert versions["numpy"] == np.__version__
     assert versions["lightfm"] != "not installed"
+
+
+# -- the manifest itself (issue 14, finding 2) --------------------------------------------------------
+# An attacker who can write to the folder knows the format: these edits also rewrite manifest.sha256
+# when there is one (a digest is no defence against them; the key checks and signatures are).
+
+
+def _edit_manifest(folder: Path, edit: Any, *, rewrite_digest: bool = True) -> None:
+    path = folder / MANIFEST
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    edit(manifest)
+    data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    path.write_bytes(data)
+    digest = folder / "manifest.sha256"
+    if rewrite_digest and digest.exists():
+        digest.write_text(f"{hashlib.sha256(data).hexdigest()}  {MANIFEST}\n", encoding="ascii")
+
+
+def test_a_manifest_edited_in_place_is_refused(tmp_path: Path) -> None:
+    folder = write_version(tmp_path)
+    _edit_manifest(folder, lambda m: m.update(artifact_version="29991231T000000Z"), rewrite_digest=False)
+    with pytest.raises(ArtifactError, match=r"manifest\.json does not match manifest\.sha256"):
+        open_artifact(folder)
+
+
+def test_a_version_other_than_the_folder_name_is_refused(tmp_path: Path) -> None:
+    folder = write_version(tmp_path)
+    _edit_manifest(folder, lambda m: m.update(artifact_version="29991231T000000Z"))
+    with pytest.raises(
+        ArtifactError, match=r"artifact_version '29991231T000000Z' is not the name of its folder"
+    ):
+        open_artifact(folder)
+
+
+def test_a_copy_under_another_version_name_is_refused(tmp_path: Path) -> None:
+    folder = write_version(tmp_path)
+    renamed = Path(shutil.copytree(folder, tmp_path / "29991231T000000Z"))
+    with pytest.raises(
+        ArtifactError, match=r"'20261123T153012Z' is not the name of its folder '29991231T000000Z'"
+    ):
+        open_artifact(renamed)
+
+
+def test_an_unknown_manifest_key_is_refused_naming_it(tmp_path: Path) -> None:
+    folder = write_version(tmp_path)
+    _edit_manifest(folder, lambda m: m.update(serve_anyway=True))
+    with pytest.raises(ArtifactError, match=r"unknown key 'serve_anyway'"):
+        open_artifact(folder)

@@ -649,3 +649,25 @@ def test_every_accepted_timestamp_spelling_parses_to_the_same_utc_instant(
         path.write_text(csv)
         frame, _ = load_table(path, EVENTS)
     assert frame["timestamp"].to_list() == expected, texts
+
+
+def test_customers_keep_extra_feature_columns_numbers_as_numbers(tmp_path: Path) -> None:
+    customers = (
+        "customer_id,age_band,feature__household_size,feature__children,feature__home,shoe_size\n"
+        "c1,25-34,3,0,own,42\n"
+        "c2,,1,2,rent,40\n"
+        "c3,35-44,,3+,,38\n"
+    )
+    shop = load_shop(shop_dir(tmp_path, customers=customers))
+    assert shop.customers is not None
+    frame = shop.customers
+    assert "shoe_size" not in frame.columns  # not prefixed: an export's stray column, dropped as before
+    assert frame["feature__household_size"].dtype == pl.Float64
+    assert frame["feature__household_size"].to_list() == [3.0, 1.0, None]
+    assert frame["feature__children"].to_list() == ["0", "2", "3+"]  # "3+" is no number: categorical
+    assert frame["feature__home"].to_list() == ["own", "rent", None]
+    parquet = pl.DataFrame({"customer_id": ["c1"], "feature__household_size": [4]})
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    again = load_shop(shop_dir(folder, customers=parquet))
+    assert again.customers is not None and again.customers["feature__household_size"].to_list() == [4.0]

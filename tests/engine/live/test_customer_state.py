@@ -333,3 +333,32 @@ def test_a_remembered_view_never_outlives_a_change_of_state(
     states.observe([event(customer, items[0], START, "purchase", n=9)], [])
     assert personalizer.resolver.resolve(customer).live is not None
     assert items[0] in personalizer.resolver.resolve(customer).live.purchased_item_ids  # type: ignore[union-attr]
+
+
+def test_how_a_days_events_are_split_into_batches_does_not_change_the_state(
+    personalizer: Personalizer, scorer: LiveEventScorer
+) -> None:
+    persona = 3
+    customer = str(
+        personalizer.mixes.customers.ids[np.flatnonzero(personalizer.mixes.overall[:, persona] < 0.1)[5]]
+    )
+    away, home = typical_items(scorer, persona, 12), typical_items(scorer, 0, 12)
+    days = [START + dt.timedelta(days=d) for d in range(10)]
+    events = [
+        event(
+            customer, (away if n < 6 else home)[(2 * n + j) % 12], day + dt.timedelta(hours=j), n=10 * n + j
+        )
+        for n, day in enumerate(days)
+        for j in range(3)
+    ]
+    states = []
+    cuts = [None, *range(1, len(events))]  # whole, then cut at every place (inside days, and between)
+    for cut in cuts:
+        store = MemoryStateStore()
+        live = LiveCustomerStates(store, scorer, personalizer.mixes, clock=lambda: days[-1])
+        for batch in [events] if cut is None else [events[:cut], events[cut:]]:
+            live.observe(batch, [])
+        states.append(store.get(live.key(customer)))
+    drifted = LiveCustomerState.from_bytes(states[0] or b"")
+    assert drifted.drift_day is not None and drifted.drift_since is not None
+    assert states[1:] == states[:1] * (len(cuts) - 1)

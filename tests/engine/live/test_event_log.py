@@ -215,3 +215,31 @@ def test_concurrent_appends_share_commits_and_each_id_is_new_exactly_once(tmp_pa
         assert len(new) == len(set(new)) == threads * batches * 5 + batches
         assert log.event_ids() == set(new)
         assert 1 <= log.commits <= threads * batches
+
+
+def test_a_log_of_the_first_schema_gains_marks_and_keeps_its_events(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    with EventLog.open(path) as log:
+        log.append([event("e1", "c1")])
+    with sqlite3.connect(path) as raw:  # as persona-engine wrote it before marks existed
+        raw.execute("DROP TABLE marks")
+        raw.execute("PRAGMA user_version = 1")
+    with EventLog.open(path) as log:
+        assert log.event_ids() == {"e1"} and log.mark("training_read_through") == 0
+        log.set_mark("training_read_through", 5)
+        log.set_mark("training_read_through", 3)  # marks never move back
+        assert log.mark("training_read_through") == 5
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+
+
+def test_pages_of_events_cover_a_range_of_positions_in_arrival_order(tmp_path: Path) -> None:
+    with EventLog.open(tmp_path / "events.db") as log:
+        log.append([event(f"e{n}", f"c{n % 3}") for n in range(10)])
+        assert log.last_event_rowid() == 10
+        pages = list(log.behavior_event_pages(2, 9, page=3))
+    assert [(end, [e.event_id for e in events]) for end, events in pages] == [
+        (5, ["e2", "e3", "e4"]),
+        (8, ["e5", "e6", "e7"]),
+        (9, ["e8"]),
+    ]

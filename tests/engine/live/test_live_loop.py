@@ -255,3 +255,23 @@ def test_an_arm_served_by_another_model_sees_the_same_live_state(
     assert resolved.live is not None and item in resolved.live.purchased_item_ids
     served = personalizer.resolver.resolve(customer)
     assert (resolved.source, resolved.mix.as_dict()) == (served.source, served.mix.as_dict())
+
+
+def test_decisions_are_remembered_for_the_bandit_only_while_a_bandit_arm_runs(
+    personalizer: Personalizer, loop: Loop
+) -> None:
+    """A remembered decision (~1 KB, kept for days) is needed only for a running bandit to learn from
+    outcomes; without one, a page must leave nothing behind in the store for it (the soak benchmark
+    saw workers grow by tens of MB an hour from these memories)."""
+    store = loop.decisions.store
+    customer = in_arm(personalizer, "static")
+    request = PageRequest(CustomerTarget(customer), ProductRequest(k=3), SESSION, num_offers=2)
+
+    def memories(decision_id: str) -> list[bytes | None]:
+        return [store.get(f"bandit:{kind}:decision:{decision_id}") for kind in ("offer", "layout")]
+
+    with_bandit = loop.loop.personalize(personalizer, request).page
+    assert all(memory is not None for memory in memories(with_bandit.decision.decision_id))
+    loop.decisions.experiment.set(Experiment("no-bandit", "static", (ExperimentArm("static", 1.0),)))
+    without = loop.loop.personalize(personalizer, request).page
+    assert memories(without.decision.decision_id) == [None, None]

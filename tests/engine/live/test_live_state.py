@@ -50,9 +50,14 @@ class Scorer:
         return ("scorer of", artifact)
 
 
+@dataclass(frozen=True)
+class Artifact:
+    version: str = "20260301T000000Z"
+
+
 @dataclass
 class Model:
-    artifact: object = field(default_factory=object)
+    artifact: object = field(default_factory=Artifact)
     mixes: object = field(default_factory=object)
     live: object = None
 
@@ -141,7 +146,9 @@ def test_catch_up_replays_the_drift_window_in_arrival_order_and_in_chunks(
         with pytest.raises(RuntimeError, match="no model attached"):
             live.catch_up(log, now=NOW)
         states = live.attach(Model())  # type: ignore[arg-type]
-        assert live.catch_up(log, now=NOW) == 5
+        caught_up = live.catch_up(log, now=NOW)
+    assert (caught_up.replayed, caught_up.restored, caught_up.through_rowid) == (5, 0, 7)
+    assert not caught_up.stopped
     replayed = [[e.event_id for e in events] for events, _ in states.batches]
     assert replayed == [["e1", "e2"], ["e3", "e5"], ["e6"]]  # e0 and e4 are older than the window
     assert all(outcomes == () for _, outcomes in states.batches)

@@ -4,10 +4,12 @@ from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
+import polars as pl
 import pytest
 import scipy.sparse as sp
 
-from engine.models.base import ModelFitError
+from engine.data.feature_space import FeatureSpace
+from engine.models.base import ModelFitError, UserBatch
 from engine.models.fitted_shape import FittedShape
 from engine.models.lightfm_hybrid import (
     LightFMHybridModel,
@@ -136,3 +138,34 @@ def test_diverged_embeddings_raise_model_fit_error(checkerboard: Checkerboard) -
 def test_invalid_hyperparameters_are_named(params: dict[str, object], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         LightFMHybridModel(**params)  # type: ignore[arg-type]
+
+
+def test_a_cold_start_recommendation_follows_an_informative_extra_numeric_feature(
+    checkerboard: Checkerboard,
+) -> None:
+    """Only household size tells the groups apart here (big households shop block 0): a newcomer with
+    an even mix is steered by it, through the feature space's standardized above/below-mean features."""
+    data = checkerboard.data
+    rng = np.random.default_rng(4)
+    sizes = np.where(checkerboard.group == 0, 5.0, 1.0) + rng.normal(0, 0.5, data.n_users)
+    customers = pl.DataFrame({"feature__household_size": sizes})
+    space = FeatureSpace.from_frame(customers, ["feature__household_size"])
+    even = np.tile([0.45, 0.45, 0.1], (data.n_users, 1))  # mixes that say nothing about the group
+    with_size = replace(
+        data,
+        user_mix=even,
+        user_demographics=space.encode(customers, ["feature__household_size"]),
+        demographic_feature_names=space.names,
+    )
+    model = LightFMHybridModel(**{**SMALL_CONFIGS["lightfm_hybrid"], "demographic_weight": 2.0})
+    model.fit(with_size)
+    newcomers = space.encode(
+        pl.DataFrame({"feature__household_size": [6.0, 1.0]}), ["feature__household_size"]
+    )
+    scores = model.score(
+        UserBatch(np.array([-1, -1]), np.array([[0.45, 0.45, 0.1]] * 2), sp.csr_matrix(newcomers))
+    )
+    big, single = scores[:, checkerboard.block(0)].mean(axis=1) - scores[:, checkerboard.block(1)].mean(
+        axis=1
+    )
+    assert big > 0 > single

@@ -343,6 +343,7 @@ class ReloadModelRequest(_message.Message):
 
     ARTIFACT_PATH_FIELD_NUMBER: _builtins.int
     MODEL_NAME_FIELD_NUMBER: _builtins.int
+    ALLOW_ROLLBACK_FIELD_NUMBER: _builtins.int
     artifact_path: _builtins.str
     """Path of the artifact directory on the server's file system, e.g. "artifacts/latest" or
     "artifacts/20260105T101500Z"; relative paths are resolved against the server's working directory.
@@ -352,15 +353,20 @@ class ReloadModelRequest(_message.Message):
     """The recommender to serve; one of the artifact's models. Empty means the artifact's best model as
     chosen by its evaluation.
     """
+    allow_rollback: _builtins.bool
+    """Allow switching to a version older than the one serving (a rollback). Without it such a request
+    fails with FAILED_PRECONDITION naming both versions and the old artifact keeps serving.
+    """
     def __init__(
         self,
         *,
         artifact_path: _builtins.str = ...,
         model_name: _builtins.str = ...,
+        allow_rollback: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_path", b"artifact_path", "model_name", b"model_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_rollback", b"allow_rollback", "artifact_path", b"artifact_path", "model_name", b"model_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -50,8 +50,9 @@ class AdminServiceStub:
     """Load another artifact and switch to it atomically once it is verified and loaded; requests in
     flight finish on the old one. On any failure the old artifact keeps serving and the call fails:
     NOT_FOUND when the path does not exist, FAILED_PRECONDITION when the artifact fails verification
-    (a checksum, its manifest, or the requested model), INVALID_ARGUMENT for an empty path. Not
-    idempotent in effect (it replaces the server's state), so clients must not retry it blindly.
+    (a checksum, its manifest or its signature, or the requested model) or is older than the version
+    serving without allow_rollback, INVALID_ARGUMENT for an empty path. Not idempotent in effect (it
+    replaces the server's state), so clients must not retry it blindly.
     """
     GetExperiment: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetExperimentRequest, _admin_service_pb2.GetExperimentResponse]
     """The running experiment, if any."""
@@ -74,8 +75,9 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Load another artifact and switch to it atomically once it is verified and loaded; requests in
     flight finish on the old one. On any failure the old artifact keeps serving and the call fails:
     NOT_FOUND when the path does not exist, FAILED_PRECONDITION when the artifact fails verification
-    (a checksum, its manifest, or the requested model), INVALID_ARGUMENT for an empty path. Not
-    idempotent in effect (it replaces the server's state), so clients must not retry it blindly.
+    (a checksum, its manifest or its signature, or the requested model) or is older than the version
+    serving without allow_rollback, INVALID_ARGUMENT for an empty path. Not idempotent in effect (it
+    replaces the server's state), so clients must not retry it blindly.
     """
     GetExperiment: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetExperimentRequest, _admin_service_pb2.GetExperimentResponse]  # type: ignore[assignment]
     """The running experiment, if any."""
@@ -107,8 +109,9 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Load another artifact and switch to it atomically once it is verified and loaded; requests in
         flight finish on the old one. On any failure the old artifact keeps serving and the call fails:
         NOT_FOUND when the path does not exist, FAILED_PRECONDITION when the artifact fails verification
-        (a checksum, its manifest, or the requested model), INVALID_ARGUMENT for an empty path. Not
-        idempotent in effect (it replaces the server's state), so clients must not retry it blindly.
+        (a checksum, its manifest or its signature, or the requested model) or is older than the version
+        serving without allow_rollback, INVALID_ARGUMENT for an empty path. Not idempotent in effect (it
+        replaces the server's state), so clients must not retry it blindly.
         """
 
     @_abc_1.abstractmethod

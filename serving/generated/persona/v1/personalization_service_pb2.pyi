@@ -795,6 +795,7 @@ class GetPersonaProfileResponse(_message.Message):
     EVIDENCE_FIELD_NUMBER: _builtins.int
     LEADING_PERSONAS_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    DEGRADED_REASON_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """The customer id asked about."""
     cold_start: _builtins.bool
@@ -807,6 +808,10 @@ class GetPersonaProfileResponse(_message.Message):
     """
     model_version: _builtins.str
     """Version of the serving artifact the profile comes from."""
+    degraded_reason: _builtins.str
+    """Empty when the profile includes the customer's live state; otherwise why it does not (see
+    DecisionInfo.degraded_reason): then persona_mix and drift come from the serving artifact alone.
+    """
     @_builtins.property
     def persona_mix(self) -> _types_pb2.PersonaMix:
         """The inferred overall mix."""
@@ -843,10 +848,11 @@ class GetPersonaProfileResponse(_message.Message):
         evidence: _abc.Iterable[Global___PersonaEvidence] | None = ...,
         leading_personas: _abc.Iterable[Global___LeadingPersona] | None = ...,
         model_version: _builtins.str = ...,
+        degraded_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["drift", b"drift", "persona_mix", b"persona_mix"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cold_start", b"cold_start", "context_mixes", b"context_mixes", "customer_id", b"customer_id", "drift", b"drift", "evidence", b"evidence", "leading_personas", b"leading_personas", "model_version", b"model_version", "persona_mix", b"persona_mix", "persona_mix_source", b"persona_mix_source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cold_start", b"cold_start", "context_mixes", b"context_mixes", "customer_id", b"customer_id", "degraded_reason", b"degraded_reason", "drift", b"drift", "evidence", b"evidence", "leading_personas", b"leading_personas", "model_version", b"model_version", "persona_mix", b"persona_mix", "persona_mix_source", b"persona_mix_source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -766,6 +766,7 @@ class DecisionInfo(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     MODEL_NAME_FIELD_NUMBER: _builtins.int
     EXPERIMENT_ARM_FIELD_NUMBER: _builtins.int
+    DEGRADED_REASON_FIELD_NUMBER: _builtins.int
     decision_id: _builtins.str
     """Unique id of this decision. Log it with what the customer did (click, purchase, redemption) so
     the engine can learn from, and evaluate, its decisions.
@@ -786,6 +787,13 @@ class DecisionInfo(_message.Message):
     """Reserved for the experimentation work that follows: the experiment arm this request was assigned
     to. Always empty until experiments are configured.
     """
+    degraded_reason: _builtins.str
+    """Empty when the answer used the customer's live state (session events, recent purchases, drift,
+    journey stage, the online bandit's statistics). Otherwise why it did not: the server's state store
+    (Redis) could not be reached, so the answer comes from the serving artifact alone, e.g.
+    "live state unavailable: the state store is unreachable". The server retries the store by itself;
+    later calls use live state again once it answers.
+    """
     @_builtins.property
     def persona_mix(self) -> Global___PersonaMix:
         """The persona mix the scores were computed with (the request's, normalised, or the inferred one)."""
@@ -801,10 +809,11 @@ class DecisionInfo(_message.Message):
         model_version: _builtins.str = ...,
         model_name: _builtins.str = ...,
         experiment_arm: _builtins.str = ...,
+        degraded_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["persona_mix", b"persona_mix"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cold_start", b"cold_start", "decision_id", b"decision_id", "experiment_arm", b"experiment_arm", "model_name", b"model_name", "model_version", b"model_version", "persona_mix", b"persona_mix", "persona_mix_source", b"persona_mix_source", "shopping_context", b"shopping_context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cold_start", b"cold_start", "decision_id", b"decision_id", "degraded_reason", b"degraded_reason", "experiment_arm", b"experiment_arm", "model_name", b"model_name", "model_version", b"model_version", "persona_mix", b"persona_mix", "persona_mix_source", b"persona_mix_source", "shopping_context", b"shopping_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,115 @@
+"""The conventions every command's arguments follow: one-line errors, defaults in ``--help``, checked values.
+
+A bad value is refused where it is parsed, before any data or model is read, with one line naming the
+flag and what it needs (``error: persona-engine recommend: argument -k/--k: must be at least 1, got 0``)
+and exit status 2. The value types below say what a number may be, so the same kind of flag is
+checked the same way in every command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+# The shopping contexts of engine.personas.shopping_context.CONTEXTS (a test keeps them equal); spelt
+# out here so that building the parser does not import polars.
+SHOPPING_CONTEXTS: tuple[str, ...] = ("weekday", "weekend_holiday")
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line on stderr (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {self.prog}: {message} (see '{self.prog} --help')\n")
+        sys.exit(2)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written, and every option's default shown unless its help already says it.
+
+    Unlike ``ArgumentDefaultsHelpFormatter`` it leaves out defaults that say nothing (None, False).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and default not in (None, False, argparse.SUPPRESS)
+            and "default" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _number(kind: Callable[[str], float], text: str) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {_kind_name(kind)}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _kind_name(kind: Callable[[str], float]) -> str:
+    return "a whole number" if kind is int else "a number"
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """A whole number >= ``low`` (counts, k, seeds)."""
+
+    def parse(text: str) -> int:
+        value = int(_number(int, text))
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = f"whole number >= {low}"
+    return parse
+
+
+positive_int = at_least(1)
+non_negative_int = at_least(0)
+
+
+def positive_float(text: str) -> float:
+    """A number > 0 (seconds, half-lives)."""
+    value = _number(float, text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def share(text: str) -> float:
+    """A share of a population, 0 to 1 inclusive."""
+    value = _number(float, text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def open_unit(text: str) -> float:
+    """A probability strictly between 0 and 1 (confidence levels)."""
+    value = _number(float, text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
+    return value
+
+
+def non_empty(text: str) -> str:
+    """An identifier that must not be blank (a customer id)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def non_negative_float(text: str) -> float:
+    """A number >= 0 (amounts of evidence)."""
+    value = _number(float, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value

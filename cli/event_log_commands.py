@@ -1,0 +1,75 @@
+"""The event log's retention by hand: ``persona-engine archive-events``.
+
+A server with ``--event-log`` moves old events to the archive by itself every hour
+(``serving.log_upkeep``); this command does the same for a log no server is running on, or at once.
+Imports stay inside the function so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+
+from cli.arguments import positive_float
+from cli.errors import UserError
+from cli.json_output import emit_json
+from cli.subcommand import Subcommands, add_command
+from training.console_output import print_table
+
+ARCHIVE_EVENTS_EXAMPLES = """
+    an event moves to <log>.archive/ (Parquet) when it happened before the drift window (56 days by
+    default) and a training run has read it; training reads the log and the archive together, each
+    event once. Nothing is ever deleted without being in the archive first.
+
+    examples:
+      persona-engine archive-events --event-log run/events.sqlite
+      persona-engine archive-events --event-log run/events.sqlite --older-than-days 90 --json
+    """
+
+
+def add_archive_events_command(sub: Subcommands) -> None:
+    command = add_command(
+        sub,
+        "archive-events",
+        "move old event log events that training has read to the log's Parquet archive",
+        ARCHIVE_EVENTS_EXAMPLES,
+        cmd_archive_events,
+    )
+    command.add_argument("--event-log", type=Path, required=True, help="the server's event log (SQLite)")
+    command.add_argument(
+        "--older-than-days",
+        type=positive_float,
+        help="move events older than this many days (default: the drift window, 4 drift half-lives)",
+    )
+
+
+def cmd_archive_events(args: argparse.Namespace) -> int:
+    from engine.live.event_archive import archive_events, archive_folder
+    from engine.live.event_log import EventLog, EventLogError
+    from engine.personas.drift import WINDOW_HALF_LIVES, DriftConfig
+
+    path: Path = args.event_log
+    if not path.is_file():
+        raise UserError(f"--event-log {path}: no such file (the server creates it with --event-log)")
+    days = (
+        WINDOW_HALF_LIVES * DriftConfig().half_life_days
+        if args.older_than_days is None
+        else args.older_than_days
+    )
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+    try:
+        with EventLog.open(path) as log:
+            run = archive_events(log, archive_folder(path), before)
+            remaining = log.counts()["events"]
+    except EventLogError as error:
+        raise UserError(str(error)) from None
+    if args.json:
+        emit_json({**run.to_dict(), "events_in_log": remaining, "archive": str(archive_folder(path))})
+        return 0
+    print_table(
+        f"event log retention: {path}",
+        ["moved", "parts", "events left in the log", "training read through", "moved if before"],
+        [[run.moved, len(run.parts), remaining, run.training_read_through, run.before.date().isoformat()]],
+    )
+    return 0

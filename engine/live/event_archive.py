@@ -1,0 +1,123 @@
+"""Event log retention: old events move from the SQLite log to a Parquet archive, never lost.
+
+The log would otherwise grow with every event for as long as the server runs. An event moves to the
+archive once both hold:
+
+- it happened before the drift window (``WINDOW_HALF_LIVES`` drift half-lives: 56 days by default),
+  so live state would not replay it any more, and
+- a training run has read it: ``training.logged_events`` records the position of the last event it
+  read as the log's ``training_read_through`` mark when it reads the log.
+
+Training reads the log and the archive together (``read_archived_events`` plus the log, one row per
+event id), so moving an event changes nothing it sees.
+
+The move is crash-safe. A batch of events is written to a Parquet part under a temporary name,
+fsynced, renamed into place and the folder fsynced; only then are the same rows deleted from the log
+in one transaction. A crash between the two leaves the events in both places, and the next run
+writes them again (to the same part name when the batch is the same, replacing it) before deleting
+them; readers drop repeats of an event id, so an event is never read twice and never lost. The
+newest row of the log is never moved, so log positions (which snapshots of live state rely on) only
+grow.
+
+Parts are ``events-<first rowid>-<last rowid>.parquet`` in ``<log>.archive/``, with the log's event
+columns plus ``rowid`` and ``received_us``. Decisions and outcomes stay in the log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import polars as pl
+
+from engine.live.event_log import EVENT_FRAME_SCHEMA, TRAINING_READ_MARK, EventLog, contract_events
+
+ARCHIVE_SUFFIX: Final = ".archive"
+DEFAULT_BATCH: Final = 100_000  # events per part
+_PART_PREFIX: Final = "events-"
+
+
+@dataclass(frozen=True)
+class ArchiveRun:
+    """What one retention run moved."""
+
+    moved: int  # events deleted from the log (they are in the archive)
+    parts: tuple[Path, ...]  # parts written
+    training_read_through: int  # the log position training had read up to
+    before: dt.datetime  # events that happened before this could move
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "moved": self.moved,
+            "parts": [str(part) for part in self.parts],
+            "training_read_through": self.training_read_through,
+            "before": self.before.isoformat(),
+        }
+
+
+def archive_folder(event_log: Path) -> Path:
+    """Where the archive of the log at ``event_log`` lives: beside it, named after it."""
+    return event_log.with_name(event_log.name + ARCHIVE_SUFFIX)
+
+
+def archive_events(
+    log: EventLog,
+    folder: Path,
+    before: dt.datetime,
+    *,
+    batch: int = DEFAULT_BATCH,
+    stop: threading.Event | None = None,
+) -> ArchiveRun:
+    """Move the events that happened before ``before`` and that training has read into ``folder``.
+
+    Works a batch at a time (one part each); ``stop`` is checked between batches.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    through = log.mark(TRAINING_READ_MARK)
+    moved, parts = 0, []
+    while stop is None or not stop.is_set():
+        rows = log.archivable_events(through, before, batch)
+        if rows.height == 0:
+            break
+        part = folder / f"{_PART_PREFIX}{rows['rowid'][0]:015d}-{rows['rowid'][-1]:015d}.parquet"
+        write_part(part, rows)
+        moved += log.delete_archived_events(rows["rowid"].to_list(), rows["event_id"].to_list())
+        parts.append(part)
+        if rows.height < batch:
+            break
+    return ArchiveRun(moved, tuple(parts), through, before)
+
+
+def write_part(part: Path, rows: pl.DataFrame) -> None:
+    """Write one part durably: temporary name, fsync, rename, fsync of the folder."""
+    part.parent.mkdir(parents=True, exist_ok=True)
+    temporary = part.with_name(f".{part.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            rows.write_parquet(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, part)
+    finally:
+        temporary.unlink(missing_ok=True)
+    descriptor = os.open(part.parent, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def read_archived_events(folder: Path) -> pl.DataFrame:
+    """Every archived event once, as the contract's ``events`` table in log order (empty without an
+    archive): a part written again after a crash, or rows also still in the log, are the same events."""
+    parts = sorted(folder.glob(f"{_PART_PREFIX}*.parquet")) if folder.is_dir() else []
+    if not parts:
+        return contract_events(pl.DataFrame(schema=EVENT_FRAME_SCHEMA))
+    frame = pl.concat([pl.read_parquet(part) for part in parts], how="vertical")
+    frame = frame.sort("rowid", maintain_order=True).unique("event_id", keep="first", maintain_order=True)
+    return contract_events(frame.select(list(EVENT_FRAME_SCHEMA)))

@@ -1,0 +1,118 @@
+"""Persona weights by activity level: how much a factor model leans on a customer's personas.
+
+Collaborative filtering knows a customer by their interactions; with few of them their vector is
+mostly regularisation. The persona mix knows them from other signals (the categories, prices and
+channels they touched, their demographics). Two persona terms enter an implicit factor model's score,
+each with one weight per *activity level* (customers bucketed by how many items they interacted with
+in training, edges at quantiles of the training customers; level 0 is a customer the model never saw):
+
+- the blend ``b``: the customer's vector moves toward their mix's persona vector,
+  ``(1 - b) u_c + b (mix @ P)``;
+- the prior ``w``: the persona popularity of the mix (``PersonaPopularityModel``'s ranking, times
+  ``n_items`` so an average item scores 1) is added, ``+ w * n_items * (mix @ PersonaPopularity)_i``.
+
+How much a light customer should lean on their personas differs from a heavy one, and by how much is
+an empirical question: ``grid_search_levels`` picks per level the pair that maximises NDCG@k on a
+validation split (``training.persona_weights`` builds it without leaking the held-out events into
+the mixes). Both terms are linear in the mix, so the model still scores by inner product: the query
+vector gains ``w * mix``, the item vectors gain ``n_items * PersonaPopularity^T``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from engine.evaluation.ranking_metrics import ranking_metrics
+from engine.ranking.top_k import top_k
+
+BLEND_GRID: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8)
+# Multiples of (mean per-customer spread of the factor scores / spread of the prior term).
+PRIOR_GRID: tuple[float, ...] = (0.0, 0.05, 0.15, 0.3, 0.6, 1.0, 2.0)
+PRIOR_STRENGTH = 50.0
+
+
+def persona_item_scores(
+    interactions: sp.csr_matrix, user_mix: NDArray[np.float64], prior_strength: float = PRIOR_STRENGTH
+) -> NDArray[np.float32]:
+    """(n_items, n_personas): ``n_items`` x each persona's smoothed popularity (a distribution).
+
+    Scaled by ``n_items`` so an average item scores 1 whatever the catalogue size.
+    """
+    seen = sp.csr_matrix(interactions > 0, dtype=np.float64)
+    n_items = seen.shape[1]
+    global_counts = np.asarray(seen.sum(axis=0), dtype=np.float64).ravel()
+    global_share = global_counts / max(global_counts.sum(), 1.0)
+    weighted = np.asarray(seen.T @ user_mix, dtype=np.float64)  # (n_items, n_personas)
+    mass = weighted.sum(axis=0, keepdims=True)
+    smoothed = (weighted + prior_strength * global_share[:, None]) / (mass + prior_strength)
+    return np.asarray(n_items * smoothed, dtype=np.float32)
+
+
+def interaction_counts(interactions: sp.csr_matrix) -> NDArray[np.int64]:
+    return np.diff(sp.csr_matrix(interactions).indptr).astype(np.int64)
+
+
+def activity_edges(counts: NDArray[np.int64], levels: int) -> NDArray[np.float64]:
+    """``levels - 1`` thresholds at the quantiles of the active customers' interaction counts."""
+    active = counts[counts > 0]
+    if levels <= 1 or len(active) == 0:
+        return np.zeros(0, dtype=np.float64)
+    return np.quantile(active.astype(np.float64), np.linspace(0.0, 1.0, levels + 1)[1:-1])
+
+
+def activity_level(
+    user_index: NDArray[np.int64], counts: NDArray[np.int64], edges: NDArray[np.float64]
+) -> NDArray[np.int64]:
+    """Level per customer: 0 for unknown (index -1), 1..levels by training interactions otherwise."""
+    index = np.asarray(user_index, dtype=np.int64)
+    known = index >= 0
+    level = np.zeros(len(index), dtype=np.int64)
+    level[known] = 1 + np.searchsorted(edges, counts[index[known]], side="right")
+    return level
+
+
+def grid_search_levels(
+    score: Callable[[float], NDArray[np.float32]],
+    prior: NDArray[np.float32] | None,
+    level: NDArray[np.int64],
+    n_levels: int,
+    exclude: sp.csr_matrix | None,
+    relevant: sp.csr_matrix,
+    k: int = 10,
+    *,
+    blends: tuple[float, ...] = BLEND_GRID,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per level (0..n_levels), the (blend, prior weight) with the best mean NDCG@k of its customers.
+
+    ``score(b)`` gives the (users, items) factor scores with blend ``b``; ``prior`` the (users, items)
+    persona popularity term (None: prior weight stays 0). The prior's grid is scaled to the spread of
+    the factor scores. Ties go to the smaller weights (the grids start at 0), so a level keeps plain
+    CF unless the personas helped on validation. Levels without customers keep 0.
+    """
+    gains: dict[tuple[float, float], NDArray[np.float64]] = {}
+    for blend in blends:
+        base = score(blend)
+        scale = 0.0
+        if prior is not None:
+            spread = float(np.mean(prior.std(axis=1)))
+            scale = float(np.mean(base.std(axis=1))) / spread if spread > 0 else 0.0
+        for multiple in PRIOR_GRID if scale > 0 else (0.0,):
+            weight = multiple * scale
+            scores = base if weight == 0.0 or prior is None else base + np.float32(weight) * prior
+            recommended, _ = top_k(scores, k, exclude=exclude)
+            gains[(blend, weight)] = ranking_metrics(recommended, relevant).ndcg
+    chosen_blends = np.zeros(n_levels + 1, dtype=np.float64)
+    weights = np.zeros(n_levels + 1, dtype=np.float64)
+    evaluated = np.flatnonzero(np.diff(sp.csr_matrix(relevant).indptr) > 0)
+    level = level[evaluated]
+    for lv in range(n_levels + 1):
+        members = level == lv
+        if not members.any():
+            continue
+        best = max(gains, key=lambda pair: (float(gains[pair][members].mean()), -pair[0], -pair[1]))
+        chosen_blends[lv], weights[lv] = best
+    return chosen_blends, weights

@@ -1,0 +1,115 @@
+"""The server's background upkeep of its event log: live-state snapshots and retention.
+
+One process of a server does it (the server alone, or worker 0 of ``--workers N``), on a thread of its
+own with its own connection to the log, so serving never waits for it; a file lock beside the log
+keeps two servers sharing one log from doing it at once.
+
+- Every ``SNAPSHOT_INTERVAL_S`` (first ``FIRST_SNAPSHOT_S`` after start), with the in-memory state
+  store, the live-state snapshot is advanced to the end of the log
+  (``engine.live.live_state.LiveState.write_snapshot``), so a restart replays at most that much of the
+  log. With Redis the state outlives restarts and there is nothing to snapshot.
+- Every ``RETENTION_INTERVAL_S`` (first ``FIRST_RETENTION_S`` after start), events older than the drift
+  window that a training run has read move to the Parquet archive (``engine.live.event_archive``).
+  ``persona-engine archive-events`` does the same by hand.
+
+A failed round is logged and tried again at the next interval; it never stops the server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from engine.live.event_archive import archive_events, archive_folder
+from engine.live.event_log import EventLog
+from engine.live.live_state import LiveState
+from engine.live.live_state_snapshot import snapshot_folder
+from engine.personas.drift import WINDOW_HALF_LIVES
+
+LOGGER = logging.getLogger("persona_engine.server")
+
+FIRST_SNAPSHOT_S: Final = 5.0
+SNAPSHOT_INTERVAL_S: Final = 60.0
+FIRST_RETENTION_S: Final = 60.0
+RETENTION_INTERVAL_S: Final = 3_600.0
+
+
+def retention_cutoff(live_state: LiveState, now: dt.datetime | None = None) -> dt.datetime:
+    """Events that happened before this are past the drift window: live state no longer replays them."""
+    now = now or dt.datetime.now(dt.UTC)
+    return now - dt.timedelta(days=WINDOW_HALF_LIVES * live_state.config.drift.half_life_days)
+
+
+class LogUpkeep:
+    """The upkeep thread of one server process; ``close`` stops it (within one page of work)."""
+
+    def __init__(self, event_log: Path, live_state: LiveState) -> None:
+        self.path = event_log
+        self.live_state = live_state
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="event-log-upkeep", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        next_snapshot = started + FIRST_SNAPSHOT_S
+        next_retention = started + FIRST_RETENTION_S
+        while not self._stop.wait(max(0.0, min(next_snapshot, next_retention) - time.monotonic())):
+            now = time.monotonic()
+            if now >= next_snapshot:
+                if self.live_state.is_process_local:
+                    self._locked(self._snapshot)
+                next_snapshot = time.monotonic() + SNAPSHOT_INTERVAL_S
+            if now >= next_retention:
+                self._locked(self._retention)
+                next_retention = time.monotonic() + RETENTION_INTERVAL_S
+
+    def _locked(self, work: Callable[[EventLog], None]) -> None:
+        """Run ``work`` holding the log's upkeep lock; skipped when another process holds it."""
+        lock_path = self.path.with_name(self.path.name + ".upkeep.lock")
+        try:
+            with open(lock_path, "a+b") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return
+                with EventLog.open(self.path) as log:
+                    work(log)
+        except Exception:  # logged and retried at the next interval; upkeep never stops serving
+            LOGGER.exception("event log upkeep failed; trying again at the next interval")
+
+    def _snapshot(self, log: EventLog) -> None:
+        started = time.perf_counter()
+        snapshot = self.live_state.write_snapshot(log, snapshot_folder(self.path), stop=self._stop)
+        if snapshot is not None:
+            LOGGER.info(
+                "live state snapshot: %d customers through event %d in %.1fs",
+                len(snapshot.customer_ids),
+                snapshot.last_event_rowid,
+                time.perf_counter() - started,
+            )
+
+    def _retention(self, log: EventLog) -> None:
+        run = archive_events(
+            log, archive_folder(self.path), retention_cutoff(self.live_state), stop=self._stop
+        )
+        if run.moved:
+            LOGGER.info(
+                "event log retention: %d events before %s moved to %s",
+                run.moved,
+                run.before.date(),
+                archive_folder(self.path),
+            )

@@ -1,0 +1,63 @@
+"""The model-quality benchmark's README table: rendered from results, written between the markers only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.model_quality import END_MARKER, START_MARKER, merge_results, render_table, rewrite_readme
+
+
+def _result(name: str, file: str, trials: int = 5) -> dict[str, object]:
+    return {
+        "generated": "2026-12-03 09:00 UTC",
+        "file": file,
+        "trials_per_model": trials,
+        "data_sets": [
+            {
+                "data_set": name,
+                "engine_best": {"model": "engine:als", "ndcg_at_10": 0.3121},
+                "library_best_tuned": {"model": "implicit_als_tuned", "ndcg_at_10": 0.3050},
+                "difference_ci95": [0.0012, 0.0130],
+                "persona_lift_ci95": [-0.0020, 0.0041],
+                "cold_start": {
+                    "ndcg_at_10": 0.21,
+                    "popularity_ndcg_at_10": 0.14,
+                    "ratio_to_popularity": 1.5,
+                    "best_persona_conditioned": "engine:lightfm_hybrid",
+                },
+            }
+        ],
+    }
+
+
+def test_table_rows_show_each_data_sets_verdict_and_skips_say_why() -> None:
+    merged = merge_results(
+        [_result("online-retail", "b.json"), _result("ml-100k", "a.json"), {**_result("demo", "c.json")}]
+    )
+    assert [row["data_set"] for row in merged["data_sets"]] == ["ml-100k", "demo", "online-retail"]
+    merged["data_sets"].append({"data_set": "elsewhere", "skipped": "../shared/data/x is absent"})
+    table = render_table(merged)
+    assert (
+        "| ml-100k | 5 | engine:als 0.3121 | implicit_als_tuned 0.3050 | [+0.0012, +0.0130] "
+        "| [-0.0020, +0.0041] |" in table
+    )
+    assert "0.2100 vs 0.1400 (x1.50, engine:lightfm_hybrid)" in table
+    assert "| elsewhere | | skipped: ../shared/data/x is absent |" in table
+
+
+def test_each_row_shows_the_search_budget_it_ran_with() -> None:
+    merged = merge_results([_result("demo", "a.json", trials=2), _result("ml-100k", "b.json", trials=3)])
+    table = render_table(merged)
+    assert "| ml-100k | 3 |" in table and "| demo | 2 |" in table
+
+
+def test_readme_is_rewritten_between_the_markers_only(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# head\n{START_MARKER}\nold table\n{END_MARKER}\ntail\n", encoding="utf-8")
+    rewrite_readme(readme, "new table")
+    assert readme.read_text(encoding="utf-8") == f"# head\n{START_MARKER}\nnew table\n{END_MARKER}\ntail\n"
+    readme.write_text("no markers\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="markers"):
+        rewrite_readme(readme, "new table")

@@ -1,0 +1,174 @@
+"""Every command, given bad arguments, exits 2 with one clear line on stderr and no traceback.
+
+The cases below name each command the parser has (a new command without cases fails
+``test_every_command_has_bad_argument_cases``); they run against a small real artifact and shop, so
+values that only turn out bad once the artifact is read (an unknown model, an unknown context) are
+covered too, not only what argparse can see.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from cli.main import main
+from tests.cli.test_help import COMMANDS
+from tests.engine.small_artifact import train_small_artifact
+
+# {artifact}, {shop}, {config}, {tmp} and {file} (an ordinary file, to put a folder under) are filled in.
+A = ["--artifact", "{artifact}"]
+BAD_ARGUMENTS: dict[str, list[list[str]]] = {
+    "generate": [
+        ["--out", "{tmp}/g", "--customers", "0"],
+        ["--out", "{tmp}/g", "--items", "-3"],
+        ["--out", "{tmp}/g", "--events", "many"],
+        ["--out", "{tmp}/g", "--drift-share", "1.5"],
+        ["--out", "{tmp}/g", "--hidden-segment-share", "-0.1"],
+        ["--out", "{tmp}/g", "--seed", "-1"],
+        ["--out", "{tmp}/g", "--format", "xlsx"],
+        ["--out", "{file}/shop"],
+    ],
+    "train": [
+        ["--config", "{tmp}/missing.toml"],
+        ["--config", "{config}", "--data", "{tmp}/no-such-data"],
+    ],
+    "evaluate": [[*A, "--data", "{tmp}/no-such-data"], ["--artifact", "{tmp}/no-such-artifact"]],
+    "recommend": [
+        [*A, "--customer", "c0042", "--model", "foo"],
+        [*A, "--customer", "c0042", "--context", "sunday"],
+        [*A, "--customer", "c0042", "-k", "0"],
+        [*A, "--customer", "c0042", "-k", "ten"],
+        [*A, "--customer", "c0042", "--mix", "bargain_hunter"],
+        [*A, "--customer", "c0042", "--mix", "bargain_hunter=-1"],
+        [*A, "--customer", "c0042", "--mix", "nobody=1"],
+        [*A, "--customer", "c0042", "--exclude", "everything"],
+        [*A, "--customer", ""],
+        ["--artifact", "{tmp}/no-such-artifact", "--customer", "c0042"],
+    ],
+    "personas": [["--catalog", "no_such_catalog"], ["--catalog", "{tmp}/missing.toml"]],
+    "discover": [["--data", "{tmp}/no-such-data"], ["--data", "{shop}", "--min-share", "2"]],
+    "summary": [[*A, "--customers", "-1"], ["--artifact", "{tmp}/no-such-artifact"]],
+    "report": [
+        [*A, "--out", "{tmp}/report.txt"],
+        ["--artifact", "{tmp}/no-such-artifact", "--out", "{tmp}/r.html"],
+        [*A, "--out", "{file}/r.html"],
+    ],
+    "adapt": [
+        ["transactions", "--mapping", "{tmp}/none.toml", "--source", "{tmp}/x.csv", "--out", "{tmp}/o"],
+        ["movielens", "--source", "{tmp}/no-such-folder", "--out", "{tmp}/o"],
+        ["movielens", "--source", "{tmp}", "--out", "{tmp}/o", "--positive-threshold", "9"],
+        ["nonsense"],
+    ],
+    "batch-recommend": [
+        [*A, "--out", "{tmp}/b.parquet", "-k", "0"],
+        [*A, "--out", "{tmp}/b.parquet", "--chunk", "0"],
+        [*A, "--out", "{tmp}/b.csv"],
+        [*A, "--out", "{tmp}/b.parquet", "--customer-ids", "{tmp}/none.csv"],
+        [*A, "--out", "{tmp}/b.parquet", "--model", "foo"],
+        [*A, "--out", "{tmp}/b.parquet", "--context", "sunday"],
+        [*A, "--out", "{file}/b.parquet"],
+    ],
+    "segments": [
+        [*A, "--out", "{tmp}/s.csv", "--threshold", "0"],
+        [*A, "--out", "{tmp}/s.txt"],
+        ["--artifact", "{tmp}/no-such-artifact", "--out", "{tmp}/s.csv"],
+    ],
+    "compare": [["--config", "{tmp}/missing.toml"], ["--config", "{config}", "--data", "{tmp}/none"]],
+    "tune": [
+        ["--config", "{config}", "--budget-seconds", "0"],
+        ["--config", "{config}", "--budget-seconds", "10", "--models", "foo"],
+        ["--config", "{tmp}/missing.toml", "--budget-seconds", "10"],
+    ],
+    "evaluate-policy": [
+        ["--decisions", "{shop}/decisions.parquet", "--policy", "nonsense"],
+        ["--decisions", "{shop}/decisions.parquet", "--policy", "greedy", "--level", "2"],
+        ["--decisions", "{shop}/decisions.parquet", "--policy", "uniform", "--folds", "1"],
+        ["--decisions", "{shop}/decisions.parquet", "--policy", "uniform", "--since", "yesterday"],
+        ["--decisions", "{tmp}/none.parquet", "--policy", "uniform"],
+    ],
+    "experiment-report": [
+        ["--decisions", "{tmp}/none.parquet"],
+        ["--decisions", "{shop}/decisions.parquet", "--level", "0"],
+        ["--decisions", "{shop}/decisions.parquet", "--resamples", "5"],
+        ["--decisions", "{shop}/decisions.parquet", "--experiment", "{tmp}/none.toml"],
+        ["--decisions", "{shop}/decisions.parquet", "--experiment", "{config}"],
+    ],
+    "archive-events": [
+        ["--event-log", "{tmp}/no-such.sqlite"],
+        ["--event-log", "{file}", "--older-than-days", "0"],
+        ["--event-log", "{file}", "--older-than-days", "soon"],
+    ],
+    "drift": [
+        [*A, "--threshold", "-1"],
+        [*A, "--limit", "-1"],
+        [*A, "--half-life-days", "0"],
+        ["--artifact", "{tmp}/no-such-artifact"],
+    ],
+    "serve": [
+        ["--artifact", "{tmp}/no-such-artifact"],
+        [*A, "--model", "foo"],
+        [*A, "--workers", "0"],
+    ],
+}
+STAGE_LINE = re.compile(r"^[a-z-]+: [^:]*\(\d+\.\d s\)$")
+SUBPROCESS_ONLY = {"serve"}  # a bad argument that slipped through would start a server: run it with a timeout
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("bad-arguments")
+    artifact = train_small_artifact(folder)
+    config = folder / "train.toml"
+    config.write_text(f'[data]\npath = "{folder / "shop"}"\n[models.popularity]\n', encoding="utf-8")
+    (folder / "a-file").write_text("not a folder\n", encoding="utf-8")
+    return {
+        "artifact": str(artifact),
+        "shop": str(folder / "shop"),
+        "config": str(config),
+        "tmp": str(folder / "scratch"),
+        "file": str(folder / "a-file"),
+    }
+
+
+def _cases() -> list[tuple[str, list[str]]]:
+    cases = [(command, argv) for command, lists in BAD_ARGUMENTS.items() for argv in lists]
+    cases += [(command, ["--no-such-flag"]) for command in BAD_ARGUMENTS]
+    return cases
+
+
+def test_every_command_has_bad_argument_cases() -> None:
+    assert set(BAD_ARGUMENTS) == COMMANDS
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int | str | None, str]:
+    if argv[0] in SUBPROCESS_ONLY:
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", *argv], capture_output=True, text=True, timeout=120, check=False
+        )
+        return done.returncode, done.stderr
+    capsys.readouterr()
+    try:
+        code: int | str | None = main(argv)
+    except SystemExit as exit_info:  # argparse's own errors
+        code = exit_info.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "argv"), _cases(), ids=lambda v: v if isinstance(v, str) else " ".join(v)
+)
+def test_a_bad_argument_exits_2_with_one_clear_line(
+    command: str, argv: list[str], places: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    filled = [command, *(part.format(**places) for part in argv)]
+    code, err = _run(filled, capsys)
+    # progress lines of the work done before the mistake showed ("evaluate: verifying the artifact (0.0 s)")
+    lines = [line for line in err.splitlines() if line.strip() and not STAGE_LINE.match(line)]
+    assert code == 2, f"persona-engine {' '.join(filled)} exited {code}: {err}"
+    assert "Traceback" not in err
+    assert len(lines) == 1, err
+    # serve reports through its own log ("persona-engine serve: error: ..." or a log line at ERROR)
+    assert lines[0].startswith("error: ") if command not in SUBPROCESS_ONLY else "error" in lines[0].lower()

@@ -1,0 +1,60 @@
+"""The server's background upkeep: it writes the live-state snapshot and archives what training read."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.live.event_archive import archive_folder, read_archived_events
+from engine.live.event_log import EventLog
+from engine.live.events import BehaviorEvent
+from engine.live.live_state import LiveState
+from engine.live.live_state_snapshot import config_digest, read_latest_snapshot, snapshot_folder
+from engine.live.state_store import MemoryStateStore
+from engine.personalizer import Personalizer
+from serving import log_upkeep
+from serving.log_upkeep import LogUpkeep
+from tests.serving.server_harness import trained_artifacts
+from training.logged_events import read_logged_events
+
+
+def test_upkeep_writes_the_snapshot_and_moves_old_read_events_to_the_archive(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(log_upkeep, "FIRST_SNAPSHOT_S", 0.0)
+    monkeypatch.setattr(log_upkeep, "FIRST_RETENTION_S", 0.0)
+    personalizer = Personalizer.from_path(trained_artifacts(tmp_path_factory).older)
+    customer = str(personalizer.mixes.customers.ids[0])
+    item = str(personalizer.artifact.item_catalog.ids.ids[0])
+    now = dt.datetime.now(dt.UTC)
+    path = tmp_path / "events.db"
+    with EventLog.open(path) as log:
+        log.append(
+            [BehaviorEvent(f"old{n}", customer, item, "view", now - dt.timedelta(days=90)) for n in range(4)]
+        )
+        log.append(
+            [BehaviorEvent(f"new{n}", customer, item, "view", now - dt.timedelta(hours=n)) for n in range(3)]
+        )
+    read_logged_events(path)  # a training run read all 7
+    live = LiveState(MemoryStateStore())
+    live.attach(personalizer)
+    upkeep = LogUpkeep(path, live)
+    upkeep.start()
+    try:
+        deadline = time.monotonic() + 60
+        while read_latest_snapshot(snapshot_folder(path), config_digest(live.config)) is None or not any(
+            archive_folder(path).glob("*.parquet")
+        ):
+            assert time.monotonic() < deadline, "no snapshot or no archive part after 60 s"
+            time.sleep(0.05)
+    finally:
+        upkeep.close()
+    snapshot = read_latest_snapshot(snapshot_folder(path), config_digest(live.config))
+    assert snapshot is not None and snapshot.last_event_rowid == 7
+    assert snapshot.customer_ids == (customer,) and snapshot.artifact_version == personalizer.artifact.version
+    assert sorted(read_archived_events(archive_folder(path))["event_id"]) == [f"old{n}" for n in range(4)]
+    with EventLog.open(path) as log:
+        assert log.event_ids() == {"new0", "new1", "new2"}

@@ -1,0 +1,74 @@
+"""``discover --write-catalog``: the proposed file loads as a catalog and trains as it is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cli.main import main
+from engine.artifact import open_artifact
+from engine.personas.catalog import load_catalog
+from training.config import parse_config
+from training.synthetic_shop import ShopConfig, generate_shop
+from training.train_job import run_training
+
+
+@pytest.fixture(scope="module")
+def shop_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("shop")
+    generate_shop(out, ShopConfig(customers=500, items=250, events=20_000, seed=9))
+    return out
+
+
+@pytest.fixture(scope="module")
+def proposed(shop_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("catalog") / "proposed.toml"
+    args = ["discover", "--data", str(shop_dir), "--write-catalog", str(out), "--personas", "4", "--json"]
+    assert main(args) == 0
+    return out, {}
+
+
+def test_the_proposed_catalog_loads_and_trains_as_it_is(
+    proposed: tuple[Path, dict], shop_dir: Path, tmp_path: Path
+) -> None:
+    path, _ = proposed
+    catalog = load_catalog(path)
+    assert 2 <= len(catalog) <= 4
+    config = parse_config(
+        {
+            "data": {"path": str(shop_dir)},
+            "personas": {"catalog": str(path)},
+            "models": {"persona_popularity": {}, "als": {"factors": 8, "iterations": 3, "num_threads": 1}},
+            "output": {"root": str(tmp_path), "refit_on_all_events": False},
+        }
+    )
+    result = run_training(config, show_progress=False)
+    artifact = open_artifact(result.artifact_path)
+    assert artifact.manifest["personas"] == list(catalog.ids)
+    assert {r.model for r in result.results} == {"persona_popularity", "als"}
+
+
+def test_the_report_compares_given_and_proposed_fits(
+    shop_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "p.toml"
+    args = ["discover", "--data", str(shop_dir), "--write-catalog", str(out), "--held-out-days", "14"]
+    assert main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for name in ("given", "proposed"):
+        fit = report["fit"][name]
+        assert 0 <= fit["dominated_share"] <= 1 and fit["held_out_events"] > 0
+    assert report["fit"]["given"]["held_out_events"] == report["fit"]["proposed"]["held_out_events"]
+    assert report["loads_as_catalog"] and len(report["personas"]) == 5  # as many as the given catalog
+    assert report["held_out_log_likelihood_difference"] == pytest.approx(
+        report["fit"]["proposed"]["held_out_log_likelihood"]
+        - report["fit"]["given"]["held_out_log_likelihood"]
+    )
+
+
+def test_bad_flags_are_user_errors(shop_dir: Path, tmp_path: Path) -> None:
+    out = str(tmp_path / "p.toml")
+    assert main(["discover", "--data", str(shop_dir), "--write-catalog", out, "--personas", "1"]) == 2
+    assert main(["discover", "--data", str(shop_dir), "--write-catalog", out, "--held-out-days", "0"]) == 2
