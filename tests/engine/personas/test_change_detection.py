@@ -3,13 +3,18 @@ threshold flags about the share of unchanged customers it was asked to."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.personas.change_detection import (
+    MAX_PENDING,
     ChangeDetectorConfig,
+    DetectorState,
+    advance_day,
     calibrate_threshold,
     check_changes,
     time_shuffled,
@@ -109,3 +114,51 @@ def test_shuffling_keeps_each_customer_on_their_own_positions() -> None:
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="shift must be in"):
         ChangeDetectorConfig(shift=1.5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), per_day=st.integers(1, 4))
+def test_day_by_day_state_gives_the_batch_checks_exactly(seed: int, per_day: int) -> None:
+    """The live path carries a DetectorState from day to day (through its JSON form); it must test
+    exactly as the offline batch does on the same events."""
+    rng = np.random.default_rng(seed)
+    home, new = rng.choice(K, 2, replace=False)
+    before, after = np.full(K, 0.05), np.full(K, 0.05)
+    before[home] = 0.85
+    after[new] = 0.85
+    likelihoods, days = _events(rng, [(before, 50), (after, 30)])
+    days = 19_000 + (days - 19_000) // per_day * 2  # several events a day, gaps between days
+    weight = rng.choice([1.0, 0.5, 1 / 3], days.size)
+    prior = np.full(K, 1.0 / K)
+    config = ChangeDetectorConfig(baseline_lag_days=14.0)
+    batch = check_changes(likelihoods, weight, days, np.array([0, days.size]), prior, config)
+    state = DetectorState.empty(K)
+    live = []
+    for day in np.unique(days):
+        on_day = days == day
+        check = advance_day(state, likelihoods[:, on_day], weight[on_day], int(day), prior, config)
+        state = DetectorState.from_json(json.loads(json.dumps(state.to_json())), K)
+        if check.tested:
+            live.append((int(day), check.statistic, check.towards, check.since_day, check.baseline_top))
+    assert state.pending_day.size <= MAX_PENDING
+    expected = list(
+        zip(
+            batch.day.tolist(),
+            batch.statistic.tolist(),
+            batch.towards.tolist(),
+            batch.since_day.tolist(),
+            batch.baseline_top.tolist(),
+            strict=True,
+        )
+    )
+    assert live == expected
+
+
+def test_a_day_cannot_be_advanced_twice_and_a_state_of_other_personas_is_refused() -> None:
+    state = DetectorState.empty(K)
+    config = ChangeDetectorConfig()
+    advance_day(state, np.ones((K, 1)), np.ones(1), 19_000, np.full(K, 1.0 / K), config)
+    with pytest.raises(ValueError, match="not after"):
+        advance_day(state, np.ones((K, 1)), np.ones(1), 19_000, np.full(K, 1.0 / K), config)
+    with pytest.raises(ValueError, match="does not fit 5 personas"):
+        DetectorState.from_json(state.to_json(), K + 1)
