@@ -151,6 +151,29 @@ def time_shuffled(indptr: NDArray[np.int64], rng: np.random.Generator) -> NDArra
     return order[np.lexsort((rng.random(order.size), owner))]
 
 
+def shuffled_largest(
+    likelihoods: NDArray[np.float64],
+    weight: NDArray[np.float64],
+    day: NDArray[np.int64],
+    indptr: NDArray[np.int64],
+    prior_mean: NDArray[np.float64],
+    config: ChangeDetectorConfig,
+    rng: np.random.Generator,
+) -> NDArray[np.float64]:
+    """Each customer's largest statistic once their events are shuffled in time: the null distribution
+    the threshold is calibrated on (module doc); 0 for customers never tested."""
+    shuffled = time_shuffled(indptr, rng)
+    null = check_changes(likelihoods[:, shuffled], weight[shuffled], day, indptr, prior_mean, config)
+    return null.largest(indptr.size - 1)
+
+
+def threshold_for(largest: NDArray[np.float64], false_alarm_rate: float) -> float:
+    """The threshold that about ``false_alarm_rate`` of the customers behind ``largest`` reach."""
+    if largest.size == 0:
+        raise ValueError("no customers to calibrate the threshold on")
+    return float(max(np.quantile(largest, 1.0 - false_alarm_rate), 1e-9))
+
+
 def calibrate_threshold(
     likelihoods: NDArray[np.float64],
     weight: NDArray[np.float64],
@@ -163,14 +186,10 @@ def calibrate_threshold(
 ) -> float:
     """The threshold that flags about ``config.false_alarm_rate`` of ``customers`` once their events
     are shuffled in time (module doc); all customers when ``customers`` is None."""
-    shuffled = time_shuffled(indptr, rng)
-    null = check_changes(likelihoods[:, shuffled], weight[shuffled], day, indptr, prior_mean, config)
-    largest = null.largest(indptr.size - 1)
+    largest = shuffled_largest(likelihoods, weight, day, indptr, prior_mean, config, rng)
     if customers is not None:
         largest = largest[customers]
-    if largest.size == 0:
-        raise ValueError("no customers to calibrate the threshold on")
-    return float(max(np.quantile(largest, 1.0 - config.false_alarm_rate), 1e-9))
+    return threshold_for(largest, config.false_alarm_rate)
 
 
 @dataclass(frozen=True)

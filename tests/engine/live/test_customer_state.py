@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import threading
 from collections.abc import Iterator
 
@@ -25,6 +26,7 @@ from engine.live.events import BehaviorEvent
 from engine.live.state_store import MemoryStateStore
 from engine.personalization_request import CustomerTarget, ProductRequest
 from engine.personalizer import Personalizer
+from engine.personas.change_detection import DayCheck, DetectorState
 from engine.personas.mix_resolution import MixSource
 from engine.personas.traits import build_event_features
 from tests.engine.small_artifact import train_small_artifact
@@ -213,14 +215,20 @@ def test_online_drift_starts_when_recent_days_diverge_and_ends_when_they_return(
     profile = personalizer.persona_profile(customer)
     assert profile.drift is not None and profile.drift.drifting
     assert profile.drift.to_persona == personalizer.catalog.ids[persona]
-    assert profile.drift.since is not None and days[0] <= profile.drift.since <= days[-1]
+    assert profile.drift.since is not None and days[0].date() <= profile.drift.since.date() <= days[-1].date()
+    assert profile.drift.confidence > 0.99 and profile.drift.statistic >= states.config.drift.threshold
     assert started == [customer]
+    # Serving starts from the recent mix while the customer drifts, and says so.
+    resolved = personalizer.resolver.resolve(customer)
+    long_term = personalizer.mixes.stored(personalizer.mixes.row_of(customer)).weights
+    assert resolved.source is MixSource.DRIFT
+    assert resolved.mix.weights[persona] > long_term[persona] + 0.2
     # Weeks of behaviour like the long-term mix again: the drift ends.
     back = typical_items(scorer, home, 12)
-    for n in range(12):
+    for n in range(20):
         day = days[-1] + dt.timedelta(days=3 * (n + 1))
         clock.now = day
-        states.observe([event(customer, back[(2 * n + j) % len(back)], day, n=100 + n) for j in range(2)], [])
+        states.observe([event(customer, back[(3 * n + j) % len(back)], day, n=100 + n) for j in range(3)], [])
     profile = personalizer.persona_profile(customer)
     assert profile.drift is not None and not profile.drift.drifting and profile.drift.since is None
 
@@ -249,19 +257,55 @@ kept_events = st.builds(
     channel=st.none() | st.text(max_size=6),
     device=st.none() | st.text(max_size=6),
 )
+finite = st.floats(-1e6, 1e6, allow_nan=False)
+detectors = st.builds(
+    lambda counts, cusum, started, pending, last: DetectorState(
+        np.array(counts),
+        float(sum(counts)),
+        np.array(cusum),
+        np.array(started, dtype=np.int64),
+        np.array([d for d, _, _ in pending], dtype=np.int64),
+        np.array([w for _, w, _ in pending]),
+        np.array([column for *_, column in pending]).reshape(-1, 3).T.copy(),
+        last,
+    ),
+    st.lists(finite, min_size=3, max_size=3),
+    st.lists(finite, min_size=3, max_size=3),
+    st.lists(st.integers(-1, 30_000), min_size=3, max_size=3),
+    st.lists(st.tuples(st.integers(0, 30_000), finite, st.lists(finite, min_size=3, max_size=3)), max_size=4),
+    st.integers(-1, 30_000),
+)
+checks = st.builds(
+    DayCheck, st.booleans(), finite, st.integers(0, 2), st.integers(-1, 30_000), st.integers(0, 2)
+)
+
+
+def _same(a: LiveCustomerState, b: LiveCustomerState) -> bool:
+    def plain(state: LiveCustomerState) -> tuple[object, ...]:
+        detector = None if state.detector is None else json.dumps(state.detector.to_json())
+        return (state.events, state.purchased, detector, state.check, state.drift_since)
+
+    return plain(a) == plain(b)
 
 
 @settings(max_examples=60, deadline=None)
 @given(
     events=st.lists(kept_events, max_size=5),
     purchased=st.lists(st.text(max_size=8), max_size=4),
+    detector=st.none() | detectors,
+    check=st.none() | checks,
     since=st.none() | st.floats(0, 2e9, allow_nan=False),
 )
 def test_state_survives_its_stored_form(
-    events: list[KeptEvent], purchased: list[str], since: float | None
+    events: list[KeptEvent],
+    purchased: list[str],
+    detector: DetectorState | None,
+    check: DayCheck | None,
+    since: float | None,
 ) -> None:
-    state = LiveCustomerState(events, purchased, since, 0.25, 4.5, "tech_savvy")
-    assert LiveCustomerState.from_bytes(state.to_bytes()) == state
+    state = LiveCustomerState(events, purchased, detector, check, since)
+    assert _same(LiveCustomerState.from_bytes(state.to_bytes(), 3), state)
+    assert LiveCustomerState.from_bytes(state.to_bytes(), 4).detector is None or detector is None
 
 
 def test_unreadable_state_is_dropped_rather_than_served() -> None:
@@ -360,5 +404,5 @@ def test_how_a_days_events_are_split_into_batches_does_not_change_the_state(
             live.observe(batch, [])
         states.append(store.get(live.key(customer)))
     drifted = LiveCustomerState.from_bytes(states[0] or b"")
-    assert drifted.drift_day is not None and drifted.drift_since is not None
+    assert drifted.check is not None and drifted.drift_since is not None
     assert states[1:] == states[:1] * (len(cuts) - 1)
