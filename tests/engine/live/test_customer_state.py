@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -27,6 +28,8 @@ from engine.live.state_store import MemoryStateStore
 from engine.personalization_request import CustomerTarget, ProductRequest
 from engine.personalizer import Personalizer
 from engine.personas.change_detection import DayCheck, DetectorState
+from engine.personas.drift import DriftConfig, population_mean_mix, trace_changes
+from engine.personas.drift_accuracy import first_alarm_days
 from engine.personas.mix_resolution import MixSource
 from engine.personas.traits import build_event_features
 from tests.engine.small_artifact import train_small_artifact
@@ -406,3 +409,64 @@ def test_how_a_days_events_are_split_into_batches_does_not_change_the_state(
     drifted = LiveCustomerState.from_bytes(states[0] or b"")
     assert drifted.check is not None and drifted.drift_since is not None
     assert states[1:] == states[:1] * (len(cuts) - 1)
+
+
+def test_live_and_offline_flag_the_same_customers_after_the_same_events(
+    personalizer: Personalizer, scorer: LiveEventScorer
+) -> None:
+    """The shop's history replayed live, a day per batch, flags a customer within one event of the
+    offline job (``trace_changes``) on the same events; the same customers, and no others.
+
+    Brand repeat needs a customer's whole history, so live scoring leaves it unknown; the offline
+    reference does too (as in the scoring test above). Live state learns its baseline from the events
+    alone here (``artifact_baseline_events=0``), as the offline job does.
+    """
+    artifact = personalizer.artifact
+    shop = Path(artifact.manifest["config"]["data"]["path"])
+    items = artifact_items(artifact).with_columns(pl.lit(None, dtype=pl.Utf8).alias("brand"))
+    all_events = pl.read_parquet(shop / "events.parquet").filter(
+        pl.col("item_id").is_in(scorer.items.ids.tolist())
+    )
+    truth = pl.read_parquet(shop / "truth/customer_mixes.parquet")
+    planted = truth.filter(pl.col("drift_date").is_not_null())["customer_id"].to_list()
+    others = truth.filter(pl.col("drift_date").is_null())["customer_id"].to_list()
+    chosen = [*planted[:16], *others[:40]]
+    events = all_events.filter(pl.col("customer_id").is_in(chosen)).sort("customer_id", "timestamp")
+    prior = population_mean_mix(np.asarray(artifact.mix_overall))
+    config = DriftConfig(artifact_baseline_events=0.0)
+    threshold = config.threshold
+    trace = trace_changes(scorer.model, events, items, prior, config.detector)
+    alarm_day = first_alarm_days(trace, threshold)
+
+    store = MemoryStateStore()
+    live = LiveCustomerStates(
+        store, scorer, personalizer.mixes, LiveStateConfig(drift=config), prior_mean=prior
+    )
+    offline_at: dict[str, int] = {}
+    live_at: dict[str, int] = {}
+    for customer, rows in events.group_by("customer_id", maintain_order=True):
+        customer_id = str(customer[0])
+        c = trace.customers.index(customer_id)
+        records = [
+            BehaviorEvent(
+                str(r["event_id"]), customer_id, str(r["item_id"]), str(r["event_type"]), r["timestamp"],
+                r["price_paid"], r["discount"], r["channel"], r["device"],
+            )
+            for r in rows.to_dicts()
+        ]  # fmt: skip
+        days = [int(r.timestamp.timestamp() // 86_400) for r in records]
+        if alarm_day[c] >= 0:
+            offline_at[customer_id] = sum(d <= alarm_day[c] for d in days)
+        seen = 0
+        for day in sorted(set(days)):
+            batch = [r for r, d in zip(records, days, strict=True) if d == day]
+            live.observe(batch, [])
+            seen += len(batch)
+            state = live.state_of(customer_id)
+            if state is not None and state.drift_since is not None:
+                live_at[customer_id] = seen
+                break
+    assert len(offline_at) >= 3, "the planted drifters should give the offline test something to flag"
+    assert live_at.keys() == offline_at.keys()
+    for customer_id, n in offline_at.items():
+        assert abs(live_at[customer_id] - n) <= 1, customer_id
