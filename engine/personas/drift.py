@@ -136,9 +136,17 @@ def population_mean_mix(overall: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.asarray(mean / mean.sum())
 
 
+# Likelihoods are kept to this many decimals (each event's largest is 1): live state stores the events
+# younger than the baseline lag, and six decimals keep their JSON short while moving no statistic by
+# more than about 1e-5 nats an event. Offline rounds the same way, so both still agree exactly.
+LIKELIHOOD_DECIMALS = 6
+
+
 def scaled_likelihoods(scores: NDArray[np.float64]) -> NDArray[np.float64]:
-    """(personas, events) likelihoods from (events, personas) log-likelihoods, each event's maximum 1."""
-    return np.ascontiguousarray(np.exp(scores - scores.max(axis=1, keepdims=True)).T)
+    """(personas, events) likelihoods from (events, personas) log-likelihoods, each event's maximum 1,
+    rounded to ``LIKELIHOOD_DECIMALS``."""
+    scaled = np.exp(scores - scores.max(axis=1, keepdims=True)).T
+    return np.ascontiguousarray(np.round(scaled, LIKELIHOOD_DECIMALS))
 
 
 @dataclass(frozen=True)
