@@ -19,8 +19,9 @@ from training.console_output import print_table
 
 ARCHIVE_EVENTS_EXAMPLES = """
     an event moves to <log>.archive/ (Parquet) when it happened before the drift window (56 days by
-    default) and a training run has read it; training reads the log and the archive together, each
-    event once. Nothing is ever deleted without being in the archive first.
+    default) and a training run has read it; served decisions and their outcomes move once they
+    happened before the same cutoff. Training, policy-evaluation and experiment-report read the log
+    and the archive together, each row once. Nothing is ever deleted without being in the archive first.
 
     examples:
       persona-engine archive-events --event-log run/events.sqlite
@@ -61,15 +62,25 @@ def cmd_archive_events(args: argparse.Namespace) -> int:
     try:
         with EventLog.open(path) as log:
             run = archive_events(log, archive_folder(path), before)
-            remaining = log.counts()["events"]
+            counts = log.counts()
     except EventLogError as error:
         raise UserError(str(error)) from None
     if args.json:
-        emit_json({**run.to_dict(), "events_in_log": remaining, "archive": str(archive_folder(path))})
+        left = {f"{table}_in_log": count for table, count in counts.items()}
+        emit_json({**run.to_dict(), **left, "archive": str(archive_folder(path))})
         return 0
     print_table(
         f"event log retention: {path}",
-        ["moved", "parts", "events left in the log", "training read through", "moved if before"],
-        [[run.moved, len(run.parts), remaining, run.training_read_through, run.before.date().isoformat()]],
+        ["rows", "moved", "left in the log"],
+        [
+            ["events", run.moved, counts["events"]],
+            ["decisions (served arms)", run.decisions_moved, counts["decisions"]],
+            ["outcomes", run.outcomes_moved, counts["outcomes"]],
+        ],
+    )
+    print(
+        f"{len(run.parts)} parts written to {archive_folder(path)}; rows that happened before "
+        f"{run.before.date().isoformat()} could move (events only once training had read them: "
+        f"through position {run.training_read_through})"
     )
     return 0

@@ -9,7 +9,8 @@ keeps two servers sharing one log from doing it at once.
   (``engine.live.live_state.LiveState.write_snapshot``), so a restart replays at most that much of the
   log. With Redis the state outlives restarts and there is nothing to snapshot.
 - Every ``RETENTION_INTERVAL_S`` (first ``FIRST_RETENTION_S`` after start), events older than the drift
-  window that a training run has read move to the Parquet archive (``engine.live.event_archive``).
+  window that a training run has read, and served decisions and outcomes older than it, move to the
+  Parquet archive (``engine.live.event_archive``).
   ``persona-engine archive-events`` does the same by hand.
 
 A failed round is logged and tried again at the next interval; it never stops the server.
@@ -106,10 +107,12 @@ class LogUpkeep:
         run = archive_events(
             log, archive_folder(self.path), retention_cutoff(self.live_state), stop=self._stop
         )
-        if run.moved:
+        if run.moved or run.decisions_moved or run.outcomes_moved:
             LOGGER.info(
-                "event log retention: %d events before %s moved to %s",
+                "event log retention: %d events, %d served decisions and %d outcomes before %s moved to %s",
                 run.moved,
+                run.decisions_moved,
+                run.outcomes_moved,
                 run.before.date(),
                 archive_folder(self.path),
             )

@@ -2,10 +2,17 @@
 
 One process serves on one event loop; Python threads share one interpreter lock, so CPU-bound
 scoring scales with processes. This follows gRPC's multiprocessing example: the parent reserves the
-port with SO_REUSEPORT and starts N worker processes (fresh interpreters running ``python -m
-serving.server``, started before and without any gRPC object in the parent), each of which binds the
-same port with ``grpc.so_reuseport``; the kernel spreads connections over them. The parent creates no
-gRPC object at all. It owns a run directory shared with the workers: ``metrics/`` is their
+port with SO_REUSEPORT and forks N worker processes, each of which binds the same port with
+``grpc.so_reuseport``; the kernel spreads connections over them. The parent creates no gRPC object at
+all (gRPC's rule for forking), so a forked worker starts from a clean gRPC core. Forking rather than
+starting fresh interpreters is what keeps start-up short: the parent has imported every module once
+(about a second of CPU), and each worker begins from that instead of importing again while the others
+do the same on the same cores. A forked worker runs exactly what ``python -m serving.server`` with the
+worker's arguments runs (``_worker_command``), after dropping what it must not share with the parent:
+the parent's log handler (its writer thread did not survive the fork), its signal handlers and the
+reserved socket, and with Prometheus switched to multiprocess mode for the metrics directory.
+
+The parent owns a run directory shared with the workers: ``metrics/`` is their
 ``PROMETHEUS_MULTIPROC_DIR`` (the parent exports the merged metrics), and the model state files keep
 every worker on the same artifact after a ReloadModel (see ``serving.model_holder``). Once every worker
 reports that it serves, the parent writes the ready file (``serving.ready_file``) if asked to. It
@@ -34,13 +41,15 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final
+from typing import Final, NoReturn
 
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import values as prometheus_values
 
 from serving.metrics import (
     MULTIPROC_DIR_ENV,
@@ -59,6 +68,8 @@ LOGGER = logging.getLogger("persona_engine.server")
 _METRICS_SUBDIR: Final = "metrics"
 # After the grace period a worker still needs a moment to close its server and files.
 _WORKER_EXIT_MARGIN_S: Final = 10.0
+_WAIT_POLL_S: Final = 0.01
+_STARTING_POLL_S: Final = 0.02
 # More worker deaths than this within the window are a crash loop: the server stops.
 MAX_RESTARTS: Final = 5
 RESTART_WINDOW_S: Final = 60.0
@@ -134,20 +145,43 @@ def _worker_command(settings: ServeSettings, address: str, run_dir: Path, index:
 
 
 def _worker_environment(settings: ServeSettings, metrics_dir: Path) -> dict[str, str]:
-    """The parent's environment plus the metrics directory; the token travels here, never in argv
-    (which every user of the machine can read)."""
+    """The parent's environment plus the metrics directory, for a worker; the token travels here,
+    never in arguments."""
     environment = dict(os.environ)
     environment[MULTIPROC_DIR_ENV] = str(metrics_dir)
     environment.pop(ENV_ADMIN_TOKEN, None)
     environment.pop(ENV_READY_FILE, None)  # the parent writes it, once all workers serve
     if settings.admin_token is not None:
         environment[ENV_ADMIN_TOKEN] = settings.admin_token
-    # ``-m serving.server`` must import this checkout even when it is not installed.
-    source_root = str(Path(__file__).resolve().parents[1])
-    environment["PYTHONPATH"] = os.pathsep.join(
-        [source_root, *([environment["PYTHONPATH"]] if environment.get("PYTHONPATH") else [])]
-    )
     return environment
+
+
+def _run_forked_worker(
+    arguments: Sequence[str], environment: dict[str, str], inherited: Sequence[socket.socket]
+) -> NoReturn:
+    """The body of a forked worker: ``python -m serving.server <arguments>`` in this process, then exit
+    without running anything the parent registered to run at its own exit."""
+    status = EXIT_FAILURE
+    try:
+        for held in inherited:
+            held.close()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)  # until the worker installs its own
+        os.environ.clear()
+        os.environ.update(environment)
+        logging.getLogger().handlers.clear()  # the parent's handler queues for a thread not forked
+        prometheus_values.ValueClass = prometheus_values.get_value_class()  # multiprocess from here
+        from serving.server import main  # the server module imports this one
+
+        status = main(list(arguments))
+    except SystemExit as exit_request:
+        status = exit_request.code if isinstance(exit_request.code, int) else EXIT_FAILURE
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
 
 
 def supervise(settings: ServeSettings, *, stop: threading.Event | None = None) -> int:
@@ -194,10 +228,41 @@ class RestartBudget:
         return len(self._deaths)
 
 
+class ForkedProcess:
+    """A forked child, answering like ``subprocess.Popen`` (``poll``, ``wait``, ``send_signal``,
+    ``kill``, negative exit codes for signals) so the pool handles it the same way."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0.0)
+            time.sleep(_WAIT_POLL_S)
+        return code
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
 @dataclass
 class _Worker:
     index: int
-    process: subprocess.Popen[bytes]
+    process: ForkedProcess
 
     @property
     def pid(self) -> int:
@@ -225,6 +290,7 @@ class _WorkerPool:
         shared: SharedModelState,
         restarts: Counter,
         budget: RestartBudget,
+        inherited: Sequence[socket.socket] = (),
     ) -> None:
         self.settings = settings
         self.address = address
@@ -234,11 +300,17 @@ class _WorkerPool:
         self.restarts = restarts
         self.budget = budget
         self._environment = _worker_environment(settings, self.metrics_dir)
+        self._inherited = inherited
         self.workers = [self._start(index) for index in range(settings.workers)]
 
     def _start(self, index: int) -> _Worker:
-        command = _worker_command(self.settings, self.address, self.run_dir, index)
-        return _Worker(index, subprocess.Popen(command, env=self._environment))
+        arguments = _worker_command(self.settings, self.address, self.run_dir, index)[3:]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns
+            _run_forked_worker(arguments, self._environment, self._inherited)
+        return _Worker(index, ForkedProcess(pid))
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -333,7 +405,13 @@ def _supervise(settings: ServeSettings, run_dir: Path, stop: threading.Event) ->
         address = f"{host}:{reserved.getsockname()[1]}"
         registry = multiprocess_registry(metrics_dir) if settings.metrics_port else CollectorRegistry()
         pool = _WorkerPool(
-            settings, address, run_dir, shared, worker_restarts_counter(registry), RestartBudget()
+            settings,
+            address,
+            run_dir,
+            shared,
+            worker_restarts_counter(registry),
+            RestartBudget(),
+            inherited=(reserved,),
         )
         LOGGER.info(
             "listening on %s with %d workers (pids %s), run directory %s",
@@ -377,7 +455,8 @@ def _watch_workers(
     """Replace dead workers until a stop request; returns the exit status. Once every worker serves
     the server is announced; from then on the ready file follows the set of serving workers."""
     announced: tuple[int, ...] | None = None
-    while not stop.wait(POLL_S):
+    # Until every worker serves the watch is quick: whoever waits for the ready file waits on it.
+    while not stop.wait(POLL_S if announced is not None else _STARTING_POLL_S):
         status = pool.replace_dead()
         if status is not None:
             return status

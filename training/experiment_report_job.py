@@ -30,6 +30,7 @@ from engine.data.loading import load_table
 from engine.decisions.experiment import Experiment, ExperimentError, load_experiment
 from engine.errors import PersonaEngineError
 from engine.evaluation.experiment_report import DEFAULT_LEVEL, ExperimentReportError, summarize_arms
+from engine.live.event_archive import archive_folder, read_outcomes, read_served_decisions
 from engine.live.event_log import EventLog, EventLogError
 
 ARM_COLUMN = "experiment_arm"
@@ -91,9 +92,9 @@ def from_event_log(path: Path, decision_type: str | None) -> ExperimentDecisions
     if not path.is_file():
         raise ExperimentReportInputError(f"{path}: no such event log")
     try:
-        with EventLog.open(path) as log:
-            served = log.served_decisions()
-            outcomes = log.outcomes()
+        with EventLog.open(path) as log:  # and its archive: retention moves old decisions there
+            served = read_served_decisions(log, archive_folder(path))
+            outcomes = read_outcomes(log, archive_folder(path))
     except EventLogError as error:
         raise ExperimentReportInputError(str(error)) from None
     arm_of: dict[str, str] = {}

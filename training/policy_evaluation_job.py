@@ -76,6 +76,7 @@ from engine.evaluation.off_policy_evaluation import (
     evaluate_policy,
 )
 from engine.evaluation.rate_shrinkage import fit_beta_prior
+from engine.live.event_archive import archive_folder, read_outcomes, read_served_decisions
 from engine.live.event_log import EventLog, EventLogError
 from engine.live.events import ServedDecision
 from engine.personas.catalog import PersonaCatalog
@@ -293,9 +294,9 @@ def read_event_log(path: Path) -> DecisionLog:
     if not path.is_file():
         raise PolicyEvaluationInputError(f"{path}: no such event log")
     try:
-        with EventLog.open(path) as log:
-            served = log.served_decisions()
-            outcomes = log.outcomes()
+        with EventLog.open(path) as log:  # and its archive: retention moves old decisions there
+            served = read_served_decisions(log, archive_folder(path))
+            outcomes = read_outcomes(log, archive_folder(path))
     except EventLogError as error:
         raise PolicyEvaluationInputError(str(error)) from None
     rewarded: set[tuple[str, str, str | None]] = {

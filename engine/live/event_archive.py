@@ -20,7 +20,16 @@ newest row of the log is never moved, so log positions (which snapshots of live 
 grow.
 
 Parts are ``events-<first rowid>-<last rowid>.parquet`` in ``<log>.archive/``, with the log's event
-columns plus ``rowid`` and ``received_us``. Decisions and outcomes stay in the log.
+columns plus ``rowid`` and ``received_us``.
+
+Served decisions and their outcomes (one row per Personalize call that decided an offer or layout:
+more rows than behaviour events on a busy shop) move the same way once they happened before the same
+cutoff, as ``decisions-*.parquet`` and ``outcomes-*.parquet`` parts with every column of their table.
+No training run has to have read them first: their readers (``policy-evaluation``,
+``experiment-report``) read the log and the archive together (``read_served_decisions``,
+``read_outcomes``), so a move changes nothing they see. An outcome reported for a decision already
+archived is stored unchecked against it (the live check looks in the log only), as for a decision the
+log never held; by then the decision is older than the drift window.
 """
 
 from __future__ import annotations
@@ -34,11 +43,25 @@ from typing import Final
 
 import polars as pl
 
-from engine.live.event_log import EVENT_FRAME_SCHEMA, TRAINING_READ_MARK, EventLog, contract_events
+from engine.live.event_log import (
+    DECISION_ROW_SCHEMA,
+    EVENT_FRAME_SCHEMA,
+    OUTCOME_ROW_SCHEMA,
+    TRAINING_READ_MARK,
+    EventLog,
+    contract_events,
+    outcome_from_row,
+    served_decision_from_row,
+)
+from engine.live.events import DecisionOutcome, ServedDecision
 
 ARCHIVE_SUFFIX: Final = ".archive"
 DEFAULT_BATCH: Final = 100_000  # events per part
 _PART_PREFIX: Final = "events-"
+_TABLES: Final = ("decisions", "outcomes")
+# What makes a row of each table the same row: a part written again after a crash, or a row both
+# archived and (before its delete committed) still in the log, is read once.
+_ROW_KEYS: Final = {"decisions": ["decision_id", "decision_type", "arm_id"], "outcomes": ["event_id"]}
 
 
 @dataclass(frozen=True)
@@ -49,10 +72,14 @@ class ArchiveRun:
     parts: tuple[Path, ...]  # parts written
     training_read_through: int  # the log position training had read up to
     before: dt.datetime  # events that happened before this could move
+    decisions_moved: int = 0  # served arms deleted from the log (they are in the archive)
+    outcomes_moved: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return {
             "moved": self.moved,
+            "decisions_moved": self.decisions_moved,
+            "outcomes_moved": self.outcomes_moved,
             "parts": [str(part) for part in self.parts],
             "training_read_through": self.training_read_through,
             "before": self.before.isoformat(),
@@ -90,7 +117,33 @@ def archive_events(
         parts.append(part)
         if rows.height < batch:
             break
-    return ArchiveRun(moved, tuple(parts), through, before)
+    moved_rows = {table: _archive_rows(log, folder, table, before, batch, stop, parts) for table in _TABLES}
+    return ArchiveRun(moved, tuple(parts), through, before, moved_rows["decisions"], moved_rows["outcomes"])
+
+
+def _archive_rows(
+    log: EventLog,
+    folder: Path,
+    table: str,
+    before: dt.datetime,
+    batch: int,
+    stop: threading.Event | None,
+    parts: list[Path],
+) -> int:
+    """Move the ``decisions`` or ``outcomes`` rows before ``before`` into ``<table>-*.parquet`` parts;
+    returns how many left the log. Same order of work as for events: part durable, then delete."""
+    moved = 0
+    while stop is None or not stop.is_set():
+        rows = log.archivable_rows(table, before, batch)
+        if rows.height == 0:
+            break
+        part = folder / f"{table}-{rows['rowid'][0]:015d}-{rows['rowid'][-1]:015d}.parquet"
+        write_part(part, rows)
+        moved += log.delete_archived_rows(table, rows["rowid"].to_list())
+        parts.append(part)
+        if rows.height < batch:
+            break
+    return moved
 
 
 def write_part(part: Path, rows: pl.DataFrame) -> None:
@@ -121,3 +174,27 @@ def read_archived_events(folder: Path) -> pl.DataFrame:
     frame = pl.concat([pl.read_parquet(part) for part in parts], how="vertical")
     frame = frame.sort("rowid", maintain_order=True).unique("event_id", keep="first", maintain_order=True)
     return contract_events(frame.select(list(EVENT_FRAME_SCHEMA)))
+
+
+def read_served_decisions(log: EventLog, folder: Path) -> list[ServedDecision]:
+    """Every served decision of the log and its archive once, in the order served (time, then position):
+    ``EventLog.served_decisions`` over both."""
+    rows = _log_and_archive(log, folder, "decisions").sort(["timestamp_us", "rowid"], maintain_order=True)
+    return [served_decision_from_row(row) for row in rows.drop("rowid").iter_rows()]
+
+
+def read_outcomes(log: EventLog, folder: Path) -> list[DecisionOutcome]:
+    """Every outcome of the log and its archive once, in arrival order: ``EventLog.outcomes`` over both."""
+    rows = _log_and_archive(log, folder, "outcomes")
+    return [outcome_from_row(row) for row in rows.drop("rowid").iter_rows()]
+
+
+def _log_and_archive(log: EventLog, folder: Path, table: str) -> pl.DataFrame:
+    """The rows of ``table`` in the archive and the log, by position, each row once (archived first)."""
+    schema = {"rowid": pl.Int64, **(DECISION_ROW_SCHEMA if table == "decisions" else OUTCOME_ROW_SCHEMA)}
+    parts = sorted(folder.glob(f"{table}-*.parquet")) if folder.is_dir() else []
+    frames = [pl.read_parquet(part).select(list(schema)) for part in parts]
+    frame = pl.concat([*frames, log.table_rows(table)], how="vertical")
+    return frame.sort("rowid", maintain_order=True).unique(
+        _ROW_KEYS[table], keep="first", maintain_order=True
+    )

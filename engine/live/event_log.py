@@ -450,6 +450,39 @@ class EventLog:
                 removed += cursor.rowcount
         return removed
 
+    def archivable_rows(self, table: str, before: dt.datetime, limit: int) -> pl.DataFrame:
+        """Up to ``limit`` rows of ``decisions`` or ``outcomes`` (never the table's newest row) that
+        happened before ``before``, oldest position first, with ``rowid``: what retention moves."""
+        columns = _archived_columns(table)
+        rows = self._query(
+            f"SELECT rowid, {', '.join(columns)} FROM {table} "
+            f"WHERE rowid < (SELECT MAX(rowid) FROM {table}) AND timestamp_us < ? ORDER BY rowid LIMIT ?",
+            (to_micros(before), int(limit)),
+        )
+        return pl.DataFrame(rows, schema={"rowid": pl.Int64, **columns}, orient="row")
+
+    def table_rows(self, table: str) -> pl.DataFrame:
+        """Every row of ``decisions`` or ``outcomes`` with ``rowid``, in the archive's shape, so the log
+        and its archive read as one table (``engine.live.event_archive``)."""
+        columns = _archived_columns(table)
+        rows = self._query(f"SELECT rowid, {', '.join(columns)} FROM {table} ORDER BY rowid")
+        return pl.DataFrame(rows, schema={"rowid": pl.Int64, **columns}, orient="row")
+
+    def delete_archived_rows(self, table: str, rowids: Sequence[int]) -> int:
+        """Remove rows of ``decisions`` or ``outcomes`` already written to the archive, in one
+        transaction; returns how many went. Never the newest row: rowids are then never reused, so a
+        position names one row for good (archive part names and re-runs after a crash rely on it)."""
+        _archived_columns(table)
+        removed = 0
+        with self._transaction() as connection:
+            newest = connection.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {table}").fetchone()[0]
+            for rowid in rowids:
+                if int(rowid) < newest:
+                    removed += connection.execute(
+                        f"DELETE FROM {table} WHERE rowid = ?", (int(rowid),)
+                    ).rowcount
+        return removed
+
     def outcomes(self, since: dt.datetime | None = None) -> list[DecisionOutcome]:
         """Stored outcomes in arrival order, those that happened at or after ``since`` when given."""
         rows = self._query(
@@ -555,6 +588,61 @@ EVENT_FRAME_SCHEMA: Final = {
     "channel": pl.Utf8,
     "device": pl.Utf8,
 }
+
+
+# The columns of the decisions and outcomes tables as retention archives them (rowid aside).
+DECISION_ROW_SCHEMA: Final = {
+    "decision_id": pl.Utf8,
+    "decision_type": pl.Utf8,
+    "arm_id": pl.Utf8,
+    "customer_id": pl.Utf8,
+    "timestamp_us": pl.Int64,
+    "context": pl.Utf8,
+    "propensity": pl.Float64,
+    "persona_mix": pl.Utf8,
+    "journey_stage": pl.Utf8,
+    "experiment_arm": pl.Utf8,
+    "model_version": pl.Utf8,
+}
+OUTCOME_ROW_SCHEMA: Final = {
+    "event_id": pl.Utf8,
+    "decision_id": pl.Utf8,
+    "customer_id": pl.Utf8,
+    "kind": pl.Utf8,
+    "decision_type": pl.Utf8,
+    "is_reward": pl.Int64,
+    "timestamp_us": pl.Int64,
+    "arm_id": pl.Utf8,
+    "revenue": pl.Float64,
+    "received_us": pl.Int64,
+}
+_ARCHIVED_TABLES: Final = {"decisions": DECISION_ROW_SCHEMA, "outcomes": OUTCOME_ROW_SCHEMA}
+
+
+def _archived_columns(table: str) -> dict[str, Any]:
+    """The schema of a table retention archives; anything else is a programming error (and the name
+    goes into SQL, so it is checked against this fixed list)."""
+    if table not in _ARCHIVED_TABLES:
+        raise ValueError(f"retention archives the tables {sorted(_ARCHIVED_TABLES)}, not {table!r}")
+    return dict(_ARCHIVED_TABLES[table])
+
+
+def served_decision_from_row(row: Sequence[Any]) -> ServedDecision:
+    """A decision from a row in ``DECISION_ROW_SCHEMA`` order (the log's and the archive's)."""
+    return _served_decision(tuple(row))
+
+
+def outcome_from_row(row: Sequence[Any]) -> DecisionOutcome:
+    """An outcome from a row in ``OUTCOME_ROW_SCHEMA`` order (the log's and the archive's)."""
+    return DecisionOutcome(
+        event_id=row[0],
+        decision_id=row[1],
+        customer_id=row[2],
+        kind=OutcomeKind(row[3]),
+        timestamp=from_micros(row[6]),
+        arm_id=row[7],
+        revenue=row[8],
+    )
 
 
 def contract_events(frame: pl.DataFrame) -> pl.DataFrame:

@@ -6,6 +6,7 @@ import functools
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from serving.process_lifecycle import EXIT_FAILURE
 from serving.ready_file import read_ready_file
 from serving.server_process import ServerProcess, running_server, start_server
-from serving.worker_supervisor import MAX_RESTARTS, RestartBudget, exit_description
+from serving.worker_supervisor import MAX_RESTARTS, ForkedProcess, RestartBudget, exit_description
 from tests.serving.server_harness import TrainedArtifacts, trained_artifacts
 
 WAIT_S = 60.0
@@ -110,3 +111,27 @@ def test_exit_statuses_are_described_for_the_log() -> None:
     assert exit_description(3) == "status 3"
     assert exit_description(-signal.SIGKILL) == "signal SIGKILL"
     assert exit_description(-200) == "signal 200"
+
+
+def _forked(body: Callable[[], int]) -> ForkedProcess:
+    pid = os.fork()
+    if pid == 0:  # the child runs ``body`` and exits with its status, whatever happens
+        status = 1
+        try:
+            status = body()
+        finally:
+            os._exit(status)
+    return ForkedProcess(pid)
+
+
+def test_a_forked_worker_reports_its_exit_like_popen() -> None:
+    """The pool reads exit codes as Popen gives them: a status, or minus the signal that ended it."""
+    assert _forked(lambda: 3).wait(timeout=10) == 3
+    sleeper = _forked(lambda: time.sleep(30) or 0)
+    assert sleeper.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):
+        sleeper.wait(timeout=0.05)
+    sleeper.kill()
+    assert sleeper.wait(timeout=10) == -signal.SIGKILL
+    assert exit_description(sleeper.wait()) == "signal SIGKILL"
+    sleeper.send_signal(signal.SIGTERM)  # a process already reaped is left alone
