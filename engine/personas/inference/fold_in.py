@@ -57,7 +57,7 @@ def fold_in(
     order = np.argsort(group_of_event, kind="stable")  # groups contiguous: each group's events a segment
     lengths = np.bincount(group_of_event, minlength=n_groups)
     indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return fold_in_segments(
+    return _fold_in_segments(
         np.ascontiguousarray(likelihoods[:, order], dtype=np.float64),
         np.ascontiguousarray(weight[order], dtype=np.float64),
         indptr,
@@ -69,7 +69,7 @@ def fold_in(
 
 
 @numba.njit(cache=True, nogil=True)
-def fold_in_segments(
+def _fold_in_segments(
     likelihoods: NDArray[np.float64],
     weight: NDArray[np.float64],
     indptr: NDArray[np.int64],
