@@ -23,6 +23,8 @@ GENERATE_EXAMPLES = """
       persona-engine generate --out data/demo
       persona-engine generate --out data/big --customers 1000000 --items 100000 --events 50000000
       persona-engine generate --out data/csv-shop --format csv --seed 3
+      persona-engine generate --out data/strong-drift --seed 3 --drift-strength 0.8,1 --post-drift-activity 3
+      persona-engine generate --out data/slow-drift --drift-strength 0.3,1 --drift-ramp-days 0,30
     """
 
 PERSONAS_EXAMPLES = """
@@ -93,6 +95,26 @@ def add_generate_command(sub: Subcommands) -> None:
     g.add_argument("--days", type=positive_int, default=182, help="length of the simulated period in days")
     g.add_argument("--drift-share", type=share, default=0.10, help="share of customers whose mix drifts")
     g.add_argument(
+        "--drift-strength",
+        type=_number_range(float),
+        default=(1.0, 1.0),
+        metavar="MIN[,MAX]",
+        help="share of the way a drifting mix moves to one led by a new persona, per customer (default 1)",
+    )
+    g.add_argument(
+        "--drift-ramp-days",
+        type=_number_range(int),
+        default=(0, 0),
+        metavar="MIN[,MAX]",
+        help="days a drift takes, drawn per customer; 0 is abrupt (default 0)",
+    )
+    g.add_argument(
+        "--post-drift-activity",
+        type=float,
+        default=1.0,
+        help="sessions per day after a drift relative to before (same total activity; default 1)",
+    )
+    g.add_argument(
         "--hidden-segment-share",
         type=share,
         default=0.03,
@@ -103,10 +125,9 @@ def add_generate_command(sub: Subcommands) -> None:
     )
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from training.synthetic_shop import ShopConfig, generate_shop
-
-    config = ShopConfig(
+def _shop_config(args: argparse.Namespace, shop_config: Any) -> Any:
+    """The ShopConfig the flags describe (it raises ValueError naming a bad field)."""
+    return shop_config(
         customers=args.customers,
         items=args.items,
         events=args.events,
@@ -114,8 +135,39 @@ def cmd_generate(args: argparse.Namespace) -> int:
         days=args.days,
         drift_share=args.drift_share,
         hidden_segment_share=args.hidden_segment_share,
+        drift_strength=args.drift_strength,
+        drift_ramp_days=args.drift_ramp_days,
+        post_drift_activity=args.post_drift_activity,
         file_format=args.format,
     )
+
+
+def _number_range(kind: type[float] | type[int]) -> Any:
+    """``MIN`` or ``MIN,MAX`` as a (min, max) pair of ``kind`` (the config checks the bounds)."""
+
+    def parse(text: str) -> tuple[float, float] | tuple[int, int]:
+        parts = text.split(",")
+        try:
+            values = [kind(part) for part in parts]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected MIN or MIN,MAX of {kind.__name__}s, got {text!r}"
+            ) from None
+        if len(values) not in (1, 2):
+            raise argparse.ArgumentTypeError(f"expected MIN or MIN,MAX, got {text!r}")
+        return (values[0], values[-1])
+
+    parse.__name__ = f"{kind.__name__} range"
+    return parse
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from training.synthetic_shop import ShopConfig, generate_shop
+
+    try:
+        config = _shop_config(args, ShopConfig)
+    except ValueError as error:
+        raise UserError(str(error)) from None
     summary = generate_shop(args.out, config, show_progress=not args.json)
     if args.json:
         emit_json({"out_dir": str(summary.out_dir), "counts": summary.counts, "seconds": summary.seconds})

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cli.arguments import non_negative_float, non_negative_int, positive_float
+from cli.arguments import non_negative_int, open_unit, positive_float
 from cli.errors import UserError
 from cli.json_output import emit_json
 from cli.subcommand import Subcommands, add_artifact_argument, add_command
@@ -70,13 +70,18 @@ TUNE_EXAMPLES = """
 DRIFT_EXAMPLES = """
     examples:
       persona-engine drift --artifact artifacts/latest
-      persona-engine drift --artifact artifacts/latest --data data/demo --threshold 0.1 --limit 50
-      persona-engine drift --artifact artifacts/latest --json > drift.json
+      persona-engine drift --artifact artifacts/latest --data data/demo --target-false-alarm 0.02 --limit 50
+      persona-engine drift --artifact artifacts/latest --threshold 8 --json > drift.json
 
-    A customer drifts when the Jensen-Shannon divergence (bits, 0-1) between the mix of their recent
-    events (decayed with --half-life-days) and their long-term mix in the artifact exceeds
-    --threshold, with at least --min-evidence recent events behind it. With planted truth beside the
-    data (the synthetic shop's truth/), precision, recall and the median detection delay are shown.
+    Each customer's events run, day by day, through a change test: one CUSUM per persona against a
+    baseline learnt from the customer's own events older than --baseline-lag-days. A customer drifts
+    while the evidence for "the mix moved towards persona p" (nats) is at or over the threshold. The
+    threshold is calibrated so that about --target-false-alarm of customers would be flagged once
+    their events are shuffled in time (no change left), unless --threshold is given. With planted
+    truth beside the data (the synthetic shop's truth/), the report scores the detection: precision,
+    recall, false alarms on customers without planted drift, delays (days and events), recall by the
+    planted drift's strength, ramp and events after it, and recall/precision against a delay budget
+    for several thresholds.
     """
 
 
@@ -505,85 +510,130 @@ def add_drift_command(sub: Subcommands) -> None:
     dr = add_command(
         sub,
         "drift",
-        "customers whose recent behaviour moved away from their long-term persona mix",
+        "customers whose behaviour left their own past persona mix, and how well drift is detected",
         DRIFT_EXAMPLES,
         cmd_drift,
     )
     add_artifact_argument(dr)
     dr.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
-    # Defaults live in engine.personas.drift.DriftConfig (importing it here would slow every command).
+    # Defaults live in engine.personas.change_detection.ChangeDetectorConfig (importing it here would
+    # slow every command).
     dr.add_argument(
-        "--threshold",
-        type=positive_float,
-        help="Jensen-Shannon divergence above which a customer drifts (default 0.08)",
+        "--target-false-alarm",
+        type=open_unit,
+        help="share of customers without a change the calibrated threshold may flag (default 0.05)",
     )
     dr.add_argument(
-        "--half-life-days",
-        type=positive_float,
-        help="how fast old events stop counting as recent (default 14)",
+        "--threshold", type=positive_float, help="CUSUM threshold in nats, instead of calibrating one"
     )
     dr.add_argument(
-        "--min-evidence",
-        type=non_negative_float,
-        help="decayed recent events needed before drift can be flagged (default 2)",
+        "--baseline-lag-days",
+        type=positive_float,
+        help="events younger than this are tested, older ones make the baseline (default 28)",
+    )
+    dr.add_argument(
+        "--shift",
+        type=open_unit,
+        help="share of the way towards one persona the tested change moves the mix (default 0.5)",
     )
     dr.add_argument("--limit", type=non_negative_int, default=20, help="drifting customers to list")
     dr.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from engine.personas.drift import DriftConfig
+    from engine.personas.change_detection import ChangeDetectorConfig
     from training.drift_job import run_drift_report
 
-    try:
-        given = {
-            "threshold": args.threshold,
-            "half_life_days": args.half_life_days,
-            "min_evidence": args.min_evidence,
-        }
-        config = DriftConfig(**{name: value for name, value in given.items() if value is not None})
-    except ValueError as error:
-        raise UserError(str(error).replace("DriftConfig.", "--").replace("_", "-")) from None
+    given = {
+        "false_alarm_rate": args.target_false_alarm,
+        "threshold": args.threshold,
+        "baseline_lag_days": args.baseline_lag_days,
+        "shift": args.shift,
+    }
+    config = ChangeDetectorConfig(**{name: value for name, value in given.items() if value is not None})
     report = run_drift_report(
         args.artifact, data_path=args.data, config=config, show_progress=not (args.json or args.no_progress)
     )
     if args.json:
         emit_json(report.to_dict())
         return 0
+    how = (
+        f"calibrated to {config.false_alarm_rate:.0%} false alarms on shuffled histories"
+        if report.calibrated
+        else "given"
+    )
     shown = report.drifting[: args.limit]
     stdout_console.print(
-        f"{len(report.drifting):,} of {report.customers_checked:,} customers drifting at the end of "
-        f"{report.data} (JS divergence > {config.threshold:g}, half-life {config.half_life_days:g} days)"
+        f"{len(report.drifting):,} of {report.customers_checked:,} tested customers drifting at the end of "
+        f"{report.data} (threshold {report.threshold:.2f} nats, {how})"
     )
     if shown:
         print_table(
             f"drifting customers, strongest first ({len(shown)} shown)",
-            ["customer", "from persona", "to persona", "JS divergence", "since"],
+            ["customer", "from persona", "to persona", "evidence (nats)", "confidence", "since"],
             [
                 [
-                    f.customer_id,
-                    f.status.from_persona,
-                    f.status.to_persona,
-                    f.status.divergence,
-                    f.status.since.date().isoformat() if f.status.since else "-",
+                    customer,
+                    s.from_persona,
+                    s.to_persona,
+                    s.statistic,
+                    s.confidence,
+                    s.since.date().isoformat() if s.since else "-",
                 ]
-                for f in shown
+                for customer, s in shown
             ],
         )
     if report.accuracy is not None:
-        a = report.accuracy
+        _print_drift_accuracy(report.accuracy)
+    return 0
+
+
+def _print_drift_accuracy(a: Any) -> None:
+    """The scoring tables of ``persona-engine drift`` (a DriftAccuracy)."""
+
+    def quantiles(values: dict[str, float]) -> str:
+        return " / ".join(f"{v:.0f}" for v in values.values()) if values else "-"
+
+    print_table(
+        "against the planted drift (truth/)",
+        ["measure", "value"],
+        [
+            ["customers with planted drift", a.n_planted],
+            ["customers without", a.n_unchanged],
+            ["customers flagged", a.n_flagged],
+            ["precision", a.precision],
+            ["recall", a.recall],
+            ["false-alarm rate (customers without planted drift)", a.false_alarm_rate],
+            ["delay, days (p10 / p25 / median / p75 / p90)", quantiles(a.delay_days)],
+            ["delay, events (p10 / p25 / median / p75 / p90)", quantiles(a.delay_events)],
+            ["drifters without any event in the 14 days after the drift", a.share_without_events_early],
+        ],
+    )
+    for title, rows in (
+        ("recall by planted drift strength", a.recall_by_strength),
+        ("recall by planted ramp (days the drift took)", a.recall_by_ramp),
+        ("recall by the drifter's events after the drift", a.recall_by_events_after),
+    ):
+        if rows:
+            print_table(
+                title,
+                ["group", "drifters", "found", "recall"],
+                [[r.group, r.drifters, r.found, r.recall] for r in rows],
+            )
+    if a.curve:
+        budgets = list(a.curve[0].recall_within)
         print_table(
-            "against the planted drift (truth/)",
-            ["measure", "value"],
+            "recall (precision) counting only alarms within a delay budget, per threshold",
+            ["threshold", "target FA", "FA", "flagged", *[f"<= {d} d" for d in budgets], "any delay"],
             [
-                ["customers with planted drift", a.n_planted],
-                ["customers flagged", a.n_flagged],
-                ["precision", a.precision],
-                ["recall", a.recall],
                 [
-                    "median detection delay (days)",
-                    "-" if a.median_delay_days is None else a.median_delay_days,
-                ],
+                    f"{p.threshold:.2f}",
+                    "-" if p.target_false_alarm is None else f"{p.target_false_alarm:.0%}",
+                    p.false_alarm_rate,
+                    p.n_flagged,
+                    *[f"{p.recall_within[d]:.2f} ({p.precision_within[d]:.2f})" for d in budgets],
+                    f"{p.recall:.2f} ({p.precision:.2f})",
+                ]
+                for p in a.curve
             ],
         )
-    return 0

@@ -139,7 +139,7 @@ def _live_loop(engine: PersonaEngineClient, artifact: Path, customers: Sequence[
     since = drift.since.ToDatetime().date().isoformat() if drift.HasField("since") else "-"
     print(
         f"  drift: drifting={drift.drifting} from {drift.from_persona_id} to {drift.to_persona_id}, "
-        f"JS divergence {drift.divergence:.3f}, since {since}"
+        f"evidence {drift.statistic:.1f} nats (confidence {drift.confidence:.3f}), since {since}"
     )
 
 

@@ -39,8 +39,12 @@ Series:
 - ``persona_engine_model_reloads_total{trigger,outcome}``: reload attempts; ``trigger`` is ``admin``
   (a ReloadModel call) or ``peer`` (a worker following another worker's reload).
 - ``persona_engine_live_events_total``: behaviour events folded into live customer state.
-- ``persona_engine_drift_started_total``: customers whose live state started drifting (recent mix
-  past the drift threshold); a rise is a shift in what customers are after, worth a retrain.
+- ``persona_engine_drift_started_total``: customers whose live state started drifting (the change
+  test's evidence reached the threshold); a rise is a shift in what customers are after, worth a
+  retrain.
+- ``persona_engine_drift_ended_total``: customers whose drift ended (the new behaviour became their
+  baseline, or they went back); started minus ended is the customers this process saw start drifting
+  who still drift.
 - ``persona_engine_drift_profiles_total{drifting}``: persona profiles served with a drift status, by
   whether the customer was drifting.
 - ``persona_engine_state_store_available``: 1 while the live-state store answers, 0 while it cannot
@@ -200,6 +204,11 @@ class ServingMetrics:
             "Customers whose live state started drifting away from their long-term persona mix.",
             registry=registry,
         )
+        self.drift_ended = Counter(
+            f"{PREFIX}_drift_ended",
+            "Customers whose live state stopped drifting.",
+            registry=registry,
+        )
         self.drift_profiles = Counter(
             f"{PREFIX}_drift_profiles",
             "Persona profiles served with a drift status, by whether the customer was drifting.",
@@ -316,6 +325,9 @@ class ServingMetrics:
 
     def record_drift_started(self) -> None:
         self.drift_started.inc()
+
+    def record_drift_ended(self) -> None:
+        self.drift_ended.inc()
 
     def record_drift_profile(self, drifting: bool) -> None:
         self.drift_profiles.labels(drifting=_flag(drifting)).inc()

@@ -50,6 +50,7 @@ MIX_SOURCES: Final = {
     MixSource.INFERRED: types_pb2.PERSONA_MIX_SOURCE_INFERRED,
     MixSource.PRIOR: types_pb2.PERSONA_MIX_SOURCE_PRIOR,
     MixSource.LIVE: types_pb2.PERSONA_MIX_SOURCE_LIVE,
+    MixSource.DRIFT: types_pb2.PERSONA_MIX_SOURCE_DRIFT,
 }
 SHOPPING_CONTEXT_VALUES: Final = {name: value for value, name in SHOPPING_CONTEXTS.items()}
 
@@ -74,9 +75,10 @@ def offer_kind(kind: str) -> types_pb2.OfferKind.ValueType:
 def drift_to_proto(drift: DriftStatus) -> pb.DriftStatus:
     message = pb.DriftStatus(
         drifting=drift.drifting,
-        divergence=drift.divergence,
         from_persona_id=drift.from_persona,
         to_persona_id=drift.to_persona,
+        statistic=drift.statistic,
+        confidence=drift.confidence,
     )
     if drift.since is not None:
         message.since.FromDatetime(drift.since)

@@ -1,10 +1,14 @@
-"""``persona-engine drift``: which customers' recent behaviour has left their long-term persona mix.
+"""``persona-engine drift``: which customers' behaviour left their own past persona mix, and how well
+that is detected.
 
 Replays the event history of a shop (by default the data the artifact was trained on) through the
-drift rule of ``engine.personas.drift``, with the artifact's persona model and long-term mixes, and
-lists the customers drifting at the end of it. When the data has planted truth (the synthetic shop's
-``truth/customer_mixes.parquet`` with ``drift_date``), the report also scores the detection:
-precision, recall and the median delay from the planted date to the flagged start.
+change test of ``engine.personas.change_detection`` (the one the live path runs), with the artifact's
+persona model, and lists the customers drifting at the end of it. The threshold is calibrated to a
+target false-alarm rate on the shop's own time-shuffled histories (``--target-false-alarm``) unless
+one is given. When the data has planted truth (the synthetic shop's ``truth/customer_mixes.parquet``
+with ``drift_date``), the report scores the detection (``engine.personas.drift_accuracy``): precision,
+recall, false alarms, delays, recall by kind of drift and a precision/recall-against-delay curve over
+several calibrated thresholds.
 """
 
 from __future__ import annotations
@@ -19,31 +23,41 @@ import polars as pl
 from engine.artifact import ArtifactError
 from engine.artifact.contents import load_artifact
 from engine.data.loading import load_shop
-from engine.personas.drift import DriftAccuracy, DriftConfig, DriftFinding, score_drift, trace_drift
+from engine.personas.change_detection import ChangeDetectorConfig, shuffled_largest, threshold_for
+from engine.personas.drift import DriftStatus, population_mean_mix, trace_changes
+from engine.personas.drift_accuracy import DriftAccuracy, PlantedDrift, score_detection
 from training.console_output import progress_bar
 
 TRUTH_MIXES = Path("truth") / "customer_mixes.parquet"
+# False-alarm targets of the curve's thresholds (the chosen one is added).
+CURVE_TARGETS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
+CALIBRATION_SEED = 0
 
 
 @dataclass(frozen=True)
 class DriftReport:
     version: str
     data: Path
-    config: DriftConfig
-    customers_checked: int
-    drifting: list[DriftFinding]  # highest divergence first
+    config: ChangeDetectorConfig
+    threshold: float
+    calibrated: bool  # False when the threshold was given
+    customers_checked: int  # customers whose baseline was known at some check
+    drifting: list[tuple[str, DriftStatus]]  # at the end of the history, strongest first
     accuracy: DriftAccuracy | None  # only with planted truth beside the data
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version,
             "data": str(self.data),
-            "threshold": self.config.threshold,
-            "half_life_days": self.config.half_life_days,
-            "min_evidence": self.config.min_evidence,
+            "threshold": self.threshold,
+            "threshold_calibrated": self.calibrated,
+            "target_false_alarm": self.config.false_alarm_rate if self.calibrated else None,
+            "shift": self.config.shift,
+            "baseline_lag_days": self.config.baseline_lag_days,
+            "min_baseline_evidence": self.config.min_baseline_evidence,
             "prior_strength": self.config.prior_strength,
             "customers_checked": self.customers_checked,
-            "drifting": [{"customer_id": f.customer_id, **f.status.to_json()} for f in self.drifting],
+            "drifting": [{"customer_id": c, **s.to_json()} for c, s in self.drifting],
             "accuracy": None if self.accuracy is None else self.accuracy.to_json(),
         }
 
@@ -52,10 +66,10 @@ def run_drift_report(
     artifact_path: Path,
     *,
     data_path: Path | None = None,
-    config: DriftConfig | None = None,
+    config: ChangeDetectorConfig | None = None,
     show_progress: bool = True,
 ) -> DriftReport:
-    config = config or DriftConfig()
+    config = config or ChangeDetectorConfig()
     artifact = load_artifact(artifact_path)
     if data_path is None:
         configured = artifact.manifest.get("config", {}).get("data", {}).get("path")
@@ -65,28 +79,44 @@ def run_drift_report(
     if not Path(data_path).is_dir():
         raise FileNotFoundError(f"data folder {data_path} not found (give --data)")
     with progress_bar(show_progress) as progress:
-        task = progress.add_task("loading events", total=3)
+        task = progress.add_task("loading events", total=4)
         shop = load_shop(Path(data_path))
-        model = artifact.inference
-        customers = artifact.customers
-        long_term = np.asarray(artifact.mix_overall, dtype=np.float64)
-        progress.update(task, advance=1, description="replaying recent mixes")
-        trace = trace_drift(
-            model,
-            shop.events,
-            shop.items,
-            (customers, long_term),
-            config.half_life_days,
-            config.prior_strength,
+        prior = population_mean_mix(np.asarray(artifact.mix_overall, dtype=np.float64))
+        progress.update(task, advance=1, description="running the change test")
+        trace = trace_changes(artifact.inference, shop.events, shop.items, prior, config)
+        progress.update(task, advance=1, description="calibrating on shuffled histories")
+        null = shuffled_largest(
+            trace.likelihoods,
+            trace.weight,
+            trace.day,
+            trace.indptr,
+            prior,
+            config,
+            np.random.default_rng(CALIBRATION_SEED),
         )
+        threshold = config.threshold or threshold_for(null, config.false_alarm_rate)
         progress.update(task, advance=1, description="scoring")
-        findings = trace.findings(config.threshold, config.min_evidence)
+        statuses = trace.statuses(threshold)
         truth_path = Path(data_path) / TRUTH_MIXES
         accuracy = None
         if truth_path.is_file():
             truth = pl.read_parquet(truth_path)
             if {"customer_id", "drift_date"} <= set(truth.columns):
-                accuracy = score_drift(findings, truth)
+                curve: dict[float, float | None] = {threshold_for(null, t): t for t in CURVE_TARGETS}
+                curve[threshold] = None if config.threshold else config.false_alarm_rate
+                planted = PlantedDrift.from_truth(truth, trace.customers)
+                accuracy = score_detection(trace, planted, threshold, curve)
         progress.update(task, advance=1, description="done")
-    drifting = sorted((f for f in findings if f.status.drifting), key=lambda f: -f.status.divergence)
-    return DriftReport(artifact.version, Path(data_path), config, len(findings), drifting, accuracy)
+    drifting = sorted(
+        ((c, s) for c, s in statuses.items() if s.drifting), key=lambda pair: -pair[1].statistic
+    )
+    return DriftReport(
+        artifact.version,
+        Path(data_path),
+        config,
+        threshold,
+        config.threshold is None,
+        len(statuses),
+        drifting,
+        accuracy,
+    )

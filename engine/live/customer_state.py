@@ -6,9 +6,18 @@ Each accepted behaviour event updates its customer's state at once (``observe``,
   the artifact was trained on;
 - every event with an item the artifact knows is kept (time, item, discounted, channel, device; the
   last ``max_events``) as evidence for the session mix;
-- drift is re-checked (``engine.personas.drift``, the same rule as offline): the mix of the decayed
-  recent events (half-life ``drift.half_life_days``) against the long-term mix, with the date the
-  current drift started.
+- drift is re-checked with the change test ``persona-engine drift`` runs offline
+  (``engine.personas.change_detection``): the detector's state (baseline evidence, one CUSUM per
+  persona, the events still younger than the baseline lag) is part of the customer's state and
+  advances a UTC day at a time. A day is committed once an event of a later day arrives (a customer's
+  events come in time order); until then the day's test is provisional and redone with each batch, so
+  how a day's events are split into batches changes nothing, and the state after a day is exactly the
+  offline test's. A customer the artifact knows starts with their long-term mix as baseline, worth
+  ``drift.artifact_baseline_events`` events, so live drift does not wait weeks for a baseline of live
+  events; an unknown customer learns it from their own events, as offline.
+- while a customer drifts, serving starts the session blend from their *recent* mix (their events
+  since the drift began, decayed with half-life ``drift.half_life_days``, folded in around the
+  long-term mix) instead of the long-term one, and says so (``MixSource.DRIFT``).
 
 The session mix is a blend, computed per request from the kept events (``live_view``):
 
@@ -49,11 +58,19 @@ from engine.live.event_scoring import LiveEventScorer
 from engine.live.events import BehaviorEvent, DecisionOutcome
 from engine.live.state_store import StateStore
 from engine.numeric_settings import check_numeric_settings
-from engine.personas.drift import DriftConfig, DriftStatus, decay_weights, js_divergence
+from engine.personas.change_detection import DayCheck, DetectorState, advance_day
+from engine.personas.drift import (
+    DriftConfig,
+    DriftStatus,
+    decay_weights,
+    population_mean_mix,
+    scaled_likelihoods,
+    status_of,
+)
 from engine.personas.mix import PersonaMix
 from engine.personas.mix_resolution import CustomerMixes, LiveView
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: the change detector's state replaced the divergence check
 KEY_PREFIX = "live:customer:"
 PURCHASE = "purchase"
 _SECONDS_PER_DAY = 86_400.0
@@ -109,54 +126,56 @@ class KeptEvent(NamedTuple):
 
 @dataclass
 class LiveCustomerState:
-    """One customer's live state; ``to_bytes``/``from_bytes`` are its compact JSON form in the store."""
+    """One customer's live state; ``to_bytes``/``from_bytes`` are its compact JSON form in the store.
+
+    ``detector`` is the change test's state through its last committed day; ``check`` the test at the
+    end of the latest day seen (committed or provisional), ``drift_since`` the UTC seconds the current
+    drift started (set while drifting).
+    """
 
     events: list[KeptEvent] = field(default_factory=list)
     purchased: list[str] = field(default_factory=list)
-    drift_since: float | None = None  # UTC seconds; set while the customer drifts
-    drift_divergence: float = 0.0
-    drift_evidence: float = 0.0
-    drift_to: str = ""
-    # The UTC day of the last drift check and ``drift_since`` as it was before that day's first check:
-    # a later check of the same day replaces the earlier one instead of adding to it, so the state
-    # after a day does not depend on how that day's events were split into batches.
-    drift_day: int | None = None
-    drift_since_before: float | None = None
+    detector: DetectorState | None = None
+    check: DayCheck | None = None
+    drift_since: float | None = None
 
     def to_bytes(self) -> bytes:
+        check = self.check
         document: dict[str, Any] = {
             "v": STATE_FORMAT,
             "e": self.events,
             "p": self.purchased,
-            "d": [
-                self.drift_since,
-                round(self.drift_divergence, 6),
-                round(self.drift_evidence, 4),
-                self.drift_to,
-                self.drift_day,
-                self.drift_since_before,
-            ],
+            "c": None if self.detector is None else self.detector.to_json(),
+            "k": None
+            if check is None
+            else [check.tested, check.statistic, check.towards, check.since_day, check.baseline_top],
+            "s": self.drift_since,
         }
         return _ENCODER.encode(document).encode("utf-8")
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> LiveCustomerState:
-        """Parse stored state; state of an unknown format version is dropped (it is a cache of events)."""
+    def from_bytes(cls, data: bytes, n_personas: int | None = None) -> LiveCustomerState:
+        """Parse stored state; state of another format or persona count is dropped (it is a cache of
+        events: the event log rebuilds it)."""
         try:
             document = json.loads(data)
             if document.get("v") != STATE_FORMAT:
                 return cls()
-            since, divergence, evidence, to, *day = document["d"]  # four fields before drift_day
-            check_day, before = day if day else (None, None)
+            detector = None
+            if document["c"] is not None:
+                k = n_personas if n_personas is not None else len(document["c"][0])
+                detector = DetectorState.from_json(document["c"], k)
+            check = None
+            if document["k"] is not None:
+                tested, statistic, towards, since, top = document["k"]
+                check = DayCheck(bool(tested), float(statistic), int(towards), int(since), int(top))
+            since = document["s"]
             return cls(
                 events=[_kept_event(row) for row in document["e"]],
                 purchased=[str(p) for p in document["p"]],
+                detector=detector,
+                check=check,
                 drift_since=None if since is None else float(since),
-                drift_divergence=float(divergence),
-                drift_evidence=float(evidence),
-                drift_to=str(to),
-                drift_day=None if check_day is None else int(check_day),
-                drift_since_before=None if before is None else float(before),
             )
         except (ValueError, KeyError, TypeError):
             return cls()
@@ -172,39 +191,12 @@ _Facts = tuple[str, bool | None, str | None, str | None]  # what an event's scor
 
 
 @dataclass
-class _DriftCheck:
-    """One drift check: its inputs, taken when the day's last event was folded in, then its result."""
-
-    moment: float  # UTC seconds: the day's last event
-    scores: NDArray[np.float64]
-    weights: NDArray[np.float64]
-    long_term: NDArray[np.float64]
-    divergence: float = 0.0
-    evidence: float = 0.0
-    to: str = ""
-
-    def apply(self, state: LiveCustomerState, drift: DriftConfig) -> None:
-        day = int(self.moment // _SECONDS_PER_DAY)
-        if state.drift_day == day:
-            state.drift_since = state.drift_since_before  # this check replaces the day's earlier one
-        else:
-            state.drift_day, state.drift_since_before = day, state.drift_since
-        state.drift_divergence, state.drift_evidence, state.drift_to = self.divergence, self.evidence, self.to
-        if self.divergence > drift.threshold and self.evidence >= drift.min_evidence:
-            if state.drift_since is None:
-                state.drift_since = self.moment
-        else:
-            state.drift_since = None
-
-
-@dataclass
 class _CustomerUpdate:
-    """One customer's part of an ``observe`` call: the state being updated and its pending checks."""
+    """One customer's part of an ``observe`` call: the state being updated."""
 
     customer_id: str
     state: LiveCustomerState
     was_drifting: bool
-    checks: list[_DriftCheck] = field(default_factory=list)
 
 
 def session_blend(
@@ -251,7 +243,11 @@ class LiveCustomerStates:
         *,
         clock: Callable[[], dt.datetime] | None = None,
         on_drift_started: Callable[[str, DriftStatus], None] | None = None,
+        on_drift_ended: Callable[[str], None] | None = None,
+        prior_mean: NDArray[np.float64] | None = None,
     ) -> None:
+        """``prior_mean`` centres every drift baseline: the artifact's mean customer mix (what the
+        offline drift job uses); by default the mean of ``mixes.overall``."""
         if tuple(scorer.persona_ids) != tuple(mixes.persona_ids):
             raise ValueError(
                 f"scorer personas {scorer.persona_ids} differ from the mixes' {mixes.persona_ids}"
@@ -262,9 +258,13 @@ class LiveCustomerStates:
         self.config = config or LiveStateConfig()
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._on_drift_started = on_drift_started
+        self._on_drift_ended = on_drift_ended
         self._locks = [threading.Lock() for _ in range(_UPDATE_LOCKS)]
         self._views: dict[tuple[str, bytes], tuple[bytes, int, LiveView]] = {}
         self._scores: dict[_Facts, NDArray[np.float64]] = {}
+        self.prior_mean = (
+            population_mean_mix(mixes.overall) if prior_mean is None else np.asarray(prior_mean, np.float64)
+        )
 
     @staticmethod
     def key(customer_id: str) -> str:
@@ -276,12 +276,7 @@ class LiveCustomerStates:
 
     # ------------------------------------------------------------------ writing
     def observe(self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome]) -> None:
-        """Fold newly accepted events into their customers' state (outcomes are the bandits' business).
-
-        The drift checks of every customer of the batch are folded in together (one batched fold-in
-        instead of one per customer and day, which was most of the cost of replaying a log); each
-        check depends only on its own customer's events, so batching changes no result.
-        """
+        """Fold newly accepted events into their customers' state (outcomes are the bandits' business)."""
         by_customer: dict[str, list[BehaviorEvent]] = {}
         for event in events:
             by_customer.setdefault(event.customer_id, []).append(event)
@@ -297,27 +292,28 @@ class LiveCustomerStates:
                 self._fold_events(customer_id, sorted(own, key=lambda e: e.timestamp))
                 for customer_id, own in by_customer.items()
             ]
-            self._run_checks([check for update in updates for check in update.checks])
             ttl = self.config.ttl_days * _SECONDS_PER_DAY
             for update in updates:
                 state = update.state
-                for check in update.checks:
-                    check.apply(state, self.config.drift)
                 del state.purchased[: max(0, len(state.purchased) - self.config.max_purchases)]
                 self.store.set(self.key(update.customer_id), state.to_bytes(), ttl_seconds=ttl)
         for update in updates:
             state = update.state
             if not update.was_drifting and state.drift_since is not None and self._on_drift_started:
                 self._on_drift_started(update.customer_id, self._drift_status(update.customer_id, state))
+            if update.was_drifting and state.drift_since is None and self._on_drift_ended:
+                self._on_drift_ended(update.customer_id)
 
     def _fold_events(self, customer_id: str, events: Sequence[BehaviorEvent]) -> _CustomerUpdate:
-        """Add ``events`` (in time order) to the customer's state and collect the drift checks they call
-        for, with the kept events as each check sees them; the checks themselves run batched."""
+        """Add ``events`` (in time order) to the customer's state and advance its drift test."""
         cfg = self.config
-        state = self.state_of(customer_id) or LiveCustomerState()
+        k = len(self.scorer.persona_ids)
+        data = self.store.get(self.key(customer_id))
+        state = LiveCustomerState() if data is None else LiveCustomerState.from_bytes(data, k)
         update = _CustomerUpdate(customer_id, state, state.drift_since is not None)
+        if state.detector is None:
+            state.detector = self._new_detector(customer_id)
         known = self.scorer.item_positions
-        half_life = cfg.drift.half_life_days * _SECONDS_PER_DAY
         for n, event in enumerate(events):
             if event.item_id in known:  # others: no evidence, and not recommendable
                 discounted = None if event.discount is None else event.discount > 0
@@ -328,38 +324,61 @@ class LiveCustomerStates:
                 )
                 if event.event_type == PURCHASE and event.item_id not in state.purchased:
                     state.purchased.append(event.item_id)
-            # Drift is checked at the last event of each UTC day, as offline, so a batch replaying weeks
-            # of history dates the drift's start as if the events had arrived one by one.
+            # At the last event of each UTC day of the batch: commit the days before it (their events
+            # are complete: this one is later) and test this one, provisionally. Before the kept
+            # events are cut to ``max_events``, so a batch replaying weeks loses no day.
             following = events[n + 1] if n + 1 < len(events) else None
             if following is None or following.timestamp.date() != event.timestamp.date():
                 state.events.sort(key=lambda e: e.timestamp)
-                del state.events[: max(0, len(state.events) - cfg.max_events)]
-                scores, weights = self._scored(customer_id, state, event.timestamp, half_life)
-                if weights.size:
-                    moment = event.timestamp.timestamp()
-                    long_term = self._long_term(customer_id).weights
-                    update.checks.append(_DriftCheck(moment, scores, weights, long_term))
+                self._advance_drift(customer_id, state, event.timestamp)
+                # Events of the day not yet committed stay, however many: the commit needs them all.
+                last_day = state.detector.last_day if state.detector is not None else -1
+                first_open = next(
+                    (i for i, e in enumerate(state.events) if e.timestamp // _SECONDS_PER_DAY > last_day),
+                    len(state.events),
+                )
+                del state.events[: max(0, min(len(state.events) - cfg.max_events, first_open))]
         return update
 
-    def _run_checks(self, checks: Sequence[_DriftCheck]) -> None:
-        """The recent mix of every check, in one fold-in; fills each check's result."""
-        if not checks:
+    def _new_detector(self, customer_id: str) -> DetectorState:
+        """A customer's first detector state: their long-term mix as baseline when the artifact knows
+        their events (module doc), otherwise empty."""
+        detector = DetectorState.empty(len(self.scorer.persona_ids))
+        worth = self.config.drift.artifact_baseline_events
+        row = self.mixes.row_of(customer_id)
+        if worth > 0 and row >= 0 and bool(self.mixes.has_events[row]):
+            detector.counts = self.mixes.overall[row] * worth
+            detector.absorbed = worth
+        return detector
+
+    def _advance_drift(self, customer_id: str, state: LiveCustomerState, moment: dt.datetime) -> None:
+        """Commit the uncommitted days before ``moment``'s UTC day and test that day provisionally."""
+        detector = state.detector
+        assert detector is not None
+        today = int(moment.timestamp() // _SECONDS_PER_DAY)
+        pending: dict[int, list[KeptEvent]] = {}
+        for kept in state.events:
+            day = int(kept.timestamp // _SECONDS_PER_DAY)
+            if detector.last_day < day <= today:  # late events of committed days are not re-tested
+                pending.setdefault(day, []).append(kept)
+        detector_config = self.config.drift.detector
+        check = state.check
+        for day in sorted(pending):
+            likelihoods, weights = self._day_evidence(pending[day])
+            target = detector if day < today else detector.copy()
+            check = advance_day(target, likelihoods, weights, day, self.prior_mean, detector_config)
+        if check is None:
             return
-        lengths = np.asarray([check.weights.size for check in checks], dtype=np.int64)
-        recent = self.scorer.model.mixes_of_scored_events(
-            np.concatenate([check.scores for check in checks]),
-            np.concatenate([check.weights for check in checks]),
-            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-            np.vstack([check.long_term for check in checks]),
-            self.config.drift.prior_strength,
-        )
-        long_terms = np.vstack([check.long_term for check in checks])
-        divergences = js_divergence(recent, long_terms)
-        tops = np.argmax(recent, axis=1)
-        for n, check in enumerate(checks):
-            check.divergence = float(divergences[n])
-            check.evidence = float(check.weights.sum())
-            check.to = self.scorer.persona_ids[int(tops[n])]
+        state.check = check
+        status = status_of(check, self.config.drift.threshold, self.scorer.persona_ids, detector.absorbed)
+        state.drift_since = None if status.since is None else status.since.timestamp()
+
+    def _day_evidence(self, kept: Sequence[KeptEvent]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """(personas, events) scaled likelihoods and weights of one day's events: repeats of an item
+        on the day share one event's weight, as in training and the offline test."""
+        counts = Counter(e.item_id for e in kept)
+        weights = np.fromiter((1.0 / counts[e.item_id] for e in kept), np.float64, len(kept))
+        return scaled_likelihoods(self._scores_of(kept)), weights
 
     # ------------------------------------------------------------------ reading
     def live_view(self, customer_id: str, long_term: PersonaMix) -> LiveView | None:
@@ -377,29 +396,62 @@ class LiveCustomerStates:
         remembered = self._views.get(memo_key)
         if remembered is not None and remembered[0] == data and remembered[1] == bucket:
             return remembered[2]
-        state = LiveCustomerState.from_bytes(data)
+        state = LiveCustomerState.from_bytes(data, len(self.scorer.persona_ids))
+        drift = self._drift_status(customer_id, state)
+        start = long_term.weights
+        recent = drift.drifting and drift.since is not None
+        if recent and drift.since is not None:
+            start = self._recent_mix(customer_id, state, now, drift.since, long_term.weights)
         half_life = self.config.session_half_life_minutes * 60.0
         scores, weights = self._scored(customer_id, state, now, half_life)
         mix = None
         if weights.size:
-            blended = session_blend(long_term.weights, scores, weights, self.config.long_term_strength)
+            blended = session_blend(start, scores, weights, self.config.long_term_strength)
             mix = PersonaMix(long_term.personas, blended)
-        view = LiveView(mix, tuple(state.purchased), self._drift_status(customer_id, state))
+        elif recent:
+            mix = PersonaMix(long_term.personas, start)
+        view = LiveView(mix, tuple(state.purchased), drift, recent_mix=recent)
         if len(self._views) >= _MAX_VIEWS:
             self._views.clear()  # a crude bound; the next requests refill what is still in use
         self._views[memo_key] = (data, bucket, view)
         return view
 
     def _drift_status(self, customer_id: str, state: LiveCustomerState) -> DriftStatus:
-        home = self._long_term(customer_id).dominant
-        return DriftStatus(
-            drifting=state.drift_since is not None,
-            divergence=state.drift_divergence,
-            since=None if state.drift_since is None else dt.datetime.fromtimestamp(state.drift_since, dt.UTC),
-            from_persona=home,
-            to_persona=state.drift_to or home,
-            evidence=state.drift_evidence,
+        persona_ids = self.scorer.persona_ids
+        evidence = 0.0 if state.detector is None else state.detector.absorbed
+        if state.check is None:
+            home = self._long_term(customer_id).dominant
+            return DriftStatus(False, 0.0, 0.0, None, home, home, evidence)
+        return status_of(state.check, self.config.drift.threshold, persona_ids, evidence)
+
+    def _recent_mix(
+        self,
+        customer_id: str,
+        state: LiveCustomerState,
+        now: dt.datetime,
+        since: dt.datetime,
+        long_term: NDArray[np.float64],
+    ) -> NDArray[np.float64]:
+        """The MAP mix of the kept events since the drift began, decayed with the drift half-life,
+        around the long-term mix (worth ``drift.prior_strength`` events): who the customer is now."""
+        kept = [
+            e
+            for e in state.events
+            if e.timestamp >= since.timestamp() and e.item_id in self.scorer.item_positions
+        ]
+        if not kept:
+            return long_term
+        stamps = np.fromiter((e.timestamp for e in kept), np.float64, len(kept))
+        half_life = self.config.drift.half_life_days * _SECONDS_PER_DAY
+        weights = decay_weights((now.timestamp() - stamps) / half_life, 1.0)
+        mix = self.scorer.model.mixes_of_scored_events(
+            self._scores_of(kept),
+            weights,
+            np.array([0, len(kept)], dtype=np.int64),
+            long_term[None, :],
+            self.config.drift.detector.prior_strength,
         )
+        return np.asarray(mix[0])
 
     def _long_term(self, customer_id: str) -> PersonaMix:
         return self.mixes.stored(self.mixes.row_of(customer_id))

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from engine.live.customer_state import LiveCustomerStates, LiveStateConfig
 from engine.live.event_log import EventLog, to_micros
 from engine.live.event_scoring import LiveEventScorer
@@ -44,7 +46,7 @@ from engine.live.live_state_snapshot import (
 )
 from engine.live.state_store import MemoryStateStore, StateStore
 from engine.personalizer import Personalizer
-from engine.personas.drift import WINDOW_HALF_LIVES, DriftStatus
+from engine.personas.drift import WINDOW_HALF_LIVES, DriftStatus, population_mean_mix
 
 _REPLAY_CHUNK = 5_000  # events per observe call when catching up
 _SECONDS_PER_DAY = 86_400.0
@@ -62,11 +64,13 @@ class CatchUp:
 
 
 class LiveStateMetrics(Protocol):
-    """What live state counts: events folded into customer state, and drifts those events start."""
+    """What live state counts: events folded into customer state, and drifts those events start and end."""
 
     def record_live_events(self, count: int) -> None: ...
 
     def record_drift_started(self) -> None: ...
+
+    def record_drift_ended(self) -> None: ...
 
 
 class LiveState:
@@ -93,6 +97,8 @@ class LiveState:
             personalizer.mixes,
             self.config,
             on_drift_started=self._drift_started,
+            on_drift_ended=self._drift_ended,
+            prior_mean=population_mean_mix(np.asarray(personalizer.artifact.mix_overall, dtype=np.float64)),
         )
         personalizer.use_live_state(states)
         with self._lock:
@@ -149,7 +155,9 @@ class LiveState:
         a private store, the events logged since are replayed into it, and it is written out."""
         current = self.states
         private = MemoryStateStore(max_values=2**62)
-        states = LiveCustomerStates(private, current.scorer, current.mixes, self.config)
+        states = LiveCustomerStates(
+            private, current.scorer, current.mixes, self.config, prior_mean=current.prior_mean
+        )
         result, last_event_us = _rebuild(states, self.config, event_log, now, folder, stop)
         if result.stopped or result.through_rowid == result.snapshot_rowid:
             return None
@@ -171,6 +179,10 @@ class LiveState:
     def _drift_started(self, customer_id: str, status: DriftStatus) -> None:
         if self._metrics is not None:
             self._metrics.record_drift_started()
+
+    def _drift_ended(self, customer_id: str) -> None:
+        if self._metrics is not None:
+            self._metrics.record_drift_ended()
 
 
 def _rebuild(

@@ -49,6 +49,7 @@ class MixSource(StrEnum):
     INFERRED = "inferred"
     PRIOR = "prior"
     LIVE = "live"  # the inferred or prior mix, moved by the customer's current session
+    DRIFT = "drift"  # a drifting customer: their recent mix (since the drift began), moved by the session
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,14 @@ class LiveView:
     """What a customer's live state changes about serving them right now.
 
     ``mix`` is None when no session evidence is left (the long-term mix stands); ``purchased_item_ids``
-    are bought since the artifact was trained and must not be recommended again.
+    are bought since the artifact was trained and must not be recommended again. ``recent_mix``: the
+    customer drifts, and ``mix`` starts from their recent mix instead of the long-term one.
     """
 
     mix: PersonaMix | None
     purchased_item_ids: tuple[str, ...] = ()
     drift: DriftStatus | None = None
+    recent_mix: bool = False
 
 
 class LiveMixes(Protocol):
@@ -229,5 +232,6 @@ class MixResolver:
         stored = mixes.stored(row, context)
         view = self._live.live_view(customer_id, stored) if self._live is not None else None
         if view is not None and view.mix is not None:
-            return ResolvedMix(customer_id, row, view.mix, MixSource.LIVE, has_events, view)
+            live = MixSource.DRIFT if view.recent_mix else MixSource.LIVE
+            return ResolvedMix(customer_id, row, view.mix, live, has_events, view)
         return ResolvedMix(customer_id, row, stored, source, has_events, view)

@@ -106,7 +106,8 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
     "drift": [
         [*A, "--threshold", "-1"],
         [*A, "--limit", "-1"],
-        [*A, "--half-life-days", "0"],
+        [*A, "--baseline-lag-days", "0"],
+        [*A, "--target-false-alarm", "1"],
         ["--artifact", "{tmp}/no-such-artifact"],
     ],
     "serve": [

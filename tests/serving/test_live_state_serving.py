@@ -29,17 +29,22 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> TrainedArtifacts:
 
 
 @pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def replicas(
-    artifacts: TrainedArtifacts, tmp_path_factory: pytest.TempPathFactory
+    artifacts: TrainedArtifacts, tmp_path_factory: pytest.TempPathFactory, redis_url: str
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     folder = tmp_path_factory.mktemp("replicas")
-    with running_redis(folder) as url:
-        args = lambda name: ["--state", url, "--event-log", str(folder / f"{name}.db")]  # noqa: E731
-        with (
-            running_server(artifacts.older, folder / "a", metrics=True, extra_args=args("a")) as first,
-            running_server(artifacts.older, folder / "b", extra_args=args("b")) as second,
-        ):
-            yield first, second
+    args = lambda name: ["--state", redis_url, "--event-log", str(folder / f"{name}.db")]  # noqa: E731
+    with (
+        running_server(artifacts.older, folder / "a", metrics=True, extra_args=args("a")) as first,
+        running_server(artifacts.older, folder / "b", extra_args=args("b")) as second,
+    ):
+        yield first, second
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +119,45 @@ def test_days_of_other_behaviour_show_as_drift_on_the_other_replica(
             batch = [view(customer, items[(2 * day + j) % len(items)], at, 10 * day + j) for j in range(2)]
             assert not a.record_events(batch).errors
         profile = b.get_persona_profile(customer)
-    assert profile.drift.drifting
+        page = b.personalize(customer)
+    assert profile.drift.drifting and profile.drift.confidence > 0.99 and profile.drift.statistic > 5
     assert profile.drift.to_persona_id == scorer.persona_ids[persona]
     assert profile.drift.from_persona_id != profile.drift.to_persona_id
     since = profile.drift.since.ToDatetime(tzinfo=dt.UTC)
-    assert start <= since <= start + dt.timedelta(days=6)
+    assert start.date() <= since.date() <= (start + dt.timedelta(days=6)).date()
     assert first.metric("persona_engine_drift_started_total") >= 1
+    # A drifting customer is served from their recent mix, and the response says so.
+    assert profile.persona_mix_source == types_pb2.PERSONA_MIX_SOURCE_DRIFT
+    assert page.decision.persona_mix_source == types_pb2.PERSONA_MIX_SOURCE_DRIFT
+
+
+def test_drift_state_in_redis_survives_a_server_restart(
+    replicas: tuple[ServerProcess, ServerProcess],
+    scorer: LiveEventScorer,
+    artifacts: TrainedArtifacts,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    first, _ = replicas
+    persona = 3
+    customer = customer_far_from(artifacts, persona, 3)
+    items = typical_items(scorer, persona, 12)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=8)
+    with first.client() as a:
+        for day in range(6):
+            at = start + dt.timedelta(days=day)
+            batch = [view(customer, items[(2 * day + j) % len(items)], at, 10 * day + j) for j in range(2)]
+            assert not a.record_events(batch).errors
+        before = a.get_persona_profile(customer).drift
+    assert before.drifting
+    # A new server process with an empty event log of its own: everything it knows is in Redis.
+    extra = ["--state", redis_url, "--event-log", str(tmp_path / "fresh.db")]
+    with (
+        running_server(artifacts.older, tmp_path / "fresh", extra_args=extra) as server,
+        server.client() as c,
+    ):
+        after = c.get_persona_profile(customer).drift
+    assert after == before
 
 
 def test_in_memory_live_state_is_rebuilt_from_the_event_log_after_a_restart(

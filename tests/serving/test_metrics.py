@@ -42,6 +42,7 @@ EXPECTED_FAMILIES = {
     "persona_engine_model_reloads": "counter",
     "persona_engine_live_events": "counter",
     "persona_engine_drift_started": "counter",
+    "persona_engine_drift_ended": "counter",
     "persona_engine_drift_profiles": "counter",
     "persona_engine_live_records": "counter",
     "persona_engine_decisions_logged": "counter",

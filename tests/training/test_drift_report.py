@@ -16,42 +16,51 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_small_artifact(tmp_path_factory.mktemp("drift-cli"))
 
 
-def test_json_lists_drifting_customers_and_scores_them_against_planted_truth(
+def test_json_lists_drifting_customers_and_scores_them_like_a_detector(
     artifact: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["drift", "--artifact", str(artifact), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["threshold"] == 0.08 and report["customers_checked"] > 0
-    divergences = [row["divergence"] for row in report["drifting"]]
-    assert divergences == sorted(divergences, reverse=True)
-    assert all(
-        d > report["threshold"] and row["since"]
-        for d, row in zip(divergences, report["drifting"], strict=True)
-    )
-    assert all(row["from_persona"] and row["to_persona"] for row in report["drifting"])
+    assert report["threshold_calibrated"] and report["target_false_alarm"] == 0.05
+    assert report["customers_checked"] > 0
+    statistics = [row["statistic"] for row in report["drifting"]]
+    assert statistics == sorted(statistics, reverse=True)
+    assert all(s >= report["threshold"] for s in statistics)
+    assert all(row["since"] and row["from_persona"] and row["to_persona"] for row in report["drifting"])
     accuracy = report["accuracy"]
-    assert accuracy["n_flagged"] == len(report["drifting"])
     assert 0 <= accuracy["precision"] <= 1 and 0 <= accuracy["recall"] <= 1
+    assert 0 <= accuracy["false_alarm_rate"] <= 0.15  # calibrated to 5% on shuffled histories
+    assert set(accuracy["delay_days"]) <= {"p10", "p25", "p50", "p75", "p90"}
+    groups = accuracy["recall_by_events_after"]
+    assert sum(g["drifters"] for g in groups) == accuracy["n_planted"]
+    assert {g["group"] for g in accuracy["recall_by_strength"]} == {"0.75-1.00"}  # the default knobs
+    targets = [p["target_false_alarm"] for p in accuracy["curve"]]
+    assert 0.01 in targets and 0.3 in targets
+    thresholds = [p["threshold"] for p in accuracy["curve"]]
+    assert thresholds == sorted(thresholds)
 
 
-def test_a_higher_threshold_flags_fewer_and_the_table_names_the_columns(
+def test_a_given_threshold_replaces_calibration_and_the_tables_name_the_measures(
     artifact: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["drift", "--artifact", str(artifact), "--json", "--threshold", "0.2"]) == 0
+    assert main(["drift", "--artifact", str(artifact), "--json", "--threshold", "20"]) == 0
     strict = json.loads(capsys.readouterr().out)
-    assert main(["drift", "--artifact", str(artifact), "--json"]) == 0
-    default = json.loads(capsys.readouterr().out)
-    assert len(strict["drifting"]) <= len(default["drifting"])
+    assert not strict["threshold_calibrated"] and strict["threshold"] == 20
+    assert main(["drift", "--artifact", str(artifact), "--json", "--target-false-alarm", "0.3"]) == 0
+    loose = json.loads(capsys.readouterr().out)
+    assert len(strict["drifting"]) <= len(loose["drifting"])
     assert main(["drift", "--artifact", str(artifact), "--no-progress", "--limit", "3"]) == 0
     text = capsys.readouterr().out
-    for column in ("customer", "from persona", "to persona", "JS divergence", "since", "precision", "recall"):
-        assert column in text
+    for words in ("from persona", "to persona", "precision", "recall", "false-alarm rate", "delay, events"):
+        assert words in text
 
 
 def test_bad_flags_and_missing_data_exit_with_status_2(
     artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["drift", "--artifact", str(artifact), "--threshold", "1.5"]) == 2
-    assert "--threshold" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_status:
+        main(["drift", "--artifact", str(artifact), "--target-false-alarm", "1.5"])
+    assert exit_status.value.code == 2
+    assert "--target-false-alarm" in capsys.readouterr().err
     assert main(["drift", "--artifact", str(artifact), "--data", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err

@@ -238,6 +238,11 @@ def test_drift_and_popularity_sections_hold_sane_shares(report: tuple[str, dict[
     for by_month in (drift["inferred_mean_mix_by_month"], drift["planted_mean_mix_by_month"]):
         for weights in by_month.values():
             assert sum(weights.values()) == pytest.approx(1.0)
+    # The generated shop has planted drift: individual detection is scored, curve and all.
+    detection = drift["detection"]
+    assert detection["n_planted"] > 0 and 0 <= detection["recall"] <= 1
+    targets = [point["target_false_alarm"] for point in detection["curve"]]
+    assert targets == sorted(targets, reverse=True)  # thresholds ascend as the target falls
     popularity = document["sections"]["popularity_bias"]["values"]
     assert (
         0 < popularity["interaction_shares"]["top_1pct"] <= popularity["interaction_shares"]["top_10pct"] <= 1

@@ -1,8 +1,9 @@
 """One chunk of customers simulated end to end: mixes, favourites, sessions, events, customers, decisions.
 
 Each chunk has its own random stream derived from (seed, 1, chunk index) and draws from it in a fixed
-order (the order of the calls below), so a config always produces byte-identical files and memory is
-bounded by the chunk size, not by the number of events.
+order (the order of the calls below), plus one for the shape of drift (seed, 2, chunk index), so a
+config always produces byte-identical files and memory is bounded by the chunk size, not by the
+number of events.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ def simulate_chunk(
     """Customers ``first_customer + 1 .. first_customer + n``; ids of events/decisions continue the counts."""
     config = model.config
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1, chunk_index]))
-    planted = draw_planted_mixes(model, rng, n)
+    drift_rng = np.random.default_rng(np.random.SeedSequence([config.seed, 2, chunk_index]))
+    planted = draw_planted_mixes(model, rng, n, drift_rng)
     favourites = draw_favourites(model, rng, planted.weekday_pre_drift)
-    interactions = draw_interactions(model, rng, planted)
+    interactions = draw_interactions(model, rng, planted, drift_rng)
     customer_numbers = np.arange(first_customer + 1, first_customer + n + 1)
     customer_ids = prefixed_ids("c", customer_numbers, len(str(config.customers)))
     events = simulate_events(model, rng, planted.mixes, favourites, interactions, customer_ids, first_event)

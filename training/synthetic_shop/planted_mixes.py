@@ -2,8 +2,13 @@
 
 This is the ground truth persona inference is scored against: the weekday mix of a customer, the
 weekend/holiday mix derived from it by each persona's weekend gain, and for drifting customers a
-second (post-drift) mix with a new dominant persona from a recorded day on. Hidden-segment customers
-are driven mostly by a persona that no catalog knows, so segment discovery has something to find.
+second (post-drift) mix from a recorded day on: the old mix moved ``strength`` of the way towards a mix
+led by a new dominant persona, abruptly or over ``ramp_days`` days (config ``drift_strength`` and
+``drift_ramp_days``; the defaults plant the complete, abrupt drift). Hidden-segment customers are driven
+mostly by a persona that no catalog knows, so segment discovery has something to find.
+
+The drift's strength and ramp come from their own random stream (``drift_rng``), so shops generated
+before these knobs existed keep every byte when the knobs keep their defaults.
 """
 
 from __future__ import annotations
@@ -31,11 +36,15 @@ class PlantedMixes:
     weekday_pre_drift: FloatArray  # (customer, persona): the customer's basic mix
     mixes: FloatArray  # (customer, drift phase, context, persona)
     drift_day: IntArray  # day index of the drift; config.days (never reached) without drift
+    drift_strength: FloatArray  # share of the way the mix moves (0 without drift)
+    drift_ramp_days: IntArray  # days the move takes (0: abrupt, and without drift)
     profile_persona: IntArray  # dominant persona of the basic mix: drives the customer's demographics
 
 
-def draw_planted_mixes(model: ShopModel, rng: np.random.Generator, n: int) -> PlantedMixes:
-    """Catalog mix (dominant + Dirichlet rest), hidden segment, drift to a new dominant persona."""
+def draw_planted_mixes(
+    model: ShopModel, rng: np.random.Generator, n: int, drift_rng: np.random.Generator
+) -> PlantedMixes:
+    """Catalog mix (dominant + Dirichlet rest), hidden segment, drift towards a new dominant persona."""
     config, personas = model.config, model.personas
     hidden = rng.random(n) < config.hidden_segment_share
     drift_probability = (
@@ -46,7 +55,13 @@ def draw_planted_mixes(model: ShopModel, rng: np.random.Generator, n: int) -> Pl
     post_catalog, _ = _draw_catalog_mix(rng, personas.dominant_shares, n, dominant)
     hidden_weight = np.where(hidden, rng.uniform(*HIDDEN_WEIGHT_RANGE, n), 0.0)
     weekday_pre = np.column_stack([pre_catalog * (1.0 - hidden_weight)[:, None], hidden_weight])
-    weekday_post = np.where(drifted[:, None], np.column_stack([post_catalog, np.zeros(n)]), weekday_pre)
+    strength = np.where(drifted, drift_rng.uniform(*config.drift_strength, n), 0.0)
+    low_ramp, high_ramp = config.drift_ramp_days
+    ramp_days = np.where(drifted, drift_rng.integers(low_ramp, high_ramp + 1, n), 0).astype(np.int64)
+    moved = (1.0 - strength)[:, None] * weekday_pre + strength[:, None] * np.column_stack(
+        [post_catalog, np.zeros(n)]
+    )
+    weekday_post = np.where(drifted[:, None], moved, weekday_pre)
     mixes = np.empty((n, 2, len(CONTEXTS), len(personas.ids)))  # (customer, drift phase, context, persona)
     weekend_c = CONTEXTS.index(WEEKEND_HOLIDAY)
     weekday_c = CONTEXTS.index(WEEKDAY)
@@ -62,6 +77,8 @@ def draw_planted_mixes(model: ShopModel, rng: np.random.Generator, n: int) -> Pl
         weekday_pre_drift=weekday_pre,
         mixes=mixes,
         drift_day=drift_day,
+        drift_strength=strength,
+        drift_ramp_days=ramp_days,
         profile_persona=np.argmax(weekday_pre, axis=1),
     )
 

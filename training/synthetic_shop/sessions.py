@@ -3,6 +3,10 @@
 Every interaction (one product view) gets a timestamp inside one session, and a session never crosses
 midnight, so all events of a session share one shopping context and one drift phase: the mix in force
 for an event is then well defined, which the planted truth relies on.
+
+A drifting customer's sessions after the drift day come ``post_drift_activity`` times as often per day
+as before (their number stays the same: the drift moves activity in time). During a gradual drift
+(``ramp_days``) a session is post-drift with a probability rising linearly from the drift day on.
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ class Interactions:
         return len(self.customer)
 
 
-def draw_interactions(model: ShopModel, rng: np.random.Generator, planted: PlantedMixes) -> Interactions:
+def draw_interactions(
+    model: ShopModel, rng: np.random.Generator, planted: PlantedMixes, drift_rng: np.random.Generator
+) -> Interactions:
     """Activity, sessions and their days/times; hidden-segment customers shop around holidays."""
     config, calendar = model.config, model.calendar
     hidden, drift_day = planted.hidden, planted.drift_day
@@ -55,6 +61,10 @@ def draw_interactions(model: ShopModel, rng: np.random.Generator, planted: Plant
     total_sessions = int(session_offset[-1])
     session_customer = np.repeat(np.arange(n), n_sessions)
     session_u = rng.random(total_sessions)
+    if config.post_drift_activity != 1.0:
+        session_u = _tilted_after_drift(
+            session_u, calendar.session_cdf, drift_day[session_customer], config.post_drift_activity
+        )
     session_day = np.where(
         hidden[session_customer],
         np.searchsorted(calendar.holiday_session_cdf, session_u, side="right"),
@@ -82,7 +92,11 @@ def draw_interactions(model: ShopModel, rng: np.random.Generator, planted: Plant
     day = session_day[session]
     view_seconds = calendar.day_start_seconds[day] + session_start[session] + offset_in_session
     context = calendar.context[day]
-    phase = (day >= drift_day[customer]).astype(np.int64)
+    # Each session's share of the way into its customer's drift: 0 before the drift day, rising by
+    # 1 / (ramp + 1) a day to 1 (so an abrupt drift, ramp 0, is complete on its first day).
+    progress = (day - drift_day[customer] + 1) / (planted.drift_ramp_days[customer] + 1.0)
+    session_draw = drift_rng.random(total_sessions)
+    phase = (session_draw[session] < np.clip(progress, 0.0, 1.0)).astype(np.int64)
     return Interactions(
         per_customer=n_interactions,
         customer=customer,
@@ -91,3 +105,23 @@ def draw_interactions(model: ShopModel, rng: np.random.Generator, planted: Plant
         context=context,
         phase=phase,
     )
+
+
+def _tilted_after_drift(u: np.ndarray, cdf: np.ndarray, drift_day: IntArray, rate: float) -> np.ndarray:
+    """Uniform draws mapped so that inverting ``cdf`` weighs days from ``drift_day`` on by ``rate``.
+
+    With ``before`` the mass of the days before the drift, the tilted mass before it is
+    ``before / (before + rate * (1 - before))``; each side keeps its own shape. Customers without a
+    drift in the period (``drift_day`` past its end) keep their draws.
+    """
+    before = np.where(drift_day > 0, cdf[np.clip(drift_day - 1, 0, cdf.size - 1)], 0.0)
+    before = np.where(drift_day >= cdf.size, 1.0, before)
+    tilted = before / (before + rate * (1.0 - before))
+    early = u < tilted
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mapped = np.where(
+            early,
+            u * before / np.where(tilted > 0, tilted, 1.0),
+            before + (u - tilted) * (1.0 - before) / np.where(tilted < 1, 1.0 - tilted, 1.0),
+        )
+    return np.where(drift_day >= cdf.size, u, mapped)

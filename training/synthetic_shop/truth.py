@@ -47,6 +47,10 @@ def truth_schema(persona_ids: Sequence[str]) -> pa.Schema:
         pa.field("customer_id", pa.string(), nullable=False),
         pa.field("hidden_segment", pa.bool_(), nullable=False),
         pa.field("drift_date", pa.date32(), nullable=True),
+        # How the drift was planted (null without drift): the share of the way the mix moved, and the
+        # days the move took from drift_date on (0: abrupt). See planted_mixes.
+        pa.field("drift_strength", pa.float64(), nullable=True),
+        pa.field("drift_ramp_days", pa.int32(), nullable=True),
     ]
     for prefix in TRUTH_MIX_PREFIXES:
         fields += [pa.field(f"{prefix}__{p}", pa.float64(), nullable=False) for p in persona_ids]
@@ -56,7 +60,10 @@ def truth_schema(persona_ids: Sequence[str]) -> pa.Schema:
 def customer_mixes_table(
     model: ShopModel, planted: PlantedMixes, events: ChunkEvents, customer_ids: pa.Array
 ) -> pa.Table:
-    """One chunk's rows of truth/customer_mixes.parquet: planted mixes and the realised persona shares."""
+    """One chunk's rows of truth/customer_mixes.parquet: planted mixes and the realised persona shares.
+
+    The post_drift_ blocks are the mixes the drift ends in (after any ramp).
+    """
     personas = model.personas
     hidden, drifted, drift_day, mixes = planted.hidden, planted.drifted, planted.drift_day, planted.mixes
     row_customer = events.row_customer
@@ -72,6 +79,8 @@ def customer_mixes_table(
         "drift_date": pa.array(
             np.where(drifted, epoch_start + drift_day, 0).astype(np.int32), pa.date32(), mask=~drifted
         ),
+        "drift_strength": pa.array(planted.drift_strength, pa.float64(), mask=~drifted),
+        "drift_ramp_days": pa.array(planted.drift_ramp_days.astype(np.int32), pa.int32(), mask=~drifted),
     }
     blocks = (
         mixes[:, 0, weekday_c],

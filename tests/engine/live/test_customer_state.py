@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -25,6 +27,9 @@ from engine.live.events import BehaviorEvent
 from engine.live.state_store import MemoryStateStore
 from engine.personalization_request import CustomerTarget, ProductRequest
 from engine.personalizer import Personalizer
+from engine.personas.change_detection import DayCheck, DetectorState
+from engine.personas.drift import DriftConfig, population_mean_mix, trace_changes
+from engine.personas.drift_accuracy import first_alarm_days
 from engine.personas.mix_resolution import MixSource
 from engine.personas.traits import build_event_features
 from tests.engine.small_artifact import train_small_artifact
@@ -213,14 +218,20 @@ def test_online_drift_starts_when_recent_days_diverge_and_ends_when_they_return(
     profile = personalizer.persona_profile(customer)
     assert profile.drift is not None and profile.drift.drifting
     assert profile.drift.to_persona == personalizer.catalog.ids[persona]
-    assert profile.drift.since is not None and days[0] <= profile.drift.since <= days[-1]
+    assert profile.drift.since is not None and days[0].date() <= profile.drift.since.date() <= days[-1].date()
+    assert profile.drift.confidence > 0.99 and profile.drift.statistic >= states.config.drift.threshold
     assert started == [customer]
+    # Serving starts from the recent mix while the customer drifts, and says so.
+    resolved = personalizer.resolver.resolve(customer)
+    long_term = personalizer.mixes.stored(personalizer.mixes.row_of(customer)).weights
+    assert resolved.source is MixSource.DRIFT
+    assert resolved.mix.weights[persona] > long_term[persona] + 0.2
     # Weeks of behaviour like the long-term mix again: the drift ends.
     back = typical_items(scorer, home, 12)
-    for n in range(12):
+    for n in range(20):
         day = days[-1] + dt.timedelta(days=3 * (n + 1))
         clock.now = day
-        states.observe([event(customer, back[(2 * n + j) % len(back)], day, n=100 + n) for j in range(2)], [])
+        states.observe([event(customer, back[(3 * n + j) % len(back)], day, n=100 + n) for j in range(3)], [])
     profile = personalizer.persona_profile(customer)
     assert profile.drift is not None and not profile.drift.drifting and profile.drift.since is None
 
@@ -249,19 +260,55 @@ kept_events = st.builds(
     channel=st.none() | st.text(max_size=6),
     device=st.none() | st.text(max_size=6),
 )
+finite = st.floats(-1e6, 1e6, allow_nan=False)
+detectors = st.builds(
+    lambda counts, cusum, started, pending, last: DetectorState(
+        np.array(counts),
+        float(sum(counts)),
+        np.array(cusum),
+        np.array(started, dtype=np.int64),
+        np.array([d for d, _, _ in pending], dtype=np.int64),
+        np.array([w for _, w, _ in pending]),
+        np.array([column for *_, column in pending]).reshape(-1, 3).T.copy(),
+        last,
+    ),
+    st.lists(finite, min_size=3, max_size=3),
+    st.lists(finite, min_size=3, max_size=3),
+    st.lists(st.integers(-1, 30_000), min_size=3, max_size=3),
+    st.lists(st.tuples(st.integers(0, 30_000), finite, st.lists(finite, min_size=3, max_size=3)), max_size=4),
+    st.integers(-1, 30_000),
+)
+checks = st.builds(
+    DayCheck, st.booleans(), finite, st.integers(0, 2), st.integers(-1, 30_000), st.integers(0, 2)
+)
+
+
+def _same(a: LiveCustomerState, b: LiveCustomerState) -> bool:
+    def plain(state: LiveCustomerState) -> tuple[object, ...]:
+        detector = None if state.detector is None else json.dumps(state.detector.to_json())
+        return (state.events, state.purchased, detector, state.check, state.drift_since)
+
+    return plain(a) == plain(b)
 
 
 @settings(max_examples=60, deadline=None)
 @given(
     events=st.lists(kept_events, max_size=5),
     purchased=st.lists(st.text(max_size=8), max_size=4),
+    detector=st.none() | detectors,
+    check=st.none() | checks,
     since=st.none() | st.floats(0, 2e9, allow_nan=False),
 )
 def test_state_survives_its_stored_form(
-    events: list[KeptEvent], purchased: list[str], since: float | None
+    events: list[KeptEvent],
+    purchased: list[str],
+    detector: DetectorState | None,
+    check: DayCheck | None,
+    since: float | None,
 ) -> None:
-    state = LiveCustomerState(events, purchased, since, 0.25, 4.5, "tech_savvy")
-    assert LiveCustomerState.from_bytes(state.to_bytes()) == state
+    state = LiveCustomerState(events, purchased, detector, check, since)
+    assert _same(LiveCustomerState.from_bytes(state.to_bytes(), 3), state)
+    assert LiveCustomerState.from_bytes(state.to_bytes(), 4).detector is None or detector is None
 
 
 def test_unreadable_state_is_dropped_rather_than_served() -> None:
@@ -360,5 +407,66 @@ def test_how_a_days_events_are_split_into_batches_does_not_change_the_state(
             live.observe(batch, [])
         states.append(store.get(live.key(customer)))
     drifted = LiveCustomerState.from_bytes(states[0] or b"")
-    assert drifted.drift_day is not None and drifted.drift_since is not None
+    assert drifted.check is not None and drifted.drift_since is not None
     assert states[1:] == states[:1] * (len(cuts) - 1)
+
+
+def test_live_and_offline_flag_the_same_customers_after_the_same_events(
+    personalizer: Personalizer, scorer: LiveEventScorer
+) -> None:
+    """The shop's history replayed live, a day per batch, flags a customer within one event of the
+    offline job (``trace_changes``) on the same events; the same customers, and no others.
+
+    Brand repeat needs a customer's whole history, so live scoring leaves it unknown; the offline
+    reference does too (as in the scoring test above). Live state learns its baseline from the events
+    alone here (``artifact_baseline_events=0``), as the offline job does.
+    """
+    artifact = personalizer.artifact
+    shop = Path(artifact.manifest["config"]["data"]["path"])
+    items = artifact_items(artifact).with_columns(pl.lit(None, dtype=pl.Utf8).alias("brand"))
+    all_events = pl.read_parquet(shop / "events.parquet").filter(
+        pl.col("item_id").is_in(scorer.items.ids.tolist())
+    )
+    truth = pl.read_parquet(shop / "truth/customer_mixes.parquet")
+    planted = truth.filter(pl.col("drift_date").is_not_null())["customer_id"].to_list()
+    others = truth.filter(pl.col("drift_date").is_null())["customer_id"].to_list()
+    chosen = [*planted[:16], *others[:40]]
+    events = all_events.filter(pl.col("customer_id").is_in(chosen)).sort("customer_id", "timestamp")
+    prior = population_mean_mix(np.asarray(artifact.mix_overall))
+    config = DriftConfig(artifact_baseline_events=0.0)
+    threshold = config.threshold
+    trace = trace_changes(scorer.model, events, items, prior, config.detector)
+    alarm_day = first_alarm_days(trace, threshold)
+
+    store = MemoryStateStore()
+    live = LiveCustomerStates(
+        store, scorer, personalizer.mixes, LiveStateConfig(drift=config), prior_mean=prior
+    )
+    offline_at: dict[str, int] = {}
+    live_at: dict[str, int] = {}
+    for customer, rows in events.group_by("customer_id", maintain_order=True):
+        customer_id = str(customer[0])
+        c = trace.customers.index(customer_id)
+        records = [
+            BehaviorEvent(
+                str(r["event_id"]), customer_id, str(r["item_id"]), str(r["event_type"]), r["timestamp"],
+                r["price_paid"], r["discount"], r["channel"], r["device"],
+            )
+            for r in rows.to_dicts()
+        ]  # fmt: skip
+        days = [int(r.timestamp.timestamp() // 86_400) for r in records]
+        if alarm_day[c] >= 0:
+            offline_at[customer_id] = sum(d <= alarm_day[c] for d in days)
+        seen = 0
+        for day in sorted(set(days)):
+            batch = [r for r, d in zip(records, days, strict=True) if d == day]
+            live.observe(batch, [])
+            seen += len(batch)
+            state = live.state_of(customer_id)
+            if state is not None and state.drift_since is not None:
+                live_at[customer_id] = seen
+                break
+    assert len(offline_at) >= 3, "the planted drifters should give the offline test something to flag"
+    assert live_at.keys() == offline_at.keys()
+    for customer_id, n in offline_at.items():
+        assert abs(live_at[customer_id] - n) <= 1, customer_id

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.live import live_state as live_state_module
@@ -35,9 +36,13 @@ class RecordingStates:
         config: LiveStateConfig,
         *,
         on_drift_started: Callable[[str, DriftStatus], None],
+        on_drift_ended: Callable[[str], None],
+        prior_mean: object,
     ) -> None:
         self.built_with = (store, scorer, mixes, config)
         self.on_drift_started = on_drift_started
+        self.on_drift_ended = on_drift_ended
+        self.prior_mean = prior_mean
         self.batches: list[tuple[list[BehaviorEvent], tuple[DecisionOutcome, ...]]] = []
 
     def observe(self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome]) -> None:
@@ -53,6 +58,7 @@ class Scorer:
 @dataclass(frozen=True)
 class Artifact:
     version: str = "20260301T000000Z"
+    mix_overall: tuple[tuple[float, ...], ...] = ((0.6, 0.4), (0.2, 0.8))
 
 
 @dataclass
@@ -69,12 +75,16 @@ class Model:
 class Metrics:
     events: list[int] = field(default_factory=list)
     drifts: int = 0
+    ended: int = 0
 
     def record_live_events(self, count: int) -> None:
         self.events.append(count)
 
     def record_drift_started(self) -> None:
         self.drifts += 1
+
+    def record_drift_ended(self) -> None:
+        self.ended += 1
 
 
 @pytest.fixture(autouse=True)
@@ -96,6 +106,7 @@ def test_attach_builds_states_on_the_shared_store_and_gives_them_to_the_model() 
     model = Model()
     states = live.attach(model)  # type: ignore[arg-type]
     assert states.built_with == (store, ("scorer of", model.artifact), model.mixes, config)
+    np.testing.assert_allclose(states.prior_mean, [0.4, 0.6])  # the artifact's mean mix: as offline
     assert model.live is states and live.states is states
 
 
@@ -114,16 +125,25 @@ def test_events_go_to_the_model_attached_last_and_are_counted() -> None:
     assert metrics.events == [2]
 
 
-def test_a_drift_the_states_start_is_counted_in_the_metrics() -> None:
+def test_drifts_the_states_start_and_end_are_counted_in_the_metrics() -> None:
     metrics = Metrics()
     states = LiveState(MemoryStateStore(), metrics).attach(Model())  # type: ignore[arg-type]
     status = DriftStatus(
-        drifting=True, divergence=0.3, since=NOW, from_persona="p0", to_persona="p1", evidence=4.0
+        drifting=True,
+        statistic=8.0,
+        confidence=0.99,
+        since=NOW,
+        from_persona="p0",
+        to_persona="p1",
+        evidence=4.0,
     )
     states.on_drift_started("c1", status)
     states.on_drift_started("c2", status)
-    assert metrics.drifts == 2
-    LiveState(MemoryStateStore()).attach(Model()).on_drift_started("c1", status)  # type: ignore[arg-type]
+    states.on_drift_ended("c1")
+    assert (metrics.drifts, metrics.ended) == (2, 1)
+    without_metrics = LiveState(MemoryStateStore()).attach(Model())  # type: ignore[arg-type]
+    without_metrics.on_drift_started("c1", status)
+    without_metrics.on_drift_ended("c1")
 
 
 def test_only_an_in_memory_store_is_process_local() -> None:

@@ -26,13 +26,20 @@ from engine.live.live_state_snapshot import (
 )
 from engine.live.state_store import MemoryStateStore
 from engine.personalizer import Personalizer
+from engine.personas.change_detection import ChangeDetectorConfig
 from engine.personas.drift import WINDOW_HALF_LIVES, DriftConfig
 from tests.engine.small_artifact import train_small_artifact
 
 NOW = dt.datetime(2026, 3, 20, 12, 0, tzinfo=dt.UTC)
-# A short drift half-life makes drift start and end within the few days the generated events span.
+# A short baseline lag and a low threshold make drift start and end within the few days the generated
+# events span.
 CONFIG = LiveStateConfig(
-    max_events=6, max_purchases=3, drift=DriftConfig(threshold=0.03, half_life_days=2.0, min_evidence=1.0)
+    max_events=6,
+    max_purchases=3,
+    drift=DriftConfig(
+        detector=ChangeDetectorConfig(threshold=2.0, baseline_lag_days=1.0, min_baseline_evidence=1.0),
+        half_life_days=2.0,
+    ),
 )
 
 

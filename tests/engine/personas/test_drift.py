@@ -1,4 +1,4 @@
-"""Drift detection: the divergence itself, and detection against a synthetic shop's planted drift."""
+"""Drift as the change test reports it: statuses from checks, and the test run over a trained shop."""
 
 from __future__ import annotations
 
@@ -8,70 +8,56 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 from engine.artifact.contents import load_artifact
+from engine.personas.change_detection import ChangeDetectorConfig, DayCheck
 from engine.personas.drift import (
+    DEFAULT_THRESHOLD,
     DriftConfig,
-    DriftFinding,
-    DriftStatus,
-    js_divergence,
-    score_drift,
-    trace_drift,
+    confidence_of,
+    population_mean_mix,
+    scaled_likelihoods,
+    status_of,
+    trace_changes,
 )
+from engine.personas.drift_accuracy import PlantedDrift, first_alarm_days, score_detection
 from tests.engine.small_artifact import train_small_artifact
 
-mixes = (
-    arrays(np.float64, 5, elements=st.floats(0.0, 1.0))
-    .filter(lambda a: a.sum() > 1e-3)
-    .map(lambda a: a / a.sum())
-)
+PERSONAS = ("a", "b", "c")
 
 
-@settings(max_examples=80, deadline=None)
-@given(p=mixes, q=mixes)
-def test_js_divergence_is_a_symmetric_bounded_divergence(p: np.ndarray, q: np.ndarray) -> None:
-    d = float(js_divergence(p, q))
-    assert 0.0 <= d <= 1.0
-    assert d == pytest.approx(float(js_divergence(q, p)), abs=1e-12)
-    assert float(js_divergence(p, p)) == pytest.approx(0.0, abs=1e-12)
+def test_a_check_over_the_threshold_drifts_towards_its_persona_since_its_restart() -> None:
+    check = DayCheck(True, 7.0, towards=2, since_day=20_000, baseline_top=0)
+    status = status_of(check, 5.0, PERSONAS, evidence=12.0)
+    assert status.drifting and (status.from_persona, status.to_persona) == ("a", "c")
+    assert status.since == dt.datetime(2024, 10, 4, tzinfo=dt.UTC)
+    assert status.confidence == pytest.approx(1 / (1 + np.exp(-7.0)))
+    below = status_of(check, 8.0, PERSONAS, evidence=12.0)
+    assert not below.drifting and below.since is None and below.to_persona == "a"
+    untested = status_of(DayCheck(False, 0.0, 0, -1, 0), 5.0, PERSONAS, evidence=1.0)
+    assert not untested.drifting and untested.statistic == 0.0 and untested.confidence == 0.0
 
 
-def test_js_divergence_of_disjoint_mixes_is_one_bit() -> None:
-    assert float(js_divergence(np.array([1.0, 0.0]), np.array([0.0, 1.0]))) == pytest.approx(1.0)
-    rows = js_divergence(np.array([[0.5, 0.5], [1.0, 0.0]]), np.array([[0.5, 0.5], [0.0, 1.0]]))
-    np.testing.assert_allclose(rows, [0.0, 1.0])
+def test_confidence_rises_with_evidence_and_stays_a_probability() -> None:
+    values = [confidence_of(s) for s in (0.0, 1.0, 5.0, 50.0, 5000.0)]
+    assert values == sorted(values) and values[0] == 0.5 and values[-1] == 1.0
 
 
-def finding(customer: str, drifting: bool, since: dt.date | None) -> DriftFinding:
-    moment = None if since is None else dt.datetime.combine(since, dt.time(), dt.UTC)
-    return DriftFinding(customer, DriftStatus(drifting, 0.3, moment, "a", "b", 5.0), since)
-
-
-def test_scoring_counts_hits_false_alarms_misses_and_delays() -> None:
-    truth = pl.DataFrame(
-        {
-            "customer_id": ["c1", "c2", "c3", "c4"],
-            "drift_date": [dt.date(2026, 3, 1), dt.date(2026, 3, 1), None, None],
-        }
+def test_likelihoods_are_scaled_per_event_and_the_prior_is_the_mean_mix() -> None:
+    scores = np.log(np.array([[0.2, 0.4, 0.1], [1.0, 1.0, 3.0]]))
+    scaled = scaled_likelihoods(scores)
+    np.testing.assert_allclose(scaled, [[0.5, 1 / 3], [1.0, 1 / 3], [0.25, 1.0]], atol=1e-6)
+    assert scaled[0, 1] == 0.333333  # six decimals: short in live state, the same offline
+    np.testing.assert_allclose(
+        population_mean_mix(np.array([[0.5, 0.5, 0.0], [0.1, 0.1, 0.8]])), [0.3, 0.3, 0.4]
     )
-    findings = [
-        finding("c1", True, dt.date(2026, 3, 11)),  # hit, 10 days late
-        finding("c2", False, None),  # miss
-        finding("c3", True, dt.date(2026, 2, 1)),  # false alarm
-        finding("c4", False, None),
-    ]
-    accuracy = score_drift(findings, truth)
-    assert (accuracy.n_planted, accuracy.n_flagged, accuracy.true_positives) == (2, 2, 1)
-    assert accuracy.precision == 0.5 and accuracy.recall == 0.5
-    assert accuracy.median_delay_days == 10.0
 
 
-def test_config_rejects_thresholds_outside_zero_one() -> None:
-    with pytest.raises(ValueError, match="threshold"):
-        DriftConfig(threshold=1.5)
+def test_the_live_threshold_defaults_to_the_demo_calibration() -> None:
+    assert DriftConfig().threshold == DEFAULT_THRESHOLD
+    assert DriftConfig(detector=ChangeDetectorConfig(threshold=3.0)).threshold == 3.0
+    with pytest.raises(ValueError, match="half_life_days"):
+        DriftConfig(half_life_days=0)
 
 
 @pytest.fixture(scope="module")
@@ -81,25 +67,28 @@ def shop_and_artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
     return folder / "shop", artifact
 
 
-def test_planted_drifters_diverge_more_and_are_found_more_often(shop_and_artifact: tuple[Path, Path]) -> None:
+def test_planted_drifters_are_found_far_more_often_than_the_others(
+    shop_and_artifact: tuple[Path, Path],
+) -> None:
     shop, artifact = shop_and_artifact
     loaded = load_artifact(artifact)
-    model, customers, long_term = loaded.inference, loaded.customers, loaded.mix_overall
     events = pl.read_parquet(shop / "events.parquet")
     items = pl.read_parquet(shop / "items.parquet")
     truth = pl.read_parquet(shop / "truth/customer_mixes.parquet")
-    trace = trace_drift(model, events, items, (customers, long_term), DriftConfig().half_life_days)
-    config = DriftConfig()
-    findings = trace.findings(config.threshold, config.min_evidence)
-    drifted = set(truth.filter(pl.col("drift_date").is_not_null())["customer_id"].to_list())
-    final = {f.customer_id: f.status.divergence for f in findings}
-    assert np.median([final[c] for c in drifted if c in final]) > 2 * np.median(
-        [d for c, d in final.items() if c not in drifted]
-    )
-    accuracy = score_drift(findings, truth)
-    flagged_share = accuracy.n_flagged / accuracy.n_customers
-    assert accuracy.recall > 2 * flagged_share  # far better than flagging at random
-    for f in findings:
-        if f.status.drifting:
-            assert f.status.since is not None and f.first_flagged is not None
-            assert f.first_flagged <= f.status.since.date()
+    prior = population_mean_mix(np.asarray(loaded.mix_overall))
+    trace = trace_changes(loaded.inference, events, items, prior, ChangeDetectorConfig())
+    planted = PlantedDrift.from_truth(truth, trace.customers)
+    accuracy = score_detection(trace, planted, DEFAULT_THRESHOLD, {DEFAULT_THRESHOLD: None, 3.0: None})
+    assert accuracy.n_planted > 20 and accuracy.recall > 3 * accuracy.false_alarm_rate
+    assert accuracy.delay_days["p50"] >= 0 and accuracy.delay_events["p50"] >= 1
+    loose, strict = accuracy.curve  # thresholds in increasing order: more alarms at the lower one
+    assert loose.n_flagged >= strict.n_flagged and loose.recall >= strict.recall
+    assert strict.n_flagged == accuracy.n_flagged and strict.recall == accuracy.recall
+    budgets = list(strict.recall_within.values())
+    assert budgets == sorted(budgets) and budgets[-1] <= strict.recall
+    # Every status at the end of the history agrees with the checks it comes from.
+    alarms = first_alarm_days(trace, DEFAULT_THRESHOLD)
+    for customer, status in trace.statuses(DEFAULT_THRESHOLD).items():
+        if status.drifting:
+            assert alarms[trace.customers.index(customer)] >= 0  # drifting now: an alarm was raised
+            assert status.since is not None and status.statistic >= DEFAULT_THRESHOLD

@@ -40,6 +40,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _EventType:
@@ -627,21 +632,39 @@ class DriftStatus(_message.Message):
     SINCE_FIELD_NUMBER: _builtins.int
     FROM_PERSONA_ID_FIELD_NUMBER: _builtins.int
     TO_PERSONA_ID_FIELD_NUMBER: _builtins.int
+    STATISTIC_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
     drifting: _builtins.bool
-    """True when the recent mix differs from the long-run mix by more than the server's threshold, with
-    enough recent evidence behind it.
+    """True while the evidence that the customer's persona mix moved away from their own past (a
+    sequential change test over their recorded events) is at or over the server's threshold.
     """
-    divergence: _builtins.float
-    """Jensen-Shannon divergence (base 2) between the recent mix (time-decayed recent events) and the
-    long-run mix, 0 to 1.
-    """
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def divergence(self) -> _builtins.float:
+        """No longer computed (the divergence rule was replaced by the change test); always 0. Use statistic
+        and confidence.
+        """
+
+    @divergence.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def divergence(self, value: _builtins.float) -> None:
+        """No longer computed (the divergence rule was replaced by the change test); always 0. Use statistic
+        and confidence.
+        """
+
     from_persona_id: _builtins.str
-    """Dominant persona of the long-run mix."""
+    """Dominant persona of the customer's baseline (their mix before the change)."""
     to_persona_id: _builtins.str
-    """Dominant persona of the recent mix."""
+    """The persona the mix moved towards; equals from_persona_id when not drifting."""
+    statistic: _builtins.float
+    """Evidence for the change in nats (the CUSUM statistic); drifting when at or over the threshold."""
+    confidence: _builtins.float
+    """Posterior probability of the change at even prior odds, 1 / (1 + exp(-statistic)); it overstates
+    (the largest of several tests), the threshold carries the false-alarm rate.
+    """
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
-        """When the drift started (the first evidence past the threshold); unset when not drifting."""
+        """The day the drift started (the change test's estimate); unset when not drifting."""
 
     def __init__(
         self,
@@ -651,10 +674,12 @@ class DriftStatus(_message.Message):
         since: _timestamp_pb2.Timestamp | None = ...,
         from_persona_id: _builtins.str = ...,
         to_persona_id: _builtins.str = ...,
+        statistic: _builtins.float = ...,
+        confidence: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["divergence", b"divergence", "drifting", b"drifting", "from_persona_id", b"from_persona_id", "since", b"since", "to_persona_id", b"to_persona_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "divergence", b"divergence", "drifting", b"drifting", "from_persona_id", b"from_persona_id", "since", b"since", "statistic", b"statistic", "to_persona_id", b"to_persona_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -51,6 +51,11 @@ class _PersonaMixSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Pers
     """The inferred or prior mix moved towards what the customer's current session shows (events
     recorded live): a blend weighted by the session's time-decayed evidence.
     """
+    PERSONA_MIX_SOURCE_DRIFT: _PersonaMixSource.ValueType  # 5
+    """The customer is drifting (see DriftStatus): the mix starts from their recent mix, folded in from
+    their events since the drift began, instead of their long-run one, and the current session moves
+    it as for PERSONA_MIX_SOURCE_LIVE.
+    """
 
 class PersonaMixSource(_PersonaMixSource, metaclass=_PersonaMixSourceEnumTypeWrapper):
     """Where the persona mix a response used came from."""
@@ -68,6 +73,11 @@ the population's average mix.
 PERSONA_MIX_SOURCE_LIVE: PersonaMixSource.ValueType  # 4
 """The inferred or prior mix moved towards what the customer's current session shows (events
 recorded live): a blend weighted by the session's time-decayed evidence.
+"""
+PERSONA_MIX_SOURCE_DRIFT: PersonaMixSource.ValueType  # 5
+"""The customer is drifting (see DriftStatus): the mix starts from their recent mix, folded in from
+their events since the drift began, instead of their long-run one, and the current session moves
+it as for PERSONA_MIX_SOURCE_LIVE.
 """
 Global___PersonaMixSource: _TypeAlias = PersonaMixSource  # noqa: Y015
 
