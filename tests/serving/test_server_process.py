@@ -140,10 +140,10 @@ def test_sigterm_drains_calls_in_flight_and_exits_zero(artifacts: TrainedArtifac
     assert next(watch).status == SERVING
     client = PersonaEngineClient(server.address, timeout_s=30, channel_options=BIG_MESSAGES)
     with futures.ThreadPoolExecutor(2) as pool:
-        # Two big batches (about two seconds each on their own: 1000 customers, 200 items, explained)
+        # Two big batches (about a second each on their own: 1000 customers, 60 items, explained)
         # are in flight when SIGTERM arrives.
         batches = [
-            pool.submit(client.recommend_products_batch, customers, k=200, explain=True) for _ in range(2)
+            pool.submit(client.recommend_products_batch, customers, k=60, explain=True) for _ in range(2)
         ]
         deadline = time.monotonic() + 10
         while server.metric("persona_engine_requests_in_flight", method="RecommendProducts") < 2:
