@@ -27,8 +27,8 @@ TRAIN_EXAMPLES = """
       persona-engine train --config my.toml --data data/shop --output artifacts
       persona-engine train --config my.toml --json > train.json
       persona-engine train --config my.toml --artifact-key /run/secrets/artifact-signing.pem
-      persona-engine train --config my.toml --engine spark --master local[2]
-      spark-submit --master yarn $(which persona-engine) train --config my.toml --engine spark
+      persona-engine train --config my.toml --engine spark --master spark://spark-master:7077
+      spark-submit --master yarn cli/spark_submit.py train --config my.toml --engine spark
 
     engines: 'local' trains in this process; 'spark' runs the persona EM, ALS and persona popularity on
     Apache Spark (pyspark; --master or [engine] master, default spark-submit's or local[*]) and writes

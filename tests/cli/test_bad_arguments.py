@@ -34,6 +34,9 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
     "train": [
         ["--config", "{tmp}/missing.toml"],
         ["--config", "{config}", "--data", "{tmp}/no-such-data"],
+        ["--config", "{config}", "--engine", "flink"],
+        ["--config", "{config}", "--engine", "spark", "--master", "localhost"],
+        ["--config", "{config}", "--master", "local[2]"],
     ],
     "evaluate": [[*A, "--data", "{tmp}/no-such-data"], ["--artifact", "{tmp}/no-such-artifact"]],
     "recommend": [

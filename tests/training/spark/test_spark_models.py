@@ -17,7 +17,9 @@ from training.spark.models import SPARK_MODELS, check_spark_models
 
 
 def test_single_machine_models_are_refused_by_name_with_the_alternatives() -> None:
-    config = parse_config({"models": {"als": {}, "lightfm_hybrid": {}, "bpr": {}}, "engine": {"name": "spark"}})
+    config = parse_config(
+        {"models": {"als": {}, "lightfm_hybrid": {}, "bpr": {}}, "engine": {"name": "spark"}}
+    )
     with pytest.raises(ConfigError) as caught:
         check_spark_models(config)
     message = str(caught.value)
