@@ -182,6 +182,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "served_models": result.served_models,
                 "summary": result.summary,
                 "signing_key": signer.key_id if signer else None,
+                "engine": _engine_record(result.artifact_path),
             }
         )
         return 0
@@ -230,7 +231,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     stdout_console.print(
         f"signed with key {signer.key_id}" if signer else "unsigned (no --artifact-key)", highlight=False
     )
+    spark = _engine_record(result.artifact_path)
+    if spark["name"] == "spark":
+        stdout_console.print(
+            f"trained on Spark {spark['spark_version']} (master {spark['master']}, "
+            f"{spark['partitions']} partitions); evaluation {spark['evaluation']}",
+            highlight=False,
+        )
     return 0
+
+
+def _engine_record(artifact: Path) -> dict[str, Any]:
+    """The manifest's ``engine`` record: where the artifact was trained (``{"name": "local"}`` if absent)."""
+    manifest = json.loads((artifact / "manifest.json").read_text(encoding="utf-8"))
+    return dict(manifest.get("engine") or {"name": "local"})
 
 
 def _print_skipped_rows(skipped: dict[str, dict[str, int]]) -> None:

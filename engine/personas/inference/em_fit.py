@@ -103,7 +103,8 @@ class EmSetup:
     def starting_parameters(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """The catalog seed as (columns x personas) parameters and the item choice's offsets."""
         item_columns = self.space.item_columns
-        parameters = np.where(item_columns[:, None], self.seed_tilts, np.log(self.seed_probabilities))
+        parameters = self.seed_tilts.copy()  # item-level rows; the others are log seed probabilities
+        parameters[~item_columns] = np.log(self.seed_probabilities[~item_columns])
         return parameters, -self.item_choice.log_normalisers(parameters[item_columns])
 
     def signature_log_likelihoods(
