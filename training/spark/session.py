@@ -30,7 +30,6 @@ class SparkStartError(PersonaEngineError):
 
 def build_session(section: EngineSection) -> SparkSession:
     """A new (or spark-submit's) SparkSession configured for training."""
-    from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
     # pyspark starts its workers with $PYSPARK_PYTHON (default: python3 on the PATH, which lacks the
@@ -39,7 +38,7 @@ def build_session(section: EngineSection) -> SparkSession:
     builder = SparkSession.builder.appName(APP_NAME)
     if section.master:
         builder = builder.master(section.master)
-    elif not SparkConf().contains("spark.master"):  # spark-submit sets it; plain python does not
+    elif "PYSPARK_GATEWAY_PORT" not in os.environ:  # under spark-submit its JVM (and master) is ours
         builder = builder.master("local[*]")
     settings = {
         "spark.sql.session.timeZone": "UTC",
