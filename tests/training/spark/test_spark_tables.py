@@ -82,3 +82,14 @@ def test_repeated_ids_and_unknown_items_are_counted(
 def test_a_missing_required_table_names_its_path(spark: SparkSession, tmp_path: Path) -> None:
     (problem, *_) = _problems(spark, tmp_path / "nowhere")
     assert f"{tmp_path}/nowhere/events.parquet" in problem and "required table 'events'" in problem
+
+
+def test_skip_invalid_leaves_bad_rows_to_the_loader_which_drops_and_counts_them(
+    spark: SparkSession, small_shop: Path, tmp_path: Path
+) -> None:
+    first_five = pl.int_range(pl.len()) < 5
+    change = pl.when(first_five).then(pl.lit("wishlist")).otherwise(pl.col("event_type")).alias("event_type")
+    broken = _broken_copy(small_shop, tmp_path, "events", change)
+    shop = load_shop_with_spark(spark, str(broken), skip_invalid=True)
+    assert shop.report.rows_skipped == {"events": {"not_allowed": 5}}
+    assert shop.events.height == pl.read_parquet(broken / "events.parquet").height - 5
