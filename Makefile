@@ -32,10 +32,11 @@ demo: $(STAMP)
 report: $(STAMP)
 	$(BIN)/persona-engine report --artifact artifacts/latest --out reports/report.html
 
-# The Redis state store is tested against a real redis-server; the script installs it (Debian
-# package, needs root) when it is missing.
+# The Redis state store is tested against a real redis-server, the Spark training engine against a
+# real local-mode Spark (a JVM); the scripts install them (Debian packages, need root) when missing.
 test: $(STAMP)
 	./scripts/install-redis.sh
+	./scripts/install-java.sh
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -7,6 +7,14 @@ recommend latency relative to a plain numpy full-scan top-k over random factors 
 Results are appended to ``benchmarks/results/`` as JSON and as a row of a Markdown history table.
 
     python -m benchmarks.training_cost [--customers 5000 --items 2000 --events 200000 --requests 2000]
+
+With ``--engines`` it compares instead the two training engines end to end, ``persona-engine train``
+with the local engine and with ``--engine spark --master local[2]`` (``benchmarks.engine_comparison``):
+wall time and peak memory of the whole process tree side by side, Spark as a ratio to local, and the
+ALS NDCG@10 each reached, on MovieLens 100K (from ../shared/data, skipped when absent) and on a
+generated shop of ``--events`` events:
+
+    python -m benchmarks.training_cost --engines [--events 1000000] [--sets ml-100k,shop]
 """
 
 from __future__ import annotations
@@ -144,6 +152,112 @@ def write_results(result: dict[str, Any]) -> Path:
     return path
 
 
+ENGINE_MODELS = "[models.popularity]\n[models.persona_popularity]\n[models.als]\n"
+ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
+
+
+def _engine_config(folder: Path, data: Path, extra: str = "") -> Path:
+    config = folder / "train.toml"
+    config.write_text(f'[data]\npath = "{data}"\n{extra}{ENGINE_MODELS}', encoding="utf-8")
+    return config
+
+
+def engine_sets(folder: Path, sets: list[str], customers: int, items: int, events: int) -> dict[str, Path]:
+    """Config per data set: ml-100k through its adapter (predefined split), a generated shop."""
+    from cli.main import main as cli_main
+
+    configs: dict[str, Path] = {}
+    if "ml-100k" in sets:
+        if ML100K.is_dir():
+            data = folder / "ml100k"
+            cli_main(["adapt", "movielens", "--source", str(ML100K), "--out", str(data), "--json"])
+            extra = '[personas]\ncatalog = "movielens"\n[split]\nmethod = "predefined"\n'
+            extra += "[interactions]\npurchase = 1.0\n"
+            (folder / "ml-100k").mkdir()
+            configs["ml-100k"] = _engine_config(folder / "ml-100k", data, extra)
+        else:
+            print(f"ml-100k skipped: {ML100K} is absent")
+    if "shop" in sets:
+        data = folder / "shop-data"
+        generate_shop(data, ShopConfig(customers=customers, items=items, events=events))
+        (folder / "shop").mkdir()
+        configs[f"shop ({events:,} events)"] = _engine_config(folder / "shop", data)
+    return configs
+
+
+def run_engines(sets: list[str], customers: int, items: int, events: int) -> dict[str, Any]:
+    """Both engines on each data set (``benchmarks.engine_comparison``), the local one first."""
+    from benchmarks.engine_comparison import train_once
+
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, config in engine_sets(Path(tmp), sets, customers, items, events).items():
+            local = train_once(config, "local", Path(tmp) / "artifacts-local")
+            spark = train_once(config, "spark", Path(tmp) / "artifacts-spark")
+            runs.append(
+                {
+                    "data": name,
+                    "local": local.__dict__,
+                    "spark": spark.__dict__,
+                    "spark_seconds_ratio": spark.seconds / local.seconds,
+                    "spark_memory_ratio": spark.peak_rss_mb / local.peak_rss_mb,
+                    "als_ndcg": {"local": local.ndcg("als"), "spark": spark.ndcg("als")},
+                }
+            )
+    return {
+        "benchmark": "training_engines",
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "spark_master": "local[2]",
+        "runs": runs,
+    }
+
+
+def print_and_write_engines(result: dict[str, Any]) -> Path:
+    from benchmarks.result_files import RESULTS_DIR as FOLDER
+    from benchmarks.result_files import utc_stamp, write_result
+
+    header = [
+        "data",
+        "local s",
+        "spark local[2] s",
+        "spark / local",
+        "local peak MB",
+        "spark peak MB",
+        "spark / local",
+        "ALS NDCG local",
+        "ALS NDCG spark",
+    ]
+    rows = [
+        [
+            run["data"],
+            round(run["local"]["seconds"], 1),
+            round(run["spark"]["seconds"], 1),
+            round(run["spark_seconds_ratio"], 2),
+            round(run["local"]["peak_rss_mb"]),
+            round(run["spark"]["peak_rss_mb"]),
+            round(run["spark_memory_ratio"], 2),
+            round(run["als_ndcg"]["local"] or float("nan"), 4),
+            round(run["als_ndcg"]["spark"] or float("nan"), 4),
+        ]
+        for run in result["runs"]
+    ]
+    print_table(
+        "training engines: persona-engine train end to end (wall time, peak RSS of the process tree)",
+        header,
+        rows,
+    )
+    return write_result(
+        FOLDER,
+        "training_engines",
+        utc_stamp(result["time"]),
+        result,
+        ["time", *header],
+        [[result["time"], *row] for row in rows],
+        title="# Training engines: local vs Spark local[2] (benchmarks/training_cost.py --engines)",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -152,7 +266,13 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=2_000)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--requests", type=int, default=2_000)
+    parser.add_argument("--engines", action="store_true", help="compare the local and Spark engines")
+    parser.add_argument("--sets", default="ml-100k,shop", help="with --engines: ml-100k, shop or both")
     args = parser.parse_args()
+    if args.engines:
+        engines = run_engines(args.sets.split(","), args.customers, args.items, args.events)
+        print(f"results: {print_and_write_engines(engines)}")
+        return
     result = run(args.customers, args.items, args.events, args.requests)
     rows = []
     for model, seconds in result["fit_seconds"].items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -113,3 +114,16 @@ def non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
+
+
+_SPARK_MASTER = re.compile(r"^(local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?|yarn|(spark|k8s|mesos)://\S+)$")
+
+
+def spark_master(text: str) -> str:
+    """A Spark master URL: local, local[N], local[*], spark://host:port, yarn or k8s://https://host."""
+    if not _SPARK_MASTER.match(text):
+        raise argparse.ArgumentTypeError(
+            "expected a Spark master URL (local[2], spark://host:7077, yarn, k8s://https://host), "
+            f"got {text!r}"
+        )
+    return text

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cli.arguments import non_negative_int, open_unit, positive_float
+from cli.arguments import non_negative_int, open_unit, positive_float, spark_master
 from cli.errors import UserError
 from cli.json_output import emit_json
 from cli.subcommand import Subcommands, add_artifact_argument, add_command
@@ -27,6 +27,12 @@ TRAIN_EXAMPLES = """
       persona-engine train --config my.toml --data data/shop --output artifacts
       persona-engine train --config my.toml --json > train.json
       persona-engine train --config my.toml --artifact-key /run/secrets/artifact-signing.pem
+      persona-engine train --config my.toml --engine spark --master spark://spark-master:7077
+      spark-submit --master yarn cli/spark_submit.py train --config my.toml --engine spark
+
+    engines: 'local' trains in this process; 'spark' runs the persona EM, ALS and persona popularity on
+    Apache Spark (pyspark; --master or [engine] master, default spark-submit's or local[*]) and writes
+    the same artifact. The Spark engine trains als, persona_popularity and popularity only.
 
     signing: with --artifact-key (or PERSONA_ENGINE_ARTIFACT_KEY_FILE) naming an Ed25519 private key
     (PEM; make one with 'openssl genpkey -algorithm ed25519 -out artifact-signing.pem'), the artifact's
@@ -94,7 +100,10 @@ def add_train_command(sub: Subcommands) -> None:
         cmd_train,
     )
     t.add_argument("--config", type=Path, required=True, help="training config (TOML)")
-    t.add_argument("--data", type=Path, help="data folder; overrides [data] path of the config")
+    t.add_argument(
+        "--data",
+        help="data folder (the Spark engine also takes hdfs:// or s3a:// URIs); overrides [data] path",
+    )
     t.add_argument("--output", type=Path, help="artifact root; overrides [output] root of the config")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument(
@@ -103,6 +112,17 @@ def add_train_command(sub: Subcommands) -> None:
         metavar="FILE",
         help="Ed25519 private key (PEM) that signs the artifact's manifest (env "
         "PERSONA_ENGINE_ARTIFACT_KEY_FILE); checked before training starts",
+    )
+    t.add_argument(
+        "--engine",
+        choices=("local", "spark"),
+        help="where training runs; overrides [engine] name of the config (default: local)",
+    )
+    t.add_argument(
+        "--master",
+        type=spark_master,
+        help="Spark master URL for --engine spark (local[2], spark://host:7077, yarn, k8s://...); "
+        "overrides [engine] master",
     )
 
 
@@ -138,8 +158,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.output:
         config = dataclasses.replace(config, output=dataclasses.replace(config.output, root=str(args.output)))
     if args.data:
-        config = dataclasses.replace(config, data=dataclasses.replace(config.data, path=str(args.data)))
-    result = run_training(config, show_progress=not (args.json or args.no_progress), signer=signer)
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, path=args.data))
+    engine = dataclasses.replace(
+        config.engine,
+        name=args.engine or config.engine.name,
+        master=args.master or config.engine.master,
+    )
+    if engine.name != "spark" and args.master:
+        raise UserError(
+            "--master is a Spark master URL; it needs --engine spark (or [engine] name = 'spark')"
+        )
+    config = dataclasses.replace(config, engine=engine)
+    if engine.name == "spark":
+        from training.spark.job import run_spark_training
+
+        result = run_spark_training(config, show_progress=not (args.json or args.no_progress), signer=signer)
+    else:
+        result = run_training(config, show_progress=not (args.json or args.no_progress), signer=signer)
     if args.json:
         emit_json(
             {
@@ -152,6 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "served_models": result.served_models,
                 "summary": result.summary,
                 "signing_key": signer.key_id if signer else None,
+                "engine": _engine_record(result.artifact_path),
             }
         )
         return 0
@@ -200,7 +236,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     stdout_console.print(
         f"signed with key {signer.key_id}" if signer else "unsigned (no --artifact-key)", highlight=False
     )
+    spark = _engine_record(result.artifact_path)
+    if spark["name"] == "spark":
+        stdout_console.print(
+            f"trained on Spark {spark['spark_version']} (master {spark['master']}, "
+            f"{spark['partitions']} partitions); evaluation {spark['evaluation']}",
+            highlight=False,
+        )
     return 0
+
+
+def _engine_record(artifact: Path) -> dict[str, Any]:
+    """The manifest's ``engine`` record: where the artifact was trained (``{"name": "local"}`` if absent)."""
+    manifest = json.loads((artifact / "manifest.json").read_text(encoding="utf-8"))
+    return dict(manifest.get("engine") or {"name": "local"})
 
 
 def _print_skipped_rows(skipped: dict[str, dict[str, int]]) -> None:

@@ -95,6 +95,23 @@ class OutputSection:
     refit_on_all_events: bool = True
 
 
+TRAINING_ENGINES: tuple[str, ...] = ("local", "spark")
+
+
+@dataclass(frozen=True)
+class EngineSection:
+    """Where training runs. ``local``: this process. ``spark``: Apache Spark (``training.spark``),
+    ``master`` any Spark master URL (``local[2]``, ``spark://host:7077``, ``yarn``, ``k8s://...``);
+    empty takes the one ``spark-submit`` was given (or local[*] outside spark-submit).
+    ``partitions`` is the number of customer partitions of the distributed EM and the shuffle
+    partitions of every other stage (0: twice the cluster's default parallelism)."""
+
+    name: str = "local"
+    master: str = ""
+    partitions: int = 0
+    driver_memory: str = "2g"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
@@ -107,6 +124,7 @@ class TrainConfig:
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
     training: TrainingSection = field(default_factory=TrainingSection)
     output: OutputSection = field(default_factory=OutputSection)
+    engine: EngineSection = field(default_factory=EngineSection)
     source: str = "<defaults>"
 
     def model_settings(self, kind: str) -> dict[str, Any]:
@@ -206,7 +224,17 @@ def parse_config(
     so a misspelt or mistyped setting stops the run before any data is read or any model trained.
     """
     try:
-        allowed = ["data", "personas", "split", "interactions", "models", "evaluation", "training", "output"]
+        allowed = [
+            "data",
+            "personas",
+            "split",
+            "interactions",
+            "models",
+            "evaluation",
+            "training",
+            "output",
+            "engine",
+        ]
         for name in document:
             if name not in allowed:
                 raise ConfigError(f"unknown section [{name}]{_did_you_mean(name, allowed, brackets=True)}")
@@ -219,6 +247,13 @@ def parse_config(
         evaluation = _section(document.get("evaluation", {}), EvaluationSection, "evaluation")
         training = _section(document.get("training", {}), TrainingSection, "training")
         output = _section(document.get("output", {}), OutputSection, "output")
+        engine = _section(document.get("engine", {}), EngineSection, "engine")
+        if engine.name not in TRAINING_ENGINES:
+            raise ConfigError(
+                f"[engine] name must be one of {', '.join(TRAINING_ENGINES)}; got {engine.name!r}"
+            )
+        if engine.partitions < 0:
+            raise ConfigError(f"[engine] partitions must be >= 0, got {engine.partitions}")
         if split.method not in SPLIT_METHODS:
             raise ConfigError(
                 f"[split] method must be one of {', '.join(SPLIT_METHODS)}; got {split.method!r}"
@@ -262,7 +297,7 @@ def parse_config(
         ) from None
     if base_dir is not None:
         data = DataSection(
-            path=str(_resolve(data.path, base_dir)),
+            path=data.path if "://" in data.path else str(_resolve(data.path, base_dir)),
             skip_invalid=data.skip_invalid,
             event_log=_resolve_event_log(data.event_log, base_dir),
         )
@@ -279,6 +314,7 @@ def parse_config(
         evaluation=evaluation,
         training=training,
         output=output,
+        engine=engine,
         source=source,
     )
 

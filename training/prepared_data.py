@@ -25,7 +25,6 @@ from engine.data.feature_space import (
 )
 from engine.data.id_map import IdMap
 from engine.data.interactions import empty_csr_matrix, interaction_matrix, relevant_matrix
-from engine.data.loading import load_shop
 from engine.data.shop_data import ShopData
 from engine.models.base import TrainingSet, UserBatch
 from engine.personas.catalog import PersonaCatalog, load_catalog
@@ -44,6 +43,7 @@ from training.split import (
     split_events,
     split_predefined,
 )
+from training.training_engine import LOCAL_ENGINE, TrainingEngine
 
 
 @dataclass(frozen=True)
@@ -97,19 +97,28 @@ class PreparedData:
         return self.customers.to_internal(list(ids))
 
 
-def prepare(config: TrainConfig, *, data_path: Path | None = None) -> PreparedData:
-    """Load, split, map ids, build features and infer persona mixes from the training period only."""
-    shop = load_shop(Path(data_path or config.data.path), skip_invalid=config.data.skip_invalid)
+def prepare(
+    config: TrainConfig, *, data_path: Path | None = None, engine: TrainingEngine = LOCAL_ENGINE
+) -> PreparedData:
+    """Load, split, map ids, build features and infer persona mixes from the training period only.
+
+    ``engine`` reads the data and fits the persona EM (locally by default, or on Spark)."""
+    shop = engine.load_shop(Path(data_path or config.data.path), config.data.skip_invalid)
     logged_events = None
     if config.data.event_log:
         logged_events = merge_logged_events(shop, read_logged_events(config.data.event_log))
         shop = logged_events.shop
     split = split_for(config, shop, Path(data_path or config.data.path))
-    return prepare_split(config, shop, split, logged_events=logged_events)
+    return prepare_split(config, shop, split, logged_events=logged_events, engine=engine)
 
 
 def prepare_split(
-    config: TrainConfig, shop: ShopData, split: TimeSplit, *, logged_events: LoggedEventsMerge | None = None
+    config: TrainConfig,
+    shop: ShopData,
+    split: TimeSplit,
+    *,
+    logged_events: LoggedEventsMerge | None = None,
+    engine: TrainingEngine = LOCAL_ENGINE,
 ) -> PreparedData:
     """``prepare`` on a given split; hyperparameter search passes a validation split carved from training."""
     catalog = load_catalog(config.personas.catalog)
@@ -129,7 +138,7 @@ def prepare_split(
 
     inference = PersonaInferenceModel(PersonaInferenceConfig(**config.personas.inference))
     train_shop = dataclasses.replace(shop, events=split.train_events)
-    mixes = inference.fit(train_shop, catalog, customer_ids=customers)
+    mixes = inference.fit(train_shop, catalog, customer_ids=customers, behaviour_fit=engine.behaviour_fit)
     # fitted on the encoded demographics, decoded (numeric features standardized), exactly as serving
     # decodes an eventless customer's stored row
     demographic_prior = DemographicMixPrior.fit(
@@ -174,7 +183,11 @@ def prepare_split(
 
 
 def prepare_all_events(
-    config: TrainConfig, shop: ShopData, *, logged_events: LoggedEventsMerge | None = None
+    config: TrainConfig,
+    shop: ShopData,
+    *,
+    logged_events: LoggedEventsMerge | None = None,
+    engine: TrainingEngine = LOCAL_ENGINE,
 ) -> PreparedData:
     """``prepare_split`` on every event with no customer held out: the data the served models learn from.
 
@@ -183,7 +196,9 @@ def prepare_all_events(
     with a mix, a history and a row in every model. The config's settings are the split's, so the
     served models are the evaluated ones fitted on more data, not different models.
     """
-    return prepare_split(config, shop, all_events_split(shop.events), logged_events=logged_events)
+    return prepare_split(
+        config, shop, all_events_split(shop.events), logged_events=logged_events, engine=engine
+    )
 
 
 def split_for(config: TrainConfig, shop: ShopData, data_dir: Path) -> TimeSplit:

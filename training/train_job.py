@@ -37,7 +37,6 @@ from engine.data.item_catalog import ItemCatalog
 from engine.data.shop_data import ShopData
 from engine.decisions.arm_estimates import ArmEstimates
 from engine.models.base import Recommender
-from engine.models.registry import create_model
 from engine.personas.explanations import MixExplanations
 from engine.personas.shopping_context import CONTEXTS
 from training.config import TrainConfig
@@ -63,6 +62,7 @@ from training.prepared_data import (
 from training.served_models import MANIFEST_KEY as SERVED_MODELS
 from training.stage_timings import StageTimings
 from training.steering_evaluation import STEERING_EVALUATION, steering_results
+from training.training_engine import LOCAL_ENGINE, TrainingEngine
 
 ARTIFACT_FORMAT = "persona-engine-artifact"
 
@@ -81,22 +81,32 @@ class TrainResult:
 
 
 def fit_models(
-    prepared: PreparedData, config: TrainConfig, *, show_progress: bool, label: str = "training"
+    prepared: PreparedData,
+    config: TrainConfig,
+    *,
+    show_progress: bool,
+    label: str = "training",
+    engine: TrainingEngine = LOCAL_ENGINE,
 ) -> tuple[dict[str, Recommender], dict[str, float]]:
     """Every configured model fitted on ``prepared.training_set``, with its fit time in seconds."""
     with progress_bar(show_progress) as progress:
         task = progress.add_task(f"{label} models", total=len(config.models))
-        return _fit_each(prepared, config, progress, task, label)
+        return _fit_each(prepared, config, progress, task, label, engine)
 
 
 def _fit_each(
-    prepared: PreparedData, config: TrainConfig, progress: Progress, task: TaskID, label: str
+    prepared: PreparedData,
+    config: TrainConfig,
+    progress: Progress,
+    task: TaskID,
+    label: str,
+    engine: TrainingEngine = LOCAL_ENGINE,
 ) -> tuple[dict[str, Recommender], dict[str, float]]:
     models: dict[str, Recommender] = {}
     seconds: dict[str, float] = {}
     for kind in config.models:
         progress.update(task, description=f"{label} {kind}")
-        model = create_model(kind, **config.model_settings(kind))
+        model = engine.create_model(kind, config.model_settings(kind))
         started = time.perf_counter()
         model.fit(prepared.training_set, show_progress=False)
         seconds[kind] = time.perf_counter() - started
@@ -111,6 +121,7 @@ def refit_on_all_events(
     *,
     logged_events: LoggedEventsMerge | None = None,
     show_progress: bool,
+    engine: TrainingEngine = LOCAL_ENGINE,
 ) -> tuple[PreparedData, dict[str, Recommender], dict[str, float]]:
     """Persona inference, id maps, history and every model again, on all of ``shop``'s events.
 
@@ -119,9 +130,9 @@ def refit_on_all_events(
     """
     with progress_bar(show_progress) as progress:
         task = progress.add_task("refit on all events: personas", total=1 + len(config.models))
-        prepared = prepare_all_events(config, shop, logged_events=logged_events)
+        prepared = prepare_all_events(config, shop, logged_events=logged_events, engine=engine)
         progress.advance(task)
-        models, seconds = _fit_each(prepared, config, progress, task, "refit on all events:")
+        models, seconds = _fit_each(prepared, config, progress, task, "refit on all events:", engine)
     return prepared, models, seconds
 
 
@@ -271,14 +282,16 @@ def run_training(
     show_progress: bool = True,
     data_path: Path | None = None,
     signer: ArtifactSigner | None = None,
+    engine: TrainingEngine = LOCAL_ENGINE,
 ) -> TrainResult:
+    """The whole training run; ``engine`` says where loading, the persona EM and model fits run."""
     started = time.perf_counter()
     timings = StageTimings()
     data_dir = Path(data_path or config.data.path)
     with timings.stage("prepare"):  # load, split, features, persona inference, interaction matrices
-        prepared = prepare(config, data_path=data_dir)
+        prepared = prepare(config, data_path=data_dir, engine=engine)
     with timings.stage("fit_models"):
-        models, fit_seconds = fit_models(prepared, config, show_progress=show_progress)
+        models, fit_seconds = fit_models(prepared, config, show_progress=show_progress, engine=engine)
     with timings.stage("evaluation"):
         results = evaluate_models(models, evaluation_segments(prepared), config.evaluation.k)
         by_context = evaluate_context_mixes(models, context_segments(prepared), config.evaluation.k)
@@ -292,7 +305,7 @@ def run_training(
         del prepared, models  # the split's matrices and models: freed before the refit builds its own
         with timings.stage("refit"):
             prepared, models, served_fit_seconds = refit_on_all_events(
-                shop, config, logged_events=logged_events, show_progress=show_progress
+                shop, config, logged_events=logged_events, show_progress=show_progress, engine=engine
             )
             served_accuracy = persona_accuracy(prepared, data_dir / "truth")
         refit_seconds = timings.stages[-1]["seconds"]
@@ -333,6 +346,8 @@ def run_training(
         "models": sorted(models),
         "personas": list(prepared.catalog.ids),
     }
+    if engine.name != LOCAL_ENGINE.name:
+        manifest_fields["engine"] = {"name": engine.name, **engine.record}
     with timings.stage("write_artifact"):
         path, version = write_artifact(
             prepared, config, models, estimates, manifest_fields, explanations, signer=signer

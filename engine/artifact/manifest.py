@@ -56,6 +56,9 @@ TRAINING_KEYS: Final[Mapping[str, tuple[type, ...]]] = {
     "stages": _ANY,
     "context_evaluation": (list,),
     "steering_evaluation": (list,),
+    # Which training engine ran (local or spark), its master and the Spark path's choices
+    # (hyperparameter mapping, evaluation sample); training.spark writes it.
+    "engine": (dict,),
 }
 MANIFEST_KEYS: Final[Mapping[str, tuple[type, ...]]] = {**WRITER_KEYS, **REQUIRED_KEYS, **TRAINING_KEYS}
 _JSON_TYPES: Final = {int: "a number", str: "a string", dict: "an object", list: "a list"}

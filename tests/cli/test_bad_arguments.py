@@ -36,6 +36,9 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["--config", "{tmp}/missing.toml"],
         ["--config", "{config}", "--data", "{tmp}/no-such-data"],
         ["--config", "{unreachable_log_config}"],  # [data] event_log names a Redis that does not answer
+        ["--config", "{config}", "--engine", "flink"],
+        ["--config", "{config}", "--engine", "spark", "--master", "localhost"],
+        ["--config", "{config}", "--master", "local[2]"],
     ],
     "evaluate": [[*A, "--data", "{tmp}/no-such-data"], ["--artifact", "{tmp}/no-such-artifact"]],
     "recommend": [

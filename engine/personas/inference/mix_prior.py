@@ -126,29 +126,70 @@ class MixPrior:
         then reinforces them (on a shop whose customers' events looked alike it grew past 100 and
         mean TV to the planted mixes rose from 0.18 to 0.20).
         """
-        share = posterior.component[:, active]
-        if share.shape[1] == 0:
+        return self.refit_from(MixPriorStatistics.of(posterior, active), max_concentration)
+
+    def refit_from(self, statistics: MixPriorStatistics, max_concentration: float) -> MixPrior:
+        """``refit`` from the posteriors' sums alone: what a distributed E-step adds up across workers."""
+        if statistics.customers == 0:
             return self
-        weights = np.maximum(share.mean(axis=1), _MIN_COMPONENT_WEIGHT)
+        weights = np.maximum(statistics.component_sums / statistics.customers, _MIN_COMPONENT_WEIGHT)
         weights /= weights.sum()
         k = self.alphas.shape[1]
         if k == 1:
             return MixPrior(weights, self.alphas)
+        mass = statistics.mass
+        dominant, minor = _tied_dirichlet_mle(
+            float(self.alphas[0, 0]),
+            float(self.alphas[0, 1]),
+            statistics.on_dominant / mass,
+            statistics.on_minors / mass,
+            k - 1,
+            max_concentration,
+        )
+        return MixPrior._tied(weights, dominant, minor)
+
+
+@dataclass(frozen=True)
+class MixPriorStatistics:
+    """The sums over customers with events that the mix prior's empirical-Bayes refit needs.
+
+    Sums add up across any split of the customers, so a distributed EM computes them per partition and
+    adds them (``+``) before one refit; the local fit computes them over everyone at once.
+    """
+
+    customers: int
+    component_sums: NDArray[np.float64]  # (components,) summed posterior component probabilities
+    mass: float  # their total
+    on_dominant: float  # sum of component share x E[log dominant share]
+    on_minors: float  # sum of component share x E[sum of log minor shares]
+
+    @classmethod
+    def of(cls, posterior: MixPosterior, active: NDArray[np.bool_]) -> MixPriorStatistics:
+        share = posterior.component[:, active]
+        k = share.shape[0]
+        if share.shape[1] == 0 or k == 1:
+            return cls(int(share.shape[1]), share.sum(axis=1), float(share.sum()), 0.0, 0.0)
         gamma = posterior.gamma[:, :, active]
         expected_log = digamma(gamma) - digamma(gamma.sum(axis=1, keepdims=True))
         components = np.arange(k)
         on_dominant = expected_log[components, components, :]
         on_minors = expected_log.sum(axis=1) - on_dominant
-        mass = float(share.sum())
-        dominant, minor = _tied_dirichlet_mle(
-            float(self.alphas[0, 0]),
-            float(self.alphas[0, 1]),
-            float((share * on_dominant).sum()) / mass,
-            float((share * on_minors).sum()) / mass,
-            k - 1,
-            max_concentration,
+        return cls(
+            int(share.shape[1]),
+            share.sum(axis=1),
+            float(share.sum()),
+            float((share * on_dominant).sum()),
+            float((share * on_minors).sum()),
         )
-        return MixPrior._tied(weights, dominant, minor)
+
+    def __add__(self, other: MixPriorStatistics) -> MixPriorStatistics:
+        return MixPriorStatistics(
+            self.customers + other.customers,
+            self.component_sums + other.component_sums,
+            self.mass + other.mass,
+            self.on_dominant + other.on_dominant,
+            self.on_minors + other.on_minors,
+        )
 
 
 def _tied_dirichlet_mle(

@@ -8,6 +8,7 @@ The model ties the parts of this package together: the EM fit (``em_fit``), fold
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from engine.data.shop_data import ShopData
 from engine.personas.catalog import PersonaCatalog
 from engine.personas.inference.behaviour import PersonaBehaviour
 from engine.personas.inference.config import PersonaInferenceConfig
-from engine.personas.inference.em_fit import FitSummary, fit_behaviour
+from engine.personas.inference.em_fit import BehaviourFit, FitSummary, fit_behaviour
 from engine.personas.inference.errors import PersonaInferenceError
 from engine.personas.inference.fold_in import fold_in, fold_in_mixture, scaled_likelihoods
 from engine.personas.inference.inferred_mixes import InferredMixes
@@ -36,6 +37,9 @@ from engine.personas.inference.signals import (
 )
 from engine.personas.shopping_context import CONTEXTS
 from engine.personas.traits import EventFeatures, EventFeatureSpace, build_event_features, describe_feature
+
+BehaviourFitter = Callable[[EventFeatures, PersonaCatalog, PersonaInferenceConfig], BehaviourFit]
+"""Fits persona behaviour on event features: ``em_fit.fit_behaviour`` or a distributed equivalent."""
 
 # Explaining every customer works on chunks of customers of about this many customer x column x
 # persona cells (a few arrays of 8 bytes per cell: tens of MB).
@@ -107,11 +111,18 @@ class PersonaInferenceModel:
 
     # ------------------------------------------------------------------ fitting
     def fit(
-        self, shop: ShopData, catalog: PersonaCatalog, customer_ids: IdMap | None = None
+        self,
+        shop: ShopData,
+        catalog: PersonaCatalog,
+        customer_ids: IdMap | None = None,
+        *,
+        behaviour_fit: BehaviourFitter = fit_behaviour,
     ) -> InferredMixes:
         """Fit persona behaviour and mixes on all of ``shop.events``; rows follow ``customer_ids``.
 
-        Customers in ``customer_ids`` without events get the population mix.
+        Customers in ``customer_ids`` without events get the population mix. ``behaviour_fit`` runs
+        the EM: the local one by default, or one with the same result type that spreads the E-step
+        over a cluster (``training.spark.persona_em``).
         """
         started = time.perf_counter()
         cfg = self.config
@@ -120,7 +131,7 @@ class PersonaInferenceModel:
         )
         if features.n_events == 0:
             raise PersonaInferenceError("cannot fit persona inference: the shop has no events")
-        fitted = fit_behaviour(features, catalog, cfg)
+        fitted = behaviour_fit(features, catalog, cfg)
         behaviour = fitted.behaviour
         self._behaviour = behaviour
         self.unmatched_signals = fitted.unmatched_signals
