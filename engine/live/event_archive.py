@@ -35,8 +35,10 @@ log never held; by then the decision is older than the drift window.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -106,44 +108,41 @@ def archive_events(
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     through = log.mark(TRAINING_READ_MARK)
-    moved, parts = 0, []
-    while stop is None or not stop.is_set():
-        rows = log.archivable_events(through, before, batch)
-        if rows.height == 0:
-            break
-        part = folder / f"{_PART_PREFIX}{rows['rowid'][0]:015d}-{rows['rowid'][-1]:015d}.parquet"
-        write_part(part, rows)
-        moved += log.delete_archived_events(rows["rowid"].to_list(), rows["event_id"].to_list())
-        parts.append(part)
-        if rows.height < batch:
-            break
-    moved_rows = {table: _archive_rows(log, folder, table, before, batch, stop, parts) for table in _TABLES}
-    return ArchiveRun(moved, tuple(parts), through, before, moved_rows["decisions"], moved_rows["outcomes"])
+    parts: list[Path] = []
+
+    def move(prefix: str, rows_of: Callable[[], pl.DataFrame], delete: Callable[[pl.DataFrame], int]) -> int:
+        """Parts of ``prefix`` while rows remain, each durable before its rows leave the log."""
+        moved = 0
+        while stop is None or not stop.is_set():
+            rows = rows_of()
+            if rows.height == 0:
+                break
+            part = folder / f"{prefix}{rows['rowid'][0]:015d}-{rows['rowid'][-1]:015d}.parquet"
+            write_part(part, rows)
+            moved += delete(rows)
+            parts.append(part)
+            if rows.height < batch:
+                break
+        return moved
+
+    events = move(
+        _PART_PREFIX,
+        lambda: log.archivable_events(through, before, batch),
+        lambda rows: log.delete_archived_events(rows["rowid"].to_list(), rows["event_id"].to_list()),
+    )
+    moved_rows = {
+        table: move(
+            f"{table}-",
+            functools.partial(log.archivable_rows, table, before, batch),
+            functools.partial(_delete_rows, log, table),
+        )
+        for table in _TABLES
+    }
+    return ArchiveRun(events, tuple(parts), through, before, moved_rows["decisions"], moved_rows["outcomes"])
 
 
-def _archive_rows(
-    log: EventLog,
-    folder: Path,
-    table: str,
-    before: dt.datetime,
-    batch: int,
-    stop: threading.Event | None,
-    parts: list[Path],
-) -> int:
-    """Move the ``decisions`` or ``outcomes`` rows before ``before`` into ``<table>-*.parquet`` parts;
-    returns how many left the log. Same order of work as for events: part durable, then delete."""
-    moved = 0
-    while stop is None or not stop.is_set():
-        rows = log.archivable_rows(table, before, batch)
-        if rows.height == 0:
-            break
-        part = folder / f"{table}-{rows['rowid'][0]:015d}-{rows['rowid'][-1]:015d}.parquet"
-        write_part(part, rows)
-        moved += log.delete_archived_rows(table, rows["rowid"].to_list())
-        parts.append(part)
-        if rows.height < batch:
-            break
-    return moved
+def _delete_rows(log: EventLog, table: str, rows: pl.DataFrame) -> int:
+    return log.delete_archived_rows(table, rows["rowid"].to_list())
 
 
 def write_part(part: Path, rows: pl.DataFrame) -> None:

@@ -377,7 +377,7 @@ class EventLog:
         rows = self._query(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE timestamp_us >= ? ORDER BY rowid", (_since(since),)
         )
-        return [_behavior_event(row) for row in rows]
+        return [behavior_event_from_row(row) for row in rows]
 
     def last_event_rowid(self) -> int:
         """The position of the newest stored event (0 for none). Positions only grow: rows are added
@@ -403,7 +403,7 @@ class EventLog:
             if not rows:
                 return
             start = int(rows[-1][0])
-            yield start, [_behavior_event(row[1:]) for row in rows]
+            yield start, [behavior_event_from_row(row[1:]) for row in rows]
 
     # ------------------------------------------------------------------ marks and retention
 
@@ -653,7 +653,9 @@ def contract_events(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(_utc_micros("timestamp"), *missing).select(names)
 
 
-def _behavior_event(row: Sequence[Any]) -> BehaviorEvent:
+def behavior_event_from_row(row: Sequence[Any]) -> BehaviorEvent:
+    """An event from a row in the log's event column order (``_EVENT_COLUMNS``; the Redis log stores
+    the same order)."""
     return BehaviorEvent(
         event_id=row[0],
         customer_id=row[1],

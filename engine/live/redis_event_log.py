@@ -47,6 +47,7 @@ from engine.live.event_log import (
     EVENT_FRAME_SCHEMA,
     AppendResult,
     EventLogError,
+    behavior_event_from_row,
     contract_events,
     from_micros,
     to_micros,
@@ -267,7 +268,7 @@ class RedisEventLog:
     ) -> Iterator[tuple[int, list[BehaviorEvent]]]:
         floor = -(2**63) if since is None else to_micros(since)
         for position, records in self._entries(self._events, after_rowid, through_rowid, page):
-            events = [_behavior_event(r) for r in records if r[4] >= floor]
+            events = [behavior_event_from_row(r) for r in records if r[4] >= floor]
             if events:
                 yield position, events
 
@@ -358,20 +359,6 @@ def _event_record(event: BehaviorEvent, received: int) -> str:
             received,
         ],
         separators=(",", ":"),
-    )
-
-
-def _behavior_event(record: list[Any]) -> BehaviorEvent:
-    return BehaviorEvent(
-        event_id=record[0],
-        customer_id=record[1],
-        item_id=record[2],
-        event_type=record[3],
-        timestamp=from_micros(record[4]),
-        price_paid=record[5],
-        discount=record[6],
-        channel=record[7],
-        device=record[8],
     )
 
 
