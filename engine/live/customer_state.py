@@ -85,6 +85,7 @@ _UPDATE_LOCKS = 64  # updates of one customer share a lock; different customers 
 _VIEW_SECONDS = 10.0
 _MAX_VIEWS = 50_000
 _MAX_SCORES = 200_000  # remembered event scores (a row of persona scores per item and facts)
+MAX_KEPT_EVENTS = 1_000  # kept events of one customer, uncommitted days included (see _fold_events)
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps builds one per call
 
 
@@ -338,6 +339,11 @@ class LiveCustomerStates:
                     len(state.events),
                 )
                 del state.events[: max(0, min(len(state.events) - cfg.max_events, first_open))]
+                # Bounded all the same: a customer id sending thousands of events in one day (a bot, a
+                # bulk import replayed through RecordEvents) would otherwise keep them all until the day
+                # is committed, and every update would decode and re-encode them. Past the bound the
+                # oldest go even uncommitted; only such a day's test differs from the offline one.
+                del state.events[: max(0, len(state.events) - MAX_KEPT_EVENTS)]
         return update
 
     def _new_detector(self, customer_id: str) -> DetectorState:

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.live.customer_state import (
+    MAX_KEPT_EVENTS,
     KeptEvent,
     LiveCustomerState,
     LiveCustomerStates,
@@ -363,6 +364,22 @@ def test_concurrent_batches_of_one_customer_keep_every_event(
         t.join()
     state = states.state_of(customer)
     assert state is not None and sorted(e.item_id for e in state.events) == sorted(items)
+
+
+def test_a_flood_of_events_in_one_day_keeps_the_state_bounded(
+    personalizer: Personalizer, scorer: LiveEventScorer, live: Live
+) -> None:
+    """Events of a day not yet committed are kept for its drift test, but not without limit: a bot's
+    thousands of events in one day must not grow the state (and every update's cost) for ever."""
+    states, _, _ = live
+    customer = known_customer(personalizer, 2)
+    items = scorer.items.ids.tolist()
+    flood = [event(customer, items[n % len(items)], START, n=n) for n in range(3_000)]
+    for first in range(0, len(flood), 500):
+        states.observe(flood[first : first + 500], [])
+    state = states.state_of(customer)
+    assert state is not None and len(state.events) == MAX_KEPT_EVENTS
+    assert state.events[-1].item_id == items[2_999 % len(items)]  # the newest are the ones kept
 
 
 def test_a_remembered_view_never_outlives_a_change_of_state(
