@@ -58,7 +58,7 @@ from engine.live.event_scoring import LiveEventScorer
 from engine.live.events import BehaviorEvent, DecisionOutcome
 from engine.live.state_store import StateStore
 from engine.numeric_settings import check_numeric_settings
-from engine.personas.change_detection import DayCheck, DetectorState, advance_day
+from engine.personas.change_detection import MAX_PENDING, DayCheck, DetectorState, advance_day
 from engine.personas.drift import (
     DriftConfig,
     DriftStatus,
@@ -85,7 +85,7 @@ _UPDATE_LOCKS = 64  # updates of one customer share a lock; different customers 
 _VIEW_SECONDS = 10.0
 _MAX_VIEWS = 50_000
 _MAX_SCORES = 200_000  # remembered event scores (a row of persona scores per item and facts)
-MAX_KEPT_EVENTS = 1_000  # kept events of one customer, uncommitted days included (see _fold_events)
+MAX_KEPT_EVENTS = MAX_PENDING  # kept events of one customer, uncommitted days included (_fold_events)
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps builds one per call
 
 
