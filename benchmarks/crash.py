@@ -42,7 +42,7 @@ import polars as pl
 
 from benchmarks.result_files import RESULTS_DIR, utc_stamp, write_result
 from benchmarks.startup import bench_artifact
-from engine.live.event_archive import archive_folder
+from engine.live.event_archive import archive_folder, event_parts
 from engine.live.event_log import EventLog
 from engine.live.events import BehaviorEvent
 from engine.personalizer import Personalizer
@@ -150,6 +150,19 @@ def launch(
     return server, time.perf_counter() - started
 
 
+def lost_and_torn(rounds: list[Round], stored: set[str]) -> tuple[int, int]:
+    """Acknowledged events missing from ``stored``, and unacknowledged batches stored in part."""
+    lost = torn = 0
+    for round_ in rounds:
+        for batch_id, events in round_.sent.items():
+            present = sum(e.event_id in stored for e in events)
+            if batch_id in round_.acknowledged:
+                lost += len(events) - present
+            elif present not in (0, len(events)):
+                torn += 1
+    return lost, torn
+
+
 def check_store(log: Path, rounds: list[Round]) -> dict[str, int]:
     """Lost, duplicated and torn, over everything sent so far, as training reads the log."""
     with sqlite3.connect(log) as raw:
@@ -159,20 +172,13 @@ def check_store(log: Path, rounds: list[Round]) -> dict[str, int]:
         logged_ids = event_log.event_ids()
     archived_rows = 0
     archived_ids: set[str] = set()
-    for part in sorted(archive_folder(log).glob("*.parquet")):
+    for part in event_parts(archive_folder(log)):
         ids = pl.read_parquet(part, columns=["event_id"])["event_id"].to_list()
         archived_rows += len(ids)
         archived_ids.update(ids)
     stored = logged_ids | archived_ids
     training_ids = read_logged_events(log)["event_id"]
-    lost = torn = 0
-    for round_ in rounds:
-        for batch_id, events in round_.sent.items():
-            present = sum(e.event_id in stored for e in events)
-            if batch_id in round_.acknowledged:
-                lost += len(events) - present
-            elif present not in (0, len(events)):
-                torn += 1
+    lost, torn = lost_and_torn(rounds, stored)
     return {
         "lost": lost,
         "duplicates_stored": logged_rows + archived_rows - len(stored),

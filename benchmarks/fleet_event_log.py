@@ -46,7 +46,7 @@ import grpc
 import numpy as np
 import redis
 
-from benchmarks.crash import Catalogue, Round, kill_everything
+from benchmarks.crash import Catalogue, Round, kill_everything, lost_and_torn
 from benchmarks.latency_statistics import latency_summary
 from benchmarks.result_files import RESULTS_DIR, utc_stamp, write_result
 from benchmarks.startup import bench_artifact
@@ -195,14 +195,7 @@ def check_log(log_url: str, rounds: list[Round]) -> dict[str, Any]:
     started = time.perf_counter()
     training_ids = read_logged_events(log_url)["event_id"]
     read_s = time.perf_counter() - started
-    lost = torn = 0
-    for round_ in rounds:
-        for batch_id, events in round_.sent.items():
-            present = sum(e.event_id in stored for e in events)
-            if batch_id in round_.acknowledged:
-                lost += len(events) - present
-            elif present not in (0, len(events)):
-                torn += 1
+    lost, torn = lost_and_torn(rounds, stored)
     return {
         "lost": lost,
         "duplicates_stored": stored_rows - len(stored),

@@ -164,10 +164,15 @@ def write_part(part: Path, rows: pl.DataFrame) -> None:
         os.close(descriptor)
 
 
+def event_parts(folder: Path) -> list[Path]:
+    """The archive's event parts in position order (decision and outcome parts lie beside them)."""
+    return sorted(folder.glob(f"{_PART_PREFIX}*.parquet")) if folder.is_dir() else []
+
+
 def read_archived_events(folder: Path) -> pl.DataFrame:
     """Every archived event once, as the contract's ``events`` table in log order (empty without an
     archive): a part written again after a crash, or rows also still in the log, are the same events."""
-    parts = sorted(folder.glob(f"{_PART_PREFIX}*.parquet")) if folder.is_dir() else []
+    parts = event_parts(folder)
     if not parts:
         return contract_events(pl.DataFrame(schema=EVENT_FRAME_SCHEMA))
     frame = pl.concat([pl.read_parquet(part) for part in parts], how="vertical")

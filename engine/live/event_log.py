@@ -285,18 +285,7 @@ class EventLog:
         for event in events:
             cursor = connection.execute(
                 "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event.event_id,
-                    event.customer_id,
-                    event.item_id,
-                    event.event_type,
-                    to_micros(event.timestamp),
-                    event.price_paid,
-                    event.discount,
-                    event.channel,
-                    event.device,
-                    received,
-                ),
+                event_row(event, received),
             )
             if cursor.rowcount == 1:
                 new_events.append(event)
@@ -651,6 +640,23 @@ def contract_events(frame: pl.DataFrame) -> pl.DataFrame:
     # Contract columns that live events do not carry (a transaction line's quantity) are empty.
     missing = [pl.lit(None, dtype=pl.Float64).alias(name) for name in names if name not in frame.columns]
     return frame.with_columns(_utc_micros("timestamp"), *missing).select(names)
+
+
+def event_row(event: BehaviorEvent, received_us: int) -> tuple[Any, ...]:
+    """An event as the log stores it (``_EVENT_COLUMNS`` then ``received_us``); the Redis log's records
+    are the same row."""
+    return (
+        event.event_id,
+        event.customer_id,
+        event.item_id,
+        event.event_type,
+        to_micros(event.timestamp),
+        event.price_paid,
+        event.discount,
+        event.channel,
+        event.device,
+        received_us,
+    )
 
 
 def behavior_event_from_row(row: Sequence[Any]) -> BehaviorEvent:

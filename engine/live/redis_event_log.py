@@ -49,6 +49,7 @@ from engine.live.event_log import (
     EventLogError,
     behavior_event_from_row,
     contract_events,
+    event_row,
     from_micros,
     to_micros,
 )
@@ -345,21 +346,7 @@ def _text(value: object) -> str:
 
 
 def _event_record(event: BehaviorEvent, received: int) -> str:
-    return json.dumps(
-        [
-            event.event_id,
-            event.customer_id,
-            event.item_id,
-            event.event_type,
-            to_micros(event.timestamp),
-            event.price_paid,
-            event.discount,
-            event.channel,
-            event.device,
-            received,
-        ],
-        separators=(",", ":"),
-    )
+    return json.dumps(event_row(event, received), separators=(",", ":"))
 
 
 def _outcome_record(outcome: DecisionOutcome, received: int) -> str:
