@@ -41,9 +41,11 @@ one call anyway.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
-import json
+import functools
+import operator
 import threading
 import zlib
 from collections import Counter
@@ -52,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 from numpy.typing import NDArray
 
 from engine.live.event_scoring import LiveEventScorer
@@ -86,7 +89,6 @@ _VIEW_SECONDS = 10.0
 _MAX_VIEWS = 50_000
 _MAX_SCORES = 200_000  # remembered event scores (a row of persona scores per item and facts)
 MAX_KEPT_EVENTS = MAX_PENDING  # kept events of one customer, uncommitted days included (_fold_events)
-_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps builds one per call
 
 
 @dataclass(frozen=True)
@@ -152,14 +154,14 @@ class LiveCustomerState:
             else [check.tested, check.statistic, check.towards, check.since_day, check.baseline_top],
             "s": self.drift_since,
         }
-        return _ENCODER.encode(document).encode("utf-8")
+        return orjson.dumps(document, default=list)  # default: a KeptEvent (a tuple subclass) as an array
 
     @classmethod
     def from_bytes(cls, data: bytes, n_personas: int | None = None) -> LiveCustomerState:
         """Parse stored state; state of another format or persona count is dropped (it is a cache of
         events: the event log rebuilds it)."""
         try:
-            document = json.loads(data)
+            document = orjson.loads(data)
             if document.get("v") != STATE_FORMAT:
                 return cls()
             detector = None
@@ -172,20 +174,32 @@ class LiveCustomerState:
                 check = DayCheck(bool(tested), float(statistic), int(towards), int(since), int(top))
             since = document["s"]
             return cls(
-                events=[_kept_event(row) for row in document["e"]],
+                events=_kept_events(document["e"]),
                 purchased=[str(p) for p in document["p"]],
                 detector=detector,
                 check=check,
                 drift_since=None if since is None else float(since),
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):  # orjson.JSONDecodeError is a ValueError
             return cls()
 
 
-def _kept_event(row: list[Any]) -> KeptEvent:
-    if len(row) != len(KeptEvent._fields):
-        raise ValueError(f"a kept event has {len(KeptEvent._fields)} fields, got {len(row)}")
-    return tuple.__new__(KeptEvent, row)
+def _kept_events(rows: list[list[Any]]) -> list[KeptEvent]:
+    """Stored rows as kept events, built by C-level calls: a rebuild decodes up to ``max_events`` of
+    them per customer and batch, and a Python-level constructor per row was most of a decode."""
+    if not set(map(len, rows)) <= {len(KeptEvent._fields)}:
+        raise ValueError(f"a kept event has {len(KeptEvent._fields)} fields")
+    return list(map(_NEW_KEPT_EVENT, rows))
+
+
+_NEW_KEPT_EVENT = functools.partial(tuple.__new__, KeptEvent)
+_TIMESTAMP = operator.attrgetter("timestamp")
+
+
+def _first_after_day(events: list[KeptEvent], day: int) -> int:
+    """Index of the first of ``events`` (in time order) later than UTC day ``day``: the uncommitted ones
+    start there, and a bisection finds them without decoding the committed days' events."""
+    return bisect.bisect_left(events, (day + 1) * _SECONDS_PER_DAY, key=_TIMESTAMP)
 
 
 _Facts = tuple[str, bool | None, str | None, str | None]  # what an event's score depends on
@@ -334,10 +348,7 @@ class LiveCustomerStates:
                 self._advance_drift(customer_id, state, event.timestamp)
                 # Events of the day not yet committed stay, however many: the commit needs them all.
                 last_day = state.detector.last_day if state.detector is not None else -1
-                first_open = next(
-                    (i for i, e in enumerate(state.events) if e.timestamp // _SECONDS_PER_DAY > last_day),
-                    len(state.events),
-                )
+                first_open = _first_after_day(state.events, last_day)
                 del state.events[: max(0, min(len(state.events) - cfg.max_events, first_open))]
                 # Bounded all the same: a customer id sending thousands of events in one day (a bot, a
                 # bulk import replayed through RecordEvents) would otherwise keep them all until the day
@@ -363,7 +374,7 @@ class LiveCustomerStates:
         assert detector is not None
         today = int(moment.timestamp() // _SECONDS_PER_DAY)
         pending: dict[int, list[KeptEvent]] = {}
-        for kept in state.events:
+        for kept in state.events[_first_after_day(state.events, detector.last_day) :]:
             day = int(kept.timestamp // _SECONDS_PER_DAY)
             if detector.last_day < day <= today:  # late events of committed days are not re-tested
                 pending.setdefault(day, []).append(kept)

@@ -25,9 +25,11 @@ assumes a customer's events arrive in time order, as replay has always assumed w
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -141,7 +143,8 @@ class LiveState:
         ``stop`` is checked between pages of events: a server asked to stop during start-up stops
         within one page instead of finishing the rebuild.
         """
-        return _rebuild(self.states, self.config, event_log, now, snapshots, stop)[0]
+        with _cyclic_collector_paused():
+            return _rebuild(self.states, self.config, event_log, now, snapshots, stop)[0]
 
     def write_snapshot(
         self,
@@ -183,6 +186,26 @@ class LiveState:
     def _drift_ended(self, customer_id: str) -> None:
         if self._metrics is not None:
             self._metrics.record_drift_ended()
+
+
+@contextlib.contextmanager
+def _cyclic_collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a start-up rebuild runs.
+
+    A rebuild decodes and re-encodes thousands of customer states: millions of short-lived, acyclic
+    objects (tuples, lists, small arrays) that reference counting frees. Each 700 allocations made the
+    collector scan the young generation, and every so often the whole heap with the model in it: a
+    quarter of the rebuild's CPU time (2.9 s -> 2.2 s on the start-up benchmark's 1M-event log),
+    for nothing to collect. Only for ``catch_up``, which runs before serving: the background snapshot
+    runs beside request handling, whose garbage must still be collected.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _rebuild(
