@@ -68,6 +68,9 @@ from benchmarks.soak_report import (
     print_report,
     write_results,
 )
+from engine.live.customer_state import MAX_KEPT_EVENTS
+from engine.live.event_log import EventLog
+from engine.live.live_state_snapshot import snapshot_folder
 from serving.client import Filters, PageContext, Target
 from serving.generated.persona.v1 import admin_service_pb2 as admin_pb
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
@@ -82,6 +85,8 @@ ADMIN_SERVICE: Final = "persona.v1.AdminService"
 SERVER_READY_TIMEOUT_S: Final = 600.0
 RELOAD_TIMEOUT_S: Final = 120.0
 DISTINCT_READS: Final = 500
+PREFILL_EVENTS_PER_CALL: Final = 500  # under the server's 1,000 events per RecordEvents
+PREFILL_SNAPSHOT_TIMEOUT_S: Final = 600.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class SoakSettings:
     events_per_write: int = 3
     seed: int = 11
     state: str = "memory"
+    prefill_events: int = MAX_KEPT_EVENTS  # per customer and worker before the clock starts; 0: none
 
     def check(self) -> None:
         """Refuse settings the run cannot honour; the message names the flag."""
@@ -116,6 +122,8 @@ class SoakSettings:
         for flag, value in positive.items():
             if not (np.isfinite(value) and value > 0):
                 raise ValueError(f"{flag} must be a positive number, got {value}")
+        if self.prefill_events < 0:
+            raise ValueError(f"--prefill-events must be 0 or more, got {self.prefill_events}")
         if self.warmup_s < 0:
             raise ValueError(f"--warmup must be 0 or more, got {self.warmup_s}")
         if self.workers < 2:
@@ -184,15 +192,35 @@ class RequestPool:
 
     def write(self, number: int, run: str, rng: random.Random, events: int) -> tuple[bytes, list[str]]:
         """RecordEvents request ``number`` of the run: new event ids; returns it and its ids."""
+        customers = [rng.choice(self.customers) for _ in range(events)]
+        return self._record_request(f"soak-{run}-{number:08d}", customers, rng)
+
+    def prefill_writes(
+        self, run: str, channel: int, per_customer: int, rng: random.Random
+    ) -> list[tuple[bytes, list[str]]]:
+        """The RecordEvents requests that give every customer writes go to ``per_customer`` events."""
+        customers = [c for c in self.customers for _ in range(per_customer)]
+        return [
+            self._record_request(
+                f"soak-{run}-fill-{channel}-{first:08d}",
+                customers[first : first + PREFILL_EVENTS_PER_CALL],
+                rng,
+            )
+            for first in range(0, len(customers), PREFILL_EVENTS_PER_CALL)
+        ]
+
+    def _record_request(
+        self, prefix: str, customers: Sequence[str], rng: random.Random
+    ) -> tuple[bytes, list[str]]:
         now = dt.datetime.now(dt.UTC)
         kinds = (pb.EVENT_TYPE_VIEW, pb.EVENT_TYPE_VIEW, pb.EVENT_TYPE_CART, pb.EVENT_TYPE_PURCHASE)
         request = pb.RecordEventsRequest()
         ids = []
-        for j in range(events):
-            event_id = f"soak-{run}-{number:08d}-{j}"
+        for j, customer in enumerate(customers):
+            event_id = f"{prefix}-{j}"
             event = request.events.add(
                 event_id=event_id,
-                customer_id=rng.choice(self.customers),
+                customer_id=customer,
                 item_id=rng.choice(self.items),
                 event_type=rng.choice(kinds),
                 channel="web",
@@ -212,6 +240,13 @@ def _code(error: BaseException) -> str:
     return type(error).__name__
 
 
+def _snapshot_rowid(folder: Path) -> int:
+    """The log position the newest live-state snapshot in ``folder`` covers (0: none yet); its
+    manifest, written last, is named after it (``engine.live.live_state_snapshot``)."""
+    names = [path.stem for path in folder.glob("snapshot-*.json")] if folder.is_dir() else []
+    return max((int(name.split("-", 1)[1]) for name in names), default=0)
+
+
 def worker_rss_mb(pid: int) -> float | None:
     """Resident memory of ``pid`` in MB (``VmRSS``), None once the process is gone."""
     try:
@@ -227,9 +262,15 @@ class Soak:
     """One soak run against ``server`` (module doc); ``run`` returns what it observed."""
 
     def __init__(
-        self, server: ServerProcess, pool: RequestPool, settings: SoakSettings, artifact: Path
+        self,
+        server: ServerProcess,
+        pool: RequestPool,
+        settings: SoakSettings,
+        artifact: Path,
+        event_log: Path,
     ) -> None:
         self.server = server
+        self.event_log = event_log
         self.pool = pool
         self.settings = settings
         self.artifact = artifact
@@ -257,6 +298,8 @@ class Soak:
         self.log.connections = connections
         admin = grpc.aio.insecure_channel(self.server.address)
         try:
+            if settings.prefill_events > 0:
+                await self._prefill(channels)
             self._start = time.monotonic()
             for pid in self._workers():
                 self._born[pid] = 0.0
@@ -276,6 +319,56 @@ class Soak:
                 await channel.close()
             await admin.close()
         return self.log
+
+    async def _prefill(self, channels: Sequence[grpc.aio.Channel]) -> None:
+        """Fill every worker's live state to its bound before the clock starts (``--prefill-events``).
+
+        The run writes events for ``DISTINCT_READS`` customers, all timestamped now, so each
+        customer's live state grows until it holds ``MAX_KEPT_EVENTS`` events: at the default rate
+        that takes about 35 minutes per worker, and memory that grows by design until a bound would
+        read as a leak in the RSS slope. Channels are spread evenly over the workers, so each channel
+        sends its share of ``prefill_events`` per customer and every worker receives at least that
+        many. The events are acknowledged writes like any other (checked against the log at the end).
+        """
+        per_channel = -(-self.settings.prefill_events * self.settings.workers // len(channels))
+        record = [channel.unary_unary(f"/{SERVICE}/RecordEvents") for channel in channels]
+        started = time.perf_counter()
+        counts = {"events": 0, "calls": 0}
+
+        async def fill(n: int) -> None:
+            for request, ids in self.pool.prefill_writes(self._run, n, per_channel, self._rng):
+                response = await record[n](
+                    request, timeout=self.settings.retry_timeout_s * 6, wait_for_ready=True
+                )
+                answer = pb.RecordEventsResponse.FromString(response)
+                if answer.errors:
+                    raise RuntimeError(f"prefill write refused: {answer.errors[0]}")
+                self.log.acknowledged_event_ids.extend(ids)
+                counts["events"] += len(ids)
+                counts["calls"] += 1
+
+        await asyncio.gather(*(fill(n) for n in range(len(channels))))
+        filled = time.perf_counter()
+        # The server's upkeep then advances its live-state snapshot over the burst: seconds of CPU in a
+        # background thread of one worker, which would weigh on the first minutes of the run.
+        with EventLog.open(self.event_log) as event_log:
+            through = event_log.last_event_rowid()
+        folder = snapshot_folder(self.event_log)
+        deadline = filled + PREFILL_SNAPSHOT_TIMEOUT_S
+        while _snapshot_rowid(folder) < through and time.perf_counter() < deadline:
+            await asyncio.sleep(0.5)
+        self.log.prefill = {
+            **counts,
+            "per_customer_per_channel": per_channel,
+            "seconds": round(filled - started, 3),
+            "snapshot_wait_seconds": round(time.perf_counter() - filled, 3),
+            "snapshot_covers_prefill": _snapshot_rowid(folder) >= through,
+        }
+        stderr_console.print(
+            f"prefill: {counts['events']:,} events in {self.log.prefill['seconds']:.1f} s "
+            f"(at least {self.settings.prefill_events} per customer in every worker's live state); "
+            f"live-state snapshot over them after {self.log.prefill['snapshot_wait_seconds']:.1f} s"
+        )
 
     async def _send(self, channels: Sequence[grpc.aio.Channel]) -> None:
         """Open loop: Poisson arrivals at ``rate``; waits for the calls in flight at the end."""
@@ -462,6 +555,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds of each worker's life left out of its RSS slope",
     )
     measure.add_argument(
+        "--prefill-events",
+        type=int,
+        default=defaults.prefill_events,
+        help="events per customer every worker receives before the clock starts (default "
+        f"{MAX_KEPT_EVENTS}, the live state's bound per customer, so the RSS slope measures leaks rather "
+        "than state growing to its cap; 0: start with empty state)",
+    )
+    measure.add_argument(
         "--rss-every", type=float, default=defaults.rss_every_s, help="seconds between RSS samples"
     )
     measure.add_argument("--window", type=float, default=defaults.window_s, help="seconds per latency window")
@@ -501,7 +602,7 @@ def run_soak(settings: SoakSettings, artifact: Path, workdir: Path) -> dict[str,
             f"soak: {settings.rate:g} calls/s for {settings.duration_s:g} s, reload every "
             f"{settings.reload_every_s:g} s, kill every {settings.kill_every_s:g} s"
         )
-        log = asyncio.run(Soak(server, pool, settings, artifact).run())
+        log = asyncio.run(Soak(server, pool, settings, artifact, event_log).run())
     finally:
         try:
             status = server.stop(timeout_s=60)
@@ -542,6 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         events_per_write=args.events_per_write,
         seed=args.seed,
         state=args.state,
+        prefill_events=args.prefill_events,
     )
     try:
         settings.check()

@@ -59,6 +59,7 @@ class RunLog:
     acknowledged_event_ids: list[str] = field(default_factory=list)
     send_lateness_ms: list[float] = field(default_factory=list)
     connections: dict[str, int] = field(default_factory=dict)  # worker pid -> client connections
+    prefill: dict[str, Any] = field(default_factory=dict)  # {"events", "calls", "seconds"} before the clock
 
 
 # -- analysis --------------------------------------------------------------------------------------
@@ -167,6 +168,7 @@ def analyse(log: RunLog, *, warmup_s: float, window_s: float, missing_events: in
     return {
         "calls": accounting,
         "connections_per_worker": log.connections,
+        "prefill": log.prefill,
         "acknowledged_events": len(log.acknowledged_event_ids),
         "acknowledged_events_missing": missing_events,
         "reloads": {

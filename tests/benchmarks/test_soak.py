@@ -63,6 +63,8 @@ def test_bad_settings_are_refused_naming_the_flag(capsys: pytest.CaptureFixture[
         SoakSettings(rate=0).check()
     with pytest.raises(ValueError, match="--workers"):
         SoakSettings(workers=1).check()
+    with pytest.raises(ValueError, match="--prefill-events"):
+        SoakSettings(prefill_events=-1).check()
     assert main(["--duration", "-1"]) == 2
     assert "--duration must be a positive number" in capsys.readouterr().err
 
@@ -76,7 +78,7 @@ def test_a_short_soak_adds_up(tmp_path_factory: pytest.TempPathFactory, tmp_path
             "--artifact", str(artifact),
             "--duration", "20", "--rate", "25", "--timeout", "10",
             "--reload-every", "4", "--kill-every", "5",
-            "--warmup", "3", "--rss-every", "0.5", "--window", "5",
+            "--warmup", "3", "--rss-every", "0.5", "--window", "5", "--prefill-events", "3",
             "--results", str(tmp_path), "--json",
         ]
     )  # fmt: skip
@@ -100,7 +102,13 @@ def test_a_short_soak_adds_up(tmp_path_factory: pytest.TempPathFactory, tmp_path
     outcomes = [r["outcome"] for r in result["reloads"]["each"]]
     assert "RELOAD_OUTCOME_RELOADED" in outcomes
     assert set(outcomes) <= {"RELOAD_OUTCOME_RELOADED", "RELOAD_OUTCOME_UNCHANGED"}  # after a retry
-    assert result["acknowledged_events"] > 0 and result["acknowledged_events_missing"] == 0
+    # Before the clock: 4 channels over 2 workers, each channel 2 events per customer (3 x 2 / 4, rounded
+    # up) for the 500 customers writes go to, 500 events a call; acknowledged and checked like the rest.
+    assert result["prefill"]["per_customer_per_channel"] == 2
+    assert (result["prefill"]["events"], result["prefill"]["calls"]) == (4 * 2 * 500, 8)
+    assert result["prefill"]["snapshot_covers_prefill"]
+    assert result["acknowledged_events"] > result["prefill"]["events"]
+    assert result["acknowledged_events_missing"] == 0
     assert sum(w["calls"] for w in result["windows"]) == calls["sent"]
     # A series per worker process: the two original workers, and the replacements that lived to be
     # sampled (one killed as soon as it served may have none).
