@@ -464,6 +464,8 @@ class Soak:
         count = 0
         while True:
             count += 1
+            if count * self.settings.kill_every_s >= self.settings.duration_s:
+                return  # not while the last calls drain: their failures would count against the run
             await self._sleep_until(count * self.settings.kill_every_s)
             # Only while every worker serves: killing the last one serving would stop the whole server,
             # which is another test (benchmarks/crash), and no retry could succeed.
