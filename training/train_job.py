@@ -44,6 +44,7 @@ from training.console_output import progress_bar
 from training.evaluation import (
     CONTEXT_EVALUATION,
     ContextMixResult,
+    ScoredLists,
     SegmentResult,
     best_model,
     evaluate_context_mixes,
@@ -308,12 +309,16 @@ def run_training(
     with timings.stage("evaluation"):
         with timings.stage("segments"):
             segments = evaluation_segments(prepared)
+        scored: dict[str, ScoredLists] = {}  # each model's lists, reused by the context evaluation
         with timings.stage("models"):
-            results = evaluate_models(models, segments, config.evaluation.k)
+            results = evaluate_models(models, segments, config.evaluation.k, scored_lists=scored)
         with timings.stage("context_mixes"):
-            by_context = evaluate_context_mixes(models, context_segments(prepared), config.evaluation.k)
+            by_context = evaluate_context_mixes(
+                models, context_segments(prepared), config.evaluation.k, scored_lists=scored
+            )
+        del scored
         with timings.stage("steering"):
-            steering = steering_results(prepared, models, config.evaluation.k)
+            steering = steering_results(prepared, models, config.evaluation.k, segments=segments)
     with timings.stage("persona_accuracy"):
         accuracy = persona_accuracy(prepared, data_dir / "truth")
     summary = _summary(prepared, results, models)  # the split's figures, before it may be dropped
