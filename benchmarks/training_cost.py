@@ -11,6 +11,13 @@ Run it niced on a shared machine:
     nice -n 10 python -m benchmarks.training_cost [--sets ml-100k,demo,shop]
         [--customers 100000 --items 20000 --events 1000000] [--shop-config benchmarks/configs/x.toml]
 
+``--serving-build`` measures the generated shop alone, built as the serving benchmark builds its
+artifact (no offline evaluation, no refit), for sizes where scoring every customer offline would not
+end (``make bench-training-large``: 1M customers x 100k items x 10M events):
+
+    nice -n 10 python -m benchmarks.training_cost --serving-build --customers 1000000 --items 100000 \
+        --events 10000000
+
 With ``--latency`` it measures instead fit time and in-process scoring latency of every model, against
 baselines measured in the same run:
 
@@ -54,6 +61,7 @@ from benchmarks.training_stages import (
     build_sets,
     dominant_stage,
     measure,
+    measure_serving_build,
     overhead_ratio,
     stage_rows,
 )
@@ -331,6 +339,27 @@ def _short(n: int) -> str:
     return str(n)
 
 
+def run_serving_build(shop: ShopSize, config: Path) -> dict[str, Any]:
+    """The serving benchmark's build of a generated shop, stage by stage (``measure_serving_build``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        results = [measure_serving_build(Path(tmp), shop, config)]
+    return {
+        "benchmark": "training_cost",
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "definition": {
+            "engine_overhead_vs_library_fit": "(build wall time - wall time of the ALS/BPR/LightFM fits) "
+            "/ wall time of those fits; the serving build has no evaluation and no refit"
+        },
+        "sets": results,
+        "ratios": {r["data"]: {"engine_overhead_vs_library_fit": overhead_ratio(r)} for r in results},
+    }
+
+
 def ratio_rows(result: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for r in result["sets"]:
@@ -398,6 +427,12 @@ def main() -> None:
         "--shop-config", type=Path, default=SHOP_CONFIG, help="training config of the generated shop"
     )
     parser.add_argument("--latency", action="store_true", help="per-model fit time and scoring latency")
+    parser.add_argument(
+        "--serving-build",
+        action="store_true",
+        help="the generated shop only, built as the serving benchmark builds its artifact (no evaluation, "
+        "no refit: the way to measure 1M customers x 10M events and more)",
+    )
     parser.add_argument("--engines", action="store_true", help="compare the local and Spark engines")
     parser.add_argument(
         "--sets",
@@ -412,6 +447,10 @@ def main() -> None:
         sets = (args.sets or "ml-100k,shop").split(",")
         engines = run_engines(sets, customers, items, events)
         print(f"results: {print_and_write_engines(engines)}")
+        return
+    if args.serving_build:
+        built = run_serving_build(ShopSize(customers, items, events), args.shop_config)
+        print(f"results: {print_and_write_stages(built)}")
         return
     if not args.latency:
         stages = run_stages(
