@@ -63,16 +63,16 @@ bench: $(STAMP)
 BENCH_SERVING_MIXED := --mixed-write-share 0.1
 # Training cost at shop scale (benchmarks/training_cost.py --serving-build): the serving benchmark's
 # artifact build, stage by stage (wall, CPU, peak RSS), next to the raw ALS fit on the same matrix.
-# One large build at a time on a shared machine; EVENTS=50000000 for the 50M-event build.
+# One large build at a time on a shared machine; TRAINING_EVENTS=50000000 for the 50M-event build.
 .PHONY: bench-training bench-training-large
-CUSTOMERS ?= 1000000
-ITEMS ?= 100000
-EVENTS ?= 10000000
+TRAINING_CUSTOMERS ?= 1000000
+TRAINING_ITEMS ?= 100000
+TRAINING_EVENTS ?= 10000000
 bench-training: $(STAMP)
 	nice -n 10 $(BIN)/python -m benchmarks.training_cost
 bench-training-large: $(STAMP)
-	nice -n 10 $(BIN)/python -m benchmarks.training_cost --serving-build --customers $(CUSTOMERS) \
-		--items $(ITEMS) --events $(EVENTS)
+	nice -n 10 $(BIN)/python -m benchmarks.training_cost --serving-build --customers $(TRAINING_CUSTOMERS) \
+		--items $(TRAINING_ITEMS) --events $(TRAINING_EVENTS)
 
 .PHONY: bench-serving bench-serving-large
 bench-serving: $(STAMP)
