@@ -51,7 +51,7 @@ proto: $(STAMP)
 	$(BIN)/python -m serving.proto_codegen
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.training_cost
+	$(BIN)/python -m benchmarks.training_cost --latency
 	$(BIN)/python -m benchmarks.serving_latency $(BENCH_SERVING_ARGS)
 
 # Serving latency and throughput of the real gRPC server against the gRPC floor (the same server with
