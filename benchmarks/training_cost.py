@@ -59,6 +59,7 @@ from benchmarks.training_stages import (
     SHOP_CONFIG,
     ShopSize,
     build_sets,
+    cpu_overhead_ratio,
     dominant_stage,
     measure,
     measure_serving_build,
@@ -324,10 +325,12 @@ def run_stages(sets: list[str], shop: ShopSize, shop_config: Path) -> dict[str, 
         },
         "definition": {
             "engine_overhead_vs_library_fit": "(train wall time - wall time of the ALS/BPR/LightFM fits, "
-            "split and refit) / wall time of those fits"
+            "split and refit) / wall time of those fits",
+            "engine_overhead_vs_library_fit_cpu": "the same in CPU seconds of the stages, the fit_models "
+            "stages (split and refit) counting as library fits",
         },
         "sets": results,
-        "ratios": {r["data"]: {"engine_overhead_vs_library_fit": overhead_ratio(r)} for r in results},
+        "ratios": {r["data"]: _ratios(r) for r in results},
     }
 
 
@@ -337,6 +340,13 @@ def _short(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.1f}{unit}"
     return str(n)
+
+
+def _ratios(result: dict[str, Any]) -> dict[str, float | None]:
+    return {
+        "engine_overhead_vs_library_fit": overhead_ratio(result),
+        "engine_overhead_vs_library_fit_cpu": cpu_overhead_ratio(result),
+    }
 
 
 def run_serving_build(shop: ShopSize, config: Path) -> dict[str, Any]:
@@ -353,10 +363,12 @@ def run_serving_build(shop: ShopSize, config: Path) -> dict[str, Any]:
         },
         "definition": {
             "engine_overhead_vs_library_fit": "(build wall time - wall time of the ALS/BPR/LightFM fits) "
-            "/ wall time of those fits; the serving build has no evaluation and no refit"
+            "/ wall time of those fits; the serving build has no evaluation and no refit",
+            "engine_overhead_vs_library_fit_cpu": "the same in CPU seconds of the stages, the fit_models "
+            "stage counting as library fits",
         },
         "sets": results,
-        "ratios": {r["data"]: {"engine_overhead_vs_library_fit": overhead_ratio(r)} for r in results},
+        "ratios": {r["data"]: _ratios(r) for r in results},
     }
 
 

@@ -199,6 +199,19 @@ def overhead_ratio(result: dict[str, Any]) -> float | None:
     return float(result["engine_overhead_seconds"]) / library if library > 0 else None
 
 
+def cpu_overhead_ratio(result: dict[str, Any]) -> float | None:
+    """The same ratio in CPU seconds, steadier than wall time on a shared machine: every stage's CPU
+    time but the ``fit_models`` stages' (split and refit; popularity fits, milliseconds, count as fits
+    there), over those. None when no fit used any CPU."""
+    total = sum(float(stage["cpu_seconds"]) for stage in result["stages"])
+    fits = 0.0
+    for stage in result["stages"]:
+        for record in (stage, *stage.get("parts", [])):
+            if record["stage"] == "fit_models":
+                fits += float(record["cpu_seconds"])
+    return (total - fits) / fits if fits > 0 else None
+
+
 def stage_rows(result: dict[str, Any]) -> list[list[Any]]:
     """One row per stage and per part of a stage (indented), with its share of the whole run."""
     total = float(result["train_seconds"])

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from benchmarks.training_cost import ratio_rows
-from benchmarks.training_stages import dominant_stage, overhead_ratio, stage_rows
+from benchmarks.training_stages import cpu_overhead_ratio, dominant_stage, overhead_ratio, stage_rows
 
 
 def stage(name: str, seconds: float, *parts: dict[str, Any]) -> dict[str, Any]:
@@ -41,6 +41,15 @@ def measured(library_fit: float = 4.0) -> dict[str, Any]:
 def test_overhead_ratio_is_everything_but_library_fits_over_library_fits() -> None:
     assert overhead_ratio(measured()) == pytest.approx(6.0 / 4.0)
     assert overhead_ratio(measured(library_fit=0.0)) is None  # no library model configured
+
+
+def test_cpu_ratio_counts_the_fit_stages_of_split_and_refit_as_fits() -> None:
+    result = measured()
+    result["stages"].append(stage("refit", 3.0, stage("persona_inference", 1.0), stage("fit_models", 2.0)))
+    # CPU: 5 + 4 + 1 + 3 = 13 in all, of which fits 4 + 2
+    assert cpu_overhead_ratio(result) == pytest.approx((13.0 - 6.0) / 6.0)
+    result["stages"] = [stage("prepare", 1.0)]
+    assert cpu_overhead_ratio(result) is None
 
 
 def test_slowest_step_is_a_leaf_named_by_its_path() -> None:
