@@ -51,7 +51,7 @@ proto: $(STAMP)
 	$(BIN)/python -m serving.proto_codegen
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.training_cost
+	$(BIN)/python -m benchmarks.training_cost --latency
 	$(BIN)/python -m benchmarks.serving_latency $(BENCH_SERVING_ARGS)
 
 # Serving latency and throughput of the real gRPC server against the gRPC floor (the same server with
@@ -61,6 +61,19 @@ bench: $(STAMP)
 # Extra flags through BENCH_SERVING_ARGS, e.g. BENCH_SERVING_ARGS=--profile (needs py-spy in the venv),
 # BENCH_SERVING_ARGS=--json or BENCH_SERVING_ARGS=--no-floor.
 BENCH_SERVING_MIXED := --mixed-write-share 0.1
+# Training cost at shop scale (benchmarks/training_cost.py --serving-build): the serving benchmark's
+# artifact build, stage by stage (wall, CPU, peak RSS), next to the raw ALS fit on the same matrix.
+# One large build at a time on a shared machine; TRAINING_EVENTS=50000000 for the 50M-event build.
+.PHONY: bench-training bench-training-large
+TRAINING_CUSTOMERS ?= 1000000
+TRAINING_ITEMS ?= 100000
+TRAINING_EVENTS ?= 10000000
+bench-training: $(STAMP)
+	nice -n 10 $(BIN)/python -m benchmarks.training_cost
+bench-training-large: $(STAMP)
+	nice -n 10 $(BIN)/python -m benchmarks.training_cost --serving-build --customers $(TRAINING_CUSTOMERS) \
+		--items $(TRAINING_ITEMS) --events $(TRAINING_EVENTS)
+
 .PHONY: bench-serving bench-serving-large
 bench-serving: $(STAMP)
 	$(BIN)/python -m benchmarks.serving_latency $(BENCH_SERVING_MIXED) $(BENCH_SERVING_ARGS)

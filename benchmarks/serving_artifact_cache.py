@@ -162,6 +162,7 @@ def build_serving_artifact(
     from engine.artifact import data_fingerprint, library_versions
     from training.config import OutputSection, load_config
     from training.prepared_data import prepare
+    from training.stage_timings import StageTimings
     from training.train_job import fit_decisions, fit_models, write_artifact
 
     config = load_config(config_path)
@@ -172,17 +173,14 @@ def build_serving_artifact(
     )
     if model not in config.models:
         raise ValueError(f"{config_path}: no [models.{model}] to serve; it trains {', '.join(config.models)}")
-    steps: dict[str, float] = {}
+    timings = StageTimings()  # the train job's stage records, parts included (benchmarks.training_cost)
     started = time.perf_counter()
-    prepared = prepare(config, data_path=data_dir)
-    steps["prepare (load, split, persona inference)"] = time.perf_counter() - started
-    started = time.perf_counter()
-    models, fit_seconds = fit_models(prepared, config, show_progress=False)
-    steps["fit models"] = time.perf_counter() - started
-    started = time.perf_counter()
-    estimates = fit_decisions(prepared)
-    steps["fit offer and layout estimates"] = time.perf_counter() - started
-    started = time.perf_counter()
+    with timings.stage("prepare"):
+        prepared = prepare(config, data_path=data_dir, timings=timings)
+    with timings.stage("fit_models"):
+        models, fit_seconds = fit_models(prepared, config, show_progress=False)
+    with timings.stage("decisions"):
+        estimates = fit_decisions(prepared)
     manifest_fields = {
         "created_by": "benchmarks.serving_latency (persona-engine train without offline evaluation)",
         "config": config.to_dict(),
@@ -200,9 +198,23 @@ def build_serving_artifact(
         "models": sorted(models),
         "personas": list(prepared.catalog.ids),
     }
-    write_artifact(prepared, config, models, estimates, manifest_fields)
-    steps["write artifact (incl. mix explanations)"] = time.perf_counter() - started
+    with timings.stage("write_artifact"):
+        write_artifact(prepared, config, models, estimates, manifest_fields, timings=timings)
+    seconds = {stage["stage"]: stage["seconds"] for stage in timings.stages}
+    steps = {
+        "prepare (load, split, persona inference)": seconds["prepare"],
+        "fit models": seconds["fit_models"],
+        "fit offer and layout estimates": seconds["decisions"],
+        "write artifact (incl. mix explanations)": seconds["write_artifact"],
+    }
     return {
+        "seconds": time.perf_counter() - started,
+        "stages": timings.to_json(),
+        "persona_inference_seconds": (
+            prepared.inference.fit_summary.seconds if prepared.inference.fit_summary else None
+        ),
+        "customers": len(prepared.customers),
+        "items": len(prepared.items),
         "steps_seconds": steps,
         "fit_seconds": fit_seconds,
         "train_events": prepared.split.train_events.height,

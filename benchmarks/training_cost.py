@@ -1,4 +1,25 @@
-"""Training cost and in-process scoring latency of every model, against baselines measured in the same run.
+"""Training cost: where ``persona-engine train`` spends its time and memory, against the library fits.
+
+By default, per data set (MovieLens 100K from ../shared/data, skipped when absent; the demo shop; a
+generated shop of ``--customers x --items x --events``), one ``persona-engine train`` run with its
+stage table (wall, CPU seconds and peak RSS of every stage and of the parts of ``prepare``,
+``evaluation``, ``refit`` and ``write_artifact``), the raw library fits (implicit ALS/BPR, LightFM) on
+the same matrix in the same run, and ``ratios.<data set>.engine_overhead_vs_library_fit``: the wall
+time of everything that is not a library fit over the library fits' (``benchmarks.training_stages``).
+Run it niced on a shared machine:
+
+    nice -n 10 python -m benchmarks.training_cost [--sets ml-100k,demo,shop]
+        [--customers 100000 --items 20000 --events 1000000] [--shop-config benchmarks/configs/x.toml]
+
+``--serving-build`` measures the generated shop alone, built as the serving benchmark builds its
+artifact (no offline evaluation, no refit), for sizes where scoring every customer offline would not
+end (``make bench-training-large``: 1M customers x 100k items x 10M events):
+
+    nice -n 10 python -m benchmarks.training_cost --serving-build --customers 1000000 --items 100000 \
+        --events 10000000
+
+With ``--latency`` it measures instead fit time and in-process scoring latency of every model, against
+baselines measured in the same run:
 
 Absolute seconds depend on the machine; ratios to a baseline measured in the same process do not (much),
 so each figure is printed next to one: fit time relative to plain ``implicit`` ALS with its library
@@ -6,7 +27,7 @@ defaults on the same matrix (what persona conditioning costs over the raw librar
 recommend latency relative to a plain numpy full-scan top-k over random factors of the same size.
 Results are appended to ``benchmarks/results/`` as JSON and as a row of a Markdown history table.
 
-    python -m benchmarks.training_cost [--customers 5000 --items 2000 --events 200000 --requests 2000]
+    python -m benchmarks.training_cost --latency [--customers 5000 --items 2000 --events 200000]
 
 With ``--engines`` it compares instead the two training engines end to end, ``persona-engine train``
 with the local engine and with ``--engine spark --master local[2]`` (``benchmarks.engine_comparison``):
@@ -27,12 +48,24 @@ import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
+from benchmarks.training_stages import (
+    SETS,
+    SHOP_CONFIG,
+    ShopSize,
+    build_sets,
+    cpu_overhead_ratio,
+    dominant_stage,
+    measure,
+    measure_serving_build,
+    overhead_ratio,
+    stage_rows,
+)
 from engine.models.base import UserBatch
 from engine.ranking.top_k import top_k
 from training.config import DataSection, TrainConfig
@@ -258,22 +291,186 @@ def print_and_write_engines(result: dict[str, Any]) -> Path:
     )
 
 
+STAGE_HEADER: Final = ["data", "stage", "wall s", "CPU s", "peak RSS MB", "share"]
+RATIO_HEADER: Final = [
+    "data",
+    "customers x items x events",
+    "train s",
+    "library fits s",
+    "engine overhead s",
+    "overhead / library fit",
+    "raw library fits s",
+    "persona inference s",
+    "slowest step",
+    "peak RSS MB",
+]
+STAGES_SECTION: Final = (
+    "\n## Stages: engine overhead vs library fits (python -m benchmarks.training_cost)\n\n"
+)
+
+
+def run_stages(sets: list[str], shop: ShopSize, shop_config: Path) -> dict[str, Any]:
+    """Every data set's train run measured stage by stage, with its ratio to the library fits."""
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for data_set in build_sets(Path(tmp), sets, shop, shop_config):
+            results.append(measure(data_set, Path(tmp) / "artifacts" / data_set.name))
+    return {
+        "benchmark": "training_cost",
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "definition": {
+            "engine_overhead_vs_library_fit": "(train wall time - wall time of the ALS/BPR/LightFM fits, "
+            "split and refit) / wall time of those fits",
+            "engine_overhead_vs_library_fit_cpu": "the same in CPU seconds of the stages, the fit_models "
+            "stages (split and refit) counting as library fits",
+        },
+        "sets": results,
+        "ratios": {r["data"]: _ratios(r) for r in results},
+    }
+
+
+def _short(n: int) -> str:
+    """1234567 -> 1.2M: sizes that fit a table column."""
+    for unit, scale in (("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)
+
+
+def _ratios(result: dict[str, Any]) -> dict[str, float | None]:
+    return {
+        "engine_overhead_vs_library_fit": overhead_ratio(result),
+        "engine_overhead_vs_library_fit_cpu": cpu_overhead_ratio(result),
+    }
+
+
+def run_serving_build(shop: ShopSize, config: Path) -> dict[str, Any]:
+    """The serving benchmark's build of a generated shop, stage by stage (``measure_serving_build``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        results = [measure_serving_build(Path(tmp), shop, config)]
+    return {
+        "benchmark": "training_cost",
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "definition": {
+            "engine_overhead_vs_library_fit": "(build wall time - wall time of the ALS/BPR/LightFM fits) "
+            "/ wall time of those fits; the serving build has no evaluation and no refit",
+            "engine_overhead_vs_library_fit_cpu": "the same in CPU seconds of the stages, the fit_models "
+            "stage counting as library fits",
+        },
+        "sets": results,
+        "ratios": {r["data"]: _ratios(r) for r in results},
+    }
+
+
+def ratio_rows(result: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for r in result["sets"]:
+        size = r["size"]
+        slowest, slowest_s = dominant_stage(r)
+        ratio = result["ratios"][r["data"]]["engine_overhead_vs_library_fit"]
+        rows.append(
+            [
+                r["data"],
+                f"{_short(size['customers'])} x {_short(size['items'])} x "
+                f"{_short(size['train_events'] + size['test_events'])}",
+                round(r["train_seconds"], 1),
+                round(r["library_fit_seconds"], 1),
+                round(r["engine_overhead_seconds"], 1),
+                "n/a" if ratio is None else round(ratio, 2),
+                round(sum(r["raw_library_fit_seconds"].values()), 1),
+                round(r["persona_inference_seconds"] or 0.0, 1),
+                f"{slowest} {slowest_s:.1f} s",
+                round(max(r["process_peak_rss_mb"], max(s["peak_rss_mb"] for s in r["stages"]))),
+            ]
+        )
+    return rows
+
+
+def print_and_write_stages(result: dict[str, Any]) -> Path:
+    from benchmarks.result_files import RESULTS_DIR as FOLDER
+    from benchmarks.result_files import markdown_row, utc_stamp, write_result
+
+    for r in result["sets"]:
+        print_table(
+            f"{r['data']}: persona-engine train by stage ({r['config']})", STAGE_HEADER, stage_rows(r)
+        )
+    rows = ratio_rows(result)
+    print_table(
+        "engine overhead vs library fits (library fits: ALS/BPR/LightFM fit calls in train, split + refit; "
+        "raw: the libraries alone on the served matrix)",
+        RATIO_HEADER,
+        rows,
+    )
+    history = FOLDER / "training_cost.md"
+    header = ["time", *RATIO_HEADER]
+    if history.is_file() and markdown_row(header) not in history.read_text(encoding="utf-8"):
+        with history.open("a", encoding="utf-8") as out:
+            out.write(STAGES_SECTION + markdown_row(header) + "|" + "---|" * len(header) + "\n")
+    return write_result(
+        FOLDER,
+        "training_cost",
+        utc_stamp(result["time"]),
+        result,
+        header,
+        [[result["time"], *row] for row in rows],
+        title="# Training cost" + STAGES_SECTION,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--customers", type=int, default=5_000)
-    parser.add_argument("--items", type=int, default=2_000)
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--requests", type=int, default=2_000)
+    parser.add_argument("--customers", type=int, help="generated shop (default 100000; --latency 5000)")
+    parser.add_argument("--items", type=int, help="generated shop (default 20000; --latency 2000)")
+    parser.add_argument("--events", type=int, help="generated shop (default 1000000; --latency 200000)")
+    parser.add_argument("--requests", type=int, default=2_000, help="with --latency: requests per model")
+    parser.add_argument(
+        "--shop-config", type=Path, default=SHOP_CONFIG, help="training config of the generated shop"
+    )
+    parser.add_argument("--latency", action="store_true", help="per-model fit time and scoring latency")
+    parser.add_argument(
+        "--serving-build",
+        action="store_true",
+        help="the generated shop only, built as the serving benchmark builds its artifact (no evaluation, "
+        "no refit: the way to measure 1M customers x 10M events and more)",
+    )
     parser.add_argument("--engines", action="store_true", help="compare the local and Spark engines")
-    parser.add_argument("--sets", default="ml-100k,shop", help="with --engines: ml-100k, shop or both")
+    parser.add_argument(
+        "--sets",
+        help="data sets: ml-100k, demo, shop (default all; with --engines ml-100k,shop)",
+    )
     args = parser.parse_args()
+    small = args.latency or args.engines
+    customers = args.customers or (5_000 if small else 100_000)
+    items = args.items or (2_000 if small else 20_000)
+    events = args.events or (200_000 if small else 1_000_000)
     if args.engines:
-        engines = run_engines(args.sets.split(","), args.customers, args.items, args.events)
+        sets = (args.sets or "ml-100k,shop").split(",")
+        engines = run_engines(sets, customers, items, events)
         print(f"results: {print_and_write_engines(engines)}")
         return
-    result = run(args.customers, args.items, args.events, args.requests)
+    if args.serving_build:
+        built = run_serving_build(ShopSize(customers, items, events), args.shop_config)
+        print(f"results: {print_and_write_stages(built)}")
+        return
+    if not args.latency:
+        stages = run_stages(
+            (args.sets or ",".join(SETS)).split(","), ShopSize(customers, items, events), args.shop_config
+        )
+        print(f"results: {print_and_write_stages(stages)}")
+        return
+    result = run(customers, items, events, args.requests)
     rows = []
     for model, seconds in result["fit_seconds"].items():
         lat = result["recommend_latency"][model]

@@ -32,7 +32,13 @@ from engine.artifact import MANIFEST, ArtifactError, data_fingerprint
 from engine.artifact.contents import load_artifact
 from engine.models.base import Recommender
 from training.config import TrainingSection, parse_config
-from training.evaluation import ContextMixResult, SegmentResult, evaluate_context_mixes, evaluate_models
+from training.evaluation import (
+    ContextMixResult,
+    ScoredLists,
+    SegmentResult,
+    evaluate_context_mixes,
+    evaluate_models,
+)
 from training.persona_report import persona_accuracy
 from training.prepared_data import context_segments, evaluation_segments, prepare
 from training.served_models import ServedModels
@@ -109,11 +115,16 @@ def run_evaluation(
         models = {name: artifact.models[name] for name in kinds}
         scored = ARTIFACT_MODELS
     announce("scoring the models on the test period")
-    results = evaluate_models(models, evaluation_segments(prepared), config.evaluation.k)
+    segments = evaluation_segments(prepared)
+    lists: dict[str, ScoredLists] = {}  # as train scores them: the context evaluation reuses these
+    results = evaluate_models(models, segments, config.evaluation.k, scored_lists=lists)
     announce("scoring the models by shopping context")
-    by_context = evaluate_context_mixes(models, context_segments(prepared), config.evaluation.k)
+    by_context = evaluate_context_mixes(
+        models, context_segments(prepared), config.evaluation.k, scored_lists=lists
+    )
+    del lists
     announce("measuring steering towards requested mixes")
-    steering = steering_results(prepared, models, config.evaluation.k)
+    steering = steering_results(prepared, models, config.evaluation.k, segments=segments)
     announce("checking persona mixes against planted truth")
     return EvaluationReport(
         version=artifact.version,

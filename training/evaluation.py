@@ -20,6 +20,7 @@ from engine.models.base import Recommender, UserBatch
 from training.paired_bootstrap import PairedDifference, paired_bootstrap
 from training.prepared_data import ContextSegments, EvaluationSegment
 
+ScoredLists = list[tuple[EvaluationSegment, NDArray[np.int64]]]  # segments scored and their top-k lists
 METRIC_NAMES: tuple[str, ...] = ("precision", "recall", "ndcg", "map", "hit_rate")
 BASELINE = "popularity"
 CONTEXT_EVALUATION = "context_evaluation"  # the manifest's key for ``evaluate_context_mixes`` results
@@ -56,18 +57,23 @@ def evaluate_models(
     k: int,
     *,
     score_cells_per_chunk: int = SCORE_CELLS_PER_CHUNK,
+    scored_lists: dict[str, ScoredLists] | None = None,
 ) -> list[SegmentResult]:
     """Metrics of every model on every segment.
 
     A segment whose customers were all scored before with the same inputs (the per-persona segments
     are subsets of "all") reuses those lists instead of scoring them again: recommending is the
     dominant cost of evaluation on a large shop, and a customer's list depends only on their inputs.
+    The lists scored are kept per model in ``scored_lists`` when given, for ``evaluate_context_mixes``
+    to reuse in turn.
     """
     if score_cells_per_chunk < 1:
         raise ValueError(f"score_cells_per_chunk must be >= 1, got {score_cells_per_chunk}")
     results: list[SegmentResult] = []
     for name, model in models.items():
-        scored_before: list[tuple[EvaluationSegment, NDArray[np.int64]]] = []
+        scored_before: ScoredLists = []
+        if scored_lists is not None:
+            scored_lists[name] = scored_before
         for segment in segments:
             recommended = _reused_lists(segment, scored_before)
             if recommended is None:
@@ -122,9 +128,7 @@ def recommend_in_chunks(
     return np.asarray(np.vstack(chunks), dtype=np.int64)
 
 
-def _reused_lists(
-    segment: EvaluationSegment, scored_before: list[tuple[EvaluationSegment, NDArray[np.int64]]]
-) -> NDArray[np.int64] | None:
+def _reused_lists(segment: EvaluationSegment, scored_before: ScoredLists) -> NDArray[np.int64] | None:
     """The segment's lists taken from an earlier segment holding all its customers with the same inputs."""
     for earlier, recommended in scored_before:
         rows = _rows_of(earlier.customer_ids, segment.customer_ids)
@@ -262,21 +266,28 @@ def evaluate_context_mixes(
     resamples: int = 2000,
     seed: int = 0,
     score_cells_per_chunk: int = SCORE_CELLS_PER_CHUNK,
+    scored_lists: Mapping[str, ScoredLists] | None = None,
 ) -> list[ContextMixResult]:
     """Every model on every context's held-out events, scored with the context mix and the overall mix.
 
     Serving scores a request with the mix of its context, offline evaluation ("all") with the overall
     mix; this says what the context mix is worth on the events it is used for. The interval is over
     customers, pairing each customer's two NDCGs (same seed for every model and context).
+
+    With ``scored_lists`` (``evaluate_models``' lists per model), the overall-mix lists are taken from
+    the warm customers' lists scored there, and with the context mix only the customers whose context
+    mix differs from their overall one are scored: the others' inputs are the same, so are their lists.
     """
     results: list[ContextMixResult] = []
     for name, model in models.items():
+        scored_before = list(scored_lists.get(name, [])) if scored_lists is not None else []
         for pair in contexts:
-            ndcg = []
-            for segment in (pair.with_context_mix, pair.with_overall_mix):
-                recommended = recommend_in_chunks(model, segment, k, score_cells_per_chunk)
-                ndcg.append(ranking_metrics(recommended, segment.relevant).ndcg)
-            with_context, with_overall = ndcg
+            overall = _reused_lists(pair.with_overall_mix, scored_before)
+            if overall is None:
+                overall = recommend_in_chunks(model, pair.with_overall_mix, k, score_cells_per_chunk)
+            in_context = _context_mix_lists(model, pair.with_context_mix, overall, k, score_cells_per_chunk)
+            with_context = ranking_metrics(in_context, pair.with_context_mix.relevant).ndcg
+            with_overall = ranking_metrics(overall, pair.with_overall_mix.relevant).ndcg
             results.append(
                 ContextMixResult(
                     model=name,
@@ -289,6 +300,31 @@ def evaluate_context_mixes(
                 )
             )
     return results
+
+
+def _context_mix_lists(
+    model: Recommender,
+    segment: EvaluationSegment,
+    overall: NDArray[np.int64],
+    k: int,
+    score_cells_per_chunk: int,
+) -> NDArray[np.int64]:
+    """The segment's lists under its context mixes: the overall-mix list where a customer's context mix
+    is their overall mix to the last bit (same inputs, same list), scored for the others."""
+    users = segment.users
+    base = users.base_mix if users.base_mix is not None else users.mix
+    differs = np.flatnonzero(~np.all(users.mix == base, axis=1))
+    lists = overall.copy()
+    if differs.size:
+        subset = EvaluationSegment(
+            segment.name,
+            segment.customer_ids[differs],
+            users.rows(differs),
+            segment.exclude[differs],
+            segment.relevant[differs],
+        )
+        lists[differs] = recommend_in_chunks(model, subset, k, score_cells_per_chunk)
+    return lists
 
 
 def context_mix_table(results: list[ContextMixResult], k: int) -> tuple[list[str], list[list[Any]]]:

@@ -43,6 +43,7 @@ from training.split import (
     split_events,
     split_predefined,
 )
+from training.stage_timings import StageTimings
 from training.training_engine import LOCAL_ENGINE, TrainingEngine
 
 
@@ -98,18 +99,26 @@ class PreparedData:
 
 
 def prepare(
-    config: TrainConfig, *, data_path: Path | None = None, engine: TrainingEngine = LOCAL_ENGINE
+    config: TrainConfig,
+    *,
+    data_path: Path | None = None,
+    engine: TrainingEngine = LOCAL_ENGINE,
+    timings: StageTimings | None = None,
 ) -> PreparedData:
     """Load, split, map ids, build features and infer persona mixes from the training period only.
 
-    ``engine`` reads the data and fits the persona EM (locally by default, or on Spark)."""
-    shop = engine.load_shop(Path(data_path or config.data.path), config.data.skip_invalid)
-    logged_events = None
-    if config.data.event_log:
-        logged_events = merge_logged_events(shop, read_logged_events(config.data.event_log))
-        shop = logged_events.shop
-    split = split_for(config, shop, Path(data_path or config.data.path))
-    return prepare_split(config, shop, split, logged_events=logged_events, engine=engine)
+    ``engine`` reads the data and fits the persona EM (locally by default, or on Spark); each step is
+    recorded in ``timings`` when given (``load``, ``split``, then those of ``prepare_split``)."""
+    timings = timings or StageTimings()
+    with timings.stage("load"):
+        shop = engine.load_shop(Path(data_path or config.data.path), config.data.skip_invalid)
+        logged_events = None
+        if config.data.event_log:
+            logged_events = merge_logged_events(shop, read_logged_events(config.data.event_log))
+            shop = logged_events.shop
+    with timings.stage("split"):
+        split = split_for(config, shop, Path(data_path or config.data.path))
+    return prepare_split(config, shop, split, logged_events=logged_events, engine=engine, timings=timings)
 
 
 def prepare_split(
@@ -119,48 +128,58 @@ def prepare_split(
     *,
     logged_events: LoggedEventsMerge | None = None,
     engine: TrainingEngine = LOCAL_ENGINE,
+    timings: StageTimings | None = None,
 ) -> PreparedData:
-    """``prepare`` on a given split; hyperparameter search passes a validation split carved from training."""
+    """``prepare`` on a given split; hyperparameter search passes a validation split carved from training.
+
+    Steps are recorded in ``timings`` when given: ``item_features``, ``customer_features``,
+    ``persona_inference``, ``demographic_prior`` and ``interaction_matrices``."""
+    timings = timings or StageTimings()
     catalog = load_catalog(config.personas.catalog)
-    item_frame = with_price_band(shop.items)
-    items = IdMap(item_frame["item_id"].to_list(), kind="item")
-    item_space = FeatureSpace.from_frame(item_frame, ITEM_FEATURE_COLUMNS)
-    item_features = item_space.encode(item_frame, ITEM_FEATURE_COLUMNS)
+    with timings.stage("item_features"):
+        item_frame = with_price_band(shop.items)
+        items = IdMap(item_frame["item_id"].to_list(), kind="item")
+        item_space = FeatureSpace.from_frame(item_frame, ITEM_FEATURE_COLUMNS)
+        item_features = item_space.encode(item_frame, ITEM_FEATURE_COLUMNS)
 
-    known = list(split.train_events["customer_id"].unique(maintain_order=True).to_list())
-    if shop.customers is not None:
-        known += shop.customers["customer_id"].to_list()
-    customers = IdMap.from_values(known, kind="customer")
-    customer_frame = _customer_frame(shop, customers)
-    columns = demographic_columns(customer_frame)
-    demographic_space = FeatureSpace.from_frame(customer_frame, columns)
-    customer_demographics = demographic_space.encode(customer_frame, columns)
+    with timings.stage("customer_features"):
+        known = list(split.train_events["customer_id"].unique(maintain_order=True).to_list())
+        if shop.customers is not None:
+            known += shop.customers["customer_id"].to_list()
+        customers = IdMap.from_values(known, kind="customer")
+        customer_frame = _customer_frame(shop, customers)
+        columns = demographic_columns(customer_frame)
+        demographic_space = FeatureSpace.from_frame(customer_frame, columns)
+        customer_demographics = demographic_space.encode(customer_frame, columns)
 
-    inference = PersonaInferenceModel(PersonaInferenceConfig(**config.personas.inference))
-    train_shop = dataclasses.replace(shop, events=split.train_events)
-    mixes = inference.fit(train_shop, catalog, customer_ids=customers, behaviour_fit=engine.behaviour_fit)
-    # fitted on the encoded demographics, decoded (numeric features standardized), exactly as serving
-    # decodes an eventless customer's stored row
-    demographic_prior = DemographicMixPrior.fit(
-        mixes,
-        demographic_frame(customer_demographics, demographic_space).with_columns(
-            customer_frame["customer_id"]
-        ),
-    )
+    with timings.stage("persona_inference"):
+        inference = PersonaInferenceModel(PersonaInferenceConfig(**config.personas.inference))
+        train_shop = dataclasses.replace(shop, events=split.train_events)
+        mixes = inference.fit(train_shop, catalog, customer_ids=customers, behaviour_fit=engine.behaviour_fit)
+    with timings.stage("demographic_prior"):
+        # fitted on the encoded demographics, decoded (numeric features standardized), exactly as
+        # serving decodes an eventless customer's stored row
+        demographic_prior = DemographicMixPrior.fit(
+            mixes,
+            demographic_frame(customer_demographics, demographic_space).with_columns(
+                customer_frame["customer_id"]
+            ),
+        )
 
-    history = interaction_matrix(split.train_events, customers, items, event_weights=config.interactions)
-    model_customers = IdMap(list(split.warm_customers), kind="customer")
-    warm_rows = customers.to_internal(list(split.warm_customers))
-    training_set = TrainingSet(
-        interactions=history[warm_rows],
-        user_mix=mixes.overall[warm_rows],
-        user_demographics=customer_demographics[warm_rows],
-        item_features=item_features,
-        persona_names=catalog.ids,
-        demographic_feature_names=demographic_space.names,
-        item_feature_names=item_space.names,
-        seed=config.split.seed,
-    )
+    with timings.stage("interaction_matrices"):
+        history = interaction_matrix(split.train_events, customers, items, event_weights=config.interactions)
+        model_customers = IdMap(list(split.warm_customers), kind="customer")
+        warm_rows = customers.to_internal(list(split.warm_customers))
+        training_set = TrainingSet(
+            interactions=history[warm_rows],
+            user_mix=mixes.overall[warm_rows],
+            user_demographics=customer_demographics[warm_rows],
+            item_features=item_features,
+            persona_names=catalog.ids,
+            demographic_feature_names=demographic_space.names,
+            item_feature_names=item_space.names,
+            seed=config.split.seed,
+        )
     return PreparedData(
         shop=shop,
         catalog=catalog,
@@ -188,6 +207,7 @@ def prepare_all_events(
     *,
     logged_events: LoggedEventsMerge | None = None,
     engine: TrainingEngine = LOCAL_ENGINE,
+    timings: StageTimings | None = None,
 ) -> PreparedData:
     """``prepare_split`` on every event with no customer held out: the data the served models learn from.
 
@@ -196,9 +216,10 @@ def prepare_all_events(
     with a mix, a history and a row in every model. The config's settings are the split's, so the
     served models are the evaluated ones fitted on more data, not different models.
     """
-    return prepare_split(
-        config, shop, all_events_split(shop.events), logged_events=logged_events, engine=engine
-    )
+    timings = timings or StageTimings()
+    with timings.stage("split"):
+        split = all_events_split(shop.events)
+    return prepare_split(config, shop, split, logged_events=logged_events, engine=engine, timings=timings)
 
 
 def split_for(config: TrainConfig, shop: ShopData, data_dir: Path) -> TimeSplit:

@@ -5,6 +5,10 @@ evaluation with customers x items, explanations with customers), so one total sa
 to change when a run gets slow or runs out of memory. Each stage records wall-clock seconds, CPU
 seconds of the process (less sensitive to other work on the machine) and the process's peak resident
 memory so far (a stage that raises it is the one that needed the memory).
+
+A stage opened inside another is recorded as one of its ``parts`` (``prepare`` is loading, split,
+features, persona inference and matrices), so the top-level list stays the job's outline while the
+parts say which step inside a stage the time went to.
 """
 
 from __future__ import annotations
@@ -26,22 +30,36 @@ def peak_rss_mb() -> float:
 
 @dataclass
 class StageTimings:
-    """Stages in the order they ran, each a JSON-ready record."""
+    """Stages in the order they ran, each a JSON-ready record (with its ``parts`` when it had any)."""
 
     stages: list[dict[str, Any]] = field(default_factory=list)
+    _open: list[list[dict[str, Any]]] = field(default_factory=list, repr=False)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         wall, cpu = time.perf_counter(), time.process_time()
-        yield
-        self.stages.append(
-            {
-                "stage": name,
-                "seconds": time.perf_counter() - wall,
-                "cpu_seconds": time.process_time() - cpu,
-                "peak_rss_mb": peak_rss_mb(),
-            }
-        )
+        parts: list[dict[str, Any]] = []
+        self._open.append(parts)
+        try:
+            yield
+        finally:
+            self._open.pop()
+        record: dict[str, Any] = {
+            "stage": name,
+            "seconds": time.perf_counter() - wall,
+            "cpu_seconds": time.process_time() - cpu,
+            "peak_rss_mb": peak_rss_mb(),
+        }
+        if parts:
+            record["parts"] = parts
+        (self._open[-1] if self._open else self.stages).append(record)
 
     def to_json(self) -> list[dict[str, Any]]:
-        return [dict(stage) for stage in self.stages]
+        return [_copy(stage) for stage in self.stages]
+
+
+def _copy(record: dict[str, Any]) -> dict[str, Any]:
+    out = dict(record)
+    if "parts" in out:
+        out["parts"] = [_copy(part) for part in out["parts"]]
+    return out

@@ -190,10 +190,17 @@ def evaluate_steering(
 
 
 def steering_results(
-    prepared: PreparedData, models: Mapping[str, Recommender], k: int
+    prepared: PreparedData,
+    models: Mapping[str, Recommender],
+    k: int,
+    *,
+    segments: Sequence[EvaluationSegment] | None = None,
 ) -> list[SteeringResult]:
-    """``evaluate_steering`` on the evaluation's warm customers of a prepared split (none: no results)."""
-    warm = [s for s in evaluation_segments(prepared) if s.name == "all"]
+    """``evaluate_steering`` on the evaluation's warm customers of a prepared split (none: no results);
+    ``segments`` are ``evaluation_segments(prepared)`` when the caller has them already."""
+    if segments is None:
+        segments = evaluation_segments(prepared)
+    warm = [s for s in segments if s.name == "all"]
     if not warm:
         return []
     return evaluate_steering(models, warm[0], prepared.catalog, prepared.item_frame, k)

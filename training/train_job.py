@@ -44,6 +44,7 @@ from training.console_output import progress_bar
 from training.evaluation import (
     CONTEXT_EVALUATION,
     ContextMixResult,
+    ScoredLists,
     SegmentResult,
     best_model,
     evaluate_context_mixes,
@@ -122,17 +123,22 @@ def refit_on_all_events(
     logged_events: LoggedEventsMerge | None = None,
     show_progress: bool,
     engine: TrainingEngine = LOCAL_ENGINE,
+    timings: StageTimings | None = None,
 ) -> tuple[PreparedData, dict[str, Recommender], dict[str, float]]:
     """Persona inference, id maps, history and every model again, on all of ``shop``'s events.
 
     Same config, same hyperparameters, no cold-start hold-out: the served models are the evaluated
-    ones given the data the evaluation had to hold back.
+    ones given the data the evaluation had to hold back. Steps go to ``timings`` when given.
     """
+    timings = timings or StageTimings()
     with progress_bar(show_progress) as progress:
         task = progress.add_task("refit on all events: personas", total=1 + len(config.models))
-        prepared = prepare_all_events(config, shop, logged_events=logged_events, engine=engine)
+        prepared = prepare_all_events(
+            config, shop, logged_events=logged_events, engine=engine, timings=timings
+        )
         progress.advance(task)
-        models, seconds = _fit_each(prepared, config, progress, task, "refit on all events:", engine)
+        with timings.stage("fit_models"):
+            models, seconds = _fit_each(prepared, config, progress, task, "refit on all events:", engine)
     return prepared, models, seconds
 
 
@@ -227,16 +233,22 @@ def write_artifact(
     explanations: MixExplanations | None = None,
     *,
     signer: ArtifactSigner | None = None,
+    timings: StageTimings | None = None,
 ) -> tuple[Path, str]:
     """Write the artifact; ``explanations`` are built here when not given (serving needs them).
 
-    With ``signer`` the manifest is signed, so servers given its key accept the artifact."""
+    With ``signer`` the manifest is signed, so servers given its key accept the artifact. Steps go to
+    ``timings`` when given (``purchases_matrix``, ``write_contents``, ``commit``)."""
+    timings = timings or StageTimings()
     root = Path(config.output.root)
     root.mkdir(parents=True, exist_ok=True)
     version = new_version(root)
     # Serving cannot explain mixes without the events, so every customer is explained now.
     if explanations is None:
-        explanations = MixExplanations.build(prepared.inference, prepared.mixes)
+        with timings.stage("explanations"):
+            explanations = MixExplanations.build(prepared.inference, prepared.mixes)
+    with timings.stage("purchases_matrix"):
+        purchases = purchases_matrix(prepared)
     items = prepared.item_frame
     shop = prepared.shop
     contents = ArtifactContents(
@@ -256,7 +268,7 @@ def write_artifact(
         demographic_space=prepared.demographic_space,
         demographics=prepared.customer_demographics,
         history=prepared.history,
-        purchases=purchases_matrix(prepared),
+        purchases=purchases,
         mix_overall=prepared.mixes.overall,
         mix_by_context=prepared.mixes.by_context,
         n_events=prepared.mixes.n_events,
@@ -271,8 +283,10 @@ def write_artifact(
         layouts=shop.layouts.to_dicts() if shop.layouts is not None else None,
     )
     with ArtifactWriter(root, version, signer=signer) as writer:
-        write_contents(writer, contents)
-        path = writer.commit({"format": ARTIFACT_FORMAT, **manifest_fields})
+        with timings.stage("write_contents"):
+            write_contents(writer, contents)
+        with timings.stage("commit"):
+            path = writer.commit({"format": ARTIFACT_FORMAT, **manifest_fields})
     return path, version
 
 
@@ -289,13 +303,22 @@ def run_training(
     timings = StageTimings()
     data_dir = Path(data_path or config.data.path)
     with timings.stage("prepare"):  # load, split, features, persona inference, interaction matrices
-        prepared = prepare(config, data_path=data_dir, engine=engine)
+        prepared = prepare(config, data_path=data_dir, engine=engine, timings=timings)
     with timings.stage("fit_models"):
         models, fit_seconds = fit_models(prepared, config, show_progress=show_progress, engine=engine)
     with timings.stage("evaluation"):
-        results = evaluate_models(models, evaluation_segments(prepared), config.evaluation.k)
-        by_context = evaluate_context_mixes(models, context_segments(prepared), config.evaluation.k)
-        steering = steering_results(prepared, models, config.evaluation.k)
+        with timings.stage("segments"):
+            segments = evaluation_segments(prepared)
+        scored: dict[str, ScoredLists] = {}  # each model's lists, reused by the context evaluation
+        with timings.stage("models"):
+            results = evaluate_models(models, segments, config.evaluation.k, scored_lists=scored)
+        with timings.stage("context_mixes"):
+            by_context = evaluate_context_mixes(
+                models, context_segments(prepared), config.evaluation.k, scored_lists=scored
+            )
+        del scored
+        with timings.stage("steering"):
+            steering = steering_results(prepared, models, config.evaluation.k, segments=segments)
     with timings.stage("persona_accuracy"):
         accuracy = persona_accuracy(prepared, data_dir / "truth")
     summary = _summary(prepared, results, models)  # the split's figures, before it may be dropped
@@ -305,9 +328,15 @@ def run_training(
         del prepared, models  # the split's matrices and models: freed before the refit builds its own
         with timings.stage("refit"):
             prepared, models, served_fit_seconds = refit_on_all_events(
-                shop, config, logged_events=logged_events, show_progress=show_progress, engine=engine
+                shop,
+                config,
+                logged_events=logged_events,
+                show_progress=show_progress,
+                engine=engine,
+                timings=timings,
             )
-            served_accuracy = persona_accuracy(prepared, data_dir / "truth")
+            with timings.stage("persona_accuracy"):
+                served_accuracy = persona_accuracy(prepared, data_dir / "truth")
         refit_seconds = timings.stages[-1]["seconds"]
     served = served_models_record(
         prepared,
@@ -350,7 +379,7 @@ def run_training(
         manifest_fields["engine"] = {"name": engine.name, **engine.record}
     with timings.stage("write_artifact"):
         path, version = write_artifact(
-            prepared, config, models, estimates, manifest_fields, explanations, signer=signer
+            prepared, config, models, estimates, manifest_fields, explanations, signer=signer, timings=timings
         )
     summary["seconds"] = time.perf_counter() - started
     summary["stages"] = timings.to_json()

@@ -215,8 +215,9 @@ class ArmEstimates:
         rows = decisions.filter(pl.col("decision_type") == decision_type)
         arm_map = IdMap(arm_ids, kind=f"{decision_type} arm")
         try:
-            arm_index = arm_map.to_internal(rows["arm_id"].to_list())
-            customer_index = customers.to_internal(rows["customer_id"].to_list())
+            # the id columns map in one vectorised look-up each (IdMap.to_internal of a Series)
+            arm_index = arm_map.to_internal(rows["arm_id"].cast(pl.Utf8))
+            customer_index = customers.to_internal(rows["customer_id"].cast(pl.Utf8))
         except UnknownIdError as error:
             raise ArmEstimateError(f"decisions: {error}") from None
         table = np.asarray(mixes, dtype=np.float64)

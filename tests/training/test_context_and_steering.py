@@ -12,7 +12,7 @@ from engine.models.base import Recommender
 from engine.personas.shopping_context import CONTEXTS
 from engine.personas.steering import DEFAULT_STEERING
 from training.config import parse_config
-from training.evaluation import evaluate_context_mixes, recommend_in_chunks
+from training.evaluation import ScoredLists, evaluate_context_mixes, evaluate_models, recommend_in_chunks
 from training.prepared_data import PreparedData, context_segments, evaluation_segments, prepare
 from training.steering_evaluation import evaluate_steering
 from training.synthetic_shop import ShopConfig, generate_shop
@@ -80,6 +80,19 @@ def test_context_evaluation_scores_each_mix_as_its_segment_says(
     assert all(r.difference.mean == 0 for r in popularity)  # mixes play no part in it
     persona_aware = [r for r in results if r.model == "persona_popularity"]
     assert any(r.ndcg_context_mix != r.ndcg_overall_mix for r in persona_aware)
+
+
+def test_context_evaluation_reusing_the_warm_lists_gives_the_same_figures(
+    prepared: PreparedData, models: dict[str, Recommender]
+) -> None:
+    pairs = context_segments(prepared)
+    scored: dict[str, ScoredLists] = {}
+    evaluate_models(models, evaluation_segments(prepared), 10, scored_lists=scored)
+    assert set(scored) == set(models) and all(lists[0][0].name == "all" for lists in scored.values())
+    # small chunks as well: a list must not depend on the rows scored with it
+    reused = evaluate_context_mixes(models, pairs, 10, resamples=200, scored_lists=scored)
+    chunked = evaluate_context_mixes(models, pairs, 10, resamples=200, score_cells_per_chunk=300 * 7)
+    assert [r.to_dict() for r in reused] == [r.to_dict() for r in chunked]
 
 
 def test_steering_meets_the_target_at_the_default_and_costs_the_own_list_nothing(

@@ -28,6 +28,13 @@ FAST_MODELS = {
 }
 # What the manifest records the cost of (the artifact write itself is reported by ``--json`` only).
 STAGES = ("prepare", "fit_models", "evaluation", "persona_accuracy", "refit", "decisions", "explanations")
+PREPARE_PARTS = (
+    "item_features",
+    "customer_features",
+    "persona_inference",
+    "demographic_prior",
+    "interaction_matrices",
+)
 DETERMINISTIC = ("popularity", "persona_popularity", "als")  # BPR and LightFM train Hogwild
 
 
@@ -169,6 +176,13 @@ def test_cli_train_json_and_summary(
     assert 0 < document["summary"]["persona_inference_seconds"] < stages[0]["seconds"]
     assert [s["stage"] for s in stages] == [*STAGES, "write_artifact"]
     assert all(s["seconds"] >= 0 and s["cpu_seconds"] >= 0 and s["peak_rss_mb"] > 0 for s in stages)
+    parts = {s["stage"]: [p["stage"] for p in s.get("parts", [])] for s in stages}
+    assert parts["prepare"] == ["load", "split", *PREPARE_PARTS]
+    assert parts["refit"] == ["split", *PREPARE_PARTS, "fit_models", "persona_accuracy"]
+    assert parts["evaluation"] == ["segments", "models", "context_mixes", "steering"]
+    assert parts["write_artifact"] == ["purchases_matrix", "write_contents", "commit"]
+    prepare = stages[0]
+    assert sum(p["seconds"] for p in prepare["parts"]) <= prepare["seconds"]
     assert main(["summary", "--artifact", str(tmp_path / "artifacts" / "latest"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     requests = [c["request"] for c in summary["customers"]]

@@ -1,5 +1,7 @@
 import numpy as np
 import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.data.feature_space import FeatureSpace, with_price_band
 from engine.data.id_map import IdMap
@@ -44,3 +46,33 @@ def test_interaction_weights_and_relevance() -> None:
     )
     rel = relevant_matrix(later.filter(pl.col("item_id") != "z0"), customers, items, exclude=m)
     assert rel.toarray().tolist() == [[0, 0], [1, 0]]
+
+
+VALUES = st.sampled_from(["a", "b", "c", "", "unseen"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    region=st.lists(st.one_of(st.none(), VALUES), min_size=1, max_size=12),
+    tags=st.lists(st.one_of(st.none(), st.lists(st.one_of(st.none(), VALUES), max_size=4)), max_size=12),
+)
+def test_encoding_a_frame_matches_encoding_each_row_alone(
+    region: list[str | None], tags: list[list[str | None] | None]
+) -> None:
+    """The vectorised frame encoding gives each row exactly what serving's one-row encoding gives it:
+    nulls, empty strings and unseen values left out, a value repeated in a list cell counted once."""
+    n = len(region)
+    tags = (tags + [None] * n)[:n]
+    frame = pl.DataFrame(
+        {"region": region, "tags": tags}, schema={"region": pl.Utf8, "tags": pl.List(pl.Utf8)}
+    )
+    space = FeatureSpace.from_frame(
+        pl.DataFrame({"region": ["a", "b"], "tags": [["b", "c"], ["a"]]}), ["region", "tags"]
+    )
+    encoded = space.encode(frame, ["region", "tags"])
+    assert encoded.shape == (n, len(space))
+    for i in range(n):
+        row_tags = [t for t in (tags[i] or []) if t is not None]
+        alone = space.encode_one({"region": region[i], "tags": row_tags})
+        assert (encoded[i] != alone).nnz == 0
+    assert set(encoded.data.tolist()) <= {1.0}

@@ -1,0 +1,42 @@
+"""Stage records: nesting puts a stage opened inside another among its parts, in the order they ran."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.stage_timings import StageTimings
+
+
+def test_nested_stages_are_parts_of_the_enclosing_stage_in_order() -> None:
+    timings = StageTimings()
+    with timings.stage("prepare"):
+        with timings.stage("load"):
+            sum(range(10_000))
+        with timings.stage("split"):
+            pass
+    with timings.stage("fit"):
+        pass
+    stages = timings.to_json()
+    assert [s["stage"] for s in stages] == ["prepare", "fit"]
+    assert [p["stage"] for p in stages[0]["parts"]] == ["load", "split"]
+    assert "parts" not in stages[1]
+    assert sum(p["seconds"] for p in stages[0]["parts"]) <= stages[0]["seconds"]
+    assert stages[0]["peak_rss_mb"] >= stages[0]["parts"][0]["peak_rss_mb"] > 0
+
+
+def test_to_json_copies_parts_so_callers_cannot_change_the_record() -> None:
+    timings = StageTimings()
+    with timings.stage("outer"), timings.stage("inner"):
+        pass
+    copy = timings.to_json()
+    copy[0]["parts"][0]["stage"] = "changed"
+    assert timings.to_json()[0]["parts"][0]["stage"] == "inner"
+
+
+def test_a_failing_stage_leaves_no_open_parent_behind() -> None:
+    timings = StageTimings()
+    with pytest.raises(RuntimeError), timings.stage("outer"), timings.stage("inner"):
+        raise RuntimeError("boom")
+    with timings.stage("next"):
+        pass
+    assert [s["stage"] for s in timings.to_json()] == ["next"]
