@@ -69,12 +69,13 @@ def merged_events(
     n_items = int(item_signature.max(initial=-1)) + 1
     key = (owner * n_events + event_signature) * n_items + item_signature
     distinct, inverse = np.unique(key, return_inverse=True)
-    merged_weight = np.bincount(inverse.ravel(), weights=weight, minlength=distinct.size)
+    merged_weight = np.bincount(inverse.ravel(), weights=weight, minlength=distinct.size).astype(np.float64)
     item = distinct % max(n_items, 1)
     rest = distinct // max(n_items, 1)
     merged_owner = rest // max(n_events, 1)
     merged_indptr = np.searchsorted(merged_owner, np.arange(n + 1)).astype(np.int64)
-    return (rest % max(n_events, 1)).astype(np.int64), item.astype(np.int64), merged_weight, merged_indptr
+    merged_event = np.asarray(rest % max(n_events, 1), dtype=np.int64)
+    return merged_event, np.asarray(item, dtype=np.int64), merged_weight, merged_indptr
 
 
 def signature_likelihoods(

@@ -22,14 +22,16 @@ from engine.personas.catalog import PersonaCatalog
 from engine.personas.inference.behaviour import PersonaBehaviour
 from engine.personas.inference.catalog_seed import catalog_seed, population_marginals
 from engine.personas.inference.config import PersonaInferenceConfig
-from engine.personas.inference.item_choice import ItemChoice
 from engine.personas.inference.e_step import (
     EStepStatistics,
     SignatureTables,
-    e_step,
     merged_events,
     tabled_e_step,
 )
+from engine.personas.inference.e_step import (
+    e_step as e_step,  # the distributed fit runs it per partition (training.spark.persona_em)
+)
+from engine.personas.inference.item_choice import ItemChoice
 from engine.personas.inference.mix_prior import MixPrior
 from engine.personas.inference.segments import sum_segments
 from engine.personas.traits import EventFeatures, EventFeatureSpace
@@ -218,7 +220,9 @@ def fit_behaviour(
     for iteration in range(1, cfg.max_iterations + 1):  # noqa: B007 - the count is reported
         tables = SignatureTables.of(*setup.signature_log_likelihoods(parameters, offsets))
 
-        def step(chunk: tuple[int, int], tables: SignatureTables = tables, prior: MixPrior = mix_prior):
+        def step(
+            chunk: tuple[int, int], tables: SignatureTables = tables, prior: MixPrior = mix_prior
+        ) -> tuple[NDArray[np.float64], EStepStatistics]:
             first, last = chunk
             start, stop = int(indptr[first]), int(indptr[last])
             return tabled_e_step(
@@ -255,9 +259,7 @@ def chunk_size(n_customers: int, cfg: PersonaInferenceConfig) -> int:
     return max(1, min(cfg.chunk_customers, -(-n_customers // cfg.threads)))
 
 
-def map_chunks(
-    work: Callable[[tuple[int, int]], T], chunks: list[tuple[int, int]], threads: int
-) -> list[T]:
+def map_chunks(work: Callable[[tuple[int, int]], T], chunks: list[tuple[int, int]], threads: int) -> list[T]:
     """``work`` on every chunk, on up to ``threads`` threads (the compiled steps release the GIL)."""
     if threads <= 1 or len(chunks) <= 1:
         return [work(chunk) for chunk in chunks]

@@ -186,7 +186,9 @@ def _fold_in_groups(
     for g in range(indptr.size - 1):
         start, stop = indptr[g], indptr[g + 1]
         # the group's events copied C-contiguous (personas x events) so the step's loops vectorise
-        group_likelihoods = likelihood_buffer[: n_personas * (stop - start)].reshape((n_personas, stop - start))
+        group_likelihoods = likelihood_buffer[: n_personas * (stop - start)].reshape(
+            (n_personas, stop - start)
+        )
         group_likelihoods[:, :] = likelihoods[:, start:stop]
         inverse_totals = inverse_buffer[: n_components * (stop - start)].reshape((n_components, stop - start))
         for c in range(n_components):

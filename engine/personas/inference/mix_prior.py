@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import digamma, gammaln, polygamma
+from scipy.special import digamma, gammaln, zeta
 
 from engine.personas.inference.segments import sum_segments
 
@@ -219,20 +219,18 @@ def _tied_dirichlet_mle(
     current = value(a, b)
     for _ in range(_PRIOR_NEWTON_STEPS):
         total = a + m * b
-        gradient = np.array(
-            [
-                digamma(total) - digamma(a) + mean_log_dominant,
-                m * (digamma(total) - digamma(b)) + mean_log_minors,
-            ]
+        gradient_a = float(digamma(total) - digamma(a) + mean_log_dominant)
+        gradient_b = float(m * (digamma(total) - digamma(b)) + mean_log_minors)
+        # trigamma is zeta(2, x) (what scipy's polygamma(1, x) evaluates, without its Python wrapper);
+        # the 2 x 2 Newton system solved in closed form: this runs once per EM iteration
+        shared = float(zeta(2.0, total))
+        h_aa, h_ab = shared - float(zeta(2.0, a)), m * shared
+        h_bb = m * m * shared - m * float(zeta(2.0, b))
+        determinant = h_aa * h_bb - h_ab * h_ab
+        step = (
+            -(h_bb * gradient_a - h_ab * gradient_b) / determinant,
+            -(h_aa * gradient_b - h_ab * gradient_a) / determinant,
         )
-        shared = float(polygamma(1, total))
-        hessian = np.array(
-            [
-                [shared - float(polygamma(1, a)), m * shared],
-                [m * shared, m * m * shared - m * float(polygamma(1, b))],
-            ]
-        )
-        step = -np.linalg.solve(hessian, gradient)
         length = 1.0
         while length > 1e-6:
             a_new, b_new = a + length * step[0], b + length * step[1]
