@@ -23,38 +23,11 @@ from engine.personas.inference.em_fit import (
     starting_mix_prior,
 )
 from engine.personas.inference.item_choice import ItemChoice
-from engine.personas.inference.mix_posterior import event_responsibilities, mix_posterior_step
-from engine.personas.inference.mix_prior import MixPrior, MixPriorStatistics
-from engine.personas.inference.segments import sum_by, sum_segments
+from engine.personas.inference.mix_prior import MixPrior
+from engine.personas.inference.segments import sum_segments
 from engine.personas.traits import EventFeatures, build_event_features
+from tests.engine.personas.inference.variational_reference import reference_e_step
 from tests.engine.personas.planted_shop import PlantedShop, planted_shop
-
-
-def _reference_e_step(
-    log_event: NDArray[np.float64],
-    log_item: NDArray[np.float64],
-    event_signature: NDArray[np.int64],
-    item_signature: NDArray[np.int64],
-    weight: NDArray[np.float64],
-    indptr: NDArray[np.int64],
-    gamma: NDArray[np.float64],
-    mix_prior: MixPrior,
-) -> tuple[NDArray[np.float64], EStepStatistics]:
-    """The E-step as it was before it was compiled: numpy over (personas x events) arrays."""
-    joint = np.take(log_event, event_signature, axis=1) + np.take(log_item, item_signature, axis=1)
-    scale = joint.max(axis=0) if joint.shape[1] else np.zeros(0)
-    joint = np.exp(joint - scale)
-    posterior = mix_posterior_step(
-        joint, weight, indptr, gamma, mix_prior, mix_prior.log_weights(), keep_tilts=True
-    )
-    responsibilities = event_responsibilities(joint, weight, indptr, posterior)
-    active = sum_segments(weight[None, :], indptr)[0] > 0
-    return posterior.gamma, EStepStatistics(
-        float(posterior.log_evidence[active].sum() + weight @ scale),
-        sum_by(event_signature, responsibilities, log_event.shape[1]),
-        sum_by(item_signature, responsibilities, log_item.shape[1]),
-        MixPriorStatistics.of(posterior, active),
-    )
 
 
 def _assert_same(
@@ -103,7 +76,7 @@ def test_digamma_matches_scipy(x: float) -> None:
 def test_the_compiled_step_equals_the_numpy_step(k: int, lengths: list[int], seed: int) -> None:
     (log_event, log_item), es, items, weight, indptr, gamma, prior = _random_customers(seed, k, lengths)
     got = e_step(log_event, log_item, es, items, weight, indptr, gamma, prior)
-    _assert_same(got, _reference_e_step(log_event, log_item, es, items, weight, indptr, gamma, prior))
+    _assert_same(got, reference_e_step(log_event, log_item, es, items, weight, indptr, gamma, prior))
 
 
 @settings(max_examples=40, deadline=None)
@@ -212,7 +185,7 @@ def test_the_fit_equals_the_numpy_em_it_replaced(
     gamma = mix_prior.starting_posterior(features.weight, features.customer_indptr)
     for _ in range(cfg.max_iterations):
         log_event, log_item = setup.signature_log_likelihoods(parameters, offsets)
-        gamma, statistics = _reference_e_step(
+        gamma, statistics = reference_e_step(
             log_event,
             log_item,
             setup.event_signatures.index,
