@@ -26,6 +26,11 @@ class PersonaInferenceConfig:
                             as a share of the average number of events per persona.
     seed_tilt:              factor on the odds of a value a persona's signals name (e.g. its categories).
     seed_damping:           factor on the odds of "yes" for a "low" discount, brand or bulk signal.
+    chunk_customers:        customers per chunk of the E-step, fold-ins and explanations: memory of
+                            their per-event arrays is bounded by a chunk, not by the shop (the mixes
+                            do not depend on it beyond floating-point rounding).
+    threads:                chunks of the E-step run on this many threads (the compiled step releases
+                            the GIL); with fewer chunks than threads the chunks are made smaller.
     """
 
     max_iterations: int = 200
@@ -37,6 +42,8 @@ class PersonaInferenceConfig:
     seed_tilt: float = 3.5
     seed_damping: float = 0.4
     fold_in_iterations: int = 100
+    chunk_customers: int = 50_000
+    threads: int = 2
     holidays: tuple[tuple[int, int], ...] = DEFAULT_HOLIDAYS
 
     def __post_init__(self) -> None:
@@ -50,8 +57,10 @@ class PersonaInferenceConfig:
             ("seed_tilt", self.seed_tilt >= 1, ">= 1"),
             ("seed_damping", 0 < self.seed_damping <= 1, "in (0, 1]"),
             ("fold_in_iterations", self.fold_in_iterations >= 1, "an integer >= 1"),
+            ("chunk_customers", self.chunk_customers >= 1, "an integer >= 1"),
+            ("threads", self.threads >= 1, "an integer >= 1"),
         ]
-        integers = {"max_iterations", "fold_in_iterations"}
+        integers = {"max_iterations", "fold_in_iterations", "chunk_customers", "threads"}
         for name, ok, requirement in checks:
             value = getattr(self, name)
             allowed = int if name in integers else int | float

@@ -9,7 +9,10 @@ with the mix prior refitted by empirical Bayes in every M-step (see ``mix_prior`
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -19,11 +22,21 @@ from engine.personas.catalog import PersonaCatalog
 from engine.personas.inference.behaviour import PersonaBehaviour
 from engine.personas.inference.catalog_seed import catalog_seed, population_marginals
 from engine.personas.inference.config import PersonaInferenceConfig
+from engine.personas.inference.e_step import (
+    EStepStatistics,
+    SignatureTables,
+    merged_events,
+    tabled_e_step,
+)
+from engine.personas.inference.e_step import (
+    e_step as e_step,  # the distributed fit runs it per partition (training.spark.persona_em)
+)
 from engine.personas.inference.item_choice import ItemChoice
-from engine.personas.inference.mix_posterior import event_responsibilities, mix_posterior_step
-from engine.personas.inference.mix_prior import MixPrior, MixPriorStatistics
-from engine.personas.inference.segments import sum_by, sum_segments
+from engine.personas.inference.mix_prior import MixPrior
+from engine.personas.inference.segments import sum_segments
 from engine.personas.traits import EventFeatures, EventFeatureSpace
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -117,64 +130,6 @@ class EmSetup:
         return log_event, log_item
 
 
-@dataclass(frozen=True)
-class EStepStatistics:
-    """What one E-step over a set of customers hands the M-step: sums that add up across customers.
-
-    The local fit computes them over every customer at once; a distributed fit per partition of
-    customers, then adds them (``+``), so both run the same M-step on the same sums.
-    """
-
-    log_likelihood: float
-    event_signature_counts: NDArray[np.float64]  # (personas x event signatures)
-    item_signature_counts: NDArray[np.float64]  # (personas x item signatures)
-    prior: MixPriorStatistics
-
-    def __add__(self, other: EStepStatistics) -> EStepStatistics:
-        return EStepStatistics(
-            self.log_likelihood + other.log_likelihood,
-            self.event_signature_counts + other.event_signature_counts,
-            self.item_signature_counts + other.item_signature_counts,
-            self.prior + other.prior,
-        )
-
-
-def e_step(
-    log_event: NDArray[np.float64],
-    log_item: NDArray[np.float64],
-    event_signature: NDArray[np.int64],
-    item_signature: NDArray[np.int64],
-    weight: NDArray[np.float64],
-    indptr: NDArray[np.int64],
-    gamma: NDArray[np.float64],
-    mix_prior: MixPrior,
-) -> tuple[NDArray[np.float64], EStepStatistics]:
-    """One E-step over a set of whole customers (events contiguous per customer, ``indptr``).
-
-    Log-likelihood = event-level part (per event signature) + item choice (per item signature); a
-    few hundred distinct rows each, gathered out to the events. One variational update of every
-    customer's mix posterior, warm-started from ``gamma``. Returns the new gamma and the sums.
-    """
-    joint = np.take(log_event, event_signature, axis=1)
-    joint += np.take(log_item, item_signature, axis=1)
-    scale = joint.max(axis=0) if joint.shape[1] else np.zeros(0)
-    joint -= scale
-    np.exp(joint, out=joint)
-    posterior = mix_posterior_step(
-        joint, weight, indptr, gamma, mix_prior, mix_prior.log_weights(), keep_tilts=True
-    )
-    # personas x events, weighted by the events' weights
-    responsibilities = event_responsibilities(joint, weight, indptr, posterior)
-    active = sum_segments(weight[None, :], indptr)[0] > 0
-    statistics = EStepStatistics(
-        log_likelihood=float(posterior.log_evidence[active].sum() + weight @ scale),
-        event_signature_counts=sum_by(event_signature, responsibilities, log_event.shape[1]),
-        item_signature_counts=sum_by(item_signature, responsibilities, log_item.shape[1]),
-        prior=MixPriorStatistics.of(posterior, active),
-    )
-    return posterior.gamma, statistics
-
-
 def m_step(
     setup: EmSetup,
     statistics: EStepStatistics,
@@ -190,7 +145,8 @@ def m_step(
     strength = setup.strength
     mix_prior = mix_prior.refit_from(statistics.prior, setup.max_concentration)
     feature_counts = setup.event_signatures.features.T @ statistics.event_signature_counts.T
-    denominators = np.asarray(space.group_sum_matrix @ feature_counts)[space.column_group]
+    starts = np.array([group.start for group in space.groups], dtype=np.int64)
+    denominators = np.add.reduceat(feature_counts, starts, axis=0)[space.column_group]
     probabilities = (feature_counts + strength * setup.seed_probabilities) / (denominators + strength)
     tilts = setup.item_choice.fit_tilts(
         statistics.item_signature_counts.T,
@@ -244,37 +200,77 @@ def fit_behaviour(
 ) -> BehaviourFit:
     """EM over all events of ``features`` (at least one) until the objective per event settles.
 
-    The (personas x events) arrays of the EM live only in this function: on 10 million events each is
-    400 MB, and the fold-ins that follow the fit need several of their own. The distributed fit
+    The E-step runs per chunk of ``cfg.chunk_customers`` customers and the chunks' statistics are
+    added, as a distributed fit adds its partitions'; the compiled step keeps no (personas x events)
+    arrays, so memory beyond the events and the posteriors stays small. The distributed fit
     (``training.spark.persona_em``) runs the same ``e_step`` per partition of customers and the same
     ``m_step`` on the summed statistics, with the same convergence rule.
     """
     setup = EmSetup.build(features, catalog, cfg)
     parameters, offsets = setup.starting_parameters()
-    weight = features.weight
-    indptr = features.customer_indptr
+    event_signature, item_signature, weight, indptr = merged_events(
+        setup.event_signatures.index, setup.item_signature, features.weight, features.customer_indptr
+    )
     mix_prior = starting_mix_prior(len(catalog), cfg)
     gamma = mix_prior.starting_posterior(weight, indptr)
+    chunks = customer_chunks(indptr, chunk_size(indptr.size - 1, cfg))
+    pool = ThreadPoolExecutor(cfg.threads) if cfg.threads > 1 and len(chunks) > 1 else None
+    # a ThreadPoolExecutor per fit, not per iteration: 200 iterations of thread start-up add up
     previous, objective, converged, iteration = -np.inf, -np.inf, False, 0
     for iteration in range(1, cfg.max_iterations + 1):  # noqa: B007 - the count is reported
-        log_event, log_item = setup.signature_log_likelihoods(parameters, offsets)
-        gamma, statistics = e_step(
-            log_event,
-            log_item,
-            setup.event_signatures.index,
-            setup.item_signature,
-            weight,
-            indptr,
-            gamma,
-            mix_prior,
-        )
+        tables = SignatureTables.of(*setup.signature_log_likelihoods(parameters, offsets))
+
+        def step(
+            chunk: tuple[int, int], tables: SignatureTables = tables, prior: MixPrior = mix_prior
+        ) -> tuple[NDArray[np.float64], EStepStatistics]:
+            first, last = chunk
+            start, stop = int(indptr[first]), int(indptr[last])
+            return tabled_e_step(
+                tables,
+                event_signature[start:stop],
+                item_signature[start:stop],
+                weight[start:stop],
+                indptr[first : last + 1] - start,
+                gamma[:, :, first:last],
+                prior,
+            )
+
+        results = list(pool.map(step, chunks) if pool is not None else map(step, chunks))
+        # gamma is replaced only after every chunk read it; sums are added in chunk order, so the
+        # result does not depend on the threads' timing
+        for (first, last), (chunk_gamma, _) in zip(chunks, results, strict=True):
+            gamma[:, :, first:last] = chunk_gamma
+        statistics = results[0][1]
+        for _, part in results[1:]:
+            statistics = statistics + part
         parameters, offsets, mix_prior, objective = m_step(setup, statistics, parameters, mix_prior)
         if abs(objective - previous) < cfg.tolerance:
             converged = True
             break
         previous = objective
+    if pool is not None:
+        pool.shutdown()
     behaviour = fitted_behaviour(setup, catalog, parameters, offsets, mix_prior)
     return BehaviourFit(behaviour, gamma, setup.unmatched, iteration, converged, objective)
+
+
+def chunk_size(n_customers: int, cfg: PersonaInferenceConfig) -> int:
+    """Customers per chunk: ``cfg.chunk_customers``, smaller when that leaves a thread without a chunk."""
+    return max(1, min(cfg.chunk_customers, -(-n_customers // cfg.threads)))
+
+
+def map_chunks(work: Callable[[tuple[int, int]], T], chunks: list[tuple[int, int]], threads: int) -> list[T]:
+    """``work`` on every chunk, on up to ``threads`` threads (the compiled steps release the GIL)."""
+    if threads <= 1 or len(chunks) <= 1:
+        return [work(chunk) for chunk in chunks]
+    with ThreadPoolExecutor(min(threads, len(chunks))) as pool:
+        return list(pool.map(work, chunks))
+
+
+def customer_chunks(indptr: NDArray[np.int64], chunk_customers: int) -> list[tuple[int, int]]:
+    """(first, last) customer ranges of at most ``chunk_customers`` customers covering every customer."""
+    n = int(indptr.size - 1)
+    return [(first, min(n, first + chunk_customers)) for first in range(0, max(n, 1), chunk_customers)]
 
 
 @dataclass(frozen=True)

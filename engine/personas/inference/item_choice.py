@@ -9,8 +9,10 @@ the planted mixes 0.36 instead of 0.21).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from engine.personas.traits import EventFeatures
@@ -80,15 +82,35 @@ class ItemChoice:
         observed = self.features.T @ signature_counts
         totals = signature_counts.sum(axis=0)
         tilts = tilts.copy()
-        identity = np.eye(tilts.shape[0])
+        n_columns, k = tilts.shape
+        identity = np.eye(n_columns)
         for _ in range(_NEWTON_STEPS):
             choice, _ = self._choice_probabilities(tilts)
             expected = self.features.T @ choice
-            for k in range(tilts.shape[1]):
-                second = (self.features * choice[:, k : k + 1]).T @ self.features
-                covariance = second - np.outer(expected[:, k], expected[:, k])
-                gradient = (
-                    observed[:, k] - totals[k] * expected[:, k] - strength * (tilts[:, k] - seed_tilts[:, k])
-                )
-                tilts[:, k] += np.linalg.solve(totals[k] * covariance + strength * identity, gradient)
+            # per persona sum_s choice[s, k] f(s) f(s)': one sparse product for all personas
+            second = np.asarray(self.column_pairs @ choice).T.reshape(k, n_columns, n_columns)
+            covariance = second - expected.T[:, :, None] * expected.T[:, None, :]
+            gradient = observed - totals * expected - strength * (tilts - seed_tilts)
+            hessian = totals[:, None, None] * covariance + strength * identity
+            tilts += np.linalg.solve(hessian, gradient.T[:, :, None])[:, :, 0].T
         return tilts
+
+    @cached_property
+    def column_pairs(self) -> sp.csr_matrix:
+        """(columns^2 x signatures) 0/1: entry (i * columns + j, s) is 1 when signature s has i and j.
+
+        The features are 0/1 with a few values per signature, so the second moments the Newton step
+        needs are a sparse product with this, not one dense (signatures x columns^2) product per persona.
+        """
+        n_signatures, n_columns = self.features.shape
+        signature, column = np.nonzero(self.features)
+        per_signature = np.bincount(signature, minlength=n_signatures)
+        first = np.concatenate([[0], np.cumsum(per_signature)])
+        partners = per_signature[signature]
+        left = np.repeat(np.arange(column.size), partners)
+        offset = np.arange(left.size) - np.repeat(np.cumsum(partners) - partners, partners)
+        right = first[signature[left]] + offset
+        return sp.csr_matrix(
+            (np.ones(left.size), (column[left] * n_columns + column[right], signature[left])),
+            shape=(n_columns * n_columns, n_signatures),
+        )

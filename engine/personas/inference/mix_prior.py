@@ -9,16 +9,12 @@ seed 0.147), this prior 0.139 (0.142); on the shop before its recalibration, 0.1
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import digamma, gammaln, polygamma
+from scipy.special import digamma, gammaln, zeta
 
 from engine.personas.inference.segments import sum_segments
-
-if TYPE_CHECKING:
-    from engine.personas.inference.mix_posterior import MixPosterior
 
 _MIN_COMPONENT_WEIGHT = 1e-4  # keeps every persona possible as someone's dominant one
 _CONCENTRATION_BOUNDS = (1e-3, 1e4)  # Dirichlet parameters of the mix prior stay in this range
@@ -112,12 +108,14 @@ class MixPrior:
         k = self.alphas.shape[1]
         return np.asarray(self.alphas[:, :, None] + (sizes / k)[None, None, :])
 
-    def refit(self, posterior: MixPosterior, active: NDArray[np.bool_], max_concentration: float) -> MixPrior:
+    def refit_from(self, statistics: MixPriorStatistics, max_concentration: float) -> MixPrior:
         """Empirical Bayes: component weights and the tied Dirichlet shape that best explain the posteriors.
 
-        The weights are the mean posterior component probabilities of customers with events; the
-        shape maximises the expected Dirichlet log-density of their variational posteriors (the
-        M-step of variational EM), a concave problem in (dominant, minor) solved by Newton.
+        From the posteriors' sums alone (``MixPriorStatistics``), which every E-step (local chunk or
+        distributed partition) adds up. The weights are the mean posterior component probabilities of
+        customers with events; the shape maximises the expected Dirichlet log-density of their
+        variational posteriors (the M-step of variational EM), a concave problem in (dominant, minor)
+        solved by Newton.
 
         The concentration is capped at ``max_concentration`` (the fit passes the median customer's
         event weight): a prior worth more than a typical customer's own events would let the prior's
@@ -126,10 +124,6 @@ class MixPrior:
         then reinforces them (on a shop whose customers' events looked alike it grew past 100 and
         mean TV to the planted mixes rose from 0.18 to 0.20).
         """
-        return self.refit_from(MixPriorStatistics.of(posterior, active), max_concentration)
-
-    def refit_from(self, statistics: MixPriorStatistics, max_concentration: float) -> MixPrior:
-        """``refit`` from the posteriors' sums alone: what a distributed E-step adds up across workers."""
         if statistics.customers == 0:
             return self
         weights = np.maximum(statistics.component_sums / statistics.customers, _MIN_COMPONENT_WEIGHT)
@@ -154,7 +148,7 @@ class MixPriorStatistics:
     """The sums over customers with events that the mix prior's empirical-Bayes refit needs.
 
     Sums add up across any split of the customers, so a distributed EM computes them per partition and
-    adds them (``+``) before one refit; the local fit computes them over everyone at once.
+    adds them (``+``) before one refit; the local fit computes them per chunk of customers and adds them.
     """
 
     customers: int
@@ -162,25 +156,6 @@ class MixPriorStatistics:
     mass: float  # their total
     on_dominant: float  # sum of component share x E[log dominant share]
     on_minors: float  # sum of component share x E[sum of log minor shares]
-
-    @classmethod
-    def of(cls, posterior: MixPosterior, active: NDArray[np.bool_]) -> MixPriorStatistics:
-        share = posterior.component[:, active]
-        k = share.shape[0]
-        if share.shape[1] == 0 or k == 1:
-            return cls(int(share.shape[1]), share.sum(axis=1), float(share.sum()), 0.0, 0.0)
-        gamma = posterior.gamma[:, :, active]
-        expected_log = digamma(gamma) - digamma(gamma.sum(axis=1, keepdims=True))
-        components = np.arange(k)
-        on_dominant = expected_log[components, components, :]
-        on_minors = expected_log.sum(axis=1) - on_dominant
-        return cls(
-            int(share.shape[1]),
-            share.sum(axis=1),
-            float(share.sum()),
-            float((share * on_dominant).sum()),
-            float((share * on_minors).sum()),
-        )
 
     def __add__(self, other: MixPriorStatistics) -> MixPriorStatistics:
         return MixPriorStatistics(
@@ -219,20 +194,18 @@ def _tied_dirichlet_mle(
     current = value(a, b)
     for _ in range(_PRIOR_NEWTON_STEPS):
         total = a + m * b
-        gradient = np.array(
-            [
-                digamma(total) - digamma(a) + mean_log_dominant,
-                m * (digamma(total) - digamma(b)) + mean_log_minors,
-            ]
+        gradient_a = float(digamma(total) - digamma(a) + mean_log_dominant)
+        gradient_b = float(m * (digamma(total) - digamma(b)) + mean_log_minors)
+        # trigamma is zeta(2, x) (what scipy's polygamma(1, x) evaluates, without its Python wrapper);
+        # the 2 x 2 Newton system solved in closed form: this runs once per EM iteration
+        shared = float(zeta(2.0, total))
+        h_aa, h_ab = shared - float(zeta(2.0, a)), m * shared
+        h_bb = m * m * shared - m * float(zeta(2.0, b))
+        determinant = h_aa * h_bb - h_ab * h_ab
+        step = (
+            -(h_bb * gradient_a - h_ab * gradient_b) / determinant,
+            -(h_aa * gradient_b - h_ab * gradient_a) / determinant,
         )
-        shared = float(polygamma(1, total))
-        hessian = np.array(
-            [
-                [shared - float(polygamma(1, a)), m * shared],
-                [m * shared, m * m * shared - m * float(polygamma(1, b))],
-            ]
-        )
-        step = -np.linalg.solve(hessian, gradient)
         length = 1.0
         while length > 1e-6:
             a_new, b_new = a + length * step[0], b + length * step[1]

@@ -22,7 +22,14 @@ from engine.data.shop_data import ShopData
 from engine.personas.catalog import PersonaCatalog
 from engine.personas.inference.behaviour import PersonaBehaviour
 from engine.personas.inference.config import PersonaInferenceConfig
-from engine.personas.inference.em_fit import BehaviourFit, FitSummary, fit_behaviour
+from engine.personas.inference.em_fit import (
+    BehaviourFit,
+    FitSummary,
+    chunk_size,
+    customer_chunks,
+    fit_behaviour,
+    map_chunks,
+)
 from engine.personas.inference.errors import PersonaInferenceError
 from engine.personas.inference.fold_in import fold_in, fold_in_mixture, scaled_likelihoods
 from engine.personas.inference.inferred_mixes import InferredMixes
@@ -144,18 +151,8 @@ class PersonaInferenceModel:
         )
         # The mixes are the converged fold-in under the final model, so ``infer`` on the same events
         # gives the same mixes.
-        mix_prior = behaviour.mix_prior
-        likelihoods, _ = scaled_likelihoods(features.matrix, behaviour.parameters, behaviour.offsets)
-        final = fold_in_mixture(
-            likelihoods,
-            features.weight,
-            features.customer_indptr,
-            mix_prior,
-            mix_prior.log_weights(),
-            cfg.fold_in_iterations,
-            fitted.gamma,
-        )
-        mixes = self._mixes_from(features, final.mean, likelihoods)
+        theta = self._fold_in_chunks(features, behaviour.mix_prior.log_weights(), fitted.gamma)
+        mixes = self._mixes_from(features, theta)
         self.fit_summary = replace(self.fit_summary, seconds=time.perf_counter() - started)
         return mixes
 
@@ -190,45 +187,78 @@ class PersonaInferenceModel:
             if (centre < 0).any() or not np.allclose(centre.sum(axis=1), 1.0, atol=1e-6):
                 raise ValueError("prior rows must be persona mixes: non-negative and summing to 1")
             log_weights = mix_prior.log_weights(centre)
-        likelihoods, _ = scaled_likelihoods(
-            features.matrix, self.behaviour.parameters, self.behaviour.offsets
-        )
-        posterior = fold_in_mixture(
-            likelihoods,
-            features.weight,
-            features.customer_indptr,
-            mix_prior,
-            log_weights,
-            self.config.fold_in_iterations,
-        )
-        theta = posterior.mean
+        theta = self._fold_in_chunks(features, log_weights)
         if centre is not None:
             silent = features.events_per_customer == 0
             theta[silent] = centre[silent]
-        return self._mixes_from(features, theta, likelihoods)
+        return self._mixes_from(features, theta)
 
-    def _mixes_from(
+    def _fold_in_chunks(
         self,
         features: EventFeatures,
-        theta: NDArray[np.float64],
-        likelihoods: NDArray[np.float64] | None = None,
-    ) -> InferredMixes:
-        """Context mixes by fold-in of each context's events, centred on the customer's overall mix."""
-        n, k, n_contexts = features.n_customers, len(self.persona_ids), len(CONTEXTS)
-        if likelihoods is None:
+        log_weights: NDArray[np.float64],
+        gamma: NDArray[np.float64] | None = None,
+    ) -> NDArray[np.float64]:
+        """(customers x personas) overall mixes: ``fold_in_mixture`` per chunk of customers.
+
+        Customers fold in independently, so chunks give the mixes of one pass over everyone while
+        the (personas x events) likelihoods exist for one chunk at a time.
+        """
+        behaviour, cfg = self.behaviour, self.config
+        indptr = features.customer_indptr
+        theta = np.empty((features.n_customers, len(self.persona_ids)))
+
+        def fold(chunk: tuple[int, int]) -> None:
+            first, last = chunk
+            start, stop = int(indptr[first]), int(indptr[last])
             likelihoods, _ = scaled_likelihoods(
-                features.matrix, self.behaviour.parameters, self.behaviour.offsets
+                features.matrix[start:stop], behaviour.parameters, behaviour.offsets
             )
-        cell = features.customer_index * n_contexts + features.context_index
-        by_context = fold_in(
-            likelihoods,
-            features.weight,
-            cell,
-            np.repeat(theta, n_contexts, axis=0),
-            self.config.context_prior_strength,
-            self.config.fold_in_iterations,
+            posterior = fold_in_mixture(
+                likelihoods,
+                features.weight[start:stop],
+                indptr[first : last + 1] - start,
+                behaviour.mix_prior,
+                log_weights if log_weights.shape[1] == 1 else log_weights[:, first:last],
+                cfg.fold_in_iterations,
+                None if gamma is None else gamma[:, :, first:last],
+            )
+            theta[first:last] = posterior.mean
+
+        chunks = customer_chunks(indptr, chunk_size(features.n_customers, cfg))
+        map_chunks(fold, chunks, cfg.threads)
+        return theta
+
+    def _mixes_from(self, features: EventFeatures, theta: NDArray[np.float64]) -> InferredMixes:
+        """Context mixes by fold-in of each context's events, centred on the customer's overall mix.
+
+        Per chunk of customers, as ``_fold_in_chunks``: a context's events belong to one customer.
+        """
+        n, k, n_contexts = features.n_customers, len(self.persona_ids), len(CONTEXTS)
+        behaviour, cfg = self.behaviour, self.config
+        indptr = features.customer_indptr
+        by_context = np.empty((n * n_contexts, k))
+
+        def fold(chunk: tuple[int, int]) -> None:
+            first, last = chunk
+            start, stop = int(indptr[first]), int(indptr[last])
+            likelihoods, _ = scaled_likelihoods(
+                features.matrix[start:stop], behaviour.parameters, behaviour.offsets
+            )
+            cell = (features.customer_index[start:stop] - first) * n_contexts
+            by_context[first * n_contexts : last * n_contexts] = fold_in(
+                likelihoods,
+                features.weight[start:stop],
+                cell + features.context_index[start:stop],
+                np.repeat(theta[first:last], n_contexts, axis=0),
+                cfg.context_prior_strength,
+                cfg.fold_in_iterations,
+            )
+
+        map_chunks(fold, customer_chunks(indptr, chunk_size(n, cfg)), cfg.threads)
+        cell_counts = np.bincount(
+            features.customer_index * n_contexts + features.context_index, minlength=n * n_contexts
         )
-        cell_counts = np.bincount(cell, minlength=n * n_contexts)
         return InferredMixes(
             customer_ids=features.customer_ids,
             persona_ids=self.persona_ids,
