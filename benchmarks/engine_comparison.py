@@ -69,12 +69,10 @@ class EngineRun:
         return next((m["ndcg"] for m in self.metrics if m["model"] == model and m["segment"] == "all"), None)
 
 
-def train_once(config: Path, engine: str, output: Path, master: str = "local[2]") -> EngineRun:
-    """``persona-engine train --config config --engine engine --json`` in a subprocess, measured."""
-    argv = [sys.executable, "-m", "cli", "train", "--config", str(config), "--engine", engine]
-    argv += ["--output", str(output), "--json", "--no-progress"]
-    if engine == "spark":
-        argv += ["--master", master]
+def train_json_measured(arguments: list[str], label: str) -> tuple[dict[str, Any], float, float]:
+    """``persona-engine train <arguments> --json --no-progress`` in a subprocess: its JSON, wall seconds
+    and the peak RSS of the process tree (sampled every 0.2 s: Spark's JVM is a child process)."""
+    argv = [sys.executable, "-m", "cli", "train", *arguments, "--json", "--no-progress"]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     started = time.perf_counter()
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
@@ -94,8 +92,17 @@ def train_once(config: Path, engine: str, output: Path, master: str = "local[2]"
     done.set()
     sampler.join()
     if process.returncode != 0:
-        raise RuntimeError(f"train --engine {engine} exited {process.returncode}: {err.strip()[-2000:]}")
-    result = json.loads(out)
+        raise RuntimeError(f"{label} exited {process.returncode}: {err.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(out)
+    return result, seconds, peak
+
+
+def train_once(config: Path, engine: str, output: Path, master: str = "local[2]") -> EngineRun:
+    """``persona-engine train --config config --engine engine --json`` in a subprocess, measured."""
+    arguments = ["--config", str(config), "--engine", engine, "--output", str(output)]
+    if engine == "spark":
+        arguments += ["--master", master]
+    result, seconds, peak = train_json_measured(arguments, f"train --engine {engine}")
     summary = result["summary"]
     return EngineRun(
         engine=engine,

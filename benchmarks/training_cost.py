@@ -139,11 +139,7 @@ def run(customers: int, items: int, events: int, requests: int, k: int = 20) -> 
     return {
         "benchmark": "training_cost",
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": _machine(),
         "size": {
             "customers": data.n_users,
             "items": data.n_items,
@@ -318,11 +314,7 @@ def run_stages(sets: list[str], shop: ShopSize, shop_config: Path) -> dict[str, 
     return {
         "benchmark": "training_cost",
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": _machine(),
         "definition": {
             "engine_overhead_vs_library_fit": "(train wall time - wall time of the ALS/BPR/LightFM fits, "
             "split and refit) / wall time of those fits",
@@ -332,6 +324,10 @@ def run_stages(sets: list[str], shop: ShopSize, shop_config: Path) -> dict[str, 
         "sets": results,
         "ratios": {r["data"]: _ratios(r) for r in results},
     }
+
+
+def _machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
 def _short(n: int) -> str:
@@ -356,11 +352,7 @@ def run_serving_build(shop: ShopSize, config: Path) -> dict[str, Any]:
     return {
         "benchmark": "training_cost",
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": _machine(),
         "definition": {
             "engine_overhead_vs_library_fit": "(build wall time - wall time of the ALS/BPR/LightFM fits) "
             "/ wall time of those fits; the serving build has no evaluation and no refit",

@@ -16,11 +16,7 @@ the cost of persona conditioning inside a fit shows too.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +24,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from benchmarks.engine_comparison import tree_rss_mb
+from benchmarks.engine_comparison import train_json_measured
 from training.console_output import stderr_console
 
 REPO: Final = Path(__file__).resolve().parents[1]
@@ -37,7 +33,6 @@ ML100K_CONFIG: Final = REPO / "training" / "configs" / "ml100k-tuned.toml"
 DEMO_CONFIG: Final = REPO / "training" / "configs" / "demo.toml"
 SHOP_CONFIG: Final = REPO / "benchmarks" / "configs" / "serving_large.toml"
 SETS: Final = ("ml-100k", "demo", "shop")
-_SAMPLE_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -86,30 +81,9 @@ def build_sets(folder: Path, sets: list[str], shop: ShopSize, shop_config: Path)
 
 def train_measured(data_set: DataSet, output: Path) -> dict[str, Any]:
     """``persona-engine train --json`` on ``data_set`` in a subprocess: its JSON, wall time and peak
-    RSS of the process tree (sampled every 0.2 s; the job's own stage records give per-stage peaks)."""
-    argv = [sys.executable, "-m", "cli", "train", "--config", str(data_set.config)]
-    argv += ["--data", str(data_set.data), "--output", str(output), "--json", "--no-progress"]
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-    started = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    peak = 0.0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, tree_rss_mb(process.pid))
-            done.wait(_SAMPLE_SECONDS)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, err = process.communicate()
-    seconds = time.perf_counter() - started
-    done.set()
-    sampler.join()
-    if process.returncode != 0:
-        raise RuntimeError(f"train on {data_set.name} exited {process.returncode}: {err.strip()[-2000:]}")
-    result: dict[str, Any] = json.loads(out)
+    RSS of the process tree (the job's own stage records give per-stage peaks)."""
+    arguments = ["--config", str(data_set.config), "--data", str(data_set.data), "--output", str(output)]
+    result, seconds, peak = train_json_measured(arguments, f"train on {data_set.name}")
     result["process_seconds"] = seconds
     result["process_peak_rss_mb"] = peak
     return result
