@@ -134,6 +134,17 @@ def read_latest_snapshot(folder: Path, digest: str) -> LiveStateSnapshot | None:
     return None
 
 
+def newest_snapshot_rowid(folder: Path) -> int:
+    """The log position the newest snapshot in ``folder`` covers (0 with none), read from its file name.
+
+    Cheap enough to ask every second (no file is opened): the server's upkeep compares it with the
+    log's end to decide whether the tail a restart would replay has grown too long. It does not check
+    the snapshot, so a damaged newest one counts as taken until the next periodic snapshot replaces it.
+    """
+    names = sorted(folder.glob(f"{_PREFIX}*.json")) if folder.is_dir() else []
+    return int(names[-1].stem.removeprefix(_PREFIX)) if names else 0
+
+
 def read_snapshot(manifest_path: Path) -> LiveStateSnapshot:
     """One snapshot, its Parquet file checked against its manifest; ``SnapshotError`` when unusable."""
     try:

@@ -12,7 +12,12 @@ from engine.live.event_archive import archive_folder, read_archived_events
 from engine.live.event_log import EventLog
 from engine.live.events import BehaviorEvent
 from engine.live.live_state import LiveState
-from engine.live.live_state_snapshot import config_digest, read_latest_snapshot, snapshot_folder
+from engine.live.live_state_snapshot import (
+    config_digest,
+    newest_snapshot_rowid,
+    read_latest_snapshot,
+    snapshot_folder,
+)
 from engine.live.state_store import MemoryStateStore
 from engine.personalizer import Personalizer
 from serving import log_upkeep
@@ -58,3 +63,52 @@ def test_upkeep_writes_the_snapshot_and_moves_old_read_events_to_the_archive(
     assert sorted(read_archived_events(archive_folder(path))["event_id"]) == [f"old{n}" for n in range(4)]
     with EventLog.open(path) as log:
         assert log.event_ids() == {"new0", "new1", "new2"}
+
+
+def test_upkeep_snapshots_as_soon_as_the_tail_a_restart_would_replay_grows_long(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only on the clock: a log that grows fast gets a snapshot per ``SNAPSHOT_TAIL_EVENTS``."""
+    monkeypatch.setattr(log_upkeep, "FIRST_SNAPSHOT_S", 3_600.0)  # the periodic snapshot never comes
+    monkeypatch.setattr(log_upkeep, "FIRST_RETENTION_S", 3_600.0)
+    monkeypatch.setattr(log_upkeep, "SNAPSHOT_TAIL_EVENTS", 5)
+    monkeypatch.setattr(log_upkeep, "SNAPSHOT_CHECK_S", 0.02)
+    monkeypatch.setattr(log_upkeep, "SNAPSHOT_MIN_GAP_S", 0.0)
+    personalizer = Personalizer.from_path(trained_artifacts(tmp_path_factory).older)
+    customer = str(personalizer.mixes.customers.ids[0])
+    item = str(personalizer.artifact.item_catalog.ids.ids[0])
+    now = dt.datetime.now(dt.UTC)
+    path = tmp_path / "events.db"
+    folder = snapshot_folder(path)
+
+    def log_views(first: int, count: int) -> None:
+        with EventLog.open(path) as log:
+            log.append(
+                [
+                    BehaviorEvent(f"e{n}", customer, item, "view", now - dt.timedelta(minutes=n))
+                    for n in range(first, first + count)
+                ]
+            )
+
+    def wait_for_snapshot_through(rowid: int) -> None:
+        deadline = time.monotonic() + 60
+        while newest_snapshot_rowid(folder) != rowid:
+            assert time.monotonic() < deadline, f"no snapshot through event {rowid} after 60 s"
+            time.sleep(0.02)
+
+    log_views(0, 6)  # a start-up that finds a tail over the bound snapshots it at once
+    live = LiveState(MemoryStateStore())
+    live.attach(personalizer)
+    upkeep = LogUpkeep(path, live)
+    upkeep.start()
+    try:
+        wait_for_snapshot_through(6)
+        log_views(6, 3)  # 3 after the snapshot: under the bound, 25 checks later still no snapshot
+        time.sleep(0.5)
+        assert newest_snapshot_rowid(folder) == 6
+        log_views(9, 2)  # 5 after it: at the bound
+        wait_for_snapshot_through(11)
+    finally:
+        upkeep.close()
+    snapshot = read_latest_snapshot(folder, config_digest(live.config))
+    assert snapshot is not None and snapshot.last_event_rowid == 11 and snapshot.customer_ids == (customer,)
