@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -287,6 +287,34 @@ class EventFeatures:
         return sp.csr_matrix(
             (np.ones(n, dtype=np.float64), (self.item_index, np.arange(n, dtype=np.int64))),
             shape=(len(self.item_ids), n),
+        )
+
+    def of_customers(self, rows: NDArray[np.int64]) -> EventFeatures:
+        """The features of customers ``rows`` (increasing positions) alone, with every event of each.
+
+        The persona EM of a large shop fits on such a sample of whole customers: its parameters are
+        a few hundred numbers per persona, which a few hundred thousand customers pin down as well as
+        millions do, and every customer is then folded in under them.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = self.customer_indptr[rows]
+        counts = self.customer_indptr[rows + 1] - starts
+        indptr = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        events = np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1], dtype=np.int64)
+        return replace(
+            self,
+            matrix=self.matrix[events],
+            customer_ids=IdMap(self.customer_ids.ids[rows], kind=self.customer_ids.kind),
+            customer_index=np.repeat(np.arange(rows.size, dtype=np.int64), counts),
+            customer_indptr=indptr,
+            item_index=self.item_index[events],
+            weight=self.weight[events],
+            context_index=self.context_index[events],
+            price_percentile=self.price_percentile[events],
+            brand_code=self.brand_code[events],
+            day=self.day[events],
+            timestamp_us=self.timestamp_us[events],
         )
 
     def group_counts(self, counts: NDArray[Any]) -> NDArray[np.float64]:

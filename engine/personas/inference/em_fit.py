@@ -47,6 +47,7 @@ class FitSummary:
     n_events: int
     n_customers: int
     seconds: float | None = None  # wall-clock time of the whole fit (None in models saved before it)
+    em_customers: int | None = None  # customers of the EM's sample; None: the EM fitted on all of them
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import polars as pl
@@ -138,7 +138,8 @@ class PersonaInferenceModel:
         )
         if features.n_events == 0:
             raise PersonaInferenceError("cannot fit persona inference: the shop has no events")
-        fitted = behaviour_fit(features, catalog, cfg)
+        sample = em_sample(features.n_customers, cfg.em_customers)
+        fitted = behaviour_fit(features if sample is None else features.of_customers(sample), catalog, cfg)
         behaviour = fitted.behaviour
         self._behaviour = behaviour
         self.unmatched_signals = fitted.unmatched_signals
@@ -148,10 +149,13 @@ class PersonaInferenceModel:
             fitted.objective_per_event,
             features.n_events,
             features.n_customers,
+            em_customers=None if sample is None else int(sample.size),
         )
         # The mixes are the converged fold-in under the final model, so ``infer`` on the same events
-        # gives the same mixes.
-        theta = self._fold_in_chunks(features, behaviour.mix_prior.log_weights(), fitted.gamma)
+        # gives the same mixes. A fit on a sample warm-starts nobody: most customers were not in it.
+        theta = self._fold_in_chunks(
+            features, behaviour.mix_prior.log_weights(), fitted.gamma if sample is None else None
+        )
         mixes = self._mixes_from(features, theta)
         self.fit_summary = replace(self.fit_summary, seconds=time.perf_counter() - started)
         return mixes
@@ -442,3 +446,17 @@ class PersonaInferenceModel:
         model.unmatched_signals = saved.unmatched_signals
         model.fit_summary = saved.fit_summary
         return model
+
+
+EM_SAMPLE_SEED: Final = 20_161
+
+
+def em_sample(n_customers: int, em_customers: int) -> NDArray[np.int64] | None:
+    """Increasing positions of the customers the EM fits on, or None for all of them.
+
+    A seeded uniform sample: the same data gives the same sample, hence the same behaviour and mixes.
+    """
+    if em_customers == 0 or n_customers <= em_customers:
+        return None
+    rng = np.random.default_rng(EM_SAMPLE_SEED)
+    return np.sort(rng.choice(n_customers, size=em_customers, replace=False)).astype(np.int64)
