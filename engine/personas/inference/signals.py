@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
@@ -128,7 +129,7 @@ def strongest_signals_of(
     known[:, columns.binary_columns] = lengths[:, None]
     shares = np.divide(counts, known, out=np.zeros_like(counts), where=known > 0)
 
-    ranked = np.argsort(-contribution, axis=1, kind="stable")[:, :top, :].transpose(0, 2, 1)
+    ranked = ranked_columns(contribution, top)
     strength = np.take_along_axis(contribution.transpose(0, 2, 1), ranked, axis=2)
     kept = np.logical_and.accumulate(~(strength <= 0), axis=2)
     column = np.where(kept, ranked, -1).astype(np.int32)
@@ -140,3 +141,45 @@ def strongest_signals_of(
         "contribution": strength,
     }
     return column, {name: np.where(kept, value, 0.0) for name, value in values.items()}
+
+
+def ranked_columns(contribution: NDArray[np.float64], top: int) -> NDArray[np.int64]:
+    """(customers, personas, top) columns of the largest contributions, largest first, ties by column.
+
+    What ``np.argsort(-contribution, axis=1, kind="stable")[:, :top, :]`` gives (transposed), without
+    sorting all columns to keep three: the sort was a third of explaining a million customers.
+    """
+    n, n_columns, k = contribution.shape
+    top = min(top, n_columns)
+    if np.isnan(contribution).any():  # the sort's NaN order is not worth a second code path
+        return np.argsort(-contribution, axis=1, kind="stable")[:, :top, :].transpose(0, 2, 1)
+    ranked = np.empty((n, k, top), dtype=np.int64)
+    _top_columns(np.ascontiguousarray(contribution, dtype=np.float64), ranked)
+    return ranked
+
+
+@numba.njit(cache=True, nogil=True)
+def _top_columns(contribution: NDArray[np.float64], ranked: NDArray[np.int64]) -> None:  # pragma: no cover
+    """Per customer, one pass over the columns keeping each persona's ``top`` largest by insertion
+    (personas innermost, as they lie in memory)."""
+    n, n_columns, k = contribution.shape
+    top = ranked.shape[2]
+    values = np.empty((k, top))
+    filled = np.empty(k, dtype=np.int64)
+    for i in range(n):
+        filled[:] = 0
+        for j in range(n_columns):
+            for p in range(k):
+                value = contribution[i, j, p]
+                count = filled[p]
+                if count == top and not value > values[p, top - 1]:
+                    continue
+                slot = count if count < top else top - 1
+                while slot > 0 and value > values[p, slot - 1]:  # strict: an equal earlier column stays first
+                    values[p, slot] = values[p, slot - 1]
+                    ranked[i, p, slot] = ranked[i, p, slot - 1]
+                    slot -= 1
+                values[p, slot] = value
+                ranked[i, p, slot] = j
+                if count < top:
+                    filled[p] = count + 1
