@@ -118,6 +118,12 @@ def prepare(
             shop = logged_events.shop
     with timings.stage("split"):
         split = split_for(config, shop, Path(data_path or config.data.path))
+        # The two periods hold every event once: the shop keeps them (joined without copying) instead
+        # of its loaded table, so the events are in memory once and not twice (2.3 GB at 10M events).
+        # Rows are then ordered training period first, each period in loaded order.
+        shop = dataclasses.replace(
+            shop, events=pl.concat([split.train_events, split.test_events], rechunk=False)
+        )
     return prepare_split(config, shop, split, logged_events=logged_events, engine=engine, timings=timings)
 
 

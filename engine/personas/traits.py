@@ -358,6 +358,7 @@ def build_event_features(
     customer_ids: IdMap | None = None,
     space: EventFeatureSpace | None = None,
     holidays: Iterable[tuple[int, int]] = DEFAULT_HOLIDAYS,
+    chunk_customers: int | None = None,
 ) -> EventFeatures:
     """Encode events as persona trait features.
 
@@ -366,8 +367,20 @@ def build_event_features(
     UnknownIdError; events naming items missing from ``items`` raise ValueError. ``space`` fixes the
     vocabulary (values it does not know count as missing); when None it is built from the items
     (categories, tags) and the events (channels, devices).
+
+    With ``chunk_customers``, a batch of more customers than that is encoded a chunk of customers at a
+    time (``_build_in_chunks``): the same features, but the encoding's intermediate tables (a dozen
+    columns per event, string ids among them) exist for one chunk at a time instead of for the whole
+    shop, which set the peak memory of a million-customer training run.
     """
     _require_columns(events, ("customer_id", "item_id", "timestamp"), "events")
+    if chunk_customers is not None:
+        if customer_ids is None:
+            customer_ids = IdMap(
+                sorted(events["customer_id"].cast(pl.Utf8).unique().to_list()), kind="customer"
+            )
+        if len(customer_ids) > chunk_customers:
+            return _build_in_chunks(events, items, customer_ids, space, holidays, chunk_customers)
     item_info = _item_info(items)
     item_ids = IdMap(item_info["item_id"].to_list(), kind="item")
     optional = [c for c in ("discount", "quantity", "channel", "device") if c in events.columns]
@@ -379,7 +392,7 @@ def build_event_features(
             dtype = pl.Float64 if column in ("discount", "quantity") else pl.Utf8
             frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(column))
     frame = frame.join(
-        item_info.select("item_id", "_item", "brand", "price_percentile"),
+        item_info.select("item_id", "_item", "brand", "_brand_code", "price_percentile"),
         on="item_id",
         how="left",
         maintain_order="left",
@@ -437,14 +450,7 @@ def build_event_features(
     )
     frame = frame.with_columns((1.0 / pl.len().over("_customer", "_item", "_day")).alias("_weight"))
     if space is None:
-        tag_values = item_info.select(pl.col("tags").explode()).drop_nulls()["tags"].unique().to_list()
-        space = EventFeatureSpace.build(
-            categories=item_info["category"].unique().to_list(),
-            tags=tag_values,
-            channels=frame["channel"].drop_nulls().unique().to_list(),
-            devices=frame["device"].drop_nulls().unique().to_list(),
-            quantities=bool(frame["quantity"].is_not_null().any()),
-        )
+        space = _feature_space(frame, item_info)
 
     item_matrix = _item_matrix(item_info, space)
     item_index = frame["_item"].to_numpy().astype(np.int64)
@@ -471,7 +477,7 @@ def build_event_features(
 
     customer_index = frame["_customer"].to_numpy().astype(np.int64)
     counts = np.bincount(customer_index, minlength=len(customer_ids))
-    brand_codes = (frame["brand"].rank("dense").cast(pl.Int64) - 1).fill_null(-1).to_numpy().astype(np.int64)
+    brand_codes = frame["_brand_code"].to_numpy().astype(np.int64)
     return EventFeatures(
         space=space,
         matrix=matrix,
@@ -491,6 +497,93 @@ def build_event_features(
         brand_code=brand_codes,
         day=frame["_day"].to_numpy().astype(np.int64),
         timestamp_us=frame["_us"].to_numpy().astype(np.int64),
+    )
+
+
+def _feature_space(events: pl.DataFrame, item_info: pl.DataFrame) -> EventFeatureSpace:
+    """The vocabulary of a batch: categories and tags of the items, channels and devices of the events."""
+    tag_values = item_info.select(pl.col("tags").explode()).drop_nulls()["tags"].unique().to_list()
+    columns = events.columns
+    return EventFeatureSpace.build(
+        categories=item_info["category"].unique().to_list(),
+        tags=tag_values,
+        channels=events["channel"].drop_nulls().unique().to_list() if "channel" in columns else [],
+        devices=events["device"].drop_nulls().unique().to_list() if "device" in columns else [],
+        quantities=bool(events["quantity"].is_not_null().any()) if "quantity" in columns else False,
+    )
+
+
+def _build_in_chunks(
+    events: pl.DataFrame,
+    items: pl.DataFrame,
+    customer_ids: IdMap,
+    space: EventFeatureSpace | None,
+    holidays: Iterable[tuple[int, int]],
+    chunk_customers: int,
+) -> EventFeatures:
+    """``build_event_features`` of ``events`` a chunk of ``chunk_customers`` customers at a time.
+
+    Every feature is a fact of one event or of one customer's events (weights per customer, item and
+    day; brand repeats per customer), so chunks of whole customers give the whole batch's features;
+    the vocabulary is fixed first from the whole batch and brands are numbered over the items table.
+    The per-event arrays are filled in place and the chunks' matrices stacked once at the end.
+    """
+    holidays = tuple(holidays)
+    if space is None:
+        space = _feature_space(events, _item_info(items))
+    ids = customer_ids.ids
+    rows = pl.DataFrame(
+        {"customer_id": ids.tolist(), "_customer": np.arange(len(ids), dtype=np.int64)},
+        schema={"customer_id": pl.Utf8, "_customer": pl.Int64},
+    )
+    owner = events.select(pl.col("customer_id").cast(pl.Utf8)).join(
+        rows, on="customer_id", how="left", maintain_order="left"
+    )["_customer"]
+    if owner.null_count() > 0:
+        unknown = events.filter(owner.is_null())["customer_id"].cast(pl.Utf8).unique(maintain_order=True)
+        raise UnknownIdError("customer", unknown.to_list())
+    counts = np.bincount(owner.to_numpy(), minlength=len(ids)).astype(np.int64)
+    indptr = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    n_events = int(indptr[-1])
+    arrays: dict[str, NDArray[Any]] = {
+        "customer_index": np.empty(n_events, dtype=np.int64),
+        "item_index": np.empty(n_events, dtype=np.int64),
+        "weight": np.empty(n_events, dtype=np.float64),
+        "context_index": np.empty(n_events, dtype=np.int64),
+        "price_percentile": np.empty(n_events, dtype=np.float64),
+        "brand_code": np.empty(n_events, dtype=np.int64),
+        "day": np.empty(n_events, dtype=np.int64),
+        "timestamp_us": np.empty(n_events, dtype=np.int64),
+    }
+    matrices: list[sp.csr_matrix] = []
+    first_part: EventFeatures | None = None
+    for first in range(0, len(ids), chunk_customers):
+        last = min(len(ids), first + chunk_customers)
+        part = build_event_features(
+            events.filter(owner.is_between(first, last - 1)),
+            items,
+            customer_ids=IdMap(ids[first:last], kind=customer_ids.kind),
+            space=space,
+            holidays=holidays,
+        )
+        start, stop = int(indptr[first]), int(indptr[last])
+        for name, target in arrays.items():
+            target[start:stop] = getattr(part, name)
+        arrays["customer_index"][start:stop] += first
+        matrices.append(part.matrix)
+        first_part = first_part or part
+    assert first_part is not None  # more customers than one chunk: at least one part
+    matrix = sp.csr_matrix(sp.vstack(matrices, format="csr"))
+    matrices.clear()
+    return EventFeatures(
+        space=space,
+        matrix=matrix,
+        customer_ids=customer_ids,
+        customer_indptr=indptr,
+        item_ids=first_part.item_ids,
+        item_matrix=first_part.item_matrix,
+        **arrays,
     )
 
 
@@ -662,7 +755,12 @@ def _item_info(items: pl.DataFrame) -> pl.DataFrame:
         .cast(pl.List(pl.Utf8))
         .alias("tags"),
     ).with_row_index("_item")
-    info = info.with_columns(pl.col("_item").cast(pl.Int64))
+    # Brands numbered over the items table, not over a batch of events: every batch (and every chunk of
+    # customers of one batch) then numbers them alike.
+    info = info.with_columns(
+        pl.col("_item").cast(pl.Int64),
+        (pl.col("brand").rank("dense").cast(pl.Int64) - 1).fill_null(-1).alias("_brand_code"),
+    )
     return info.join(
         levels.with_columns(pl.col("item_id").cast(pl.Utf8)), on="item_id", how="left", maintain_order="left"
     )

@@ -134,7 +134,11 @@ class PersonaInferenceModel:
         started = time.perf_counter()
         cfg = self.config
         features = build_event_features(
-            shop.events, shop.items, customer_ids=customer_ids, holidays=cfg.holidays
+            shop.events,
+            shop.items,
+            customer_ids=customer_ids,
+            holidays=cfg.holidays,
+            chunk_customers=cfg.chunk_customers,
         )
         if features.n_events == 0:
             raise PersonaInferenceError("cannot fit persona inference: the shop has no events")
@@ -177,7 +181,12 @@ class PersonaInferenceModel:
         space = self.space
         mix_prior = self.mix_prior
         features = build_event_features(
-            events, items, customer_ids=customer_ids, space=space, holidays=self.config.holidays
+            events,
+            items,
+            customer_ids=customer_ids,
+            space=space,
+            holidays=self.config.holidays,
+            chunk_customers=self.config.chunk_customers,
         )
         n, k = features.n_customers, len(self.persona_ids)
         centre: NDArray[np.float64] | None = None

@@ -1,4 +1,4 @@
-"""The EM of a large shop fits on a sample of whole customers; every customer is then folded in."""
+"""Persona inference of a large shop: the EM fits on a sample of customers, events are encoded in chunks."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.data.id_map import IdMap
+from engine.data.id_map import IdMap, UnknownIdError
 from engine.personas.catalog import PersonaCatalog
+from engine.personas.explanations import MixExplanations
 from engine.personas.inference.config import PersonaInferenceConfig
 from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.inference.model import PersonaInferenceModel, em_sample
@@ -88,3 +89,48 @@ def test_a_cap_at_or_above_the_shop_fits_every_customer_as_before(
     assert model.fit_summary is not None and model.fit_summary.em_customers is None
     assert np.array_equal(capped.overall, whole.overall)
     assert np.array_equal(capped.by_context, whole.by_context)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 150, 399])
+def test_features_encoded_a_chunk_of_customers_at_a_time_equal_the_whole(
+    planted: PlantedShop, chunk: int
+) -> None:
+    """Including customers without events (from the customers table) and a last, shorter chunk."""
+    silent = [f"quiet{n}" for n in range(5)]
+    ids = IdMap([*planted.customer_ids.ids.tolist()[:200], *silent, *planted.customer_ids.ids.tolist()[200:]])
+    whole = build_event_features(planted.shop.events, planted.shop.items, customer_ids=ids)
+    chunked = build_event_features(
+        planted.shop.events, planted.shop.items, customer_ids=ids, chunk_customers=chunk
+    )
+    assert chunked.space == whole.space and chunked.customer_ids.ids.tolist() == ids.ids.tolist()
+    assert (chunked.matrix != whole.matrix).nnz == 0 and chunked.matrix.shape == whole.matrix.shape
+    for name in ("customer_index", "customer_indptr", "item_index", "weight", "context_index", "brand_code"):
+        assert np.array_equal(getattr(chunked, name), getattr(whole, name)), name
+    for name in ("day", "timestamp_us"):
+        assert np.array_equal(getattr(chunked, name), getattr(whole, name)), name
+    assert np.array_equal(chunked.price_percentile, whole.price_percentile, equal_nan=True)
+    assert np.array_equal(chunked.events_per_customer[200:205], np.zeros(5))
+
+
+def test_chunked_encoding_names_customers_missing_from_the_map(planted: PlantedShop) -> None:
+    ids = IdMap(planted.customer_ids.ids.tolist()[1:])
+    missing = str(planted.customer_ids.ids[0])
+    with pytest.raises(UnknownIdError, match=missing):
+        build_event_features(planted.shop.events, planted.shop.items, customer_ids=ids, chunk_customers=50)
+
+
+def test_mixes_and_explanations_do_not_depend_on_the_chunk_size(
+    planted: PlantedShop, catalog: PersonaCatalog
+) -> None:
+    """The fit of a shop encoded in chunks of 37 customers equals the fit of it encoded whole."""
+    whole_model = PersonaInferenceModel(replace(PersonaInferenceConfig(), chunk_customers=10_000, threads=1))
+    whole = whole_model.fit(planted.shop, catalog, customer_ids=planted.customer_ids)
+    chunked_model = PersonaInferenceModel(replace(PersonaInferenceConfig(), chunk_customers=37, threads=1))
+    chunked = chunked_model.fit(planted.shop, catalog, customer_ids=planted.customer_ids)
+    assert np.allclose(chunked.overall, whole.overall, atol=1e-8)
+    assert np.allclose(chunked.by_context, whole.by_context, atol=1e-8)
+    assert np.array_equal(chunked.n_events_by_context, whole.n_events_by_context)
+    explained = MixExplanations.build(chunked_model, chunked)
+    expected = MixExplanations.build(whole_model, whole)
+    assert np.array_equal(explained.feature, expected.feature)
+    assert explained.features == expected.features
