@@ -163,7 +163,7 @@ def build_serving_artifact(
     from training.config import OutputSection, load_config
     from training.prepared_data import prepare
     from training.stage_timings import StageTimings
-    from training.train_job import fit_decisions, fit_models, write_artifact
+    from training.train_job import explained_without_evidence, fit_decisions, fit_models, write_artifact
 
     config = load_config(config_path)
     config = dataclasses.replace(
@@ -177,6 +177,8 @@ def build_serving_artifact(
     started = time.perf_counter()
     with timings.stage("prepare"):
         prepared = prepare(config, data_path=data_dir, timings=timings)
+    with timings.stage("explanations"):  # first, as train does: the encoded events are freed after them
+        prepared, explanations = explained_without_evidence(prepared)
     with timings.stage("fit_models"):
         models, fit_seconds = fit_models(prepared, config, show_progress=False)
     with timings.stage("decisions"):
@@ -199,13 +201,14 @@ def build_serving_artifact(
         "personas": list(prepared.catalog.ids),
     }
     with timings.stage("write_artifact"):
-        write_artifact(prepared, config, models, estimates, manifest_fields, timings=timings)
+        write_artifact(prepared, config, models, estimates, manifest_fields, explanations, timings=timings)
     seconds = {stage["stage"]: stage["seconds"] for stage in timings.stages}
     steps = {
         "prepare (load, split, persona inference)": seconds["prepare"],
         "fit models": seconds["fit_models"],
+        "mix explanations": seconds["explanations"],
         "fit offer and layout estimates": seconds["decisions"],
-        "write artifact (incl. mix explanations)": seconds["write_artifact"],
+        "write artifact": seconds["write_artifact"],
     }
     return {
         "seconds": time.perf_counter() - started,

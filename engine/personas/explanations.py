@@ -81,8 +81,11 @@ class MixExplanations:
         strongest = inference.strongest_signals(mixes, top=top)
         column = strongest.column
         used = column[column >= 0]
-        distinct, first = np.unique(used, return_index=True)
-        vocabulary = distinct[np.argsort(first, kind="stable")]
+        # each column's first position, by a scatter-min instead of sorting millions of entries
+        first = np.full(len(strongest.names), used.size, dtype=np.int64)
+        np.minimum.at(first, used, np.arange(used.size, dtype=np.int64))
+        present = np.flatnonzero(first < used.size)
+        vocabulary = present[np.argsort(first[present], kind="stable")]
         position = np.full(len(strongest.names), -1, dtype=np.int32)
         position[vocabulary] = np.arange(vocabulary.size, dtype=np.int32)
         feature = np.where(column >= 0, position[np.maximum(column, 0)], -1).astype(np.int32)

@@ -26,14 +26,22 @@ from tests.serving.server_harness import trained_artifacts
 from training.logged_events import read_logged_events
 
 
+def _one_customer_and_item(tmp_path_factory: pytest.TempPathFactory) -> tuple[Personalizer, str, str]:
+    """The tests' trained artifact, a customer it knows and an item of its catalog."""
+    personalizer = Personalizer.from_path(trained_artifacts(tmp_path_factory).older)
+    return (
+        personalizer,
+        str(personalizer.mixes.customers.ids[0]),
+        str(personalizer.artifact.item_catalog.ids.ids[0]),
+    )
+
+
 def test_upkeep_writes_the_snapshot_and_moves_old_read_events_to_the_archive(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(log_upkeep, "FIRST_SNAPSHOT_S", 0.0)
     monkeypatch.setattr(log_upkeep, "FIRST_RETENTION_S", 0.0)
-    personalizer = Personalizer.from_path(trained_artifacts(tmp_path_factory).older)
-    customer = str(personalizer.mixes.customers.ids[0])
-    item = str(personalizer.artifact.item_catalog.ids.ids[0])
+    personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
     now = dt.datetime.now(dt.UTC)
     path = tmp_path / "events.db"
     with EventLog.open(path) as log:
@@ -74,9 +82,7 @@ def test_upkeep_snapshots_as_soon_as_the_tail_a_restart_would_replay_grows_long(
     monkeypatch.setattr(log_upkeep, "SNAPSHOT_TAIL_EVENTS", 5)
     monkeypatch.setattr(log_upkeep, "SNAPSHOT_CHECK_S", 0.02)
     monkeypatch.setattr(log_upkeep, "SNAPSHOT_MIN_GAP_S", 0.0)
-    personalizer = Personalizer.from_path(trained_artifacts(tmp_path_factory).older)
-    customer = str(personalizer.mixes.customers.ids[0])
-    item = str(personalizer.artifact.item_catalog.ids.ids[0])
+    personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
     now = dt.datetime.now(dt.UTC)
     path = tmp_path / "events.db"
     folder = snapshot_folder(path)
