@@ -126,7 +126,6 @@ TESTED_ELSEWHERE: dict[str, str] = {
     "engine.personas.inference.errors": "tests/engine/personas/inference/test_model.py",
     "engine.personas.inference.inferred_mixes": "tests/engine/personas/inference/test_model.py",
     "engine.personas.inference.item_choice": "tests/engine/personas/inference/test_model.py",
-    "engine.personas.inference.signals": "tests/engine/personas/test_explanations.py",
 }
 
 

@@ -27,7 +27,7 @@ FAST_MODELS = {
     "lightfm_hybrid": {"no_components": 8, "epochs": 3},
 }
 # What the manifest records the cost of (the artifact write itself is reported by ``--json`` only).
-STAGES = ("prepare", "fit_models", "evaluation", "persona_accuracy", "refit", "decisions", "explanations")
+STAGES = ("prepare", "fit_models", "evaluation", "persona_accuracy", "refit", "explanations", "decisions")
 PREPARE_PARTS = (
     "item_features",
     "customer_features",
