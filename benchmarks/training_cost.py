@@ -311,15 +311,22 @@ def run_stages(sets: list[str], shop: ShopSize, shop_config: Path) -> dict[str, 
     with tempfile.TemporaryDirectory() as tmp:
         for data_set in build_sets(Path(tmp), sets, shop, shop_config):
             results.append(measure(data_set, Path(tmp) / "artifacts" / data_set.name))
+    return _document(
+        results,
+        "(train wall time - wall time of the ALS/BPR/LightFM fits, split and refit) / wall time of those fits",
+        "the same in CPU seconds of the stages, the fit_models stages (split and refit) counting as library fits",
+    )
+
+
+def _document(results: list[dict[str, Any]], wall_definition: str, cpu_definition: str) -> dict[str, Any]:
+    """The result document of a run: its sets, their ratios and what the ratios mean."""
     return {
         "benchmark": "training_cost",
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": _machine(),
         "definition": {
-            "engine_overhead_vs_library_fit": "(train wall time - wall time of the ALS/BPR/LightFM fits, "
-            "split and refit) / wall time of those fits",
-            "engine_overhead_vs_library_fit_cpu": "the same in CPU seconds of the stages, the fit_models "
-            "stages (split and refit) counting as library fits",
+            "engine_overhead_vs_library_fit": wall_definition,
+            "engine_overhead_vs_library_fit_cpu": cpu_definition,
         },
         "sets": results,
         "ratios": {r["data"]: _ratios(r) for r in results},
@@ -349,19 +356,12 @@ def run_serving_build(shop: ShopSize, config: Path) -> dict[str, Any]:
     """The serving benchmark's build of a generated shop, stage by stage (``measure_serving_build``)."""
     with tempfile.TemporaryDirectory() as tmp:
         results = [measure_serving_build(Path(tmp), shop, config)]
-    return {
-        "benchmark": "training_cost",
-        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": _machine(),
-        "definition": {
-            "engine_overhead_vs_library_fit": "(build wall time - wall time of the ALS/BPR/LightFM fits) "
-            "/ wall time of those fits; the serving build has no evaluation and no refit",
-            "engine_overhead_vs_library_fit_cpu": "the same in CPU seconds of the stages, the fit_models "
-            "stage counting as library fits",
-        },
-        "sets": results,
-        "ratios": {r["data"]: _ratios(r) for r in results},
-    }
+    return _document(
+        results,
+        "(build wall time - wall time of the ALS/BPR/LightFM fits) / wall time of those fits; the serving "
+        "build has no evaluation and no refit",
+        "the same in CPU seconds of the stages, the fit_models stage counting as library fits",
+    )
 
 
 def ratio_rows(result: dict[str, Any]) -> list[list[Any]]:
