@@ -313,8 +313,10 @@ def run_stages(sets: list[str], shop: ShopSize, shop_config: Path) -> dict[str, 
             results.append(measure(data_set, Path(tmp) / "artifacts" / data_set.name))
     return _document(
         results,
-        "(train wall time - wall time of the ALS/BPR/LightFM fits, split and refit) / wall time of those fits",
-        "the same in CPU seconds of the stages, the fit_models stages (split and refit) counting as library fits",
+        "(train wall time - wall time of the ALS/BPR/LightFM fits, split and refit) / wall time of those "
+        "fits",
+        "the same in CPU seconds of the stages, the fit_models stages (split and refit) counting as library "
+        "fits",
     )
 
 
