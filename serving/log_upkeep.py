@@ -23,6 +23,7 @@ A failed round is logged and tried again at the next interval; it never stops th
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import logging
@@ -65,6 +66,7 @@ class LogUpkeep:
         self.live_state = live_state
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="event-log-upkeep", daemon=True)
+        self._tail_log: EventLog | None = None  # the tail check's own connection, opened on first use
 
     def start(self) -> None:
         self._thread.start()
@@ -75,6 +77,12 @@ class LogUpkeep:
             self._thread.join(timeout=30)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._close_tail_log()
+
+    def _loop(self) -> None:
         started = time.monotonic()
         next_snapshot = started + FIRST_SNAPSHOT_S
         next_check = started  # at once: a start-up that replayed a long tail snapshots it first
@@ -104,13 +112,25 @@ class LogUpkeep:
                 next_retention = time.monotonic() + RETENTION_INTERVAL_S
 
     def _tail_events(self) -> int:
-        """Events logged after the newest snapshot (all when there is none): what a restart replays."""
+        """Events logged after the newest snapshot (all when there is none): what a restart replays.
+
+        Asked every second, on one connection the thread keeps: opening the log runs its schema check
+        in a write transaction, which would contend with RecordEvents' commits once a second.
+        """
         try:
-            with EventLog.open(self.path) as log:
-                return log.last_event_rowid() - newest_snapshot_rowid(snapshot_folder(self.path))
+            if self._tail_log is None:
+                self._tail_log = EventLog.open(self.path)
+            return self._tail_log.last_event_rowid() - newest_snapshot_rowid(snapshot_folder(self.path))
         except Exception:  # an unreadable log is the snapshot's own failure to report, at its interval
             LOGGER.debug("could not count the events after the newest snapshot", exc_info=True)
+            self._close_tail_log()
             return 0
+
+    def _close_tail_log(self) -> None:
+        if self._tail_log is not None:
+            with contextlib.suppress(Exception):
+                self._tail_log.close()
+            self._tail_log = None
 
     def _locked(self, work: Callable[[EventLog], None]) -> None:
         """Run ``work`` holding the log's upkeep lock; skipped when another process holds it."""
