@@ -1,8 +1,9 @@
 """The server's background upkeep of its event log: live-state snapshots and retention.
 
-One process of a server does it (the server alone, or worker 0 of ``--workers N``), on a thread of its
-own with its own connection to the log, so serving never waits for it; a file lock beside the log
-keeps two servers sharing one log from doing it at once.
+One process of a server does it, with its own connections to the log: a one-process server on a thread
+of its own, and ``--workers N`` in a process of its own beside the workers, at a lower CPU priority
+(``serving.upkeep_process``), so that no request handler waits for the interpreter lock while a
+snapshot replays. A file lock beside the log keeps two servers sharing one log from doing it at once.
 
 - With the in-memory state store, the live-state snapshot is advanced to the end of the log
   (``engine.live.live_state.LiveState.write_snapshot``) every ``SNAPSHOT_INTERVAL_S`` (first
@@ -61,9 +62,12 @@ def retention_cutoff(live_state: LiveState, now: dt.datetime | None = None) -> d
 class LogUpkeep:
     """The upkeep thread of one server process; ``close`` stops it (within one page of work)."""
 
-    def __init__(self, event_log: Path, live_state: LiveState) -> None:
+    def __init__(self, event_log: Path, live_state: LiveState, *, snapshots: bool | None = None) -> None:
+        """``snapshots``: whether to write live-state snapshots (default: when ``live_state`` is kept in
+        process memory, the only state a restart has to rebuild)."""
         self.path = event_log
         self.live_state = live_state
+        self.snapshots = live_state.is_process_local if snapshots is None else snapshots
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="event-log-upkeep", daemon=True)
         self._tail_log: EventLog | None = None  # the tail check's own connection, opened on first use
@@ -88,7 +92,7 @@ class LogUpkeep:
         next_check = started  # at once: a start-up that replayed a long tail snapshots it first
         last_snapshot = -math.inf
         next_retention = started + FIRST_RETENTION_S
-        snapshots = self.live_state.is_process_local
+        snapshots = self.snapshots
         while True:
             wake = min(next_snapshot, next_check, next_retention) if snapshots else next_retention
             if self._stop.wait(max(0.0, wake - time.monotonic())):

@@ -98,6 +98,7 @@ from serving.settings import (
     settings_from_args,
 )
 from serving.undecodable_requests import UndecodableRequestInterceptor
+from serving.upkeep_process import run_upkeep_process
 from serving.worker_supervisor import supervise
 
 LOGGER = logging.getLogger("persona_engine.server")
@@ -413,7 +414,8 @@ def _prepare(
             _close_event_log(event_log, decision_writer)
             return EXIT_USAGE
     process = _Process(holder, metrics, live_state, reloader, live, shared, event_log, decision_writer)
-    if settings.event_log is not None and settings.worker_index in (None, 0):
+    if settings.event_log is not None and settings.worker_index is None:
+        # Workers leave it to the supervisor's upkeep process (serving.upkeep_process).
         process.upkeep = LogUpkeep(settings.event_log, live_state)  # started once the server serves
     return process
 
@@ -588,6 +590,8 @@ def _run(args: argparse.Namespace) -> int:
     except ServeConfigError as error:
         print(f"persona-engine serve: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if settings.upkeep_process:
+        return run_upkeep_process(settings)
     if settings.workers > 1 and settings.worker_index is None:
         if settings.state == MEMORY:
             LOGGER.warning(

@@ -179,6 +179,7 @@ class ServeSettings:
     admin_token: str | None = field(default=None, repr=False)
     run_dir: Path | None = None
     worker_index: int | None = None  # set only in a worker process started by the supervisor
+    upkeep_process: bool = False  # the supervisor's event log upkeep process (serving.upkeep_process)
     tls_files: tuple[str, ...] = ()  # the TLS flags as given, passed on to workers
     log_level: str = "info"
     state: str = MEMORY  # where live customer state is kept: "memory" or a redis:// URL
@@ -375,6 +376,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "test measures the ceiling of the transport, interceptor and metrics alone",
     )
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--upkeep-process", action="store_true", help=argparse.SUPPRESS)
 
 
 def _int_setting(
@@ -447,6 +449,9 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
     split_address(address)
     if args.worker_index is not None and args.run_dir is None:
         raise ServeConfigError("--worker-index is set by the supervising process, together with --run-dir")
+    upkeep_process = bool(getattr(args, "upkeep_process", False))
+    if upkeep_process and args.run_dir is None:
+        raise ServeConfigError("--upkeep-process is set by the supervising process, together with --run-dir")
     if args.access_log_every < 1:
         raise ServeConfigError(f"--access-log-every {args.access_log_every}: must be at least 1")
     batch_max_size = getattr(args, "batch_max_size", DEFAULT_MAX_BATCH_SIZE)
@@ -507,6 +512,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         admin_token=_admin_token(args.admin_token_file, environ),
         run_dir=args.run_dir,
         worker_index=args.worker_index,
+        upkeep_process=upkeep_process,
         tls_files=tls_files,
         log_level=args.log_level,
         state=state,

@@ -304,15 +304,25 @@ class _WorkerPool:
         self._environment = _worker_environment(settings, self.metrics_dir)
         self._inherited = inherited
         self.workers = [self._start(index) for index in range(settings.workers)]
+        # The SQLite log's snapshots and retention run beside the workers (serving.upkeep_process).
+        self.upkeep = self._start_upkeep() if settings.event_log is not None else None
+        self._upkeep_budget = RestartBudget()
 
     def _start(self, index: int) -> _Worker:
         arguments = _worker_command(self.settings, self.address, self.run_dir, index)[3:]
+        return _Worker(index, self._fork(arguments))
+
+    def _start_upkeep(self) -> ForkedProcess:
+        arguments = [*_worker_command(self.settings, self.address, self.run_dir, 0)[3:], "--upkeep-process"]
+        return self._fork(arguments)
+
+    def _fork(self, arguments: Sequence[str]) -> ForkedProcess:
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
-        if pid == 0:  # the worker: never returns
+        if pid == 0:  # the child: never returns
             _run_forked_worker(arguments, self._environment, self._inherited)
-        return _Worker(index, ForkedProcess(pid))
+        return ForkedProcess(pid)
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -325,6 +335,7 @@ class _WorkerPool:
 
     def replace_dead(self) -> int | None:
         """Restart every worker that exited; an exit status when the server must stop instead."""
+        self._replace_dead_upkeep()
         for slot, worker in enumerate(self.workers):
             code = worker.process.poll()
             if code is None:
@@ -363,6 +374,31 @@ class _WorkerPool:
             )
         return None
 
+    def _replace_dead_upkeep(self) -> None:
+        """Restart the upkeep process when it died; the server serves on either way (a start-up replays
+        whatever tail the snapshots leave), so a crash-looping one is given up, not the server."""
+        if self.upkeep is None or (code := self.upkeep.poll()) is None:
+            return
+        if not self._upkeep_budget.allow():
+            LOGGER.error(
+                "event log upkeep process %d exited with %s; %d deaths within %.0fs: not restarted, so "
+                "live-state snapshots and event log retention stop until the server restarts",
+                self.upkeep.pid,
+                exit_description(code),
+                self._upkeep_budget.recent_deaths,
+                self._upkeep_budget.window_s,
+            )
+            self.upkeep = None
+            return
+        replacement = self._start_upkeep()
+        LOGGER.error(
+            "event log upkeep process %d exited with %s; restarted as process %d",
+            self.upkeep.pid,
+            exit_description(code),
+            replacement.pid,
+        )
+        self.upkeep = replacement
+
     def _clean_up(self, pid: int) -> None:
         """A worker is gone: its live gauges stop counting, its model report goes."""
         mark_worker_dead(pid, self.metrics_dir)
@@ -373,6 +409,8 @@ class _WorkerPool:
         for worker in self.workers:
             if worker.process.poll() is None:
                 worker.process.send_signal(signal.SIGTERM)
+        if self.upkeep is not None:
+            self.upkeep.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace_seconds + _WORKER_EXIT_MARGIN_S
         for worker in self.workers:
             try:
@@ -386,6 +424,13 @@ class _WorkerPool:
             if code not in (EXIT_OK, -signal.SIGTERM) and status == EXIT_OK:
                 status = EXIT_FAILURE
             self._clean_up(worker.pid)
+        if self.upkeep is not None:
+            try:  # it stops within one page of work; its status does not make the server's
+                self.upkeep.wait(timeout=max(deadline - time.monotonic(), 0.0))
+            except subprocess.TimeoutExpired:
+                LOGGER.error("event log upkeep process %d did not stop in time; killing it", self.upkeep.pid)
+                self.upkeep.kill()
+                self.upkeep.wait()
         return status
 
 

@@ -1,0 +1,114 @@
+"""The event log's upkeep in a process of its own, beside the workers of ``serve --workers N``.
+
+A live-state snapshot replays the events logged since the previous one into a private store: a few
+seconds of pure-Python work each minute on a busy shop. Run on a thread of worker 0, as it used to
+be, it took that worker's interpreter lock from its request handlers: the soak benchmark's worker 0
+answered at a p99 of a second while worker 1 stayed under 0.35 s, and its resident memory kept
+growing with the snapshots' garbage. Here the supervisor forks one more process that serves nothing:
+it loads the artifact the workers serve, keeps only what a snapshot needs (the persona model, the
+items and the customers' mixes), runs ``serving.log_upkeep.LogUpkeep`` (snapshots and retention) and
+follows reloads. It runs at a lower CPU priority (``NICENESS``), so on a busy machine page renders
+come first and the snapshot waits. The supervisor restarts it when it dies; serving never depends
+on it (a worker's start-up replays whatever tail the newest snapshot leaves).
+
+A one-process server (no ``--workers``) keeps the upkeep on a thread: it has nobody to share with.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Final
+
+from engine.live.live_state import LiveState
+from engine.live.state_store import MemoryStateStore
+from serving.log_upkeep import LogUpkeep
+from serving.model_holder import DesiredModel, SharedModelState, load_model
+from serving.process_lifecycle import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, stop_on_signals
+from serving.redis_state_store import MEMORY
+from serving.settings import ServeSettings
+
+LOGGER = logging.getLogger("persona_engine.server")
+
+# Linux nice values run from -20 to 19; at 10 a busy worker gets about ten times the CPU share of
+# this process, and an idle machine still runs it at full speed.
+NICENESS: Final = 10
+FOLLOW_INTERVAL_S: Final = 2.0
+
+
+class _ArtifactFollower:
+    """Keeps the live state's artifact (persona model, items, mixes) equal to the one the workers serve.
+
+    Only the artifact matters to a snapshot, not which of its models serves: a reload that switches
+    model within one artifact loads nothing here.
+    """
+
+    def __init__(self, shared: SharedModelState, settings: ServeSettings, live_state: LiveState) -> None:
+        self.shared = shared
+        self.settings = settings
+        self.live_state = live_state
+        self.artifact_path = ""
+
+    def apply(self, desired: DesiredModel) -> bool:
+        """Attach ``desired``'s artifact unless it is attached already; False when it cannot be loaded."""
+        if desired.artifact_path == self.artifact_path:
+            return True
+        try:
+            loaded = load_model(
+                Path(desired.artifact_path), desired.model_name or None, self.settings.artifact_verifier
+            )
+        except Exception:  # the workers refuse it too; the snapshot keeps the artifact it had
+            LOGGER.exception(
+                "event log upkeep: cannot load %s; keeping the previous artifact", desired.artifact_path
+            )
+            return False
+        self.live_state.attach(loaded.personalizer)  # the states keep the scorer and mixes, not the model
+        self.artifact_path = desired.artifact_path
+        LOGGER.info("event log upkeep follows artifact %s", loaded.personalizer.artifact.version)
+        return True
+
+    def follow(self) -> None:
+        try:
+            self.apply(self.shared.read())
+        except Exception:  # an unreadable state file: try again at the next interval
+            LOGGER.exception(
+                "event log upkeep: checking %s for a newer artifact failed", self.shared.state_file
+            )
+
+
+def run_upkeep_process(settings: ServeSettings, *, stop: threading.Event | None = None) -> int:
+    """The body of the upkeep process: snapshots and retention until SIGTERM/SIGINT (or ``stop``)."""
+    if settings.event_log is None or settings.run_dir is None:
+        LOGGER.error("the event log upkeep process needs --event-log and --run-dir")
+        return EXIT_USAGE
+    stop = stop or threading.Event()
+    with stop_on_signals(stop):
+        os.nice(NICENESS)
+        shared = SharedModelState(settings.run_dir)
+        live_state = LiveState(MemoryStateStore())  # never read: each snapshot replays into its own store
+        follower = _ArtifactFollower(shared, settings, live_state)
+        try:
+            if not follower.apply(shared.read()):
+                return EXIT_FAILURE
+        except RuntimeError as error:  # the shared state file is unreadable
+            LOGGER.error("%s", error)
+            return EXIT_FAILURE
+        # With Redis the state outlives restarts: nothing to snapshot, only retention to do.
+        upkeep = LogUpkeep(settings.event_log, live_state, snapshots=settings.state == MEMORY)
+        upkeep.start()
+        LOGGER.info(
+            "event log upkeep running for %s (pid %d, nice %d)", settings.event_log, os.getpid(), NICENESS
+        )
+        parent = os.getppid()
+        try:
+            while not stop.wait(FOLLOW_INTERVAL_S):
+                if os.getppid() != parent:  # reparented: the supervisor is gone, so are the workers
+                    LOGGER.error("the supervising process exited; stopping the event log upkeep")
+                    break
+                follower.follow()
+        finally:
+            upkeep.close()
+    LOGGER.info("event log upkeep ended")
+    return EXIT_OK

@@ -1,0 +1,89 @@
+"""With ``--workers N`` the event log's upkeep runs in a process of its own, not in a serving worker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from engine.live.events import BehaviorEvent
+from engine.live.live_state_snapshot import newest_snapshot_rowid, snapshot_folder
+from engine.personalizer import Personalizer
+from serving.server_process import ServerProcess, running_server
+from serving.upkeep_process import NICENESS
+from tests.serving.server_harness import TrainedArtifacts, trained_artifacts
+
+WAIT_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> TrainedArtifacts:
+    return trained_artifacts(tmp_path_factory)
+
+
+def _wait_for(condition: Callable[[], object], what: str, server: ServerProcess) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert server.process.poll() is None, f"the server exited while waiting for {what}:\n{server.log()}"
+        assert time.monotonic() < deadline, f"no {what} after {WAIT_S}s:\n{server.log_tail()}"
+        time.sleep(0.05)
+
+
+def _upkeep_pid(server: ServerProcess) -> int | None:
+    """The pid the newest 'event log upkeep running' line names."""
+    found = re.findall(r"event log upkeep running for .+ \(pid (\d+), nice \d+\)", server.log())
+    return int(found[-1]) if found else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_the_upkeep_process_snapshots_beside_the_workers_and_is_replaced_when_it_dies(
+    artifacts: TrainedArtifacts, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "events.db"
+    personalizer = Personalizer.from_path(artifacts.older)
+    customer, item = str(personalizer.mixes.customers.ids[0]), str(personalizer.item_catalog.ids.ids[0])
+    with running_server(
+        artifacts.older, tmp_path, workers=2, extra_args=["--event-log", str(log_path)]
+    ) as server:
+        _wait_for(lambda: _upkeep_pid(server), "upkeep process", server)
+        upkeep = _upkeep_pid(server)
+        assert upkeep is not None and upkeep not in server.worker_pids and upkeep != server.process.pid
+        assert os.getpriority(os.PRIO_PROCESS, upkeep) == NICENESS  # page renders come first
+        now = dt.datetime.now(dt.UTC)
+        with server.client(timeout_s=10) as client:
+            response = client.record_events(
+                [
+                    BehaviorEvent(f"e{n}", customer, item, "view", now - dt.timedelta(minutes=n))
+                    for n in range(3)
+                ]
+            )
+        assert not response.errors
+        # Its first snapshot comes seconds after it starts, and covers what the workers logged.
+        _wait_for(lambda: newest_snapshot_rowid(snapshot_folder(log_path)) == 3, "snapshot", server)
+        for worker in server.worker_pids:
+            assert f"[{worker}] persona_engine.server: live state snapshot" not in server.log()
+
+        os.kill(upkeep, signal.SIGKILL)
+        line = rf"event log upkeep process {upkeep} exited with signal SIGKILL; restarted as process (\d+)"
+        _wait_for(lambda: re.search(line, server.log()), "upkeep restart", server)
+        _wait_for(lambda: _upkeep_pid(server) != upkeep, "replacement upkeep process", server)
+        replacement = _upkeep_pid(server)
+        assert replacement is not None and _alive(replacement)
+        with server.client(timeout_s=10) as client:  # the workers never noticed
+            assert client.personalize(customer).items
+        assert server.stop() == 0
+    assert not _alive(replacement)
+    assert f"[{replacement}] persona_engine.server: event log upkeep ended" in server.log()
