@@ -112,6 +112,9 @@ HEALTH_SERVICE: Final = health_pb2.DESCRIPTOR.services_by_name["Health"].full_na
 SERVICE_NAMES: Final = (PERSONALIZATION_SERVICE, ADMIN_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
 # Health reports for the whole server ("") and for the API clients call.
 HEALTH_REPORTED: Final = ("", PERSONALIZATION_SERVICE)
+# After an aged connection's GOAWAY, how long its calls in flight may still run (every call here is
+# unary and answers within its deadline: this only bounds a stuck one).
+CONNECTION_AGE_GRACE_S: Final = 30.0
 
 
 def unary_methods() -> list[str]:
@@ -146,6 +149,7 @@ async def create_server(
     batching: BatchSettings | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     state_store: StateStore | None = None,
+    max_connection_age_s: float = 0.0,
 ) -> tuple[grpc.aio.Server, int]:
     """A bound, not yet started server with every service; returns it and the port it bound.
 
@@ -163,7 +167,15 @@ async def create_server(
     renders (``serving.batched_calls``; default: its defaults). A request larger than
     ``max_request_bytes`` is refused with RESOURCE_EXHAUSTED before it is decoded (``--max-request-bytes``).
     ``state_store`` is the live loop's store, whose availability RecordEvents checks and the metrics report.
+    ``max_connection_age_s`` closes client connections at that age (0: never; ``--max-connection-age``).
     """
+    ages: list[tuple[str, int]] = []
+    if max_connection_age_s > 0:
+        ages = [
+            ("grpc.max_connection_age_ms", round(max_connection_age_s * 1000)),
+            # Calls in flight at the GOAWAY get this long to finish before the connection is cut.
+            ("grpc.max_connection_age_grace_ms", round(CONNECTION_AGE_GRACE_S * 1000)),
+        ]
     server = grpc.aio.server(
         # Observability first: it then sees the INVALID_ARGUMENT of an undecodable request.
         interceptors=[
@@ -173,6 +185,7 @@ async def create_server(
         options=[
             ("grpc.so_reuseport", 1 if reuse_port else 0),
             ("grpc.max_receive_message_length", max_request_bytes),
+            *ages,
         ],
     )
     servicer = FloorPersonalizationServicer if benchmark_floor else PersonalizationServicer
@@ -460,6 +473,7 @@ async def _serve(
             batching=settings.batching,
             max_request_bytes=settings.max_request_bytes,
             state_store=process.live_state.store,
+            max_connection_age_s=settings.max_connection_age_s,
         )
         if settings.metrics_port and process.shared is None:
             process.endpoint = MetricsEndpoint(

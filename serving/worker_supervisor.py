@@ -119,6 +119,8 @@ def _worker_command(settings: ServeSettings, address: str, run_dir: Path, index:
         settings.state,
         "--access-log-every",
         str(settings.access_log_every),
+        "--max-connection-age",
+        repr(settings.max_connection_age_s),
         "--event-loop",
         settings.event_loop,
         "--batch-max-size",

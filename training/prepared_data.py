@@ -37,6 +37,7 @@ from engine.personas.shopping_context import CONTEXTS, context_expr
 from training.config import TrainConfig
 from training.logged_events import LoggedEventsMerge, merge_logged_events, read_logged_events
 from training.split import (
+    LoadedEvents,
     TimeSplit,
     all_events_split,
     read_test_event_ids,
@@ -117,10 +118,13 @@ def prepare(
             logged_events = merge_logged_events(shop, read_logged_events(config.data.event_log))
             shop = logged_events.shop
     with timings.stage("split"):
-        split = split_for(config, shop, Path(data_path or config.data.path))
-        # The two periods hold every event once: the shop keeps them (joined without copying) instead
-        # of its loaded table, so the events are in memory once and not twice (2.3 GB at 10M events).
-        # Rows are then ordered training period first, each period in loaded order.
+        # The loaded table is handed over to the split, which releases it column by column as it
+        # copies the two periods out (peak: the events once plus one column, not twice). The shop then
+        # keeps the two periods, joined without copying: rows are ordered training period first, each
+        # period in loaded order.
+        loaded = LoadedEvents(shop.events)
+        shop = dataclasses.replace(shop, events=shop.events.clear())
+        split = split_for(config, shop, Path(data_path or config.data.path), events=loaded)
         shop = dataclasses.replace(
             shop, events=pl.concat([split.train_events, split.test_events], rechunk=False)
         )
@@ -228,15 +232,24 @@ def prepare_all_events(
     return prepare_split(config, shop, split, logged_events=logged_events, engine=engine, timings=timings)
 
 
-def split_for(config: TrainConfig, shop: ShopData, data_dir: Path) -> TimeSplit:
-    """The configured split: time-based, or the data folder's predefined test events."""
+def split_for(
+    config: TrainConfig, shop: ShopData, data_dir: Path, events: LoadedEvents | None = None
+) -> TimeSplit:
+    """The configured split: time-based, or the data folder's predefined test events.
+
+    Of ``shop.events``, or of ``events`` when given: a loaded table handed over to be released while
+    it is split (``training.split.LoadedEvents``).
+    """
+    source: pl.DataFrame | LoadedEvents = shop.events if events is None else events
     if config.split.method == "predefined":
-        test_ids = read_test_event_ids(data_dir / config.split.test_events, shop.events)
+        known = source if isinstance(source, pl.DataFrame) else source.peek()
+        test_ids = read_test_event_ids(data_dir / config.split.test_events, known)
+        del known
         return split_predefined(
-            shop.events, test_ids, cold_start_share=config.split.cold_start_share, seed=config.split.seed
+            source, test_ids, cold_start_share=config.split.cold_start_share, seed=config.split.seed
         )
     return split_events(
-        shop.events,
+        source,
         test_days=config.split.test_days,
         cold_start_share=config.split.cold_start_share,
         seed=config.split.seed,

@@ -117,6 +117,7 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         ["--artifact", "{tmp}/no-such-artifact"],
         [*A, "--model", "foo"],
         [*A, "--workers", "0"],
+        [*A, "--max-connection-age", "-1"],
         [*A, "--event-log", "redis://127.0.0.1:1/0"],  # a shared log needs shared live state
         [*A, "--state", "redis://127.0.0.1:1/0", "--event-log", "redis://127.0.0.1:1/0"],  # unreachable
         [*A, "--state", "redis://127.0.0.1:1/0", "--event-log", "redis://127.0.0.1:1/0?stream="],

@@ -4,11 +4,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from cli.main import main
 from engine.models.registry import MODEL_KINDS, model_settings_schema
 from training.config import ConfigError, load_config, parse_config
-from training.split import all_events_split, split_events
+from training.split import LoadedEvents, all_events_split, split_events, split_predefined
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -146,3 +149,44 @@ def test_time_split_and_stable_cold_holdout() -> None:
     assert 3 <= len(split.cold_customers) <= 20
     again = split_events(events.reverse(), test_days=20, cold_start_share=0.2, seed=1)
     assert set(again.cold_customers) == set(split.cold_customers)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    hours=st.lists(st.integers(0, 24 * 60), min_size=1, max_size=60),
+    test_days=st.integers(0, 40),
+    predefined_every=st.integers(1, 5),
+)
+def test_a_handed_over_table_splits_exactly_like_a_kept_one(
+    hours: list[int], test_days: int, predefined_every: int
+) -> None:
+    """The releasing split (``LoadedEvents``: column by column, the loaded table let go) gives the same
+    periods, row order, dtypes and hold-out as filtering a table that stays alive."""
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    events = pl.DataFrame(
+        {
+            "event_id": [f"e{n}" for n in range(len(hours))],
+            "customer_id": [f"c{h % 7}" for h in hours],
+            "timestamp": [start + dt.timedelta(hours=h) for h in hours],
+            "quantity": [float(h % 3) for h in hours],
+        }
+    )
+    if min(hours) < max(hours) - 24 * test_days:  # a split with a training period
+        kept = split_events(events, test_days=test_days, cold_start_share=0.3, seed=2)
+        loaded = LoadedEvents(events.clone())
+        handed = split_events(loaded, test_days=test_days, cold_start_share=0.3, seed=2)
+        assert_frame_equal(handed.train_events, kept.train_events)
+        assert_frame_equal(handed.test_events, kept.test_events)
+        assert (handed.test_start, handed.warm_customers, handed.cold_customers) == (
+            kept.test_start,
+            kept.warm_customers,
+            kept.cold_customers,
+        )
+        with pytest.raises(RuntimeError, match="handed over already"):
+            loaded.take()
+    test_ids = events["event_id"].gather_every(predefined_every)
+    if 0 < test_ids.len() < events.height:
+        kept = split_predefined(events, test_ids, cold_start_share=0.3, seed=2)
+        handed = split_predefined(LoadedEvents(events.clone()), test_ids, cold_start_share=0.3, seed=2)
+        assert_frame_equal(handed.train_events, kept.train_events)
+        assert_frame_equal(handed.test_events, kept.test_events)
