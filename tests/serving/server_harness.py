@@ -22,7 +22,8 @@ import contextlib
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from serving.event_loop import EventLoopThread
 from serving.metrics import ServingMetrics
 from serving.model_holder import ModelHolder, load_model
 from serving.server import create_server
+from serving.server_process import ServerProcess
 from training.config import parse_config
 from training.synthetic_shop import ShopConfig, generate_shop
 from training.train_job import run_training
@@ -75,6 +77,19 @@ def train_artifacts(directory: Path) -> TrainedArtifacts:
     newer = run_training(config, show_progress=False).artifact_path
     assert older.name < newer.name, (older, newer)
     return TrainedArtifacts(shop, directory / "artifacts", older, newer)
+
+
+SERVER_WAIT_S = 60.0
+
+
+def wait_for_server(condition: Callable[[], object], what: str, server: ServerProcess) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` (with the log) if the server exits or
+    ``SERVER_WAIT_S`` pass first."""
+    deadline = time.monotonic() + SERVER_WAIT_S
+    while not condition():
+        assert server.process.poll() is None, f"the server exited while waiting for {what}:\n{server.log()}"
+        assert time.monotonic() < deadline, f"no {what} after {SERVER_WAIT_S}s:\n{server.log_tail()}"
+        time.sleep(0.05)
 
 
 def trained_artifacts(tmp_path_factory: pytest.TempPathFactory) -> TrainedArtifacts:

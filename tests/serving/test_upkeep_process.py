@@ -6,8 +6,6 @@ import datetime as dt
 import os
 import re
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,22 +15,12 @@ from engine.live.live_state_snapshot import newest_snapshot_rowid, snapshot_fold
 from engine.personalizer import Personalizer
 from serving.server_process import ServerProcess, running_server
 from serving.upkeep_process import NICENESS
-from tests.serving.server_harness import TrainedArtifacts, trained_artifacts
-
-WAIT_S = 60.0
+from tests.serving.server_harness import TrainedArtifacts, trained_artifacts, wait_for_server
 
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> TrainedArtifacts:
     return trained_artifacts(tmp_path_factory)
-
-
-def _wait_for(condition: Callable[[], object], what: str, server: ServerProcess) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert server.process.poll() is None, f"the server exited while waiting for {what}:\n{server.log()}"
-        assert time.monotonic() < deadline, f"no {what} after {WAIT_S}s:\n{server.log_tail()}"
-        time.sleep(0.05)
 
 
 def _upkeep_pid(server: ServerProcess) -> int | None:
@@ -58,7 +46,7 @@ def test_the_upkeep_process_snapshots_beside_the_workers_and_is_replaced_when_it
     with running_server(
         artifacts.older, tmp_path, workers=2, extra_args=["--event-log", str(log_path)]
     ) as server:
-        _wait_for(lambda: _upkeep_pid(server), "upkeep process", server)
+        wait_for_server(lambda: _upkeep_pid(server), "upkeep process", server)
         upkeep = _upkeep_pid(server)
         assert upkeep is not None and upkeep not in server.worker_pids and upkeep != server.process.pid
         assert os.getpriority(os.PRIO_PROCESS, upkeep) == NICENESS  # page renders come first
@@ -72,14 +60,14 @@ def test_the_upkeep_process_snapshots_beside_the_workers_and_is_replaced_when_it
             )
         assert not response.errors
         # Its first snapshot comes seconds after it starts, and covers what the workers logged.
-        _wait_for(lambda: newest_snapshot_rowid(snapshot_folder(log_path)) == 3, "snapshot", server)
+        wait_for_server(lambda: newest_snapshot_rowid(snapshot_folder(log_path)) == 3, "snapshot", server)
         for worker in server.worker_pids:
             assert f"[{worker}] persona_engine.server: live state snapshot" not in server.log()
 
         os.kill(upkeep, signal.SIGKILL)
         line = rf"event log upkeep process {upkeep} exited with signal SIGKILL; restarted as process (\d+)"
-        _wait_for(lambda: re.search(line, server.log()), "upkeep restart", server)
-        _wait_for(lambda: _upkeep_pid(server) != upkeep, "replacement upkeep process", server)
+        wait_for_server(lambda: re.search(line, server.log()), "upkeep restart", server)
+        wait_for_server(lambda: _upkeep_pid(server) != upkeep, "replacement upkeep process", server)
         replacement = _upkeep_pid(server)
         assert replacement is not None and _alive(replacement)
         with server.client(timeout_s=10) as client:  # the workers never noticed

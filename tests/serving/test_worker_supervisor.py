@@ -17,22 +17,12 @@ from serving.process_lifecycle import EXIT_FAILURE
 from serving.ready_file import read_ready_file
 from serving.server_process import ServerProcess, running_server, start_server
 from serving.worker_supervisor import MAX_RESTARTS, ForkedProcess, RestartBudget, exit_description
-from tests.serving.server_harness import TrainedArtifacts, trained_artifacts
-
-WAIT_S = 60.0
+from tests.serving.server_harness import SERVER_WAIT_S, TrainedArtifacts, trained_artifacts, wait_for_server
 
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> TrainedArtifacts:
     return trained_artifacts(tmp_path_factory)
-
-
-def _wait_for(condition: Callable[[], object], what: str, server: ServerProcess) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert server.process.poll() is None, f"the server exited while waiting for {what}:\n{server.log()}"
-        assert time.monotonic() < deadline, f"no {what} after {WAIT_S}s:\n{server.log_tail()}"
-        time.sleep(0.05)
 
 
 def _restarted_as(server: ServerProcess, pid: int) -> int | None:
@@ -49,7 +39,7 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(
         assert server.metric("persona_engine_worker_restarts_total") == 0
         victim, survivor = before
         os.kill(victim, signal.SIGKILL)
-        _wait_for(lambda: _restarted_as(server, victim), "restart log line", server)
+        wait_for_server(lambda: _restarted_as(server, victim), "restart log line", server)
         for _ in range(10):  # new connections while the replacement loads: the survivor answers
             with server.client(timeout_s=10) as client:
                 assert client.personalize("c0000001").items
@@ -60,7 +50,9 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(
             ready = read_ready_file(server.ready_path)
             return [] if ready is None else list(ready.worker_pids)
 
-        _wait_for(lambda: ready_pids() == [replacement, survivor], "ready file with the new worker", server)
+        wait_for_server(
+            lambda: ready_pids() == [replacement, survivor], "ready file with the new worker", server
+        )
         assert server.metric("persona_engine_worker_restarts_total") == 1
         model_info = server.metrics()["persona_engine_model_info"]
         assert {int(s.labels["pid"]) for s in model_info.samples if s.value == 1} == {replacement, survivor}
@@ -82,12 +74,12 @@ def test_workers_dying_again_and_again_stop_the_server_with_the_reason(
         victim = server.worker_pids[0]
         for _ in range(MAX_RESTARTS):
             os.kill(victim, signal.SIGKILL)
-            _wait_for(functools.partial(_restarted_as, server, victim), "restart log line", server)
+            wait_for_server(functools.partial(_restarted_as, server, victim), "restart log line", server)
             replacement = _restarted_as(server, victim)
             assert replacement is not None
             victim = replacement
         os.kill(victim, signal.SIGKILL)
-        assert server.process.wait(timeout=WAIT_S) == EXIT_FAILURE
+        assert server.process.wait(timeout=SERVER_WAIT_S) == EXIT_FAILURE
     finally:
         server.stop(signal.SIGKILL)
     assert f"worker {victim} (index 0) exited with signal SIGKILL; 6 worker deaths within 60s" in server.log()
