@@ -78,7 +78,8 @@ def test_a_short_soak_adds_up(tmp_path_factory: pytest.TempPathFactory, tmp_path
             "--artifact", str(artifact),
             "--duration", "20", "--rate", "25", "--timeout", "10",
             "--reload-every", "4", "--kill-every", "5",
-            "--warmup", "3", "--rss-every", "0.5", "--window", "5", "--prefill-events", "3", "--channels", "4",
+            "--warmup", "3", "--rss-every", "0.5", "--window", "5", "--prefill-events", "3",
+            "--channels", "4",
             "--results", str(tmp_path), "--json",
         ]
     )  # fmt: skip
