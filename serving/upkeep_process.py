@@ -50,11 +50,12 @@ class _ArtifactFollower:
         self.settings = settings
         self.live_state = live_state
         self.artifact_path = ""
+        self._refused_generation = -1  # a generation whose artifact failed to load: not tried again
 
     def apply(self, desired: DesiredModel) -> bool:
         """Attach ``desired``'s artifact unless it is attached already; False when it cannot be loaded."""
-        if desired.artifact_path == self.artifact_path:
-            return True
+        if desired.artifact_path == self.artifact_path or desired.generation == self._refused_generation:
+            return desired.artifact_path == self.artifact_path
         try:
             loaded = load_model(
                 Path(desired.artifact_path), desired.model_name or None, self.settings.artifact_verifier
@@ -63,6 +64,7 @@ class _ArtifactFollower:
             LOGGER.exception(
                 "event log upkeep: cannot load %s; keeping the previous artifact", desired.artifact_path
             )
+            self._refused_generation = desired.generation
             return False
         self.live_state.attach(loaded.personalizer)  # the states keep the scorer and mixes, not the model
         self.artifact_path = desired.artifact_path

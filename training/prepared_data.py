@@ -242,7 +242,7 @@ def split_for(
     """
     source: pl.DataFrame | LoadedEvents = shop.events if events is None else events
     if config.split.method == "predefined":
-        known = source if isinstance(source, pl.DataFrame) else source.peek()
+        known = shop.events if events is None else events.peek()
         test_ids = read_test_event_ids(data_dir / config.split.test_events, known)
         del known
         return split_predefined(

@@ -58,10 +58,13 @@ class LoadedEvents:
         return self._frame
 
     def take(self) -> pl.DataFrame:
-        if self._frame is None:
-            raise RuntimeError("the loaded events were handed over already")
-        frame, self._frame = self._frame, None
+        frame, self._frame = self.peek(), None
         return frame
+
+
+def _readable(events: pl.DataFrame | LoadedEvents) -> pl.DataFrame:
+    """The table to read columns from before the split (not to keep)."""
+    return events if isinstance(events, pl.DataFrame) else events.peek()
 
 
 def _partition(events: pl.DataFrame | LoadedEvents, in_first: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -93,7 +96,7 @@ def split_events(
 
     The hash makes the hold-out independent of row order and stable across re-runs and data growth.
     """
-    timestamps = (events if isinstance(events, pl.DataFrame) else events.peek())["timestamp"]
+    timestamps = _readable(events)["timestamp"]
     if timestamps.len() == 0:
         raise ValueError("cannot split an empty events table")
     last = timestamps.max()
@@ -190,9 +193,7 @@ def split_predefined(
     events: pl.DataFrame | LoadedEvents, test_event_ids: pl.Series, *, cold_start_share: float, seed: int
 ) -> TimeSplit:
     """Test events are the listed ones, the rest is training; cold-start hold-out as in the time split."""
-    frame = events if isinstance(events, pl.DataFrame) else events.peek()
-    in_train = ~frame["event_id"].cast(pl.Utf8).is_in(test_event_ids.implode())
-    del frame
+    in_train = ~_readable(events)["event_id"].cast(pl.Utf8).is_in(test_event_ids.implode())
     train, test = _partition(events, in_train)
     if train.height == 0 or test.height == 0:
         raise ValueError(f"predefined split leaves {train.height} training and {test.height} test events")
