@@ -244,6 +244,12 @@ def _code(error: BaseException) -> str:
     return type(error).__name__
 
 
+def _detail(error: BaseException) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return str(error.details())[:300]
+    return str(error)[:300]
+
+
 def _snapshot_rowid(folder: Path) -> int:
     """The log position the newest live-state snapshot in ``folder`` covers (0: none yet); its
     manifest, written last, is named after it (``engine.live.live_state_snapshot``)."""
@@ -418,6 +424,7 @@ class Soak:
             response = await call(request, timeout=settings.timeout_s, wait_for_ready=True)
         except Exception as error:  # every failure is counted, then retried once
             record.first_code = _code(error)
+            record.first_detail = _detail(error)
             record.retried = True
             await asyncio.sleep(0.05)
             try:  # wait_for_ready: a channel whose worker died reconnects (to a live worker) first

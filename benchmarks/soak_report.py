@@ -22,6 +22,8 @@ RSS_TARGET_MB_PER_10_MIN: Final = 5.0
 # A first failure counts as "at a kill" when the call started before the kill plus this margin (the
 # channel needs a moment to see the connection drop) and ended after the kill.
 KILL_MARGIN_S: Final = 1.0
+# Failures away from kills are listed one by one up to this many (a broken run would list thousands).
+MAX_LISTED_FAILURES: Final = 50
 
 
 @dataclass
@@ -34,6 +36,7 @@ class CallRecord:
     first_code: str = "OK"
     retried: bool = False
     retry_code: str = ""
+    first_detail: str = ""  # the status message of a first failure: it tells a kill from a GOAWAY race
 
     @property
     def ok(self) -> bool:
@@ -115,6 +118,19 @@ def call_accounting(calls: Sequence[CallRecord], kills: Sequence[dict[str, Any]]
         "retry_succeeded": sum(1 for c in calls if c.retried and c.retry_code == "OK"),
         "retry_failed": sum(1 for c in calls if c.retried and c.retry_code != "OK"),
         "failed_not_at_a_kill": sum(1 for c in first_failures if not at_a_kill(c, kills)),
+        # Each one listed (they are few): the time and message are what a diagnosis starts from.
+        "failures_not_at_a_kill": [
+            {
+                "rpc": c.rpc,
+                "scheduled_s": round(c.scheduled, 3),
+                "ended_s": round(c.ended, 3),
+                "code": c.first_code,
+                "detail": c.first_detail,
+                "retry_code": c.retry_code,
+            }
+            for c in first_failures
+            if not at_a_kill(c, kills)
+        ][:MAX_LISTED_FAILURES],
     }
 
 

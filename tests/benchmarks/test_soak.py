@@ -38,7 +38,7 @@ def test_failures_around_a_kill_are_told_from_the_others() -> None:
         CallRecord("Personalize", 1.0, 1.01),
         CallRecord("Personalize", 9.9, 10.2, "UNAVAILABLE", True, "OK"),  # in flight at the kill
         CallRecord("RecordEvents", 10.5, 10.6, "UNAVAILABLE", True, "OK"),  # just after: the channel's delay
-        CallRecord("Personalize", 30.0, 30.1, "DEADLINE_EXCEEDED", True, "UNAVAILABLE"),  # unrelated
+        CallRecord("Personalize", 30.0, 30.1, "DEADLINE_EXCEEDED", True, "UNAVAILABLE", "Deadline Exceeded"),
     ]
     counts = call_accounting(calls, kills)
     assert counts["sent"] == 4
@@ -46,6 +46,16 @@ def test_failures_around_a_kill_are_told_from_the_others() -> None:
     assert counts["retried"] == counts["failed_first_time"] == 3
     assert (counts["retry_succeeded"], counts["retry_failed"]) == (2, 1)
     assert counts["failed_not_at_a_kill"] == 1
+    assert counts["failures_not_at_a_kill"] == [
+        {
+            "rpc": "Personalize",
+            "scheduled_s": 30.0,
+            "ended_s": 30.1,
+            "code": "DEADLINE_EXCEEDED",
+            "detail": "Deadline Exceeded",
+            "retry_code": "UNAVAILABLE",
+        }
+    ]
     assert counts["first_failure_codes"] == {"UNAVAILABLE": 2, "DEADLINE_EXCEEDED": 1}
 
 
