@@ -7,13 +7,6 @@ batch of a thousand customers) would stall every call behind it, so it goes to t
 executor instead: a thread pool of ``--threads`` threads, created here and used through
 ``loop.run_in_executor(None, ...)`` and ``asyncio.to_thread``.
 
-The pool's threads are all started before the process serves (``_started_executor``) rather than one
-by one as bursts of blocking work first need them: each new thread brings its own C allocator arena
-and stack, so a pool that grows during the process's life makes its memory grow for minutes after a
-start. In the soak, a worker restarted after a kill went from 18 to 22 threads and about 10 MB over its
-first minutes while the workers that had started all 16 (in the prefill burst) stayed flat; started
-together, every worker reaches its footprint before the first call.
-
 ``--event-loop uvloop`` swaps the standard library's loop for uvloop's (libuv), when the package is
 installed; both run the same code. ``EventLoopThread`` runs a loop on a background thread, for
 synchronous code that drives an async server (tests, embedding).
@@ -22,7 +15,6 @@ synchronous code that drives an async server (tests, embedding).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -45,32 +37,8 @@ def new_event_loop(kind: str = DEFAULT_EVENT_LOOP) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-# How long starting the pool may wait for its threads (they start in microseconds; this only bounds a
-# pathological start, after which the pool still grows on demand as before).
-_THREAD_START_TIMEOUT_S: Final = 10.0
-
-
 def _blocking_executor(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix=BLOCKING_THREAD_PREFIX)
-
-
-def _started_executor(threads: int) -> ThreadPoolExecutor:
-    """A pool whose ``threads`` threads are all running: each is held by a task until all have started.
-
-    ``ThreadPoolExecutor`` adds a thread at a submission only when no started thread is idle, so tasks
-    that wait for one another make it start every thread now.
-    """
-    executor = _blocking_executor(threads)
-    all_started = threading.Barrier(threads)
-
-    def wait_for_the_others() -> None:
-        with contextlib.suppress(threading.BrokenBarrierError):
-            all_started.wait(_THREAD_START_TIMEOUT_S)
-
-    started = [executor.submit(wait_for_the_others) for _ in range(threads)]
-    for future in started:
-        future.result()
-    return executor
 
 
 def run(
@@ -79,7 +47,7 @@ def run(
     """Run ``main`` to completion on a new loop of ``kind`` whose default executor has ``threads``
     threads; cancels what is left, waits for the executor and closes the loop afterwards."""
     with asyncio.Runner(loop_factory=lambda: new_event_loop(kind)) as runner:
-        runner.get_loop().set_default_executor(_started_executor(threads))
+        runner.get_loop().set_default_executor(_blocking_executor(threads))
         return runner.run(main)
 
 

@@ -27,16 +27,6 @@ def test_run_uses_the_blocking_work_threads_for_to_thread() -> None:
     assert off_loop.startswith(BLOCKING_THREAD_PREFIX)
 
 
-async def _blocking_threads() -> int:
-    return sum(1 for t in threading.enumerate() if t.name.startswith(BLOCKING_THREAD_PREFIX))
-
-
-def test_run_starts_every_blocking_thread_before_the_first_call() -> None:
-    # Started lazily, the pool would have no thread yet here; a pool that grows during a worker's life
-    # makes its memory grow with it (the soak's restarted workers).
-    assert event_loop.run(_blocking_threads(), threads=5) == 5
-
-
 def test_an_event_loop_thread_runs_coroutines_for_synchronous_callers() -> None:
     running = EventLoopThread(threads=1, name="loop-under-test")
     try:
