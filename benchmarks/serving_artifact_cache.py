@@ -163,7 +163,7 @@ def build_serving_artifact(
     from training.config import OutputSection, load_config
     from training.prepared_data import prepare
     from training.stage_timings import StageTimings
-    from training.train_job import explained_without_evidence, fit_decisions, fit_models, write_artifact
+    from training.train_job import fit_decisions, fit_models, write_artifact
 
     config = load_config(config_path)
     config = dataclasses.replace(
@@ -175,10 +175,8 @@ def build_serving_artifact(
         raise ValueError(f"{config_path}: no [models.{model}] to serve; it trains {', '.join(config.models)}")
     timings = StageTimings()  # the train job's stage records, parts included (benchmarks.training_cost)
     started = time.perf_counter()
-    with timings.stage("prepare"):
-        prepared = prepare(config, data_path=data_dir, timings=timings)
-    with timings.stage("explanations"):  # first, as train does: the encoded events are freed after them
-        prepared, explanations = explained_without_evidence(prepared)
+    with timings.stage("prepare"):  # explained inside, as train does: the encoded events are freed after
+        prepared = prepare(config, data_path=data_dir, timings=timings, explain=True)
     with timings.stage("fit_models"):
         models, fit_seconds = fit_models(prepared, config, show_progress=False)
     with timings.stage("decisions"):
@@ -201,12 +199,15 @@ def build_serving_artifact(
         "personas": list(prepared.catalog.ids),
     }
     with timings.stage("write_artifact"):
-        write_artifact(prepared, config, models, estimates, manifest_fields, explanations, timings=timings)
+        write_artifact(
+            prepared, config, models, estimates, manifest_fields, prepared.explanations, timings=timings
+        )
     seconds = {stage["stage"]: stage["seconds"] for stage in timings.stages}
+    parts = {part["stage"]: part["seconds"] for part in timings.stages[0].get("parts", [])}
     steps = {
-        "prepare (load, split, persona inference)": seconds["prepare"],
+        "prepare (load, split, persona inference)": seconds["prepare"] - parts["explanations"],
+        "mix explanations": parts["explanations"],
         "fit models": seconds["fit_models"],
-        "mix explanations": seconds["explanations"],
         "fit offer and layout estimates": seconds["decisions"],
         "write artifact": seconds["write_artifact"],
     }

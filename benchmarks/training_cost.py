@@ -287,7 +287,7 @@ def print_and_write_engines(result: dict[str, Any]) -> Path:
     )
 
 
-STAGE_HEADER: Final = ["data", "stage", "wall s", "CPU s", "peak RSS MB", "share"]
+STAGE_HEADER: Final = ["data", "stage", "wall s", "CPU s", "peak RSS MB", "RSS at end MB", "share"]
 RATIO_HEADER: Final = [
     "data",
     "customers x items x events",

@@ -28,6 +28,7 @@ from engine.data.interactions import empty_csr_matrix, interaction_matrix, relev
 from engine.data.shop_data import ShopData
 from engine.models.base import TrainingSet, UserBatch
 from engine.personas.catalog import PersonaCatalog, load_catalog
+from engine.personas.explanations import MixExplanations
 from engine.personas.inference.config import PersonaInferenceConfig
 from engine.personas.inference.demographic_prior import DemographicMixPrior
 from engine.personas.inference.inferred_mixes import InferredMixes
@@ -94,6 +95,9 @@ class PreparedData:
     training_set: TrainingSet
     history: sp.csr_matrix  # (customers x items) training-period interactions of every known customer
     logged_events: LoggedEventsMerge | None = None  # what [data] event_log added, when configured
+    # Every customer's mix explanations, when ``prepare`` was asked for them (``explain``); the mixes
+    # then carry no encoded events (``mixes.evidence`` is None).
+    explanations: MixExplanations | None = None
 
     def customer_rows(self, ids: NDArray[np.str_] | list[str]) -> NDArray[np.int64]:
         return self.customers.to_internal(list(ids))
@@ -105,11 +109,13 @@ def prepare(
     data_path: Path | None = None,
     engine: TrainingEngine = LOCAL_ENGINE,
     timings: StageTimings | None = None,
+    explain: bool = False,
 ) -> PreparedData:
     """Load, split, map ids, build features and infer persona mixes from the training period only.
 
     ``engine`` reads the data and fits the persona EM (locally by default, or on Spark); each step is
-    recorded in ``timings`` when given (``load``, ``split``, then those of ``prepare_split``)."""
+    recorded in ``timings`` when given (``load``, ``split``, then those of ``prepare_split``).
+    ``explain``: see ``prepare_split``."""
     timings = timings or StageTimings()
     with timings.stage("load"):
         shop = engine.load_shop(Path(data_path or config.data.path), config.data.skip_invalid)
@@ -128,7 +134,9 @@ def prepare(
         shop = dataclasses.replace(
             shop, events=pl.concat([split.train_events, split.test_events], rechunk=False)
         )
-    return prepare_split(config, shop, split, logged_events=logged_events, engine=engine, timings=timings)
+    return prepare_split(
+        config, shop, split, logged_events=logged_events, engine=engine, timings=timings, explain=explain
+    )
 
 
 def prepare_split(
@@ -139,11 +147,19 @@ def prepare_split(
     logged_events: LoggedEventsMerge | None = None,
     engine: TrainingEngine = LOCAL_ENGINE,
     timings: StageTimings | None = None,
+    explain: bool = False,
 ) -> PreparedData:
     """``prepare`` on a given split; hyperparameter search passes a validation split carved from training.
 
     Steps are recorded in ``timings`` when given: ``item_features``, ``customer_features``,
-    ``persona_inference``, ``demographic_prior`` and ``interaction_matrices``."""
+    ``persona_inference``, ``explanations`` (with ``explain``), ``demographic_prior`` and
+    ``interaction_matrices``.
+
+    With ``explain`` every customer's mix is explained right after persona inference and the encoded
+    events behind the mixes (about 150 bytes an event) are let go before anything else is built: jobs
+    that only need the explanations from them (train, the serving build) then never hold the encoded
+    events together with the interaction matrices, which set the peak memory of a million-customer
+    build. Jobs that read the encoded events later (persona discovery) leave it off."""
     timings = timings or StageTimings()
     catalog = load_catalog(config.personas.catalog)
     with timings.stage("item_features"):
@@ -166,6 +182,11 @@ def prepare_split(
         inference = PersonaInferenceModel(PersonaInferenceConfig(**config.personas.inference))
         train_shop = dataclasses.replace(shop, events=split.train_events)
         mixes = inference.fit(train_shop, catalog, customer_ids=customers, behaviour_fit=engine.behaviour_fit)
+    explanations = None
+    if explain:
+        with timings.stage("explanations"):
+            explanations = MixExplanations.build(inference, mixes)
+            mixes = dataclasses.replace(mixes, evidence=None)
     with timings.stage("demographic_prior"):
         # fitted on the encoded demographics, decoded (numeric features standardized), exactly as
         # serving decodes an eventless customer's stored row
@@ -208,6 +229,7 @@ def prepare_split(
         training_set=training_set,
         history=history,
         logged_events=logged_events,
+        explanations=explanations,
     )
 
 
@@ -218,6 +240,7 @@ def prepare_all_events(
     logged_events: LoggedEventsMerge | None = None,
     engine: TrainingEngine = LOCAL_ENGINE,
     timings: StageTimings | None = None,
+    explain: bool = False,
 ) -> PreparedData:
     """``prepare_split`` on every event with no customer held out: the data the served models learn from.
 
@@ -229,7 +252,9 @@ def prepare_all_events(
     timings = timings or StageTimings()
     with timings.stage("split"):
         split = all_events_split(shop.events)
-    return prepare_split(config, shop, split, logged_events=logged_events, engine=engine, timings=timings)
+    return prepare_split(
+        config, shop, split, logged_events=logged_events, engine=engine, timings=timings, explain=explain
+    )
 
 
 def split_for(

@@ -3,8 +3,10 @@
 Training cost grows with the shop in different ways per stage (persona inference with events,
 evaluation with customers x items, explanations with customers), so one total says little about what
 to change when a run gets slow or runs out of memory. Each stage records wall-clock seconds, CPU
-seconds of the process (less sensitive to other work on the machine) and the process's peak resident
-memory so far (a stage that raises it is the one that needed the memory).
+seconds of the process (less sensitive to other work on the machine), the process's peak resident
+memory so far (a stage that raises it is the one that needed the memory) and its resident memory when
+the stage ended (what the stage left behind for the next ones: a peak says where memory was needed, the
+level at the end says what is still held when the next stage adds its own).
 
 A stage opened inside another is recorded as one of its ``parts`` (``prepare`` is loading, split,
 features, persona inference and matrices), so the top-level list stays the job's outline while the
@@ -13,6 +15,7 @@ parts say which step inside a stage the time went to.
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -26,6 +29,16 @@ def peak_rss_mb() -> float:
     """The process's peak resident set size so far, in MiB."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return float(peak) / (1024 * 1024 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB elsewhere
+
+
+def current_rss_mb() -> float | None:
+    """The process's resident set size now, in MiB; None where ``/proc`` is not there to say."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            resident_pages = int(statm.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
 
 @dataclass
@@ -49,6 +62,7 @@ class StageTimings:
             "seconds": time.perf_counter() - wall,
             "cpu_seconds": time.process_time() - cpu,
             "peak_rss_mb": peak_rss_mb(),
+            "rss_at_end_mb": current_rss_mb(),
         }
         if parts:
             record["parts"] = parts

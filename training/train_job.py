@@ -16,7 +16,6 @@ artifact is complete, so a crash mid-training can never be served.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import math
@@ -135,7 +134,7 @@ def refit_on_all_events(
     with progress_bar(show_progress) as progress:
         task = progress.add_task("refit on all events: personas", total=1 + len(config.models))
         prepared = prepare_all_events(
-            config, shop, logged_events=logged_events, engine=engine, timings=timings
+            config, shop, logged_events=logged_events, engine=engine, timings=timings, explain=True
         )
         progress.advance(task)
         with timings.stage("fit_models"):
@@ -154,18 +153,6 @@ def logged_decisions(prepared: PreparedData) -> pl.DataFrame | None:
     if prepared.split.holds_out:
         decisions = decisions.filter(pl.col("timestamp") < prepared.split.test_start)
     return decisions
-
-
-def explained_without_evidence(prepared: PreparedData) -> tuple[PreparedData, MixExplanations]:
-    """Every customer's mix explanations, and the prepared data without the encoded events behind the mixes.
-
-    The explanations are the last reader of those events on the way to the artifact. They cost about
-    150 bytes an event (1.3 GB at 8.5M events), and held through model fitting and the offer and
-    layout estimates they set the peak memory of a million-customer run.
-    """
-    explanations = MixExplanations.build(prepared.inference, prepared.mixes)
-    released = dataclasses.replace(prepared, mixes=dataclasses.replace(prepared.mixes, evidence=None))
-    return released, explanations
 
 
 def fit_decisions(prepared: PreparedData) -> dict[str, ArmEstimates]:
@@ -315,8 +302,11 @@ def run_training(
     started = time.perf_counter()
     timings = StageTimings()
     data_dir = Path(data_path or config.data.path)
+    # Served explanations come from the data the served models are fitted on: the split's prepare
+    # explains the mixes only when no refit will replace them.
+    refit = config.output.refit_on_all_events
     with timings.stage("prepare"):  # load, split, features, persona inference, interaction matrices
-        prepared = prepare(config, data_path=data_dir, engine=engine, timings=timings)
+        prepared = prepare(config, data_path=data_dir, engine=engine, timings=timings, explain=not refit)
     with timings.stage("fit_models"):
         models, fit_seconds = fit_models(prepared, config, show_progress=show_progress, engine=engine)
     with timings.stage("evaluation"):
@@ -336,7 +326,7 @@ def run_training(
         accuracy = persona_accuracy(prepared, data_dir / "truth")
     summary = _summary(prepared, results, models)  # the split's figures, before it may be dropped
     served_fit_seconds, refit_seconds, served_accuracy = fit_seconds, None, accuracy
-    if config.output.refit_on_all_events:
+    if refit:
         shop, logged_events = prepared.shop, prepared.logged_events
         del prepared, models  # the split's matrices and models: freed before the refit builds its own
         with timings.stage("refit"):
@@ -353,13 +343,12 @@ def run_training(
         refit_seconds = timings.stages[-1]["seconds"]
     served = served_models_record(
         prepared,
-        refit=config.output.refit_on_all_events,
+        refit=refit,
         fit_seconds=served_fit_seconds,
         seconds=refit_seconds,
         persona_accuracy=served_accuracy,
     )
-    with timings.stage("explanations"):
-        prepared, explanations = explained_without_evidence(prepared)
+    explanations = prepared.explanations
     with timings.stage("decisions"):
         estimates = fit_decisions(prepared)
         quality = decision_quality(estimates, data_dir / "truth")

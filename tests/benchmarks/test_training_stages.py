@@ -70,6 +70,10 @@ def test_stage_rows_indent_parts_and_name_the_data_set_once() -> None:
     ]
     assert [row[0] for row in rows] == ["shop", "", "", "", ""]
     assert rows[0][-1] == "50.0%"
+    assert rows[0][-2] == "-"  # a record from before stages noted their RSS at the end
+    result = measured()
+    result["stages"][0]["rss_at_end_mb"] = 123.4
+    assert stage_rows(result)[0][-2] == 123
 
 
 def test_ratio_rows_carry_the_ratio_and_the_peak_of_process_and_stages() -> None:

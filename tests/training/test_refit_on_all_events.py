@@ -36,7 +36,7 @@ SPLIT: dict[str, Any] = {"test_days": 28, "cold_start_share": 0.15}
 FRESH = "fresh-tech-shopper"  # first seen 10 days before the end: only in the test period
 TECH = ("computers", "phones")  # what FRESH engaged with
 TECH_LIKE = (*TECH, "electronics", "smart_home")  # what a tech-savvy shopper's list should be made of
-STAGES = ("prepare", "fit_models", "evaluation", "persona_accuracy", "refit", "explanations", "decisions")
+STAGES = ("prepare", "fit_models", "evaluation", "persona_accuracy", "refit", "decisions")
 
 
 @pytest.fixture(scope="module")

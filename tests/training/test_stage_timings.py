@@ -40,3 +40,16 @@ def test_a_failing_stage_leaves_no_open_parent_behind() -> None:
     with timings.stage("next"):
         pass
     assert [s["stage"] for s in timings.to_json()] == ["next"]
+
+
+def test_a_stage_records_what_it_left_resident() -> None:
+    # The level at a stage's end says what the next stages start from; a peak alone cannot tell a
+    # stage that held on to its memory from one that only needed it for a moment.
+    timings = StageTimings()
+    with timings.stage("hold"):
+        held = bytearray(64 * 1024 * 1024)
+        held[::4096] = b"x" * len(held[::4096])  # touch every page so it is resident
+    with timings.stage("release"):
+        del held
+    hold, release = timings.to_json()
+    assert hold["rss_at_end_mb"] - release["rss_at_end_mb"] > 48

@@ -104,6 +104,7 @@ def test_features_encoded_a_chunk_of_customers_at_a_time_equal_the_whole(
     )
     assert chunked.space == whole.space and chunked.customer_ids.ids.tolist() == ids.ids.tolist()
     assert (chunked.matrix != whole.matrix).nnz == 0 and chunked.matrix.shape == whole.matrix.shape
+    assert chunked.matrix.dtype == whole.matrix.dtype == np.float32  # 0/1 values, stored exactly
     for name in ("customer_index", "customer_indptr", "item_index", "weight", "context_index", "brand_code"):
         assert np.array_equal(getattr(chunked, name), getattr(whole, name)), name
     for name in ("day", "timestamp_us"):
