@@ -31,6 +31,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from engine.data.id_map import IdMap, UnknownIdError
+from engine.data.row_stacking import stack_rows
 from engine.personas.shopping_context import CONTEXTS, DEFAULT_HOLIDAYS, context_expr
 
 YES = "yes"
@@ -531,7 +532,7 @@ def _build_in_chunks(
     day; brand repeats per customer), so chunks of whole customers give the whole batch's features;
     the vocabulary is fixed first from the whole batch and brands are numbered over the items table.
     The per-event arrays are filled in place and the chunks' matrices stacked once at the end, each
-    chunk released as soon as it is copied (``_stacked``).
+    chunk released as soon as it is copied (``engine.data.row_stacking``).
     """
     holidays = tuple(holidays)
     if space is None:
@@ -579,7 +580,7 @@ def _build_in_chunks(
         matrices.append(part.matrix)
         first_part = first_part or part
     assert first_part is not None  # more customers than one chunk: at least one part
-    matrix = _stacked(matrices, space.n_columns)
+    matrix = stack_rows(matrices, space.n_columns, FEATURE_MATRIX_DTYPE)
     return EventFeatures(
         space=space,
         matrix=matrix,
@@ -589,32 +590,6 @@ def _build_in_chunks(
         item_matrix=first_part.item_matrix,
         **arrays,
     )
-
-
-def _stacked(parts: list[sp.csr_matrix], n_columns: int) -> sp.csr_matrix:
-    """The rows of ``parts`` one under the other; empties ``parts`` as it goes.
-
-    ``sp.vstack`` holds every part and the result at once: twice the matrix at the end of encoding, which
-    set the peak memory of persona inference on a million customers. Here the result's arrays are
-    allocated untouched and each part is let go once it is copied, so the matrix exists about once.
-    """
-    n_rows = sum(part.shape[0] for part in parts)
-    nnz = sum(part.nnz for part in parts)
-    index_dtype = np.int32 if max(nnz, n_columns) < np.iinfo(np.int32).max else np.int64
-    dtype = parts[0].dtype if parts else FEATURE_MATRIX_DTYPE
-    data = np.empty(nnz, dtype=dtype)
-    indices: NDArray[np.integer[Any]] = np.empty(nnz, dtype=index_dtype)
-    indptr: NDArray[np.integer[Any]] = np.zeros(n_rows + 1, dtype=index_dtype)
-    row = at = 0
-    while parts:
-        part = parts.pop(0)
-        rows, count = part.shape[0], part.nnz
-        data[at : at + count] = part.data
-        indices[at : at + count] = part.indices
-        indptr[row + 1 : row + rows + 1] = part.indptr[1:] + at
-        row, at = row + rows, at + count
-        del part
-    return sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_columns))
 
 
 def _item_matrix(item_info: pl.DataFrame, space: EventFeatureSpace) -> sp.csr_matrix:
