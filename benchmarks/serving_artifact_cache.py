@@ -199,11 +199,10 @@ def build_serving_artifact(
         "personas": list(prepared.catalog.ids),
     }
     with timings.stage("write_artifact"):
-        write_artifact(
-            prepared, config, models, estimates, manifest_fields, prepared.explanations, timings=timings
-        )
+        write_artifact(prepared, config, models, estimates, manifest_fields, timings=timings)
     seconds = {stage["stage"]: stage["seconds"] for stage in timings.stages}
-    parts = {part["stage"]: part["seconds"] for part in timings.stages[0].get("parts", [])}
+    prepare_stage = next(stage for stage in timings.stages if stage["stage"] == "prepare")
+    parts = {part["stage"]: part["seconds"] for part in prepare_stage["parts"]}
     steps = {
         "prepare (load, split, persona inference)": seconds["prepare"] - parts["explanations"],
         "mix explanations": parts["explanations"],

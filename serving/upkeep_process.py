@@ -54,8 +54,10 @@ class _ArtifactFollower:
 
     def apply(self, desired: DesiredModel) -> bool:
         """Attach ``desired``'s artifact unless it is attached already; False when it cannot be loaded."""
-        if desired.artifact_path == self.artifact_path or desired.generation == self._refused_generation:
-            return desired.artifact_path == self.artifact_path
+        if desired.artifact_path == self.artifact_path:
+            return True
+        if desired.generation == self._refused_generation:
+            return False
         try:
             loaded = load_model(
                 Path(desired.artifact_path), desired.model_name or None, self.settings.artifact_verifier

@@ -230,12 +230,12 @@ def write_artifact(
     models: dict[str, Recommender],
     estimates: dict[str, ArmEstimates],
     manifest_fields: dict[str, Any],
-    explanations: MixExplanations | None = None,
     *,
     signer: ArtifactSigner | None = None,
     timings: StageTimings | None = None,
 ) -> tuple[Path, str]:
-    """Write the artifact; ``explanations`` are built here when not given (serving needs them).
+    """Write the artifact; the mixes' explanations are ``prepared.explanations``, built here when
+    ``prepare`` was not asked for them (serving needs them).
 
     With ``signer`` the manifest is signed, so servers given its key accept the artifact. Steps go to
     ``timings`` when given (``purchases_matrix``, ``write_contents``, ``commit``)."""
@@ -244,6 +244,7 @@ def write_artifact(
     root.mkdir(parents=True, exist_ok=True)
     version = new_version(root)
     # Serving cannot explain mixes without the events, so every customer is explained now.
+    explanations = prepared.explanations
     if explanations is None:
         with timings.stage("explanations"):
             explanations = MixExplanations.build(prepared.inference, prepared.mixes)
@@ -348,7 +349,6 @@ def run_training(
         seconds=refit_seconds,
         persona_accuracy=served_accuracy,
     )
-    explanations = prepared.explanations
     with timings.stage("decisions"):
         estimates = fit_decisions(prepared)
         quality = decision_quality(estimates, data_dir / "truth")
@@ -381,7 +381,7 @@ def run_training(
         manifest_fields["engine"] = {"name": engine.name, **engine.record}
     with timings.stage("write_artifact"):
         path, version = write_artifact(
-            prepared, config, models, estimates, manifest_fields, explanations, signer=signer, timings=timings
+            prepared, config, models, estimates, manifest_fields, signer=signer, timings=timings
         )
     summary["seconds"] = time.perf_counter() - started
     summary["stages"] = timings.to_json()

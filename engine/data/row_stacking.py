@@ -31,5 +31,4 @@ def stack_rows(parts: list[sp.csr_matrix], n_columns: int, dtype: DTypeLike) -> 
         indices[at : at + count] = part.indices
         indptr[row + 1 : row + rows + 1] = part.indptr[1:] + at
         row, at = row + rows, at + count
-        del part
     return sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_columns))
