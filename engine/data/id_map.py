@@ -97,11 +97,24 @@ class IdMap:
     def _id_series(self) -> pl.Series:
         return pl.Series("id", self._ids.tolist(), dtype=pl.String)
 
+    def index_expr(self, column: str | pl.Expr, dtype: type[pl.DataType] = pl.Int64) -> pl.Expr:
+        """A polars expression mapping an id column to indices (MISSING for unknown or null ids).
+
+        As an expression it runs inside a frame's ``select`` beside the other columns' work, which
+        polars spreads over its threads; ``to_internal`` maps one Series on its own.
+        """
+        expr = pl.col(column) if isinstance(column, str) else column
+        indices = pl.Series("index", np.arange(len(self), dtype=np.int64))
+        return (
+            expr.cast(pl.String)
+            .replace_strict(self._id_series, indices, default=MISSING, return_dtype=dtype)
+            .fill_null(MISSING)
+        )
+
     def _series_to_internal(self, external_ids: pl.Series, strict: bool) -> NDArray[np.int64]:
         text = external_ids.cast(pl.String)
-        indices = pl.Series("index", np.arange(len(self), dtype=np.int64))
-        mapped = text.replace_strict(self._id_series, indices, default=MISSING, return_dtype=pl.Int64)
-        out = mapped.fill_null(MISSING).to_numpy().astype(np.int64, copy=False)
+        mapped = pl.select(self.index_expr(pl.lit(text))).to_series()
+        out = mapped.to_numpy().astype(np.int64, copy=False)
         if strict and (out == MISSING).any():
             unknown = text.filter(pl.Series(out == MISSING)).cast(pl.String).to_list()
             raise UnknownIdError(self.kind, [str(u) for u in unknown])

@@ -1,6 +1,6 @@
 """How much each persona explains one live event, in microseconds, with the stored persona model.
 
-Training encodes events through polars (``engine.personas.traits.build_event_features``), which is
+Training encodes events through polars (``engine.personas.event_encoding.build_event_features``), which is
 right for millions of rows and far too slow for the three events of one RecordEvents call. An
 event's log-likelihood under the model is a sum over its feature values: the item-level part
 (category, price level, tags, plus the item-choice normaliser) depends only on the item, and the
@@ -24,8 +24,9 @@ from numpy.typing import NDArray
 from engine.artifact.contents import LoadedArtifact
 from engine.data.id_map import MISSING, IdMap
 from engine.live.events import BehaviorEvent
+from engine.personas.event_encoding import build_event_features
 from engine.personas.inference.model import PersonaInferenceModel
-from engine.personas.traits import CHANNEL, DEVICE, DISCOUNTED, NO, YES, build_event_features
+from engine.personas.traits import CHANNEL, DEVICE, DISCOUNTED, NO, YES
 
 _TAG_FEATURE_PREFIX = "tag="
 

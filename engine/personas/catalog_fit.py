@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from engine.personas.event_encoding import build_event_features
 from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.inference.model import PersonaInferenceModel
-from engine.personas.traits import build_event_features
 
 DOMINANCE_THRESHOLD = 0.5
 

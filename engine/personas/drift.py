@@ -32,8 +32,8 @@ from numpy.typing import NDArray
 from engine.data.id_map import IdMap
 from engine.numeric_settings import check_numeric_settings
 from engine.personas.change_detection import ChangeChecks, ChangeDetectorConfig, DayCheck, check_changes
+from engine.personas.event_encoding import build_event_features
 from engine.personas.inference.model import PersonaInferenceModel
-from engine.personas.traits import build_event_features
 
 _EPOCH = dt.date(1970, 1, 1)
 # Live state keeps events this many half-lives old (the replay window after a restart; the log's

@@ -26,10 +26,9 @@ class PersonaInferenceConfig:
                             as a share of the average number of events per persona.
     seed_tilt:              factor on the odds of a value a persona's signals name (e.g. its categories).
     seed_damping:           factor on the odds of "yes" for a "low" discount, brand or bulk signal.
-    chunk_customers:        customers per chunk of event encoding, the E-step, fold-ins and
-                            explanations: memory of their per-event intermediates is bounded by a
-                            chunk, not by the shop (the mixes do not depend on it beyond
-                            floating-point rounding).
+    chunk_customers:        customers per chunk of the E-step, fold-ins and explanations: memory of
+                            their per-event intermediates is bounded by a chunk, not by the shop
+                            (the mixes do not depend on it beyond floating-point rounding).
     threads:                chunks of the E-step run on this many threads (the compiled step releases
                             the GIL); with fewer chunks than threads the chunks are made smaller.
     em_customers:           the EM fits persona behaviour on a seeded random sample of at most this

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from engine.data.id_map import IdMap
 from engine.data.shop_data import ShopData
 from engine.personas.catalog import PersonaCatalog
+from engine.personas.event_encoding import build_event_features
 from engine.personas.inference.behaviour import PersonaBehaviour
 from engine.personas.inference.config import PersonaInferenceConfig
 from engine.personas.inference.em_fit import (
@@ -43,7 +44,7 @@ from engine.personas.inference.signals import (
     strongest_signals_of,
 )
 from engine.personas.shopping_context import CONTEXTS
-from engine.personas.traits import EventFeatures, EventFeatureSpace, build_event_features, describe_feature
+from engine.personas.traits import EventFeatures, EventFeatureSpace, describe_feature
 
 BehaviourFitter = Callable[[EventFeatures, PersonaCatalog, PersonaInferenceConfig], BehaviourFit]
 """Fits persona behaviour on event features: ``em_fit.fit_behaviour`` or a distributed equivalent."""
@@ -138,7 +139,6 @@ class PersonaInferenceModel:
             shop.items,
             customer_ids=customer_ids,
             holidays=cfg.holidays,
-            chunk_customers=cfg.chunk_customers,
         )
         if features.n_events == 0:
             raise PersonaInferenceError("cannot fit persona inference: the shop has no events")
@@ -186,7 +186,6 @@ class PersonaInferenceModel:
             customer_ids=customer_ids,
             space=space,
             holidays=self.config.holidays,
-            chunk_customers=self.config.chunk_customers,
         )
         n, k = features.n_customers, len(self.persona_ids)
         centre: NDArray[np.float64] | None = None

@@ -31,8 +31,8 @@ from engine.personalizer import Personalizer
 from engine.personas.change_detection import DayCheck, DetectorState
 from engine.personas.drift import DriftConfig, population_mean_mix, trace_changes
 from engine.personas.drift_accuracy import first_alarm_days
+from engine.personas.event_encoding import build_event_features
 from engine.personas.mix_resolution import MixSource
-from engine.personas.traits import build_event_features
 from tests.engine.small_artifact import train_small_artifact
 
 START = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)

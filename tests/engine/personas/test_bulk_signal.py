@@ -12,8 +12,9 @@ import pytest
 
 from engine.data.shop_data import ShopData
 from engine.personas.catalog import CatalogError, catalog_to_toml, parse_catalog
+from engine.personas.event_encoding import build_event_features
 from engine.personas.inference.model import PersonaInferenceModel
-from engine.personas.traits import BULK, BULK_QUANTITY, NO, YES, build_event_features, customer_traits
+from engine.personas.traits import BULK, BULK_QUANTITY, NO, YES, customer_traits
 
 ITEMS = pl.DataFrame(
     {

@@ -11,14 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.data.id_map import IdMap, UnknownIdError
+from engine.personas.event_encoding import build_event_features, item_price_levels
 from engine.personas.shopping_context import CONTEXTS
 from engine.personas.traits import (
     EventFeatureSpace,
-    build_event_features,
     customer_traits,
     describe_feature,
     describe_trait,
-    item_price_levels,
 )
 
 ITEMS = pl.DataFrame(

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from engine.personas.catalog import PersonaCatalog
+from engine.personas.event_encoding import build_event_features
 from engine.personas.inference.config import PersonaInferenceConfig
 from engine.personas.inference.e_step import EStepStatistics, digamma, e_step, merged_events
 from engine.personas.inference.em_fit import (
@@ -25,7 +26,7 @@ from engine.personas.inference.em_fit import (
 from engine.personas.inference.item_choice import ItemChoice
 from engine.personas.inference.mix_prior import MixPrior
 from engine.personas.inference.segments import sum_segments
-from engine.personas.traits import EventFeatures, build_event_features
+from engine.personas.traits import EventFeatures
 from tests.engine.personas.inference.variational_reference import reference_e_step
 from tests.engine.personas.planted_shop import PlantedShop, planted_shop
 

@@ -1,4 +1,4 @@
-"""Persona inference of a large shop: the EM fits on a sample of customers, events are encoded in chunks."""
+"""Persona inference of a large shop: the EM fits on a sample of customers, chunks fold in alike."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import pytest
 
 from engine.data.id_map import IdMap, UnknownIdError
 from engine.personas.catalog import PersonaCatalog
+from engine.personas.event_encoding import build_event_features
 from engine.personas.explanations import MixExplanations
 from engine.personas.inference.config import PersonaInferenceConfig
 from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.inference.model import PersonaInferenceModel, em_sample
 from engine.personas.mix import total_variation_rows
-from engine.personas.traits import build_event_features
+from tests.engine.personas.event_encoding_reference import assert_same_features, reference_event_features
 from tests.engine.personas.planted_shop import PlantedShop, non_hidden_tv
 
 
@@ -91,33 +92,20 @@ def test_a_cap_at_or_above_the_shop_fits_every_customer_as_before(
     assert np.array_equal(capped.by_context, whole.by_context)
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 150, 399])
-def test_features_encoded_a_chunk_of_customers_at_a_time_equal_the_whole(
-    planted: PlantedShop, chunk: int
-) -> None:
-    """Including customers without events (from the customers table) and a last, shorter chunk."""
+def test_features_of_a_planted_shop_equal_the_reference_pipeline(planted: PlantedShop) -> None:
+    """Including customers without events (from the customers table) between those with events."""
     silent = [f"quiet{n}" for n in range(5)]
     ids = IdMap([*planted.customer_ids.ids.tolist()[:200], *silent, *planted.customer_ids.ids.tolist()[200:]])
-    whole = build_event_features(planted.shop.events, planted.shop.items, customer_ids=ids)
-    chunked = build_event_features(
-        planted.shop.events, planted.shop.items, customer_ids=ids, chunk_customers=chunk
-    )
-    assert chunked.space == whole.space and chunked.customer_ids.ids.tolist() == ids.ids.tolist()
-    assert (chunked.matrix != whole.matrix).nnz == 0 and chunked.matrix.shape == whole.matrix.shape
-    assert chunked.matrix.dtype == whole.matrix.dtype == np.float32  # 0/1 values, stored exactly
-    for name in ("customer_index", "customer_indptr", "item_index", "weight", "context_index", "brand_code"):
-        assert np.array_equal(getattr(chunked, name), getattr(whole, name)), name
-    for name in ("day", "timestamp_us"):
-        assert np.array_equal(getattr(chunked, name), getattr(whole, name)), name
-    assert np.array_equal(chunked.price_percentile, whole.price_percentile, equal_nan=True)
-    assert np.array_equal(chunked.events_per_customer[200:205], np.zeros(5))
+    features = build_event_features(planted.shop.events, planted.shop.items, customer_ids=ids)
+    assert_same_features(features, reference_event_features(planted.shop.events, planted.shop.items, ids))
+    assert np.array_equal(features.events_per_customer[200:205], np.zeros(5))
 
 
-def test_chunked_encoding_names_customers_missing_from_the_map(planted: PlantedShop) -> None:
+def test_encoding_names_customers_missing_from_the_map(planted: PlantedShop) -> None:
     ids = IdMap(planted.customer_ids.ids.tolist()[1:])
     missing = str(planted.customer_ids.ids[0])
     with pytest.raises(UnknownIdError, match=missing):
-        build_event_features(planted.shop.events, planted.shop.items, customer_ids=ids, chunk_customers=50)
+        build_event_features(planted.shop.events, planted.shop.items, customer_ids=ids)
 
 
 def test_mixes_and_explanations_do_not_depend_on_the_chunk_size(

@@ -1,0 +1,98 @@
+"""The compiled event encoding equals the whole-table polars pipeline it replaced, on any small shop."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.data.id_map import IdMap
+from engine.personas.event_encoding import build_event_features
+from engine.personas.traits import EventFeatureSpace
+from tests.engine.personas.event_encoding_reference import assert_same_features, reference_event_features
+
+START = dt.datetime(2025, 12, 20, 18, 0)  # days around Christmas: weekdays, weekends and holidays
+
+
+@st.composite
+def shops(draw: st.DrawFn) -> tuple[pl.DataFrame, pl.DataFrame, IdMap, EventFeatureSpace | None]:
+    n_items = draw(st.integers(1, 8))
+    items = pl.DataFrame(
+        {
+            "item_id": [f"i{n}" for n in range(n_items)],
+            "category": draw(
+                st.lists(st.sampled_from(["tv", "soap", "tea"]), min_size=n_items, max_size=n_items)
+            ),
+            "brand": draw(
+                st.lists(st.sampled_from(["acme", "zen", "lux", None]), min_size=n_items, max_size=n_items)
+            ),
+            "price": draw(st.lists(st.floats(1, 500), min_size=n_items, max_size=n_items)),
+            "tags": draw(
+                st.lists(
+                    st.one_of(
+                        st.none(), st.lists(st.sampled_from(["eco", "new-tech", "premium"]), max_size=2)
+                    ),
+                    min_size=n_items,
+                    max_size=n_items,
+                )
+            ),
+        },
+        schema_overrides={"tags": pl.List(pl.Utf8)},
+    )
+    n = draw(st.integers(0, 60))
+
+    def column(values: st.SearchStrategy[object]) -> list[object]:
+        return draw(st.lists(values, min_size=n, max_size=n))
+
+    data: dict[str, list[object]] = {
+        "customer_id": column(st.sampled_from(["a", "b", "c", "d"])),
+        "item_id": column(st.sampled_from(items["item_id"].to_list())),
+        # minutes over ten days: several events of a customer on one day, and days either side of midnight
+        "timestamp": [START + dt.timedelta(minutes=m) for m in column(st.integers(0, 14_400))],
+    }
+    optional = {
+        "discount": st.one_of(st.none(), st.sampled_from([0.0, 0.2, float("nan")])),
+        "quantity": st.one_of(st.none(), st.sampled_from([1.0, 11.5, 12.0, 24.0])),
+        "channel": st.one_of(st.none(), st.sampled_from(["web", "app", "email"])),
+        "device": st.one_of(st.none(), st.sampled_from(["mobile", "desktop"])),
+    }
+    for name, values in optional.items():
+        if draw(st.booleans()):
+            data[name] = column(values)
+    types = {"timestamp": pl.Datetime("us"), "discount": pl.Float64, "quantity": pl.Float64}
+    types |= {"channel": pl.Utf8, "device": pl.Utf8}
+    events = pl.DataFrame(data, schema_overrides={k: v for k, v in types.items() if k in data})
+    zone = draw(st.sampled_from([None, "UTC", "America/New_York"]))
+    if zone is not None:
+        events = events.with_columns(pl.col("timestamp").dt.replace_time_zone(zone))
+    known = sorted(set(data["customer_id"]))  # type: ignore[arg-type]
+    ids = IdMap([*draw(st.permutations(known)), "quiet"], kind="customer")
+    space = None
+    if draw(st.booleans()):  # a fitted space that lacks some of this batch's values
+        space = EventFeatureSpace.build(
+            ["tv", "soap"], ["eco"], ["web"], ["mobile"], quantities=draw(st.booleans())
+        )
+    return items, events, ids, space
+
+
+@settings(max_examples=150, deadline=None)
+@given(shops())
+def test_encoding_equals_the_reference_pipeline(
+    shop: tuple[pl.DataFrame, pl.DataFrame, IdMap, EventFeatureSpace | None],
+) -> None:
+    items, events, ids, space = shop
+    actual = build_event_features(events, items, customer_ids=ids, space=space)
+    assert_same_features(actual, reference_event_features(events, items, ids, space))
+
+
+def test_events_without_a_timestamp_are_refused_by_row() -> None:
+    items = pl.DataFrame({"item_id": ["i"], "category": ["tv"], "price": [1.0]})
+    events = pl.DataFrame(
+        {"customer_id": ["a", "a"], "item_id": ["i", "i"], "timestamp": [START, None]},
+        schema_overrides={"timestamp": pl.Datetime("us", "UTC")},
+    )
+    with pytest.raises(ValueError, match=r"no timestamp in row\(s\) 1"):
+        build_event_features(events, items)
