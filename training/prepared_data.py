@@ -169,9 +169,9 @@ def prepare_split(
         item_features = item_space.encode(item_frame, ITEM_FEATURE_COLUMNS)
 
     with timings.stage("customer_features"):
-        known = list(split.train_events["customer_id"].unique(maintain_order=True).to_list())
+        known = split.train_events["customer_id"].cast(pl.Utf8)
         if shop.customers is not None:
-            known += shop.customers["customer_id"].to_list()
+            known = pl.concat([known, shop.customers["customer_id"].cast(pl.Utf8)])
         customers = IdMap.from_values(known, kind="customer")
         customer_frame = _customer_frame(shop, customers)
         columns = demographic_columns(customer_frame)

@@ -39,8 +39,13 @@ class IdMap:
     """An immutable, ordered set of string ids with O(1) id -> index look-up."""
 
     def __init__(self, ids: Iterable[str], kind: str = "item") -> None:
-        values = ids.tolist() if isinstance(ids, np.ndarray) else [str(v) for v in ids]
-        if any("\x00" in v for v in values):
+        if isinstance(ids, np.ndarray) and ids.ndim != 1:
+            raise ValueError("ids must be one-dimensional")
+        if isinstance(ids, np.ndarray) and ids.dtype.kind == "U":
+            values: list[str] = ids.tolist()
+        else:
+            values = [str(v) for v in ids]
+        if "\x00" in "".join(values):
             # numpy's fixed-width strings drop trailing NULs, so such ids would not survive save/load
             raise ValueError(f"{kind} ids must not contain NUL characters")
         array = np.asarray(values, dtype=np.str_)
@@ -48,13 +53,18 @@ class IdMap:
             raise ValueError("ids must be one-dimensional")
         self._ids: NDArray[np.str_] = array
         self.kind = kind
-        self._index: dict[str, int] = {str(v): i for i, v in enumerate(array.tolist())}
+        self._index: dict[str, int] = dict(zip(values, range(len(values)), strict=True))
         if len(self._index) != len(array):
             raise ValueError(f"{kind} ids are not unique")
 
     @classmethod
-    def from_values(cls, values: Iterable[str], kind: str = "item") -> IdMap:
-        """Build a map from values that may repeat; ids are kept in order of first appearance."""
+    def from_values(cls, values: Iterable[str] | pl.Series, kind: str = "item") -> IdMap:
+        """Build a map from values that may repeat; ids are kept in order of first appearance.
+
+        A polars Series (an id column) is deduplicated by polars, without a Python string per row.
+        """
+        if isinstance(values, pl.Series):
+            return cls(values.cast(pl.String).unique(maintain_order=True).to_list(), kind=kind)
         seen: dict[str, None] = dict.fromkeys(str(v) for v in values)
         return cls(list(seen), kind=kind)
 
@@ -101,7 +111,9 @@ class IdMap:
         """A polars expression mapping an id column to indices (MISSING for unknown or null ids).
 
         As an expression it runs inside a frame's ``select`` beside the other columns' work, which
-        polars spreads over its threads; ``to_internal`` maps one Series on its own.
+        polars spreads over its threads; ``to_internal`` maps one Series on its own. Polars builds
+        the look-up table once per chunk of the column, so rechunk a frame joined from many parts
+        first (a training split's ten million events took 27 s to map, instead of 5).
         """
         expr = pl.col(column) if isinstance(column, str) else column
         indices = pl.Series("index", np.arange(len(self), dtype=np.int64))
@@ -112,7 +124,7 @@ class IdMap:
         )
 
     def _series_to_internal(self, external_ids: pl.Series, strict: bool) -> NDArray[np.int64]:
-        text = external_ids.cast(pl.String)
+        text = external_ids.cast(pl.String).rechunk()  # one look-up table, not one per chunk
         mapped = pl.select(self.index_expr(pl.lit(text))).to_series()
         out = mapped.to_numpy().astype(np.int64, copy=False)
         if strict and (out == MISSING).any():

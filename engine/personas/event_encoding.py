@@ -161,6 +161,12 @@ def _coded_events(
     and a context; discount and quantity become yes/no facts (1, 0, -1: unknown).
     """
     columns = events.columns
+    # one chunk per column: the id look-ups build their tables once per chunk (see IdMap.index_expr)
+    events = events.select(
+        c
+        for c in ("customer_id", "item_id", "timestamp", "discount", "quantity", CHANNEL, DEVICE)
+        if c in columns
+    ).rechunk()
     selected = [
         customer_ids.index_expr("customer_id", pl.Int32).alias("_customer"),
         item_ids.index_expr("item_id", pl.Int32).alias("_item"),
