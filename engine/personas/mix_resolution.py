@@ -102,21 +102,36 @@ def demographic_frame(demographics: sp.csr_matrix, space: FeatureSpace) -> pl.Da
             numeric_names.append(name.removesuffix(ABOVE_MEAN))
         elif "=" in name and name.partition("=")[0] not in text_names:
             text_names.append(name.partition("=")[0])
-    text: dict[str, list[str | None]] = {c: [None] * n for c in text_names}
+    categories: dict[str, list[str]] = {c: [] for c in text_names}
+    codes = {c: np.full(n, -1, dtype=np.int64) for c in text_names}
     numbers = {c: np.zeros(n) for c in numeric_names}
-    coo = demographics.tocoo()
-    for row, column, value in zip(coo.row.tolist(), coo.col.tolist(), coo.data.tolist(), strict=True):
-        name = space.names[column]
+    # column by column, in column order: a row's later column wins and its numbers add up in the same
+    # order as a row-by-row walk would, without a Python step per stored value (millions of customers)
+    by_column = sp.csc_matrix(demographics)
+    by_column.sort_indices()
+    for column, name in enumerate(space.names):
+        span = slice(by_column.indptr[column], by_column.indptr[column + 1])
+        rows, values = by_column.indices[span], by_column.data[span]
         if name.endswith(ABOVE_MEAN):
-            numbers[name.removesuffix(ABOVE_MEAN)][row] += value
+            numbers[name.removesuffix(ABOVE_MEAN)][rows] += values
         elif name.endswith(BELOW_MEAN):
-            numbers[name.removesuffix(BELOW_MEAN)][row] -= value
+            numbers[name.removesuffix(BELOW_MEAN)][rows] -= values
         else:
             attribute, _, category = name.partition("=")
-            if attribute in text:
-                text[attribute][row] = category
+            if attribute in codes:
+                codes[attribute][rows] = len(categories[attribute])
+                categories[attribute].append(category)
+    text = {c: _decoded(c, categories[c], codes[c]) for c in text_names}
     frame = pl.DataFrame(text, schema=dict.fromkeys(text_names, pl.Utf8))
     return frame.with_columns([pl.Series(c, v, dtype=pl.Float64) for c, v in numbers.items()])
+
+
+def _decoded(name: str, categories: list[str], codes: NDArray[np.int64]) -> pl.Series:
+    """The category of each row (null where ``codes`` is -1)."""
+    if not categories:
+        return pl.Series(name, [None] * codes.size, dtype=pl.Utf8)
+    values = pl.Series(name, categories, dtype=pl.Utf8).gather(np.maximum(codes, 0))
+    return values.set(pl.Series(codes < 0), None)
 
 
 class CustomerMixes:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
-from engine.data.feature_space import FeatureSpace
+from engine.data.feature_space import ABOVE_MEAN, BELOW_MEAN, DEMOGRAPHIC_COLUMNS, FeatureSpace
 from engine.data.id_map import IdMap
 from engine.personas.inference.demographic_prior import DemographicMixPrior
 from engine.personas.mix import PersonaMix
@@ -122,3 +126,48 @@ def test_a_resolver_built_with_live_state_moves_stored_mixes_but_never_a_request
     assert with_live.resolve("known", given).source is MixSource.REQUEST
     assert len(live.asked) == 1
     assert resolver().resolve("known").source is MixSource.INFERRED  # another resolver: no live state
+
+
+def _row_walk_frame(demographics: sp.csr_matrix, space: FeatureSpace) -> pl.DataFrame:
+    """``demographic_frame`` as a walk over the stored values, row by row: the reference it must equal."""
+    n = demographics.shape[0]
+    text_names = list(DEMOGRAPHIC_COLUMNS)
+    numeric_names: list[str] = []
+    for name in space.names:
+        if name.endswith(ABOVE_MEAN):
+            numeric_names.append(name.removesuffix(ABOVE_MEAN))
+        elif "=" in name and name.partition("=")[0] not in text_names:
+            text_names.append(name.partition("=")[0])
+    text: dict[str, list[str | None]] = {c: [None] * n for c in text_names}
+    numbers = {c: np.zeros(n) for c in numeric_names}
+    coo = demographics.tocoo()
+    for row, column, value in zip(coo.row.tolist(), coo.col.tolist(), coo.data.tolist(), strict=True):
+        name = space.names[column]
+        if name.endswith(ABOVE_MEAN):
+            numbers[name.removesuffix(ABOVE_MEAN)][row] += value
+        elif name.endswith(BELOW_MEAN):
+            numbers[name.removesuffix(BELOW_MEAN)][row] -= value
+        else:
+            attribute, _, category = name.partition("=")
+            text[attribute][row] = category
+    frame = pl.DataFrame(text, schema=dict.fromkeys(text_names, pl.Utf8))
+    return frame.with_columns([pl.Series(c, v, dtype=pl.Float64) for c, v in numbers.items()])
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 12), st.data())
+def test_decoded_demographics_equal_a_row_by_row_walk(n: int, data: st.DataObject) -> None:
+    names = (
+        "age_band=18-24", "age_band=25-34", "region=north", "loyalty=gold", "loyalty=silver",
+        f"spend{ABOVE_MEAN}", f"spend{BELOW_MEAN}", f"visits{ABOVE_MEAN}", f"visits{BELOW_MEAN}",
+    )  # fmt: skip
+    cells = data.draw(
+        st.lists(st.tuples(st.integers(0, max(n - 1, 0)), st.integers(0, len(names) - 1)), max_size=3 * n)
+    )
+    values = data.draw(st.lists(st.floats(0.01, 3.0), min_size=len(cells), max_size=len(cells)))
+    rows = [r for r, _ in cells] if n else []
+    columns = [c for _, c in cells] if n else []
+    matrix = sp.csr_matrix((values[: len(rows)], (rows, columns)), shape=(n, len(names)))
+    matrix.sum_duplicates()
+    space = FeatureSpace(names)
+    assert_frame_equal(demographic_frame(matrix, space), _row_walk_frame(matrix, space))
