@@ -200,7 +200,7 @@ def prepare_split(
     with timings.stage("interaction_matrices"):
         history = interaction_matrix(split.train_events, customers, items, event_weights=config.interactions)
         model_customers = IdMap(list(split.warm_customers), kind="customer")
-        warm_rows = customers.to_internal(list(split.warm_customers))
+        warm_rows = customers.to_internal(pl.Series(split.warm_customers, dtype=pl.Utf8))
         training_set = TrainingSet(
             interactions=history[warm_rows],
             user_mix=mixes.overall[warm_rows],

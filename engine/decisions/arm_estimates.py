@@ -223,7 +223,7 @@ class ArmEstimates:
             mix = table[customer_index]
         elif table.ndim == 3 and table.shape[0] == len(CONTEXTS):
             try:
-                contexts = context_index(rows["context"].to_list())
+                contexts = context_index(rows["context"])
             except ValueError as error:
                 raise ArmEstimateError(f"decisions.context: {error}") from None
             mix = table[contexts, customer_index]

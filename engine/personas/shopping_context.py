@@ -48,9 +48,19 @@ def context_expr(
     return pl.when(is_off).then(pl.lit(WEEKEND_HOLIDAY)).otherwise(pl.lit(WEEKDAY))
 
 
-def context_index(contexts: Iterable[str]) -> NDArray[np.int64]:
-    """Dense indices (position in CONTEXTS) for context names; unknown names raise ValueError."""
+def context_index(contexts: Iterable[str] | pl.Series) -> NDArray[np.int64]:
+    """Dense indices (position in CONTEXTS) for context names; unknown names raise ValueError.
+
+    A polars Series (a decisions table's column, millions of rows) maps in one vectorised look-up.
+    """
     lookup = {c: i for i, c in enumerate(CONTEXTS)}
+    if isinstance(contexts, pl.Series):
+        index = contexts.cast(pl.Utf8).replace_strict(lookup, default=-1, return_dtype=pl.Int64).fill_null(-1)
+        unknown = np.flatnonzero(index.to_numpy() < 0)
+        if unknown.size:
+            contexts = [contexts[int(unknown[0])]]  # the first unknown name, reported below
+        else:
+            return np.asarray(index.to_numpy(), dtype=np.int64)
     out = []
     for name in contexts:
         if name not in lookup:

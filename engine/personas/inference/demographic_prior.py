@@ -78,7 +78,7 @@ class DemographicMixPrior:
         if "customer_id" not in customers.columns:
             raise ValueError("customers table for the demographic prior lacks column customer_id")
         k = len(mixes.persona_ids)
-        rows = mixes.customer_ids.to_internal(customers["customer_id"].cast(pl.Utf8).to_list(), strict=False)
+        rows = mixes.customer_ids.to_internal(customers["customer_id"].cast(pl.Utf8), strict=False)
         usable = rows >= 0
         usable[usable] = mixes.n_events[rows[usable]] > 0
         warm = mixes.n_events > 0
