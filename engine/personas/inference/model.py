@@ -386,14 +386,19 @@ class PersonaInferenceModel:
         values = {name: np.zeros((n, k, top), dtype=np.float32) for name in SIGNAL_VALUES}
         columns = self._column_facts(self.space)
         step = max(1, cells_per_chunk // max(1, self.space.n_columns * k))
-        for first in range(0, n, step):
-            last = min(n, first + step)
+
+        def explain_chunk(chunk: tuple[int, int]) -> None:
+            first, last = chunk
             chunk_column, chunk_values = strongest_signals_of(
                 self.behaviour, columns, features, mixes.overall, first, last, top
             )
             column[first:last] = chunk_column
             for name in SIGNAL_VALUES:
                 values[name][first:last] = chunk_values[name]
+
+        # the compiled pass releases the GIL: chunks on the configured threads, each writing its rows
+        if n:
+            map_chunks(explain_chunk, customer_chunks(features.customer_indptr, step), self.config.threads)
         return StrongestSignals(columns.names, columns.descriptions, column, values)
 
     def persona_profiles(self) -> pl.DataFrame:
