@@ -31,6 +31,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -65,6 +66,7 @@ _MAX_SUFFIX = 9999
 _RESERVED_FIELDS = tuple(key for key in WRITER_KEYS if key != "library_versions")
 _REQUIRED_FIELDS = tuple(REQUIRED_KEYS)
 _CHUNK = 1 << 20
+_COMMIT_THREADS = 2
 
 # Distribution name -> key in the manifest. lightfm is installed from the rectools fork.
 _LIBRARIES = {
@@ -116,6 +118,13 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _durable_entry(path: Path) -> dict[str, Any]:
+    """The manifest entry of a written file, once the file is on disk (fsync) and checksummed."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def _fingerprint_entries(paths: Iterable[Path]) -> list[tuple[str, Path]]:
@@ -315,14 +324,16 @@ class ArtifactWriter:
                 "(versions only increase)"
             )
 
-        files: dict[str, dict[str, Any]] = {}
-        for rel in sorted(_walk_files(staging)):
-            file_path = staging.joinpath(*rel.parts)
-            if file_path.is_symlink():
+        paths = sorted(_walk_files(staging))
+        for rel in paths:
+            if staging.joinpath(*rel.parts).is_symlink():
                 raise ArtifactError(f"{rel}: symlinks are not allowed in an artifact")
-            with open(file_path, "rb") as handle:
-                os.fsync(handle.fileno())
-            files[str(rel)] = {"size": file_path.stat().st_size, "sha256": sha256_file(file_path)}
+        # fsync and SHA-256 release the GIL: two files at a time halve the wait on a large artifact
+        with ThreadPoolExecutor(_COMMIT_THREADS) as pool:
+            entries = list(pool.map(lambda rel: _durable_entry(staging.joinpath(*rel.parts)), paths))
+        files: dict[str, dict[str, Any]] = {
+            str(rel): entry for rel, entry in zip(paths, entries, strict=True)
+        }
         manifest = {
             "format_version": ARTIFACT_FORMAT_VERSION,
             "artifact_version": self.version,
