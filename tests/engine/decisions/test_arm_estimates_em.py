@@ -48,3 +48,22 @@ def test_the_compiled_step_equals_the_numpy_step(
     assert np.allclose(failures, want_failures, rtol=1e-12, atol=1e-12)
     # every decision's whole mix goes to its arm: successes + failures per arm = its mixes' sum
     assert np.allclose((successes + failures).sum(axis=0), np.bincount(arms, minlength=n_arms))
+
+
+def test_a_large_log_counted_in_parts_on_threads_equals_the_numpy_step() -> None:
+    """Above the part size the log is split across threads; the sums must not change beyond rounding."""
+    rng = np.random.default_rng(5)
+    n, k, arms_count = 130_000, 4, 6
+    mix = rng.dirichlet(np.ones(k), size=n)
+    arms = rng.integers(0, arms_count, size=n)
+    outcome = (rng.random(n) < 0.3).astype(np.float64)
+    rho = rng.uniform(0.05, 0.6, size=(k, arms_count))
+    successes, failures = _expected_counts(mix, arms, outcome, rho)
+    want_successes, want_failures = _numpy_expected_counts(mix, arms, outcome, rho)
+    assert np.allclose(successes, want_successes, rtol=1e-10) and np.allclose(
+        failures, want_failures, rtol=1e-10
+    )
+    again = _expected_counts(mix, arms, outcome, rho)
+    assert np.array_equal(again[0], successes) and np.array_equal(
+        again[1], failures
+    )  # same parts, same order
