@@ -171,10 +171,16 @@ def tabled_e_step(
 
 @numba.njit(cache=True, nogil=True)
 def digamma(x: float) -> float:  # pragma: no cover - compiled; tested against scipy in test_e_step
-    """The digamma function for x > 0: recurrence up to 8, then the asymptotic series (error < 1e-15)."""
-    result = 0.0
+    """The digamma function for x > 0: recurrence up to 8, then the asymptotic series (error < 3e-15).
+
+    The recurrence's reciprocals are summed as one fraction, one division instead of up to eight: the
+    fold-in evaluates a few dozen digammas per customer and step, most of its cost on a large shop.
+    """
+    numerator = 0.0
+    denominator = 1.0
     while x < 8.0:
-        result -= 1.0 / x
+        numerator = numerator * x + denominator
+        denominator *= x
         x += 1.0
     inverse = 1.0 / x
     inv2 = inverse * inverse
@@ -195,7 +201,7 @@ def digamma(x: float) -> float:  # pragma: no cover - compiled; tested against s
             )
         )
     )
-    return result + math.log(x) - 0.5 * inverse - series
+    return math.log(x) - 0.5 * inverse - series - numerator / denominator
 
 
 @numba.njit(cache=True, nogil=True)
