@@ -1,12 +1,12 @@
-"""Events encoded as persona trait features (``EventFeatures``), a chunk of customers at a time.
+"""Events encoded as persona trait features (``EventFeatures``).
 
 Persona inference reads every event of a shop through these features, so their cost is paid on every
 training run: ten million events have to encode in seconds. String work (customer and item ids,
 channel and device names, the calendar) is done once per batch, in vectorised look-ups over whole
-columns; what is left is a narrow table of integers sorted by customer and time, from which each
-chunk of whole customers derives its per-customer facts (brand repeats, the weight of repeated
-events) and its rows of the sparse feature matrix. The chunks bound the memory of those
-intermediates; the output arrays are filled in place and the matrix stacked once at the end.
+columns that polars runs side by side; what is left is a narrow table of small integers sorted by
+customer and time (about 40 bytes an event), from which compiled passes over each customer's run of
+events derive the per-customer facts (brand repeats, the weight of repeated events) and write the
+rows of the sparse feature matrix in order. Nothing holds a string per event past the look-ups.
 """
 
 from __future__ import annotations
@@ -447,8 +447,8 @@ def _item_info(items: pl.DataFrame) -> pl.DataFrame:
         .cast(pl.List(pl.Utf8))
         .alias("tags"),
     ).with_row_index("_item")
-    # Brands numbered over the items table, not over a batch of events: every batch (and every chunk of
-    # customers of one batch) then numbers them alike.
+    # Brands numbered over the items table, not over a batch of events: every batch then numbers them
+    # alike.
     info = info.with_columns(
         pl.col("_item").cast(pl.Int64),
         (pl.col("brand").rank("dense").cast(pl.Int64) - 1).fill_null(-1).alias("_brand_code"),
