@@ -123,22 +123,39 @@ class PosteriorJump:
         sizes: NDArray[np.float64],
     ) -> NDArray[np.float64]:
         """(components x personas x customers) the jumped posteriors of customers with these weights."""
-        counts = jumped(*posterior_counts(gammas, self.built_on), self.step)
+        step = self.step
+        counts, second = _steps(gammas, self.built_on)
+        counts *= 2.0 * step
+        second *= step * step
+        counts += second
+        del second
+        counts += gammas[0]
+        counts -= self.built_on[0][:, :, None]
         np.maximum(counts, 0.0, out=counts)
         totals = counts.sum(axis=1, keepdims=True)
         # the jump keeps each component's total (every state's counts sum to the customer's weight);
         # clipping the negatives raised it, so scale back down to that weight
-        scale = np.divide(sizes[None, None, :], totals, out=np.zeros_like(totals), where=totals > 0)
-        return np.asarray(self.alphas[:, :, None] + counts * scale)
+        counts *= np.divide(sizes[None, None, :], totals, out=np.zeros_like(totals), where=totals > 0)
+        counts += self.alphas[:, :, None]
+        return counts
 
 
-def posterior_counts(
+def _steps(
     gammas: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]],
     built_on: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]],
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """Each posterior's expected persona counts: gamma minus the prior alphas it was updated with."""
-    c0, c1, c2 = (gamma - alphas[:, :, None] for gamma, alphas in zip(gammas, built_on, strict=True))
-    return c0, c1, c2
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """r and v of the posteriors' expected persona counts (gamma minus the alphas it was built on).
+
+    Two arrays the size of the posteriors and no more: the jump runs on chunks of up to
+    ``chunk_customers`` customers on every thread at once.
+    """
+    (g0, g1, g2), (a0, a1, a2) = gammas, built_on
+    r = np.subtract(g1, g0)
+    r -= (a1 - a0)[:, :, None]
+    v = np.subtract(g2, g1)
+    v -= (a2 - a1)[:, :, None]
+    v -= r
+    return r, v
 
 
 def count_products(
@@ -147,5 +164,9 @@ def count_products(
     sizes: NDArray[np.float64],
 ) -> NDArray[np.float64]:
     """(r.r, r.v, v.v) of the customers' posterior counts as shares of each customer's event weight."""
+    r, v = _steps(gammas, built_on)
     inverse = np.divide(1.0, sizes, out=np.zeros_like(sizes), where=sizes > 0)
-    return products_of(*posterior_counts(gammas, built_on), inverse[None, None, :])
+    r *= inverse
+    v *= inverse
+    flat_r, flat_v = r.ravel(), v.ravel()
+    return np.array([np.dot(flat_r, flat_r), np.dot(flat_r, flat_v), np.dot(flat_v, flat_v)])
