@@ -18,11 +18,12 @@ stays a valid state after a simple repair:
   minus the prior parameters it was updated with. They sum to the customer's event weight in every
   component, so after the jump negative counts are clipped and the rest rescaled to that weight.
 
-The clipping is what makes the posteriors' part work: the slow mode is largely minor personas' shares
-of a customer's events decaying towards zero a little each step, and a jump takes them there at once.
-(Jumping gamma on a log scale instead made 1e23-sized Dirichlet parameters whose variational bound
-is all rounding error, and the safeguard cannot see that.) In products each customer's counts are
-divided by their weight, so shares, not heavy customers' raw counts, set the step.
+The counts are the coordinates that worked on MovieLens 100K: jumping gamma itself (floored above
+zero) needed two to four times the E-steps for the same objective, and jumping log gamma made
+1e23-sized Dirichlet parameters whose variational bound is all rounding error, which the safeguard
+cannot see. Clipping lets a jump take a minor persona's share of a customer's events to zero at
+once instead of a little each step. In products each customer's counts are divided by their weight,
+so shares, not heavy customers' raw counts, set the step.
 """
 
 from __future__ import annotations
@@ -62,17 +63,11 @@ def jumped(
 
 
 def products_of(
-    q0: NDArray[np.float64],
-    q1: NDArray[np.float64],
-    q2: NDArray[np.float64],
-    scale: NDArray[np.float64] | None = None,
+    q0: NDArray[np.float64], q1: NDArray[np.float64], q2: NDArray[np.float64]
 ) -> NDArray[np.float64]:
-    """(r.r, r.v, v.v) of one coordinate block, each coordinate times ``scale`` (broadcast) if given."""
+    """(r.r, r.v, v.v) of one coordinate block."""
     r = q1 - q0
     v = q2 - 2.0 * q1 + q0
-    if scale is not None:
-        r = r * scale
-        v = v * scale
     return np.array([float((r * r).sum()), float((r * v).sum()), float((v * v).sum())])
 
 

@@ -177,7 +177,7 @@ def test_the_fit_equals_the_numpy_em_it_replaced(
 ) -> None:
     """Twelve plain EM steps with the reference E-step on every event, one chunk, one thread.
 
-    (The extrapolated fit runs these same steps from other starting points: test_em_fit.)
+    (The extrapolated fit runs these same steps from other starting points: test_em_extrapolation.)
     """
     _, features = small_shop
     cfg = PersonaInferenceConfig(

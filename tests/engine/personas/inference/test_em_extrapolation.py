@@ -1,4 +1,4 @@
-"""The extrapolated EM: the plain EM's fixed point in fewer E-steps, never a kept step downhill."""
+"""The extrapolated EM (em_extrapolation, driven by em_fit.run_em): the plain fixed point in fewer E-steps."""
 
 from __future__ import annotations
 
