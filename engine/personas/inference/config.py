@@ -31,6 +31,13 @@ class PersonaInferenceConfig:
                             (the mixes do not depend on it beyond floating-point rounding).
     threads:                chunks of the E-step run on this many threads (the compiled step releases
                             the GIL); with fewer chunks than threads the chunks are made smaller.
+    accelerate:             extrapolate the EM's steps (SQUAREM, see ``em_extrapolation``), never
+                            keeping a jump that lowers the objective; false takes plain EM steps, to
+                            the same fixed points at the plain rate. The plain rate is slow where the
+                            fit creeps along a flat ridge: on MovieLens 100K 200 plain steps still
+                            gained 3e-5 per event each and thousands were needed to settle; extrapolated,
+                            the fit reached plain EM's objective of step ~370 in 132 E-steps, and the
+                            planted test shop's fixed point in 27 instead of 87.
     em_customers:           the EM fits persona behaviour on a seeded random sample of at most this
                             many customers (each with all their events), then every customer is folded
                             in under it; 0 fits on every customer. The behaviour is a few hundred
@@ -39,8 +46,8 @@ class PersonaInferenceConfig:
                             single fold-in pass grows with it.
     """
 
-    max_iterations: int = 200
-    tolerance: float = 1e-5  # stop when the objective per event improves by less than this
+    max_iterations: int = 200  # E-steps (an extrapolated step costs one, as a plain step does)
+    tolerance: float = 1e-5  # stop when a plain EM step improves the objective per event by less
     mix_prior_strength: float = 4.0
     mix_prior_dominant_share: float = 0.6
     context_prior_strength: float = 6.0
@@ -50,6 +57,7 @@ class PersonaInferenceConfig:
     fold_in_iterations: int = 100
     chunk_customers: int = 50_000
     threads: int = 2
+    accelerate: bool = True
     em_customers: int = 100_000
     holidays: tuple[tuple[int, int], ...] = DEFAULT_HOLIDAYS
 
@@ -85,6 +93,10 @@ class PersonaInferenceConfig:
             raise ValueError(
                 f"PersonaInferenceConfig.holidays must be (month, day) pairs, got {self.holidays!r}"
             ) from None
+        if not isinstance(self.accelerate, bool):
+            raise ValueError(
+                f"PersonaInferenceConfig.accelerate must be true or false, got {self.accelerate!r}"
+            )
         object.__setattr__(self, "holidays", holidays)
 
     def to_json(self) -> dict[str, Any]:

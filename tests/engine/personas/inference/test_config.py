@@ -18,3 +18,7 @@ def test_config_round_trips_and_names_bad_fields() -> None:
         PersonaInferenceConfig(max_iterations=2.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown persona inference setting"):
         PersonaInferenceConfig.from_json({"mix_prior": 1.0})
+    with pytest.raises(ValueError, match="accelerate must be true or false"):
+        PersonaInferenceConfig(accelerate=1)  # type: ignore[arg-type]
+    plain = PersonaInferenceConfig(accelerate=False)
+    assert PersonaInferenceConfig.from_json(json.loads(json.dumps(plain.to_json()))) == plain

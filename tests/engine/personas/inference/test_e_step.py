@@ -176,9 +176,14 @@ def test_the_sparse_newton_step_equals_the_dense_one(
 def test_the_fit_equals_the_numpy_em_it_replaced(
     small_shop: tuple[PlantedShop, EventFeatures], catalog: PersonaCatalog
 ) -> None:
-    """Twelve iterations of the EM with the reference E-step on every event, one chunk, one thread."""
+    """Twelve plain EM steps with the reference E-step on every event, one chunk, one thread.
+
+    (The extrapolated fit runs these same steps from other starting points: test_em_extrapolation.)
+    """
     _, features = small_shop
-    cfg = PersonaInferenceConfig(max_iterations=12, tolerance=0.0, chunk_customers=7, threads=2)
+    cfg = PersonaInferenceConfig(
+        max_iterations=12, tolerance=0.0, chunk_customers=7, threads=2, accelerate=False
+    )
     fitted = fit_behaviour(features, catalog, cfg)
     setup = EmSetup.build(features, catalog, cfg)
     parameters, offsets = setup.starting_parameters()
