@@ -13,7 +13,8 @@ Modules, from the value callers use to the numerics beneath it:
 - ``config``, ``errors``, ``inferred_mixes``: its settings, its errors and the mixes it returns.
 - ``demographic_prior``: cold-start mixes from demographics.
 - ``behaviour``: the fitted parameters; ``model_files``: their files (manifest plus ``.npy`` arrays).
-- ``em_fit``: the EM; ``catalog_seed``: its starting point; ``item_choice``: the item part of the model.
+- ``em_fit``: the EM; ``em_extrapolation``: its SQUAREM steps; ``catalog_seed``: its starting point;
+  ``item_choice``: the item part of the model.
 - ``mix_prior``, ``mix_posterior``, ``fold_in``: the prior over mixes, its variational posterior, fold-in.
 - ``signals``: the evidence behind each weight; ``segments``: sums over contiguous groups of events.
 """
