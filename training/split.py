@@ -118,12 +118,11 @@ def split_events(
     test_start = last - dt.timedelta(days=test_days)
     in_train = timestamps < test_start
     del timestamps
-    train, test = _partition(events, in_train)
+    train, test, (warm, cold) = _partition_and_hold_out(events, in_train, cold_start_share, seed)
     if train.height == 0:
         raise ValueError(
             f"no events before the test period starting {test_start.isoformat()}; lower test_days"
         )
-    warm, cold = _hold_out_customers(train, cold_start_share, seed)
     return TimeSplit(
         test_start=test_start, train_events=train, test_events=test, warm_customers=warm, cold_customers=cold
     )
@@ -151,10 +150,25 @@ def all_events_split(events: pl.DataFrame) -> TimeSplit:
     )
 
 
+def _partition_and_hold_out(
+    events: pl.DataFrame | LoadedEvents, in_train: pl.Series, cold_start_share: float, seed: int
+) -> tuple[pl.DataFrame, pl.DataFrame, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """``_partition`` and the training customers' hold-out, the hashing on a thread meanwhile.
+
+    The hashing is a Python loop (a second per million customers) and the partition polars filters
+    that release the GIL, so the two overlap; the customers are read before the partition consumes
+    the loaded table, in the order the training rows keep.
+    """
+    customers = _readable(events)["customer_id"].filter(in_train).unique(maintain_order=True).to_list()
+    with ThreadPoolExecutor(1) as pool:
+        held_out = pool.submit(_hold_out_customers, customers, cold_start_share, seed)
+        train, test = _partition(events, in_train)
+        return train, test, held_out.result()
+
+
 def _hold_out_customers(
-    train: pl.DataFrame, cold_start_share: float, seed: int
+    train_customers: list[str], cold_start_share: float, seed: int
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    train_customers = train["customer_id"].unique(maintain_order=True).to_list()
     held_out = _held_out(train_customers, seed, cold_start_share).tolist()
     cold = tuple(c for c, out in zip(train_customers, held_out, strict=True) if out)
     warm = tuple(c for c, out in zip(train_customers, held_out, strict=True) if not out)
@@ -208,10 +222,9 @@ def split_predefined(
 ) -> TimeSplit:
     """Test events are the listed ones, the rest is training; cold-start hold-out as in the time split."""
     in_train = ~_readable(events)["event_id"].cast(pl.Utf8).is_in(test_event_ids.implode())
-    train, test = _partition(events, in_train)
+    train, test, (warm, cold) = _partition_and_hold_out(events, in_train, cold_start_share, seed)
     if train.height == 0 or test.height == 0:
         raise ValueError(f"predefined split leaves {train.height} training and {test.height} test events")
-    warm, cold = _hold_out_customers(train, cold_start_share, seed)
     first_test = test["timestamp"].min()
     assert isinstance(first_test, dt.datetime)
     return TimeSplit(

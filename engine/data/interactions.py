@@ -12,8 +12,9 @@ from collections.abc import Mapping
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
+from numpy.typing import NDArray
 
-from engine.data.id_map import IdMap
+from engine.data.id_map import MISSING, IdMap
 
 DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = {"view": 1.0, "cart": 3.0, "purchase": 5.0}
 
@@ -41,8 +42,7 @@ def interaction_matrix(
     unknown_types = set(events["event_type"].unique().to_list()) - set(event_weights)
     if unknown_types:
         raise ValueError(f"no confidence weight for event type(s) {sorted(unknown_types)}")
-    user = customers.to_internal(events["customer_id"], strict=False)
-    item = items.to_internal(events["item_id"], strict=True)
+    user, item = _indices(events, customers, items)
     weight = events["event_type"].replace_strict(dict(event_weights), return_dtype=pl.Float32).to_numpy()
     keep = user >= 0
     matrix = sp.csr_matrix(
@@ -51,6 +51,25 @@ def interaction_matrix(
     matrix.sum_duplicates()
     matrix.data = np.log1p(matrix.data).astype(np.float32)
     return matrix
+
+
+def _indices(
+    events: pl.DataFrame, customers: IdMap, items: IdMap
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Customer rows (MISSING when unknown) and item columns of the events; an unknown item raises.
+
+    Both look-ups run in one ``select`` on one chunk per column, so polars maps the two id columns side
+    by side (ten million events each took about a second on their own).
+    """
+    mapped = (
+        events.select("customer_id", "item_id")
+        .rechunk()
+        .select(customers.index_expr("customer_id").alias("user"), items.index_expr("item_id").alias("item"))
+    )
+    item = mapped["item"].to_numpy()
+    if (item == MISSING).any():
+        items.to_internal(events["item_id"], strict=True)  # raises UnknownIdError naming them
+    return mapped["user"].to_numpy(), item
 
 
 def relevant_matrix(
@@ -65,8 +84,7 @@ def relevant_matrix(
     Evaluation asks "did the model surface items the customer went on to engage with and had not
     engaged with before", the standard protocol in which already-seen items are filtered from lists.
     """
-    user = customers.to_internal(events["customer_id"], strict=False)
-    item = items.to_internal(events["item_id"], strict=True)
+    user, item = _indices(events, customers, items)
     keep = user >= 0
     matrix = sp.csr_matrix(
         (np.ones(int(keep.sum()), dtype=np.float32), (user[keep], item[keep])),

@@ -157,10 +157,9 @@ class PersonaInferenceModel:
         )
         # The mixes are the converged fold-in under the final model, so ``infer`` on the same events
         # gives the same mixes. A fit on a sample warm-starts nobody: most customers were not in it.
-        theta = self._fold_in_chunks(
+        mixes = self._fold_in_chunks(
             features, behaviour.mix_prior.log_weights(), fitted.gamma if sample is None else None
         )
-        mixes = self._mixes_from(features, theta)
         self.fit_summary = replace(self.fit_summary, seconds=time.perf_counter() - started)
         return mixes
 
@@ -199,56 +198,26 @@ class PersonaInferenceModel:
             if (centre < 0).any() or not np.allclose(centre.sum(axis=1), 1.0, atol=1e-6):
                 raise ValueError("prior rows must be persona mixes: non-negative and summing to 1")
             log_weights = mix_prior.log_weights(centre)
-        theta = self._fold_in_chunks(features, log_weights)
-        if centre is not None:
-            silent = features.events_per_customer == 0
-            theta[silent] = centre[silent]
-        return self._mixes_from(features, theta)
+        return self._fold_in_chunks(features, log_weights, centre=centre)
 
     def _fold_in_chunks(
         self,
         features: EventFeatures,
         log_weights: NDArray[np.float64],
         gamma: NDArray[np.float64] | None = None,
-    ) -> NDArray[np.float64]:
-        """(customers x personas) overall mixes: ``fold_in_mixture`` per chunk of customers.
+        centre: NDArray[np.float64] | None = None,
+    ) -> InferredMixes:
+        """Every customer's overall mix (``fold_in_mixture``) and context mixes, a chunk of customers at once.
 
         Customers fold in independently, so chunks give the mixes of one pass over everyone while
-        the (personas x events) likelihoods exist for one chunk at a time.
+        the (personas x events) likelihoods exist for one chunk at a time; each chunk's likelihoods
+        serve both fold-ins. A context's mix is the fold-in of its events centred on the customer's
+        overall mix, which ``centre`` (customers x personas) replaces for customers without events.
         """
         behaviour, cfg = self.behaviour, self.config
-        indptr = features.customer_indptr
-        theta = np.empty((features.n_customers, len(self.persona_ids)))
-
-        def fold(chunk: tuple[int, int]) -> None:
-            first, last = chunk
-            start, stop = int(indptr[first]), int(indptr[last])
-            likelihoods, _ = scaled_likelihoods(
-                features.matrix[start:stop], behaviour.parameters, behaviour.offsets
-            )
-            posterior = fold_in_mixture(
-                likelihoods,
-                features.weight[start:stop],
-                indptr[first : last + 1] - start,
-                behaviour.mix_prior,
-                log_weights if log_weights.shape[1] == 1 else log_weights[:, first:last],
-                cfg.fold_in_iterations,
-                None if gamma is None else gamma[:, :, first:last],
-            )
-            theta[first:last] = posterior.mean
-
-        chunks = customer_chunks(indptr, chunk_size(features.n_customers, cfg))
-        map_chunks(fold, chunks, cfg.threads)
-        return theta
-
-    def _mixes_from(self, features: EventFeatures, theta: NDArray[np.float64]) -> InferredMixes:
-        """Context mixes by fold-in of each context's events, centred on the customer's overall mix.
-
-        Per chunk of customers, as ``_fold_in_chunks``: a context's events belong to one customer.
-        """
         n, k, n_contexts = features.n_customers, len(self.persona_ids), len(CONTEXTS)
-        behaviour, cfg = self.behaviour, self.config
         indptr = features.customer_indptr
+        theta = np.empty((n, k))
         by_context = np.empty((n * n_contexts, k))
 
         def fold(chunk: tuple[int, int]) -> None:
@@ -257,12 +226,27 @@ class PersonaInferenceModel:
             likelihoods, _ = scaled_likelihoods(
                 features.matrix[start:stop], behaviour.parameters, behaviour.offsets
             )
+            weight = features.weight[start:stop]
+            posterior = fold_in_mixture(
+                likelihoods,
+                weight,
+                indptr[first : last + 1] - start,
+                behaviour.mix_prior,
+                log_weights if log_weights.shape[1] == 1 else log_weights[:, first:last],
+                cfg.fold_in_iterations,
+                None if gamma is None else gamma[:, :, first:last],
+            )
+            overall = posterior.mean
+            if centre is not None:
+                silent = indptr[first + 1 : last + 1] == indptr[first:last]
+                overall[silent] = centre[first:last][silent]
+            theta[first:last] = overall
             cell = (features.customer_index[start:stop] - first) * n_contexts
             by_context[first * n_contexts : last * n_contexts] = fold_in(
                 likelihoods,
-                features.weight[start:stop],
+                weight,
                 cell + features.context_index[start:stop],
-                np.repeat(theta[first:last], n_contexts, axis=0),
+                np.repeat(overall, n_contexts, axis=0),
                 cfg.context_prior_strength,
                 cfg.fold_in_iterations,
             )

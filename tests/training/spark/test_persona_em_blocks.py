@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from engine.personas.catalog import load_catalog
+from engine.personas.event_encoding import build_event_features
 from engine.personas.inference.config import PersonaInferenceConfig
 from engine.personas.inference.e_step import EStepStatistics
 from engine.personas.inference.em_extrapolation import PosteriorJump
 from engine.personas.inference.em_fit import EmSetup, EmState, PriorAlphas, fit_behaviour, run_em
-from engine.personas.traits import build_event_features
 from tests.engine.personas.planted_shop import planted_shop
 from training.spark.persona_em import (
     BlockStep,

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from engine.personas.catalog import PersonaCatalog
+from engine.personas.event_encoding import build_event_features
 from engine.personas.inference.config import PersonaInferenceConfig
 from engine.personas.inference.e_step import EStepStatistics
 from engine.personas.inference.em_extrapolation import (
@@ -29,7 +30,7 @@ from engine.personas.inference.em_fit import (
     run_em,
 )
 from engine.personas.inference.mix_prior import MixPrior
-from engine.personas.traits import EventFeatures, GroupKind, build_event_features
+from engine.personas.traits import EventFeatures, GroupKind
 from tests.engine.personas.inference.variational_reference import reference_e_step
 from tests.engine.personas.planted_shop import planted_shop
 
