@@ -107,7 +107,7 @@ def build_event_features(
         ]
     )
     fact_columns = np.array(
-        [[_column_or_none(space, group, value) for value in (NO, YES)] for group in _YES_NO_GROUPS],
+        [[_column_or_missing(space, group, value) for value in (NO, YES)] for group in _YES_NO_GROUPS],
         dtype=np.int32,
     ).reshape(len(_YES_NO_GROUPS), 2)
     item_matrix = _item_matrix(item_info, space)
@@ -141,7 +141,7 @@ def build_event_features(
     )
 
 
-def _column_or_none(space: EventFeatureSpace, group: str, value: str) -> int:
+def _column_or_missing(space: EventFeatureSpace, group: str, value: str) -> int:
     column = space.column(group, value)
     return -1 if column is None else column
 
