@@ -27,6 +27,7 @@ from engine.personas.inference.mix_prior import MixPrior, MixPriorStatistics
 # A customer's event likelihoods are rescaled when the largest falls below this (the product of two
 # per-signature tables, each with maximum 1, is far from it unless personas disagree by 340 nats).
 _RESCALE_BELOW = 1e-150
+_HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,58 @@ def digamma(x: float) -> float:  # pragma: no cover - compiled; tested against s
 
 
 @numba.njit(cache=True, nogil=True)
+def log_gamma_and_digamma(x: float) -> tuple[float, float]:  # pragma: no cover - compiled; tested vs scipy
+    """lnG(x) and digamma(x) for x > 0 together: one recurrence up to 8 and one log of x serve both.
+
+    The customer step needs both of every Dirichlet parameter (a few dozen per customer and step,
+    most of a million-customer fold-in); apart they cost two recurrences and three logs. Stirling's
+    series for lnG and the asymptotic series for digamma are within 1e-14 of scipy from 8 on.
+    """
+    numerator = 0.0
+    denominator = 1.0
+    while x < 8.0:
+        numerator = numerator * x + denominator
+        denominator *= x
+        x += 1.0
+    log_x = math.log(x)
+    inverse = 1.0 / x
+    inv2 = inverse * inverse
+    digamma_series = inv2 * (
+        1.0 / 12.0
+        - inv2
+        * (
+            1.0 / 120.0
+            - inv2
+            * (
+                1.0 / 252.0
+                - inv2
+                * (
+                    1.0 / 240.0
+                    - inv2
+                    * (1.0 / 132.0 - inv2 * (691.0 / 32760.0 - inv2 * (1.0 / 12.0 - inv2 * 3617.0 / 8160.0)))
+                )
+            )
+        )
+    )
+    stirling = inverse * (
+        1.0 / 12.0
+        - inv2
+        * (
+            1.0 / 360.0
+            - inv2
+            * (
+                1.0 / 1260.0
+                - inv2 * (1.0 / 1680.0 - inv2 * (1.0 / 1188.0 - inv2 * (691.0 / 360360.0 - inv2 / 156.0)))
+            )
+        )
+    )
+    log_gamma = (x - 0.5) * log_x - x + _HALF_LOG_TWO_PI + stirling
+    if denominator != 1.0:
+        log_gamma -= math.log(denominator)
+    return log_gamma, log_x - 0.5 * inverse - digamma_series - numerator / denominator
+
+
+@numba.njit(cache=True, nogil=True)
 def prior_constants(alphas: NDArray[np.float64]) -> NDArray[np.float64]:  # pragma: no cover - compiled
     """(components,) log of each prior Dirichlet's normaliser: lnG(sum alpha) - sum lnG(alpha)."""
     out = np.empty(alphas.shape[0])
@@ -251,14 +304,15 @@ def customer_step(
         total = 0.0
         for p in range(n_personas):
             total += gamma[c, p]
-        shared = digamma(total)
+        log_gamma_total, shared = log_gamma_and_digamma(total)
         top = -np.inf
-        bound = constants[c] - math.lgamma(total)
+        bound = constants[c] - log_gamma_total
         for p in range(n_personas):
-            expected_log = digamma(gamma[c, p]) - shared
+            log_gamma, digamma_value = log_gamma_and_digamma(gamma[c, p])
+            expected_log = digamma_value - shared
             tilt[c, p] = expected_log
             top = max(top, expected_log)
-            bound += math.lgamma(gamma[c, p]) + (alphas[c, p] - gamma[c, p]) * expected_log
+            bound += log_gamma + (alphas[c, p] - gamma[c, p]) * expected_log
         for p in range(n_personas):
             tilt[c, p] = math.exp(tilt[c, p] - top)
         totals = inverse_totals[c]

@@ -15,7 +15,13 @@ from numpy.typing import NDArray
 from engine.personas.catalog import PersonaCatalog
 from engine.personas.event_encoding import build_event_features
 from engine.personas.inference.config import PersonaInferenceConfig
-from engine.personas.inference.e_step import EStepStatistics, digamma, e_step, merged_events
+from engine.personas.inference.e_step import (
+    EStepStatistics,
+    digamma,
+    e_step,
+    log_gamma_and_digamma,
+    merged_events,
+)
 from engine.personas.inference.em_fit import (
     EmSetup,
     customer_chunks,
@@ -66,6 +72,14 @@ def _random_customers(seed: int, k: int, lengths: list[int]) -> tuple[Any, ...]:
 @given(st.floats(1e-3, 1e4))
 def test_digamma_matches_scipy(x: float) -> None:
     assert digamma(x) == pytest.approx(float(scipy.special.digamma(x)), rel=1e-13, abs=1e-13)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(st.floats(1e-8, 1e-2), st.floats(1e-2, 20.0), st.floats(20.0, 1e8)))
+def test_log_gamma_and_digamma_match_scipy(x: float) -> None:
+    log_gamma, digamma_value = log_gamma_and_digamma(x)
+    assert log_gamma == pytest.approx(float(scipy.special.gammaln(x)), rel=1e-13, abs=1e-13)
+    assert digamma_value == pytest.approx(float(scipy.special.digamma(x)), rel=1e-13, abs=1e-13)
 
 
 @settings(max_examples=40, deadline=None)
