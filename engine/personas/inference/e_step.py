@@ -172,37 +172,8 @@ def tabled_e_step(
 
 @numba.njit(cache=True, nogil=True)
 def digamma(x: float) -> float:  # pragma: no cover - compiled; tested against scipy in test_e_step
-    """The digamma function for x > 0: recurrence up to 8, then the asymptotic series (error < 3e-15).
-
-    The recurrence's reciprocals are summed as one fraction, one division instead of up to eight: the
-    fold-in evaluates a few dozen digammas per customer and step, most of its cost on a large shop.
-    """
-    numerator = 0.0
-    denominator = 1.0
-    while x < 8.0:
-        numerator = numerator * x + denominator
-        denominator *= x
-        x += 1.0
-    inverse = 1.0 / x
-    inv2 = inverse * inverse
-    series = inv2 * (
-        1.0 / 12.0
-        - inv2
-        * (
-            1.0 / 120.0
-            - inv2
-            * (
-                1.0 / 252.0
-                - inv2
-                * (
-                    1.0 / 240.0
-                    - inv2
-                    * (1.0 / 132.0 - inv2 * (691.0 / 32760.0 - inv2 * (1.0 / 12.0 - inv2 * 3617.0 / 8160.0)))
-                )
-            )
-        )
-    )
-    return math.log(x) - 0.5 * inverse - series - numerator / denominator
+    """The digamma function for x > 0 (within 3e-15 of scipy); see ``log_gamma_and_digamma``."""
+    return log_gamma_and_digamma(x)[1]
 
 
 @numba.njit(cache=True, nogil=True)
