@@ -32,6 +32,7 @@ from rich.progress import Progress, TaskID
 
 from engine.artifact import ArtifactSigner, ArtifactWriter, data_fingerprint, library_versions, new_version
 from engine.artifact.contents import ArtifactContents, write_contents
+from engine.data.id_map import MISSING
 from engine.data.interactions import interaction_matrix
 from engine.data.item_catalog import ItemCatalog
 from engine.data.shop_data import ShopData
@@ -142,17 +143,28 @@ def refit_on_all_events(
     return prepared, models, seconds
 
 
+CUSTOMER_ROW = "customer_row"  # the column ``logged_decisions`` adds: the decision's row in ``customers``
+
+
 def logged_decisions(prepared: PreparedData) -> pl.DataFrame | None:
     """The logged decisions the estimates learn from: known customers' decisions before the test
-    period, or every known customer's decision when nothing is held out (the refit on all events)."""
+    period, or every known customer's decision when nothing is held out (the refit on all events),
+    with each decision's customer row (``CUSTOMER_ROW``)."""
     decisions = prepared.shop.decisions
     if decisions is None or decisions.height == 0:
         return None
-    known = pl.Series(prepared.customers.ids.tolist(), dtype=pl.Utf8)
-    keep = pl.col("customer_id").is_in(known.implode())
+    # Each decision's customer row is looked up once, in one pass with the filter (the log has millions
+    # of rows on a large shop): it says who is known and is the row the estimates read mixes from.
+    keep = pl.col(CUSTOMER_ROW) != MISSING
     if prepared.split.holds_out:
         keep = keep & (pl.col("timestamp") < prepared.split.test_start)
-    return decisions.filter(keep)  # one pass: the log has millions of rows on a large shop
+    return (
+        decisions.rechunk()
+        .lazy()
+        .with_columns(prepared.customers.index_expr("customer_id").alias(CUSTOMER_ROW))
+        .filter(keep)
+        .collect()
+    )
 
 
 def fit_decisions(prepared: PreparedData) -> dict[str, ArmEstimates]:
@@ -182,6 +194,7 @@ def fit_decisions(prepared: PreparedData) -> dict[str, ArmEstimates]:
             decision_type=decision_type,
             arm_ids=arm_ids,
             customers=prepared.customers,
+            customer_rows=rows[CUSTOMER_ROW].to_numpy(),
             mixes=context_mixes,
             persona_ids=prepared.catalog.ids,
         )

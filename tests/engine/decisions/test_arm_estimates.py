@@ -199,6 +199,34 @@ def test_fit_from_decisions_table_uses_each_contexts_mix() -> None:
         )
 
 
+def test_customer_rows_looked_up_by_the_caller_give_the_same_fit() -> None:
+    """Training looks each decision's customer up once for the whole log; the fit must not change."""
+    rng = np.random.default_rng(3)
+    n, customers = 400, IdMap([f"c{i}" for i in range(30)], kind="customer")
+    rows = rng.integers(0, 30, size=n)
+    decisions = pl.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in rows],
+            "context": rng.choice(["weekday", "weekend_holiday"], size=n).tolist(),
+            "decision_type": rng.choice(["offer", "layout"], size=n).tolist(),
+            "arm_id": rng.choice(["x", "y"], size=n).tolist(),
+            "outcome": (rng.random(n) < 0.3).astype(float),
+        }
+    )
+    mixes = rng.dirichlet(np.ones(3), size=(2, 30))
+    common = {"decision_type": "offer", "arm_ids": ["x", "y"], "customers": customers, "mixes": mixes}
+    looked_up = ArmEstimates.fit_decisions(decisions, persona_ids=["a", "b", "c"], **common)
+    given = ArmEstimates.fit_decisions(decisions, persona_ids=["a", "b", "c"], customer_rows=rows, **common)
+    np.testing.assert_array_equal(given.alpha, looked_up.alpha)
+    np.testing.assert_array_equal(given.beta, looked_up.beta)
+    with pytest.raises(ArmEstimateError, match=r"customer_rows has shape \(3,\), expected \(400,\)"):
+        ArmEstimates.fit_decisions(decisions, persona_ids=["a", "b", "c"], customer_rows=rows[:3], **common)
+    with pytest.raises(ArmEstimateError, match="customer_rows must be indices into the 30 customers"):
+        ArmEstimates.fit_decisions(
+            decisions, persona_ids=["a", "b", "c"], customer_rows=np.full(n, 30), **common
+        )
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
