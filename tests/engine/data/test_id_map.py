@@ -7,7 +7,10 @@ from hypothesis import strategies as st
 
 from engine.data.id_map import MISSING, IdMap, UnknownIdError
 
-id_text = st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=12)
+# any Unicode text but NUL and lone surrogates (neither can be stored; see the tests below)
+id_text = st.text(
+    st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), min_size=1, max_size=12
+)
 ids_strategy = st.lists(id_text, min_size=1, max_size=50, unique=True)
 
 
@@ -50,3 +53,9 @@ def test_save_load_without_pickle(tmp_path: Path) -> None:
     m.save(tmp_path / "ids.npy")
     np.load(tmp_path / "ids.npy", allow_pickle=False)
     assert IdMap.load(tmp_path / "ids.npy") == m
+
+
+def test_ids_that_are_not_valid_unicode_are_refused_by_name() -> None:
+    """A lone surrogate cannot be written to Parquet, protobuf or UTF-8 JSON, so no id may hold one."""
+    with pytest.raises(ValueError, match="customer ids must be valid Unicode text"):
+        IdMap(["c1", "\ud800"], kind="customer")
