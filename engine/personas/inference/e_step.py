@@ -184,6 +184,20 @@ def log_gamma_and_digamma(x: float) -> tuple[float, float]:  # pragma: no cover 
     most of a million-customer fold-in); apart they cost two recurrences and three logs. Stirling's
     series for lnG and the asymptotic series for digamma are within 1e-14 of scipy from 8 on.
     """
+    log_gamma, digamma_value, shift = shifted_log_gamma_and_digamma(x)
+    if shift != 1.0:
+        log_gamma -= math.log(shift)
+    return log_gamma, digamma_value
+
+
+@numba.njit(cache=True, nogil=True)
+def shifted_log_gamma_and_digamma(x: float) -> tuple[float, float, float]:  # pragma: no cover - compiled
+    """(lnG(x) + log(shift), digamma(x), shift): ``log_gamma_and_digamma`` without lnG's last log.
+
+    shift is x (x + 1) ... up to 8, the recurrence's product. A caller that adds up the lnG of several
+    parameters (a Dirichlet's normaliser) subtracts one log of the product of their shifts instead of
+    one log each: a fifth of the transcendental calls of the customer step, 15-30% of its time.
+    """
     numerator = 0.0
     denominator = 1.0
     while x < 8.0:
@@ -223,9 +237,7 @@ def log_gamma_and_digamma(x: float) -> tuple[float, float]:  # pragma: no cover 
         )
     )
     log_gamma = (x - 0.5) * log_x - x + _HALF_LOG_TWO_PI + stirling
-    if denominator != 1.0:
-        log_gamma -= math.log(denominator)
-    return log_gamma, log_x - 0.5 * inverse - digamma_series - numerator / denominator
+    return log_gamma, log_x - 0.5 * inverse - digamma_series - numerator / denominator, denominator
 
 
 @numba.njit(cache=True, nogil=True)
@@ -278,12 +290,19 @@ def customer_step(
         log_gamma_total, shared = log_gamma_and_digamma(total)
         top = -np.inf
         bound = constants[c] - log_gamma_total
+        shifts = 1.0  # the parameters' recurrence shifts, multiplied: one log for all (see above)
         for p in range(n_personas):
-            log_gamma, digamma_value = log_gamma_and_digamma(gamma[c, p])
+            log_gamma, digamma_value, shift = shifted_log_gamma_and_digamma(gamma[c, p])
+            shifts *= shift
+            if not 1e-150 < shifts < 1e150:  # tiny or many parameters: take the log before it under/overflows
+                bound -= math.log(shifts)
+                shifts = 1.0
             expected_log = digamma_value - shared
             tilt[c, p] = expected_log
             top = max(top, expected_log)
             bound += log_gamma + (alphas[c, p] - gamma[c, p]) * expected_log
+        if shifts != 1.0:
+            bound -= math.log(shifts)
         for p in range(n_personas):
             tilt[c, p] = math.exp(tilt[c, p] - top)
         totals = inverse_totals[c]

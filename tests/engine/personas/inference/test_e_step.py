@@ -21,6 +21,7 @@ from engine.personas.inference.e_step import (
     e_step,
     log_gamma_and_digamma,
     merged_events,
+    shifted_log_gamma_and_digamma,
 )
 from engine.personas.inference.em_fit import (
     EmSetup,
@@ -80,6 +81,36 @@ def test_log_gamma_and_digamma_match_scipy(x: float) -> None:
     log_gamma, digamma_value = log_gamma_and_digamma(x)
     assert log_gamma == pytest.approx(float(scipy.special.gammaln(x)), rel=1e-13, abs=1e-13)
     assert digamma_value == pytest.approx(float(scipy.special.digamma(x)), rel=1e-13, abs=1e-13)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(st.floats(1e-8, 1e-2), st.floats(1e-2, 20.0), st.floats(20.0, 1e8)))
+def test_the_shifted_log_gamma_is_log_gamma_plus_the_log_of_its_shift(x: float) -> None:
+    shifted, digamma_value, shift = shifted_log_gamma_and_digamma(x)
+    assert shift == pytest.approx(float(np.prod(np.arange(x, 8.0))) if x < 8 else 1.0, rel=1e-13)
+    assert shifted - np.log(shift) == pytest.approx(float(scipy.special.gammaln(x)), rel=1e-13, abs=1e-13)
+    assert digamma_value == log_gamma_and_digamma(x)[1]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    k=st.integers(2, 12),
+    minor=st.sampled_from([1e-200, 1e-60, 1e-20, 1e-3]),
+    lengths=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_the_compiled_step_keeps_its_digits_with_tiny_parameters(
+    k: int, minor: float, lengths: list[int], seed: int
+) -> None:
+    """The step multiplies the parameters' recurrence shifts before one log; tiny Dirichlet parameters
+    (or many of them) must not underflow that product (the numpy step takes each log apart)."""
+    (log_event, log_item), es, items, weight, indptr, _, _ = _random_customers(seed, k, lengths)
+    weights = np.random.default_rng(seed).dirichlet(np.ones(k))
+    prior = MixPrior(weights, np.full((k, k), minor) + np.eye(k) * (2.0 - minor))
+    gamma = np.repeat(prior.alphas[:, :, None], len(lengths), axis=2)  # the step from the prior itself
+    got = e_step(log_event, log_item, es, items, weight, indptr, gamma, prior)
+    assert np.isfinite(got[1].log_likelihood)
+    _assert_same(got, reference_e_step(log_event, log_item, es, items, weight, indptr, gamma, prior), 1e-7)
 
 
 @settings(max_examples=40, deadline=None)
