@@ -24,7 +24,7 @@ from engine.data.feature_space import (
     with_price_band,
 )
 from engine.data.id_map import IdMap
-from engine.data.interactions import empty_csr_matrix, interaction_matrix, relevant_matrix
+from engine.data.interactions import empty_csr_matrix, event_indices, interaction_matrix, relevant_matrix
 from engine.data.shop_data import ShopData
 from engine.models.base import TrainingSet, UserBatch
 from engine.personas.catalog import PersonaCatalog, load_catalog
@@ -152,7 +152,7 @@ def prepare_split(
     """``prepare`` on a given split; hyperparameter search passes a validation split carved from training.
 
     Steps are recorded in ``timings`` when given: ``item_features``, ``customer_features``,
-    ``persona_inference``, ``explanations`` (with ``explain``), ``demographic_prior`` and
+    ``event_indices``, ``persona_inference``, ``explanations`` (with ``explain``), ``demographic_prior`` and
     ``interaction_matrices``.
 
     With ``explain`` every customer's mix is explained right after persona inference and the encoded
@@ -178,10 +178,21 @@ def prepare_split(
         demographic_space = FeatureSpace.from_frame(customer_frame, columns)
         customer_demographics = demographic_space.encode(customer_frame, columns)
 
+    with timings.stage("event_indices"):
+        # every training event's customer row and item column, looked up once for the persona
+        # features and the interaction matrix (ten million events take about a second)
+        indices = event_indices(split.train_events, customers, items)
+
     with timings.stage("persona_inference"):
         inference = PersonaInferenceModel(PersonaInferenceConfig(**config.personas.inference))
         train_shop = dataclasses.replace(shop, events=split.train_events)
-        mixes = inference.fit(train_shop, catalog, customer_ids=customers, behaviour_fit=engine.behaviour_fit)
+        mixes = inference.fit(
+            train_shop,
+            catalog,
+            customer_ids=customers,
+            behaviour_fit=engine.behaviour_fit,
+            event_indices=indices,
+        )
     explanations = None
     if explain:
         with timings.stage("explanations"):
@@ -198,7 +209,10 @@ def prepare_split(
         )
 
     with timings.stage("interaction_matrices"):
-        history = interaction_matrix(split.train_events, customers, items, event_weights=config.interactions)
+        history = interaction_matrix(
+            split.train_events, customers, items, event_weights=config.interactions, indices=indices
+        )
+        del indices
         model_customers = IdMap(list(split.warm_customers), kind="customer")
         warm_rows = customers.to_internal(pl.Series(split.warm_customers, dtype=pl.Utf8))
         training_set = TrainingSet(

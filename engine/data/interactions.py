@@ -31,18 +31,28 @@ def interaction_matrix(
     items: IdMap,
     *,
     event_weights: Mapping[str, float] = DEFAULT_EVENT_WEIGHTS,
+    indices: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None,
 ) -> sp.csr_matrix:
     """(len(customers), len(items)) float32 CSR of log1p(summed event weights).
 
     Events whose customer is not in ``customers`` are ignored (callers pass exactly the customers they
-    train on, e.g. without the cold-start hold-out); every item must be in ``items``.
+    train on, e.g. without the cold-start hold-out); every item must be in ``items``. ``indices`` are
+    the events' ``event_indices`` when the caller has them already (training looks them up once for
+    the persona features and this matrix).
     """
     if events.height == 0:
         return empty_csr_matrix(len(customers), len(items))
     unknown_types = set(events["event_type"].unique().to_list()) - set(event_weights)
     if unknown_types:
         raise ValueError(f"no confidence weight for event type(s) {sorted(unknown_types)}")
-    user, item = _indices(events, customers, items)
+    if indices is None:
+        user, item = event_indices(events, customers, items)
+    else:
+        user, item = (np.asarray(index, dtype=np.int64) for index in indices)
+        if user.shape != (events.height,) or item.shape != (events.height,):
+            raise ValueError(f"indices must be two arrays of {events.height} event rows")
+        if ((user < MISSING) | (user >= len(customers))).any() or ((item < 0) | (item >= len(items))).any():
+            raise ValueError("indices must be rows of the customers (or MISSING) and columns of the items")
     weight = events["event_type"].replace_strict(dict(event_weights), return_dtype=pl.Float32).to_numpy()
     keep = user >= 0
     matrix = sp.csr_matrix(
@@ -53,7 +63,7 @@ def interaction_matrix(
     return matrix
 
 
-def _indices(
+def event_indices(
     events: pl.DataFrame, customers: IdMap, items: IdMap
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Customer rows (MISSING when unknown) and item columns of the events; an unknown item raises.
@@ -84,7 +94,7 @@ def relevant_matrix(
     Evaluation asks "did the model surface items the customer went on to engage with and had not
     engaged with before", the standard protocol in which already-seen items are filtered from lists.
     """
-    user, item = _indices(events, customers, items)
+    user, item = event_indices(events, customers, items)
     keep = user >= 0
     matrix = sp.csr_matrix(
         (np.ones(int(keep.sum()), dtype=np.float32), (user[keep], item[keep])),

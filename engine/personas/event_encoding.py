@@ -75,6 +75,7 @@ def build_event_features(
     customer_ids: IdMap | None = None,
     space: EventFeatureSpace | None = None,
     holidays: Iterable[tuple[int, int]] = DEFAULT_HOLIDAYS,
+    indices: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None,
 ) -> EventFeatures:
     """Encode events as persona trait features.
 
@@ -83,15 +84,22 @@ def build_event_features(
     UnknownIdError; events naming items missing from ``items`` raise ValueError, as do events without
     a timestamp. ``space`` fixes the vocabulary (values it does not know count as missing); when None
     it is built from the items (categories, tags) and the events (channels, devices).
+
+    ``indices``: each event's row in ``customer_ids`` (MISSING when absent) and in ``items`` (table
+    order), when the caller looked them up already (``engine.data.interactions.event_indices``;
+    training does, once for these features and its interaction matrix); they are then not looked up
+    again.
     """
     _require_columns(events, ("customer_id", "item_id", "timestamp"), "events")
+    if indices is not None and customer_ids is None:
+        raise ValueError("indices need the customer_ids they index")
     item_info = _item_info(items)
     item_ids = IdMap(item_info["item_id"].to_list(), kind="item")
     if customer_ids is None:
         customer_ids = IdMap(sorted(events["customer_id"].cast(pl.Utf8).unique().to_list()), kind="customer")
     if space is None:
         space = _feature_space(events, item_info)
-    table = _coded_events(events, item_info, item_ids, customer_ids, space, tuple(holidays))
+    table = _coded_events(events, item_info, item_ids, customer_ids, space, tuple(holidays), indices)
     customer_index = table["_customer"].to_numpy().astype(np.int64)
     indptr = np.zeros(len(customer_ids) + 1, dtype=np.int64)
     np.cumsum(np.bincount(customer_index, minlength=len(customer_ids)), out=indptr[1:])
@@ -111,7 +119,7 @@ def build_event_features(
         dtype=np.int32,
     ).reshape(len(_YES_NO_GROUPS), 2)
     item_matrix = _item_matrix(item_info, space)
-    row_indptr, indices = _feature_rows(
+    row_indptr, feature_columns = _feature_rows(
         item_matrix.indptr.astype(np.int64),
         item_matrix.indices.astype(np.int32),
         item_index,
@@ -120,7 +128,7 @@ def build_event_features(
         np.stack([table["_channel"].to_numpy(), table["_device"].to_numpy()]),
     )
     matrix = sp.csr_matrix(
-        (np.ones(indices.size, dtype=FEATURE_MATRIX_DTYPE), indices, row_indptr),
+        (np.ones(feature_columns.size, dtype=FEATURE_MATRIX_DTYPE), feature_columns, row_indptr),
         shape=(item_index.size, space.n_columns),
     )
     return EventFeatures(
@@ -153,12 +161,14 @@ def _coded_events(
     customer_ids: IdMap,
     space: EventFeatureSpace,
     holidays: tuple[tuple[int, int], ...],
+    indices: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None,
 ) -> pl.DataFrame:
     """The events as small integers and numbers only, sorted by customer then time (stable).
 
     Every string of the batch is looked up here, once per column: customer and item ids become row
-    indices, channel and device names their feature columns (-1: unknown), timestamps microseconds
-    and a context; discount and quantity become yes/no facts (1, 0, -1: unknown).
+    indices (unless given as ``indices``), channel and device names their feature columns (-1:
+    unknown), timestamps microseconds and a context; discount and quantity become yes/no facts (1, 0,
+    -1: unknown).
     """
     columns = events.columns
     # one chunk per column: the id look-ups build their tables once per chunk (see IdMap.index_expr)
@@ -167,9 +177,23 @@ def _coded_events(
         for c in ("customer_id", "item_id", "timestamp", "discount", "quantity", CHANNEL, DEVICE)
         if c in columns
     ).rechunk()
+    if indices is None:
+        ids = [
+            customer_ids.index_expr("customer_id", pl.Int32).alias("_customer"),
+            item_ids.index_expr("item_id", pl.Int32).alias("_item"),
+        ]
+    else:
+        rows, at = (np.asarray(index) for index in indices)
+        if rows.shape != (events.height,) or at.shape != (events.height,):
+            raise ValueError(f"indices must be two arrays of {events.height} event rows")
+        at = np.where((at >= 0) & (at < len(item_ids)), at, MISSING)
+        rows = np.where((rows >= 0) & (rows < len(customer_ids)), rows, MISSING)
+        ids = [
+            pl.lit(pl.Series(rows, dtype=pl.Int32)).alias("_customer"),
+            pl.lit(pl.Series(at, dtype=pl.Int32)).alias("_item"),
+        ]
     selected = [
-        customer_ids.index_expr("customer_id", pl.Int32).alias("_customer"),
-        item_ids.index_expr("item_id", pl.Int32).alias("_item"),
+        *ids,
         pl.col("timestamp").dt.epoch("us").alias("_us"),
         _yes_no("discount" in columns, "discount", pl.col("discount") > 0).alias("_discounted"),
         _yes_no("quantity" in columns, "quantity", pl.col("quantity") >= BULK_QUANTITY).alias("_bulk"),

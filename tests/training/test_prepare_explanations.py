@@ -63,6 +63,7 @@ def test_explaining_is_a_step_of_prepare_after_persona_inference(config: TrainCo
         "split",
         "item_features",
         "customer_features",
+        "event_indices",
         "persona_inference",
         "explanations",
         "demographic_prior",

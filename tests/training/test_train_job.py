@@ -31,6 +31,7 @@ STAGES = ("prepare", "fit_models", "evaluation", "persona_accuracy", "refit", "d
 PREPARE_PARTS = (
     "item_features",
     "customer_features",
+    "event_indices",
     "persona_inference",
     "demographic_prior",
     "interaction_matrices",
@@ -179,7 +180,7 @@ def test_cli_train_json_and_summary(
     parts = {s["stage"]: [p["stage"] for p in s.get("parts", [])] for s in stages}
     assert parts["prepare"] == ["load", "split", *PREPARE_PARTS]
     # Explained once, from the data the served models see: the refit's prepare, not the split's.
-    refit_parts = [*PREPARE_PARTS[:3], "explanations", *PREPARE_PARTS[3:]]
+    refit_parts = [*PREPARE_PARTS[:4], "explanations", *PREPARE_PARTS[4:]]
     assert parts["refit"] == ["split", *refit_parts, "fit_models", "persona_accuracy"]
     assert parts["evaluation"] == ["segments", "models", "context_mixes", "steering"]
     assert parts["write_artifact"] == ["purchases_matrix", "write_contents", "commit"]

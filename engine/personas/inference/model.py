@@ -125,12 +125,14 @@ class PersonaInferenceModel:
         customer_ids: IdMap | None = None,
         *,
         behaviour_fit: BehaviourFitter = fit_behaviour,
+        event_indices: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None,
     ) -> InferredMixes:
         """Fit persona behaviour and mixes on all of ``shop.events``; rows follow ``customer_ids``.
 
         Customers in ``customer_ids`` without events get the population mix. ``behaviour_fit`` runs
         the EM: the local one by default, or one with the same result type that spreads the E-step
-        over a cluster (``training.spark.persona_em``).
+        over a cluster (``training.spark.persona_em``). ``event_indices``: the events' rows in
+        ``customer_ids`` and in ``shop.items`` when the caller has them (see ``build_event_features``).
         """
         started = time.perf_counter()
         cfg = self.config
@@ -139,6 +141,7 @@ class PersonaInferenceModel:
             shop.items,
             customer_ids=customer_ids,
             holidays=cfg.holidays,
+            indices=event_indices,
         )
         if features.n_events == 0:
             raise PersonaInferenceError("cannot fit persona inference: the shop has no events")

@@ -14,6 +14,7 @@ from engine.data.id_map import IdMap, UnknownIdError
 from engine.data.interactions import (
     DEFAULT_EVENT_WEIGHTS,
     empty_csr_matrix,
+    event_indices,
     interaction_matrix,
     relevant_matrix,
 )
@@ -77,6 +78,10 @@ def test_interaction_matrix_is_log1p_of_summed_weights_per_pair(rows: list[tuple
         if customer in CUSTOMERS:
             totals[customer, item] = totals.get((customer, item), 0.0) + DEFAULT_EVENT_WEIGHTS[kind]
     m = interaction_matrix(frame(rows), CUSTOMERS, ITEMS)
+    given = interaction_matrix(
+        frame(rows), CUSTOMERS, ITEMS, indices=event_indices(frame(rows), CUSTOMERS, ITEMS)
+    )
+    assert (given != m).nnz == 0  # the indices training looked up once give the same matrix
     assert m.dtype == np.float32 and m.nnz == len(totals)  # one stored entry per pair
     expected = np.zeros((3, 2))
     for (customer, item), total in totals.items():
@@ -106,3 +111,11 @@ def test_relevant_matrix_is_the_binary_pairs_not_seen_in_training(
         (CUSTOMERS.index(c), ITEMS.index(i)) for c, i in later if c in CUSTOMERS
     }
     assert set(without.data.tolist()) <= {1.0}
+
+
+def test_given_indices_must_cover_the_events_and_fit_the_maps() -> None:
+    events = frame([("a", "x", "view"), ("b", "y", "cart")])
+    with pytest.raises(ValueError, match="two arrays of 2 event rows"):
+        interaction_matrix(events, CUSTOMERS, ITEMS, indices=(np.array([0]), np.array([0, 1])))
+    with pytest.raises(ValueError, match="rows of the customers"):
+        interaction_matrix(events, CUSTOMERS, ITEMS, indices=(np.array([0, 3]), np.array([0, 1])))

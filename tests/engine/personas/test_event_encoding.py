@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.data.id_map import IdMap
+from engine.data.id_map import MISSING, IdMap, UnknownIdError
+from engine.data.interactions import event_indices
 from engine.personas.event_encoding import build_event_features
 from engine.personas.traits import EventFeatureSpace
 from tests.engine.personas.event_encoding_reference import assert_same_features, reference_event_features
@@ -86,6 +88,36 @@ def test_encoding_equals_the_reference_pipeline(
     items, events, ids, space = shop
     actual = build_event_features(events, items, customer_ids=ids, space=space)
     assert_same_features(actual, reference_event_features(events, items, ids, space))
+
+
+@settings(max_examples=60, deadline=None)
+@given(shops())
+def test_indices_looked_up_by_the_caller_give_the_same_features(
+    shop: tuple[pl.DataFrame, pl.DataFrame, IdMap, EventFeatureSpace | None],
+) -> None:
+    """Training looks the events' ids up once for these features and its interaction matrix."""
+    items, events, ids, space = shop
+    given_indices = event_indices(events, ids, IdMap(items["item_id"].to_list()))
+    actual = build_event_features(events, items, customer_ids=ids, space=space, indices=given_indices)
+    assert_same_features(actual, build_event_features(events, items, customer_ids=ids, space=space))
+
+
+def test_given_indices_are_checked_like_looked_up_ones() -> None:
+    items = pl.DataFrame({"item_id": ["i", "j"], "category": ["tv", "tea"], "price": [1.0, 2.0]})
+    events = pl.DataFrame(
+        {"customer_id": ["a", "b"], "item_id": ["i", "j"], "timestamp": [START, START]},
+        schema_overrides={"timestamp": pl.Datetime("us", "UTC")},
+    )
+    ids = IdMap(["a", "b"], kind="customer")
+    rows, columns = np.array([0, 1]), np.array([0, 1])
+    with pytest.raises(ValueError, match="indices must be two arrays of 2 event rows"):
+        build_event_features(events, items, customer_ids=ids, indices=(rows[:1], columns))
+    with pytest.raises(UnknownIdError, match=r"unknown customer id.*'b'"):
+        build_event_features(events, items, customer_ids=ids, indices=(np.array([0, MISSING]), columns))
+    with pytest.raises(ValueError, match=r"item id.*missing from items: 'j'"):
+        build_event_features(events, items, customer_ids=ids, indices=(rows, np.array([0, 7])))
+    with pytest.raises(ValueError, match="indices need the customer_ids"):
+        build_event_features(events, items, indices=(rows, columns))
 
 
 def test_events_without_a_timestamp_are_refused_by_row() -> None:
