@@ -80,15 +80,13 @@ class MixExplanations:
         """
         strongest = inference.strongest_signals(mixes, top=top)
         column = strongest.column
-        used = column[column >= 0]
-        # each column's first position, by a scatter-min instead of sorting millions of entries
-        first = np.full(len(strongest.names), used.size, dtype=np.int64)
-        np.minimum.at(first, used, np.arange(used.size, dtype=np.int64))
-        present = np.flatnonzero(first < used.size)
+        first = _first_positions(column.ravel(), len(strongest.names))
+        present = np.flatnonzero(first >= 0)
         vocabulary = present[np.argsort(first[present], kind="stable")]
-        position = np.full(len(strongest.names), -1, dtype=np.int32)
+        # the last entry answers for -1 (no signal): one gather instead of masks over every entry
+        position = np.full(len(strongest.names) + 1, -1, dtype=np.int32)
         position[vocabulary] = np.arange(vocabulary.size, dtype=np.int32)
-        feature = np.where(column >= 0, position[np.maximum(column, 0)], -1).astype(np.int32)
+        feature = position[column]
         descriptions = [(strongest.names[j], strongest.descriptions[j]) for j in vocabulary]
         return cls(mixes.persona_ids, descriptions, feature, strongest.values)
 
@@ -139,3 +137,23 @@ class MixExplanations:
             return cls(persona_ids, features, feature, values)
         except MixExplanationsError as error:
             raise MixExplanationsError(f"{directory}: {error}") from None
+
+
+def _first_positions(column: NDArray[np.int32], n_columns: int) -> NDArray[np.int64]:
+    """Per signal column, the first position of ``column`` (flat, -1 = none) that names it, else -1.
+
+    A million customers' explanations hold tens of millions of entries over a few dozen columns, and
+    almost every column shows up within the first customers: blocks are scanned until every column
+    that occurs at all (one ``bincount``) has been seen, instead of a scatter-min over every entry.
+    """
+    first = np.full(n_columns, -1, dtype=np.int64)
+    occurs = np.bincount(column[column >= 0], minlength=n_columns) > 0
+    block, start = 4096, 0
+    while (first[occurs] < 0).any():
+        part = column[start : start + block]
+        ids, offsets = np.unique(part, return_index=True)
+        new = (ids >= 0) & (first[np.maximum(ids, 0)] < 0)
+        first[ids[new]] = offsets[new] + start
+        start += block
+        block *= 2
+    return first

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from engine.data.id_map import IdMap
 from engine.data.loading import load_shop
 from engine.personas.catalog import load_catalog
-from engine.personas.explanations import MixExplanations, MixExplanationsError
+from engine.personas.explanations import MixExplanations, MixExplanationsError, _first_positions
 from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.inference.model import PersonaInferenceModel
 from engine.personas.inference.signals import SignalContribution
@@ -192,3 +194,25 @@ def test_build_stores_the_signals_explain_returns(
         for persona in mixes.persona_ids:
             assert_same_signals(loaded.signals(row)[persona], explained[persona])
             assert_same_signals(explained[persona], reference[row][persona])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_columns=st.integers(1, 12),
+    size=st.integers(0, 20_000),
+    late=st.integers(0, 20_000),
+    seed=st.integers(0, 2**31),
+)
+def test_first_positions_are_those_of_a_scan_over_every_entry(
+    n_columns: int, size: int, late: int, seed: int
+) -> None:
+    """Blocks stop once every occurring column was seen; a column first seen late must still be found."""
+    rng = np.random.default_rng(seed)
+    column = rng.integers(-1, max(1, n_columns - 1), size=size).astype(np.int32)
+    if size:
+        column[min(late, size - 1)] = n_columns - 1  # the last column, once, anywhere
+    want = np.full(n_columns, -1, dtype=np.int64)
+    for position, value in enumerate(column.tolist()):
+        if value >= 0 and want[value] < 0:
+            want[value] = position
+    assert np.array_equal(_first_positions(column, n_columns), want)
