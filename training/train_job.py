@@ -155,16 +155,12 @@ def logged_decisions(prepared: PreparedData) -> pl.DataFrame | None:
         return None
     # Each decision's customer row is looked up once, in one pass with the filter (the log has millions
     # of rows on a large shop): it says who is known and is the row the estimates read mixes from.
-    keep = pl.col(CUSTOMER_ROW) != MISSING
+    # Only the id column is joined into one chunk for the look-up, not the whole log.
+    rows = pl.Series(CUSTOMER_ROW, prepared.customers.to_internal(decisions["customer_id"], strict=False))
+    keep = rows != MISSING
     if prepared.split.holds_out:
-        keep = keep & (pl.col("timestamp") < prepared.split.test_start)
-    return (
-        decisions.rechunk()
-        .lazy()
-        .with_columns(prepared.customers.index_expr("customer_id").alias(CUSTOMER_ROW))
-        .filter(keep)
-        .collect()
-    )
+        keep = keep & (decisions["timestamp"] < prepared.split.test_start)
+    return decisions.with_columns(rows).filter(keep)
 
 
 def fit_decisions(prepared: PreparedData) -> dict[str, ArmEstimates]:
