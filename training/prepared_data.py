@@ -8,6 +8,8 @@ alone, makes ``persona-engine evaluate`` reproduce what ``train`` measured.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,48 +185,51 @@ def prepare_split(
         # features and the interaction matrix (ten million events take about a second)
         indices = event_indices(split.train_events, customers, items)
 
-    with timings.stage("persona_inference"):
-        inference = PersonaInferenceModel(PersonaInferenceConfig(**config.personas.inference))
-        train_shop = dataclasses.replace(shop, events=split.train_events)
-        mixes = inference.fit(
-            train_shop,
-            catalog,
-            customer_ids=customers,
-            behaviour_fit=engine.behaviour_fit,
-            event_indices=indices,
+    # The interaction matrix and the model customers' rows need only the ids: they are built on a
+    # thread while persona inference runs (its compiled and polars parts leave the GIL, and the
+    # matrix's sorting would otherwise wait for them); ``interaction_matrices`` records what is left.
+    with ThreadPoolExecutor(1, thread_name_prefix="interactions") as background:
+        matrices = background.submit(
+            _history_and_model_rows, split, customers, items, config.interactions, indices
         )
-    explanations = None
-    if explain:
-        with timings.stage("explanations"):
-            explanations = MixExplanations.build(inference, mixes)
-            mixes = dataclasses.replace(mixes, evidence=None)
-    with timings.stage("demographic_prior"):
-        # fitted on the encoded demographics, decoded (numeric features standardized), exactly as
-        # serving decodes an eventless customer's stored row
-        demographic_prior = DemographicMixPrior.fit(
-            mixes,
-            demographic_frame(customer_demographics, demographic_space).with_columns(
-                customer_frame["customer_id"]
-            ),
-        )
-
-    with timings.stage("interaction_matrices"):
-        history = interaction_matrix(
-            split.train_events, customers, items, event_weights=config.interactions, indices=indices
-        )
+        with timings.stage("persona_inference"):
+            inference = PersonaInferenceModel(PersonaInferenceConfig(**config.personas.inference))
+            train_shop = dataclasses.replace(shop, events=split.train_events)
+            mixes = inference.fit(
+                train_shop,
+                catalog,
+                customer_ids=customers,
+                behaviour_fit=engine.behaviour_fit,
+                event_indices=indices,
+            )
         del indices
-        model_customers = IdMap(list(split.warm_customers), kind="customer")
-        warm_rows = customers.to_internal(pl.Series(split.warm_customers, dtype=pl.Utf8))
-        training_set = TrainingSet(
-            interactions=history[warm_rows],
-            user_mix=mixes.overall[warm_rows],
-            user_demographics=customer_demographics[warm_rows],
-            item_features=item_features,
-            persona_names=catalog.ids,
-            demographic_feature_names=demographic_space.names,
-            item_feature_names=item_space.names,
-            seed=config.split.seed,
-        )
+        explanations = None
+        if explain:
+            with timings.stage("explanations"):
+                explanations = MixExplanations.build(inference, mixes)
+                mixes = dataclasses.replace(mixes, evidence=None)
+        with timings.stage("demographic_prior"):
+            # fitted on the encoded demographics, decoded (numeric features standardized), exactly as
+            # serving decodes an eventless customer's stored row
+            demographic_prior = DemographicMixPrior.fit(
+                mixes,
+                demographic_frame(customer_demographics, demographic_space).with_columns(
+                    customer_frame["customer_id"]
+                ),
+            )
+
+        with timings.stage("interaction_matrices"):
+            history, model_customers, warm_rows = matrices.result()
+            training_set = TrainingSet(
+                interactions=history[warm_rows],
+                user_mix=mixes.overall[warm_rows],
+                user_demographics=customer_demographics[warm_rows],
+                item_features=item_features,
+                persona_names=catalog.ids,
+                demographic_feature_names=demographic_space.names,
+                item_feature_names=item_space.names,
+                seed=config.split.seed,
+            )
     return PreparedData(
         shop=shop,
         catalog=catalog,
@@ -245,6 +250,22 @@ def prepare_split(
         logged_events=logged_events,
         explanations=explanations,
     )
+
+
+def _history_and_model_rows(
+    split: TimeSplit,
+    customers: IdMap,
+    items: IdMap,
+    event_weights: Mapping[str, float],
+    indices: tuple[NDArray[np.int64], NDArray[np.int64]],
+) -> tuple[sp.csr_matrix, IdMap, NDArray[np.int64]]:
+    """Every known customer's training interactions, the model customers and their rows in it."""
+    history = interaction_matrix(
+        split.train_events, customers, items, event_weights=event_weights, indices=indices
+    )
+    model_customers = IdMap(list(split.warm_customers), kind="customer")
+    warm_rows = customers.to_internal(pl.Series(split.warm_customers, dtype=pl.Utf8))
+    return history, model_customers, warm_rows
 
 
 def prepare_all_events(
