@@ -37,6 +37,7 @@ report: $(STAMP)
 test: $(STAMP)
 	./scripts/install-redis.sh
 	./scripts/install-java.sh
+	./scripts/check-numba-cache.sh
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -121,7 +122,8 @@ bench-fleet-log: $(STAMP)
 	$(BIN)/python -m benchmarks.fleet_event_log $(BENCH_FLEET_ARGS)
 
 clean:
-	rm -rf $(VENV) artifacts data reports .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) artifacts data reports .pytest_cache .mypy_cache .ruff_cache *.egg-info .numba-sources.sha256
+	find engine training serving -name '*.nbi' -delete -o -name '*.nbc' -delete
 
 # Soak: a 2-worker server with an event log under open-loop mixed load (200 calls/s) for 30 minutes,
 # a hot reload every minute and a worker SIGKILLed every 10 minutes; failed calls and their retries,
