@@ -12,6 +12,13 @@ never traverses; reference counting still frees them. So a worker collects and f
 is loaded and its server built, and again after a reload, when the requests still using the old model
 have had time to finish: the old model is then unfrozen, collected (reference cycles included) and the
 new one frozen in its place. That one collection is the only full pause a reload costs.
+
+The old model's memory then goes back to the system with glibc's ``malloc_trim(0)``: freed, it sits
+between live chunks of the heaps and arenas (a worker's threads allocate from up to 8 per core), where
+glibc keeps it resident. In a soak with tracemalloc in both workers and a reload every minute, the
+memory Python traced stayed at 39-42 MB for 10 minutes while resident memory swung between 395 and
+432 MB with the reloads; without the trim, the long-lived worker of a 30-minute soak grew about 5 MB
+per 10 minutes, which reads as a leak and is the allocator holding freed models.
 """
 
 from __future__ import annotations
@@ -20,27 +27,35 @@ import gc
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Final
+
+from serving.large_request_memory import glibc_malloc_trim
 
 LOGGER: Final = logging.getLogger(__name__)
 # After a reload, how long the previous model may still be in use by calls in flight before the heap
 # is settled again (calls are bounded by their deadlines; the demo client's is a few seconds).
 RESETTLE_DELAY_S: Final = 30.0
 
+_MALLOC_TRIM: Final = glibc_malloc_trim()
+
 _lock = threading.Lock()
 
 
-def settle_heap() -> float:
-    """Collect everything unreachable, then freeze what is left; returns the collection's seconds.
+def settle_heap(trim: Callable[[], int] | None = _MALLOC_TRIM) -> float:
+    """Collect everything unreachable, freeze what is left, then hand freed memory back to the system
+    with ``trim`` (glibc's ``malloc_trim``; None where there is none); returns the seconds it took.
 
     Objects frozen by an earlier call are unfrozen first, so a model replaced since is collected now
-    rather than kept forever.
+    rather than kept forever, and trimmed once collected.
     """
     with _lock:
         started = time.perf_counter()
         gc.unfreeze()
         gc.collect()
         gc.freeze()
+        if trim is not None:
+            trim()
         seconds = time.perf_counter() - started
     LOGGER.debug("heap settled: %d objects frozen in %.3fs", gc.get_freeze_count(), seconds)
     return seconds

@@ -57,3 +57,18 @@ def test_settling_later_runs_on_a_daemon_timer() -> None:
     assert timer.daemon and timer.name == "heap-settle"
     timer.join(5)
     assert gone() is None
+
+
+def test_freed_memory_is_trimmed_after_the_replaced_model_is_collected() -> None:
+    old_model = _Node()
+    settle_heap(trim=None)
+    released = weakref.ref(old_model)
+    del old_model
+    seen_at_trim: list[bool] = []
+
+    def trim() -> int:
+        seen_at_trim.append(released() is None)
+        return 1
+
+    settle_heap(trim=trim)
+    assert seen_at_trim == [True]  # once, and after the collection freed the old model
