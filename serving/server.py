@@ -453,6 +453,11 @@ async def _serve(
     """The event loop's part: build and start the server, serve until ``stop``, drain, stop."""
     health_servicer = health.aio.HealthServicer()
     holder = process.holder
+    # Settled before the port is added: gRPC listens from ``add_*_port`` on, so connections the kernel
+    # accepts in between (a killed worker's clients reconnecting to its replacement) would wait
+    # unanswered until ``start`` for the whole settling (a full collection over the rebuilt live state,
+    # then the heap trim).
+    LOGGER.info("heap settled in %.3fs (the model is kept out of full collections)", settle_heap())
     try:
         server, port = await create_server(
             holder,
@@ -483,7 +488,6 @@ async def _serve(
         LOGGER.error("%s", error)
         return EXIT_USAGE
     endpoint = process.endpoint
-    LOGGER.info("heap settled in %.3fs (the model is kept out of full collections)", settle_heap())
     await server.start()
     process.started = True
     process.reloader.report()
