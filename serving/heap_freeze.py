@@ -9,9 +9,10 @@ in flight and shows up as their p99.
 
 ``gc.freeze()`` moves every object alive at that moment to a permanent generation the collector
 never traverses; reference counting still frees them. So a worker collects and freezes once its model
-is loaded and its server built, and again after a reload, when the requests still using the old model
-have had time to finish: the old model is then unfrozen, collected (reference cycles included) and the
-new one frozen in its place. That one collection is the only full pause a reload costs.
+is loaded and its live state rebuilt, before it listens (``serving.server``), and again after a
+reload, when the requests still using the old model have had time to finish: the old model is then
+unfrozen, collected (reference cycles included) and the new one frozen in its place. That one
+collection is the only full pause a reload costs.
 
 The old model's memory then goes back to the system with glibc's ``malloc_trim(0)``: freed, it sits
 between live chunks of the heaps and arenas (a worker's threads allocate from up to 8 per core), where
