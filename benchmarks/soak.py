@@ -343,13 +343,24 @@ class Soak:
         per_channel = -(-self.settings.prefill_events * self.settings.workers // len(channels))
         record = [channel.unary_unary(f"/{SERVICE}/RecordEvents") for channel in channels]
         started = time.perf_counter()
-        counts = {"events": 0, "calls": 0}
+        counts = {"events": 0, "calls": 0, "retried": 0}
 
         async def fill(n: int) -> None:
             for request, ids in self.pool.prefill_writes(self._run, n, per_channel, self._rng):
-                response = await record[n](
-                    request, timeout=self.settings.retry_timeout_s * 6, wait_for_ready=True
-                )
+                try:
+                    response = await record[n](
+                        request, timeout=self.settings.retry_timeout_s * 6, wait_for_ready=True
+                    )
+                except grpc.aio.AioRpcError as error:
+                    # A call started as its connection is retired (max connection age) can fail
+                    # UNAVAILABLE (grpc/grpc#31733): retried once, as the README tells clients to.
+                    # Event ids make the retry safe: the log stores an id once.
+                    if error.code() != grpc.StatusCode.UNAVAILABLE:
+                        raise
+                    counts["retried"] += 1
+                    response = await record[n](
+                        request, timeout=self.settings.retry_timeout_s * 6, wait_for_ready=True
+                    )
                 answer = pb.RecordEventsResponse.FromString(response)
                 if answer.errors:
                     raise RuntimeError(f"prefill write refused: {answer.errors[0]}")

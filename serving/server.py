@@ -76,6 +76,7 @@ from serving.heap_freeze import settle_heap, settle_heap_later
 from serving.interceptors import ObservabilityInterceptor
 from serving.item_messages import prepare_items
 from serving.log_upkeep import LogUpkeep
+from serving.malloc_arenas import limit_malloc_arenas
 from serving.metrics import MetricsEndpoint, ServingMetrics
 from serving.model_holder import (
     ModelHolder,
@@ -608,6 +609,7 @@ def _run(args: argparse.Namespace) -> int:
     except ServeConfigError as error:
         print(f"persona-engine serve: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    limit_malloc_arenas()  # before the process starts threads; forked workers inherit it
     if settings.upkeep_process:
         return run_upkeep_process(settings)
     if settings.workers > 1 and settings.worker_index is None:
