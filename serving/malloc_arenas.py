@@ -20,10 +20,11 @@ any Python runs, and this module then leaves the setting alone. Forked workers i
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 from typing import Final
+
+from serving.large_request_memory import glibc_function
 
 LOGGER: Final = logging.getLogger(__name__)
 # glibc's mallopt parameter number for the arena limit (malloc.h: #define M_ARENA_MAX -8).
@@ -40,12 +41,8 @@ def limit_malloc_arenas(arenas: int = DEFAULT_MALLOC_ARENAS) -> int | None:
     configured = os.environ.get(ENVIRONMENT_VARIABLE, "").strip()
     if configured.isdigit() and int(configured) > 0:
         return int(configured)
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
+    mallopt = glibc_function("mallopt")
+    if mallopt is None:
         return None
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
