@@ -347,20 +347,19 @@ class Soak:
 
         async def fill(n: int) -> None:
             for request, ids in self.pool.prefill_writes(self._run, n, per_channel, self._rng):
-                try:
-                    response = await record[n](
-                        request, timeout=self.settings.retry_timeout_s * 6, wait_for_ready=True
-                    )
-                except grpc.aio.AioRpcError as error:
-                    # A call started as its connection is retired (max connection age) can fail
-                    # UNAVAILABLE (grpc/grpc#31733): retried once, as the README tells clients to.
-                    # Event ids make the retry safe: the log stores an id once.
-                    if error.code() != grpc.StatusCode.UNAVAILABLE:
-                        raise
-                    counts["retried"] += 1
-                    response = await record[n](
-                        request, timeout=self.settings.retry_timeout_s * 6, wait_for_ready=True
-                    )
+                # A call started as its connection is retired (max connection age) can fail
+                # UNAVAILABLE (grpc/grpc#31733): retried once, as the README tells clients to.
+                # Event ids make the retry safe: the log stores an id once.
+                for attempt in (1, 2):
+                    try:
+                        response = await record[n](
+                            request, timeout=self.settings.retry_timeout_s * 6, wait_for_ready=True
+                        )
+                        break
+                    except grpc.aio.AioRpcError as error:
+                        if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == 2:
+                            raise
+                        counts["retried"] += 1
                 answer = pb.RecordEventsResponse.FromString(response)
                 if answer.errors:
                     raise RuntimeError(f"prefill write refused: {answer.errors[0]}")

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from serving.large_request_memory import glibc_malloc_trim
+from serving.glibc_malloc import glibc_malloc_trim
 
 LOGGER: Final = logging.getLogger(__name__)
 # After a reload, how long the previous model may still be in use by calls in flight before the heap

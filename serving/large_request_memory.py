@@ -28,42 +28,20 @@ trim and nothing runs.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
+
+from serving.glibc_malloc import glibc_malloc_trim
 
 LOGGER: Final = logging.getLogger("persona_engine.memory")
 LARGE_REQUEST_BYTES: Final = 256 * 1024
 TRIM_AFTER_BYTES: Final = 64 * 1024 * 1024
 TRIM_DELAY_S: Final = 1.0
 IDLE_TRIM_S: Final = 3.0
-
-
-def glibc_function(name: str) -> Any:
-    """The C library's function ``name`` (a ctypes function), or None where the C library has none
-    (it is not glibc, or cannot be found)."""
-    library = ctypes.util.find_library("c")
-    if library is None:
-        return None
-    try:
-        return getattr(ctypes.CDLL(library), name)
-    except (OSError, AttributeError):
-        return None
-
-
-def glibc_malloc_trim() -> Callable[[], int] | None:
-    """``malloc_trim(0)`` of the C library when it is glibc, else None."""
-    trim = glibc_function("malloc_trim")
-    if trim is None:
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return lambda: int(trim(0))
 
 
 class LargeRequestMemoryTrim:

@@ -72,11 +72,11 @@ from serving.generated.persona.v1 import (
     personalization_service_pb2,
     personalization_service_pb2_grpc,
 )
+from serving.glibc_malloc import limit_malloc_arenas
 from serving.heap_freeze import settle_heap, settle_heap_later
 from serving.interceptors import ObservabilityInterceptor
 from serving.item_messages import prepare_items
 from serving.log_upkeep import LogUpkeep
-from serving.malloc_arenas import limit_malloc_arenas
 from serving.metrics import MetricsEndpoint, ServingMetrics
 from serving.model_holder import (
     ModelHolder,

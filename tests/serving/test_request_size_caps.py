@@ -19,7 +19,8 @@ from serving import request_validation as validate
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 from serving.generated.persona.v1 import personalization_service_pb2_grpc as pb_grpc
 from serving.generated.persona.v1 import types_pb2
-from serving.large_request_memory import LARGE_REQUEST_BYTES, LargeRequestMemoryTrim, glibc_malloc_trim
+from serving.glibc_malloc import glibc_malloc_trim
+from serving.large_request_memory import LARGE_REQUEST_BYTES, LargeRequestMemoryTrim
 from serving.settings import (
     DEFAULT_MAX_REQUEST_BYTES,
     ServeConfigError,

@@ -1,4 +1,6 @@
-"""Fewer glibc malloc arenas in a server process, so that its resident memory levels off early.
+"""glibc's allocator, as far as a server process steers it: ``malloc_trim`` (memory freed back to the
+system; its callers are ``serving.heap_freeze`` and ``serving.large_request_memory``) and fewer malloc
+arenas, so that a process's resident memory levels off early.
 
 glibc gives each new thread that allocates its own heap ("arena"), up to 8 per core, and each arena
 keeps its own freed chunks and slack resident. A worker's threads (gRPC's, the event loop's, the pool
@@ -20,17 +22,47 @@ any Python runs, and this module then leaves the setting alone. Forked workers i
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
+import functools
 import logging
 import os
-from typing import Final
-
-from serving.large_request_memory import glibc_function
+from collections.abc import Callable
+from typing import Any, Final
 
 LOGGER: Final = logging.getLogger(__name__)
 # glibc's mallopt parameter number for the arena limit (malloc.h: #define M_ARENA_MAX -8).
 M_ARENA_MAX: Final = -8
 DEFAULT_MALLOC_ARENAS: Final = 2
 ENVIRONMENT_VARIABLE: Final = "MALLOC_ARENA_MAX"
+
+
+@functools.cache
+def _c_library() -> ctypes.CDLL | None:
+    """The C library, looked up once per process (``find_library`` runs ``ldconfig``; forked workers
+    inherit the handle)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
+def glibc_function(name: str) -> Any:
+    """The C library's function ``name`` (a ctypes function), or None where the C library has none
+    (it is not glibc, or cannot be found)."""
+    return getattr(_c_library(), name, None)
+
+
+def glibc_malloc_trim() -> Callable[[], int] | None:
+    """``malloc_trim(0)`` of the C library when it is glibc, else None."""
+    trim = glibc_function("malloc_trim")
+    if trim is None:
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: int(trim(0))
 
 
 def limit_malloc_arenas(arenas: int = DEFAULT_MALLOC_ARENAS) -> int | None:

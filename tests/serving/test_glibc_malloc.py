@@ -1,4 +1,5 @@
-"""The malloc arena cap of server processes: threads share the capped arenas; the environment wins.
+"""The malloc arena cap of server processes (``serving.glibc_malloc``): threads share the capped
+arenas; the environment wins.
 
 Each case runs in a fresh interpreter: the cap is process-wide and irreversible, and the test process
 must keep glibc's defaults. Arenas are counted from glibc's own ``malloc_info`` report (one ``<heap>``
@@ -14,7 +15,7 @@ import textwrap
 
 import pytest
 
-from serving.malloc_arenas import ENVIRONMENT_VARIABLE, limit_malloc_arenas
+from serving.glibc_malloc import ENVIRONMENT_VARIABLE, limit_malloc_arenas
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
 
@@ -22,8 +23,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 # so none can inherit another's arena by finishing first; prints the arenas malloc_info reports.
 _COUNT_ARENAS = textwrap.dedent(
     """
-    import ctypes, ctypes.util, os, re, sys, tempfile, threading
-    from serving.malloc_arenas import limit_malloc_arenas
+    import ctypes, os, re, sys, tempfile, threading
+    from serving.glibc_malloc import glibc_function, limit_malloc_arenas
     if sys.argv[1] != "none":
         print("cap", limit_malloc_arenas(int(sys.argv[1])))
     barrier = threading.Barrier(7)
@@ -36,15 +37,15 @@ _COUNT_ARENAS = textwrap.dedent(
     for thread in threads:
         thread.start()
     barrier.wait()
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    libc.fopen.restype = ctypes.c_void_p
-    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
-    libc.fclose.argtypes = [ctypes.c_void_p]
+    fopen, malloc_info, fclose = (glibc_function(name) for name in ("fopen", "malloc_info", "fclose"))
+    fopen.restype = ctypes.c_void_p
+    fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    fclose.argtypes = [ctypes.c_void_p]
     path = os.path.join(tempfile.mkdtemp(), "malloc_info.xml")
-    stream = libc.fopen(path.encode(), b"w")
-    libc.malloc_info(0, stream)
-    libc.fclose(stream)
+    stream = fopen(path.encode(), b"w")
+    malloc_info(0, stream)
+    fclose(stream)
     barrier.wait()
     for thread in threads:
         thread.join()
