@@ -70,11 +70,40 @@ def partitions_of(session: SparkSession, section: EngineSection) -> int:
     return section.partitions or 2 * int(session.sparkContext.defaultParallelism)
 
 
+class SparkDriverLostError(PersonaEngineError):
+    """Spark's driver JVM died mid-run; the CLI prints it (exit 2) instead of py4j's socket errors."""
+
+
 @contextmanager
 def training_session(section: EngineSection) -> Iterator[SparkSession]:
-    """A session for one training run, stopped afterwards so the JVM does not idle on the machine."""
+    """A session for one training run, stopped afterwards so the JVM does not idle on the machine.
+
+    When the driver JVM dies under the run (in local mode almost always a Java ``OutOfMemoryError``,
+    which the JVM prints itself), py4j reports only refused connections and an exception it cannot
+    describe; that becomes one ``SparkDriverLostError`` naming the memory setting to raise.
+    """
+    from py4j.protocol import Py4JError
+
     session = build_session(section)
     try:
         yield session
+    except (Py4JError, ConnectionError) as error:
+        if driver_alive(session):
+            raise
+        raise SparkDriverLostError(
+            f"Spark's driver stopped answering during training ({type(error).__name__}); in local mode "
+            f"this is most often the driver's Java heap running out (see the java.lang.OutOfMemoryError "
+            f"above): [engine] driver_memory is {section.driver_memory}, raise it"
+        ) from None
     finally:
-        session.stop()
+        if driver_alive(session):
+            session.stop()
+
+
+def driver_alive(session: SparkSession) -> bool:
+    """Whether the session's JVM still answers (a call over py4j succeeds)."""
+    try:
+        session.sparkContext._jsc.sc().isStopped()  # a call into the JVM: the one liveness probe there is
+    except Exception:  # py4j and socket errors alike: no answer is the answer
+        return False
+    return True

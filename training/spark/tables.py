@@ -15,10 +15,13 @@ problems are left for that loader to drop and count, exactly as a local run does
 
 from __future__ import annotations
 
+import itertools
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.data.contract import TABLES, Column, ColumnKind, TableSchema
@@ -30,6 +33,11 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 EXAMPLES = 3  # offending rows shown per broken rule
+# Rows brought to the driver per Spark job (a few hundred MB of Arrow for an events table), and the
+# column that numbers them meanwhile; ``monotonically_increasing_id`` puts the partition in bit 33 up.
+ROWS_PER_COLLECT = 1_000_000
+_POSITION = "__persona_engine_position"
+_PARTITION_SHIFT = 33
 _NUMERIC = {ColumnKind.FLOAT: "double", ColumnKind.INT: "bigint"}
 _ROW_LEVEL = {
     IssueReason.WRONG_TYPE,
@@ -226,18 +234,84 @@ def validate_tables(session: SparkSession, root: str, *, skip_invalid: bool) -> 
     return frames
 
 
-def collect_shop(frames: dict[str, DataFrame], *, skip_invalid: bool) -> ShopData:
-    """The validated tables on the driver, typed by the local loader (one Arrow batch stream per table)."""
+def collect_shop(
+    frames: dict[str, DataFrame], *, skip_invalid: bool, rows_per_collect: int = ROWS_PER_COLLECT
+) -> ShopData:
+    """The validated tables on the driver, typed by the local loader.
+
+    Each table is written to a driver-side Parquet file slice by slice (``arrow_slices``), so neither
+    the driver's Java heap nor ``spark.driver.maxResultSize`` has to hold a whole events table: ten
+    million events collected in one ``toArrow`` ran the default 2 GB heap out of memory.
+    """
     with tempfile.TemporaryDirectory(prefix="persona-engine-spark-") as folder:
         for name, frame in frames.items():
             schema = TABLES[name]
             wanted = [c.name for c in schema.columns if c.name in frame.columns]
             prefix = schema.extra_prefix
             wanted += [c for c in frame.columns if prefix and c.startswith(prefix)]
-            pq.write_table(
-                frame.select(*[f"`{c}`" for c in wanted]).toArrow(), Path(folder) / f"{name}.parquet"
-            )
+            selected = frame.select(*[f"`{c}`" for c in wanted])
+            writer: pq.ParquetWriter | None = None
+            try:
+                for part in arrow_slices(selected, rows_per_collect):
+                    if writer is None:
+                        writer = pq.ParquetWriter(Path(folder) / f"{name}.parquet", part.schema)
+                    writer.write_table(part)
+            finally:
+                if writer is not None:
+                    writer.close()
         return load_shop(Path(folder), skip_invalid=skip_invalid)
+
+
+def arrow_slices(frame: DataFrame, rows_per_slice: int) -> Iterator[pa.Table]:
+    """``frame``'s rows in their order, as Arrow tables of at most about ``rows_per_slice`` rows.
+
+    One Spark job per slice: rows are numbered by ``monotonically_increasing_id`` (partition index
+    in the high bits, position within the partition in the low ones, so the numbers follow the rows'
+    order), the partitions' sizes are counted, and each slice is the range of numbers between two
+    cut points. The local loader then sees the rows in Spark's read order, which for a single file
+    is the file's own order, as a local read gives it: the two engines train on the same frames.
+    """
+    from pyspark.sql import functions as sf
+
+    numbered = frame.withColumn(_POSITION, sf.monotonically_increasing_id())
+    sizes = sorted(
+        (int(row[0]), int(row[1])) for row in numbered.groupBy(sf.spark_partition_id()).count().collect()
+    )
+    cuts = slice_cuts(sizes, rows_per_slice)
+    if len(cuts) < 2:  # no rows: one empty table with the frame's schema
+        yield frame.limit(0).toArrow()
+        return
+    position = sf.col(_POSITION)
+    for low, high in itertools.pairwise(cuts):
+        yield numbered.filter((position >= low) & (position < high)).drop(_POSITION).toArrow()
+
+
+def slice_cuts(sizes: list[tuple[int, int]], rows_per_slice: int) -> list[int]:
+    """Cut points in ``monotonically_increasing_id`` numbers for slices of ``rows_per_slice`` rows.
+
+    ``sizes`` is (partition index, rows) in partition order. The first cut is the first row's number,
+    the last one past the last row's (no cuts without rows); a slice may span partitions.
+    """
+    if rows_per_slice < 1:
+        raise ValueError(f"rows_per_slice must be >= 1, got {rows_per_slice}")
+    cuts: list[int] = []
+    taken = end = 0  # rows since the last cut; the number past the last row seen
+    for partition, rows in sizes:
+        if rows == 0:
+            continue
+        base = partition << _PARTITION_SHIFT
+        if not cuts:
+            cuts.append(base)
+        offset = 0
+        while taken + (rows - offset) > rows_per_slice:
+            offset += rows_per_slice - taken
+            cuts.append(base + offset)
+            taken = 0
+        taken += rows - offset
+        end = base + rows
+    if cuts:
+        cuts.append(end)
+    return cuts
 
 
 def load_shop_with_spark(session: SparkSession, root: str, *, skip_invalid: bool) -> ShopData:

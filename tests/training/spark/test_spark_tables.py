@@ -3,15 +3,19 @@ break it and a few of them; a valid shop comes back typed exactly as the local l
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pyspark.sql import SparkSession
 
 from engine.data.loading import DataValidationError, load_shop
-from training.spark.tables import load_shop_with_spark, validate_tables
+from training.spark.tables import collect_shop, load_shop_with_spark, slice_cuts, validate_tables
 
 
 def _broken_copy(
@@ -42,6 +46,45 @@ def test_a_valid_shop_loads_as_the_local_loader_loads_it(spark: SparkSession, sm
     local = load_shop(small_shop)
     assert through_spark.events.sort("event_id").equals(local.events.sort("event_id"))
     assert through_spark.items.sort("item_id").equals(local.items.sort("item_id"))
+
+
+def test_a_shop_collected_in_slices_keeps_every_row_in_file_order(
+    spark: SparkSession, small_shop: Path, tmp_path: Path
+) -> None:
+    """Several partitions (small row groups, small splits) and slices that cross them: the driver
+    still gets the events exactly as a local read of the file gives them, row for row."""
+    copy = tmp_path / "shop"
+    shutil.copytree(small_shop, copy)
+    events = pq.read_table(copy / "events.parquet")
+    pq.write_table(events, copy / "events.parquet", row_group_size=1_000)
+    previous = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(32 * 1024))
+    try:
+        frames = validate_tables(spark, str(copy), skip_invalid=False)
+        assert frames["events"].rdd.getNumPartitions() > 2
+        through_spark = collect_shop(frames, skip_invalid=False, rows_per_collect=3_001)
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", str(previous))
+    local = load_shop(copy)
+    assert through_spark.events.height == events.num_rows
+    assert through_spark.events.equals(local.events)
+    assert through_spark.items.equals(local.items)
+
+
+@given(
+    sizes=st.lists(st.integers(0, 40), max_size=8),
+    rows_per_slice=st.integers(1, 50),
+)
+def test_slice_cuts_cover_every_row_once_in_full_slices(sizes: list[int], rows_per_slice: int) -> None:
+    positions = [(p << 33) + i for p, rows in enumerate(sizes) for i in range(rows)]
+    cuts = slice_cuts(list(enumerate(sizes)), rows_per_slice)
+    if not positions:
+        assert cuts == []
+        return
+    assert cuts == sorted(set(cuts)) and cuts[0] == positions[0] and cuts[-1] == positions[-1] + 1
+    counts = [sum(low <= x < high for x in positions) for low, high in itertools.pairwise(cuts)]
+    assert sum(counts) == len(positions)
+    assert all(c == rows_per_slice for c in counts[:-1]) and 0 < counts[-1] <= rows_per_slice
 
 
 def test_an_unknown_event_type_is_counted_with_examples(
