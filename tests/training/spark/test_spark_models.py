@@ -68,3 +68,6 @@ def test_regularization_maps_to_the_same_total_penalty() -> None:
     assert settings["regParam"] == pytest.approx(8.0 * (3 + 2) / (2 * 4))
     assert (settings["rank"], settings["maxIter"], settings["alpha"]) == (4, 3, 2.0)
     assert settings["implicitPrefs"] is True
+    # MLlib's own penalty form: the same objective, the same number
+    same = ImplicitALSModel(factors=4, regularization=0.3, alpha=2.0, iterations=3, penalty="per_interaction")
+    assert mllib_settings(same, data)["regParam"] == 0.3
