@@ -466,29 +466,21 @@ class ImplicitALSModel(ImplicitFactorsModel):
         return self.factors
 
     def _estimator_factory(self) -> Callable[[], Any]:
+        settings: dict[str, Any] = {
+            "factors": self.factors,
+            "regularization": self.regularization,
+            "alpha": self.alpha,
+            "iterations": self.iterations,
+            "num_threads": self.num_threads,
+            "random_state": self.random_state,
+        }
         if self.penalty == "per_interaction":
             from engine.models.interaction_weighted_als import InteractionWeightedALS
 
-            return partial(
-                InteractionWeightedALS,
-                factors=self.factors,
-                regularization=self.regularization,
-                alpha=self.alpha,
-                iterations=self.iterations,
-                num_threads=self.num_threads,
-                random_state=self.random_state,
-            )
+            return partial(InteractionWeightedALS, **settings)
         from implicit.cpu.als import AlternatingLeastSquares  # only training needs implicit, not scoring
 
-        return partial(
-            AlternatingLeastSquares,
-            factors=self.factors,
-            regularization=self.regularization,
-            alpha=self.alpha,
-            iterations=self.iterations,
-            num_threads=self.num_threads,
-            random_state=self.random_state,
-        )
+        return partial(AlternatingLeastSquares, **settings)
 
     def _training_matrix(self, data: TrainingSet) -> sp.csr_matrix:
         return sp.csr_matrix(data.interactions, dtype=np.float32)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -26,6 +27,7 @@ from numpy.typing import NDArray
 CG_STEPS = 3  # implicit's default: a few steps per half-iteration, warm-started from the last factors
 
 
+@dataclass
 class InteractionWeightedALS:
     """The estimator ``ImplicitALSModel`` fits with ``penalty = "per_interaction"`` (implicit's surface:
     ``fit(user_items)`` then ``user_factors`` and ``item_factors``).
@@ -35,25 +37,15 @@ class InteractionWeightedALS:
     elsewhere), n the number of interactions: MLlib's implicit ALS.
     """
 
-    def __init__(
-        self,
-        factors: int,
-        regularization: float,
-        alpha: float,
-        iterations: int,
-        num_threads: int = 0,
-        random_state: int = 42,
-        cg_steps: int = CG_STEPS,
-    ) -> None:
-        self.factors = factors
-        self.regularization = regularization
-        self.alpha = alpha
-        self.iterations = iterations
-        self.num_threads = num_threads
-        self.random_state = random_state
-        self.cg_steps = cg_steps
-        self.user_factors: NDArray[np.float32] | None = None
-        self.item_factors: NDArray[np.float32] | None = None
+    factors: int
+    regularization: float
+    alpha: float
+    iterations: int
+    num_threads: int = 0
+    random_state: int = 42
+    cg_steps: int = CG_STEPS
+    user_factors: NDArray[np.float32] | None = field(default=None, init=False)
+    item_factors: NDArray[np.float32] | None = field(default=None, init=False)
 
     def fit(self, user_items: sp.csr_matrix, show_progress: bool = False) -> None:
         """``show_progress`` is accepted for implicit's signature; the fit draws nothing."""
