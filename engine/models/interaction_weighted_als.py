@@ -51,46 +51,58 @@ class InteractionWeightedALS:
         """``show_progress`` is accepted for implicit's signature; the fit draws nothing."""
         del show_progress
         rng = np.random.default_rng(self.random_state)
-        confidence = sp.csr_matrix(user_items, dtype=np.float32)
-        confidence.data = np.float32(1.0) + np.float32(self.alpha) * confidence.data
-        by_item = confidence.T.tocsr()
-        users, items = confidence.shape
-        # implicit's start: small uniform factors, so the first steps are driven by the data
-        x = (rng.random((users, self.factors), dtype=np.float32) * np.float32(0.01)).astype(np.float32)
-        y = (rng.random((items, self.factors), dtype=np.float32) * np.float32(0.01)).astype(np.float32)
+        by_user = sp.csr_matrix(user_items, dtype=np.float32)
+        by_user.data = np.float32(1.0) + np.float32(self.alpha) * by_user.data
         threads = max(1, self.num_threads)
+        users, items = _Side.of(by_user, threads), _Side.of(by_user.T.tocsr(), threads)
+        # implicit's start: small uniform factors, so the first steps are driven by the data
+        x = rng.random((by_user.shape[0], self.factors), dtype=np.float32) * np.float32(0.01)
+        y = rng.random((by_user.shape[1], self.factors), dtype=np.float32) * np.float32(0.01)
         with ThreadPoolExecutor(threads, thread_name_prefix="als") as pool:
             for _ in range(self.iterations):
-                _solve_side(pool, threads, confidence, x, y, self.regularization, self.cg_steps)
-                _solve_side(pool, threads, by_item, y, x, self.regularization, self.cg_steps)
+                users.solve(pool, x, y, self.regularization, self.cg_steps)
+                items.solve(pool, y, x, self.regularization, self.cg_steps)
         self.user_factors, self.item_factors = x, y
 
 
-def _solve_side(
-    pool: ThreadPoolExecutor,
-    threads: int,
-    confidence: sp.csr_matrix,
-    solved: NDArray[np.float32],
-    fixed: NDArray[np.float32],
-    regularization: float,
-    steps: int,
-) -> None:
-    """One side's rows in ``threads`` ranges of about equal interactions, each on a pool thread (the
-    compiled step leaves the GIL; numba's own parallel loops are avoided, since their default threading
-    layer must not be entered from two Python threads at once)."""
-    gram = (fixed.T.astype(np.float64) @ fixed.astype(np.float64)).astype(np.float32)
-    indptr = confidence.indptr.astype(np.int64)
-    indices = confidence.indices.astype(np.int64)
-    cuts = np.searchsorted(indptr, np.linspace(0, indptr[-1], threads + 1)[1:-1])
-    bounds = [0, *cuts.tolist(), solved.shape[0]]
-    ranges = [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+@dataclass(frozen=True)
+class _Side:
+    """One side's confidences (rows: the vectors solved for) in the compiled step's index types, and
+    its rows cut into ranges of about equal interactions, one per thread; built once per fit."""
 
-    def solve(rows: tuple[int, int]) -> None:
-        _conjugate_gradient_rows(
-            indptr, indices, confidence.data, solved, fixed, gram, np.float32(regularization), steps, *rows
-        )
+    indptr: NDArray[np.int64]
+    indices: NDArray[np.int64]
+    confidence: NDArray[np.float32]
+    ranges: list[tuple[int, int]]
 
-    list(pool.map(solve, ranges))
+    @classmethod
+    def of(cls, confidence: sp.csr_matrix, threads: int) -> _Side:
+        indptr = confidence.indptr.astype(np.int64)
+        cuts = np.searchsorted(indptr, np.linspace(0, indptr[-1], threads + 1)[1:-1])
+        bounds = [0, *cuts.tolist(), confidence.shape[0]]
+        ranges = [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+        return cls(indptr, confidence.indices.astype(np.int64), confidence.data, ranges)
+
+    def solve(
+        self,
+        pool: ThreadPoolExecutor,
+        solved: NDArray[np.float32],
+        fixed: NDArray[np.float32],
+        regularization: float,
+        steps: int,
+    ) -> None:
+        """A half-iteration: every row's CG steps, the ranges on the pool's threads (the compiled step
+        leaves the GIL; numba's own parallel loops are avoided, since their default threading layer
+        must not be entered from two Python threads at once)."""
+        gram = (fixed.T.astype(np.float64) @ fixed.astype(np.float64)).astype(np.float32)
+        penalty = np.float32(regularization)
+
+        def solve_range(rows: tuple[int, int]) -> None:
+            _conjugate_gradient_rows(
+                self.indptr, self.indices, self.confidence, solved, fixed, gram, penalty, steps, *rows
+            )
+
+        list(pool.map(solve_range, self.ranges))
 
 
 @numba.njit(nogil=True, cache=True)
