@@ -38,6 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.models.base import Recommender
+from engine.models.implicit_factors import ALS_DEFAULT_REGULARIZATION
 from engine.models.registry import create_model, model_class
 from training.compare_verdict import COLD_SEGMENT, WARM_SEGMENT, verdict
 from training.config import ConfigError, TrainConfig, load_config
@@ -48,11 +49,11 @@ from training.persona_weights import fit_persona_weights, fits_persona_weights
 from training.prepared_data import PreparedData, evaluation_segments, prepare
 from training.tune_job import (
     LIBRARY_SEARCH_SPACES,
-    SEARCH_SPACES,
     SearchSpec,
     Trial,
     best_trial,
     random_search,
+    search_space,
     validation_data,
 )
 
@@ -147,6 +148,27 @@ def _library_builder(kind: str) -> Callable[[dict[str, Any]], Recommender]:
     return lambda parameters: create_library_model(kind, **parameters)
 
 
+def library_search_start(library: str, config: TrainConfig) -> dict[str, Any]:
+    """Where a library's search starts: its engine counterpart's effective values (its defaults where
+    the config is silent: those were tuned by hand on the synthetic shop, so a library starting
+    elsewhere would hand the engine a tuning lead), for the hyperparameters the two share."""
+    engine_kind = ENGINE_COUNTERPART[library]
+    engine_values = (
+        create_model(engine_kind, **config.models[engine_kind]).get_config()
+        if engine_kind in config.models
+        else {}
+    )
+    if engine_values.get("penalty", "constant") != "constant":
+        # implicit's ALS has the constant penalty: a per-interaction value means nothing to it, so it
+        # starts from the constant form's hand-tuned default instead
+        engine_values["regularization"] = ALS_DEFAULT_REGULARIZATION["constant"]
+    return {
+        name: value
+        for name, value in engine_values.items()
+        if name in LIBRARY_SEARCH_SPACES[library] or name in ("max_sampled",)
+    }
+
+
 def _search_summary(trials: list[Trial], best: Trial) -> dict[str, Any]:
     return {
         "trials": len(trials),
@@ -196,25 +218,13 @@ def compare_prepared(
             name=kind,
             build=_engine_builder(kind),
             starts=(configured, single_threaded(kind, {})),
-            space=SEARCH_SPACES.get(kind, {}),
+            space=search_space(kind, configured),
             fixed={"num_threads": 1} if "num_threads" in configured else {},
         )
         specs.append(("engine", spec))
     if trials > 0:
-        for library, engine_kind in ENGINE_COUNTERPART.items():
-            # The engine model's effective values (its defaults where the config is silent: those were
-            # tuned by hand on the synthetic shop, so a library starting elsewhere would hand the
-            # engine a tuning lead), for the hyperparameters the two share.
-            engine_values = (
-                create_model(engine_kind, **config.models[engine_kind]).get_config()
-                if engine_kind in config.models
-                else {}
-            )
-            shared = {
-                name: value
-                for name, value in engine_values.items()
-                if name in LIBRARY_SEARCH_SPACES[library] or name in ("max_sampled",)
-            }
+        for library in ENGINE_COUNTERPART:
+            shared = library_search_start(library, config)
             spec = SearchSpec(
                 name=library,
                 build=_library_builder(library),

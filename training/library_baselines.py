@@ -22,7 +22,9 @@ they are scored on known customers only; cold start is where the persona-conditi
 with popularity alone. They are Recommenders only to be scored by the same evaluation code as every
 other model; they are never registered, saved in artifacts or served. With the same hyperparameters
 and seed, an engine model with its persona conditioning off (``without_personas``) scores known
-customers exactly as its library counterpart here (tests/training/test_ablation_identity.py).
+customers exactly as its library counterpart here (tests/training/test_ablation_identity.py), ALS
+with ``penalty = "constant"``: the engine's default per-interaction ALS is a solver of its own, and
+implicit's ALS starts its search from the constant form's default regularization.
 """
 
 from __future__ import annotations

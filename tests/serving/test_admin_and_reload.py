@@ -272,13 +272,15 @@ def test_same_version_is_unchanged_older_needs_the_rollback_flag_and_models_can_
     assert rollback.outcome == admin_service_pb2.RELOAD_OUTCOME_RELOADED
     assert (rollback.previous_version, rollback.new_version) == (artifacts.newer.name, artifacts.older.name)
     assert "rollback: serving " + artifacts.older.name in server.log()
-    chosen = client.reload_model(str(artifacts.older), model_name="als")
-    assert (chosen.outcome, chosen.serving_model) == (admin_service_pb2.RELOAD_OUTCOME_RELOADED, "als")
-    assert client.personalize("c0000001").decision.model_name == "als"
+    info = client.get_model_info()  # choose a model other than the one serving, so the reload is real
+    other = next(name for name in info.available_models if name != info.serving_model)
+    chosen = client.reload_model(str(artifacts.older), model_name=other)
+    assert (chosen.outcome, chosen.serving_model) == (admin_service_pb2.RELOAD_OUTCOME_RELOADED, other)
+    assert client.personalize("c0000001").decision.model_name == other
     unknown = _reload_error(client, str(artifacts.older), model_name="nope")
     assert unknown.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert "no model 'nope'" in str(unknown.details())
-    assert client.get_model_info().serving_model == "als"
+    assert client.get_model_info().serving_model == other
 
 
 def test_a_worker_follows_published_generations_and_keeps_its_model_when_one_cannot_load(

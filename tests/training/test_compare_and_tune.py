@@ -13,13 +13,13 @@ import pytest
 
 from cli.main import main
 from engine.models.base import UserBatch
-from training.compare_job import ComparisonReport, run_comparison
+from training.compare_job import ComparisonReport, library_search_start, run_comparison
 from training.config import load_config, parse_config
 from training.library_baselines import ImplicitALS, LightFMWarp
 from training.prepared_data import PreparedData, prepare
 from training.split import TimeSplit
 from training.synthetic_shop import ShopConfig, generate_shop
-from training.tune_job import run_tuning, validation_split
+from training.tune_job import SEARCH_SPACES, run_tuning, search_space, validation_split
 
 FAST_ENGINE = {
     "popularity": {},
@@ -151,6 +151,23 @@ def test_tuned_libraries_search_the_same_budget_as_the_engine(report: Comparison
     assert rows["engine:als without personas"].parameters["blend_weights"] is None
     assert len(rows["engine:als"].parameters["prior_weights"]) == 4  # fitted: cold start + 3 levels
     assert all(m.parameters.get("num_threads", 1) == 1 for m in report.models)
+
+
+def test_als_regularization_is_searched_on_the_scale_of_its_penalty_form() -> None:
+    rng = np.random.default_rng(0)
+    per_interaction = [search_space("als", {})["regularization"](rng) for _ in range(300)]
+    constant = [search_space("als", {"penalty": "constant"})["regularization"](rng) for _ in range(300)]
+    assert min(per_interaction) >= 0.001 and max(per_interaction) <= 10.0
+    assert min(constant) >= 0.01 and max(constant) <= 100.0 and max(constant) > 10.0
+    assert search_space("lightfm_hybrid", {}) == SEARCH_SPACES["lightfm_hybrid"]
+
+
+def test_implicits_als_starts_from_the_constant_penalty_it_fits() -> None:
+    # the engine's default per-interaction 0.2 would be a near-zero penalty for implicit's ALS
+    default = library_search_start("implicit_als", parse_config({"models": {"als": {"alpha": 3.0}}}))
+    assert (default["regularization"], default["alpha"]) == (20.0, 3.0)
+    constant = parse_config({"models": {"als": {"penalty": "constant", "regularization": 7.0}}})
+    assert library_search_start("implicit_als", constant)["regularization"] == 7.0
 
 
 def _without_timings(document: object) -> object:

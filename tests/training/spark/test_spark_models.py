@@ -64,7 +64,9 @@ def test_regularization_maps_to_the_same_total_penalty() -> None:
         item_feature_names=(),
         seed=1,
     )
-    settings = mllib_settings(ImplicitALSModel(factors=4, regularization=8.0, alpha=2.0, iterations=3), data)
+    settings = mllib_settings(
+        ImplicitALSModel(factors=4, regularization=8.0, alpha=2.0, iterations=3, penalty="constant"), data
+    )
     assert settings["regParam"] == pytest.approx(8.0 * (3 + 2) / (2 * 4))
     assert (settings["rank"], settings["maxIter"], settings["alpha"]) == (4, 3, 2.0)
     assert settings["implicitPrefs"] is True
