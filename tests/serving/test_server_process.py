@@ -277,13 +277,17 @@ def test_two_workers_share_the_port_aggregate_metrics_and_reload_together(
 
 def test_a_call_whose_deadline_passes_in_the_queue_is_not_processed(artifacts: TrainedArtifacts) -> None:
     # Batches are scored in the blocking-work threads; with one thread, the second batch queues behind
-    # the first and its deadline passes there.
+    # the first and its deadline passes there. The first must outlast that deadline by far: 1000
+    # customers with diversity re-ranking take ~0.75 s here (plain top-20 lists took 70-170 ms, too
+    # close to the 50 ms deadline: the second call was at times taken off the queue in time and run).
     customers = _customers(artifacts.older, 1000)
     with (
         in_process_server(artifacts.older, threads=1) as server,
         PersonaEngineClient(server.address, timeout_s=30, channel_options=BIG_MESSAGES) as client,
     ):
-        slow = threading.Thread(target=client.recommend_products_batch, args=(customers,), kwargs={"k": 20})
+        slow = threading.Thread(
+            target=client.recommend_products_batch, args=(customers,), kwargs={"k": 50, "diversity": 0.5}
+        )
         slow.start()
         deadline = time.monotonic() + 10
         while server.metric("persona_engine_requests_in_flight", method="RecommendProducts") < 1:
