@@ -94,7 +94,8 @@ class _Side:
         """A half-iteration: every row's CG steps, the ranges on the pool's threads (the compiled step
         leaves the GIL; numba's own parallel loops are avoided, since their default threading layer
         must not be entered from two Python threads at once)."""
-        gram = (fixed.T.astype(np.float64) @ fixed.astype(np.float64)).astype(np.float32)
+        wide = fixed.astype(np.float64)  # the Gram matrix summed in float64, from one copy
+        gram = (wide.T @ wide).astype(np.float32)
         penalty = np.float32(regularization)
 
         def solve_range(rows: tuple[int, int]) -> None:
