@@ -79,7 +79,10 @@ def _choice(*values: Any) -> Sampler:
 
 
 SEARCH_SPACES: dict[str, dict[str, Sampler]] = {
-    "persona_popularity": {"prior_strength": _log_uniform(1.0, 1000.0)},
+    "persona_popularity": {
+        "prior_strength": _log_uniform(1.0, 1000.0),
+        "attribution_iterations": _choice(0, 1, 2, 3, 5, 10),
+    },
     "als": {
         "factors": _choice(32, 64, 100, 128, 192),
         "regularization": _log_uniform(0.01, 100.0),

@@ -27,6 +27,11 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from engine.evaluation.ranking_metrics import ranking_metrics
+from engine.models.persona_attribution import (
+    ATTRIBUTION_ITERATIONS,
+    attributed_counts,
+    smoothed_distributions,
+)
 from engine.ranking.top_k import top_k
 
 BLEND_GRID: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8)
@@ -36,20 +41,23 @@ PRIOR_STRENGTH = 50.0
 
 
 def persona_item_scores(
-    interactions: sp.csr_matrix, user_mix: NDArray[np.float64], prior_strength: float = PRIOR_STRENGTH
+    interactions: sp.csr_matrix,
+    user_mix: NDArray[np.float64],
+    prior_strength: float = PRIOR_STRENGTH,
+    attribution_iterations: int = ATTRIBUTION_ITERATIONS,
 ) -> NDArray[np.float32]:
     """(n_items, n_personas): ``n_items`` x each persona's smoothed popularity (a distribution).
 
-    Scaled by ``n_items`` so an average item scores 1 whatever the catalogue size.
+    The persona popularity model's distributions at its defaults, scaled by ``n_items`` so an average
+    item scores 1 whatever the catalogue size.
     """
     seen = sp.csr_matrix(interactions > 0, dtype=np.float64)
     n_items = seen.shape[1]
     global_counts = np.asarray(seen.sum(axis=0), dtype=np.float64).ravel()
     global_share = global_counts / max(global_counts.sum(), 1.0)
-    weighted = np.asarray(seen.T @ user_mix, dtype=np.float64)  # (n_items, n_personas)
-    mass = weighted.sum(axis=0, keepdims=True)
-    smoothed = (weighted + prior_strength * global_share[:, None]) / (mass + prior_strength)
-    return np.asarray(n_items * smoothed, dtype=np.float32)
+    counts = attributed_counts(seen, user_mix, attribution_iterations)
+    smoothed = smoothed_distributions(counts, global_share, prior_strength)
+    return np.asarray(n_items * smoothed.T, dtype=np.float32)
 
 
 def interaction_counts(interactions: sp.csr_matrix) -> NDArray[np.int64]:

@@ -10,14 +10,20 @@ and serves cold-start customers from their mix alone.
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Self
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from engine.models.base import Recommender, TrainingSet, UserBatch
+from engine.models.base import Recommender, TrainingSet, UserBatch, read_model_manifest
 from engine.models.fitted_shape import FittedShape, ModelNotFittedError, expect_array
+from engine.models.persona_attribution import (
+    ATTRIBUTION_ITERATIONS,
+    attributed_counts,
+    smoothed_distributions,
+)
 
 
 def customers_per_item(interactions: sp.csr_matrix) -> NDArray[np.float64]:
@@ -76,10 +82,12 @@ class PopularityModel(Recommender):
 class PersonaPopularityModel(Recommender):
     """One popularity distribution per persona, blended by the mix: score = mix @ Pop.
 
-    Persona k's popularity counts each customer in proportion to their membership,
+    Persona k's popularity starts by counting each customer in proportion to their membership,
     ``pop_k(i) = sum_c theta_ck * [x_ci > 0]``, so a customer who is 70% Bargain Hunter lends 70% of
-    a vote to the Bargain Hunter ranking. Each row is then smoothed toward global popularity with a
-    Dirichlet prior of ``prior_strength`` pseudo-interactions and normalised to sum to 1:
+    a vote to the Bargain Hunter ranking; ``attribution_iterations`` EM steps then attribute each vote
+    to the personas that explain the item best (``engine.models.persona_attribution``; 0 keeps the
+    membership counts). Each row is smoothed toward global popularity with a Dirichlet prior of
+    ``prior_strength`` pseudo-interactions and normalised to sum to 1:
     ``Pop_k = (pop_k + s * global) / (sum(pop_k) + s)``. A persona few customers belong to thus
     falls back to global popularity instead of ranking on a handful of votes, while a well-populated
     persona barely moves. Because every ``Pop_k`` is a distribution and a mix is on the simplex, a
@@ -88,24 +96,35 @@ class PersonaPopularityModel(Recommender):
 
     kind = "persona_popularity"
 
-    def __init__(self, prior_strength: float = 50.0) -> None:
+    def __init__(
+        self, prior_strength: float = 50.0, attribution_iterations: int = ATTRIBUTION_ITERATIONS
+    ) -> None:
         if not np.isfinite(prior_strength) or prior_strength <= 0:
             raise ValueError(
                 f"prior_strength must be a positive number of pseudo-interactions, got {prior_strength}"
             )
+        if isinstance(attribution_iterations, bool) or int(attribution_iterations) != attribution_iterations:
+            raise ValueError(f"attribution_iterations must be a whole number, got {attribution_iterations!r}")
+        if attribution_iterations < 0:
+            raise ValueError(f"attribution_iterations must be >= 0, got {attribution_iterations}")
         self.prior_strength = float(prior_strength)
+        self.attribution_iterations = int(attribution_iterations)
         self._shape: FittedShape | None = None
         self._persona_popularity: NDArray[np.float32] | None = None
 
     def fit(self, data: TrainingSet, *, show_progress: bool = False) -> None:
+        self._fit_from_counts(data, None, customers_per_item(data.interactions))
+
+    def _fit_from_counts(
+        self, data: TrainingSet, counts: NDArray[np.float64] | None, customers: NDArray[np.float64]
+    ) -> None:
+        """Fit from the membership counts (personas x items; None: counted here) and the customers per
+        item, which a distributed engine may have summed elsewhere; attribution and smoothing are here."""
         shape = FittedShape.of(data)
         shape.check_training_set(data, self.kind)
-        seen = (data.interactions > 0).astype(np.float64)
-        global_counts = customers_per_item(data.interactions)
-        global_share = global_counts / global_counts.sum()
-        weighted_counts = np.asarray(seen.T @ data.user_mix, dtype=np.float64).T  # (n_personas, n_items)
-        mass = weighted_counts.sum(axis=1, keepdims=True)
-        smoothed = (weighted_counts + self.prior_strength * global_share) / (mass + self.prior_strength)
+        seen = sp.csr_matrix(data.interactions > 0, dtype=np.float64)
+        attributed = attributed_counts(seen, data.user_mix, self.attribution_iterations, counts)
+        smoothed = smoothed_distributions(attributed, customers / customers.sum(), self.prior_strength)
         self._persona_popularity = smoothed.astype(np.float32)
         self._shape = shape
 
@@ -129,7 +148,14 @@ class PersonaPopularityModel(Recommender):
         return self._fitted()[0].n_items
 
     def get_config(self) -> dict[str, Any]:
-        return {"prior_strength": self.prior_strength}
+        return {"prior_strength": self.prior_strength, "attribution_iterations": self.attribution_iterations}
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        model = super().load(directory)
+        if "attribution_iterations" not in read_model_manifest(directory)["config"]:
+            model.attribution_iterations = 0  # saved before attribution existed: membership counts
+        return model
 
     def _arrays(self) -> dict[str, NDArray[Any]]:
         shape, popularity = self._fitted()

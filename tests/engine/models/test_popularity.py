@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -38,9 +41,9 @@ def test_popularity_counts_customers_not_confidence() -> None:
     np.testing.assert_allclose(scores, GLOBAL_SHARE, rtol=1e-6)
 
 
-def test_persona_popularity_is_membership_weighted_and_smoothed() -> None:
+def test_persona_popularity_without_attribution_is_membership_weighted_and_smoothed() -> None:
     strength = 2.0
-    model = PersonaPopularityModel(prior_strength=strength)
+    model = PersonaPopularityModel(prior_strength=strength, attribution_iterations=0)
     model.fit(SHOP)
     # Persona 0: user 0 (weight 1) has item 0, user 1 (weight 0.5) has items 0 and 1.
     counts_0 = np.array([1.5, 0.5, 0.0, 0.0])
@@ -86,3 +89,36 @@ def test_a_pure_persona_ranks_its_own_items_first() -> None:
 def test_prior_strength_must_be_positive(strength: float) -> None:
     with pytest.raises(ValueError, match="prior_strength"):
         PersonaPopularityModel(prior_strength=strength)
+
+
+def test_attribution_gives_a_mixed_customers_items_to_the_persona_each_item_belongs_to() -> None:
+    # User 1 is half persona 0, half persona 1, with item 0 (otherwise only persona 0's user 0 has it)
+    # and item 1 (otherwise persona 1's users 2 and 3). Membership counts split both votes evenly;
+    # attribution hands item 0's vote mostly to persona 0 and item 1's mostly to persona 1.
+    counted = PersonaPopularityModel(prior_strength=1e-9, attribution_iterations=0)
+    attributed = PersonaPopularityModel(prior_strength=1e-9, attribution_iterations=10)
+    counted.fit(SHOP)
+    attributed.fit(SHOP)
+    assert attributed.persona_popularity[0, 0] > counted.persona_popularity[0, 0]
+    assert attributed.persona_popularity[0, 1] < counted.persona_popularity[0, 1]
+    assert attributed.persona_popularity[1, 1] > counted.persona_popularity[1, 1]
+    np.testing.assert_allclose(attributed.persona_popularity[:2].sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_attribution_iterations_must_be_a_whole_non_negative_number() -> None:
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="attribution_iterations"):
+            PersonaPopularityModel(attribution_iterations=bad)  # type: ignore[arg-type]
+
+
+def test_a_model_saved_before_attribution_loads_as_membership_counts(tmp_path: Path) -> None:
+    model = PersonaPopularityModel(prior_strength=2.0, attribution_iterations=0)
+    model.fit(SHOP)
+    model.save(tmp_path / "pp")
+    manifest_path = tmp_path / "pp" / "model.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    del manifest["config"]["attribution_iterations"]
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    loaded = PersonaPopularityModel.load(tmp_path / "pp")
+    assert loaded.get_config() == {"prior_strength": 2.0, "attribution_iterations": 0}
+    np.testing.assert_array_equal(loaded.persona_popularity, model.persona_popularity)
