@@ -77,6 +77,20 @@ positive_int = at_least(1)
 non_negative_int = at_least(0)
 
 
+def whole_numbers_at_least(low: int) -> Callable[[str], tuple[int, ...]]:
+    """One or more whole numbers >= ``low``, comma-separated (sizes to try: ``8,16,32``)."""
+    each = at_least(low)
+
+    def parse(text: str) -> tuple[int, ...]:
+        parts = [part.strip() for part in text.split(",")]
+        if not all(parts):
+            raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}")
+        return tuple(each(part) for part in parts)
+
+    parse.__name__ = f"whole numbers >= {low}"
+    return parse
+
+
 def positive_float(text: str) -> float:
     """A number > 0 (seconds, half-lives)."""
     value = _number(float, text)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,8 @@ import polars as pl
 
 from engine.data.loading import load_shop
 from engine.personas.catalog import catalog_to_toml, load_catalog
-from engine.personas.catalog_fit import catalog_fit
-from engine.personas.catalog_proposal import ProposalConfig, propose_catalog
+from engine.personas.catalog_fit import CatalogFit, catalog_fit
+from engine.personas.catalog_proposal import CatalogProposal, ProposalConfig, propose_catalog
 from engine.personas.discovery import DiscoveryConfig, discover_segments
 from engine.personas.inference.model import PersonaInferenceModel
 
@@ -51,7 +53,7 @@ def run_catalog_proposal(
     catalog_name: str,
     out: Path,
     *,
-    personas: int | None = None,
+    personas: int | Sequence[int] | None = None,
     held_out_days: int = 28,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -59,13 +61,18 @@ def run_catalog_proposal(
 
     Both catalogs are fitted on the events before the last ``held_out_days`` and scored on those days
     (``engine.personas.catalog_fit``); the proposal is built from the given catalog's fit on the same
-    earlier events, so the held-out days are news to both. The file written is the proposal measured
-    here, read back through ``load_catalog`` before this returns (it loads and trains as it is).
+    earlier events, so the held-out days are news to both. ``personas`` may name several sizes: each
+    is proposed and measured, and the one whose personas best predict the held-out days (held-out
+    NDCG@10; the smaller on a tie) is written. How many personas a shop supports is an empirical
+    question: more personas describe customers more finely, and each is estimated from fewer of them.
+    The file written is the proposal measured here, read back through ``load_catalog`` before this
+    returns (it loads and trains as it is).
     """
     if held_out_days < 1:
         raise ValueError(f"held_out_days must be >= 1, got {held_out_days}")
     shop = load_shop(data_path)
     given = load_catalog(catalog_name)
+    sizes = _proposal_sizes(personas, len(given))
     last = shop.events["timestamp"].max()
     if not isinstance(last, dt.datetime):
         raise ValueError(f"{data_path}: the shop has no events")
@@ -80,32 +87,37 @@ def run_catalog_proposal(
     earlier_shop = dataclasses.replace(shop, events=earlier)
     given_model = PersonaInferenceModel()
     given_mixes = given_model.fit(earlier_shop, given)
-    proposal = propose_catalog(
-        given_model, given_mixes, ProposalConfig(personas=personas or len(given), seed=seed)
+    given_fit = catalog_fit(given_model, given_mixes, earlier, later, shop.items)
+    candidates: list[tuple[CatalogProposal, CatalogFit]] = []
+    for size in sizes:
+        proposal = propose_catalog(given_model, given_mixes, ProposalConfig(personas=size, seed=seed))
+        proposed_model = PersonaInferenceModel()
+        proposed_mixes = proposed_model.fit(earlier_shop, proposal.catalog)
+        candidates.append((proposal, catalog_fit(proposed_model, proposed_mixes, earlier, later, shop.items)))
+    chosen, chosen_fit = max(
+        candidates, key=lambda c: (_ranking_score(c[1]), -len(c[0].catalog), -candidates.index(c))
     )
-    proposed_model = PersonaInferenceModel()
-    proposed_mixes = proposed_model.fit(earlier_shop, proposal.catalog)
-    fits = {
-        "given": catalog_fit(given_model, given_mixes, later, shop.items),
-        "proposed": catalog_fit(proposed_model, proposed_mixes, later, shop.items),
-    }
     out.parent.mkdir(parents=True, exist_ok=True)
     header = (
         f"# Persona catalog proposed by persona-engine discover from {data_path}\n"
-        f"# ({proposal.customers_clustered:,} customers clustered by their events' shares per feature;\n"
+        f"# ({chosen.customers_clustered:,} customers clustered by their events' shares per feature;\n"
         "# rename and describe the personas before showing them to anyone).\n\n"
     )
-    out.write_text(header + catalog_to_toml(proposal.catalog), encoding="utf-8")
+    out.write_text(header + catalog_to_toml(chosen.catalog), encoding="utf-8")
     written = load_catalog(out)
     return {
         "catalog_file": str(out),
         "given_catalog": catalog_name,
         "held_out_days": held_out_days,
-        "customers_clustered": proposal.customers_clustered,
-        "fit": {name: fit.to_dict() for name, fit in fits.items()},
+        "customers_clustered": chosen.customers_clustered,
+        "fit": {"given": given_fit.to_dict(), "proposed": chosen_fit.to_dict()},
         "held_out_log_likelihood_difference": (
-            fits["proposed"].held_out_log_likelihood - fits["given"].held_out_log_likelihood
+            chosen_fit.held_out_log_likelihood - given_fit.held_out_log_likelihood
         ),
+        "candidates": [
+            {"requested_personas": size, "chosen": proposal is chosen, **fit.to_dict()}
+            for size, (proposal, fit) in zip(sizes, candidates, strict=True)
+        ],
         "personas": [
             {
                 "id": p.persona.id,
@@ -118,7 +130,21 @@ def run_catalog_proposal(
                     for d in p.distinctive
                 ],
             }
-            for p in proposal.personas
+            for p in chosen.personas
         ],
-        "loads_as_catalog": len(written) == len(proposal.catalog),
+        "loads_as_catalog": len(written) == len(chosen.catalog),
     }
+
+
+def _proposal_sizes(personas: int | Sequence[int] | None, given: int) -> tuple[int, ...]:
+    """The sizes to propose, in the order given, without repeats; the given catalog's when None."""
+    if personas is None:
+        return (given,)
+    sizes = (personas,) if isinstance(personas, int) else tuple(personas)
+    if not sizes or any(size < 2 for size in sizes):
+        raise ValueError(f"a proposed catalog needs at least 2 personas, got {list(sizes)}")
+    return tuple(dict.fromkeys(sizes))
+
+
+def _ranking_score(fit: CatalogFit) -> float:
+    return fit.held_out_ndcg_at_10 if math.isfinite(fit.held_out_ndcg_at_10) else -1.0

@@ -132,9 +132,14 @@ def propose_catalog(
     for members in clusters:
         mean = shares[members].mean(axis=0)
         lift = np.divide(mean, population, out=np.ones_like(mean), where=population > 0)
-        order = np.argsort(-np.abs(np.log(np.maximum(lift, 1e-9))), kind="stable")
+        # Most distinctive first on the scale the clusters were found on (differences in spreads): by
+        # lift alone, a value 0.01% of everyone's events and none of the cluster's led the list.
+        standardised = (mean - population) / spread
+        order = np.argsort(-np.abs(standardised), kind="stable")
         distinctive = tuple(
-            Distinctive(names[j], float(mean[j]), float(population[j])) for j in order[:8] if lift[j] != 1.0
+            Distinctive(names[j], float(mean[j]), float(population[j]))
+            for j in order[:8]
+            if abs(mean[j] - population[j]) >= config.min_difference
         )
         signals = _signals(names, lift, mean - population, config)
         persona_id, name = _naming(signals, taken)
@@ -247,4 +252,6 @@ def _description(distinctive: tuple[Distinctive, ...], customers: int, share: fl
         f"{d.feature} {d.persona_share:.0%} of events (all customers {d.population_share:.0%})"
         for d in distinctive[:4]
     )
+    if not shown:
+        return f"Proposed from {customers:,} customers ({share:.0%}); no value sets their events apart."
     return f"Proposed from {customers:,} customers ({share:.0%}): {shown}."

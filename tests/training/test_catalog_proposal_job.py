@@ -68,7 +68,47 @@ def test_the_report_compares_given_and_proposed_fits(
     )
 
 
+def test_several_sizes_are_measured_and_the_best_held_out_ranking_is_written(
+    shop_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "p.toml"
+    args = ["discover", "--data", str(shop_dir), "--write-catalog", str(out), "--personas", "2,6,2", "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    candidates = report["candidates"]
+    assert [c["requested_personas"] for c in candidates] == [2, 6]  # the repeat tried once
+    assert all(0 < c["held_out_ndcg_at_10"] < 1 and c["held_out_customers"] > 0 for c in candidates)
+    (chosen,) = [c for c in candidates if c["chosen"]]
+    assert chosen["held_out_ndcg_at_10"] == max(c["held_out_ndcg_at_10"] for c in candidates)
+    assert {k: v for k, v in chosen.items() if k not in ("requested_personas", "chosen")} == report["fit"][
+        "proposed"
+    ]
+    assert len(load_catalog(out)) == chosen["personas"] == len(report["personas"])
+
+
+def test_the_table_lists_every_size_tried(
+    shop_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "p.toml"
+    assert main(["discover", "--data", str(shop_dir), "--write-catalog", str(out), "--personas", "2,3"]) == 0
+    printed = capsys.readouterr().out
+    assert "proposed (2)" in printed and "proposed (3)" in printed and "NDCG@10" in printed
+    written = [line for line in printed.splitlines() if "proposed (" in line and " yes " in line]
+    assert len(written) == 1
+
+
+@pytest.mark.parametrize("personas", ["1", "4,1", "4,x", "4,,5"])
+def test_bad_persona_counts_are_refused_naming_the_flag(
+    shop_dir: Path, tmp_path: Path, personas: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "p.toml")
+    with pytest.raises(SystemExit) as exited:
+        main(["discover", "--data", str(shop_dir), "--write-catalog", out, "--personas", personas])
+    assert exited.value.code == 2
+    assert "--personas" in capsys.readouterr().err
+    assert not Path(out).exists()
+
+
 def test_bad_flags_are_user_errors(shop_dir: Path, tmp_path: Path) -> None:
     out = str(tmp_path / "p.toml")
-    assert main(["discover", "--data", str(shop_dir), "--write-catalog", out, "--personas", "1"]) == 2
     assert main(["discover", "--data", str(shop_dir), "--write-catalog", out, "--held-out-days", "0"]) == 2

@@ -11,7 +11,12 @@ import pytest
 
 from engine.data.id_map import IdMap
 from engine.personas.catalog import load_catalog
-from engine.personas.catalog_fit import catalog_fit, dominated_share, held_out_log_likelihood
+from engine.personas.catalog_fit import (
+    catalog_fit,
+    dominated_share,
+    held_out_log_likelihood,
+    held_out_ranking,
+)
 from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.inference.model import PersonaInferenceModel
 from engine.personas.shopping_context import CONTEXTS
@@ -57,6 +62,33 @@ def test_held_out_events_are_likelier_under_the_customers_own_mixes(shop: Plante
     )
     other, _ = held_out_log_likelihood(model, shuffled, later, shop.shop.items)
     assert own > other + 0.05  # someone else's mix predicts a customer's next events worse
-    fit = catalog_fit(model, mixes, later, shop.shop.items)
+    fit = catalog_fit(model, mixes, earlier.events, later, shop.shop.items)
     assert fit.held_out_log_likelihood == own and fit.held_out_events == n
     assert fit.dominated_share > 0.5 and fit.personas == 5
+
+
+def test_customers_next_items_rank_higher_under_their_own_mixes(shop: PlantedShop) -> None:
+    events = shop.shop.events
+    cutoff = events["timestamp"].quantile(0.8)
+    earlier = events.filter(pl.col("timestamp") <= cutoff)
+    later = events.filter(pl.col("timestamp") > cutoff)
+    model = PersonaInferenceModel()
+    mixes = model.fit(dataclasses.replace(shop.shop, events=earlier), load_catalog("default"))
+    own, ranked = held_out_ranking(mixes, earlier, later, shop.shop.items)
+    assert ranked > 100 and 0 < own < 1
+    shuffled = dataclasses.replace(
+        mixes, overall=mixes.overall[np.random.default_rng(0).permutation(len(mixes.overall))]
+    )
+    other, ranked_again = held_out_ranking(shuffled, earlier, later, shop.shop.items)
+    assert ranked_again == ranked
+    assert own > 1.2 * other  # the personas carry what each customer picks next
+    fit = catalog_fit(model, mixes, earlier, later, shop.shop.items)
+    assert fit.held_out_ndcg_at_10 == own and fit.held_out_customers == ranked
+
+
+def test_nothing_new_later_leaves_the_ranking_unmeasured(shop: PlantedShop) -> None:
+    events = shop.shop.events
+    model = PersonaInferenceModel()
+    mixes = model.fit(shop.shop, load_catalog("default"))
+    ndcg, ranked = held_out_ranking(mixes, events, events.head(50), shop.shop.items)
+    assert ranked == 0 and math.isnan(ndcg)
