@@ -10,11 +10,18 @@ model's persona-free ablation, paired bootstrap intervals over customers) and co
 - ``online-retail``: the UCI Online Retail export through the bundled mapping, time split, from
   ``../shared/data/online-retail``.
 
+Each data set is compared twice: with the bundled catalog its config names, and with a catalog
+``persona-engine discover`` proposes from the training events alone (``--training-split``, so the
+test events stay unseen): every size of ``--discover-personas`` is proposed, and the one whose
+personas best rank each customer's latest 20% of training events (held-out NDCG@10) is compared.
+The proposed catalog is kept next to the results, so its figures can be reproduced.
+
 The real sets are skipped, with the reason printed, when ``../shared`` is absent. The figures go to
 ``benchmarks/results/model_quality-<timestamp>.json`` and into the README table between the
 ``model-quality`` marker comments, so ``make model-quality`` regenerates the table in one command.
 
     python -m benchmarks.model_quality [--trials 5] [--sets ml-100k,demo,online-retail] [--no-readme]
+    python -m benchmarks.model_quality --discover-personas none   # bundled catalogs only
     python -m benchmarks.model_quality --render RESULTS.json   # rewrite the README table only
 """
 
@@ -28,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +49,11 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 START_MARKER = "<!-- model-quality:start -->"
 END_MARKER = "<!-- model-quality:end -->"
 DEFAULT_TRIALS = 5
+# Catalog sizes discover proposes, and the share of each customer's latest training events it holds
+# out to choose among them (a share, not days: MovieLens users rate in bursts, and its last weeks of
+# training events hold 80 of 943 users, too few to tell catalogs apart).
+DEFAULT_DISCOVER_PERSONAS = "10,20,40,80"
+DISCOVER_HELD_OUT_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -100,33 +113,80 @@ def _run(arguments: list[str], *, capture: bool = False) -> str:
     return completed.stdout if capture else ""
 
 
-def run_data_set(data_set: DataSet, trials: int, seed: int, work: Path) -> dict[str, Any]:
-    """Prepare the data set in ``work`` and run ``compare --json`` on it; its verdict and timings."""
+def prepare_data_set(data_set: DataSet, work: Path) -> Path:
+    """The data set's folder in ``work``, adapted or generated."""
     folder = work / data_set.name
-    started = time.perf_counter()
     _run(data_set.prepare_command(folder))
-    document = json.loads(
+    return folder
+
+
+def bundled_catalog(data_set: DataSet) -> str:
+    """The catalog the data set's config names (``default`` when it names none)."""
+    document = tomllib.loads((ROOT / data_set.config).read_text(encoding="utf-8"))
+    return str(document.get("personas", {}).get("catalog", "default"))
+
+
+def discover_catalog(data_set: DataSet, folder: Path, sizes: str, out: Path) -> dict[str, Any]:
+    """Propose catalogs of ``sizes`` personas from the training events of the data set's split and
+    write the best (held-out NDCG@10 on each customer's latest training events) to ``out``."""
+    started = time.perf_counter()
+    report = json.loads(
         _run(
             [
-                "compare",
-                "--config",
-                data_set.config,
+                "discover",
                 "--data",
                 str(folder),
-                "--trials",
-                str(trials),
-                "--search-seed",
-                str(seed),
+                "--catalog",
+                bundled_catalog(data_set),
+                "--training-split",
+                data_set.config,
+                "--write-catalog",
+                str(out),
+                "--personas",
+                sizes,
+                "--held-out-share",
+                str(DISCOVER_HELD_OUT_SHARE),
                 "--json",
             ],
             capture=True,
         )
     )
+    return {
+        "file": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out),
+        "personas": report["fit"]["proposed"]["personas"],
+        "given": report["fit"]["given"],
+        "candidates": report["candidates"],
+        "held_out_share": report["held_out_share"],
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def run_data_set(
+    data_set: DataSet, folder: Path, trials: int, seed: int, catalog: str | None = None
+) -> dict[str, Any]:
+    """``compare --json`` on the prepared data set (with ``catalog`` instead of the config's, when
+    given); its verdict and timings."""
+    started = time.perf_counter()
+    arguments = [
+        "compare",
+        "--config",
+        data_set.config,
+        "--data",
+        str(folder),
+        "--trials",
+        str(trials),
+        "--search-seed",
+        str(seed),
+        "--json",
+    ]
+    document = json.loads(_run([*arguments, *(["--catalog", catalog] if catalog else [])], capture=True))
     verdict = document["verdict"]
     return {
         "data_set": data_set.name,
         "description": data_set.description,
         "config": data_set.config,
+        "catalog": catalog or bundled_catalog(data_set),
+        "personas": len(document["personas"]["ids"]),
         "users": document["users"],
         "engine_best": document["engine_best"],
         "library_best_tuned": document["library_best_tuned"],
@@ -165,13 +225,13 @@ def render_table(results: dict[str, Any]) -> str:
         + ", ".join(f"`benchmarks/results/{name}`" for name in results["file"].split(", "))
         + ").",
         "",
-        "| data set | trials | engine best | library best tuned | engine - library tuned | persona lift "
-        "| cold start vs popularity |",
-        "| --- | ---: | --- | --- | --- | --- | --- |",
+        "| data set | catalog | trials | engine best | library best tuned | engine - library tuned "
+        "| persona lift | cold start vs popularity |",
+        "| --- | --- | ---: | --- | --- | --- | --- | --- |",
     ]
     for row in results["data_sets"]:
         if "skipped" in row:
-            lines.append(f"| {row['data_set']} | | skipped: {row['skipped']} | | | | |")
+            lines.append(f"| {row['data_set']} | | | skipped: {row['skipped']} | | | | |")
             continue
         cold = row.get("cold_start") or {}
         cold_text = (
@@ -182,25 +242,39 @@ def render_table(results: dict[str, Any]) -> str:
         )
         trials = row.get("trials_per_model", results["trials_per_model"])
         lines.append(
-            f"| {row['data_set']} | {trials} | {_named(row['engine_best'])} "
+            f"| {row['data_set']} | {_catalog_text(row)} | {trials} | {_named(row['engine_best'])} "
             f"| {_named(row['library_best_tuned'])} | {_interval(row['difference_ci95'])} "
             f"| {_interval(row['persona_lift_ci95'])} | {cold_text} |"
         )
     return "\n".join(lines)
 
 
+def _catalog_text(row: dict[str, Any]) -> str:
+    """The catalog column: the bundled catalog's name, or the proposed one's size and the sizes tried."""
+    if row.get("catalog_source") != "discovered":
+        return f"{row.get('catalog', 'bundled')} ({row['personas']})" if "personas" in row else "bundled"
+    tried = ", ".join(str(c["requested_personas"]) for c in row["discovery"]["candidates"])
+    return f"discovered: {row['personas']} (of {tried})"
+
+
 def merge_results(documents: list[dict[str, Any]]) -> dict[str, Any]:
-    """One results document from runs of single data sets (e.g. run in parallel), in DATA_SETS order."""
+    """One results document from runs of single data sets (e.g. run in parallel), in DATA_SETS order,
+    each data set's bundled catalog before its discovered one."""
     if not documents:
         raise SystemExit("no results to merge")
     rows = {
-        row["data_set"]: ({"trials_per_model": d["trials_per_model"], **row}, d)
+        (row["data_set"], row.get("catalog_source", "bundled")): {
+            "trials_per_model": d["trials_per_model"],
+            **row,
+        }
         for d in documents
         for row in d["data_sets"]
     }
     order = [d.name for d in DATA_SETS]
     merged = dict(documents[-1])
-    merged["data_sets"] = [rows[name][0] for name in sorted(rows, key=lambda n: (order.index(n), n))]
+    merged["data_sets"] = [
+        rows[key] for key in sorted(rows, key=lambda key: (order.index(key[0]), key[0], key[1] != "bundled"))
+    ]
     merged["file"] = ", ".join(d["file"] for d in documents)
     merged["generated"] = " / ".join(dict.fromkeys(d["generated"] for d in documents))
     merged["trials_per_model"] = "/".join(sorted({str(d["trials_per_model"]) for d in documents}))
@@ -217,6 +291,17 @@ def rewrite_readme(readme: Path, table: str) -> None:
     readme.write_text(f"{head}{START_MARKER}\n{table}\n{END_MARKER}{tail}", encoding="utf-8")
 
 
+def _print_row(row: dict[str, Any]) -> None:
+    cold = row.get("cold_start") or {}
+    print(
+        f"{row['data_set']} ({_catalog_text(row)}): engine best {_named(row['engine_best'])}, library best "
+        f"tuned {_named(row['library_best_tuned'])}, difference {_interval(row['difference_ci95'])}, "
+        f"persona lift {_interval(row['persona_lift_ci95'])}, cold start "
+        f"x{cold.get('ratio_to_popularity', float('nan')):.2f} ({row['seconds']:.0f} s)",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -227,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         "--sets", default=",".join(d.name for d in DATA_SETS), help="comma-separated data sets to run"
     )
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README table")
+    parser.add_argument(
+        "--discover-personas",
+        default=DEFAULT_DISCOVER_PERSONAS,
+        help="catalog sizes discover proposes from each set's training events, compared as a second row "
+        "('none': bundled catalogs only)",
+    )
     parser.add_argument(
         "--render",
         type=Path,
@@ -257,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         "search_seed": args.seed,
         "data_sets": [],
     }
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="model-quality-") as work:
         for data_set in (d for d in DATA_SETS if d.name in wanted):
             if data_set.needs and not (SHARED_DATA / data_set.needs).is_dir():
@@ -264,16 +356,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{data_set.name}: skipped: {reason}", flush=True)
                 results["data_sets"].append({"data_set": data_set.name, "skipped": reason})
                 continue
+            folder = prepare_data_set(data_set, Path(work))
             print(f"{data_set.name}: compare with {args.trials} trials per model ...", flush=True)
-            row = run_data_set(data_set, args.trials, args.seed, Path(work))
-            results["data_sets"].append(row)
-            print(
-                f"{data_set.name}: engine best {_named(row['engine_best'])}, library best tuned "
-                f"{_named(row['library_best_tuned'])}, difference {_interval(row['difference_ci95'])}, "
-                f"persona lift {_interval(row['persona_lift_ci95'])} ({row['seconds']:.0f} s)",
-                flush=True,
-            )
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+            rows = [{**run_data_set(data_set, folder, args.trials, args.seed), "catalog_source": "bundled"}]
+            _print_row(rows[-1])
+            if args.discover_personas != "none":
+                out = RESULTS_DIR / f"{file.removesuffix('.json')}-{data_set.name}-personas.toml"
+                print(f"{data_set.name}: discover --personas {args.discover_personas} ...", flush=True)
+                discovery = discover_catalog(data_set, folder, args.discover_personas, out)
+                print(f"{data_set.name}: compare with the proposed catalog ({out.name}) ...", flush=True)
+                compared = run_data_set(data_set, folder, args.trials, args.seed, catalog=str(out))
+                rows.append({**compared, "catalog_source": "discovered", "discovery": discovery})
+                _print_row(rows[-1])
+            results["data_sets"].extend(rows)
     out = RESULTS_DIR / file
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"results written to {out}")

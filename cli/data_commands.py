@@ -12,7 +12,14 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from cli.arguments import HelpFormatter, non_negative_int, positive_int, share, whole_numbers_at_least
+from cli.arguments import (
+    HelpFormatter,
+    non_negative_int,
+    open_unit,
+    positive_int,
+    share,
+    whole_numbers_at_least,
+)
 from cli.errors import UserError
 from cli.json_output import emit_json
 from cli.subcommand import Subcommands, add_command
@@ -39,6 +46,8 @@ DISCOVER_EXAMPLES = """
       persona-engine discover --data data/demo --catalog my_catalog.toml --json
       persona-engine discover --data data/online-retail --write-catalog retail_personas.toml --personas 5
       persona-engine discover --data data/demo --write-catalog demo_personas.toml --personas 5,10,20,40
+      persona-engine discover --data data/demo --write-catalog demo_personas.toml --personas 10,20 \
+          --training-split training/configs/demo.toml
     with --write-catalog, a whole catalog is proposed from the data (clusters of customers' behaviour,
     named by what sets them apart), written to FILE and compared with --catalog on the last
     --held-out-days of events: share of customers dominated by one persona, held-out likelihood, and
@@ -187,8 +196,22 @@ def _propose_catalog(args: argparse.Namespace) -> int:
 
     if args.held_out_days < 1:
         raise UserError(f"--held-out-days must be at least 1, got {args.held_out_days}")
+    training_split = None
+    if args.training_split is not None:
+        from training.config import ConfigError, load_config
+
+        try:
+            training_split = load_config(args.training_split)
+        except ConfigError as error:
+            raise UserError(str(error)) from None
     report = run_catalog_proposal(
-        args.data, args.catalog, args.write_catalog, personas=args.personas, held_out_days=args.held_out_days
+        args.data,
+        args.catalog,
+        args.write_catalog,
+        personas=args.personas,
+        held_out_days=args.held_out_days,
+        held_out_share=args.held_out_share,
+        training_split=training_split,
     )
     if args.json:
         emit_json(report)
@@ -199,8 +222,13 @@ def _propose_catalog(args: argparse.Namespace) -> int:
         [f"proposed ({c['requested_personas']})", c["personas"], "yes" if c["chosen"] else "", *_fit_cells(c)]
         for c in report["candidates"]
     ]
+    held_out = (
+        f"the last {report['held_out_days']} days"
+        if report["held_out_share"] is None
+        else f"each customer's latest {report['held_out_share']:.0%} of events"
+    )
     print_table(
-        f"catalog fit: fitted before, scored on the last {report['held_out_days']} days "
+        f"catalog fit: fitted before, scored on {held_out} "
         f"({given['held_out_events']:,} events; {given['held_out_customers']:,} customers with new items)",
         ["catalog", "personas", "written", "dominated share", "log-lik / event", "NDCG@10"],
         rows,
@@ -386,6 +414,20 @@ def add_discover_command(sub: Subcommands) -> None:
     )
     d.add_argument(
         "--held-out-days", type=int, default=28, help="with --write-catalog: days held out to compare fits"
+    )
+    d.add_argument(
+        "--held-out-share",
+        type=open_unit,
+        metavar="SHARE",
+        help="with --write-catalog: hold out each customer's latest SHARE of events instead of the last "
+        "--held-out-days (for customers active in bursts, e.g. 0.2 on MovieLens)",
+    )
+    d.add_argument(
+        "--training-split",
+        type=Path,
+        metavar="CONFIG",
+        help="with --write-catalog: read only the events this training config's split trains on, so that "
+        "evaluating the catalog with that config never shows it the test events",
     )
 
 

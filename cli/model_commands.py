@@ -482,6 +482,9 @@ def add_compare_command(sub: Subcommands) -> None:
     )
     c.add_argument("--config", type=Path, required=True, help="training config (TOML): data, split, models")
     c.add_argument("--data", type=Path, help="data folder; overrides [data] path of the config")
+    c.add_argument(
+        "--catalog", help="persona catalog (bundled name or TOML file); overrides [personas] catalog"
+    )
     c.add_argument("--output", type=Path, help="also write the JSON report to this file")
     c.add_argument(
         "--trials",
@@ -495,11 +498,20 @@ def add_compare_command(sub: Subcommands) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from training.compare_job import print_comparison, run_comparison
+    from training.config import TrainConfig, load_config
 
     show_progress = not (args.json or args.no_progress)
+    config: Path | TrainConfig = args.config
+    if args.catalog is not None:
+        loaded = load_config(args.config)
+        config = dataclasses.replace(
+            loaded, personas=dataclasses.replace(loaded.personas, catalog=args.catalog)
+        )
     report = run_comparison(
-        args.config,
+        config,
         data_path=args.data,
         show_progress=show_progress,
         trials=args.trials,

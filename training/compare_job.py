@@ -107,12 +107,14 @@ class ComparisonReport:
     models: list[ComparedModel]
     tuning: dict[str, Any]
     verdict: dict[str, Any] = field(default_factory=dict)
+    personas: dict[str, Any] = field(default_factory=dict)  # the catalog compared with: name, ids
 
     def to_dict(self) -> dict[str, Any]:
         return {
             **{key: self.verdict.get(key) for key in HEADLINE_KEYS},
             "config": self.config_source,
             "data": self.data_path,
+            "personas": self.personas,
             "split": self.split,
             "k": self.k,
             "users": self.users,
@@ -389,6 +391,7 @@ def run_comparison(
         models=models,
         tuning=tuning,
         verdict=verdict(models, config.evaluation.k, seed=config.split.seed),
+        personas={"catalog": config.personas.catalog, "ids": list(prepared.catalog.ids)},
     )
 
 

@@ -23,6 +23,8 @@ from engine.personas.catalog_fit import CatalogFit, catalog_fit
 from engine.personas.catalog_proposal import CatalogProposal, ProposalConfig, propose_catalog
 from engine.personas.discovery import DiscoveryConfig, discover_segments
 from engine.personas.inference.model import PersonaInferenceModel
+from training.config import TrainConfig
+from training.prepared_data import split_for
 
 
 def run_discovery(data_path: Path, catalog_name: str, *, min_share: float = 0.005) -> dict[str, Any]:
@@ -55,7 +57,9 @@ def run_catalog_proposal(
     *,
     personas: int | Sequence[int] | None = None,
     held_out_days: int = 28,
+    held_out_share: float | None = None,
     seed: int = 0,
+    training_split: TrainConfig | None = None,
 ) -> dict[str, Any]:
     """Propose a catalog from the shop's events, write it to ``out`` and compare its fit with the given one.
 
@@ -67,23 +71,44 @@ def run_catalog_proposal(
     question: more personas describe customers more finely, and each is estimated from fewer of them.
     The file written is the proposal measured here, read back through ``load_catalog`` before this
     returns (it loads and trains as it is).
+
+    ``held_out_share`` replaces the held-out days with each customer's latest events, that share of
+    them (rounded down, so customers with few events keep all theirs earlier): on data whose customers
+    are active in bursts (MovieLens users rate their films within days), the last weeks hold a few
+    dozen customers, too few to tell catalogs apart, while every customer has latest events.
+
+    ``training_split``: a training config whose evaluation the catalog is meant for; only the events
+    its split trains on are read (the held-out days are then the last days of those), so the catalog
+    an evaluation uses has never seen its test events.
     """
     if held_out_days < 1:
         raise ValueError(f"held_out_days must be >= 1, got {held_out_days}")
+    if held_out_share is not None and not 0 < held_out_share < 1:
+        raise ValueError(f"held_out_share must be between 0 and 1, got {held_out_share}")
     shop = load_shop(data_path)
+    if training_split is not None:
+        shop = dataclasses.replace(shop, events=split_for(training_split, shop, data_path).train_events)
     given = load_catalog(catalog_name)
     sizes = _proposal_sizes(personas, len(given))
     last = shop.events["timestamp"].max()
     if not isinstance(last, dt.datetime):
         raise ValueError(f"{data_path}: the shop has no events")
-    cutoff = last - dt.timedelta(days=held_out_days)
-    earlier = shop.events.filter(pl.col("timestamp") <= cutoff)
-    later = shop.events.filter(pl.col("timestamp") > cutoff)
-    if earlier.height == 0 or later.height == 0:
-        raise ValueError(
-            f"{data_path}: the last {held_out_days} days hold all or none of the events; choose another "
-            "--held-out-days"
-        )
+    if held_out_share is None:
+        cutoff = last - dt.timedelta(days=held_out_days)
+        earlier = shop.events.filter(pl.col("timestamp") <= cutoff)
+        later = shop.events.filter(pl.col("timestamp") > cutoff)
+        if earlier.height == 0 or later.height == 0:
+            raise ValueError(
+                f"{data_path}: the last {held_out_days} days hold all or none of the events; choose "
+                "another --held-out-days"
+            )
+    else:
+        earlier, later = latest_events_held_out(shop.events, held_out_share)
+        if later.height == 0:
+            raise ValueError(
+                f"{data_path}: no customer has enough events to hold {held_out_share:.0%} of them out; "
+                "choose a larger --held-out-share"
+            )
     earlier_shop = dataclasses.replace(shop, events=earlier)
     given_model = PersonaInferenceModel()
     given_mixes = given_model.fit(earlier_shop, given)
@@ -108,7 +133,13 @@ def run_catalog_proposal(
     return {
         "catalog_file": str(out),
         "given_catalog": catalog_name,
-        "held_out_days": held_out_days,
+        "events_read": {
+            "scope": "all" if training_split is None else f"training split of {training_split.source}",
+            "events": shop.events.height,
+            "last": last.isoformat(),
+        },
+        "held_out_days": held_out_days if held_out_share is None else None,
+        "held_out_share": held_out_share,
         "customers_clustered": chosen.customers_clustered,
         "fit": {"given": given_fit.to_dict(), "proposed": chosen_fit.to_dict()},
         "held_out_log_likelihood_difference": (
@@ -134,6 +165,19 @@ def run_catalog_proposal(
         ],
         "loads_as_catalog": len(written) == len(chosen.catalog),
     }
+
+
+def latest_events_held_out(events: pl.DataFrame, share: float) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(earlier, later): each customer's latest ``floor(share * n)`` of their n events are later."""
+    ranked = events.with_columns(
+        pl.col("timestamp").rank("ordinal").over("customer_id").alias("_position"),
+        pl.len().over("customer_id").alias("_events"),
+    )
+    later = pl.col("_position") > pl.col("_events") - (pl.col("_events") * share).floor()
+    return (
+        ranked.filter(~later).drop("_position", "_events"),
+        ranked.filter(later).drop("_position", "_events"),
+    )
 
 
 def _proposal_sizes(personas: int | Sequence[int] | None, given: int) -> tuple[int, ...]:

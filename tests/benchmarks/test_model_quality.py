@@ -40,17 +40,38 @@ def test_table_rows_show_each_data_sets_verdict_and_skips_say_why() -> None:
     merged["data_sets"].append({"data_set": "elsewhere", "skipped": "../shared/data/x is absent"})
     table = render_table(merged)
     assert (
-        "| ml-100k | 5 | engine:als 0.3121 | implicit_als_tuned 0.3050 | [+0.0012, +0.0130] "
+        "| ml-100k | bundled | 5 | engine:als 0.3121 | implicit_als_tuned 0.3050 | [+0.0012, +0.0130] "
         "| [-0.0020, +0.0041] |" in table
     )
     assert "0.2100 vs 0.1400 (x1.50, engine:lightfm_hybrid)" in table
-    assert "| elsewhere | | skipped: ../shared/data/x is absent |" in table
+    assert "| elsewhere | | | skipped: ../shared/data/x is absent |" in table
 
 
 def test_each_row_shows_the_search_budget_it_ran_with() -> None:
     merged = merge_results([_result("demo", "a.json", trials=2), _result("ml-100k", "b.json", trials=3)])
     table = render_table(merged)
-    assert "| ml-100k | 3 |" in table and "| demo | 2 |" in table
+    assert "| ml-100k | bundled | 3 |" in table and "| demo | bundled | 2 |" in table
+
+
+def test_a_discovered_catalog_row_follows_its_bundled_row_and_says_what_was_tried() -> None:
+    bundled = _result("ml-100k", "a.json")
+    bundled["data_sets"][0].update(catalog="movielens", personas=7, catalog_source="bundled")  # type: ignore[index]
+    discovered = _result("ml-100k", "a.json")
+    discovered["data_sets"][0].update(  # type: ignore[index]
+        catalog="results/x-personas.toml",
+        personas=40,
+        catalog_source="discovered",
+        discovery={"candidates": [{"requested_personas": n} for n in (10, 20, 40)]},
+    )
+    merged = merge_results([discovered, _result("demo", "b.json"), bundled])
+    assert [(r["data_set"], r.get("catalog_source")) for r in merged["data_sets"]] == [
+        ("ml-100k", "bundled"),
+        ("ml-100k", "discovered"),
+        ("demo", None),
+    ]
+    table = render_table(merged)
+    assert "| ml-100k | movielens (7) | 5 |" in table
+    assert "| ml-100k | discovered: 40 (of 10, 20, 40) | 5 |" in table
 
 
 def test_readme_is_rewritten_between_the_markers_only(tmp_path: Path) -> None:

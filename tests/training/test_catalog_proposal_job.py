@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from cli.main import main
 from engine.artifact import open_artifact
 from engine.personas.catalog import load_catalog
 from training.config import parse_config
+from training.discovery_job import latest_events_held_out
 from training.synthetic_shop import ShopConfig, generate_shop
 from training.train_job import run_training
 
@@ -95,6 +98,70 @@ def test_the_table_lists_every_size_tried(
     assert "proposed (2)" in printed and "proposed (3)" in printed and "NDCG@10" in printed
     written = [line for line in printed.splitlines() if "proposed (" in line and " yes " in line]
     assert len(written) == 1
+
+
+def test_a_training_split_keeps_the_test_events_from_the_proposal(
+    shop_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "split.toml"
+    config.write_text(f'[data]\npath = "{shop_dir}"\n[split]\ntest_days = 28\n', encoding="utf-8")
+    out = tmp_path / "p.toml"
+    common = [
+        "discover",
+        "--data",
+        str(shop_dir),
+        "--write-catalog",
+        str(out),
+        "--held-out-days",
+        "14",
+        "--json",
+    ]
+    assert main(common) == 0
+    everything = json.loads(capsys.readouterr().out)
+    assert main([*common, "--training-split", str(config)]) == 0
+    training_only = json.loads(capsys.readouterr().out)
+    assert everything["events_read"]["scope"] == "all"
+    assert training_only["events_read"]["scope"] == f"training split of {config}"
+    last = dt.datetime.fromisoformat(everything["events_read"]["last"])
+    assert dt.datetime.fromisoformat(training_only["events_read"]["last"]) < last - dt.timedelta(days=28)
+    assert 0 < training_only["events_read"]["events"] < everything["events_read"]["events"]
+    assert training_only["fit"]["given"]["held_out_events"] > 0
+    assert main([*common, "--training-split", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_latest_events_held_out_are_each_customers_newest_share() -> None:
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    events = pl.DataFrame(
+        {
+            "customer_id": ["a"] * 10 + ["b"] * 4 + ["c"],
+            "timestamp": [base + dt.timedelta(days=d) for d in (*range(9, -1, -1), 3, 1, 2, 0, 5)],
+        }
+    )
+    earlier, later = latest_events_held_out(events, 0.25)
+    assert earlier.height + later.height == events.height
+    # a: floor(2.5) = 2 latest (days 8, 9); b: floor(1.0) = 1 (day 3); c: floor(0.25) = 0
+    latest = {(c, t.day - 1) for c, t in later.select("customer_id", "timestamp").iter_rows()}
+    assert latest == {("a", 8), ("a", 9), ("b", 3)}
+    for customer in ("a", "b"):
+        newest_earlier = earlier.filter(pl.col("customer_id") == customer)["timestamp"].max()
+        assert newest_earlier < later.filter(pl.col("customer_id") == customer)["timestamp"].min()
+
+
+def test_a_held_out_share_scores_every_customer_with_enough_events(
+    shop_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "p.toml"
+    common = ["discover", "--data", str(shop_dir), "--write-catalog", str(out), "--json"]
+    assert main([*common, "--held-out-share", "0.2"]) == 0
+    by_share = json.loads(capsys.readouterr().out)
+    assert main(common) == 0
+    by_days = json.loads(capsys.readouterr().out)
+    assert by_share["held_out_share"] == 0.2 and by_share["held_out_days"] is None
+    assert by_days["held_out_share"] is None and by_days["held_out_days"] == 28
+    ranked = [d["fit"]["given"]["held_out_customers"] for d in (by_share, by_days)]
+    assert ranked[0] > ranked[1] > 0  # everyone with 5+ events against those active in the last 28 days
+    with pytest.raises(SystemExit):
+        main([*common, "--held-out-share", "1"])
 
 
 @pytest.mark.parametrize("personas", ["1", "4,1", "4,x", "4,,5"])

@@ -13,6 +13,7 @@ import pytest
 
 from cli.main import main
 from engine.models.base import UserBatch
+from engine.personas.catalog import load_catalog
 from training.compare_job import ComparisonReport, library_search_start, run_comparison
 from training.config import load_config, parse_config
 from training.library_baselines import ImplicitALS, LightFMWarp
@@ -189,6 +190,20 @@ def test_a_seeded_compare_reproduces_its_figures(
         )
         runs.append(_without_timings(json.loads(capsys.readouterr().out)))
     assert runs[0] == runs[1]
+
+
+def test_catalog_flag_replaces_the_configs_catalog(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["compare", "--config", str(config_file), "--json", "--trials", "0"]
+    assert main([*argv, "--catalog", "online_retail"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["personas"] == {
+        "catalog": "online_retail",
+        "ids": list(load_catalog("online_retail").ids),
+    }
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["personas"]["ids"] == list(load_catalog("default").ids)
 
 
 def test_library_default_models_refuse_unknown_customers_and_save_without_pickle(
