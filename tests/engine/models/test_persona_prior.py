@@ -39,10 +39,12 @@ def test_persona_item_scores_are_the_persona_popularity_model_times_n_items(
     checkerboard: Checkerboard,
 ) -> None:
     data = checkerboard.data
-    reference = PersonaPopularityModel(prior_strength=50.0)
-    reference.fit(data)
-    scores = persona_item_scores(data.interactions, data.user_mix)
-    np.testing.assert_allclose(scores.T, data.n_items * reference.persona_popularity, rtol=1e-5)
+    # membership counts (the prior's default), and with attribution steps when asked
+    for steps, given in ((0, {}), (2, {"attribution_iterations": 2})):
+        reference = PersonaPopularityModel(prior_strength=50.0, attribution_iterations=steps)
+        reference.fit(data)
+        scores = persona_item_scores(data.interactions, data.user_mix, **given)
+        np.testing.assert_allclose(scores.T, data.n_items * reference.persona_popularity, rtol=1e-5)
 
 
 def test_grid_search_picks_per_level_the_weights_that_rank_the_held_out_item_first() -> None:
