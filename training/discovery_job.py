@@ -93,22 +93,7 @@ def run_catalog_proposal(
     last = shop.events["timestamp"].max()
     if not isinstance(last, dt.datetime):
         raise ValueError(f"{data_path}: the shop has no events")
-    if held_out_share is None:
-        cutoff = last - dt.timedelta(days=held_out_days)
-        earlier = shop.events.filter(pl.col("timestamp") <= cutoff)
-        later = shop.events.filter(pl.col("timestamp") > cutoff)
-        if earlier.height == 0 or later.height == 0:
-            raise ValueError(
-                f"{data_path}: the last {held_out_days} days hold all or none of the events; choose "
-                "another --held-out-days"
-            )
-    else:
-        earlier, later = latest_events_held_out(shop.events, held_out_share)
-        if later.height == 0:
-            raise ValueError(
-                f"{data_path}: no customer has enough events to hold {held_out_share:.0%} of them out; "
-                "choose a larger --held-out-share"
-            )
+    earlier, later = _held_out_split(shop.events, last, held_out_days, held_out_share, data_path)
     earlier_shop = dataclasses.replace(shop, events=earlier)
     given_model = PersonaInferenceModel()
     given_mixes = given_model.fit(earlier_shop, given)
@@ -165,6 +150,29 @@ def run_catalog_proposal(
         ],
         "loads_as_catalog": len(written) == len(chosen.catalog),
     }
+
+
+def _held_out_split(
+    events: pl.DataFrame, last: dt.datetime, days: int, share: float | None, data_path: Path
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(earlier, held-out) events: the last ``days`` days, or each customer's latest ``share``."""
+    if share is not None:
+        earlier, later = latest_events_held_out(events, share)
+        if later.height == 0:
+            raise ValueError(
+                f"{data_path}: no customer has enough events to hold {share:.0%} of them out; "
+                "choose a larger --held-out-share"
+            )
+        return earlier, later
+    cutoff = last - dt.timedelta(days=days)
+    earlier = events.filter(pl.col("timestamp") <= cutoff)
+    later = events.filter(pl.col("timestamp") > cutoff)
+    if earlier.height == 0 or later.height == 0:
+        raise ValueError(
+            f"{data_path}: the last {days} days hold all or none of the events; choose another "
+            "--held-out-days"
+        )
+    return earlier, later
 
 
 def latest_events_held_out(events: pl.DataFrame, share: float) -> tuple[pl.DataFrame, pl.DataFrame]:
