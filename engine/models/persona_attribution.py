@@ -56,6 +56,7 @@ def attributed_counts(
     if iterations == 0:
         return start
     matrix = sp.csr_matrix(seen)
+    indptr, indices = matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64)
     # items x personas: one item's personas side by side, as the step reads them per interaction
     distribution = np.ascontiguousarray(start.T)
     updated = np.empty_like(distribution)
@@ -63,9 +64,7 @@ def attributed_counts(
     for _ in range(iterations):
         mass = distribution.sum(axis=0)
         np.divide(distribution, mass, out=distribution, where=mass > 0)
-        _attribution_step(
-            matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64), mix, distribution, updated
-        )
+        _attribution_step(indptr, indices, mix, distribution, updated)
         distribution, updated = updated, distribution
     return np.ascontiguousarray(distribution.T)
 
@@ -107,3 +106,22 @@ def smoothed_distributions(
     """
     mass = counts.sum(axis=1, keepdims=True)
     return np.asarray((counts + prior_strength * global_share) / (mass + prior_strength))
+
+
+def persona_item_distributions(
+    seen: sp.csr_matrix,
+    user_mix: NDArray[np.float64],
+    prior_strength: float,
+    iterations: int,
+    counts: NDArray[np.float64] | None = None,
+    customers: NDArray[np.float64] | None = None,
+) -> NDArray[np.float64]:
+    """(n_personas, n_items): attributed counts smoothed towards the share of customers per item.
+
+    ``counts`` and ``customers`` (customers per item) when the caller summed them already (a cluster);
+    otherwise they are counted from ``seen``.
+    """
+    if customers is None:
+        customers = np.asarray(seen.sum(axis=0), dtype=np.float64).ravel()
+    attributed = attributed_counts(seen, user_mix, iterations, counts)
+    return smoothed_distributions(attributed, customers / max(float(customers.sum()), 1.0), prior_strength)

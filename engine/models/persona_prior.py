@@ -27,7 +27,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from engine.evaluation.ranking_metrics import ranking_metrics
-from engine.models.persona_attribution import attributed_counts, smoothed_distributions
+from engine.models.persona_attribution import persona_item_distributions
 from engine.ranking.top_k import top_k
 
 BLEND_GRID: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8)
@@ -54,12 +54,8 @@ def persona_item_scores(
     catalogue size.
     """
     seen = sp.csr_matrix(interactions > 0, dtype=np.float64)
-    n_items = seen.shape[1]
-    global_counts = np.asarray(seen.sum(axis=0), dtype=np.float64).ravel()
-    global_share = global_counts / max(global_counts.sum(), 1.0)
-    counts = attributed_counts(seen, user_mix, attribution_iterations)
-    smoothed = smoothed_distributions(counts, global_share, prior_strength)
-    return np.asarray(n_items * smoothed.T, dtype=np.float32)
+    smoothed = persona_item_distributions(seen, user_mix, prior_strength, attribution_iterations)
+    return np.asarray(seen.shape[1] * smoothed.T, dtype=np.float32)
 
 
 def interaction_counts(interactions: sp.csr_matrix) -> NDArray[np.int64]:

@@ -19,11 +19,7 @@ from numpy.typing import NDArray
 
 from engine.models.base import Recommender, TrainingSet, UserBatch, read_model_manifest
 from engine.models.fitted_shape import FittedShape, ModelNotFittedError, expect_array
-from engine.models.persona_attribution import (
-    ATTRIBUTION_ITERATIONS,
-    attributed_counts,
-    smoothed_distributions,
-)
+from engine.models.persona_attribution import ATTRIBUTION_ITERATIONS, persona_item_distributions
 
 
 def customers_per_item(interactions: sp.csr_matrix) -> NDArray[np.float64]:
@@ -123,8 +119,9 @@ class PersonaPopularityModel(Recommender):
         shape = FittedShape.of(data)
         shape.check_training_set(data, self.kind)
         seen = sp.csr_matrix(data.interactions > 0, dtype=np.float64)
-        attributed = attributed_counts(seen, data.user_mix, self.attribution_iterations, counts)
-        smoothed = smoothed_distributions(attributed, customers / customers.sum(), self.prior_strength)
+        smoothed = persona_item_distributions(
+            seen, data.user_mix, self.prior_strength, self.attribution_iterations, counts, customers
+        )
         self._persona_popularity = smoothed.astype(np.float32)
         self._shape = shape
 

@@ -31,11 +31,7 @@ import polars as pl
 from engine.data.id_map import IdMap
 from engine.data.interactions import relevant_matrix
 from engine.evaluation.ranking_metrics import ranking_metrics
-from engine.models.persona_attribution import (
-    ATTRIBUTION_ITERATIONS,
-    attributed_counts,
-    smoothed_distributions,
-)
+from engine.models.persona_attribution import ATTRIBUTION_ITERATIONS, persona_item_distributions
 from engine.models.persona_prior import PRIOR_STRENGTH
 from engine.personas.event_encoding import build_event_features
 from engine.personas.inference.inferred_mixes import InferredMixes
@@ -118,11 +114,7 @@ def held_out_ranking(
     scored = np.flatnonzero(np.diff(relevant.indptr) > 0)
     if scored.size == 0:
         return float("nan"), 0
-    customers_per_item = np.asarray(seen.sum(axis=0), dtype=np.float64).ravel()
-    counts = attributed_counts(seen, mixes.overall, ATTRIBUTION_ITERATIONS)
-    popularity = smoothed_distributions(
-        counts, customers_per_item / max(customers_per_item.sum(), 1.0), PRIOR_STRENGTH
-    )
+    popularity = persona_item_distributions(seen, mixes.overall, PRIOR_STRENGTH, ATTRIBUTION_ITERATIONS)
     gains: list[np.ndarray] = []
     for start in range(0, scored.size, _CUSTOMERS_PER_CHUNK):
         rows = scored[start : start + _CUSTOMERS_PER_CHUNK]
