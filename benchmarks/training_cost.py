@@ -287,7 +287,9 @@ def print_and_write_engines(result: dict[str, Any]) -> Path:
     )
 
 
-STAGE_HEADER: Final = ["data", "stage", "wall s", "CPU s", "peak RSS MB", "RSS at end MB", "share"]
+STAGE_HEADER: Final = [
+    "data", "stage", "wall s", "CPU s", "of it kernel s", "peak RSS MB", "RSS at end MB", "share",
+]  # fmt: skip
 RATIO_HEADER: Final = [
     "data",
     "customers x items x events",

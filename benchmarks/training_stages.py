@@ -188,7 +188,8 @@ def cpu_overhead_ratio(result: dict[str, Any]) -> float | None:
 
 def stage_rows(result: dict[str, Any]) -> list[list[Any]]:
     """One row per stage and per part of a stage (indented), with its share of the whole run; the RSS at
-    a stage's end is "-" in records written before stages recorded it."""
+    a stage's end and the CPU time spent in the kernel (mostly faulting in fresh memory) are "-" in
+    records written before stages recorded them."""
     total = float(result["train_seconds"])
     rows: list[list[Any]] = []
 
@@ -199,6 +200,7 @@ def stage_rows(result: dict[str, Any]) -> list[list[Any]]:
                 "  " * depth + stage["stage"],
                 round(stage["seconds"], 2),
                 round(stage["cpu_seconds"], 2),
+                "-" if stage.get("system_cpu_seconds") is None else round(stage["system_cpu_seconds"], 2),
                 round(stage["peak_rss_mb"]),
                 "-" if stage.get("rss_at_end_mb") is None else round(stage["rss_at_end_mb"]),
                 f"{100.0 * stage['seconds'] / total:.1f}%",

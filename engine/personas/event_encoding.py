@@ -100,11 +100,11 @@ def build_event_features(
     if space is None:
         space = _feature_space(events, item_info)
     table = _coded_events(events, item_info, item_ids, customer_ids, space, tuple(holidays), indices)
-    customer_index = table["_customer"].to_numpy().astype(np.int64)
+    customer_index = table["_customer"].to_numpy().astype(np.int64, copy=False)
     indptr = np.zeros(len(customer_ids) + 1, dtype=np.int64)
     np.cumsum(np.bincount(customer_index, minlength=len(customer_ids)), out=indptr[1:])
-    item_index = table["_item"].to_numpy().astype(np.int64)
-    brand_code = table["_brand_code"].to_numpy().astype(np.int64)
+    item_index = table["_item"].to_numpy().astype(np.int64, copy=False)
+    brand_code = table["_brand_code"].to_numpy().astype(np.int64, copy=False)
     timestamp_us = table["_us"].to_numpy()
     day = timestamp_us // _MICROSECONDS_PER_DAY
     facts = np.stack(
@@ -142,10 +142,10 @@ def build_event_features(
         item_matrix=item_matrix,
         weight=_repeat_weights(indptr, day, item_index),
         context_index=table["_context"].to_numpy().astype(np.int64),
-        price_percentile=table["price_percentile"].to_numpy().astype(np.float64),
+        price_percentile=table["price_percentile"].to_numpy().astype(np.float64, copy=False),
         brand_code=brand_code,
         day=day,
-        timestamp_us=timestamp_us.astype(np.int64),
+        timestamp_us=timestamp_us.astype(np.int64, copy=False),
     )
 
 
@@ -170,27 +170,28 @@ def _coded_events(
     unknown), timestamps microseconds and a context; discount and quantity become yes/no facts (1, 0,
     -1: unknown).
     """
+    loaded = events
     columns = events.columns
-    # one chunk per column: the id look-ups build their tables once per chunk (see IdMap.index_expr)
-    events = events.select(
-        c
-        for c in ("customer_id", "item_id", "timestamp", "discount", "quantity", CHANNEL, DEVICE)
-        if c in columns
-    ).rechunk()
+    wanted = ("timestamp", "discount", "quantity", CHANNEL, DEVICE)
     if indices is None:
+        # one chunk per column: the id look-ups build their tables once per chunk (see IdMap.index_expr)
+        events = events.select(c for c in ("customer_id", "item_id", *wanted) if c in columns).rechunk()
         ids = [
-            customer_ids.index_expr("customer_id", pl.Int32).alias("_customer"),
-            item_ids.index_expr("item_id", pl.Int32).alias("_item"),
+            customer_ids.index_expr("customer_id", pl.Int64).alias("_customer"),
+            item_ids.index_expr("item_id", pl.Int64).alias("_item"),
         ]
     else:
+        # ids already looked up: the id columns are not read, and nothing is copied into one chunk (the
+        # string columns of ten million events are a gigabyte of memory to touch)
+        events = events.select(c for c in wanted if c in columns)
         rows, at = (np.asarray(index) for index in indices)
         if rows.shape != (events.height,) or at.shape != (events.height,):
             raise ValueError(f"indices must be two arrays of {events.height} event rows")
-        at = np.where((at >= 0) & (at < len(item_ids)), at, MISSING)
-        rows = np.where((rows >= 0) & (rows < len(customer_ids)), rows, MISSING)
+        at = np.where((at >= 0) & (at < len(item_ids)), at, MISSING).astype(np.int64, copy=False)
+        rows = np.where((rows >= 0) & (rows < len(customer_ids)), rows, MISSING).astype(np.int64, copy=False)
         ids = [
-            pl.lit(pl.Series(rows, dtype=pl.Int32)).alias("_customer"),
-            pl.lit(pl.Series(at, dtype=pl.Int32)).alias("_item"),
+            pl.lit(pl.Series(rows, dtype=pl.Int64)).alias("_customer"),
+            pl.lit(pl.Series(at, dtype=pl.Int64)).alias("_item"),
         ]
     selected = [
         *ids,
@@ -210,26 +211,38 @@ def _coded_events(
     table = events.select(*selected)  # polars maps the columns side by side, on all its threads
     customer = table["_customer"].to_numpy()
     if (customer == MISSING).any():
-        unknown = events.filter(pl.Series(customer == MISSING))["customer_id"].cast(pl.Utf8)
+        unknown = loaded.filter(pl.Series(customer == MISSING))["customer_id"].cast(pl.Utf8)
         raise UnknownIdError("customer", unknown.unique(maintain_order=True).to_list())
     at = table["_item"].to_numpy()
     if (at == MISSING).any():
         unknown_items = (
-            events.filter(pl.Series(at == MISSING))["item_id"].cast(pl.Utf8).unique(maintain_order=True)
+            loaded.filter(pl.Series(at == MISSING))["item_id"].cast(pl.Utf8).unique(maintain_order=True)
         )
         shown = ", ".join(repr(i) for i in unknown_items.head(5).to_list())
         raise ValueError(f"events name {unknown_items.len()} item id(s) missing from items: {shown}")
-    brand_code = item_info["_brand_code"].to_numpy().astype(np.int32)[at]
+    brand_code = item_info["_brand_code"].to_numpy()[at]
     price = item_info["price_percentile"].cast(pl.Float64).fill_null(np.nan).to_numpy()[at]
     if table["_us"].null_count() > 0:
         rows = np.flatnonzero(table["_us"].is_null().to_numpy())[:5].tolist()
         raise ValueError(f"events have no timestamp in row(s) {', '.join(map(str, rows))} (0-based)")
+    timestamp_us = table["_us"].to_numpy()
     table = table.with_columns(
-        pl.Series("_context", _contexts(table["_us"].to_numpy(), holidays, _time_zone(events))),
+        pl.Series("_context", _contexts(timestamp_us, holidays, _time_zone(events))),
         pl.Series("_brand_code", brand_code),
         pl.Series("price_percentile", price, nan_to_null=False),
     )
+    if _in_customer_time_order(customer, timestamp_us):
+        return table  # a stable sort would leave it as it is: no copy of every column
     return table.sort("_customer", "_us", maintain_order=True)
+
+
+def _in_customer_time_order(customer: NDArray[np.int64], timestamp_us: NDArray[np.int64]) -> bool:
+    """Whether the events are sorted by customer, then time (as a generated or exported shop often is)."""
+    if customer.size < 2:
+        return True
+    later_customer = customer[1:] > customer[:-1]
+    same_customer = customer[1:] == customer[:-1]
+    return bool(np.all(later_customer | (same_customer & (timestamp_us[1:] >= timestamp_us[:-1]))))
 
 
 def _yes_no(present: bool, column: str, yes: pl.Expr) -> pl.Expr:

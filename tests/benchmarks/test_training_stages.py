@@ -74,6 +74,9 @@ def test_stage_rows_indent_parts_and_name_the_data_set_once() -> None:
     result = measured()
     result["stages"][0]["rss_at_end_mb"] = 123.4
     assert stage_rows(result)[0][-2] == 123
+    assert rows[0][4] == "-"  # nor their kernel time
+    result["stages"][0]["system_cpu_seconds"] = 1.234
+    assert stage_rows(result)[0][4] == 1.23
 
 
 def test_ratio_rows_carry_the_ratio_and_the_peak_of_process_and_stages() -> None:

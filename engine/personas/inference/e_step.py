@@ -277,6 +277,61 @@ def customer_step(
     ``mix_posterior.mix_posterior_step`` for a single group; loops run over events innermost so that
     they vectorise, and the logs of the events' normalisers are taken of running products.
     """
+    n_components = gamma.shape[0]
+    total_log_gamma = np.empty(n_components)
+    total_digamma = np.empty(n_components)
+    for c in range(n_components):
+        total = 0.0
+        for p in range(gamma.shape[1]):
+            total += gamma[c, p]
+        total_log_gamma[c], total_digamma[c] = log_gamma_and_digamma(total)
+    return customer_step_with_totals(
+        likelihoods, weight, gamma, alphas, constants, log_weights, total_log_gamma, total_digamma,
+        tilt, inverse_totals, updated, component,
+    )  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True)
+def posterior_totals(
+    alphas: NDArray[np.float64],
+    weight: NDArray[np.float64],
+    total_log_gamma: NDArray[np.float64],
+    total_digamma: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled; tested through the fold-in
+    """lnG and digamma of each component's posterior total, the same at every step of a fold-in.
+
+    A step's update adds exactly the customer's event weight to each component's prior total (the
+    responsibilities of an event sum to its weight), and the starting posterior and SQUAREM's
+    extrapolations keep that total, so a fold-in computes these once per customer instead of once
+    per step (a sixth of the step's special functions). The EM's steps cannot: the prior is refitted
+    between them.
+    """
+    size = 0.0
+    for e in range(weight.size):
+        size += weight[e]
+    for c in range(alphas.shape[0]):
+        total = size
+        for p in range(alphas.shape[1]):
+            total += alphas[c, p]
+        total_log_gamma[c], total_digamma[c] = log_gamma_and_digamma(total)
+
+
+@numba.njit(cache=True, nogil=True)
+def customer_step_with_totals(
+    likelihoods: NDArray[np.float64],
+    weight: NDArray[np.float64],
+    gamma: NDArray[np.float64],
+    alphas: NDArray[np.float64],
+    constants: NDArray[np.float64],
+    log_weights: NDArray[np.float64],
+    total_log_gamma: NDArray[np.float64],
+    total_digamma: NDArray[np.float64],
+    tilt: NDArray[np.float64],
+    inverse_totals: NDArray[np.float64],
+    updated: NDArray[np.float64],
+    component: NDArray[np.float64],
+) -> float:  # pragma: no cover - compiled; tested through ``e_step`` and the fold-in
+    """``customer_step`` given lnG and digamma of each component total of ``gamma`` (``posterior_totals``)."""
     n_components, n_personas = gamma.shape
     n_events = weight.size
     size = 0.0
@@ -284,12 +339,9 @@ def customer_step(
         size += weight[e]
     best = -np.inf
     for c in range(n_components):
-        total = 0.0
-        for p in range(n_personas):
-            total += gamma[c, p]
-        log_gamma_total, shared = log_gamma_and_digamma(total)
+        shared = total_digamma[c]
         top = -np.inf
-        bound = constants[c] - log_gamma_total
+        bound = constants[c] - total_log_gamma[c]
         shifts = 1.0  # the parameters' recurrence shifts, multiplied: one log for all (see above)
         for p in range(n_personas):
             log_gamma, digamma_value, shift = shifted_log_gamma_and_digamma(gamma[c, p])
@@ -335,26 +387,49 @@ def customer_step(
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _weighted_log_sum(values: NDArray[np.float64], weight: NDArray[np.float64]) -> float:  # pragma: no cover
-    """sum(weight * log(values)), one log per run of events of small whole weights (a running product).
+    """sum(weight * log(values)), one log per kind of weight rather than one per event.
 
-    Most events weigh 1 (merged repeats a small whole number), and a log per event per component was
-    the step's largest cost; the product is moved into the sum before it can over- or underflow.
+    Most events weigh 1, merged repeats a small whole number, and an event repeated the same day
+    1/2, 1/3 or 1/4 (``_repeat_weights``): each kind keeps a running product whose log, times the
+    weight, joins the sum once. A log per event per component was the step's largest cost, and a
+    quarter of a generated shop's events weigh a fraction. Products are folded into the sum before
+    they can over- or underflow.
     """
     result = 0.0
-    product = 1.0
+    product = 1.0  # weights 1 and small whole numbers
+    halves = 1.0
+    thirds = 1.0
+    quarters = 1.0
     for e in range(values.size):
         w = weight[e]
+        value = values[e]
         if w == 1.0:
-            product *= values[e]
+            product *= value
+        elif w == 0.5:
+            halves *= value
+        elif w == 1.0 / 3.0:
+            thirds *= value
+        elif w == 0.25:
+            quarters *= value
         elif w <= 8.0 and w == math.floor(w):
             for _ in range(int(w)):
-                product *= values[e]
+                product *= value
         else:
-            result += w * math.log(values[e])
+            result += w * math.log(value)
         if not 1e-150 < product < 1e150:
             result += math.log(product)
             product = 1.0
-    return result + math.log(product)
+        if not 1e-150 < halves * thirds * quarters < 1e150:
+            result += 0.5 * math.log(halves) + math.log(thirds) / 3.0 + 0.25 * math.log(quarters)
+            halves = thirds = quarters = 1.0
+    result += math.log(product)
+    if halves != 1.0:
+        result += 0.5 * math.log(halves)
+    if thirds != 1.0:
+        result += math.log(thirds) / 3.0
+    if quarters != 1.0:
+        result += 0.25 * math.log(quarters)
+    return result
 
 
 @numba.njit(cache=True, nogil=True)

@@ -41,6 +41,7 @@ from engine.personas.inference.signals import (
     ColumnFacts,
     SignalContribution,
     StrongestSignals,
+    explain_into,
     strongest_signals_of,
 )
 from engine.personas.shopping_context import CONTEXTS
@@ -227,7 +228,7 @@ class PersonaInferenceModel:
             first, last = chunk
             start, stop = int(indptr[first]), int(indptr[last])
             likelihoods, _ = scaled_likelihoods(
-                features.matrix[start:stop], behaviour.parameters, behaviour.offsets
+                features.matrix, behaviour.parameters, behaviour.offsets, (start, stop)
             )
             weight = features.weight[start:stop]
             posterior = fold_in_mixture(
@@ -369,24 +370,24 @@ class PersonaInferenceModel:
             raise ValueError(f"top must be >= 1, got {top}")
         features = self._evidence_of(mixes)
         n, k = features.n_customers, len(self.persona_ids)
+        top = min(top, self.space.n_columns)
         column = np.full((n, k, top), -1, dtype=np.int32)
-        values = {name: np.zeros((n, k, top), dtype=np.float32) for name in SIGNAL_VALUES}
+        values = np.zeros((len(SIGNAL_VALUES), n, k, top), dtype=np.float32)
         columns = self._column_facts(self.space)
         step = max(1, cells_per_chunk // max(1, self.space.n_columns * k))
 
         def explain_chunk(chunk: tuple[int, int]) -> None:
             first, last = chunk
-            chunk_column, chunk_values = strongest_signals_of(
-                self.behaviour, columns, features, mixes.overall, first, last, top
-            )
-            column[first:last] = chunk_column
-            for name in SIGNAL_VALUES:
-                values[name][first:last] = chunk_values[name]
+            explain_into(
+                self.behaviour, columns, features, mixes.overall, first, last,
+                column[first:last], values[:, first:last],
+            )  # fmt: skip
 
         # the compiled pass releases the GIL: chunks on the configured threads, each writing its rows
         if n:
             map_chunks(explain_chunk, customer_chunks(features.customer_indptr, step), self.config.threads)
-        return StrongestSignals(columns.names, columns.descriptions, column, values)
+        named = {name: values[i] for i, name in enumerate(SIGNAL_VALUES)}
+        return StrongestSignals(columns.names, columns.descriptions, column, named)
 
     def persona_profiles(self) -> pl.DataFrame:
         """What the data says each persona does: per feature value its share of the persona's events,

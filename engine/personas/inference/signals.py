@@ -101,20 +101,41 @@ def strongest_signals_of(
     """
     k = len(behaviour.persona_ids)
     n = last - first
-    indptr = features.customer_indptr
-    matrix = features.matrix
-    start, stop = int(indptr[first]), int(indptr[last])
-    rows = matrix[start:stop]
     top = min(top, behaviour.space.n_columns)
     column = np.full((n, k, top), -1, dtype=np.int32)
     values = np.zeros((len(SIGNAL_VALUES), n, k, top), dtype=np.float64)
+    explain_into(behaviour, columns, features, overall, first, last, column, values)
+    return column, {name: values[i] for i, name in enumerate(SIGNAL_VALUES)}
+
+
+def explain_into(
+    behaviour: PersonaBehaviour,
+    columns: ColumnFacts,
+    features: EventFeatures,
+    overall: NDArray[np.float64],
+    first: int,
+    last: int,
+    column: NDArray[np.int32],
+    values: NDArray[np.floating],
+) -> None:
+    """``strongest_signals_of`` written into ``column`` (customers, personas, top), filled with -1, and
+    ``values`` (signal values, customers, personas, top), zeros: views of the whole table's arrays.
+
+    The compiled pass reads the chunk's events where they are, in the encoded matrix's own arrays
+    (int32 columns, float32 ones), and writes float32 results in place: copying each chunk's rows to
+    int64 and float64 and its results out again made the explanations of a million customers touch
+    about two gigabytes of fresh memory.
+    """
+    indptr = features.customer_indptr
+    matrix = features.matrix
+    start, stop = int(indptr[first]), int(indptr[last])
     _explain_customers(
         np.ascontiguousarray(indptr[first : last + 1] - start, dtype=np.int64),
-        np.ascontiguousarray(rows.indptr, dtype=np.int64),
-        np.ascontiguousarray(rows.indices, dtype=np.int64),
-        np.ascontiguousarray(rows.data, dtype=np.float64),
-        np.ascontiguousarray(features.weight[start:stop], dtype=np.float64),
-        np.ascontiguousarray(overall[first:last], dtype=np.float64),
+        matrix.indptr[start : stop + 1],
+        matrix.indices,
+        matrix.data,
+        features.weight[start:stop],
+        overall[first:last],
         np.ascontiguousarray(behaviour.parameters, dtype=np.float64),
         np.ascontiguousarray(behaviour.offsets, dtype=np.float64),
         np.ascontiguousarray(behaviour.marginals, dtype=np.float64),
@@ -126,15 +147,14 @@ def strongest_signals_of(
         column,
         values,
     )
-    return column, {name: values[i] for i, name in enumerate(SIGNAL_VALUES)}
 
 
 @numba.njit(cache=True, nogil=True)
 def _explain_customers(
     customer_indptr: NDArray[np.int64],
-    event_indptr: NDArray[np.int64],
-    event_columns: NDArray[np.int64],
-    event_values: NDArray[np.float64],
+    event_indptr: NDArray[np.integer],
+    event_columns: NDArray[np.integer],
+    event_values: NDArray[np.floating],
     weight: NDArray[np.float64],
     overall: NDArray[np.float64],
     parameters: NDArray[np.float64],
@@ -146,9 +166,12 @@ def _explain_customers(
     column_group: NDArray[np.int64],
     n_groups: int,
     column: NDArray[np.int32],
-    values: NDArray[np.float64],
+    values: NDArray[np.floating],
 ) -> None:  # pragma: no cover - compiled; tested against the numpy reference in test_signals
-    """``strongest_signals_of`` for customers ``customer_indptr`` (events relative to the chunk)."""
+    """``strongest_signals_of`` for customers ``customer_indptr`` (events relative to the chunk).
+
+    ``event_indptr`` is the chunk's slice of the whole matrix's row pointers: it points into the
+    whole ``event_columns`` and ``event_values``, so no rows are copied."""
     n_columns, k = parameters.shape
     top = column.shape[2]
     log_marginals = np.log(marginals)

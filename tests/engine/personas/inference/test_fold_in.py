@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.data.id_map import IdMap
-from engine.personas.inference.fold_in import fold_in
+from engine.personas.inference.fold_in import fold_in, scaled_likelihoods
 from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.inference.model import PersonaInferenceModel
 from tests.engine.personas.planted_shop import PERSONAS, PlantedShop
@@ -94,3 +95,29 @@ def test_fold_in_matches_the_plain_em_per_group(
         centre[:1], strength, 500, tolerance=1e-12,
     )  # fmt: skip
     assert np.allclose(alone[0], got[0], atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    events=st.integers(1, 30),
+    columns=st.integers(1, 12),
+    k=st.integers(1, 5),
+    density=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_scaled_likelihoods_are_the_sparse_products_scaled_per_event(
+    events: int, columns: int, k: int, density: float, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    matrix = sp.random(events, columns, density=density, format="csr", random_state=rng, dtype=np.float32)
+    matrix.data[:] = 1.0  # encoded events are 0/1
+    parameters = rng.normal(size=(columns, k)) * 3.0
+    offsets = rng.normal(size=k)
+    first = int(rng.integers(0, events))
+    stop = int(rng.integers(first, events + 1))
+    scaled, scale = scaled_likelihoods(matrix, parameters, offsets, (first, stop))
+    log_likelihood = np.asarray(matrix[first:stop].astype(np.float64) @ parameters) + offsets
+    assert scaled.shape == (k, stop - first)
+    assert np.allclose(scale, log_likelihood.max(axis=1, initial=-np.inf) if stop > first else scale)
+    assert np.allclose(np.log(scaled.T) + scale[:, None], log_likelihood)
+    assert np.allclose(scaled.max(axis=0, initial=1.0), 1.0)
