@@ -6,12 +6,15 @@ never reads the raw events). So training explains every customer at once
 ``explain`` per customer took about a millisecond each, 17 minutes for a million customers) and
 stores the strongest signals per customer and persona as plain arrays:
 
-    features.json            the signal vocabulary: feature name and description per column
-    feature.npy              (customers, personas, top) int32 column of each signal, -1 where none
+    features.json            the signal vocabulary: per signal its feature name and description,
+                             the population's share of events with it and each persona's share
+    feature.npy              (customers, personas, top) int32 signal of each slot, -1 where none
     customer_value.npy       (customers, personas, top) float32, and likewise
-    population_value.npy     population_value, persona_value and contribution
-    persona_value.npy
     contribution.npy
+
+The population's and the personas' shares are facts of the signal, not of the customer, so they are
+kept once per signal (artifacts written before kept them per customer too, 40% of the explanations,
+which ``load`` still reads).
 
 A profile request then reads one (personas, top) slice.
 """
@@ -29,10 +32,14 @@ from engine.artifact.arrays import load_arrays, save_arrays
 from engine.errors import PersonaEngineError
 from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.inference.model import PersonaInferenceModel
-from engine.personas.inference.signals import SIGNAL_VALUES, SignalContribution
+from engine.personas.inference.signals import (
+    CUSTOMER_SIGNAL_VALUES,
+    SIGNAL_VALUES,
+    SignalContribution,
+)
 
 DEFAULT_TOP = 5
-_VALUES = SIGNAL_VALUES
+_VALUES = CUSTOMER_SIGNAL_VALUES
 _FEATURES_FILE = "features.json"
 _FEATURE = "feature"  # feature.npy
 
@@ -50,7 +57,11 @@ class MixExplanations:
         features: Sequence[tuple[str, str]],
         feature: NDArray[np.integer],
         values: Mapping[str, NDArray[np.floating]],
+        population_value: NDArray[np.floating],
+        persona_value: NDArray[np.floating],
     ) -> None:
+        """``values``: per name in ``CUSTOMER_SIGNAL_VALUES``, shaped like ``feature``;
+        ``population_value`` (signals,) and ``persona_value`` (signals, personas) per signal."""
         self.persona_ids = tuple(persona_ids)
         self.features = tuple(features)
         self.feature = np.asarray(feature, dtype=np.int32)
@@ -64,6 +75,14 @@ class MixExplanations:
         for name, array in self.values.items():
             if array.shape != self.feature.shape:
                 raise MixExplanationsError(f"{name} has shape {array.shape}, feature {self.feature.shape}")
+        self.population_value = np.asarray(population_value, dtype=np.float32)
+        self.persona_value = np.asarray(persona_value, dtype=np.float32)
+        signals = (len(self.features), len(self.persona_ids))
+        if self.population_value.shape != signals[:1] or self.persona_value.shape != signals:
+            raise MixExplanationsError(
+                f"population_value has shape {self.population_value.shape} and persona_value "
+                f"{self.persona_value.shape}, expected ({signals[0]},) and {signals} (signals, personas)"
+            )
 
     @property
     def n_customers(self) -> int:
@@ -88,7 +107,14 @@ class MixExplanations:
         position[vocabulary] = np.arange(vocabulary.size, dtype=np.int32)
         feature = position[column]
         descriptions = [(strongest.names[j], strongest.descriptions[j]) for j in vocabulary]
-        return cls(mixes.persona_ids, descriptions, feature, strongest.values)
+        return cls(
+            mixes.persona_ids,
+            descriptions,
+            feature,
+            strongest.values,
+            strongest.population_value[vocabulary],
+            strongest.persona_value[vocabulary],
+        )
 
     def signals(self, row: int) -> dict[str, list[SignalContribution]]:
         """One customer's signals per persona, strongest first (empty lists when there is no evidence)."""
@@ -106,6 +132,8 @@ class MixExplanations:
                     SignalContribution(
                         feature=name,
                         description=description,
+                        population_value=float(self.population_value[column]),
+                        persona_value=float(self.persona_value[column, p]),
                         **{value: float(self.values[value][row, p, slot]) for value in _VALUES},
                     )
                 )
@@ -116,7 +144,15 @@ class MixExplanations:
         directory.mkdir(parents=True, exist_ok=True)
         document = {
             "persona_ids": list(self.persona_ids),
-            "features": [{"feature": f, "description": d} for f, d in self.features],
+            "features": [
+                {
+                    "feature": f,
+                    "description": d,
+                    "population_value": float(self.population_value[i]),
+                    "persona_value": [float(v) for v in self.persona_value[i]],
+                }
+                for i, (f, d) in enumerate(self.features)
+            ],
         }
         written = [directory / _FEATURES_FILE]
         written[0].write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -127,16 +163,53 @@ class MixExplanations:
     def load(cls, directory: Path) -> MixExplanations:
         try:
             document = json.loads((directory / _FEATURES_FILE).read_text(encoding="utf-8"))
-            features = [(str(f["feature"]), str(f["description"])) for f in document["features"]]
+            entries = document["features"]
+            features = [(str(f["feature"]), str(f["description"])) for f in entries]
             persona_ids = [str(p) for p in document["persona_ids"]]
+            per_signal = all("population_value" in f for f in entries)
+            population: NDArray[np.float32] = np.zeros(0, dtype=np.float32)
+            persona: NDArray[np.float32] = np.zeros((0, 0), dtype=np.float32)
+            if per_signal:
+                population = np.array([float(f["population_value"]) for f in entries], dtype=np.float32)
+                persona = np.array(
+                    [[float(v) for v in f["persona_value"]] for f in entries], dtype=np.float32
+                ).reshape(len(entries), len(persona_ids))
         except (OSError, KeyError, TypeError, ValueError) as error:
             raise MixExplanationsError(f"{directory}: cannot read mix explanations: {error}") from None
-        values = load_arrays(directory, (_FEATURE, *_VALUES), error=MixExplanationsError)
+        names = (_FEATURE, *_VALUES) if per_signal else (_FEATURE, *SIGNAL_VALUES)
+        values = load_arrays(directory, names, error=MixExplanationsError)
         feature = values.pop(_FEATURE)
+        if not per_signal:  # written before the shares were kept per signal
+            population, persona = _per_signal_shares(
+                feature, values.pop("population_value"), values.pop("persona_value"), len(features)
+            )
         try:
-            return cls(persona_ids, features, feature, values)
+            return cls(persona_ids, features, feature, values, population, persona)
         except MixExplanationsError as error:
             raise MixExplanationsError(f"{directory}: {error}") from None
+
+
+def _per_signal_shares(
+    feature: NDArray[np.integer],
+    population: NDArray[np.floating],
+    persona: NDArray[np.floating],
+    n_signals: int,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Each signal's population and persona shares from explanations that stored them in every slot.
+
+    Every slot naming a signal holds the same shares, so the first one per persona is read; a signal
+    that never explains a persona has no slot to show it, and gets 0 there.
+    """
+    k = feature.shape[1]
+    population_value = np.zeros(n_signals, dtype=np.float32)
+    persona_value = np.zeros((n_signals, k), dtype=np.float32)
+    for p in range(k):
+        slots = np.asarray(feature[:, p, :]).ravel()
+        ids, first = np.unique(slots, return_index=True)
+        named = ids >= 0
+        population_value[ids[named]] = np.asarray(population[:, p, :]).ravel()[first[named]]
+        persona_value[ids[named], p] = np.asarray(persona[:, p, :]).ravel()[first[named]]
+    return population_value, persona_value
 
 
 def _first_positions(column: NDArray[np.int32], n_columns: int) -> NDArray[np.int64]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any, NoReturn, cast
 
@@ -130,7 +131,17 @@ def test_traffic_shows_up_on_the_metrics_page(artifacts: TrainedArtifacts) -> No
                 with pytest.raises(grpc.RpcError) as invalid:
                     client.personalize(known, k=1000)
                 assert invalid.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            # An aborted call's status reaches the client before the interceptor, unwinding from the
+            # abort, counts it (the count first, then the duration): scrape until the last of the four
+            # durations is there rather than racing the server.
+            deadline = time.monotonic() + 10.0
             after = scrape_metrics(endpoint.port)
+            while (
+                metric_value(after, "persona_engine_request_duration_seconds_count", method="Personalize") < 4
+            ):
+                assert time.monotonic() < deadline, "the rejected call was never counted"
+                time.sleep(0.05)
+                after = scrape_metrics(endpoint.port)
         finally:
             endpoint.close()
     personalize = {"service": "persona.v1.PersonalizationService", "method": "Personalize"}

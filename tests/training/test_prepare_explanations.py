@@ -48,6 +48,8 @@ def test_the_explanations_are_those_of_the_evidence_and_the_evidence_is_gone(
     assert np.array_equal(explained.explanations.feature, expected.feature)
     for name, values in expected.values.items():
         assert np.array_equal(explained.explanations.values[name], values), name
+    assert np.array_equal(explained.explanations.population_value, expected.population_value)
+    assert np.array_equal(explained.explanations.persona_value, expected.persona_value)
     assert np.array_equal(explained.mixes.overall, kept.mixes.overall)
     assert np.array_equal(explained.mixes.by_context, kept.mixes.by_context)
     assert (explained.history != kept.history).nnz == 0

@@ -167,6 +167,90 @@ def _fold_in_segments(
     return theta_all
 
 
+def fold_in_by_context(
+    likelihoods: NDArray[np.float64],
+    weight: NDArray[np.float64],
+    indptr: NDArray[np.int64],
+    context_index: NDArray[np.integer],
+    n_contexts: int,
+    centre: NDArray[np.float64],
+    strength: float,
+    iterations: int,
+    tolerance: float = _FOLD_IN_TOLERANCE,
+) -> NDArray[np.float64]:
+    """``fold_in`` of each customer's events of each context, centred on the customer's ``centre`` row.
+
+    Customers' events are contiguous (``indptr``); the result's row ``customer * n_contexts + context``
+    is that group's mix. The same steps as ``fold_in`` on groups ``customer * n_contexts + context``,
+    in the same event order, without sorting the events into groups: a customer's few events are read
+    once per context instead (the sort and the reordered copies were most of the contexts' cost).
+    """
+    return _fold_in_contexts(
+        np.asarray(likelihoods, dtype=np.float64),
+        np.ascontiguousarray(weight, dtype=np.float64),
+        np.ascontiguousarray(indptr, dtype=np.int64),
+        np.ascontiguousarray(context_index, dtype=np.int64),
+        int(n_contexts),
+        np.ascontiguousarray(centre, dtype=np.float64),
+        float(strength),
+        int(iterations),
+        float(tolerance),
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _fold_in_contexts(
+    likelihoods: NDArray[np.float64],
+    weight: NDArray[np.float64],
+    indptr: NDArray[np.int64],
+    context_index: NDArray[np.int64],
+    n_contexts: int,
+    centre: NDArray[np.float64],
+    strength: float,
+    iterations: int,
+    tolerance: float,
+) -> NDArray[np.float64]:  # pragma: no cover - compiled; tested against ``fold_in``
+    """The steps of ``fold_in_by_context`` (those of ``_fold_in_segments``), one customer at a time."""
+    n_customers, n_personas = centre.shape
+    theta_all = np.empty((n_customers * n_contexts, n_personas))
+    joint = np.empty(n_personas)
+    updated = np.empty(n_personas)
+    for g in range(n_customers):
+        for x in range(n_contexts):
+            theta = theta_all[g * n_contexts + x]
+            for p in range(n_personas):
+                theta[p] = centre[g, p]
+            size = 0.0
+            count = 0
+            for e in range(indptr[g], indptr[g + 1]):
+                if context_index[e] == x:
+                    size += weight[e]
+                    count += 1
+            if count == 0:
+                continue
+            for _ in range(iterations):
+                for p in range(n_personas):
+                    updated[p] = 0.0
+                for e in range(indptr[g], indptr[g + 1]):
+                    if context_index[e] != x:
+                        continue
+                    total = 0.0
+                    for p in range(n_personas):
+                        joint[p] = theta[p] * likelihoods[p, e]
+                        total += joint[p]
+                    scale = weight[e] / total
+                    for p in range(n_personas):
+                        updated[p] += joint[p] * scale
+                moved = 0.0
+                for p in range(n_personas):
+                    value = (updated[p] + strength * centre[g, p]) / (size + strength)
+                    moved = max(moved, abs(value - theta[p]))
+                    theta[p] = value
+                if moved < tolerance:
+                    break
+    return theta_all
+
+
 def fold_in_mixture(
     likelihoods: NDArray[np.float64],
     weight: NDArray[np.float64],

@@ -32,11 +32,17 @@ from engine.personas.inference.em_fit import (
     map_chunks,
 )
 from engine.personas.inference.errors import PersonaInferenceError
-from engine.personas.inference.fold_in import fold_in, fold_in_mixture, scaled_likelihoods
+from engine.personas.inference.fold_in import (
+    fold_in,
+    fold_in_by_context,
+    fold_in_mixture,
+    scaled_likelihoods,
+)
 from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.inference.mix_prior import MixPrior
 from engine.personas.inference.model_files import SavedModel, load_model, save_model
 from engine.personas.inference.signals import (
+    CUSTOMER_SIGNAL_VALUES,
     SIGNAL_VALUES,
     ColumnFacts,
     SignalContribution,
@@ -245,12 +251,13 @@ class PersonaInferenceModel:
                 silent = indptr[first + 1 : last + 1] == indptr[first:last]
                 overall[silent] = centre[first:last][silent]
             theta[first:last] = overall
-            cell = (features.customer_index[start:stop] - first) * n_contexts
-            by_context[first * n_contexts : last * n_contexts] = fold_in(
+            by_context[first * n_contexts : last * n_contexts] = fold_in_by_context(
                 likelihoods,
                 weight,
-                cell + features.context_index[start:stop],
-                np.repeat(overall, n_contexts, axis=0),
+                indptr[first : last + 1] - start,
+                features.context_index[start:stop],
+                n_contexts,
+                overall,
                 cfg.context_prior_strength,
                 cfg.fold_in_iterations,
             )
@@ -372,7 +379,7 @@ class PersonaInferenceModel:
         n, k = features.n_customers, len(self.persona_ids)
         top = min(top, self.space.n_columns)
         column = np.full((n, k, top), -1, dtype=np.int32)
-        values = np.zeros((len(SIGNAL_VALUES), n, k, top), dtype=np.float32)
+        values = np.zeros((len(CUSTOMER_SIGNAL_VALUES), n, k, top), dtype=np.float32)
         columns = self._column_facts(self.space)
         step = max(1, cells_per_chunk // max(1, self.space.n_columns * k))
 
@@ -386,8 +393,16 @@ class PersonaInferenceModel:
         # the compiled pass releases the GIL: chunks on the configured threads, each writing its rows
         if n:
             map_chunks(explain_chunk, customer_chunks(features.customer_indptr, step), self.config.threads)
-        named = {name: values[i] for i, name in enumerate(SIGNAL_VALUES)}
-        return StrongestSignals(columns.names, columns.descriptions, column, named)
+        named = {name: values[i] for i, name in enumerate(CUSTOMER_SIGNAL_VALUES)}
+        behaviour = self.behaviour
+        return StrongestSignals(
+            columns.names,
+            columns.descriptions,
+            column,
+            named,
+            np.asarray(behaviour.marginals, dtype=np.float32),
+            np.asarray(behaviour.probabilities, dtype=np.float32),
+        )
 
     def persona_profiles(self) -> pl.DataFrame:
         """What the data says each persona does: per feature value its share of the persona's events,

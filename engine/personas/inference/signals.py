@@ -35,6 +35,9 @@ class SignalContribution:
 
 
 SIGNAL_VALUES: tuple[str, ...] = ("customer_value", "population_value", "persona_value", "contribution")
+# The values that differ from customer to customer; the others are facts of the column (its share of all
+# events) and of the column and persona (its share of the persona's events), kept once per column.
+CUSTOMER_SIGNAL_VALUES: tuple[str, ...] = ("customer_value", "contribution")
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,10 @@ class StrongestSignals:
 
     column:  (customers, personas, top) int32 feature-space column of each signal, strongest first,
              -1 after the last positive contribution.
-    values:  per name in ``SIGNAL_VALUES``, (customers, personas, top) float32 (0 where column is -1),
-             the fields of ``SignalContribution``.
+    values:  per name in ``CUSTOMER_SIGNAL_VALUES``, (customers, personas, top) float32 (0 where
+             column is -1), those fields of ``SignalContribution``.
+    population_value: (columns,) float32, the population's share of events with each column's value.
+    persona_value:    (columns, personas) float32, each persona's share.
     names, descriptions: per feature-space column.
     """
 
@@ -52,6 +57,36 @@ class StrongestSignals:
     descriptions: tuple[str, ...]
     column: NDArray[np.int32]
     values: dict[str, NDArray[np.float32]]
+    population_value: NDArray[np.float32]
+    persona_value: NDArray[np.float32]
+
+    def values_of(self, name: str) -> NDArray[np.float32]:
+        """(customers, personas, top) values of any field in ``SIGNAL_VALUES``, 0 where there is no signal."""
+        if name in self.values:
+            return self.values[name]
+        return np.asarray(
+            signal_values_of_columns(name, self.column, self.population_value, self.persona_value),
+            dtype=np.float32,
+        )
+
+
+def signal_values_of_columns(
+    name: str,
+    column: NDArray[np.integer],
+    population_value: NDArray[np.floating],
+    persona_value: NDArray[np.floating],
+) -> NDArray[np.floating]:
+    """``population_value`` or ``persona_value`` of every signal in ``column`` (customers, personas, top)."""
+    present = column >= 0
+    at = np.where(present, column, 0)
+    if name == "population_value":
+        gathered = np.asarray(population_value)[at]
+    elif name == "persona_value":
+        personas = np.arange(column.shape[1])[None, :, None]
+        gathered = np.asarray(persona_value)[at, personas]
+    else:
+        raise KeyError(f"{name} is not a column's signal value; those are population_value, persona_value")
+    return np.where(present, gathered, 0.0).astype(gathered.dtype, copy=False)
 
 
 @dataclass(frozen=True)
@@ -103,9 +138,13 @@ def strongest_signals_of(
     n = last - first
     top = min(top, behaviour.space.n_columns)
     column = np.full((n, k, top), -1, dtype=np.int32)
-    values = np.zeros((len(SIGNAL_VALUES), n, k, top), dtype=np.float64)
+    values = np.zeros((len(CUSTOMER_SIGNAL_VALUES), n, k, top), dtype=np.float64)
     explain_into(behaviour, columns, features, overall, first, last, column, values)
-    return column, {name: values[i] for i, name in enumerate(SIGNAL_VALUES)}
+    out = {name: values[i] for i, name in enumerate(CUSTOMER_SIGNAL_VALUES)}
+    for name in SIGNAL_VALUES:
+        if name not in out:
+            out[name] = signal_values_of_columns(name, column, behaviour.marginals, behaviour.probabilities)
+    return column, {name: out[name] for name in SIGNAL_VALUES}
 
 
 def explain_into(
@@ -244,6 +283,4 @@ def _explain_customers(
                 known = float(n_events) if binary_columns[j] else group_counts[column_group[j]]
                 column[c, p, slot] = j
                 values[0, c, p, slot] = counts[j] / known if known > 0 else 0.0
-                values[1, c, p, slot] = marginals[j]
-                values[2, c, p, slot] = probabilities[j, p]
-                values[3, c, p, slot] = best[slot]
+                values[1, c, p, slot] = best[slot]

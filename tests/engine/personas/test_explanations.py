@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,11 @@ def explanations() -> MixExplanations:
     feature[0, 1, 0] = 0
     values = {
         name: np.arange(12, dtype=np.float32).reshape(3, 2, 2) / 10 + offset
-        for offset, name in enumerate(("customer_value", "population_value", "persona_value", "contribution"))
+        for offset, name in ((0, "customer_value"), (3, "contribution"))
     }
-    return MixExplanations(PERSONAS, FEATURES, feature, values)
+    population = np.array([0.25, 1.0], dtype=np.float32)  # per signal
+    persona = np.array([[0.5, 0.125], [2.0, 0.75]], dtype=np.float32)  # per signal and persona
+    return MixExplanations(PERSONAS, FEATURES, feature, values, population, persona)
 
 
 def test_signals_stop_at_the_padding_and_carry_every_value() -> None:
@@ -43,6 +46,11 @@ def test_signals_stop_at_the_padding_and_carry_every_value() -> None:
     assert first.description == "items tagged organic"
     assert (first.customer_value, first.population_value, first.contribution) == pytest.approx(
         (0.0, 1.0, 3.0)
+    )
+    assert (first.persona_value, signals["a"][1].persona_value, signals["b"][0].persona_value) == (
+        2.0,
+        0.5,
+        0.125,
     )
     assert explanations().signals(2) == {"a": [], "b": []}
 
@@ -56,13 +64,39 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
         assert loaded.signals(row) == original.signals(row)
 
 
+def test_explanations_written_with_shares_in_every_slot_still_load(tmp_path: Path) -> None:
+    # Artifacts written before the shares were kept per signal stored them per customer and slot.
+    original = explanations()
+    folder = tmp_path / "explanations"
+    original.save(folder)
+    document = json.loads((folder / "features.json").read_text())
+    for entry in document["features"]:
+        del entry["population_value"], entry["persona_value"]
+    (folder / "features.json").write_text(json.dumps(document))
+    feature = original.feature
+    personas = np.arange(len(PERSONAS))[None, :, None]
+    for name, table in (
+        ("population_value", original.population_value[np.maximum(feature, 0)]),
+        ("persona_value", original.persona_value[np.maximum(feature, 0), personas]),
+    ):
+        np.save(folder / f"{name}.npy", np.where(feature >= 0, table, 0.0).astype(np.float32))
+    loaded = MixExplanations.load(folder)
+    for row in range(3):
+        assert loaded.signals(row) == original.signals(row)
+
+
 def test_inconsistent_arrays_and_rows_are_refused(tmp_path: Path) -> None:
     good = explanations()
+    tables = (good.population_value, good.persona_value)
     with pytest.raises(MixExplanationsError, match="outside the 1 known signals"):
-        MixExplanations(PERSONAS, FEATURES[:1], good.feature, good.values)
+        MixExplanations(PERSONAS, FEATURES[:1], good.feature, good.values, *tables)
     with pytest.raises(MixExplanationsError, match="contribution has shape"):
         MixExplanations(
-            PERSONAS, FEATURES, good.feature, {**good.values, "contribution": np.zeros((3, 2, 1))}
+            PERSONAS, FEATURES, good.feature, {**good.values, "contribution": np.zeros((3, 2, 1))}, *tables
+        )
+    with pytest.raises(MixExplanationsError, match="persona_value"):
+        MixExplanations(
+            PERSONAS, FEATURES, good.feature, good.values, good.population_value, np.zeros((2, 3))
         )
     with pytest.raises(IndexError, match="customer row 3"):
         good.signals(3)
@@ -172,7 +206,7 @@ def test_build_matches_explaining_each_customer_directly(
     expected_names, expected_values = as_arrays(reference, mixes.persona_ids)
     names = np.asarray([*strongest.names, ""], dtype=np.str_)[strongest.column]
     np.testing.assert_array_equal(names, expected_names)
-    values = np.stack([strongest.values[name] for name in VALUE_NAMES], axis=-1)
+    values = np.stack([strongest.values_of(name) for name in VALUE_NAMES], axis=-1)
     np.testing.assert_allclose(values, expected_values, rtol=1e-5, atol=1e-9)
     nobody = mixes.customer_ids.index("nobody")
     assert (strongest.column[nobody] == -1).all() and (strongest.column[0] >= 0).any()

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.data.id_map import IdMap
-from engine.personas.inference.fold_in import fold_in, scaled_likelihoods
+from engine.personas.inference.fold_in import fold_in, fold_in_by_context, scaled_likelihoods
 from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.inference.model import PersonaInferenceModel
 from tests.engine.personas.planted_shop import PERSONAS, PlantedShop
@@ -121,3 +121,28 @@ def test_scaled_likelihoods_are_the_sparse_products_scaled_per_event(
     assert np.allclose(scale, log_likelihood.max(axis=1, initial=-np.inf) if stop > first else scale)
     assert np.allclose(np.log(scaled.T) + scale[:, None], log_likelihood)
     assert np.allclose(scaled.max(axis=0, initial=1.0), 1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 9), min_size=1, max_size=6),
+    n_contexts=st.integers(1, 3),
+    k=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_context_fold_in_equals_the_fold_in_of_customer_context_groups(
+    lengths: list[int], n_contexts: int, k: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    n = int(indptr[-1])
+    likelihoods = rng.random((k, n)) + 1e-3
+    weight = rng.choice([1.0, 0.5, 1.0 / 3.0, 2.0], n)
+    context = rng.integers(0, n_contexts, n)
+    centre = rng.dirichlet(np.ones(k), len(lengths))
+    customer = np.repeat(np.arange(len(lengths)), lengths)
+    expected = fold_in(
+        likelihoods, weight, customer * n_contexts + context, np.repeat(centre, n_contexts, axis=0), 3.0, 50
+    )
+    got = fold_in_by_context(likelihoods, weight, indptr, context, n_contexts, centre, 3.0, 50)
+    np.testing.assert_array_equal(got, expected)  # the same steps on the same events in the same order
