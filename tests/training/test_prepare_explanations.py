@@ -4,11 +4,14 @@ matrices."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from engine.personas.explanations import MixExplanations
+from engine.personas.traits import FEATURE_MATRIX_DTYPE
 from training.config import TrainConfig, parse_config
 from training.prepared_data import PreparedData, prepare
 from training.stage_timings import StageTimings
@@ -83,10 +86,15 @@ def test_the_offer_and_layout_estimates_do_not_need_the_evidence(
         assert np.array_equal(estimate.beta, without[kind].beta)
 
 
-def test_the_encoded_events_hold_zeros_and_ones_in_float32(kept: PreparedData) -> None:
-    # float32 stores 0 and 1 exactly at half the memory; the likelihoods are float64 all the same.
-    assert kept.mixes.evidence is not None
-    matrix = kept.mixes.evidence.matrix
-    assert isinstance(matrix, sp.csr_matrix) and matrix.dtype == np.float32
-    assert set(np.unique(matrix.data).tolist()) <= {1.0}
-    assert kept.inference.event_log_likelihoods(kept.mixes.evidence).dtype == np.float64
+def test_the_encoded_events_hold_zeros_and_ones_in_one_byte(kept: PreparedData) -> None:
+    # One byte stores 0 and 1 exactly at an eighth of float64's memory; the likelihoods are float64 and
+    # the same to the last bit as with a float64 matrix.
+    evidence = kept.mixes.evidence
+    assert evidence is not None
+    matrix = evidence.matrix
+    assert isinstance(matrix, sp.csr_matrix) and matrix.dtype == FEATURE_MATRIX_DTYPE == np.int8
+    assert set(np.unique(matrix.data).tolist()) <= {1}
+    likelihoods = kept.inference.event_log_likelihoods(evidence)
+    as_float64 = dataclasses.replace(evidence, matrix=matrix.astype(np.float64))
+    assert likelihoods.dtype == np.float64
+    assert np.array_equal(likelihoods, kept.inference.event_log_likelihoods(as_float64))

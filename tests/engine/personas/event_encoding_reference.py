@@ -131,7 +131,7 @@ def reference_event_features(
 
 def assert_same_features(actual: EventFeatures, expected: EventFeatures) -> None:
     assert actual.space == expected.space
-    assert actual.matrix.shape == expected.matrix.shape and actual.matrix.dtype == np.float32
+    assert actual.matrix.shape == expected.matrix.shape and actual.matrix.dtype == FEATURE_MATRIX_DTYPE
     assert np.array_equal(actual.matrix.indptr, expected.matrix.indptr)
     assert np.array_equal(actual.matrix.indices, expected.matrix.indices)
     assert np.array_equal(actual.matrix.data, expected.matrix.data)

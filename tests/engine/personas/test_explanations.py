@@ -132,7 +132,7 @@ def reference_explain(
     out: dict[str, list[SignalContribution]] = {p: [] for p in mixes.persona_ids}
     if stop == start:
         return out
-    rows = features.matrix[start:stop].toarray()
+    rows = features.matrix[start:stop].toarray().astype(np.float64)
     parameters, marginals = model.behaviour.parameters, model.behaviour.marginals
     scores = rows @ parameters + model.behaviour.offsets[None, :]
     joint = np.exp(scores - scores.max(axis=1, keepdims=True)) * mixes.overall[row][None, :]

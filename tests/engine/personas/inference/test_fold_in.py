@@ -13,6 +13,7 @@ from engine.data.id_map import IdMap
 from engine.personas.inference.fold_in import fold_in, fold_in_by_context, scaled_likelihoods
 from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.inference.model import PersonaInferenceModel
+from engine.personas.traits import FEATURE_MATRIX_DTYPE
 from tests.engine.personas.planted_shop import PERSONAS, PlantedShop
 
 
@@ -109,8 +110,9 @@ def test_scaled_likelihoods_are_the_sparse_products_scaled_per_event(
     events: int, columns: int, k: int, density: float, seed: int
 ) -> None:
     rng = np.random.default_rng(seed)
-    matrix = sp.random(events, columns, density=density, format="csr", random_state=rng, dtype=np.float32)
-    matrix.data[:] = 1.0  # encoded events are 0/1
+    matrix = sp.random(events, columns, density=density, format="csr", random_state=rng, dtype=np.float64)
+    matrix.data[:] = 1.0  # encoded events are 0/1, in the encoding's own dtype
+    matrix = matrix.astype(FEATURE_MATRIX_DTYPE)
     parameters = rng.normal(size=(columns, k)) * 3.0
     offsets = rng.normal(size=k)
     first = int(rng.integers(0, events))
