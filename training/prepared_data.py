@@ -171,7 +171,9 @@ def prepare_split(
         item_features = item_space.encode(item_frame, ITEM_FEATURE_COLUMNS)
 
     with timings.stage("customer_features"):
-        known = split.train_events["customer_id"].cast(pl.Utf8)
+        # deduplicated before the customers table joins it (first appearances keep their order): the
+        # concatenation then copies a million ids, not every training event's
+        known = split.train_events["customer_id"].cast(pl.Utf8).unique(maintain_order=True)
         if shop.customers is not None:
             known = pl.concat([known, shop.customers["customer_id"].cast(pl.Utf8)])
         customers = IdMap.from_values(known, kind="customer")
