@@ -138,33 +138,59 @@ def _fold_in_segments(
     theta_all = centre.copy()
     joint = np.empty(n_personas)
     updated = np.empty(n_personas)
+    every_event = np.zeros(0, dtype=np.int64)
     for g in range(centre.shape[0]):
-        start, stop = indptr[g], indptr[g + 1]
-        if stop == start:
-            continue
-        size = 0.0
-        for e in range(start, stop):
-            size += weight[e]
-        theta = theta_all[g]
-        for _ in range(iterations):
-            for p in range(n_personas):
-                updated[p] = 0.0
-            for e in range(start, stop):
-                total = 0.0
-                for p in range(n_personas):
-                    joint[p] = theta[p] * likelihoods[p, e]
-                    total += joint[p]
-                scale = weight[e] / total
-                for p in range(n_personas):
-                    updated[p] += joint[p] * scale
-            moved = 0.0
-            for p in range(n_personas):
-                value = (updated[p] + strength * centre[g, p]) / (size + strength)
-                moved = max(moved, abs(value - theta[p]))
-                theta[p] = value
-            if moved < tolerance:
-                break
+        if indptr[g + 1] > indptr[g]:
+            _map_fold_in_group(
+                likelihoods, weight, indptr[g], indptr[g + 1], every_event, -1, centre[g], strength,
+                iterations, tolerance, theta_all[g], joint, updated,
+            )  # fmt: skip
     return theta_all
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _map_fold_in_group(
+    likelihoods: NDArray[np.float64],
+    weight: NDArray[np.float64],
+    start: int,
+    stop: int,
+    context_index: NDArray[np.int64],
+    context: int,
+    centre: NDArray[np.float64],
+    strength: float,
+    iterations: int,
+    tolerance: float,
+    theta: NDArray[np.float64],
+    joint: NDArray[np.float64],
+    updated: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled
+    """The EM steps of one group's MAP mix, from and into ``theta``: events ``start:stop``, only those
+    of ``context`` when it is not -1, around ``centre`` worth ``strength`` events."""
+    n_personas = centre.size
+    size = 0.0
+    for e in range(start, stop):
+        if context < 0 or context_index[e] == context:
+            size += weight[e]
+    for _ in range(iterations):
+        for p in range(n_personas):
+            updated[p] = 0.0
+        for e in range(start, stop):
+            if context >= 0 and context_index[e] != context:
+                continue
+            total = 0.0
+            for p in range(n_personas):
+                joint[p] = theta[p] * likelihoods[p, e]
+                total += joint[p]
+            scale = weight[e] / total
+            for p in range(n_personas):
+                updated[p] += joint[p] * scale
+        moved = 0.0
+        for p in range(n_personas):
+            value = (updated[p] + strength * centre[p]) / (size + strength)
+            moved = max(moved, abs(value - theta[p]))
+            theta[p] = value
+        if moved < tolerance:
+            break
 
 
 def fold_in_by_context(
@@ -218,35 +244,13 @@ def _fold_in_contexts(
     for g in range(n_customers):
         for x in range(n_contexts):
             theta = theta_all[g * n_contexts + x]
-            for p in range(n_personas):
-                theta[p] = centre[g, p]
-            size = 0.0
-            count = 0
+            theta[:] = centre[g]
             for e in range(indptr[g], indptr[g + 1]):
-                if context_index[e] == x:
-                    size += weight[e]
-                    count += 1
-            if count == 0:
-                continue
-            for _ in range(iterations):
-                for p in range(n_personas):
-                    updated[p] = 0.0
-                for e in range(indptr[g], indptr[g + 1]):
-                    if context_index[e] != x:
-                        continue
-                    total = 0.0
-                    for p in range(n_personas):
-                        joint[p] = theta[p] * likelihoods[p, e]
-                        total += joint[p]
-                    scale = weight[e] / total
-                    for p in range(n_personas):
-                        updated[p] += joint[p] * scale
-                moved = 0.0
-                for p in range(n_personas):
-                    value = (updated[p] + strength * centre[g, p]) / (size + strength)
-                    moved = max(moved, abs(value - theta[p]))
-                    theta[p] = value
-                if moved < tolerance:
+                if context_index[e] == x:  # the context has events: its mix moves from the centre
+                    _map_fold_in_group(
+                        likelihoods, weight, indptr[g], indptr[g + 1], context_index, x, centre[g],
+                        strength, iterations, tolerance, theta, joint, updated,
+                    )  # fmt: skip
                     break
     return theta_all
 
