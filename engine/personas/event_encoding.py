@@ -187,8 +187,8 @@ def _coded_events(
         rows, at = (np.asarray(index) for index in indices)
         if rows.shape != (events.height,) or at.shape != (events.height,):
             raise ValueError(f"indices must be two arrays of {events.height} event rows")
-        at = np.where((at >= 0) & (at < len(item_ids)), at, MISSING).astype(np.int64, copy=False)
-        rows = np.where((rows >= 0) & (rows < len(customer_ids)), rows, MISSING).astype(np.int64, copy=False)
+        at = _in_range_or_missing(at, len(item_ids))
+        rows = _in_range_or_missing(rows, len(customer_ids))
         ids = [
             pl.lit(pl.Series(rows, dtype=pl.Int64)).alias("_customer"),
             pl.lit(pl.Series(at, dtype=pl.Int64)).alias("_item"),
@@ -234,6 +234,19 @@ def _coded_events(
     if _in_customer_time_order(customer, timestamp_us):
         return table  # a stable sort would leave it as it is: no copy of every column
     return table.sort("_customer", "_us", maintain_order=True)
+
+
+def _in_range_or_missing(index: NDArray[np.integer], size: int) -> NDArray[np.int64]:
+    """``index`` with every value outside 0..size-1 made MISSING, as int64; copied only when it must be.
+
+    Looked-up indices are in range or MISSING already, and ten million of them copied are 80 MB of
+    fresh memory for nothing.
+    """
+    values = np.asarray(index)
+    # MISSING is -1, the one negative value a look-up gives: min and max say whether all are as wanted
+    if values.dtype == np.int64 and (values.size == 0 or (values.min() >= MISSING and values.max() < size)):
+        return values
+    return np.where((values >= 0) & (values < size), values, MISSING).astype(np.int64, copy=False)
 
 
 def _in_customer_time_order(customer: NDArray[np.int64], timestamp_us: NDArray[np.int64]) -> bool:

@@ -116,6 +116,10 @@ def test_given_indices_are_checked_like_looked_up_ones() -> None:
         build_event_features(events, items, customer_ids=ids, indices=(np.array([0, MISSING]), columns))
     with pytest.raises(ValueError, match=r"item id.*missing from items: 'j'"):
         build_event_features(events, items, customer_ids=ids, indices=(rows, np.array([0, 7])))
+    with pytest.raises(ValueError, match=r"item id.*missing from items: 'j'"):
+        build_event_features(events, items, customer_ids=ids, indices=(rows, np.array([0, -5])))
+    with pytest.raises(UnknownIdError, match=r"unknown customer id.*'a'"):
+        build_event_features(events, items, customer_ids=ids, indices=(np.array([2, 1], np.int32), columns))
     with pytest.raises(ValueError, match="indices need the customer_ids"):
         build_event_features(events, items, indices=(rows, columns))
 
