@@ -43,7 +43,10 @@ class PersonaInferenceConfig:
                             in under it; 0 fits on every customer. The behaviour is a few hundred
                             numbers per persona, which this many customers pin down as well as millions
                             do, and the EM's iterations then cost the same at any shop size: only the
-                            single fold-in pass grows with it.
+                            single fold-in pass grows with it. On the 1M-customer benchmark shop, samples
+                            of 100k / 50k / 25k recovered the planted mixes alike (mean total variation
+                            0.2174 / 0.2175 / 0.2175, leading persona right for 85.02 / 85.00 / 84.94%)
+                            in 16.5 / 13.1 / 11.2 s; on a 200k-customer shop 50k matched the full fit.
     """
 
     max_iterations: int = 200  # E-steps (an extrapolated step costs one, as a plain step does)
@@ -58,7 +61,7 @@ class PersonaInferenceConfig:
     chunk_customers: int = 50_000
     threads: int = 2
     accelerate: bool = True
-    em_customers: int = 100_000
+    em_customers: int = 50_000
     holidays: tuple[tuple[int, int], ...] = DEFAULT_HOLIDAYS
 
     def __post_init__(self) -> None:
