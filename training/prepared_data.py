@@ -320,7 +320,7 @@ def split_for(
 
 def _customer_frame(shop: ShopData, customers: IdMap) -> pl.DataFrame:
     """Demographic columns for every known customer in IdMap order (nulls where unknown)."""
-    base = pl.DataFrame({"customer_id": customers.ids.tolist()}, schema={"customer_id": pl.Utf8})
+    base = customers.id_series.alias("customer_id").to_frame()
     if shop.customers is None:
         return base.with_columns([pl.lit(None, dtype=pl.Utf8).alias(c) for c in DEMOGRAPHIC_COLUMNS])
     attributes = shop.customers.select(

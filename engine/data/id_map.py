@@ -63,6 +63,12 @@ class IdMap:
         # kept for ``index_expr``, the look-up of id columns, so that it is not rebuilt from the array
         self._id_series = series
 
+    @property
+    def id_series(self) -> pl.Series:
+        """The ids as a polars String Series named "id", in index order: for joins, without a Python
+        string per id (a million of them took a third of a second to build a frame from)."""
+        return self._id_series
+
     @cached_property
     def _index(self) -> dict[str, int]:
         """Id -> index for look-ups one id at a time, built on first use.

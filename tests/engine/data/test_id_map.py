@@ -22,6 +22,13 @@ def test_index_is_position_and_round_trips(ids: list[str]) -> None:
     assert m.to_external(internal).tolist() == ids
 
 
+@given(ids_strategy)
+def test_the_id_series_holds_the_ids_in_index_order(ids: list[str]) -> None:
+    m = IdMap.from_values([*ids, *ids], kind="customer")
+    assert m.id_series.to_list() == m.ids.tolist() == ids
+    assert m.id_series.name == "id"
+
+
 @given(ids_strategy, st.lists(id_text, max_size=20))
 def test_add_ids_never_moves_existing_ids(ids: list[str], extra: list[str]) -> None:
     m = IdMap(ids)
