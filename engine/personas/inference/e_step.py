@@ -255,40 +255,15 @@ def prior_constants(alphas: NDArray[np.float64]) -> NDArray[np.float64]:  # prag
 
 
 @numba.njit(cache=True, nogil=True)
-def customer_step(
-    likelihoods: NDArray[np.float64],
-    weight: NDArray[np.float64],
-    gamma: NDArray[np.float64],
-    alphas: NDArray[np.float64],
-    constants: NDArray[np.float64],
-    log_weights: NDArray[np.float64],
-    tilt: NDArray[np.float64],
-    inverse_totals: NDArray[np.float64],
-    updated: NDArray[np.float64],
-    component: NDArray[np.float64],
-) -> float:  # pragma: no cover - compiled; tested through ``e_step``
-    """One variational update of one customer's mix posterior; returns the customer's log evidence.
-
-    ``likelihoods`` (personas x events) and ``weight`` are the customer's events, ``gamma``
-    (components x personas) where the posterior starts. Writes ``updated`` (the new gamma),
-    ``component`` (the posterior component probabilities), ``tilt`` (exp of E[log theta] minus its
-    maximum, per component) and ``inverse_totals`` (components x events: each event's weight over its
-    normaliser), which responsibilities need. The formulas are those of
-    ``mix_posterior.mix_posterior_step`` for a single group; loops run over events innermost so that
-    they vectorise, and the logs of the events' normalisers are taken of running products.
-    """
-    n_components = gamma.shape[0]
-    total_log_gamma = np.empty(n_components)
-    total_digamma = np.empty(n_components)
-    for c in range(n_components):
+def gamma_totals(
+    gamma: NDArray[np.float64], total_log_gamma: NDArray[np.float64], total_digamma: NDArray[np.float64]
+) -> None:  # pragma: no cover - compiled; tested through ``e_step`` and the fold-in
+    """lnG and digamma of each component's total of ``gamma`` (components x personas): ``customer_step``'s."""
+    for c in range(gamma.shape[0]):
         total = 0.0
         for p in range(gamma.shape[1]):
             total += gamma[c, p]
         total_log_gamma[c], total_digamma[c] = log_gamma_and_digamma(total)
-    return customer_step_with_totals(
-        likelihoods, weight, gamma, alphas, constants, log_weights, total_log_gamma, total_digamma,
-        tilt, inverse_totals, updated, component,
-    )  # fmt: skip
 
 
 @numba.njit(cache=True, nogil=True)
@@ -317,7 +292,7 @@ def posterior_totals(
 
 
 @numba.njit(cache=True, nogil=True)
-def customer_step_with_totals(
+def customer_step(
     likelihoods: NDArray[np.float64],
     weight: NDArray[np.float64],
     gamma: NDArray[np.float64],
@@ -331,7 +306,18 @@ def customer_step_with_totals(
     updated: NDArray[np.float64],
     component: NDArray[np.float64],
 ) -> float:  # pragma: no cover - compiled; tested through ``e_step`` and the fold-in
-    """``customer_step`` given lnG and digamma of each component total of ``gamma`` (``posterior_totals``)."""
+    """One variational update of one customer's mix posterior; returns the customer's log evidence.
+
+    ``likelihoods`` (personas x events) and ``weight`` are the customer's events, ``gamma``
+    (components x personas) where the posterior starts, ``total_log_gamma`` and ``total_digamma``
+    lnG and digamma of each component's total of it (``gamma_totals``; within a fold-in they stay
+    ``posterior_totals``). Writes ``updated`` (the new gamma),
+    ``component`` (the posterior component probabilities), ``tilt`` (exp of E[log theta] minus its
+    maximum, per component) and ``inverse_totals`` (components x events: each event's weight over its
+    normaliser), which responsibilities need. The formulas are those of
+    ``mix_posterior.mix_posterior_step`` for a single group; loops run over events innermost so that
+    they vectorise, and the logs of the events' normalisers are taken of running products.
+    """
     n_components, n_personas = gamma.shape
     n_events = weight.size
     size = 0.0
@@ -465,6 +451,8 @@ def _em_e_step(
     start_gamma = np.empty((n_components, n_personas))
     new_gamma = np.empty((n_components, n_personas))
     component = np.empty(n_components)
+    total_log_gamma = np.empty(n_components)
+    total_digamma = np.empty(n_components)
     per_customer_weights = log_weights.shape[1] > 1
     for g in range(indptr.size - 1):
         start, stop = indptr[g], indptr[g + 1]
@@ -491,6 +479,7 @@ def _em_e_step(
         for c in range(n_components):
             for p in range(n_personas):
                 start_gamma[c, p] = gamma[c, p, g]
+        gamma_totals(start_gamma, total_log_gamma, total_digamma)
         log_evidence = customer_step(
             likelihoods,
             weight[start:stop],
@@ -498,6 +487,8 @@ def _em_e_step(
             alphas,
             constants,
             log_weights[:, g if per_customer_weights else 0],
+            total_log_gamma,
+            total_digamma,
             tilt,
             inverse_totals,
             new_gamma,

@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from engine.personas.inference.e_step import (
     customer_step,
-    customer_step_with_totals,
+    gamma_totals,
     posterior_totals,
     prior_constants,
 )
@@ -41,7 +41,7 @@ def scaled_likelihoods(
     Of the matrix's ``rows`` (first, stop), all by default. Personas-by-events layout keeps the
     per-event reductions over a handful of personas vectorised. Compiled over the matrix's own arrays:
     slicing a chunk's rows out and multiplying by float64 parameters copied its indices and upcast its
-    float32 values first, a gigabyte of fresh memory per pass over ten million events.
+    values first, a gigabyte of fresh memory per pass over ten million events.
     """
     start, stop = (0, matrix.shape[0]) if rows is None else rows
     scaled = np.empty((parameters.shape[1], stop - start))
@@ -140,11 +140,10 @@ def _fold_in_segments(
     updated = np.empty(n_personas)
     every_event = np.zeros(0, dtype=np.int64)
     for g in range(centre.shape[0]):
-        if indptr[g + 1] > indptr[g]:
-            _map_fold_in_group(
-                likelihoods, weight, indptr[g], indptr[g + 1], every_event, -1, centre[g], strength,
-                iterations, tolerance, theta_all[g], joint, updated,
-            )  # fmt: skip
+        _map_fold_in_group(
+            likelihoods, weight, indptr[g], indptr[g + 1], every_event, -1, centre[g], strength,
+            iterations, tolerance, theta_all[g], joint, updated,
+        )  # fmt: skip
     return theta_all
 
 
@@ -165,12 +164,17 @@ def _map_fold_in_group(
     updated: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled
     """The EM steps of one group's MAP mix, from and into ``theta``: events ``start:stop``, only those
-    of ``context`` when it is not -1, around ``centre`` worth ``strength`` events."""
+    of ``context`` when it is not -1, around ``centre`` worth ``strength`` events. A group without
+    events keeps ``theta`` as it is."""
     n_personas = centre.size
     size = 0.0
+    count = 0
     for e in range(start, stop):
         if context < 0 or context_index[e] == context:
             size += weight[e]
+            count += 1
+    if count == 0:
+        return
     for _ in range(iterations):
         for p in range(n_personas):
             updated[p] = 0.0
@@ -244,14 +248,11 @@ def _fold_in_contexts(
     for g in range(n_customers):
         for x in range(n_contexts):
             theta = theta_all[g * n_contexts + x]
-            theta[:] = centre[g]
-            for e in range(indptr[g], indptr[g + 1]):
-                if context_index[e] == x:  # the context has events: its mix moves from the centre
-                    _map_fold_in_group(
-                        likelihoods, weight, indptr[g], indptr[g + 1], context_index, x, centre[g],
-                        strength, iterations, tolerance, theta, joint, updated,
-                    )  # fmt: skip
-                    break
+            theta[:] = centre[g]  # a context without events keeps the centre
+            _map_fold_in_group(
+                likelihoods, weight, indptr[g], indptr[g + 1], context_index, x, centre[g], strength,
+                iterations, tolerance, theta, joint, updated,
+            )  # fmt: skip
     return theta_all
 
 
@@ -346,9 +347,10 @@ def _fold_in_groups(
                 start_state[c, p] = gamma[c, p, g]
         # the first step from wherever the posterior starts (a warm start may come from an earlier
         # prior); every later state's totals are the prior's plus the customer's events
+        gamma_totals(start_state, total_log_gamma, total_digamma)
         log_evidence = customer_step(
             group_likelihoods, group_weight, start_state, alphas, constants, group_log_weights,
-            tilt, inverse_totals, first, share,
+            total_log_gamma, total_digamma, tilt, inverse_totals, first, share,
         )  # fmt: skip
         posterior_totals(alphas, group_weight, total_log_gamma, total_digamma)
         _posterior_mean(first, share, mean)
@@ -356,7 +358,7 @@ def _fold_in_groups(
         steps = 1
         while steps < iterations:
             # two plain steps; either may already settle the mix
-            log_evidence = customer_step_with_totals(
+            log_evidence = customer_step(
                 group_likelihoods, group_weight, start_state, alphas, constants, group_log_weights,
                 total_log_gamma, total_digamma, tilt, inverse_totals, first, share,
             )  # fmt: skip
@@ -364,7 +366,7 @@ def _fold_in_groups(
             if _moved(first, share, mean) < tolerance or steps == iterations:
                 start_state[:, :] = first
                 break
-            log_evidence = customer_step_with_totals(
+            log_evidence = customer_step(
                 group_likelihoods, group_weight, first, alphas, constants, group_log_weights,
                 total_log_gamma, total_digamma, tilt, inverse_totals, second, share,
             )  # fmt: skip
@@ -373,7 +375,7 @@ def _fold_in_groups(
                 start_state[:, :] = second
                 break
             _squarem_point(start_state, first, second, alphas, extrapolated)
-            log_evidence = customer_step_with_totals(
+            log_evidence = customer_step(
                 group_likelihoods, group_weight, extrapolated, alphas, constants, group_log_weights,
                 total_log_gamma, total_digamma, tilt, inverse_totals, start_state, share,
             )  # fmt: skip

@@ -140,11 +140,15 @@ def strongest_signals_of(
     column = np.full((n, k, top), -1, dtype=np.int32)
     values = np.zeros((len(CUSTOMER_SIGNAL_VALUES), n, k, top), dtype=np.float64)
     explain_into(behaviour, columns, features, overall, first, last, column, values)
-    out = {name: values[i] for i, name in enumerate(CUSTOMER_SIGNAL_VALUES)}
-    for name in SIGNAL_VALUES:
-        if name not in out:
-            out[name] = signal_values_of_columns(name, column, behaviour.marginals, behaviour.probabilities)
-    return column, {name: out[name] for name in SIGNAL_VALUES}
+    return column, {
+        name: values[CUSTOMER_SIGNAL_VALUES.index(name)]
+        if name in CUSTOMER_SIGNAL_VALUES
+        else np.asarray(
+            signal_values_of_columns(name, column, behaviour.marginals, behaviour.probabilities),
+            dtype=np.float64,
+        )
+        for name in SIGNAL_VALUES
+    }
 
 
 def explain_into(
@@ -161,7 +165,7 @@ def explain_into(
     ``values`` (signal values, customers, personas, top), zeros: views of the whole table's arrays.
 
     The compiled pass reads the chunk's events where they are, in the encoded matrix's own arrays
-    (int32 columns, float32 ones), and writes float32 results in place: copying each chunk's rows to
+    (int32 columns, one-byte ones), and writes float32 results in place: copying each chunk's rows to
     int64 and float64 and its results out again made the explanations of a million customers touch
     about two gigabytes of fresh memory.
     """
