@@ -48,6 +48,7 @@ from engine.personas.inference.signals import (
     SignalContribution,
     StrongestSignals,
     explain_into,
+    signal_index_dtype,
     strongest_signals_of,
 )
 from engine.personas.shopping_context import CONTEXTS
@@ -378,7 +379,7 @@ class PersonaInferenceModel:
         features = self._evidence_of(mixes)
         n, k = features.n_customers, len(self.persona_ids)
         top = min(top, self.space.n_columns)
-        column = np.full((n, k, top), -1, dtype=np.int32)
+        column = np.full((n, k, top), -1, dtype=signal_index_dtype(self.space.n_columns))
         values = np.zeros((len(CUSTOMER_SIGNAL_VALUES), n, k, top), dtype=np.float32)
         columns = self._column_facts(self.space)
         step = max(1, cells_per_chunk // max(1, self.space.n_columns * k))

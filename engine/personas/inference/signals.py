@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
@@ -40,11 +41,24 @@ SIGNAL_VALUES: tuple[str, ...] = ("customer_value", "population_value", "persona
 CUSTOMER_SIGNAL_VALUES: tuple[str, ...] = ("customer_value", "contribution")
 
 
+def signal_index_dtype(n_signals: int) -> type[np.signedinteger[Any]]:
+    """The narrowest signed integer holding signal indices 0..n_signals-1 and -1 (no signal).
+
+    A shop's feature space and explanation vocabulary are a few dozen signals, so one byte per slot:
+    a million customers' (customers, personas, top) slots are 25 MB instead of int32's 100 MB, which
+    the training build fills, remaps and writes, and the server maps.
+    """
+    for dtype in (np.int8, np.int16, np.int32):
+        if n_signals <= np.iinfo(dtype).max:
+            return dtype
+    return np.int64
+
+
 @dataclass(frozen=True)
 class StrongestSignals:
     """``explain`` for many customers as arrays: per customer and persona the ``top`` strongest columns.
 
-    column:  (customers, personas, top) int32 feature-space column of each signal, strongest first,
+    column:  (customers, personas, top) feature-space column of each signal (``signal_index_dtype``),
              -1 after the last positive contribution.
     values:  per name in ``CUSTOMER_SIGNAL_VALUES``, (customers, personas, top) float32 (0 where
              column is -1), those fields of ``SignalContribution``.
@@ -55,7 +69,7 @@ class StrongestSignals:
 
     names: tuple[str, ...]
     descriptions: tuple[str, ...]
-    column: NDArray[np.int32]
+    column: NDArray[np.integer]
     values: dict[str, NDArray[np.float32]]
     population_value: NDArray[np.float32]
     persona_value: NDArray[np.float32]
@@ -121,7 +135,7 @@ def strongest_signals_of(
     first: int,
     last: int,
     top: int,
-) -> tuple[NDArray[np.int32], dict[str, NDArray[np.float64]]]:
+) -> tuple[NDArray[np.integer], dict[str, NDArray[np.float64]]]:
     """(customers, personas, top) strongest columns of customers ``first:last`` and their values.
 
     Per customer c, event e and persona k: responsibility r[e, k] of the persona for the event
@@ -137,7 +151,7 @@ def strongest_signals_of(
     k = len(behaviour.persona_ids)
     n = last - first
     top = min(top, behaviour.space.n_columns)
-    column = np.full((n, k, top), -1, dtype=np.int32)
+    column = np.full((n, k, top), -1, dtype=signal_index_dtype(behaviour.space.n_columns))
     values = np.zeros((len(CUSTOMER_SIGNAL_VALUES), n, k, top), dtype=np.float64)
     explain_into(behaviour, columns, features, overall, first, last, column, values)
     return column, {
@@ -158,7 +172,7 @@ def explain_into(
     overall: NDArray[np.float64],
     first: int,
     last: int,
-    column: NDArray[np.int32],
+    column: NDArray[np.integer],
     values: NDArray[np.floating],
 ) -> None:
     """``strongest_signals_of`` written into ``column`` (customers, personas, top), filled with -1, and
@@ -208,7 +222,7 @@ def _explain_customers(
     binary_columns: NDArray[np.bool_],
     column_group: NDArray[np.int64],
     n_groups: int,
-    column: NDArray[np.int32],
+    column: NDArray[np.integer],
     values: NDArray[np.floating],
 ) -> None:  # pragma: no cover - compiled; tested against the numpy reference in test_signals
     """``strongest_signals_of`` for customers ``customer_indptr`` (events relative to the chunk).

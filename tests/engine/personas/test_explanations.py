@@ -17,7 +17,7 @@ from engine.personas.catalog import load_catalog
 from engine.personas.explanations import MixExplanations, MixExplanationsError, _first_positions
 from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.inference.model import PersonaInferenceModel
-from engine.personas.inference.signals import SignalContribution
+from engine.personas.inference.signals import SignalContribution, signal_index_dtype
 from engine.personas.traits import describe_feature
 from training.synthetic_shop import ShopConfig, generate_shop
 
@@ -62,6 +62,43 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     assert loaded.persona_ids == PERSONAS and loaded.features == tuple(FEATURES)
     for row in range(3):
         assert loaded.signals(row) == original.signals(row)
+
+
+def test_signal_slots_take_one_byte_and_int32_files_still_load(tmp_path: Path) -> None:
+    # A million customers' slots are 25 MB as int8; artifacts written before held int32.
+    original = explanations()
+    assert original.feature.dtype == np.int8
+    folder = tmp_path / "explanations"
+    original.save(folder)
+    assert np.load(folder / "feature.npy").dtype == np.int8
+    np.save(folder / "feature.npy", original.feature.astype(np.int32))
+    loaded = MixExplanations.load(folder)
+    assert loaded.feature.dtype == np.int8
+    assert [loaded.signals(row) for row in range(3)] == [original.signals(row) for row in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("n_signals", "dtype"),
+    [(1, np.int8), (127, np.int8), (128, np.int16), (32767, np.int16), (32768, np.int32)],
+)
+def test_signal_index_dtype_holds_every_index_and_the_padding(n_signals: int, dtype: type) -> None:
+    chosen = signal_index_dtype(n_signals)
+    assert chosen == dtype
+    assert np.iinfo(chosen).max >= n_signals - 1 and np.iinfo(chosen).min <= -1
+
+
+def test_wide_indices_are_checked_before_they_are_narrowed() -> None:
+    # 256 would wrap to 0 as int8: a valid-looking signal. It must be refused as out of range.
+    good = explanations()
+    wide = good.feature.astype(np.int32)
+    wide[1, 0, 0] = 256
+    with pytest.raises(MixExplanationsError, match="outside the 2 known signals"):
+        MixExplanations(PERSONAS, FEATURES, wide, good.values, good.population_value, good.persona_value)
+    with pytest.raises(MixExplanationsError, match="expected signal indices"):
+        MixExplanations(
+            PERSONAS, FEATURES, good.feature.astype(np.float32), good.values,
+            good.population_value, good.persona_value,
+        )  # fmt: skip
 
 
 def test_explanations_written_with_shares_in_every_slot_still_load(tmp_path: Path) -> None:
@@ -240,7 +277,7 @@ def test_build_stores_the_signals_explain_returns(
 def test_first_positions_are_those_of_a_scan_over_every_entry(
     n_columns: int, size: int, late: int, seed: int
 ) -> None:
-    """Blocks stop once every occurring column was seen; a column first seen late must still be found."""
+    """The scan stops once every column was seen; a column first seen late must still be found."""
     rng = np.random.default_rng(seed)
     column = rng.integers(-1, max(1, n_columns - 1), size=size).astype(np.int32)
     if size:
