@@ -76,8 +76,9 @@ def test_a_converged_fold_in_is_a_fixed_point_of_the_formulas(
     weight = np.array(weights[:n])
     prior = MixPrior.mostly_one(np.full(k, 1.0 / k), 4.0, 0.6)
     log_weights = prior.log_weights()
-    # many steps (SQUAREM's extrapolations, the totals carried from step to step) to the fixed point
-    folded = fold_in_mixture(likelihoods, weight, indptr, prior, log_weights, 500)
+    # many steps (SQUAREM's extrapolations, the totals carried from step to step) to the fixed point,
+    # with a tolerance far below the default's (which stops 1e-4 from it)
+    folded = fold_in_mixture(likelihoods, weight, indptr, prior, log_weights, 500, tolerance=1e-7)
     updated, component, evidence, _ = variational_step(
         likelihoods, weight, indptr, folded.gamma, prior, log_weights
     )

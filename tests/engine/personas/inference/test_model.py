@@ -132,9 +132,10 @@ def test_infer_folds_in_without_refitting(
     """Folding the training events back in reproduces the fitted mixes; a prior centres empty customers."""
     model, mixes = fitted
     again = model.infer(planted.shop.events, planted.shop.items, customer_ids=planted.customer_ids)
-    # The fit's mixes are the converged fold-in under the fitted model, so they agree to the tolerance.
-    assert np.abs(again.overall - mixes.overall).max() < 1e-4
-    assert np.abs(again.by_context - mixes.by_context).max() < 1e-4
+    # The fit's mixes are the converged fold-in under the fitted model, so they agree to the tolerance
+    # (steps of 1e-4; the fit's fold-in starts from the EM's posteriors, this one from the prior's).
+    assert np.abs(again.overall - mixes.overall).max() < 1e-3
+    assert np.abs(again.by_context - mixes.by_context).max() < 1e-3
     newcomers = IdMap(["c1", "brand_new"], kind="customer")
     prior = np.array([model.population_mix, np.eye(len(PERSONAS))[2] * 0.5 + 0.1])
     folded = model.infer(
