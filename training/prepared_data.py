@@ -172,8 +172,10 @@ def prepare_split(
 
     with timings.stage("customer_features"):
         # deduplicated before the customers table joins it (first appearances keep their order): the
-        # concatenation then copies a million ids, not every training event's
-        known = split.train_events["customer_id"].cast(pl.Utf8).unique(maintain_order=True)
+        # concatenation then copies a million ids, not every training event's; a time split has them
+        known = split.train_customers
+        if known is None:
+            known = split.train_events["customer_id"].cast(pl.Utf8).unique(maintain_order=True)
         if shop.customers is not None:
             known = pl.concat([known, shop.customers["customer_id"].cast(pl.Utf8)])
         customers = IdMap.from_values(known, kind="customer")

@@ -35,6 +35,9 @@ class TimeSplit:
     cold_customers: tuple[str, ...]  # held out of model training, have training events (for their mix)
     # "time", "predefined" (test_start is then the earliest test event), or ALL_EVENTS
     method: str = "time"
+    # the training period's customer ids in order of first appearance, when the split read them anyway
+    # (``split_events`` does, for the hold-out): the id map of ``prepare`` starts with them
+    train_customers: pl.Series | None = None
 
     @property
     def holds_out(self) -> bool:
@@ -118,13 +121,18 @@ def split_events(
     test_start = last - dt.timedelta(days=test_days)
     in_train = timestamps < test_start
     del timestamps
-    train, test, (warm, cold) = _partition_and_hold_out(events, in_train, cold_start_share, seed)
+    train, test, customers, (warm, cold) = _partition_and_hold_out(events, in_train, cold_start_share, seed)
     if train.height == 0:
         raise ValueError(
             f"no events before the test period starting {test_start.isoformat()}; lower test_days"
         )
     return TimeSplit(
-        test_start=test_start, train_events=train, test_events=test, warm_customers=warm, cold_customers=cold
+        test_start=test_start,
+        train_events=train,
+        test_events=test,
+        warm_customers=warm,
+        cold_customers=cold,
+        train_customers=customers,
     )
 
 
@@ -152,18 +160,18 @@ def all_events_split(events: pl.DataFrame) -> TimeSplit:
 
 def _partition_and_hold_out(
     events: pl.DataFrame | LoadedEvents, in_train: pl.Series, cold_start_share: float, seed: int
-) -> tuple[pl.DataFrame, pl.DataFrame, tuple[tuple[str, ...], tuple[str, ...]]]:
-    """``_partition`` and the training customers' hold-out, the hashing on a thread meanwhile.
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.Series, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """``_partition``, the training customers in order, and their hold-out, hashed on a thread meanwhile.
 
     The hashing is a Python loop (a second per million customers) and the partition polars filters
     that release the GIL, so the two overlap; the customers are read before the partition consumes
     the loaded table, in the order the training rows keep.
     """
-    customers = _readable(events)["customer_id"].filter(in_train).unique(maintain_order=True).to_list()
+    customers = _readable(events)["customer_id"].filter(in_train).cast(pl.Utf8).unique(maintain_order=True)
     with ThreadPoolExecutor(1) as pool:
-        held_out = pool.submit(_hold_out_customers, customers, cold_start_share, seed)
+        held_out = pool.submit(_hold_out_customers, customers.to_list(), cold_start_share, seed)
         train, test = _partition(events, in_train)
-        return train, test, held_out.result()
+        return train, test, customers, held_out.result()
 
 
 def _hold_out_customers(
@@ -222,7 +230,7 @@ def split_predefined(
 ) -> TimeSplit:
     """Test events are the listed ones, the rest is training; cold-start hold-out as in the time split."""
     in_train = ~_readable(events)["event_id"].cast(pl.Utf8).is_in(test_event_ids.implode())
-    train, test, (warm, cold) = _partition_and_hold_out(events, in_train, cold_start_share, seed)
+    train, test, customers, (warm, cold) = _partition_and_hold_out(events, in_train, cold_start_share, seed)
     if train.height == 0 or test.height == 0:
         raise ValueError(f"predefined split leaves {train.height} training and {test.height} test events")
     first_test = test["timestamp"].min()
@@ -234,4 +242,5 @@ def split_predefined(
         warm_customers=warm,
         cold_customers=cold,
         method="predefined",
+        train_customers=customers,
     )

@@ -12,7 +12,14 @@ from polars.testing import assert_frame_equal
 from cli.main import main
 from engine.models.registry import MODEL_KINDS, model_settings_schema
 from training.config import ConfigError, load_config, parse_config
-from training.split import LoadedEvents, _held_out, all_events_split, split_events, split_predefined
+from training.split import (
+    LoadedEvents,
+    TimeSplit,
+    _held_out,
+    all_events_split,
+    split_events,
+    split_predefined,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -185,12 +192,23 @@ def test_a_handed_over_table_splits_exactly_like_a_kept_one(
         )
         with pytest.raises(RuntimeError, match="handed over already"):
             loaded.take()
+        _train_customers_in_order(handed)
     test_ids = events["event_id"].gather_every(predefined_every)
     if 0 < test_ids.len() < events.height:
         kept = split_predefined(events, test_ids, cold_start_share=0.3, seed=2)
         handed = split_predefined(LoadedEvents(events.clone()), test_ids, cold_start_share=0.3, seed=2)
         assert_frame_equal(handed.train_events, kept.train_events)
         assert_frame_equal(handed.test_events, kept.test_events)
+        _train_customers_in_order(handed)
+
+
+def _train_customers_in_order(split: TimeSplit) -> None:
+    """The customers a split hands ``prepare`` are its training events' own, in first-appearance order,
+    and exactly those split into warm and cold."""
+    assert split.train_customers is not None
+    want = split.train_events["customer_id"].unique(maintain_order=True).to_list()
+    assert split.train_customers.to_list() == want
+    assert sorted(want) == sorted(split.warm_customers + split.cold_customers)
 
 
 @settings(max_examples=60, deadline=None)
