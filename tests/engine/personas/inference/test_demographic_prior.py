@@ -106,3 +106,33 @@ def test_extra_customer_features_move_a_cold_start_mix_when_they_are_informative
     )
     high, low = flat.mix_for_frame(pl.DataFrame({"feature__household_size": [2.0, -2.0]}))
     assert np.abs(high - low).max() < informative / 3
+
+
+def test_each_value_mix_is_the_smoothed_mean_of_its_customers_with_events() -> None:
+    """Per attribute value: (sum of its event-having customers' mixes + smoothing x population) /
+    (their count + smoothing); customers without events and unknown customers count for nothing."""
+    rng = np.random.default_rng(11)
+    n, k, smoothing = 400, 3, 20.0
+    ids = IdMap([f"c{i}" for i in range(n)], kind="customer")
+    overall = rng.dirichlet(np.ones(k), n)
+    n_events = rng.integers(0, 3, n)
+    mixes = InferredMixes(
+        customer_ids=ids,
+        persona_ids=("a", "b", "c"),
+        overall=overall,
+        by_context=np.repeat(overall[:, None], len(CONTEXTS), axis=1),
+        n_events=n_events,
+        n_events_by_context=np.zeros((n, len(CONTEXTS)), dtype=np.int64),
+    )
+    bands = rng.choice(["18-24", "25-34", "35-44"], n)
+    customers = pl.DataFrame(
+        {"customer_id": [*ids.ids.tolist(), "stranger"], "age_band": [*bands.tolist(), "18-24"]}
+    )
+    prior = DemographicMixPrior.fit(mixes, customers, smoothing=smoothing)
+    warm = n_events > 0
+    population = overall[warm].mean(axis=0)
+    np.testing.assert_allclose(prior.population_mix, population)
+    for band in ("18-24", "25-34", "35-44"):
+        members = warm & (bands == band)
+        want = (overall[members].sum(axis=0) + smoothing * population) / (members.sum() + smoothing)
+        np.testing.assert_allclose(prior.attribute_mixes["age_band"][band], want, rtol=1e-12)
