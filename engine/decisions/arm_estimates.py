@@ -66,13 +66,32 @@ def _check_mix(mix: NDArray[np.floating], n_personas: int, what: str = "mix") ->
     if m.ndim not in (1, 2) or m.shape[-1] != n_personas:
         raise ArmEstimateError(f"{what} must have shape ({n_personas},) or (n, {n_personas}), got {m.shape}")
     rows = np.atleast_2d(m)
-    bad = ~np.all(np.isfinite(rows) & (rows >= 0), axis=1) | (np.abs(rows.sum(axis=1) - 1.0) > _MIX_TOLERANCE)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
+    row = _first_row_off_simplex(rows, _MIX_TOLERANCE)
+    if row >= 0:
         raise ArmEstimateError(
             f"{what} row {row} is not on the simplex (weights must be finite, >= 0 and sum to 1): {rows[row]}"
         )
     return m
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_row_off_simplex(rows: NDArray[np.float64], tolerance: float) -> int:  # pragma: no cover - compiled
+    """The first row with a weight that is not finite and >= 0 or whose weights do not sum to 1, or -1.
+
+    One pass without temporaries: the decisions of a shop-sized log are millions of mix rows, and the
+    numpy checks (finite, non-negative, row sums, each a temporary of the whole table) took 0.2 s a
+    decision type on four million decisions.
+    """
+    for i in range(rows.shape[0]):
+        total = 0.0
+        for p in range(rows.shape[1]):
+            value = rows[i, p]
+            if not (0.0 <= value < np.inf):  # NaN fails both comparisons
+                return i
+            total += value
+        if abs(total - 1.0) > tolerance:
+            return i
+    return -1
 
 
 @dataclass(frozen=True)

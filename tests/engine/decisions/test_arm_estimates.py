@@ -6,9 +6,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.data.id_map import IdMap
-from engine.decisions.arm_estimates import ArmEstimateError, ArmEstimates
+from engine.decisions.arm_estimates import ArmEstimateError, ArmEstimates, _first_row_off_simplex
 
 # True response rates: 5 personas x 6 arms, each persona with its own favourite arm.
 RHO = np.array(
@@ -247,3 +249,24 @@ def test_invalid_inputs_are_named(kwargs: dict[str, Any], message: str) -> None:
     args.update(kwargs)
     with pytest.raises(ArmEstimateError, match=message):
         ArmEstimates.fit(**args)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.lists(
+        st.sampled_from([0.0, 0.1, 0.2, 0.25, 0.5, 1.0, -0.1, 1.5, float("nan"), float("inf")]),
+        min_size=1,
+        max_size=60,
+    ),
+)
+def test_the_first_row_off_the_simplex_is_the_one_numpy_finds(k: int, cells: list[float]) -> None:
+    """The compiled one-pass check flags the same first row as the rule written with numpy arrays."""
+    n = max(1, len(cells) // k)
+    rows = np.resize(np.asarray(cells), (n, k))
+    rows[n // 2] = np.full(k, 1.0 / k)  # a valid row among them
+    finite = np.all(np.isfinite(rows) & (rows >= 0), axis=1)
+    with np.errstate(invalid="ignore"):
+        bad = ~finite | (np.abs(rows.sum(axis=1) - 1.0) > 1e-6)
+    want = int(np.flatnonzero(bad)[0]) if bad.any() else -1
+    assert _first_row_off_simplex(rows, 1e-6) == want
