@@ -11,7 +11,9 @@ rows of the sparse feature matrix in order. Nothing holds a string per event pas
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -404,7 +406,9 @@ def _repeat_weights(
     return weight
 
 
-@numba.njit(cache=True, nogil=True)
+_PARALLEL_ROWS_FROM = 200_000  # events; below this a second thread costs more than it saves
+
+
 def _feature_rows(
     item_indptr: NDArray[np.int64],
     item_indices: NDArray[np.int32],
@@ -412,18 +416,52 @@ def _feature_rows(
     facts: NDArray[np.int8],
     fact_columns: NDArray[np.int32],
     coded_columns: NDArray[np.int32],
-) -> tuple[NDArray[np.int64], NDArray[np.int32]]:  # pragma: no cover - compiled; tested through callers
+) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
     """CSR structure of the event rows: the item's row plus the known event-level columns, sorted.
 
     ``facts`` (yes/no groups x events) holds 1, 0 or -1 (unknown), ``fact_columns`` (groups x 2) the
     columns of "no" and "yes" (-1: the space lacks the group), ``coded_columns`` (groups x events)
     columns already looked up (channel, device). Compiled because the rows are short and there are
     millions of them: one pass writes each row in order, where scipy would gather the item rows, add
-    a second sparse matrix and sort.
+    a second sparse matrix and sort. Rows are independent once their lengths are known, so both
+    passes (lengths, then the rows) run on two threads over halves of the events.
     """
     n = item_index.size
     indptr = np.zeros(n + 1, dtype=np.int64)
-    for e in range(n):
+    parts = 2 if n >= _PARALLEL_ROWS_FROM else 1
+    bounds = [n * i // parts for i in range(parts + 1)]
+    halves = list(itertools.pairwise(bounds))
+
+    def lengths(half: tuple[int, int]) -> None:
+        _row_lengths(item_indptr, item_index, facts, fact_columns, coded_columns, half[0], half[1], indptr)
+
+    def rows(half: tuple[int, int]) -> None:
+        _fill_rows(
+            item_indptr, item_indices, item_index, facts, fact_columns, coded_columns, half[0], half[1],
+            indptr, indices,
+        )  # fmt: skip
+
+    with ThreadPoolExecutor(parts) as pool:
+        list(pool.map(lengths, halves))
+        np.cumsum(indptr, out=indptr)
+        indices = np.empty(indptr[n], dtype=np.int32)
+        list(pool.map(rows, halves))
+    return indptr, indices
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_lengths(
+    item_indptr: NDArray[np.int64],
+    item_index: NDArray[np.int64],
+    facts: NDArray[np.int8],
+    fact_columns: NDArray[np.int32],
+    coded_columns: NDArray[np.int32],
+    start: int,
+    stop: int,
+    indptr: NDArray[np.int64],
+) -> None:  # pragma: no cover - compiled; tested through build_event_features
+    """``indptr[e + 1]`` = the length of event e's row, for events ``start:stop`` (``_feature_rows``)."""
+    for e in range(start, stop):
         item = item_index[e]
         count = item_indptr[item + 1] - item_indptr[item]
         for g in range(facts.shape[0]):
@@ -432,9 +470,24 @@ def _feature_rows(
         for g in range(coded_columns.shape[0]):
             if coded_columns[g, e] >= 0:
                 count += 1
-        indptr[e + 1] = indptr[e] + count
-    indices = np.empty(indptr[n], dtype=np.int32)
-    for e in range(n):
+        indptr[e + 1] = count
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_rows(
+    item_indptr: NDArray[np.int64],
+    item_indices: NDArray[np.int32],
+    item_index: NDArray[np.int64],
+    facts: NDArray[np.int8],
+    fact_columns: NDArray[np.int32],
+    coded_columns: NDArray[np.int32],
+    start: int,
+    stop: int,
+    indptr: NDArray[np.int64],
+    indices: NDArray[np.int32],
+) -> None:  # pragma: no cover - compiled; tested through build_event_features
+    """The sorted columns of events ``start:stop`` into their places of ``indices`` (``_feature_rows``)."""
+    for e in range(start, stop):
         at = indptr[e]
         for g in range(facts.shape[0]):
             if facts[g, e] >= 0 and fact_columns[g, facts[g, e]] >= 0:
@@ -456,7 +509,6 @@ def _feature_rows(
                 indices[j + 1] = indices[j]
                 j -= 1
             indices[j + 1] = value
-    return indptr, indices
 
 
 def _feature_space(events: pl.DataFrame, item_info: pl.DataFrame) -> EventFeatureSpace:
