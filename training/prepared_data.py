@@ -172,7 +172,7 @@ def prepare_split(
 
     with timings.stage("customer_features"):
         # deduplicated before the customers table joins it (first appearances keep their order): the
-        # concatenation then copies a million ids, not every training event's; a time split has them
+        # concatenation then copies a million ids, not every training event's; the splits hand them over
         known = split.train_customers
         if known is None:
             known = split.train_events["customer_id"].cast(pl.Utf8).unique(maintain_order=True)

@@ -36,7 +36,7 @@ class TimeSplit:
     # "time", "predefined" (test_start is then the earliest test event), or ALL_EVENTS
     method: str = "time"
     # the training period's customer ids in order of first appearance, when the split read them anyway
-    # (``split_events`` does, for the hold-out): the id map of ``prepare`` starts with them
+    # (every split here does; one built elsewhere may leave it None): ``prepare``'s id map starts with them
     train_customers: pl.Series | None = None
 
     @property
@@ -147,14 +147,15 @@ def all_events_split(events: pl.DataFrame) -> TimeSplit:
         raise ValueError("cannot train on an empty events table")
     last = events["timestamp"].max()
     assert isinstance(last, dt.datetime)
-    customers = tuple(events["customer_id"].unique(maintain_order=True).to_list())
+    customers = events["customer_id"].cast(pl.Utf8).unique(maintain_order=True)
     return TimeSplit(
         test_start=last + dt.timedelta(microseconds=1),
         train_events=events,
         test_events=events.clear(),
-        warm_customers=customers,
+        warm_customers=tuple(customers.to_list()),
         cold_customers=(),
         method=ALL_EVENTS,
+        train_customers=customers,
     )
 
 

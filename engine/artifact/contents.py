@@ -128,8 +128,14 @@ def write_contents(writer: ArtifactWriter, contents: ArtifactContents) -> None:
     if contents.layouts is not None:
         writer.write_json(LAYOUT.layouts.path, contents.layouts)
     with ThreadPoolExecutor(_WRITE_THREADS, thread_name_prefix="artifact-write") as pool:
-        for done in [pool.submit(part) for part in parts]:
-            done.result()  # the first failure propagates; the caller aborts the staging folder
+        try:
+            for done in [pool.submit(part) for part in parts]:
+                done.result()
+        except BaseException:
+            # parts not started yet are dropped; the caller aborts the staging folder once both
+            # threads are done with the running ones
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _write_customer_parts(writer: ArtifactWriter, contents: ArtifactContents) -> None:

@@ -421,9 +421,9 @@ def _feature_rows(
 
     ``facts`` (yes/no groups x events) holds 1, 0 or -1 (unknown), ``fact_columns`` (groups x 2) the
     columns of "no" and "yes" (-1: the space lacks the group), ``coded_columns`` (groups x events)
-    columns already looked up (channel, device). Compiled because the rows are short and there are
-    millions of them: one pass writes each row in order, where scipy would gather the item rows, add
-    a second sparse matrix and sort. Rows are independent once their lengths are known, so both
+    columns already looked up (channel, device). Its passes are compiled because the rows are short and
+    there are millions of them: one pass writes each row in order, where scipy would gather the item
+    rows, add a second sparse matrix and sort. Rows are independent once their lengths are known, so both
     passes (lengths, then the rows) run on two threads over halves of the events.
     """
     n = item_index.size
@@ -449,6 +449,28 @@ def _feature_rows(
     return indptr, indices
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _event_columns(
+    facts: NDArray[np.int8],
+    fact_columns: NDArray[np.int32],
+    coded_columns: NDArray[np.int32],
+    e: int,
+    known: NDArray[np.int32],
+) -> int:  # pragma: no cover - compiled; tested through build_event_features
+    """Event e's known event-level columns (its yes/no facts, then channel and device) into ``known``;
+    how many. The one rule both passes of ``_feature_rows`` follow, so lengths and rows agree."""
+    count = 0
+    for g in range(facts.shape[0]):
+        if facts[g, e] >= 0 and fact_columns[g, facts[g, e]] >= 0:
+            known[count] = fact_columns[g, facts[g, e]]
+            count += 1
+    for g in range(coded_columns.shape[0]):
+        if coded_columns[g, e] >= 0:
+            known[count] = coded_columns[g, e]
+            count += 1
+    return count
+
+
 @numba.njit(cache=True, nogil=True)
 def _row_lengths(
     item_indptr: NDArray[np.int64],
@@ -461,16 +483,11 @@ def _row_lengths(
     indptr: NDArray[np.int64],
 ) -> None:  # pragma: no cover - compiled; tested through build_event_features
     """``indptr[e + 1]`` = the length of event e's row, for events ``start:stop`` (``_feature_rows``)."""
+    known = np.empty(facts.shape[0] + coded_columns.shape[0], dtype=np.int32)
     for e in range(start, stop):
         item = item_index[e]
         count = item_indptr[item + 1] - item_indptr[item]
-        for g in range(facts.shape[0]):
-            if facts[g, e] >= 0 and fact_columns[g, facts[g, e]] >= 0:
-                count += 1
-        for g in range(coded_columns.shape[0]):
-            if coded_columns[g, e] >= 0:
-                count += 1
-        indptr[e + 1] = count
+        indptr[e + 1] = count + _event_columns(facts, fact_columns, coded_columns, e, known)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -487,16 +504,12 @@ def _fill_rows(
     indices: NDArray[np.int32],
 ) -> None:  # pragma: no cover - compiled; tested through build_event_features
     """The sorted columns of events ``start:stop`` into their places of ``indices`` (``_feature_rows``)."""
+    known = np.empty(facts.shape[0] + coded_columns.shape[0], dtype=np.int32)
     for e in range(start, stop):
         at = indptr[e]
-        for g in range(facts.shape[0]):
-            if facts[g, e] >= 0 and fact_columns[g, facts[g, e]] >= 0:
-                indices[at] = fact_columns[g, facts[g, e]]
-                at += 1
-        for g in range(coded_columns.shape[0]):
-            if coded_columns[g, e] >= 0:
-                indices[at] = coded_columns[g, e]
-                at += 1
+        for j in range(_event_columns(facts, fact_columns, coded_columns, e, known)):
+            indices[at] = known[j]
+            at += 1
         item = item_index[e]
         for j in range(item_indptr[item], item_indptr[item + 1]):
             indices[at] = item_indices[j]

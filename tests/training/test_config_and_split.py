@@ -138,6 +138,7 @@ def test_all_events_split_holds_nothing_out() -> None:
     split = all_events_split(events)
     assert split.train_events.height == 4 and split.test_events.height == 0
     assert split.warm_customers == ("a", "b", "c") and split.cold_customers == ()
+    _train_customers_in_order(split)
     assert split.test_start > events["timestamp"].max() and not split.holds_out  # type: ignore[operator]
     assert split_events(events, test_days=1, cold_start_share=0.0, seed=1).holds_out
 

@@ -168,3 +168,22 @@ def test_models_are_read_when_asked_for(trained: Path) -> None:
     assert models["als"] is not models["als"]  # not kept: callers keep what they serve
     with pytest.raises(KeyError):
         models["lightfm_hybrid"]
+
+
+def test_a_part_that_fails_to_write_stops_the_artifact(trained: Path, tmp_path: Path) -> None:
+    """Parts are written on two threads; the first failure still reaches the caller, and the writer
+    then publishes nothing (no version folder, no ``latest``)."""
+    contents = contents_of(load_artifact(trained))
+
+    class Unwritable:
+        def save(self, path: Path) -> Path:
+            raise OSError(f"disk full writing {path.name}")
+
+    broken = ArtifactContents(
+        **{**{f.name: getattr(contents, f.name) for f in fields(ArtifactContents)}, "inference": Unwritable()}
+    )
+    root = tmp_path / "artifacts"
+    with pytest.raises(OSError, match="disk full writing"):
+        rewrite(broken, root)
+    assert not (root / "latest").exists()
+    assert [p.name for p in root.iterdir() if not p.name.startswith(".")] == []

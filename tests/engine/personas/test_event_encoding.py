@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from unittest import mock
 
 import numpy as np
 import polars as pl
@@ -12,7 +13,9 @@ from hypothesis import strategies as st
 
 from engine.data.id_map import MISSING, IdMap, UnknownIdError
 from engine.data.interactions import event_indices
+from engine.personas import event_encoding
 from engine.personas.event_encoding import build_event_features
+from engine.personas.shopping_context import CONTEXTS, DEFAULT_HOLIDAYS, context_expr
 from engine.personas.traits import EventFeatureSpace
 from tests.engine.personas.event_encoding_reference import assert_same_features, reference_event_features
 
@@ -88,6 +91,44 @@ def test_encoding_equals_the_reference_pipeline(
     items, events, ids, space = shop
     actual = build_event_features(events, items, customer_ids=ids, space=space)
     assert_same_features(actual, reference_event_features(events, items, ids, space))
+
+
+@settings(max_examples=60, deadline=None)
+@given(shops())
+def test_rows_built_on_two_threads_equal_the_reference(
+    shop: tuple[pl.DataFrame, pl.DataFrame, IdMap, EventFeatureSpace | None],
+) -> None:
+    """Shops past 200,000 events build their rows in two halves; here every shop does."""
+    items, events, ids, space = shop
+    with mock.patch.object(event_encoding, "_PARALLEL_ROWS_FROM", 1):
+        actual = build_event_features(events, items, customer_ids=ids, space=space)
+    assert_same_features(actual, reference_event_features(events, items, ids, space))
+
+
+@pytest.mark.parametrize("time_zone", [None, "UTC", "Europe/Berlin"])
+def test_contexts_of_events_centuries_apart_and_before_1970(time_zone: str | None) -> None:
+    """Both ways of finding each event's day (a table of the span, or of the distinct days when the span
+    is huge) give the context polars' calendar gives each timestamp, before the epoch too."""
+    stamps = [  # days around the epoch: a span short enough for the table of every day
+        dt.datetime(1969, 12, 27, 12),  # a Saturday
+        dt.datetime(1969, 12, 31, 23, 59),  # a Wednesday, the last day before the epoch
+        dt.datetime(1970, 1, 1, 9),  # New Year's Day
+        dt.datetime(1970, 1, 2, 9),  # a Friday
+    ]
+    for spread in (False, True):
+        far = [dt.datetime(1700, 6, 5), dt.datetime(2026, 12, 25, 9), dt.datetime(2300, 6, 7)]
+        times = stamps + (far if spread else [])
+        series = pl.Series("timestamp", times, dtype=pl.Datetime("us")).dt.replace_time_zone(time_zone)
+        timestamp_us = series.dt.convert_time_zone("UTC").dt.epoch("us").to_numpy()
+        got = event_encoding._contexts(timestamp_us, DEFAULT_HOLIDAYS, time_zone)
+        local = series if time_zone is None else series.dt.replace_time_zone(None)
+        want = (
+            pl.DataFrame({"timestamp": local})
+            .select(context_expr("timestamp", DEFAULT_HOLIDAYS))
+            .to_series()
+            .to_list()
+        )
+        assert [CONTEXTS[i] for i in got] == want
 
 
 @settings(max_examples=60, deadline=None)

@@ -273,13 +273,15 @@ def test_build_stores_the_signals_explain_returns(
     size=st.integers(0, 20_000),
     late=st.integers(0, 20_000),
     seed=st.integers(0, 2**31),
+    dtype=st.sampled_from([np.int8, np.int16, np.int32]),
 )
 def test_first_positions_are_those_of_a_scan_over_every_entry(
-    n_columns: int, size: int, late: int, seed: int
+    n_columns: int, size: int, late: int, seed: int, dtype: type
 ) -> None:
-    """The scan stops once every column was seen; a column first seen late must still be found."""
+    """A column first seen late is found, in every width the slots are stored in; a column outside
+    the space is refused."""
     rng = np.random.default_rng(seed)
-    column = rng.integers(-1, max(1, n_columns - 1), size=size).astype(np.int32)
+    column = rng.integers(-1, max(1, n_columns - 1), size=size).astype(dtype)
     if size:
         column[min(late, size - 1)] = n_columns - 1  # the last column, once, anywhere
     want = np.full(n_columns, -1, dtype=np.int64)
@@ -287,3 +289,6 @@ def test_first_positions_are_those_of_a_scan_over_every_entry(
         if value >= 0 and want[value] < 0:
             want[value] = position
     assert np.array_equal(_first_positions(column, n_columns), want)
+    if size:
+        with pytest.raises(ValueError, match="outside the feature space"):
+            _first_positions(column, int(column.max()))
