@@ -163,7 +163,7 @@ def build_serving_artifact(
     from training.config import OutputSection, load_config
     from training.prepared_data import prepare
     from training.stage_timings import StageTimings
-    from training.train_job import fit_decisions, fit_models, write_artifact
+    from training.train_job import fit_decisions, fit_models, library_fit_seconds, write_artifact
 
     config = load_config(config_path)
     config = dataclasses.replace(
@@ -220,6 +220,7 @@ def build_serving_artifact(
         "items": len(prepared.items),
         "steps_seconds": steps,
         "fit_seconds": fit_seconds,
+        "library_fit_seconds": library_fit_seconds(models),
         "train_events": prepared.split.train_events.height,
         "model_customers": len(prepared.model_customers),
     }

@@ -117,6 +117,12 @@ def _fit_each(
     return models, seconds
 
 
+def library_fit_seconds(models: dict[str, Recommender]) -> dict[str, float]:
+    """Per model that wraps a factorization library, the seconds its last fit spent inside it
+    (``Recommender.library_fit_seconds``): the part of ``fit_seconds`` that is not the engine's."""
+    return {kind: m.library_fit_seconds for kind, m in models.items() if m.library_fit_seconds is not None}
+
+
 def refit_on_all_events(
     shop: ShopData,
     config: TrainConfig,
@@ -357,6 +363,7 @@ def run_training(
         fit_seconds=served_fit_seconds,
         seconds=refit_seconds,
         persona_accuracy=served_accuracy,
+        library_fit_seconds=library_fit_seconds(models),
     )
     with timings.stage("decisions"):
         estimates = fit_decisions(prepared)
@@ -426,6 +433,8 @@ def _summary(
         "persona_inference_seconds": (
             prepared.inference.fit_summary.seconds if prepared.inference.fit_summary else None
         ),  # part of the prepare stage
+        # of the split's models, inside their libraries: the rest of fit_seconds is the engine's work
+        "library_fit_seconds": library_fit_seconds(models),
         "customers": len(prepared.customers),
         "model_customers": len(prepared.model_customers),
         "items": len(prepared.items),
@@ -443,6 +452,7 @@ def served_models_record(
     fit_seconds: dict[str, float],
     seconds: float | None,
     persona_accuracy: dict[str, Any] | None,
+    library_fit_seconds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The manifest's ``served_models``: what the artifact's models, mixes and estimates were fitted on.
 
@@ -462,6 +472,7 @@ def served_models_record(
         "model_customers": len(prepared.model_customers),
         "decisions": 0 if decisions is None else decisions.height,
         "fit_seconds": fit_seconds,
+        "library_fit_seconds": library_fit_seconds or {},  # the part of fit_seconds inside the libraries
         "persona_inference_seconds": (
             prepared.inference.fit_summary.seconds if prepared.inference.fit_summary else None
         ),

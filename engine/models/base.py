@@ -174,6 +174,11 @@ class Recommender(ABC):
     # of rows), so only models that compute each row on its own say so; the serving path scores the
     # others one row at a time when a batch must give each row what it would get alone.
     row_independent_scores: ClassVar[bool] = False
+    # Wall seconds the last ``fit`` spent inside the factorization it wraps (implicit's or LightFM's fit,
+    # Spark MLlib's, or the compiled solver standing in for implicit's ALS), None for models that wrap
+    # none. The rest of ``fit`` (matrices, persona and demographic vectors) is the engine's own work,
+    # and training cost is judged by the engine's time against this one.
+    library_fit_seconds: float | None = None
 
     @classmethod
     def without_personas(cls, config: dict[str, Any]) -> dict[str, Any] | None:

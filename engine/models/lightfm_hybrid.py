@@ -23,6 +23,7 @@ over 0.05).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -221,6 +222,7 @@ class LightFMHybridModel(Recommender):
         epochs: Iterable[int] = range(self.epochs)
         if show_progress:
             epochs = track(epochs, description=f"{self.kind}: epochs", total=self.epochs)
+        started = time.perf_counter()
         for _ in epochs:
             estimator.fit_partial(
                 interactions,
@@ -230,6 +232,7 @@ class LightFMHybridModel(Recommender):
                 epochs=1,
                 num_threads=self.num_threads,
             )
+        self.library_fit_seconds = time.perf_counter() - started
         return estimator
 
     def _adopt(self, estimator: Any, item_features: sp.csr_matrix, shape: FittedShape) -> None:

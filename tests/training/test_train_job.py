@@ -12,12 +12,14 @@ import pytest
 
 from cli.main import main
 from engine.artifact import ArtifactError, open_artifact
+from engine.models.registry import create_model
 from engine.personalizer import Personalizer
 from engine.personas.steering import DEFAULT_STEERING
+from tests.engine.models.checkerboard import SMALL_CONFIGS, make_checkerboard
 from training.config import parse_config
 from training.evaluate_job import run_evaluation
 from training.synthetic_shop import ShopConfig, generate_shop
-from training.train_job import TrainResult, run_training
+from training.train_job import TrainResult, library_fit_seconds, run_training
 
 FAST_MODELS = {
     "popularity": {},
@@ -173,6 +175,8 @@ def test_cli_train_json_and_summary(
     served = document["served_models"]
     assert served["refit_on_all_events"]
     assert served["events"] == pl.read_parquet(shop_dir / "events.parquet").height
+    # counting models wrap no library: none of their fit time is a library's
+    assert document["summary"]["library_fit_seconds"] == {} and served["library_fit_seconds"] == {}
     stages = document["summary"]["stages"]
     assert 0 < document["summary"]["persona_inference_seconds"] < stages[0]["seconds"]
     assert [s["stage"] for s in stages] == [*STAGES, "write_artifact"]
@@ -265,3 +269,12 @@ def test_cli_rejects_bad_mix_and_unknown_config_key(
     config.write_text("[split]\ntest_dayz = 3\n", encoding="utf-8")
     assert main(["train", "--config", str(config)]) == 2
     assert "test_dayz" in capsys.readouterr().err
+
+
+def test_library_fit_seconds_names_the_models_that_wrap_a_library() -> None:
+    data = make_checkerboard().data
+    models = {kind: create_model(kind, **SMALL_CONFIGS[kind]) for kind in ("popularity", "bpr")}
+    for model in models.values():
+        model.fit(data)
+    seconds = library_fit_seconds(models)
+    assert list(seconds) == ["bpr"] and seconds["bpr"] == models["bpr"].library_fit_seconds > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,20 @@ from tests.engine.models.checkerboard import (
 
 def test_every_kind_has_a_test_configuration() -> None:
     assert set(SMALL_CONFIGS) == set(MODEL_KINDS) == set(PERSONA_AWARE)
+
+
+def test_a_fit_records_the_time_spent_inside_the_library_it_wraps(checkerboard: Checkerboard) -> None:
+    """Training cost is the engine's time against the libraries': each fit says how much was theirs."""
+    for kind in sorted(MODEL_KINDS):
+        model = create_model(kind, **SMALL_CONFIGS[kind])
+        assert model.library_fit_seconds is None
+        started = time.perf_counter()
+        model.fit(checkerboard.data)
+        elapsed = time.perf_counter() - started
+        if kind in ("popularity", "persona_popularity"):  # counting, no library
+            assert model.library_fit_seconds is None, kind
+        else:
+            assert model.library_fit_seconds is not None and 0 < model.library_fit_seconds < elapsed, kind
 
 
 def test_held_out_item_ranks_near_the_top(fitted: Recommender, checkerboard: Checkerboard) -> None:
