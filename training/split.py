@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,18 +78,20 @@ def _partition(events: pl.DataFrame | LoadedEvents, in_first: pl.Series) -> tupl
     """The rows where ``in_first`` holds and the others, in their order (see ``LoadedEvents``)."""
     if isinstance(events, pl.DataFrame):
         return events.filter(in_first), events.filter(~in_first)
-    frame = events.take()
+    # the loaded columns, held by this queue alone: each is freed once both periods have their part
+    # (a frame's ``drop`` would do it too, but runs a query that copies a table whose columns are not
+    # chunked alike into one chunk first)
+    pending = deque(events.take().get_columns())
     in_second = ~in_first
     first: list[pl.Series] = []
     second: list[pl.Series] = []
     # the two filters of a column run side by side (polars releases the GIL); columns one at a time
     with ThreadPoolExecutor(2) as pool:
-        for name in frame.columns:
-            column = frame.get_column(name)
+        while pending:
+            column = pending.popleft()
             kept = list(pool.map(column.filter, (in_first, in_second)))
             first.append(kept[0])
             second.append(kept[1])
-            frame = frame.drop(name)  # the last frame holding the loaded column: it is freed here
             del column, kept
     return pl.DataFrame(first), pl.DataFrame(second)
 

@@ -544,6 +544,8 @@ def _complete(frame: pl.DataFrame, schema: TableSchema, height: int) -> pl.DataF
 
     Extra feature columns (the schema's ``extra_prefix``) follow the contract's, in file order."""
     columns: list[pl.Series] = []
+    # an absent column is cut into the chunks the read columns have (see _chunk_lengths)
+    lengths = _chunk_lengths(frame, height)
     for column in schema.columns:
         dtype = _DTYPES[column.kind]
         default = _DEFAULTS.get((schema.name, column.name))
@@ -552,11 +554,27 @@ def _complete(frame: pl.DataFrame, schema: TableSchema, height: int) -> pl.DataF
             if default is not None:
                 series = series.fill_null(pl.lit(default, dtype=dtype))
         else:
-            series = pl.select(pl.repeat(pl.lit(default, dtype=dtype), height)).to_series()
+            series = pl.concat(
+                [pl.select(pl.repeat(pl.lit(default, dtype=dtype), n)).to_series() for n in lengths],
+                rechunk=False,
+            )
         columns.append(series.alias(column.name).cast(dtype))
     if schema.extra_prefix is not None:
         columns += [frame[name] for name in frame.columns if name.startswith(schema.extra_prefix)]
     return pl.DataFrame(columns)
+
+
+def _chunk_lengths(frame: pl.DataFrame, height: int) -> list[int]:
+    """The row counts of the chunks the frame's columns are read in (a Parquet file's row groups).
+
+    A table whose columns are chunked alike is filtered, selected and split without copying; one
+    column chunked otherwise (a constant added in one piece) makes polars copy every column into one
+    chunk at the table's first frame-level operation: 730 MB of fresh memory and 0.5-1.2 s for ten
+    million events, paid by the split.
+    """
+    if frame.width == 0 or height == 0:
+        return [height]
+    return [chunk.len() for chunk in frame.to_series(0).get_chunks()]
 
 
 # --------------------------------------------------------------------------------------------- parsing

@@ -97,6 +97,27 @@ def test_csv_shop_loads_with_contract_types_defaults_and_extra_columns_dropped(t
     assert shop.report.rows_skipped == {}
 
 
+def test_columns_absent_from_the_file_are_chunked_like_the_read_ones(tmp_path: Path) -> None:
+    """A table chunked alike is split without copying; one odd column would make polars copy them all."""
+    events = pl.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(10)],
+            "customer_id": ["c1", "c2"] * 5,
+            "item_id": ["i1", "i2", "i3", "i1", "i2"] * 2,
+            "event_type": ["view"] * 10,
+            "timestamp": [dt.datetime(2026, 1, 5, i) for i in range(10)],
+        }
+    )
+    events.write_parquet(tmp_path / "events.parquet", row_group_size=4)  # 4 + 4 + 2 rows
+    (tmp_path / "items.csv").write_text(ITEMS_CSV)
+    loaded = load_shop(tmp_path).events
+    read = [len(chunk) for chunk in loaded["event_id"].get_chunks()]
+    assert sum(read) == 10 and len(read) > 1  # the reader kept the row groups as chunks
+    for name in ("price_paid", "quantity", "discount", "channel", "device"):  # absent, added
+        assert [len(chunk) for chunk in loaded[name].get_chunks()] == read, name
+    assert loaded["discount"].to_list() == [0.0] * 10 and loaded["quantity"].null_count() == 10
+
+
 def test_integer_ids_load_as_their_decimal_text(tmp_path: Path) -> None:
     items = pl.DataFrame({"item_id": [7, 123], "category": ["food", "tech"], "price": [1, 2]})
     events = pl.DataFrame(
