@@ -32,6 +32,7 @@ from rich.progress import Progress, TaskID
 
 from engine.artifact import ArtifactSigner, ArtifactWriter, data_fingerprint, library_versions, new_version
 from engine.artifact.contents import ArtifactContents, write_contents
+from engine.data.chunk_layout import chunk_lengths, chunked_as
 from engine.data.id_map import MISSING
 from engine.data.interactions import interaction_matrix
 from engine.data.item_catalog import ItemCatalog
@@ -162,7 +163,12 @@ def logged_decisions(prepared: PreparedData) -> pl.DataFrame | None:
     # Each decision's customer row is looked up once, in one pass with the filter (the log has millions
     # of rows on a large shop): it says who is known and is the row the estimates read mixes from.
     # Only the id column is joined into one chunk for the look-up, not the whole log.
-    rows = pl.Series(CUSTOMER_ROW, prepared.customers.to_internal(decisions["customer_id"], strict=False))
+    # The rows are cut into the log's chunks: a column chunked otherwise would have the log copied
+    # into one chunk by its first filter (engine.data.chunk_layout).
+    rows = chunked_as(
+        pl.Series(CUSTOMER_ROW, prepared.customers.to_internal(decisions["customer_id"], strict=False)),
+        chunk_lengths(decisions),
+    )
     keep = rows != MISSING
     if prepared.split.holds_out:
         keep = keep & (decisions["timestamp"] < prepared.split.test_start)

@@ -19,9 +19,10 @@ Row numbers: ``row`` is the 1-based data row, the header not counted. For CSV an
 the file (the header is line 1, so row r is line r + 1), but only when every record of the file sits on one
 line; when a quoted cell spans lines the line would be wrong, so only the row is given.
 
-Optional columns absent from a file are added. Most are filled with nulls; those whose contract description
-gives an explicit "none" value get it, and a null cell in them means the same thing, so downstream code never
-handles two spellings of "nothing": discount 0.0, min_basket 0.0, in_stock true, tags and eligible_* [].
+Optional columns absent from a file are added, chunked like the read ones. Most are filled with nulls; those
+whose contract description gives an explicit "none" value get it, and a null cell in them means the same
+thing, so downstream code never handles two spellings of "nothing": discount 0.0, min_basket 0.0, in_stock
+true, tags and eligible_* [].
 Columns not in the contract are dropped (exports carry extra columns), except the customers table's extra
 features, named ``feature__<name>`` (engine/data/contract.py).
 """
@@ -35,16 +36,15 @@ from pathlib import Path
 
 import polars as pl
 
+from engine.data.chunk_layout import chunk_lengths, chunked_as
 from engine.data.contract import LIST_SEPARATOR, REQUIRED_TABLES, TABLES, Column, ColumnKind, TableSchema
 from engine.data.shop_data import LoadReport, ShopData
 from engine.errors import PersonaEngineError
 
-MAX_ISSUES_SHOWN = 20
-"""How many issues ``str(DataValidationError)`` lists before summarising the rest as "... and N more"."""
+MAX_ISSUES_SHOWN = 20  # issues ``str(DataValidationError)`` lists before "... and N more"
 
 MAX_ISSUES_KEPT_PER_CHECK = 50
-"""Issues materialised per (column, check); the rest are only counted, so a file with millions of bad
-cells costs no more to report than one with fifty."""
+"""Issues materialised per (column, check); the rest are only counted (millions of bad cells cost no more)."""
 
 TIMESTAMP_TYPE = pl.Datetime("us", "UTC")
 STRING_LIST_TYPE = pl.List(pl.String)
@@ -544,8 +544,7 @@ def _complete(frame: pl.DataFrame, schema: TableSchema, height: int) -> pl.DataF
 
     Extra feature columns (the schema's ``extra_prefix``) follow the contract's, in file order."""
     columns: list[pl.Series] = []
-    # an absent column is cut into the chunks the read columns have (see _chunk_lengths)
-    lengths = _chunk_lengths(frame, height)
+    lengths = chunk_lengths(frame) if frame.width else [height]  # an absent column's (chunk_layout)
     for column in schema.columns:
         dtype = _DTYPES[column.kind]
         default = _DEFAULTS.get((schema.name, column.name))
@@ -554,27 +553,11 @@ def _complete(frame: pl.DataFrame, schema: TableSchema, height: int) -> pl.DataF
             if default is not None:
                 series = series.fill_null(pl.lit(default, dtype=dtype))
         else:
-            series = pl.concat(
-                [pl.select(pl.repeat(pl.lit(default, dtype=dtype), n)).to_series() for n in lengths],
-                rechunk=False,
-            )
+            series = chunked_as(pl.repeat(pl.lit(default, dtype=dtype), height, eager=True), lengths)
         columns.append(series.alias(column.name).cast(dtype))
     if schema.extra_prefix is not None:
         columns += [frame[name] for name in frame.columns if name.startswith(schema.extra_prefix)]
     return pl.DataFrame(columns)
-
-
-def _chunk_lengths(frame: pl.DataFrame, height: int) -> list[int]:
-    """The row counts of the chunks the frame's columns are read in (a Parquet file's row groups).
-
-    A table whose columns are chunked alike is filtered, selected and split without copying; one
-    column chunked otherwise (a constant added in one piece) makes polars copy every column into one
-    chunk at the table's first frame-level operation: 730 MB of fresh memory and 0.5-1.2 s for ten
-    million events, paid by the split.
-    """
-    if frame.width == 0 or height == 0:
-        return [height]
-    return [chunk.len() for chunk in frame.to_series(0).get_chunks()]
 
 
 # --------------------------------------------------------------------------------------------- parsing
