@@ -402,8 +402,8 @@ def print_and_write_stages(result: dict[str, Any]) -> Path:
         )
     rows = ratio_rows(result)
     print_table(
-        "engine overhead vs library fits (library fits: ALS/BPR/LightFM fit calls in train, split + refit; "
-        "raw: the libraries alone on the served matrix)",
+        "engine overhead vs library fits (library fits: the time inside implicit's and LightFM's fit in "
+        "train, split + refit; raw: the libraries alone on the served matrix)",
         RATIO_HEADER,
         rows,
     )

@@ -23,8 +23,17 @@ from engine.models.persona_attribution import ATTRIBUTION_ITERATIONS, persona_it
 
 
 def customers_per_item(interactions: sp.csr_matrix) -> NDArray[np.float64]:
-    """How many distinct customers interacted with each item (any positive confidence counts once)."""
-    return np.asarray((interactions > 0).sum(axis=0), dtype=np.float64).ravel()
+    """How many distinct customers interacted with each item (any positive confidence counts once).
+
+    A canonical CSR matrix (the training sets') holds each pair once, so this counts the columns of its
+    positive entries; a boolean copy of the matrix summed by column did the same with two copies of
+    its indices (0.1-0.2 s at a million customers).
+    """
+    matrix = sp.csr_matrix(interactions)
+    if not matrix.has_canonical_format:
+        return np.asarray((matrix > 0).sum(axis=0), dtype=np.float64).ravel()
+    positive = matrix.indices[matrix.data > 0]
+    return np.bincount(positive, minlength=matrix.shape[1]).astype(np.float64)
 
 
 class PopularityModel(Recommender):

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.models.base import UserBatch
-from engine.models.popularity import PersonaPopularityModel, PopularityModel
+from engine.models.popularity import PersonaPopularityModel, PopularityModel, customers_per_item
 from tests.engine.models.checkerboard import training_set_from_dense
 
 # Users 0-1 belong to persona 0, users 2-3 to persona 1; nobody belongs to persona 2.
@@ -122,3 +122,26 @@ def test_a_model_saved_before_attribution_loads_as_membership_counts(tmp_path: P
     loaded = PersonaPopularityModel.load(tmp_path / "pp")
     assert loaded.get_config() == {"prior_strength": 2.0, "attribution_iterations": 0}
     np.testing.assert_array_equal(loaded.persona_popularity, model.persona_popularity)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5), st.integers(0, 6), st.sampled_from([-1.0, 0.0, 0.5, 2.0])),
+        max_size=40,
+    ),
+    st.booleans(),
+)
+def test_customers_per_item_counts_each_customer_once_per_item(
+    entries: list[tuple[int, int, float]], canonical: bool
+) -> None:
+    entries = sorted(entries)
+    rows = np.array([r for r, _, _ in entries], dtype=np.int32)
+    cols = np.array([c for _, c, _ in entries], dtype=np.int32)
+    values = np.array([v for _, _, v in entries], dtype=np.float32)
+    indptr = np.searchsorted(rows, np.arange(7)).astype(np.int32)
+    matrix = sp.csr_matrix((values, cols, indptr), shape=(6, 7))  # repeated pairs kept as they are
+    if canonical:
+        matrix.sum_duplicates()  # as every training set's matrix is
+    dense = matrix.toarray()  # repeated pairs add up, as a customer's confidences do
+    expected = (dense > 0).sum(axis=0).astype(np.float64)
+    np.testing.assert_array_equal(customers_per_item(matrix), expected)
