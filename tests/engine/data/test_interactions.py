@@ -119,3 +119,40 @@ def test_given_indices_must_cover_the_events_and_fit_the_maps() -> None:
         interaction_matrix(events, CUSTOMERS, ITEMS, indices=(np.array([0]), np.array([0, 1])))
     with pytest.raises(ValueError, match="rows of the customers"):
         interaction_matrix(events, CUSTOMERS, ITEMS, indices=(np.array([0, 3]), np.array([0, 1])))
+
+
+@given(
+    st.lists(st.sampled_from(["c0", "c1", "c2", "c3", "x"]), max_size=30),
+    st.permutations(["c0", "c1", "c2", "c3"]),
+    st.booleans(),
+)
+def test_event_indices_number_grouped_customers_as_a_look_up_would(
+    customer_column: list[str], map_order: list[str], grouped: bool
+) -> None:
+    """Events in runs of one customer, in the map's order, are numbered by run; any other order (a
+    customer coming back, runs out of the map's order, an unknown customer) is looked up; both agree."""
+    if grouped:  # runs in order of first appearance, and the map in that order too
+        firsts = list(dict.fromkeys(customer_column))
+        customer_column = sorted(customer_column, key=firsts.index)
+        map_order = [*firsts, *(c for c in map_order if c not in firsts)]
+    customers = IdMap([c for c in map_order if c != "x"], kind="customer")
+    items = IdMap(["i0", "i1"])
+    events = pl.DataFrame(
+        {"customer_id": customer_column, "item_id": [f"i{n % 2}" for n in range(len(customer_column))]},
+        schema={"customer_id": pl.String, "item_id": pl.String},
+    )
+    rows, columns = event_indices(events, customers, items)
+    np.testing.assert_array_equal(rows, customers.to_internal(events["customer_id"], strict=False))
+    np.testing.assert_array_equal(columns, items.to_internal(events["item_id"]))
+    assert rows.dtype == np.int64 and columns.dtype == np.int64
+
+
+def test_only_runs_in_the_maps_order_are_numbered_without_a_look_up() -> None:
+    from engine.data.interactions import _grouped_customer_rows
+
+    customers = IdMap(["b", "a", "c"], kind="customer")
+    numbered = _grouped_customer_rows(pl.Series(["b", "b", "a", "a", "a"]), customers)
+    assert numbered is not None and numbered.tolist() == [0, 0, 1, 1, 1]
+    assert _grouped_customer_rows(pl.Series(["b", "a", "b"]), customers) is None  # b comes back
+    assert _grouped_customer_rows(pl.Series(["a", "b"]), customers) is None  # not the map's order
+    assert _grouped_customer_rows(pl.Series(["b", None]), customers) is None  # a missing id
