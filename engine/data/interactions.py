@@ -100,7 +100,8 @@ def _grouped_customer_rows(ids: pl.Series, customers: IdMap) -> NDArray[np.int64
         return None
     if not first_ids.equals(customers.id_series.head(first_ids.len()), check_names=False):
         return None
-    rows: NDArray[np.int64] = np.cumsum(starts.to_numpy(), dtype=np.int64) - 1
+    rows: NDArray[np.int64] = np.cumsum(starts.to_numpy(), dtype=np.int64)
+    rows -= 1  # in place: ten million rows are 80 MB of fresh memory per array
     return rows
 
 
