@@ -27,6 +27,7 @@ Hyperparameter mapping (engine / implicit -> MLlib ``pyspark.ml.recommendation.A
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -98,7 +99,9 @@ class SparkALSModel(ImplicitALSModel):
             numItemBlocks=blocks,
             **self.mllib_settings,
         )
+        started = time.perf_counter()
         fitted = estimator.fit(frames.ratings)
+        self.library_fit_seconds = time.perf_counter() - started
         user_factors = collect_factors(fitted.userFactors, shape.n_users, self.factors)
         item_factors = collect_factors(fitted.itemFactors, shape.n_items, self.factors)
         require_finite(self.kind, user_factors=user_factors, item_factors=item_factors)

@@ -41,6 +41,9 @@ def test_mllib_als_ndcg_is_within_five_percent_of_local_als(both_engines: BothEn
         assert saved["config"]["penalty"] == "per_interaction", saved
     local, spark = _ndcg(both_engines.local.results, "als"), _ndcg(both_engines.spark.results, "als")
     assert abs(spark - local) <= 0.05 * local, f"NDCG@10 local {local:.4f}, Spark {spark:.4f}"
+    # each engine says how long its solver ran, inside the model's whole fit
+    for result in (both_engines.local, both_engines.spark):
+        assert 0 < result.summary["library_fit_seconds"]["als"] < result.fit_seconds["als"]
 
 
 def test_spark_popularity_models_score_as_the_local_ones(both_engines: BothEngines) -> None:
