@@ -143,7 +143,7 @@ def build_event_features(
         item_index=item_index,
         item_matrix=item_matrix,
         weight=_repeat_weights(indptr, day, item_index),
-        context_index=table["_context"].to_numpy().astype(np.int64),
+        context_index=table["_context"].to_numpy(),  # int8: an int64 copy was 80 MB per 10M events
         price_percentile=table["price_percentile"].to_numpy().astype(np.float64, copy=False),
         brand_code=brand_code,
         day=day,

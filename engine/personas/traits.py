@@ -257,7 +257,7 @@ class EventFeatures:
     item_index: NDArray[np.int64]
     item_matrix: sp.csr_matrix
     weight: NDArray[np.float64]
-    context_index: NDArray[np.int64]  # position of the event's context in CONTEXTS
+    context_index: NDArray[np.int8]  # position of the event's context in CONTEXTS
     price_percentile: NDArray[np.float64]
     brand_code: NDArray[np.int64]
     day: NDArray[np.int64]  # UTC days since 1970-01-01

@@ -264,9 +264,12 @@ class PersonaInferenceModel:
             )
 
         map_chunks(fold, customer_chunks(indptr, chunk_size(n, cfg)), cfg.threads)
-        cell_counts = np.bincount(
-            features.customer_index * n_contexts + features.context_index, minlength=n * n_contexts
-        )
+        cell = (
+            features.customer_index * n_contexts
+        )  # one array for the (customer, context) cells, added in place
+        cell += features.context_index
+        cell_counts = np.bincount(cell, minlength=n * n_contexts)
+        del cell
         return InferredMixes(
             customer_ids=features.customer_ids,
             persona_ids=self.persona_ids,

@@ -117,7 +117,7 @@ def reference_event_features(
         item_index=item_index,
         item_matrix=item_matrix,
         weight=frame["_weight"].to_numpy().astype(np.float64),
-        context_index=frame["_context"].to_numpy().astype(np.int64),
+        context_index=frame["_context"].to_numpy().astype(np.int8),
         price_percentile=frame["price_percentile"]
         .cast(pl.Float64)
         .fill_null(np.nan)
@@ -137,6 +137,7 @@ def assert_same_features(actual: EventFeatures, expected: EventFeatures) -> None
     assert np.array_equal(actual.matrix.data, expected.matrix.data)
     for name in (*_ARRAYS, "timestamp_us"):
         assert np.array_equal(getattr(actual, name), getattr(expected, name)), name
-        assert getattr(actual, name).dtype == np.int64 or name == "weight", name
+        expected_dtype = {"weight": np.float64, "context_index": np.int8}.get(name, np.int64)
+        assert getattr(actual, name).dtype == expected_dtype, name
     assert np.array_equal(actual.price_percentile, expected.price_percentile, equal_nan=True)
     assert actual.customer_ids == expected.customer_ids and actual.item_ids == expected.item_ids
