@@ -52,7 +52,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from cli.allocator_settings import ALLOCATOR_SETTINGS, ALLOCATOR_SETTINGS_VARIABLE
+
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# the artifact build is a training run: polars' allocator set as the command line sets it (cli.main)
+os.environ.setdefault(ALLOCATOR_SETTINGS_VARIABLE, ALLOCATOR_SETTINGS)
 
 import numpy as np
 

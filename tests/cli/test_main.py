@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,15 @@ def test_python_dash_m_cli_runs_the_same_command() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert '"id": "bargain_hunter"' in done.stdout
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "narenas:1"), ("narenas:4", "narenas:4")])
+def test_the_command_line_sets_polars_allocator_before_polars_loads(given: str | None, expected: str) -> None:
+    """One jemalloc arena (``cli.allocator_settings``) unless the user chose otherwise: polars reads the
+    variable when it loads, adding its own defaults in front."""
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    if given is not None:
+        env["_RJEM_MALLOC_CONF"] = given
+    script = "import cli.main, os, polars; print(os.environ['_RJEM_MALLOC_CONF'])"
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().split(",")[-1] == expected
