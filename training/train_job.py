@@ -458,7 +458,7 @@ def served_models_record(
     fit_seconds: dict[str, float],
     seconds: float | None,
     persona_accuracy: dict[str, Any] | None,
-    library_fit_seconds: dict[str, float] | None = None,
+    library_fit_seconds: dict[str, float],
 ) -> dict[str, Any]:
     """The manifest's ``served_models``: what the artifact's models, mixes and estimates were fitted on.
 
@@ -478,7 +478,7 @@ def served_models_record(
         "model_customers": len(prepared.model_customers),
         "decisions": 0 if decisions is None else decisions.height,
         "fit_seconds": fit_seconds,
-        "library_fit_seconds": library_fit_seconds or {},  # the part of fit_seconds inside the libraries
+        "library_fit_seconds": library_fit_seconds,  # the part of fit_seconds inside the libraries
         "persona_inference_seconds": (
             prepared.inference.fit_summary.seconds if prepared.inference.fit_summary else None
         ),

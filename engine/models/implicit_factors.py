@@ -74,7 +74,8 @@ def membership_weighted_means(
     weights: NDArray[np.float64], vectors: NDArray[np.float32], fallback: NDArray[np.float64]
 ) -> NDArray[np.float32]:
     """Row k = sum_c weights[c, k] * vectors[c] / sum_c weights[c, k]; ``fallback`` for an empty column."""
-    return _means(weighted_sums(lambda rows: weights[rows], vectors, weights.shape[1]), fallback)
+    sums, mass = weighted_sums(lambda rows: weights[rows], vectors, weights.shape[1])
+    return _means(sums, mass, fallback)
 
 
 def weighted_sums(
@@ -93,9 +94,8 @@ def weighted_sums(
 
 
 def _means(
-    sums_and_mass: tuple[NDArray[np.float64], NDArray[np.float64]], fallback: NDArray[np.float64]
+    sums: NDArray[np.float64], mass: NDArray[np.float64], fallback: NDArray[np.float64]
 ) -> NDArray[np.float32]:
-    sums, mass = sums_and_mass
     means = np.where(mass[:, None] > 0, sums / np.where(mass > 0, mass, 1.0)[:, None], fallback[None, :])
     return means.astype(np.float32)
 
@@ -121,10 +121,10 @@ def member_means(
 
     sums, mass = weighted_sums(weights, user_factors, 1 + n_personas + n_attributes)
     overall = sums[0] / mass[0] if mass[0] > 0 else np.zeros(user_factors.shape[1])
-    personas = slice(1, 1 + n_personas)
-    attributes = slice(1 + n_personas, None)
-    return _means((sums[personas], mass[personas]), overall), _means(
-        (sums[attributes], mass[attributes]), overall
+    personas, attributes = slice(1, 1 + n_personas), slice(1 + n_personas, None)
+    return (
+        _means(sums[personas], mass[personas], overall),
+        _means(sums[attributes], mass[attributes], overall),
     )
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from engine.models.base import TrainingSet
 from engine.models.fitted_shape import FittedShape, require_finite
-from engine.models.implicit_factors import ImplicitALSModel, membership_weighted_means
+from engine.models.implicit_factors import ImplicitALSModel, member_means
 from engine.models.persona_prior import PRIOR_STRENGTH, activity_edges, interaction_counts
 from training.spark.training_frames import TrainingFrames, collect_factors
 
@@ -108,15 +108,12 @@ class SparkALSModel(ImplicitALSModel):
         persona_factors = frames.persona_vectors(fitted.userFactors, self.factors)
         weighted, customers = frames.persona_item_counts()
         counts = interaction_counts(data.interactions)
-        active = counts > 0
-        active_vectors = user_factors[active]
-        overall_mean = active_vectors.astype(np.float64).mean(axis=0)
-        has_attribute = (data.user_demographics.tocsr()[active] > 0).astype(np.float64).toarray()
+        _, demographic_factors = member_means(user_factors, data)  # persona vectors: the cluster's
         self._state = {
             "user_factors": user_factors,
             "item_factors": item_factors,
             "persona_factors": persona_factors,
-            "demographic_factors": membership_weighted_means(has_attribute, active_vectors, overall_mean),
+            "demographic_factors": demographic_factors,
             "activity_counts": counts.astype(np.float32),
             "activity_edges": activity_edges(counts, self.activity_levels).astype(np.float32),
             "persona_item_scores": persona_item_scores_from(weighted, customers),

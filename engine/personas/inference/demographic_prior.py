@@ -104,7 +104,7 @@ class DemographicMixPrior:
             present_mixes = mixes.overall[rows[present]]
             totals = np.column_stack(
                 [np.bincount(code_of, weights=present_mixes[:, p], minlength=len(values)) for p in range(k)]
-            ).reshape(len(values), k)
+            )
             members = np.bincount(code_of, minlength=len(values)).astype(np.float64)
             smoothed = (totals + smoothing * population) / (members[:, None] + smoothing)
             table[attribute] = {value: smoothed[i] for i, value in enumerate(values)}

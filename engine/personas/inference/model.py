@@ -264,9 +264,8 @@ class PersonaInferenceModel:
             )
 
         map_chunks(fold, customer_chunks(indptr, chunk_size(n, cfg)), cfg.threads)
-        cell = (
-            features.customer_index * n_contexts
-        )  # one array for the (customer, context) cells, added in place
+        # one array for the (customer, context) cells, the context added in place
+        cell = features.customer_index * n_contexts
         cell += features.context_index
         cell_counts = np.bincount(cell, minlength=n * n_contexts)
         del cell
