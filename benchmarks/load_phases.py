@@ -145,8 +145,11 @@ def run_phase(
     spec: PhaseSpec,
     targets_per_call: int,
     profile_folder: Path | None = None,
+    native: bool = False,
 ) -> dict[str, Any]:
-    """One warm-up plus measured phase; client and server figures of the measured part."""
+    """One warm-up plus measured phase; client and server figures of the measured part.
+
+    With ``profile_folder`` the workers are sampled with py-spy meanwhile (``native``: C frames too)."""
     generator.send({"command": "phase", "spec": spec.__dict__})
     generator.expect("warm", spec.warmup_s + spec.timeout_s + 60)
     workers, supervisor = server_pids(server)
@@ -156,7 +159,7 @@ def run_phase(
     method = spec.method.rsplit("/", 1)[1]
     with contextlib.ExitStack() as stack:
         outputs = (
-            stack.enter_context(profiling(server.worker_pids, spec.duration_s, profile_folder))
+            stack.enter_context(profiling(server.worker_pids, spec.duration_s, profile_folder, native=native))
             if profile_folder is not None
             else []
         )
@@ -221,6 +224,7 @@ def run_phase(
             out["profile"]["samples"] / PROFILE_RATE_HZ * 1000.0 / max(client.get("calls", 0), 1)
         )
         out["profile"]["raw_files"] = [str(p) for p in outputs]
+        out["profile"]["native"] = native
     return out
 
 
@@ -253,13 +257,15 @@ def run_server_phases(
     personalize_extra_rates: Sequence[float] = (),
     extra_args: Sequence[str] = (),
     label: str = "",
+    profile_native: bool = False,
 ) -> dict[str, Any]:
     """Start the server, check responses, run closed and open phases per RPC; always stops both processes.
 
     Personalize gets one more open-loop phase per rate of ``personalize_extra_rates`` (the targets are
     set at 300 and 1,000 calls/s). ``extra_args`` go to the server's command line and ``label`` to the
-    progress lines (the gRPC floor's server is started through here too). A server that exits before
-    it is ready raises ``ServerStartError``.
+    progress lines (the gRPC floor's server is started through here too). With ``profile`` one more
+    closed-loop Personalize phase runs under py-spy (``profile_native``: with C frames). A server that
+    exits before it is ready raises ``ServerStartError``.
     """
     described = f"{workers} worker(s){', ' + label if label else ''}"
     stderr_console.print(f"starting the server with {described}")
@@ -305,7 +311,12 @@ def run_server_phases(
                 profile_folder = CACHE_DIR / "profiles" / f"{stamp}-{workers}w"
                 profile_folder.mkdir(parents=True, exist_ok=True)
                 phases[f"{w.name}|closed-profiled"] = run_phase(
-                    generator, server, profiled, w.targets_per_call, profile_folder=profile_folder
+                    generator,
+                    server,
+                    profiled,
+                    w.targets_per_call,
+                    profile_folder=profile_folder,
+                    native=profile_native,
                 )
         return {
             "workers": workers,

@@ -19,13 +19,26 @@ from typing import Any, Final
 # response's protobuf calls small engine helpers, which still count as protobuf building); the
 # others go to the first one matched walking from the innermost frame outwards.
 PROFILE_RATE_HZ: Final = 100
+#
+# With ``--native`` py-spy also sees C frames, so the opaque part of the loop's time (gRPC's Cython
+# core) splits into what it does: the system calls that hand work to gRPC's own threads and send the
+# response. They are held with the GIL, so they cost the worker throughput like Python does.
 PROFILE_ENCLOSING: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("access log", ("logging/",)),
     ("metrics", ("prometheus_client/",)),
     ("request validation", ("serving/request_validation.py",)),
     ("protobuf building", ("_to_proto (",)),
+    ("system call: gRPC core waking its poller thread (eventfd write)", ("eventfd_write (",)),
+    ("system call: sending on the socket (sendmsg)", ("sendmsg (",)),
 )
 PROFILE_INNERMOST: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
+    (
+        "system call: other (getpid, futex, epoll, reads, writes)",
+        tuple(
+            f"{call} (libc"
+            for call in ("getpid", "syscall", "epoll_wait", "read", "recvmsg", "recvfrom", "write")
+        ),
+    ),
     (
         "protobuf building",
         (
@@ -105,8 +118,14 @@ def categorize_profile(raw: str, top: int = 15) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def profiling(pids: Sequence[int], seconds: float, folder: Path) -> Iterator[list[Path]]:
-    """py-spy records every worker for ``seconds`` (non-blocking sampling) while the block runs."""
+def profiling(
+    pids: Sequence[int], seconds: float, folder: Path, *, native: bool = False
+) -> Iterator[list[Path]]:
+    """py-spy records every worker for ``seconds`` while the block runs.
+
+    Non-blocking sampling by default; ``native`` adds C frames, which py-spy can only unwind in a
+    paused process, so the workers are stopped for each sample and serve more slowly meanwhile (the
+    shares stay meaningful, the phase's latencies do not)."""
     executable = py_spy_path()
     if executable is None:
         raise RuntimeError("--profile needs py-spy: pip install py-spy (into the venv; not a dependency)")
@@ -115,7 +134,8 @@ def profiling(pids: Sequence[int], seconds: float, folder: Path) -> Iterator[lis
         subprocess.Popen(
             [
                 executable, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
-                "--rate", str(PROFILE_RATE_HZ), "--gil", "--nonblocking", "--format", "raw",
+                "--rate", str(PROFILE_RATE_HZ), "--gil", "--native" if native else "--nonblocking",
+                "--format", "raw",
                 "--output", str(out),
             ],
             stdout=subprocess.DEVNULL,

@@ -34,6 +34,7 @@ own and Personalize against the Personalize-only phases of the same run.
     python -m benchmarks.serving_latency --artifact benchmarks/.cache/<entry>/artifacts/latest ...
     python -m benchmarks.serving_latency --mixed-write-share 0.1   # quick, plus the mixed workload
     python -m benchmarks.serving_latency --rpcs Personalize --no-floor   # Personalize only, no floor
+    python -m benchmarks.serving_latency --rpcs Personalize --profile-native   # C frames too
 """
 
 from __future__ import annotations
@@ -160,12 +161,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "response (default: on; skipped with a reason when the server has no such flag)",
     )
     parser.add_argument("--profile", action="store_true", help="also run a Personalize phase under py-spy")
+    parser.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="--profile with C frames too (py-spy --native): splits gRPC's core into its system calls; "
+        "py-spy pauses the workers for each sample, so that phase serves more slowly",
+    )
     parser.add_argument("--json", action="store_true", help="print the result document on stdout, no tables")
     # Internal: the artifact build step, run by the benchmark in its own process to measure its memory.
     parser.add_argument(
         "--build-artifact", nargs=2, type=Path, metavar=("SHOP", "ROOT"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
+    args.profile = args.profile or args.profile_native
     positive = ("customers", "items", "events", "threads", "concurrency", "batch_size", "channels",
                 "in_process_requests", "max_requests", "write_batch", "write_pool")  # fmt: skip
     for name in positive:
@@ -265,6 +273,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     Path(tmp),
                     args.profile,
                     personalize_extra_rates=args.personalize_extra_rates,
+                    profile_native=args.profile_native,
                 )
             )
             floor_runs.append(

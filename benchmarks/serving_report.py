@@ -190,7 +190,8 @@ def print_report(result: Mapping[str, Any]) -> None:
         gil_ms = profiled["profile"]["gil_ms_per_call"]
         shares = profiled["profile"]["categories"]
         print_table(
-            f"where a Personalize call's GIL time goes ({run['workers']} worker(s), py-spy --gil, "
+            f"where a Personalize call's GIL time goes ({run['workers']} worker(s), py-spy --gil"
+            f"{' --native' if profiled['profile'].get('native') else ''}, "
             f"{profiled['profile']['samples']:,} samples): {gil_ms:.2f} ms with the GIL of "
             f"{cpu_ms:.2f} CPU ms per call",
             ["part", "share of samples", "~CPU ms per call"],
