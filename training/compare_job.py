@@ -11,7 +11,12 @@ On one data set and one split (the training config's), the same evaluation score
   (``[models.*]``; the implicit factor models then get their per-activity-level persona weights
   fitted on the same validation split, ``training.persona_weights``), and each one's ablation: the
   tuned model with persona conditioning switched off (``Recommender.without_personas``), everything
-  else identical.
+  else identical;
+- for each engine model whose persona weights are fitted on validation (ALS, BPR), the same model at
+  its tuned library counterpart's hyperparameters and seed (ALS with implicit's constant penalty):
+  with persona conditioning off it *is* that library model (tests/training/test_ablation_identity.py),
+  so its difference to the tuned library is what the personas add on top of the best collaborative
+  filtering the search found, rather than on top of the engine's own, perhaps weaker, search result.
 
 Tuning gains and persona gains are thereby separated: the engine's lead over the tuned libraries is
 not a tuning lead, and its lead over its own ablation is what the personas add. Every difference the
@@ -61,6 +66,9 @@ BASELINE_KINDS: tuple[str, ...] = ("popularity", "persona_popularity")
 TABLE_METRICS: tuple[str, ...] = ("precision", "recall", "ndcg", "map")
 DEFAULT_TRIALS = 10
 HEADLINE_KEYS: tuple[str, ...] = ("engine_best", "library_best_tuned", "difference_ci95", "persona_lift_ci95")
+# Rows of the engine's models at a tuned library model's hyperparameters: a diagnostic, never the
+# engine's best (that one is found by the engine's own search, with the same budget as the library's).
+AT_LIBRARY_TUNING = "engine at library tuning"
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,8 @@ class ComparedModel:
     """One row of the comparison: a model, what it is, its settings, how long it trained, its scores."""
 
     name: str
-    family: str  # "baseline", "library default", "library tuned", "engine" or "engine ablation"
+    # "baseline", "library default", "library tuned", "engine", "engine ablation" or AT_LIBRARY_TUNING
+    family: str
     persona_conditioned: bool
     parameters: dict[str, Any]
     fit_seconds: float
@@ -169,6 +178,22 @@ def library_search_start(library: str, config: TrainConfig) -> dict[str, Any]:
         for name, value in engine_values.items()
         if name in LIBRARY_SEARCH_SPACES[library] or name in ("max_sampled",)
     }
+
+
+def at_library_tuning(kind: str, library: str, tuned: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
+    """The engine's ``kind`` at ``library``'s tuned parameters: its configured settings, the library's
+    hyperparameters, seed and thread count, and for ALS implicit's constant penalty. Persona
+    conditioning off, this is the library model itself (tests/training/test_ablation_identity.py)."""
+    shared = {name: value for name, value in tuned.items() if name in LIBRARY_SEARCH_SPACES[library]}
+    parameters = {
+        **single_threaded(kind, config.models.get(kind, {})),
+        **shared,
+        "random_state": tuned["random_state"],
+        "num_threads": tuned["num_threads"],
+    }
+    if kind == "als":
+        parameters["penalty"] = "constant"
+    return parameters
 
 
 def _search_summary(trials: list[Trial], best: Trial) -> dict[str, Any]:
@@ -296,6 +321,30 @@ def compare_prepared(
                         search=summary,
                     )
                 )
+                counterpart = ENGINE_COUNTERPART[spec.name]
+                if (
+                    validation is not None
+                    and counterpart in engine_kinds
+                    and fits_persona_weights(counterpart)
+                ):
+                    progress.update(
+                        task, description=f"fitting persona weights of {counterpart} at {spec.name}'s"
+                    )
+                    weighted = fit_persona_weights(
+                        counterpart,
+                        at_library_tuning(counterpart, spec.name, parameters, config),
+                        validation,
+                        k,
+                    )
+                    candidates.append(
+                        _Candidate(
+                            f"engine:{counterpart} at {spec.name}_tuned",
+                            AT_LIBRARY_TUNING,
+                            True,
+                            partial(create_model, counterpart, **weighted),
+                            weighted,
+                        )
+                    )
                 continue
             if validation is not None and fits_persona_weights(spec.name):
                 progress.update(task, description=f"fitting persona weights of {spec.name}")
@@ -333,8 +382,13 @@ def compare_prepared(
             fit_started = time.perf_counter()
             model.fit(prepared.training_set, show_progress=False)
             seconds = time.perf_counter() - fit_started
+            # a row at a library's tuning is compared with that library on known customers only, so the
+            # cold-start verdict stays about the engine's own models
             scored = (
-                segments if candidate.persona_conditioned or candidate.family == "baseline" else warm_segments
+                segments
+                if (candidate.persona_conditioned or candidate.family == "baseline")
+                and candidate.family != AT_LIBRARY_TUNING
+                else warm_segments
             )
             results = evaluate_models({candidate.name: model}, scored, k)
             rows.append(

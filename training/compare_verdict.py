@@ -10,6 +10,8 @@ difference stated here is a paired bootstrap over the customers both rows scored
   personas add, everything else identical);
 - the engine against the library defaults and popularity, the tuning gain of the libraries (tuned -
   defaults), each engine model against its own ablation;
+- personas on the library's tuning: each engine model at a tuned library model's hyperparameters
+  (family "engine at library tuning") minus that library model, which is its own ablation;
 - cold start: the best persona-conditioned model against popularity, and against 1.5 x popularity
   (the target), on the held-out cold-start customers.
 
@@ -130,6 +132,11 @@ def verdict(
     for row in engine_rows:
         if row is not engine:
             differences.add(f"persona lift of {row.name}", row, ablations.get(row.name), WARM_SEGMENT)
+    by_name = {r.name: r for r in rows}
+    for row in rows:
+        if row.family == "engine at library tuning":
+            library = by_name.get(row.name.rpartition(" at ")[2])
+            differences.add(f"personas on the library's tuning ({row.name})", row, library, WARM_SEGMENT)
 
     cold = _best([r for r in rows if r.persona_conditioned], COLD_SEGMENT)
     cold_vs_popularity = differences.add("cold start best - popularity", cold, popularity, COLD_SEGMENT)

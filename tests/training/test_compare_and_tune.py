@@ -13,11 +13,13 @@ import pytest
 
 from cli.main import main
 from engine.models.base import UserBatch
+from engine.models.registry import create_model, model_class
 from engine.personas.catalog import load_catalog
 from training.compare_job import ComparisonReport, library_search_start, run_comparison
 from training.config import load_config, parse_config
+from training.evaluation import evaluate_models
 from training.library_baselines import ImplicitALS, LightFMWarp
-from training.prepared_data import PreparedData, prepare
+from training.prepared_data import PreparedData, evaluation_segments, prepare
 from training.split import TimeSplit
 from training.synthetic_shop import ShopConfig, generate_shop
 from training.tune_job import SEARCH_SPACES, run_tuning, search_space, validation_split
@@ -81,6 +83,7 @@ def test_every_model_family_is_compared_on_the_same_customers(report: Comparison
         "engine:lightfm_hybrid",
         "engine:lightfm_hybrid without personas",
         "implicit_als_tuned",
+        "engine:als at implicit_als_tuned",
         "implicit_bpr_tuned",
         "lightfm_warp_tuned",
     ]
@@ -152,6 +155,31 @@ def test_tuned_libraries_search_the_same_budget_as_the_engine(report: Comparison
     assert rows["engine:als without personas"].parameters["blend_weights"] is None
     assert len(rows["engine:als"].parameters["prior_weights"]) == 4  # fitted: cold start + 3 levels
     assert all(m.parameters.get("num_threads", 1) == 1 for m in report.models)
+
+
+def test_personas_are_measured_on_top_of_the_tuned_librarys_hyperparameters(
+    report: ComparisonReport, prepared: PreparedData
+) -> None:
+    rows = {m.name: m for m in report.models}
+    library, at_tuning = rows["implicit_als_tuned"], rows["engine:als at implicit_als_tuned"]
+    assert at_tuning.family == "engine at library tuning" and at_tuning.search is None
+    for name in ("factors", "regularization", "alpha", "iterations", "random_state", "num_threads"):
+        assert at_tuning.parameters[name] == library.parameters[name]
+    assert at_tuning.parameters["penalty"] == "constant"  # implicit's form: the ablation is the library
+    assert len(at_tuning.parameters["prior_weights"]) == 4  # fitted on validation, as the engine's own
+    assert "cold_start" not in at_tuning.results  # compared with the library on known customers only
+    # never the engine's best: that one comes from the engine's own search
+    assert report.verdict["engine_best"]["model"] != at_tuning.name
+    stated = {d["name"]: d for d in report.verdict["differences"]}
+    gain = stated["personas on the library's tuning (engine:als at implicit_als_tuned)"]
+    assert (gain["a"], gain["b"]) == (at_tuning.name, library.name)
+    assert gain["mean"] == pytest.approx((at_tuning.metric("all") or 0) - (library.metric("all") or 0))
+    # with persona conditioning off it scores every known customer as the tuned library does
+    ablated = create_model("als", **(model_class("als").without_personas(at_tuning.parameters) or {}))
+    ablated.fit(prepared.training_set)
+    warm = [s for s in evaluation_segments(prepared) if s.name == "all"]
+    (result,) = evaluate_models({"ablated": ablated}, warm, 10)
+    np.testing.assert_allclose(result.per_user["ndcg"], library.per_user("all"), atol=1e-9)
 
 
 def test_als_regularization_is_searched_on_the_scale_of_its_penalty_form() -> None:
