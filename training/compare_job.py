@@ -45,7 +45,7 @@ from numpy.typing import NDArray
 from engine.models.base import Recommender
 from engine.models.implicit_factors import ALS_DEFAULT_REGULARIZATION
 from engine.models.registry import create_model, model_class
-from training.compare_verdict import COLD_SEGMENT, WARM_SEGMENT, verdict
+from training.compare_verdict import AT_LIBRARY_TUNING, COLD_SEGMENT, WARM_SEGMENT, verdict
 from training.config import ConfigError, TrainConfig, load_config
 from training.console_output import print_table, progress_bar, stdout_console
 from training.evaluation import SegmentResult, evaluate_models
@@ -66,9 +66,6 @@ BASELINE_KINDS: tuple[str, ...] = ("popularity", "persona_popularity")
 TABLE_METRICS: tuple[str, ...] = ("precision", "recall", "ndcg", "map")
 DEFAULT_TRIALS = 10
 HEADLINE_KEYS: tuple[str, ...] = ("engine_best", "library_best_tuned", "difference_ci95", "persona_lift_ci95")
-# Rows of the engine's models at a tuned library model's hyperparameters: a diagnostic, never the
-# engine's best (that one is found by the engine's own search, with the same budget as the library's).
-AT_LIBRARY_TUNING = "engine at library tuning"
 
 
 @dataclass(frozen=True)
