@@ -79,7 +79,9 @@ class ComparedModel:
     parameters: dict[str, Any]
     fit_seconds: float
     results: dict[str, SegmentResult]  # segment name -> result
-    ablation_of: str | None = None  # the engine row this row is the persona-free twin of
+    # the engine row this row is the persona-free twin of (a tuned library row: of the engine's model at
+    # its tuning)
+    ablation_of: str | None = None
     search: dict[str, Any] | None = None  # trials, validation NDCG of the start and of the winner
 
     def metric(self, segment: str, metric: str = "ndcg") -> float | None:
@@ -191,6 +193,27 @@ def at_library_tuning(kind: str, library: str, tuned: dict[str, Any], config: Tr
     if kind == "als":
         parameters["penalty"] = "constant"
     return parameters
+
+
+def _has_persona_weights_twin(library: str, engine_kinds: list[str]) -> bool:
+    counterpart = ENGINE_COUNTERPART[library]
+    return counterpart in engine_kinds and fits_persona_weights(counterpart)
+
+
+def _at_library_tuning_candidate(
+    library: str, tuned: dict[str, Any], config: TrainConfig, validation: PreparedData, k: int
+) -> _Candidate:
+    """The engine's counterpart of ``library`` at its tuned parameters, persona weights fitted on
+    ``validation``; the tuned library row is its ablation (``ablation_of`` names this row)."""
+    kind = ENGINE_COUNTERPART[library]
+    weighted = fit_persona_weights(kind, at_library_tuning(kind, library, tuned, config), validation, k)
+    return _Candidate(
+        f"engine:{kind} at {library}_tuned",
+        AT_LIBRARY_TUNING,
+        True,
+        partial(create_model, kind, **weighted),
+        weighted,
+    )
 
 
 def _search_summary(trials: list[Trial], best: Trial) -> dict[str, Any]:
@@ -308,6 +331,10 @@ def compare_prepared(
                 lambda: progress.advance(task),
             )
             if family == "library tuned":
+                at_tuning = None
+                if validation is not None and _has_persona_weights_twin(spec.name, engine_kinds):
+                    progress.update(task, description=f"fitting persona weights at {spec.name}'s tuning")
+                    at_tuning = _at_library_tuning_candidate(spec.name, parameters, config, validation, k)
                 candidates.append(
                     _Candidate(
                         f"{spec.name}_tuned",
@@ -315,33 +342,12 @@ def compare_prepared(
                         False,
                         lambda spec=spec, parameters=parameters: spec.build(parameters),
                         parameters,
+                        ablation_of=None if at_tuning is None else at_tuning.name,
                         search=summary,
                     )
                 )
-                counterpart = ENGINE_COUNTERPART[spec.name]
-                if (
-                    validation is not None
-                    and counterpart in engine_kinds
-                    and fits_persona_weights(counterpart)
-                ):
-                    progress.update(
-                        task, description=f"fitting persona weights of {counterpart} at {spec.name}'s"
-                    )
-                    weighted = fit_persona_weights(
-                        counterpart,
-                        at_library_tuning(counterpart, spec.name, parameters, config),
-                        validation,
-                        k,
-                    )
-                    candidates.append(
-                        _Candidate(
-                            f"engine:{counterpart} at {spec.name}_tuned",
-                            AT_LIBRARY_TUNING,
-                            True,
-                            partial(create_model, counterpart, **weighted),
-                            weighted,
-                        )
-                    )
+                if at_tuning is not None:
+                    candidates.append(at_tuning)
                 continue
             if validation is not None and fits_persona_weights(spec.name):
                 progress.update(task, description=f"fitting persona weights of {spec.name}")

@@ -33,9 +33,9 @@ from engine.evaluation.paired_bootstrap import DEFAULT_RESAMPLES, PairedDifferen
 WARM_SEGMENT = "all"
 COLD_SEGMENT = "cold_start"
 COLD_START_TARGET_RATIO = 1.5
-# The family of rows with an engine model at a tuned library model's hyperparameters and seed, named
-# "<engine row> at <library row>": a diagnostic compared with that library row, never the engine's
-# best (that one comes from the engine's own search, with the same budget as the library's).
+# The family of rows with an engine model at a tuned library model's hyperparameters and seed: a
+# diagnostic compared with that library row (its ``ablation_of``), never the engine's best (that one
+# comes from the engine's own search, with the same budget as the library's).
 AT_LIBRARY_TUNING = "engine at library tuning"
 
 
@@ -136,11 +136,11 @@ def verdict(
     for row in engine_rows:
         if row is not engine:
             differences.add(f"persona lift of {row.name}", row, ablations.get(row.name), WARM_SEGMENT)
-    by_name = {r.name: r for r in rows}
     for row in rows:
-        if row.family == AT_LIBRARY_TUNING:
-            library = by_name.get(row.name.rpartition(" at ")[2])
-            differences.add(f"personas on the library's tuning ({row.name})", row, library, WARM_SEGMENT)
+        if row.family == AT_LIBRARY_TUNING:  # its ablation is the tuned library row
+            differences.add(
+                f"personas on the library's tuning ({row.name})", row, ablations.get(row.name), WARM_SEGMENT
+            )
 
     cold = _best([r for r in rows if r.persona_conditioned], COLD_SEGMENT)
     cold_vs_popularity = differences.add("cold start best - popularity", cold, popularity, COLD_SEGMENT)
