@@ -628,6 +628,12 @@ def cmd_drift(args: argparse.Namespace) -> int:
         f"{len(report.drifting):,} of {report.customers_checked:,} tested customers drifting at the end of "
         f"{report.data} (threshold {report.threshold:.2f} nats, {how})"
     )
+    live = report.live_calibration
+    if live is not None:
+        stdout_console.print(
+            f"the server tests against {live.threshold:.2f} nats: calibrated by training to "
+            f"{live.target_false_alarm:.0%} false alarms on {live.customers:,} customers' shuffled histories"
+        )
     if shown:
         print_table(
             f"drifting customers, strongest first ({len(shown)} shown)",

@@ -79,6 +79,7 @@ def drift_to_proto(drift: DriftStatus) -> pb.DriftStatus:
         to_persona_id=drift.to_persona,
         statistic=drift.statistic,
         confidence=drift.confidence,
+        threshold=drift.threshold,
     )
     if drift.since is not None:
         message.since.FromDatetime(drift.since)

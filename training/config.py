@@ -95,6 +95,16 @@ class OutputSection:
     refit_on_all_events: bool = True
 
 
+@dataclass(frozen=True)
+class DriftSection:
+    """The threshold the served artifact's live drift test uses, calibrated while training
+    (``engine.personas.drift_calibration``): ``target_false_alarm`` is the share of customers without a
+    change it may flag, ``calibration_customers`` the customers sampled for it (0: all)."""
+
+    target_false_alarm: float = 0.05
+    calibration_customers: int = 20_000
+
+
 TRAINING_ENGINES: tuple[str, ...] = ("local", "spark")
 
 
@@ -125,6 +135,7 @@ class TrainConfig:
     training: TrainingSection = field(default_factory=TrainingSection)
     output: OutputSection = field(default_factory=OutputSection)
     engine: EngineSection = field(default_factory=EngineSection)
+    drift: DriftSection = field(default_factory=DriftSection)
     source: str = "<defaults>"
 
     def model_settings(self, kind: str) -> dict[str, Any]:
@@ -234,6 +245,7 @@ def parse_config(
             "training",
             "output",
             "engine",
+            "drift",
         ]
         for name in document:
             if name not in allowed:
@@ -248,6 +260,13 @@ def parse_config(
         training = _section(document.get("training", {}), TrainingSection, "training")
         output = _section(document.get("output", {}), OutputSection, "output")
         engine = _section(document.get("engine", {}), EngineSection, "engine")
+        drift = _section(document.get("drift", {}), DriftSection, "drift")
+        if not 0 < drift.target_false_alarm < 1:
+            raise ConfigError(f"[drift] target_false_alarm must be in (0, 1), got {drift.target_false_alarm}")
+        if drift.calibration_customers < 0:
+            raise ConfigError(
+                f"[drift] calibration_customers must be >= 0 (0: all), got {drift.calibration_customers}"
+            )
         if engine.name not in TRAINING_ENGINES:
             raise ConfigError(
                 f"[engine] name must be one of {', '.join(TRAINING_ENGINES)}; got {engine.name!r}"
@@ -315,6 +334,7 @@ def parse_config(
         training=training,
         output=output,
         engine=engine,
+        drift=drift,
         source=source,
     )
 

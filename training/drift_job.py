@@ -26,12 +26,12 @@ from engine.data.loading import load_shop
 from engine.personas.change_detection import ChangeDetectorConfig, shuffled_largest, threshold_for
 from engine.personas.drift import DriftStatus, population_mean_mix, trace_changes
 from engine.personas.drift_accuracy import DriftAccuracy, PlantedDrift, score_detection
+from engine.personas.drift_calibration import CALIBRATION_SEED, DriftCalibration
 from training.console_output import progress_bar
 
 TRUTH_MIXES = Path("truth") / "customer_mixes.parquet"
 # False-alarm targets of the curve's thresholds (the chosen one is added).
 CURVE_TARGETS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
-CALIBRATION_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ class DriftReport:
     customers_checked: int  # customers whose baseline was known at some check
     drifting: list[tuple[str, DriftStatus]]  # at the end of the history, strongest first
     accuracy: DriftAccuracy | None  # only with planted truth beside the data
+    # the threshold the artifact's live path tests against (calibrated in training); None in older ones
+    live_calibration: DriftCalibration | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +61,7 @@ class DriftReport:
             "customers_checked": self.customers_checked,
             "drifting": [{"customer_id": c, **s.to_json()} for c, s in self.drifting],
             "accuracy": None if self.accuracy is None else self.accuracy.to_json(),
+            "live_threshold": None if self.live_calibration is None else self.live_calibration.to_json(),
         }
 
 
@@ -119,4 +122,5 @@ def run_drift_report(
         len(statuses),
         drifting,
         accuracy,
+        artifact.drift_calibration,
     )

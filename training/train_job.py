@@ -39,6 +39,9 @@ from engine.data.item_catalog import ItemCatalog
 from engine.data.shop_data import ShopData
 from engine.decisions.arm_estimates import ArmEstimates
 from engine.models.base import Recommender
+from engine.personas.change_detection import ChangeDetectorConfig
+from engine.personas.drift import population_mean_mix
+from engine.personas.drift_calibration import DriftCalibration, calibrate_drift_threshold
 from engine.personas.explanations import MixExplanations
 from engine.personas.shopping_context import CONTEXTS
 from training.config import TrainConfig
@@ -241,6 +244,22 @@ def purchases_matrix(prepared: PreparedData) -> sp.csr_matrix:
     return matrix
 
 
+def calibrate_live_drift(prepared: PreparedData, config: TrainConfig) -> DriftCalibration:
+    """The live drift threshold for this artifact (``engine.personas.drift_calibration``): calibrated
+    with its persona model on the events that model was fitted on, for the change test the server
+    runs by default."""
+    return calibrate_drift_threshold(
+        prepared.inference,
+        prepared.split.train_events,
+        prepared.shop.items,
+        population_mean_mix(prepared.mixes.overall),
+        ChangeDetectorConfig(false_alarm_rate=config.drift.target_false_alarm),
+        max_customers=config.drift.calibration_customers,
+        seed=config.split.seed,
+        customers=prepared.customers.ids[prepared.mixes.n_events > 0],
+    )
+
+
 def _string_array(values: list[Any]) -> NDArray[np.str_]:
     return np.asarray(["" if v is None else str(v) for v in values], dtype=np.str_)
 
@@ -259,7 +278,7 @@ def write_artifact(
     ``prepare`` was not asked for them (serving needs them).
 
     With ``signer`` the manifest is signed, so servers given its key accept the artifact. Steps go to
-    ``timings`` when given (``purchases_matrix``, ``write_contents``, ``commit``)."""
+    ``timings`` when given (``drift_calibration``, ``purchases_matrix``, ``write_contents``, ``commit``)."""
     timings = timings or StageTimings()
     root = Path(config.output.root)
     root.mkdir(parents=True, exist_ok=True)
@@ -269,6 +288,8 @@ def write_artifact(
     if explanations is None:
         with timings.stage("explanations"):
             explanations = MixExplanations.build(prepared.inference, prepared.mixes)
+    with timings.stage("drift_calibration"):
+        drift_calibration = calibrate_live_drift(prepared, config)
     with timings.stage("purchases_matrix"):
         purchases = purchases_matrix(prepared)
     items = prepared.item_frame
@@ -299,6 +320,7 @@ def write_artifact(
         inference=prepared.inference,
         demographic_prior=prepared.demographic_prior,
         explanations=explanations,
+        drift_calibration=drift_calibration,
         models=models,
         arm_estimates=estimates,
         offers=shop.offers.to_dicts() if shop.offers is not None else None,

@@ -35,6 +35,7 @@ from engine.decisions.arm_estimates import ArmEstimates
 from engine.models.base import Recommender
 from engine.models.registry import load_model
 from engine.personas.catalog import PersonaCatalog, catalog_to_toml, parse_catalog
+from engine.personas.drift_calibration import DriftCalibration
 from engine.personas.explanations import MixExplanations
 from engine.personas.inference.demographic_prior import DemographicMixPrior
 from engine.personas.inference.model import PersonaInferenceModel
@@ -66,6 +67,8 @@ class ArtifactContents:
     inference: PersonaInferenceModel
     demographic_prior: DemographicMixPrior | None
     explanations: MixExplanations | None
+    # the threshold live drift tests against; None in older artifacts (live then uses its default)
+    drift_calibration: DriftCalibration | None
     models: Mapping[str, Recommender]  # by kind
     arm_estimates: Mapping[str, ArmEstimates]  # by decision type ("offer", "layout")
     offers: Table | None  # the offers table's rows; None when the shop has none
@@ -123,6 +126,8 @@ def write_contents(writer: ArtifactWriter, contents: ArtifactContents) -> None:
     writer.write_json(LAYOUT.demographic_feature_names.path, list(contents.demographic_space.names))
     writer.write_json(LAYOUT.contexts.path, list(contents.contexts))
     writer.write_json(LAYOUT.holidays.path, [list(pair) for pair in contents.holidays])
+    if contents.drift_calibration is not None:
+        writer.write_json(LAYOUT.drift_calibration.path, contents.drift_calibration.to_json())
     if contents.offers is not None:
         writer.write_json(LAYOUT.offers.path, contents.offers)
     if contents.layouts is not None:
@@ -301,6 +306,16 @@ class LoadedArtifact:
             if not entry.missing(self.folder.files)
             else None
         )
+
+    @cached_property
+    def drift_calibration(self) -> DriftCalibration | None:
+        entry = LAYOUT.drift_calibration.path
+        if not self._has(entry):
+            return None
+        try:
+            return DriftCalibration.from_json(self.folder.read_json(entry), f"{self.path}/{entry}")
+        except ValueError as error:
+            raise ArtifactError(str(error)) from None
 
     @cached_property
     def models(self) -> StoredModels:

@@ -179,6 +179,8 @@ class ArtifactLayout:
     persona_inference: ComponentFolder = ComponentFolder("personas/inference")
     demographic_prior: ComponentFile = ComponentFile("personas/demographic_prior", optional=True)
     explanations: ComponentFolder = ComponentFolder("personas/explanations", optional=True)
+    # The live path's drift threshold, calibrated on the training events; older artifacts lack it.
+    drift_calibration: JsonFile = JsonFile("personas/drift_calibration.json", optional=True)
     models: FolderOfComponents = FolderOfComponents("models")
     arm_estimates: FolderOfComponents = FolderOfComponents("decisions", optional=True)
     offers: JsonFile = JsonFile("decisions/offers.json", optional=True)

@@ -260,9 +260,12 @@ class LiveCustomerStates:
         on_drift_started: Callable[[str, DriftStatus], None] | None = None,
         on_drift_ended: Callable[[str], None] | None = None,
         prior_mean: NDArray[np.float64] | None = None,
+        drift_threshold: float | None = None,
     ) -> None:
         """``prior_mean`` centres every drift baseline: the artifact's mean customer mix (what the
-        offline drift job uses); by default the mean of ``mixes.overall``."""
+        offline drift job uses); by default the mean of ``mixes.overall``. ``drift_threshold``: the
+        nats a customer's change statistic must reach to drift, the one the artifact was calibrated
+        with (``engine.personas.drift_calibration.live_threshold``); by default the config's."""
         if tuple(scorer.persona_ids) != tuple(mixes.persona_ids):
             raise ValueError(
                 f"scorer personas {scorer.persona_ids} differ from the mixes' {mixes.persona_ids}"
@@ -280,6 +283,7 @@ class LiveCustomerStates:
         self.prior_mean = (
             population_mean_mix(mixes.overall) if prior_mean is None else np.asarray(prior_mean, np.float64)
         )
+        self.drift_threshold = self.config.drift.threshold if drift_threshold is None else drift_threshold
 
     @staticmethod
     def key(customer_id: str) -> str:
@@ -387,7 +391,7 @@ class LiveCustomerStates:
         if check is None:
             return
         state.check = check
-        status = status_of(check, self.config.drift.threshold, self.scorer.persona_ids, detector.absorbed)
+        status = status_of(check, self.drift_threshold, self.scorer.persona_ids, detector.absorbed)
         state.drift_since = None if status.since is None else status.since.timestamp()
 
     def _day_evidence(self, kept: Sequence[KeptEvent]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -438,8 +442,8 @@ class LiveCustomerStates:
         evidence = 0.0 if state.detector is None else state.detector.absorbed
         if state.check is None:
             home = self._long_term(customer_id).dominant
-            return DriftStatus(False, 0.0, 0.0, None, home, home, evidence)
-        return status_of(state.check, self.config.drift.threshold, persona_ids, evidence)
+            return DriftStatus(False, 0.0, 0.0, None, home, home, evidence, self.drift_threshold)
+        return status_of(state.check, self.drift_threshold, persona_ids, evidence)
 
     def _recent_mix(
         self,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ from engine.live.live_state_snapshot import (
 from engine.live.state_store import MemoryStateStore, StateStore
 from engine.personalizer import Personalizer
 from engine.personas.drift import WINDOW_HALF_LIVES, DriftStatus, population_mean_mix
+from engine.personas.drift_calibration import live_threshold
+
+LOGGER = logging.getLogger("persona_engine.live")
 
 _REPLAY_CHUNK = 5_000  # events per observe call when catching up
 _SECONDS_PER_DAY = 86_400.0
@@ -93,6 +97,8 @@ class LiveState:
 
     def attach(self, personalizer: Personalizer) -> LiveCustomerStates:
         """Give ``personalizer`` live state; call before it serves (the server's model ``prepare`` hook)."""
+        threshold, source = live_threshold(self.config.drift, personalizer.artifact.drift_calibration)
+        LOGGER.info("drift threshold %.3f nats: %s", threshold, source)
         states = LiveCustomerStates(
             self.store,
             LiveEventScorer.from_artifact(personalizer.artifact),
@@ -101,6 +107,7 @@ class LiveState:
             on_drift_started=self._drift_started,
             on_drift_ended=self._drift_ended,
             prior_mean=population_mean_mix(np.asarray(personalizer.artifact.mix_overall, dtype=np.float64)),
+            drift_threshold=threshold,
         )
         personalizer.use_live_state(states)
         with self._lock:
@@ -159,7 +166,12 @@ class LiveState:
         current = self.states
         private = MemoryStateStore(max_values=2**62)
         states = LiveCustomerStates(
-            private, current.scorer, current.mixes, self.config, prior_mean=current.prior_mean
+            private,
+            current.scorer,
+            current.mixes,
+            self.config,
+            prior_mean=current.prior_mean,
+            drift_threshold=current.drift_threshold,
         )
         result, last_event_us = _rebuild(states, self.config, event_log, now, folder, stop)
         if result.stopped or result.through_rowid == result.snapshot_rowid:

@@ -39,9 +39,10 @@ _EPOCH = dt.date(1970, 1, 1)
 # Live state keeps events this many half-lives old (the replay window after a restart; the log's
 # retention): older ones weigh under 1/16 of a fresh one in the recent mix.
 WINDOW_HALF_LIVES = 4.0
-# The threshold the live path uses unless configured: ``persona-engine drift --target-false-alarm
-# 0.05`` calibrated 5.89 nats on the demo shop (``make demo``), flagging 5.4% of its customers
-# without planted drift.
+# The threshold the live path uses when neither its config sets one nor the artifact holds one
+# calibrated for its test (``engine.personas.drift_calibration``; artifacts trained before it):
+# ``persona-engine drift --target-false-alarm 0.05`` calibrated 5.89 nats on the demo shop
+# (``make demo``), flagging 5.4% of its customers without planted drift.
 DEFAULT_THRESHOLD = 5.9
 
 
@@ -49,7 +50,8 @@ DEFAULT_THRESHOLD = 5.9
 class DriftConfig:
     """Drift as the live path runs it.
 
-    detector:       the change test's settings (``detector.threshold`` None: ``DEFAULT_THRESHOLD``).
+    detector:       the change test's settings (``detector.threshold`` None: the artifact's calibrated
+                    threshold, else ``DEFAULT_THRESHOLD``; see ``drift_calibration.live_threshold``).
     half_life_days: half-life of the recent mix served to a drifting customer; the live window
                     (events replayed after a restart) is ``WINDOW_HALF_LIVES`` of them.
     artifact_baseline_events: events the artifact's long-term mix is worth as the starting baseline
@@ -91,6 +93,7 @@ class DriftStatus:
     from_persona: str
     to_persona: str
     evidence: float  # (de-duplicated) events in the baseline the change is measured against
+    threshold: float  # nats the statistic is compared with: drifting at or over it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -101,6 +104,7 @@ class DriftStatus:
             "from_persona": self.from_persona,
             "to_persona": self.to_persona,
             "evidence": self.evidence,
+            "threshold": self.threshold,
         }
 
 
@@ -122,6 +126,7 @@ def status_of(
         from_persona=persona_ids[check.baseline_top],
         to_persona=persona_ids[check.towards if drifting else check.baseline_top],
         evidence=evidence,
+        threshold=threshold,
     )
 
 

@@ -64,3 +64,18 @@ def test_bad_flags_and_missing_data_exit_with_status_2(
     assert "--target-false-alarm" in capsys.readouterr().err
     assert main(["drift", "--artifact", str(artifact), "--data", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_the_server_tests_against_what_the_drift_job_calibrates_on_the_training_events(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # refit on all events: training calibrates on the events `drift` replays by default
+    refit = train_small_artifact(tmp_path, refit=True)
+    assert main(["drift", "--artifact", str(refit), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    live = report["live_threshold"]
+    assert live["target_false_alarm"] == report["target_false_alarm"] == 0.05
+    assert live["threshold"] == pytest.approx(report["threshold"], rel=1e-9)
+    assert live["customers"] == 600 and live["settings"]["baseline_lag_days"] == 28.0
+    assert main(["drift", "--artifact", str(refit), "--no-progress", "--limit", "0"]) == 0
+    assert f"the server tests against {live['threshold']:.2f} nats" in capsys.readouterr().out

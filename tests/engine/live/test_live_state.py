@@ -20,7 +20,9 @@ from engine.live.event_log import EventLog
 from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind
 from engine.live.live_state import LiveState
 from engine.live.state_store import MemoryStateStore
-from engine.personas.drift import DriftConfig, DriftStatus
+from engine.personas.change_detection import ChangeDetectorConfig
+from engine.personas.drift import DEFAULT_THRESHOLD, DriftConfig, DriftStatus
+from engine.personas.drift_calibration import DriftCalibration, statistic_settings
 
 NOW = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
 
@@ -38,8 +40,10 @@ class RecordingStates:
         on_drift_started: Callable[[str, DriftStatus], None],
         on_drift_ended: Callable[[str], None],
         prior_mean: object,
+        drift_threshold: float | None = None,
     ) -> None:
         self.built_with = (store, scorer, mixes, config)
+        self.drift_threshold = drift_threshold
         self.on_drift_started = on_drift_started
         self.on_drift_ended = on_drift_ended
         self.prior_mean = prior_mean
@@ -59,6 +63,7 @@ class Scorer:
 class Artifact:
     version: str = "20260301T000000Z"
     mix_overall: tuple[tuple[float, ...], ...] = ((0.6, 0.4), (0.2, 0.8))
+    drift_calibration: DriftCalibration | None = None
 
 
 @dataclass
@@ -107,7 +112,20 @@ def test_attach_builds_states_on_the_shared_store_and_gives_them_to_the_model() 
     states = live.attach(model)  # type: ignore[arg-type]
     assert states.built_with == (store, ("scorer of", model.artifact), model.mixes, config)
     np.testing.assert_allclose(states.prior_mean, [0.4, 0.6])  # the artifact's mean mix: as offline
+    assert states.drift_threshold == DEFAULT_THRESHOLD  # this artifact holds no calibrated threshold
     assert model.live is states and live.states is states
+
+
+def test_attach_tests_drift_against_the_artifacts_calibrated_threshold() -> None:
+    calibrated = DriftCalibration(7.25, 0.05, 1_000, 20_000, statistic_settings(ChangeDetectorConfig()))
+    model = Model(artifact=Artifact(drift_calibration=calibrated))
+    assert LiveState(MemoryStateStore()).attach(model).drift_threshold == 7.25  # type: ignore[arg-type]
+    # a threshold set in the live config wins over the artifact's
+    configured = LiveStateConfig(drift=DriftConfig(detector=ChangeDetectorConfig(threshold=3.0)))
+    assert LiveState(MemoryStateStore(), config=configured).attach(model).drift_threshold == 3.0  # type: ignore[arg-type]
+    # a live test with other settings than the calibrated one computes another statistic
+    other = LiveStateConfig(drift=DriftConfig(detector=ChangeDetectorConfig(shift=0.3)))
+    assert LiveState(MemoryStateStore(), config=other).attach(model).drift_threshold == DEFAULT_THRESHOLD  # type: ignore[arg-type]
 
 
 def test_events_go_to_the_model_attached_last_and_are_counted() -> None:
@@ -136,6 +154,7 @@ def test_drifts_the_states_start_and_end_are_counted_in_the_metrics() -> None:
         from_persona="p0",
         to_persona="p1",
         evidence=4.0,
+        threshold=6.0,
     )
     states.on_drift_started("c1", status)
     states.on_drift_started("c2", status)

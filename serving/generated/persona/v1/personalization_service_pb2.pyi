@@ -634,6 +634,7 @@ class DriftStatus(_message.Message):
     TO_PERSONA_ID_FIELD_NUMBER: _builtins.int
     STATISTIC_FIELD_NUMBER: _builtins.int
     CONFIDENCE_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
     drifting: _builtins.bool
     """True while the evidence that the customer's persona mix moved away from their own past (a
     sequential change test over their recorded events) is at or over the server's threshold.
@@ -662,6 +663,10 @@ class DriftStatus(_message.Message):
     """Posterior probability of the change at even prior odds, 1 / (1 + exp(-statistic)); it overstates
     (the largest of several tests), the threshold carries the false-alarm rate.
     """
+    threshold: _builtins.float
+    """The threshold statistic is compared with (nats): the one the artifact's training calibrated to a
+    false-alarm rate, unless the server's live config sets one.
+    """
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
         """The day the drift started (the change test's estimate); unset when not drifting."""
@@ -676,10 +681,11 @@ class DriftStatus(_message.Message):
         to_persona_id: _builtins.str = ...,
         statistic: _builtins.float = ...,
         confidence: _builtins.float = ...,
+        threshold: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "divergence", b"divergence", "drifting", b"drifting", "from_persona_id", b"from_persona_id", "since", b"since", "statistic", b"statistic", "to_persona_id", b"to_persona_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "divergence", b"divergence", "drifting", b"drifting", "from_persona_id", b"from_persona_id", "since", b"since", "statistic", b"statistic", "threshold", b"threshold", "to_persona_id", b"to_persona_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
