@@ -85,9 +85,11 @@ def test_a_session_recorded_on_one_replica_moves_the_mix_served_by_the_other(
         before = b.get_persona_profile(customer)
         assert before.persona_mix_source == types_pb2.PERSONA_MIX_SOURCE_INFERRED
         assert not before.HasField("drift")
+        # Three views: a fourth typical of a persona the customer rarely shows is already a drift at the
+        # default threshold (6.2 nats against 5.05; three make 4.6).
         events = [
             view(customer, item, now - dt.timedelta(minutes=3 - i), i)
-            for i, item in enumerate(typical_items(scorer, persona, 4))
+            for i, item in enumerate(typical_items(scorer, persona, 3))
         ]
         response = a.record_events(events)
         assert not response.errors
@@ -102,7 +104,7 @@ def test_a_session_recorded_on_one_replica_moves_the_mix_served_by_the_other(
         bought = page.items[0].item_id
         assert not a.record_events([view(customer, bought, now, 99, "purchase")]).errors
         assert bought not in {item.item_id for item in b.personalize(customer).items}
-    assert first.metric("persona_engine_live_events_total") >= 5
+    assert first.metric("persona_engine_live_events_total") >= 4
 
 
 def test_days_of_other_behaviour_show_as_drift_on_the_other_replica(
