@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cli.arguments import non_negative_int, open_unit, positive_float, spark_master
+from cli.arguments import non_negative_int, open_unit, positive_float, share, spark_master
 from cli.errors import UserError
 from cli.json_output import emit_json
 from cli.subcommand import Subcommands, add_artifact_argument, add_command
@@ -81,7 +81,8 @@ DRIFT_EXAMPLES = """
 
     Each customer's events run, day by day, through a change test: one CUSUM per persona against a
     baseline learnt from the customer's own events older than --baseline-lag-days. A customer drifts
-    while the evidence for "the mix moved towards persona p" (nats) is at or over the threshold. The
+    while the evidence for "they now shop as a new mix led by persona p" (nats) is at or over the
+    threshold (--keep-baseline 1: "the mix moved --shift of the way towards p"). The
     threshold is calibrated so that about --target-false-alarm of customers would be flagged once
     their events are shuffled in time (no change left), unless --threshold is given. With planted
     truth beside the data (the synthetic shop's truth/), the report scores the detection: precision,
@@ -595,7 +596,13 @@ def add_drift_command(sub: Subcommands) -> None:
     dr.add_argument(
         "--shift",
         type=open_unit,
-        help="share of the way towards one persona the tested change moves the mix (default 0.5)",
+        help="weight of the persona the tested new mix is led by (default 0.5)",
+    )
+    dr.add_argument(
+        "--keep-baseline",
+        type=share,
+        help="share of the tested mix's rest that is the customer's baseline rather than the population's "
+        "mean mix: 0 a new mix led by one persona, 1 the old mix moved towards it (default 0)",
     )
     dr.add_argument("--limit", type=non_negative_int, default=20, help="drifting customers to list")
     dr.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -610,6 +617,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
         "threshold": args.threshold,
         "baseline_lag_days": args.baseline_lag_days,
         "shift": args.shift,
+        "keep_baseline": args.keep_baseline,
     }
     config = ChangeDetectorConfig(**{name: value for name, value in given.items() if value is not None})
     report = run_drift_report(

@@ -55,6 +55,7 @@ class DriftReport:
             "threshold_calibrated": self.calibrated,
             "target_false_alarm": self.config.false_alarm_rate if self.calibrated else None,
             "shift": self.config.shift,
+            "keep_baseline": self.config.keep_baseline,
             "baseline_lag_days": self.config.baseline_lag_days,
             "min_baseline_evidence": self.config.min_baseline_evidence,
             "prior_strength": self.config.prior_strength,

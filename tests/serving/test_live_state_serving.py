@@ -85,8 +85,8 @@ def test_a_session_recorded_on_one_replica_moves_the_mix_served_by_the_other(
         before = b.get_persona_profile(customer)
         assert before.persona_mix_source == types_pb2.PERSONA_MIX_SOURCE_INFERRED
         assert not before.HasField("drift")
-        # three views: a session, not yet evidence of a drift (a fourth view this typical of a far
-        # persona can reach the threshold this small shop's training calibrates, 5.6 nats)
+        # three views: a session, not yet evidence of a drift (a fourth view this typical of a persona
+        # the customer rarely shows can reach the threshold this small shop's training calibrates)
         events = [
             view(customer, item, now - dt.timedelta(minutes=3 - i), i)
             for i, item in enumerate(typical_items(scorer, persona, 3))

@@ -117,6 +117,48 @@ def test_shuffling_keeps_each_customer_on_their_own_positions() -> None:
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="shift must be in"):
         ChangeDetectorConfig(shift=1.5)
+    with pytest.raises(ValueError, match="keep_baseline must be in"):
+        ChangeDetectorConfig(keep_baseline=1.5)
+
+
+@pytest.mark.parametrize("keep_baseline", [0.0, 0.4, 1.0])
+def test_each_event_adds_the_log_ratio_of_the_new_mix_led_by_p_to_the_baseline(keep_baseline: float) -> None:
+    """One event against a known baseline: persona p's CUSUM gains
+    log(sum_q a_q L_q / sum_q b_q L_q) with a = shift e_p + (1 - shift) (kb b + (1 - kb) m), m the
+    population's mean mix; the statistic is the largest over the personas under half of the baseline."""
+    prior = np.array([0.4, 0.3, 0.2, 0.1])
+    config = ChangeDetectorConfig(keep_baseline=keep_baseline, shift=0.6, prior_strength=2.0)
+    state = DetectorState.empty(K)
+    state.counts, state.absorbed = np.array([7.0, 1.0, 0.5, 0.5]), 9.0
+    likelihood = np.array([0.05, 0.3, 1.0, 0.6])
+    check = advance_day(state, likelihood[:, None], np.ones(1), 19_000, prior, config)
+    baseline = (state.counts + 2.0 * prior) / 11.0
+    rest = keep_baseline * baseline + (1.0 - keep_baseline) * prior
+    steps = np.log((0.4 * rest + 0.6 * np.eye(K)) @ likelihood / (baseline @ likelihood))
+    assert state.cusum == pytest.approx(np.maximum(steps, 0.0), rel=1e-12)
+    steps[0] = -np.inf  # persona 0 holds over half of the baseline: more of it is no drift
+    assert check.tested and check.towards == int(np.argmax(steps)) == 2
+    assert check.statistic == pytest.approx(steps.max(), rel=1e-12)
+
+
+def test_the_old_main_persona_falling_silent_is_more_evidence_against_a_new_mix() -> None:
+    """Events of the personas the baseline holds little of, none of its dominant one: a customer who
+    left their main interest. Against the new mix led by p each adds 1.19 nats; against "the old mix
+    moved half-way towards p", which keeps half of the dominant share and so still expects its events,
+    0.86."""
+    prior = np.full(K, 1.0 / K)
+    statistics = {}
+    for keep_baseline in (0.0, 1.0):
+        config = ChangeDetectorConfig(keep_baseline=keep_baseline)
+        state = DetectorState.empty(K)
+        state.counts, state.absorbed = np.array([17.0, 1.0, 1.0, 1.0]), 20.0
+        # each event is ambiguous among personas 1-3 and unlike persona 0
+        likelihood = np.array([0.05, 1.0, 1.0, 1.0])
+        for day in range(19_000, 19_005):
+            check = advance_day(state, likelihood[:, None], np.ones(1), day, prior, config)
+        statistics[keep_baseline] = check.statistic
+    assert statistics[0.0] == pytest.approx(5 * 1.194, abs=0.01)
+    assert statistics[1.0] == pytest.approx(5 * 0.864, abs=0.01)
 
 
 @settings(max_examples=15, deadline=None)
