@@ -222,6 +222,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"NDCG ratio to popularity {s['best_ndcg_ratio_to_popularity'] or float('nan'):.2f}; "
         f"cold start ratio {s['cold_start_ndcg_ratio_to_popularity'] or float('nan'):.2f}"
     )
+    drift = s.get("live_drift_threshold")
+    if drift is not None:
+        stdout_console.print(
+            f"live drift threshold: {drift['threshold']:.2f} nats, calibrated to "
+            f"{drift['target_false_alarm']:.0%} false alarms on {drift['tested_customers']:,} customers' "
+            "shuffled histories"
+            if drift["threshold"] is not None
+            else f"live drift threshold: not calibrated: {drift['reason']}",
+            highlight=False,
+        )
     if "event_log" in s:
         logged = s["event_log"]
         stdout_console.print(
@@ -640,7 +650,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
     if live is not None:
         stdout_console.print(
             f"the server tests against {live.threshold:.2f} nats: calibrated by training to "
-            f"{live.target_false_alarm:.0%} false alarms on {live.customers:,} customers' shuffled histories"
+            f"{live.target_false_alarm:.0%} false alarms on {live.tested_customers:,} customers' shuffled "
+            "histories"
         )
     if shown:
         print_table(

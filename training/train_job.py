@@ -22,7 +22,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -40,8 +40,12 @@ from engine.data.shop_data import ShopData
 from engine.decisions.arm_estimates import ArmEstimates
 from engine.models.base import Recommender
 from engine.personas.change_detection import ChangeDetectorConfig
-from engine.personas.drift import population_mean_mix
-from engine.personas.drift_calibration import DriftCalibration, calibrate_drift_threshold
+from engine.personas.drift import DEFAULT_THRESHOLD, population_mean_mix
+from engine.personas.drift_calibration import (
+    MIN_TESTED_CUSTOMERS,
+    DriftCalibration,
+    calibrate_drift_threshold,
+)
 from engine.personas.explanations import MixExplanations
 from engine.personas.shopping_context import CONTEXTS
 from training.config import TrainConfig
@@ -84,6 +88,25 @@ class TrainResult:
     summary: dict[str, Any] = field(default_factory=dict)
     served_models: dict[str, Any] = field(default_factory=dict)  # the manifest record: served_models_record
     context_results: list[ContextMixResult] = field(default_factory=list)  # context mix vs overall mix
+
+
+class WrittenArtifact(NamedTuple):
+    path: Path
+    version: str
+    drift_calibration: DriftCalibration | None  # what it stores for live drift (None: not calibrated)
+
+
+def live_drift_record(calibration: DriftCalibration | None) -> dict[str, Any]:
+    """The train summary's account of the live drift threshold (printed by ``train``)."""
+    if calibration is None:
+        return {
+            "threshold": None,
+            "reason": (
+                f"fewer than {MIN_TESTED_CUSTOMERS} customers have events older than the test's "
+                f"baseline lag to calibrate on; the server uses the default {DEFAULT_THRESHOLD} nats"
+            ),
+        }
+    return calibration.to_json()
 
 
 def fit_models(
@@ -244,10 +267,10 @@ def purchases_matrix(prepared: PreparedData) -> sp.csr_matrix:
     return matrix
 
 
-def calibrate_live_drift(prepared: PreparedData, config: TrainConfig) -> DriftCalibration:
+def calibrate_live_drift(prepared: PreparedData, config: TrainConfig) -> DriftCalibration | None:
     """The live drift threshold for this artifact (``engine.personas.drift_calibration``): calibrated
     with its persona model on the events that model was fitted on, for the change test the server
-    runs by default."""
+    runs by default; None when too few customers have a history long enough to test."""
     return calibrate_drift_threshold(
         prepared.inference,
         prepared.split.train_events,
@@ -273,7 +296,7 @@ def write_artifact(
     *,
     signer: ArtifactSigner | None = None,
     timings: StageTimings | None = None,
-) -> tuple[Path, str]:
+) -> WrittenArtifact:
     """Write the artifact; the mixes' explanations are ``prepared.explanations``, built here when
     ``prepare`` was not asked for them (serving needs them).
 
@@ -331,7 +354,7 @@ def write_artifact(
             write_contents(writer, contents)
         with timings.stage("commit"):
             path = writer.commit({"format": ARTIFACT_FORMAT, **manifest_fields})
-    return path, version
+    return WrittenArtifact(path, version, drift_calibration)
 
 
 def run_training(
@@ -424,9 +447,10 @@ def run_training(
     if engine.name != LOCAL_ENGINE.name:
         manifest_fields["engine"] = {"name": engine.name, **engine.record}
     with timings.stage("write_artifact"):
-        path, version = write_artifact(
+        path, version, drift_calibration = write_artifact(
             prepared, config, models, estimates, manifest_fields, signer=signer, timings=timings
         )
+    summary["live_drift_threshold"] = live_drift_record(drift_calibration)
     summary["seconds"] = time.perf_counter() - started
     summary["stages"] = timings.to_json()
     return TrainResult(

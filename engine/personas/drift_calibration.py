@@ -32,6 +32,9 @@ from engine.personas.inference.model import PersonaInferenceModel
 
 # The seed of the time shuffles the threshold is calibrated on (the drift job's too, so both agree).
 CALIBRATION_SEED = 0
+# Fewer tested customers than this calibrate nothing: the quantile of a handful of statistics is
+# noise (at 5%, 200 customers put ten above it).
+MIN_TESTED_CUSTOMERS = 200
 # The settings a threshold is not part of: they choose it rather than shape the statistic.
 _CHOOSING = ("false_alarm_rate", "threshold")
 
@@ -45,13 +48,15 @@ def statistic_settings(config: ChangeDetectorConfig) -> dict[str, Any]:
 class DriftCalibration:
     """A threshold and what it was calibrated for and on.
 
-    ``customers`` and ``events``: the sample whose time-shuffled histories set it; ``settings``: the
-    change test's settings (``statistic_settings``) the statistic was computed with.
+    ``customers`` and ``events``: the sample whose time-shuffled histories set it, ``tested_customers``
+    those of them with a baseline to test against at some day (the quantile is theirs);
+    ``settings``: the change test's settings (``statistic_settings``) the statistic was computed with.
     """
 
     threshold: float
     target_false_alarm: float
     customers: int
+    tested_customers: int
     events: int
     settings: dict[str, Any]
 
@@ -59,11 +64,18 @@ class DriftCalibration:
         """Whether the threshold was calibrated for the test ``config`` runs (same statistic)."""
         return _normalised(statistic_settings(config)) == _normalised(self.settings)
 
+    def describe(self) -> str:
+        return (
+            f"the artifact's, calibrated to {self.target_false_alarm:.1%} false alarms on "
+            f"{self.tested_customers:,} customers' shuffled histories"
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold,
             "target_false_alarm": self.target_false_alarm,
             "customers": self.customers,
+            "tested_customers": self.tested_customers,
             "events": self.events,
             "settings": dict(self.settings),
         }
@@ -74,7 +86,7 @@ class DriftCalibration:
         if not isinstance(document, dict):
             raise ValueError(f"{source}: expected a JSON object, got {type(document).__name__}")
         for key, kind in (("threshold", float), ("target_false_alarm", float), ("customers", int),
-                          ("events", int), ("settings", dict)):  # fmt: skip
+                          ("tested_customers", int), ("events", int), ("settings", dict)):  # fmt: skip
             value = document.get(key)
             number = kind in (float, int) and isinstance(value, int | float) and not isinstance(value, bool)
             if not (number or isinstance(value, kind)):
@@ -86,6 +98,7 @@ class DriftCalibration:
             threshold=threshold,
             target_false_alarm=float(document["target_false_alarm"]),
             customers=int(document["customers"]),
+            tested_customers=int(document["tested_customers"]),
             events=int(document["events"]),
             settings=dict(document["settings"]),
         )
@@ -106,9 +119,10 @@ def calibrate_drift_threshold(
     max_customers: int,
     seed: int,
     customers: NDArray[np.str_] | None = None,
-) -> DriftCalibration:
+) -> DriftCalibration | None:
     """Calibrate the threshold to ``config.false_alarm_rate`` on ``events`` of at most ``max_customers``
-    customers (a sample drawn with ``seed``; 0 = all).
+    customers (a sample drawn with ``seed``; 0 = all); None when fewer than ``MIN_TESTED_CUSTOMERS``
+    of them have a baseline to test against (histories too short for the test's baseline lag).
 
     ``prior_mean`` centres every baseline: the artifact's mean customer mix, as live and offline use.
     ``customers``: the distinct customers of ``events``, when the caller has them (training's id map):
@@ -133,10 +147,13 @@ def calibrate_drift_threshold(
         config,
         np.random.default_rng(CALIBRATION_SEED),
     )
+    if null.size < MIN_TESTED_CUSTOMERS:
+        return None
     return DriftCalibration(
         threshold=threshold_for(null, config.false_alarm_rate),
         target_false_alarm=config.false_alarm_rate,
         customers=len(trace.customers),
+        tested_customers=int(null.size),
         events=int(trace.indptr[-1]),
         settings=statistic_settings(config),
     )
@@ -158,7 +175,4 @@ def live_threshold(config: DriftConfig, calibration: DriftCalibration | None) ->
             f"the default: the artifact's threshold was calibrated for other test settings "
             f"({calibration.settings})"
         )
-    return calibration.threshold, (
-        f"the artifact's, calibrated to {calibration.target_false_alarm:.1%} false alarms on "
-        f"{calibration.customers:,} customers' shuffled histories"
-    )
+    return calibration.threshold, calibration.describe()

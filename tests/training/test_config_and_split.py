@@ -36,6 +36,15 @@ def test_demo_config_loads() -> None:
         ({"split": {"test_dayz": 3}}, r"\[split\] test_dayz: unknown key \(did you mean 'test_days'\?\)"),
         ({"split": {"test_days": "3"}}, r'\[split\] test_days: expected an integer, got "3"'),
         ({"split": {"cold_start_share": 1.5}}, "cold_start_share must be in"),
+        (
+            {"drift": {"target_false_alarm": 0.0}},
+            r"\[drift\] target_false_alarm must be in \(0, 1\), got 0.0",
+        ),
+        ({"drift": {"calibration_customers": -1}}, r"\[drift\] calibration_customers must be >= 0"),
+        (
+            {"drift": {"target_false_alarms": 0.1}},
+            r"\[drift\] target_false_alarms: unknown key \(did you mean",
+        ),
         ({"models": {"svd": {}}}, r"\[models.svd\] is not a known model"),
         ({"interactions": {"view": -1}}, "positive weights"),
         ({"interactions": {"purchse": 5.0}}, r"\[interactions\] purchse: unknown event type \(did you mean"),

@@ -12,6 +12,7 @@ import pytest
 
 from cli.main import main
 from engine.artifact import ArtifactError, open_artifact
+from engine.artifact.contents import load_artifact
 from engine.models.registry import create_model
 from engine.personalizer import Personalizer
 from engine.personas.steering import DEFAULT_STEERING
@@ -225,6 +226,12 @@ def test_cli_train_says_what_the_served_models_learned_from(
     assert f"served models: refit on all {events:,} events and 600 customers" in text
     assert "(the evaluation above is of the same models fitted on the split)" in text
     assert "time by stage (seconds)" in text and " refit " in text
+    calibrated = load_artifact(tmp_path / "a" / "latest").drift_calibration
+    assert calibrated is not None and calibrated.customers == 600
+    assert (
+        f"live drift threshold: {calibrated.threshold:.2f} nats, calibrated to 5% false alarms on "
+        f"{calibrated.tested_customers:,} customers' shuffled histories" in text
+    )
     # Switched off in the config; --output must not switch it back on.
     config.write_text(
         f'[data]\npath = "{shop_dir}"\n{models}[output]\nrefit_on_all_events = false\n', encoding="utf-8"
@@ -232,6 +239,14 @@ def test_cli_train_says_what_the_served_models_learned_from(
     assert main(["train", "--config", str(config), "--output", str(tmp_path / "b"), "--no-progress"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "served models: fitted on the split's" in text and "refit_on_all_events = false" in text
+    # too few customers with a history longer than the test's baseline lag: none calibrated, and said
+    config.write_text(
+        f'[data]\npath = "{shop_dir}"\n{models}[drift]\ncalibration_customers = 150\n', encoding="utf-8"
+    )
+    assert main(["train", "--config", str(config), "--output", str(tmp_path / "c"), "--no-progress"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "live drift threshold: not calibrated: fewer than 200 customers" in text
+    assert load_artifact(tmp_path / "c" / "latest").drift_calibration is None
     assert not open_artifact(tmp_path / "b" / "latest").manifest["served_models"]["refit_on_all_events"]
 
 

@@ -117,7 +117,7 @@ def test_attach_builds_states_on_the_shared_store_and_gives_them_to_the_model() 
 
 
 def test_attach_tests_drift_against_the_artifacts_calibrated_threshold() -> None:
-    calibrated = DriftCalibration(7.25, 0.05, 1_000, 20_000, statistic_settings(ChangeDetectorConfig()))
+    calibrated = DriftCalibration(7.25, 0.05, 1_000, 950, 20_000, statistic_settings(ChangeDetectorConfig()))
     model = Model(artifact=Artifact(drift_calibration=calibrated))
     assert LiveState(MemoryStateStore()).attach(model).drift_threshold == 7.25  # type: ignore[arg-type]
     # a threshold set in the live config wins over the artifact's

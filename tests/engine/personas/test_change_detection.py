@@ -17,6 +17,8 @@ from engine.personas.change_detection import (
     advance_day,
     calibrate_threshold,
     check_changes,
+    shuffled_largest,
+    threshold_for,
     time_shuffled,
 )
 
@@ -207,3 +209,21 @@ def test_a_day_cannot_be_advanced_twice_and_a_state_of_other_personas_is_refused
         advance_day(state, np.ones((K, 1)), np.ones(1), 19_000, np.full(K, 1.0 / K), config)
     with pytest.raises(ValueError, match="does not fit 5 personas"):
         DetectorState.from_json(state.to_json(), K + 1)
+
+
+def test_the_null_leaves_out_customers_whose_baseline_never_allows_a_test() -> None:
+    rng = np.random.default_rng(3)
+    mix = np.full(K, 1.0 / K)
+    long_a, days_a = _events(rng, [(mix, 60)])  # tested from day 31 (a baseline of 28+ day old events)
+    short, days_short = _events(rng, [(mix, 10)])  # ten days: nothing is ever old enough to be a baseline
+    long_b, days_b = _events(rng, [(mix, 60)])
+    likelihoods = np.hstack([long_a, short, long_b])
+    days = np.concatenate([days_a, days_short, days_b])
+    indptr = np.array([0, 60, 70, 130], dtype=np.int64)
+    config = ChangeDetectorConfig()
+    null = shuffled_largest(likelihoods, np.ones(130), days, indptr, np.full(K, 1.0 / K), config, rng)
+    assert null.shape == (2,)  # the short history is not a customer the threshold could have flagged
+    tested = check_changes(likelihoods, np.ones(130), days, indptr, np.full(K, 1.0 / K), config)
+    assert set(np.unique(tested.customer).tolist()) == {0, 2}
+    with pytest.raises(ValueError, match="no customer has a baseline"):
+        threshold_for(null[:0], 0.05)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from engine.data.loading import load_shop
 from engine.personas.change_detection import ChangeDetectorConfig
 from engine.personas.drift import DEFAULT_THRESHOLD, DriftConfig, population_mean_mix
 from engine.personas.drift_calibration import (
+    MIN_TESTED_CUSTOMERS,
     DriftCalibration,
     calibrate_drift_threshold,
     live_threshold,
@@ -33,7 +35,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoadedArtifact, p
     return artifact, shop.events, shop.items
 
 
-def calibrate(trained: tuple[LoadedArtifact, pl.DataFrame, pl.DataFrame], **kwargs: Any) -> DriftCalibration:
+def calibrate(
+    trained: tuple[LoadedArtifact, pl.DataFrame, pl.DataFrame], **kwargs: Any
+) -> DriftCalibration | None:
     artifact, events, items = trained
     config = ChangeDetectorConfig(false_alarm_rate=kwargs.pop("rate", 0.05))
     prior = population_mean_mix(np.asarray(artifact.mix_overall, dtype=np.float64))
@@ -45,25 +49,40 @@ def test_a_sample_holds_the_given_number_of_customers_and_repeats_with_its_seed(
 ) -> None:
     _, events, _ = trained
     everyone = events["customer_id"].n_unique()
-    sampled = calibrate(trained, max_customers=200, seed=1)
-    assert sampled.customers == 200 and 0 < sampled.events < events.height
-    assert calibrate(trained, max_customers=200, seed=1) == sampled
+    sampled = calibrate(trained, max_customers=300, seed=1)
+    assert sampled is not None and sampled.customers == 300 and 0 < sampled.events < events.height
+    assert MIN_TESTED_CUSTOMERS <= sampled.tested_customers <= 300
+    assert calibrate(trained, max_customers=300, seed=1) == sampled
     # no sample when it would not be smaller: every customer, the same threshold either way
     full = calibrate(trained, max_customers=0, seed=1)
-    assert full.customers == everyone and full.events == events.height
+    assert full is not None and full.customers == everyone and full.events == events.height
     assert calibrate(trained, max_customers=everyone, seed=7) == full
+
+
+def test_too_few_customers_with_a_baseline_calibrate_nothing(
+    trained: tuple[LoadedArtifact, pl.DataFrame, pl.DataFrame],
+) -> None:
+    assert calibrate(trained, max_customers=MIN_TESTED_CUSTOMERS - 1, seed=1) is None
+    # a shop whose histories are all younger than the baseline lag tests nobody: no quantile at all
+    artifact, events, items = trained
+    last = events["timestamp"].max()
+    recent = events.filter(pl.col("timestamp") > last - dt.timedelta(days=20))  # type: ignore[operator]
+    assert calibrate((artifact, recent, items), max_customers=0, seed=1) is None
 
 
 def test_a_higher_false_alarm_target_gives_a_lower_threshold(
     trained: tuple[LoadedArtifact, pl.DataFrame, pl.DataFrame],
 ) -> None:
-    thresholds = [calibrate(trained, max_customers=0, seed=0, rate=r).threshold for r in (0.02, 0.05, 0.2)]
+    calibrations = [calibrate(trained, max_customers=0, seed=0, rate=r) for r in (0.02, 0.05, 0.2)]
+    thresholds = [c.threshold for c in calibrations if c is not None]
     assert thresholds[0] >= thresholds[1] >= thresholds[2] > 0
     assert thresholds[0] > thresholds[2]
 
 
 def test_the_stored_form_round_trips_and_a_malformed_one_is_refused_naming_the_key() -> None:
-    calibration = DriftCalibration(6.5, 0.05, 1_200, 30_000, statistic_settings(ChangeDetectorConfig()))
+    calibration = DriftCalibration(
+        6.5, 0.05, 1_200, 1_100, 30_000, statistic_settings(ChangeDetectorConfig())
+    )
     assert DriftCalibration.from_json(calibration.to_json(), "x.json") == calibration
     for key, value in (("threshold", "7"), ("threshold", -1.0), ("customers", None), ("settings", [])):
         document = {**calibration.to_json(), key: value}
@@ -75,7 +94,7 @@ def test_the_stored_form_round_trips_and_a_malformed_one_is_refused_naming_the_k
 
 def test_live_uses_a_configured_threshold_then_the_artifacts_then_the_default() -> None:
     default_test = ChangeDetectorConfig()
-    calibration = DriftCalibration(7.5, 0.05, 900, 20_000, statistic_settings(default_test))
+    calibration = DriftCalibration(7.5, 0.05, 1_000, 900, 20_000, statistic_settings(default_test))
     assert calibration.holds_for(default_test)
     assert calibration.holds_for(ChangeDetectorConfig(false_alarm_rate=0.2))  # chooses, not shapes
     assert not calibration.holds_for(ChangeDetectorConfig(baseline_lag_days=14))
