@@ -89,6 +89,9 @@ DRIFT_EXAMPLES = """
     recall, false alarms on customers without planted drift, delays (days and events), recall by the
     planted drift's strength, ramp and events after it, and recall/precision against a delay budget
     for several thresholds.
+
+    The server runs the same test on live events against the threshold 'train' calibrated the same way
+    for the artifact ([drift] target_false_alarm, default 5%); this command prints it beside its own.
     """
 
 
