@@ -365,6 +365,36 @@ def print_mixed_report(result: Mapping[str, Any]) -> None:
             ],
             ratios,
         )
+    paired = [run for run in result["mixed_runs"] if run.get("open_paired")]
+    if paired:
+        print_table(
+            "Personalize p99, open loop, read-only and mixed phases alternating on the mixed workload's "
+            "server (pooled calls; the ratio is mixed_personalize_p99_vs_read_only)",
+            [
+                "workers",
+                "rounds",
+                "read-only calls",
+                "read-only p99 ms",
+                "mixed calls",
+                "mixed p99 ms",
+                "ratio",
+                "per round",
+            ],
+            [
+                [
+                    str(run["workers"]),
+                    p["rounds"],
+                    p["read_only_calls"],
+                    p["read_only_p99_ms"],
+                    p["mixed_calls"],
+                    p["mixed_p99_ms"],
+                    p["ratio"],
+                    " ".join(f"{x:.2f}" for x in p["round_ratios"]),
+                ]
+                for run in paired
+                for p in (run["open_paired"],)
+            ],
+        )
 
 
 def floor_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -5,9 +5,11 @@ Figures here are made up; nothing is timed (performance is measured by the bench
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from benchmarks.floor_phase import skipped_floor
+from benchmarks.mixed_workload import paired_open_p99
 from benchmarks.serving_targets import (
     CALLS,
     MS,
@@ -62,6 +64,19 @@ def test_the_mixed_ratio_compares_open_loop_p99s_of_the_same_worker_count() -> N
         {"workers": 2, "phases": {"open": {"Personalize": phase(rate=300.0, p99_ms=9.0)}}}
     ]
     assert ratios(result)["mixed_personalize_p99_vs_read_only"] == pytest.approx(9.0 / 6.0)
+    # with alternating rounds on the mixed workload's server, their pooled p99s are compared instead
+    result["mixed_runs"][0]["open_paired"] = paired_open_p99(
+        [([1.0] * 99 + [4.0] * 2, [1.0] * 99 + [5.0] * 2), ([2.0] * 100, [2.0] * 100)]
+    )
+    paired = result["mixed_runs"][0]["open_paired"]
+    assert paired["rounds"] == 2 and paired["read_only_calls"] == paired["mixed_calls"] == 201
+    assert paired["read_only_p99_ms"] == pytest.approx(
+        np.percentile([1.0] * 99 + [4.0] * 2 + [2.0] * 100, 99)
+    )
+    assert ratios(result)["mixed_personalize_p99_vs_read_only"] == pytest.approx(
+        paired["mixed_p99_ms"] / paired["read_only_p99_ms"]
+    )
+    assert paired["round_ratios"][1] == pytest.approx(1.0) and paired["round_ratios"][0] > 1.0
 
 
 @pytest.mark.parametrize(
