@@ -85,6 +85,8 @@ class DriftCalibration:
         """Read a stored calibration; a malformed one is refused naming ``source`` and the key."""
         if not isinstance(document, dict):
             raise ValueError(f"{source}: expected a JSON object, got {type(document).__name__}")
+        # the first stored calibrations (main at ae43d78) did not count tested customers separately
+        document = {"tested_customers": document.get("customers"), **document}
         for key, kind in (("threshold", float), ("target_false_alarm", float), ("customers", int),
                           ("tested_customers", int), ("events", int), ("settings", dict)):  # fmt: skip
             value = document.get(key)

@@ -126,3 +126,10 @@ def test_an_artifact_stores_its_calibration_and_a_malformed_one_is_refused_namin
     broken = load_artifact(rewrite(dataclasses.replace(contents, drift_calibration=_Malformed()), tmp_path))
     with pytest.raises(ArtifactError, match=r"personas/drift_calibration\.json: 'threshold'"):
         _ = broken.drift_calibration
+
+
+def test_a_calibration_stored_before_tested_customers_were_counted_still_loads() -> None:
+    first_format = {"threshold": 5.0, "target_false_alarm": 0.05, "customers": 800, "events": 9_000,
+                    "settings": statistic_settings(ChangeDetectorConfig())}  # fmt: skip
+    loaded = DriftCalibration.from_json(first_format, "x.json")
+    assert loaded.tested_customers == loaded.customers == 800 and loaded.threshold == 5.0
