@@ -44,7 +44,7 @@ def test_table_rows_show_each_data_sets_verdict_and_skips_say_why() -> None:
         "| [-0.0020, +0.0041] |" in table
     )
     assert "0.2100 vs 0.1400 (x1.50, engine:lightfm_hybrid)" in table
-    assert "| elsewhere | | | skipped: ../shared/data/x is absent |" in table
+    assert "| elsewhere | | | skipped: ../shared/data/x is absent | | | | | |" in table
 
 
 def test_each_row_shows_the_search_budget_it_ran_with() -> None:
@@ -82,3 +82,40 @@ def test_readme_is_rewritten_between_the_markers_only(tmp_path: Path) -> None:
     readme.write_text("no markers\n", encoding="utf-8")
     with pytest.raises(SystemExit, match="markers"):
         rewrite_readme(readme, "new table")
+
+
+def test_the_personas_on_the_library_tuning_column_shows_both_scores_and_the_interval() -> None:
+    at_tuning = _result("ml-100k", "a.json")
+    row = at_tuning["data_sets"][0]  # type: ignore[index]
+    row["models"] = {
+        "engine:als at implicit_als_tuned": {"family": "engine at library tuning", "ndcg_at_10": 0.3191},
+        "implicit_als_tuned": {"family": "library tuned", "ndcg_at_10": 0.3168},
+    }
+    row["differences"] = [
+        {"name": "engine best - library best tuned", "a": "engine:als", "b": "implicit_als_tuned",
+         "segment": "all", "mean": 0.0071, "ci95": [0.0012, 0.0130]},
+        {"name": "personas on the library's tuning (engine:als at implicit_als_tuned)",
+         "a": "engine:als at implicit_als_tuned", "b": "implicit_als_tuned", "segment": "all",
+         "mean": 0.0023, "ci95": [-0.0004, 0.0051]},
+    ]  # fmt: skip
+    table = render_table(merge_results([at_tuning, _result("demo", "b.json")]))
+    header = table.splitlines()[2]
+    assert header.split(" | ")[6:8] == ["persona lift", "personas on the library's tuning"]
+    ml100k, demo = (line for line in table.splitlines() if line.startswith(("| ml-100k ", "| demo ")))
+    assert ml100k.endswith("| [-0.0020, +0.0041] | 0.3191 vs 0.3168 [-0.0004, +0.0051] | 0.2100 vs 0.1400 "
+                           "(x1.50, engine:lightfm_hybrid) |")  # fmt: skip
+    # a set whose compare stated no such difference (an older results file) shows "-"
+    assert demo.endswith("| [-0.0020, +0.0041] | - | 0.2100 vs 0.1400 (x1.50, engine:lightfm_hybrid) |")
+    # several engine models at library tunings: each cell names its row
+    row["models"]["engine:bpr at implicit_bpr_tuned"] = {"ndcg_at_10": 0.2010}
+    row["models"]["implicit_bpr_tuned"] = {"ndcg_at_10": 0.2050}
+    row["differences"].append(
+        {"name": "personas on the library's tuning (engine:bpr at implicit_bpr_tuned)",
+         "a": "engine:bpr at implicit_bpr_tuned", "b": "implicit_bpr_tuned", "segment": "all",
+         "mean": -0.004, "ci95": [-0.0090, 0.0010]}
+    )  # fmt: skip
+    table = render_table(merge_results([at_tuning]))
+    assert (
+        "| engine:als at implicit_als_tuned: 0.3191 vs 0.3168 [-0.0004, +0.0051]; "
+        "engine:bpr at implicit_bpr_tuned: 0.2010 vs 0.2050 [-0.0090, +0.0010] |" in table
+    )
