@@ -1,7 +1,7 @@
 """The server's background upkeep of its event log: live-state snapshots and retention.
 
-One process of a server does it, with its own connections to the log: a one-process server on a thread
-of its own, and ``--workers N`` in a process of its own beside the workers, at a lower CPU priority
+One process of a server does it, with its own connections to the log: a process of its own at a
+lower CPU priority, beside the workers of ``--workers N`` or as the child of a one-process server
 (``serving.upkeep_process``), so that no request handler waits for the interpreter lock while a
 snapshot replays. A file lock beside the log keeps two servers sharing one log from doing it at once.
 

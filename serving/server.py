@@ -76,7 +76,6 @@ from serving.glibc_malloc import limit_malloc_arenas
 from serving.heap_freeze import settle_heap, settle_heap_later
 from serving.interceptors import ObservabilityInterceptor
 from serving.item_messages import prepare_items
-from serving.log_upkeep import LogUpkeep
 from serving.metrics import MetricsEndpoint, ServingMetrics
 from serving.model_holder import (
     ModelHolder,
@@ -99,7 +98,7 @@ from serving.settings import (
     settings_from_args,
 )
 from serving.undecodable_requests import UndecodableRequestInterceptor
-from serving.upkeep_process import run_upkeep_process
+from serving.upkeep_process import UpkeepChild, run_upkeep_process
 from serving.worker_supervisor import supervise
 
 LOGGER = logging.getLogger("persona_engine.server")
@@ -244,7 +243,7 @@ class _Process:
     event_log: EventStore | None = None
     decision_writer: DecisionLogWriter | None = None
     endpoint: MetricsEndpoint | None = None
-    upkeep: LogUpkeep | None = None
+    upkeep: UpkeepChild | None = None
     following: threading.Event = field(default_factory=threading.Event)
     follower: threading.Thread | None = None
     started: bool = False  # the gRPC server started (and so is "stopped" at the end)
@@ -369,12 +368,26 @@ def _prepare(
     if on_live_state is not None:
         on_live_state(live_state)
     publish_model_metrics(metrics, holder.snapshot())
+    # A one-process server runs its event log's upkeep in a child process; workers leave it to the
+    # supervisor's (serving.upkeep_process).
+    upkeep = (
+        UpkeepChild(settings, loaded.path, holder.snapshot().personalizer.model_name)
+        if settings.event_log is not None and settings.worker_index is None
+        else None
+    )
+
+    def after_swap() -> None:
+        settle_heap_later()
+        if upkeep is not None:  # the child snapshots with the artifact the server serves
+            served = holder.snapshot()
+            upkeep.follow(served.path, served.personalizer.model_name, served.personalizer.version)
+
     reloader = ModelReloader(
         holder,
         metrics,
         shared,
         applied_generation=generation,
-        after_swap=settle_heap_later,
+        after_swap=after_swap,
         verifier=settings.artifact_verifier,
     )
     event_log: EventStore | None = None
@@ -428,9 +441,7 @@ def _prepare(
             _close_event_log(event_log, decision_writer)
             return EXIT_USAGE
     process = _Process(holder, metrics, live_state, reloader, live, shared, event_log, decision_writer)
-    if settings.event_log is not None and settings.worker_index is None:
-        # Workers leave it to the supervisor's upkeep process (serving.upkeep_process).
-        process.upkeep = LogUpkeep(settings.event_log, live_state)  # started once the server serves
+    process.upkeep = upkeep  # started once the server serves
     return process
 
 

@@ -11,13 +11,18 @@ follows reloads. It runs at a lower CPU priority (``NICENESS``), so on a busy ma
 come first and the snapshot waits. The supervisor restarts it when it dies; serving never depends
 on it (a worker's start-up replays whatever tail the newest snapshot leaves).
 
-A one-process server (no ``--workers``) keeps the upkeep on a thread: it has nobody to share with.
+A one-process server starts the same process itself (``UpkeepChild``): on a thread it shared the
+interpreter lock with the request handlers after all.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Final
@@ -28,7 +33,8 @@ from serving.log_upkeep import LogUpkeep
 from serving.model_holder import DesiredModel, SharedModelState, load_model
 from serving.process_lifecycle import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, stop_on_signals
 from serving.redis_state_store import MEMORY
-from serving.settings import ServeSettings
+from serving.settings import ENV_READY_FILE, ServeSettings
+from serving.worker_supervisor import RestartBudget, exit_description, worker_command
 
 LOGGER = logging.getLogger("persona_engine.server")
 
@@ -36,6 +42,7 @@ LOGGER = logging.getLogger("persona_engine.server")
 # this process, and an idle machine still runs it at full speed.
 NICENESS: Final = 10
 FOLLOW_INTERVAL_S: Final = 2.0
+STOP_WAIT_S: Final = 10.0  # a stopping server waits this long for its upkeep child, then kills it
 
 
 class _ArtifactFollower:
@@ -116,3 +123,93 @@ def run_upkeep_process(settings: ServeSettings, *, stop: threading.Event | None 
             upkeep.close()
     LOGGER.info("event log upkeep ended")
     return EXIT_OK
+
+
+class UpkeepChild:
+    """The upkeep process of a one-process server: the same ``--upkeep-process`` the supervisor of
+    ``--workers N`` runs, started and watched by the serving process itself.
+
+    On a thread of the serving process, a snapshot's replay held the interpreter lock its request
+    handlers need: in the serving benchmark's 1-worker mixed workload, the snapshot after 10,000 logged
+    events ("1990 customers through event 13150 in 1.4s") put Personalize's open-loop p99 near half a
+    second for that phase (52-75 x its p99 alone; 2 workers, whose upkeep is a process: 1.05 x). The
+    child follows the artifact the server serves through a run directory of its own
+    (``SharedModelState``), which the server updates after every reload (``follow``). It is spawned,
+    not forked: the serving process already runs gRPC's threads. A dead child is restarted (at most
+    ``MAX_RESTARTS`` within the window, then given up: serving never depends on it); it stops when the
+    server stops, or by itself when its parent is gone.
+    """
+
+    def __init__(self, settings: ServeSettings, artifact_path: Path, model_name: str) -> None:
+        self._settings = settings
+        self._served = (artifact_path, model_name)
+        self._run_dir: Path | None = None
+        self.shared: SharedModelState | None = None
+        self._command: list[str] = []
+        self._budget = RestartBudget()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._watcher = threading.Thread(target=self._watch, name="event-log-upkeep-watcher", daemon=True)
+
+    def start(self) -> None:
+        """Create the child's run directory and spawn it (once the server serves)."""
+        self._run_dir = Path(tempfile.mkdtemp(prefix="persona-engine-upkeep-"))
+        self.shared = SharedModelState.create(self._run_dir, *self._served)
+        arguments = worker_command(self._settings, self._settings.address, self._run_dir, 0)[3:]
+        self._command = [sys.executable, "-m", "serving.server", *arguments, "--upkeep-process"]
+        with self._lock:
+            self.process = self._spawn()
+        self._watcher.start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        environment = dict(os.environ)
+        environment.pop(ENV_READY_FILE, None)  # the server writes it, not its upkeep
+        return subprocess.Popen(self._command, env=environment)
+
+    def follow(self, artifact_path: Path, model_name: str, version: str) -> None:
+        """Tell the child which artifact the server serves now (after a reload)."""
+        self._served = (artifact_path, model_name)
+        if self.shared is not None:
+            with self.shared.exclusive():
+                self.shared.publish(artifact_path, model_name, version)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(FOLLOW_INTERVAL_S):
+            with self._lock:
+                if self.process is None or (code := self.process.poll()) is None or self._stop.is_set():
+                    continue
+                if not self._budget.allow():
+                    LOGGER.error(
+                        "event log upkeep process %d exited with %s; %d deaths within %.0fs: not restarted, "
+                        "so live-state snapshots and event log retention stop until the server restarts",
+                        self.process.pid,
+                        exit_description(code),
+                        self._budget.recent_deaths,
+                        self._budget.window_s,
+                    )
+                    self.process = None
+                    return
+                dead, self.process = self.process, self._spawn()
+                LOGGER.error(
+                    "event log upkeep process %d exited with %s; restarted as process %d",
+                    dead.pid,
+                    exit_description(code),
+                    self.process.pid,
+                )
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._watcher.is_alive():
+            self._watcher.join(timeout=FOLLOW_INTERVAL_S * 2)
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)

@@ -8,7 +8,7 @@ all (gRPC's rule for forking), so a forked worker starts from a clean gRPC core.
 starting fresh interpreters is what keeps start-up short: the parent has imported every module once
 (about a second of CPU), and each worker begins from that instead of importing again while the others
 do the same on the same cores. A forked worker runs exactly what ``python -m serving.server`` with the
-worker's arguments runs (``_worker_command``), after dropping what it must not share with the parent:
+worker's arguments runs (``worker_command``), after dropping what it must not share with the parent:
 the parent's log handler (its writer thread did not survive the fork), its signal handlers and the
 reserved socket, and with Prometheus switched to multiprocess mode for the metrics directory.
 
@@ -92,7 +92,7 @@ def _reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker_command(settings: ServeSettings, address: str, run_dir: Path, index: int) -> list[str]:
+def worker_command(settings: ServeSettings, address: str, run_dir: Path, index: int) -> list[str]:
     command = [
         sys.executable,
         "-m",
@@ -311,11 +311,11 @@ class _WorkerPool:
         self._upkeep_budget = RestartBudget()
 
     def _start(self, index: int) -> _Worker:
-        arguments = _worker_command(self.settings, self.address, self.run_dir, index)[3:]
+        arguments = worker_command(self.settings, self.address, self.run_dir, index)[3:]
         return _Worker(index, self._fork(arguments))
 
     def _start_upkeep(self) -> ForkedProcess:
-        arguments = [*_worker_command(self.settings, self.address, self.run_dir, 0)[3:], "--upkeep-process"]
+        arguments = [*worker_command(self.settings, self.address, self.run_dir, 0)[3:], "--upkeep-process"]
         return self._fork(arguments)
 
     def _fork(self, arguments: Sequence[str]) -> ForkedProcess:

@@ -1,4 +1,6 @@
-"""With ``--workers N`` the event log's upkeep runs in a process of its own, not in a serving worker."""
+"""The event log's upkeep runs in a process of its own, never in a process that serves: beside the
+workers of ``--workers N``, and as the child of a one-process server (on its thread, a snapshot held
+the interpreter lock the request handlers need)."""
 
 from __future__ import annotations
 
@@ -37,14 +39,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_the_upkeep_process_snapshots_beside_the_workers_and_is_replaced_when_it_dies(
-    artifacts: TrainedArtifacts, tmp_path: Path
+    artifacts: TrainedArtifacts, tmp_path: Path, workers: int
 ) -> None:
     log_path = tmp_path / "events.db"
     personalizer = Personalizer.from_path(artifacts.older)
     customer, item = str(personalizer.mixes.customers.ids[0]), str(personalizer.item_catalog.ids.ids[0])
     with running_server(
-        artifacts.older, tmp_path, workers=2, extra_args=["--event-log", str(log_path)]
+        artifacts.older, tmp_path, workers=workers, extra_args=["--event-log", str(log_path)]
     ) as server:
         wait_for_server(lambda: _upkeep_pid(server), "upkeep process", server)
         upkeep = _upkeep_pid(server)
@@ -75,3 +78,28 @@ def test_the_upkeep_process_snapshots_beside_the_workers_and_is_replaced_when_it
         assert server.stop() == 0
     assert not _alive(replacement)
     assert f"[{replacement}] persona_engine.server: event log upkeep ended" in server.log()
+
+
+def test_a_one_process_servers_upkeep_follows_a_reload(artifacts: TrainedArtifacts, tmp_path: Path) -> None:
+    log_path = tmp_path / "events.db"
+    newer = Personalizer.from_path(artifacts.newer).version
+    token_file = tmp_path / "admin-token"
+    token_file.write_text("t0ken-for-the-upkeep-test\n", encoding="utf-8")
+    token_file.chmod(0o600)
+    extra = ["--event-log", str(log_path), "--admin-token-file", str(token_file)]
+    with running_server(artifacts.older, tmp_path, extra_args=extra) as server:
+        server.admin_token = "t0ken-for-the-upkeep-test"
+        wait_for_server(lambda: _upkeep_pid(server), "upkeep process", server)
+        upkeep = _upkeep_pid(server)
+        assert upkeep is not None and upkeep != server.process.pid
+        with server.client(timeout_s=30) as client:
+            assert client.reload_model(str(artifacts.newer)).new_version == newer
+        wait_for_server(
+            lambda: (
+                f"[{upkeep}] persona_engine.server: event log upkeep follows artifact {newer}" in server.log()
+            ),
+            "the upkeep following the reload",
+            server,
+        )
+        assert server.stop() == 0
+    assert not _alive(upkeep)
