@@ -34,7 +34,7 @@ from serving.model_holder import DesiredModel, SharedModelState, load_model
 from serving.process_lifecycle import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, stop_on_signals
 from serving.redis_state_store import MEMORY
 from serving.settings import ENV_READY_FILE, ServeSettings
-from serving.worker_supervisor import RestartBudget, exit_description, worker_command
+from serving.worker_supervisor import RestartBudget, restarted_upkeep, worker_command
 
 LOGGER = logging.getLogger("persona_engine.server")
 
@@ -177,26 +177,11 @@ class UpkeepChild:
     def _watch(self) -> None:
         while not self._stop.wait(FOLLOW_INTERVAL_S):
             with self._lock:
-                if self.process is None or (code := self.process.poll()) is None or self._stop.is_set():
-                    continue
-                if not self._budget.allow():
-                    LOGGER.error(
-                        "event log upkeep process %d exited with %s; %d deaths within %.0fs: not restarted, "
-                        "so live-state snapshots and event log retention stop until the server restarts",
-                        self.process.pid,
-                        exit_description(code),
-                        self._budget.recent_deaths,
-                        self._budget.window_s,
-                    )
-                    self.process = None
+                if self._stop.is_set():
                     return
-                dead, self.process = self.process, self._spawn()
-                LOGGER.error(
-                    "event log upkeep process %d exited with %s; restarted as process %d",
-                    dead.pid,
-                    exit_description(code),
-                    self.process.pid,
-                )
+                self.process = restarted_upkeep(self.process, self._budget, self._spawn)
+                if self.process is None:
+                    return
 
     def close(self) -> None:
         self._stop.set()

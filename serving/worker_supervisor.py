@@ -46,7 +46,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final, NoReturn
+from typing import Final, NoReturn, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client import values as prometheus_values
@@ -273,6 +273,42 @@ class _Worker:
         return self.process.pid
 
 
+class _Polled(Protocol):
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+
+_P = TypeVar("_P", bound=_Polled)
+
+
+def restarted_upkeep(upkeep: _P | None, budget: RestartBudget, start: Callable[[], _P]) -> _P | None:
+    """The upkeep process to keep: ``upkeep`` while it runs, a replacement (``start``) when it died, or
+    None once it has died too often (``budget``). The server serves on either way (a start-up replays
+    whatever tail the snapshots leave), so a crash-looping upkeep is given up, not the server."""
+    if upkeep is None or (code := upkeep.poll()) is None:
+        return upkeep
+    if not budget.allow():
+        LOGGER.error(
+            "event log upkeep process %d exited with %s; %d deaths within %.0fs: not restarted, so "
+            "live-state snapshots and event log retention stop until the server restarts",
+            upkeep.pid,
+            exit_description(code),
+            budget.recent_deaths,
+            budget.window_s,
+        )
+        return None
+    replacement = start()
+    LOGGER.error(
+        "event log upkeep process %d exited with %s; restarted as process %d",
+        upkeep.pid,
+        exit_description(code),
+        replacement.pid,
+    )
+    return replacement
+
+
 def exit_description(code: int) -> str:
     """``status 3``, or ``signal SIGKILL`` for a process a signal ended (Popen's negative codes)."""
     if code >= 0:
@@ -377,29 +413,7 @@ class _WorkerPool:
         return None
 
     def _replace_dead_upkeep(self) -> None:
-        """Restart the upkeep process when it died; the server serves on either way (a start-up replays
-        whatever tail the snapshots leave), so a crash-looping one is given up, not the server."""
-        if self.upkeep is None or (code := self.upkeep.poll()) is None:
-            return
-        if not self._upkeep_budget.allow():
-            LOGGER.error(
-                "event log upkeep process %d exited with %s; %d deaths within %.0fs: not restarted, so "
-                "live-state snapshots and event log retention stop until the server restarts",
-                self.upkeep.pid,
-                exit_description(code),
-                self._upkeep_budget.recent_deaths,
-                self._upkeep_budget.window_s,
-            )
-            self.upkeep = None
-            return
-        replacement = self._start_upkeep()
-        LOGGER.error(
-            "event log upkeep process %d exited with %s; restarted as process %d",
-            self.upkeep.pid,
-            exit_description(code),
-            replacement.pid,
-        )
-        self.upkeep = replacement
+        self.upkeep = restarted_upkeep(self.upkeep, self._upkeep_budget, self._start_upkeep)
 
     def _clean_up(self, pid: int) -> None:
         """A worker is gone: its live gauges stop counting, its model report goes."""
