@@ -12,6 +12,7 @@ rounds, both p99s see the same machine and three times the calls.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,10 +179,8 @@ def run_mixed_phases(
         write_requests(reads_file, [r.SerializeToString() for r in plan.reads])
 
         def spec(name: str, mode: str, seed: int, writes: list[bytes] | None) -> PhaseSpec:
-            writes_file = workdir / f"mixed-writes-{workers}w-{name.replace(' ', '-')}.bin"
-            if writes is not None:
-                write_requests(writes_file, writes)
-            return PhaseSpec(
+            """A Personalize phase; with ``writes``, that share of its sends are those writes."""
+            reads = PhaseSpec(
                 name=name,
                 method=f"/{SERVICE}/Personalize",
                 requests_file=str(reads_file),
@@ -194,27 +193,33 @@ def run_mixed_phases(
                 arrivals=load.arrivals,
                 timeout_s=load.timeout_s,
                 seed=seed,
-                mixed_method=f"/{SERVICE}/RecordEvents" if writes is not None else "",
-                mixed_requests_file=str(writes_file) if writes is not None else "",
-                mixed_share=plan.share if writes is not None else 0.0,
+            )
+            if writes is None:
+                return reads
+            writes_file = workdir / f"mixed-writes-{workers}w-{name.replace(' ', '-')}.bin"
+            write_requests(writes_file, writes)
+            return dataclasses.replace(
+                reads,
+                mixed_method=f"/{SERVICE}/RecordEvents",
+                mixed_requests_file=str(writes_file),
+                mixed_share=plan.share,
             )
 
         stderr_console.print(f"load: mixed closed ({workers} worker(s)), {plan.share:.0%} RecordEvents")
         phases["closed"], _ = run_mixed_phase(
             generator, server, spec("mixed closed", "closed", 100, plan.writes["closed"]), plan.write_batch
         )
-        # every round's writes new (a slice of the open pool each): a repeated write is a deduplicated
+        # every round's writes new (every OPEN_ROUNDS-th of the open pool): a repeated write is a deduplicated
         # no-op, not the durable commit being measured
-        pools = np.array_split(np.arange(len(plan.writes["open"])), OPEN_ROUNDS)
         rounds: list[tuple[list[float], list[float]]] = []
-        for r, pool in enumerate(pools):
+        for r in range(OPEN_ROUNDS):
             stderr_console.print(
                 f"load: read-only and mixed open, round {r + 1} of {OPEN_ROUNDS} ({workers} worker(s))"
             )
             _, alone_ms = run_mixed_phase(
                 generator, server, spec(f"read-only open {r + 1}", "open", 200 + r, None), plan.write_batch
             )
-            writes = [plan.writes["open"][i] for i in pool]
+            writes = plan.writes["open"][r::OPEN_ROUNDS]
             mixed, mixed_ms = run_mixed_phase(
                 generator, server, spec(f"mixed open {r + 1}", "open", 101 + r, writes), plan.write_batch
             )

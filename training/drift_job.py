@@ -23,10 +23,10 @@ import polars as pl
 from engine.artifact import ArtifactError
 from engine.artifact.contents import load_artifact
 from engine.data.loading import load_shop
-from engine.personas.change_detection import ChangeDetectorConfig, shuffled_largest, threshold_for
+from engine.personas.change_detection import ChangeDetectorConfig, threshold_for
 from engine.personas.drift import DriftStatus, population_mean_mix, trace_changes
 from engine.personas.drift_accuracy import DriftAccuracy, PlantedDrift, score_detection
-from engine.personas.drift_calibration import CALIBRATION_SEED, DriftCalibration
+from engine.personas.drift_calibration import DriftCalibration
 from training.console_output import progress_bar
 
 TRUTH_MIXES = Path("truth") / "customer_mixes.parquet"
@@ -89,15 +89,7 @@ def run_drift_report(
         progress.update(task, advance=1, description="running the change test")
         trace = trace_changes(artifact.inference, shop.events, shop.items, prior, config)
         progress.update(task, advance=1, description="calibrating on shuffled histories")
-        null = shuffled_largest(
-            trace.likelihoods,
-            trace.weight,
-            trace.day,
-            trace.indptr,
-            prior,
-            config,
-            np.random.default_rng(CALIBRATION_SEED),
-        )
+        null = trace.shuffled_largest(config)
         threshold = config.threshold or threshold_for(null, config.false_alarm_rate)
         progress.update(task, advance=1, description="scoring")
         statuses = trace.statuses(threshold)

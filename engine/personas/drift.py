@@ -31,7 +31,13 @@ from numpy.typing import NDArray
 
 from engine.data.id_map import IdMap
 from engine.numeric_settings import check_numeric_settings
-from engine.personas.change_detection import ChangeChecks, ChangeDetectorConfig, DayCheck, check_changes
+from engine.personas.change_detection import (
+    ChangeChecks,
+    ChangeDetectorConfig,
+    DayCheck,
+    check_changes,
+    shuffled_largest,
+)
 from engine.personas.event_encoding import build_event_features
 from engine.personas.inference.model import PersonaInferenceModel
 
@@ -154,6 +160,11 @@ def scaled_likelihoods(scores: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.ascontiguousarray(np.round(scaled, LIKELIHOOD_DECIMALS))
 
 
+# The seed of the time shuffles thresholds are calibrated on: training's, the drift job's and the
+# report's calibrations of the same events agree.
+CALIBRATION_SEED = 0
+
+
 @dataclass(frozen=True)
 class ChangeTrace:
     """The change test run over a history: every check, and the events behind them.
@@ -170,6 +181,14 @@ class ChangeTrace:
     indptr: NDArray[np.int64]
     prior_mean: NDArray[np.float64]
     checks: ChangeChecks
+
+    def shuffled_largest(self, config: ChangeDetectorConfig) -> NDArray[np.float64]:
+        """The null distribution thresholds are calibrated on (``change_detection.shuffled_largest``)
+        for this history, shuffled with ``CALIBRATION_SEED``."""
+        rng = np.random.default_rng(CALIBRATION_SEED)
+        return shuffled_largest(
+            self.likelihoods, self.weight, self.day, self.indptr, self.prior_mean, config, rng
+        )
 
     def statuses(self, threshold: float) -> dict[str, DriftStatus]:
         """Each tested customer's status at their last check."""

@@ -26,12 +26,10 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from engine.personas.change_detection import ChangeDetectorConfig, shuffled_largest, threshold_for
+from engine.personas.change_detection import ChangeDetectorConfig, threshold_for
 from engine.personas.drift import DEFAULT_THRESHOLD, DriftConfig, trace_changes
 from engine.personas.inference.model import PersonaInferenceModel
 
-# The seed of the time shuffles the threshold is calibrated on (the drift job's too, so both agree).
-CALIBRATION_SEED = 0
 # Fewer tested customers than this calibrate nothing: the quantile of a handful of statistics is
 # noise (at 5%, 200 customers put ten above it).
 MIN_TESTED_CUSTOMERS = 200
@@ -140,15 +138,7 @@ def calibrate_drift_threshold(
         sample = pl.Series(np.asarray(customers)[np.sort(chosen)], dtype=pl.Utf8)
         events = events.filter(customer_ids.is_in(sample.implode()))
     trace = trace_changes(model, events, items, prior_mean, config)
-    null = shuffled_largest(
-        trace.likelihoods,
-        trace.weight,
-        trace.day,
-        trace.indptr,
-        prior_mean,
-        config,
-        np.random.default_rng(CALIBRATION_SEED),
-    )
+    null = trace.shuffled_largest(config)
     if null.size < MIN_TESTED_CUSTOMERS:
         return None
     return DriftCalibration(

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from engine.data.id_map import IdMap
 from engine.evaluation.persona_accuracy import planted_targets
-from engine.personas.change_detection import ChangeDetectorConfig, shuffled_largest, threshold_for
+from engine.personas.change_detection import ChangeDetectorConfig, threshold_for
 from engine.personas.drift import population_mean_mix, trace_changes
 from engine.personas.drift_accuracy import DriftAccuracy, PlantedDrift, score_detection
 from engine.personas.mix import total_variation_rows
@@ -298,9 +298,7 @@ def _detection(inputs: ReportInputs) -> DriftAccuracy:
     config = ChangeDetectorConfig()
     prior = population_mean_mix(np.asarray(inputs.artifact.mix_overall, dtype=np.float64))
     trace = trace_changes(inputs.artifact.inference, shop.events, shop.items, prior, config)
-    null = shuffled_largest(
-        trace.likelihoods, trace.weight, trace.day, trace.indptr, prior, config, np.random.default_rng(0)
-    )
+    null = trace.shuffled_largest(config)
     curve: dict[float, float | None] = {threshold_for(null, t): t for t in DETECTION_TARGETS}
     planted = PlantedDrift.from_truth(shop.truth, trace.customers)
     return score_detection(trace, planted, threshold_for(null, DETECTION_TARGET), curve)
