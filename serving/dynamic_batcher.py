@@ -10,10 +10,15 @@ into one call, as Triton's dynamic batcher does, without making a lone request w
   ``submit`` in the same event-loop turn (a burst the server read at once) still share its batch.
 - ``process`` is synchronous and CPU-bound and runs on the event loop, so while a batch is being
   processed nothing else runs: requests that arrive meanwhile queue up. When it returns, the worker
-  yields once to let them reach the queue; the queued requests (up to ``max_batch_size``) form the
-  next batch, and when fewer than ``max_batch_size`` are queued the worker waits at most
-  ``max_wait_s`` (a fraction of a millisecond; 0 disables waiting) for more. An empty queue after a
-  batch makes the batcher idle again.
+  waits at most ``max_wait_s`` (0 disables waiting) for ``max_batch_size`` requests to be queued,
+  and the queued ones form the next batch. That wait runs also when nothing is queued yet, and only
+  a batcher that found nobody after it goes idle again. Why: a gRPC server hands a request to its
+  handler several event-loop turns after reading it, so right after a batch the queue is nearly
+  always empty although calls are on their way; going idle at once made almost every batch a batch
+  of one (96% of them in a 2-worker server under 16 concurrent callers) and batching bought nothing.
+  Waiting up to 1 ms there gave batches of about four and 1.4x the calls per second on the same
+  server (``serving.batched_calls.DEFAULT_MAX_WAIT_MS``). The cost is bounded: a request that
+  arrives within ``max_wait_s`` of a batch waits at most that long.
 - Errors stay with the requests they concern. ``process`` returns one outcome per request, in order:
   a result, or an exception instance that ``submit`` raises for that request alone, so one bad
   request does not fail the others. If ``process`` itself raises, every request of that batch gets
@@ -111,15 +116,15 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             raise
 
     async def _work(self) -> None:
-        """Process batches until the queue is empty after one, then let the batcher go idle."""
+        """Process batches until nobody came during the wait after one, then let the batcher go idle."""
         try:
-            first = True
-            while self._queue:
-                if not first:
-                    await self._fill()
-                first = False
-                self._run(self._take())
+            self._run(self._take())  # the request that found the batcher idle, and its burst
+            while True:
                 await asyncio.sleep(0)  # requests that arrived during the batch reach the queue
+                await self._fill()
+                if not self._queue:
+                    break
+                self._run(self._take())
         finally:
             self._worker = None
             if self._queue:  # the worker itself was cancelled (the loop is closing): free its callers
@@ -128,7 +133,8 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
                 self._queue.clear()
 
     async def _fill(self) -> None:
-        """Wait until ``max_batch_size`` requests are queued or ``max_wait_s`` has passed."""
+        """Wait until ``max_batch_size`` requests are queued or ``max_wait_s`` has passed (also when
+        none is queued yet: see the module docstring)."""
         if self._max_wait_s <= 0 or len(self._queue) >= self._max_batch_size:
             return
         loop = asyncio.get_running_loop()

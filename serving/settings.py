@@ -372,8 +372,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULT_MAX_WAIT_MS,
         metavar="MS",
-        help="while calls are queued behind a batch, wait at most MS for the next batch to fill "
-        f"(default {DEFAULT_MAX_WAIT_MS}; 0 never waits)",
+        help="after a batch, wait at most MS for the next one to fill, so that calls gRPC is still "
+        f"handing over join it (default {DEFAULT_MAX_WAIT_MS}; 0 never waits)",
     )
     parser.add_argument(
         "--max-request-bytes",

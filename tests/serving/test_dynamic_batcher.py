@@ -60,15 +60,50 @@ def test_a_request_to_an_idle_batcher_is_processed_at_once_without_waiting() -> 
         process, max_batch_size=8, max_wait_s=FOREVER_S, on_batch=lambda n, s: sizes.append(n)
     )
 
+    async def scenario() -> int:
+        result = await batcher.submit(3)  # an hour's wait would trip the hang guard
+        assert not batcher.idle, "after a batch the batcher waits for the next one"
+        return result
+
+    assert run(scenario) == 6
+    assert process.batches == [[3]] and sizes == [1] and batcher.queued == 0
+
+
+def test_a_batcher_nobody_came_to_after_a_batch_goes_idle_after_max_wait() -> None:
+    process = Doubler()
+    batcher = DynamicBatcher(process, max_batch_size=8, max_wait_s=0.002)
+
     async def scenario() -> list[int]:
         results = [await batcher.submit(3)]
-        while not batcher.idle:  # the batcher looks for requests that arrived during the batch
+        waited = time.perf_counter()
+        while not batcher.idle:
             await asyncio.sleep(0)
-        results.append(await batcher.submit(4))
+        assert time.perf_counter() - waited >= 0.0015, "idle only once the wait after the batch ran out"
+        results.append(await batcher.submit(4))  # idle again: processed at once, alone
         return results
 
     assert run(scenario) == [6, 8]
-    assert process.batches == [[3], [4]] and sizes == [1, 1] and batcher.queued == 0
+    assert process.batches == [[3], [4]]
+
+
+def test_requests_that_come_one_by_one_just_after_a_batch_are_gathered_into_the_next() -> None:
+    """A server hands calls to their handlers some loop turns after reading them: the queue is empty
+    right after a batch although calls are on their way. They must not each go alone."""
+    later: list[asyncio.Task[int]] = []
+    process = Doubler()
+    batcher = DynamicBatcher(process, max_batch_size=3, max_wait_s=FOREVER_S)
+
+    async def scenario() -> list[int]:
+        await batcher.submit(0)
+        for r in (1, 2, 3):
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert process.batches == [[0]], "short of three: still waiting"
+            later.append(asyncio.create_task(batcher.submit(r)))
+        return list(await asyncio.gather(*later))  # the third fills the batch: no hour's wait
+
+    assert run(scenario) == [2, 4, 6]
+    assert process.batches == [[0], [1, 2, 3]]
 
 
 def test_requests_that_arrive_during_a_batch_form_the_next_one() -> None:
