@@ -25,6 +25,7 @@ from engine.live.live_state import LiveState
 from engine.live.state_store import MemoryStateStore
 from engine.personalizer import Personalizer
 from serving import request_validation as validate
+from serving.batched_calls import BatchSettings
 from serving.client import Filters, PageContext, PersonaEngineClient, Target
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 from serving.metrics import ServingMetrics
@@ -105,10 +106,13 @@ def build_workloads(
     holder = ModelHolder(
         personalizer, personalizer.artifact.path, load_seconds=0.0, prepare=live_state.attach
     )
+    # One call at a time never has company to wait for: a batcher that waited after each call for
+    # the next (as a server's does, ``serving.dynamic_batcher``) would time its idle wait, not work.
     servicer = PersonalizationServicer(
         holder,
         ServingMetrics(CollectorRegistry()),
         LiveLoop(decisions=LiveDecisions(store), observers=(live_state,)),
+        batching=BatchSettings(max_wait_s=0.0),
     )
     context = _BenchmarkContext()
     items = personalizer.items.ids
