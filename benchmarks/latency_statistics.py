@@ -4,7 +4,8 @@ server's own request histogram.
 The server's ``persona_engine_request_duration_seconds`` histogram is scraped before and after each
 measured phase; quantiles are estimated from the bucket deltas as Prometheus does (interpolated inside
 a bucket, so exact only at bucket bounds) while the mean and the share of calls within each bound are
-exact.
+exact. The dynamic batcher's ``persona_engine_batch_size`` is read at the same moments: how many calls
+a phase's batches held on average is what decides whether batching saves anything.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from serving.server_process import scrape_metrics
 NAN: Final = float("nan")
 DURATION_METRIC: Final = "persona_engine_request_duration_seconds"
 REQUESTS_METRIC: Final = "persona_engine_requests"
+BATCH_METRIC: Final = "persona_engine_batch_size"
 
 
 def latency_summary(
@@ -70,14 +72,24 @@ class MetricsSnapshot:
     buckets: dict[str, dict[float, float]]  # method -> upper bound (s) -> cumulative count
     sums: dict[str, float]
     codes: dict[str, dict[str, float]]  # method -> status code -> count
+    batches: dict[str, tuple[float, float]]  # method -> (batches, calls in them), all workers
 
     @classmethod
     def scrape(cls, port: int) -> MetricsSnapshot:
         buckets: dict[str, dict[float, float]] = {}
         sums: dict[str, float] = {}
         codes: dict[str, dict[str, float]] = {}
+        batches: dict[str, tuple[float, float]] = {}
         for family in scrape_metrics(port).values():
             for sample in family.samples:
+                if sample.name in (f"{BATCH_METRIC}_count", f"{BATCH_METRIC}_sum"):
+                    count, calls = batches.get(sample.labels["method"], (0.0, 0.0))
+                    if sample.name.endswith("_count"):
+                        count += sample.value
+                    else:
+                        calls += sample.value
+                    batches[sample.labels["method"]] = (count, calls)
+                    continue
                 if sample.labels.get("service") != SERVICE:
                     continue
                 method = sample.labels["method"]
@@ -90,7 +102,7 @@ class MetricsSnapshot:
                 elif sample.name == f"{REQUESTS_METRIC}_total":
                     per_code = codes.setdefault(method, {})
                     per_code[sample.labels["code"]] = per_code.get(sample.labels["code"], 0.0) + sample.value
-        return cls(buckets, sums, codes)
+        return cls(buckets, sums, codes, batches)
 
 
 def server_side(before: MetricsSnapshot, after: MetricsSnapshot, method: str) -> dict[str, Any]:
@@ -108,6 +120,12 @@ def server_side(before: MetricsSnapshot, after: MetricsSnapshot, method: str) ->
         if value - before.codes.get(method, {}).get(code, 0.0) > 0
     }
     out: dict[str, Any] = {"calls": int(count), "codes": codes}
+    batches_after, batched_after = after.batches.get(method, (0.0, 0.0))
+    batches_before, batched_before = before.batches.get(method, (0.0, 0.0))
+    batch_count, batched = batches_after - batches_before, batched_after - batched_before
+    if batch_count > 0:  # only the batched RPCs (Personalize, RecommendProducts) have batches
+        out["batches"] = int(batch_count)
+        out["mean_batch_size"] = batched / batch_count
     if count > 0:
         for q in (0.5, 0.95, 0.99):
             out[f"p{round(q * 100)}_ms"] = histogram_quantile(q, deltas) * 1000.0

@@ -56,6 +56,7 @@ def report_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
                     "server_p95_ms": phase["server"].get("p95_ms", NAN),
                     "server_p99_ms": phase["server"].get("p99_ms", NAN),
                     "server_mean_ms": phase["server"].get("mean_ms", NAN),
+                    "mean_batch_size": phase["server"].get("mean_batch_size", NAN),
                     "server_cpu_ms_per_call": phase["server_cpu_ms_per_call"],
                     "server_cpu_cores": phase["server_cpu_cores"],
                     "client_cpu_cores": c["client_cpu_cores"],
@@ -125,10 +126,12 @@ def print_report(result: Mapping[str, Any]) -> None:
         [[r["rpc"], r["mode"], str(r["workers"]), *(r.get(k, NAN) for k in client_keys)] for r in rows],
     )
     server_keys = ["server_p50_ms", "server_p95_ms", "server_p99_ms", "server_mean_ms",
-                   "server_cpu_ms_per_call", "server_cpu_cores", "client_cpu_cores",
+                   "mean_batch_size", "server_cpu_ms_per_call", "server_cpu_cores", "client_cpu_cores",
                    "send_lateness_p99_ms"]  # fmt: skip
     print_table(
-        "server side of the load phases (quantiles estimated from the histogram buckets, mean exact)",
+        "server side of the load phases (quantiles estimated from the histogram buckets, mean exact; "
+        "batch: calls per dynamic batch, on average; srv, gen: cores used by the server and the load "
+        "generator)",
         [
             "rpc",
             "mode",
@@ -137,9 +140,10 @@ def print_report(result: Mapping[str, Any]) -> None:
             "p95 ms",
             "p99 ms",
             "mean ms",
+            "batch",
             "CPU ms",
-            "srv cores",
-            "gen cores",
+            "srv",
+            "gen",
             "late p99",
         ],
         [
