@@ -111,7 +111,13 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         self._metrics = metrics
         self._loop = live_loop or LiveLoop()
         self._engine = engine or EngineCalls()
-        self._batches = PageBatchers(self._loop, batching or BatchSettings(), metrics.record_batch)
+        self._batches = PageBatchers(
+            self._loop,
+            batching or BatchSettings(),
+            metrics.record_batch,
+            on_pages=self._count_pages,
+            on_product_lists=self._count_product_lists,
+        )
         self._loop.prepare(holder.current())
         self._redis = state_store if isinstance(state_store, RedisStateStore) else None
         if self._redis is not None:
@@ -162,17 +168,27 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         if layout is not None:
             self._metrics.record_decision("layout", layout.variant_id)
 
+    def _count_pages(self, pages: Sequence[ServedPage]) -> None:
+        """A batch's pages (or one page), counted with one metric update per label."""
+        self._metrics.record_customers(served.page.decision.cold_start for served in pages)
+        self._metrics.record_decisions("offer", (o.offer_id for s in pages for o in s.page.offers))
+        self._metrics.record_decisions(
+            "layout", (s.page.layout.variant_id for s in pages if s.page.layout is not None)
+        )
+
+    def _count_product_lists(self, served: Sequence[ServedProductLists]) -> None:
+        self._metrics.record_customers(p.decision.cold_start for lists in served for p in lists.lists)
+
     # ------------------------------------------------------------------ responses
+    # Personalize and RecommendProducts calls are counted where they are scored (``_count_pages``,
+    # ``_count_product_lists``: per batch on the loop, per call on a thread), not here.
 
     def _page_response(self, personalizer: Personalizer, served: ServedPage) -> pb.PersonalizeResponse:
-        self._count(served.page.decision, served.page.offers, served.page.layout)
         return translate.page_response(served, prepared_items(personalizer))
 
     def _product_lists_response(
         self, personalizer: Personalizer, served: ServedProductLists
     ) -> pb.RecommendProductsResponse:
-        for products in served.lists:
-            self._count(products.decision)
         return translate.product_lists_response(served, prepared_items(personalizer))
 
     def _offers_response(self, _personalizer: Personalizer, served: ServedOffers) -> pb.RankOffersResponse:
@@ -198,7 +214,9 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         async def serve(personalizer: Personalizer, call: PageRequest) -> ServedPage:
             if self._engine.runs_inline(1):  # scored with the calls that arrive meanwhile
                 return await self._batches.pages.submit(Call(personalizer, call))
-            return await self._engine.run(context, self._loop.personalize, personalizer, call)
+            served = await self._engine.run(context, self._loop.personalize, personalizer, call)
+            self._count_pages((served,))
+            return served
 
         return await self._handle(
             "Personalize",
@@ -214,9 +232,11 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         async def serve(personalizer: Personalizer, call: ProductListsRequest) -> ServedProductLists:
             if self._engine.runs_inline(len(call.targets)):
                 return await self._batches.product_lists.submit(Call(personalizer, call))
-            return await self._engine.run(
+            served = await self._engine.run(
                 context, self._loop.recommend_products, personalizer, call, targets=len(call.targets)
             )
+            self._count_product_lists((served,))
+            return served
 
         return await self._handle(
             "RecommendProducts",

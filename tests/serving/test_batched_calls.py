@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from engine.live.live_loop import LiveLoop
 from engine.personalizer import Personalizer
-from serving.batched_calls import BatchSettings, Call, _serve_batch
+from serving.batched_calls import BatchSettings, Call, _serve_batch, _told
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 from serving.generated.persona.v1 import types_pb2
 from serving.metrics import ServingMetrics
@@ -115,3 +115,51 @@ def test_a_call_that_breaks_its_batch_fails_alone(artifact: Path) -> None:
     results = _serve_batch(calls, many, one)
     assert results[0] == 10 and results[2] == 30 and results[3] == 40
     assert isinstance(results[1], ValueError) and str(results[1]) == "bad request -2"
+
+
+def _counts(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every customers and decisions sample that is not zero, by name and labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in registry.collect()
+        if family.name in ("persona_engine_customers", "persona_engine_decisions")
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.value
+    }
+
+
+def test_a_batch_counts_the_customers_and_decisions_that_one_by_one_calls_count(artifact: Path) -> None:
+    """Batches are counted with one update per label; the totals are those of calls counted singly,
+    and they are there when the callers get their answers."""
+    batched, batched_registry = _servicer(artifact, BatchSettings(max_size=32, max_wait_s=0.005))
+    single, single_registry = _servicer(artifact, BatchSettings(max_size=1, max_wait_s=0.0))
+    requests = _requests(Personalizer.from_path(artifact, "als"))
+    context = cast(grpc.aio.ServicerContext, _Context())
+
+    async def concurrently() -> list[pb.PersonalizeResponse]:
+        return list(await asyncio.gather(*(batched.Personalize(r, context) for r in requests)))
+
+    async def one_by_one() -> list[pb.PersonalizeResponse]:
+        return [await single.Personalize(r, context) for r in requests]
+
+    pages = asyncio.run(concurrently())
+    asyncio.run(one_by_one())
+    counts = _counts(batched_registry)
+    assert counts == _counts(single_registry)
+    customers = sum(v for (name, _), v in counts.items() if name == "persona_engine_customers_total")
+    assert customers == len(requests)
+    offers = sum(v for (name, labels), v in counts.items() if ("kind", "offer") in labels)
+    assert offers == sum(len(page.offers) for page in pages) > 0
+
+
+def test_a_failing_count_is_logged_and_the_calls_keep_their_results(caplog: pytest.LogCaptureFixture) -> None:
+    told: list[list[int]] = []
+
+    def broken(served: Sequence[int]) -> None:
+        told.append(list(served))
+        raise RuntimeError("metrics down")
+
+    failure = ValueError("bad call")
+    assert _told([10, failure, 30], broken) == [10, failure, 30]
+    assert told == [[10, 30]], "the listener hears the served calls only"
+    assert "counting a served batch failed" in caplog.text
