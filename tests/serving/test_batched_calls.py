@@ -76,21 +76,30 @@ def _serialized(responses: Sequence[Any]) -> list[bytes]:
     return [r.SerializeToString() for r in responses]
 
 
+class _BothWays:
+    """The same Personalize requests answered by a batching servicer, all at once, and by one that
+    does not batch, one by one; each servicer with its own metrics registry."""
+
+    def __init__(self, artifact: Path) -> None:
+        batched, self.batched_registry = _servicer(artifact, BatchSettings(max_size=32, max_wait_s=0.005))
+        single, self.single_registry = _servicer(artifact, BatchSettings(max_size=1, max_wait_s=0.0))
+        self.requests = _requests(Personalizer.from_path(artifact, "als"))
+        context = cast(grpc.aio.ServicerContext, _Context())
+
+        async def concurrently() -> list[pb.PersonalizeResponse]:
+            return list(await asyncio.gather(*(batched.Personalize(r, context) for r in self.requests)))
+
+        async def one_by_one() -> list[pb.PersonalizeResponse]:
+            return [await single.Personalize(r, context) for r in self.requests]
+
+        self.together = asyncio.run(concurrently())
+        self.alone = asyncio.run(one_by_one())
+
+
 def test_concurrent_calls_batched_answer_what_single_calls_answer(artifact: Path) -> None:
-    batched, registry = _servicer(artifact, BatchSettings(max_size=32, max_wait_s=0.005))
-    single, _ = _servicer(artifact, BatchSettings(max_size=1, max_wait_s=0.0))
-    requests = _requests(Personalizer.from_path(artifact, "als"))
-    context = cast(grpc.aio.ServicerContext, _Context())
-
-    async def concurrently() -> list[pb.PersonalizeResponse]:
-        return list(await asyncio.gather(*(batched.Personalize(r, context) for r in requests)))
-
-    async def one_by_one() -> list[pb.PersonalizeResponse]:
-        return [await single.Personalize(r, context) for r in requests]
-
-    together = asyncio.run(concurrently())
-    alone = asyncio.run(one_by_one())
-    assert _serialized(together) == _serialized(alone)
+    both = _BothWays(artifact)
+    requests, registry = both.requests, both.batched_registry
+    assert _serialized(both.together) == _serialized(both.alone)
     batches = registry.get_sample_value("persona_engine_batch_size_count", {"method": "Personalize"})
     calls = registry.get_sample_value("persona_engine_batch_size_sum", {"method": "Personalize"})
     assert calls == len(requests) and batches is not None and batches < len(requests), "calls were batched"
@@ -131,25 +140,13 @@ def _counts(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str
 def test_a_batch_counts_the_customers_and_decisions_that_one_by_one_calls_count(artifact: Path) -> None:
     """Batches are counted with one update per label; the totals are those of calls counted singly,
     and they are there when the callers get their answers."""
-    batched, batched_registry = _servicer(artifact, BatchSettings(max_size=32, max_wait_s=0.005))
-    single, single_registry = _servicer(artifact, BatchSettings(max_size=1, max_wait_s=0.0))
-    requests = _requests(Personalizer.from_path(artifact, "als"))
-    context = cast(grpc.aio.ServicerContext, _Context())
-
-    async def concurrently() -> list[pb.PersonalizeResponse]:
-        return list(await asyncio.gather(*(batched.Personalize(r, context) for r in requests)))
-
-    async def one_by_one() -> list[pb.PersonalizeResponse]:
-        return [await single.Personalize(r, context) for r in requests]
-
-    pages = asyncio.run(concurrently())
-    asyncio.run(one_by_one())
-    counts = _counts(batched_registry)
-    assert counts == _counts(single_registry)
+    both = _BothWays(artifact)
+    counts = _counts(both.batched_registry)
+    assert counts == _counts(both.single_registry)
     customers = sum(v for (name, _), v in counts.items() if name == "persona_engine_customers_total")
-    assert customers == len(requests)
+    assert customers == len(both.requests)
     offers = sum(v for (name, labels), v in counts.items() if ("kind", "offer") in labels)
-    assert offers == sum(len(page.offers) for page in pages) > 0
+    assert offers == sum(len(page.offers) for page in both.together) > 0
 
 
 def test_a_failing_count_is_logged_and_the_calls_keep_their_results(caplog: pytest.LogCaptureFixture) -> None:
@@ -160,6 +157,7 @@ def test_a_failing_count_is_logged_and_the_calls_keep_their_results(caplog: pyte
         raise RuntimeError("metrics down")
 
     failure = ValueError("bad call")
-    assert _told([10, failure, 30], broken) == [10, failure, 30]
+    results: list[int | BaseException] = [10, failure, 30]
+    assert _told(results, broken) == [10, failure, 30]
     assert told == [[10, 30]], "the listener hears the served calls only"
     assert "counting a served batch failed" in caplog.text
