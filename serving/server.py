@@ -65,6 +65,7 @@ from serving import event_loop
 from serving.admin_servicer import AdminServicer
 from serving.batched_calls import BatchSettings
 from serving.benchmark_floor import FloorPersonalizationServicer
+from serving.cpu_affinity import pin_worker
 from serving.engine_calls import EngineCalls
 from serving.generated.persona.v1 import (
     admin_service_pb2,
@@ -621,6 +622,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"persona-engine serve: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     limit_malloc_arenas()  # before the process starts threads; forked workers inherit it
+    if settings.pin_workers and settings.worker_index is not None:  # before threads too: they inherit it
+        cpu = pin_worker(settings.worker_index)
+        LOGGER.info("worker %d runs on CPU %s", settings.worker_index, "?" if cpu is None else cpu)
     if settings.upkeep_process:
         return run_upkeep_process(settings)
     if settings.workers > 1 and settings.worker_index is None:

@@ -41,6 +41,7 @@ ENV_EVENT_LOG: Final = "PERSONA_ENGINE_EVENT_LOG"
 ENV_READY_FILE: Final = "PERSONA_ENGINE_READY_FILE"
 ENV_EVENT_LOOP: Final = "PERSONA_ENGINE_EVENT_LOOP"
 ENV_BENCHMARK_FLOOR: Final = "PERSONA_ENGINE_BENCHMARK_FLOOR"
+ENV_PIN_WORKERS: Final = "PERSONA_ENGINE_PIN_WORKERS"
 # Every variable the server reads: a harness that configures a server by flags clears them all.
 SERVE_ENVIRONMENT: Final = (
     ENV_ADDRESS,
@@ -104,6 +105,7 @@ SERVE_EXAMPLES: Final = f"""
       {ENV_EVENT_LOG}     like --event-log
       {ENV_READY_FILE}    like --ready-file
       {ENV_EVENT_LOOP}    like --event-loop
+      {ENV_PIN_WORKERS}=1  like --pin-workers
       {ENV_BENCHMARK_FLOOR}=1  like --benchmark-floor (for benchmarks only)
       {ENV_ARTIFACT_KEY_FILE}  like --artifact-key
 
@@ -199,6 +201,7 @@ class ServeSettings:
     ready_file: Path | None = None  # written once every worker serves (serving.ready_file)
     event_loop: str = DEFAULT_EVENT_LOOP  # "asyncio" or "uvloop"
     benchmark_floor: bool = False  # Personalize answers one prepared response (serving.benchmark_floor)
+    pin_workers: bool = False  # each worker on one CPU of its own (serving.cpu_affinity)
     # dynamic batching of page renders (serving.batched_calls)
     batching: BatchSettings = field(default_factory=BatchSettings)
     # the key every served artifact's manifest must be signed with (engine.artifact.signing), and its file
@@ -385,6 +388,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         f"{MAX_MAX_REQUEST_BYTES})",
     )
     parser.add_argument(
+        "--pin-workers",
+        action="store_true",
+        default=None,
+        help=f"with --workers > 1, run worker i on the i-th CPU this server may use (env "
+        f"{ENV_PIN_WORKERS}=1), so that workers do not move between cores; for hosts whose cores serve "
+        "this server alone",
+    )
+    parser.add_argument(
         "--benchmark-floor",
         action="store_true",
         default=None,
@@ -549,6 +560,9 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         max_request_bytes=max_request_bytes,
         benchmark_floor=_flag_setting(
             getattr(args, "benchmark_floor", None), environ, ENV_BENCHMARK_FLOOR, "--benchmark-floor"
+        ),
+        pin_workers=_flag_setting(
+            getattr(args, "pin_workers", None), environ, ENV_PIN_WORKERS, "--pin-workers"
         ),
     )
 

@@ -145,6 +145,8 @@ def worker_command(settings: ServeSettings, address: str, run_dir: Path, index: 
         command += ["--artifact-key", str(settings.artifact_key)]
     if settings.benchmark_floor:
         command += ["--benchmark-floor"]
+    if settings.pin_workers:
+        command += ["--pin-workers"]
     return command
 
 
