@@ -82,6 +82,8 @@ class LoadSettings:
     max_requests: int
     timeout_s: float
     channels: int
+    # flags every server of the run is started with besides its own (``--pin-workers``)
+    server_flags: tuple[str, ...] = ()
 
 
 def start_benchmark_server(
@@ -269,7 +271,8 @@ def run_server_phases(
     """
     described = f"{workers} worker(s){', ' + label if label else ''}"
     stderr_console.print(f"starting the server with {described}")
-    server = start_benchmark_server(artifact, model, workers, threads, workdir, extra_args)
+    flags = [*extra_args, *load.server_flags]
+    server = start_benchmark_server(artifact, model, workers, threads, workdir, flags)
     generator: LoadGenerator | None = None
     try:
         responses = check_responses(server, workloads)

@@ -168,7 +168,7 @@ def run_mixed_phases(
     log_path = workdir / f"events-{workers}w.db"
     stderr_console.print(f"starting the server with {workers} worker(s) and an event log ({log_path})")
     server = start_benchmark_server(
-        artifact, model, workers, threads, workdir, ["--event-log", str(log_path)]
+        artifact, model, workers, threads, workdir, ["--event-log", str(log_path), *load.server_flags]
     )
     generator: LoadGenerator | None = None
     phases: dict[str, dict[str, Any]] = {}

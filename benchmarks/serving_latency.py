@@ -77,7 +77,6 @@ from benchmarks.serving_report import print_report, write_results
 from benchmarks.serving_targets import HIGH_RATE, ratios, targets_section
 from benchmarks.serving_workloads import NUM_OFFERS, RPC_CHOICES, K, build_workloads, sample_customers
 from serving.model_holder import load_model
-from serving.settings import ENV_PIN_WORKERS
 from training.console_output import stderr_console
 
 QUICK_CONFIG: Final = BENCHMARKS_DIR / "configs" / "serving_quick.toml"
@@ -165,7 +164,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--pin-workers",
         action="store_true",
         help="start every server (Personalize, floor, mixed) with each worker on a CPU of its own "
-        "(serve --pin-workers, through PERSONA_ENGINE_PIN_WORKERS=1); the JSON's pin_workers says so",
+        "(serve --pin-workers); the JSON's load.server_flags says so",
     )
     parser.add_argument("--profile", action="store_true", help="also run a Personalize phase under py-spy")
     parser.add_argument(
@@ -209,8 +208,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
-    if args.pin_workers:  # every server this run starts inherits it: the floor is pinned like the rest
-        os.environ[ENV_PIN_WORKERS] = "1"
     size = ShopSize(args.customers, args.items, args.events, args.seed)
     if args.artifact is not None:
         artifact, build = args.artifact, existing_build(args.artifact)
@@ -265,6 +262,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.max_requests,
         args.timeout,
         args.channels,
+        ("--pin-workers",) if args.pin_workers else (),  # the floor's server is pinned like the rest
     )
     server_runs = []
     floor_runs = []
@@ -318,7 +316,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "k": K,
         "num_offers": NUM_OFFERS,
         "batch_size": args.batch_size,
-        "pin_workers": os.environ.get(ENV_PIN_WORKERS, "") in ("1", "true", "yes"),
         "rates": {w.name: w.rate for w in workloads},
         "personalize_extra_rates": args.personalize_extra_rates,
         "load": load.__dict__,

@@ -314,9 +314,6 @@ class ServingMetrics:
         self._child(self.requests, service, method, code.name).inc()
         self._child(self.request_duration, service, method).observe(seconds)
 
-    def record_customer(self, cold_start: bool) -> None:
-        self._child(self.customers, _flag(cold_start)).inc()
-
     def record_customers(self, cold_starts: Iterable[bool]) -> None:
         """Many customers served, one update per flag: in multiprocess mode every update is a write
         to the worker's file, and per call they were a twentieth of a Personalize call's CPU."""
@@ -340,8 +337,7 @@ class ServingMetrics:
         self.drift_profiles.labels(drifting=_flag(drifting)).inc()
 
     def record_decision(self, kind: str, arm_id: str) -> None:
-        _check_kind(kind)
-        self._child(self.decisions, kind, arm_id).inc()
+        self.record_decisions(kind, (arm_id,))
 
     def record_decisions(self, kind: str, arm_ids: Iterable[str]) -> None:
         """Many decisions of one kind, one update per arm (see ``record_customers``)."""

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -160,24 +160,26 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         await context.abort(code, message)
 
     def _count(
-        self, decision: DecisionInfo, offers: Sequence[RankedOffer] = (), layout: LayoutDecision | None = None
+        self,
+        decisions: Iterable[DecisionInfo],
+        offers: Iterable[RankedOffer] = (),
+        layouts: Iterable[LayoutDecision | None] = (),
     ) -> None:
-        self._metrics.record_customer(decision.cold_start)
-        for offer in offers:
-            self._metrics.record_decision("offer", offer.offer_id)
-        if layout is not None:
-            self._metrics.record_decision("layout", layout.variant_id)
+        """Customers and decisions served (a batch's, or one call's), one metric update per label."""
+        self._metrics.record_customers(decision.cold_start for decision in decisions)
+        self._metrics.record_decisions("offer", (offer.offer_id for offer in offers))
+        chosen = (layout.variant_id for layout in layouts if layout is not None)
+        self._metrics.record_decisions("layout", chosen)
 
     def _count_pages(self, pages: Sequence[ServedPage]) -> None:
-        """A batch's pages (or one page), counted with one metric update per label."""
-        self._metrics.record_customers(served.page.decision.cold_start for served in pages)
-        self._metrics.record_decisions("offer", (o.offer_id for s in pages for o in s.page.offers))
-        self._metrics.record_decisions(
-            "layout", (s.page.layout.variant_id for s in pages if s.page.layout is not None)
+        self._count(
+            (served.page.decision for served in pages),
+            (offer for served in pages for offer in served.page.offers),
+            (served.page.layout for served in pages),
         )
 
     def _count_product_lists(self, served: Sequence[ServedProductLists]) -> None:
-        self._metrics.record_customers(p.decision.cold_start for lists in served for p in lists.lists)
+        self._count(products.decision for lists in served for products in lists.lists)
 
     # ------------------------------------------------------------------ responses
     # Personalize and RecommendProducts calls are counted where they are scored (``_count_pages``,
@@ -192,11 +194,11 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         return translate.product_lists_response(served, prepared_items(personalizer))
 
     def _offers_response(self, _personalizer: Personalizer, served: ServedOffers) -> pb.RankOffersResponse:
-        self._count(served.ranking.decision, served.ranking.offers)
+        self._count((served.ranking.decision,), served.ranking.offers)
         return translate.offers_response(served)
 
     def _layout_response(self, _personalizer: Personalizer, served: ServedLayout) -> pb.SelectLayoutResponse:
-        self._count(served.selection.decision, layout=served.selection.layout)
+        self._count((served.selection.decision,), layouts=(served.selection.layout,))
         return translate.layout_response(served)
 
     def _profile_response(
