@@ -166,6 +166,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="start every server (Personalize, floor, mixed) with each worker on a CPU of its own "
         "(serve --pin-workers); the JSON's load.server_flags says so",
     )
+    parser.add_argument(
+        "--helper-threads",
+        choices=("batch", "normal"),
+        help="start every server with this scheduling of its helper threads (serve --helper-threads; "
+        "default: the server's, batch); the JSON's load.server_flags says so",
+    )
     parser.add_argument("--profile", action="store_true", help="also run a Personalize phase under py-spy")
     parser.add_argument(
         "--profile-native",
@@ -262,7 +268,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.max_requests,
         args.timeout,
         args.channels,
-        ("--pin-workers",) if args.pin_workers else (),  # the floor's server is pinned like the rest
+        _server_flags(args),  # the floor's server is started like the rest
     )
     server_runs = []
     floor_runs = []
@@ -334,6 +340,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     # SystemExit unwinds through the finally blocks that stop the server and the load generator.
     raise SystemExit(128 + signum)
+
+
+def _server_flags(args: argparse.Namespace) -> tuple[str, ...]:
+    """The flags every server of the run gets besides its own (recorded in ``load.server_flags``)."""
+    flags: tuple[str, ...] = ("--pin-workers",) if args.pin_workers else ()
+    if args.helper_threads:
+        flags += ("--helper-threads", args.helper_threads)
+    return flags
 
 
 def main(argv: Sequence[str] | None = None) -> int:

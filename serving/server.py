@@ -75,6 +75,7 @@ from serving.generated.persona.v1 import (
 )
 from serving.glibc_malloc import limit_malloc_arenas
 from serving.heap_freeze import settle_heap, settle_heap_later
+from serving.helper_threads import keep_helper_threads_yielding, supported
 from serving.interceptors import ObservabilityInterceptor
 from serving.item_messages import prepare_items
 from serving.metrics import MetricsEndpoint, ServingMetrics
@@ -507,6 +508,7 @@ async def _serve(
     process.start_follower()
     if process.upkeep is not None:
         process.upkeep.start()
+    helpers = _yielding_helper_threads(settings.helper_threads)
     LOGGER.info(
         "listening on %s:%d (%s) serving artifact %s, model %s%s%s, %s event loop",
         settings.host,
@@ -536,12 +538,25 @@ async def _serve(
         if status == EXIT_OK:
             await _wait_for_stop(stop, supervised=process.shared is not None)
     finally:
+        if helpers is not None:
+            helpers.cancel()
         if ready_file is not None:
             remove_ready_file(ready_file, os.getpid())
     LOGGER.info("stopping: NOT_SERVING, up to %.1fs for calls in flight", settings.grace_seconds)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.grace_seconds)
     return status
+
+
+def _yielding_helper_threads(policy: str) -> asyncio.Task[None] | None:
+    """With ``--helper-threads batch`` (the default), the task that keeps every thread but the loop's a
+    batch thread while the server runs (``serving.helper_threads``); None otherwise."""
+    if policy != "batch":
+        return None
+    if not supported():
+        LOGGER.info("helper threads keep their scheduling: this platform has no SCHED_BATCH")
+        return None
+    return asyncio.get_running_loop().create_task(keep_helper_threads_yielding(threading.get_native_id()))
 
 
 async def _wait_for_stop(stop: threading.Event, *, supervised: bool) -> None:

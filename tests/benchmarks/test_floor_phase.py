@@ -108,3 +108,11 @@ def test_the_real_server_either_rejects_the_flag_with_a_usage_error_or_accepts_i
         assert reason.startswith(f"the server does not support {FLOOR_FLAG}")
     else:
         assert reason.startswith("the floor server did not start")
+
+
+def test_every_server_of_a_run_gets_the_flags_asked_for_the_floor_included() -> None:
+    from benchmarks.serving_latency import _server_flags, parse_args
+
+    assert _server_flags(parse_args([])) == ()
+    asked = parse_args(["--pin-workers", "--helper-threads", "normal"])
+    assert _server_flags(asked) == ("--pin-workers", "--helper-threads", "normal")
