@@ -86,6 +86,39 @@ def test_a_batcher_nobody_came_to_after_a_batch_goes_idle_after_max_wait() -> No
     assert process.batches == [[3], [4]]
 
 
+def test_under_sparse_traffic_a_batch_end_neither_waits_nor_holds_queued_requests() -> None:
+    """Arrivals further apart than the wait: the batcher stops expecting company, so a request that
+    arrives during a batch is processed right after it (no wait), and the batcher then goes idle at
+    once. A burst of quick arrivals makes it wait again."""
+    wait_s = 0.02
+    later: list[asyncio.Task[int]] = []
+    process = Doubler()
+    batcher = DynamicBatcher(process, max_batch_size=8, max_wait_s=wait_s)
+
+    async def scenario() -> tuple[float, bool]:
+        assert batcher.expects_company, "it starts out expecting company"
+        for r in range(5):
+            await batcher.submit(r)
+            await asyncio.sleep(5 * wait_s)
+        assert not batcher.expects_company
+        process.during[len(process.batches)] = spawn(batcher, [7], later)
+        started = time.perf_counter()
+        assert await batcher.submit(6) == 12
+        assert await later[0] == 14
+        for _ in range(3):
+            await asyncio.sleep(0)
+        took = time.perf_counter() - started
+        idle = batcher.idle
+        for r in range(20):  # quick arrivals: company is expected again
+            await batcher.submit(r)
+        return took, idle and batcher.expects_company
+
+    took, idle_then_expecting = run(scenario)
+    assert took < wait_s / 2, "the queued request was processed without a wait"
+    assert idle_then_expecting
+    assert process.batches[5:7] == [[6], [7]]
+
+
 def test_requests_that_come_one_by_one_just_after_a_batch_are_gathered_into_the_next() -> None:
     """A server hands calls to their handlers some loop turns after reading them: the queue is empty
     right after a batch although calls are on their way. They must not each go alone."""
