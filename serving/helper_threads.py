@@ -18,7 +18,8 @@ stays ``SCHED_OTHER``: made a batch thread too it lost more than it gained (1,95
 
 Threads appear after start (gRPC grows its pools, the executor starts threads on first use), so the
 worker sweeps its threads again every ``SWEEP_INTERVAL_S`` while it serves. ``normal`` leaves every
-thread as the kernel started it.
+thread as the kernel started it, and so does a server embedded in another program (``serve`` called on
+one of its threads, not on the main thread): those threads are the program's.
 """
 
 from __future__ import annotations

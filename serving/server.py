@@ -550,8 +550,14 @@ async def _serve(
 
 def _yielding_helper_threads(policy: str) -> asyncio.Task[None] | None:
     """With ``--helper-threads batch`` (the default), the task that keeps every thread but the loop's a
-    batch thread while the server runs (``serving.helper_threads``); None otherwise."""
+    batch thread while the server runs (``serving.helper_threads``); None otherwise, and when the loop
+    is not the process's main thread: then the server is embedded, and the other threads belong to the
+    program that embeds it."""
     if policy != "batch":
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        # embedded in another program (``serve`` on one of its threads): its threads are not ours
+        LOGGER.info("helper threads keep their scheduling: the server does not own this process")
         return None
     if not supported():
         LOGGER.info("helper threads keep their scheduling: this platform has no SCHED_BATCH")

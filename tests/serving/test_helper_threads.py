@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import queue
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -19,6 +20,7 @@ from serving.helper_threads import (
     supported,
     yield_helper_threads,
 )
+from serving.server import serve
 from serving.server_process import running_server
 from serving.settings import (
     ENV_HELPER_THREADS,
@@ -167,3 +169,29 @@ def test_every_thread_of_a_serving_worker_but_its_loop_is_a_batch_thread(
         assert len(policies) >= 3, "gRPC's poller and pools, the executor"
         assert set(policies.values()) == {os.SCHED_BATCH}, policies
     assert server.log().count("helper threads run as SCHED_BATCH") == 2
+
+
+@needs_batch_policy
+def test_a_server_embedded_on_a_thread_leaves_the_programs_threads_alone(
+    tmp_path_factory: pytest.TempPathFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    artifact = trained_artifacts(tmp_path_factory).older
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    flags = ["--artifact", str(artifact), "--address", "127.0.0.1:0", "--metrics-port", "0"]
+    settings = settings_from_args(parser.parse_args(flags), {})
+    bystander = _Waiting()
+    stop, ready = threading.Event(), queue.Queue[int]()
+    server = threading.Thread(target=serve, args=(settings,), kwargs={"stop": stop, "on_ready": ready.put})
+    caplog.set_level("INFO", logger="persona_engine.server")
+    server.start()
+    try:
+        ready.get(timeout=60)
+        time.sleep(2 * SWEEP_INTERVAL_S)  # a sweeper, had one started, would have run twice
+        policies = (os.sched_getscheduler(0), os.sched_getscheduler(bystander.tid))
+    finally:
+        stop.set()
+        server.join(timeout=30)
+        bystander.stop()
+    assert policies == (os.SCHED_OTHER, os.SCHED_OTHER)
+    assert "the server does not own this process" in caplog.text
