@@ -336,9 +336,6 @@ class ServingMetrics:
     def record_drift_profile(self, drifting: bool) -> None:
         self.drift_profiles.labels(drifting=_flag(drifting)).inc()
 
-    def record_decision(self, kind: str, arm_id: str) -> None:
-        self.record_decisions(kind, (arm_id,))
-
     def record_decisions(self, kind: str, arm_ids: Iterable[str]) -> None:
         """Many decisions of one kind, one update per arm (see ``record_customers``)."""
         _check_kind(kind)

@@ -107,7 +107,7 @@ def test_model_gauges_follow_swaps_and_unknown_labels_are_refused() -> None:
     assert _value(registry, "persona_engine_model_loaded_timestamp_seconds") == 1_700_000_100.0
     assert _value(registry, "persona_engine_decisions_total", kind="offer", arm="free_ship") == 0
     with pytest.raises(ValueError, match="decision kind 'banner'"):
-        metrics.record_decision("banner", "x")
+        metrics.record_decisions("banner", ("x",))
     with pytest.raises(ValueError, match="reload outcome 'maybe'"):
         metrics.record_reload("admin", "maybe")
     with pytest.raises(ValueError, match="reload trigger 'cron'"):
