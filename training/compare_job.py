@@ -216,6 +216,23 @@ def _at_library_tuning_candidate(
     )
 
 
+def _library_tuning_ablation(library: str, at_tuning: _Candidate) -> _Candidate | None:
+    """The ablation row of the engine's model at ``library``'s tuning, or None when the tuned library
+    row is that ablation (no prior survives ``without_personas``)."""
+    kind = ENGINE_COUNTERPART[library]
+    ablated = model_class(kind).without_personas(at_tuning.parameters)
+    if ablated is None or not ablated.get("prior_weights"):
+        return None
+    return _Candidate(
+        f"{at_tuning.name} without personas",
+        "engine ablation",
+        False,
+        partial(create_model, kind, **ablated),
+        ablated,
+        ablation_of=at_tuning.name,
+    )
+
+
 def _search_summary(trials: list[Trial], best: Trial) -> dict[str, Any]:
     return {
         "trials": len(trials),
@@ -335,6 +352,9 @@ def compare_prepared(
                 if validation is not None and _has_persona_weights_twin(spec.name, engine_kinds):
                     progress.update(task, description=f"fitting persona weights at {spec.name}'s tuning")
                     at_tuning = _at_library_tuning_candidate(spec.name, parameters, config, validation, k)
+                # the tuned library is the ablation of the engine at its tuning unless that keeps a
+                # recency prior without personas (``without_personas``): then the ablation is a row
+                twin = None if at_tuning is None else _library_tuning_ablation(spec.name, at_tuning)
                 candidates.append(
                     _Candidate(
                         f"{spec.name}_tuned",
@@ -342,12 +362,14 @@ def compare_prepared(
                         False,
                         lambda spec=spec, parameters=parameters: spec.build(parameters),
                         parameters,
-                        ablation_of=None if at_tuning is None else at_tuning.name,
+                        ablation_of=None if at_tuning is None or twin is not None else at_tuning.name,
                         search=summary,
                     )
                 )
                 if at_tuning is not None:
                     candidates.append(at_tuning)
+                if twin is not None:
+                    candidates.append(twin)
                 continue
             if validation is not None and fits_persona_weights(spec.name):
                 progress.update(task, description=f"fitting persona weights of {spec.name}")

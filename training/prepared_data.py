@@ -26,7 +26,13 @@ from engine.data.feature_space import (
     with_price_band,
 )
 from engine.data.id_map import IdMap
-from engine.data.interactions import empty_csr_matrix, event_indices, interaction_matrix, relevant_matrix
+from engine.data.interactions import (
+    empty_csr_matrix,
+    event_indices,
+    interaction_ages,
+    interaction_matrix,
+    relevant_matrix,
+)
 from engine.data.shop_data import ShopData
 from engine.models.base import TrainingSet, UserBatch
 from engine.personas.catalog import PersonaCatalog, load_catalog
@@ -223,9 +229,10 @@ def prepare_split(
             )
 
         with timings.stage("interaction_matrices"):
-            history, model_customers, warm_rows = matrices.result()
+            history, ages, model_customers, warm_rows = matrices.result()
             training_set = TrainingSet(
                 interactions=history[warm_rows],
+                interaction_age_days=ages[warm_rows],
                 user_mix=mixes.overall[warm_rows],
                 user_demographics=customer_demographics[warm_rows],
                 item_features=item_features,
@@ -262,14 +269,15 @@ def _history_and_model_rows(
     items: IdMap,
     event_weights: Mapping[str, float],
     indices: tuple[NDArray[np.int64], NDArray[np.int64]],
-) -> tuple[sp.csr_matrix, IdMap, NDArray[np.int64]]:
-    """Every known customer's training interactions, the model customers and their rows in it."""
+) -> tuple[sp.csr_matrix, sp.csr_matrix, IdMap, NDArray[np.int64]]:
+    """Every known customer's training interactions and their ages, the model customers and their rows."""
     history = interaction_matrix(
         split.train_events, customers, items, event_weights=event_weights, indices=indices
     )
+    ages = interaction_ages(split.train_events, history, indices)
     model_customers = IdMap(list(split.warm_customers), kind="customer")
     warm_rows = customers.to_internal(pl.Series(split.warm_customers, dtype=pl.Utf8))
-    return history, model_customers, warm_rows
+    return history, ages, model_customers, warm_rows
 
 
 def prepare_all_events(

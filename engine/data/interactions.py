@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numba
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
@@ -61,6 +62,66 @@ def interaction_matrix(
     matrix.sum_duplicates()
     matrix.data = np.log1p(matrix.data).astype(np.float32)
     return matrix
+
+
+def interaction_ages(
+    events: pl.DataFrame,
+    matrix: sp.csr_matrix,
+    indices: tuple[NDArray[np.int64], NDArray[np.int64]],
+) -> sp.csr_matrix:
+    """float32 CSR with the pairs of ``matrix``: days from each pair's latest event to the last event.
+
+    ``matrix`` is ``interaction_matrix`` of the same ``events`` and ``indices`` (their ``event_indices``),
+    so the two share their structure and are read side by side (``TrainingSet.interaction_age_days``).
+    Ages are measured from the newest event (the end of the training period, the "now" of the models
+    fitted on it): what a shop's customers bought last week says more about what they want next than
+    what they bought last year, and the recency-weighted persona prior (``engine.models.persona_prior``)
+    reads it. One compiled pass over the events finds each one's pair by bisection in its row (ten
+    million events in well under a second, no sort and no per-event copies).
+    """
+    ages = sp.csr_matrix(
+        (np.zeros(matrix.nnz, dtype=np.float32), matrix.indices, matrix.indptr), shape=matrix.shape
+    )
+    if events.height == 0 or matrix.nnz == 0:
+        return ages
+    micros = events["timestamp"].dt.epoch("us").to_numpy()
+    user, item = (np.asarray(index, dtype=np.int64) for index in indices)
+    if user.shape != micros.shape or item.shape != micros.shape:
+        raise ValueError(f"indices must be two arrays of {events.height} event rows")
+    never = np.iinfo(np.int64).min
+    latest = np.full(matrix.nnz, never, dtype=np.int64)
+    rows, columns = matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64)
+    _latest_per_pair(rows, columns, user, item, micros, latest)
+    if (latest == never).any():
+        raise ValueError(
+            "matrix holds pairs without an event: it is not the interaction matrix of these events"
+        )
+    ages.data = ((int(micros.max()) - latest) / 86_400_000_000.0).astype(np.float32)
+    return ages
+
+
+@numba.njit(cache=True, nogil=True)
+def _latest_per_pair(
+    indptr: NDArray[np.int64],
+    indices: NDArray[np.int64],
+    user: NDArray[np.int64],
+    item: NDArray[np.int64],
+    micros: NDArray[np.int64],
+    latest: NDArray[np.int64],
+) -> None:  # pragma: no cover - compiled; tested through interaction_ages
+    for event in range(len(user)):
+        row = user[event]
+        if row < 0:
+            continue
+        low, high = indptr[row], indptr[row + 1]
+        while low < high:  # the row's columns are sorted (a canonical matrix)
+            middle = (low + high) // 2
+            if indices[middle] < item[event]:
+                low = middle + 1
+            else:
+                high = middle
+        if low < indptr[row + 1] and indices[low] == item[event] and micros[event] > latest[low]:
+            latest[low] = micros[event]
 
 
 def event_indices(

@@ -47,6 +47,10 @@ class TrainingSet:
     user_demographics: (n_users, n_demographic_features) CSR, one-hot demographic attributes.
     item_features:     (n_items, n_item_features) CSR, item attributes (category, brand, tags, price
                        band); no identity columns, models add those themselves if they want them.
+    interaction_age_days: (n_users, n_items) float32 CSR with exactly the pairs of ``interactions``: days
+                       from each pair's latest event to the end of the training period
+                       (``engine.data.interactions.interaction_ages``); None when the events had no
+                       usable times (models that weigh recency then count every pair alike).
     """
 
     interactions: sp.csr_matrix
@@ -57,9 +61,22 @@ class TrainingSet:
     demographic_feature_names: tuple[str, ...]
     item_feature_names: tuple[str, ...]
     seed: int = 42
+    interaction_age_days: sp.csr_matrix | None = None
 
     def __post_init__(self) -> None:
         n_users, n_items = self.interactions.shape
+        ages = self.interaction_age_days
+        if ages is not None and (
+            ages.shape != self.interactions.shape
+            or ages.nnz != self.interactions.nnz
+            or not np.array_equal(ages.indptr, self.interactions.indptr)
+            or not np.array_equal(ages.indices, self.interactions.indices)
+        ):
+            raise ValueError(
+                "TrainingSet.interaction_age_days must hold exactly the pairs of interactions "
+                f"(shape {ages.shape}, {ages.nnz} pairs against {self.interactions.shape}, "
+                f"{self.interactions.nnz})"
+            )
         checks = [
             (self.user_mix.shape == (n_users, len(self.persona_names)), "user_mix", self.user_mix.shape),
             (

@@ -152,6 +152,18 @@ def _check_positive_int(name: str, value: int) -> int:
     return value
 
 
+PRIOR_SCOPES = ("personas", "population")
+
+
+def _check_half_life(value: float | None) -> float | None:
+    """None (the prior counts every pair alike) or a positive, finite number of days."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"prior_half_life_days must be a positive number of days or absent, got {value!r}")
+    return float(value)
+
+
 def _level_weights(
     name: str, weights: list[float] | None, expected: int, upper: float | None
 ) -> list[float] | None:
@@ -196,6 +208,8 @@ class ImplicitFactorsModel(Recommender):
         activity_levels: int = 3,
         blend_weights: list[float] | None = None,
         prior_weights: list[float] | None = None,
+        prior_half_life_days: float | None = None,
+        prior_scope: str = "personas",
     ) -> None:
         self.factors = _check_positive_int("factors", factors)
         if not np.isfinite(regularization) or regularization < 0:
@@ -213,20 +227,28 @@ class ImplicitFactorsModel(Recommender):
         self.activity_levels = _check_positive_int("activity_levels", activity_levels)
         self.blend_weights = _level_weights("blend_weights", blend_weights, activity_levels, 1.0)
         self.prior_weights = _level_weights("prior_weights", prior_weights, activity_levels + 1, None)
+        self.prior_half_life_days = _check_half_life(prior_half_life_days)
+        if prior_scope not in PRIOR_SCOPES:
+            raise ValueError(f"prior_scope must be one of {', '.join(PRIOR_SCOPES)}, got {prior_scope!r}")
+        self.prior_scope = prior_scope
         self._shape: FittedShape | None = None
         self._state: dict[str, NDArray[np.float32]] | None = None
         self._item_vectors: NDArray[np.float32] | None = None
 
     @classmethod
     def without_personas(cls, config: dict[str, Any]) -> dict[str, Any]:
-        """``config`` with persona conditioning off: no persona vectors, no demographics, no prior."""
-        return {
-            **config,
-            "persona_blend": 0.0,
-            "demographic_weight": 0.0,
-            "blend_weights": None,
-            "prior_weights": None,
-        }
+        """``config`` with persona conditioning off: no persona vectors, no demographics, no persona prior.
+
+        A prior weighted by recency (``prior_half_life_days``) stays, at the population's scope: what
+        the whole shop is buying now is the time of the visit, not a persona, so the ablation keeps it
+        and the difference to it is what the personas add. An all-time prior goes (its population form
+        is plain popularity, which the factors hold already), which leaves the library's own model.
+        """
+        ablated = {**config, "persona_blend": 0.0, "demographic_weight": 0.0, "blend_weights": None}
+        weights = config.get("prior_weights")
+        if config.get("prior_half_life_days") is not None and weights and any(w != 0.0 for w in weights):
+            return {**ablated, "prior_scope": "population"}
+        return {**ablated, "prior_weights": None, "prior_half_life_days": None, "prior_scope": "personas"}
 
     @abstractmethod
     def _estimator_factory(self) -> Callable[[], Any]:
@@ -253,6 +275,8 @@ class ImplicitFactorsModel(Recommender):
             "activity_levels": self.activity_levels,
             "blend_weights": self.blend_weights,
             "prior_weights": self.prior_weights,
+            "prior_half_life_days": self.prior_half_life_days,
+            "prior_scope": self.prior_scope,
         }
 
     def fit(self, data: TrainingSet, *, show_progress: bool = False) -> None:
@@ -264,7 +288,7 @@ class ImplicitFactorsModel(Recommender):
         assert self._state is not None
         self._state["activity_counts"] = counts.astype(np.float32)
         self._state["activity_edges"] = activity_edges(counts, self.activity_levels).astype(np.float32)
-        self._state["persona_item_scores"] = persona_item_scores(data.interactions, data.user_mix)
+        self._state["persona_item_scores"] = self._prior_item_scores(data)
         self._item_vectors = None
 
     def with_persona_weights(
@@ -281,6 +305,20 @@ class ImplicitFactorsModel(Recommender):
         )
         twin._shape, twin._state = shape, state
         return twin
+
+    def _prior_item_scores(self, data: TrainingSet) -> NDArray[np.float32]:
+        """(n_items, n_personas) item side of the prior; at the population's scope every persona's
+        column is the population's popularity, so ``mix @`` it is that popularity for any mix."""
+        population = self.prior_scope == "population"
+        scores = persona_item_scores(
+            data.interactions,
+            np.ones((data.n_users, 1)) if population else data.user_mix,
+            ages=data.interaction_age_days,
+            half_life_days=self.prior_half_life_days,
+        )
+        if population:
+            return np.ascontiguousarray(np.repeat(scores, data.user_mix.shape[1], axis=1))
+        return scores
 
     @property
     def persona_item_scores(self) -> NDArray[np.float32]:
@@ -496,6 +534,8 @@ class ImplicitALSModel(ImplicitFactorsModel):
         blend_weights: list[float] | None = None,
         prior_weights: list[float] | None = None,
         penalty: str = "per_interaction",
+        prior_half_life_days: float | None = None,
+        prior_scope: str = "personas",
     ) -> None:
         if penalty not in ALS_PENALTIES:
             raise ValueError(f"penalty must be one of {', '.join(ALS_PENALTIES)}, got {penalty!r}")
@@ -510,6 +550,8 @@ class ImplicitALSModel(ImplicitFactorsModel):
             activity_levels,
             blend_weights,
             prior_weights,
+            prior_half_life_days,
+            prior_scope,
         )
         self.alpha = _check_positive("alpha", alpha)
         self.penalty = penalty
@@ -569,6 +611,8 @@ class ImplicitBPRModel(ImplicitFactorsModel):
         activity_levels: int = 3,
         blend_weights: list[float] | None = None,
         prior_weights: list[float] | None = None,
+        prior_half_life_days: float | None = None,
+        prior_scope: str = "personas",
     ) -> None:
         super().__init__(
             factors,
@@ -581,6 +625,8 @@ class ImplicitBPRModel(ImplicitFactorsModel):
             activity_levels,
             blend_weights,
             prior_weights,
+            prior_half_life_days,
+            prior_scope,
         )
         self.learning_rate = _check_positive("learning_rate", learning_rate)
         self.verify_negative_samples = bool(verify_negative_samples)

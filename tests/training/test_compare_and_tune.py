@@ -72,6 +72,11 @@ def report(config_file: Path, prepared: PreparedData) -> ComparisonReport:
 
 def test_every_model_family_is_compared_on_the_same_customers(report: ComparisonReport) -> None:
     names = [m.name for m in report.models]
+    rows = {m.name: m for m in report.models}
+    at_tuning = rows["engine:als at implicit_als_tuned"]
+    # a recency prior outlives persona conditioning, so that ablation is a row of its own
+    keeps_prior = model_class("als").without_personas(at_tuning.parameters).get("prior_weights")
+    twin = ["engine:als at implicit_als_tuned without personas"] if keeps_prior else []
     assert names == [
         "popularity",
         "persona_popularity",
@@ -84,6 +89,7 @@ def test_every_model_family_is_compared_on_the_same_customers(report: Comparison
         "engine:lightfm_hybrid without personas",
         "implicit_als_tuned",
         "engine:als at implicit_als_tuned",
+        *twin,
         "implicit_bpr_tuned",
         "lightfm_warp_tuned",
     ]
@@ -151,7 +157,11 @@ def test_tuned_libraries_search_the_same_budget_as_the_engine(report: Comparison
     rows = {m.name: m for m in report.models}
     # the raw ALS search starts from the engine's configured values of the hyperparameters they share
     assert rows["engine:als without personas"].parameters["persona_blend"] == 0.0
-    assert rows["engine:als without personas"].parameters["prior_weights"] is None
+    engine, ablation = rows["engine:als"].parameters, rows["engine:als without personas"].parameters
+    if engine["prior_half_life_days"] is None:  # an all-time prior goes with the personas
+        assert ablation["prior_weights"] is None
+    else:  # a recency prior stays, with the population in place of the personas
+        assert (ablation["prior_weights"], ablation["prior_scope"]) == (engine["prior_weights"], "population")
     assert rows["engine:als without personas"].parameters["blend_weights"] is None
     assert len(rows["engine:als"].parameters["prior_weights"]) == 4  # fitted: cold start + 3 levels
     assert all(m.parameters.get("num_threads", 1) == 1 for m in report.models)
@@ -172,10 +182,12 @@ def test_personas_are_measured_on_top_of_the_tuned_librarys_hyperparameters(
     assert report.verdict["engine_best"]["model"] != at_tuning.name
     stated = {d["name"]: d for d in report.verdict["differences"]}
     gain = stated["personas on the library's tuning (engine:als at implicit_als_tuned)"]
-    assert (gain["a"], gain["b"]) == (at_tuning.name, library.name)
-    assert gain["mean"] == pytest.approx((at_tuning.metric("all") or 0) - (library.metric("all") or 0))
-    # with persona conditioning off it scores every known customer as the tuned library does
-    ablated = create_model("als", **(model_class("als").without_personas(at_tuning.parameters) or {}))
+    ablation = rows.get("engine:als at implicit_als_tuned without personas", library)
+    assert (gain["a"], gain["b"]) == (at_tuning.name, ablation.name)
+    assert gain["mean"] == pytest.approx((at_tuning.metric("all") or 0) - (ablation.metric("all") or 0))
+    # with persona conditioning and any prior off it scores every known customer as the tuned library
+    plain = {**(model_class("als").without_personas(at_tuning.parameters) or {}), "prior_weights": None}
+    ablated = create_model("als", **plain)
     ablated.fit(prepared.training_set)
     warm = [s for s in evaluation_segments(prepared) if s.name == "all"]
     (result,) = evaluate_models({"ablated": ablated}, warm, 10)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from engine.models.persona_prior import BLEND_GRID
 from engine.models.registry import create_model
 from training.config import load_config
 from training.evaluation import evaluate_models
-from training.persona_weights import fit_persona_weights, fits_persona_weights
+from training.persona_weights import HALF_LIFE_GRID, fit_persona_weights, fits_persona_weights
 from training.prepared_data import PreparedData, evaluation_segments, prepare
 from training.synthetic_shop import ShopConfig, generate_shop
 from training.tune_job import validation_data
@@ -58,3 +60,19 @@ def test_parameters_other_than_the_weights_are_kept(validation: PreparedData) ->
     settings = {"factors": 8, "iterations": 5, "num_threads": 1, "random_state": 3, "alpha": 3.0}
     fitted = fit_persona_weights("als", settings, validation, 10)
     assert {k: fitted[k] for k in settings} == settings
+
+
+def test_the_recency_half_life_comes_from_the_grid_and_only_with_ages_and_a_prior(
+    validation: PreparedData,
+) -> None:
+    settings = {"factors": 8, "iterations": 5, "num_threads": 1, "random_state": 3}
+    assert validation.training_set.interaction_age_days is not None  # training builds them
+    fitted = fit_persona_weights("als", settings, validation, 10)
+    assert fitted["prior_half_life_days"] in HALF_LIFE_GRID
+    if not any(fitted["prior_weights"]):
+        assert fitted["prior_half_life_days"] is None
+    # without ages only all-time counts can be tried
+    ageless = dataclasses.replace(
+        validation, training_set=dataclasses.replace(validation.training_set, interaction_age_days=None)
+    )
+    assert fit_persona_weights("als", settings, ageless, 10)["prior_half_life_days"] is None

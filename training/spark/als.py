@@ -106,7 +106,7 @@ class SparkALSModel(ImplicitALSModel):
         item_factors = collect_factors(fitted.itemFactors, shape.n_items, self.factors)
         require_finite(self.kind, user_factors=user_factors, item_factors=item_factors)
         persona_factors = frames.persona_vectors(fitted.userFactors, self.factors)
-        weighted, customers = frames.persona_item_counts()
+        weighted, customers = frames.persona_item_counts(self.prior_half_life_days)
         counts = interaction_counts(data.interactions)
         _, demographic_factors = member_means(user_factors, data)  # persona vectors: the cluster's
         self._state = {
@@ -116,10 +116,21 @@ class SparkALSModel(ImplicitALSModel):
             "demographic_factors": demographic_factors,
             "activity_counts": counts.astype(np.float32),
             "activity_edges": activity_edges(counts, self.activity_levels).astype(np.float32),
-            "persona_item_scores": persona_item_scores_from(weighted, customers),
+            "persona_item_scores": self._spark_prior_item_scores(weighted, customers),
         }
         self._shape = shape
         self._item_vectors = None
+
+    def _spark_prior_item_scores(
+        self,
+        weighted: np.ndarray[Any, np.dtype[np.float64]],
+        customers: np.ndarray[Any, np.dtype[np.float64]],
+    ) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """``ImplicitFactorsModel._prior_item_scores`` from the cluster's sums."""
+        if self.prior_scope != "population":
+            return persona_item_scores_from(weighted, customers)
+        population = persona_item_scores_from(customers[:, None], customers)
+        return np.ascontiguousarray(np.repeat(population, weighted.shape[1], axis=1))
 
 
 def persona_item_scores_from(

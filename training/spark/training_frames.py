@@ -37,13 +37,14 @@ class TrainingFrames:
     @classmethod
     def of(cls, session: SparkSession, data: TrainingSet, partitions: int) -> TrainingFrames:
         coo = sp.coo_matrix(data.interactions)
-        ratings = pa.table(
-            {
-                "user": pa.array(coo.row.astype(np.int32)),
-                "item": pa.array(coo.col.astype(np.int32)),
-                "rating": pa.array(coo.data.astype(np.float32)),
-            }
-        )
+        columns = {
+            "user": pa.array(coo.row.astype(np.int32)),
+            "item": pa.array(coo.col.astype(np.int32)),
+            "rating": pa.array(coo.data.astype(np.float32)),
+        }
+        if data.interaction_age_days is not None:  # the same pairs in the same order (TrainingSet)
+            columns["age_days"] = pa.array(np.asarray(data.interaction_age_days.data, dtype=np.float32))
+        ratings = pa.table(columns)
         mix = np.asarray(data.user_mix, dtype=np.float64)
         mixes = pa.table(
             {
@@ -61,18 +62,28 @@ class TrainingFrames:
             n_personas=int(mix.shape[1]),
         )
 
-    def persona_item_counts(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def persona_item_counts(
+        self, half_life_days: float | None = None
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """(items x personas) sum of the mixes of the customers who interacted with each item, and
-        (items,) the number of those customers: ``seen.T @ user_mix`` and ``seen.sum(axis=0)``."""
+        (items,) the number of those customers: ``seen.T @ user_mix`` and ``seen.sum(axis=0)``.
+
+        With ``half_life_days`` each pair counts ``0.5 ** (age / half_life)``, as
+        ``engine.models.persona_prior.recency_weights``."""
         from pyspark.sql import functions as sf
 
         k = self.n_personas
-        sums = [sf.sum(sf.col("mix")[p]).alias(f"p{p}") for p in range(k)]
+        pairs = self.ratings.filter(sf.col("rating") > 0)
+        if half_life_days is None:
+            weight = sf.lit(1.0)
+        elif "age_days" in self.ratings.columns:
+            weight = sf.pow(sf.lit(2.0), -sf.col("age_days").cast("double") / sf.lit(float(half_life_days)))
+        else:
+            raise ValueError("a recency half-life needs the training set's interaction ages")
+        pairs = pairs.withColumn("weight", weight)
+        sums = [sf.sum(sf.col("mix")[p] * sf.col("weight")).alias(f"p{p}") for p in range(k)]
         counted = (
-            self.ratings.filter(sf.col("rating") > 0)
-            .join(self.mixes, on="user")
-            .groupBy("item")
-            .agg(sf.count(sf.lit(1)).alias("customers"), *sums)
+            pairs.join(self.mixes, on="user").groupBy("item").agg(sf.sum("weight").alias("customers"), *sums)
         )
         weighted = np.zeros((self.n_items, k))
         customers = np.zeros(self.n_items)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import numpy as np
@@ -15,6 +16,7 @@ from engine.data.interactions import (
     DEFAULT_EVENT_WEIGHTS,
     empty_csr_matrix,
     event_indices,
+    interaction_ages,
     interaction_matrix,
     relevant_matrix,
 )
@@ -156,3 +158,56 @@ def test_only_runs_in_the_maps_order_are_numbered_without_a_look_up() -> None:
     assert _grouped_customer_rows(pl.Series(["b", "a", "b"]), customers) is None  # b comes back
     assert _grouped_customer_rows(pl.Series(["a", "b"]), customers) is None  # not the map's order
     assert _grouped_customer_rows(pl.Series(["b", None]), customers) is None  # a missing id
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "ghost"]),
+            st.sampled_from(["x", "y"]),
+            st.sampled_from(list(DEFAULT_EVENT_WEIGHTS)),
+            st.integers(min_value=0, max_value=90 * 24),  # hours into the period
+        ),
+        max_size=25,
+    )
+)
+def test_interaction_ages_hold_the_matrix_pairs_and_the_days_since_each_pairs_latest_event(
+    rows: list[tuple[str, str, str, int]],
+) -> None:
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    events = pl.DataFrame(
+        {
+            "customer_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "event_type": [r[2] for r in rows],
+            "timestamp": [start + dt.timedelta(hours=r[3]) for r in rows],
+        },
+        schema={**SCHEMA, "timestamp": pl.Datetime("us", "UTC")},
+    )
+    looked_up = event_indices(events, CUSTOMERS, ITEMS)
+    matrix = interaction_matrix(events, CUSTOMERS, ITEMS, indices=looked_up)
+    ages = interaction_ages(events, matrix, looked_up)
+    # the same pairs in the same order: the two read side by side (TrainingSet.interaction_age_days)
+    assert ages.dtype == np.float32 and ages.shape == matrix.shape
+    np.testing.assert_array_equal(ages.indptr, matrix.indptr)
+    np.testing.assert_array_equal(ages.indices, matrix.indices)
+    newest = max((r[3] for r in rows), default=0)
+    latest: dict[tuple[str, str], int] = {}
+    for customer, item, _kind, hour in rows:
+        if customer in CUSTOMERS:
+            latest[customer, item] = max(latest.get((customer, item), hour), hour)
+    for (customer, item), hour in latest.items():
+        row, column = CUSTOMERS.index(customer), ITEMS.index(item)
+        assert ages[row, column] == pytest.approx((newest - hour) / 24.0, abs=1e-4)
+
+
+def test_ages_refuse_a_matrix_of_other_events() -> None:
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    events = pl.DataFrame(
+        {"customer_id": ["a"], "item_id": ["x"], "event_type": ["view"], "timestamp": [start]},
+        schema={**SCHEMA, "timestamp": pl.Datetime("us", "UTC")},
+    )
+    other = interaction_matrix(frame([("b", "y", "view")]), CUSTOMERS, ITEMS)
+    with pytest.raises(ValueError, match="not the interaction matrix of these events"):
+        interaction_ages(events, other, event_indices(events, CUSTOMERS, ITEMS))

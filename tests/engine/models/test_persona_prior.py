@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,13 +10,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from engine.models.base import ModelFormatError
+from engine.models.base import ModelFormatError, TrainingSet
 from engine.models.implicit_factors import ImplicitALSModel, ImplicitBPRModel, ImplicitFactorsModel
 from engine.models.persona_prior import (
     activity_edges,
     activity_level,
     grid_search_levels,
     persona_item_scores,
+    search_levels,
 )
 from engine.models.popularity import PersonaPopularityModel
 from tests.engine.models.checkerboard import SMALL_CONFIGS, Checkerboard
@@ -60,6 +62,11 @@ def test_grid_search_picks_per_level_the_weights_that_rank_the_held_out_item_fir
     assert weights[1] > 0.0
     assert weights[2] == 0.0 and weights[0] == 0.0  # no customer at level 0: stays 0
     np.testing.assert_array_equal(blends, [0.0, 0.0, 0.0])
+    # what the chosen weights reach together: customer 0's held-out item first, customer 1's not
+    search = search_levels(lambda _b: base, prior, np.array([1, 2]), 2, None, relevant, k=1, blends=(0.0,))
+    assert search.ndcg == pytest.approx(0.5)
+    without = search_levels(lambda _b: base, None, np.array([1, 2]), 2, None, relevant, k=1, blends=(0.0,))
+    assert without.ndcg == pytest.approx(0.0)  # plain CF ranks item 1 first for both: no hit
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
@@ -123,3 +130,83 @@ def test_a_saved_model_without_prior_arrays_cannot_claim_prior_weights(
     (tmp_path / "als" / "model.json").write_text(json.dumps(document), encoding="utf-8")
     with pytest.raises(ModelFormatError, match="no prior arrays"):
         ImplicitALSModel.load(tmp_path / "als")
+
+
+def _with_ages(data: TrainingSet, seed: int = 0) -> TrainingSet:
+    ages = sp.csr_matrix(data.interactions, dtype=np.float32, copy=True)
+    ages.data = np.random.default_rng(seed).uniform(0.0, 60.0, size=ages.nnz).astype(np.float32)
+    return dataclasses.replace(data, interaction_age_days=ages)
+
+
+def test_a_pair_one_half_life_old_counts_half_in_the_recency_prior() -> None:
+    interactions = sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32))
+    ages = sp.csr_matrix(np.array([[1e-3, 0.0], [0.0, 7.0]], dtype=np.float32))
+    ages.data[0] = 0.0  # bought on the last day: an explicit zero, the pair is still there
+    mix = np.ones((2, 1))
+    scores = persona_item_scores(interactions, mix, 0.0, ages=ages, half_life_days=7.0)
+    np.testing.assert_allclose(scores[:, 0], 2 * np.array([1.0, 0.5]) / 1.5, rtol=1e-6)
+    # all-time counts: both pairs alike
+    np.testing.assert_allclose(persona_item_scores(interactions, mix, 0.0)[:, 0], [1.0, 1.0], rtol=1e-6)
+
+
+def test_a_recency_prior_needs_ages_and_a_positive_half_life(checkerboard: Checkerboard) -> None:
+    data = checkerboard.data
+    with pytest.raises(ValueError, match="needs the training set's interaction ages"):
+        persona_item_scores(data.interactions, data.user_mix, half_life_days=7.0)
+    with pytest.raises(ValueError, match="half_life_days must be a positive"):
+        persona_item_scores(
+            data.interactions, data.user_mix, ages=_with_ages(data).interaction_age_days, half_life_days=0.0
+        )
+    with pytest.raises(ValueError, match="prior_half_life_days must be a positive"):
+        ImplicitALSModel(prior_half_life_days=-1.0)
+    with pytest.raises(ValueError, match="prior_scope must be one of personas, population"):
+        ImplicitALSModel(prior_scope="everyone")
+
+
+def test_ages_must_hold_the_pairs_of_the_interactions(checkerboard: Checkerboard) -> None:
+    data = checkerboard.data
+    shifted = sp.csr_matrix(data.interactions[::-1], dtype=np.float32)
+    with pytest.raises(ValueError, match="must hold exactly the pairs of interactions"):
+        dataclasses.replace(data, interaction_age_days=shifted)
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_the_population_prior_is_the_same_for_every_mix_and_survives_save_and_load(
+    kind: str, checkerboard: Checkerboard, tmp_path: Path
+) -> None:
+    data = _with_ages(checkerboard.data)
+    settings = {**SMALL_CONFIGS[kind], "prior_weights": [0.5, 0.5, 0.5, 0.5], "prior_half_life_days": 10.0}
+    personas = MODELS[kind](**settings)
+    population = MODELS[kind](**settings, prior_scope="population")
+    for model in (personas, population):
+        model.fit(data)
+    columns = population.persona_item_scores
+    expected = persona_item_scores(
+        data.interactions, np.ones((data.n_users, 1)), ages=data.interaction_age_days, half_life_days=10.0
+    )
+    np.testing.assert_allclose(columns, np.repeat(expected, data.user_mix.shape[1], axis=1), rtol=1e-6)
+    assert not np.allclose(personas.persona_item_scores, columns)  # the personas' differ
+    # a stranger's prior term does not depend on their mix
+    one, other = np.eye(data.user_mix.shape[1])[:2]
+    gap = population.score(checkerboard.cold_batch(np.vstack([one, other])))
+    plain = MODELS[kind](**SMALL_CONFIGS[kind], prior_scope="population")
+    plain.fit(data)
+    base = plain.score(checkerboard.cold_batch(np.vstack([one, other])))
+    np.testing.assert_allclose(gap - base, np.vstack([gap[0] - base[0]] * 2), rtol=1e-5, atol=1e-5)
+    population.save(tmp_path / kind)
+    loaded = type(population).load(tmp_path / kind)
+    assert (loaded.prior_half_life_days, loaded.prior_scope) == (10.0, "population")
+    batch = checkerboard.batch([0, 3, -1])
+    np.testing.assert_array_equal(loaded.score(batch), population.score(batch))
+
+
+def test_without_personas_keeps_a_recency_prior_for_the_population_and_drops_an_all_time_one() -> None:
+    weights = [0.1, 0.2, 0.0, 0.3]
+    recent = ImplicitALSModel.without_personas({"prior_weights": weights, "prior_half_life_days": 7.0})
+    assert (recent["prior_weights"], recent["prior_half_life_days"]) == (weights, 7.0)
+    assert recent["prior_scope"] == "population"
+    assert (recent["persona_blend"], recent["blend_weights"]) == (0.0, None)
+    all_time = ImplicitALSModel.without_personas({"prior_weights": weights, "prior_half_life_days": None})
+    assert (all_time["prior_weights"], all_time["prior_half_life_days"]) == (None, None)
+    unused = ImplicitALSModel.without_personas({"prior_weights": [0.0] * 4, "prior_half_life_days": 7.0})
+    assert unused["prior_weights"] is None
