@@ -222,8 +222,9 @@ AT_LIBRARY_TUNING_PREFIX = "personas on the library's tuning ("
 
 def _at_library_tuning(row: dict[str, Any]) -> str:
     """The "personas on the library's tuning" column: for each engine model at a tuned library model's
-    hyperparameters and seed (compare's "engine at library tuning" rows), its NDCG@10 against that tuned
-    library model's and the paired interval of the difference; "-" when compare stated none."""
+    hyperparameters and seed (compare's "engine at library tuning" rows), its NDCG@10 against its
+    ablation's (the tuned library model, or the same model with a recency prior over the whole
+    population) and the paired interval of the difference; "-" when compare stated none."""
     stated = [d for d in row.get("differences") or [] if d["name"].startswith(AT_LIBRARY_TUNING_PREFIX)]
     models = row.get("models") or {}
     cells = []
@@ -243,7 +244,8 @@ def render_table(results: dict[str, Any]) -> str:
         "listed, every searched model the same number, on a validation split carved from the training "
         "events; 95% paired bootstrap intervals over customers, NDCG@10; personas on the library's "
         "tuning: the engine's model at the tuned library model's hyperparameters and seed, persona "
-        "weights fitted on validation, against that library model; raw results: "
+        "weights fitted on validation, against its ablation: that library model, or, when its prior is "
+        "weighted by recency, the same model with that prior over the whole population; raw results: "
         + ", ".join(f"`benchmarks/results/{name}`" for name in results["file"].split(", "))
         + ").",
         "",
