@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from engine.models.implicit_factors import ImplicitFactorsModel
-from engine.models.persona_prior import grid_search_levels, persona_item_scores, search_levels
+from engine.models.persona_prior import persona_item_scores, search_levels
 from engine.models.registry import create_model, model_class
 from training.prepared_data import EvaluationSegment, PreparedData, evaluation_segments
 
@@ -117,7 +117,7 @@ def fit_persona_weights(
         cold = _sample(segments["cold_start"], plain.n_items, seed)
         cold_scores = plain.score(cold.users)  # the blend plays no part for a customer without a vector
         cold_prior = np.asarray(cold.users.mix, dtype=np.float32) @ item_scores[half_life].T
-        _, cold_priors = grid_search_levels(
+        cold_priors = search_levels(
             lambda _blend: cold_scores,
             cold_prior,
             np.zeros(len(cold.customer_ids), dtype=np.int64),
@@ -126,7 +126,7 @@ def fit_persona_weights(
             cold.relevant,
             k,
             blends=(0.0,),
-        )
+        ).prior_weights
         priors[0] = cold_priors[0]
     prior_used = any(w != 0.0 for w in priors)
     return {

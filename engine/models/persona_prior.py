@@ -20,7 +20,7 @@ grid and win ties). Without personas (``prior_scope = "population"``, the ablati
 column is the population's recency-weighted popularity, so the prior is the same for any mix.
 
 How much a light customer should lean on their personas differs from a heavy one, and by how much is
-an empirical question: ``grid_search_levels`` picks per level the pair that maximises NDCG@k on a
+an empirical question: ``search_levels`` picks per level the pair that maximises NDCG@k on a
 validation split (``training.persona_weights`` builds it without leaking the held-out events into
 the mixes). Both terms are linear in the mix, so the model still scores by inner product: the query
 vector gains ``w * mix``, the item vectors gain ``n_items * PersonaPopularity^T``.
@@ -111,28 +111,6 @@ def activity_level(
     return level
 
 
-def grid_search_levels(
-    score: Callable[[float], NDArray[np.float32]],
-    prior: NDArray[np.float32] | None,
-    level: NDArray[np.int64],
-    n_levels: int,
-    exclude: sp.csr_matrix | None,
-    relevant: sp.csr_matrix,
-    k: int = 10,
-    *,
-    blends: tuple[float, ...] = BLEND_GRID,
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per level (0..n_levels), the (blend, prior weight) with the best mean NDCG@k of its customers.
-
-    ``score(b)`` gives the (users, items) factor scores with blend ``b``; ``prior`` the (users, items)
-    persona popularity term (None: prior weight stays 0). The prior's grid is scaled to the spread of
-    the factor scores. Ties go to the smaller weights (the grids start at 0), so a level keeps plain
-    CF unless the personas helped on validation. Levels without customers keep 0.
-    """
-    search = search_levels(score, prior, level, n_levels, exclude, relevant, k, blends=blends)
-    return search.blends, search.prior_weights
-
-
 @dataclass(frozen=True)
 class LevelSearch:
     """The chosen weights per level and the mean NDCG@k they give the evaluated customers together
@@ -154,7 +132,13 @@ def search_levels(
     *,
     blends: tuple[float, ...] = BLEND_GRID,
 ) -> LevelSearch:
-    """``grid_search_levels`` with the mean NDCG@k that the chosen weights reach."""
+    """Per level (0..n_levels), the (blend, prior weight) with the best mean NDCG@k of its customers.
+
+    ``score(b)`` gives the (users, items) factor scores with blend ``b``; ``prior`` the (users, items)
+    persona popularity term (None: prior weight stays 0). The prior's grid is scaled to the spread of
+    the factor scores. Ties go to the smaller weights (the grids start at 0), so a level keeps plain
+    CF unless the personas helped on validation. Levels without customers keep 0.
+    """
     gains: dict[tuple[float, float], NDArray[np.float64]] = {}
     for blend in blends:
         base = score(blend)

@@ -63,17 +63,16 @@ def test_custom_weights_replace_the_defaults() -> None:
     np.testing.assert_allclose(m.toarray(), expected, rtol=1e-6)
 
 
-@settings(max_examples=25, deadline=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["a", "b", "c", "ghost"]),
-            st.sampled_from(["x", "y"]),
-            st.sampled_from(list(DEFAULT_EVENT_WEIGHTS)),
-        ),
-        max_size=25,
-    )
+# a customer (one of them unknown to the map), an item and an event type per event
+CUSTOMER_ITEM_TYPE = (
+    st.sampled_from(["a", "b", "c", "ghost"]),
+    st.sampled_from(["x", "y"]),
+    st.sampled_from(list(DEFAULT_EVENT_WEIGHTS)),
 )
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(*CUSTOMER_ITEM_TYPE), max_size=25))
 def test_interaction_matrix_is_log1p_of_summed_weights_per_pair(rows: list[tuple[str, str, str]]) -> None:
     totals: dict[tuple[str, str], float] = {}
     for customer, item, kind in rows:
@@ -163,12 +162,8 @@ def test_only_runs_in_the_maps_order_are_numbered_without_a_look_up() -> None:
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(
-        st.tuples(
-            st.sampled_from(["a", "b", "c", "ghost"]),
-            st.sampled_from(["x", "y"]),
-            st.sampled_from(list(DEFAULT_EVENT_WEIGHTS)),
-            st.integers(min_value=0, max_value=90 * 24),  # hours into the period
-        ),
+        # and the hours into the period
+        st.tuples(*CUSTOMER_ITEM_TYPE, st.integers(min_value=0, max_value=90 * 24)),
         max_size=25,
     )
 )

@@ -15,7 +15,6 @@ from engine.models.implicit_factors import ImplicitALSModel, ImplicitBPRModel, I
 from engine.models.persona_prior import (
     activity_edges,
     activity_level,
-    grid_search_levels,
     persona_item_scores,
     search_levels,
 )
@@ -56,14 +55,12 @@ def test_grid_search_picks_per_level_the_weights_that_rank_the_held_out_item_fir
     base = np.array([[0.0, 1.0, 0.5], [0.6, 1.0, 0.0]], dtype=np.float32)
     prior = np.array([[0.0, 0.0, 3.0], [0.0, 3.0, 0.0]], dtype=np.float32)
     relevant = sp.csr_matrix(np.array([[0, 0, 1], [1, 0, 0]], dtype=np.float32))
-    blends, weights = grid_search_levels(
-        lambda _b: base, prior, np.array([1, 2]), 2, None, relevant, k=1, blends=(0.0,)
-    )
+    search = search_levels(lambda _b: base, prior, np.array([1, 2]), 2, None, relevant, k=1, blends=(0.0,))
+    blends, weights = search.blends, search.prior_weights
     assert weights[1] > 0.0
     assert weights[2] == 0.0 and weights[0] == 0.0  # no customer at level 0: stays 0
     np.testing.assert_array_equal(blends, [0.0, 0.0, 0.0])
     # what the chosen weights reach together: customer 0's held-out item first, customer 1's not
-    search = search_levels(lambda _b: base, prior, np.array([1, 2]), 2, None, relevant, k=1, blends=(0.0,))
     assert search.ndcg == pytest.approx(0.5)
     without = search_levels(lambda _b: base, None, np.array([1, 2]), 2, None, relevant, k=1, blends=(0.0,))
     assert without.ndcg == pytest.approx(0.0)  # plain CF ranks item 1 first for both: no hit
