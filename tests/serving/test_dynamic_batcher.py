@@ -109,8 +109,10 @@ def test_under_sparse_traffic_a_batch_end_neither_waits_nor_holds_queued_request
             await asyncio.sleep(0)
         took = time.perf_counter() - started
         idle = batcher.idle
-        for r in range(20):  # quick arrivals: company is expected again
-            await batcher.submit(r)
+        # a burst (all in one loop turn, so no gap depends on this machine's speed): company is
+        # expected again. Sequential calls would not do: each would wait out the batcher's own wait
+        # and arrive about max_wait_s after the last, right at the threshold.
+        await asyncio.gather(*(batcher.submit(r) for r in range(20)))
         return took, idle and batcher.expects_company
 
     took, idle_then_expecting = run(scenario)
