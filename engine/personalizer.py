@@ -108,7 +108,9 @@ class DecisionInfo:
     decision_id: str
     mix: PersonaMix
     mix_source: MixSource
-    cold_start: bool  # the model has no history for the customer: scored from mix and demographics
+    # the model never saw the customer: scored from mix and demographics (ALS also folds in the events
+    # the artifact holds for them)
+    cold_start: bool
     shopping_context: str | None  # None: the overall mix was used (CLI without --context)
     model_version: str
     model_name: str
@@ -283,6 +285,7 @@ class Personalizer:
             affinity=self.affinity,
             model_knows_customers=self.model_knows_customers,
             steering=self.steering,
+            history_padded=_with_empty_row(self.history),
         )
 
     def _scores_depend_on_identity(self, sample: int = 3) -> bool:

@@ -432,6 +432,15 @@ def compare_prepared(
     return rows, tuning
 
 
+def _median_items(prepared: PreparedData) -> float:
+    """Median number of distinct training-period items of the cold-start customers (0 without any)."""
+    cold = list(prepared.split.cold_customers)
+    if not cold:
+        return 0.0
+    history = prepared.history[prepared.customer_rows(cold)]
+    return float(np.median(np.diff(history.indptr)))
+
+
 def run_comparison(
     config_path: Path | TrainConfig,
     *,
@@ -459,6 +468,8 @@ def run_comparison(
         "model_customers": len(prepared.model_customers),
         "cold_start_customers": len(prepared.split.cold_customers),
         "cold_start_share": config.split.cold_start_share,
+        # what a cold-start customer brings: their training-period items (ALS folds them in)
+        "cold_start_items_median": _median_items(prepared),
         "seed": config.split.seed,
     }
     return ComparisonReport(
@@ -513,7 +524,9 @@ def print_comparison(report: ComparisonReport) -> None:
     if cold_rows:
         print_table(
             f"cold-start customers: {report.users.get(COLD_SEGMENT, 0):,} held out of model training "
-            f"({split['cold_start_share']:.0%} of customers by seeded hash), scored from their persona mix",
+            f"({split['cold_start_share']:.0%} of customers by seeded hash), scored from their persona mix; "
+            f"ALS also folds in their training-period items "
+            f"(median {split.get('cold_start_items_median', 0):g} per customer)",
             ["model", "family", f"NDCG@{k}", f"R@{k}", "coverage"],
             cold_rows,
         )

@@ -120,6 +120,7 @@ def recommend_in_chunks(
             demographics=users.demographics[start:stop],
             base_mix=users.base_mix[start:stop] if users.base_mix is not None else None,
             steering=users.steering[start:stop] if users.steering is not None else None,
+            events=sp.csr_matrix(users.events[start:stop]) if users.events is not None else None,
         )
         recommended, _ = model.recommend(batch, k, exclude=segment.exclude[start:stop])
         chunks.append(recommended)
@@ -159,7 +160,14 @@ def _same_inputs(earlier: EvaluationSegment, rows: NDArray[np.int64], segment: E
             cast(sp.csr_matrix, segment.users.demographics),
         )
         and _same_sparse(earlier.exclude[rows], segment.exclude)
+        and _same_events(earlier.users, rows, segment.users)
     )
+
+
+def _same_events(earlier: UserBatch, rows: NDArray[np.int64], users: UserBatch) -> bool:
+    if earlier.events is None or users.events is None:
+        return earlier.events is None and users.events is None
+    return _same_sparse(sp.csr_matrix(earlier.events[rows]), sp.csr_matrix(users.events))
 
 
 def _same_base_mix(earlier: UserBatch, rows: NDArray[np.int64], later: UserBatch) -> bool:

@@ -115,7 +115,9 @@ def fit_persona_weights(
         blends, priors = searches[half_life].blends, searches[half_life].prior_weights
     if "cold_start" in segments:
         cold = _sample(segments["cold_start"], plain.n_items, seed)
-        cold_scores = plain.score(cold.users)  # the blend plays no part for a customer without a vector
+        # level 0 is a stranger without events, scored from the mix alone (one with events is folded
+        # in and takes the weights of their activity level); the blend plays no part there
+        cold_scores = plain.score(cold.users.without_events())
         cold_prior = np.asarray(cold.users.mix, dtype=np.float32) @ item_scores[half_life].T
         cold_priors = search_levels(
             lambda _blend: cold_scores,

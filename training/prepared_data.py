@@ -343,7 +343,9 @@ def evaluation_segments(prepared: PreparedData) -> list[EvaluationSegment]:
     """Warm customers (overall and by dominant persona), held-out cold-start customers, new customers.
 
     Warm customers are scored as known users under their inferred mix; cold-start customers with
-    index -1 under the mix inferred from their (unseen-by-the-model) history plus demographics; new
+    index -1 under the mix inferred from their (unseen-by-the-model) history plus demographics, and
+    with that history as the batch's ``events`` (models that can fold a stranger in from their events
+    do, as serving does for customers the artifact holds but the model does not); new
     customers, who first appear in the test period, from the demographic prior mix alone.
     """
     split = prepared.split
@@ -357,6 +359,7 @@ def evaluation_segments(prepared: PreparedData) -> list[EvaluationSegment]:
         mix: NDArray[np.float64],
         demographics: sp.csr_matrix,
         exclude: sp.csr_matrix,
+        events: sp.csr_matrix | None = None,
     ) -> None:
         if not ids:
             return
@@ -370,7 +373,12 @@ def evaluation_segments(prepared: PreparedData) -> list[EvaluationSegment]:
             EvaluationSegment(
                 name=name,
                 customer_ids=local.ids[keep],
-                users=UserBatch(user_index=model_index[keep], mix=mix[keep], demographics=demographics[keep]),
+                users=UserBatch(
+                    user_index=model_index[keep],
+                    mix=mix[keep],
+                    demographics=demographics[keep],
+                    events=sp.csr_matrix(events[keep]) if events is not None else None,
+                ),
                 exclude=exclude[keep],
                 relevant=relevant[keep],
             )
@@ -415,6 +423,7 @@ def evaluation_segments(prepared: PreparedData) -> list[EvaluationSegment]:
             prepared.mixes.overall[cold_rows],
             prepared.customer_demographics[cold_rows],
             prepared.history[cold_rows],
+            events=prepared.history[cold_rows],
         )
     seen = set(prepared.split.train_events["customer_id"].unique().to_list())
     new_ids = [c for c in test["customer_id"].unique(maintain_order=True).to_list() if c not in seen]

@@ -12,6 +12,7 @@ array, loaded with ``allow_pickle=False`` so a model file can never run code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -124,6 +125,12 @@ class UserBatch:
     as above; 1 scores a known customer as a stranger with that mix would be scored. Models without
     per-customer state ignore it.
 
+    ``events`` (n, n_items) CSR, optional: for customers the model never saw (index -1), the events it
+    did not learn from (their history in the artifact, or the training period of a cold-start
+    hold-out), with the confidence the training matrix gives an event. Models that can place such a
+    customer from their events (ALS folds them in, ``engine.models.fold_in``) do so; the others, and
+    rows without events, score the mix and demographics alone. Rows of known customers are ignored.
+
     ``validated``: the engine built the batch from values already checked once (PersonaMix weights
     are validated on construction, rows come from the artifact itself), so models skip re-checking it
     (``FittedShape.check_batch``); on the request path those checks cost more than the scoring.
@@ -135,6 +142,7 @@ class UserBatch:
     base_mix: NDArray[np.float64] | None = None
     validated: bool = False
     steering: NDArray[np.float64] | None = None
+    events: sp.csr_matrix | None = None
 
     def __post_init__(self) -> None:
         n = len(self.user_index)
@@ -147,6 +155,8 @@ class UserBatch:
             raise ValueError(f"UserBatch base_mix has shape {self.base_mix.shape}, mix {self.mix.shape}")
         if self.steering is not None and self.steering.shape != (n,):
             raise ValueError(f"UserBatch steering has shape {self.steering.shape}, expected ({n},)")
+        if self.events is not None and self.events.shape[0] != n:
+            raise ValueError(f"UserBatch events has {self.events.shape[0]} rows for {n} users")
 
     def __len__(self) -> int:
         return len(self.user_index)
@@ -170,7 +180,12 @@ class UserBatch:
             base_mix=self.base_mix[indices] if self.base_mix is not None else None,
             validated=self.validated,
             steering=self.steering[indices] if self.steering is not None else None,
+            events=sp.csr_matrix(self.events[indices]) if self.events is not None else None,
         )
+
+    def without_events(self) -> UserBatch:
+        """The batch with its customers' unlearned events left out: every unknown row scored from its mix."""
+        return dataclasses.replace(self, events=None)
 
     @classmethod
     def for_personas(cls, n_personas: int, n_demographic_features: int) -> UserBatch:
@@ -191,6 +206,9 @@ class Recommender(ABC):
     # of rows), so only models that compute each row on its own say so; the serving path scores the
     # others one row at a time when a batch must give each row what it would get alone.
     row_independent_scores: ClassVar[bool] = False
+    # Whether ``score`` places a customer it never saw from the batch's ``events`` (ALS folds them in);
+    # callers build events only for models that use them.
+    folds_in_events: ClassVar[bool] = False
     # Wall seconds the last ``fit`` spent inside the factorization it wraps (implicit's or LightFM's fit,
     # Spark MLlib's, or the compiled solver standing in for implicit's ALS), None for models that wrap
     # none. The rest of ``fit`` (matrices, persona and demographic vectors) is the engine's own work,

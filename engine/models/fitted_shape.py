@@ -113,6 +113,15 @@ class FittedShape:
                 f"the model knows {self.n_demographic_features}",
                 field="demographics",
             )
+        events = users.events
+        if events is not None:
+            if events.shape[1] != self.n_items:
+                raise UserBatchError(
+                    f"{kind} model: events cover {events.shape[1]} items, the model knows {self.n_items}",
+                    field="events",
+                )
+            if events.data.size and (not np.all(np.isfinite(events.data)) or (events.data < 0).any()):
+                raise UserBatchError(f"{kind} model: events must be finite and non-negative", field="events")
         demographics = users.demographics
         values = demographics if isinstance(demographics, np.ndarray) else demographics.data
         if values.size and (not np.all(np.isfinite(values)) or (values < 0).any()):

@@ -221,8 +221,13 @@ class ProductListBuilder:
         affinity: PersonaAffinity,
         model_knows_customers: bool,
         steering: float = 0.0,
+        history_padded: sp.csr_matrix | None = None,
     ) -> None:
+        """``history_padded``: the artifact's training-period events per customer (empty last row), from
+        which a model that folds in events (``Recommender.folds_in_events``) places the customers the
+        artifact holds but the model never saw (a cold-start hold-out served without a refit)."""
         self.model = model
+        self._history = history_padded if model.folds_in_events else None
         self.steering = steering
         self.backfill = backfill
         self.index = index
@@ -281,7 +286,24 @@ class ProductListBuilder:
             base_mix=base_mix,
             validated=True,
             steering=steering,
+            events=self._events(user_index, customer_rows),
         )
+
+    def _events(
+        self, user_index: NDArray[np.int64], customer_rows: NDArray[np.int64]
+    ) -> sp.csr_matrix | None:
+        """Training-period events of the rows the model never saw but the artifact holds (the other
+        rows empty); None when there are none or the model does not fold events in."""
+        if self._history is None:
+            return None
+        folded = (user_index < 0) & (customer_rows >= 0)
+        if not folded.any():
+            return None
+        return sp.csr_matrix(self._history[np.where(folded, customer_rows, -1)])
+
+    def folds_in(self, row: ListRow) -> bool:
+        """Whether this row's list is built on the customer's own events although the model never saw them."""
+        return self._history is not None and row.model_row < 0 and row.resolved.row >= 0
 
     def _list_for(self, row: ListRow, scores: _ChunkScores, j: int) -> list[RecommendedItem]:
         spec = row.spec
@@ -293,7 +315,7 @@ class ProductListBuilder:
         eligible = spec.filters.customer_mask(spec.shared, purchased=purchased, excluded=row.excluded)
         reason = (
             ItemReason.PERSONALIZED
-            if row.model_row >= 0 and self.model_knows_customers
+            if (row.model_row >= 0 and self.model_knows_customers) or self.folds_in(row)
             else ItemReason.PERSONA
         )
         if self.index is not None and spec.plain:

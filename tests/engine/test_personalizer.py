@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -148,6 +149,42 @@ def test_known_and_unknown_customers_are_scored_with_the_right_reason_and_source
     assert unknown.cold_start and unknown.decision.mix_source is MixSource.PRIOR
     assert {i.reason for i in unknown.items} == {ItemReason.PERSONA}
     assert len(known.items) == len(unknown.items) == 10
+
+
+def test_a_customer_the_artifact_holds_but_the_model_never_saw_is_placed_by_their_events(
+    personalizer: Personalizer,
+) -> None:
+    """The cold-start hold-out of an artifact written without a refit: ALS folds their training-period
+    events in (the batch carries them), so their list is their own, not their mix's, and says so."""
+    held_out = np.flatnonzero((personalizer._model_row < 0) & (np.diff(personalizer.history.indptr) >= 3))
+    assert held_out.size, "the small artifact holds cold-start customers with events"
+    row = int(held_out[0])
+    customer = str(personalizer.customers.ids[row])
+    mix = personalizer.persona_mix(
+        dict(zip(personalizer.catalog.ids, personalizer.mix_overall[row], strict=True))
+    )
+    spec = personalizer._spec(ProductRequest(k=10))
+    batch = personalizer.lists.user_batch(
+        [
+            personalizer._row(CustomerTarget(customer, mix), spec, None, None),
+            personalizer._row(CustomerTarget("never-seen", mix), spec, None, None),
+        ]
+    )
+    assert batch.events is not None
+    assert np.array_equal(batch.events[0].indices, personalizer.history[row].indices)
+    assert batch.events[1].nnz == 0
+    placed, stranger = personalizer.recommend_products(
+        [CustomerTarget(customer, mix), CustomerTarget("never-seen", mix)], ProductRequest(k=10)
+    )
+    assert placed.cold_start and {i.reason for i in placed.items} == {ItemReason.PERSONALIZED}
+    assert {i.reason for i in stranger.items} == {ItemReason.PERSONA}
+    assert [i.item_id for i in placed.items] != [i.item_id for i in stranger.items]
+    model = personalizer.model
+    expected = model.score(dataclasses.replace(batch.rows(np.array([0])), validated=False))[0]
+    scored = {i.item_id: i.score for i in placed.items}
+    catalog = personalizer.item_catalog
+    for item_id, score in scored.items():
+        assert score == pytest.approx(float(expected[catalog.indices((item_id,))[0]]), rel=1e-5)
 
 
 def test_purchases_are_left_out_unless_included_and_cart_items_always(personalizer: Personalizer) -> None:

@@ -1,0 +1,96 @@
+"""Vectors for customers an ALS model never saw, solved from their events against its item factors.
+
+A customer outside the fit (held out for cold start, or first seen after the model was trained) has
+no row of user factors, yet often has events: their history in the artifact, or what they did before
+this visit. ALS's user step is a least-squares problem in closed form: with the item factors fixed,
+the vector that the fit would have given them is one small linear solve ("folding in"), exactly the
+half-iteration the fit itself runs for every known customer. Scoring such a customer from their persona
+mix alone ignores what they did; on MovieLens 100K the folded-in vectors of the held-out customers
+ranked twice as well as popularity where the mix alone reached 1.5 times (scratch measurement with
+tuned implicit ALS, session 40).
+
+The objective is the model's own (``engine.models.interaction_weighted_als``): for the penalty
+``per_interaction`` an observed pair weighs ``1 + alpha r`` and the penalty is ``regularization`` times
+the customer's events; for ``constant`` (implicit's) a pair weighs ``alpha r`` and the penalty is
+``regularization``. Unlike the fit's few conjugate-gradient steps the solve is exact, so a folded-in
+vector is what infinitely many of those steps would reach.
+
+Each row is solved on its own, in float64, so a row's vector is the same bits alone and in any batch
+(the serving path's promise, ``Recommender.row_independent_scores``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+
+def item_gram(item_factors: NDArray[np.float32]) -> NDArray[np.float64]:
+    """``Y' Y`` in float64: the part of every customer's normal equations that their events do not change."""
+    wide = np.asarray(item_factors, dtype=np.float64)
+    return np.ascontiguousarray(wide.T @ wide)
+
+
+def fold_in(
+    events: sp.csr_matrix,
+    item_factors: NDArray[np.float32],
+    gram: NDArray[np.float64],
+    *,
+    regularization: float,
+    alpha: float,
+    per_interaction: bool,
+) -> NDArray[np.float32]:
+    """(n, d) user vectors for the rows of ``events`` (n x items, the confidence of each event as the
+    training matrix holds it); a row without events gets zeros (callers score it some other way)."""
+    events = sp.csr_matrix(events)
+    if events.shape[1] != item_factors.shape[0]:
+        raise ValueError(
+            f"events cover {events.shape[1]} items, the model's item factors {item_factors.shape[0]}"
+        )
+    out = np.zeros((events.shape[0], item_factors.shape[1]), dtype=np.float32)
+    _solve_rows(
+        events.indptr.astype(np.int64),
+        events.indices.astype(np.int64),
+        events.data.astype(np.float64),
+        np.ascontiguousarray(item_factors, dtype=np.float32),
+        gram,
+        float(regularization),
+        float(alpha),
+        per_interaction,
+        out,
+    )
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _solve_rows(
+    indptr: NDArray[np.int64],
+    indices: NDArray[np.int64],
+    values: NDArray[np.float64],
+    item_factors: NDArray[np.float32],
+    gram: NDArray[np.float64],
+    regularization: float,
+    alpha: float,
+    per_interaction: bool,
+    out: NDArray[np.float32],
+) -> None:  # pragma: no cover - compiled; tested through fold_in
+    """(G + sum_i (c_i - 1) y_i y_i' + lambda I) x = sum_i c_i y_i per row with events (implicit's
+    ``user_linear_equation``, with the penalty form of the model)."""
+    d = gram.shape[0]
+    for row in range(out.shape[0]):
+        start, stop = indptr[row], indptr[row + 1]
+        if stop == start:
+            continue
+        a = gram.copy()
+        b = np.zeros(d)
+        penalty = regularization * (stop - start) if per_interaction else regularization
+        for j in range(d):
+            a[j, j] += penalty
+        for at in range(start, stop):
+            y = item_factors[indices[at]].astype(np.float64)
+            c = 1.0 + alpha * values[at] if per_interaction else alpha * values[at]
+            b += c * y
+            a += (c - 1.0) * np.outer(y, y)
+        out[row] = np.linalg.solve(a, b).astype(np.float32)
