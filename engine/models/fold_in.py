@@ -79,18 +79,29 @@ def _solve_rows(
     """(G + sum_i (c_i - 1) y_i y_i' + lambda I) x = sum_i c_i y_i per row with events (implicit's
     ``user_linear_equation``, with the penalty form of the model)."""
     d = gram.shape[0]
+    a = np.empty((d, d))
+    b = np.empty(d)
+    y = np.empty(d)
     for row in range(out.shape[0]):
         start, stop = indptr[row], indptr[row + 1]
         if stop == start:
             continue
-        a = gram.copy()
-        b = np.zeros(d)
+        a[:] = gram
+        b[:] = 0.0
         penalty = regularization * (stop - start) if per_interaction else regularization
         for j in range(d):
             a[j, j] += penalty
         for at in range(start, stop):
-            y = item_factors[indices[at]].astype(np.float64)
+            item = indices[at]
+            for j in range(d):
+                y[j] = item_factors[item, j]
             c = 1.0 + alpha * values[at] if per_interaction else alpha * values[at]
-            b += c * y
-            a += (c - 1.0) * np.outer(y, y)
+            for j in range(d):  # the lower triangle, mirrored below: half the work of a full outer product
+                b[j] += c * y[j]
+                scaled = (c - 1.0) * y[j]
+                for m in range(j + 1):
+                    a[j, m] += scaled * y[m]
+        for j in range(d):
+            for m in range(j):
+                a[m, j] = a[j, m]
         out[row] = np.linalg.solve(a, b).astype(np.float32)
