@@ -8,6 +8,7 @@ does not drown out everything else they did.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numba
 import numpy as np
@@ -24,6 +25,14 @@ def empty_csr_matrix(rows: int, columns: int) -> sp.csr_matrix:
     """An all-zero float32 CSR matrix without allocating a dense array."""
     empty = np.zeros(0, dtype=np.int64)
     return sp.csr_matrix((np.zeros(0, dtype=np.float32), (empty, empty)), shape=(rows, columns))
+
+
+def artifact_event_weights(manifest: Mapping[str, Any]) -> dict[str, float]:
+    """The event weights an artifact's models were trained with (``[interactions]``), or the defaults."""
+    weights = manifest.get("config", {}).get("interactions")
+    if not isinstance(weights, Mapping) or not weights:
+        return dict(DEFAULT_EVENT_WEIGHTS)
+    return {str(kind): float(weight) for kind, weight in weights.items()}
 
 
 def interaction_matrix(

@@ -174,6 +174,15 @@ class _ChunkScores:
         self._full: NDArray[np.float32] | None = None
         self._backfill: NDArray[np.float32] | None = None
 
+    def folded_in(self, j: int) -> bool:
+        """Whether row j is a customer the model never saw, placed by their own events."""
+        events = self._batch.events
+        return (
+            events is not None
+            and bool(self._batch.user_index[j] < 0)
+            and bool(events.indptr[j + 1] > events.indptr[j])
+        )
+
     def query(self, j: int) -> NDArray[np.float32]:
         if self._queries is None:
             self._queries = self._builder.model.query_vectors(self._batch)
@@ -222,12 +231,17 @@ class ProductListBuilder:
         model_knows_customers: bool,
         steering: float = 0.0,
         history_padded: sp.csr_matrix | None = None,
+        purchase_weight: float = 0.0,
     ) -> None:
-        """``history_padded``: the artifact's training-period events per customer (empty last row), from
-        which a model that folds in events (``Recommender.folds_in_events``) places the customers the
-        artifact holds but the model never saw (a cold-start hold-out served without a refit)."""
+        """A model that folds in events (``Recommender.folds_in_events``) places the customers it never
+        saw from what is known of them: ``history_padded``, the artifact's training-period events per
+        customer (empty last row; a cold-start hold-out served without a refit), and what they bought
+        since training through live events, each purchase counted ``purchase_weight`` as the training
+        matrix counts one (``[interactions] purchase``; 0 leaves live purchases out)."""
         self.model = model
-        self._history = history_padded if model.folds_in_events else None
+        self._folds_in = model.folds_in_events and history_padded is not None
+        self._history = history_padded
+        self._purchase_weight = purchase_weight
         self.steering = steering
         self.backfill = backfill
         self.index = index
@@ -286,24 +300,41 @@ class ProductListBuilder:
             base_mix=base_mix,
             validated=True,
             steering=steering,
-            events=self._events(user_index, customer_rows),
+            events=self._events(rows, user_index, customer_rows),
         )
 
     def _events(
-        self, user_index: NDArray[np.int64], customer_rows: NDArray[np.int64]
+        self, rows: Sequence[ListRow], user_index: NDArray[np.int64], customer_rows: NDArray[np.int64]
     ) -> sp.csr_matrix | None:
-        """Training-period events of the rows the model never saw but the artifact holds (the other
-        rows empty); None when there are none or the model does not fold events in."""
-        if self._history is None:
+        """The events of the rows the model never saw: the artifact's history of them and their live
+        purchases, as the training matrix holds events (log1p of the summed weights); the other rows
+        empty. None when no row has any, or the model does not fold events in."""
+        if not self._folds_in or self._history is None or (user_index >= 0).all():
             return None
-        folded = (user_index < 0) & (customer_rows >= 0)
-        if not folded.any():
+        history = self._history
+        n_items = history.shape[1]
+        built: list[tuple[int, NDArray[np.int64], NDArray[np.float64]]] = []
+        for i in np.flatnonzero(user_index < 0):
+            live = rows[int(i)].resolved.live
+            bought = live.purchased_item_ids if live is not None and self._purchase_weight > 0 else ()
+            customer = int(customer_rows[i])
+            if customer < 0 and not bought:
+                continue
+            raw = np.zeros(n_items)
+            if customer >= 0:
+                start, end = history.indptr[customer], history.indptr[customer + 1]
+                raw[history.indices[start:end]] = np.expm1(history.data[start:end])
+            if bought:
+                np.add.at(raw, self.catalog.indices(bought), self._purchase_weight)
+            items = np.flatnonzero(raw > 0)
+            if items.size:
+                built.append((int(i), items, np.log1p(raw[items])))
+        if not built:
             return None
-        return sp.csr_matrix(self._history[np.where(folded, customer_rows, -1)])
-
-    def folds_in(self, row: ListRow) -> bool:
-        """Whether this row's list is built on the customer's own events although the model never saw them."""
-        return self._history is not None and row.model_row < 0 and row.resolved.row >= 0
+        row_of = np.concatenate([np.full(items.size, i) for i, items, _ in built])
+        columns = np.concatenate([items for _, items, _ in built])
+        values = np.concatenate([values for _, _, values in built]).astype(np.float32)
+        return sp.csr_matrix((values, (row_of, columns)), shape=(len(rows), n_items))
 
     def _list_for(self, row: ListRow, scores: _ChunkScores, j: int) -> list[RecommendedItem]:
         spec = row.spec
@@ -315,7 +346,7 @@ class ProductListBuilder:
         eligible = spec.filters.customer_mask(spec.shared, purchased=purchased, excluded=row.excluded)
         reason = (
             ItemReason.PERSONALIZED
-            if (row.model_row >= 0 and self.model_knows_customers) or self.folds_in(row)
+            if (row.model_row >= 0 and self.model_knows_customers) or scores.folded_in(j)
             else ItemReason.PERSONA
         )
         if self.index is not None and spec.plain:

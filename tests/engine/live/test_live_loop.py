@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.decisions.experiment import ArmPolicy, Experiment, ExperimentArm
@@ -275,3 +276,31 @@ def test_decisions_are_remembered_for_the_bandit_only_while_a_bandit_arm_runs(
     loop.decisions.experiment.set(Experiment("no-bandit", "static", (ExperimentArm("static", 1.0),)))
     without = loop.loop.personalize(personalizer, request).page
     assert memories(without.decision.decision_id) == [None, None]
+
+
+def test_a_customer_first_seen_after_training_is_placed_by_what_they_bought_live(
+    personalizer: Personalizer, loop: Loop
+) -> None:
+    """ALS folds a newcomer's live purchases in (each counted as the training matrix counts a
+    purchase), so from their first purchases their list is their own, and says so."""
+    newcomer = "first-seen-after-training"
+    catalog = personalizer.item_catalog
+    bought = [str(catalog.ids.ids[i]) for i in range(3)]
+    before = personalizer.recommend_products([CustomerTarget(newcomer)], ProductRequest(k=10))[0]
+    assert {i.reason.value for i in before.items} == {"persona"}
+    loop.loop.record_events(
+        [
+            BehaviorEvent(f"new-p{n}", newcomer, item, "purchase", NOW - dt.timedelta(minutes=5 - n))
+            for n, item in enumerate(bought)
+        ]
+    )
+    row = personalizer._row(CustomerTarget(newcomer), personalizer._spec(ProductRequest(k=10)), None, None)
+    batch = personalizer.lists.user_batch([row])
+    assert batch.events is not None
+    assert sorted(batch.events[0].indices.tolist()) == sorted(catalog.indices(bought).tolist())
+    weight = personalizer.artifact.manifest["config"]["interactions"]["purchase"]
+    assert batch.events[0].data == pytest.approx(np.log1p(weight))
+    after = personalizer.recommend_products([CustomerTarget(newcomer)], ProductRequest(k=10))[0]
+    assert after.cold_start and {i.reason.value for i in after.items} == {"personalized"}
+    assert [i.item_id for i in after.items] != [i.item_id for i in before.items]
+    assert not set(bought) & {i.item_id for i in after.items}, "what they bought is not offered again"
