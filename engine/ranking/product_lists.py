@@ -313,19 +313,21 @@ class ProductListBuilder:
             return None
         history = self._history
         n_items = history.shape[1]
-        built: list[tuple[int, NDArray[np.int64], NDArray[np.float64]]] = []
+        built: list[tuple[int, NDArray[np.integer], NDArray[np.floating]]] = []
         for i in np.flatnonzero(user_index < 0):
             live = rows[int(i)].resolved.live
             bought = live.purchased_item_ids if live is not None and self._purchase_weight > 0 else ()
             customer = int(customer_rows[i])
             if customer < 0 and not bought:
                 continue
+            start, end = (history.indptr[customer], history.indptr[customer + 1]) if customer >= 0 else (0, 0)
+            if not bought:  # the history as training holds it, to the bit
+                if end > start:
+                    built.append((int(i), history.indices[start:end], history.data[start:end]))
+                continue
             raw = np.zeros(n_items)
-            if customer >= 0:
-                start, end = history.indptr[customer], history.indptr[customer + 1]
-                raw[history.indices[start:end]] = np.expm1(history.data[start:end])
-            if bought:
-                np.add.at(raw, self.catalog.indices(bought), self._purchase_weight)
+            raw[history.indices[start:end]] = np.expm1(history.data[start:end].astype(np.float64))
+            np.add.at(raw, self.catalog.indices(bought), self._purchase_weight)
             items = np.flatnonzero(raw > 0)
             if items.size:
                 built.append((int(i), items, np.log1p(raw[items])))

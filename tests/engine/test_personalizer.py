@@ -172,6 +172,7 @@ def test_a_customer_the_artifact_holds_but_the_model_never_saw_is_placed_by_thei
     )
     assert batch.events is not None
     assert np.array_equal(batch.events[0].indices, personalizer.history[row].indices)
+    assert np.array_equal(batch.events[0].data, personalizer.history[row].data), "as training holds it"
     assert batch.events[1].nnz == 0
     placed, stranger = personalizer.recommend_products(
         [CustomerTarget(customer, mix), CustomerTarget("never-seen", mix)], ProductRequest(k=10)
