@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -26,6 +27,33 @@ EXIT_USAGE: Final = 2
 POLL_S: Final = 0.2
 # How often a serving loop checks for a stop: a signal handler cannot wake it.
 STOP_CHECK_S: Final = 0.02
+
+
+# The pid of the process that started this one and whose death must end it (a worker's supervisor, a
+# one-process server for its upkeep child), set by that process in the child's environment.
+ENV_SUPERVISOR_PID: Final = "PERSONA_ENGINE_SUPERVISOR_PID"
+
+
+def supervisor_environment() -> dict[str, str]:
+    """What a process puts in the environment of a child that must not outlive it."""
+    return {ENV_SUPERVISOR_PID: str(os.getpid())}
+
+
+def supervisor_pid() -> int:
+    """The pid this process must stop without: the one its starter named, else its parent now.
+
+    Reading the parent only when a check begins is not enough: a child that spends seconds starting
+    (imports, loading the artifact) and whose supervisor was killed meanwhile would take init, its
+    new parent, for the supervisor and serve on, or keep the event log busy, forever. The pid given
+    at birth has no such gap.
+    """
+    given = os.environ.get(ENV_SUPERVISOR_PID, "")
+    return int(given) if given.isdigit() else os.getppid()
+
+
+def supervisor_gone(supervisor: int) -> bool:
+    """Whether this process was reparented away from ``supervisor`` (it exited)."""
+    return os.getppid() != supervisor
 
 
 @contextlib.contextmanager

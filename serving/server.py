@@ -87,7 +87,15 @@ from serving.model_holder import (
     publish_model_metrics,
 )
 from serving.personalization_servicer import PersonalizationServicer
-from serving.process_lifecycle import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, STOP_CHECK_S, stop_on_signals
+from serving.process_lifecycle import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    STOP_CHECK_S,
+    stop_on_signals,
+    supervisor_gone,
+    supervisor_pid,
+)
 from serving.ready_file import ServerReady, remove_ready_file, remove_stale_ready_file, write_ready_file
 from serving.redis_state_store import MEMORY, StateStoreError, open_state_store
 from serving.settings import (
@@ -568,12 +576,12 @@ def _yielding_helper_threads(policy: str) -> asyncio.Task[None] | None:
 async def _wait_for_stop(stop: threading.Event, *, supervised: bool) -> None:
     """Until ``stop`` is set (by a signal or the caller); a worker also stops when its supervisor is
     gone (it was reparented), rather than serving on unsupervised."""
-    parent = os.getppid()
+    supervisor = supervisor_pid()
     while not stop.is_set():
         # A signal does not wake the loop (the handler only sets ``stop``), so the check is frequent:
         # calls in flight at SIGTERM must see the stop begin while they are still running.
         await asyncio.sleep(STOP_CHECK_S)
-        if supervised and os.getppid() != parent:
+        if supervised and supervisor_gone(supervisor):
             LOGGER.error("the supervising process exited; stopping this worker")
             return
 

@@ -31,7 +31,15 @@ from engine.live.live_state import LiveState
 from engine.live.state_store import MemoryStateStore
 from serving.log_upkeep import LogUpkeep
 from serving.model_holder import DesiredModel, SharedModelState, load_model
-from serving.process_lifecycle import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, stop_on_signals
+from serving.process_lifecycle import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    stop_on_signals,
+    supervisor_environment,
+    supervisor_gone,
+    supervisor_pid,
+)
 from serving.redis_state_store import MEMORY
 from serving.settings import ENV_READY_FILE, ServeSettings
 from serving.worker_supervisor import RestartBudget, restarted_upkeep, worker_command
@@ -94,6 +102,7 @@ def run_upkeep_process(settings: ServeSettings, *, stop: threading.Event | None 
     if settings.event_log is None or settings.run_dir is None:
         LOGGER.error("the event log upkeep process needs --event-log and --run-dir")
         return EXIT_USAGE
+    supervisor = supervisor_pid()  # now, before a start that takes seconds
     stop = stop or threading.Event()
     with stop_on_signals(stop):
         os.nice(NICENESS)
@@ -112,10 +121,9 @@ def run_upkeep_process(settings: ServeSettings, *, stop: threading.Event | None 
         LOGGER.info(
             "event log upkeep running for %s (pid %d, nice %d)", settings.event_log, os.getpid(), NICENESS
         )
-        parent = os.getppid()
         try:
             while not stop.wait(FOLLOW_INTERVAL_S):
-                if os.getppid() != parent:  # reparented: the supervisor is gone, so are the workers
+                if supervisor_gone(supervisor):  # reparented: the supervisor is gone, so are the workers
                     LOGGER.error("the supervising process exited; stopping the event log upkeep")
                     break
                 follower.follow()
@@ -163,7 +171,7 @@ class UpkeepChild:
         self._watcher.start()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        environment = dict(os.environ)
+        environment = {**os.environ, **supervisor_environment()}  # it stops without this server
         environment.pop(ENV_READY_FILE, None)  # the server writes it, not its upkeep
         return subprocess.Popen(self._command, env=environment)
 

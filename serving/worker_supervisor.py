@@ -59,7 +59,14 @@ from serving.metrics import (
     worker_restarts_counter,
 )
 from serving.model_holder import SharedModelState, resolve_artifact_path
-from serving.process_lifecycle import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, POLL_S, stop_on_signals
+from serving.process_lifecycle import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    POLL_S,
+    stop_on_signals,
+    supervisor_environment,
+)
 from serving.ready_file import ServerReady, remove_ready_file, remove_stale_ready_file, write_ready_file
 from serving.settings import ENV_ADMIN_TOKEN, ENV_READY_FILE, ServeSettings, bare_host, split_address
 
@@ -156,6 +163,7 @@ def _worker_environment(settings: ServeSettings, metrics_dir: Path) -> dict[str,
     """The parent's environment plus the metrics directory, for a worker; the token travels here,
     never in arguments."""
     environment = dict(os.environ)
+    environment.update(supervisor_environment())  # the workers and the upkeep stop without this process
     environment[MULTIPROC_DIR_ENV] = str(metrics_dir)
     environment.pop(ENV_ADMIN_TOKEN, None)
     environment.pop(ENV_READY_FILE, None)  # the parent writes it, once all workers serve

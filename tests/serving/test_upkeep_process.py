@@ -4,10 +4,12 @@ the interpreter lock the request handlers need)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from engine.live.events import BehaviorEvent
 from engine.live.live_state_snapshot import newest_snapshot_rowid, snapshot_folder
 from engine.personalizer import Personalizer
-from serving.server_process import ServerProcess, running_server
+from serving.server_process import ServerProcess, running_server, start_server
 from serving.upkeep_process import NICENESS
 from tests.serving.server_harness import TrainedArtifacts, trained_artifacts, wait_for_server
 
@@ -103,3 +105,49 @@ def test_a_one_process_servers_upkeep_follows_a_reload(artifacts: TrainedArtifac
         )
         assert server.stop() == 0
     assert not _alive(upkeep)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an exited orphan waits for whoever adopted it to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started that still run (Linux: every thread's children file)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found.extend(int(child) for child in (task / "children").read_text().split())
+    return found
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_children_of_a_server_killed_while_they_start_stop_by_themselves(
+    artifacts: TrainedArtifacts, tmp_path: Path, workers: int
+) -> None:
+    """SIGKILL leaves no handler to stop the children: the upkeep process (and the workers of
+    ``--workers N``) must notice that the process that started them is gone, also when it died
+    while they were still starting. Read at the end of their start, the parent would already be
+    init, and they ran on forever (as one did after the durability test's SIGKILL)."""
+    log_path = tmp_path / "events.db"
+    server = start_server(
+        artifacts.older, tmp_path, workers=workers, extra_args=["--event-log", str(log_path)], metrics=False
+    )
+    try:
+        # the one-process server spawns its upkeep once it serves; a supervisor forks it with the workers
+        expected = 1 if workers == 1 else workers + 1
+        wait_for_server(lambda: len(_children(server.process.pid)) >= expected, "children", server)
+        children = _children(server.process.pid)
+    finally:
+        server.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while any(_running(child) for child in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [child for child in children if _running(child)]
+    for child in left:
+        os.kill(child, signal.SIGKILL)
+    assert not left, f"children {left} outlived the server that started them:\n{server.log_tail()}"
