@@ -285,7 +285,7 @@ class Personalizer:
             affinity=self.affinity,
             model_knows_customers=self.model_knows_customers,
             steering=self.steering,
-            history_padded=_with_empty_row(self.history),
+            history=self.history,
             purchase_weight=artifact_event_weights(manifest).get("purchase", 0.0),
         )
 

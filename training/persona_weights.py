@@ -72,6 +72,7 @@ def fit_persona_weights(
             "blend_weights": None,
             "prior_weights": None,
             "prior_half_life_days": None,
+            "prior_scope": "personas",
         },
     )
     assert isinstance(plain, ImplicitFactorsModel)
@@ -81,8 +82,11 @@ def fit_persona_weights(
     seed = data.seed
     segments = {s.name: s for s in evaluation_segments(validation) if s.name in ("all", "cold_start")}
     half_lives = HALF_LIFE_GRID if data.interaction_age_days is not None else (None,)
+    # all-time counts are what ``plain`` fitted already; each half-life weighs the same pairs anew
     item_scores = {
-        half_life: persona_item_scores(
+        half_life: plain.persona_item_scores
+        if half_life is None
+        else persona_item_scores(
             data.interactions, data.user_mix, ages=data.interaction_age_days, half_life_days=half_life
         )
         for half_life in half_lives

@@ -230,17 +230,17 @@ class ProductListBuilder:
         affinity: PersonaAffinity,
         model_knows_customers: bool,
         steering: float = 0.0,
-        history_padded: sp.csr_matrix | None = None,
+        history: sp.csr_matrix | None = None,
         purchase_weight: float = 0.0,
     ) -> None:
         """A model that folds in events (``Recommender.folds_in_events``) places the customers it never
-        saw from what is known of them: ``history_padded``, the artifact's training-period events per
-        customer (empty last row; a cold-start hold-out served without a refit), and what they bought
-        since training through live events, each purchase counted ``purchase_weight`` as the training
-        matrix counts one (``[interactions] purchase``; 0 leaves live purchases out)."""
+        saw from what is known of them: ``history``, the artifact's training-period events per customer
+        (a cold-start hold-out served without a refit), and what they bought since training through
+        live events, each purchase counted ``purchase_weight`` as the training matrix counts one
+        (``[interactions] purchase``; 0 leaves live purchases out). The history is referenced, not
+        copied, and only kept for such a model."""
         self.model = model
-        self._folds_in = model.folds_in_events and history_padded is not None
-        self._history = history_padded
+        self._history = history if model.folds_in_events else None
         self._purchase_weight = purchase_weight
         self.steering = steering
         self.backfill = backfill
@@ -309,10 +309,9 @@ class ProductListBuilder:
         """The events of the rows the model never saw: the artifact's history of them and their live
         purchases, as the training matrix holds events (log1p of the summed weights); the other rows
         empty. None when no row has any, or the model does not fold events in."""
-        if not self._folds_in or self._history is None or (user_index >= 0).all():
-            return None
         history = self._history
-        n_items = history.shape[1]
+        if history is None or (user_index >= 0).all():
+            return None
         built: list[tuple[int, NDArray[np.integer], NDArray[np.floating]]] = []
         for i in np.flatnonzero(user_index < 0):
             live = rows[int(i)].resolved.live
@@ -325,18 +324,27 @@ class ProductListBuilder:
                 if end > start:
                     built.append((int(i), history.indices[start:end], history.data[start:end]))
                 continue
-            raw = np.zeros(n_items)
-            raw[history.indices[start:end]] = np.expm1(history.data[start:end].astype(np.float64))
-            np.add.at(raw, self.catalog.indices(bought), self._purchase_weight)
-            items = np.flatnonzero(raw > 0)
+            # summed weights per item (history first, then each purchase), over the row's items only
+            bought_items = self.catalog.indices(bought)
+            items, slot = np.unique(
+                np.concatenate([history.indices[start:end], bought_items]), return_inverse=True
+            )
+            weights = np.concatenate(
+                [
+                    np.expm1(history.data[start:end].astype(np.float64)),
+                    np.full(bought_items.size, self._purchase_weight),
+                ]
+            )
             if items.size:
-                built.append((int(i), items, np.log1p(raw[items])))
+                built.append(
+                    (int(i), items, np.log1p(np.bincount(slot.ravel(), weights, minlength=items.size)))
+                )
         if not built:
             return None
         row_of = np.concatenate([np.full(items.size, i) for i, items, _ in built])
         columns = np.concatenate([items for _, items, _ in built])
         values = np.concatenate([values for _, _, values in built]).astype(np.float32)
-        return sp.csr_matrix((values, (row_of, columns)), shape=(len(rows), n_items))
+        return sp.csr_matrix((values, (row_of, columns)), shape=(len(rows), history.shape[1]))
 
     def _list_for(self, row: ListRow, scores: _ChunkScores, j: int) -> list[RecommendedItem]:
         spec = row.spec
