@@ -41,16 +41,26 @@ def fold_in(
     regularization: float,
     alpha: float,
     per_interaction: bool,
+    rows: NDArray[np.int64] | None = None,
 ) -> NDArray[np.float32]:
-    """(n, d) user vectors for the rows of ``events`` (n x items, the confidence of each event as the
-    training matrix holds it); a row without events gets zeros (callers score it some other way)."""
-    events = sp.csr_matrix(events)
+    """User vectors for the rows of ``events`` (n x items, the confidence of each event as the training
+    matrix holds it): (n, d), or (len(rows), d) for the given ``rows`` only; a row without events gets
+    zeros (callers score it some other way).
+
+    ``rows`` spares a serving batch the copy of its few unknown customers' events into a matrix of
+    their own (scipy's row selection costs more than solving them)."""
+    events = events.tocsr()  # no copy when it is CSR already
     if events.shape[1] != item_factors.shape[0]:
         raise ValueError(
             f"events cover {events.shape[1]} items, the model's item factors {item_factors.shape[0]}"
         )
-    out = np.zeros((events.shape[0], item_factors.shape[1]), dtype=np.float32)
+    n = events.shape[0]
+    selected = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    if selected.size and (selected.min() < 0 or selected.max() >= n):
+        raise ValueError(f"rows must index the {n} rows of events")
+    out = np.zeros((selected.size, item_factors.shape[1]), dtype=np.float32)
     _solve_rows(
+        selected,
         events.indptr.astype(np.int64),
         events.indices.astype(np.int64),
         events.data.astype(np.float64),
@@ -66,6 +76,7 @@ def fold_in(
 
 @numba.njit(nogil=True, cache=True)
 def _solve_rows(
+    rows: NDArray[np.int64],
     indptr: NDArray[np.int64],
     indices: NDArray[np.int64],
     values: NDArray[np.float64],
@@ -77,12 +88,13 @@ def _solve_rows(
     out: NDArray[np.float32],
 ) -> None:  # pragma: no cover - compiled; tested through fold_in
     """(G + sum_i (c_i - 1) y_i y_i' + lambda I) x = sum_i c_i y_i per row with events (implicit's
-    ``user_linear_equation``, with the penalty form of the model)."""
+    ``user_linear_equation``, with the penalty form of the model); ``out[k]`` is ``rows[k]``'s."""
     d = gram.shape[0]
     a = np.empty((d, d))
     b = np.empty(d)
     y = np.empty(d)
-    for row in range(out.shape[0]):
+    for k in range(rows.size):
+        row = rows[k]
         start, stop = indptr[row], indptr[row + 1]
         if stop == start:
             continue
@@ -104,4 +116,4 @@ def _solve_rows(
         for j in range(d):
             for m in range(j):
                 a[m, j] = a[j, m]
-        out[row] = np.linalg.solve(a, b).astype(np.float32)
+        out[k] = np.linalg.solve(a, b).astype(np.float32)

@@ -455,12 +455,13 @@ class ImplicitFactorsModel(Recommender):
         _, state = self._fitted()
         if "activity_counts" not in state:  # a model saved before activity levels: one level for all
             return np.where(np.asarray(user_index) >= 0, 1, 0).astype(np.int64)
-        counts = state["activity_counts"].astype(np.int64)
-        return activity_level(user_index, counts, state["activity_edges"].astype(np.float64))
+        # Indexed as stored: a cast of the whole array would cost a pass over every customer per call.
+        return activity_level(user_index, state["activity_counts"], state["activity_edges"])
 
-    def _folded_in(self, events: sp.csr_matrix) -> NDArray[np.float32] | None:
-        """Vectors of customers outside the fit, from their events (``engine.models.fold_in``); None:
-        the algorithm has no such step (BPR's vectors come from sampled rankings, not a closed form)."""
+    def _folded_in(self, events: sp.csr_matrix, rows: NDArray[np.int64]) -> NDArray[np.float32] | None:
+        """Vectors of the customers in ``rows``, outside the fit, from their events
+        (``engine.models.fold_in``); None: the algorithm has no such step (BPR's vectors come from
+        sampled rankings, not a closed form)."""
         return None
 
     def _folded_rows(self, users: UserBatch) -> tuple[NDArray[np.int64], NDArray[np.float32]] | None:
@@ -471,11 +472,11 @@ class ImplicitFactorsModel(Recommender):
         shape.check_batch(users, self.kind)
         if users.events is None:
             return None
-        events = sp.csr_matrix(users.events)
+        events = users.events.tocsr()  # no copy when it is CSR already, as batches build it
         rows = np.flatnonzero((users.user_index < 0) & (np.diff(events.indptr) > 0))
         if rows.size == 0:
             return None
-        own = self._folded_in(sp.csr_matrix(events[rows]))
+        own = self._folded_in(events, rows)
         return None if own is None else (rows, own)
 
     def _levels(
@@ -485,8 +486,8 @@ class ImplicitFactorsModel(Recommender):
         levels = self.activity_levels_of(users.user_index)
         if folded is not None and users.events is not None:
             _, state = self._fitted()
-            edges = state.get("activity_edges", np.zeros(0, dtype=np.float32)).astype(np.float64)
-            counts = np.diff(sp.csr_matrix(users.events).indptr)[folded[0]]
+            edges = state.get("activity_edges", np.zeros(0, dtype=np.float32))
+            counts = np.diff(users.events.tocsr().indptr)[folded[0]]
             levels[folded[0]] = 1 + np.searchsorted(edges, counts, side="right")
         return levels
 
@@ -641,7 +642,7 @@ class ImplicitALSModel(ImplicitFactorsModel):
 
     folds_in_events = True
 
-    def _folded_in(self, events: sp.csr_matrix) -> NDArray[np.float32]:
+    def _folded_in(self, events: sp.csr_matrix, rows: NDArray[np.int64]) -> NDArray[np.float32]:
         _, state = self._fitted()
         if self._gram is None:
             self._gram = item_gram(state["item_factors"])
@@ -652,6 +653,7 @@ class ImplicitALSModel(ImplicitFactorsModel):
             regularization=self.regularization,
             alpha=self.alpha,
             per_interaction=self.penalty == "per_interaction",
+            rows=rows,
         )
 
 

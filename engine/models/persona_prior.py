@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -101,9 +102,12 @@ def activity_edges(counts: NDArray[np.int64], levels: int) -> NDArray[np.float64
 
 
 def activity_level(
-    user_index: NDArray[np.int64], counts: NDArray[np.int64], edges: NDArray[np.float64]
+    user_index: NDArray[np.int64], counts: NDArray[np.number[Any]], edges: NDArray[np.floating[Any]]
 ) -> NDArray[np.int64]:
-    """Level per customer: 0 for unknown (index -1), 1..levels by training interactions otherwise."""
+    """Level per customer: 0 for unknown (index -1), 1..levels by training interactions otherwise.
+
+    ``counts`` may be the saved float32 column: its values are whole numbers, so they compare with the
+    edges exactly as integers would."""
     index = np.asarray(user_index, dtype=np.int64)
     known = index >= 0
     level = np.zeros(len(index), dtype=np.int64)

@@ -341,10 +341,14 @@ class ProductListBuilder:
                 )
         if not built:
             return None
-        row_of = np.concatenate([np.full(items.size, i) for i, items, _ in built])
-        columns = np.concatenate([items for _, items, _ in built])
+        # Straight into CSR (rows come in order, items are distinct within a row): scipy's COO route
+        # would sort and sum duplicates on every such page.
+        lengths = np.zeros(len(rows), dtype=np.int64)
+        lengths[[i for i, _, _ in built]] = [items.size for _, items, _ in built]
+        indptr = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(lengths)])
+        columns = np.concatenate([items for _, items, _ in built]).astype(np.int32)
         values = np.concatenate([values for _, _, values in built]).astype(np.float32)
-        return sp.csr_matrix((values, (row_of, columns)), shape=(len(rows), history.shape[1]))
+        return sp.csr_matrix((values, columns, indptr), shape=(len(rows), history.shape[1]))
 
     def _list_for(self, row: ListRow, scores: _ChunkScores, j: int) -> list[RecommendedItem]:
         spec = row.spec

@@ -51,7 +51,7 @@ def test_a_known_customer_folded_back_in_lands_on_their_fitted_vector(checkerboa
     model = _als(checkerboard, penalty="per_interaction", iterations=60)
     state = model._fitted()[1]
     users = [0, 1, 30, 77]
-    refolded = model._folded_in(sp.csr_matrix(checkerboard.data.interactions[users]))
+    refolded = model._folded_in(sp.csr_matrix(checkerboard.data.interactions[users]), np.arange(len(users)))
     np.testing.assert_allclose(refolded, state["user_factors"][users], rtol=0.05, atol=0.02)
 
 
@@ -65,6 +65,22 @@ def test_a_row_without_events_gets_zeros_and_a_row_is_the_same_alone_and_in_a_ba
     for row in (0, 2):
         alone = fold_in(sp.csr_matrix(events[row]), items, item_gram(items), **settings_)
         assert np.array_equal(alone[0], together[row])
+    chosen = fold_in(events, items, item_gram(items), rows=np.array([2, 0]), **settings_)
+    assert np.array_equal(chosen, together[[2, 0]])
+
+
+def test_rows_outside_the_events_are_refused() -> None:
+    items = np.ones((4, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match="rows must index the 1 rows of events"):
+        fold_in(
+            sp.csr_matrix((1, 4)),
+            items,
+            item_gram(items),
+            regularization=1.0,
+            alpha=1.0,
+            per_interaction=True,
+            rows=np.array([1]),
+        )
 
 
 def test_events_over_other_items_are_refused() -> None:
@@ -132,7 +148,9 @@ def test_a_folded_in_customer_takes_the_persona_weights_of_their_activity_level(
     )
     rich = dataclasses.replace(checkerboard.cold_batch(mix), events=sp.csr_matrix(data.interactions[[heavy]]))
     np.testing.assert_allclose(
-        model.user_vectors(rich), model._folded_in(sp.csr_matrix(data.interactions[[heavy]])), rtol=1e-6
+        model.user_vectors(rich),
+        model._folded_in(sp.csr_matrix(data.interactions[[heavy]]), np.zeros(1, dtype=np.int64)),
+        rtol=1e-6,
     )
 
 
