@@ -156,27 +156,46 @@ def build_serving_artifact(
 
     Offline evaluation says nothing about serving and does not scale to a million customers (it
     scores every evaluation customer in one dense customers x items matrix), so the benchmark leaves
-    it out; everything serving reads is written exactly as ``persona-engine train`` writes it. The
-    served model is recorded as the artifact's best model.
+    it out; everything serving reads is written exactly as ``persona-engine train`` writes it. With
+    evaluation gone, train's split fit only precedes its refit, so the build fits once, on what train
+    serves: all events and all customers unless the config sets ``[output] refit_on_all_events =
+    false`` (then the split's models, its cold-start hold-out included). The served model is recorded
+    as the artifact's best model.
     """
     from engine.artifact import data_fingerprint, library_versions
-    from training.config import OutputSection, load_config
-    from training.prepared_data import prepare
+    from training.config import load_config
+    from training.prepared_data import load_training_shop, prepare, prepare_all_events
+    from training.served_models import MANIFEST_KEY as SERVED_MODELS
     from training.stage_timings import StageTimings
-    from training.train_job import fit_decisions, fit_models, library_fit_seconds, write_artifact
+    from training.train_job import (
+        fit_decisions,
+        fit_models,
+        library_fit_seconds,
+        served_models_record,
+        write_artifact,
+    )
 
     config = load_config(config_path)
     config = dataclasses.replace(
         config,
         data=dataclasses.replace(config.data, path=str(data_dir)),
-        output=OutputSection(root=str(output_root)),
+        output=dataclasses.replace(config.output, root=str(output_root)),
     )
+    refit = config.output.refit_on_all_events
     if model not in config.models:
         raise ValueError(f"{config_path}: no [models.{model}] to serve; it trains {', '.join(config.models)}")
     timings = StageTimings()  # the train job's stage records, parts included (benchmarks.training_cost)
     started = time.perf_counter()
     with timings.stage("prepare"):  # explained inside, as train does: the encoded events are freed after
-        prepared = prepare(config, data_path=data_dir, timings=timings, explain=True)
+        if refit:
+            with timings.stage("load"):
+                shop, logged_events = load_training_shop(config, data_path=data_dir)
+            prepared = prepare_all_events(
+                config, shop, logged_events=logged_events, timings=timings, explain=True
+            )
+            del shop
+        else:
+            prepared = prepare(config, data_path=data_dir, timings=timings, explain=True)
     with timings.stage("fit_models"):
         models, fit_seconds = fit_models(prepared, config, show_progress=False)
     with timings.stage("decisions"):
@@ -197,6 +216,14 @@ def build_serving_artifact(
         },
         "models": sorted(models),
         "personas": list(prepared.catalog.ids),
+        SERVED_MODELS: served_models_record(
+            prepared,
+            refit=refit,
+            fit_seconds=fit_seconds,
+            seconds=None,  # no split fit came before: the build's fit is the served one
+            persona_accuracy=None,
+            library_fit_seconds=library_fit_seconds(models),
+        ),
     }
     with timings.stage("write_artifact"):
         write_artifact(prepared, config, models, estimates, manifest_fields, timings=timings)

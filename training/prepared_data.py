@@ -126,11 +126,7 @@ def prepare(
     ``explain``: see ``prepare_split``."""
     timings = timings or StageTimings()
     with timings.stage("load"):
-        shop = engine.load_shop(Path(data_path or config.data.path), config.data.skip_invalid)
-        logged_events = None
-        if config.data.event_log:
-            logged_events = merge_logged_events(shop, read_logged_events(config.data.event_log))
-            shop = logged_events.shop
+        shop, logged_events = load_training_shop(config, data_path=data_path, engine=engine)
     with timings.stage("split"):
         # The loaded table is handed over to the split, which releases it column by column as it
         # copies the two periods out (peak: the events once plus one column, not twice). The shop then
@@ -145,6 +141,18 @@ def prepare(
     return prepare_split(
         config, shop, split, logged_events=logged_events, engine=engine, timings=timings, explain=explain
     )
+
+
+def load_training_shop(
+    config: TrainConfig, *, data_path: Path | None = None, engine: TrainingEngine = LOCAL_ENGINE
+) -> tuple[ShopData, LoggedEventsMerge | None]:
+    """The shop as training reads it: the data folder, with the served event log merged in when
+    ``[data] event_log`` names one (and the record of that merge)."""
+    shop = engine.load_shop(Path(data_path or config.data.path), config.data.skip_invalid)
+    if not config.data.event_log:
+        return shop, None
+    logged_events = merge_logged_events(shop, read_logged_events(config.data.event_log))
+    return logged_events.shop, logged_events
 
 
 def prepare_split(
