@@ -392,7 +392,7 @@ class ImplicitFactorsModel(Recommender):
         # A known customer is keep * (u + (m - b) @ P) + blend * (m @ P), i.e. keep * u + (m - keep b) @ P:
         # one persona product per row, whoever the customer is (b = m when no base mix is given).
         known = users.user_index >= 0
-        keep = 1.0 - self._blends(self._levels(users, folded))[:, None]  # (n, 1), per activity level
+        keep = 1.0 - self._blends(users, folded)[:, None]  # (n, 1), per activity level when fitted
         base = users.base_mix if users.base_mix is not None else users.mix
         if known.all():  # the common page: a customer the model knows; demographics play no part
             vectors = ordered_product(users.mix - keep * base, state["persona_factors"])
@@ -491,9 +491,14 @@ class ImplicitFactorsModel(Recommender):
             levels[folded[0]] = 1 + np.searchsorted(edges, counts, side="right")
         return levels
 
-    def _blends(self, levels: NDArray[np.int64]) -> NDArray[np.float64]:
+    def _blends(
+        self, users: UserBatch, folded: tuple[NDArray[np.int64], NDArray[np.float32]] | None
+    ) -> NDArray[np.float64]:
+        """``persona_blend`` per row, or the fitted weight of the row's activity level (levels are
+        looked up only then: every page pays for them otherwise)."""
         if self.blend_weights is None:
-            return np.full(len(levels), self.persona_blend, dtype=np.float64)
+            return np.full(len(users.user_index), self.persona_blend, dtype=np.float64)
+        levels = self._levels(users, folded)
         return np.asarray(self.blend_weights, dtype=np.float64)[np.maximum(levels, 1) - 1]
 
     def _prior_weights(
