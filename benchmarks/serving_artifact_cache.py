@@ -2,9 +2,10 @@
 
 Building the large artifact takes a minute or two on 2 cores (generating the shop about 25 s, training
 about 45 s on 2026-12-06; 40 minutes when this cache was written), and every phase of a run must serve
-the same build, so it is cached under ``benchmarks/.cache/`` with a key covering the shop size, the served model, the config's text and a digest of the code that shapes
-an artifact; any change rebuilds, an unchanged tree reuses. Generating and training each run in their
-own process so that their wall time and peak memory are measured and kept with the build.
+the same build, so it is cached under ``benchmarks/.cache/`` with a key covering the shop size, the
+served model, the config's text and a digest of the code that shapes an artifact; any change rebuilds,
+an unchanged tree reuses. Generating and training each run in their own process so that their wall time
+and peak memory are measured and kept with the build.
 """
 
 from __future__ import annotations
