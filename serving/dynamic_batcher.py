@@ -24,6 +24,12 @@ into one call, as Triton's dynamic batcher does, without making a lone request w
   quiet minute does not hide a burst for long) and waits only while that gap is shorter than
   ``max_wait_s``: under light traffic a batch's end neither holds queued requests nor delays the next
   one, and a server at 300 calls/s answers as an unbatched one would. It starts out expecting company.
+- Close arrivals are not company yet: a caller that calls in sequence (its next call leaves when the
+  answer to the last one arrives) sends calls less than ``max_wait_s`` apart, yet each wait after a
+  batch only holds its next call until the wait runs out, a batch of one paid for with up to
+  ``max_wait_s``. So the batcher also keeps a smoothed size of the batches its waits formed
+  (``FORMED_SMOOTHING``) and waits only while that is at least ``COMPANY_FORMED``; while it is below,
+  one batch end in ``WAIT_PROBE_EVERY`` waits anyway, so that concurrent callers are noticed again.
 - Errors stay with the requests they concern. ``process`` returns one outcome per request, in order:
   a result, or an exception instance that ``submit`` raises for that request alone, so one bad
   request does not fail the others. If ``process`` itself raises, every request of that batch gets
@@ -50,6 +56,9 @@ LOGGER = logging.getLogger("persona_engine.batcher")
 
 ARRIVAL_SMOOTHING = 0.1  # weight of the newest gap in the smoothed gap between arrivals
 GAP_CAP = 4.0  # a gap counts as at most this many waits (after 13 quick arrivals the batcher waits again)
+FORMED_SMOOTHING = 0.2  # weight of the newest wait's batch in the smoothed size of the batches waits formed
+COMPANY_FORMED = 1.5  # waits that formed batches this large on average are worth their time
+WAIT_PROBE_EVERY = 16  # while they are not, every 16th batch end waits anyway (has company come back?)
 
 RequestT = TypeVar("RequestT")
 ResultT = TypeVar("ResultT")
@@ -94,6 +103,8 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self._filled: asyncio.Future[None] | None = None  # set while waiting for a fuller batch
         self._last_arrival = -math.inf
         self._arrival_gap_s = 0.0  # smoothed; 0 at first: company is expected until arrivals say otherwise
+        self._formed_size = 2.0  # smoothed size of the batches waits formed; company expected at first
+        self._skipped_waits = 0  # batch ends without a wait since the last probe
 
     @property
     def idle(self) -> bool:
@@ -104,6 +115,11 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
     def expects_company(self) -> bool:
         """Requests have lately come closer together than ``max_wait_s``: a batch's end waits for more."""
         return self._arrival_gap_s < self._max_wait_s
+
+    @property
+    def waits_find_company(self) -> bool:
+        """Lately a wait after a batch formed a batch of more than one on average (module docstring)."""
+        return self._formed_size >= COMPANY_FORMED
 
     @property
     def queued(self) -> int:
@@ -156,6 +172,11 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         none is queued yet), unless requests have lately come too far apart for that (module docstring)."""
         if not self.expects_company or len(self._queue) >= self._max_batch_size:
             return
+        if not self.waits_find_company:
+            self._skipped_waits += 1
+            if self._skipped_waits < WAIT_PROBE_EVERY:
+                return
+        self._skipped_waits = 0
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         timer = loop.call_later(self._max_wait_s, _wake, waiter)
@@ -165,6 +186,8 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         finally:
             timer.cancel()
             self._filled = None
+        formed = min(len(self._queue), self._max_batch_size)
+        self._formed_size += FORMED_SMOOTHING * (formed - self._formed_size)
 
     def _take(self) -> list[_Pending[RequestT, ResultT]]:
         batch: list[_Pending[RequestT, ResultT]] = []

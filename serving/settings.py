@@ -382,7 +382,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_WAIT_MS,
         metavar="MS",
         help="after a batch, wait at most MS for the next one to fill, so that calls gRPC is still "
-        "handing over join it; only while calls have lately come closer together than MS "
+        "handing over join it; only while calls have lately come closer together than MS and "
+        "such waits have lately formed batches of more than one "
         f"(default {DEFAULT_MAX_WAIT_MS}; 0 never waits)",
     )
     parser.add_argument(

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from serving.dynamic_batcher import DynamicBatcher
+from serving.dynamic_batcher import WAIT_PROBE_EVERY, DynamicBatcher
 
 T = TypeVar("T")
 HANG_GUARD_S = 30.0
@@ -119,6 +119,42 @@ def test_under_sparse_traffic_a_batch_end_neither_waits_nor_holds_queued_request
     assert took < wait_s / 2, "the queued request was processed without a wait"
     assert idle_then_expecting
     assert process.batches[5:7] == [[6], [7]]
+
+
+def test_a_caller_that_calls_in_sequence_stops_paying_the_wait_and_company_is_noticed_again() -> None:
+    """A sequential caller's next call arrives during the wait after its last batch, and the wait
+    only holds it: once waits have formed batches of one, batch ends stop waiting (but for a probe
+    every ``WAIT_PROBE_EVERY``). Callers that come together again are noticed at the next probe.
+    A held call takes the whole wait (50 ms), one that is not a fraction of a millisecond."""
+    wait_s = 0.05
+    process = Doubler()
+    batcher = DynamicBatcher(process, max_batch_size=8, max_wait_s=wait_s)
+
+    async def late(r: int) -> int:  # reaches the batcher a few loop turns after its caller started
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return await batcher.submit(r)
+
+    async def scenario() -> tuple[int, bool, int]:
+        held = 0
+        for r in range(64):
+            started = time.perf_counter()
+            assert await batcher.submit(r) == 2 * r
+            held += time.perf_counter() - started >= wait_s / 2
+        alone = batcher.waits_find_company
+        rounds = 0
+        while not batcher.waits_find_company and rounds < 2 * WAIT_PROBE_EVERY:
+            await asyncio.gather(*(late(1000 + 4 * rounds + i) for i in range(4)))
+            rounds += 1
+        assert batcher.waits_find_company, "four callers at a time are company again"
+        return held, alone, rounds
+
+    held, alone, rounds = run(scenario)
+    assert not alone
+    # a few waits before the smoothed batch size falls, then one probe in sixteen (the old rule held
+    # about every other call: each gap was about the wait itself, right at the threshold)
+    assert held <= 12
+    assert rounds <= WAIT_PROBE_EVERY + 1
 
 
 def test_requests_that_come_one_by_one_just_after_a_batch_are_gathered_into_the_next() -> None:
