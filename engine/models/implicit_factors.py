@@ -383,16 +383,28 @@ class ImplicitFactorsModel(Recommender):
         Row i depends only on row i of the batch, to the last bit (``ordered_product``), so serving
         can score many requests together and give each what it would get alone.
         """
-        return self._user_vectors(users, self._folded_rows(users))
+        return self._user_vectors(users, *self._placed(users))
+
+    def _placed(
+        self, users: UserBatch
+    ) -> tuple[tuple[NDArray[np.int64], NDArray[np.float32]] | None, NDArray[np.int64] | None]:
+        """The batch's folded-in rows (``_folded_rows``) and, when a per-level weight reads them, its
+        activity levels: looked up once per batch for the blend and the prior, and not at all otherwise."""
+        folded = self._folded_rows(users)
+        reads_levels = self.blend_weights is not None or (self._uses_prior and self.prior_weights is not None)
+        return folded, (self._levels(users, folded) if reads_levels else None)
 
     def _user_vectors(
-        self, users: UserBatch, folded: tuple[NDArray[np.int64], NDArray[np.float32]] | None
+        self,
+        users: UserBatch,
+        folded: tuple[NDArray[np.int64], NDArray[np.float32]] | None,
+        levels: NDArray[np.int64] | None,
     ) -> NDArray[np.float32]:
         _, state = self._fitted()
         # A known customer is keep * (u + (m - b) @ P) + blend * (m @ P), i.e. keep * u + (m - keep b) @ P:
         # one persona product per row, whoever the customer is (b = m when no base mix is given).
         known = users.user_index >= 0
-        keep = 1.0 - self._blends(users, folded)[:, None]  # (n, 1), per activity level when fitted
+        keep = 1.0 - self._blends(len(users.user_index), levels)[:, None]  # (n, 1), per level when fitted
         base = users.base_mix if users.base_mix is not None else users.mix
         if known.all():  # the common page: a customer the model knows; demographics play no part
             vectors = ordered_product(users.mix - keep * base, state["persona_factors"])
@@ -491,24 +503,19 @@ class ImplicitFactorsModel(Recommender):
             levels[folded[0]] = 1 + np.searchsorted(edges, counts, side="right")
         return levels
 
-    def _blends(
-        self, users: UserBatch, folded: tuple[NDArray[np.int64], NDArray[np.float32]] | None
-    ) -> NDArray[np.float64]:
-        """``persona_blend`` per row, or the fitted weight of the row's activity level (levels are
-        looked up only then: every page pays for them otherwise)."""
+    def _blends(self, n: int, levels: NDArray[np.int64] | None) -> NDArray[np.float64]:
+        """``persona_blend`` for each of the n rows, or the fitted weight of each row's activity level."""
         if self.blend_weights is None:
-            return np.full(len(users.user_index), self.persona_blend, dtype=np.float64)
-        levels = self._levels(users, folded)
+            return np.full(n, self.persona_blend, dtype=np.float64)
+        assert levels is not None, "_placed looks levels up whenever blend weights are fitted"
         return np.asarray(self.blend_weights, dtype=np.float64)[np.maximum(levels, 1) - 1]
 
-    def _prior_weights(
-        self, users: UserBatch, folded: tuple[NDArray[np.int64], NDArray[np.float32]] | None
-    ) -> NDArray[np.float32] | None:
+    def _prior_weights(self, levels: NDArray[np.int64] | None) -> NDArray[np.float32] | None:
         """The persona prior's weight per customer of the batch (by activity level); None when off."""
         if not self._uses_prior or self.prior_weights is None:
             return None
-        weights = np.asarray(self.prior_weights, dtype=np.float32)
-        return weights[self._levels(users, folded)]
+        assert levels is not None, "_placed looks levels up whenever prior weights are fitted"
+        return np.asarray(self.prior_weights, dtype=np.float32)[levels]
 
     def score(self, users: UserBatch) -> NDArray[np.float32]:
         return np.asarray(self.query_vectors(users) @ self.item_vectors().T, dtype=np.float32)
@@ -525,9 +532,9 @@ class ImplicitFactorsModel(Recommender):
         return self._item_vectors
 
     def query_vectors(self, users: UserBatch) -> NDArray[np.float32]:
-        folded = self._folded_rows(users)
-        vectors = self._user_vectors(users, folded)
-        weights = self._prior_weights(users, folded)
+        folded, levels = self._placed(users)
+        vectors = self._user_vectors(users, folded, levels)
+        weights = self._prior_weights(levels)
         if weights is None:
             return vectors
         prior = weights[:, None] * np.asarray(users.mix, dtype=np.float32)

@@ -69,30 +69,27 @@ def test_a_row_without_events_gets_zeros_and_a_row_is_the_same_alone_and_in_a_ba
     assert np.array_equal(chosen, together[[2, 0]])
 
 
-def test_rows_outside_the_events_are_refused() -> None:
+@pytest.mark.parametrize(
+    ("n_items", "rows", "message"),
+    [
+        (4, np.array([1]), "rows must index the 1 rows of events"),
+        (5, None, "events cover 5 items, the model's item factors 4"),
+    ],
+    ids=["rows outside the events", "events over other items"],
+)
+def test_rows_outside_the_events_or_events_over_other_items_are_refused(
+    n_items: int, rows: np.ndarray | None, message: str
+) -> None:
     items = np.ones((4, 2), dtype=np.float32)
-    with pytest.raises(ValueError, match="rows must index the 1 rows of events"):
+    with pytest.raises(ValueError, match=message):
         fold_in(
-            sp.csr_matrix((1, 4)),
+            sp.csr_matrix((1, n_items)),
             items,
             item_gram(items),
             regularization=1.0,
             alpha=1.0,
             per_interaction=True,
-            rows=np.array([1]),
-        )
-
-
-def test_events_over_other_items_are_refused() -> None:
-    items = np.ones((4, 2), dtype=np.float32)
-    with pytest.raises(ValueError, match="events cover 5 items, the model's item factors 4"):
-        fold_in(
-            sp.csr_matrix((1, 5)),
-            items,
-            item_gram(items),
-            regularization=1.0,
-            alpha=1.0,
-            per_interaction=True,
+            rows=rows,
         )
 
 
