@@ -94,6 +94,8 @@ def test_the_store_misses_reads_and_drops_writes_while_redis_is_down_and_recover
         # The same port, an empty Redis (no persistence): the monitor finds it without any call.
         redis_process.start()
         wait_for("available again", lambda: store.available)
+        # the monitor thread tells listeners just after it marks the store available
+        wait_for("the listeners told", lambda: changes == [False, True])
         assert changes == [False, True]
         with tracking_live_state() as use:
             store.set("kept", b"after")
