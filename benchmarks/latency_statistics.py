@@ -4,14 +4,16 @@ server's own request histogram.
 The server's ``persona_engine_request_duration_seconds`` histogram is scraped before and after each
 measured phase; quantiles are estimated from the bucket deltas as Prometheus does (interpolated inside
 a bucket, so exact only at bucket bounds) while the mean and the share of calls within each bound are
-exact. The dynamic batcher's ``persona_engine_batch_size`` is read at the same moments: how many calls
-a phase's batches held on average is what decides whether batching saves anything.
+exact. The dynamic batcher's ``persona_engine_batch_size`` and ``persona_engine_batch_cpu_seconds`` are
+read at the same moments: how many calls a phase's batches held on average is what decides whether
+batching saves anything, and the CPU the loop's thread spent scoring them, per call, is what the engine
+costs inside the server (to set against the same work in process).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
@@ -23,6 +25,7 @@ NAN: Final = float("nan")
 DURATION_METRIC: Final = "persona_engine_request_duration_seconds"
 REQUESTS_METRIC: Final = "persona_engine_requests"
 BATCH_METRIC: Final = "persona_engine_batch_size"
+BATCH_CPU_METRIC: Final = "persona_engine_batch_cpu_seconds"
 
 
 def latency_summary(
@@ -73,6 +76,7 @@ class MetricsSnapshot:
     sums: dict[str, float]
     codes: dict[str, dict[str, float]]  # method -> status code -> count
     batches: dict[str, tuple[float, float]]  # method -> (batches, calls in them), all workers
+    batch_cpu: dict[str, float] = field(default_factory=dict)  # method -> CPU s scoring them, all workers
 
     @classmethod
     def scrape(cls, port: int) -> MetricsSnapshot:
@@ -80,8 +84,13 @@ class MetricsSnapshot:
         sums: dict[str, float] = {}
         codes: dict[str, dict[str, float]] = {}
         batches: dict[str, tuple[float, float]] = {}
+        batch_cpu: dict[str, float] = {}
         for family in scrape_metrics(port).values():
             for sample in family.samples:
+                if sample.name == f"{BATCH_CPU_METRIC}_total":
+                    method = sample.labels["method"]
+                    batch_cpu[method] = batch_cpu.get(method, 0.0) + sample.value
+                    continue
                 if sample.name in (f"{BATCH_METRIC}_count", f"{BATCH_METRIC}_sum"):
                     count, calls = batches.get(sample.labels["method"], (0.0, 0.0))
                     if sample.name.endswith("_count"):
@@ -102,7 +111,7 @@ class MetricsSnapshot:
                 elif sample.name == f"{REQUESTS_METRIC}_total":
                     per_code = codes.setdefault(method, {})
                     per_code[sample.labels["code"]] = per_code.get(sample.labels["code"], 0.0) + sample.value
-        return cls(buckets, sums, codes, batches)
+        return cls(buckets, sums, codes, batches, batch_cpu)
 
 
 def server_side(before: MetricsSnapshot, after: MetricsSnapshot, method: str) -> dict[str, Any]:
@@ -126,6 +135,9 @@ def server_side(before: MetricsSnapshot, after: MetricsSnapshot, method: str) ->
     if batch_count > 0:  # only the batched RPCs (Personalize, RecommendProducts) have batches
         out["batches"] = int(batch_count)
         out["mean_batch_size"] = batched / batch_count
+        if method in after.batch_cpu and batched > 0:  # servers from before the metric have none
+            cpu_seconds = after.batch_cpu[method] - before.batch_cpu.get(method, 0.0)
+            out["batch_cpu_ms_per_call"] = cpu_seconds / batched * 1000.0
     if count > 0:
         for q in (0.5, 0.95, 0.99):
             out[f"p{round(q * 100)}_ms"] = histogram_quantile(q, deltas) * 1000.0

@@ -57,6 +57,7 @@ def report_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
                     "server_p99_ms": phase["server"].get("p99_ms", NAN),
                     "server_mean_ms": phase["server"].get("mean_ms", NAN),
                     "mean_batch_size": phase["server"].get("mean_batch_size", NAN),
+                    "batch_cpu_ms_per_call": phase["server"].get("batch_cpu_ms_per_call", NAN),
                     "server_cpu_ms_per_call": phase["server_cpu_ms_per_call"],
                     "server_cpu_cores": phase["server_cpu_cores"],
                     "client_cpu_cores": c["client_cpu_cores"],
@@ -126,25 +127,27 @@ def print_report(result: Mapping[str, Any]) -> None:
         [[r["rpc"], r["mode"], str(r["workers"]), *(r.get(k, NAN) for k in client_keys)] for r in rows],
     )
     server_keys = ["server_p50_ms", "server_p95_ms", "server_p99_ms", "server_mean_ms",
-                   "mean_batch_size", "server_cpu_ms_per_call", "server_cpu_cores", "client_cpu_cores",
-                   "send_lateness_p99_ms"]  # fmt: skip
+                   "mean_batch_size", "batch_cpu_ms_per_call", "server_cpu_ms_per_call",
+                   "server_cpu_cores", "client_cpu_cores", "send_lateness_p99_ms"]  # fmt: skip
     print_table(
         "server side of the load phases (quantiles estimated from the histogram buckets, mean exact; "
-        "batch: calls per dynamic batch, on average; srv, gen: cores used by the server and the load "
-        "generator)",
+        "batch: calls per dynamic batch, on average; wk: workers; scoring: the loop thread's CPU ms per call in "
+        "those batches; CPU ms: the whole server's per call; srv, gen: cores used by the server and "
+        "the load generator; late: p99 ms by which the generator sent later than scheduled)",
         [
             "rpc",
             "mode",
-            "workers",
+            "wk",
             "p50 ms",
             "p95 ms",
             "p99 ms",
-            "mean ms",
+            "mean",
             "batch",
+            "scoring",
             "CPU ms",
             "srv",
             "gen",
-            "late p99",
+            "late",
         ],
         [
             [short_rpc(r["rpc"]), r["mode"], str(r["workers"]), *(r.get(k, NAN) for k in server_keys)]

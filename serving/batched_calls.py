@@ -116,7 +116,7 @@ class PageBatchers:
         def observed(method: str) -> Callable[[int, float], object] | None:
             if on_batch is None:
                 return None
-            return lambda size, seconds: on_batch(method, size, seconds)
+            return lambda size, cpu_seconds: on_batch(method, size, cpu_seconds)
 
         self.settings = settings
         self.pages: DynamicBatcher[Call[PageRequest], ServedPage] = DynamicBatcher(

@@ -138,6 +138,18 @@ class ServingMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=registry,
         )
+        # Why a counter of CPU and not of time: in a busy server the loop's thread shares its core with
+        # gRPC's threads and the other processes, so wall time says little about the scoring itself.
+        # CPU per call inside the server, against the same engine call in process, shows what the
+        # server's surroundings cost the engine (on this project's 2-core benchmark machine, in a slow
+        # phase, twice the in-process figure: benchmarks/README.md).
+        self.batch_cpu = Counter(
+            f"{PREFIX}_batch_cpu_seconds",
+            "CPU time the event loop's thread spent scoring dynamic batches (engine, live loop and "
+            "their counting), by method; over persona_engine_batch_size_sum it is the CPU per call.",
+            ["method"],
+            registry=registry,
+        )
         self.request_duration = Histogram(
             f"{PREFIX}_request_duration_seconds",
             "Time from the start of a gRPC call's handler to its end, by method.",
@@ -323,9 +335,9 @@ class ServingMetrics:
     def record_live_events(self, count: int) -> None:
         self.live_events.inc(count)
 
-    def record_batch(self, method: str, size: int, seconds: float) -> None:
-        """``seconds`` is not exported: the request latency histogram already covers the time."""
+    def record_batch(self, method: str, size: int, cpu_seconds: float) -> None:
         self._child(self.batch_size, method).observe(size)
+        self._child(self.batch_cpu, method).inc(cpu_seconds)
 
     def record_drift_started(self) -> None:
         self.drift_started.inc()

@@ -103,6 +103,8 @@ def test_concurrent_calls_batched_answer_what_single_calls_answer(artifact: Path
     batches = registry.get_sample_value("persona_engine_batch_size_count", {"method": "Personalize"})
     calls = registry.get_sample_value("persona_engine_batch_size_sum", {"method": "Personalize"})
     assert calls == len(requests) and batches is not None and batches < len(requests), "calls were batched"
+    scoring = registry.get_sample_value("persona_engine_batch_cpu_seconds_total", {"method": "Personalize"})
+    assert scoring is not None and scoring > 0, "the batches' scoring CPU is counted"
 
 
 def test_a_call_that_breaks_its_batch_fails_alone(artifact: Path) -> None:

@@ -373,6 +373,35 @@ def test_a_failing_batch_callback_is_logged_and_ignored(caplog: pytest.LogCaptur
     assert "batch callback failed" in caplog.text
 
 
+def test_a_batch_is_reported_with_the_cpu_its_processing_took_not_the_time_it_lasted() -> None:
+    """A batch that waits costs no CPU, one that computes does; the server's scoring-CPU metric and the
+    benchmark's in-server engine cost per call rest on this."""
+    burn_s, sleep_s = 0.1, 0.3
+
+    def process(requests: Sequence[str]) -> list[str]:
+        if requests[0] == "sleep":
+            time.sleep(sleep_s)
+        else:
+            end = time.thread_time() + burn_s
+            while time.thread_time() < end:
+                pass
+        return list(requests)
+
+    reported: list[float] = []
+    batcher = DynamicBatcher(
+        process, max_batch_size=1, max_wait_s=0.0, on_batch=lambda n, cpu: reported.append(cpu)
+    )
+
+    async def scenario() -> None:
+        await batcher.submit("sleep")
+        await batcher.submit("burn")
+
+    run(scenario)
+    slept, burned = reported
+    assert slept < burn_s / 2, "a sleeping batch reported its wall time"
+    assert burned >= burn_s
+
+
 @pytest.mark.parametrize(("size", "wait"), [(0, 0.0), (1, -1.0), (1, float("nan")), (1, float("inf"))])
 def test_settings_are_checked(size: int, wait: float) -> None:
     with pytest.raises(ValueError):

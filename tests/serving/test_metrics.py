@@ -33,6 +33,7 @@ EXPECTED_FAMILIES = {
     "persona_engine_requests": "counter",
     "persona_engine_request_duration_seconds": "histogram",
     "persona_engine_batch_size": "histogram",
+    "persona_engine_batch_cpu_seconds": "counter",
     "persona_engine_requests_in_flight": "gauge",
     "persona_engine_undecodable_requests": "counter",
     "persona_engine_customers": "counter",
