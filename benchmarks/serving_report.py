@@ -126,33 +126,28 @@ def print_report(result: Mapping[str, Any]) -> None:
         ["rpc", "mode", "workers", "calls", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms", "calls/s"],
         [[r["rpc"], r["mode"], str(r["workers"]), *(r.get(k, NAN) for k in client_keys)] for r in rows],
     )
-    server_keys = ["server_p50_ms", "server_p95_ms", "server_p99_ms", "server_mean_ms",
-                   "mean_batch_size", "batch_cpu_ms_per_call", "server_cpu_ms_per_call",
-                   "server_cpu_cores", "client_cpu_cores", "send_lateness_p99_ms"]  # fmt: skip
+    served = [r for r in rows if r["workers"] != "-"]
+    latency_keys = ["server_p50_ms", "server_p95_ms", "server_p99_ms", "server_mean_ms", "mean_batch_size",
+                    "send_lateness_p99_ms"]  # fmt: skip
     print_table(
         "server side of the load phases (quantiles estimated from the histogram buckets, mean exact; "
-        "batch: calls per dynamic batch, on average; wk: workers; scoring: the loop thread's CPU ms per call in "
-        "those batches; CPU ms: the whole server's per call; srv, gen: cores used by the server and "
-        "the load generator; late: p99 ms by which the generator sent later than scheduled)",
+        "batch: calls per dynamic batch, on average; late: p99 ms by which the load generator sent later "
+        "than scheduled)",
+        ["rpc", "mode", "workers", "p50 ms", "p95 ms", "p99 ms", "mean ms", "batch", "late p99"],
         [
-            "rpc",
-            "mode",
-            "wk",
-            "p50 ms",
-            "p95 ms",
-            "p99 ms",
-            "mean",
-            "batch",
-            "scoring",
-            "CPU ms",
-            "srv",
-            "gen",
-            "late",
+            [short_rpc(r["rpc"]), r["mode"], str(r["workers"]), *(r.get(k, NAN) for k in latency_keys)]
+            for r in served
         ],
+    )
+    cpu_keys = ["batch_cpu_ms_per_call", "server_cpu_ms_per_call", "server_cpu_cores", "client_cpu_cores"]
+    print_table(
+        "CPU of the load phases (scoring: CPU ms per call the event loop's thread spent scoring the dynamic "
+        "batches, the engine inside the server, against the in-process rows above; server: every server "
+        "process's CPU ms per call; cores used by the server and by the load generator)",
+        ["rpc", "mode", "workers", "scoring ms", "server ms", "server cores", "generator cores"],
         [
-            [short_rpc(r["rpc"]), r["mode"], str(r["workers"]), *(r.get(k, NAN) for k in server_keys)]
-            for r in rows
-            if r["workers"] != "-"
+            [short_rpc(r["rpc"]), r["mode"], str(r["workers"]), *(r.get(k, NAN) for k in cpu_keys)]
+            for r in served
         ],
     )
     print_table(
