@@ -91,9 +91,12 @@ def run_floor(
     workloads: Sequence[Workload],
     load: LoadSettings,
     workdir: Path,
+    *,
+    personalize_extra_concurrencies: Sequence[int] = (),
 ) -> dict[str, Any]:
-    """Personalize closed loop and open loop (at its ``--rate``) on a floor server; never raises for a
-    server that cannot start one (see the module docstring)."""
+    """Personalize closed loop (at ``--concurrency`` and each of ``personalize_extra_concurrencies``, as
+    the Personalize server is driven) and open loop (at its ``--rate``) on a floor server; never raises
+    for a server that cannot start one (see the module docstring)."""
     personalize = [w for w in workloads if w.name == "Personalize"]
     if not personalize:
         return skipped_floor(workers, "Personalize is not among --rpcs")
@@ -107,6 +110,7 @@ def run_floor(
             load,
             workdir,
             profile=False,
+            personalize_extra_concurrencies=personalize_extra_concurrencies,
             extra_args=[FLOOR_FLAG],
             label="gRPC floor",
         )

@@ -6,8 +6,10 @@ workers (and of the supervisor above them) read from ``/proc``, and with ``--pro
 runs under py-spy. The gRPC floor (``benchmarks.floor_phase``) runs through the same functions on a
 server started with one more flag, so that both are measured the same way.
 
-Phase keys are ``"<rpc>|closed"``, ``"<rpc>|open"`` (at the RPC's own ``--rate``) and
-``"<rpc>|open@<rate>"`` for Personalize's further open-loop rates; every open phase records its rate.
+Phase keys are ``"<rpc>|closed"`` (at ``--concurrency``), ``"<rpc>|open"`` (at the RPC's own
+``--rate``), ``"<rpc>|open@<rate>"`` for Personalize's further open-loop rates and
+``"<rpc>|closed@<concurrency>"`` for its further closed-loop concurrencies; every open phase records
+its rate and every closed phase its concurrency.
 """
 
 from __future__ import annotations
@@ -47,6 +49,20 @@ E2E_SHARE_TARGET_MS: Final = 10.0
 def open_phase_key(rpc: str, rate: float, base_rate: float) -> str:
     """The key of an open-loop phase: ``rpc|open`` at the RPC's own rate, ``rpc|open@1000`` otherwise."""
     return f"{rpc}|open" if rate == base_rate else f"{rpc}|open@{rate:g}"
+
+
+def closed_phase_key(rpc: str, concurrency: int, base_concurrency: int) -> str:
+    """The key of a closed-loop phase: ``rpc|closed`` at ``--concurrency``, ``rpc|closed@32`` otherwise."""
+    return f"{rpc}|closed" if concurrency == base_concurrency else f"{rpc}|closed@{concurrency}"
+
+
+def closed_concurrency(key: str) -> int | None:
+    """The concurrency named by a phase key of the ``rpc|closed@32`` form; None for any other key
+    (``rpc|closed`` runs at the result's ``load.concurrency``)."""
+    mode = key.partition("|")[2]
+    if not mode.startswith("closed@"):
+        return None
+    return int(mode.removeprefix("closed@"))
 
 
 def server_pids(server: ServerProcess) -> tuple[list[int], int | None]:
@@ -202,7 +218,7 @@ def run_phase(
     calls = max(client.get("calls", 0), 1)
     out: dict[str, Any] = {
         "mode": spec.mode,
-        **({"rate": spec.rate} if spec.mode == "open" else {}),
+        **({"rate": spec.rate} if spec.mode == "open" else {"concurrency": spec.concurrency}),
         "client": client,
         "server": server_side(before, after, method),
         "server_cpu_cores": sum(worker_cpu.values()) / result["wall_s"],
@@ -257,6 +273,7 @@ def run_server_phases(
     profile: bool,
     *,
     personalize_extra_rates: Sequence[float] = (),
+    personalize_extra_concurrencies: Sequence[int] = (),
     extra_args: Sequence[str] = (),
     label: str = "",
     profile_native: bool = False,
@@ -264,7 +281,11 @@ def run_server_phases(
     """Start the server, check responses, run closed and open phases per RPC; always stops both processes.
 
     Personalize gets one more open-loop phase per rate of ``personalize_extra_rates`` (the targets are
-    set at 300 and 1,000 calls/s). ``extra_args`` go to the server's command line and ``label`` to the
+    set at 300 and 1,000 calls/s) and one more closed-loop phase per concurrency of
+    ``personalize_extra_concurrencies``: a server that batches serves more calls per CPU second the more
+    calls it has in flight, so its capacity is the best closed-loop throughput over several
+    concurrencies, not the figure at one (``benchmarks.serving_targets.closed_capacity``).
+    ``extra_args`` go to the server's command line and ``label`` to the
     progress lines (the gRPC floor's server is started through here too). With ``profile`` one more
     closed-loop Personalize phase runs under py-spy (``profile_native``: with C frames). A server that
     exits before it is ready raises ``ServerStartError``.
@@ -296,6 +317,16 @@ def run_server_phases(
             )
             stderr_console.print(f"load: {w.name} ({described}): closed c={load.concurrency}")
             phases[f"{w.name}|closed"] = run_phase(generator, server, closed, w.targets_per_call)
+            if w.name == "Personalize":
+                for concurrency in personalize_extra_concurrencies:
+                    if concurrency == load.concurrency:
+                        continue
+                    more = dataclasses.replace(
+                        closed, name=f"{w.name} closed c={concurrency}", concurrency=concurrency
+                    )
+                    stderr_console.print(f"load: {w.name} ({described}): closed c={concurrency}")
+                    key = closed_phase_key(w.name, concurrency, load.concurrency)
+                    phases[key] = run_phase(generator, server, more, w.targets_per_call)
             rates = [w.rate]
             if w.name == "Personalize":
                 rates += [r for r in personalize_extra_rates if r not in rates]

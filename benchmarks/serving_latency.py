@@ -74,7 +74,7 @@ from benchmarks.serving_artifact_cache import (
     existing_build,
 )
 from benchmarks.serving_report import print_report, write_results
-from benchmarks.serving_targets import HIGH_RATE, ratios, targets_section
+from benchmarks.serving_targets import CAPACITY_CONCURRENCIES, HIGH_RATE, ratios, targets_section
 from benchmarks.serving_workloads import NUM_OFFERS, RPC_CHOICES, K, build_workloads, sample_customers
 from serving.model_holder import load_model
 from training.console_output import stderr_console
@@ -118,6 +118,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="RATE",
         help="further open-loop Personalize rates, calls/s, after the one at --rate (default: "
         f"{HIGH_RATE:g}, a target's rate; none: no further phase)",
+    )
+    load.add_argument(
+        "--personalize-extra-concurrency",
+        type=int,
+        nargs="*",
+        default=list(CAPACITY_CONCURRENCIES),
+        metavar="C",
+        help="further closed-loop Personalize concurrencies, on the Personalize and the floor servers, "
+        "after the one at --concurrency: a batching server's capacity is its best throughput over them "
+        f"(default: {' '.join(str(c) for c in CAPACITY_CONCURRENCIES)}; none: no further phase)",
     )
     load.add_argument(
         "--batch-rate", type=float, default=10.0, help="open-loop calls per second of the batch RPC"
@@ -194,6 +204,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("rate", "batch_rate", "duration", "timeout"):
         if not getattr(args, name) > 0:
             parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if any(c < 1 for c in args.personalize_extra_concurrency):
+        parser.error(
+            f"--personalize-extra-concurrency must all be >= 1, got {args.personalize_extra_concurrency}"
+        )
     if any(not rate > 0 for rate in args.personalize_extra_rates):
         parser.error(f"--personalize-extra-rates must all be > 0, got {args.personalize_extra_rates}")
     if not 0.0 <= args.mixed_write_share < 1.0:
@@ -286,11 +300,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     Path(tmp),
                     args.profile,
                     personalize_extra_rates=args.personalize_extra_rates,
+                    personalize_extra_concurrencies=args.personalize_extra_concurrency,
                     profile_native=args.profile_native,
                 )
             )
             floor_runs.append(
-                run_floor(artifact.resolve(), args.model, workers, args.threads, workloads, load, Path(tmp))
+                run_floor(
+                    artifact.resolve(),
+                    args.model,
+                    workers,
+                    args.threads,
+                    workloads,
+                    load,
+                    Path(tmp),
+                    personalize_extra_concurrencies=args.personalize_extra_concurrency,
+                )
                 if args.floor
                 else skipped_floor(workers, "--no-floor")
             )
@@ -324,6 +348,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "rates": {w.name: w.rate for w in workloads},
         "personalize_extra_rates": args.personalize_extra_rates,
+        "personalize_extra_concurrencies": args.personalize_extra_concurrency,
         "load": load.__dict__,
         "in_process": in_process,
         "candidate_index": index_quality,

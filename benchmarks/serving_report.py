@@ -15,7 +15,17 @@ from typing import Any, Final
 from benchmarks.latency_statistics import NAN
 from benchmarks.mixed_workload import MIXED_RPCS
 from benchmarks.serving_artifact_cache import BENCHMARKS_DIR
-from benchmarks.serving_targets import RATIO_KEYS, ratios, target_rows, targets_title, verdict_summary
+from benchmarks.serving_targets import (
+    RATIO_KEYS,
+    Capacity,
+    closed_capacity,
+    closed_phases,
+    floor_run,
+    ratios,
+    target_rows,
+    targets_title,
+    verdict_summary,
+)
 from benchmarks.serving_workloads import K
 from training.console_output import print_table, stderr_console, stdout_console
 
@@ -25,6 +35,13 @@ RESULTS_DIR: Final = BENCHMARKS_DIR / "results"
 def _g(summary: Mapping[str, Any], key: str) -> float:
     value = summary.get(key, NAN)
     return float(value) if isinstance(value, int | float) else NAN
+
+
+def phase_label(result: Mapping[str, Any], mode: str, phase: Mapping[str, Any], rate: float) -> str:
+    """``closed c=16`` or ``open 300/s``: a phase's mode as the tables and the Markdown history show it."""
+    if mode.startswith("closed"):
+        return f"closed c={phase.get('concurrency', result['load']['concurrency'])}"
+    return f"open {phase.get('rate', rate):g}/s"
 
 
 def report_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -40,11 +57,7 @@ def report_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             if mode == "closed-profiled":
                 continue
             c = phase["client"]
-            label = (
-                f"closed c={result['load']['concurrency']}"
-                if mode == "closed"
-                else f"open {phase.get('rate', result['rates'][rpc]):g}/s"
-            )
+            label = phase_label(result, mode, phase, result["rates"][rpc])
             rows.append(
                 {
                     "rpc": rpc,
@@ -207,6 +220,7 @@ def print_report(result: Mapping[str, Any]) -> None:
 def print_verdicts(result: Mapping[str, Any]) -> None:
     """The gRPC floor, the ratios and the targets' verdicts: the last tables, the ones to read first."""
     print_floor_report(result)
+    print_capacity_report(result)
     by_workers = ratios(result)["by_workers"]
     if by_workers:
         print_table(
@@ -218,8 +232,9 @@ def print_verdicts(result: Mapping[str, Any]) -> None:
                 "server CPU/servicer",
                 "srv <= 5 ms at 300/s",
                 "mixed p99/alone",
+                "Pers./floor capacity",
             ],
-            [[w, *(NAN if v[k] is None else v[k] for k in RATIO_KEYS)] for w, v in by_workers.items()],
+            [[w, *(NAN if v.get(k) is None else v[k] for k in RATIO_KEYS)] for w, v in by_workers.items()],
         )
     rows = target_rows(result)
     print_table(
@@ -409,9 +424,7 @@ def floor_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "rpc": "Personalize (gRPC floor)",
-                    "mode": f"closed c={result['load']['concurrency']}"
-                    if mode == "closed"
-                    else f"open {phase.get('rate', NAN):g}/s",
+                    "mode": phase_label(result, mode, phase, NAN),
                     "workers": run["workers"],
                     **c,
                     "errors": sum(c["errors"].values()) + c["dropped"],
@@ -421,6 +434,62 @@ def floor_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def capacity_rows(result: Mapping[str, Any]) -> list[list[Any]]:
+    """Per worker count and closed-loop concurrency: Personalize against the floor, with the batch size
+    and CPU per call that explain the difference; the last column names the servers whose best
+    concurrency it is."""
+    rows: list[list[Any]] = []
+    for run in result.get("server_runs", []):
+        floor = floor_run(result, run["workers"]) or {}
+        mine = closed_phases(result, run, "Personalize")
+        theirs = closed_phases(result, floor, "Personalize")
+        if len(mine) < 2:
+            continue
+        best = closed_capacity(result, run, "Personalize")
+        floor_best = closed_capacity(result, floor, "Personalize")
+        for concurrency in sorted(set(mine) | set(theirs)):
+            phase, other = mine.get(concurrency, {}), theirs.get(concurrency, {})
+            calls = _g(phase.get("client", {}), "calls_per_s")
+            floor_calls = _g(other.get("client", {}), "calls_per_s")
+            rows.append(
+                [
+                    str(run["workers"]),
+                    str(concurrency),
+                    calls,
+                    floor_calls,
+                    calls / floor_calls if floor_calls > 0 else NAN,
+                    _g(phase.get("server", {}), "mean_batch_size"),
+                    _g(phase, "server_cpu_ms_per_call_with_supervisor"),
+                    _g(other, "server_cpu_ms_per_call_with_supervisor"),
+                    _g(phase.get("client", {}), "p99_ms"),
+                    _best_of(concurrency, best, floor_best),
+                ]
+            )
+    return rows
+
+
+def _best_of(concurrency: int, mine: Capacity | None, floor: Capacity | None) -> str:
+    """``Pers.``, ``floor``, ``both`` or nothing: whose best concurrency this is."""
+    names = [
+        name for name, top in (("Pers.", mine), ("floor", floor)) if top and top.concurrency == concurrency
+    ]
+    return "both" if len(names) == 2 else "".join(names)
+
+
+def print_capacity_report(result: Mapping[str, Any]) -> None:
+    """The closed-loop capacity table, when Personalize ran at more than one concurrency."""
+    rows = capacity_rows(result)
+    if rows:
+        print_table(
+            "closed-loop capacity: Personalize and the gRPC floor at each concurrency (best: the "
+            "concurrency of each one's highest calls/s, compared in 'Pers./floor capacity'); batch: calls "
+            "per dynamic batch; CPU: server CPU ms per call",
+            ["workers", "c", "Pers. calls/s", "floor calls/s", "Pers./floor", "batch", "Pers. CPU ms",
+             "floor CPU ms", "Pers. p99 ms", "best"],
+            rows,
+        )  # fmt: skip
 
 
 def print_floor_report(result: Mapping[str, Any]) -> None:

@@ -17,11 +17,13 @@ def phase(
     errors: int = 0,
     dropped: int = 0,
     rate: float | None = None,
+    concurrency: int = 16,
+    batch: float | None = None,
 ) -> dict[str, Any]:
     """One load phase: client figures, server-side histogram figures and CPU per call."""
     return {
         "mode": "closed" if rate is None else "open",
-        **({} if rate is None else {"rate": rate}),
+        **({"concurrency": concurrency} if rate is None else {"rate": rate}),
         "client": {
             "calls": 1000,
             "p50_ms": p99_ms / 3,
@@ -30,10 +32,17 @@ def phase(
             "errors": {"DEADLINE_EXCEEDED": errors} if errors else {},
             "dropped": dropped,
             "share_within_ms": share_within_ms or {"5": 0.9, "10": 0.995, "25": 1.0},
+            "client_cpu_cores": 0.3,
         },
-        "server": {"calls": 1000, "p99_ms": server_p99_ms, "share_within_ms": {"5": server_within_5ms}},
+        "server": {
+            "calls": 1000,
+            "p99_ms": server_p99_ms,
+            "share_within_ms": {"5": server_within_5ms},
+            **({} if batch is None else {"mean_batch_size": batch}),
+        },
         "server_cpu_ms_per_call": cpu_ms,
         "server_cpu_ms_per_call_with_supervisor": cpu_ms,
+        "server_cpu_cores": calls_per_s * cpu_ms / 1000.0,
     }
 
 
@@ -61,6 +70,20 @@ def floor_run(workers: int, calls_per_s: float) -> dict[str, Any]:
         "response_bytes": 2400.0,
         "phases": {"Personalize|closed": phase(calls_per_s=calls_per_s, cpu_ms=0.5)},
     }
+
+
+def with_closed_phases(
+    run: dict[str, Any], calls_per_s: dict[int, float], errors: dict[int, int] | None = None
+) -> dict[str, Any]:
+    """``run`` with further closed-loop Personalize phases, at each concurrency its calls/s (keys
+    ``Personalize|closed@<c>``, as ``--personalize-extra-concurrency`` adds them)."""
+    more = {
+        f"Personalize|closed@{c}": phase(
+            calls_per_s=calls, concurrency=c, errors=(errors or {}).get(c, 0), batch=c / 4
+        )
+        for c, calls in calls_per_s.items()
+    }
+    return {**run, "phases": {**run["phases"], **more}}
 
 
 def result_document(

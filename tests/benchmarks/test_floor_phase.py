@@ -116,3 +116,37 @@ def test_every_server_of_a_run_gets_the_flags_asked_for_the_floor_included() -> 
     assert _server_flags(parse_args([])) == ()
     asked = parse_args(["--pin-workers", "--helper-threads", "normal"])
     assert _server_flags(asked) == ("--pin-workers", "--helper-threads", "normal")
+
+
+def test_the_floor_is_driven_at_the_same_further_concurrencies_as_personalize(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    asked: list[tuple[int, ...]] = []
+
+    def recording_server(
+        *args: Any, personalize_extra_concurrencies: tuple[int, ...] = (), **kwargs: Any
+    ) -> Any:
+        asked.append(tuple(personalize_extra_concurrencies))
+        raise ServerStartError(USAGE_ERROR)
+
+    monkeypatch.setattr(floor_phase, "run_server_phases", recording_server)
+    run_floor(
+        tmp_path,
+        "als",
+        2,
+        16,
+        [workload("Personalize")],
+        LOAD,
+        tmp_path,
+        personalize_extra_concurrencies=(32, 64),
+    )
+    assert asked == [(32, 64)]
+
+
+def test_further_closed_loop_concurrencies_default_to_32_and_64_and_must_be_positive() -> None:
+    from benchmarks.serving_latency import parse_args
+
+    assert parse_args([]).personalize_extra_concurrency == [32, 64]
+    assert parse_args(["--personalize-extra-concurrency"]).personalize_extra_concurrency == []
+    with pytest.raises(SystemExit):
+        parse_args(["--personalize-extra-concurrency", "0"])

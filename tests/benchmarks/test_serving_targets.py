@@ -16,6 +16,7 @@ from benchmarks.serving_targets import (
     SHARE,
     TIMES,
     Unit,
+    closed_capacity,
     latency_verdict,
     ratios,
     target_rows,
@@ -24,7 +25,13 @@ from benchmarks.serving_targets import (
     verdict,
     verdict_summary,
 )
-from tests.benchmarks.result_documents import floor_run, phase, result_document, server_run
+from tests.benchmarks.result_documents import (
+    floor_run,
+    phase,
+    result_document,
+    server_run,
+    with_closed_phases,
+)
 
 
 def test_ratios_carry_the_exact_keys_per_worker_count_and_the_largest_count_at_the_top() -> None:
@@ -167,3 +174,52 @@ def test_the_targets_section_is_json_with_a_verdict_per_row() -> None:
         "met": False,
         "verdict": "missed by 500 calls/s (25% short)",
     }
+
+
+def _capacity_document() -> dict[str, object]:
+    """2 workers: Personalize peaks at c=32, the floor at its base c=16."""
+    return result_document(
+        [with_closed_phases(server_run(2, 1500.0), {32: 2100.0, 64: 1900.0})],
+        [with_closed_phases(floor_run(2, 3500.0), {32: 3300.0, 64: 3000.0})],
+    )
+
+
+def test_capacity_compares_each_servers_best_concurrency_and_leaves_the_fixed_concurrency_ratio_alone() -> (
+    None
+):
+    out = ratios(_capacity_document())
+    assert out["personalize_vs_floor_capacity"] == pytest.approx(2100.0 / 3500.0)
+    assert out["personalize_vs_floor_throughput"] == pytest.approx(1500.0 / 3500.0)
+    best = closed_capacity(_capacity_document(), _capacity_document()["server_runs"][0], "Personalize")
+    assert best is not None and (best.calls_per_s, best.concurrency, best.tried) == (2100.0, 32, (16, 32, 64))
+
+
+def test_a_closed_phase_with_failed_calls_is_not_capacity() -> None:
+    result = result_document([with_closed_phases(server_run(2, 1500.0), {32: 2100.0}, errors={32: 3})], [])
+    best = closed_capacity(result, result["server_runs"][0], "Personalize")
+    assert best is not None and (best.calls_per_s, best.concurrency) == (1500.0, 16)
+
+
+def test_capacity_needs_more_than_one_concurrency_on_both_servers() -> None:
+    one_each = result_document([server_run(2, 1500.0)], [floor_run(2, 3500.0)])
+    assert ratios(one_each)["personalize_vs_floor_capacity"] is None
+    floor_at_one = result_document(
+        [with_closed_phases(server_run(2, 1500.0), {32: 2100.0})], [floor_run(2, 3500.0)]
+    )
+    assert ratios(floor_at_one)["personalize_vs_floor_capacity"] is None
+    rows = {r.target: r for r in target_rows(floor_at_one)}
+    capacity = rows["Personalize / gRPC floor capacity (each at its best c)"]
+    assert (capacity.met, capacity.verdict) == (
+        None,
+        "not measured: the floor did not run the same concurrencies",
+    )
+
+
+def test_capacity_targets_are_judged_beside_the_fixed_concurrency_ones() -> None:
+    rows = {r.target: r for r in target_rows(_capacity_document())}
+    assert rows["Personalize calls/s, closed c=16"].met is False  # 1500
+    assert rows["Personalize / gRPC floor calls/s"].met is False  # 43%
+    best = rows["Personalize capacity: best closed c of 16, 32, 64 (c=32)"]
+    assert (best.measured, best.met) == (2100.0, True)
+    share = rows["Personalize / gRPC floor capacity (each at its best c)"]
+    assert share.measured == pytest.approx(0.6) and share.met is True
