@@ -182,6 +182,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="start every server with this scheduling of its helper threads (serve --helper-threads; "
         "default: the server's, batch); the JSON's load.server_flags says so",
     )
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        metavar="MS",
+        help="start every server with this dynamic-batching wait (serve --batch-wait-ms; default: the "
+        "server's); the JSON's load.server_flags says so",
+    )
     parser.add_argument("--profile", action="store_true", help="also run a Personalize phase under py-spy")
     parser.add_argument(
         "--profile-native",
@@ -372,6 +379,8 @@ def _server_flags(args: argparse.Namespace) -> tuple[str, ...]:
     flags: tuple[str, ...] = ("--pin-workers",) if args.pin_workers else ()
     if args.helper_threads:
         flags += ("--helper-threads", args.helper_threads)
+    if args.batch_wait_ms is not None:
+        flags += ("--batch-wait-ms", f"{args.batch_wait_ms:g}")
     return flags
 
 

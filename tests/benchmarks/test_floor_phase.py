@@ -114,8 +114,8 @@ def test_every_server_of_a_run_gets_the_flags_asked_for_the_floor_included() -> 
     from benchmarks.serving_latency import _server_flags, parse_args
 
     assert _server_flags(parse_args([])) == ()
-    asked = parse_args(["--pin-workers", "--helper-threads", "normal"])
-    assert _server_flags(asked) == ("--pin-workers", "--helper-threads", "normal")
+    asked = parse_args(["--pin-workers", "--helper-threads", "normal", "--batch-wait-ms", "4"])
+    assert _server_flags(asked) == ("--pin-workers", "--helper-threads", "normal", "--batch-wait-ms", "4")
 
 
 def test_the_floor_is_driven_at_the_same_further_concurrencies_as_personalize(
