@@ -476,3 +476,25 @@ def test_every_caller_gets_exactly_its_own_outcome(
             assert isinstance(outcome, ValueError) and outcome.args == (n,)
         else:
             assert outcome == 2 * request and n in processed
+
+
+def test_a_wait_needs_more_than_one_call_expected_within_it() -> None:
+    """Arrivals 0.8 waits apart (1.25 calls expected per wait, as for a single worker at 300 calls/s
+    with a 4 ms wait) do not make a batch's end wait; arrivals 0.1 waits apart do."""
+    wait_s = 0.05
+    batcher = DynamicBatcher(Doubler(), max_batch_size=8, max_wait_s=wait_s)
+
+    async def arrivals(n: int, gap_s: float, tasks: list[asyncio.Task[int]]) -> bool:
+        for r in range(n):
+            tasks.append(asyncio.ensure_future(batcher.submit(r)))
+            await asyncio.sleep(gap_s)
+        return batcher.expects_company
+
+    async def scenario() -> tuple[bool, bool]:
+        tasks: list[asyncio.Task[int]] = []
+        one_per_wait = await arrivals(30, 0.8 * wait_s, tasks)
+        ten_per_wait = await arrivals(15, 0.1 * wait_s, tasks)
+        await asyncio.gather(*tasks)
+        return one_per_wait, ten_per_wait
+
+    assert run(scenario) == (False, True)
