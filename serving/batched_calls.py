@@ -41,7 +41,8 @@ DEFAULT_MAX_BATCH_SIZE: Final = 32
 # 0.90-1.31 server CPU ms a call under 16 callers, 26% more calls/s under 32 callers (2,028 against
 # 1,608 on average, ahead in every round), and at 1,000 calls/s 97.3-99.7% of calls within 25 ms
 # against 76-99.6%; at 300 calls/s over two workers (arrivals 6.7 ms apart in each) it never waits,
-# and server p99 stayed 2.5 ms. 6 ms began to wait there (server p99 4.3-5.4 ms).
+# and server p99 stayed 2.5 ms. 6 ms began to wait there (server p99 4.3-5.4 ms). With 4 ms the
+# batcher needs 1.5 calls expected per wait before it waits (dynamic_batcher.ARRIVALS_PER_WAIT).
 DEFAULT_MAX_WAIT_MS: Final = 4.0
 
 _Request = TypeVar("_Request")
