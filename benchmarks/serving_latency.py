@@ -296,32 +296,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     mixed_runs = []
     with tempfile.TemporaryDirectory(prefix="serving-latency-") as tmp:
         for workers in args.workers:
+            # The Personalize server and its floor are driven alike (same phases, same concurrencies).
+            server = (artifact.resolve(), args.model, workers, args.threads, workloads, load, Path(tmp))
+            concurrencies = args.personalize_extra_concurrency
             server_runs.append(
                 run_server_phases(
-                    artifact.resolve(),
-                    args.model,
-                    workers,
-                    args.threads,
-                    workloads,
-                    load,
-                    Path(tmp),
+                    *server,
                     args.profile,
                     personalize_extra_rates=args.personalize_extra_rates,
-                    personalize_extra_concurrencies=args.personalize_extra_concurrency,
+                    personalize_extra_concurrencies=concurrencies,
                     profile_native=args.profile_native,
                 )
             )
             floor_runs.append(
-                run_floor(
-                    artifact.resolve(),
-                    args.model,
-                    workers,
-                    args.threads,
-                    workloads,
-                    load,
-                    Path(tmp),
-                    personalize_extra_concurrencies=args.personalize_extra_concurrency,
-                )
+                run_floor(*server, personalize_extra_concurrencies=concurrencies)
                 if args.floor
                 else skipped_floor(workers, "--no-floor")
             )

@@ -98,10 +98,8 @@ def closed_phases(result: Mapping[str, Any], run: Mapping[str, Any], rpc: str) -
     for key, phase in (run.get("phases") or {}).items():
         if key == f"{rpc}|closed" and isinstance(base, int):
             out[base] = phase
-        elif key.startswith(f"{rpc}|closed@"):
-            concurrency = closed_concurrency(key)
-            if concurrency is not None:
-                out[concurrency] = phase
+        elif key.startswith(f"{rpc}|") and (concurrency := closed_concurrency(key)) is not None:
+            out[concurrency] = phase
     return dict(sorted(out.items()))
 
 
@@ -109,8 +107,9 @@ def closed_capacity(result: Mapping[str, Any], run: Mapping[str, Any], rpc: str)
     """The best closed-loop calls/s of ``rpc`` in ``run`` over its concurrencies, or None when no
     closed phase measured it. A phase with failed calls does not count: capacity is what is served."""
     best: Capacity | None = None
-    tried = tuple(closed_phases(result, run, rpc))
-    for concurrency, phase in closed_phases(result, run, rpc).items():
+    phases = closed_phases(result, run, rpc)
+    tried = tuple(phases)
+    for concurrency, phase in phases.items():
         client = phase.get("client") or {}
         calls = _number(client.get("calls_per_s"))
         if calls is None or sum((client.get("errors") or {}).values()) > 0:
