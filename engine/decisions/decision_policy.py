@@ -148,6 +148,15 @@ class DecisionPolicy:
         # The same numbers as Python lists, for the reasons (see ``_reason``).
         self._rates_by_arm: list[list[float]] = self._mean.T.tolist()
         self._unit_values: list[float] = self._unit_value.tolist()
+        # The parts of a reason fixed by its arm and driving persona, formatted once: ", driven by
+        # <name> (" and " of mix, <rate> as that persona)" for every (arm, persona).
+        self._driver_texts: list[list[tuple[str, str]]] = [
+            [
+                (f", driven by {name} (", f" of mix, {rate:.0%} as that persona)")
+                for name, rate in zip(self.persona_names, rates, strict=True)
+            ]
+            for rates in self._rates_by_arm
+        ]
 
     @classmethod
     def for_offers(
@@ -322,6 +331,11 @@ class DecisionPolicy:
         n: int,
         rng: Draws,
     ) -> list[RankedArm]:
+        return self._greedy(weights.tolist(), scores.tolist(), remaining.tolist(), n, rng)
+
+    def _greedy(
+        self, mix: list[float], values: list[float], remaining: list[bool], n: int, rng: Draws
+    ) -> list[RankedArm]:
         """Epsilon-greedy ranking with plain Python numbers per position (the request path's hot spot).
 
         The same choices and propensities as the general loop in ``_rank``: the greedy arm is the best
@@ -331,24 +345,78 @@ class DecisionPolicy:
         remaining arms, used only when exploring (taken anyway, so position p always reads draws 2p and
         2p + 1 and a replay does not depend on earlier positions' outcomes).
         """
-        values = scores.tolist()
-        left = [arm for arm, ok in enumerate(remaining.tolist()) if ok]
+        left = [arm for arm, ok in enumerate(remaining) if ok]
         # Best first, ties to the earliest arm: the order np.argmax picks greedy arms in.
         greedy_order = sorted(left, key=values.__getitem__, reverse=True)  # stable: ties keep arm order
-        mix_list = weights.tolist()
+        epsilon = self.epsilon
+        arm_ids = self.arm_ids
         ranked: list[RankedArm] = []
+        placed: set[int] = set()
+        next_greedy = 0
         for position in range(min(n, len(left))):
-            greedy = next(arm for arm in greedy_order if arm in left)
+            while greedy_order[next_greedy] in placed:
+                next_greedy += 1
+            greedy = greedy_order[next_greedy]
             n_left = len(left)
-            explore = rng.random() < self.epsilon
+            explore = rng.random() < epsilon
             pick = left[int(rng.integers(n_left))]
             arm = pick if explore else greedy
             base = 1.0 if arm == greedy else 0.0
-            propensity = (1.0 - self.epsilon) * base + self.epsilon / n_left
-            reason = self._reason(mix_list, arm, position, explore, base, n_left)
-            ranked.append(RankedArm(self.arm_ids[arm], values[arm], propensity, reason))
+            propensity = (1.0 - epsilon) * base + epsilon / n_left
+            reason = self._reason(mix, arm, position, explore, base, n_left)
+            ranked.append(RankedArm(arm_ids[arm], values[arm], propensity, reason))
             left.remove(arm)
+            placed.add(arm)
         return ranked
+
+    def rank_many(
+        self,
+        mixes: NDArray[np.float64],
+        eligible: NDArray[np.bool_] | None,
+        ns: Sequence[int],
+        draws: Sequence[Draws],
+        scores: NDArray[np.float64] | None = None,
+    ) -> list[list[RankedArm]]:
+        """Row i ranked as ``_rank`` ranks mix ``mixes[i]`` (validated PersonaMix weights) alone with
+        ``draws[i]``: the same arms, scores, propensities and reasons; an empty list where no arm of
+        ``eligible[i]`` is eligible (where ``_rank`` raises NoEligibleArmError). ``scores``: the rows'
+        ``expected_scores_many`` when the caller has them.
+
+        Why a batch entry point: a page render ranks offers and chooses a layout, and the per-call
+        checks and array conversions of ``_rank`` cost more than the choice itself; here they are made
+        once for the batch, and epsilon-greedy rows go straight to the plain-Python loop.
+        """
+        rows = len(ns)
+        if mixes.shape != (rows, self.estimates.n_personas):
+            raise DecisionPolicyError(
+                f"mixes must have shape ({rows}, {self.estimates.n_personas}), got {mixes.shape}"
+            )
+        if scores is None:
+            scores = self.expected_scores_many(mixes)
+        if eligible is None:
+            eligible = np.ones((rows, self.estimates.n_arms), dtype=bool)
+        elif eligible.shape != (rows, self.estimates.n_arms) or eligible.dtype != np.bool_:
+            raise DecisionPolicyError(
+                f"eligible must be a boolean array of shape ({rows}, {self.estimates.n_arms}) in arm_ids "
+                f"order, got {eligible.dtype} {eligible.shape}"
+            )
+        for n in ns:
+            if n <= 0:
+                raise DecisionPolicyError(f"n must be positive, got {n}")
+        if self.mode is not PolicyMode.EPSILON_GREEDY:
+            ranked: list[list[RankedArm]] = []
+            for mix, mask, n, rng, row in zip(mixes, eligible, ns, draws, scores, strict=True):
+                try:
+                    ranked.append(self._rank(mix, mask, n, rng, row))
+                except NoEligibleArmError:
+                    ranked.append([])
+            return ranked
+        return [
+            self._greedy(mix, values, mask, n, rng) if any(mask) else []
+            for mix, values, mask, n, rng in zip(
+                mixes.tolist(), scores.tolist(), eligible.tolist(), ns, draws, strict=True
+            )
+        ]
 
     def rank_offers(
         self,
@@ -356,33 +424,30 @@ class DecisionPolicy:
         eligible_mask: NDArray[np.bool_],
         n: int,
         rng: Draws,
-        scores: NDArray[np.float64] | None = None,
     ) -> list[RankedArm]:
         """Up to n eligible offers (fewer if fewer are eligible), in the order the policy chose them.
 
         ``eligible_mask`` is in ``arm_ids`` order, for example
-        ``OfferRules.eligible(context, order=policy.arm_ids)``; ``scores`` are the mix's
-        ``expected_scores`` when the caller already has them.
+        ``OfferRules.eligible(context, order=policy.arm_ids)``.
         """
         if self.kind is not ArmKind.OFFER:
             raise DecisionPolicyError(
                 f"rank_offers needs an offer policy; this one chooses {self.kind.value}s"
             )
-        return self._rank(mix, eligible_mask, n, rng, scores)
+        return self._rank(mix, eligible_mask, n, rng)
 
     def choose_layout(
         self,
         mix: PersonaMix | NDArray[np.floating],
         rng: Draws,
         eligible_mask: NDArray[np.bool_] | None = None,
-        scores: NDArray[np.float64] | None = None,
     ) -> RankedArm:
         """One layout variant; the caller looks up its slots by ``arm_id``."""
         if self.kind is not ArmKind.LAYOUT:
             raise DecisionPolicyError(
                 f"choose_layout needs a layout policy; this one chooses {self.kind.value}s"
             )
-        return self._rank(mix, eligible_mask, 1, rng, scores)[0]
+        return self._rank(mix, eligible_mask, 1, rng)[0]
 
     def _reason(
         self, mix: list[float], arm: int, position: int, explored: bool, base: float, n_remaining: int
@@ -394,19 +459,16 @@ class DecisionPolicy:
         indifferent one. Plain Python over the few personas: every served offer and layout has a
         reason, and numpy's per-call overhead on a handful of numbers would dominate the page.
         """
-        rates = self._rates_by_arm[arm]
-        contributions = [m * r for m, r in zip(mix, rates, strict=True)]
+        contributions = [m * r for m, r in zip(mix, self._rates_by_arm[arm], strict=True)]
         response = sum(contributions)
         driver = max(range(len(contributions)), key=contributions.__getitem__)
-        if self.scored_by_value:
+        if self.conversion_value is not None:
             value = response * self._unit_values[arm]
             outcome = f"expected net value for this mix: {value:.2f} per decision at {response:.0%} response"
         else:
             outcome = f"expected response for this mix: {response:.0%}"
-        summary = (
-            f"{outcome}, driven by {self.persona_names[driver]} "
-            f"({mix[driver]:.2f} of mix, {rates[driver]:.0%} as that persona)"
-        )
+        head, tail = self._driver_texts[arm][driver]
+        summary = f"{outcome}{head}{mix[driver]:.2f}{tail}"
         if explored:
             return f"exploration (epsilon {self.epsilon:.2f} over {n_remaining} eligible arms); {summary}"
         best = "best" if position == 0 else "best remaining"

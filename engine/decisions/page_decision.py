@@ -300,7 +300,10 @@ class PageDecisions:
         restricted = _candidate_mask(self.offer_policy.arm_ids, candidates, "candidate_offer_ids", "offer")
         if restricted is not None:
             eligible &= restricted
-        return self._offers(self.offer_policy, mix, eligible, n, rng, None)
+        try:
+            return self._ranked_offers(self.offer_policy.rank_offers(mix, eligible, n, rng))
+        except NoEligibleArmError:
+            return []
 
     def page_eligibility(
         self, in_view: NDArray[np.int64], in_cart: NDArray[np.int64], basket_value: float | None
@@ -330,26 +333,11 @@ class PageDecisions:
         policy = self.offer_policy
         if policy is None or not mixes:
             return [[] for _ in mixes]
-        scores = policy.expected_scores_many(np.array([mix.weights for mix in mixes], dtype=np.float64))
-        order = self._rules_in_arm_order
-        return [
-            self._offers(policy, mix, mask[order], n, rng, row)
-            for mix, mask, n, rng, row in zip(mixes, eligible, ns, draws, scores, strict=True)
-        ]
+        weights = np.array([mix.weights for mix in mixes], dtype=np.float64)
+        in_arm_order = np.array(eligible, dtype=bool).reshape(len(mixes), -1)[:, self._rules_in_arm_order]
+        return [self._ranked_offers(ranked) for ranked in policy.rank_many(weights, in_arm_order, ns, draws)]
 
-    def _offers(
-        self,
-        policy: DecisionPolicy,
-        mix: PersonaMix,
-        eligible: NDArray[np.bool_],
-        n: int,
-        rng: Draws,
-        scores: NDArray[np.float64] | None,
-    ) -> list[RankedOffer]:
-        try:
-            ranked = policy.rank_offers(mix, eligible, n, rng, scores)
-        except NoEligibleArmError:
-            return []
+    def _ranked_offers(self, ranked: Sequence[RankedArm]) -> list[RankedOffer]:
         offers = self.offers
         return [
             RankedOffer(
@@ -390,12 +378,10 @@ class PageDecisions:
         policy = self.layout_policy
         if policy is None or not mixes:
             return [None for _ in mixes]
-        scores = policy.expected_scores_many(np.array([mix.weights for mix in mixes], dtype=np.float64))
+        weights = np.array([mix.weights for mix in mixes], dtype=np.float64)
+        chosen = policy.rank_many(weights, None, [1] * len(mixes), draws)
         fill = contents if contents is not None else [None] * len(mixes)
-        return [
-            self._layout(policy.choose_layout(mix, rng, None, row), page)
-            for mix, rng, row, page in zip(mixes, draws, scores, fill, strict=True)
-        ]
+        return [self._layout(ranked[0], page) for ranked, page in zip(chosen, fill, strict=True)]
 
     def _layout(
         self, chosen: RankedArm, contents: tuple[Sequence[str], Sequence[str]] | None = None

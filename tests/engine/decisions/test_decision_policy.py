@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.decisions.arm_estimates import ArmEstimates
+from engine.decisions.decision_draws import DecisionDraws
 from engine.decisions.decision_policy import (
     ArmKind,
     DecisionPolicy,
@@ -223,6 +224,54 @@ def test_layouts_and_determinism() -> None:
         offer_policy().choose_layout(mix, np.random.default_rng(0))
     with pytest.raises(DecisionPolicyError, match="conversion_value applies to offers only"):
         DecisionPolicy(ESTIMATES, kind=ArmKind.LAYOUT, conversion_value=1.0, costs=COSTS)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(mixes, st.lists(st.booleans(), min_size=4, max_size=4), st.integers(1, 5)),
+        min_size=1,
+        max_size=6,
+    ),
+    mode=st.sampled_from(list(PolicyMode)),
+    epsilon=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+    valued=st.booleans(),
+)
+def test_a_batch_ranks_each_row_as_it_would_be_ranked_alone(
+    rows: list[tuple[list[float], list[bool], int]], mode: PolicyMode, epsilon: float, valued: bool
+) -> None:
+    policy = DecisionPolicy.for_offers(
+        ESTIMATES,
+        mode=mode,
+        epsilon=epsilon,
+        persona_names=NAMES,
+        thompson_draws=100,
+        conversion_value=10.0 if valued else None,
+        costs=COSTS if valued else None,
+    )
+    weights = np.array([np.asarray(w) / sum(w) for w, _, _ in rows])
+    eligible = np.array([mask for _, mask, _ in rows], dtype=bool)
+    ns = [n for _, _, n in rows]
+    ids = [f"decision-{i}" for i in range(len(rows))]
+    batch = policy.rank_many(weights, eligible, ns, [DecisionDraws(i, "offer") for i in ids])
+    for row, ranked in enumerate(batch):
+        if not eligible[row].any():
+            assert ranked == []  # where one call raises NoEligibleArmError
+            continue
+        alone = policy.rank_offers(weights[row], eligible[row], ns[row], DecisionDraws(ids[row], "offer"))
+        assert ranked == alone
+        assert len(ranked) == min(ns[row], int(eligible[row].sum()))
+
+
+def test_a_batch_of_the_wrong_shape_is_refused() -> None:
+    policy = offer_policy()
+    draws = [DecisionDraws("a", "offer")]
+    with pytest.raises(DecisionPolicyError, match=r"mixes must have shape \(1, 3\)"):
+        policy.rank_many(np.ones((1, 2)) / 2, None, [1], draws)
+    with pytest.raises(DecisionPolicyError, match=r"eligible must be a boolean array of shape \(1, 4\)"):
+        policy.rank_many(np.array([[1.0, 0, 0]]), np.ones((1, 3), dtype=bool), [1], draws)
+    with pytest.raises(DecisionPolicyError, match="n must be positive, got 0"):
+        policy.rank_many(np.array([[1.0, 0, 0]]), None, [0], draws)
 
 
 def test_bad_requests_are_named() -> None:
