@@ -300,11 +300,12 @@ class DecisionPolicy:
         if n <= 0:
             raise DecisionPolicyError(f"n must be positive, got {n}")
         weights = self._mix(mix)
-        remaining = self._eligible(eligible_mask).copy()
+        remaining = self._eligible(eligible_mask)
         if scores is None:
             scores = self.expected_scores(mix)
         if self.mode is PolicyMode.EPSILON_GREEDY:
-            return self._rank_greedy(weights, scores, remaining, n, rng)
+            return self._greedy(weights.tolist(), scores.tolist(), remaining.tolist(), n, rng)
+        remaining = remaining.copy()  # the Thompson loop takes placed arms out of it
         if isinstance(rng, DecisionDraws):
             rng = rng.generator()
         draws = self._thompson_draws(weights, rng)
@@ -322,16 +323,6 @@ class DecisionPolicy:
             ranked.append(RankedArm(self.arm_ids[arm], float(scores[arm]), float(propensity[arm]), reason))
             remaining[arm] = False
         return ranked
-
-    def _rank_greedy(
-        self,
-        weights: NDArray[np.float64],
-        scores: NDArray[np.float64],
-        remaining: NDArray[np.bool_],
-        n: int,
-        rng: Draws,
-    ) -> list[RankedArm]:
-        return self._greedy(weights.tolist(), scores.tolist(), remaining.tolist(), n, rng)
 
     def _greedy(
         self, mix: list[float], values: list[float], remaining: list[bool], n: int, rng: Draws
