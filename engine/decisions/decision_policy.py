@@ -342,12 +342,8 @@ class DecisionPolicy:
         epsilon = self.epsilon
         arm_ids = self.arm_ids
         ranked: list[RankedArm] = []
-        placed: set[int] = set()
-        next_greedy = 0
         for position in range(min(n, len(left))):
-            while greedy_order[next_greedy] in placed:
-                next_greedy += 1
-            greedy = greedy_order[next_greedy]
+            greedy = next(arm for arm in greedy_order if arm in left)
             n_left = len(left)
             explore = rng.random() < epsilon
             pick = left[int(rng.integers(n_left))]
@@ -357,7 +353,6 @@ class DecisionPolicy:
             reason = self._reason(mix, arm, position, explore, base, n_left)
             ranked.append(RankedArm(arm_ids[arm], values[arm], propensity, reason))
             left.remove(arm)
-            placed.add(arm)
         return ranked
 
     def rank_many(
@@ -366,12 +361,10 @@ class DecisionPolicy:
         eligible: NDArray[np.bool_] | None,
         ns: Sequence[int],
         draws: Sequence[Draws],
-        scores: NDArray[np.float64] | None = None,
     ) -> list[list[RankedArm]]:
         """Row i ranked as ``_rank`` ranks mix ``mixes[i]`` (validated PersonaMix weights) alone with
         ``draws[i]``: the same arms, scores, propensities and reasons; an empty list where no arm of
-        ``eligible[i]`` is eligible (where ``_rank`` raises NoEligibleArmError). ``scores``: the rows'
-        ``expected_scores_many`` when the caller has them.
+        ``eligible[i]`` is eligible (where ``_rank`` raises NoEligibleArmError).
 
         Why a batch entry point: a page render ranks offers and chooses a layout, and the per-call
         checks and array conversions of ``_rank`` cost more than the choice itself; here they are made
@@ -382,8 +375,7 @@ class DecisionPolicy:
             raise DecisionPolicyError(
                 f"mixes must have shape ({rows}, {self.estimates.n_personas}), got {mixes.shape}"
             )
-        if scores is None:
-            scores = self.expected_scores_many(mixes)
+        scores = self.expected_scores_many(mixes)
         if eligible is None:
             eligible = np.ones((rows, self.estimates.n_arms), dtype=bool)
         elif eligible.shape != (rows, self.estimates.n_arms) or eligible.dtype != np.bool_:
@@ -453,7 +445,7 @@ class DecisionPolicy:
         contributions = [m * r for m, r in zip(mix, self._rates_by_arm[arm], strict=True)]
         response = sum(contributions)
         driver = max(range(len(contributions)), key=contributions.__getitem__)
-        if self.conversion_value is not None:
+        if self.scored_by_value:
             value = response * self._unit_values[arm]
             outcome = f"expected net value for this mix: {value:.2f} per decision at {response:.0%} response"
         else:
