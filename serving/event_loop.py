@@ -71,10 +71,17 @@ class EventLoopThread:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout_s)
 
     def close(self) -> None:
-        """Stop the loop, wait for its thread and its executor, and close it."""
+        """Stop the loop, cancel the tasks still on it, wait for its thread and its executor, and
+        close it. Cancelled tasks run their ``finally`` blocks (a batcher frees its queued callers),
+        as under ``asyncio.run``; a task left pending would be destroyed unfinished with the loop."""
         if self.loop.is_closed():
             return
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
+        left = asyncio.all_tasks(self.loop)
+        for task in left:
+            task.cancel()
+        if left:
+            self.loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
         self.loop.run_until_complete(self.loop.shutdown_default_executor())
         self.loop.close()

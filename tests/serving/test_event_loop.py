@@ -38,6 +38,26 @@ def test_an_event_loop_thread_runs_coroutines_for_synchronous_callers() -> None:
     running.close()  # a second close is harmless
 
 
+def test_closing_an_event_loop_thread_cancels_the_tasks_still_on_it() -> None:
+    running = EventLoopThread(threads=1, name="loop-under-test")
+    cleaned_up = threading.Event()
+
+    async def wait_forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned_up.set()
+
+    async def start() -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(wait_forever())
+        await asyncio.sleep(0)  # the task reaches its wait
+        return task
+
+    task = running.run(start(), timeout_s=10)
+    running.close()
+    assert cleaned_up.is_set() and task.cancelled()
+
+
 def test_uvloop_is_a_loop_of_its_own_kind() -> None:
     uvloop = pytest.importorskip("uvloop")
     loop = new_event_loop("uvloop")
