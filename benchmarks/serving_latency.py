@@ -189,6 +189,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="start every server with this dynamic-batching wait (serve --batch-wait-ms; default: the "
         "server's); the JSON's load.server_flags says so",
     )
+    parser.add_argument(
+        "--batch-max-size",
+        type=int,
+        metavar="N",
+        help="start every server with this largest batch (serve --batch-max-size; default: the server's). "
+        "A batching wait ends once N calls are queued, so N near the calls a worker has in flight ends "
+        "waits as soon as they are back (Triton's preferred batch size); the JSON's load.server_flags "
+        "says so",
+    )
     parser.add_argument("--profile", action="store_true", help="also run a Personalize phase under py-spy")
     parser.add_argument(
         "--profile-native",
@@ -223,6 +232,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"--write-batch must be <= {MAX_WRITE_BATCH} (RecordEvents' limit), got {args.write_batch}"
         )
+    if args.batch_max_size is not None and args.batch_max_size < 1:
+        parser.error(f"--batch-max-size must be >= 1, got {args.batch_max_size}")
     if any(w < 1 for w in args.workers):
         parser.error(f"--workers must all be >= 1, got {args.workers}")
     if not args.config.is_file():
@@ -369,6 +380,8 @@ def _server_flags(args: argparse.Namespace) -> tuple[str, ...]:
         flags += ("--helper-threads", args.helper_threads)
     if args.batch_wait_ms is not None:
         flags += ("--batch-wait-ms", f"{args.batch_wait_ms:g}")
+    if args.batch_max_size is not None:
+        flags += ("--batch-max-size", str(args.batch_max_size))
     return flags
 
 

@@ -114,8 +114,20 @@ def test_every_server_of_a_run_gets_the_flags_asked_for_the_floor_included() -> 
     from benchmarks.serving_latency import _server_flags, parse_args
 
     assert _server_flags(parse_args([])) == ()
-    asked = parse_args(["--pin-workers", "--helper-threads", "normal", "--batch-wait-ms", "4"])
-    assert _server_flags(asked) == ("--pin-workers", "--helper-threads", "normal", "--batch-wait-ms", "4")
+    asked = parse_args(
+        ["--pin-workers", "--helper-threads", "normal", "--batch-wait-ms", "4", "--batch-max-size", "8"]
+    )
+    assert _server_flags(asked) == (
+        "--pin-workers", "--helper-threads", "normal", "--batch-wait-ms", "4", "--batch-max-size", "8"
+    )  # fmt: skip
+
+
+def test_a_largest_batch_below_one_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.serving_latency import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--batch-max-size", "0"])
+    assert "--batch-max-size must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_the_floor_is_driven_at_the_same_further_concurrencies_as_personalize(
