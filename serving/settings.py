@@ -374,7 +374,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_BATCH_SIZE,
         metavar="N",
         help="score up to N concurrent Personalize (or RecommendProducts) calls of a worker together; "
-        f"an idle worker scores a call at once (default {DEFAULT_MAX_BATCH_SIZE}; 1 turns batching off)",
+        "the wait after a batch ends once N are queued; an idle worker scores a call at once "
+        f"(default {DEFAULT_MAX_BATCH_SIZE}; 1 turns batching off)",
     )
     parser.add_argument(
         "--batch-wait-ms",
