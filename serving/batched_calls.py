@@ -35,7 +35,7 @@ DEFAULT_MAX_BATCH_SIZE: Final = 8
 # Personalize only, 10 s phases, sizes alternating (2026-12-06; mean calls/s over the rounds, 5 rounds
 # of 32 and 8, 3 of 7): under 16 callers 1,316 (32) / 1,915 (8) / 2,181 (7), under 32 callers 1,882 /
 # 2,082 / 2,260, under 64 callers 1,911 / 2,040 / 2,171; 12 and 16 did no better than 32 under 16
-# callers (1,417, 1,360). At an open 1,000 calls/s batches stay at 3.3-3.7 (the cap is rarely met).
+# callers (1,417, 1,360). At an open 1,000 calls/s batches stay at 3.4-3.7 (3.2-4.1 with 32).
 # 8 rather than 7: 7 ends a wait before the last of eight callers per worker is back, a gain tied to
 # that benchmark's 16 callers over 2 workers; 8 is ahead of 32 at every concurrency measured.
 # On the 1M x 100k benchmark shop (2 workers, 16 concurrent callers, 8 s each, 2026-12-05) waits of
