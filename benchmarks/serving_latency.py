@@ -193,10 +193,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--batch-max-size",
         type=int,
         metavar="N",
-        help="start every server with this largest batch (serve --batch-max-size; default: the server's). "
-        "A batching wait ends once N calls are queued, so N near the calls a worker has in flight ends "
-        "waits as soon as they are back (Triton's preferred batch size); the JSON's load.server_flags "
-        "says so",
+        help="start every server with this largest batch (serve --batch-max-size; default: the server's); "
+        "the JSON's load.server_flags says so",
+    )
+    parser.add_argument(
+        "--batch-preferred-size",
+        type=int,
+        metavar="N",
+        help="start every server with this preferred batch (serve --batch-preferred-size: a batching wait "
+        "ends once N calls are queued; default: the server's); the JSON's load.server_flags says so",
     )
     parser.add_argument("--profile", action="store_true", help="also run a Personalize phase under py-spy")
     parser.add_argument(
@@ -232,8 +237,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"--write-batch must be <= {MAX_WRITE_BATCH} (RecordEvents' limit), got {args.write_batch}"
         )
-    if args.batch_max_size is not None and args.batch_max_size < 1:
-        parser.error(f"--batch-max-size must be >= 1, got {args.batch_max_size}")
+    for name in ("batch_max_size", "batch_preferred_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if any(w < 1 for w in args.workers):
         parser.error(f"--workers must all be >= 1, got {args.workers}")
     if not args.config.is_file():
@@ -382,6 +388,8 @@ def _server_flags(args: argparse.Namespace) -> tuple[str, ...]:
         flags += ("--batch-wait-ms", f"{args.batch_wait_ms:g}")
     if args.batch_max_size is not None:
         flags += ("--batch-max-size", str(args.batch_max_size))
+    if args.batch_preferred_size is not None:
+        flags += ("--batch-preferred-size", str(args.batch_preferred_size))
     return flags
 
 

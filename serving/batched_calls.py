@@ -28,16 +28,20 @@ from serving.dynamic_batcher import DynamicBatcher
 
 LOGGER = logging.getLogger("persona_engine.batcher")
 
-DEFAULT_MAX_BATCH_SIZE: Final = 8
-# A batching wait ends once this many calls are queued, so the size bounds the wait as much as the
-# batch. With 32, two workers under closed-loop callers never filled a batch and every wait ran its
-# whole 4 ms, although the callers were mostly back sooner. 1M x 100k benchmark shop, 2 workers,
-# Personalize only, 10 s phases, sizes alternating (2026-12-06; mean calls/s over the rounds, 5 rounds
-# of 32 and 8, 3 of 7): under 16 callers 1,316 (32) / 1,915 (8) / 2,181 (7), under 32 callers 1,882 /
-# 2,082 / 2,260, under 64 callers 1,911 / 2,040 / 2,171; 12 and 16 did no better than 32 under 16
-# callers (1,417, 1,360). At an open 1,000 calls/s batches stay at 3.4-3.7 (3.2-4.1 with 32).
-# 8 rather than 7: 7 ends a wait before the last of eight callers per worker is back, a gain tied to
-# that benchmark's 16 callers over 2 workers; 8 is ahead of 32 at every concurrency measured.
+DEFAULT_MAX_BATCH_SIZE: Final = 32
+DEFAULT_PREFERRED_BATCH_SIZE: Final = 8
+# A batching wait ends once the preferred number of calls is queued; the largest batch bounds how
+# many queued calls one batch takes. With the wait ending only at 32, two workers under closed-loop
+# callers never filled a batch and every wait ran its whole 4 ms, although the callers were mostly
+# back sooner. 1M x 100k benchmark shop, 2 workers, Personalize only, 10 s phases, alternating rounds
+# with both sizes set to N (2026-12-06; mean calls/s, 5 rounds of 32 and 8, 3 of 7): under 16
+# callers 1,316 (32) / 1,915 (8) / 2,181 (7), under 32 callers 1,882 / 2,082 / 2,260, under 64
+# callers 1,911 / 2,040 / 2,171; 12 and 16 did no better than 32 under 16 callers (1,417, 1,360). At
+# an open 1,000 calls/s batches stay at 3.4-3.7 (3.2-4.1 with 32). 8 rather than 7: 7 ends a wait
+# before the last of eight callers per worker is back, a gain tied to that benchmark's 16 callers
+# over 2 workers. The largest batch stays 32: one worker under 16-64 callers capped at 8 served
+# about 970 calls/s at 1.07 CPU ms a call, against 1,468 at 0.65 ms with batches of 15.7 when it
+# took all that had queued (benchmarks/README.md).
 # On the 1M x 100k benchmark shop (2 workers, 16 concurrent callers, 8 s each, 2026-12-05) waits of
 # 0.2 / 0.5 / 1 / 2 ms gave 1,473 / 1,796 / 2,037 / 1,906 Personalize calls/s and batches of 1.2 /
 # 2.4 / 4.1 / 5.5 calls: shorter waits let calls still on their way through gRPC miss the batch.
@@ -60,11 +64,14 @@ _Served = TypeVar("_Served")
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """``max_size`` 1 turns batching off; ``max_wait_s`` 0 never waits for a batch to fill. The
-    batcher checks the values (``DynamicBatcher``), the server's flags name them (``serving.settings``)."""
+    """``max_size`` 1 turns batching off; ``max_wait_s`` 0 never waits for a batch to fill; a wait ends
+    once ``preferred_size`` calls are queued (at most ``max_size``: a larger one is lowered to it, so
+    that ``--batch-max-size 1`` alone turns batching off). The batcher checks the values
+    (``DynamicBatcher``), the server's flags name them (``serving.settings``)."""
 
     max_size: int = DEFAULT_MAX_BATCH_SIZE
     max_wait_s: float = DEFAULT_MAX_WAIT_MS / 1000
+    preferred_size: int = DEFAULT_PREFERRED_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,7 @@ class PageBatchers:
             lambda calls: _told(_serve_batch(calls, loop.personalize_many, loop.personalize), on_pages),
             max_batch_size=settings.max_size,
             max_wait_s=settings.max_wait_s,
+            preferred_batch_size=min(settings.preferred_size, settings.max_size),
             on_batch=observed("Personalize"),
         )
         self.product_lists: DynamicBatcher[Call[ProductListsRequest], ServedProductLists] = DynamicBatcher(
@@ -147,5 +155,6 @@ class PageBatchers:
             ),
             max_batch_size=settings.max_size,
             max_wait_s=settings.max_wait_s,
+            preferred_batch_size=min(settings.preferred_size, settings.max_size),
             on_batch=observed("RecommendProducts"),
         )

@@ -10,8 +10,10 @@ into one call, as Triton's dynamic batcher does, without making a lone request w
   ``submit`` in the same event-loop turn (a burst the server read at once) still share its batch.
 - ``process`` is synchronous and CPU-bound and runs on the event loop, so while a batch is being
   processed nothing else runs: requests that arrive meanwhile queue up. When it returns, the worker
-  waits at most ``max_wait_s`` (0 disables waiting) for ``max_batch_size`` requests to be queued,
-  and the queued ones form the next batch. That wait runs also when nothing is queued yet, and only
+  waits at most ``max_wait_s`` (0 disables waiting) for ``preferred_batch_size`` requests to be queued,
+  and the queued ones, up to ``max_batch_size``, form the next batch (Triton's preferred and
+  maximum batch sizes: a wait ends once a batch worth scoring has come, while a queue that grew
+  during a long batch is still taken in one). That wait runs also when nothing is queued yet, and only
   a batcher that found nobody after it goes idle again. Why: a gRPC server hands a request to its
   handler several event-loop turns after reading it, so right after a batch the queue is nearly
   always empty although calls are on their way; going idle at once made almost every batch a batch
@@ -96,14 +98,21 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         *,
         max_batch_size: int,
         max_wait_s: float,
+        preferred_batch_size: int | None = None,
         on_batch: Callable[[int, float], object] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        preferred = max_batch_size if preferred_batch_size is None else preferred_batch_size
+        if not 1 <= preferred <= max_batch_size:
+            raise ValueError(
+                f"preferred_batch_size must be 1..{max_batch_size} (the max), got {preferred_batch_size}"
+            )
         if not (math.isfinite(max_wait_s) and max_wait_s >= 0):
             raise ValueError(f"max_wait_s must be a finite number >= 0, got {max_wait_s}")
         self._process = process
         self._max_batch_size = max_batch_size
+        self._preferred_batch_size = preferred
         self._max_wait_s = max_wait_s
         self._on_batch = on_batch
         self._queue: collections.deque[_Pending[RequestT, ResultT]] = collections.deque()
@@ -146,7 +155,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self._queue.append(pending)
         if self._worker is None:
             self._worker = loop.create_task(self._work())
-        elif self._filled is not None and len(self._queue) >= self._max_batch_size:
+        elif self._filled is not None and len(self._queue) >= self._preferred_batch_size:
             _wake(self._filled)
         try:
             return await pending.future
@@ -177,9 +186,9 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
                 self._queue.clear()
 
     async def _fill(self) -> None:
-        """Wait until ``max_batch_size`` requests are queued or ``max_wait_s`` has passed (also when
+        """Wait until ``preferred_batch_size`` requests are queued or ``max_wait_s`` has passed (also when
         none is queued yet), unless requests have lately come too far apart for that (module docstring)."""
-        if not self.expects_company or len(self._queue) >= self._max_batch_size:
+        if not self.expects_company or len(self._queue) >= self._preferred_batch_size:
             return
         if not self.waits_find_company:
             self._skipped_waits += 1

@@ -27,7 +27,12 @@ from engine.errors import PersonaEngineError
 from engine.live.event_log import EventLog, EventLogError
 from engine.live.event_store import is_shared_log_location
 from engine.live.redis_event_log import RedisEventLog, redacted
-from serving.batched_calls import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_MS, BatchSettings
+from serving.batched_calls import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_WAIT_MS,
+    DEFAULT_PREFERRED_BATCH_SIZE,
+    BatchSettings,
+)
 from serving.helper_threads import DEFAULT_HELPER_THREADS, HELPER_THREAD_POLICIES
 from serving.redis_state_store import MEMORY
 
@@ -374,8 +379,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_BATCH_SIZE,
         metavar="N",
         help="score up to N concurrent Personalize (or RecommendProducts) calls of a worker together; "
-        "the wait after a batch ends once N are queued; an idle worker scores a call at once "
-        f"(default {DEFAULT_MAX_BATCH_SIZE}; 1 turns batching off)",
+        f"an idle worker scores a call at once (default {DEFAULT_MAX_BATCH_SIZE}; 1 turns batching off)",
+    )
+    parser.add_argument(
+        "--batch-preferred-size",
+        type=int,
+        default=DEFAULT_PREFERRED_BATCH_SIZE,
+        metavar="N",
+        help="the wait after a batch ends as soon as N calls are queued (at most --batch-max-size; "
+        "those queued beyond N still join, up to it). Closed-loop callers are back before the wait "
+        f"runs out, so this sets how many are worth waiting for (default {DEFAULT_PREFERRED_BATCH_SIZE})",
     )
     parser.add_argument(
         "--batch-wait-ms",
@@ -506,6 +519,9 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
     batch_wait_ms = getattr(args, "batch_wait_ms", DEFAULT_MAX_WAIT_MS)
     if batch_max_size < 1:
         raise ServeConfigError(f"--batch-max-size {batch_max_size}: must be at least 1")
+    batch_preferred_size = getattr(args, "batch_preferred_size", DEFAULT_PREFERRED_BATCH_SIZE)
+    if batch_preferred_size < 1:
+        raise ServeConfigError(f"--batch-preferred-size {batch_preferred_size}: must be at least 1")
     if not 0 <= batch_wait_ms < 1000:
         raise ServeConfigError(f"--batch-wait-ms {batch_wait_ms}: must be at least 0 and under 1000")
     max_request_bytes = getattr(args, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)
@@ -573,7 +589,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         max_connection_age_s=max_connection_age_s,
         ready_file=_ready_file_setting(getattr(args, "ready_file", None), environ),
         event_loop=_event_loop_setting(getattr(args, "event_loop", None), environ),
-        batching=BatchSettings(batch_max_size, batch_wait_ms / 1000),
+        batching=BatchSettings(batch_max_size, batch_wait_ms / 1000, batch_preferred_size),
         max_request_bytes=max_request_bytes,
         benchmark_floor=_flag_setting(
             getattr(args, "benchmark_floor", None), environ, ENV_BENCHMARK_FLOOR, "--benchmark-floor"

@@ -132,6 +132,8 @@ def worker_command(settings: ServeSettings, address: str, run_dir: Path, index: 
         settings.event_loop,
         "--batch-max-size",
         str(settings.batching.max_size),
+        "--batch-preferred-size",
+        str(settings.batching.preferred_size),
         "--batch-wait-ms",
         repr(settings.batching.max_wait_s * 1000),
         "--max-request-bytes",

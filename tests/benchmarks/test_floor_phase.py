@@ -115,19 +115,22 @@ def test_every_server_of_a_run_gets_the_flags_asked_for_the_floor_included() -> 
 
     assert _server_flags(parse_args([])) == ()
     asked = parse_args(
-        ["--pin-workers", "--helper-threads", "normal", "--batch-wait-ms", "4", "--batch-max-size", "8"]
-    )
+        ["--pin-workers", "--helper-threads", "normal", "--batch-wait-ms", "4", "--batch-max-size", "16",
+         "--batch-preferred-size", "8"]
+    )  # fmt: skip
     assert _server_flags(asked) == (
-        "--pin-workers", "--helper-threads", "normal", "--batch-wait-ms", "4", "--batch-max-size", "8"
+        "--pin-workers", "--helper-threads", "normal", "--batch-wait-ms", "4", "--batch-max-size", "16",
+        "--batch-preferred-size", "8",
     )  # fmt: skip
 
 
-def test_a_largest_batch_below_one_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("flag", ["--batch-max-size", "--batch-preferred-size"])
+def test_a_batch_size_below_one_is_refused(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     from benchmarks.serving_latency import parse_args
 
     with pytest.raises(SystemExit):
-        parse_args(["--batch-max-size", "0"])
-    assert "--batch-max-size must be >= 1, got 0" in capsys.readouterr().err
+        parse_args([flag, "0"])
+    assert f"{flag} must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_the_floor_is_driven_at_the_same_further_concurrencies_as_personalize(

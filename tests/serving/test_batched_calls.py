@@ -3,6 +3,7 @@ calls answer one at a time (decision ids from the same sequence, so seeded choic
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 from collections.abc import Callable, Sequence
@@ -15,12 +16,23 @@ from prometheus_client import CollectorRegistry
 
 from engine.live.live_loop import LiveLoop
 from engine.personalizer import Personalizer
-from serving.batched_calls import BatchSettings, Call, _serve_batch, _told
+from serving.batched_calls import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_WAIT_MS,
+    DEFAULT_PREFERRED_BATCH_SIZE,
+    BatchSettings,
+    Call,
+    PageBatchers,
+    _serve_batch,
+    _told,
+)
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 from serving.generated.persona.v1 import types_pb2
 from serving.metrics import ServingMetrics
 from serving.model_holder import ModelHolder
 from serving.personalization_servicer import PersonalizationServicer
+from serving.settings import ServeConfigError, add_serve_arguments, settings_from_args
+from serving.worker_supervisor import worker_command
 from tests.engine.small_artifact import train_small_artifact
 
 
@@ -163,3 +175,30 @@ def test_a_failing_count_is_logged_and_the_calls_keep_their_results(caplog: pyte
     assert _told(results, broken) == [10, failure, 30]
     assert told == [[10, 30]], "the listener hears the served calls only"
     assert "counting a served batch failed" in caplog.text
+
+
+def _batching(tmp_path: Path, flags: list[str]) -> BatchSettings:
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    settings = settings_from_args(parser.parse_args(["--artifact", str(tmp_path), *flags]), {})
+    command = worker_command(settings, "127.0.0.1:0", tmp_path, 0)
+    worker = settings_from_args(parser.parse_args(["--artifact", str(tmp_path), *command[3:]]), {})
+    assert worker.batching == settings.batching, "the workers batch as their supervisor was told"
+    return settings.batching
+
+
+def test_batching_settings_reach_the_workers_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    assert _batching(tmp_path, []) == BatchSettings(
+        DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_WAIT_MS / 1000, DEFAULT_PREFERRED_BATCH_SIZE
+    )
+    asked = ["--batch-max-size", "16", "--batch-preferred-size", "4", "--batch-wait-ms", "2"]
+    assert _batching(tmp_path, asked) == BatchSettings(16, 0.002, 4)
+    with pytest.raises(ServeConfigError, match="--batch-preferred-size 0: must be at least 1"):
+        _batching(tmp_path, ["--batch-preferred-size", "0"])
+
+
+def test_a_preferred_size_above_the_largest_batch_is_lowered_to_it() -> None:
+    """``--batch-max-size 1`` alone turns batching off although the preferred size defaults to more
+    (the batcher itself refuses a preferred size above its largest batch)."""
+    batchers = PageBatchers(LiveLoop(), BatchSettings(max_size=1))
+    assert batchers.pages._preferred_batch_size == batchers.product_lists._preferred_batch_size == 1

@@ -246,6 +246,36 @@ def test_a_short_batch_waits_for_more_until_it_is_full() -> None:
     assert process.batches == [[0], [1, 2, 3]]
 
 
+def test_a_wait_ends_at_the_preferred_size_and_a_longer_queue_is_taken_up_to_the_largest_batch() -> None:
+    later: list[asyncio.Task[int]] = []
+    process = Doubler()
+    batcher = DynamicBatcher(process, max_batch_size=4, preferred_batch_size=2, max_wait_s=FOREVER_S)
+    process.during[0] = spawn(batcher, [1], later)
+    process.during[2] = spawn(batcher, [5, 6, 7, 8, 9, 10], later)  # queued during a batch: a backlog
+
+    async def scenario() -> list[int]:
+        await batcher.submit(0)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert process.batches == [[0]] and batcher.queued == 1, "one queued, short of two: waiting"
+        later.append(asyncio.create_task(batcher.submit(2)))  # two: the wait ends, an hour early
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert process.batches == [[0], [1, 2]]
+        later.extend([asyncio.create_task(batcher.submit(3)), asyncio.create_task(batcher.submit(4))])
+        await asyncio.gather(*later)  # [3, 4] queued six more while it was processed
+        return list(await asyncio.gather(*later))
+
+    assert run(scenario) == [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
+    assert process.batches == [[0], [1, 2], [3, 4], [5, 6, 7, 8], [9, 10]], "six queued: four at once"
+
+
+@pytest.mark.parametrize("preferred", [0, 5])
+def test_a_preferred_size_outside_one_to_the_largest_batch_is_refused(preferred: int) -> None:
+    with pytest.raises(ValueError, match=r"preferred_batch_size must be 1\.\.4 \(the max\)"):
+        DynamicBatcher(Doubler(), max_batch_size=4, preferred_batch_size=preferred, max_wait_s=0.0)
+
+
 def test_the_wait_for_more_ends_after_max_wait() -> None:
     later: list[asyncio.Task[int]] = []
     released = asyncio.Event()
