@@ -39,9 +39,10 @@ DEFAULT_PREFERRED_BATCH_SIZE: Final = 8
 # callers 1,911 / 2,040 / 2,171; 12 and 16 did no better than 32 under 16 callers (1,417, 1,360). At
 # an open 1,000 calls/s batches stay at 3.4-3.7 (3.2-4.1 with 32). 8 rather than 7: 7 ends a wait
 # before the last of eight callers per worker is back, a gain tied to that benchmark's 16 callers
-# over 2 workers. The largest batch stays 32: one worker under 16-64 callers capped at 8 served
-# about 970 calls/s at 1.07 CPU ms a call, against 1,468 at 0.65 ms with batches of 15.7 when it
-# took all that had queued (benchmarks/README.md).
+# over 2 workers. The largest batch stays 32, so that a queue that grew during a batch is taken in
+# one: a single worker at an open 1,000 calls/s, near its capacity, with both sizes 8 filled almost
+# every batch (7.7 calls) and read an end-to-end p99 of 274 ms, against 21 ms with both at 32 (one
+# round in a fast phase; 47 ms with 8 preferred and 32 largest; benchmarks/README.md).
 # On the 1M x 100k benchmark shop (2 workers, 16 concurrent callers, 8 s each, 2026-12-05) waits of
 # 0.2 / 0.5 / 1 / 2 ms gave 1,473 / 1,796 / 2,037 / 1,906 Personalize calls/s and batches of 1.2 /
 # 2.4 / 4.1 / 5.5 calls: shorter waits let calls still on their way through gRPC miss the batch.
