@@ -29,7 +29,6 @@ from serving.dynamic_batcher import DynamicBatcher
 LOGGER = logging.getLogger("persona_engine.batcher")
 
 DEFAULT_MAX_BATCH_SIZE: Final = 32
-DEFAULT_PREFERRED_BATCH_SIZE: Final = 8
 # A batching wait ends once the preferred number of calls is queued; the largest batch bounds how
 # many queued calls one batch takes. With the wait ending only at 32, two workers under closed-loop
 # callers never filled a batch and every wait ran its whole 4 ms, although the callers were mostly
@@ -43,6 +42,7 @@ DEFAULT_PREFERRED_BATCH_SIZE: Final = 8
 # one: a single worker at an open 1,000 calls/s, near its capacity, with both sizes 8 filled almost
 # every batch (7.7 calls) and read an end-to-end p99 of 274 ms, against 21 ms with both at 32 (one
 # round in a fast phase; 47 ms with 8 preferred and 32 largest; benchmarks/README.md).
+DEFAULT_PREFERRED_BATCH_SIZE: Final = 8
 # On the 1M x 100k benchmark shop (2 workers, 16 concurrent callers, 8 s each, 2026-12-05) waits of
 # 0.2 / 0.5 / 1 / 2 ms gave 1,473 / 1,796 / 2,037 / 1,906 Personalize calls/s and batches of 1.2 /
 # 2.4 / 4.1 / 5.5 calls: shorter waits let calls still on their way through gRPC miss the batch.
@@ -73,6 +73,11 @@ class BatchSettings:
     max_size: int = DEFAULT_MAX_BATCH_SIZE
     max_wait_s: float = DEFAULT_MAX_WAIT_MS / 1000
     preferred_size: int = DEFAULT_PREFERRED_BATCH_SIZE
+
+    @property
+    def wait_ends_at(self) -> int:
+        """The queue length that ends a wait: ``preferred_size``, lowered to ``max_size``."""
+        return min(self.preferred_size, self.max_size)
 
 
 @dataclass(frozen=True)
@@ -147,7 +152,7 @@ class PageBatchers:
             lambda calls: _told(_serve_batch(calls, loop.personalize_many, loop.personalize), on_pages),
             max_batch_size=settings.max_size,
             max_wait_s=settings.max_wait_s,
-            preferred_batch_size=min(settings.preferred_size, settings.max_size),
+            preferred_batch_size=settings.wait_ends_at,
             on_batch=observed("Personalize"),
         )
         self.product_lists: DynamicBatcher[Call[ProductListsRequest], ServedProductLists] = DynamicBatcher(
@@ -156,6 +161,6 @@ class PageBatchers:
             ),
             max_batch_size=settings.max_size,
             max_wait_s=settings.max_wait_s,
-            preferred_batch_size=min(settings.preferred_size, settings.max_size),
+            preferred_batch_size=settings.wait_ends_at,
             on_batch=observed("RecommendProducts"),
         )
