@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -112,13 +113,19 @@ def run_mixed_phase(
     generator.expect("warm", spec.warmup_s + spec.timeout_s + 60)
     before = MetricsSnapshot.scrape(metrics_port(server))
     cpu_before = cpu_seconds(server.worker_pids)
+    measured_from = time.time()
     generator.send({"command": "go"})
     result = generator.expect("result", spec.duration_s + spec.timeout_s + 60)
+    measured_to = time.time()
     after = MetricsSnapshot.scrape(metrics_port(server))
     cpu_after = cpu_seconds(server.worker_pids)
     zero = (0.0, 0.0)
     cpu = sum(sum(cpu_after.get(pid, zero)) - sum(cpu_before.get(pid, zero)) for pid in server.worker_pids)
-    out: dict[str, Any] = {"server_cpu_cores": cpu / result["wall_s"]}
+    # epoch seconds around the measured part, to match it with the machine's stalls (machine_stalls)
+    out: dict[str, Any] = {
+        "server_cpu_cores": cpu / result["wall_s"],
+        "window_s": [measured_from, measured_to],
+    }
     for rpc, latencies, errors, sent, per_call in (
         ("Personalize", result["latencies_ms"], result["errors"], result["sent"], 1),
         (
@@ -212,11 +219,12 @@ def run_mixed_phases(
         # every round's writes new (every OPEN_ROUNDS-th of the open pool): a repeated write is a deduplicated
         # no-op, not the durable commit being measured
         rounds: list[tuple[list[float], list[float]]] = []
+        windows: list[list[list[float]]] = []  # per round: the read-only and the mixed phase's window
         for r in range(OPEN_ROUNDS):
             stderr_console.print(
                 f"load: read-only and mixed open, round {r + 1} of {OPEN_ROUNDS} ({workers} worker(s))"
             )
-            _, alone_ms = run_mixed_phase(
+            alone, alone_ms = run_mixed_phase(
                 generator, server, spec(f"read-only open {r + 1}", "open", 200 + r, None), plan.write_batch
             )
             writes = plan.writes["open"][r::OPEN_ROUNDS]
@@ -224,6 +232,7 @@ def run_mixed_phases(
                 generator, server, spec(f"mixed open {r + 1}", "open", 101 + r, writes), plan.write_batch
             )
             rounds.append((alone_ms, mixed_ms))
+            windows.append([alone["window_s"], mixed["window_s"]])
             if r == 0:
                 phases["open"] = mixed  # the first round's figures; the pooled p99s are open_paired's
     finally:
@@ -234,6 +243,6 @@ def run_mixed_phases(
         "workers": workers,
         "threads": threads,
         "phases": phases,
-        "open_paired": paired_open_p99(rounds),
+        "open_paired": {**paired_open_p99(rounds), "round_windows_s": windows},
         "event_log_rows": counts,
     }

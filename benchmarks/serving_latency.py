@@ -33,6 +33,7 @@ own and Personalize against the Personalize-only phases of the same run.
         --warmup 2 --profile                                   # what make bench-serving-large runs, + py-spy
     python -m benchmarks.serving_latency --artifact benchmarks/.cache/<entry>/artifacts/latest ...
     python -m benchmarks.serving_latency --mixed-write-share 0.1   # quick, plus the mixed workload
+    python -m benchmarks.serving_latency --mixed-write-share 0.1 --stall-watch   # + the machine's stalls
     python -m benchmarks.serving_latency --rpcs Personalize --no-floor   # Personalize only, no floor
     python -m benchmarks.serving_latency --rpcs Personalize --profile-native   # C frames too
 """
@@ -40,6 +41,7 @@ own and Personalize against the Personalize-only phases of the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import gc
 import json
@@ -64,6 +66,7 @@ import numpy as np
 from benchmarks.floor_phase import floor_section, run_floor, skipped_floor
 from benchmarks.in_process_latency import INDEX_QUALITY_QUERIES, candidate_index_quality, measure_in_process
 from benchmarks.load_phases import LoadSettings, run_server_phases
+from benchmarks.machine_stalls import StallWatch, stalls_within
 from benchmarks.mixed_workload import MAX_WRITE_BATCH, MixedPlan, run_mixed_phases
 from benchmarks.server_profile import py_spy_path
 from benchmarks.serving_artifact_cache import (
@@ -169,6 +172,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=True,
         help="run the gRPC floor: the same server with --benchmark-floor, Personalize from a prepared "
         "response (default: on; skipped with a reason when the server has no such flag)",
+    )
+    parser.add_argument(
+        "--stall-watch",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="watch for stalls of the machine during the load phases (benchmarks.machine_stalls: a "
+        "batch process that sleeps 5 ms at a time; JSON 'machine_stalls', and the mixed rounds each "
+        "stall fell in). Off by default: on 2 cores it costs the server up to 15%% of its calls/s",
     )
     parser.add_argument(
         "--pin-workers",
@@ -311,7 +322,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     server_runs = []
     floor_runs = []
     mixed_runs = []
-    with tempfile.TemporaryDirectory(prefix="serving-latency-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="serving-latency-") as tmp,
+        StallWatch(Path(tmp)) if args.stall_watch else contextlib.nullcontext() as watch,
+    ):
         for workers in args.workers:
             # The Personalize server and its floor are driven alike (same phases, same concurrencies).
             server = (artifact.resolve(), args.model, workers, args.threads, workloads, load, Path(tmp))
@@ -336,6 +350,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         artifact.resolve(), args.model, workers, args.threads, mixed_plan, load, Path(tmp)
                     )
                 )
+    stalls = watch.summary() if watch is not None else None
+    # which rounds of the mixed ratio the machine's stalls fell in
+    for run in mixed_runs if stalls is not None else ():
+        paired = run["open_paired"]
+        paired["round_stalls"] = [
+            [stalls_within(stalls["stalls"], start, end) for start, end in pair]
+            for pair in paired["round_windows_s"]
+        ]
     result: dict[str, Any] = {
         "benchmark": "serving_latency",
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -346,6 +368,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # Other work on the machine skews every figure; the load average at the start tells.
             "load_average_at_start": load_at_start,
         },
+        # Late wake-ups of a sleeping process during the load phases: the machine's own stalls.
+        "machine_stalls": stalls,
         "size": {
             "customers": n_customers,
             "items": n_items,

@@ -243,6 +243,9 @@ def print_verdicts(result: Mapping[str, Any]) -> None:
         [r.cells() for r in rows],
     )
     stdout_console.print(f"targets: {verdict_summary(rows)}", highlight=False)
+    stalls = stalls_line(result)
+    if stalls is not None:  # read the tail figures with it: a stall delays every call in flight
+        stdout_console.print(stalls, highlight=False)
 
 
 def write_results(result: Mapping[str, Any]) -> Path:
@@ -396,6 +399,7 @@ def print_mixed_report(result: Mapping[str, Any]) -> None:
                 "mixed p99 ms",
                 "ratio",
                 "per round",
+                "machine stalls per round",
             ],
             [
                 [
@@ -407,11 +411,32 @@ def print_mixed_report(result: Mapping[str, Any]) -> None:
                     p["mixed_p99_ms"],
                     p["ratio"],
                     " ".join(f"{x:.2f}" for x in p["round_ratios"]),
+                    _round_stalls(p),
                 ]
                 for run in paired
                 for p in (run["open_paired"],)
             ],
         )
+
+
+def _round_stalls(paired: Mapping[str, Any]) -> str:
+    """Stall counts per round as "read-only/mixed" ("-" for results from before the stall watch)."""
+    rounds = paired.get("round_stalls")
+    if rounds is None:
+        return "-"
+    return " ".join(f"{alone['count']}/{mixed['count']}" for alone, mixed in rounds)
+
+
+def stalls_line(result: Mapping[str, Any]) -> str | None:
+    """One sentence on the machine's stalls during the load phases (None before the stall watch)."""
+    stalls = result.get("machine_stalls")
+    if not stalls:
+        return None
+    return (
+        f"machine stalls (a sleeping process woken over {stalls['threshold_ms']:g} ms late): "
+        f"{stalls['count']} in {stalls['watched_s'] / 60:.1f} min of load phases, "
+        f"{stalls['per_minute']:.1f} a minute, longest {stalls['longest_ms']:.1f} ms"
+    )
 
 
 def floor_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
