@@ -17,6 +17,7 @@ that all the benchmark's processes keep busy (then the wake-up waits for a time 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -159,10 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.sleep_ms < args.threshold_ms:
         parser.error(f"need 0 < --sleep-ms < --threshold-ms, got {args.sleep_ms:g} and {args.threshold_ms:g}")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # run by hand, Ctrl-C is how it ends
         watch(args.out, args.sleep_ms / 1000, args.threshold_ms / 1000)
-    except KeyboardInterrupt:
-        return 0
     return 0
 
 

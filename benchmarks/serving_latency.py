@@ -249,8 +249,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             f"--write-batch must be <= {MAX_WRITE_BATCH} (RecordEvents' limit), got {args.write_batch}"
         )
     for name in ("batch_max_size", "batch_preferred_size"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+        size = getattr(args, name)
+        if size is not None and size < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {size}")
     if any(w < 1 for w in args.workers):
         parser.error(f"--workers must all be >= 1, got {args.workers}")
     if not args.config.is_file():
@@ -351,13 +352,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 )
     stalls = watch.summary() if watch is not None else None
-    # which rounds of the mixed ratio the machine's stalls fell in
-    for run in mixed_runs if stalls is not None else ():
-        paired = run["open_paired"]
-        paired["round_stalls"] = [
-            [stalls_within(stalls["stalls"], start, end) for start, end in pair]
-            for pair in paired["round_windows_s"]
-        ]
+    if stalls is not None:  # which rounds of the mixed ratio the machine's stalls fell in
+        for run in mixed_runs:
+            paired = run["open_paired"]
+            paired["round_stalls"] = [
+                [stalls_within(stalls["stalls"], start, end) for start, end in pair]
+                for pair in paired["round_windows_s"]
+            ]
     result: dict[str, Any] = {
         "benchmark": "serving_latency",
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
