@@ -38,6 +38,11 @@ to the mixed method instead with probability ``mixed_share`` (a seeded draw per 
 writes among Personalize reads. The mixed requests are taken in order and never reused while the file
 lasts (across warm-up and measured phase), because a write that repeats an earlier one is a duplicate
 and costs the server less; how many had to be reused is reported. Latencies are kept per method.
+With ``mixed_slice_s`` as well (open loop only), the phase is cut into slices of that many seconds and
+only every other slice (the second, the fourth, ...) sends to the mixed method: reads with and without
+writes then interleave second by second within one phase, so that both see the same machine (whose
+speed moves by tens of percent from minute to minute). Each read's send time from the start of the
+phase comes back with its latency (``send_offsets_s``), so the benchmark can tell the slices apart.
 
 Every phase is bounded by its duration and request count, every call by its deadline, and the final
 drain by the deadline plus a second.
@@ -68,6 +73,7 @@ MAX_CHANNELS: Final = 256
 BALANCE_ATTEMPTS_PER_CHANNEL: Final = 12
 _LENGTH: Final = struct.Struct(">I")
 _TCP_ESTABLISHED: Final = "01"
+OPEN_START_S: Final = 0.005  # the open loop's first send is this long after it begins
 
 
 class ProtocolError(ValueError):
@@ -120,6 +126,7 @@ class PhaseSpec:
     mixed_method: str = ""  # mixed phases: the second method, its requests and its share of sends
     mixed_requests_file: str = ""
     mixed_share: float = 0.0
+    mixed_slice_s: float = 0.0  # open mixed phases: writes only in every other slice this long (0: all)
 
     def __post_init__(self) -> None:
         if self.mode not in ("closed", "open"):
@@ -140,6 +147,12 @@ class PhaseSpec:
             raise ProtocolError(f"phase {self.name}: mixed_share must be in [0, 1), got {self.mixed_share}")
         if self.mixed_share > 0 and not (self.mixed_method and self.mixed_requests_file):
             raise ProtocolError(f"phase {self.name}: mixed_share needs mixed_method and mixed_requests_file")
+        if not (np.isfinite(self.mixed_slice_s) and self.mixed_slice_s >= 0):
+            raise ProtocolError(f"phase {self.name}: mixed_slice_s must be >= 0, got {self.mixed_slice_s}")
+        if self.mixed_slice_s > 0 and (self.mode != "open" or self.mixed_share == 0):
+            raise ProtocolError(
+                f"phase {self.name}: mixed_slice_s needs an open mixed phase (mode 'open', mixed_share > 0)"
+            )
 
 
 @dataclass
@@ -149,10 +162,12 @@ class PhaseResult:
     name: str
     mode: str
     latencies_ms: list[float] = field(default_factory=list)
+    send_offsets_s: list[float] = field(default_factory=list)  # each latency's send, from the phase start
     errors: dict[str, int] = field(default_factory=dict)
     sent: int = 0
     dropped: int = 0  # open loop: arrivals not sent because max_in_flight calls were unanswered
     wall_s: float = 0.0
+    start_epoch_s: float = 0.0  # wall-clock time of the phase start the send offsets count from
     client_cpu_s: float = 0.0
     send_lateness_ms: dict[str, float] = field(default_factory=dict)  # open loop only
     mixed_latencies_ms: list[float] = field(default_factory=list)  # mixed phases: the second method
@@ -164,6 +179,7 @@ class PhaseResult:
 @dataclass
 class _Recorder:
     latencies_ms: list[float] = field(default_factory=list)
+    offsets_s: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     lateness_ms: list[float] = field(default_factory=list)
     sent: int = 0
@@ -179,17 +195,22 @@ class _Mix:
         requests: Sequence[bytes],
         share: float,
         seed: int,
+        slice_s: float = 0.0,
     ) -> None:
         self.calls = calls
         self.requests = requests
         self.share = share
+        self.slice_s = slice_s
         self.rng = np.random.default_rng(seed + 1_000_003)
         self.taken = 0
         self.recorder = _Recorder()
 
-    def pick(self, channel: int) -> tuple[grpc.aio.UnaryUnaryMultiCallable, bytes] | None:
-        """The call and request for this send when it goes to the mixed method, else None."""
-        if self.rng.random() >= self.share:
+    def pick(
+        self, channel: int, offset_s: float = 0.0
+    ) -> tuple[grpc.aio.UnaryUnaryMultiCallable, bytes] | None:
+        """The call and request for this send (``offset_s`` after the phase start) when it goes to the
+        mixed method, else None."""
+        if self.rng.random() >= self.share or not in_mixed_slice(offset_s, self.slice_s):
             return None
         request = self.requests[self.taken % len(self.requests)]
         self.taken += 1
@@ -199,6 +220,12 @@ class _Mix:
     @property
     def reused(self) -> int:
         return max(self.taken - len(self.requests), 0)
+
+
+def in_mixed_slice(offset_s: float, slice_s: float) -> bool:
+    """Whether a send ``offset_s`` after the phase start falls in a slice that sends to the mixed
+    method: every one without slicing (``slice_s`` 0), else the second, fourth, ... of ``slice_s`` each."""
+    return slice_s <= 0 or int(offset_s // slice_s) % 2 == 1
 
 
 # -- connections to server workers ----------------------------------------------------------------------
@@ -316,7 +343,12 @@ def _calls(channels: Sequence[grpc.aio.Channel], method: str) -> list[grpc.aio.U
 
 
 async def _timed_call(
-    call: grpc.aio.UnaryUnaryMultiCallable, request: bytes, started: float, timeout_s: float, into: _Recorder
+    call: grpc.aio.UnaryUnaryMultiCallable,
+    request: bytes,
+    started: float,
+    timeout_s: float,
+    into: _Recorder,
+    offset_s: float,
 ) -> None:
     try:
         await call(request, timeout=timeout_s)
@@ -324,6 +356,7 @@ async def _timed_call(
         into.errors[error.code().name] += 1
         return
     into.latencies_ms.append((time.perf_counter() - started) * 1000.0)
+    into.offsets_s.append(offset_s)
 
 
 async def closed_loop(
@@ -336,7 +369,8 @@ async def closed_loop(
     mixed: _Mix | None = None,
 ) -> _Recorder:
     recorder = _Recorder()
-    end = time.perf_counter() + duration_s
+    begun = time.perf_counter()
+    end = begun + duration_s
     next_request = 0
 
     async def caller(index: int) -> None:
@@ -346,11 +380,12 @@ async def closed_loop(
             request = requests[next_request % len(requests)]
             next_request += 1
             other = mixed.pick(index) if mixed is not None else None
+            now = time.perf_counter()
             if other is not None and mixed is not None:
-                await _timed_call(other[0], other[1], time.perf_counter(), timeout_s, mixed.recorder)
+                await _timed_call(other[0], other[1], now, timeout_s, mixed.recorder, now - begun)
                 continue
             recorder.sent += 1
-            await _timed_call(call, request, time.perf_counter(), timeout_s, recorder)
+            await _timed_call(call, request, now, timeout_s, recorder, now - begun)
 
     await asyncio.gather(*(caller(i) for i in range(concurrency)))
     return recorder
@@ -382,7 +417,7 @@ async def open_loop(
 ) -> _Recorder:
     recorder = _Recorder()
     pending: set[asyncio.Task[None]] = set()
-    start = time.perf_counter() + 0.005
+    start = time.perf_counter() + OPEN_START_S
     for i, offset in enumerate(offsets.tolist()):
         scheduled = start + offset
         delay = scheduled - time.perf_counter()
@@ -392,15 +427,19 @@ async def open_loop(
         if len(pending) >= max_in_flight:
             recorder.dropped += 1
             continue
-        other = mixed.pick(i) if mixed is not None else None
+        other = mixed.pick(i, offset) if mixed is not None else None
         if other is not None and mixed is not None:
-            task = asyncio.create_task(_timed_call(other[0], other[1], scheduled, timeout_s, mixed.recorder))
+            task = asyncio.create_task(
+                _timed_call(other[0], other[1], scheduled, timeout_s, mixed.recorder, offset)
+            )
             pending.add(task)
             task.add_done_callback(pending.discard)
             continue
         recorder.sent += 1
         task = asyncio.create_task(
-            _timed_call(calls[i % len(calls)], requests[i % len(requests)], scheduled, timeout_s, recorder)
+            _timed_call(
+                calls[i % len(calls)], requests[i % len(requests)], scheduled, timeout_s, recorder, offset
+            )
         )
         pending.add(task)
         task.add_done_callback(pending.discard)
@@ -472,6 +511,7 @@ class _Session:
                 read_requests(Path(spec.mixed_requests_file)),
                 spec.mixed_share,
                 spec.seed,
+                spec.mixed_slice_s,
             )
             if spec.mixed_share > 0
             else None
@@ -484,12 +524,14 @@ class _Session:
         go = _read_command()
         if go is None or go.get("command") != "go":
             raise ProtocolError(f"phase {spec.name}: expected the go command, got {go!r}")
-        cpu_before, wall_before = time.process_time(), time.perf_counter()
+        cpu_before, wall_before, epoch_before = time.process_time(), time.perf_counter(), time.time()
         recorder = self.loop.run_until_complete(run_load(spec, calls, requests, spec.duration_s, mixed))
         result = PhaseResult(
             name=spec.name,
             mode=spec.mode,
             latencies_ms=[round(x, 4) for x in recorder.latencies_ms],
+            send_offsets_s=[round(x, 4) for x in recorder.offsets_s],
+            start_epoch_s=epoch_before + (OPEN_START_S if spec.mode == "open" else 0.0),
             errors=dict(recorder.errors),
             sent=recorder.sent,
             dropped=recorder.dropped,

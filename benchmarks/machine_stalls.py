@@ -63,13 +63,6 @@ def read_stalls(path: Path) -> list[tuple[float, float]]:
     return stalls
 
 
-def stalls_within(stalls: Sequence[Sequence[float]], start: float, end: float) -> dict[str, float]:
-    """How many of ``stalls`` (epoch end, ms) overlap the window [start, end] (epoch seconds), and the
-    longest; a stall counts when any part of it falls in the window."""
-    inside = [ms for ended, ms in stalls if ended >= start and ended - ms / 1000 <= end]
-    return {"count": len(inside), "longest_ms": max(inside, default=0.0)}
-
-
 class StallWatch:
     """The watching child for the length of a ``with`` block; ``summary()`` afterwards."""
 
@@ -128,7 +121,7 @@ class StallWatch:
     def summary(self) -> dict[str, Any]:
         """The JSON section, once the block ended: settings, how long it watched, the stalls' count, rate,
         longest and total, and every stall (epoch end, ms) so that phases can be matched with them
-        (``stalls_within``)."""
+        (``benchmarks.mixed_workload.slice_stalls``)."""
         stalls = self._stalls
         watched = max(self._ended - self._started, 0.0)
         lengths = [ms for _, ms in stalls]

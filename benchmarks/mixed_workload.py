@@ -1,20 +1,24 @@
 """The serving benchmark's mixed workload: Personalize reads with a share of RecordEvents writes, on a
 server with an event log, every write new so that each one is a durable commit.
 
-The open-loop comparison (Personalize's p99 with writes against without) is made on the same server,
-read-only and mixed phases alternating for ``OPEN_ROUNDS`` rounds, and the p99s are of the pooled
-calls of each kind. The read-only phase of the main runs came minutes earlier on another server, and
-this machine's speed moves by tens of percent from minute to minute; and a p99 of one ten-second
-phase at 300 calls/s is about its 30th slowest call. In four runs of the same code the ratio of two
-such figures read 1.33 and 1.46 (large shop), 1.38 and 0.74 (quick shop); pooled over alternating
-rounds, both p99s see the same machine and three times the calls.
+The open-loop comparison (Personalize's p99 with writes against without) is made within one open
+phase on that server: the phase is cut into slices of ``SLICE_S`` and writes go out in every other
+slice only (``benchmarks.load_generator``, ``mixed_slice_s``), so the reads of the read-only and the
+mixed slices interleave second by second; the p99s are of the pooled reads of each kind. Why: this
+machine's speed moves by tens of percent from minute to minute and it stalls for 17-40 ms about once
+a minute, so two p99s taken minutes apart compare the machine's phases as much as the writes. Ten-second
+phases alternating in three rounds on the same server read ratios of 0.91 to 4.33 with the same code
+(single rounds 0.35 to 5.82; benchmarks/README.md). Reads sent in the first ``SLICE_GUARD_S`` of each
+slice are left out of both kinds, so that writes still in flight when a mixed slice ends, or not yet
+under way when it starts, count for neither. ``OPEN_ROUNDS`` equal parts of the phase give the
+per-round ratios that show how steady the pooled one is.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -23,7 +27,7 @@ import numpy as np
 from google.protobuf.message import Message
 
 from benchmarks.latency_statistics import NAN, MetricsSnapshot, latency_summary, server_side
-from benchmarks.load_generator import PhaseSpec, write_requests
+from benchmarks.load_generator import PhaseSpec, in_mixed_slice, write_requests
 from benchmarks.load_generator_client import LoadGenerator
 from benchmarks.load_phases import (
     LoadSettings,
@@ -42,7 +46,9 @@ from training.console_output import stderr_console
 
 MAX_WRITE_BATCH: Final = 1000
 MIXED_RPCS: Final = ("Personalize", "RecordEvents")
-OPEN_ROUNDS: Final = 3  # alternating read-only and mixed open phases (module doc)
+OPEN_ROUNDS: Final = 3  # parts of the interleaved open phase, each with its own ratio (module doc)
+SLICE_S: Final = 1.0  # read-only and mixed slices of the open phase alternate this often
+SLICE_GUARD_S: Final = 0.1  # reads sent this soon after a slice begins count for neither kind
 
 
 @dataclass(frozen=True)
@@ -105,10 +111,9 @@ class MixedPlan:
 
 def run_mixed_phase(
     generator: LoadGenerator, server: ServerProcess, spec: PhaseSpec, write_batch: int
-) -> tuple[dict[str, Any], list[float]]:
-    """One mixed warm-up plus measured phase: client and server figures per RPC, and Personalize's
-    client latencies (ms) for pooling across phases. A phase without writes (``mixed_share`` 0) is the
-    read-only phase it is compared with."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One mixed warm-up plus measured phase: client and server figures per RPC, and the generator's
+    result (Personalize's client latencies and their send offsets, for splitting by slice)."""
     generator.send({"command": "phase", "spec": spec.__dict__})
     generator.expect("warm", spec.warmup_s + spec.timeout_s + 60)
     before = MetricsSnapshot.scrape(metrics_port(server))
@@ -145,12 +150,12 @@ def run_mixed_phase(
     out["RecordEvents"]["client"]["dropped"] = result["dropped"]  # open loop drops are not split by RPC
     total = result["sent"] + result["mixed_sent"]
     out["write_share_measured"] = result["mixed_sent"] / total if total else NAN
-    return out, list(result["latencies_ms"])
+    return out, result
 
 
 def paired_open_p99(rounds: list[tuple[list[float], list[float]]]) -> dict[str, Any]:
-    """Personalize's p99 alone and with writes, each over the pooled calls of the alternating open
-    phases (``rounds`` of (read-only, mixed) client latencies), their ratio, and each round's."""
+    """Personalize's p99 alone and with writes, each over the pooled calls of ``rounds`` (read-only and
+    mixed client latencies of each part of the open comparison), their ratio, and each round's."""
     alone = [ms for read_only, _ in rounds for ms in read_only]
     mixed = [ms for _, with_writes in rounds for ms in with_writes]
 
@@ -166,6 +171,44 @@ def paired_open_p99(rounds: list[tuple[list[float], list[float]]]) -> dict[str, 
         "ratio": p99(mixed) / p99(alone) if alone and mixed else NAN,
         "round_ratios": [p99(m) / p99(a) if a and m else NAN for a, m in rounds],
     }
+
+
+def interleaved_open_p99(
+    latencies_ms: Sequence[float],
+    offsets_s: Sequence[float],
+    duration_s: float,
+    *,
+    rounds: int = OPEN_ROUNDS,
+    slice_s: float = SLICE_S,
+    guard_s: float = SLICE_GUARD_S,
+) -> dict[str, Any]:
+    """``paired_open_p99`` of one interleaved phase: each read (latency, send offset from the phase
+    start) goes to its slice's kind (``load_generator.in_mixed_slice``) and to one of ``rounds`` equal
+    parts of ``duration_s``; reads in a slice's first ``guard_s`` are left out."""
+    parts: list[tuple[list[float], list[float]]] = [([], []) for _ in range(rounds)]
+    for ms, offset in zip(latencies_ms, offsets_s, strict=True):
+        if offset % slice_s < guard_s:
+            continue
+        part = parts[min(int(offset * rounds // duration_s), rounds - 1)]
+        (part[1] if in_mixed_slice(offset, slice_s) else part[0]).append(ms)
+    return {**paired_open_p99(parts), "slice_s": slice_s, "guard_s": guard_s}
+
+
+def slice_stalls(
+    stalls: Sequence[Sequence[float]], paired: Mapping[str, Any]
+) -> list[list[dict[str, float]]]:
+    """The machine's stalls (epoch end, ms) in each round of an interleaved phase, as ``[read-only,
+    mixed]`` summaries (count, longest ms): a stall counts for the slice its middle fell in, guard or
+    not (it delays the reads after it either way)."""
+    start, duration = paired["start_epoch_s"], paired["duration_s"]
+    rounds, slice_s = paired["rounds"], paired["slice_s"]
+    found: list[list[list[float]]] = [[[], []] for _ in range(rounds)]
+    for ended, ms in stalls:
+        offset = ended - ms / 2000 - start
+        if 0 <= offset < duration:
+            part = found[min(int(offset * rounds // duration), rounds - 1)]
+            part[1 if in_mixed_slice(offset, slice_s) else 0].append(ms)
+    return [[{"count": len(k), "longest_ms": max(k, default=0.0)} for k in part] for part in found]
 
 
 def run_mixed_phases(
@@ -185,14 +228,17 @@ def run_mixed_phases(
         reads_file = workdir / "mixed-reads.bin"
         write_requests(reads_file, [r.SerializeToString() for r in plan.reads])
 
-        def spec(name: str, mode: str, seed: int, writes: list[bytes] | None) -> PhaseSpec:
-            """A Personalize phase; with ``writes``, that share of its sends are those writes."""
-            reads = PhaseSpec(
+        def spec(name: str, mode: str, seed: int, writes: list[bytes], slice_s: float = 0.0) -> PhaseSpec:
+            """A Personalize phase with that share of its sends the given writes (in every other slice
+            of ``slice_s``, when given)."""
+            writes_file = workdir / f"mixed-writes-{workers}w-{name.replace(' ', '-')}.bin"
+            write_requests(writes_file, writes)
+            return PhaseSpec(
                 name=name,
                 method=f"/{SERVICE}/Personalize",
                 requests_file=str(reads_file),
                 mode=mode,
-                duration_s=load.duration_s,
+                duration_s=load.duration_s * (2 * OPEN_ROUNDS if slice_s else 1),
                 max_requests=load.max_requests,
                 warmup_s=load.warmup_s,
                 concurrency=load.concurrency,
@@ -200,41 +246,28 @@ def run_mixed_phases(
                 arrivals=load.arrivals,
                 timeout_s=load.timeout_s,
                 seed=seed,
-            )
-            if writes is None:
-                return reads
-            writes_file = workdir / f"mixed-writes-{workers}w-{name.replace(' ', '-')}.bin"
-            write_requests(writes_file, writes)
-            return dataclasses.replace(
-                reads,
                 mixed_method=f"/{SERVICE}/RecordEvents",
                 mixed_requests_file=str(writes_file),
                 mixed_share=plan.share,
+                mixed_slice_s=slice_s,
             )
 
         stderr_console.print(f"load: mixed closed ({workers} worker(s)), {plan.share:.0%} RecordEvents")
         phases["closed"], _ = run_mixed_phase(
             generator, server, spec("mixed closed", "closed", 100, plan.writes["closed"]), plan.write_batch
         )
-        # every round's writes new (every OPEN_ROUNDS-th of the open pool): a repeated write is a deduplicated
-        # no-op, not the durable commit being measured
-        rounds: list[tuple[list[float], list[float]]] = []
-        windows: list[list[list[float]]] = []  # per round: the read-only and the mixed phase's window
-        for r in range(OPEN_ROUNDS):
-            stderr_console.print(
-                f"load: read-only and mixed open, round {r + 1} of {OPEN_ROUNDS} ({workers} worker(s))"
-            )
-            alone, alone_ms = run_mixed_phase(
-                generator, server, spec(f"read-only open {r + 1}", "open", 200 + r, None), plan.write_batch
-            )
-            writes = plan.writes["open"][r::OPEN_ROUNDS]
-            mixed, mixed_ms = run_mixed_phase(
-                generator, server, spec(f"mixed open {r + 1}", "open", 101 + r, writes), plan.write_batch
-            )
-            rounds.append((alone_ms, mixed_ms))
-            windows.append([alone["window_s"], mixed["window_s"]])
-            if r == 0:
-                phases["open"] = mixed  # the first round's figures; the pooled p99s are open_paired's
+        # 2 x OPEN_ROUNDS x --duration: the read-only and the mixed phase of each round, interleaved
+        interleaved = spec("interleaved open", "open", 101, plan.writes["open"], SLICE_S)
+        stderr_console.print(
+            f"load: open, read-only and mixed slices of {SLICE_S:g} s interleaved for "
+            f"{interleaved.duration_s:g} s ({workers} worker(s))"
+        )
+        phases["open"], sent = run_mixed_phase(generator, server, interleaved, plan.write_batch)
+        paired = {
+            **interleaved_open_p99(sent["latencies_ms"], sent["send_offsets_s"], interleaved.duration_s),
+            "start_epoch_s": sent["start_epoch_s"],
+            "duration_s": interleaved.duration_s,
+        }
     finally:
         stop_processes(server, generator)
     with EventLog.open(log_path) as log:
@@ -243,6 +276,6 @@ def run_mixed_phases(
         "workers": workers,
         "threads": threads,
         "phases": phases,
-        "open_paired": {**paired_open_p99(rounds), "round_windows_s": windows},
+        "open_paired": paired,
         "event_log_rows": counts,
     }

@@ -25,7 +25,9 @@ RPC and mode is appended to ``benchmarks/results/serving_latency.md``.
 With ``--mixed-write-share 0.1`` a mixed workload runs too, on a server started with ``--event-log``:
 Personalize reads with 10% of the calls replaced by RecordEvents writes (``--write-batch`` events each,
 every one new, so every write is a durable commit), closed and open loop, each RPC reported on its
-own and Personalize against the Personalize-only phases of the same run.
+own and Personalize against the Personalize-only phases of the same run. Its open phase interleaves
+read-only and mixed slices of a second (``benchmarks.mixed_workload``), and the ratio of the two
+kinds' p99s is the mixed-workload target's figure.
 
     python -m benchmarks.serving_latency                      # quick: demo-sized shop, ~2 minutes
     python -m benchmarks.serving_latency --customers 1000000 --items 100000 --events 10000000 \\
@@ -66,8 +68,8 @@ import numpy as np
 from benchmarks.floor_phase import floor_section, run_floor, skipped_floor
 from benchmarks.in_process_latency import INDEX_QUALITY_QUERIES, candidate_index_quality, measure_in_process
 from benchmarks.load_phases import LoadSettings, run_server_phases
-from benchmarks.machine_stalls import StallWatch, stalls_within
-from benchmarks.mixed_workload import MAX_WRITE_BATCH, MixedPlan, run_mixed_phases
+from benchmarks.machine_stalls import StallWatch
+from benchmarks.mixed_workload import MAX_WRITE_BATCH, MixedPlan, run_mixed_phases, slice_stalls
 from benchmarks.server_profile import py_spy_path
 from benchmarks.serving_artifact_cache import (
     BENCHMARKS_DIR,
@@ -178,8 +180,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=False,
         help="watch for stalls of the machine during the load phases (benchmarks.machine_stalls: a "
-        "batch process that sleeps 5 ms at a time; JSON 'machine_stalls', and the mixed rounds each "
-        "stall fell in). Off by default: on 2 cores it costs the server up to 15%% of its calls/s",
+        "batch process that sleeps 5 ms at a time; JSON 'machine_stalls', and the mixed workload's "
+        "read-only or mixed slices each stall fell in). Off by default: on 2 cores it costs the server "
+        "up to 15%% of its calls/s",
     )
     parser.add_argument(
         "--pin-workers",
@@ -352,13 +355,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 )
     stalls = watch.summary() if watch is not None else None
-    if stalls is not None:  # which rounds of the mixed ratio the machine's stalls fell in
+    if stalls is not None:  # which slices of the mixed ratio the machine's stalls fell in
         for run in mixed_runs:
-            paired = run["open_paired"]
-            paired["round_stalls"] = [
-                [stalls_within(stalls["stalls"], start, end) for start, end in pair]
-                for pair in paired["round_windows_s"]
-            ]
+            run["open_paired"]["round_stalls"] = slice_stalls(stalls["stalls"], run["open_paired"])
     result: dict[str, Any] = {
         "benchmark": "serving_latency",
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

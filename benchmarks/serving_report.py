@@ -388,8 +388,8 @@ def print_mixed_report(result: Mapping[str, Any]) -> None:
     paired = [run for run in result["mixed_runs"] if run.get("open_paired")]
     if paired:
         print_table(
-            "Personalize p99, open loop, read-only and mixed phases alternating on the mixed workload's "
-            "server (pooled calls; the ratio is mixed_personalize_p99_vs_read_only)",
+            "Personalize p99, open loop, read-only and mixed slices interleaved on the mixed workload's "
+            "server (pooled calls of each kind; the ratio is mixed_personalize_p99_vs_read_only)",
             [
                 "workers",
                 "rounds",
@@ -420,7 +420,8 @@ def print_mixed_report(result: Mapping[str, Any]) -> None:
 
 
 def _round_stalls(paired: Mapping[str, Any]) -> str:
-    """Stall counts per round as "read-only/mixed" ("-" for results from before the stall watch)."""
+    """Stall counts per round as "read-only/mixed" slices (phases in results from before the slices;
+    "-" for results from before the stall watch)."""
     rounds = paired.get("round_stalls")
     if rounds is None:
         return "-"

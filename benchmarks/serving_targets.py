@@ -15,7 +15,7 @@ nothing is not 0, and a target not measured is neither met nor missed.
      "server_cpu_vs_servicer": 1.4,                  # server CPU ms per call / in-process servicer mean
      "personalize_share_within_5ms_at_300": 0.993,   # server side, open loop 300/s
      "mixed_personalize_p99_vs_read_only": 1.1,      # open loop, 10% RecordEvents / Personalize alone,
-                                                     # p99s of pooled alternating phases (mixed_workload)
+                                                     # p99s of the pooled reads of each kind (mixed_workload)
      "by_workers": {"1": {...same keys...}, "2": {...}}}
 
 Capacity: a server that batches gets cheaper per call as more calls are in flight (batches of 4-5 at 16
@@ -160,9 +160,10 @@ def run_ratios(result: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, N
 def _mixed_ratio(
     mixed: Mapping[str, Any], mixed_open: Mapping[str, Any], alone_open: Mapping[str, Any]
 ) -> Number:
-    """Personalize's open-loop p99 with writes over its p99 alone: of the pooled alternating phases on
-    the mixed workload's server (``benchmarks.mixed_workload``); results from before those existed
-    compare the mixed phase with the main runs' read-only phase."""
+    """Personalize's open-loop p99 with writes over its p99 alone: of the pooled reads of each kind on
+    the mixed workload's server (``benchmarks.mixed_workload``: interleaved slices, alternating phases in
+    results of 2026-12-05 and 06); older results compare the mixed phase with the main runs' read-only
+    phase."""
     paired = mixed.get("open_paired")
     if paired is not None:
         return _number(paired.get("ratio"))

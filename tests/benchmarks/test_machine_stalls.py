@@ -1,4 +1,4 @@
-"""The machine stall watcher: a stopped machine shows as a stall, matched with the phase it fell in."""
+"""The machine stall watcher: a stopped machine shows as a stall, with when it ended and how long it was."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.machine_stalls import StallWatch, main, read_stalls, stalls_within
+from benchmarks.machine_stalls import StallWatch, main, read_stalls
 from benchmarks.serving_report import _round_stalls, stalls_line
 
 
@@ -39,17 +39,6 @@ def test_a_watcher_held_still_reports_the_stall_with_when_and_how_long(tmp_path:
     assert summary["total_ms"] >= summary["longest_ms"]
     assert summary["threshold_ms"] == 15.0 and summary["sleep_ms"] == 5.0
     assert 0.3 <= summary["watched_s"] < 60
-    # matched with the window it overlapped, not with one before or after it
-    assert stalls_within(summary["stalls"], stopped_at, stopped_at + 0.1)["count"] >= 1
-    assert stalls_within(summary["stalls"], ended + 1, ended + 2) == {"count": 0, "longest_ms": 0.0}
-
-
-def test_a_stall_counts_in_every_window_it_overlaps() -> None:
-    stalls = [[100.0, 500.0], [200.0, 20.0]]  # ended at 100 s after 0.5 s; ended at 200 s after 20 ms
-    assert stalls_within(stalls, 99.0, 99.6) == {"count": 1, "longest_ms": 500.0}  # its start is inside
-    assert stalls_within(stalls, 99.8, 150.0) == {"count": 1, "longest_ms": 500.0}  # its end is inside
-    assert stalls_within(stalls, 90.0, 210.0) == {"count": 2, "longest_ms": 500.0}
-    assert stalls_within(stalls, 100.1, 199.9) == {"count": 0, "longest_ms": 0.0}
 
 
 def test_a_sleep_not_shorter_than_the_threshold_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
