@@ -6,7 +6,11 @@ response serialization. The floor measures the second part alone, in the same ru
 machine, with the same load generator: the server started with ``--benchmark-floor`` answers every
 Personalize call with a response prepared once at start (20 products, 3 offers, a layout, built by one
 real engine call), so its closed-loop calls/s are the ceiling any Python server of this stack reaches
-here and now, and Personalize is reported as a share of it (``ratios`` in the result document).
+here and now, and Personalize is reported as a share of it (``ratios`` in the result document). Both
+servers are up at once, and each floor phase runs right after Personalize's with the same settings
+(``load_phases.run_server_phases``, ``paired``): the machine's speed moves by tens of percent from
+minute to minute, and a floor measured after all of Personalize's phases, minutes later, read
+2,935-4,475 calls/s under 16 callers across runs of the same code.
 
 The flag belongs to the server (``persona-engine serve --benchmark-floor``, environment variable
 ``PERSONA_ENGINE_BENCHMARK_FLOOR=1``). The benchmark passes the flag, never the variable: the harness
@@ -18,11 +22,13 @@ of the run goes on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from benchmarks.load_phases import LoadSettings, run_server_phases
+from benchmarks.load_phases import LoadSettings, ServerSession, server_session
 from benchmarks.serving_workloads import Workload
 from serving.server_process import ServerStartError, ServerTimeoutError
 from training.console_output import stderr_console
@@ -83,7 +89,24 @@ def floor_figures(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_floor(
+@dataclass
+class FloorSide:
+    """The floor of one worker count: its running session, or why there is none."""
+
+    workers: int
+    threads: int
+    session: ServerSession | None
+    skipped: str | None = None
+
+    def result(self) -> dict[str, Any]:
+        """The floor run of the result document: its phases and headline figures, or the skip."""
+        if self.session is None:
+            return skipped_floor(self.workers, self.skipped or "not run")
+        return floor_figures(self.session.figures(self.workers, self.threads))
+
+
+@contextlib.contextmanager
+def floor_side(
     artifact: Path,
     model: str,
     workers: int,
@@ -91,34 +114,28 @@ def run_floor(
     workloads: Sequence[Workload],
     load: LoadSettings,
     workdir: Path,
-    *,
-    personalize_extra_concurrencies: Sequence[int] = (),
-) -> dict[str, Any]:
-    """Personalize closed loop (at ``--concurrency`` and each of ``personalize_extra_concurrencies``, as
-    the Personalize server is driven) and open loop (at its ``--rate``) on a floor server; never raises
-    for a server that cannot start one (see the module docstring)."""
+) -> Iterator[FloorSide]:
+    """A floor server running beside the Personalize server for the length of the block, to be passed
+    as ``run_server_phases(paired=side.session)``, so that each floor phase runs right after
+    Personalize's with the same settings; never raises for a server that cannot start one (module
+    docstring): the side then carries the reason, and no session."""
     personalize = [w for w in workloads if w.name == "Personalize"]
     if not personalize:
-        return skipped_floor(workers, "Personalize is not among --rpcs")
+        yield FloorSide(workers, threads, None, "Personalize is not among --rpcs")
+        return
+    floor_args = (artifact, model, workers, threads, personalize, load, workdir)
+    stack = contextlib.ExitStack()
     try:
-        run = run_server_phases(
-            artifact,
-            model,
-            workers,
-            threads,
-            personalize,
-            load,
-            workdir,
-            profile=False,
-            personalize_extra_concurrencies=personalize_extra_concurrencies,
-            extra_args=[FLOOR_FLAG],
-            label="gRPC floor",
+        session = stack.enter_context(
+            server_session(*floor_args, extra_args=[FLOOR_FLAG], label="gRPC floor")
         )
     except (ServerStartError, ServerTimeoutError) as error:
         reason = floor_start_failure(str(error))
         stderr_console.print(f"[yellow]gRPC floor ({workers} worker(s)) skipped: {reason}[/yellow]")
-        return skipped_floor(workers, reason)
-    return floor_figures(run)
+        yield FloorSide(workers, threads, None, reason)
+        return
+    with stack:
+        yield FloorSide(workers, threads, session)
 
 
 def floor_section(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:

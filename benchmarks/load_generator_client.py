@@ -22,8 +22,9 @@ from serving.server_process import child_environment
 class LoadGenerator:
     """The load generator process and its line protocol (see ``benchmarks.load_generator``)."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.stderr_path = workdir / "load_generator.log"
+    def __init__(self, workdir: Path, name: str = "load_generator") -> None:
+        """``name`` names its log in ``workdir``: one per generator running at the same time."""
+        self.stderr_path = workdir / f"{name}.log"
         with open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.load_generator"],

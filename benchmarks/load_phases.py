@@ -4,7 +4,8 @@ The server is started through ``serving.server_process`` (the helper the tests u
 by the load generator; around each measured phase its metrics are scraped and the CPU time of its
 workers (and of the supervisor above them) read from ``/proc``, and with ``--profile`` one more phase
 runs under py-spy. The gRPC floor (``benchmarks.floor_phase``) runs through the same functions on a
-server started with one more flag, so that both are measured the same way.
+server started with one more flag, so that both are measured the same way, and its phases run right
+after Personalize's of the same settings (``paired``), so that each pair sees the same machine.
 
 Phase keys are ``"<rpc>|closed"`` (at ``--concurrency``), ``"<rpc>|open"`` (at the RPC's own
 ``--rate``), ``"<rpc>|open@<rate>"`` for Personalize's further open-loop rates and
@@ -19,8 +20,8 @@ import dataclasses
 import datetime as dt
 import os
 import signal
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -262,6 +263,69 @@ def check_responses(server: ServerProcess, workloads: Sequence[Workload], n: int
     return out
 
 
+@dataclass
+class ServerSession:
+    """A started benchmark server with its load generator connected, and the phases measured on it."""
+
+    server: ServerProcess
+    generator: LoadGenerator
+    described: str  # "2 worker(s), gRPC floor": for progress lines
+    connected: dict[str, Any]
+    responses: dict[str, Any]
+    phases: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def run(self, key: str, spec: PhaseSpec, targets_per_call: int, **profile: Any) -> None:
+        """Measure ``spec`` on this server as phase ``key`` (``profile``: ``run_phase``'s py-spy options)."""
+        what = (
+            f"closed c={spec.concurrency}"
+            if spec.mode == "closed"
+            else f"open {spec.rate:g}/s {spec.arrivals}"
+        )
+        stderr_console.print(f"load: {spec.name.split(' ')[0]} ({self.described}): {what}")
+        self.phases[key] = run_phase(self.generator, self.server, spec, targets_per_call, **profile)
+
+    def figures(self, workers: int, threads: int) -> dict[str, Any]:
+        """The run's section of the result document."""
+        return {
+            "workers": workers,
+            "threads": threads,
+            "responses": self.responses,
+            "connections": self.connected,
+            "phases": self.phases,
+        }
+
+
+@contextlib.contextmanager
+def server_session(
+    artifact: Path,
+    model: str,
+    workers: int,
+    threads: int,
+    workloads: Sequence[Workload],
+    load: LoadSettings,
+    workdir: Path,
+    *,
+    extra_args: Sequence[str] = (),
+    label: str = "",
+) -> Iterator[ServerSession]:
+    """Start the server (``extra_args`` on its command line), check its responses to ``workloads`` and
+    connect a load generator; stops both whatever happens. A server that exits before it is ready
+    raises ``ServerStartError``."""
+    described = f"{workers} worker(s){', ' + label if label else ''}"
+    stderr_console.print(f"starting the server with {described}")
+    server = start_benchmark_server(
+        artifact, model, workers, threads, workdir, [*extra_args, *load.server_flags]
+    )
+    generator: LoadGenerator | None = None
+    try:
+        responses = check_responses(server, workloads)
+        generator = LoadGenerator(workdir, f"load_generator-{server.log_path.stem}")
+        connected = connect(generator, server, load, workers)
+        yield ServerSession(server, generator, described, connected, responses)
+    finally:
+        stop_processes(server, generator)
+
+
 def run_server_phases(
     artifact: Path,
     model: str,
@@ -277,6 +341,7 @@ def run_server_phases(
     extra_args: Sequence[str] = (),
     label: str = "",
     profile_native: bool = False,
+    paired: ServerSession | None = None,
 ) -> dict[str, Any]:
     """Start the server, check responses, run closed and open phases per RPC; always stops both processes.
 
@@ -289,17 +354,15 @@ def run_server_phases(
     progress lines (the gRPC floor's server is started through here too). With ``profile`` one more
     closed-loop Personalize phase runs under py-spy (``profile_native``: with C frames). A server that
     exits before it is ready raises ``ServerStartError``.
+
+    ``paired`` (the gRPC floor's session) runs each of Personalize's closed-loop phases, and its open
+    phase at its own rate, right after Personalize does, with the same settings, into its own
+    ``phases``: a throughput ratio of two phases minutes apart compares the machine's phases as much as
+    the servers (its speed moves by tens of percent from minute to minute).
     """
-    described = f"{workers} worker(s){', ' + label if label else ''}"
-    stderr_console.print(f"starting the server with {described}")
-    flags = [*extra_args, *load.server_flags]
-    server = start_benchmark_server(artifact, model, workers, threads, workdir, flags)
-    generator: LoadGenerator | None = None
-    try:
-        responses = check_responses(server, workloads)
-        generator = LoadGenerator(workdir)
-        connected = connect(generator, server, load, workers)
-        phases: dict[str, dict[str, Any]] = {}
+    with server_session(
+        artifact, model, workers, threads, workloads, load, workdir, extra_args=extra_args, label=label
+    ) as session:
         for index, w in enumerate(workloads):
             requests_file = workdir / f"requests-{index}.bin"
             write_requests(requests_file, [r.SerializeToString() for r in w.requests])
@@ -315,8 +378,10 @@ def run_server_phases(
                 timeout_s=load.timeout_s,
                 seed=index,
             )
-            stderr_console.print(f"load: {w.name} ({described}): closed c={load.concurrency}")
-            phases[f"{w.name}|closed"] = run_phase(generator, server, closed, w.targets_per_call)
+            pairs = paired if w.name == "Personalize" else None
+            runs = [s for s in (session, pairs) if s is not None]
+            for s in runs:
+                s.run(f"{w.name}|closed", closed, w.targets_per_call)
             if w.name == "Personalize":
                 for concurrency in personalize_extra_concurrencies:
                     if concurrency == load.concurrency:
@@ -324,9 +389,10 @@ def run_server_phases(
                     more = dataclasses.replace(
                         closed, name=f"{w.name} closed c={concurrency}", concurrency=concurrency
                     )
-                    stderr_console.print(f"load: {w.name} ({described}): closed c={concurrency}")
-                    key = closed_phase_key(w.name, concurrency, load.concurrency)
-                    phases[key] = run_phase(generator, server, more, w.targets_per_call)
+                    for s in runs:
+                        s.run(
+                            closed_phase_key(w.name, concurrency, load.concurrency), more, w.targets_per_call
+                        )
             rates = [w.rate]
             if w.name == "Personalize":
                 rates += [r for r in personalize_extra_rates if r not in rates]
@@ -334,30 +400,19 @@ def run_server_phases(
                 opened = dataclasses.replace(
                     closed, name=f"{w.name} open {rate:g}/s", mode="open", rate=rate, arrivals=load.arrivals
                 )
-                stderr_console.print(f"load: {w.name} ({described}): open {rate:g}/s {load.arrivals}")
-                phases[open_phase_key(w.name, rate, w.rate)] = run_phase(
-                    generator, server, opened, w.targets_per_call
-                )
+                for s in runs if rate == w.rate else [session]:
+                    s.run(open_phase_key(w.name, rate, w.rate), opened, w.targets_per_call)
             if profile and w.name == "Personalize":
                 stderr_console.print(f"profile: {w.name} closed loop under py-spy")
                 profiled = dataclasses.replace(closed, name=f"{w.name} closed (profiled)")
                 stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
                 profile_folder = CACHE_DIR / "profiles" / f"{stamp}-{workers}w"
                 profile_folder.mkdir(parents=True, exist_ok=True)
-                phases[f"{w.name}|closed-profiled"] = run_phase(
-                    generator,
-                    server,
+                session.run(
+                    f"{w.name}|closed-profiled",
                     profiled,
                     w.targets_per_call,
                     profile_folder=profile_folder,
                     native=profile_native,
                 )
-        return {
-            "workers": workers,
-            "threads": threads,
-            "responses": responses,
-            "connections": connected,
-            "phases": phases,
-        }
-    finally:
-        stop_processes(server, generator)
+        return session.figures(workers, threads)

@@ -65,7 +65,7 @@ os.environ.setdefault(ALLOCATOR_SETTINGS_VARIABLE, ALLOCATOR_SETTINGS)
 
 import numpy as np
 
-from benchmarks.floor_phase import floor_section, run_floor, skipped_floor
+from benchmarks.floor_phase import FloorSide, floor_section, floor_side
 from benchmarks.in_process_latency import INDEX_QUALITY_QUERIES, candidate_index_quality, measure_in_process
 from benchmarks.load_phases import LoadSettings, run_server_phases
 from benchmarks.machine_stalls import StallWatch
@@ -331,23 +331,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         StallWatch(Path(tmp)) if args.stall_watch else contextlib.nullcontext() as watch,
     ):
         for workers in args.workers:
-            # The Personalize server and its floor are driven alike (same phases, same concurrencies).
+            # The Personalize server and its floor are driven alike (same phases, same concurrencies),
+            # each floor phase right after Personalize's (benchmarks.floor_phase).
             server = (artifact.resolve(), args.model, workers, args.threads, workloads, load, Path(tmp))
-            concurrencies = args.personalize_extra_concurrency
-            server_runs.append(
-                run_server_phases(
-                    *server,
-                    args.profile,
-                    personalize_extra_rates=args.personalize_extra_rates,
-                    personalize_extra_concurrencies=concurrencies,
-                    profile_native=args.profile_native,
+            no_floor = FloorSide(workers, args.threads, None, "--no-floor")
+            with floor_side(*server) if args.floor else contextlib.nullcontext(no_floor) as floor:
+                server_runs.append(
+                    run_server_phases(
+                        *server,
+                        args.profile,
+                        personalize_extra_rates=args.personalize_extra_rates,
+                        personalize_extra_concurrencies=args.personalize_extra_concurrency,
+                        profile_native=args.profile_native,
+                        paired=floor.session,
+                    )
                 )
-            )
-            floor_runs.append(
-                run_floor(*server, personalize_extra_concurrencies=concurrencies)
-                if args.floor
-                else skipped_floor(workers, "--no-floor")
-            )
+                floor_runs.append(floor.result())
             if mixed_plan is not None:
                 mixed_runs.append(
                     run_mixed_phases(

@@ -1,23 +1,28 @@
 """The gRPC floor's plumbing: a server without ``--benchmark-floor`` skips the floor with a reason and
-null figures, never a crash; a floor run that happened carries its headline figures."""
+null figures, never a crash; each floor phase runs right after Personalize's with the same settings; a
+floor run that happened carries its headline figures."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import benchmarks.floor_phase as floor_phase
+import benchmarks.load_phases as load_phases
 from benchmarks.floor_phase import (
     FLOOR_FLAG,
     floor_figures,
     floor_section,
+    floor_side,
     floor_start_failure,
-    run_floor,
     skipped_floor,
 )
-from benchmarks.load_phases import LoadSettings
+from benchmarks.load_generator import PhaseSpec
+from benchmarks.load_phases import LoadSettings, ServerSession, run_server_phases
 from benchmarks.serving_workloads import Workload
 from serving.server_process import ServerStartError, start_server
 from tests.benchmarks.result_documents import phase
@@ -54,30 +59,78 @@ def test_a_skipped_floor_has_its_reason_and_null_figures() -> None:
     assert all(run[key] is None for key in ("calls_per_s", "server_cpu_ms_per_call", "server_p99_ms"))
 
 
-def test_run_floor_turns_a_server_that_rejects_the_flag_into_a_skip(
+def test_a_floor_server_that_rejects_the_flag_is_a_skip_not_a_crash(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     started: list[tuple[str, ...]] = []
 
-    def rejecting_server(*args: Any, extra_args: tuple[str, ...] = (), **kwargs: Any) -> dict[str, Any]:
+    def rejecting_server(*args: Any, extra_args: tuple[str, ...] = (), **kwargs: Any) -> Any:
         started.append(tuple(extra_args))
         raise ServerStartError(USAGE_ERROR)
 
-    monkeypatch.setattr(floor_phase, "run_server_phases", rejecting_server)
-    run = run_floor(tmp_path, "als", 2, 16, [workload("Personalize")], LOAD, tmp_path)
+    monkeypatch.setattr(floor_phase, "server_session", rejecting_server)
+    with floor_side(tmp_path, "als", 2, 16, [workload("Personalize")], LOAD, tmp_path) as side:
+        assert side.session is None  # the Personalize server runs its phases unpaired
     assert started == [(FLOOR_FLAG,)]
+    run = side.result()
     assert run == skipped_floor(2, floor_start_failure(USAGE_ERROR))
     section = floor_section([run])
     assert section["skipped"] == run["skipped"]
     assert section["server_flag"] == FLOOR_FLAG
 
 
-def test_run_floor_without_personalize_starts_no_server(
+def test_a_floor_without_personalize_starts_no_server(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(floor_phase, "run_server_phases", pytest.fail)
-    run = run_floor(tmp_path, "als", 1, 16, [workload("GetPersonaProfile")], LOAD, tmp_path)
-    assert run["skipped"] == "Personalize is not among --rpcs"
+    monkeypatch.setattr(floor_phase, "server_session", pytest.fail)
+    with floor_side(tmp_path, "als", 1, 16, [workload("GetPersonaProfile")], LOAD, tmp_path) as side:
+        assert side.session is None
+    assert side.result()["skipped"] == "Personalize is not among --rpcs"
+
+
+def test_each_floor_phase_runs_right_after_personalizes_with_the_same_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Closed loop at every concurrency and open loop at Personalize's own rate are paired; the further
+    open rate, the other RPCs and the profiled phase run on the Personalize server alone."""
+    measured: list[tuple[str, str, str]] = []
+
+    def session(label: str) -> ServerSession:
+        return ServerSession(label, None, label, {}, {})  # type: ignore[arg-type]
+
+    def recording_phase(
+        generator: Any, server: str, spec: PhaseSpec, *args: Any, **kwargs: Any
+    ) -> dict[str, Any]:
+        mode = f"c={spec.concurrency}" if spec.mode == "closed" else f"{spec.rate:g}/s"
+        measured.append((server, spec.name, mode))
+        return {}
+
+    @contextlib.contextmanager
+    def personalize_server(*args: Any, **kwargs: Any) -> Iterator[ServerSession]:
+        yield session("engine")
+
+    floor = session("floor")
+    monkeypatch.setattr(load_phases, "server_session", personalize_server)
+    monkeypatch.setattr(load_phases, "run_phase", recording_phase)
+    monkeypatch.setattr(load_phases, "CACHE_DIR", tmp_path)
+    workloads = [workload("Personalize"), workload("GetPersonaProfile")]
+    run = run_server_phases(
+        tmp_path, "als", 2, 16, workloads, LOAD, tmp_path, True,
+        personalize_extra_rates=(1000.0,), personalize_extra_concurrencies=(32, 64), paired=floor,
+    )  # fmt: skip
+    assert measured == [
+        ("engine", "Personalize closed", "c=8"), ("floor", "Personalize closed", "c=8"),
+        ("engine", "Personalize closed c=32", "c=32"), ("floor", "Personalize closed c=32", "c=32"),
+        ("engine", "Personalize closed c=64", "c=64"), ("floor", "Personalize closed c=64", "c=64"),
+        ("engine", "Personalize open 300/s", "300/s"), ("floor", "Personalize open 300/s", "300/s"),
+        ("engine", "Personalize open 1000/s", "1000/s"),
+        ("engine", "Personalize closed (profiled)", "c=8"),
+        ("engine", "GetPersonaProfile closed", "c=8"), ("engine", "GetPersonaProfile open 300/s", "300/s"),
+    ]  # fmt: skip
+    assert list(floor.phases) == [
+        "Personalize|closed", "Personalize|closed@32", "Personalize|closed@64", "Personalize|open"
+    ]  # fmt: skip
+    assert "Personalize|open@1000" in run["phases"] and "GetPersonaProfile|closed" in run["phases"]
 
 
 def test_a_floor_run_that_happened_carries_its_headline_figures() -> None:
@@ -131,31 +184,6 @@ def test_a_batch_size_below_one_is_refused(flag: str, capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit):
         parse_args([flag, "0"])
     assert f"{flag} must be >= 1, got 0" in capsys.readouterr().err
-
-
-def test_the_floor_is_driven_at_the_same_further_concurrencies_as_personalize(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    asked: list[tuple[int, ...]] = []
-
-    def recording_server(
-        *args: Any, personalize_extra_concurrencies: tuple[int, ...] = (), **kwargs: Any
-    ) -> Any:
-        asked.append(tuple(personalize_extra_concurrencies))
-        raise ServerStartError(USAGE_ERROR)
-
-    monkeypatch.setattr(floor_phase, "run_server_phases", recording_server)
-    run_floor(
-        tmp_path,
-        "als",
-        2,
-        16,
-        [workload("Personalize")],
-        LOAD,
-        tmp_path,
-        personalize_extra_concurrencies=(32, 64),
-    )
-    assert asked == [(32, 64)]
 
 
 def test_further_closed_loop_concurrencies_default_to_32_and_64_and_must_be_positive() -> None:
