@@ -5,6 +5,11 @@ floor run that happened carries its headline figures."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +27,14 @@ from benchmarks.floor_phase import (
     skipped_floor,
 )
 from benchmarks.load_generator import PhaseSpec
-from benchmarks.load_phases import LoadSettings, ServerSession, run_server_phases
+from benchmarks.load_phases import (
+    LoadSettings,
+    ServerSession,
+    frozen,
+    process_state,
+    process_tree,
+    run_server_phases,
+)
 from benchmarks.serving_workloads import Workload
 from serving.server_process import ServerStartError, start_server
 from tests.benchmarks.result_documents import phase
@@ -94,13 +106,26 @@ def test_each_floor_phase_runs_right_after_personalizes_with_the_same_settings(
     """Closed loop at every concurrency and open loop at Personalize's own rate are paired; the further
     open rate, the other RPCs and the profiled phase run on the Personalize server alone."""
     measured: list[tuple[str, str, str]] = []
+    stopped: list[int] = []
+
+    class Session(ServerSession):
+        @property
+        def pids(self) -> list[int]:
+            return [1] if self.described == "engine" else [2]
 
     def session(label: str) -> ServerSession:
-        return ServerSession(label, None, label, {}, {})  # type: ignore[arg-type]
+        return Session(label, None, label, {}, {})  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def recording_freeze(pids: list[int]) -> Iterator[None]:
+        stopped[:] = pids
+        yield
+        stopped.clear()
 
     def recording_phase(
         generator: Any, server: str, spec: PhaseSpec, *args: Any, **kwargs: Any
     ) -> dict[str, Any]:
+        assert stopped == ([2] if server == "engine" else [1])  # the other server is stopped meanwhile
         mode = f"c={spec.concurrency}" if spec.mode == "closed" else f"{spec.rate:g}/s"
         measured.append((server, spec.name, mode))
         return {}
@@ -112,6 +137,7 @@ def test_each_floor_phase_runs_right_after_personalizes_with_the_same_settings(
     floor = session("floor")
     monkeypatch.setattr(load_phases, "server_session", personalize_server)
     monkeypatch.setattr(load_phases, "run_phase", recording_phase)
+    monkeypatch.setattr(load_phases, "frozen", recording_freeze)
     monkeypatch.setattr(load_phases, "CACHE_DIR", tmp_path)
     workloads = [workload("Personalize"), workload("GetPersonaProfile")]
     run = run_server_phases(
@@ -193,3 +219,33 @@ def test_further_closed_loop_concurrencies_default_to_32_and_64_and_must_be_posi
     assert parse_args(["--personalize-extra-concurrency"]).personalize_extra_concurrency == []
     with pytest.raises(SystemExit):
         parse_args(["--personalize-extra-concurrency", "0"])
+
+
+def test_a_frozen_process_tree_is_stopped_for_the_block_and_goes_on_after_it(tmp_path: Path) -> None:
+    """The floor's neighbour is stopped with SIGSTOP, children included, and always let go on."""
+    ready = tmp_path / "grandchild.pid"
+    code = (
+        "import subprocess, sys, time; "
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(ready)!r}, 'w').write(str(c.pid)); time.sleep(60)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 30
+        while not (ready.exists() and ready.read_text()):
+            assert time.monotonic() < deadline, "the child did not start its own child"
+            time.sleep(0.05)
+        grandchild = int(ready.read_text())
+        tree = process_tree(parent.pid)
+        assert tree == [parent.pid, grandchild]
+        with pytest.raises(RuntimeError, match="inside"), frozen(tree):
+            assert [process_state(pid) for pid in tree] == ["T", "T"]  # stopped before the block runs
+            raise RuntimeError("inside")  # an error in the block still lets them go on
+        deadline = time.monotonic() + 5
+        while "T" in (states := [process_state(pid) for pid in tree]):
+            assert time.monotonic() < deadline, f"still stopped: {states}"
+            time.sleep(0.01)
+    finally:
+        for pid in process_tree(parent.pid)[::-1]:
+            os.kill(pid, signal.SIGKILL)
+        parent.wait()
