@@ -90,21 +90,28 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first); None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def process_state(pid: int) -> str:
     """The state letter of ``/proc/<pid>/stat`` ("R", "S", "T" for stopped, ...); "" when it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return ""
+    fields = _stat_fields(pid)
+    return fields[0] if fields else ""
 
 
 @contextlib.contextmanager
 def frozen(pids: Sequence[int]) -> Iterator[None]:
     """Stop ``pids`` (SIGSTOP) for the length of the block, then let them go on (SIGCONT), whatever
-    happens in it. Why: an idle server still wakes about 50 times a second per worker (gRPC's and the
-    event loop's timers), and on this 2-core machine a neighbour's wake-ups cost the measured server
-    5-8% of its closed-loop calls/s (benchmarks/README.md, "The gRPC floor"); a stopped process never
-    wakes. Gone processes are skipped."""
+    happens in it. Why: an idle server still wakes about 50 times a second per worker (its event-loop
+    thread; gRPC's timer threads and the supervisor a few times more), and on this 2-core machine a
+    neighbour's wake-ups cost the measured server 5-8% of its closed-loop calls/s
+    (benchmarks/README.md, "The gRPC floor"); a stopped process never wakes. Gone processes are
+    skipped."""
     stopped: list[int] = []
     try:
         for pid in pids:
@@ -128,11 +135,9 @@ def cpu_seconds(pids: Sequence[int]) -> dict[int, tuple[float, float]]:
     ticks = os.sysconf("SC_CLK_TCK")
     out: dict[int, tuple[float, float]] = {}
     for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[pid] = (int(fields[11]) / ticks, int(fields[12]) / ticks)
+        fields = _stat_fields(pid)
+        if fields is not None:
+            out[pid] = (int(fields[11]) / ticks, int(fields[12]) / ticks)
     return out
 
 
