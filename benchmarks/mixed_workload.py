@@ -17,7 +17,6 @@ per-round ratios that show how steady the pooled one is.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,19 +117,13 @@ def run_mixed_phase(
     generator.expect("warm", spec.warmup_s + spec.timeout_s + 60)
     before = MetricsSnapshot.scrape(metrics_port(server))
     cpu_before = cpu_seconds(server.worker_pids)
-    measured_from = time.time()
     generator.send({"command": "go"})
     result = generator.expect("result", spec.duration_s + spec.timeout_s + 60)
-    measured_to = time.time()
     after = MetricsSnapshot.scrape(metrics_port(server))
     cpu_after = cpu_seconds(server.worker_pids)
     zero = (0.0, 0.0)
     cpu = sum(sum(cpu_after.get(pid, zero)) - sum(cpu_before.get(pid, zero)) for pid in server.worker_pids)
-    # epoch seconds around the measured part, to match it with the machine's stalls (machine_stalls)
-    out: dict[str, Any] = {
-        "server_cpu_cores": cpu / result["wall_s"],
-        "window_s": [measured_from, measured_to],
-    }
+    out: dict[str, Any] = {"server_cpu_cores": cpu / result["wall_s"]}
     for rpc, latencies, errors, sent, per_call in (
         ("Personalize", result["latencies_ms"], result["errors"], result["sent"], 1),
         (
@@ -173,6 +166,12 @@ def paired_open_p99(rounds: list[tuple[list[float], list[float]]]) -> dict[str, 
     }
 
 
+def _placed(offset_s: float, duration_s: float, rounds: int, slice_s: float) -> tuple[int, int]:
+    """Which of ``rounds`` equal parts of an interleaved phase a moment ``offset_s`` into it falls in,
+    and which kind of slice (0 read-only, 1 mixed)."""
+    return min(int(offset_s * rounds // duration_s), rounds - 1), int(in_mixed_slice(offset_s, slice_s))
+
+
 def interleaved_open_p99(
     latencies_ms: Sequence[float],
     offsets_s: Sequence[float],
@@ -189,8 +188,8 @@ def interleaved_open_p99(
     for ms, offset in zip(latencies_ms, offsets_s, strict=True):
         if offset % slice_s < guard_s:
             continue
-        part = parts[min(int(offset * rounds // duration_s), rounds - 1)]
-        (part[1] if in_mixed_slice(offset, slice_s) else part[0]).append(ms)
+        part, kind = _placed(offset, duration_s, rounds, slice_s)
+        parts[part][kind].append(ms)
     return {**paired_open_p99(parts), "slice_s": slice_s, "guard_s": guard_s}
 
 
@@ -206,8 +205,8 @@ def slice_stalls(
     for ended, ms in stalls:
         offset = ended - ms / 2000 - start
         if 0 <= offset < duration:
-            part = found[min(int(offset * rounds // duration), rounds - 1)]
-            part[1 if in_mixed_slice(offset, slice_s) else 0].append(ms)
+            part, kind = _placed(offset, duration, rounds, slice_s)
+            found[part][kind].append(ms)
     return [[{"count": len(k), "longest_ms": max(k, default=0.0)} for k in part] for part in found]
 
 
@@ -228,7 +227,9 @@ def run_mixed_phases(
         reads_file = workdir / "mixed-reads.bin"
         write_requests(reads_file, [r.SerializeToString() for r in plan.reads])
 
-        def spec(name: str, mode: str, seed: int, writes: list[bytes], slice_s: float = 0.0) -> PhaseSpec:
+        def spec(
+            name: str, mode: str, seed: int, writes: list[bytes], duration_s: float, slice_s: float = 0.0
+        ) -> PhaseSpec:
             """A Personalize phase with that share of its sends the given writes (in every other slice
             of ``slice_s``, when given)."""
             writes_file = workdir / f"mixed-writes-{workers}w-{name.replace(' ', '-')}.bin"
@@ -238,7 +239,7 @@ def run_mixed_phases(
                 method=f"/{SERVICE}/Personalize",
                 requests_file=str(reads_file),
                 mode=mode,
-                duration_s=load.duration_s * (2 * OPEN_ROUNDS if slice_s else 1),
+                duration_s=duration_s,
                 max_requests=load.max_requests,
                 warmup_s=load.warmup_s,
                 concurrency=load.concurrency,
@@ -253,11 +254,12 @@ def run_mixed_phases(
             )
 
         stderr_console.print(f"load: mixed closed ({workers} worker(s)), {plan.share:.0%} RecordEvents")
-        phases["closed"], _ = run_mixed_phase(
-            generator, server, spec("mixed closed", "closed", 100, plan.writes["closed"]), plan.write_batch
+        closed = spec("mixed closed", "closed", 100, plan.writes["closed"], load.duration_s)
+        phases["closed"], _ = run_mixed_phase(generator, server, closed, plan.write_batch)
+        # the read-only and the mixed phase of each of OPEN_ROUNDS rounds, interleaved
+        interleaved = spec(
+            "interleaved open", "open", 101, plan.writes["open"], 2 * OPEN_ROUNDS * load.duration_s, SLICE_S
         )
-        # 2 x OPEN_ROUNDS x --duration: the read-only and the mixed phase of each round, interleaved
-        interleaved = spec("interleaved open", "open", 101, plan.writes["open"], SLICE_S)
         stderr_console.print(
             f"load: open, read-only and mixed slices of {SLICE_S:g} s interleaved for "
             f"{interleaved.duration_s:g} s ({workers} worker(s))"
