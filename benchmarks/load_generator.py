@@ -171,6 +171,7 @@ class PhaseResult:
     client_cpu_s: float = 0.0
     send_lateness_ms: dict[str, float] = field(default_factory=dict)  # open loop only
     mixed_latencies_ms: list[float] = field(default_factory=list)  # mixed phases: the second method
+    mixed_send_offsets_s: list[float] = field(default_factory=list)  # each mixed latency's send
     mixed_errors: dict[str, int] = field(default_factory=dict)
     mixed_sent: int = 0
     mixed_reused: int = 0  # mixed requests sent a second time because the file ran out
@@ -541,6 +542,7 @@ class _Session:
         )
         if mixed is not None:
             result.mixed_latencies_ms = [round(x, 4) for x in mixed.recorder.latencies_ms]
+            result.mixed_send_offsets_s = [round(x, 4) for x in mixed.recorder.offsets_s]
             result.mixed_errors = dict(mixed.recorder.errors)
             result.mixed_sent = mixed.recorder.sent
             result.mixed_reused = mixed.reused

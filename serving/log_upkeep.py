@@ -3,7 +3,9 @@
 One process of a server does it, with its own connections to the log: a process of its own at a
 lower CPU priority, beside the workers of ``--workers N`` or as the child of a one-process server
 (``serving.upkeep_process``), so that no request handler waits for the interpreter lock while a
-snapshot replays. A file lock beside the log keeps two servers sharing one log from doing it at once.
+snapshot replays. Within that process the replay runs on a ``SCHED_IDLE`` thread
+(``serving.idle_priority``), so a worker's loop that wakes takes the core at once. A file lock beside
+the log keeps two servers sharing one log from doing it at once.
 
 - With the in-memory state store, the live-state snapshot is advanced to the end of the log
   (``engine.live.live_state.LiveState.write_snapshot``) every ``SNAPSHOT_INTERVAL_S`` (first
@@ -40,6 +42,7 @@ from engine.live.event_log import EventLog
 from engine.live.live_state import LiveState
 from engine.live.live_state_snapshot import newest_snapshot_rowid, snapshot_folder
 from engine.personas.drift import WINDOW_HALF_LIVES
+from serving.idle_priority import IdlePriorityThread
 
 LOGGER = logging.getLogger("persona_engine.server")
 
@@ -71,6 +74,9 @@ class LogUpkeep:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="event-log-upkeep", daemon=True)
         self._tail_log: EventLog | None = None  # the tail check's own connection, opened on first use
+        # The snapshot's replay runs on a SCHED_IDLE thread of its own (serving.idle_priority): it is
+        # CPU work that must not delay a page render, and it holds no lock RecordEvents waits for.
+        self._idle = IdlePriorityThread("live-state-snapshot")
 
     def start(self) -> None:
         self._thread.start()
@@ -85,6 +91,7 @@ class LogUpkeep:
             self._loop()
         finally:
             self._close_tail_log()
+            self._idle.close()
 
     def _loop(self) -> None:
         started = time.monotonic()
@@ -152,7 +159,9 @@ class LogUpkeep:
 
     def _snapshot(self, log: EventLog) -> None:
         started = time.perf_counter()
-        snapshot = self.live_state.write_snapshot(log, snapshot_folder(self.path), stop=self._stop)
+        snapshot = self._idle.run(
+            self.live_state.write_snapshot, log, snapshot_folder(self.path), stop=self._stop
+        )
         if snapshot is not None:
             LOGGER.info(
                 "live state snapshot: %d customers through event %d in %.1fs",

@@ -8,8 +8,10 @@ growing with the snapshots' garbage. Here the supervisor forks one more process 
 it loads the artifact the workers serve, keeps only what a snapshot needs (the persona model, the
 items and the customers' mixes), runs ``serving.log_upkeep.LogUpkeep`` (snapshots and retention) and
 follows reloads. It runs at a lower CPU priority (``NICENESS``), so on a busy machine page renders
-come first and the snapshot waits. The supervisor restarts it when it dies; serving never depends
-on it (a worker's start-up replays whatever tail the newest snapshot leaves).
+come first and the snapshot waits; the snapshot's replay itself runs on a ``SCHED_IDLE`` thread
+(``serving.idle_priority``), which yields its core to any worker thread that wakes. The supervisor
+restarts it when it dies; serving never depends on it (a worker's start-up replays whatever tail the
+newest snapshot leaves).
 
 A one-process server starts the same process itself (``UpkeepChild``): on a thread it shared the
 interpreter lock with the request handlers after all.

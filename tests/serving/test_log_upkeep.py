@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +23,7 @@ from engine.live.live_state_snapshot import (
 from engine.live.state_store import MemoryStateStore
 from engine.personalizer import Personalizer
 from serving import log_upkeep
+from serving.idle_priority import idle_policy_supported
 from serving.log_upkeep import LogUpkeep
 from tests.serving.server_harness import trained_artifacts
 from training.logged_events import read_logged_events
@@ -118,3 +121,41 @@ def test_upkeep_snapshots_as_soon_as_the_tail_a_restart_would_replay_grows_long(
         upkeep.close()
     snapshot = read_latest_snapshot(folder, config_digest(live.config))
     assert snapshot is not None and snapshot.last_event_rowid == 11 and snapshot.customer_ids == (customer,)
+
+
+@pytest.mark.skipif(not idle_policy_supported(), reason="SCHED_IDLE is a Linux policy")
+def test_the_snapshot_replays_on_an_idle_priority_thread_and_retention_does_not(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention deletes in write transactions that RecordEvents would queue behind: normal priority."""
+    monkeypatch.setattr(log_upkeep, "FIRST_SNAPSHOT_S", 0.0)
+    monkeypatch.setattr(log_upkeep, "FIRST_RETENTION_S", 0.0)
+    personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
+    path = tmp_path / "events.db"
+    with EventLog.open(path) as log:
+        log.append([BehaviorEvent("e0", customer, item, "view", dt.datetime.now(dt.UTC))])
+    live = LiveState(MemoryStateStore())
+    live.attach(personalizer)
+    policies: dict[str, int] = {}
+    write_snapshot, archive_events = live.write_snapshot, log_upkeep.archive_events
+
+    def snapshot_noting_policy(*args: Any, **kwargs: Any) -> Any:
+        policies["snapshot"] = os.sched_getscheduler(0)
+        return write_snapshot(*args, **kwargs)
+
+    def retention_noting_policy(*args: Any, **kwargs: Any) -> Any:
+        policies["retention"] = os.sched_getscheduler(0)
+        return archive_events(*args, **kwargs)
+
+    monkeypatch.setattr(live, "write_snapshot", snapshot_noting_policy)
+    monkeypatch.setattr(log_upkeep, "archive_events", retention_noting_policy)
+    upkeep = LogUpkeep(path, live)
+    upkeep.start()
+    try:
+        deadline = time.monotonic() + 60
+        while newest_snapshot_rowid(snapshot_folder(path)) != 1 or "retention" not in policies:
+            assert time.monotonic() < deadline, f"no snapshot or no retention round after 60 s: {policies}"
+            time.sleep(0.02)
+    finally:
+        upkeep.close()
+    assert policies == {"snapshot": os.SCHED_IDLE, "retention": os.sched_getscheduler(0)}
