@@ -28,6 +28,7 @@ from engine.personalization_request import PageRequest
 from engine.personalizer import Personalizer
 from engine.ranking.candidate_index import candidates_top_k, exact_top_k
 from serving import request_validation as validate
+from serving.generated.persona.v1 import personalization_service_pb2 as pb
 from serving.model_holder import load_model
 from training.console_output import stderr_console
 
@@ -184,7 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     workloads = build_workloads(
         personalizer, np.random.default_rng(args.seed), batch_size=1, rate=1.0, batch_rate=1.0
     )
-    pages = [validate.personalize_call(r, personalizer) for r in workloads[0].requests]
+    personalize = next(w for w in workloads if w.name == "Personalize")
+    pages = [
+        validate.personalize_call(r, personalizer)
+        for r in personalize.requests
+        if isinstance(r, pb.PersonalizeRequest)
+    ]
     print(
         f"{args.artifact} ({len(personalizer.customers)} customers x {len(personalizer.items)} items), "
         f"Personalize as the serving benchmark sends it, per request:"
