@@ -19,21 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.linux_processes import process_tree
+
 _SAMPLE_SECONDS = 0.2
-
-
-def _children() -> dict[int, list[int]]:
-    """Parent pid -> child pids of every process on the machine (Linux ``/proc``)."""
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        tree.setdefault(parent, []).append(int(entry.name))
-    return tree
 
 
 def _rss_mb(pid: int) -> float:
@@ -48,12 +36,7 @@ def _rss_mb(pid: int) -> float:
 
 def tree_rss_mb(root: int) -> float:
     """Summed resident memory of ``root`` and all its descendants, in MB."""
-    tree, total, stack = _children(), 0.0, [root]
-    while stack:
-        pid = stack.pop()
-        total += _rss_mb(pid)
-        stack.extend(tree.get(pid, []))
-    return total
+    return sum(_rss_mb(pid) for pid in process_tree(root))
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import os
 import signal
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ import grpc
 import numpy as np
 
 from benchmarks.latency_statistics import NAN, MetricsSnapshot, latency_summary, server_side
+from benchmarks.linux_processes import cpu_seconds, frozen, process_tree
 from benchmarks.load_generator import PhaseSpec, write_requests
 from benchmarks.load_generator_client import LoadGenerator
 from benchmarks.server_profile import PROFILE_RATE_HZ, categorize_profile, profiling
@@ -41,7 +40,6 @@ from training.console_output import stderr_console
 
 SERVER_READY_TIMEOUT_S: Final = 600.0  # a large artifact is verified (every checksum) before it serves
 SERVER_STOP_TIMEOUT_S: Final = 30.0
-FREEZE_TIMEOUT_S: Final = 2.0  # how long ``frozen`` waits for its processes to have stopped
 # End-to-end bounds whose exact share of calls (failed and dropped calls counting as late) each phase
 # records: the targets' p99 bounds are checked on these shares, not on interpolated quantiles.
 CLIENT_SHARE_BOUNDS_MS: Final = (5.0, 10.0, 25.0)
@@ -77,68 +75,6 @@ def server_pids(server: ServerProcess) -> tuple[list[int], int | None]:
     workers = server.worker_pids
     supervisor = server.process.pid
     return workers, (None if supervisor in workers else supervisor)
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and every process below it, parents first (Linux ``/proc``; gone processes left out)."""
-    tree, index = [pid], 0
-    while index < len(tree):
-        for task in Path(f"/proc/{tree[index]}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                tree += [int(child) for child in (task / "children").read_text(encoding="ascii").split()]
-        index += 1
-    return tree
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """The fields of ``/proc/<pid>/stat`` after the command name (state first); None when it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def process_state(pid: int) -> str:
-    """The state letter of ``/proc/<pid>/stat`` ("R", "S", "T" for stopped, ...); "" when it is gone."""
-    fields = _stat_fields(pid)
-    return fields[0] if fields else ""
-
-
-@contextlib.contextmanager
-def frozen(pids: Sequence[int]) -> Iterator[None]:
-    """Stop ``pids`` (SIGSTOP) for the length of the block, then let them go on (SIGCONT), whatever
-    happens in it. Why: an idle server still wakes about 50 times a second per worker (its event-loop
-    thread; gRPC's timer threads and the supervisor a few times more), and on this 2-core machine a
-    neighbour's wake-ups cost the measured server 5-8% of its closed-loop calls/s
-    (benchmarks/README.md, "The gRPC floor"); a stopped process never wakes. Gone processes are
-    skipped."""
-    stopped: list[int] = []
-    try:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGSTOP)
-                stopped.append(pid)
-        deadline = time.monotonic() + FREEZE_TIMEOUT_S  # a signal lands when the process next runs
-        while time.monotonic() < deadline and any(
-            process_state(pid) not in ("T", "t", "") for pid in stopped
-        ):
-            time.sleep(0.001)
-        yield
-    finally:
-        for pid in reversed(stopped):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-
-
-def cpu_seconds(pids: Sequence[int]) -> dict[int, tuple[float, float]]:
-    """User and system CPU seconds of each process so far (Linux ``/proc``)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    out: dict[int, tuple[float, float]] = {}
-    for pid in pids:
-        fields = _stat_fields(pid)
-        if fields is not None:
-            out[pid] = (int(fields[11]) / ticks, int(fields[12]) / ticks)
-    return out
 
 
 @dataclass(frozen=True)

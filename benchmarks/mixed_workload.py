@@ -26,12 +26,12 @@ import numpy as np
 from google.protobuf.message import Message
 
 from benchmarks.latency_statistics import NAN, MetricsSnapshot, latency_summary, server_side
+from benchmarks.linux_processes import cpu_seconds
 from benchmarks.load_generator import PhaseSpec, in_mixed_slice, write_requests
 from benchmarks.load_generator_client import LoadGenerator
 from benchmarks.load_phases import (
     LoadSettings,
     connect,
-    cpu_seconds,
     metrics_port,
     start_benchmark_server,
     stop_processes,

@@ -26,15 +26,9 @@ from benchmarks.floor_phase import (
     floor_start_failure,
     skipped_floor,
 )
+from benchmarks.linux_processes import frozen, process_state, process_tree
 from benchmarks.load_generator import PhaseSpec
-from benchmarks.load_phases import (
-    LoadSettings,
-    ServerSession,
-    frozen,
-    process_state,
-    process_tree,
-    run_server_phases,
-)
+from benchmarks.load_phases import LoadSettings, ServerSession, run_server_phases
 from benchmarks.serving_workloads import Workload
 from serving.server_process import ServerStartError, start_server
 from tests.benchmarks.result_documents import phase
