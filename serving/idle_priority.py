@@ -10,13 +10,13 @@ three runs of four, and the snapshot falling into one kind of slice decided the 
 with the ``SCHED_IDLE`` policy is preempted by any normal thread that wakes on its core, whatever the
 nice values. The figures with the snapshot on such a thread are in the benchmarks README.
 
-The price: on a machine whose cores are busy all the time, the work waits (a snapshot that took 1.5 s
-took about 3 s beside the benchmark's load), and leaving ``SCHED_IDLE`` takes a privilege an
-unprivileged server lacks, so the thread stays idle-priority for its whole life. Hence the rule for
-what may run on it: work that holds nothing a serving thread waits for. The snapshot qualifies (it
-reads the event log a page at a time, in short read-only queries, and writes its own files); retention
-does not (it deletes in write transactions that RecordEvents' commits would queue behind), nor does
-opening the log (its schema check is a write transaction).
+The price: on a machine whose cores are busy all the time, the work waits (each benchmark run's first
+snapshot, 6,600-11,200 events under load, took 1.3-2.0 s at nice 10 and 2.3-3.4 s here), and leaving
+``SCHED_IDLE`` takes a privilege an unprivileged server lacks, so the thread stays idle-priority for its
+whole life. Hence the rule for what may run on it: work that holds nothing a serving thread waits for.
+The snapshot qualifies (it reads the event log a page at a time, in short read-only queries, and writes
+its own files); retention does not (it deletes in write transactions that RecordEvents' commits would
+queue behind), nor does opening the log (its schema check is a write transaction).
 
 Where the policy is missing (not Linux) or refused, the thread runs at the priority it was started
 with, and says so once in the log.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,31 @@ def _one_customer_and_item(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pe
     )
 
 
-def test_upkeep_writes_the_snapshot_and_moves_old_read_events_to_the_archive(
-    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def upkeep_due_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first snapshot and the first retention round are due as soon as the upkeep starts."""
     monkeypatch.setattr(log_upkeep, "FIRST_SNAPSHOT_S", 0.0)
     monkeypatch.setattr(log_upkeep, "FIRST_RETENTION_S", 0.0)
+
+
+def _live_state(personalizer: Personalizer) -> LiveState:
+    live = LiveState(MemoryStateStore())
+    live.attach(personalizer)
+    return live
+
+
+def _wait_until(done: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """Poll ``done`` until it holds; fail naming ``what`` did not happen within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, f"{what} after {timeout_s:g} s"
+        time.sleep(0.02)
+
+
+@pytest.mark.usefixtures("upkeep_due_at_once")
+def test_upkeep_writes_the_snapshot_and_moves_old_read_events_to_the_archive(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
     now = dt.datetime.now(dt.UTC)
     path = tmp_path / "events.db"
@@ -55,17 +76,17 @@ def test_upkeep_writes_the_snapshot_and_moves_old_read_events_to_the_archive(
             [BehaviorEvent(f"new{n}", customer, item, "view", now - dt.timedelta(hours=n)) for n in range(3)]
         )
     read_logged_events(path)  # a training run read all 7
-    live = LiveState(MemoryStateStore())
-    live.attach(personalizer)
+    live = _live_state(personalizer)
     upkeep = LogUpkeep(path, live)
     upkeep.start()
     try:
-        deadline = time.monotonic() + 60
-        while read_latest_snapshot(snapshot_folder(path), config_digest(live.config)) is None or not any(
-            archive_folder(path).glob("*.parquet")
-        ):
-            assert time.monotonic() < deadline, "no snapshot or no archive part after 60 s"
-            time.sleep(0.05)
+        _wait_until(
+            lambda: (
+                read_latest_snapshot(snapshot_folder(path), config_digest(live.config)) is not None
+                and any(archive_folder(path).glob("*.parquet"))
+            ),
+            "no snapshot or no archive part",
+        )
     finally:
         upkeep.close()
     snapshot = read_latest_snapshot(snapshot_folder(path), config_digest(live.config))
@@ -100,14 +121,10 @@ def test_upkeep_snapshots_as_soon_as_the_tail_a_restart_would_replay_grows_long(
             )
 
     def wait_for_snapshot_through(rowid: int) -> None:
-        deadline = time.monotonic() + 60
-        while newest_snapshot_rowid(folder) != rowid:
-            assert time.monotonic() < deadline, f"no snapshot through event {rowid} after 60 s"
-            time.sleep(0.02)
+        _wait_until(lambda: newest_snapshot_rowid(folder) == rowid, f"no snapshot through event {rowid}")
 
     log_views(0, 6)  # a start-up that finds a tail over the bound snapshots it at once
-    live = LiveState(MemoryStateStore())
-    live.attach(personalizer)
+    live = _live_state(personalizer)
     upkeep = LogUpkeep(path, live)
     upkeep.start()
     try:
@@ -124,18 +141,16 @@ def test_upkeep_snapshots_as_soon_as_the_tail_a_restart_would_replay_grows_long(
 
 
 @pytest.mark.skipif(not idle_policy_supported(), reason="SCHED_IDLE is a Linux policy")
+@pytest.mark.usefixtures("upkeep_due_at_once")
 def test_the_snapshot_replays_on_an_idle_priority_thread_and_retention_does_not(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Retention deletes in write transactions that RecordEvents would queue behind: normal priority."""
-    monkeypatch.setattr(log_upkeep, "FIRST_SNAPSHOT_S", 0.0)
-    monkeypatch.setattr(log_upkeep, "FIRST_RETENTION_S", 0.0)
     personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
     path = tmp_path / "events.db"
     with EventLog.open(path) as log:
         log.append([BehaviorEvent("e0", customer, item, "view", dt.datetime.now(dt.UTC))])
-    live = LiveState(MemoryStateStore())
-    live.attach(personalizer)
+    live = _live_state(personalizer)
     policies: dict[str, int] = {}
     write_snapshot, archive_events = live.write_snapshot, log_upkeep.archive_events
 
@@ -152,10 +167,10 @@ def test_the_snapshot_replays_on_an_idle_priority_thread_and_retention_does_not(
     upkeep = LogUpkeep(path, live)
     upkeep.start()
     try:
-        deadline = time.monotonic() + 60
-        while newest_snapshot_rowid(snapshot_folder(path)) != 1 or "retention" not in policies:
-            assert time.monotonic() < deadline, f"no snapshot or no retention round after 60 s: {policies}"
-            time.sleep(0.02)
+        _wait_until(
+            lambda: newest_snapshot_rowid(snapshot_folder(path)) == 1 and "retention" in policies,
+            "no snapshot or no retention round",
+        )
     finally:
         upkeep.close()
     assert policies == {"snapshot": os.SCHED_IDLE, "retention": os.sched_getscheduler(0)}
