@@ -144,20 +144,26 @@ async def call_once(
     timeout_s: float,
 ) -> tuple[str, str]:
     """Send one fuzzed request as raw bytes; returns the status code's name and its details."""
+    # No serializers: the request goes out as the fuzzed bytes and the answers stay bytes.
     try:
         if target.streaming == STREAMING_UNARY:
-            stream = channel.unary_stream(target.path)(payload, timeout=WATCH_TIMEOUT_S, metadata=metadata)
+            unary_stream: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(target.path)
+            stream = unary_stream(payload, timeout=WATCH_TIMEOUT_S, metadata=metadata)
             try:
                 async for _ in stream:
                     break
             finally:
                 stream.cancel()
         elif target.streaming == STREAMING_BOTH:
-            both = channel.stream_stream(target.path)(iter((payload,)), timeout=timeout_s, metadata=metadata)
+            stream_stream: grpc.aio.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(
+                target.path
+            )
+            both = stream_stream(iter((payload,)), timeout=timeout_s, metadata=metadata)
             async for _ in both:
                 pass
         else:
-            await channel.unary_unary(target.path)(payload, timeout=timeout_s, metadata=metadata)
+            unary_unary: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(target.path)
+            await unary_unary(payload, timeout=timeout_s, metadata=metadata)
     except grpc.aio.AioRpcError as error:
         return error.code().name, error.details() or ""
     return "OK", ""

@@ -26,10 +26,10 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from google.protobuf import descriptor as pb_descriptor
 from google.protobuf.message import Message
@@ -41,6 +41,12 @@ from engine.personalizer import Personalizer
 from serving.generated.persona.v1 import admin_service_pb2, personalization_service_pb2, types_pb2
 from serving.model_holder import decision_arms
 from serving.settings import DEFAULT_MAX_REQUEST_BYTES
+
+if TYPE_CHECKING:
+    from google._upb import _message as upb
+
+    # A field as the descriptors hand it out: the upb runtime's own type, or the pure-Python one.
+    _FieldDescriptor = pb_descriptor.FieldDescriptor | upb.FieldDescriptor
 
 # Request kinds and how often each is drawn (relative weights).
 KIND_WEIGHTS: Final = {
@@ -130,6 +136,10 @@ def fuzz_targets() -> list[FuzzTarget]:
                     else UNARY
                 )
                 short = method.name if file in (files[0][0], files[1][0]) else f"{service.name}/{method.name}"
+                # The upb runtime's descriptors pass this check too (protobuf's descriptor metaclass
+                # counts them as ``Descriptor``), and GetMessageClass takes either kind.
+                if not isinstance(method.input_type, pb_descriptor.Descriptor):
+                    raise TypeError(f"{method.full_name}: unexpected descriptor {method.input_type!r}")
                 targets.append(
                     FuzzTarget(
                         short,
@@ -161,9 +171,9 @@ class IdPools:
         personalizer = Personalizer.from_path(artifact, model)
         rng = random.Random(0)
 
-        def sample(values: Sequence[Any]) -> tuple[str, ...]:
-            values = [str(v) for v in values]
-            return tuple(rng.sample(values, min(size, len(values))))
+        def sample(values: Iterable[Any]) -> tuple[str, ...]:
+            names = [str(v) for v in values]
+            return tuple(rng.sample(names, min(size, len(names))))
 
         arms = decision_arms(personalizer)
         return cls(
@@ -361,7 +371,7 @@ class RequestFuzzer:
             except (ValueError, TypeError, OverflowError):
                 continue  # a value the field's type cannot hold (e.g. 1e308 in a float): skip it
 
-    def _scalar(self, fd: pb_descriptor.FieldDescriptor) -> Any:
+    def _scalar(self, fd: _FieldDescriptor) -> Any:
         kind = fd.cpp_type
         rng = self.rng
         if kind == pb_descriptor.FieldDescriptor.CPPTYPE_STRING:
@@ -376,6 +386,8 @@ class RequestFuzzer:
         ):
             return rng.choice(_FLOATS) if rng.random() < 0.7 else rng.uniform(-1e6, 1e6)
         if kind == pb_descriptor.FieldDescriptor.CPPTYPE_ENUM:
+            if fd.enum_type is None:  # never: protobuf sets it on every enum field
+                raise TypeError(f"enum field {fd.full_name} without its enum type")
             values = [v.number for v in fd.enum_type.values]
             return rng.choice((*values, -1, 99, 2**31 - 1))
         table = {
@@ -520,7 +532,7 @@ def _record_events(f: RequestFuzzer) -> Message:
                 event_id=f"fuzz-{f.seed}-{f.rng.getrandbits(48):x}",
                 customer_id=f.pick(f.pools.customers, 0.2),
                 item_id=f.pick(f.pools.items),
-                event_type=f.rng.choice((1, 2, 3)),
+                event_type=f.rng.choice((pb.EVENT_TYPE_VIEW, pb.EVENT_TYPE_CART, pb.EVENT_TYPE_PURCHASE)),
                 timestamp=_now_timestamp(f),
             )
             for _ in range(f.rng.randint(1, 5))
@@ -532,7 +544,12 @@ def _set_experiment(f: RequestFuzzer) -> Message:
     models = f.pools.models or ("als",)
     arms = [
         admin_service_pb2.ExperimentArm(
-            name=f"arm{i}", share=0.5, policy=f.rng.choice((1, 2)), model=f.rng.choice(models)
+            name=f"arm{i}",
+            share=0.5,
+            policy=f.rng.choice(
+                (admin_service_pb2.ARM_POLICY_ARTIFACT, admin_service_pb2.ARM_POLICY_ONLINE_BANDIT)
+            ),
+            model=f.rng.choice(models),
         )
         for i in range(2)
     ]

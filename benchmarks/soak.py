@@ -341,7 +341,10 @@ class Soak:
         many. The events are acknowledged writes like any other (checked against the log at the end).
         """
         per_channel = -(-self.settings.prefill_events * self.settings.workers // len(channels))
-        record = [channel.unary_unary(f"/{SERVICE}/RecordEvents") for channel in channels]
+        # No serializers: the requests go out as prefill_writes' bytes and the responses stay bytes.
+        record: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = [
+            channel.unary_unary(f"/{SERVICE}/RecordEvents") for channel in channels
+        ]
         started = time.perf_counter()
         counts = {"events": 0, "calls": 0, "retried": 0}
 

@@ -24,7 +24,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ NOUNS = ("Kettle", "Handbag", "Travel Guide", "Multivitamin", "Headphones", "Pas
 
 
 def per_call_us(
-    variants: dict[str, Callable[[Any], object]], inputs: Sequence[Any], passes: int, chunk: int = 50
+    variants: Mapping[str, Callable[[Any], object]], inputs: Sequence[Any], passes: int, chunk: int = 50
 ) -> dict[str, float]:
     """Each variant's CPU time per call in µs: the best of ``passes`` timings of ``chunk`` calls.
 
@@ -176,14 +176,14 @@ def measure(personalizer: Personalizer, n_requests: int, passes: int) -> dict[st
 
     validation = {"validation": lambda r: validate.personalize_call(r, personalizer)}
     out = {f"{name}_us": us for name, us in per_call_us(validation, parsed, passes).items()}
-    for label, served in (("", pages), ("explain_", explained)):
+    for label, served_pages in (("", pages), ("explain_", explained)):
         variants: dict[str, Callable[[Any], object]] = {
             "translation_before": reference.page_response,
             "translation_after": new,
             "translation_without_prepared_items": translate.page_response,
             "translation_after_and_serialize": lambda s: new(s).SerializeToString(),
         }
-        out |= {f"{label}{name}_us": us for name, us in per_call_us(variants, served, passes).items()}
+        out |= {f"{label}{name}_us": us for name, us in per_call_us(variants, served_pages, passes).items()}
     out["items_per_response"] = float(np.mean([len(s.page.items) for s in pages]))
     out["offers_per_response"] = float(np.mean([len(s.page.offers) for s in pages]))
     out["with_layout"] = float(np.mean([s.page.layout is not None for s in pages]))
