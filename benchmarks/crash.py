@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import datetime as dt
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -65,6 +66,8 @@ class Round:
     restart_s: float = float("nan")
     retried: int = 0  # unacknowledged batches sent again after the restart
     retried_found_stored: int = 0  # of those, answered as duplicates: they had landed before the kill
+    rebuild_s: float = float("nan")  # the slowest worker's live-state rebuild in the restart
+    replayed_events: int = -1  # logged events that worker replayed after the newest snapshot
 
 
 class Catalogue:
@@ -131,6 +134,15 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return "Z"
+
+
+# A worker's start-up line (serving.server): what a restart replays is what the snapshots left behind.
+_REBUILT = re.compile(r"live state rebuilt in ([0-9.]+)s: .* then ([0-9]+) logged events replayed")
+
+
+def rebuilds(log: str) -> list[tuple[float, int]]:
+    """(seconds, events replayed after the snapshot) of each worker's rebuild that ``log`` reports."""
+    return [(float(m.group(1)), int(m.group(2))) for m in _REBUILT.finditer(log)]
 
 
 def launch(
@@ -216,6 +228,9 @@ def run(
             for thread in threads:
                 thread.join(30)
             server, round_.restart_s = launch(artifact, folder / "server", log, workers, number)
+            worker_rebuilds = rebuilds(server.log())
+            if worker_rebuilds:
+                round_.rebuild_s, round_.replayed_events = max(worker_rebuilds)
             unacknowledged = [b for b in round_.sent if b not in round_.acknowledged]
             with server.client(retries=2) as client:
                 for batch_id in unacknowledged:
@@ -234,12 +249,15 @@ def run(
                     "retried_batches": round_.retried,
                     "retried_already_stored": round_.retried_found_stored,
                     "restart_s": round_.restart_s,
+                    "rebuild_s": round_.rebuild_s,
+                    "replayed_events": round_.replayed_events,
                     **found,
                 }
             )
             print(
                 f"round {number:2d}: {rows[-1]['events_acknowledged_before_kill']:6d} events acknowledged, "
-                f"restart {round_.restart_s:6.2f} s, lost {found['lost']}, duplicates "
+                f"restart {round_.restart_s:6.2f} s (rebuild {round_.rebuild_s:.1f} s, "
+                f"{round_.replayed_events} events replayed), lost {found['lost']}, duplicates "
                 f"{found['duplicates_stored']}",
                 flush=True,
             )
@@ -307,7 +325,17 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
     print_table(
         f"crash rounds: {result['rounds']} x SIGKILL of a {result['workers']}-worker server mid-burst",
-        ["round", "acknowledged", "retried", "retried already stored", "restart s", "lost", "duplicates"],
+        [
+            "round",
+            "acknowledged",
+            "retried",
+            "retried already stored",
+            "restart s",
+            "rebuild s",
+            "replayed",
+            "lost",
+            "duplicates",
+        ],
         [
             [
                 row["round"],
@@ -315,6 +343,8 @@ def main() -> None:
                 row["retried_batches"],
                 row["retried_already_stored"],
                 row["restart_s"],
+                row["rebuild_s"],
+                row["replayed_events"],
                 row["lost"],
                 row["duplicates_stored"],
             ]
