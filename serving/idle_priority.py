@@ -13,7 +13,10 @@ nice values. The figures with the snapshot on such a thread are in the benchmark
 The price: on a machine whose cores are busy all the time, the work waits (each benchmark run's first
 snapshot, 6,600-11,200 events under load, took 1.3-2.0 s at nice 10 and 2.3-3.4 s here), and leaving
 ``SCHED_IDLE`` takes a privilege an unprivileged server lacks, so the thread stays idle-priority for its
-whole life. Hence the rule for what may run on it: work that holds nothing a serving thread waits for.
+whole life. On cores that are busy without a pause the thread gets next to no CPU at all, so work that
+must be done in bounded time needs a way out: ``submit`` lets the caller stop waiting (the snapshot's
+is in ``serving.log_upkeep``). Hence the rule for what may run on it: work that holds nothing a serving
+thread waits for, and that its caller can give up on.
 The snapshot qualifies (it reads the event log a page at a time, in short read-only queries, and writes
 its own files); retention does not (it deletes in write transactions that RecordEvents' commits would
 queue behind), nor does opening the log (its schema check is a write transaction).
@@ -27,7 +30,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
 LOGGER = logging.getLogger("persona_engine.server")
@@ -59,7 +62,16 @@ class IdlePriorityThread:
 
     def run(self, work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``work`` on the idle thread and wait for it: its result, or its exception raised here."""
-        return self._executor.submit(work, *args, **kwargs).result()
+        return self.submit(work, *args, **kwargs).result()
+
+    def submit(self, work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Queue ``work`` for the idle thread, behind whatever it runs now; wait on the future.
+
+        For callers that must not wait for idle time without limit: on cores that never idle, the
+        thread gets next to no CPU (see the module doc), and only the caller can decide to stop
+        waiting and do the work another way.
+        """
+        return self._executor.submit(work, *args, **kwargs)
 
     def close(self) -> None:
         """Wait for the running call, if any, and end the thread."""

@@ -4,8 +4,9 @@ One process of a server does it, with its own connections to the log: a process 
 lower CPU priority, beside the workers of ``--workers N`` or as the child of a one-process server
 (``serving.upkeep_process``), so that no request handler waits for the interpreter lock while a
 snapshot replays. Within that process the replay runs on a ``SCHED_IDLE`` thread
-(``serving.idle_priority``), so a worker's loop that wakes takes the core at once. A file lock beside
-the log keeps two servers sharing one log from doing it at once.
+(``serving.idle_priority``), so a worker's loop that wakes takes the core at once, unless it waits for
+idle CPU too long (below). A file lock beside the log keeps two servers sharing one log from doing it
+at once.
 
 - With the in-memory state store, the live-state snapshot is advanced to the end of the log
   (``engine.live.live_state.LiveState.write_snapshot``) every ``SNAPSHOT_INTERVAL_S`` (first
@@ -16,6 +17,17 @@ the log keeps two servers sharing one log from doing it at once.
   otherwise leave a minute of events to replay, and a server that crashes within seconds of every
   start (the crash benchmark's rounds) would never snapshot at all and replay more at every restart.
   With Redis the state outlives restarts and there is nothing to snapshot.
+- A snapshot waits for idle CPU at most ``SNAPSHOT_IDLE_PATIENCE_S``, and not at all once the tail has
+  reached ``SNAPSHOT_OVERDUE_EVENTS`` or when it is the first one after a start that replayed a tail of
+  ``SNAPSHOT_TAIL_EVENTS`` or more: then it replays on the upkeep thread, at the upkeep process's own
+  priority (nice 10). Why: on cores that never idle, a ``SCHED_IDLE`` thread gets next to no CPU,
+  and in the crash benchmark (2 workers saturated by RecordEvents, SIGKILL every 2-6 s) no snapshot
+  finished, so each restart replayed the tails of all the rounds before it: 24,280, 31,120 and 37,520
+  events in its last three rounds, restarts of up to 9.7 s, where the snapshot at nice 10 had kept
+  every tail under 16,200 events. The patience alone still let tails reach 32,220 (the kill comes
+  first); with the first-after-start rule they stayed at 18,280 and 14,880 in two runs. Such replays
+  cost the reads they overlap what nice 10 cost them (the idle-priority module's figures): the price
+  of bounded restarts. The periodic snapshots of a server that is up keep the idle thread.
 - Every ``RETENTION_INTERVAL_S`` (first ``FIRST_RETENTION_S`` after start), events older than the drift
   window that a training run has read, and served decisions and outcomes older than it, move to the
   Parquet archive (``engine.live.event_archive``).
@@ -34,13 +46,15 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from pathlib import Path
 from typing import Final
 
 from engine.live.event_archive import archive_events, archive_folder
 from engine.live.event_log import EventLog
 from engine.live.live_state import LiveState
-from engine.live.live_state_snapshot import newest_snapshot_rowid, snapshot_folder
+from engine.live.live_state_snapshot import LiveStateSnapshot, newest_snapshot_rowid, snapshot_folder
 from engine.personas.drift import WINDOW_HALF_LIVES
 from serving.idle_priority import IdlePriorityThread
 
@@ -52,6 +66,11 @@ SNAPSHOT_INTERVAL_S: Final = 60.0
 SNAPSHOT_TAIL_EVENTS: Final = 10_000
 SNAPSHOT_CHECK_S: Final = 1.0
 SNAPSHOT_MIN_GAP_S: Final = 5.0
+# Longer than a snapshot takes on the idle thread beside a loaded but not saturated server (2.3-3.4 s
+# for 6,600-11,200 events in the serving benchmark's mixed workload), short against the interval.
+SNAPSHOT_IDLE_PATIENCE_S: Final = 10.0
+# A tail this long no longer waits for idle CPU: about 4 s of replay per worker at the next start.
+SNAPSHOT_OVERDUE_EVENTS: Final = 2 * SNAPSHOT_TAIL_EVENTS
 FIRST_RETENTION_S: Final = 60.0
 RETENTION_INTERVAL_S: Final = 3_600.0
 
@@ -77,6 +96,8 @@ class LogUpkeep:
         # The snapshot's replay runs on a SCHED_IDLE thread of its own (serving.idle_priority): it is
         # CPU work that must not delay a page render, and it holds no lock RecordEvents waits for.
         self._idle = IdlePriorityThread("live-state-snapshot")
+        self._idle_attempt: Future[LiveStateSnapshot | None] | None = None  # the idle thread's last one
+        self._snapshots_tried = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -159,16 +180,71 @@ class LogUpkeep:
 
     def _snapshot(self, log: EventLog) -> None:
         started = time.perf_counter()
-        snapshot = self._idle.run(
-            self.live_state.write_snapshot, log, snapshot_folder(self.path), stop=self._stop
-        )
+        folder = snapshot_folder(self.path)
+        idle_free = self._idle_attempt is None or self._idle_attempt.done()
+        tail = self._tail_events()
+        # The first snapshot after a start that found a long tail: the workers have just replayed it,
+        # and a crash before it is written makes the next start replay it again, and more.
+        after_replay = self._snapshots_tried == 0 and tail >= SNAPSHOT_TAIL_EVENTS
+        self._snapshots_tried += 1
+        done, snapshot = False, None
+        if after_replay:
+            where = "at the upkeep's priority: the tail the start replayed"
+        elif not idle_free or tail >= SNAPSHOT_OVERDUE_EVENTS:
+            where = "at the upkeep's priority: overdue"
+        else:
+            where = "on the idle thread"
+            done, snapshot = self._on_idle_thread(folder)
+            if not done:
+                where = "at the upkeep's priority: no idle CPU for it"
+        if not done:
+            snapshot = self.live_state.write_snapshot(log, folder, stop=self._stop)
         if snapshot is not None:
             LOGGER.info(
-                "live state snapshot: %d customers through event %d in %.1fs",
+                "live state snapshot: %d customers through event %d in %.1fs (%s)",
                 len(snapshot.customer_ids),
                 snapshot.last_event_rowid,
                 time.perf_counter() - started,
+                where,
             )
+
+    def _on_idle_thread(self, folder: Path) -> tuple[bool, LiveStateSnapshot | None]:
+        """(done, snapshot) of a replay on the idle thread; not done when it waited too long for CPU.
+
+        The attempt has a connection of its own, opened here (its schema check is a write transaction,
+        which must not wait for idle CPU) and closed by the attempt: one given up keeps it until it
+        next runs, sees its stop and ends without writing. Should it have finished replaying just
+        before, it writes a snapshot older than the one replayed instead, which is harmless: snapshot
+        files are written atomically under their last event's number, and a restart reads the newest.
+        """
+        connection = EventLog.open(self.path)
+        attempt = threading.Event()
+
+        def replay() -> LiveStateSnapshot | None:
+            try:
+                return self.live_state.write_snapshot(connection, folder, stop=attempt)
+            finally:
+                connection.close()
+
+        future = self._idle.submit(replay)
+        self._idle_attempt = future
+        give_up_at = time.monotonic() + SNAPSHOT_IDLE_PATIENCE_S
+        while True:
+            try:
+                return True, future.result(timeout=SNAPSHOT_CHECK_S)
+            except FutureTimeoutError:
+                pass
+            if self._stop.is_set():  # the server stops: no snapshot now, and none at full priority
+                attempt.set()
+                return True, None
+            waited_out = time.monotonic() >= give_up_at
+            if waited_out or self._tail_events() >= SNAPSHOT_OVERDUE_EVENTS:
+                attempt.set()
+                LOGGER.warning(
+                    "live state snapshot: %s on the idle thread; replaying at the upkeep's priority",
+                    f"no idle CPU in {SNAPSHOT_IDLE_PATIENCE_S:g}s" if waited_out else "the tail grew long",
+                )
+                return False, None
 
     def _retention(self, log: EventLog) -> None:
         run = archive_events(

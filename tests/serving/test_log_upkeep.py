@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -174,3 +175,115 @@ def test_the_snapshot_replays_on_an_idle_priority_thread_and_retention_does_not(
     finally:
         upkeep.close()
     assert policies == {"snapshot": os.SCHED_IDLE, "retention": os.sched_getscheduler(0)}
+
+
+def _noting_policies(live: LiveState, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
+    """(scheduling policy, wrote a snapshot) of each ``write_snapshot`` call, in the order they end."""
+    calls: list[tuple[int, bool]] = []
+    write_snapshot = live.write_snapshot
+
+    def noting(*args: Any, **kwargs: Any) -> Any:
+        policy = os.sched_getscheduler(0)
+        snapshot = write_snapshot(*args, **kwargs)
+        calls.append((policy, snapshot is not None))
+        return snapshot
+
+    monkeypatch.setattr(live, "write_snapshot", noting)
+    return calls
+
+
+@pytest.mark.skipif(not idle_policy_supported(), reason="SCHED_IDLE is a Linux policy")
+@pytest.mark.usefixtures("upkeep_due_at_once")
+def test_a_snapshot_that_gets_no_idle_cpu_is_written_at_the_upkeeps_priority_and_the_idle_one_gives_up(
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Cores that never idle starve a SCHED_IDLE thread; restarts must not replay ever longer tails.
+
+    The idle thread is kept busy (as a saturated machine keeps it from running) while the first
+    snapshot is due: after the patience the upkeep thread writes it, and the idle attempt, once it
+    runs, ends without writing.
+    """
+    monkeypatch.setattr(log_upkeep, "SNAPSHOT_IDLE_PATIENCE_S", 0.3)
+    monkeypatch.setattr(log_upkeep, "SNAPSHOT_CHECK_S", 0.02)
+    personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
+    path = tmp_path / "events.db"
+    with EventLog.open(path) as log:
+        log.append([BehaviorEvent("e0", customer, item, "view", dt.datetime.now(dt.UTC))])
+    live = _live_state(personalizer)
+    calls = _noting_policies(live, monkeypatch)
+    upkeep = LogUpkeep(path, live)
+    gate = threading.Event()
+    busy = upkeep._idle.submit(gate.wait)  # the idle thread gets no turn until the gate opens
+    upkeep.start()
+    try:
+        _wait_until(lambda: newest_snapshot_rowid(snapshot_folder(path)) == 1, "no snapshot")
+        assert calls == [(os.sched_getscheduler(0), True)]  # the upkeep thread's, not SCHED_IDLE
+        assert "no idle CPU in 0.3s on the idle thread; replaying at the upkeep's priority" in caplog.text
+        gate.set()
+        busy.result(timeout=10)
+        _wait_until(lambda: len(calls) == 2, "the idle attempt never ran")
+    finally:
+        gate.set()
+        upkeep.close()
+    assert calls[1] == (os.SCHED_IDLE, False)  # given up: stopped before writing
+    assert newest_snapshot_rowid(snapshot_folder(path)) == 1
+
+
+@pytest.mark.skipif(not idle_policy_supported(), reason="SCHED_IDLE is a Linux policy")
+@pytest.mark.usefixtures("upkeep_due_at_once")
+def test_a_tail_at_the_overdue_bound_is_snapshotted_at_the_upkeeps_priority_without_waiting(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(log_upkeep, "SNAPSHOT_OVERDUE_EVENTS", 3)
+    personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
+    path = tmp_path / "events.db"
+    now = dt.datetime.now(dt.UTC)
+    with EventLog.open(path) as log:
+        log.append([BehaviorEvent(f"e{n}", customer, item, "view", now) for n in range(3)])
+    live = _live_state(personalizer)
+    calls = _noting_policies(live, monkeypatch)
+    upkeep = LogUpkeep(path, live)
+    upkeep.start()
+    try:
+        _wait_until(lambda: newest_snapshot_rowid(snapshot_folder(path)) == 3, "no snapshot")
+    finally:
+        upkeep.close()
+    assert calls == [(os.sched_getscheduler(0), True)]
+
+
+@pytest.mark.skipif(not idle_policy_supported(), reason="SCHED_IDLE is a Linux policy")
+def test_the_first_snapshot_of_a_tail_the_start_replayed_is_written_at_once_and_later_ones_wait_for_idle_cpu(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that crashes again before that snapshot is written would replay the tail again, and more
+    (the crash benchmark: tails of 24,800 and 32,220 events when it waited for idle CPU)."""
+    monkeypatch.setattr(log_upkeep, "FIRST_SNAPSHOT_S", 3_600.0)  # only the tail triggers snapshots
+    monkeypatch.setattr(log_upkeep, "FIRST_RETENTION_S", 3_600.0)
+    monkeypatch.setattr(log_upkeep, "SNAPSHOT_TAIL_EVENTS", 2)
+    monkeypatch.setattr(log_upkeep, "SNAPSHOT_CHECK_S", 0.02)
+    monkeypatch.setattr(log_upkeep, "SNAPSHOT_MIN_GAP_S", 0.0)
+    personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
+    path = tmp_path / "events.db"
+    now = dt.datetime.now(dt.UTC)
+
+    def log_views(first: int, count: int) -> None:
+        with EventLog.open(path) as log:
+            log.append(
+                [BehaviorEvent(f"e{n}", customer, item, "view", now) for n in range(first, first + count)]
+            )
+
+    log_views(0, 3)
+    live = _live_state(personalizer)
+    calls = _noting_policies(live, monkeypatch)
+    upkeep = LogUpkeep(path, live)
+    upkeep.start()
+    try:
+        _wait_until(lambda: newest_snapshot_rowid(snapshot_folder(path)) == 3, "no snapshot at start")
+        log_views(3, 2)
+        _wait_until(lambda: newest_snapshot_rowid(snapshot_folder(path)) == 5, "no snapshot of the new tail")
+    finally:
+        upkeep.close()
+    assert calls == [(os.sched_getscheduler(0), True), (os.SCHED_IDLE, True)]
