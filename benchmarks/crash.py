@@ -41,6 +41,7 @@ import grpc
 import numpy as np
 import polars as pl
 
+from benchmarks.linux_processes import process_state
 from benchmarks.result_files import RESULTS_DIR, utc_stamp, write_result
 from benchmarks.startup import bench_artifact
 from engine.live.event_archive import archive_folder, event_parts
@@ -123,17 +124,10 @@ def kill_everything(server: ServerProcess) -> None:
     server.process.wait(_GONE_TIMEOUT_S)
     deadline = time.monotonic() + _GONE_TIMEOUT_S
     for pid in pids[1:]:  # workers: reaped by whoever adopted them
-        while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
+        while process_state(pid) not in ("Z", ""):  # "": gone
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker {pid} still alive {_GONE_TIMEOUT_S}s after SIGKILL")
             time.sleep(0.01)
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "Z"
 
 
 # A worker's start-up line (serving.server): what a restart replays is what the snapshots left behind.

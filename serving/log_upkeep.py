@@ -97,7 +97,7 @@ class LogUpkeep:
         # CPU work that must not delay a page render, and it holds no lock RecordEvents waits for.
         self._idle = IdlePriorityThread("live-state-snapshot")
         self._idle_attempt: Future[LiveStateSnapshot | None] | None = None  # the idle thread's last one
-        self._snapshots_tried = 0
+        self._first_snapshot = True  # until the first snapshot of this start has been tried
 
     def start(self) -> None:
         self._thread.start()
@@ -185,8 +185,8 @@ class LogUpkeep:
         tail = self._tail_events()
         # The first snapshot after a start that found a long tail: the workers have just replayed it,
         # and a crash before it is written makes the next start replay it again, and more.
-        after_replay = self._snapshots_tried == 0 and tail >= SNAPSHOT_TAIL_EVENTS
-        self._snapshots_tried += 1
+        after_replay = self._first_snapshot and tail >= SNAPSHOT_TAIL_EVENTS
+        self._first_snapshot = False
         done, snapshot = False, None
         if after_replay:
             where = "at the upkeep's priority: the tail the start replayed"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ from serving.log_upkeep import LogUpkeep
 from tests.serving.server_harness import trained_artifacts
 from training.logged_events import read_logged_events
 
+needs_idle_policy = pytest.mark.skipif(not idle_policy_supported(), reason="SCHED_IDLE is a Linux policy")
+
 
 def _one_customer_and_item(tmp_path_factory: pytest.TempPathFactory) -> tuple[Personalizer, str, str]:
     """The tests' trained artifact, a customer it knows and an item of its catalog."""
@@ -52,6 +55,25 @@ def _live_state(personalizer: Personalizer) -> LiveState:
     live = LiveState(MemoryStateStore())
     live.attach(personalizer)
     return live
+
+
+def _log_views(path: Path, customer: str, item: str, numbers: range) -> None:
+    """Views ``e<n>`` of ``item`` by ``customer``, each ``n`` minutes ago, appended to the log."""
+    now = dt.datetime.now(dt.UTC)
+    with EventLog.open(path) as log:
+        log.append(
+            [BehaviorEvent(f"e{n}", customer, item, "view", now - dt.timedelta(minutes=n)) for n in numbers]
+        )
+
+
+@contextlib.contextmanager
+def _running(upkeep: LogUpkeep) -> Iterator[LogUpkeep]:
+    """``upkeep`` started for the block and closed after it, whatever happens in it."""
+    upkeep.start()
+    try:
+        yield upkeep
+    finally:
+        upkeep.close()
 
 
 def _wait_until(done: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
@@ -78,9 +100,7 @@ def test_upkeep_writes_the_snapshot_and_moves_old_read_events_to_the_archive(
         )
     read_logged_events(path)  # a training run read all 7
     live = _live_state(personalizer)
-    upkeep = LogUpkeep(path, live)
-    upkeep.start()
-    try:
+    with _running(LogUpkeep(path, live)):
         _wait_until(
             lambda: (
                 read_latest_snapshot(snapshot_folder(path), config_digest(live.config)) is not None
@@ -88,8 +108,6 @@ def test_upkeep_writes_the_snapshot_and_moves_old_read_events_to_the_archive(
             ),
             "no snapshot or no archive part",
         )
-    finally:
-        upkeep.close()
     snapshot = read_latest_snapshot(snapshot_folder(path), config_digest(live.config))
     assert snapshot is not None and snapshot.last_event_rowid == 7
     assert snapshot.customer_ids == (customer,) and snapshot.artifact_version == personalizer.artifact.version
@@ -108,40 +126,26 @@ def test_upkeep_snapshots_as_soon_as_the_tail_a_restart_would_replay_grows_long(
     monkeypatch.setattr(log_upkeep, "SNAPSHOT_CHECK_S", 0.02)
     monkeypatch.setattr(log_upkeep, "SNAPSHOT_MIN_GAP_S", 0.0)
     personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
-    now = dt.datetime.now(dt.UTC)
     path = tmp_path / "events.db"
     folder = snapshot_folder(path)
-
-    def log_views(first: int, count: int) -> None:
-        with EventLog.open(path) as log:
-            log.append(
-                [
-                    BehaviorEvent(f"e{n}", customer, item, "view", now - dt.timedelta(minutes=n))
-                    for n in range(first, first + count)
-                ]
-            )
 
     def wait_for_snapshot_through(rowid: int) -> None:
         _wait_until(lambda: newest_snapshot_rowid(folder) == rowid, f"no snapshot through event {rowid}")
 
-    log_views(0, 6)  # a start-up that finds a tail over the bound snapshots it at once
+    _log_views(path, customer, item, range(6))  # a start-up that finds a tail over the bound snapshots it
     live = _live_state(personalizer)
-    upkeep = LogUpkeep(path, live)
-    upkeep.start()
-    try:
+    with _running(LogUpkeep(path, live)):
         wait_for_snapshot_through(6)
-        log_views(6, 3)  # 3 after the snapshot: under the bound, 25 checks later still no snapshot
+        _log_views(path, customer, item, range(6, 9))  # 3 after it: under the bound, 25 checks later none
         time.sleep(0.5)
         assert newest_snapshot_rowid(folder) == 6
-        log_views(9, 2)  # 5 after it: at the bound
+        _log_views(path, customer, item, range(9, 11))  # 5 after it: at the bound
         wait_for_snapshot_through(11)
-    finally:
-        upkeep.close()
     snapshot = read_latest_snapshot(folder, config_digest(live.config))
     assert snapshot is not None and snapshot.last_event_rowid == 11 and snapshot.customer_ids == (customer,)
 
 
-@pytest.mark.skipif(not idle_policy_supported(), reason="SCHED_IDLE is a Linux policy")
+@needs_idle_policy
 @pytest.mark.usefixtures("upkeep_due_at_once")
 def test_the_snapshot_replays_on_an_idle_priority_thread_and_retention_does_not(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
@@ -149,8 +153,7 @@ def test_the_snapshot_replays_on_an_idle_priority_thread_and_retention_does_not(
     """Retention deletes in write transactions that RecordEvents would queue behind: normal priority."""
     personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
     path = tmp_path / "events.db"
-    with EventLog.open(path) as log:
-        log.append([BehaviorEvent("e0", customer, item, "view", dt.datetime.now(dt.UTC))])
+    _log_views(path, customer, item, range(1))
     live = _live_state(personalizer)
     policies: dict[str, int] = {}
     write_snapshot, archive_events = live.write_snapshot, log_upkeep.archive_events
@@ -165,15 +168,11 @@ def test_the_snapshot_replays_on_an_idle_priority_thread_and_retention_does_not(
 
     monkeypatch.setattr(live, "write_snapshot", snapshot_noting_policy)
     monkeypatch.setattr(log_upkeep, "archive_events", retention_noting_policy)
-    upkeep = LogUpkeep(path, live)
-    upkeep.start()
-    try:
+    with _running(LogUpkeep(path, live)):
         _wait_until(
             lambda: newest_snapshot_rowid(snapshot_folder(path)) == 1 and "retention" in policies,
             "no snapshot or no retention round",
         )
-    finally:
-        upkeep.close()
     assert policies == {"snapshot": os.SCHED_IDLE, "retention": os.sched_getscheduler(0)}
 
 
@@ -192,7 +191,7 @@ def _noting_policies(live: LiveState, monkeypatch: pytest.MonkeyPatch) -> list[t
     return calls
 
 
-@pytest.mark.skipif(not idle_policy_supported(), reason="SCHED_IDLE is a Linux policy")
+@needs_idle_policy
 @pytest.mark.usefixtures("upkeep_due_at_once")
 def test_a_snapshot_that_gets_no_idle_cpu_is_written_at_the_upkeeps_priority_and_the_idle_one_gives_up(
     tmp_path: Path,
@@ -210,29 +209,27 @@ def test_a_snapshot_that_gets_no_idle_cpu_is_written_at_the_upkeeps_priority_and
     monkeypatch.setattr(log_upkeep, "SNAPSHOT_CHECK_S", 0.02)
     personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
     path = tmp_path / "events.db"
-    with EventLog.open(path) as log:
-        log.append([BehaviorEvent("e0", customer, item, "view", dt.datetime.now(dt.UTC))])
+    _log_views(path, customer, item, range(1))
     live = _live_state(personalizer)
     calls = _noting_policies(live, monkeypatch)
     upkeep = LogUpkeep(path, live)
     gate = threading.Event()
     busy = upkeep._idle.submit(gate.wait)  # the idle thread gets no turn until the gate opens
-    upkeep.start()
     try:
-        _wait_until(lambda: newest_snapshot_rowid(snapshot_folder(path)) == 1, "no snapshot")
-        assert calls == [(os.sched_getscheduler(0), True)]  # the upkeep thread's, not SCHED_IDLE
-        assert "no idle CPU in 0.3s on the idle thread; replaying at the upkeep's priority" in caplog.text
-        gate.set()
-        busy.result(timeout=10)
-        _wait_until(lambda: len(calls) == 2, "the idle attempt never ran")
+        with _running(upkeep):
+            _wait_until(lambda: newest_snapshot_rowid(snapshot_folder(path)) == 1, "no snapshot")
+            assert calls == [(os.sched_getscheduler(0), True)]  # the upkeep thread's, not SCHED_IDLE
+            assert "no idle CPU in 0.3s on the idle thread; replaying at the upkeep's priority" in caplog.text
+            gate.set()
+            busy.result(timeout=10)
+            _wait_until(lambda: len(calls) == 2, "the idle attempt never ran")
     finally:
-        gate.set()
-        upkeep.close()
+        gate.set()  # before the close, which waits for the idle thread
     assert calls[1] == (os.SCHED_IDLE, False)  # given up: stopped before writing
     assert newest_snapshot_rowid(snapshot_folder(path)) == 1
 
 
-@pytest.mark.skipif(not idle_policy_supported(), reason="SCHED_IDLE is a Linux policy")
+@needs_idle_policy
 @pytest.mark.usefixtures("upkeep_due_at_once")
 def test_a_tail_at_the_overdue_bound_is_snapshotted_at_the_upkeeps_priority_without_waiting(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
@@ -240,21 +237,15 @@ def test_a_tail_at_the_overdue_bound_is_snapshotted_at_the_upkeeps_priority_with
     monkeypatch.setattr(log_upkeep, "SNAPSHOT_OVERDUE_EVENTS", 3)
     personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
     path = tmp_path / "events.db"
-    now = dt.datetime.now(dt.UTC)
-    with EventLog.open(path) as log:
-        log.append([BehaviorEvent(f"e{n}", customer, item, "view", now) for n in range(3)])
+    _log_views(path, customer, item, range(3))
     live = _live_state(personalizer)
     calls = _noting_policies(live, monkeypatch)
-    upkeep = LogUpkeep(path, live)
-    upkeep.start()
-    try:
+    with _running(LogUpkeep(path, live)):
         _wait_until(lambda: newest_snapshot_rowid(snapshot_folder(path)) == 3, "no snapshot")
-    finally:
-        upkeep.close()
     assert calls == [(os.sched_getscheduler(0), True)]
 
 
-@pytest.mark.skipif(not idle_policy_supported(), reason="SCHED_IDLE is a Linux policy")
+@needs_idle_policy
 def test_the_first_snapshot_of_a_tail_the_start_replayed_is_written_at_once_and_later_ones_wait_for_idle_cpu(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -267,23 +258,11 @@ def test_the_first_snapshot_of_a_tail_the_start_replayed_is_written_at_once_and_
     monkeypatch.setattr(log_upkeep, "SNAPSHOT_MIN_GAP_S", 0.0)
     personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
     path = tmp_path / "events.db"
-    now = dt.datetime.now(dt.UTC)
-
-    def log_views(first: int, count: int) -> None:
-        with EventLog.open(path) as log:
-            log.append(
-                [BehaviorEvent(f"e{n}", customer, item, "view", now) for n in range(first, first + count)]
-            )
-
-    log_views(0, 3)
+    _log_views(path, customer, item, range(3))
     live = _live_state(personalizer)
     calls = _noting_policies(live, monkeypatch)
-    upkeep = LogUpkeep(path, live)
-    upkeep.start()
-    try:
+    with _running(LogUpkeep(path, live)):
         _wait_until(lambda: newest_snapshot_rowid(snapshot_folder(path)) == 3, "no snapshot at start")
-        log_views(3, 2)
+        _log_views(path, customer, item, range(3, 5))
         _wait_until(lambda: newest_snapshot_rowid(snapshot_folder(path)) == 5, "no snapshot of the new tail")
-    finally:
-        upkeep.close()
     assert calls == [(os.sched_getscheduler(0), True), (os.SCHED_IDLE, True)]
