@@ -74,6 +74,17 @@ class ItemCatalog:
             self.prices.tolist(),
         )
 
+    @cached_property
+    def in_stock_mask(self) -> NDArray[np.bool_]:
+        """``in_stock`` as a read-only mask of the catalog's own: the item mask of every request that
+        filters on nothing but stock (nearly all), shared instead of copied per request."""
+        return _read_only(self.in_stock.copy())
+
+    @cached_property
+    def every_item_mask(self) -> NDArray[np.bool_]:
+        """A read-only mask of every item: ``in_stock_mask`` for requests that include out-of-stock items."""
+        return _read_only(np.ones(len(self), dtype=bool))
+
     def indices(self, item_ids: Iterable[str]) -> NDArray[np.int64]:
         """Indices of the known ids among ``item_ids``, in order; unknown ids are dropped."""
         ids = list(item_ids)
@@ -104,3 +115,8 @@ def _attribute_mask(
 ) -> NDArray[np.bool_]:
     wanted = np.asarray(sorted({index[n] for n in names if n in index}), dtype=np.int64)
     return np.isin(codes, wanted)
+
+
+def _read_only(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    mask.flags.writeable = False
+    return mask

@@ -99,13 +99,30 @@ class ServedLayout:
     experiment_arm: str = ""
 
 
-@dataclass(frozen=True)
 class _ArmContext:
-    """One request's place in the live loop: its experiment arm, the personalizer and journey stage."""
+    """One request's place in the live loop: its experiment arm, the personalizer and journey stage.
 
-    assignment: Assignment
-    personalizer: Personalizer
-    stage: JourneyStage
+    The stage is worked out on first use: only an online-bandit arm, a bandit that remembers the
+    artifact's decisions and the decision log read it, and working it out (the customer's counts in
+    the artifact and in the state store, the clock) cost a page without either about 10 µs of the
+    0.3 ms the engine spends on it.
+    """
+
+    __slots__ = ("_stage", "_stage_of", "assignment", "personalizer")
+
+    def __init__(
+        self, assignment: Assignment, personalizer: Personalizer, stage_of: Callable[[], JourneyStage]
+    ) -> None:
+        self.assignment = assignment
+        self.personalizer = personalizer
+        self._stage_of = stage_of
+        self._stage: JourneyStage | None = None
+
+    @property
+    def stage(self) -> JourneyStage:
+        if self._stage is None:
+            self._stage = self._stage_of()
+        return self._stage
 
     @property
     def uses_bandit(self) -> bool:
@@ -319,9 +336,10 @@ class LiveLoop:
         """The experiment arm, its personalizer and the journey stage; None without experiments."""
         if self._decisions is None:
             return None
-        assignment = self._decisions.assign(customer_id)
-        chosen = self._decisions.personalizer_for(personalizer, assignment)
-        return _ArmContext(assignment, chosen, self._decisions.stage(chosen, customer_id, session))
+        decisions = self._decisions
+        assignment = decisions.assign(customer_id)
+        chosen = decisions.personalizer_for(personalizer, assignment)
+        return _ArmContext(assignment, chosen, lambda: decisions.stage(chosen, customer_id, session))
 
     def _served(
         self,

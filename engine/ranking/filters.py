@@ -54,6 +54,23 @@ class ItemFilters:
 
     def shared_mask(self, catalog: ItemCatalog) -> NDArray[np.bool_]:
         """(n_items,) True where an item passes every condition that does not depend on the customer."""
+        mask = self.attribute_mask(catalog).copy()
+        if self.exclude_item_ids:
+            mask[catalog.indices(self.exclude_item_ids)] = False
+        return mask
+
+    def attribute_mask(self, catalog: ItemCatalog) -> NDArray[np.bool_]:
+        """``shared_mask`` before the excluded ids: stock, categories and prices. Read-only, and the
+        catalog's own mask when stock is the only condition (most requests), so that a request does not
+        copy a mask of the whole catalog only to read it; ``customer_mask`` copies it once per customer
+        anyway, and takes the excluded ids there (``ListSpec``)."""
+        if not (
+            self.include_categories
+            or self.exclude_categories
+            or self.price_min is not None
+            or self.price_max is not None
+        ):
+            return catalog.every_item_mask if self.include_out_of_stock else catalog.in_stock_mask
         mask = np.ones(len(catalog), dtype=bool) if self.include_out_of_stock else catalog.in_stock.copy()
         if self.include_categories:
             mask &= catalog.category_mask(self.include_categories)
@@ -63,8 +80,7 @@ class ItemFilters:
             mask &= catalog.prices >= self.price_min
         if self.price_max is not None:
             mask &= catalog.prices <= self.price_max
-        if self.exclude_item_ids:
-            mask[catalog.indices(self.exclude_item_ids)] = False
+        mask.flags.writeable = False
         return mask
 
     def customer_mask(

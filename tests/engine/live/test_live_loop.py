@@ -192,6 +192,35 @@ def test_served_offers_and_layouts_are_logged_with_arm_and_stage(
             assert record.propensity == pytest.approx(page.layout.propensity)
 
 
+def test_the_journey_stage_is_worked_out_only_where_it_is_read(
+    personalizer: Personalizer, loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision log records each page's stage (the value LiveDecisions.stage gives); a loop with
+    neither a log nor a bandit arm never asks for it (a state-store read and the clock per page)."""
+    asked: list[str] = []
+    stage_of = loop.decisions.stage
+
+    def counted(chosen: Personalizer, customer_id: str, session: SessionContext) -> JourneyStage:
+        asked.append(customer_id)
+        return stage_of(chosen, customer_id, session)
+
+    monkeypatch.setattr(loop.decisions, "stage", counted)
+    static = in_arm(personalizer, "static")
+    expected = stage_of(personalizer, static, SESSION).value
+    page = loop.loop.personalize(personalizer, PageRequest(CustomerTarget(static), session=SESSION)).page
+    loop.writer.flush()
+    logged = [d for d in loop.log.served_decisions() if d.decision_id == page.decision.decision_id]
+    assert logged and {d.journey_stage for d in logged} == {expected}
+    assert asked == [static]  # once for the page's offers and layout
+
+    asked.clear()
+    unlogged = LiveLoop(decisions=loop.decisions, clock=lambda: NOW)  # no writer; no bandit arm runs
+    loop.decisions.experiment.set(Experiment("plain", "only", (ExperimentArm("only", 1.0),)))
+    targets = [CustomerTarget(c) for c in customers(personalizer, 5)]
+    unlogged.personalize_many(personalizer, [PageRequest(t, session=SESSION) for t in targets])
+    assert asked == []
+
+
 def test_recorded_events_are_stored_once_and_update_live_state_journeys_and_the_bandit(
     personalizer: Personalizer, loop: Loop
 ) -> None:

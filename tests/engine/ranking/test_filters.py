@@ -11,6 +11,8 @@ from engine.data.id_map import IdMap
 from engine.data.item_catalog import ItemCatalog
 from engine.invalid_request import InvalidRequestError
 from engine.ranking.filters import ItemFilters
+from engine.ranking.product_lists import ListSpec
+from engine.ranking.promotions import Promotions
 
 CATEGORIES = ["books", "phones", "fashion", "books", "toys", "phones", "fashion", "books"]
 PRICES = [5.0, 300.0, 80.0, 12.5, 20.0, 150.0, 80.0, 9.0]
@@ -120,3 +122,15 @@ def test_mask_equals_the_per_item_rule(
         for i in range(len(CATEGORIES))
     ]
     assert filters.shared_mask(catalog()).tolist() == expected
+    # A list's spec keeps the attribute part (read-only, maybe the catalog's own) and the excluded ids
+    # apart, and each customer's mask puts them together again, leaving the catalog untouched.
+    items = catalog()
+    assert not filters.attribute_mask(items).flags.writeable
+    spec = ListSpec.compile(
+        items, k=3, filters=filters, promotions=Promotions(), diversity=0.0, explain=False
+    )
+    assert spec.eligible(np.zeros(0, dtype=np.int64)).tolist() == expected
+    assert spec.eligible(np.zeros(0, dtype=np.int64), (np.array([0, 7]),)).tolist() == [
+        allowed and i not in (0, 7) for i, allowed in enumerate(expected)
+    ]
+    assert items.in_stock.tolist() == STOCK and items.in_stock_mask.tolist() == STOCK

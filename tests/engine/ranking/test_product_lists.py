@@ -76,9 +76,7 @@ def test_the_lean_ranked_path_lists_what_the_general_candidate_path_lists(indexe
         for customer in [str(c) for c in indexed.model_customers.ids[:15]] + ["stranger"]:
             row = indexed._row(CustomerTarget(customer), spec, "weekday", None)
             query = indexed.model.query_vectors(builder.user_batch([row]))[0]
-            eligible = spec.filters.customer_mask(
-                spec.shared, purchased=row_indices(indexed.purchases, row.resolved.row), excluded=()
-            )
+            eligible = spec.eligible(row_indices(indexed.purchases, row.resolved.row))
             lean = builder._ranked_candidates(query, k, eligible)
             general = builder._from_candidates(query, spec, eligible, reason)
             assert (lean is None) == (general is None)
@@ -113,9 +111,7 @@ def test_the_lean_full_scan_path_lists_what_assemble_list_lists(scanned: Persona
             row = scanned._row(CustomerTarget(customer), spec, None, None)
             listed = builder.build([row])[0]
             full = vectors @ scanned.model.query_vectors(builder.user_batch([row]))[0]
-            eligible = spec.filters.customer_mask(
-                spec.shared, purchased=row_indices(scanned.purchases, row.resolved.row), excluded=()
-            )
+            eligible = spec.eligible(row_indices(scanned.purchases, row.resolved.row))
             reason = ItemReason.PERSONALIZED if row.model_row >= 0 else ItemReason.PERSONA
             entries = assemble_list(
                 k=k,
