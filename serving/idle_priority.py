@@ -60,12 +60,9 @@ class IdlePriorityThread:
     def __init__(self, name: str) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name, initializer=_become_idle)
 
-    def run(self, work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``work`` on the idle thread and wait for it: its result, or its exception raised here."""
-        return self.submit(work, *args, **kwargs).result()
-
     def submit(self, work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        """Queue ``work`` for the idle thread, behind whatever it runs now; wait on the future.
+        """Queue ``work`` for the idle thread, behind whatever it runs now; its future gives the result
+        or raises its exception.
 
         For callers that must not wait for idle time without limit: on cores that never idle, the
         thread gets next to no CPU (see the module doc), and only the caller can decide to stop

@@ -3,9 +3,11 @@
 Filters are business rules, so they are applied as hard masks before ranking, never as score
 penalties: an excluded item must not appear however well it scores. The mask is split in two because
 a batch request shares one set of filters across up to a thousand customers: the part every customer
-shares (stock, categories, prices, excluded ids) is computed once per request by ``shared_mask``,
-and only the per-customer part (their purchases, their cart, their own exclusions) per customer by
-``customer_mask``.
+shares is computed once per request, and only the per-customer part (their purchases, their cart,
+their own exclusions) per customer by ``customer_mask``, which copies the shared part. The request
+path keeps the shared part as ``attribute_mask`` (stock, categories, prices; the catalog's own
+read-only mask when stock is the only condition) plus the excluded ids' indices, which go into the
+customer's copy (``engine.ranking.product_lists.ListSpec``); ``shared_mask`` is the two put together.
 
 "Already purchased" means purchase events, not views or carts: a viewed item is often exactly what
 the customer still wants, while a bought one is what ``include_purchased`` exists to bring back for

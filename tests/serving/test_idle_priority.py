@@ -21,8 +21,8 @@ def test_work_runs_on_one_idle_thread_and_the_caller_keeps_its_policy() -> None:
     caller_policy = os.sched_getscheduler(0)
     idle = IdlePriorityThread("test-idle")
     try:
-        first_policy, first_thread = idle.run(_policy_and_thread)
-        second_policy, second_thread = idle.run(_policy_and_thread)
+        first_policy, first_thread = idle.submit(_policy_and_thread).result()
+        second_policy, second_thread = idle.submit(_policy_and_thread).result()
     finally:
         idle.close()
     assert first_policy == second_policy == os.SCHED_IDLE
@@ -33,9 +33,9 @@ def test_work_runs_on_one_idle_thread_and_the_caller_keeps_its_policy() -> None:
 def test_results_and_exceptions_come_back_to_the_caller() -> None:
     idle = IdlePriorityThread("test-idle")
     try:
-        assert idle.run(sorted, [3, 1, 2], reverse=True) == [3, 2, 1]
+        assert idle.submit(sorted, [3, 1, 2], reverse=True).result() == [3, 2, 1]
         with pytest.raises(ZeroDivisionError):
-            idle.run(divmod, 1, 0)
+            idle.submit(divmod, 1, 0).result()
     finally:
         idle.close()
 

@@ -51,6 +51,16 @@ def upkeep_due_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(log_upkeep, "FIRST_RETENTION_S", 0.0)
 
 
+def _snapshots_on_the_tail_only(monkeypatch: pytest.MonkeyPatch, tail_events: int) -> None:
+    """No periodic snapshot or retention round comes; a tail of ``tail_events`` triggers a snapshot,
+    checked every 20 ms, however soon after the last one."""
+    monkeypatch.setattr(log_upkeep, "FIRST_SNAPSHOT_S", 3_600.0)
+    monkeypatch.setattr(log_upkeep, "FIRST_RETENTION_S", 3_600.0)
+    monkeypatch.setattr(log_upkeep, "SNAPSHOT_TAIL_EVENTS", tail_events)
+    monkeypatch.setattr(log_upkeep, "SNAPSHOT_CHECK_S", 0.02)
+    monkeypatch.setattr(log_upkeep, "SNAPSHOT_MIN_GAP_S", 0.0)
+
+
 def _live_state(personalizer: Personalizer) -> LiveState:
     live = LiveState(MemoryStateStore())
     live.attach(personalizer)
@@ -64,6 +74,18 @@ def _log_views(path: Path, customer: str, item: str, numbers: range) -> None:
         log.append(
             [BehaviorEvent(f"e{n}", customer, item, "view", now - dt.timedelta(minutes=n)) for n in numbers]
         )
+
+
+def _logged(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, views: int
+) -> tuple[Path, LiveState, str, str]:
+    """A log at ``tmp_path`` with ``views`` views of one item by one customer (``_log_views``), and a
+    live state over the tests' artifact; returns the log's path, the live state, the customer and
+    the item."""
+    personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
+    path = tmp_path / "events.db"
+    _log_views(path, customer, item, range(views))
+    return path, _live_state(personalizer), customer, item
 
 
 @contextlib.contextmanager
@@ -120,20 +142,14 @@ def test_upkeep_snapshots_as_soon_as_the_tail_a_restart_would_replay_grows_long(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not only on the clock: a log that grows fast gets a snapshot per ``SNAPSHOT_TAIL_EVENTS``."""
-    monkeypatch.setattr(log_upkeep, "FIRST_SNAPSHOT_S", 3_600.0)  # the periodic snapshot never comes
-    monkeypatch.setattr(log_upkeep, "FIRST_RETENTION_S", 3_600.0)
-    monkeypatch.setattr(log_upkeep, "SNAPSHOT_TAIL_EVENTS", 5)
-    monkeypatch.setattr(log_upkeep, "SNAPSHOT_CHECK_S", 0.02)
-    monkeypatch.setattr(log_upkeep, "SNAPSHOT_MIN_GAP_S", 0.0)
-    personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
-    path = tmp_path / "events.db"
+    _snapshots_on_the_tail_only(monkeypatch, 5)
+    # a start-up that finds a tail over the bound snapshots it
+    path, live, customer, item = _logged(tmp_path, tmp_path_factory, 6)
     folder = snapshot_folder(path)
 
     def wait_for_snapshot_through(rowid: int) -> None:
         _wait_until(lambda: newest_snapshot_rowid(folder) == rowid, f"no snapshot through event {rowid}")
 
-    _log_views(path, customer, item, range(6))  # a start-up that finds a tail over the bound snapshots it
-    live = _live_state(personalizer)
     with _running(LogUpkeep(path, live)):
         wait_for_snapshot_through(6)
         _log_views(path, customer, item, range(6, 9))  # 3 after it: under the bound, 25 checks later none
@@ -151,10 +167,7 @@ def test_the_snapshot_replays_on_an_idle_priority_thread_and_retention_does_not(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Retention deletes in write transactions that RecordEvents would queue behind: normal priority."""
-    personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
-    path = tmp_path / "events.db"
-    _log_views(path, customer, item, range(1))
-    live = _live_state(personalizer)
+    path, live, _, _ = _logged(tmp_path, tmp_path_factory, 1)
     policies: dict[str, int] = {}
     write_snapshot, archive_events = live.write_snapshot, log_upkeep.archive_events
 
@@ -207,10 +220,7 @@ def test_a_snapshot_that_gets_no_idle_cpu_is_written_at_the_upkeeps_priority_and
     """
     monkeypatch.setattr(log_upkeep, "SNAPSHOT_IDLE_PATIENCE_S", 0.3)
     monkeypatch.setattr(log_upkeep, "SNAPSHOT_CHECK_S", 0.02)
-    personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
-    path = tmp_path / "events.db"
-    _log_views(path, customer, item, range(1))
-    live = _live_state(personalizer)
+    path, live, _, _ = _logged(tmp_path, tmp_path_factory, 1)
     calls = _noting_policies(live, monkeypatch)
     upkeep = LogUpkeep(path, live)
     gate = threading.Event()
@@ -235,10 +245,7 @@ def test_a_tail_at_the_overdue_bound_is_snapshotted_at_the_upkeeps_priority_with
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(log_upkeep, "SNAPSHOT_OVERDUE_EVENTS", 3)
-    personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
-    path = tmp_path / "events.db"
-    _log_views(path, customer, item, range(3))
-    live = _live_state(personalizer)
+    path, live, _, _ = _logged(tmp_path, tmp_path_factory, 3)
     calls = _noting_policies(live, monkeypatch)
     with _running(LogUpkeep(path, live)):
         _wait_until(lambda: newest_snapshot_rowid(snapshot_folder(path)) == 3, "no snapshot")
@@ -251,15 +258,8 @@ def test_the_first_snapshot_of_a_tail_the_start_replayed_is_written_at_once_and_
 ) -> None:
     """A server that crashes again before that snapshot is written would replay the tail again, and more
     (the crash benchmark: tails of 24,800 and 32,220 events when it waited for idle CPU)."""
-    monkeypatch.setattr(log_upkeep, "FIRST_SNAPSHOT_S", 3_600.0)  # only the tail triggers snapshots
-    monkeypatch.setattr(log_upkeep, "FIRST_RETENTION_S", 3_600.0)
-    monkeypatch.setattr(log_upkeep, "SNAPSHOT_TAIL_EVENTS", 2)
-    monkeypatch.setattr(log_upkeep, "SNAPSHOT_CHECK_S", 0.02)
-    monkeypatch.setattr(log_upkeep, "SNAPSHOT_MIN_GAP_S", 0.0)
-    personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
-    path = tmp_path / "events.db"
-    _log_views(path, customer, item, range(3))
-    live = _live_state(personalizer)
+    _snapshots_on_the_tail_only(monkeypatch, 2)
+    path, live, customer, item = _logged(tmp_path, tmp_path_factory, 3)
     calls = _noting_policies(live, monkeypatch)
     with _running(LogUpkeep(path, live)):
         _wait_until(lambda: newest_snapshot_rowid(snapshot_folder(path)) == 3, "no snapshot at start")
