@@ -27,6 +27,7 @@ the same request identically; nothing is written to the artifact.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,6 +131,21 @@ def kmeans(
     return centroids
 
 
+@dataclass(slots=True)
+class TopCandidates:
+    """Each query's k best candidates from ``CandidateIndex.search_top_many``.
+
+    Row r holds ``found[r]`` items (catalog indices) and their exact scores, best first, ties to the
+    earlier candidate, padded with -1 and 0 beyond that; ``finite[r]`` is False when any candidate
+    scored for it was NaN or infinite.
+    """
+
+    items: NDArray[np.int64]
+    scores: NDArray[np.float32]
+    found: NDArray[np.int64]
+    finite: NDArray[np.bool_]
+
+
 @dataclass(slots=True)  # one per search, on the request path: not frozen (5x the construction)
 class Candidates:
     """A query's candidate items (catalog indices) with their exact scores.
@@ -178,6 +194,8 @@ class CandidateIndex:
         sizes = np.diff(self.offsets)
         list_of = np.repeat(np.arange(len(sizes)), sizes)
         sorted_norms = norms[self.order]
+        # each item's vector length in index order: the batch search's per-item cut (``search_top_many``)
+        self.norms: NDArray[np.float64] = np.ascontiguousarray(sorted_norms)
         self.max_norm: NDArray[np.float64] = np.maximum.reduceat(sorted_norms, starts)
         sums = np.add.reduceat(self.vectors.astype(np.float64), starts, axis=0)
         centroids = sums / sizes[:, None]
@@ -187,6 +205,7 @@ class CandidateIndex:
         self.radius: NDArray[np.float64] = np.sqrt(np.maximum.reduceat(offsets_sq, starts))
         self.centroids: NDArray[np.float32] = centroids.astype(np.float32)
         self.max_probe = max(1, min(int(max_probe), self.n_lists))
+        self._scratch = threading.local()  # each thread's blocked-item mask (``search_top_many``)
 
     @classmethod
     def build(cls, item_vectors: NDArray[np.floating], settings: CandidateIndexSettings) -> CandidateIndex:
@@ -262,6 +281,63 @@ class CandidateIndex:
             max(4 * int(k), 256),
         )
         return Candidates(items, scores, bool(certified), best)
+
+    def search_top_many(
+        self,
+        queries: NDArray[np.floating],
+        k: int,
+        allowed: NDArray[np.bool_] | None,
+        blocked_indptr: NDArray[np.int64],
+        blocked_items: NDArray[np.int64],
+        max_probe: int | None = None,
+    ) -> TopCandidates:
+        """The k best allowed candidates of each query, as ``search(query, k, allowed minus the row's
+        blocked items).best`` picks them, for a batch of queries in one compiled call.
+
+        ``blocked_items[blocked_indptr[r]:blocked_indptr[r + 1]]`` are the catalog items row r may not
+        have besides those outside ``allowed`` (their purchases, cart, exclusions): marked for the
+        row alone inside the search, instead of one catalog-sized mask per row. Only the top k is
+        returned, so items that cannot reach it are not scored (``candidate_search.search_top_many``).
+        """
+        from engine.ranking.candidate_search import search_top_many
+
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        rows = len(queries)
+        if blocked_indptr.shape != (rows + 1,):
+            raise ValueError(f"blocked_indptr must have {rows + 1} entries, got {blocked_indptr.shape}")
+        cap = self.max_probe if max_probe is None else max(1, min(int(max_probe), self.n_lists))
+        blocked = getattr(self._scratch, "blocked", None)
+        if blocked is None:  # one per thread: searches on other threads mark their own
+            blocked = self._scratch.blocked = np.zeros(self.n_items, dtype=bool)
+        items, scores, found, finite, bad = search_top_many(
+            self.vectors,
+            self.order,
+            self.offsets,
+            self.centroids,
+            self.max_norm,
+            self.radius,
+            self.norms,
+            np.ascontiguousarray(queries, dtype=np.float32),
+            int(k),
+            _NOTHING_ALLOWED if allowed is None else allowed,
+            allowed is not None,
+            np.ascontiguousarray(blocked_indptr, dtype=np.int64),
+            np.ascontiguousarray(blocked_items, dtype=np.int64),
+            blocked,
+            int(cap),
+            max(4 * int(k), 256),
+        )
+        if bad == -2:
+            raise ValueError(
+                f"blocked_indptr must rise from 0 to len(blocked_items) = {len(blocked_items)}, "
+                f"got {blocked_indptr.tolist()}"
+            )
+        if bad >= 0:
+            raise ValueError(
+                f"blocked item {int(blocked_items[bad])} is not a catalog index (0..{self.n_items - 1})"
+            )
+        return TopCandidates(items, scores, found, finite)
 
 
 def exact_top_k(scores: NDArray[np.floating], k: int) -> NDArray[np.int64]:

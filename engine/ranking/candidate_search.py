@@ -171,9 +171,150 @@ def search_lists(
     """Every allowed item of the probed lists (catalog indices) with its score, whether the stopping
     bound certified the top k (see the module docstring), and the positions of the k best among
     them, best first, ties to the earlier candidate (``top_positions``)."""
+    return _search(
+        vectors,
+        order,
+        offsets,
+        centroids,
+        max_norm,
+        radius,
+        _NO_NORMS,
+        query,
+        k,
+        allowed,
+        use_allowed,
+        _NO_MASK,
+        False,
+        cap,
+        first_items,
+    )
+
+
+_NO_NORMS = np.zeros(0, dtype=np.float64)
+_NO_MASK = np.zeros(0, dtype=np.bool_)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FLAGS)
+def search_top_many(
+    vectors: NDArray[np.float32],
+    order: NDArray[np.int64],
+    offsets: NDArray[np.int64],
+    centroids: NDArray[np.float32],
+    max_norm: NDArray[np.float64],
+    radius: NDArray[np.float64],
+    norms: NDArray[np.float64],
+    queries: NDArray[np.float32],
+    k: int,
+    allowed: NDArray[np.bool_],
+    use_allowed: bool,
+    blocked_indptr: NDArray[np.int64],
+    blocked_items: NDArray[np.int64],
+    blocked: NDArray[np.bool_],
+    cap: int,
+    first_items: int,
+) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.int64], NDArray[np.bool_], int]:
+    """The k best allowed items of each query (row r of ``queries``), best first, ties to the earlier
+    candidate: exactly the items and scores ``search_lists`` ranks first for that query with
+    ``allowed`` minus row r's blocked items (``blocked_items[blocked_indptr[r]:blocked_indptr[r + 1]]``,
+    catalog indices), in one call for a batch.
+
+    Why a batch kernel: a page's list needs only its top k, and per query the Python around the
+    search (a catalog-sized mask copied per customer for their purchases and exclusions, the call's
+    argument checks, the candidates' arrays) cost as much as the search. Here the blocked items are
+    marked in ``blocked`` (a catalog-sized scratch mask, all False on entry and on return: the
+    caller keeps one per thread) for their row alone, and items that cannot reach the k-th best so
+    far are not scored (``norms``: each item's vector length in index order; see ``_search``).
+
+    Returns per row the top items and scores (padded with -1 and 0), how many were found (fewer
+    than k when fewer items are allowed in the probed lists) and whether every candidate scored was
+    finite (a NaN or infinite score anywhere makes a list's ranking meaningless; the caller falls
+    back to the exact path then); and -1, or what is wrong with the blocked items (nothing is
+    searched then: the mask is written without bounds checks): the position of the first one
+    outside the catalog, or -2 when ``blocked_indptr`` does not delimit ``blocked_items``.
+    """
+    rows = queries.shape[0]
+    top_items = np.full((rows, k), -1, dtype=np.int64)
+    top_scores = np.zeros((rows, k), dtype=np.float32)
+    found = np.zeros(rows, dtype=np.int64)
+    finite = np.ones(rows, dtype=np.bool_)
+    n_items = blocked.shape[0]
+    if blocked_indptr[0] != 0 or blocked_indptr[rows] != blocked_items.shape[0]:
+        return top_items, top_scores, found, finite, -2
+    for r in range(rows):
+        if blocked_indptr[r + 1] < blocked_indptr[r]:
+            return top_items, top_scores, found, finite, -2
+    for t in range(blocked_items.shape[0]):
+        if blocked_items[t] < 0 or blocked_items[t] >= n_items:
+            return top_items, top_scores, found, finite, t
+    for r in range(rows):
+        for t in range(blocked_indptr[r], blocked_indptr[r + 1]):
+            blocked[blocked_items[t]] = True
+        items, scores, _, best = _search(
+            vectors,
+            order,
+            offsets,
+            centroids,
+            max_norm,
+            radius,
+            norms,
+            queries[r],
+            k,
+            allowed,
+            use_allowed,
+            blocked,
+            True,
+            cap,
+            first_items,
+        )
+        for t in range(blocked_indptr[r], blocked_indptr[r + 1]):
+            blocked[blocked_items[t]] = False
+        found[r] = best.shape[0]
+        for i in range(best.shape[0]):
+            top_items[r, i] = items[best[i]]
+            top_scores[r, i] = scores[best[i]]
+        for i in range(scores.shape[0]):
+            if not np.isfinite(scores[i]):
+                finite[r] = False
+                break
+    return top_items, top_scores, found, finite, -1
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FLAGS)
+def _search(
+    vectors: NDArray[np.float32],
+    order: NDArray[np.int64],
+    offsets: NDArray[np.int64],
+    centroids: NDArray[np.float32],
+    max_norm: NDArray[np.float64],
+    radius: NDArray[np.float64],
+    norms: NDArray[np.float64],
+    query: NDArray[np.float32],
+    k: int,
+    allowed: NDArray[np.bool_],
+    use_allowed: bool,
+    blocked: NDArray[np.bool_],
+    use_blocked: bool,
+    cap: int,
+    first_items: int,
+) -> tuple[NDArray[np.int64], NDArray[np.float32], bool, NDArray[np.int64]]:
+    """``search_lists`` with two options for callers that want only the top k.
+
+    ``use_blocked``: items marked in ``blocked`` are treated as not allowed. ``norms`` (non-empty):
+    once k candidates are held, an item whose score cannot reach the k-th best so far (its vector
+    length times the query's, widened like the list bounds) is not scored and not returned. Such an
+    item scores below every one of the k best, so the top k and their order are those of the full
+    candidate set, and the stopping rule, which reads only the k-th best, stops where it would have;
+    an item of non-finite length is always scored (its comparison is false).
+    """
     n_lists = centroids.shape[0]
     d = query.shape[0]
     bounds = bounds_of(centroids, max_norm, radius, query)
+    cut = norms.shape[0] > 0
+    length = 0.0
+    if cut:
+        for j in range(d):
+            length += float(query[j]) * float(query[j])
+        length = math.sqrt(length)
     ranked = np.argsort(-bounds, kind="mergesort")  # stable: ties keep list order, as in numpy
     reach = np.empty(n_lists, dtype=np.int64)
     total = 0
@@ -201,6 +342,12 @@ def search_lists(
                 item = order[position]
                 if use_allowed and not allowed[item]:
                     continue
+                if use_blocked and blocked[item]:
+                    continue
+                if cut and count >= k:
+                    reach_bound = length * norms[position]
+                    if reach_bound + BOUND_SLACK * reach_bound + BOUND_SLACK < heap[0]:
+                        continue
                 value = np.float32(0.0)
                 for j in range(d):
                     value += vectors[position, j] * query[j]

@@ -44,6 +44,7 @@ from engine.ranking.score_explanation import PersonaAffinity
 
 # Rows scored per model call: bounds the dense (rows x items) score matrix of big batches.
 SCORING_CHUNK = 256
+_NO_ITEMS = np.zeros(0, dtype=np.int64)
 
 
 # Not frozen: a page builds dozens of these per call, and a frozen dataclass costs five times as much
@@ -93,6 +94,17 @@ class ListSpec:
             purchased=purchased,
             excluded=(self.excluded, *excluded) if self.excluded.size else excluded,
         )
+
+    def blocked(
+        self, purchased: NDArray[np.integer], excluded: tuple[NDArray[np.int64], ...] = ()
+    ) -> list[NDArray[np.integer]]:
+        """The item indices ``eligible`` takes out of ``shared`` for one customer, as arrays (the batch
+        search marks them per row instead of copying the mask)."""
+        parts: list[NDArray[np.integer]] = [] if self.filters.include_purchased else [purchased]
+        if self.excluded.size:
+            parts.append(self.excluded)
+        parts.extend(excluded)
+        return parts
 
     @property
     def plain(self) -> bool:
@@ -209,10 +221,13 @@ class _ChunkScores:
             and bool(events.indptr[j + 1] > events.indptr[j])
         )
 
-    def query(self, j: int) -> NDArray[np.float32]:
+    def queries(self) -> NDArray[np.float32]:
         if self._queries is None:
             self._queries = self._builder.model.query_vectors(self._batch)
-        return self._queries[j]
+        return self._queries
+
+    def query(self, j: int) -> NDArray[np.float32]:
+        return self.queries()[j]
 
     def row(self, j: int) -> NDArray[np.float32]:
         vectors = self._builder.item_vectors
@@ -286,6 +301,13 @@ class ProductListBuilder:
         dense_rows(demographics_padded, np.zeros(1, dtype=np.int64))
         if index is not None:
             index.search(np.zeros(index.vectors.shape[1], dtype=np.float32), 1)
+            index.search_top_many(
+                np.zeros((1, index.vectors.shape[1]), dtype=np.float32),
+                1,
+                catalog.in_stock_mask,
+                np.zeros(2, dtype=np.int64),
+                _NO_ITEMS,
+            )
 
     def build(self, rows: Sequence[ListRow]) -> list[list[RecommendedItem]]:
         """Each row's list, in row order; rows are scored in chunks of ``SCORING_CHUNK``."""
@@ -293,8 +315,63 @@ class ProductListBuilder:
         for start in range(0, len(rows), SCORING_CHUNK):
             chunk = rows[start : start + SCORING_CHUNK]
             scores = _ChunkScores(self, self.user_batch(chunk))
-            lists.extend(self._list_for(row, scores, j) for j, row in enumerate(chunk))
+            tops = self._plain_tops(chunk, scores)
+            lists.extend(self._list_for(row, scores, j, tops.get(j)) for j, row in enumerate(chunk))
         return lists
+
+    def _plain_tops(
+        self, chunk: Sequence[ListRow], scores: _ChunkScores
+    ) -> dict[int, tuple[NDArray[np.int64], NDArray[np.float32]]]:
+        """The ranking of every row of the chunk whose list is nothing but the ranking (``plain``),
+        from one batch search of the candidate index per filter mask and k: row j's catalog items and
+        scores, where the candidates fill the list (other rows take ``_list_for``'s own paths).
+
+        The rows' purchases and exclusions go to the search as blocked items; their lists are what
+        ``_ranked_candidates`` gives with each row's ``eligible`` mask (tested row by row).
+        """
+        index = self.index
+        if index is None:
+            return {}
+        groups: dict[tuple[int, int], list[int]] = {}
+        for j, row in enumerate(chunk):
+            if row.spec.plain:
+                groups.setdefault((id(row.spec.shared), row.spec.k), []).append(j)
+        if not groups:
+            return {}
+        queries = scores.queries()
+        tops: dict[int, tuple[NDArray[np.int64], NDArray[np.float32]]] = {}
+        for (_, k), members in groups.items():
+            spec = chunk[members[0]].spec
+            parts: list[NDArray[np.integer]] = []
+            ends = [0]  # where each row's blocked items end in their concatenation
+            for j in members:
+                row = chunk[j]
+                total = ends[-1]
+                for part in row.spec.blocked(self._purchased(row), row.excluded):
+                    if len(part):
+                        parts.append(part)
+                        total += len(part)
+                ends.append(total)
+            top = index.search_top_many(
+                queries if len(members) == len(chunk) else queries[members],
+                pool_size(k, 0.0, index.n_items),
+                spec.shared,
+                np.array(ends, dtype=np.int64),
+                np.concatenate(parts) if parts else _NO_ITEMS,
+            )
+            found, finite = top.found.tolist(), top.finite.tolist()
+            for m, j in enumerate(members):
+                if found[m] >= k and finite[m]:
+                    tops[j] = (top.items[m, :k], top.scores[m, :k])
+        return tops
+
+    def _purchased(self, row: ListRow) -> NDArray[np.integer]:
+        """The customer's purchases: the artifact's and those made since training (live events)."""
+        purchased = row_indices(self._purchases, row.resolved.row)
+        live = row.resolved.live
+        if live is not None and live.purchased_item_ids:  # bought since training, through live events
+            purchased = np.concatenate([purchased, self.catalog.indices(live.purchased_item_ids)])
+        return purchased
 
     def user_batch(self, rows: Sequence[ListRow]) -> UserBatch:
         """The model batch of these rows: their mixes, model rows and demographics.
@@ -377,19 +454,28 @@ class ProductListBuilder:
         values = np.concatenate([values for _, _, values in built]).astype(np.float32)
         return sp.csr_matrix((values, columns, indptr), shape=(len(rows), history.shape[1]))
 
-    def _list_for(self, row: ListRow, scores: _ChunkScores, j: int) -> list[RecommendedItem]:
+    def _list_for(
+        self,
+        row: ListRow,
+        scores: _ChunkScores,
+        j: int,
+        top: tuple[NDArray[np.int64], NDArray[np.float32]] | None = None,
+    ) -> list[RecommendedItem]:
+        """``top``: the row's ranking from the batch search (``_plain_tops``), when it has one."""
         spec = row.spec
         resolved = row.resolved
-        purchased = row_indices(self._purchases, resolved.row)
-        live = resolved.live
-        if live is not None and live.purchased_item_ids:  # bought since training, through live events
-            purchased = np.concatenate([purchased, self.catalog.indices(live.purchased_item_ids)])
-        eligible = spec.eligible(purchased, row.excluded)
         reason = (
             ItemReason.PERSONALIZED
             if (row.model_row >= 0 and self.model_knows_customers) or scores.folded_in(j)
             else ItemReason.PERSONA
         )
+        if top is not None:
+            top_items, top_scores = top
+            shares = self._shares(resolved.mix, top_items, None) if spec.explain else None
+            return self._ranked_items(
+                top_items.tolist(), top_scores.astype(np.float64).tolist(), reason, shares
+            )
+        eligible = spec.eligible(self._purchased(row), row.excluded)
         if self.index is not None and spec.plain:
             ranked = self._ranked_candidates(scores.query(j), spec.k, eligible)
             if ranked is not None:

@@ -61,6 +61,71 @@ def test_a_full_probe_finds_the_exact_top_k_of_the_allowed_items(
     np.testing.assert_array_equal(candidates_top_k(everything, k), expected)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 400),
+    d=st.integers(1, 8),
+    clusters=st.integers(1, 20),
+    k=st.integers(1, 30),
+    rows=st.integers(1, 6),
+    seed=st.integers(0, 2**16),
+    ties=st.booleans(),
+    cap=st.sampled_from([None, 1, 3]),
+)
+def test_the_batch_search_ranks_each_row_as_a_search_with_its_own_mask(
+    n: int, d: int, clusters: int, k: int, rows: int, seed: int, ties: bool, cap: int | None
+) -> None:
+    """Blocked items per row, the per-item cut and the probe cap: the same top k, scores and order
+    (ties included: rounded vectors tie often) as ``search`` with the row's mask, row by row."""
+    rng = np.random.default_rng(seed)
+    vectors = (rng.normal(size=(n, d)) * rng.pareto(1.5, size=(n, 1))).astype(np.float32)
+    queries = rng.normal(size=(rows, d)).astype(np.float32)
+    if ties:
+        vectors, queries = np.round(vectors), np.round(queries)
+    index = _index(vectors, clusters, seed)
+    allowed = rng.random(n) < 0.8
+    blocked = [rng.choice(n, size=int(rng.integers(0, 12))) for _ in range(rows)]  # repeats allowed
+    indptr = np.concatenate([[0], np.cumsum([len(b) for b in blocked])]).astype(np.int64)
+
+    top = index.search_top_many(queries, k, allowed, indptr, np.concatenate(blocked), max_probe=cap)
+
+    for r in range(rows):
+        mask = allowed.copy()
+        mask[blocked[r]] = False
+        alone = index.search(queries[r], k, allowed=mask, max_probe=cap)
+        found = int(top.found[r])
+        assert found == len(alone.best)
+        np.testing.assert_array_equal(top.items[r, :found], alone.items[alone.best])
+        np.testing.assert_array_equal(top.scores[r, :found], alone.scores[alone.best])
+        assert (top.items[r, found:] == -1).all()
+        assert bool(top.finite[r]) == bool(np.isfinite(alone.scores).all())
+    assert not index._scratch.blocked.any()  # the scratch mask is left clear for the next batch
+
+
+def test_the_batch_search_refuses_blocked_items_that_are_not_catalog_indices() -> None:
+    rng = np.random.default_rng(1)
+    index = _index(rng.normal(size=(50, 4)).astype(np.float32), 4, 1)
+    queries = rng.normal(size=(2, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match="blocked item 50 is not a catalog index"):
+        index.search_top_many(queries, 3, None, np.array([0, 1, 2]), np.array([4, 50]))
+    with pytest.raises(ValueError, match="blocked item -1"):
+        index.search_top_many(queries, 3, None, np.array([0, 0, 1]), np.array([-1]))
+    with pytest.raises(ValueError, match="blocked_indptr must rise"):
+        index.search_top_many(queries, 3, None, np.array([0, 2, 1]), np.array([4, 5]))
+    with pytest.raises(ValueError, match="blocked_indptr must have 3 entries"):
+        index.search_top_many(queries, 3, None, np.array([0, 1]), np.array([4]))
+    assert not index._scratch.blocked.any()
+
+
+def test_a_batch_search_row_with_a_non_finite_score_says_so() -> None:
+    vectors = np.ones((40, 3), dtype=np.float32)
+    vectors[7] = [1e18, 1e18, 0.0]
+    index = _index(vectors, 2, 0)
+    queries = np.full((2, 3), 1e21, dtype=np.float32)  # finite, but item 7's float32 score overflows
+    top = index.search_top_many(queries, 5, None, np.array([0, 0, 1]), np.array([7]))
+    assert top.finite.tolist() == [False, True]  # row 1 blocks the item whose score is infinite
+
+
 def test_the_index_groups_each_list_contiguously_and_covers_every_item_once() -> None:
     rng = np.random.default_rng(3)
     vectors = (rng.normal(size=(2000, 6)) * rng.pareto(1.5, size=(2000, 1))).astype(np.float32)

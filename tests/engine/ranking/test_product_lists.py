@@ -15,7 +15,7 @@ from engine.personalizer import Personalizer
 from engine.ranking.candidate_index import CandidateIndexSettings
 from engine.ranking.filters import ItemFilters
 from engine.ranking.list_assembly import ItemReason, assemble_list
-from engine.ranking.product_lists import dense_rows, row_indices, score_rows
+from engine.ranking.product_lists import _ChunkScores, dense_rows, row_indices, score_rows
 from engine.ranking.promotions import PinnedItem, Promotions
 from tests.engine.small_artifact import train_small_artifact
 
@@ -128,3 +128,43 @@ def test_the_lean_full_scan_path_lists_what_assemble_list_lists(scanned: Persona
             assert [(i.item_id, i.score, i.reason) for i in listed] == [
                 (str(scanned.items.ids[e.item]), e.score, e.reason) for e in entries
             ]
+
+
+def test_the_batch_search_lists_each_row_as_its_own_mask_does(
+    indexed: Personalizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One chunk of rows with different k, filters, purchases, carts and exclusions: the rankings
+    the batch search gives (``_plain_tops``) equal those of each row's own ``eligible`` mask."""
+    builder = indexed.lists
+    items = [str(i) for i in indexed.items.ids]
+    customers = [str(c) for c in indexed.model_customers.ids[:12]] + ["stranger"]
+    buyers = [c for c in customers[:12] if row_indices(indexed.purchases, indexed.customers.index(c)).size]
+    assert buyers, "the small artifact should have customers with purchases"
+    specs = [
+        indexed._spec(ProductRequest(k=10)),
+        indexed._spec(ProductRequest(k=10, filters=ItemFilters(include_purchased=True))),
+        indexed._spec(ProductRequest(k=4, filters=ItemFilters(exclude_item_ids=tuple(items[:5])))),
+        indexed._spec(ProductRequest(k=7, filters=ItemFilters(price_max=60.0))),
+    ]
+    rows = []
+    for n, customer in enumerate(buyers + customers):
+        spec = specs[n % len(specs)]
+        cart = np.array([n % len(items), (3 * n) % len(items)], dtype=np.int64) if n % 3 else None
+        target = CustomerTarget(customer, exclude_item_ids=(items[(5 * n) % len(items)],) if n % 2 else ())
+        rows.append(indexed._row(target, spec, "weekday", cart))
+    tops = builder._plain_tops(rows, _ChunkScores(builder, builder.user_batch(rows)))
+    assert len(tops) == len(rows)  # every row ranked by the batch search (none fell back)
+    batched = builder.build(rows)
+    monkeypatch.setattr(type(builder), "_plain_tops", lambda self, chunk, scores: {})
+    alone = builder.build(rows)
+    assert [[(i.item_id, i.score, i.rank, i.reason) for i in listed] for listed in batched] == [
+        [(i.item_id, i.score, i.rank, i.reason) for i in listed] for listed in alone
+    ]
+    purchased = {
+        n: {items[i] for i in row_indices(indexed.purchases, row.resolved.row).tolist()}
+        for n, row in enumerate(rows)
+    }
+    for n, (row, listed) in enumerate(zip(rows, batched, strict=True)):
+        assert len(listed) == row.spec.k
+        if not row.spec.filters.include_purchased:
+            assert not purchased[n] & {i.item_id for i in listed}
