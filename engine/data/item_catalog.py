@@ -15,7 +15,7 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.data.id_map import MISSING, IdMap
+from engine.data.id_map import IdMap
 
 
 def _coded(values: NDArray[np.str_]) -> tuple[dict[str, int], NDArray[np.int64]]:
@@ -87,11 +87,7 @@ class ItemCatalog:
 
     def indices(self, item_ids: Iterable[str]) -> NDArray[np.int64]:
         """Indices of the known ids among ``item_ids``, in order; unknown ids are dropped."""
-        ids = list(item_ids)
-        if not ids:  # most requests name no items: skip the look-up machinery
-            return np.zeros(0, dtype=np.int64)
-        index = self.ids.to_internal(ids, strict=False)
-        return index[index != MISSING]
+        return self.ids.known_indices(item_ids)
 
     def mask_of(self, item_ids: Iterable[str]) -> NDArray[np.bool_]:
         mask = np.zeros(len(self), dtype=bool)

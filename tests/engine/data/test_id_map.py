@@ -37,6 +37,16 @@ def test_add_ids_never_moves_existing_ids(ids: list[str], extra: list[str]) -> N
     assert len(grown) == len(set(ids) | set(extra))
 
 
+@given(ids_strategy, st.lists(id_text, max_size=20))
+def test_known_indices_are_the_lenient_lookup_without_the_unknown(ids: list[str], asked: list[str]) -> None:
+    m = IdMap(ids)
+    asked = [*ids[-2:], *asked, *ids[:3]]  # known ids around arbitrary (mostly unknown) ones
+    lenient = m.to_internal(asked, strict=False)
+    known = m.known_indices(asked)
+    assert known.dtype == np.int64
+    assert known.tolist() == lenient[lenient != MISSING].tolist()
+
+
 def test_strict_lookup_names_unknown_ids() -> None:
     m = IdMap(["a", "b"], kind="customer")
     with pytest.raises(UnknownIdError, match=r"unknown customer id.*'zz'"):
