@@ -516,14 +516,11 @@ class Personalizer:
         catalog = self.item_catalog
         offers = self.decisions.rank_offers_many(
             mixes,
-            [
-                self.decisions.page_eligibility(
-                    catalog.indices(r.session.session_item_ids),
-                    catalog.indices(r.session.cart_item_ids),
-                    r.session.basket_value,
-                )
-                for r in requests
-            ],
+            self.decisions.page_eligibility_many(
+                [catalog.indices(r.session.session_item_ids) for r in requests],
+                [catalog.indices(r.session.cart_item_ids) for r in requests],
+                [r.session.basket_value for r in requests],
+            ),
             [r.num_offers for r in requests],
             [DecisionDraws(i, OFFER_STREAM) for i in ids],
         )

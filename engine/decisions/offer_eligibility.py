@@ -189,12 +189,31 @@ class OfferRules:
             self._matches(brands, self._brands, self._brand_rule, self._any_brand)
         )
 
-    def eligible_for_items(
-        self, item_rules: NDArray[np.bool_], items: NDArray[np.int64], basket_value: float
+    def eligible_for_pages(
+        self,
+        rules_by_item: NDArray[np.bool_],
+        items: NDArray[np.int64],
+        starts: Sequence[int],
+        filled: Sequence[int],
+        basket_values: NDArray[np.float64],
     ) -> NDArray[np.bool_]:
-        """``eligible`` of the context made of these catalog items (columns of ``item_rules``)."""
-        applies = item_rules[:, items].any(axis=1) | (self._any_category & self._any_brand)
-        return applies & (basket_value >= self.min_basket)
+        """(pages, n_offers): ``eligible`` of each page's context, made of catalog items and the basket
+        value ``basket_values[p]``. Page ``filled[j]`` has the items from ``items[starts[j]]`` to the
+        next start (the last to the end); pages not in ``filled`` have none.
+
+        ``rules_by_item`` is ``item_rules`` transposed, (n_items, n_offers) and C-ordered, so that an
+        item's rules are one contiguous row: a batch of pages gathers its few items' rows at once and
+        ORs them per page, instead of a strided column gather and four array operations per page.
+        """
+        pages = len(basket_values)
+        if len(filled) == pages:  # every page has items (the usual case): no empty rows to fill in
+            applies = np.logical_or.reduceat(rules_by_item[items], starts, axis=0)
+        else:
+            applies = np.zeros((pages, len(self)), dtype=bool)
+            if len(filled):
+                applies[filled] = np.logical_or.reduceat(rules_by_item[items], starts, axis=0)
+        applies |= self._any_category & self._any_brand
+        return applies & (basket_values[:, None] >= self.min_basket)
 
     def is_eligible(self, offer_id: str, context: EligibilityContext) -> bool:
         return bool(self.eligible(context)[self.indices([offer_id])[0]])

@@ -251,9 +251,11 @@ class PageDecisions:
             # Rule positions in the policy's arm order, looked up once instead of per decision.
             self._rules_in_arm_order = self.rules.indices(self.offer_policy.arm_ids)
             if catalog is not None:
-                self._item_rules = self.rules.item_rules(
-                    catalog.categories.tolist(), [brand or None for brand in catalog.brands.tolist()]
-                )
+                self._item_rules = np.ascontiguousarray(
+                    self.rules.item_rules(
+                        catalog.categories.tolist(), [brand or None for brand in catalog.brands.tolist()]
+                    ).T
+                )  # (n_items, n_offers): each item's rules in one row (``eligible_for_pages``)
         self.layout_policy: DecisionPolicy | None = None
         if self.layouts:
             estimates = _aligned(layout_estimates, list(self.layouts), persona_ids, f"{source} layouts")
@@ -311,30 +313,56 @@ class PageDecisions:
         """Which offers (in table order) a page with these catalog items may show: what
         ``eligibility_context`` and ``OfferRules.eligible`` give, from the rules compiled per item at
         load. The basket value defaults to the cart's list prices."""
+        return self.page_eligibility_many([in_view], [in_cart], [basket_value])[0]
+
+    def page_eligibility_many(
+        self,
+        in_views: Sequence[NDArray[np.int64]],
+        in_carts: Sequence[NDArray[np.int64]],
+        basket_values: Sequence[float | None],
+    ) -> NDArray[np.bool_]:
+        """(pages, n_offers): ``page_eligibility`` of every page of a batch, in one gather."""
         if self.rules is None:
-            return np.zeros(0, dtype=bool)
+            return np.zeros((len(in_views), 0), dtype=bool)
         if self._item_rules is None or self.catalog is None:
             raise PageDecisionError("page_eligibility needs the catalog the decisions were built with")
-        value = float(self.catalog.prices[in_cart].sum()) if basket_value is None else float(basket_value)
-        items = np.concatenate([in_view, in_cart]) if in_cart.size else in_view
-        return self.rules.eligible_for_items(self._item_rules, items, value)
+        prices = self.catalog.prices
+        values: list[float] = []
+        parts: list[NDArray[np.int64]] = []
+        starts: list[int] = []  # where each page with items starts in their concatenation
+        filled: list[int] = []
+        total = 0
+        for page, (view, cart, value) in enumerate(zip(in_views, in_carts, basket_values, strict=True)):
+            values.append(
+                (float(prices[cart].sum()) if len(cart) else 0.0) if value is None else float(value)
+            )
+            if len(view) or len(cart):
+                starts.append(total)
+                filled.append(page)
+                total += len(view) + len(cart)
+                parts += (view, cart)
+        items = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return self.rules.eligible_for_pages(
+            self._item_rules, items, starts, filled, np.array(values, dtype=np.float64)
+        )
 
     def rank_offers_many(
         self,
         mixes: Sequence[PersonaMix],
-        eligible: Sequence[NDArray[np.bool_]],
+        eligible: Sequence[NDArray[np.bool_]] | NDArray[np.bool_],
         ns: Sequence[int],
         draws: Sequence[Draws],
     ) -> list[list[RankedOffer]]:
         """``rank_offers`` (without candidates) for many pages, given each page's eligible offers in
-        table order (``page_eligibility``): the expected scores of every mix come from one pass over
-        the batch, then each page is ranked with its own draws. Page i gets exactly what
-        ``rank_offers`` gives it alone (the scores are computed row by row, see ``mixed_scores``)."""
+        table order (the rows of ``page_eligibility_many``): the expected scores of every mix come
+        from one pass over the batch, then each page is ranked with its own draws. Page i gets exactly
+        what ``rank_offers`` gives it alone (the scores are computed row by row, see
+        ``mixed_scores``)."""
         policy = self.offer_policy
         if policy is None or not mixes:
             return [[] for _ in mixes]
         weights = np.array([mix.weights for mix in mixes], dtype=np.float64)
-        in_arm_order = np.array(eligible, dtype=bool).reshape(len(mixes), -1)[:, self._rules_in_arm_order]
+        in_arm_order = np.asarray(eligible, dtype=bool).reshape(len(mixes), -1)[:, self._rules_in_arm_order]
         return [self._ranked_offers(ranked) for ranked in policy.rank_many(weights, in_arm_order, ns, draws)]
 
     def _ranked_offers(self, ranked: Sequence[RankedArm]) -> list[RankedOffer]:

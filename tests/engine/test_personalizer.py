@@ -105,6 +105,31 @@ def test_page_eligibility_is_the_offer_rules_over_the_pages_items(personalizer: 
         np.testing.assert_array_equal(fast, rules.eligible(personalizer._eligibility(session)))
 
 
+def test_a_batch_of_pages_gets_each_pages_own_eligibility(personalizer: Personalizer) -> None:
+    """Pages with and without viewed or carted items, in any order, gathered in one batch."""
+    rules = personalizer.decisions.rules
+    assert rules is not None
+    rng = np.random.default_rng(12)
+    ids = personalizer.items.ids
+    catalog = personalizer.item_catalog
+    for _ in range(25):
+        sessions = [
+            SessionContext(
+                session_item_ids=tuple(str(ids[i]) for i in rng.integers(0, len(ids), rng.integers(0, 4))),
+                cart_item_ids=tuple(str(ids[i]) for i in rng.integers(0, len(ids), rng.integers(0, 3))),
+                basket_value=None if rng.random() < 0.5 else float(rng.choice([0.0, 40.0, 300.0])),
+            )
+            for _ in range(int(rng.integers(1, 7)))
+        ]
+        batch = personalizer.decisions.page_eligibility_many(
+            [catalog.indices(s.session_item_ids) for s in sessions],
+            [catalog.indices(s.cart_item_ids) for s in sessions],
+            [s.basket_value for s in sessions],
+        )
+        expected = np.array([rules.eligible(personalizer._eligibility(s)) for s in sessions])
+        np.testing.assert_array_equal(batch, expected)
+
+
 def test_known_customers_are_scored_against_the_mix_their_history_was_learned_under(
     personalizer: Personalizer,
 ) -> None:
