@@ -41,8 +41,9 @@ _ASSIGN_CHUNK = 8192
 # (on the 100k-item benchmark model: ~500 candidates per query with these bands, ~1,000 with
 # (0.5, 0.8, 0.95, 0.99)).
 NORM_BAND_QUANTILES = (0.5, 0.9, 0.98, 0.995, 0.999)
-# Stands for "no mask" in the compiled search, which takes an array either way.
+# Stand for "no mask" and "no per-item cut" in the compiled search, which takes arrays either way.
 _NOTHING_ALLOWED = np.zeros(0, dtype=bool)
+_NO_NORMS = np.zeros(0, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,8 @@ class CandidateIndex:
         self.centroids: NDArray[np.float32] = centroids.astype(np.float32)
         self.max_probe = max(1, min(int(max_probe), self.n_lists))
         self._scratch = threading.local()  # each thread's blocked-item mask (``search_top_many``)
+        # the arrays every compiled search reads, in its argument order
+        self._lists = (self.vectors, self.order, self.offsets, self.centroids, self.max_norm, self.radius)
 
     @classmethod
     def build(cls, item_vectors: NDArray[np.floating], settings: CandidateIndexSettings) -> CandidateIndex:
@@ -267,16 +270,14 @@ class CandidateIndex:
             raise ValueError(f"k must be positive, got {k}")
         cap = self.max_probe if max_probe is None else max(1, min(int(max_probe), self.n_lists))
         items, scores, certified, best = search_lists(
-            self.vectors,
-            self.order,
-            self.offsets,
-            self.centroids,
-            self.max_norm,
-            self.radius,
+            *self._lists,
+            _NO_NORMS,  # every item of a probed list is scored
             np.ascontiguousarray(vector, dtype=np.float32),
             int(k),
             _NOTHING_ALLOWED if allowed is None else allowed,
             allowed is not None,
+            _NOTHING_ALLOWED,
+            False,
             int(cap),
             max(4 * int(k), 256),
         )
@@ -311,12 +312,7 @@ class CandidateIndex:
         if blocked is None:  # one per thread: searches on other threads mark their own
             blocked = self._scratch.blocked = np.zeros(self.n_items, dtype=bool)
         items, scores, found, finite, bad = search_top_many(
-            self.vectors,
-            self.order,
-            self.offsets,
-            self.centroids,
-            self.max_norm,
-            self.radius,
+            *self._lists,
             self.norms,
             np.ascontiguousarray(queries, dtype=np.float32),
             int(k),

@@ -154,47 +154,6 @@ def top_positions(values: NDArray[np.floating], n: int) -> NDArray[np.int64]:
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FLAGS)
-def search_lists(
-    vectors: NDArray[np.float32],
-    order: NDArray[np.int64],
-    offsets: NDArray[np.int64],
-    centroids: NDArray[np.float32],
-    max_norm: NDArray[np.float64],
-    radius: NDArray[np.float64],
-    query: NDArray[np.float32],
-    k: int,
-    allowed: NDArray[np.bool_],
-    use_allowed: bool,
-    cap: int,
-    first_items: int,
-) -> tuple[NDArray[np.int64], NDArray[np.float32], bool, NDArray[np.int64]]:
-    """Every allowed item of the probed lists (catalog indices) with its score, whether the stopping
-    bound certified the top k (see the module docstring), and the positions of the k best among
-    them, best first, ties to the earlier candidate (``top_positions``)."""
-    return _search(
-        vectors,
-        order,
-        offsets,
-        centroids,
-        max_norm,
-        radius,
-        _NO_NORMS,
-        query,
-        k,
-        allowed,
-        use_allowed,
-        _NO_MASK,
-        False,
-        cap,
-        first_items,
-    )
-
-
-_NO_NORMS = np.zeros(0, dtype=np.float64)
-_NO_MASK = np.zeros(0, dtype=np.bool_)
-
-
-@numba.njit(cache=True, nogil=True, fastmath=_FLAGS)
 def search_top_many(
     vectors: NDArray[np.float32],
     order: NDArray[np.int64],
@@ -223,7 +182,7 @@ def search_top_many(
     argument checks, the candidates' arrays) cost as much as the search. Here the blocked items are
     marked in ``blocked`` (a catalog-sized scratch mask, all False on entry and on return: the
     caller keeps one per thread) for their row alone, and items that cannot reach the k-th best so
-    far are not scored (``norms``: each item's vector length in index order; see ``_search``).
+    far are not scored (``norms``: each item's vector length in index order; see ``search_lists``).
 
     Returns per row the top items and scores (padded with -1 and 0), how many were found (fewer
     than k when fewer items are allowed in the probed lists) and whether every candidate scored was
@@ -249,7 +208,7 @@ def search_top_many(
     for r in range(rows):
         for t in range(blocked_indptr[r], blocked_indptr[r + 1]):
             blocked[blocked_items[t]] = True
-        items, scores, _, best = _search(
+        items, scores, _, best = search_lists(
             vectors,
             order,
             offsets,
@@ -280,7 +239,7 @@ def search_top_many(
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FLAGS)
-def _search(
+def search_lists(
     vectors: NDArray[np.float32],
     order: NDArray[np.int64],
     offsets: NDArray[np.int64],
@@ -297,9 +256,13 @@ def _search(
     cap: int,
     first_items: int,
 ) -> tuple[NDArray[np.int64], NDArray[np.float32], bool, NDArray[np.int64]]:
-    """``search_lists`` with two options for callers that want only the top k.
+    """Every allowed item of the probed lists (catalog indices) with its score, whether the stopping
+    bound certified the top k (see the module docstring), and the positions of the k best among
+    them, best first, ties to the earlier candidate (``top_positions``).
 
-    ``use_blocked``: items marked in ``blocked`` are treated as not allowed. ``norms`` (non-empty):
+    Two options serve callers that want only the top k (``search_top_many``); ``norms`` empty and
+    ``use_blocked`` False leave them off. ``use_blocked``: items marked in ``blocked`` are treated as
+    not allowed. ``norms`` (non-empty):
     once k candidates are held, an item whose score cannot reach the k-th best so far (its vector
     length times the query's, widened like the list bounds) is not scored and not returned. Such an
     item scores below every one of the k best, so the top k and their order are those of the full

@@ -52,7 +52,10 @@ def test_a_certified_search_holds_the_exact_top_k_and_is_the_same_every_time(
 
     def search() -> tuple[np.ndarray, np.ndarray, bool, np.ndarray]:
         args = (index.vectors, index.order, index.offsets, index.centroids, index.max_norm, index.radius)
-        return search_lists(*args, query, k, allowed, masked, index.n_lists, first)
+        no_cut, nothing_blocked = np.zeros(0), np.zeros(0, dtype=bool)
+        return search_lists(
+            *args, no_cut, query, k, allowed, masked, nothing_blocked, False, index.n_lists, first
+        )
 
     items, scores, certified, top = search()
     assert certified
