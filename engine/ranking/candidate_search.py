@@ -12,6 +12,11 @@ Rounds and stopping rule are the numpy loop's: a first round of lists holding ``
 then every list whose bound reaches the k-th best score so far (or twice the items, while fewer than
 k allowed items were found), until that bound test certifies the top k or ``cap`` lists were probed.
 
+A page's list needs only the top k, and then the Python around one search per customer (a copy of
+the catalog's mask for their purchases and exclusions, the call's argument checks, slicing the
+candidates) cost as much as the search itself; ``search_top_many`` searches a whole batch in one call
+instead (see there), with the same rounds, the same stopping rule and the same top k per query.
+
 Scores are float32 dot products accumulated in an order the compiler picks once (``reassoc``, so the
 64 products vectorise); the same query always gives the same bits, whichever batch it came in. The
 kernel releases the GIL, so threads searching for different requests run in parallel.
