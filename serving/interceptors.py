@@ -53,7 +53,8 @@ from serving.undecodable_requests import UndecodableRequest
 
 REQUEST_ID_KEY: Final = "x-request-id"
 REQUEST_LOGGER: Final = logging.getLogger("persona_engine.requests")
-_REQUEST_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Matched whole (``fullmatch``): with ``match`` and ``$``, a trailing newline would pass into the log.
+_REQUEST_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Calls at least this slow are logged even when successful calls are sampled.
 SLOW_CALL_SECONDS: Final = 0.1
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("persona_engine_request_id", default="")
@@ -78,7 +79,7 @@ def new_request_id() -> str:
 def request_id_from(metadata: Any) -> str:
     """The caller's ``x-request-id`` if it is a sane token, else a fresh one."""
     for key, value in metadata or ():
-        if key == REQUEST_ID_KEY and isinstance(value, str) and _REQUEST_ID_PATTERN.match(value):
+        if key == REQUEST_ID_KEY and isinstance(value, str) and _REQUEST_ID_PATTERN.fullmatch(value):
             return value
     return new_request_id()
 

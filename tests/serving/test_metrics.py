@@ -11,7 +11,7 @@ from typing import Any, NoReturn, cast
 
 import grpc
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
@@ -336,6 +336,8 @@ def test_a_call_already_past_its_deadline_is_refused_without_running_the_handler
 
 
 @given(st.text(max_size=200))
+@example("0\n")  # a trailing newline once passed (``$`` matches before it)
+@example("x" * 128 + "\n")
 def test_request_ids_are_kept_when_sane_and_replaced_otherwise(candidate: str) -> None:
     chosen = request_id_from([(REQUEST_ID_KEY, candidate)])
     sane = 1 <= len(candidate) <= 128 and all(c.isascii() and (c.isalnum() or c in "._:-") for c in candidate)
