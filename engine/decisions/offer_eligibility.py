@@ -184,7 +184,7 @@ class OfferRules:
     def item_rules(self, categories: Sequence[str], brands: Sequence[str | None]) -> NDArray[np.bool_]:
         """(n_offers, n_items): whether each item (its category and brand) satisfies each offer's
         category and brand rules together. Compiled once per catalog, it turns a page's eligibility
-        into a gather (``eligible_for_items``) instead of a pass over strings per request."""
+        into a gather (``eligible_for_pages``) instead of a pass over strings per request."""
         return self._matches(categories, self._categories, self._category_rule, self._any_category) & (
             self._matches(brands, self._brands, self._brand_rule, self._any_brand)
         )

@@ -206,7 +206,7 @@ class PageDecisions:
         """``offers`` and ``layouts`` are rows of the offers and layouts tables (data contract).
 
         With the ``catalog`` served, the offers' category and brand rules are compiled per item at
-        load, so a page's eligibility is a gather (``page_eligibility``).
+        load, so a page's eligibility is a gather (``page_eligibility_many``).
         """
         self.catalog = catalog
         self.offers = {
@@ -307,25 +307,20 @@ class PageDecisions:
         except NoEligibleArmError:
             return []
 
-    def page_eligibility(
-        self, in_view: NDArray[np.int64], in_cart: NDArray[np.int64], basket_value: float | None
-    ) -> NDArray[np.bool_]:
-        """Which offers (in table order) a page with these catalog items may show: what
-        ``eligibility_context`` and ``OfferRules.eligible`` give, from the rules compiled per item at
-        load. The basket value defaults to the cart's list prices."""
-        return self.page_eligibility_many([in_view], [in_cart], [basket_value])[0]
-
     def page_eligibility_many(
         self,
         in_views: Sequence[NDArray[np.int64]],
         in_carts: Sequence[NDArray[np.int64]],
         basket_values: Sequence[float | None],
     ) -> NDArray[np.bool_]:
-        """(pages, n_offers): ``page_eligibility`` of every page of a batch, in one gather."""
+        """(pages, n_offers): which offers (in table order) each page, with these catalog items in view
+        and in its cart, may show: what ``eligibility_context`` and ``OfferRules.eligible`` give, from
+        the rules compiled per item at load, for every page of a batch in one gather. A basket value of
+        None defaults to the cart's list prices."""
         if self.rules is None:
             return np.zeros((len(in_views), 0), dtype=bool)
         if self._item_rules is None or self.catalog is None:
-            raise PageDecisionError("page_eligibility needs the catalog the decisions were built with")
+            raise PageDecisionError("page_eligibility_many needs the catalog the decisions were built with")
         prices = self.catalog.prices
         values: list[float] = []
         parts: list[NDArray[np.int64]] = []
@@ -349,12 +344,12 @@ class PageDecisions:
     def rank_offers_many(
         self,
         mixes: Sequence[PersonaMix],
-        eligible: Sequence[NDArray[np.bool_]] | NDArray[np.bool_],
+        eligible: NDArray[np.bool_],
         ns: Sequence[int],
         draws: Sequence[Draws],
     ) -> list[list[RankedOffer]]:
         """``rank_offers`` (without candidates) for many pages, given each page's eligible offers in
-        table order (the rows of ``page_eligibility_many``): the expected scores of every mix come
+        table order (``page_eligibility_many``: one row per page): the expected scores of every mix come
         from one pass over the batch, then each page is ranked with its own draws. Page i gets exactly
         what ``rank_offers`` gives it alone (the scores are computed row by row, see
         ``mixed_scores``)."""
@@ -362,7 +357,7 @@ class PageDecisions:
         if policy is None or not mixes:
             return [[] for _ in mixes]
         weights = np.array([mix.weights for mix in mixes], dtype=np.float64)
-        in_arm_order = np.asarray(eligible, dtype=bool).reshape(len(mixes), -1)[:, self._rules_in_arm_order]
+        in_arm_order = eligible[:, self._rules_in_arm_order]
         return [self._ranked_offers(ranked) for ranked in policy.rank_many(weights, in_arm_order, ns, draws)]
 
     def _ranked_offers(self, ranked: Sequence[RankedArm]) -> list[RankedOffer]:

@@ -92,14 +92,19 @@ class ItemFilters:
         purchased: NDArray[np.integer],
         excluded: Iterable[NDArray[np.integer]] = (),
     ) -> NDArray[np.bool_]:
-        """``shared`` minus this customer's purchases (unless included) and their excluded item indices.
-
-        ``excluded`` holds the per-customer index sets that are never recommended back, such as the
-        cart and the target's own ``exclude_item_ids``.
-        """
+        """``shared`` minus this customer's ``blocked_items``."""
         mask = shared.copy()
-        if not self.include_purchased:
-            mask[np.asarray(purchased, dtype=np.int64)] = False
-        for indices in excluded:
+        for indices in self.blocked_items(purchased, excluded):
             mask[np.asarray(indices, dtype=np.int64)] = False
         return mask
+
+    def blocked_items(
+        self, purchased: NDArray[np.integer], excluded: Iterable[NDArray[np.integer]] = ()
+    ) -> list[NDArray[np.integer]]:
+        """The item indices one customer may never be shown, as the arrays they come in: their
+        purchases (unless included) and ``excluded``, the per-customer index sets that are never
+        recommended back, such as the cart and the target's own ``exclude_item_ids``. A mask clears
+        them (``customer_mask``); the batch search marks them per row instead of copying a mask."""
+        parts: list[NDArray[np.integer]] = [] if self.include_purchased else [purchased]
+        parts.extend(excluded)
+        return parts

@@ -90,21 +90,20 @@ class ListSpec:
         """One customer's mask: ``ItemFilters.shared_mask`` minus their purchases (unless included) and
         their own ``excluded`` indices (cart, the target's exclusions)."""
         return self.filters.customer_mask(
-            self.shared,
-            purchased=purchased,
-            excluded=(self.excluded, *excluded) if self.excluded.size else excluded,
+            self.shared, purchased=purchased, excluded=self._with_request_exclusions(excluded)
         )
 
     def blocked(
         self, purchased: NDArray[np.integer], excluded: tuple[NDArray[np.int64], ...] = ()
     ) -> list[NDArray[np.integer]]:
-        """The item indices ``eligible`` takes out of ``shared`` for one customer, as arrays (the batch
-        search marks them per row instead of copying the mask)."""
-        parts: list[NDArray[np.integer]] = [] if self.filters.include_purchased else [purchased]
-        if self.excluded.size:
-            parts.append(self.excluded)
-        parts.extend(excluded)
-        return parts
+        """The item indices ``eligible`` takes out of ``shared`` for one customer
+        (``ItemFilters.blocked_items``), as arrays."""
+        return self.filters.blocked_items(purchased, self._with_request_exclusions(excluded))
+
+    def _with_request_exclusions(
+        self, excluded: tuple[NDArray[np.int64], ...]
+    ) -> tuple[NDArray[np.int64], ...]:
+        return (self.excluded, *excluded) if self.excluded.size else excluded
 
     @property
     def plain(self) -> bool:
@@ -327,7 +326,7 @@ class ProductListBuilder:
         scores, where the candidates fill the list (other rows take ``_list_for``'s own paths).
 
         The rows' purchases and exclusions go to the search as blocked items; their lists are what
-        ``_ranked_candidates`` gives with each row's ``eligible`` mask (tested row by row).
+        ``_from_candidates`` lists with each row's ``eligible`` mask (tested row by row).
         """
         index = self.index
         if index is None:
@@ -475,13 +474,9 @@ class ProductListBuilder:
             return self._ranked_items(
                 top_items.tolist(), top_scores.astype(np.float64).tolist(), reason, shares
             )
+        # A plain list the batch search could not fill (too few candidates, a non-finite score) goes
+        # on to the general paths, as one whose candidates never filled it did.
         eligible = spec.eligible(self._purchased(row), row.excluded)
-        if self.index is not None and spec.plain:
-            ranked = self._ranked_candidates(scores.query(j), spec.k, eligible)
-            if ranked is not None:
-                index, values = ranked
-                shares = self._shares(resolved.mix, index, None) if spec.explain else None
-                return self._ranked_items(index.tolist(), values.tolist(), reason, shares)
         listed = (
             self._from_candidates(scores.query(j), spec, eligible, reason) if self.index is not None else None
         )
@@ -515,19 +510,6 @@ class ProductListBuilder:
             else None
         )
         return self._items(entries, catalog_index.tolist(), shares)
-
-    def _ranked_candidates(
-        self, query: NDArray[np.float32], k: int, eligible: NDArray[np.bool_]
-    ) -> tuple[NDArray[np.int64], NDArray[np.float64]] | None:
-        """A list with nothing but the ranking, from the index's candidates: the catalog items and
-        scores ``_from_candidates`` would list, without assembling entries; None when the candidates
-        cannot fill it (the full path decides then)."""
-        assert self.index is not None
-        found = self.index.search(query, pool_size(k, 0.0, self.index.n_items), allowed=eligible)
-        positions = found.best  # the search's own top k: what ranked_only would pick among them
-        if len(positions) < k or not np.isfinite(found.scores).all():
-            return None
-        return found.items[positions], found.scores[positions].astype(np.float64)
 
     def _from_candidates(
         self, query: NDArray[np.float32], spec: ListSpec, eligible: NDArray[np.bool_], reason: ItemReason

@@ -101,7 +101,9 @@ def test_page_eligibility_is_the_offer_rules_over_the_pages_items(personalizer: 
         basket = None if rng.random() < 0.5 else float(rng.choice([0.0, 40.0, 300.0]))
         session = SessionContext(session_item_ids=view, cart_item_ids=cart, basket_value=basket)
         catalog = personalizer.item_catalog
-        fast = personalizer.decisions.page_eligibility(catalog.indices(view), catalog.indices(cart), basket)
+        fast = personalizer.decisions.page_eligibility_many(
+            [catalog.indices(view)], [catalog.indices(cart)], [basket]
+        )[0]
         np.testing.assert_array_equal(fast, rules.eligible(personalizer._eligibility(session)))
 
 

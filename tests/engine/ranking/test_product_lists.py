@@ -75,15 +75,15 @@ def test_the_lean_ranked_path_lists_what_the_general_candidate_path_lists(indexe
         assert spec.plain
         for customer in [str(c) for c in indexed.model_customers.ids[:15]] + ["stranger"]:
             row = indexed._row(CustomerTarget(customer), spec, "weekday", None)
-            query = indexed.model.query_vectors(builder.user_batch([row]))[0]
+            scores = _ChunkScores(builder, builder.user_batch([row]))
             eligible = spec.eligible(row_indices(indexed.purchases, row.resolved.row))
-            lean = builder._ranked_candidates(query, k, eligible)
-            general = builder._from_candidates(query, spec, eligible, reason)
+            lean = builder._plain_tops([row], scores).get(0)
+            general = builder._from_candidates(scores.query(0), spec, eligible, reason)
             assert (lean is None) == (general is None)
             if lean is not None and general is not None:
                 entries, items = general
                 np.testing.assert_array_equal(lean[0], items)
-                assert lean[1].tolist() == [e.score for e in entries]
+                assert lean[1].astype(np.float64).tolist() == [e.score for e in entries]
 
 
 def test_a_spec_is_plain_only_without_promotions_pins_and_diversity(indexed: Personalizer) -> None:
