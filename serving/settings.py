@@ -388,7 +388,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="the wait after a batch ends as soon as N calls are queued (at most --batch-max-size; "
         "those queued beyond N still join, up to it). Closed-loop callers are back before the wait "
-        f"runs out, so this sets how many are worth waiting for (default {DEFAULT_PREFERRED_BATCH_SIZE})",
+        "runs out, so this sets how many are worth waiting for: the calls a worker usually has in "
+        "flight, e.g. 4 for 8 concurrent callers over --workers 2 (with fewer, every wait runs its "
+        f"whole --batch-wait-ms) (default {DEFAULT_PREFERRED_BATCH_SIZE})",
     )
     parser.add_argument(
         "--batch-wait-ms",
