@@ -314,31 +314,37 @@ class ProductListBuilder:
         for start in range(0, len(rows), SCORING_CHUNK):
             chunk = rows[start : start + SCORING_CHUNK]
             scores = _ChunkScores(self, self.user_batch(chunk))
-            tops = self._plain_tops(chunk, scores)
-            lists.extend(self._list_for(row, scores, j, tops.get(j)) for j, row in enumerate(chunk))
+            tops, short = self._plain_tops(chunk, scores)
+            lists.extend(
+                self._list_for(row, scores, j, tops.get(j), candidates_short=j in short)
+                for j, row in enumerate(chunk)
+            )
         return lists
 
     def _plain_tops(
         self, chunk: Sequence[ListRow], scores: _ChunkScores
-    ) -> dict[int, tuple[NDArray[np.int64], NDArray[np.float32]]]:
+    ) -> tuple[dict[int, tuple[NDArray[np.int64], NDArray[np.float32]]], set[int]]:
         """The ranking of every row of the chunk whose list is nothing but the ranking (``plain``),
         from one batch search of the candidate index per filter mask and k: row j's catalog items and
-        scores, where the candidates fill the list (other rows take ``_list_for``'s own paths).
+        scores, where the candidates fill the list (other rows take ``_list_for``'s own paths); and the
+        rows whose candidates are too few to fill it, which the candidate path would search again
+        only to find the same few (they go straight to the full path).
 
         The rows' purchases and exclusions go to the search as blocked items; their lists are what
         ``_from_candidates`` lists with each row's ``eligible`` mask (tested row by row).
         """
+        tops: dict[int, tuple[NDArray[np.int64], NDArray[np.float32]]] = {}
+        short: set[int] = set()
         index = self.index
         if index is None:
-            return {}
+            return tops, short
         groups: dict[tuple[int, int], list[int]] = {}
         for j, row in enumerate(chunk):
             if row.spec.plain:
                 groups.setdefault((id(row.spec.shared), row.spec.k), []).append(j)
         if not groups:
-            return {}
+            return tops, short
         queries = scores.queries()
-        tops: dict[int, tuple[NDArray[np.int64], NDArray[np.float32]]] = {}
         for (_, k), members in groups.items():
             spec = chunk[members[0]].spec
             parts: list[NDArray[np.integer]] = []
@@ -360,9 +366,11 @@ class ProductListBuilder:
             )
             found, finite = top.found.tolist(), top.finite.tolist()
             for m, j in enumerate(members):
-                if found[m] >= k and finite[m]:
+                if found[m] < k:
+                    short.add(j)
+                elif finite[m]:
                     tops[j] = (top.items[m, :k], top.scores[m, :k])
-        return tops
+        return tops, short
 
     def _purchased(self, row: ListRow) -> NDArray[np.integer]:
         """The customer's purchases: the artifact's and those made since training (live events)."""
@@ -459,8 +467,11 @@ class ProductListBuilder:
         scores: _ChunkScores,
         j: int,
         top: tuple[NDArray[np.int64], NDArray[np.float32]] | None = None,
+        *,
+        candidates_short: bool = False,
     ) -> list[RecommendedItem]:
-        """``top``: the row's ranking from the batch search (``_plain_tops``), when it has one."""
+        """``top``: the row's ranking from the batch search (``_plain_tops``), when it has one;
+        ``candidates_short``: that search found too few candidates to fill the list."""
         spec = row.spec
         resolved = row.resolved
         reason = (
@@ -474,11 +485,14 @@ class ProductListBuilder:
             return self._ranked_items(
                 top_items.tolist(), top_scores.astype(np.float64).tolist(), reason, shares
             )
-        # A plain list the batch search could not fill (too few candidates, a non-finite score) goes
-        # on to the general paths, as one whose candidates never filled it did.
+        # A plain list the batch search could not fill goes on to the general paths: with a
+        # non-finite score to the candidate path, with too few candidates straight to the full path
+        # (the candidate path's search, with the same mask and pool, finds the same few).
         eligible = spec.eligible(self._purchased(row), row.excluded)
         listed = (
-            self._from_candidates(scores.query(j), spec, eligible, reason) if self.index is not None else None
+            self._from_candidates(scores.query(j), spec, eligible, reason)
+            if self.index is not None and not candidates_short
+            else None
         )
         if listed is not None:
             entries, catalog_index = listed

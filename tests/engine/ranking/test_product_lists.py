@@ -15,7 +15,14 @@ from engine.personalizer import Personalizer
 from engine.ranking.candidate_index import CandidateIndexSettings
 from engine.ranking.filters import ItemFilters
 from engine.ranking.list_assembly import ItemReason, assemble_list
-from engine.ranking.product_lists import _ChunkScores, dense_rows, row_indices, score_rows
+from engine.ranking.product_lists import (
+    ListRow,
+    ProductListBuilder,
+    _ChunkScores,
+    dense_rows,
+    row_indices,
+    score_rows,
+)
 from engine.ranking.promotions import PinnedItem, Promotions
 from tests.engine.small_artifact import train_small_artifact
 
@@ -77,7 +84,7 @@ def test_the_lean_ranked_path_lists_what_the_general_candidate_path_lists(indexe
             row = indexed._row(CustomerTarget(customer), spec, "weekday", None)
             scores = _ChunkScores(builder, builder.user_batch([row]))
             eligible = spec.eligible(row_indices(indexed.purchases, row.resolved.row))
-            lean = builder._plain_tops([row], scores).get(0)
+            lean = builder._plain_tops([row], scores)[0].get(0)
             general = builder._from_candidates(scores.query(0), spec, eligible, reason)
             assert (lean is None) == (general is None)
             if lean is not None and general is not None:
@@ -152,10 +159,10 @@ def test_the_batch_search_lists_each_row_as_its_own_mask_does(
         cart = np.array([n % len(items), (3 * n) % len(items)], dtype=np.int64) if n % 3 else None
         target = CustomerTarget(customer, exclude_item_ids=(items[(5 * n) % len(items)],) if n % 2 else ())
         rows.append(indexed._row(target, spec, "weekday", cart))
-    tops = builder._plain_tops(rows, _ChunkScores(builder, builder.user_batch(rows)))
+    tops, _ = builder._plain_tops(rows, _ChunkScores(builder, builder.user_batch(rows)))
     assert len(tops) == len(rows)  # every row ranked by the batch search (none fell back)
     batched = builder.build(rows)
-    monkeypatch.setattr(type(builder), "_plain_tops", lambda self, chunk, scores: {})
+    monkeypatch.setattr(type(builder), "_plain_tops", lambda self, chunk, scores: ({}, set()))
     alone = builder.build(rows)
     assert [[(i.item_id, i.score, i.rank, i.reason) for i in listed] for listed in batched] == [
         [(i.item_id, i.score, i.rank, i.reason) for i in listed] for listed in alone
@@ -168,3 +175,31 @@ def test_the_batch_search_lists_each_row_as_its_own_mask_does(
         assert len(listed) == row.spec.k
         if not row.spec.filters.include_purchased:
             assert not purchased[n] & {i.item_id for i in listed}
+
+
+def test_plain_rows_with_too_few_candidates_go_straight_to_the_full_path(
+    indexed: Personalizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Price caps that leave fewer candidates than k in the probed lists: the batch search marks those
+    rows short, and their lists equal what they were when the candidate path searched them again."""
+    builder = indexed.lists
+    prices = np.sort(indexed.item_catalog.prices)
+    customers = [str(c) for c in indexed.model_customers.ids[:20]] + ["stranger"]
+    rows = []
+    for n, customer in enumerate(customers):
+        spec = indexed._spec(
+            ProductRequest(k=10 + n % 5, filters=ItemFilters(price_max=float(prices[3 + n % 20])))
+        )
+        rows.append(indexed._row(CustomerTarget(customer), spec, "weekday", None))
+    tops, short = builder._plain_tops(rows, _ChunkScores(builder, builder.user_batch(rows)))
+    assert short and tops and not short & tops.keys()
+    skipping = builder.build(rows)
+    batch_search = type(builder)._plain_tops
+
+    def none_short(self: ProductListBuilder, chunk: list[ListRow], scores: _ChunkScores) -> object:
+        return batch_search(self, chunk, scores)[0], set()
+
+    monkeypatch.setattr(type(builder), "_plain_tops", none_short)
+    assert [[(i.item_id, i.score, i.rank, i.reason) for i in listed] for listed in skipping] == [
+        [(i.item_id, i.score, i.rank, i.reason) for i in listed] for listed in builder.build(rows)
+    ]
