@@ -13,7 +13,8 @@ One ``grpc.aio`` interceptor does all of it so the order is fixed and nothing is
    sent to threads take it along). Trailing, not initial: sending initial metadata on its own is one
    more operation through gRPC's core per call (about a tenth of a Personalize call's GIL time in the
    py-spy profile), while trailing metadata leaves with the status in the call's last operation.
-3. The call is counted in flight, timed in a ``finally`` block, and counted by method and status
+3. The call is counted in flight (in the metrics, and for the graceful stop in
+   ``serving.response_drain``), timed in a ``finally`` block, and counted by method and status
    code, whatever the handler did (returned, aborted, raised, or was cancelled by the client or its
    deadline). A method the servicer leaves to its generated base class, which raises
    ``NotImplementedError`` (the health service's ``List``), is answered UNIMPLEMENTED without the
@@ -49,6 +50,7 @@ from typing import Any, Final, cast
 import grpc
 
 from serving.metrics import ServingMetrics, split_method
+from serving.response_drain import ResponseDrain
 from serving.undecodable_requests import UndecodableRequest
 
 REQUEST_ID_KEY: Final = "x-request-id"
@@ -88,11 +90,17 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     """Deadline check, request id, metrics and access log for every unary-unary call (module doc)."""
 
     def __init__(
-        self, metrics: ServingMetrics, logger: logging.Logger = REQUEST_LOGGER, *, access_log_every: int = 1
+        self,
+        metrics: ServingMetrics,
+        logger: logging.Logger = REQUEST_LOGGER,
+        *,
+        access_log_every: int = 1,
+        drain: ResponseDrain | None = None,
     ) -> None:
         if access_log_every < 1:
             raise ValueError(f"access_log_every must be at least 1, got {access_log_every}")
         self.metrics = metrics
+        self.drain = drain or ResponseDrain()
         self.logger = logger
         self.access_log_every = access_log_every
         self._successes = itertools.count()
@@ -127,6 +135,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     def _observer(self, behaviour: _Behaviour, full_method: str) -> _Behaviour:
         service, method = split_method(full_method)
         requests, durations, in_flight = self.metrics.method_children(service, method)
+        drain = self.drain
 
         async def observed(request: Any, context: Context) -> Any:
             started = time.perf_counter()
@@ -134,6 +143,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             token = _request_id.set(request_id)
             code = grpc.StatusCode.UNKNOWN
             in_flight.inc()
+            drain.handlers_running += 1
             try:
                 remaining = context.time_remaining()
                 if remaining is not None and remaining <= 0:
@@ -156,7 +166,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 raise
             finally:
                 in_flight.dec()
-                seconds = time.perf_counter() - started
+                ended = time.perf_counter()
+                drain.handler_ended(context, started, ended)
+                seconds = ended - started
                 requests(code).inc()
                 durations.observe(seconds)
                 if self._logs(code, seconds) and (

@@ -6,9 +6,10 @@ that accepts connections always has a whole model, and the standard health servi
 service, so ``grpcurl`` and similar tools work without the .proto files.
 
 SIGTERM or SIGINT starts a graceful stop: health turns NOT_SERVING (health watchers are told at
-once), the port stops accepting, calls in flight get ``--grace-seconds`` to finish, and the process
-exits 0. Open health ``Watch`` streams count as in flight, so a watcher that does not hang up holds the
-stop for the whole grace period.
+once), the calls in flight finish and their responses reach their callers while the connections stay
+open (``serving.response_drain``), then the port stops accepting and the connections close; all of it
+within ``--grace-seconds``, and the process exits 0. Open health ``Watch`` streams count as in flight
+for the second step, so a watcher that does not hang up holds the stop for the whole grace period.
 
 This module is one serving process: ``create_server`` builds the ``grpc.aio`` server with every
 service, and ``serve`` runs it on one event loop (``serving.event_loop``) until told to stop, alone or
@@ -98,6 +99,7 @@ from serving.process_lifecycle import (
 )
 from serving.ready_file import ServerReady, remove_ready_file, remove_stale_ready_file, write_ready_file
 from serving.redis_state_store import MEMORY, StateStoreError, open_state_store
+from serving.response_drain import ResponseDrain
 from serving.settings import (
     DEFAULT_MAX_REQUEST_BYTES,
     ServeConfigError,
@@ -160,6 +162,7 @@ async def create_server(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     state_store: StateStore | None = None,
     max_connection_age_s: float = 0.0,
+    drain: ResponseDrain | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """A bound, not yet started server with every service; returns it and the port it bound.
 
@@ -178,6 +181,8 @@ async def create_server(
     ``max_request_bytes`` is refused with RESOURCE_EXHAUSTED before it is decoded (``--max-request-bytes``).
     ``state_store`` is the live loop's store, whose availability RecordEvents checks and the metrics report.
     ``max_connection_age_s`` closes client connections at that age (0: never; ``--max-connection-age``).
+    ``drain`` counts the calls in flight for a stop that waits for their responses
+    (``serving.response_drain``; ``serve`` passes its own).
     """
     ages: list[tuple[str, int]] = []
     if max_connection_age_s > 0:
@@ -189,7 +194,7 @@ async def create_server(
     server = grpc.aio.server(
         # Observability first: it then sees the INVALID_ARGUMENT of an undecodable request.
         interceptors=[
-            ObservabilityInterceptor(metrics, access_log_every=access_log_every),
+            ObservabilityInterceptor(metrics, access_log_every=access_log_every, drain=drain),
             UndecodableRequestInterceptor(metrics),
         ],
         options=[
@@ -474,6 +479,7 @@ async def _serve(
 ) -> int:
     """The event loop's part: build and start the server, serve until ``stop``, drain, stop."""
     health_servicer = health.aio.HealthServicer()
+    drain = ResponseDrain()
     holder = process.holder
     # Settled before the port is added: gRPC listens from ``add_*_port`` on, so connections the kernel
     # accepts in between (a killed worker's clients reconnecting to its replacement) would wait
@@ -501,6 +507,7 @@ async def _serve(
             max_request_bytes=settings.max_request_bytes,
             state_store=process.live_state.store,
             max_connection_age_s=settings.max_connection_age_s,
+            drain=drain,
         )
         if settings.metrics_port and process.shared is None:
             process.endpoint = MetricsEndpoint(
@@ -552,7 +559,14 @@ async def _serve(
             remove_ready_file(ready_file, os.getpid())
     LOGGER.info("stopping: NOT_SERVING, up to %.1fs for calls in flight", settings.grace_seconds)
     await health_servicer.enter_graceful_shutdown()
-    await server.stop(settings.grace_seconds)
+    running, waited = await drain.drain(settings.grace_seconds)
+    if running:
+        LOGGER.info(
+            "%d call(s) in flight at the stop answered in %.2fs; closing connections",
+            running,
+            waited,
+        )
+    await server.stop(max(settings.grace_seconds - waited, 0.0))
     return status
 
 

@@ -138,7 +138,8 @@ def test_sigterm_drains_calls_in_flight_and_exits_zero(artifacts: TrainedArtifac
         response_deserializer=health_pb2.HealthCheckResponse.FromString,
     )(health_pb2.HealthCheckRequest(service=PERSONALIZATION_SERVICE), timeout=30)
     assert next(watch).status == SERVING
-    client = PersonaEngineClient(server.address, timeout_s=30, channel_options=BIG_MESSAGES)
+    # No retries: a retry after the exit would hide a lost response behind "connection refused".
+    client = PersonaEngineClient(server.address, timeout_s=30, retries=0, channel_options=BIG_MESSAGES)
     with futures.ThreadPoolExecutor(2) as pool:
         # Two big batches (about a second each on their own: 1000 customers, 60 items, explained)
         # are in flight when SIGTERM arrives.
@@ -165,7 +166,9 @@ def test_sigterm_drains_calls_in_flight_and_exits_zero(artifacts: TrainedArtifac
     log = server.log()
     assert log.index("received SIGTERM") < log.index("stopping: NOT_SERVING") < log.index("stopped")
     assert log.count("RecommendProducts OK") == 2
-    assert log.index("stopping: NOT_SERVING") < log.index("RecommendProducts OK")  # they finished draining
+    # They were in flight at the signal and were answered after it (on a loaded machine the stop may
+    # begin only after one of them finished).
+    assert log.index("received SIGTERM") < log.index("RecommendProducts OK")
 
 
 def test_corrupt_artifact_is_refused_at_startup_naming_the_file(
