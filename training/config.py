@@ -20,7 +20,7 @@ from engine.data.contract import EVENT_TYPES
 from engine.data.interactions import DEFAULT_EVENT_WEIGHTS
 from engine.errors import PersonaEngineError
 from engine.live.event_store import is_shared_log_location
-from engine.models.registry import MODEL_KINDS, create_model, model_settings_schema
+from engine.models.registry import DEFAULT_KINDS, MODEL_KINDS, create_model, model_settings_schema
 from engine.personas.inference.config import PersonaInferenceConfig
 from engine.personas.steering import DEFAULT_STEERING
 
@@ -128,9 +128,7 @@ class TrainConfig:
     personas: PersonaSection = field(default_factory=PersonaSection)
     split: SplitSection = field(default_factory=SplitSection)
     interactions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
-    models: dict[str, dict[str, Any]] = field(
-        default_factory=lambda: {kind: {} for kind in KNOWN_MODEL_KINDS}
-    )
+    models: dict[str, dict[str, Any]] = field(default_factory=lambda: {kind: {} for kind in DEFAULT_KINDS})
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
     training: TrainingSection = field(default_factory=TrainingSection)
     output: OutputSection = field(default_factory=OutputSection)
@@ -297,7 +295,7 @@ def parse_config(
             raise ConfigError("[interactions] must map event types to positive weights, e.g. purchase = 5.0")
         models = document.get("models")
         if models is None:
-            models = {kind: {} for kind in KNOWN_MODEL_KINDS}
+            models = {kind: {} for kind in DEFAULT_KINDS}
         if not isinstance(models, dict) or not models:
             raise ConfigError("[models] must name at least one model, e.g. [models.als]")
         for name, params in models.items():

@@ -16,6 +16,7 @@ from engine.errors import PersonaEngineError
 from engine.models.base import ModelFormatError, Recommender, read_model_manifest
 from engine.models.implicit_factors import ImplicitALSModel, ImplicitBPRModel
 from engine.models.lightfm_hybrid import LightFMHybridModel
+from engine.models.linear_autoencoder import LinearAutoencoderModel
 from engine.models.popularity import PersonaPopularityModel, PopularityModel
 
 MODEL_KINDS: dict[str, type[Recommender]] = {
@@ -26,8 +27,14 @@ MODEL_KINDS: dict[str, type[Recommender]] = {
         LightFMHybridModel,
         ImplicitALSModel,
         ImplicitBPRModel,
+        LinearAutoencoderModel,
     )
 }
+
+# Kinds a training config must name to train: the linear autoencoder refuses catalogues above its item
+# limit, so a config without ``[models]`` (every other kind) keeps working on any shop.
+OPT_IN_KINDS: frozenset[str] = frozenset({LinearAutoencoderModel.kind})
+DEFAULT_KINDS: tuple[str, ...] = tuple(kind for kind in MODEL_KINDS if kind not in OPT_IN_KINDS)
 
 
 class UnknownModelKindError(PersonaEngineError, ValueError):

@@ -34,6 +34,7 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
     "lightfm_hybrid": {"no_components": 8, "epochs": 20, "num_threads": 1, "random_state": 3},
     "als": {"factors": 4, "alpha": 2.0, "regularization": 0.5, "num_threads": 1, "random_state": 3},
     "bpr": {"factors": 16, "iterations": 200, "learning_rate": 0.1, "num_threads": 1, "random_state": 3},
+    "linear_autoencoder": {"factors": 16, "dropout": 0.3, "regularization": 1.0, "num_threads": 1},
 }
 
 # Whether a model's scores follow the persona mix; global popularity by design does not.
@@ -43,6 +44,7 @@ PERSONA_AWARE: dict[str, bool] = {
     "lightfm_hybrid": True,
     "als": True,
     "bpr": True,
+    "linear_autoencoder": True,
 }
 
 

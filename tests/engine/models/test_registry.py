@@ -9,6 +9,7 @@ from engine.models.base import MODEL_MANIFEST, ModelFormatError
 from engine.models.implicit_factors import ImplicitALSModel
 from engine.models.popularity import PersonaPopularityModel, PopularityModel
 from engine.models.registry import (
+    DEFAULT_KINDS,
     MODEL_KINDS,
     UnknownModelKindError,
     create_model,
@@ -16,11 +17,22 @@ from engine.models.registry import (
     model_parameters,
 )
 from tests.engine.models.checkerboard import Checkerboard
+from training.config import TrainConfig
 
 
 def test_kinds_are_registered_under_their_own_names() -> None:
-    assert set(MODEL_KINDS) == {"popularity", "persona_popularity", "lightfm_hybrid", "als", "bpr"}
+    assert set(MODEL_KINDS) == {
+        "popularity",
+        "persona_popularity",
+        "lightfm_hybrid",
+        "als",
+        "bpr",
+        "linear_autoencoder",
+    }
     assert all(model.kind == kind for kind, model in MODEL_KINDS.items())
+    # a config without [models] trains every kind that fits any catalogue
+    assert set(DEFAULT_KINDS) == set(MODEL_KINDS) - {"linear_autoencoder"}
+    assert set(TrainConfig().models) == set(DEFAULT_KINDS)
 
 
 def test_create_model_passes_parameters() -> None:
