@@ -44,7 +44,9 @@ from numpy.typing import NDArray
 
 from engine.models.base import Recommender
 from engine.models.implicit_factors import ALS_DEFAULT_REGULARIZATION
+from engine.models.model_blend import ModelBlend
 from engine.models.registry import create_model, model_class
+from training.blend_weights import blend_members, fit_blend_weights
 from training.compare_verdict import AT_LIBRARY_TUNING, COLD_SEGMENT, WARM_SEGMENT, verdict
 from training.config import ConfigError, TrainConfig, load_config
 from training.console_output import print_table, progress_bar, stdout_console
@@ -60,6 +62,7 @@ from training.tune_job import (
     random_search,
     search_space,
     validation_data,
+    validation_segments,
 )
 
 BASELINE_KINDS: tuple[str, ...] = ("popularity", "persona_popularity")
@@ -254,6 +257,36 @@ def _searched(
     return dict(best.parameters), _search_summary(found, best)
 
 
+def _blend_candidates(
+    configured: dict[str, Any], searched: dict[str, dict[str, Any]], validation: PreparedData | None, k: int
+) -> list[_Candidate]:
+    """The blend and its ablation: each member at the parameters its kind was compared with when the
+    comparison searched that kind (its config's otherwise) without its personas, one thread each, the
+    weights and the blend's persona prior fitted on the validation split (``training.blend_weights``;
+    the config's without a search)."""
+    members = []
+    for member in blend_members(configured, searched):
+        kind = member.pop("kind")
+        members.append({"kind": kind, **single_threaded(kind, member)})
+    parameters: dict[str, Any] = {**configured, "members": members}
+    if validation is not None:
+        fitted = fit_blend_weights(parameters, validation, validation_segments(validation), k)
+        parameters.update(weights=fitted.weights, prior_weights=fitted.prior_weights)
+    name = f"engine:{ModelBlend.kind}"
+    ablated = ModelBlend.without_personas(parameters)
+    return [
+        _Candidate(name, "engine", True, partial(ModelBlend, **parameters), parameters),
+        _Candidate(
+            f"{name} without personas",
+            "engine ablation",
+            False,
+            partial(ModelBlend, **ablated),
+            ablated,
+            ablation_of=name,
+        ),
+    ]
+
+
 def compare_prepared(
     prepared: PreparedData,
     config: TrainConfig,
@@ -273,7 +306,7 @@ def compare_prepared(
     warm_segments = [s for s in segments if (s.users.user_index >= 0).all()]
     k = config.evaluation.k
     seed = config.split.seed
-    engine_kinds = [kind for kind in config.models if kind not in BASELINE_KINDS]
+    engine_kinds = [kind for kind in config.models if kind not in BASELINE_KINDS and kind != ModelBlend.kind]
     library_fixed = {"random_state": seed, "num_threads": 1}
     specs: list[tuple[str, SearchSpec]] = []
     for kind in engine_kinds:
@@ -313,6 +346,7 @@ def compare_prepared(
         },
     }
 
+    searched_engine: dict[str, dict[str, Any]] = {}  # each engine kind's parameters as compared
     candidates: list[_Candidate] = [
         _Candidate(
             kind,
@@ -375,6 +409,7 @@ def compare_prepared(
                 progress.update(task, description=f"fitting persona weights of {spec.name}")
                 parameters = fit_persona_weights(spec.name, parameters, validation, k)
             name = f"engine:{spec.name}"
+            searched_engine[spec.name] = parameters
             candidates.append(
                 _Candidate(
                     name,
@@ -397,6 +432,11 @@ def compare_prepared(
                         ablation_of=name,
                     )
                 )
+        if ModelBlend.kind in config.models:
+            progress.update(task, description="fitting the blend's weights")
+            candidates.extend(
+                _blend_candidates(config.models[ModelBlend.kind], searched_engine, validation, k)
+            )
         tuning["seconds"] = time.perf_counter() - started
 
         rows: list[ComparedModel] = []

@@ -40,7 +40,9 @@ import polars as pl
 from engine.data.loading import load_shop
 from engine.data.shop_data import ShopData
 from engine.models.base import Recommender, TrainingSet
+from engine.models.model_blend import ModelBlend
 from engine.models.registry import create_model
+from training.blend_weights import blend_members, fit_blend_weights
 from training.config import ConfigError, TrainConfig, load_config
 from training.console_output import print_table, progress_bar, stdout_console
 from training.evaluation import evaluate_models
@@ -273,6 +275,8 @@ class TuningResult:
     validation: dict[str, Any]
     trials: list[Trial] = field(default_factory=list)
     best: dict[str, Trial] = field(default_factory=dict)
+    blend: dict[str, Any] | None = None  # [models.blend] as written: members at the winners, fitted weights
+    blend_ndcg: float | None = None  # its validation NDCG
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -282,6 +286,7 @@ class TuningResult:
             "seconds": self.seconds,
             "validation": self.validation,
             "best": {kind: t.to_dict() for kind, t in self.best.items()},
+            "blend": None if self.blend is None else {**self.blend, "validation_ndcg": self.blend_ndcg},
             "trials": [t.to_dict() for t in self.trials],
         }
 
@@ -337,6 +342,8 @@ def _toml_value(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):  # an inline table (a blend's members); TOML has no null: None is left out
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None) + "}"
     raise TypeError(f"cannot write {value!r} to TOML")
 
 
@@ -474,6 +481,14 @@ def run_tuning(
         if fits_persona_weights(kind):
             weighted = fit_persona_weights(kind, trial.parameters, prepared, k)
             result.best[kind] = dataclasses.replace(trial, parameters=weighted)
+    if ModelBlend.kind in config.models:  # its members at the winners, its weights fitted on the same split
+        members = blend_members(
+            config.models[ModelBlend.kind], {k: t.parameters for k, t in result.best.items()}
+        )
+        blend = {**config.models[ModelBlend.kind], "members": members}
+        fitted = fit_blend_weights(blend, prepared, segments, k)
+        result.blend = {**blend, "weights": fitted.weights, "prior_weights": fitted.prior_weights}
+        result.blend_ndcg = fitted.ndcg
     original = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
     header = (
         f"Tuned by `persona-engine tune --config {config_path} --budget-seconds {budget_seconds:g}`:\n"
@@ -481,7 +496,10 @@ def run_tuning(
         f"({carved.method}; the test events were never used). Best validation NDCG@{k} per model:\n"
         + "\n".join(f"  {kind}: {t.ndcg:.4f}" for kind, t in result.best.items())
     )
-    result.written_config.write_text(to_toml(tuned_document(original, result.best), header), encoding="utf-8")
+    document = tuned_document(original, result.best)
+    if result.blend is not None:
+        document["models"][ModelBlend.kind] = result.blend
+    result.written_config.write_text(to_toml(document, header), encoding="utf-8")
     load_config(result.written_config)  # what we wrote must be a valid config
     result.seconds = time.perf_counter() - started
     return result
@@ -508,4 +526,10 @@ def print_tuning(result: TuningResult) -> None:
             if name in SEARCH_SPACES[kind]
         )
         stdout_console.print(f"{kind}: {settings}", highlight=False)
+    if result.blend is not None:
+        members = ", ".join(
+            f"{m['kind']} {w:g}"
+            for m, w in zip(result.blend["members"], result.blend["weights"], strict=True)
+        )
+        stdout_console.print(f"blend: {members} (validation NDCG {result.blend_ndcg:.4f})", highlight=False)
     stdout_console.print(f"tuned config written to {result.written_config}", highlight=False)

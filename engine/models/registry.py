@@ -17,6 +17,7 @@ from engine.models.base import ModelFormatError, Recommender, read_model_manifes
 from engine.models.implicit_factors import ImplicitALSModel, ImplicitBPRModel
 from engine.models.lightfm_hybrid import LightFMHybridModel
 from engine.models.linear_autoencoder import LinearAutoencoderModel
+from engine.models.model_blend import ModelBlend
 from engine.models.popularity import PersonaPopularityModel, PopularityModel
 
 MODEL_KINDS: dict[str, type[Recommender]] = {
@@ -28,12 +29,14 @@ MODEL_KINDS: dict[str, type[Recommender]] = {
         ImplicitALSModel,
         ImplicitBPRModel,
         LinearAutoencoderModel,
+        ModelBlend,
     )
 }
 
-# Kinds a training config must name to train: the linear autoencoder refuses catalogues above its item
-# limit, so a config without ``[models]`` (every other kind) keeps working on any shop.
-OPT_IN_KINDS: frozenset[str] = frozenset({LinearAutoencoderModel.kind})
+# Kinds a training config must name to train: the linear autoencoder (and a blend, which holds one by
+# default) refuses catalogues above its item limit, so a config without ``[models]`` (every other
+# kind) keeps working on any shop.
+OPT_IN_KINDS: frozenset[str] = frozenset({LinearAutoencoderModel.kind, ModelBlend.kind})
 DEFAULT_KINDS: tuple[str, ...] = tuple(kind for kind in MODEL_KINDS if kind not in OPT_IN_KINDS)
 
 

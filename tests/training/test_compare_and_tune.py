@@ -15,6 +15,7 @@ from cli.main import main
 from engine.models.base import UserBatch
 from engine.models.registry import create_model, model_class
 from engine.personas.catalog import load_catalog
+from training.blend_weights import simplex_grid
 from training.compare_job import ComparisonReport, library_search_start, run_comparison
 from training.config import load_config, parse_config
 from training.evaluation import evaluate_models
@@ -319,3 +320,65 @@ def test_tune_rejects_unknown_kinds_and_bad_budgets(
     assert exit_info.value.code == 2
     assert "argument --budget-seconds: must be greater than 0" in capsys.readouterr().err
     assert parse_config({"models": {"als": {}}}).models == {"als": {}}
+
+
+def test_simplex_grid_covers_every_weighting_in_tenths_once() -> None:
+    grid = simplex_grid(3)
+    assert len(grid) == 66 and grid[0] == [1.0, 0.0, 0.0]
+    assert all(math.isclose(sum(point), 1.0) and min(point) >= 0 for point in grid)
+    assert len({tuple(point) for point in grid}) == 66
+    assert simplex_grid(1) == [[1.0]]
+
+
+def test_a_blend_is_compared_with_its_members_as_searched_and_weights_fitted_on_validation(
+    config_file: Path, prepared: PreparedData, tmp_path: Path
+) -> None:
+    text = config_file.read_text(encoding="utf-8") + (
+        "[models.linear_autoencoder]\nfactors = 32\n"
+        '[models.blend]\nmembers = [{kind = "als"}, {kind = "linear_autoencoder"}]\n'
+    )
+    with_blend = tmp_path / "blend.toml"
+    with_blend.write_text(text, encoding="utf-8")
+    report = run_comparison(with_blend, show_progress=False, prepared=prepared, trials=2)
+    rows = {m.name: m for m in report.models}
+    blend, ablation = rows["engine:blend"], rows["engine:blend without personas"]
+    assert blend.persona_conditioned and ablation.ablation_of == "engine:blend"
+    members = blend.parameters["members"]
+    assert [m["kind"] for m in members] == ["als", "linear_autoencoder"]
+    # each member is its kind as compared (searched), without its personas, on one thread
+    for member in members:
+        kind = member["kind"]
+        searched = model_class(kind).without_personas(rows[f"engine:{kind}"].parameters)
+        assert {k: v for k, v in member.items() if k != "kind"} == {**searched, "num_threads": 1}
+    assert blend.parameters["weights"] in simplex_grid(2)
+    prior = blend.parameters["prior_weights"]  # the blend's own persona prior, per activity level
+    assert prior is None or (len(prior) == 4 and min(prior) >= 0)
+    assert ablation.parameters["prior_weights"] is None
+    assert (
+        ablation.parameters["members"] == members
+        and ablation.parameters["weights"] == blend.parameters["weights"]
+    )
+
+
+def test_tune_writes_a_blend_of_the_winners_with_weights_fitted_on_validation(
+    config_file: Path, tmp_path: Path
+) -> None:
+    with_blend = tmp_path / "blend.toml"
+    with_blend.write_text(
+        config_file.read_text(encoding="utf-8")
+        + '[models.blend]\nmembers = [{kind = "als"}, {kind = "linear_autoencoder", factors = 16}]\n',
+        encoding="utf-8",
+    )
+    written = tmp_path / "tuned.toml"
+    result = run_tuning(with_blend, budget_seconds=2.0, models=["als"], seed=1, write_config=written)
+    assert result.blend is not None and result.blend_ndcg is not None and math.isfinite(result.blend_ndcg)
+    blend = load_config(written).models["blend"]
+
+    def written(kind: str, settings: dict[str, object]) -> dict[str, object]:  # TOML has no None
+        ablated = model_class(kind).without_personas(dict(settings)) or settings
+        return {"kind": kind, **{k: v for k, v in ablated.items() if v is not None}}
+
+    # the winner, and the member not searched as configured, each without its personas
+    assert blend["members"][0] == written("als", result.best["als"].parameters)
+    assert blend["members"][1] == written("linear_autoencoder", {"factors": 16})
+    assert blend["weights"] == result.blend["weights"] and blend["weights"] in simplex_grid(2)

@@ -35,6 +35,26 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
     "als": {"factors": 4, "alpha": 2.0, "regularization": 0.5, "num_threads": 1, "random_state": 3},
     "bpr": {"factors": 16, "iterations": 200, "learning_rate": 0.1, "num_threads": 1, "random_state": 3},
     "linear_autoencoder": {"factors": 16, "dropout": 0.3, "regularization": 1.0, "num_threads": 1},
+    "blend": {
+        "members": [
+            {
+                "kind": "als",
+                "factors": 4,
+                "alpha": 2.0,
+                "regularization": 0.5,
+                "num_threads": 1,
+                "random_state": 3,
+            },
+            {
+                "kind": "linear_autoencoder",
+                "factors": 16,
+                "dropout": 0.3,
+                "regularization": 1.0,
+                "num_threads": 1,
+            },
+        ],
+        "weights": [0.4, 0.6],
+    },
 }
 
 # Whether a model's scores follow the persona mix; global popularity by design does not.
@@ -45,6 +65,7 @@ PERSONA_AWARE: dict[str, bool] = {
     "als": True,
     "bpr": True,
     "linear_autoencoder": True,
+    "blend": True,
 }
 
 

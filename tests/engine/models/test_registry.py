@@ -28,10 +28,11 @@ def test_kinds_are_registered_under_their_own_names() -> None:
         "als",
         "bpr",
         "linear_autoencoder",
+        "blend",
     }
     assert all(model.kind == kind for kind, model in MODEL_KINDS.items())
     # a config without [models] trains every kind that fits any catalogue
-    assert set(DEFAULT_KINDS) == set(MODEL_KINDS) - {"linear_autoencoder"}
+    assert set(DEFAULT_KINDS) == set(MODEL_KINDS) - {"linear_autoencoder", "blend"}
     assert set(TrainConfig().models) == set(DEFAULT_KINDS)
 
 
