@@ -19,7 +19,6 @@ import numpy as np
 
 from engine.models.model_blend import DEFAULT_MEMBERS, ModelBlend
 from engine.models.persona_prior import search_levels
-from engine.models.registry import model_class
 from training.compare_verdict import COLD_SEGMENT, WARM_SEGMENT
 from training.evaluation import evaluate_models
 from training.prepared_data import EvaluationSegment, PreparedData
@@ -43,12 +42,12 @@ def blend_members(configured: dict[str, Any], chosen: dict[str, dict[str, Any]])
     """The blend's members (``configured``: its config table), each at ``chosen[kind]`` when its kind
     was searched there (``tune``'s winners, ``compare``'s rows), at its own settings otherwise, and
     without persona conditioning: personas enter the blend once, through its own prior."""
-    members = []
-    for member in configured.get("members") or [{"kind": kind} for kind in DEFAULT_MEMBERS]:
-        kind = member["kind"]
-        settings = chosen.get(kind, {name: value for name, value in member.items() if name != "kind"})
-        members.append({"kind": kind, **(model_class(kind).without_personas(settings) or settings)})
-    return members
+    members = [
+        {"kind": member["kind"], **chosen[member["kind"]]} if member["kind"] in chosen else member
+        for member in configured.get("members") or [{"kind": kind} for kind in DEFAULT_MEMBERS]
+    ]
+    ablated: list[dict[str, Any]] = ModelBlend.without_personas({"members": members})["members"]
+    return ablated
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ from engine.models.persona_prior import (
     activity_edges,
     activity_level,
     interaction_counts,
+    levels_from_events,
     persona_item_scores,
 )
 
@@ -499,8 +500,7 @@ class ImplicitFactorsModel(Recommender):
         if folded is not None and users.events is not None:
             _, state = self._fitted()
             edges = state.get("activity_edges", np.zeros(0, dtype=np.float32))
-            counts = np.diff(users.events.tocsr().indptr)[folded[0]]
-            levels[folded[0]] = 1 + np.searchsorted(edges, counts, side="right")
+            levels[folded[0]] = levels_from_events(users.events, folded[0], edges)
         return levels
 
     def _blends(self, n: int, levels: NDArray[np.int64] | None) -> NDArray[np.float64]:

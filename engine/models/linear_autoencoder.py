@@ -43,7 +43,7 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from engine.models.base import ModelFitError, TrainingSet
 from engine.models.fitted_shape import FittedShape, expect_array, require_finite
-from engine.models.implicit_factors import ImplicitFactorsModel, member_means
+from engine.models.implicit_factors import ImplicitFactorsModel
 
 # 10,000 items: an 800 MB Gram matrix and an eigendecomposition of minutes on two cores.
 MAX_ITEMS: Final = 10_000
@@ -59,10 +59,10 @@ class _ClosedForm:
 
 
 def closed_form_factors(
-    interactions: sp.csr_matrix, dropout: float, regularization: float, zero_diagonal: bool, rank: int
+    seen: sp.csr_matrix, dropout: float, regularization: float, zero_diagonal: bool, rank: int
 ) -> _ClosedForm:
-    """The rank-``rank`` factors of the autoencoder fitted on ``interactions`` (module docstring)."""
-    seen = sp.csr_matrix(interactions > 0, dtype=np.float64)
+    """The rank-``rank`` factors of the autoencoder fitted on ``seen``, the binary (0/1) interactions
+    (module docstring)."""
     gram = np.asarray((seen.T @ seen).toarray())
     penalty = dropout / (1.0 - dropout) * np.diag(gram) + regularization
     scale = np.sqrt(penalty)
@@ -176,21 +176,10 @@ class LinearAutoencoderModel(ImplicitFactorsModel):
 
     def _adopt(self, estimator: Any, data: TrainingSet, shape: FittedShape) -> None:
         fitted: _ClosedForm = estimator
-        require_finite(
-            self.kind,
-            user_factors=fitted.user_factors,
-            item_factors=fitted.item_factors,
-            query_projection=fitted.query_projection,
-        )
-        persona_factors, demographic_factors = member_means(fitted.user_factors, data)
-        self._state = {
-            "user_factors": fitted.user_factors,
-            "item_factors": fitted.item_factors,
-            "persona_factors": persona_factors,
-            "demographic_factors": demographic_factors,
-            "query_projection": fitted.query_projection,
-        }
-        self._shape = shape
+        super()._adopt(fitted, data, shape)
+        require_finite(self.kind, query_projection=fitted.query_projection)
+        assert self._state is not None
+        self._state["query_projection"] = fitted.query_projection
 
     def _restore(self, arrays: dict[str, NDArray[Any]]) -> None:
         shape = FittedShape.from_arrays(arrays, self.kind)

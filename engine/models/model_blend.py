@@ -42,6 +42,7 @@ from engine.models.persona_prior import (
     activity_edges,
     activity_level,
     interaction_counts,
+    levels_from_events,
     persona_item_scores,
 )
 
@@ -147,14 +148,13 @@ class ModelBlend(Recommender):
     def _settle(self, moments: list[tuple[NDArray[np.float64], NDArray[np.float64]]] | None = None) -> None:
         """Each member's item-vector moments (``moments`` when they are known already), and the
         blend's item vectors."""
+        parts = [member.item_vectors() for member in self.members]
         if moments is None:
             moments = []
-            for member in self.members:
-                items = np.asarray(member.item_vectors(), dtype=np.float64)
+            for items in (np.asarray(part, dtype=np.float64) for part in parts):
                 moments.append((items.mean(axis=0), items.T @ items / max(len(items), 1)))
         self._moments = moments
         self._shape = self.members[0]._fitted()[0]  # every member was fitted on the same data
-        parts = [member.item_vectors() for member in self.members]
         if self._uses_prior:
             assert self._prior is not None
             parts.append(self._prior["persona_item_scores"])
@@ -180,9 +180,8 @@ class ModelBlend(Recommender):
         levels = activity_level(users.user_index, counts, edges)
         if users.events is not None:
             events = users.events.tocsr()
-            brought = np.diff(events.indptr)
-            newcomers = np.flatnonzero((np.asarray(users.user_index) < 0) & (brought > 0))
-            levels[newcomers] = 1 + np.searchsorted(edges, brought[newcomers], side="right")
+            newcomers = np.flatnonzero((np.asarray(users.user_index) < 0) & (np.diff(events.indptr) > 0))
+            levels[newcomers] = levels_from_events(events, newcomers, edges)
         return levels
 
     def _fitted(self) -> tuple[list[tuple[NDArray[np.float64], NDArray[np.float64]]], NDArray[np.float32]]:

@@ -115,6 +115,15 @@ def activity_level(
     return level
 
 
+def levels_from_events(
+    events: sp.csr_matrix, rows: NDArray[np.int64], edges: NDArray[np.floating[Any]]
+) -> NDArray[np.int64]:
+    """Activity level of the customers in ``rows``, outside the fit, from the events they bring: each
+    event counts as a training interaction would."""
+    brought = np.diff(sp.csr_matrix(events).indptr)[rows]
+    return (1 + np.searchsorted(edges, brought, side="right")).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class LevelSearch:
     """The chosen weights per level and the mean NDCG@k they give the evaluated customers together
