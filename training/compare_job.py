@@ -271,7 +271,7 @@ def _blend_candidates(
     parameters: dict[str, Any] = {**configured, "members": members}
     if validation is not None:
         fitted = fit_blend_weights(parameters, validation, validation_segments(validation), k)
-        parameters.update(weights=fitted.weights, prior_weights=fitted.prior_weights)
+        parameters.update(fitted.settings())
     name = f"engine:{ModelBlend.kind}"
     ablated = ModelBlend.without_personas(parameters)
     return [

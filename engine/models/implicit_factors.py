@@ -65,7 +65,7 @@ from engine.models.persona_prior import (
     activity_level,
     interaction_counts,
     levels_from_events,
-    persona_item_scores,
+    prior_item_scores,
 )
 
 # ALS's penalty forms: implicit's, the same for every vector, or MLlib's, in proportion to interactions
@@ -319,18 +319,13 @@ class ImplicitFactorsModel(Recommender):
         return twin
 
     def _prior_item_scores(self, data: TrainingSet) -> NDArray[np.float32]:
-        """(n_items, n_personas) item side of the prior; at the population's scope every persona's
-        column is the population's popularity, so ``mix @`` it is that popularity for any mix."""
-        population = self.prior_scope == "population"
-        scores = persona_item_scores(
+        return prior_item_scores(
             data.interactions,
-            np.ones((data.n_users, 1)) if population else data.user_mix,
+            data.user_mix,
+            population=self.prior_scope == "population",
             ages=data.interaction_age_days,
             half_life_days=self.prior_half_life_days,
         )
-        if population:
-            return np.ascontiguousarray(np.repeat(scores, data.user_mix.shape[1], axis=1))
-        return scores
 
     @property
     def persona_item_scores(self) -> NDArray[np.float32]:

@@ -19,7 +19,9 @@ serving treat a blend like any factor model. Members must score by inner product
 
 Personas enter once, at the blend: ``prior_weights`` (one per activity level, level 0 a customer the
 blend never saw; ``engine.models.persona_prior``) add the persona popularity of the customer's mix to
-the blended scores, as the factor models add it to theirs. Members may carry persona settings of
+the blended scores, as the factor models add it to theirs, all-time or weighted by recency
+(``prior_half_life_days``; its ablation then keeps the recency prior at the population's scope, as a
+factor model's does: ``without_personas``). Members may carry persona settings of
 their own, but ``tune`` and ``compare`` blend members without them and fit the blend's prior weights
 on validation: on MovieLens 100K the members' own persona terms, each fitted for the member alone,
 stacked three times in the blend and cost it (0.3177 against 0.3220 for the same members without
@@ -37,13 +39,19 @@ from numpy.typing import NDArray
 
 from engine.models.base import ModelFormatError, Recommender, TrainingSet, UserBatch
 from engine.models.fitted_shape import FittedShape, ModelNotFittedError, expect_array
-from engine.models.implicit_factors import ImplicitFactorsModel, _check_positive_int, _level_weights
+from engine.models.implicit_factors import (
+    PRIOR_SCOPES,
+    ImplicitFactorsModel,
+    _check_half_life,
+    _check_positive_int,
+    _level_weights,
+)
 from engine.models.persona_prior import (
     activity_edges,
     activity_level,
     interaction_counts,
     levels_from_events,
-    persona_item_scores,
+    prior_item_scores,
 )
 
 # The kinds a blend may hold: the models that score by inner product.
@@ -73,6 +81,8 @@ class ModelBlend(Recommender):
         weights: list[float] | None = None,
         activity_levels: int = 3,
         prior_weights: list[float] | None = None,
+        prior_half_life_days: float | None = None,
+        prior_scope: str = "personas",
     ) -> None:
         from engine.models.registry import create_model  # the registry lists this module: import late
 
@@ -106,6 +116,10 @@ class ModelBlend(Recommender):
         self.weights = chosen
         self.activity_levels = _check_positive_int("activity_levels", activity_levels)
         self.prior_weights = _level_weights("prior_weights", prior_weights, activity_levels + 1, None)
+        self.prior_half_life_days = _check_half_life(prior_half_life_days)
+        if prior_scope not in PRIOR_SCOPES:
+            raise ValueError(f"prior_scope must be one of {', '.join(PRIOR_SCOPES)}, got {prior_scope!r}")
+        self.prior_scope = prior_scope
         self._prior: dict[str, NDArray[np.float32]] | None = None  # counts, edges, persona item scores
         self._moments: list[tuple[NDArray[np.float64], NDArray[np.float64]]] | None = None
         self._shape: FittedShape | None = None
@@ -113,7 +127,10 @@ class ModelBlend(Recommender):
 
     @classmethod
     def without_personas(cls, config: dict[str, Any]) -> dict[str, Any]:
-        """No persona prior and every member without its persona conditioning, the weights unchanged."""
+        """Every member without its persona conditioning, the weights unchanged, and the prior as a
+        factor model's ablation has it (``ImplicitFactorsModel.without_personas``): a prior weighted
+        by recency stays at the population's scope (the time of the visit is not a persona), an
+        all-time prior goes."""
         from engine.models.registry import model_class
 
         members = []
@@ -121,7 +138,16 @@ class ModelBlend(Recommender):
             settings = {name: value for name, value in member.items() if name != "kind"}
             ablated = model_class(member["kind"]).without_personas(settings)
             members.append({"kind": member["kind"], **(settings if ablated is None else ablated)})
-        return {**config, "members": members, "prior_weights": None}
+        weights = config.get("prior_weights")
+        if config.get("prior_half_life_days") is not None and weights and any(w != 0.0 for w in weights):
+            return {**config, "members": members, "prior_scope": "population"}
+        return {
+            **config,
+            "members": members,
+            "prior_weights": None,
+            "prior_half_life_days": None,
+            "prior_scope": "personas",
+        }
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -129,6 +155,8 @@ class ModelBlend(Recommender):
             "weights": list(self.weights),
             "activity_levels": self.activity_levels,
             "prior_weights": self.prior_weights,
+            "prior_half_life_days": self.prior_half_life_days,
+            "prior_scope": self.prior_scope,
         }
 
     def fit(self, data: TrainingSet, *, show_progress: bool = False) -> None:
@@ -141,7 +169,13 @@ class ModelBlend(Recommender):
         self._prior = {
             "activity_counts": counts.astype(np.float32),
             "activity_edges": activity_edges(counts, self.activity_levels).astype(np.float32),
-            "persona_item_scores": persona_item_scores(data.interactions, data.user_mix),
+            "persona_item_scores": prior_item_scores(
+                data.interactions,
+                data.user_mix,
+                population=self.prior_scope == "population",
+                ages=data.interaction_age_days,
+                half_life_days=self.prior_half_life_days,
+            ),
         }
         self._settle()
 
@@ -198,6 +232,8 @@ class ModelBlend(Recommender):
             weights=weights,
             activity_levels=self.activity_levels,
             prior_weights=prior_weights,
+            prior_half_life_days=self.prior_half_life_days,
+            prior_scope=self.prior_scope,
         )
         twin.members, twin._prior = self.members, self._prior
         twin._settle(moments)

@@ -75,6 +75,28 @@ def persona_item_scores(
     return np.asarray(seen.shape[1] * smoothed.T, dtype=np.float32)
 
 
+def prior_item_scores(
+    interactions: sp.csr_matrix,
+    user_mix: NDArray[np.float64],
+    *,
+    population: bool,
+    ages: sp.csr_matrix | None = None,
+    half_life_days: float | None = None,
+) -> NDArray[np.float32]:
+    """(n_items, n_personas) item side of a model's prior. At the population's scope (``population``,
+    the ablation of a recency prior) every persona's column is the population's popularity, so
+    ``mix @`` it is that popularity for any mix."""
+    scores = persona_item_scores(
+        interactions,
+        np.ones((interactions.shape[0], 1)) if population else user_mix,
+        ages=ages,
+        half_life_days=half_life_days,
+    )
+    if population:
+        return np.ascontiguousarray(np.repeat(scores, user_mix.shape[1], axis=1))
+    return scores
+
+
 def recency_weights(
     interactions: sp.csr_matrix, ages: sp.csr_matrix | None, half_life_days: float
 ) -> NDArray[np.float64]:

@@ -6,6 +6,7 @@ import json
 import math
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -23,7 +24,15 @@ from training.library_baselines import ImplicitALS, LightFMWarp
 from training.prepared_data import PreparedData, evaluation_segments, prepare
 from training.split import TimeSplit
 from training.synthetic_shop import ShopConfig, generate_shop
-from training.tune_job import SEARCH_SPACES, run_tuning, search_space, validation_split
+from training.tune_job import (
+    LIBRARY_SEARCH_SPACES,
+    SEARCH_SPACES,
+    SearchSpec,
+    run_tuning,
+    search_space,
+    trial_parameters,
+    validation_split,
+)
 
 FAST_ENGINE = {
     "popularity": {},
@@ -196,9 +205,9 @@ def test_personas_are_measured_on_top_of_the_tuned_librarys_hyperparameters(
 
 
 def test_als_regularization_is_searched_on_the_scale_of_its_penalty_form() -> None:
-    rng = np.random.default_rng(0)
-    per_interaction = [search_space("als", {})["regularization"](rng) for _ in range(300)]
-    constant = [search_space("als", {"penalty": "constant"})["regularization"](rng) for _ in range(300)]
+    draws = np.linspace(0.0, 1.0, 300, endpoint=False)
+    per_interaction = [search_space("als", {})["regularization"](u) for u in draws]
+    constant = [search_space("als", {"penalty": "constant"})["regularization"](u) for u in draws]
     assert min(per_interaction) >= 0.001 and max(per_interaction) <= 10.0
     assert min(constant) >= 0.01 and max(constant) <= 100.0 and max(constant) > 10.0
     assert search_space("lightfm_hybrid", {}) == SEARCH_SPACES["lightfm_hybrid"]
@@ -353,7 +362,11 @@ def test_a_blend_is_compared_with_its_members_as_searched_and_weights_fitted_on_
     assert blend.parameters["weights"] in simplex_grid(2)
     prior = blend.parameters["prior_weights"]  # the blend's own persona prior, per activity level
     assert prior is None or (len(prior) == 4 and min(prior) >= 0)
-    assert ablation.parameters["prior_weights"] is None
+    if blend.parameters["prior_half_life_days"] is None:  # an all-time prior goes with the personas
+        assert ablation.parameters["prior_weights"] is None
+    else:  # a recency prior stays, at the population's scope, as a factor model's ablation keeps it
+        assert ablation.parameters["prior_weights"] == prior
+        assert ablation.parameters["prior_scope"] == "population"
     assert (
         ablation.parameters["members"] == members
         and ablation.parameters["weights"] == blend.parameters["weights"]
@@ -382,3 +395,24 @@ def test_tune_writes_a_blend_of_the_winners_with_weights_fitted_on_validation(
     assert blend["members"][0] == written("als", result.best["als"].parameters)
     assert blend["members"][1] == written("linear_autoencoder", {"factors": 16})
     assert blend["weights"] == result.blend["weights"] and blend["weights"] in simplex_grid(2)
+
+
+def test_the_engine_and_its_library_try_the_same_draws_of_the_hyperparameters_they_share() -> None:
+    def spec(name: str, space: dict[str, Any]) -> SearchSpec:
+        return SearchSpec(name=name, build=lambda parameters: None, starts=({},), space=space)
+
+    engine = spec("als", search_space("als", {"penalty": "constant"}))
+    library = spec("implicit_als", LIBRARY_SEARCH_SPACES["implicit_als"])
+    trials = [(trial_parameters(engine, i, 7), trial_parameters(library, i, 7)) for i in range(1, 30)]
+    for ours, theirs in trials:  # same names, same ranges (constant penalty): the same values
+        assert {name: ours[name] for name in theirs} == theirs
+        assert {"persona_blend", "demographic_weight"} <= ours.keys()
+    assert len({tuple(sorted(theirs.items())) for _, theirs in trials}) == len(trials)  # trials differ
+    # the per-interaction form searches another range: the same quantile of it
+    scaled = spec("als", search_space("als", {}))
+    for index in range(1, 30):
+        low = trial_parameters(scaled, index, 7)["regularization"]
+        high = trial_parameters(library, index, 7)["regularization"]
+        assert math.isclose(low * 10, high, rel_tol=1e-3)
+    # another search seed draws anew
+    assert trial_parameters(library, 3, 8) != trial_parameters(library, 3, 7)

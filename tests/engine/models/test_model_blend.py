@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from engine.models.model_blend import ModelBlend
+from engine.models.persona_prior import persona_item_scores
 from engine.models.registry import create_model
 from tests.engine.models.checkerboard import SMALL_CONFIGS, Checkerboard
 from training.config import ConfigError, load_config
@@ -102,3 +105,36 @@ def test_the_persona_prior_adds_each_levels_weight_times_the_mixs_persona_popula
     added = np.asarray(prior_weights)[levels][:, None] * (users.mix @ with_prior.persona_item_scores.T)
     np.testing.assert_allclose(with_prior.score(users) - plain.score(users), added, rtol=1e-4, atol=1e-4)
     assert ModelBlend.without_personas(with_prior.get_config())["prior_weights"] is None
+
+
+def test_a_recency_prior_is_kept_by_the_ablation_for_the_population_and_survives_save_and_load(
+    checkerboard: Checkerboard, tmp_path: Path
+) -> None:
+    ages = sp.csr_matrix(checkerboard.data.interactions, dtype=np.float32, copy=True)
+    ages.data = np.random.default_rng(0).uniform(0.0, 60.0, size=ages.nnz).astype(np.float32)
+    data = dataclasses.replace(checkerboard.data, interaction_age_days=ages)
+    settings = {
+        "members": [ALS, AUTOENCODER],
+        "weights": [0.5, 0.5],
+        "prior_weights": [0.4, 0.1, 0.2, 0.3],
+        "prior_half_life_days": 10.0,
+    }
+    ablated = ModelBlend.without_personas(settings)
+    assert ablated["prior_weights"] == settings["prior_weights"] and ablated["prior_scope"] == "population"
+    personas, population = ModelBlend(**settings), ModelBlend(**ablated)
+    for model in (personas, population):
+        model.fit(data)
+    expected = persona_item_scores(
+        data.interactions, np.ones((data.n_users, 1)), ages=ages, half_life_days=10.0
+    )
+    np.testing.assert_allclose(
+        population.persona_item_scores, np.repeat(expected, data.user_mix.shape[1], axis=1), rtol=1e-6
+    )
+    assert not np.allclose(personas.persona_item_scores, population.persona_item_scores)
+    # an all-time prior is the personas' alone: the ablation drops it
+    assert ModelBlend.without_personas({**settings, "prior_half_life_days": None})["prior_weights"] is None
+    personas.save(tmp_path / "blend")
+    loaded = ModelBlend.load(tmp_path / "blend")
+    assert (loaded.prior_half_life_days, loaded.prior_scope) == (10.0, "personas")
+    batch = checkerboard.batch([0, 3, -1])
+    np.testing.assert_array_equal(loaded.score(batch), personas.score(batch))
