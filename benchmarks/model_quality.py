@@ -49,7 +49,8 @@ README = ROOT / "README.md"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 START_MARKER = "<!-- model-quality:start -->"
 END_MARKER = "<!-- model-quality:end -->"
-# The README table's budget (every table since 2026-12-05 was made with 20): `make model-quality` alone regenerates it.
+# The README table's budget (every table since 2026-12-05 was made with 20), so that `make model-quality`
+# alone regenerates it.
 DEFAULT_TRIALS = 20
 # Catalog sizes discover proposes, and the share of each customer's latest training events it holds
 # out to choose among them (a share, not days: MovieLens users rate in bursts, and its last weeks of

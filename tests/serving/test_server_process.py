@@ -243,8 +243,11 @@ def test_two_workers_share_the_port_aggregate_metrics_and_reload_together(
         model_info = server.metrics()["persona_engine_model_info"]
         worker_pids = {s.labels["pid"] for s in model_info.samples if s.value == 1}
         assert len(worker_pids) == 2
-        for _ in range(requests):  # a new connection per call, so the kernel spreads them over the workers
-            with server.client() as client:
+        # a new connection per call, so the kernel spreads them over the workers; a local subchannel pool,
+        # or grpc hands a new channel the connection a closed one still holds (24 calls, one worker, in
+        # a run under load)
+        for _ in range(requests):
+            with server.client(channel_options=[("grpc.use_local_subchannel_pool", 1)]) as client:
                 client.list_personas()
         assert server.metric("persona_engine_requests_total", method="ListPersonas", code="OK") == requests
         per_worker = {
