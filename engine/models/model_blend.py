@@ -1,11 +1,11 @@
 """A weighted blend of factor models, served as one inner product.
 
 Unlike models err on different customers: ALS learns a low-rank taste, the linear autoencoder item-to-
-item co-occurrence, BPR a pairwise ranking. On MovieLens 100K (ua, ``compare`` with
-``benchmarks/configs/model_quality-ml100k-blend.toml``, search seed 0) the blend of the engine's
-searched ALS, linear autoencoder and BPR, weights 0.2 / 0.6 / 0.2 fitted on the validation split,
-scored 0.3209 NDCG@10 against tuned implicit ALS's 0.3168 (+0.0041 [-0.0005, +0.0089]), where the
-best single engine model is level with that ALS (README "Model quality").
+item co-occurrence, BPR a pairwise ranking. On MovieLens 100K (ua, ``make model-quality``
+2026-12-07, search seed 0) the blend of the engine's searched ALS, linear autoencoder and BPR,
+weights fitted on the validation split, scored 0.3199 NDCG@10 against tuned implicit ALS's 0.3087
+([+0.0057, +0.0170]); the engine's best single model there, the autoencoder, scored 0.3177 in the
+same search (README "Model quality").
 
 Each member's scores are put on one scale before they are weighed: divided by their spread over the
 catalogue for that customer, ``σ(q) = sqrt(qᵀ M q - (μ·q)²)`` with ``μ`` the mean and ``M`` the second
