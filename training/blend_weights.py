@@ -25,12 +25,12 @@ from numpy.typing import NDArray
 
 from engine.evaluation.ranking_metrics import ranking_metrics
 from engine.models.model_blend import DEFAULT_MEMBERS, ModelBlend
-from engine.models.persona_prior import prior_item_scores, search_levels
+from engine.models.persona_prior import search_levels
 from engine.ranking.top_k import top_k
 from training.compare_verdict import COLD_SEGMENT, WARM_SEGMENT
 from training.evaluation import evaluate_models
 from training.paired_bootstrap import paired_bootstrap
-from training.persona_weights import HALF_LIFE_GRID
+from training.persona_weights import best_half_life, level_zero_prior, recency_candidates
 from training.prepared_data import EvaluationSegment, PreparedData
 
 STEP = 0.1
@@ -118,19 +118,7 @@ def fit_blend_weights(
     ndcg, weights = best
     chosen = blend.with_weights(weights)
     levels = blend.activity_levels
-    half_lives = HALF_LIFE_GRID if data.interaction_age_days is not None else (None,)
-    item_scores = {  # all-time counts are what ``blend`` holds already; each half-life weighs pairs anew
-        half_life: blend.persona_item_scores
-        if half_life is None
-        else prior_item_scores(
-            data.interactions,
-            data.user_mix,
-            population=False,
-            ages=data.interaction_age_days,
-            half_life_days=half_life,
-        )
-        for half_life in half_lives
-    }
+    item_scores = recency_candidates(data, blend.persona_item_scores)
     warm_scores = chosen.score(warm.users)
     warm_mix = np.asarray(warm.users.mix, dtype=np.float32)
     warm_levels = blend.activity_levels_of(warm.users)
@@ -147,7 +135,7 @@ def fit_blend_weights(
         )
         for half_life, scores in item_scores.items()
     }
-    half_life = max(half_lives, key=lambda h: (searches[h].ndcg, -half_lives.index(h)))
+    half_life = best_half_life(searches)
     priors = searches[half_life].prior_weights
     if (priors[1:] != 0).any() and not _lifts(
         warm_scores, priors[warm_levels][:, None] * (warm_mix @ item_scores[half_life].T), warm, k
@@ -157,16 +145,8 @@ def fit_blend_weights(
     if cold is not None and len(cold.customer_ids):
         strangers = cold.users.without_events()  # level 0: no events, the mix is all there is
         cold_scores = chosen.score(strangers)
-        priors[0] = search_levels(
-            lambda _blend: cold_scores,
-            np.asarray(strangers.mix, dtype=np.float32) @ item_scores[half_life].T,
-            np.zeros(len(cold.customer_ids), dtype=np.int64),
-            levels,
-            None,
-            cold.relevant,
-            k,
-            blends=(0.0,),
-        ).prior_weights[0]
+        cold_prior = np.asarray(strangers.mix, dtype=np.float32) @ item_scores[half_life].T
+        priors[0] = level_zero_prior(cold_scores, cold_prior, levels, cold.relevant, k)
     prior = [round(float(w), 6) for w in priors]
     used = any(w != 0.0 for w in prior)
     return BlendFit(weights, prior if used else None, ndcg, half_life if used else None)

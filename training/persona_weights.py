@@ -21,9 +21,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
 
+from engine.models.base import TrainingSet
 from engine.models.implicit_factors import ImplicitFactorsModel
-from engine.models.persona_prior import persona_item_scores, search_levels
+from engine.models.persona_prior import LevelSearch, persona_item_scores, search_levels
 from engine.models.registry import create_model, model_class
 from training.prepared_data import EvaluationSegment, PreparedData, evaluation_segments
 
@@ -57,6 +60,47 @@ def _sample(segment: EvaluationSegment, n_items: int, seed: int) -> EvaluationSe
     )
 
 
+def recency_candidates(
+    data: TrainingSet, all_time: NDArray[np.float32]
+) -> dict[float | None, NDArray[np.float32]]:
+    """The prior's item side for each half-life of ``HALF_LIFE_GRID`` (``all_time``: the all-time
+    counts a model fitted already; without the interactions' ages, those alone)."""
+    half_lives = HALF_LIFE_GRID if data.interaction_age_days is not None else (None,)
+    return {
+        half_life: all_time
+        if half_life is None
+        else persona_item_scores(
+            data.interactions, data.user_mix, ages=data.interaction_age_days, half_life_days=half_life
+        )
+        for half_life in half_lives
+    }
+
+
+def best_half_life(searches: dict[float | None, LevelSearch]) -> float | None:
+    """The half-life whose chosen weights reach the best mean NDCG; on a tie the earlier of the grid
+    (all-time counts first, then the shorter half-life), so recency is weighed only where it helped."""
+    half_lives = list(searches)
+    return max(half_lives, key=lambda h: (searches[h].ndcg, -half_lives.index(h)))
+
+
+def level_zero_prior(
+    scores: NDArray[np.float32], prior: NDArray[np.float32], n_levels: int, relevant: sp.csr_matrix, k: int
+) -> float:
+    """The prior weight that serves cold-start customers (level 0: scored from their mix alone) best."""
+    return float(
+        search_levels(
+            lambda _blend: scores,
+            prior,
+            np.zeros(relevant.shape[0], dtype=np.int64),
+            n_levels,
+            None,
+            relevant,
+            k,
+            blends=(0.0,),
+        ).prior_weights[0]
+    )
+
+
 def fit_persona_weights(
     kind: str, parameters: dict[str, Any], validation: PreparedData, k: int
 ) -> dict[str, Any]:
@@ -81,16 +125,7 @@ def fit_persona_weights(
     levels = plain.activity_levels
     seed = data.seed
     segments = {s.name: s for s in evaluation_segments(validation) if s.name in ("all", "cold_start")}
-    half_lives = HALF_LIFE_GRID if data.interaction_age_days is not None else (None,)
-    # all-time counts are what ``plain`` fitted already; each half-life weighs the same pairs anew
-    item_scores = {
-        half_life: plain.persona_item_scores
-        if half_life is None
-        else persona_item_scores(
-            data.interactions, data.user_mix, ages=data.interaction_age_days, half_life_days=half_life
-        )
-        for half_life in half_lives
-    }
+    item_scores = recency_candidates(data, plain.persona_item_scores)
     half_life: float | None = None
     blends = np.zeros(levels + 1)
     priors = np.zeros(levels + 1)
@@ -113,9 +148,7 @@ def fit_persona_weights(
             )
             for candidate, scores in item_scores.items()
         }
-        # the best mean NDCG; on a tie the earlier of the grid (all-time counts first, then the shorter
-        # half-life), so recency is weighed only where it helped on validation
-        half_life = max(half_lives, key=lambda h: (searches[h].ndcg, -half_lives.index(h)))
+        half_life = best_half_life(searches)
         blends, priors = searches[half_life].blends, searches[half_life].prior_weights
     if "cold_start" in segments:
         cold = _sample(segments["cold_start"], plain.n_items, seed)
@@ -123,17 +156,7 @@ def fit_persona_weights(
         # in and takes the weights of their activity level); the blend plays no part there
         cold_scores = plain.score(cold.users.without_events())
         cold_prior = np.asarray(cold.users.mix, dtype=np.float32) @ item_scores[half_life].T
-        cold_priors = search_levels(
-            lambda _blend: cold_scores,
-            cold_prior,
-            np.zeros(len(cold.customer_ids), dtype=np.int64),
-            levels,
-            None,
-            cold.relevant,
-            k,
-            blends=(0.0,),
-        ).prior_weights
-        priors[0] = cold_priors[0]
+        priors[0] = level_zero_prior(cold_scores, cold_prior, levels, cold.relevant, k)
     prior_used = any(w != 0.0 for w in priors)
     return {
         **parameters,

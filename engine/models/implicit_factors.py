@@ -61,11 +61,11 @@ from engine.models.base import ModelFitError, ModelFormatError, Recommender, Tra
 from engine.models.fitted_shape import FittedShape, ModelNotFittedError, expect_array, require_finite
 from engine.models.fold_in import fold_in, item_gram
 from engine.models.persona_prior import (
-    activity_edges,
+    ablated_prior,
     activity_level,
-    interaction_counts,
+    check_prior_settings,
     levels_from_events,
-    prior_item_scores,
+    prior_state,
 )
 
 # ALS's penalty forms: implicit's, the same for every vector, or MLlib's, in proportion to interactions
@@ -162,18 +162,6 @@ def _check_positive_int(name: str, value: int) -> int:
     return value
 
 
-PRIOR_SCOPES = ("personas", "population")
-
-
-def _check_half_life(value: float | None) -> float | None:
-    """None (the prior counts every pair alike) or a positive, finite number of days."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
-        raise ValueError(f"prior_half_life_days must be a positive number of days or absent, got {value!r}")
-    return float(value)
-
-
 def _level_weights(
     name: str, weights: list[float] | None, expected: int, upper: float | None
 ) -> list[float] | None:
@@ -237,10 +225,7 @@ class ImplicitFactorsModel(Recommender):
         self.activity_levels = _check_positive_int("activity_levels", activity_levels)
         self.blend_weights = _level_weights("blend_weights", blend_weights, activity_levels, 1.0)
         self.prior_weights = _level_weights("prior_weights", prior_weights, activity_levels + 1, None)
-        self.prior_half_life_days = _check_half_life(prior_half_life_days)
-        if prior_scope not in PRIOR_SCOPES:
-            raise ValueError(f"prior_scope must be one of {', '.join(PRIOR_SCOPES)}, got {prior_scope!r}")
-        self.prior_scope = prior_scope
+        self.prior_half_life_days, self.prior_scope = check_prior_settings(prior_half_life_days, prior_scope)
         self._shape: FittedShape | None = None
         self._state: dict[str, NDArray[np.float32]] | None = None
         self._item_vectors: NDArray[np.float32] | None = None
@@ -248,18 +233,11 @@ class ImplicitFactorsModel(Recommender):
 
     @classmethod
     def without_personas(cls, config: dict[str, Any]) -> dict[str, Any]:
-        """``config`` with persona conditioning off: no persona vectors, no demographics, no persona prior.
-
-        A prior weighted by recency (``prior_half_life_days``) stays, at the population's scope: what
-        the whole shop is buying now is the time of the visit, not a persona, so the ablation keeps it
-        and the difference to it is what the personas add. An all-time prior goes (its population form
-        is plain popularity, which the factors hold already), which leaves the library's own model.
-        """
+        """``config`` with persona conditioning off: no persona vectors, no demographics, and the prior as
+        ``persona_prior.ablated_prior`` leaves it (a recency prior over the population; without one,
+        the library's own model)."""
         ablated = {**config, "persona_blend": 0.0, "demographic_weight": 0.0, "blend_weights": None}
-        weights = config.get("prior_weights")
-        if config.get("prior_half_life_days") is not None and weights and any(w != 0.0 for w in weights):
-            return {**ablated, "prior_scope": "population"}
-        return {**ablated, "prior_weights": None, "prior_half_life_days": None, "prior_scope": "personas"}
+        return {**ablated, **ablated_prior(config)}
 
     @abstractmethod
     def _estimator_factory(self) -> Callable[[], Any]:
@@ -295,11 +273,15 @@ class ImplicitFactorsModel(Recommender):
         shape.check_training_set(data, self.kind)
         estimator = self._train(data, show_progress)
         self._adopt(estimator, data, shape)
-        counts = interaction_counts(data.interactions)
         assert self._state is not None
-        self._state["activity_counts"] = counts.astype(np.float32)
-        self._state["activity_edges"] = activity_edges(counts, self.activity_levels).astype(np.float32)
-        self._state["persona_item_scores"] = self._prior_item_scores(data)
+        self._state.update(
+            prior_state(
+                data,
+                self.activity_levels,
+                population=self.prior_scope == "population",
+                half_life_days=self.prior_half_life_days,
+            )
+        )
         self._item_vectors = None
         self._gram = None
 
@@ -317,15 +299,6 @@ class ImplicitFactorsModel(Recommender):
         )
         twin._shape, twin._state = shape, state
         return twin
-
-    def _prior_item_scores(self, data: TrainingSet) -> NDArray[np.float32]:
-        return prior_item_scores(
-            data.interactions,
-            data.user_mix,
-            population=self.prior_scope == "population",
-            ages=data.interaction_age_days,
-            half_life_days=self.prior_half_life_days,
-        )
 
     @property
     def persona_item_scores(self) -> NDArray[np.float32]:

@@ -39,19 +39,13 @@ from numpy.typing import NDArray
 
 from engine.models.base import ModelFormatError, Recommender, TrainingSet, UserBatch
 from engine.models.fitted_shape import FittedShape, ModelNotFittedError, expect_array
-from engine.models.implicit_factors import (
-    PRIOR_SCOPES,
-    ImplicitFactorsModel,
-    _check_half_life,
-    _check_positive_int,
-    _level_weights,
-)
+from engine.models.implicit_factors import ImplicitFactorsModel, _check_positive_int, _level_weights
 from engine.models.persona_prior import (
-    activity_edges,
+    ablated_prior,
     activity_level,
-    interaction_counts,
+    check_prior_settings,
     levels_from_events,
-    prior_item_scores,
+    prior_state,
 )
 
 # The kinds a blend may hold: the models that score by inner product.
@@ -116,10 +110,7 @@ class ModelBlend(Recommender):
         self.weights = chosen
         self.activity_levels = _check_positive_int("activity_levels", activity_levels)
         self.prior_weights = _level_weights("prior_weights", prior_weights, activity_levels + 1, None)
-        self.prior_half_life_days = _check_half_life(prior_half_life_days)
-        if prior_scope not in PRIOR_SCOPES:
-            raise ValueError(f"prior_scope must be one of {', '.join(PRIOR_SCOPES)}, got {prior_scope!r}")
-        self.prior_scope = prior_scope
+        self.prior_half_life_days, self.prior_scope = check_prior_settings(prior_half_life_days, prior_scope)
         self._prior: dict[str, NDArray[np.float32]] | None = None  # counts, edges, persona item scores
         self._moments: list[tuple[NDArray[np.float64], NDArray[np.float64]]] | None = None
         self._shape: FittedShape | None = None
@@ -128,9 +119,7 @@ class ModelBlend(Recommender):
     @classmethod
     def without_personas(cls, config: dict[str, Any]) -> dict[str, Any]:
         """Every member without its persona conditioning, the weights unchanged, and the prior as a
-        factor model's ablation has it (``ImplicitFactorsModel.without_personas``): a prior weighted
-        by recency stays at the population's scope (the time of the visit is not a persona), an
-        all-time prior goes."""
+        factor model's ablation has it (``persona_prior.ablated_prior``)."""
         from engine.models.registry import model_class
 
         members = []
@@ -138,16 +127,7 @@ class ModelBlend(Recommender):
             settings = {name: value for name, value in member.items() if name != "kind"}
             ablated = model_class(member["kind"]).without_personas(settings)
             members.append({"kind": member["kind"], **(settings if ablated is None else ablated)})
-        weights = config.get("prior_weights")
-        if config.get("prior_half_life_days") is not None and weights and any(w != 0.0 for w in weights):
-            return {**config, "members": members, "prior_scope": "population"}
-        return {
-            **config,
-            "members": members,
-            "prior_weights": None,
-            "prior_half_life_days": None,
-            "prior_scope": "personas",
-        }
+        return {**config, "members": members, **ablated_prior(config)}
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -165,18 +145,12 @@ class ModelBlend(Recommender):
             member.fit(data, show_progress=show_progress)
             spent += member.library_fit_seconds or 0.0
         self.library_fit_seconds = spent
-        counts = interaction_counts(data.interactions)
-        self._prior = {
-            "activity_counts": counts.astype(np.float32),
-            "activity_edges": activity_edges(counts, self.activity_levels).astype(np.float32),
-            "persona_item_scores": prior_item_scores(
-                data.interactions,
-                data.user_mix,
-                population=self.prior_scope == "population",
-                ages=data.interaction_age_days,
-                half_life_days=self.prior_half_life_days,
-            ),
-        }
+        self._prior = prior_state(
+            data,
+            self.activity_levels,
+            population=self.prior_scope == "population",
+            half_life_days=self.prior_half_life_days,
+        )
         self._settle()
 
     def _settle(self, moments: list[tuple[NDArray[np.float64], NDArray[np.float64]]] | None = None) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -39,6 +39,9 @@ from numpy.typing import NDArray
 from engine.evaluation.ranking_metrics import ranking_metrics
 from engine.models.persona_attribution import persona_item_distributions
 from engine.ranking.top_k import top_k
+
+if TYPE_CHECKING:
+    from engine.models.base import TrainingSet
 
 BLEND_GRID: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8)
 # Multiples of (mean per-customer spread of the factor scores / spread of the prior term).
@@ -95,6 +98,56 @@ def prior_item_scores(
     if population:
         return np.ascontiguousarray(np.repeat(scores, user_mix.shape[1], axis=1))
     return scores
+
+
+PRIOR_SCOPES: tuple[str, ...] = ("personas", "population")
+
+
+def check_prior_settings(half_life_days: float | None, scope: str) -> tuple[float | None, str]:
+    """A prior's recency half-life (None: every pair alike; else a positive, finite number of days) and
+    scope (``PRIOR_SCOPES``), checked."""
+    if half_life_days is not None and (
+        isinstance(half_life_days, bool)
+        or not isinstance(half_life_days, (int, float))
+        or not np.isfinite(half_life_days)
+        or half_life_days <= 0
+    ):
+        raise ValueError(
+            f"prior_half_life_days must be a positive number of days or absent, got {half_life_days!r}"
+        )
+    if scope not in PRIOR_SCOPES:
+        raise ValueError(f"prior_scope must be one of {', '.join(PRIOR_SCOPES)}, got {scope!r}")
+    return (None if half_life_days is None else float(half_life_days)), scope
+
+
+def ablated_prior(config: dict[str, Any]) -> dict[str, Any]:
+    """The prior settings of a model's ablation (``without_personas``). A prior weighted by recency
+    stays, at the population's scope: what the whole shop is buying now is the time of the visit, not
+    a persona, so the ablation keeps it and the difference to it is what the personas add. An all-time
+    prior goes (its population form is plain popularity, which the model holds already)."""
+    weights = config.get("prior_weights")
+    if config.get("prior_half_life_days") is not None and weights and any(w != 0.0 for w in weights):
+        return {"prior_scope": "population"}
+    return {"prior_weights": None, "prior_half_life_days": None, "prior_scope": "personas"}
+
+
+def prior_state(
+    data: TrainingSet, activity_levels: int, *, population: bool, half_life_days: float | None
+) -> dict[str, NDArray[np.float32]]:
+    """The arrays a model's prior scores from, as saved: each training customer's interaction count,
+    the activity levels' edges and the prior's item side (``prior_item_scores``)."""
+    counts = interaction_counts(data.interactions)
+    return {
+        "activity_counts": counts.astype(np.float32),
+        "activity_edges": activity_edges(counts, activity_levels).astype(np.float32),
+        "persona_item_scores": prior_item_scores(
+            data.interactions,
+            data.user_mix,
+            population=population,
+            ages=data.interaction_age_days,
+            half_life_days=half_life_days,
+        ),
+    }
 
 
 def recency_weights(

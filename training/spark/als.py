@@ -126,7 +126,7 @@ class SparkALSModel(ImplicitALSModel):
         weighted: np.ndarray[Any, np.dtype[np.float64]],
         customers: np.ndarray[Any, np.dtype[np.float64]],
     ) -> np.ndarray[Any, np.dtype[np.float32]]:
-        """``ImplicitFactorsModel._prior_item_scores`` from the cluster's sums."""
+        """``persona_prior.prior_item_scores`` from the cluster's sums."""
         if self.prior_scope != "population":
             return persona_item_scores_from(weighted, customers)
         population = persona_item_scores_from(customers[:, None], customers)
