@@ -26,6 +26,13 @@ their own, but ``tune`` and ``compare`` blend members without them and fit the b
 on validation: on MovieLens 100K the members' own persona terms, each fitted for the member alone,
 stacked three times in the blend and cost it (0.3177 against 0.3220 for the same members without
 them, ``compare`` seed 0).
+
+A mix given in a request steers a known customer's blended list with or without the prior: every
+member, persona settings off or on, trades the customer's persona for the requested one and turns
+towards it by ``UserBatch.steering`` (``ImplicitFactorsModel._steered``), and the query vector is
+theirs side by side. On the demo shop such a blend without a prior put 0.88 of the top 10 on a
+requested pure persona's shelves at the default steering, against 0.38 in the customer's own list
+(README "Steering a known customer's list").
 """
 
 from __future__ import annotations

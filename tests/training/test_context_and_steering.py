@@ -9,6 +9,7 @@ import pytest
 
 from engine.evaluation.ranking_metrics import ranking_metrics
 from engine.models.base import Recommender
+from engine.models.model_blend import ModelBlend
 from engine.personas.shopping_context import CONTEXTS
 from engine.personas.steering import DEFAULT_STEERING
 from training.config import parse_config
@@ -110,3 +111,29 @@ def test_steering_meets_the_target_at_the_default_and_costs_the_own_list_nothing
     for result in results:
         assert result.ndcg_own_mix_requested == result.ndcg_own  # the own mix requested: the own list
     assert by_setting[1.0].ndcg_steered <= by_setting[0.0].ndcg_steered  # more steering, less own taste
+
+
+def test_a_blend_of_members_without_personas_and_without_a_prior_still_steers(
+    prepared: PreparedData,
+) -> None:
+    """As ``tune`` and ``compare`` build a blend whose validation kept no prior: the members trade the
+    customer's persona for the requested one and turn towards it, so the blended list follows."""
+    members = [
+        {"kind": "als", "factors": 16, "iterations": 5, "num_threads": 1},
+        {"kind": "linear_autoencoder", "num_threads": 1},
+    ]
+    blend_config = ModelBlend.without_personas({"members": members, "weights": [0.4, 0.6]})
+    assert blend_config.get("prior_weights") is None  # no prior: the gate kept none
+    config = parse_config({"data": {"path": "."}, "models": {"blend": blend_config}})
+    fitted, _ = fit_models(prepared, config, show_progress=False)
+    segment = evaluation_segments(prepared)[0]
+    results = evaluate_steering(
+        fitted, segment, prepared.catalog, prepared.item_frame, 10, settings=(0.0, DEFAULT_STEERING)
+    )
+    by_setting = {r.steering: r for r in results}
+    assert set(by_setting) == {0.0, DEFAULT_STEERING}  # measured: the blend's lists depend on the customer
+    default = by_setting[DEFAULT_STEERING]
+    assert default.steered_share >= 0.6
+    assert default.steered_share > default.own_share + 0.2
+    assert default.steered_share >= by_setting[0.0].steered_share
+    assert default.ndcg_own_mix_requested == default.ndcg_own
