@@ -347,6 +347,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _print_results(report.results, report.k, title)
     _print_context_results(report.context_results, report.k)
     _print_steering_results(report.steering_results, report.k)
+    _print_drift_evaluation(report.drift_evaluation, report.k)
     same = [model for model, equal in report.matches_manifest.items() if equal]
     differ = [model for model, equal in report.matches_manifest.items() if not equal]
     if not differ:
@@ -394,6 +395,15 @@ def _print_steering_results(results: list[Any], k: int) -> None:
     if results:
         columns, rows = steering_table(results, k)
         print_table("steering: a pure persona requested for known customers led by another", columns, rows)
+
+
+def _print_drift_evaluation(record: dict[str, Any] | None, k: int) -> None:
+    """Customers flagged as drifting at the end of training: their recent mix (as served) vs overall."""
+    from training.drift_evaluation import drift_mix_table
+
+    if record and record.get("results"):
+        title, columns, rows = drift_mix_table(record, k)
+        print_table(title, columns, rows)
 
 
 def _print_persona_accuracy(

@@ -32,6 +32,7 @@ from engine.artifact import MANIFEST, ArtifactError, data_fingerprint
 from engine.artifact.contents import load_artifact
 from engine.models.base import Recommender
 from training.config import TrainingSection, parse_config
+from training.drift_evaluation import drift_evaluation
 from training.evaluation import (
     ContextMixResult,
     ScoredLists,
@@ -64,6 +65,7 @@ class EvaluationReport:
     matches_manifest: dict[str, bool] = field(default_factory=dict)  # model -> every figure equals train's
     context_results: list[ContextMixResult] = field(default_factory=list)  # context mix vs overall mix
     steering_results: list[SteeringResult] = field(default_factory=list)  # requested personas per setting
+    drift_evaluation: dict[str, Any] | None = None  # flagged customers: recent mix vs overall mix
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +77,7 @@ class EvaluationReport:
             "metrics": [r.to_dict() for r in self.results],
             "context_evaluation": [r.to_dict() for r in self.context_results],
             "steering_evaluation": [r.to_dict() for r in self.steering_results],
+            "drift_evaluation": self.drift_evaluation,
             "persona_accuracy": self.persona_accuracy,
             "data_matches_artifact": self.data_matches_artifact,
         }
@@ -122,6 +125,8 @@ def run_evaluation(
     by_context = evaluate_context_mixes(
         models, context_segments(prepared), config.evaluation.k, scored_lists=lists
     )
+    announce("scoring the customers who drift with their recent mix")
+    drift = drift_evaluation(prepared, models, segments, config, scored_lists=lists)
     del lists
     announce("measuring steering towards requested mixes")
     steering = steering_results(prepared, models, config.evaluation.k, segments=segments)
@@ -137,6 +142,7 @@ def run_evaluation(
         matches_manifest=matches_manifest(results, manifest.get("metrics", [])),
         context_results=by_context,
         steering_results=steering,
+        drift_evaluation=drift,
     )
 
 

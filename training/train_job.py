@@ -50,6 +50,7 @@ from engine.personas.explanations import MixExplanations
 from engine.personas.shopping_context import CONTEXTS
 from training.config import TrainConfig
 from training.console_output import progress_bar
+from training.drift_evaluation import DRIFT_EVALUATION, drift_evaluation
 from training.evaluation import (
     CONTEXT_EVALUATION,
     ContextMixResult,
@@ -88,6 +89,7 @@ class TrainResult:
     summary: dict[str, Any] = field(default_factory=dict)
     served_models: dict[str, Any] = field(default_factory=dict)  # the manifest record: served_models_record
     context_results: list[ContextMixResult] = field(default_factory=list)  # context mix vs overall mix
+    drift_evaluation: dict[str, Any] | None = None  # flagged customers: recent mix vs overall mix
 
 
 class WrittenArtifact(NamedTuple):
@@ -386,6 +388,8 @@ def run_training(
             by_context = evaluate_context_mixes(
                 models, context_segments(prepared), config.evaluation.k, scored_lists=scored
             )
+        with timings.stage("drift_mixes"):
+            drift = drift_evaluation(prepared, models, segments, config, scored_lists=scored)
         del scored
         with timings.stage("steering"):
             steering = steering_results(prepared, models, config.evaluation.k, segments=segments)
@@ -444,6 +448,10 @@ def run_training(
         "models": sorted(models),
         "personas": list(prepared.catalog.ids),
     }
+    if drift is not None:
+        # Customers the change test flags at the end of training: NDCG with the recent mix the
+        # server gives a drifting customer and with the overall mix (training.drift_evaluation).
+        manifest_fields[DRIFT_EVALUATION] = drift
     if engine.name != LOCAL_ENGINE.name:
         manifest_fields["engine"] = {"name": engine.name, **engine.record}
     with timings.stage("write_artifact"):
@@ -463,6 +471,7 @@ def run_training(
         summary=summary,
         served_models=served,
         context_results=by_context,
+        drift_evaluation=drift,
     )
 
 

@@ -67,6 +67,7 @@ from engine.personas.drift import (
     DriftStatus,
     decay_weights,
     population_mean_mix,
+    recent_mixes,
     scaled_likelihoods,
     status_of,
 )
@@ -463,14 +464,13 @@ class LiveCustomerStates:
         if not kept:
             return long_term
         stamps = np.fromiter((e.timestamp for e in kept), np.float64, len(kept))
-        half_life = self.config.drift.half_life_days * _SECONDS_PER_DAY
-        weights = decay_weights((now.timestamp() - stamps) / half_life, 1.0)
-        mix = self.scorer.model.mixes_of_scored_events(
+        mix = recent_mixes(
+            self.scorer.model,
             self._scores_of(kept),
-            weights,
+            (now.timestamp() - stamps) / _SECONDS_PER_DAY,
             np.array([0, len(kept)], dtype=np.int64),
             long_term[None, :],
-            self.config.drift.detector.prior_strength,
+            self.config.drift,
         )
         return np.asarray(mix[0])
 

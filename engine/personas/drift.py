@@ -141,6 +141,32 @@ def decay_weights(ages_days: NDArray[np.floating], half_life_days: float) -> NDA
     return np.asarray(np.exp2(-np.maximum(np.asarray(ages_days, dtype=np.float64), 0.0) / half_life_days))
 
 
+def recent_mixes(
+    model: PersonaInferenceModel,
+    log_likelihoods: NDArray[np.float64],
+    ages_days: NDArray[np.floating],
+    indptr: NDArray[np.int64],
+    long_term: NDArray[np.float64],
+    config: DriftConfig,
+) -> NDArray[np.float64]:
+    """(groups, personas): who each drifting customer is now, the mix served to them while they drift.
+
+    The MAP mix of a customer's events since their change began (group ``g`` at rows
+    ``indptr[g]:indptr[g + 1]`` of ``log_likelihoods``, each ``ages_days`` old), weighed by
+    ``config.half_life_days`` and centred on their long-term mix worth the change test's
+    ``prior_strength`` events: a few events move it part of the way, a run of them all of it. The live
+    path (``engine.live.customer_state``) and the offline drift evaluation
+    (``training.drift_evaluation``) both serve it through here.
+    """
+    return model.mixes_of_scored_events(
+        np.asarray(log_likelihoods, dtype=np.float64),
+        decay_weights(ages_days, config.half_life_days),
+        np.asarray(indptr, dtype=np.int64),
+        np.asarray(long_term, dtype=np.float64),
+        config.detector.prior_strength,
+    )
+
+
 def population_mean_mix(overall: NDArray[np.float64]) -> NDArray[np.float64]:
     """The prior centre of every baseline: the mean of the artifact's customer mixes."""
     mean = np.asarray(overall, dtype=np.float64).mean(axis=0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from training.drift_evaluation import DRIFT_EVALUATION
 from training.evaluation import BASELINE, CONTEXT_EVALUATION, METRIC_NAMES
 from training.report import report_plots
 from training.report.report_inputs import ReportInputs
@@ -105,6 +106,9 @@ def build(inputs: ReportInputs) -> ReportSection:
     context_table = _context_table(manifest.get(CONTEXT_EVALUATION, []), k)
     if context_table is not None:
         tables.append(context_table)
+    drift_table = _drift_table(manifest.get(DRIFT_EVALUATION), k)
+    if drift_table is not None:
+        tables.append(drift_table)
     persona_segments = [s for s in segments if s.startswith("persona:")]
     charts = []
     if persona_segments:
@@ -138,6 +142,7 @@ def build(inputs: ReportInputs) -> ReportSection:
         "metrics": metrics,
         "served_models_refit_on_all_events": inputs.served.refit_on_all_events,
         "context_evaluation": manifest.get(CONTEXT_EVALUATION, []),
+        "drift_evaluation": manifest.get(DRIFT_EVALUATION),
     }
     notes = [
         "NDCG rewards putting the right products near the top of the list (1.0 would be perfect); "
@@ -217,5 +222,44 @@ def _context_table(results: list[dict[str, Any]], k: int) -> Table | None:
                 r["difference"]["high"],
             ]
             for r in results
+        ],
+    )
+
+
+def _drift_table(record: dict[str, Any] | None, k: int) -> Table | None:
+    """Customers the change test flags at the end of training, scored with the recent mix the server
+    gives them while they drift and with the overall mix; None when nobody was scored (or the artifact
+    was trained before this was measured)."""
+    if not record or not record.get("results"):
+        return None
+    threshold = record.get("threshold")
+    calibrated = (
+        f", threshold {threshold:.2f} nats for {record.get('target_false_alarm', 0):.0%} false alarms"
+        if isinstance(threshold, int | float)
+        else ""
+    )
+    return Table(
+        f"NDCG@{k} of the customers drifting at the end of training ({record.get('flagged', 0)} flagged of "
+        f"{record.get('tested', 0)} tested{calibrated}): the recent mix served to them vs the overall mix",
+        (
+            Column("model", Format.TEXT),
+            Column("customers", Format.INTEGER),
+            Column("recent mix"),
+            Column("overall mix"),
+            Column("difference"),
+            Column("95% interval low"),
+            Column("95% interval high"),
+        ),
+        [
+            [
+                r["model"],
+                r["users"],
+                r["ndcg_recent_mix"],
+                r["ndcg_overall_mix"],
+                r["difference"]["mean"],
+                r["difference"]["low"],
+                r["difference"]["high"],
+            ]
+            for r in record["results"]
         ],
     )
