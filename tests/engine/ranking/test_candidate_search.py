@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engine.ranking.candidate_index import CandidateIndex, CandidateIndexSettings, exact_top_k
@@ -19,17 +19,20 @@ def _index(n: int, d: int, clusters: int, seed: int) -> tuple[CandidateIndex, np
 
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 400), d=st.integers(1, 16), clusters=st.integers(1, 12), seed=st.integers(0, 999))
+@example(n=400, d=5, clusters=1, seed=208)  # a centroid dot that cancels: float32 rounding of 8e-5
 def test_no_item_scores_above_its_lists_bound(n: int, d: int, clusters: int, seed: int) -> None:
     index, rng = _index(n, d, clusters, seed)
     query = rng.normal(size=d).astype(np.float32)
     bounds = bounds_of(index.centroids, index.max_norm, index.radius, query)
     length = float(np.sqrt(query.astype(np.float64) @ query))
-    reference = np.minimum(
-        length * index.max_norm, index.centroids.astype(np.float64) @ query + length * index.radius
-    )
-    np.testing.assert_allclose(
-        bounds, reference + 1e-5 * length * index.max_norm + 1e-5, rtol=1e-5, atol=1e-5
-    )
+    centroids = index.centroids.astype(np.float64)
+    reference = np.minimum(length * index.max_norm, centroids @ query + length * index.radius)
+    # The loop sums the centroid's dot in float32, as serving scores: against the float64 reference it
+    # may be off by the rounding of d float32 additions of terms as large as |c_j q_j| (a dot whose
+    # terms cancel is small beside them), which the bound's slack covers by design.
+    rounding = d * float(np.finfo(np.float32).eps) * (np.abs(centroids) @ np.abs(query.astype(np.float64)))
+    expected = reference + 1e-5 * length * index.max_norm + 1e-5
+    assert (np.abs(bounds - expected) <= rounding + 1e-5 * np.abs(expected) + 1e-5).all()
     scores = index.vectors.astype(np.float64) @ query
     for lst in range(index.n_lists):
         assert (scores[index.offsets[lst] : index.offsets[lst + 1]] <= bounds[lst]).all()
