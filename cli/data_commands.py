@@ -32,6 +32,7 @@ GENERATE_EXAMPLES = """
       persona-engine generate --out data/csv-shop --format csv --seed 3
       persona-engine generate --out data/strong-drift --seed 3 --drift-strength 0.8,1 --post-drift-activity 3
       persona-engine generate --out data/slow-drift --drift-strength 0.3,1 --drift-ramp-days 0,30
+      persona-engine generate --out data/persona-led --personal-taste 0.5
     """
 
 PERSONAS_EXAMPLES = """
@@ -127,6 +128,13 @@ def add_generate_command(sub: Subcommands) -> None:
         help="sessions per day after a drift relative to before (same total activity; default 1)",
     )
     g.add_argument(
+        "--personal-taste",
+        type=share,
+        default=1.0,
+        help="how much of a customer's choice is their own favourite niches and brands rather than their "
+        "personas' taste (1 as planted by default; 0.5 halves it)",
+    )
+    g.add_argument(
         "--hidden-segment-share",
         type=share,
         default=0.03,
@@ -150,6 +158,7 @@ def _shop_config(args: argparse.Namespace, shop_config: Any) -> Any:
         drift_strength=args.drift_strength,
         drift_ramp_days=args.drift_ramp_days,
         post_drift_activity=args.post_drift_activity,
+        personal_taste=args.personal_taste,
         file_format=args.format,
     )
 

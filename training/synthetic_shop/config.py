@@ -34,6 +34,11 @@ class ShopConfig:
     drift_strength: tuple[float, float] = (1.0, 1.0)
     drift_ramp_days: tuple[int, int] = (0, 0)
     post_drift_activity: float = 1.0
+    # How much of a customer's choice is their own: each persona's rates of shopping from the customer's
+    # favourite taste niches and brands are scaled by it, the rest comes from the persona's own taste.
+    # 1 (default) plants the shop as before; lower values make personas carry more of what a known
+    # customer buys next (see README "Model quality: the figures").
+    personal_taste: float = 1.0
     file_format: str = "parquet"  # or "csv"
     chunk_customers: int = 20_000  # customers generated per chunk (bounded memory)
 
@@ -67,6 +72,9 @@ class ShopConfig:
             or not 0.05 <= activity <= 20.0
         ):
             raise ValueError(f"ShopConfig.post_drift_activity must be a rate in [0.05, 20], got {activity!r}")
+        taste = self.personal_taste
+        if isinstance(taste, bool) or not isinstance(taste, int | float) or not 0.0 <= taste <= 1.0:
+            raise ValueError(f"ShopConfig.personal_taste must be a share in [0, 1], got {taste!r}")
         if self.file_format not in FILE_FORMATS:
             raise ValueError(
                 f"ShopConfig.file_format must be one of {', '.join(FILE_FORMATS)}, got {self.file_format!r}"

@@ -7,6 +7,7 @@ not depend on which customers are simulated; building them once keeps every chun
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +51,12 @@ class ShopModel:
     def build(cls, config: ShopConfig, catalog: PersonaCatalog) -> ShopModel:
         items = build_items(config.items, np.random.default_rng(np.random.SeedSequence([config.seed, 0])))
         personas = build_persona_tables(catalog, items)
+        if config.personal_taste != 1.0:  # scaled only when asked: a default shop keeps every byte
+            personas = dataclasses.replace(
+                personas,
+                favourite_cluster_rate=personas.favourite_cluster_rate * config.personal_taste,
+                favourite_brand_rate=personas.favourite_brand_rate * config.personal_taste,
+            )
         calendar = ShopCalendar.build(
             config.start, config.days, personas.planted[personas.hidden_index].holiday_activity
         )
