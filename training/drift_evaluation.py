@@ -33,8 +33,9 @@ from engine.personas.change_detection import threshold_for
 from engine.personas.drift import DriftConfig, population_mean_mix, recent_mixes, trace_changes
 from engine.personas.drift_calibration import MIN_TESTED_CUSTOMERS
 from engine.personas.event_encoding import build_event_features
+from training.compare_verdict import WARM_SEGMENT
 from training.config import TrainConfig
-from training.evaluation import ScoredLists, evaluate_context_mixes
+from training.evaluation import ScoredLists, difference_cells, evaluate_context_mixes
 from training.paired_bootstrap import PairedDifference
 from training.prepared_data import ContextSegments, EvaluationSegment, PreparedData
 
@@ -44,7 +45,6 @@ DRIFT_EVALUATION = "drift_evaluation"  # the manifest's key
 MAX_CUSTOMERS = 20_000
 _MICROSECONDS_PER_DAY = 86_400 * 1_000_000
 SEGMENT = "drifting"
-WARM_SEGMENT = "all"  # the evaluation's warm customers (``evaluation_segments``)
 
 
 @dataclass(frozen=True)
@@ -250,8 +250,7 @@ def drift_mix_table(record: Mapping[str, Any], k: int) -> tuple[str, list[str], 
             r["users"],
             r["ndcg_recent_mix"],
             r["ndcg_overall_mix"],
-            f"{r['difference']['mean']:+.4f}",  # as the context table: four decimals, signed
-            f"[{r['difference']['low']:+.4f}, {r['difference']['high']:+.4f}]",
+            *difference_cells(r["difference"]["mean"], r["difference"]["low"], r["difference"]["high"]),
         ]
         for r in record.get("results", [])
     ]

@@ -335,6 +335,12 @@ def _context_mix_lists(
     return lists
 
 
+def difference_cells(mean: float, low: float, high: float) -> tuple[str, str]:
+    """A paired difference and its interval as table cells: differences of mixes are a few thousandths,
+    so four decimals, signed."""
+    return f"{mean:+.4f}", f"[{low:+.4f}, {high:+.4f}]"
+
+
 def context_mix_table(results: list[ContextMixResult], k: int) -> tuple[list[str], list[list[Any]]]:
     """One row per (context, model): NDCG with each mix, their difference and its 95% interval."""
     columns = [
@@ -353,8 +359,7 @@ def context_mix_table(results: list[ContextMixResult], k: int) -> tuple[list[str
             r.users,
             r.ndcg_context_mix,
             r.ndcg_overall_mix,
-            f"{r.difference.mean:+.4f}",  # differences are a few thousandths: four decimals, signed
-            f"[{r.difference.low:+.4f}, {r.difference.high:+.4f}]",
+            *difference_cells(r.difference.mean, r.difference.low, r.difference.high),
         ]
         for r in sorted(results, key=lambda r: (r.context, r.model))
     ]

@@ -193,6 +193,14 @@ def build(inputs: ReportInputs) -> ReportSection:
     )
 
 
+# A paired difference as the manifest stores it (``training.paired_bootstrap.PairedDifference``).
+_DIFFERENCE_COLUMNS = (Column("difference"), Column("95% interval low"), Column("95% interval high"))
+
+
+def _difference_cells(difference: dict[str, float]) -> tuple[float, float, float]:
+    return difference["mean"], difference["low"], difference["high"]
+
+
 def _context_table(results: list[dict[str, Any]], k: int) -> Table | None:
     """Held-out events by shopping context, scored with the context's mix (as serving does) and with
     the overall mix (as the tables above); None for artifacts trained before this was measured."""
@@ -206,9 +214,7 @@ def _context_table(results: list[dict[str, Any]], k: int) -> Table | None:
             Column("customers", Format.INTEGER),
             Column("context mix"),
             Column("overall mix"),
-            Column("difference"),
-            Column("95% interval low"),
-            Column("95% interval high"),
+            *_DIFFERENCE_COLUMNS,
         ),
         [
             [
@@ -217,9 +223,7 @@ def _context_table(results: list[dict[str, Any]], k: int) -> Table | None:
                 r["users"],
                 r["ndcg_context_mix"],
                 r["ndcg_overall_mix"],
-                r["difference"]["mean"],
-                r["difference"]["low"],
-                r["difference"]["high"],
+                *_difference_cells(r["difference"]),
             ]
             for r in results
         ],
@@ -246,9 +250,7 @@ def _drift_table(record: dict[str, Any] | None, k: int) -> Table | None:
             Column("customers", Format.INTEGER),
             Column("recent mix"),
             Column("overall mix"),
-            Column("difference"),
-            Column("95% interval low"),
-            Column("95% interval high"),
+            *_DIFFERENCE_COLUMNS,
         ),
         [
             [
@@ -256,9 +258,7 @@ def _drift_table(record: dict[str, Any] | None, k: int) -> Table | None:
                 r["users"],
                 r["ndcg_recent_mix"],
                 r["ndcg_overall_mix"],
-                r["difference"]["mean"],
-                r["difference"]["low"],
-                r["difference"]["high"],
+                *_difference_cells(r["difference"]),
             ]
             for r in record["results"]
         ],
