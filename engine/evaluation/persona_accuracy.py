@@ -28,7 +28,8 @@ REALIZED_PREFIX = "realized"
 class PlantedTargets:
     """Per-customer pairs of inferred and planted mixes, the rows every accuracy measure is computed on.
 
-    ``rows`` index ``mixes`` (customers compared, in truth-table order); ``expected`` is the planted
+    ``rows`` index ``mixes`` (customers compared, in the order of their first event, so that every
+    average over them adds up in the same order from run to run); ``expected`` is the planted
     mix averaged over each customer's events; ``realized`` the persona shares the events actually
     came from, when the truth table carries them.
     """
@@ -71,7 +72,7 @@ def planted_targets(
         pl.col("customer_id").cast(pl.Utf8),
         context_expr("timestamp", holidays).alias("_context"),
         pl.col("timestamp").dt.date().alias("_date"),
-    ).join(truth, on="customer_id", how="inner")
+    ).join(truth, on="customer_id", how="inner", maintain_order="left")
     post = (
         (pl.col("drift_date").is_not_null() & (pl.col("_date") >= pl.col("drift_date")))
         if has_drift
@@ -92,7 +93,7 @@ def planted_targets(
         expected_columns.append(expression.alias(name))
     per_customer = (
         frame.with_columns(expected_columns)
-        .group_by("customer_id")
+        .group_by("customer_id", maintain_order=True)
         .agg([pl.col(f"_expected__{p}").mean() for p in personas])
     )
     extra = ["customer_id"]
@@ -102,7 +103,7 @@ def planted_targets(
     has_realized = all(c in truth.columns for c in realized_columns)
     if has_realized:
         extra += realized_columns
-    per_customer = per_customer.join(truth.select(extra), on="customer_id", how="left")
+    per_customer = per_customer.join(truth.select(extra), on="customer_id", how="left", maintain_order="left")
 
     n_hidden = int(per_customer["hidden_segment"].sum()) if hidden_column else 0
     if hidden_column:
