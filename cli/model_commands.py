@@ -88,7 +88,10 @@ DRIFT_EXAMPLES = """
     truth beside the data (the synthetic shop's truth/), the report scores the detection: precision,
     recall, false alarms on customers without planted drift, delays (days and events), recall by the
     planted drift's strength, ramp and events after it, and recall/precision against a delay budget
-    for several thresholds.
+    for several thresholds. A shop made by 'persona-engine generate' also says which persona made each
+    event (truth/event_personas.parquet): the report then sets the detector beside the best any
+    detector could do on those events (a CUSUM told every interaction's persona and the planted mixes),
+    at the same false-alarm rates.
 
     The server runs the same test on live events against the threshold 'train' calibrated the same way
     for the artifact ([drift] target_false_alarm, default 5%); this command prints it beside its own.
@@ -684,7 +687,49 @@ def cmd_drift(args: argparse.Namespace) -> int:
         )
     if report.accuracy is not None:
         _print_drift_accuracy(report.accuracy)
+        if report.bound is not None:
+            _print_detection_bound(report.accuracy, report.bound)
     return 0
+
+
+def _print_detection_bound(a: Any, bound: Any) -> None:
+    """The detector beside the label-told CUSUM (a DriftAccuracy and a DetectionBound)."""
+    early = bound.early_days
+    own = next((p for p in a.curve if p.threshold == a.threshold), None)
+    own_early = "-" if own is None or early not in own.recall_within else f"{own.recall_within[early]:.2f}"
+    matched = bound.at(a.false_alarm_rate)
+    rows: list[list[Any]] = [
+        [
+            f"this detector (threshold {a.threshold:.2f})",
+            f"{a.false_alarm_rate:.1%}",
+            a.precision,
+            a.recall,
+            "-" if a.median_delay_days is None else f"{a.median_delay_days:.1f}",
+            own_early,
+        ]
+    ]
+    for point in [matched, *(p for p in bound.points if p is not matched)]:
+        label = (
+            "bound, same false alarms"
+            if point is matched
+            else f"bound, {point.target_false_alarm:.0%} false alarms"
+        )
+        rows.append(
+            [
+                label,
+                f"{point.false_alarm_rate:.1%}",
+                point.precision,
+                point.recall,
+                "-" if point.median_delay_days is None else f"{point.median_delay_days:.1f}",
+                f"{point.recall_within_early_days:.2f}",
+            ]
+        )
+    print_table(
+        "against the best any detector could do here (a CUSUM told each interaction's persona and the "
+        "planted mixes before and after the drift; truth/event_personas.parquet)",
+        ["", "false alarms", "precision", "recall", "median delay (days)", f"found within {early} d"],
+        rows,
+    )
 
 
 def _print_drift_accuracy(a: Any) -> None:

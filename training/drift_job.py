@@ -8,7 +8,10 @@ target false-alarm rate on the shop's own time-shuffled histories (``--target-fa
 one is given. When the data has planted truth (the synthetic shop's ``truth/customer_mixes.parquet``
 with ``drift_date``), the report scores the detection (``engine.personas.drift_accuracy``): precision,
 recall, false alarms, delays, recall by kind of drift and a precision/recall-against-delay curve over
-several calibrated thresholds.
+several calibrated thresholds. When the truth also says which persona made each event
+(``truth/event_personas.parquet``), it adds the bound no detector can beat on that shop
+(``engine.personas.detection_bound``), at the same false-alarm rates, so the figures can be read as a
+share of what the events allow.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from engine.artifact import ArtifactError
 from engine.artifact.contents import load_artifact
 from engine.data.loading import load_shop
 from engine.personas.change_detection import ChangeDetectorConfig, threshold_for
+from engine.personas.detection_bound import DetectionBound, detection_bound
 from engine.personas.drift import DriftStatus, population_mean_mix, trace_changes
 from engine.personas.drift_accuracy import DriftAccuracy, PlantedDrift, score_detection
 from engine.personas.drift_calibration import DriftCalibration
 from training.console_output import progress_bar
 
 TRUTH_MIXES = Path("truth") / "customer_mixes.parquet"
+TRUTH_EVENT_PERSONAS = Path("truth") / "event_personas.parquet"
 # False-alarm targets of the curve's thresholds (the chosen one is added).
 CURVE_TARGETS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 
@@ -46,6 +51,9 @@ class DriftReport:
     accuracy: DriftAccuracy | None  # only with planted truth beside the data
     # the threshold the artifact's live path tests against (calibrated in training); None in older ones
     live_calibration: DriftCalibration | None = None
+    # the best any detector could do on this shop (needs truth/event_personas.parquet); its points are
+    # at the curve's targets and at the false-alarm rate the detector measured
+    bound: DetectionBound | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +71,7 @@ class DriftReport:
             "drifting": [{"customer_id": c, **s.to_json()} for c, s in self.drifting],
             "accuracy": None if self.accuracy is None else self.accuracy.to_json(),
             "live_threshold": None if self.live_calibration is None else self.live_calibration.to_json(),
+            "detection_bound": None if self.bound is None else self.bound.to_json(),
         }
 
 
@@ -95,6 +104,7 @@ def run_drift_report(
         statuses = trace.statuses(threshold)
         truth_path = Path(data_path) / TRUTH_MIXES
         accuracy = None
+        bound = None
         if truth_path.is_file():
             truth = pl.read_parquet(truth_path)
             if {"customer_id", "drift_date"} <= set(truth.columns):
@@ -102,6 +112,11 @@ def run_drift_report(
                 curve[threshold] = None if config.threshold else config.false_alarm_rate
                 planted = PlantedDrift.from_truth(truth, trace.customers)
                 accuracy = score_detection(trace, planted, threshold, curve)
+                labels_path = Path(data_path) / TRUTH_EVENT_PERSONAS
+                if labels_path.is_file():
+                    progress.update(task, description="bounding it with the planted personas")
+                    targets = tuple(sorted({*CURVE_TARGETS, accuracy.false_alarm_rate}))
+                    bound = detection_bound(truth, shop.events, pl.read_parquet(labels_path), targets)
         progress.update(task, advance=1, description="done")
     drifting = sorted(
         ((c, s) for c, s in statuses.items() if s.drifting), key=lambda pair: -pair[1].statistic
@@ -116,4 +131,5 @@ def run_drift_report(
         drifting,
         accuracy,
         artifact.drift_calibration,
+        bound,
     )

@@ -38,6 +38,15 @@ def test_json_lists_drifting_customers_and_scores_them_like_a_detector(
     assert 0.01 in targets and 0.3 in targets
     thresholds = [p["threshold"] for p in accuracy["curve"]]
     assert thresholds == sorted(thresholds)
+    # Beside it, the best any detector could do on the same events: at the detector's own false-alarm
+    # rate, the CUSUM told every interaction's persona finds at least as many drifters.
+    bound = report["detection_bound"]
+    assert bound["n_planted"] == accuracy["n_planted"] and bound["n_unchanged"] == accuracy["n_unchanged"]
+    matched = [p for p in bound["points"] if p["target_false_alarm"] == accuracy["false_alarm_rate"]]
+    assert len(matched) == 1
+    assert matched[0]["false_alarm_rate"] <= accuracy["false_alarm_rate"]
+    assert matched[0]["recall"] >= accuracy["recall"]
+    assert all(p["false_alarm_rate"] <= p["target_false_alarm"] for p in bound["points"])
 
 
 def test_a_given_threshold_replaces_calibration_and_the_tables_name_the_measures(
@@ -51,7 +60,15 @@ def test_a_given_threshold_replaces_calibration_and_the_tables_name_the_measures
     assert len(strict["drifting"]) <= len(loose["drifting"])
     assert main(["drift", "--artifact", str(artifact), "--no-progress", "--limit", "3"]) == 0
     text = capsys.readouterr().out
-    for words in ("from persona", "to persona", "precision", "recall", "false-alarm rate", "delay, events"):
+    for words in (
+        "from persona",
+        "to persona",
+        "precision",
+        "recall",
+        "false-alarm rate",
+        "delay, events",
+        "best any detector could do",
+    ):
         assert words in text
 
 

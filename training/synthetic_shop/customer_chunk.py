@@ -21,7 +21,7 @@ from training.synthetic_shop.planted_mixes import draw_planted_mixes
 from training.synthetic_shop.sessions import draw_interactions
 from training.synthetic_shop.shop_model import ShopModel
 from training.synthetic_shop.table_files import prefixed_ids
-from training.synthetic_shop.truth import customer_mixes_table
+from training.synthetic_shop.truth import customer_mixes_table, event_personas_table
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class ChunkTables:
     events: pa.Table
     decisions: pa.Table
     truth: pa.Table
+    event_personas: pa.Table  # the persona behind each of the chunk's event rows (truth/)
 
 
 def simulate_chunk(
@@ -52,4 +53,10 @@ def simulate_chunk(
         model, rng, customer_ids, interactions, planted.mixes, income, first_decision
     )
     truth = customer_mixes_table(model, planted, events, customer_ids)
-    return ChunkTables(customers=customers, events=events.table, decisions=decisions, truth=truth)
+    return ChunkTables(
+        customers=customers,
+        events=events.table,
+        decisions=decisions,
+        truth=truth,
+        event_personas=event_personas_table(model, events),
+    )

@@ -20,7 +20,14 @@ from training.synthetic_shop.config import FILE_FORMATS, ShopConfig
 from training.synthetic_shop.customer_chunk import simulate_chunk
 from training.synthetic_shop.shop_model import ShopModel
 from training.synthetic_shop.table_files import TableFile, arrow_schema
-from training.synthetic_shop.truth import TRUTH_DIR, generator_json, response_rates_json, truth_schema
+from training.synthetic_shop.truth import (
+    EVENT_PERSONAS_FILE,
+    TRUTH_DIR,
+    event_personas_schema,
+    generator_json,
+    response_rates_json,
+    truth_schema,
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,7 @@ def generate_shop(out_dir: Path, config: ShopConfig, *, show_progress: bool = Fa
             if other != ext:
                 (out_dir / f"{name}.{other}").unlink(missing_ok=True)
     truth_mix_path = out_dir / TRUTH_DIR / "customer_mixes.parquet"
+    event_personas_path = out_dir / TRUTH_DIR / EVENT_PERSONAS_FILE
     counts = dict.fromkeys(TABLES, 0)
 
     for name, table in (
@@ -71,6 +79,9 @@ def generate_shop(out_dir: Path, config: ShopConfig, *, show_progress: bool = Fa
         truth_writer = stack.enter_context(
             TableFile(truth_mix_path, truth_schema(model.personas.ids), "parquet")
         )
+        event_personas_writer = stack.enter_context(
+            TableFile(event_personas_path, event_personas_schema(), "parquet")
+        )
         progress = stack.enter_context(Progress(disable=not show_progress, transient=True))
         task = progress.add_task("generating customers", total=config.customers)
         for chunk_index, first in enumerate(chunk_starts):
@@ -84,13 +95,19 @@ def generate_shop(out_dir: Path, config: ShopConfig, *, show_progress: bool = Fa
                 writers[name].write(table)
                 counts[name] += table.num_rows
             truth_writer.write(chunk.truth)
+            event_personas_writer.write(chunk.event_personas)
             progress.advance(task, n)
 
     rates_path = out_dir / TRUTH_DIR / "response_rates.json"
     rates_path.write_text(json.dumps(response_rates_json(model), indent=2) + "\n", encoding="utf-8")
     generator_path = out_dir / TRUTH_DIR / "generator.json"
     generator_path.write_text(json.dumps(generator_json(model), indent=2) + "\n", encoding="utf-8")
-    files = [paths[name] for name in TABLES] + [truth_mix_path, rates_path, generator_path]
+    files = [paths[name] for name in TABLES] + [
+        truth_mix_path,
+        event_personas_path,
+        rates_path,
+        generator_path,
+    ]
     return GenerationSummary(
         out_dir=out_dir, counts=counts, seconds=time.perf_counter() - started, files=files
     )

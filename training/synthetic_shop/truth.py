@@ -21,6 +21,10 @@ from training.synthetic_shop.planted_personas import HIDDEN_PERSONA_ID
 from training.synthetic_shop.shop_model import ShopModel
 
 TRUTH_DIR = "truth"
+# truth/event_personas.parquet: the persona that generated each event row (one row per row of events,
+# in the same order). It is what a perfect persona inference would recover, and what the drift job's
+# detection bound (engine/personas/detection_bound.py) is computed from.
+EVENT_PERSONAS_FILE = "event_personas.parquet"
 # Column blocks of truth/customer_mixes.parquet: one float column ``<block>__<persona_id>`` per persona.
 # The four mix blocks are the planted mixes per (drift phase, context); without drift the post_drift_
 # blocks equal the pre-drift ones. ``realized`` is the share of the customer's event rows each persona
@@ -55,6 +59,24 @@ def truth_schema(persona_ids: Sequence[str]) -> pa.Schema:
     for prefix in TRUTH_MIX_PREFIXES:
         fields += [pa.field(f"{prefix}__{p}", pa.float64(), nullable=False) for p in persona_ids]
     return pa.schema(fields)
+
+
+def event_personas_schema() -> pa.Schema:
+    """Schema of truth/event_personas.parquet: an event id and the persona (catalog id) behind it."""
+    return pa.schema(
+        [
+            pa.field("event_id", pa.string(), nullable=False),
+            pa.field("persona_id", pa.string(), nullable=False),
+        ]
+    )
+
+
+def event_personas_table(model: ShopModel, events: ChunkEvents) -> pa.Table:
+    """One chunk's rows of truth/event_personas.parquet, aligned with its rows of the events table."""
+    personas = pa.array(model.personas.ids, pa.string()).take(pa.array(events.row_persona))
+    return pa.table(
+        {"event_id": events.table.column("event_id"), "persona_id": personas}, schema=event_personas_schema()
+    )
 
 
 def customer_mixes_table(

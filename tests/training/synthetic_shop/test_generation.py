@@ -43,6 +43,7 @@ def test_summary_counts_and_files(shop: GenerationSummary) -> None:
     names = {p.relative_to(shop.out_dir).as_posix() for p in shop.files}
     assert names == {f"{t}.parquet" for t in TABLES} | {
         "truth/customer_mixes.parquet",
+        "truth/event_personas.parquet",
         "truth/response_rates.json",
         "truth/generator.json",
     }

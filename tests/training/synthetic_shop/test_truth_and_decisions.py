@@ -60,3 +60,25 @@ def test_decisions_log_exact_propensities_and_planted_outcomes(shop: GenerationS
     assert abs(outcome.mean() - expected_rate.mean()) < 4 * standard_error
     high = expected_rate > np.median(expected_rate)
     assert outcome[high].mean() > outcome[~high].mean() + 0.03
+
+
+def test_event_personas_name_the_persona_behind_every_event_row(shop: GenerationSummary) -> None:
+    """truth/event_personas.parquet lines up with the events table row for row, and its counts are the
+    realised persona shares the mix truth states."""
+    events = read(shop, "events")
+    labels = pl.read_parquet(shop.out_dir / "truth" / "event_personas.parquet")
+    assert labels["event_id"].to_list() == events["event_id"].to_list()
+    assert set(labels["persona_id"].unique().to_list()) <= set(ALL_IDS)
+    labelled = events.with_columns(labels["persona_id"])
+    shares = (
+        labelled.group_by("customer_id", "persona_id")
+        .len()
+        .with_columns((pl.col("len") / pl.col("len").sum().over("customer_id")).alias("share"))
+        .pivot("persona_id", index="customer_id", values="share")
+        .fill_null(0.0)
+    )
+    mixes = truth(shop).join(shares, on="customer_id")
+    for persona in ALL_IDS:
+        stated = mixes[f"realized__{persona}"].to_numpy()
+        counted = mixes[persona].to_numpy() if persona in mixes.columns else np.zeros(mixes.height)
+        np.testing.assert_allclose(counted, stated, atol=1e-12)
