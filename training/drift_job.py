@@ -9,7 +9,7 @@ one is given. When the data has planted truth (the synthetic shop's ``truth/cust
 with ``drift_date``), the report scores the detection (``engine.personas.drift_accuracy``): precision,
 recall, false alarms, delays, recall by kind of drift and a precision/recall-against-delay curve over
 several calibrated thresholds. When the truth also says which persona made each event
-(``truth/event_personas.parquet``), it adds the bound no detector can beat on that shop
+(``truth/event_personas.parquet``), it adds what the best detector could reach on that shop
 (``engine.personas.detection_bound``), at the same false-alarm rates, so the figures can be read as a
 share of what the events allow.
 """
