@@ -32,9 +32,10 @@ from engine.personas.drift import DriftStatus, population_mean_mix, trace_change
 from engine.personas.drift_accuracy import DriftAccuracy, PlantedDrift, score_detection
 from engine.personas.drift_calibration import DriftCalibration
 from training.console_output import progress_bar
+from training.synthetic_shop.truth import EVENT_PERSONAS_FILE, TRUTH_DIR
 
 TRUTH_MIXES = Path("truth") / "customer_mixes.parquet"
-TRUTH_EVENT_PERSONAS = Path("truth") / "event_personas.parquet"
+TRUTH_EVENT_PERSONAS = Path(TRUTH_DIR) / EVENT_PERSONAS_FILE
 # False-alarm targets of the curve's thresholds (the chosen one is added).
 CURVE_TARGETS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 

@@ -243,6 +243,10 @@ def test_drift_and_popularity_sections_hold_sane_shares(report: tuple[str, dict[
     assert detection["n_planted"] > 0 and 0 <= detection["recall"] <= 1
     targets = [point["target_false_alarm"] for point in detection["curve"]]
     assert targets == sorted(targets, reverse=True)  # thresholds ascend as the target falls
+    # ... and set beside what a detector told each event's persona reaches at its false-alarm rate.
+    bound = drift["detection_bound"]
+    matched = [p for p in bound["points"] if p["target_false_alarm"] == detection["false_alarm_rate"]]
+    assert len(matched) == 1 and matched[0]["recall"] >= detection["recall"]
     popularity = document["sections"]["popularity_bias"]["values"]
     assert (
         0 < popularity["interaction_shares"]["top_1pct"] <= popularity["interaction_shares"]["top_10pct"] <= 1

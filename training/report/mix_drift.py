@@ -11,7 +11,9 @@ same events are averaged the same way, which shows how much of the planted drift
 On a generated shop with planted drift the section also scores individual drift detection, with the
 change test ``persona-engine drift`` and the live path run (``engine.personas.drift``): at thresholds
 calibrated to several false-alarm rates, recall and precision counting only the alarms raised within
-a delay budget, drawn as curves against the budget.
+a delay budget, drawn as curves against the budget. When the truth names the persona behind each event,
+a table sets those figures beside the best any detector could do on the same events
+(``engine.personas.detection_bound``), at the same false-alarm rates.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from numpy.typing import NDArray
 from engine.data.id_map import IdMap
 from engine.evaluation.persona_accuracy import planted_targets
 from engine.personas.change_detection import ChangeDetectorConfig, threshold_for
+from engine.personas.detection_bound import DetectionBound, detection_bound
 from engine.personas.drift import population_mean_mix, trace_changes
 from engine.personas.drift_accuracy import DriftAccuracy, PlantedDrift, score_detection
 from engine.personas.mix import total_variation_rows
 from training.report import report_plots
 from training.report.report_inputs import ReportInputs
 from training.report.report_section import Chart, Column, Format, ReportSection, Table, unavailable
+from training.synthetic_shop.truth import EVENT_PERSONAS_FILE, TRUTH_DIR
 
 SECTION_ID = "drift"
 TITLE = "Drift: how the persona mix changes month by month"
@@ -275,6 +279,17 @@ def build(inputs: ReportInputs, *, max_customers: int = MAX_CUSTOMERS) -> Report
             f"{detection.share_without_events_early:.0%} of the planted drifters have no event in the 14 "
             "days after their drift, so no detector can find them that soon."
         )
+        bound = _bound(inputs, detection)
+        if bound is not None:
+            values["detection_bound"] = bound.to_json()
+            tables.append(_bound_table(detection, bound))
+            matched = bound.at(detection.false_alarm_rate)
+            notes.append(
+                f"At the same {matched.false_alarm_rate:.1%} false alarms a detector told the persona behind "
+                f"every event and the planted mixes would reach precision {matched.precision:.2f}, recall "
+                f"{matched.recall:.2f}, median delay {_days(matched.median_delay_days)}: what these events "
+                "allow, and more than any detector working from them can expect."
+            )
     return ReportSection(
         id=SECTION_ID,
         title=TITLE,
@@ -302,6 +317,59 @@ def _detection(inputs: ReportInputs) -> DriftAccuracy:
     curve: dict[float, float | None] = {threshold_for(null, t): t for t in DETECTION_TARGETS}
     planted = PlantedDrift.from_truth(shop.truth, trace.customers)
     return score_detection(trace, planted, threshold_for(null, DETECTION_TARGET), curve)
+
+
+def _bound(inputs: ReportInputs, detection: DriftAccuracy) -> DetectionBound | None:
+    """The label-told CUSUM at the curve's targets and the detector's own false-alarm rate."""
+    shop = inputs.shop
+    assert shop is not None and shop.truth is not None
+    path = shop.data_dir / TRUTH_DIR / EVENT_PERSONAS_FILE
+    if not path.is_file():
+        return None
+    targets = tuple(sorted({*DETECTION_TARGETS, detection.false_alarm_rate}))
+    return detection_bound(shop.truth, shop.events, pl.read_parquet(path), targets)
+
+
+def _days(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} days"
+
+
+def _bound_table(detection: DriftAccuracy, bound: DetectionBound) -> Table:
+    own = next((p for p in detection.curve if p.threshold == detection.threshold), None)
+    early = bound.early_days
+    rows: list[list[Any]] = [
+        [
+            f"the change test ({DETECTION_TARGET:.0%} target)",
+            detection.false_alarm_rate,
+            detection.precision,
+            detection.recall,
+            _days(detection.median_delay_days),
+            own.recall_within.get(early) if own is not None else None,
+        ]
+    ]
+    rows += [
+        [
+            "told each event's persona",
+            point.false_alarm_rate,
+            point.precision,
+            point.recall,
+            _days(point.median_delay_days),
+            point.recall_within_early_days,
+        ]
+        for point in bound.points
+    ]
+    return Table(
+        "Drift detection against the best any detector could do on these events",
+        (
+            Column("detector", Format.TEXT),
+            Column("false alarms", Format.PERCENT),
+            Column("precision", Format.NUMBER),
+            Column("recall", Format.NUMBER),
+            Column("median delay", Format.TEXT),
+            Column(f"found within {early} days", Format.NUMBER),
+        ),
+        rows,
+    )
 
 
 def _detection_table(detection: DriftAccuracy) -> Table:
