@@ -32,9 +32,9 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
+from engine.personas.drift_accuracy import EARLY_DAYS
 from engine.personas.shopping_context import CONTEXTS, DEFAULT_HOLIDAYS, context_expr
 
-EARLY_DAYS = 14  # delay budget reported beside the median (the drift issue's target)
 DEFAULT_TARGETS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1)
 _SMOOTHING = 1e-6  # mixes are mixed with this much of the uniform one, so a zero weight is finite
 _EPOCH = dt.date(1970, 1, 1)
