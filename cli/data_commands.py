@@ -47,7 +47,7 @@ DISCOVER_EXAMPLES = """
       persona-engine discover --data data/demo --catalog my_catalog.toml --json
       persona-engine discover --data data/online-retail --write-catalog retail_personas.toml --personas 5
       persona-engine discover --data data/demo --write-catalog demo_personas.toml --personas 5,10,20,40
-      persona-engine discover --data data/demo --write-catalog demo_personas.toml --personas 10,20 \
+      persona-engine discover --data data/demo --write-catalog demo_personas.toml --personas 10,20 \\
           --training-split training/configs/demo.toml
     with --write-catalog, a whole catalog is proposed from the data (clusters of customers' behaviour,
     named by what sets them apart), written to FILE and compared with --catalog on the last

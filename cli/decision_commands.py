@@ -64,7 +64,12 @@ def add_evaluate_policy_command(sub: Subcommands) -> None:
     ep.add_argument(
         "--policy", action="append", required=True, help="candidate policy spec; repeat for several"
     )
-    ep.add_argument("--artifact", type=Path, help="artifact with persona mixes and arm estimates")
+    ep.add_argument(
+        "--artifact",
+        type=Path,
+        help="artifact with persona mixes and arm estimates (default: none; without it the log's mix "
+        "columns are used and greedy/Thompson estimates are fitted on the log itself, in-sample)",
+    )
     ep.add_argument(
         "--decision-type", choices=("offer", "layout"), default="offer", help="which decisions to evaluate"
     )
@@ -72,7 +77,10 @@ def add_evaluate_policy_command(sub: Subcommands) -> None:
     ep.add_argument("--level", type=open_unit, default=0.95, help="confidence level of the intervals")
     ep.add_argument("--folds", type=at_least(2), default=5, help="cross-fitting folds of the DR reward model")
     ep.add_argument(
-        "--seed", type=non_negative_int, default=0, help="seed of Thompson's Monte-Carlo propensities"
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seed of Thompson's Monte-Carlo propensities (default 0)",
     )
     arm_set = ep.add_mutually_exclusive_group()
     arm_set.add_argument(

@@ -20,7 +20,7 @@ from training.console_output import print_table
 ARCHIVE_EVENTS_EXAMPLES = """
     an event moves to <log>.archive/ (Parquet) when it happened before the drift window (56 days by
     default) and a training run has read it; served decisions and their outcomes move once they
-    happened before the same cutoff. Training, policy-evaluation and experiment-report read the log
+    happened before the same cutoff. Training, evaluate-policy and experiment-report read the log
     and the archive together, each row once. Nothing is ever deleted without being in the archive first.
 
     examples:

@@ -520,7 +520,7 @@ def add_compare_command(sub: Subcommands) -> None:
         help="hyperparameter search budget: trials per engine and raw library model, all on one "
         "validation split carved from the training events (0: no search, config values; default 10)",
     )
-    c.add_argument("--search-seed", type=int, default=0, help="seed of the hyperparameter search")
+    c.add_argument("--search-seed", type=int, default=0, help="seed of the hyperparameter search (default 0)")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -567,7 +567,7 @@ def add_tune_command(sub: Subcommands) -> None:
         "--budget-seconds", type=positive_float, required=True, help="wall-clock budget of the search"
     )
     tu.add_argument("--models", help="comma-separated model kinds to tune (default: every tunable one)")
-    tu.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random search")
+    tu.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random search (default 0)")
     tu.add_argument(
         "--write-config", type=Path, help="where to write the tuned config (default: CONFIG with -tuned)"
     )

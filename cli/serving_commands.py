@@ -31,7 +31,7 @@ RECOMMEND_EXAMPLES = """
           --mix bargain_hunter=0.7,tech_savvy=0.3
       persona-engine recommend --artifact artifacts/latest --customer c0042 --context weekend_holiday
       persona-engine recommend --artifact artifacts/latest --customer c0042 --exclude seen -k 5
-      persona-engine recommend --artifact artifacts/latest --customer c0042 \
+      persona-engine recommend --artifact artifacts/latest --customer c0042 \\
           --mix luxury_enthusiast=1 --steering 1
     """
 

@@ -80,6 +80,16 @@ def test_every_command_help_exits_0_with_an_example(
     examples = text.split("examples:", 1)
     assert len(examples) == 2, f"'persona-engine {' '.join(argv)} --help' has no examples section"
     assert f"persona-engine {' '.join(argv)} " in examples[1]
+    # Examples are pasted into a shell: a command continued on the next line ends with a backslash
+    # (a lost one shows as a run of spaces inside the command), so each example runs as printed.
+    lines = [line for line in examples[1].splitlines() if line.strip()]
+    for line, after in zip(lines, [*lines[1:], ""], strict=True):
+        indent = len(line) - len(line.lstrip())
+        if line.lstrip().startswith("persona-engine") or line.rstrip().endswith("\\"):
+            assert "   " not in line.strip(), f"a continuation lost its backslash: {line.strip()!r}"
+        continued = after.lstrip().startswith("-") and len(after) - len(after.lstrip()) > indent
+        if line.lstrip().startswith("persona-engine") and continued:
+            assert line.rstrip().endswith("\\"), f"{line.strip()!r} goes on below without a backslash"
 
 
 def _options(argv: list[str]) -> list[argparse.Action]:
@@ -96,7 +106,10 @@ def test_every_option_says_what_it_is_and_its_default(
     text = " ".join(_help(argv, capsys).split())
     for action in _options(argv):
         assert action.help, f"persona-engine {' '.join(argv)} {action.option_strings[0]} has no help"
-        if action.default not in (None, False, argparse.SUPPRESS) and not isinstance(action.default, bool):
+        # ``is`` tests: a default of 0 or 0.0 equals False, and must be shown all the same.
+        if not (
+            action.default is None or action.default is argparse.SUPPRESS or isinstance(action.default, bool)
+        ):
             assert "default" in action.help or f"(default: {action.default})" in text, (
                 f"persona-engine {' '.join(argv)} --help hides the default of {action.option_strings[0]}"
             )

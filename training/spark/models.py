@@ -30,8 +30,8 @@ def check_spark_models(config: TrainConfig) -> None:
         names = ", ".join(f"{kind} ({SINGLE_MACHINE_MODELS.get(kind, kind)})" for kind in refused)
         raise ConfigError(
             f"{config.source}: [models] {names} train on one machine only; the Spark engine trains "
-            f"{', '.join(SPARK_MODELS)}. Remove [models.{refused[0]}] from the config, or train with "
-            "--engine local"
+            f"{', '.join(SPARK_MODELS)}. Remove {', '.join(f'[models.{kind}]' for kind in refused)} from "
+            "the config, or train with --engine local"
         )
 
 

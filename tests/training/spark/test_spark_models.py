@@ -25,6 +25,7 @@ def test_single_machine_models_are_refused_by_name_with_the_alternatives() -> No
     message = str(caught.value)
     assert "lightfm_hybrid (LightFM), bpr (implicit's BPR) train on one machine only" in message
     assert f"the Spark engine trains {', '.join(SPARK_MODELS)}" in message
+    assert "Remove [models.lightfm_hybrid], [models.bpr] from the config" in message
     assert "--engine local" in message
 
 
