@@ -69,10 +69,9 @@ class PersonaMix:
             if problem is not None:
                 raise PersonaMixError(f"weight of persona {name!r} {problem}", field=name)
             vector[order[name]] = value
-        total = vector.sum()
-        if total <= 0:
+        if vector.max() <= 0:
             raise PersonaMixError("persona mix weights are all zero; at least one must be positive")
-        return cls(tuple(personas), vector / total)
+        return cls(tuple(personas), _normalised(vector))
 
     @classmethod
     def from_entries(
@@ -109,12 +108,11 @@ class PersonaMix:
             if problem is not None:
                 raise InvalidRequestError(f"{where}.weight", problem)
             vector[order[name]] = value
-        total = vector.sum()
-        if total <= 0:
+        if vector.max() <= 0:
             raise InvalidRequestError(
                 f"{field}.weights", "all weights are zero; at least one must be positive"
             )
-        return cls(tuple(personas), vector / total)
+        return cls(tuple(personas), _normalised(vector))
 
     @classmethod
     def of_checked(cls, personas: tuple[str, ...], weights: NDArray[np.float64]) -> PersonaMix:
@@ -148,6 +146,13 @@ class PersonaMix:
         if other.personas != self.personas:
             raise PersonaMixError("cannot compare mixes over different persona lists")
         return float(0.5 * np.abs(self.weights - other.weights).sum())
+
+
+def _normalised(vector: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Weights over their sum, scaled by the largest first: finite weights near the float limits
+    (two of 1e308, or 1e-320 each) would otherwise sum to infinity or lose their digits."""
+    scaled = vector / vector.max()
+    return scaled / scaled.sum()
 
 
 def _weight_problem(value: float) -> str | None:

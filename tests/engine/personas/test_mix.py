@@ -87,3 +87,24 @@ def test_a_requests_entries_normalise_like_a_mapping() -> None:
     entries = [("luxury_enthusiast", 3.0), ("bargain_hunter", 1.0)]
     mix = PersonaMix.from_entries(entries, PERSONAS)
     assert mix.as_dict() == pytest.approx(PersonaMix.from_mapping(dict(entries), PERSONAS).as_dict())
+
+
+# Every finite non-negative float, denormals and values near the float limit included.
+any_weight = st.floats(min_value=0, allow_nan=False, allow_infinity=False)
+
+
+@given(st.lists(any_weight, min_size=1, max_size=len(PERSONAS)))
+def test_any_finite_weights_with_one_positive_make_a_mix_or_a_named_error(values: list[float]) -> None:
+    """A request may send two weights of 1e308 (their sum overflows) or denormals (their sum loses
+    digits): either way it is a valid mix in the given proportions, never an internal error."""
+    entries = list(zip(PERSONAS, values, strict=False))
+    if max(values) == 0:
+        with pytest.raises(InvalidRequestError, match="all weights are zero"):
+            PersonaMix.from_entries(entries, PERSONAS)
+        return
+    largest = max(values)
+    shares = [v / largest for v in values]
+    for mix in (PersonaMix.from_entries(entries, PERSONAS), PersonaMix.from_mapping(dict(entries), PERSONAS)):
+        assert math.isclose(float(mix.weights.sum()), 1.0, abs_tol=1e-9)
+        for (name, _), share in zip(entries, shares, strict=True):
+            assert math.isclose(mix.as_dict()[name], share / sum(shares), rel_tol=1e-9, abs_tol=1e-12)
