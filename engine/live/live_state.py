@@ -30,7 +30,7 @@ import datetime as dt
 import gc
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -87,6 +87,7 @@ class LiveState:
         store: StateStore,
         metrics: LiveStateMetrics | None = None,
         config: LiveStateConfig | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.store = store
         self.config = config or LiveStateConfig()
@@ -94,6 +95,7 @@ class LiveState:
         self._current: LiveCustomerStates | None = None
         self.artifact_version = ""  # of the model attached last: recorded in snapshots
         self._lock = threading.Lock()
+        self._clock = clock
 
     def attach(self, personalizer: Personalizer) -> LiveCustomerStates:
         """Give ``personalizer`` live state; call before it serves (the server's model ``prepare`` hook)."""
@@ -122,10 +124,19 @@ class LiveState:
         return self._current
 
     def observe(self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome]) -> None:
+        """Hand accepted events to the states, but only those recent enough to count (the drift
+        window), the rule a restart's replay applies: an event that happened earlier (a backfill,
+        say) is logged and trains the next models, but moving live state with it would give a
+        customer another drift verdict after a restart than before it."""
         with self._lock:
             states = self._current
         if states is None or not events:
             return
+        since = self._clock() - dt.timedelta(days=WINDOW_HALF_LIVES * self.config.drift.half_life_days)
+        recent = [event for event in events if event.timestamp >= since]
+        if not recent:
+            return
+        events = recent
         states.observe(events, outcomes)
         if self._metrics is not None:
             self._metrics.record_live_events(len(events))

@@ -62,7 +62,7 @@ def loop(personalizer: Personalizer, tmp_path: Path) -> Iterator[Loop]:
     decisions.experiment.set(EXPERIMENT)
     log = EventLog.open(tmp_path / "events.db")
     writer = DecisionLogWriter(tmp_path / "events.db")
-    live_state = LiveState(store)
+    live_state = LiveState(store, clock=lambda: NOW)
     without_live = personalizer.resolver
     live_state.attach(personalizer)
     observer = RecordingObserver()
