@@ -26,6 +26,7 @@ import asyncio
 import datetime as dt
 import hmac
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, NoReturn
 
@@ -41,7 +42,7 @@ from engine.decisions.experiment import (
     ExperimentError,
 )
 from serving.generated.persona.v1 import admin_service_pb2, admin_service_pb2_grpc
-from serving.model_holder import ModelHolder, ModelReloader, ReloadError
+from serving.model_holder import MAX_MODEL_NAME_CHARS, ModelHolder, ModelReloader, ReloadError
 from serving.redis_state_store import tracking_live_state
 
 LOGGER = logging.getLogger("persona_engine.admin")
@@ -50,6 +51,8 @@ BEARER_SCHEME: Final = "bearer"
 # A reload waits at most this long for peer workers to follow, and never past the caller's deadline.
 MAX_PEER_WAIT_S: Final = 30.0
 _DEADLINE_MARGIN_S: Final = 0.25
+_MAX_NAME_CHARS: Final = 64  # the .proto's limit for experiment and arm names
+_NAME_CHARACTERS: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _STORE_UNREACHABLE: Final = "the state store (Redis) is unreachable"
 
 _REFUSAL_CODES: Final = {
@@ -115,9 +118,23 @@ def experiment_to_proto(experiment: Experiment) -> admin_service_pb2.Experiment:
 
 
 def experiment_from_proto(message: admin_service_pb2.Experiment, available_models: list[str]) -> Experiment:
-    """The engine's experiment; ExperimentError names the field (``experiment.arms[i].policy``...)."""
+    """The engine's experiment; ExperimentError names the field (``experiment.arms[i].policy``...).
+
+    The .proto's rules for names and shares are checked here first, with the request's field paths:
+    the engine's own checks speak in the config file's terms (``experiment.arms.<name>``) and quote a
+    name whole, which for a 20,000-character name made an error too long for gRPC's status header.
+    """
+    _proto_name(message.name, "experiment.name")
+    _proto_name(message.control_arm, "experiment.control_arm")
     arms = []
     for i, arm in enumerate(message.arms):
+        _proto_name(arm.name, f"experiment.arms[{i}].name")
+        if not 0 < arm.share <= 1:  # NaN fails too
+            raise ExperimentError(f"experiment.arms[{i}].share: must be in (0, 1], got {arm.share}")
+        if len(arm.model) > MAX_MODEL_NAME_CHARS:
+            raise ExperimentError(
+                f"experiment.arms[{i}].model: at most {MAX_MODEL_NAME_CHARS} characters, got {len(arm.model)}"
+            )
         if arm.policy not in _ARM_POLICIES:
             raise ExperimentError(f"experiment.arms[{i}].policy: unknown value {arm.policy}")
         if arm.model and arm.model not in available_models:
@@ -127,6 +144,13 @@ def experiment_from_proto(message: admin_service_pb2.Experiment, available_model
             )
         arms.append(ExperimentArm(arm.name, arm.share, _ARM_POLICIES[arm.policy], arm.model))
     return Experiment(message.name, message.control_arm, tuple(arms))
+
+
+def _proto_name(value: str, field: str) -> None:
+    if len(value) > _MAX_NAME_CHARS:
+        raise ExperimentError(f"{field}: at most {_MAX_NAME_CHARS} characters, got {len(value)}")
+    if not _NAME_CHARACTERS.fullmatch(value):
+        raise ExperimentError(f"{field}: must be 1 to 64 letters, digits, '_', '-' or '.', got {value!r}")
 
 
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):

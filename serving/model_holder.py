@@ -54,6 +54,7 @@ from serving.metrics import ServingMetrics
 LOGGER = logging.getLogger("persona_engine.model")
 
 MAX_ARTIFACT_PATH_CHARS: Final = 4096
+MAX_MODEL_NAME_CHARS: Final = 256  # model kinds are short names; the limit keeps refusals short
 STATE_FILE: Final = "desired-model.json"
 LOCK_FILE: Final = "reload.lock"
 WORKERS_DIR: Final = "workers"
@@ -417,6 +418,11 @@ class ModelReloader:
             )
         if "\x00" in artifact_path:
             raise ReloadError("invalid_argument", "artifact_path: contains a NUL character")
+        if len(model_name) > MAX_MODEL_NAME_CHARS:
+            raise ReloadError(
+                "invalid_argument",
+                f"model_name: {len(model_name)} characters, at most {MAX_MODEL_NAME_CHARS} allowed",
+            )
         path = Path(artifact_path)
         try:
             exists = path.exists()

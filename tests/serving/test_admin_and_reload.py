@@ -249,6 +249,9 @@ def test_missing_path_is_not_found_and_empty_path_invalid(
     assert empty.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "artifact_path" in str(empty.details())
     assert _reload_error(client, "x" * 5000).code() is grpc.StatusCode.INVALID_ARGUMENT
+    long_name = _reload_error(client, str(artifacts.newer), model_name="x" * 20_000)
+    assert long_name.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert str(long_name.details()) == "model_name: 20000 characters, at most 256 allowed"
 
 
 def test_same_version_is_unchanged_older_needs_the_rollback_flag_and_models_can_be_chosen(

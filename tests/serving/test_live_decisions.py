@@ -99,6 +99,23 @@ def test_set_and_get_experiment_are_token_protected_and_validated(live: Live) ->
         live.admin.SetExperiment(admin.SetExperimentRequest(experiment=bad), metadata=AUTH, timeout=5)
     assert invalid.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "sum to 1" in str(invalid.value.details())
+    # Names and shares follow the .proto's rules, refused with the request's field path and never
+    # quoted whole (a 20,000-character name made an error too long for gRPC's status header).
+    for field, value, expected in (
+        ("name", "n" * 20_000, "experiment.name: at most 64 characters, got 20000"),
+        ("control_arm", "a b", "experiment.control_arm: must be 1 to 64 letters"),
+        ("arms[0].name", "x" * 20_000, "experiment.arms[0].name: at most 64 characters, got 20000"),
+        ("arms[1].model", "m" * 9_000, "experiment.arms[1].model: at most 256 characters, got 9000"),
+        ("arms[0].share", float("nan"), "experiment.arms[0].share: must be in (0, 1], got nan"),
+    ):
+        broken = _proto(EXPERIMENT)
+        target, _, attribute = field.rpartition(".")
+        holder = broken.arms[int(target[5:-1])] if target else broken
+        setattr(holder, attribute or field, value)
+        with pytest.raises(grpc.RpcError) as refused:
+            live.admin.SetExperiment(admin.SetExperimentRequest(experiment=broken), metadata=AUTH, timeout=5)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert expected in str(refused.value.details()) and len(str(refused.value.details())) < 300
     set_response = live.admin.SetExperiment(
         admin.SetExperimentRequest(experiment=_proto(EXPERIMENT)), metadata=AUTH, timeout=5
     )
