@@ -784,8 +784,10 @@ class DecisionInfo(_message.Message):
     persona_mix_source: Global___PersonaMixSource.ValueType
     """Where persona_mix came from."""
     cold_start: _builtins.bool
-    """True when the serving model has no history for the customer, so they were scored from their
-    persona mix and demographics alone.
+    """True when the serving artifact has no history for the customer (new since training). Their list
+    is then built from the events recorded for them live, when there are any and the serving model
+    folds events in (the items' reason is then REASON_CODE_PERSONALIZED), otherwise from their persona
+    mix and demographics alone.
     """
     shopping_context: Global___ShoppingContext.ValueType
     """The shopping context the decision was made in (from the request, or derived from its timestamp)."""
