@@ -44,8 +44,9 @@ class _PersonaMixSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Pers
     PERSONA_MIX_SOURCE_INFERRED: _PersonaMixSource.ValueType  # 2
     """The customer's mix inferred from their own events, for the request's shopping context."""
     PERSONA_MIX_SOURCE_PRIOR: _PersonaMixSource.ValueType  # 3
-    """The customer has no events: a prior from their demographics when the shop knows them, otherwise
-    the population's average mix.
+    """The artifact has no events of the customer and their current live session none either (events
+    recorded live earlier have decayed out of the session blend; they still feed the drift test): a
+    prior from their demographics when the shop knows them, otherwise the population's average mix.
     """
     PERSONA_MIX_SOURCE_LIVE: _PersonaMixSource.ValueType  # 4
     """The inferred or prior mix moved towards what the customer's current session shows (events
@@ -67,8 +68,9 @@ PERSONA_MIX_SOURCE_REQUEST: PersonaMixSource.ValueType  # 1
 PERSONA_MIX_SOURCE_INFERRED: PersonaMixSource.ValueType  # 2
 """The customer's mix inferred from their own events, for the request's shopping context."""
 PERSONA_MIX_SOURCE_PRIOR: PersonaMixSource.ValueType  # 3
-"""The customer has no events: a prior from their demographics when the shop knows them, otherwise
-the population's average mix.
+"""The artifact has no events of the customer and their current live session none either (events
+recorded live earlier have decayed out of the session blend; they still feed the drift test): a
+prior from their demographics when the shop knows them, otherwise the population's average mix.
 """
 PERSONA_MIX_SOURCE_LIVE: PersonaMixSource.ValueType  # 4
 """The inferred or prior mix moved towards what the customer's current session shows (events
