@@ -10,7 +10,10 @@ worker process of a server (and readable by training while the server writes):
   threads while one commits share the next commit (group commit), each in a savepoint of its own.
   The event id is the primary key of its table and rows go in with ``INSERT OR IGNORE``: the first
   record with an id wins, and a later one with the same id (a retry, whatever its content) is a
-  duplicate. Events and outcomes are separate tables, so each has its own id space.
+  duplicate. Events and outcomes are separate tables, so each has its own id space. Retention
+  (``engine.live.event_archive``) moves old rows to Parquet, but their ids stay in ``archived_ids``,
+  which every insert consults: a retry of a record that was archived in the meantime is still a
+  duplicate, not a second row.
 - ``log_decisions`` records what the server served. Decisions are not acknowledged to anyone, so a log
   opened with ``durable=False`` (``synchronous=NORMAL``) writes them: in WAL mode that survives a crash
   of the process, and only a power loss may drop the last few. One served response can carry several
@@ -42,7 +45,7 @@ from engine.data.contract import DECISIONS, EVENTS
 from engine.errors import PersonaEngineError
 from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind, ServedDecision
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 DEFAULT_BUSY_TIMEOUT_S: Final = 30.0
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -99,6 +102,13 @@ _SCHEMA_V2: Final = (
     "CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL)",
 )
 TRAINING_READ_MARK: Final = "training_read_through"
+
+# Version 3 adds the ids of archived events and outcomes, so a retry after retention moved the first
+# copy is still a duplicate (the id is all a duplicate check needs; the row itself is in the archive).
+_SCHEMA_V3: Final = (
+    "CREATE TABLE IF NOT EXISTS archived_ids (kind TEXT NOT NULL, id TEXT NOT NULL, "
+    "PRIMARY KEY (kind, id)) WITHOUT ROWID",
+)
 
 _EVENT_COLUMNS: Final = (
     "event_id, customer_id, item_id, event_type, timestamp_us, price_paid, discount, channel, device"
@@ -284,14 +294,16 @@ class EventLog:
         new_outcomes: list[DecisionOutcome] = []
         for event in events:
             cursor = connection.execute(
-                "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                event_row(event, received),
+                "INSERT OR IGNORE INTO events SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM archived_ids WHERE kind = 'event' AND id = ?)",
+                (*event_row(event, received), event.event_id),
             )
             if cursor.rowcount == 1:
                 new_events.append(event)
         for outcome in outcomes:
             cursor = connection.execute(
-                "INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO outcomes SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM archived_ids WHERE kind = 'outcome' AND id = ?)",
                 (
                     outcome.event_id,
                     outcome.decision_id,
@@ -303,6 +315,7 @@ class EventLog:
                     outcome.arm_id,
                     float(outcome.revenue),
                     received,
+                    outcome.event_id,
                 ),
             )
             if cursor.rowcount == 1:
@@ -436,6 +449,8 @@ class EventLog:
                 cursor = connection.execute(
                     "DELETE FROM events WHERE rowid = ? AND event_id = ?", (int(rowid), event_id)
                 )
+                if cursor.rowcount:
+                    connection.execute("INSERT OR IGNORE INTO archived_ids VALUES ('event', ?)", (event_id,))
                 removed += cursor.rowcount
         return removed
 
@@ -467,6 +482,12 @@ class EventLog:
             newest = connection.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {table}").fetchone()[0]
             for rowid in rowids:
                 if int(rowid) < newest:
+                    if table == "outcomes":  # a retried outcome must stay a duplicate (archived_ids)
+                        connection.execute(
+                            "INSERT OR IGNORE INTO archived_ids "
+                            "SELECT 'outcome', event_id FROM outcomes WHERE rowid = ?",
+                            (int(rowid),),
+                        )
                     removed += connection.execute(
                         f"DELETE FROM {table} WHERE rowid = ?", (int(rowid),)
                     ).rowcount
@@ -705,7 +726,7 @@ def _create_schema(connection: sqlite3.Connection, path: Path) -> None:
     connection.execute("BEGIN IMMEDIATE")
     try:
         version = int(connection.execute("PRAGMA user_version").fetchone()[0])
-        if version not in (0, 1, SCHEMA_VERSION):
+        if version not in range(SCHEMA_VERSION + 1):
             raise EventLogError(
                 f"event log {path}: schema version {version}; this persona-engine reads versions 1 to "
                 f"{SCHEMA_VERSION}"
@@ -713,8 +734,8 @@ def _create_schema(connection: sqlite3.Connection, path: Path) -> None:
         if version == 0:
             for statement in _SCHEMA:
                 connection.execute(statement)
-        if version < SCHEMA_VERSION:  # a new log, or one written before marks: add what is missing
-            for statement in _SCHEMA_V2:
+        if version < SCHEMA_VERSION:  # a new log, or one written before marks or archived ids
+            for statement in (*(_SCHEMA_V2 if version < 2 else ()), *_SCHEMA_V3):
                 connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:

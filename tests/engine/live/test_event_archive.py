@@ -133,3 +133,18 @@ def test_a_retention_run_killed_at_any_moment_loses_no_event(tmp_path: Path) -> 
 def test_batch_must_be_positive(tmp_path: Path) -> None:
     with EventLog.open(tmp_path / "events.db") as log, pytest.raises(ValueError, match="batch"):
         archive_events(log, tmp_path / "archive", CUTOFF, batch=0)
+
+
+def test_an_event_retried_after_its_archiving_is_a_duplicate(tmp_path: Path) -> None:
+    """A shop that retries an old event after retention moved it gets "duplicate", and training still
+    reads the event once (the log keeps archived ids)."""
+    path = tmp_path / "events.db"
+    ids = fill(path, 40)
+    every_event_once(path, ids)  # a training run reads the log, so retention may move the old ones
+    with EventLog.open(path) as log:
+        assert archive_events(log, archive_folder(path), CUTOFF).moved == 30
+        retried = [event(n, 90) for n in range(5)]
+        result = log.append(retried)
+        assert result.new_events == () and result.duplicate_events == 5
+        assert log.event_ids() == {f"e{n}" for n in range(30, 40)}
+    every_event_once(path, ids)
