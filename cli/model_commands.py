@@ -695,8 +695,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
 def _print_detection_bound(a: Any, bound: Any) -> None:
     """The detector beside the label-told CUSUM (a DriftAccuracy and a DetectionBound)."""
     early = bound.early_days
-    own = next((p for p in a.curve if p.threshold == a.threshold), None)
-    own_early = "-" if own is None or early not in own.recall_within else f"{own.recall_within[early]:.2f}"
+    own_early = a.recall_within(early)
     matched = bound.at(a.false_alarm_rate)
     rows: list[list[Any]] = [
         [
@@ -705,7 +704,7 @@ def _print_detection_bound(a: Any, bound: Any) -> None:
             a.precision,
             a.recall,
             "-" if a.median_delay_days is None else f"{a.median_delay_days:.1f}",
-            own_early,
+            "-" if own_early is None else f"{own_early:.2f}",
         ]
     ]
     for point in [matched, *(p for p in bound.points if p is not matched)]:

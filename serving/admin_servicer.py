@@ -26,7 +26,6 @@ import asyncio
 import datetime as dt
 import hmac
 import logging
-import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, NoReturn
 
@@ -35,6 +34,8 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from engine.decisions.experiment import (
+    MAX_NAME_CHARS,
+    NAME_PATTERN,
     ArmPolicy,
     CurrentExperiment,
     Experiment,
@@ -51,8 +52,6 @@ BEARER_SCHEME: Final = "bearer"
 # A reload waits at most this long for peer workers to follow, and never past the caller's deadline.
 MAX_PEER_WAIT_S: Final = 30.0
 _DEADLINE_MARGIN_S: Final = 0.25
-_MAX_NAME_CHARS: Final = 64  # the .proto's limit for experiment and arm names
-_NAME_CHARACTERS: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _STORE_UNREACHABLE: Final = "the state store (Redis) is unreachable"
 
 _REFUSAL_CODES: Final = {
@@ -147,9 +146,11 @@ def experiment_from_proto(message: admin_service_pb2.Experiment, available_model
 
 
 def _proto_name(value: str, field: str) -> None:
-    if len(value) > _MAX_NAME_CHARS:
-        raise ExperimentError(f"{field}: at most {_MAX_NAME_CHARS} characters, got {len(value)}")
-    if not _NAME_CHARACTERS.fullmatch(value):
+    """The engine's rule for names (``NAME_PATTERN``), said with the request's field path; the length
+    first, so a long name is never quoted."""
+    if len(value) > MAX_NAME_CHARS:
+        raise ExperimentError(f"{field}: at most {MAX_NAME_CHARS} characters, got {len(value)}")
+    if not NAME_PATTERN.fullmatch(value):
         raise ExperimentError(f"{field}: must be 1 to 64 letters, digits, '_', '-' or '.', got {value!r}")
 
 

@@ -53,9 +53,8 @@ from typing import Final
 
 from engine.live.event_archive import archive_events, archive_folder
 from engine.live.event_log import EventLog
-from engine.live.live_state import LiveState
+from engine.live.live_state import LiveState, window_start
 from engine.live.live_state_snapshot import LiveStateSnapshot, newest_snapshot_rowid, snapshot_folder
-from engine.personas.drift import WINDOW_HALF_LIVES
 from serving.idle_priority import IdlePriorityThread
 
 LOGGER = logging.getLogger("persona_engine.server")
@@ -78,7 +77,7 @@ RETENTION_INTERVAL_S: Final = 3_600.0
 def retention_cutoff(live_state: LiveState, now: dt.datetime | None = None) -> dt.datetime:
     """Events that happened before this are past the drift window: live state no longer replays them."""
     now = now or dt.datetime.now(dt.UTC)
-    return now - dt.timedelta(days=WINDOW_HALF_LIVES * live_state.config.drift.half_life_days)
+    return window_start(live_state.config, now)
 
 
 class LogUpkeep:

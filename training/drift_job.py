@@ -76,6 +76,23 @@ class DriftReport:
         }
 
 
+def detection_bound_beside(
+    accuracy: DriftAccuracy,
+    data_dir: Path,
+    truth: pl.DataFrame,
+    events: pl.DataFrame,
+    targets: tuple[float, ...],
+) -> DetectionBound | None:
+    """The bound at ``targets`` and at the false-alarm rate ``accuracy`` measured, so the detector's
+    row has a bound row to be read against; None when the shop's truth does not name each event's
+    persona (a shop generated before that file existed)."""
+    labels = data_dir / TRUTH_EVENT_PERSONAS
+    if not labels.is_file():
+        return None
+    every = tuple(sorted({*targets, accuracy.false_alarm_rate}))
+    return detection_bound(truth, events, pl.read_parquet(labels), every)
+
+
 def run_drift_report(
     artifact_path: Path,
     *,
@@ -113,11 +130,8 @@ def run_drift_report(
                 curve[threshold] = None if config.threshold else config.false_alarm_rate
                 planted = PlantedDrift.from_truth(truth, trace.customers)
                 accuracy = score_detection(trace, planted, threshold, curve)
-                labels_path = Path(data_path) / TRUTH_EVENT_PERSONAS
-                if labels_path.is_file():
-                    progress.update(task, description="bounding it with the planted personas")
-                    targets = tuple(sorted({*CURVE_TARGETS, accuracy.false_alarm_rate}))
-                    bound = detection_bound(truth, shop.events, pl.read_parquet(labels_path), targets)
+                progress.update(task, description="bounding it with the planted personas")
+                bound = detection_bound_beside(accuracy, Path(data_path), truth, shop.events, CURVE_TARGETS)
         progress.update(task, advance=1, description="done")
     drifting = sorted(
         ((c, s) for c, s in statuses.items() if s.drifting), key=lambda pair: -pair[1].statistic

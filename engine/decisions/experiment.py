@@ -46,7 +46,9 @@ from typing import Any
 from engine.errors import PersonaEngineError
 from engine.live.state_store import StateStore
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_NAME_CHARS = 64
+# Experiment and arm names (the config file's and the admin API's rule): they go into logs and reports.
+NAME_PATTERN = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_NAME_CHARS - 1}}}$")
 _SHARE_TOLERANCE = 1e-9
 _EXPERIMENT_KEYS = {"name", "control", "arms"}
 _ARM_KEYS = {"share", "policy", "model"}
@@ -76,7 +78,7 @@ class Experiment:
     arms: tuple[ExperimentArm, ...]
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
+        if not NAME_PATTERN.match(self.name):
             raise ExperimentError(
                 f"experiment.name {self.name!r} must be 1-64 letters, digits, '_', '-' or '.'"
             )
@@ -85,7 +87,7 @@ class Experiment:
         seen: set[str] = set()
         for arm in self.arms:
             where = f"experiment.arms.{arm.name}"
-            if not _NAME.match(arm.name):
+            if not NAME_PATTERN.match(arm.name):
                 raise ExperimentError(f"{where}: arm names must be 1-64 letters, digits, '_', '-' or '.'")
             if arm.name in seen:
                 raise ExperimentError(f"{where}: the arm is named twice")

@@ -132,14 +132,13 @@ class LiveState:
             states = self._current
         if states is None or not events:
             return
-        since = self._clock() - dt.timedelta(days=WINDOW_HALF_LIVES * self.config.drift.half_life_days)
+        since = window_start(self.config, self._clock())
         recent = [event for event in events if event.timestamp >= since]
         if not recent:
             return
-        events = recent
-        states.observe(events, outcomes)
+        states.observe(recent, outcomes)
         if self._metrics is not None:
-            self._metrics.record_live_events(len(events))
+            self._metrics.record_live_events(len(recent))
 
     @property
     def is_process_local(self) -> bool:
@@ -231,6 +230,12 @@ def _cyclic_collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def window_start(config: LiveStateConfig, now: dt.datetime) -> dt.datetime:
+    """The oldest moment an event may have happened and still move live state: one rule for events as
+    they arrive (``LiveState.observe``) and as a restart replays them (``_rebuild``)."""
+    return now - dt.timedelta(days=WINDOW_HALF_LIVES * config.drift.half_life_days)
+
+
 def _rebuild(
     states: LiveCustomerStates,
     config: LiveStateConfig,
@@ -242,7 +247,7 @@ def _rebuild(
     """Restore the newest snapshot into ``states``' store and replay the window's events after it;
     also returns each customer's latest event time (UTC microseconds), which a snapshot keeps."""
     now = now or dt.datetime.now(dt.UTC)
-    since = now - dt.timedelta(days=WINDOW_HALF_LIVES * config.drift.half_life_days)
+    since = window_start(config, now)
     since_us = to_micros(since)
     through = event_log.last_event_rowid()
     snapshot = read_latest_snapshot(snapshots, config_digest(config)) if snapshots is not None else None

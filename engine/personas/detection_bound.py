@@ -23,7 +23,6 @@ near bound rather than an exact one.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,12 +31,12 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from engine.personas.drift_accuracy import EARLY_DAYS
+from engine.data.id_map import IdMap
+from engine.personas.drift_accuracy import EARLY_DAYS, PlantedDrift
 from engine.personas.shopping_context import CONTEXTS, DEFAULT_HOLIDAYS, context_expr
 
 DEFAULT_TARGETS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1)
 _SMOOTHING = 1e-6  # mixes are mixed with this much of the uniform one, so a zero weight is finite
-_EPOCH = dt.date(1970, 1, 1)
 _POST_PREFIX = "post_drift_"
 
 
@@ -101,7 +100,8 @@ def detection_bound(
     ]
     if missing:
         raise ValueError(f"truth table lacks column(s) {', '.join(missing[:5])}")
-    drifted = truth["drift_date"].is_not_null().to_numpy()
+    drift_day = PlantedDrift.from_truth(truth, IdMap(truth["customer_id"].cast(pl.Utf8), kind="customer")).day
+    drifted = drift_day >= 0
     if not drifted.any():
         return None
     n, k, contexts = truth.height, len(personas), len(CONTEXTS)
@@ -109,9 +109,6 @@ def detection_bound(
     after = _smoothed(truth.select([_POST_PREFIX + b for b in blocks]).to_numpy().reshape(n, contexts, k))
     drifters = np.flatnonzero(drifted)
     alternative = np.where(drifted, np.arange(n), np.random.default_rng(seed).choice(drifters, n))
-    drift_day = np.asarray(
-        [(d - _EPOCH).days if d is not None else -1 for d in truth["drift_date"].to_list()], dtype=np.int64
-    )
 
     rows = pl.DataFrame(
         {"customer_id": truth["customer_id"].cast(pl.Utf8), "_row": np.arange(n, dtype=np.int64)}

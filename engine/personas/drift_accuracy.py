@@ -127,6 +127,12 @@ class DriftAccuracy:
     def median_delay_days(self) -> float | None:
         return self.delay_days.get("p50")
 
+    def recall_within(self, days: int) -> float | None:
+        """Recall at the chosen threshold counting hits within ``days`` of the drift (a budget of the
+        curve, where the chosen threshold is one of its points); None when it is not there."""
+        point = next((p for p in self.curve if p.threshold == self.threshold), None)
+        return None if point is None else point.recall_within.get(days)
+
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["median_delay_days"] = self.median_delay_days

@@ -28,14 +28,14 @@ from numpy.typing import NDArray
 from engine.data.id_map import IdMap
 from engine.evaluation.persona_accuracy import planted_targets
 from engine.personas.change_detection import ChangeDetectorConfig, threshold_for
-from engine.personas.detection_bound import DetectionBound, detection_bound
+from engine.personas.detection_bound import DetectionBound
 from engine.personas.drift import population_mean_mix, trace_changes
 from engine.personas.drift_accuracy import DriftAccuracy, PlantedDrift, score_detection
 from engine.personas.mix import total_variation_rows
+from training.drift_job import detection_bound_beside
 from training.report import report_plots
 from training.report.report_inputs import ReportInputs
 from training.report.report_section import Chart, Column, Format, ReportSection, Table, unavailable
-from training.synthetic_shop.truth import EVENT_PERSONAS_FILE, TRUTH_DIR
 
 SECTION_ID = "drift"
 TITLE = "Drift: how the persona mix changes month by month"
@@ -323,11 +323,7 @@ def _bound(inputs: ReportInputs, detection: DriftAccuracy) -> DetectionBound | N
     """The label-told CUSUM at the curve's targets and the detector's own false-alarm rate."""
     shop = inputs.shop
     assert shop is not None and shop.truth is not None
-    path = shop.data_dir / TRUTH_DIR / EVENT_PERSONAS_FILE
-    if not path.is_file():
-        return None
-    targets = tuple(sorted({*DETECTION_TARGETS, detection.false_alarm_rate}))
-    return detection_bound(shop.truth, shop.events, pl.read_parquet(path), targets)
+    return detection_bound_beside(detection, shop.data_dir, shop.truth, shop.events, DETECTION_TARGETS)
 
 
 def _days(value: float | None) -> str:
@@ -335,7 +331,6 @@ def _days(value: float | None) -> str:
 
 
 def _bound_table(detection: DriftAccuracy, bound: DetectionBound) -> Table:
-    own = next((p for p in detection.curve if p.threshold == detection.threshold), None)
     early = bound.early_days
     rows: list[list[Any]] = [
         [
@@ -344,7 +339,7 @@ def _bound_table(detection: DriftAccuracy, bound: DetectionBound) -> Table:
             detection.precision,
             detection.recall,
             _days(detection.median_delay_days),
-            own.recall_within.get(early) if own is not None else None,
+            detection.recall_within(early),
         ]
     ]
     rows += [
