@@ -250,6 +250,8 @@ class Personalizer:
                 f"artifact {artifact.path} has no model {chosen!r}; it has {', '.join(available)}"
             )
         self.model_name: str = chosen
+        # Every model the artifact holds: an experiment arm may name any of them (``with_model``).
+        self.model_names: tuple[str, ...] = tuple(available)
         self.model: Recommender = artifact.models[chosen]
         self.backfill: Recommender | None = (
             artifact.models[BACKFILL_MODEL] if BACKFILL_MODEL in available else None

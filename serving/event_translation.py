@@ -11,6 +11,12 @@ Outcomes are also checked against the decision log when it holds their decision:
 the decision served, and an outcome that names no arm gets the decision's only arm of its kind. A
 decision the log does not hold (yet) is no error: it may have been served by a server without a log, or
 be still in the decision writer's queue.
+
+A record that fails a check but whose id the log already holds is a duplicate, not an error: the
+.proto promises that a retry of an accepted record is counted as one whatever its other fields, and a
+check can fail on the retry that passed the first time (the outcome's decision reached the log in
+between, or a timestamp that was in range has aged). Only failing records are looked up, so a batch
+of good records costs no extra read.
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from engine.data.contract import EVENT_TYPES
 from engine.invalid_request import InvalidRequestError
+from engine.live.event_log import WHOLE_BATCH_EVENTS
 from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind, ServedDecision
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 
-MAX_EVENTS: Final = 1000
+MAX_EVENTS: Final = WHOLE_BATCH_EVENTS  # a restart replays each call's events as one batch
 MAX_OUTCOMES: Final = 1000
 MAX_EVENT_ID_CHARS: Final = 128
 MAX_DECISION_ID_CHARS: Final = 128
@@ -42,6 +49,7 @@ OUTCOME_KINDS_BY_VALUE: Final = {
 }
 
 DecisionLookup = Callable[[str], Sequence[ServedDecision]]
+StoredLookup = Callable[[str, str], bool]  # (kind "event" or "outcome", id) -> already in the log
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,8 @@ class RecordBatch:
     events: tuple[BehaviorEvent, ...]
     outcomes: tuple[DecisionOutcome, ...]
     errors: tuple[RecordError, ...]
+    stored_events: int = 0  # records that failed a check but are already stored: duplicates
+    stored_outcomes: int = 0
 
     @property
     def rejected_events(self) -> int:
@@ -73,12 +83,16 @@ class RecordBatch:
 
 
 def record_batch(
-    request: pb.RecordEventsRequest, now: dt.datetime, decision: DecisionLookup | None = None
+    request: pb.RecordEventsRequest,
+    now: dt.datetime,
+    decision: DecisionLookup | None = None,
+    stored: StoredLookup | None = None,
 ) -> RecordBatch:
     """Check every record of ``request``; raises InvalidRequestError only for a batch over the limits.
 
     ``now`` bounds timestamps from the future; ``decision`` looks a decision up in the log (None when
-    outcomes are not to be checked against it).
+    outcomes are not to be checked against it); ``stored`` says whether the log holds a record id
+    (a failing record it holds is a duplicate, module doc).
     """
     for field, values, limit in (
         ("events", request.events, MAX_EVENTS),
@@ -90,27 +104,27 @@ def record_batch(
     events: list[BehaviorEvent] = []
     outcomes: list[DecisionOutcome] = []
     errors: list[RecordError] = []
+    already = {"event": 0, "outcome": 0}
+
+    def refused(kind: str, index: int, record_id: str, field: str, error: InvalidRequestError) -> None:
+        if stored is not None and 1 <= len(record_id) <= MAX_EVENT_ID_CHARS and stored(kind, record_id):
+            already[kind] += 1
+        else:
+            errors.append(
+                RecordError(kind, index, record_id, f"{field}[{index}].{error.field}", error.problem)
+            )
+
     for index, message in enumerate(request.events):
         try:
             events.append(behavior_event(message, latest))
         except InvalidRequestError as error:
-            errors.append(
-                RecordError("event", index, message.event_id, f"events[{index}].{error.field}", error.problem)
-            )
+            refused("event", index, message.event_id, "events", error)
     for index, outcome_message in enumerate(request.outcomes):
         try:
             outcomes.append(decision_outcome(outcome_message, latest, decision))
         except InvalidRequestError as error:
-            errors.append(
-                RecordError(
-                    "outcome",
-                    index,
-                    outcome_message.event_id,
-                    f"outcomes[{index}].{error.field}",
-                    error.problem,
-                )
-            )
-    return RecordBatch(tuple(events), tuple(outcomes), tuple(errors))
+            refused("outcome", index, outcome_message.event_id, "outcomes", error)
+    return RecordBatch(tuple(events), tuple(outcomes), tuple(errors), already["event"], already["outcome"])
 
 
 def _id(value: str, field: str, high: int) -> str:
@@ -243,9 +257,9 @@ def record_events_response(batch: RecordBatch, new_events: int, new_outcomes: in
     kinds = {"event": pb.RECORD_KIND_EVENT, "outcome": pb.RECORD_KIND_OUTCOME}
     return pb.RecordEventsResponse(
         accepted_events=new_events,
-        duplicate_events=len(batch.events) - new_events,
+        duplicate_events=len(batch.events) - new_events + batch.stored_events,
         accepted_outcomes=new_outcomes,
-        duplicate_outcomes=len(batch.outcomes) - new_outcomes,
+        duplicate_outcomes=len(batch.outcomes) - new_outcomes + batch.stored_outcomes,
         errors=[
             pb.RecordError(
                 kind=kinds[error.kind],

@@ -47,7 +47,9 @@ from typing import Any, Final
 
 from engine.artifact import LATEST, MANIFEST, ArtifactVerifier
 from engine.artifact.contents import load_artifact
+from engine.decisions.experiment import CurrentExperiment
 from engine.errors import PersonaEngineError
+from engine.live.state_store import StateStoreUnavailableError
 from engine.personalizer import Personalizer
 from serving.metrics import ServingMetrics
 
@@ -333,6 +335,10 @@ class SharedModelState:
             time.sleep(_REPORT_POLL_S)
 
 
+# Control characters as \xNN, for log lines that quote what a request sent.
+_CONTROL_ESCAPES: Final = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
+
+
 class ReloadError(PersonaEngineError):
     """A reload that did not happen; ``outcome`` names why (a ``RELOAD_OUTCOMES`` refusal value)."""
 
@@ -369,9 +375,11 @@ class ModelReloader:
         applied_generation: int = 0,
         after_swap: Callable[[], object] | None = None,
         verifier: ArtifactVerifier | None = None,
+        experiment: CurrentExperiment | None = None,
     ) -> None:
         self.holder = holder
         self.verifier = verifier
+        self.experiment = experiment
         self.metrics = metrics
         self.shared = shared
         self._applied = applied_generation
@@ -401,7 +409,9 @@ class ModelReloader:
                 if len(artifact_path) <= 300
                 else f"{artifact_path[:300]}... ({len(artifact_path)} chars)"
             )
-            LOGGER.warning("reload of %r refused (%s): %s", quoted, refusal.outcome, refusal.message[:1000])
+            # The message quotes the request's path: escaped, so a path cannot forge log lines.
+            message = refusal.message[:1000].translate(_CONTROL_ESCAPES)
+            LOGGER.warning("reload of %r refused (%s): %s", quoted, refusal.outcome, message)
             raise
         self.metrics.record_reload("admin", result.outcome)
         return result
@@ -446,6 +456,7 @@ class ModelReloader:
                     f"artifact_path: version {candidate.version} is older than the serving version "
                     f"{previous.version}; set allow_rollback to roll back",
                 )
+            self._check_experiment(candidate)
             if self._everyone_serves(candidate.version, candidate.model_name):
                 return ReloadResult("unchanged", previous.version, previous.version, previous.model_name, 0.0)
             generation = self._applied
@@ -493,6 +504,29 @@ class ModelReloader:
             loaded.load_seconds,
             behind,
         )
+
+    def _check_experiment(self, candidate: Personalizer) -> None:
+        """Refuse an artifact that lacks a model an arm of the running experiment serves: swapping it
+        in would leave that arm's customers without their recommender (they would be served outside
+        the experiment, ``LiveDecisions.assign``). A store that cannot be read does not block a reload."""
+        if self.experiment is None:
+            return
+        try:
+            running = self.experiment.get()
+        except StateStoreUnavailableError as error:
+            LOGGER.warning("reload: the running experiment could not be read to check its models: %s", error)
+            return
+        if running is None:
+            return
+        for i, arm in enumerate(running.arms):
+            if arm.model and arm.model not in candidate.model_names:
+                raise ReloadError(
+                    "failed_precondition",
+                    f"artifact_path: {candidate.version} has no model {arm.model!r}, which arm "
+                    f"{arm.name!r} of the running experiment {running.name!r} serves "
+                    f"(experiment.arms[{i}].model; the artifact has {', '.join(candidate.model_names)}); "
+                    "change or stop the experiment with SetExperiment first",
+                )
 
     def _everyone_serves(self, version: str, model_name: str) -> bool:
         current = self.holder.snapshot()

@@ -329,7 +329,9 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
 
     def _record_events(self, request: pb.RecordEventsRequest, context: Context) -> pb.RecordEventsResponse:
         """RecordEvents' work, on a blocking-work thread: translate, check the deadline, store, count."""
-        batch = event_translation.record_batch(request, dt.datetime.now(dt.UTC), self._loop.logged_decision)
+        batch = event_translation.record_batch(
+            request, dt.datetime.now(dt.UTC), self._loop.logged_decision, self._loop.stored_record
+        )
         if _expired(context):
             raise DeadlinePassedError("the deadline passed before storing")
         if self._redis is not None:
@@ -345,10 +347,16 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
             )
             self._metrics.record_without_live_state("RecordEvents")
         self._metrics.record_live_records(
-            "event", len(stored.new_events), stored.duplicate_events, batch.rejected_events
+            "event",
+            len(stored.new_events),
+            stored.duplicate_events + batch.stored_events,
+            batch.rejected_events,
         )
         self._metrics.record_live_records(
-            "outcome", len(stored.new_outcomes), stored.duplicate_outcomes, batch.rejected_outcomes
+            "outcome",
+            len(stored.new_outcomes),
+            stored.duplicate_outcomes + batch.stored_outcomes,
+            batch.rejected_outcomes,
         )
         return event_translation.record_events_response(
             batch, len(stored.new_events), len(stored.new_outcomes)

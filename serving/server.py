@@ -8,8 +8,8 @@ service, so ``grpcurl`` and similar tools work without the .proto files.
 SIGTERM or SIGINT starts a graceful stop: health turns NOT_SERVING (health watchers are told at
 once), the calls in flight finish and their responses reach their callers while the connections stay
 open (``serving.response_drain``), then the port stops accepting and the connections close; all of it
-within ``--grace-seconds``, and the process exits 0. Open health ``Watch`` streams count as in flight
-for the second step, so a watcher that does not hang up holds the stop for the whole grace period.
+within ``--grace-seconds``, and the process exits 0. Open health ``Watch`` streams are sent
+NOT_SERVING and then ended (``serving.health_service``), so a watcher does not hold the stop.
 
 This module is one serving process: ``create_server`` builds the ``grpc.aio`` server with every
 service, and ``serve`` runs it on one event loop (``serving.event_loop``) until told to stop, alone or
@@ -75,6 +75,7 @@ from serving.generated.persona.v1 import (
     personalization_service_pb2_grpc,
 )
 from serving.glibc_malloc import limit_malloc_arenas
+from serving.health_service import StoppingHealthServicer
 from serving.heap_freeze import settle_heap, settle_heap_later
 from serving.helper_threads import keep_helper_threads_yielding, supported
 from serving.interceptors import ObservabilityInterceptor
@@ -217,16 +218,14 @@ async def create_server(
         ),
         server,
     )
+    reloader = reloader or ModelReloader(holder, metrics)
+    if live is not None:  # a reload must keep every arm of the running experiment servable
+        reloader.experiment = live.experiment
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(
-            holder,
-            reloader or ModelReloader(holder, metrics),
-            admin_token,
-            live.experiment if live is not None else None,
-        ),
+        AdminServicer(holder, reloader, admin_token, live.experiment if live is not None else None),
         server,
     )
-    health_servicer = health_servicer or health.aio.HealthServicer()
+    health_servicer = health_servicer or StoppingHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)
     metrics.declare_methods(unary_methods())
@@ -449,6 +448,7 @@ def _prepare(
     if settings.experiment is not None:
         try:
             experiment = load_experiment(settings.experiment)
+            _check_experiment_models(experiment, settings.experiment, holder.current())
             live.experiment.set(experiment)
             LOGGER.info("%s", _describe_experiment(experiment))
         except ExperimentError as error:
@@ -458,6 +458,16 @@ def _prepare(
     process = _Process(holder, metrics, live_state, reloader, live, shared, event_log, decision_writer)
     process.upkeep = upkeep  # started once the server serves
     return process
+
+
+def _check_experiment_models(experiment: Experiment, path: Path, serving: Personalizer) -> None:
+    """An arm must name a model of the artifact the server starts with (``ReloadModel`` keeps it so)."""
+    for arm in experiment.arms:
+        if arm.model and arm.model not in serving.model_names:
+            raise ExperimentError(
+                f"{path}: experiment.arms.{arm.name}.model: artifact {serving.version} has no model "
+                f"{arm.model!r} (it has {', '.join(serving.model_names)})"
+            )
 
 
 def _describe_experiment(experiment: Experiment) -> str:
@@ -478,7 +488,7 @@ async def _serve(
     observers: Sequence[LiveEventObserver],
 ) -> int:
     """The event loop's part: build and start the server, serve until ``stop``, drain, stop."""
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = StoppingHealthServicer()
     drain = ResponseDrain()
     holder = process.holder
     # Settled before the port is added: gRPC listens from ``add_*_port`` on, so connections the kernel

@@ -297,9 +297,25 @@ class LiveCustomerStates:
     # ------------------------------------------------------------------ writing
     def observe(self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome]) -> None:
         """Fold newly accepted events into their customers' state (outcomes are the bandits' business)."""
-        by_customer: dict[str, list[BehaviorEvent]] = {}
-        for event in events:
-            by_customer.setdefault(event.customer_id, []).append(event)
+        self.observe_batches([events])
+
+    def observe_batches(self, batches: Sequence[Sequence[BehaviorEvent]]) -> None:
+        """Fold several accepted batches, in the order they arrived, as ``observe`` one after another
+        would, with one state read and write per customer: how a restart replays the event log.
+
+        The order of arrival matters only for a customer's events that arrive after a later day of
+        theirs was committed (a late event of a committed day is not re-tested, module doc): replaying
+        them in their batches makes a restart end in the state the live path had reached.
+        """
+        by_customer: dict[str, list[list[BehaviorEvent]]] = {}  # each customer's part of each batch
+        last_batch: dict[str, int] = {}
+        for number, batch in enumerate(batches):
+            for event in batch:
+                own = by_customer.setdefault(event.customer_id, [])
+                if last_batch.get(event.customer_id) != number:
+                    own.append([])
+                    last_batch[event.customer_id] = number
+                own[-1].append(event)
         if not by_customer:
             return
         # Updates of one customer are serialised; the locks are taken in index order, so two batches
@@ -308,10 +324,7 @@ class LiveCustomerStates:
         with contextlib.ExitStack() as held:
             for index in indices:
                 held.enter_context(self._locks[index])
-            updates = [
-                self._fold_events(customer_id, sorted(own, key=lambda e: e.timestamp))
-                for customer_id, own in by_customer.items()
-            ]
+            updates = [self._fold_batches(customer_id, own) for customer_id, own in by_customer.items()]
             ttl = self.config.ttl_days * _SECONDS_PER_DAY
             for update in updates:
                 state = update.state
@@ -324,15 +337,23 @@ class LiveCustomerStates:
             if update.was_drifting and state.drift_since is None and self._on_drift_ended:
                 self._on_drift_ended(update.customer_id)
 
-    def _fold_events(self, customer_id: str, events: Sequence[BehaviorEvent]) -> _CustomerUpdate:
-        """Add ``events`` (in time order) to the customer's state and advance its drift test."""
-        cfg = self.config
-        k = len(self.scorer.persona_ids)
+    def _fold_batches(self, customer_id: str, batches: Sequence[Sequence[BehaviorEvent]]) -> _CustomerUpdate:
+        """Read the customer's state and fold their part of each batch into it, in arrival order."""
         data = self.store.get(self.key(customer_id))
+        k = len(self.scorer.persona_ids)
         state = LiveCustomerState() if data is None else LiveCustomerState.from_bytes(data, k)
         update = _CustomerUpdate(customer_id, state, state.drift_since is not None)
         if state.detector is None:
             state.detector = self._new_detector(customer_id)
+        for batch in batches:
+            self._fold_events(state, customer_id, sorted(batch, key=lambda e: e.timestamp))
+        return update
+
+    def _fold_events(
+        self, state: LiveCustomerState, customer_id: str, events: Sequence[BehaviorEvent]
+    ) -> None:
+        """Add ``events`` (in time order) to the customer's state and advance its drift test."""
+        cfg = self.config
         known = self.scorer.item_positions
         for n, event in enumerate(events):
             if event.item_id in known:  # others: no evidence, and not recommendable
@@ -360,7 +381,6 @@ class LiveCustomerStates:
                 # is committed, and every update would decode and re-encode them. Past the bound the
                 # oldest go even uncommitted; only such a day's test differs from the offline one.
                 del state.events[: max(0, len(state.events) - MAX_KEPT_EVENTS)]
-        return update
 
     def _new_detector(self, customer_id: str) -> DetectorState:
         """A customer's first detector state: their long-term mix as baseline when the artifact knows

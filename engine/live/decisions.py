@@ -19,6 +19,7 @@ journey tracker and to the current bandits.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -44,6 +45,8 @@ from engine.personalization_request import SessionContext
 from engine.personalizer import Personalizer
 from engine.personas.mix import PersonaMix
 from engine.personas.mix_resolution import UNKNOWN_ROW
+
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class LiveDecisions:
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._bandits: _Bandits | None = None
         self._models: dict[tuple[str, str], Personalizer] = {}
+        self._warned: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ per request
@@ -96,12 +100,41 @@ class LiveDecisions:
         current = self.experiment.get()
         return current is not None and any(arm.policy is ArmPolicy.ONLINE_BANDIT for arm in current.arms)
 
-    def assign(self, customer_id: str) -> Assignment:
+    def assign(self, customer_id: str, serving: Personalizer) -> Assignment:
+        """The customer's arm of the running experiment, as ``serving`` can serve it.
+
+        An arm whose model the serving artifact does not hold (an experiment set, or shared through
+        Redis, for another artifact; ``ReloadModel`` refuses to load such an artifact, but a replica
+        may start with one) cannot be served as its arm: its customers are served as outside the
+        experiment, by the serving model, and logged without an arm, so the experiment's figures never
+        count a page the arm did not make. Failing those requests instead would turn an operator's
+        mismatch into errors for a share of the shop's customers.
+        """
         current = self.experiment.get()
         if current is None:
             return _NO_EXPERIMENT
         arm: ExperimentArm = current.assign(customer_id)
+        if arm.model and arm.model != serving.model_name and arm.model not in serving.model_names:
+            self._warn_unservable(current.name, arm, serving)
+            return _NO_EXPERIMENT
         return Assignment(arm.name, arm.policy, arm.model)
+
+    def _warn_unservable(self, experiment: str, arm: ExperimentArm, serving: Personalizer) -> None:
+        key = (serving.version, experiment, arm.name)
+        with self._lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        LOGGER.warning(
+            "experiment %s: arm %s names model %r, which artifact %s lacks (it has %s); its customers "
+            "are served by %s outside the experiment until the experiment or the artifact changes",
+            experiment,
+            arm.name,
+            arm.model,
+            serving.version,
+            ", ".join(serving.model_names),
+            serving.model_name,
+        )
 
     def personalizer_for(self, serving: Personalizer, assignment: Assignment) -> Personalizer:
         """The serving personalizer, or one over the same artifact with the arm's recommender."""

@@ -48,6 +48,9 @@ from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind, Serv
 SCHEMA_VERSION: Final = 3
 DEFAULT_BUSY_TIMEOUT_S: Final = 30.0
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# A batch of at most this many events is replayed whole at a restart (``behavior_event_batches``), so
+# RecordEvents takes no more per call (``serving.event_translation.MAX_EVENTS``).
+WHOLE_BATCH_EVENTS: Final = 1_000
 
 _SCHEMA: Final = (
     """
@@ -381,6 +384,17 @@ class EventLog:
         )
         return [behavior_event_from_row(row) for row in rows]
 
+    def has_record(self, kind: str, record_id: str) -> bool:
+        """Whether an event (``kind`` "event") or outcome ("outcome") with this id is stored, in the log
+        or moved to the archive: a record with that id is a duplicate, whatever its other fields."""
+        table = {"event": "events", "outcome": "outcomes"}[kind]
+        row = self._query(
+            f"SELECT EXISTS (SELECT 1 FROM {table} WHERE event_id = ?) "
+            "OR EXISTS (SELECT 1 FROM archived_ids WHERE kind = ? AND id = ?)",
+            (record_id, kind, record_id),
+        )
+        return bool(row[0][0])
+
     def last_event_rowid(self) -> int:
         """The position of the newest stored event (0 for none). Positions only grow: rows are added
         at the end, and retention never removes the newest row (``delete_archived_events``)."""
@@ -406,6 +420,52 @@ class EventLog:
                 return
             start = int(rows[-1][0])
             yield start, [behavior_event_from_row(row[1:]) for row in rows]
+
+    def behavior_event_batches(
+        self, after_rowid: int, through_rowid: int, since: dt.datetime | None = None, page: int = 5_000
+    ) -> Iterator[tuple[int, list[list[BehaviorEvent]]]]:
+        """The events of ``behavior_event_pages``, each page cut into the batches they arrived in, with
+        the position of the page's last event. A batch is replayed whole unless it is longer than
+        ``page`` and ``WHOLE_BATCH_EVENTS`` (a bulk append's; a ``RecordEvents`` call stores fewer).
+
+        A batch is the rows one ``append`` stored: they follow one another and share ``received_us``
+        (read once per batch). Live state folds a customer's events a batch at a time, and a late
+        event of a day already committed counts only when it arrives in the same batch as that day's
+        (``engine.live.customer_state``), so a restart replays the log batch by batch to reach the
+        state the live path had reached. (Two calls that store batches of one customer at the same
+        moment may reach live state in the other order than the log's; only then can the two differ.)
+        """
+        start = after_rowid
+        uncut = max(page, WHOLE_BATCH_EVENTS)
+        batch: list[BehaviorEvent] = []
+        batch_received: int | None = None
+        batch_end = after_rowid
+        while start < through_rowid:
+            rows = self._query(
+                f"SELECT rowid, received_us, {_EVENT_COLUMNS} FROM events WHERE rowid > ? AND rowid <= ? "
+                "AND timestamp_us >= ? ORDER BY rowid LIMIT ?",
+                (start, through_rowid, _since(since), page),
+            )
+            if not rows:
+                break
+            start = int(rows[-1][0])
+            complete: list[list[BehaviorEvent]] = []
+            complete_end = batch_end
+            for row in rows:
+                if batch and row[1] != batch_received:
+                    complete.append(batch)
+                    complete_end = batch_end
+                    batch = []
+                batch_received, batch_end = row[1], int(row[0])
+                batch.append(behavior_event_from_row(row[2:]))
+                if len(batch) >= uncut:  # a bulk append's batch is cut: memory and stops stay bounded
+                    complete.append(batch)
+                    complete_end = batch_end
+                    batch = []
+            if complete:  # the last batch may go on in the next page: it waits for it
+                yield complete_end, complete
+        if batch:
+            yield batch_end, [batch]
 
     # ------------------------------------------------------------------ marks and retention
 

@@ -44,6 +44,10 @@ class EventStore(Protocol):
         """Every arm served under ``decision_id``, as logged; empty when unknown."""
         ...
 
+    def has_record(self, kind: str, record_id: str) -> bool:
+        """Whether an event ("event") or outcome ("outcome") with this id is stored (archived included)."""
+        ...
+
     def last_event_rowid(self) -> int:
         """The position of the newest stored event (0 for none)."""
         ...

@@ -250,7 +250,7 @@ class LiveLoop:
         chosen: list[Personalizer] = []
         places: list[tuple[int, list[int]]] = []
         for r, request in enumerate(requests):
-            assignments = [decisions.assign(target.customer_id) for target in request.targets]
+            assignments = [decisions.assign(target.customer_id, personalizer) for target in request.targets]
             arms.append([a.experiment_arm for a in assignments])
             models = [decisions.personalizer_for(personalizer, a) for a in assignments]
             for model, positions in _grouped(models):
@@ -337,7 +337,7 @@ class LiveLoop:
         if self._decisions is None:
             return None
         decisions = self._decisions
-        assignment = decisions.assign(customer_id)
+        assignment = decisions.assign(customer_id, personalizer)
         chosen = decisions.personalizer_for(personalizer, assignment)
         return _ArmContext(assignment, chosen, lambda: decisions.stage(chosen, customer_id, session))
 
@@ -392,7 +392,20 @@ class LiveLoop:
         try:
             return self._event_log.decision(decision_id)
         except Exception as error:  # the shared log's Redis is away: nothing of the batch is stored yet
-            LOGGER.warning("could not read decision %s from %s: %s", decision_id, self._event_log.path, error)
+            LOGGER.warning("could not read decision %r from %s: %s", decision_id, self._event_log.path, error)
+            raise EventsNotStoredError(
+                "the event log could not be read; nothing was accepted, retry later"
+            ) from error
+
+    def stored_record(self, kind: str, record_id: str) -> bool:
+        """Whether the event log holds an event ("event") or outcome ("outcome") with this id: a retry
+        of it is a duplicate even when a check it passed the first time fails now."""
+        if self._event_log is None:
+            return False
+        try:
+            return self._event_log.has_record(kind, record_id)
+        except Exception as error:  # the shared log's Redis is away: nothing of the batch is stored yet
+            LOGGER.warning("could not look up %s %r in %s: %s", kind, record_id, self._event_log.path, error)
             raise EventsNotStoredError(
                 "the event log could not be read; nothing was accepted, retry later"
             ) from error

@@ -264,14 +264,15 @@ def _rebuild(
                 restored += 1
         after = snapshot.last_event_rowid
     replayed = 0
-    for _, events in event_log.behavior_event_pages(after, through, since, _REPLAY_CHUNK):
+    for _, batches in event_log.behavior_event_batches(after, through, since, _REPLAY_CHUNK):
         if stop is not None and stop.is_set():
             return CatchUp(restored, after, replayed, through, stopped=True), last_event_us
-        states.observe(events, ())
-        replayed += len(events)
-        for event in events:
-            moment = to_micros(event.timestamp)
-            if moment > last_event_us.get(event.customer_id, -(2**63)):
-                last_event_us[event.customer_id] = moment
+        states.observe_batches(batches)  # in the batches they arrived in, as live state took them
+        for events in batches:
+            replayed += len(events)
+            for event in events:
+                moment = to_micros(event.timestamp)
+                if moment > last_event_us.get(event.customer_id, -(2**63)):
+                    last_event_us[event.customer_id] = moment
     stopped = stop is not None and stop.is_set()
     return CatchUp(restored, after, replayed, through, stopped=stopped), last_event_us

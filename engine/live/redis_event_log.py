@@ -307,6 +307,10 @@ class RedisEventLog:
             "decisions": int(self._client.hlen(self._arms)),
         }
 
+    def has_record(self, kind: str, record_id: str) -> bool:
+        ids = {"event": self._event_ids, "outcome": self._outcome_ids}[kind]
+        return bool(self._client.hexists(ids, record_id))
+
     def event_ids(self) -> set[str]:
         return {_text(key) for key in self._client.hkeys(self._event_ids)}
 

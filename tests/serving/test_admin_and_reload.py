@@ -23,7 +23,13 @@ from serving.generated.persona.v1 import admin_service_pb2, admin_service_pb2_gr
 from serving.metrics import ServingMetrics
 from serving.model_holder import ModelHolder, ModelReloader, SharedModelState, load_model
 from serving.server_process import ServerProcess, running_server
-from tests.serving.server_harness import TrainedArtifacts, corrupt_copy, in_process_server, trained_artifacts
+from tests.serving.server_harness import (
+    TrainedArtifacts,
+    corrupt_copy,
+    in_process_server,
+    trained_artifacts,
+    wait_for_server,
+)
 
 TOKEN = "adm1n-Token-for-tests-0123456789abcdef"
 
@@ -240,11 +246,18 @@ def test_a_copy_claiming_a_later_version_is_refused_and_the_old_model_keeps_serv
 
 
 def test_missing_path_is_not_found_and_empty_path_invalid(
-    client: PersonaEngineClient, artifacts: TrainedArtifacts, tmp_path: Path
+    server: ServerProcess, client: PersonaEngineClient, artifacts: TrainedArtifacts, tmp_path: Path
 ) -> None:
     missing = _reload_error(client, str(tmp_path / "no-such-artifact"))
     assert missing.code() is grpc.StatusCode.NOT_FOUND
     assert "no-such-artifact does not exist" in str(missing.details())
+    # The refusal's log line quotes the path escaped: a path cannot forge a log line (fuzz pass).
+    forged = _reload_error(client, "artifacts/x\n2026-01-01 00:00:00,000 INFO forged")
+    assert forged.code() is grpc.StatusCode.NOT_FOUND
+    wait_for_server(lambda: "x\\x0a2026-01-01" in server.log(), "the escaped refusal", server)
+    assert not any(
+        line.startswith("2026-01-01 00:00:00,000 INFO forged") for line in server.log().splitlines()
+    )
     empty = _reload_error(client, "")
     assert empty.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "artifact_path" in str(empty.details())

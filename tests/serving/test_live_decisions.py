@@ -25,9 +25,13 @@ from engine.live.state_store import MemoryStateStore
 from serving.client import PersonaEngineClient
 from serving.generated.persona.v1 import admin_service_pb2 as admin
 from serving.generated.persona.v1 import admin_service_pb2_grpc as admin_grpc
+from serving.model_holder import load_model
+from serving.process_lifecycle import EXIT_USAGE
 from serving.server import serve
 from serving.settings import ServeConfigError, add_serve_arguments, settings_from_args
 from tests.serving.server_harness import InProcessServer, in_process_server, trained_artifacts
+from training.config import parse_config
+from training.train_job import run_training
 
 TOKEN = "live-token"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
@@ -252,3 +256,85 @@ def test_serve_starts_the_experiment_of_its_config_file(
     finally:
         stop.set()
         thread.join(timeout=30)
+
+
+def test_an_arm_whose_model_the_artifact_lacks_is_never_an_internal_error(
+    live: Live, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A reload to an artifact without an arm's model is refused naming the arm (fuzz pass: it was
+    accepted, and that arm's customers got INTERNAL); a server that serves such an artifact anyway (a
+    replica started with it) serves those customers outside the experiment."""
+    shop = trained_artifacts(tmp_path_factory).shop
+    config = parse_config(
+        {
+            "data": {"path": str(shop)},
+            "split": {"test_days": 28, "cold_start_share": 0.15},
+            "models": {"popularity": {}, "als": {"factors": 8, "iterations": 3}},
+            "output": {"root": str(tmp_path / "artifacts")},
+        }
+    )
+    lacking = run_training(config, show_progress=False).artifact_path
+    experiment = admin.Experiment(
+        name="model-test",
+        control_arm="ctl",
+        arms=[
+            admin.ExperimentArm(name="ctl", share=0.5),
+            admin.ExperimentArm(name="treat", share=0.5, model="persona_popularity"),
+        ],
+    )
+    live.admin.SetExperiment(admin.SetExperimentRequest(experiment=experiment), metadata=AUTH, timeout=5)
+    serving = live.server.holder.current().version
+    with pytest.raises(grpc.RpcError) as refused:
+        live.admin.ReloadModel(
+            admin.ReloadModelRequest(artifact_path=str(lacking)), metadata=AUTH, timeout=30
+        )
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert (
+        f"{lacking.name} has no model 'persona_popularity', which arm 'treat' of the running experiment "
+        "'model-test' serves (experiment.arms[1].model" in str(refused.value.details())
+    )
+    assert live.server.holder.current().version == serving
+
+    loaded = load_model(lacking)
+    live.server.holder.swap(loaded.personalizer, loaded.path)
+    model = Experiment(
+        "model-test",
+        "ctl",
+        (ExperimentArm("ctl", 0.5), ExperimentArm("treat", 0.5, model="persona_popularity")),
+    )
+    customers = live.customers(30)
+    arms = {customer: model.assign(customer).name for customer in customers}
+    assert set(arms.values()) == {"ctl", "treat"}
+    lists = live.client.recommend_products_batch(customers, k=3)
+    for customer in customers:
+        expected = "ctl" if arms[customer] == "ctl" else ""
+        assert live.client.personalize(customer).experiment_arm == expected
+        assert live.client.rank_offers(customer).experiment_arm == expected
+        assert live.client.select_layout(customer).experiment_arm == expected
+    assert [result.experiment_arm for result in lists.results] == [
+        "ctl" if arms[c] == "ctl" else "" for c in customers
+    ]
+
+    live.admin.SetExperiment(admin.SetExperimentRequest(), metadata=AUTH, timeout=5)  # stopped: it loads
+    answer = live.admin.ReloadModel(
+        admin.ReloadModelRequest(artifact_path=str(lacking)), metadata=AUTH, timeout=30
+    )
+    assert answer.new_version == lacking.name
+
+
+def test_serve_refuses_an_experiment_whose_arm_names_a_model_the_artifact_lacks(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    artifact = trained_artifacts(tmp_path_factory).older
+    config = tmp_path / "experiment.toml"
+    config.write_text(
+        '[experiment]\nname = "needs-bpr"\ncontrol = "a"\n'
+        '[experiment.arms.a]\nshare = 0.5\n[experiment.arms.b]\nshare = 0.5\nmodel = "bpr"\n',
+        encoding="utf-8",
+    )
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    args = ["--artifact", str(artifact), "--address", "127.0.0.1:0", "--metrics-port", "0"]
+    settings = settings_from_args(parser.parse_args([*args, "--experiment", str(config)]), {})
+    assert serve(settings, stop=threading.Event()) == EXIT_USAGE
+    assert f"experiment.arms.b.model: artifact {artifact.name} has no model 'bpr' (it has " in caplog.text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -223,3 +223,35 @@ def test_the_pipeline_example_delivers_retries_as_duplicates_and_reports_rejecti
     assert record_events.main(outcome) == 0
     assert record_events.main([*outcome, "--arm", "not-a-variant"]) == 2
     assert "outcomes[0].arm_id: decision" in capsys.readouterr().err
+
+
+def test_an_accepted_record_retried_after_its_check_would_fail_is_a_duplicate(live: LiveServer) -> None:
+    """The .proto: a record whose id was accepted is a duplicate whatever its other fields. An outcome
+    accepted before its decision reached the log fails the arm check on its retry (fuzz pass): it
+    must come back a duplicate, not a rejection of a record the log holds."""
+    page = live.client.personalize(
+        live.customer, context=PageContext(timestamp=NOW, basket_value=500.0), num_offers=3
+    )
+    stray = DecisionOutcome(
+        "late-arm", page.decision.decision_id, live.customer, OutcomeKind.OFFER_SHOWN, NOW, "not-an-offer"
+    )
+    # Sent before the decision writer flushes, the decision is unknown and the outcome is accepted.
+    assert live.log.decision(page.decision.decision_id) == ()
+    first = live.client.record_events(outcomes=[stray])
+    assert (first.accepted_outcomes, first.duplicate_outcomes, list(first.errors)) == (1, 0, [])
+    live.writer.flush()
+    assert live.log.decision(page.decision.decision_id)
+    event = events(live.customer, live.item, 1, prefix="aged")[0]
+    assert live.client.record_events([event]).accepted_events == 1
+    future = NOW + dt.timedelta(days=30)  # the same event id with a timestamp no record may have
+    retry = live.client.record_events(
+        [BehaviorEvent(event.event_id, event.customer_id, event.item_id, "view", future)], outcomes=[stray]
+    )
+    assert (retry.accepted_outcomes, retry.duplicate_outcomes, list(retry.errors)) == (0, 1, [])
+    assert (retry.accepted_events, retry.duplicate_events) == (0, 1)
+    # A new record failing the same check is still refused, naming its field.
+    fresh = live.client.record_events(outcomes=[replace(stray, event_id="never-seen")])
+    assert [e.field for e in fresh.errors] == ["outcomes[0].arm_id"]
+    assert live.log.counts()["outcomes"] == 1 and live.log.counts()["events"] == 1
+    assert live.server.metric("persona_engine_live_records_total", record="outcome", result="duplicate") == 1
+    assert live.server.metric("persona_engine_live_records_total", record="outcome", result="rejected") == 1

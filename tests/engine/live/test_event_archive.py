@@ -146,5 +146,7 @@ def test_an_event_retried_after_its_archiving_is_a_duplicate(tmp_path: Path) -> 
         retried = [event(n, 90) for n in range(5)]
         result = log.append(retried)
         assert result.new_events == () and result.duplicate_events == 5
+        assert log.has_record("event", "e0") and log.has_record("event", "e39")
+        assert not log.has_record("event", "e40")
         assert log.event_ids() == {f"e{n}" for n in range(30, 40)}
     every_event_once(path, ids)

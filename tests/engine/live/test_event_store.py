@@ -90,6 +90,10 @@ def test_events_and_outcomes_have_their_own_id_spaces(store: Store) -> None:
         assert log.outcomes() == [outcome]
         assert log.outcomes(since=T0 + dt.timedelta(seconds=1)) == []
         assert log.counts() == {"events": 1, "outcomes": 1, "decisions": 0}
+        assert log.has_record("event", "x1") and log.has_record("outcome", "x1")
+        assert not log.has_record("event", "x2") and not log.has_record("outcome", "x2")
+        log.append([event("x2")])
+        assert log.has_record("event", "x2") and not log.has_record("outcome", "x2")
 
 
 def test_pages_cover_a_range_of_positions_once_filtered_by_time(store: Store) -> None:

@@ -48,9 +48,15 @@ class RecordingStates:
         self.on_drift_ended = on_drift_ended
         self.prior_mean = prior_mean
         self.batches: list[tuple[list[BehaviorEvent], tuple[DecisionOutcome, ...]]] = []
+        self.arrivals: list[list[list[str]]] = []
 
     def observe(self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome]) -> None:
         self.batches.append((list(events), tuple(outcomes)))
+
+    def observe_batches(self, batches: Sequence[Sequence[BehaviorEvent]]) -> None:
+        """A replay's page: recorded as one call, its arrival batches kept apart in ``arrivals``."""
+        self.batches.append(([e for batch in batches for e in batch], ()))
+        self.arrivals.append([[e.event_id for e in batch] for batch in batches])
 
 
 class Scorer:
@@ -180,7 +186,8 @@ def test_catch_up_replays_the_drift_window_in_arrival_order_and_in_chunks(
     config = LiveStateConfig(drift=DriftConfig(half_life_days=1.5))  # window: 4 half-lives = 6 days
     ages = [dt.timedelta(days=d) for d in (7, 6, 0.5, 3, 6.0001, 1, 2)]
     with EventLog.open(tmp_path / "events.db") as log:
-        log.append([view(n, NOW - age) for n, age in enumerate(ages)])
+        for batch in ((0, 1), (2, 3, 4), (5,), (6,)):  # as four RecordEvents calls stored them
+            log.append([view(n, NOW - ages[n]) for n in batch])
         live = LiveState(MemoryStateStore(), config=config)
         with pytest.raises(RuntimeError, match="no model attached"):
             live.catch_up(log, now=NOW)
@@ -188,8 +195,9 @@ def test_catch_up_replays_the_drift_window_in_arrival_order_and_in_chunks(
         caught_up = live.catch_up(log, now=NOW)
     assert (caught_up.replayed, caught_up.restored, caught_up.through_rowid) == (5, 0, 7)
     assert not caught_up.stopped
-    replayed = [[e.event_id for e in events] for events, _ in states.batches]
-    assert replayed == [["e1", "e2"], ["e3", "e5"], ["e6"]]  # e0 and e4 are older than the window
+    # e0 and e4 are older than the window. Pages of two events, but a batch no longer than a page
+    # is never cut: the first page ends at e2, and e2 waits for e3, which arrived with it.
+    assert states.arrivals == [[["e1"]], [["e2", "e3"]], [["e5"]], [["e6"]]]
     assert all(outcomes == () for _, outcomes in states.batches)
 
 

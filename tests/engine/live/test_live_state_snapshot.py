@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import random
 import tempfile
 import threading
 from pathlib import Path
@@ -172,3 +174,51 @@ def test_a_stop_request_ends_the_rebuild_between_pages(personalizer: Personalize
             live_state(personalizer).write_snapshot(log, tmp_path / "snapshots", now=NOW, stop=stop) is None
         )
     assert not (tmp_path / "snapshots").exists()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    specs=event_specs,
+    arrival=st.randoms(use_true_random=False),
+    cuts=st.lists(st.floats(0, 1), max_size=5),
+    snapshot_after=st.floats(0, 1),
+    page=st.integers(1, 7),
+)
+def test_a_restart_ends_in_the_live_state_whatever_order_the_batches_arrived_in(
+    personalizer: Personalizer,
+    specs: list[tuple[int, int, str, int, float | None]],
+    arrival: random.Random,
+    cuts: list[float],
+    snapshot_after: float,
+    page: int,
+) -> None:
+    """Events that arrive out of time order, in batches (a mobile app's queue, a backfill), then a
+    restart: replaying the log from nothing, or a snapshot and the tail, ends in the state the live
+    path reached (a fuzz pass found the drift statistic of 50 of 400 customers changed by a restart
+    without a snapshot, 14.15 nats live against 37.52 after)."""
+    events = build_events(personalizer, specs)
+    arrival.shuffle(events)
+    bounds = sorted({0, len(events), *(int(c * len(events)) for c in cuts)})
+    batches = [events[a:b] for a, b in itertools.pairwise(bounds)]
+    snapshot_at = int(snapshot_after * len(batches))
+    customers = {e.customer_id for e in events}
+    chunk = live_state_module._REPLAY_CHUNK
+    live_state_module._REPLAY_CHUNK = page
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "events.db"
+            with EventLog.open(path) as log:
+                live = LiveState(MemoryStateStore(), config=CONFIG, clock=lambda: NOW)
+                live.attach(personalizer)
+                for number, batch in enumerate(batches):
+                    if number == snapshot_at:
+                        live_state(personalizer).write_snapshot(log, snapshot_folder(path), now=NOW)
+                    live.observe(log.append(batch).new_events, [])
+                whole = live_state(personalizer)
+                whole.catch_up(log, now=NOW)
+                restored = live_state(personalizer)
+                restored.catch_up(log, now=NOW, snapshots=snapshot_folder(path))
+    finally:
+        live_state_module._REPLAY_CHUNK = chunk
+    assert stored_states(whole, customers) == stored_states(live, customers)
+    assert stored_states(restored, customers) == stored_states(live, customers)

@@ -72,9 +72,11 @@ class AdminServiceServicer:
         """Load another artifact and switch to it atomically once it is verified and loaded; requests in
         flight finish on the old one. On any failure the old artifact keeps serving and the call fails:
         NOT_FOUND when the path does not exist, FAILED_PRECONDITION when the artifact fails verification
-        (a checksum, its manifest or its signature, or the requested model) or is older than the version
-        serving without allow_rollback, INVALID_ARGUMENT for an empty path. Not idempotent in effect (it
-        replaces the server's state), so clients must not retry it blindly.
+        (a checksum, its manifest or its signature, or the requested model), is older than the version
+        serving without allow_rollback, or lacks a model an arm of the running experiment serves (the
+        message names experiment.arms[i].model; change or stop the experiment first), INVALID_ARGUMENT
+        for an empty path. Not idempotent in effect (it replaces the server's state), so clients must not
+        retry it blindly.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -50,9 +50,11 @@ class AdminServiceStub:
     """Load another artifact and switch to it atomically once it is verified and loaded; requests in
     flight finish on the old one. On any failure the old artifact keeps serving and the call fails:
     NOT_FOUND when the path does not exist, FAILED_PRECONDITION when the artifact fails verification
-    (a checksum, its manifest or its signature, or the requested model) or is older than the version
-    serving without allow_rollback, INVALID_ARGUMENT for an empty path. Not idempotent in effect (it
-    replaces the server's state), so clients must not retry it blindly.
+    (a checksum, its manifest or its signature, or the requested model), is older than the version
+    serving without allow_rollback, or lacks a model an arm of the running experiment serves (the
+    message names experiment.arms[i].model; change or stop the experiment first), INVALID_ARGUMENT
+    for an empty path. Not idempotent in effect (it replaces the server's state), so clients must not
+    retry it blindly.
     """
     GetExperiment: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetExperimentRequest, _admin_service_pb2.GetExperimentResponse]
     """The running experiment, if any."""
@@ -75,9 +77,11 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Load another artifact and switch to it atomically once it is verified and loaded; requests in
     flight finish on the old one. On any failure the old artifact keeps serving and the call fails:
     NOT_FOUND when the path does not exist, FAILED_PRECONDITION when the artifact fails verification
-    (a checksum, its manifest or its signature, or the requested model) or is older than the version
-    serving without allow_rollback, INVALID_ARGUMENT for an empty path. Not idempotent in effect (it
-    replaces the server's state), so clients must not retry it blindly.
+    (a checksum, its manifest or its signature, or the requested model), is older than the version
+    serving without allow_rollback, or lacks a model an arm of the running experiment serves (the
+    message names experiment.arms[i].model; change or stop the experiment first), INVALID_ARGUMENT
+    for an empty path. Not idempotent in effect (it replaces the server's state), so clients must not
+    retry it blindly.
     """
     GetExperiment: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetExperimentRequest, _admin_service_pb2.GetExperimentResponse]  # type: ignore[assignment]
     """The running experiment, if any."""
@@ -109,9 +113,11 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Load another artifact and switch to it atomically once it is verified and loaded; requests in
         flight finish on the old one. On any failure the old artifact keeps serving and the call fails:
         NOT_FOUND when the path does not exist, FAILED_PRECONDITION when the artifact fails verification
-        (a checksum, its manifest or its signature, or the requested model) or is older than the version
-        serving without allow_rollback, INVALID_ARGUMENT for an empty path. Not idempotent in effect (it
-        replaces the server's state), so clients must not retry it blindly.
+        (a checksum, its manifest or its signature, or the requested model), is older than the version
+        serving without allow_rollback, or lacks a model an arm of the running experiment serves (the
+        message names experiment.arms[i].model; change or stop the experiment first), INVALID_ARGUMENT
+        for an empty path. Not idempotent in effect (it replaces the server's state), so clients must not
+        retry it blindly.
         """
 
     @_abc_1.abstractmethod
