@@ -409,17 +409,25 @@ class EventLog:
         Each page is one short query, so a long replay never holds the connection or a read
         transaction, and its reader can stop between pages.
         """
+        for rows in self._event_row_pages(after_rowid, through_rowid, since, page):
+            yield int(rows[-1][0]), [behavior_event_from_row(row[2:]) for row in rows]
+
+    def _event_row_pages(
+        self, after_rowid: int, through_rowid: int, since: dt.datetime | None, page: int
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """(rowid, received_us, event columns) rows of the events in a range of positions, a page per
+        query, in arrival order."""
         start = after_rowid
         while start < through_rowid:
             rows = self._query(
-                f"SELECT rowid, {_EVENT_COLUMNS} FROM events WHERE rowid > ? AND rowid <= ? "
+                f"SELECT rowid, received_us, {_EVENT_COLUMNS} FROM events WHERE rowid > ? AND rowid <= ? "
                 "AND timestamp_us >= ? ORDER BY rowid LIMIT ?",
                 (start, through_rowid, _since(since), page),
             )
             if not rows:
                 return
             start = int(rows[-1][0])
-            yield start, [behavior_event_from_row(row[1:]) for row in rows]
+            yield rows
 
     def behavior_event_batches(
         self, after_rowid: int, through_rowid: int, since: dt.datetime | None = None, page: int = 5_000
@@ -435,20 +443,11 @@ class EventLog:
         state the live path had reached. (Two calls that store batches of one customer at the same
         moment may reach live state in the other order than the log's; only then can the two differ.)
         """
-        start = after_rowid
         uncut = max(page, WHOLE_BATCH_EVENTS)
         batch: list[BehaviorEvent] = []
         batch_received: int | None = None
         batch_end = after_rowid
-        while start < through_rowid:
-            rows = self._query(
-                f"SELECT rowid, received_us, {_EVENT_COLUMNS} FROM events WHERE rowid > ? AND rowid <= ? "
-                "AND timestamp_us >= ? ORDER BY rowid LIMIT ?",
-                (start, through_rowid, _since(since), page),
-            )
-            if not rows:
-                break
-            start = int(rows[-1][0])
+        for rows in self._event_row_pages(after_rowid, through_rowid, since, page):
             complete: list[list[BehaviorEvent]] = []
             complete_end = batch_end
             for row in rows:

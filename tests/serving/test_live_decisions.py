@@ -28,7 +28,7 @@ from serving.generated.persona.v1 import admin_service_pb2_grpc as admin_grpc
 from serving.model_holder import load_model
 from serving.process_lifecycle import EXIT_USAGE
 from serving.server import serve
-from serving.settings import ServeConfigError, add_serve_arguments, settings_from_args
+from serving.settings import ServeConfigError, ServeSettings, add_serve_arguments, settings_from_args
 from tests.serving.server_harness import InProcessServer, in_process_server, trained_artifacts
 from training.config import parse_config
 from training.train_job import run_training
@@ -203,6 +203,13 @@ def test_experiment_report_reads_the_servers_log(live: Live, capsys: pytest.Capt
     assert [p["policy"] for p in evaluation["policies"]] == ["uniform", "greedy"]
 
 
+def _settings_with_experiment(artifact: Path, config: Path) -> ServeSettings:
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    args = ["--artifact", str(artifact), "--address", "127.0.0.1:0", "--metrics-port", "0"]
+    return settings_from_args(parser.parse_args([*args, "--experiment", str(config)]), {})
+
+
 def test_serve_starts_the_experiment_of_its_config_file(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -214,11 +221,11 @@ def test_serve_starts_the_experiment_of_its_config_file(
         '[experiment.arms.b]\nshare = 0.5\npolicy = "online-bandit"\n',
         encoding="utf-8",
     )
+    settings = _settings_with_experiment(artifact, config)
+    assert settings.experiment == config.resolve()
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
     base = ["--artifact", str(artifact), "--address", "127.0.0.1:0", "--metrics-port", "0"]
-    settings = settings_from_args(parser.parse_args([*base, "--experiment", str(config)]), {})
-    assert settings.experiment == config.resolve()
     broken = tmp_path / "broken.toml"
     broken.write_text(
         config.read_text(encoding="utf-8").replace("share = 0.5\npolicy", "share = 0.6\npolicy")
@@ -332,9 +339,5 @@ def test_serve_refuses_an_experiment_whose_arm_names_a_model_the_artifact_lacks(
         '[experiment.arms.a]\nshare = 0.5\n[experiment.arms.b]\nshare = 0.5\nmodel = "bpr"\n',
         encoding="utf-8",
     )
-    parser = argparse.ArgumentParser()
-    add_serve_arguments(parser)
-    args = ["--artifact", str(artifact), "--address", "127.0.0.1:0", "--metrics-port", "0"]
-    settings = settings_from_args(parser.parse_args([*args, "--experiment", str(config)]), {})
-    assert serve(settings, stop=threading.Event()) == EXIT_USAGE
+    assert serve(_settings_with_experiment(artifact, config), stop=threading.Event()) == EXIT_USAGE
     assert f"experiment.arms.b.model: artifact {artifact.name} has no model 'bpr' (it has " in caplog.text
