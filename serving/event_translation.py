@@ -12,11 +12,11 @@ the decision served, and an outcome that names no arm gets the decision's only a
 decision the log does not hold (yet) is no error: it may have been served by a server without a log, or
 be still in the decision writer's queue.
 
-A record that fails a check but whose id the log already holds is a duplicate, not an error: the
-.proto promises that a retry of an accepted record is counted as one whatever its other fields, and a
-check can fail on the retry that passed the first time (the outcome's decision reached the log in
-between, or a timestamp that was in range has aged). Only failing records are looked up, so a batch
-of good records costs no extra read.
+A record that fails a check but whose id the log already holds, or a valid record before it in the
+same request has, is a duplicate, not an error: the .proto promises that a retry of an accepted record
+is counted as one whatever its other fields, and a check can fail on the retry that passed the first
+time (the outcome's decision reached the log in between, or a timestamp that was in range has aged).
+Only failing records are looked up, so a batch of good records costs no extra read.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from engine.data.contract import EVENT_TYPES
 from engine.invalid_request import InvalidRequestError
-from engine.live.event_log import WHOLE_BATCH_EVENTS
+from engine.live.arrival_batches import WHOLE_BATCH_EVENTS
 from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind, ServedDecision
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 
@@ -70,8 +70,16 @@ class RecordBatch:
     events: tuple[BehaviorEvent, ...]
     outcomes: tuple[DecisionOutcome, ...]
     errors: tuple[RecordError, ...]
-    stored_events: int = 0  # records that failed a check but are already stored: duplicates
-    stored_outcomes: int = 0
+    # (kind, index) of the records that failed a check but whose id is already accepted: duplicates
+    failed_duplicates: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def stored_events(self) -> int:
+        return sum(kind == "event" for kind, _ in self.failed_duplicates)
+
+    @property
+    def stored_outcomes(self) -> int:
+        return sum(kind == "outcome" for kind, _ in self.failed_duplicates)
 
     @property
     def rejected_events(self) -> int:
@@ -104,11 +112,14 @@ def record_batch(
     events: list[BehaviorEvent] = []
     outcomes: list[DecisionOutcome] = []
     errors: list[RecordError] = []
-    already = {"event": 0, "outcome": 0}
+    already: list[tuple[str, int]] = []
+    accepted: dict[str, set[str]] = {"event": set(), "outcome": set()}  # valid ids earlier in the batch
 
     def refused(kind: str, index: int, record_id: str, field: str, error: InvalidRequestError) -> None:
-        if stored is not None and 1 <= len(record_id) <= MAX_EVENT_ID_CHARS and stored(kind, record_id):
-            already[kind] += 1
+        if record_id in accepted[kind] or (
+            stored is not None and 1 <= len(record_id) <= MAX_EVENT_ID_CHARS and stored(kind, record_id)
+        ):
+            already.append((kind, index))
         else:
             errors.append(
                 RecordError(kind, index, record_id, f"{field}[{index}].{error.field}", error.problem)
@@ -117,14 +128,16 @@ def record_batch(
     for index, message in enumerate(request.events):
         try:
             events.append(behavior_event(message, latest))
+            accepted["event"].add(message.event_id)
         except InvalidRequestError as error:
             refused("event", index, message.event_id, "events", error)
     for index, outcome_message in enumerate(request.outcomes):
         try:
             outcomes.append(decision_outcome(outcome_message, latest, decision))
+            accepted["outcome"].add(outcome_message.event_id)
         except InvalidRequestError as error:
             refused("outcome", index, outcome_message.event_id, "outcomes", error)
-    return RecordBatch(tuple(events), tuple(outcomes), tuple(errors), already["event"], already["outcome"])
+    return RecordBatch(tuple(events), tuple(outcomes), tuple(errors), tuple(already))
 
 
 def _id(value: str, field: str, high: int) -> str:

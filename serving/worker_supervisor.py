@@ -86,11 +86,15 @@ def _reserve_port(host: str, port: int) -> socket.socket:
     """Bind (without listening) a SO_REUSEPORT socket so the workers share a known, held port.
 
     The socket never accepts connections; it keeps an ephemeral port (``:0``) from being taken by
-    someone else between the workers' binds, as in gRPC's multiprocessing example.
+    someone else between the workers' binds, as in gRPC's multiprocessing example. SO_REUSEADDR as
+    gRPC's own listeners have it: a server restarted at once finds the connections its predecessor
+    closed still in TIME_WAIT on the port, and without it the reservation failed with "Address already
+    in use" (fuzz pass). On Linux it never lets two listeners share a port; SO_REUSEPORT does that.
     """
     bare = bare_host(host)
     sock = socket.socket(socket.AF_INET6 if ":" in bare else socket.AF_INET, socket.SOCK_STREAM)
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((bare, port))
     except OSError as error:

@@ -48,9 +48,6 @@ from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind, Serv
 SCHEMA_VERSION: Final = 3
 DEFAULT_BUSY_TIMEOUT_S: Final = 30.0
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-# A batch of at most this many events is replayed whole at a restart (``behavior_event_batches``), so
-# RecordEvents takes no more per call (``serving.event_translation.MAX_EVENTS``).
-WHOLE_BATCH_EVENTS: Final = 1_000
 
 _SCHEMA: Final = (
     """
@@ -409,14 +406,15 @@ class EventLog:
         Each page is one short query, so a long replay never holds the connection or a read
         transaction, and its reader can stop between pages.
         """
-        for rows in self._event_row_pages(after_rowid, through_rowid, since, page):
+        for rows in self.event_row_pages(after_rowid, through_rowid, since, page):
             yield int(rows[-1][0]), [behavior_event_from_row(row[2:]) for row in rows]
 
-    def _event_row_pages(
+    def event_row_pages(
         self, after_rowid: int, through_rowid: int, since: dt.datetime | None, page: int
     ) -> Iterator[list[tuple[Any, ...]]]:
         """(rowid, received_us, event columns) rows of the events in a range of positions, a page per
-        query, in arrival order."""
+        query, in arrival order (``behavior_event_from_row`` reads the columns): the rows one
+        ``append`` stored follow one another and share ``received_us`` (``engine.live.arrival_batches``)."""
         start = after_rowid
         while start < through_rowid:
             rows = self._query(
@@ -428,43 +426,6 @@ class EventLog:
                 return
             start = int(rows[-1][0])
             yield rows
-
-    def behavior_event_batches(
-        self, after_rowid: int, through_rowid: int, since: dt.datetime | None = None, page: int = 5_000
-    ) -> Iterator[tuple[int, list[list[BehaviorEvent]]]]:
-        """The events of ``behavior_event_pages``, each page cut into the batches they arrived in, with
-        the position of the page's last event. A batch is replayed whole unless it is longer than
-        ``page`` and ``WHOLE_BATCH_EVENTS`` (a bulk append's; a ``RecordEvents`` call stores fewer).
-
-        A batch is the rows one ``append`` stored: they follow one another and share ``received_us``
-        (read once per batch). Live state folds a customer's events a batch at a time, and a late
-        event of a day already committed counts only when it arrives in the same batch as that day's
-        (``engine.live.customer_state``), so a restart replays the log batch by batch to reach the
-        state the live path had reached. (Two calls that store batches of one customer at the same
-        moment may reach live state in the other order than the log's; only then can the two differ.)
-        """
-        uncut = max(page, WHOLE_BATCH_EVENTS)
-        batch: list[BehaviorEvent] = []
-        batch_received: int | None = None
-        batch_end = after_rowid
-        for rows in self._event_row_pages(after_rowid, through_rowid, since, page):
-            complete: list[list[BehaviorEvent]] = []
-            complete_end = batch_end
-            for row in rows:
-                if batch and row[1] != batch_received:
-                    complete.append(batch)
-                    complete_end = batch_end
-                    batch = []
-                batch_received, batch_end = row[1], int(row[0])
-                batch.append(behavior_event_from_row(row[2:]))
-                if len(batch) >= uncut:  # a bulk append's batch is cut: memory and stops stay bounded
-                    complete.append(batch)
-                    complete_end = batch_end
-                    batch = []
-            if complete:  # the last batch may go on in the next page: it waits for it
-                yield complete_end, complete
-        if batch:
-            yield batch_end, [batch]
 
     # ------------------------------------------------------------------ marks and retention
 

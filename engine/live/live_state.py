@@ -37,6 +37,7 @@ from typing import Protocol
 
 import numpy as np
 
+from engine.live.arrival_batches import arrival_batches
 from engine.live.customer_state import LiveCustomerStates, LiveStateConfig
 from engine.live.event_log import EventLog, to_micros
 from engine.live.event_scoring import LiveEventScorer
@@ -264,7 +265,7 @@ def _rebuild(
                 restored += 1
         after = snapshot.last_event_rowid
     replayed = 0
-    for _, batches in event_log.behavior_event_batches(after, through, since, _REPLAY_CHUNK):
+    for _, batches in arrival_batches(event_log, after, through, since, _REPLAY_CHUNK):
         if stop is not None and stop.is_set():
             return CatchUp(restored, after, replayed, through, stopped=True), last_event_us
         states.observe_batches(batches)  # in the batches they arrived in, as live state took them

@@ -251,6 +251,12 @@ def test_missing_path_is_not_found_and_empty_path_invalid(
     missing = _reload_error(client, str(tmp_path / "no-such-artifact"))
     assert missing.code() is grpc.StatusCode.NOT_FOUND
     assert "no-such-artifact does not exist" in str(missing.details())
+    # A status message quoting a long non-ASCII path is cut to fit gRPC's trailers (it came back
+    # RESOURCE_EXHAUSTED, 16 KB percent-encoded against an 8 KiB limit; fuzz pass).
+    accented = ("€" * 80 + "/") * 16  # 3,856 bytes: a path Linux takes, 11.6 KB percent-encoded
+    cut = _reload_error(client, accented)
+    assert cut.code() is grpc.StatusCode.NOT_FOUND
+    assert str(cut.details()).startswith("artifact_path: €€") and str(cut.details()).endswith(" characters)")
     # The refusal's log line quotes the path escaped: a path cannot forge a log line (fuzz pass).
     forged = _reload_error(client, "artifacts/x\n2026-01-01 00:00:00,000 INFO forged")
     assert forged.code() is grpc.StatusCode.NOT_FOUND

@@ -83,15 +83,20 @@ def test_every_record_is_accepted_within_the_contract_or_rejected_naming_its_fie
     batch = record_batch(
         pb.RecordEventsRequest(events=events, outcomes=outcomes), NOW, lambda d: LOGGED.get(d, ())
     )
-    assert len(batch.events) + batch.rejected_events == len(events)
-    assert len(batch.outcomes) + batch.rejected_outcomes == len(outcomes)
+    # Each record is valid, rejected, or a failing copy of a valid record before it (a duplicate).
+    assert len(batch.events) + batch.rejected_events + batch.stored_events == len(events)
+    assert len(batch.outcomes) + batch.rejected_outcomes + batch.stored_outcomes == len(outcomes)
     rejected = {(error.kind, error.index) for error in batch.errors}
     assert len(rejected) == len(batch.errors)  # one error per rejected record
+    for kind, index in batch.failed_duplicates:
+        sent = events if kind == "event" else outcomes
+        assert sent[index].event_id in {m.event_id for m in sent[:index]}
+    skipped = rejected | set(batch.failed_duplicates)
     for error in batch.errors:
         sent = events[error.index] if error.kind == "event" else outcomes[error.index]
         assert error.field.startswith(f"{error.kind}s[{error.index}].")
         assert error.event_id == sent.event_id and error.message
-    accepted_events = [e for i, e in enumerate(events) if ("event", i) not in rejected]
+    accepted_events = [e for i, e in enumerate(events) if ("event", i) not in skipped]
     for message, event in zip(accepted_events, batch.events, strict=True):
         assert event.event_id == message.event_id and 1 <= len(event.event_id) <= 128
         assert event.event_type in EVENT_TYPES

@@ -249,9 +249,14 @@ def test_an_accepted_record_retried_after_its_check_would_fail_is_a_duplicate(li
     )
     assert (retry.accepted_outcomes, retry.duplicate_outcomes, list(retry.errors)) == (0, 1, [])
     assert (retry.accepted_events, retry.duplicate_events) == (0, 1)
+    # A copy that fails the checks after a valid record with its id in the same request: a duplicate.
+    twice = live.client.record_events(
+        [replace(event, event_id="twice"), replace(event, event_id="twice", timestamp=future)]
+    )
+    assert (twice.accepted_events, twice.duplicate_events, list(twice.errors)) == (1, 1, [])
     # A new record failing the same check is still refused, naming its field.
     fresh = live.client.record_events(outcomes=[replace(stray, event_id="never-seen")])
     assert [e.field for e in fresh.errors] == ["outcomes[0].arm_id"]
-    assert live.log.counts()["outcomes"] == 1 and live.log.counts()["events"] == 1
+    assert live.log.counts()["outcomes"] == 1 and live.log.counts()["events"] == 2
     assert live.server.metric("persona_engine_live_records_total", record="outcome", result="duplicate") == 1
     assert live.server.metric("persona_engine_live_records_total", record="outcome", result="rejected") == 1

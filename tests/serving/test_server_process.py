@@ -128,15 +128,19 @@ def test_request_id_is_echoed_or_generated(server: ServerProcess) -> None:
     assert "request_id=abc-123" in server.log()
 
 
+def _health_watch(channel: grpc.Channel) -> grpc.UnaryStreamMultiCallable:
+    return channel.unary_stream(
+        "/grpc.health.v1.Health/Watch",
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
+
+
 def test_sigterm_drains_calls_in_flight_and_exits_zero(artifacts: TrainedArtifacts, tmp_path: Path) -> None:
     customers = _customers(artifacts.older, 1000)
     server = start_server(artifacts.older, tmp_path, grace_seconds=20)
     channel = grpc.insecure_channel(server.address)
-    watch = channel.unary_stream(
-        "/grpc.health.v1.Health/Watch",
-        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-        response_deserializer=health_pb2.HealthCheckResponse.FromString,
-    )(health_pb2.HealthCheckRequest(service=PERSONALIZATION_SERVICE), timeout=30)
+    watch = _health_watch(channel)(health_pb2.HealthCheckRequest(service=PERSONALIZATION_SERVICE), timeout=30)
     assert next(watch).status == SERVING
     # No retries: a retry after the exit would hide a lost response behind "connection refused".
     client = PersonaEngineClient(server.address, timeout_s=30, retries=0, channel_options=BIG_MESSAGES)
@@ -155,9 +159,7 @@ def test_sigterm_drains_calls_in_flight_and_exits_zero(artifacts: TrainedArtifac
         assert next(watch).status == NOT_SERVING
         responses = [batch.result(timeout=30) for batch in batches]
     assert [len(r.results) for r in responses] == [1000, 1000]
-    # The Watch stream ends at the stop (NOT_SERVING again, then OK), so it does not hold the stop.
-    assert [r.status for r in watch] in ([], [NOT_SERVING])
-    assert watch.code() is grpc.StatusCode.OK
+    assert list(watch) == [] and watch.code() is grpc.StatusCode.OK  # ended at the stop
     assert server.process.wait(timeout=30) == 0
     assert time.monotonic() - signalled < 15
     with pytest.raises(grpc.RpcError) as refused:
@@ -172,6 +174,34 @@ def test_sigterm_drains_calls_in_flight_and_exits_zero(artifacts: TrainedArtifac
     # They were in flight at the signal and were answered after it (on a loaded machine the stop may
     # begin only after one of them finished).
     assert log.index("received SIGTERM") < log.index("RecommendProducts OK")
+
+
+def test_health_watchers_are_told_not_serving_and_released_so_they_do_not_hold_the_stop(
+    artifacts: TrainedArtifacts, tmp_path: Path
+) -> None:
+    """An idle Watch (whole server, or the service) used to hold a stop for the whole grace period,
+    end UNAVAILABLE and log an ERROR; each now gets NOT_SERVING and ends OK at once (fuzz pass)."""
+    server = start_server(artifacts.older, tmp_path, grace_seconds=30)
+    channel = grpc.insecure_channel(server.address)
+    watch = _health_watch(channel)
+    watchers = [
+        watch(health_pb2.HealthCheckRequest(service=name), timeout=60)
+        for name in ("", PERSONALIZATION_SERVICE)
+    ]
+    unknown = watch(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=60)
+    assert [next(w).status for w in watchers] == [SERVING, SERVING]
+    assert next(unknown).status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    for watcher in watchers:
+        assert [r.status for r in watcher] == [NOT_SERVING]  # then the stream ends
+        assert watcher.code() is grpc.StatusCode.OK
+    assert list(unknown) == [] and unknown.code() is grpc.StatusCode.OK
+    assert server.process.wait(timeout=60) == 0
+    assert time.monotonic() - signalled < 15  # the grace period is 30 s
+    channel.close()
+    log = server.log()
+    assert "Traceback" not in log and "ERROR" not in log
 
 
 def test_corrupt_artifact_is_refused_at_startup_naming_the_file(

@@ -6,6 +6,7 @@ import functools
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -16,7 +17,13 @@ import pytest
 from serving.process_lifecycle import EXIT_FAILURE
 from serving.ready_file import read_ready_file
 from serving.server_process import ServerProcess, running_server, start_server
-from serving.worker_supervisor import MAX_RESTARTS, ForkedProcess, RestartBudget, exit_description
+from serving.worker_supervisor import (
+    MAX_RESTARTS,
+    ForkedProcess,
+    RestartBudget,
+    _reserve_port,
+    exit_description,
+)
 from tests.serving.server_harness import SERVER_WAIT_S, TrainedArtifacts, trained_artifacts, wait_for_server
 
 
@@ -127,3 +134,23 @@ def test_a_forked_worker_reports_its_exit_like_popen() -> None:
     assert sleeper.wait(timeout=10) == -signal.SIGKILL
     assert exit_description(sleeper.wait()) == "signal SIGKILL"
     sleeper.send_signal(signal.SIGTERM)  # a process already reaped is left alone
+
+
+def test_the_port_is_reserved_while_its_last_connections_wait_in_time_wait() -> None:
+    """A multi-worker server restarted at once failed: the connections its predecessor closed kept the
+    port in TIME_WAIT, and the reservation lacked SO_REUSEADDR (fuzz pass). A listener still holding
+    the port keeps it from anyone else."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    connection, _ = listener.accept()
+    connection.close()  # the server's side closes first, so the port's end of it waits in TIME_WAIT
+    assert client.recv(1) == b""
+    client.close()
+    with pytest.raises(OSError, match=r"cannot reserve .* Address already in use"):
+        _reserve_port("127.0.0.1", port)  # the listener is still there
+    listener.close()
+    _reserve_port("127.0.0.1", port).close()
