@@ -12,7 +12,8 @@ Watch is this class's own rather than a wrapper around the base class's: cancell
 stream while it was sending NOT_SERVING left a send unfinished, and a second send then failed with
 TOO_MANY_OPERATIONS and held the stream open all the same (measured: 10 s of a 10 s grace, an ERROR
 per stop). One loop per stream, which alone writes to it, cannot do that, and it writes outside the
-lock, so a watcher that stops reading holds up neither ``set`` nor the stop. ``Check`` and ``set`` stay
+lock, so a watcher that stops reading holds up neither ``set`` nor the other watchers (its own stream,
+like any call whose caller stops reading, lasts until the grace period ends). ``Check`` and ``set`` stay
 the base class's; ``set`` also wakes this class's watchers.
 """
 

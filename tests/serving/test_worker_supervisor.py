@@ -154,3 +154,17 @@ def test_the_port_is_reserved_while_its_last_connections_wait_in_time_wait() -> 
         _reserve_port("127.0.0.1", port)  # the listener is still there
     listener.close()
     _reserve_port("127.0.0.1", port).close()
+
+
+def test_a_port_another_multi_worker_server_listens_on_is_refused() -> None:
+    """SO_REUSEPORT let a second ``--workers 2`` server join a port the first one served (both then
+    answered part of the calls); the reservation now refuses it, as a single-worker server's bind does."""
+    workers_socket = socket.socket()
+    workers_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    workers_socket.bind(("127.0.0.1", 0))
+    workers_socket.listen()
+    port = workers_socket.getsockname()[1]
+    with pytest.raises(OSError, match=r"cannot reserve .* Address already in use"):
+        _reserve_port("127.0.0.1", port)
+    workers_socket.close()
+    _reserve_port("127.0.0.1", port).close()
