@@ -244,7 +244,8 @@ def cmd_batch_recommend(args: argparse.Namespace) -> int:
         raise UserError(f"--out {args.out}: batch recommendations are written as .parquet")
     args.out.parent.mkdir(parents=True, exist_ok=True)  # a bad --out fails before any work, not after it
     try:
-        ids = read_customer_ids(args.customer_ids) if args.customer_ids else None
+        # An empty value (an unset shell variable) must not mean "everyone": that is a whole-base campaign.
+        ids = read_customer_ids(args.customer_ids) if args.customer_ids is not None else None
     except CustomerListError as error:
         raise UserError(str(error)) from None
     personalizer = open_personalizer(args.artifact, args.model)

@@ -75,31 +75,43 @@ class BatchRecommendReport:
         return self.customers / self.seconds if self.seconds > 0 else float("nan")
 
 
+def _some_ids(path: Path, ids: Sequence[str]) -> list[str]:
+    """The distinct non-empty ids, in order; a file without any is refused (no ids is not "everyone")."""
+    distinct = list(dict.fromkeys(i for i in ids if i))
+    if not distinct:
+        raise CustomerListError(f"{path}: the customer list holds no customer id")
+    return distinct
+
+
 def read_customer_ids(spec: str) -> list[str]:
     """Ids from a file (.csv/.parquet with a customer_id column, or .txt one per line) or a comma list."""
     path = Path(spec)
     if path.suffix.lower() in (".csv", ".parquet", ".txt") or path.is_file():
         if not path.is_file():
             raise CustomerListError(f"{path}: customer list not found")
-        if path.suffix.lower() == ".txt":
-            ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-            return list(dict.fromkeys(i for i in ids if i))
+        # Every way a file can fail to be a list of ids (not UTF-8, corrupt, a column of lists) is one
+        # message naming the file: a traceback here was a fuzz finding.
         try:
+            if path.suffix.lower() == ".txt":
+                lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+                return _some_ids(path, lines)
             lazy = (
                 pl.scan_parquet(path)
                 if path.suffix.lower() == ".parquet"
                 else pl.scan_csv(path, infer_schema=False)
             )
             columns = lazy.collect_schema().names()
-        except (OSError, pl.exceptions.PolarsError) as problem:
+            if "customer_id" not in columns:
+                raise CustomerListError(
+                    f"{path}: needs a customer_id column (columns found: {', '.join(columns) or 'none'})"
+                )
+            column = (
+                lazy.select(pl.col("customer_id").cast(pl.String).str.strip_chars()).collect().to_series()
+            )
+        except (OSError, UnicodeDecodeError, pl.exceptions.PolarsError) as problem:
             first_line = (str(problem).strip().splitlines() or [type(problem).__name__])[0]
             raise CustomerListError(f"{path}: cannot read the customer list: {first_line}") from None
-        if "customer_id" not in columns:
-            raise CustomerListError(
-                f"{path}: needs a customer_id column (columns found: {', '.join(columns) or 'none'})"
-            )
-        column = lazy.select(pl.col("customer_id").cast(pl.String).str.strip_chars()).collect().to_series()
-        return list(dict.fromkeys(i for i in column.drop_nulls().to_list() if i))
+        return _some_ids(path, column.drop_nulls().to_list())
     ids = [part.strip() for part in spec.split(",")]
     if not any(ids):
         raise CustomerListError(f"--customer-ids {spec!r} names no customer id")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.artifact import MANIFEST, ArtifactError, data_fingerprint
-from engine.artifact.contents import load_artifact
+from engine.artifact.contents import LoadedArtifact, load_artifact
 from engine.models.base import Recommender
 from training.config import TrainingSection, parse_config
 from training.drift_evaluation import drift_evaluation
@@ -41,7 +41,7 @@ from training.evaluation import (
     evaluate_models,
 )
 from training.persona_report import persona_accuracy
-from training.prepared_data import context_segments, evaluation_segments, prepare
+from training.prepared_data import PreparedData, context_segments, evaluation_segments, prepare
 from training.served_models import ServedModels
 from training.steering_evaluation import SteeringResult, steering_results
 from training.train_job import fit_models
@@ -115,6 +115,7 @@ def run_evaluation(
         models, _ = fit_models(prepared, split_config, show_progress=show_progress, label="fitting split")
         scored = SPLIT_REFIT
     else:
+        _require_the_models_rows(artifact, prepared, data_dir)
         models = {name: artifact.models[name] for name in kinds}
         scored = ARTIFACT_MODELS
     announce("scoring the models on the test period")
@@ -144,6 +145,31 @@ def run_evaluation(
         steering_results=steering,
         drift_evaluation=drift,
     )
+
+
+def _require_the_models_rows(artifact: LoadedArtifact, prepared: PreparedData, data_dir: Path) -> None:
+    """The artifact's own models index customers and items as its split did; scored on data that splits
+    into other ones they would score the wrong rows, or fail inside a model ("user_index 274 is outside
+    the 274 customers it was fitted on": a fuzz finding). Refused here, naming the first difference."""
+    for noun, stored, rebuilt in (
+        ("customers", artifact.model_customers.ids.tolist(), prepared.model_customers.ids.tolist()),
+        ("items", artifact.item_catalog.ids.ids.tolist(), prepared.items.ids.tolist()),
+    ):
+        if stored != rebuilt:
+            extra = sorted(set(rebuilt) - set(stored))[:3]
+            missing = sorted(set(stored) - set(rebuilt))[:3]
+            detail = (
+                f"new: {', '.join(map(repr, extra))}"
+                if extra
+                else f"missing: {', '.join(map(repr, missing))}"
+                if missing
+                else "the same ones in another order"
+            )
+            raise ArtifactError(
+                f"{artifact.path}: its models were fitted on other {noun} than the split of {data_dir} "
+                f"gives ({len(stored)} against {len(rebuilt)}; {detail}); score them on the data they "
+                "were trained on, or train on this data"
+            )
 
 
 def matches_manifest(results: list[SegmentResult], stored: list[dict[str, Any]]) -> dict[str, bool]:

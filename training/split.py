@@ -23,8 +23,13 @@ import polars as pl
 from numpy.typing import NDArray
 
 from engine.data.loading import DataIssue, DataValidationError
+from engine.errors import PersonaEngineError
 
 ALL_EVENTS = "all_events"  # the split method of ``all_events_split``: nothing held out
+
+
+class SplitError(PersonaEngineError, ValueError):
+    """The events cannot be split into a training and a test period that can be evaluated."""
 
 
 @dataclass(frozen=True)
@@ -125,9 +130,14 @@ def split_events(
     in_train = timestamps < test_start
     del timestamps
     train, test, customers, (warm, cold) = _partition_and_hold_out(events, in_train, cold_start_share, seed)
+    period = f"the test period ([split] test_days = {test_days}: from {test_start.isoformat()} on)"
     if train.height == 0:
-        raise ValueError(
-            f"no events before the test period starting {test_start.isoformat()}; lower test_days"
+        raise SplitError(f"no events before {period}; lower [split] test_days")
+    if not test["customer_id"].is_in(customers.implode()).any():  # customers with training events
+        raise SplitError(
+            f"no event in {period} is by a customer seen before it, so there is nothing to evaluate "
+            f"({test.height} event(s) in it). Is the latest timestamp, {last.isoformat()}, right? "
+            "Otherwise raise [split] test_days"
         )
     return TimeSplit(
         test_start=test_start,

@@ -29,6 +29,8 @@ features, named ``feature__<name>`` (engine/data/contract.py).
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -87,6 +89,9 @@ _TIMESTAMP_FORMATS: tuple[str, ...] = (
 _FORMAT_SNIFF_SAMPLE = 200
 
 
+EARLIEST_TIMESTAMP = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 class IssueReason(StrEnum):
     """Short codes for what is wrong; also the keys of ``LoadReport.rows_skipped``."""
 
@@ -96,6 +101,7 @@ class IssueReason(StrEnum):
     UNREADABLE_FILE = "unreadable_file"
     EMPTY_FILE = "empty_file"
     MISSING_COLUMN = "missing_column"
+    DUPLICATE_COLUMN = "duplicate_column"
     WRONG_TYPE = "wrong_type"
     BAD_TIMESTAMP = "bad_timestamp"
     BAD_DATE = "bad_date"
@@ -274,6 +280,7 @@ class _IssueLog:
         self.issues: list[DataIssue] = []
         self.total = 0
         self.rows_in_file: int | None = None
+        self.header: list[str] = []  # every column of the file, not only the contract's
 
     def add(self, column: str | None, message: str, reason: IssueReason) -> None:
         self.issues.append(DataIssue(self.file, None, column, message, reason))
@@ -392,7 +399,7 @@ def _load_table(path: Path, schema: TableSchema, skip_invalid: bool) -> _LoadedT
                 log.add(
                     column.name,
                     f"required column {column.name!r} is missing "
-                    f"(columns found: {', '.join(raw.columns) or 'none'})",
+                    f"(columns found: {', '.join(log.header) or 'none'})",
                     IssueReason.MISSING_COLUMN,
                 )
             continue
@@ -416,6 +423,20 @@ def _load_table(path: Path, schema: TableSchema, skip_invalid: bool) -> _LoadedT
     return table
 
 
+# polars reads a CSV header that names a column twice as ``name``, ``name_duplicated_0``, ...
+_REPEATED_COLUMN = re.compile(r"(.+)_duplicated_\d+")
+
+
+def _repeated_columns(header: Sequence[str], log: _IssueLog) -> bool:
+    """Log every column a CSV header names more than once (polars would keep the first and rename the
+    others, and the data of the renamed one would be dropped without a word); whether there was one."""
+    names = set(header)
+    repeated = {m.group(1) for n in header if (m := _REPEATED_COLUMN.fullmatch(n)) and m.group(1) in names}
+    for name in sorted(repeated):
+        log.add(name, f"column {name!r} appears more than once in the header", IssueReason.DUPLICATE_COLUMN)
+    return bool(repeated)
+
+
 def _read_file(path: Path, schema: TableSchema, log: _IssueLog) -> pl.DataFrame | None:
     """Read the contract's columns of a file (CSV all as text); None after logging why it cannot be read."""
     if not path.is_file():
@@ -434,10 +455,14 @@ def _read_file(path: Path, schema: TableSchema, log: _IssueLog) -> pl.DataFrame 
         if log.is_csv:
             lazy = pl.scan_csv(path, infer_schema=False)
             header = lazy.collect_schema().names()
+            log.header = header
+            if _repeated_columns(header, log):
+                return None
             present = kept(header)
             frame = lazy.select(present).collect() if present else pl.DataFrame()
         else:
             header = list(pl.read_parquet_schema(path))
+            log.header = header
             present = kept(header)
             frame = pl.read_parquet(path, columns=present) if present else pl.DataFrame()
     except (OSError, ValueError, pl.exceptions.PolarsError) as problem:
@@ -498,6 +523,19 @@ def _check_column(raw: pl.Series, column: Column, checks: _RowChecks) -> pl.Seri
             column.name,
             IssueReason.OUT_OF_RANGE,
             lambda idx: [f"{v!r} is out of range: {bounds}" for v in raw.gather(idx).to_list()],
+        )
+    if column.kind is ColumnKind.TIMESTAMP:
+        # No shop's event happened before 1970; such a timestamp is a broken export (a year-1 default),
+        # and day counts from 1970 must not go negative downstream (``discover`` crashed on one).
+        early = (values < EARLIEST_TIMESTAMP).fill_null(False)
+        checks.report(
+            early if fine is None else early & fine,
+            column.name,
+            IssueReason.OUT_OF_RANGE,
+            lambda idx: [
+                f"{v.isoformat() if isinstance(v, dt.datetime | dt.date) else repr(v)} is before 1970-01-01"
+                for v in raw.gather(idx).to_list()
+            ],
         )
     return values
 

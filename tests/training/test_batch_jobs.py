@@ -14,7 +14,7 @@ from engine.data.loading import load_shop
 from engine.personalization_request import CustomerTarget, ProductRequest
 from engine.personalizer import Personalizer
 from tests.engine.small_artifact import train_small_artifact
-from training.batch_recommend import batch_recommend, read_customer_ids
+from training.batch_recommend import CustomerListError, batch_recommend, read_customer_ids
 from training.persona_segments import persona_segments
 
 
@@ -76,6 +76,24 @@ def test_customer_lists_from_files(tmp_path: Path) -> None:
     assert read_customer_ids(str(tmp_path / "ids.txt")) == ["c", "d"]
 
 
+def test_a_customer_list_that_cannot_be_read_or_holds_no_id_is_refused_naming_it(tmp_path: Path) -> None:
+    """Each of these was a traceback or, worse, "every customer" (fuzz pass)."""
+    (tmp_path / "latin1.csv").write_bytes(b"customer_id\nc\xe9001\n")
+    (tmp_path / "latin1.txt").write_bytes(b"c001\n\xff\xfe")
+    pl.DataFrame({"customer_id": [["a", "b"]]}).write_parquet(tmp_path / "lists.parquet")
+    pl.DataFrame({"customer_id": []}, schema={"customer_id": pl.String}).write_csv(tmp_path / "header.csv")
+    for name, problem in (
+        ("latin1.csv", "cannot read the customer list"),
+        ("latin1.txt", "cannot read the customer list"),
+        ("lists.parquet", "cannot read the customer list"),
+        ("header.csv", "the customer list holds no customer id"),
+    ):
+        with pytest.raises(CustomerListError, match=f"{name}: {problem}"):
+            read_customer_ids(str(tmp_path / name))
+    with pytest.raises(CustomerListError, match="--customer-ids '' names no customer id"):
+        read_customer_ids("")
+
+
 def test_batch_recommend_cli(artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli.parquet"
     assert main(["batch-recommend", "--artifact", str(artifact), "--out", str(out), "-k", "2", "--json"]) == 0
@@ -96,6 +114,10 @@ def test_batch_recommend_cli(artifact: Path, tmp_path: Path, capsys: pytest.Capt
     )
     assert code == 2
     assert "needs a customer_id column (columns found: id)" in capsys.readouterr().err.replace("\n", "")
+    # An empty value (an unset shell variable) is refused, not taken for every customer.
+    empty = ["batch-recommend", "--artifact", str(artifact), "--out", str(out), "--customer-ids", ""]
+    assert main(empty) == 2
+    assert "names no customer id" in capsys.readouterr().err
 
 
 def _viewer_who_did_not_buy(personalizer: Personalizer) -> str:

@@ -10,10 +10,12 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from cli.main import main
+from engine.errors import PersonaEngineError
 from engine.models.registry import MODEL_KINDS, model_settings_schema
 from training.config import ConfigError, load_config, parse_config
 from training.split import (
     LoadedEvents,
+    SplitError,
     TimeSplit,
     _held_out,
     all_events_split,
@@ -152,6 +154,28 @@ def test_all_events_split_holds_nothing_out() -> None:
     assert split_events(events, test_days=1, cold_start_share=0.0, seed=1).holds_out
 
 
+def test_a_split_that_leaves_nothing_to_train_on_or_to_evaluate_is_refused_naming_the_setting() -> None:
+    """Both were a traceback (a ValueError); one far-future timestamp (a typo, 2062) made a test period
+    of one event by a new customer, and train wrote an artifact with no evaluation (fuzz pass)."""
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    days = [0, 1, 2, 3, 40]
+    events = pl.DataFrame(
+        {
+            "customer_id": ["a", "b", "a", "c", "d"],
+            "timestamp": [start + dt.timedelta(days=d) for d in days],
+        }
+    )
+    with pytest.raises(SplitError, match=r"no events before the test period \(\[split\] test_days = 100"):
+        split_events(events, test_days=100, cold_start_share=0.0, seed=1)
+    with pytest.raises(
+        SplitError, match=r"nothing to evaluate \(1 event\(s\) in it\)\. Is the latest timestamp"
+    ):
+        split_events(events, test_days=28, cold_start_share=0.0, seed=1)
+    with pytest.raises(SplitError):  # a PersonaEngineError: the CLI prints it on one line, exit 2
+        raise SplitError("x")
+    assert issubclass(SplitError, PersonaEngineError)
+
+
 def test_time_split_and_stable_cold_holdout() -> None:
     start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     events = pl.DataFrame(
@@ -189,7 +213,14 @@ def test_a_handed_over_table_splits_exactly_like_a_kept_one(
             "quantity": [float(h % 3) for h in hours],
         }
     )
-    if min(hours) < max(hours) - 24 * test_days:  # a split with a training period
+    cutoff = max(hours) - 24 * test_days
+    seen = {h % 7 for h in hours if h < cutoff}
+    evaluable = any(h % 7 in seen for h in hours if h >= cutoff)  # a test event by a known customer
+    if min(hours) < cutoff and not evaluable:
+        for table in (events, LoadedEvents(events.clone())):
+            with pytest.raises(SplitError, match="nothing to evaluate"):
+                split_events(table, test_days=test_days, cold_start_share=0.3, seed=2)
+    if min(hours) < cutoff and evaluable:  # a split with a training period and something to test
         kept = split_events(events, test_days=test_days, cold_start_share=0.3, seed=2)
         loaded = LoadedEvents(events.clone())
         handed = split_events(loaded, test_days=test_days, cold_start_share=0.3, seed=2)

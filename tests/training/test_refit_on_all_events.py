@@ -19,6 +19,7 @@ import polars as pl
 import pytest
 
 from cli.main import main
+from engine.artifact import ArtifactError
 from engine.artifact.contents import LoadedArtifact, load_artifact
 from engine.personalizer import Personalizer
 from training.batch_recommend import batch_recommend
@@ -182,6 +183,20 @@ def test_evaluate_scores_the_split_models_never_the_refit_ones(
     assert document["models_scored"] == SPLIT_REFIT and document["served_models_refit_on_all_events"]
     own = run_evaluation(split_only.path)
     assert own.models_scored == ARTIFACT_MODELS and all(own.matches_manifest.values())
+
+
+def test_evaluate_refuses_to_score_the_artifacts_models_on_data_that_splits_into_other_customers(
+    split_only: LoadedArtifact, shop_dir: Path, tmp_path: Path
+) -> None:
+    """One customer's events under another id made the artifact's ALS fail inside the model ("user_index
+    274 ... is outside the 274 customers it was fitted on"; fuzz pass): refused, naming the difference."""
+    other = tmp_path / "other-shop"
+    shutil.copytree(shop_dir, other, ignore=shutil.ignore_patterns("truth"))
+    events = pl.read_parquet(other / "events.parquet")
+    renamed = split_only.model_customers.ids.tolist()[0]
+    events.with_columns(pl.col("customer_id").replace(renamed, "c_nope")).write_parquet(other / "events.parquet")
+    with pytest.raises(ArtifactError, match="its models were fitted on other customers than the split of"):
+        run_evaluation(split_only.path, data_path=other)
 
 
 def test_evaluate_cli_says_which_models_it_scored(

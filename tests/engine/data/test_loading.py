@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -298,6 +299,55 @@ def test_unparsable_timestamp(tmp_path: Path) -> None:
     assert "events.csv, row 2 (line 3), column 'timestamp': cannot parse '2026-13-01' as a timestamp" in str(
         error.value
     )
+
+
+def test_a_timestamp_before_1970_is_out_of_range_in_text_and_in_parquet(tmp_path: Path) -> None:
+    """A year-1 timestamp (a broken export's default) crashed ``discover`` (fuzz pass); it is refused."""
+    events = EVENTS_CSV.replace("2026-01-05T11:00:00", "0001-01-01T00:00:00")
+    with pytest.raises(DataValidationError) as error:
+        load_shop(shop_dir(tmp_path, events=events))
+    issue = only_issue(error)
+    assert (issue.row, issue.column, issue.reason) == (2, "timestamp", "out_of_range")
+    assert (
+        "events.csv, row 2 (line 3), column 'timestamp': '0001-01-01T00:00:00' is before 1970-01-01"
+        in str(error.value)
+    )
+    frame = pl.read_csv(io.StringIO(EVENTS_CSV)).with_columns(
+        pl.col("timestamp").str.to_datetime(time_zone="UTC")
+    )
+    frame = frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0)
+        .then(pl.lit(dt.datetime(1, 1, 1, tzinfo=dt.UTC)))
+        .otherwise(pl.col("timestamp"))
+        .alias("timestamp")
+    )
+    parquet = tmp_path / "parquet"
+    parquet.mkdir()
+    with pytest.raises(DataValidationError) as error:
+        load_shop(shop_dir(parquet, events=frame))
+    assert "events.parquet, row 1, column 'timestamp': 0001-01-01T00:00:00+00:00 is before 1970-01-01" in str(
+        error.value
+    )
+
+
+def test_a_csv_header_naming_a_column_twice_is_refused_and_missing_columns_list_the_whole_header(
+    tmp_path: Path,
+) -> None:
+    """A second ``item_id`` header was read as ``item_id_duplicated_0`` and its column dropped without a
+    word; "columns found" listed only the contract's columns, hiding a misspelt one (fuzz pass)."""
+    twice = EVENTS_CSV.replace("event_type,timestamp\n", "event_type,timestamp,item_id\n", 1)
+    twice = "\n".join(line + ",x" if n else line for n, line in enumerate(twice.splitlines())) + "\n"
+    with pytest.raises(DataValidationError) as error:
+        load_shop(shop_dir(tmp_path, events=twice))
+    issue = only_issue(error)
+    assert (issue.column, issue.reason) == ("item_id", "duplicate_column")
+    assert "events.csv, column 'item_id': column 'item_id' appears more than once in the header" in str(
+        error.value
+    )
+    misspelt = EVENTS_CSV.replace("event_id,", "Event_ID,", 1)
+    with pytest.raises(DataValidationError) as error:
+        load_shop(shop_dir(tmp_path, events=misspelt))
+    assert "(columns found: Event_ID, customer_id, item_id, event_type, timestamp)" in str(error.value)
 
 
 def test_duplicate_id_names_the_id_and_both_rows(tmp_path: Path) -> None:
