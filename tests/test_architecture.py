@@ -110,6 +110,7 @@ TESTED_ELSEWHERE: dict[str, str] = {
     "engine.artifact.errors": "tests/engine/artifact/test_folder.py",  # the package's one error class
     "engine.data.contract": "tests/engine/data/test_loading.py",  # loading enforces the contract
     "engine.data.shop_data": "tests/engine/data/test_loading.py",  # the value loading returns
+    "engine.data.timestamp_text": "tests/engine/data/test_loading.py",  # every spelling, through loading
     "engine.decisions.candidate_policy": "tests/engine/evaluation/test_off_policy_evaluation.py",
     "engine.evaluation.experiment_report": "tests/engine/decisions/test_experiment.py",
     "engine.invalid_request": "tests/engine/test_personalization_request.py",

@@ -41,6 +41,13 @@ import polars as pl
 from engine.data.chunk_layout import chunk_lengths, chunked_as
 from engine.data.contract import LIST_SEPARATOR, REQUIRED_TABLES, TABLES, Column, ColumnKind, TableSchema
 from engine.data.shop_data import LoadReport, ShopData
+from engine.data.timestamp_text import (
+    EARLIEST_TIMESTAMP,
+    first_success,
+    parse_date,
+    timestamp_parsers,
+    to_utc_timestamp,
+)
 from engine.errors import PersonaEngineError
 
 MAX_ISSUES_SHOWN = 20  # issues ``str(DataValidationError)`` lists before "... and N more"
@@ -71,25 +78,6 @@ _DEFAULTS: dict[tuple[str, str], object] = {
 }
 
 _BOOL_WORDS: dict[str, bool] = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
-
-# Tried in order of how well they fit a sample of the column, so a uniform column costs one parse;
-# `%#z` accepts `Z`, `+02`, `+0200` and `+02:00`. Naive results are taken as UTC.
-_TIMESTAMP_FORMATS: tuple[str, ...] = (
-    "%Y-%m-%dT%H:%M:%S",  # whole seconds first: polars parses these several times faster than `%.f`
-    "%Y-%m-%d %H:%M:%S",
-    "%Y-%m-%dT%H:%M:%S%.f",
-    "%Y-%m-%dT%H:%M:%S%.f%#z",
-    "%Y-%m-%d %H:%M:%S%.f",
-    "%Y-%m-%d %H:%M:%S%.f%#z",
-    "%Y-%m-%dT%H:%M",
-    "%Y-%m-%dT%H:%M%#z",
-    "%Y-%m-%d %H:%M",
-    "%Y-%m-%d",
-)
-_FORMAT_SNIFF_SAMPLE = 200
-
-
-EARLIEST_TIMESTAMP = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class IssueReason(StrEnum):
@@ -627,11 +615,11 @@ def _parse(raw: pl.Series, column: Column) -> _Parsed:
     if kind == ColumnKind.BOOL and dtype.is_integer():
         return _parse_text(raw.cast(pl.String), kind)
     if kind == ColumnKind.TIMESTAMP and isinstance(dtype, pl.Datetime | pl.Date):
-        return _Parsed(_to_utc_timestamp(raw), None, IssueReason.BAD_TIMESTAMP, "")
+        return _Parsed(to_utc_timestamp(raw), None, IssueReason.BAD_TIMESTAMP, "")
     if kind == ColumnKind.DATE and dtype == pl.Date:
         return _Parsed(raw, None, IssueReason.BAD_DATE, "")
     if kind == ColumnKind.DATE and isinstance(dtype, pl.Datetime):
-        return _Parsed(_to_utc_timestamp(raw).dt.date(), None, IssueReason.BAD_DATE, "")
+        return _Parsed(to_utc_timestamp(raw).dt.date(), None, IssueReason.BAD_DATE, "")
     if kind == ColumnKind.STRING_LIST and isinstance(dtype, pl.List):
         inner = dtype.inner
         if inner is not None and (
@@ -664,11 +652,11 @@ def _parse_text(text: pl.Series, kind: ColumnKind) -> _Parsed:
             items.list.eval(pl.element().filter(pl.element() != "")), None, IssueReason.WRONG_TYPE, ""
         )
     if kind == ColumnKind.FLOAT:
-        values = _first_success(text, [_cast_float, lambda t: _cast_float(t.str.strip_chars())])
+        values = first_success(text, [_cast_float, lambda t: _cast_float(t.str.strip_chars())])
         bad = (values.is_null() & text.is_not_null()) | _not_finite(values)
         return _Parsed(values, bad, IssueReason.WRONG_TYPE, "a finite number")
     if kind == ColumnKind.INT:
-        values = _first_success(text, [_cast_int, lambda t: _cast_int(t.str.strip_chars())])
+        values = first_success(text, [_cast_int, lambda t: _cast_int(t.str.strip_chars())])
         return _Parsed(values, values.is_null() & text.is_not_null(), IssueReason.WRONG_TYPE, "an integer")
     if kind == ColumnKind.BOOL:
         words = text.str.strip_chars().str.to_lowercase()
@@ -676,67 +664,16 @@ def _parse_text(text: pl.Series, kind: ColumnKind) -> _Parsed:
         bad = values.is_null() & text.is_not_null()
         return _Parsed(values, bad, IssueReason.WRONG_TYPE, "a boolean (true/false, 1/0, yes/no)")
     if kind == ColumnKind.TIMESTAMP:
-        values = _first_success(text, _timestamp_parsers(text))
+        values = first_success(text, timestamp_parsers(text))
         bad = values.is_null() & text.is_not_null()
         expected = "a timestamp (ISO 8601, e.g. 2026-01-31T14:05:00+00:00 or 2026-01-31)"
         return _Parsed(values, bad, IssueReason.BAD_TIMESTAMP, expected)
     if kind == ColumnKind.DATE:
-        values = _first_success(text, [_parse_date, lambda t: _parse_date(t.str.strip_chars())])
+        values = first_success(text, [parse_date, lambda t: parse_date(t.str.strip_chars())])
         return _Parsed(
             values, values.is_null() & text.is_not_null(), IssueReason.BAD_DATE, "a date (YYYY-MM-DD)"
         )
     raise AssertionError(f"no text parser for column kind {kind!r}")
-
-
-_Parser = Callable[[pl.Series], pl.Series]
-
-
-def _first_success(text: pl.Series, parsers: Sequence[_Parser]) -> pl.Series:
-    """Apply ``parsers`` in turn, each only to the cells every earlier one failed on.
-
-    All parsers return the same dtype. On clean data only the first runs, so fallbacks are free.
-    """
-    result = parsers[0](text)
-    for parser in parsers[1:]:
-        failed = result.is_null() & text.is_not_null()
-        if not failed.any():
-            break
-        indices = failed.arg_true()
-        result = result.scatter(indices, parser(text.gather(indices)))
-    return result
-
-
-def _timestamp_parsers(text: pl.Series) -> list[_Parser]:
-    """One parser per accepted format (raw, then stripped), best fit for a sample of the column first."""
-    sample = text.drop_nulls().head(_FORMAT_SNIFF_SAMPLE)
-    fit = {fmt: int(_parse_timestamp(sample, fmt).is_not_null().sum()) for fmt in _TIMESTAMP_FORMATS}
-    ordered = sorted(_TIMESTAMP_FORMATS, key=lambda fmt: -fit[fmt])
-
-    def parser(fmt: str, strip: bool) -> _Parser:
-        return lambda t: _parse_timestamp(t.str.strip_chars() if strip else t, fmt)
-
-    return [parser(fmt, strip) for strip in (False, True) for fmt in ordered]
-
-
-def _parse_timestamp(text: pl.Series, fmt: str) -> pl.Series:
-    return _to_utc_timestamp(text.str.to_datetime(fmt, time_unit="us", strict=False))
-
-
-def _to_utc_timestamp(values: pl.Series) -> pl.Series:
-    """Datetime("us", "UTC") from a date or datetime; naive values are UTC by the contract."""
-    if values.dtype == pl.Date:
-        values = values.cast(pl.Datetime("us"))
-    dtype = values.dtype
-    if not isinstance(dtype, pl.Datetime):
-        raise TypeError(f"expected a date or datetime column, got {dtype}")
-    values = values.dt.cast_time_unit("us")
-    if dtype.time_zone is None:
-        return values.dt.replace_time_zone("UTC")
-    return values.dt.convert_time_zone("UTC")
-
-
-def _parse_date(text: pl.Series) -> pl.Series:
-    return text.str.to_date("%Y-%m-%d", strict=False)
 
 
 def _cast_float(text: pl.Series) -> pl.Series:

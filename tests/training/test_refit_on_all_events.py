@@ -194,7 +194,9 @@ def test_evaluate_refuses_to_score_the_artifacts_models_on_data_that_splits_into
     shutil.copytree(shop_dir, other, ignore=shutil.ignore_patterns("truth"))
     events = pl.read_parquet(other / "events.parquet")
     renamed = split_only.model_customers.ids.tolist()[0]
-    events.with_columns(pl.col("customer_id").replace(renamed, "c_nope")).write_parquet(other / "events.parquet")
+    events.with_columns(pl.col("customer_id").replace(renamed, "c_nope")).write_parquet(
+        other / "events.parquet"
+    )
     with pytest.raises(ArtifactError, match="its models were fitted on other customers than the split of"):
         run_evaluation(split_only.path, data_path=other)
 
