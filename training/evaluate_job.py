@@ -41,7 +41,13 @@ from training.evaluation import (
     evaluate_models,
 )
 from training.persona_report import persona_accuracy
-from training.prepared_data import PreparedData, context_segments, evaluation_segments, prepare
+from training.prepared_data import (
+    PreparedData,
+    context_segments,
+    evaluation_segments,
+    prepare,
+    require_something_to_evaluate,
+)
 from training.served_models import ServedModels
 from training.steering_evaluation import SteeringResult, steering_results
 from training.train_job import fit_models
@@ -104,6 +110,8 @@ def run_evaluation(
     fingerprint = data_fingerprint(sorted(p for p in data_dir.glob("*.*") if p.is_file()))
     announce(f"loading {data_dir}, splitting it, inferring persona mixes")
     prepared = prepare(config, data_path=data_dir)
+    segments = evaluation_segments(prepared)
+    require_something_to_evaluate(prepared, segments)
     served = ServedModels.of(manifest)
     kinds = list(manifest.get("models", []))
     models: Mapping[str, Recommender]
@@ -119,7 +127,6 @@ def run_evaluation(
         models = {name: artifact.models[name] for name in kinds}
         scored = ARTIFACT_MODELS
     announce("scoring the models on the test period")
-    segments = evaluation_segments(prepared)
     lists: dict[str, ScoredLists] = {}  # as train scores them: the context evaluation reuses these
     results = evaluate_models(models, segments, config.evaluation.k, scored_lists=lists)
     announce("scoring the models by shopping context")

@@ -8,7 +8,8 @@ alone, makes ``persona-engine evaluate`` reproduce what ``train`` measured.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ from training.config import TrainConfig
 from training.logged_events import LoggedEventsMerge, merge_logged_events, read_logged_events
 from training.split import (
     LoadedEvents,
+    SplitError,
     TimeSplit,
     all_events_split,
     read_test_event_ids,
@@ -345,6 +347,24 @@ def _customer_frame(shop: ShopData, customers: IdMap) -> pl.DataFrame:
         ["customer_id", *[c for c in demographic_columns(shop.customers) if c in shop.customers.columns]]
     )
     return base.join(attributes, on="customer_id", how="left", maintain_order="left")
+
+
+def require_something_to_evaluate(prepared: PreparedData, segments: Sequence[EvaluationSegment]) -> None:
+    """Refuse a split whose known customers hold nothing new in the test period: the evaluation would
+    be empty, train would pick no best model and evaluate would "reproduce" nothing. One far-future
+    timestamp (a typo: 2062) does it: the test period is then that one event, a customer's repeat view
+    (found by a fuzz pass of the CLI, twice: the split's own check only sees a test period of strangers)."""
+    if any(segment.name == "all" for segment in segments):
+        return
+    split = prepared.split
+    latest = split.test_events["timestamp"].max() if split.test_events.height else None
+    latest_text = latest.isoformat() if isinstance(latest, dt.datetime) else "none"
+    raise SplitError(
+        "nothing to evaluate: no customer known before the test period "
+        f"(from {split.test_start.isoformat()}) engaged with an item new to them in it "
+        f"({split.test_events.height} event(s) in it). Is the latest timestamp, {latest_text}, right? "
+        "Otherwise raise [split] test_days"
+    )
 
 
 def evaluation_segments(prepared: PreparedData) -> list[EvaluationSegment]:

@@ -69,6 +69,7 @@ from training.prepared_data import (
     evaluation_segments,
     prepare,
     prepare_all_events,
+    require_something_to_evaluate,
 )
 from training.served_models import MANIFEST_KEY as SERVED_MODELS
 from training.stage_timings import StageTimings
@@ -381,6 +382,7 @@ def run_training(
     with timings.stage("evaluation"):
         with timings.stage("segments"):
             segments = evaluation_segments(prepared)
+            require_something_to_evaluate(prepared, segments)
         scored: dict[str, ScoredLists] = {}  # each model's lists, reused by the context evaluation
         with timings.stage("models"):
             results = evaluate_models(models, segments, config.evaluation.k, scored_lists=scored)

@@ -28,7 +28,7 @@ from training.evaluate_job import ARTIFACT_MODELS, SPLIT_REFIT, run_evaluation
 from training.policy_evaluation_job import SPLIT_SOURCE
 from training.policy_evaluation_job import run as evaluate_policies
 from training.prepared_data import prepare
-from training.split import split_events
+from training.split import SplitError, split_events
 from training.synthetic_shop import ShopConfig, generate_shop
 from training.train_job import fit_models, run_training
 
@@ -199,6 +199,37 @@ def test_evaluate_refuses_to_score_the_artifacts_models_on_data_that_splits_into
     )
     with pytest.raises(ArtifactError, match="its models were fitted on other customers than the split of"):
         run_evaluation(split_only.path, data_path=other)
+
+
+def test_a_far_future_timestamp_on_a_repeat_view_leaves_nothing_to_evaluate_and_is_refused(
+    split_only: LoadedArtifact, shop_dir: Path, tmp_path: Path
+) -> None:
+    """A typo (2062) on a customer's repeat view made that one event the test period: train wrote an
+    artifact with no evaluation and evaluate said every figure reproduced (fuzz pass of the CLI)."""
+    typo = tmp_path / "typo-shop"
+    shutil.copytree(shop_dir, typo, ignore=shutil.ignore_patterns("truth"))
+    events = pl.read_parquet(typo / "events.parquet").with_row_index("row")
+    repeat = events.filter(pl.struct("customer_id", "item_id").is_duplicated())["row"].max()
+    far = dt.datetime(2062, 3, 1, tzinfo=dt.UTC)
+    events = events.with_columns(
+        pl.when(pl.col("row") == repeat).then(pl.lit(far)).otherwise(pl.col("timestamp")).alias("timestamp")
+    )
+    events.drop("row").write_parquet(typo / "events.parquet")
+    config = parse_config(
+        {
+            "data": {"path": str(typo)},
+            "split": SPLIT,
+            "models": MODELS,
+            "output": {"root": str(tmp_path / "a")},
+        }
+    )
+    with pytest.raises(
+        SplitError, match=r"nothing to evaluate.*Is the latest timestamp, 2062-03-01T00:00:00\+00:00"
+    ):
+        run_training(config, show_progress=False)
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+    with pytest.raises(SplitError, match="nothing to evaluate"):
+        run_evaluation(split_only.path, data_path=typo)
 
 
 def test_evaluate_cli_says_which_models_it_scored(
