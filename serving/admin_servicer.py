@@ -152,12 +152,13 @@ def experiment_from_proto(message: admin_service_pb2.Experiment, available_model
             )
         if arm.policy not in _ARM_POLICIES:
             raise ExperimentError(f"experiment.arms[{i}].policy: unknown value {arm.policy}")
-        if arm.model and arm.model not in available_models:
+        engine_arm = ExperimentArm(arm.name, arm.share, _ARM_POLICIES[arm.policy], arm.model)
+        if not engine_arm.servable_by(available_models):
             raise ExperimentError(
                 f"experiment.arms[{i}].model: the artifact has no model {arm.model!r} "
                 f"(it has {', '.join(available_models)})"
             )
-        arms.append(ExperimentArm(arm.name, arm.share, _ARM_POLICIES[arm.policy], arm.model))
+        arms.append(engine_arm)
     return Experiment(message.name, message.control_arm, tuple(arms))
 
 

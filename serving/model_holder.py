@@ -519,7 +519,7 @@ class ModelReloader:
         if running is None:
             return
         for i, arm in enumerate(running.arms):
-            if arm.model and arm.model not in candidate.model_names:
+            if not arm.servable_by(candidate.model_names):
                 raise ReloadError(
                     "failed_precondition",
                     f"artifact_path: {candidate.version} has no model {arm.model!r}, which arm "

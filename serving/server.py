@@ -463,7 +463,7 @@ def _prepare(
 def _check_experiment_models(experiment: Experiment, path: Path, serving: Personalizer) -> None:
     """An arm must name a model of the artifact the server starts with (``ReloadModel`` keeps it so)."""
     for arm in experiment.arms:
-        if arm.model and arm.model not in serving.model_names:
+        if not arm.servable_by(serving.model_names):
             raise ExperimentError(
                 f"{path}: experiment.arms.{arm.name}.model: artifact {serving.version} has no model "
                 f"{arm.model!r} (it has {', '.join(serving.model_names)})"

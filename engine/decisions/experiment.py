@@ -37,7 +37,7 @@ import re
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -69,6 +69,11 @@ class ExperimentArm:
     share: float
     policy: ArmPolicy = ArmPolicy.ARTIFACT
     model: str = ""  # empty: the serving model
+
+    def servable_by(self, model_names: Collection[str]) -> bool:
+        """Whether an artifact holding ``model_names`` can serve this arm (every check of an arm's
+        model against an artifact: SetExperiment, ReloadModel, start-up and each request)."""
+        return not self.model or self.model in model_names
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ class LiveDecisions:
         if current is None:
             return _NO_EXPERIMENT
         arm: ExperimentArm = current.assign(customer_id)
-        if arm.model and arm.model != serving.model_name and arm.model not in serving.model_names:
+        if not arm.servable_by(serving.model_names):
             self._warn_unservable(current.name, arm, serving)
             return _NO_EXPERIMENT
         return Assignment(arm.name, arm.policy, arm.model)

@@ -37,6 +37,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from engine.decisions.decision_draws import new_decision_id
 from engine.decisions.experiment import ArmPolicy
@@ -387,28 +388,16 @@ class LiveLoop:
 
     def logged_decision(self, decision_id: str) -> tuple[ServedDecision, ...]:
         """Every arm the event log holds for ``decision_id`` (outcomes are checked against it)."""
-        if self._event_log is None:
-            return ()
-        try:
-            return self._event_log.decision(decision_id)
-        except Exception as error:  # the shared log's Redis is away: nothing of the batch is stored yet
-            LOGGER.warning("could not read decision %r from %s: %s", decision_id, self._event_log.path, error)
-            raise EventsNotStoredError(
-                "the event log could not be read; nothing was accepted, retry later"
-            ) from error
+        log = self._event_log
+        return () if log is None else _read_log(log, f"decision {decision_id!r}", log.decision, decision_id)
 
     def stored_record(self, kind: str, record_id: str) -> bool:
         """Whether the event log holds an event ("event") or outcome ("outcome") with this id: a retry
         of it is a duplicate even when a check it passed the first time fails now."""
-        if self._event_log is None:
-            return False
-        try:
-            return self._event_log.has_record(kind, record_id)
-        except Exception as error:  # the shared log's Redis is away: nothing of the batch is stored yet
-            LOGGER.warning("could not look up %s %r in %s: %s", kind, record_id, self._event_log.path, error)
-            raise EventsNotStoredError(
-                "the event log could not be read; nothing was accepted, retry later"
-            ) from error
+        log = self._event_log
+        return log is not None and _read_log(
+            log, f"{kind} {record_id!r}", lambda r: log.has_record(kind, r), record_id
+        )
 
     def record_events(
         self, events: Sequence[BehaviorEvent], outcomes: Sequence[DecisionOutcome] = ()
@@ -434,6 +423,21 @@ class LiveLoop:
                 except Exception:  # the records are durable and acknowledged; one observer must not undo that
                     LOGGER.exception("live event observer %r failed on an accepted batch", observer)
         return stored
+
+
+_Read = TypeVar("_Read")
+
+
+def _read_log(log: EventStore, what: str, read: Callable[[str], _Read], key: str) -> _Read:
+    """A read of the event log while checking a batch; a failure means nothing of it is stored yet
+    (the shared log's Redis is away), so the caller may retry."""
+    try:
+        return read(key)
+    except Exception as error:
+        LOGGER.warning("could not read %s from %s: %s", what, log.path, error)
+        raise EventsNotStoredError(
+            "the event log could not be read; nothing was accepted, retry later"
+        ) from error
 
 
 def _grouped(models: Sequence[Personalizer]) -> list[tuple[Personalizer, list[int]]]:
