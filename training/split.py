@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
+from engine.data.csv_text import CsvFormatError, read_csv_text
 from engine.data.loading import DataIssue, DataValidationError
 from engine.errors import PersonaEngineError
 
@@ -208,7 +209,10 @@ def read_test_event_ids(path: Path, events: pl.DataFrame) -> pl.Series:
             [DataIssue(str(path), None, None, "predefined split: no test events file", "missing_table")]
         )
     try:
-        frame = pl.read_csv(path, infer_schema=False)
+        frame = read_csv_text(path)
+    except CsvFormatError as fault:
+        issue = DataIssue(path.name, fault.row, fault.column, fault.message, "malformed_csv", fault.line)
+        raise DataValidationError([issue]) from None
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as error:
         raise DataValidationError(
             [DataIssue(path.name, None, None, f"not a readable CSV file: {error}", "unreadable_file")]

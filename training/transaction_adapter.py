@@ -36,6 +36,7 @@ from typing import Any
 
 import polars as pl
 
+from engine.data.csv_text import CsvFormatError, csv_header, located_fault
 from engine.data.loading import DataIssue, DataValidationError
 from training.transaction_cells import (
     MAX_ISSUES_PER_COLUMN,
@@ -232,8 +233,9 @@ def _read(mapping: TransactionMapping, source: Path) -> pl.DataFrame:
     if suffix not in (".csv", ".parquet"):
         raise MappingError(f"{source}: unsupported file type {suffix!r}; use .csv or .parquet")
     try:
-        lazy = pl.scan_csv(source, infer_schema=False) if suffix == ".csv" else pl.scan_parquet(source)
-        header = lazy.collect_schema().names()
+        lazy, header = _scan(source)
+    except CsvFormatError as fault:
+        raise MappingError(fault.located(str(source))) from None
     except (OSError, pl.exceptions.PolarsError) as problem:
         first_line = (str(problem).strip().splitlines() or [type(problem).__name__])[0]
         raise MappingError(f"{source}: cannot read as {suffix.lstrip('.').upper()}: {first_line}") from None
@@ -253,11 +255,28 @@ def _read(mapping: TransactionMapping, source: Path) -> pl.DataFrame:
         )
     selected = [pl.col(column).alias(f.value) for f, column in mapping.columns.items()]
     selected += [pl.col(f.column).alias(f.output_column) for f in features]
+    return _collect(lazy, source, selected, str(source))
+
+
+def _scan(path: Path) -> tuple[pl.LazyFrame, list[str]]:
+    """A CSV (all text) or Parquet file to read lazily, and its header; a CSV in another encoding or
+    with another separator raises ``CsvFormatError`` saying so."""
+    if path.suffix.lower() != ".csv":
+        lazy = pl.scan_parquet(path)
+        return lazy, lazy.collect_schema().names()
+    header = csv_header(path)
+    return pl.scan_csv(path, infer_schema=False), header
+
+
+def _collect(lazy: pl.LazyFrame, path: Path, selected: list[pl.Expr], where: str) -> pl.DataFrame:
+    """The selected columns with the 1-based data row; a malformed CSV is named at its first bad record."""
     try:
         return lazy.with_row_index(_ROW, offset=1).select(_ROW, *selected).collect()
     except pl.exceptions.PolarsError as problem:
+        if path.suffix.lower() == ".csv":
+            raise MappingError(located_fault(path, problem).located(where)) from None
         first_line = (str(problem).strip().splitlines() or [type(problem).__name__])[0]
-        raise MappingError(f"{source}: cannot read as {suffix.lstrip('.').upper()}: {first_line}") from None
+        raise MappingError(f"{where}: cannot read as PARQUET: {first_line}") from None
 
 
 # --------------------------------------------------------------------------------------------- parsing
@@ -319,8 +338,9 @@ def _read_columns(
     if suffix not in (".csv", ".parquet"):
         raise MappingError(f"{where} file {path}: unsupported file type {suffix!r}; use .csv or .parquet")
     try:
-        lazy = pl.scan_csv(path, infer_schema=False) if suffix == ".csv" else pl.scan_parquet(path)
-        header = lazy.collect_schema().names()
+        lazy, header = _scan(path)
+    except CsvFormatError as fault:
+        raise MappingError(f"{where} file {fault.located(str(path))}") from None
     except (OSError, pl.exceptions.PolarsError) as problem:
         first_line = (str(problem).strip().splitlines() or [type(problem).__name__])[0]
         raise MappingError(f"{where} file {path}: cannot read: {first_line}") from None
@@ -335,7 +355,7 @@ def _read_columns(
         )
     selected = [pl.col(column).alias(f.value) for f, column in fields.items()]
     selected += [pl.col(f.column).alias(f.output_column) for f in features]
-    return lazy.with_row_index(_ROW, offset=1).select(_ROW, *selected).collect()
+    return _collect(lazy, path, selected, f"{where} file {path}")
 
 
 def _parse(

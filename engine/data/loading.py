@@ -10,8 +10,9 @@ How it works, and why:
   unknown items, and repeats of an id after its first valid occurrence) are dropped and counted per table
   and reason in ``ShopData.report``; a row with several problems is counted once, under the first found.
 - Problems that are not about one row (a missing file or column, a Parquet column of an unusable type, an
-  empty or unreadable file, a table given both as CSV and as Parquet) stay fatal with ``skip_invalid``,
-  because dropping rows cannot repair them.
+  empty or unreadable file, a table given both as CSV and as Parquet, a CSV in another encoding or with
+  another separator) stay fatal with ``skip_invalid``, because dropping rows cannot repair them. A
+  malformed CSV record (engine.data.csv_text) is one row's problem, except a quote that never closes.
 - Per-table checks run before cross-table checks (events.item_id in items, decisions.arm_id in offers or
   layouts), so a reference check never reports noise caused by a table that is itself broken.
 
@@ -40,6 +41,7 @@ import polars as pl
 
 from engine.data.chunk_layout import chunk_lengths, chunked_as
 from engine.data.contract import LIST_SEPARATOR, REQUIRED_TABLES, TABLES, Column, ColumnKind, TableSchema
+from engine.data.csv_text import CsvFormatError, csv_header, read_csv_text, read_csv_text_skipping
 from engine.data.shop_data import LoadReport, ShopData
 from engine.data.timestamp_text import (
     EARLIEST_TIMESTAMP,
@@ -87,6 +89,7 @@ class IssueReason(StrEnum):
     AMBIGUOUS_SOURCE = "ambiguous_source"
     UNSUPPORTED_FORMAT = "unsupported_format"
     UNREADABLE_FILE = "unreadable_file"
+    MALFORMED_CSV = "malformed_csv"
     EMPTY_FILE = "empty_file"
     MISSING_COLUMN = "missing_column"
     DUPLICATE_COLUMN = "duplicate_column"
@@ -368,10 +371,11 @@ class _Parsed:
 def _load_table(path: Path, schema: TableSchema, skip_invalid: bool) -> _LoadedTable:
     log = _IssueLog(path, schema)
     table = _LoadedTable(log)
-    raw = _read_file(path, schema, log)
+    raw, malformed = _read_file(path, schema, log, skip_invalid)
     if raw is None:
         return table
-    log.rows_in_file = table.rows_read = raw.height
+    log.rows_in_file = raw.height
+    table.rows_read = raw.height + malformed
     if raw.height == 0 and schema.name in REQUIRED_TABLES:
         log.add(
             None,
@@ -380,6 +384,8 @@ def _load_table(path: Path, schema: TableSchema, skip_invalid: bool) -> _LoadedT
         )
 
     checks = _RowChecks(log, raw.height, skip_invalid)
+    if malformed:
+        checks.skipped[str(IssueReason.MALFORMED_CSV)] = malformed
     typed: dict[str, pl.Series] = {}
     for column in schema.columns:
         if column.name not in raw.columns:
@@ -425,14 +431,17 @@ def _repeated_columns(header: Sequence[str], log: _IssueLog) -> bool:
     return bool(repeated)
 
 
-def _read_file(path: Path, schema: TableSchema, log: _IssueLog) -> pl.DataFrame | None:
-    """Read the contract's columns of a file (CSV all as text); None after logging why it cannot be read."""
+def _read_file(
+    path: Path, schema: TableSchema, log: _IssueLog, skip_invalid: bool
+) -> tuple[pl.DataFrame | None, int]:
+    """Read the contract's columns of a file (CSV all as text), and how many malformed CSV records were
+    skipped (``skip_invalid`` only); None after logging why it cannot be read."""
     if not path.is_file():
         log.add(None, f"cannot read {path}: no such file", IssueReason.UNREADABLE_FILE)
-        return None
+        return None, 0
     if path.stat().st_size == 0:
         log.add(None, "is empty (not even a header)", IssueReason.EMPTY_FILE)
-        return None
+        return None, 0
     wanted = [column.name for column in schema.columns]
 
     def kept(header: Sequence[str]) -> list[str]:  # the contract's columns, then the extra features
@@ -441,18 +450,28 @@ def _read_file(path: Path, schema: TableSchema, log: _IssueLog) -> pl.DataFrame 
 
     try:
         if log.is_csv:
-            lazy = pl.scan_csv(path, infer_schema=False)
-            header = lazy.collect_schema().names()
+            header = csv_header(path)
             log.header = header
             if _repeated_columns(header, log):
-                return None
+                return None, 0
             present = kept(header)
-            frame = lazy.select(present).collect() if present else pl.DataFrame()
+            try:
+                frame = read_csv_text(path, present) if present else pl.DataFrame()
+            except CsvFormatError as fault:
+                if not (skip_invalid and fault.skippable):
+                    raise
+                return read_csv_text_skipping(path, present)
         else:
             header = list(pl.read_parquet_schema(path))
             log.header = header
             present = kept(header)
             frame = pl.read_parquet(path, columns=present) if present else pl.DataFrame()
+    except CsvFormatError as fault:
+        log.issues.append(
+            DataIssue(log.file, fault.row, fault.column, fault.message, IssueReason.MALFORMED_CSV, fault.line)
+        )
+        log.total += 1
+        return None, 0
     except (OSError, ValueError, pl.exceptions.PolarsError) as problem:
         first_line = str(problem).strip().splitlines()[0] if str(problem).strip() else type(problem).__name__
         log.add(
@@ -460,8 +479,8 @@ def _read_file(path: Path, schema: TableSchema, log: _IssueLog) -> pl.DataFrame 
             f"cannot read {path} as {path.suffix.lstrip('.').upper()}: {first_line}",
             IssueReason.UNREADABLE_FILE,
         )
-        return None
-    return frame
+        return None, 0
+    return frame, 0
 
 
 def _check_column(raw: pl.Series, column: Column, checks: _RowChecks) -> pl.Series:

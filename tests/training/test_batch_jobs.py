@@ -83,7 +83,7 @@ def test_a_customer_list_that_cannot_be_read_or_holds_no_id_is_refused_naming_it
     pl.DataFrame({"customer_id": [["a", "b"]]}).write_parquet(tmp_path / "lists.parquet")
     pl.DataFrame({"customer_id": []}, schema={"customer_id": pl.String}).write_csv(tmp_path / "header.csv")
     for name, problem in (
-        ("latin1.csv", "cannot read the customer list"),
+        ("latin1.csv", "cannot read the customer list, row 1 \\(line 2\\), column 'customer_id': byte 0xE9"),
         ("latin1.txt", "cannot read the customer list"),
         ("lists.parquet", "cannot read the customer list"),
         ("header.csv", "the customer list holds no customer id"),

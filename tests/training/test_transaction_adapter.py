@@ -352,6 +352,18 @@ def test_unusable_sources_are_named(tmp_path: Path, mapping_file: Path, name: st
         adapt_transactions(load_mapping(mapping_file), tmp_path / name, tmp_path / "out")
 
 
+def test_a_malformed_or_semicolon_export_is_named_where_it_breaks(tmp_path: Path, mapping_file: Path) -> None:
+    lines = list(LINES)
+    lines[4] = lines[4].replace("Sunny,", "Sunny, Ltd,", 1)  # an unquoted comma: one cell too many
+    export = write(tmp_path, "commas.csv", HEADER + "\n".join(lines) + "\n")
+    with pytest.raises(MappingError, match=r"commas.csv, row 5 \(line 6\): 13 cells where the header has 12"):
+        adapt_transactions(load_mapping(mapping_file), export, tmp_path / "out")
+    export = write(tmp_path, "semi.csv", (HEADER + "\n".join(LINES) + "\n").replace(",", ";"))
+    with pytest.raises(MappingError, match="the file looks ';'-separated"):
+        adapt_transactions(load_mapping(mapping_file), export, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_output_folder_holding_csv_tables_is_refused_before_writing(
     tmp_path: Path, export: Path, mapping_file: Path
 ) -> None:

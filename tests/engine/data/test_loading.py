@@ -290,6 +290,30 @@ def test_unparsable_number_names_row_line_column_and_value(tmp_path: Path) -> No
     )
 
 
+def test_a_malformed_csv_record_is_named_by_row_and_line_and_skipped_when_skipping(tmp_path: Path) -> None:
+    """polars' own message names no row; the loader's does, and ``skip_invalid`` drops just that record
+    (engine.data.csv_text has the cases)."""
+    events = EVENTS_CSV.replace("e2,c2,i2,cart,2026-01-05T11:00:00", "e2,c2,i2,cart,2026-01-05T11:00:00,x")
+    with pytest.raises(DataValidationError) as error:
+        load_shop(shop_dir(tmp_path, events=events))
+    issue = only_issue(error)
+    assert (issue.file, issue.row, issue.line, issue.reason) == ("events.csv", 2, 3, "malformed_csv")
+    assert "events.csv, row 2 (line 3): 6 cells where the header has 5" in str(error.value)
+
+    shop = load_shop(shop_dir(tmp_path, events=events), skip_invalid=True)
+    assert shop.events["event_id"].to_list() == ["e1", "e3"]
+    assert shop.report.rows_read["events"] == 3
+    assert shop.report.rows_skipped == {"events": {"malformed_csv": 1}}
+
+
+def test_a_csv_with_semicolons_says_so_instead_of_missing_columns(tmp_path: Path) -> None:
+    with pytest.raises(DataValidationError) as error:
+        load_shop(shop_dir(tmp_path, events=EVENTS_CSV.replace(",", ";")), skip_invalid=True)
+    issue = only_issue(error)
+    assert (issue.file, issue.reason) == ("events.csv", "malformed_csv")
+    assert "the file looks ';'-separated" in issue.message
+
+
 def test_unparsable_timestamp(tmp_path: Path) -> None:
     events = EVENTS_CSV.replace("2026-01-05T11:00:00", "2026-13-01")
     with pytest.raises(DataValidationError) as error:
