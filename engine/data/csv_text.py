@@ -129,7 +129,7 @@ def find_fault(path: Path) -> CsvFormatError | None:
 def read_csv_text_skipping(path: Path, columns: Sequence[str]) -> tuple[pl.DataFrame, int]:
     """``columns`` of a malformed CSV as text, without its malformed records, and how many those were.
 
-    The slow path of ``[data] skip_invalid`` (Python's reader, a few hundred thousand records a second),
+    The slow path of ``[data] skip_invalid`` (Python's reader, about 200,000 records a second here),
     taken only for a file polars cannot read. A fault after which the records that follow cannot be
     trusted (a quote that never closes, a bad header) still raises ``CsvFormatError``.
     """
@@ -181,7 +181,7 @@ def _records(path: Path) -> Iterator[_Record]:
             raw, first_line = lines.take()
             header = cells if header is None else header
             record = _Record(row, first_line, cells, raw, header)
-            if _quote_left_open(raw):
+            if '"' in raw and _quotes(raw)[1]:
                 raise CsvFormatError(
                     path,
                     f"a quoted cell opens here and is never closed (it runs to the end of the file, "
@@ -222,7 +222,7 @@ def _record_fault(path: Path, record: _Record) -> CsvFormatError | None:
                 column=header[position] if row is not None and position < len(header) else None,
                 skippable=row is not None,
             )
-    if '"' in raw and (problem := _quote_problem(raw)):
+    if '"' in raw and (problem := _quotes(raw)[0]):
         return CsvFormatError(
             path, f"{problem}: {_shown(raw)}", row=row, line=line, skippable=row is not None
         )
@@ -240,9 +240,12 @@ def _record_fault(path: Path, record: _Record) -> CsvFormatError | None:
     return None
 
 
-def _quote_problem(raw: str) -> str | None:
-    """What is wrong with the quotes of one record's text, by RFC 4180 (how polars reads quotes); a quote
-    still open at the end is ``_quote_left_open``'s."""
+def _quotes(raw: str) -> tuple[str | None, bool]:
+    """What is wrong with the quotes of one record's text by RFC 4180 (how polars reads quotes), and
+    whether the text ends inside a quoted cell as Python's lenient reader reads it (a quote opens a cell
+    only at its start; a stray one is kept as text). Only a file's last record can end open: the reader
+    goes on taking lines until the quote closes."""
+    problem: str | None = None
     at_start, quoted, closed = True, False, False
     position, end = 0, len(raw)
     while position < end:
@@ -256,40 +259,20 @@ def _quote_problem(raw: str) -> str | None:
         elif char in ",\r\n":
             at_start, closed = True, False
         elif closed:
-            return "text after the closing quote of a cell (a '\"' inside a cell is written '\"\"')"
+            problem = (
+                problem or "text after the closing quote of a cell (a '\"' inside a cell is written '\"\"')"
+            )
+            closed = False
+        elif char == '"' and at_start:
+            quoted, at_start = True, False
         elif char == '"':
-            if not at_start:
-                return "a '\"' inside a cell that is not quoted (quote the cell and write the quote '\"\"')"
-            quoted = True
+            problem = (
+                problem or "a '\"' inside a cell that is not quoted (quote the cell and write it '\"\"')"
+            )
         else:
             at_start = False
         position += 1
-    return None
-
-
-def _quote_left_open(raw: str) -> bool:
-    """Whether a record's text ends inside a quoted cell, read as Python's lenient reader reads it (a
-    quote opens a cell only at its start). Only the last record of a file can: the reader goes on
-    taking lines until the quote closes."""
-    if '"' not in raw:
-        return False
-    at_start, quoted = True, False
-    position, end = 0, len(raw)
-    while position < end:
-        char = raw[position]
-        if quoted:
-            if char == '"':
-                if raw.startswith('"', position + 1):
-                    position += 1
-                else:
-                    quoted = False
-        elif char == ",":
-            at_start = True
-        else:
-            quoted = char == '"' and at_start
-            at_start = False
-        position += 1
-    return quoted
+    return problem, quoted
 
 
 class _LineTape:
