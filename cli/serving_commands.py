@@ -86,6 +86,9 @@ def add_recommend_command(sub: Subcommands) -> None:
 def cmd_recommend(args: argparse.Namespace) -> int:
     from training.batch_recommend import EXCLUSION_RULES, customer_lists
 
+    if args.steering is not None and not args.mix:
+        # It would change nothing: the customer's own mix does not steer (engine.personas.steering).
+        raise UserError(f"--steering {args.steering:g} applies only to a mix given with --mix")
     personalizer = open_personalizer(args.artifact, args.model, steering=args.steering)
     mix = _request_mix(personalizer, args.mix) if args.mix else None
     result = customer_lists(

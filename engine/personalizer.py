@@ -399,11 +399,12 @@ class Personalizer:
         session: SessionContext | None = None,
         *,
         decision_ids: Sequence[str] | None = None,
+        overall_mix: bool = False,
     ) -> list[ProductList]:
         """One product list per target, in order; all targets are scored in one model batch."""
         call = ProductListsRequest(tuple(targets), request, session or SessionContext())
         return self.recommend_products_many(
-            [call], decision_ids=None if decision_ids is None else [decision_ids]
+            [call], decision_ids=None if decision_ids is None else [decision_ids], overall_mix=overall_mix
         )[0]
 
     def recommend_products_many(
@@ -411,17 +412,25 @@ class Personalizer:
         requests: Sequence[ProductListsRequest],
         *,
         decision_ids: Sequence[Sequence[str]] | None = None,
+        overall_mix: bool = False,
     ) -> list[list[ProductList]]:
         """The lists of many requests, scored together; result i is exactly ``recommend_products`` of
         request i (with the same decision ids: ``decision_ids[i]`` holds one per target of request i,
-        new ones when not given)."""
+        new ones when not given).
+
+        ``overall_mix``: every customer is scored with their overall mix rather than the mix of the
+        session's shopping context, and a mix a target gives steers by its distance from that overall
+        mix. A campaign list is not shown at a moment of the week (``recommend`` and
+        ``batch-recommend`` without ``--context``); scoring it with the clock's context would make the
+        same command give other lists on a Saturday, and a restated own mix would steer.
+        """
         if decision_ids is not None and len(decision_ids) != len(requests):
             raise ValueError(f"{len(decision_ids)} decision id lists for {len(requests)} requests")
         ids = [
             _ids_for(len(r.targets), None if decision_ids is None else decision_ids[i], "targets")
             for i, r in enumerate(requests)
         ]
-        contexts = [self.shopping_context(r.session) for r in requests]
+        contexts = [None if overall_mix else self.shopping_context(r.session) for r in requests]
         rows: list[ListRow] = []
         for request, context in zip(requests, contexts, strict=True):
             spec = self._spec(request.products)

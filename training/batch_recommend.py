@@ -29,7 +29,6 @@ from engine.errors import PersonaEngineError
 from engine.personalization_request import CustomerTarget, ProductRequest, SessionContext
 from engine.personalizer import Personalizer, ProductList
 from engine.personas.mix import PersonaMix
-from engine.personas.mix_resolution import MixSource
 from engine.ranking.product_lists import row_indices
 
 # What each exclusion rule leaves out of a customer's list; "purchased" is the API's default.
@@ -148,23 +147,13 @@ def _rows(lists: Sequence[ProductList]) -> pa.Table:
     return pa.table(columns, schema=OUTPUT_SCHEMA)
 
 
-def _target(
-    personalizer: Personalizer, customer_id: str, context: str | None, exclude: str
-) -> tuple[CustomerTarget, MixSource | None]:
-    """The customer's target, and the true source of the mix when it is passed in as the stored one.
-
-    Without a context a known customer is given their overall stored mix (the request path would pick
-    the context of the clock); it is passed as the target's mix, so the list records it as a
-    request's mix unless corrected to where it came from (inferred from events, or a prior).
-    """
+def _target(personalizer: Personalizer, customer_id: str, exclude: str) -> CustomerTarget:
+    """The customer's target, with what they have seen excluded when ``exclude`` says so."""
     row = personalizer.mixes.row_of(customer_id)
     excluded: tuple[str, ...] = ()
     if exclude == "seen" and row >= 0:
         excluded = tuple(personalizer.items.ids[row_indices(personalizer.history, row)].tolist())
-    if context is not None or row < 0:
-        return CustomerTarget(customer_id, None, excluded), None
-    source = MixSource.INFERRED if personalizer.mixes.has_events[row] else MixSource.PRIOR
-    return CustomerTarget(customer_id, personalizer.mix_for(customer_id)[0], excluded), source
+    return CustomerTarget(customer_id, None, excluded)
 
 
 def customer_lists(
@@ -179,32 +168,24 @@ def customer_lists(
     """The top ``k`` of each customer, as ``recommend`` and ``batch-recommend`` show them.
 
     Without ``context`` each known customer is served their overall mix (a campaign is not sent at a
-    moment of the week); with one, their mix for that context; ``mix`` replaces either. ``exclude``
-    names a rule of ``EXCLUSION_RULES``. Each list's ``mix_source`` says where its mix came from.
+    moment of the week; ``Personalizer.recommend_products_many``'s ``overall_mix``); with one, their
+    mix for that context; ``mix`` replaces either, and steers a known customer by how far it is from
+    that mix (``engine.personas.steering``). ``exclude`` names a rule of ``EXCLUSION_RULES``. Each
+    list's ``mix_source`` says where its mix came from.
     """
     if exclude not in EXCLUSION_RULES:
         raise ValueError(f"exclude must be one of {', '.join(EXCLUSION_RULES)}, got {exclude!r}")
-    targets, sources = [], []
-    for customer_id in customer_ids:
-        target, source = _target(personalizer, customer_id, context, exclude)
-        if mix is not None:
-            target, source = dataclasses.replace(target, mix=mix), None
-        targets.append(target)
-        sources.append(source)
-    lists = personalizer.recommend_products(
+    targets = [
+        dataclasses.replace(_target(personalizer, customer_id, exclude), mix=mix)
+        for customer_id in customer_ids
+    ]
+    return personalizer.recommend_products(
         targets,
         ProductRequest(k=k),
         SessionContext(shopping_context=context),
         decision_ids=[""] * len(targets),
+        overall_mix=context is None,
     )
-    return [
-        product_list
-        if source is None
-        else dataclasses.replace(
-            product_list, decision=dataclasses.replace(product_list.decision, mix_source=source)
-        )
-        for product_list, source in zip(lists, sources, strict=True)
-    ]
 
 
 def batch_recommend(

@@ -50,6 +50,7 @@ BAD_ARGUMENTS: dict[str, list[list[str]]] = {
         [*A, "--customer", "c0042", "--mix", "bargain_hunter=-1"],
         [*A, "--customer", "c0042", "--mix", "nobody=1"],
         [*A, "--customer", "c0042", "--exclude", "everything"],
+        [*A, "--customer", "c0042", "--steering", "0.5"],
         [*A, "--customer", ""],
         ["--artifact", "{tmp}/no-such-artifact", "--customer", "c0042"],
     ],

@@ -45,8 +45,10 @@ def test_every_customer_gets_k_unpurchased_items_as_the_api_would(
     ]
     customer = str(personalizer.customers.ids[7])
     mine = frame.filter(pl.col("customer_id") == customer).sort("rank")
-    mix = personalizer.mix_for(customer)[0]
-    expected = personalizer.recommend_products([CustomerTarget(customer, mix)], ProductRequest(k=5))[0]
+    expected = personalizer.recommend_products(
+        [CustomerTarget(customer)], ProductRequest(k=5), overall_mix=True
+    )[0]
+    assert expected.decision.mix.as_dict() == personalizer.mix_for(customer)[0].as_dict()  # overall, any day
     assert mine["item_id"].to_list() == [item.item_id for item in expected.items]
     purchased = personalizer.purchases[personalizer.customers.index(customer)].indices
     assert not set(mine["item_id"].to_list()) & set(personalizer.items.ids[purchased].tolist())
@@ -161,6 +163,25 @@ def test_recommend_and_batch_recommend_give_the_same_list_with_the_same_rule(
         personalizer.items.ids[personalizer.history[personalizer.customers.index(customer)].indices].tolist()
     )
     assert not seen & {item["item_id"] for item in seen_rule["items"]}
+
+
+def test_a_campaign_list_steers_only_for_a_mix_the_user_gave(
+    personalizer: Personalizer, artifact: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --context a list is scored with the overall mix, whatever the day, so restating that mix
+    with --mix, at any --steering, gives the same list; --steering alone is refused (walkthrough: it
+    moved the list, because the overall mix was passed as a request's and measured against the clock's
+    context)."""
+    customer = str(personalizer.customers.ids[7])
+    own = ",".join(f"{p}={w!r}" for p, w in personalizer.mix_for(customer)[0].as_dict().items())
+    base = ["recommend", "--artifact", str(artifact), "--customer", customer, "-k", "8", "--json"]
+    assert main(base) == 0
+    plain = [item["item_id"] for item in json.loads(capsys.readouterr().out)["items"]]
+    for steering in ("0", "1"):
+        assert main([*base, "--mix", own, "--steering", steering]) == 0
+        assert [item["item_id"] for item in json.loads(capsys.readouterr().out)["items"]] == plain
+    assert main([*base, "--steering", "1"]) == 2
+    assert "--steering 1 applies only to a mix given with --mix" in capsys.readouterr().err
 
 
 def test_batch_recommend_writes_where_each_mix_came_from(personalizer: Personalizer, tmp_path: Path) -> None:
