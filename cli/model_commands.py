@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
+
 from cli.arguments import non_negative_int, open_unit, positive_float, share, spark_master
 from cli.errors import UserError
 from cli.json_output import emit_json
@@ -223,11 +225,22 @@ def cmd_train(args: argparse.Namespace) -> int:
             [[d, q["mean_abs_error"], q["pairs"]] for d, q in result.decision_quality.items()],
         )
     s = result.summary
-    stdout_console.print(
-        f"best model: [bold]{s['best_model']}[/bold], "
-        f"NDCG ratio to popularity {s['best_ndcg_ratio_to_popularity'] or float('nan'):.2f}; "
-        f"cold start ratio {s['cold_start_ndcg_ratio_to_popularity'] or float('nan'):.2f}"
-    )
+    for warning in s.get("warnings", []):
+        stdout_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+    if s["best_model"] is None:
+        # The artifact's models load in name order, and Personalizer serves the first without a best.
+        stdout_console.print(
+            f"best model: none: no model placed a held-out item in its top {config.evaluation.k}, so the "
+            f"evaluation cannot choose; the server serves {sorted(result.fit_seconds)[0]!r} (the first by "
+            "name) unless serve --model names another",
+            highlight=False,
+        )
+    else:
+        stdout_console.print(
+            f"best model: [bold]{s['best_model']}[/bold], "
+            f"NDCG ratio to popularity {s['best_ndcg_ratio_to_popularity'] or float('nan'):.2f}; "
+            f"cold start ratio {s['cold_start_ndcg_ratio_to_popularity'] or float('nan'):.2f}"
+        )
     drift = s.get("live_drift_threshold")
     if drift is not None:
         stdout_console.print(
@@ -351,6 +364,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _print_context_results(report.context_results, report.k)
     _print_steering_results(report.steering_results, report.k)
     _print_drift_evaluation(report.drift_evaluation, report.k)
+    for warning in report.warnings:
+        stdout_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     same = [model for model, equal in report.matches_manifest.items() if equal]
     differ = [model for model, equal in report.matches_manifest.items() if not equal]
     if not differ:

@@ -40,6 +40,7 @@ from training.evaluation import (
     evaluate_context_mixes,
     evaluate_models,
 )
+from training.held_out_period import held_out_warnings
 from training.persona_report import persona_accuracy
 from training.prepared_data import (
     PreparedData,
@@ -72,6 +73,7 @@ class EvaluationReport:
     context_results: list[ContextMixResult] = field(default_factory=list)  # context mix vs overall mix
     steering_results: list[SteeringResult] = field(default_factory=list)  # requested personas per setting
     drift_evaluation: dict[str, Any] | None = None  # flagged customers: recent mix vs overall mix
+    warnings: list[str] = field(default_factory=list)  # a test period too thin to judge by
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +88,7 @@ class EvaluationReport:
             "drift_evaluation": self.drift_evaluation,
             "persona_accuracy": self.persona_accuracy,
             "data_matches_artifact": self.data_matches_artifact,
+            "warnings": self.warnings,
         }
 
 
@@ -151,6 +154,7 @@ def run_evaluation(
         context_results=by_context,
         steering_results=steering,
         drift_evaluation=drift,
+        warnings=held_out_warnings(prepared, segments),
     )
 
 

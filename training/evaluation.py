@@ -191,12 +191,15 @@ def ratio_to_baseline(results: list[SegmentResult], metric: str = "ndcg") -> dic
     return out
 
 
-def best_model(results: list[SegmentResult], segment: str = "all", metric: str = "ndcg") -> str:
-    """The persona-conditioned model with the highest metric on a segment (baselines excluded)."""
+def best_model(results: list[SegmentResult], segment: str = "all", metric: str = "ndcg") -> str | None:
+    """The persona-conditioned model with the highest metric on a segment (baselines excluded); None
+    when every model scored 0, where "highest" would be the first of a tie of zeros (a test period of
+    a few customers whom no model served a held-out item: ``training.held_out_period``)."""
     candidates = [r for r in results if r.segment == segment and r.model != BASELINE]
     if not candidates:
         raise ValueError(f"no results for segment {segment!r}")
-    return max(candidates, key=lambda r: r.metrics[metric]).model
+    best = max(candidates, key=lambda r: r.metrics[metric])
+    return best.model if best.metrics[metric] > 0 else None
 
 
 def results_table(results: list[SegmentResult], k: int) -> tuple[list[str], list[list[Any]]]:

@@ -61,6 +61,7 @@ from training.evaluation import (
     evaluate_models,
     ratio_to_baseline,
 )
+from training.held_out_period import held_out_warnings
 from training.logged_events import LoggedEventsMerge
 from training.persona_report import persona_accuracy
 from training.prepared_data import (
@@ -398,6 +399,7 @@ def run_training(
     with timings.stage("persona_accuracy"):
         accuracy = persona_accuracy(prepared, data_dir / "truth")
     summary = _summary(prepared, results, models)  # the split's figures, before it may be dropped
+    summary["warnings"] = held_out_warnings(prepared, segments)
     served_fit_seconds, refit_seconds, served_accuracy = fit_seconds, None, accuracy
     if refit:
         shop, logged_events = prepared.shop, prepared.logged_events
