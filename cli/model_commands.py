@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
-from cli.arguments import non_negative_int, open_unit, positive_float, share, spark_master
+from cli.arguments import non_negative_int, open_unit, positive_float, positive_int, share, spark_master
 from cli.errors import UserError
 from cli.json_output import emit_json
 from cli.subcommand import Subcommands, add_artifact_argument, add_command
@@ -645,6 +645,12 @@ def add_drift_command(sub: Subcommands) -> None:
         help="share of the tested mix's rest that is the customer's baseline rather than the population's "
         "mean mix: 0 a new mix led by one persona, 1 the old mix moved towards it (default 0)",
     )
+    dr.add_argument(
+        "--min-run-days",
+        type=positive_int,
+        help="UTC days a run of evidence must span before it flags a customer: 2 (default) means one "
+        "day's events, one browsing session, are not a trend; 1 lets a single day flag",
+    )
     dr.add_argument("--limit", type=non_negative_int, default=20, help="drifting customers to list")
     dr.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -659,6 +665,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
         "baseline_lag_days": args.baseline_lag_days,
         "shift": args.shift,
         "keep_baseline": args.keep_baseline,
+        "min_run_days": args.min_run_days,
     }
     config = ChangeDetectorConfig(**{name: value for name, value in given.items() if value is not None})
     report = run_drift_report(

@@ -237,6 +237,31 @@ def test_online_drift_starts_when_recent_days_diverge_and_ends_when_they_return(
     assert profile.drift is not None and not profile.drift.drifting and profile.drift.since is None
 
 
+def test_one_telling_session_moves_the_live_mix_but_is_not_drift_until_a_later_day(
+    personalizer: Personalizer,
+    scorer: LiveEventScorer,
+    live: Live,
+) -> None:
+    """Walkthrough: four typical views of another persona in one session flagged a known customer as
+    drifting, and they were served from that session's mix. One day is not a trend (min_run_days)."""
+    states, clock, started = live
+    persona = 3
+    customer = known_customer(personalizer, persona)
+    away = typical_items(scorer, persona, 12)
+    clock.now = START
+    session = [event(customer, away[j], START + dt.timedelta(minutes=j), n=j) for j in range(8)]
+    states.observe(session, [])
+    profile = personalizer.persona_profile(customer)
+    assert profile.drift is not None and not profile.drift.drifting and started == []
+    assert personalizer.resolver.resolve(customer).source is MixSource.LIVE
+    next_day = START + dt.timedelta(days=1)
+    clock.now = next_day
+    states.observe([event(customer, away[8 + j], next_day, n=20 + j) for j in range(2)], [])
+    profile = personalizer.persona_profile(customer)
+    assert profile.drift is not None and profile.drift.drifting and started == [customer]
+    assert profile.drift.since is not None and profile.drift.since.date() == START.date()
+
+
 def test_blend_is_long_term_and_session_shares_weighted_by_evidence() -> None:
     rng = np.random.default_rng(3)
     long_term = np.array([0.6, 0.3, 0.1])

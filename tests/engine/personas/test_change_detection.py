@@ -121,6 +121,35 @@ def test_settings_are_checked() -> None:
         ChangeDetectorConfig(shift=1.5)
     with pytest.raises(ValueError, match="keep_baseline must be in"):
         ChangeDetectorConfig(keep_baseline=1.5)
+    with pytest.raises(ValueError, match="min_run_days must be a whole number >= 1"):
+        ChangeDetectorConfig(min_run_days=0)
+
+
+def test_one_day_of_evidence_is_not_a_trend_until_a_later_day_keeps_it() -> None:
+    """A burst of telling events on one day (a browsing session) builds the CUSUM but cannot flag the
+    customer with min_run_days 2; a later day with events that do not undo it does, and a later day
+    back to the customer's old shopping dismisses it (walkthrough: four views in one session flagged a
+    known customer live, and they were served from that session's mix)."""
+    prior = np.array([0.4, 0.3, 0.2, 0.1])
+    burst = np.tile(np.array([0.05, 0.05, 1.0, 0.05])[:, None], 4)  # four events of persona 2
+    usual = np.array([1.0, 0.1, 0.1, 0.1])[:, None]  # one of persona 0, the baseline's main one
+
+    def after(next_day: np.ndarray | None, min_run_days: int) -> tuple[float, float]:
+        config = ChangeDetectorConfig(min_run_days=min_run_days)
+        state = DetectorState.empty(K)
+        state.counts, state.absorbed = np.array([16.0, 2.0, 1.0, 1.0]), 20.0
+        first = advance_day(state, burst, np.ones(4), 19_000, prior, config).statistic
+        if next_day is None:
+            return first, float("nan")
+        second = advance_day(state, next_day, np.ones(next_day.shape[1]), 19_001, prior, config)
+        return first, second.statistic
+
+    one_day, _ = after(None, 1)
+    assert one_day > 3.0  # strong evidence on its own
+    assert after(None, 2)[0] == 0.0
+    kept_by = np.array([0.3, 0.3, 0.5, 0.3])[:, None]  # a mildly telling event the next day
+    assert after(kept_by, 2)[1] > one_day
+    assert after(usual, 2)[1] < one_day - 0.5  # the old main persona again: evidence against
 
 
 @pytest.mark.parametrize("keep_baseline", [0.0, 0.4, 1.0])
@@ -129,7 +158,7 @@ def test_each_event_adds_the_log_ratio_of_the_new_mix_led_by_p_to_the_baseline(k
     log(sum_q a_q L_q / sum_q b_q L_q) with a = shift e_p + (1 - shift) (kb b + (1 - kb) m), m the
     population's mean mix; the statistic is the largest over the personas under half of the baseline."""
     prior = np.array([0.4, 0.3, 0.2, 0.1])
-    config = ChangeDetectorConfig(keep_baseline=keep_baseline, shift=0.6, prior_strength=2.0)
+    config = ChangeDetectorConfig(keep_baseline=keep_baseline, shift=0.6, prior_strength=2.0, min_run_days=1)
     state = DetectorState.empty(K)
     state.counts, state.absorbed = np.array([7.0, 1.0, 0.5, 0.5]), 9.0
     likelihood = np.array([0.05, 0.3, 1.0, 0.6])
