@@ -5,7 +5,9 @@ shop, a shop's own export or an adapter. Keeping them in one place means the loa
 the README and the error messages can never disagree about what a column is called or what it holds.
 
 Conventions shared by every table:
-- ids are strings (integer ids in a file are read as their decimal text);
+- ids are strings (integer ids in a file are read as their decimal text), matched exactly: an id
+  column (``Column.identifier``) refuses a cell with a control character or leading or trailing
+  whitespace (engine/data/id_cells.py);
 - timestamps are ISO 8601; a timestamp without an offset is taken as UTC;
 - list columns are Parquet ``list<string>``, or in CSV one cell with the values joined by ``|``;
 - booleans in CSV are ``true``/``false`` (also ``1``/``0``, ``yes``/``no``).
@@ -47,6 +49,7 @@ class Column:
     min_value: float | None = None  # inclusive lower bound for numeric columns
     max_value: float | None = None  # inclusive upper bound for numeric columns
     unique: bool = False  # values must not repeat (primary key)
+    identifier: bool = False  # an id matched against other tables and serving requests (id_cells.py)
 
 
 @dataclass(frozen=True)
@@ -79,10 +82,14 @@ EVENTS = TableSchema(
     description="Behavioral events: one row per view, add-to-cart or purchase of one item by one customer.",
     columns=(
         Column(
-            "event_id", ColumnKind.STRING, "Unique id of the event; makes ingestion idempotent.", unique=True
+            "event_id",
+            ColumnKind.STRING,
+            "Unique id of the event; makes ingestion idempotent.",
+            unique=True,
+            identifier=True,
         ),
-        Column("customer_id", ColumnKind.STRING, "The customer who acted."),
-        Column("item_id", ColumnKind.STRING, "The item acted on; must exist in `items`."),
+        Column("customer_id", ColumnKind.STRING, "The customer who acted.", identifier=True),
+        Column("item_id", ColumnKind.STRING, "The item acted on; must exist in `items`.", identifier=True),
         Column("event_type", ColumnKind.STRING, "What happened.", allowed=EVENT_TYPES),
         Column(
             "timestamp", ColumnKind.TIMESTAMP, "When it happened (ISO 8601, UTC when no offset is given)."
@@ -129,7 +136,7 @@ ITEMS = TableSchema(
     name="items",
     description="The catalog: every item that events, offers or recommendations may name.",
     columns=(
-        Column("item_id", ColumnKind.STRING, "Unique id of the item.", unique=True),
+        Column("item_id", ColumnKind.STRING, "Unique id of the item.", unique=True, identifier=True),
         Column("title", ColumnKind.STRING, "Human-readable name.", required=False, nullable=True),
         Column("category", ColumnKind.STRING, "Category the item is shelved in."),
         Column("brand", ColumnKind.STRING, "Brand name.", required=False, nullable=True),
@@ -160,7 +167,7 @@ CUSTOMERS = TableSchema(
     description="Customer attributes known at signup; optional; used for cold start and demographics.",
     extra_prefix=CUSTOMER_FEATURE_PREFIX,
     columns=(
-        Column("customer_id", ColumnKind.STRING, "Unique id of the customer.", unique=True),
+        Column("customer_id", ColumnKind.STRING, "Unique id of the customer.", unique=True, identifier=True),
         Column("age_band", ColumnKind.STRING, "Age band, e.g. 18-24, 25-34.", required=False, nullable=True),
         Column("region", ColumnKind.STRING, "Region or country.", required=False, nullable=True),
         Column("income_band", ColumnKind.STRING, "low, middle, high, ...", required=False, nullable=True),
@@ -176,7 +183,7 @@ OFFERS = TableSchema(
     name="offers",
     description="Offers the shop can make, with the rules that say who may receive them.",
     columns=(
-        Column("offer_id", ColumnKind.STRING, "Unique id of the offer.", unique=True),
+        Column("offer_id", ColumnKind.STRING, "Unique id of the offer.", unique=True, identifier=True),
         Column("kind", ColumnKind.STRING, "What the offer gives.", allowed=OFFER_KINDS),
         Column("description", ColumnKind.STRING, "Text shown to people.", required=False, nullable=True),
         Column(
@@ -209,7 +216,7 @@ LAYOUTS = TableSchema(
     name="layouts",
     description="Website layout variants: an ordered list of slots the page fills.",
     columns=(
-        Column("variant_id", ColumnKind.STRING, "Unique id of the variant.", unique=True),
+        Column("variant_id", ColumnKind.STRING, "Unique id of the variant.", unique=True, identifier=True),
         Column(
             "description", ColumnKind.STRING, "What the variant emphasises.", required=False, nullable=True
         ),
@@ -221,12 +228,12 @@ DECISIONS = TableSchema(
     name="decisions",
     description="Logged offer and layout decisions with the propensity of the chosen arm and the outcome.",
     columns=(
-        Column("decision_id", ColumnKind.STRING, "Unique id of the decision.", unique=True),
-        Column("customer_id", ColumnKind.STRING, "Who the decision was made for."),
+        Column("decision_id", ColumnKind.STRING, "Unique id of the decision.", unique=True, identifier=True),
+        Column("customer_id", ColumnKind.STRING, "Who the decision was made for.", identifier=True),
         Column("timestamp", ColumnKind.TIMESTAMP, "When it was made."),
         Column("context", ColumnKind.STRING, "Shopping context, e.g. weekday or weekend_holiday."),
         Column("decision_type", ColumnKind.STRING, "offer or layout.", allowed=DECISION_TYPES),
-        Column("arm_id", ColumnKind.STRING, "The chosen offer_id or variant_id."),
+        Column("arm_id", ColumnKind.STRING, "The chosen offer_id or variant_id.", identifier=True),
         Column(
             "position",
             ColumnKind.STRING,

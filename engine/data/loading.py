@@ -40,6 +40,7 @@ import polars as pl
 
 from engine.data.chunk_layout import chunk_lengths, chunked_as
 from engine.data.contract import LIST_SEPARATOR, REQUIRED_TABLES, TABLES, Column, ColumnKind, TableSchema
+from engine.data.id_cells import malformed_id_problem, malformed_ids
 from engine.data.shop_data import LoadReport, ShopData
 from engine.data.timestamp_text import (
     EARLIEST_TIMESTAMP,
@@ -97,6 +98,7 @@ class IssueReason(StrEnum):
     NOT_ALLOWED = "not_allowed"
     OUT_OF_RANGE = "out_of_range"
     DUPLICATE_ID = "duplicate_id"
+    MALFORMED_ID = "malformed_id"  # a control character, or whitespace around it (engine/data/id_cells.py)
     UNKNOWN_ITEM = "unknown_item"
     UNKNOWN_ARM = "unknown_arm"
 
@@ -486,6 +488,14 @@ def _check_column(raw: pl.Series, column: Column, checks: _RowChecks) -> pl.Seri
             column.name,
             IssueReason.NULL_VALUE,
             lambda idx: ["missing value (this column may not be empty)"] * idx.len(),
+        )
+
+    if column.identifier:
+        checks.report(
+            malformed_ids(values),
+            column.name,
+            IssueReason.MALFORMED_ID,
+            lambda idx: [malformed_id_problem(v) for v in values.gather(idx).to_list()],
         )
 
     if column.allowed is not None:
