@@ -31,6 +31,17 @@ class ColumnKind(StrEnum):
     STRING_LIST = "string_list"  # loaded as polars List(Utf8)
 
 
+MAX_AMOUNT = 1e15
+"""The largest price, money amount, quantity or outcome a table may hold (``Column.max_value``).
+
+Amounts are summed downstream: a basket's list prices when a request names the cart, revenue, outcomes
+weighted by inverse propensities in ``evaluate-policy``. Near float64's largest value (1.8e308) those sums
+became infinite: a cart of two items priced 1e308 failed RankOffers with INTERNAL ("basket_value must be a
+finite number >= 0, got inf"), and a decision outcome of 1e308 made ``evaluate-policy`` print Infinity
+(--json) or stop with a traceback. 10^15 is far above any price, order or quantity in any currency, is
+still exact to the unit in float64 (2^53 is about 9.0e15), and a billion such amounts sum to 1e24, nowhere
+near overflow."""
+
 EVENT_TYPES: tuple[str, ...] = ("view", "cart", "purchase")
 OFFER_KINDS: tuple[str, ...] = ("percent_off", "bundle", "free_shipping", "loyalty_points", "early_access")
 DECISION_TYPES: tuple[str, ...] = ("offer", "layout")
@@ -101,6 +112,7 @@ EVENTS = TableSchema(
             required=False,
             nullable=True,
             min_value=0.0,
+            max_value=MAX_AMOUNT,
         ),
         Column(
             "quantity",
@@ -109,6 +121,7 @@ EVENTS = TableSchema(
             required=False,
             nullable=True,
             min_value=0.0,
+            max_value=MAX_AMOUNT,
         ),
         Column(
             "discount",
@@ -140,7 +153,7 @@ ITEMS = TableSchema(
         Column("title", ColumnKind.STRING, "Human-readable name.", required=False, nullable=True),
         Column("category", ColumnKind.STRING, "Category the item is shelved in."),
         Column("brand", ColumnKind.STRING, "Brand name.", required=False, nullable=True),
-        Column("price", ColumnKind.FLOAT, "Current list price.", min_value=0.0),
+        Column("price", ColumnKind.FLOAT, "Current list price.", min_value=0.0, max_value=MAX_AMOUNT),
         Column(
             "tags",
             ColumnKind.STRING_LIST,
@@ -207,8 +220,15 @@ OFFERS = TableSchema(
             required=False,
             nullable=True,
             min_value=0.0,
+            max_value=MAX_AMOUNT,
         ),
-        Column("cost", ColumnKind.FLOAT, "Expected cost to the shop per redemption.", min_value=0.0),
+        Column(
+            "cost",
+            ColumnKind.FLOAT,
+            "Expected cost to the shop per redemption.",
+            min_value=0.0,
+            max_value=MAX_AMOUNT,
+        ),
     ),
 )
 
@@ -249,7 +269,13 @@ DECISIONS = TableSchema(
             min_value=0.0,
             max_value=1.0,
         ),
-        Column("outcome", ColumnKind.FLOAT, "Reward observed: 1 converted/redeemed, 0 not.", min_value=0.0),
+        Column(
+            "outcome",
+            ColumnKind.FLOAT,
+            "Reward observed: 1 converted/redeemed, 0 not.",
+            min_value=0.0,
+            max_value=MAX_AMOUNT,
+        ),
     ),
 )
 
