@@ -9,19 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.markup import escape
 
 from cli.arguments import non_negative_int, open_unit, positive_float, positive_int, share, spark_master
+from cli.artifact_key import artifact_signer
 from cli.errors import UserError
 from cli.json_output import emit_json
 from cli.subcommand import Subcommands, add_artifact_argument, add_command
 from engine.errors import PersonaEngineError
 from training.console_output import print_table, stage_lines, stderr_console, stdout_console
-
-if TYPE_CHECKING:
-    from engine.artifact import ArtifactSigner
 
 TRAIN_EXAMPLES = """
     examples:
@@ -135,26 +133,6 @@ def add_train_command(sub: Subcommands) -> None:
     )
 
 
-def _artifact_signer(flag: Path | None, environ: dict[str, str]) -> ArtifactSigner | None:
-    """The signer of ``--artifact-key`` or its variable, read before an hour of training, or None."""
-    from engine.artifact import ENV_ARTIFACT_KEY_FILE, ArtifactSigner
-
-    path = flag or (Path(environ[ENV_ARTIFACT_KEY_FILE]) if environ.get(ENV_ARTIFACT_KEY_FILE) else None)
-    if path is None:
-        return None
-    source = "--artifact-key" if flag else ENV_ARTIFACT_KEY_FILE
-    try:
-        signer = ArtifactSigner.from_file(path)
-    except PersonaEngineError as error:
-        raise UserError(f"{source}: {error}") from None
-    if path.stat().st_mode & 0o077:
-        stderr_console.print(
-            f"warning: {source} {path}: other users may read this private key; restrict it with chmod 600",
-            highlight=False,
-        )
-    return signer
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
     import os
@@ -162,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.config import load_config
     from training.train_job import run_training
 
-    signer = _artifact_signer(args.artifact_key, dict(os.environ))
+    signer = artifact_signer(args.artifact_key, dict(os.environ))
     config = load_config(args.config)
     if args.output:
         config = dataclasses.replace(config, output=dataclasses.replace(config.output, root=str(args.output)))

@@ -90,6 +90,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         # It would change nothing: the customer's own mix does not steer (engine.personas.steering).
         raise UserError(f"--steering {args.steering:g} applies only to a mix given with --mix")
     personalizer = open_personalizer(args.artifact, args.model, steering=args.steering)
+    _note_longer_than_the_catalog(personalizer, args.k, args.exclude)
     mix = _request_mix(personalizer, args.mix) if args.mix else None
     result = customer_lists(
         personalizer, [args.customer], k=args.k, context=args.context, mix=mix, exclude=args.exclude
@@ -113,6 +114,19 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         f"left out: {EXCLUSION_RULES[args.exclude]} (--exclude {args.exclude})", highlight=False
     )
     return 0
+
+
+def _note_longer_than_the_catalog(personalizer: Any, k: int, exclude: str) -> None:
+    """A -k above the catalog's size is served as the whole catalog; a note on stderr says so, or a
+    list of 284 under a requested 100,000 (or batch-recommend's "top 100000") would look like a fault."""
+    items = len(personalizer.items)
+    if k > items:
+        stderr_console.print(
+            f"note: -k {k:,} is more than the {items:,} items of the catalog; each list holds at most "
+            f"{items:,} (the whole catalog, less items out of stock and what --exclude {exclude} leaves "
+            "out)",
+            highlight=False,
+        )
 
 
 def open_personalizer(artifact: Path, model: str | None, *, steering: float | None = None) -> Any:
@@ -219,7 +233,12 @@ def add_batch_recommend_command(sub: Subcommands) -> None:
         help="use each customer's mix for this shopping context (default: their overall mix)",
     )
     b.add_argument("--exclude", choices=EXCLUSION_CHOICES, default="purchased", help=EXCLUDE_HELP)
-    b.add_argument("--chunk", type=positive_int, default=4096, help="customers scored and written per step")
+    b.add_argument(
+        "--chunk",
+        type=positive_int,
+        default=4096,
+        help="customers scored and written per step (fewer when -k is long: at most 1,000,000 rows a step)",
+    )
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -252,6 +271,7 @@ def cmd_batch_recommend(args: argparse.Namespace) -> int:
     except CustomerListError as error:
         raise UserError(str(error)) from None
     personalizer = open_personalizer(args.artifact, args.model)
+    _note_longer_than_the_catalog(personalizer, args.k, args.exclude)
     total = len(ids) if ids is not None else len(personalizer.customers)
     with progress_bar(enabled=not (args.json or args.no_progress)) as progress:
         task = progress.add_task("recommending", total=total)

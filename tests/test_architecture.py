@@ -109,6 +109,7 @@ TESTED_ELSEWHERE: dict[str, str] = {
     "engine.artifact.layout": "tests/engine/artifact/test_contents.py",  # the layout is what contents write
     "engine.artifact.errors": "tests/engine/artifact/test_folder.py",  # the package's one error class
     "engine.data.contract": "tests/engine/data/test_loading.py",  # loading enforces the contract
+    "engine.data.data_issues": "tests/engine/data/test_loading.py",  # the issues loading reports
     "engine.data.shop_data": "tests/engine/data/test_loading.py",  # the value loading returns
     "engine.data.timestamp_text": "tests/engine/data/test_loading.py",  # every spelling, through loading
     "engine.decisions.candidate_policy": "tests/engine/evaluation/test_off_policy_evaluation.py",

@@ -8,8 +8,10 @@ is also what ``persona-engine recommend`` shows for one customer, so the two com
 both leave out what the customer bought (the API's default) unless asked to leave out everything they
 saw (``exclude="seen"``, the offline evaluation's protocol), and both say which rule they applied.
 
-Memory stays bounded whatever the number of customers: customers are processed in chunks, and each
-chunk's rows are appended to the Parquet file as a row group before the next chunk is scored.
+Memory stays bounded whatever the number of customers and the list length: customers are processed in
+chunks of at most ``MAX_ROWS_PER_STEP`` rows, and each chunk's rows are appended to the Parquet file as a
+row group before the next chunk is scored. A ``k`` above the catalog's size is cut to it
+(``list_length``): no list can hold more, and the report then says how long the lists really are.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ EXCLUSION_RULES: dict[str, str] = {
 }
 DEFAULT_EXCLUSION = "purchased"
 
+MAX_ROWS_PER_STEP = 1_000_000
+"""Rows one chunk of ``batch_recommend`` may hold: its customers are fewer when ``k`` is long. The default
+4,096 customers at -k 100000 on a 2,000-item catalog (every item listed) held 8 million rows at once and
+peaked at 3.7 GB; a 100,000-item catalog would have needed fifty times that."""
+
 OUTPUT_SCHEMA = pa.schema(
     [
         ("customer_id", pa.string()),
@@ -54,6 +61,11 @@ OUTPUT_SCHEMA = pa.schema(
 )
 
 
+def list_length(personalizer: Personalizer, k: int) -> int:
+    """``k``, or the catalog's size when ``k`` is larger: no list can hold more items than the catalog."""
+    return min(k, len(personalizer.items))
+
+
 class CustomerListError(PersonaEngineError, ValueError):
     """A customer list that cannot be read; names the file (and column) at fault."""
 
@@ -63,12 +75,13 @@ class BatchRecommendReport:
     out: str
     model: str
     model_version: str
-    k: int
+    k: int  # the lists' length: the requested one, or the catalog's size when that is smaller
     customers: int
     unknown_customers: int  # ids the artifact never saw: served the population's mix (cold start)
     rows: int
     seconds: float
     excluded: str = DEFAULT_EXCLUSION  # a key of EXCLUSION_RULES
+    requested_k: int | None = None  # the k asked for, when more than the catalog holds
 
     @property
     def customers_per_second(self) -> float:
@@ -181,7 +194,7 @@ def customer_lists(
     ]
     return personalizer.recommend_products(
         targets,
-        ProductRequest(k=k),
+        ProductRequest(k=list_length(personalizer, k)),
         SessionContext(shopping_context=context),
         decision_ids=[""] * len(targets),
         overall_mix=context is None,
@@ -201,21 +214,24 @@ def batch_recommend(
 ) -> BatchRecommendReport:
     """Write every customer's (or the given customers') top ``k`` to ``out`` as Parquet.
 
-    Each list is ``customer_lists``'s (so ``recommend`` shows the same one); ``on_progress`` is
-    called with the number of customers done per chunk.
+    Each list is ``customer_lists``'s (so ``recommend`` shows the same one); ``k`` is cut to the
+    catalog's size (``list_length``) and ``chunk`` customers a step to ``MAX_ROWS_PER_STEP`` rows.
+    ``on_progress`` is called with the number of customers done per chunk.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
     started = time.perf_counter()
+    length = list_length(personalizer, k)
+    chunk = min(chunk, max(1, MAX_ROWS_PER_STEP // length))
     ids = list(personalizer.customers.ids.tolist()) if customer_ids is None else list(customer_ids)
     unknown = sum(1 for i in ids if i not in personalizer.customers)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = 0
     with pq.ParquetWriter(out, OUTPUT_SCHEMA) as writer:
         for part in _chunks(ids, chunk):
-            lists = customer_lists(personalizer, part, k=k, context=context, exclude=exclude)
+            lists = customer_lists(personalizer, part, k=length, context=context, exclude=exclude)
             table = _rows(lists)
             writer.write_table(table)
             rows += table.num_rows
@@ -225,10 +241,11 @@ def batch_recommend(
         out=str(out),
         model=personalizer.model_name,
         model_version=personalizer.version,
-        k=k,
+        k=length,
         customers=len(ids),
         unknown_customers=unknown,
         rows=rows,
         seconds=time.perf_counter() - started,
         excluded=exclude,
+        requested_k=k if k > length else None,
     )

@@ -135,6 +135,14 @@ class TrainConfig:
     engine: EngineSection = field(default_factory=EngineSection)
     drift: DriftSection = field(default_factory=DriftSection)
     source: str = "<defaults>"
+    # The keys that name a file or folder ("[data] path", ...) and their values as ``source`` gave them
+    # (relative paths resolved), so a missing one is reported naming the file and the key, unless a
+    # command-line flag has replaced the value since (``from_source``; training/config_references.py).
+    source_values: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def from_source(self, key: str, value: str) -> bool:
+        """Whether ``value`` of ``key`` ("[data] path") is the one ``source`` gave, not a flag's."""
+        return key in self.source_values and self.source_values[key] == value
 
     def model_settings(self, kind: str) -> dict[str, Any]:
         """The settings ``kind`` is built with: the config's, on one thread in deterministic mode.
@@ -150,6 +158,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("source")
+        out.pop("source_values")
         return out
 
 
@@ -334,6 +343,13 @@ def parse_config(
         engine=engine,
         drift=drift,
         source=source,
+        source_values={
+            "[data] path": data.path,
+            "[data] event_log": data.event_log,
+            "[personas] catalog": personas.catalog,
+            "[split] test_events": split.test_events,
+            "[output] root": output.root,
+        },
     )
 
 

@@ -24,6 +24,7 @@ from engine.personas.catalog_proposal import CatalogProposal, ProposalConfig, pr
 from engine.personas.discovery import DiscoveryConfig, discover_segments
 from engine.personas.inference.model import PersonaInferenceModel
 from training.config import TrainConfig
+from training.config_references import check_split_file
 from training.prepared_data import split_for
 
 
@@ -85,6 +86,8 @@ def run_catalog_proposal(
         raise ValueError(f"held_out_days must be >= 1, got {held_out_days}")
     if held_out_share is not None and not 0 < held_out_share < 1:
         raise ValueError(f"held_out_share must be between 0 and 1, got {held_out_share}")
+    if training_split is not None:
+        check_split_file(training_split, data_path)
     shop = load_shop(data_path)
     if training_split is not None:
         shop = dataclasses.replace(shop, events=split_for(training_split, shop, data_path).train_events)

@@ -159,28 +159,58 @@ def run_evaluation(
 
 
 def _require_the_models_rows(artifact: LoadedArtifact, prepared: PreparedData, data_dir: Path) -> None:
-    """The artifact's own models index customers and items as its split did; scored on data that splits
-    into other ones they would score the wrong rows, or fail inside a model ("user_index 274 is outside
-    the 274 customers it was fitted on": a fuzz finding). Refused here, naming the first difference."""
+    """The artifact's own models index customers, items and demographic features as its split did;
+    scored on data that splits into other ones they would score the wrong rows, or fail inside a model
+    ("user_index 274 is outside the 274 customers it was fitted on": a fuzz finding). Refused here,
+    naming the first difference.
+
+    The demographic features come from the customers table: one emptied to its header (no rows: no
+    demographics, which train accepts) failed inside a model as "demographics has 0 columns, the model
+    knows 15", and one with a region renamed gave the models the same number of columns meaning other
+    values, scored without a word. Both are refused naming the customers file."""
     for noun, stored, rebuilt in (
         ("customers", artifact.model_customers.ids.tolist(), prepared.model_customers.ids.tolist()),
         ("items", artifact.item_catalog.ids.ids.tolist(), prepared.items.ids.tolist()),
     ):
         if stored != rebuilt:
-            extra = sorted(set(rebuilt) - set(stored))[:3]
-            missing = sorted(set(stored) - set(rebuilt))[:3]
-            detail = (
-                f"new: {', '.join(map(repr, extra))}"
-                if extra
-                else f"missing: {', '.join(map(repr, missing))}"
-                if missing
-                else "the same ones in another order"
-            )
             raise ArtifactError(
                 f"{artifact.path}: its models were fitted on other {noun} than the split of {data_dir} "
-                f"gives ({len(stored)} against {len(rebuilt)}; {detail}); score them on the data they "
-                "were trained on, or train on this data"
+                f"gives ({len(stored)} against {len(rebuilt)}; {_first_difference(stored, rebuilt)}); "
+                "score them on the data they were trained on, or train on this data"
             )
+    stored = list(artifact.demographic_space.names)
+    rebuilt = list(prepared.demographic_space.names)
+    if stored != rebuilt:
+        raise ArtifactError(
+            f"{artifact.path}: its models were fitted on {len(stored)} demographic features from the "
+            f"customers table, while {_customers_source(prepared, data_dir, stored, rebuilt)}; score them "
+            "on the data they were trained on, or train on this data"
+        )
+
+
+def _first_difference(stored: list[str], rebuilt: list[str]) -> str:
+    extra = sorted(set(rebuilt) - set(stored))[:3]
+    missing = sorted(set(stored) - set(rebuilt))[:3]
+    if extra:
+        return f"new: {', '.join(map(repr, extra))}"
+    if missing:
+        return f"missing: {', '.join(map(repr, missing))}"
+    return "the same ones in another order"
+
+
+def _customers_source(prepared: PreparedData, data_dir: Path, stored: list[str], rebuilt: list[str]) -> str:
+    """What the data's customers table gives instead, naming its file: none (no file, or a header with
+    no rows) or other features."""
+    found = [data_dir / f"customers{suffix}" for suffix in (".csv", ".parquet")]
+    path = next((p for p in found if p.is_file()), None)
+    if path is None:
+        return f"{data_dir} has no customers table (no demographics)"
+    customers = prepared.shop.customers
+    if customers is None or customers.height == 0:
+        return f"{path} has a header but no data rows (no demographics)"
+    new = ", ".join(map(repr, sorted(set(rebuilt) - set(stored))[:3])) or "none"
+    missing = ", ".join(map(repr, sorted(set(stored) - set(rebuilt))[:3])) or "none"
+    return f"{path} gives {len(rebuilt)} (new: {new}; missing: {missing})"
 
 
 def matches_manifest(results: list[SegmentResult], stored: list[dict[str, Any]]) -> dict[str, bool]:

@@ -85,6 +85,10 @@ from training.served_models import ServedModels
 
 MIX_PREFIX = "mix__"
 DEFAULT_FOLDS = 5
+# A decision logged with propensity p counts as 1/p decisions: below 1e-9 one of them outweighs a billion
+# others, so no estimate is left to read (an effective sample size of 1), and at 1e-300 the variance
+# overflowed and the table stopped with a traceback. Real logging policies explore far above it.
+MIN_PROPENSITY = 1e-9
 _MIX_TOLERANCE = 1e-4
 
 
@@ -370,12 +374,19 @@ def load_decisions(
     keep = (frame["decision_type"] == decision_type).to_numpy()
     if since is not None:
         keep &= (frame["timestamp"] >= since).to_numpy()
-    zero = keep & (frame["propensity"].to_numpy() <= 0)
-    if zero.any():
-        row = int(np.flatnonzero(zero)[0])
+    propensity = frame["propensity"].to_numpy()
+    tiny = keep & (propensity < MIN_PROPENSITY)
+    if tiny.any():
+        row = int(np.flatnonzero(tiny)[0])
+        value = float(propensity[row])
+        why = "0 means the logging policy could not have chosen this arm"
+        if value > 0:
+            why = (
+                f"{value:g} is below {MIN_PROPENSITY:g}, so this one decision would outweigh a billion others"
+            )
         raise PolicyEvaluationInputError(
-            f"{path}: row {row + 1}, column 'propensity': 0 means the logging policy could not have "
-            "chosen this arm; off-policy evaluation needs the probability it actually had"
+            f"{path}: row {row + 1}, column 'propensity': {why}; off-policy evaluation needs the "
+            "probability it actually had"
         )
     rows = frame.filter(pl.Series(keep))
     if rows.height == 0:

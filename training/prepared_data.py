@@ -45,6 +45,7 @@ from engine.personas.inference.model import PersonaInferenceModel
 from engine.personas.mix_resolution import demographic_frame
 from engine.personas.shopping_context import CONTEXTS, context_expr
 from training.config import TrainConfig
+from training.config_references import check_references, naming_the_key
 from training.logged_events import LoggedEventsMerge, merge_logged_events, read_logged_events
 from training.split import (
     LoadedEvents,
@@ -126,6 +127,7 @@ def prepare(
     ``engine`` reads the data and fits the persona EM (locally by default, or on Spark); each step is
     recorded in ``timings`` when given (``load``, ``split``, then those of ``prepare_split``).
     ``explain``: see ``prepare_split``."""
+    check_references(config, data_path=data_path)
     timings = timings or StageTimings()
     with timings.stage("load"):
         shop, logged_events = load_training_shop(config, data_path=data_path, engine=engine)
@@ -153,7 +155,9 @@ def load_training_shop(
     shop = engine.load_shop(Path(data_path or config.data.path), config.data.skip_invalid)
     if not config.data.event_log:
         return shop, None
-    logged_events = merge_logged_events(shop, read_logged_events(config.data.event_log))
+    with naming_the_key(config, "[data] event_log", config.data.event_log):
+        logged = read_logged_events(config.data.event_log)
+    logged_events = merge_logged_events(shop, logged)
     return logged_events.shop, logged_events
 
 

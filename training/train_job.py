@@ -49,6 +49,7 @@ from engine.personas.drift_calibration import (
 from engine.personas.explanations import MixExplanations
 from engine.personas.shopping_context import CONTEXTS
 from training.config import TrainConfig
+from training.config_references import check_artifact_root
 from training.console_output import progress_bar
 from training.drift_evaluation import DRIFT_EVALUATION, drift_evaluation
 from training.evaluation import (
@@ -371,6 +372,7 @@ def run_training(
 ) -> TrainResult:
     """The whole training run; ``engine`` says where loading, the persona EM and model fits run."""
     started = time.perf_counter()
+    check_artifact_root(config)  # not after the whole run, when the artifact is written
     timings = StageTimings()
     data_dir = Path(data_path or config.data.path)
     # Served explanations come from the data the served models are fitted on: the split's prepare

@@ -45,6 +45,7 @@ from engine.models.model_blend import ModelBlend
 from engine.models.registry import create_model
 from training.blend_weights import blend_members, fit_blend_weights
 from training.config import ConfigError, TrainConfig, load_config
+from training.config_references import check_references
 from training.console_output import print_table, progress_bar, stdout_console
 from training.evaluation import evaluate_models
 from training.library_baselines import ENGINE_COUNTERPART, library_parameters
@@ -409,6 +410,7 @@ def run_tuning(
         )
     if not kinds:
         raise ConfigError(f"{config_path}: no tunable model in [models]; tunable: {', '.join(SEARCH_SPACES)}")
+    check_references(config, data_path=data_path)
     data_dir = Path(data_path or config.data.path)
     shop = load_shop(data_dir, skip_invalid=config.data.skip_invalid)
     split = split_for(config, shop, data_dir)

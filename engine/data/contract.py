@@ -5,7 +5,9 @@ shop, a shop's own export or an adapter. Keeping them in one place means the loa
 the README and the error messages can never disagree about what a column is called or what it holds.
 
 Conventions shared by every table:
-- ids are strings (integer ids in a file are read as their decimal text);
+- ids are strings (integer ids in a file are read as their decimal text), matched exactly: an id
+  column (``Column.identifier``) refuses a cell with a control character or leading or trailing
+  whitespace (engine/data/id_cells.py);
 - timestamps are ISO 8601; a timestamp without an offset is taken as UTC;
 - list columns are Parquet ``list<string>``, or in CSV one cell with the values joined by ``|``;
 - booleans in CSV are ``true``/``false`` (also ``1``/``0``, ``yes``/``no``).
@@ -29,6 +31,17 @@ class ColumnKind(StrEnum):
     STRING_LIST = "string_list"  # loaded as polars List(Utf8)
 
 
+MAX_AMOUNT = 1e15
+"""The largest price, money amount, quantity or outcome a table may hold (``Column.max_value``).
+
+Amounts are summed downstream: a basket's list prices when a request names the cart, revenue, outcomes
+weighted by inverse propensities in ``evaluate-policy``. Near float64's largest value (1.8e308) those sums
+became infinite: a cart of two items priced 1e308 failed RankOffers with INTERNAL ("basket_value must be a
+finite number >= 0, got inf"), and a decision outcome of 1e308 made ``evaluate-policy`` print Infinity
+(--json) or stop with a traceback. 10^15 is far above any price, order or quantity in any currency, is
+still exact to the unit in float64 (2^53 is about 9.0e15), and a billion such amounts sum to 1e24, nowhere
+near overflow."""
+
 EVENT_TYPES: tuple[str, ...] = ("view", "cart", "purchase")
 OFFER_KINDS: tuple[str, ...] = ("percent_off", "bundle", "free_shipping", "loyalty_points", "early_access")
 DECISION_TYPES: tuple[str, ...] = ("offer", "layout")
@@ -47,6 +60,7 @@ class Column:
     min_value: float | None = None  # inclusive lower bound for numeric columns
     max_value: float | None = None  # inclusive upper bound for numeric columns
     unique: bool = False  # values must not repeat (primary key)
+    identifier: bool = False  # an id matched against other tables and serving requests (id_cells.py)
 
 
 @dataclass(frozen=True)
@@ -79,10 +93,14 @@ EVENTS = TableSchema(
     description="Behavioral events: one row per view, add-to-cart or purchase of one item by one customer.",
     columns=(
         Column(
-            "event_id", ColumnKind.STRING, "Unique id of the event; makes ingestion idempotent.", unique=True
+            "event_id",
+            ColumnKind.STRING,
+            "Unique id of the event; makes ingestion idempotent.",
+            unique=True,
+            identifier=True,
         ),
-        Column("customer_id", ColumnKind.STRING, "The customer who acted."),
-        Column("item_id", ColumnKind.STRING, "The item acted on; must exist in `items`."),
+        Column("customer_id", ColumnKind.STRING, "The customer who acted.", identifier=True),
+        Column("item_id", ColumnKind.STRING, "The item acted on; must exist in `items`.", identifier=True),
         Column("event_type", ColumnKind.STRING, "What happened.", allowed=EVENT_TYPES),
         Column(
             "timestamp", ColumnKind.TIMESTAMP, "When it happened (ISO 8601, UTC when no offset is given)."
@@ -94,6 +112,7 @@ EVENTS = TableSchema(
             required=False,
             nullable=True,
             min_value=0.0,
+            max_value=MAX_AMOUNT,
         ),
         Column(
             "quantity",
@@ -102,6 +121,7 @@ EVENTS = TableSchema(
             required=False,
             nullable=True,
             min_value=0.0,
+            max_value=MAX_AMOUNT,
         ),
         Column(
             "discount",
@@ -129,11 +149,11 @@ ITEMS = TableSchema(
     name="items",
     description="The catalog: every item that events, offers or recommendations may name.",
     columns=(
-        Column("item_id", ColumnKind.STRING, "Unique id of the item.", unique=True),
+        Column("item_id", ColumnKind.STRING, "Unique id of the item.", unique=True, identifier=True),
         Column("title", ColumnKind.STRING, "Human-readable name.", required=False, nullable=True),
         Column("category", ColumnKind.STRING, "Category the item is shelved in."),
         Column("brand", ColumnKind.STRING, "Brand name.", required=False, nullable=True),
-        Column("price", ColumnKind.FLOAT, "Current list price.", min_value=0.0),
+        Column("price", ColumnKind.FLOAT, "Current list price.", min_value=0.0, max_value=MAX_AMOUNT),
         Column(
             "tags",
             ColumnKind.STRING_LIST,
@@ -160,7 +180,7 @@ CUSTOMERS = TableSchema(
     description="Customer attributes known at signup; optional; used for cold start and demographics.",
     extra_prefix=CUSTOMER_FEATURE_PREFIX,
     columns=(
-        Column("customer_id", ColumnKind.STRING, "Unique id of the customer.", unique=True),
+        Column("customer_id", ColumnKind.STRING, "Unique id of the customer.", unique=True, identifier=True),
         Column("age_band", ColumnKind.STRING, "Age band, e.g. 18-24, 25-34.", required=False, nullable=True),
         Column("region", ColumnKind.STRING, "Region or country.", required=False, nullable=True),
         Column("income_band", ColumnKind.STRING, "low, middle, high, ...", required=False, nullable=True),
@@ -176,7 +196,7 @@ OFFERS = TableSchema(
     name="offers",
     description="Offers the shop can make, with the rules that say who may receive them.",
     columns=(
-        Column("offer_id", ColumnKind.STRING, "Unique id of the offer.", unique=True),
+        Column("offer_id", ColumnKind.STRING, "Unique id of the offer.", unique=True, identifier=True),
         Column("kind", ColumnKind.STRING, "What the offer gives.", allowed=OFFER_KINDS),
         Column("description", ColumnKind.STRING, "Text shown to people.", required=False, nullable=True),
         Column(
@@ -200,8 +220,15 @@ OFFERS = TableSchema(
             required=False,
             nullable=True,
             min_value=0.0,
+            max_value=MAX_AMOUNT,
         ),
-        Column("cost", ColumnKind.FLOAT, "Expected cost to the shop per redemption.", min_value=0.0),
+        Column(
+            "cost",
+            ColumnKind.FLOAT,
+            "Expected cost to the shop per redemption.",
+            min_value=0.0,
+            max_value=MAX_AMOUNT,
+        ),
     ),
 )
 
@@ -209,7 +236,7 @@ LAYOUTS = TableSchema(
     name="layouts",
     description="Website layout variants: an ordered list of slots the page fills.",
     columns=(
-        Column("variant_id", ColumnKind.STRING, "Unique id of the variant.", unique=True),
+        Column("variant_id", ColumnKind.STRING, "Unique id of the variant.", unique=True, identifier=True),
         Column(
             "description", ColumnKind.STRING, "What the variant emphasises.", required=False, nullable=True
         ),
@@ -221,12 +248,12 @@ DECISIONS = TableSchema(
     name="decisions",
     description="Logged offer and layout decisions with the propensity of the chosen arm and the outcome.",
     columns=(
-        Column("decision_id", ColumnKind.STRING, "Unique id of the decision.", unique=True),
-        Column("customer_id", ColumnKind.STRING, "Who the decision was made for."),
+        Column("decision_id", ColumnKind.STRING, "Unique id of the decision.", unique=True, identifier=True),
+        Column("customer_id", ColumnKind.STRING, "Who the decision was made for.", identifier=True),
         Column("timestamp", ColumnKind.TIMESTAMP, "When it was made."),
         Column("context", ColumnKind.STRING, "Shopping context, e.g. weekday or weekend_holiday."),
         Column("decision_type", ColumnKind.STRING, "offer or layout.", allowed=DECISION_TYPES),
-        Column("arm_id", ColumnKind.STRING, "The chosen offer_id or variant_id."),
+        Column("arm_id", ColumnKind.STRING, "The chosen offer_id or variant_id.", identifier=True),
         Column(
             "position",
             ColumnKind.STRING,
@@ -242,7 +269,13 @@ DECISIONS = TableSchema(
             min_value=0.0,
             max_value=1.0,
         ),
-        Column("outcome", ColumnKind.FLOAT, "Reward observed: 1 converted/redeemed, 0 not.", min_value=0.0),
+        Column(
+            "outcome",
+            ColumnKind.FLOAT,
+            "Reward observed: 1 converted/redeemed, 0 not.",
+            min_value=0.0,
+            max_value=MAX_AMOUNT,
+        ),
     ),
 )
 

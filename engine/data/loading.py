@@ -34,7 +34,6 @@ import datetime as dt
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from pathlib import Path
 
 import polars as pl
@@ -42,6 +41,8 @@ import polars as pl
 from engine.data.chunk_layout import chunk_lengths, chunked_as
 from engine.data.contract import LIST_SEPARATOR, REQUIRED_TABLES, TABLES, Column, ColumnKind, TableSchema
 from engine.data.csv_text import CsvFormatError, csv_header, read_csv_text, read_csv_text_skipping
+from engine.data.data_issues import DataIssue, DataValidationError, IssueReason
+from engine.data.id_cells import malformed_id_problem, malformed_ids
 from engine.data.shop_data import LoadReport, ShopData
 from engine.data.timestamp_text import (
     EARLIEST_TIMESTAMP,
@@ -50,9 +51,6 @@ from engine.data.timestamp_text import (
     timestamp_parsers,
     to_utc_timestamp,
 )
-from engine.errors import PersonaEngineError
-
-MAX_ISSUES_SHOWN = 20  # issues ``str(DataValidationError)`` lists before "... and N more"
 
 MAX_ISSUES_KEPT_PER_CHECK = 50
 """Issues materialised per (column, check); the rest are only counted (millions of bad cells cost no more)."""
@@ -80,72 +78,6 @@ _DEFAULTS: dict[tuple[str, str], object] = {
 }
 
 _BOOL_WORDS: dict[str, bool] = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
-
-
-class IssueReason(StrEnum):
-    """Short codes for what is wrong; also the keys of ``LoadReport.rows_skipped``."""
-
-    MISSING_TABLE = "missing_table"
-    AMBIGUOUS_SOURCE = "ambiguous_source"
-    UNSUPPORTED_FORMAT = "unsupported_format"
-    UNREADABLE_FILE = "unreadable_file"
-    MALFORMED_CSV = "malformed_csv"
-    EMPTY_FILE = "empty_file"
-    MISSING_COLUMN = "missing_column"
-    DUPLICATE_COLUMN = "duplicate_column"
-    WRONG_TYPE = "wrong_type"
-    BAD_TIMESTAMP = "bad_timestamp"
-    BAD_DATE = "bad_date"
-    NULL_VALUE = "null_value"
-    NOT_ALLOWED = "not_allowed"
-    OUT_OF_RANGE = "out_of_range"
-    DUPLICATE_ID = "duplicate_id"
-    UNKNOWN_ITEM = "unknown_item"
-    UNKNOWN_ARM = "unknown_arm"
-
-
-@dataclass(frozen=True)
-class DataIssue:
-    """One problem in one place. ``row`` is the 1-based data row; None for problems of a whole file or column.
-
-    ``line`` is the CSV file line of the row (header = line 1), None for Parquet or when the CSV has records
-    spanning several lines.
-    """
-
-    file: str
-    row: int | None
-    column: str | None
-    message: str
-    reason: str
-    line: int | None = None
-
-    def __str__(self) -> str:
-        where = [self.file]
-        if self.row is not None:
-            where.append(f"row {self.row}" + (f" (line {self.line})" if self.line is not None else ""))
-        if self.column is not None:
-            where.append(f"column {self.column!r}")
-        return f"{', '.join(where)}: {self.message}"
-
-
-class DataValidationError(PersonaEngineError, ValueError):
-    """The data breaks the contract. ``issues`` holds the kept issues; ``total`` counts all that were found.
-
-    Subclasses ValueError so callers that only know "bad input" still catch it.
-    """
-
-    def __init__(self, issues: Iterable[DataIssue], total: int | None = None) -> None:
-        self.issues: list[DataIssue] = list(issues)
-        self.total: int = len(self.issues) if total is None else max(total, len(self.issues))
-        super().__init__(self._describe())
-
-    def _describe(self) -> str:
-        lines = [f"the shop data breaks the data contract ({self.total} problem(s)):"]
-        lines += [str(issue) for issue in self.issues[:MAX_ISSUES_SHOWN]]
-        hidden = self.total - min(len(self.issues), MAX_ISSUES_SHOWN)
-        if hidden > 0:
-            lines.append(f"... and {hidden} more")
-        return "\n".join(lines)
 
 
 def load_table(
@@ -505,6 +437,14 @@ def _check_column(raw: pl.Series, column: Column, checks: _RowChecks) -> pl.Seri
             column.name,
             IssueReason.NULL_VALUE,
             lambda idx: ["missing value (this column may not be empty)"] * idx.len(),
+        )
+
+    if column.identifier:
+        checks.report(
+            malformed_ids(values),
+            column.name,
+            IssueReason.MALFORMED_ID,
+            lambda idx: [malformed_id_problem(v) for v in values.gather(idx).to_list()],
         )
 
     if column.allowed is not None:

@@ -275,7 +275,10 @@ class ArmEstimates:
         return cls.fit(
             mix,
             arm_index,
-            rows["outcome"].to_numpy().astype(np.float64),
+            # The contract's outcome is >= 0 with no upper bound, so a shop may log revenue: above 1 it
+            # counts as a conversion, as evaluate-policy fits it. Unclipped, an outcome of 2 stopped train
+            # with "outcome[2] = 2.0 is not in [0, 1]", naming neither the file nor the row.
+            rows["outcome"].clip(0.0, 1.0).to_numpy().astype(np.float64),
             len(arm_map),
             arm_ids=arm_map.ids.tolist(),
             persona_ids=persona_ids,

@@ -224,6 +224,14 @@ def parse_catalog(document: dict[str, Any], source: str = "<memory>") -> Persona
     return PersonaCatalog(personas=personas, source=source)
 
 
+def bundled_catalog_names() -> tuple[str, ...]:
+    """The catalogs shipped with the engine, by the name a config or --catalog gives them."""
+    folder = resources.files("engine.catalogs")
+    return tuple(
+        sorted(entry.name.removesuffix(".toml") for entry in folder.iterdir() if entry.name.endswith(".toml"))
+    )
+
+
 def load_catalog(path_or_name: str | Path = DEFAULT_CATALOG) -> PersonaCatalog:
     """Load a catalog file, or a bundled one by name ("default", ...)."""
     text: str
@@ -231,7 +239,10 @@ def load_catalog(path_or_name: str | Path = DEFAULT_CATALOG) -> PersonaCatalog:
     if isinstance(path_or_name, str) and not path_or_name.endswith(".toml") and "/" not in path_or_name:
         bundled = resources.files("engine.catalogs") / f"{path_or_name}.toml"
         if not bundled.is_file():
-            raise CatalogError(f"no bundled persona catalog named {path_or_name!r}")
+            raise CatalogError(
+                f"no bundled persona catalog named {path_or_name!r}; bundled: "
+                f"{', '.join(bundled_catalog_names())} (or a path to a .toml file)"
+            )
         text = bundled.read_text(encoding="utf-8")
         source = f"bundled catalog {path_or_name!r}"
     else:

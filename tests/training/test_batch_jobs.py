@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from cli.main import main
@@ -267,3 +268,67 @@ def test_a_mix_not_summing_to_one_is_rescaled_with_a_note_and_prices_read_one_wa
 
     assert main([*argv, "--mix", "bargain_hunter=0.4,tech_savvy=0.6"]) == 0
     assert "rescaled" not in capsys.readouterr().err
+
+
+def test_a_k_longer_than_the_catalog_is_the_whole_catalog_with_a_note_in_both_commands(
+    personalizer: Personalizer, artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-k 100000 listed the catalog (less purchases) without a word, and batch-recommend said "top 100000"
+    while holding 4,096 customers x the whole catalog in memory at once (3.7 GB on a 2,000-item shop)."""
+    n_items = len(personalizer.items)
+    customer = str(personalizer.customers.ids[3])
+    note = (
+        f"note: -k 100,000 is more than the {n_items:,} items of the catalog; each list holds at most "
+        f"{n_items:,} (the whole catalog, less items out of stock and what --exclude purchased leaves out)"
+    )
+    assert (
+        main(["recommend", "--artifact", str(artifact), "--customer", customer, "-k", "100000", "--json"])
+        == 0
+    )
+    captured = capsys.readouterr()
+    bought = set(personalizer.purchases[personalizer.customers.index(customer)].indices.tolist())
+    listable = int(personalizer.item_catalog.in_stock.sum()) - sum(
+        bool(personalizer.item_catalog.in_stock[i]) for i in bought
+    )
+    assert len(json.loads(captured.out)["items"]) == listable < n_items
+    assert note in " ".join(captured.err.split())
+
+    out = tmp_path / "everything.parquet"
+    args = [
+        "batch-recommend",
+        "--artifact",
+        str(artifact),
+        "--out",
+        str(out),
+        "-k",
+        "100000",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert note in " ".join(captured.err.split())
+    assert f"top {n_items} for {len(personalizer.customers):,} customers" in captured.out
+    frame = pl.read_parquet(out)
+    assert frame.filter(pl.col("customer_id") == customer).height == listable
+    assert main([*args, "-k", str(n_items), "--json"]) == 0  # the catalog's size itself: no note
+    captured = capsys.readouterr()
+    assert "note:" not in captured.err and json.loads(captured.out)["requested_k"] is None
+    assert pl.read_parquet(out).equals(frame)
+
+
+def test_a_long_k_scores_fewer_customers_a_step_and_writes_the_same_lists(
+    personalizer: Personalizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each step holds at most MAX_ROWS_PER_STEP rows: the customers of a step shrink as k grows; a
+    row group of the file is one step."""
+    monkeypatch.setattr("training.batch_recommend.MAX_ROWS_PER_STEP", 1_000)
+    n_items = len(personalizer.items)
+    bounded = batch_recommend(personalizer, tmp_path / "bounded.parquet", k=10**6)
+    assert (bounded.k, bounded.requested_k) == (n_items, 10**6)
+    groups = pq.ParquetFile(tmp_path / "bounded.parquet").metadata
+    per_step = max(1, 1_000 // n_items)
+    assert groups.num_row_groups == -(-len(personalizer.customers) // per_step)
+    monkeypatch.undo()
+    whole = batch_recommend(personalizer, tmp_path / "whole.parquet", k=n_items)
+    assert whole.requested_k is None
+    assert pl.read_parquet(tmp_path / "bounded.parquet").equals(pl.read_parquet(tmp_path / "whole.parquet"))

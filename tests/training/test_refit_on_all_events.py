@@ -201,6 +201,53 @@ def test_evaluate_refuses_to_score_the_artifacts_models_on_data_that_splits_into
         run_evaluation(split_only.path, data_path=other)
 
 
+def _with_customers(shop_dir: Path, tmp_path: Path, customers: pl.DataFrame | None) -> Path:
+    """A copy of the shop whose customers table is ``customers`` as CSV (None: no customers table)."""
+    other = tmp_path / "other-customers"
+    shutil.copytree(shop_dir, other, ignore=shutil.ignore_patterns("truth", "customers.parquet"))
+    if customers is not None:
+        customers.write_csv(other / "customers.csv")
+    return other
+
+
+def test_a_customers_table_with_a_header_but_no_rows_means_no_demographics(
+    refit: LoadedArtifact, split_only: LoadedArtifact, shop_dir: Path, tmp_path: Path
+) -> None:
+    """The customers table is optional: a header without rows is read as no demographics, like no file.
+    Evaluate's refit of the split's models then works; the artifact's own models, fitted on demographics,
+    failed inside the model ("als model: demographics has 0 columns, the model knows 15") and are
+    refused, naming the customers file."""
+    header_only = pl.read_parquet(shop_dir / "customers.parquet").head(0)
+    emptied = _with_customers(shop_dir, tmp_path, header_only)
+    assert (emptied / "customers.csv").read_text(encoding="utf-8").count("\n") == 1
+    prepared = prepare(parse_config(refit.manifest["config"]), data_path=emptied)
+    assert len(prepared.demographic_space) == 0 and len(refit.demographic_space) > 0
+    assert run_evaluation(refit.path, data_path=emptied).models_scored == SPLIT_REFIT
+    with pytest.raises(ArtifactError) as refused:
+        run_evaluation(split_only.path, data_path=emptied)
+    assert (
+        f"its models were fitted on {len(split_only.demographic_space)} demographic features from the "
+        f"customers table, while {emptied / 'customers.csv'} has a header but no data rows (no demographics)"
+    ) in str(refused.value)
+
+
+def test_evaluate_refuses_the_artifacts_models_on_customers_whose_demographic_values_changed(
+    split_only: LoadedArtifact, shop_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A region renamed keeps the number of demographic features but shifts what each column means;
+    the artifact's models were scored on it without a word. Refused through the CLI (exit 2)."""
+    customers = pl.read_parquet(shop_dir / "customers.parquet")
+    first = sorted(customers["region"].drop_nulls().unique().to_list())[0]
+    renamed = customers.with_columns(pl.col("region").replace(first, "zz-renamed"))
+    other = _with_customers(shop_dir, tmp_path, renamed)
+    args = ["evaluate", "--artifact", str(split_only.path), "--data", str(other), "--no-progress"]
+    assert main(args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"while {other / 'customers.csv'} gives" in err
+    assert f"(new: 'region=zz-renamed'; missing: 'region={first}')" in err
+    assert "Traceback" not in err
+
+
 def test_a_far_future_timestamp_on_a_repeat_view_leaves_nothing_to_evaluate_and_is_refused(
     split_only: LoadedArtifact, shop_dir: Path, tmp_path: Path
 ) -> None:

@@ -48,7 +48,10 @@ _ROW_LEVEL = {
     IssueReason.OUT_OF_RANGE,
     IssueReason.DUPLICATE_ID,
     IssueReason.UNKNOWN_ITEM,
+    IssueReason.MALFORMED_ID,
 }
+# engine/data/id_cells.py's rule in Java's regex dialect: (?U) makes \s Unicode whitespace, as in polars.
+_MALFORMED_ID = r"(?U)[\x00-\x1F\x7F-\x9F]|^\s|\s$"
 
 
 def table_path(root: str, table: str) -> str:
@@ -97,6 +100,9 @@ def _rule(column: Column, dtype: str) -> list[tuple[IssueReason, str, SparkColum
         rules.append((IssueReason.BAD_DATE, "not a date", cell.isNotNull() & typed.isNull()))
     if not column.nullable:
         rules.append((IssueReason.NULL_VALUE, "empty", cell.isNull()))
+    if column.identifier and dtype == "string":
+        text = "hold a control character or leading or trailing whitespace"
+        rules.append((IssueReason.MALFORMED_ID, text, cell.rlike(_MALFORMED_ID)))
     if column.allowed is not None:
         allowed = ", ".join(column.allowed)
         rules.append(

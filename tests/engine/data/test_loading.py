@@ -15,14 +15,8 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from engine.data.contract import EVENTS, ITEMS
-from engine.data.loading import (
-    MAX_ISSUES_KEPT_PER_CHECK,
-    MAX_ISSUES_SHOWN,
-    DataIssue,
-    DataValidationError,
-    load_shop,
-    load_table,
-)
+from engine.data.data_issues import MAX_ISSUES_SHOWN, DataIssue, DataValidationError
+from engine.data.loading import MAX_ISSUES_KEPT_PER_CHECK, load_shop, load_table
 
 UTC = dt.UTC
 

@@ -201,6 +201,32 @@ def test_fit_from_decisions_table_uses_each_contexts_mix() -> None:
         )
 
 
+def test_a_revenue_like_outcome_above_one_counts_as_a_conversion() -> None:
+    """The contract lets a decision's outcome exceed 1 (revenue); train stopped on one with "outcome[2] =
+    2.0 is not in [0, 1]", naming neither file nor row. It now fits as a conversion, as evaluate-policy
+    fits it."""
+    decisions = pl.DataFrame(
+        {
+            "customer_id": ["c1"] * 4,
+            "context": ["weekday"] * 4,
+            "decision_type": ["offer"] * 4,
+            "arm_id": ["x", "x", "y", "y"],
+            "outcome": [1.0, 0.0, 1.0, 0.0],
+        }
+    )
+    common: dict[str, Any] = {
+        "decision_type": "offer",
+        "arm_ids": ["x", "y"],
+        "customers": IdMap(["c1"], kind="customer"),
+        "mixes": np.array([[[1.0, 0.0]], [[1.0, 0.0]]]),
+        "persona_ids": ["saver", "spender"],
+    }
+    converted = ArmEstimates.fit_decisions(decisions, **common)
+    revenue = ArmEstimates.fit_decisions(decisions.with_columns(pl.col("outcome") * 49.5), **common)
+    np.testing.assert_array_equal(revenue.alpha, converted.alpha)
+    np.testing.assert_array_equal(revenue.beta, converted.beta)
+
+
 def test_customer_rows_looked_up_by_the_caller_give_the_same_fit() -> None:
     """Training looks each decision's customer up once for the whole log; the fit must not change."""
     rng = np.random.default_rng(3)

@@ -122,6 +122,32 @@ def test_repeated_ids_and_unknown_items_are_counted(
     assert any("'no-such-item'" in p for p in problems)
 
 
+def test_ids_with_control_characters_or_surrounding_whitespace_are_counted_and_skipped(
+    spark: SparkSession, small_shop: Path, tmp_path: Path
+) -> None:
+    """The local loader's id rule (engine/data/id_cells.py), on the cluster: a padded id and a tab."""
+    row = pl.int_range(pl.len())
+    change = (
+        pl.when(row == 0)
+        .then(pl.lit(" c001"))
+        .when(row == 1)
+        .then(pl.concat_str(pl.col("customer_id"), pl.lit("\t")))
+        .when(row == 2)
+        .then(pl.concat_str(pl.col("customer_id"), pl.lit("\u00a0")))
+        .otherwise(pl.col("customer_id"))
+        .alias("customer_id")
+    )
+    broken = _broken_copy(small_shop, tmp_path, "events", change)
+    (problem,) = _problems(spark, broken)
+    assert problem.startswith(
+        f"{broken}/events.parquet, column 'customer_id': 3 row(s) hold a control character or leading or "
+        "trailing whitespace, e.g. event_id"
+    )
+    assert "' c001'" in problem
+    shop = load_shop_with_spark(spark, str(broken), skip_invalid=True)
+    assert shop.report.rows_skipped == {"events": {"malformed_id": 3}}
+
+
 def test_a_missing_required_table_names_its_path(spark: SparkSession, tmp_path: Path) -> None:
     (problem, *_) = _problems(spark, tmp_path / "nowhere")
     assert f"{tmp_path}/nowhere/events.parquet" in problem and "required table 'events'" in problem
