@@ -234,7 +234,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         stdout_console.print(
             f"event log {logged['path']}: {logged['added']:,} of {logged['read']:,} events added "
             f"({logged['already_in_shop']:,} already in the shop's events, "
-            f"{logged['unknown_items']:,} for items the shop does not list)",
+            f"{logged['unknown_items']:,} for items the shop does not list, "
+            f"{logged.get('malformed_ids', 0):,} with an id the data contract refuses)",
             highlight=False,
         )
     _print_served_models(served)

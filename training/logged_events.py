@@ -28,6 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
+from engine.data.id_cells import malformed_ids
 from engine.data.shop_data import ShopData
 from engine.live.event_archive import archive_folder, read_archived_events
 from engine.live.event_log import TRAINING_READ_MARK, EventLog
@@ -46,6 +47,7 @@ class LoggedEventsMerge:
     added: int  # added to the shop's events
     already_in_shop: int  # same event id as one of the shop's events
     unknown_items: int  # item not in the shop's items table
+    malformed_ids: int = 0  # an id the data contract refuses (engine.data.id_cells)
 
     def to_dict(self) -> dict[str, int]:
         return {
@@ -53,13 +55,22 @@ class LoggedEventsMerge:
             "added": self.added,
             "already_in_shop": self.already_in_shop,
             "unknown_items": self.unknown_items,
+            "malformed_ids": self.malformed_ids,
         }
 
 
 def merge_logged_events(shop: ShopData, logged: pl.DataFrame) -> LoggedEventsMerge:
-    """``shop`` with the rows of ``logged`` (an ``events`` frame) that are new and usable appended."""
+    """``shop`` with the rows of ``logged`` (an ``events`` frame) that are new and usable appended.
+
+    An event whose ids the data contract refuses (a control character, whitespace around an id) is
+    left out and counted: the log took it as sent, but a shop file with it would not load, and a NUL
+    stopped training with a traceback in the id map (found by a helper's bad-input pass).
+    """
+    id_columns = ("event_id", "customer_id", "item_id")
+    bad = pl.any_horizontal([malformed_ids(logged[c].cast(pl.String)) for c in id_columns])
+    well_formed = logged.filter(~bad)
     known_ids = shop.events.select("event_id")
-    fresh = logged.join(known_ids, on="event_id", how="anti")
+    fresh = well_formed.join(known_ids, on="event_id", how="anti")
     usable = fresh.join(shop.items.select("item_id"), on="item_id", how="semi")
     columns = shop.events.columns
     addition = usable.select([pl.col(c).cast(shop.events.schema[c]) for c in columns])
@@ -73,8 +84,9 @@ def merge_logged_events(shop: ShopData, logged: pl.DataFrame) -> LoggedEventsMer
         shop=merged,
         read=logged.height,
         added=addition.height,
-        already_in_shop=logged.height - fresh.height,
+        already_in_shop=well_formed.height - fresh.height,
         unknown_items=fresh.height - usable.height,
+        malformed_ids=logged.height - well_formed.height,
     )
 
 

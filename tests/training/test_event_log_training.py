@@ -58,6 +58,9 @@ def test_logged_events_join_the_training_data_once_and_only_for_known_items(
                     existing["event_id"], "someone-else", known_item, "view", early
                 ),  # the shop's row wins
                 BehaviorEvent("live-new-item", "live-customer", "item-not-in-the-shop", "view", early),
+                # ids the data contract refuses: left out and counted, not a traceback in the id map
+                BehaviorEvent("live-nul", "live\x00customer", known_item, "view", early),
+                BehaviorEvent("live-padded", " live-customer", known_item, "view", early),
             ]
         )
 
@@ -65,7 +68,13 @@ def test_logged_events_join_the_training_data_once_and_only_for_known_items(
 
     merge = prepared.logged_events
     assert merge is not None
-    assert merge.to_dict() == {"read": 5, "added": 3, "already_in_shop": 1, "unknown_items": 1}
+    assert merge.to_dict() == {
+        "read": 7,
+        "added": 3,
+        "already_in_shop": 1,
+        "unknown_items": 1,
+        "malformed_ids": 2,
+    }
     assert prepared.shop.events.height == shop_events.height + 3
     assert (
         prepared.shop.events.filter(pl.col("event_id") == existing["event_id"]).row(0, named=True) == existing
@@ -74,7 +83,7 @@ def test_logged_events_join_the_training_data_once_and_only_for_known_items(
     row = prepared.customers.to_internal(["live-customer"])[0]
     item = prepared.items.to_internal([known_item])[0]
     assert prepared.history[row].nnz == 1 and prepared.history[row, item] > 0  # the three purchases
-    assert prepared.shop.report.rows_read["event_log"] == 5
+    assert prepared.shop.report.rows_read["event_log"] == 7
 
 
 def test_train_reports_the_log_and_a_missing_log_is_a_usage_error(
