@@ -8,8 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.data.contract import MAX_AMOUNT, TABLES, Column, ColumnKind, TableSchema
+from engine.data.contract import MAX_AMOUNT, TABLES
 from engine.data.loading import DataValidationError, IssueReason, load_table
+from tests.engine.data.contract_rows import table_with
 
 BOUNDED = [
     (table.name, column.name)
@@ -17,26 +18,6 @@ BOUNDED = [
     for column in table.columns
     if column.max_value == MAX_AMOUNT
 ]
-
-
-def _valid_cell(column: Column, row: int) -> str:
-    if column.allowed is not None:
-        return column.allowed[0]
-    return {
-        ColumnKind.FLOAT: "0.5",
-        ColumnKind.TIMESTAMP: "2026-01-05T10:00:00",
-        ColumnKind.STRING_LIST: "a|b",
-        ColumnKind.STRING: f"{column.name}{row}",
-    }[column.kind]
-
-
-def _table(schema: TableSchema, column: str, values: list[str]) -> pl.DataFrame:
-    cells = {
-        c.name: values if c.name == column else [_valid_cell(c, r) for r in range(len(values))]
-        for c in schema.columns
-        if c.required or c.name == column
-    }
-    return pl.DataFrame(cells, schema=dict.fromkeys(cells, pl.String))
 
 
 def test_every_money_amount_quantity_and_outcome_column_is_bounded() -> None:
@@ -58,7 +39,7 @@ def test_an_amount_near_the_float_maximum_is_out_of_range_and_the_bound_itself_i
     """1e308 passed: two such list prices in a cart summed to inf and RankOffers failed with INTERNAL."""
     schema = TABLES[table]
     path = tmp_path / f"{table}.{fmt}"
-    getattr(_table(schema, column, ["1", "1e15", "1e308"]), f"write_{fmt}")(path)
+    getattr(table_with(schema, column, ["1", "1e15", "1e308"]), f"write_{fmt}")(path)
     with pytest.raises(DataValidationError) as error:
         load_table(path, schema)
     [issue] = error.value.issues

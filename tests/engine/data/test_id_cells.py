@@ -8,8 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.data.contract import TABLES, Column, ColumnKind, TableSchema
+from engine.data.contract import TABLES
 from engine.data.loading import DataValidationError, IssueReason, load_shop, load_table
+from tests.engine.data.contract_rows import table_with
 
 ID_COLUMNS = [
     (table.name, column.name) for table in TABLES.values() for column in table.columns if column.identifier
@@ -27,31 +28,6 @@ BAD_IDS: list[tuple[str, str]] = [
 ]
 
 
-def _valid_cell(column: Column, row: int) -> str:
-    """A cell of ``column`` the contract accepts, distinct per row for ids."""
-    if column.allowed is not None:
-        return column.allowed[0]
-    return {
-        ColumnKind.FLOAT: "0.5",
-        ColumnKind.INT: "1",
-        ColumnKind.BOOL: "true",
-        ColumnKind.TIMESTAMP: "2026-01-05T10:00:00",
-        ColumnKind.DATE: "2026-01-05",
-        ColumnKind.STRING_LIST: "a|b",
-        ColumnKind.STRING: f"{column.name}{row}",
-    }[column.kind]
-
-
-def _table(schema: TableSchema, rows: int, bad_row: int, column: str, bad: str) -> pl.DataFrame:
-    """``rows`` valid rows of the table's required columns (as text), ``bad`` in ``column`` of ``bad_row``."""
-    cells = {
-        c.name: [bad if (c.name == column and r == bad_row) else _valid_cell(c, r) for r in range(rows)]
-        for c in schema.columns
-        if c.required or c.name == column
-    }
-    return pl.DataFrame(cells, schema=dict.fromkeys(cells, pl.String))
-
-
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 @pytest.mark.parametrize(("table", "column"), ID_COLUMNS)
 @pytest.mark.parametrize(("bad", "message"), BAD_IDS)
@@ -60,7 +36,7 @@ def test_every_id_column_refuses_control_characters_and_surrounding_whitespace(
 ) -> None:
     schema = TABLES[table]
     path = tmp_path / f"{table}.{fmt}"
-    getattr(_table(schema, 4, 2, column, bad), f"write_{fmt}")(path)
+    getattr(table_with(schema, column, ["x0", "x1", bad, "x3"]), f"write_{fmt}")(path)
     with pytest.raises(DataValidationError) as error:
         load_table(path, schema)
     [issue] = error.value.issues
