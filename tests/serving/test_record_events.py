@@ -127,6 +127,36 @@ def test_invalid_records_get_errors_naming_their_field_and_valid_ones_are_accept
     assert live.server.metric("persona_engine_live_records_total", record="event", result="rejected") == 5
 
 
+def test_the_client_refuses_an_unencodable_record_alone_as_the_server_refuses_an_invalid_one(
+    live: LiveServer,
+) -> None:
+    """An event_type EventType lacks ("wishlist") raised a ValueError naming no record, and nothing of
+    the batch was sent; now that record comes back in errors like one the server refused, with the
+    caller's index and event id, and the others are stored (README: partial acceptance)."""
+    batch = events(live.customer, live.item, 6, prefix="w")
+    batch[4] = replace(batch[4], event_id="e9", event_type="wishlist")
+    batch[5] = replace(batch[5], customer_id="")  # refused by the server, at index 5 of the caller's list
+    outcome = DecisionOutcome("o-bad", "d", live.customer, "clicked", NOW)  # type: ignore[arg-type]
+    response = live.client.record_events(batch, [outcome])
+    assert [(e.kind, e.index, e.event_id, e.field) for e in response.errors] == [
+        (pb.RECORD_KIND_EVENT, 4, "e9", "events[4].event_type"),
+        (pb.RECORD_KIND_EVENT, 5, "w5", "events[5].customer_id"),
+        (pb.RECORD_KIND_OUTCOME, 0, "o-bad", "outcomes[0].kind"),
+    ]
+    assert [e.message for e in response.errors] == [
+        "unknown value 'wishlist'; one of view, cart, purchase",
+        "must be 1 to 256 characters, got 0",
+        "unknown value 'clicked'; one of offer_shown, offer_redeemed, layout_shown, layout_converted",
+    ]
+    assert (response.accepted_events, response.accepted_outcomes) == (4, 0)
+    assert live.log.event_ids() == {"w0", "w1", "w2", "w3"}
+
+    wrong_type = replace(batch[0], event_id="e7", price_paid="12.5")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^events\[1\] \(event_id 'e7'\): price_paid: must be real number"):
+        live.client.record_events([batch[1], wrong_type])  # a bug in the caller: nothing is sent
+    assert live.log.counts()["events"] == 4
+
+
 def test_a_batch_over_the_limit_is_refused_whole_naming_the_field(live: LiveServer) -> None:
     with pytest.raises(grpc.RpcError) as raised:
         live.client.record_events(events(live.customer, live.item, 1001))
