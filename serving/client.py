@@ -714,18 +714,23 @@ class PersonaEngineClient:
         *,
         model_name: str = "",
         allow_rollback: bool = False,
+        allow_catalog_change: bool = False,
         timeout_s: float | None = None,
     ) -> admin_service_pb2.ReloadModelResponse:
         """Switch the server to another artifact (admin token required); never retried.
 
-        A version older than the one serving needs ``allow_rollback``. The deadline defaults to
-        ``DEFAULT_RELOAD_TIMEOUT_S``, not the client's page-render timeout.
+        A version older than the one serving needs ``allow_rollback``, an artifact with another persona
+        catalog ``allow_catalog_change`` (the response's ``persona_catalog_changed`` then says so). The
+        deadline defaults to ``DEFAULT_RELOAD_TIMEOUT_S``, not the client's page-render timeout.
         """
         return self._admin_call(
             self._admin.ReloadModel,
             f"/{ADMIN_SERVICE}/ReloadModel",
             admin_service_pb2.ReloadModelRequest(
-                artifact_path=artifact_path, model_name=model_name, allow_rollback=allow_rollback
+                artifact_path=artifact_path,
+                model_name=model_name,
+                allow_rollback=allow_rollback,
+                allow_catalog_change=allow_catalog_change,
             ),
             DEFAULT_RELOAD_TIMEOUT_S if timeout_s is None else timeout_s,
         )

@@ -130,8 +130,9 @@ SERVE_EXAMPLES: Final = f"""
     admin calls carry the metadata 'authorization: Bearer <token>'. A server started without a token
     refuses every admin call with PERMISSION_DENIED; a call without the metadata gets UNAUTHENTICATED, a wrong
     token PERMISSION_DENIED. ReloadModel switches to exactly the artifact it names; an older version
-    than the one serving (a rollback) is refused unless the request sets allow_rollback. With several
-    workers it returns once all of them serve it.
+    than the one serving (a rollback) is refused unless the request sets allow_rollback, and an artifact
+    with another persona catalog unless it sets allow_catalog_change. With several workers it returns
+    once all of them serve it.
 
     artifact signing: with --artifact-key the server serves only artifacts whose manifest is signed
     with that Ed25519 key (train --artifact-key), at start and on every reload; anything unsigned or
