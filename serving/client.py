@@ -36,6 +36,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2
 
+from engine.errors import PersonaEngineError
 from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind
 from serving.generated.persona.v1 import (
     admin_service_pb2,
@@ -255,7 +256,7 @@ def _set_fields(message: Message, **values: object) -> None:
             raise TypeError(f"{field}: {error}") from None
 
 
-class UnencodableValueError(ValueError):
+class UnencodableValueError(PersonaEngineError, ValueError):
     """A value the protocol has no encoding for (an enum name it does not define, e.g. event_type
     "wishlist"); ``field`` is its field, ``problem`` what is wrong."""
 
