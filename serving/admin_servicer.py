@@ -256,6 +256,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
                     request.model_name,
                     wait_s=wait_s,
                     allow_rollback=request.allow_rollback,
+                    allow_catalog_change=request.allow_catalog_change,
                 ),
             )
         except ReloadError as refusal:
@@ -266,6 +267,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             new_version=result.new_version,
             serving_model=result.serving_model,
             load_duration=_duration(result.load_seconds),
+            persona_catalog_changed=result.persona_catalog_changed,
+            previous_persona_ids=result.previous_persona_ids,
+            persona_ids=result.persona_ids,
         )
 
     async def _current_experiment(self, context: Context) -> CurrentExperiment:

@@ -25,10 +25,10 @@ import datetime as dt
 import math
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Self, TypeVar
+from typing import Final, Generic, Self, TypeVar
 
 import grpc
 from google.protobuf import descriptor_pb2
@@ -36,7 +36,8 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2
 
-from engine.live.events import BehaviorEvent, DecisionOutcome
+from engine.errors import PersonaEngineError
+from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind
 from serving.generated.persona.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -203,45 +204,165 @@ def _timestamp(moment: dt.datetime) -> Timestamp:
 
 
 def behavior_event_to_proto(event: BehaviorEvent) -> personalization_service_pb2.BehaviorEvent:
-    message = personalization_service_pb2.BehaviorEvent(
+    message = personalization_service_pb2.BehaviorEvent()
+    event_type = _enum_key(
+        personalization_service_pb2.EventType.keys(), "EVENT_TYPE_", event.event_type, "event_type"
+    )
+    _set_fields(
+        message,
         event_id=event.event_id,
         customer_id=event.customer_id,
         item_id=event.item_id,
-        event_type=personalization_service_pb2.EventType.Value(
-            _enum_key(
-                personalization_service_pb2.EventType.keys(), "EVENT_TYPE_", event.event_type, "event_type"
-            )
-        ),
-        timestamp=_timestamp(event.timestamp),
+        event_type=personalization_service_pb2.EventType.Value(event_type),
+        timestamp=event.timestamp,
         channel=event.channel or "",
         device=event.device or "",
+        price_paid=event.price_paid,
+        discount=event.discount,
     )
-    if event.price_paid is not None:
-        message.price_paid = event.price_paid
-    if event.discount is not None:
-        message.discount = event.discount
     return message
 
 
 def decision_outcome_to_proto(outcome: DecisionOutcome) -> personalization_service_pb2.DecisionOutcome:
-    return personalization_service_pb2.DecisionOutcome(
+    message = personalization_service_pb2.DecisionOutcome()
+    kind = personalization_service_pb2.OutcomeKind.Value(f"OUTCOME_KIND_{_outcome_kind_name(outcome.kind)}")
+    _set_fields(
+        message,
         event_id=outcome.event_id,
         decision_id=outcome.decision_id,
         customer_id=outcome.customer_id,
-        kind=personalization_service_pb2.OutcomeKind.Value(f"OUTCOME_KIND_{outcome.kind.name}"),
-        timestamp=_timestamp(outcome.timestamp),
+        kind=kind,
+        timestamp=outcome.timestamp,
         arm_id=outcome.arm_id or "",
         revenue=outcome.revenue,
     )
+    return message
+
+
+def _set_fields(message: Message, **values: object) -> None:
+    """Set each field that is not None, so a value of the wrong type is named by its field (protobuf's
+    own TypeError says only "must be real number, not str")."""
+    for field, value in values.items():
+        if value is None:
+            continue
+        try:
+            if field == "timestamp":
+                if not isinstance(value, dt.datetime):
+                    raise TypeError(f"expected a datetime, got {type(value).__name__}")
+                getattr(message, field).CopyFrom(_timestamp(value))
+            else:
+                setattr(message, field, value)
+        except TypeError as error:
+            raise TypeError(f"{field}: {error}") from None
+
+
+class UnencodableValueError(PersonaEngineError, ValueError):
+    """A value the protocol has no encoding for (an enum name it does not define, e.g. event_type
+    "wishlist"); ``field`` is its field, ``problem`` what is wrong."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
 
 
 def _enum_key(names: Sequence[str], prefix: str, name: str, field: str) -> str:
-    """The enum value name ``prefix + NAME``, or an error naming the field and the valid names."""
-    key = prefix + name.upper()
+    """The enum value name ``prefix + NAME``, or an error naming the field and the valid names (in
+    the order the .proto declares them, as the server lists them)."""
+    key = prefix + name.upper() if isinstance(name, str) else ""
     if key not in names or key.endswith("_UNSPECIFIED"):
-        valid = sorted(n.removeprefix(prefix).lower() for n in names if not n.endswith("_UNSPECIFIED"))
-        raise ValueError(f"{field}: unknown value {name!r}; expected one of {', '.join(valid)}")
+        valid = [n.removeprefix(prefix).lower() for n in names if not n.endswith("_UNSPECIFIED")]
+        raise UnencodableValueError(field, f"unknown value {name!r}; one of {', '.join(valid)}")
     return key
+
+
+_Record = TypeVar("_Record", BehaviorEvent, DecisionOutcome)
+_RecordMessage = TypeVar(
+    "_RecordMessage", personalization_service_pb2.BehaviorEvent, personalization_service_pb2.DecisionOutcome
+)
+_EVENTS: Final = ("events", personalization_service_pb2.RECORD_KIND_EVENT)
+_OUTCOMES: Final = ("outcomes", personalization_service_pb2.RECORD_KIND_OUTCOME)
+
+
+_M = TypeVar("_M")
+
+
+@dataclass
+class _EncodedRecords(Generic[_M]):
+    """One list of a RecordEvents call as sent: the messages, the caller's index of each (``sent``),
+    and the records refused before sending, as the server's own per-record errors."""
+
+    messages: list[_M]
+    sent: list[int]
+    refused: list[personalization_service_pb2.RecordError]
+
+
+def _encode_records(
+    records: Sequence[_Record],
+    encode: Callable[[_Record], _RecordMessage],
+    which: tuple[str, personalization_service_pb2.RecordKind.ValueType],
+) -> _EncodedRecords[_RecordMessage]:
+    """Encode each record; one whose value the protocol cannot carry is refused on its own (partial
+    acceptance, as the server does), a value of the wrong type raises naming the record."""
+    name, kind = which
+    encoded: _EncodedRecords[_RecordMessage] = _EncodedRecords([], [], [])
+    for index, record in enumerate(records):
+        try:
+            encoded.messages.append(encode(record))
+        except UnencodableValueError as error:
+            encoded.refused.append(
+                personalization_service_pb2.RecordError(
+                    kind=kind,
+                    index=index,
+                    event_id=str(record.event_id),
+                    field=f"{name}[{index}].{error.field}",
+                    message=error.problem,
+                )
+            )
+            continue
+        except (TypeError, ValueError) as error:  # a bug in the calling code: nothing is sent
+            wrapped = TypeError if isinstance(error, TypeError) else ValueError
+            raise wrapped(f"{name}[{index}] (event_id {record.event_id!r}): {error}") from error
+        encoded.sent.append(index)
+    return encoded
+
+
+def _merge_refused(
+    response: personalization_service_pb2.RecordEventsResponse,
+    events: _EncodedRecords[personalization_service_pb2.BehaviorEvent],
+    outcomes: _EncodedRecords[personalization_service_pb2.DecisionOutcome],
+) -> None:
+    """Give the server's errors the caller's indexes (it saw the lists without the refused records)
+    and add the refused records, events first, each list in the caller's order, as the server does."""
+    errors = list(events.refused) + list(outcomes.refused)
+    for error in response.errors:
+        name, encoded = ("events", events) if error.kind == _EVENTS[1] else ("outcomes", outcomes)
+        index = encoded.sent[error.index]
+        sent_as = f"{name}[{error.index}]"
+        field = (
+            f"{name}[{index}]{error.field[len(sent_as) :]}"
+            if error.field.startswith(sent_as)
+            else error.field
+        )
+        errors.append(
+            personalization_service_pb2.RecordError(
+                kind=error.kind, index=index, event_id=error.event_id, field=field, message=error.message
+            )
+        )
+    errors.sort(key=lambda error: (error.kind != _EVENTS[1], error.index))
+    del response.errors[:]
+    response.errors.extend(errors)
+
+
+def _outcome_kind_name(kind: OutcomeKind | str) -> str:
+    """The OutcomeKind's wire name; its value as a string is accepted too (``"offer_shown"``)."""
+    if isinstance(kind, OutcomeKind):
+        return kind.name
+    try:
+        return OutcomeKind(kind).name
+    except ValueError:
+        valid = ", ".join(k.value for k in OutcomeKind)
+        raise UnencodableValueError("kind", f"unknown value {kind!r}; one of {valid}") from None
 
 
 def _pins_to_proto(pins: Mapping[int, str] | None) -> list[types_pb2.PinnedItem]:
@@ -514,14 +635,27 @@ class PersonaEngineClient:
         """Record events and decision outcomes; check the response's errors for rejected records.
 
         Safe to retry (it is, on UNAVAILABLE): records already accepted come back as duplicates.
+
+        Partial acceptance, as the server's (README, "Batch policy"): a record with a value the protocol
+        cannot carry (an ``event_type`` such as ``"wishlist"`` that EventType does not define) is not
+        sent and comes back in ``errors`` like a record the server refused (``events[4].event_type``,
+        its event id, ``unknown value 'wishlist'; one of view, cart, purchase``), while the others are
+        sent; every error's index and field path count in the lists as passed here. The client checks
+        nothing else: the server judges values (ids, timestamps, prices). A value of the wrong type (a
+        bug in the calling code) raises TypeError naming the record, ``events[4] (event_id 'e9'): ...``,
+        and nothing is sent.
         """
+        encoded_events = _encode_records(events, behavior_event_to_proto, _EVENTS)
+        encoded_outcomes = _encode_records(outcomes, decision_outcome_to_proto, _OUTCOMES)
         request = personalization_service_pb2.RecordEventsRequest(
-            events=[behavior_event_to_proto(event) for event in events],
-            outcomes=[decision_outcome_to_proto(outcome) for outcome in outcomes],
+            events=encoded_events.messages, outcomes=encoded_outcomes.messages
         )
-        return self._call(
+        response = self._call(
             self._personalization.RecordEvents, f"/{PERSONALIZATION_SERVICE}/RecordEvents", request, timeout_s
         )
+        if encoded_events.refused or encoded_outcomes.refused:
+            _merge_refused(response, encoded_events, encoded_outcomes)
+        return response
 
     def select_layout(
         self,
@@ -581,18 +715,23 @@ class PersonaEngineClient:
         *,
         model_name: str = "",
         allow_rollback: bool = False,
+        allow_catalog_change: bool = False,
         timeout_s: float | None = None,
     ) -> admin_service_pb2.ReloadModelResponse:
         """Switch the server to another artifact (admin token required); never retried.
 
-        A version older than the one serving needs ``allow_rollback``. The deadline defaults to
-        ``DEFAULT_RELOAD_TIMEOUT_S``, not the client's page-render timeout.
+        A version older than the one serving needs ``allow_rollback``, an artifact with another persona
+        catalog ``allow_catalog_change`` (the response's ``persona_catalog_changed`` then says so). The
+        deadline defaults to ``DEFAULT_RELOAD_TIMEOUT_S``, not the client's page-render timeout.
         """
         return self._admin_call(
             self._admin.ReloadModel,
             f"/{ADMIN_SERVICE}/ReloadModel",
             admin_service_pb2.ReloadModelRequest(
-                artifact_path=artifact_path, model_name=model_name, allow_rollback=allow_rollback
+                artifact_path=artifact_path,
+                model_name=model_name,
+                allow_rollback=allow_rollback,
+                allow_catalog_change=allow_catalog_change,
             ),
             DEFAULT_RELOAD_TIMEOUT_S if timeout_s is None else timeout_s,
         )

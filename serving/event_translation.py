@@ -9,8 +9,13 @@ is checked on its own; the valid ones go on to the event log and each invalid on
 
 Outcomes are also checked against the decision log when it holds their decision: the arm must be one
 the decision served, and an outcome that names no arm gets the decision's only arm of its kind. A
-decision the log does not hold (yet) is no error: it may have been served by a server without a log, or
-be still in the decision writer's queue.
+decision the log does not hold (yet) is no error: it may have been served by a server without a log, by
+another worker whose decision writer has not flushed, or be still in this one's queue (an offer_shown
+sent as soon as the page rendered usually is); the reports join outcomes to decisions when they read
+the log, so it counts once its decision is there, and never before. What cannot be a decision id at all
+is refused (``outcomes[i].decision_id``): every decision id the server issues is a lowercase UUID
+(``engine.decisions.decision_draws.new_decision_id``), so an outcome naming anything else
+(``no-such-decision``, a request id, an id a pipeline upper-cased) would be stored and never join.
 
 A record that fails a check but whose id the log already holds, or a valid record before it in the
 same request has, is a duplicate, not an error: the .proto promises that a retry of an accepted record
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -42,6 +48,8 @@ MAX_DECISION_ID_CHARS: Final = 128
 MAX_ID_CHARS: Final = 256
 MAX_LABEL_CHARS: Final = 64
 MAX_FUTURE: Final = dt.timedelta(hours=24)
+# Every decision id the server issues: str(uuid.uuid4()) (engine.decisions.decision_draws).
+ISSUED_DECISION_ID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 EVENT_TYPES_BY_VALUE: Final = {pb.EventType.Value(f"EVENT_TYPE_{name.upper()}"): name for name in EVENT_TYPES}
 OUTCOME_KINDS_BY_VALUE: Final = {
@@ -146,6 +154,18 @@ def _id(value: str, field: str, high: int) -> str:
     return value
 
 
+def _decision_id(value: str) -> str:
+    """A decision id as the server issues them (module doc): one that is not could never join."""
+    _id(value, "decision_id", MAX_DECISION_ID_CHARS)
+    if not ISSUED_DECISION_ID.fullmatch(value):
+        raise InvalidRequestError(
+            "decision_id",
+            f"{value!r} is not a decision id this server issues: send the decision.decision_id of the "
+            "response exactly as returned (a lowercase UUID)",
+        )
+    return value
+
+
 def _label(value: str, field: str) -> str | None:
     if len(value) > MAX_LABEL_CHARS:
         raise InvalidRequestError(field, f"at most {MAX_LABEL_CHARS} characters, got {len(value)}")
@@ -207,7 +227,7 @@ def decision_outcome(
 ) -> DecisionOutcome:
     """One outcome; its arm resolved against the logged decision when the log holds it."""
     event_id = _id(message.event_id, "event_id", MAX_EVENT_ID_CHARS)
-    decision_id = _id(message.decision_id, "decision_id", MAX_DECISION_ID_CHARS)
+    decision_id = _decision_id(message.decision_id)
     customer_id = _id(message.customer_id, "customer_id", MAX_ID_CHARS)
     if message.kind not in OUTCOME_KINDS_BY_VALUE:
         problem = (

@@ -24,6 +24,14 @@ rollback when it happens. An old artifact copied into place by someone who can w
 folder is so never served by accident, even when it is signed. Asking for what every worker already
 serves (same version, same model) changes nothing and answers ``RELOAD_OUTCOME_UNCHANGED``.
 
+Persona catalog: an artifact whose persona ids (in catalog order) differ from the serving one's is
+refused (FAILED_PRECONDITION, naming the personas removed and added) unless the request sets
+``allow_catalog_change``. Requests' persona mixes name persona ids, the online bandit keeps statistics
+per persona and pending decisions' mixes in catalog order, and live drift state is per persona: a
+silent switch made all of them wrong at once (the bandit's learning from earlier decisions failed with
+a ValueError on every outcome batch). With the flag the switch is logged as a WARNING naming both
+catalogs, and the response says the catalog changed.
+
 Trust: with an artifact key (``serve --artifact-key``) every load, at start, on ReloadModel and when a
 worker follows a peer, requires a manifest signed with it (``engine.artifact.signing``); without one,
 the manifest's digest is still checked and the log says the artifact is unsigned. A refused artifact is
@@ -356,6 +364,27 @@ class ReloadResult:
     serving_model: str
     load_seconds: float
     workers_behind: tuple[int, ...] = ()
+    previous_persona_ids: tuple[str, ...] = ()  # the catalog served before the call, in catalog order
+    persona_ids: tuple[str, ...] = ()  # and after it
+
+    @property
+    def persona_catalog_changed(self) -> bool:
+        return self.previous_persona_ids != self.persona_ids
+
+
+def persona_ids(personalizer: Personalizer) -> tuple[str, ...]:
+    return tuple(str(persona) for persona in personalizer.catalog.ids)
+
+
+def catalog_difference(before: tuple[str, ...], after: tuple[str, ...]) -> str:
+    """How two catalogs' persona ids differ, for the refusal and the warning: ``removed a, b; added c``,
+    or that the same personas come in another order (mixes and bandit statistics are positional)."""
+    removed = [p for p in before if p not in after]
+    added = [p for p in after if p not in before]
+    if not removed and not added:
+        return f"the same personas in another order ({', '.join(before)} -> {', '.join(after)})"
+    parts = [f"removed {', '.join(removed)}" if removed else "", f"added {', '.join(added)}" if added else ""]
+    return "; ".join(part for part in parts if part)
 
 
 class ModelReloader:
@@ -395,13 +424,20 @@ class ModelReloader:
             self.shared.report(os.getpid(), self._applied, self.holder.snapshot())
 
     def reload(
-        self, artifact_path: str, model_name: str = "", *, wait_s: float = 0.0, allow_rollback: bool = False
+        self,
+        artifact_path: str,
+        model_name: str = "",
+        *,
+        wait_s: float = 0.0,
+        allow_rollback: bool = False,
+        allow_catalog_change: bool = False,
     ) -> ReloadResult:
         """Verify and load ``artifact_path``, then serve it; raises ``ReloadError`` and keeps the old
-        model on any failure. A version older than the one served needs ``allow_rollback``. With
-        workers, waits up to ``wait_s`` for the peers to follow."""
+        model on any failure. A version older than the one served needs ``allow_rollback``, another
+        persona catalog ``allow_catalog_change`` (``_check_catalog``). With workers, waits up to
+        ``wait_s`` for the peers to follow."""
         try:
-            result = self._reload(artifact_path, model_name, wait_s, allow_rollback)
+            result = self._reload(artifact_path, model_name, wait_s, allow_rollback, allow_catalog_change)
         except ReloadError as refusal:
             self.metrics.record_reload("admin", refusal.outcome)
             quoted = (
@@ -417,7 +453,12 @@ class ModelReloader:
         return result
 
     def _reload(
-        self, artifact_path: str, model_name: str, wait_s: float, allow_rollback: bool
+        self,
+        artifact_path: str,
+        model_name: str,
+        wait_s: float,
+        allow_rollback: bool,
+        allow_catalog_change: bool,
     ) -> ReloadResult:
         if not artifact_path:
             raise ReloadError("invalid_argument", "artifact_path: required")
@@ -457,8 +498,26 @@ class ModelReloader:
                     f"{previous.version}; set allow_rollback to roll back",
                 )
             self._check_experiment(candidate)
+            before, after = persona_ids(previous.personalizer), persona_ids(candidate)
+            if before != after and not allow_catalog_change:
+                raise ReloadError(
+                    "failed_precondition",
+                    f"artifact_path: {candidate.version} has another persona catalog than the serving "
+                    f"{previous.version} ({catalog_difference(before, after)}); requests' persona mixes, "
+                    "the online bandit's statistics and live drift state are per persona, so set "
+                    "allow_catalog_change to switch anyway",
+                )
             if self._everyone_serves(candidate.version, candidate.model_name):
-                return ReloadResult("unchanged", previous.version, previous.version, previous.model_name, 0.0)
+                return ReloadResult(
+                    "unchanged",
+                    previous.version,
+                    previous.version,
+                    previous.model_name,
+                    0.0,
+                    (),
+                    before,
+                    before,
+                )
             generation = self._applied
             if self.shared is not None:
                 generation = self.shared.publish(
@@ -470,6 +529,17 @@ class ModelReloader:
                 "rollback: serving %s, older than %s (allow_rollback set)",
                 candidate.version,
                 previous.version,
+            )
+        if before != after:
+            LOGGER.warning(
+                "persona catalog changed (allow_catalog_change set): %s served %s, %s serves %s (%s); "
+                "persona mixes naming the old personas are now refused, and the online bandit cannot "
+                "learn from outcomes of decisions served before the switch",
+                previous.version,
+                ", ".join(before),
+                candidate.version,
+                ", ".join(after),
+                catalog_difference(before, after),
             )
         LOGGER.info(
             "reloaded: %s (%s) -> %s (%s) from %s in %.3fs",
@@ -503,6 +573,8 @@ class ModelReloader:
             candidate.model_name,
             loaded.load_seconds,
             behind,
+            before,
+            after,
         )
 
     def _check_experiment(self, candidate: Personalizer) -> None:

@@ -196,7 +196,9 @@ _DECISION_ID, _DECISION_MIX, _DECISION_SOURCE, _DECISION_COLD, _DECISION_CONTEXT
     "cold_start",
     "shopping_context",
 )
-_MODEL_VERSION, _MODEL_NAME = _keys(types_pb2.DecisionInfo, "model_version", "model_name")
+_MODEL_VERSION, _MODEL_NAME, _DECISION_ARM = _keys(
+    types_pb2.DecisionInfo, "model_version", "model_name", "experiment_arm"
+)
 _OFFER_ID, _OFFER_KIND, _OFFER_DESCRIPTION, _OFFER_RANK, _OFFER_SCORE, _OFFER_PROPENSITY, _OFFER_REASON = (
     _keys(types_pb2.RankedOffer, "offer_id", "kind", "description", "rank", "score", "propensity", "reason")
 )
@@ -274,7 +276,9 @@ def _mix_bytes(mix: PersonaMix) -> bytes:
     return b"".join(parts)
 
 
-def _decision_field(field: bytes, decision: DecisionInfo) -> bytes:
+def _decision_field(field: bytes, decision: DecisionInfo, experiment_arm: str) -> bytes:
+    """The DecisionInfo message; ``experiment_arm`` is the response's own (the same arm in both places,
+    so a caller that keeps only the decision still knows which arm served it)."""
     body = b"".join(
         (
             string_field(_DECISION_ID, decision.decision_id),
@@ -283,6 +287,7 @@ def _decision_field(field: bytes, decision: DecisionInfo) -> bytes:
             _COLD_START if decision.cold_start else b"",
             _CONTEXT_FIELDS.get(decision.shopping_context or "", b""),
             _model_identities((decision.model_version, decision.model_name)),
+            string_field(_DECISION_ARM, experiment_arm) if experiment_arm else b"",
         )
     )
     return length_delimited(field, body)
@@ -329,7 +334,7 @@ def page_response(served: ServedPage, items: PreparedItems | None = None) -> pb.
     _append_offers(parts, _PAGE_OFFERS, page.offers)
     if page.layout is not None:
         parts.append(_layout_field(_PAGE_LAYOUT, page.layout))
-    parts.append(_decision_field(_PAGE_DECISION, page.decision))
+    parts.append(_decision_field(_PAGE_DECISION, page.decision, served.experiment_arm))
     if served.experiment_arm:
         parts.append(string_field(_PAGE_ARM, served.experiment_arm))
     return pb.PersonalizeResponse.FromString(b"".join(parts))
@@ -343,7 +348,7 @@ def product_lists_response(
     for products, arm in zip(served.lists, served.experiment_arms, strict=True):
         result = [string_field(_RESULT_CUSTOMER, products.customer_id)]
         append_items(result, _RESULT_ITEMS, products.items, items)
-        result.append(_decision_field(_RESULT_DECISION, products.decision))
+        result.append(_decision_field(_RESULT_DECISION, products.decision, arm))
         if arm:
             result.append(string_field(_RESULT_ARM, arm))
         parts.append(length_delimited(_RESULTS, b"".join(result)))
@@ -353,7 +358,7 @@ def product_lists_response(
 def offers_response(served: ServedOffers) -> pb.RankOffersResponse:
     parts: list[bytes] = []
     _append_offers(parts, _RANKING_OFFERS, served.ranking.offers)
-    parts.append(_decision_field(_RANKING_DECISION, served.ranking.decision))
+    parts.append(_decision_field(_RANKING_DECISION, served.ranking.decision, served.experiment_arm))
     if served.experiment_arm:
         parts.append(string_field(_RANKING_ARM, served.experiment_arm))
     return pb.RankOffersResponse.FromString(b"".join(parts))
@@ -364,7 +369,7 @@ def layout_response(served: ServedLayout) -> pb.SelectLayoutResponse:
     parts: list[bytes] = []
     if selection.layout is not None:
         parts.append(_layout_field(_SELECTION_LAYOUT, selection.layout))
-    parts.append(_decision_field(_SELECTION_DECISION, selection.decision))
+    parts.append(_decision_field(_SELECTION_DECISION, selection.decision, served.experiment_arm))
     if served.experiment_arm:
         parts.append(string_field(_SELECTION_ARM, served.experiment_arm))
     return pb.SelectLayoutResponse.FromString(b"".join(parts))

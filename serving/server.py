@@ -89,6 +89,7 @@ from serving.model_holder import (
     publish_model_metrics,
 )
 from serving.personalization_servicer import PersonalizationServicer
+from serving.port_check import describe_bind_failure, refuse_ports_in_use
 from serving.process_lifecycle import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -234,8 +235,11 @@ async def create_server(
             port = server.add_insecure_port(address)
         else:
             port = server.add_secure_port(address, tls.server_credentials())
-    except RuntimeError as error:
-        raise OSError(f"cannot listen on {address}: {error}") from None
+    except RuntimeError as error:  # gRPC's text only says to turn on its debug log: say why instead
+        host, _, port_text = address.rpartition(":")
+        raise OSError(
+            f"cannot listen on {address}: {describe_bind_failure(host, int(port_text), error)}"
+        ) from None
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     for name in HEALTH_REPORTED:
@@ -519,13 +523,22 @@ async def _serve(
             max_connection_age_s=settings.max_connection_age_s,
             drain=drain,
         )
-        if settings.metrics_port and process.shared is None:
+    except OSError as error:  # the port was taken after serve's check, or this is embedded code's call
+        LOGGER.error("%s: %s", settings.address_source, error)
+        return EXIT_USAGE
+    if settings.metrics_port and process.shared is None:
+        try:
             process.endpoint = MetricsEndpoint(
                 process.metrics.registry, bare_host(settings.host), settings.metrics_port
             )
-    except OSError as error:
-        LOGGER.error("%s", error)
-        return EXIT_USAGE
+        except OSError as error:
+            LOGGER.error(
+                "%s %d: %s",
+                settings.metrics_port_source,
+                settings.metrics_port,
+                describe_bind_failure(settings.host, settings.metrics_port, error),
+            )
+            return EXIT_USAGE
     endpoint = process.endpoint
     await server.start()
     process.started = True
@@ -671,6 +684,14 @@ def run_from_args(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
+        if settings.worker_index is None and not settings.upkeep_process:  # workers share a held port
+            # before the artifact loads, which can take a minute: a busy port is known in milliseconds
+            refuse_ports_in_use(
+                settings.address,
+                settings.address_source,
+                settings.metrics_port,
+                settings.metrics_port_source,
+            )
     except ServeConfigError as error:
         print(f"persona-engine serve: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -130,8 +130,9 @@ SERVE_EXAMPLES: Final = f"""
     admin calls carry the metadata 'authorization: Bearer <token>'. A server started without a token
     refuses every admin call with PERMISSION_DENIED; a call without the metadata gets UNAUTHENTICATED, a wrong
     token PERMISSION_DENIED. ReloadModel switches to exactly the artifact it names; an older version
-    than the one serving (a rollback) is refused unless the request sets allow_rollback. With several
-    workers it returns once all of them serve it.
+    than the one serving (a rollback) is refused unless the request sets allow_rollback, and an artifact
+    with another persona catalog unless it sets allow_catalog_change. With several workers it returns
+    once all of them serve it.
 
     artifact signing: with --artifact-key the server serves only artifacts whose manifest is signed
     with that Ed25519 key (train --artifact-key), at start and on every reload; anything unsigned or
@@ -190,6 +191,9 @@ class ServeSettings:
     model_name: str | None = None
     address: str = DEFAULT_ADDRESS
     metrics_port: int = DEFAULT_METRICS_PORT
+    # where address and metrics_port came from (flag or variable), for errors about the ports
+    address_source: str = "--address"
+    metrics_port_source: str = "--metrics-port"
     workers: int = DEFAULT_WORKERS
     threads: int = DEFAULT_THREADS
     grace_seconds: float = DEFAULT_GRACE_SECONDS
@@ -506,7 +510,19 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
     if not artifact.exists():
         raise ServeConfigError(f"--artifact {artifact}: no such folder")
     address = args.address or environ.get(ENV_ADDRESS) or DEFAULT_ADDRESS
+    address_source = ENV_ADDRESS if not args.address and environ.get(ENV_ADDRESS) else "--address"
     split_address(address)
+    metrics_port = _int_setting(
+        args.metrics_port, environ, ENV_METRICS_PORT, "--metrics-port", DEFAULT_METRICS_PORT, 0, 65535
+    )
+    metrics_port_source = (
+        ENV_METRICS_PORT if args.metrics_port is None and ENV_METRICS_PORT in environ else "--metrics-port"
+    )
+    if metrics_port and metrics_port == split_address(address)[1]:
+        raise ServeConfigError(
+            f"{metrics_port_source} {metrics_port}: the port {address_source} {address} serves gRPC on; "
+            "give the metrics endpoint another (or 0 to disable it)"
+        )
     if args.worker_index is not None and args.run_dir is None:
         raise ServeConfigError("--worker-index is set by the supervising process, together with --run-dir")
     upkeep_process = bool(getattr(args, "upkeep_process", False))
@@ -566,9 +582,9 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         artifact_verifier=artifact_verifier,
         model_name=args.model or None,
         address=address,
-        metrics_port=_int_setting(
-            args.metrics_port, environ, ENV_METRICS_PORT, "--metrics-port", DEFAULT_METRICS_PORT, 0, 65535
-        ),
+        address_source=address_source,
+        metrics_port=metrics_port,
+        metrics_port_source=metrics_port_source,
         workers=_int_setting(
             args.workers, environ, ENV_WORKERS, "--workers", DEFAULT_WORKERS, 1, MAX_WORKERS
         ),

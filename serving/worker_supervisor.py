@@ -59,6 +59,7 @@ from serving.metrics import (
     worker_restarts_counter,
 )
 from serving.model_holder import SharedModelState, resolve_artifact_path
+from serving.port_check import describe_bind_failure, why_not_bindable
 from serving.process_lifecycle import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -93,8 +94,13 @@ def _reserve_port(host: str, port: int) -> socket.socket:
     """
     bare = bare_host(host)
     family = socket.AF_INET6 if ":" in bare else socket.AF_INET
-    if port:
-        _refuse_a_port_in_use(family, bare, host, port)
+    # SO_REUSEPORT lets any socket of the same user join a port whose sockets all have it, so a second
+    # multi-worker server on a busy port would otherwise share it with the first, each answering part
+    # of the calls (found on re-checking the fuzz pass); the probe has no SO_REUSEPORT and so cannot
+    # bind where anyone listens (serving.port_check).
+    reason = why_not_bindable(host, port)
+    if reason is not None:
+        raise OSError(f"cannot reserve {host}:{port} for the workers: {reason}")
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -104,22 +110,6 @@ def _reserve_port(host: str, port: int) -> socket.socket:
         sock.close()
         raise OSError(f"cannot reserve {host}:{port} for the workers: {error.strerror or error}") from None
     return sock
-
-
-def _refuse_a_port_in_use(family: socket.AddressFamily, bare: str, host: str, port: int) -> None:
-    """Refuse a port another server listens on. SO_REUSEPORT lets any socket of the same user join a
-    port whose sockets all have it, so a second multi-worker server on a busy port would otherwise
-    share it with the first, each answering part of the calls (found on re-checking the fuzz pass);
-    a probe without SO_REUSEPORT cannot bind where anyone listens, and SO_REUSEADDR lets it past the
-    connections a stopped server left in TIME_WAIT."""
-    probe = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((bare, port))
-    except OSError as error:
-        raise OSError(f"cannot reserve {host}:{port} for the workers: {error.strerror or error}") from None
-    finally:
-        probe.close()
 
 
 def worker_command(settings: ServeSettings, address: str, run_dir: Path, index: int) -> list[str]:
@@ -499,7 +489,7 @@ def _supervise(settings: ServeSettings, run_dir: Path, stop: threading.Event) ->
     try:
         reserved = _reserve_port(host, port)
     except OSError as error:
-        LOGGER.error("%s", error)
+        LOGGER.error("%s: %s", settings.address_source, error)
         return EXIT_USAGE
     with reserved:
         address = f"{host}:{reserved.getsockname()[1]}"
@@ -520,6 +510,8 @@ def _supervise(settings: ServeSettings, run_dir: Path, stop: threading.Event) ->
             ", ".join(str(pid) for pid in pool.pids),
             run_dir,
         )
+        # After the fork: a worker forked with the endpoint open would inherit its listening socket and
+        # keep the port after this process closed it. ``persona-engine serve`` checked the port first.
         endpoint: MetricsEndpoint | None = None
         status = EXIT_OK
         try:
@@ -527,7 +519,12 @@ def _supervise(settings: ServeSettings, run_dir: Path, stop: threading.Event) ->
                 endpoint = MetricsEndpoint(registry, bare_host(host), settings.metrics_port)
                 LOGGER.info("metrics of all workers on port %d", endpoint.port)
         except OSError as error:
-            LOGGER.error("cannot serve metrics on port %d: %s", settings.metrics_port, error)
+            LOGGER.error(
+                "%s %d: %s",
+                settings.metrics_port_source,
+                settings.metrics_port,
+                describe_bind_failure(host, settings.metrics_port, error),
+            )
             status = EXIT_USAGE
         ready = ServerReady(
             address=address,

@@ -11,7 +11,8 @@ then ask it for a customer's home page, optionally as a given persona mix:
 
 The pattern to copy is in ``personalize_or_fallback``: a page must render even when the engine is slow
 or down, so every call has a short deadline and any failure other than a bad request falls back to the
-shop's non-personalised default. A bad request (INVALID_ARGUMENT) is a bug in the caller and is raised.
+shop's non-personalised default. A bad request (INVALID_ARGUMENT) is a bug in the caller and is raised
+(here ``main`` reports it in one line naming the flag, with the server's status and message, and exits 2).
 """
 
 from __future__ import annotations
@@ -20,11 +21,15 @@ import argparse
 import datetime as dt
 import sys
 from collections.abc import Sequence
+from typing import Final
 
 import grpc
 
 from serving.client import DEFAULT_TARGET, Filters, PageContext, PersonaEngineClient
+from serving.examples.command_line import EXIT_FAILURE, int_in_range, non_empty, refused, seconds
 from serving.generated.persona.v1 import personalization_service_pb2, types_pb2
+
+MAX_RESULTS: Final = 200  # PersonalizeRequest.num_results' limit
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -33,15 +38,15 @@ def parse_mix(text: str) -> dict[str, float]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         persona, sep, weight = part.partition("=")
         if not sep:
-            raise argparse.ArgumentTypeError(f"--mix entry {part!r} is not persona=weight")
+            raise argparse.ArgumentTypeError(f"entry {part!r} is not persona=weight")
         try:
             mix[persona.strip()] = float(weight)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"--mix weight of {persona.strip()!r} is not a number: {weight!r}"
+                f"weight of {persona.strip()!r} is not a number: {weight!r}"
             ) from None
     if not mix:
-        raise argparse.ArgumentTypeError("--mix is empty")
+        raise argparse.ArgumentTypeError("empty")
     return mix
 
 
@@ -112,20 +117,44 @@ def describe(page: personalization_service_pb2.PersonalizeResponse) -> str:
     return "\n".join(lines)
 
 
+PROG: Final = "python -m serving.examples.personalize_page"
+# The request fields the flags set, for naming the flag when the server refuses one.
+FLAGS: Final = {
+    "customer_id": "--customer",
+    "persona_mix": "--mix",
+    "context.cart_item_ids": "--cart",
+    "num_results": "-k",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--target", default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})")
-    parser.add_argument("--customer", required=True, help="customer id; unknown ids are served as cold start")
+    parser.add_argument(
+        "--target", type=non_empty, default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})"
+    )
+    parser.add_argument(
+        "--customer", type=non_empty, required=True, help="customer id; unknown ids are served as cold start"
+    )
     parser.add_argument(
         "--mix", type=parse_mix, help="score as this persona mix, e.g. bargain_hunter=0.7,..."
     )
     parser.add_argument("--cart", default="", help="comma-separated item ids in the cart")
-    parser.add_argument("-k", type=int, default=8, help="number of products (1-200, default 8)")
-    parser.add_argument("--timeout", type=float, default=0.3, help="deadline of the call in seconds")
     parser.add_argument(
-        "--wait", type=float, default=5.0, help="seconds to wait for the server to be SERVING"
+        "-k",
+        type=int_in_range(1, MAX_RESULTS),
+        default=8,
+        help=f"number of products (1-{MAX_RESULTS}, default 8)",
+    )
+    parser.add_argument(
+        "--timeout", type=seconds(allow_zero=False), default=0.3, help="deadline of the call in seconds"
+    )
+    parser.add_argument(
+        "--wait",
+        type=seconds(allow_zero=True),
+        default=5.0,
+        help="seconds to wait for the server to be SERVING",
     )
     args = parser.parse_args(argv)
 
@@ -133,15 +162,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             engine.wait_until_serving(timeout_s=args.wait)
         except TimeoutError as error:
-            print(f"error: {error}; is `persona-engine serve` running?", file=sys.stderr)
-            return 1
-        page = personalize_or_fallback(
-            engine,
-            args.customer,
-            persona_mix=args.mix,
-            cart_item_ids=[i for i in args.cart.split(",") if i],
-            k=args.k,
-        )
+            print(f"{PROG}: error: {error}; is `persona-engine serve` running?", file=sys.stderr)
+            return EXIT_FAILURE
+        try:
+            page = personalize_or_fallback(
+                engine,
+                args.customer,
+                persona_mix=args.mix,
+                cart_item_ids=[i for i in args.cart.split(",") if i],
+                k=args.k,
+            )
+        except grpc.RpcError as error:  # INVALID_ARGUMENT: what the flags asked for is not valid
+            return refused(PROG, error, FLAGS)
         if page is not None:
             print(describe(page))
     return 0

@@ -26,11 +26,13 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 import grpc
 
 from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind
 from serving.client import DEFAULT_TARGET, PersonaEngineClient
+from serving.examples.command_line import EXIT_USAGE, flag_for, non_empty, refused, seconds
 
 MAX_RECORDS_PER_CALL = 1000
 TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -74,36 +76,70 @@ def deliver(
     return delivery
 
 
+PROG: Final = "python -m serving.examples.record_events"
+# The record fields the flags set, for naming the flag beside a field the server names.
+FLAGS: Final = {
+    "customer_id": "--customer",
+    "item_id": "--item",
+    "event_type": "--event-type",
+    "price_paid": "--price",
+    "decision_id": "--decision-id",
+    "kind": "--outcome",
+    "arm_id": "--arm",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m serving.examples.record_events",
-        description="Record one behavioural event or one decision outcome with the engine.",
+        prog=PROG, description="Record one behavioural event or one decision outcome with the engine."
     )
-    parser.add_argument("--target", default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})")
+    parser.add_argument(
+        "--target", type=non_empty, default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})"
+    )
     parser.add_argument("--customer", required=True, help="the customer's id")
     parser.add_argument("--item", help="the item acted on (for an event)")
-    parser.add_argument("--event-type", choices=("view", "cart", "purchase"), default="view")
+    parser.add_argument(
+        "--event-type",
+        choices=("view", "cart", "purchase"),
+        help="what the customer did (for an event; default view)",
+    )
     parser.add_argument("--price", type=float, help="unit price paid (for an event)")
     parser.add_argument("--decision-id", help="the decision_id of a response (for an outcome)")
     parser.add_argument("--outcome", choices=[kind.value for kind in OutcomeKind], help="what happened")
-    parser.add_argument("--arm", help="the offer or layout variant id (optional for layouts)")
-    parser.add_argument("--timeout", type=float, default=2.0, help="deadline per call, seconds")
+    parser.add_argument("--arm", help="the offer or layout variant id (for an outcome; optional for layouts)")
+    parser.add_argument(
+        "--timeout", type=seconds(allow_zero=False), default=2.0, help="deadline per call, seconds"
+    )
     args = parser.parse_args(argv)
     now = dt.datetime.now(dt.UTC)
     events: list[BehaviorEvent] = []
     outcomes: list[DecisionOutcome] = []
-    if args.decision_id or args.outcome:
-        if not (args.decision_id and args.outcome):
+    if args.decision_id is not None or args.outcome is not None:
+        if args.decision_id is None or args.outcome is None:
             parser.error("--decision-id and --outcome go together")
+        for given, value in (
+            ("--item", args.item),
+            ("--event-type", args.event_type),
+            ("--price", args.price),
+        ):
+            if value is not None:
+                parser.error(f"{given} is for an event; an outcome takes --decision-id, --outcome and --arm")
         outcomes.append(
             DecisionOutcome(
                 str(uuid.uuid4()), args.decision_id, args.customer, OutcomeKind(args.outcome), now, args.arm
             )
         )
-    elif args.item:
+    elif args.item is not None:
+        if args.arm is not None:
+            parser.error("--arm is for an outcome (with --decision-id and --outcome)")
         events.append(
             BehaviorEvent(
-                str(uuid.uuid4()), args.customer, args.item, args.event_type, now, price_paid=args.price
+                str(uuid.uuid4()),
+                args.customer,
+                args.item,
+                args.event_type or "view",
+                now,
+                price_paid=args.price,
             )
         )
     else:
@@ -112,15 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             delivery = deliver(engine, events, outcomes, timeout_s=args.timeout)
         except grpc.RpcError as error:
-            reason = f"{error.code().name}: {error.details()}" if isinstance(error, grpc.Call) else str(error)
-            print(f"not recorded: {reason}", file=sys.stderr)
-            return 1
+            return refused(PROG, error, FLAGS)
     for problem in delivery.rejected:
-        print(f"rejected: {problem}", file=sys.stderr)
+        flag = flag_for(problem.partition(": ")[0], FLAGS)
+        print(f"rejected: {f'{flag}: ' if flag else ''}{problem}", file=sys.stderr)
     print(
         f"accepted {delivery.accepted}, duplicates {delivery.duplicates}, rejected {len(delivery.rejected)}"
     )
-    return 0 if not delivery.rejected else 2
+    return 0 if not delivery.rejected else EXIT_USAGE
 
 
 if __name__ == "__main__":

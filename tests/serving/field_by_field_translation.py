@@ -17,7 +17,7 @@ from serving.item_messages import REASON_CODES
 from serving.response_translation import MIX_SOURCES, SHOPPING_CONTEXT_VALUES, mix_to_proto, offer_kind
 
 
-def decision_to_proto(decision: DecisionInfo) -> types_pb2.DecisionInfo:
+def decision_to_proto(decision: DecisionInfo, experiment_arm: str = "") -> types_pb2.DecisionInfo:
     return types_pb2.DecisionInfo(
         decision_id=decision.decision_id,
         persona_mix=mix_to_proto(decision.mix),
@@ -28,6 +28,7 @@ def decision_to_proto(decision: DecisionInfo) -> types_pb2.DecisionInfo:
         ),
         model_version=decision.model_version,
         model_name=decision.model_name,
+        experiment_arm=experiment_arm,  # the response's arm, repeated (added after this oracle was frozen)
     )
 
 
@@ -81,7 +82,7 @@ def page_response(served: ServedPage) -> pb.PersonalizeResponse:
     response = pb.PersonalizeResponse(
         items=[item_to_proto(item) for item in page.items],
         offers=[offer_to_proto(offer) for offer in page.offers],
-        decision=decision_to_proto(page.decision),
+        decision=decision_to_proto(page.decision, served.experiment_arm),
         experiment_arm=served.experiment_arm,
     )
     if page.layout is not None:
@@ -95,7 +96,7 @@ def product_lists_response(served: ServedProductLists) -> pb.RecommendProductsRe
             pb.ProductRecommendation(
                 customer_id=products.customer_id,
                 items=[item_to_proto(item) for item in products.items],
-                decision=decision_to_proto(products.decision),
+                decision=decision_to_proto(products.decision, arm),
                 experiment_arm=arm,
             )
             for products, arm in zip(served.lists, served.experiment_arms, strict=True)
@@ -106,7 +107,7 @@ def product_lists_response(served: ServedProductLists) -> pb.RecommendProductsRe
 def offers_response(served: ServedOffers) -> pb.RankOffersResponse:
     return pb.RankOffersResponse(
         offers=[offer_to_proto(offer) for offer in served.ranking.offers],
-        decision=decision_to_proto(served.ranking.decision),
+        decision=decision_to_proto(served.ranking.decision, served.experiment_arm),
         experiment_arm=served.experiment_arm,
     )
 
@@ -114,7 +115,8 @@ def offers_response(served: ServedOffers) -> pb.RankOffersResponse:
 def layout_response(served: ServedLayout) -> pb.SelectLayoutResponse:
     selection = served.selection
     response = pb.SelectLayoutResponse(
-        decision=decision_to_proto(selection.decision), experiment_arm=served.experiment_arm
+        decision=decision_to_proto(selection.decision, served.experiment_arm),
+        experiment_arm=served.experiment_arm,
     )
     if selection.layout is not None:
         response.layout.CopyFrom(layout_to_proto(selection.layout))

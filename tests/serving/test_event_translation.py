@@ -47,11 +47,15 @@ def behavior_events(draw: st.DrawFn) -> pb.BehaviorEvent:
     return event
 
 
+# Decision ids as the server issues them (lowercase UUIDs): two logged, one not (yet)
+OFFERS, LAYOUT, UNKNOWN = (f"00000000-0000-4000-8000-00000000000{n}" for n in range(3))
+
+
 @st.composite
 def decision_outcomes(draw: st.DrawFn) -> pb.DecisionOutcome:
     outcome = pb.DecisionOutcome(
         event_id=draw(ids),
-        decision_id=draw(st.sampled_from(["d-offers", "d-layout", "d-unknown", ""])),
+        decision_id=draw(st.sampled_from([OFFERS, LAYOUT, UNKNOWN, "d-not-a-uuid", OFFERS.upper(), ""])),
         customer_id=draw(st.sampled_from(["c1", "c2"])),
         kind=draw(st.integers(0, 6)),  # type: ignore[arg-type]
         arm_id=draw(st.sampled_from(["", "o1", "o2", "grid", "nope"])),
@@ -70,8 +74,8 @@ def _served(decision_id: str, decision_type: str, arm: str) -> ServedDecision:
 
 
 LOGGED = {
-    "d-offers": (_served("d-offers", "offer", "o1"), _served("d-offers", "offer", "o2")),
-    "d-layout": (_served("d-layout", "layout", "grid"),),
+    OFFERS: (_served(OFFERS, "offer", "o1"), _served(OFFERS, "offer", "o2")),
+    LAYOUT: (_served(LAYOUT, "layout", "grid"),),
 }
 
 
@@ -104,6 +108,7 @@ def test_every_record_is_accepted_within_the_contract_or_rejected_naming_its_fie
         assert event.price_paid is None or (math.isfinite(event.price_paid) and event.price_paid >= 0)
         assert event.discount is None or 0 <= event.discount <= 1
     for outcome in batch.outcomes:
+        assert outcome.decision_id in {OFFERS, LAYOUT, UNKNOWN}  # never one the server cannot have issued
         assert isinstance(outcome.kind, OutcomeKind)
         assert math.isfinite(outcome.revenue) and outcome.revenue >= 0
         served = LOGGED.get(outcome.decision_id, ())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -99,7 +100,7 @@ def test_invalid_records_get_errors_naming_their_field_and_valid_ones_are_accept
     new_item = pb.BehaviorEvent()
     new_item.CopyFrom(good)
     new_item.event_id, new_item.item_id = "ok-2", "item-added-after-training"
-    no_kind = pb.DecisionOutcome(event_id="bad-o", decision_id="d", customer_id="c")
+    no_kind = pb.DecisionOutcome(event_id="bad-o", decision_id=str(uuid.uuid4()), customer_id="c")
     no_kind.timestamp.FromDatetime(NOW)
     stub = pb_grpc.PersonalizationServiceStub(grpc.insecure_channel(live.server.address))
     response = stub.RecordEvents(
@@ -125,6 +126,36 @@ def test_invalid_records_get_errors_naming_their_field_and_valid_ones_are_accept
     assert "hours ahead" in messages["events[4].timestamp"]
     assert live.log.event_ids() == {"ok-1", "ok-2"}
     assert live.server.metric("persona_engine_live_records_total", record="event", result="rejected") == 5
+
+
+def test_the_client_refuses_an_unencodable_record_alone_as_the_server_refuses_an_invalid_one(
+    live: LiveServer,
+) -> None:
+    """An event_type EventType lacks ("wishlist") raised a ValueError naming no record, and nothing of
+    the batch was sent; now that record comes back in errors like one the server refused, with the
+    caller's index and event id, and the others are stored (README: partial acceptance)."""
+    batch = events(live.customer, live.item, 6, prefix="w")
+    batch[4] = replace(batch[4], event_id="e9", event_type="wishlist")
+    batch[5] = replace(batch[5], customer_id="")  # refused by the server, at index 5 of the caller's list
+    outcome = DecisionOutcome("o-bad", "d", live.customer, "clicked", NOW)  # type: ignore[arg-type]
+    response = live.client.record_events(batch, [outcome])
+    assert [(e.kind, e.index, e.event_id, e.field) for e in response.errors] == [
+        (pb.RECORD_KIND_EVENT, 4, "e9", "events[4].event_type"),
+        (pb.RECORD_KIND_EVENT, 5, "w5", "events[5].customer_id"),
+        (pb.RECORD_KIND_OUTCOME, 0, "o-bad", "outcomes[0].kind"),
+    ]
+    assert [e.message for e in response.errors] == [
+        "unknown value 'wishlist'; one of view, cart, purchase",
+        "must be 1 to 256 characters, got 0",
+        "unknown value 'clicked'; one of offer_shown, offer_redeemed, layout_shown, layout_converted",
+    ]
+    assert (response.accepted_events, response.accepted_outcomes) == (4, 0)
+    assert live.log.event_ids() == {"w0", "w1", "w2", "w3"}
+
+    wrong_type = replace(batch[0], event_id="e7", price_paid="12.5")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^events\[1\] \(event_id 'e7'\): price_paid: must be real number"):
+        live.client.record_events([batch[1], wrong_type])  # a bug in the caller: nothing is sent
+    assert live.log.counts()["events"] == 4
 
 
 def test_a_batch_over_the_limit_is_refused_whole_naming_the_field(live: LiveServer) -> None:
@@ -167,7 +198,7 @@ def test_served_decisions_are_logged_and_outcomes_resolve_their_arm(live: LiveSe
             outcome("o2", OutcomeKind.OFFER_REDEEMED, page.offers[1].offer_id),
             outcome("o3", OutcomeKind.OFFER_REDEEMED, None),  # ambiguous: several offers
             outcome("o4", OutcomeKind.OFFER_SHOWN, "not-served"),
-            outcome("o5", OutcomeKind.OFFER_SHOWN, None, decision="never-logged"),
+            outcome("o5", OutcomeKind.OFFER_SHOWN, None, decision=str(uuid.uuid4())),  # not (yet) logged
         ]
     )
     assert response.accepted_outcomes == 3
@@ -189,6 +220,60 @@ def test_served_decisions_are_logged_and_outcomes_resolve_their_arm(live: LiveSe
         f"{decision_id}:layout:{page.layout.variant_id}",
         f"{decision_id}:offer:{page.offers[1].offer_id}",
     }
+
+
+def test_an_outcome_naming_no_decision_the_server_could_have_issued_is_refused(live: LiveServer) -> None:
+    """'no-such-decision' came back accepted, was stored and could never join a decision: every report
+    and the bandit ignore it, so whoever sent it never learned. A decision id is a lowercase UUID."""
+    page = live.client.personalize(live.customer, context=PageContext(timestamp=NOW, basket_value=500.0))
+    live.writer.flush()
+    offer = page.offers[0].offer_id
+
+    def shown(event_id: str, decision_id: str) -> DecisionOutcome:
+        return DecisionOutcome(event_id, decision_id, live.customer, OutcomeKind.OFFER_SHOWN, NOW, offer)
+
+    response = live.client.record_events(
+        outcomes=[
+            shown("o-1", "no-such-decision"),
+            shown("o-2", page.decision.decision_id.upper()),  # a pipeline that upper-cases ids
+            shown("o-3", page.decision.decision_id),
+        ]
+    )
+    assert response.accepted_outcomes == 1
+    assert [(e.index, e.event_id, e.field) for e in response.errors] == [
+        (0, "o-1", "outcomes[0].decision_id"),
+        (1, "o-2", "outcomes[1].decision_id"),
+    ]
+    assert response.errors[0].message == (
+        "'no-such-decision' is not a decision id this server issues: send the decision.decision_id of "
+        "the response exactly as returned (a lowercase UUID)"
+    )
+    assert [o.event_id for o in live.log.outcomes()] == ["o-3"]
+    assert live.server.metric("persona_engine_live_records_total", record="outcome", result="rejected") == 2
+
+
+def test_an_outcome_sent_before_its_decision_is_logged_counts_once_the_decision_is(live: LiveServer) -> None:
+    """Why a well-formed decision id the log does not hold is accepted: the decision writer logs off the
+    request path, so an offer_shown sent as the page renders often arrives first (or at another worker).
+    Reports join when they read the log; one whose decision never arrives is counted nowhere."""
+    page = live.client.personalize(live.customer, context=PageContext(timestamp=NOW))
+    assert live.log.decision(page.decision.decision_id) == ()  # still in the writer's queue
+    never_served = str(uuid.uuid4())
+    response = live.client.record_events(
+        outcomes=[
+            DecisionOutcome(
+                "early", page.decision.decision_id, live.customer, OutcomeKind.LAYOUT_CONVERTED, NOW
+            ),
+            DecisionOutcome("stray", never_served, live.customer, OutcomeKind.LAYOUT_CONVERTED, NOW),
+        ]
+    )
+    assert (response.accepted_outcomes, list(response.errors)) == (2, [])
+    live.writer.flush()
+    frame = live.log.decisions_frame()
+    assert frame.filter(frame["outcome"] == 1.0)["decision_id"].to_list() == [
+        f"{page.decision.decision_id}:layout:{page.layout.variant_id}"
+    ]
+    assert never_served not in set(frame["served_decision_id"].to_list())
 
 
 def test_without_an_event_log_record_events_is_refused(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -371,8 +371,8 @@ def test_every_recommended_item_field_is_either_prepared_or_set_per_call() -> No
         (types_pb2.LayoutSlot, {"name", "item_ids", "offer_ids"}),
         (types_pb2.PersonaMix, {"weights"}),
         (types_pb2.PersonaWeight, {"persona_id", "weight"}),
-        # experiment_arm is the response's, as the field-by-field translation had it; degraded_reason
-        # is set after encoding, on calls served without live state (mark_without_live_state)
+        # experiment_arm repeats the response's; degraded_reason is set after encoding, on calls
+        # served without live state (mark_without_live_state)
         (
             types_pb2.DecisionInfo,
             {"decision_id", "persona_mix", "persona_mix_source", "cold_start", "shopping_context"}

@@ -344,6 +344,7 @@ class ReloadModelRequest(_message.Message):
     ARTIFACT_PATH_FIELD_NUMBER: _builtins.int
     MODEL_NAME_FIELD_NUMBER: _builtins.int
     ALLOW_ROLLBACK_FIELD_NUMBER: _builtins.int
+    ALLOW_CATALOG_CHANGE_FIELD_NUMBER: _builtins.int
     artifact_path: _builtins.str
     """Path of the artifact directory on the server's file system, e.g. "artifacts/latest" or
     "artifacts/20260105T101500Z"; relative paths are resolved against the server's working directory.
@@ -357,16 +358,26 @@ class ReloadModelRequest(_message.Message):
     """Allow switching to a version older than the one serving (a rollback). Without it such a request
     fails with FAILED_PRECONDITION naming both versions and the old artifact keeps serving.
     """
+    allow_catalog_change: _builtins.bool
+    """Allow switching to an artifact whose persona catalog (its persona ids, in catalog order) differs
+    from the serving one's. Without it such a request fails with FAILED_PRECONDITION naming the
+    personas removed and added, and the old artifact keeps serving: requests' persona mixes name
+    persona ids, and the online bandit's statistics and live drift state are kept per persona. With it
+    the server switches, logs a WARNING naming both catalogs, and persona_catalog_changed says so;
+    requests naming the old personas are then refused, and the online bandit cannot learn from
+    outcomes of decisions served before the switch.
+    """
     def __init__(
         self,
         *,
         artifact_path: _builtins.str = ...,
         model_name: _builtins.str = ...,
         allow_rollback: _builtins.bool = ...,
+        allow_catalog_change: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_rollback", b"allow_rollback", "artifact_path", b"artifact_path", "model_name", b"model_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_catalog_change", b"allow_catalog_change", "allow_rollback", b"allow_rollback", "artifact_path", b"artifact_path", "model_name", b"model_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -383,6 +394,9 @@ class ReloadModelResponse(_message.Message):
     NEW_VERSION_FIELD_NUMBER: _builtins.int
     SERVING_MODEL_FIELD_NUMBER: _builtins.int
     LOAD_DURATION_FIELD_NUMBER: _builtins.int
+    PERSONA_CATALOG_CHANGED_FIELD_NUMBER: _builtins.int
+    PREVIOUS_PERSONA_IDS_FIELD_NUMBER: _builtins.int
+    PERSONA_IDS_FIELD_NUMBER: _builtins.int
     outcome: Global___ReloadOutcome.ValueType
     """What happened."""
     previous_version: _builtins.str
@@ -391,9 +405,21 @@ class ReloadModelResponse(_message.Message):
     """Version serving after the call (equal to previous_version when unchanged)."""
     serving_model: _builtins.str
     """The recommender serving after the call."""
+    persona_catalog_changed: _builtins.bool
+    """True when the new artifact's persona catalog differs from the previous one's (only possible with
+    allow_catalog_change).
+    """
     @_builtins.property
     def load_duration(self) -> _duration_pb2.Duration:
         """How long loading and verifying the new artifact took; zero when unchanged."""
+
+    @_builtins.property
+    def previous_persona_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Persona ids of the catalog served before the call, in catalog order."""
+
+    @_builtins.property
+    def persona_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Persona ids of the catalog served after the call, in catalog order."""
 
     def __init__(
         self,
@@ -403,10 +429,13 @@ class ReloadModelResponse(_message.Message):
         new_version: _builtins.str = ...,
         serving_model: _builtins.str = ...,
         load_duration: _duration_pb2.Duration | None = ...,
+        persona_catalog_changed: _builtins.bool = ...,
+        previous_persona_ids: _abc.Iterable[_builtins.str] | None = ...,
+        persona_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["load_duration", b"load_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["load_duration", b"load_duration", "new_version", b"new_version", "outcome", b"outcome", "previous_version", b"previous_version", "serving_model", b"serving_model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["load_duration", b"load_duration", "new_version", b"new_version", "outcome", b"outcome", "persona_catalog_changed", b"persona_catalog_changed", "persona_ids", b"persona_ids", "previous_persona_ids", b"previous_persona_ids", "previous_version", b"previous_version", "serving_model", b"serving_model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

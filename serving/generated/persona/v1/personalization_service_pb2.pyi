@@ -1120,7 +1120,13 @@ class DecisionOutcome(_message.Message):
     own (an outcome may reuse the id of a behavioural event).
     """
     decision_id: _builtins.str
-    """The DecisionInfo.decision_id of the response that served the offer or layout, 1 to 128 characters."""
+    """The DecisionInfo.decision_id of the response that served the offer or layout, exactly as returned
+    (a lowercase UUID). Anything else is rejected (it could never be joined to a decision). A
+    well-formed id the event log does not hold yet is accepted: the server logs decisions off the
+    request path, so an outcome sent as the page renders often arrives first. Reports join outcomes to
+    decisions when they read the log, so such an outcome counts once its decision is logged and is
+    counted nowhere if it never is.
+    """
     customer_id: _builtins.str
     """The customer the decision was made for, 1 to 256 characters."""
     kind: Global___OutcomeKind.ValueType

@@ -798,8 +798,10 @@ class DecisionInfo(_message.Message):
     model_name: _builtins.str
     """The recommender that scored the items, e.g. "lightfm_hybrid" or "als"."""
     experiment_arm: _builtins.str
-    """Reserved for the experimentation work that follows: the experiment arm this request was assigned
-    to. Always empty until experiments are configured.
+    """The experiment arm that served this decision: the same value as the response's own
+    experiment_arm field, repeated here so that code which keeps only the DecisionInfo (to log an
+    outcome against decision_id, say) still knows the arm. Empty when no experiment is running or
+    the customer is in none of its arms.
     """
     degraded_reason: _builtins.str
     """Empty when the answer used the customer's live state (session events, recent purchases, drift,
