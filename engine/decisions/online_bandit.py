@@ -407,9 +407,14 @@ class OnlineBandit:
             raise OnlineBanditError(f"unknown {self.decision_type} arm(s): {', '.join(unknown)}")
         self._store.set(
             self._decision_key(decision_id),
-            json.dumps({"stage": stage.value, "mix": self._mix(mix).tolist(), "arms": list(arm_ids)}).encode(
-                "utf-8"
-            ),
+            json.dumps(
+                {
+                    "stage": stage.value,
+                    "mix": self._mix(mix).tolist(),
+                    "arms": list(arm_ids),
+                    "personas": list(self.persona_ids),  # whose weights ``mix`` holds, in order
+                }
+            ).encode("utf-8"),
             ttl_seconds=self.config.decision_ttl_seconds,
         )
 
@@ -420,11 +425,20 @@ class OnlineBandit:
                 self.update(outcome)
 
     def update(self, outcome: DecisionOutcome) -> bool:
-        """Apply one outcome; False when its decision is unknown (expired, or served by another policy)."""
+        """Apply one outcome; False when its decision is unknown (expired, or served by another policy)
+        or was made under another persona catalog (a ``ReloadModel`` with ``allow_catalog_change``):
+        its mix weighs personas this bandit does not count, so it teaches nothing here. Before the
+        catalog was stored with the decision, such an outcome stopped the live observer with a
+        ValueError, or, with as many personas in both, was credited to the wrong ones."""
         raw = self._store.get(self._decision_key(outcome.decision_id))
         if raw is None:
             return False
         record = json.loads(raw)
+        personas = record.get("personas")
+        if (personas is not None and tuple(personas) != tuple(self.persona_ids)) or len(record["mix"]) != len(
+            self.persona_ids
+        ):
+            return False
         arm = outcome.arm_id or record["arms"][0]
         if arm not in self._arm_position or arm not in record["arms"]:
             return False

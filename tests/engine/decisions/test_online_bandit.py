@@ -110,6 +110,24 @@ def test_repeated_outcomes_of_one_decision_count_once_and_unknown_decisions_are_
     assert np.allclose(_bandit(store).posterior(JourneyStage.BROWSING).alpha, posterior.alpha)
 
 
+@pytest.mark.parametrize("personas", [("q0", "q1"), ("q0", "q1", "q2")])
+def test_an_outcome_of_a_decision_made_under_another_catalog_teaches_nothing(
+    personas: tuple[str, ...],
+) -> None:
+    """A ReloadModel with allow_catalog_change swaps the bandit while outcomes of earlier decisions are
+    still coming (helper's finding: a ValueError in the live observer; with as many personas, credit to
+    the wrong ones). Such an outcome is left out, and the new catalog's statistics stay as seeded."""
+    store = MemoryStateStore()
+    arm = _serve(_bandit(store), "d", [0.9, 0.1])
+    k = len(personas)
+    seed = ArmEstimates(ARMS, personas, np.full((k, 3), 2.0), np.full((k, 3), 8.0))
+    reloaded = OnlineBandit("offer", seed, store, BanditConfig(), clock=lambda: NOW)
+    before = reloaded.posterior(JourneyStage.BROWSING)
+    assert not reloaded.update(_outcome("d", OutcomeKind.OFFER_REDEEMED, arm))
+    after = reloaded.posterior(JourneyStage.BROWSING)
+    assert np.array_equal(after.alpha, before.alpha) and np.array_equal(after.beta, before.beta)
+
+
 def test_budget_exhaustion_makes_an_offer_ineligible_until_the_next_period() -> None:
     bandit = _bandit(budgets={"a": 5.0}, exploration_floor=0.3)
     redeemed = 0
