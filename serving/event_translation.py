@@ -36,6 +36,7 @@ from typing import Final
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from engine.data.contract import EVENT_TYPES
+from engine.data.id_cells import id_problem
 from engine.invalid_request import InvalidRequestError
 from engine.live.arrival_batches import WHOLE_BATCH_EVENTS
 from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind, ServedDecision
@@ -151,6 +152,10 @@ def record_batch(
 def _id(value: str, field: str, high: int) -> str:
     if not 1 <= len(value) <= high:
         raise InvalidRequestError(field, f"must be 1 to {high} characters, got {len(value)}")
+    # The data contract's rule for id cells (engine.data.id_cells): such an id never matches the
+    # shop's, and training on the log leaves the record out.
+    if (problem := id_problem(value)) is not None:
+        raise InvalidRequestError(field, problem)
     return value
 
 

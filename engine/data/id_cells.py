@@ -28,6 +28,16 @@ def malformed_ids(values: pl.Series) -> pl.Series:
     return values.str.contains(_MALFORMED).fill_null(False)
 
 
+_MALFORMED_TEXT = re.compile(_MALFORMED)  # Python's \s is Unicode whitespace too
+
+
+def id_problem(value: str) -> str | None:
+    """What is wrong with one id, or None: the rule of ``malformed_ids`` for a single value (the live
+    path's RecordEvents checks each record's ids with it, so the event log holds no id a shop file
+    could not)."""
+    return malformed_id_problem(value) if _MALFORMED_TEXT.search(value) else None
+
+
 def malformed_id_problem(value: str) -> str:
     """What is wrong with one id ``malformed_ids`` flagged, the id shown with its characters escaped."""
     control = _CONTROL_CHARACTER.search(value)

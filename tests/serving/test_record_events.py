@@ -158,6 +158,22 @@ def test_the_client_refuses_an_unencodable_record_alone_as_the_server_refuses_an
     assert live.log.counts()["events"] == 4
 
 
+def test_ids_the_data_contract_refuses_are_refused_per_record(live: LiveServer) -> None:
+    """A NUL or padded id was accepted, and training on the log then stopped with a traceback in the id
+    map (helper's bad-input pass); ids follow the data contract's rule (engine.data.id_cells)."""
+    batch = events(live.customer, live.item, 4, prefix="n")
+    batch[1] = replace(batch[1], customer_id="c\x00001")
+    batch[2] = replace(batch[2], item_id=f" {live.item}")
+    batch[3] = replace(batch[3], event_id="n3\t")
+    response = live.client.record_events(batch)
+    assert [(e.field, e.message) for e in response.errors] == [
+        ("events[1].customer_id", "'c\\x00001' contains a control character (U+0000)"),
+        ("events[2].item_id", f"' {live.item}' has leading or trailing whitespace"),
+        ("events[3].event_id", "'n3\\t' contains a control character (U+0009)"),
+    ]
+    assert response.accepted_events == 1 and live.log.event_ids() == {"n0"}
+
+
 def test_a_batch_over_the_limit_is_refused_whole_naming_the_field(live: LiveServer) -> None:
     with pytest.raises(grpc.RpcError) as raised:
         live.client.record_events(events(live.customer, live.item, 1001))

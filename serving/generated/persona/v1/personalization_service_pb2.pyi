@@ -1051,7 +1051,9 @@ class BehaviorEvent(_message.Message):
     DEVICE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique id of the event in the shop's systems, 1 to 128 characters: the idempotency key. A record
-    whose id was already accepted is a duplicate, whatever its other fields.
+    whose id was already accepted is a duplicate, whatever its other fields. Like every id of the
+    record, no control characters and no whitespace at either end (the data contract's rule for ids:
+    such an id would never match the shop's); a record with one is refused, naming the field.
     """
     customer_id: _builtins.str
     """The customer who acted, 1 to 256 characters."""
