@@ -68,9 +68,18 @@ COMPARE_EXAMPLES = """
 
 TUNE_EXAMPLES = """
     examples:
-      persona-engine tune --config training/configs/ml100k.toml --budget-seconds 600
+      persona-engine tune --config training/configs/ml100k.toml --budget-seconds 600 \\
+          --write-config ml100k-600s.toml
       persona-engine tune --config training/configs/demo.toml --budget-seconds 300 \\
-          --models als,bpr --write-config training/configs/demo-tuned.toml
+          --models als,bpr --write-config demo-als-bpr.toml
+      persona-engine tune --config demo-als-bpr.toml --budget-seconds 120 --models als \\
+          --write-config demo-als-bpr.toml --overwrite
+
+    The tuned config is CONFIG with each searched model's best settings; the models not searched
+    (not in --models) keep the settings CONFIG gives them, and the output lists both. It goes to
+    --write-config, or CONFIG's name with -tuned (demo.toml: demo-tuned.toml). tune refuses to
+    replace an existing file unless --overwrite is given: the -tuned configs under
+    training/configs/ hold long searches. The last example re-tunes ALS in place and keeps BPR.
     """
 
 DRIFT_EXAMPLES = """
@@ -571,6 +580,11 @@ def add_tune_command(sub: Subcommands) -> None:
     tu.add_argument(
         "--write-config", type=Path, help="where to write the tuned config (default: CONFIG with -tuned)"
     )
+    tu.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the tuned config's file if it exists (without it, tune refuses before searching)",
+    )
     tu.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -585,6 +599,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         models=models,
         seed=args.seed,
         write_config=args.write_config,
+        overwrite=args.overwrite,
         show_progress=not (args.json or args.no_progress),
     )
     if args.json:
