@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from cli.arguments import non_negative_int, positive_float, spark_master
 from cli.errors import UserError
 from cli.json_output import emit_json
+from cli.serving_commands import EXCLUDE_HELP, EXCLUSION_CHOICES
 from cli.subcommand import Subcommands, add_artifact_argument, add_command
 from engine.errors import PersonaEngineError
 from training.console_output import print_table, stage_lines, stderr_console, stdout_console
@@ -49,6 +50,11 @@ EVALUATE_EXAMPLES = """
 SUMMARY_EXAMPLES = """
     examples:
       persona-engine summary --artifact artifacts/latest --customers 3
+      persona-engine summary --artifact artifacts/latest --exclude seen
+
+    Each customer's products are the ones 'recommend' shows them (and batch-recommend and the API
+    return): by default without what they bought; --exclude seen also leaves out what they viewed or
+    carted, as the offline evaluation does.
     """
 
 REPORT_EXAMPLES = """
@@ -419,13 +425,16 @@ def add_summary_command(sub: Subcommands) -> None:
     )
     add_artifact_argument(s)
     s.add_argument("--customers", type=non_negative_int, default=3, help="how many example customers to show")
+    s.add_argument("--exclude", choices=EXCLUSION_CHOICES, default="purchased", help=EXCLUDE_HELP)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from training.demo_summary import summarize
 
     integrity = _integrity(args.artifact)
-    document = summarize(args.artifact, n_customers=args.customers, print_tables=not args.json)
+    document = summarize(
+        args.artifact, n_customers=args.customers, exclude=args.exclude, print_tables=not args.json
+    )
     if args.json:
         emit_json({**document, "manifest": integrity})
     else:
