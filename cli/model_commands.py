@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
+
 from cli.arguments import non_negative_int, positive_float, spark_master
 from cli.errors import UserError
 from cli.json_output import emit_json
@@ -62,6 +64,9 @@ REPORT_EXAMPLES = """
       persona-engine report --artifact artifacts/latest
       persona-engine report --artifact artifacts/latest --out reports/shop.html --data data/demo
       persona-engine report --artifact artifacts/20261123T150000Z --json
+
+    The page's numbers are written beside it under its name with .json (reports/shop.html:
+    reports/shop.json), so reports on several artifacts can share a folder.
     """
 
 COMPARE_EXAMPLES = """
@@ -446,7 +451,7 @@ def add_report_command(sub: Subcommands) -> None:
     rp = add_command(
         sub,
         "report",
-        "write a self-contained HTML report on an artifact (and its numbers as report.json)",
+        "write a self-contained HTML report on an artifact (and its numbers in a JSON file beside it)",
         REPORT_EXAMPLES,
         cmd_report,
     )
@@ -459,7 +464,10 @@ def add_report_command(sub: Subcommands) -> None:
         help="deprecated: the artifact as a positional argument; use --artifact like every other command",
     )
     rp.add_argument(
-        "--out", type=Path, default=Path("report.html"), help="HTML file; report.json is written beside it"
+        "--out",
+        type=Path,
+        default=Path("report.html"),
+        help="HTML file; its numbers go beside it in the same name with .json (shop.html: shop.json)",
     )
     rp.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
     rp.add_argument("--no-progress", action="store_true", help="no progress lines")
@@ -487,8 +495,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         emit_json(written.document)
         return 0
     stdout_console.print(
-        f"report written to [bold]{written.html_path}[/bold] (numbers in {written.json_path}, "
-        f"{written.seconds:.1f} s)"
+        f"report written to [bold]{escape(str(written.html_path))}[/bold] ({written.seconds:.1f} s)\n"
+        f"its numbers: {escape(str(written.json_path))}",
+        highlight=False,
     )
     return 0
 
