@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tomllib
 from pathlib import Path
 
 import polars as pl
@@ -98,6 +99,10 @@ def test_the_table_lists_every_size_tried(
     assert "proposed (2)" in printed and "proposed (3)" in printed and "NDCG@10" in printed
     written = [line for line in printed.splitlines() if "proposed (" in line and " yes " in line]
     assert len(written) == 1
+    # the persona ids a user passes to --mix are printed whole, each at the start of its row
+    ids = [persona["id"] for persona in tomllib.loads(out.read_text(encoding="utf-8"))["personas"]]
+    assert ids and all(any(line.startswith(f" {i} ") for line in printed.splitlines()) for i in ids)
+    assert "\u2026" not in printed
 
 
 def test_a_training_split_keeps_the_test_events_from_the_proposal(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,21 @@ def test_a_given_threshold_replaces_calibration_and_the_tables_name_the_measures
         "best any detector could do",
     ):
         assert words in text
+
+
+def test_the_tables_keep_headers_whole_and_numbers_right_aligned(
+    artifact: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["drift", "--artifact", str(artifact), "--no-progress", "--limit", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "\u2026" not in "".join(lines)
+    for measure in ("recall", "precision"):
+        title = next(i for i, line in enumerate(lines) if line.startswith(f"{measure} counting only alarms"))
+        header, first = lines[title + 2], lines[title + 4]
+        assert header.split()[:4] == ["threshold", "target", "FA", "FA"]
+        for column in ("7 d", "any delay"):  # each figure ends where its header ends
+            end = header.index(column) + len(column)
+            assert re.fullmatch(r"\d\.\d\d", first[:end].split()[-1])
 
 
 def test_bad_flags_and_missing_data_exit_with_status_2(
