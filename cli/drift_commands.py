@@ -125,7 +125,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
                     customer,
                     s.from_persona,
                     s.to_persona,
-                    s.statistic,
+                    f"{s.statistic:,.2f}",  # nats, as precise as the threshold they are compared with
                     s.confidence,
                     s.since.date().isoformat() if s.since else "-",
                 ]

@@ -289,7 +289,7 @@ def _print_served_models(served: dict[str, Any]) -> None:
         )
     else:
         stdout_console.print(
-            f"served models: {described} ([output] refit_on_all_events = false): the evaluated models",
+            escape(f"served models: {described} ([output] refit_on_all_events = false): the evaluated ones"),
             highlight=False,
         )
 
@@ -360,9 +360,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
         if not report.data_matches_artifact:
             why.append("the data is not the data the artifact was trained on")
-        stdout_console.print(
-            f"reproduces train's figures: {', '.join(same) or 'none'}; differs from them: {', '.join(differ)}"
-            + (f" ({'; '.join(why)})" if why else ""),
+        stdout_console.print(  # escaped: rich would take "[training]" for a style and drop it
+            escape(
+                f"reproduces train's figures: {', '.join(same) or 'none'}; differs from them: "
+                f"{', '.join(differ)}" + (f" ({'; '.join(why)})" if why else "")
+            ),
             highlight=False,
         )
     _print_persona_accuracy(report.persona_accuracy)

@@ -6,6 +6,7 @@ stdout, so progress and tables are written to stderr or not at all.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import sys
@@ -39,6 +40,15 @@ def console_width(stream: TextIO, environ: Mapping[str, str] = os.environ) -> in
 
 stdout_console = Console(width=console_width(sys.stdout))
 stderr_console = Console(stderr=True, width=console_width(sys.stderr))
+
+
+def moment_text(moment: dt.datetime | str) -> str:
+    """A timestamp for people, in UTC: 2026-07-01 23:50 UTC, with seconds only when it has some
+    (2026-07-01 23:50:50 UTC), never ISO's 2026-07-01T23:50:50.000001+00:00; the JSON keeps that.
+    A time without a zone is taken as UTC, as the data contract reads timestamps."""
+    when = dt.datetime.fromisoformat(moment) if isinstance(moment, str) else moment
+    when = when.astimezone(dt.UTC) if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC" if when.second else "%Y-%m-%d %H:%M UTC")
 
 
 class Money(float):

@@ -81,6 +81,7 @@ from engine.live.event_log import EventLog, EventLogError
 from engine.live.events import ServedDecision
 from engine.personas.catalog import PersonaCatalog
 from engine.personas.shopping_context import CONTEXTS, context_index, context_of
+from training.console_output import moment_text
 from training.served_models import ServedModels
 
 MIX_PREFIX = "mix__"
@@ -379,7 +380,7 @@ def load_decisions(
         )
     rows = frame.filter(pl.Series(keep))
     if rows.height == 0:
-        after = f" from {since.isoformat()} on" if since is not None else ""
+        after = f" from {moment_text(since)} on" if since is not None else ""
         raise PolicyEvaluationInputError(f"{path}: no decisions of type {decision_type!r}{after}")
 
     estimates: ArmEstimates | None = None
@@ -749,7 +750,7 @@ def _unseen_by_refit(
         later = (frame["decision_type"] == decision_type) & (frame["timestamp"] >= after)
         if later.any():
             return after, artifact, "artifact"
-    seen = until.isoformat() if until else "its end"
+    seen = moment_text(until) if until else "its end"
     reason = (
         f"the artifact's estimates were refit on every decision up to {seen} and {log.source} has no "
         f"{decision_type} decision after that"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import re
 
 from rich.console import Console
 
-from training.console_output import PIPED_WIDTH, Money, console_width, print_table
+from training.console_output import PIPED_WIDTH, Money, console_width, moment_text, print_table
 
 
 def _piped(width: int = 60) -> Console:
@@ -82,3 +83,11 @@ def test_numbers_and_text_that_reads_as_numbers_align_right_under_their_header()
         end = header.index(name) + len(name)
         assert first[:end].endswith(cells[0]) and second[:end].endswith(cells[1])
     assert header.rstrip().endswith("delay") and first.rstrip().endswith("5 / 12 / 28")
+
+
+def test_timestamps_read_as_utc_minutes_with_seconds_only_when_there_are_some() -> None:
+    assert moment_text("2026-07-01T23:50:50.000001+00:00") == "2026-07-01 23:50:50 UTC"
+    assert moment_text("2026-06-03T00:00:00+00:00") == "2026-06-03 00:00 UTC"
+    paris = dt.timezone(dt.timedelta(hours=2))
+    assert moment_text(dt.datetime(2026, 7, 2, 1, 50, tzinfo=paris)) == "2026-07-01 23:50 UTC"
+    assert moment_text(dt.datetime(2026, 7, 1, 23, 50)) == "2026-07-01 23:50 UTC"  # naive: UTC

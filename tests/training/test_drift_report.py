@@ -86,6 +86,8 @@ def test_the_tables_keep_headers_whole_and_numbers_right_aligned(
         for column in ("7 d", "any delay"):  # each figure ends where its header ends
             end = header.index(column) + len(column)
             assert re.fullmatch(r"\d\.\d\d", first[:end].split()[-1])
+    evidence = [line.split()[3] for line in lines if re.match(r" c\d+ ", line)]
+    assert evidence and all(re.fullmatch(r"[\d,]+\.\d\d", value) for value in evidence)  # one precision
 
 
 def test_bad_flags_and_missing_data_exit_with_status_2(
