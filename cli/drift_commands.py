@@ -8,10 +8,9 @@ the best any detector could do) are most of its code.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from cli.arguments import non_negative_int, open_unit, positive_float, share
+from cli.arguments import existing_folder, non_negative_int, open_unit, positive_float, share
 from cli.json_output import emit_json
 from cli.subcommand import Subcommands, add_artifact_argument, add_command
 from training.console_output import print_table, stdout_console
@@ -50,7 +49,9 @@ def add_drift_command(sub: Subcommands) -> None:
         cmd_drift,
     )
     add_artifact_argument(dr)
-    dr.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
+    dr.add_argument(
+        "--data", type=existing_folder, help="data folder; default: the one the artifact was trained on"
+    )
     # Defaults live in engine.personas.change_detection.ChangeDetectorConfig (importing it here would
     # slow every command).
     dr.add_argument(

@@ -13,11 +13,22 @@ from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
-from cli.arguments import non_negative_int, positive_float, spark_master
-from cli.errors import UserError
+from cli.arguments import (
+    DEFAULT_ARTIFACT,
+    artifact_folder,
+    catalog_spec,
+    checked_later,
+    data_location,
+    existing_file,
+    existing_folder,
+    non_negative_int,
+    positive_float,
+    spark_master,
+)
+from cli.errors import FlagError, UserError
 from cli.json_output import emit_json
 from cli.serving_commands import EXCLUDE_HELP, EXCLUSION_CHOICES
-from cli.subcommand import Subcommands, add_artifact_argument, add_command
+from cli.subcommand import ARTIFACT_HELP, Subcommands, add_artifact_argument, add_command
 from engine.errors import PersonaEngineError
 from training.console_output import print_table, stage_lines, stderr_console, stdout_console
 
@@ -102,16 +113,18 @@ def add_train_command(sub: Subcommands) -> None:
         TRAIN_EXAMPLES,
         cmd_train,
     )
+    # Checked by cmd_train, after --artifact-key: a bad key is refused before anything else is read.
     t.add_argument("--config", type=Path, required=True, help="training config (TOML)")
     t.add_argument(
         "--data",
+        type=data_location,
         help="data folder (the Spark engine also takes hdfs:// or s3a:// URIs); overrides [data] path",
     )
     t.add_argument("--output", type=Path, help="artifact root; overrides [output] root of the config")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument(
         "--artifact-key",
-        type=Path,
+        type=existing_file,
         metavar="FILE",
         help="Ed25519 private key (PEM) that signs the artifact's manifest (env "
         "PERSONA_ENGINE_ARTIFACT_KEY_FILE); checked before training starts",
@@ -140,6 +153,8 @@ def _artifact_signer(flag: Path | None, environ: dict[str, str]) -> ArtifactSign
     try:
         signer = ArtifactSigner.from_file(path)
     except PersonaEngineError as error:
+        if flag:
+            raise FlagError(source, str(error)) from None
         raise UserError(f"{source}: {error}") from None
     if path.stat().st_mode & 0o077:
         stderr_console.print(
@@ -157,7 +172,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.train_job import run_training
 
     signer = _artifact_signer(args.artifact_key, dict(os.environ))
-    config = load_config(args.config)
+    config = load_config(checked_later("--config", existing_file, str(args.config)))
     if args.output:
         config = dataclasses.replace(config, output=dataclasses.replace(config.output, root=str(args.output)))
     if args.data:
@@ -168,9 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         master=args.master or config.engine.master,
     )
     if engine.name != "spark" and args.master:
-        raise UserError(
-            "--master is a Spark master URL; it needs --engine spark (or [engine] name = 'spark')"
-        )
+        raise FlagError("--master", "a Spark master URL needs --engine spark (or [engine] name = 'spark')")
     config = dataclasses.replace(config, engine=engine)
     if engine.name == "spark":
         from training.spark.job import run_spark_training
@@ -303,7 +316,9 @@ def add_evaluate_command(sub: Subcommands) -> None:
         cmd_evaluate,
     )
     add_artifact_argument(e)
-    e.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
+    e.add_argument(
+        "--data", type=existing_folder, help="data folder; default: the one the artifact was trained on"
+    )
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -457,11 +472,13 @@ def add_report_command(sub: Subcommands) -> None:
         REPORT_EXAMPLES,
         cmd_report,
     )
-    add_artifact_argument(rp)
+    # Not add_artifact_argument: its default is checked when parsed, which would refuse 'report ARTIFACT'
+    # (the deprecated positional) when artifacts/latest is absent.
+    rp.add_argument("--artifact", type=artifact_folder, help=f"{ARTIFACT_HELP} (default: {DEFAULT_ARTIFACT})")
     rp.add_argument(
         "legacy_artifact",
         nargs="?",
-        type=Path,
+        type=artifact_folder,
         metavar="ARTIFACT",
         help="deprecated: the artifact as a positional argument; use --artifact like every other command",
     )
@@ -471,7 +488,9 @@ def add_report_command(sub: Subcommands) -> None:
         default=Path("report.html"),
         help="HTML file; its numbers go beside it in the same name with .json (shop.html: shop.json)",
     )
-    rp.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
+    rp.add_argument(
+        "--data", type=existing_folder, help="data folder; default: the one the artifact was trained on"
+    )
     rp.add_argument("--no-progress", action="store_true", help="no progress lines")
 
 
@@ -479,9 +498,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from training.report.evaluation_report import write_report
 
     if args.legacy_artifact is not None:
-        if args.artifact != Path("artifacts/latest") and args.artifact != args.legacy_artifact:
-            raise UserError(
-                f"report: the artifact is given twice ({args.legacy_artifact} and --artifact {args.artifact})"
+        if args.artifact is not None and args.artifact != args.legacy_artifact:
+            raise FlagError(
+                "--artifact",
+                f"{args.artifact}: the artifact is given twice (and as ARTIFACT {args.legacy_artifact})",
             )
         args.artifact = args.legacy_artifact
         stderr_console.print(
@@ -489,8 +509,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"{args.legacy_artifact}' as every other command does",
             highlight=False,
         )
+    if args.artifact is None:
+        args.artifact = checked_later("--artifact", artifact_folder, DEFAULT_ARTIFACT)
     if args.out.suffix.lower() not in (".html", ".htm"):
-        raise UserError(f"--out {args.out}: the report is HTML; give a file name ending in .html")
+        raise FlagError("--out", f"{args.out}: the report is HTML; give a file name ending in .html")
     with stage_lines("report", not (args.json or args.no_progress)) as stage:
         written = write_report(args.artifact, args.out, data_path=args.data, progress=stage)
     if args.json:
@@ -512,20 +534,29 @@ def add_compare_command(sub: Subcommands) -> None:
         COMPARE_EXAMPLES,
         cmd_compare,
     )
-    c.add_argument("--config", type=Path, required=True, help="training config (TOML): data, split, models")
-    c.add_argument("--data", type=Path, help="data folder; overrides [data] path of the config")
     c.add_argument(
-        "--catalog", help="persona catalog (bundled name or TOML file); overrides [personas] catalog"
+        "--config", type=existing_file, required=True, help="training config (TOML): data, split, models"
+    )
+    c.add_argument("--data", type=existing_folder, help="data folder; overrides [data] path of the config")
+    c.add_argument(
+        "--catalog",
+        type=catalog_spec,
+        help="persona catalog (bundled name or TOML file); overrides [personas] catalog",
     )
     c.add_argument("--output", type=Path, help="also write the JSON report to this file")
     c.add_argument(
         "--trials",
-        type=int,
+        type=non_negative_int,
         default=10,
         help="hyperparameter search budget: trials per engine and raw library model, all on one "
         "validation split carved from the training events (0: no search, config values; default 10)",
     )
-    c.add_argument("--search-seed", type=int, default=0, help="seed of the hyperparameter search (default 0)")
+    c.add_argument(
+        "--search-seed",
+        type=non_negative_int,
+        default=0,
+        help="seed of the hyperparameter search (default 0)",
+    )
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -566,8 +597,10 @@ def add_tune_command(sub: Subcommands) -> None:
         TUNE_EXAMPLES,
         cmd_tune,
     )
-    tu.add_argument("--config", type=Path, required=True, help="training config (TOML) to start from")
-    tu.add_argument("--data", type=Path, help="data folder; overrides [data] path of the config")
+    tu.add_argument(
+        "--config", type=existing_file, required=True, help="training config (TOML) to start from"
+    )
+    tu.add_argument("--data", type=existing_folder, help="data folder; overrides [data] path of the config")
     tu.add_argument(
         "--budget-seconds", type=positive_float, required=True, help="wall-clock budget of the search"
     )

@@ -82,6 +82,7 @@ from engine.live.events import ServedDecision
 from engine.personas.catalog import PersonaCatalog
 from engine.personas.shopping_context import CONTEXTS, context_index, context_of
 from training.console_output import moment_text
+from training.flag_error import FlagError
 from training.served_models import ServedModels
 
 MIX_PREFIX = "mix__"
@@ -472,9 +473,7 @@ def _arm_set(
                 "have a position; the arm is the pair arm_id x position, so every decision needs one"
             )
     elif declared.positions:
-        raise PolicyEvaluationInputError(
-            f"--positions given, but the {decision_type} decisions of {path} have no position column"
-        )
+        raise FlagError("--positions", f"the {decision_type} decisions of {path} have no position column")
     logged_arms = rows["arm_id"].to_list()
     logged_positions = positions.to_list() if has_positions and positions is not None else None
     inferred = ArmSet.from_log(logged_arms, logged_positions)

@@ -48,6 +48,7 @@ from training.blend_weights import blend_members, fit_blend_weights
 from training.config import ConfigError, TrainConfig, load_config
 from training.console_output import print_table, progress_bar, stdout_console
 from training.evaluation import evaluate_models
+from training.flag_error import FlagError
 from training.library_baselines import ENGINE_COUNTERPART, library_parameters
 from training.persona_weights import fit_persona_weights, fits_persona_weights
 from training.prepared_data import (
@@ -394,11 +395,12 @@ def refuse_to_replace(path: Path, *, flag_given: bool) -> None:
     models this run does not tune, and an accidental rerun with a short budget must not erase it."""
     if not path.exists():
         return
-    where = f"--write-config {path}" if flag_given else f"{path} (the default: CONFIG with -tuned)"
-    raise ConfigError(
+    where = str(path) if flag_given else f"{path} (the default: CONFIG with -tuned)"
+    raise FlagError(
+        "--write-config",
         f"{where} already exists and tune never replaces a file silently: name a new file with "
         "--write-config NEW.toml, or pass --overwrite to replace it (models not tuned in this run are "
-        "then written as --config sets them)"
+        "then written as --config sets them)",
     )
 
 
@@ -430,17 +432,17 @@ def run_tuning(
         raise ConfigError(f"--budget-seconds must be positive, got {budget_seconds}")
     started = time.perf_counter()
     written_config = tuned_config_path(config_path, write_config)
-    if not overwrite:  # before the search, not after an hour of it
-        refuse_to_replace(written_config, flag_given=write_config is not None)
     config = load_config(config_path)
     kinds = models or [kind for kind in config.models if kind in SEARCH_SPACES]
     unknown = [kind for kind in kinds if kind not in SEARCH_SPACES]
     if unknown:
-        raise ConfigError(
-            f"--models: cannot tune {', '.join(unknown)}; tunable kinds: {', '.join(SEARCH_SPACES)}"
+        raise FlagError(
+            "--models", f"cannot tune {', '.join(unknown)}; tunable kinds: {', '.join(SEARCH_SPACES)}"
         )
     if not kinds:
         raise ConfigError(f"{config_path}: no tunable model in [models]; tunable: {', '.join(SEARCH_SPACES)}")
+    if not overwrite:  # before the search, not after an hour of it
+        refuse_to_replace(written_config, flag_given=write_config is not None)
     data_dir = Path(data_path or config.data.path)
     shop = load_shop(data_dir, skip_invalid=config.data.skip_invalid)
     split = split_for(config, shop, data_dir)

@@ -333,7 +333,7 @@ def test_tune_refuses_to_replace_an_existing_tuned_config_before_searching(
     named = tmp_path / "named.toml"
     named.write_text("# mine\n", encoding="utf-8")
     assert main([*argv, "--write-config", str(named)]) == 2
-    assert f"--write-config {named} already exists" in " ".join(capsys.readouterr().err.split())
+    assert f"argument --write-config: {named} already exists" in " ".join(capsys.readouterr().err.split())
     assert earlier.read_text(encoding="utf-8") == "# an hour of search\n"
     assert named.read_text(encoding="utf-8") == "# mine\n"
 
