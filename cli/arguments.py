@@ -2,18 +2,26 @@
 
 A bad value is refused where it is parsed, before any data or model is read, with one line naming the
 flag and what it needs (``error: persona-engine recommend: argument -k/--k: must be at least 1, got 0``)
-and exit status 2. The value types below say what a number may be, so the same kind of flag is
-checked the same way in every command.
+and exit status 2. The value types below say what a number may be, and which files and folders must
+be there (``argument --decisions: data/demo/decision.parquet: no such file``), so the same kind of
+flag is checked the same way in every command. What only a command can check (a model the artifact
+lacks) it raises as ``training.flag_error.FlagError``, which ``cli.main`` prints in the same form.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import math
 import re
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+from training.flag_error import FlagError
+
+T = TypeVar("T")
 
 # The shopping contexts of engine.personas.shopping_context.CONTEXTS (a test keeps them equal); spelt
 # out here so that building the parser does not import polars.
@@ -113,6 +121,108 @@ def open_unit(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
     return value
+
+
+def positive_share(text: str) -> float:
+    """A share that must leave something out or keep something in: above 0, at most 1 (thresholds)."""
+    value = _number(float, text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
+    return value
+
+
+def iso_moment(text: str) -> dt.datetime:
+    """An ISO date or time (2026-07-01, 2026-07-01T12:00, ...+02:00); without a zone, UTC."""
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def existing_file(text: str) -> Path:
+    """A file that must be there (a config, a decisions table, an event log): refused at parse time,
+    so a typo is named as the flag's, not as broken data found half-way through the work."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder, not a file")
+    return path
+
+
+def event_log_file(text: str) -> Path:
+    """A server's SQLite event log, which must be there; the server writes it (serve --event-log)."""
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file; a server started with --event-log writes it")
+    return Path(text)
+
+
+def existing_folder(text: str) -> Path:
+    """A folder that must be there (a shop's data, a truth/ folder)."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such folder")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a file, not a folder")
+    return path
+
+
+def existing_path(text: str) -> Path:
+    """A file or a folder that must be there (an export given as one file or a folder of parts)."""
+    if not Path(text).exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file or folder")
+    return Path(text)
+
+
+def data_location(text: str) -> str:
+    """A data folder that must be there, or a URI (hdfs://, s3a://) that the Spark engine reads."""
+    if "://" not in text:
+        existing_folder(text)
+    return text
+
+
+def catalog_spec(text: str) -> str:
+    """A persona catalog: a bundled one's name (default, movielens, ...) or a TOML file that must be
+    there (engine.personas.catalog.load_catalog tells them apart the same way)."""
+    from importlib import resources
+
+    if text.endswith(".toml") or "/" in text:
+        existing_file(text)
+        return text
+    bundled = sorted(
+        entry.name.removesuffix(".toml")
+        for entry in resources.files("engine.catalogs").iterdir()
+        if entry.name.endswith(".toml")
+    )
+    if text not in bundled:
+        raise argparse.ArgumentTypeError(
+            f"no bundled persona catalog named {text!r}; bundled: {', '.join(bundled)} (or give a .toml file)"
+        )
+    return text
+
+
+DEFAULT_ARTIFACT = "artifacts/latest"
+
+
+def artifact_folder(text: str) -> Path:
+    """An artifact: ROOT, ROOT/latest or ROOT/<version>, which must be there (what is in it is checked
+    when it is opened); the default's absence means nothing was trained yet, and says how to."""
+    if not Path(text).exists():
+        hint = " (none trained yet? 'persona-engine train --config CONFIG' writes one)"
+        raise argparse.ArgumentTypeError(
+            f"{text}: no such artifact folder{hint if text == DEFAULT_ARTIFACT else ''}"
+        )
+    return Path(text)
+
+
+def checked_later(flag: str, parse: Callable[[str], T], text: str) -> T:
+    """``parse(text)`` for a flag a command checks after parsing (to check something else first),
+    its refusal raised as a FlagError: printed as the parser would have printed it."""
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as error:
+        raise FlagError(flag, str(error)) from None
 
 
 def non_empty(text: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli.errors import UserError
+from cli.errors import FlagError, UserError
 from engine.errors import PersonaEngineError
 from training.console_output import stderr_console
 
@@ -25,6 +25,8 @@ def artifact_signer(flag: Path | None, environ: dict[str, str]) -> ArtifactSigne
     try:
         signer = ArtifactSigner.from_file(path)
     except PersonaEngineError as error:
+        if flag:
+            raise FlagError(source, str(error)) from None
         raise UserError(f"{source}: {error}") from None
     if path.stat().st_mode & 0o077:
         stderr_console.print(

@@ -14,6 +14,9 @@ from typing import Any
 
 from cli.arguments import (
     HelpFormatter,
+    catalog_spec,
+    existing_file,
+    existing_folder,
     non_negative_int,
     open_unit,
     positive_int,
@@ -203,8 +206,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def _propose_catalog(args: argparse.Namespace) -> int:
     from training.discovery_job import run_catalog_proposal
 
-    if args.held_out_days < 1:
-        raise UserError(f"--held-out-days must be at least 1, got {args.held_out_days}")
     training_split = None
     if args.training_split is not None:
         from training.config import ConfigError, load_config
@@ -288,8 +289,8 @@ def add_adapt_command(sub: Subcommands) -> None:
         epilog=textwrap.dedent(ADAPT_TRANSACTIONS_EXAMPLES),
         formatter_class=HelpFormatter,
     )
-    t.add_argument("--mapping", type=Path, required=True, help="mapping file (TOML)")
-    t.add_argument("--source", type=Path, required=True, help="the export: a .csv or .parquet file")
+    t.add_argument("--mapping", type=existing_file, required=True, help="mapping file (TOML)")
+    t.add_argument("--source", type=existing_file, required=True, help="the export: a .csv or .parquet file")
     t.add_argument("--out", type=Path, required=True, help="output folder (created)")
     t.add_argument(
         "--skip-invalid",
@@ -307,7 +308,9 @@ def add_adapt_command(sub: Subcommands) -> None:
         epilog=textwrap.dedent(ADAPT_MOVIELENS_EXAMPLES),
         formatter_class=HelpFormatter,
     )
-    m.add_argument("--source", type=Path, required=True, help="folder of the original files (read only)")
+    m.add_argument(
+        "--source", type=existing_folder, required=True, help="folder of the original files (read only)"
+    )
     m.add_argument("--out", type=Path, required=True, help="output shop folder (created)")
     m.add_argument(
         "--positive-threshold",
@@ -364,7 +367,9 @@ def cmd_adapt_movielens(args: argparse.Namespace) -> int:
 
 def add_personas_command(sub: Subcommands) -> None:
     p = add_command(sub, "personas", "show the persona catalog", PERSONAS_EXAMPLES, cmd_personas)
-    p.add_argument("--catalog", default="default", help="bundled catalog name or a TOML file")
+    p.add_argument(
+        "--catalog", type=catalog_spec, default="default", help="bundled catalog name or a TOML file"
+    )
 
 
 def cmd_personas(args: argparse.Namespace) -> int:
@@ -406,8 +411,12 @@ def add_discover_command(sub: Subcommands) -> None:
         DISCOVER_EXAMPLES,
         cmd_discover,
     )
-    d.add_argument("--data", type=Path, required=True, help="data folder (a shop: events, items, customers)")
-    d.add_argument("--catalog", default="default", help="bundled catalog name or a TOML file")
+    d.add_argument(
+        "--data", type=existing_folder, required=True, help="data folder (a shop: events, items, customers)"
+    )
+    d.add_argument(
+        "--catalog", type=catalog_spec, default="default", help="bundled catalog name or a TOML file"
+    )
     d.add_argument(
         "--min-share", type=share, default=0.01, help="smallest segment to report, as a share of customers"
     )
@@ -422,7 +431,10 @@ def add_discover_command(sub: Subcommands) -> None:
         "written (default: as many as --catalog)",
     )
     d.add_argument(
-        "--held-out-days", type=int, default=28, help="with --write-catalog: days held out to compare fits"
+        "--held-out-days",
+        type=positive_int,
+        default=28,
+        help="with --write-catalog: days held out to compare fits",
     )
     d.add_argument(
         "--held-out-share",
@@ -433,7 +445,7 @@ def add_discover_command(sub: Subcommands) -> None:
     )
     d.add_argument(
         "--training-split",
-        type=Path,
+        type=existing_file,
         metavar="CONFIG",
         help="with --write-catalog: read only the events this training config's split trains on, so that "
         "evaluating the catalog with that config never shows it the test events",

@@ -8,11 +8,18 @@ arms of a live A/B experiment did. Imports stay inside the functions so that ``-
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-from pathlib import Path
 
-from cli.arguments import at_least, non_negative_int, open_unit
+from cli.arguments import (
+    artifact_folder,
+    at_least,
+    event_log_file,
+    existing_file,
+    existing_folder,
+    iso_moment,
+    non_negative_int,
+    open_unit,
+)
 from cli.errors import UserError
 from cli.subcommand import Subcommands, add_command
 from training.console_output import print_table, stderr_console, stdout_console
@@ -57,23 +64,27 @@ def add_evaluate_policy_command(sub: Subcommands) -> None:
         cmd_evaluate_policy,
     )
     log_source = ep.add_mutually_exclusive_group(required=True)
-    log_source.add_argument("--decisions", type=Path, help="decisions table (.parquet or .csv)")
+    log_source.add_argument("--decisions", type=existing_file, help="decisions table (.parquet or .csv)")
     log_source.add_argument(
-        "--event-log", type=Path, help="the server's event log (SQLite): served decisions with their mixes"
+        "--event-log",
+        type=event_log_file,
+        help="the server's event log (SQLite): served decisions with their mixes",
     )
     ep.add_argument(
         "--policy", action="append", required=True, help="candidate policy spec; repeat for several"
     )
     ep.add_argument(
         "--artifact",
-        type=Path,
+        type=artifact_folder,
         help="artifact with persona mixes and arm estimates (default: none; without it the log's mix "
         "columns are used and greedy/Thompson estimates are fitted on the log itself, in-sample)",
     )
     ep.add_argument(
         "--decision-type", choices=("offer", "layout"), default="offer", help="which decisions to evaluate"
     )
-    ep.add_argument("--truth", type=Path, help="synthetic shop truth/ folder: add true values and coverage")
+    ep.add_argument(
+        "--truth", type=existing_folder, help="synthetic shop truth/ folder: add true values and coverage"
+    )
     ep.add_argument("--level", type=open_unit, default=0.95, help="confidence level of the intervals")
     ep.add_argument("--folds", type=at_least(2), default=5, help="cross-fitting folds of the DR reward model")
     ep.add_argument(
@@ -85,7 +96,7 @@ def add_evaluate_policy_command(sub: Subcommands) -> None:
     arm_set = ep.add_mutually_exclusive_group()
     arm_set.add_argument(
         "--arm-table",
-        type=Path,
+        type=existing_file,
         help="the offers (or, with --decision-type layout, layouts) table: the arms uniform and the other "
         "candidates choose among (default: the artifact's arms, else those in the log, with a warning)",
     )
@@ -98,6 +109,7 @@ def add_evaluate_policy_command(sub: Subcommands) -> None:
     period = ep.add_mutually_exclusive_group()
     period.add_argument(
         "--since",
+        type=iso_moment,
         help="evaluate decisions from this ISO date or time on (default with --artifact: what its "
         "estimates never saw: its test period, or, when it was refit on all events, the decisions after "
         "its data, else its test period with the split's estimates fitted again)",
@@ -111,13 +123,6 @@ def cmd_evaluate_policy(args: argparse.Namespace) -> int:
     from training.policy_evaluation_job import PolicyEvaluationInputError, run
     from training.policy_evaluation_table import table_rows, table_title
 
-    since = None
-    if args.since:
-        try:
-            since = dt.datetime.fromisoformat(args.since)
-        except ValueError:
-            raise UserError(f"--since: not an ISO date or time: {args.since!r}") from None
-        since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
     try:
         report = run(
             args.decisions,
@@ -128,7 +133,7 @@ def cmd_evaluate_policy(args: argparse.Namespace) -> int:
             level=args.level,
             n_folds=args.folds,
             seed=args.seed,
-            since=since,
+            since=args.since,
             all_decisions=args.all_decisions,
             event_log=args.event_log,
             arms=args.arms.split(",") if args.arms else None,
@@ -161,13 +166,15 @@ def add_experiment_report_command(sub: Subcommands) -> None:
         cmd_experiment_report,
     )
     source = xr.add_mutually_exclusive_group(required=True)
-    source.add_argument("--event-log", type=Path, help="the server's event log (SQLite)")
+    source.add_argument("--event-log", type=event_log_file, help="the server's event log (SQLite)")
     source.add_argument(
-        "--decisions", type=Path, help="decisions table with an experiment_arm (and optional revenue) column"
+        "--decisions",
+        type=existing_file,
+        help="decisions table with an experiment_arm (and optional revenue) column",
     )
     xr.add_argument(
         "--experiment",
-        type=Path,
+        type=existing_file,
         help="the experiment's config (the TOML file given to serve --experiment): its control arm is the "
         "control",
     )

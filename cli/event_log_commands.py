@@ -11,7 +11,7 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
-from cli.arguments import positive_float
+from cli.arguments import event_log_file, positive_float
 from cli.errors import UserError
 from cli.json_output import emit_json
 from cli.subcommand import Subcommands, add_command
@@ -37,7 +37,9 @@ def add_archive_events_command(sub: Subcommands) -> None:
         ARCHIVE_EVENTS_EXAMPLES,
         cmd_archive_events,
     )
-    command.add_argument("--event-log", type=Path, required=True, help="the server's event log (SQLite)")
+    command.add_argument(
+        "--event-log", type=event_log_file, required=True, help="the server's event log (SQLite)"
+    )
     command.add_argument(
         "--older-than-days",
         type=positive_float,
@@ -50,9 +52,7 @@ def cmd_archive_events(args: argparse.Namespace) -> int:
     from engine.live.event_log import EventLog, EventLogError
     from engine.personas.drift import WINDOW_HALF_LIVES, DriftConfig
 
-    path: Path = args.event_log
-    if not path.is_file():
-        raise UserError(f"--event-log {path}: no such file (the server creates it with --event-log)")
+    path: Path = args.event_log  # there: checked when parsed (the server creates it with --event-log)
     days = (
         WINDOW_HALF_LIVES * DriftConfig().half_life_days
         if args.older_than_days is None

@@ -8,6 +8,7 @@ naming the file, row and column, never a traceback.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 
 from cli.allocator_settings import ALLOCATOR_SETTINGS, ALLOCATOR_SETTINGS_VARIABLE
@@ -25,6 +26,7 @@ from cli.parser import build_parser
 from cli.subcommand import Handler
 from engine.errors import PersonaEngineError
 from training.console_output import stderr_console
+from training.flag_error import FlagError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PersonaEngineError, OSError) as error:
         if isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and error.filename is None:
             raise
+        if isinstance(error, FlagError):  # as the parser prints a value it refuses (CommandLineParser)
+            prog = getattr(args, "prog", "persona-engine")
+            sys.stderr.write(f"error: {prog}: argument {error.flag}: {error.problem} (see '{prog} --help')\n")
+            return 2
         message = str(error) if isinstance(error, PersonaEngineError) else _describe_os_error(error)
         stderr_console.print(
             f"[bold red]error:[/bold red] {escape(_one_problem_one_line(error, message))}",

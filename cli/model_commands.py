@@ -1,4 +1,4 @@
-"""Commands about models and artifacts: train, evaluate, compare, tune, summarize, report and drift.
+"""Commands about models and artifacts: train, evaluate, compare, tune, summarize and report.
 
 ``train`` writes an artifact; the others read one (or a training config) and print what it is
 worth. Imports of the jobs stay inside the functions so that ``--help`` does not load the models.
@@ -13,11 +13,23 @@ from typing import Any
 
 from rich.markup import escape
 
-from cli.arguments import non_negative_int, open_unit, positive_float, positive_int, share, spark_master
+from cli.arguments import (
+    DEFAULT_ARTIFACT,
+    artifact_folder,
+    catalog_spec,
+    checked_later,
+    data_location,
+    existing_file,
+    existing_folder,
+    non_negative_int,
+    positive_float,
+    spark_master,
+)
 from cli.artifact_key import artifact_signer
-from cli.errors import UserError
+from cli.errors import FlagError, UserError
 from cli.json_output import emit_json
-from cli.subcommand import Subcommands, add_artifact_argument, add_command
+from cli.serving_commands import EXCLUDE_HELP, EXCLUSION_CHOICES
+from cli.subcommand import ARTIFACT_HELP, Subcommands, add_artifact_argument, add_command
 from engine.errors import PersonaEngineError
 from training.console_output import print_table, stage_lines, stderr_console, stdout_console
 
@@ -49,6 +61,11 @@ EVALUATE_EXAMPLES = """
 SUMMARY_EXAMPLES = """
     examples:
       persona-engine summary --artifact artifacts/latest --customers 3
+      persona-engine summary --artifact artifacts/latest --exclude seen
+
+    Each customer's products are the ones 'recommend' shows them (and batch-recommend and the API
+    return): by default without what they bought; --exclude seen also leaves out what they viewed or
+    carted, as the offline evaluation does.
     """
 
 REPORT_EXAMPLES = """
@@ -56,6 +73,9 @@ REPORT_EXAMPLES = """
       persona-engine report --artifact artifacts/latest
       persona-engine report --artifact artifacts/latest --out reports/shop.html --data data/demo
       persona-engine report --artifact artifacts/20261123T150000Z --json
+
+    The page's numbers are written beside it under its name with .json (reports/shop.html:
+    reports/shop.json), so reports on several artifacts can share a folder.
     """
 
 COMPARE_EXAMPLES = """
@@ -68,33 +88,18 @@ COMPARE_EXAMPLES = """
 
 TUNE_EXAMPLES = """
     examples:
-      persona-engine tune --config training/configs/ml100k.toml --budget-seconds 600
+      persona-engine tune --config training/configs/ml100k.toml --budget-seconds 600 \\
+          --write-config ml100k-600s.toml
       persona-engine tune --config training/configs/demo.toml --budget-seconds 300 \\
-          --models als,bpr --write-config training/configs/demo-tuned.toml
-    """
+          --models als,bpr --write-config demo-als-bpr.toml
+      persona-engine tune --config demo-als-bpr.toml --budget-seconds 120 --models als \\
+          --write-config demo-als-bpr.toml --overwrite
 
-DRIFT_EXAMPLES = """
-    examples:
-      persona-engine drift --artifact artifacts/latest
-      persona-engine drift --artifact artifacts/latest --data data/demo --target-false-alarm 0.02 --limit 50
-      persona-engine drift --artifact artifacts/latest --threshold 8 --json > drift.json
-
-    Each customer's events run, day by day, through a change test: one CUSUM per persona against a
-    baseline learnt from the customer's own events older than --baseline-lag-days. A customer drifts
-    while the evidence for "they now shop as a new mix led by persona p" (nats) is at or over the
-    threshold (--keep-baseline 1: "the mix moved --shift of the way towards p"). The
-    threshold is calibrated so that about --target-false-alarm of customers would be flagged once
-    their events are shuffled in time (no change left), unless --threshold is given. With planted
-    truth beside the data (the synthetic shop's truth/), the report scores the detection: precision,
-    recall, false alarms on customers without planted drift, delays (days and events), recall by the
-    planted drift's strength, ramp and events after it, and recall/precision against a delay budget
-    for several thresholds. A shop made by 'persona-engine generate' also says which persona made each
-    event (truth/event_personas.parquet): the report then sets the detector beside the best any
-    detector could do on those events (a CUSUM told every interaction's persona and the planted mixes),
-    at the same false-alarm rates.
-
-    The server runs the same test on live events against the threshold 'train' calibrated the same way
-    for the artifact ([drift] target_false_alarm, default 5%); this command prints it beside its own.
+    The tuned config is CONFIG with each searched model's best settings; the models not searched
+    (not in --models) keep the settings CONFIG gives them, and the output lists both. It goes to
+    --write-config, or CONFIG's name with -tuned (demo.toml: demo-tuned.toml). tune refuses to
+    replace an existing file unless --overwrite is given: the -tuned configs under
+    training/configs/ hold long searches. The last example re-tunes ALS in place and keeps BPR.
     """
 
 
@@ -106,16 +111,18 @@ def add_train_command(sub: Subcommands) -> None:
         TRAIN_EXAMPLES,
         cmd_train,
     )
+    # Checked by cmd_train, after --artifact-key: a bad key is refused before anything else is read.
     t.add_argument("--config", type=Path, required=True, help="training config (TOML)")
     t.add_argument(
         "--data",
+        type=data_location,
         help="data folder (the Spark engine also takes hdfs:// or s3a:// URIs); overrides [data] path",
     )
     t.add_argument("--output", type=Path, help="artifact root; overrides [output] root of the config")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument(
         "--artifact-key",
-        type=Path,
+        type=existing_file,
         metavar="FILE",
         help="Ed25519 private key (PEM) that signs the artifact's manifest (env "
         "PERSONA_ENGINE_ARTIFACT_KEY_FILE); checked before training starts",
@@ -141,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.train_job import run_training
 
     signer = artifact_signer(args.artifact_key, dict(os.environ))
-    config = load_config(args.config)
+    config = load_config(checked_later("--config", existing_file, str(args.config)))
     if args.output:
         config = dataclasses.replace(config, output=dataclasses.replace(config.output, root=str(args.output)))
     if args.data:
@@ -152,9 +159,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         master=args.master or config.engine.master,
     )
     if engine.name != "spark" and args.master:
-        raise UserError(
-            "--master is a Spark master URL; it needs --engine spark (or [engine] name = 'spark')"
-        )
+        raise FlagError("--master", "a Spark master URL needs --engine spark (or [engine] name = 'spark')")
     config = dataclasses.replace(config, engine=engine)
     if engine.name == "spark":
         from training.spark.job import run_spark_training
@@ -285,7 +290,7 @@ def _print_served_models(served: dict[str, Any]) -> None:
         )
     else:
         stdout_console.print(
-            f"served models: {described} ([output] refit_on_all_events = false): the evaluated models",
+            escape(f"served models: {described} ([output] refit_on_all_events = false): the evaluated ones"),
             highlight=False,
         )
 
@@ -299,7 +304,9 @@ def add_evaluate_command(sub: Subcommands) -> None:
         cmd_evaluate,
     )
     add_artifact_argument(e)
-    e.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
+    e.add_argument(
+        "--data", type=existing_folder, help="data folder; default: the one the artifact was trained on"
+    )
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -358,9 +365,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
         if not report.data_matches_artifact:
             why.append("the data is not the data the artifact was trained on")
-        stdout_console.print(
-            f"reproduces train's figures: {', '.join(same) or 'none'}; differs from them: {', '.join(differ)}"
-            + (f" ({'; '.join(why)})" if why else ""),
+        stdout_console.print(  # escaped: rich would take "[training]" for a style and drop it
+            escape(
+                f"reproduces train's figures: {', '.join(same) or 'none'}; differs from them: "
+                f"{', '.join(differ)}" + (f" ({'; '.join(why)})" if why else "")
+            ),
             highlight=False,
         )
     _print_persona_accuracy(report.persona_accuracy)
@@ -428,13 +437,16 @@ def add_summary_command(sub: Subcommands) -> None:
     )
     add_artifact_argument(s)
     s.add_argument("--customers", type=non_negative_int, default=3, help="how many example customers to show")
+    s.add_argument("--exclude", choices=EXCLUSION_CHOICES, default="purchased", help=EXCLUDE_HELP)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from training.demo_summary import summarize
 
     integrity = _integrity(args.artifact)
-    document = summarize(args.artifact, n_customers=args.customers, print_tables=not args.json)
+    document = summarize(
+        args.artifact, n_customers=args.customers, exclude=args.exclude, print_tables=not args.json
+    )
     if args.json:
         emit_json({**document, "manifest": integrity})
     else:
@@ -446,22 +458,29 @@ def add_report_command(sub: Subcommands) -> None:
     rp = add_command(
         sub,
         "report",
-        "write a self-contained HTML report on an artifact (and its numbers as report.json)",
+        "write a self-contained HTML report on an artifact (and its numbers in a JSON file beside it)",
         REPORT_EXAMPLES,
         cmd_report,
     )
-    add_artifact_argument(rp)
+    # Not add_artifact_argument: its default is checked when parsed, which would refuse 'report ARTIFACT'
+    # (the deprecated positional) when artifacts/latest is absent.
+    rp.add_argument("--artifact", type=artifact_folder, help=f"{ARTIFACT_HELP} (default: {DEFAULT_ARTIFACT})")
     rp.add_argument(
         "legacy_artifact",
         nargs="?",
-        type=Path,
+        type=artifact_folder,
         metavar="ARTIFACT",
         help="deprecated: the artifact as a positional argument; use --artifact like every other command",
     )
     rp.add_argument(
-        "--out", type=Path, default=Path("report.html"), help="HTML file; report.json is written beside it"
+        "--out",
+        type=Path,
+        default=Path("report.html"),
+        help="HTML file; its numbers go beside it in the same name with .json (shop.html: shop.json)",
     )
-    rp.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
+    rp.add_argument(
+        "--data", type=existing_folder, help="data folder; default: the one the artifact was trained on"
+    )
     rp.add_argument("--no-progress", action="store_true", help="no progress lines")
 
 
@@ -469,9 +488,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from training.report.evaluation_report import write_report
 
     if args.legacy_artifact is not None:
-        if args.artifact != Path("artifacts/latest") and args.artifact != args.legacy_artifact:
-            raise UserError(
-                f"report: the artifact is given twice ({args.legacy_artifact} and --artifact {args.artifact})"
+        if args.artifact is not None and args.artifact != args.legacy_artifact:
+            raise FlagError(
+                "--artifact",
+                f"{args.artifact}: the artifact is given twice (and as ARTIFACT {args.legacy_artifact})",
             )
         args.artifact = args.legacy_artifact
         stderr_console.print(
@@ -479,16 +499,19 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"{args.legacy_artifact}' as every other command does",
             highlight=False,
         )
+    if args.artifact is None:
+        args.artifact = checked_later("--artifact", artifact_folder, DEFAULT_ARTIFACT)
     if args.out.suffix.lower() not in (".html", ".htm"):
-        raise UserError(f"--out {args.out}: the report is HTML; give a file name ending in .html")
+        raise FlagError("--out", f"{args.out}: the report is HTML; give a file name ending in .html")
     with stage_lines("report", not (args.json or args.no_progress)) as stage:
         written = write_report(args.artifact, args.out, data_path=args.data, progress=stage)
     if args.json:
         emit_json(written.document)
         return 0
     stdout_console.print(
-        f"report written to [bold]{written.html_path}[/bold] (numbers in {written.json_path}, "
-        f"{written.seconds:.1f} s)"
+        f"report written to [bold]{escape(str(written.html_path))}[/bold] ({written.seconds:.1f} s)\n"
+        f"its numbers: {escape(str(written.json_path))}",
+        highlight=False,
     )
     return 0
 
@@ -501,20 +524,29 @@ def add_compare_command(sub: Subcommands) -> None:
         COMPARE_EXAMPLES,
         cmd_compare,
     )
-    c.add_argument("--config", type=Path, required=True, help="training config (TOML): data, split, models")
-    c.add_argument("--data", type=Path, help="data folder; overrides [data] path of the config")
     c.add_argument(
-        "--catalog", help="persona catalog (bundled name or TOML file); overrides [personas] catalog"
+        "--config", type=existing_file, required=True, help="training config (TOML): data, split, models"
+    )
+    c.add_argument("--data", type=existing_folder, help="data folder; overrides [data] path of the config")
+    c.add_argument(
+        "--catalog",
+        type=catalog_spec,
+        help="persona catalog (bundled name or TOML file); overrides [personas] catalog",
     )
     c.add_argument("--output", type=Path, help="also write the JSON report to this file")
     c.add_argument(
         "--trials",
-        type=int,
+        type=non_negative_int,
         default=10,
         help="hyperparameter search budget: trials per engine and raw library model, all on one "
         "validation split carved from the training events (0: no search, config values; default 10)",
     )
-    c.add_argument("--search-seed", type=int, default=0, help="seed of the hyperparameter search (default 0)")
+    c.add_argument(
+        "--search-seed",
+        type=non_negative_int,
+        default=0,
+        help="seed of the hyperparameter search (default 0)",
+    )
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -555,8 +587,10 @@ def add_tune_command(sub: Subcommands) -> None:
         TUNE_EXAMPLES,
         cmd_tune,
     )
-    tu.add_argument("--config", type=Path, required=True, help="training config (TOML) to start from")
-    tu.add_argument("--data", type=Path, help="data folder; overrides [data] path of the config")
+    tu.add_argument(
+        "--config", type=existing_file, required=True, help="training config (TOML) to start from"
+    )
+    tu.add_argument("--data", type=existing_folder, help="data folder; overrides [data] path of the config")
     tu.add_argument(
         "--budget-seconds", type=positive_float, required=True, help="wall-clock budget of the search"
     )
@@ -564,6 +598,11 @@ def add_tune_command(sub: Subcommands) -> None:
     tu.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random search (default 0)")
     tu.add_argument(
         "--write-config", type=Path, help="where to write the tuned config (default: CONFIG with -tuned)"
+    )
+    tu.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the tuned config's file if it exists (without it, tune refuses before searching)",
     )
     tu.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -579,6 +618,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         models=models,
         seed=args.seed,
         write_config=args.write_config,
+        overwrite=args.overwrite,
         show_progress=not (args.json or args.no_progress),
     )
     if args.json:
@@ -586,198 +626,3 @@ def cmd_tune(args: argparse.Namespace) -> int:
     else:
         print_tuning(result)
     return 0
-
-
-def add_drift_command(sub: Subcommands) -> None:
-    dr = add_command(
-        sub,
-        "drift",
-        "customers whose behaviour left their own past persona mix, and how well drift is detected",
-        DRIFT_EXAMPLES,
-        cmd_drift,
-    )
-    add_artifact_argument(dr)
-    dr.add_argument("--data", type=Path, help="data folder; default: the one the artifact was trained on")
-    # Defaults live in engine.personas.change_detection.ChangeDetectorConfig (importing it here would
-    # slow every command).
-    dr.add_argument(
-        "--target-false-alarm",
-        type=open_unit,
-        help="share of customers without a change the calibrated threshold may flag (default 0.05)",
-    )
-    dr.add_argument(
-        "--threshold", type=positive_float, help="CUSUM threshold in nats, instead of calibrating one"
-    )
-    dr.add_argument(
-        "--baseline-lag-days",
-        type=positive_float,
-        help="events younger than this are tested, older ones make the baseline (default 28)",
-    )
-    dr.add_argument(
-        "--shift",
-        type=open_unit,
-        help="weight of the persona the tested new mix is led by (default 0.5)",
-    )
-    dr.add_argument(
-        "--keep-baseline",
-        type=share,
-        help="share of the tested mix's rest that is the customer's baseline rather than the population's "
-        "mean mix: 0 a new mix led by one persona, 1 the old mix moved towards it (default 0)",
-    )
-    dr.add_argument(
-        "--min-run-days",
-        type=positive_int,
-        help="UTC days a run of evidence must span before it flags a customer: 2 (default) means one "
-        "day's events, one browsing session, are not a trend; 1 lets a single day flag",
-    )
-    dr.add_argument("--limit", type=non_negative_int, default=20, help="drifting customers to list")
-    dr.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def cmd_drift(args: argparse.Namespace) -> int:
-    from engine.personas.change_detection import ChangeDetectorConfig
-    from training.drift_job import run_drift_report
-
-    given = {
-        "false_alarm_rate": args.target_false_alarm,
-        "threshold": args.threshold,
-        "baseline_lag_days": args.baseline_lag_days,
-        "shift": args.shift,
-        "keep_baseline": args.keep_baseline,
-        "min_run_days": args.min_run_days,
-    }
-    config = ChangeDetectorConfig(**{name: value for name, value in given.items() if value is not None})
-    report = run_drift_report(
-        args.artifact, data_path=args.data, config=config, show_progress=not (args.json or args.no_progress)
-    )
-    if args.json:
-        emit_json(report.to_dict())
-        return 0
-    how = (
-        f"calibrated to {config.false_alarm_rate:.0%} false alarms on shuffled histories"
-        if report.calibrated
-        else "given"
-    )
-    shown = report.drifting[: args.limit]
-    stdout_console.print(
-        f"{len(report.drifting):,} of {report.customers_checked:,} tested customers drifting at the end of "
-        f"{report.data} (threshold {report.threshold:.2f} nats, {how})"
-    )
-    live = report.live_calibration
-    if live is not None:
-        stdout_console.print(
-            f"the server tests against {live.threshold:.2f} nats: calibrated by training to "
-            f"{live.target_false_alarm:.0%} false alarms on {live.tested_customers:,} customers' shuffled "
-            "histories"
-        )
-    if shown:
-        print_table(
-            f"drifting customers, strongest first ({len(shown)} shown)",
-            ["customer", "from persona", "to persona", "evidence (nats)", "confidence", "since"],
-            [
-                [
-                    customer,
-                    s.from_persona,
-                    s.to_persona,
-                    s.statistic,
-                    s.confidence,
-                    s.since.date().isoformat() if s.since else "-",
-                ]
-                for customer, s in shown
-            ],
-        )
-    if report.accuracy is not None:
-        _print_drift_accuracy(report.accuracy)
-        if report.bound is not None:
-            _print_detection_bound(report.accuracy, report.bound)
-    return 0
-
-
-def _print_detection_bound(a: Any, bound: Any) -> None:
-    """The detector beside the label-told CUSUM (a DriftAccuracy and a DetectionBound)."""
-    early = bound.early_days
-    own_early = a.recall_within(early)
-    matched = bound.at(a.false_alarm_rate)
-    rows: list[list[Any]] = [
-        [
-            f"this detector (threshold {a.threshold:.2f})",
-            f"{a.false_alarm_rate:.1%}",
-            a.precision,
-            a.recall,
-            "-" if a.median_delay_days is None else f"{a.median_delay_days:.1f}",
-            "-" if own_early is None else f"{own_early:.2f}",
-        ]
-    ]
-    for point in [matched, *(p for p in bound.points if p is not matched)]:
-        label = (
-            "bound, same false alarms"
-            if point is matched
-            else f"bound, {point.target_false_alarm:.0%} false alarms"
-        )
-        rows.append(
-            [
-                label,
-                f"{point.false_alarm_rate:.1%}",
-                point.precision,
-                point.recall,
-                "-" if point.median_delay_days is None else f"{point.median_delay_days:.1f}",
-                f"{point.recall_within_early_days:.2f}",
-            ]
-        )
-    print_table(
-        "against the best any detector could do here (a CUSUM told each interaction's persona and the "
-        "planted mixes before and after the drift; truth/event_personas.parquet)",
-        ["", "false alarms", "precision", "recall", "median delay (days)", f"found within {early} d"],
-        rows,
-    )
-
-
-def _print_drift_accuracy(a: Any) -> None:
-    """The scoring tables of ``persona-engine drift`` (a DriftAccuracy)."""
-
-    def quantiles(values: dict[str, float]) -> str:
-        return " / ".join(f"{v:.0f}" for v in values.values()) if values else "-"
-
-    print_table(
-        "against the planted drift (truth/)",
-        ["measure", "value"],
-        [
-            ["customers with planted drift", a.n_planted],
-            ["customers without", a.n_unchanged],
-            ["customers flagged", a.n_flagged],
-            ["precision", a.precision],
-            ["recall", a.recall],
-            ["false-alarm rate (customers without planted drift)", a.false_alarm_rate],
-            ["delay, days (p10 / p25 / median / p75 / p90)", quantiles(a.delay_days)],
-            ["delay, events (p10 / p25 / median / p75 / p90)", quantiles(a.delay_events)],
-            ["drifters without any event in the 14 days after the drift", a.share_without_events_early],
-        ],
-    )
-    for title, rows in (
-        ("recall by planted drift strength", a.recall_by_strength),
-        ("recall by planted ramp (days the drift took)", a.recall_by_ramp),
-        ("recall by the drifter's events after the drift", a.recall_by_events_after),
-    ):
-        if rows:
-            print_table(
-                title,
-                ["group", "drifters", "found", "recall"],
-                [[r.group, r.drifters, r.found, r.recall] for r in rows],
-            )
-    if a.curve:
-        budgets = list(a.curve[0].recall_within)
-        print_table(
-            "recall (precision) counting only alarms within a delay budget, per threshold",
-            ["threshold", "target FA", "FA", "flagged", *[f"<= {d} d" for d in budgets], "any delay"],
-            [
-                [
-                    f"{p.threshold:.2f}",
-                    "-" if p.target_false_alarm is None else f"{p.target_false_alarm:.0%}",
-                    p.false_alarm_rate,
-                    p.n_flagged,
-                    *[f"{p.recall_within[d]:.2f} ({p.precision_within[d]:.2f})" for d in budgets],
-                    f"{p.recall:.2f} ({p.precision:.2f})",
-                ]
-                for p in a.curve
-            ],
-        )

@@ -11,7 +11,14 @@ import argparse
 import textwrap
 from importlib import metadata
 
-from cli import data_commands, decision_commands, event_log_commands, model_commands, serving_commands
+from cli import (
+    data_commands,
+    decision_commands,
+    drift_commands,
+    event_log_commands,
+    model_commands,
+    serving_commands,
+)
 from cli.arguments import CommandLineParser, HelpFormatter
 
 COMMANDS_IN_HELP_ORDER = (
@@ -30,7 +37,7 @@ COMMANDS_IN_HELP_ORDER = (
     model_commands.add_tune_command,
     decision_commands.add_evaluate_policy_command,
     decision_commands.add_experiment_report_command,
-    model_commands.add_drift_command,
+    drift_commands.add_drift_command,
     serving_commands.add_serve_command,
     event_log_commands.add_archive_events_command,
 )

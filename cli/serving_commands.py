@@ -11,8 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cli.arguments import SHOPPING_CONTEXTS, non_empty, positive_int, share
-from cli.errors import UserError
+from cli.arguments import SHOPPING_CONTEXTS, non_empty, positive_int, positive_share, share
+from cli.errors import FlagError
 from cli.json_output import emit_json
 from cli.subcommand import Subcommands, add_artifact_argument, add_command
 from training.console_output import Money, print_table, stderr_console, stdout_console
@@ -88,7 +88,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     if args.steering is not None and not args.mix:
         # It would change nothing: the customer's own mix does not steer (engine.personas.steering).
-        raise UserError(f"--steering {args.steering:g} applies only to a mix given with --mix")
+        raise FlagError("--steering", f"{args.steering:g} applies only to a mix given with --mix")
     personalizer = open_personalizer(args.artifact, args.model, steering=args.steering)
     _note_longer_than_the_catalog(personalizer, args.k, args.exclude)
     mix = _request_mix(personalizer, args.mix) if args.mix else None
@@ -137,8 +137,8 @@ def open_personalizer(artifact: Path, model: str | None, *, steering: float | No
 
     loaded = load_artifact(artifact)
     if model is not None and model not in loaded.models:
-        raise UserError(
-            f"--model {model}: artifact {artifact} has no such model; it has {', '.join(loaded.models)}"
+        raise FlagError(
+            "--model", f"{model}: artifact {artifact} has no such model; it has {', '.join(loaded.models)}"
         )
     return Personalizer(loaded, model, steering=steering)
 
@@ -147,12 +147,12 @@ def _parse_mix(text: str) -> dict[str, float]:
     mix: dict[str, float] = {}
     for part in text.split(","):
         if "=" not in part:
-            raise UserError(f"--mix: expected persona=weight pairs separated by commas, got {part!r}")
+            raise FlagError("--mix", f"expected persona=weight pairs separated by commas, got {part!r}")
         name, value = part.split("=", 1)
         try:
             mix[name.strip()] = float(value)
         except ValueError:
-            raise UserError(f"--mix: weight of {name.strip()!r} is not a number: {value!r}") from None
+            raise FlagError("--mix", f"weight of {name.strip()!r} is not a number: {value!r}") from None
     return mix
 
 
@@ -165,7 +165,7 @@ def _request_mix(personalizer: Any, text: str) -> Any:
     try:
         mix = personalizer.persona_mix(weights)
     except PersonaMixError as error:
-        raise UserError(f"--mix: {error}") from None
+        raise FlagError("--mix", str(error)) from None
     total = sum(weights.values())
     if abs(total - 1.0) > 1e-6:
         rescaled = ", ".join(f"{p}={w:.3g}" for p, w in mix.as_dict().items() if w > 0)
@@ -263,13 +263,13 @@ def cmd_batch_recommend(args: argparse.Namespace) -> int:
     from training.console_output import progress_bar
 
     if args.out.suffix.lower() != ".parquet":
-        raise UserError(f"--out {args.out}: batch recommendations are written as .parquet")
+        raise FlagError("--out", f"{args.out}: batch recommendations are written as .parquet")
     args.out.parent.mkdir(parents=True, exist_ok=True)  # a bad --out fails before any work, not after it
     try:
         # An empty value (an unset shell variable) must not mean "everyone": that is a whole-base campaign.
         ids = read_customer_ids(args.customer_ids) if args.customer_ids is not None else None
     except CustomerListError as error:
-        raise UserError(str(error)) from None
+        raise FlagError("--customer-ids", str(error)) from None
     personalizer = open_personalizer(args.artifact, args.model)
     _note_longer_than_the_catalog(personalizer, args.k, args.exclude)
     total = len(ids) if ids is not None else len(personalizer.customers)
@@ -319,7 +319,7 @@ def add_segments_command(sub: Subcommands) -> None:
     sg.add_argument("--out", type=Path, required=True, help=".parquet or .csv file to write")
     sg.add_argument(
         "--threshold",
-        type=share,
+        type=positive_share,
         default=0.4,
         help="smallest mix weight that puts a customer in a persona's segment (0 < threshold <= 1)",
     )
@@ -329,10 +329,8 @@ def cmd_segments(args: argparse.Namespace) -> int:
     from engine.personalizer import Personalizer
     from training.persona_segments import persona_segments
 
-    if not 0 < args.threshold <= 1:
-        raise UserError(f"--threshold must be in (0, 1], got {args.threshold}")
     if args.out.suffix.lower() not in (".csv", ".parquet"):
-        raise UserError(f"--out {args.out}: write segments to a .csv or .parquet file")
+        raise FlagError("--out", f"{args.out}: write segments to a .csv or .parquet file")
     personalizer = Personalizer.from_path(args.artifact)
     report = persona_segments(personalizer, args.out, threshold=args.threshold)
     if args.json:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import textwrap
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeAlias
 
-from cli.arguments import HelpFormatter
+from cli.arguments import DEFAULT_ARTIFACT, HelpFormatter, artifact_folder
 
 Handler: TypeAlias = Callable[[argparse.Namespace], int]
 """Runs one command on its parsed arguments and returns the exit status."""
@@ -36,7 +35,7 @@ def add_command(
     parser.add_argument(
         "--json", action="store_true", help="print one JSON document on stdout instead of tables"
     )
-    parser.set_defaults(handler=handler)
+    parser.set_defaults(handler=handler, prog=parser.prog)
     return parser
 
 
@@ -44,5 +43,8 @@ ARTIFACT_HELP = "artifact folder: ROOT (its latest version), ROOT/latest or ROOT
 
 
 def add_artifact_argument(parser: argparse.ArgumentParser) -> None:
-    """``--artifact``, the same flag with the same default in every command that reads an artifact."""
-    parser.add_argument("--artifact", type=Path, default=Path("artifacts/latest"), help=ARTIFACT_HELP)
+    """``--artifact``, the same flag with the same default in every command that reads an artifact.
+
+    The default is a string so that argparse checks it like a given value: a missing artifacts/latest
+    is refused as ``argument --artifact: artifacts/latest: no such artifact folder (...)``."""
+    parser.add_argument("--artifact", type=artifact_folder, default=DEFAULT_ARTIFACT, help=ARTIFACT_HELP)

@@ -101,7 +101,7 @@ def read_customer_ids(spec: str) -> list[str]:
     path = Path(spec)
     if path.suffix.lower() in (".csv", ".parquet", ".txt") or path.is_file():
         if not path.is_file():
-            raise CustomerListError(f"{path}: customer list not found")
+            raise CustomerListError(f"{path}: no such file")
         # Every way a file can fail to be a list of ids (not UTF-8, corrupt, a column of lists) is one
         # message naming the file: a traceback here was a fuzz finding.
         try:
@@ -134,7 +134,7 @@ def read_customer_ids(spec: str) -> list[str]:
         return _some_ids(path, column.drop_nulls().to_list())
     ids = [part.strip() for part in spec.split(",")]
     if not any(ids):
-        raise CustomerListError(f"--customer-ids {spec!r} names no customer id")
+        raise CustomerListError(f"{spec!r} names no customer id")
     return list(dict.fromkeys(i for i in ids if i))
 
 

@@ -3,6 +3,11 @@
 The headline metrics against popularity, how well persona inference did, and a few real customers
 with their persona mix (weekday vs weekend) and the products the model would show them, next to a
 pure-persona request and an unknown visitor: the three ways the engine is asked to personalise.
+
+The lists are ``recommend``'s (``training.batch_recommend.customer_lists``: the serving path, the
+same rule for what is left out, by default what the customer bought, as the API), so a customer shown
+here gets the same products from ``recommend``, ``batch-recommend`` and the server, and the summary
+says what it left out as ``recommend`` does.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import numpy as np
 
 from engine.personalizer import Personalizer, ProductList
 from engine.personas.shopping_context import CONTEXTS
-from training.console_output import print_table, stdout_console
+from training.batch_recommend import DEFAULT_EXCLUSION, EXCLUSION_RULES, customer_lists
+from training.console_output import Money, print_table, stdout_console
 from training.served_models import MANIFEST_KEY as SERVED_MODELS
 from training.served_models import ServedModels
 
@@ -40,8 +46,15 @@ def _example_customers(personalizer: Personalizer, n: int) -> list[str]:
 
 
 def summarize(
-    artifact_path: Path, *, n_customers: int = 3, k: int = 5, print_tables: bool = True
+    artifact_path: Path,
+    *,
+    n_customers: int = 3,
+    k: int = 5,
+    exclude: str = DEFAULT_EXCLUSION,
+    print_tables: bool = True,
 ) -> dict[str, Any]:
+    """The summary's document (and its tables, unless ``print_tables`` is False); ``exclude`` is a
+    rule of ``EXCLUSION_RULES``, as ``recommend --exclude``."""
     personalizer = Personalizer.from_path(artifact_path)
     manifest = personalizer.artifact.manifest
     names = dict(zip(personalizer.catalog.ids, personalizer.catalog.names, strict=True))
@@ -51,21 +64,25 @@ def summarize(
         "version": personalizer.version,
         "summary": summary,
         "served_models": manifest.get(SERVED_MODELS),
+        "excluded": exclude,
         "customers": [],
     }
+
+    def listed(customer_id: str, mix: dict[str, float] | None = None) -> ProductList:
+        given = None if mix is None else personalizer.persona_mix(mix)
+        return customer_lists(personalizer, [customer_id], k=k, mix=given, exclude=exclude)[0]
+
     requests: list[tuple[str, ProductList]] = []
     for customer in _example_customers(personalizer, n_customers):
-        requests.append(("inferred mix", personalizer.recommend(customer, k)))
+        requests.append(("inferred mix", listed(customer)))
     # A visitor the engine has never seen, who told us (a quiz, a landing page) they shop like the
     # persona least represented among the examples above: the given mix alone drives the list.
     shown = {rec.mix.dominant for _, rec in requests}
     given = next(
         (p for p in reversed(personalizer.catalog.ids) if p not in shown), personalizer.catalog.ids[-1]
     )
-    requests.append(
-        (f"given mix: {names[given]}", personalizer.recommend("new-visitor-with-quiz", k, mix={given: 1.0}))
-    )
-    requests.append(("unknown visitor", personalizer.recommend("visitor-never-seen", k)))
+    requests.append((f"given mix: {names[given]}", listed("new-visitor-with-quiz", {given: 1.0})))
+    requests.append(("unknown visitor", listed("visitor-never-seen")))
     for label, rec in requests:
         entry = {
             "request": label,
@@ -119,7 +136,15 @@ def summarize(
                 stdout_console.print(f"  {context}: " + ", ".join(f"{names[p]} {w:.0%}" for p, w in top))
         print_table(
             "",
-            ["rank", "title", "category", "price", "reason"],
-            [[i + 1, it.title, it.category, f"{it.price:,.2f}", it.reason] for i, it in enumerate(rec.items)],
+            ["rank", "item", "title", "category", "price", "reason"],
+            [
+                [i + 1, it.item_id, it.title, it.category, Money(it.price), it.reason]
+                for i, it in enumerate(rec.items)
+            ],
         )
+    stdout_console.print(
+        f"left out: {EXCLUSION_RULES[exclude]} (--exclude {exclude}); the lists are what recommend, "
+        "batch-recommend and the API return",
+        highlight=False,
+    )
     return document

@@ -239,7 +239,7 @@ def drift_mix_table(record: Mapping[str, Any], k: int) -> tuple[str, list[str], 
     """A title saying who was flagged, and one row per model: NDCG with each mix and the difference."""
     threshold = record.get("threshold")
     title = (
-        f"drifting customers ({record.get('flagged', 0)} of {record.get('tested', 0)} tested, "
+        f"drifting customers ({record.get('flagged', 0):,} of {record.get('tested', 0):,} tested, "
         + (f"{threshold:.2f} nats" if isinstance(threshold, int | float) else "no threshold")
         + "): recent mix (as served) vs overall mix"
     )

@@ -81,6 +81,8 @@ from engine.live.event_log import EventLog, EventLogError
 from engine.live.events import ServedDecision
 from engine.personas.catalog import PersonaCatalog
 from engine.personas.shopping_context import CONTEXTS, context_index, context_of
+from training.console_output import moment_text
+from training.flag_error import FlagError
 from training.served_models import ServedModels
 
 MIX_PREFIX = "mix__"
@@ -390,7 +392,7 @@ def load_decisions(
         )
     rows = frame.filter(pl.Series(keep))
     if rows.height == 0:
-        after = f" from {since.isoformat()} on" if since is not None else ""
+        after = f" from {moment_text(since)} on" if since is not None else ""
         raise PolicyEvaluationInputError(f"{path}: no decisions of type {decision_type!r}{after}")
 
     estimates: ArmEstimates | None = None
@@ -482,9 +484,7 @@ def _arm_set(
                 "have a position; the arm is the pair arm_id x position, so every decision needs one"
             )
     elif declared.positions:
-        raise PolicyEvaluationInputError(
-            f"--positions given, but the {decision_type} decisions of {path} have no position column"
-        )
+        raise FlagError("--positions", f"the {decision_type} decisions of {path} have no position column")
     logged_arms = rows["arm_id"].to_list()
     logged_positions = positions.to_list() if has_positions and positions is not None else None
     inferred = ArmSet.from_log(logged_arms, logged_positions)
@@ -760,7 +760,7 @@ def _unseen_by_refit(
         later = (frame["decision_type"] == decision_type) & (frame["timestamp"] >= after)
         if later.any():
             return after, artifact, "artifact"
-    seen = until.isoformat() if until else "its end"
+    seen = moment_text(until) if until else "its end"
     reason = (
         f"the artifact's estimates were refit on every decision up to {seen} and {log.source} has no "
         f"{decision_type} decision after that"

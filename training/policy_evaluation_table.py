@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from training.console_output import moment_text
+
 
 def figures(value: float, decimals: int) -> Decimal | float:
     """``value`` rounded to ``decimals`` places, as a Decimal that prints exactly those digits."""
@@ -38,7 +40,7 @@ def interval_decimals(value: float, ci_low: float, ci_high: float) -> int:
 
 def table_title(report: dict[str, Any], level: float) -> str:
     """Where the figures come from: the log's outcomes and propensities, the mixes, the arm estimates."""
-    period = f" from {report['since']}" if report.get("since") else ""
+    period = f" from {moment_text(report['since'])}" if report.get("since") else ""
     mixes = report["mix_source"] or "none (uniform and always:ARM need none)"
     estimates = report["estimates_source"] or "none"
     return (

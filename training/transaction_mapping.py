@@ -15,9 +15,11 @@ and the key; errors about the export's columns also name the data file and list 
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -220,6 +222,29 @@ _TEXT_FIELDS = (Field.DESCRIPTION, Field.PRODUCT_CODE, Field.BRAND, Field.CATEGO
 _VALUE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-:. ]*$")
 
 
+def _closest(key: str, allowed: Iterable[str]) -> str | None:
+    """The allowed key ``key`` most likely misspells (as training.config suggests for its keys)."""
+    names = sorted(allowed)
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6) or [n for n in names if n.startswith(key)]
+    return close[0] if close else None
+
+
+def _unknown_keys(unknown: list[str], allowed: Iterable[str], what: str = "key(s)") -> str:
+    """``has unknown key(s) ['product_cod'] (did you mean 'product_code'?)``; the allowed keys are
+    listed too when some unknown key resembles none of them."""
+    allowed = sorted(allowed)
+    guesses = {key: guess for key in unknown if (guess := _closest(key, allowed)) is not None}
+    text = f"has unknown {what} {unknown}"
+    if guesses:
+        named = [
+            repr(guess) if len(unknown) == 1 else f"{guess!r} for {key!r}" for key, guess in guesses.items()
+        ]
+        text += f" (did you mean {', '.join(named)}?)"
+    if len(guesses) < len(unknown):
+        text += f"; allowed: {', '.join(allowed)}"
+    return text
+
+
 class _Reader:
     """Typed access to the parsed TOML; every complaint is prefixed with the file and the key."""
 
@@ -238,9 +263,7 @@ class _Reader:
             return raw
         unknown = sorted(set(raw) - _SECTIONS[name])
         if unknown:
-            raise self.fail(
-                f"[{name}]", f"has unknown key(s) {unknown}; allowed: {', '.join(sorted(_SECTIONS[name]))}"
-            )
+            raise self.fail(f"[{name}]", _unknown_keys(unknown, _SECTIONS[name]))
         return raw
 
     def text(self, raw: dict[str, Any], section: str, key: str, default: str | None = None) -> str | None:
@@ -279,7 +302,7 @@ def parse_mapping(document: dict[str, Any], source: str = "<memory>") -> Transac
     reader = _Reader(document, source)
     unknown = sorted(set(document) - set(_SECTIONS))
     if unknown:
-        raise reader.fail("top level", f"has unknown section(s) {unknown}; allowed: {', '.join(_SECTIONS)}")
+        raise reader.fail("top level", _unknown_keys(unknown, _SECTIONS, "section(s)"))
     if "columns" not in document:
         raise reader.fail("[columns]", "is missing; it maps fields such as product_code to export columns")
 
@@ -412,9 +435,7 @@ def _tables(reader: _Reader, columns: dict[Field, str]) -> tuple[ExtraTable, ...
             raise reader.fail(where, "must be a table with file, key and columns")
         unknown = sorted(set(entry) - _TABLE_KEYS)
         if unknown:
-            raise reader.fail(
-                where, f"has unknown key(s) {unknown}; allowed: {', '.join(sorted(_TABLE_KEYS))}"
-            )
+            raise reader.fail(where, _unknown_keys(unknown, _TABLE_KEYS))
         file = reader.text(entry, f"tables.{name}", "file")
         key = reader.text(entry, f"tables.{name}", "key")
         if file is None or key is None:
@@ -426,9 +447,12 @@ def _tables(reader: _Reader, columns: dict[Field, str]) -> tuple[ExtraTable, ...
         mapped: dict[Field, str] = {}
         for field_name, column in mapped_raw.items():
             if field_name not in {f.value for f in allowed}:
+                fields = [f.value for f in allowed]
+                guess = _closest(field_name, fields)
                 raise reader.fail(
                     f"[tables.{name}.columns] {field_name}",
-                    f"is not a field of the {name} table; allowed: {', '.join(f.value for f in allowed)}",
+                    f"is not a field of the {name} table"
+                    + (f" (did you mean {guess!r}?)" if guess else f"; allowed: {', '.join(fields)}"),
                 )
             if not isinstance(column, str) or column == "":
                 raise reader.fail(
@@ -482,9 +506,7 @@ def _rules(
             raise reader.fail(where, "must be a table")
         unknown = sorted(set(rule) - _RULE_KEYS[section])
         if unknown:
-            raise reader.fail(
-                where, f"has unknown key(s) {unknown}; allowed: {', '.join(sorted(_RULE_KEYS[section]))}"
-            )
+            raise reader.fail(where, _unknown_keys(unknown, _RULE_KEYS[section]))
         value = rule.get(value_key)
         if not isinstance(value, str) or not _VALUE_PATTERN.match(value):
             raise reader.fail(

@@ -11,7 +11,8 @@ Cold-start hold-out customers stay held out (the same seeded hash). Each model k
 config's own parameters, so the best trial is never worse on validation than where the search began;
 further trials draw from ``search_space`` (log-uniform for rates and strengths). Kinds take turns,
 and a trial starts only if the kind's last fit time still fits in the budget. The winner per kind is
-written into a new training config, so ``persona-engine train`` or ``compare`` use it directly; the
+written into a copy of the config (the kinds not searched as the config sets them; an existing file
+is replaced only with ``--overwrite``), so ``persona-engine train`` or ``compare`` use it directly; the
 implicit factor models' per-activity-level persona weights are fitted for the winner on the same
 validation split (``training.persona_weights``) and written with it.
 
@@ -48,6 +49,7 @@ from training.config import ConfigError, TrainConfig, load_config
 from training.config_references import check_references
 from training.console_output import print_table, progress_bar, stdout_console
 from training.evaluation import evaluate_models
+from training.flag_error import FlagError
 from training.library_baselines import ENGINE_COUNTERPART, library_parameters
 from training.persona_weights import fit_persona_weights, fits_persona_weights
 from training.prepared_data import (
@@ -289,11 +291,17 @@ class TuningResult:
     best: dict[str, Trial] = field(default_factory=dict)
     blend: dict[str, Any] | None = None  # [models.blend] as written: members at the winners, fitted weights
     blend_ndcg: float | None = None  # its validation NDCG
+    # The config's other models, written with the settings --config gives them (not searched this run).
+    kept: list[str] = field(default_factory=list)
+    replaced_existing: bool = False  # --overwrite replaced a file that was there
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "config": str(self.config_path),
             "written_config": str(self.written_config),
+            "replaced_existing": self.replaced_existing,
+            "tuned": list(self.best),
+            "kept": self.kept,
             "budget_seconds": self.budget_seconds,
             "seconds": self.seconds,
             "validation": self.validation,
@@ -378,6 +386,25 @@ def to_toml(document: Mapping[str, Any], header: str = "") -> str:
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
+def tuned_config_path(config_path: Path, write_config: Path | None) -> Path:
+    """Where the tuned config goes: ``--write-config``, or CONFIG's name with ``-tuned``."""
+    return write_config or config_path.with_name(f"{config_path.stem}-tuned.toml")
+
+
+def refuse_to_replace(path: Path, *, flag_given: bool) -> None:
+    """Refuse before the search when ``path`` exists: a tuned config may hold an hour of search for
+    models this run does not tune, and an accidental rerun with a short budget must not erase it."""
+    if not path.exists():
+        return
+    where = str(path) if flag_given else f"{path} (the default: CONFIG with -tuned)"
+    raise FlagError(
+        "--write-config",
+        f"{where} already exists and tune never replaces a file silently: name a new file with "
+        "--write-config NEW.toml, or pass --overwrite to replace it (models not tuned in this run are "
+        "then written as --config sets them)",
+    )
+
+
 def tuned_document(original: Mapping[str, Any], best: Mapping[str, Trial]) -> dict[str, Any]:
     """The original config document with each tuned kind's parameters replaced by its best trial's."""
     document = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in original.items()}
@@ -396,21 +423,28 @@ def run_tuning(
     models: list[str] | None = None,
     seed: int = 0,
     write_config: Path | None = None,
+    overwrite: bool = False,
     show_progress: bool = True,
 ) -> TuningResult:
+    """Search each kind's hyperparameters for ``budget_seconds`` and write the winners into a copy of
+    the config (``write_config``, default CONFIG-tuned.toml); an existing file is replaced only with
+    ``overwrite``, and the config's models not searched this run are written as the config sets them."""
     if not budget_seconds > 0:
         raise ConfigError(f"--budget-seconds must be positive, got {budget_seconds}")
     started = time.perf_counter()
+    written_config = tuned_config_path(config_path, write_config)
     config = load_config(config_path)
     kinds = models or [kind for kind in config.models if kind in SEARCH_SPACES]
     unknown = [kind for kind in kinds if kind not in SEARCH_SPACES]
     if unknown:
-        raise ConfigError(
-            f"--models: cannot tune {', '.join(unknown)}; tunable kinds: {', '.join(SEARCH_SPACES)}"
+        raise FlagError(
+            "--models", f"cannot tune {', '.join(unknown)}; tunable kinds: {', '.join(SEARCH_SPACES)}"
         )
     if not kinds:
         raise ConfigError(f"{config_path}: no tunable model in [models]; tunable: {', '.join(SEARCH_SPACES)}")
     check_references(config, data_path=data_path)
+    if not overwrite:  # before the search, not after an hour of it
+        refuse_to_replace(written_config, flag_given=write_config is not None)
     data_dir = Path(data_path or config.data.path)
     shop = load_shop(data_dir, skip_invalid=config.data.skip_invalid)
     split = split_for(config, shop, data_dir)
@@ -421,7 +455,7 @@ def run_tuning(
     spaces = {kind: search_space(kind, config.models.get(kind, {})) for kind in kinds}
     result = TuningResult(
         config_path=config_path,
-        written_config=write_config or config_path.with_name(f"{config_path.stem}-tuned.toml"),
+        written_config=written_config,
         budget_seconds=budget_seconds,
         seconds=0.0,
         validation={
@@ -505,15 +539,23 @@ def run_tuning(
         result.blend = {**blend, **fitted.settings()}
         result.blend_ndcg = fitted.ndcg
     original = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
+    result.kept = [
+        kind for kind in original.get("models", {}) if kind not in result.best and kind != ModelBlend.kind
+    ]
+    kept = f"\nNot tuned in this run, as {config_path} sets them:\n  {', '.join(result.kept)}"
     header = (
         f"Tuned by `persona-engine tune --config {config_path} --budget-seconds {budget_seconds:g}`:\n"
         f"{len(result.trials)} trials, NDCG@{k} on a validation split carved from the training events\n"
         f"({carved.method}; the test events were never used). Best validation NDCG@{k} per model:\n"
         + "\n".join(f"  {kind}: {t.ndcg:.4f}" for kind, t in result.best.items())
+        + (kept if result.kept else "")
     )
     document = tuned_document(original, result.best)
     if result.blend is not None:
         document["models"][ModelBlend.kind] = result.blend
+    result.replaced_existing = result.written_config.exists()
+    if not overwrite:
+        refuse_to_replace(result.written_config, flag_given=write_config is not None)  # made meanwhile?
     result.written_config.write_text(to_toml(document, header), encoding="utf-8")
     load_config(result.written_config)  # what we wrote must be a valid config
     result.seconds = time.perf_counter() - started
@@ -547,4 +589,10 @@ def print_tuning(result: TuningResult) -> None:
             for m, w in zip(result.blend["members"], result.blend["weights"], strict=True)
         )
         stdout_console.print(f"blend: {members} (validation NDCG {result.blend_ndcg:.4f})", highlight=False)
-    stdout_console.print(f"tuned config written to {result.written_config}", highlight=False)
+    stdout_console.print(f"tuned in this run: {', '.join(result.best)}", highlight=False)
+    if result.kept:
+        stdout_console.print(
+            f"kept as {result.config_path} sets them: {', '.join(result.kept)}", highlight=False
+        )
+    verb = "replaced (--overwrite)" if result.replaced_existing else "written to"
+    stdout_console.print(f"tuned config {verb} {result.written_config}", highlight=False)

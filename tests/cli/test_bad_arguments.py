@@ -189,3 +189,139 @@ def test_a_bad_argument_exits_2_with_one_clear_line(
     assert len(lines) == 1, err
     # serve reports through its own log ("persona-engine serve: error: ..." or a log line at ERROR)
     assert lines[0].startswith("error: ") if command not in SUBPROCESS_ONLY else "error" in lines[0].lower()
+
+
+# A mistake in one flag's value reads one way, whether the parser, the command or the job found it:
+# argparse's form, naming the command and the flag (a missing file named by a flag is such a mistake,
+# not broken data).
+FLAG_MISTAKES: list[tuple[list[str], str, str]] = [
+    (["segments", *A, "--out", "{tmp}/s.csv", "--threshold", "0"], "--threshold", "above 0"),
+    (["segments", *A, "--out", "{tmp}/s.txt"], "--out", "s.txt: write segments to a .csv or .parquet"),
+    (["report", *A, "--out", "{tmp}/report.txt"], "--out", "report.txt: the report is HTML"),
+    (["recommend", *A, "--customer", "c0042", "--model", "foo"], "--model", "foo: artifact"),
+    (["recommend", *A, "--customer", "c0042", "--mix", "nobody=1"], "--mix", "nobody"),
+    (
+        ["tune", "--config", "{config}", "--budget-seconds", "10", "--models", "foo"],
+        "--models",
+        "cannot tune foo",
+    ),
+    (["train", "--config", "{config}", "--master", "local[2]"], "--master", "needs --engine spark"),
+    (
+        ["discover", "--data", "{shop}", "--catalog", "nope"],
+        "--catalog",
+        "no bundled persona catalog named 'nope'",
+    ),
+    (
+        ["discover", "--data", "{shop}", "--write-catalog", "{tmp}/c.toml", "--held-out-days", "0"],
+        "--held-out-days",
+        "at least 1",
+    ),
+    (
+        [
+            "evaluate-policy",
+            "--decisions",
+            "{shop}/decisions.parquet",
+            "--policy",
+            "uniform",
+            "--since",
+            "soon",
+        ],
+        "--since",
+        "not an ISO date",
+    ),
+    (
+        ["evaluate-policy", "--decisions", "{tmp}/decision.parquet", "--policy", "greedy"],
+        "--decisions",
+        "{tmp}/decision.parquet: no such file",
+    ),
+    (
+        ["evaluate-policy", "--event-log", "{tmp}/events.db", "--policy", "greedy"],
+        "--event-log",
+        "{tmp}/events.db: no such file",
+    ),
+    (
+        [
+            "evaluate-policy",
+            "--decisions",
+            "{shop}/decisions.parquet",
+            "--policy",
+            "uniform",
+            "--truth",
+            "{tmp}/truth",
+        ],
+        "--truth",
+        "{tmp}/truth: no such folder",
+    ),
+    (
+        [
+            "evaluate-policy",
+            "--decisions",
+            "{shop}/decisions.parquet",
+            "--policy",
+            "uniform",
+            "--arm-table",
+            "{tmp}/o.parquet",
+        ],
+        "--arm-table",
+        "{tmp}/o.parquet: no such file",
+    ),
+    (
+        [
+            "evaluate-policy",
+            "--decisions",
+            "{shop}/decisions.parquet",
+            "--policy",
+            "uniform",
+            "--artifact",
+            "{tmp}/a",
+        ],
+        "--artifact",
+        "{tmp}/a: no such artifact folder",
+    ),
+    (
+        ["experiment-report", "--decisions", "{shop}/decisions.parquet", "--experiment", "{tmp}/x.toml"],
+        "--experiment",
+        "{tmp}/x.toml: no such file",
+    ),
+    (["archive-events", "--event-log", "{tmp}/events.db"], "--event-log", "{tmp}/events.db: no such file"),
+    (["evaluate", "--artifact", "{tmp}/a"], "--artifact", "{tmp}/a: no such artifact folder"),
+    (
+        ["report", "--artifact", "{tmp}/a", "--out", "{tmp}/r.html"],
+        "--artifact",
+        "{tmp}/a: no such artifact folder",
+    ),
+    (
+        ["batch-recommend", *A, "--out", "{tmp}/b.parquet", "--customer-ids", "{tmp}/ids.csv"],
+        "--customer-ids",
+        "{tmp}/ids.csv: no such file",
+    ),
+    (["drift", *A, "--data", "{tmp}/shop"], "--data", "{tmp}/shop: no such folder"),
+    (["train", "--config", "{tmp}/train.toml"], "--config", "{tmp}/train.toml: no such file"),
+    (
+        ["tune", "--config", "{config}", "--data", "{file}", "--budget-seconds", "1"],
+        "--data",
+        "{file}: is a file, not a folder",
+    ),
+    (
+        ["adapt", "transactions", "--mapping", "{config}", "--source", "{tmp}/x.csv", "--out", "{tmp}/o"],
+        "--source",
+        "{tmp}/x.csv: no such file",
+    ),
+    (["personas", "--catalog", "{tmp}/mine.toml"], "--catalog", "{tmp}/mine.toml: no such file"),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "problem"), FLAG_MISTAKES, ids=lambda v: " ".join(v) if isinstance(v, list) else None
+)
+def test_a_flags_mistake_reads_as_the_parser_prints_it(
+    argv: list[str], flag: str, problem: str, places: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    filled = [part.format(**places) for part in argv]
+    command = " ".join(filled[:2]) if filled[0] == "adapt" else filled[0]
+    code, err = _run(filled, capsys)
+    assert code == 2
+    line = " ".join(err.split())
+    prefix = f"error: persona-engine {command}: argument {flag}: "
+    assert line.startswith(prefix) and line.endswith(f"(see 'persona-engine {command} --help')"), err
+    assert problem.format(**places) in line

@@ -36,8 +36,11 @@ def test_archive_events_moves_what_training_read_and_reports_it(
 def test_archive_events_names_a_missing_log_or_a_bad_age(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["archive-events", "--event-log", str(tmp_path / "missing.db")]) == 2
-    assert "missing.db: no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as missing:  # refused while parsing, as a flag's mistake
+        main(["archive-events", "--event-log", str(tmp_path / "missing.db")])
+    assert missing.value.code == 2
+    assert "argument --event-log: " in (err := capsys.readouterr().err)
+    assert "missing.db: no such file; a server started with --event-log writes it" in err
     EventLog.open(tmp_path / "events.db").close()
     with pytest.raises(SystemExit) as refused:  # refused while parsing, like every command's bad values
         main(["archive-events", "--event-log", str(tmp_path / "events.db"), "--older-than-days", "0"])

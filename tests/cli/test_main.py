@@ -28,9 +28,12 @@ def test_a_bad_flag_value_is_a_user_error(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_a_missing_file_is_the_users_to_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["personas", "--catalog", str(tmp_path / "missing.toml")]) == 2
+    with pytest.raises(SystemExit) as refused:  # a file a flag names is checked when parsed
+        main(["personas", "--catalog", str(tmp_path / "missing.toml")])
+    assert refused.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err
+    assert err.startswith("error: persona-engine personas: argument --catalog: ") and "Traceback" not in err
+    assert f"{tmp_path / 'missing.toml'}: no such file" in err
 
 
 def test_user_errors_belong_to_the_one_error_family() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tomllib
 from pathlib import Path
 
 import polars as pl
@@ -98,6 +99,10 @@ def test_the_table_lists_every_size_tried(
     assert "proposed (2)" in printed and "proposed (3)" in printed and "NDCG@10" in printed
     written = [line for line in printed.splitlines() if "proposed (" in line and " yes " in line]
     assert len(written) == 1
+    # the persona ids a user passes to --mix are printed whole, each at the start of its row
+    ids = [persona["id"] for persona in tomllib.loads(out.read_text(encoding="utf-8"))["personas"]]
+    assert ids and all(any(line.startswith(f" {i} ") for line in printed.splitlines()) for i in ids)
+    assert "\u2026" not in printed
 
 
 def test_a_training_split_keeps_the_test_events_from_the_proposal(
@@ -126,7 +131,9 @@ def test_a_training_split_keeps_the_test_events_from_the_proposal(
     assert dt.datetime.fromisoformat(training_only["events_read"]["last"]) < last - dt.timedelta(days=28)
     assert 0 < training_only["events_read"]["events"] < everything["events_read"]["events"]
     assert training_only["fit"]["given"]["held_out_events"] > 0
-    assert main([*common, "--training-split", str(tmp_path / "missing.toml")]) == 2
+    with pytest.raises(SystemExit) as refused:
+        main([*common, "--training-split", str(tmp_path / "missing.toml")])
+    assert refused.value.code == 2
 
 
 def test_latest_events_held_out_are_each_customers_newest_share() -> None:
@@ -178,4 +185,6 @@ def test_bad_persona_counts_are_refused_naming_the_flag(
 
 def test_bad_flags_are_user_errors(shop_dir: Path, tmp_path: Path) -> None:
     out = str(tmp_path / "p.toml")
-    assert main(["discover", "--data", str(shop_dir), "--write-catalog", out, "--held-out-days", "0"]) == 2
+    with pytest.raises(SystemExit) as refused:
+        main(["discover", "--data", str(shop_dir), "--write-catalog", out, "--held-out-days", "0"])
+    assert refused.value.code == 2

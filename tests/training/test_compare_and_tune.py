@@ -319,6 +319,47 @@ def test_tune_starts_from_the_config_and_writes_a_loadable_config(config_file: P
     assert tomllib.loads(written.read_text(encoding="utf-8"))["split"]["cold_start_share"] == 0.15
 
 
+def test_tune_refuses_to_replace_an_existing_tuned_config_before_searching(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "shop.toml"
+    config.write_text(config_file.read_text(encoding="utf-8"), encoding="utf-8")
+    earlier = tmp_path / "shop-tuned.toml"  # the default name: CONFIG with -tuned
+    earlier.write_text("# an hour of search\n", encoding="utf-8")
+    argv = ["tune", "--config", str(config), "--budget-seconds", "60", "--models", "persona_popularity"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(earlier) in err and "--overwrite" in err and "--write-config" in err
+    named = tmp_path / "named.toml"
+    named.write_text("# mine\n", encoding="utf-8")
+    assert main([*argv, "--write-config", str(named)]) == 2
+    assert f"argument --write-config: {named} already exists" in " ".join(capsys.readouterr().err.split())
+    assert earlier.read_text(encoding="utf-8") == "# an hour of search\n"
+    assert named.read_text(encoding="utf-8") == "# mine\n"
+
+
+def test_tune_with_overwrite_keeps_the_untuned_models_and_says_which_it_tuned(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    written = tmp_path / "tuned.toml"
+    written.write_text("# an earlier search\n", encoding="utf-8")
+    argv = ["tune", "--config", str(config_file), "--budget-seconds", "1", "--models", "persona_popularity"]
+    assert main([*argv, "--write-config", str(written), "--overwrite", "--no-progress"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "tuned in this run: persona_popularity" in out
+    assert f"kept as {config_file} sets them: popularity, als, lightfm_hybrid" in out
+    assert f"tuned config replaced (--overwrite) {written}" in out
+    models = load_config(written).models
+    assert {kind: models[kind] for kind in ("als", "lightfm_hybrid")} == {
+        kind: FAST_ENGINE[kind] for kind in ("als", "lightfm_hybrid")
+    }
+    assert "Not tuned in this run" in written.read_text(encoding="utf-8")
+    assert main([*argv, "--write-config", str(tmp_path / "json.toml"), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["tuned"] == ["persona_popularity"] and document["replaced_existing"] is False
+    assert document["kept"] == ["popularity", "als", "lightfm_hybrid"]
+
+
 def test_tune_rejects_unknown_kinds_and_bad_budgets(
     config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,6 +17,7 @@ from training.drift_evaluation import (
     DRIFT_EVALUATION,
     DriftingCustomers,
     drift_evaluation,
+    drift_mix_table,
     drifting_customers,
     evaluate_drift_mixes,
 )
@@ -147,3 +148,8 @@ def test_train_keeps_the_drift_evaluation_in_the_manifest(shop: Path, tmp_path: 
 def test_a_split_without_warm_customers_has_no_drift_evaluation(prepared: PreparedData) -> None:
     config = parse_config({"data": {"path": "."}, "models": MODELS})
     assert drift_evaluation(prepared, {}, [], config) is None
+
+
+def test_the_drift_table_title_counts_with_thousands_separators() -> None:
+    title, _, _ = drift_mix_table({"flagged": 1201, "tested": 31680, "threshold": 5.02, "results": []}, 10)
+    assert title.startswith("drifting customers (1,201 of 31,680 tested, 5.02 nats)")

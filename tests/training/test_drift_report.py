@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,23 @@ def test_a_given_threshold_replaces_calibration_and_the_tables_name_the_measures
         assert words in text
 
 
+def test_the_tables_keep_headers_whole_and_numbers_right_aligned(
+    artifact: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["drift", "--artifact", str(artifact), "--no-progress", "--limit", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "\u2026" not in "".join(lines)
+    for measure in ("recall", "precision"):
+        title = next(i for i, line in enumerate(lines) if line.startswith(f"{measure} counting only alarms"))
+        header, first = lines[title + 2], lines[title + 4]
+        assert header.split()[:4] == ["threshold", "target", "FA", "FA"]
+        for column in ("7 d", "any delay"):  # each figure ends where its header ends
+            end = header.index(column) + len(column)
+            assert re.fullmatch(r"\d\.\d\d", first[:end].split()[-1])
+    evidence = [line.split()[3] for line in lines if re.match(r" c\d+ ", line)]
+    assert evidence and all(re.fullmatch(r"[\d,]+\.\d\d", value) for value in evidence)  # one precision
+
+
 def test_bad_flags_and_missing_data_exit_with_status_2(
     artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -79,8 +97,10 @@ def test_bad_flags_and_missing_data_exit_with_status_2(
         main(["drift", "--artifact", str(artifact), "--target-false-alarm", "1.5"])
     assert exit_status.value.code == 2
     assert "--target-false-alarm" in capsys.readouterr().err
-    assert main(["drift", "--artifact", str(artifact), "--data", str(tmp_path / "nowhere")]) == 2
-    assert "nowhere" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_status:
+        main(["drift", "--artifact", str(artifact), "--data", str(tmp_path / "nowhere")])
+    assert exit_status.value.code == 2
+    assert f"argument --data: {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
 
 
 def test_the_server_tests_against_what_the_drift_job_calibrates_on_the_training_events(

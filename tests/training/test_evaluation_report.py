@@ -267,6 +267,28 @@ def test_without_the_data_the_event_sections_say_why(artifact: Path, tmp_path: P
     assert "per-context event counts are unknown" in " ".join(context["notes"])
 
 
+def test_two_reports_in_one_folder_keep_their_own_numbers_and_the_output_names_both_files(
+    artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    retail, other = tmp_path / "retail.html", tmp_path / "other.html"
+    assert main(["report", "--artifact", str(artifact), "--out", str(retail), "--no-progress"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"report written to {retail}" in out and f"its numbers: {tmp_path / 'retail.json'}" in out
+    numbers = (tmp_path / "retail.json").read_text(encoding="utf-8")
+    assert main(["report", "--artifact", str(artifact), "--out", str(other), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "other.html",
+        "other.json",
+        "retail.html",
+        "retail.json",
+    ]
+    assert (tmp_path / "retail.json").read_text(encoding="utf-8") == numbers  # the second kept off it
+    assert json.loads(numbers)["sections"]["drift"]["available"]
+    assert "retail.json beside it" in retail.read_text(encoding="utf-8")
+    assert "other.json beside it" in other.read_text(encoding="utf-8")
+
+
 def test_cli_refuses_an_output_that_is_not_html(
     artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -154,10 +154,9 @@ def test_cli_reports_a_bad_source_with_exit_status_2(
     code = main(["adapt", "movielens", "--source", str(source), "--out", str(tmp_path / "out")])
     assert code == 2
     assert "ua.base, line 1, field 'rating': not an integer: 'five'" in capsys.readouterr().err
-    missing = main(
-        ["adapt", "movielens", "--source", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]
-    )
-    assert missing == 2
+    with pytest.raises(SystemExit) as missing:
+        main(["adapt", "movielens", "--source", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    assert missing.value.code == 2
 
 
 def test_bad_test_event_files_name_file_row_and_column(tmp_path: Path) -> None:

@@ -91,3 +91,18 @@ def test_folds_are_stable_per_customer() -> None:
     folds = customer_folds(["c1", "c2", "c1", "c3"], 5)
     assert folds[0] == folds[2]
     assert customer_folds(["c1"], 5)[0] == folds[0]
+
+
+def test_the_table_title_gives_the_period_start_for_people() -> None:
+    from training.policy_evaluation_table import table_title
+
+    report = {
+        "since": "2026-07-01T23:50:50.000001+00:00",
+        "decision_type": "offer",
+        "decisions": 1550,
+        "mix_source": "event log",
+        "estimates_source": "artifact",
+        "reward_model": "persona x arm",
+    }
+    title = table_title(report, 0.95)
+    assert "on 1,550 logged decisions from 2026-07-01 23:50:50 UTC (95% intervals)" in title

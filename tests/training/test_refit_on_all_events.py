@@ -288,6 +288,22 @@ def test_evaluate_cli_says_which_models_it_scored(
     assert "split models fitted again" in text and "every figure reproduces train's" in text
 
 
+def test_evaluate_cli_names_the_config_key_when_a_model_does_not_reproduce(
+    refit: LoadedArtifact, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    import training.evaluate_job
+
+    scored = run_evaluation(refit.path, show_progress=False)
+    first = next(iter(scored.matches_manifest))
+    differing = dataclasses.replace(scored, matches_manifest={**scored.matches_manifest, first: False})
+    monkeypatch.setattr(training.evaluate_job, "run_evaluation", lambda *args, **kwargs: differing)
+    assert main(["evaluate", "--artifact", str(refit.path), "--no-progress"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"differs from them: {first} (train ran without [training] deterministic = true:" in text
+
+
 def test_evaluate_policy_uses_the_split_estimates_on_the_training_log(
     refit: LoadedArtifact, split_only: LoadedArtifact, shop_dir: Path, tmp_path: Path
 ) -> None:

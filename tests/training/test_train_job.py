@@ -161,6 +161,34 @@ def test_personalizer_serves_known_unknown_and_given_mix(trained: TrainResult) -
     assert np.mean([i.price for i in bargain.items]) < np.mean([i.price for i in luxury.items])
 
 
+def test_summary_shows_each_customer_what_recommend_shows_and_says_what_it_left_out(
+    trained: TrainResult, capsys: pytest.CaptureFixture[str]
+) -> None:
+    artifact = str(trained.artifact_path)
+
+    def summary_lists(*flags: str) -> dict[str, list[str]]:
+        assert main(["summary", "--artifact", artifact, "--customers", "3", "--json", *flags]) == 0
+        document = json.loads(capsys.readouterr().out)
+        assert document["excluded"] == (flags[-1] if flags else "purchased")
+        return {c["customer_id"]: [i["item_id"] for i in c["items"]] for c in document["customers"]}
+
+    def recommended(customer: str, exclude: str) -> list[str]:
+        argv = ["recommend", "--artifact", artifact, "--customer", customer, "-k", "5", "--exclude", exclude]
+        assert main([*argv, "--json"]) == 0
+        return [i["item_id"] for i in json.loads(capsys.readouterr().out)["items"]]
+
+    bought, seen = summary_lists(), summary_lists("--exclude", "seen")
+    known = [c for c in bought if c.startswith("c")]
+    assert len(known) == 3 and "visitor-never-seen" in bought
+    for customer in [*known, "visitor-never-seen"]:
+        assert bought[customer] == recommended(customer, "purchased")
+        assert seen[customer] == recommended(customer, "seen")
+    assert any(bought[c] != seen[c] for c in known)  # the rule matters for these customers
+    assert main(["summary", "--artifact", artifact, "--customers", "1"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "left out: items the customer bought (--exclude purchased)" in out
+
+
 def test_cli_train_json_and_summary(
     shop_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

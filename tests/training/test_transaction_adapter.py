@@ -217,6 +217,44 @@ def test_bad_mappings_name_the_file_and_key(document: dict[str, object], message
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (
+            {
+                "columns": {
+                    **{k: v for k, v in BASIC_COLUMNS.items() if k != "product_code"},
+                    "product_cod": "P",
+                }
+            },
+            "[columns] has unknown key(s) ['product_cod'] (did you mean 'product_code'?)",
+        ),
+        ({"columns": BASIC_COLUMNS, "colums": {}}, "unknown section(s) ['colums'] (did you mean 'columns'?)"),
+        (
+            {"columns": BASIC_COLUMNS, "drop": {"duplicate_row": True}},
+            "[drop] has unknown key(s) ['duplicate_row'] (did you mean 'duplicate_rows'?)",
+        ),
+        (
+            {"columns": {**BASIC_COLUMNS, "quantiy": "Q", "sku": "S"}},
+            "['quantiy', 'sku'] (did you mean 'quantity' for 'quantiy'?); allowed: age_band, brand,",
+        ),
+        (
+            {
+                "columns": BASIC_COLUMNS,
+                "tables": {"products": {"file": "p.csv", "key": "SKU", "columns": {"brnd": "B"}}},
+            },
+            "[tables.products.columns] brnd is not a field of the products table (did you mean 'brand'?)",
+        ),
+    ],
+)
+def test_a_misspelt_mapping_key_gets_a_did_you_mean(document: dict[str, object], message: str) -> None:
+    with pytest.raises(MappingError) as error:
+        parse_mapping(document, "shops/acme.toml")
+    assert str(error.value).startswith("shops/acme.toml: ") and message in str(error.value)
+    if "allowed" not in message:
+        assert "allowed" not in str(error.value)  # the suggestion says it; the list would bury it
+
+
 def test_a_mapped_column_missing_from_the_export_names_mapping_key_and_file(
     tmp_path: Path, export: Path
 ) -> None:

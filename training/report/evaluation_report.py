@@ -1,4 +1,6 @@
-"""``persona-engine report``: assemble the sections into report.html and write report.json beside it.
+"""``persona-engine report``: assemble the sections into an HTML page and write its numbers beside it,
+in a JSON file of the same name (reports/retail.html: reports/retail.json), so two reports in one
+folder keep their own numbers.
 
 The JSON holds every number the page shows (raw, unrounded) plus the headline values of each section,
 so a script or a test can check the page against the artifact without scraping HTML.
@@ -29,7 +31,12 @@ from training.report.html_document import Card, PersonaLegend
 from training.report.report_inputs import ReportInputs, load_inputs
 from training.report.report_section import ReportSection
 
-JSON_NAME = "report.json"
+
+def json_path_for(html_path: Path) -> Path:
+    """Where the numbers of the page at ``html_path`` go: its name with .json (report.html: report.json)."""
+    return html_path.with_suffix(".json")
+
+
 SECTION_BUILDERS: tuple[tuple[str, Callable[[ReportInputs], ReportSection]], ...] = (
     (model_quality.SECTION_ID, model_quality.build),
     (mix_distribution.SECTION_ID, mix_distribution.build),
@@ -86,7 +93,10 @@ def _cards(inputs: ReportInputs, sections: dict[str, ReportSection]) -> list[Car
     return cards
 
 
-def build_document(inputs: ReportInputs, sections: list[ReportSection]) -> tuple[str, dict[str, Any]]:
+def build_document(
+    inputs: ReportInputs, sections: list[ReportSection], json_name: str = "report.json"
+) -> tuple[str, dict[str, Any]]:
+    """The page's HTML and its numbers; the page's footer names ``json_name``, the file beside it."""
     by_id = {s.id: s for s in sections}
     manifest = inputs.artifact.manifest
     cards = _cards(inputs, by_id)
@@ -111,7 +121,7 @@ def build_document(inputs: ReportInputs, sections: list[ReportSection]) -> tuple
         warnings=warnings,
         sections=sections,
         footer=f"Written by persona-engine report at {now} from {inputs.artifact.path}. Every number on this "
-        f"page is also in {JSON_NAME} beside it.",
+        f"page is also in {json_name} beside it.",
     )
     document = json_safe(
         {
@@ -136,7 +146,7 @@ def write_report(
     data_path: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> WrittenReport:
-    """Build every section and write ``out`` (HTML) and ``report.json`` in the same folder."""
+    """Build every section and write ``out`` (HTML) and its numbers beside it (``json_path_for``)."""
     started = time.perf_counter()
     if progress is not None:
         progress("verifying the artifact and loading its data")
@@ -146,9 +156,9 @@ def write_report(
         if progress is not None:
             progress(section_id)
         sections.append(builder(inputs))
-    html, document = build_document(inputs, sections)
+    json_path = json_path_for(out)
+    html, document = build_document(inputs, sections, json_path.name)
     out.parent.mkdir(parents=True, exist_ok=True)
-    json_path = out.parent / JSON_NAME
     out.write_text(html, encoding="utf-8")
     json_path.write_text(
         json.dumps(document, indent=2, sort_keys=False, allow_nan=False, ensure_ascii=False) + "\n",

@@ -243,8 +243,8 @@ def _drift_table(record: dict[str, Any] | None, k: int) -> Table | None:
         else ""
     )
     return Table(
-        f"NDCG@{k} of the customers drifting at the end of training ({record.get('flagged', 0)} flagged of "
-        f"{record.get('tested', 0)} tested{calibrated}): the recent mix served to them vs the overall mix",
+        f"NDCG@{k} of the customers drifting at the end of training ({record.get('flagged', 0):,} flagged of "
+        f"{record.get('tested', 0):,} tested{calibrated}): the recent mix served to them vs the overall mix",
         (
             Column("model", Format.TEXT),
             Column("customers", Format.INTEGER),

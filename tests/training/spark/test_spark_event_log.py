@@ -56,6 +56,7 @@ def test_spark_training_reads_the_fleets_redis_event_log(
         "added": 3,
         "already_in_shop": 0,
         "unknown_items": 1,
+        "malformed_ids": 0,
     }
     customers = [str(c) for c in open_artifact(trained.artifact_path).load_array(LAYOUT.customer_ids.path)]
     assert "live-customer" in customers
