@@ -91,6 +91,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         raise FlagError("--steering", f"{args.steering:g} applies only to a mix given with --mix")
     personalizer = open_personalizer(args.artifact, args.model, steering=args.steering)
     _note_longer_than_the_catalog(personalizer, args.k, args.exclude)
+    _note_an_unknown_customer(personalizer, args.customer)
     mix = _request_mix(personalizer, args.mix) if args.mix else None
     result = customer_lists(
         personalizer, [args.customer], k=args.k, context=args.context, mix=mix, exclude=args.exclude
@@ -184,6 +185,29 @@ def _resolve_mix_names(catalog: Any, mix: dict[str, float]) -> dict[str, float]:
         except KeyError:
             resolved[name] = weight
     return resolved
+
+
+def _note_an_unknown_customer(personalizer: Any, customer: str) -> None:
+    """Say on stderr that an id the artifact does not know is served as cold start, and name a known id
+    it may have meant: the same text trimmed, or a number written as a float (an export's 17850.0 for
+    the customer 17850; walkthrough: it was served as a stranger without a word)."""
+    if personalizer.mixes.row_of(customer) >= 0:
+        return
+    candidates = [customer.strip()]
+    try:
+        number = float(customer)
+    except ValueError:
+        pass
+    else:
+        if number.is_integer():
+            candidates.append(str(int(number)))
+    meant = next((c for c in candidates if c != customer and personalizer.mixes.row_of(c) >= 0), None)
+    hint = f"; did you mean {meant!r}?" if meant else ""
+    stderr_console.print(
+        f"note: the artifact does not know customer {customer!r}: served as cold start{hint}",
+        highlight=False,
+        markup=False,
+    )
 
 
 def _print_recommendation(personalizer: Any, result: Any) -> None:

@@ -185,6 +185,21 @@ def test_a_campaign_list_steers_only_for_a_mix_the_user_gave(
     assert "argument --steering: 1 applies only to a mix given with --mix" in capsys.readouterr().err
 
 
+def test_recommend_says_an_unknown_id_is_served_cold_start_and_names_the_id_it_may_mean(
+    personalizer: Personalizer, artifact: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    known = str(personalizer.customers.ids[3])
+    base = ["recommend", "--artifact", str(artifact), "-k", "2", "--json"]
+    assert main([*base, "--customer", f" {known} "]) == 0
+    captured = capsys.readouterr()
+    assert f"served as cold start; did you mean '{known}'?" in captured.err
+    assert json.loads(captured.out)["cold_start"]  # stdout stays JSON
+    assert main([*base, "--customer", "nobody-like-this"]) == 0
+    assert capsys.readouterr().err.endswith("'nobody-like-this': served as cold start\n")  # no guess
+    assert main([*base, "--customer", known]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_batch_recommend_writes_where_each_mix_came_from(personalizer: Personalizer, tmp_path: Path) -> None:
     out = tmp_path / "sources.parquet"
     batch_recommend(personalizer, out, k=1)
