@@ -91,8 +91,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         raise FlagError("--steering", f"{args.steering:g} applies only to a mix given with --mix")
     personalizer = open_personalizer(args.artifact, args.model, steering=args.steering)
     _note_longer_than_the_catalog(personalizer, args.k, args.exclude)
-    _note_an_unknown_customer(personalizer, args.customer)
     mix = _request_mix(personalizer, args.mix) if args.mix else None
+    _note_an_unknown_customer(personalizer, args.customer)  # once the flags are known to be right
     result = customer_lists(
         personalizer, [args.customer], k=args.k, context=args.context, mix=mix, exclude=args.exclude
     )[0]
