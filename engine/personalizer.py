@@ -466,12 +466,15 @@ class Personalizer:
         exclude_seen: bool = True,
         steering: float | None = None,
     ) -> ProductList:
-        """The CLI's view: top-k for a customer, with everything they engaged with left out.
+        """One customer's top-k as the offline evaluation scores it, for scripts and notebooks: everything
+        they engaged with left out.
 
         Unlike the API's default (only purchases are left out), ``exclude_seen`` drops every item the
-        customer viewed, carted or bought in training: the offline-evaluation protocol, so the CLI
-        shows what the metrics measured. Without ``context`` the overall mix is used. ``steering``
-        overrides the personalizer's setting for this call (it matters only when ``mix`` is given).
+        customer viewed, carted or bought in training: the offline-evaluation protocol, so a caller
+        sees what the metrics measured. The CLI's ``recommend`` and ``summary`` show the served lists
+        instead (``training.batch_recommend.customer_lists``). Without ``context`` the overall mix is
+        used. ``steering`` overrides the personalizer's setting for this call (it matters only when
+        ``mix`` is given).
         """
         if steering is not None:
             check_steering(steering, "steering")

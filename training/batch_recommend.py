@@ -26,7 +26,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.data.csv_text import CsvFormatError, csv_header, located_fault
+from engine.data.csv_text import CsvFormatError, csv_header, read_csv_text
 from engine.errors import PersonaEngineError
 from engine.personalization_request import CustomerTarget, ProductRequest, SessionContext
 from engine.personalizer import Personalizer, ProductList
@@ -108,24 +108,18 @@ def read_customer_ids(spec: str) -> list[str]:
             if path.suffix.lower() == ".txt":
                 lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
                 return _some_ids(path, lines)
-            if path.suffix.lower() == ".parquet":
-                lazy = pl.scan_parquet(path)
-                columns = lazy.collect_schema().names()
-            else:
-                columns = csv_header(path)
-                lazy = pl.scan_csv(path, infer_schema=False)
+            parquet = path.suffix.lower() == ".parquet"
+            columns = list(pl.read_parquet_schema(path)) if parquet else csv_header(path)
             if "customer_id" not in columns:
                 raise CustomerListError(
                     f"{path}: needs a customer_id column (columns found: {', '.join(columns) or 'none'})"
                 )
-            try:
-                column = (
-                    lazy.select(pl.col("customer_id").cast(pl.String).str.strip_chars()).collect().to_series()
-                )
-            except pl.exceptions.PolarsError as problem:
-                if path.suffix.lower() == ".parquet":
-                    raise
-                raise located_fault(path, problem) from None
+            frame = (
+                pl.read_parquet(path, columns=["customer_id"])
+                if parquet
+                else read_csv_text(path, ["customer_id"], header=columns)
+            )
+            column = frame.to_series().cast(pl.String).str.strip_chars()
         except CsvFormatError as fault:
             raise CustomerListError(fault.located(f"{path}: cannot read the customer list")) from None
         except (OSError, UnicodeDecodeError, pl.exceptions.PolarsError) as problem:

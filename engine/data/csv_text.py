@@ -92,10 +92,14 @@ def csv_header(path: Path) -> list[str]:
     return header
 
 
-def read_csv_text(path: Path, columns: Sequence[str] | None = None) -> pl.DataFrame:
+def read_csv_text(
+    path: Path, columns: Sequence[str] | None = None, *, header: Sequence[str] | None = None
+) -> pl.DataFrame:
     """``columns`` (all when None) of a CSV file as text; a malformed file raises ``CsvFormatError``
-    located at its first bad record."""
-    header = csv_header(path)
+    located at its first bad record. ``header``: what ``csv_header`` already returned for the file, so
+    that its checks are not run twice."""
+    if header is None:
+        header = csv_header(path)
     wanted = list(header if columns is None else columns)
     try:
         return pl.scan_csv(path, infer_schema=False).select(wanted).collect()

@@ -388,7 +388,7 @@ def _read_file(
                 return None, 0
             present = kept(header)
             try:
-                frame = read_csv_text(path, present) if present else pl.DataFrame()
+                frame = read_csv_text(path, present, header=header) if present else pl.DataFrame()
             except CsvFormatError as fault:
                 if not (skip_invalid and fault.skippable):
                     raise
