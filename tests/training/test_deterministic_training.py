@@ -19,6 +19,7 @@ MODELS = {
     "popularity": {},
     "bpr": {"factors": 8, "iterations": 20},
     "lightfm_hybrid": {"no_components": 8, "epochs": 5},
+    "blend": {"members": [{"kind": "als", "factors": 8}, {"kind": "bpr", "factors": 8, "iterations": 20}]},
 }
 
 
@@ -54,4 +55,8 @@ def test_deterministic_mode_fits_every_threaded_model_on_one_thread() -> None:
     assert config.model_settings("bpr")["num_threads"] == 1
     assert config.model_settings("lightfm_hybrid")["num_threads"] == 1
     assert config.model_settings("popularity") == {}
+    assert config.model_settings("blend")["members"] == [
+        {"kind": "als", "factors": 8, "num_threads": 1},
+        {"kind": "bpr", "factors": 8, "iterations": 20, "num_threads": 1},
+    ], "a blend's members fit on one thread too"
     assert parse_config({"models": MODELS}).model_settings("bpr") == MODELS["bpr"]
