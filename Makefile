@@ -102,6 +102,13 @@ bench-fuzz: $(STAMP)
 model-quality: $(STAMP)
 	$(BIN)/python -m benchmarks.model_quality $(MODEL_QUALITY_ARGS)
 
+# Known customers' live sessions folded into their vectors against the mix-only path, per page and per
+# batch of 32, first page after an event and later ones (benchmarks/live_fold_in.py) on the demo's
+# artifact (run make demo first). Flags through BENCH_LIVE_FOLD_IN_ARGS, e.g. "--session-events 12".
+.PHONY: bench-live-fold-in
+bench-live-fold-in: $(STAMP)
+	$(BIN)/python -m benchmarks.live_fold_in artifacts/latest $(BENCH_LIVE_FOLD_IN_ARGS)
+
 # Start-up with a 1M-event log (snapshot + tail) to health SERVING, against an empty-log start; the
 # full-replay cost per event (benchmarks/startup.py). Flags through BENCH_STARTUP_ARGS.
 .PHONY: bench-startup bench-crash

@@ -350,6 +350,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _print_context_results(report.context_results, report.k)
     _print_steering_results(report.steering_results, report.k)
     _print_drift_evaluation(report.drift_evaluation, report.k)
+    _print_session_evaluation(report.session_evaluation, report.k)
     for warning in report.warnings:
         stdout_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     same = [model for model, equal in report.matches_manifest.items() if equal]
@@ -409,6 +410,15 @@ def _print_drift_evaluation(record: dict[str, Any] | None, k: int) -> None:
 
     if record and record.get("results"):
         title, columns, rows = drift_mix_table(record, k)
+        print_table(title, columns, rows)
+
+
+def _print_session_evaluation(record: dict[str, Any] | None, k: int) -> None:
+    """Known customers' first held-out day as a live session: folded into their vector vs fitted."""
+    from training.session_evaluation import session_table
+
+    if record and record.get("results"):
+        title, columns, rows = session_table(record, k)
         print_table(title, columns, rows)
 
 

@@ -38,7 +38,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from engine.artifact.contents import LoadedArtifact, load_artifact
-from engine.data.interactions import artifact_event_weights, empty_csr_matrix
+from engine.data.interactions import empty_csr_matrix
 from engine.decisions.decision_draws import DecisionDraws, new_decision_id
 from engine.decisions.decision_policy import DEFAULT_EPSILON, PolicyMode
 from engine.decisions.offer_eligibility import EligibilityContext
@@ -82,6 +82,7 @@ from engine.ranking.product_lists import (
     row_indices,
 )
 from engine.ranking.score_explanation import PersonaAffinity
+from engine.ranking.unlearned_events import UnlearnedEvents
 
 __all__ = [
     "BACKFILL_MODEL",
@@ -287,8 +288,7 @@ class Personalizer:
             affinity=self.affinity,
             model_knows_customers=self.model_knows_customers,
             steering=self.steering,
-            history=self.history,
-            purchase_weight=artifact_event_weights(manifest).get("purchase", 0.0),
+            unlearned=UnlearnedEvents.of_artifact(manifest, self.history, self.item_catalog),
         )
 
     def _scores_depend_on_identity(self, sample: int = 3) -> bool:

@@ -50,6 +50,7 @@ from training.prepared_data import (
     require_something_to_evaluate,
 )
 from training.served_models import ServedModels
+from training.session_evaluation import session_evaluation
 from training.steering_evaluation import SteeringResult, steering_results
 from training.train_job import fit_models
 
@@ -73,6 +74,7 @@ class EvaluationReport:
     context_results: list[ContextMixResult] = field(default_factory=list)  # context mix vs overall mix
     steering_results: list[SteeringResult] = field(default_factory=list)  # requested personas per setting
     drift_evaluation: dict[str, Any] | None = None  # flagged customers: recent mix vs overall mix
+    session_evaluation: dict[str, Any] | None = None  # first held-out day folded in vs fitted vector
     warnings: list[str] = field(default_factory=list)  # a test period too thin to judge by
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +88,7 @@ class EvaluationReport:
             "context_evaluation": [r.to_dict() for r in self.context_results],
             "steering_evaluation": [r.to_dict() for r in self.steering_results],
             "drift_evaluation": self.drift_evaluation,
+            "session_evaluation": self.session_evaluation,
             "persona_accuracy": self.persona_accuracy,
             "data_matches_artifact": self.data_matches_artifact,
             "warnings": self.warnings,
@@ -139,6 +142,8 @@ def run_evaluation(
     announce("scoring the customers who drift with their recent mix")
     drift = drift_evaluation(prepared, models, segments, config, scored_lists=lists)
     del lists
+    announce("folding known customers' first held-out day into their vectors")
+    session = session_evaluation(prepared, models, segments, config)
     announce("measuring steering towards requested mixes")
     steering = steering_results(prepared, models, config.evaluation.k, segments=segments)
     announce("checking persona mixes against planted truth")
@@ -154,6 +159,7 @@ def run_evaluation(
         context_results=by_context,
         steering_results=steering,
         drift_evaluation=drift,
+        session_evaluation=session,
         warnings=held_out_warnings(prepared, segments),
     )
 

@@ -74,6 +74,7 @@ from training.prepared_data import (
     require_something_to_evaluate,
 )
 from training.served_models import MANIFEST_KEY as SERVED_MODELS
+from training.session_evaluation import SESSION_EVALUATION, session_evaluation
 from training.stage_timings import StageTimings
 from training.steering_evaluation import STEERING_EVALUATION, steering_results
 from training.training_engine import LOCAL_ENGINE, TrainingEngine
@@ -93,6 +94,7 @@ class TrainResult:
     served_models: dict[str, Any] = field(default_factory=dict)  # the manifest record: served_models_record
     context_results: list[ContextMixResult] = field(default_factory=list)  # context mix vs overall mix
     drift_evaluation: dict[str, Any] | None = None  # flagged customers: recent mix vs overall mix
+    session_evaluation: dict[str, Any] | None = None  # first held-out day folded in vs fitted vector
 
 
 class WrittenArtifact(NamedTuple):
@@ -396,6 +398,8 @@ def run_training(
         with timings.stage("drift_mixes"):
             drift = drift_evaluation(prepared, models, segments, config, scored_lists=scored)
         del scored
+        with timings.stage("session_fold_in"):
+            session = session_evaluation(prepared, models, segments, config)
         with timings.stage("steering"):
             steering = steering_results(prepared, models, config.evaluation.k, segments=segments)
     with timings.stage("persona_accuracy"):
@@ -458,6 +462,10 @@ def run_training(
         # Customers the change test flags at the end of training: NDCG with the recent mix the
         # server gives a drifting customer and with the overall mix (training.drift_evaluation).
         manifest_fields[DRIFT_EVALUATION] = drift
+    if session is not None:
+        # Known customers' first held-out day as a live session: NDCG with it folded into their
+        # vector, as served, and from their fitted vector (training.session_evaluation).
+        manifest_fields[SESSION_EVALUATION] = session
     if engine.name != LOCAL_ENGINE.name:
         manifest_fields["engine"] = {"name": engine.name, **engine.record}
     with timings.stage("write_artifact"):
@@ -478,6 +486,7 @@ def run_training(
         served_models=served,
         context_results=by_context,
         drift_evaluation=drift,
+        session_evaluation=session,
     )
 
 

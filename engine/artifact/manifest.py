@@ -57,6 +57,7 @@ TRAINING_KEYS: Final[Mapping[str, tuple[type, ...]]] = {
     "context_evaluation": (list,),
     "steering_evaluation": (list,),
     "drift_evaluation": (dict,),
+    "session_evaluation": (dict,),
     # Which training engine ran (local or spark), its master and the Spark path's choices
     # (hyperparameter mapping, evaluation sample); training.spark writes it.
     "engine": (dict,),

@@ -4,8 +4,9 @@ Each accepted behaviour event updates its customer's state at once (``observe``,
 
 - a purchase puts the item on the customer's bought list, which serving excludes like the purchases
   the artifact was trained on;
-- every event with an item the artifact knows is kept (time, item, discounted, channel, device; the
-  last ``max_events``) as evidence for the session mix;
+- every event with an item the artifact knows is kept (time, item, discounted, channel, device, event
+  type; the last ``max_events``) as evidence for the session mix, and as what serving folds into a
+  customer's vector (``LiveView.events``, ``engine.ranking.product_lists``);
 - drift is re-checked with the change test ``persona-engine drift`` runs offline
   (``engine.personas.change_detection``): the detector's state (baseline evidence, one CUSUM per
   persona, the events still younger than the baseline lag) is part of the customer's state and
@@ -72,9 +73,15 @@ from engine.personas.drift import (
     status_of,
 )
 from engine.personas.mix import PersonaMix
-from engine.personas.mix_resolution import CustomerMixes, LiveView
+from engine.personas.mix_resolution import CustomerMixes, LiveInteraction, LiveView
 
-STATE_FORMAT = 2  # 2: the change detector's state replaced the divergence check
+STATE_FORMAT = (
+    3  # 3: kept events carry their event type; 2: the change detector replaced the divergence check
+)
+# Format 2 differs only in its kept events, which lack the type: read as events of unknown type (they
+# still move the session mix and the drift test, and are not folded in), so an upgrade keeps every
+# customer's session, purchases and drift state.
+_READABLE_FORMATS = frozenset({2, STATE_FORMAT})
 KEY_PREFIX = "live:customer:"
 PURCHASE = "purchase"
 _SECONDS_PER_DAY = 86_400.0
@@ -126,6 +133,7 @@ class KeptEvent(NamedTuple):
     discounted: bool | None
     channel: str | None
     device: str | None
+    event_type: str | None  # None: kept by a server from before types were kept (state format 2)
 
 
 @dataclass
@@ -163,7 +171,7 @@ class LiveCustomerState:
         events: the event log rebuilds it)."""
         try:
             document = orjson.loads(data)
-            if document.get("v") != STATE_FORMAT:
+            if document.get("v") not in _READABLE_FORMATS:
                 return cls()
             detector = None
             if document["c"] is not None:
@@ -187,9 +195,14 @@ class LiveCustomerState:
 
 def _kept_events(rows: list[list[Any]]) -> list[KeptEvent]:
     """Stored rows as kept events, built by C-level calls: a rebuild decodes up to ``max_events`` of
-    them per customer and batch, and a Python-level constructor per row was most of a decode."""
-    if not set(map(len, rows)) <= {len(KeptEvent._fields)}:
-        raise ValueError(f"a kept event has {len(KeptEvent._fields)} fields")
+    them per customer and batch, and a Python-level constructor per row was most of a decode. Rows of
+    format 2 (one field fewer, no event type) get a type of None."""
+    width = len(KeptEvent._fields)
+    lengths = set(map(len, rows))
+    if not lengths <= {width, width - 1}:
+        raise ValueError(f"a kept event has {width} fields")
+    if width - 1 in lengths:
+        rows = [row if len(row) == width else [*row, None] for row in rows]
     return list(map(_NEW_KEPT_EVENT, rows))
 
 
@@ -360,7 +373,12 @@ class LiveCustomerStates:
                 discounted = None if event.discount is None else event.discount > 0
                 state.events.append(
                     KeptEvent(
-                        event.timestamp.timestamp(), event.item_id, discounted, event.channel, event.device
+                        event.timestamp.timestamp(),
+                        event.item_id,
+                        discounted,
+                        event.channel,
+                        event.device,
+                        event.event_type,
                     )
                 )
                 if event.event_type == PURCHASE and event.item_id not in state.purchased:
@@ -452,7 +470,12 @@ class LiveCustomerStates:
             mix = PersonaMix(long_term.personas, blended)
         elif recent:
             mix = PersonaMix(long_term.personas, start)
-        view = LiveView(mix, tuple(state.purchased), drift, recent_mix=recent)
+        events = tuple(
+            LiveInteraction(e.timestamp, e.item_id, e.event_type)
+            for e in state.events
+            if e.event_type is not None
+        )
+        view = LiveView(mix, tuple(state.purchased), drift, recent_mix=recent, events=events)
         if len(self._views) >= _MAX_VIEWS:
             self._views.clear()  # a crude bound; the next requests refill what is still in use
         self._views[memo_key] = (data, bucket, view)

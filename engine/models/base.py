@@ -125,11 +125,14 @@ class UserBatch:
     as above; 1 scores a known customer as a stranger with that mix would be scored. Models without
     per-customer state ignore it.
 
-    ``events`` (n, n_items) CSR, optional: for customers the model never saw (index -1), the events it
-    did not learn from (their history in the artifact, or the training period of a cold-start
-    hold-out), with the confidence the training matrix gives an event. Models that can place such a
-    customer from their events (ALS folds them in, ``engine.models.fold_in``) do so; the others, and
-    rows without events, score the mix and demographics alone. Rows of known customers are ignored.
+    ``events`` (n, n_items) CSR, optional, with the confidence the training matrix gives an event: for
+    customers the model never saw (index -1), the events it did not learn from (their history in the
+    artifact, or the training period of a cold-start hold-out); for a known customer, *all* their
+    events, the training history and what they did since (live events). Models that can place a
+    customer from their events (ALS folds them in, ``engine.models.fold_in``) do so, a known customer's
+    solved vector taking the place of their fitted one; the others, and rows without events, score as
+    without events. A row of a known customer is empty unless they did something since training: a
+    fold-in of the history alone would only cost time to give back (nearly) the fitted vector.
 
     ``validated``: the engine built the batch from values already checked once (PersonaMix weights
     are validated on construction, rows come from the artifact itself), so models skip re-checking it
@@ -248,6 +251,11 @@ class Recommender(ABC):
     @property
     @abstractmethod
     def n_items(self) -> int: ...
+
+    def forget_folded_in(self) -> None:
+        """Drop the vectors remembered from folding events in (``folds_in_events`` models remember the
+        fold-in of each distinct row of events of a serving batch): what a page costs after a new event."""
+        return  # the others remember nothing
 
     def item_vectors(self) -> NDArray[np.float32] | None:
         """(n_items, d) when the model scores by inner product, ``score == query_vectors @ item_vectors.T``.

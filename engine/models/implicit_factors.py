@@ -27,7 +27,12 @@ nothing of personas. Personas enter afterwards, in vector space:
   MovieLens 100K, the synthetic shop and Online Retail this took the held-out customers from 1.48x,
   1.44x and 2.55x popularity's NDCG@10 (mix and demographics alone) to 2.07x, 2.25x and 3.14x
   (``make model-quality``, 20 trials). BPR has no closed-form user step and scores such customers
-  from their mix.
+  from their mix;
+- a known customer who brings events (their history and what they did since the artifact was trained,
+  from live events) has their own vector ``u_c`` replaced by the one solved from all of them, as a
+  refit would place them with the item factors kept; the persona trade and blend apply as above. A
+  fold-in of the history alone gives back the fitted vector (to the fit's few conjugate-gradient
+  steps), so only the new events move it.
 
 Persona vectors are means, so they are shorter than a typical customer vector: a blend moves a known
 customer's *direction* less than ``persona_blend`` suggests, and BPR's item-bias column (its users
@@ -67,6 +72,10 @@ from engine.models.persona_prior import (
     levels_from_events,
     prior_state,
 )
+
+_MAX_FOLDED = 20_000  # remembered folded-in vectors per model (a few MB at 64 factors)
+# Batches of more rows are offline jobs (evaluation, batch-recommend), which fold each row once.
+_REMEMBERED_BATCH_ROWS = 256
 
 # ALS's penalty forms: implicit's, the same for every vector, or MLlib's, in proportion to interactions
 ALS_PENALTIES: tuple[str, ...] = ("constant", "per_interaction")
@@ -230,6 +239,9 @@ class ImplicitFactorsModel(Recommender):
         self._state: dict[str, NDArray[np.float32]] | None = None
         self._item_vectors: NDArray[np.float32] | None = None
         self._gram: NDArray[np.float64] | None = None  # the item factors' Gram matrix, for folding in
+        # Folded-in vectors by their row of events: a customer's pages between two of their events
+        # fold the same events in, and the solve is most of what folding in costs a page.
+        self._folded_memo: dict[bytes, NDArray[np.float32]] = {}
 
     @classmethod
     def without_personas(cls, config: dict[str, Any]) -> dict[str, Any]:
@@ -284,6 +296,7 @@ class ImplicitFactorsModel(Recommender):
         )
         self._item_vectors = None
         self._gram = None
+        self._folded_memo = {}
 
     def with_persona_weights(
         self, blend_weights: list[float] | None, prior_weights: list[float] | None
@@ -375,16 +388,30 @@ class ImplicitFactorsModel(Recommender):
         known = users.user_index >= 0
         keep = 1.0 - self._blends(len(users.user_index), levels)[:, None]  # (n, 1), per level when fitted
         base = users.base_mix if users.base_mix is not None else users.mix
-        if known.all():  # the common page: a customer the model knows; demographics play no part
+        if known.all():  # the common page: a known customer; demographics play no part
             vectors = ordered_product(users.mix - keep * base, state["persona_factors"])
-            vectors += keep.astype(np.float32) * state["user_factors"][users.user_index]
+            own_vectors = state["user_factors"][users.user_index]
+            if folded is not None:  # with events since training: solved from all their events
+                own_vectors[folded[0]] = folded[1]
+            vectors += keep.astype(np.float32) * own_vectors
             return self._steered(vectors, users, state["persona_factors"])
         coefficients = np.array(users.mix, dtype=np.float64)
         coefficients[known] -= keep[known] * base[known]
         vectors = ordered_product(coefficients, state["persona_factors"])  # m @ P for cold rows
-        vectors[known] += keep[known].astype(np.float32) * state["user_factors"][users.user_index[known]]
-        if folded is not None:  # placed by their own events, then blended like a known customer
+        own_vectors = state["user_factors"][users.user_index[known]]
+        folded_cold = None
+        if folded is not None:
             rows, own = folded
+            from_events = known[rows]
+            if from_events.any():  # known customers with new events: their vector solved from all of them
+                position = np.cumsum(known) - 1  # each known row's place among the known rows
+                own_vectors[position[rows[from_events]]] = own[from_events]
+            folded_cold = (rows[~from_events], own[~from_events])
+        vectors[known] += keep[known].astype(np.float32) * own_vectors
+        if (
+            folded_cold is not None and folded_cold[0].size
+        ):  # placed by their events, blended like a known customer
+            rows, own = folded_cold
             share = keep[rows].astype(np.float32)
             vectors[rows] = (np.float32(1.0) - share) * vectors[rows] + share * own
         persona_part = vectors
@@ -393,8 +420,8 @@ class ImplicitFactorsModel(Recommender):
         demographics = users.dense_demographics()
         attribute_mass = demographics.sum(axis=1)
         cold_with_attributes = ~known & (attribute_mass > 0)
-        if folded is not None:
-            cold_with_attributes[folded[0]] = False
+        if folded_cold is not None:
+            cold_with_attributes[folded_cold[0]] = False
         if cold_with_attributes.any():
             rows = np.flatnonzero(cold_with_attributes)
             weights = demographics[rows] / attribute_mass[rows, None]
@@ -446,7 +473,8 @@ class ImplicitFactorsModel(Recommender):
         return None
 
     def _folded_rows(self, users: UserBatch) -> tuple[NDArray[np.int64], NDArray[np.float32]] | None:
-        """The unknown rows that carry events, and their folded-in vectors; None when there are none.
+        """The rows that carry events (unknown customers, and known ones with events since training),
+        and their folded-in vectors; None when there are none.
 
         Checks the batch first: every scoring path starts here."""
         shape, _ = self._fitted()
@@ -454,21 +482,53 @@ class ImplicitFactorsModel(Recommender):
         if users.events is None:
             return None
         events = users.events.tocsr()  # no copy when it is CSR already, as batches build it
-        rows = np.flatnonzero((users.user_index < 0) & (np.diff(events.indptr) > 0))
+        rows = np.flatnonzero(np.diff(events.indptr) > 0)
         if rows.size == 0:
             return None
-        own = self._folded_in(events, rows)
-        return None if own is None else (rows, own)
+        return self._remembered_fold_in(events, rows)
+
+    def forget_folded_in(self) -> None:
+        self._folded_memo = {}
+
+    def _remembered_fold_in(
+        self, events: sp.csr_matrix, rows: NDArray[np.int64]
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]] | None:
+        """``_folded_in`` of ``rows``, each row's vector solved once per distinct row of events: a row
+        is solved on its own (``engine.models.fold_in``), so a remembered vector is the same bits."""
+        if rows.size > _REMEMBERED_BATCH_ROWS:
+            own = self._folded_in(events, rows)
+            return None if own is None else (rows, own)
+        memo = self._folded_memo
+        indptr, indices, data = events.indptr, events.indices, events.data
+        kinds = (indices.dtype.char + data.dtype.char).encode()
+        keys = [
+            kinds + indices[indptr[r] : indptr[r + 1]].tobytes() + data[indptr[r] : indptr[r + 1]].tobytes()
+            for r in rows.tolist()
+        ]
+        found = [memo.get(key) for key in keys]
+        missing = [n for n, vector in enumerate(found) if vector is None]
+        if missing:
+            solved = self._folded_in(events, rows[missing])
+            if solved is None:
+                return None
+            if len(memo) + len(missing) > _MAX_FOLDED:
+                memo.clear()  # a crude bound: the next pages refill what is still in use
+            for n, vector in zip(missing, solved, strict=True):
+                found[n] = memo[keys[n]] = vector
+        return rows, np.array(found, dtype=np.float32).reshape(rows.size, -1)
 
     def _levels(
         self, users: UserBatch, folded: tuple[NDArray[np.int64], NDArray[np.float32]] | None
     ) -> NDArray[np.int64]:
-        """Activity level per row: a folded-in customer takes the level of their number of events."""
+        """Activity level per row: a folded-in unknown customer takes the level of their number of
+        events; a known one keeps the level of their training events (the weights were fitted so)."""
         levels = self.activity_levels_of(users.user_index)
         if folded is not None and users.events is not None:
             _, state = self._fitted()
             edges = state.get("activity_edges", np.zeros(0, dtype=np.float32))
-            levels[folded[0]] = levels_from_events(users.events, folded[0], edges)
+            cold = folded[0][users.user_index[folded[0]] < 0]
+            if cold.size:
+                levels[cold] = levels_from_events(users.events, cold, edges)
         return levels
 
     def _blends(self, n: int, levels: NDArray[np.int64] | None) -> NDArray[np.float64]:
@@ -535,6 +595,7 @@ class ImplicitFactorsModel(Recommender):
         self._shape = shape
         self._item_vectors = None
         self._gram = None
+        self._folded_memo = {}
 
 
 class ImplicitALSModel(ImplicitFactorsModel):

@@ -224,6 +224,10 @@ class ModelBlend(Recommender):
     def n_items(self) -> int:
         return self.members[0].n_items
 
+    def forget_folded_in(self) -> None:
+        for member in self.members:
+            member.forget_folded_in()
+
     def item_vectors(self) -> NDArray[np.float32]:
         return self._fitted()[1]
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import polars as pl
@@ -52,6 +52,14 @@ class MixSource(StrEnum):
     DRIFT = "drift"  # a drifting customer: their recent mix (since the drift began), moved by the session
 
 
+class LiveInteraction(NamedTuple):
+    """One event of a customer's live state as serving folds it in: when (UTC seconds), what, which type."""
+
+    timestamp: float
+    item_id: str
+    event_type: str
+
+
 @dataclass(frozen=True)
 class LiveView:
     """What a customer's live state changes about serving them right now.
@@ -59,12 +67,17 @@ class LiveView:
     ``mix`` is None when no session evidence is left (the long-term mix stands); ``purchased_item_ids``
     are bought since the artifact was trained and must not be recommended again. ``recent_mix``: the
     customer drifts, and ``mix`` starts from their recent mix instead of the long-term one.
+
+    ``events``: the customer's kept events (the last ``max_events``, in time order). Serving folds
+    those after the artifact's data into the customer's vector, as a refit on them would place the
+    customer (``engine.ranking.product_lists``): the mix alone barely moves a known customer's list.
     """
 
     mix: PersonaMix | None
     purchased_item_ids: tuple[str, ...] = ()
     drift: DriftStatus | None = None
     recent_mix: bool = False
+    events: tuple[LiveInteraction, ...] = ()
 
 
 class LiveMixes(Protocol):

@@ -41,6 +41,7 @@ from engine.ranking.filters import ItemFilters
 from engine.ranking.list_assembly import ItemReason, ListEntry, assemble_list, ranked_only
 from engine.ranking.promotions import CompiledPromotions, Promotions
 from engine.ranking.score_explanation import PersonaAffinity
+from engine.ranking.unlearned_events import UnlearnedEvents
 
 # Rows scored per model call: bounds the dense (rows x items) score matrix of big batches.
 SCORING_CHUNK = 256
@@ -270,18 +271,15 @@ class ProductListBuilder:
         affinity: PersonaAffinity,
         model_knows_customers: bool,
         steering: float = 0.0,
-        history: sp.csr_matrix | None = None,
-        purchase_weight: float = 0.0,
+        unlearned: UnlearnedEvents | None = None,
     ) -> None:
-        """A model that folds in events (``Recommender.folds_in_events``) places the customers it never
-        saw from what is known of them: ``history``, the artifact's training-period events per customer
-        (a cold-start hold-out served without a refit), and what they bought since training through
-        live events, each purchase counted ``purchase_weight`` as the training matrix counts one
-        (``[interactions] purchase``; 0 leaves live purchases out). The history is referenced, not
-        copied, and only kept for such a model."""
+        """A model that folds in events (``Recommender.folds_in_events``) places customers by the
+        events it has not learned from, ``unlearned`` (``engine.ranking.unlearned_events``): the
+        customers it never saw from their artifact history and live events, known ones from their
+        history and what they did since the artifact's data. None, or a model that cannot fold
+        events in, scores every customer without."""
         self.model = model
-        self._history = history if model.folds_in_events else None
-        self._purchase_weight = purchase_weight
+        self.unlearned = unlearned if model.folds_in_events else None
         self.steering = steering
         self.backfill = backfill
         self.index = index
@@ -417,49 +415,11 @@ class ProductListBuilder:
     def _events(
         self, rows: Sequence[ListRow], user_index: NDArray[np.int64], customer_rows: NDArray[np.int64]
     ) -> sp.csr_matrix | None:
-        """The events of the rows the model never saw: the artifact's history of them and their live
-        purchases, as the training matrix holds events (log1p of the summed weights); the other rows
-        empty. None when no row has any, or the model does not fold events in."""
-        history = self._history
-        if history is None or (user_index >= 0).all():
+        """The rows' events the model has not learned from (``engine.ranking.unlearned_events``); None
+        when no row has any, or the model does not fold events in."""
+        if self.unlearned is None:
             return None
-        built: list[tuple[int, NDArray[np.integer], NDArray[np.floating]]] = []
-        for i in np.flatnonzero(user_index < 0):
-            live = rows[int(i)].resolved.live
-            bought = live.purchased_item_ids if live is not None and self._purchase_weight > 0 else ()
-            customer = int(customer_rows[i])
-            if customer < 0 and not bought:
-                continue
-            start, end = (history.indptr[customer], history.indptr[customer + 1]) if customer >= 0 else (0, 0)
-            if not bought:  # the history as training holds it, to the bit
-                if end > start:
-                    built.append((int(i), history.indices[start:end], history.data[start:end]))
-                continue
-            # summed weights per item (history first, then each purchase), over the row's items only
-            bought_items = self.catalog.indices(bought)
-            items, slot = np.unique(
-                np.concatenate([history.indices[start:end], bought_items]), return_inverse=True
-            )
-            weights = np.concatenate(
-                [
-                    np.expm1(history.data[start:end].astype(np.float64)),
-                    np.full(bought_items.size, self._purchase_weight),
-                ]
-            )
-            if items.size:
-                built.append(
-                    (int(i), items, np.log1p(np.bincount(slot.ravel(), weights, minlength=items.size)))
-                )
-        if not built:
-            return None
-        # Straight into CSR (rows come in order, items are distinct within a row): scipy's COO route
-        # would sort and sum duplicates on every such page.
-        lengths = np.zeros(len(rows), dtype=np.int64)
-        lengths[[i for i, _, _ in built]] = [items.size for _, items, _ in built]
-        indptr = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(lengths)])
-        columns = np.concatenate([items for _, items, _ in built]).astype(np.int32)
-        values = np.concatenate([values for _, _, values in built]).astype(np.float32)
-        return sp.csr_matrix((values, columns, indptr), shape=(len(rows), history.shape[1]))
+        return self.unlearned.rows([row.resolved.live for row in rows], user_index, customer_rows)
 
     def _list_for(
         self,

@@ -215,7 +215,14 @@ def test_cli_train_json_and_summary(
     # Explained once, from the data the served models see: the refit's prepare, not the split's.
     refit_parts = [*PREPARE_PARTS[:4], "explanations", *PREPARE_PARTS[4:]]
     assert parts["refit"] == ["split", *refit_parts, "fit_models", "persona_accuracy"]
-    assert parts["evaluation"] == ["segments", "models", "context_mixes", "drift_mixes", "steering"]
+    assert parts["evaluation"] == [
+        "segments",
+        "models",
+        "context_mixes",
+        "drift_mixes",
+        "session_fold_in",
+        "steering",
+    ]
     assert parts["write_artifact"] == ["drift_calibration", "purchases_matrix", "write_contents", "commit"]
     prepare = stages[0]
     assert sum(p["seconds"] for p in prepare["parts"]) <= prepare["seconds"]

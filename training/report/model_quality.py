@@ -14,6 +14,7 @@ from training.evaluation import BASELINE, CONTEXT_EVALUATION, METRIC_NAMES
 from training.report import report_plots
 from training.report.report_inputs import ReportInputs
 from training.report.report_section import Chart, Column, Format, ReportSection, Table, unavailable
+from training.session_evaluation import SESSION_EVALUATION
 
 SECTION_ID = "model_quality"
 TITLE = "How well the models predict what customers do next"
@@ -143,6 +144,7 @@ def build(inputs: ReportInputs) -> ReportSection:
         "served_models_refit_on_all_events": inputs.served.refit_on_all_events,
         "context_evaluation": manifest.get(CONTEXT_EVALUATION, []),
         "drift_evaluation": manifest.get(DRIFT_EVALUATION),
+        "session_evaluation": manifest.get(SESSION_EVALUATION),
     }
     notes = [
         "NDCG rewards putting the right products near the top of the list (1.0 would be perfect); "

@@ -162,6 +162,67 @@ def test_session_events_move_the_mix_towards_their_persona_then_decay(
     assert personalizer.resolver.resolve(customer).source is MixSource.INFERRED
 
 
+def test_a_known_customers_session_after_the_artifacts_data_is_folded_into_their_vector(
+    personalizer: Personalizer,
+    scorer: LiveEventScorer,
+    live: Live,
+) -> None:
+    """ALS solves a known customer's vector from their history and the session, as a refit on them
+    would: the session reaches their list through their own vector, not only through their mix. With
+    ``[output] fold_in_live_events = false`` only the mix moves, as before."""
+    states, clock, _ = live
+    persona = 0
+    customer = known_customer(personalizer, persona)
+    clock.now = dt.datetime(2026, 6, 10, 12, 0, tzinfo=dt.UTC)  # the small artifact's data end 2026-06-03
+    viewed = typical_items(scorer, persona, 4)
+    states.observe(
+        [event(customer, item, clock.now - dt.timedelta(minutes=4 - i)) for i, item in enumerate(viewed)], []
+    )
+    request = ProductRequest(k=10)
+    row = personalizer._row(CustomerTarget(customer), personalizer._spec(request), None, None)
+    assert row.model_row >= 0, "a customer the model has a vector for"
+    batch = personalizer.lists.user_batch([row])
+    assert batch.events is not None
+    history = personalizer.history[int(personalizer.customers.to_internal([customer])[0])]
+    assert set(batch.events[0].indices) == set(history.indices) | set(
+        personalizer.item_catalog.indices(viewed)
+    )
+    folded = personalizer.recommend_products([CustomerTarget(customer)], request)[0]
+    unlearned = personalizer.lists.unlearned
+    assert unlearned is not None
+    personalizer.lists.unlearned = dataclasses.replace(unlearned, known_customers=False)
+    try:
+        assert personalizer.lists.user_batch([row]).events is None
+        mix_only = personalizer.recommend_products([CustomerTarget(customer)], request)[0]
+    finally:
+        personalizer.lists.unlearned = unlearned
+    assert folded.mix == mix_only.mix, "the session moves the mix the same either way"
+    assert [i.item_id for i in folded.items] != [i.item_id for i in mix_only.items]
+    # Their vector turns towards what they viewed: those items score higher than under the mix alone.
+    model = personalizer.model
+    vectors = model.item_vectors()
+    assert vectors is not None
+    items = vectors[personalizer.item_catalog.indices(viewed)]
+    turned = model.query_vectors(batch)[0] @ items.T
+    unturned = model.query_vectors(batch.without_events())[0] @ items.T
+    assert turned.mean() > unturned.mean()
+
+
+def test_live_events_the_artifact_has_learned_are_not_folded_in_again(
+    personalizer: Personalizer,
+    scorer: LiveEventScorer,
+    live: Live,
+) -> None:
+    """Live state outlives reloads: events up to the artifact's data may be in its history already."""
+    states, _, _ = live
+    customer = str(personalizer.model_customers.ids[7])  # in the models: a fold-in would replace a vector
+    states.observe([event(customer, item, START) for item in typical_items(scorer, 1, 3)], [])  # before 06-03
+    row = personalizer._row(CustomerTarget(customer), personalizer._spec(ProductRequest(k=5)), None, None)
+    assert row.model_row >= 0
+    assert row.resolved.live is not None and len(row.resolved.live.events) == 3
+    assert personalizer.lists.user_batch([row]).events is None
+
+
 def test_a_mix_given_in_the_request_is_never_overridden(
     personalizer: Personalizer,
     scorer: LiveEventScorer,
@@ -285,6 +346,7 @@ kept_events = st.builds(
     discounted=st.none() | st.booleans(),
     channel=st.none() | st.text(max_size=6),
     device=st.none() | st.text(max_size=6),
+    event_type=st.none() | st.sampled_from(["view", "cart", "purchase"]),
 )
 finite = st.floats(-1e6, 1e6, allow_nan=False)
 detectors = st.builds(
@@ -335,6 +397,16 @@ def test_state_survives_its_stored_form(
     state = LiveCustomerState(events, purchased, detector, check, since)
     assert _same(LiveCustomerState.from_bytes(state.to_bytes(), 3), state)
     assert LiveCustomerState.from_bytes(state.to_bytes(), 4).detector is None or detector is None
+
+
+def test_state_of_the_format_before_event_types_is_read_with_its_types_unknown() -> None:
+    """An upgraded server keeps every customer's session, purchases and drift state: format 2 held
+    kept events without their type, which are read as of unknown type (not folded into vectors)."""
+    old = {"v": 2, "e": [[1.7e9, "i1", True, "web", None]], "p": ["i1"], "c": None, "k": None, "s": None}
+    state = LiveCustomerState.from_bytes(json.dumps(old).encode())
+    assert state.events == [KeptEvent(1.7e9, "i1", True, "web", None, None)]
+    assert state.purchased == ["i1"]
+    assert json.loads(state.to_bytes())["v"] == 3
 
 
 def test_unreadable_state_is_dropped_rather_than_served() -> None:

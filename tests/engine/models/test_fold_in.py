@@ -11,10 +11,12 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.models.base import Recommender, UserBatch
 from engine.models.fitted_shape import UserBatchError
 from engine.models.fold_in import fold_in, item_gram
-from engine.models.implicit_factors import ImplicitALSModel, ImplicitBPRModel
-from tests.engine.models.checkerboard import GROUP_MIX, SMALL_CONFIGS, Checkerboard
+from engine.models.implicit_factors import ImplicitALSModel, ImplicitBPRModel, ImplicitFactorsModel
+from engine.models.registry import create_model
+from tests.engine.models.checkerboard import BLOCK_SIZE, GROUP_MIX, N_ITEMS, SMALL_CONFIGS, Checkerboard
 
 
 def _als(checkerboard: Checkerboard, **overrides: object) -> ImplicitALSModel:
@@ -113,16 +115,51 @@ def test_a_cold_customer_with_events_is_ranked_like_the_known_customer_with_thos
     np.testing.assert_array_equal(model.score(without), model.score(checkerboard.cold_batch(mix)))
 
 
-def test_known_rows_ignore_events_and_bpr_ignores_them_altogether(checkerboard: Checkerboard) -> None:
-    als = _als(checkerboard)
-    users = [0, 1]
-    junk = sp.csr_matrix(np.ones((2, checkerboard.data.n_items), dtype=np.float32))
+@pytest.mark.parametrize("kind", ["als", "linear_autoencoder", "blend"])
+def test_a_known_customer_with_their_own_events_scores_as_without_and_new_events_move_them(
+    checkerboard: Checkerboard, kind: str
+) -> None:
+    """A known customer's events are all their events (history and live): their history alone gives
+    back (nearly) the fitted vector; adding a session on the other group's block turns their list to
+    it, as a refit on those events would; rows without events in the same batch are not touched."""
+    if kind == "als":
+        model: Recommender = _als(checkerboard, persona_blend=0.0, penalty="per_interaction", iterations=60)
+    else:
+        model = create_model(kind, **SMALL_CONFIGS[kind])
+        model.fit(checkerboard.data)
+    users = [int(u) for u in np.flatnonzero(checkerboard.group == 0)[:3]]  # they shop the first block
     batch = checkerboard.batch(users)
-    np.testing.assert_array_equal(als.score(dataclasses.replace(batch, events=junk)), als.score(batch))
+    history = sp.csr_matrix(checkerboard.data.interactions[users])
+    plain = model.score(batch)
+    own = model.score(dataclasses.replace(batch, events=history))
+    for row in range(len(users)):
+        assert set(np.argsort(-own[row])[:3]) == set(np.argsort(-plain[row])[:3])
+    session = sp.lil_matrix(history.shape, dtype=np.float32)
+    other = checkerboard.block(1)
+    session[0, other[:6]] = np.log1p(5.0)  # customer 0 bought six items of the other block
+    moved = model.score(dataclasses.replace(batch, events=(history + session.tocsr()).tocsr()))
+    unseen = np.setdiff1d(other, other[:6])  # the other block's items they have not touched
+    assert moved[0, unseen].mean() > plain[0, unseen].mean()
+    rank_before = (plain[0][None, :] > plain[0, unseen][:, None]).sum(axis=1).mean()
+    rank_after = (moved[0][None, :] > moved[0, unseen][:, None]).sum(axis=1).mean()
+    assert rank_after < rank_before, "the other block rises in their list"
+    only_first = sp.csr_matrix((history + session.tocsr())[[0]])
+    events = sp.vstack([only_first, sp.csr_matrix((2, history.shape[1]))]).tocsr()
+    # Query vectors are row-independent to the bit (serving's promise); score products are BLAS's.
+    partly = model.query_vectors(dataclasses.replace(batch, events=events))
+    np.testing.assert_array_equal(partly[1:], model.query_vectors(batch)[1:])
+    alone = model.query_vectors(dataclasses.replace(batch.rows(np.array([0])), events=only_first))
+    np.testing.assert_array_equal(partly[0], alone[0])
+
+
+def test_bpr_has_no_fold_in_and_ignores_events(checkerboard: Checkerboard) -> None:
+    junk = sp.csr_matrix(np.ones((2, checkerboard.data.n_items), dtype=np.float32))
     bpr = ImplicitBPRModel(**SMALL_CONFIGS["bpr"])
     bpr.fit(checkerboard.data)
     cold = checkerboard.cold_batch(GROUP_MIX)
+    known = checkerboard.batch([0, 1])
     np.testing.assert_array_equal(bpr.score(dataclasses.replace(cold, events=junk)), bpr.score(cold))
+    np.testing.assert_array_equal(bpr.score(dataclasses.replace(known, events=junk)), bpr.score(known))
 
 
 def test_a_folded_in_customer_takes_the_persona_weights_of_their_activity_level(
@@ -190,3 +227,35 @@ def test_each_row_scores_the_same_alone_as_in_any_batch(
     for r in range(len(rows)):
         alone = model.query_vectors(batch.rows(np.array([r])))
         assert np.array_equal(alone[0], together[r])
+
+
+@pytest.mark.parametrize("kind", ["als", "linear_autoencoder"])
+def test_rows_with_and_without_events_known_or_not_score_alone_as_in_a_batch(
+    checkerboard: Checkerboard, kind: str
+) -> None:
+    """Serving batches pages of every kind together: a known customer with a session, a stranger with
+    events, a known customer without; each row's query vector is the same bits alone, in the batch,
+    and when its fold-in was remembered from an earlier page."""
+    model = create_model(kind, **SMALL_CONFIGS[kind])
+    model.fit(checkerboard.data)
+    interactions = checkerboard.data.interactions
+    session = sp.csr_matrix(
+        interactions[[0]] + sp.csr_matrix(([1.5], ([0], [BLOCK_SIZE + 1])), shape=(1, N_ITEMS))
+    )
+    events = sp.vstack([session, sp.csr_matrix(interactions[[5]]), sp.csr_matrix((1, N_ITEMS))]).tocsr()
+    batch = UserBatch(
+        user_index=np.array([0, -1, 3]),
+        mix=np.vstack([GROUP_MIX[0], GROUP_MIX[1], GROUP_MIX[0]]),
+        demographics=np.zeros((3, checkerboard.data.user_demographics.shape[1])),
+        events=events,
+    )
+    first = model.query_vectors(batch)  # solves rows 0 and 1
+    assert isinstance(model, ImplicitFactorsModel) and model._folded_memo, (
+        "a serving batch's fold-ins are remembered"
+    )
+    again = model.query_vectors(batch)  # from memory
+    np.testing.assert_array_equal(first, again)
+    model.forget_folded_in()
+    for row in range(3):
+        alone = model.query_vectors(batch.rows(np.array([row])))
+        np.testing.assert_array_equal(alone[0], first[row])

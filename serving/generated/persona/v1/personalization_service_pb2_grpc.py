@@ -124,8 +124,11 @@ class PersonalizationServiceServicer:
 
     def RecordEvents(self, request, context):
         """Record a batch of behavioural events and decision outcomes in the server's event log, where the
-        live state and the next training run pick them up. Valid records are accepted and invalid ones
-        reported per record (see RecordEventsResponse.errors); retrying a batch is safe.
+        live state and the next training run pick them up. The customer's next lists follow at once:
+        purchases are left out, the session moves their persona mix, and a serving model that folds
+        events in (ALS, the linear autoencoder, blends of them) places them by these events too. Valid
+        records are accepted and invalid ones reported per record (see RecordEventsResponse.errors);
+        retrying a batch is safe.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -75,8 +75,11 @@ class PersonalizationServiceStub:
     """The persona catalog the serving artifact was trained with."""
     RecordEvents: _grpc.UnaryUnaryMultiCallable[_personalization_service_pb2.RecordEventsRequest, _personalization_service_pb2.RecordEventsResponse]
     """Record a batch of behavioural events and decision outcomes in the server's event log, where the
-    live state and the next training run pick them up. Valid records are accepted and invalid ones
-    reported per record (see RecordEventsResponse.errors); retrying a batch is safe.
+    live state and the next training run pick them up. The customer's next lists follow at once:
+    purchases are left out, the session moves their persona mix, and a serving model that folds
+    events in (ALS, the linear autoencoder, blends of them) places them by these events too. Valid
+    records are accepted and invalid ones reported per record (see RecordEventsResponse.errors);
+    retrying a batch is safe.
     """
 
 @_typing.type_check_only
@@ -105,8 +108,11 @@ class PersonalizationServiceAsyncStub(PersonalizationServiceStub):
     """The persona catalog the serving artifact was trained with."""
     RecordEvents: _aio.UnaryUnaryMultiCallable[_personalization_service_pb2.RecordEventsRequest, _personalization_service_pb2.RecordEventsResponse]  # type: ignore[assignment]
     """Record a batch of behavioural events and decision outcomes in the server's event log, where the
-    live state and the next training run pick them up. Valid records are accepted and invalid ones
-    reported per record (see RecordEventsResponse.errors); retrying a batch is safe.
+    live state and the next training run pick them up. The customer's next lists follow at once:
+    purchases are left out, the session moves their persona mix, and a serving model that folds
+    events in (ALS, the linear autoencoder, blends of them) places them by these events too. Valid
+    records are accepted and invalid ones reported per record (see RecordEventsResponse.errors);
+    retrying a batch is safe.
     """
 
 class PersonalizationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -174,8 +180,11 @@ class PersonalizationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_personalization_service_pb2.RecordEventsResponse, _abc.Awaitable[_personalization_service_pb2.RecordEventsResponse]]:
         """Record a batch of behavioural events and decision outcomes in the server's event log, where the
-        live state and the next training run pick them up. Valid records are accepted and invalid ones
-        reported per record (see RecordEventsResponse.errors); retrying a batch is safe.
+        live state and the next training run pick them up. The customer's next lists follow at once:
+        purchases are left out, the session moves their persona mix, and a serving model that folds
+        events in (ALS, the linear autoencoder, blends of them) places them by these events too. Valid
+        records are accepted and invalid ones reported per record (see RecordEventsResponse.errors);
+        retrying a batch is safe.
         """
 
 def add_PersonalizationServiceServicer_to_server(servicer: PersonalizationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
