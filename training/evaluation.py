@@ -30,6 +30,11 @@ CONTEXT_EVALUATION = "context_evaluation"  # the manifest's key for ``evaluate_c
 SCORE_CELLS_PER_CHUNK = 1 << 24
 
 
+def mean_or_nan(values: NDArray[np.floating]) -> float:
+    """The mean over customers, NaN for none (a segment nobody in it went on to engage in)."""
+    return float(values.mean()) if len(values) else float("nan")
+
+
 @dataclass(frozen=True)
 class SegmentResult:
     model: str
@@ -92,7 +97,7 @@ def evaluate_models(
                     model=name,
                     segment=segment.name,
                     users=scored.n_evaluated,
-                    metrics={m: float(v.mean()) if len(v) else float("nan") for m, v in per_user.items()},
+                    metrics={m: mean_or_nan(v) for m, v in per_user.items()},
                     coverage=scored.coverage,
                     per_user=per_user,
                 )
@@ -305,8 +310,8 @@ def evaluate_context_mixes(
                     context=pair.context,
                     users=len(with_context),
                     distinct_mix_users=int(pair.distinct_mix.sum()),
-                    ndcg_context_mix=float(with_context.mean()) if len(with_context) else float("nan"),
-                    ndcg_overall_mix=float(with_overall.mean()) if len(with_overall) else float("nan"),
+                    ndcg_context_mix=mean_or_nan(with_context),
+                    ndcg_overall_mix=mean_or_nan(with_overall),
                     difference=paired_bootstrap(with_context, with_overall, resamples=resamples, seed=seed),
                 )
             )

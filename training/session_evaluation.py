@@ -36,7 +36,7 @@ from engine.evaluation.ranking_metrics import ranking_metrics
 from engine.models.base import Recommender
 from training.compare_verdict import WARM_SEGMENT
 from training.config import TrainConfig
-from training.evaluation import difference_cells, recommend_in_chunks
+from training.evaluation import difference_cells, mean_or_nan, recommend_in_chunks
 from training.paired_bootstrap import PairedDifference, paired_bootstrap
 from training.prepared_data import EvaluationSegment, PreparedData
 
@@ -153,8 +153,8 @@ def evaluate_session_fold_in(
             SessionFoldInResult(
                 model=name,
                 users=len(folded),
-                ndcg_folded_in=float(folded.mean()) if len(folded) else float("nan"),
-                ndcg_fitted=float(fitted.mean()) if len(fitted) else float("nan"),
+                ndcg_folded_in=mean_or_nan(folded),
+                ndcg_fitted=mean_or_nan(fitted),
                 difference=paired_bootstrap(folded, fitted, resamples=resamples, seed=seed),
             )
         )

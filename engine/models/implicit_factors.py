@@ -408,10 +408,8 @@ class ImplicitFactorsModel(Recommender):
                 own_vectors[position[rows[from_events]]] = own[from_events]
             folded_cold = (rows[~from_events], own[~from_events])
         vectors[known] += keep[known].astype(np.float32) * own_vectors
-        if (
-            folded_cold is not None and folded_cold[0].size
-        ):  # placed by their events, blended like a known customer
-            rows, own = folded_cold
+        if folded_cold is not None and folded_cold[0].size:
+            rows, own = folded_cold  # placed by their events, then blended like a known customer
             share = keep[rows].astype(np.float32)
             vectors[rows] = (np.float32(1.0) - share) * vectors[rows] + share * own
         persona_part = vectors
