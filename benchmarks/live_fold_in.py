@@ -19,6 +19,7 @@ of each to the baseline per quantile, and how much of the top ``k`` the fold-in 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import platform
@@ -134,13 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     record_sessions(personalizer, states, customers, args.session_events, now, args.seed)
     request = ProductRequest(k=args.k)
-    off = UnlearnedEvents(
-        unlearned.history,
-        unlearned.catalog,
-        unlearned.event_weights,
-        unlearned.data_until,
-        known_customers=False,
-    )
+    off = dataclasses.replace(unlearned, known_customers=False)
 
     def served(
         mode: UnlearnedEvents, targets: Callable[[int], list[CustomerTarget]], *, first_page: bool = False

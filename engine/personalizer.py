@@ -288,7 +288,7 @@ class Personalizer:
             affinity=self.affinity,
             model_knows_customers=self.model_knows_customers,
             steering=self.steering,
-            unlearned=UnlearnedEvents.of_artifact(manifest, self.history, self.item_catalog),
+            unlearned=UnlearnedEvents.of_artifact(manifest, self.history, self.items),
         )
 
     def _scores_depend_on_identity(self, sample: int = 3) -> bool:

@@ -13,6 +13,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from engine.artifact.manifest import served_data_until
+
 MANIFEST_KEY = "served_models"
 
 
@@ -36,7 +38,7 @@ class ServedModels:
             events=_count(record.get("events")),
             customers=_count(record.get("customers")),
             model_customers=_count(record.get("model_customers")),
-            data_until=_moment(record.get("data_until")),
+            data_until=served_data_until(manifest),
         )
 
     def describe(self) -> str:
@@ -55,12 +57,3 @@ class ServedModels:
 
 def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _moment(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None

@@ -31,9 +31,11 @@ import polars as pl
 import scipy.sparse as sp
 
 from engine.data.id_map import IdMap
-from engine.data.interactions import event_indices, relevant_matrix
+from engine.data.interactions import relevant_matrix
 from engine.evaluation.ranking_metrics import ranking_metrics
 from engine.models.base import Recommender
+from engine.personas.mix_resolution import LiveInteraction, LiveView
+from engine.ranking.unlearned_events import UnlearnedEvents
 from training.compare_verdict import WARM_SEGMENT
 from training.config import TrainConfig
 from training.evaluation import difference_cells, mean_or_nan, recommend_in_chunks
@@ -110,21 +112,29 @@ def session_customers(
     if rows.size == 0:
         return None
     local = IdMap(warm.customer_ids[rows].tolist(), kind="customer")
-    history = sp.csr_matrix(prepared.history[prepared.customer_rows(local.ids.tolist())], dtype=np.float64)
-    user, item = event_indices(session, local, items)
-    weight = session["event_type"].cast(pl.Utf8).replace_strict(dict(event_weights), default=0.0).to_numpy()
-    ours = user >= 0  # the session days of customers with nothing new later are not scored
-    user, item, weight = user[ours], item[ours], weight[ours].astype(np.float64)
-    added = sp.csr_matrix((weight, (user, item)), shape=history.shape)
-    added.sum_duplicates()
-    # As serving builds a known customer's events (engine.ranking.unlearned_events): the training
-    # matrix's log1p of summed weights, history and session summed before the log.
-    raw = history.copy()
-    raw.data = np.expm1(raw.data)
-    events = (raw + added).tocsr()
-    events.eliminate_zeros()
-    events.data = np.log1p(events.data)
-    exclude = ((history + added) > 0).astype(np.float32).tocsr()
+    # The session as live state would hold it, and the customer's events built from it by serving's
+    # own code (engine.ranking.unlearned_events): history and session summed before the log. Nothing
+    # of the test period was learned, so every session event is new (no data end).
+    sessions: dict[str, list[LiveInteraction]] = {}
+    ids = local.ids.tolist()
+    scored = session.filter(pl.col("customer_id").is_in(pl.Series(ids, dtype=pl.Utf8).implode()))
+    for customer, item, kind, micros in scored.select(
+        "customer_id",
+        pl.col("item_id").cast(pl.Utf8),
+        pl.col("event_type").cast(pl.Utf8),
+        pl.col("timestamp").dt.epoch("us"),
+    ).iter_rows():
+        sessions.setdefault(customer, []).append(LiveInteraction(micros / 1e6, item, kind))
+    lives = [LiveView(None, events=tuple(sessions.get(c, ()))) for c in ids]
+    built = UnlearnedEvents(prepared.history, items, event_weights).rows(
+        lives, warm.users.user_index[rows], prepared.customer_rows(ids)
+    )
+    if built is None:
+        return None
+    events = sp.csr_matrix(built)
+    exclude = sp.csr_matrix(
+        (np.ones(events.nnz, dtype=np.float32), events.indices, events.indptr), events.shape
+    )
     relevant = relevant_matrix(later, local, items, exclude=exclude)
     keep = np.flatnonzero(np.asarray(relevant.getnnz(axis=1) > 0))
     if keep.size == 0:
@@ -134,9 +144,9 @@ def session_customers(
     folded_in = dataclasses.replace(
         fitted,
         name=f"{SEGMENT}:folded_in",
-        users=dataclasses.replace(users, events=sp.csr_matrix(events[keep], dtype=np.float32)),
+        users=dataclasses.replace(users, events=sp.csr_matrix(events[keep])),
     )
-    return SessionCustomers(fitted, folded_in, int(np.isin(user, keep).sum()))
+    return SessionCustomers(fitted, folded_in, sum(len(sessions.get(ids[k], ())) for k in keep.tolist()))
 
 
 def evaluate_session_fold_in(

@@ -15,6 +15,7 @@ artifacts already written keep loading. Whether the bytes themselves are the one
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -64,6 +65,20 @@ TRAINING_KEYS: Final[Mapping[str, tuple[type, ...]]] = {
 }
 MANIFEST_KEYS: Final[Mapping[str, tuple[type, ...]]] = {**WRITER_KEYS, **REQUIRED_KEYS, **TRAINING_KEYS}
 _JSON_TYPES: Final = {int: "a number", str: "a string", dict: "an object", list: "a list"}
+
+
+def served_data_until(manifest: Mapping[str, Any]) -> dt.datetime | None:
+    """``served_models.data_until``: the newest event or decision the artifact's served models were
+    fitted on (UTC; a time written without a zone is taken as UTC), or None where it is not recorded."""
+    record = manifest.get("served_models")
+    text = record.get("data_until") if isinstance(record, Mapping) else None
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def is_version(name: str) -> bool:

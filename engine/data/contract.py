@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 
 class ColumnKind(StrEnum):
@@ -42,7 +43,8 @@ finite number >= 0, got inf"), and a decision outcome of 1e308 made ``evaluate-p
 still exact to the unit in float64 (2^53 is about 9.0e15), and a billion such amounts sum to 1e24, nowhere
 near overflow."""
 
-EVENT_TYPES: tuple[str, ...] = ("view", "cart", "purchase")
+PURCHASE: Final = "purchase"  # the event type that puts an item on a customer's bought list
+EVENT_TYPES: tuple[str, ...] = ("view", "cart", PURCHASE)
 OFFER_KINDS: tuple[str, ...] = ("percent_off", "bundle", "free_shipping", "loyalty_points", "early_access")
 DECISION_TYPES: tuple[str, ...] = ("offer", "layout")
 

@@ -6,7 +6,7 @@ Each accepted behaviour event updates its customer's state at once (``observe``,
   the artifact was trained on;
 - every event with an item the artifact knows is kept (time, item, discounted, channel, device, event
   type; the last ``max_events``) as evidence for the session mix, and as what serving folds into a
-  customer's vector (``LiveView.events``, ``engine.ranking.product_lists``);
+  customer's vector (``LiveView.events``, ``engine.ranking.unlearned_events``);
 - drift is re-checked with the change test ``persona-engine drift`` runs offline
   (``engine.personas.change_detection``): the detector's state (baseline evidence, one CUSUM per
   persona, the events still younger than the baseline lag) is part of the customer's state and
@@ -58,6 +58,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from engine.data.contract import PURCHASE
 from engine.live.event_scoring import LiveEventScorer
 from engine.live.events import BehaviorEvent, DecisionOutcome
 from engine.live.state_store import StateStore
@@ -75,15 +76,13 @@ from engine.personas.drift import (
 from engine.personas.mix import PersonaMix
 from engine.personas.mix_resolution import CustomerMixes, LiveInteraction, LiveView
 
-STATE_FORMAT = (
-    3  # 3: kept events carry their event type; 2: the change detector replaced the divergence check
-)
+# 3: kept events carry their event type; 2: the change detector replaced the divergence check
+STATE_FORMAT = 3
 # Format 2 differs only in its kept events, which lack the type: read as events of unknown type (they
 # still move the session mix and the drift test, and are not folded in), so an upgrade keeps every
 # customer's session, purchases and drift state.
 _READABLE_FORMATS = frozenset({2, STATE_FORMAT})
 KEY_PREFIX = "live:customer:"
-PURCHASE = "purchase"
 _SECONDS_PER_DAY = 86_400.0
 _EM_STEPS = 50
 # Shares settle to this within about ten steps; it is far below anything serving or drift can notice.

@@ -70,7 +70,7 @@ class LiveView:
 
     ``events``: the customer's kept events (the last ``max_events``, in time order). Serving folds
     those after the artifact's data into the customer's vector, as a refit on them would place the
-    customer (``engine.ranking.product_lists``): the mix alone barely moves a known customer's list.
+    customer (``engine.ranking.unlearned_events``): the mix alone barely moves a known customer's list.
     """
 
     mix: PersonaMix | None

@@ -12,8 +12,9 @@ from, in the form of its training matrix (log1p of the summed event weights per 
   their persona mix, which weighs little against their own vector: four views of tech items moved a
   demo customer's mix from bargain hunter 0.95 to tech savvy 0.55 and brought one tech item into the
   top 5. Folding the first test day of each known customer into their ALS vector raised NDCG@10 on
-  the rest of the test period by +0.0033 [+0.0005, +0.0062] on the synthetic shop (1,998 customers;
-  scratch measurement, 2026-12-07); ``persona-engine evaluate`` measures it on every artifact.
+  the rest of the test period by +0.0029 [+0.0006, +0.0055] on the synthetic shop (1,998 customers;
+  ``persona-engine evaluate``, which measures it on every artifact: ``training.session_evaluation``,
+  which builds its rows here).
 
 Only live events after the artifact's data (``served_models.data_until``) count for a customer the
 artifact holds: live state outlives reloads, and an artifact retrained on the server's event log has
@@ -23,7 +24,6 @@ types the artifact gives no weight are left out, as training leaves them out.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,11 +33,12 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from engine.artifact.manifest import served_data_until
+from engine.data.contract import PURCHASE
+from engine.data.id_map import IdMap
 from engine.data.interactions import artifact_event_weights
-from engine.data.item_catalog import ItemCatalog
 from engine.personas.mix_resolution import LiveView
 
-PURCHASE = "purchase"
 _MAX_REMEMBERED = 20_000  # rows remembered for the pages of live sessions
 _UNKNOWN = object()
 
@@ -45,15 +46,8 @@ _UNKNOWN = object()
 def artifact_data_until(manifest: Mapping[str, Any]) -> float | None:
     """UTC seconds of the newest event or decision the artifact's models were fitted on, or None for an
     artifact that does not record it (every live event then counts as new)."""
-    record = manifest.get("served_models")
-    text = record.get("data_until") if isinstance(record, Mapping) else None
-    if not isinstance(text, str):
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()
+    moment = served_data_until(manifest)
+    return None if moment is None else moment.timestamp()
 
 
 def artifact_folds_in_live_events(manifest: Mapping[str, Any]) -> bool:
@@ -66,13 +60,14 @@ def artifact_folds_in_live_events(manifest: Mapping[str, Any]) -> bool:
 class UnlearnedEvents:
     """Builds a batch's ``UserBatch.events`` (see the module docstring); fixed at load.
 
-    ``history`` is the artifact's events per customer (referenced, not copied), ``event_weights`` the
-    training matrix's weight per event type, ``data_until`` the artifact's ``artifact_data_until``,
-    ``known_customers`` whether known customers' live events are folded in at all.
+    ``history`` is the artifact's events per customer (referenced, not copied), ``items`` the item ids
+    of its columns, ``event_weights`` the training matrix's weight per event type, ``data_until`` the
+    artifact's ``artifact_data_until``, ``known_customers`` whether known customers' live events are
+    folded in at all.
     """
 
     history: sp.csr_matrix
-    catalog: ItemCatalog
+    items: IdMap
     event_weights: Mapping[str, float]
     data_until: float | None = None
     known_customers: bool = True
@@ -80,11 +75,11 @@ class UnlearnedEvents:
 
     @classmethod
     def of_artifact(
-        cls, manifest: Mapping[str, Any], history: sp.csr_matrix, catalog: ItemCatalog
+        cls, manifest: Mapping[str, Any], history: sp.csr_matrix, items: IdMap
     ) -> UnlearnedEvents:
         return cls(
             history=history,
-            catalog=catalog,
+            items=items,
             event_weights=artifact_event_weights(manifest),
             data_until=artifact_data_until(manifest),
             known_customers=artifact_folds_in_live_events(manifest),
@@ -167,8 +162,7 @@ class UnlearnedEvents:
             amounts += [purchase] * len(bought)
         if not item_ids:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-        known_ids = self.catalog.ids
-        indices = known_ids.to_internal(item_ids, strict=False).astype(np.int64)
+        indices = self.items.to_internal(item_ids, strict=False).astype(np.int64)
         present = indices >= 0  # kept under an artifact with another catalog, say
         return indices[present], np.asarray(amounts, dtype=np.float64)[present]
 

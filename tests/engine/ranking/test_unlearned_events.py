@@ -9,7 +9,6 @@ import pytest
 import scipy.sparse as sp
 
 from engine.data.id_map import IdMap
-from engine.data.item_catalog import ItemCatalog
 from engine.personas.mix_resolution import LiveInteraction, LiveView
 from engine.ranking.unlearned_events import (
     UnlearnedEvents,
@@ -25,22 +24,10 @@ BEFORE, AFTER = DATA_UNTIL - 3600.0, DATA_UNTIL + 3600.0
 HISTORY = sp.csr_matrix(np.array([[np.log1p(2.0), np.log1p(5.0), 0, 0], [0, 0, 0, 0]], dtype=np.float32))
 
 
-def _catalog() -> ItemCatalog:
-    n = len(ITEMS)
-    return ItemCatalog(
-        IdMap(ITEMS),
-        titles=np.array(ITEMS),
-        categories=np.array(["c"] * n),
-        brands=np.array([""] * n),
-        prices=np.ones(n),
-        in_stock=np.ones(n, dtype=bool),
-    )
-
-
 def _unlearned(**overrides: object) -> UnlearnedEvents:
     settings: dict[str, object] = {
         "history": HISTORY,
-        "catalog": _catalog(),
+        "items": IdMap(ITEMS),
         "event_weights": WEIGHTS,
         "data_until": DATA_UNTIL,
         **overrides,
