@@ -68,8 +68,9 @@ class FloorPersonalizationServicer(PersonalizationServicer):
         engine: EngineCalls | None = None,
         batching: BatchSettings | None = None,
         state_store: StateStore | None = None,
+        max_response_bytes: int | None = None,
     ) -> None:
-        super().__init__(holder, metrics, live_loop, engine, batching, state_store)
+        super().__init__(holder, metrics, live_loop, engine, batching, state_store, max_response_bytes)
         self.prepared = prepared_response(holder.current())
 
     async def Personalize(  # noqa: N802 (servicer methods are named after the RPCs)

@@ -14,8 +14,10 @@ when it would wait on a network store or score a big batch. RecordEvents always 
 append ends with an fsync, and checking outcomes reads the event log.
 
 Errors: a request outside the documented limits is INVALID_ARGUMENT with the message naming the field
-path; anything unexpected is logged with its traceback and answered INTERNAL with a generic message,
-so internal details (paths, array shapes, library messages) never reach callers. RecordEvents without
+path; a RecommendProducts response over ``serve --max-response-bytes`` is RESOURCE_EXHAUSTED naming the
+request fields that made it large; anything unexpected is logged with its traceback and answered
+INTERNAL with a generic message, so internal details (paths, array shapes, library messages) never
+reach callers. RecordEvents without
 an event log is FAILED_PRECONDITION, and a batch the log could not store is UNAVAILABLE (nothing was
 stored; a retry is safe).
 
@@ -95,7 +97,8 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
     engine calls run (the default: page renders on the loop, big batches in a thread); page renders on
     the loop are batched with the calls that arrive meanwhile (``serving.batched_calls``, ``batching``).
     ``state_store`` is the live loop's store: RecordEvents checks that it answers before storing, and a
-    Redis store's availability is exported as a metric.
+    Redis store's availability is exported as a metric. A RecommendProducts response whose encoding
+    is over ``max_response_bytes`` is refused with RESOURCE_EXHAUSTED (None: no limit).
     """
 
     def __init__(
@@ -106,8 +109,10 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
         engine: EngineCalls | None = None,
         batching: BatchSettings | None = None,
         state_store: StateStore | None = None,
+        max_response_bytes: int | None = None,
     ) -> None:
         self._holder = holder
+        self._max_response_bytes = max_response_bytes
         self._metrics = metrics
         self._loop = live_loop or LiveLoop()
         self._engine = engine or EngineCalls()
@@ -149,6 +154,8 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
             code, message = grpc.StatusCode.INVALID_ARGUMENT, str(error)
         except DeadlinePassedError as error:
             code, message = grpc.StatusCode.DEADLINE_EXCEEDED, f"{method}: {error}"
+        except translate.ResponseTooLargeError as error:
+            code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, f"{method}: {error}"
         except Exception:  # never leak internals to callers; the log keeps the traceback
             LOGGER.exception(
                 "%s failed on model %s (%s)", method, personalizer.version, personalizer.model_name
@@ -191,7 +198,9 @@ class PersonalizationServicer(pb_grpc.PersonalizationServiceServicer):
     def _product_lists_response(
         self, personalizer: Personalizer, served: ServedProductLists
     ) -> pb.RecommendProductsResponse:
-        return translate.product_lists_response(served, prepared_items(personalizer))
+        return translate.product_lists_response(
+            served, prepared_items(personalizer), max_bytes=self._max_response_bytes
+        )
 
     def _offers_response(self, _personalizer: Personalizer, served: ServedOffers) -> pb.RankOffersResponse:
         self._count((served.ranking.decision,), served.ranking.offers)

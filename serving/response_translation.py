@@ -55,6 +55,16 @@ MIX_SOURCES: Final = {
 SHOPPING_CONTEXT_VALUES: Final = {name: value for value, name in SHOPPING_CONTEXTS.items()}
 
 
+class ResponseTooLargeError(Exception):
+    """A response whose encoding is over the server's ``--max-response-bytes``.
+
+    Sent anyway, a client at gRPC's default receive limit (4 MiB) drops it with "Received message
+    larger than max" while the server logs the call as OK: the caller learns neither why nor what to
+    ask instead. Refused here, the call ends RESOURCE_EXHAUSTED with a message naming the request's
+    fields that make it large, and the access log and metrics record what the caller saw.
+    """
+
+
 def mix_to_proto(mix: PersonaMix) -> types_pb2.PersonaMix:
     """Every persona, highest weight first, ties in catalog order (as the contract promises)."""
     return types_pb2.PersonaMix(
@@ -341,9 +351,11 @@ def page_response(served: ServedPage, items: PreparedItems | None = None) -> pb.
 
 
 def product_lists_response(
-    served: ServedProductLists, items: PreparedItems | None = None
+    served: ServedProductLists, items: PreparedItems | None = None, max_bytes: int | None = None
 ) -> pb.RecommendProductsResponse:
-    """``items`` as in ``page_response``."""
+    """``items`` as in ``page_response``. An encoding over ``max_bytes`` raises
+    ``ResponseTooLargeError``: only this response grows with the request (1,000 targets of 200
+    explained items encode to about 41 MB), so only it is measured; the encoded bytes are at hand."""
     parts: list[bytes] = []
     for products, arm in zip(served.lists, served.experiment_arms, strict=True):
         result = [string_field(_RESULT_CUSTOMER, products.customer_id)]
@@ -352,7 +364,24 @@ def product_lists_response(
         if arm:
             result.append(string_field(_RESULT_ARM, arm))
         parts.append(length_delimited(_RESULTS, b"".join(result)))
-    return pb.RecommendProductsResponse.FromString(b"".join(parts))
+    encoded = b"".join(parts)
+    if max_bytes is not None and len(encoded) > max_bytes:
+        raise ResponseTooLargeError(_too_large(served, len(encoded), max_bytes))
+    return pb.RecommendProductsResponse.FromString(encoded)
+
+
+def _too_large(served: ServedProductLists, size: int, max_bytes: int) -> str:
+    """What made a product-lists response too large, in the request's own field names."""
+    per_target = max((len(products.items) for products in served.lists), default=0)
+    explained = any(item.persona_shares for products in served.lists for item in products.items)
+    smaller = [f"fewer targets (this call has {len(served.lists)})", f"a smaller num_results ({per_target})"]
+    if explained:
+        smaller.append("explain = false")
+    return (
+        f"the response would be {size:,} bytes, over the server's limit of {max_bytes:,} "
+        f"(serve --max-response-bytes): split the call, with {', '.join(smaller[:-1])} or {smaller[-1]}, "
+        "or raise --max-response-bytes together with the client's receive limit"
+    )
 
 
 def offers_response(served: ServedOffers) -> pb.RankOffersResponse:

@@ -104,6 +104,7 @@ from serving.redis_state_store import MEMORY, StateStoreError, open_state_store
 from serving.response_drain import ResponseDrain
 from serving.settings import (
     DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES,
     ServeConfigError,
     ServeSettings,
     TlsConfig,
@@ -162,6 +163,7 @@ async def create_server(
     benchmark_floor: bool = False,
     batching: BatchSettings | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
     state_store: StateStore | None = None,
     max_connection_age_s: float = 0.0,
     drain: ResponseDrain | None = None,
@@ -180,7 +182,9 @@ async def create_server(
     then runs in a thread (``serving.engine_calls``). ``benchmark_floor`` makes Personalize answer one
     prepared response (``serving.benchmark_floor``). ``batching`` sets the dynamic batching of page
     renders (``serving.batched_calls``; default: its defaults). A request larger than
-    ``max_request_bytes`` is refused with RESOURCE_EXHAUSTED before it is decoded (``--max-request-bytes``).
+    ``max_request_bytes`` is refused with RESOURCE_EXHAUSTED before it is decoded
+    (``--max-request-bytes``), and a RecommendProducts response larger than ``max_response_bytes`` is
+    not sent but answered RESOURCE_EXHAUSTED (``--max-response-bytes``; None: no limit).
     ``state_store`` is the live loop's store, whose availability RecordEvents checks and the metrics report.
     ``max_connection_age_s`` closes client connections at that age (0: never; ``--max-connection-age``).
     ``drain`` counts the calls in flight for a stop that waits for their responses
@@ -216,6 +220,7 @@ async def create_server(
             EngineCalls(blocking_state=blocking_state),
             batching,
             state_store,
+            max_response_bytes,
         ),
         server,
     )
@@ -519,6 +524,7 @@ async def _serve(
             benchmark_floor=settings.benchmark_floor,
             batching=settings.batching,
             max_request_bytes=settings.max_request_bytes,
+            max_response_bytes=settings.max_response_bytes,
             state_store=process.live_state.store,
             max_connection_age_s=settings.max_connection_age_s,
             drain=drain,

@@ -87,6 +87,11 @@ DEFAULT_MAX_CONNECTION_AGE_S: Final = 60.0
 DEFAULT_MAX_REQUEST_BYTES: Final = 4 * 1024 * 1024
 MIN_MAX_REQUEST_BYTES: Final = 1024
 MAX_MAX_REQUEST_BYTES: Final = 256 * 1024 * 1024
+# Largest RecommendProducts response sent; a larger one is refused with RESOURCE_EXHAUSTED naming the
+# request fields that made it large. 4 MiB is what a gRPC client receives by default: above it the
+# client would drop the response with a message that says neither why nor what to ask instead (1,000
+# targets of 200 explained items encode to about 41 MB). Raise it with the clients' receive limit.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
 MAX_WORKERS: Final = 64
 
 SERVE_EXAMPLES: Final = f"""
@@ -223,6 +228,7 @@ class ServeSettings:
     artifact_verifier: ArtifactVerifier | None = field(default=None, repr=False)
     artifact_key: Path | None = None
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # larger requests: RESOURCE_EXHAUSTED
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # larger RecommendProducts responses: the same
 
     @property
     def host(self) -> str:
@@ -416,6 +422,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         f"{MAX_MAX_REQUEST_BYTES})",
     )
     parser.add_argument(
+        "--max-response-bytes",
+        type=int,
+        default=DEFAULT_MAX_RESPONSE_BYTES,
+        metavar="BYTES",
+        help="largest RecommendProducts response sent; a larger one is answered RESOURCE_EXHAUSTED "
+        "naming the request fields that made it large (default "
+        f"{DEFAULT_MAX_RESPONSE_BYTES} = 4 MiB, a gRPC client's default receive limit; raise both "
+        f"together; {MIN_MAX_REQUEST_BYTES} to {MAX_MAX_REQUEST_BYTES})",
+    )
+    parser.add_argument(
         "--pin-workers",
         action="store_true",
         default=None,
@@ -548,6 +564,12 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
             f"--max-request-bytes {max_request_bytes}: must be between {MIN_MAX_REQUEST_BYTES} and "
             f"{MAX_MAX_REQUEST_BYTES}"
         )
+    max_response_bytes = getattr(args, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
+    if not MIN_MAX_REQUEST_BYTES <= max_response_bytes <= MAX_MAX_REQUEST_BYTES:
+        raise ServeConfigError(
+            f"--max-response-bytes {max_response_bytes}: must be between {MIN_MAX_REQUEST_BYTES} and "
+            f"{MAX_MAX_REQUEST_BYTES}"
+        )
     if args.threads < 1:
         raise ServeConfigError(f"--threads {args.threads}: must be at least 1")
     if not args.grace_seconds >= 0:
@@ -609,6 +631,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         event_loop=_event_loop_setting(getattr(args, "event_loop", None), environ),
         batching=BatchSettings(batch_max_size, batch_wait_ms / 1000, batch_preferred_size),
         max_request_bytes=max_request_bytes,
+        max_response_bytes=max_response_bytes,
         benchmark_floor=_flag_setting(
             getattr(args, "benchmark_floor", None), environ, ENV_BENCHMARK_FLOOR, "--benchmark-floor"
         ),

@@ -151,6 +151,8 @@ def worker_command(settings: ServeSettings, address: str, run_dir: Path, index: 
         repr(settings.batching.max_wait_s * 1000),
         "--max-request-bytes",
         str(settings.max_request_bytes),
+        "--max-response-bytes",
+        str(settings.max_response_bytes),
         "--helper-threads",
         settings.helper_threads,
         *settings.tls_files,

@@ -1,12 +1,14 @@
 """Size caps: a whole request above ``--max-request-bytes`` is RESOURCE_EXHAUSTED before it is decoded,
-and every string of a request has a length limit whose error names the field (never quoting it); the
-memory large requests leave behind is given back (``serving.large_request_memory``)."""
+and every string of a request has a length limit whose error names the field (never quoting it); a
+RecommendProducts response above ``--max-response-bytes`` is RESOURCE_EXHAUSTED naming what made it
+large; the memory large requests leave behind is given back (``serving.large_request_memory``)."""
 
 from __future__ import annotations
 
 import argparse
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -23,10 +25,12 @@ from serving.glibc_malloc import glibc_malloc_trim
 from serving.large_request_memory import LARGE_REQUEST_BYTES, LargeRequestMemoryTrim
 from serving.settings import (
     DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES,
     ServeConfigError,
     add_serve_arguments,
     settings_from_args,
 )
+from serving.worker_supervisor import worker_command
 from tests.serving.server_harness import (
     InProcessServer,
     TrainedArtifacts,
@@ -177,6 +181,68 @@ def test_the_request_cap_flag_has_a_default_and_refuses_silly_values(artifacts: 
     for silly in ("0", "100", str(2**40)):
         with pytest.raises(ServeConfigError, match="--max-request-bytes"):
             settings_from_args(_parse([*base, "--max-request-bytes", silly]), {})
+
+
+SMALL_RESPONSE_CAP = 16 * 1024
+
+
+@pytest.fixture(scope="module")
+def response_capped_server(artifacts: TrainedArtifacts) -> Iterator[InProcessServer]:
+    with in_process_server(artifacts.older, max_response_bytes=SMALL_RESPONSE_CAP) as running:
+        yield running
+
+
+def _product_lists(address: str, request: pb.RecommendProductsRequest) -> pb.RecommendProductsResponse:
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.PersonalizationServiceStub(channel)
+        response: pb.RecommendProductsResponse = stub.RecommendProducts(request, timeout=30)
+    return response
+
+
+def _code_count(running: InProcessServer, code: str) -> float:
+    return running.metric("persona_engine_requests_total", method="RecommendProducts", code=code)
+
+
+def test_a_response_over_the_cap_is_refused_naming_what_made_it_large(
+    response_capped_server: InProcessServer, artifacts: TrainedArtifacts
+) -> None:
+    targets = [pb.CustomerTarget(customer_id=f"c{n:03d}") for n in range(1, 41)]
+    small = pb.RecommendProductsRequest(targets=targets[:2], num_results=5)
+    answered = _product_lists(response_capped_server.address, small)
+    assert [len(result.items) for result in answered.results] == [5, 5]
+
+    large = pb.RecommendProductsRequest(targets=targets, num_results=50, explain=True)
+    refused_before = _code_count(response_capped_server, "RESOURCE_EXHAUSTED")
+    with pytest.raises(grpc.RpcError) as raised:
+        _product_lists(response_capped_server.address, large)
+    error = raised.value
+    assert isinstance(error, grpc.RpcError)
+    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    details = error.details() or ""
+    assert details.startswith("RecommendProducts: the response would be ")
+    assert f"over the server's limit of {SMALL_RESPONSE_CAP:,} (serve --max-response-bytes)" in details
+    assert "fewer targets (this call has 40), a smaller num_results (50) or explain = false" in details
+    assert _code_count(response_capped_server, "RESOURCE_EXHAUSTED") == refused_before + 1
+
+    # The size stated is the size the response has: an uncapped server sends exactly that many bytes.
+    stated = int(details.split("would be ")[1].split(" bytes")[0].replace(",", ""))
+    with in_process_server(artifacts.older, max_response_bytes=None) as uncapped:
+        assert _product_lists(uncapped.address, large).ByteSize() == stated > SMALL_RESPONSE_CAP
+
+
+def test_the_response_cap_flag_has_a_default_reaches_the_workers_and_refuses_silly_values(
+    artifacts: TrainedArtifacts, tmp_path: Path
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    base = ["--artifact", str(artifacts.root)]
+    assert settings_from_args(parser.parse_args(base), {}).max_response_bytes == DEFAULT_MAX_RESPONSE_BYTES
+    asked = settings_from_args(parser.parse_args([*base, "--max-response-bytes", "65536"]), {})
+    command = worker_command(asked, "127.0.0.1:0", tmp_path, 0)
+    assert settings_from_args(parser.parse_args([*base, *command[3:]]), {}).max_response_bytes == 65536
+    for silly in ("0", "100", str(2**40)):
+        with pytest.raises(ServeConfigError, match=f"--max-response-bytes {silly}: must be between"):
+            settings_from_args(parser.parse_args([*base, "--max-response-bytes", silly]), {})
 
 
 def _wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:

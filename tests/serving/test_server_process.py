@@ -44,6 +44,8 @@ from tests.serving.server_harness import (
 )
 
 BIG_MESSAGES = [("grpc.max_receive_message_length", 64 << 20)]
+# The server's side of BIG_MESSAGES: the big batches below answer with more than the default 4 MiB.
+BIG_RESPONSES = 64 << 20
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -138,7 +140,9 @@ def _health_watch(channel: grpc.Channel) -> grpc.UnaryStreamMultiCallable:
 
 def test_sigterm_drains_calls_in_flight_and_exits_zero(artifacts: TrainedArtifacts, tmp_path: Path) -> None:
     customers = _customers(artifacts.older, 1000)
-    server = start_server(artifacts.older, tmp_path, grace_seconds=20)
+    server = start_server(
+        artifacts.older, tmp_path, grace_seconds=20, extra_args=["--max-response-bytes", str(BIG_RESPONSES)]
+    )
     channel = grpc.insecure_channel(server.address)
     watch = _health_watch(channel)(health_pb2.HealthCheckRequest(service=PERSONALIZATION_SERVICE), timeout=30)
     assert next(watch).status == SERVING
@@ -321,7 +325,7 @@ def test_a_call_whose_deadline_passes_in_the_queue_is_not_processed(artifacts: T
     # close to the 50 ms deadline: the second call was at times taken off the queue in time and run).
     customers = _customers(artifacts.older, 1000)
     with (
-        in_process_server(artifacts.older, threads=1) as server,
+        in_process_server(artifacts.older, threads=1, max_response_bytes=BIG_RESPONSES) as server,
         PersonaEngineClient(server.address, timeout_s=30, channel_options=BIG_MESSAGES) as client,
     ):
         slow = threading.Thread(

@@ -87,7 +87,9 @@ class PersonalizationServiceServicer:
 
     def RecommendProducts(self, request, context):
         """Ranked products for one or many customers. Many targets in one call is the fast path for email
-        campaigns and precomputation: they are scored together in one batch.
+        campaigns and precomputation: they are scored together in one batch. A response larger than the
+        server's limit (serve --max-response-bytes, default 4 MiB, a gRPC client's default receive limit)
+        is not sent: the call ends RESOURCE_EXHAUSTED, naming the targets, num_results and explain asked.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -61,7 +61,9 @@ class PersonalizationServiceStub:
     """
     RecommendProducts: _grpc.UnaryUnaryMultiCallable[_personalization_service_pb2.RecommendProductsRequest, _personalization_service_pb2.RecommendProductsResponse]
     """Ranked products for one or many customers. Many targets in one call is the fast path for email
-    campaigns and precomputation: they are scored together in one batch.
+    campaigns and precomputation: they are scored together in one batch. A response larger than the
+    server's limit (serve --max-response-bytes, default 4 MiB, a gRPC client's default receive limit)
+    is not sent: the call ends RESOURCE_EXHAUSTED, naming the targets, num_results and explain asked.
     """
     RankOffers: _grpc.UnaryUnaryMultiCallable[_personalization_service_pb2.RankOffersRequest, _personalization_service_pb2.RankOffersResponse]
     """Ranked offers for one customer, among the offers eligible for the request's context."""
@@ -94,7 +96,9 @@ class PersonalizationServiceAsyncStub(PersonalizationServiceStub):
     """
     RecommendProducts: _aio.UnaryUnaryMultiCallable[_personalization_service_pb2.RecommendProductsRequest, _personalization_service_pb2.RecommendProductsResponse]  # type: ignore[assignment]
     """Ranked products for one or many customers. Many targets in one call is the fast path for email
-    campaigns and precomputation: they are scored together in one batch.
+    campaigns and precomputation: they are scored together in one batch. A response larger than the
+    server's limit (serve --max-response-bytes, default 4 MiB, a gRPC client's default receive limit)
+    is not sent: the call ends RESOURCE_EXHAUSTED, naming the targets, num_results and explain asked.
     """
     RankOffers: _aio.UnaryUnaryMultiCallable[_personalization_service_pb2.RankOffersRequest, _personalization_service_pb2.RankOffersResponse]  # type: ignore[assignment]
     """Ranked offers for one customer, among the offers eligible for the request's context."""
@@ -136,7 +140,9 @@ class PersonalizationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_personalization_service_pb2.RecommendProductsResponse, _abc.Awaitable[_personalization_service_pb2.RecommendProductsResponse]]:
         """Ranked products for one or many customers. Many targets in one call is the fast path for email
-        campaigns and precomputation: they are scored together in one batch.
+        campaigns and precomputation: they are scored together in one batch. A response larger than the
+        server's limit (serve --max-response-bytes, default 4 MiB, a gRPC client's default receive limit)
+        is not sent: the call ends RESOURCE_EXHAUSTED, naming the targets, num_results and explain asked.
         """
 
     @_abc_1.abstractmethod
