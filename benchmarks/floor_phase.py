@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from rich.text import Text
+
 from benchmarks.load_phases import LoadSettings, ServerSession, server_session
 from benchmarks.serving_workloads import Workload
 from serving.server_process import ServerStartError, ServerTimeoutError
@@ -131,7 +133,7 @@ def floor_side(
         )
     except (ServerStartError, ServerTimeoutError) as error:
         reason = floor_start_failure(str(error))
-        stderr_console.print(f"[yellow]gRPC floor ({workers} worker(s)) skipped: {reason}[/yellow]")
+        stderr_console.print(Text(f"gRPC floor ({workers} worker(s)) skipped: {reason}", style="yellow"))
         yield FloorSide(workers, threads, None, reason)
         return
     with stack:

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import grpc
 import numpy as np
+from rich.text import Text
 
 from benchmarks.latency_statistics import NAN, MetricsSnapshot, latency_summary, server_side
 from benchmarks.linux_processes import cpu_seconds, frozen, process_tree
@@ -142,7 +143,9 @@ def stop_processes(server: ServerProcess, generator: LoadGenerator | None) -> No
     except ServerTimeoutError:
         status = -signal.SIGKILL
     if status != 0:
-        stderr_console.print(f"[yellow]server exited with status {status}; log: {server.log_path}[/yellow]")
+        stderr_console.print(
+            Text(f"server exited with status {status}; log: {server.log_path}", style="yellow")
+        )
 
 
 def run_phase(

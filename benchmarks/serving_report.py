@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from rich.text import Text
+
 from benchmarks.latency_statistics import NAN
 from benchmarks.mixed_workload import MIXED_RPCS
 from benchmarks.serving_artifact_cache import BENCHMARKS_DIR
@@ -131,7 +133,7 @@ def print_report(result: Mapping[str, Any]) -> None:
         steps += [["train, total", build["train_seconds"], build["train_peak_rss_mb"]]]
         print_table(title, ["build step", "seconds", "peak RSS MB"], steps)
     else:
-        stdout_console.print(f"[bold]{title}[/bold]: built elsewhere, no build figures")
+        stdout_console.print(Text.assemble((title, "bold"), ": built elsewhere, no build figures"))
     rows = report_rows(result)
     client_keys = ["calls", "errors", "p50_ms", "p95_ms", "p99_ms", "max_ms", "calls_per_s"]
     print_table(

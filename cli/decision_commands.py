@@ -143,7 +143,7 @@ def cmd_evaluate_policy(args: argparse.Namespace) -> int:
     except PolicyEvaluationInputError as error:
         raise UserError(str(error)) from None
     for warning in report["warnings"]:
-        stderr_console.print(f"warning: {warning}", highlight=False, markup=False)
+        stderr_console.print(f"warning: {warning}", highlight=False)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

@@ -31,7 +31,7 @@ from training.flag_error import FlagError
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit status, or 2 (with a one-line message) for an error the user can fix."""
-    from rich.markup import escape
+    from rich.text import Text
 
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
@@ -48,9 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         message = str(error) if isinstance(error, PersonaEngineError) else _describe_os_error(error)
         stderr_console.print(
-            f"[bold red]error:[/bold red] {escape(_one_problem_one_line(error, message))}",
-            highlight=False,
-            soft_wrap=True,
+            Text.assemble(("error:", "bold red"), " ", _one_problem_one_line(error, message)), soft_wrap=True
         )
         return 2
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
+from rich.text import Text
 
 from cli.arguments import (
     DEFAULT_ARTIFACT,
@@ -209,7 +209,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     s = result.summary
     for warning in s.get("warnings", []):
-        stdout_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+        stdout_console.print(Text.assemble(("warning:", "yellow"), " ", warning))
     if s["best_model"] is None:
         # The artifact's models load in name order, and Personalizer serves the first without a best.
         stdout_console.print(
@@ -220,9 +220,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     else:
         stdout_console.print(
-            f"best model: [bold]{s['best_model']}[/bold], "
-            f"NDCG ratio to popularity {s['best_ndcg_ratio_to_popularity'] or float('nan'):.2f}; "
-            f"cold start ratio {s['cold_start_ndcg_ratio_to_popularity'] or float('nan'):.2f}"
+            Text.assemble(
+                "best model: ",
+                (s["best_model"], "bold"),
+                f", NDCG ratio to popularity {s['best_ndcg_ratio_to_popularity'] or float('nan'):.2f}; "
+                f"cold start ratio {s['cold_start_ndcg_ratio_to_popularity'] or float('nan'):.2f}",
+            )
         )
     drift = s.get("live_drift_threshold")
     if drift is not None:
@@ -284,13 +287,16 @@ def _print_served_models(served: dict[str, Any]) -> None:
     described = ServedModels.of({"served_models": served}).describe()
     if served["refit_on_all_events"]:
         stdout_console.print(
-            f"served models: [bold]{described}[/bold] ({served['seconds']:.1f} s)\n"
-            "  (the evaluation above is of the same models fitted on the split)",
-            highlight=False,
+            Text.assemble(
+                "served models: ",
+                (described, "bold"),
+                f" ({served['seconds']:.1f} s)\n"
+                "  (the evaluation above is of the same models fitted on the split)",
+            )
         )
     else:
         stdout_console.print(
-            escape(f"served models: {described} ([output] refit_on_all_events = false): the evaluated ones"),
+            f"served models: {described} ([output] refit_on_all_events = false): the evaluated ones",
             highlight=False,
         )
 
@@ -352,7 +358,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _print_drift_evaluation(report.drift_evaluation, report.k)
     _print_session_evaluation(report.session_evaluation, report.k)
     for warning in report.warnings:
-        stdout_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+        stdout_console.print(Text.assemble(("warning:", "yellow"), " ", warning))
     same = [model for model, equal in report.matches_manifest.items() if equal]
     differ = [model for model, equal in report.matches_manifest.items() if not equal]
     if not differ:
@@ -366,11 +372,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
         if not report.data_matches_artifact:
             why.append("the data is not the data the artifact was trained on")
-        stdout_console.print(  # escaped: rich would take "[training]" for a style and drop it
-            escape(
-                f"reproduces train's figures: {', '.join(same) or 'none'}; differs from them: "
-                f"{', '.join(differ)}" + (f" ({'; '.join(why)})" if why else "")
-            ),
+        stdout_console.print(
+            f"reproduces train's figures: {', '.join(same) or 'none'}; differs from them: "
+            f"{', '.join(differ)}" + (f" ({'; '.join(why)})" if why else ""),
             highlight=False,
         )
     _print_persona_accuracy(report.persona_accuracy)
@@ -519,9 +523,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         emit_json(written.document)
         return 0
     stdout_console.print(
-        f"report written to [bold]{escape(str(written.html_path))}[/bold] ({written.seconds:.1f} s)\n"
-        f"its numbers: {escape(str(written.json_path))}",
-        highlight=False,
+        Text.assemble(
+            "report written to ",
+            (str(written.html_path), "bold"),
+            f" ({written.seconds:.1f} s)\nits numbers: {written.json_path}",
+        )
     )
     return 0
 

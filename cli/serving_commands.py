@@ -11,6 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
+
 from cli.arguments import SHOPPING_CONTEXTS, non_empty, positive_int, positive_share, share
 from cli.errors import FlagError
 from cli.json_output import emit_json
@@ -206,7 +208,6 @@ def _note_an_unknown_customer(personalizer: Any, customer: str) -> None:
     stderr_console.print(
         f"note: the artifact does not know customer {customer!r}: served as cold start{hint}",
         highlight=False,
-        markup=False,
     )
 
 
@@ -219,8 +220,10 @@ def _print_recommendation(personalizer: Any, result: Any) -> None:
     )
     status = "cold start" if result.cold_start else "known customer"
     stdout_console.print(
-        f"[bold]{result.customer_id}[/bold] ({status}, model {result.model}, "
-        f"mix {result.decision.mix_source.value}): {mix_text}"
+        Text.assemble(
+            (result.customer_id, "bold"),
+            f" ({status}, model {result.model}, mix {result.decision.mix_source.value}): {mix_text}",
+        )
     )
     print_table(
         "",

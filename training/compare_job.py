@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from rich.text import Text
 
 from engine.models.base import Recommender
 from engine.models.implicit_factors import ALS_DEFAULT_REGULARIZATION
@@ -591,14 +592,16 @@ def print_comparison(report: ComparisonReport) -> None:
     )
     engine, tuned = v.get("engine_best"), v.get("library_best_tuned")
     if engine:
-        line = f"engine best: [bold]{engine['model']}[/bold] NDCG@{k} {engine[f'ndcg_at_{k}']:.4f}"
+        line = Text.assemble(
+            "engine best: ", (engine["model"], "bold"), f" NDCG@{k} {engine[f'ndcg_at_{k}']:.4f}"
+        )
         if tuned:
-            line += (
+            line.append(
                 f"; library best tuned {tuned['model']} {tuned[f'ndcg_at_{k}']:.4f}, difference "
                 f"{_interval(v['difference_ci95'])} "
                 f"({'beaten' if v['engine_beats_library_tuned'] else 'NOT beaten'} at 95%)"
             )
-        line += (
+        line.append(
             f"; persona lift {_interval(v['persona_lift_ci95'])} "
             f"({'above 0' if v['persona_lift_above_zero'] else 'NOT above 0'})"
         )

@@ -2,6 +2,12 @@
 
 Every command has a ``--json`` mode for scripts; in that mode nothing but the JSON document goes to
 stdout, so progress and tables are written to stderr or not at all.
+
+The consoles read no markup. What they print is full of brackets that are data: config sections
+(``[training] deterministic``), intervals (``[+0.0057, +0.0170]``), lists of settings, paths and ids
+a user chose. Rich's markup took some of them for styles and dropped them from the line, and escaping
+each print by hand left the ones nobody thought of. Styles are given as ``rich.text.Text`` instead
+(``Text.assemble(("warning:", "yellow"), " ", message)``), which can never eat a character.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ from typing import Any, TextIO
 from rich import box
 from rich.cells import cell_len
 from rich.console import Console, JustifyMethod
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 # Piped output (CI logs, `make demo | tee`) has no terminal to measure; prose wraps at this width unless
 # COLUMNS says otherwise, and a table that needs more room gets it (print_table), so nothing is cut.
@@ -38,8 +44,8 @@ def console_width(stream: TextIO, environ: Mapping[str, str] = os.environ) -> in
     return int(columns) if columns.isdigit() and int(columns) > 0 else PIPED_WIDTH
 
 
-stdout_console = Console(width=console_width(sys.stdout))
-stderr_console = Console(stderr=True, width=console_width(sys.stderr))
+stdout_console = Console(width=console_width(sys.stdout), markup=False)
+stderr_console = Console(stderr=True, width=console_width(sys.stderr), markup=False)
 
 
 def moment_text(moment: dt.datetime | str) -> str:
@@ -129,7 +135,7 @@ def print_table(
     """
     out = console or stdout_console
     if title:
-        out.print(f"[bold]{escape(title)}[/bold]", highlight=False)
+        out.print(Text(title, style="bold"))
     cells = [[format_value(v) for v in row] for row in rows]
     kinds, widest, longest_word = [], [], []
     for index, name in enumerate(columns):
@@ -148,9 +154,9 @@ def print_table(
     table = Table(header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     for name, kind, width in zip(columns, kinds, widths, strict=True):
         justify: JustifyMethod = "right" if kind == "number" else "left"
-        table.add_column(name, justify=justify, no_wrap=kind != "prose", overflow="fold", width=width)
-    for row in cells:
-        table.add_row(*(escape(text) for text in row))
+        table.add_column(Text(name), justify=justify, no_wrap=kind != "prose", overflow="fold", width=width)
+    for row in cells:  # Text: a console of the caller's that reads markup still prints "[0.1, 0.3]"
+        table.add_row(*(Text(text) for text in row))
     needed = sum(widths) + overhead
     if needed <= out.width:
         out.print(table)
@@ -169,7 +175,7 @@ def print_table(
 def progress_bar(enabled: bool = True) -> Iterator[Progress]:
     """A rich progress display on stderr, so that ``--json`` output on stdout stays clean."""
     progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.description}", style="progress.description", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -191,8 +197,7 @@ def stage_lines(command: str, enabled: bool = True) -> Iterator[Callable[[str], 
     def announce(stage: str) -> None:
         if enabled:
             stderr_console.print(
-                f"[dim]{escape(command)}: {escape(stage)} ({time.perf_counter() - started:.1f} s)[/dim]",
-                highlight=False,
+                Text(f"{command}: {stage} ({time.perf_counter() - started:.1f} s)", style="dim")
             )
 
     yield announce

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.text import Text
 
 from engine.personalizer import Personalizer, ProductList
 from engine.personas.shopping_context import CONTEXTS
@@ -128,7 +129,9 @@ def summarize(
     for entry, (label, rec) in zip(document["customers"], requests, strict=True):
         stdout_console.print()
         status = "cold start" if rec.cold_start else "known"
-        stdout_console.print(f"[bold]{rec.customer_id}[/bold] ({label}, {status}): {_mix_text(rec, names)}")
+        stdout_console.print(
+            Text.assemble((rec.customer_id, "bold"), f" ({label}, {status}): {_mix_text(rec, names)}")
+        )
         by_context = entry.get("mix_by_context")
         if by_context:
             for context, mix in by_context.items():

@@ -7,8 +7,17 @@ import io
 import re
 
 from rich.console import Console
+from rich.text import Text
 
-from training.console_output import PIPED_WIDTH, Money, console_width, moment_text, print_table
+from training.console_output import (
+    PIPED_WIDTH,
+    Money,
+    console_width,
+    moment_text,
+    print_table,
+    stderr_console,
+    stdout_console,
+)
 
 
 def _piped(width: int = 60) -> Console:
@@ -91,3 +100,22 @@ def test_timestamps_read_as_utc_minutes_with_seconds_only_when_there_are_some() 
     paris = dt.timezone(dt.timedelta(hours=2))
     assert moment_text(dt.datetime(2026, 7, 2, 1, 50, tzinfo=paris)) == "2026-07-01 23:50 UTC"
     assert moment_text(dt.datetime(2026, 7, 1, 23, 50)) == "2026-07-01 23:50 UTC"  # naive: UTC
+
+
+def test_brackets_in_what_is_printed_are_printed() -> None:
+    # Config sections, intervals and settings lists are data; markup once took "[training]" for a
+    # style and dropped it from the line.
+    for console in (stdout_console, stderr_console):
+        with console.capture() as captured:
+            console.print("[training] deterministic = true; [output] refit_on_all_events")
+            console.print(Text.assemble(("warning:", "yellow"), " see [data] path"))
+        assert captured.get() == (
+            "[training] deterministic = true; [output] refit_on_all_events\nwarning: see [data] path\n"
+        )
+    for console in (_piped(100), Console(file=io.StringIO(), width=100, record=True, markup=True)):
+        print_table(
+            "[b] title", ["[x]", "interval"], [["[bold]id[/bold]", "[+0.0057, +0.0170]"]], console=console
+        )
+        text = console.export_text()
+        assert "[b] title" in text and "[x]" in text
+        assert "[bold]id[/bold]" in text and "[+0.0057, +0.0170]" in text
