@@ -699,7 +699,8 @@ def _run(args: argparse.Namespace) -> int:
                 settings.metrics_port_source,
             )
     except ServeConfigError as error:
-        print(f"persona-engine serve: error: {error}", file=sys.stderr)
+        # the training commands' form (cli.arguments.CommandLineParser): one line, "error:" first
+        print(f"error: persona-engine serve: {error} (see 'persona-engine serve --help')", file=sys.stderr)
         return EXIT_USAGE
     limit_malloc_arenas()  # before the process starts threads; forked workers inherit it
     if settings.pin_workers and settings.worker_index is not None:  # before threads too: they inherit it

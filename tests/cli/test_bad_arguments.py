@@ -187,7 +187,7 @@ def test_a_bad_argument_exits_2_with_one_clear_line(
     assert code == 2, f"persona-engine {' '.join(filled)} exited {code}: {err}"
     assert "Traceback" not in err
     assert len(lines) == 1, err
-    # serve reports through its own log ("persona-engine serve: error: ..." or a log line at ERROR)
+    # serve reports through its own log ("error: persona-engine serve: ..." or a log line at ERROR)
     assert lines[0].startswith("error: ") if command not in SUBPROCESS_ONLY else "error" in lines[0].lower()
 
 

@@ -49,7 +49,9 @@ def _serve(artifact: Path, *args: str, env: dict[str, str] | None = None) -> sub
 
 def _assert_one_clear_line(result: subprocess.CompletedProcess[str], expected: str) -> None:
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines() == [f"persona-engine serve: error: {expected}"], result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: persona-engine serve: {expected} (see 'persona-engine serve --help')"
+    ], result.stderr
     for noise in ("add_port.cc", "GRPC_VERBOSITY", "Traceback", "drift threshold", "unsigned"):
         assert noise not in result.stderr + result.stdout  # no gRPC core log, no artifact load
 
