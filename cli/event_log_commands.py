@@ -23,9 +23,15 @@ ARCHIVE_EVENTS_EXAMPLES = """
     happened before the same cutoff. Training, evaluate-policy and experiment-report read the log
     and the archive together, each row once. Nothing is ever deleted without being in the archive first.
 
+    the log keeps the id of every record it archived (about 59 bytes each), so that a client's retry
+    of it is still a duplicate. --forget-ids-after-days N drops the ids archived more than N days ago:
+    a retry within N days of the record's arrival is then still a duplicate, a later one is stored
+    again (and read once all the same). Without it, ids are kept for good.
+
     examples:
       persona-engine archive-events --event-log run/events.sqlite
       persona-engine archive-events --event-log run/events.sqlite --older-than-days 90 --json
+      persona-engine archive-events --event-log run/events.sqlite --forget-ids-after-days 30
     """
 
 
@@ -45,6 +51,12 @@ def add_archive_events_command(sub: Subcommands) -> None:
         type=positive_float,
         help="move events older than this many days (default: the drift window, 4 drift half-lives)",
     )
+    command.add_argument(
+        "--forget-ids-after-days",
+        type=positive_float,
+        metavar="DAYS",
+        help="drop the ids of records archived more than DAYS ago (default: keep them for good)",
+    )
 
 
 def cmd_archive_events(args: argparse.Namespace) -> int:
@@ -61,7 +73,10 @@ def cmd_archive_events(args: argparse.Namespace) -> int:
     before = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
     try:
         with EventLog.open(path) as log:
-            run = archive_events(log, archive_folder(path), before)
+            forget = (
+                None if args.forget_ids_after_days is None else dt.timedelta(days=args.forget_ids_after_days)
+            )
+            run = archive_events(log, archive_folder(path), before, forget_ids_after=forget)
             counts = log.counts()
     except EventLogError as error:
         raise UserError(str(error)) from None
@@ -83,4 +98,10 @@ def cmd_archive_events(args: argparse.Namespace) -> int:
         f"{run.before.date().isoformat()} could move (events only once training had read them: "
         f"through position {run.training_read_through})"
     )
+    kept = (
+        f"the log keeps {run.archived_ids:,} ids of archived records, so that retries of them are duplicates"
+    )
+    if args.forget_ids_after_days is not None:
+        kept += f" ({run.forgotten_ids:,} archived over {args.forget_ids_after_days:g} days ago dropped)"
+    print(kept)
     return 0

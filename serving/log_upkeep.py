@@ -30,8 +30,9 @@ at once.
   of bounded restarts. The periodic snapshots of a server that is up keep the idle thread.
 - Every ``RETENTION_INTERVAL_S`` (first ``FIRST_RETENTION_S`` after start), events older than the drift
   window that a training run has read, and served decisions and outcomes older than it, move to the
-  Parquet archive (``engine.live.event_archive``).
-  ``persona-engine archive-events`` does the same by hand.
+  Parquet archive (``engine.live.event_archive``); with ``forget_ids_after``
+  (``serve --forget-archived-ids-after-days``) the ids of records archived longer ago than that are
+  dropped too. ``persona-engine archive-events`` does the same by hand.
 
 A failed round is logged and tried again at the next interval; it never stops the server.
 """
@@ -83,10 +84,19 @@ def retention_cutoff(live_state: LiveState, now: dt.datetime | None = None) -> d
 class LogUpkeep:
     """The upkeep thread of one server process; ``close`` stops it (within one page of work)."""
 
-    def __init__(self, event_log: Path, live_state: LiveState, *, snapshots: bool | None = None) -> None:
+    def __init__(
+        self,
+        event_log: Path,
+        live_state: LiveState,
+        *,
+        snapshots: bool | None = None,
+        forget_ids_after: dt.timedelta | None = None,
+    ) -> None:
         """``snapshots``: whether to write live-state snapshots (default: when ``live_state`` is kept in
-        process memory, the only state a restart has to rebuild)."""
+        process memory, the only state a restart has to rebuild). ``forget_ids_after``: how long the
+        log keeps the ids of archived records (None: for good)."""
         self.path = event_log
+        self.forget_ids_after = forget_ids_after
         self.live_state = live_state
         self.snapshots = live_state.is_process_local if snapshots is None else snapshots
         self._stop = threading.Event()
@@ -247,8 +257,19 @@ class LogUpkeep:
 
     def _retention(self, log: EventLog) -> None:
         run = archive_events(
-            log, archive_folder(self.path), retention_cutoff(self.live_state), stop=self._stop
+            log,
+            archive_folder(self.path),
+            retention_cutoff(self.live_state),
+            stop=self._stop,
+            forget_ids_after=self.forget_ids_after,
         )
+        if run.forgotten_ids:
+            LOGGER.info(
+                "event log retention: %d ids of records archived before %s dropped (%d kept)",
+                run.forgotten_ids,
+                (dt.datetime.now(dt.UTC) - (self.forget_ids_after or dt.timedelta(0))).date(),
+                run.archived_ids,
+            )
         if run.moved or run.decisions_moved or run.outcomes_moved:
             LOGGER.info(
                 "event log retention: %d events, %d served decisions and %d outcomes before %s moved to %s",

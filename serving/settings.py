@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import math
 import os
 import textwrap
 from collections.abc import Mapping
@@ -212,6 +213,8 @@ class ServeSettings:
     state: str = MEMORY  # where live customer state is kept: "memory" or a redis:// URL
     event_log: Path | None = None  # this machine's SQLite log
     event_log_url: str | None = field(default=None, repr=False)  # the fleet's shared log (Redis URL)
+    # a SQLite log's ids of archived records are dropped this many days after archiving (None: kept)
+    forget_archived_ids_after_days: float | None = None
     experiment: Path | None = None  # TOML file with an [experiment] section, validated at start
     bandit: BanditConfig | None = None  # the online bandit's exploration and offer budgets ([bandit])
     bandit_file: Path | None = None  # where ``bandit`` came from, passed on to worker processes
@@ -334,6 +337,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "(created if missing) for one machine, or redis://host:port/db[?stream=NAME] for one log shared by "
         "a fleet of servers (Redis with appendonly yes, appendfsync always); without it RecordEvents is "
         "refused. Training reads it with [data] event_log",
+    )
+    parser.add_argument(
+        "--forget-archived-ids-after-days",
+        type=float,
+        metavar="DAYS",
+        help="a SQLite event log keeps the id of every event and outcome its hourly retention archives "
+        "(about 59 bytes each), so that a retry of one is still a duplicate; drop those archived more "
+        "than DAYS ago (default: keep them for good; a retry within DAYS of the record's arrival is "
+        "always a duplicate)",
     )
     parser.add_argument(
         "--experiment",
@@ -585,6 +597,17 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
             tls_files += ("--tls-client-ca", str(args.tls_client_ca.resolve()))
     state = _state_setting(getattr(args, "state", None), environ)
     event_log, event_log_url = _event_log_setting(args.event_log, environ, state)
+    forget_days = getattr(args, "forget_archived_ids_after_days", None)
+    if forget_days is not None:
+        if not (math.isfinite(forget_days) and forget_days > 0):
+            raise ServeConfigError(
+                f"--forget-archived-ids-after-days {forget_days:g}: must be a number of days above 0"
+            )
+        if event_log is None:
+            raise ServeConfigError(
+                f"--forget-archived-ids-after-days {forget_days:g}: applies to a SQLite --event-log, and "
+                + ("a Redis event log never archives" if event_log_url is not None else "none is given")
+            )
     experiment = None
     if args.experiment is not None:
         experiment = args.experiment.resolve()
@@ -622,6 +645,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str] | No
         state=state,
         event_log=event_log,
         event_log_url=event_log_url,
+        forget_archived_ids_after_days=forget_days,
         experiment=experiment,
         bandit=bandit,
         bandit_file=bandit_file,

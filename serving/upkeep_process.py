@@ -19,6 +19,7 @@ interpreter lock with the request handlers after all.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import shutil
@@ -118,7 +119,13 @@ def run_upkeep_process(settings: ServeSettings, *, stop: threading.Event | None 
             LOGGER.error("%s", error)
             return EXIT_FAILURE
         # With Redis the state outlives restarts: nothing to snapshot, only retention to do.
-        upkeep = LogUpkeep(settings.event_log, live_state, snapshots=settings.state == MEMORY)
+        forget = settings.forget_archived_ids_after_days
+        upkeep = LogUpkeep(
+            settings.event_log,
+            live_state,
+            snapshots=settings.state == MEMORY,
+            forget_ids_after=None if forget is None else dt.timedelta(days=forget),
+        )
         upkeep.start()
         LOGGER.info(
             "event log upkeep running for %s (pid %d, nice %d)", settings.event_log, os.getpid(), NICENESS

@@ -161,6 +161,8 @@ def worker_command(settings: ServeSettings, address: str, run_dir: Path, index: 
         command += ["--model", settings.model_name]
     if settings.event_log is not None:
         command += ["--event-log", str(settings.event_log)]
+    if settings.forget_archived_ids_after_days is not None:
+        command += ["--forget-archived-ids-after-days", repr(settings.forget_archived_ids_after_days)]
     if settings.event_log_url is not None:
         command += ["--event-log", settings.event_log_url]
     if settings.experiment is not None:

@@ -30,6 +30,11 @@ No training run has to have read them first: their readers (``policy-evaluation`
 ``read_outcomes``), so a move changes nothing they see. An outcome reported for a decision already
 archived is stored unchecked against it (the live check looks in the log only), as for a decision the
 log never held; by then the decision is older than the drift window.
+
+The log keeps the id of every record it archives, so that a retry is still answered as a duplicate
+(``engine.live.event_log``). With ``forget_ids_after`` (``archive-events --forget-ids-after-days``,
+``serve --forget-archived-ids-after-days``) a run also drops the ids archived longer ago than that;
+without it they are kept for good, about 59 bytes each.
 """
 
 from __future__ import annotations
@@ -76,6 +81,8 @@ class ArchiveRun:
     before: dt.datetime  # events that happened before this could move
     decisions_moved: int = 0  # served arms deleted from the log (they are in the archive)
     outcomes_moved: int = 0
+    forgotten_ids: int = 0  # ids of archived records dropped (forget_ids_after)
+    archived_ids: int = 0  # ids of archived records the log keeps after the run
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -85,6 +92,8 @@ class ArchiveRun:
             "parts": [str(part) for part in self.parts],
             "training_read_through": self.training_read_through,
             "before": self.before.isoformat(),
+            "forgotten_ids": self.forgotten_ids,
+            "archived_ids": self.archived_ids,
         }
 
 
@@ -100,13 +109,17 @@ def archive_events(
     *,
     batch: int = DEFAULT_BATCH,
     stop: threading.Event | None = None,
+    forget_ids_after: dt.timedelta | None = None,
 ) -> ArchiveRun:
     """Move the events that happened before ``before`` and that training has read into ``folder``.
 
-    Works a batch at a time (one part each); ``stop`` is checked between batches.
+    Works a batch at a time (one part each); ``stop`` is checked between batches. With
+    ``forget_ids_after``, the ids of records archived longer ago than that are dropped afterwards.
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
+    if forget_ids_after is not None and forget_ids_after <= dt.timedelta(0):
+        raise ValueError(f"forget_ids_after must be positive, got {forget_ids_after}")
     through = log.mark(TRAINING_READ_MARK)
     parts: list[Path] = []
 
@@ -138,7 +151,19 @@ def archive_events(
         )
         for table in _TABLES
     }
-    return ArchiveRun(events, tuple(parts), through, before, moved_rows["decisions"], moved_rows["outcomes"])
+    forgotten = 0
+    if forget_ids_after is not None and (stop is None or not stop.is_set()):
+        forgotten = log.forget_archived_ids(dt.datetime.now(dt.UTC) - forget_ids_after)
+    return ArchiveRun(
+        events,
+        tuple(parts),
+        through,
+        before,
+        moved_rows["decisions"],
+        moved_rows["outcomes"],
+        forgotten,
+        log.archived_id_count(),
+    )
 
 
 def _delete_rows(log: EventLog, table: str, rows: pl.DataFrame) -> int:

@@ -13,7 +13,11 @@ worker process of a server (and readable by training while the server writes):
   duplicate. Events and outcomes are separate tables, so each has its own id space. Retention
   (``engine.live.event_archive``) moves old rows to Parquet, but their ids stay in ``archived_ids``,
   which every insert consults: a retry of a record that was archived in the meantime is still a
-  duplicate, not a second row.
+  duplicate, not a second row. Each id costs about 59 bytes there (a 36-character UUID), for good
+  unless the operator sets a window (``forget_archived_ids``): ids are then kept that many days after
+  their record was archived, which is after it was received, so a retry within the window of the
+  first copy's arrival is always a duplicate. A later one is stored again and read once all the same:
+  every reader of the log and its archive keeps one row per id.
 - ``log_decisions`` records what the server served. Decisions are not acknowledged to anyone, so a log
   opened with ``durable=False`` (``synchronous=NORMAL``) writes them: in WAL mode that survives a crash
   of the process, and only a power loss may drop the last few. One served response can carry several
@@ -33,6 +37,7 @@ import datetime as dt
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,7 +50,7 @@ from engine.data.contract import DECISIONS, EVENTS
 from engine.errors import PersonaEngineError
 from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind, ServedDecision
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 DEFAULT_BUSY_TIMEOUT_S: Final = 30.0
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -109,6 +114,16 @@ _SCHEMA_V3: Final = (
     "CREATE TABLE IF NOT EXISTS archived_ids (kind TEXT NOT NULL, id TEXT NOT NULL, "
     "PRIMARY KEY (kind, id)) WITHOUT ROWID",
 )
+
+# Version 4 dates each archived id (``archived_s``: Unix seconds, stored in 4 bytes), so ids can be
+# forgotten a set time after their record was archived (``forget_archived_ids``). Ids archived before
+# the column existed are dated when the log is migrated: the window then starts for them at the upgrade,
+# never earlier. No index on the date: it would hold every id a second time, and only logs that forget
+# pay for the scan that stands in for it.
+_SCHEMA_V4: Final = ("UPDATE archived_ids SET archived_s = {now} WHERE archived_s IS NULL",)
+# Ids looked at per transaction when forgetting, so that appends waiting for the write lock wait
+# milliseconds.
+_FORGET_CHUNK: Final = 10_000
 
 _EVENT_COLUMNS: Final = (
     "event_id, customer_id, item_id, event_type, timestamp_us, price_paid, discount, channel, device"
@@ -461,6 +476,7 @@ class EventLog:
         another) and it is not the newest row, so positions keep growing.
         """
         removed = 0
+        now = int(time.time())
         with self._transaction() as connection:
             newest = connection.execute("SELECT COALESCE(MAX(rowid), 0) FROM events").fetchone()[0]
             for rowid, event_id in zip(rowids, event_ids, strict=True):
@@ -470,7 +486,10 @@ class EventLog:
                     "DELETE FROM events WHERE rowid = ? AND event_id = ?", (int(rowid), event_id)
                 )
                 if cursor.rowcount:
-                    connection.execute("INSERT OR IGNORE INTO archived_ids VALUES ('event', ?)", (event_id,))
+                    connection.execute(
+                        "INSERT OR IGNORE INTO archived_ids (kind, id, archived_s) VALUES ('event', ?, ?)",
+                        (event_id, now),
+                    )
                 removed += cursor.rowcount
         return removed
 
@@ -498,20 +517,53 @@ class EventLog:
         position names one row for good (archive part names and re-runs after a crash rely on it)."""
         _archived_columns(table)
         removed = 0
+        now = int(time.time())
         with self._transaction() as connection:
             newest = connection.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {table}").fetchone()[0]
             for rowid in rowids:
                 if int(rowid) < newest:
                     if table == "outcomes":  # a retried outcome must stay a duplicate (archived_ids)
                         connection.execute(
-                            "INSERT OR IGNORE INTO archived_ids "
-                            "SELECT 'outcome', event_id FROM outcomes WHERE rowid = ?",
-                            (int(rowid),),
+                            "INSERT OR IGNORE INTO archived_ids (kind, id, archived_s) "
+                            "SELECT 'outcome', event_id, ? FROM outcomes WHERE rowid = ?",
+                            (now, int(rowid)),
                         )
                     removed += connection.execute(
                         f"DELETE FROM {table} WHERE rowid = ?", (int(rowid),)
                     ).rowcount
         return removed
+
+    def forget_archived_ids(self, archived_before: dt.datetime) -> int:
+        """Drop the ids of records archived before ``archived_before``; returns how many went.
+
+        A retry of such a record is then stored again, where before it was a duplicate: readers of the
+        log and its archive still read it once (one row per id), and live state gives an event that
+        old next to no weight; the RecordEvents answer counts it as accepted. One pass over the ids in
+        key order, ``_FORGET_CHUNK`` at a time, each chunk its own transaction, so appends are never
+        held up for long.
+        """
+        cutoff = int(archived_before.timestamp())
+        forgotten = 0
+        after: tuple[str, str] = ("", "")
+        while True:
+            with self._transaction() as connection:
+                last = connection.execute(
+                    "SELECT kind, id FROM archived_ids WHERE (kind, id) > (?, ?) ORDER BY kind, id "
+                    "LIMIT 1 OFFSET ?",
+                    (*after, _FORGET_CHUNK - 1),
+                ).fetchone()
+                upper = "AND (kind, id) <= (?, ?)" if last is not None else ""
+                forgotten += connection.execute(
+                    f"DELETE FROM archived_ids WHERE (kind, id) > (?, ?) {upper} AND archived_s < ?",
+                    (*after, *(last or ()), cutoff),
+                ).rowcount
+            if last is None:
+                return forgotten
+            after = (str(last[0]), str(last[1]))
+
+    def archived_id_count(self) -> int:
+        """Ids the log keeps of archived events and outcomes (each answers a retry as a duplicate)."""
+        return int(self._query("SELECT COUNT(*) FROM archived_ids")[0][0])
 
     def outcomes(self, since: dt.datetime | None = None) -> list[DecisionOutcome]:
         """Stored outcomes in arrival order, those that happened at or after ``since`` when given."""
@@ -754,9 +806,17 @@ def _create_schema(connection: sqlite3.Connection, path: Path) -> None:
         if version == 0:
             for statement in _SCHEMA:
                 connection.execute(statement)
-        if version < SCHEMA_VERSION:  # a new log, or one written before marks or archived ids
-            for statement in (*(_SCHEMA_V2 if version < 2 else ()), *_SCHEMA_V3):
+        if version < SCHEMA_VERSION:  # a new log, or one written before marks, archived ids or their dates
+            now = int(time.time())
+            for statement in (*(_SCHEMA_V2 if version < 2 else ()), *(_SCHEMA_V3 if version < 3 else ())):
                 connection.execute(statement)
+            dated = any(
+                row[1] == "archived_s" for row in connection.execute("PRAGMA table_info(archived_ids)")
+            )
+            if not dated:  # a table of version 3, or one version 3 created just now
+                connection.execute("ALTER TABLE archived_ids ADD COLUMN archived_s INTEGER")
+            for statement in _SCHEMA_V4:
+                connection.execute(statement.format(now=now))
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:
         connection.execute("ROLLBACK")

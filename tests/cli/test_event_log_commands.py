@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,37 @@ def test_archive_events_names_a_missing_log_or_a_bad_age(
         main(["archive-events", "--event-log", str(tmp_path / "events.db"), "--older-than-days", "0"])
     assert refused.value.code == 2
     assert "--older-than-days: must be greater than 0, got 0" in capsys.readouterr().err
+
+
+def test_archive_events_forgets_the_ids_archived_before_the_window_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "events.db"
+    now = dt.datetime.now(dt.UTC)
+    with EventLog.open(path) as log:
+        log.append(
+            [BehaviorEvent(f"e{n}", "c1", "i1", "view", now - dt.timedelta(days=100 - n)) for n in range(5)]
+        )
+    read_logged_events(path)
+    assert main(["archive-events", "--event-log", str(path), "--older-than-days", "97.5"]) == 0
+    assert "the log keeps 3 ids of archived records" in capsys.readouterr().out
+    with sqlite3.connect(path) as raw:  # as if archived 40 days ago
+        raw.execute(
+            "UPDATE archived_ids SET archived_s = ?", (int((now - dt.timedelta(days=40)).timestamp()),)
+        )
+    forget = [
+        "archive-events",
+        "--event-log",
+        str(path),
+        "--older-than-days",
+        "97.5",
+        "--forget-ids-after-days",
+        "30",
+    ]
+    assert main([*forget, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["forgotten_ids"], report["archived_ids"]) == (3, 0)
+    with pytest.raises(SystemExit) as refused:
+        main([*forget[:-1], "-1"])
+    assert refused.value.code == 2
+    assert "--forget-ids-after-days: must be greater than 0, got -1" in capsys.readouterr().err

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from engine.live.event_archive import archive_folder, read_archived_events
+from engine.live.event_archive import archive_events, archive_folder, read_archived_events
 from engine.live.event_log import EventLog
 from engine.live.events import BehaviorEvent
 from engine.live.live_state import LiveState
@@ -28,6 +30,8 @@ from engine.personalizer import Personalizer
 from serving import log_upkeep
 from serving.idle_priority import idle_policy_supported
 from serving.log_upkeep import LogUpkeep
+from serving.settings import ServeConfigError, add_serve_arguments, settings_from_args
+from serving.worker_supervisor import worker_command
 from tests.serving.server_harness import trained_artifacts
 from training.logged_events import read_logged_events
 
@@ -136,6 +140,63 @@ def test_upkeep_writes_the_snapshot_and_moves_old_read_events_to_the_archive(
     assert sorted(read_archived_events(archive_folder(path))["event_id"]) == [f"old{n}" for n in range(4)]
     with EventLog.open(path) as log:
         assert log.event_ids() == {"new0", "new1", "new2"}
+
+
+@pytest.mark.usefixtures("upkeep_due_at_once")
+def test_upkeep_forgets_the_ids_archived_before_its_window(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    personalizer, customer, item = _one_customer_and_item(tmp_path_factory)
+    now = dt.datetime.now(dt.UTC)
+    path = tmp_path / "events.db"
+
+    def log_old_and_new(numbers: range, new: str) -> None:
+        with EventLog.open(path) as log:
+            old = [
+                BehaviorEvent(f"old{n}", customer, item, "view", now - dt.timedelta(days=90)) for n in numbers
+            ]
+            log.append([*old, BehaviorEvent(new, customer, item, "view", now)])
+        read_logged_events(path)
+
+    log_old_and_new(range(4), "new0")
+    with EventLog.open(path) as log:  # archived 40 days ago, as far as the log knows
+        assert archive_events(log, archive_folder(path), now - dt.timedelta(days=56)).moved == 4
+    with sqlite3.connect(path) as raw:
+        raw.execute(
+            "UPDATE archived_ids SET archived_s = ?", (int((now - dt.timedelta(days=40)).timestamp()),)
+        )
+    log_old_and_new(range(4, 6), "new1")
+
+    def archived_ids() -> set[str]:
+        with sqlite3.connect(path) as raw:
+            return {row[0] for row in raw.execute("SELECT id FROM archived_ids")}
+
+    upkeep = LogUpkeep(
+        path, _live_state(personalizer), snapshots=False, forget_ids_after=dt.timedelta(days=30)
+    )
+    with _running(upkeep):
+        _wait_until(lambda: archived_ids() == {"old4", "old5"}, "the old ids were not forgotten")
+    assert sorted(read_archived_events(archive_folder(path))["event_id"]) == [f"old{n}" for n in range(6)]
+
+
+def test_the_forget_window_reaches_the_upkeep_process_and_needs_a_sqlite_log(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    EventLog.open(tmp_path / "events.db").close()
+    base = ["--artifact", str(tmp_path), "--event-log", str(tmp_path / "events.db")]
+    assert settings_from_args(parser.parse_args(base), {}).forget_archived_ids_after_days is None
+    asked = settings_from_args(parser.parse_args([*base, "--forget-archived-ids-after-days", "7.5"]), {})
+    command = worker_command(asked, "127.0.0.1:0", tmp_path, 0)
+    upkeep = settings_from_args(parser.parse_args(["--artifact", str(tmp_path), *command[3:]]), {})
+    assert upkeep.forget_archived_ids_after_days == 7.5
+    with pytest.raises(
+        ServeConfigError, match=r"--forget-archived-ids-after-days 0: must be a number of days"
+    ):
+        settings_from_args(parser.parse_args([*base, "--forget-archived-ids-after-days", "0"]), {})
+    with pytest.raises(ServeConfigError, match=r"applies to a SQLite --event-log, and none is given"):
+        settings_from_args(
+            parser.parse_args(["--artifact", str(tmp_path), "--forget-archived-ids-after-days", "7"]), {}
+        )
 
 
 def test_upkeep_snapshots_as_soon_as_the_tail_a_restart_would_replay_grows_long(

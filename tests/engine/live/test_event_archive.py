@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -133,6 +134,62 @@ def test_a_retention_run_killed_at_any_moment_loses_no_event(tmp_path: Path) -> 
 def test_batch_must_be_positive(tmp_path: Path) -> None:
     with EventLog.open(tmp_path / "events.db") as log, pytest.raises(ValueError, match="batch"):
         archive_events(log, tmp_path / "archive", CUTOFF, batch=0)
+
+
+def _date_archived_ids(path: Path, archived: dt.datetime) -> None:
+    """As if every id in ``archived_ids`` had been archived at ``archived``."""
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE archived_ids SET archived_s = ?", (int(archived.timestamp()),))
+
+
+def test_ids_archived_longer_ago_than_the_window_are_forgotten_and_a_late_retry_is_still_read_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.db"
+    ids = fill(path, 40)
+    every_event_once(path, ids)
+    now = dt.datetime.now(dt.UTC)
+    with EventLog.open(path) as log:
+        run = archive_events(log, archive_folder(path), CUTOFF, forget_ids_after=dt.timedelta(days=30))
+        assert (run.moved, run.forgotten_ids, run.archived_ids) == (30, 0, 30), "just archived: kept"
+        assert run.to_dict()["forgotten_ids"] == 0 and run.to_dict()["archived_ids"] == 30
+    _date_archived_ids(path, now - dt.timedelta(days=31))
+    with EventLog.open(path) as log:
+        log.append([event(40, 1)])  # the newest row never moves: another makes e39 archivable
+    every_event_once(path, [*ids, "e40"])
+    with EventLog.open(path) as log:
+        kept = archive_events(log, archive_folder(path), CUTOFF)  # no window: nothing is forgotten
+        assert kept.forgotten_ids == 0 and kept.archived_ids == 30
+        run = archive_events(log, archive_folder(path), CUTOFF, forget_ids_after=dt.timedelta(days=30))
+        assert (run.forgotten_ids, run.archived_ids) == (30, 0)
+        retried = log.append([event(n, 90) for n in range(5)])  # a retry beyond the window
+        assert len(retried.new_events) == 5 and retried.duplicate_events == 0
+    every_event_once(path, [*ids, "e40"])  # stored again, read once: the archive's copy and the log's
+
+
+def test_a_log_of_the_third_schema_dates_its_archived_ids_at_the_upgrade(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    ids = fill(path, 40)
+    every_event_once(path, ids)
+    with EventLog.open(path) as log:
+        archive_events(log, archive_folder(path), CUTOFF)
+    with sqlite3.connect(path) as raw:  # as persona-engine 3 wrote it: ids without dates
+        raw.execute(
+            "CREATE TABLE old_ids (kind TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (kind, id)) "
+            "WITHOUT ROWID"
+        )
+        raw.execute("INSERT INTO old_ids SELECT kind, id FROM archived_ids")
+        raw.execute("DROP TABLE archived_ids")
+        raw.execute("ALTER TABLE old_ids RENAME TO archived_ids")
+        raw.execute("PRAGMA user_version = 3")
+    before_upgrade = dt.datetime.now(dt.UTC)
+    with EventLog.open(path) as log:
+        assert log.archived_id_count() == 30
+        assert log.forget_archived_ids(before_upgrade - dt.timedelta(seconds=1)) == 0, "dated at the upgrade"
+        assert log.append([event(0, 90)]).duplicate_events == 1
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone() == (4,)
+        assert raw.execute("SELECT COUNT(*) FROM archived_ids WHERE archived_s IS NULL").fetchone() == (0,)
 
 
 def test_an_event_retried_after_its_archiving_is_a_duplicate(tmp_path: Path) -> None:

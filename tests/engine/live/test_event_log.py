@@ -230,7 +230,7 @@ def test_a_log_of_the_first_schema_gains_marks_and_keeps_its_events(tmp_path: Pa
         log.set_mark("training_read_through", 3)  # marks never move back
         assert log.mark("training_read_through") == 5
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone() == (3,)
+        assert raw.execute("PRAGMA user_version").fetchone() == (4,)
 
 
 def test_a_log_of_the_second_schema_gains_archived_ids_and_keeps_its_events(tmp_path: Path) -> None:
@@ -244,7 +244,7 @@ def test_a_log_of_the_second_schema_gains_archived_ids_and_keeps_its_events(tmp_
         assert log.event_ids() == {"e1"}
         assert log.append([event("e1", "c1"), event("e2", "c1")]).duplicate_events == 1
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone() == (3,)
+        assert raw.execute("PRAGMA user_version").fetchone() == (4,)
         assert raw.execute("SELECT COUNT(*) FROM archived_ids").fetchone() == (0,)
 
 
