@@ -100,6 +100,9 @@ TUNE_EXAMPLES = """
     --write-config, or CONFIG's name with -tuned (demo.toml: demo-tuned.toml). tune refuses to
     replace an existing file unless --overwrite is given: the -tuned configs under
     training/configs/ hold long searches. The last example re-tunes ALS in place and keeps BPR.
+    With --overwrite and another --config, tune warns before searching when the file it replaces
+    sets a model it does not search otherwise: that earlier tuning would be lost (JSON:
+    settings_replaced).
     """
 
 

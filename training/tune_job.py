@@ -31,7 +31,7 @@ import math
 import time
 import tomllib
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from engine.models.registry import create_model
 from training.blend_weights import blend_members, fit_blend_weights
 from training.config import ConfigError, TrainConfig, load_config
 from training.config_references import check_references
-from training.console_output import print_table, progress_bar, stdout_console
+from training.console_output import print_table, progress_bar, stderr_console, stdout_console
 from training.evaluation import evaluate_models
 from training.flag_error import FlagError
 from training.library_baselines import ENGINE_COUNTERPART, library_parameters
@@ -294,6 +294,8 @@ class TuningResult:
     # The config's other models, written with the settings --config gives them (not searched this run).
     kept: list[str] = field(default_factory=list)
     replaced_existing: bool = False  # --overwrite replaced a file that was there
+    # Kept models whose settings in the replaced file differed from --config's: those are lost.
+    settings_replaced: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -302,6 +304,7 @@ class TuningResult:
             "replaced_existing": self.replaced_existing,
             "tuned": list(self.best),
             "kept": self.kept,
+            "settings_replaced": self.settings_replaced,
             "budget_seconds": self.budget_seconds,
             "seconds": self.seconds,
             "validation": self.validation,
@@ -405,6 +408,32 @@ def refuse_to_replace(path: Path, *, flag_given: bool) -> None:
     )
 
 
+def settings_overwritten(config_path: Path, written: Path, tuned: Sequence[str]) -> list[str]:
+    """The models not tuned this run whose settings in ``written`` (about to be replaced under
+    ``--overwrite``) differ from ``config_path``'s: their earlier tuning would be lost, since the new
+    file takes them from ``--config``. Empty when there is no such file, or it is not a TOML config."""
+    if not written.exists() or written.resolve() == config_path.resolve():
+        return []
+    try:
+        before = tomllib.loads(written.read_text(encoding="utf-8")).get("models", {})
+        given = tomllib.loads(config_path.read_text(encoding="utf-8")).get("models", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []
+    return [
+        kind
+        for kind in before
+        if kind not in tuned and kind != ModelBlend.kind and before.get(kind) != given.get(kind)
+    ]
+
+
+def _replaced_text(kinds: Sequence[str], config_path: Path, written: Path) -> str:
+    return (
+        f"{written} sets {', '.join(kinds)} otherwise than {config_path}; --overwrite writes them as "
+        f"{config_path} sets them (an earlier tuning of them is lost). To re-tune other models and keep "
+        f"these, pass --config {written}"
+    )
+
+
 def tuned_document(original: Mapping[str, Any], best: Mapping[str, Trial]) -> dict[str, Any]:
     """The original config document with each tuned kind's parameters replaced by its best trial's."""
     document = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in original.items()}
@@ -445,6 +474,11 @@ def run_tuning(
     check_references(config, data_path=data_path)
     if not overwrite:  # before the search, not after an hour of it
         refuse_to_replace(written_config, flag_given=write_config is not None)
+    replaced = settings_overwritten(config_path, written_config, kinds)
+    if replaced:  # said before the search, so that it can be stopped while nothing is lost yet
+        stderr_console.print(
+            f"warning: {_replaced_text(replaced, config_path, written_config)}", highlight=False
+        )
     data_dir = Path(data_path or config.data.path)
     shop = load_shop(data_dir, skip_invalid=config.data.skip_invalid)
     split = split_for(config, shop, data_dir)
@@ -554,6 +588,7 @@ def run_tuning(
     if result.blend is not None:
         document["models"][ModelBlend.kind] = result.blend
     result.replaced_existing = result.written_config.exists()
+    result.settings_replaced = settings_overwritten(config_path, result.written_config, list(result.best))
     if not overwrite:
         refuse_to_replace(result.written_config, flag_given=write_config is not None)  # made meanwhile?
     result.written_config.write_text(to_toml(document, header), encoding="utf-8")
@@ -594,5 +629,8 @@ def print_tuning(result: TuningResult) -> None:
         stdout_console.print(
             f"kept as {result.config_path} sets them: {', '.join(result.kept)}", highlight=False
         )
+    if result.settings_replaced:
+        replaced = _replaced_text(result.settings_replaced, result.config_path, result.written_config)
+        stdout_console.print(f"warning: {replaced}", highlight=False)
     verb = "replaced (--overwrite)" if result.replaced_existing else "written to"
     stdout_console.print(f"tuned config {verb} {result.written_config}", highlight=False)

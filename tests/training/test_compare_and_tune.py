@@ -30,6 +30,7 @@ from training.tune_job import (
     SearchSpec,
     run_tuning,
     search_space,
+    to_toml,
     trial_parameters,
     validation_split,
 )
@@ -358,6 +359,28 @@ def test_tune_with_overwrite_keeps_the_untuned_models_and_says_which_it_tuned(
     document = json.loads(capsys.readouterr().out)
     assert document["tuned"] == ["persona_popularity"] and document["replaced_existing"] is False
     assert document["kept"] == ["popularity", "als", "lightfm_hybrid"]
+
+
+def test_tune_with_overwrite_warns_before_searching_when_an_earlier_tuning_would_be_lost(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    written = tmp_path / "tuned.toml"
+    earlier = tomllib.loads(config_file.read_text(encoding="utf-8"))
+    earlier["models"]["als"] = {**earlier["models"]["als"], "factors": 96}  # an earlier run tuned ALS
+    written.write_text(to_toml(earlier, "an earlier search"), encoding="utf-8")
+    argv = ["tune", "--config", str(config_file), "--budget-seconds", "1", "--models", "persona_popularity"]
+    assert main([*argv, "--write-config", str(written), "--overwrite", "--no-progress", "--json"]) == 0
+    captured = capsys.readouterr()
+    err = " ".join(captured.err.split())
+    assert f"warning: {written} sets als otherwise than {config_file}; --overwrite writes them as" in err
+    assert f"To re-tune other models and keep these, pass --config {written}" in err
+    assert json.loads(captured.out)["settings_replaced"] == ["als"]
+    assert load_config(written).models["als"] == FAST_ENGINE["als"]  # as warned: the earlier ALS is gone
+    # The advice works: with the tuned file as --config, in place, nothing is lost and nothing is said.
+    again = ["tune", "--config", str(written), "--budget-seconds", "1", "--models", "persona_popularity"]
+    assert main([*again, "--write-config", str(written), "--overwrite", "--no-progress", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err and json.loads(captured.out)["settings_replaced"] == []
 
 
 def test_tune_rejects_unknown_kinds_and_bad_budgets(
