@@ -23,6 +23,7 @@ from typing import Final, Generic, TypeVar
 from google.protobuf.message import Message
 
 from engine.decisions.page_decision import LayoutDecision, RankedOffer
+from engine.errors import PersonaEngineError
 from engine.live.live_loop import ServedLayout, ServedOffers, ServedPage, ServedProductLists
 from engine.personalizer import DecisionInfo
 from engine.personas.catalog import Persona
@@ -55,7 +56,7 @@ MIX_SOURCES: Final = {
 SHOPPING_CONTEXT_VALUES: Final = {name: value for value, name in SHOPPING_CONTEXTS.items()}
 
 
-class ResponseTooLargeError(Exception):
+class ResponseTooLargeError(PersonaEngineError):
     """A response whose encoding is over the server's ``--max-response-bytes``.
 
     Sent anyway, a client at gRPC's default receive limit (4 MiB) drops it with "Received message

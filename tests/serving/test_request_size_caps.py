@@ -222,7 +222,8 @@ def test_a_response_over_the_cap_is_refused_naming_what_made_it_large(
     assert details.startswith("RecommendProducts: the response would be ")
     assert f"over the server's limit of {SMALL_RESPONSE_CAP:,} (serve --max-response-bytes)" in details
     assert "fewer targets (this call has 40), a smaller num_results (50) or explain = false" in details
-    assert _code_count(response_capped_server, "RESOURCE_EXHAUSTED") == refused_before + 1
+    # counted once the call has ended, which may be just after its status arrived here
+    assert _wait_for(lambda: _code_count(response_capped_server, "RESOURCE_EXHAUSTED") == refused_before + 1)
 
     # The size stated is the size the response has: an uncapped server sends exactly that many bytes.
     stated = int(details.split("would be ")[1].split(" bytes")[0].replace(",", ""))

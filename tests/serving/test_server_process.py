@@ -127,7 +127,11 @@ def test_request_id_is_echoed_or_generated(server: ServerProcess) -> None:
             )
         assert failed.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert ("x-request-id", "bad-1") in failed.value.trailing_metadata()
-    assert "request_id=abc-123" in server.log()
+    # The access line is written once the call has ended, which may be after its answer arrived here.
+    deadline = time.monotonic() + 10
+    while "request_id=abc-123" not in server.log():
+        assert time.monotonic() < deadline, "no access log line with the caller's request id"
+        time.sleep(0.02)
 
 
 def _health_watch(channel: grpc.Channel) -> grpc.UnaryStreamMultiCallable:

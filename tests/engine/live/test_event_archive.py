@@ -167,31 +167,6 @@ def test_ids_archived_longer_ago_than_the_window_are_forgotten_and_a_late_retry_
     every_event_once(path, [*ids, "e40"])  # stored again, read once: the archive's copy and the log's
 
 
-def test_a_log_of_the_third_schema_dates_its_archived_ids_at_the_upgrade(tmp_path: Path) -> None:
-    path = tmp_path / "events.db"
-    ids = fill(path, 40)
-    every_event_once(path, ids)
-    with EventLog.open(path) as log:
-        archive_events(log, archive_folder(path), CUTOFF)
-    with sqlite3.connect(path) as raw:  # as persona-engine 3 wrote it: ids without dates
-        raw.execute(
-            "CREATE TABLE old_ids (kind TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (kind, id)) "
-            "WITHOUT ROWID"
-        )
-        raw.execute("INSERT INTO old_ids SELECT kind, id FROM archived_ids")
-        raw.execute("DROP TABLE archived_ids")
-        raw.execute("ALTER TABLE old_ids RENAME TO archived_ids")
-        raw.execute("PRAGMA user_version = 3")
-    before_upgrade = dt.datetime.now(dt.UTC)
-    with EventLog.open(path) as log:
-        assert log.archived_id_count() == 30
-        assert log.forget_archived_ids(before_upgrade - dt.timedelta(seconds=1)) == 0, "dated at the upgrade"
-        assert log.append([event(0, 90)]).duplicate_events == 1
-    with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone() == (4,)
-        assert raw.execute("SELECT COUNT(*) FROM archived_ids WHERE archived_s IS NULL").fetchone() == (0,)
-
-
 def test_an_event_retried_after_its_archiving_is_a_duplicate(tmp_path: Path) -> None:
     """A shop that retries an old event after retention moved it gets "duplicate", and training still
     reads the event once (the log keeps archived ids)."""

@@ -217,37 +217,6 @@ def test_concurrent_appends_share_commits_and_each_id_is_new_exactly_once(tmp_pa
         assert 1 <= log.commits <= threads * batches
 
 
-def test_a_log_of_the_first_schema_gains_marks_and_keeps_its_events(tmp_path: Path) -> None:
-    path = tmp_path / "v1.db"
-    with EventLog.open(path) as log:
-        log.append([event("e1", "c1")])
-    with sqlite3.connect(path) as raw:  # as persona-engine wrote it before marks existed
-        raw.execute("DROP TABLE marks")
-        raw.execute("PRAGMA user_version = 1")
-    with EventLog.open(path) as log:
-        assert log.event_ids() == {"e1"} and log.mark("training_read_through") == 0
-        log.set_mark("training_read_through", 5)
-        log.set_mark("training_read_through", 3)  # marks never move back
-        assert log.mark("training_read_through") == 5
-    with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone() == (4,)
-
-
-def test_a_log_of_the_second_schema_gains_archived_ids_and_keeps_its_events(tmp_path: Path) -> None:
-    path = tmp_path / "v2.db"
-    with EventLog.open(path) as log:
-        log.append([event("e1", "c1")])
-    with sqlite3.connect(path) as raw:  # as persona-engine wrote it before archived ids existed
-        raw.execute("DROP TABLE archived_ids")
-        raw.execute("PRAGMA user_version = 2")
-    with EventLog.open(path) as log:
-        assert log.event_ids() == {"e1"}
-        assert log.append([event("e1", "c1"), event("e2", "c1")]).duplicate_events == 1
-    with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone() == (4,)
-        assert raw.execute("SELECT COUNT(*) FROM archived_ids").fetchone() == (0,)
-
-
 def test_pages_of_events_cover_a_range_of_positions_in_arrival_order(tmp_path: Path) -> None:
     with EventLog.open(tmp_path / "events.db") as log:
         log.append([event(f"e{n}", f"c{n % 3}") for n in range(10)])
