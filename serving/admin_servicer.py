@@ -142,8 +142,14 @@ def experiment_from_proto(message: admin_service_pb2.Experiment, available_model
     _proto_name(message.name, "experiment.name")
     _proto_name(message.control_arm, "experiment.control_arm")
     arms = []
+    first_named: dict[str, int] = {}
     for i, arm in enumerate(message.arms):
         _proto_name(arm.name, f"experiment.arms[{i}].name")
+        if arm.name in first_named:
+            raise ExperimentError(
+                f"experiment.arms[{i}].name: {arm.name!r} is the name of arms[{first_named[arm.name]}] too"
+            )
+        first_named[arm.name] = i
         if not 0 < arm.share <= 1:  # NaN fails too
             raise ExperimentError(f"experiment.arms[{i}].share: must be in (0, 1], got {arm.share}")
         if len(arm.model) > MAX_MODEL_NAME_CHARS:
@@ -159,6 +165,11 @@ def experiment_from_proto(message: admin_service_pb2.Experiment, available_model
                 f"(it has {', '.join(available_models)})"
             )
         arms.append(engine_arm)
+    if message.arms and message.control_arm not in first_named:
+        raise ExperimentError(
+            f"experiment.control_arm: {message.control_arm!r} is not the name of one of the arms "
+            f"({', '.join(first_named)})"
+        )
     return Experiment(message.name, message.control_arm, tuple(arms))
 
 

@@ -35,12 +35,13 @@ from typing import Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from engine.data.contract import EVENT_TYPES
+from engine.data.contract import EVENT_TYPES, MAX_AMOUNT
 from engine.data.id_cells import id_problem
 from engine.invalid_request import InvalidRequestError
 from engine.live.arrival_batches import WHOLE_BATCH_EVENTS
 from engine.live.events import BehaviorEvent, DecisionOutcome, OutcomeKind, ServedDecision
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
+from serving.wire_timestamps import MAX_AHEAD, checked_timestamp
 
 MAX_EVENTS: Final = WHOLE_BATCH_EVENTS  # a restart replays each call's events as one batch
 MAX_OUTCOMES: Final = 1000
@@ -48,7 +49,7 @@ MAX_EVENT_ID_CHARS: Final = 128
 MAX_DECISION_ID_CHARS: Final = 128
 MAX_ID_CHARS: Final = 256
 MAX_LABEL_CHARS: Final = 64
-MAX_FUTURE: Final = dt.timedelta(hours=24)
+MAX_FUTURE: Final = MAX_AHEAD
 # Every decision id the server issues: str(uuid.uuid4()) (engine.decisions.decision_draws).
 ISSUED_DECISION_ID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -180,17 +181,7 @@ def _label(value: str, field: str) -> str | None:
 def _timestamp(message: Timestamp, present: bool, latest: dt.datetime) -> dt.datetime:
     if not present:
         raise InvalidRequestError("timestamp", "required")
-    try:
-        moment = message.ToDatetime(tzinfo=dt.UTC)
-    except (ValueError, OverflowError) as error:
-        raise InvalidRequestError("timestamp", f"not a representable time ({error})") from None
-    if moment > latest:
-        raise InvalidRequestError(
-            "timestamp",
-            f"{moment.isoformat()} is more than {MAX_FUTURE.total_seconds() / 3600:g} hours ahead of the "
-            "server's clock",
-        )
-    return moment
+    return checked_timestamp(message, "timestamp", latest)
 
 
 def _non_negative(value: float, field: str, high: float | None = None) -> float:
@@ -211,14 +202,15 @@ def behavior_event(message: pb.BehaviorEvent, latest: dt.datetime) -> BehaviorEv
             if message.event_type == pb.EVENT_TYPE_UNSPECIFIED
             else f"unknown value {message.event_type}"
         )
-        raise InvalidRequestError("event_type", f"{problem}; one of {', '.join(EVENT_TYPES)}")
+        names = ", ".join(pb.EventType.Name(value) for value in EVENT_TYPES_BY_VALUE)
+        raise InvalidRequestError("event_type", f"{problem}; one of {names}")
     return BehaviorEvent(
         event_id=event_id,
         customer_id=customer_id,
         item_id=item_id,
         event_type=EVENT_TYPES_BY_VALUE[message.event_type],
         timestamp=_timestamp(message.timestamp, message.HasField("timestamp"), latest),
-        price_paid=_non_negative(message.price_paid, "price_paid")
+        price_paid=_non_negative(message.price_paid, "price_paid", MAX_AMOUNT)
         if message.HasField("price_paid")
         else None,
         discount=_non_negative(message.discount, "discount", 1.0) if message.HasField("discount") else None,
@@ -244,7 +236,7 @@ def decision_outcome(
     timestamp = _timestamp(message.timestamp, message.HasField("timestamp"), latest)
     if len(message.arm_id) > MAX_ID_CHARS:
         raise InvalidRequestError("arm_id", f"at most {MAX_ID_CHARS} characters, got {len(message.arm_id)}")
-    revenue = _non_negative(message.revenue, "revenue") if message.HasField("revenue") else 0.0
+    revenue = _non_negative(message.revenue, "revenue", MAX_AMOUNT) if message.HasField("revenue") else 0.0
     arm_id = message.arm_id or None
     if decision is not None:
         arm_id = _served_arm(decision(decision_id), kind, customer_id, arm_id, decision_id)

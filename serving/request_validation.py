@@ -24,13 +24,13 @@ request with several gets, are unchanged.
 
 from __future__ import annotations
 
-import datetime as dt
+import difflib
 import math
 from collections.abc import Sequence
 from typing import Final, TypeVar
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
+from engine.data.contract import MAX_AMOUNT
+from engine.data.id_cells import id_problem
 from engine.data.item_catalog import ItemCatalog
 from engine.invalid_request import InvalidRequestError
 from engine.personalization_request import (
@@ -51,6 +51,7 @@ from engine.ranking.filters import ItemFilters
 from engine.ranking.promotions import PinnedItem, PromotionRule, Promotions
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
 from serving.generated.persona.v1 import types_pb2
+from serving.wire_timestamps import checked_timestamp
 
 MAX_CUSTOMER_ID_CHARS: Final = 256
 MAX_RESULTS: Final = 200
@@ -115,7 +116,13 @@ def _text(value: str, field: str, *, low: int, high: int) -> str:
 
 
 def customer_id(value: str, field: str = "customer_id") -> str:
-    return _text(value, field, low=1, high=MAX_CUSTOMER_ID_CHARS)
+    """1 to 256 characters, and the data contract's rule for ids, as RecordEvents holds the same id to:
+    an id with whitespace at an end or a control character matches no customer, so it would be served
+    as a stranger, and outcomes of its decisions could never be recorded."""
+    _text(value, field, low=1, high=MAX_CUSTOMER_ID_CHARS)
+    if (problem := id_problem(value)) is not None:
+        raise InvalidRequestError(field, problem)
+    return value
 
 
 def count(value: int, field: str, *, default: int, high: int) -> int:
@@ -151,13 +158,6 @@ def persona_mix(message: types_pb2.PersonaMix, personas: Sequence[str], field: s
     return PersonaMix.from_entries(entries, personas, field)
 
 
-def _timestamp(message: Timestamp, field: str) -> dt.datetime:
-    try:
-        return message.ToDatetime(tzinfo=dt.UTC)
-    except (ValueError, OverflowError) as error:
-        raise InvalidRequestError(field, f"not a representable time ({error})") from None
-
-
 def session_context(message: types_pb2.RequestContext, field: str = "context") -> SessionContext:
     shopping: str | None = None
     shopping_context = message.shopping_context
@@ -171,11 +171,13 @@ def session_context(message: types_pb2.RequestContext, field: str = "context") -
     basket_value: float | None = None
     if message.HasField("basket_value"):
         basket_value = message.basket_value
-        if not (math.isfinite(basket_value) and basket_value >= 0):
+        if not (math.isfinite(basket_value) and 0 <= basket_value <= MAX_AMOUNT):
             raise InvalidRequestError(
-                f"{field}.basket_value", f"must be a finite number >= 0, got {basket_value}"
+                f"{field}.basket_value", f"must be in [0, {MAX_AMOUNT:g}], got {basket_value}"
             )
-    timestamp = _timestamp(message.timestamp, f"{field}.timestamp") if message.HasField("timestamp") else None
+    timestamp = (
+        checked_timestamp(message.timestamp, f"{field}.timestamp") if message.HasField("timestamp") else None
+    )
     channel, device = message.channel, message.device
     if len(channel) > MAX_CONTEXT_STRING_CHARS:
         _text(channel, f"{field}.channel", low=0, high=MAX_CONTEXT_STRING_CHARS)
@@ -197,12 +199,15 @@ def session_context(message: types_pb2.RequestContext, field: str = "context") -
     )
 
 
-def item_filters(message: types_pb2.ItemFilters | None, field: str = "filters") -> ItemFilters:
-    """None (the request has no filters) is the default filters."""
+def item_filters(
+    message: types_pb2.ItemFilters | None, items: ItemCatalog | None = None, field: str = "filters"
+) -> ItemFilters:
+    """None (the request has no filters) is the default filters. With ``items``, every name in
+    ``include_categories`` must be one of the catalog's categories (``_known_categories``)."""
     if message is None:
         return _NO_FILTERS
     try:
-        return ItemFilters(
+        filters = ItemFilters(
             exclude_item_ids=_strings(
                 message.exclude_item_ids, MAX_EXCLUDED_ITEMS, "exclude_item_ids", MAX_ITEM_ID_CHARS
             ),
@@ -217,8 +222,28 @@ def item_filters(message: types_pb2.ItemFilters | None, field: str = "filters") 
             price_max=message.price_max if message.HasField("price_max") else None,
             include_out_of_stock=message.include_out_of_stock,
         )
+        if items is not None:  # after the lengths: a name is quoted only once it is known to be short
+            _known_categories(filters.include_categories, items)
     except InvalidRequestError as error:
         raise error.within(field) from None
+    return filters
+
+
+def _known_categories(names: Sequence[str], items: ItemCatalog) -> None:
+    """A category the serving catalog does not have can only empty the list (an include filter keeps
+    no item, backfill included): a typo, or a category newer than the model. Refused, naming it, where
+    the list would silently come back empty. Exclusions and promotion rules stay lenient: an unknown
+    name there excludes or reserves nothing, which is what a category the shop has not stocked yet
+    should do."""
+    known = items.category_names
+    for i, name in enumerate(names):
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise InvalidRequestError(
+                f"include_categories[{i}]",
+                f"{name!r} is not a category of the serving catalog ({len(known)} categories){hint}",
+            )
 
 
 def _rule(message: types_pb2.PromotionRule) -> PromotionRule:
@@ -273,7 +298,7 @@ def product_request(
     k = count(num_results, "num_results", default=DEFAULT_RESULTS, high=MAX_RESULTS)
     return ProductRequest(
         k=k,
-        filters=item_filters(filters),
+        filters=item_filters(filters, items),
         promotions=promotions(promotion_message, k, items),
         diversity=fraction(diversity, "diversity"),
         explain=explain,
@@ -282,8 +307,7 @@ def product_request(
 
 def _target(customer: str, mix: types_pb2.PersonaMix | None, personalizer: Personalizer) -> CustomerTarget:
     """The catalog's persona ids are read (a tuple built per read) only for a request with a mix."""
-    if not 1 <= len(customer) <= MAX_CUSTOMER_ID_CHARS:
-        customer_id(customer)
+    customer_id(customer)
     if mix is None:
         return CustomerTarget(customer)
     return CustomerTarget(customer, persona_mix(mix, personalizer.catalog.ids, "persona_mix"))

@@ -125,8 +125,10 @@ PERSONALIZATION_SERVICE: Final = personalization_service_pb2.DESCRIPTOR.services
 ADMIN_SERVICE: Final = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 HEALTH_SERVICE: Final = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 SERVICE_NAMES: Final = (PERSONALIZATION_SERVICE, ADMIN_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
-# Health reports for the whole server ("") and for the API clients call.
-HEALTH_REPORTED: Final = ("", PERSONALIZATION_SERVICE)
+# Health reports for the whole server ("") and for each service of ours: a client or load balancer
+# that checks the service it calls by name gets an answer, where an unlisted name is NOT_FOUND. The
+# admin service is always there (without --admin-token it answers PERMISSION_DENIED), so it is listed.
+HEALTH_REPORTED: Final = ("", PERSONALIZATION_SERVICE, ADMIN_SERVICE)
 # After an aged connection's GOAWAY, how long its calls in flight may still run (every call here is
 # unary and answers within its deadline: this only bounds a stuck one).
 CONNECTION_AGE_GRACE_S: Final = 30.0

@@ -94,6 +94,11 @@ class ItemCatalog:
         mask[self.indices(item_ids)] = True
         return mask
 
+    @cached_property
+    def category_names(self) -> frozenset[str]:
+        """Every category an item of the catalog has."""
+        return frozenset(self._category_index)
+
     def category_mask(self, names: Iterable[str]) -> NDArray[np.bool_]:
         return _attribute_mask(self.category_codes, self._category_index, names)
 

@@ -4,15 +4,16 @@ or answered with one error naming its own field path; nothing raises, nothing is
 from __future__ import annotations
 
 import datetime as dt
-import math
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.data.contract import EVENT_TYPES
+from engine.data.contract import EVENT_TYPES, MAX_AMOUNT
 from engine.live.events import OutcomeKind, ServedDecision
 from serving.event_translation import MAX_FUTURE, record_batch
 from serving.generated.persona.v1 import personalization_service_pb2 as pb
+from serving.wire_timestamps import EARLIEST
 
 NOW = dt.datetime(2026, 3, 2, 12, tzinfo=dt.UTC)
 ids = st.text(min_size=0, max_size=140)
@@ -104,14 +105,54 @@ def test_every_record_is_accepted_within_the_contract_or_rejected_naming_its_fie
     for message, event in zip(accepted_events, batch.events, strict=True):
         assert event.event_id == message.event_id and 1 <= len(event.event_id) <= 128
         assert event.event_type in EVENT_TYPES
-        assert event.timestamp <= NOW + MAX_FUTURE and event.timestamp.tzinfo is not None
-        assert event.price_paid is None or (math.isfinite(event.price_paid) and event.price_paid >= 0)
+        assert EARLIEST <= event.timestamp <= NOW + MAX_FUTURE and event.timestamp.tzinfo is not None
+        assert event.price_paid is None or 0 <= event.price_paid <= MAX_AMOUNT
         assert event.discount is None or 0 <= event.discount <= 1
     for outcome in batch.outcomes:
         assert outcome.decision_id in {OFFERS, LAYOUT, UNKNOWN}  # never one the server cannot have issued
         assert isinstance(outcome.kind, OutcomeKind)
-        assert math.isfinite(outcome.revenue) and outcome.revenue >= 0
+        assert 0 <= outcome.revenue <= MAX_AMOUNT and outcome.timestamp >= EARLIEST
         served = LOGGED.get(outcome.decision_id, ())
         if served:  # a logged decision: the arm is one it served, of the outcome's kind
             arms = {d.arm_id for d in served if d.decision_type == outcome.kind.decision_type}
             assert outcome.arm_id in arms and outcome.customer_id == "c1"
+
+
+def _event(event_id: str, **fields: object) -> pb.BehaviorEvent:
+    event = pb.BehaviorEvent(event_id=event_id, customer_id="c1", item_id="i1", event_type=pb.EVENT_TYPE_VIEW)
+    event.timestamp.FromDatetime(NOW)
+    for name, value in fields.items():
+        if name == "timestamp":
+            event.timestamp.CopyFrom(value)  # type: ignore[arg-type]
+        else:
+            setattr(event, name, value)
+    return event
+
+
+def test_mistakes_a_client_in_another_language_makes_are_named_in_its_terms() -> None:
+    """What a Node backend sent (protobuf.js): a Date object encodes as the zero Timestamp, a string
+    event type as 0; the errors say what was wrong in the .proto's names."""
+    events = [
+        _event("zero", timestamp=Timestamp()),
+        _event("1900", timestamp=Timestamp(seconds=-2208988800)),
+        _event("nanos", timestamp=Timestamp(seconds=1_800_000_000, nanos=1_000_000_000)),
+        _event("unset-type", event_type=pb.EVENT_TYPE_UNSPECIFIED),
+        _event("huge-price", price_paid=1e308),
+        _event("fine", timestamp=Timestamp(seconds=int(NOW.timestamp()) - 60, nanos=999_999_999)),
+    ]
+    batch = record_batch(pb.RecordEventsRequest(events=events), NOW)
+    assert [event.event_id for event in batch.events] == ["fine"]
+    assert [(error.field, error.message) for error in batch.errors] == [
+        (
+            "events[0].timestamp",
+            "1970-01-01T00:00:00Z is before 2000-01-01 (the zero Timestamp: seconds left unset, or a "
+            "JavaScript Date object, which protobuf.js encodes as an empty message; send {seconds, nanos})",
+        ),
+        ("events[1].timestamp", "1900-01-01T00:00:00Z is before 2000-01-01"),
+        ("events[2].timestamp", "nanos must be 0 to 999,999,999, got 1000000000"),
+        (
+            "events[3].event_type",
+            "required; one of EVENT_TYPE_VIEW, EVENT_TYPE_CART, EVENT_TYPE_PURCHASE",
+        ),
+        ("events[4].price_paid", "must be in [0, 1e+15], got 1e+308"),
+    ]

@@ -111,6 +111,12 @@ def test_set_and_get_experiment_are_token_protected_and_validated(live: Live) ->
         ("arms[0].name", "x" * 20_000, "experiment.arms[0].name: at most 64 characters, got 20000"),
         ("arms[1].model", "m" * 9_000, "experiment.arms[1].model: at most 256 characters, got 9000"),
         ("arms[0].share", float("nan"), "experiment.arms[0].share: must be in (0, 1], got nan"),
+        ("arms[1].name", "static", "experiment.arms[1].name: 'static' is the name of arms[0] too"),
+        (
+            "control_arm",
+            "zzz",
+            "experiment.control_arm: 'zzz' is not the name of one of the arms (static, bandit)",
+        ),
     ):
         broken = _proto(EXPERIMENT)
         target, _, attribute = field.rpartition(".")

@@ -361,7 +361,51 @@ BAD_REQUESTS: list[tuple[str, Callable[[], tuple[str, Message]], str]] = [
     (
         "negative basket",
         lambda: _personalize(context=types_pb2.RequestContext(basket_value=-5)),
-        "context.basket_value: must be a finite number >= 0",
+        "context.basket_value: must be in [0, 1e+15], got -5.0",
+    ),
+    (
+        "basket beyond any amount",
+        lambda: _personalize(context=types_pb2.RequestContext(basket_value=1e308)),
+        "context.basket_value: must be in [0, 1e+15], got 1e+308",
+    ),
+    (
+        "the zero timestamp (a JavaScript Date object through protobuf.js)",
+        lambda: _personalize(context=types_pb2.RequestContext(timestamp=Timestamp())),
+        "context.timestamp: 1970-01-01T00:00:00Z is before 2000-01-01 (the zero Timestamp: seconds left "
+        "unset, or a JavaScript Date object, which protobuf.js encodes as an empty message; send "
+        "{seconds, nanos})",
+    ),
+    (
+        "a timestamp before any shop's data",
+        lambda: _personalize(context=types_pb2.RequestContext(timestamp=Timestamp(seconds=-2208988800))),
+        "context.timestamp: 1900-01-01T00:00:00Z is before 2000-01-01",
+    ),
+    (
+        "negative nanos",
+        lambda: _personalize(
+            context=types_pb2.RequestContext(timestamp=Timestamp(seconds=1_800_000_000, nanos=-1))
+        ),
+        "context.timestamp: nanos must be 0 to 999,999,999, got -1",
+    ),
+    (
+        "a category the catalog does not have (the list could only be empty)",
+        lambda: _personalize(filters=types_pb2.ItemFilters(include_categories=["fitness", "fitnes"])),
+        "filters.include_categories[1]: 'fitnes' is not a category of the serving catalog",
+    ),
+    (
+        "the empty category name",
+        lambda: _recommend(filters=types_pb2.ItemFilters(include_categories=[""])),
+        "filters.include_categories[0]: '' is not a category of the serving catalog",
+    ),
+    (
+        "a customer id with a trailing space",
+        lambda: ("GetPersonaProfile", pb.GetPersonaProfileRequest(customer_id="c0042 ")),
+        "customer_id: 'c0042 ' has leading or trailing whitespace",
+    ),
+    (
+        "a customer id with a control character",
+        lambda: _personalize(customer_id="c0042\n"),
+        "customer_id: 'c0042\\n' contains a control character (U+000A)",
     ),
     (
         "unknown shopping context",
@@ -376,7 +420,7 @@ BAD_REQUESTS: list[tuple[str, Callable[[], tuple[str, Message]], str]] = [
     (
         "unrepresentable timestamp",
         lambda: _personalize(context=types_pb2.RequestContext(timestamp=Timestamp(seconds=10**13))),
-        "context.timestamp: not a representable time",
+        "context.timestamp: seconds 10000000000000 is outside the years 1 to 9999 a Timestamp can hold",
     ),
     (
         "too many rules",

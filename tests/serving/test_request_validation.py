@@ -162,14 +162,14 @@ SEVERAL_ERRORS = [
             customer_id="c",
             context=types_pb2.RequestContext(basket_value=-1, timestamp=Timestamp(seconds=10**13)),
         ),
-        "context.basket_value: must be a finite number >= 0, got -1.0",
+        "context.basket_value: must be in [0, 1e+15], got -1.0",
     ),
     (
         pb.PersonalizeRequest(
             customer_id="c",
             context=types_pb2.RequestContext(timestamp=Timestamp(seconds=10**13), channel=LONG),
         ),
-        "context.timestamp: not a representable time",
+        "context.timestamp: seconds 10000000000000 is outside the years 1 to 9999 a Timestamp can hold",
     ),
     (
         pb.PersonalizeRequest(

@@ -84,6 +84,7 @@ def _health(address: str, service: str, credentials: grpc.ChannelCredentials | N
 def test_health_reports_serving_for_the_server_and_the_api(server: ServerProcess) -> None:
     assert _health(server.address, "") == SERVING
     assert _health(server.address, PERSONALIZATION_SERVICE) == SERVING
+    assert _health(server.address, ADMIN_SERVICE) == SERVING  # checked by name, as any service of ours
     with pytest.raises(grpc.RpcError) as unknown:
         _health(server.address, "no.such.Service")
     assert unknown.value.code() is grpc.StatusCode.NOT_FOUND

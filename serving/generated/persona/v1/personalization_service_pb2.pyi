@@ -661,7 +661,10 @@ class DriftStatus(_message.Message):
     """Evidence for the change in nats (the CUSUM statistic); drifting when at or over the threshold."""
     confidence: _builtins.float
     """Posterior probability of the change at even prior odds, 1 / (1 + exp(-statistic)); it overstates
-    (the largest of several tests), the threshold carries the false-alarm rate.
+    (the largest of several tests), the threshold carries the false-alarm rate. 0 (and statistic 0)
+    for a customer the test cannot judge yet: drift is measured against their own past, and it needs
+    at least 3 of their events older than 28 days at the default settings (a customer new since
+    training has none).
     """
     threshold: _builtins.float
     """The threshold statistic is compared with (nats): the one the artifact's training calibrated to a
@@ -1065,7 +1068,7 @@ class BehaviorEvent(_message.Message):
     event_type: Global___EventType.ValueType
     """What happened; required."""
     price_paid: _builtins.float
-    """Unit price the customer saw or paid, after discount; finite and >= 0 when set."""
+    """Unit price the customer saw or paid, after discount; 0 to 1e15 when set."""
     discount: _builtins.float
     """Fraction taken off the list price, 0 to 1 (0.2 = 20% off), when set."""
     channel: _builtins.str
@@ -1074,7 +1077,7 @@ class BehaviorEvent(_message.Message):
     """Device (desktop, mobile, tablet, app, ...), at most 64 characters; may be empty."""
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
-        """When it happened; required, and at most 24 hours ahead of the server's clock."""
+        """When it happened; required, from 2000-01-01 to 24 hours ahead of the server's clock."""
 
     def __init__(
         self,
@@ -1142,10 +1145,10 @@ class DecisionOutcome(_message.Message):
     logged a moment later) is accepted as sent.
     """
     revenue: _builtins.float
-    """Revenue attributed to the outcome in the shop's currency, finite and >= 0; 0 when unset."""
+    """Revenue attributed to the outcome in the shop's currency, 0 to 1e15; 0 when unset."""
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
-        """When it happened; required, and at most 24 hours ahead of the server's clock."""
+        """When it happened; required, from 2000-01-01 to 24 hours ahead of the server's clock."""
 
     def __init__(
         self,

@@ -11,6 +11,16 @@ Conventions used throughout persona.v1:
   INVALID_ARGUMENT and a message naming the field path, e.g. "targets[3].persona_mix: unknown persona
   'bargain_huntr'".
 - A numeric field documented with "0 means the default" takes that default when left unset.
+- Lengths are in Unicode code points: an emoji is 1 character here (a JavaScript string's length
+  counts it as 2).
+- Ids have no control characters and no whitespace at either end (the data contract's rule: such
+  an id matches nothing in the shop's tables); a customer id that breaks it is refused, naming the
+  field.
+- Amounts (prices, revenue, basket values) are in the shop's currency, in its major unit (19.99,
+  not 1999 cents), at most 1e15.
+- Timestamps lie between 2000-01-01 and 24 hours ahead of the server's clock. The zero Timestamp
+  (1970) is refused: it is what protobuf.js sends for a JavaScript Date object, which it does not
+  convert; send {seconds, nanos}.
 - Boolean fields are named so that their default, false, is the safe behaviour.
 """
 
@@ -90,7 +100,12 @@ class _ShoppingContext:
 class _ShoppingContextEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ShoppingContext.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     SHOPPING_CONTEXT_UNSPECIFIED: _ShoppingContext.ValueType  # 0
-    """Not set; in a request this means "derive the context from RequestContext.timestamp"."""
+    """Not set; in a request this means "derive the context from RequestContext.timestamp". The day is
+    taken in UTC, and holidays are the month-days the serving artifact was trained with (the training
+    config's [personas.inference] holidays; by default 1 Jan, 14 Feb, 31 Oct, 24-26 and 31 Dec):
+    training derived every event's context the same way. A shop far from UTC whose weekend should
+    begin at its own midnight sets shopping_context itself.
+    """
     SHOPPING_CONTEXT_WEEKDAY: _ShoppingContext.ValueType  # 1
     """Monday to Friday, except holidays."""
     SHOPPING_CONTEXT_WEEKEND_HOLIDAY: _ShoppingContext.ValueType  # 2
@@ -102,7 +117,12 @@ class ShoppingContext(_ShoppingContext, metaclass=_ShoppingContextEnumTypeWrappe
     """
 
 SHOPPING_CONTEXT_UNSPECIFIED: ShoppingContext.ValueType  # 0
-"""Not set; in a request this means "derive the context from RequestContext.timestamp"."""
+"""Not set; in a request this means "derive the context from RequestContext.timestamp". The day is
+taken in UTC, and holidays are the month-days the serving artifact was trained with (the training
+config's [personas.inference] holidays; by default 1 Jan, 14 Feb, 31 Oct, 24-26 and 31 Dec):
+training derived every event's context the same way. A shop far from UTC whose weekend should
+begin at its own midnight sets shopping_context itself.
+"""
 SHOPPING_CONTEXT_WEEKDAY: ShoppingContext.ValueType  # 1
 """Monday to Friday, except holidays."""
 SHOPPING_CONTEXT_WEEKEND_HOLIDAY: ShoppingContext.ValueType  # 2
@@ -242,7 +262,9 @@ class PersonaWeight(_message.Message):
     PERSONA_ID_FIELD_NUMBER: _builtins.int
     WEIGHT_FIELD_NUMBER: _builtins.int
     persona_id: _builtins.str
-    """Persona id from the catalog (see PersonalizationService.ListPersonas), e.g. "bargain_hunter"."""
+    """Persona id from the catalog (see PersonalizationService.ListPersonas), e.g. "bargain_hunter"; at
+    most 64 characters.
+    """
     weight: _builtins.float
     """Non-negative, finite weight. In requests weights need not sum to 1: the server normalises them.
     In responses the weights of a mix sum to 1.
@@ -323,8 +345,8 @@ class RequestContext(_message.Message):
     page_type: Global___PageType.ValueType
     """The kind of page being rendered."""
     basket_value: _builtins.float
-    """The cart's value in the shop's currency, >= 0; decides offers with a minimum basket. Unset means
-    the sum of the list prices of cart_item_ids.
+    """The cart's value in the shop's currency, 0 to 1e15; decides offers with a minimum basket. Unset
+    means the sum of the list prices of cart_item_ids.
     """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
@@ -399,11 +421,16 @@ class ItemFilters(_message.Message):
 
     @_builtins.property
     def include_categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """When non-empty, only items of these categories. At most 100."""
+        """When non-empty, only items of these categories. At most 100, each at most 128 characters and one
+        of the serving catalog's categories (a name it does not have is refused, naming it: the list
+        could only come back empty).
+        """
 
     @_builtins.property
     def exclude_categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Items of these categories are left out; wins over include_categories. At most 100."""
+        """Items of these categories are left out; wins over include_categories. At most 100, each at most
+        128 characters; a name the catalog does not have excludes nothing.
+        """
 
     def __init__(
         self,
@@ -457,11 +484,15 @@ class PromotionRule(_message.Message):
     """
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """When non-empty, a matching item's category must be one of these. At most 100."""
+        """When non-empty, a matching item's category must be one of these. At most 100, each at most 128
+        characters.
+        """
 
     @_builtins.property
     def brands(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """When non-empty, a matching item's brand must be one of these. At most 100."""
+        """When non-empty, a matching item's brand must be one of these. At most 100, each at most 128
+        characters.
+        """
 
     @_builtins.property
     def item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -780,8 +811,12 @@ class DecisionInfo(_message.Message):
     EXPERIMENT_ARM_FIELD_NUMBER: _builtins.int
     DEGRADED_REASON_FIELD_NUMBER: _builtins.int
     decision_id: _builtins.str
-    """Unique id of this decision. Log it with what the customer did (click, purchase, redemption) so
-    the engine can learn from, and evaluate, its decisions.
+    """Unique id of this decision (a lowercase UUID). Outcomes of the offers and layout a Personalize,
+    RankOffers or SelectLayout response chose are recorded against it (RecordEvents' DecisionOutcome:
+    shown, redeemed, converted), which is how the engine learns from and evaluates those decisions.
+    Product lists (Personalize's items, RecommendProducts) are not logged as decisions: what a
+    customer does with a product is a BehaviorEvent (view, cart, purchase), which carries no decision
+    id, and an outcome recorded against a RecommendProducts decision joins nothing.
     """
     persona_mix_source: Global___PersonaMixSource.ValueType
     """Where persona_mix came from."""

@@ -11,6 +11,16 @@ Conventions used throughout persona.v1:
   INVALID_ARGUMENT and a message naming the field path, e.g. "targets[3].persona_mix: unknown persona
   'bargain_huntr'".
 - A numeric field documented with "0 means the default" takes that default when left unset.
+- Lengths are in Unicode code points: an emoji is 1 character here (a JavaScript string's length
+  counts it as 2).
+- Ids have no control characters and no whitespace at either end (the data contract's rule: such
+  an id matches nothing in the shop's tables); a customer id that breaks it is refused, naming the
+  field.
+- Amounts (prices, revenue, basket values) are in the shop's currency, in its major unit (19.99,
+  not 1999 cents), at most 1e15.
+- Timestamps lie between 2000-01-01 and 24 hours ahead of the server's clock. The zero Timestamp
+  (1970) is refused: it is what protobuf.js sends for a JavaScript Date object, which it does not
+  convert; send {seconds, nanos}.
 - Boolean fields are named so that their default, false, is the safe behaviour.
 """
 
