@@ -577,14 +577,20 @@ def run_tuning(
         kind for kind in original.get("models", {}) if kind not in result.best and kind != ModelBlend.kind
     ]
     kept = f"\nNot tuned in this run, as {config_path} sets them:\n  {', '.join(result.kept)}"
+    searched = "" if data_path is None else f" --data {data_path}"
     header = (
-        f"Tuned by `persona-engine tune --config {config_path} --budget-seconds {budget_seconds:g}`:\n"
+        f"Tuned by `persona-engine tune --config {config_path}{searched} --budget-seconds "
+        f"{budget_seconds:g}`:\n"
         f"{len(result.trials)} trials, NDCG@{k} on a validation split carved from the training events\n"
         f"({carved.method}; the test events were never used). Best validation NDCG@{k} per model:\n"
         + "\n".join(f"  {kind}: {t.ndcg:.4f}" for kind, t in result.best.items())
         + (kept if result.kept else "")
     )
     document = tuned_document(original, result.best)
+    if data_path is not None:  # the settings were searched on that data: train on it too
+        document["data"] = {**document.get("data", {}), "path": str(data_path)}
+        given = original.get("data", {}).get("path", "unset")
+        header += f"\n[data] path is the --data searched ({given} in {config_path})"
     if result.blend is not None:
         document["models"][ModelBlend.kind] = result.blend
     result.replaced_existing = result.written_config.exists()

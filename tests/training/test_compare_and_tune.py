@@ -320,6 +320,24 @@ def test_tune_starts_from_the_config_and_writes_a_loadable_config(config_file: P
     assert tomllib.loads(written.read_text(encoding="utf-8"))["split"]["cold_start_share"] == 0.15
 
 
+def test_tune_on_other_data_writes_that_data_into_the_tuned_config(
+    config_file: Path, shop_dir: Path, tmp_path: Path
+) -> None:
+    """Settings searched on --data are trained on it: the tuned config must not point elsewhere."""
+    elsewhere = tmp_path / "config-elsewhere.toml"
+    elsewhere.write_text(
+        config_file.read_text(encoding="utf-8").replace(f'path = "{shop_dir}"', 'path = "data/not-searched"'),
+        encoding="utf-8",
+    )
+    written = tmp_path / "tuned.toml"
+    run_tuning(
+        elsewhere, budget_seconds=1.0, models=["persona_popularity"], data_path=shop_dir, write_config=written
+    )
+    assert load_config(written).data.path == str(shop_dir)
+    text = written.read_text(encoding="utf-8")
+    assert f"--data {shop_dir}" in text and "[data] path is the --data searched (data/not-searched" in text
+
+
 def test_tune_refuses_to_replace_an_existing_tuned_config_before_searching(
     config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
