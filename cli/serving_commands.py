@@ -191,19 +191,13 @@ def _resolve_mix_names(catalog: Any, mix: dict[str, float]) -> dict[str, float]:
 
 def _note_an_unknown_customer(personalizer: Any, customer: str) -> None:
     """Say on stderr that an id the artifact does not know is served as cold start, and name a known id
-    it may have meant: the same text trimmed, or a number written as a float (an export's 17850.0 for
-    the customer 17850; walkthrough: it was served as a stranger without a word)."""
+    it may have meant (``training.batch_recommend.known_spelling``: an export's 17850.0 for the
+    customer 17850; walkthrough: it was served as a stranger without a word)."""
+    from training.batch_recommend import known_spelling
+
     if personalizer.mixes.row_of(customer) >= 0:
         return
-    candidates = [customer.strip()]
-    try:
-        number = float(customer)
-    except ValueError:
-        pass
-    else:
-        if number.is_integer():
-            candidates.append(str(int(number)))
-    meant = next((c for c in candidates if c != customer and personalizer.mixes.row_of(c) >= 0), None)
+    meant = known_spelling(personalizer, customer)
     hint = f"; did you mean {meant!r}?" if meant else ""
     stderr_console.print(
         f"note: the artifact does not know customer {customer!r}: served as cold start{hint}",
@@ -286,6 +280,7 @@ def cmd_batch_recommend(args: argparse.Namespace) -> int:
         CustomerListError,
         batch_recommend,
         read_customer_ids,
+        refuse_respelled_ids,
     )
     from training.console_output import progress_bar
 
@@ -298,6 +293,11 @@ def cmd_batch_recommend(args: argparse.Namespace) -> int:
     except CustomerListError as error:
         raise FlagError("--customer-ids", str(error)) from None
     personalizer = open_personalizer(args.artifact, args.model)
+    if ids is not None:
+        try:
+            refuse_respelled_ids(personalizer, ids, args.customer_ids)
+        except CustomerListError as error:
+            raise FlagError("--customer-ids", str(error)) from None
     _note_longer_than_the_catalog(personalizer, args.k, args.exclude)
     total = len(ids) if ids is not None else len(personalizer.customers)
     with progress_bar(enabled=not (args.json or args.no_progress)) as progress:

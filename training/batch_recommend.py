@@ -88,15 +88,58 @@ class BatchRecommendReport:
         return self.customers / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _some_ids(path: Path, ids: Sequence[str]) -> list[str]:
+class CustomerIds(list[str]):
+    """Distinct customer ids in the order given, and where each was first given: ``places[id]`` is
+    "row 3" of a file (data rows counted from 1) or "item 2" of a comma list, for messages."""
+
+    def __init__(self, ids: Sequence[str | None], unit: str) -> None:
+        places: dict[str, str] = {}
+        for position, customer in enumerate(ids, start=1):
+            if customer and customer not in places:
+                places[customer] = f"{unit} {position}"
+        super().__init__(places)
+        self.places = places
+
+
+def _some_ids(path: Path, ids: Sequence[str | None]) -> CustomerIds:
     """The distinct non-empty ids, in order; a file without any is refused (no ids is not "everyone")."""
-    distinct = list(dict.fromkeys(i for i in ids if i))
+    distinct = CustomerIds(ids, "row")
     if not distinct:
         raise CustomerListError(f"{path}: the customer list holds no customer id")
     return distinct
 
 
-def read_customer_ids(spec: str) -> list[str]:
+def known_spelling(personalizer: Personalizer, customer: str) -> str | None:
+    """The id the artifact knows that ``customer`` spells another way, if any: the same text trimmed,
+    or a whole number written as a float (an export's 17850.0 for the customer 17850, as pandas and
+    spreadsheets write a numeric id column). None when ``customer`` is known, or unknown either way."""
+    if personalizer.mixes.row_of(customer) >= 0:
+        return None
+    candidates = [customer.strip()]
+    try:
+        number = float(customer)
+    except ValueError:
+        pass
+    else:
+        if number.is_integer() and abs(number) < 2**63:
+            candidates.append(str(int(number)))
+    return next((c for c in candidates if c != customer and personalizer.mixes.row_of(c) >= 0), None)
+
+
+def refuse_respelled_ids(personalizer: Personalizer, ids: CustomerIds, source: str) -> None:
+    """Refuse a list whose unknown ids are known customers written another way (``known_spelling``):
+    served as strangers, every one of them would get a persona-only list, with exit status 0."""
+    respelled = [(given, known) for given in ids if (known := known_spelling(personalizer, given))]
+    if respelled:
+        given, known = respelled[0]
+        raise CustomerListError(
+            f"{source}, {ids.places[given]}: {given!r} is not a customer the artifact knows, but {known!r} "
+            f"is; {len(respelled):,} of the {len(ids):,} ids are like it (a numeric column read as float, "
+            "or padded text?): write the ids as the shop's tables have them"
+        )
+
+
+def read_customer_ids(spec: str) -> CustomerIds:
     """Ids from a file (.csv/.parquet with a customer_id column, or .txt one per line) or a comma list."""
     path = Path(spec)
     if path.suffix.lower() in (".csv", ".parquet", ".txt") or path.is_file():
@@ -125,11 +168,11 @@ def read_customer_ids(spec: str) -> list[str]:
         except (OSError, UnicodeDecodeError, pl.exceptions.PolarsError) as problem:
             first_line = (str(problem).strip().splitlines() or [type(problem).__name__])[0]
             raise CustomerListError(f"{path}: cannot read the customer list: {first_line}") from None
-        return _some_ids(path, column.drop_nulls().to_list())
-    ids = [part.strip() for part in spec.split(",")]
-    if not any(ids):
+        return _some_ids(path, column.to_list())
+    ids = CustomerIds([part.strip() for part in spec.split(",")], "item")
+    if not ids:
         raise CustomerListError(f"{spec!r} names no customer id")
-    return list(dict.fromkeys(i for i in ids if i))
+    return ids
 
 
 def _chunks(values: Sequence[str], size: int) -> Iterator[Sequence[str]]:

@@ -40,7 +40,12 @@ def held_out_warnings(prepared: PreparedData, segments: Sequence[EvaluationSegme
             f"the test period holds {known:,} known customer(s) with something new to recommend "
             f"({split.test_events.height:,} event(s) from {_day(split.test_start)}): figures on fewer than "
             f"{MIN_TEST_CUSTOMERS} customers cannot rank models (each mean moves by about "
-            f"±{0.25 / known**0.5:.2f}); raise [split] test_days or check the data's dates"
+            f"±{0.25 / known**0.5:.2f}); "
+            + (
+                "hold out more of the data in the test events file, or check it"
+                if split.method == "predefined"
+                else "raise [split] test_days or check the data's dates"
+            )
         )
     train, test = split.train_events["timestamp"], split.test_events["timestamp"]
     last_train, first_test, last_test = train.max(), test.min(), test.max()

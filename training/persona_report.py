@@ -25,4 +25,7 @@ def persona_accuracy(prepared: PreparedData, truth_dir: Path) -> dict[str, Any] 
     truth = pl.read_parquet(path)
     if not all(any(c.endswith(f"__{p}") for c in truth.columns) for p in prepared.mixes.persona_ids):
         return None  # a catalog other than the planted personas (e.g. a proposed one): nothing to compare
-    return compare_with_planted(prepared.mixes, truth, prepared.split.train_events)
+    result = compare_with_planted(prepared.mixes, truth, prepared.split.train_events)
+    # A truth of another shop (ids renamed, a different generated shop) names none of these customers:
+    # there is nothing to report, where the means of nothing would be NaN.
+    return result if result["n_compared"] else None

@@ -170,8 +170,11 @@ def evaluate_steering(
                 steered_shares.append(share)
                 own_shares.append(_share(own_lists, matches[p], k)[other])
                 steered_ndcg.append(ranking_metrics(steered[other], sample.relevant[other]).ndcg)
-                by_persona[catalog.personas[p].id] = float(share.mean()) if share.size else float("nan")
+                if share.size:  # a persona leading every sampled customer has no one to steer towards it
+                    by_persona[catalog.personas[p].id] = float(share.mean())
             pairs = int(sum(len(s) for s in steered_shares))
+            if not pairs:
+                continue  # nothing measured at this setting: no figure, rather than a NaN
             results.append(
                 SteeringResult(
                     model=name,

@@ -181,6 +181,6 @@ def require_finite(kind: str, **arrays: NDArray[np.floating]) -> None:
     for name, array in arrays.items():
         if not np.all(np.isfinite(array)):
             raise ModelFitError(
-                f"{kind} model: fitted {name} contain NaN or inf; lower the learning rate or raise "
-                "regularisation"
+                f"{kind} model: fitted {name} contain NaN or inf, a diverged fit: raise the "
+                "regularisation, or lower the learning rate of a model that has one (bpr, lightfm_hybrid)"
             )

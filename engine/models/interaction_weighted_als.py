@@ -125,6 +125,12 @@ def _conjugate_gradient_rows(
     one = np.float32(1.0)
     for row in range(first, last):
         start, stop = indptr[row], indptr[row + 1]
+        if start == stop:
+            # No interactions, so no penalty either: the row's system is the Gram matrix alone, singular
+            # whenever the other side has fewer rows than factors, and its least-norm solution is 0 (a CG
+            # on it diverged to NaN with two training customers). An item nobody touched scores 0.
+            solved[row] = 0.0
+            continue
         penalty = np.float32(regularization * (stop - start))
         x = solved[row].copy()
         residual = -(gram @ x) - penalty * x
@@ -141,7 +147,10 @@ def _conjugate_gradient_rows(
             for at in range(start, stop):
                 item = fixed[indices[at]]
                 product += (confidence[at] - one) * np.dot(item, direction) * item
-            step = old / np.dot(direction, product)
+            curvature = np.dot(direction, product)
+            if curvature <= 0:  # rounding on a near-singular system: stop where the row is
+                break
+            step = old / curvature
             x += step * direction
             residual -= step * product
             new = np.dot(residual, residual)

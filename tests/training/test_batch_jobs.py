@@ -16,7 +16,10 @@ from engine.personalization_request import CustomerTarget, ProductRequest
 from engine.personalizer import Personalizer
 from tests.engine.small_artifact import train_small_artifact
 from training.batch_recommend import CustomerListError, batch_recommend, read_customer_ids
+from training.config import parse_config
 from training.persona_segments import persona_segments
+from training.synthetic_shop import ShopConfig, generate_shop
+from training.train_job import run_training
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +73,50 @@ def test_a_customer_list_with_unknown_ids_is_served_cold_start(
     assert report.unknown_customers == 1 and frame.height == 6
     assert frame.filter(pl.col("customer_id") == "stranger-1")["cold_start"].all()
     assert frame.filter(pl.col("customer_id") == "stranger-1")["mix_source"].unique().to_list() == ["prior"]
+
+
+def _numbered_shop_artifact(folder: Path) -> Path:
+    """A small trained artifact whose customer ids are numbers ("1001"), as an export's are."""
+    shop = folder / "shop"
+    generate_shop(shop, ShopConfig(customers=120, items=100, events=3_000, seed=5))
+    for table in ("customers", "events", "decisions"):
+        frame = pl.read_parquet(shop / f"{table}.parquet")
+        renamed = pl.lit("1") + pl.col("customer_id").str.strip_prefix("c").str.zfill(3)
+        frame.with_columns(renamed.alias("customer_id")).write_parquet(shop / f"{table}.parquet")
+    config = parse_config(
+        {
+            "data": {"path": str(shop)},
+            "split": {"test_days": 28, "cold_start_share": 0.1},
+            "models": {"popularity": {}, "persona_popularity": {}},
+            "output": {"root": str(folder / "artifacts")},
+        }
+    )
+    return run_training(config, show_progress=False).artifact_path
+
+
+def test_an_id_list_written_as_floats_is_refused_naming_the_row_not_served_as_strangers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An export's numeric id column read as float gives 1001.0 for the customer 1001 (data scientist's
+    walkthrough): every such customer was served a persona-only list, with exit status 0."""
+    artifact = _numbered_shop_artifact(tmp_path)
+    known = Personalizer.from_path(artifact).customers.ids[:2].tolist()
+    pl.DataFrame({"customer_id": [float(known[0]), float(known[1]), 99999.0]}).write_parquet(
+        tmp_path / "ids.parquet"
+    )
+    out = tmp_path / "b.parquet"
+    argv = ["batch-recommend", "--artifact", str(artifact), "--out", str(out), "--customer-ids"]
+    assert main([*argv, str(tmp_path / "ids.parquet")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        f"argument --customer-ids: {tmp_path / 'ids.parquet'}, row 1: '{known[0]}.0' is not a customer the "
+        f"artifact knows, but '{known[0]}' is; 2 of the 3 ids are like it"
+    ) in err
+    assert not out.exists()
+    assert main([*argv, f"{known[0]},99999"]) == 0  # as the shop writes them: one known, one new
+    assert pl.read_parquet(out).group_by("customer_id").agg(pl.col("cold_start").first()).sort(
+        "customer_id"
+    ).rows() == [(known[0], False), ("99999", True)]
 
 
 def test_customer_lists_from_files(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 import datetime as dt
 import hashlib
 import inspect
+import re
 from pathlib import Path
 
 import polars as pl
@@ -22,6 +23,7 @@ from training.split import (
     split_events,
     split_predefined,
 )
+from training.synthetic_shop import ShopConfig, generate_shop
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -266,3 +268,28 @@ def test_cold_holdout_is_the_per_customer_hash_rule(customers: list[str], seed: 
         return int.from_bytes(digest, "big") / 2**64 < share
 
     assert _held_out(customers, seed, share).tolist() == [held_out(c) for c in customers]
+
+
+@pytest.mark.parametrize(
+    ("customers", "cold_start_share", "advice"),
+    [(40, 0.9, "lower \\[split\\] cold_start_share"), (6, 0.0, "use a data set with more customers")],
+)
+def test_a_split_with_too_few_customers_to_fit_is_refused_saying_what_to_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], customers: int, cold_start_share: float, advice: str
+) -> None:
+    """Two to five customers ended in NaN factors, a NaN in the manifest or a ZeroDivisionError in ALS
+    (a data scientist's walkthrough on the first customers of an export); one line says why instead."""
+    shop = tmp_path / "shop"
+    generate_shop(shop, ShopConfig(customers=customers, items=100, events=customers * 40, seed=3))
+    config = tmp_path / "small.toml"
+    config.write_text(
+        f'[data]\npath = "{shop}"\n[split]\ncold_start_share = {cold_start_share}\n'
+        f'[models.popularity]\n[models.als]\n[output]\nroot = "{tmp_path / "artifacts"}"\n',
+        encoding="utf-8",
+    )
+    assert main(["train", "--config", str(config), "--no-progress"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert re.search(
+        rf"error: the split leaves \d customer\(s\) to fit the models on, of \d+ .*at least 10: {advice}", err
+    )
+    assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").iterdir())

@@ -54,6 +54,23 @@ def test_the_same_seed_gives_the_same_factors() -> None:
     np.testing.assert_array_equal(first.user_factors, second.user_factors)
 
 
+def test_rows_without_interactions_get_zero_vectors_even_over_a_rank_deficient_side() -> None:
+    """Two users and 64 factors, and items no user touched: each such item row's system is the users'
+    Gram matrix alone (rank 2, no penalty). A CG on it diverged to NaN in a walkthrough on two training
+    customers; its least-norm solution, 0, is what the row gets, and the rest stays finite."""
+    rng = np.random.default_rng(5)
+    dense = np.zeros((2, 300), dtype=np.float32)
+    dense[0, rng.choice(300, 90, replace=False)] = 1.0
+    dense[1, rng.choice(300, 110, replace=False)] = 3.0
+    ratings = sp.csr_matrix(dense)
+    fit = InteractionWeightedALS(64, 0.2, 2.0, iterations=15, random_state=3)
+    fit.fit(ratings)
+    assert fit.user_factors is not None and fit.item_factors is not None
+    assert np.isfinite(fit.user_factors).all() and np.isfinite(fit.item_factors).all()
+    untouched = np.flatnonzero(ratings.getnnz(axis=0) == 0)
+    assert untouched.size > 0 and not fit.item_factors[untouched].any()
+
+
 def test_an_unknown_penalty_is_refused_naming_the_choices() -> None:
     with pytest.raises(ValueError, match="penalty must be one of constant, per_interaction, got 'ridge'"):
         ImplicitALSModel(penalty="ridge")
