@@ -27,6 +27,7 @@ from cli.errors import UserError
 from cli.json_output import emit_json
 from cli.subcommand import Subcommands, add_command
 from training.console_output import print_table, stdout_console
+from training.flag_error import FlagError
 
 GENERATE_EXAMPLES = """
     examples:
@@ -205,6 +206,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _propose_catalog(args: argparse.Namespace) -> int:
     from training.discovery_job import run_catalog_proposal
+
+    written: Path = args.write_catalog
+    if written.exists() and not args.overwrite:  # before the search; a hand-written catalog is work
+        same = Path(str(args.catalog)).resolve() == written.resolve()
+        named = " (it is the --catalog read)" if same else ""
+        raise FlagError(
+            "--write-catalog",
+            f"{written} already exists{named}: name a new file, or pass --overwrite to replace it",
+        )
 
     training_split = None
     if args.training_split is not None:
@@ -422,6 +432,11 @@ def add_discover_command(sub: Subcommands) -> None:
     )
     d.add_argument(
         "--write-catalog", type=Path, metavar="FILE", help="propose a persona catalog, write it here"
+    )
+    d.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --write-catalog: replace the file if it exists (without it, an existing file is refused)",
     )
     d.add_argument(
         "--personas",

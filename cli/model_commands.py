@@ -501,6 +501,23 @@ def add_report_command(sub: Subcommands) -> None:
     rp.add_argument("--no-progress", action="store_true", help="no progress lines")
 
 
+def _refuse_a_report_inside_the_artifact(out: Path, artifact: Path) -> None:
+    """An artifact version holds exactly the files its manifest lists, and every command checks that:
+    a report written into one broke it for recommend, summary and serve (a data scientist's
+    walkthrough wrote ``--out artifacts/x/latest/report.html``)."""
+    versions = {artifact.resolve()}
+    if (artifact / "latest").exists():
+        versions.add((artifact / "latest").resolve())
+    target = out.resolve()
+    inside = next((v for v in versions if target.is_relative_to(v) and (v / "manifest.json").is_file()), None)
+    if inside is not None:
+        raise FlagError(
+            "--out",
+            f"{out}: inside the artifact version {inside.name}, whose files must be exactly those its "
+            "manifest lists (every command checks): write the report beside the artifact instead",
+        )
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from training.report.evaluation_report import write_report
 
@@ -520,6 +537,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         args.artifact = checked_later("--artifact", artifact_folder, DEFAULT_ARTIFACT)
     if args.out.suffix.lower() not in (".html", ".htm"):
         raise FlagError("--out", f"{args.out}: the report is HTML; give a file name ending in .html")
+    _refuse_a_report_inside_the_artifact(args.out, Path(args.artifact))
+    try:  # before the report is computed, not after
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        probe = args.out.parent / f".{args.out.name}.writable"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise FlagError("--out", f"{args.out}: cannot write there ({error.strerror or error})") from None
     with stage_lines("report", not (args.json or args.no_progress)) as stage:
         written = write_report(args.artifact, args.out, data_path=args.data, progress=stage)
     if args.json:

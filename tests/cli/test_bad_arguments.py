@@ -198,6 +198,15 @@ FLAG_MISTAKES: list[tuple[list[str], str, str]] = [
     (["segments", *A, "--out", "{tmp}/s.csv", "--threshold", "0"], "--threshold", "above 0"),
     (["segments", *A, "--out", "{tmp}/s.txt"], "--out", "s.txt: write segments to a .csv or .parquet"),
     (["report", *A, "--out", "{tmp}/report.txt"], "--out", "report.txt: the report is HTML"),
+    # Inside the version folder it would break the artifact for every other command (walkthrough).
+    (["report", *A, "--out", "{artifact}/report.html"], "--out", "report.html: inside the artifact version"),
+    (["report", *A, "--out", "{file}/report.html"], "--out", "report.html: cannot write there"),
+    # A hand-written catalog was replaced without a word, the --catalog read among them (walkthrough).
+    (
+        ["discover", "--data", "{shop}", "--catalog", "{file}", "--write-catalog", "{file}"],
+        "--write-catalog",
+        "{file} already exists (it is the --catalog read): name a new file, or pass --overwrite",
+    ),
     (["recommend", *A, "--customer", "c0042", "--model", "foo"], "--model", "foo: artifact"),
     (["recommend", *A, "--customer", "c0042", "--mix", "nobody=1"], "--mix", "nobody"),
     (
