@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rich.text import Text
+
 from cli.arguments import existing_folder, non_negative_int, open_unit, positive_float, positive_int, share
 from cli.json_output import emit_json
 from cli.subcommand import Subcommands, add_artifact_argument, add_command
@@ -117,6 +119,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
         f"{len(report.drifting):,} of {report.customers_checked:,} tested customers drifting at the end of "
         f"{report.data} (threshold {report.threshold:.2f} nats, {how})"
     )
+    for warning in report.warnings:
+        stdout_console.print(Text.assemble(("warning:", "yellow"), " ", warning))
     live = report.live_calibration
     if live is not None:
         stdout_console.print(

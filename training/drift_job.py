@@ -16,7 +16,7 @@ share of what the events allow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from engine.personas.drift import DriftStatus, population_mean_mix, trace_change
 from engine.personas.drift_accuracy import DriftAccuracy, PlantedDrift, score_detection
 from engine.personas.drift_calibration import DriftCalibration
 from training.console_output import progress_bar
+from training.data_match import other_data_warning
 from training.synthetic_shop.truth import EVENT_PERSONAS_FILE, TRUTH_DIR
 
 TRUTH_MIXES = Path("truth") / "customer_mixes.parquet"
@@ -55,6 +56,7 @@ class DriftReport:
     # the best any detector could do on this shop (needs truth/event_personas.parquet); its points are
     # at the curve's targets and at the false-alarm rate the detector measured
     bound: DetectionBound | None = None
+    warnings: list[str] = field(default_factory=list)  # other data than the artifact's (training.data_match)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +75,7 @@ class DriftReport:
             "accuracy": None if self.accuracy is None else self.accuracy.to_json(),
             "live_threshold": None if self.live_calibration is None else self.live_calibration.to_json(),
             "detection_bound": None if self.bound is None else self.bound.to_json(),
+            "warnings": self.warnings,
         }
 
 
@@ -147,4 +150,5 @@ def run_drift_report(
         accuracy,
         artifact.drift_calibration,
         bound,
+        [w for w in [other_data_warning(Path(data_path), artifact.manifest, artifact.version)] if w],
     )

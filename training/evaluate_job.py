@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.artifact import MANIFEST, ArtifactError, data_fingerprint
+from engine.artifact import MANIFEST, ArtifactError
 from engine.artifact.contents import LoadedArtifact, load_artifact
 from engine.models.base import Recommender
 from training.config import TrainingSection, parse_config
+from training.data_match import other_data_warning
 from training.drift_evaluation import drift_evaluation
 from training.evaluation import (
     ContextMixResult,
@@ -113,7 +114,7 @@ def run_evaluation(
     data_dir = Path(data_path or config.data.path)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data folder {data_dir} not found (give --data)")
-    fingerprint = data_fingerprint(sorted(p for p in data_dir.glob("*.*") if p.is_file()))
+    other = other_data_warning(data_dir, manifest, artifact.version)  # the files as read, before the work
     announce(f"loading {data_dir}, splitting it, inferring persona mixes")
     prepared = prepare(config, data_path=data_dir)
     segments = evaluation_segments(prepared)
@@ -152,7 +153,7 @@ def run_evaluation(
         k=config.evaluation.k,
         results=results,
         persona_accuracy=persona_accuracy(prepared, data_dir / "truth"),
-        data_matches_artifact=fingerprint == manifest.get("data_fingerprint"),
+        data_matches_artifact=other is None,
         models_scored=scored,
         served_models=served,
         matches_manifest=matches_manifest(results, manifest.get("metrics", [])),
@@ -160,7 +161,7 @@ def run_evaluation(
         steering_results=steering,
         drift_evaluation=drift,
         session_evaluation=session,
-        warnings=held_out_warnings(prepared, segments),
+        warnings=held_out_warnings(prepared, segments) + ([] if other is None else [other]),
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from cli.main import main
 from tests.engine.small_artifact import train_small_artifact
+from training.synthetic_shop import ShopConfig, generate_shop
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +25,7 @@ def test_json_lists_drifting_customers_and_scores_them_like_a_detector(
     report = json.loads(capsys.readouterr().out)
     assert report["threshold_calibrated"] and report["target_false_alarm"] == 0.05
     assert report["customers_checked"] > 0
+    assert report["warnings"] == []  # the artifact's own data
     statistics = [row["statistic"] for row in report["drifting"]]
     assert statistics == sorted(statistics, reverse=True)
     assert all(s >= report["threshold"] for s in statistics)
@@ -116,3 +118,17 @@ def test_the_server_tests_against_what_the_drift_job_calibrates_on_the_training_
     assert live["customers"] == 600 and live["settings"]["baseline_lag_days"] == 28.0
     assert main(["drift", "--artifact", str(refit), "--no-progress", "--limit", "0"]) == 0
     assert f"the server tests against {live['threshold']:.2f} nats" in capsys.readouterr().out
+
+
+def test_other_data_than_the_artifacts_is_said_in_the_output_and_the_json(
+    artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An Online Retail artifact run on MovieLens listed users "drifting" between gift-shop personas
+    without a word (a data scientist's walkthrough)."""
+    other = tmp_path / "other-shop"
+    generate_shop(other, ShopConfig(customers=300, items=150, events=9_000, seed=11))
+    assert main(["drift", "--artifact", str(artifact), "--data", str(other), "--json", "--no-progress"]) == 0
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{other} is not the data artifact ")
+    assert main(["drift", "--artifact", str(artifact), "--data", str(other), "--no-progress"]) == 0
+    assert f"warning: {other} is not the data artifact" in " ".join(capsys.readouterr().out.split())
