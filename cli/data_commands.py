@@ -8,7 +8,10 @@ so that ``--help`` does not load numpy, polars or the models.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +305,7 @@ def add_adapt_command(sub: Subcommands) -> None:
     t.add_argument("--mapping", type=existing_file, required=True, help="mapping file (TOML)")
     t.add_argument("--source", type=existing_file, required=True, help="the export: a .csv or .parquet file")
     t.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    _add_overwrite(t)
     t.add_argument(
         "--skip-invalid",
         action="store_true",
@@ -322,6 +326,7 @@ def add_adapt_command(sub: Subcommands) -> None:
         "--source", type=existing_folder, required=True, help="folder of the original files (read only)"
     )
     m.add_argument("--out", type=Path, required=True, help="output shop folder (created)")
+    _add_overwrite(m)
     m.add_argument(
         "--positive-threshold",
         type=int,
@@ -334,13 +339,72 @@ def add_adapt_command(sub: Subcommands) -> None:
     m.set_defaults(handler=cmd_adapt_movielens)
 
 
+def _add_overwrite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the data files an earlier adapt wrote to --out (without it, a folder holding "
+        "files is refused)",
+    )
+
+
+# The adapters' own files; with the contract's tables in either format, what adapt writes into a data
+# folder (``_adapted_files``), and all --overwrite removes.
+_ADAPTER_FILES = frozenset(
+    {"adaptation_report.json", "rejected_rows.parquet", "adapter.json", "test_events.csv"}
+)
+
+
+def _adapted_files() -> frozenset[str]:
+    from engine.data.contract import TABLES  # brings polars: not for --help
+
+    return _ADAPTER_FILES | {f"{table}{suffix}" for table in TABLES for suffix in (".parquet", ".csv")}
+
+
+@contextlib.contextmanager
+def _fresh_data_folder(out: Path, overwrite: bool) -> Iterator[None]:
+    """adapt writes a whole data folder. Into one that holds files it left a mix: an Online Retail
+    folder adapted over with MovieLens kept the old adaptation report and rejected rows, and two adapts
+    into one new folder at once interleaved their tables (a data scientist's walkthrough). A folder
+    with files is refused unless ``--overwrite``, which removes what an adapt writes (other files are
+    refused even then); one adapt at a time holds a lock beside the folder."""
+    if out.exists() and not out.is_dir():
+        raise FlagError("--out", f"{out}: is a file; adapt writes a folder")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not overwrite:
+        shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
+        raise FlagError(
+            "--out",
+            f"{out} already holds {shown}: name a new folder, or pass --overwrite to replace the data "
+            "files an earlier adapt wrote",
+        )
+    adapted = _adapted_files()
+    foreign = [name for name in held if name not in adapted]
+    if foreign:
+        raise FlagError(
+            "--out",
+            f"{out} holds files adapt does not write ({', '.join(foreign[:4])}): --overwrite only replaces "
+            "a data folder's own files; name a new folder",
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.adapt-lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FlagError("--out", f"{out}: another adapt is writing this folder now") from None
+        for name in held:
+            (out / name).unlink()
+        yield
+
+
 def cmd_adapt_transactions(args: argparse.Namespace) -> int:
     from engine.data.loading import load_shop
     from training.transaction_adapter import adapt_transactions
     from training.transaction_mapping import load_mapping
 
     mapping = load_mapping(args.mapping)
-    report = adapt_transactions(mapping, args.source, args.out, skip_invalid=args.skip_invalid)
+    with _fresh_data_folder(args.out, args.overwrite):
+        report = adapt_transactions(mapping, args.source, args.out, skip_invalid=args.skip_invalid)
     shop = load_shop(args.out)  # the folder must load as it is: a contract break here is a bug to surface
     if args.json:
         emit_json({**report.to_dict(), "verified_rows": shop.report.rows_read})
@@ -364,7 +428,8 @@ def cmd_adapt_movielens(args: argparse.Namespace) -> int:
     from training.movielens_adapter import MovieLensSourceError, adapt_movielens
 
     try:
-        summary = adapt_movielens(args.source, args.out, positive_threshold=args.positive_threshold)
+        with _fresh_data_folder(args.out, args.overwrite):
+            summary = adapt_movielens(args.source, args.out, positive_threshold=args.positive_threshold)
     except MovieLensSourceError as error:
         raise UserError(str(error)) from None
     if args.json:

@@ -178,3 +178,25 @@ def test_split_method_is_validated() -> None:
         parse_config({"split": {"method": "random"}})
     config = parse_config({"split": {"method": "predefined", "test_events": "ua.csv"}})
     assert config.split.test_events == "ua.csv"
+
+
+def test_adapt_refuses_a_folder_that_holds_files_unless_told_to_replace_its_data_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Adapting over another data set's folder kept its adaptation report and rejected rows beside the
+    new tables (a data scientist's walkthrough); the folder is refused, or its data files replaced."""
+    source, out = _write(tmp_path), tmp_path / "out"
+    argv = ["adapt", "movielens", "--source", str(source), "--out", str(out)]
+    assert main(argv) == 0
+    (out / "rejected_rows.parquet").write_bytes(b"from an earlier Online Retail adapt")
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"argument --out: {out} already holds adapter.json, customers.parquet, events.parquet" in err
+    assert "pass --overwrite" in err
+    assert main([*argv, "--overwrite"]) == 0
+    assert not (out / "rejected_rows.parquet").exists() and load_shop(out).events.height == 4
+    (out / "notes.txt").write_text("mine\n", encoding="utf-8")
+    assert main([*argv, "--overwrite"]) == 2
+    assert "holds files adapt does not write (notes.txt)" in " ".join(capsys.readouterr().err.split())
+    assert (out / "notes.txt").exists() and (out / "events.parquet").exists()  # nothing removed
