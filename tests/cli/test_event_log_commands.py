@@ -16,16 +16,22 @@ from engine.live.events import BehaviorEvent
 from training.logged_events import read_logged_events
 
 
-def test_archive_events_moves_what_training_read_and_reports_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _five_days_read_by_training(tmp_path: Path) -> Path:
+    """A log of five views, 100 to 96 days old, that a training run has read (so all may move)."""
     path = tmp_path / "events.db"
     now = dt.datetime.now(dt.UTC)
     with EventLog.open(path) as log:
         log.append(
             [BehaviorEvent(f"e{n}", "c1", "i1", "view", now - dt.timedelta(days=100 - n)) for n in range(5)]
         )
-    read_logged_events(path)  # a training run read the log
+    read_logged_events(path)
+    return path
+
+
+def test_archive_events_moves_what_training_read_and_reports_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _five_days_read_by_training(tmp_path)
     assert main(["archive-events", "--event-log", str(path), "--older-than-days", "97.5", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["moved"], report["events_in_log"], report["training_read_through"]) == (3, 2, 5)
@@ -52,13 +58,8 @@ def test_archive_events_names_a_missing_log_or_a_bad_age(
 def test_archive_events_forgets_the_ids_archived_before_the_window_when_asked(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "events.db"
+    path = _five_days_read_by_training(tmp_path)
     now = dt.datetime.now(dt.UTC)
-    with EventLog.open(path) as log:
-        log.append(
-            [BehaviorEvent(f"e{n}", "c1", "i1", "view", now - dt.timedelta(days=100 - n)) for n in range(5)]
-        )
-    read_logged_events(path)
     assert main(["archive-events", "--event-log", str(path), "--older-than-days", "97.5"]) == 0
     assert "the log keeps 3 ids of archived records" in capsys.readouterr().out
     with sqlite3.connect(path) as raw:  # as if archived 40 days ago
