@@ -120,6 +120,7 @@ def test_a_training_split_keeps_the_test_events_from_the_proposal(
         "--held-out-days",
         "14",
         "--json",
+        "--overwrite",  # the same file, written once per run
     ]
     assert main(common) == 0
     everything = json.loads(capsys.readouterr().out)
@@ -158,7 +159,7 @@ def test_a_held_out_share_scores_every_customer_with_enough_events(
     shop_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "p.toml"
-    common = ["discover", "--data", str(shop_dir), "--write-catalog", str(out), "--json"]
+    common = ["discover", "--data", str(shop_dir), "--write-catalog", str(out), "--json", "--overwrite"]
     assert main([*common, "--held-out-share", "0.2"]) == 0
     by_share = json.loads(capsys.readouterr().out)
     assert main(common) == 0
