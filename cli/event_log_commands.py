@@ -98,6 +98,7 @@ def cmd_archive_events(args: argparse.Namespace) -> int:
         f"{run.before.date().isoformat()} could move (events only once training had read them: "
         f"through position {run.training_read_through})"
     )
+    assert run.archived_ids is not None  # counted: archive_events' default
     kept = (
         f"the log keeps {run.archived_ids:,} ids of archived records, so that retries of them are duplicates"
     )

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -55,7 +55,7 @@ from training.evaluation import SegmentResult, evaluate_models
 from training.held_out_period import MIN_TEST_CUSTOMERS, held_out_warnings
 from training.library_baselines import ENGINE_COUNTERPART, LIBRARY_MODELS, create_library_model
 from training.persona_weights import fit_persona_weights, fits_persona_weights
-from training.prepared_data import PreparedData, evaluation_segments, prepare
+from training.prepared_data import EvaluationSegment, PreparedData, evaluation_segments, prepare
 from training.tune_job import (
     LIBRARY_SEARCH_SPACES,
     SearchSpec,
@@ -294,19 +294,20 @@ def _blend_candidates(
 def compare_prepared(
     prepared: PreparedData,
     config: TrainConfig,
+    segments: list[EvaluationSegment],
     *,
     trials: int = DEFAULT_TRIALS,
     search_seed: int = 0,
     show_progress: bool = False,
 ) -> tuple[list[ComparedModel], dict[str, Any]]:
-    """Search, fit and score every compared model on ``prepared`` (the work of ``run_comparison``).
+    """Search, fit and score every compared model on ``prepared`` (the work of ``run_comparison``),
+    on its ``evaluation_segments``.
 
     ``trials`` per searched model (0: no search; the engine runs at the config's values and there
     are no tuned library rows). Returns the rows and a description of the search.
     """
     if trials < 0:
         raise ConfigError(f"--trials must be >= 0, got {trials}")
-    segments = evaluation_segments(prepared)
     warm_segments = [s for s in segments if (s.users.user_index >= 0).all()]
     k = config.evaluation.k
     seed = config.split.seed
@@ -499,8 +500,9 @@ def run_comparison(
     data_dir = Path(data_path or config.data.path)
     if prepared is None:
         prepared = prepare(config, data_path=data_dir)
+    segments = evaluation_segments(prepared)
     models, tuning = compare_prepared(
-        prepared, config, trials=trials, search_seed=search_seed, show_progress=show_progress
+        prepared, config, segments, trials=trials, search_seed=search_seed, show_progress=show_progress
     )
     users = {
         name: r.users for m in models for name, r in m.results.items() if name in (WARM_SEGMENT, COLD_SEGMENT)
@@ -526,15 +528,17 @@ def run_comparison(
         tuning=tuning,
         verdict=verdict(models, config.evaluation.k, seed=config.split.seed),
         personas={"catalog": config.personas.catalog, "ids": list(prepared.catalog.ids)},
-        warnings=_thin_samples(prepared, users),
+        warnings=_thin_samples(prepared, segments, users),
     )
 
 
-def _thin_samples(prepared: PreparedData, users: dict[str, int]) -> list[str]:
+def _thin_samples(
+    prepared: PreparedData, segments: Sequence[EvaluationSegment], users: dict[str, int]
+) -> list[str]:
     """``train``'s and ``evaluate``'s warnings on the test period, and one on the cold-start sample,
     which the cold-start verdict rests on alone (a walkthrough on 50 MovieLens users got "met" from
     6 cold-start customers, with no word on how few they were)."""
-    warnings = held_out_warnings(prepared, evaluation_segments(prepared))
+    warnings = held_out_warnings(prepared, segments)
     cold = users.get(COLD_SEGMENT, 0)
     if 0 < cold < MIN_TEST_CUSTOMERS:
         warnings.append(

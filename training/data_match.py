@@ -17,10 +17,14 @@ from typing import Any
 from engine.artifact import data_fingerprint
 
 
+def folder_fingerprint(data_dir: Path) -> str:
+    """The fingerprint of a data folder's files, as ``train`` records it in the manifest."""
+    return data_fingerprint(sorted(path for path in data_dir.glob("*.*") if path.is_file()))
+
+
 def is_training_data(data_dir: Path, manifest: Mapping[str, Any]) -> bool:
     """Whether the files of ``data_dir`` are those the artifact of ``manifest`` was trained on."""
-    files = sorted(path for path in data_dir.glob("*.*") if path.is_file())
-    return data_fingerprint(files) == manifest.get("data_fingerprint")
+    return folder_fingerprint(data_dir) == manifest.get("data_fingerprint")
 
 
 def other_data_warning(data_dir: Path, manifest: Mapping[str, Any], version: str) -> str | None:

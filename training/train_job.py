@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 from rich.progress import Progress, TaskID
 
-from engine.artifact import ArtifactSigner, ArtifactWriter, data_fingerprint, library_versions, new_version
+from engine.artifact import ArtifactSigner, ArtifactWriter, library_versions, new_version
 from engine.artifact.contents import ArtifactContents, write_contents
 from engine.data.chunk_layout import chunk_lengths, chunked_as
 from engine.data.id_map import MISSING
@@ -51,6 +51,7 @@ from engine.personas.shopping_context import CONTEXTS
 from training.config import TrainConfig
 from training.config_references import check_artifact_root
 from training.console_output import progress_bar
+from training.data_match import folder_fingerprint
 from training.drift_evaluation import DRIFT_EVALUATION, drift_evaluation
 from training.evaluation import (
     CONTEXT_EVALUATION,
@@ -438,7 +439,7 @@ def run_training(
     manifest_fields = {
         "created_by": "persona-engine train",
         "config": config.to_dict(),
-        "data_fingerprint": data_fingerprint(sorted(p for p in data_dir.glob("*.*") if p.is_file())),
+        "data_fingerprint": folder_fingerprint(data_dir),
         "library_versions": library_versions(),
         # Figures of the models fitted on the split, whatever the artifact serves (see served_models).
         "metrics": [r.to_dict() for r in results],

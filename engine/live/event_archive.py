@@ -82,7 +82,7 @@ class ArchiveRun:
     decisions_moved: int = 0  # served arms deleted from the log (they are in the archive)
     outcomes_moved: int = 0
     forgotten_ids: int = 0  # ids of archived records dropped (forget_ids_after)
-    archived_ids: int = 0  # ids of archived records the log keeps after the run
+    archived_ids: int | None = None  # ids of archived records the log keeps after it (count_ids)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -110,11 +110,14 @@ def archive_events(
     batch: int = DEFAULT_BATCH,
     stop: threading.Event | None = None,
     forget_ids_after: dt.timedelta | None = None,
+    count_ids: bool = True,
 ) -> ArchiveRun:
     """Move the events that happened before ``before`` and that training has read into ``folder``.
 
     Works a batch at a time (one part each); ``stop`` is checked between batches. With
     ``forget_ids_after``, the ids of records archived longer ago than that are dropped afterwards.
+    ``count_ids`` counts the ids kept, for a report: a pass over the whole table, which the server's
+    hourly round does not need.
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
@@ -162,7 +165,7 @@ def archive_events(
         moved_rows["decisions"],
         moved_rows["outcomes"],
         forgotten,
-        log.archived_id_count(),
+        log.archived_id_count() if count_ids else None,
     )
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from engine.artifact import MANIFEST, ArtifactError, data_fingerprint
+from engine.artifact import MANIFEST, ArtifactError
 from engine.artifact.contents import LoadedArtifact, load_artifact
 from engine.data.id_map import IdMap
 from engine.data.loading import load_shop
@@ -27,6 +27,7 @@ from engine.personas.catalog import PersonaCatalog
 from engine.personas.inference.inferred_mixes import InferredMixes
 from engine.personas.shopping_context import CONTEXTS, context_expr
 from training.config import TrainConfig, parse_config
+from training.data_match import folder_fingerprint
 from training.persona_report import TRUTH_FILE
 from training.prepared_data import split_for
 from training.served_models import ServedModels
@@ -172,7 +173,6 @@ def _load_evidence(
         items=shop.items,
         mix_events=shop.events if refit else split.train_events,
         test_start=split.test_start,
-        matches_artifact=data_fingerprint(sorted(p for p in data_dir.glob("*.*") if p.is_file()))
-        == fingerprint,
+        matches_artifact=folder_fingerprint(data_dir) == fingerprint,
         truth=pl.read_parquet(truth_path) if truth_path.is_file() else None,
     )
